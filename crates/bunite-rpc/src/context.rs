@@ -1,0 +1,139 @@
+//! The server context of a call (PROTOCOL §9): call id, peer, attestation, cancellation,
+//! deadline, meta context, and exporting caps.
+
+use std::sync::Arc;
+
+use bunite_wire::{CallId, CapId};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::connection::{Connection, Shared};
+use crate::handler::{CapImpl, ExportedCap};
+use crate::policy::Attestation;
+use crate::schema::CapDef;
+use crate::session::Invocation;
+
+/// What a handler knows about the call it serves. Cheap to clone.
+#[derive(Clone)]
+pub struct CallContext {
+    shared: Arc<Shared>,
+    call_id: CallId,
+    cap_id: CapId,
+    signal: CancellationToken,
+    deadline: Option<Instant>,
+    context: Arc<[(String, String)]>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("call_id", &self.call_id)
+            .field("cap_id", &self.cap_id)
+            .field("cancelled", &self.signal.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handler a task is running, so calls it makes carry `parentCallId` and inherit its
+/// deadline (PROTOCOL §11).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallScope {
+    pub connection: u64,
+    pub call_id: CallId,
+    pub deadline: Option<Instant>,
+}
+
+tokio::task_local! {
+    pub(crate) static CURRENT_CALL: CallScope;
+}
+
+impl CallContext {
+    pub(crate) fn new(shared: Arc<Shared>, inv: &Invocation, deadline: Option<Instant>) -> Self {
+        CallContext {
+            shared,
+            call_id: inv.call_id,
+            cap_id: inv.cap_id,
+            signal: inv.signal.clone(),
+            deadline,
+            context: inv.context.clone().into(),
+        }
+    }
+
+    /// A context for work the runtime starts on its own (disposal at unserve or shutdown).
+    pub(crate) fn detached(shared: Arc<Shared>, cap_id: CapId) -> Self {
+        CallContext {
+            shared,
+            call_id: CallId(0),
+            cap_id,
+            signal: CancellationToken::new(),
+            deadline: None,
+            context: Arc::from(Vec::new()),
+        }
+    }
+
+    /// The call id (0 for runtime-initiated disposal).
+    pub fn call_id(&self) -> CallId {
+        self.call_id
+    }
+
+    /// The cap-id the call targets.
+    pub fn cap_id(&self) -> CapId {
+        self.cap_id
+    }
+
+    /// The peer id the host gave the connection.
+    pub fn peer_id(&self) -> &str {
+        &self.shared.cfg.peer_id
+    }
+
+    /// The connection's attestation.
+    pub fn attestation(&self) -> &Attestation {
+        &self.shared.cfg.attestation
+    }
+
+    /// Whether the call was cancelled (or, for non-idempotent methods, its deadline passed).
+    pub fn is_cancelled(&self) -> bool {
+        self.signal.is_cancelled()
+    }
+
+    /// Completes when the call is cancelled or its deadline passes.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.signal.cancelled()
+    }
+
+    /// The cancellation token itself, to hand to other tasks.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.signal.clone()
+    }
+
+    /// The call's deadline, if the client set one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The `meta.context` string map the client sent.
+    pub fn context(&self) -> &[(String, String)] {
+        &self.context
+    }
+
+    /// One value of the `meta.context` map.
+    pub fn context_value(&self, key: &str) -> Option<&str> {
+        self.context
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The connection the call arrived on (to call the peer back).
+    pub fn connection(&self) -> Connection {
+        Connection {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Exports a cap to return from this call. Its cap-id is allocated (refcount 1) when the
+    /// result is sent; if the call fails or is cancelled, nothing is allocated.
+    pub fn export(&self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> ExportedCap {
+        ExportedCap::new(def, imp)
+    }
+}

@@ -1,0 +1,136 @@
+//! Observer events (PROTOCOL §15), reported on the serving side to any number of
+//! subscribers. A subscriber that panics is caught and never affects the connection.
+
+use std::time::Duration;
+
+use bunite_wire::{CallId, CapId};
+
+use crate::policy::Attestation;
+use crate::status::Code;
+
+/// One observed event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A bootstrap was answered.
+    Bootstrap(BootstrapEvent),
+    /// A call finished.
+    Call(CallEvent),
+    /// A server stream changed state.
+    Stream(StreamEvent),
+    /// Caps were revoked (unserve) or switched (replace).
+    Revoke(RevokeEvent),
+    /// Something failed off the call path (policy, disposal, …).
+    Error(ErrorEvent),
+}
+
+/// The outcome of a bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapResult {
+    /// A CapRef was returned.
+    Ok,
+    /// The policy denied it.
+    Denied,
+    /// The name is not served.
+    NotFound,
+    /// The versions differ.
+    VersionMismatch,
+    /// The args were malformed.
+    InvalidArgument,
+    /// The cap table is full.
+    ResourceExhausted,
+    /// The policy failed.
+    Internal,
+}
+
+/// `bootstrap`: name, client version, attestation, result, cap-id on ok.
+#[derive(Debug, Clone)]
+pub struct BootstrapEvent {
+    /// The requested name.
+    pub name: String,
+    /// The client's version, if it sent one.
+    pub version: Option<String>,
+    /// The connection's attestation.
+    pub attestation: Attestation,
+    /// The outcome.
+    pub result: BootstrapResult,
+    /// The instance's cap-id on success.
+    pub cap_id: Option<CapId>,
+}
+
+/// The outcome of a call: `Ok`, `Err(Code::Cancelled)` for cancellation, or the error code.
+pub type CallResult = Result<(), Code>;
+
+/// `call`: cap-id, cap name, method, call id, duration, result.
+#[derive(Debug, Clone)]
+pub struct CallEvent {
+    /// The target cap.
+    pub cap_id: CapId,
+    /// The cap's name, when known.
+    pub cap_name: Option<String>,
+    /// The method.
+    pub method: String,
+    /// The call id.
+    pub call_id: CallId,
+    /// How long the handler ran (absent for calls refused before running).
+    pub duration: Option<Duration>,
+    /// The result.
+    pub result: CallResult,
+}
+
+/// What happened to a server stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPhase {
+    /// The stream started.
+    Start,
+    /// The source ended.
+    End,
+    /// The client cancelled.
+    Cancel,
+    /// The source failed.
+    Error,
+}
+
+/// `stream`: cap-id, cap name, method, call id, event, count of values sent.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// The target cap.
+    pub cap_id: CapId,
+    /// The cap's name.
+    pub cap_name: Option<String>,
+    /// The method.
+    pub method: String,
+    /// The stream's call id.
+    pub call_id: CallId,
+    /// The phase.
+    pub phase: StreamPhase,
+    /// Values sent so far.
+    pub count: u64,
+}
+
+/// Why caps were revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// `unserve`: the instances are gone.
+    Unserve,
+    /// `replace`: the instances switched implementation.
+    Replace,
+}
+
+/// `revoke`: cap-ids and reason.
+#[derive(Debug, Clone)]
+pub struct RevokeEvent {
+    /// The affected cap-ids.
+    pub cap_ids: Vec<CapId>,
+    /// Why.
+    pub reason: RevokeReason,
+}
+
+/// `error`: the phase (`policy`, `dispose`, `subscriber`, …) and the error text.
+#[derive(Debug, Clone)]
+pub struct ErrorEvent {
+    /// Where it happened.
+    pub phase: &'static str,
+    /// What happened.
+    pub error: String,
+}

@@ -1,0 +1,134 @@
+//! What a served cap is to the runtime: an object-safe [`CapImpl`] that runs methods by name,
+//! and what its handlers return ([`Returned`], [`ExportedCap`]).
+//!
+//! The typed macro API generates a `CapImpl` from a trait implementation; the dynamic API
+//! ([`crate::dynamic::DynCap`]) builds one from closures.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bunite_wire::Value;
+use futures::Stream;
+
+use crate::context::CallContext;
+use crate::schema::CapDef;
+use crate::status::Status;
+
+/// A boxed, sendable future: what object-safe handlers return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A boxed stream of values: what stream handlers produce.
+pub type ValueStream = Pin<Box<dyn Stream<Item = Result<Value, Status>> + Send + 'static>>;
+
+/// The server side of a cap: runs its methods by wire name.
+///
+/// The runtime checks the method against the cap's [`CapDef`] before calling in, so an
+/// implementation only sees declared methods of the right kind.
+pub trait CapImpl: Send + Sync + 'static {
+    /// Whether a handler exists for a declared method. A declared method without one fails
+    /// `not_found` `method "<m>" has no handler` (PROTOCOL §9).
+    fn has_handler(&self, method: &str) -> bool {
+        let _ = method;
+        true
+    }
+
+    /// Runs a call method.
+    fn call(
+        &self,
+        method: &str,
+        args: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<Result<Returned, Status>>;
+
+    /// Opens a stream method.
+    fn stream(&self, method: &str, args: Value, ctx: CallContext) -> Result<ValueStream, Status> {
+        let _ = (args, ctx);
+        Err(Status::not_found(format!(
+            "method \"{method}\" has no handler"
+        )))
+    }
+}
+
+/// What a call handler returns: a plain value, or caps it exported through its
+/// [`CallContext`] in the shape its method declares (PROTOCOL §9).
+#[derive(Debug)]
+pub enum Returned {
+    /// A plain value (`Undefined` for void).
+    Value(Value),
+    /// One cap.
+    Cap(ExportedCap),
+    /// An array of caps.
+    CapArray(Vec<ExportedCap>),
+    /// A string-keyed record of caps.
+    CapRecord(Vec<(String, ExportedCap)>),
+}
+
+impl From<Value> for Returned {
+    fn from(v: Value) -> Self {
+        Returned::Value(v)
+    }
+}
+
+impl From<ExportedCap> for Returned {
+    fn from(c: ExportedCap) -> Self {
+        Returned::Cap(c)
+    }
+}
+
+impl From<Vec<ExportedCap>> for Returned {
+    fn from(c: Vec<ExportedCap>) -> Self {
+        Returned::CapArray(c)
+    }
+}
+
+/// A cap a handler exported to return to its caller: a definition and an implementation.
+///
+/// The runtime allocates its cap-id (refcount 1) when the result is sent. If the call fails,
+/// is cancelled, or the result cannot be sent, nothing is allocated, so no cap can leak.
+#[derive(Clone)]
+pub struct ExportedCap {
+    pub(crate) def: Arc<CapDef>,
+    pub(crate) imp: Arc<dyn CapImpl>,
+}
+
+impl ExportedCap {
+    /// Pairs a definition with its implementation.
+    pub fn new(def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Self {
+        ExportedCap { def, imp }
+    }
+
+    /// The definition.
+    pub fn def(&self) -> &Arc<CapDef> {
+        &self.def
+    }
+}
+
+impl fmt::Debug for ExportedCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExportedCap")
+            .field("cap", &self.def.name())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A cap that answers every method with `undefined`.
+    pub(crate) struct NoopCap;
+
+    impl NoopCap {
+        pub(crate) fn arc() -> Arc<dyn CapImpl> {
+            Arc::new(NoopCap)
+        }
+    }
+
+    impl CapImpl for NoopCap {
+        fn call(&self, _: &str, _: Value, _: CallContext) -> BoxFuture<Result<Returned, Status>> {
+            Box::pin(async { Ok(Returned::Value(Value::Undefined)) })
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Per-connection limits. Every table, queue and count a peer can grow is bounded here.
+
+/// Per-connection limits; `Default` gives the protocol's defaults (PROTOCOL §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest inbound message we accept, advertised in `hello.maxBytes`. Default 64 MiB.
+    pub max_bytes: usize,
+    /// Cap-table size, counting the reserved ids 0 and 1. Default 1024.
+    pub max_caps: usize,
+    /// Concurrent calls in each direction: active handlers + server streams inbound, pending
+    /// calls outbound. Default 1024.
+    pub max_in_flight: usize,
+    /// Deepest value nesting the decoder accepts. Default 256.
+    pub max_depth: usize,
+    /// How many revoked cap-ids the client remembers (the newest). Default 4096
+    /// (PROTOCOL §13.7).
+    pub max_revoked_ids: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
+            max_caps: 1024,
+            max_in_flight: 1024,
+            max_depth: bunite_wire::Limits::DEFAULT_MAX_DEPTH,
+            max_revoked_ids: 4096,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn wire(&self) -> bunite_wire::Limits {
+        bunite_wire::Limits {
+            max_bytes: self.max_bytes,
+            max_depth: self.max_depth,
+        }
+    }
+}

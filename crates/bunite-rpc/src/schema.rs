@@ -1,0 +1,253 @@
+//! Cap definitions: names, versions, methods and their kinds (PROTOCOL §8–10).
+//!
+//! A [`CapDef`] is plain data shared by both peers' views of a cap. The typed macro API
+//! generates one per trait; the dynamic API builds them at run time with [`CapDef::builder`].
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The reserved cap-name prefix of the bunite framework caps.
+pub const RESERVED_PREFIX: &str = "bunite.";
+
+/// Default initial stream credit (PROTOCOL §5).
+pub const DEFAULT_INITIAL_CREDIT: u32 = 32;
+/// Largest initial stream credit (PROTOCOL §5).
+pub const MAX_INITIAL_CREDIT: u32 = 1024;
+/// Smallest initial stream credit we grant, so 0.10 clients that return credit only per 8
+/// values cannot deadlock (PROTOCOL §13.1).
+pub const MIN_INITIAL_CREDIT: u32 = 8;
+
+/// A capability definition.
+#[derive(Debug, Clone)]
+pub struct CapDef {
+    name: String,
+    version: Option<String>,
+    methods: Vec<MethodDef>,
+    disposal: Option<String>,
+}
+
+impl CapDef {
+    /// Starts a definition named `name`.
+    pub fn builder(name: impl Into<String>) -> CapDefBuilder {
+        CapDefBuilder {
+            def: CapDef {
+                name: name.into(),
+                version: None,
+                methods: Vec::new(),
+                disposal: None,
+            },
+        }
+    }
+
+    /// The cap name (the registry key).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version, if any.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// The methods, in declaration order.
+    pub fn methods(&self) -> &[MethodDef] {
+        &self.methods
+    }
+
+    /// The method named `name`.
+    pub fn method(&self, name: &str) -> Option<&MethodDef> {
+        self.methods.iter().find(|m| m.name == name)
+    }
+
+    /// The disposal method's name, if the cap declares one.
+    pub fn disposal(&self) -> Option<&str> {
+        self.disposal.as_deref()
+    }
+}
+
+/// Builds a [`CapDef`].
+#[derive(Debug)]
+pub struct CapDefBuilder {
+    def: CapDef,
+}
+
+impl CapDefBuilder {
+    /// Sets the version string.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.def.version = Some(version.into());
+        self
+    }
+
+    /// Adds a method. A later method with the same name replaces the earlier one.
+    pub fn method(mut self, method: MethodDef) -> Self {
+        self.def.methods.retain(|m| m.name != method.name);
+        self.def.methods.push(method);
+        self
+    }
+
+    /// Names the disposal method (it must also be declared as a method).
+    pub fn disposal(mut self, method: impl Into<String>) -> Self {
+        self.def.disposal = Some(method.into());
+        self
+    }
+
+    /// Finishes the definition.
+    pub fn build(self) -> Arc<CapDef> {
+        Arc::new(self.def)
+    }
+}
+
+/// What kind of method this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodKind {
+    /// A unary call.
+    Call,
+    /// A server stream.
+    Stream,
+}
+
+/// One method of a cap.
+#[derive(Debug, Clone)]
+pub struct MethodDef {
+    name: String,
+    kind: MethodKind,
+    idempotent: bool,
+    initial_credit: u32,
+    returns: Returns,
+    drop_on_cancel: bool,
+}
+
+impl MethodDef {
+    /// A unary call method returning a plain value.
+    pub fn call(name: impl Into<String>) -> Self {
+        MethodDef {
+            name: name.into(),
+            kind: MethodKind::Call,
+            idempotent: false,
+            initial_credit: DEFAULT_INITIAL_CREDIT,
+            returns: Returns::Value,
+            drop_on_cancel: true,
+        }
+    }
+
+    /// A server-stream method.
+    pub fn stream(name: impl Into<String>) -> Self {
+        MethodDef {
+            kind: MethodKind::Stream,
+            ..MethodDef::call(name)
+        }
+    }
+
+    /// Marks the method idempotent: the server ignores its deadline (PROTOCOL §11).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Sets a stream's initial credit, clamped to 8..=1024 (PROTOCOL §13.1).
+    pub fn initial_credit(mut self, credit: u32) -> Self {
+        self.initial_credit = credit.clamp(MIN_INITIAL_CREDIT, MAX_INITIAL_CREDIT);
+        self
+    }
+
+    /// Declares what the method returns.
+    pub fn returns(mut self, returns: Returns) -> Self {
+        self.returns = returns;
+        self
+    }
+
+    /// Keeps the handler running after a cancel (it still sees the cancellation signal and
+    /// its result is still suppressed). By default a cancelled handler's future is dropped.
+    pub fn keep_running_on_cancel(mut self) -> Self {
+        self.drop_on_cancel = false;
+        self
+    }
+
+    /// Whether a cancel drops the handler's future.
+    pub fn drops_on_cancel(&self) -> bool {
+        self.drop_on_cancel
+    }
+
+    /// The wire name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Call or stream.
+    pub fn kind(&self) -> MethodKind {
+        self.kind
+    }
+
+    /// Whether the method is idempotent.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    /// The stream's initial credit (always within 8..=1024).
+    pub fn stream_initial_credit(&self) -> u32 {
+        self.initial_credit
+    }
+
+    /// What the method returns.
+    pub fn return_shape(&self) -> &Returns {
+        &self.returns
+    }
+}
+
+/// What a call method returns (PROTOCOL §9, cap-returning methods).
+#[derive(Debug, Clone)]
+pub enum Returns {
+    /// A plain value.
+    Value,
+    /// One cap of the given definition.
+    Cap(CapDefRef),
+    /// An array of caps of one definition.
+    CapArray(CapDefRef),
+    /// A string-keyed record of caps of one definition.
+    CapRecord(CapDefRef),
+}
+
+impl Returns {
+    /// The definition of the returned caps, if the method returns caps.
+    pub fn cap(&self) -> Option<Arc<CapDef>> {
+        match self {
+            Returns::Value => None,
+            Returns::Cap(r) | Returns::CapArray(r) | Returns::CapRecord(r) => Some(r.get()),
+        }
+    }
+}
+
+/// A reference to a cap definition that may be resolved lazily, so a cap can return itself
+/// (the typed API generates a `fn` that builds its definition once).
+#[derive(Clone)]
+pub enum CapDefRef {
+    /// A definition produced by a function, resolved when first needed.
+    Lazy(fn() -> Arc<CapDef>),
+    /// A definition at hand.
+    Shared(Arc<CapDef>),
+}
+
+impl CapDefRef {
+    /// The definition.
+    pub fn get(&self) -> Arc<CapDef> {
+        match self {
+            CapDefRef::Lazy(f) => f(),
+            CapDefRef::Shared(d) => Arc::clone(d),
+        }
+    }
+}
+
+impl fmt::Debug for CapDefRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapDefRef::Lazy(_) => f.write_str("CapDefRef::Lazy"),
+            CapDefRef::Shared(d) => write!(f, "CapDefRef::Shared({:?})", d.name()),
+        }
+    }
+}
+
+impl From<Arc<CapDef>> for CapDefRef {
+    fn from(d: Arc<CapDef>) -> Self {
+        CapDefRef::Shared(d)
+    }
+}

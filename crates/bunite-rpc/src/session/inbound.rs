@@ -1,0 +1,575 @@
+//! The server side of a session: dispatching calls and bootstraps, finishing handlers,
+//! cancels from the client, drops, and the registry operations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunite_wire::{
+    Call, CallId, Cancel, CapId, CapRevoked, DropFrame, Frame, ResultFrame, Value, WireStatus,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::registry::{IfExists, Plan};
+use super::streams::ServerStream;
+use super::{Action, ActiveCall, Invocation, Session};
+use crate::events::{BootstrapEvent, BootstrapResult, CallEvent, Event, RevokeEvent, RevokeReason};
+use crate::handler::{CapImpl, ExportedCap, Returned};
+use crate::schema::{CapDef, MethodKind, Returns};
+use crate::status::{reason, Code, Status};
+
+/// The one method of cap-id 0.
+pub(crate) const BOOTSTRAP_METHOD: &str = "bootstrap";
+
+impl Session {
+    pub(super) fn on_call(&mut self, call: Call, now: Instant) {
+        if call.target == CapId::BOOTSTRAP && call.method == BOOTSTRAP_METHOD {
+            return self.on_bootstrap(call);
+        }
+        match self.dispatch(&call) {
+            Ok((def, imp)) => self.start_handler(call, def, imp, now),
+            Err((cap_name, status)) => {
+                self.emit_call(
+                    call.target,
+                    cap_name,
+                    call.method,
+                    call.id,
+                    None,
+                    Err(status.code),
+                );
+                self.reply_err(call.id, &status);
+            }
+        }
+    }
+
+    /// The checks of PROTOCOL §9, in order.
+    #[allow(clippy::type_complexity)]
+    fn dispatch(
+        &self,
+        call: &Call,
+    ) -> Result<(Arc<CapDef>, Arc<dyn CapImpl>), (Option<String>, Status)> {
+        let no_impl = || (None, Status::not_found("cap has no impl"));
+        let (def, imp) = match call.target {
+            CapId::BOOTSTRAP => return Err(no_impl()),
+            CapId::RUNTIME => self.table.runtime().ok_or_else(no_impl)?,
+            id => match self.table.get(id) {
+                Some(e) => (&e.def, &e.imp),
+                None => return Err((None, Status::not_found(format!("cap-id {id} not found")))),
+            },
+        };
+        let name = || Some(def.name().to_owned());
+        if def.method(&call.method).is_none() {
+            let msg = format!("method \"{}\" on cap \"{}\"", call.method, def.name());
+            return Err((name(), Status::not_found(msg)));
+        }
+        if !imp.has_handler(&call.method) {
+            let msg = format!("method \"{}\" has no handler", call.method);
+            return Err((name(), Status::not_found(msg)));
+        }
+        let max = self.cfg.limits.max_in_flight;
+        if self.active.len() + self.server_streams.len() >= max {
+            let status = Status::resource_exhausted(
+                format!("in-flight calls limit {max}"),
+                reason::MAX_CONCURRENT_CALLS,
+            );
+            return Err((name(), status));
+        }
+        Ok((Arc::clone(def), Arc::clone(imp)))
+    }
+
+    fn start_handler(&mut self, call: Call, def: Arc<CapDef>, imp: Arc<dyn CapImpl>, now: Instant) {
+        let Some(method) = def.method(&call.method) else {
+            return;
+        };
+        let meta = call.meta.unwrap_or_default();
+        let deadline = meta
+            .deadline_ms
+            .filter(|ms| ms.is_finite() && *ms > 0.0)
+            .map(|ms| Duration::from_secs_f64(ms.min(1e12) / 1000.0));
+        let (signal, abort) = (CancellationToken::new(), CancellationToken::new());
+        match method.kind() {
+            MethodKind::Call => {
+                let active = ActiveCall {
+                    cap_id: call.target,
+                    cap_name: def.name().to_owned(),
+                    method: call.method.clone(),
+                    started: now,
+                    signal: signal.clone(),
+                    abort: abort.clone(),
+                    returns: method.return_shape().clone(),
+                    drop_on_cancel: method.drops_on_cancel(),
+                };
+                self.active.insert(call.id, active);
+            }
+            MethodKind::Stream => {
+                let stream = ServerStream {
+                    cap_id: call.target,
+                    cap_name: def.name().to_owned(),
+                    method: call.method.clone(),
+                    window: u64::from(method.stream_initial_credit()),
+                    count: 0,
+                    signal: signal.clone(),
+                    abort: abort.clone(),
+                    wake: Arc::new(Notify::new()),
+                };
+                self.open_server_stream(call.id, stream);
+            }
+        }
+        self.fx.actions.push(Action::Invoke(Invocation {
+            call_id: call.id,
+            cap_id: call.target,
+            imp,
+            kind: method.kind(),
+            signal_after: deadline
+                .filter(|_| !method.is_idempotent() && method.kind() == MethodKind::Call),
+            deadline,
+            method: call.method,
+            args: call.args,
+            signal,
+            abort,
+            context: meta.context.unwrap_or_default(),
+        }));
+    }
+
+    /// A handler finished. Ignored when the call was cancelled meanwhile: its exported caps
+    /// were never allocated, so nothing leaks.
+    pub fn finish_call(&mut self, id: CallId, result: Result<Returned, Status>, now: Instant) {
+        let Some(active) = self.active.remove(&id) else {
+            return;
+        };
+        let duration = Some(now.saturating_duration_since(active.started));
+        let outcome = result.and_then(|r| self.encode_returned(r, &active.returns));
+        let status = match outcome {
+            Ok((value, allocated)) => {
+                let frame = Frame::Result(ResultFrame {
+                    id,
+                    outcome: Ok(value),
+                });
+                match self.send_bounded(&frame) {
+                    Ok(()) => None,
+                    Err(too_large) => {
+                        self.free_exports(&allocated);
+                        Some(Status::resource_exhausted(
+                            format!(
+                                "result of {} bytes exceeds the peer's maxBytes {}",
+                                too_large.size, too_large.max
+                            ),
+                            reason::MAX_FRAME_BYTES,
+                        ))
+                    }
+                }
+            }
+            Err(status) => Some(status),
+        };
+        let result = match status {
+            None => Ok(()),
+            Some(status) => {
+                let wire = status.to_wire_from_handler();
+                self.send(&Frame::Result(ResultFrame {
+                    id,
+                    outcome: Err(wire),
+                }));
+                Err(status.code)
+            }
+        };
+        self.emit_call(
+            active.cap_id,
+            Some(active.cap_name),
+            active.method,
+            id,
+            duration,
+            result,
+        );
+    }
+
+    /// Checks a handler's return against the method's declared shape and allocates the
+    /// exported caps (all or nothing).
+    fn encode_returned(
+        &mut self,
+        r: Returned,
+        returns: &Returns,
+    ) -> Result<(Value, Vec<CapId>), Status> {
+        let expected = returns.cap();
+        let mismatch =
+            |msg: &str| Status::failed_precondition(msg, reason::UNREGISTERED_CAP_RETURN);
+        let exports: Vec<(Option<String>, ExportedCap)> = match (r, returns) {
+            (Returned::Value(v), Returns::Value) => return Ok((v, Vec::new())),
+            (Returned::Cap(c), Returns::Cap(_)) => vec![(None, c)],
+            (Returned::CapArray(cs), Returns::CapArray(_)) => {
+                cs.into_iter().map(|c| (None, c)).collect()
+            }
+            (Returned::CapRecord(cs), Returns::CapRecord(_)) => {
+                cs.into_iter().map(|(k, c)| (Some(k), c)).collect()
+            }
+            (other, _) => {
+                self.bury(other);
+                return Err(mismatch("expected ctx.exportCap return for cap method"));
+            }
+        };
+        if let Some(expected) = expected {
+            if exports.iter().any(|(_, c)| c.def.name() != expected.name()) {
+                self.fx
+                    .graveyard
+                    .extend(exports.into_iter().map(|(_, c)| c.imp));
+                return Err(mismatch("exported cap type mismatch with method returns"));
+            }
+        }
+        let mut ids = Vec::with_capacity(exports.len());
+        let mut keyed = Vec::with_capacity(exports.len());
+        for (key, cap) in exports {
+            match self.table.allocate(cap.def, cap.imp, None) {
+                Ok(id) => {
+                    ids.push(id);
+                    keyed.push((key, Value::CapRef(id)));
+                }
+                Err(status) => {
+                    self.free_exports(&ids);
+                    return Err(status);
+                }
+            }
+        }
+        let value = match returns {
+            Returns::Cap(_) => keyed.pop().map(|(_, v)| v).unwrap_or_default(),
+            Returns::CapArray(_) => Value::Array(keyed.into_iter().map(|(_, v)| v).collect()),
+            _ => Value::Record(
+                keyed
+                    .into_iter()
+                    .map(|(k, v)| (k.unwrap_or_default(), v))
+                    .collect(),
+            ),
+        };
+        Ok((value, ids))
+    }
+
+    fn bury(&mut self, r: Returned) {
+        let caps: Vec<ExportedCap> = match r {
+            Returned::Value(_) => Vec::new(),
+            Returned::Cap(c) => vec![c],
+            Returned::CapArray(cs) => cs,
+            Returned::CapRecord(cs) => cs.into_iter().map(|(_, c)| c).collect(),
+        };
+        self.fx.graveyard.extend(caps.into_iter().map(|c| c.imp));
+    }
+
+    fn free_exports(&mut self, ids: &[CapId]) {
+        for id in ids {
+            if let Some(e) = self.table.remove(*id) {
+                self.fx.graveyard.push(e.imp);
+            }
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, cancel: Cancel, now: Instant) {
+        if self.cancel_server_stream(cancel.id) {
+            return self.cancel_children(cancel.id, cancel.reason);
+        }
+        if let Some(active) = self.active.remove(&cancel.id) {
+            active.signal.cancel();
+            if active.drop_on_cancel {
+                active.abort.cancel();
+            }
+            let status = WireStatus {
+                code: Code::Cancelled.as_str().to_owned(),
+                message: cancel.reason.clone(),
+                details: None,
+                retry: None,
+                full: false,
+            };
+            self.send(&Frame::Result(ResultFrame {
+                id: cancel.id,
+                outcome: Err(status),
+            }));
+            let duration = Some(now.saturating_duration_since(active.started));
+            self.emit_call(
+                active.cap_id,
+                Some(active.cap_name),
+                active.method,
+                cancel.id,
+                duration,
+                Err(Code::Cancelled),
+            );
+        }
+        self.cancel_children(cancel.id, cancel.reason);
+    }
+
+    pub(super) fn on_drop(&mut self, d: DropFrame) {
+        for entry in d.caps {
+            if entry.id.is_reserved() || entry.delta == 0 {
+                continue;
+            }
+            if let Some(freed) = self.table.release(entry.id, u64::from(entry.delta)) {
+                if let Some(root) = &freed.root {
+                    self.registry.forget_instance(root, entry.id);
+                }
+                self.fx.graveyard.push(freed.imp);
+            }
+        }
+    }
+
+    fn on_bootstrap(&mut self, call: Call) {
+        let args = call.args.as_record();
+        let Some(name) = args.and_then(|a| a.get("name")).and_then(Value::as_str) else {
+            let shown = args
+                .and_then(|a| a.get("name"))
+                .map_or("undefined".to_owned(), js_string);
+            self.emit_bootstrap(shown, None, BootstrapResult::InvalidArgument, None);
+            return self.reply_err(
+                call.id,
+                &Status::invalid_argument("bootstrap requires {name: string}"),
+            );
+        };
+        let name = name.to_owned();
+        let version = args
+            .and_then(|a| a.get("version"))
+            .filter(|v| !matches!(v, Value::Undefined | Value::Null))
+            .map(js_string);
+        if let Err((result, status)) = self.check_bootstrap(&name, version.as_deref()) {
+            self.emit_bootstrap(name, version, result, None);
+            return self.reply_err(call.id, &status);
+        }
+        if self.cfg.policy.is_some() {
+            self.fx.actions.push(Action::Policy {
+                call_id: call.id,
+                name,
+                version,
+            });
+        } else {
+            self.finish_bootstrap(call.id, name, version, Ok(true));
+        }
+    }
+
+    fn check_bootstrap(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(), (BootstrapResult, Status)> {
+        let Some(entry) = self.registry.get(name) else {
+            let status = Status::not_found(format!("cap \"{name}\" not served"));
+            return Err((BootstrapResult::NotFound, status));
+        };
+        if let (Some(server), Some(client)) = (entry.def.version(), version) {
+            if server != client {
+                let msg = format!("version mismatch (server \"{server}\", client \"{client}\")");
+                return Err((
+                    BootstrapResult::VersionMismatch,
+                    Status::failed_precondition(msg, reason::VERSION_MISMATCH),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes a bootstrap once the policy answered (`Err` = the policy failed).
+    pub fn finish_bootstrap(
+        &mut self,
+        id: CallId,
+        name: String,
+        version: Option<String>,
+        allowed: Result<bool, String>,
+    ) {
+        if self.closed.is_some() {
+            return;
+        }
+        let denied = match allowed {
+            Ok(true) => None,
+            Ok(false) => Some((
+                BootstrapResult::Denied,
+                Status::failed_precondition("policy denied", reason::UNAUTHORIZED),
+            )),
+            Err(e) => {
+                self.emit(Event::Error(crate::events::ErrorEvent {
+                    phase: "policy",
+                    error: e,
+                }));
+                Some((BootstrapResult::Internal, Status::internal("policy threw")))
+            }
+        };
+        // The registry may have changed while the policy ran.
+        let outcome = match denied {
+            Some(d) => Err(d),
+            None => self
+                .check_bootstrap(&name, version.as_deref())
+                .and_then(|()| {
+                    self.instance_for(&name).map_err(|s| {
+                        let r = if s.code == Code::ResourceExhausted {
+                            BootstrapResult::ResourceExhausted
+                        } else {
+                            BootstrapResult::Internal
+                        };
+                        (r, s)
+                    })
+                }),
+        };
+        match outcome {
+            Ok(cap_id) => {
+                self.send(&Frame::Result(ResultFrame {
+                    id,
+                    outcome: Ok(Value::CapRef(cap_id)),
+                }));
+                self.emit_bootstrap(name, version, BootstrapResult::Ok, Some(cap_id));
+            }
+            Err((result, status)) => {
+                self.emit_bootstrap(name, version, result, None);
+                self.reply_err(id, &status);
+            }
+        }
+    }
+
+    /// The name's instance on this connection (refcount + 1), or a new one.
+    fn instance_for(&mut self, name: &str) -> Result<CapId, Status> {
+        if let Some(id) = self.registry.instance(name) {
+            if let Some(entry) = self.table.get_mut(id) {
+                entry.refcount += 1;
+                return Ok(id);
+            }
+            self.registry.forget_instance(name, id);
+        }
+        let entry = self
+            .registry
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("cap \"{name}\" not served")))?;
+        let (def, imp) = (Arc::clone(&entry.def), Arc::clone(&entry.imp));
+        let id = self.table.allocate(def, imp, Some(name.to_owned()))?;
+        self.registry.set_instance(name, id);
+        Ok(id)
+    }
+
+    /// Serves caps (one, or a batch atomically). Returns the names the handle owns.
+    pub fn serve(
+        &mut self,
+        caps: Vec<(Arc<CapDef>, Arc<dyn CapImpl>)>,
+        if_exists: IfExists,
+    ) -> Result<Vec<String>, Status> {
+        let defs: Vec<&CapDef> = caps.iter().map(|(d, _)| d.as_ref()).collect();
+        let plans = if defs.len() == 1 {
+            vec![self.registry.plan(defs[0], if_exists, false)?]
+        } else {
+            self.registry.plan_all(&defs, if_exists)?
+        };
+        let mut names = Vec::new();
+        for ((def, imp), plan) in caps.into_iter().zip(plans) {
+            match plan {
+                Plan::Skip => continue,
+                Plan::Insert => {}
+                Plan::Replace => self.switch_instance(&def, &imp),
+            }
+            names.push(def.name().to_owned());
+            self.registry.insert(def, imp);
+        }
+        Ok(names)
+    }
+
+    /// `replace`: same name and version, new implementation, live instance switched.
+    pub fn replace(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Result<(), Status> {
+        self.registry.check_replace(&def)?;
+        self.switch_instance(&def, &imp);
+        self.registry.insert(def, imp);
+        Ok(())
+    }
+
+    fn switch_instance(&mut self, def: &Arc<CapDef>, imp: &Arc<dyn CapImpl>) {
+        let id = self.registry.instance(def.name());
+        if let Some(entry) = id.and_then(|id| self.table.get_mut(id)) {
+            let old = std::mem::replace(&mut entry.imp, Arc::clone(imp));
+            entry.def = Arc::clone(def);
+            self.fx.graveyard.push(old);
+        }
+        let cap_ids = id.into_iter().collect();
+        self.emit(Event::Revoke(RevokeEvent {
+            cap_ids,
+            reason: RevokeReason::Replace,
+        }));
+    }
+
+    /// Unserves names: disposes and frees their live instances and sends one
+    /// `cap_revoked` with all of them. Names not served are ignored.
+    pub fn unserve(&mut self, names: &[String]) {
+        let mut revoked = Vec::new();
+        for name in names {
+            let Some(instance) = self.registry.remove(name) else {
+                continue;
+            };
+            let Some(id) = instance else { continue };
+            if let Some(entry) = self.table.remove(id) {
+                if let Some(method) = entry.def.disposal() {
+                    self.fx.actions.push(Action::Dispose {
+                        imp: Arc::clone(&entry.imp),
+                        method: method.to_owned(),
+                        cap_id: id,
+                    });
+                }
+                self.fx.graveyard.push(entry.imp);
+            }
+            revoked.push(id);
+        }
+        if revoked.is_empty() || self.closed.is_some() {
+            return;
+        }
+        self.send(&Frame::CapRevoked(CapRevoked {
+            cap_ids: revoked.clone(),
+        }));
+        self.emit(Event::Revoke(RevokeEvent {
+            cap_ids: revoked,
+            reason: RevokeReason::Unserve,
+        }));
+    }
+
+    /// Sends a peer-generated error (`sendError`: `{code, message[, details]}`).
+    pub(super) fn reply_err(&mut self, id: CallId, status: &Status) {
+        self.send(&Frame::Result(ResultFrame {
+            id,
+            outcome: Err(status.to_wire()),
+        }));
+    }
+
+    fn emit_call(
+        &mut self,
+        cap_id: CapId,
+        cap_name: Option<String>,
+        method: String,
+        call_id: CallId,
+        duration: Option<Duration>,
+        result: Result<(), Code>,
+    ) {
+        self.emit(Event::Call(CallEvent {
+            cap_id,
+            cap_name,
+            method,
+            call_id,
+            duration,
+            result,
+        }));
+    }
+
+    fn emit_bootstrap(
+        &mut self,
+        name: String,
+        version: Option<String>,
+        result: BootstrapResult,
+        cap_id: Option<CapId>,
+    ) {
+        let attestation = self.cfg.attestation.clone();
+        self.emit(Event::Bootstrap(BootstrapEvent {
+            name,
+            version,
+            attestation,
+            result,
+            cap_id,
+        }));
+    }
+}
+
+/// `String(v)` of JS for the scalar values a bootstrap may carry.
+fn js_string(v: &Value) -> String {
+    match v {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".to_owned(),
+        Value::Undefined => "undefined".to_owned(),
+        _ => "[object Object]".to_owned(),
+    }
+}

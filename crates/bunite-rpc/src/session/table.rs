@@ -1,0 +1,166 @@
+//! The cap table (PROTOCOL §7): cap-id → (definition, implementation, refcount).
+//!
+//! Plain data, no I/O. Ids 0 and 1 are reserved and never allocated or freed; user ids
+//! start at 2 and are never reused on a connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bunite_wire::CapId;
+
+use crate::handler::CapImpl;
+use crate::schema::CapDef;
+use crate::status::{reason, Code, Status};
+
+/// One live cap.
+pub(crate) struct Entry {
+    pub def: Arc<CapDef>,
+    pub imp: Arc<dyn CapImpl>,
+    pub refcount: u64,
+    /// The registry name when this entry is a bootstrap instance.
+    pub root: Option<String>,
+}
+
+/// What the table holds at id 0 and 1 is not an [`Entry`]: id 0 is the bootstrap
+/// dispatcher (handled by the registry) and id 1 is the optional runtime.
+pub(crate) struct CapTable {
+    entries: HashMap<CapId, Entry>,
+    runtime: Option<(Arc<CapDef>, Arc<dyn CapImpl>)>,
+    next: u64,
+    /// Counts the reserved ids, as the reference does.
+    limit: usize,
+}
+
+/// How many ids the table reserves.
+const RESERVED: usize = 2;
+
+impl CapTable {
+    pub fn new(limit: usize) -> Self {
+        CapTable {
+            entries: HashMap::new(),
+            runtime: None,
+            next: u64::from(CapId::FIRST_USER.0),
+            limit,
+        }
+    }
+
+    pub fn set_runtime(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) {
+        self.runtime = Some((def, imp));
+    }
+
+    /// Live entries, counting the two reserved ids.
+    pub fn len(&self) -> usize {
+        self.entries.len() + RESERVED
+    }
+
+    /// Allocates a fresh id with refcount 1.
+    pub fn allocate(
+        &mut self,
+        def: Arc<CapDef>,
+        imp: Arc<dyn CapImpl>,
+        root: Option<String>,
+    ) -> Result<CapId, Status> {
+        if self.len() >= self.limit {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!("cap-table limit {}", self.limit),
+            )
+            .with_reason(reason::MAX_CAPS_PER_CONNECTION));
+        }
+        let id = u32::try_from(self.next).map_err(|_| {
+            Status::new(Code::ResourceExhausted, "cap ids exhausted")
+                .with_reason(reason::MAX_CAPS_PER_CONNECTION)
+        })?;
+        self.next += 1;
+        let id = CapId(id);
+        self.entries.insert(
+            id,
+            Entry {
+                def,
+                imp,
+                refcount: 1,
+                root,
+            },
+        );
+        Ok(id)
+    }
+
+    pub fn get(&self, id: CapId) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: CapId) -> Option<&mut Entry> {
+        self.entries.get_mut(&id)
+    }
+
+    /// The runtime's definition and implementation, for id 1.
+    pub fn runtime(&self) -> Option<(&Arc<CapDef>, &Arc<dyn CapImpl>)> {
+        self.runtime.as_ref().map(|(d, i)| (d, i))
+    }
+
+    /// Subtracts `delta`; frees the entry at zero and returns it. Reserved and unknown ids
+    /// are ignored.
+    pub fn release(&mut self, id: CapId, delta: u64) -> Option<Entry> {
+        let entry = self.entries.get_mut(&id)?;
+        entry.refcount = entry.refcount.saturating_sub(delta);
+        if entry.refcount == 0 {
+            self.entries.remove(&id)
+        } else {
+            None
+        }
+    }
+
+    /// Removes an entry whatever its refcount (unserve, failed result).
+    pub fn remove(&mut self, id: CapId) -> Option<Entry> {
+        self.entries.remove(&id)
+    }
+
+    /// Removes every user entry (shutdown); ids are still never reused.
+    pub fn drain(&mut self) -> Vec<Entry> {
+        self.entries.drain().map(|(_, e)| e).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::tests::NoopCap;
+
+    fn def() -> Arc<CapDef> {
+        CapDef::builder("t.cap").build()
+    }
+
+    #[test]
+    fn ids_start_at_two_and_are_never_reused() {
+        let mut t = CapTable::new(16);
+        let a = t.allocate(def(), NoopCap::arc(), None).unwrap();
+        let b = t.allocate(def(), NoopCap::arc(), None).unwrap();
+        assert_eq!((a, b), (CapId(2), CapId(3)));
+        assert!(t.release(a, 1).is_some());
+        let c = t.allocate(def(), NoopCap::arc(), None).unwrap();
+        assert_eq!(c, CapId(4));
+    }
+
+    #[test]
+    fn the_limit_counts_the_reserved_ids() {
+        let mut t = CapTable::new(3);
+        t.allocate(def(), NoopCap::arc(), None).unwrap();
+        let err = t.allocate(def(), NoopCap::arc(), None).unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted);
+        assert_eq!(err.message, "cap-table limit 3");
+        assert_eq!(err.reason(), Some("max_caps_per_connection"));
+    }
+
+    #[test]
+    fn release_frees_at_zero_and_ignores_reserved_and_unknown_ids() {
+        let mut t = CapTable::new(16);
+        let a = t.allocate(def(), NoopCap::arc(), None).unwrap();
+        t.get_mut(a).unwrap().refcount = 2;
+        assert!(t.release(a, 1).is_none());
+        assert!(t.release(CapId(0), 1).is_none());
+        assert!(t.release(CapId(1), 1).is_none());
+        assert!(t.release(CapId(99), 1).is_none());
+        assert!(t.release(a, 1).is_some());
+        assert_eq!(t.len(), 2);
+    }
+}

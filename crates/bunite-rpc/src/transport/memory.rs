@@ -1,0 +1,80 @@
+//! An in-memory transport pair: two bounded channels of messages.
+//!
+//! ```
+//! let (a, b) = bunite_rpc::transport::memory::pair();
+//! # drop((a, b));
+//! ```
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{MessageSink, MessageSource, Transport, TransportError};
+
+/// How many messages may wait in each direction before the writer waits. Bounds memory
+/// when a reader stalls; the protocol's own limits (in-flight calls, stream credit) keep a
+/// healthy connection far below it.
+pub const CHANNEL_CAPACITY: usize = 1024;
+
+/// One end of an in-memory pair.
+#[derive(Debug)]
+pub struct MemoryTransport {
+    tx: mpsc::Sender<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+}
+
+/// Two connected ends.
+pub fn pair() -> (MemoryTransport, MemoryTransport) {
+    let (a_tx, b_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (b_tx, a_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    (
+        MemoryTransport { tx: a_tx, rx: a_rx },
+        MemoryTransport { tx: b_tx, rx: b_rx },
+    )
+}
+
+impl MemoryTransport {
+    /// Sends one raw message (for tests that speak frames by hand).
+    pub async fn send_raw(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        self.tx.send(msg).await.map_err(|_| TransportError::Closed)
+    }
+
+    /// Receives one raw message; `None` once the other end closed.
+    pub async fn recv_raw(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+}
+
+/// The sending half of a [`MemoryTransport`].
+#[derive(Debug)]
+pub struct MemorySink(Option<mpsc::Sender<Bytes>>);
+
+/// The receiving half of a [`MemoryTransport`].
+#[derive(Debug)]
+pub struct MemorySource(mpsc::Receiver<Bytes>);
+
+impl Transport for MemoryTransport {
+    type Sink = MemorySink;
+    type Source = MemorySource;
+
+    fn split(self) -> (MemorySink, MemorySource) {
+        (MemorySink(Some(self.tx)), MemorySource(self.rx))
+    }
+}
+
+impl MessageSink for MemorySink {
+    async fn send(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        let tx = self.0.as_ref().ok_or(TransportError::Closed)?;
+        tx.send(msg).await.map_err(|_| TransportError::Closed)
+    }
+
+    async fn close(&mut self) -> Result<(), TransportError> {
+        self.0 = None;
+        Ok(())
+    }
+}
+
+impl MessageSource for MemorySource {
+    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+        Ok(self.0.recv().await)
+    }
+}

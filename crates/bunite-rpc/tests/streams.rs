@@ -1,0 +1,325 @@
+//! Server streams with credit (PROTOCOL §10, §13.1–13.3), with paused time: no real sleeps.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::events::{Event, StreamPhase};
+use bunite_rpc::wire::{CallId, Cancel, Frame, StreamEvent, StreamFrame};
+use bunite_rpc::{CapDef, Code, Connection, MethodDef, Record, Status, Value};
+use common::*;
+use futures::StreamExt;
+
+/// `ticks {n}` → `{i}` for i in 0..n with the given initial credit; `forever` yields until
+/// cancelled and counts how many values its source produced; `failing` yields 3 then fails.
+fn ticker(credit: u32, produced: Arc<AtomicU64>) -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
+    let def = CapDef::builder("test.ticks")
+        .method(MethodDef::stream("ticks").initial_credit(credit))
+        .method(MethodDef::stream("forever").initial_credit(credit))
+        .method(MethodDef::stream("failing"))
+        .method(MethodDef::stream("emit"))
+        .build();
+    let imp =
+        DynCap::new()
+            .stream("ticks", |args: Value, _| {
+                let n = args
+                    .as_record()
+                    .and_then(|r| r.get("n"))
+                    .and_then(Value::as_integer)
+                    .unwrap_or(0) as i64;
+                Ok(futures::stream::iter(
+                    (0..n).map(|i| Ok(Value::Record(Record::new().with("i", i)))),
+                )
+                .boxed())
+            })
+            .stream("forever", move |_, _| {
+                let produced = produced.clone();
+                Ok(futures::stream::iter(0..)
+                    .map(move |i: i64| {
+                        produced.fetch_add(1, Ordering::SeqCst);
+                        Ok(Value::from(i))
+                    })
+                    .boxed())
+            })
+            .stream("failing", |_, _| {
+                let items = (0..4).map(|i| {
+                    if i < 3 {
+                        Ok(Value::from(i as i64))
+                    } else {
+                        Err(Status::internal("late boom"))
+                    }
+                });
+                Ok(futures::stream::iter(items).boxed())
+            })
+            .stream_emitter("emit", |_, _, mut em| async move {
+                for i in 0..5i64 {
+                    em.send(Value::from(i)).await?;
+                }
+                Err(Status::new(Code::FailedPrecondition, "emitter done"))
+            })
+            .build();
+    (def, imp)
+}
+
+fn open(id: u64, cap: u32, method: &str, args: Value) -> Frame {
+    Frame::Call(bunite_rpc::wire::Call {
+        id: CallId(id),
+        target: bunite_rpc::CapId(cap),
+        method: method.into(),
+        args,
+        meta: None,
+    })
+}
+
+fn n(n: i64) -> Value {
+    Value::Record(Record::new().with("n", n))
+}
+
+/// Counts `next` frames until nothing more arrives for a (paused) second.
+async fn drain_nexts(raw: &mut RawPeer) -> (u64, Option<StreamEvent>) {
+    let mut count = 0;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(1), raw.recv()).await;
+        match frame {
+            Ok(Frame::Stream(StreamFrame {
+                event: StreamEvent::Next(_),
+                ..
+            })) => count += 1,
+            Ok(Frame::Stream(StreamFrame { event, .. })) => return (count, Some(event)),
+            Ok(_) => continue,
+            Err(_) => return (count, None),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_consumer_bounds_what_the_server_sends_to_the_window() {
+    let produced = Arc::new(AtomicU64::new(0));
+    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+    let (def, imp) = ticker(16, produced.clone());
+    server.serve(def, imp).unwrap().detach();
+    let cap = raw.bootstrap(1, "test.ticks").await;
+    raw.send(open(2, cap.0, "forever", Value::Undefined)).await;
+    assert_eq!(drain_nexts(&mut raw).await, (16, None));
+    // The source is not pulled past the window either.
+    assert_eq!(produced.load(Ordering::SeqCst), 16);
+    // A zero or missing credit does not unblock it (PROTOCOL §13.2).
+    for credit in [Some(0), None] {
+        raw.send(Frame::Stream(StreamFrame {
+            id: CallId(2),
+            event: StreamEvent::Credit(credit),
+        }))
+        .await;
+    }
+    assert_eq!(drain_nexts(&mut raw).await, (0, None));
+    // Credit 5 lets exactly 5 more out.
+    raw.send(Frame::Stream(StreamFrame {
+        id: CallId(2),
+        event: StreamEvent::Credit(Some(5)),
+    }))
+    .await;
+    assert_eq!(drain_nexts(&mut raw).await, (5, None));
+    // Cancel while stalled: the source stops and the stream ends with `end`.
+    raw.send(Frame::Cancel(Cancel {
+        id: CallId(2),
+        reason: Some("client_cancel".into()),
+    }))
+    .await;
+    assert_eq!(drain_nexts(&mut raw).await, (0, Some(StreamEvent::End)));
+    assert_eq!(server.stats().server_streams, 0);
+    assert_eq!(produced.load(Ordering::SeqCst), 21);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_initial_credit_completes_a_hundred_items_against_our_client() {
+    for credit in [1, 3, 8, 1024] {
+        let (server, client) = pair();
+        let (def, imp) = ticker(credit, Arc::default());
+        server.serve(def.clone(), imp).unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        let items: Vec<Record> = c
+            .stream("ticks", n(100))
+            .typed::<Record>()
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert_eq!(items.len(), 100, "credit {credit}");
+        assert!(items
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.get("i") == Some(&Value::Int(i as i64))));
+        drop(c);
+        assert_clean(&[&server, &client]).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_completes_against_a_client_returning_credit_only_per_eight() {
+    // The 0.10 client: credit 8 after every 8 values consumed, never otherwise.
+    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+    let (def, imp) = ticker(32, Arc::default());
+    server.serve(def, imp).unwrap().detach();
+    let cap = raw.bootstrap(1, "test.ticks").await;
+    raw.send(open(2, cap.0, "ticks", n(100))).await;
+    let (mut got, mut consumed) = (0, 0);
+    loop {
+        match raw.recv().await {
+            Frame::Stream(StreamFrame {
+                event: StreamEvent::Next(_),
+                ..
+            }) => {
+                got += 1;
+                consumed += 1;
+                if consumed == 8 {
+                    consumed = 0;
+                    raw.send(Frame::Stream(StreamFrame {
+                        id: CallId(2),
+                        event: StreamEvent::Credit(Some(8)),
+                    }))
+                    .await;
+                }
+            }
+            Frame::Stream(StreamFrame {
+                event: StreamEvent::End,
+                ..
+            }) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, 100);
+    assert_eq!(server.stats().server_streams, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_initial_credit_below_eight_is_raised_to_eight() {
+    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+    let (def, imp) = ticker(1, Arc::default());
+    server.serve(def, imp).unwrap().detach();
+    let cap = raw.bootstrap(1, "test.ticks").await;
+    raw.send(open(2, cap.0, "forever", Value::Undefined)).await;
+    assert_eq!(drain_nexts(&mut raw).await, (8, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_error_sends_the_values_then_the_status() {
+    let (server, client) = pair();
+    let (def, imp) = ticker(8, Arc::default());
+    server.serve(def.clone(), imp).unwrap().detach();
+    let c = client.bootstrap(&def).await.unwrap();
+    for method in ["failing", "emit"] {
+        let items: Vec<Result<Value, Status>> = c.stream(method, Value::Undefined).collect().await;
+        let (ok, err): (Vec<_>, Vec<_>) = items.into_iter().partition(Result::is_ok);
+        assert_eq!(
+            ok.len(),
+            if method == "failing" { 3 } else { 5 },
+            "{method}"
+        );
+        assert_eq!(err.len(), 1);
+    }
+    let last = c
+        .stream("failing", Value::Undefined)
+        .collect::<Vec<_>>()
+        .await
+        .pop()
+        .unwrap();
+    assert_status(&last.unwrap_err(), Code::Internal, "late boom", None);
+    drop(c);
+    assert_clean(&[&server, &client]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_client_stream_cancels_it_and_events_report_it() {
+    let phases = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p2 = phases.clone();
+    let (server, client) = pair();
+    server.subscribe(move |e| {
+        if let Event::Stream(s) = e {
+            p2.lock().unwrap().push(s.phase);
+        }
+    });
+    let (def, imp) = ticker(8, Arc::default());
+    server.serve(def.clone(), imp).unwrap().detach();
+    let c = client.bootstrap(&def).await.unwrap();
+    let mut s = c.stream("forever", Value::Undefined);
+    for _ in 0..3 {
+        s.next().await.unwrap().unwrap();
+    }
+    drop(s);
+    eventually(|| server.stats().server_streams == 0).await;
+    let _ = c.stream("ticks", n(2)).collect::<Vec<_>>().await;
+    eventually(|| phases.lock().unwrap().len() == 4).await;
+    assert_eq!(
+        phases.lock().unwrap().clone(),
+        vec![
+            StreamPhase::Start,
+            StreamPhase::Cancel,
+            StreamPhase::Start,
+            StreamPhase::End
+        ]
+    );
+    drop(c);
+    assert_clean(&[&server, &client]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_frame_for_a_stream_fails_it() {
+    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+    // The raw side serves nothing; the connection opens a stream on a made-up cap.
+    let client = conn.clone();
+    let def = CapDef::builder("x").method(MethodDef::stream("s")).build();
+    let _ = def;
+    let cap = {
+        // Serve on the raw side by answering the bootstrap by hand.
+        let boot = tokio::spawn(async move { client.bootstrap_name("x", None).await });
+        let call = loop {
+            if let Frame::Call(c) = raw.recv().await {
+                break c;
+            }
+        };
+        raw.send(Frame::Result(bunite_rpc::wire::ResultFrame {
+            id: call.id,
+            outcome: Ok(Value::CapRef(bunite_rpc::CapId(2))),
+        }))
+        .await;
+        boot.await.unwrap().unwrap()
+    };
+    let mut s = cap.stream("s", Value::Undefined);
+    let id = s.call_id().unwrap();
+    raw.send(Frame::Result(bunite_rpc::wire::ResultFrame {
+        id,
+        outcome: Ok(Value::Null),
+    }))
+    .await;
+    let e = s.next().await.unwrap().unwrap_err();
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "stream method returned result frame",
+        None,
+    );
+    assert!(s.next().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_streams_count_toward_the_in_flight_limit() {
+    let limits = bunite_rpc::Limits {
+        max_in_flight: 1,
+        ..Default::default()
+    };
+    let (server, client) = pair_with(Connection::builder().limits(limits), Connection::builder());
+    let (def, imp) = ticker(8, Arc::default());
+    server.serve(def.clone(), imp).unwrap().detach();
+    let c = client.bootstrap(&def).await.unwrap();
+    let mut s = c.stream("forever", Value::Undefined);
+    s.next().await.unwrap().unwrap();
+    let e = c.stream("ticks", n(1)).next().await.unwrap().unwrap_err();
+    assert_status(
+        &e,
+        Code::ResourceExhausted,
+        "in-flight calls limit 1",
+        Some("max_concurrent_calls"),
+    );
+}

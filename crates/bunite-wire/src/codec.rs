@@ -1,0 +1,232 @@
+//! The stateful msgpackr-compatible codec (PROTOCOL §3): one [`Encoder`] and one [`Decoder`]
+//! per connection direction, each keeping its record table for the connection's lifetime.
+//!
+//! Because of that state, every frame a connection sends must go through the same encoder in
+//! order, and every frame it receives through the same decoder in order (PROTOCOL §2).
+//!
+//! A record's keys must be distinct. The encoder writes what it is given; the decoder
+//! rejects a definition that repeats a key, because a JS object keeps the last of two equal
+//! keys and [`crate::Record::get`] the first, and the two peers would read different frames.
+
+mod decode;
+mod encode;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use encode::View;
+
+use crate::frame::{Frame, FrameError};
+use crate::limits::Limits;
+use crate::records::{ShapeRing, SlotTable};
+use crate::value::Value;
+
+/// Why bytes are not a valid bunite value. Plain data, no allocation: cheap to return from
+/// the hot path and to log. Any of these is a protocol error (PROTOCOL §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended inside a value.
+    #[error("unexpected end of input")]
+    UnexpectedEof,
+    /// A complete value was followed by more bytes.
+    #[error("trailing bytes after the value")]
+    TrailingBytes,
+    /// A string is not valid UTF-8.
+    #[error("string is not valid UTF-8")]
+    InvalidUtf8,
+    /// A record reference to a slot that was never defined.
+    #[error("reference to undefined record slot 0x{0:02x}")]
+    UnknownRecordSlot(u8),
+    /// Nesting deeper than [`Limits::max_depth`].
+    #[error("value nested deeper than the depth limit")]
+    DepthExceeded,
+    /// The input is longer than [`Limits::max_bytes`], or would expand into more record
+    /// keys than the decoder allows for its size.
+    #[error("message exceeds the size limit")]
+    TooLarge,
+    /// An extension type this codec does not know, or one used in a form it never takes.
+    #[error("invalid or unknown extension type {0}")]
+    InvalidExtension(i8),
+    /// A byte msgpack never uses (`0xc1`).
+    #[error("reserved byte 0x{0:02x}")]
+    ReservedByte(u8),
+    /// A record definition whose keys are not an array of distinct strings.
+    #[error("record definition keys are not an array of distinct strings")]
+    BadRecordKeys,
+    /// A typed array with an unknown subtype or a length that is not a multiple of its
+    /// element size.
+    #[error("malformed typed array")]
+    BadTypedArray,
+    /// A CapRef whose varint is malformed, longer than 5 bytes, or not below 2^32.
+    #[error("malformed capability reference")]
+    BadCapRef,
+    /// A timestamp of an unknown length or with nanoseconds out of range.
+    #[error("malformed timestamp")]
+    BadTimestamp,
+}
+
+/// An encoded value would be larger than the allowed maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("encoded value is at least {size} bytes, above the maximum of {max}")]
+pub struct TooLarge {
+    /// A lower bound of the encoded size, above `max`: the encoder stops as soon as it
+    /// knows the value cannot fit.
+    pub size: usize,
+    /// The maximum that was asked for.
+    pub max: usize,
+}
+
+/// Why bytes are not a valid frame: either not a value, or a value that is not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameDecodeError {
+    /// The bytes are not a valid value.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The value is not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+const UNREPRESENTABLE: &str =
+    "value cannot be encoded: a string, binary, array or map holds more than 2^32-1 items";
+
+/// Encodes values for one direction of one connection.
+///
+/// Output is byte-identical with the reference peer's msgpackr encoder, including which
+/// record ids it assigns (PROTOCOL §3.3).
+#[derive(Debug, Default)]
+pub struct Encoder {
+    shapes: ShapeRing,
+}
+
+impl Encoder {
+    /// A fresh encoder with an empty shape table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends the encoding of `v` to `out`.
+    ///
+    /// # Panics
+    ///
+    /// If `v` holds a string, binary, array, map or record with more than 2^32-1 bytes or
+    /// entries, which msgpack cannot represent; [`Encoder::encode_bounded`] returns an error
+    /// instead.
+    pub fn encode(&mut self, v: &Value, out: &mut Vec<u8>) {
+        if self.encode_bounded(v, usize::MAX, out).is_err() {
+            panic!("{UNREPRESENTABLE}");
+        }
+    }
+
+    /// The encoding of `v` as a new vector.
+    ///
+    /// # Panics
+    ///
+    /// As [`Encoder::encode`].
+    pub fn encode_to_vec(&mut self, v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(v, &mut out);
+        out
+    }
+
+    /// Appends the encoding of `v` to `out` if it takes at most `max` bytes.
+    ///
+    /// On error nothing happened: `out` is truncated back to its length before the call and
+    /// the shape table is exactly as it was, so the next value encodes as if this one had
+    /// never been tried. The encoder stops as soon as it passes `max`, so an oversized value
+    /// costs little more than `max` bytes of work.
+    pub fn encode_bounded(
+        &mut self,
+        v: &Value,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TooLarge> {
+        self.bounded(max, out, |w| w.value(v))
+    }
+
+    /// Appends the encoding of a frame to `out`.
+    ///
+    /// Writes the same bytes as encoding [`Frame::to_value`], without copying the frame's
+    /// payload into a temporary [`Value`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Encoder::encode`].
+    pub fn encode_frame(&mut self, f: &Frame, out: &mut Vec<u8>) {
+        if self.encode_frame_bounded(f, usize::MAX, out).is_err() {
+            panic!("{UNREPRESENTABLE}");
+        }
+    }
+
+    /// [`Encoder::encode_frame`] with the guarantees of [`Encoder::encode_bounded`].
+    pub fn encode_frame_bounded(
+        &mut self,
+        f: &Frame,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TooLarge> {
+        let view = crate::frame_codec::frame_view(f);
+        self.bounded(max, out, |w| w.view(&view))
+    }
+
+    fn bounded(
+        &mut self,
+        max: usize,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut encode::Writer<'_>) -> Result<(), encode::Overflow>,
+    ) -> Result<(), TooLarge> {
+        let start = out.len();
+        let mut w = encode::Writer::new(out, start.saturating_add(max), &mut self.shapes);
+        match write(&mut w) {
+            Ok(()) => {
+                self.shapes.commit();
+                Ok(())
+            }
+            Err(encode::Overflow(reached)) => {
+                let size = reached.saturating_sub(start);
+                out.truncate(start);
+                self.shapes.rollback();
+                Err(TooLarge { size, max })
+            }
+        }
+    }
+}
+
+/// Decodes values for one direction of one connection.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    limits: Limits,
+    slots: SlotTable,
+}
+
+impl Decoder {
+    /// A fresh decoder with an empty slot table.
+    pub fn new(limits: Limits) -> Self {
+        Decoder {
+            limits,
+            slots: SlotTable::default(),
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decodes exactly one value from `bytes` (one message).
+    ///
+    /// After an error the slot table may hold definitions from the failed message; the
+    /// connection is closing anyway (PROTOCOL §11).
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Value, DecodeError> {
+        if bytes.len() > self.limits.max_bytes {
+            return Err(DecodeError::TooLarge);
+        }
+        decode::Reader::new(bytes, &mut self.slots, self.limits.max_depth).read_one()
+    }
+
+    /// Decodes one message and validates it as a frame.
+    pub fn decode_frame(&mut self, bytes: &[u8]) -> Result<Frame, FrameDecodeError> {
+        let value = self.decode(bytes)?;
+        Ok(Frame::from_value(value)?)
+    }
+}

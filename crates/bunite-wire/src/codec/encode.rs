@@ -1,0 +1,323 @@
+//! Writing values (PROTOCOL §3.1–3.3), byte-identical with msgpackr 1.12.
+
+use crate::records::{Shape, ShapeRing};
+use crate::value::{Record, Timestamp, TypedArray, Value};
+
+/// The output passed the caller's maximum, or a length msgpack cannot express. Holds a
+/// lower bound of the length `out` would have reached.
+#[derive(Debug)]
+pub(crate) struct Overflow(pub(crate) usize);
+
+type Res = Result<(), Overflow>;
+
+/// Integers from -2^31 to 2^32-1 are msgpack ints; beyond, the reference sends float64
+/// up to 2^53 in magnitude (PROTOCOL §3.1).
+const MAX_SAFE: i64 = 1 << 53;
+
+/// A value borrowed from elsewhere, so frames can be written without first copying their
+/// payload into a [`Value`]. Keys need not be `'static` (a call's context map).
+#[derive(Debug)]
+pub(crate) enum View<'a> {
+    Undefined,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(&'a str),
+    Value(&'a Value),
+    Record(Vec<(&'a str, View<'a>)>),
+    Array(Vec<View<'a>>),
+}
+
+impl View<'_> {
+    /// The owned value this view stands for.
+    pub(crate) fn to_value(&self) -> Value {
+        match self {
+            View::Undefined => Value::Undefined,
+            View::Bool(b) => Value::Bool(*b),
+            View::Int(n) => Value::Int(*n),
+            View::UInt(n) => Value::uint(*n),
+            View::Float(f) => Value::Float(*f),
+            View::Str(s) => Value::Str((*s).to_owned()),
+            View::Value(v) => (*v).clone(),
+            View::Record(fields) => Value::Record(Record(
+                fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_value()))
+                    .collect(),
+            )),
+            View::Array(items) => Value::Array(items.iter().map(View::to_value).collect()),
+        }
+    }
+}
+
+/// Appends to `out`, failing once it grows past `limit` (an absolute length).
+pub(crate) struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    limit: usize,
+    shapes: &'a mut ShapeRing,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(out: &'a mut Vec<u8>, limit: usize, shapes: &'a mut ShapeRing) -> Self {
+        Writer { out, limit, shapes }
+    }
+
+    /// Checked after every value: one comparison keeps an oversized value from being
+    /// written in full.
+    fn check(&self) -> Res {
+        if self.out.len() > self.limit {
+            Err(Overflow(self.out.len()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Fails before copying a payload that cannot fit, so a huge string costs nothing.
+    fn room(&self, n: usize) -> Res {
+        match self.out.len().checked_add(n) {
+            Some(end) if end <= self.limit => Ok(()),
+            _ => Err(Overflow(self.out.len().saturating_add(n))),
+        }
+    }
+
+    pub(crate) fn value(&mut self, v: &Value) -> Res {
+        match v {
+            Value::Undefined => self.undefined(),
+            Value::Null => self.out.push(0xc0),
+            Value::Bool(b) => self.bool(*b),
+            Value::Int(n) => self.int(*n),
+            Value::UInt(n) => self.uint(*n),
+            Value::Float(f) => self.float(*f),
+            Value::Str(s) => self.str(s)?,
+            Value::Bin(b) => self.bin(b)?,
+            Value::Array(items) => {
+                self.array_header(items.len())?;
+                for item in items {
+                    self.value(item)?;
+                }
+            }
+            Value::Record(r) => {
+                self.record_header(r.0.iter().map(|(k, _)| k.as_str()))?;
+                for (_, item) in &r.0 {
+                    self.value(item)?;
+                }
+            }
+            Value::Map(entries) => {
+                self.header(entries.len(), 0x80, 0xde, 0xdf)?;
+                for (k, item) in entries {
+                    self.value(k)?;
+                    self.value(item)?;
+                }
+            }
+            Value::CapRef(id) => self.capref(id.0),
+            Value::TypedArray(t) => self.typed_array(t)?,
+            Value::Timestamp(t) => self.timestamp(*t),
+        }
+        self.check()
+    }
+
+    pub(crate) fn view(&mut self, v: &View<'_>) -> Res {
+        match v {
+            View::Undefined => self.undefined(),
+            View::Bool(b) => self.bool(*b),
+            View::Int(n) => self.int(*n),
+            View::UInt(n) => self.uint(*n),
+            View::Float(f) => self.float(*f),
+            View::Str(s) => self.str(s)?,
+            View::Value(v) => self.value(v)?,
+            View::Record(fields) => {
+                self.record_header(fields.iter().map(|(k, _)| *k))?;
+                for (_, item) in fields {
+                    self.view(item)?;
+                }
+            }
+            View::Array(items) => {
+                self.array_header(items.len())?;
+                for item in items {
+                    self.view(item)?;
+                }
+            }
+        }
+        self.check()
+    }
+
+    fn undefined(&mut self) {
+        self.out.extend_from_slice(&[0xd4, 0x00, 0x00]);
+    }
+
+    fn bool(&mut self, b: bool) {
+        self.out.push(if b { 0xc3 } else { 0xc2 });
+    }
+
+    /// The reference's integer rules: never fixint 64..127 (those bytes are record ids).
+    fn int(&mut self, n: i64) {
+        let out = &mut *self.out;
+        match n {
+            0..=0x3f => out.push(n as u8),
+            0x40..=0xff => out.extend_from_slice(&[0xcc, n as u8]),
+            0x100..=0xffff => {
+                out.push(0xcd);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                out.push(0xce);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+            -32..=-1 => out.push(n as u8),
+            -128..=-33 => out.extend_from_slice(&[0xd0, n as u8]),
+            -32768..=-129 => {
+                out.push(0xd1);
+                out.extend_from_slice(&(n as i16).to_be_bytes());
+            }
+            -0x8000_0000..=-32769 => {
+                out.push(0xd2);
+                out.extend_from_slice(&(n as i32).to_be_bytes());
+            }
+            _ if (-MAX_SAFE..=MAX_SAFE).contains(&n) => self.float(n as f64),
+            _ => {
+                out.push(0xd3);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+    }
+
+    fn uint(&mut self, n: u64) {
+        match i64::try_from(n) {
+            Ok(i) => self.int(i),
+            Err(_) => {
+                self.out.push(0xcf);
+                self.out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+    }
+
+    fn float(&mut self, f: f64) {
+        self.out.push(0xcb);
+        self.out.extend_from_slice(&f.to_bits().to_be_bytes());
+    }
+
+    fn str(&mut self, s: &str) -> Res {
+        let n = s.len();
+        self.room(n)?;
+        match n {
+            0..=31 => self.out.push(0xa0 | n as u8),
+            32..=0xff => self.out.extend_from_slice(&[0xd9, n as u8]),
+            _ => self.header(n, 0, 0xda, 0xdb)?,
+        }
+        self.out.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+
+    fn bin(&mut self, b: &[u8]) -> Res {
+        let n = b.len();
+        self.room(n)?;
+        match u8::try_from(n) {
+            Ok(n8) => self.out.extend_from_slice(&[0xc4, n8]),
+            Err(_) => self.header(n, 0, 0xc5, 0xc6)?,
+        }
+        self.out.extend_from_slice(b);
+        Ok(())
+    }
+
+    fn array_header(&mut self, n: usize) -> Res {
+        self.header(n, 0x90, 0xdc, 0xdd)
+    }
+
+    /// A length header: `fix | n` below 16 (when `fix` is non-zero), then 16 and 32 bits.
+    fn header(&mut self, n: usize, fix: u8, h16: u8, h32: u8) -> Res {
+        if fix != 0 && n < 16 {
+            self.out.push(fix | n as u8);
+        } else if let Ok(n16) = u16::try_from(n) {
+            self.out.push(h16);
+            self.out.extend_from_slice(&n16.to_be_bytes());
+        } else {
+            let n32 = u32::try_from(n).map_err(|_| Overflow(self.out.len().saturating_add(n)))?;
+            self.out.push(h32);
+            self.out.extend_from_slice(&n32.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// The record's shape is resolved, and defined if new, before any of its values are
+    /// written: outer records take their ids before inner ones, as in msgpackr.
+    fn record_header<'k, I>(&mut self, keys: I) -> Res
+    where
+        I: Iterator<Item = &'k str> + ExactSizeIterator + Clone,
+    {
+        match self.shapes.resolve(keys.clone()) {
+            Shape::Known(id) => self.out.push(id),
+            Shape::Defined(id) => {
+                self.out.extend_from_slice(&[0xd4, 0x72, id]);
+                self.array_header(keys.len())?;
+                for k in keys {
+                    self.str(k)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ext 0x50 with the LEB128 cap-id in the smallest ext form for its length.
+    fn capref(&mut self, id: u32) {
+        let mut data = [0u8; 5];
+        let mut len = 0;
+        let mut rest = id;
+        for byte in &mut data {
+            len += 1;
+            *byte = (rest & 0x7f) as u8;
+            rest >>= 7;
+            if rest == 0 {
+                break;
+            }
+            *byte |= 0x80;
+        }
+        let header: &[u8] = match len {
+            1 => &[0xd4, 0x50],
+            2 => &[0xd5, 0x50],
+            3 => &[0xc7, 0x03, 0x50],
+            4 => &[0xd6, 0x50],
+            _ => &[0xc7, 0x05, 0x50],
+        };
+        self.out.extend_from_slice(header);
+        self.out.extend_from_slice(&data[..len.min(data.len())]);
+    }
+
+    /// Ext 0x74. msgpackr always uses the sized ext forms (`c7`/`c8`/`c9`) here, never
+    /// fixext, even when the data length is 1, 2, 4, 8 or 16.
+    fn typed_array(&mut self, t: &TypedArray) -> Res {
+        let n = t.bytes.len().saturating_add(1);
+        self.room(n)?;
+        match u8::try_from(n) {
+            Ok(n8) => self.out.extend_from_slice(&[0xc7, n8]),
+            Err(_) => self.header(n, 0, 0xc8, 0xc9)?,
+        }
+        self.out.extend_from_slice(&[0x74, t.kind.code()]);
+        self.out.extend_from_slice(&t.bytes);
+        Ok(())
+    }
+
+    /// Ext -1 in msgpackr's choice of forms: 32-bit for whole seconds in 0..2^32, 64-bit
+    /// for other times in that range, 96-bit otherwise.
+    fn timestamp(&mut self, t: Timestamp) {
+        let out = &mut *self.out;
+        // Nanos of a second or more cannot be packed into 30 bits; the 96-bit form keeps
+        // them as they are, which is the best a malformed local value can get.
+        match u32::try_from(t.seconds) {
+            Ok(secs) if t.nanos == 0 => {
+                out.extend_from_slice(&[0xd6, 0xff]);
+                out.extend_from_slice(&secs.to_be_bytes());
+            }
+            Ok(secs) if t.nanos < 1_000_000_000 => {
+                out.extend_from_slice(&[0xd7, 0xff]);
+                let packed = (u64::from(t.nanos) << 34) | u64::from(secs);
+                out.extend_from_slice(&packed.to_be_bytes());
+            }
+            _ => {
+                out.extend_from_slice(&[0xc7, 0x0c, 0xff]);
+                out.extend_from_slice(&t.nanos.to_be_bytes());
+                out.extend_from_slice(&t.seconds.to_be_bytes());
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The record tables of PROTOCOL §3.3: the encoder's shape ring and the decoder's slot table.
+//!
+//! The two sides are deliberately asymmetric. The decoder obeys whatever the peer defines (64
+//! slots, any id at any time). The encoder reproduces msgpackr 1.12 (`useRecords`,
+//! `sequential`) byte for byte: a ring of 32 ids where a new shape evicts whatever shape held
+//! its id. msgpackr keeps the last 32 created shapes in a FIFO and hands out ids round-robin;
+//! with both at 32 the FIFO's oldest entry is always the one holding the next ring id, so a
+//! ring of slots is the whole model.
+
+use std::sync::Arc;
+
+/// Number of ids the encoder cycles through (`0x40..=0x5f`).
+pub(crate) const RING: usize = 32;
+/// Number of slots a decoder keeps (`0x40..=0x7f`, addressed by `id & 0x3f`).
+pub(crate) const SLOTS: usize = 64;
+/// The first record id.
+pub(crate) const FIRST_ID: u8 = 0x40;
+
+/// How the encoder must write a record's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// The shape is remembered: write the one-byte id.
+    Known(u8),
+    /// The shape was just created with this id: write `d4 72 id` and the key array.
+    Defined(u8),
+}
+
+/// One slot change, kept so a failed bounded encode can be undone exactly.
+#[derive(Debug)]
+struct Undo {
+    slot: usize,
+    hash: u64,
+    keys: Option<Box<[String]>>,
+    next: usize,
+}
+
+/// The encoder's table: the shape held by each ring id, and the next id to hand out.
+#[derive(Debug)]
+pub(crate) struct ShapeRing {
+    /// Hash of each slot's key sequence; scanned first so most misses never touch a string.
+    hashes: [u64; RING],
+    keys: [Option<Box<[String]>>; RING],
+    next: usize,
+    journal: Vec<Undo>,
+}
+
+impl Default for ShapeRing {
+    fn default() -> Self {
+        ShapeRing {
+            hashes: [0; RING],
+            keys: std::array::from_fn(|_| None),
+            next: 0,
+            journal: Vec::new(),
+        }
+    }
+}
+
+impl ShapeRing {
+    /// Finds the shape of `keys` or creates it (evicting the shape that held the next id).
+    ///
+    /// Every creation is journaled until [`ShapeRing::commit`] or [`ShapeRing::rollback`].
+    pub(crate) fn resolve<'k, I>(&mut self, keys: I) -> Shape
+    where
+        I: Iterator<Item = &'k str> + ExactSizeIterator + Clone,
+    {
+        let hash = shape_hash(keys.clone());
+        for (slot, (&h, held)) in self.hashes.iter().zip(&self.keys).enumerate() {
+            if h == hash {
+                if let Some(held) = held {
+                    if held.len() == keys.len() && held.iter().map(String::as_str).eq(keys.clone())
+                    {
+                        return Shape::Known(id_of(slot));
+                    }
+                }
+            }
+        }
+        // `next` is always below RING; the modulo makes the indexing evidently in bounds.
+        let slot = self.next % RING;
+        let new_keys: Box<[String]> = keys.map(str::to_owned).collect();
+        self.journal.push(Undo {
+            slot,
+            hash: std::mem::replace(&mut self.hashes[slot], hash),
+            keys: self.keys[slot].replace(new_keys),
+            next: self.next,
+        });
+        self.next = (slot + 1) % RING;
+        Shape::Defined(id_of(slot))
+    }
+
+    /// Forgets the journal: the changes since the last commit stay.
+    pub(crate) fn commit(&mut self) {
+        self.journal.clear();
+    }
+
+    /// Undoes every change since the last commit, newest first.
+    pub(crate) fn rollback(&mut self) {
+        while let Some(undo) = self.journal.pop() {
+            let slot = undo.slot % RING;
+            self.hashes[slot] = undo.hash;
+            self.keys[slot] = undo.keys;
+            self.next = undo.next;
+        }
+    }
+}
+
+fn id_of(slot: usize) -> u8 {
+    // slot < RING (32), so the sum stays within 0x40..=0x5f.
+    FIRST_ID + (slot % RING) as u8
+}
+
+/// FxHash over the key sequence, with each key's length mixed in so `["ab"]` and
+/// `["a", "b"]` differ. Collisions only cost a string comparison.
+fn shape_hash<'k>(keys: impl Iterator<Item = &'k str>) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mix = |h: u64, v: u64| (h.rotate_left(5) ^ v).wrapping_mul(K);
+    let mut h = 0u64;
+    for key in keys {
+        h = mix(h, key.len() as u64);
+        let mut chunks = key.as_bytes().chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = mix(h, u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            h = mix(h, u64::from_le_bytes(word));
+        }
+    }
+    h
+}
+
+/// The decoder's table: the key list defined for each of the 64 slots.
+///
+/// Keys are shared (`Arc`) so that a record's values can be decoded, and may redefine the
+/// very slot being read, while the keys stay alive.
+#[derive(Debug)]
+pub(crate) struct SlotTable {
+    slots: [Option<Arc<[String]>>; SLOTS],
+}
+
+impl Default for SlotTable {
+    fn default() -> Self {
+        SlotTable {
+            slots: std::array::from_fn(|_| None),
+        }
+    }
+}
+
+impl SlotTable {
+    /// Defines (or redefines) the slot of `id`.
+    pub(crate) fn define(&mut self, id: u8, keys: Arc<[String]>) {
+        if let Some(slot) = self.slots.get_mut(usize::from(id) % SLOTS) {
+            *slot = Some(keys);
+        }
+    }
+
+    /// The keys of the slot of `id`, if it was ever defined.
+    pub(crate) fn get(&self, id: u8) -> Option<Arc<[String]>> {
+        self.slots.get(usize::from(id) % SLOTS)?.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(ring: &mut ShapeRing, keys: &[&str]) -> Shape {
+        ring.resolve(keys.iter().copied())
+    }
+
+    #[test]
+    fn new_shapes_take_ids_in_order_and_are_remembered() {
+        let mut ring = ShapeRing::default();
+        assert_eq!(resolve(&mut ring, &["a"]), Shape::Defined(0x40));
+        assert_eq!(resolve(&mut ring, &["a", "b"]), Shape::Defined(0x41));
+        assert_eq!(resolve(&mut ring, &[]), Shape::Defined(0x42));
+        assert_eq!(resolve(&mut ring, &["a"]), Shape::Known(0x40));
+        assert_eq!(resolve(&mut ring, &["a", "b"]), Shape::Known(0x41));
+        assert_eq!(resolve(&mut ring, &[]), Shape::Known(0x42));
+        // Same bytes, different split: a different shape.
+        assert_eq!(resolve(&mut ring, &["ab"]), Shape::Defined(0x43));
+        assert_eq!(resolve(&mut ring, &["b", "a"]), Shape::Defined(0x44));
+    }
+
+    #[test]
+    fn the_33rd_shape_wraps_and_evicts_the_oldest() {
+        let mut ring = ShapeRing::default();
+        let names: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        for (i, n) in names.iter().take(32).enumerate() {
+            assert_eq!(resolve(&mut ring, &[n]), Shape::Defined(0x40 + i as u8));
+        }
+        assert_eq!(resolve(&mut ring, &["k5"]), Shape::Known(0x45));
+        assert_eq!(resolve(&mut ring, &["new"]), Shape::Defined(0x40));
+        // k0 was evicted by "new"; defining it again takes the next id and evicts k1.
+        assert_eq!(resolve(&mut ring, &["k0"]), Shape::Defined(0x41));
+        assert_eq!(resolve(&mut ring, &["k1"]), Shape::Defined(0x42));
+        assert_eq!(resolve(&mut ring, &["new"]), Shape::Known(0x40));
+        assert_eq!(resolve(&mut ring, &["k31"]), Shape::Known(0x5f));
+    }
+
+    #[test]
+    fn rollback_restores_slots_and_next_id_exactly() {
+        let mut ring = ShapeRing::default();
+        for i in 0..31 {
+            resolve(&mut ring, &[&format!("k{i}")]);
+        }
+        ring.commit();
+        // Wraps: 0x5f then 0x40 (evicting k0), then k0 again at 0x41 (evicting k1).
+        assert_eq!(resolve(&mut ring, &["x"]), Shape::Defined(0x5f));
+        assert_eq!(resolve(&mut ring, &["y"]), Shape::Defined(0x40));
+        assert_eq!(resolve(&mut ring, &["k0"]), Shape::Defined(0x41));
+        ring.rollback();
+        assert_eq!(resolve(&mut ring, &["k0"]), Shape::Known(0x40));
+        assert_eq!(resolve(&mut ring, &["k1"]), Shape::Known(0x41));
+        assert_eq!(resolve(&mut ring, &["y"]), Shape::Defined(0x5f));
+    }
+
+    #[test]
+    fn slot_table_masks_ids_and_overwrites() {
+        let mut slots = SlotTable::default();
+        assert!(slots.get(0x40).is_none());
+        slots.define(0x7f, Arc::from(vec!["a".to_owned()]));
+        assert_eq!(slots.get(0x7f).as_deref(), Some(&["a".to_owned()][..]));
+        slots.define(0x7f, Arc::from(Vec::<String>::new()));
+        assert_eq!(slots.get(0x7f).map(|k| k.len()), Some(0));
+    }
+}

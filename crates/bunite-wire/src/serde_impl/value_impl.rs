@@ -1,0 +1,403 @@
+//! `Serialize` and `Deserialize` for [`Value`] itself, and the generic forms of the special
+//! variants (see the parent module's docs).
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::magic;
+use crate::ids::CapId;
+use crate::value::{Record, Timestamp, TypedArray, TypedArrayKind, Value};
+
+/// The private newtype name of each typed-array kind.
+const TYPED_NAMES: [(TypedArrayKind, &str); 13] = [
+    (TypedArrayKind::Int8, "$bunite::private::TypedArray::Int8"),
+    (TypedArrayKind::Uint8, "$bunite::private::TypedArray::Uint8"),
+    (
+        TypedArrayKind::Uint8Clamped,
+        "$bunite::private::TypedArray::Uint8Clamped",
+    ),
+    (TypedArrayKind::Int16, "$bunite::private::TypedArray::Int16"),
+    (
+        TypedArrayKind::Uint16,
+        "$bunite::private::TypedArray::Uint16",
+    ),
+    (TypedArrayKind::Int32, "$bunite::private::TypedArray::Int32"),
+    (
+        TypedArrayKind::Uint32,
+        "$bunite::private::TypedArray::Uint32",
+    ),
+    (
+        TypedArrayKind::Float32,
+        "$bunite::private::TypedArray::Float32",
+    ),
+    (
+        TypedArrayKind::Float64,
+        "$bunite::private::TypedArray::Float64",
+    ),
+    (
+        TypedArrayKind::BigInt64,
+        "$bunite::private::TypedArray::BigInt64",
+    ),
+    (
+        TypedArrayKind::BigUint64,
+        "$bunite::private::TypedArray::BigUint64",
+    ),
+    (
+        TypedArrayKind::ArrayBuffer,
+        "$bunite::private::TypedArray::ArrayBuffer",
+    ),
+    (
+        TypedArrayKind::DataView,
+        "$bunite::private::TypedArray::DataView",
+    ),
+];
+
+fn typed_name(kind: TypedArrayKind) -> &'static str {
+    TYPED_NAMES
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(magic::TYPED_PREFIX, |(_, name)| name)
+}
+
+/// The kind whose private newtype name is `name`, if it is one.
+pub(crate) fn typed_kind(name: &str) -> Option<TypedArrayKind> {
+    if !name.starts_with(magic::TYPED_PREFIX) {
+        return None;
+    }
+    TYPED_NAMES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(k, _)| *k)
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Undefined => s.serialize_unit(),
+            Value::Null => s.serialize_newtype_struct(magic::NULL, &()),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(n) => s.serialize_i64(*n),
+            Value::UInt(n) => s.serialize_u64(*n),
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Str(v) => s.serialize_str(v),
+            Value::Bin(b) => s.serialize_bytes(b),
+            Value::Array(items) => s.collect_seq(items),
+            Value::Record(r) => {
+                let mut map = s.serialize_map(Some(r.len()))?;
+                for (k, v) in r.iter() {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Value::Map(entries) => s.serialize_newtype_struct(magic::MAP, &PairsRepr(entries)),
+            Value::CapRef(id) => s.serialize_newtype_struct(magic::CAPREF, &CapRefRepr(id.0)),
+            Value::TypedArray(t) => {
+                s.serialize_newtype_struct(typed_name(t.kind), serde_bytes::Bytes::new(&t.bytes))
+            }
+            Value::Timestamp(t) => s.serialize_newtype_struct(magic::TIMESTAMP, &TimestampRepr(*t)),
+        }
+    }
+}
+
+struct PairsRepr<'a>(&'a [(Value, Value)]);
+
+impl Serialize for PairsRepr<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// `{"$capref": n}`: what a CapRef looks like to any format but ours.
+pub(crate) struct CapRefRepr(pub(crate) u32);
+
+impl Serialize for CapRefRepr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(magic::CAPREF_KEY, &self.0)?;
+        map.end()
+    }
+}
+
+/// `{"$timestamp": [seconds, nanos]}`.
+struct TimestampRepr(Timestamp);
+
+impl Serialize for TimestampRepr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(magic::TIMESTAMP_KEY, &(self.0.seconds, self.0.nanos))?;
+        map.end()
+    }
+}
+
+/// Reads a cap id from our deserializer (an integer inside the private newtype) or from any
+/// other format (`{"$capref": n}`, or a bare integer).
+pub(crate) struct CapRefVisitor;
+
+impl<'de> Visitor<'de> for CapRefVisitor {
+    type Value = u32;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a capability reference")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
+        d.deserialize_any(CapRefVisitor)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<u32, E> {
+        u32::try_from(n).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<u32, E> {
+        u32::try_from(n).map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u32, A::Error> {
+        match map.next_key::<String>()? {
+            Some(k) if k == magic::CAPREF_KEY => {
+                let id = map.next_value::<u32>()?;
+                if map.next_key::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("extra keys in a capability reference"));
+                }
+                Ok(id)
+            }
+            _ => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        d.deserialize_newtype_struct(magic::VALUE, ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+/// Size hints come from the peer: never reserve more than this up front.
+const MAX_PREALLOC: usize = 4096;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any bunite value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Int(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::uint(n))
+    }
+    fn visit_i128<E: de::Error>(self, n: i128) -> Result<Value, E> {
+        if let Ok(i) = i64::try_from(n) {
+            Ok(Value::Int(i))
+        } else {
+            u64::try_from(n)
+                .map(Value::UInt)
+                .map_err(|_| E::custom("integer out of the range a bunite value can hold"))
+        }
+    }
+    fn visit_u128<E: de::Error>(self, n: u128) -> Result<Value, E> {
+        u64::try_from(n)
+            .map(Value::uint)
+            .map_err(|_| E::custom("integer out of the range a bunite value can hold"))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(Value::Float(f))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Str(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::Str(s))
+    }
+    fn visit_bytes<E>(self, b: &[u8]) -> Result<Value, E> {
+        Ok(Value::Bin(b.to_vec()))
+    }
+    fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Value, E> {
+        Ok(Value::Bin(b))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(v) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    /// Maps from other formats: a record when every key is a string (a CapRef or Timestamp
+    /// for their generic forms), a msgpack map otherwise.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries: Vec<(Value, Value)> =
+            Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        if !entries.iter().all(|(k, _)| matches!(k, Value::Str(_))) {
+            return Ok(Value::Map(entries));
+        }
+        if let Some(special) = generic_special(&entries) {
+            return Ok(special);
+        }
+        let fields = entries
+            .into_iter()
+            .filter_map(|(k, v)| match k {
+                Value::Str(k) => Some((k, v)),
+                _ => None,
+            })
+            .collect();
+        Ok(Value::Record(Record(fields)))
+    }
+
+    /// Only this crate's deserializer calls this, for the variants serde has no word for.
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        let (tag, variant) = data.variant::<Tag>()?;
+        match tag {
+            Tag::Undefined => variant.unit_variant().map(|()| Value::Undefined),
+            Tag::Record => variant.newtype_variant_seed(RecordSeed).map(Value::Record),
+            Tag::Map => variant.newtype_variant_seed(PairsSeed).map(Value::Map),
+            Tag::CapRef => variant
+                .newtype_variant::<u32>()
+                .map(|id| Value::CapRef(CapId(id))),
+            Tag::TypedArray => {
+                let (code, bytes) = variant.newtype_variant::<(u8, serde_bytes::ByteBuf)>()?;
+                let kind = TypedArrayKind::from_code(code)
+                    .ok_or_else(|| de::Error::custom("unknown typed array kind"))?;
+                Ok(Value::TypedArray(TypedArray {
+                    kind,
+                    bytes: bytes.into_vec(),
+                }))
+            }
+            Tag::Timestamp => variant
+                .newtype_variant::<(i64, u32)>()
+                .map(|(seconds, nanos)| Value::Timestamp(Timestamp { seconds, nanos })),
+        }
+    }
+}
+
+/// `{"$capref": n}` and `{"$timestamp": [s, n]}` from a format that has no such values.
+fn generic_special(entries: &[(Value, Value)]) -> Option<Value> {
+    let [(Value::Str(key), v)] = entries else {
+        return None;
+    };
+    match (key.as_str(), v) {
+        (magic::CAPREF_KEY, v) => {
+            let id = u32::try_from(v.as_integer()?).ok()?;
+            Some(Value::CapRef(CapId(id)))
+        }
+        (magic::TIMESTAMP_KEY, Value::Array(parts)) => match parts.as_slice() {
+            [s, n] => {
+                let seconds = i64::try_from(s.as_integer()?).ok()?;
+                let nanos = u32::try_from(n.as_integer()?)
+                    .ok()
+                    .filter(|&n| n < 1_000_000_000)?;
+                Some(Value::Timestamp(Timestamp { seconds, nanos }))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The variant names of this crate's deserializer's private protocol.
+enum Tag {
+    Undefined,
+    Record,
+    Map,
+    CapRef,
+    TypedArray,
+    Timestamp,
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tag, D::Error> {
+        struct TagVisitor;
+        impl Visitor<'_> for TagVisitor {
+            type Value = Tag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a bunite value tag")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Tag, E> {
+                Ok(match s {
+                    "Undefined" => Tag::Undefined,
+                    "Record" => Tag::Record,
+                    "Map" => Tag::Map,
+                    "CapRef" => Tag::CapRef,
+                    "TypedArray" => Tag::TypedArray,
+                    "Timestamp" => Tag::Timestamp,
+                    _ => return Err(E::unknown_variant(s, &[])),
+                })
+            }
+        }
+        d.deserialize_identifier(TagVisitor)
+    }
+}
+
+/// A record exactly as given: no special keys.
+struct RecordSeed;
+
+impl<'de> DeserializeSeed<'de> for RecordSeed {
+    type Value = Record;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Record, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed {
+    type Value = Record;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a record")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(entry) = map.next_entry::<String, Value>()? {
+            fields.push(entry);
+        }
+        Ok(Record(fields))
+    }
+}
+
+/// A msgpack map exactly as given, even when every key is a string.
+struct PairsSeed;
+
+impl<'de> DeserializeSeed<'de> for PairsSeed {
+    type Value = Vec<(Value, Value)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PairsSeed {
+    type Value = Vec<(Value, Value)>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(entry) = map.next_entry::<Value, Value>()? {
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}

@@ -1,0 +1,251 @@
+//! Property tests: arbitrary values through one long-lived codec pair (so the shape ring
+//! wraps and evicts), arbitrary and mutated bytes through the decoder, arbitrary serde types
+//! through `to_value` / `from_value`.
+//!
+//! Integers are generated over the whole `i64` / `u64` range, and compared with the
+//! equality the wire defines: an `Int` between 2^32 and 2^53 in magnitude travels as
+//! float64 (PROTOCOL §3.1) and decodes as the `Float` of the same value, which counts as
+//! equal. Floats compare bitwise, so NaN equals NaN.
+
+use std::collections::BTreeMap;
+
+use bunite_wire::{
+    from_value, to_value, CapId, CapRef, Decoder, Encoder, Limits, Record, Timestamp, TypedArray,
+    TypedArrayKind, Value,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+fn typed_array() -> impl Strategy<Value = Value> {
+    let kinds = [
+        TypedArrayKind::Int8,
+        TypedArrayKind::Uint8,
+        TypedArrayKind::Uint8Clamped,
+        TypedArrayKind::Int16,
+        TypedArrayKind::Uint16,
+        TypedArrayKind::Int32,
+        TypedArrayKind::Uint32,
+        TypedArrayKind::Float32,
+        TypedArrayKind::Float64,
+        TypedArrayKind::BigInt64,
+        TypedArrayKind::BigUint64,
+        TypedArrayKind::ArrayBuffer,
+        TypedArrayKind::DataView,
+    ];
+    (
+        proptest::sample::select(kinds.to_vec()),
+        vec(any::<u8>(), 0..24),
+    )
+        .prop_map(|(kind, mut bytes)| {
+            bytes.truncate(bytes.len() - bytes.len() % kind.element_size());
+            Value::TypedArray(TypedArray { kind, bytes })
+        })
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Undefined),
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        (-100i64..300).prop_map(Value::Int),
+        ((1u64 << 63)..=u64::MAX).prop_map(Value::UInt),
+        any::<f64>().prop_map(Value::Float),
+        ".{0,40}".prop_map(Value::Str),
+        vec(any::<u8>(), 0..40).prop_map(Value::Bin),
+        any::<u32>().prop_map(|n| Value::CapRef(CapId(n))),
+        typed_array(),
+        (any::<i64>(), 0u32..1_000_000_000)
+            .prop_map(|(seconds, nanos)| Value::Timestamp(Timestamp { seconds, nanos })),
+    ]
+}
+
+/// Keys from a small pool, so shapes repeat (references) as well as multiply (evictions).
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::sample::select(vec!["a", "b", "c", "id", "op", "value"]).prop_map(String::from),
+        "[a-z]{0,6}",
+    ]
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..8).prop_map(Value::Array),
+            vec((key(), inner.clone()), 0..6).prop_map(|fields| {
+                // Record keys are unique, as in a JS object.
+                let mut record = Record::new();
+                for (k, v) in fields {
+                    if record.get(&k).is_none() {
+                        record.0.push((k, v));
+                    }
+                }
+                Value::Record(record)
+            }),
+            vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+        ]
+    })
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    use Value::*;
+    match (a, b) {
+        (Float(x), Float(y)) => x.to_bits() == y.to_bits(),
+        (Int(_) | UInt(_) | Float(_), Int(_) | UInt(_) | Float(_)) => {
+            a.as_integer().is_some() && a.as_integer() == b.as_integer()
+        }
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Record(x), Record(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|((ka, a), (kb, b))| ka == kb && same(a, b))
+        }
+        (Map(x), Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((ka, a), (kb, b))| same(ka, kb) && same(a, b))
+        }
+        _ => a == b,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn values_round_trip_through_one_long_lived_codec(values in vec(value(), 1..40)) {
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        for v in &values {
+            let bytes = enc.encode_to_vec(v);
+            let back = dec.decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(same(&back, v), "sent {:?}, got {:?}", v, back);
+        }
+    }
+
+    /// Values that do not fit are never sent; the decoder must never notice.
+    #[test]
+    fn failed_bounded_encodes_leave_the_peers_in_step(
+        values in vec((value(), proptest::option::of(0usize..64)), 1..40),
+    ) {
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        for (v, max) in &values {
+            let mut out = Vec::new();
+            match enc.encode_bounded(v, max.unwrap_or(usize::MAX), &mut out) {
+                Ok(()) => {
+                    let back = dec.decode(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert!(same(&back, v));
+                }
+                Err(e) => prop_assert!(out.is_empty() && e.size > e.max),
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256)) {
+        let _ = Decoder::new(Limits::default()).decode(&bytes);
+    }
+
+    /// With record slots defined first, references in random bytes hit real slots.
+    #[test]
+    fn arbitrary_bytes_after_definitions_never_panic(
+        prefix in vec(value(), 1..8),
+        bytes in vec(any::<u8>(), 0..256),
+    ) {
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        for v in &prefix {
+            let _ = dec.decode(&enc.encode_to_vec(v));
+        }
+        let _ = dec.decode(&bytes);
+        let _ = dec.decode_frame(&bytes);
+    }
+
+    /// Valid encodings with a few bytes changed reach deeper than random bytes do.
+    #[test]
+    fn mutated_encodings_never_panic(
+        v in value(),
+        edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = Encoder::new().encode_to_vec(&v);
+        for (at, byte) in &edits {
+            let i = at.index(bytes.len());
+            bytes[i] = *byte;
+        }
+        let _ = Decoder::new(Limits::default()).decode(&bytes);
+        let _ = Decoder::new(Limits::default()).decode(&bytes[..cut.index(bytes.len() + 1)]);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Kind {
+    A,
+    B(u32),
+    C(i8, String),
+    D { x: Option<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    small: u8,
+    big: i64,
+    unsigned: u64,
+    text: Option<String>,
+    list: Vec<u16>,
+    by_name: BTreeMap<String, bool>,
+    by_number: BTreeMap<u32, i32>,
+    kind: Kind,
+    pair: (bool, f64),
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+    single: f32,
+    cap: CapRef,
+    nothing: (),
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        Just(Kind::A),
+        any::<u32>().prop_map(Kind::B),
+        (any::<i8>(), ".{0,8}").prop_map(|(n, s)| Kind::C(n, s)),
+        proptest::option::of(any::<u8>()).prop_map(|x| Kind::D { x }),
+    ]
+}
+
+prop_compose! {
+    fn sample()(
+        small in any::<u8>(),
+        big in any::<i64>(),
+        unsigned in any::<u64>(),
+        text in proptest::option::of(".{0,12}"),
+        list in vec(any::<u16>(), 0..6),
+        by_name in proptest::collection::btree_map("[a-z]{0,5}", any::<bool>(), 0..4),
+        by_number in proptest::collection::btree_map(any::<u32>(), any::<i32>(), 0..4),
+        kind in kind(),
+        pair in (any::<bool>(), -1e300f64..1e300),
+        bytes in vec(any::<u8>(), 0..16),
+        single in -1e30f32..1e30,
+        cap in any::<u32>(),
+    ) -> Sample {
+        Sample {
+            small, big, unsigned, text, list, by_name, by_number, kind, pair, bytes, single,
+            cap: CapRef(CapId(cap)),
+            nothing: (),
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn serde_types_round_trip_through_values_and_bytes(samples in vec(sample(), 1..8)) {
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        for s in &samples {
+            let v = to_value(s).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&from_value::<Sample>(v.clone()).unwrap(), s);
+            let back = dec.decode(&enc.encode_to_vec(&v)).unwrap();
+            prop_assert_eq!(&from_value::<Sample>(back).unwrap(), s);
+        }
+    }
+}

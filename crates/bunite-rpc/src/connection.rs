@@ -325,9 +325,11 @@ async fn invoke(shared: Arc<Shared>, inv: Invocation) {
         }
     };
     let run = CURRENT_CALL.scope(scope, AssertUnwindSafe(fut).catch_unwind());
+    // Biased: once aborted, the handler is not polled again.
     let outcome: Option<Result<Returned, Status>> = tokio::select! {
-        r = run => Some(r.unwrap_or_else(|_| Err(Status::internal("handler panicked")))),
+        biased;
         _ = inv.abort.cancelled() => None,
+        r = run => Some(r.unwrap_or_else(|_| Err(Status::internal("handler panicked")))),
         _ = deadline => None,
     };
     if let Some(result) = outcome {

@@ -42,6 +42,7 @@
 //! - [`connection`]: the [`Connection`] handle and the driver tasks that do the I/O.
 //! - [`client`]: [`Client`], a reference to one of the peer's caps.
 //! - [`stream`]: [`ClientStream`], the values of a stream call.
+//! - [`framework`]: definitions of the bunite framework caps (`bunite.Runtime`, …).
 //! - [`policy`]: [`Attestation`] and [`Policy`].
 //! - [`events`]: observer [`Event`]s.
 //! - [`limits`]: per-connection [`Limits`].
@@ -54,6 +55,7 @@ pub mod context;
 pub mod dynamic;
 pub mod emitter;
 pub mod events;
+pub mod framework;
 pub mod handler;
 pub mod limits;
 pub mod policy;

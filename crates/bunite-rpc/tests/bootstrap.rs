@@ -380,7 +380,8 @@ async fn two_connections_serve_and_bootstrap_each_other_at_once() {
         })
         .build();
     b.serve(other.clone(), imp).unwrap().detach();
-    let (from_a, from_b) = tokio::join!(b.bootstrap(&counter_def()), a.bootstrap(&other));
+    let counter = counter_def();
+    let (from_a, from_b) = tokio::join!(b.bootstrap(&counter), a.bootstrap(&other));
     let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
     let (x, y) = tokio::join!(
         from_a.call::<_, Record>("increment", &()),

@@ -114,6 +114,12 @@ impl From<i64> for Value {
     }
 }
 
+impl From<i32> for Value {
+    fn from(n: i32) -> Self {
+        Value::Int(i64::from(n))
+    }
+}
+
 impl From<u32> for Value {
     fn from(n: u32) -> Self {
         Value::Int(i64::from(n))

@@ -139,17 +139,25 @@ impl RawPeer {
         let _ = self.t.send_raw(bytes.into()).await;
     }
 
-    /// The next frame (fails the test after 5 s).
+    /// The next frame (fails the test after 60 s).
     pub async fn recv(&mut self) -> Frame {
         self.try_recv().await.expect("connection closed")
     }
 
     /// The next frame, or `None` if the connection closed its transport.
     pub async fn try_recv(&mut self) -> Option<Frame> {
-        let bytes = tokio::time::timeout(Duration::from_secs(5), self.t.recv_raw())
+        self.recv_within(Duration::from_secs(60))
             .await
-            .expect("timed out waiting for a frame")?;
-        Some(self.dec.decode_frame(&bytes).expect("valid frame"))
+            .expect("timed out waiting for a frame")
+    }
+
+    /// The next frame within `d`: `Err` on timeout, `Ok(None)` if the transport closed.
+    pub async fn recv_within(
+        &mut self,
+        d: Duration,
+    ) -> Result<Option<Frame>, tokio::time::error::Elapsed> {
+        let bytes = tokio::time::timeout(d, self.t.recv_raw()).await?;
+        Ok(bytes.map(|b| self.dec.decode_frame(&b).expect("valid frame")))
     }
 
     /// Sends a call and returns the result frame for it (skipping nothing else).

@@ -401,3 +401,24 @@ impl<'de> Visitor<'de> for PairsSeed {
         Ok(entries)
     }
 }
+
+impl Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Record {
+    /// Accepts a record (or any string-keyed map); anything else is an error.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::Record(r) => Ok(r),
+            other => Err(serde::de::Error::custom(format!("expected a record, got {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Caps across the wire (PROTOCOL §7, §9, §12, §13.4, §13.8): exports, sub-caps, arrays and
+//! records of caps, disposal, drops, revocation, shutdown. Every test ends leak-free.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::wire::{CallId, DropFrame, Frame, ResultFrame};
+use bunite_rpc::{
+    CallContext, CapDef, CapDefRef, Code, Connection, MethodDef, Record, Returns, Value,
+};
+use common::*;
+
+#[derive(Default)]
+struct Counters {
+    live: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+fn node_def() -> Arc<CapDef> {
+    CapDef::builder("test.node")
+        .method(MethodDef::call("name").idempotent())
+        .method(MethodDef::call("ping"))
+        .method(MethodDef::call("sub").returns(Returns::Cap(CapDefRef::Lazy(node_def))))
+        .method(MethodDef::call("close"))
+        .disposal("close")
+        .build()
+}
+
+fn tree_def() -> Arc<CapDef> {
+    let node = || CapDefRef::Lazy(node_def);
+    CapDef::builder("test.tree")
+        .method(MethodDef::call("makeChild").returns(Returns::Cap(node())))
+        .method(MethodDef::call("children").returns(Returns::CapArray(node())))
+        .method(MethodDef::call("childMap").returns(Returns::CapRecord(node())))
+        .method(MethodDef::call("wrongReturn").returns(Returns::Cap(node())))
+        .method(MethodDef::call("wrongType").returns(Returns::Cap(node())))
+        .method(MethodDef::call("slow"))
+        .build()
+}
+
+/// Counts live node implementations: the count falls when the runtime drops one.
+struct Live(Arc<Counters>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn node(name: String, c: Arc<Counters>) -> bunite_rpc::ExportedCap {
+    c.live.fetch_add(1, Ordering::SeqCst);
+    let live = Arc::new(Live(c.clone()));
+    let n = name.clone();
+    let imp = DynCap::new()
+        .call("name", move |_, _| {
+            let (n, _live) = (n.clone(), live.clone());
+            async move { Ok(Value::from(n)) }
+        })
+        .call("ping", |args: Value, _| async move {
+            let x = args
+                .as_record()
+                .and_then(|r| r.get("x"))
+                .and_then(Value::as_integer)
+                .unwrap_or(0);
+            Ok(Value::from(x as i64 + 1))
+        })
+        .call("sub", {
+            let c = c.clone();
+            move |args: Value, _| {
+                let c = c.clone();
+                async move { Ok(node(name_arg(&args), c)) }
+            }
+        })
+        .call("close", move |_, _| {
+            c.closed.fetch_add(1, Ordering::SeqCst);
+            async { Ok(Value::Undefined) }
+        })
+        .build();
+    bunite_rpc::ExportedCap::new(node_def(), imp)
+}
+
+fn name_arg(args: &Value) -> String {
+    args.as_record()
+        .and_then(|r| r.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn names_arg(args: &Value) -> Vec<String> {
+    match args.as_record().and_then(|r| r.get("names")) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn tree_impl(c: Arc<Counters>) -> Arc<dyn bunite_rpc::CapImpl> {
+    let (c1, c2, c3) = (c.clone(), c.clone(), c);
+    DynCap::new()
+        .call("makeChild", move |args: Value, _| {
+            let c = c1.clone();
+            async move { Ok(node(name_arg(&args), c)) }
+        })
+        .call("children", move |args: Value, _| {
+            let c = c2.clone();
+            async move {
+                Ok(names_arg(&args)
+                    .into_iter()
+                    .map(|n| node(n, c.clone()))
+                    .collect::<Vec<_>>())
+            }
+        })
+        .call("childMap", move |args: Value, _: CallContext| {
+            let c = c3.clone();
+            async move {
+                let caps = names_arg(&args)
+                    .into_iter()
+                    .map(|n| (n.clone(), node(n, c.clone())))
+                    .collect();
+                Ok(bunite_rpc::Returned::CapRecord(caps))
+            }
+        })
+        .call("wrongReturn", |_, _| async { Ok(Value::from("not a cap")) })
+        .call("wrongType", |_, _| async {
+            let other = CapDef::builder("test.other").build();
+            Ok(bunite_rpc::ExportedCap::new(other, DynCap::new().build()))
+        })
+        .call("slow", |_, _| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Value::Undefined)
+        })
+        .build()
+}
+
+fn names(list: &[&str]) -> Value {
+    let items = list.iter().map(|n| Value::from(*n)).collect();
+    Value::Record(Record::new().with("names", Value::Array(items)))
+}
+
+fn named(n: &str) -> Value {
+    Value::Record(Record::new().with("name", n))
+}
+
+async fn setup() -> (Connection, Connection, Arc<Counters>, bunite_rpc::Client) {
+    let counters = Arc::new(Counters::default());
+    let (server, client) = pair();
+    server
+        .serve(tree_def(), tree_impl(counters.clone()))
+        .unwrap()
+        .detach();
+    let tree = client.bootstrap(&tree_def()).await.unwrap();
+    (server, client, counters, tree)
+}
+
+#[tokio::test]
+async fn sub_caps_of_sub_caps_work_and_their_implementations_are_dropped_when_freed() {
+    let (server, client, counters, tree) = setup().await;
+    let a = tree.call_cap("makeChild", named("a")).await.unwrap();
+    let b = a.call_cap("sub", named("b")).await.unwrap();
+    let c = b.call_cap("sub", named("c")).await.unwrap();
+    assert_eq!(c.call::<_, String>("name", &()).await.unwrap(), "c");
+    assert_eq!(
+        b.call::<_, i64>("ping", &Record::new().with("x", 41))
+            .await
+            .unwrap(),
+        42
+    );
+    assert_eq!(
+        c.def().map(|d| d.name().to_owned()),
+        Some("test.node".to_owned())
+    );
+    assert_eq!(server.stats().live_caps, 6);
+    assert_eq!(counters.live.load(Ordering::SeqCst), 3);
+    drop((a, b, c, tree));
+    assert_clean(&[&server, &client]).await;
+    eventually(|| counters.live.load(Ordering::SeqCst) == 0).await;
+}
+
+#[tokio::test]
+async fn arrays_and_records_of_caps_give_working_clients() {
+    let (server, client, _c, tree) = setup().await;
+    let kids = tree
+        .call_caps("children", names(&["x", "y", "z"]))
+        .await
+        .unwrap();
+    let got: Vec<String> =
+        futures::future::join_all(kids.iter().map(|k| k.call::<_, String>("name", &())))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(got, ["x", "y", "z"]);
+    let map = tree
+        .call_cap_record("childMap", names(&["p", "q"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        map.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["p", "q"]
+    );
+    assert_eq!(map[1].1.call::<_, String>("name", &()).await.unwrap(), "q");
+    drop((kids, map, tree));
+    assert_clean(&[&server, &client]).await;
+}
+
+#[tokio::test]
+async fn dispose_calls_the_disposal_method_exactly_once_then_drops() {
+    let (server, client, counters, tree) = setup().await;
+    let a = tree.call_cap("makeChild", named("a")).await.unwrap();
+    let id = a.id();
+    let twin = a.clone();
+    a.dispose().await;
+    twin.dispose().await;
+    assert_eq!(counters.closed.load(Ordering::SeqCst), 1);
+    eventually(|| server.stats().live_caps == 3).await;
+    drop(tree);
+    assert_clean(&[&server, &client]).await;
+    // The freed id answers not_found from then on.
+    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+    server
+        .serve(tree_def(), tree_impl(counters.clone()))
+        .unwrap()
+        .detach();
+    let tree = raw.bootstrap(1, "test.tree").await;
+    let child = match raw.call(2, tree.0, "makeChild", named("k")).await.outcome {
+        Ok(Value::CapRef(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    raw.send(Frame::Drop(DropFrame {
+        caps: vec![bunite_rpc::wire::DropEntry {
+            id: child,
+            delta: 1,
+        }],
+    }))
+    .await;
+    let e = err_of(raw.call(3, child.0, "name", Value::Undefined).await);
+    assert_wire(&e, "not_found", &format!("cap-id {child} not found"), None);
+    let _ = id;
+}
+
+#[tokio::test]
+async fn drops_for_reserved_and_unknown_ids_are_ignored() {
+    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+    server
+        .serve(tree_def(), tree_impl(Arc::default()))
+        .unwrap()
+        .detach();
+    let tree = raw.bootstrap(1, "test.tree").await;
+    let entries = [0, 1, 777].map(|id| bunite_rpc::wire::DropEntry {
+        id: bunite_rpc::CapId(id),
+        delta: 5,
+    });
+    raw.send(Frame::Drop(DropFrame {
+        caps: entries.to_vec(),
+    }))
+    .await;
+    assert!(raw
+        .call(2, tree.0, "makeChild", named("a"))
+        .await
+        .outcome
+        .is_ok());
+    assert_eq!(server.stats().live_caps, 4);
+}
+
+#[tokio::test]
+async fn a_wrong_cap_return_fails_with_unregistered_cap_return() {
+    let (server, client, _c, tree) = setup().await;
+    for method in ["wrongReturn", "wrongType"] {
+        let e = tree.call_cap(method, Value::Undefined).await.unwrap_err();
+        assert_eq!(e.code, Code::FailedPrecondition, "{method}");
+        assert_eq!(e.reason(), Some("unregistered_cap_return"));
+    }
+    drop(tree);
+    assert_clean(&[&server, &client]).await;
+}
+
+#[tokio::test]
+async fn a_client_that_gets_no_capref_where_a_cap_is_declared_fails_invalid_argument() {
+    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+    let c2 = conn.clone();
+    let boot = tokio::spawn(async move { c2.bootstrap(&tree_def()).await });
+    let call = next_call(&mut raw).await;
+    raw.send(Frame::Result(ResultFrame {
+        id: call.id,
+        outcome: Ok(Value::CapRef(bunite_rpc::CapId(2))),
+    }))
+    .await;
+    let tree = boot.await.unwrap().unwrap();
+    // One cap: a string instead.
+    let t = tree.clone();
+    let pending = tokio::spawn(async move { t.call_cap("makeChild", Value::Undefined).await });
+    let call = next_call(&mut raw).await;
+    raw.send(Frame::Result(ResultFrame {
+        id: call.id,
+        outcome: Ok(Value::from("nope")),
+    }))
+    .await;
+    let e = pending.await.unwrap().unwrap_err();
+    assert_status(&e, Code::InvalidArgument, "expected CapRef", None);
+    // An array with one CapRef and one string: fails, and the CapRef it did carry is released.
+    let t = tree.clone();
+    let pending = tokio::spawn(async move { t.call_caps("children", Value::Undefined).await });
+    let call = next_call(&mut raw).await;
+    let bad = Value::Array(vec![Value::CapRef(bunite_rpc::CapId(9)), Value::from("x")]);
+    raw.send(Frame::Result(ResultFrame {
+        id: call.id,
+        outcome: Ok(bad),
+    }))
+    .await;
+    let e = pending.await.unwrap().unwrap_err();
+    assert_status(&e, Code::InvalidArgument, "expected CapRef in array", None);
+    match raw.recv().await {
+        Frame::Drop(d) => assert_eq!(
+            d.caps,
+            vec![bunite_rpc::wire::DropEntry {
+                id: bunite_rpc::CapId(9),
+                delta: 1
+            }]
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn next_call(raw: &mut RawPeer) -> bunite_rpc::wire::Call {
+    loop {
+        if let Frame::Call(c) = raw.recv().await {
+            return c;
+        }
+    }
+}
+
+// Paused time: the revoked call's handler runs to its end (as in the reference, revocation
+// does not cancel handlers), so the tables are clean once its 500 ms pass.
+#[tokio::test(start_paused = true)]
+async fn unserve_revokes_a_pending_call_later_calls_and_new_bootstraps() {
+    let (server, client, _c, tree) = setup().await;
+    let t = tree.clone();
+    let pending = tokio::spawn(async move { t.call_value("slow", Value::Undefined).await });
+    eventually(|| server.stats().active_calls == 1).await;
+    server.unserve("test.tree");
+    let e = pending.await.unwrap().unwrap_err();
+    assert_status(&e, Code::FailedPrecondition, "cap revoked", Some("revoked"));
+    let e = tree.call_value("slow", Value::Undefined).await.unwrap_err();
+    assert_status(&e, Code::FailedPrecondition, "cap revoked", Some("revoked"));
+    let e = tree.stream("anything", Value::Undefined);
+    let first = futures::StreamExt::collect::<Vec<_>>(e).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].as_ref().unwrap_err().reason(), Some("revoked"));
+    let e = client.bootstrap(&tree_def()).await.unwrap_err();
+    assert_eq!(e.code, Code::NotFound);
+    drop(tree);
+    assert_clean(&[&server, &client]).await;
+}
+
+#[tokio::test]
+async fn shutdown_runs_the_disposal_methods_of_live_caps() {
+    let (server, client, counters, tree) = setup().await;
+    let kids = tree
+        .call_caps("children", names(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    server.close();
+    eventually(|| counters.closed.load(Ordering::SeqCst) == 3).await;
+    eventually(|| counters.live.load(Ordering::SeqCst) == 0).await;
+    assert_eq!(server.stats().live_caps, 2);
+    client.closed().await;
+    drop((kids, tree));
+    assert_eq!(client.stats().pending_calls, 0);
+}
+
+#[tokio::test]
+async fn nothing_is_dropped_for_the_runtime_or_after_close() {
+    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+    drop(conn.runtime());
+    // A call proves ordering: had a drop been sent, it would arrive first.
+    let c2 = conn.clone();
+    tokio::spawn(async move { c2.bootstrap_name("x", None).await });
+    assert!(matches!(raw.recv().await, Frame::Call(c) if c.id == CallId(1)));
+}

@@ -158,6 +158,7 @@ impl ConnectionBuilder {
             policy: self.policy,
             peer_id: self.peer_id.unwrap_or_else(|| "peer".to_owned()),
             hello,
+            backlog: Arc::default(),
         });
         let (state_tx, state_rx) = watch::channel(PeerState::Waiting);
         let mut session = Session::new(Arc::clone(&cfg), state_tx);
@@ -364,6 +365,11 @@ async fn run_stream(shared: Arc<Shared>, inv: Invocation, scope: CallScope, ctx:
                 },
             }
         }
+        shared
+            .cfg
+            .backlog
+            .wait_below(shared.cfg.limits.max_unsent_bytes)
+            .await;
         let next = CURRENT_CALL.scope(scope, AssertUnwindSafe(source.next()).catch_unwind());
         let item = tokio::select! {
             item = next => item,
@@ -390,9 +396,11 @@ async fn write_loop<S: MessageSink>(shared: Arc<Shared>, mut sink: S) {
         let (batch, closing) = shared.with(|s| s.take_outbox());
         let wrote = !batch.is_empty();
         for msg in batch {
+            let len = msg.len();
             if let Err(e) = sink.send(msg).await {
                 return fail_transport(&shared, e);
             }
+            shared.cfg.backlog.written(len);
         }
         if wrote {
             if let Err(e) = sink.flush().await {
@@ -420,7 +428,11 @@ async fn read_loop<S: MessageSource>(shared: Arc<Shared>, mut source: S) {
     loop {
         let msg = tokio::select! {
             _ = shared.stop.cancelled() => return,
-            msg = source.recv() => msg,
+            msg = async {
+                // Backpressure: a peer that does not read our answers stops being read.
+                shared.cfg.backlog.wait_below(limits.max_unsent_bytes).await;
+                source.recv().await
+            } => msg,
         };
         let bytes = match msg {
             Ok(Some(bytes)) => bytes,

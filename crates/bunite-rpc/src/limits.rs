@@ -15,6 +15,16 @@ pub struct Limits {
     /// How many revoked cap-ids the client remembers (the newest). Default 4096
     /// (PROTOCOL §13.7).
     pub max_revoked_ids: usize,
+    /// Encoded frames waiting for the transport, in bytes, above which we stop reading
+    /// from the peer until the transport catches up. Default 64 MiB: a peer that floods us
+    /// with calls but never reads the results stalls instead of growing our memory. The
+    /// backlog can exceed it by the results of handlers already running when reading stops
+    /// (at most `max_in_flight` of them).
+    pub max_unsent_bytes: usize,
+    /// Bootstraps waiting for the policy (they do not count toward `max_in_flight`,
+    /// PROTOCOL §8, but each is a task). Default 1024; beyond it a bootstrap fails
+    /// `resource_exhausted {reason:"max_concurrent_calls"}`.
+    pub max_pending_policy_checks: usize,
 }
 
 impl Default for Limits {
@@ -25,6 +35,8 @@ impl Default for Limits {
             max_in_flight: 1024,
             max_depth: bunite_wire::Limits::DEFAULT_MAX_DEPTH,
             max_revoked_ids: 4096,
+            max_unsent_bytes: 64 * 1024 * 1024,
+            max_pending_policy_checks: 1024,
         }
     }
 }

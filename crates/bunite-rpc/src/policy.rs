@@ -84,8 +84,10 @@ impl Attestation {
 /// `{reason:"unauthorized"}`; `Err(_)` fails it `internal` `policy threw`.
 #[derive(Clone)]
 pub struct Policy {
-    check: Arc<dyn Fn(&str, &Attestation) -> BoxFuture<Result<bool, String>> + Send + Sync>,
+    check: Arc<CheckFn>,
 }
+
+type CheckFn = dyn Fn(&str, &Attestation) -> BoxFuture<Result<bool, String>> + Send + Sync;
 
 impl Policy {
     /// A synchronous policy.

@@ -329,6 +329,16 @@ impl Session {
             return self.reply_err(call.id, &status);
         }
         if self.cfg.policy.is_some() {
+            let max = self.cfg.limits.max_pending_policy_checks;
+            if self.policy_checks >= max {
+                let status = Status::resource_exhausted(
+                    format!("pending bootstrap limit {max}"),
+                    reason::MAX_CONCURRENT_CALLS,
+                );
+                self.emit_bootstrap(name, version, BootstrapResult::ResourceExhausted, None);
+                return self.reply_err(call.id, &status);
+            }
+            self.policy_checks += 1;
             self.fx.actions.push(Action::Policy {
                 call_id: call.id,
                 name,
@@ -368,6 +378,9 @@ impl Session {
         version: Option<String>,
         allowed: Result<bool, String>,
     ) {
+        if self.cfg.policy.is_some() {
+            self.policy_checks = self.policy_checks.saturating_sub(1);
+        }
         if self.closed.is_some() {
             return;
         }

@@ -18,6 +18,7 @@ pub(crate) mod streams;
 pub(crate) mod table;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use bunite_wire::{
     CallId, CapId, DropEntry, DropFrame, Encoder, Frame, Goaway, Hello, TooLarge, Value,
 };
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,38 @@ use crate::status::{reason, Code, Status};
 use registry::Registry;
 use table::CapTable;
 
+/// Bytes encoded but not yet written to the transport. The reader stops reading while it is
+/// above [`Limits::max_unsent_bytes`], so a peer that sends requests but never reads the
+/// answers cannot make us queue without bound.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// The writer wrote `n` bytes.
+    pub fn written(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    /// Waits until at most `limit` bytes are unsent.
+    pub async fn wait_below(&self, limit: usize) {
+        loop {
+            let drained = self.drained.notified();
+            if self.bytes.load(Ordering::Acquire) <= limit {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
 /// Fixed settings of one connection.
 pub(crate) struct Config {
     pub limits: Limits,
@@ -46,6 +79,7 @@ pub(crate) struct Config {
     pub policy: Option<Policy>,
     pub peer_id: String,
     pub hello: Hello,
+    pub backlog: Arc<Backlog>,
 }
 
 /// Whether the peer's hello has arrived; bootstrap waits for it (PROTOCOL §6).
@@ -119,6 +153,8 @@ pub struct Stats {
     pub server_streams: usize,
     /// Streams we consume (client side).
     pub client_streams: usize,
+    /// Encoded frames not yet written to the transport, in bytes.
+    pub unsent_bytes: usize,
 }
 
 /// A server-side call in progress.
@@ -143,6 +179,8 @@ pub(crate) struct Session {
     server_streams: HashMap<CallId, streams::ServerStream>,
     client_streams: HashMap<CallId, streams::ClientStreamState>,
     next_call_id: u64,
+    /// Bootstraps waiting for the policy.
+    policy_checks: usize,
     revoked: RevokedSet,
     peer_hello: Option<Hello>,
     peer_max_bytes: usize,
@@ -165,6 +203,7 @@ impl Session {
             server_streams: HashMap::new(),
             client_streams: HashMap::new(),
             next_call_id: 1,
+            policy_checks: 0,
             revoked: RevokedSet::new(cfg.limits.max_revoked_ids),
             peer_hello: None,
             peer_max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
@@ -196,6 +235,7 @@ impl Session {
             active_calls: self.active.len(),
             server_streams: self.server_streams.len(),
             client_streams: self.client_streams.len(),
+            unsent_bytes: self.cfg.backlog.bytes.load(Ordering::Acquire),
         }
     }
 
@@ -332,6 +372,7 @@ impl Session {
     fn push_frame(&mut self, frame: &Frame) {
         let mut buf = Vec::new();
         self.encoder.encode(&frame.to_value(), &mut buf);
+        self.cfg.backlog.add(buf.len());
         self.outbox.push_back(Bytes::from(buf));
         self.fx.wrote = true;
     }
@@ -343,6 +384,7 @@ impl Session {
         let mut buf = Vec::new();
         self.encoder
             .encode_bounded(&frame.to_value(), self.peer_max_bytes, &mut buf)?;
+        self.cfg.backlog.add(buf.len());
         self.outbox.push_back(Bytes::from(buf));
         self.fx.wrote = true;
         Ok(())

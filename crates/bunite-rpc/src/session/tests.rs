@@ -36,6 +36,7 @@ fn peer() -> Peer {
             max_bytes: 1 << 20,
             origin: "test".into(),
         },
+        backlog: Arc::default(),
     });
     let (tx, _rx) = watch::channel(PeerState::Waiting);
     Peer {

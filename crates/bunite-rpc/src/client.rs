@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, Shared, DEADLINE_GRACE};
 use crate::context::CURRENT_CALL;
@@ -28,6 +29,9 @@ pub struct CallOptions {
     pub deadline: Option<Duration>,
     /// The `meta.context` string map.
     pub context: Vec<(String, String)>,
+    /// Cancels the call when fired: `cancel {reason:"client_cancel"}` goes to the server
+    /// and the call fails `cancelled` at once. (Dropping the call's future also cancels it.)
+    pub cancel: Option<CancellationToken>,
 }
 
 impl CallOptions {
@@ -364,6 +368,7 @@ pub(crate) async fn call_raw(
     opts: CallOptions,
     returns_caps: bool,
 ) -> Result<Value, Status> {
+    let opts_cancel = opts.cancel;
     let (meta, deadline) = current_meta(shared, opts.deadline, opts.context);
     let (tx, rx) = oneshot::channel();
     let req = CallRequest {
@@ -379,16 +384,30 @@ pub(crate) async fn call_raw(
         id,
         armed: true,
     };
-    let outcome = match deadline {
-        Some(d) => match tokio::time::timeout(d + DEADLINE_GRACE, rx).await {
-            Ok(r) => r,
-            Err(_) => {
-                guard.armed = false;
-                shared.with(|s| s.cancel_call(id, "deadline_exceeded", None));
-                return Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
-            }
-        },
-        None => rx.await,
+    let cancelled = async {
+        match &opts_cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d + DEADLINE_GRACE).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = rx => outcome,
+        () = cancelled => {
+            guard.armed = false;
+            shared.with(|s| s.cancel_call(id, "client_cancel", None));
+            return Err(Status::new(Code::Cancelled, "client_cancel"));
+        }
+        () = expired => {
+            guard.armed = false;
+            shared.with(|s| s.cancel_call(id, "deadline_exceeded", None));
+            return Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
+        }
     };
     guard.armed = false;
     outcome.unwrap_or_else(|_| Err(Status::connection_closed()))

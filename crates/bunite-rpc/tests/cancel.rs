@@ -261,3 +261,32 @@ async fn the_server_signals_non_idempotent_handlers_at_the_deadline_only() {
     drop(c);
     assert_clean(&[&server, &client]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_token_fails_the_call_cancelled_at_once_and_cancels_the_server() {
+    let signalled = Arc::new(AtomicUsize::new(0));
+    let (server, client) = pair();
+    let (def, imp) = slow_cap(signalled.clone());
+    server.serve(def.clone(), imp).unwrap().detach();
+    let c = client.bootstrap(&def).await.unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let opts = CallOptions {
+        cancel: Some(token.clone()),
+        ..CallOptions::default()
+    };
+    let start = Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        token.cancel();
+    });
+    let e = c
+        .call_with("slow", Value::Undefined, opts)
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    assert_status(&e, Code::Cancelled, "client_cancel", None);
+    canceller.await.unwrap();
+    eventually(|| server.stats().active_calls == 0).await;
+    drop(c);
+    assert_clean(&[&server, &client]).await;
+}

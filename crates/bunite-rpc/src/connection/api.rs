@@ -163,6 +163,13 @@ impl Connection {
         )
     }
 
+    /// A client for an arbitrary cap-id of the peer that owns no reference: dropping it
+    /// sends nothing. For tools and tests that address caps by id; ordinary code gets its
+    /// clients from [`bootstrap`](Connection::bootstrap) and cap-returning methods.
+    pub fn client_for(&self, id: CapId) -> Client {
+        Client::new(ClientRef::borrowed(Arc::clone(&self.shared), id), None)
+    }
+
     /// Registers an observer of this connection's events (PROTOCOL §15). A panicking
     /// observer is caught and never affects the connection.
     pub fn subscribe(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> SubscriptionId {

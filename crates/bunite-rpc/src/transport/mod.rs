@@ -4,9 +4,25 @@
 //! [`MessageSource`] (read by its reader task). Each adapter is small; the connection core
 //! knows nothing about sockets.
 //!
-//! - [`memory`]: an in-process pair, always available.
+//! # Features
+//!
+//! Each adapter beyond the in-memory pair is behind a cargo feature; all are on by default.
+//!
+//! - [`memory`]: an in-process pair. Always available.
+//! - [`stream`] (feature `stream`): length-prefixed messages over a byte stream: TCP, Unix
+//!   sockets, a child process's stdio, our own stdio.
+//! - [`ws`] (feature `ws`): one message per binary WebSocket message; a listener for hosts
+//!   (path `/rpc`) and a client.
+//! - [`sealed`] (feature `sealed`): the encrypted pipe, AES-256-GCM per message, wrapping any
+//!   other transport.
 
 pub mod memory;
+#[cfg(feature = "sealed")]
+pub mod sealed;
+#[cfg(feature = "stream")]
+pub mod stream;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 use std::future::Future;
 

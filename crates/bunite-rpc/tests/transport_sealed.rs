@@ -1,0 +1,255 @@
+//! The encrypted pipe (PROTOCOL §2): the shared vector, every rejected form of a message,
+//! counters end to end over sealed TCP and sealed memory, and a tampered message closing
+//! the connection.
+#![cfg(all(feature = "sealed", feature = "stream"))]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunite_rpc::transport::memory;
+use bunite_rpc::transport::sealed::{self, Cipher, Key, OpenError, Sealed, OVERHEAD};
+use bunite_rpc::transport::stream::{self, ByteStream};
+use bunite_rpc::transport::{MessageSink, MessageSource, Transport};
+use bunite_rpc::{Code, Connection, Record, Value};
+use common::*;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Vector {
+    key: Key,
+    iv: [u8; 12],
+    plaintext: Vec<u8>,
+    wire: Vec<u8>,
+}
+
+fn vector() -> Vector {
+    let dir = match std::env::var_os("BUNITE_VECTORS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/vectors"
+        )),
+    };
+    let path = dir.join("encrypted-pipe.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "encrypted-pipe vector not found at {} ({e}): set BUNITE_VECTORS to the \
+             shared/vectors directory",
+            path.display()
+        )
+    });
+    let json: serde_json::Value = serde_json::from_str(&text).expect("vector JSON");
+    let field = |name: &str| -> Vec<u8> {
+        hex::decode(json[name].as_str().expect(name)).expect("hex field")
+    };
+    Vector {
+        key: Key::from_hex(json["key"].as_str().expect("key")).expect("key hex"),
+        iv: field("iv").try_into().expect("12-byte iv"),
+        plaintext: field("plaintext"),
+        wire: field("wire"),
+    }
+}
+
+fn test_key() -> Key {
+    Key::new([0x42; 32])
+}
+
+#[test]
+fn the_vector_seals_and_opens_byte_for_byte() {
+    let v = vector();
+    assert_eq!(
+        sealed::seal_with_iv(&v.key, &v.iv, &v.plaintext).unwrap(),
+        v.wire
+    );
+    assert_eq!(sealed::open(&v.key, &v.wire).unwrap(), v.plaintext);
+    assert_eq!(v.wire.len(), v.plaintext.len() + OVERHEAD);
+}
+
+#[test]
+fn flipping_any_bit_of_the_tag_is_rejected() {
+    let v = vector();
+    let cipher = Cipher::new(&v.key);
+    let tag_start = v.wire.len() - 16;
+    for byte in tag_start..v.wire.len() {
+        for bit in 0..8 {
+            let mut msg = v.wire.clone();
+            msg[byte] ^= 1 << bit;
+            assert_eq!(
+                cipher.open(&msg),
+                Err(OpenError::Auth),
+                "byte {byte} bit {bit}"
+            );
+        }
+    }
+    // The IV and the ciphertext are authenticated too.
+    for byte in 1..tag_start {
+        let mut msg = v.wire.clone();
+        msg[byte] ^= 0x80;
+        assert_eq!(cipher.open(&msg), Err(OpenError::Auth), "byte {byte}");
+    }
+}
+
+#[test]
+fn a_wrong_version_a_short_message_and_a_wrong_key_are_rejected() {
+    let v = vector();
+    let mut msg = v.wire.clone();
+    msg[0] = 0x02;
+    assert_eq!(sealed::open(&v.key, &msg), Err(OpenError::Version(0x02)));
+    assert_eq!(
+        sealed::open(&v.key, &v.wire[..28]),
+        Err(OpenError::TooShort(28))
+    );
+    assert_eq!(sealed::open(&v.key, &[]), Err(OpenError::TooShort(0)));
+    assert_eq!(sealed::open(&test_key(), &v.wire), Err(OpenError::Auth));
+    // The shortest valid message: an empty plaintext.
+    let empty = sealed::seal_with_iv(&v.key, &v.iv, b"").unwrap();
+    assert_eq!(empty.len(), 29);
+    assert_eq!(sealed::open(&v.key, &empty).unwrap(), b"");
+}
+
+#[test]
+fn every_seal_draws_a_fresh_iv() {
+    let cipher = Cipher::new(&test_key());
+    let a = cipher.seal(b"same").unwrap();
+    let b = cipher.seal(b"same").unwrap();
+    assert_ne!(a[1..13], b[1..13]);
+    assert_eq!(cipher.open(&a).unwrap(), b"same");
+    assert_eq!(cipher.open(&b).unwrap(), b"same");
+}
+
+#[test]
+fn keys_parse_from_64_hex_digits_only() {
+    let hex64 = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let key = Key::from_hex(&format!(" {hex64}\n")).unwrap();
+    assert_eq!(key.as_bytes()[31], 0x1f);
+    assert_eq!(hex64.parse::<Key>().unwrap(), key);
+    assert!(Key::from_hex(&hex64[..62]).is_err());
+    assert!(Key::from_hex(&format!("{hex64}00")).is_err());
+    assert!(Key::from_hex(&hex64.replace('0', "g")).is_err());
+    assert_eq!(format!("{key:?}"), "Key(..)");
+}
+
+async fn exercise_counter(server: &Connection, client: &Connection) {
+    let counter = timeout(WAIT, client.bootstrap(&counter_def()))
+        .await
+        .expect("bootstrap timed out")
+        .expect("bootstrap");
+    let r = counter
+        .call_value("increment", Value::Record(Record::new().with("delta", 2)))
+        .await
+        .unwrap();
+    assert_eq!(r, Value::Record(Record::new().with("count", 2)));
+    let echoed = counter
+        .call_value("echo", Value::from("x".repeat(10_000)))
+        .await
+        .unwrap();
+    assert_eq!(echoed, Value::from("x".repeat(10_000)));
+    drop(counter);
+    assert_clean(&[server, client]).await;
+    client.close();
+    timeout(WAIT, server.closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_counter_over_sealed_tcp() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    let client = Connection::new(Sealed::new(
+        stream::tcp_connect(addr).await.unwrap(),
+        test_key(),
+    ));
+    let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+    let server = Connection::new(Sealed::new(ByteStream::tcp(socket), test_key()));
+    server
+        .serve(counter_def(), counter_impl())
+        .unwrap()
+        .detach();
+    exercise_counter(&server, &client).await;
+}
+
+#[tokio::test]
+async fn a_counter_over_sealed_memory() {
+    let (a, b) = memory::pair();
+    let server = Connection::new(Sealed::new(a, test_key()));
+    let client = Connection::new(Sealed::new(b, test_key()));
+    server
+        .serve(counter_def(), counter_impl())
+        .unwrap()
+        .detach();
+    exercise_counter(&server, &client).await;
+}
+
+/// Forwards messages from `source` to `sink`; flips the last bit of the next message when
+/// `tamper` is set.
+fn relay<Si: MessageSink, So: MessageSource>(
+    mut source: So,
+    mut sink: Si,
+    tamper: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(Some(msg)) = source.recv().await {
+            let mut msg = msg.to_vec();
+            if tamper.swap(false, Ordering::SeqCst) {
+                if let Some(last) = msg.last_mut() {
+                    *last ^= 1;
+                }
+            }
+            if sink.send(msg.into()).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    })
+}
+
+#[tokio::test]
+async fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_calls() {
+    // client <-> (c_end | relay | s_end) <-> server, sealed end to end.
+    let (client_t, c_end) = memory::pair();
+    let (server_t, s_end) = memory::pair();
+    let (c_sink, c_source) = c_end.split();
+    let (s_sink, s_source) = s_end.split();
+    let tamper = Arc::new(AtomicBool::new(false));
+    let to_server = relay(c_source, s_sink, Arc::clone(&tamper));
+    let to_client = relay(s_source, c_sink, Arc::new(AtomicBool::new(false)));
+
+    let server = Connection::new(Sealed::new(server_t, test_key()));
+    let client = Connection::new(Sealed::new(client_t, test_key()));
+    server
+        .serve(counter_def(), counter_impl())
+        .unwrap()
+        .detach();
+    let counter = client.bootstrap(&counter_def()).await.unwrap();
+    let waiting = {
+        let counter = counter.clone();
+        tokio::spawn(async move { counter.call_value("wait", Value::Undefined).await })
+    };
+    eventually(|| server.stats().active_calls == 1).await;
+
+    // The next message towards the server (this call) arrives altered.
+    tamper.store(true, Ordering::SeqCst);
+    let e = timeout(WAIT, counter.call_value("get", Value::Undefined))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    let e = timeout(WAIT, waiting).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    timeout(WAIT, server.closed()).await.unwrap();
+    timeout(WAIT, client.closed()).await.unwrap();
+    assert_eq!(server.stats().active_calls, 0);
+    assert_eq!(client.stats().pending_calls, 0);
+    drop(counter);
+    timeout(WAIT, async {
+        to_server.await.unwrap();
+        to_client.await.unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,249 @@
+//! The WebSocket transport (PROTOCOL §2, §11): binary messages at `/rpc`, the `Origin`
+//! header, text and oversize messages, sockets that close under pending calls, wrong paths.
+#![cfg(feature = "ws")]
+
+mod common;
+
+use std::time::Duration;
+
+use bunite_rpc::transport::ws::{self, Accepted, WsListener};
+use bunite_rpc::transport::{MessageSink, MessageSource, Transport};
+use bunite_rpc::wire::{
+    CapId, Decoder, Encoder, Frame, Goaway, Hello, Limits as WireLimits, ResultFrame,
+};
+use bunite_rpc::{Code, Connection, Record, Value};
+use common::*;
+use futures::{SinkExt, StreamExt};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A listener at `/rpc` on a free port, and its URL.
+async fn listener(max_bytes: Option<usize>) -> (WsListener, String) {
+    let mut l = WsListener::bind("127.0.0.1:0", ws::DEFAULT_PATH)
+        .await
+        .unwrap();
+    if let Some(max) = max_bytes {
+        l = l.with_max_bytes(max);
+    }
+    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+    (l, url)
+}
+
+fn accept_one(l: WsListener) -> tokio::task::JoinHandle<Accepted> {
+    tokio::spawn(async move { timeout(WAIT, l.accept()).await.unwrap().unwrap() })
+}
+
+#[tokio::test]
+async fn a_counter_over_websocket_and_the_origin_is_reported() {
+    let (l, url) = listener(None).await;
+    let accepted = accept_one(l);
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", "https://app.example".parse().unwrap());
+    let client = Connection::new(ws::connect(request).await.unwrap());
+    let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
+    assert_eq!(accepted.origin.as_deref(), Some("https://app.example"));
+    assert!(accepted.peer_addr.ip().is_loopback());
+    let server = Connection::new(accepted.transport);
+    server
+        .serve(counter_def(), counter_impl())
+        .unwrap()
+        .detach();
+
+    let counter = client.bootstrap(&counter_def()).await.unwrap();
+    let r = counter
+        .call_value("increment", Value::Record(Record::new().with("delta", 3)))
+        .await
+        .unwrap();
+    assert_eq!(r, Value::Record(Record::new().with("count", 3)));
+    drop(counter);
+    assert_clean(&[&server, &client]).await;
+    client.close();
+    timeout(WAIT, server.closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_socket_without_origin_reports_none() {
+    let (l, url) = listener(None).await;
+    let accepted = accept_one(l);
+    let _client = ws::connect(url.as_str()).await.unwrap();
+    let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
+    assert_eq!(accepted.origin, None);
+}
+
+/// A raw tungstenite client connected to a server connection, past the server's hello.
+async fn raw_client(
+    max_bytes: Option<usize>,
+) -> (
+    Connection,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Decoder,
+) {
+    let (l, url) = listener(max_bytes).await;
+    let accepted = accept_one(l);
+    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let server = Connection::new(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
+    let mut dec = Decoder::new(WireLimits::default());
+    match next_frame(&mut raw, &mut dec).await {
+        Some(Frame::Hello(h)) => assert_eq!(h.v, 1),
+        other => panic!("expected hello, got {other:?}"),
+    }
+    (server, raw, dec)
+}
+
+/// The next frame from the server (binary messages only); `None` once the socket closes.
+async fn next_frame<S>(raw: &mut S, dec: &mut Decoder) -> Option<Frame>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match timeout(WAIT, raw.next()).await.expect("timed out") {
+            Some(Ok(Message::Binary(b))) => return Some(dec.decode_frame(&b).expect("frame")),
+            Some(Ok(Message::Text(t))) => panic!("the server sent text: {t}"),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn expect_goaway<S>(raw: &mut S, dec: &mut Decoder) -> Goaway
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match next_frame(raw, dec).await {
+            Some(Frame::Goaway(g)) => return g,
+            Some(_) => continue,
+            None => panic!("closed without goaway"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_text_message_gets_goaway_invalid_argument_then_close() {
+    let (server, mut raw, mut dec) = raw_client(None).await;
+    raw.send(Message::text("hello?")).await.unwrap();
+    let g = expect_goaway(&mut raw, &mut dec).await;
+    assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
+    let e = g.error.expect("goaway error");
+    assert_eq!(e.code, "invalid_argument");
+    assert_eq!(
+        e.message.as_deref(),
+        Some("text message on the bunite socket")
+    );
+    assert!(
+        next_frame(&mut raw, &mut dec).await.is_none(),
+        "socket closed"
+    );
+    timeout(WAIT, server.closed()).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversize_message_gets_goaway_resource_exhausted() {
+    let (server, mut raw, mut dec) = raw_client(Some(1024)).await;
+    raw.send(Message::binary(vec![0xc0u8; 4096])).await.unwrap();
+    let g = expect_goaway(&mut raw, &mut dec).await;
+    assert_eq!(g.reason.as_deref(), Some("resource_exhausted"));
+    let e = g.error.expect("goaway error");
+    assert_eq!(e.code, "resource_exhausted");
+    assert_eq!(e.reason(), Some("max_frame_bytes"));
+    timeout(WAIT, server.closed()).await.unwrap();
+}
+
+/// A client connection against a hand-driven server socket that answers the bootstrap,
+/// receives one more call, then goes away (with a close frame or without). The client's call must fail
+/// `unavailable`.
+async fn client_sees_the_socket_close(send_close_frame: bool) {
+    let (l, url) = listener(None).await;
+    let accepted = accept_one(l);
+    let client = Connection::new(ws::connect(url.as_str()).await.unwrap());
+    let (mut sink, mut source) = timeout(WAIT, accepted)
+        .await
+        .unwrap()
+        .unwrap()
+        .transport
+        .split();
+    let (mut enc, mut dec) = (Encoder::new(), Decoder::new(WireLimits::default()));
+    let hello = Frame::Hello(Hello {
+        v: 1,
+        mode: "native".into(),
+        features: vec![],
+        max_bytes: 64 << 20,
+        origin: "test://raw".into(),
+    });
+    sink.send(enc.encode_to_vec(&hello.to_value()).into())
+        .await
+        .unwrap();
+    sink.flush().await.unwrap();
+
+    let bootstrap = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let counter = client.bootstrap(&counter_def()).await?;
+            counter.call_value("wait", Value::Undefined).await
+        })
+    };
+    let mut calls = 0;
+    while calls < 2 {
+        let msg = timeout(WAIT, source.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Frame::Call(call) = dec.decode_frame(&msg).unwrap() else {
+            continue;
+        };
+        calls += 1;
+        if call.method == "bootstrap" {
+            let reply = Frame::Result(ResultFrame {
+                id: call.id,
+                outcome: Ok(Value::CapRef(CapId(2))),
+            });
+            sink.send(enc.encode_to_vec(&reply.to_value()).into())
+                .await
+                .unwrap();
+            sink.flush().await.unwrap();
+        }
+    }
+    if send_close_frame {
+        sink.close().await.unwrap();
+    }
+    drop((sink, source));
+
+    let e = timeout(WAIT, bootstrap)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    timeout(WAIT, client.closed()).await.unwrap();
+    assert_eq!(client.stats().pending_calls, 0);
+}
+
+#[tokio::test]
+async fn a_close_frame_fails_the_clients_pending_calls_unavailable() {
+    client_sees_the_socket_close(true).await;
+}
+
+#[tokio::test]
+async fn a_socket_dropped_without_close_fails_the_clients_pending_calls_unavailable() {
+    client_sees_the_socket_close(false).await;
+}
+
+#[tokio::test]
+async fn a_wrong_path_is_refused_and_the_listener_goes_on() {
+    let (l, url) = listener(None).await;
+    let accepted = accept_one(l);
+    let wrong = url.replace("/rpc", "/elsewhere");
+    let e = ws::connect(wrong.as_str()).await.unwrap_err();
+    assert!(e.to_string().contains("404"), "{e}");
+    // The listener is still accepting.
+    let _client = ws::connect(url.as_str()).await.unwrap();
+    timeout(WAIT, accepted).await.unwrap().unwrap();
+}

@@ -115,6 +115,13 @@ impl Client {
         self.inner.id
     }
 
+    /// The same reference, described by `def` (e.g. so [`dispose`](Client::dispose) knows
+    /// the disposal method of a cap obtained through the untyped API).
+    pub fn with_def(mut self, def: Arc<CapDef>) -> Client {
+        self.def = Some(def);
+        self
+    }
+
     /// The definition this client was made with, if any.
     pub fn def(&self) -> Option<&Arc<CapDef>> {
         self.def.as_ref()

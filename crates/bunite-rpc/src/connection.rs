@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     session: Mutex<Session>,
     wake_writer: Notify,
     stop: CancellationToken,
+    /// Fired when the writer has delivered its last frames and closed the transport.
+    finished: CancellationToken,
     pub(crate) peer_state: watch::Receiver<PeerState>,
     observers: RwLock<Vec<(u64, Observer)>>,
     next_observer: AtomicU64,
@@ -171,6 +173,7 @@ impl ConnectionBuilder {
             session: Mutex::new(session),
             wake_writer: Notify::new(),
             stop: CancellationToken::new(),
+            finished: CancellationToken::new(),
             peer_state: state_rx,
             observers: RwLock::new(Vec::new()),
             next_observer: AtomicU64::new(1),
@@ -391,24 +394,42 @@ async fn run_stream(shared: Arc<Shared>, inv: Invocation, scope: CallScope, ctx:
     }
 }
 
+/// How long the writer keeps trying to deliver its last frames (a goaway) once the
+/// connection has shut down, before it gives up on a transport that does not drain.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 async fn write_loop<S: MessageSink>(shared: Arc<Shared>, mut sink: S) {
+    write_batches(&shared, &mut sink).await;
+    shared.finished.cancel();
+}
+
+async fn write_batches<S: MessageSink>(shared: &Arc<Shared>, sink: &mut S) {
     loop {
         let (batch, closing) = shared.with(|s| s.take_outbox());
         let wrote = !batch.is_empty();
-        for msg in batch {
-            let len = msg.len();
-            if let Err(e) = sink.send(msg).await {
-                return fail_transport(&shared, e);
+        let written = async {
+            for msg in batch {
+                let len = msg.len();
+                sink.send(msg).await?;
+                shared.cfg.backlog.written(len);
             }
-            shared.cfg.backlog.written(len);
-        }
-        if wrote {
-            if let Err(e) = sink.flush().await {
-                return fail_transport(&shared, e);
+            if wrote {
+                sink.flush().await?;
             }
+            Ok::<(), TransportError>(())
+        };
+        let result = if closing {
+            tokio::time::timeout(CLOSE_GRACE, written)
+                .await
+                .unwrap_or(Err(TransportError::Closed))
+        } else {
+            written.await
+        };
+        if let Err(e) = result {
+            return fail_transport(shared, e);
         }
         if closing && !wrote {
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
             return;
         }
         if !wrote {

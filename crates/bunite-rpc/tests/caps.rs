@@ -384,3 +384,42 @@ async fn nothing_is_dropped_for_the_runtime_or_after_close() {
     tokio::spawn(async move { c2.bootstrap_name("x", None).await });
     assert!(matches!(raw.recv().await, Frame::Call(c) if c.id == CallId(1)));
 }
+
+/// An implementation whose `Drop` calls back into the connection.
+struct Reentrant(Connection, Arc<AtomicUsize>);
+
+impl Drop for Reentrant {
+    fn drop(&mut self) {
+        let _ = self.0.stats();
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn implementations_are_dropped_outside_the_session_lock() {
+    let (server, client) = pair();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let make = || {
+        let guard = Arc::new(Reentrant(server.clone(), dropped.clone()));
+        DynCap::new()
+            .call("get", move |_, _| {
+                let _g = guard.clone();
+                async { Ok(Value::Undefined) }
+            })
+            .build()
+    };
+    let def = CapDef::builder("test.re").method(MethodDef::call("get")).build();
+    server.serve(def.clone(), make()).unwrap().detach();
+    let c = client.bootstrap(&def).await.unwrap();
+    // replace drops the old registration and the old instance implementation.
+    server.replace(def.clone(), make()).unwrap();
+    // unserve drops the rest.
+    server.unserve("test.re");
+    let done = tokio::time::timeout(Duration::from_secs(5), async {
+        eventually(|| dropped.load(Ordering::SeqCst) == 2).await;
+    })
+    .await;
+    assert!(done.is_ok(), "an implementation's Drop deadlocked or never ran");
+    drop(c);
+    assert_clean(&[&server, &client]).await;
+}

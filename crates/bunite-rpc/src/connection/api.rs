@@ -214,9 +214,12 @@ impl Connection {
         self.shared.stop.is_cancelled()
     }
 
-    /// Waits until the connection has shut down.
+    /// Waits until the connection has shut down and its last frames (such as a goaway) were
+    /// delivered and the transport closed (or [`CLOSE_GRACE`](super::CLOSE_GRACE) passed on
+    /// a transport that does not drain).
     pub async fn closed(&self) {
         self.shared.stop.cancelled().await;
+        self.shared.finished.cancelled().await;
     }
 
     /// Live counts: cap-table entries, pending calls, active handlers and streams.

@@ -215,15 +215,29 @@ impl Session {
                 return Err(mismatch("exported cap type mismatch with method returns"));
             }
         }
+        // Checked up front so a batch is all or nothing and no implementation is dropped
+        // under the lock.
+        if !self.table.has_room(exports.len()) {
+            let limit = self.cfg.limits.max_caps;
+            self.fx
+                .graveyard
+                .extend(exports.into_iter().map(|(_, c)| c.imp));
+            return Err(Status::resource_exhausted(
+                format!("cap-table limit {limit}"),
+                reason::MAX_CAPS_PER_CONNECTION,
+            ));
+        }
         let mut ids = Vec::with_capacity(exports.len());
         let mut keyed = Vec::with_capacity(exports.len());
         for (key, cap) in exports {
+            let imp = Arc::clone(&cap.imp);
             match self.table.allocate(cap.def, cap.imp, None) {
                 Ok(id) => {
                     ids.push(id);
                     keyed.push((key, Value::CapRef(id)));
                 }
                 Err(status) => {
+                    self.fx.graveyard.push(imp);
                     self.free_exports(&ids);
                     return Err(status);
                 }
@@ -468,7 +482,7 @@ impl Session {
                 Plan::Replace => self.switch_instance(&def, &imp),
             }
             names.push(def.name().to_owned());
-            self.registry.insert(def, imp);
+            self.fx.graveyard.extend(self.registry.insert(def, imp));
         }
         Ok(names)
     }
@@ -477,7 +491,7 @@ impl Session {
     pub fn replace(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Result<(), Status> {
         self.registry.check_replace(&def)?;
         self.switch_instance(&def, &imp);
-        self.registry.insert(def, imp);
+        self.fx.graveyard.extend(self.registry.insert(def, imp));
         Ok(())
     }
 
@@ -500,9 +514,10 @@ impl Session {
     pub fn unserve(&mut self, names: &[String]) {
         let mut revoked = Vec::new();
         for name in names {
-            let Some(instance) = self.registry.remove(name) else {
+            let Some((imp, instance)) = self.registry.remove(name) else {
                 continue;
             };
+            self.fx.graveyard.push(imp);
             let Some(id) = instance else { continue };
             if let Some(entry) = self.table.remove(id) {
                 if let Some(method) = entry.def.disposal() {

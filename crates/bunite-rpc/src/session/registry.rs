@@ -127,15 +127,19 @@ impl Registry {
         }
     }
 
-    pub fn insert(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) {
-        self.names
+    /// Registers a name; returns the implementation it replaced, for the caller to drop
+    /// outside the session lock.
+    pub fn insert(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Option<Arc<dyn CapImpl>> {
+        let old = self
+            .names
             .insert(def.name().to_owned(), RegEntry { def, imp });
+        old.map(|e| e.imp)
     }
 
-    /// Removes a name; returns its live instance, if any.
-    pub fn remove(&mut self, name: &str) -> Option<Option<CapId>> {
-        self.names.remove(name)?;
-        Some(self.instances.remove(name))
+    /// Removes a name; returns its implementation and its live instance, if any.
+    pub fn remove(&mut self, name: &str) -> Option<(Arc<dyn CapImpl>, Option<CapId>)> {
+        let entry = self.names.remove(name)?;
+        Some((entry.imp, self.instances.remove(name)))
     }
 }
 

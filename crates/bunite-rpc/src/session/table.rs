@@ -53,6 +53,11 @@ impl CapTable {
         self.entries.len() + RESERVED
     }
 
+    /// Whether `n` more entries fit under the limit.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.len().saturating_add(n) <= self.limit
+    }
+
     /// Allocates a fresh id with refcount 1.
     pub fn allocate(
         &mut self,

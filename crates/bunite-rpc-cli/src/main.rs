@@ -1,8 +1,19 @@
-//! The `bunite-rpc` command-line tool.
+//! The `bunite-rpc` command-line tool: the demo, the interop server and client, and calling
+//! caps from a shell.
 //!
 //! Run with: `cargo run -p bunite-rpc-cli -- --help`
 
+mod call;
+mod connect;
+mod demo;
+mod interop_client;
+mod interop_server;
+mod json;
+mod serve_stdio;
+
 use clap::{Parser, Subcommand};
+
+use bunite_rpc::transport::sealed::Key;
 
 /// bunite capability RPC: demo, interop server and client, calling caps from a shell.
 #[derive(Debug, Parser)]
@@ -14,6 +25,42 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a server on 127.0.0.1, show each feature against it, then keep serving.
+    Demo {
+        /// Exit after the tour instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+        /// WebSocket address to serve on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Serve the interop caps of INTEROP.md over WebSocket (and TCP with --tcp).
+    InteropServer {
+        /// WebSocket address (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// WebSocket path.
+        #[arg(long, default_value = "/rpc")]
+        path: String,
+        /// Also serve the length-prefixed byte stream on this TCP address.
+        #[arg(long)]
+        tcp: Option<String>,
+        /// Run every connection inside the AES-256-GCM pipe with this key (64 hex digits).
+        #[arg(long)]
+        key: Option<Key>,
+    },
+    /// Run every INTEROP.md check against a server (ws://… or tcp://…).
+    InteropClient {
+        /// The server's URL.
+        url: String,
+        /// The AES-256-GCM pipe key (64 hex digits), if the server uses one.
+        #[arg(long)]
+        key: Option<Key>,
+    },
+    /// Bootstrap CAP at URL and call METHOD with JSON args; print the result as JSON.
+    Call(call::Args),
+    /// Bootstrap CAP at URL and open the stream METHOD; print each value as a JSON line.
+    Stream(call::Args),
     /// Show the protocol version and the library's defaults.
     Info,
     /// Serve `test.counter` on this process's stdin/stdout (length-prefixed frames) until
@@ -24,88 +71,64 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    match cli.command {
+    let code = match cli.command {
+        Some(Command::ServeStdio) => report(serve_stdio::run()),
         Some(Command::Info) => {
-            let limits = bunite_rpc::Limits::default();
-            println!(
-                "bunite wire protocol version {}",
-                bunite_rpc::wire::PROTOCOL_VERSION
-            );
-            println!("default maxBytes {}", limits.max_bytes);
-            println!("default cap limit {}", limits.max_caps);
-            println!("default in-flight limit {}", limits.max_in_flight);
-        }
-        Some(Command::ServeStdio) => {
-            if let Err(e) = serve_stdio::run() {
-                eprintln!("bunite-rpc serve-stdio: {e:#}");
-                std::process::exit(1);
-            }
+            info();
+            0
         }
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
+            0
+        }
+        Some(cmd) => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("bunite-rpc: {e}"),
+            };
+            rt.block_on(run(cmd))
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cmd: Command) -> i32 {
+    match cmd {
+        Command::Demo { once, listen } => report(demo::run(&listen, once).await),
+        Command::InteropServer {
+            listen,
+            path,
+            tcp,
+            key,
+        } => report(interop_server::run(&listen, &path, tcp.as_deref(), key).await),
+        Command::InteropClient { url, key } => match interop_client::run(&url, key).await {
+            Ok(failed) => i32::from(failed > 0),
+            Err(e) => report::<()>(Err(e)),
+        },
+        Command::Call(args) => call::call(args).await,
+        Command::Stream(args) => call::stream(args).await,
+        Command::Info | Command::ServeStdio => 0,
+    }
+}
+
+fn report<T>(r: anyhow::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("bunite-rpc: {e:#}");
+            1
         }
     }
 }
 
-/// The hidden `serve-stdio` subcommand: the child side of `transport::stream::spawn_child`.
-mod serve_stdio {
-    use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bunite_rpc::dynamic::DynCap;
-    use bunite_rpc::transport::stream;
-    use bunite_rpc::{CapDef, Connection, MethodDef, Record, Value};
-
-    /// Serves a `test.counter` (`get`, `increment {delta?}`, `echo`) until the connection
-    /// closes.
-    pub fn run() -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let served = rt.block_on(async {
-            let conn = Connection::builder()
-                .origin("bunite-rpc serve-stdio")
-                .connect(stream::stdio());
-            conn.serve(counter_def(), counter_impl())?.detach();
-            conn.closed().await;
-            // Let the writer finish its last batch (a goaway) before the process ends.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok::<_, bunite_rpc::Status>(())
-        });
-        // Tokio reads stdin on a blocking thread that cannot be interrupted: don't wait
-        // for it.
-        rt.shutdown_timeout(Duration::from_millis(100));
-        Ok(served?)
-    }
-
-    fn counter_def() -> Arc<CapDef> {
-        CapDef::builder("test.counter")
-            .method(MethodDef::call("get").idempotent())
-            .method(MethodDef::call("increment"))
-            .method(MethodDef::call("echo"))
-            .build()
-    }
-
-    fn counter_impl() -> Arc<dyn bunite_rpc::CapImpl> {
-        let count = Arc::new(AtomicI64::new(0));
-        let (c1, c2) = (Arc::clone(&count), count);
-        DynCap::new()
-            .call("get", move |_, _| {
-                let n = c1.load(Ordering::SeqCst);
-                async move { Ok(Value::Record(Record::new().with("count", n))) }
-            })
-            .call("increment", move |args: Value, _| {
-                let delta = args
-                    .as_record()
-                    .and_then(|r| r.get("delta"))
-                    .and_then(Value::as_integer)
-                    .unwrap_or(1) as i64;
-                let n = c2.fetch_add(delta, Ordering::SeqCst) + delta;
-                async move { Ok(Value::Record(Record::new().with("count", n))) }
-            })
-            .call("echo", |args, _| async move { Ok(args) })
-            .build()
-    }
+fn info() {
+    let limits = bunite_rpc::Limits::default();
+    println!(
+        "bunite wire protocol version {}",
+        bunite_rpc::wire::PROTOCOL_VERSION
+    );
+    println!("default maxBytes {}", limits.max_bytes);
+    println!("default cap limit {}", limits.max_caps);
+    println!("default in-flight limit {}", limits.max_in_flight);
 }

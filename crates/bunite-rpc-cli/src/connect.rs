@@ -1,0 +1,47 @@
+//! Connecting to a URL (`ws://…` or `tcp://…`), optionally inside the encrypted pipe.
+
+use anyhow::{bail, Context, Result};
+use bunite_rpc::transport::sealed::{Key, Sealed, OVERHEAD};
+use bunite_rpc::transport::stream::ByteStream;
+use bunite_rpc::transport::{ws, Transport};
+use bunite_rpc::{Connection, ConnectionBuilder, Limits};
+
+/// The transport bound: the connection's `maxBytes`, plus the pipe's overhead when sealed.
+pub fn transport_max(key: &Option<Key>) -> usize {
+    Limits::default().max_bytes + if key.is_some() { OVERHEAD } else { 0 }
+}
+
+/// Connects `builder` to `url`.
+pub async fn connect(
+    url: &str,
+    key: Option<Key>,
+    builder: ConnectionBuilder,
+) -> Result<Connection> {
+    let max = transport_max(&key);
+    if let Some(addr) = url.strip_prefix("tcp://") {
+        let addr = addr.trim_end_matches('/');
+        let socket = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        Ok(finish(
+            ByteStream::tcp(socket).with_max_bytes(max),
+            key,
+            builder,
+        ))
+    } else if url.starts_with("ws://") || url.starts_with("wss://") {
+        let t = ws::connect_with_max_bytes(url, max)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        Ok(finish(t, key, builder))
+    } else {
+        bail!("unsupported URL {url:?}: use ws://HOST:PORT/PATH or tcp://HOST:PORT")
+    }
+}
+
+/// Starts the connection over `t`, sealed when there is a key.
+pub fn finish<T: Transport>(t: T, key: Option<Key>, builder: ConnectionBuilder) -> Connection {
+    match key {
+        Some(key) => builder.connect(Sealed::new(t, key)),
+        None => builder.connect(t),
+    }
+}

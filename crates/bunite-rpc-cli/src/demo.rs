@@ -1,0 +1,118 @@
+//! `demo`: the first thing to run. Starts the interop server on 127.0.0.1, tours the protocol
+//! against it with one line per feature, then serves until Ctrl-C (`--once` exits).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bunite_rpc::{CallOptions, CapDef, Connection, MethodDef, Record, Value};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the demo.
+pub async fn run(listen: &str, once: bool) -> Result<()> {
+    let (url, _, serving) = crate::interop_server::start(listen, "/rpc", None, None).await?;
+    println!("server     listening on {url} (the interop caps: interop.counter, interop.child, …)");
+    let conn = crate::connect::connect(&url, None, Connection::builder()).await?;
+    crate::interop_client::serve_peer(&conn)?;
+    tour(&conn).await?;
+    conn.close();
+    conn.closed().await;
+    if once {
+        serving.abort();
+        return Ok(());
+    }
+    println!();
+    println!("Still serving. From another shell:");
+    println!("  bunite-rpc call {url} interop.counter increment '{{\"delta\": 2}}'");
+    println!("  bunite-rpc stream {url} interop.counter ticks '{{\"n\": 5}}'");
+    println!("  bunite-rpc interop-client {url}");
+    println!("Ctrl-C to stop.");
+    tokio::signal::ctrl_c().await?;
+    serving.abort();
+    Ok(())
+}
+
+fn rec(k: &str, v: impl Into<Value>) -> Value {
+    Value::Record(Record::new().with(k, v))
+}
+
+async fn tour(conn: &Connection) -> Result<()> {
+    let counter = conn.bootstrap_name("interop.counter", None).await?;
+    println!("bootstrap  interop.counter -> cap-id {}", counter.id());
+
+    let v = counter.call_value("increment", rec("delta", 5)).await?;
+    println!("call       increment {{delta: 5}} -> {}", show(&v));
+
+    let kid = counter.call_cap("makeChild", rec("name", "ada")).await?;
+    let name = kid.call_value("name", Value::Undefined).await?;
+    let child_def = CapDef::builder("interop.child")
+        .method(MethodDef::call("close"))
+        .disposal("close")
+        .build();
+    let id = kid.id();
+    kid.with_def(child_def).dispose().await;
+    println!("sub-cap    makeChild {{name: \"ada\"}} -> cap-id {id} named {}; disposed (close, then drop)", show(&name));
+
+    let n = 40;
+    let mut ticks = counter.stream("ticks", rec("n", n as i64));
+    let mut got = 0;
+    let tty = std::io::stdout().is_terminal();
+    let bar = |got: usize| -> String {
+        (0..20)
+            .map(|i| if i < got * 20 / n { '#' } else { '.' })
+            .collect()
+    };
+    while let Some(item) = ticks.next().await {
+        item?;
+        got += 1;
+        if tty {
+            print!("\rstream     ticks {{n: {n}}} [{}] {got}/{n}", bar(got));
+            std::io::stdout().flush()?;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+    if !tty {
+        print!("stream     ticks {{n: {n}}} [{}] {got}/{n}", bar(got));
+    }
+    println!(" (credit-based flow control)");
+
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.cancel();
+    });
+    let start = Instant::now();
+    let opts = CallOptions {
+        cancel: Some(token),
+        ..CallOptions::default()
+    };
+    match counter.call_with("slow", rec("ms", 5000), opts).await {
+        Err(e) => println!(
+            "cancel     slow {{ms: 5000}} cancelled after {:?} -> {e}",
+            start.elapsed()
+        ),
+        Ok(v) => bail!("slow was not cancelled: {v:?}"),
+    }
+
+    match conn.bootstrap_name("interop.secret", None).await {
+        Err(e) => println!("policy     bootstrap interop.secret -> {e}"),
+        Ok(_) => bail!("the policy let interop.secret through"),
+    }
+
+    let eph = conn.bootstrap_name("interop.ephemeral", None).await?;
+    eph.call_value("unserveMe", Value::Undefined).await?;
+    let revoked = loop {
+        match eph.call_value("ping", Value::Undefined).await {
+            Err(e) => break e,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    println!("revoke     interop.ephemeral unserved by the server -> {revoked}");
+    Ok(())
+}
+
+fn show(v: &Value) -> String {
+    crate::json::to_json(v).map_or_else(|| "undefined".to_owned(), |j| j.to_string())
+}

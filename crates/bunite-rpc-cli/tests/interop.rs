@@ -1,0 +1,174 @@
+//! The interop commands against each other over real sockets, as CI runs them: every
+//! INTEROP.md check must PASS over WebSocket and TCP, plain and inside the encrypted pipe.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bunite-rpc");
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// A running `interop-server`, killed on drop.
+struct Server {
+    child: Child,
+    urls: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server(key: Option<&str>) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["interop-server", "--tcp", "127.0.0.1:0"]);
+    if let Some(k) = key {
+        cmd.args(["--key", k]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn interop-server");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let line = lines.next().expect("a listening line").expect("utf-8");
+        let url = line.strip_prefix("listening ").expect("`listening URL`");
+        urls.push(url.to_owned());
+    }
+    assert!(
+        urls[0].starts_with("ws://") && urls[0].ends_with("/rpc"),
+        "{urls:?}"
+    );
+    assert!(urls[1].starts_with("tcp://"), "{urls:?}");
+    Server { child, urls }
+}
+
+fn client(url: &str, key: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["interop-client", url]);
+    if let Some(k) = key {
+        cmd.args(["--key", k]);
+    }
+    let out = cmd.output().expect("run interop-client");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn assert_all_pass(url: &str, key: Option<&str>) {
+    let (ok, stdout) = client(url, key);
+    let checks = stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .count();
+    assert!(ok, "interop-client {url} failed:\n{stdout}");
+    assert!(checks >= 19, "only {checks} checks ran:\n{stdout}");
+    assert!(!stdout.contains("FAIL "), "{stdout}");
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with(&format!("{checks} passed, 0 failed")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_check_passes_over_websocket_and_tcp() {
+    let s = server(None);
+    for url in &s.urls {
+        assert_all_pass(url, None);
+    }
+}
+
+#[test]
+fn every_check_passes_inside_the_encrypted_pipe() {
+    let s = server(Some(KEY));
+    for url in &s.urls {
+        assert_all_pass(url, Some(KEY));
+    }
+    // Without the key the client cannot talk to a sealed server, and says so.
+    let (ok, stdout) = client(&s.urls[1], None);
+    assert!(!ok, "{stdout}");
+}
+
+#[test]
+fn call_and_stream_speak_json_and_report_errors() {
+    let s = server(None);
+    let ws = &s.urls[0];
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("run");
+    let out = run(&[
+        "call",
+        ws,
+        "interop.counter",
+        "increment",
+        r#"{"delta": 2}"#,
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"count":2}"#
+    );
+    let out = run(&["call", ws, "interop.counter", "bytes", r#"{"n": 3}"#]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#""AAEC""#,
+        "binary as base64"
+    );
+    let out = run(&["call", ws, "interop.versioned", "v", "--version", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("failed_precondition") && err.contains("version_mismatch"),
+        "{err}"
+    );
+    let out = run(&["stream", ws, "interop.counter", "ticks", r#"{"n": 3}"#]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [r#"{"i":0}"#, r#"{"i":1}"#, r#"{"i":2}"#]
+    );
+}
+
+#[test]
+fn the_demo_tours_every_feature_and_exits_with_once() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--once"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn demo");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo --once did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read");
+    assert!(status.success(), "{out}");
+    for feature in [
+        "bootstrap",
+        "call",
+        "sub-cap",
+        "stream",
+        "cancel",
+        "policy",
+        "revoke",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(feature)),
+            "no {feature} line in:\n{out}"
+        );
+    }
+}

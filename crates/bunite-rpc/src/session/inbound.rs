@@ -1,26 +1,21 @@
-//! The server side of a session: dispatching calls and bootstraps, finishing handlers,
-//! cancels from the client, drops, and the registry operations.
+//! The server side of a session: dispatching calls, finishing handlers, cancels from the
+//! client, drops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::{
-    Call, CallId, Cancel, CapId, CapRevoked, DropFrame, Frame, ResultFrame, Value, WireStatus,
-};
+use bunite_wire::{Call, CallId, Cancel, CapId, DropFrame, Frame, ResultFrame, Value, WireStatus};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::{IfExists, Plan};
+use super::bootstrap::BOOTSTRAP_METHOD;
 use super::streams::ServerStream;
 use super::{Action, ActiveCall, Invocation, Session};
-use crate::events::{BootstrapEvent, BootstrapResult, CallEvent, Event, RevokeEvent, RevokeReason};
+use crate::events::{CallEvent, Event};
 use crate::handler::{CapImpl, ExportedCap, Returned};
 use crate::schema::{CapDef, MethodKind, Returns};
 use crate::status::{reason, Code, Status};
-
-/// The one method of cap-id 0.
-pub(crate) const BOOTSTRAP_METHOD: &str = "bootstrap";
 
 impl Session {
     pub(super) fn on_call(&mut self, call: Call, now: Instant) {
@@ -321,228 +316,6 @@ impl Session {
         }
     }
 
-    fn on_bootstrap(&mut self, call: Call) {
-        let args = call.args.as_record();
-        let Some(name) = args.and_then(|a| a.get("name")).and_then(Value::as_str) else {
-            let shown = args
-                .and_then(|a| a.get("name"))
-                .map_or("undefined".to_owned(), js_string);
-            self.emit_bootstrap(shown, None, BootstrapResult::InvalidArgument, None);
-            return self.reply_err(
-                call.id,
-                &Status::invalid_argument("bootstrap requires {name: string}"),
-            );
-        };
-        let name = name.to_owned();
-        let version = args
-            .and_then(|a| a.get("version"))
-            .filter(|v| !matches!(v, Value::Undefined | Value::Null))
-            .map(js_string);
-        if let Err((result, status)) = self.check_bootstrap(&name, version.as_deref()) {
-            self.emit_bootstrap(name, version, result, None);
-            return self.reply_err(call.id, &status);
-        }
-        if self.cfg.policy.is_some() {
-            let max = self.cfg.limits.max_pending_policy_checks;
-            if self.policy_checks >= max {
-                let status = Status::resource_exhausted(
-                    format!("pending bootstrap limit {max}"),
-                    reason::MAX_CONCURRENT_CALLS,
-                );
-                self.emit_bootstrap(name, version, BootstrapResult::ResourceExhausted, None);
-                return self.reply_err(call.id, &status);
-            }
-            self.policy_checks += 1;
-            self.fx.actions.push(Action::Policy {
-                call_id: call.id,
-                name,
-                version,
-            });
-        } else {
-            self.finish_bootstrap(call.id, name, version, Ok(true));
-        }
-    }
-
-    fn check_bootstrap(
-        &self,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<(), (BootstrapResult, Status)> {
-        let Some(entry) = self.registry.get(name) else {
-            let status = Status::not_found(format!("cap \"{name}\" not served"));
-            return Err((BootstrapResult::NotFound, status));
-        };
-        if let (Some(server), Some(client)) = (entry.def.version(), version) {
-            if server != client {
-                let msg = format!("version mismatch (server \"{server}\", client \"{client}\")");
-                return Err((
-                    BootstrapResult::VersionMismatch,
-                    Status::failed_precondition(msg, reason::VERSION_MISMATCH),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Completes a bootstrap once the policy answered (`Err` = the policy failed).
-    pub fn finish_bootstrap(
-        &mut self,
-        id: CallId,
-        name: String,
-        version: Option<String>,
-        allowed: Result<bool, String>,
-    ) {
-        if self.cfg.policy.is_some() {
-            self.policy_checks = self.policy_checks.saturating_sub(1);
-        }
-        if self.closed.is_some() {
-            return;
-        }
-        let denied = match allowed {
-            Ok(true) => None,
-            Ok(false) => Some((
-                BootstrapResult::Denied,
-                Status::failed_precondition("policy denied", reason::UNAUTHORIZED),
-            )),
-            Err(e) => {
-                self.emit(Event::Error(crate::events::ErrorEvent {
-                    phase: "policy",
-                    error: e,
-                }));
-                Some((BootstrapResult::Internal, Status::internal("policy threw")))
-            }
-        };
-        // The registry may have changed while the policy ran.
-        let outcome = match denied {
-            Some(d) => Err(d),
-            None => self
-                .check_bootstrap(&name, version.as_deref())
-                .and_then(|()| {
-                    self.instance_for(&name).map_err(|s| {
-                        let r = if s.code == Code::ResourceExhausted {
-                            BootstrapResult::ResourceExhausted
-                        } else {
-                            BootstrapResult::Internal
-                        };
-                        (r, s)
-                    })
-                }),
-        };
-        match outcome {
-            Ok(cap_id) => {
-                self.send(&Frame::Result(ResultFrame {
-                    id,
-                    outcome: Ok(Value::CapRef(cap_id)),
-                }));
-                self.emit_bootstrap(name, version, BootstrapResult::Ok, Some(cap_id));
-            }
-            Err((result, status)) => {
-                self.emit_bootstrap(name, version, result, None);
-                self.reply_err(id, &status);
-            }
-        }
-    }
-
-    /// The name's instance on this connection (refcount + 1), or a new one.
-    fn instance_for(&mut self, name: &str) -> Result<CapId, Status> {
-        if let Some(id) = self.registry.instance(name) {
-            if let Some(entry) = self.table.get_mut(id) {
-                entry.refcount += 1;
-                return Ok(id);
-            }
-            self.registry.forget_instance(name, id);
-        }
-        let entry = self
-            .registry
-            .get(name)
-            .ok_or_else(|| Status::not_found(format!("cap \"{name}\" not served")))?;
-        let (def, imp) = (Arc::clone(&entry.def), Arc::clone(&entry.imp));
-        let id = self.table.allocate(def, imp, Some(name.to_owned()))?;
-        self.registry.set_instance(name, id);
-        Ok(id)
-    }
-
-    /// Serves caps (one, or a batch atomically). Returns the names the handle owns.
-    pub fn serve(
-        &mut self,
-        caps: Vec<(Arc<CapDef>, Arc<dyn CapImpl>)>,
-        if_exists: IfExists,
-    ) -> Result<Vec<String>, Status> {
-        let defs: Vec<&CapDef> = caps.iter().map(|(d, _)| d.as_ref()).collect();
-        let plans = if defs.len() == 1 {
-            vec![self.registry.plan(defs[0], if_exists, false)?]
-        } else {
-            self.registry.plan_all(&defs, if_exists)?
-        };
-        let mut names = Vec::new();
-        for ((def, imp), plan) in caps.into_iter().zip(plans) {
-            match plan {
-                Plan::Skip => continue,
-                Plan::Insert => {}
-                Plan::Replace => self.switch_instance(&def, &imp),
-            }
-            names.push(def.name().to_owned());
-            self.fx.graveyard.extend(self.registry.insert(def, imp));
-        }
-        Ok(names)
-    }
-
-    /// `replace`: same name and version, new implementation, live instance switched.
-    pub fn replace(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Result<(), Status> {
-        self.registry.check_replace(&def)?;
-        self.switch_instance(&def, &imp);
-        self.fx.graveyard.extend(self.registry.insert(def, imp));
-        Ok(())
-    }
-
-    fn switch_instance(&mut self, def: &Arc<CapDef>, imp: &Arc<dyn CapImpl>) {
-        let id = self.registry.instance(def.name());
-        if let Some(entry) = id.and_then(|id| self.table.get_mut(id)) {
-            let old = std::mem::replace(&mut entry.imp, Arc::clone(imp));
-            entry.def = Arc::clone(def);
-            self.fx.graveyard.push(old);
-        }
-        let cap_ids = id.into_iter().collect();
-        self.emit(Event::Revoke(RevokeEvent {
-            cap_ids,
-            reason: RevokeReason::Replace,
-        }));
-    }
-
-    /// Unserves names: disposes and frees their live instances and sends one
-    /// `cap_revoked` with all of them. Names not served are ignored.
-    pub fn unserve(&mut self, names: &[String]) {
-        let mut revoked = Vec::new();
-        for name in names {
-            let Some((imp, instance)) = self.registry.remove(name) else {
-                continue;
-            };
-            self.fx.graveyard.push(imp);
-            let Some(id) = instance else { continue };
-            if let Some(entry) = self.table.remove(id) {
-                if let Some(method) = entry.def.disposal() {
-                    self.fx.actions.push(Action::Dispose {
-                        imp: Arc::clone(&entry.imp),
-                        method: method.to_owned(),
-                        cap_id: id,
-                    });
-                }
-                self.fx.graveyard.push(entry.imp);
-            }
-            revoked.push(id);
-        }
-        if revoked.is_empty() || self.closed.is_some() {
-            return;
-        }
-        self.send(&Frame::CapRevoked(CapRevoked {
-            cap_ids: revoked.clone(),
-        }));
-        self.emit(Event::Revoke(RevokeEvent {
-            cap_ids: revoked,
-            reason: RevokeReason::Unserve,
-        }));
-    }
-
     /// Sends a peer-generated error (`sendError`: `{code, message[, details]}`).
     pub(super) fn reply_err(&mut self, id: CallId, status: &Status) {
         self.send(&Frame::Result(ResultFrame {
@@ -568,36 +341,5 @@ impl Session {
             duration,
             result,
         }));
-    }
-
-    fn emit_bootstrap(
-        &mut self,
-        name: String,
-        version: Option<String>,
-        result: BootstrapResult,
-        cap_id: Option<CapId>,
-    ) {
-        let attestation = self.cfg.attestation.clone();
-        self.emit(Event::Bootstrap(BootstrapEvent {
-            name,
-            version,
-            attestation,
-            result,
-            cap_id,
-        }));
-    }
-}
-
-/// `String(v)` of JS for the scalar values a bootstrap may carry.
-fn js_string(v: &Value) -> String {
-    match v {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::UInt(u) => u.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => "null".to_owned(),
-        Value::Undefined => "undefined".to_owned(),
-        _ => "[object Object]".to_owned(),
     }
 }

@@ -8,12 +8,17 @@
 //!
 //! - `table`: the cap table.
 //! - `registry`: served names and bootstrap instances.
-//! - `inbound`: the server side (calls, bootstrap, cancel, drop).
+//! - `inbound`: the server side (calls, cancel, drop).
+//! - `bootstrap`: bootstrap checks, the policy, per-connection instances.
+//! - `serving`: serve, replace, unserve and revocation.
+//! - `streams`: server credit windows and client stream buffers.
 //! - `outbound`: the client side (pending calls, results, revocation, releases).
 
+mod bootstrap;
 mod inbound;
 pub(crate) mod outbound;
 pub(crate) mod registry;
+mod serving;
 pub(crate) mod streams;
 pub(crate) mod table;
 

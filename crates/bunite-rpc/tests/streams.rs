@@ -323,3 +323,64 @@ async fn active_streams_count_toward_the_in_flight_limit() {
         Some("max_concurrent_calls"),
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn our_client_returns_credit_when_it_waits_on_an_empty_buffer() {
+    // A 0.10 TypeScript server does not raise a small initial credit: here it is 3, and
+    // the server sends nothing more until credit comes back (PROTOCOL §13.1).
+    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+    let c2 = conn.clone();
+    let boot = tokio::spawn(async move { c2.bootstrap_name("ts.ticks", None).await });
+    let call = loop {
+        if let Frame::Call(c) = raw.recv().await {
+            break c;
+        }
+    };
+    raw.send(Frame::Result(bunite_rpc::wire::ResultFrame {
+        id: call.id,
+        outcome: Ok(Value::CapRef(bunite_rpc::CapId(2))),
+    }))
+    .await;
+    let ticks = boot.await.unwrap().unwrap();
+    let consumer =
+        tokio::spawn(async move { ticks.stream("ticks", n(10)).collect::<Vec<_>>().await });
+    let open = loop {
+        if let Frame::Call(c) = raw.recv().await {
+            break c;
+        }
+    };
+    let (mut sent, mut window) = (0i64, 3u64);
+    while sent < 10 {
+        while window > 0 && sent < 10 {
+            let next = StreamEvent::Next(Value::Record(Record::new().with("i", sent)));
+            raw.send(Frame::Stream(StreamFrame {
+                id: open.id,
+                event: next,
+            }))
+            .await;
+            sent += 1;
+            window -= 1;
+        }
+        if sent == 10 {
+            break;
+        }
+        match raw.recv().await {
+            Frame::Stream(StreamFrame {
+                event: StreamEvent::Credit(Some(k)),
+                ..
+            }) => {
+                assert!(k > 0 && k < 8, "credit {k} came back before a batch of 8");
+                window += k;
+            }
+            other => panic!("expected credit, got {other:?}"),
+        }
+    }
+    raw.send(Frame::Stream(StreamFrame {
+        id: open.id,
+        event: StreamEvent::End,
+    }))
+    .await;
+    let items = consumer.await.unwrap();
+    assert_eq!(items.len(), 10);
+    assert!(items.iter().all(Result::is_ok));
+}

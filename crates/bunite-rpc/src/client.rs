@@ -164,16 +164,19 @@ impl Client {
     /// Calls a method that returns one cap; `def` describes it (the client's definition, if
     /// any, is used to find the method's declared return).
     pub async fn call_cap(&self, method: &str, args: Value) -> Result<Client, Status> {
+        self.call_cap_with(method, args, CallOptions::default())
+            .await
+    }
+
+    /// [`call_cap`](Self::call_cap) with options (deadline, context).
+    pub async fn call_cap_with(
+        &self,
+        method: &str,
+        args: Value,
+        opts: CallOptions,
+    ) -> Result<Client, Status> {
         self.check_live()?;
-        let value = call_raw(
-            &self.inner.shared,
-            self.inner.id,
-            method,
-            args,
-            CallOptions::default(),
-            true,
-        )
-        .await?;
+        let value = call_raw(&self.inner.shared, self.inner.id, method, args, opts, true).await?;
         let def = self.returned_def(method);
         match value {
             Value::CapRef(id) => Ok(self.adopt(id, def)),
@@ -183,16 +186,19 @@ impl Client {
 
     /// Calls a method that returns an array of caps.
     pub async fn call_caps(&self, method: &str, args: Value) -> Result<Vec<Client>, Status> {
+        self.call_caps_with(method, args, CallOptions::default())
+            .await
+    }
+
+    /// [`call_caps`](Self::call_caps) with options (deadline, context).
+    pub async fn call_caps_with(
+        &self,
+        method: &str,
+        args: Value,
+        opts: CallOptions,
+    ) -> Result<Vec<Client>, Status> {
         self.check_live()?;
-        let value = call_raw(
-            &self.inner.shared,
-            self.inner.id,
-            method,
-            args,
-            CallOptions::default(),
-            true,
-        )
-        .await?;
+        let value = call_raw(&self.inner.shared, self.inner.id, method, args, opts, true).await?;
         let def = self.returned_def(method);
         match value {
             Value::Array(items) if items.iter().all(|v| matches!(v, Value::CapRef(_))) => Ok(items
@@ -215,16 +221,19 @@ impl Client {
         method: &str,
         args: Value,
     ) -> Result<Vec<(String, Client)>, Status> {
+        self.call_cap_record_with(method, args, CallOptions::default())
+            .await
+    }
+
+    /// [`call_cap_record`](Self::call_cap_record) with options (deadline, context).
+    pub async fn call_cap_record_with(
+        &self,
+        method: &str,
+        args: Value,
+        opts: CallOptions,
+    ) -> Result<Vec<(String, Client)>, Status> {
         self.check_live()?;
-        let value = call_raw(
-            &self.inner.shared,
-            self.inner.id,
-            method,
-            args,
-            CallOptions::default(),
-            true,
-        )
-        .await?;
+        let value = call_raw(&self.inner.shared, self.inner.id, method, args, opts, true).await?;
         let def = self.returned_def(method);
         match value {
             Value::Record(r) if r.0.iter().all(|(_, v)| matches!(v, Value::CapRef(_))) => Ok(r
@@ -243,6 +252,12 @@ impl Client {
     /// Opens a stream method. Local failures (closed, revoked, in-flight limit) arrive as
     /// the stream's only item.
     pub fn stream(&self, method: &str, args: Value) -> ClientStream {
+        self.stream_with(method, args, CallOptions::default())
+    }
+
+    /// [`stream`](Self::stream) with options: the deadline and context go out in the call's
+    /// meta (the server sees them in its [`CallContext`](crate::CallContext)).
+    pub fn stream_with(&self, method: &str, args: Value, opts: CallOptions) -> ClientStream {
         let shared = Arc::clone(&self.inner.shared);
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let started = self.check_live().and_then(|()| {
@@ -250,7 +265,7 @@ impl Client {
                 cap_id: self.inner.id,
                 method: method.to_owned(),
                 args,
-                meta: current_meta(&shared, None, Vec::new()).0,
+                meta: current_meta(&shared, opts.deadline, opts.context).0,
                 returns_caps: false,
             };
             shared.with(|s| s.start_stream(req, tx.clone()))
@@ -262,6 +277,14 @@ impl Client {
                 ClientStream::new(shared, None, rx)
             }
         }
+    }
+
+    /// A stream that fails at once with `status`, sending nothing (for a stream whose args
+    /// could not be encoded).
+    pub(crate) fn failed_stream(&self, status: Status) -> ClientStream {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(Err(status));
+        ClientStream::new(Arc::clone(&self.inner.shared), None, rx)
     }
 
     /// Releases this reference now (a `drop` frame). Clones can no longer call.

@@ -64,7 +64,13 @@ mod session;
 pub mod status;
 pub mod stream;
 pub mod transport;
+pub mod typed;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{self as wire, from_value, to_value, CallId, CapId, CapRef, Record, Value};
 pub use client::{CallOptions, Client};
 pub use connection::{Connection, ConnectionBuilder, ServeHandle, SubscriptionId};
@@ -78,6 +84,7 @@ pub use session::registry::IfExists;
 pub use session::Stats;
 pub use status::{Code, Retry, Status};
 pub use stream::{ClientStream, TypedStream};
+pub use typed::Exported;
 
 /// The README's examples, compiled as doc tests.
 #[doc = include_str!("../../../README.md")]

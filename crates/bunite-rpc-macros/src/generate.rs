@@ -1,0 +1,649 @@
+//! Generate: one function per emitted item, from a validated [`CapModel`].
+//!
+//! For `trait Counter` the expansion is:
+//!
+//! - the trait itself, its `async fn`s rewritten to `fn -> impl Future + Send` (as the
+//!   `trait-variant` crate does) and `Send + Sync + 'static` added to its supertraits, so
+//!   implementations keep writing `async fn` and the server can box their futures;
+//! - `CounterCap`, the marker: `typed::Cap` (its cached definition), `typed::Serve<T>` for
+//!   every `T: Counter`, and inherent `definition` / `server` / `serve` / `serve_with` /
+//!   `bootstrap` / `export`;
+//! - `CounterClient`, the typed client: one method per cap method, plus `from_client`,
+//!   `client`, `into_client`, `with_options`, `with_deadline`, `with_context`, `release` and
+//!   (with a disposal method) `dispose`;
+//! - `CounterServer<T>`, the `CapImpl` that decodes params, calls the implementation and
+//!   encodes what it returns.
+//!
+//! Every runtime name is spelled `<crate>::__private::…`; local variables use
+//! `Span::mixed_site()` so they can never capture or shadow the user's names.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ReturnType, TraitItem, Type};
+
+use crate::model::{Arg, CapModel, Kind, Method, Ret};
+use crate::types;
+
+/// The whole expansion.
+pub(crate) fn expand(m: &CapModel) -> TokenStream {
+    let items = [
+        trait_item(m),
+        marker(m),
+        cap_impls(m),
+        marker_methods(m),
+        client(m),
+        client_methods(m),
+        server(m),
+    ];
+    quote!(#(#items)*)
+}
+
+/// `<crate>::__private`.
+fn private(m: &CapModel) -> TokenStream {
+    let krate = &m.krate;
+    quote!(#krate::__private)
+}
+
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// The name of the generic implementation type in generated impls.
+fn impl_param() -> Ident {
+    format_ident!("__BuniteImpl")
+}
+
+fn doc(text: &str) -> TokenStream {
+    quote!(#[doc = #text])
+}
+
+/// The trait, with `async fn` rewritten to `fn -> impl Future<Output = R> + Send`, `Send` /
+/// `'static` added to returned `impl Trait`s that lack them, and `Send + Sync + 'static`
+/// supertraits.
+fn trait_item(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let mut item = m.item.clone();
+    if item.colon_token.is_none() {
+        item.colon_token = Some(Default::default());
+    }
+    item.supertraits.push(syn::parse_quote!(#p::Send));
+    item.supertraits.push(syn::parse_quote!(#p::Sync));
+    item.supertraits.push(syn::parse_quote!('static));
+    for ti in &mut item.items {
+        let TraitItem::Fn(f) = ti else { continue };
+        let is_stream = m
+            .methods
+            .iter()
+            .any(|me| me.ident == f.sig.ident && matches!(me.kind, Kind::Stream { .. }));
+        let ReturnType::Type(_, ty) = &mut f.sig.output else {
+            continue;
+        };
+        if f.sig.asyncness.take().is_some() {
+            let span = ty.span();
+            let out: Type =
+                syn::parse2(quote_spanned!(span=> impl #p::Future<Output = #ty> + #p::Send))
+                    .expect("an impl Future type");
+            *ty = Box::new(out);
+            if let Some(body) = f.default.take() {
+                f.default = Some(syn::parse_quote_spanned!(body.span()=> { async move #body }));
+            }
+        } else if let Type::ImplTrait(it) = &mut **ty {
+            let (send, stat) = types::impl_has_send_static(&Type::ImplTrait(it.clone()));
+            if !send {
+                it.bounds.push(syn::parse_quote!(#p::Send));
+            }
+            if is_stream && !stat {
+                it.bounds.push(syn::parse_quote!('static));
+            }
+        }
+    }
+    let (marker, client, server) = (&m.marker, &m.client, &m.server);
+    let note = format!(
+        " `#[bunite_rpc::cap]` generates the marker [`{marker}`] (definition, serve, bootstrap, \
+         export), the typed client [`{client}`] and the server dispatch [`{server}`]."
+    );
+    let sep = if item.attrs.iter().any(|a| a.path().is_ident("doc")) {
+        doc("")
+    } else {
+        quote!()
+    };
+    let note = doc(&note);
+    quote!(#sep #note #item)
+}
+
+/// The unit struct that names the cap at the type level.
+fn marker(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let (vis, marker, tr) = (&m.item.vis, &m.marker, &m.item.ident);
+    let version = m
+        .version
+        .as_ref()
+        .map(|v| format!(" version \"{v}\""))
+        .unwrap_or_default();
+    let text = doc(&format!(
+        " The cap `{}`{version}, declared by [`{tr}`]: its definition, and how to serve, \
+         bootstrap and export it.\n\n Clients of it are [`{}`]s.",
+        m.name, m.client
+    ));
+    let name = marker.to_string();
+    quote! {
+        #text
+        #vis struct #marker;
+
+        impl #p::Clone for #marker {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl #p::Copy for #marker {}
+        impl #p::Default for #marker {
+            fn default() -> Self {
+                #marker
+            }
+        }
+        impl #p::Debug for #marker {
+            fn fmt(&self, f: &mut #p::Formatter<'_>) -> #p::FmtResult {
+                f.write_str(#name)
+            }
+        }
+    }
+}
+
+/// `Cap` (with the cached definition) and `Serve<T>` for the marker.
+fn cap_impls(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let (marker, client, server, tr) = (&m.marker, &m.client, &m.server, &m.item.ident);
+    let def = definition(m);
+    let t = impl_param();
+    let imp = local("imp");
+    quote! {
+        impl #p::Cap for #marker {
+            type Client = #client;
+
+            fn definition() -> #p::Arc<#p::CapDef> {
+                static DEF: #p::OnceLock<#p::Arc<#p::CapDef>> = #p::OnceLock::new();
+                #p::Arc::clone(DEF.get_or_init(|| #def))
+            }
+        }
+
+        impl<#t: #tr> #p::Serve<#t> for #marker {
+            fn server(#imp: #t) -> #p::Arc<dyn #p::CapImpl> {
+                #p::Arc::new(#server { imp: #p::Arc::new(#imp) })
+            }
+        }
+    }
+}
+
+/// The `CapDef` builder expression.
+fn definition(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let name = &m.name;
+    let version = m.version.as_ref().map(|v| quote!(.version(#v)));
+    let methods = m.methods.iter().map(|me| {
+        let wire = &me.wire;
+        let base = match &me.kind {
+            Kind::Call { .. } => quote!(#p::MethodDef::call(#wire)),
+            Kind::Stream { .. } => quote!(#p::MethodDef::stream(#wire)),
+        };
+        let idem = me.idempotent.then(|| quote!(.idempotent()));
+        let keep = me.keep_running.then(|| quote!(.keep_running_on_cancel()));
+        let credit = match &me.kind {
+            Kind::Stream {
+                credit: Some(c), ..
+            } => Some(quote!(.initial_credit(#c))),
+            _ => None,
+        };
+        let returns = match &me.kind {
+            Kind::Call { ret, .. } => returns(m, ret),
+            Kind::Stream { .. } => None,
+        };
+        quote!(.method(#base #idem #keep #credit #returns))
+    });
+    let disposal = m.disposal().map(|d| {
+        let wire = &d.wire;
+        quote!(.disposal(#wire))
+    });
+    quote! {
+        #p::CapDef::builder(#name) #version #(#methods)* #disposal .build()
+    }
+}
+
+/// `.returns(Returns::Cap(CapDefRef::Lazy(<C as Cap>::definition)))` and friends. `Lazy`, so
+/// a cap may return itself and the definitions form cycles.
+fn returns(m: &CapModel, ret: &Ret) -> Option<TokenStream> {
+    let p = private(m);
+    let (variant, cap) = match ret {
+        Ret::Value => return None,
+        Ret::Cap(c) => (quote!(Cap), c),
+        Ret::Array(c) => (quote!(CapArray), c),
+        Ret::Record(c) => (quote!(CapRecord), c),
+    };
+    let def = quote_spanned!(cap.span()=> <#cap as #p::Cap>::definition);
+    Some(quote!(.returns(#p::Returns::#variant(#p::CapDefRef::Lazy(#def)))))
+}
+
+/// Inherent helpers on the marker, so users need no trait in scope.
+fn marker_methods(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let (vis, marker, client, tr) = (&m.item.vis, &m.marker, &m.client, &m.item.ident);
+    let (conn, imp, if_exists) = (local("conn"), local("imp"), local("if_exists"));
+    let name = &m.name;
+    let d_def = doc(&format!(
+        " The definition of `{name}` (built once, then shared)."
+    ));
+    let d_server = doc(&format!(
+        " The `CapImpl` of a [`{tr}`] implementation, for the dynamic API \
+         (`Connection::serve`, `ConnectionBuilder::runtime`)."
+    ));
+    let d_serve = doc(&format!(
+        " Serves `imp` as `{name}` on `conn`; fails `already_exists` if the name is taken. \
+         Dropping the returned handle unserves it."
+    ));
+    let d_serve_with = doc(" Serves `imp` with an explicit collision rule (PROTOCOL §8).");
+    let d_boot = doc(&format!(
+        " Bootstraps the peer's `{name}` on `conn` (sending the version, if any) and returns its \
+         typed client [`{client}`]."
+    ));
+    let d_export = doc(
+        " Exports `imp` to return from a cap-returning handler: a handler returning \
+         `Exported<Self>` (or a `Vec` or map of them) sends it as a new cap.",
+    );
+    quote! {
+        impl #marker {
+            #d_def
+            #vis fn definition() -> #p::Arc<#p::CapDef> {
+                <Self as #p::Cap>::definition()
+            }
+
+            #d_server
+            #vis fn server(#imp: impl #tr) -> #p::Arc<dyn #p::CapImpl> {
+                <Self as #p::Serve<_>>::server(#imp)
+            }
+
+            #d_serve
+            #vis fn serve(
+                #conn: &#p::Connection,
+                #imp: impl #tr,
+            ) -> #p::Result<#p::ServeHandle, #p::Status> {
+                #conn.serve_cap::<Self>(#imp)
+            }
+
+            #d_serve_with
+            #vis fn serve_with(
+                #conn: &#p::Connection,
+                #imp: impl #tr,
+                #if_exists: #p::IfExists,
+            ) -> #p::Result<#p::ServeHandle, #p::Status> {
+                #conn.serve_cap_with::<Self>(#imp, #if_exists)
+            }
+
+            #d_boot
+            #vis async fn bootstrap(
+                #conn: &#p::Connection,
+            ) -> #p::Result<#client, #p::Status> {
+                #conn.bootstrap_cap::<Self>().await
+            }
+
+            #d_export
+            #vis fn export(#imp: impl #tr) -> #p::Exported<Self> {
+                #p::Exported::new(#imp)
+            }
+        }
+    }
+}
+
+/// The typed client struct and its trait impls.
+fn client(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let (vis, marker, client, tr) = (&m.item.vis, &m.marker, &m.client, &m.item.ident);
+    let text = doc(&format!(
+        " A client of the peer's `{}` cap ([`{tr}`]): one method per cap method. Cheap to \
+         clone; clones share one remote reference, released when the last clone is dropped.\n\n \
+         Get one from [`{marker}::bootstrap`], from a method returning the cap, or with \
+         [`from_client`](Self::from_client).",
+        m.name
+    ));
+    let name = client.to_string();
+    let handle = local("handle");
+    quote! {
+        #text
+        #vis struct #client {
+            handle: #p::Handle,
+        }
+
+        impl #p::Clone for #client {
+            fn clone(&self) -> Self {
+                #client { handle: #p::Clone::clone(&self.handle) }
+            }
+        }
+
+        impl #p::Debug for #client {
+            fn fmt(&self, f: &mut #p::Formatter<'_>) -> #p::FmtResult {
+                f.debug_tuple(#name).field(&self.handle).finish()
+            }
+        }
+
+        impl #p::CapClient for #client {
+            type Cap = #marker;
+
+            fn from_handle(#handle: #p::Handle) -> Self {
+                #client { handle: #handle }
+            }
+
+            fn handle(&self) -> &#p::Handle {
+                &self.handle
+            }
+        }
+    }
+}
+
+/// The client's inherent methods: plumbing, then one per cap method.
+fn client_methods(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let (vis, marker, client) = (&m.item.vis, &m.marker, &m.client);
+    let (c, options, deadline, key, value) = (
+        local("client"),
+        local("options"),
+        local("deadline"),
+        local("key"),
+        local("value"),
+    );
+    let dispose = m.disposal().map(|d| {
+        let text = doc(&format!(
+            " Disposes the cap: calls its disposal method `{}` once (from any clone; errors \
+             ignored), then releases the reference (PROTOCOL §7, §13.8).",
+            d.wire
+        ));
+        quote! {
+            #text
+            #vis async fn dispose(self) {
+                self.handle.dispose().await
+            }
+        }
+    });
+    let methods = m.methods.iter().map(|me| client_method(m, me));
+    quote! {
+        impl #client {
+            /// Wraps a dynamic `Client` of this cap. The client takes this cap's definition,
+            /// so disposal and returned caps work whatever it was made with.
+            #vis fn from_client(#c: #p::Client) -> Self {
+                <#marker as #p::Cap>::client(#c)
+            }
+
+            /// The underlying dynamic client.
+            #vis fn client(&self) -> &#p::Client {
+                self.handle.client()
+            }
+
+            /// Unwraps the underlying dynamic client.
+            #vis fn into_client(self) -> #p::Client {
+                self.handle.into_client()
+            }
+
+            /// A clone whose calls all use `options` (deadline, context map). Clones share the
+            /// remote reference; only the options differ.
+            #[must_use]
+            #vis fn with_options(&self, #options: #p::CallOptions) -> Self {
+                #client { handle: self.handle.with_options(#options) }
+            }
+
+            /// A clone whose calls each have the relative deadline `deadline` (PROTOCOL §11).
+            #[must_use]
+            #vis fn with_deadline(&self, #deadline: #p::Duration) -> Self {
+                #client { handle: self.handle.with_deadline(#deadline) }
+            }
+
+            /// A clone whose calls carry `key = value` in their `meta.context` map.
+            #[must_use]
+            #vis fn with_context(
+                &self,
+                #key: impl #p::Into<#p::String>,
+                #value: impl #p::Into<#p::String>,
+            ) -> Self {
+                #client { handle: self.handle.with_context(#key, #value) }
+            }
+
+            /// Releases the reference now (a `drop` frame); clones can no longer call.
+            #vis fn release(self) {
+                self.handle.release()
+            }
+
+            #dispose
+
+            #(#methods)*
+        }
+    }
+}
+
+/// One client method.
+fn client_method(m: &CapModel, me: &Method) -> TokenStream {
+    let p = private(m);
+    let (vis, ident, wire) = (&m.item.vis, &me.ident, &me.wire);
+    if me.disposal && ident == "dispose" {
+        return quote!();
+    }
+    let mut docs: Vec<TokenStream> = me.docs.iter().map(|a| quote!(#a)).collect();
+    if !docs.is_empty() {
+        docs.push(doc(""));
+    }
+    let what = match &me.kind {
+        Kind::Call {
+            ret: Ret::Value, ..
+        } => "call",
+        Kind::Call { .. } => "call returning caps",
+        Kind::Stream { .. } => "stream",
+    };
+    let idem = if me.idempotent { ", idempotent" } else { "" };
+    docs.push(doc(&format!(" Wire method `{wire}` ({what}{idem}).")));
+    let (param, args) = match me.params() {
+        Some((name, ty)) => (
+            quote!(, #name: #ty),
+            quote_spanned!(ty.span()=> #p::encode_params(&#name)),
+        ),
+        None => (quote!(), quote!(#p::no_params())),
+    };
+    match &me.kind {
+        Kind::Stream { item, .. } => {
+            let call = quote_spanned!(item.span()=> self.handle.stream::<#item>(#wire, #args));
+            quote! {
+                #(#docs)*
+                #vis fn #ident(&self #param) -> #p::TypedStream<#item> {
+                    #call
+                }
+            }
+        }
+        Kind::Call { ok, ret } => {
+            let client_of = |cap: &Type| -> Type {
+                syn::parse2(quote_spanned!(cap.span()=> <#cap as #p::Cap>::Client))
+                    .expect("a qualified path type")
+            };
+            let (out, call) = match ret {
+                Ret::Value => (
+                    ok.clone(),
+                    quote_spanned!(ok.span()=> self.handle.call::<#ok>(#wire, #args)),
+                ),
+                Ret::Cap(cap) => (
+                    client_of(cap),
+                    quote!(self.handle.call_cap::<#cap>(#wire, #args)),
+                ),
+                Ret::Array(cap) => (
+                    types::replace_exported(ok, &client_of),
+                    quote!(self.handle.call_caps::<#cap, _>(#wire, #args)),
+                ),
+                Ret::Record(cap) => (
+                    types::replace_exported(ok, &client_of),
+                    quote!(self.handle.call_cap_record::<#cap, _>(#wire, #args)),
+                ),
+            };
+            quote! {
+                #(#docs)*
+                #vis async fn #ident(&self #param) -> #p::Result<#out, #p::Status> {
+                    #call.await
+                }
+            }
+        }
+    }
+}
+
+/// The server struct and its `CapImpl`.
+fn server(m: &CapModel) -> TokenStream {
+    let p = private(m);
+    let (vis, marker, server, tr) = (&m.item.vis, &m.marker, &m.server, &m.item.ident);
+    let t = impl_param();
+    let text = doc(&format!(
+        " Serves a [`{tr}`] implementation: the `CapImpl` made by [`{marker}::server`]. It \
+         decodes each call's params (failing `invalid_argument`), runs the method and encodes \
+         what it returns."
+    ));
+    let name = server.to_string();
+    let (method, args, ctx, imp) = (
+        local("_method"),
+        local("_args"),
+        local("_ctx"),
+        local("_imp"),
+    );
+    let calls: Vec<_> = m
+        .methods
+        .iter()
+        .filter(|me| matches!(me.kind, Kind::Call { .. }))
+        .map(|me| call_arm(m, me))
+        .collect();
+    let streams: Vec<_> = m
+        .methods
+        .iter()
+        .filter(|me| matches!(me.kind, Kind::Stream { .. }))
+        .map(|me| stream_arm(m, me))
+        .collect();
+    let call_body = if calls.is_empty() {
+        quote!(#p::no_call_handler(#method))
+    } else {
+        quote! {
+            let #imp = #p::Arc::clone(&self.imp);
+            match #method {
+                #(#calls)*
+                _ => #p::no_call_handler(#method),
+            }
+        }
+    };
+    let stream_fn = (!streams.is_empty()).then(|| {
+        quote! {
+            fn stream(
+                &self,
+                #method: &str,
+                #args: #p::Value,
+                #ctx: #p::CallContext,
+            ) -> #p::Result<#p::ValueStream, #p::Status> {
+                match #method {
+                    #(#streams)*
+                    _ => #p::Err(#p::no_handler(#method)),
+                }
+            }
+        }
+    });
+    quote! {
+        #text
+        #vis struct #server<#t> {
+            imp: #p::Arc<#t>,
+        }
+
+        impl<#t> #p::Debug for #server<#t> {
+            fn fmt(&self, f: &mut #p::Formatter<'_>) -> #p::FmtResult {
+                f.debug_struct(#name).finish_non_exhaustive()
+            }
+        }
+
+        impl<#t: #tr> #p::CapImpl for #server<#t> {
+            fn call(
+                &self,
+                #method: &str,
+                #args: #p::Value,
+                #ctx: #p::CallContext,
+            ) -> #p::BoxFuture<#p::Result<#p::Returned, #p::Status>> {
+                #call_body
+            }
+
+            #stream_fn
+        }
+    }
+}
+
+/// Decodes the params (if any) and lists the handler's arguments in declared order.
+fn handler_args(m: &CapModel, me: &Method) -> (TokenStream, Vec<Ident>) {
+    let p = private(m);
+    let (args, params, ctx, emitter) = (
+        local("_args"),
+        local("__params"),
+        local("_ctx"),
+        local("__emitter"),
+    );
+    let decode = me.params().map(|(_, ty)| {
+        let call = quote_spanned!(ty.span()=> #p::decode_params::<#ty>(#args));
+        quote!(let #params = #call?;)
+    });
+    let list = me
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Params { .. } => params.clone(),
+            Arg::Context => ctx.clone(),
+            Arg::Emitter => emitter.clone(),
+        })
+        .collect();
+    (quote!(#decode), list)
+}
+
+/// One arm of `CapImpl::call`.
+fn call_arm(m: &CapModel, me: &Method) -> TokenStream {
+    let p = private(m);
+    let (ident, wire, imp) = (&me.ident, &me.wire, local("_imp"));
+    let (decode, list) = handler_args(m, me);
+    let Kind::Call { ok, ret } = &me.kind else {
+        return quote!();
+    };
+    let reply = match ret {
+        Ret::Value => quote_spanned!(ok.span()=> #p::reply_value),
+        Ret::Cap(_) => quote!(#p::reply_cap),
+        Ret::Array(_) => quote!(#p::reply_caps),
+        Ret::Record(_) => quote!(#p::reply_record),
+    };
+    quote! {
+        #wire => #p::call_future(async move {
+            #decode
+            #reply(#imp.#ident(#(#list),*).await)
+        }),
+    }
+}
+
+/// One arm of `CapImpl::stream`.
+fn stream_arm(m: &CapModel, me: &Method) -> TokenStream {
+    let p = private(m);
+    let (ident, wire, imp, emitter) = (&me.ident, &me.wire, local("_imp"), local("__emitter"));
+    let (decode, list) = handler_args(m, me);
+    let Kind::Stream {
+        item,
+        emitter: is_emitter,
+        ..
+    } = &me.kind
+    else {
+        return quote!();
+    };
+    let body = if *is_emitter {
+        let reply = quote_spanned!(item.span()=> #p::reply_emitter::<#item, _, _, _>);
+        quote! {
+            let #imp = #p::Arc::clone(&self.imp);
+            #p::Ok(#reply(move |#emitter| async move {
+                #imp.#ident(#(#list),*).await
+            }))
+        }
+    } else {
+        let reply = quote_spanned!(item.span()=> #p::reply_stream::<#item, _, _>);
+        quote!(#p::Ok(#reply(self.imp.#ident(#(#list),*))))
+    };
+    quote! {
+        #wire => {
+            #decode
+            #body
+        }
+    }
+}

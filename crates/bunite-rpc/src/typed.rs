@@ -1,0 +1,419 @@
+//! The typed API: caps declared as Rust traits with [`#[cap]`](crate::cap), and the runtime
+//! pieces the generated code stands on.
+//!
+//! For `#[cap(name = "demo.Counter")] trait Counter`, the macro generates the marker
+//! `CounterCap` (a [`Cap`]: the definition), the typed client `CounterClient` (a
+//! [`CapClient`] over a [`Handle`]) and the server `CounterServer<T>` (a
+//! [`CapImpl`]). This module holds what those items share:
+//!
+//! - [`Cap`], [`CapClient`] and [`Serve`]: the traits linking the three generated items.
+//! - [`Implementation`]: "`T` implements the trait of cap `C`", so the typed entry points
+//!   take one type argument: `conn.serve_cap::<CounterCap>(imp)`.
+//! - [`Exported`]: a cap a handler returns, typed by its marker.
+//! - [`Handle`]: what every typed client wraps: a dynamic [`Client`] and per-call
+//!   [`CallOptions`].
+//! - [`Emitter`]: the typed emitter of emitter-style stream handlers.
+//! - [`Schema`] and [`SchemaImplementation`]: tuples of caps served and bootstrapped
+//!   together (`serve_schema`, `bootstrap_schema`).
+//! - The typed methods of [`Connection`]: `serve_cap`, `serve_cap_with`, `replace_cap`,
+//!   `unserve_cap`, `bootstrap_cap`, `serve_schema`, `bootstrap_schema`.
+//!
+//! Marker traits rather than generic wrappers, because of Rust's orphan rules: generated
+//! code in the user's crate may write `impl<T: Counter> Serve<T> for CounterCap` (its own
+//! marker comes first) but not `impl<T: Counter> Implementation<CounterCap> for T`; the
+//! blanket impl of [`Implementation`] here bridges the two.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunite_wire::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::client::{CallOptions, Client};
+use crate::connection::{Connection, ServeHandle};
+use crate::handler::{CapImpl, ExportedCap};
+use crate::schema::CapDef;
+use crate::session::registry::IfExists;
+use crate::status::Status;
+use crate::stream::TypedStream;
+
+pub use futures::Stream;
+
+/// A cap declared with [`#[cap]`](crate::cap), named by its generated marker type
+/// (`CounterCap` for `trait Counter`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a cap marker",
+    label = "not a cap marker",
+    note = "`#[bunite_rpc::cap]` on `trait Child` generates the marker `ChildCap`: write \
+            `Exported<ChildCap>`, `bootstrap_cap::<ChildCap>()`"
+)]
+pub trait Cap: Sized + Send + Sync + 'static {
+    /// The typed client (`CounterClient`).
+    type Client: CapClient<Cap = Self>;
+
+    /// The cap's definition, built once and shared.
+    fn definition() -> Arc<CapDef>;
+
+    /// Wraps a dynamic client of this cap (it takes this cap's definition).
+    fn client(client: Client) -> Self::Client {
+        Self::Client::from_handle(Handle::new(client, Self::definition()))
+    }
+}
+
+/// A generated typed client: a [`Handle`] with one method per cap method.
+pub trait CapClient: Clone + Send + Sync + fmt::Debug + 'static {
+    /// The cap this is a client of.
+    type Cap: Cap<Client = Self>;
+
+    /// Wraps a handle.
+    fn from_handle(handle: Handle) -> Self;
+
+    /// The handle.
+    fn handle(&self) -> &Handle;
+}
+
+/// Serving `T` as cap `Self`: generated as `impl<T: Counter> Serve<T> for CounterCap`.
+pub trait Serve<T>: Cap {
+    /// The server dispatch of `imp`.
+    fn server(imp: T) -> Arc<dyn CapImpl>;
+}
+
+/// `Self` implements the trait of cap `C`: what the typed entry points accept.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement the cap trait of `{C}`",
+    label = "expected an implementation of the trait behind `{C}`",
+    note = "for `CounterCap`, implement `trait Counter` (the trait `#[bunite_rpc::cap]` was put on)"
+)]
+pub trait Implementation<C: Cap>: Sized {
+    /// The server dispatch of `self`.
+    fn into_server(self) -> Arc<dyn CapImpl>;
+}
+
+impl<C: Serve<T>, T> Implementation<C> for T {
+    fn into_server(self) -> Arc<dyn CapImpl> {
+        C::server(self)
+    }
+}
+
+/// A cap exported by a handler, to return from a cap-returning method: `Exported<C>`,
+/// `Vec<Exported<C>>`, or a string-keyed map of them. Made by `CounterCap::export(imp)` or
+/// [`Exported::new`].
+///
+/// Its cap-id is allocated when the result is sent; if the call fails or is cancelled first,
+/// nothing is allocated and the implementation is dropped (PROTOCOL §9).
+pub struct Exported<C: Cap> {
+    cap: ExportedCap,
+    _cap: PhantomData<fn() -> C>,
+}
+
+impl<C: Cap> Exported<C> {
+    /// Exports `imp` as cap `C`.
+    pub fn new(imp: impl Implementation<C>) -> Self {
+        Exported {
+            cap: ExportedCap::new(C::definition(), imp.into_server()),
+            _cap: PhantomData,
+        }
+    }
+
+    /// The untyped export.
+    pub fn cap(&self) -> &ExportedCap {
+        &self.cap
+    }
+
+    /// Unwraps the untyped export.
+    pub fn into_inner(self) -> ExportedCap {
+        self.cap
+    }
+}
+
+impl<C: Cap> fmt::Debug for Exported<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Exported").field(&self.cap).finish()
+    }
+}
+
+/// What every generated client wraps: a dynamic [`Client`] and the [`CallOptions`] its
+/// calls use. Its methods are the typed call paths the generated methods delegate to.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    client: Client,
+    options: CallOptions,
+}
+
+impl Handle {
+    /// Wraps `client`, giving it `def` as its definition.
+    pub fn new(client: Client, def: Arc<CapDef>) -> Handle {
+        Handle {
+            client: client.with_def(def),
+            options: CallOptions::default(),
+        }
+    }
+
+    /// The dynamic client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Unwraps the dynamic client.
+    pub fn into_client(self) -> Client {
+        self.client
+    }
+
+    /// The options every call through this handle uses.
+    pub fn options(&self) -> &CallOptions {
+        &self.options
+    }
+
+    /// A clone with other options.
+    pub fn with_options(&self, options: CallOptions) -> Handle {
+        Handle {
+            client: self.client.clone(),
+            options,
+        }
+    }
+
+    /// A clone whose calls have the relative deadline `deadline`.
+    pub fn with_deadline(&self, deadline: Duration) -> Handle {
+        self.with_options(CallOptions {
+            deadline: Some(deadline),
+            ..self.options.clone()
+        })
+    }
+
+    /// A clone whose calls carry `key = value` in their context map (replacing an earlier
+    /// value of `key`).
+    pub fn with_context(&self, key: impl Into<String>, value: impl Into<String>) -> Handle {
+        let (key, value) = (key.into(), value.into());
+        let mut options = self.options.clone();
+        options.context.retain(|(k, _)| *k != key);
+        options.context.push((key, value));
+        self.with_options(options)
+    }
+
+    /// Calls `method` and decodes its value.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: Result<Value, Status>,
+    ) -> Result<R, Status> {
+        let value = self
+            .client
+            .call_with(method, args?, self.options.clone())
+            .await?;
+        bunite_wire::from_value(value).map_err(|e| Status::invalid_argument(format!("result: {e}")))
+    }
+
+    /// Calls a method returning one cap `C`.
+    pub async fn call_cap<C: Cap>(
+        &self,
+        method: &str,
+        args: Result<Value, Status>,
+    ) -> Result<C::Client, Status> {
+        let client = self
+            .client
+            .call_cap_with(method, args?, self.options.clone())
+            .await?;
+        Ok(C::client(client))
+    }
+
+    /// Calls a method returning an array of caps `C`, collected into `V` (a `Vec`).
+    pub async fn call_caps<C: Cap, V: FromIterator<C::Client>>(
+        &self,
+        method: &str,
+        args: Result<Value, Status>,
+    ) -> Result<V, Status> {
+        let clients = self
+            .client
+            .call_caps_with(method, args?, self.options.clone())
+            .await?;
+        Ok(clients.into_iter().map(C::client).collect())
+    }
+
+    /// Calls a method returning a record of caps `C`, collected into `M` (a `BTreeMap`, a
+    /// `HashMap`, or a `Vec` of pairs in the server's order).
+    pub async fn call_cap_record<C: Cap, M: FromIterator<(String, C::Client)>>(
+        &self,
+        method: &str,
+        args: Result<Value, Status>,
+    ) -> Result<M, Status> {
+        let clients = self
+            .client
+            .call_cap_record_with(method, args?, self.options.clone())
+            .await?;
+        Ok(clients
+            .into_iter()
+            .map(|(k, c)| (k, C::client(c)))
+            .collect())
+    }
+
+    /// Opens a stream method; an `Err` args value fails the stream at once.
+    pub fn stream<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: Result<Value, Status>,
+    ) -> TypedStream<T> {
+        match args {
+            Ok(args) => self
+                .client
+                .stream_with(method, args, self.options.clone())
+                .typed(),
+            Err(status) => self.client.failed_stream(status).typed(),
+        }
+    }
+
+    /// Releases the reference now.
+    pub fn release(self) {
+        self.client.release();
+    }
+
+    /// Calls the disposal method once (errors ignored), then releases the reference.
+    pub async fn dispose(self) {
+        self.client.dispose().await;
+    }
+}
+
+/// Where an emitter-style stream handler sends its values: `async fn watch(&self, out:
+/// Emitter<Tick>) -> Result<(), Status>`.
+///
+/// [`send`](Emitter::send) completes once the stream takes the value, which it does only
+/// while the client has granted credit; it fails `cancelled` once the client has gone.
+pub struct Emitter<T> {
+    inner: crate::emitter::Emitter,
+    _item: PhantomData<fn(T)>,
+}
+
+impl<T> fmt::Debug for Emitter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Emitter").field(&self.inner).finish()
+    }
+}
+
+impl<T: Serialize> Emitter<T> {
+    pub(crate) fn new(inner: crate::emitter::Emitter) -> Self {
+        Emitter {
+            inner,
+            _item: PhantomData,
+        }
+    }
+
+    /// Sends one value; waits until the stream takes it.
+    pub async fn send(&mut self, value: T) -> Result<(), Status> {
+        self.inner.emit(&value).await
+    }
+}
+
+/// A group of caps served and bootstrapped together: a tuple of markers, `(CounterCap,
+/// EchoCap)` (up to 8; a single cap is `(CounterCap,)`).
+pub trait Schema: 'static {
+    /// The typed clients, a tuple in the same order.
+    type Clients;
+
+    /// The definitions, in order.
+    fn definitions() -> Vec<Arc<CapDef>>;
+
+    /// Wraps bootstrapped clients, one per definition in order.
+    fn clients(clients: Vec<Client>) -> Result<Self::Clients, Status>;
+}
+
+/// Implementations of every cap of schema `S`: a tuple in the same order.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement the caps of schema `{S}`",
+    note = "give a tuple of implementations, one per cap of the schema, in the same order"
+)]
+pub trait SchemaImplementation<S: Schema> {
+    /// One (definition, server) per cap, in order.
+    fn into_servers(self) -> Vec<(Arc<CapDef>, Arc<dyn CapImpl>)>;
+}
+
+macro_rules! schema_tuple {
+    ($($C:ident $T:ident $v:ident),+) => {
+        impl<$($C: Cap),+> Schema for ($($C,)+) {
+            type Clients = ($($C::Client,)+);
+
+            fn definitions() -> Vec<Arc<CapDef>> {
+                vec![$($C::definition()),+]
+            }
+
+            fn clients(clients: Vec<Client>) -> Result<Self::Clients, Status> {
+                let mut clients = clients.into_iter();
+                $(
+                    let $v = $C::client(clients.next().ok_or_else(|| {
+                        Status::internal("bootstrap returned fewer clients than the schema has")
+                    })?);
+                )+
+                Ok(($($v,)+))
+            }
+        }
+
+        impl<$($C: Cap, $T: Implementation<$C>),+> SchemaImplementation<($($C,)+)>
+            for ($($T,)+)
+        {
+            fn into_servers(self) -> Vec<(Arc<CapDef>, Arc<dyn CapImpl>)> {
+                let ($($v,)+) = self;
+                vec![$(($C::definition(), $v.into_server())),+]
+            }
+        }
+    };
+}
+
+schema_tuple!(A TA a);
+schema_tuple!(A TA a, B TB b);
+schema_tuple!(A TA a, B TB b, C TC c);
+schema_tuple!(A TA a, B TB b, C TC c, D TD d);
+schema_tuple!(A TA a, B TB b, C TC c, D TD d, E TE e);
+schema_tuple!(A TA a, B TB b, C TC c, D TD d, E TE e, F TF f);
+schema_tuple!(A TA a, B TB b, C TC c, D TD d, E TE e, F TF f, G TG g);
+schema_tuple!(A TA a, B TB b, C TC c, D TD d, E TE e, F TF f, G TG g, H TH h);
+
+/// The typed API of a connection.
+impl Connection {
+    /// Serves `imp` as cap `C` (`conn.serve_cap::<CounterCap>(imp)`); fails if the name is
+    /// taken or reserved. Dropping the handle unserves it.
+    pub fn serve_cap<C: Cap>(&self, imp: impl Implementation<C>) -> Result<ServeHandle, Status> {
+        self.serve_cap_with::<C>(imp, IfExists::Throw)
+    }
+
+    /// Serves `imp` as cap `C` with an explicit collision rule (PROTOCOL §8).
+    pub fn serve_cap_with<C: Cap>(
+        &self,
+        imp: impl Implementation<C>,
+        if_exists: IfExists,
+    ) -> Result<ServeHandle, Status> {
+        self.serve_with(C::definition(), imp.into_server(), if_exists)
+    }
+
+    /// Switches the served cap `C` to `imp`, live instances included (PROTOCOL §8).
+    pub fn replace_cap<C: Cap>(&self, imp: impl Implementation<C>) -> Result<(), Status> {
+        self.replace(C::definition(), imp.into_server())
+    }
+
+    /// Unserves cap `C`: disposes and revokes its live instance. A no-op if not served.
+    pub fn unserve_cap<C: Cap>(&self) {
+        self.unserve(C::definition().name());
+    }
+
+    /// Bootstraps the peer's cap `C` (`conn.bootstrap_cap::<CounterCap>().await`).
+    pub async fn bootstrap_cap<C: Cap>(&self) -> Result<C::Client, Status> {
+        self.bootstrap(&C::definition()).await.map(C::client)
+    }
+
+    /// Serves every cap of schema `S` atomically: all checks pass before anything is
+    /// registered (PROTOCOL §8). `impls` is a tuple in the schema's order.
+    pub fn serve_schema<S: Schema>(
+        &self,
+        impls: impl SchemaImplementation<S>,
+        if_exists: IfExists,
+    ) -> Result<ServeHandle, Status> {
+        self.serve_all(impls.into_servers(), if_exists)
+    }
+
+    /// Bootstraps every cap of schema `S` concurrently; if any fails, releases the others and
+    /// fails with the first failure in schema order (PROTOCOL §8).
+    pub async fn bootstrap_schema<S: Schema>(&self) -> Result<S::Clients, Status> {
+        let clients = self.bootstrap_all(&S::definitions()).await?;
+        S::clients(clients)
+    }
+}

@@ -6,6 +6,7 @@
 mod call;
 mod connect;
 mod demo;
+mod interop_caps;
 mod interop_client;
 mod interop_server;
 mod json;

@@ -84,7 +84,7 @@ fn trait_item(m: &CapModel) -> TokenStream {
             let out: Type =
                 syn::parse2(quote_spanned!(span=> impl #p::Future<Output = #ty> + #p::Send))
                     .expect("an impl Future type");
-            *ty = Box::new(out);
+            **ty = out;
             if let Some(body) = f.default.take() {
                 f.default = Some(syn::parse_quote_spanned!(body.span()=> { async move #body }));
             }
@@ -163,7 +163,7 @@ fn cap_impls(m: &CapModel) -> TokenStream {
 
             fn definition() -> #p::Arc<#p::CapDef> {
                 static DEF: #p::OnceLock<#p::Arc<#p::CapDef>> = #p::OnceLock::new();
-                #p::Arc::clone(DEF.get_or_init(|| #def))
+                #p::Clone::clone(DEF.get_or_init(|| #def))
             }
         }
 
@@ -465,15 +465,15 @@ fn client_method(m: &CapModel, me: &Method) -> TokenStream {
                 ),
                 Ret::Cap(cap) => (
                     client_of(cap),
-                    quote!(self.handle.call_cap::<#cap>(#wire, #args)),
+                    quote_spanned!(cap.span()=> self.handle.call_cap::<#cap>(#wire, #args)),
                 ),
                 Ret::Array(cap) => (
                     types::replace_exported(ok, &client_of),
-                    quote!(self.handle.call_caps::<#cap, _>(#wire, #args)),
+                    quote_spanned!(cap.span()=> self.handle.call_caps::<#cap, _>(#wire, #args)),
                 ),
                 Ret::Record(cap) => (
                     types::replace_exported(ok, &client_of),
-                    quote!(self.handle.call_cap_record::<#cap, _>(#wire, #args)),
+                    quote_spanned!(cap.span()=> self.handle.call_cap_record::<#cap, _>(#wire, #args)),
                 ),
             };
             quote! {
@@ -519,7 +519,7 @@ fn server(m: &CapModel) -> TokenStream {
         quote!(#p::no_call_handler(#method))
     } else {
         quote! {
-            let #imp = #p::Arc::clone(&self.imp);
+            let #imp = #p::Clone::clone(&self.imp);
             match #method {
                 #(#calls)*
                 _ => #p::no_call_handler(#method),
@@ -603,9 +603,9 @@ fn call_arm(m: &CapModel, me: &Method) -> TokenStream {
     };
     let reply = match ret {
         Ret::Value => quote_spanned!(ok.span()=> #p::reply_value),
-        Ret::Cap(_) => quote!(#p::reply_cap),
-        Ret::Array(_) => quote!(#p::reply_caps),
-        Ret::Record(_) => quote!(#p::reply_record),
+        Ret::Cap(cap) => quote_spanned!(cap.span()=> #p::reply_cap::<#cap, _>),
+        Ret::Array(cap) => quote_spanned!(cap.span()=> #p::reply_caps::<#cap, _, _>),
+        Ret::Record(cap) => quote_spanned!(cap.span()=> #p::reply_record::<#cap, _, _, _>),
     };
     quote! {
         #wire => #p::call_future(async move {
@@ -631,7 +631,7 @@ fn stream_arm(m: &CapModel, me: &Method) -> TokenStream {
     let body = if *is_emitter {
         let reply = quote_spanned!(item.span()=> #p::reply_emitter::<#item, _, _, _>);
         quote! {
-            let #imp = #p::Arc::clone(&self.imp);
+            let #imp = #p::Clone::clone(&self.imp);
             #p::Ok(#reply(move |#emitter| async move {
                 #imp.#ident(#(#list),*).await
             }))

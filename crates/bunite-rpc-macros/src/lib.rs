@@ -33,11 +33,11 @@ pub fn cap(args: TokenStream, input: TokenStream) -> TokenStream {
     let input = proc_macro2::TokenStream::from(input);
     match model::parse(args, input.clone()) {
         Ok(model) => generate::expand(&model).into(),
-        Err((error, item)) => {
+        Err(failed) => {
             // Keep the trait (with our method attributes removed) so the user's impls and
             // uses of it do not add a cascade of unrelated errors to ours.
-            let item = item.map(|i| quote::quote!(#i)).unwrap_or(input);
-            let error = error.to_compile_error();
+            let item = failed.item.map(|i| quote::quote!(#i)).unwrap_or(input);
+            let error = failed.error.to_compile_error();
             quote::quote!(#error #item).into()
         }
     }

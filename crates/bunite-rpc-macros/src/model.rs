@@ -75,7 +75,9 @@ impl Method {
     }
 }
 
-/// An argument after `&self`.
+/// An argument after `&self`. (Sizes do not matter here: a handful per method, once per
+/// compilation.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Arg {
     /// The call's single `args` value.
     Params { name: Ident, ty: Type },
@@ -86,6 +88,7 @@ pub(crate) enum Arg {
 }
 
 /// Call or stream, with what each yields.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Kind {
     Call {
         /// `T` of `Result<T, E>`.
@@ -133,28 +136,35 @@ impl Errors {
     }
 }
 
-/// Parses `#[cap(args)] input`. On error, also returns the trait with our attributes removed
+/// Why the attribute failed: the errors, and the trait with our method attributes removed
 /// (when it parsed), so the expansion can keep it and avoid cascading errors.
-pub(crate) fn parse(
-    args: TokenStream,
-    input: TokenStream,
-) -> Result<CapModel, (syn::Error, Option<ItemTrait>)> {
+pub(crate) struct Failed {
+    pub error: syn::Error,
+    pub item: Option<ItemTrait>,
+}
+
+/// Parses `#[cap(args)] input`.
+pub(crate) fn parse(args: TokenStream, input: TokenStream) -> Result<CapModel, Box<Failed>> {
     let mut item: ItemTrait = syn::parse2(input).map_err(|e| {
-        let e = syn::Error::new(
+        let error = syn::Error::new(
             e.span(),
             "#[bunite_rpc::cap] goes on a trait: `#[cap(name = \"demo.Counter\")] trait Counter { ... }`",
         );
-        (e, None)
+        Box::new(Failed { error, item: None })
     })?;
     let mut errors = Errors::default();
     let top = parse_args(args, &mut errors);
+    let krate = top
+        .as_ref()
+        .map(|(k, _, _)| k.clone())
+        .unwrap_or_else(|| syn::parse_quote!(::bunite_rpc));
     check_trait(&item, &mut errors);
     let mut methods = Vec::new();
     for ti in &mut item.items {
         match ti {
             TraitItem::Fn(f) => {
                 let attrs = take_method_attrs(f, &mut errors);
-                if let Some(m) = method(f, attrs, &mut errors) {
+                if let Some(m) = method(f, attrs, &krate, &mut errors) {
                     methods.push(m);
                 }
             }
@@ -165,7 +175,7 @@ pub(crate) fn parse(
         }
     }
     let client = format_ident(&item.ident, "Client");
-    check_methods(&methods, &client, &mut errors);
+    check_methods(&methods, &item.ident, &client, &mut errors);
     match (errors.0, top) {
         (None, Some((krate, name, version))) => Ok(CapModel {
             krate,
@@ -177,16 +187,11 @@ pub(crate) fn parse(
             item,
             methods,
         }),
-        (Some(e), _) => Err((e, Some(item))),
-        (None, None) => unreachable_error(item),
+        (error, _) => Err(Box::new(Failed {
+            error: error.unwrap_or_else(|| syn::Error::new(Span::call_site(), "invalid #[cap]")),
+            item: Some(item),
+        })),
     }
-}
-
-fn unreachable_error(item: ItemTrait) -> Result<CapModel, (syn::Error, Option<ItemTrait>)> {
-    Err((
-        syn::Error::new(Span::call_site(), "invalid #[cap] arguments"),
-        Some(item),
-    ))
 }
 
 fn format_ident(base: &Ident, suffix: &str) -> Ident {
@@ -309,11 +314,16 @@ fn take_method_attrs(f: &mut TraitItemFn, errors: &mut Errors) -> MethodAttrs {
 }
 
 /// Validates one method and reads its arguments and return.
-fn method(f: &TraitItemFn, attrs: MethodAttrs, errors: &mut Errors) -> Option<Method> {
+fn method(
+    f: &TraitItemFn,
+    attrs: MethodAttrs,
+    krate: &Path,
+    errors: &mut Errors,
+) -> Option<Method> {
     let sig = &f.sig;
     check_signature(sig, errors);
     let args = arguments(sig, attrs.stream.is_some(), errors);
-    let kind = kind(sig, &attrs, &args, errors);
+    let kind = kind(sig, &attrs, &args, krate, errors);
     check_attrs(sig, &attrs, &args, kind.as_ref(), errors);
     let kind = kind?;
     let wire = match &attrs.name {
@@ -393,6 +403,7 @@ fn is_ref_self(ty: &Type) -> bool {
 /// The arguments after the receiver, each with its span for later checks.
 fn arguments(sig: &Signature, is_stream: bool, errors: &mut Errors) -> Vec<(Arg, Span)> {
     let mut out: Vec<(Arg, Span)> = Vec::new();
+    let mut first_params: Option<syn::PatType> = None;
     for input in &sig.inputs {
         let FnArg::Typed(pt) = input else { continue };
         let ty = &*pt.ty;
@@ -424,14 +435,19 @@ fn arguments(sig: &Signature, is_stream: bool, errors: &mut Errors) -> Vec<(Arg,
             Arg::Emitter
         } else {
             check_params_type(ty, errors);
-            if let Some((_, first)) = out.iter().find(|(a, _)| matches!(a, Arg::Params { .. })) {
+            if let Some(first) = &first_params {
                 let mut e = syn::Error::new_spanned(
                     pt,
                     "a cap method takes at most one params argument (sent as the call's single \
                      `args` value): put these values together in one serde struct",
                 );
-                e.combine(syn::Error::new(*first, "the first params argument is here"));
+                e.combine(syn::Error::new_spanned(
+                    first,
+                    "the first params argument is here",
+                ));
                 errors.push(e);
+            } else {
+                first_params = Some(pt.clone());
             }
             let name = match &*pt.pat {
                 Pat::Ident(p) if p.subpat.is_none() => {
@@ -473,22 +489,25 @@ fn kind(
     sig: &Signature,
     attrs: &MethodAttrs,
     args: &[(Arg, Span)],
+    krate: &Path,
     errors: &mut Errors,
 ) -> Option<Kind> {
     let has_emitter = args.iter().any(|(a, _)| matches!(a, Arg::Emitter));
     if attrs.stream.is_some() && !has_emitter {
-        return stream_returning(sig, attrs, errors);
+        return stream_returning(sig, attrs, krate, errors);
     }
-    let (ok, err) = future_result(sig, attrs.stream.is_none(), errors)?;
-    let _ = err;
+    let output = future_output(sig, attrs.stream.is_none(), errors)?;
+    let ok = ok_type(output, krate, errors)?;
     if has_emitter {
-        if !matches!(&ok, Type::Tuple(t) if t.elems.is_empty()) {
-            errors.at(
-                &ok,
-                "an emitter-style stream method returns `Result<(), Status>`: it sends its values \
-                 through the `Emitter<T>`",
-            );
-            return None;
+        if let OkType::Spelled(ok) = &ok {
+            if !matches!(ok, Type::Tuple(t) if t.elems.is_empty()) {
+                errors.at(
+                    ok,
+                    "an emitter-style stream method returns `Result<(), Status>`: it sends its \
+                     values through the `Emitter<T>`",
+                );
+                return None;
+            }
         }
         let item = args.iter().find_map(|(a, _)| match a {
             Arg::Emitter => emitter_item(sig),
@@ -500,8 +519,17 @@ fn kind(
             credit: credit(attrs, errors),
         });
     }
-    let ret = cap_return(&ok, errors)?;
-    Some(Kind::Call { ok, ret })
+    match ok {
+        OkType::Spelled(ok) => {
+            let ret = cap_return(&ok, errors)?;
+            Some(Kind::Call { ok, ret })
+        }
+        // An alias of `Result`: caps cannot be read off it, so it returns a value.
+        OkType::Projected(ok) => Some(Kind::Call {
+            ok,
+            ret: Ret::Value,
+        }),
+    }
 }
 
 fn emitter_item(sig: &Signature) -> Option<Type> {
@@ -514,19 +542,24 @@ fn emitter_item(sig: &Signature) -> Option<Type> {
     })
 }
 
-/// `async fn f(..) -> Result<T, E>` or `fn f(..) -> impl Future<Output = Result<T, E>>`.
-fn future_result(sig: &Signature, is_call: bool, errors: &mut Errors) -> Option<(Type, Type)> {
-    const RESULT: &str = "a cap method returns `Result<T, Status>` (the error may be any \
-                          `E: Into<Status>`); for no value write `Result<(), Status>`";
-    let output = match (&sig.output, sig.asyncness.is_some()) {
+const RESULT: &str = "a cap method returns `Result<T, Status>` (the error may be any \
+                      `E: Into<Status>`); for no value write `Result<(), Status>`";
+
+/// The future's output: `R` of `async fn f(..) -> R` or of
+/// `fn f(..) -> impl Future<Output = R>`.
+fn future_output<'s>(sig: &'s Signature, is_call: bool, errors: &mut Errors) -> Option<&'s Type> {
+    match (&sig.output, sig.asyncness.is_some()) {
         (ReturnType::Default, _) => {
-            errors.at(&sig.ident, format!("{RESULT}: add `-> Result<(), Status>`"));
-            return None;
+            errors.at(
+                &sig.ident,
+                "a cap method returns `Result<T, Status>`: add `-> Result<(), Status>` for no value",
+            );
+            None
         }
-        (ReturnType::Type(_, ty), true) => &**ty,
-        (ReturnType::Type(_, ty), false) => match types::future_output(ty) {
-            Some(out) => out,
-            None => {
+        (ReturnType::Type(_, ty), true) => Some(&**ty),
+        (ReturnType::Type(_, ty), false) => {
+            let out = types::future_output(ty);
+            if out.is_none() {
                 let hint = if is_call && types::find_named(ty, "Stream").is_some() {
                     "; a method returning a stream needs `#[cap(stream)]`"
                 } else {
@@ -539,22 +572,57 @@ fn future_result(sig: &Signature, is_call: bool, errors: &mut Errors) -> Option<
                          Result<T, Status>> + Send`){hint}"
                     ),
                 );
-                return None;
             }
-        },
-    };
-    match types::result_parts(output) {
-        Some((ok, err)) => Some((ok.clone(), err.clone())),
-        None => {
-            errors.at(output, RESULT);
-            None
+            out
         }
     }
 }
 
-/// `fn f(..) -> impl Stream<Item = Result<T, E>> + Send + 'static` (or any stream type whose
-/// item is spelled `Result<T, E>`).
-fn stream_returning(sig: &Signature, attrs: &MethodAttrs, errors: &mut Errors) -> Option<Kind> {
+/// The `T` of a result type.
+enum OkType {
+    /// Spelled out: `Result<T, E>`, or `Result<T>` (an alias with the error fixed).
+    Spelled(Type),
+    /// Another path, taken to be an alias of `Result`: `<R as MethodResult>::Ok`, checked by
+    /// the compiler.
+    Projected(Type),
+}
+
+fn ok_type(output: &Type, krate: &Path, errors: &mut Errors) -> Option<OkType> {
+    if let Some((ok, _)) = types::result_parts(output) {
+        return Some(OkType::Spelled(ok.clone()));
+    }
+    if let Some([ok]) = types::named(output, "Result").as_deref() {
+        return Some(OkType::Spelled((*ok).clone()));
+    }
+    if let (true, Some(seg)) = (
+        types::maybe_result_alias(output),
+        types::find_named(output, "Exported"),
+    ) {
+        errors.at(
+            seg,
+            "a method returning caps spells its result out, `Result<Exported<C>, Status>`: the \
+             macro reads the cap shape off it and cannot see through an alias",
+        );
+        return None;
+    }
+    if types::maybe_result_alias(output) {
+        let projected = quote::quote_spanned! {output.span()=>
+            <#output as #krate::__private::MethodResult>::Ok
+        };
+        return syn::parse2(projected).ok().map(OkType::Projected);
+    }
+    errors.at(output, RESULT);
+    None
+}
+
+/// `fn f(..) -> impl Stream<Item = Result<T, E>> + Send + 'static`, or any stream type whose
+/// item is spelled `Result<T, E>` or given as `Item = R`.
+fn stream_returning(
+    sig: &Signature,
+    attrs: &MethodAttrs,
+    krate: &Path,
+    errors: &mut Errors,
+) -> Option<Kind> {
     const SHAPE: &str = "a stream method is a plain `fn` returning \
                          `impl Stream<Item = Result<T, Status>> + Send + 'static`, or an \
                          `async fn` taking an `Emitter<T>` argument and returning \
@@ -567,9 +635,22 @@ fn stream_returning(sig: &Signature, attrs: &MethodAttrs, errors: &mut Errors) -
         errors.at(&sig.ident, SHAPE);
         return None;
     };
-    let Some((item, _)) = types::find_result(ty) else {
-        errors.at(ty, SHAPE);
-        return None;
+    let item = match (types::find_result(ty), types::item_binding(ty)) {
+        (Some((item, _)), _) => item,
+        (None, Some(bound)) if !types::maybe_result_alias(bound) => {
+            errors.at(
+                bound,
+                "stream items are `Result<T, Status>`: a source fails the stream with an `Err`",
+            );
+            return None;
+        }
+        (None, Some(bound)) => match ok_type(bound, krate, errors)? {
+            OkType::Spelled(t) | OkType::Projected(t) => t,
+        },
+        (None, None) => {
+            errors.at(ty, SHAPE);
+            return None;
+        }
     };
     if let Some(seg) = types::find_named(&item, "Exported") {
         errors.at(
@@ -608,11 +689,14 @@ fn cap_return(ok: &Type, errors: &mut Errors) -> Option<Ret> {
     let Some(seg) = types::find_named(ok, "Exported") else {
         return Some(Ret::Value);
     };
+    let container = types::last_segment(ok).map(|s| s.ident.to_string());
     let args = types::last_segment(ok)
         .map(types::type_args)
         .unwrap_or_default();
+    let sequence = matches!(container.as_deref(), Some("Vec" | "VecDeque"));
+    let map = matches!(container.as_deref(), Some("BTreeMap" | "HashMap"));
     match args.as_slice() {
-        [one] => {
+        [one] if sequence => {
             if let Some(cap) = types::exported_cap(one) {
                 return Some(Ret::Array(cap.clone()));
             }
@@ -627,7 +711,7 @@ fn cap_return(ok: &Type, errors: &mut Errors) -> Option<Ret> {
                 }
             }
         }
-        [key, value, ..] => {
+        [key, value, ..] if map => {
             if let Some(cap) = types::exported_cap(value) {
                 check_key(key, errors);
                 return Some(Ret::Record(cap.clone()));
@@ -637,9 +721,9 @@ fn cap_return(ok: &Type, errors: &mut Errors) -> Option<Ret> {
     }
     errors.at(
         seg,
-        "a cap-returning method returns one cap `Exported<C>`, an array `Vec<Exported<C>>`, or a \
-         string-keyed record `BTreeMap<String, Exported<C>>` (also `HashMap<String, _>` or \
-         `Vec<(String, _)>`)",
+        "a cap-returning method returns one cap `Exported<C>`, an array `Vec<Exported<C>>` (or \
+         `VecDeque`), or a string-keyed record `BTreeMap<String, Exported<C>>` (or `HashMap`, or \
+         `Vec<(String, Exported<C>)>` in the server's order)",
     );
     None
 }
@@ -684,10 +768,25 @@ fn check_attrs(
 }
 
 /// Checks across methods: wire names unique, one disposal method, no collision with the
-/// generated client's own methods.
-fn check_methods(methods: &[Method], client: &Ident, errors: &mut Errors) {
+/// generated client's own methods, cap returns naming markers.
+fn check_methods(methods: &[Method], trait_ident: &Ident, client: &Ident, errors: &mut Errors) {
     let mut disposal: Option<&Method> = None;
     for (i, m) in methods.iter().enumerate() {
+        if let Kind::Call {
+            ret: Ret::Cap(cap) | Ret::Array(cap) | Ret::Record(cap),
+            ..
+        } = &m.kind
+        {
+            let named = types::last_segment(cap).map(|s| s.ident.to_string());
+            if named.as_deref() == Some("Self") || named == Some(trait_ident.to_string()) {
+                errors.at(
+                    cap,
+                    format!(
+                        "`Exported` takes the cap's marker type: write `Exported<{trait_ident}Cap>`"
+                    ),
+                );
+            }
+        }
         if methods[..i].iter().any(|o| o.wire == m.wire) {
             errors.at(
                 &m.ident,
@@ -708,7 +807,7 @@ fn check_methods(methods: &[Method], client: &Ident, errors: &mut Errors) {
                     ),
                 );
             }
-            disposal = Some(m);
+            disposal = disposal.or(Some(m));
         }
         let rust = m.ident.to_string();
         let is_dispose = m.disposal && rust == "dispose";

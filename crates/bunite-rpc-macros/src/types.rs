@@ -99,6 +99,32 @@ pub(crate) fn find_named<'a>(ty: &'a Type, name: &str) -> Option<&'a PathSegment
     f.1
 }
 
+/// Whether `ty` may be an alias of `Result` (`type R<T> = Result<T, Status>`): a plain path
+/// that is none of the std types that certainly are not.
+pub(crate) fn maybe_result_alias(ty: &Type) -> bool {
+    const NOT_RESULTS: &[&str] = &[
+        "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
+        "i64", "i128", "isize", "f32", "f64", "String", "Vec", "Option", "Box", "Arc", "HashMap",
+        "BTreeMap", "Value", "Exported", "Self",
+    ];
+    last_segment(ty).is_some_and(|s| !NOT_RESULTS.contains(&s.ident.to_string().as_str()))
+}
+
+/// The `R` of the first `Item = R` binding inside `ty` (`impl Stream<Item = R>`).
+pub(crate) fn item_binding(ty: &Type) -> Option<&Type> {
+    struct Finder<'a>(Option<&'a Type>);
+    impl<'a> Visit<'a> for Finder<'a> {
+        fn visit_assoc_type(&mut self, at: &'a syn::AssocType) {
+            if self.0.is_none() && at.ident == "Item" {
+                self.0 = Some(&at.ty);
+            }
+        }
+    }
+    let mut f = Finder(None);
+    f.visit_type(ty);
+    f.0
+}
+
 /// `impl Future<Output = R> + …` → `R`.
 pub(crate) fn future_output(ty: &Type) -> Option<&Type> {
     let Type::ImplTrait(it) = ty else { return None };

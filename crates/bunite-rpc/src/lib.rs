@@ -71,6 +71,9 @@ pub mod typed;
 pub mod __private;
 
 pub use bunite_rpc_macros::cap;
+/// The serde this crate uses, for crates that derive without depending on serde themselves
+/// (`#[serde(crate = "bunite_rpc::serde")]`).
+pub use serde;
 pub use bunite_wire::{self as wire, from_value, to_value, CallId, CapId, CapRef, Record, Value};
 pub use client::{CallOptions, Client};
 pub use connection::{Connection, ConnectionBuilder, ServeHandle, SubscriptionId};

@@ -20,7 +20,7 @@ pub use std::sync::{Arc, OnceLock};
 pub use std::time::Duration;
 pub use std::vec::Vec;
 
-pub use crate::typed::{Cap, CapClient, Emitter, Exported, Handle, Serve};
+pub use crate::typed::{Cap, CapClient, Emitter, Exported, Handle, MethodResult, Serve};
 pub use crate::{
     BoxFuture, CallContext, CallOptions, CapDef, CapDefRef, CapImpl, Client, Connection, IfExists,
     MethodDef, Returned, Returns, ServeHandle, Status, TypedStream, Value, ValueStream,

@@ -98,6 +98,26 @@ impl<C: Serve<T>, T> Implementation<C> for T {
     }
 }
 
+/// The result of a cap method: `Result<T, E>`. Lets a trait spell its results through an
+/// alias (`type R<T> = Result<T, Status>`), which the macro cannot see through: the client
+/// method then returns `Result<<R<T> as MethodResult>::Ok, Status>`, that is `Result<T, Status>`.
+#[diagnostic::on_unimplemented(
+    message = "a cap method returns `Result<T, Status>`, not `{Self}`",
+    label = "expected `Result<T, Status>` (the error may be any `E: Into<Status>`)",
+    note = "for no value write `Result<(), Status>`"
+)]
+pub trait MethodResult {
+    /// `T`.
+    type Ok;
+    /// `E`.
+    type Err;
+}
+
+impl<T, E> MethodResult for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+}
+
 /// A cap exported by a handler, to return from a cap-returning method: `Exported<C>`,
 /// `Vec<Exported<C>>`, or a string-keyed map of them. Made by `CounterCap::export(imp)` or
 /// [`Exported::new`].

@@ -6,6 +6,126 @@
 //! calls (which may return further caps) or server streams, caps are reference-counted
 //! across the wire, and every connection enforces limits and reports events.
 //!
+//! # Typed API
+//!
+//! [`#[cap]`](cap) on a trait declares a cap: the trait is what a server implements (with
+//! plain `async fn`s), and the macro generates the cap's definition and a typed client.
+//! Here a folder cap returns note caps (sub-caps, with a disposal method) and streams its
+//! titles:
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use bunite_rpc::typed::Stream;
+//! use bunite_rpc::{cap, transport::memory, Code, Connection, Exported, Status};
+//! use futures::StreamExt;
+//!
+//! /// A folder of notes.
+//! #[cap(name = "demo.Folder", version = "1")]
+//! pub trait Folder {
+//!     /// How many notes it holds.
+//!     #[cap(idempotent)]
+//!     async fn count(&self) -> Result<u64, Status>;
+//!
+//!     /// Opens a note: returns a new cap.
+//!     async fn open(&self, title: String) -> Result<Exported<NoteCap>, Status>;
+//!
+//!     /// The titles, one by one.
+//!     #[cap(stream)]
+//!     fn titles(&self) -> impl Stream<Item = Result<String, Status>> + Send + 'static;
+//! }
+//!
+//! /// One open note.
+//! #[cap(name = "demo.Note")]
+//! pub trait Note {
+//!     /// Its text.
+//!     async fn read(&self) -> Result<String, Status>;
+//!
+//!     /// Runs once when the client disposes of the note.
+//!     #[cap(dispose)]
+//!     async fn close(&self) -> Result<(), Status>;
+//! }
+//!
+//! // The server side: implement the traits.
+//! struct MyFolder {
+//!     titles: Vec<String>,
+//!     closed: Arc<AtomicU64>,
+//! }
+//!
+//! impl Folder for MyFolder {
+//!     async fn count(&self) -> Result<u64, Status> {
+//!         Ok(self.titles.len() as u64)
+//!     }
+//!
+//!     async fn open(&self, title: String) -> Result<Exported<NoteCap>, Status> {
+//!         if !self.titles.contains(&title) {
+//!             return Err(Status::not_found(format!("no note {title:?}")));
+//!         }
+//!         Ok(NoteCap::export(MyNote { title, closed: self.closed.clone() }))
+//!     }
+//!
+//!     fn titles(&self) -> impl Stream<Item = Result<String, Status>> + Send + 'static {
+//!         futures::stream::iter(self.titles.clone().into_iter().map(Ok))
+//!     }
+//! }
+//!
+//! struct MyNote {
+//!     title: String,
+//!     closed: Arc<AtomicU64>,
+//! }
+//!
+//! impl Note for MyNote {
+//!     async fn read(&self) -> Result<String, Status> {
+//!         Ok(format!("the text of {}", self.title))
+//!     }
+//!
+//!     async fn close(&self) -> Result<(), Status> {
+//!         self.closed.fetch_add(1, Ordering::SeqCst);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Status> {
+//! let (a, b) = memory::pair();
+//! let (server, client) = (Connection::new(a), Connection::new(b));
+//!
+//! // Serve a folder; bootstrap it from the other peer.
+//! let closed = Arc::new(AtomicU64::new(0));
+//! let titles = vec!["todo".to_owned(), "ideas".to_owned()];
+//! FolderCap::serve(&server, MyFolder { titles, closed: closed.clone() })?.detach();
+//! let folder: FolderClient = FolderCap::bootstrap(&client).await?;
+//!
+//! // Calls, with per-call options when needed.
+//! assert_eq!(folder.count().await?, 2);
+//! let quick = folder.with_deadline(Duration::from_secs(1));
+//! assert_eq!(quick.count().await?, 2);
+//!
+//! // A stream.
+//! let titles: Vec<String> = folder.titles().map(Result::unwrap).collect().await;
+//! assert_eq!(titles, ["todo", "ideas"]);
+//!
+//! // A sub-cap, its errors, and disposal.
+//! let note: NoteClient = folder.open("todo".into()).await?;
+//! assert_eq!(note.read().await?, "the text of todo");
+//! let missing = folder.open("nope".into()).await.unwrap_err();
+//! assert_eq!(missing.code, Code::NotFound);
+//! note.dispose().await; // runs `close` once, then releases the cap
+//! assert_eq!(closed.load(Ordering::SeqCst), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The [`typed`] module documents the rest: schemas of several caps served and bootstrapped
+//! together, emitter-style streams, the connection's typed methods.
+//!
+//! # Dynamic API
+//!
+//! The same protocol without a trait: definitions built at run time, handlers as closures,
+//! calls by method name with any serde value.
+//!
 //! ```
 //! use bunite_rpc::{dynamic::DynCap, transport::memory, CapDef, Connection, MethodDef, Value};
 //!
@@ -37,6 +157,10 @@
 //! - [`context`]: the server context of a call ([`CallContext`]).
 //! - [`emitter`]: the emitter style of stream handler ([`Emitter`](emitter::Emitter)).
 //! - [`dynamic`]: caps built from closures at run time ([`DynCap`](dynamic::DynCap)).
+//! - [`typed`]: the typed API's runtime side ([`Cap`](typed::Cap), [`Exported`],
+//!   [`Handle`](typed::Handle), [`Schema`](typed::Schema), the typed `Connection` methods);
+//!   the [`cap`] attribute itself comes from the `bunite-rpc-macros` crate.
+//! - `__private` (hidden): the one path code generated by [`cap`] names.
 //! - `session` (private): the state machine that decides: cap table, registry, dispatch,
 //!   pending calls, revocation. No I/O, no clock.
 //! - [`connection`]: the [`Connection`] handle and the driver tasks that do the I/O.
@@ -71,9 +195,6 @@ pub mod typed;
 pub mod __private;
 
 pub use bunite_rpc_macros::cap;
-/// The serde this crate uses, for crates that derive without depending on serde themselves
-/// (`#[serde(crate = "bunite_rpc::serde")]`).
-pub use serde;
 pub use bunite_wire::{self as wire, from_value, to_value, CallId, CapId, CapRef, Record, Value};
 pub use client::{CallOptions, Client};
 pub use connection::{Connection, ConnectionBuilder, ServeHandle, SubscriptionId};
@@ -83,6 +204,9 @@ pub use handler::{BoxFuture, CapImpl, ExportedCap, Returned, ValueStream};
 pub use limits::Limits;
 pub use policy::{Attestation, Policy, TrustLevel};
 pub use schema::{CapDef, CapDefRef, MethodDef, MethodKind, Returns};
+/// The serde this crate uses, for crates that derive without depending on serde themselves
+/// (`#[serde(crate = "bunite_rpc::serde")]`).
+pub use serde;
 pub use session::registry::IfExists;
 pub use session::Stats;
 pub use status::{Code, Retry, Status};

@@ -18,6 +18,59 @@
 //! - The typed methods of [`Connection`]: `serve_cap`, `serve_cap_with`, `replace_cap`,
 //!   `unserve_cap`, `bootstrap_cap`, `serve_schema`, `bootstrap_schema`.
 //!
+//! The crate docs show a cap with a sub-cap and a stream. Here, an emitter-style stream and
+//! a schema of two caps, served atomically and bootstrapped all-or-nothing:
+//!
+//! ```
+//! use bunite_rpc::typed::Emitter;
+//! use bunite_rpc::{cap, transport::memory, Connection, IfExists, Status};
+//! use futures::StreamExt;
+//!
+//! #[cap(name = "demo.Clock")]
+//! trait Clock {
+//!     /// `n` ticks, sent as the client grants credit.
+//!     #[cap(stream)]
+//!     async fn ticks(&self, n: u32, out: Emitter<u32>) -> Result<(), Status>;
+//! }
+//!
+//! #[cap(name = "demo.Echo")]
+//! trait Echo {
+//!     async fn echo(&self, text: String) -> Result<String, Status>;
+//! }
+//!
+//! struct MyClock;
+//!
+//! impl Clock for MyClock {
+//!     async fn ticks(&self, n: u32, mut out: Emitter<u32>) -> Result<(), Status> {
+//!         for i in 0..n {
+//!             out.send(i).await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct MyEcho;
+//!
+//! impl Echo for MyEcho {
+//!     async fn echo(&self, text: String) -> Result<String, Status> {
+//!         Ok(text)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Status> {
+//! let (a, b) = memory::pair();
+//! let (server, client) = (Connection::new(a), Connection::new(b));
+//! let served = server.serve_schema::<(ClockCap, EchoCap)>((MyClock, MyEcho), IfExists::Throw)?;
+//! let (clock, echo) = client.bootstrap_schema::<(ClockCap, EchoCap)>().await?;
+//! let ticks: Vec<u32> = clock.ticks(3).map(Result::unwrap).collect().await;
+//! assert_eq!(ticks, [0, 1, 2]);
+//! assert_eq!(echo.echo("hi".into()).await?, "hi");
+//! drop(served); // unserves both
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Marker traits rather than generic wrappers, because of Rust's orphan rules: generated
 //! code in the user's crate may write `impl<T: Counter> Serve<T> for CounterCap` (its own
 //! marker comes first) but not `impl<T: Counter> Implementation<CounterCap> for T`; the

@@ -84,8 +84,9 @@ trait Counter {
     /// Waits `ms`, or answers "aborted" once signalled (cancel or deadline).
     async fn slow(&self, ms: u64, ctx: CallContext) -> Result<String, Status>;
 
-    /// Like `slow`, but idempotent: the server ignores its deadline.
-    #[cap(idempotent, name = "slowIdem")]
+    /// Like `slow`, but idempotent: the server ignores its deadline; and a cancel does not
+    /// stop it.
+    #[cap(idempotent, keep_running_on_cancel, name = "slowIdem")]
     async fn slow_idempotent(&self, ms: u64, ctx: CallContext) -> Result<String, Status>;
 
     /// One child.
@@ -299,6 +300,7 @@ fn the_definition_lists_kinds_idempotency_returns_and_disposal() {
     let m = |n: &str| def.method(n).unwrap().clone();
     assert!(m("get").is_idempotent() && m("slowIdem").is_idempotent());
     assert!(!m("increment").is_idempotent() && m("slow").drops_on_cancel());
+    assert!(!m("slowIdem").drops_on_cancel());
     assert!(def.methods().iter().all(|m| m.kind() == MethodKind::Call));
     assert!(matches!(m("makeChild").return_shape(), Returns::Cap(_)));
     assert!(matches!(m("children").return_shape(), Returns::CapArray(_)));
@@ -428,7 +430,8 @@ async fn deadlines_through_per_call_options() {
     // Without options, no deadline.
     assert_eq!(counter.slow(1_000).await.unwrap(), "done");
     drop((counter, quick));
-    // The idempotent handler runs to its end (5 s of paused time) before the tables clear.
+    // The idempotent handler keeps running after the client's cancel, to its end (5 s of
+    // paused time), before the tables clear.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_clean(&[&server, &client]).await;
 }
@@ -509,6 +512,8 @@ async fn shutdown_disposes_live_children() {
     assert_eq!(e.code, Code::Unavailable);
     drop((kids, counter));
     eventually(|| state.live.load(Ordering::SeqCst) == 0).await;
+    assert_eq!(server.stats().live_caps, 2);
+    assert_eq!(client.stats().pending_calls, 0);
 }
 
 #[tokio::test]

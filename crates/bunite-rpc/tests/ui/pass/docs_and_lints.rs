@@ -26,6 +26,10 @@ pub mod caps {
         async fn close(&self) -> Result<(), Status>;
     }
 
+    /// A cap without methods (as the framework's `bunite.Surface`).
+    #[rpc::cap(name = "demo.Empty", crate = "::rpc")]
+    pub trait Empty {}
+
     /// A counter.
     #[rpc::cap(name = "demo.Counter", version = "2", crate = "::rpc")]
     pub trait Counter {

@@ -295,3 +295,38 @@ fn marker_methods(m: &CapModel) -> TokenStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    #[test]
+    fn the_expansion_is_rust() {
+        let model = crate::model::parse(
+            quote!(name = "demo.Counter"),
+            quote! {
+                pub trait Counter {
+                    async fn get(&self, ctx: CallContext) -> Result<u64, Status>;
+                    async fn child(&self) -> Result<Vec<Exported<CounterCap>>, Status>;
+                    #[cap(stream)]
+                    async fn watch(&self, p: u32, out: Emitter<u64>) -> Result<(), Status>;
+                    async fn with_default(&self) -> Result<u64, Status> {
+                        Ok(1)
+                    }
+                }
+            },
+        )
+        .map_err(|f| f.error.to_string())
+        .unwrap();
+        let out = super::expand(&model);
+        let file: syn::File = syn::parse2(out.clone()).unwrap();
+        assert_eq!(file.items.len(), 17, "{out}");
+        let text = out.to_string();
+        // The trait's async fns are now `fn -> impl Future + Send`, default bodies async blocks.
+        assert!(
+            text.contains("fn get (& self , ctx : CallContext) -> impl"),
+            "{text}"
+        );
+        assert!(text.contains("async move"), "{text}");
+    }
+}

@@ -315,3 +315,105 @@ fn check_methods(methods: &[Method], trait_ident: &Ident, client: &Ident, errors
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn model(args: TokenStream, item: TokenStream) -> Result<CapModel, String> {
+        parse(args, item).map_err(|f| {
+            f.error
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    #[test]
+    fn reads_names_kinds_and_shapes() {
+        let m = model(
+            quote!(name = "demo.Counter", version = "1"),
+            quote! {
+                pub trait Counter {
+                    #[cap(idempotent)]
+                    async fn get(&self) -> Result<u64, Status>;
+                    async fn make_child(&self, p: Named, ctx: CallContext)
+                        -> Result<Exported<ChildCap>, Status>;
+                    async fn child_map(&self) -> Result<BTreeMap<String, Exported<ChildCap>>, Status>;
+                    #[cap(stream, initial_credit = 16, name = "tick")]
+                    fn ticks(&self) -> impl Stream<Item = Result<Tick, Status>>;
+                    #[cap(dispose)]
+                    async fn close(&self) -> Result<(), Status>;
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.version.as_deref()),
+            ("demo.Counter", Some("1"))
+        );
+        assert_eq!(m.marker, "CounterCap");
+        let wire: Vec<_> = m.methods.iter().map(|m| m.wire.as_str()).collect();
+        assert_eq!(wire, ["get", "makeChild", "childMap", "tick", "close"]);
+        assert!(m.methods[0].idempotent);
+        assert!(matches!(
+            m.methods[1].kind,
+            Kind::Call {
+                ret: Ret::Cap(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            m.methods[1].args[..],
+            [Arg::Params { .. }, Arg::Context]
+        ));
+        assert!(matches!(
+            m.methods[2].kind,
+            Kind::Call {
+                ret: Ret::Record(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            m.methods[3].kind,
+            Kind::Stream {
+                credit: Some(16),
+                emitter: false,
+                ..
+            }
+        ));
+        assert_eq!(m.disposal().map(|d| d.wire.as_str()), Some("close"));
+        // Our attributes are gone from the trait that is emitted.
+        let item = &m.item;
+        assert!(!quote!(#item).to_string().contains("cap ("));
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let errors = model(
+            quote!(name = "demo.Bad"),
+            quote! {
+                trait Bad {
+                    async fn a(&mut self) -> Result<(), Status>;
+                    async fn b(&self, x: u32, y: u32) -> Result<(), Status>;
+                    async fn c(&self) -> u32;
+                    #[cap(bogus)]
+                    async fn d(&self) -> Result<(), Status>;
+                }
+            },
+        )
+        .err()
+        .unwrap();
+        for needle in [
+            "&mut self",
+            "at most one params",
+            "returns `Result",
+            "unknown",
+        ] {
+            assert!(errors.contains(needle), "{needle} in {errors}");
+        }
+    }
+}

@@ -598,3 +598,52 @@ async fn the_connection_methods_serve_replace_and_unserve_typed_caps() {
     drop(counter);
     assert_clean(&[&server, &client]).await;
 }
+
+/// Two peers over a real TCP socket (the length-prefixed byte stream).
+#[cfg(feature = "stream")]
+async fn tcp_pair() -> (Connection, Connection) {
+    use bunite_rpc::transport::stream::{self, ByteStream};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    let client = Connection::new(stream::tcp_connect(addr).await.unwrap());
+    let socket = accept.await.unwrap();
+    (Connection::new(ByteStream::tcp(socket)), client)
+}
+
+#[cfg(feature = "stream")]
+#[tokio::test]
+async fn the_typed_api_over_tcp() {
+    let state = Arc::new(State::default());
+    let (server, client) = tcp_pair().await;
+    server
+        .serve_schema::<(CounterCap, EchoCap)>(
+            (CounterImpl(state.clone()), EchoImpl),
+            IfExists::Throw,
+        )
+        .unwrap()
+        .detach();
+    let (counter, echo) = client
+        .bootstrap_schema::<(CounterCap, EchoCap)>()
+        .await
+        .unwrap();
+    assert_eq!(echo.echo("over tcp".into()).await.unwrap(), "over tcp");
+    assert_eq!(
+        counter
+            .increment(Delta { delta: Some(3) })
+            .await
+            .unwrap()
+            .count,
+        3
+    );
+    let a = counter.make_child(named("a")).await.unwrap();
+    let kids = a.sub(named("b")).await.unwrap();
+    assert_eq!(kids.ping(1).await.unwrap(), 2);
+    let map = counter.child_map(names(&["x", "y"])).await.unwrap();
+    assert_eq!(map["y"].name().await.unwrap(), "y");
+    a.dispose().await;
+    assert_eq!(state.closed.load(Ordering::SeqCst), 1);
+    drop((kids, map, counter, echo));
+    assert_clean(&[&server, &client]).await;
+    eventually(|| state.live.load(Ordering::SeqCst) == 0).await;
+}

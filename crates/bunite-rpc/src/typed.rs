@@ -202,6 +202,21 @@ impl<C: Cap> Exported<C> {
     }
 }
 
+/// For the dynamic API: a typed export where an [`ExportedCap`] is expected.
+impl<C: Cap> From<Exported<C>> for ExportedCap {
+    fn from(e: Exported<C>) -> ExportedCap {
+        e.cap
+    }
+}
+
+/// For the dynamic API: a [`DynCap`](crate::dynamic::DynCap) handler may return a typed
+/// export.
+impl<C: Cap> From<Exported<C>> for crate::handler::Returned {
+    fn from(e: Exported<C>) -> Self {
+        crate::handler::Returned::Cap(e.cap)
+    }
+}
+
 impl<C: Cap> fmt::Debug for Exported<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Exported").field(&self.cap).finish()

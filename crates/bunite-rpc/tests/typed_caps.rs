@@ -647,3 +647,46 @@ async fn the_typed_api_over_tcp() {
     assert_clean(&[&server, &client]).await;
     eventually(|| state.live.load(Ordering::SeqCst) == 0).await;
 }
+
+#[tokio::test]
+async fn the_typed_and_dynamic_apis_mix() {
+    use bunite_rpc::dynamic::DynCap;
+    use bunite_rpc::{CapDef, CapDefRef, MethodDef};
+    let state = Arc::new(State::default());
+    let (server, client) = pair();
+    // A dynamic cap whose handler returns a typed export.
+    let def = CapDef::builder("test.dyn")
+        .method(
+            MethodDef::call("child")
+                .returns(Returns::Cap(CapDefRef::Lazy(<ChildCap as Cap>::definition))),
+        )
+        .build();
+    let st = state.clone();
+    let imp = DynCap::new()
+        .call("child", move |_, _| {
+            let st = st.clone();
+            async move { Ok(ChildCap::export(ChildImpl::new("d".into(), st))) }
+        })
+        .build();
+    server.serve(def.clone(), imp).unwrap().detach();
+    let dynamic = client.bootstrap(&def).await.unwrap();
+    let child = dynamic.call_cap("child", Value::Undefined).await.unwrap();
+    let child = ChildClient::from_client(child);
+    assert_eq!(child.name().await.unwrap(), "d");
+    // A typed implementation served through the dynamic API.
+    server
+        .serve(EchoCap::definition(), EchoCap::server(EchoImpl))
+        .unwrap()
+        .detach();
+    let echo: String = client
+        .bootstrap(&EchoCap::definition())
+        .await
+        .unwrap()
+        .call("echo", "dyn")
+        .await
+        .unwrap();
+    assert_eq!(echo, "dyn");
+    drop((child, dynamic));
+    assert_clean(&[&server, &client]).await;
+    eventually(|| state.live.load(Ordering::SeqCst) == 0).await;
+}

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(listen: &str, once: bool) -> Result<()> {
     let (url, _, serving) = crate::interop_server::start(listen, "/rpc", None, None).await?;
     println!("server     listening on {url} (the interop caps: interop.counter, interop.child, …)");
-    let conn = crate::connect::connect(&url, None, Connection::builder()).await?;
-    crate::interop_client::serve_peer(&conn)?;
+    let builder = crate::interop_client::with_peer(Connection::builder());
+    let conn = crate::connect::connect(&url, None, builder).await?;
     tour(&conn).await?;
     conn.close();
     conn.closed().await;

@@ -20,14 +20,13 @@ pub struct Outcome {
     pub result: Result<()>,
 }
 
-/// The cap the client serves so the server can call back (`askPeer`).
-pub fn serve_peer(conn: &Connection) -> Result<(), Status> {
+/// Serves the cap the server calls back (`askPeer`) from the start.
+pub fn with_peer(builder: bunite_rpc::ConnectionBuilder) -> bunite_rpc::ConnectionBuilder {
     let def = CapDef::builder("interop.peer")
         .method(MethodDef::call("ping"))
         .build();
     let imp = DynCap::new().call("ping", |_, _| async { Ok(Value::from("pong from client")) });
-    conn.serve(def, imp.build())?.detach();
-    Ok(())
+    builder.serve(def, imp.build())
 }
 
 /// Runs every check in order on one connection (the counter starts at 0 for the first).
@@ -486,9 +485,8 @@ async fn large_payload(conn: &Connection) -> Result<()> {
 /// Connects to `url`, runs every check, prints one line each and the totals; returns the
 /// number of failures.
 pub async fn run(url: &str, key: Option<bunite_rpc::transport::sealed::Key>) -> Result<usize> {
-    let builder = Connection::builder().origin("bunite-rpc interop-client");
+    let builder = with_peer(Connection::builder().origin("bunite-rpc interop-client"));
     let conn = crate::connect::connect(url, key, builder).await?;
-    serve_peer(&conn)?;
     let outcomes = run_checks(&conn).await;
     let failed = print_outcomes(&outcomes);
     conn.close();

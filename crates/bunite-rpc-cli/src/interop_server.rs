@@ -61,15 +61,14 @@ pub async fn start(
                     origin: accepted.origin.unwrap_or_default(),
                     ..Attestation::default()
                 };
-                let conn = finish(accepted.transport, ws_key.clone(), builder(attestation));
-                serve_interop(&conn);
+                finish(accepted.transport, ws_key.clone(), builder(attestation));
             }
         };
         let tcp_loop = async move {
             let Some(listener) = tcp else { return };
             while let Ok((socket, _)) = listener.accept().await {
                 let t = ByteStream::tcp(socket).with_max_bytes(max);
-                serve_interop(&finish(t, key.clone(), builder(Attestation::default())));
+                finish(t, key.clone(), builder(Attestation::default()));
             }
         };
         tokio::join!(ws_loop, tcp_loop);
@@ -77,11 +76,16 @@ pub async fn start(
     Ok((ws_url, tcp_url, serving))
 }
 
+/// A connection serving every interop cap with fresh state. The caps are served by the
+/// builder, before the connection reads: a client may bootstrap as soon as it sees hello.
 fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
-    Connection::builder()
+    let builder = Connection::builder()
         .attestation(attestation)
         .origin("bunite-rpc interop-server")
-        .policy(Policy::new(|name, _| name != "interop.secret"))
+        .policy(Policy::new(|name, _| name != "interop.secret"));
+    interop_caps()
+        .into_iter()
+        .fold(builder, |b, (def, imp)| b.serve(def, imp))
 }
 
 /// Per-connection state of `interop.counter`.
@@ -93,32 +97,20 @@ struct State {
     cancelled_watches: AtomicU64,
 }
 
-/// Serves every interop cap on `conn` with fresh state.
-pub fn serve_interop(conn: &Connection) {
+/// Every interop cap, with fresh per-connection state.
+fn interop_caps() -> Vec<(Arc<CapDef>, Arc<dyn CapImpl>)> {
     let state = Arc::new(State::default());
-    let caps: Vec<(Arc<CapDef>, Arc<dyn CapImpl>)> = vec![
+    let v = DynCap::new().call("v", |_, _| async { Ok(Value::from("2")) });
+    let secret = DynCap::new().call("ping", |_, _| async { Ok(Value::from("secret")) });
+    vec![
         (counter_def(), counter_impl(state)),
-        (
-            versioned_def(),
-            DynCap::new()
-                .call("v", |_, _| async { Ok(Value::from("2")) })
-                .build(),
-        ),
+        (versioned_def(), v.build()),
         (ephemeral_def(), ephemeral_impl()),
-        (
-            secret_def(),
-            DynCap::new()
-                .call("ping", |_, _| async { Ok(Value::from("secret")) })
-                .build(),
-        ),
-    ];
-    match conn.serve_all(caps, bunite_rpc::IfExists::Throw) {
-        Ok(handle) => handle.detach(),
-        Err(e) => eprintln!("interop-server: serving failed: {e}"),
-    }
+        (secret_def(), secret.build()),
+    ]
 }
 
-pub fn counter_def() -> Arc<CapDef> {
+fn counter_def() -> Arc<CapDef> {
     let child = || CapDefRef::Lazy(child_def);
     [
         MethodDef::call("get").idempotent(),

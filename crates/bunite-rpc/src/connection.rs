@@ -82,6 +82,19 @@ pub struct ConnectionBuilder {
     origin: String,
     features: Vec<String>,
     runtime: Option<RuntimeImpl>,
+    served: Served,
+}
+
+/// Caps to serve before the connection starts reading.
+#[derive(Default)]
+struct Served(Vec<(Arc<CapDef>, Arc<dyn CapImpl>)>);
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(d, _)| d.name()))
+            .finish()
+    }
 }
 
 struct RuntimeImpl(Arc<CapDef>, Arc<dyn CapImpl>);
@@ -141,13 +154,32 @@ impl ConnectionBuilder {
         self
     }
 
+    /// Serves a cap from the start: it is registered before the connection reads its first
+    /// frame, so a peer that bootstraps as soon as it sees our hello always finds it.
+    /// (Serving through [`Connection::serve`] right after `connect` races with such a peer.)
+    pub fn serve(mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Self {
+        self.served.0.push((def, imp));
+        self
+    }
+
     /// Starts the connection: sends hello at once and spawns the driver tasks on the
     /// current tokio runtime.
     ///
     /// # Panics
     ///
-    /// Outside a tokio runtime.
+    /// Outside a tokio runtime, or when the caps given to [`serve`](Self::serve) collide or
+    /// use the reserved `bunite.` prefix (use [`try_connect`](Self::try_connect) to handle
+    /// that as an error).
     pub fn connect<T: Transport>(self, transport: T) -> Connection {
+        match self.try_connect(transport) {
+            Ok(conn) => conn,
+            Err(status) => panic!("serving the builder's caps failed: {status}"),
+        }
+    }
+
+    /// [`connect`](Self::connect), failing instead when the caps given to
+    /// [`serve`](Self::serve) cannot all be served (nothing is sent then).
+    pub fn try_connect<T: Transport>(self, transport: T) -> Result<Connection, Status> {
         let hello = Hello {
             v: PROTOCOL_VERSION,
             mode: self.mode.unwrap_or_else(|| "native".to_owned()),
@@ -168,6 +200,9 @@ impl ConnectionBuilder {
         if let Some(RuntimeImpl(def, imp)) = self.runtime {
             session.set_runtime(def, imp);
         }
+        if !self.served.0.is_empty() {
+            session.serve(self.served.0, crate::IfExists::Throw)?;
+        }
         let _ = session.take_effects();
         let shared = Arc::new(Shared {
             id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
@@ -185,7 +220,7 @@ impl ConnectionBuilder {
         tokio::spawn(write_loop(Arc::clone(&shared), sink));
         tokio::spawn(read_loop(Arc::clone(&shared), source));
         shared.wake_writer.notify_one();
-        Connection { shared }
+        Ok(Connection { shared })
     }
 }
 

@@ -457,6 +457,14 @@ schema_tuple!(A TA a, B TB b, C TC c, D TD d, E TE e, F TF f, G TG g);
 schema_tuple!(A TA a, B TB b, C TC c, D TD d, E TE e, F TF f, G TG g, H TH h);
 
 /// The typed API of a connection.
+impl crate::ConnectionBuilder {
+    /// Serves `imp` as cap `C` from the start, before the connection reads its first frame
+    /// (see [`ConnectionBuilder::serve`](crate::ConnectionBuilder::serve)).
+    pub fn serve_cap<C: Cap>(self, imp: impl Implementation<C>) -> Self {
+        self.serve(C::definition(), imp.into_server())
+    }
+}
+
 impl Connection {
     /// Serves `imp` as cap `C` (`conn.serve_cap::<CounterCap>(imp)`); fails if the name is
     /// taken or reserved. Dropping the handle unserves it.

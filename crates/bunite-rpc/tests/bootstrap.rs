@@ -393,3 +393,54 @@ async fn two_connections_serve_and_bootstrap_each_other_at_once() {
     drop((from_a, from_b));
     assert_clean(&[&a, &b]).await;
 }
+
+#[tokio::test]
+async fn caps_served_by_the_builder_answer_a_bootstrap_already_waiting() {
+    use bunite_rpc::transport::memory;
+    use bunite_rpc::wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Hello};
+    let (a, mut b) = memory::pair();
+    // The peer's hello and bootstrap are queued before the connection even exists.
+    let mut enc = Encoder::new();
+    let hello = Hello {
+        v: 1,
+        mode: "native".into(),
+        features: vec![],
+        max_bytes: 1 << 20,
+        origin: String::new(),
+    };
+    let boot = Call {
+        id: CallId(1),
+        target: CapId(0),
+        method: "bootstrap".into(),
+        args: Value::Record(Record::new().with("name", "test.counter")),
+        meta: None,
+    };
+    for f in [Frame::Hello(hello), Frame::Call(boot)] {
+        b.send_raw(enc.encode_to_vec(&f.to_value()).into())
+            .await
+            .unwrap();
+    }
+    let _conn = Connection::builder()
+        .serve(counter_def(), counter_impl())
+        .connect(a);
+    let mut dec = Decoder::new(Default::default());
+    assert!(matches!(
+        dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap(),
+        Frame::Hello(_)
+    ));
+    match dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap() {
+        Frame::Result(r) => assert_eq!(r.outcome, Ok(Value::CapRef(CapId(2)))),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn try_connect_refuses_builder_caps_that_cannot_be_served() {
+    let (a, _b) = bunite_rpc::transport::memory::pair();
+    let reserved = CapDef::builder("bunite.Nope").build();
+    let e = Connection::builder()
+        .serve(reserved, counter_impl())
+        .try_connect(a)
+        .unwrap_err();
+    assert_eq!(e.reason(), Some("reserved_namespace"));
+}

@@ -408,7 +408,9 @@ async fn implementations_are_dropped_outside_the_session_lock() {
             })
             .build()
     };
-    let def = CapDef::builder("test.re").method(MethodDef::call("get")).build();
+    let def = CapDef::builder("test.re")
+        .method(MethodDef::call("get"))
+        .build();
     server.serve(def.clone(), make()).unwrap().detach();
     let c = client.bootstrap(&def).await.unwrap();
     // replace drops the old registration and the old instance implementation.
@@ -419,7 +421,10 @@ async fn implementations_are_dropped_outside_the_session_lock() {
         eventually(|| dropped.load(Ordering::SeqCst) == 2).await;
     })
     .await;
-    assert!(done.is_ok(), "an implementation's Drop deadlocked or never ran");
+    assert!(
+        done.is_ok(),
+        "an implementation's Drop deadlocked or never ran"
+    );
     drop(c);
     assert_clean(&[&server, &client]).await;
 }

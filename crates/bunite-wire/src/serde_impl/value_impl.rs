@@ -418,7 +418,9 @@ impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match Value::deserialize(deserializer)? {
             Value::Record(r) => Ok(r),
-            other => Err(serde::de::Error::custom(format!("expected a record, got {other:?}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a record, got {other:?}"
+            ))),
         }
     }
 }

@@ -30,7 +30,11 @@ mod types;
 /// Turns a trait into a bunite cap: its wire definition, a typed client, and the server
 /// dispatch of any implementation of the trait.
 ///
-/// ```ignore
+/// This crate cannot depend on the runtime it generates code for, so the sketch below is not
+/// compiled here; the same declarations compile and run in the `bunite_rpc` crate docs,
+/// which re-export this macro as `bunite_rpc::cap`.
+///
+/// ```text
 /// use bunite_rpc::typed::{Emitter, Stream};
 /// use bunite_rpc::{cap, CallContext, Exported, Status};
 ///

@@ -1,7 +1,7 @@
 //! `call` and `stream`: call any cap from a shell, JSON in and out.
 
 use bunite_rpc::transport::sealed::Key;
-use bunite_rpc::{Connection, Status};
+use bunite_rpc::{Connection, Status, Value};
 use futures::StreamExt;
 
 use crate::json;
@@ -37,7 +37,12 @@ fn fail(status: &Status) -> i32 {
     2
 }
 
-async fn open(args: &Args) -> Result<(Connection, bunite_rpc::Client), i32> {
+/// Parses the params, connects and bootstraps the cap (an exit code on failure).
+async fn open(args: &Args) -> Result<(Connection, bunite_rpc::Client, Value), i32> {
+    let params = json::parse_args(args.json.as_deref()).map_err(|e| {
+        eprintln!("error: params are not JSON: {e}");
+        1
+    })?;
     let conn = crate::connect::connect(&args.url, args.key.clone(), Connection::builder())
         .await
         .map_err(|e| {
@@ -48,19 +53,12 @@ async fn open(args: &Args) -> Result<(Connection, bunite_rpc::Client), i32> {
         .bootstrap_name(&args.cap, args.version.as_deref())
         .await
         .map_err(|s| fail(&s))?;
-    Ok((conn, client))
+    Ok((conn, client, params))
 }
 
 /// `call URL CAP METHOD [JSON]`.
 pub async fn call(args: Args) -> i32 {
-    let params = match json::parse_args(args.json.as_deref()) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: params are not JSON: {e}");
-            return 1;
-        }
-    };
-    let (conn, client) = match open(&args).await {
+    let (conn, client, params) = match open(&args).await {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -81,14 +79,7 @@ pub async fn call(args: Args) -> i32 {
 
 /// `stream URL CAP METHOD [JSON]`: one JSON line per value until the end or Ctrl-C.
 pub async fn stream(args: Args) -> i32 {
-    let params = match json::parse_args(args.json.as_deref()) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: params are not JSON: {e}");
-            return 1;
-        }
-    };
-    let (conn, client) = match open(&args).await {
+    let (conn, client, params) = match open(&args).await {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -2,12 +2,10 @@
 //! (`#[bunite_rpc::cap]`): the wire names, kinds, idempotency and cap returns of the table,
 //! with serde types for its params and results.
 //!
-//! Declarations only: the server implements these traits, the client calls through the
-//! generated `…Client`s. The unit test at the end checks every definition against the table.
+//! The interop server implements these traits. The interop client deliberately uses the
+//! dynamic API instead, so the two sides exercise both APIs against each other. The unit test at the end checks every definition against the table.
 //!
 //! The crate derives serde through `bunite_rpc::serde`, hence `#[serde(crate = …)]`.
-// Declarations for the interop server and client to use; until they do, parts are unused.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -7,18 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use bunite_rpc::dynamic::DynCap;
-use bunite_rpc::emitter::emitter_stream;
 use bunite_rpc::transport::sealed::Key;
 use bunite_rpc::transport::stream::ByteStream;
 use bunite_rpc::transport::ws::WsListener;
-use bunite_rpc::{
-    Attestation, CallContext, CapDef, CapDefRef, CapImpl, Code, Connection, ExportedCap, MethodDef,
-    Policy, Record, Returned, Returns, Status, Value,
-};
-use futures::StreamExt;
+use bunite_rpc::typed::{Emitter, Stream};
+use bunite_rpc::wire::serde_bytes::ByteBuf;
+use bunite_rpc::{Attestation, CallContext, Code, Connection, Exported, Policy, Status, Value};
 
 use crate::connect::{finish, transport_max};
+use crate::interop_caps::*;
 
 /// Largest `bytes {n}` the server will produce (the protocol's default `maxBytes`).
 const MAX_BYTES_REPLY: usize = 64 * 1024 * 1024 - 64;
@@ -79,13 +76,15 @@ pub async fn start(
 /// A connection serving every interop cap with fresh state. The caps are served by the
 /// builder, before the connection reads: a client may bootstrap as soon as it sees hello.
 fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
-    let builder = Connection::builder()
+    let state = Arc::new(State::default());
+    Connection::builder()
         .attestation(attestation)
         .origin("bunite-rpc interop-server")
-        .policy(Policy::new(|name, _| name != "interop.secret"));
-    interop_caps()
-        .into_iter()
-        .fold(builder, |b, (def, imp)| b.serve(def, imp))
+        .policy(Policy::new(|name, _| name != "interop.secret"))
+        .serve_cap::<InteropCounterCap>(Counter(state))
+        .serve_cap::<InteropVersionedCap>(Versioned)
+        .serve_cap::<InteropEphemeralCap>(Ephemeral)
+        .serve_cap::<InteropSecretCap>(Secret)
 }
 
 /// Per-connection state of `interop.counter`.
@@ -93,218 +92,138 @@ fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
 struct State {
     count: AtomicI64,
     closed: AtomicU64,
-    live_children: AtomicI64,
+    live_children: AtomicU64,
     cancelled_watches: AtomicU64,
 }
 
-/// Every interop cap, with fresh per-connection state.
-fn interop_caps() -> Vec<(Arc<CapDef>, Arc<dyn CapImpl>)> {
-    let state = Arc::new(State::default());
-    let v = DynCap::new().call("v", |_, _| async { Ok(Value::from("2")) });
-    let secret = DynCap::new().call("ping", |_, _| async { Ok(Value::from("secret")) });
-    vec![
-        (counter_def(), counter_impl(state)),
-        (versioned_def(), v.build()),
-        (ephemeral_def(), ephemeral_impl()),
-        (secret_def(), secret.build()),
-    ]
-}
+struct Counter(Arc<State>);
 
-fn counter_def() -> Arc<CapDef> {
-    let child = || CapDefRef::Lazy(child_def);
-    [
-        MethodDef::call("get").idempotent(),
-        MethodDef::call("increment"),
-        MethodDef::call("echo"),
-        MethodDef::call("fail"),
-        MethodDef::call("boom"),
-        MethodDef::call("slow"),
-        MethodDef::call("makeChild").returns(Returns::Cap(child())),
-        MethodDef::call("children").returns(Returns::CapArray(child())),
-        MethodDef::call("childMap").returns(Returns::CapRecord(child())),
-        MethodDef::call("closedCount").idempotent(),
-        MethodDef::call("liveChildren").idempotent(),
-        MethodDef::call("cancelledWatches").idempotent(),
-        MethodDef::stream("ticks"),
-        MethodDef::stream("watch"),
-        MethodDef::call("bytes"),
-        MethodDef::call("askPeer"),
-    ]
-    .into_iter()
-    .fold(CapDef::builder("interop.counter"), |b, m| b.method(m))
-    .build()
-}
-
-fn child_def() -> Arc<CapDef> {
-    CapDef::builder("interop.child")
-        .method(MethodDef::call("name").idempotent())
-        .method(MethodDef::call("ping"))
-        .method(MethodDef::call("close"))
-        .disposal("close")
-        .build()
-}
-
-fn versioned_def() -> Arc<CapDef> {
-    CapDef::builder("interop.versioned")
-        .version("2")
-        .method(MethodDef::call("v"))
-        .build()
-}
-
-fn ephemeral_def() -> Arc<CapDef> {
-    CapDef::builder("interop.ephemeral")
-        .method(MethodDef::call("ping"))
-        .method(MethodDef::call("unserveMe"))
-        .build()
-}
-
-fn secret_def() -> Arc<CapDef> {
-    CapDef::builder("interop.secret")
-        .method(MethodDef::call("ping"))
-        .build()
-}
-
-fn arg<'a>(args: &'a Value, key: &str) -> Option<&'a Value> {
-    args.as_record().and_then(|r| r.get(key))
-}
-
-fn count_record(n: i64) -> Value {
-    Value::Record(Record::new().with("count", n))
-}
-
-fn names(args: &Value) -> Vec<String> {
-    match arg(args, "names") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn counter_impl(state: Arc<State>) -> Arc<dyn CapImpl> {
-    let s = state.clone();
-    let get = move |_, _| {
-        let n = s.count.load(Ordering::SeqCst);
-        async move { Ok(count_record(n)) }
-    };
-    let s = state.clone();
-    let increment = move |args: Value, _| {
-        let delta = arg(&args, "delta").and_then(Value::as_integer).unwrap_or(1) as i64;
-        let n = s.count.fetch_add(delta, Ordering::SeqCst) + delta;
-        async move { Ok(count_record(n)) }
-    };
-    let (s1, s2, s3) = (state.clone(), state.clone(), state.clone());
-    let (s4, s5, s6, s7) = (state.clone(), state.clone(), state.clone(), state);
-    DynCap::new()
-        .call("get", get)
-        .call("increment", increment)
-        .call("echo", |args, _| async move { Ok(args) })
-        .call("fail", |args: Value, _| async move {
-            Err::<Value, _>(requested_failure(&args))
-        })
-        .call("boom", |_, _| async {
-            Err::<Value, _>(Status::internal("boom"))
-        })
-        .call("slow", slow)
-        .call("makeChild", move |args: Value, _| {
-            let child = child(
-                arg(&args, "name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-                &s1,
-            );
-            async move { Ok(child) }
-        })
-        .call("children", move |args: Value, _| {
-            let kids: Vec<ExportedCap> = names(&args).into_iter().map(|n| child(n, &s2)).collect();
-            async move { Ok(kids) }
-        })
-        .call("childMap", move |args: Value, _| {
-            let kids = names(&args)
-                .into_iter()
-                .map(|n| (n.clone(), child(n, &s3)))
-                .collect();
-            async move { Ok(Returned::CapRecord(kids)) }
-        })
-        .call("closedCount", move |_, _| {
-            let n = s4.closed.load(Ordering::SeqCst);
-            async move { Ok(Value::uint(n)) }
-        })
-        .call("liveChildren", move |_, _| {
-            let n = s5.live_children.load(Ordering::SeqCst);
-            async move { Ok(Value::Int(n)) }
-        })
-        .call("cancelledWatches", move |_, _| {
-            let n = s6.cancelled_watches.load(Ordering::SeqCst);
-            async move { Ok(Value::uint(n)) }
-        })
-        .stream("ticks", |args: Value, _| {
-            let n = arg(&args, "n")
-                .and_then(Value::as_integer)
-                .unwrap_or(0)
-                .max(0) as i64;
-            Ok(
-                futures::stream::iter(
-                    (0..n).map(|i| Ok(Value::Record(Record::new().with("i", i)))),
-                )
-                .boxed(),
-            )
-        })
-        .stream("watch", move |args: Value, _| Ok(watch(&args, s7.clone())))
-        .call("bytes", |args: Value, _| async move {
-            let n = arg(&args, "n").and_then(Value::as_integer).unwrap_or(0);
-            let n = usize::try_from(n).ok().filter(|n| *n <= MAX_BYTES_REPLY);
-            let n = n.ok_or_else(|| Status::invalid_argument("bytes: n must be 0..=64 MiB"))?;
-            Ok(Value::Bin((0..n).map(|k| (k % 256) as u8).collect()))
-        })
-        .call("askPeer", |_, ctx: CallContext| async move {
-            let peer = ctx
-                .connection()
-                .bootstrap_name("interop.peer", None)
-                .await?;
-            peer.call_value("ping", Value::Undefined).await
-        })
-        .build()
-}
-
-/// `fail {code, message?, reason?}`: that Status (`details = {reason}` when given).
-fn requested_failure(args: &Value) -> Status {
-    let code = arg(args, "code")
-        .and_then(Value::as_str)
-        .and_then(Code::parse)
-        .unwrap_or(Code::Internal);
-    let message = arg(args, "message")
-        .and_then(Value::as_str)
-        .unwrap_or("requested failure");
-    let status = Status::new(code, message);
-    match arg(args, "reason").and_then(Value::as_str) {
-        Some(reason) => status.with_reason(reason),
-        None => status,
-    }
-}
-
-/// `slow {ms, ignoreAbort?}`: "done" after `ms`, or "aborted" at once when signalled.
-async fn slow(args: Value, ctx: CallContext) -> Result<Value, Status> {
-    let ms = arg(&args, "ms")
-        .and_then(Value::as_integer)
-        .unwrap_or(0)
-        .clamp(0, 600_000) as u64;
-    let ignore = matches!(arg(&args, "ignoreAbort"), Some(Value::Bool(true)));
-    let sleep = tokio::time::sleep(Duration::from_millis(ms));
-    tokio::pin!(sleep);
-    if !ignore {
-        tokio::select! {
-            _ = &mut sleep => {}
-            _ = ctx.cancelled() => return Ok(Value::from("aborted")),
+impl Counter {
+    fn count(&self) -> Count {
+        Count {
+            count: self.0.count.load(Ordering::SeqCst),
         }
     }
-    sleep.await;
-    Ok(Value::from("done"))
+
+    fn child(&self, name: String) -> Exported<InteropChildCap> {
+        self.0.live_children.fetch_add(1, Ordering::SeqCst);
+        InteropChildCap::export(Child {
+            name,
+            state: self.0.clone(),
+        })
+    }
 }
 
-/// Counts a watch that ended before its natural end, which is every watch: it never ends.
+impl InteropCounter for Counter {
+    async fn get(&self) -> Result<Count, Status> {
+        Ok(self.count())
+    }
+
+    async fn increment(&self, delta: Option<Delta>) -> Result<Count, Status> {
+        let d = delta.unwrap_or_default().get();
+        Ok(Count {
+            count: self.0.count.fetch_add(d, Ordering::SeqCst) + d,
+        })
+    }
+
+    async fn echo(&self, value: Value) -> Result<Value, Status> {
+        Ok(value)
+    }
+
+    async fn fail(&self, how: FailParams) -> Result<(), Status> {
+        let code = Code::parse(&how.code).unwrap_or(Code::Internal);
+        let status = Status::new(code, how.message.as_deref().unwrap_or("requested failure"));
+        Err(match &how.reason {
+            Some(reason) => status.with_reason(reason),
+            None => status,
+        })
+    }
+
+    async fn boom(&self) -> Result<(), Status> {
+        Err(Status::internal("boom"))
+    }
+
+    async fn slow(&self, p: SlowParams, ctx: CallContext) -> Result<String, Status> {
+        let sleep = tokio::time::sleep(p.duration().min(Duration::from_secs(600)));
+        tokio::pin!(sleep);
+        if p.ignore_abort != Some(true) {
+            tokio::select! {
+                _ = &mut sleep => {}
+                _ = ctx.cancelled() => return Ok("aborted".into()),
+            }
+        }
+        sleep.await;
+        Ok("done".into())
+    }
+
+    async fn make_child(&self, p: Named) -> Result<Exported<InteropChildCap>, Status> {
+        Ok(self.child(p.name))
+    }
+
+    async fn children(&self, p: Names) -> Result<Vec<Exported<InteropChildCap>>, Status> {
+        Ok(p.names.into_iter().map(|n| self.child(n)).collect())
+    }
+
+    async fn child_map(
+        &self,
+        p: Names,
+    ) -> Result<Vec<(String, Exported<InteropChildCap>)>, Status> {
+        Ok(p.names
+            .into_iter()
+            .map(|n| (n.clone(), self.child(n)))
+            .collect())
+    }
+
+    async fn closed_count(&self) -> Result<u64, Status> {
+        Ok(self.0.closed.load(Ordering::SeqCst))
+    }
+
+    async fn live_children(&self) -> Result<u64, Status> {
+        Ok(self.0.live_children.load(Ordering::SeqCst))
+    }
+
+    async fn cancelled_watches(&self) -> Result<u64, Status> {
+        Ok(self.0.cancelled_watches.load(Ordering::SeqCst))
+    }
+
+    fn ticks(&self, p: N) -> impl Stream<Item = Result<Tick, Status>> + Send + 'static {
+        futures::stream::iter((0..p.n).map(|i| Ok(Tick { i })))
+    }
+
+    async fn watch(
+        &self,
+        p: Option<WatchParams>,
+        _ctx: CallContext,
+        mut out: Emitter<Count>,
+    ) -> Result<(), Status> {
+        // A watch never ends by itself: whenever it ends, it was cancelled (or the
+        // connection went away), and the guard counts it as the producer is dropped.
+        let _guard = WatchGuard(self.0.clone());
+        let every = p
+            .unwrap_or_default()
+            .every()
+            .clamp(Duration::from_millis(1), Duration::from_secs(60));
+        loop {
+            out.send(self.count()).await?;
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    async fn bytes(&self, p: N) -> Result<ByteBuf, Status> {
+        let n = usize::try_from(p.n).ok().filter(|n| *n <= MAX_BYTES_REPLY);
+        let n = n.ok_or_else(|| Status::invalid_argument("bytes: n must be 0..=64 MiB"))?;
+        Ok(ByteBuf::from(
+            (0..n).map(|k| (k % 256) as u8).collect::<Vec<u8>>(),
+        ))
+    }
+
+    async fn ask_peer(&self, ctx: CallContext) -> Result<String, Status> {
+        let peer = InteropPeerCap::bootstrap(&ctx.connection()).await?;
+        peer.ping().await
+    }
+}
+
+/// Counts a `watch` that ended.
 struct WatchGuard(Arc<State>);
 
 impl Drop for WatchGuard {
@@ -313,62 +232,64 @@ impl Drop for WatchGuard {
     }
 }
 
-fn watch(args: &Value, state: Arc<State>) -> bunite_rpc::ValueStream {
-    let every = arg(args, "everyMs")
-        .and_then(Value::as_integer)
-        .unwrap_or(5)
-        .clamp(1, 60_000) as u64;
-    emitter_stream(move |mut em| async move {
-        let _guard = WatchGuard(state.clone());
-        loop {
-            em.send(count_record(state.count.load(Ordering::SeqCst)))
-                .await?;
-            tokio::time::sleep(Duration::from_millis(every)).await;
-        }
-    })
+/// A child; the runtime drops it when its cap-table entry is freed, which is what
+/// `liveChildren` counts.
+struct Child {
+    name: String,
+    state: Arc<State>,
 }
 
-/// Counts live children: the runtime drops the implementation when the entry is freed.
-struct Live(Arc<State>);
-
-impl Drop for Live {
+impl Drop for Child {
     fn drop(&mut self) {
-        self.0.live_children.fetch_sub(1, Ordering::SeqCst);
+        self.state.live_children.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-fn child(name: String, state: &Arc<State>) -> ExportedCap {
-    state.live_children.fetch_add(1, Ordering::SeqCst);
-    let live = Arc::new(Live(state.clone()));
-    let closed = state.clone();
-    let imp = DynCap::new()
-        .call("name", move |_, _| {
-            let (name, _live) = (name.clone(), live.clone());
-            async move { Ok(Value::from(name)) }
-        })
-        .call("ping", |args: Value, _| async move {
-            let x = arg(&args, "x").and_then(Value::as_integer).unwrap_or(0);
-            Ok(Value::from(x as i64 + 1))
-        })
-        .call("close", move |_, _| {
-            closed.closed.fetch_add(1, Ordering::SeqCst);
-            async { Ok(Value::Undefined) }
-        })
-        .build();
-    ExportedCap::new(child_def(), imp)
+impl InteropChild for Child {
+    async fn name(&self) -> Result<String, Status> {
+        Ok(self.name.clone())
+    }
+
+    async fn ping(&self, p: X) -> Result<i64, Status> {
+        Ok(p.x + 1)
+    }
+
+    async fn close(&self) -> Result<(), Status> {
+        self.state.closed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
-fn ephemeral_impl() -> Arc<dyn CapImpl> {
-    DynCap::new()
-        .call("ping", |_, _| async { Ok(Value::from("pong")) })
-        .call("unserveMe", |_, ctx: CallContext| async move {
-            // Reply first, then unserve: the revocation follows the result on the wire.
-            let conn = ctx.connection();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                conn.unserve("interop.ephemeral");
-            });
-            Ok(Value::Undefined)
-        })
-        .build()
+struct Versioned;
+
+impl InteropVersioned for Versioned {
+    async fn v(&self) -> Result<String, Status> {
+        Ok("2".into())
+    }
+}
+
+struct Ephemeral;
+
+impl InteropEphemeral for Ephemeral {
+    async fn ping(&self) -> Result<String, Status> {
+        Ok("pong".into())
+    }
+
+    async fn unserve_me(&self, ctx: CallContext) -> Result<(), Status> {
+        // Reply first, then unserve: the revocation follows the result on the wire.
+        let conn = ctx.connection();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            conn.unserve_cap::<InteropEphemeralCap>();
+        });
+        Ok(())
+    }
+}
+
+struct Secret;
+
+impl InteropSecret for Secret {
+    async fn ping(&self) -> Result<String, Status> {
+        Ok("secret".into())
+    }
 }

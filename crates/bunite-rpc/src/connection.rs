@@ -4,6 +4,12 @@
 //! Every operation locks the session (never across an `.await`), lets it decide, then
 //! applies the [`Effects`] outside the lock: wakes the writer, spawns handlers and policy
 //! checks, notifies observers.
+//!
+//! The I/O is split over two tasks rather than one: a single task selecting over reads and
+//! writes would stop reading whenever a write blocks on a slow peer, so the peer's results
+//! and credit could not arrive while we wait for it to read. With a reader and a writer, the
+//! reader pauses only by policy (the unsent-bytes backpressure in [`Limits`]); handlers and
+//! streams run as their own tasks.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -374,21 +374,30 @@ impl Session {
         self.push_frame(frame);
     }
 
+    /// Frames the peer itself generates (errors, goaway, cancel, credit, drop, end) are small,
+    /// so they are not held to the peer's `maxBytes`; one that msgpack cannot even express
+    /// (a string over 4 GiB) is dropped rather than panicking.
     fn push_frame(&mut self, frame: &Frame) {
-        let mut buf = Vec::new();
-        self.encoder.encode(&frame.to_value(), &mut buf);
-        self.cfg.backlog.add(buf.len());
-        self.outbox.push_back(Bytes::from(buf));
-        self.fx.wrote = true;
+        if let Err(e) = self.encode_into_outbox(frame, usize::MAX) {
+            tracing::error!(
+                op = frame.op(),
+                size = e.size,
+                "frame cannot be encoded; not sent"
+            );
+        }
     }
 
     /// Encodes a frame only if it fits the peer's advertised `maxBytes` (PROTOCOL §13.6);
     /// otherwise nothing is sent and the encoder state is unchanged.
     fn send_bounded(&mut self, frame: &Frame) -> Result<(), TooLarge> {
         self.flush_drops();
+        self.encode_into_outbox(frame, self.peer_max_bytes)
+    }
+
+    /// Encodes straight from the frame (no copy of its payload into a temporary value).
+    fn encode_into_outbox(&mut self, frame: &Frame, max: usize) -> Result<(), TooLarge> {
         let mut buf = Vec::new();
-        self.encoder
-            .encode_bounded(&frame.to_value(), self.peer_max_bytes, &mut buf)?;
+        self.encoder.encode_frame_bounded(frame, max, &mut buf)?;
         self.cfg.backlog.add(buf.len());
         self.outbox.push_back(Bytes::from(buf));
         self.fx.wrote = true;

@@ -367,7 +367,7 @@ async fn cancel_call(conn: &Connection) -> Result<()> {
     let r = c.call_with("slow", rec(&[("ms", 5000.into())]), opts).await;
     expect_status(r, Code::Cancelled, None)?;
     ensure!(
-        start.elapsed() < Duration::from_millis(1000),
+        start.elapsed() < Duration::from_millis(2500),
         "took {:?}",
         start.elapsed()
     );
@@ -387,7 +387,7 @@ async fn deadline_server(conn: &Connection) -> Result<()> {
     ensure!(v == Value::from("aborted"), "got {v:?}");
     let took = start.elapsed();
     ensure!(
-        took >= Duration::from_millis(90) && took < Duration::from_millis(500),
+        took >= Duration::from_millis(90) && took < Duration::from_millis(2500),
         "took {took:?}"
     );
     Ok(())
@@ -407,7 +407,7 @@ async fn deadline_client(conn: &Connection) -> Result<()> {
     expect_status(r, Code::DeadlineExceeded, None)?;
     let took = start.elapsed();
     ensure!(
-        took >= Duration::from_millis(590) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(590) && took < Duration::from_millis(3000),
         "took {took:?}"
     );
     Ok(())

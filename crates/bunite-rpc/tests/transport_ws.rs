@@ -247,3 +247,23 @@ async fn a_wrong_path_is_refused_and_the_listener_goes_on() {
     let _client = ws::connect(url.as_str()).await.unwrap();
     timeout(WAIT, accepted).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_silent_client_does_not_hold_up_the_next_handshake() {
+    let (l, url) = listener(None).await;
+    // Connects and never sends a handshake: it would hold a serial listener for
+    // HANDSHAKE_TIMEOUT (10 s).
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/rpc")
+        .to_owned();
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = tokio::spawn(async move { ws::connect(url.as_str()).await });
+    let accepted = timeout(WAIT, l.accept())
+        .await
+        .expect("the real client waited behind the silent one");
+    assert!(accepted.is_ok());
+    assert!(timeout(WAIT, client).await.unwrap().unwrap().is_ok());
+    assert!(WAIT < ws::HANDSHAKE_TIMEOUT);
+}

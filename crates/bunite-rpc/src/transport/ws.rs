@@ -30,6 +30,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +39,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -83,83 +86,151 @@ pub struct Accepted {
     pub peer_addr: SocketAddr,
 }
 
+/// How many handshakes may run at once. A flood of connections that never finish their
+/// handshake holds at most this many sockets, each for at most [`HANDSHAKE_TIMEOUT`].
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+
+/// How many handshaken sockets wait for [`WsListener::accept`] before handshakes pause.
+const ACCEPT_QUEUE: usize = 64;
+
 /// A WebSocket server for bunite connections at one path.
+///
+/// A background task accepts TCP connections and runs their handshakes concurrently (at most
+/// [`MAX_CONCURRENT_HANDSHAKES`] at once, each bounded by [`HANDSHAKE_TIMEOUT`]), so a slow
+/// or silent client never delays the others. Dropping the listener stops it.
 #[derive(Debug)]
 pub struct WsListener {
-    listener: TcpListener,
-    path: String,
-    max_bytes: usize,
+    local_addr: SocketAddr,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<Accepted>>,
+    max_bytes: Arc<AtomicUsize>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
 }
 
 impl WsListener {
     /// Binds `addr` and serves the socket at `path` (e.g. [`DEFAULT_PATH`]).
     pub async fn bind(addr: impl ToSocketAddrs, path: &str) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let max_bytes = Arc::new(AtomicUsize::new(DEFAULT_MAX_BYTES));
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            Arc::from(path),
+            Arc::clone(&max_bytes),
+            tx,
+        ));
         Ok(WsListener {
-            listener: TcpListener::bind(addr).await?,
-            path: path.to_owned(),
-            max_bytes: DEFAULT_MAX_BYTES,
+            local_addr,
+            accepted: tokio::sync::Mutex::new(rx),
+            max_bytes,
+            acceptor,
         })
     }
 
-    /// Sets the bound on inbound messages of the sockets accepted from now on.
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
-        self.max_bytes = max_bytes;
+    /// Sets the bound on inbound messages of the sockets handshaken from now on.
+    pub fn with_max_bytes(self, max_bytes: usize) -> Self {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
         self
     }
 
     /// The bound address (to learn the port after binding port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local_addr)
     }
 
-    /// The next socket whose handshake succeeds. Handshakes that fail (wrong path, not a
-    /// WebSocket, slower than [`HANDSHAKE_TIMEOUT`]) are dropped and the listener goes on;
-    /// only an error of the listening socket itself is returned.
-    ///
-    /// Handshakes run one at a time, inside this call: meant for a host with a handful of
-    /// clients (an app and its windows), where a stalled client delays the next by at most
-    /// [`HANDSHAKE_TIMEOUT`].
+    /// The next socket whose handshake succeeded. Handshakes that fail (wrong path, not a
+    /// WebSocket, slower than [`HANDSHAKE_TIMEOUT`]) are dropped and the listener goes on.
+    /// An error means the listener stopped.
     pub async fn accept(&self) -> io::Result<Accepted> {
-        loop {
-            let (stream, peer_addr) = self.listener.accept().await?;
+        self.accepted
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::other("the WebSocket listener stopped"))
+    }
+}
+
+/// Accepts TCP connections and hands each to its own handshake task.
+async fn accept_loop(
+    listener: TcpListener,
+    path: Arc<str>,
+    max_bytes: Arc<AtomicUsize>,
+    tx: mpsc::Sender<Accepted>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let (stream, peer_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("WebSocket listener accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        let (path, tx) = (Arc::clone(&path), tx.clone());
+        let max = max_bytes.load(Ordering::Relaxed);
+        tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let handshake = self.handshake(stream);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &path, max)).await {
+                // The permit is held until the socket is handed over, so sockets waiting for
+                // `accept` count toward the bound too.
                 Ok(Ok((transport, origin))) => {
-                    return Ok(Accepted {
-                        transport,
-                        origin,
-                        peer_addr,
-                    })
+                    let _ = tx
+                        .send(Accepted {
+                            transport,
+                            origin,
+                            peer_addr,
+                        })
+                        .await;
+                    drop(permit);
                 }
                 Ok(Err(e)) => tracing::debug!(%peer_addr, "WebSocket handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer_addr, "WebSocket handshake timed out"),
             }
-        }
+        });
     }
+}
 
-    // The callback's `Result<Response, ErrorResponse>` is tungstenite's `Callback` signature.
-    #[allow(clippy::result_large_err)]
-    async fn handshake(&self, stream: TcpStream) -> Result<(WsTransport, Option<String>), WsError> {
-        let mut origin = None;
-        let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-            if req.uri().path() != self.path {
-                let mut refused = ErrorResponse::new(Some("no bunite socket at this path".into()));
-                *refused.status_mut() = StatusCode::NOT_FOUND;
-                return Err(refused);
-            }
-            origin = req
-                .headers()
-                .get("origin")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            Ok(resp)
-        };
-        let stream = MaybeTlsStream::Plain(stream);
-        let config = Some(config(self.max_bytes));
-        let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, config).await?;
-        Ok((WsTransport(ws), origin))
-    }
+// The callback's `Result<Response, ErrorResponse>` is tungstenite's `Callback` signature.
+#[allow(clippy::result_large_err)]
+async fn handshake(
+    stream: TcpStream,
+    path: &str,
+    max_bytes: usize,
+) -> Result<(WsTransport, Option<String>), WsError> {
+    let mut origin = None;
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() != path {
+            let mut refused = ErrorResponse::new(Some("no bunite socket at this path".into()));
+            *refused.status_mut() = StatusCode::NOT_FOUND;
+            return Err(refused);
+        }
+        origin = req
+            .headers()
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(resp)
+    };
+    let stream = MaybeTlsStream::Plain(stream);
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(max_bytes)))
+            .await?;
+    Ok((WsTransport(ws), origin))
 }
 
 /// Connects to a bunite WebSocket: a URL (`"ws://host:port/rpc"`) or a request built with

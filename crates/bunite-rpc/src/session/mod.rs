@@ -194,6 +194,9 @@ pub(crate) struct Session {
     encoder: Encoder,
     outbox: VecDeque<Bytes>,
     drops: Vec<DropEntry>,
+    /// Where each id sits in `drops`, so summing releases stays O(1) however many CapRefs a
+    /// peer's result carries.
+    drop_index: HashMap<CapId, usize>,
     fx: Effects,
 }
 
@@ -217,6 +220,7 @@ impl Session {
             encoder: Encoder::new(),
             outbox: VecDeque::new(),
             drops: Vec::new(),
+            drop_index: HashMap::new(),
             fx: Effects::default(),
             cfg,
         };
@@ -339,6 +343,7 @@ impl Session {
         }
         self.closed = Some(status.clone());
         self.drops.clear();
+        self.drop_index.clear();
         for (_, p) in self.pending.drain() {
             p.fail(status.clone());
         }
@@ -408,14 +413,23 @@ impl Session {
         if self.drops.is_empty() {
             return;
         }
-        let caps = std::mem::take(&mut self.drops);
-        self.push_frame(&Frame::Drop(DropFrame { caps }));
+        self.drop_index.clear();
+        let drops = std::mem::take(&mut self.drops);
+        // A few KiB per frame, far below any peer's maxBytes.
+        for caps in drops.chunks(DROP_FRAME_ENTRIES) {
+            self.push_frame(&Frame::Drop(DropFrame {
+                caps: caps.to_vec(),
+            }));
+        }
     }
 
     fn emit(&mut self, event: Event) {
         self.fx.events.push(event);
     }
 }
+
+/// Most entries in one `drop` frame.
+const DROP_FRAME_ENTRIES: usize = 512;
 
 /// The newest revoked cap-ids (PROTOCOL §13.7): bounded, oldest forgotten first.
 struct RevokedSet {

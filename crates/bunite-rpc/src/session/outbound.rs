@@ -188,9 +188,16 @@ impl Session {
         if id.is_reserved() || self.closed.is_some() {
             return;
         }
-        match self.drops.iter_mut().find(|d| d.id == id) {
+        match self
+            .drop_index
+            .get(&id)
+            .and_then(|&i| self.drops.get_mut(i))
+        {
             Some(entry) => entry.delta = entry.delta.saturating_add(1),
-            None => self.drops.push(DropEntry { id, delta: 1 }),
+            None => {
+                self.drop_index.insert(id, self.drops.len());
+                self.drops.push(DropEntry { id, delta: 1 });
+            }
         }
         self.fx.wrote = true;
     }

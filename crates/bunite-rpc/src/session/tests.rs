@@ -280,3 +280,47 @@ fn revoked_ids_are_bounded() {
     assert!(set.contains(CapId(7)) && set.contains(CapId(9)));
     assert_eq!(set.order.len(), 3);
 }
+
+#[test]
+fn an_abandoned_result_full_of_caprefs_is_released_in_bounded_frames() {
+    let (mut server, mut client) = connected();
+    let parent_id = bootstrap(&mut server, &mut client, "t.parent");
+    let (tx, _rx) = oneshot::channel();
+    let req = CallRequest {
+        cap_id: parent_id,
+        method: "make".into(),
+        args: Value::Undefined,
+        meta: None,
+        returns_caps: true,
+    };
+    let id = client.s.start_call(req, tx).unwrap();
+    client.s.cancel_call(id, "client_cancel", None);
+    let _ = client.s.take_outbox();
+    // A hostile (or merely late) answer: 100k CapRefs, one of them repeated.
+    let n = 100_000u32;
+    let mut refs: Vec<Value> = (0..n).map(|i| Value::CapRef(CapId(10 + i))).collect();
+    refs.push(Value::CapRef(CapId(10)));
+    let result = bunite_wire::ResultFrame {
+        id,
+        outcome: Ok(Value::Array(refs)),
+    };
+    client.s.on_frame(Frame::Result(result), Instant::now());
+    let (batch, _) = client.s.take_outbox();
+    let mut dec = Decoder::new(Default::default());
+    let mut released = std::collections::HashMap::new();
+    for bytes in &batch {
+        match dec.decode_frame(bytes).unwrap() {
+            Frame::Drop(d) => {
+                assert!(d.caps.len() <= 512, "drop frames are bounded");
+                for e in d.caps {
+                    *released.entry(e.id).or_insert(0u32) += e.delta;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(released.len(), n as usize);
+    assert_eq!(released[&CapId(10)], 2);
+    assert!(released.iter().all(|(id, d)| *d == 1 || *id == CapId(10)));
+    assert_eq!(client.s.stats().pending_calls, 0);
+}

@@ -278,10 +278,7 @@ impl InteropEphemeral for Ephemeral {
     async fn unserve_me(&self, ctx: CallContext) -> Result<(), Status> {
         // Reply first, then unserve: the revocation follows the result on the wire.
         let conn = ctx.connection();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            conn.unserve_cap::<InteropEphemeralCap>();
-        });
+        ctx.after_reply(move || conn.unserve_cap::<InteropEphemeralCap>());
         Ok(())
     }
 }

@@ -271,6 +271,7 @@ impl Shared {
             self.run(action);
         }
         drop(fx.graveyard);
+        drop(fx.discarded);
     }
 
     fn notify(&self, event: &Event) {
@@ -330,6 +331,14 @@ impl Shared {
                         }));
                     }
                 });
+            }
+            Action::Run(f) => {
+                if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+                    self.notify(&Event::Error(ErrorEvent {
+                        phase: "after_reply",
+                        error: "after_reply closure panicked".to_owned(),
+                    }));
+                }
             }
             Action::Closed => {
                 self.stop.cancel();

@@ -131,6 +131,17 @@ impl CallContext {
         }
     }
 
+    /// Runs `f` once this call's result (success or error) has been queued for the peer, so
+    /// anything `f` sends reaches the peer after the reply: e.g. a cap that unserves itself
+    /// on request replies first and revokes after. `f` runs on a runtime thread outside any
+    /// lock; keep it short and spawn for async work. If the call is cancelled, or the
+    /// connection closes, before it replies, `f` is dropped without running; from a stream
+    /// or a disposal it never runs.
+    pub fn after_reply(&self, f: impl FnOnce() + Send + 'static) {
+        let id = self.call_id;
+        self.shared.with(|s| s.after_reply(id, Box::new(f)));
+    }
+
     /// Exports a cap to return from this call. Its cap-id is allocated (refcount 1) when the
     /// result is sent; if the call fails or is cancelled, nothing is allocated.
     pub fn export(&self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> ExportedCap {

@@ -398,3 +398,54 @@ async fn a_result_above_the_peer_max_bytes_is_replaced_by_the_error() {
     assert_eq!(e.reason(), Some("max_frame_bytes"));
     assert!(!client.is_closed());
 }
+
+#[tokio::test]
+async fn after_reply_work_follows_the_result_and_never_runs_for_a_cancelled_call() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+    let def = CapDef::builder("test.after")
+        .method(MethodDef::call("done"))
+        .method(MethodDef::call("hang"))
+        .build();
+    let (r1, r2) = (ran.clone(), ran.clone());
+    let imp = DynCap::new()
+        .call("done", move |_, ctx: bunite_rpc::CallContext| {
+            let (conn, ran) = (ctx.connection(), r1.clone());
+            ctx.after_reply(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                conn.unserve("test.after");
+            });
+            async { Ok(Value::from("bye")) }
+        })
+        .call("hang", move |_, ctx: bunite_rpc::CallContext| {
+            let ran = r2.clone();
+            ctx.after_reply(move || {
+                ran.fetch_add(100, Ordering::SeqCst);
+            });
+            async {
+                std::future::pending::<()>().await;
+                Ok(Value::Undefined)
+            }
+        })
+        .build();
+    server.serve(def, imp).unwrap().detach();
+    let cap = raw.bootstrap(1, "test.after").await;
+    // A cancelled call's after_reply work is dropped, never run.
+    raw.send(call_frame(2, cap.0, "hang")).await;
+    eventually(|| server.stats().active_calls == 1).await;
+    raw.send(Frame::Cancel(bunite_rpc::wire::Cancel {
+        id: CallId(2),
+        reason: None,
+    }))
+    .await;
+    assert!(matches!(raw.recv().await, Frame::Result(r) if r.id == CallId(2)));
+    // The result comes first, then what the handler did after replying.
+    raw.send(call_frame(3, cap.0, "done")).await;
+    match raw.recv().await {
+        Frame::Result(r) => assert_eq!((r.id, r.outcome), (CallId(3), Ok(Value::from("bye")))),
+        other => panic!("expected the result first, got {other:?}"),
+    }
+    assert!(matches!(raw.recv().await, Frame::CapRevoked(r) if r.cap_ids == vec![cap]));
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::BOOTSTRAP_METHOD;
 use super::streams::ServerStream;
-use super::{Action, ActiveCall, Invocation, Session};
+use super::{Action, ActiveCall, Deferred, Invocation, Session};
 use crate::events::{CallEvent, Event};
 use crate::handler::{CapImpl, ExportedCap, Returned};
 use crate::schema::{CapDef, MethodKind, Returns};
@@ -94,6 +94,7 @@ impl Session {
                     abort: abort.clone(),
                     returns: method.return_shape().clone(),
                     drop_on_cancel: method.drops_on_cancel(),
+                    after_reply: Vec::new(),
                 };
                 self.active.insert(call.id, active);
             }
@@ -168,6 +169,8 @@ impl Session {
                 Err(status.code)
             }
         };
+        let after = active.after_reply.into_iter().map(Action::Run);
+        self.fx.actions.extend(after);
         self.emit_call(
             active.cap_id,
             Some(active.cap_name),
@@ -176,6 +179,15 @@ impl Session {
             duration,
             result,
         );
+    }
+
+    /// Registers work to run once call `id`'s result is queued. Dropped unrun when the call
+    /// is not active (cancelled, finished, or not a call).
+    pub fn after_reply(&mut self, id: CallId, f: Deferred) {
+        match self.active.get_mut(&id) {
+            Some(active) => active.after_reply.push(f),
+            None => self.fx.discarded.push(f),
+        }
     }
 
     /// Checks a handler's return against the method's declared shape and allocates the
@@ -274,6 +286,7 @@ impl Session {
             return self.cancel_children(cancel.id, cancel.reason);
         }
         if let Some(active) = self.active.remove(&cancel.id) {
+            self.fx.discarded.extend(active.after_reply);
             active.signal.cancel();
             if active.drop_on_cancel {
                 active.abort.cancel();

@@ -113,6 +113,8 @@ pub(crate) enum Action {
     },
     /// The connection closed: run close handlers, stop the reader, close the transport.
     Closed,
+    /// A call's `after_reply` work: its result is already queued.
+    Run(Deferred),
 }
 
 /// One handler run.
@@ -143,6 +145,9 @@ pub(crate) struct Effects {
     /// Implementations released under the lock, dropped after it (their `Drop` may call
     /// back into the connection).
     pub graveyard: Vec<Arc<dyn CapImpl>>,
+    /// `after_reply` closures of calls that ended without a reply: dropped, not run, after
+    /// the lock (what they captured may call back into the connection when dropped).
+    pub discarded: Vec<Deferred>,
 }
 
 /// Live counts, for leak checks and metrics.
@@ -173,7 +178,13 @@ struct ActiveCall {
     returns: Returns,
     /// Drop the handler's future on cancel (unless the method opted out).
     drop_on_cancel: bool,
+    /// Work the handler asked to run once its result is queued
+    /// ([`CallContext::after_reply`](crate::CallContext::after_reply)).
+    after_reply: Vec<Deferred>,
 }
+
+/// A closure the runtime runs outside the session lock.
+pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
 
 pub(crate) struct Session {
     cfg: Arc<Config>,
@@ -350,6 +361,7 @@ impl Session {
         for (_, a) in self.active.drain() {
             a.signal.cancel();
             a.abort.cancel();
+            self.fx.discarded.extend(a.after_reply);
         }
         for (_, st) in self.server_streams.drain() {
             st.signal.cancel();

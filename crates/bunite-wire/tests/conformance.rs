@@ -5,6 +5,8 @@
 //! The vectors are found through `BUNITE_VECTORS`, else at `shared/vectors` beside the
 //! repository. A missing directory is a failure, never a skip.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -143,30 +145,8 @@ fn number(v: &Value) -> f64 {
     }
 }
 
-/// Equality as the wire sees it: an integer decoded from float64 equals the integer (the
-/// vectors write `4294967296`, the wire carries `cb 41f0…`); NaN equals NaN.
 fn same(a: &Value, b: &Value) -> bool {
-    use Value::*;
-    match (a, b) {
-        (Float(x), Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
-        (Int(_) | UInt(_) | Float(_), Int(_) | UInt(_) | Float(_)) => {
-            a.as_integer().is_some() && a.as_integer() == b.as_integer()
-        }
-        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
-        (Record(x), Record(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y.iter())
-                    .all(|((ka, a), (kb, b))| ka == kb && same(a, b))
-        }
-        (Map(x), Map(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((ka, a), (kb, b))| same(ka, kb) && same(a, b))
-        }
-        _ => a == b,
-    }
+    support::same(a, b, support::Nan::Any)
 }
 
 fn is_frame(v: &Value) -> bool {

@@ -7,6 +7,8 @@
 //! float64 (PROTOCOL §3.1) and decodes as the `Float` of the same value, which counts as
 //! equal. Floats compare bitwise, so NaN equals NaN.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use bunite_wire::{
@@ -89,27 +91,7 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn same(a: &Value, b: &Value) -> bool {
-    use Value::*;
-    match (a, b) {
-        (Float(x), Float(y)) => x.to_bits() == y.to_bits(),
-        (Int(_) | UInt(_) | Float(_), Int(_) | UInt(_) | Float(_)) => {
-            a.as_integer().is_some() && a.as_integer() == b.as_integer()
-        }
-        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
-        (Record(x), Record(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y.iter())
-                    .all(|((ka, a), (kb, b))| ka == kb && same(a, b))
-        }
-        (Map(x), Map(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((ka, a), (kb, b))| same(ka, kb) && same(a, b))
-        }
-        _ => a == b,
-    }
+    support::same(a, b, support::Nan::Bits)
 }
 
 proptest! {

@@ -1,24 +1,25 @@
-//! Clients of the peer's caps: [`Client`] (one remote reference, shared by clones) and the
-//! call path every client uses.
+//! Clients of the peer's caps: [`Client`] (one remote reference, shared by clones), the
+//! bootstraps that make them, and the call path every client uses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::{CallId, CallMeta, CapId, Value};
+use bunite_wire::{CallId, CapId, Value};
+use futures::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Connection, Shared, DEADLINE_GRACE};
+use crate::client_stream::{ClientStream, StreamQueue};
+use crate::connection::{Command, Connection, Shared};
 use crate::context::CURRENT_CALL;
+use crate::error::{Error, LocalError};
+use crate::payload::Payload;
 use crate::schema::CapDef;
-use crate::session::outbound::CallRequest;
-use crate::session::streams::CLIENT_BUFFER;
+use crate::session::{CallRequest, Expect};
 use crate::status::{Code, Status};
-use crate::stream::ClientStream;
 
 /// Options of one call.
 #[derive(Debug, Clone, Default)]
@@ -60,7 +61,7 @@ impl ClientRef {
         Self::make(shared, id, true)
     }
 
-    /// A reserved id (the runtime): never released.
+    /// A reserved id (the runtime), or an id a tool addresses directly: never released.
     pub(crate) fn borrowed(shared: Arc<Shared>, id: CapId) -> Arc<Self> {
         Self::make(shared, id, false)
     }
@@ -77,12 +78,13 @@ impl ClientRef {
 
     fn release(&self) {
         if self.owned && !self.released.swap(true, Ordering::AcqRel) {
-            self.shared.with(|s| s.release(self.id));
+            self.shared.send(Command::Release(self.id));
         }
     }
 }
 
 impl Drop for ClientRef {
+    /// Releases the reference: a command to the connection, never a wait.
     fn drop(&mut self) {
         self.release();
     }
@@ -135,48 +137,62 @@ impl Client {
     }
 
     /// Calls `method` with a serde value and decodes the result.
-    pub async fn call<A, R>(&self, method: &str, args: &A) -> Result<R, Status>
+    pub async fn call<A, R>(&self, method: &str, args: &A) -> Result<R, Error>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let args = bunite_wire::to_value(args)?;
-        let value = self.call_value(method, args).await?;
-        bunite_wire::from_value(value).map_err(|e| Status::invalid_argument(format!("result: {e}")))
+        let args = encode_args(args)?;
+        let payload = self
+            .call_payload(method, args, CallOptions::default())
+            .await?;
+        decode_result(&payload)
     }
 
     /// Calls `method` with a raw value.
-    pub async fn call_value(&self, method: &str, args: Value) -> Result<Value, Status> {
+    pub async fn call_value(&self, method: &str, args: Value) -> Result<Value, Error> {
         self.call_with(method, args, CallOptions::default()).await
     }
 
-    /// Calls `method` with options (deadline, context).
+    /// Calls `method` with options (deadline, context, cancellation).
     pub async fn call_with(
         &self,
         method: &str,
         args: Value,
         opts: CallOptions,
-    ) -> Result<Value, Status> {
-        self.check_live()?;
-        call_raw(&self.inner.shared, self.inner.id, method, args, opts, false).await
+    ) -> Result<Value, Error> {
+        let payload = self.call_payload(method, args, opts).await?;
+        payload
+            .into_value()
+            .map_err(|e| Error::bad_answer(format!("result: {e}")))
     }
 
-    /// Calls a method that returns one cap; `def` describes it (the client's definition, if
-    /// any, is used to find the method's declared return).
-    pub async fn call_cap(&self, method: &str, args: Value) -> Result<Client, Status> {
+    /// Calls `method` and returns the result undecoded, for decoding into a type.
+    pub async fn call_payload(
+        &self,
+        method: &str,
+        args: Value,
+        opts: CallOptions,
+    ) -> Result<Payload, Error> {
+        self.check_live()?;
+        call(&self.inner.shared, self.inner.id, method, args, opts, Expect::Value).await
+    }
+
+    /// Calls a method that returns one cap (the client's definition, if any, describes the
+    /// returned cap).
+    pub async fn call_cap(&self, method: &str, args: Value) -> Result<Client, Error> {
         self.call_cap_with(method, args, CallOptions::default())
             .await
     }
 
-    /// [`call_cap`](Self::call_cap) with options (deadline, context).
+    /// [`call_cap`](Self::call_cap) with options.
     pub async fn call_cap_with(
         &self,
         method: &str,
         args: Value,
         opts: CallOptions,
-    ) -> Result<Client, Status> {
-        self.check_live()?;
-        let value = call_raw(&self.inner.shared, self.inner.id, method, args, opts, true).await?;
+    ) -> Result<Client, Error> {
+        let value = self.call_caps_value(method, args, opts).await?;
         let def = self.returned_def(method);
         match value {
             Value::CapRef(id) => Ok(self.adopt(id, def)),
@@ -185,20 +201,19 @@ impl Client {
     }
 
     /// Calls a method that returns an array of caps.
-    pub async fn call_caps(&self, method: &str, args: Value) -> Result<Vec<Client>, Status> {
+    pub async fn call_caps(&self, method: &str, args: Value) -> Result<Vec<Client>, Error> {
         self.call_caps_with(method, args, CallOptions::default())
             .await
     }
 
-    /// [`call_caps`](Self::call_caps) with options (deadline, context).
+    /// [`call_caps`](Self::call_caps) with options.
     pub async fn call_caps_with(
         &self,
         method: &str,
         args: Value,
         opts: CallOptions,
-    ) -> Result<Vec<Client>, Status> {
-        self.check_live()?;
-        let value = call_raw(&self.inner.shared, self.inner.id, method, args, opts, true).await?;
+    ) -> Result<Vec<Client>, Error> {
+        let value = self.call_caps_value(method, args, opts).await?;
         let def = self.returned_def(method);
         match value {
             Value::Array(items) if items.iter().all(|v| matches!(v, Value::CapRef(_))) => Ok(items
@@ -220,20 +235,19 @@ impl Client {
         &self,
         method: &str,
         args: Value,
-    ) -> Result<Vec<(String, Client)>, Status> {
+    ) -> Result<Vec<(String, Client)>, Error> {
         self.call_cap_record_with(method, args, CallOptions::default())
             .await
     }
 
-    /// [`call_cap_record`](Self::call_cap_record) with options (deadline, context).
+    /// [`call_cap_record`](Self::call_cap_record) with options.
     pub async fn call_cap_record_with(
         &self,
         method: &str,
         args: Value,
         opts: CallOptions,
-    ) -> Result<Vec<(String, Client)>, Status> {
-        self.check_live()?;
-        let value = call_raw(&self.inner.shared, self.inner.id, method, args, opts, true).await?;
+    ) -> Result<Vec<(String, Client)>, Error> {
+        let value = self.call_caps_value(method, args, opts).await?;
         let def = self.returned_def(method);
         match value {
             Value::Record(r) if r.0.iter().all(|(_, v)| matches!(v, Value::CapRef(_))) => Ok(r
@@ -249,6 +263,27 @@ impl Client {
         }
     }
 
+    /// A cap-returning call: its value, every CapRef in it still ours to adopt or release.
+    async fn call_caps_value(
+        &self,
+        method: &str,
+        args: Value,
+        opts: CallOptions,
+    ) -> Result<Value, Error> {
+        self.check_live()?;
+        let shared = &self.inner.shared;
+        let payload = call(shared, self.inner.id, method, args, opts, Expect::Caps).await?;
+        match payload.to_value() {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                for id in payload.cap_refs() {
+                    shared.send(Command::Release(id));
+                }
+                Err(Error::bad_answer(format!("result: {e}")))
+            }
+        }
+    }
+
     /// Opens a stream method. Local failures (closed, revoked, in-flight limit) arrive as
     /// the stream's only item.
     pub fn stream(&self, method: &str, args: Value) -> ClientStream {
@@ -259,32 +294,31 @@ impl Client {
     /// meta (the server sees them in its [`CallContext`](crate::CallContext)).
     pub fn stream_with(&self, method: &str, args: Value, opts: CallOptions) -> ClientStream {
         let shared = Arc::clone(&self.inner.shared);
-        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-        let started = self.check_live().and_then(|()| {
-            let req = CallRequest {
-                cap_id: self.inner.id,
-                method: method.to_owned(),
-                args,
-                meta: current_meta(&shared, opts.deadline, opts.context).0,
-                returns_caps: false,
-            };
-            shared.with(|s| s.start_stream(req, tx.clone()))
-        });
+        let queue = StreamQueue::new();
+        let started = self
+            .check_live()
+            .and_then(|()| shared.reserve_call())
+            .map(|()| {
+                let id = shared.next_call_id();
+                let req = request(&shared, self.inner.id, method, args, opts, Expect::Value);
+                let command = Command::Stream {
+                    id,
+                    req: Box::new(req),
+                    queue: Arc::clone(&queue),
+                };
+                (id, shared.send(command))
+            });
         match started {
-            Ok(id) => ClientStream::new(shared, Some(id), rx),
-            Err(status) => {
-                let _ = tx.try_send(Err(status));
-                ClientStream::new(shared, None, rx)
-            }
+            Ok((id, true)) => ClientStream::new(shared, Some(id), queue),
+            Ok((_, false)) => ClientStream::failed(shared, Error::closed()),
+            Err(error) => ClientStream::failed(shared, error),
         }
     }
 
-    /// A stream that fails at once with `status`, sending nothing (for a stream whose args
+    /// A stream that fails at once with `error`, sending nothing (for a stream whose args
     /// could not be encoded).
-    pub(crate) fn failed_stream(&self, status: Status) -> ClientStream {
-        let (tx, rx) = mpsc::channel(1);
-        let _ = tx.try_send(Err(status));
-        ClientStream::new(Arc::clone(&self.inner.shared), None, rx)
+    pub(crate) fn failed_stream(&self, error: Error) -> ClientStream {
+        ClientStream::failed(Arc::clone(&self.inner.shared), error)
     }
 
     /// Releases this reference now (a `drop` frame). Clones can no longer call.
@@ -309,9 +343,12 @@ impl Client {
         self.inner.release();
     }
 
-    fn check_live(&self) -> Result<(), Status> {
+    fn check_live(&self) -> Result<(), Error> {
         if self.inner.released.load(Ordering::Acquire) {
-            return Err(Status::new(Code::FailedPrecondition, "cap released"));
+            return Err(Error::local(
+                LocalError::Released,
+                Status::new(Code::FailedPrecondition, "cap released"),
+            ));
         }
         Ok(())
     }
@@ -326,119 +363,197 @@ impl Client {
 
     /// A cap-returning call got the wrong shape: release whatever caps it carried and fail
     /// with `invalid_argument` (PROTOCOL §13.4).
-    fn reject(&self, value: &Value, message: &str) -> Status {
-        fn walk(v: &Value, out: &mut Vec<CapId>) {
-            match v {
-                Value::CapRef(id) => out.push(*id),
-                Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-                Value::Record(r) => r.0.iter().for_each(|(_, i)| walk(i, out)),
-                _ => {}
-            }
+    fn reject(&self, value: &Value, message: &str) -> Error {
+        for id in Payload::from_value(value.clone()).cap_refs() {
+            self.inner.shared.send(Command::Release(id));
         }
-        let mut ids = Vec::new();
-        walk(value, &mut ids);
-        if !ids.is_empty() {
-            self.inner
-                .shared
-                .with(|s| ids.into_iter().for_each(|id| s.release(id)));
-        }
-        Status::invalid_argument(message)
+        Error::bad_answer(message)
+    }
+}
+
+/// Arguments as a value; `invalid_argument` if they do not serialize (nothing is sent).
+pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Value, Error> {
+    bunite_wire::to_value(args).map_err(|e| {
+        Error::local(
+            LocalError::Encode,
+            Status::invalid_argument(format!("params: {e}")),
+        )
+    })
+}
+
+/// A result decoded into `R`; `invalid_argument` if it does not fit.
+pub(crate) fn decode_result<R: DeserializeOwned>(payload: &Payload) -> Result<R, Error> {
+    payload
+        .deserialize()
+        .map_err(|e| Error::bad_answer(format!("result: {e}")))
+}
+
+/// The request of a call made now: `parentCallId` when made inside a handler of the same
+/// connection, the deadline (explicit, or what remains of the handler's), the context map.
+fn request(
+    shared: &Shared,
+    cap_id: CapId,
+    method: &str,
+    args: Value,
+    opts: CallOptions,
+    expect: Expect,
+) -> CallRequest {
+    let scope = CURRENT_CALL.try_with(|s| *s).ok();
+    let parent = scope
+        .filter(|s| s.connection == shared.id)
+        .map(|s| s.call_id);
+    let deadline = opts.deadline.or_else(|| {
+        let now = tokio::time::Instant::now();
+        scope
+            .and_then(|s| s.deadline)
+            .map(|d| d.saturating_duration_since(now))
+    });
+    CallRequest {
+        cap_id,
+        method: method.to_owned(),
+        args,
+        parent,
+        deadline,
+        context: opts.context,
+        expect,
     }
 }
 
 /// Sends `cancel` if the caller stops waiting before the outcome arrives.
 struct CancelOnDrop<'a> {
-    shared: &'a Arc<Shared>,
+    shared: &'a Shared,
     id: CallId,
     armed: bool,
 }
 
 impl Drop for CancelOnDrop<'_> {
+    /// A command to the connection, never a wait.
     fn drop(&mut self) {
         if self.armed {
-            self.shared
-                .with(|s| s.cancel_call(self.id, "client_cancel", None));
+            self.shared.send(Command::Cancel(self.id));
         }
     }
 }
 
-/// The meta of a call made now: `parentCallId` when made inside a handler of the same
-/// connection, the deadline (explicit, or the handler's remaining one), the context map.
-fn current_meta(
-    shared: &Shared,
-    deadline: Option<Duration>,
-    context: Vec<(String, String)>,
-) -> (Option<CallMeta>, Option<Duration>) {
-    let scope = CURRENT_CALL.try_with(|s| *s).ok();
-    let parent = scope
-        .filter(|s| s.connection == shared.id)
-        .map(|s| s.call_id);
-    let now = Instant::now();
-    let deadline = deadline.or_else(|| {
-        scope
-            .and_then(|s| s.deadline)
-            .map(|d| d.saturating_duration_since(now))
-    });
-    let meta = (parent.is_some() || deadline.is_some() || !context.is_empty()).then(|| CallMeta {
-        parent_call_id: parent,
-        // deadlineMs ≤ 0 means none on the wire, so an expired deadline goes out as 1 ms.
-        deadline_ms: deadline.map(|d| (d.as_secs_f64() * 1000.0).ceil().max(1.0)),
-        context: (!context.is_empty()).then_some(context),
-    });
-    (meta, deadline)
-}
-
-/// The call path of every client: meta (parent, deadline, context), local checks, the
-/// pending entry, the deadline timer, and cancel on drop.
-pub(crate) async fn call_raw(
+/// The call path of every client: reserve an in-flight slot, queue the call, wait for the
+/// outcome, cancel on drop or when the caller's token fires. Deadlines are the session's
+/// (it fails the call and tells the server).
+pub(crate) async fn call(
     shared: &Arc<Shared>,
     cap_id: CapId,
     method: &str,
     args: Value,
     opts: CallOptions,
-    returns_caps: bool,
-) -> Result<Value, Status> {
-    let opts_cancel = opts.cancel;
-    let (meta, deadline) = current_meta(shared, opts.deadline, opts.context);
-    let (tx, rx) = oneshot::channel();
-    let req = CallRequest {
-        cap_id,
-        method: method.to_owned(),
-        args,
-        meta,
-        returns_caps,
+    expect: Expect,
+) -> Result<Payload, Error> {
+    shared.reserve_call()?;
+    let cancel = opts.cancel.clone();
+    let id = shared.next_call_id();
+    let req = request(shared, cap_id, method, args, opts, expect);
+    let (reply, rx) = oneshot::channel();
+    let command = Command::Call {
+        id,
+        req: Box::new(req),
+        reply,
     };
-    let id = shared.with(|s| s.start_call(req, tx))?;
+    if !shared.send(command) {
+        return Err(Error::closed());
+    }
     let mut guard = CancelOnDrop {
         shared,
         id,
         armed: true,
     };
-    let cancelled = async {
-        match &opts_cancel {
-            Some(token) => token.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
-    let expired = async {
-        match deadline {
-            Some(d) => tokio::time::sleep(d + DEADLINE_GRACE).await,
-            None => std::future::pending().await,
-        }
-    };
-    let outcome = tokio::select! {
-        outcome = rx => outcome,
-        () = cancelled => {
-            guard.armed = false;
-            shared.with(|s| s.cancel_call(id, "client_cancel", None));
-            return Err(Status::new(Code::Cancelled, "client_cancel"));
-        }
-        () = expired => {
-            guard.armed = false;
-            shared.with(|s| s.cancel_call(id, "deadline_exceeded", None));
-            return Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
-        }
+    let outcome = match cancel {
+        None => rx.await,
+        Some(token) => tokio::select! {
+            outcome = rx => outcome,
+            () = token.cancelled() => {
+                return Err(Error::local(
+                    LocalError::Cancelled,
+                    Status::new(Code::Cancelled, "client_cancel"),
+                ));
+            }
+        },
     };
     guard.armed = false;
-    outcome.unwrap_or_else(|_| Err(Status::connection_closed()))
+    outcome.unwrap_or_else(|_| Err(Error::closed()))
+}
+
+/// Bootstrapping the peer's caps (PROTOCOL §8).
+impl Connection {
+    /// Bootstraps the peer's cap named `def.name()` (sending `def.version()` if any).
+    /// Waits for the peer's hello first.
+    pub async fn bootstrap(&self, def: &Arc<CapDef>) -> Result<Client, Error> {
+        let id = self.bootstrap_id(def.name(), def.version()).await?;
+        Ok(self.adopt(id, Some(Arc::clone(def))))
+    }
+
+    /// Bootstraps by name and optional version, without a definition.
+    pub async fn bootstrap_name(&self, name: &str, version: Option<&str>) -> Result<Client, Error> {
+        let id = self.bootstrap_id(name, version).await?;
+        Ok(self.adopt(id, None))
+    }
+
+    /// Bootstraps several caps concurrently; if any fails, releases the ones that succeeded
+    /// and fails with the first failure in the given order (PROTOCOL §8).
+    pub async fn bootstrap_all(&self, defs: &[Arc<CapDef>]) -> Result<Vec<Client>, Error> {
+        let results = join_all(defs.iter().map(|d| self.bootstrap(d))).await;
+        // Dropping the successful clients releases them.
+        results.into_iter().collect()
+    }
+
+    async fn bootstrap_id(&self, name: &str, version: Option<&str>) -> Result<CapId, Error> {
+        let shared = &self.shared;
+        shared.reserve_call()?;
+        let id = shared.next_call_id();
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Bootstrap {
+            id,
+            name: name.to_owned(),
+            version: version.map(str::to_owned),
+            reply,
+        };
+        if !shared.send(command) {
+            return Err(Error::closed());
+        }
+        let mut guard = CancelOnDrop {
+            shared,
+            id,
+            armed: true,
+        };
+        let outcome = rx.await;
+        guard.armed = false;
+        let payload = outcome.unwrap_or_else(|_| Err(Error::closed()))?;
+        match payload.to_value() {
+            Ok(Value::CapRef(id)) => Ok(id),
+            _ => {
+                for id in payload.cap_refs() {
+                    shared.send(Command::Release(id));
+                }
+                Err(Error::bad_answer("bootstrap did not return a CapRef"))
+            }
+        }
+    }
+
+    fn adopt(&self, id: CapId, def: Option<Arc<CapDef>>) -> Client {
+        Client::new(ClientRef::owned(Arc::clone(&self.shared), id), def)
+    }
+
+    /// The client of the peer's runtime (cap-id 1). Never released.
+    pub fn runtime(&self) -> Client {
+        Client::new(
+            ClientRef::borrowed(Arc::clone(&self.shared), CapId::RUNTIME),
+            None,
+        )
+    }
+
+    /// A client for an arbitrary cap-id of the peer that owns no reference: dropping it
+    /// sends nothing. For tests that address caps by id; ordinary code gets its clients
+    /// from [`bootstrap`](Connection::bootstrap) and cap-returning methods.
+    #[cfg(any(test, feature = "test-util"))]
+    #[doc(hidden)]
+    pub fn client_for(&self, id: CapId) -> Client {
+        Client::new(ClientRef::borrowed(Arc::clone(&self.shared), id), None)
+    }
 }

@@ -1,68 +1,100 @@
-//! The connection: cheap cloneable [`Connection`] handles over one shared session, and the
-//! driver tasks that do all the I/O (a reader and a writer per connection).
+//! The connection: cheap cloneable [`Connection`] handles, and the one task that owns the
+//! connection's state.
 //!
-//! Every operation locks the session (never across an `.await`), lets it decide, then
-//! applies the [`Effects`] outside the lock: wakes the writer, spawns handlers and policy
-//! checks, notifies observers.
+//! # One owner
 //!
-//! The I/O is split over two tasks rather than one: a single task selecting over reads and
-//! writes would stop reading whenever a write blocks on a slow peer, so the peer's results
-//! and credit could not arrive while we wait for it to read. With a reader and a writer, the
-//! reader pauses only by policy (the unsent-bytes backpressure in [`Limits`]); handlers and
-//! streams run as their own tasks.
+//! Each connection has a single driver task (`driver`) that owns its [`Session`] (the pure
+//! protocol state machine) and both halves of its transport. Nothing else touches either:
+//! handles ([`Connection`], [`Client`](crate::Client), streams, serve handles, call
+//! contexts) reach the driver through one command queue, and the driver answers through
+//! oneshot channels and per-stream queues. No lock guards the session, so no `Drop` can
+//! deadlock on it: releasing a cap, cancelling a dropped call and unserving on drop are
+//! commands, sent without waiting.
+//!
+//! The driver is one hand-written poll loop rather than a reader task and a writer task: in
+//! one pass it drains commands, reads every message the transport has ready (a blocked
+//! write never stops reads; only the unsent-bytes backpressure in [`Limits`] does), runs
+//! what the session decided, and writes every frame that became ready together in one
+//! batch. A handler is polled once right there, so one that completes at once costs no task
+//! hop; one that has to wait moves to a task of its own (as does a method marked
+//! [`own_task`](crate::MethodDef::own_task) from the start). Stream sources are polled by
+//! the driver as credit allows.
+//!
+//! The command queue is unbounded, yet every command is bounded by something else: calls
+//! and stream opens by the in-flight limit (reserved before they are queued), releases and
+//! cancels by the handles that exist (each sends at most one), handler outcomes by the
+//! in-flight limit, and the rest are the application's own requests, answered one by one.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use bunite_wire::{CallId, CapId, Hello, Value, PROTOCOL_VERSION};
-use futures::FutureExt;
-use tokio::sync::{watch, Notify};
+use bunite_wire::{CallId, Hello, PROTOCOL_VERSION};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::context::CallContext;
-use crate::events::{ErrorEvent, Event};
+use crate::attestation::Attestation;
+use crate::error::{Error, LocalError};
+use crate::events::Event;
 use crate::handler::CapImpl;
 use crate::limits::Limits;
-use crate::policy::{Attestation, Policy};
-use crate::schema::CapDef;
-use crate::session::{Action, Config, Effects, PeerState, Session};
-use crate::status::{Code, Status};
+use crate::policy::Policy;
+use crate::schema::{CapDef, IfExists};
+use crate::session::{self, Session};
+use crate::stats::Stats;
+use crate::status::{reason, Status};
 use crate::transport::Transport;
 
-mod api;
+mod command;
 mod driver;
+mod lifecycle;
+mod runs;
+mod serving;
 
-pub use api::{ServeHandle, SubscriptionId};
+pub(crate) use command::Command;
 pub use driver::CLOSE_GRACE;
-use driver::{invoke, read_loop, write_loop};
+pub use lifecycle::SubscriptionId;
+pub use serving::ServeHandle;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
-type CloseHandler = Box<dyn FnOnce() + Send>;
+pub(crate) type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+pub(crate) type CloseHandler = Box<dyn FnOnce() + Send>;
 
-/// State shared by all handles and the driver tasks of one connection.
+/// Settings of one connection that handles and handlers read.
+pub(crate) struct Settings {
+    pub limits: Limits,
+    pub attestation: Attestation,
+    pub policy: Option<Policy>,
+    pub peer_id: String,
+}
+
+/// What the handles of one connection share with its driver.
 pub(crate) struct Shared {
     pub(crate) id: u64,
-    session: Mutex<Session>,
-    wake_writer: Notify,
-    stop: CancellationToken,
-    /// Fired when the writer has delivered its last frames and closed the transport.
+    commands: mpsc::UnboundedSender<Command>,
+    next_call_id: AtomicU64,
+    /// Outbound calls, streams and bootstraps reserved against the in-flight limit,
+    /// including those still in the command queue.
+    outbound: AtomicUsize,
+    closed: AtomicBool,
+    /// Fired when the driver has finished: last frames delivered, transport closed.
     finished: CancellationToken,
-    pub(crate) peer_state: watch::Receiver<PeerState>,
+    stats: Mutex<Stats>,
+    peer_hello: Mutex<Option<Hello>>,
     observers: RwLock<Vec<(u64, Observer)>>,
+    observed: AtomicBool,
     next_observer: AtomicU64,
-    close_handlers: Mutex<Option<Vec<CloseHandler>>>,
-    pub(crate) cfg: Arc<Config>,
+    tasks: AtomicUsize,
+    tasks_idle: Notify,
+    pub(crate) settings: Settings,
 }
 
 /// A handle to one connection. Cheap to clone; `Send + Sync`.
 ///
 /// Both peers are symmetric: each may serve caps and bootstrap the other's. The connection
 /// runs until [`close`](Connection::close) is called, the peer sends goaway, or the
-/// transport closes.
+/// transport closes; dropping every handle does not close it (a server keeps serving).
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) shared: Arc<Shared>,
@@ -168,7 +200,7 @@ impl ConnectionBuilder {
         self
     }
 
-    /// Starts the connection: sends hello at once and spawns the driver tasks on the
+    /// Starts the connection: sends hello at once and spawns its driver task on the
     /// current tokio runtime.
     ///
     /// # Panics
@@ -193,39 +225,43 @@ impl ConnectionBuilder {
             max_bytes: self.limits.max_bytes as u64,
             origin: self.origin,
         };
-        let cfg = Arc::new(Config {
-            limits: self.limits,
-            attestation: self.attestation,
-            policy: self.policy,
-            peer_id: self.peer_id.unwrap_or_else(|| "peer".to_owned()),
+        let cfg = session::Config {
+            limits: self.limits.clone(),
+            attestation: self.attestation.clone(),
+            has_policy: self.policy.is_some(),
             hello,
-            backlog: Arc::default(),
-        });
-        let (state_tx, state_rx) = watch::channel(PeerState::Waiting);
-        let mut session = Session::new(Arc::clone(&cfg), state_tx);
+        };
+        let now = tokio::time::Instant::now().into_std();
+        let mut session = Session::new(cfg, now);
         if let Some(RuntimeImpl(def, imp)) = self.runtime {
             session.set_runtime(def, imp);
         }
         if !self.served.0.is_empty() {
-            session.serve(self.served.0, crate::IfExists::Throw)?;
+            session.serve(self.served.0, IfExists::Throw)?;
         }
-        let _ = session.take_effects();
+        let (commands, queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
-            session: Mutex::new(session),
-            wake_writer: Notify::new(),
-            stop: CancellationToken::new(),
+            commands,
+            next_call_id: AtomicU64::new(1),
+            outbound: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             finished: CancellationToken::new(),
-            peer_state: state_rx,
+            stats: Mutex::new(Stats::default()),
+            peer_hello: Mutex::new(None),
             observers: RwLock::new(Vec::new()),
+            observed: AtomicBool::new(false),
             next_observer: AtomicU64::new(1),
-            close_handlers: Mutex::new(Some(Vec::new())),
-            cfg,
+            tasks: AtomicUsize::new(0),
+            tasks_idle: Notify::new(),
+            settings: Settings {
+                limits: self.limits,
+                attestation: self.attestation,
+                policy: self.policy,
+                peer_id: self.peer_id.unwrap_or_else(|| "peer".to_owned()),
+            },
         });
-        let (sink, source) = transport.split();
-        tokio::spawn(write_loop(Arc::clone(&shared), sink));
-        tokio::spawn(read_loop(Arc::clone(&shared), source));
-        shared.wake_writer.notify_one();
+        driver::spawn(Arc::clone(&shared), session, queue, transport);
         Ok(Connection { shared })
     }
 }
@@ -243,139 +279,83 @@ impl Connection {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Session> {
-        // A panic while holding the lock is a bug in this crate; keep serving rather than
-        // cascading it into every handle.
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    /// Queues a command for the driver; false once the driver is gone.
+    pub(crate) fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
     }
 
-    /// Runs `f` on the session, then applies its effects outside the lock.
-    pub(crate) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut Session) -> R) -> R {
-        let (r, fx) = {
-            let mut s = self.lock();
-            let r = f(&mut s);
-            (r, s.take_effects())
-        };
-        self.apply(fx);
-        r
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
-    fn apply(self: &Arc<Self>, fx: Effects) {
-        if fx.wrote {
-            self.wake_writer.notify_one();
-        }
-        for event in &fx.events {
-            self.notify(event);
-        }
-        for action in fx.actions {
-            self.run(action);
-        }
-        drop(fx.graveyard);
-        drop(fx.discarded);
+    /// A fresh call id (PROTOCOL §4: from 1 upward, never reused).
+    pub(crate) fn next_call_id(&self) -> CallId {
+        CallId(self.next_call_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn notify(&self, event: &Event) {
+    /// Reserves one outbound call against the in-flight limit, or fails it locally
+    /// (PROTOCOL §9): closed first, then the limit. The driver gives reservations back.
+    pub(crate) fn reserve_call(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::closed());
+        }
+        let max = self.settings.limits.max_in_flight;
+        if self.outbound.fetch_add(1, Ordering::AcqRel) >= max {
+            self.outbound.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::local(
+                LocalError::InFlightLimit,
+                Status::resource_exhausted(
+                    format!("in-flight calls limit {max}"),
+                    reason::MAX_CONCURRENT_CALLS,
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives back `n` reservations (the driver, as calls finish).
+    pub(crate) fn unreserve(&self, n: usize) {
+        if n > 0 {
+            self.outbound.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Notifies observers of an event (PROTOCOL §15). A panicking observer is caught and
+    /// never affects the connection.
+    pub(crate) fn notify(&self, event: &Event) {
         let observers: Vec<Observer> = match self.observers.read() {
             Ok(o) => o.iter().map(|(_, f)| Arc::clone(f)).collect(),
             Err(_) => return,
         };
         for f in observers {
-            // A failing subscriber never affects the connection (PROTOCOL §15).
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(event)));
         }
     }
 
-    fn run(self: &Arc<Self>, action: Action) {
-        match action {
-            Action::Invoke(inv) => {
-                tokio::spawn(invoke(Arc::clone(self), inv));
-            }
-            Action::Policy {
-                call_id,
-                name,
-                version,
-            } => {
-                let shared = Arc::clone(self);
-                tokio::spawn(async move {
-                    let allowed = match &shared.cfg.policy {
-                        Some(policy) => {
-                            let check = policy.check(&name, &shared.cfg.attestation);
-                            match AssertUnwindSafe(check).catch_unwind().await {
-                                Ok(r) => r,
-                                Err(_) => Err("policy panicked".to_owned()),
-                            }
-                        }
-                        None => Ok(true),
-                    };
-                    shared.with(|s| s.finish_bootstrap(call_id, name, version, allowed));
-                });
-            }
-            Action::Dispose {
-                imp,
-                method,
-                cap_id,
-            } => {
-                let ctx = CallContext::detached(Arc::clone(self), cap_id);
-                let shared = Arc::clone(self);
-                tokio::spawn(async move {
-                    let fut = imp.call(&method, Value::Undefined, ctx);
-                    let error = match AssertUnwindSafe(fut).catch_unwind().await {
-                        Ok(Ok(_)) => None,
-                        Ok(Err(status)) => Some(status.to_string()),
-                        Err(_) => Some("disposal method panicked".to_owned()),
-                    };
-                    if let Some(error) = error {
-                        shared.notify(&Event::Error(ErrorEvent {
-                            phase: "dispose",
-                            error,
-                        }));
-                    }
-                });
-            }
-            Action::Run(f) => {
-                if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-                    self.notify(&Event::Error(ErrorEvent {
-                        phase: "after_reply",
-                        error: "after_reply closure panicked".to_owned(),
-                    }));
-                }
-            }
-            Action::Closed => {
-                self.stop.cancel();
-                let handlers = self
-                    .close_handlers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                for h in handlers.into_iter().flatten() {
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(h));
-                }
-            }
-        }
+    /// Counts a task of this connection until the guard drops.
+    pub(crate) fn task(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(Arc::clone(self))
+    }
+
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.tasks.load(Ordering::Acquire)
     }
 }
 
-/// Waits for the peer's hello (bootstrap needs it, PROTOCOL §6).
-pub(crate) async fn peer_ready(shared: &Shared) -> Result<(), Status> {
-    let mut rx = shared.peer_state.clone();
-    loop {
-        match &*rx.borrow_and_update() {
-            PeerState::Ready => return Ok(()),
-            PeerState::Closed(status) => return Err(status.clone()),
-            PeerState::Waiting => {}
-        }
-        if rx.changed().await.is_err() {
-            return Err(Status::connection_closed());
+/// Holds one count of [`Shared::tasks`]; the count drops with it.
+pub(crate) struct TaskGuard(Arc<Shared>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.tasks_idle.notify_waiters();
         }
     }
 }
-
-/// How long a client waits past a call's deadline before failing it (PROTOCOL §5).
-pub const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
 #[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Connection>();
-    let _ = (CapId(0), CallId(0), Code::Internal);
 }

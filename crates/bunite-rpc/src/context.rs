@@ -7,11 +7,10 @@ use bunite_wire::{CallId, CapId};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::connection::{Connection, Shared};
+use crate::attestation::Attestation;
+use crate::connection::{Command, Connection, Shared};
 use crate::handler::{CapImpl, ExportedCap};
-use crate::policy::Attestation;
 use crate::schema::CapDef;
-use crate::session::Invocation;
 
 /// What a handler knows about the call it serves. Cheap to clone.
 #[derive(Clone)]
@@ -21,7 +20,7 @@ pub struct CallContext {
     cap_id: CapId,
     signal: CancellationToken,
     deadline: Option<Instant>,
-    context: Arc<[(String, String)]>,
+    context: Option<Arc<[(String, String)]>>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -48,14 +47,21 @@ tokio::task_local! {
 }
 
 impl CallContext {
-    pub(crate) fn new(shared: Arc<Shared>, inv: &Invocation, deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        call_id: CallId,
+        cap_id: CapId,
+        signal: CancellationToken,
+        deadline: Option<Instant>,
+        context: Option<Vec<(String, String)>>,
+    ) -> Self {
         CallContext {
             shared,
-            call_id: inv.call_id,
-            cap_id: inv.cap_id,
-            signal: inv.signal.clone(),
+            call_id,
+            cap_id,
+            signal,
             deadline,
-            context: inv.context.clone().into(),
+            context: context.map(Arc::from),
         }
     }
 
@@ -67,7 +73,7 @@ impl CallContext {
             cap_id,
             signal: CancellationToken::new(),
             deadline: None,
-            context: Arc::from(Vec::new()),
+            context: None,
         }
     }
 
@@ -83,12 +89,12 @@ impl CallContext {
 
     /// The peer id the host gave the connection.
     pub fn peer_id(&self) -> &str {
-        &self.shared.cfg.peer_id
+        &self.shared.settings.peer_id
     }
 
     /// The connection's attestation.
     pub fn attestation(&self) -> &Attestation {
-        &self.shared.cfg.attestation
+        &self.shared.settings.attestation
     }
 
     /// Whether the call was cancelled (or, for non-idempotent methods, its deadline passed).
@@ -113,12 +119,12 @@ impl CallContext {
 
     /// The `meta.context` string map the client sent.
     pub fn context(&self) -> &[(String, String)] {
-        &self.context
+        self.context.as_deref().unwrap_or_default()
     }
 
     /// One value of the `meta.context` map.
     pub fn context_value(&self, key: &str) -> Option<&str> {
-        self.context
+        self.context()
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
@@ -133,13 +139,13 @@ impl CallContext {
 
     /// Runs `f` once this call's result (success or error) has been queued for the peer, so
     /// anything `f` sends reaches the peer after the reply: e.g. a cap that unserves itself
-    /// on request replies first and revokes after. `f` runs on a runtime thread outside any
-    /// lock; keep it short and spawn for async work. If the call is cancelled, or the
+    /// on request replies first and revokes after. `f` runs on the connection's task; keep
+    /// it short and spawn for async work. If the call is cancelled, or the
     /// connection closes, before it replies, `f` is dropped without running; from a stream
     /// or a disposal it never runs.
     pub fn after_reply(&self, f: impl FnOnce() + Send + 'static) {
-        let id = self.call_id;
-        self.shared.with(|s| s.after_reply(id, Box::new(f)));
+        self.shared
+            .send(Command::AfterReply(self.call_id, Box::new(f)));
     }
 
     /// Exports a cap to return from this call. Its cap-id is allocated (refcount 1) when the

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use bunite_wire::Value;
 
 use crate::context::CallContext;
-use crate::emitter::{emitter_stream, Emitter};
+use crate::emitter::{emitter_stream, ValueEmitter};
 use crate::handler::{BoxFuture, CapImpl, Returned, ValueStream};
+use crate::payload::Payload;
 use crate::status::Status;
 
 type CallFn = Arc<dyn Fn(Value, CallContext) -> BoxFuture<Result<Returned, Status>> + Send + Sync>;
@@ -74,10 +75,10 @@ impl DynCap {
     }
 
     /// Handles a stream method in the emitter style: the closure gets an
-    /// [`Emitter`](crate::emitter::Emitter) and pushes values into it.
+    /// [`ValueEmitter`](crate::emitter::ValueEmitter) and pushes values into it.
     pub fn stream_emitter<F, Fut>(self, method: impl Into<String>, f: F) -> Self
     where
-        F: Fn(Value, CallContext, Emitter) -> Fut + Send + Sync + 'static,
+        F: Fn(Value, CallContext, ValueEmitter) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
         let f = Arc::new(f);
@@ -101,11 +102,14 @@ impl CapImpl for DynCap {
     fn call(
         &self,
         method: &str,
-        args: Value,
+        args: Payload,
         ctx: CallContext,
     ) -> BoxFuture<Result<Returned, Status>> {
         match self.calls.get(method) {
-            Some(f) => f(args, ctx),
+            Some(f) => match args_value(args) {
+                Ok(args) => f(args, ctx),
+                Err(status) => Box::pin(async move { Err(status) }),
+            },
             None => {
                 let status = Status::not_found(format!("method \"{method}\" has no handler"));
                 Box::pin(async move { Err(status) })
@@ -113,12 +117,23 @@ impl CapImpl for DynCap {
         }
     }
 
-    fn stream(&self, method: &str, args: Value, ctx: CallContext) -> Result<ValueStream, Status> {
+    fn stream(
+        &self,
+        method: &str,
+        args: Payload,
+        ctx: CallContext,
+    ) -> Result<ValueStream, Status> {
         match self.streams.get(method) {
-            Some(f) => f(args, ctx),
+            Some(f) => f(args_value(args)?, ctx),
             None => Err(Status::not_found(format!(
                 "method \"{method}\" has no handler"
             ))),
         }
     }
+}
+
+/// The args as a value; `invalid_argument` if they cannot be decoded within the budget.
+fn args_value(args: Payload) -> Result<Value, Status> {
+    args.into_value()
+        .map_err(|e| Status::invalid_argument(format!("params: {e}")))
 }

@@ -1,5 +1,6 @@
 //! The emitter style of stream handler: an async function that pushes values into an
-//! [`Emitter`] instead of returning a `Stream`.
+//! [`ValueEmitter`] instead of returning a `Stream`. (The typed API's
+//! [`typed::Emitter`](crate::typed::Emitter) wraps it.)
 //!
 //! `send` completes only when the runtime takes the value, and the runtime takes values only
 //! while the client has granted credit, so a producer can never run ahead of the credit
@@ -20,11 +21,11 @@ use crate::status::{Code, Status};
 
 /// Where an emitter-style stream handler sends its values.
 #[derive(Debug)]
-pub struct Emitter {
+pub struct ValueEmitter {
     tx: mpsc::Sender<Value>,
 }
 
-impl Emitter {
+impl ValueEmitter {
     /// Sends one value; waits until the stream takes it. Fails `cancelled` once the stream
     /// is gone.
     pub async fn send(&mut self, value: Value) -> Result<(), Status> {
@@ -44,12 +45,12 @@ impl Emitter {
 /// Turns a producer into a stream: values it emits, then its error if it fails.
 pub fn emitter_stream<F, Fut>(produce: F) -> ValueStream
 where
-    F: FnOnce(Emitter) -> Fut,
+    F: FnOnce(ValueEmitter) -> Fut,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(0);
     Box::pin(EmitterStream {
-        producer: Some(Box::pin(produce(Emitter { tx }))),
+        producer: Some(Box::pin(produce(ValueEmitter { tx }))),
         rx,
         error: None,
     })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bunite_wire::{CallId, CapId};
 
-use crate::policy::Attestation;
+use crate::attestation::Attestation;
 use crate::status::Code;
 
 /// One observed event.

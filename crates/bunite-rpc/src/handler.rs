@@ -13,6 +13,7 @@ use bunite_wire::Value;
 use futures::Stream;
 
 use crate::context::CallContext;
+use crate::payload::Payload;
 use crate::schema::CapDef;
 use crate::status::Status;
 
@@ -34,16 +35,22 @@ pub trait CapImpl: Send + Sync + 'static {
         true
     }
 
-    /// Runs a call method.
+    /// Runs a call method. `args` is what the peer sent, not yet decoded: decode it into
+    /// the method's params type ([`Payload::deserialize`]) or a [`Value`].
     fn call(
         &self,
         method: &str,
-        args: Value,
+        args: Payload,
         ctx: CallContext,
     ) -> BoxFuture<Result<Returned, Status>>;
 
     /// Opens a stream method.
-    fn stream(&self, method: &str, args: Value, ctx: CallContext) -> Result<ValueStream, Status> {
+    fn stream(
+        &self,
+        method: &str,
+        args: Payload,
+        ctx: CallContext,
+    ) -> Result<ValueStream, Status> {
         let _ = (args, ctx);
         Err(Status::not_found(format!(
             "method \"{method}\" has no handler"
@@ -110,25 +117,5 @@ impl fmt::Debug for ExportedCap {
         f.debug_struct("ExportedCap")
             .field("cap", &self.def.name())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// A cap that answers every method with `undefined`.
-    pub(crate) struct NoopCap;
-
-    impl NoopCap {
-        pub(crate) fn arc() -> Arc<dyn CapImpl> {
-            Arc::new(NoopCap)
-        }
-    }
-
-    impl CapImpl for NoopCap {
-        fn call(&self, _: &str, _: Value, _: CallContext) -> BoxFuture<Result<Returned, Status>> {
-            Box::pin(async { Ok(Returned::Value(Value::Undefined)) })
-        }
     }
 }

@@ -1,5 +1,7 @@
 //! Per-connection limits. Every table, queue and count a peer can grow is bounded here.
 
+use std::time::Duration;
+
 /// Per-connection limits; `Default` gives the protocol's defaults (PROTOCOL §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -25,6 +27,11 @@ pub struct Limits {
     /// PROTOCOL §8, but each is a task). Default 1024; beyond it a bootstrap fails
     /// `resource_exhausted {reason:"max_concurrent_calls"}`.
     pub max_pending_policy_checks: usize,
+    /// How long a peer may take to send its hello before the connection is closed
+    /// (goaway `deadline_exceeded`). Default 30 s: a peer sends hello at once on creation
+    /// (PROTOCOL §6), so only a stuck or hostile peer takes longer, and until then it holds
+    /// a connection. `None` waits forever.
+    pub hello_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -37,6 +44,7 @@ impl Default for Limits {
             max_revoked_ids: 4096,
             max_unsent_bytes: 64 * 1024 * 1024,
             max_pending_policy_checks: 1024,
+            hello_timeout: Some(Duration::from_secs(30)),
         }
     }
 }

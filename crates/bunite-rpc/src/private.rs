@@ -22,8 +22,9 @@ pub use std::vec::Vec;
 
 pub use crate::typed::{Cap, CapClient, Emitter, Exported, Handle, MethodResult, Serve};
 pub use crate::{
-    BoxFuture, CallContext, CallOptions, CapDef, CapDefRef, CapImpl, Client, Connection, IfExists,
-    MethodDef, Returned, Returns, ServeHandle, Status, TypedStream, Value, ValueStream,
+    BoxFuture, CallContext, CallOptions, CapDef, CapDefRef, CapImpl, Client, Connection, Error,
+    IfExists, MethodDef, Payload, Returned, Returns, ServeHandle, Status, TypedStream, Value,
+    ValueStream,
 };
 
 use futures::{Stream, StreamExt};
@@ -31,19 +32,20 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The `args` of a method without params: undefined.
-pub fn no_params() -> Result<Value, Status> {
+pub fn no_params() -> Result<Value, Error> {
     Ok(Value::Undefined)
 }
 
-/// The `args` of a call: its one params value.
-pub fn encode_params<T: Serialize + ?Sized>(params: &T) -> Result<Value, Status> {
-    bunite_wire::to_value(params).map_err(|e| Status::invalid_argument(format!("params: {e}")))
+/// The `args` of a call: its one params value (nothing is sent if it does not encode).
+pub fn encode_params<T: Serialize + ?Sized>(params: &T) -> Result<Value, Error> {
+    crate::client::encode_args(params)
 }
 
-/// Decodes a call's `args` into the method's params type: `invalid_argument` if they do not
-/// fit (a `result` error for calls, a `stream error` for streams, PROTOCOL §9).
-pub fn decode_params<T: DeserializeOwned>(args: Value) -> Result<T, Status> {
-    bunite_wire::from_value(args).map_err(|e| Status::invalid_argument(format!("params: {e}")))
+/// Decodes a call's `args` straight into the method's params type: `invalid_argument` if
+/// they do not fit (a `result` error for calls, a `stream error` for streams, PROTOCOL §9).
+pub fn decode_params<T: DeserializeOwned>(args: Payload) -> Result<T, Status> {
+    args.deserialize()
+        .map_err(|e| Status::invalid_argument(format!("params: {e}")))
 }
 
 /// Boxes a call handler's future.

@@ -3,6 +3,7 @@
 //! A [`CapDef`] is plain data shared by both peers' views of a cap. The typed macro API
 //! generates one per trait; the dynamic API builds them at run time with [`CapDef::builder`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct CapDef {
     name: String,
     version: Option<String>,
     methods: Vec<MethodDef>,
+    /// Method name → position in `methods`: dispatch looks a method up per call.
+    index: HashMap<String, usize>,
     disposal: Option<String>,
 }
 
@@ -34,6 +37,7 @@ impl CapDef {
                 name: name.into(),
                 version: None,
                 methods: Vec::new(),
+                index: HashMap::new(),
                 disposal: None,
             },
         }
@@ -56,7 +60,7 @@ impl CapDef {
 
     /// The method named `name`.
     pub fn method(&self, name: &str) -> Option<&MethodDef> {
-        self.methods.iter().find(|m| m.name == name)
+        self.methods.get(*self.index.get(name)?)
     }
 
     /// The disposal method's name, if the cap declares one.
@@ -92,7 +96,10 @@ impl CapDefBuilder {
     }
 
     /// Finishes the definition.
-    pub fn build(self) -> Arc<CapDef> {
+    pub fn build(mut self) -> Arc<CapDef> {
+        self.def.index = (self.def.methods.iter().enumerate())
+            .map(|(i, m)| (m.name.clone(), i))
+            .collect();
         Arc::new(self.def)
     }
 }
@@ -115,6 +122,7 @@ pub struct MethodDef {
     initial_credit: u32,
     returns: Returns,
     drop_on_cancel: bool,
+    own_task: bool,
 }
 
 impl MethodDef {
@@ -127,6 +135,7 @@ impl MethodDef {
             initial_credit: DEFAULT_INITIAL_CREDIT,
             returns: Returns::Value,
             drop_on_cancel: true,
+            own_task: false,
         }
     }
 
@@ -161,6 +170,19 @@ impl MethodDef {
     pub fn keep_running_on_cancel(mut self) -> Self {
         self.drop_on_cancel = false;
         self
+    }
+
+    /// Runs the handler on a task of its own from the start, for CPU-heavy or blocking
+    /// work. By default a handler is first polled on the connection's task, so one that
+    /// completes at once costs no task hop; one that has to wait moves to its own task.
+    pub fn own_task(mut self) -> Self {
+        self.own_task = true;
+        self
+    }
+
+    /// Whether the handler starts on a task of its own ([`MethodDef::own_task`]).
+    pub fn runs_on_own_task(&self) -> bool {
+        self.own_task
     }
 
     /// Whether a cancel drops the handler's future.
@@ -250,4 +272,17 @@ impl From<Arc<CapDef>> for CapDefRef {
     fn from(d: Arc<CapDef>) -> Self {
         CapDefRef::Shared(d)
     }
+}
+
+/// What serving a name that is already served does (PROTOCOL §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IfExists {
+    /// Fail `already_exists` `{reason:"name_collision"}` (the default).
+    #[default]
+    Throw,
+    /// Leave the existing registration; the returned handle owns nothing.
+    Skip,
+    /// Replace the implementation (same version required), as
+    /// [`replace`](crate::Connection::replace).
+    Replace,
 }

@@ -58,10 +58,12 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Status> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let (a, b) = memory::pair();
 //! let (server, client) = (Connection::new(a), Connection::new(b));
-//! let served = server.serve_schema::<(ClockCap, EchoCap)>((MyClock, MyEcho), IfExists::Throw)?;
+//! let served = server
+//!     .serve_schema::<(ClockCap, EchoCap)>((MyClock, MyEcho), IfExists::Throw)
+//!     .await?;
 //! let (clock, echo) = client.bootstrap_schema::<(ClockCap, EchoCap)>().await?;
 //! let ticks: Vec<u32> = clock.ticks(3).map(Result::unwrap).collect().await;
 //! assert_eq!(ticks, [0, 1, 2]);
@@ -85,13 +87,13 @@ use bunite_wire::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::client::{CallOptions, Client};
+use crate::client::{decode_result, CallOptions, Client};
+use crate::client_stream::TypedStream;
 use crate::connection::{Connection, ServeHandle};
+use crate::error::Error;
 use crate::handler::{CapImpl, ExportedCap};
-use crate::schema::CapDef;
-use crate::session::registry::IfExists;
+use crate::schema::{CapDef, IfExists};
 use crate::status::Status;
-use crate::stream::TypedStream;
 
 pub use futures::Stream;
 
@@ -281,25 +283,25 @@ impl Handle {
         self.with_options(options)
     }
 
-    /// Calls `method` and decodes its value.
+    /// Calls `method` and decodes its value straight into `R`.
     pub async fn call<R: DeserializeOwned>(
         &self,
         method: &str,
-        args: Result<Value, Status>,
-    ) -> Result<R, Status> {
-        let value = self
+        args: Result<Value, Error>,
+    ) -> Result<R, Error> {
+        let payload = self
             .client
-            .call_with(method, args?, self.options.clone())
+            .call_payload(method, args?, self.options.clone())
             .await?;
-        bunite_wire::from_value(value).map_err(|e| Status::invalid_argument(format!("result: {e}")))
+        decode_result(&payload)
     }
 
     /// Calls a method returning one cap `C`.
     pub async fn call_cap<C: Cap>(
         &self,
         method: &str,
-        args: Result<Value, Status>,
-    ) -> Result<C::Client, Status> {
+        args: Result<Value, Error>,
+    ) -> Result<C::Client, Error> {
         let client = self
             .client
             .call_cap_with(method, args?, self.options.clone())
@@ -311,8 +313,8 @@ impl Handle {
     pub async fn call_caps<C: Cap, V: FromIterator<C::Client>>(
         &self,
         method: &str,
-        args: Result<Value, Status>,
-    ) -> Result<V, Status> {
+        args: Result<Value, Error>,
+    ) -> Result<V, Error> {
         let clients = self
             .client
             .call_caps_with(method, args?, self.options.clone())
@@ -325,8 +327,8 @@ impl Handle {
     pub async fn call_cap_record<C: Cap, M: FromIterator<(String, C::Client)>>(
         &self,
         method: &str,
-        args: Result<Value, Status>,
-    ) -> Result<M, Status> {
+        args: Result<Value, Error>,
+    ) -> Result<M, Error> {
         let clients = self
             .client
             .call_cap_record_with(method, args?, self.options.clone())
@@ -341,14 +343,14 @@ impl Handle {
     pub fn stream<T: DeserializeOwned>(
         &self,
         method: &str,
-        args: Result<Value, Status>,
+        args: Result<Value, Error>,
     ) -> TypedStream<T> {
         match args {
             Ok(args) => self
                 .client
                 .stream_with(method, args, self.options.clone())
                 .typed(),
-            Err(status) => self.client.failed_stream(status).typed(),
+            Err(error) => self.client.failed_stream(error).typed(),
         }
     }
 
@@ -369,7 +371,7 @@ impl Handle {
 /// [`send`](Emitter::send) completes once the stream takes the value, which it does only
 /// while the client has granted credit; it fails `cancelled` once the client has gone.
 pub struct Emitter<T> {
-    inner: crate::emitter::Emitter,
+    inner: crate::emitter::ValueEmitter,
     _item: PhantomData<fn(T)>,
 }
 
@@ -380,7 +382,7 @@ impl<T> fmt::Debug for Emitter<T> {
 }
 
 impl<T: Serialize> Emitter<T> {
-    pub(crate) fn new(inner: crate::emitter::Emitter) -> Self {
+    pub(crate) fn new(inner: crate::emitter::ValueEmitter) -> Self {
         Emitter {
             inner,
             _item: PhantomData,
@@ -403,7 +405,7 @@ pub trait Schema: 'static {
     fn definitions() -> Vec<Arc<CapDef>>;
 
     /// Wraps bootstrapped clients, one per definition in order.
-    fn clients(clients: Vec<Client>) -> Result<Self::Clients, Status>;
+    fn clients(clients: Vec<Client>) -> Result<Self::Clients, Error>;
 }
 
 /// Implementations of every cap of schema `S`: a tuple in the same order.
@@ -425,11 +427,11 @@ macro_rules! schema_tuple {
                 vec![$($C::definition()),+]
             }
 
-            fn clients(clients: Vec<Client>) -> Result<Self::Clients, Status> {
+            fn clients(clients: Vec<Client>) -> Result<Self::Clients, Error> {
                 let mut clients = clients.into_iter();
                 $(
                     let $v = $C::client(clients.next().ok_or_else(|| {
-                        Status::internal("bootstrap returned fewer clients than the schema has")
+                        Error::bad_answer("bootstrap returned fewer clients than the schema has")
                     })?);
                 )+
                 Ok(($($v,)+))
@@ -468,47 +470,51 @@ impl crate::ConnectionBuilder {
 impl Connection {
     /// Serves `imp` as cap `C` (`conn.serve_cap::<CounterCap>(imp)`); fails if the name is
     /// taken or reserved. Dropping the handle unserves it.
-    pub fn serve_cap<C: Cap>(&self, imp: impl Implementation<C>) -> Result<ServeHandle, Status> {
-        self.serve_cap_with::<C>(imp, IfExists::Throw)
+    pub async fn serve_cap<C: Cap>(
+        &self,
+        imp: impl Implementation<C>,
+    ) -> Result<ServeHandle, Status> {
+        self.serve_cap_with::<C>(imp, IfExists::Throw).await
     }
 
     /// Serves `imp` as cap `C` with an explicit collision rule (PROTOCOL §8).
-    pub fn serve_cap_with<C: Cap>(
+    pub async fn serve_cap_with<C: Cap>(
         &self,
         imp: impl Implementation<C>,
         if_exists: IfExists,
     ) -> Result<ServeHandle, Status> {
         self.serve_with(C::definition(), imp.into_server(), if_exists)
+            .await
     }
 
     /// Switches the served cap `C` to `imp`, live instances included (PROTOCOL §8).
-    pub fn replace_cap<C: Cap>(&self, imp: impl Implementation<C>) -> Result<(), Status> {
-        self.replace(C::definition(), imp.into_server())
+    pub async fn replace_cap<C: Cap>(&self, imp: impl Implementation<C>) -> Result<(), Status> {
+        self.replace(C::definition(), imp.into_server()).await
     }
 
     /// Unserves cap `C`: disposes and revokes its live instance. A no-op if not served.
-    pub fn unserve_cap<C: Cap>(&self) {
-        self.unserve(C::definition().name());
+    pub async fn unserve_cap<C: Cap>(&self) {
+        self.unserve(C::definition().name()).await;
     }
 
     /// Bootstraps the peer's cap `C` (`conn.bootstrap_cap::<CounterCap>().await`).
-    pub async fn bootstrap_cap<C: Cap>(&self) -> Result<C::Client, Status> {
+    pub async fn bootstrap_cap<C: Cap>(&self) -> Result<C::Client, Error> {
         self.bootstrap(&C::definition()).await.map(C::client)
     }
 
     /// Serves every cap of schema `S` atomically: all checks pass before anything is
     /// registered (PROTOCOL §8). `impls` is a tuple in the schema's order.
-    pub fn serve_schema<S: Schema>(
+    pub async fn serve_schema<S: Schema>(
         &self,
         impls: impl SchemaImplementation<S>,
         if_exists: IfExists,
     ) -> Result<ServeHandle, Status> {
-        self.serve_all(impls.into_servers(), if_exists)
+        self.serve_all(impls.into_servers(), if_exists).await
     }
 
     /// Bootstraps every cap of schema `S` concurrently; if any fails, releases the others and
     /// fails with the first failure in schema order (PROTOCOL §8).
-    pub async fn bootstrap_schema<S: Schema>(&self) -> Result<S::Clients, Status> {
+    pub async fn bootstrap_schema<S: Schema>(&self) -> Result<S::Clients, Error> {
         let clients = self.bootstrap_all(&S::definitions()).await?;
         S::clients(clients)
     }

@@ -1,206 +1,465 @@
-//! The I/O side of a connection: the reader and writer tasks, and the tasks that run
-//! handlers and server streams. Everything here awaits; nothing here decides (the session
-//! does).
+//! The driver: the one task that owns a connection's session and transport (see the
+//! module docs of [`connection`](super) for the design). Everything here awaits or polls;
+//! nothing here decides: the session does.
 
-use std::panic::AssertUnwindSafe;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bunite_wire::{Decoder, FrameDecodeError};
-use futures::{FutureExt, StreamExt};
-use tokio::time::Instant;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
-use super::Shared;
-use crate::context::{CallContext, CallScope, CURRENT_CALL};
-use crate::handler::Returned;
-use crate::schema::MethodKind;
-use crate::session::streams::Credit;
-use crate::session::Invocation;
-use crate::status::{reason, Status};
-use crate::transport::{MessageSink, MessageSource, TransportError};
+use super::command::Command;
+use super::runs::{Rt, Runs};
+use super::{CloseHandler, Shared, TaskGuard};
+use crate::error::Disconnect;
+use crate::session::{Output, Session, TransportEnd};
+use crate::stats::Stats;
+use crate::transport::{MessageSink, MessageSource, Transport, TransportError};
 
-/// Runs one handler: signals it at its deadline, drops it on cancel, catches panics, and
-/// reports the outcome to the session.
-pub(super) async fn invoke(shared: Arc<Shared>, inv: Invocation) {
-    let scope = CallScope {
-        connection: shared.id,
-        call_id: inv.call_id,
-        deadline: inv.deadline.map(|d| Instant::now() + d),
-    };
-    let ctx = CallContext::new(Arc::clone(&shared), &inv, scope.deadline);
-    if inv.kind == MethodKind::Stream {
-        return run_stream(shared, inv, scope, ctx).await;
-    }
-    let fut = inv.imp.call(&inv.method, inv.args, ctx);
-    let signal = inv.signal.clone();
-    let deadline = async move {
-        match inv.signal_after {
-            Some(after) => {
-                tokio::time::sleep(after).await;
-                signal.cancel();
-                std::future::pending::<()>().await
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    let run = CURRENT_CALL.scope(scope, AssertUnwindSafe(fut).catch_unwind());
-    // Biased: once aborted, the handler is not polled again.
-    let outcome: Option<Result<Returned, Status>> = tokio::select! {
-        biased;
-        _ = inv.abort.cancelled() => None,
-        r = run => Some(r.unwrap_or_else(|_| Err(Status::internal("handler panicked")))),
-        _ = deadline => None,
-    };
-    if let Some(result) = outcome {
-        shared.with(|s| s.finish_call(inv.call_id, result, Instant::now()));
-    }
-}
-
-/// Drives one server stream: waits for credit before pulling each value from the source,
-/// stops at once on cancel (even while waiting for credit), catches panics.
-async fn run_stream(shared: Arc<Shared>, inv: Invocation, scope: CallScope, ctx: CallContext) {
-    let id = inv.call_id;
-    let opened = CURRENT_CALL.sync_scope(scope, || {
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
-            inv.imp.stream(&inv.method, inv.args, ctx)
-        }))
-    });
-    let mut source = match opened {
-        Ok(Ok(source)) => source,
-        Ok(Err(status)) => return shared.with(|s| s.stream_error(id, status)),
-        Err(_) => {
-            return shared.with(|s| s.stream_error(id, Status::internal("stream handler panicked")))
-        }
-    };
-    loop {
-        loop {
-            match shared.with(|s| s.stream_credit(id)) {
-                Credit::Ready => break,
-                Credit::Gone => return,
-                Credit::Wait(wake) => tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = inv.abort.cancelled() => return,
-                },
-            }
-        }
-        shared
-            .cfg
-            .backlog
-            .wait_below(shared.cfg.limits.max_unsent_bytes)
-            .await;
-        let next = CURRENT_CALL.scope(scope, AssertUnwindSafe(source.next()).catch_unwind());
-        let item = tokio::select! {
-            item = next => item,
-            _ = inv.abort.cancelled() => return,
-        };
-        match item {
-            Ok(Some(Ok(value))) => {
-                if !shared.with(|s| s.stream_next(id, value)) {
-                    return;
-                }
-            }
-            Ok(Some(Err(status))) => return shared.with(|s| s.stream_error(id, status)),
-            Ok(None) => return shared.with(|s| s.stream_end(id)),
-            Err(_) => {
-                return shared
-                    .with(|s| s.stream_error(id, Status::internal("stream source panicked")))
-            }
-        }
-    }
-}
-
-/// How long the writer keeps trying to deliver its last frames (a goaway) once the
+/// How long the driver keeps trying to deliver its last frames (a goaway) once the
 /// connection has shut down, before it gives up on a transport that does not drain.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-pub(super) async fn write_loop<S: MessageSink>(shared: Arc<Shared>, mut sink: S) {
-    write_batches(&shared, &mut sink).await;
-    shared.finished.cancel();
+/// Most messages read, commands taken or stream values produced per pass, so one busy
+/// source cannot starve the others (or the writes).
+const PASS_BUDGET: usize = 128;
+/// Passes before the driver yields to the runtime, so a busy connection cannot starve the
+/// other tasks of its thread.
+const PASSES_PER_POLL: usize = 16;
+
+pub(super) fn spawn<T: Transport>(
+    shared: Arc<Shared>,
+    session: Session<Rt>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    transport: T,
+) {
+    let (sink, source) = transport.split();
+    let guard = shared.task();
+    let driver = Driver {
+        runs: Runs::new(Arc::clone(&shared)),
+        shared,
+        session,
+        commands,
+        sink,
+        source,
+        held: None,
+        unflushed: false,
+        state: State::Open,
+        timer: None,
+        timer_at: None,
+        accounted: 0,
+        taken: 0,
+        close_handlers: Vec::new(),
+        _guard: guard,
+    };
+    tokio::spawn(driver);
 }
 
-async fn write_batches<S: MessageSink>(shared: &Arc<Shared>, sink: &mut S) {
-    loop {
-        let (batch, closing) = shared.with(|s| s.take_outbox());
-        let wrote = !batch.is_empty();
-        let written = async {
-            for msg in batch {
-                let len = msg.len();
-                sink.send(msg).await?;
-                shared.cfg.backlog.written(len);
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Shut down: deliver what is queued, then close the sink.
+    Closing,
+    /// The sink is closed (or broken): finish.
+    Done,
+}
+
+pub(super) struct Driver<K: MessageSink, R: MessageSource> {
+    shared: Arc<Shared>,
+    session: Session<Rt>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    sink: K,
+    source: R,
+    runs: Runs,
+    /// A message taken from the session that the sink was not ready for.
+    held: Option<Bytes>,
+    /// Messages were handed to the sink since its last flush.
+    unflushed: bool,
+    state: State,
+    /// The session's next timer, or the close grace once closing.
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_at: Option<Instant>,
+    /// Outbound reservations the session holds, as of the last accounting.
+    accounted: usize,
+    /// Call-like commands taken since the last accounting.
+    taken: usize,
+    close_handlers: Vec<CloseHandler>,
+    _guard: TaskGuard,
+}
+
+impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.runs.register(cx.waker());
+        for _ in 0..PASSES_PER_POLL {
+            let progress = this.pass(cx);
+            if this.state == State::Done {
+                this.finish();
+                return Poll::Ready(());
             }
-            if wrote {
-                sink.flush().await?;
+            if !progress {
+                return Poll::Pending;
             }
-            Ok::<(), TransportError>(())
-        };
-        let result = if closing {
-            tokio::time::timeout(CLOSE_GRACE, written)
-                .await
-                .unwrap_or(Err(TransportError::Closed))
-        } else {
-            written.await
-        };
-        if let Err(e) = result {
-            return fail_transport(shared, e);
         }
-        if closing && !wrote {
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
-            return;
-        }
-        if !wrote {
-            shared.wake_writer.notified().await;
-        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
-fn fail_transport(shared: &Arc<Shared>, e: TransportError) {
-    shared.with(|s| s.transport_closed(&format!("transport closed: {e}")));
-}
+impl<K: MessageSink, R: MessageSource> Driver<K, R> {
+    /// One pass over every source of work; whether anything happened.
+    fn pass(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = self.take_commands(cx);
+        progress |= self.read(cx);
+        self.apply_outputs();
+        progress |= self.runs.poll_streams(&mut self.session, cx);
+        self.apply_outputs();
+        progress |= self.poll_timer(cx);
+        self.apply_outputs();
+        progress |= self.write(cx);
+        self.account();
+        progress
+    }
 
-pub(super) async fn read_loop<S: MessageSource>(shared: Arc<Shared>, mut source: S) {
-    let limits = &shared.cfg.limits;
-    let max = limits.max_bytes;
-    let mut decoder = Decoder::new(limits.wire());
-    loop {
-        let msg = tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            msg = async {
-                // Backpressure: a peer that does not read our answers stops being read.
-                shared.cfg.backlog.wait_below(limits.max_unsent_bytes).await;
-                source.recv().await
-            } => msg,
-        };
-        let bytes = match msg {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return shared.with(|s| s.transport_closed("transport closed")),
-            Err(TransportError::TooLarge { len, max }) => return oversize(&shared, len, max),
-            Err(TransportError::Protocol(m)) => {
-                return shared.with(|s| s.protocol_error(Status::invalid_argument(m)))
+    fn now() -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    /// Takes queued commands, at most a pass's budget.
+    fn take_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut took = false;
+        for _ in 0..PASS_BUDGET {
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(command)) => {
+                    self.command(command);
+                    took = true;
+                }
+                // Every handle holds a sender, and so does `Shared`: never closed while we run.
+                Poll::Ready(None) | Poll::Pending => break,
             }
-            Err(e) => return fail_transport(&shared, e),
-        };
-        if bytes.len() > max {
-            return oversize(&shared, bytes.len() as u64, max);
         }
-        match decoder.decode_frame(&bytes) {
-            Ok(frame) => shared.with(|s| s.on_frame(frame, Instant::now())),
-            Err(e) => {
-                let message = match &e {
-                    FrameDecodeError::Frame(bunite_wire::FrameError::UnknownOp(_)) => {
-                        "unknown opcode".to_owned()
+        took
+    }
+
+    /// Takes whatever commands are queued right now, without registering for more (before
+    /// completing a handler inline, so its `after_reply` work is registered first).
+    fn take_queued_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            self.command(command);
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Self::now();
+        let s = &mut self.session;
+        match command {
+            Command::Call { id, req, reply } => {
+                self.taken += 1;
+                s.start_call(id, *req, reply, now);
+            }
+            Command::Stream { id, req, queue } => {
+                self.taken += 1;
+                s.start_stream(id, *req, queue);
+            }
+            Command::Bootstrap {
+                id,
+                name,
+                version,
+                reply,
+            } => {
+                self.taken += 1;
+                s.bootstrap(id, &name, version.as_deref(), reply, now);
+            }
+            Command::Cancel(id) => s.cancel_call(id),
+            Command::Release(id) => s.release(id),
+            Command::Credit(id, n) => s.return_credit(id, n),
+            Command::CancelStream(id) => s.cancel_client_stream(id),
+            Command::Serve {
+                caps,
+                if_exists,
+                reply,
+            } => {
+                let _ = reply.send(s.serve(caps, if_exists));
+            }
+            Command::Replace { def, imp, reply } => {
+                let _ = reply.send(s.replace(def, imp));
+            }
+            Command::Unserve { names, done } => {
+                s.unserve(&names);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Command::AfterReply(id, f) => s.after_reply(id, f),
+            Command::HandlerDone {
+                run,
+                call_id,
+                result,
+            } => {
+                self.runs.task_done(run);
+                let outcome = super::runs::outcome(*result);
+                self.session.handler_done(run, call_id, outcome, now);
+            }
+            Command::PolicyDone { call_id, allowed } => s.policy_done(call_id, allowed),
+            Command::OnClose(f) => {
+                if self.state == State::Open {
+                    self.close_handlers.push(f);
+                } else {
+                    run_close_handler(f);
+                }
+            }
+            Command::Close => s.close(),
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    /// Reads every message the transport has ready, unless too much is waiting to be sent
+    /// (a peer that does not read our answers stops being read).
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.state != State::Open {
+            return false;
+        }
+        let mut read = false;
+        for _ in 0..PASS_BUDGET {
+            if self.unsent() > self.shared.settings.limits.max_unsent_bytes {
+                break;
+            }
+            let msg = match self.source.poll_recv(cx) {
+                Poll::Pending => break,
+                Poll::Ready(msg) => msg,
+            };
+            read = true;
+            match msg {
+                Ok(Some(bytes)) => self.session.handle_message(&bytes, Self::now()),
+                Ok(None) => self.session.transport_ended(TransportEnd::Eof),
+                Err(e) => self.session.transport_ended(transport_end(e)),
+            }
+            if self.session.is_closed() {
+                break;
+            }
+        }
+        read
+    }
+
+    /// Runs the session's timers when due, and the close grace.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let want = match self.state {
+            State::Open => self.session.poll_timeout().map(Instant::from_std),
+            _ => self.timer_at,
+        };
+        let Some(at) = want else {
+            self.timer = None;
+            self.timer_at = None;
+            return false;
+        };
+        if self.timer_at != Some(at) {
+            self.timer_at = Some(at);
+            match &mut self.timer {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        let Some(sleep) = &mut self.timer else {
+            return false;
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.timer_at = None;
+        match self.state {
+            State::Open => self.session.handle_timeout(Self::now()),
+            // The grace passed: give up on a transport that does not drain.
+            _ => self.state = State::Done,
+        }
+        true
+    }
+
+    /// Applies what the session decided.
+    fn apply_outputs(&mut self) {
+        while let Some(output) = self.session.poll_output() {
+            match output {
+                Output::Reply { to, outcome, caps } => {
+                    if let Err(Ok(payload)) = to.send(outcome) {
+                        // The caller is gone: release the caps nobody will hold.
+                        if caps {
+                            self.session.release_all(&payload);
+                        }
                     }
-                    other => other.to_string(),
-                };
-                return shared.with(|s| s.protocol_error(Status::invalid_argument(message)));
+                }
+                Output::StreamItem { to, item } => to.push(item),
+                Output::StreamEnd { to, error } => to.end(error),
+                Output::Invoke(inv) => {
+                    if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session)
+                    {
+                        // Completed inline: let its after_reply registrations land first.
+                        self.take_queued_commands();
+                        self.session.handler_done(run, call_id, result, Self::now());
+                    }
+                }
+                Output::Signal(run) => self.runs.signal(run),
+                Output::Abort(run) => self.runs.abort(run),
+                Output::Credit(run) => self.runs.ready(run),
+                Output::Policy { call_id, name } => {
+                    if let Some(allowed) = self.runs.policy(call_id, &name) {
+                        self.session.policy_done(call_id, allowed);
+                    }
+                }
+                Output::Dispose {
+                    imp,
+                    method,
+                    cap_id,
+                } => self.runs.dispose(imp, &method, cap_id),
+                Output::Run(f) => super::runs::run_deferred(&self.shared, f),
+                Output::Event(event) => self.shared.notify(&event),
+                Output::Hello(hello) => {
+                    if let Ok(mut h) = self.shared.peer_hello.lock() {
+                        *h = Some(hello);
+                    }
+                }
+                Output::Closed(how) => self.closed(how),
             }
         }
+        self.session
+            .set_observed(self.shared.observed.load(std::sync::atomic::Ordering::Acquire));
+    }
+
+    /// The session shut down: no more reads; deliver what is queued within the grace.
+    fn closed(&mut self, how: Disconnect) {
+        tracing::debug!(connection = self.shared.id, ?how, "connection closed");
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        for f in std::mem::take(&mut self.close_handlers) {
+            run_close_handler(f);
+        }
+        self.state = if matches!(how, Disconnect::Transport { .. }) {
+            State::Done // The transport is broken: nothing more can be delivered.
+        } else {
+            State::Closing
+        };
+        let at = Instant::now() + CLOSE_GRACE;
+        self.timer_at = Some(at);
+        self.timer = Some(Box::pin(tokio::time::sleep_until(at)));
+    }
+
+    /// Hands every ready message to the sink, flushes, and once closing closes the sink.
+    fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.state == State::Done {
+            return false;
+        }
+        let mut wrote = false;
+        loop {
+            let msg = match self.held.take() {
+                Some(msg) => msg,
+                None => match self.session.poll_transmit() {
+                    Some(msg) => msg,
+                    None => break,
+                },
+            };
+            match self.sink.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return self.sink_failed(e),
+                Poll::Pending => {
+                    self.held = Some(msg);
+                    break;
+                }
+            }
+            if let Err(e) = self.sink.start_send(msg) {
+                return self.sink_failed(e);
+            }
+            self.unflushed = true;
+            wrote = true;
+        }
+        if self.unflushed {
+            match self.sink.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return self.sink_failed(e),
+                Poll::Pending => {}
+            }
+        }
+        if self.state == State::Closing && self.held.is_none() && !self.unflushed {
+            if self.session.transmit_bytes() > 0 {
+                return wrote;
+            }
+            match self.sink.poll_close(cx) {
+                Poll::Ready(_) => {
+                    self.state = State::Done;
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        wrote
+    }
+
+    fn sink_failed(&mut self, e: TransportError) -> bool {
+        if self.state == State::Open {
+            self.session.transport_ended(transport_end(e));
+            self.apply_outputs();
+        }
+        self.held = None;
+        self.state = State::Done;
+        true
+    }
+
+    /// Bytes waiting for the transport: in the session, and the one the sink refused.
+    fn unsent(&self) -> usize {
+        self.session.transmit_bytes() + self.held.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// Gives back the reservations of outbound calls that finished, and publishes the
+    /// counts.
+    fn account(&mut self) {
+        let now = self.session.outbound_in_flight();
+        let done = (self.taken + self.accounted).saturating_sub(now);
+        self.shared.unreserve(done);
+        self.accounted = now;
+        self.taken = 0;
+        let stats = self.stats();
+        if let Ok(mut s) = self.shared.stats.lock() {
+            *s = stats;
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let mut stats = self.session.stats();
+        stats.unsent_bytes = self.unsent();
+        stats
+    }
+
+    /// The driver's last act: no more commands, every run gone, final counts published.
+    fn finish(&mut self) {
+        self.commands.close();
+        self.take_queued_commands();
+        self.apply_outputs();
+        self.runs.clear();
+        self.held = None;
+        self.account();
+        self.shared.finished.cancel();
     }
 }
 
-fn oversize(shared: &Arc<Shared>, len: u64, max: usize) {
-    let status = Status::resource_exhausted(
-        format!("message of {len} bytes exceeds maxBytes {max}"),
-        reason::MAX_FRAME_BYTES,
-    );
-    shared.with(|s| s.protocol_error(status));
+fn run_close_handler(f: CloseHandler) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
+/// How a transport error ends the session.
+fn transport_end(e: TransportError) -> TransportEnd {
+    match e {
+        TransportError::TooLarge { len, max } => TransportEnd::TooLarge { len, max },
+        TransportError::Protocol(m) => TransportEnd::Protocol(m),
+        TransportError::Closed => TransportEnd::Eof,
+        TransportError::Io(e) => TransportEnd::Failed {
+            kind: e.kind(),
+            message: e.to_string(),
+        },
+    }
 }

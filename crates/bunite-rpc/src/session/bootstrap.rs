@@ -1,18 +1,75 @@
-//! Bootstrap (PROTOCOL §8): the checks in order, the policy, and the per-connection instance
-//! of each served name.
+//! Bootstrap (PROTOCOL §8), both ways.
+//!
+//! Serving: the checks in order, the policy, and the per-connection instance of each served
+//! name. Calling: a bootstrap waits for the peer's hello (PROTOCOL §6), parked here until it
+//! arrives.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use bunite_wire::{Call, CallId, CapId, Frame, ResultFrame, Value};
+use bunite_wire::{Call, CallId, CapId, Frame, Record, ResultFrame, Value};
 
-use super::{Action, Session};
-use crate::events::{BootstrapEvent, BootstrapResult, Event};
+use super::inbound::PolicyCheck;
+use super::outbound::{CallRequest, Expect, Parked};
+use super::output::Output;
+use super::{Session, Types};
+use crate::events::{BootstrapEvent, BootstrapResult, ErrorEvent, Event};
 use crate::status::{reason, Code, Status};
 
 /// The one method of cap-id 0.
 pub(crate) const BOOTSTRAP_METHOD: &str = "bootstrap";
 
-impl Session {
+impl<T: Types> Session<T> {
+    /// Bootstraps the peer's cap `name` (with `version` when the client's cap has one); the
+    /// outcome is a CapRef. Waits for the peer's hello.
+    pub fn bootstrap(
+        &mut self,
+        id: CallId,
+        name: &str,
+        version: Option<&str>,
+        reply: T::Reply,
+        now: Instant,
+    ) {
+        let mut args = Record::new().with("name", name);
+        if let Some(v) = version {
+            args.insert("version", v);
+        }
+        let req = CallRequest {
+            cap_id: CapId::BOOTSTRAP,
+            method: BOOTSTRAP_METHOD.to_owned(),
+            args: Value::Record(args),
+            parent: None,
+            deadline: None,
+            context: Vec::new(),
+            expect: Expect::Caps,
+        };
+        if self.peer_hello.is_some() {
+            return self.start_call(id, req, reply, now);
+        }
+        match self.check_call(&req) {
+            Ok(()) => self.outbound.parked.push(Parked { id, req, reply }),
+            Err(error) => self.outputs.push_back(Output::Reply {
+                to: reply,
+                outcome: Err(error),
+                caps: true,
+            }),
+        }
+    }
+
+    /// The peer's hello arrived: send the bootstraps that waited for it.
+    pub(super) fn send_parked_bootstraps(&mut self, now: Instant) {
+        for Parked { id, mut req, reply } in std::mem::take(&mut self.outbound.parked) {
+            match self.send_call(id, &mut req) {
+                Ok(()) => self.track(id, &req, reply, now),
+                Err(error) => self.outputs.push_back(Output::Reply {
+                    to: reply,
+                    outcome: Err(error),
+                    caps: true,
+                }),
+            }
+        }
+    }
+
     pub(super) fn on_bootstrap(&mut self, call: Call) {
         let args = call.args.as_record();
         let Some(name) = args.and_then(|a| a.get("name")).and_then(Value::as_str) else {
@@ -34,25 +91,27 @@ impl Session {
             self.emit_bootstrap(name, version, result, None);
             return self.reply_err(call.id, &status);
         }
-        if self.cfg.policy.is_some() {
-            let max = self.cfg.limits.max_pending_policy_checks;
-            if self.policy_checks >= max {
-                let status = Status::resource_exhausted(
-                    format!("pending bootstrap limit {max}"),
-                    reason::MAX_CONCURRENT_CALLS,
-                );
-                self.emit_bootstrap(name, version, BootstrapResult::ResourceExhausted, None);
-                return self.reply_err(call.id, &status);
-            }
-            self.policy_checks += 1;
-            self.fx.actions.push(Action::Policy {
-                call_id: call.id,
-                name,
-                version,
-            });
-        } else {
-            self.finish_bootstrap(call.id, name, version, Ok(true));
+        if !self.cfg.has_policy {
+            return self.finish_bootstrap(call.id, name, version, Ok(true));
         }
+        let max = self.cfg.limits.max_pending_policy_checks;
+        if self.inbound.policy.len() >= max {
+            let status = Status::resource_exhausted(
+                format!("pending bootstrap limit {max}"),
+                reason::MAX_CONCURRENT_CALLS,
+            );
+            self.emit_bootstrap(name, version, BootstrapResult::ResourceExhausted, None);
+            return self.reply_err(call.id, &status);
+        }
+        let check = PolicyCheck {
+            name: name.clone(),
+            version,
+        };
+        self.inbound.policy.insert(call.id, check);
+        self.outputs.push_back(Output::Policy {
+            call_id: call.id,
+            name,
+        });
     }
 
     fn check_bootstrap(
@@ -76,31 +135,36 @@ impl Session {
         Ok(())
     }
 
-    /// Completes a bootstrap once the policy answered (`Err` = the policy failed).
-    pub fn finish_bootstrap(
+    /// The policy answered a bootstrap (`Err` = the policy failed).
+    pub fn policy_done(&mut self, id: CallId, allowed: Result<bool, String>) {
+        let Some(check) = self.inbound.policy.remove(&id) else {
+            return;
+        };
+        if self.closed.is_none() {
+            self.finish_bootstrap(id, check.name, check.version, allowed);
+        }
+    }
+
+    fn finish_bootstrap(
         &mut self,
         id: CallId,
         name: String,
         version: Option<String>,
         allowed: Result<bool, String>,
     ) {
-        if self.cfg.policy.is_some() {
-            self.policy_checks = self.policy_checks.saturating_sub(1);
-        }
-        if self.closed.is_some() {
-            return;
-        }
         let denied = match allowed {
             Ok(true) => None,
             Ok(false) => Some((
                 BootstrapResult::Denied,
                 Status::failed_precondition("policy denied", reason::UNAUTHORIZED),
             )),
-            Err(e) => {
-                self.emit(Event::Error(crate::events::ErrorEvent {
-                    phase: "policy",
-                    error: e,
-                }));
+            Err(error) => {
+                self.emit(|| {
+                    Event::Error(ErrorEvent {
+                        phase: "policy",
+                        error,
+                    })
+                });
                 Some((BootstrapResult::Internal, Status::internal("policy threw")))
             }
         };
@@ -148,7 +212,7 @@ impl Session {
             .registry
             .get(name)
             .ok_or_else(|| Status::not_found(format!("cap \"{name}\" not served")))?;
-        let (def, imp) = (Arc::clone(&entry.def), Arc::clone(&entry.imp));
+        let (def, imp) = (Arc::clone(&entry.def), entry.imp.clone());
         let id = self.table.allocate(def, imp, Some(name.to_owned()))?;
         self.registry.set_instance(name, id);
         Ok(id)
@@ -161,14 +225,17 @@ impl Session {
         result: BootstrapResult,
         cap_id: Option<CapId>,
     ) {
-        let attestation = self.cfg.attestation.clone();
-        self.emit(Event::Bootstrap(BootstrapEvent {
-            name,
-            version,
-            attestation,
-            result,
-            cap_id,
-        }));
+        let attestation = &self.cfg.attestation;
+        if self.observed {
+            let event = Event::Bootstrap(BootstrapEvent {
+                name,
+                version,
+                attestation: attestation.clone(),
+                result,
+                cap_id,
+            });
+            self.outputs.push_back(Output::Event(event));
+        }
     }
 }
 

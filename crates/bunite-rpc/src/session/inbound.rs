@@ -1,39 +1,147 @@
-//! The server side of a session: dispatching calls, finishing handlers, cancels from the
-//! client, drops.
+//! The server side of a session: dispatching the peer's calls (PROTOCOL §9), handler
+//! outcomes, the peer's cancels (§11) and drops (§7).
+//!
+//! Every handler or stream source gets a [`RunId`]. A run is live from dispatch until its
+//! outcome arrives or the session aborts it, and live runs are what the in-flight limit
+//! counts, including a cancelled handler that keeps running (`keep_running_on_cancel`): a
+//! peer that starts and cancels calls cannot pile up handlers beyond the limit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bunite_wire::{Call, CallId, Cancel, CapId, DropFrame, Frame, ResultFrame, Value, WireStatus};
-use tokio::sync::Notify;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::BOOTSTRAP_METHOD;
+use super::output::{Invocation, Output, RunId};
 use super::streams::ServerStream;
-use super::{Action, ActiveCall, Deferred, Invocation, Session};
+use super::timers::{after, Timer};
+use super::{Dispatch, Session, Types};
 use crate::events::{CallEvent, Event};
-use crate::handler::{CapImpl, ExportedCap, Returned};
+use crate::payload::Payload;
 use crate::schema::{CapDef, MethodKind, Returns};
 use crate::status::{reason, Code, Status};
 
-impl Session {
+/// What a call handler produced: a plain value, or caps to export in the shape its method
+/// declares (PROTOCOL §9).
+pub(crate) enum Outcome<I> {
+    Value(Value),
+    Cap(Arc<CapDef>, I),
+    CapArray(Vec<(Arc<CapDef>, I)>),
+    CapRecord(Vec<(String, Arc<CapDef>, I)>),
+}
+
+/// An inbound call whose handler runs.
+pub(super) struct ActiveCall<T: Types> {
+    run: RunId,
+    cap_id: CapId,
+    def: Arc<CapDef>,
+    method: String,
+    returns: Returns,
+    started: Instant,
+    drop_on_cancel: bool,
+    /// When its handler is signalled (non-idempotent methods with a deadline).
+    deadline: Option<Instant>,
+    /// Work to run once its reply is queued ([`crate::CallContext::after_reply`]).
+    after_reply: Vec<T::Deferred>,
+}
+
+/// A bootstrap waiting for the policy.
+pub(super) struct PolicyCheck {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+pub(crate) struct Inbound<T: Types> {
+    pub(super) active: HashMap<CallId, ActiveCall<T>>,
+    pub(super) streams: HashMap<CallId, ServerStream>,
+    pub(super) policy: HashMap<CallId, PolicyCheck>,
+    /// Live runs and the call each serves.
+    runs: HashMap<RunId, CallId>,
+    next_run: u64,
+}
+
+impl<T: Types> Default for Inbound<T> {
+    fn default() -> Self {
+        Inbound {
+            active: HashMap::new(),
+            streams: HashMap::new(),
+            policy: HashMap::new(),
+            runs: HashMap::new(),
+            next_run: 1,
+        }
+    }
+}
+
+impl<T: Types> Inbound<T> {
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn streams_len(&self) -> usize {
+        self.streams.len()
+    }
+
+    #[cfg(test)]
+    pub fn runs_len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether `id` names a call, stream or bootstrap of the peer still in progress.
+    fn is_live(&self, id: CallId) -> bool {
+        self.active.contains_key(&id)
+            || self.streams.contains_key(&id)
+            || self.policy.contains_key(&id)
+    }
+
+    pub(super) fn new_run(&mut self, call: CallId) -> RunId {
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        self.runs.insert(run, call);
+        run
+    }
+
+    /// Ends a run; false if it was not live (already aborted, or unknown).
+    pub(super) fn end_run(&mut self, run: RunId) -> bool {
+        self.runs.remove(&run).is_some()
+    }
+
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        for (id, a) in &self.active {
+            assert_eq!(self.runs.get(&a.run), Some(id), "active call without its run");
+        }
+        for (id, s) in &self.streams {
+            assert_eq!(self.runs.get(&s.run), Some(id), "server stream without its run");
+        }
+    }
+}
+
+impl<T: Types> Session<T> {
     pub(super) fn on_call(&mut self, call: Call, now: Instant) {
+        if self.inbound.is_live(call.id) {
+            // PROTOCOL §4, §13.10: never a second live entry under one id.
+            let message = format!("call id {} is still in use", call.id);
+            return self.protocol_error(Status::invalid_argument(message));
+        }
         if call.target == CapId::BOOTSTRAP && call.method == BOOTSTRAP_METHOD {
             return self.on_bootstrap(call);
         }
         match self.dispatch(&call) {
-            Ok((def, imp)) => self.start_handler(call, def, imp, now),
-            Err((cap_name, status)) => {
-                self.emit_call(
-                    call.target,
-                    cap_name,
-                    call.method,
-                    call.id,
-                    None,
-                    Err(status.code),
-                );
-                self.reply_err(call.id, &status);
+            Ok((def, imp)) => self.start_run(call, def, imp, now),
+            Err((def, status)) => {
+                let (target, id) = (call.target, call.id);
+                self.emit(|| {
+                    Event::Call(CallEvent {
+                        cap_id: target,
+                        cap_name: def.map(|d| d.name().to_owned()),
+                        method: call.method,
+                        call_id: id,
+                        duration: None,
+                        result: Err(status.code),
+                    })
+                });
+                self.reply_err(id, &status);
             }
         }
     }
@@ -43,7 +151,7 @@ impl Session {
     fn dispatch(
         &self,
         call: &Call,
-    ) -> Result<(Arc<CapDef>, Arc<dyn CapImpl>), (Option<String>, Status)> {
+    ) -> Result<(Arc<CapDef>, T::Imp), (Option<Arc<CapDef>>, Status)> {
         let no_impl = || (None, Status::not_found("cap has no impl"));
         let (def, imp) = match call.target {
             CapId::BOOTSTRAP => return Err(no_impl()),
@@ -53,93 +161,106 @@ impl Session {
                 None => return Err((None, Status::not_found(format!("cap-id {id} not found")))),
             },
         };
-        let name = || Some(def.name().to_owned());
+        let known = || Some(Arc::clone(def));
         if def.method(&call.method).is_none() {
             let msg = format!("method \"{}\" on cap \"{}\"", call.method, def.name());
-            return Err((name(), Status::not_found(msg)));
+            return Err((known(), Status::not_found(msg)));
         }
         if !imp.has_handler(&call.method) {
             let msg = format!("method \"{}\" has no handler", call.method);
-            return Err((name(), Status::not_found(msg)));
+            return Err((known(), Status::not_found(msg)));
         }
         let max = self.cfg.limits.max_in_flight;
-        if self.active.len() + self.server_streams.len() >= max {
+        if self.inbound.runs.len() >= max {
             let status = Status::resource_exhausted(
                 format!("in-flight calls limit {max}"),
                 reason::MAX_CONCURRENT_CALLS,
             );
-            return Err((name(), status));
+            return Err((known(), status));
         }
-        Ok((Arc::clone(def), Arc::clone(imp)))
+        Ok((Arc::clone(def), imp.clone()))
     }
 
-    fn start_handler(&mut self, call: Call, def: Arc<CapDef>, imp: Arc<dyn CapImpl>, now: Instant) {
+    fn start_run(&mut self, call: Call, def: Arc<CapDef>, imp: T::Imp, now: Instant) {
         let Some(method) = def.method(&call.method) else {
             return;
         };
+        let (kind, own_task) = (method.kind(), method.runs_on_own_task());
         let meta = call.meta.unwrap_or_default();
         let deadline = meta
             .deadline_ms
             .filter(|ms| ms.is_finite() && *ms > 0.0)
             .map(|ms| Duration::from_secs_f64(ms.min(1e12) / 1000.0));
-        let (signal, abort) = (CancellationToken::new(), CancellationToken::new());
-        match method.kind() {
+        let run = self.inbound.new_run(call.id);
+        match kind {
             MethodKind::Call => {
+                // Only non-idempotent methods are signalled at their deadline (PROTOCOL §11).
+                let signal_at = deadline
+                    .filter(|_| !method.is_idempotent())
+                    .and_then(|d| after(now, d));
+                if let Some(at) = signal_at {
+                    self.timers.arm(at, Timer::Inbound(call.id));
+                }
                 let active = ActiveCall {
+                    run,
                     cap_id: call.target,
-                    cap_name: def.name().to_owned(),
                     method: call.method.clone(),
-                    started: now,
-                    signal: signal.clone(),
-                    abort: abort.clone(),
                     returns: method.return_shape().clone(),
+                    started: now,
                     drop_on_cancel: method.drops_on_cancel(),
+                    deadline: signal_at,
                     after_reply: Vec::new(),
+                    def: Arc::clone(&def),
                 };
-                self.active.insert(call.id, active);
+                self.inbound.active.insert(call.id, active);
             }
             MethodKind::Stream => {
-                let stream = ServerStream {
-                    cap_id: call.target,
-                    cap_name: def.name().to_owned(),
-                    method: call.method.clone(),
-                    window: u64::from(method.stream_initial_credit()),
-                    count: 0,
-                    signal: signal.clone(),
-                    abort: abort.clone(),
-                    wake: Arc::new(Notify::new()),
-                };
+                let window = u64::from(method.stream_initial_credit());
+                let stream = ServerStream::new(run, call.target, Arc::clone(&def), &call.method, window);
                 self.open_server_stream(call.id, stream);
             }
         }
-        self.fx.actions.push(Action::Invoke(Invocation {
+        self.outputs.push_back(Output::Invoke(Invocation {
+            run,
             call_id: call.id,
             cap_id: call.target,
             imp,
-            kind: method.kind(),
-            signal_after: deadline
-                .filter(|_| !method.is_idempotent() && method.kind() == MethodKind::Call),
-            deadline,
             method: call.method,
-            args: call.args,
-            signal,
-            abort,
-            context: meta.context.unwrap_or_default(),
+            args: Payload::from_value(call.args),
+            stream: kind == MethodKind::Stream,
+            own_task,
+            deadline,
+            context: meta.context,
         }));
     }
 
-    /// A handler finished. Ignored when the call was cancelled meanwhile: its exported caps
-    /// were never allocated, so nothing leaks.
-    pub fn finish_call(&mut self, id: CallId, result: Result<Returned, Status>, now: Instant) {
-        let Some(active) = self.active.remove(&id) else {
+    /// A handler finished. Ignored when the run was aborted, or when its call was cancelled
+    /// meanwhile: its exported caps were never allocated, so nothing leaks.
+    pub fn handler_done(
+        &mut self,
+        run: RunId,
+        call_id: CallId,
+        result: Result<Outcome<T::Imp>, Status>,
+        now: Instant,
+    ) {
+        if !self.inbound.end_run(run) {
+            return;
+        }
+        match self.inbound.active.get(&call_id) {
+            Some(a) if a.run == run => {}
+            _ => return,
+        }
+        let Some(active) = self.inbound.active.remove(&call_id) else {
             return;
         };
-        let duration = Some(now.saturating_duration_since(active.started));
-        let outcome = result.and_then(|r| self.encode_returned(r, &active.returns));
+        if let Some(at) = active.deadline {
+            self.timers.disarm(at, Timer::Inbound(call_id));
+        }
+        let outcome = result.and_then(|r| self.export(r, &active.returns));
         let status = match outcome {
             Ok((value, allocated)) => {
                 let frame = Frame::Result(ResultFrame {
-                    id,
+                    id: call_id,
                     outcome: Ok(value),
                 });
                 match self.send_bounded(&frame) {
@@ -163,72 +284,63 @@ impl Session {
             Some(status) => {
                 let wire = status.to_wire_from_handler();
                 self.send(&Frame::Result(ResultFrame {
-                    id,
+                    id: call_id,
                     outcome: Err(wire),
                 }));
                 Err(status.code)
             }
         };
-        let after = active.after_reply.into_iter().map(Action::Run);
-        self.fx.actions.extend(after);
-        self.emit_call(
-            active.cap_id,
-            Some(active.cap_name),
-            active.method,
-            id,
-            duration,
-            result,
-        );
+        for f in active.after_reply {
+            self.outputs.push_back(Output::Run(f));
+        }
+        let duration = now.saturating_duration_since(active.started);
+        self.emit(|| {
+            Event::Call(CallEvent {
+                cap_id: active.cap_id,
+                cap_name: Some(active.def.name().to_owned()),
+                method: active.method,
+                call_id,
+                duration: Some(duration),
+                result,
+            })
+        });
     }
 
-    /// Registers work to run once call `id`'s result is queued. Dropped unrun when the call
+    /// Registers work to run once call `id`'s reply is queued. Dropped unrun when the call
     /// is not active (cancelled, finished, or not a call).
-    pub fn after_reply(&mut self, id: CallId, f: Deferred) {
-        match self.active.get_mut(&id) {
-            Some(active) => active.after_reply.push(f),
-            None => self.fx.discarded.push(f),
+    pub fn after_reply(&mut self, id: CallId, f: T::Deferred) {
+        if let Some(active) = self.inbound.active.get_mut(&id) {
+            active.after_reply.push(f);
         }
     }
 
-    /// Checks a handler's return against the method's declared shape and allocates the
-    /// exported caps (all or nothing).
-    fn encode_returned(
+    /// Checks a handler's outcome against the method's declared shape and allocates the
+    /// exported caps, all or nothing.
+    fn export(
         &mut self,
-        r: Returned,
+        outcome: Outcome<T::Imp>,
         returns: &Returns,
     ) -> Result<(Value, Vec<CapId>), Status> {
-        let expected = returns.cap();
         let mismatch =
             |msg: &str| Status::failed_precondition(msg, reason::UNREGISTERED_CAP_RETURN);
-        let exports: Vec<(Option<String>, ExportedCap)> = match (r, returns) {
-            (Returned::Value(v), Returns::Value) => return Ok((v, Vec::new())),
-            (Returned::Cap(c), Returns::Cap(_)) => vec![(None, c)],
-            (Returned::CapArray(cs), Returns::CapArray(_)) => {
-                cs.into_iter().map(|c| (None, c)).collect()
+        let exports: Vec<(Option<String>, Arc<CapDef>, T::Imp)> = match (outcome, returns) {
+            (Outcome::Value(v), Returns::Value) => return Ok((v, Vec::new())),
+            (Outcome::Cap(d, i), Returns::Cap(_)) => vec![(None, d, i)],
+            (Outcome::CapArray(cs), Returns::CapArray(_)) => {
+                cs.into_iter().map(|(d, i)| (None, d, i)).collect()
             }
-            (Returned::CapRecord(cs), Returns::CapRecord(_)) => {
-                cs.into_iter().map(|(k, c)| (Some(k), c)).collect()
+            (Outcome::CapRecord(cs), Returns::CapRecord(_)) => {
+                cs.into_iter().map(|(k, d, i)| (Some(k), d, i)).collect()
             }
-            (other, _) => {
-                self.bury(other);
-                return Err(mismatch("expected ctx.exportCap return for cap method"));
-            }
+            _ => return Err(mismatch("expected ctx.exportCap return for cap method")),
         };
-        if let Some(expected) = expected {
-            if exports.iter().any(|(_, c)| c.def.name() != expected.name()) {
-                self.fx
-                    .graveyard
-                    .extend(exports.into_iter().map(|(_, c)| c.imp));
+        if let Some(expected) = returns.cap() {
+            if exports.iter().any(|(_, d, _)| d.name() != expected.name()) {
                 return Err(mismatch("exported cap type mismatch with method returns"));
             }
         }
-        // Checked up front so a batch is all or nothing and no implementation is dropped
-        // under the lock.
         if !self.table.has_room(exports.len()) {
             let limit = self.cfg.limits.max_caps;
-            self.fx
-                .graveyard
-                .extend(exports.into_iter().map(|(_, c)| c.imp));
             return Err(Status::resource_exhausted(
                 format!("cap-table limit {limit}"),
                 reason::MAX_CAPS_PER_CONNECTION,
@@ -236,15 +348,13 @@ impl Session {
         }
         let mut ids = Vec::with_capacity(exports.len());
         let mut keyed = Vec::with_capacity(exports.len());
-        for (key, cap) in exports {
-            let imp = Arc::clone(&cap.imp);
-            match self.table.allocate(cap.def, cap.imp, None) {
+        for (key, def, imp) in exports {
+            match self.table.allocate(def, imp, None) {
                 Ok(id) => {
                     ids.push(id);
                     keyed.push((key, Value::CapRef(id)));
                 }
                 Err(status) => {
-                    self.fx.graveyard.push(imp);
                     self.free_exports(&ids);
                     return Err(status);
                 }
@@ -263,21 +373,9 @@ impl Session {
         Ok((value, ids))
     }
 
-    fn bury(&mut self, r: Returned) {
-        let caps: Vec<ExportedCap> = match r {
-            Returned::Value(_) => Vec::new(),
-            Returned::Cap(c) => vec![c],
-            Returned::CapArray(cs) => cs,
-            Returned::CapRecord(cs) => cs.into_iter().map(|(_, c)| c).collect(),
-        };
-        self.fx.graveyard.extend(caps.into_iter().map(|c| c.imp));
-    }
-
     fn free_exports(&mut self, ids: &[CapId]) {
         for id in ids {
-            if let Some(e) = self.table.remove(*id) {
-                self.fx.graveyard.push(e.imp);
-            }
+            self.table.remove(*id);
         }
     }
 
@@ -285,11 +383,16 @@ impl Session {
         if self.cancel_server_stream(cancel.id) {
             return self.cancel_children(cancel.id, cancel.reason);
         }
-        if let Some(active) = self.active.remove(&cancel.id) {
-            self.fx.discarded.extend(active.after_reply);
-            active.signal.cancel();
+        if let Some(active) = self.inbound.active.remove(&cancel.id) {
+            if let Some(at) = active.deadline {
+                self.timers.disarm(at, Timer::Inbound(cancel.id));
+            }
             if active.drop_on_cancel {
-                active.abort.cancel();
+                self.inbound.end_run(active.run);
+                self.outputs.push_back(Output::Abort(active.run));
+            } else {
+                // Keeps running, signalled; its result is suppressed; it still counts.
+                self.outputs.push_back(Output::Signal(active.run));
             }
             let status = WireStatus {
                 code: Code::Cancelled.as_str().to_owned(),
@@ -302,17 +405,29 @@ impl Session {
                 id: cancel.id,
                 outcome: Err(status),
             }));
-            let duration = Some(now.saturating_duration_since(active.started));
-            self.emit_call(
-                active.cap_id,
-                Some(active.cap_name),
-                active.method,
-                cancel.id,
-                duration,
-                Err(Code::Cancelled),
-            );
+            let duration = now.saturating_duration_since(active.started);
+            let id = cancel.id;
+            self.emit(|| {
+                Event::Call(CallEvent {
+                    cap_id: active.cap_id,
+                    cap_name: Some(active.def.name().to_owned()),
+                    method: active.method,
+                    call_id: id,
+                    duration: Some(duration),
+                    result: Err(Code::Cancelled),
+                })
+            });
         }
         self.cancel_children(cancel.id, cancel.reason);
+    }
+
+    /// The deadline of an inbound call passed: signal its handler (it keeps running).
+    pub(super) fn inbound_deadline(&mut self, id: CallId) {
+        if let Some(active) = self.inbound.active.get_mut(&id) {
+            active.deadline = None;
+            let run = active.run;
+            self.outputs.push_back(Output::Signal(run));
+        }
     }
 
     pub(super) fn on_drop(&mut self, d: DropFrame) {
@@ -324,7 +439,6 @@ impl Session {
                 if let Some(root) = &freed.root {
                     self.registry.forget_instance(root, entry.id);
                 }
-                self.fx.graveyard.push(freed.imp);
             }
         }
     }
@@ -337,22 +451,15 @@ impl Session {
         }));
     }
 
-    fn emit_call(
-        &mut self,
-        cap_id: CapId,
-        cap_name: Option<String>,
-        method: String,
-        call_id: CallId,
-        duration: Option<Duration>,
-        result: Result<(), Code>,
-    ) {
-        self.emit(Event::Call(CallEvent {
-            cap_id,
-            cap_name,
-            method,
-            call_id,
-            duration,
-            result,
-        }));
+    /// At shutdown: abort every run, forget calls, streams and policy checks.
+    pub(super) fn abort_inbound(&mut self) {
+        let mut runs: Vec<RunId> = self.inbound.runs.drain().map(|(r, _)| r).collect();
+        runs.sort();
+        for run in runs {
+            self.outputs.push_back(Output::Abort(run));
+        }
+        self.inbound.active.clear();
+        self.inbound.streams.clear();
+        self.inbound.policy.clear();
     }
 }

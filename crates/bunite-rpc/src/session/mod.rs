@@ -1,283 +1,249 @@
-//! The connection's state machine: everything that decides, nothing that awaits.
+//! The connection's protocol state machine: everything that decides, nothing that awaits.
 //!
-//! A [`Session`] consumes frames and API requests and produces encoded frames (its outbox),
-//! [`Action`]s for the driver to run (handlers, policy checks, disposals) and observer
-//! [`Event`]s. It holds no clock (callers pass `now`) and does no I/O, so tests can drive it
-//! deterministically. The driver ([`crate::connection`]) owns it behind a mutex that is
-//! never held across an `.await`.
+//! A [`Session`] is quinn-proto style: it takes **inputs** (messages from the transport, the
+//! transport's end, local commands, handler outcomes, the time where it matters) and yields
+//! **outputs** (encoded messages to send, call outcomes and stream items for local callers,
+//! handlers to start, signal or abort, events, the next timer). It does no I/O, holds no
+//! clock and imports nothing of the async runtime: the caller passes `now`, and what a
+//! served implementation, a waiting caller or a stream consumer is stays opaque to it
+//! ([`Types`]). Tests drive two sessions against each other without a runtime.
 //!
-//! - `table`: the cap table.
-//! - `registry`: served names and bootstrap instances.
-//! - `inbound`: the server side (calls, cancel, drop).
-//! - `bootstrap`: bootstrap checks, the policy, per-connection instances.
+//! It owns the codec state of the connection (one [`Encoder`] and one [`Decoder`]), so the
+//! order in which frames are encoded is the order in which they are sent.
+//!
+//! - `table`: the cap table. `registry`: served names and bootstrap instances.
 //! - `serving`: serve, replace, unserve and revocation.
-//! - `streams`: server credit windows and client stream buffers.
-//! - `outbound`: the client side (pending calls, results, revocation, releases).
+//! - `bootstrap`: bootstraps, both ways (checks, policy, instances; parking until hello).
+//! - `inbound`: the server side: dispatching calls, handler outcomes, cancels, drops.
+//! - `outbound`: the client side: pending calls, results, revocation, releases.
+//! - `streams`: server credit windows and client stream accounting.
+//! - `timers`: deadlines and the hello timeout, in one place.
+//! - `output`: what the session yields.
 
 mod bootstrap;
 mod inbound;
-pub(crate) mod outbound;
-pub(crate) mod registry;
+mod outbound;
+mod output;
+mod registry;
 mod serving;
-pub(crate) mod streams;
-pub(crate) mod table;
+mod streams;
+mod table;
+mod timers;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-use bunite_wire::{
-    CallId, CapId, DropEntry, DropFrame, Encoder, Frame, Goaway, Hello, TooLarge, Value,
-};
-use bytes::Bytes;
-use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use bunite_wire::{CallId, CapId, Decoder, Encoder, Frame, FrameDecodeError, Goaway, Hello};
+use bytes::{Bytes, BytesMut};
 
+use crate::attestation::Attestation;
+use crate::error::{Disconnect, Error};
 use crate::events::Event;
-use crate::handler::CapImpl;
 use crate::limits::Limits;
-use crate::policy::{Attestation, Policy};
-use crate::schema::{MethodKind, Returns};
+use crate::schema::CapDef;
+use crate::stats::Stats;
 use crate::status::{reason, Code, Status};
 
+pub(crate) use inbound::Outcome;
+pub(crate) use outbound::{CallRequest, Expect};
+pub(crate) use output::{Invocation, Output, RunId};
+pub(crate) use streams::CREDIT_BATCH;
+
+use inbound::Inbound;
+use outbound::Outbound;
 use registry::Registry;
 use table::CapTable;
+use timers::{Timer, Timers};
 
-/// Bytes encoded but not yet written to the transport. The reader stops reading while it is
-/// above [`Limits::max_unsent_bytes`], so a peer that sends requests but never reads the
-/// answers cannot make us queue without bound.
-#[derive(Debug, Default)]
-pub(crate) struct Backlog {
-    bytes: AtomicUsize,
-    drained: Notify,
+/// What the runtime above plugs into a session. The session stores these and hands them
+/// back in its outputs; it never looks inside.
+pub(crate) trait Types: Sized + 'static {
+    /// A served implementation, cloned into each invocation.
+    type Imp: Dispatch + Clone;
+    /// Where one outbound call's outcome goes.
+    type Reply;
+    /// Where one client stream's items go.
+    type Sink: Clone;
+    /// Work to run once a call's reply is queued.
+    type Deferred;
 }
 
-impl Backlog {
-    fn add(&self, n: usize) {
-        self.bytes.fetch_add(n, Ordering::AcqRel);
-    }
-
-    /// The writer wrote `n` bytes.
-    pub fn written(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::AcqRel);
-        self.drained.notify_waiters();
-    }
-
-    /// Waits until at most `limit` bytes are unsent.
-    pub async fn wait_below(&self, limit: usize) {
-        loop {
-            let drained = self.drained.notified();
-            if self.bytes.load(Ordering::Acquire) <= limit {
-                return;
-            }
-            drained.await;
-        }
-    }
+/// The one question the session asks an implementation, while dispatching (PROTOCOL §9).
+pub(crate) trait Dispatch {
+    /// Whether a declared method has a handler.
+    fn has_handler(&self, method: &str) -> bool;
 }
 
-/// Fixed settings of one connection.
+/// The fixed settings of one connection.
+#[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub limits: Limits,
     pub attestation: Attestation,
-    pub policy: Option<Policy>,
-    pub peer_id: String,
+    /// Whether bootstraps ask a policy.
+    pub has_policy: bool,
+    /// Our hello, sent first.
     pub hello: Hello,
-    pub backlog: Arc<Backlog>,
 }
 
-/// Whether the peer's hello has arrived; bootstrap waits for it (PROTOCOL §6).
-#[derive(Debug, Clone)]
-pub(crate) enum PeerState {
-    Waiting,
-    Ready,
-    Closed(Status),
+/// How the transport ended, as the driver reports it.
+#[derive(Debug)]
+pub(crate) enum TransportEnd {
+    /// The peer closed it cleanly.
+    Eof,
+    /// It failed.
+    Failed { kind: std::io::ErrorKind, message: String },
+    /// The peer announced or sent a message above our `maxBytes`.
+    TooLarge { len: u64, max: usize },
+    /// The peer broke the transport's framing (e.g. a text WebSocket message).
+    Protocol(String),
 }
 
-/// Work the driver must do outside the lock.
-pub(crate) enum Action {
-    /// Run a handler.
-    Invoke(Invocation),
-    /// Ask the policy about a bootstrap, then call `finish_bootstrap`.
-    Policy {
-        call_id: CallId,
-        name: String,
-        version: Option<String>,
-    },
-    /// Run a cap's disposal method (unserve, shutdown); errors become `error` events.
-    Dispose {
-        imp: Arc<dyn CapImpl>,
-        method: String,
-        cap_id: CapId,
-    },
-    /// The connection closed: run close handlers, stop the reader, close the transport.
-    Closed,
-    /// A call's `after_reply` work: its result is already queued.
-    Run(Deferred),
-}
-
-/// One handler run.
-pub(crate) struct Invocation {
-    pub call_id: CallId,
-    pub cap_id: CapId,
-    pub imp: Arc<dyn CapImpl>,
-    pub method: String,
-    pub kind: MethodKind,
-    pub args: Value,
-    /// Signalled on cancel and at the deadline; the handler sees it.
-    pub signal: CancellationToken,
-    /// Fired on cancel: the driver drops the handler's future.
-    pub abort: CancellationToken,
-    /// When to signal (non-idempotent methods with a deadline).
-    pub signal_after: Option<Duration>,
-    /// The deadline calls made inside the handler inherit.
-    pub deadline: Option<Duration>,
-    pub context: Vec<(String, String)>,
-}
-
-/// What one lock of the session produced, applied by the driver after unlocking.
-#[derive(Default)]
-pub(crate) struct Effects {
-    pub actions: Vec<Action>,
-    pub events: Vec<Event>,
-    pub wrote: bool,
-    /// Implementations released under the lock, dropped after it (their `Drop` may call
-    /// back into the connection).
-    pub graveyard: Vec<Arc<dyn CapImpl>>,
-    /// `after_reply` closures of calls that ended without a reply: dropped, not run, after
-    /// the lock (what they captured may call back into the connection when dropped).
-    pub discarded: Vec<Deferred>,
-}
-
-/// Live counts, for leak checks and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stats {
-    /// Entries in our cap table, counting the reserved ids 0 and 1.
-    pub live_caps: usize,
-    /// Our calls awaiting a result (client side).
-    pub pending_calls: usize,
-    /// Handlers running for the peer (server side).
-    pub active_calls: usize,
-    /// Streams we serve (server side).
-    pub server_streams: usize,
-    /// Streams we consume (client side).
-    pub client_streams: usize,
-    /// Encoded frames not yet written to the transport, in bytes.
-    pub unsent_bytes: usize,
-}
-
-/// A server-side call in progress.
-struct ActiveCall {
-    cap_id: CapId,
-    cap_name: String,
-    method: String,
-    started: Instant,
-    signal: CancellationToken,
-    abort: CancellationToken,
-    returns: Returns,
-    /// Drop the handler's future on cancel (unless the method opted out).
-    drop_on_cancel: bool,
-    /// Work the handler asked to run once its result is queued
-    /// ([`CallContext::after_reply`](crate::CallContext::after_reply)).
-    after_reply: Vec<Deferred>,
-}
-
-/// A closure the runtime runs outside the session lock.
-pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
-
-pub(crate) struct Session {
-    cfg: Arc<Config>,
-    table: CapTable,
-    registry: Registry,
-    active: HashMap<CallId, ActiveCall>,
-    pending: HashMap<CallId, outbound::Pending>,
-    server_streams: HashMap<CallId, streams::ServerStream>,
-    client_streams: HashMap<CallId, streams::ClientStreamState>,
-    next_call_id: u64,
-    /// Bootstraps waiting for the policy.
-    policy_checks: usize,
-    revoked: RevokedSet,
+pub(crate) struct Session<T: Types> {
+    cfg: Config,
+    table: CapTable<T::Imp>,
+    registry: Registry<T::Imp>,
+    inbound: Inbound<T>,
+    outbound: Outbound<T>,
+    timers: Timers,
+    /// The peer's hello, once received.
     peer_hello: Option<Hello>,
+    /// The peer's advertised `maxBytes`: what we may send (PROTOCOL §13.6).
     peer_max_bytes: usize,
-    peer_state: watch::Sender<PeerState>,
-    closed: Option<Status>,
+    /// Set once the session has shut down.
+    closed: Option<Disconnect>,
+    /// Whether anyone observes events: none are built otherwise.
+    observed: bool,
     encoder: Encoder,
-    outbox: VecDeque<Bytes>,
-    drops: Vec<DropEntry>,
-    /// Where each id sits in `drops`, so summing releases stays O(1) however many CapRefs a
-    /// peer's result carries.
-    drop_index: HashMap<CapId, usize>,
-    fx: Effects,
+    decoder: Decoder,
+    /// Encoding scratch space, reused.
+    scratch: Vec<u8>,
+    /// Small messages are copied into shared chunks of this buffer, so a message costs no
+    /// allocation of its own.
+    chunk: BytesMut,
+    transmit: VecDeque<Bytes>,
+    transmit_bytes: usize,
+    outputs: VecDeque<Output<T>>,
 }
 
-impl Session {
-    /// A new session; its hello is the first frame in the outbox.
-    pub fn new(cfg: Arc<Config>, peer_state: watch::Sender<PeerState>) -> Self {
+/// Messages up to this size are copied into a shared chunk; larger ones keep their own
+/// buffer (moved, not copied).
+const SMALL_MESSAGE: usize = 4 * 1024;
+/// The size of the chunks small messages share.
+const CHUNK: usize = 16 * 1024;
+/// Most entries in one `drop` frame.
+pub(crate) const DROP_FRAME_ENTRIES: usize = 512;
+
+impl<T: Types> Session<T> {
+    /// A new session: its hello is the first message to send.
+    pub fn new(cfg: Config, now: Instant) -> Self {
+        let decode_limits = cfg.limits.wire();
         let mut s = Session {
             table: CapTable::new(cfg.limits.max_caps),
             registry: Registry::default(),
-            active: HashMap::new(),
-            pending: HashMap::new(),
-            server_streams: HashMap::new(),
-            client_streams: HashMap::new(),
-            next_call_id: 1,
-            policy_checks: 0,
-            revoked: RevokedSet::new(cfg.limits.max_revoked_ids),
+            inbound: Inbound::default(),
+            outbound: Outbound::new(cfg.limits.max_revoked_ids),
+            timers: Timers::default(),
             peer_hello: None,
             peer_max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
-            peer_state,
             closed: None,
+            observed: false,
             encoder: Encoder::new(),
-            outbox: VecDeque::new(),
-            drops: Vec::new(),
-            drop_index: HashMap::new(),
-            fx: Effects::default(),
+            decoder: Decoder::new(decode_limits),
+            scratch: Vec::new(),
+            chunk: BytesMut::new(),
+            transmit: VecDeque::new(),
+            transmit_bytes: 0,
+            outputs: VecDeque::new(),
             cfg,
         };
         let hello = Frame::Hello(s.cfg.hello.clone());
         s.send(&hello);
+        if let Some(after) = s.cfg.limits.hello_timeout {
+            s.timers.arm_hello(now + after);
+        }
         s
     }
 
-    pub fn set_runtime(&mut self, def: Arc<crate::schema::CapDef>, imp: Arc<dyn CapImpl>) {
+    /// Installs the runtime implementation at cap-id 1 (PROTOCOL §14).
+    pub fn set_runtime(&mut self, def: Arc<CapDef>, imp: T::Imp) {
         self.table.set_runtime(def, imp);
     }
 
-    pub fn peer_hello(&self) -> Option<&Hello> {
-        self.peer_hello.as_ref()
+    /// Reports events from now on (or stops).
+    pub fn set_observed(&mut self, observed: bool) {
+        self.observed = observed;
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// The live counts (the runtime adds its own: bytes in the transport, tasks).
     pub fn stats(&self) -> Stats {
         Stats {
             live_caps: self.table.len(),
-            pending_calls: self.pending.len(),
-            active_calls: self.active.len(),
-            server_streams: self.server_streams.len(),
-            client_streams: self.client_streams.len(),
-            unsent_bytes: self.cfg.backlog.bytes.load(Ordering::Acquire),
+            pending_calls: self.outbound.pending_len(),
+            active_calls: self.inbound.active_len(),
+            server_streams: self.inbound.streams_len(),
+            client_streams: self.outbound.streams_len(),
+            unsent_bytes: self.transmit_bytes,
+            tasks: 0,
         }
     }
 
-    /// Takes what the last operations produced.
-    pub fn take_effects(&mut self) -> Effects {
-        std::mem::take(&mut self.fx)
+    /// Outbound calls, streams and bootstraps not yet finished (they count toward our
+    /// in-flight limit).
+    pub fn outbound_in_flight(&self) -> usize {
+        self.outbound.in_flight()
     }
 
-    /// Takes the encoded frames to write, flushing batched drops first. The flag is true
-    /// once the session is closed: after writing these the transport should close.
-    pub fn take_outbox(&mut self) -> (VecDeque<Bytes>, bool) {
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.flush_drops();
-        (std::mem::take(&mut self.outbox), self.closed.is_some())
+        let msg = self.transmit.pop_front()?;
+        self.transmit_bytes -= msg.len();
+        Some(msg)
     }
 
-    /// Handles one validated frame from the peer.
-    pub fn on_frame(&mut self, frame: Frame, now: Instant) {
+    /// Bytes encoded and waiting in [`poll_transmit`](Self::poll_transmit).
+    pub fn transmit_bytes(&self) -> usize {
+        self.transmit_bytes + self.outbound.pending_drop_bytes()
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Option<Output<T>> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed.is_some() {
+            return None;
+        }
+        self.timers.next()
+    }
+
+    /// One message from the peer.
+    pub fn handle_message(&mut self, msg: &Bytes, now: Instant) {
         if self.closed.is_some() {
             return;
         }
+        if msg.len() > self.cfg.limits.max_bytes {
+            return self.transport_ended(TransportEnd::TooLarge {
+                len: msg.len() as u64,
+                max: self.cfg.limits.max_bytes,
+            });
+        }
+        let frame = match self.decoder.decode_frame(msg) {
+            Ok(frame) => frame,
+            Err(e) => return self.protocol_error(Status::invalid_argument(decode_message(&e))),
+        };
         match frame {
-            Frame::Hello(h) => self.on_hello(h),
+            Frame::Hello(h) => self.on_hello(h, now),
             Frame::Goaway(g) => self.on_goaway(g),
             Frame::Call(c) => self.on_call(c, now),
             Frame::Result(r) => self.on_result(r),
@@ -288,28 +254,54 @@ impl Session {
         }
     }
 
-    fn on_hello(&mut self, hello: Hello) {
+    /// Runs the timers due at `now` (see `timers`).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while self.closed.is_none() {
+            match self.timers.pop_due(now) {
+                Some(Timer::Hello) => {
+                    let after = self.cfg.limits.hello_timeout.unwrap_or_default();
+                    let message = format!("no hello within {} ms", after.as_millis());
+                    self.protocol_error(Status::new(Code::DeadlineExceeded, message));
+                }
+                Some(Timer::Outbound(id)) => self.outbound_deadline(id),
+                Some(Timer::Inbound(id)) => self.inbound_deadline(id),
+                None => return,
+            }
+        }
+    }
+
+    /// The transport ended, failed, or refused a message.
+    pub fn transport_ended(&mut self, how: TransportEnd) {
+        match how {
+            TransportEnd::Eof => self.shutdown(Disconnect::Eof, None),
+            TransportEnd::Failed { kind, message } => {
+                self.shutdown(Disconnect::Transport { kind, message }, None)
+            }
+            TransportEnd::TooLarge { len, max } => {
+                self.protocol_error(Status::resource_exhausted(
+                    format!("message of {len} bytes exceeds maxBytes {max}"),
+                    reason::MAX_FRAME_BYTES,
+                ));
+            }
+            TransportEnd::Protocol(m) => self.protocol_error(Status::invalid_argument(m)),
+        }
+    }
+
+    fn on_hello(&mut self, hello: Hello, now: Instant) {
         self.peer_max_bytes = usize::try_from(hello.max_bytes).unwrap_or(usize::MAX);
+        self.timers.disarm_hello();
+        self.outputs.push_back(Output::Hello(hello.clone()));
         self.peer_hello = Some(hello);
-        self.peer_state.send_replace(PeerState::Ready);
+        self.send_parked_bootstraps(now);
     }
 
     fn on_goaway(&mut self, g: Goaway) {
-        let reason = g
-            .reason
-            .clone()
-            .unwrap_or_else(|| "remote goaway".to_owned());
-        let status = Status::new(Code::Unavailable, reason).with_reason(reason::GOAWAY);
-        let hello_err = g
-            .error
-            .map(Status::from_wire)
-            .unwrap_or_else(|| status.clone());
-        self.shutdown(status, hello_err);
+        let error = g.error.map(Status::from_wire);
+        self.shutdown(Disconnect::Goaway { reason: g.reason }, error);
     }
 
-    /// A frame from the peer was undecodable, invalid or too large: send goaway, then shut
-    /// down (PROTOCOL §11, §13.9).
-    pub fn protocol_error(&mut self, error: Status) {
+    /// The peer broke the protocol: goaway, then shut down (PROTOCOL §11, §13.9).
+    fn protocol_error(&mut self, error: Status) {
         if self.closed.is_some() {
             return;
         }
@@ -318,133 +310,129 @@ impl Session {
             error: Some(error.to_wire()),
         };
         self.send(&Frame::Goaway(goaway));
-        let status = Status::new(
-            Code::Unavailable,
-            format!("protocol error: {}", error.message),
-        )
-        .with_reason(reason::PEER_CLOSING);
-        self.shutdown(status.clone(), status);
+        let message = error.message;
+        self.shutdown(Disconnect::ProtocolError { message }, None);
     }
 
-    /// Closes locally: tells the peer with a goaway, then shuts down.
-    pub fn close(&mut self, why: &str) {
+    /// Closes locally: goaway `peer_closing`, then shut down.
+    pub fn close(&mut self) {
         if self.closed.is_some() {
             return;
         }
         let goaway = Goaway {
-            reason: Some(why.to_owned()),
+            reason: Some(reason::PEER_CLOSING.to_owned()),
             error: None,
         };
         self.send(&Frame::Goaway(goaway));
-        let status = Status::new(Code::Unavailable, why).with_reason(reason::PEER_CLOSING);
-        self.shutdown(status.clone(), status);
+        self.shutdown(Disconnect::LocalClose, None);
     }
 
-    /// The transport closed or failed.
-    pub fn transport_closed(&mut self, why: &str) {
-        let status = Status::new(Code::Unavailable, why).with_reason(reason::PEER_CLOSING);
-        self.shutdown(status.clone(), status);
-    }
-
-    /// Fails everything pending, cancels handlers, runs disposals, clears the table
-    /// (PROTOCOL §11). Idempotent.
-    fn shutdown(&mut self, status: Status, hello_err: Status) {
+    /// Fails everything pending, cancels handlers, disposes every live cap, clears the
+    /// table (PROTOCOL §11). `hello_error` is what bootstraps still waiting for the peer's
+    /// hello fail with (a goaway's error). Idempotent.
+    fn shutdown(&mut self, how: Disconnect, hello_error: Option<Status>) {
         if self.closed.is_some() {
             return;
         }
-        self.closed = Some(status.clone());
-        self.drops.clear();
-        self.drop_index.clear();
-        for (_, p) in self.pending.drain() {
-            p.fail(status.clone());
-        }
-        for (_, a) in self.active.drain() {
-            a.signal.cancel();
-            a.abort.cancel();
-            self.fx.discarded.extend(a.after_reply);
-        }
-        for (_, st) in self.server_streams.drain() {
-            st.signal.cancel();
-            st.abort.cancel();
-        }
-        for (_, st) in self.client_streams.drain() {
-            let _ = st.tx.try_send(Err(status.clone()));
-        }
-        for entry in self.table.drain() {
+        let error = how.error();
+        let parked_error = match hello_error {
+            Some(status) => Error::Disconnected {
+                cause: how.clone(),
+                status,
+            },
+            None => error.clone(),
+        };
+        self.closed = Some(how.clone());
+        self.timers.clear();
+        self.fail_outbound(&error, &parked_error);
+        self.abort_inbound();
+        for (id, entry) in self.table.drain() {
             if let Some(method) = entry.def.disposal() {
-                self.fx.actions.push(Action::Dispose {
-                    imp: Arc::clone(&entry.imp),
+                self.outputs.push_back(Output::Dispose {
+                    imp: entry.imp,
                     method: method.to_owned(),
-                    cap_id: CapId(0),
+                    cap_id: id,
                 });
             }
-            self.fx.graveyard.push(entry.imp);
         }
-        self.peer_state.send_replace(PeerState::Closed(hello_err));
-        self.fx.actions.push(Action::Closed);
-        self.fx.wrote = true;
+        self.outputs.push_back(Output::Closed(how));
     }
 
-    /// Encodes a frame into the outbox (batched drops go first, to keep causal order).
+    /// Encodes a frame (pending drops first, to keep causal order). Frames the session
+    /// generates itself (errors, goaway, cancel, credit, drop, end) are small, so they are
+    /// not held to the peer's `maxBytes`; one that msgpack cannot express is dropped rather
+    /// than panicking.
     fn send(&mut self, frame: &Frame) {
         self.flush_drops();
-        self.push_frame(frame);
-    }
-
-    /// Frames the peer itself generates (errors, goaway, cancel, credit, drop, end) are small,
-    /// so they are not held to the peer's `maxBytes`; one that msgpack cannot even express
-    /// (a string over 4 GiB) is dropped rather than panicking.
-    fn push_frame(&mut self, frame: &Frame) {
-        if let Err(e) = self.encode_into_outbox(frame, usize::MAX) {
-            tracing::error!(
-                op = frame.op(),
-                size = e.size,
-                "frame cannot be encoded; not sent"
-            );
+        if let Err(e) = self.encode(frame, usize::MAX) {
+            tracing::error!(op = frame.op(), size = e.size, "frame cannot be encoded; not sent");
         }
     }
 
     /// Encodes a frame only if it fits the peer's advertised `maxBytes` (PROTOCOL §13.6);
-    /// otherwise nothing is sent and the encoder state is unchanged.
-    fn send_bounded(&mut self, frame: &Frame) -> Result<(), TooLarge> {
+    /// otherwise nothing is sent and the encoder is unchanged.
+    fn send_bounded(&mut self, frame: &Frame) -> Result<(), bunite_wire::TooLarge> {
         self.flush_drops();
-        self.encode_into_outbox(frame, self.peer_max_bytes)
+        self.encode(frame, self.peer_max_bytes)
     }
 
-    /// Encodes straight from the frame (no copy of its payload into a temporary value).
-    fn encode_into_outbox(&mut self, frame: &Frame, max: usize) -> Result<(), TooLarge> {
-        let mut buf = Vec::new();
-        self.encoder.encode_frame_bounded(frame, max, &mut buf)?;
-        self.cfg.backlog.add(buf.len());
-        self.outbox.push_back(Bytes::from(buf));
-        self.fx.wrote = true;
+    fn encode(&mut self, frame: &Frame, max: usize) -> Result<(), bunite_wire::TooLarge> {
+        self.scratch.clear();
+        self.encoder
+            .encode_frame_bounded(frame, max, &mut self.scratch)?;
+        let msg = if self.scratch.len() > SMALL_MESSAGE {
+            Bytes::from(std::mem::take(&mut self.scratch))
+        } else {
+            if self.chunk.capacity() - self.chunk.len() < self.scratch.len() {
+                self.chunk = BytesMut::with_capacity(CHUNK);
+            }
+            self.chunk.extend_from_slice(&self.scratch);
+            self.chunk.split().freeze()
+        };
+        self.transmit_bytes += msg.len();
+        self.transmit.push_back(msg);
         Ok(())
     }
 
     fn flush_drops(&mut self) {
-        if self.drops.is_empty() {
-            return;
-        }
-        self.drop_index.clear();
-        let drops = std::mem::take(&mut self.drops);
-        // A few KiB per frame, far below any peer's maxBytes.
-        for caps in drops.chunks(DROP_FRAME_ENTRIES) {
-            self.push_frame(&Frame::Drop(DropFrame {
-                caps: caps.to_vec(),
-            }));
+        if let Some(frames) = self.outbound.take_drops() {
+            for frame in frames {
+                if let Err(e) = self.encode(&Frame::Drop(frame), usize::MAX) {
+                    tracing::error!(size = e.size, "drop frame cannot be encoded; not sent");
+                }
+            }
         }
     }
 
-    fn emit(&mut self, event: Event) {
-        self.fx.events.push(event);
+    fn emit(&mut self, event: impl FnOnce() -> Event) {
+        if self.observed {
+            self.outputs.push_back(Output::Event(event()));
+        }
+    }
+
+    /// Checks tables against each other; for tests and fuzzing.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.inbound.check_invariants();
+        self.outbound.check_invariants();
+        if self.closed.is_some() {
+            assert_eq!(self.table.len(), 2, "table not cleared at shutdown");
+            assert_eq!(self.outbound.in_flight(), 0, "outbound left after shutdown");
+            assert_eq!(self.inbound.runs_len(), 0, "runs left after shutdown");
+        }
     }
 }
 
-/// Most entries in one `drop` frame.
-const DROP_FRAME_ENTRIES: usize = 512;
+/// The goaway text for a message that did not decode.
+fn decode_message(e: &FrameDecodeError) -> String {
+    match e {
+        FrameDecodeError::Frame(bunite_wire::FrameError::UnknownOp(_)) => "unknown opcode".into(),
+        other => other.to_string(),
+    }
+}
 
 /// The newest revoked cap-ids (PROTOCOL §13.7): bounded, oldest forgotten first.
-struct RevokedSet {
+pub(crate) struct RevokedSet {
     set: HashSet<CapId>,
     order: VecDeque<CapId>,
     cap: usize,
@@ -476,5 +464,37 @@ impl RevokedSet {
     }
 }
 
-#[cfg(test)]
-mod tests;
+/// Children of a call: the calls we made from inside its handler (PROTOCOL §11), so a
+/// cancel cascades without scanning every pending call.
+#[derive(Default)]
+pub(crate) struct ChildIndex {
+    by_parent: HashMap<CallId, Vec<CallId>>,
+}
+
+impl ChildIndex {
+    fn add(&mut self, parent: CallId, child: CallId) {
+        self.by_parent.entry(parent).or_default().push(child);
+    }
+
+    fn remove(&mut self, parent: CallId, child: CallId) {
+        if let Some(children) = self.by_parent.get_mut(&parent) {
+            children.retain(|c| *c != child);
+            if children.is_empty() {
+                self.by_parent.remove(&parent);
+            }
+        }
+    }
+
+    fn take(&mut self, parent: CallId) -> Vec<CallId> {
+        self.by_parent.remove(&parent).unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_parent.values().map(Vec::len).sum()
+    }
+
+    fn clear(&mut self) {
+        self.by_parent.clear();
+    }
+}

@@ -1,152 +1,325 @@
-//! The client side of a session: pending calls, results, cancels we send, revocation and
-//! reference releases.
+//! The client side of a session: our calls and stream opens, their results, deadlines and
+//! cancels, the peer's revocations, and releasing the references we received (PROTOCOL §7,
+//! §9–12).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, Frame, ResultFrame, Value,
+    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, Frame, ResultFrame,
+    Value,
 };
-use tokio::sync::oneshot;
 
-use super::Session;
+use super::output::Output;
+use super::streams::ClientStreamState;
+use super::timers::{after, Timer, DEADLINE_GRACE};
+use super::{ChildIndex, RevokedSet, Session, Types, DROP_FRAME_ENTRIES};
+use crate::error::{Error, LocalError};
+use crate::payload::Payload;
 use crate::status::{reason, Code, Status};
 
-/// Where a call's outcome goes.
-pub(crate) type Reply = oneshot::Sender<Result<Value, Status>>;
-
-pub(crate) struct Pending {
-    /// `None` once the caller gave up but the result may still carry caps to release.
-    reply: Option<Reply>,
-    cap_id: CapId,
-    parent: Option<CallId>,
-    /// Bootstraps and cap-returning methods: a result nobody takes must release its caps.
-    returns_caps: bool,
+/// What an outbound call's result holds, so a result nobody takes can release its caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// A plain value.
+    Value,
+    /// CapRefs (bootstraps and cap-returning methods).
+    Caps,
 }
 
-impl Pending {
-    pub(super) fn fail(self, status: Status) {
-        if let Some(reply) = self.reply {
-            let _ = reply.send(Err(status));
-        }
-    }
-}
-
-/// What a client call asks for.
+/// One outbound call or stream open, as a handle asks for it.
+#[derive(Debug)]
 pub(crate) struct CallRequest {
     pub cap_id: CapId,
     pub method: String,
     pub args: Value,
-    pub meta: Option<CallMeta>,
-    pub returns_caps: bool,
+    /// The call made inside the handler of this call of the peer (`meta.parentCallId`).
+    pub parent: Option<CallId>,
+    /// A relative deadline (`meta.deadlineMs`; the call fails at deadline + 500 ms).
+    pub deadline: Option<Duration>,
+    /// The `meta.context` map.
+    pub context: Vec<(String, String)>,
+    pub expect: Expect,
 }
 
-impl Session {
-    /// Sends a call; fails locally (sending nothing) after close, on a revoked cap, at the
-    /// in-flight limit, or when the frame exceeds the peer's `maxBytes` (PROTOCOL §9, §13.6).
-    pub fn start_call(&mut self, req: CallRequest, reply: Reply) -> Result<CallId, Status> {
-        let (cap_id, returns_caps) = (req.cap_id, req.returns_caps);
-        let parent = req.meta.as_ref().and_then(|m| m.parent_call_id);
-        let id = self.send_call(req)?;
-        let pending = Pending {
-            reply: Some(reply),
-            cap_id,
-            parent,
-            returns_caps,
-        };
-        self.pending.insert(id, pending);
-        Ok(id)
+impl CallRequest {
+    /// `meta`, or `None` when it would be empty.
+    fn meta(&mut self) -> Option<CallMeta> {
+        if self.parent.is_none() && self.deadline.is_none() && self.context.is_empty() {
+            return None;
+        }
+        Some(CallMeta {
+            parent_call_id: self.parent,
+            // deadlineMs ≤ 0 means none on the wire, so an expired deadline goes out as 1 ms.
+            deadline_ms: self
+                .deadline
+                .map(|d| (d.as_secs_f64() * 1000.0).ceil().max(1.0)),
+            context: (!self.context.is_empty()).then(|| std::mem::take(&mut self.context)),
+        })
+    }
+}
+
+pub(crate) struct Pending<T: Types> {
+    /// `None` once the caller gave up but the result may still carry caps to release.
+    reply: Option<T::Reply>,
+    cap_id: CapId,
+    parent: Option<CallId>,
+    expect: Expect,
+    /// When it fails `deadline_exceeded`.
+    deadline: Option<Instant>,
+}
+
+/// A bootstrap waiting for the peer's hello (PROTOCOL §6).
+pub(super) struct Parked<T: Types> {
+    pub id: CallId,
+    pub req: CallRequest,
+    pub reply: T::Reply,
+}
+
+pub(crate) struct Outbound<T: Types> {
+    pending: HashMap<CallId, Pending<T>>,
+    pub(super) streams: HashMap<CallId, ClientStreamState<T>>,
+    pub(super) parked: Vec<Parked<T>>,
+    children: ChildIndex,
+    revoked: RevokedSet,
+    drops: Vec<DropEntry>,
+    /// Where each id sits in `drops`, so summing releases stays O(1) however many CapRefs a
+    /// peer's result carries.
+    drop_index: HashMap<CapId, usize>,
+}
+
+impl<T: Types> Outbound<T> {
+    pub fn new(max_revoked: usize) -> Self {
+        Outbound {
+            pending: HashMap::new(),
+            streams: HashMap::new(),
+            parked: Vec::new(),
+            children: ChildIndex::default(),
+            revoked: RevokedSet::new(max_revoked),
+            drops: Vec::new(),
+            drop_index: HashMap::new(),
+        }
     }
 
-    /// The checks and the frame shared by calls and stream opens.
-    pub(super) fn send_call(&mut self, req: CallRequest) -> Result<CallId, Status> {
-        if self.closed.is_some() {
-            return Err(Status::connection_closed());
+    pub fn pending_len(&self) -> usize {
+        self.pending.len() + self.parked.len()
+    }
+
+    pub fn streams_len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Everything that counts toward our in-flight limit.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len() + self.streams.len() + self.parked.len()
+    }
+
+    pub fn pending_drop_bytes(&self) -> usize {
+        // An entry is a few bytes on the wire; counted so backpressure sees releases too.
+        self.drops.len() * 8
+    }
+
+    /// The batched releases as frames (at most 512 entries each).
+    pub fn take_drops(&mut self) -> Option<Vec<DropFrame>> {
+        if self.drops.is_empty() {
+            return None;
         }
-        if self.revoked.contains(req.cap_id) {
-            return Err(Status::revoked());
+        self.drop_index.clear();
+        let drops = std::mem::take(&mut self.drops);
+        Some(
+            drops
+                .chunks(DROP_FRAME_ENTRIES)
+                .map(|caps| DropFrame {
+                    caps: caps.to_vec(),
+                })
+                .collect(),
+        )
+    }
+
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let with_parent = self.pending.values().filter(|p| p.parent.is_some()).count();
+        assert_eq!(self.children.len(), with_parent, "child index out of step");
+        assert_eq!(self.drops.len(), self.drop_index.len(), "drop index out of step");
+    }
+}
+
+impl<T: Types> Session<T> {
+    /// Sends a call. A local failure (closed, revoked, in-flight limit, too large for the
+    /// peer) is replied at once and sends nothing (PROTOCOL §9, §12, §13.6).
+    pub fn start_call(&mut self, id: CallId, mut req: CallRequest, reply: T::Reply, now: Instant) {
+        let expect = req.expect;
+        if let Err(error) = self.check_call(&req) {
+            return self.reply(reply, Err(error), expect);
+        }
+        if let Err(error) = self.send_call(id, &mut req) {
+            return self.reply(reply, Err(error), expect);
+        }
+        self.track(id, &req, reply, now);
+    }
+
+    /// The local checks of a call or stream open.
+    pub(super) fn check_call(&self, req: &CallRequest) -> Result<(), Error> {
+        if self.closed.is_some() {
+            return Err(Error::closed());
+        }
+        if self.outbound.revoked.contains(req.cap_id) {
+            return Err(Error::local(LocalError::Revoked, Status::revoked()));
         }
         let max = self.cfg.limits.max_in_flight;
-        if self.pending.len() + self.client_streams.len() >= max {
-            return Err(Status::resource_exhausted(
-                format!("in-flight calls limit {max}"),
-                reason::MAX_CONCURRENT_CALLS,
+        if self.outbound.in_flight() >= max {
+            return Err(Error::local(
+                LocalError::InFlightLimit,
+                Status::resource_exhausted(
+                    format!("in-flight calls limit {max}"),
+                    reason::MAX_CONCURRENT_CALLS,
+                ),
             ));
         }
-        let id = CallId(self.next_call_id);
-        self.next_call_id += 1;
+        Ok(())
+    }
+
+    /// Encodes the call frame, if it fits the peer's `maxBytes`.
+    pub(super) fn send_call(&mut self, id: CallId, req: &mut CallRequest) -> Result<(), Error> {
         let frame = Frame::Call(Call {
             id,
             target: req.cap_id,
-            method: req.method,
-            args: req.args,
-            meta: req.meta,
+            method: std::mem::take(&mut req.method),
+            args: std::mem::take(&mut req.args),
+            meta: req.meta(),
         });
         self.send_bounded(&frame).map_err(|e| {
-            Status::resource_exhausted(
-                format!(
-                    "call of {} bytes exceeds the peer's maxBytes {}",
-                    e.size, e.max
+            Error::local(
+                LocalError::TooLarge,
+                Status::resource_exhausted(
+                    format!(
+                        "call of {} bytes exceeds the peer's maxBytes {}",
+                        e.size, e.max
+                    ),
+                    reason::MAX_FRAME_BYTES,
                 ),
-                reason::MAX_FRAME_BYTES,
             )
-        })?;
-        Ok(id)
+        })
+    }
+
+    /// Records a sent call as pending: its deadline timer and its parent link.
+    pub(super) fn track(&mut self, id: CallId, req: &CallRequest, reply: T::Reply, now: Instant) {
+        let deadline = req
+            .deadline
+            .and_then(|d| after(now, d.saturating_add(DEADLINE_GRACE)));
+        if let Some(at) = deadline {
+            self.timers.arm(at, Timer::Outbound(id));
+        }
+        if let Some(parent) = req.parent {
+            self.outbound.children.add(parent, id);
+        }
+        self.outbound.pending.insert(
+            id,
+            Pending {
+                reply: Some(reply),
+                cap_id: req.cap_id,
+                parent: req.parent,
+                expect: req.expect,
+                deadline,
+            },
+        );
+    }
+
+    fn reply(&mut self, to: T::Reply, outcome: Result<Payload, Error>, expect: Expect) {
+        self.outputs.push_back(Output::Reply {
+            to,
+            outcome,
+            caps: expect == Expect::Caps,
+        });
+    }
+
+    /// Removes a pending call with its timer and parent link.
+    fn untrack(&mut self, id: CallId) -> Option<Pending<T>> {
+        let p = self.outbound.pending.remove(&id)?;
+        if let Some(at) = p.deadline {
+            self.timers.disarm(at, Timer::Outbound(id));
+        }
+        if let Some(parent) = p.parent {
+            self.outbound.children.remove(parent, id);
+        }
+        Some(p)
     }
 
     pub(super) fn on_result(&mut self, r: ResultFrame) {
-        let outcome = r.outcome.map_err(Status::from_wire);
-        let Some(p) = self.pending.remove(&r.id) else {
-            self.result_for_stream(r.id, outcome);
-            return;
+        let outcome = match r.outcome {
+            Ok(v) => Ok(Payload::from_value(v)),
+            Err(w) => Err(Error::Remote(Status::from_wire(w))),
         };
-        let unclaimed = match p.reply {
-            Some(reply) => reply.send(outcome).err().and_then(Result::ok),
-            None => outcome.ok(),
+        let Some(p) = self.untrack(r.id) else {
+            return self.result_for_stream(r.id, outcome);
         };
-        if let (true, Some(value)) = (p.returns_caps, unclaimed) {
-            self.release_all(&value);
+        match p.reply {
+            Some(to) => self.reply(to, outcome, p.expect),
+            None => {
+                if let (Expect::Caps, Ok(payload)) = (p.expect, &outcome) {
+                    self.release_all(payload);
+                }
+            }
         }
     }
 
-    /// The caller gave up on a call (dropped its future, or its deadline passed): tell the
-    /// server. A result that may carry caps is still awaited so they can be released.
-    pub fn cancel_call(&mut self, id: CallId, why: &str, status: Option<Status>) {
+    /// The caller gave up (dropped its future, or its cancellation fired): tell the server.
+    /// A result that may carry caps is still awaited so they can be released.
+    pub fn cancel_call(&mut self, id: CallId) {
         if self.closed.is_some() {
             return;
         }
-        let Some(p) = self.pending.get_mut(&id) else {
+        let Some(p) = self.outbound.pending.get_mut(&id) else {
             return;
         };
-        if let (Some(reply), Some(status)) = (p.reply.take(), status) {
-            let _ = reply.send(Err(status));
+        if p.reply.take().is_none() {
+            return; // Already given up on.
         }
-        if !p.returns_caps {
-            self.pending.remove(&id);
+        if p.expect == Expect::Value {
+            self.untrack(id);
         }
-        let cancel = Cancel {
+        self.send(&Frame::Cancel(Cancel {
             id,
-            reason: Some(why.to_owned()),
-        };
-        self.send(&Frame::Cancel(cancel));
+            reason: Some("client_cancel".into()),
+        }));
     }
 
-    /// Cancels the calls we made from inside the handler of call `parent` (PROTOCOL §11).
+    /// A call's deadline (plus grace) passed: fail it and tell the server (PROTOCOL §11).
+    pub(super) fn outbound_deadline(&mut self, id: CallId) {
+        let Some(p) = self.outbound.pending.get_mut(&id) else {
+            return;
+        };
+        p.deadline = None;
+        let (reply, expect) = (p.reply.take(), p.expect);
+        if expect == Expect::Value {
+            self.untrack(id);
+        }
+        if let Some(to) = reply {
+            let status = Status::new(Code::DeadlineExceeded, "deadline exceeded");
+            let error = Error::local(LocalError::DeadlineExceeded, status);
+            self.reply(to, Err(error), expect);
+        }
+        self.send(&Frame::Cancel(Cancel {
+            id,
+            reason: Some("deadline_exceeded".into()),
+        }));
+    }
+
+    /// Cancels the calls we made from inside the handler of the peer's call `parent`
+    /// (PROTOCOL §11).
     pub(super) fn cancel_children(&mut self, parent: CallId, why: Option<String>) {
-        let children: Vec<CallId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.parent == Some(parent))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in children {
-            let status = Status::new(Code::Cancelled, why.clone().unwrap_or_default());
-            if let Some(p) = self.pending.get_mut(&id) {
-                if let Some(reply) = p.reply.take() {
-                    let _ = reply.send(Err(status));
-                }
-                if !p.returns_caps {
-                    self.pending.remove(&id);
-                }
+        for id in self.outbound.children.take(parent) {
+            let Some(p) = self.outbound.pending.get_mut(&id) else {
+                continue;
+            };
+            p.parent = None;
+            let (reply, expect) = (p.reply.take(), p.expect);
+            if expect == Expect::Value {
+                self.untrack(id);
+            }
+            if let Some(to) = reply {
+                let status = Status::new(Code::Cancelled, why.clone().unwrap_or_default());
+                self.reply(to, Err(Error::local(LocalError::Cancelled, status)), expect);
             }
             self.send(&Frame::Cancel(Cancel {
                 id,
@@ -158,27 +331,27 @@ impl Session {
     pub(super) fn on_revoked(&mut self, r: CapRevoked) {
         let ids: HashSet<CapId> = r.cap_ids.into_iter().collect();
         for id in &ids {
-            self.revoked.insert(*id);
+            self.outbound.revoked.insert(*id);
         }
-        let failed: Vec<CallId> = self
-            .pending
-            .iter()
+        let mut failed: Vec<CallId> = (self.outbound.pending.iter())
             .filter(|(_, p)| ids.contains(&p.cap_id))
             .map(|(id, _)| *id)
             .collect();
+        failed.sort();
         for id in failed {
-            if let Some(p) = self.pending.remove(&id) {
-                p.fail(Status::revoked());
+            if let Some(p) = self.untrack(id) {
+                if let Some(to) = p.reply {
+                    self.reply(to, Err(Error::Remote(Status::revoked())), p.expect);
+                }
             }
         }
-        let streams: Vec<CallId> = self
-            .client_streams
-            .iter()
+        let mut streams: Vec<CallId> = (self.outbound.streams.iter())
             .filter(|(_, s)| ids.contains(&s.cap_id))
             .map(|(id, _)| *id)
             .collect();
+        streams.sort();
         for id in streams {
-            self.fail_client_stream(id, Status::revoked());
+            self.fail_client_stream(id, Error::Remote(Status::revoked()));
         }
     }
 
@@ -188,26 +361,68 @@ impl Session {
         if id.is_reserved() || self.closed.is_some() {
             return;
         }
-        match self
-            .drop_index
-            .get(&id)
-            .and_then(|&i| self.drops.get_mut(i))
-        {
+        let out = &mut self.outbound;
+        match out.drop_index.get(&id).and_then(|&i| out.drops.get_mut(i)) {
             Some(entry) => entry.delta = entry.delta.saturating_add(1),
             None => {
-                self.drop_index.insert(id, self.drops.len());
-                self.drops.push(DropEntry { id, delta: 1 });
+                out.drop_index.insert(id, out.drops.len());
+                out.drops.push(DropEntry { id, delta: 1 });
             }
         }
-        self.fx.wrote = true;
     }
 
-    fn release_all(&mut self, value: &Value) {
-        match value {
-            Value::CapRef(id) => self.release(*id),
-            Value::Array(items) => items.iter().for_each(|v| self.release_all(v)),
-            Value::Record(r) => r.0.iter().for_each(|(_, v)| self.release_all(v)),
-            _ => {}
+    /// Releases every CapRef of a result nobody claimed.
+    pub fn release_all(&mut self, payload: &Payload) {
+        for id in payload.cap_refs() {
+            self.release(id);
         }
+    }
+
+    /// At shutdown: every pending call, parked bootstrap and client stream fails.
+    pub(super) fn fail_outbound(&mut self, error: &Error, parked_error: &Error) {
+        let mut pending: Vec<(CallId, Pending<T>)> = self.outbound.pending.drain().collect();
+        pending.sort_by_key(|(id, _)| *id);
+        for (_, p) in pending {
+            if let Some(to) = p.reply {
+                self.reply(to, Err(error.clone()), p.expect);
+            }
+        }
+        for parked in std::mem::take(&mut self.outbound.parked) {
+            self.reply(parked.reply, Err(parked_error.clone()), Expect::Caps);
+        }
+        let mut streams: Vec<_> = self.outbound.streams.drain().collect();
+        streams.sort_by_key(|(id, _)| *id);
+        for (_, s) in streams {
+            self.outputs.push_back(Output::StreamEnd {
+                to: s.sink,
+                error: Some(error.clone()),
+            });
+        }
+        self.outbound.children.clear();
+        self.outbound.drops.clear();
+        self.outbound.drop_index.clear();
+    }
+}
+
+impl<T: Types> Session<T> {
+    /// Opens a client stream; the same local checks as a call, a local failure ends the
+    /// stream at once.
+    pub fn start_stream(&mut self, id: CallId, mut req: CallRequest, sink: T::Sink) {
+        let sent = self
+            .check_call(&req)
+            .and_then(|()| self.send_call(id, &mut req));
+        if let Err(error) = sent {
+            self.outputs.push_back(Output::StreamEnd {
+                to: sink,
+                error: Some(error),
+            });
+            return;
+        }
+        let state = ClientStreamState {
+            sink,
+            cap_id: req.cap_id,
+            outstanding: 0,
+        };
+        self.outbound.streams.insert(id, state);
     }
 }

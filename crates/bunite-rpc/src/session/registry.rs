@@ -6,31 +6,26 @@ use std::sync::Arc;
 
 use bunite_wire::CapId;
 
-use crate::handler::CapImpl;
-use crate::schema::{CapDef, RESERVED_PREFIX};
+use crate::schema::{CapDef, IfExists, RESERVED_PREFIX};
 use crate::status::{reason, Code, Status};
 
-/// What to do when a served name is served again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IfExists {
-    /// Fail `already_exists` `{reason:"name_collision"}` (the default).
-    #[default]
-    Throw,
-    /// Leave the existing registration; the returned handle owns nothing.
-    Skip,
-    /// Replace the implementation (same version required), as [`replace`](crate::Connection::replace).
-    Replace,
-}
-
-pub(crate) struct RegEntry {
+pub(crate) struct RegEntry<I> {
     pub def: Arc<CapDef>,
-    pub imp: Arc<dyn CapImpl>,
+    pub imp: I,
 }
 
-#[derive(Default)]
-pub(crate) struct Registry {
-    names: HashMap<String, RegEntry>,
+pub(crate) struct Registry<I> {
+    names: HashMap<String, RegEntry<I>>,
     instances: HashMap<String, CapId>,
+}
+
+impl<I> Default for Registry<I> {
+    fn default() -> Self {
+        Registry {
+            names: HashMap::new(),
+            instances: HashMap::new(),
+        }
+    }
 }
 
 /// What serving one cap will do, decided before anything changes.
@@ -46,8 +41,8 @@ fn show(v: Option<&str>) -> &str {
     v.unwrap_or("undefined")
 }
 
-impl Registry {
-    pub fn get(&self, name: &str) -> Option<&RegEntry> {
+impl<I> Registry<I> {
+    pub fn get(&self, name: &str) -> Option<&RegEntry<I>> {
         self.names.get(name)
     }
 
@@ -127,9 +122,8 @@ impl Registry {
         }
     }
 
-    /// Registers a name; returns the implementation it replaced, for the caller to drop
-    /// outside the session lock.
-    pub fn insert(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Option<Arc<dyn CapImpl>> {
+    /// Registers a name; returns the implementation it replaced.
+    pub fn insert(&mut self, def: Arc<CapDef>, imp: I) -> Option<I> {
         let old = self
             .names
             .insert(def.name().to_owned(), RegEntry { def, imp });
@@ -137,7 +131,7 @@ impl Registry {
     }
 
     /// Removes a name; returns its implementation and its live instance, if any.
-    pub fn remove(&mut self, name: &str) -> Option<(Arc<dyn CapImpl>, Option<CapId>)> {
+    pub fn remove(&mut self, name: &str) -> Option<(I, Option<CapId>)> {
         let entry = self.names.remove(name)?;
         Some((entry.imp, self.instances.remove(name)))
     }
@@ -154,7 +148,6 @@ fn collision(name: &str) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::tests::NoopCap;
 
     fn def(name: &str, version: Option<&str>) -> Arc<CapDef> {
         let b = CapDef::builder(name);
@@ -166,7 +159,7 @@ mod tests {
 
     #[test]
     fn reserved_prefix_is_refused() {
-        let r = Registry::default();
+        let r = Registry::<()>::default();
         let e = r
             .plan(&def("bunite.Window", None), IfExists::Throw, false)
             .unwrap_err();
@@ -180,8 +173,8 @@ mod tests {
 
     #[test]
     fn if_exists_decides_collisions() {
-        let mut r = Registry::default();
-        r.insert(def("a", Some("1")), NoopCap::arc());
+        let mut r = Registry::<()>::default();
+        r.insert(def("a", Some("1")), ());
         let e = r
             .plan(&def("a", Some("1")), IfExists::Throw, false)
             .unwrap_err();
@@ -207,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_checked_whole_including_repeats() {
-        let r = Registry::default();
+        let r = Registry::<()>::default();
         let (a, b) = (def("a", None), def("a", None));
         let e = r.plan_all(&[&a, &b], IfExists::Throw).unwrap_err();
         assert_eq!(e.reason(), Some("name_collision"));
@@ -215,7 +208,7 @@ mod tests {
 
     #[test]
     fn replace_needs_a_served_name() {
-        let r = Registry::default();
+        let r = Registry::<()>::default();
         let e = r.check_replace(&def("a", None)).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),

@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use bunite_wire::CapId;
 
-use crate::handler::CapImpl;
 use crate::schema::CapDef;
 use crate::status::{reason, Code, Status};
 
 /// One live cap.
-pub(crate) struct Entry {
+pub(crate) struct Entry<I> {
     pub def: Arc<CapDef>,
-    pub imp: Arc<dyn CapImpl>,
+    pub imp: I,
     pub refcount: u64,
     /// The registry name when this entry is a bootstrap instance.
     pub root: Option<String>,
@@ -23,9 +22,9 @@ pub(crate) struct Entry {
 
 /// What the table holds at id 0 and 1 is not an [`Entry`]: id 0 is the bootstrap
 /// dispatcher (handled by the registry) and id 1 is the optional runtime.
-pub(crate) struct CapTable {
-    entries: HashMap<CapId, Entry>,
-    runtime: Option<(Arc<CapDef>, Arc<dyn CapImpl>)>,
+pub(crate) struct CapTable<I> {
+    entries: HashMap<CapId, Entry<I>>,
+    runtime: Option<(Arc<CapDef>, I)>,
     next: u64,
     /// Counts the reserved ids, as the reference does.
     limit: usize,
@@ -34,7 +33,7 @@ pub(crate) struct CapTable {
 /// How many ids the table reserves.
 const RESERVED: usize = 2;
 
-impl CapTable {
+impl<I> CapTable<I> {
     pub fn new(limit: usize) -> Self {
         CapTable {
             entries: HashMap::new(),
@@ -44,7 +43,7 @@ impl CapTable {
         }
     }
 
-    pub fn set_runtime(&mut self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) {
+    pub fn set_runtime(&mut self, def: Arc<CapDef>, imp: I) {
         self.runtime = Some((def, imp));
     }
 
@@ -62,7 +61,7 @@ impl CapTable {
     pub fn allocate(
         &mut self,
         def: Arc<CapDef>,
-        imp: Arc<dyn CapImpl>,
+        imp: I,
         root: Option<String>,
     ) -> Result<CapId, Status> {
         if self.len() >= self.limit {
@@ -90,22 +89,22 @@ impl CapTable {
         Ok(id)
     }
 
-    pub fn get(&self, id: CapId) -> Option<&Entry> {
+    pub fn get(&self, id: CapId) -> Option<&Entry<I>> {
         self.entries.get(&id)
     }
 
-    pub fn get_mut(&mut self, id: CapId) -> Option<&mut Entry> {
+    pub fn get_mut(&mut self, id: CapId) -> Option<&mut Entry<I>> {
         self.entries.get_mut(&id)
     }
 
     /// The runtime's definition and implementation, for id 1.
-    pub fn runtime(&self) -> Option<(&Arc<CapDef>, &Arc<dyn CapImpl>)> {
+    pub fn runtime(&self) -> Option<(&Arc<CapDef>, &I)> {
         self.runtime.as_ref().map(|(d, i)| (d, i))
     }
 
     /// Subtracts `delta`; frees the entry at zero and returns it. Reserved and unknown ids
     /// are ignored.
-    pub fn release(&mut self, id: CapId, delta: u64) -> Option<Entry> {
+    pub fn release(&mut self, id: CapId, delta: u64) -> Option<Entry<I>> {
         let entry = self.entries.get_mut(&id)?;
         entry.refcount = entry.refcount.saturating_sub(delta);
         if entry.refcount == 0 {
@@ -116,20 +115,22 @@ impl CapTable {
     }
 
     /// Removes an entry whatever its refcount (unserve, failed result).
-    pub fn remove(&mut self, id: CapId) -> Option<Entry> {
+    pub fn remove(&mut self, id: CapId) -> Option<Entry<I>> {
         self.entries.remove(&id)
     }
 
     /// Removes every user entry (shutdown); ids are still never reused.
-    pub fn drain(&mut self) -> Vec<Entry> {
-        self.entries.drain().map(|(_, e)| e).collect()
+    pub fn drain(&mut self) -> Vec<(CapId, Entry<I>)> {
+        let mut entries: Vec<_> = self.entries.drain().collect();
+        // Disposals run in allocation order, whatever the hash order.
+        entries.sort_by_key(|(id, _)| *id);
+        entries
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::tests::NoopCap;
 
     fn def() -> Arc<CapDef> {
         CapDef::builder("t.cap").build()
@@ -137,20 +138,20 @@ mod tests {
 
     #[test]
     fn ids_start_at_two_and_are_never_reused() {
-        let mut t = CapTable::new(16);
-        let a = t.allocate(def(), NoopCap::arc(), None).unwrap();
-        let b = t.allocate(def(), NoopCap::arc(), None).unwrap();
+        let mut t = CapTable::<()>::new(16);
+        let a = t.allocate(def(), (), None).unwrap();
+        let b = t.allocate(def(), (), None).unwrap();
         assert_eq!((a, b), (CapId(2), CapId(3)));
         assert!(t.release(a, 1).is_some());
-        let c = t.allocate(def(), NoopCap::arc(), None).unwrap();
+        let c = t.allocate(def(), (), None).unwrap();
         assert_eq!(c, CapId(4));
     }
 
     #[test]
     fn the_limit_counts_the_reserved_ids() {
-        let mut t = CapTable::new(3);
-        t.allocate(def(), NoopCap::arc(), None).unwrap();
-        let err = t.allocate(def(), NoopCap::arc(), None).unwrap_err();
+        let mut t = CapTable::<()>::new(3);
+        t.allocate(def(), (), None).unwrap();
+        let err = t.allocate(def(), (), None).unwrap_err();
         assert_eq!(err.code, Code::ResourceExhausted);
         assert_eq!(err.message, "cap-table limit 3");
         assert_eq!(err.reason(), Some("max_caps_per_connection"));
@@ -158,8 +159,8 @@ mod tests {
 
     #[test]
     fn release_frees_at_zero_and_ignores_reserved_and_unknown_ids() {
-        let mut t = CapTable::new(16);
-        let a = t.allocate(def(), NoopCap::arc(), None).unwrap();
+        let mut t = CapTable::<()>::new(16);
+        let a = t.allocate(def(), (), None).unwrap();
         t.get_mut(a).unwrap().refcount = 2;
         assert!(t.release(a, 1).is_none());
         assert!(t.release(CapId(0), 1).is_none());

@@ -5,12 +5,15 @@
 //! # drop((a, b));
 //! ```
 
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
 
 use super::{MessageSink, MessageSource, Transport, TransportError};
 
-/// How many messages may wait in each direction before the writer waits. Bounds memory
+/// How many messages may wait in each direction before the sender waits. Bounds memory
 /// when a reader stalls; the protocol's own limits (in-flight calls, stream credit) keep a
 /// healthy connection far below it.
 pub const CHANNEL_CAPACITY: usize = 1024;
@@ -46,7 +49,7 @@ impl MemoryTransport {
 
 /// The sending half of a [`MemoryTransport`].
 #[derive(Debug)]
-pub struct MemorySink(Option<mpsc::Sender<Bytes>>);
+pub struct MemorySink(PollSender<Bytes>);
 
 /// The receiving half of a [`MemoryTransport`].
 #[derive(Debug)]
@@ -57,24 +60,31 @@ impl Transport for MemoryTransport {
     type Source = MemorySource;
 
     fn split(self) -> (MemorySink, MemorySource) {
-        (MemorySink(Some(self.tx)), MemorySource(self.rx))
+        (MemorySink(PollSender::new(self.tx)), MemorySource(self.rx))
     }
 }
 
 impl MessageSink for MemorySink {
-    async fn send(&mut self, msg: Bytes) -> Result<(), TransportError> {
-        let tx = self.0.as_ref().ok_or(TransportError::Closed)?;
-        tx.send(msg).await.map_err(|_| TransportError::Closed)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.0.poll_reserve(cx).map_err(|_| TransportError::Closed)
     }
 
-    async fn close(&mut self) -> Result<(), TransportError> {
-        self.0 = None;
-        Ok(())
+    fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        self.0.send_item(msg).map_err(|_| TransportError::Closed)
+    }
+
+    fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.0.close();
+        Poll::Ready(Ok(()))
     }
 }
 
 impl MessageSource for MemorySource {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
-        Ok(self.0.recv().await)
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>> {
+        self.0.poll_recv(cx).map(Ok)
     }
 }

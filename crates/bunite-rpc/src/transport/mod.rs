@@ -24,7 +24,7 @@ pub mod stream;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-use std::future::Future;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
@@ -51,24 +51,26 @@ pub enum TransportError {
     Closed,
 }
 
-/// The sending half of a message transport.
-pub trait MessageSink: Send + 'static {
-    /// Sends one message (it may be buffered until [`flush`](MessageSink::flush)).
-    fn send(&mut self, msg: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Flushes buffered messages. The writer calls it after each batch.
-    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send {
-        async { Ok(()) }
-    }
-
-    /// Closes the sending side; the peer's source then ends.
-    fn close(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+/// The receiving half of a message transport.
+pub trait MessageSource: Send + Unpin + 'static {
+    /// The next message; `Ready(Ok(None))` once the peer closed cleanly.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>>;
 }
 
-/// The receiving half of a message transport.
-pub trait MessageSource: Send + 'static {
-    /// The next message; `Ok(None)` when the peer closed cleanly.
-    fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, TransportError>> + Send;
+/// The sending half of a message transport, with the semantics of `futures::Sink<Bytes>`.
+pub trait MessageSink: Send + Unpin + 'static {
+    /// Ready when the sink can take one more message.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+
+    /// Takes one message; call only after `poll_ready` returned `Ready(Ok(()))`. It may
+    /// wait in a buffer until [`poll_flush`](MessageSink::poll_flush).
+    fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError>;
+
+    /// Writes out every message taken so far.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+
+    /// Flushes, then closes the sending direction.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
 }
 
 /// A message transport that splits into its two halves.

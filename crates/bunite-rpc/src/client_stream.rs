@@ -1,0 +1,256 @@
+//! Client streams: what opening a stream method returns.
+//!
+//! A [`ClientStream`] is a `futures::Stream` of values. It returns credit to the server per 8
+//! consumed values, and also whenever the consumer waits on an empty buffer with consumed
+//! but unreturned values, so no server budget can deadlock it (PROTOCOL §13.1). Dropping it
+//! before the end sends `cancel {reason:"client_cancel"}`.
+//!
+//! The connection's driver pushes values into a [`StreamQueue`] shared with the consumer;
+//! the session bounds how many it may hold (the credit window), so the queue is bounded
+//! whatever the server does.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bunite_wire::{CallId, Value};
+use futures::Stream;
+use serde::de::DeserializeOwned;
+
+use crate::connection::{Command, Shared};
+use crate::error::Error;
+use crate::payload::Payload;
+use crate::session::CREDIT_BATCH;
+
+/// Values of one client stream, between the driver and the consumer.
+#[derive(Debug, Default)]
+pub(crate) struct StreamQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Payload>,
+    /// Set once the stream ended: `Some(None)` cleanly, `Some(Some(e))` with an error.
+    end: Option<Option<Error>>,
+    waker: Option<Waker>,
+}
+
+impl StreamQueue {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// One value (the driver).
+    pub fn push(&self, item: Payload) {
+        self.update(|s| s.items.push_back(item));
+    }
+
+    /// The end (the driver).
+    pub fn end(&self, error: Option<Error>) {
+        self.update(|s| {
+            if s.end.is_none() {
+                s.end = Some(error);
+            }
+        });
+    }
+
+    fn update(&self, f: impl FnOnce(&mut QueueState)) {
+        let waker = match self.state.lock() {
+            Ok(mut s) => {
+                f(&mut s);
+                s.waker.take()
+            }
+            Err(_) => None,
+        };
+        // Woken outside the lock.
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// What the consumer finds.
+enum Next {
+    Item(Payload),
+    End(Option<Error>),
+    Empty,
+}
+
+impl StreamQueue {
+    fn poll_take(&self, cx: &mut Context<'_>) -> Next {
+        let Ok(mut s) = self.state.lock() else {
+            return Next::End(None);
+        };
+        if let Some(item) = s.items.pop_front() {
+            return Next::Item(item);
+        }
+        if let Some(end) = s.end.take() {
+            return Next::End(end);
+        }
+        s.waker = Some(cx.waker().clone());
+        Next::Empty
+    }
+}
+
+/// The values of one stream call, as they arrive.
+pub struct ClientStream {
+    shared: Arc<Shared>,
+    id: Option<CallId>,
+    queue: Arc<StreamQueue>,
+    unreturned: u32,
+    done: bool,
+}
+
+impl std::fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientStream")
+            .field("id", &self.id)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl ClientStream {
+    pub(crate) fn new(shared: Arc<Shared>, id: Option<CallId>, queue: Arc<StreamQueue>) -> Self {
+        ClientStream {
+            shared,
+            id,
+            queue,
+            unreturned: 0,
+            done: false,
+        }
+    }
+
+    /// A stream that fails at once with `error`; nothing was sent.
+    pub(crate) fn failed(shared: Arc<Shared>, error: Error) -> Self {
+        let queue = StreamQueue::new();
+        queue.end(Some(error));
+        ClientStream::new(shared, None, queue)
+    }
+
+    /// The stream's call id (absent when it failed before being sent).
+    pub fn call_id(&self) -> Option<CallId> {
+        self.id
+    }
+
+    /// Cancels the stream: sends `cancel {reason:"client_cancel"}`; the stream then ends.
+    pub fn cancel(&mut self) {
+        self.finish();
+    }
+
+    /// Decodes each value into `T` (a value that does not decode ends the stream with
+    /// `invalid_argument`).
+    pub fn typed<T: DeserializeOwned>(self) -> TypedStream<T> {
+        TypedStream {
+            inner: self,
+            _t: PhantomData,
+        }
+    }
+
+    fn return_credit(&mut self) {
+        if let (Some(id), n) = (self.id, self.unreturned) {
+            if n > 0 {
+                self.unreturned = 0;
+                self.shared.send(Command::Credit(id, n));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            if let Some(id) = self.id {
+                self.shared.send(Command::CancelStream(id));
+            }
+        }
+    }
+
+    /// The next raw value.
+    fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.queue.poll_take(cx) {
+            Next::Item(item) => {
+                self.unreturned += 1;
+                if self.unreturned >= CREDIT_BATCH {
+                    self.return_credit();
+                }
+                Poll::Ready(Some(Ok(item)))
+            }
+            Next::End(error) => {
+                // The server ended the stream: nothing to cancel.
+                self.done = true;
+                Poll::Ready(error.map(Err))
+            }
+            Next::Empty => {
+                // Waiting on an empty buffer: give back what we consumed (PROTOCOL §13.1).
+                self.return_credit();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Stream for ClientStream {
+    type Item = Result<Value, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_payload(cx).map(|item| {
+            item.map(|r| {
+                r.and_then(|p| {
+                    p.into_value()
+                        .map_err(|e| Error::bad_answer(format!("stream value: {e}")))
+                })
+            })
+        })
+    }
+}
+
+impl Drop for ClientStream {
+    /// Cancels a stream still running: a command to the connection, never a wait.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A [`ClientStream`] whose values decode into `T`, straight from what arrived.
+pub struct TypedStream<T> {
+    inner: ClientStream,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TypedStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<T> TypedStream<T> {
+    /// Cancels the stream.
+    pub fn cancel(&mut self) {
+        self.inner.cancel();
+    }
+}
+
+impl<T: DeserializeOwned> Stream for TypedStream<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.poll_payload(cx) {
+            Poll::Ready(Some(Ok(p))) => match p.deserialize() {
+                Ok(t) => Poll::Ready(Some(Ok(t))),
+                Err(e) => {
+                    self.inner.finish();
+                    Poll::Ready(Some(Err(Error::bad_answer(format!("stream value: {e}")))))
+                }
+            },
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

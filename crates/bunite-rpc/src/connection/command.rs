@@ -1,0 +1,87 @@
+//! What handles ask the driver: one enum, one queue (see the module docs of
+//! [`connection`](super) for why the queue is unbounded and what bounds it).
+
+use std::sync::Arc;
+
+use bunite_wire::{CallId, CapId};
+use tokio::sync::oneshot;
+
+use super::runs::Deferred;
+use super::CloseHandler;
+use crate::client_stream::StreamQueue;
+use crate::error::Error;
+use crate::handler::{CapImpl, Returned};
+use crate::payload::Payload;
+use crate::schema::{CapDef, IfExists};
+use crate::session::{CallRequest, RunId};
+use crate::stats::Stats;
+use crate::status::Status;
+
+/// Where an outbound call's outcome goes.
+pub(crate) type Reply = oneshot::Sender<Result<Payload, Error>>;
+
+pub(crate) enum Command {
+    /// Send a call (its in-flight slot is already reserved).
+    Call {
+        id: CallId,
+        req: Box<CallRequest>,
+        reply: Reply,
+    },
+    /// Open a client stream (reserved likewise).
+    Stream {
+        id: CallId,
+        req: Box<CallRequest>,
+        queue: Arc<StreamQueue>,
+    },
+    /// Bootstrap a cap of the peer (reserved likewise).
+    Bootstrap {
+        id: CallId,
+        name: String,
+        version: Option<String>,
+        reply: Reply,
+    },
+    /// The caller stopped waiting for a call.
+    Cancel(CallId),
+    /// A reference we received is released.
+    Release(CapId),
+    /// A client stream's consumer took this many values.
+    Credit(CallId, u32),
+    /// A client stream was dropped or cancelled.
+    CancelStream(CallId),
+    /// Serve caps; answers the names now owned.
+    Serve {
+        caps: Vec<(Arc<CapDef>, Arc<dyn CapImpl>)>,
+        if_exists: IfExists,
+        reply: oneshot::Sender<Result<Vec<String>, Status>>,
+    },
+    /// Switch a served name to a new implementation.
+    Replace {
+        def: Arc<CapDef>,
+        imp: Arc<dyn CapImpl>,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    /// Unserve names (answers once done, if asked).
+    Unserve {
+        names: Vec<String>,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// Run this once the call's reply is queued.
+    AfterReply(CallId, Deferred),
+    /// A handler on its own task finished.
+    HandlerDone {
+        run: RunId,
+        call_id: CallId,
+        result: Box<Result<Returned, Status>>,
+    },
+    /// The policy answered a bootstrap.
+    PolicyDone {
+        call_id: CallId,
+        allowed: Result<bool, String>,
+    },
+    /// Run this when the connection closes (at once if it has).
+    OnClose(CloseHandler),
+    /// Close the connection.
+    Close,
+    /// Answer the exact live counts.
+    Stats(oneshot::Sender<Stats>),
+}

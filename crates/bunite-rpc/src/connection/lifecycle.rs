@@ -1,0 +1,107 @@
+//! A connection's life: observing its events, closing it, waiting for it to close, and its
+//! live counts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bunite_wire::Hello;
+use tokio::sync::oneshot;
+
+use super::{Command, Connection};
+use crate::events::Event;
+use crate::stats::Stats;
+
+/// Identifies an observer registered with [`Connection::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+impl Connection {
+    /// Registers an observer of this connection's events (PROTOCOL §15). A panicking
+    /// observer is caught and never affects the connection. Events are only built while
+    /// someone observes.
+    pub fn subscribe(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> SubscriptionId {
+        let shared = &self.shared;
+        let id = shared.next_observer.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut o) = shared.observers.write() {
+            o.push((id, Arc::new(f)));
+            shared.observed.store(true, Ordering::Release);
+        }
+        SubscriptionId(id)
+    }
+
+    /// Removes an observer.
+    pub fn unsubscribe(&self, id: SubscriptionId) {
+        let shared = &self.shared;
+        if let Ok(mut o) = shared.observers.write() {
+            o.retain(|(i, _)| *i != id.0);
+            shared.observed.store(!o.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// Runs `f` once when the connection closes (at once if it already has).
+    pub fn on_close(&self, f: impl FnOnce() + Send + 'static) {
+        let f: super::CloseHandler = Box::new(f);
+        if self.shared.is_closed() {
+            return f();
+        }
+        // If the driver is gone the command comes back unsent: run it now.
+        if let Err(mpsc_error) = self.shared.commands.send(Command::OnClose(f)) {
+            if let Command::OnClose(f) = mpsc_error.0 {
+                f();
+            }
+        }
+    }
+
+    /// Closes the connection: sends goaway, fails pending calls with `unavailable`, cancels
+    /// handlers, runs disposals and close handlers, closes the transport.
+    pub fn close(&self) {
+        self.shared.send(Command::Close);
+    }
+
+    /// Whether the connection has shut down.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Waits until the connection has shut down, its last frames (such as a goaway) were
+    /// delivered and the transport closed (or [`CLOSE_GRACE`](super::CLOSE_GRACE) passed on
+    /// a transport that does not drain), and every task it started has ended (handlers,
+    /// policy checks, disposals).
+    pub async fn closed(&self) {
+        self.shared.finished.cancelled().await;
+        loop {
+            let idle = self.shared.tasks_idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.shared.live_tasks() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Live counts as of the driver's last pass: cap-table entries, pending calls, active
+    /// handlers and streams, unsent bytes, tasks (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.shared.stats.lock().map(|s| *s).unwrap_or_default();
+        stats.tasks = self.shared.live_tasks();
+        stats
+    }
+
+    /// Exact live counts, asked of the driver (the last published ones once it is gone).
+    pub async fn current_stats(&self) -> Stats {
+        let (reply, rx) = oneshot::channel();
+        if self.shared.send(Command::Stats(reply)) {
+            if let Ok(mut stats) = rx.await {
+                stats.tasks = self.shared.live_tasks();
+                return stats;
+            }
+        }
+        self.stats()
+    }
+
+    /// The peer's hello, once received.
+    pub fn peer_hello(&self) -> Option<Hello> {
+        self.shared.peer_hello.lock().ok()?.clone()
+    }
+}

@@ -1,0 +1,453 @@
+//! Running user code for the driver: handlers (polled once inline, then on a task of their
+//! own if they wait), stream sources (polled inline as credit allows), policy checks,
+//! disposals and `after_reply` work. Every call into user code catches panics.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use bunite_wire::{CallId, CapId};
+use futures::task::AtomicWaker;
+use futures::{FutureExt, StreamExt};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::command::{Command, Reply};
+use super::{Shared, CLOSE_GRACE};
+use crate::client_stream::StreamQueue;
+use crate::context::{CallContext, CallScope, CURRENT_CALL};
+use crate::events::{ErrorEvent, Event};
+use crate::handler::{BoxFuture, CapImpl, Returned, ValueStream};
+use crate::payload::Payload;
+use crate::session::{self, Invocation, Outcome, RunId, Session};
+use crate::status::Status;
+
+/// Work to run once a call's reply is queued.
+pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
+
+/// The runtime's side of the session's [`Types`](session::Types).
+pub(crate) struct Rt;
+
+impl session::Types for Rt {
+    type Imp = Arc<dyn CapImpl>;
+    type Reply = Reply;
+    type Sink = Arc<StreamQueue>;
+    type Deferred = Deferred;
+}
+
+impl session::Dispatch for Arc<dyn CapImpl> {
+    fn has_handler(&self, method: &str) -> bool {
+        (**self).has_handler(method)
+    }
+}
+
+/// Most values one stream source produces per pass before the others get a turn.
+const STREAM_BUDGET: usize = 64;
+
+/// A handler on a task of its own.
+struct Running {
+    signal: CancellationToken,
+    abort: AbortHandle,
+}
+
+/// A stream source the driver polls.
+struct StreamRun {
+    call_id: CallId,
+    source: ValueStream,
+    signal: CancellationToken,
+    scope: CallScope,
+    waker: Waker,
+    queued: bool,
+}
+
+/// Stream runs whose sources woke, and the driver to wake.
+#[derive(Default)]
+struct Wakes {
+    runs: Mutex<Vec<RunId>>,
+    driver: AtomicWaker,
+}
+
+struct StreamWaker {
+    run: RunId,
+    wakes: Arc<Wakes>,
+}
+
+impl Wake for StreamWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Ok(mut runs) = self.wakes.runs.lock() {
+            runs.push(self.run);
+        }
+        self.wakes.driver.wake();
+    }
+}
+
+pub(crate) struct Runs {
+    shared: Arc<Shared>,
+    tasks: HashMap<RunId, Running>,
+    streams: HashMap<RunId, StreamRun>,
+    ready: VecDeque<RunId>,
+    wakes: Arc<Wakes>,
+}
+
+impl Runs {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Runs {
+            shared,
+            tasks: HashMap::new(),
+            streams: HashMap::new(),
+            ready: VecDeque::new(),
+            wakes: Arc::default(),
+        }
+    }
+
+    /// The driver's waker, for stream sources that wake.
+    pub fn register(&self, waker: &Waker) {
+        self.wakes.driver.register(waker);
+    }
+
+    /// Starts a handler or stream source. Returns the outcome of a handler that completed
+    /// on its first poll; the driver reports it.
+    pub fn invoke(
+        &mut self,
+        inv: Invocation<Arc<dyn CapImpl>>,
+        session: &mut Session<Rt>,
+    ) -> Option<(RunId, CallId, Result<Outcome<Arc<dyn CapImpl>>, Status>)> {
+        let signal = CancellationToken::new();
+        let deadline = inv
+            .deadline
+            .and_then(|d| tokio::time::Instant::now().checked_add(d));
+        let scope = CallScope {
+            connection: self.shared.id,
+            call_id: inv.call_id,
+            deadline,
+        };
+        let ctx = CallContext::new(
+            Arc::clone(&self.shared),
+            inv.call_id,
+            inv.cap_id,
+            signal.clone(),
+            deadline,
+            inv.context,
+        );
+        let (imp, method, args) = (inv.imp, inv.method, inv.args);
+        if inv.stream {
+            let opened = catch(|| CURRENT_CALL.sync_scope(scope, || imp.stream(&method, args, ctx)));
+            match opened {
+                Some(Ok(source)) => self.open_stream(inv.run, inv.call_id, source, signal, scope),
+                Some(Err(status)) => session.stream_done(inv.call_id, inv.run, Err(status)),
+                None => {
+                    let status = Status::internal("stream handler panicked");
+                    session.stream_done(inv.call_id, inv.run, Err(status));
+                }
+            }
+            return None;
+        }
+        let created = catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx)));
+        let Some(fut) = created else {
+            return Some((inv.run, inv.call_id, Err(panicked())));
+        };
+        let mut run = Scoped { scope, fut };
+        if !inv.own_task {
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(result) = Pin::new(&mut run).poll(&mut cx) {
+                return Some((inv.run, inv.call_id, outcome(result)));
+            }
+        }
+        let (shared, run_id, call_id) = (Arc::clone(&self.shared), inv.run, inv.call_id);
+        let guard = self.shared.task();
+        let handle = tokio::spawn(async move {
+            let _guard = guard;
+            let result = run.await;
+            shared.send(Command::HandlerDone {
+                run: run_id,
+                call_id,
+                result: Box::new(result),
+            });
+        });
+        let running = Running {
+            signal,
+            abort: handle.abort_handle(),
+        };
+        self.tasks.insert(run_id, running);
+        None
+    }
+
+    /// A handler on its own task reported its outcome.
+    pub fn task_done(&mut self, run: RunId) {
+        self.tasks.remove(&run);
+    }
+
+    fn open_stream(
+        &mut self,
+        run: RunId,
+        call_id: CallId,
+        source: ValueStream,
+        signal: CancellationToken,
+        scope: CallScope,
+    ) {
+        let waker = Waker::from(Arc::new(StreamWaker {
+            run,
+            wakes: Arc::clone(&self.wakes),
+        }));
+        let stream = StreamRun {
+            call_id,
+            source,
+            signal,
+            scope,
+            waker,
+            queued: false,
+        };
+        self.streams.insert(run, stream);
+        self.ready(run);
+    }
+
+    /// A stream run may produce: queue it for the next pass.
+    pub fn ready(&mut self, run: RunId) {
+        if let Some(s) = self.streams.get_mut(&run) {
+            if !s.queued {
+                s.queued = true;
+                self.ready.push_back(run);
+            }
+        }
+    }
+
+    /// Fires a run's cancellation signal; it keeps running.
+    pub fn signal(&mut self, run: RunId) {
+        if let Some(t) = self.tasks.get(&run) {
+            t.signal.cancel();
+        } else if let Some(s) = self.streams.get(&run) {
+            s.signal.cancel();
+        }
+    }
+
+    /// Stops a run: signals it, then drops its future or source.
+    pub fn abort(&mut self, run: RunId) {
+        if let Some(t) = self.tasks.remove(&run) {
+            t.signal.cancel();
+            t.abort.abort();
+        } else if let Some(s) = self.streams.remove(&run) {
+            s.signal.cancel();
+        }
+    }
+
+    /// Stops every run (the driver is finishing).
+    pub fn clear(&mut self) {
+        for (_, t) in self.tasks.drain() {
+            t.signal.cancel();
+            t.abort.abort();
+        }
+        for (_, s) in self.streams.drain() {
+            s.signal.cancel();
+        }
+        self.ready.clear();
+    }
+
+    /// Polls the stream sources that have credit and something to say; whether any
+    /// produced. Stops early while too much waits to be sent.
+    pub fn poll_streams(&mut self, session: &mut Session<Rt>, _cx: &mut Context<'_>) -> bool {
+        if let Ok(mut woken) = self.wakes.runs.lock() {
+            for run in woken.drain(..) {
+                if let Some(s) = self.streams.get_mut(&run) {
+                    if !s.queued {
+                        s.queued = true;
+                        self.ready.push_back(run);
+                    }
+                }
+            }
+        }
+        let limit = self.shared.settings.limits.max_unsent_bytes;
+        let mut produced = false;
+        for _ in 0..self.ready.len() {
+            if session.transmit_bytes() > limit {
+                break; // Retried once the transport has taken what is queued.
+            }
+            let Some(run) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(s) = self.streams.get_mut(&run) else {
+                continue;
+            };
+            s.queued = false;
+            match poll_stream(run, s, session) {
+                Step::Again => {
+                    produced = true;
+                    s.queued = true;
+                    self.ready.push_back(run);
+                }
+                Step::Wait(did) => produced |= did,
+                Step::Ended => {
+                    produced = true;
+                    self.streams.remove(&run);
+                }
+            }
+        }
+        produced
+    }
+
+    /// Asks the policy about a bootstrap of `name`: the answer if it came at once, else
+    /// the check goes on on a task of its own and answers through a command.
+    pub fn policy(&mut self, call_id: CallId, name: &str) -> Option<Result<bool, String>> {
+        let settings = &self.shared.settings;
+        let Some(policy) = &settings.policy else {
+            return Some(Ok(true));
+        };
+        let Some(check) = catch(|| policy.check(name, &settings.attestation)) else {
+            return Some(Err("policy panicked".to_owned()));
+        };
+        let mut check = AssertUnwindSafe(check).catch_unwind();
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(r) = Pin::new(&mut check).poll(&mut cx) {
+            return Some(r.unwrap_or_else(|_| Err("policy panicked".to_owned())));
+        }
+        let shared = Arc::clone(&self.shared);
+        let guard = self.shared.task();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let allowed = check
+                .await
+                .unwrap_or_else(|_| Err("policy panicked".to_owned()));
+            shared.send(Command::PolicyDone { call_id, allowed });
+        });
+        None
+    }
+
+    /// Runs a cap's disposal method (unserve, shutdown), bounded by [`CLOSE_GRACE`];
+    /// failures become `error` events.
+    pub fn dispose(&mut self, imp: Arc<dyn CapImpl>, method: &str, cap_id: CapId) {
+        let ctx = CallContext::detached(Arc::clone(&self.shared), cap_id);
+        let Some(fut) = catch(|| imp.call(method, Payload::undefined(), ctx)) else {
+            return report(&self.shared, "dispose", "disposal method panicked".to_owned());
+        };
+        let mut fut = AssertUnwindSafe(fut).catch_unwind();
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(r) = Pin::new(&mut fut).poll(&mut cx) {
+            return disposed(&self.shared, r.map(|r| r.map(drop)));
+        }
+        let shared = Arc::clone(&self.shared);
+        let guard = self.shared.task();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match tokio::time::timeout(DISPOSE_TIMEOUT, fut).await {
+                Ok(r) => disposed(&shared, r.map(|r| r.map(drop))),
+                Err(_) => report(&shared, "dispose", "disposal method timed out".to_owned()),
+            }
+        });
+    }
+}
+
+/// How long a disposal method may run.
+const DISPOSE_TIMEOUT: Duration = CLOSE_GRACE;
+
+enum Step {
+    /// Produced its budget and may produce more.
+    Again,
+    /// Waits for credit or for its source (whether it produced first).
+    Wait(bool),
+    /// The stream is over (ended, failed, or gone).
+    Ended,
+}
+
+fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step {
+    let mut cx = Context::from_waker(&s.waker);
+    for n in 0..STREAM_BUDGET {
+        match session.stream_window(s.call_id, run) {
+            None => return Step::Ended,
+            Some(0) => return Step::Wait(n > 0), // `Output::Credit` queues it again.
+            Some(_) => {}
+        }
+        let (scope, source) = (s.scope, &mut s.source);
+        let polled = catch(|| CURRENT_CALL.sync_scope(scope, || source.poll_next_unpin(&mut cx)));
+        match polled {
+            Some(Poll::Pending) => return Step::Wait(n > 0),
+            Some(Poll::Ready(Some(Ok(value)))) => {
+                if !session.stream_item(s.call_id, run, value) {
+                    return Step::Ended;
+                }
+            }
+            Some(Poll::Ready(Some(Err(status)))) => {
+                session.stream_done(s.call_id, run, Err(status));
+                return Step::Ended;
+            }
+            Some(Poll::Ready(None)) => {
+                session.stream_done(s.call_id, run, Ok(()));
+                return Step::Ended;
+            }
+            None => {
+                let status = Status::internal("stream source panicked");
+                session.stream_done(s.call_id, run, Err(status));
+                return Step::Ended;
+            }
+        }
+    }
+    Step::Again
+}
+
+/// A handler's future, polled inside its call's scope (so calls it makes carry
+/// `parentCallId` and inherit its deadline), panics caught.
+struct Scoped {
+    scope: CallScope,
+    fut: BoxFuture<Result<Returned, Status>>,
+}
+
+impl Future for Scoped {
+    type Output = Result<Returned, Status>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (scope, fut) = (this.scope, &mut this.fut);
+        match catch(|| CURRENT_CALL.sync_scope(scope, || fut.as_mut().poll(cx))) {
+            Some(poll) => poll,
+            None => Poll::Ready(Err(panicked())),
+        }
+    }
+}
+
+fn panicked() -> Status {
+    Status::internal("handler panicked")
+}
+
+/// Runs user code, catching a panic.
+fn catch<R>(f: impl FnOnce() -> R) -> Option<R> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// A handler's result as the session takes it.
+pub(crate) fn outcome(
+    result: Result<Returned, Status>,
+) -> Result<Outcome<Arc<dyn CapImpl>>, Status> {
+    Ok(match result? {
+        Returned::Value(v) => Outcome::Value(v),
+        Returned::Cap(c) => Outcome::Cap(c.def, c.imp),
+        Returned::CapArray(cs) => Outcome::CapArray(cs.into_iter().map(|c| (c.def, c.imp)).collect()),
+        Returned::CapRecord(cs) => {
+            Outcome::CapRecord(cs.into_iter().map(|(k, c)| (k, c.def, c.imp)).collect())
+        }
+    })
+}
+
+/// Runs a call's `after_reply` work.
+pub(crate) fn run_deferred(shared: &Shared, f: Deferred) {
+    if catch(f).is_none() {
+        report(shared, "after_reply", "after_reply closure panicked".to_owned());
+    }
+}
+
+fn disposed(shared: &Shared, r: Result<Result<(), Status>, Box<dyn std::any::Any + Send>>) {
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(status)) => report(shared, "dispose", status.to_string()),
+        Err(_) => report(shared, "dispose", "disposal method panicked".to_owned()),
+    }
+}
+
+fn report(shared: &Shared, phase: &'static str, error: String) {
+    shared.notify(&Event::Error(ErrorEvent { phase, error }));
+}

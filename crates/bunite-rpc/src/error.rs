@@ -1,0 +1,276 @@
+//! The local error layer: why a call, stream or bootstrap failed, told apart by where the
+//! failure came from (STYLE habit 14).
+//!
+//! An [`Error`] is one of:
+//!
+//! - [`Error::Remote`]: the peer answered with a [`Status`] (a `result` or `stream error`
+//!   frame, or the revocation of the cap).
+//! - [`Error::Local`]: this process decided, with a [`LocalError`] saying why: the call never
+//!   left (connection closed, reference released, in-flight limit, unencodable or oversize
+//!   arguments, revoked cap), or we stopped waiting for it (our cancellation, our deadline),
+//!   or its answer did not fit what we expected.
+//! - [`Error::Disconnected`]: the connection ended while the call was pending, with a
+//!   [`Disconnect`] saying how: the peer's goaway, our own close, the transport ending or
+//!   failing (with its [`std::io::ErrorKind`]), or a protocol error.
+//!
+//! Every error also carries the [`Status`] the protocol gives that failure (code, message,
+//! `details.reason`), so code that only cares about the wire's view matches on
+//! [`Error::status`] or [`Error::code`], and `?` turns an `Error` into a `Status` inside a
+//! handler. Nothing here changes what goes on the wire.
+
+use std::fmt;
+use std::io;
+
+use crate::status::{reason, Code, Status};
+
+/// Why a call, stream or bootstrap failed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer answered with this status.
+    Remote(Status),
+    /// This process decided: see [`LocalError`].
+    Local {
+        /// Why.
+        kind: LocalError,
+        /// The status the protocol gives it.
+        status: Status,
+    },
+    /// The connection ended before the outcome arrived.
+    Disconnected {
+        /// How it ended.
+        cause: Disconnect,
+        /// The status the protocol gives it (`unavailable`, reason `goaway` or
+        /// `peer_closing`).
+        status: Status,
+    },
+}
+
+/// What this process decided, for [`Error::Local`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// The connection was already closed; nothing was sent.
+    Closed,
+    /// The client's reference was released; nothing was sent.
+    Released,
+    /// Our in-flight limit was reached; nothing was sent.
+    InFlightLimit,
+    /// The arguments could not be encoded; nothing was sent.
+    Encode,
+    /// The frame exceeds the peer's advertised `maxBytes`; nothing was sent.
+    TooLarge,
+    /// The cap was revoked earlier; nothing was sent.
+    Revoked,
+    /// Our cancellation fired; the peer was sent `cancel`.
+    Cancelled,
+    /// Our deadline (plus grace) passed; the peer was sent `cancel`.
+    DeadlineExceeded,
+    /// The peer's answer did not have the expected shape or type.
+    BadAnswer,
+}
+
+/// How the connection ended, for [`Error::Disconnected`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// The peer sent goaway.
+    Goaway {
+        /// Its reason, if it gave one.
+        reason: Option<String>,
+    },
+    /// We closed the connection ([`Connection::close`](crate::Connection::close)).
+    LocalClose,
+    /// The transport ended cleanly: the peer closed it, or exited.
+    Eof,
+    /// The transport failed.
+    Transport {
+        /// The I/O error's kind.
+        kind: io::ErrorKind,
+        /// Its text.
+        message: String,
+    },
+    /// The peer broke the protocol (undecodable, invalid or oversize message); we sent goaway.
+    ProtocolError {
+        /// What we told the peer.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The peer's answer.
+    pub fn remote(status: Status) -> Self {
+        Error::Remote(status)
+    }
+
+    /// A local failure with the status the protocol gives it.
+    pub fn local(kind: LocalError, status: Status) -> Self {
+        Error::Local { kind, status }
+    }
+
+    /// The connection was closed before the call: `unavailable` `connection closed`.
+    pub fn closed() -> Self {
+        Error::local(LocalError::Closed, Status::connection_closed())
+    }
+
+    /// The answer did not fit: `invalid_argument` with `message`.
+    pub fn bad_answer(message: impl Into<String>) -> Self {
+        Error::local(LocalError::BadAnswer, Status::invalid_argument(message))
+    }
+
+    /// The status the protocol gives this failure.
+    pub fn status(&self) -> &Status {
+        match self {
+            Error::Remote(status)
+            | Error::Local { status, .. }
+            | Error::Disconnected { status, .. } => status,
+        }
+    }
+
+    /// The status, owned.
+    pub fn into_status(self) -> Status {
+        match self {
+            Error::Remote(status)
+            | Error::Local { status, .. }
+            | Error::Disconnected { status, .. } => status,
+        }
+    }
+
+    /// The status code.
+    pub fn code(&self) -> Code {
+        self.status().code
+    }
+
+    /// The status message.
+    pub fn message(&self) -> &str {
+        &self.status().message
+    }
+
+    /// `details.reason` of the status, if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.status().reason()
+    }
+
+    /// Whether the peer answered (rather than this process or the connection failing).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Error::Remote(_))
+    }
+
+    /// The local kind, for [`Error::Local`].
+    pub fn local_kind(&self) -> Option<LocalError> {
+        match self {
+            Error::Local { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// How the connection ended, for [`Error::Disconnected`].
+    pub fn disconnect(&self) -> Option<&Disconnect> {
+        match self {
+            Error::Disconnected { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
+}
+
+impl Disconnect {
+    /// The status every pending call gets when the connection ends this way (PROTOCOL §11):
+    /// `unavailable`, reason `goaway` for the peer's goaway, `peer_closing` otherwise.
+    pub fn status(&self) -> Status {
+        match self {
+            Disconnect::Goaway { reason: why } => {
+                let message = why.clone().unwrap_or_else(|| "remote goaway".to_owned());
+                Status::new(Code::Unavailable, message).with_reason(reason::GOAWAY)
+            }
+            Disconnect::LocalClose => {
+                Status::new(Code::Unavailable, "peer_closing").with_reason(reason::PEER_CLOSING)
+            }
+            Disconnect::Eof => {
+                Status::new(Code::Unavailable, "transport closed").with_reason(reason::PEER_CLOSING)
+            }
+            Disconnect::Transport { message, .. } => {
+                Status::new(Code::Unavailable, format!("transport closed: {message}"))
+                    .with_reason(reason::PEER_CLOSING)
+            }
+            Disconnect::ProtocolError { message } => {
+                Status::new(Code::Unavailable, format!("protocol error: {message}"))
+                    .with_reason(reason::PEER_CLOSING)
+            }
+        }
+    }
+
+    /// The error of a call pending when the connection ended this way.
+    pub fn error(&self) -> Error {
+        Error::Disconnected {
+            cause: self.clone(),
+            status: self.status(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Remote(status) => write!(f, "{status}"),
+            Error::Local { kind, status } => write!(f, "{status} [{kind}]"),
+            Error::Disconnected { status, .. } => write!(f, "{status}"),
+        }
+    }
+}
+
+impl fmt::Display for LocalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LocalError::Closed => "local: connection closed",
+            LocalError::Released => "local: reference released",
+            LocalError::InFlightLimit => "local: in-flight limit",
+            LocalError::Encode => "local: encode error",
+            LocalError::TooLarge => "local: frame too large for the peer",
+            LocalError::Revoked => "local: cap revoked",
+            LocalError::Cancelled => "local: cancelled",
+            LocalError::DeadlineExceeded => "local: deadline exceeded",
+            LocalError::BadAnswer => "local: unexpected answer",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A handler that calls another peer can fail with that call's error through `?`.
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        e.into_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disconnects_map_to_the_protocol_statuses() {
+        let goaway = Disconnect::Goaway {
+            reason: Some("bye".into()),
+        };
+        assert_eq!(goaway.status().code, Code::Unavailable);
+        assert_eq!(goaway.status().message, "bye");
+        assert_eq!(goaway.status().reason(), Some("goaway"));
+        let eof = Disconnect::Eof.error();
+        assert_eq!(eof.reason(), Some("peer_closing"));
+        assert_eq!(eof.disconnect(), Some(&Disconnect::Eof));
+        let io = Disconnect::Transport {
+            kind: io::ErrorKind::ConnectionReset,
+            message: "reset".into(),
+        };
+        assert_eq!(io.status().message, "transport closed: reset");
+    }
+
+    #[test]
+    fn local_errors_keep_their_kind_and_status() {
+        let e = Error::closed();
+        assert_eq!(e.local_kind(), Some(LocalError::Closed));
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(!e.is_remote());
+        assert_eq!(Status::from(e).message, "connection closed");
+    }
+}

@@ -1,0 +1,217 @@
+//! Calls both ways: results, bootstraps waiting for hello, deadlines, cancels.
+
+use std::time::Duration;
+
+use bunite_wire::{CallId, CapId, Frame, Value};
+
+use super::*;
+use crate::error::LocalError;
+use crate::status::Code;
+
+#[test]
+fn bootstrap_call_and_drop_free_the_entry() {
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    assert_eq!(id, CapId(2));
+    let tag = client.call(2, id, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    assert_eq!((inv.call_id, inv.method.as_str()), (CallId(2), "get"));
+    finish(&mut server, &inv, Value::from(5i64));
+    pump(&mut server, &mut client);
+    assert_eq!(client.reply(tag), Some(Ok(Value::Int(5))));
+    client.s.release(id);
+    let frames = pump(&mut client, &mut server);
+    assert!(matches!(&frames[..], [Frame::Drop(d)] if d.caps.len() == 1));
+    assert_eq!(server.s.stats().live_caps, 2);
+    assert_eq!(client.s.stats().pending_calls, 0);
+    assert_eq!(client.s.outbound_in_flight(), 0);
+}
+
+#[test]
+fn a_bootstrap_waits_for_the_peers_hello() {
+    let (mut server, mut client) = (peer(), peer());
+    server
+        .s
+        .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    // The client has not seen the server's hello: the bootstrap is parked, nothing sent.
+    let now = client.now;
+    client.s.bootstrap(CallId(1), "t.parent", None, 7, now);
+    client.collect();
+    assert_eq!(client.s.outbound_in_flight(), 1);
+    let frames = pump(&mut client, &mut server);
+    assert!(matches!(&frames[..], [Frame::Hello(_)]), "{frames:?}");
+    pump(&mut server, &mut client); // the server's hello releases it
+    pump(&mut client, &mut server);
+    pump(&mut server, &mut client);
+    assert_eq!(client.reply(7), Some(Ok(Value::CapRef(CapId(2)))));
+}
+
+#[test]
+fn a_goaway_fails_a_parked_bootstrap_with_its_error() {
+    let (mut server, mut client) = (peer(), peer());
+    let now = client.now;
+    client.s.bootstrap(CallId(1), "t.parent", None, 7, now);
+    client.collect();
+    server.s.close();
+    // The server's hello and goaway arrive together; the hello sends the bootstrap, the
+    // goaway then fails it as a pending call.
+    pump(&mut server, &mut client);
+    let e = client.replies.remove(&7).unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(e.reason(), Some("goaway"));
+    assert!(matches!(e.disconnect(), Some(Disconnect::Goaway { .. })));
+}
+
+#[test]
+fn a_deadline_fails_the_call_at_deadline_plus_grace_and_cancels_it() {
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let mut req = request(id, "get", Value::Undefined, Expect::Value);
+    req.deadline = Some(Duration::from_millis(100));
+    let now = client.now;
+    client.s.start_call(CallId(2), req, 9, now);
+    client.collect();
+    let frames = pump(&mut client, &mut server);
+    match &frames[..] {
+        [Frame::Call(c)] => assert_eq!(c.meta.as_ref().unwrap().deadline_ms, Some(100.0)),
+        other => panic!("{other:?}"),
+    }
+    client.advance(Duration::from_millis(599));
+    assert!(client.replies.is_empty(), "not before deadline + 500 ms");
+    client.advance(Duration::from_millis(1));
+    let e = client.replies.remove(&9).unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded);
+    assert_eq!(e.local_kind(), Some(LocalError::DeadlineExceeded));
+    let frames = pump(&mut client, &mut server);
+    assert!(
+        matches!(&frames[..], [Frame::Cancel(c)] if c.reason.as_deref() == Some("deadline_exceeded"))
+    );
+    assert_eq!(client.s.stats().pending_calls, 0);
+}
+
+#[test]
+fn a_non_idempotent_handler_is_signalled_at_its_deadline_an_idempotent_one_never() {
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    for (call, method) in [(2, "get"), (3, "idem")] {
+        let mut req = request(id, method, Value::Undefined, Expect::Value);
+        req.deadline = Some(Duration::from_millis(50));
+        let now = client.now;
+        client.s.start_call(CallId(call), req, call, now);
+    }
+    pump(&mut client, &mut server);
+    let idem = server.invoked();
+    let get = server.invoked();
+    assert_eq!(get.deadline, Some(Duration::from_millis(50)));
+    server.advance(Duration::from_millis(49));
+    assert!(server.signals.is_empty());
+    server.advance(Duration::from_millis(1));
+    assert_eq!(server.signals, vec![get.run], "only the non-idempotent one");
+    finish(&mut server, &get, Value::Null);
+    finish(&mut server, &idem, Value::Null);
+}
+
+#[test]
+fn a_duration_max_deadline_saturates_instead_of_panicking() {
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let mut req = request(id, "get", Value::Undefined, Expect::Value);
+    req.deadline = Some(Duration::MAX);
+    let now = client.now;
+    client.s.start_call(CallId(2), req, 9, now);
+    client.collect();
+    assert_eq!(client.s.poll_timeout(), None, "a deadline beyond time never fires");
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    assert!(inv.deadline.is_some());
+    finish(&mut server, &inv, Value::Null);
+    pump(&mut server, &mut client);
+    assert_eq!(client.reply(9), Some(Ok(Value::Null)));
+}
+
+#[test]
+fn cancelling_a_call_cancels_the_calls_its_handler_made() {
+    // a calls b; b's handler calls a back with parentCallId; a cancels its call.
+    let (mut b, mut a) = connected();
+    a.s.serve(vec![(parent(), imp("a"))], IfExists::Throw)
+        .unwrap();
+    let on_b = bootstrap(&mut b, &mut a, 1, "t.parent");
+    let on_a = bootstrap(&mut a, &mut b, 1, "t.parent");
+    a.call(2, on_b, "get", Value::Undefined);
+    pump(&mut a, &mut b);
+    let outer = b.invoked();
+    let mut children = Vec::new();
+    for id in [2, 3] {
+        let mut req = request(on_a, "get", Value::Undefined, Expect::Value);
+        req.parent = Some(outer.call_id);
+        let now = b.now;
+        b.s.start_call(CallId(id), req, 100 + id, now);
+        children.push(100 + id);
+    }
+    // An unrelated call of b's is not cancelled.
+    let other = b.call(4, on_a, "get", Value::Undefined);
+    pump(&mut b, &mut a);
+    a.s.cancel_call(CallId(2));
+    pump(&mut a, &mut b);
+    assert_eq!(b.aborts, vec![outer.run]);
+    for tag in children {
+        let e = b.replies.remove(&tag).unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::Cancelled);
+        assert_eq!(e.message(), "client_cancel");
+    }
+    assert!(!b.replies.contains_key(&other));
+    let frames = pump(&mut b, &mut a);
+    let cancels: Vec<CallId> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Cancel(c) => Some(c.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, vec![CallId(2), CallId(3)]);
+    assert_eq!(b.s.stats().pending_calls, 1);
+}
+
+#[test]
+fn our_in_flight_limit_fails_calls_locally_and_sends_nothing() {
+    let mut limits = limits();
+    limits.max_in_flight = 2;
+    let mut server = peer();
+    server
+        .s
+        .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    let mut client = peer_with(limits, false);
+    pump(&mut server, &mut client);
+    pump(&mut client, &mut server);
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    client.call(2, id, "get", Value::Undefined);
+    client.call(3, id, "get", Value::Undefined);
+    let tag = client.call(4, id, "get", Value::Undefined);
+    let e = client.reply(tag).unwrap().unwrap_err();
+    assert_eq!(e.local_kind(), Some(LocalError::InFlightLimit));
+    assert_eq!(e.message(), "in-flight calls limit 2");
+    let frames = pump(&mut client, &mut server);
+    assert_eq!(frames.len(), 2, "the third call was never sent");
+}
+
+#[test]
+fn a_peer_that_sends_no_hello_is_dropped_after_the_timeout() {
+    let mut limits = limits();
+    limits.hello_timeout = Some(Duration::from_secs(30));
+    let mut p = peer_with(limits, false);
+    p.advance(Duration::from_secs(29));
+    assert!(p.closed.is_none());
+    p.advance(Duration::from_secs(1));
+    assert!(matches!(p.closed, Some(Disconnect::ProtocolError { .. })));
+    let mut other = peer();
+    let frames = pump(&mut p, &mut other);
+    match &frames[..] {
+        [Frame::Hello(_), Frame::Goaway(g)] => {
+            assert_eq!(g.reason.as_deref(), Some("deadline_exceeded"));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,218 @@
+//! What a misbehaving peer can and cannot do to a session.
+
+use bunite_wire::{Call, CallId, CapId, Cancel, Encoder, Frame, Value};
+use bytes::Bytes;
+
+use super::*;
+use crate::status::Code;
+
+/// A peer that writes frames by hand, after the session's hello and its own.
+struct Raw {
+    enc: Encoder,
+}
+
+impl Raw {
+    fn connect(p: &mut Peer) -> Raw {
+        while p.s.poll_transmit().is_some() {}
+        let mut raw = Raw { enc: Encoder::new() };
+        let hello = Frame::Hello(bunite_wire::Hello {
+            v: 1,
+            mode: "native".into(),
+            features: vec![],
+            max_bytes: 1 << 20,
+            origin: "raw".into(),
+        });
+        raw.send(p, &hello);
+        raw
+    }
+
+    fn bytes(&mut self, f: &Frame) -> Bytes {
+        Bytes::from(self.enc.encode_to_vec(&f.to_value()))
+    }
+
+    fn send(&mut self, p: &mut Peer, f: &Frame) {
+        let b = self.bytes(f);
+        let now = p.now;
+        p.s.handle_message(&b, now);
+        p.collect();
+    }
+
+    fn call(&mut self, p: &mut Peer, id: u64, target: CapId, method: &str) {
+        let f = Frame::Call(Call {
+            id: CallId(id),
+            target,
+            method: method.into(),
+            args: Value::Undefined,
+            meta: None,
+        });
+        self.send(p, &f);
+    }
+}
+
+fn goaway_of(p: &mut Peer) -> bunite_wire::Goaway {
+    let mut dec = bunite_wire::Decoder::new(Default::default());
+    let mut goaway = None;
+    while let Some(b) = p.s.poll_transmit() {
+        // Our decoder missed the session's earlier frames, so only look for the goaway by op.
+        if let Ok(Frame::Goaway(g)) = dec.decode_frame(&b) {
+            goaway = Some(g);
+        }
+    }
+    goaway.expect("a goaway")
+}
+
+fn served(limits: Limits) -> (Peer, Raw) {
+    let mut p = peer_with(limits, false);
+    p.s.serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    let mut raw = Raw::connect(&mut p);
+    let boot = Frame::Call(Call {
+        id: CallId(1),
+        target: CapId::BOOTSTRAP,
+        method: "bootstrap".into(),
+        args: rec("name", "t.parent"),
+        meta: None,
+    });
+    raw.send(&mut p, &boot);
+    (p, raw)
+}
+
+#[test]
+fn a_reused_live_call_id_is_a_protocol_error_and_never_a_second_entry() {
+    let mut limits = limits();
+    limits.max_in_flight = 4;
+    let mut p = peer_with(limits, false);
+    p.s.serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    let mut raw = Raw::connect(&mut p);
+    let boot = Frame::Call(Call {
+        id: CallId(1),
+        target: CapId::BOOTSTRAP,
+        method: "bootstrap".into(),
+        args: rec("name", "t.parent"),
+        meta: None,
+    });
+    raw.send(&mut p, &boot);
+    raw.call(&mut p, 7, CapId(2), "get");
+    assert_eq!(p.invocations.len(), 1);
+    raw.call(&mut p, 7, CapId(2), "get");
+    assert_eq!(p.invocations.len(), 1, "no second handler under id 7");
+    assert!(matches!(p.closed, Some(Disconnect::ProtocolError { .. })));
+    assert_eq!(p.aborts.len(), 1, "the first handler is stopped at shutdown");
+    let g = goaway_of(&mut p);
+    assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
+    assert_eq!(
+        g.error.and_then(|e| e.message).as_deref(),
+        Some("call id 7 is still in use")
+    );
+    assert_eq!(p.s.stats().active_calls, 0);
+}
+
+#[test]
+fn a_finished_call_id_may_come_again() {
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    for round in 0..2 {
+        let tag = client.tag();
+        let now = client.now;
+        // The same id twice in a row, each after the first finished (a sloppy but harmless
+        // peer): only a *live* id is refused.
+        client
+            .s
+            .start_call(CallId(5), request(id, "get", Value::Undefined, Expect::Value), tag, now);
+        client.collect();
+        pump(&mut client, &mut server);
+        let inv = server.invoked();
+        finish(&mut server, &inv, Value::from(round));
+        pump(&mut server, &mut client);
+        assert_eq!(client.reply(tag), Some(Ok(Value::Int(round))));
+    }
+    assert!(server.closed.is_none());
+}
+
+#[test]
+fn cancelled_handlers_that_keep_running_still_count_toward_the_in_flight_limit() {
+    let mut limits = limits();
+    limits.max_in_flight = 2;
+    let (mut p, mut raw) = served(limits);
+    for id in [3, 4] {
+        raw.call(&mut p, id, CapId(2), "slow");
+        raw.send(
+            &mut p,
+            &Frame::Cancel(Cancel {
+                id: CallId(id),
+                reason: Some("client_cancel".into()),
+            }),
+        );
+    }
+    assert_eq!(p.signals.len(), 2, "keep-running handlers are signalled, not aborted");
+    assert!(p.aborts.is_empty());
+    assert_eq!(p.s.stats().active_calls, 0);
+    raw.call(&mut p, 5, CapId(2), "get");
+    assert_eq!(p.invocations.len(), 2, "the third call is refused: two still run");
+    // One of them ends: room again.
+    let first = p.invocations.remove(0);
+    finish(&mut p, &first, Value::Null);
+    raw.call(&mut p, 6, CapId(2), "get");
+    assert_eq!(p.invocations.len(), 2);
+    assert!(p.closed.is_none());
+}
+
+#[test]
+fn undecodable_bytes_and_unknown_ops_get_a_goaway() {
+    for (bytes, message) in [
+        (Bytes::from_static(&[0xc1]), "reserved byte 0xc1"),
+        (Bytes::from_static(&[0x01, 0x02]), "trailing bytes after the value"),
+    ] {
+        let mut p = peer();
+        let _raw = Raw::connect(&mut p);
+        let now = p.now;
+        p.s.handle_message(&bytes, now);
+        p.collect();
+        let g = goaway_of(&mut p);
+        assert_eq!(g.error.unwrap().message.as_deref(), Some(message));
+        assert!(p.s.is_closed());
+    }
+    let mut p = peer();
+    let mut raw = Raw::connect(&mut p);
+    let unknown = Value::Record(bunite_wire::Record::new().with("op", "teleport"));
+    let b = Bytes::from(raw.enc.encode_to_vec(&unknown));
+    let now = p.now;
+    p.s.handle_message(&b, now);
+    p.collect();
+    let g = goaway_of(&mut p);
+    assert_eq!(g.error.unwrap().message.as_deref(), Some("unknown opcode"));
+}
+
+#[test]
+fn an_oversize_message_gets_max_frame_bytes() {
+    let mut limits = limits();
+    limits.max_bytes = 64;
+    let mut p = peer_with(limits, false);
+    let mut raw = Raw::connect(&mut p);
+    let big = Frame::Call(Call {
+        id: CallId(1),
+        target: CapId(2),
+        method: "x".repeat(100),
+        args: Value::Undefined,
+        meta: None,
+    });
+    let b = raw.bytes(&big);
+    let now = p.now;
+    p.s.handle_message(&b, now);
+    p.collect();
+    let e = goaway_of(&mut p).error.unwrap();
+    assert_eq!(e.code, Code::ResourceExhausted.as_str());
+    assert_eq!(e.reason(), Some("max_frame_bytes"));
+}
+
+#[test]
+fn frames_after_shutdown_are_ignored() {
+    let (mut p, mut raw) = served(limits());
+    raw.call(&mut p, 8, CapId(2), "get");
+    assert_eq!(p.invocations.len(), 1, "served before the shutdown");
+    p.s.close();
+    p.collect();
+    raw.call(&mut p, 9, CapId(2), "get");
+    assert_eq!(p.invocations.len(), 1, "ignored after it");
+}

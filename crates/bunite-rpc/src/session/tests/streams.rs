@@ -1,0 +1,122 @@
+//! Streams with credit, both sides.
+
+use bunite_wire::{CallId, CapId, Frame, StreamEvent, StreamFrame, Value};
+
+use super::*;
+use crate::status::Code;
+
+/// Opens `ticks` from `client` on `server`; returns the server's invocation.
+fn open(server: &mut Peer, client: &mut Peer, cap: CapId, id: u64, sink: u64) -> Invocation<Imp> {
+    client.s.start_stream(
+        CallId(id),
+        request(cap, "ticks", Value::Undefined, Expect::Value),
+        sink,
+    );
+    client.collect();
+    pump(client, server);
+    server.invoked()
+}
+
+#[test]
+fn a_server_stream_sends_only_within_its_window_and_credit_reopens_it() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    assert!(inv.stream);
+    let (id, run) = (inv.call_id, inv.run);
+    assert_eq!(server.s.stream_window(id, run), Some(8), "the method's initial credit");
+    for i in 0..8 {
+        assert!(server.s.stream_item(id, run, Value::from(i)));
+    }
+    assert_eq!(server.s.stream_window(id, run), Some(0));
+    pump(&mut server, &mut client);
+    assert_eq!(client.items.len(), 8);
+    assert!(client.items.iter().all(|(sink, _)| *sink == 50));
+    client.s.return_credit(id, 8);
+    pump(&mut client, &mut server);
+    assert_eq!(server.credits, vec![run], "credit wakes the source");
+    assert_eq!(server.s.stream_window(id, run), Some(8));
+    server.s.stream_done(id, run, Ok(()));
+    server.collect();
+    pump(&mut server, &mut client);
+    assert_eq!(client.ends.len(), 1);
+    assert!(client.ends[0].1.is_none(), "a clean end");
+    assert_eq!(client.s.stats().client_streams, 0);
+    assert_eq!(server.s.stats().server_streams, 0);
+}
+
+#[test]
+fn credit_of_zero_or_missing_is_ignored_and_the_window_is_capped() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    for credit in [None, Some(0), Some(1 << 40)] {
+        let frame = Frame::Stream(StreamFrame {
+            id: inv.call_id,
+            event: StreamEvent::Credit(credit),
+        });
+        client.s.send(&frame);
+        pump(&mut client, &mut server);
+    }
+    assert_eq!(server.s.stream_window(inv.call_id, inv.run), Some(1024));
+}
+
+#[test]
+fn a_cancel_stops_the_source_and_sends_end() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    client.s.cancel_client_stream(inv.call_id);
+    let frames = pump(&mut client, &mut server);
+    assert!(
+        matches!(&frames[..], [Frame::Cancel(c)] if c.reason.as_deref() == Some("client_cancel"))
+    );
+    assert_eq!(server.aborts, vec![inv.run]);
+    let frames = pump(&mut server, &mut client);
+    assert!(matches!(
+        &frames[..],
+        [Frame::Stream(StreamFrame { event: StreamEvent::End, .. })]
+    ));
+    assert!(!server.s.stream_item(inv.call_id, inv.run, Value::Null), "gone");
+}
+
+#[test]
+fn a_server_that_ignores_credit_fails_the_client_stream() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    // The server pushes past any window a client could have granted.
+    for i in 0..1100 {
+        server.s.send(&Frame::Stream(StreamFrame {
+            id: inv.call_id,
+            event: StreamEvent::Next(Value::from(i)),
+        }));
+    }
+    let frames = pump(&mut server, &mut client);
+    assert_eq!(frames.len(), 1100);
+    assert_eq!(client.items.len(), 1024, "the buffer holds at most the largest window");
+    let (sink, error) = client.ends.pop().unwrap();
+    assert_eq!(sink, 50);
+    let e = error.unwrap();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(e.reason(), Some("stream_credit_window"));
+    let frames = pump(&mut client, &mut server);
+    assert!(
+        matches!(&frames[..], [Frame::Cancel(c)] if c.reason.as_deref() == Some("stream_credit_window"))
+    );
+}
+
+#[test]
+fn a_result_frame_for_a_stream_fails_it() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    server.s.send(&Frame::Result(bunite_wire::ResultFrame {
+        id: inv.call_id,
+        outcome: Ok(Value::Null),
+    }));
+    pump(&mut server, &mut client);
+    let e = client.ends.pop().unwrap().1.unwrap();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "stream method returned result frame");
+}

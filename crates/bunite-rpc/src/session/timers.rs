@@ -1,0 +1,105 @@
+//! Every time-driven decision of a connection, in one place (STYLE habit 12):
+//!
+//! - an outbound call with a deadline fails `deadline_exceeded` at deadline + 500 ms and the
+//!   peer is sent `cancel {reason:"deadline_exceeded"}` (PROTOCOL §11; `outbound`);
+//! - an inbound call of a non-idempotent method is signalled at its deadline (`inbound`);
+//! - a peer that sends no hello within [`Limits::hello_timeout`](crate::Limits) is dropped.
+//!
+//! Timers are keyed entries in an ordered set, removed when their call finishes first, so
+//! the set never holds more than one entry per live call.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bunite_wire::CallId;
+
+/// How long a client waits past a call's deadline before failing it (PROTOCOL §5).
+pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// No hello from the peer yet.
+    Hello,
+    /// An outbound call's deadline (plus grace).
+    Outbound(CallId),
+    /// An inbound call's deadline.
+    Inbound(CallId),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    set: BTreeSet<(Instant, Timer)>,
+}
+
+impl Timers {
+    pub fn arm(&mut self, at: Instant, timer: Timer) {
+        self.set.insert((at, timer));
+    }
+
+    pub fn disarm(&mut self, at: Instant, timer: Timer) {
+        self.set.remove(&(at, timer));
+    }
+
+    pub fn arm_hello(&mut self, at: Instant) {
+        self.arm(at, Timer::Hello);
+    }
+
+    pub fn disarm_hello(&mut self) {
+        self.set.retain(|(_, t)| *t != Timer::Hello);
+    }
+
+    /// The earliest armed time.
+    pub fn next(&self) -> Option<Instant> {
+        self.set.first().map(|(at, _)| *at)
+    }
+
+    /// Removes and returns the earliest timer due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        match self.set.first() {
+            Some(&(at, _)) if at <= now => self.set.pop_first().map(|(_, t)| t),
+            _ => None,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.set.clear();
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+/// `now + d`, saturating: a deadline too far to represent never fires.
+pub(crate) fn after(now: Instant, d: Duration) -> Option<Instant> {
+    now.checked_add(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_timers_pop_in_time_order_and_disarmed_ones_never() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        t.arm(t0 + Duration::from_secs(3), Timer::Outbound(CallId(1)));
+        t.arm(t0 + Duration::from_secs(1), Timer::Inbound(CallId(2)));
+        t.arm(t0 + Duration::from_secs(2), Timer::Outbound(CallId(3)));
+        t.disarm(t0 + Duration::from_secs(2), Timer::Outbound(CallId(3)));
+        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(t.pop_due(t0), None);
+        let now = t0 + Duration::from_secs(5);
+        assert_eq!(t.pop_due(now), Some(Timer::Inbound(CallId(2))));
+        assert_eq!(t.pop_due(now), Some(Timer::Outbound(CallId(1))));
+        assert_eq!(t.pop_due(now), None);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_deadline_too_far_to_represent_is_none() {
+        assert_eq!(after(Instant::now(), Duration::MAX), None);
+    }
+}

@@ -265,26 +265,26 @@ fn marker_methods(m: &CapModel) -> TokenStream {
             }
 
             #d_serve
-            #vis fn serve(
+            #vis async fn serve(
                 #conn: &#p::Connection,
                 #imp: impl #tr,
             ) -> #p::Result<#p::ServeHandle, #p::Status> {
-                #conn.serve_cap::<Self>(#imp)
+                #conn.serve_cap::<Self>(#imp).await
             }
 
             #d_serve_with
-            #vis fn serve_with(
+            #vis async fn serve_with(
                 #conn: &#p::Connection,
                 #imp: impl #tr,
                 #if_exists: #p::IfExists,
             ) -> #p::Result<#p::ServeHandle, #p::Status> {
-                #conn.serve_cap_with::<Self>(#imp, #if_exists)
+                #conn.serve_cap_with::<Self>(#imp, #if_exists).await
             }
 
             #d_boot
             #vis async fn bootstrap(
                 #conn: &#p::Connection,
-            ) -> #p::Result<#client, #p::Status> {
+            ) -> #p::Result<#client, #p::Error> {
                 #conn.bootstrap_cap::<Self>().await
             }
 

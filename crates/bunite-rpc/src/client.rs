@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::client_stream::{ClientStream, StreamQueue};
 use crate::connection::{Command, Connection, Shared};
@@ -447,8 +448,37 @@ pub(crate) async fn call(
     expect: Expect,
 ) -> Result<Payload, Error> {
     shared.reserve_call()?;
-    let cancel = opts.cancel.clone();
     let id = shared.next_call_id();
+    let span = tracing::info_span!(
+        "bunite.call",
+        otel.kind = "client",
+        rpc.system = "bunite",
+        rpc.method = %method,
+        rpc.cap_id = cap_id.0,
+        rpc.call_id = id.0,
+        rpc.code = tracing::field::Empty,
+    );
+    let result = send_and_wait(shared, id, cap_id, method, args, opts, expect)
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        let code = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
+        span.record("rpc.code", code);
+    }
+    result
+}
+
+/// Queues a reserved call and waits for its outcome.
+async fn send_and_wait(
+    shared: &Arc<Shared>,
+    id: CallId,
+    cap_id: CapId,
+    method: &str,
+    args: Value,
+    opts: CallOptions,
+    expect: Expect,
+) -> Result<Payload, Error> {
+    let cancel = opts.cancel.clone();
     let req = request(shared, cap_id, method, args, opts, expect);
     let (reply, rx) = oneshot::channel();
     let command = Command::Call {

@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     next_observer: AtomicU64,
     tasks: AtomicUsize,
     tasks_idle: Notify,
+    /// `bunite.connection`: the parent of every span and event of this connection.
+    pub(crate) span: tracing::Span,
     pub(crate) settings: Settings,
 }
 
@@ -240,8 +242,17 @@ impl ConnectionBuilder {
             session.serve(self.served.0, IfExists::Throw)?;
         }
         let (commands, queue) = mpsc::unbounded_channel();
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let info = transport.info();
+        let span = tracing::info_span!(
+            parent: None,
+            "bunite.connection",
+            connection.id = id,
+            transport = info.kind,
+            peer = info.peer.as_deref().unwrap_or(""),
+        );
         let shared = Arc::new(Shared {
-            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             commands,
             next_call_id: AtomicU64::new(1),
             outbound: AtomicUsize::new(0),
@@ -254,6 +265,7 @@ impl ConnectionBuilder {
             next_observer: AtomicU64::new(1),
             tasks: AtomicUsize::new(0),
             tasks_idle: Notify::new(),
+            span,
             settings: Settings {
                 limits: self.limits,
                 attestation: self.attestation,

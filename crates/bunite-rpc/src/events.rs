@@ -17,7 +17,7 @@ pub enum Event {
     /// A call finished.
     Call(CallEvent),
     /// A server stream changed state.
-    Stream(StreamEvent),
+    Stream(ServerStreamEvent),
     /// Caps were revoked (unserve) or switched (replace).
     Revoke(RevokeEvent),
     /// Something failed off the call path (policy, disposal, …).
@@ -93,7 +93,7 @@ pub enum StreamPhase {
 
 /// `stream`: cap-id, cap name, method, call id, event, count of values sent.
 #[derive(Debug, Clone)]
-pub struct StreamEvent {
+pub struct ServerStreamEvent {
     /// The target cap.
     pub cap_id: CapId,
     /// The cap's name.

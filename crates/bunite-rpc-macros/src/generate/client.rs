@@ -194,7 +194,7 @@ fn client_method(m: &CapModel, me: &Method) -> TokenStream {
             };
             quote! {
                 #(#docs)*
-                #vis async fn #ident(&self #param) -> #p::Result<#out, #p::Status> {
+                #vis async fn #ident(&self #param) -> #p::Result<#out, #p::Error> {
                     #call.await
                 }
             }

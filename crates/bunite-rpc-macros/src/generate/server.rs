@@ -53,7 +53,7 @@ pub(super) fn server(m: &CapModel) -> TokenStream {
             fn stream(
                 &self,
                 #method: &str,
-                #args: #p::Value,
+                #args: #p::Payload,
                 #ctx: #p::CallContext,
             ) -> #p::Result<#p::ValueStream, #p::Status> {
                 match #method {
@@ -79,7 +79,7 @@ pub(super) fn server(m: &CapModel) -> TokenStream {
             fn call(
                 &self,
                 #method: &str,
-                #args: #p::Value,
+                #args: #p::Payload,
                 #ctx: #p::CallContext,
             ) -> #p::BoxFuture<#p::Result<#p::Returned, #p::Status>> {
                 #call_body

@@ -96,6 +96,8 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let span = this.shared.span.clone();
+        let _entered = span.enter();
         this.runs.register(cx.waker());
         for _ in 0..PASSES_PER_POLL {
             let progress = this.pass(cx);

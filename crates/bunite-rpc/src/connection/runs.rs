@@ -62,6 +62,7 @@ struct StreamRun {
     scope: CallScope,
     waker: Waker,
     queued: bool,
+    span: tracing::Span,
 }
 
 /// Stream runs whose sources woke, and the driver to wake.
@@ -137,11 +138,24 @@ impl Runs {
             deadline,
             inv.context,
         );
+        let span = tracing::info_span!(
+            parent: &self.shared.span,
+            "bunite.call",
+            otel.kind = "server",
+            rpc.system = "bunite",
+            rpc.service = %inv.def.name(),
+            rpc.method = %inv.method,
+            rpc.call_id = inv.call_id.0,
+            rpc.stream = inv.stream,
+            rpc.code = tracing::field::Empty,
+        );
         let (imp, method, args) = (inv.imp, inv.method, inv.args);
         if inv.stream {
             let opened = catch(|| CURRENT_CALL.sync_scope(scope, || imp.stream(&method, args, ctx)));
             match opened {
-                Some(Ok(source)) => self.open_stream(inv.run, inv.call_id, source, signal, scope),
+                Some(Ok(source)) => {
+                    self.open_stream(inv.run, inv.call_id, source, signal, scope, span)
+                }
                 Some(Err(status)) => session.stream_done(inv.call_id, inv.run, Err(status)),
                 None => {
                     let status = Status::internal("stream handler panicked");
@@ -150,11 +164,13 @@ impl Runs {
             }
             return None;
         }
-        let created = catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx)));
+        let created = span.in_scope(|| {
+            catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx)))
+        });
         let Some(fut) = created else {
             return Some((inv.run, inv.call_id, Err(panicked())));
         };
-        let mut run = Scoped { scope, fut };
+        let mut run = Scoped { scope, fut, span };
         if !inv.own_task {
             let mut cx = Context::from_waker(Waker::noop());
             if let Poll::Ready(result) = Pin::new(&mut run).poll(&mut cx) {
@@ -192,6 +208,7 @@ impl Runs {
         source: ValueStream,
         signal: CancellationToken,
         scope: CallScope,
+        span: tracing::Span,
     ) {
         let waker = Waker::from(Arc::new(StreamWaker {
             run,
@@ -204,6 +221,7 @@ impl Runs {
             scope,
             waker,
             queued: false,
+            span,
         };
         self.streams.insert(run, stream);
         self.ready(run);
@@ -356,6 +374,7 @@ enum Step {
 }
 
 fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step {
+    let _entered = s.span.enter();
     let mut cx = Context::from_waker(&s.waker);
     for n in 0..STREAM_BUDGET {
         match session.stream_window(s.call_id, run) {
@@ -395,6 +414,7 @@ fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step
 struct Scoped {
     scope: CallScope,
     fut: BoxFuture<Result<Returned, Status>>,
+    span: tracing::Span,
 }
 
 impl Future for Scoped {
@@ -402,11 +422,17 @@ impl Future for Scoped {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let _entered = this.span.enter();
         let (scope, fut) = (this.scope, &mut this.fut);
-        match catch(|| CURRENT_CALL.sync_scope(scope, || fut.as_mut().poll(cx))) {
+        let poll = match catch(|| CURRENT_CALL.sync_scope(scope, || fut.as_mut().poll(cx))) {
             Some(poll) => poll,
             None => Poll::Ready(Err(panicked())),
+        };
+        if let Poll::Ready(result) = &poll {
+            let code = result.as_ref().map_or_else(|s| s.code.as_str(), |_| "ok");
+            this.span.record("rpc.code", code);
         }
+        poll
     }
 }
 

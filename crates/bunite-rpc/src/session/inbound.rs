@@ -224,6 +224,7 @@ impl<T: Types> Session<T> {
             run,
             call_id: call.id,
             cap_id: call.target,
+            def,
             imp,
             method: call.method,
             args: Payload::from_value(call.args),

@@ -1,5 +1,6 @@
 //! What a session yields besides messages to send: work for the runtime above.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bunite_wire::{CallId, CapId, Hello};
@@ -8,6 +9,7 @@ use super::Types;
 use crate::error::{Disconnect, Error};
 use crate::events::Event;
 use crate::payload::Payload;
+use crate::schema::CapDef;
 
 /// One run of a handler or stream source. Call ids are the peer's and a peer may misuse
 /// them; run ids are ours, so an outcome always reaches the run it belongs to.
@@ -19,6 +21,8 @@ pub(crate) struct Invocation<I> {
     pub run: RunId,
     pub call_id: CallId,
     pub cap_id: CapId,
+    /// The cap's definition (for its name in traces).
+    pub def: Arc<CapDef>,
     pub imp: I,
     pub method: String,
     pub args: Payload,

@@ -17,7 +17,7 @@ use bunite_wire::{CallId, Cancel, CapId, Frame, StreamEvent, StreamFrame, Value}
 use super::output::{Output, RunId};
 use super::{Session, Types};
 use crate::error::{Error, LocalError};
-use crate::events::{Event, StreamEvent as StreamEv, StreamPhase};
+use crate::events::{Event, ServerStreamEvent, StreamPhase};
 use crate::payload::Payload;
 use crate::schema::{CapDef, MAX_INITIAL_CREDIT};
 use crate::status::{reason, Code, Status};
@@ -65,7 +65,7 @@ impl<T: Types> Session<T> {
     pub(super) fn open_server_stream(&mut self, id: CallId, s: ServerStream) {
         let (cap_id, def, method) = (s.cap_id, Arc::clone(&s.def), s.method.clone());
         self.emit(|| {
-            Event::Stream(StreamEv {
+            Event::Stream(ServerStreamEvent {
                 cap_id,
                 cap_name: Some(def.name().to_owned()),
                 method,
@@ -135,7 +135,7 @@ impl<T: Types> Session<T> {
         };
         self.send(&Frame::Stream(StreamFrame { id, event }));
         self.emit(|| {
-            Event::Stream(StreamEv {
+            Event::Stream(ServerStreamEvent {
                 cap_id: s.cap_id,
                 cap_name: Some(s.def.name().to_owned()),
                 method: s.method,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
-use super::{MessageSink, MessageSource, Transport, TransportError};
+use super::{MessageSink, MessageSource, Transport, TransportError, TransportInfo};
 
 /// How many messages may wait in each direction before the sender waits. Bounds memory
 /// when a reader stalls; the protocol's own limits (in-flight calls, stream credit) keep a
@@ -61,6 +61,10 @@ impl Transport for MemoryTransport {
 
     fn split(self) -> (MemorySink, MemorySource) {
         (MemorySink(PollSender::new(self.tx)), MemorySource(self.rx))
+    }
+
+    fn info(&self) -> TransportInfo {
+        TransportInfo::new("memory", None)
     }
 }
 

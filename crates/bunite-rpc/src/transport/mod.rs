@@ -82,4 +82,26 @@ pub trait Transport: Send + 'static {
 
     /// Splits the transport.
     fn split(self) -> (Self::Sink, Self::Source);
+
+    /// What the transport is and whom it reaches, for traces and logs.
+    fn info(&self) -> TransportInfo {
+        TransportInfo::default()
+    }
+}
+
+/// What a transport is and whom it reaches (see [`Transport::info`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportInfo {
+    /// Its kind: `"memory"`, `"tcp"`, `"ws"`, … (empty if unknown).
+    pub kind: &'static str,
+    /// The peer's address, when the transport has one.
+    pub peer: Option<String>,
+}
+
+impl TransportInfo {
+    /// A transport of `kind`, reaching `peer`.
+    pub fn new(kind: &'static str, peer: Option<String>) -> Self {
+        TransportInfo { kind, peer }
+    }
 }

@@ -364,9 +364,7 @@ impl<T: Types> Session<T> {
     /// than panicking.
     fn send(&mut self, frame: &Frame) {
         self.flush_drops();
-        if let Err(e) = self.encode(frame, usize::MAX) {
-            tracing::error!(op = frame.op(), size = e.size, "frame cannot be encoded; not sent");
-        }
+        self.encode_unbounded(frame);
     }
 
     /// Encodes a frame only if it fits the peer's advertised `maxBytes` (PROTOCOL §13.6);
@@ -394,13 +392,24 @@ impl<T: Types> Session<T> {
         Ok(())
     }
 
+    /// Sends what was batched: stream credit and releases. Runs before any other frame, so
+    /// the peer sees them in the order they were made.
     fn flush_drops(&mut self) {
+        if !self.outbound.credit_due.is_empty() {
+            for frame in self.credit_frames() {
+                self.encode_unbounded(&frame);
+            }
+        }
         if let Some(frames) = self.outbound.take_drops() {
             for frame in frames {
-                if let Err(e) = self.encode(&Frame::Drop(frame), usize::MAX) {
-                    tracing::error!(size = e.size, "drop frame cannot be encoded; not sent");
-                }
+                self.encode_unbounded(&Frame::Drop(frame));
             }
+        }
+    }
+
+    fn encode_unbounded(&mut self, frame: &Frame) {
+        if let Err(e) = self.encode(frame, usize::MAX) {
+            tracing::error!(op = frame.op(), size = e.size, "frame cannot be encoded; not sent");
         }
     }
 

@@ -80,6 +80,8 @@ pub(crate) struct Outbound<T: Types> {
     pending: HashMap<CallId, Pending<T>>,
     pub(super) streams: HashMap<CallId, ClientStreamState<T>>,
     pub(super) parked: Vec<Parked<T>>,
+    /// Client streams with credit to return (see `streams`).
+    pub(super) credit_due: Vec<CallId>,
     children: ChildIndex,
     revoked: RevokedSet,
     drops: Vec<DropEntry>,
@@ -94,6 +96,7 @@ impl<T: Types> Outbound<T> {
             pending: HashMap::new(),
             streams: HashMap::new(),
             parked: Vec::new(),
+            credit_due: Vec::new(),
             children: ChildIndex::default(),
             revoked: RevokedSet::new(max_revoked),
             drops: Vec::new(),
@@ -399,6 +402,7 @@ impl<T: Types> Session<T> {
             });
         }
         self.outbound.children.clear();
+        self.outbound.credit_due.clear();
         self.outbound.drops.clear();
         self.outbound.drop_index.clear();
     }
@@ -422,6 +426,7 @@ impl<T: Types> Session<T> {
             sink,
             cap_id: req.cap_id,
             outstanding: 0,
+            credit: 0,
         };
         self.outbound.streams.insert(id, state);
     }

@@ -59,6 +59,9 @@ pub(crate) struct ClientStreamState<T: Types> {
     pub cap_id: CapId,
     /// Values delivered and not yet returned as credit.
     pub outstanding: u64,
+    /// Credit returned by the consumer and not yet sent: the returns of one pass go out
+    /// as one `credit` frame.
+    pub credit: u64,
 }
 
 impl<T: Types> Session<T> {
@@ -220,7 +223,8 @@ impl<T: Types> Session<T> {
         }
     }
 
-    /// Returns credit for `messages` consumed values of a client stream still open.
+    /// Returns credit for `messages` consumed values of a client stream still open. Sent
+    /// with the next message (returns made together are summed into one frame).
     pub fn return_credit(&mut self, id: CallId, messages: u32) {
         if messages == 0 || self.closed.is_some() {
             return;
@@ -229,8 +233,27 @@ impl<T: Types> Session<T> {
             return;
         };
         s.outstanding = s.outstanding.saturating_sub(u64::from(messages));
-        let credit = StreamEvent::Credit(Some(u64::from(messages)));
-        self.send(&Frame::Stream(StreamFrame { id, event: credit }));
+        if s.credit == 0 {
+            self.outbound.credit_due.push(id);
+        }
+        s.credit += u64::from(messages);
+    }
+
+    /// The credit frames of the streams that have credit to return.
+    pub(super) fn credit_frames(&mut self) -> Vec<Frame> {
+        let due = std::mem::take(&mut self.outbound.credit_due);
+        due.into_iter()
+            .filter_map(|id| {
+                let s = self.outbound.streams.get_mut(&id)?;
+                let messages = std::mem::take(&mut s.credit);
+                (messages > 0).then(|| {
+                    Frame::Stream(StreamFrame {
+                        id,
+                        event: StreamEvent::Credit(Some(messages)),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// The consumer dropped or cancelled a client stream: `cancel {reason:"client_cancel"}`.

@@ -120,3 +120,30 @@ fn a_result_frame_for_a_stream_fails_it() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(e.message(), "stream method returned result frame");
 }
+
+#[test]
+fn credit_returned_together_goes_out_as_one_frame() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    for i in 0..8 {
+        server.s.stream_item(inv.call_id, inv.run, Value::from(i));
+    }
+    pump(&mut server, &mut client);
+    client.s.return_credit(inv.call_id, 3);
+    client.s.return_credit(inv.call_id, 5);
+    let frames = pump(&mut client, &mut server);
+    match &frames[..] {
+        [Frame::Stream(StreamFrame {
+            event: StreamEvent::Credit(Some(8)),
+            ..
+        })] => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.s.stream_window(inv.call_id, inv.run), Some(8));
+    // A stream cancelled with credit still due sends the cancel, not the credit.
+    client.s.return_credit(inv.call_id, 1);
+    client.s.cancel_client_stream(inv.call_id);
+    let frames = pump(&mut client, &mut server);
+    assert!(matches!(&frames[..], [Frame::Cancel(_)]), "{frames:?}");
+}

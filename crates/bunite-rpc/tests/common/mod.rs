@@ -1,7 +1,52 @@
-//! Test harness: connection pairs over the in-memory transport, a raw frame-level peer for
-//! exact wire assertions, a counter cap, and leak checks.
+//! Test harness: every test that opens a connection runs through [`run`] or [`run_paused`],
+//! which check for leaks after the test body (STYLE habit 15: leak checks are not opt-in).
+//!
+//! # How to use it
+//!
+//! ```ignore
+//! #[test]
+//! fn a_test() {
+//!     run(async {
+//!         let (server, client) = pair();
+//!         // ...
+//!     });
+//! }
+//! ```
+//!
+//! [`run`] builds a current-thread runtime with real time, [`run_paused`] one whose time is
+//! paused (it advances only when every task waits, so timeouts and deadlines are exact and
+//! instant). Connections are opened with [`pair`], [`pair_with`] or [`RawPeer::connect`],
+//! or built by hand and handed to [`track`]; each registers the connection with the
+//! current run, and calling them outside a run panics, so no test can skip the checks.
+//!
+//! When the body returns (its locals, clients included, dropped), the run:
+//!
+//! 1. waits (bounded) until every connection from [`pair`], [`pair_with`] and [`track`] is
+//!    clean ([`assert_clean`]): only the reserved caps, no pending, active or streaming
+//!    call, nothing unsent, no task but its driver. Connections of a [`RawPeer`] are not
+//!    held to it, since the raw peer keeps the references it took by hand; a test that
+//!    expects them clean says so with [`assert_clean`];
+//! 2. closes every connection and waits (bounded) for [`Connection::closed`], which returns
+//!    once the driver and every task of the connection (handlers, policy checks,
+//!    disposals) have ended;
+//! 3. asserts [`Stats::is_idle`] on each: two reserved caps, no pending, active or
+//!    streaming call, nothing unsent, `tasks == 0`;
+//! 4. waits (bounded) until no task at all is left on the runtime: a connection opened
+//!    without registering it, or a task the test spawned and forgot, fails the test here.
+//!
+//! # Features
+//!
+//! [`RawPeer`] speaks through `MemoryTransport::send_raw`, a test hook behind the crate's
+//! hidden feature `test-util` (as is `Connection::client_for`). Every test target that uses
+//! the harness declares `required-features = ["test-util"]` in `Cargo.toml`: `cargo test
+//! --workspace --all-features` runs them all, a build without the feature skips them, and
+//! naming one with `--test` without the feature says which feature it needs. While only the
+//! in-memory transport is ported: `cargo test -p bunite-rpc --no-default-features
+//! --features test-util --test <file>`.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,21 +57,156 @@ use bunite_rpc::wire::{
     Call, CallId, CapId, Decoder, Encoder, Frame, Hello, Limits as WireLimits, ResultFrame,
     WireStatus,
 };
-use bunite_rpc::{CapDef, Code, Connection, ConnectionBuilder, MethodDef, Record, Status, Value};
+use bunite_rpc::{
+    CapDef, Code, Connection, ConnectionBuilder, Disconnect, Error, LocalError, MethodDef, Record,
+    Stats, Status, Value,
+};
 
-/// Two connected peers with default settings: (server, client).
+/// How long a connection may take to close once the test is over.
+const CLOSE_BOUND: Duration = Duration::from_secs(30);
+
+/// A connection registered with the current run.
+struct Tracked {
+    conn: Connection,
+    /// Checked clean before it is closed.
+    clean: bool,
+}
+
+thread_local! {
+    /// The connections of the run on this thread; `None` outside a run.
+    static TRACKED: RefCell<Option<Vec<Tracked>>> = const { RefCell::new(None) };
+}
+
+/// Runs a test body on a current-thread runtime with real time, then checks for leaks
+/// (see the module docs).
+pub fn run(body: impl Future<Output = ()>) {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    run_on(builder, body);
+}
+
+/// [`run`] with paused time: sleeps, timeouts and deadlines complete as soon as every task
+/// waits, at their exact virtual instant.
+pub fn run_paused(body: impl Future<Output = ()>) {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all().start_paused(true);
+    run_on(builder, body);
+}
+
+fn run_on(mut builder: tokio::runtime::Builder, body: impl Future<Output = ()>) {
+    let rt = builder.build().expect("test runtime");
+    TRACKED.with(|t| {
+        let mut t = t.borrow_mut();
+        assert!(t.is_none(), "common::run inside common::run");
+        *t = Some(Vec::new());
+    });
+    // Forgets the run's connections however the test ends (a failed assertion unwinds).
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TRACKED.with(|t| t.borrow_mut().take());
+        }
+    }
+    let _reset = Reset;
+    rt.block_on(async {
+        body.await;
+        finish().await;
+    });
+}
+
+/// Registers a connection with the current run, to be checked clean, closed and checked idle
+/// when the test body returns. Panics outside [`run`] / [`run_paused`].
+pub fn track(conn: &Connection) {
+    register(conn, true);
+}
+
+fn register(conn: &Connection, clean: bool) {
+    in_run();
+    TRACKED.with(|t| {
+        if let Some(list) = t.borrow_mut().as_mut() {
+            list.push(Tracked {
+                conn: conn.clone(),
+                clean,
+            });
+        }
+    });
+}
+
+/// Panics outside a run.
+fn in_run() {
+    let inside = TRACKED.with(|t| t.borrow().is_some());
+    assert!(
+        inside,
+        "a connection opened outside common::run: every test that opens a connection runs \
+         through common::run or common::run_paused, which check it for leaks"
+    );
+}
+
+/// The checks after the test body (see the module docs).
+async fn finish() {
+    let tracked = TRACKED.with(|t| {
+        t.borrow_mut()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    });
+    let expected: Vec<&Connection> = tracked
+        .iter()
+        .filter(|t| t.clean)
+        .map(|t| &t.conn)
+        .collect();
+    assert_clean(&expected).await;
+    for t in &tracked {
+        t.conn.close();
+    }
+    for (i, t) in tracked.iter().enumerate() {
+        if tokio::time::timeout(CLOSE_BOUND, t.conn.closed())
+            .await
+            .is_err()
+        {
+            panic!(
+                "connection #{i} did not close within {CLOSE_BOUND:?}: {:?}",
+                t.conn.stats()
+            );
+        }
+        let stats = t.conn.stats();
+        assert!(
+            stats.is_idle(),
+            "connection #{i} leaked past its close: {stats:?}"
+        );
+    }
+    let metrics = tokio::runtime::Handle::current().metrics();
+    for _ in 0..400 {
+        if metrics.num_alive_tasks() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "{} task(s) outlived the test: a connection opened without common::pair, pair_with, \
+         RawPeer::connect or track, or a task the test spawned and never ended",
+        metrics.num_alive_tasks()
+    );
+}
+
+/// Two connected peers with default settings: (server, client). Both are tracked.
 pub fn pair() -> (Connection, Connection) {
     pair_with(Connection::builder(), Connection::builder())
 }
 
-/// Two connected peers built from the given builders.
+/// Two connected peers built from the given builders. Both are tracked.
 pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Connection) {
+    in_run();
     let (ta, tb) = memory::pair();
-    (a.connect(ta), b.connect(tb))
+    let (a, b) = (a.connect(ta), b.connect(tb));
+    track(&a);
+    track(&b);
+    (a, b)
 }
 
 /// The `test.counter` cap: `get` (idempotent), `increment {delta?}`, `fail {code, message,
-/// reason}`, `boom`, `echo`, and `undeclared` (declared, no handler).
+/// reason}`, `boom`, `echo`, `wait` (until cancelled), `typed {n}`, and `undeclared`
+/// (declared, no handler).
 pub fn counter_def() -> Arc<CapDef> {
     CapDef::builder("test.counter")
         .method(MethodDef::call("get").idempotent())
@@ -104,10 +284,13 @@ pub struct RawPeer {
 
 impl RawPeer {
     /// A connection built from `builder` with a raw peer on the other end. The raw peer has
-    /// already read the connection's hello and sent its own.
+    /// already read the connection's hello and sent its own. The connection is tracked, but
+    /// not held clean before its close: the raw peer keeps the references it took.
     pub async fn connect(builder: ConnectionBuilder) -> (Connection, RawPeer) {
+        in_run();
         let (a, b) = memory::pair();
         let conn = builder.connect(a);
+        register(&conn, false);
         let mut raw = RawPeer {
             t: b,
             enc: Encoder::new(),
@@ -132,6 +315,12 @@ impl RawPeer {
     pub async fn send(&mut self, frame: Frame) {
         let bytes = self.enc.encode_to_vec(&frame.to_value());
         self.t.send_raw(bytes.into()).await.expect("send");
+    }
+
+    /// Sends one frame; false once the connection no longer reads (it shut down).
+    pub async fn try_send(&mut self, frame: Frame) -> bool {
+        let bytes = self.enc.encode_to_vec(&frame.to_value());
+        self.t.send_raw(bytes.into()).await.is_ok()
     }
 
     /// Sends raw bytes (hostile input).
@@ -212,6 +401,35 @@ pub fn assert_status(s: &Status, code: Code, message: &str, reason: Option<&str>
     assert_eq!(s.reason(), reason, "reason of {s:?}");
 }
 
+/// Asserts that the peer answered (`Error::Remote`) with this code, message and reason.
+#[track_caller]
+pub fn assert_remote(e: &Error, code: Code, message: &str, reason: Option<&str>) {
+    assert!(e.is_remote(), "expected the peer's answer, got {e:?}");
+    assert_status(e.status(), code, message, reason);
+}
+
+/// Asserts that this process decided (`Error::Local` of `kind`), with this code, message and
+/// reason.
+#[track_caller]
+pub fn assert_local(e: &Error, kind: LocalError, code: Code, message: &str, reason: Option<&str>) {
+    assert_eq!(e.local_kind(), Some(kind), "local kind of {e:?}");
+    assert_status(e.status(), code, message, reason);
+}
+
+/// Asserts that the connection ended (`Error::Disconnected` with `cause`), with this code,
+/// message and reason.
+#[track_caller]
+pub fn assert_disconnected(
+    e: &Error,
+    cause: &Disconnect,
+    code: Code,
+    message: &str,
+    reason: Option<&str>,
+) {
+    assert_eq!(e.disconnect(), Some(cause), "cause of {e:?}");
+    assert_status(e.status(), code, message, reason);
+}
+
 /// Asserts code, message and `details.reason` of a wire status.
 #[track_caller]
 pub fn assert_wire(s: &WireStatus, code: &str, message: &str, reason: Option<&str>) {
@@ -220,26 +438,34 @@ pub fn assert_wire(s: &WireStatus, code: &str, message: &str, reason: Option<&st
     assert_eq!(s.reason(), reason, "reason of {s:?}");
 }
 
-/// Waits (bounded) until both peers hold only their reserved caps and nothing is pending.
+/// Waits (bounded) until every connection is clean, and fails the test otherwise: only the
+/// reserved caps, no pending, active or streaming call, nothing unsent, and no task but its
+/// driver (none once it has finished).
 pub async fn assert_clean(conns: &[&Connection]) {
     for _ in 0..200 {
-        if conns.iter().all(|c| is_clean(c)) {
+        let mut clean = true;
+        for c in conns {
+            clean &= is_clean(&c.current_stats().await);
+        }
+        if clean {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for c in conns {
-        assert!(is_clean(c), "leak: {:?}", c.stats());
+        let stats = c.current_stats().await;
+        assert!(is_clean(&stats), "leak: {stats:?}");
     }
 }
 
-fn is_clean(c: &Connection) -> bool {
-    let s = c.stats();
+fn is_clean(s: &Stats) -> bool {
     s.live_caps == 2
         && s.pending_calls == 0
         && s.active_calls == 0
         && s.server_streams == 0
         && s.client_streams == 0
+        && s.unsent_bytes == 0
+        && s.tasks <= 1
 }
 
 /// Waits (bounded) for a condition.

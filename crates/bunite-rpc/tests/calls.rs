@@ -4,107 +4,119 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::events::Event;
 use bunite_rpc::wire::{CallId, Frame, ResultFrame};
 use bunite_rpc::{
-    CallOptions, CapDef, Code, Connection, Limits, MethodDef, Record, Retry, Status, Value,
+    CallOptions, CapDef, Code, Connection, Limits, LocalError, MethodDef, Record, Retry, Status,
+    Value,
 };
 use common::*;
 
-#[tokio::test]
-async fn an_unknown_target_id_is_not_found() {
-    let (_server, mut raw) = RawPeer::connect(Connection::builder()).await;
-    let e = err_of(raw.call(1, 99, "get", Value::Undefined).await);
-    assert_wire(&e, "not_found", "cap-id 99 not found", None);
+#[test]
+fn an_unknown_target_id_is_not_found() {
+    run(async {
+        let (_server, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let e = err_of(raw.call(1, 99, "get", Value::Undefined).await);
+        assert_wire(&e, "not_found", "cap-id 99 not found", None);
+    });
 }
 
-#[tokio::test]
-async fn id_zero_with_another_method_and_id_one_without_runtime_have_no_impl() {
-    let (_server, mut raw) = RawPeer::connect(Connection::builder()).await;
-    let e = err_of(raw.call(1, 0, "get", Value::Undefined).await);
-    assert_wire(&e, "not_found", "cap has no impl", None);
-    let e = err_of(raw.call(2, 1, "appName", Value::Undefined).await);
-    assert_wire(&e, "not_found", "cap has no impl", None);
+#[test]
+fn id_zero_with_another_method_and_id_one_without_runtime_have_no_impl() {
+    run(async {
+        let (_server, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let e = err_of(raw.call(1, 0, "get", Value::Undefined).await);
+        assert_wire(&e, "not_found", "cap has no impl", None);
+        let e = err_of(raw.call(2, 1, "appName", Value::Undefined).await);
+        assert_wire(&e, "not_found", "cap has no impl", None);
+    });
 }
 
-#[tokio::test]
-async fn the_runtime_client_reaches_id_one_without_bootstrap() {
-    let (_server, client) = pair();
-    let e = client
-        .runtime()
-        .call_value("appName", Value::Undefined)
-        .await
-        .unwrap_err();
-    assert_status(&e, Code::NotFound, "cap has no impl", None);
+#[test]
+fn the_runtime_client_reaches_id_one_without_bootstrap() {
+    run(async {
+        let (_server, client) = pair();
+        let e = client
+            .runtime()
+            .call_value("appName", Value::Undefined)
+            .await
+            .unwrap_err();
+        assert_remote(&e, Code::NotFound, "cap has no impl", None);
 
-    let runtime = CapDef::builder("bunite.Runtime")
-        .method(MethodDef::call("appName"))
-        .build();
-    let imp = DynCap::new()
-        .call("appName", |_, _| async { Ok(Value::from("demo")) })
-        .build();
-    let (_server, client) = pair_with(
-        Connection::builder().runtime(runtime, imp),
-        Connection::builder(),
-    );
-    let name: String = client.runtime().call("appName", &()).await.unwrap();
-    assert_eq!(name, "demo");
+        let runtime = CapDef::builder("bunite.Runtime")
+            .method(MethodDef::call("appName"))
+            .build();
+        let imp = DynCap::new()
+            .call("appName", |_, _| async { Ok(Value::from("demo")) })
+            .build();
+        let (_server, client) = pair_with(
+            Connection::builder().runtime(runtime, imp),
+            Connection::builder(),
+        );
+        let name: String = client.runtime().call("appName", &()).await.unwrap();
+        assert_eq!(name, "demo");
+    });
 }
 
-#[tokio::test]
-async fn a_method_outside_the_definition_and_one_without_handler_are_not_found() {
-    let (server, client) = pair();
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    let e = c.call_value("nope", Value::Undefined).await.unwrap_err();
-    assert_status(
-        &e,
-        Code::NotFound,
-        "method \"nope\" on cap \"test.counter\"",
-        None,
-    );
-    let e = c
-        .call_value("undeclared", Value::Undefined)
-        .await
-        .unwrap_err();
-    assert_status(
-        &e,
-        Code::NotFound,
-        "method \"undeclared\" has no handler",
-        None,
-    );
+#[test]
+fn a_method_outside_the_definition_and_one_without_handler_are_not_found() {
+    run(async {
+        let (server, client) = pair();
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let e = c.call_value("nope", Value::Undefined).await.unwrap_err();
+        assert_remote(
+            &e,
+            Code::NotFound,
+            "method \"nope\" on cap \"test.counter\"",
+            None,
+        );
+        let e = c
+            .call_value("undeclared", Value::Undefined)
+            .await
+            .unwrap_err();
+        assert_remote(
+            &e,
+            Code::NotFound,
+            "method \"undeclared\" has no handler",
+            None,
+        );
+    });
 }
 
-#[tokio::test]
-async fn the_server_in_flight_limit_refuses_extra_calls() {
-    let limits = Limits {
-        max_in_flight: 2,
-        ..Limits::default()
-    };
-    let (server, mut raw) = RawPeer::connect(Connection::builder().limits(limits)).await;
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let cap = raw.bootstrap(1, "test.counter").await;
-    for id in [2, 3] {
-        raw.send(call_frame(id, cap.0, "wait")).await;
-    }
-    let e = err_of(raw.call(4, cap.0, "get", Value::Undefined).await);
-    assert_wire(
-        &e,
-        "resource_exhausted",
-        "in-flight calls limit 2",
-        Some("max_concurrent_calls"),
-    );
-    // Bootstraps do not count against the limit.
-    assert_eq!(raw.bootstrap(5, "test.counter").await, cap);
+#[test]
+fn the_server_in_flight_limit_refuses_extra_calls() {
+    run(async {
+        let limits = Limits {
+            max_in_flight: 2,
+            ..Limits::default()
+        };
+        let (server, mut raw) = RawPeer::connect(Connection::builder().limits(limits)).await;
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let cap = raw.bootstrap(1, "test.counter").await;
+        for id in [2, 3] {
+            raw.send(call_frame(id, cap.0, "wait")).await;
+        }
+        let e = err_of(raw.call(4, cap.0, "get", Value::Undefined).await);
+        assert_wire(
+            &e,
+            "resource_exhausted",
+            "in-flight calls limit 2",
+            Some("max_concurrent_calls"),
+        );
+        // Bootstraps do not count against the limit.
+        assert_eq!(raw.bootstrap(5, "test.counter").await, cap);
+    });
 }
 
 fn call_frame(id: u64, target: u32, method: &str) -> Frame {
@@ -117,335 +129,338 @@ fn call_frame(id: u64, target: u32, method: &str) -> Frame {
     })
 }
 
-#[tokio::test]
-async fn the_client_in_flight_limit_fails_locally_and_sends_nothing() {
-    let limits = Limits {
-        max_in_flight: 2,
-        ..Limits::default()
-    };
-    let (server, client) = pair_with(Connection::builder(), Connection::builder().limits(limits));
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    let (c1, c2) = (c.clone(), c.clone());
-    let w1 = tokio::spawn(async move { c1.call_value("wait", Value::Undefined).await });
-    let w2 = tokio::spawn(async move { c2.call_value("wait", Value::Undefined).await });
-    eventually(|| client.stats().pending_calls == 2).await;
-    let e = c.call_value("get", Value::Undefined).await.unwrap_err();
-    assert_status(
-        &e,
-        Code::ResourceExhausted,
-        "in-flight calls limit 2",
-        Some("max_concurrent_calls"),
-    );
-    // Nothing was sent: the server only ever saw the two waits.
-    assert_eq!(server.stats().active_calls, 2);
-    w1.abort();
-    w2.abort();
-}
-
-#[tokio::test]
-async fn handler_statuses_keep_code_message_details_and_retry() {
-    let (server, client) = pair();
-    let def = CapDef::builder("test.err")
-        .method(MethodDef::call("fail"))
-        .method(MethodDef::call("plain"))
-        .build();
-    let imp = DynCap::new()
-        .call("fail", |_, _| async {
-            Err::<Value, _>(
-                Status::failed_precondition("nope", "unauthorized")
-                    .with_retry(Retry::AfterCooldown { min_ms: 100 }),
-            )
-        })
-        .call("plain", |_, _| async {
-            let e = std::io::Error::other("disk on fire");
-            Err::<Value, _>(Status::internal(e.to_string()))
-        })
-        .build();
-    server.serve(def.clone(), imp).unwrap().detach();
-    let c = client.bootstrap(&def).await.unwrap();
-    let e = c.call_value("fail", Value::Undefined).await.unwrap_err();
-    assert_status(&e, Code::FailedPrecondition, "nope", Some("unauthorized"));
-    assert_eq!(e.retry, Some(Retry::AfterCooldown { min_ms: 100 }));
-    let e = c.call_value("plain", Value::Undefined).await.unwrap_err();
-    assert_status(&e, Code::Internal, "disk on fire", None);
-}
-
-#[tokio::test]
-async fn a_thrown_status_goes_out_in_the_four_key_shape() {
-    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let cap = raw.bootstrap(1, "test.counter").await;
-    let args = Record::new()
-        .with("code", "failed_precondition")
-        .with("message", "nope")
-        .with("reason", "unauthorized");
-    let e = err_of(raw.call(2, cap.0, "fail", Value::Record(args)).await);
-    assert!(e.full, "toStatus() shape: code, message, details, retry");
-    assert_wire(&e, "failed_precondition", "nope", Some("unauthorized"));
-    let e = err_of(raw.call(3, cap.0, "boom", Value::Undefined).await);
-    assert!(!e.full, "a plain error is {{code, message}}");
-    assert_wire(&e, "internal", "boom", None);
-}
-
-#[tokio::test]
-async fn a_panicking_handler_fails_internal_and_the_connection_lives_on() {
-    let (server, client) = pair();
-    let def = CapDef::builder("test.panic")
-        .method(MethodDef::call("go"))
-        .method(MethodDef::call("ok"))
-        .build();
-    let imp = DynCap::new()
-        .call("go", |_, _| async {
-            if true {
-                panic!("handler bug");
-            }
-            Ok(Value::Undefined)
-        })
-        .call("ok", |_, _| async { Ok(Value::from(1i64)) })
-        .build();
-    server.serve(def.clone(), imp).unwrap().detach();
-    let c = client.bootstrap(&def).await.unwrap();
-    let e = c.call_value("go", Value::Undefined).await.unwrap_err();
-    assert_status(&e, Code::Internal, "handler panicked", None);
-    assert_eq!(
-        c.call_value("ok", Value::Undefined).await.unwrap(),
-        Value::Int(1)
-    );
-}
-
-#[tokio::test]
-async fn args_that_do_not_decode_are_invalid_argument() {
-    let (server, client) = pair();
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    let e = c
-        .call_value("typed", Value::from("not a record"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code, Code::InvalidArgument);
-    c.call_value("typed", Value::Record(Record::new().with("n", 3)))
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn concurrent_calls_run_concurrently_and_replies_may_overtake() {
-    let (server, client) = pair();
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    // A waiting call does not block a later one.
-    let waiting = {
-        let c = c.clone();
-        tokio::spawn(async move { c.call_value("wait", Value::Undefined).await })
-    };
-    let futs = (0..200).map(|_| c.call::<_, Record>("increment", &()));
-    let results = futures::future::join_all(futs).await;
-    assert!(results.iter().all(Result::is_ok));
-    let n: Record = c.call("get", &()).await.unwrap();
-    assert_eq!(n.get("count"), Some(&Value::Int(200)));
-    assert!(!waiting.is_finished());
-    waiting.abort();
-}
-
-#[tokio::test]
-async fn calls_after_close_fail_locally_with_unavailable() {
-    let (server, client) = pair();
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    client.close();
-    let e = c.call_value("get", Value::Undefined).await.unwrap_err();
-    assert_status(&e, Code::Unavailable, "connection closed", None);
-    let e = client.bootstrap(&counter_def()).await.unwrap_err();
-    assert_eq!(e.code, Code::Unavailable);
-}
-
-#[tokio::test]
-async fn a_result_for_an_unknown_id_is_ignored() {
-    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-    conn.serve(counter_def(), counter_impl()).unwrap().detach();
-    raw.send(Frame::Result(ResultFrame {
-        id: CallId(4242),
-        outcome: Ok(Value::Null),
-    }))
-    .await;
-    let cap = raw.bootstrap(1, "test.counter").await;
-    assert!(raw
-        .call(2, cap.0, "get", Value::Undefined)
-        .await
-        .outcome
-        .is_ok());
-    assert!(!conn.is_closed());
-}
-
-#[tokio::test]
-async fn call_events_report_results_and_a_panicking_subscriber_is_harmless() {
-    let (server, client) = pair();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    server.subscribe(|_| panic!("subscriber bug"));
-    let sub = server.subscribe(move |e| {
-        if let Event::Call(c) = e {
-            s2.lock()
-                .unwrap()
-                .push((c.method.clone(), c.result, c.cap_name.clone()));
-        }
+#[test]
+fn the_client_in_flight_limit_fails_locally_and_sends_nothing() {
+    run(async {
+        let limits = Limits {
+            max_in_flight: 2,
+            ..Limits::default()
+        };
+        let (server, client) =
+            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (c1, c2) = (c.clone(), c.clone());
+        let w1 = tokio::spawn(async move { c1.call_value("wait", Value::Undefined).await });
+        let w2 = tokio::spawn(async move { c2.call_value("wait", Value::Undefined).await });
+        eventually(|| client.stats().pending_calls == 2).await;
+        let e = c.call_value("get", Value::Undefined).await.unwrap_err();
+        assert_local(
+            &e,
+            LocalError::InFlightLimit,
+            Code::ResourceExhausted,
+            "in-flight calls limit 2",
+            Some("max_concurrent_calls"),
+        );
+        // Nothing was sent: the server only ever saw the two waits.
+        assert_eq!(server.stats().active_calls, 2);
+        w1.abort();
+        w2.abort();
     });
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    c.call_value("get", Value::Undefined).await.unwrap();
-    c.call_value("boom", Value::Undefined).await.unwrap_err();
-    c.call_value("nope", Value::Undefined).await.unwrap_err();
-    server.unsubscribe(sub);
-    c.call_value("get", Value::Undefined).await.unwrap();
-    let got = seen.lock().unwrap().clone();
-    let name = Some("test.counter".to_owned());
-    assert_eq!(
-        got,
-        vec![
-            ("get".to_owned(), Ok(()), name.clone()),
-            ("boom".to_owned(), Err(Code::Internal), name.clone()),
-            ("nope".to_owned(), Err(Code::NotFound), name),
-        ]
-    );
 }
 
-#[tokio::test]
-async fn context_metadata_reaches_the_handler() {
-    let (server, client) = pair();
-    let def = CapDef::builder("test.ctx")
-        .method(MethodDef::call("who"))
-        .build();
-    let imp = DynCap::new()
-        .call("who", |_, ctx: bunite_rpc::CallContext| {
-            let v = ctx.context_value("user").unwrap_or("").to_owned();
-            async move { Ok(Value::from(v)) }
-        })
-        .build();
-    server.serve(def.clone(), imp).unwrap().detach();
-    let c = client.bootstrap(&def).await.unwrap();
-    let opts = CallOptions {
-        context: vec![("user".into(), "ada".into())],
-        ..CallOptions::default()
-    };
-    assert_eq!(
-        c.call_with("who", Value::Undefined, opts).await.unwrap(),
-        Value::from("ada")
-    );
+#[test]
+fn handler_statuses_keep_code_message_details_and_retry() {
+    run(async {
+        let (server, client) = pair();
+        let def = CapDef::builder("test.err")
+            .method(MethodDef::call("fail"))
+            .method(MethodDef::call("plain"))
+            .build();
+        let imp = DynCap::new()
+            .call("fail", |_, _| async {
+                Err::<Value, _>(
+                    Status::failed_precondition("nope", "unauthorized")
+                        .with_retry(Retry::AfterCooldown { min_ms: 100 }),
+                )
+            })
+            .call("plain", |_, _| async {
+                let e = std::io::Error::other("disk on fire");
+                Err::<Value, _>(Status::internal(e.to_string()))
+            })
+            .build();
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        let e = c.call_value("fail", Value::Undefined).await.unwrap_err();
+        assert_remote(&e, Code::FailedPrecondition, "nope", Some("unauthorized"));
+        assert_eq!(e.status().retry, Some(Retry::AfterCooldown { min_ms: 100 }));
+        let e = c.call_value("plain", Value::Undefined).await.unwrap_err();
+        assert_remote(&e, Code::Internal, "disk on fire", None);
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_outbound_call_above_the_peer_max_bytes_fails_locally() {
-    let limits = Limits {
-        max_bytes: 1024,
-        ..Limits::default()
-    };
-    let (server, client) = pair_with(Connection::builder().limits(limits), Connection::builder());
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    let big = Value::Bin(vec![7; 4096]);
-    let e = c.call_value("echo", big).await.unwrap_err();
-    assert_eq!(e.code, Code::ResourceExhausted);
-    assert_eq!(e.reason(), Some("max_frame_bytes"));
-    // The encoder state was rolled back: the connection still works, records and all.
-    let r: Record = c
-        .call("increment", &Record::new().with("delta", 2))
-        .await
-        .unwrap();
-    assert_eq!(r.get("count"), Some(&Value::Int(2)));
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    assert!(!server.is_closed());
+#[test]
+fn a_thrown_status_goes_out_in_the_four_key_shape() {
+    run(async {
+        let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let cap = raw.bootstrap(1, "test.counter").await;
+        let args = Record::new()
+            .with("code", "failed_precondition")
+            .with("message", "nope")
+            .with("reason", "unauthorized");
+        let e = err_of(raw.call(2, cap.0, "fail", Value::Record(args)).await);
+        assert!(e.full, "toStatus() shape: code, message, details, retry");
+        assert_wire(&e, "failed_precondition", "nope", Some("unauthorized"));
+        let e = err_of(raw.call(3, cap.0, "boom", Value::Undefined).await);
+        assert!(!e.full, "a plain error is {{code, message}}");
+        assert_wire(&e, "internal", "boom", None);
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_result_above_the_peer_max_bytes_is_replaced_by_the_error() {
-    let limits = Limits {
-        max_bytes: 1024,
-        ..Limits::default()
-    };
-    let (server, client) = pair_with(Connection::builder(), Connection::builder().limits(limits));
-    let def = CapDef::builder("test.big")
-        .method(MethodDef::call("big"))
-        .build();
-    let imp = DynCap::new()
-        .call("big", |_, _| async { Ok(Value::Bin(vec![1; 4096])) })
-        .build();
-    server.serve(def.clone(), imp).unwrap().detach();
-    let c = client.bootstrap(&def).await.unwrap();
-    let e = c.call_value("big", Value::Undefined).await.unwrap_err();
-    assert_eq!(e.code, Code::ResourceExhausted);
-    assert_eq!(e.reason(), Some("max_frame_bytes"));
-    assert!(!client.is_closed());
-}
-
-#[tokio::test]
-async fn after_reply_work_follows_the_result_and_never_runs_for_a_cancelled_call() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let ran = Arc::new(AtomicUsize::new(0));
-    let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
-    let def = CapDef::builder("test.after")
-        .method(MethodDef::call("done"))
-        .method(MethodDef::call("hang"))
-        .build();
-    let (r1, r2) = (ran.clone(), ran.clone());
-    let imp = DynCap::new()
-        .call("done", move |_, ctx: bunite_rpc::CallContext| {
-            let (conn, ran) = (ctx.connection(), r1.clone());
-            ctx.after_reply(move || {
-                ran.fetch_add(1, Ordering::SeqCst);
-                conn.unserve("test.after");
-            });
-            async { Ok(Value::from("bye")) }
-        })
-        .call("hang", move |_, ctx: bunite_rpc::CallContext| {
-            let ran = r2.clone();
-            ctx.after_reply(move || {
-                ran.fetch_add(100, Ordering::SeqCst);
-            });
-            async {
-                std::future::pending::<()>().await;
+#[test]
+fn a_panicking_handler_fails_internal_and_the_connection_lives_on() {
+    run(async {
+        let (server, client) = pair();
+        let def = CapDef::builder("test.panic")
+            .method(MethodDef::call("go"))
+            .method(MethodDef::call("ok"))
+            .build();
+        let imp = DynCap::new()
+            .call("go", |_, _| async {
+                if true {
+                    panic!("handler bug");
+                }
                 Ok(Value::Undefined)
+            })
+            .call("ok", |_, _| async { Ok(Value::from(1i64)) })
+            .build();
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        let e = c.call_value("go", Value::Undefined).await.unwrap_err();
+        assert_remote(&e, Code::Internal, "handler panicked", None);
+        assert_eq!(
+            c.call_value("ok", Value::Undefined).await.unwrap(),
+            Value::Int(1)
+        );
+    });
+}
+
+#[test]
+fn args_that_do_not_decode_are_invalid_argument() {
+    run(async {
+        let (server, client) = pair();
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let e = c
+            .call_value("typed", Value::from("not a record"))
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), e.is_remote()), (Code::InvalidArgument, true));
+        c.call_value("typed", Value::Record(Record::new().with("n", 3)))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn concurrent_calls_run_concurrently_and_replies_may_overtake() {
+    run(async {
+        let (server, client) = pair();
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        // A waiting call does not block a later one.
+        let waiting = {
+            let c = c.clone();
+            tokio::spawn(async move { c.call_value("wait", Value::Undefined).await })
+        };
+        let futs = (0..200).map(|_| c.call::<_, Record>("increment", &()));
+        let results = futures::future::join_all(futs).await;
+        assert!(results.iter().all(Result::is_ok));
+        let n: Record = c.call("get", &()).await.unwrap();
+        assert_eq!(n.get("count"), Some(&Value::Int(200)));
+        assert!(!waiting.is_finished());
+        waiting.abort();
+    });
+}
+
+#[test]
+fn calls_after_close_fail_locally_with_unavailable() {
+    run(async {
+        let (server, client) = pair();
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        client.close();
+        let e = c.call_value("get", Value::Undefined).await.unwrap_err();
+        assert_local(
+            &e,
+            LocalError::Closed,
+            Code::Unavailable,
+            "connection closed",
+            None,
+        );
+        let e = client.bootstrap(&counter_def()).await.unwrap_err();
+        assert_local(
+            &e,
+            LocalError::Closed,
+            Code::Unavailable,
+            "connection closed",
+            None,
+        );
+    });
+}
+
+#[test]
+fn a_result_for_an_unknown_id_is_ignored() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        conn.serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        raw.send(Frame::Result(ResultFrame {
+            id: CallId(4242),
+            outcome: Ok(Value::Null),
+        }))
+        .await;
+        let cap = raw.bootstrap(1, "test.counter").await;
+        assert!(raw
+            .call(2, cap.0, "get", Value::Undefined)
+            .await
+            .outcome
+            .is_ok());
+        assert!(!conn.is_closed());
+    });
+}
+
+#[test]
+fn call_events_report_results_and_a_panicking_subscriber_is_harmless() {
+    run(async {
+        let (server, client) = pair();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        server.subscribe(|_| panic!("subscriber bug"));
+        let sub = server.subscribe(move |e| {
+            if let Event::Call(c) = e {
+                s2.lock()
+                    .unwrap()
+                    .push((c.method.clone(), c.result, c.cap_name.clone()));
             }
-        })
-        .build();
-    server.serve(def, imp).unwrap().detach();
-    let cap = raw.bootstrap(1, "test.after").await;
-    // A cancelled call's after_reply work is dropped, never run.
-    raw.send(call_frame(2, cap.0, "hang")).await;
-    eventually(|| server.stats().active_calls == 1).await;
-    raw.send(Frame::Cancel(bunite_rpc::wire::Cancel {
-        id: CallId(2),
-        reason: None,
-    }))
-    .await;
-    assert!(matches!(raw.recv().await, Frame::Result(r) if r.id == CallId(2)));
-    // The result comes first, then what the handler did after replying.
-    raw.send(call_frame(3, cap.0, "done")).await;
-    match raw.recv().await {
-        Frame::Result(r) => assert_eq!((r.id, r.outcome), (CallId(3), Ok(Value::from("bye")))),
-        other => panic!("expected the result first, got {other:?}"),
-    }
-    assert!(matches!(raw.recv().await, Frame::CapRevoked(r) if r.cap_ids == vec![cap]));
-    assert_eq!(ran.load(Ordering::SeqCst), 1);
+        });
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        c.call_value("get", Value::Undefined).await.unwrap();
+        c.call_value("boom", Value::Undefined).await.unwrap_err();
+        c.call_value("nope", Value::Undefined).await.unwrap_err();
+        server.unsubscribe(sub);
+        c.call_value("get", Value::Undefined).await.unwrap();
+        let got = seen.lock().unwrap().clone();
+        let name = Some("test.counter".to_owned());
+        assert_eq!(
+            got,
+            vec![
+                ("get".to_owned(), Ok(()), name.clone()),
+                ("boom".to_owned(), Err(Code::Internal), name.clone()),
+                ("nope".to_owned(), Err(Code::NotFound), name),
+            ]
+        );
+    });
+}
+
+#[test]
+fn context_metadata_reaches_the_handler() {
+    run(async {
+        let (server, client) = pair();
+        let def = CapDef::builder("test.ctx")
+            .method(MethodDef::call("who"))
+            .build();
+        let imp = DynCap::new()
+            .call("who", |_, ctx: bunite_rpc::CallContext| {
+                let v = ctx.context_value("user").unwrap_or("").to_owned();
+                async move { Ok(Value::from(v)) }
+            })
+            .build();
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        let opts = CallOptions {
+            context: vec![("user".into(), "ada".into())],
+            ..CallOptions::default()
+        };
+        assert_eq!(
+            c.call_with("who", Value::Undefined, opts).await.unwrap(),
+            Value::from("ada")
+        );
+    });
+}
+
+#[test]
+fn after_reply_work_follows_the_result_and_never_runs_for_a_cancelled_call() {
+    run(async {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let def = CapDef::builder("test.after")
+            .method(MethodDef::call("done"))
+            .method(MethodDef::call("hang"))
+            .build();
+        let (r1, r2) = (ran.clone(), ran.clone());
+        let served = Arc::new(std::sync::Mutex::new(None));
+        let slot = served.clone();
+        let imp = DynCap::new()
+            .call("done", move |_, ctx: bunite_rpc::CallContext| {
+                let (served, ran) = (slot.clone(), r1.clone());
+                ctx.after_reply(move || {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    // Dropping the serve handle unserves without waiting, as after_reply
+                    // work (on the connection's task) must.
+                    drop(served.lock().unwrap().take());
+                });
+                async { Ok(Value::from("bye")) }
+            })
+            .call("hang", move |_, ctx: bunite_rpc::CallContext| {
+                let ran = r2.clone();
+                ctx.after_reply(move || {
+                    ran.fetch_add(100, Ordering::SeqCst);
+                });
+                async {
+                    std::future::pending::<()>().await;
+                    Ok(Value::Undefined)
+                }
+            })
+            .build();
+        let handle = server.serve(def, imp).await.unwrap();
+        *served.lock().unwrap() = Some(handle);
+        let cap = raw.bootstrap(1, "test.after").await;
+        // A cancelled call's after_reply work is dropped, never run.
+        raw.send(call_frame(2, cap.0, "hang")).await;
+        eventually(|| server.stats().active_calls == 1).await;
+        raw.send(Frame::Cancel(bunite_rpc::wire::Cancel {
+            id: CallId(2),
+            reason: None,
+        }))
+        .await;
+        assert!(matches!(raw.recv().await, Frame::Result(r) if r.id == CallId(2)));
+        // The result comes first, then what the handler did after replying.
+        raw.send(call_frame(3, cap.0, "done")).await;
+        match raw.recv().await {
+            Frame::Result(r) => assert_eq!((r.id, r.outcome), (CallId(3), Ok(Value::from("bye")))),
+            other => panic!("expected the result first, got {other:?}"),
+        }
+        assert!(matches!(raw.recv().await, Frame::CapRevoked(r) if r.cap_ids == vec![cap]));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    });
 }

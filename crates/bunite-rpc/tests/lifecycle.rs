@@ -8,86 +8,96 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bunite_rpc::transport::memory;
-use bunite_rpc::wire::{Encoder, Frame, Goaway, Hello, Record, Value, WireStatus};
-use bunite_rpc::{Code, Connection, Limits};
+use bunite_rpc::wire::{Call, CallId, Encoder, Frame, Goaway, Hello, Record, Value, WireStatus};
+use bunite_rpc::{Code, Connection, Disconnect, Limits};
 use common::*;
 
-#[tokio::test]
-async fn each_peer_sends_hello_at_once_and_records_the_other() {
-    let (a, b) = pair();
-    eventually(|| a.peer_hello().is_some() && b.peer_hello().is_some()).await;
-    let h = a.peer_hello().unwrap();
-    assert_eq!((h.v, h.mode.as_str(), h.max_bytes), (1, "native", 64 << 20));
+#[test]
+fn each_peer_sends_hello_at_once_and_records_the_other() {
+    run(async {
+        let (a, b) = pair();
+        eventually(|| a.peer_hello().is_some() && b.peer_hello().is_some()).await;
+        let h = a.peer_hello().unwrap();
+        assert_eq!((h.v, h.mode.as_str(), h.max_bytes), (1, "native", 64 << 20));
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn bootstrap_waits_for_the_peer_hello_and_calls_before_it_are_answered() {
-    let (a, mut b) = memory::pair();
-    let conn = Connection::new(a);
-    conn.serve(counter_def(), counter_impl()).unwrap().detach();
-    let client = conn.clone();
-    let pending = tokio::spawn(async move { client.bootstrap_name("x", None).await });
-    // Our hello arrives, nothing else: the bootstrap is waiting.
-    let mut dec = bunite_rpc::wire::Decoder::new(Default::default());
-    let hello = dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap();
-    assert!(matches!(hello, Frame::Hello(_)));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!pending.is_finished());
-    // A call from the raw side before its hello is answered.
-    let mut enc = Encoder::new();
-    let call = Frame::Call(bunite_rpc::wire::Call {
-        id: bunite_rpc::CallId(1),
-        target: bunite_rpc::CapId(0),
-        method: "bootstrap".into(),
-        args: Value::Record(Record::new().with("name", "test.counter")),
-        meta: None,
+#[test]
+fn bootstrap_waits_for_the_peer_hello_and_calls_before_it_are_answered() {
+    run_paused(async {
+        let (a, mut b) = memory::pair();
+        let conn = Connection::new(a);
+        track(&conn);
+        conn.serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let client = conn.clone();
+        let pending = tokio::spawn(async move { client.bootstrap_name("x", None).await });
+        // Our hello arrives, nothing else: the bootstrap is waiting.
+        let mut dec = bunite_rpc::wire::Decoder::new(Default::default());
+        let hello = dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap();
+        assert!(matches!(hello, Frame::Hello(_)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!pending.is_finished());
+        // A call from the raw side before its hello is answered.
+        let mut enc = Encoder::new();
+        let call = Frame::Call(bunite_rpc::wire::Call {
+            id: bunite_rpc::CallId(1),
+            target: bunite_rpc::CapId(0),
+            method: "bootstrap".into(),
+            args: Value::Record(Record::new().with("name", "test.counter")),
+            meta: None,
+        });
+        b.send_raw(enc.encode_to_vec(&call.to_value()).into())
+            .await
+            .unwrap();
+        let reply = dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap();
+        assert!(
+            matches!(reply, Frame::Result(r) if r.outcome == Ok(Value::CapRef(bunite_rpc::CapId(2))))
+        );
+        // Now the hello: the waiting bootstrap goes out.
+        let hello = Frame::Hello(Hello {
+            v: 1,
+            mode: "web".into(),
+            features: vec![],
+            max_bytes: 1 << 20,
+            origin: "o".into(),
+        });
+        b.send_raw(enc.encode_to_vec(&hello.to_value()).into())
+            .await
+            .unwrap();
+        let call = dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap();
+        assert!(matches!(call, Frame::Call(c) if c.method == "bootstrap"));
+        assert_eq!(conn.peer_hello().unwrap().mode, "web");
     });
-    b.send_raw(enc.encode_to_vec(&call.to_value()).into())
-        .await
-        .unwrap();
-    let reply = dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap();
-    assert!(
-        matches!(reply, Frame::Result(r) if r.outcome == Ok(Value::CapRef(bunite_rpc::CapId(2))))
-    );
-    // Now the hello: the waiting bootstrap goes out.
-    let hello = Frame::Hello(Hello {
-        v: 1,
-        mode: "web".into(),
-        features: vec![],
-        max_bytes: 1 << 20,
-        origin: "o".into(),
-    });
-    b.send_raw(enc.encode_to_vec(&hello.to_value()).into())
-        .await
-        .unwrap();
-    let call = dec.decode_frame(&b.recv_raw().await.unwrap()).unwrap();
-    assert!(matches!(call, Frame::Call(c) if c.method == "bootstrap"));
-    assert_eq!(conn.peer_hello().unwrap().mode, "web");
 }
 
-#[tokio::test]
-async fn a_hello_with_another_version_is_a_protocol_error() {
-    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-    let mut r = Record::new();
-    for (k, v) in [
-        ("op", Value::from("hello")),
-        ("v", Value::Int(2)),
-        ("mode", "native".into()),
-        ("features", Value::Array(vec![])),
-        ("maxBytes", Value::Int(1024)),
-        ("origin", "x".into()),
-    ] {
-        r.insert(k, v);
-    }
-    raw.send_bytes(Encoder::new().encode_to_vec(&Value::Record(r)))
-        .await;
-    let goaway = expect_goaway(&mut raw).await;
-    assert_eq!(goaway.reason.as_deref(), Some("invalid_argument"));
-    assert_eq!(
-        goaway.error.as_ref().map(|e| e.code.as_str()),
-        Some("invalid_argument")
-    );
-    conn.closed().await;
+#[test]
+fn a_hello_with_another_version_is_a_protocol_error() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let mut r = Record::new();
+        for (k, v) in [
+            ("op", Value::from("hello")),
+            ("v", Value::Int(2)),
+            ("mode", "native".into()),
+            ("features", Value::Array(vec![])),
+            ("maxBytes", Value::Int(1024)),
+            ("origin", "x".into()),
+        ] {
+            r.insert(k, v);
+        }
+        raw.send_bytes(Encoder::new().encode_to_vec(&Value::Record(r)))
+            .await;
+        let goaway = expect_goaway(&mut raw).await;
+        assert_eq!(goaway.reason.as_deref(), Some("invalid_argument"));
+        assert_eq!(
+            goaway.error.as_ref().map(|e| e.code.as_str()),
+            Some("invalid_argument")
+        );
+        conn.closed().await;
+    });
 }
 
 async fn expect_goaway(raw: &mut RawPeer) -> Goaway {
@@ -100,135 +110,166 @@ async fn expect_goaway(raw: &mut RawPeer) -> Goaway {
     }
 }
 
-#[tokio::test]
-async fn undecodable_bytes_get_goaway_then_shutdown() {
-    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-    raw.send_bytes(vec![0xc1]).await;
-    let g = expect_goaway(&mut raw).await;
-    assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
-    assert_eq!(g.error.unwrap().code, "invalid_argument");
-    conn.closed().await;
-    // The transport was closed after the goaway.
-    assert!(raw.try_recv().await.is_none());
-}
-
-#[tokio::test]
-async fn an_unknown_op_gets_goaway_unknown_opcode() {
-    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-    let frame = Value::Record(Record::new().with("op", "teleport").with("id", 1));
-    raw.send_bytes(Encoder::new().encode_to_vec(&frame)).await;
-    let g = expect_goaway(&mut raw).await;
-    let e = g.error.unwrap();
-    assert_eq!(
-        (e.code.as_str(), e.message.as_deref()),
-        ("invalid_argument", Some("unknown opcode"))
-    );
-    conn.closed().await;
-}
-
-#[tokio::test]
-async fn a_msgpack_map_frame_is_a_protocol_error() {
-    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-    // {"op": "hello"} as a msgpack map, not a record.
-    raw.send_bytes(vec![
-        0x81, 0xa2, b'o', b'p', 0xa5, b'h', b'e', b'l', b'l', b'o',
-    ])
-    .await;
-    expect_goaway(&mut raw).await;
-    conn.closed().await;
-}
-
-#[tokio::test]
-async fn an_oversize_message_gets_goaway_resource_exhausted() {
-    let limits = Limits {
-        max_bytes: 256,
-        ..Limits::default()
-    };
-    let (conn, mut raw) = RawPeer::connect(Connection::builder().limits(limits)).await;
-    raw.send_bytes(vec![0xc0; 1000]).await;
-    let g = expect_goaway(&mut raw).await;
-    assert_eq!(g.reason.as_deref(), Some("resource_exhausted"));
-    let e = g.error.unwrap();
-    assert_eq!(e.code, "resource_exhausted");
-    assert_eq!(e.reason(), Some("max_frame_bytes"));
-    conn.closed().await;
-}
-
-#[tokio::test]
-async fn goaway_from_the_peer_shuts_down_and_fails_pending_calls() {
-    let (server, client) = pair();
-    server
-        .serve(counter_def(), counter_impl())
-        .unwrap()
-        .detach();
-    let c = client.bootstrap(&counter_def()).await.unwrap();
-    let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
-    eventually(|| server.stats().active_calls == 1).await;
-    server.close();
-    let e = waiting.await.unwrap().unwrap_err();
-    assert_eq!(e.code, Code::Unavailable);
-    assert_eq!(e.message, "peer_closing");
-    assert_eq!(e.reason(), Some("goaway"));
-    client.closed().await;
-    assert_eq!(server.stats().active_calls, 0);
-}
-
-#[tokio::test]
-async fn a_bootstrap_waiting_for_hello_fails_with_the_goaway_error() {
-    let (a, mut b) = memory::pair();
-    let conn = Connection::new(a);
-    let pending = tokio::spawn({
-        let conn = conn.clone();
-        async move { conn.bootstrap_name("x", None).await }
+#[test]
+fn undecodable_bytes_get_goaway_then_shutdown() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        raw.send_bytes(vec![0xc1]).await;
+        let g = expect_goaway(&mut raw).await;
+        assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
+        assert_eq!(g.error.unwrap().code, "invalid_argument");
+        conn.closed().await;
+        // The transport was closed after the goaway.
+        assert!(raw.try_recv().await.is_none());
     });
-    let _ = b.recv_raw().await;
-    let goaway = Frame::Goaway(Goaway {
-        reason: Some("bye".into()),
-        error: Some(
-            WireStatus::new("unavailable", "host shutting down").with_reason("plugin_unloading"),
-        ),
-    });
-    b.send_raw(Encoder::new().encode_to_vec(&goaway.to_value()).into())
-        .await
-        .unwrap();
-    let e = pending.await.unwrap().unwrap_err();
-    assert_status(
-        &e,
-        Code::Unavailable,
-        "host shutting down",
-        Some("plugin_unloading"),
-    );
 }
 
-#[tokio::test]
-async fn shutdown_runs_close_handlers_once_and_closes_the_transport() {
-    let (a, b) = pair();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    a.on_close(move || {
-        r.fetch_add(1, Ordering::SeqCst);
+#[test]
+fn an_unknown_op_gets_goaway_unknown_opcode() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let frame = Value::Record(Record::new().with("op", "teleport").with("id", 1));
+        raw.send_bytes(Encoder::new().encode_to_vec(&frame)).await;
+        let g = expect_goaway(&mut raw).await;
+        let e = g.error.unwrap();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_deref()),
+            ("invalid_argument", Some("unknown opcode"))
+        );
+        conn.closed().await;
     });
-    a.close();
-    a.close();
-    a.closed().await;
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    // Registered after close: runs at once.
-    let r = runs.clone();
-    a.on_close(move || {
-        r.fetch_add(1, Ordering::SeqCst);
-    });
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
-    // The other side saw the transport close and shut down too.
-    b.closed().await;
 }
 
-#[tokio::test]
-async fn a_closed_transport_shuts_the_connection_down() {
-    let (a, b) = memory::pair();
-    let conn = Connection::new(a);
-    drop(b);
-    tokio::time::timeout(Duration::from_secs(5), conn.closed())
-        .await
-        .unwrap();
-    assert!(conn.is_closed());
+#[test]
+fn a_msgpack_map_frame_is_a_protocol_error() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        // {"op": "hello"} as a msgpack map, not a record.
+        raw.send_bytes(vec![
+            0x81, 0xa2, b'o', b'p', 0xa5, b'h', b'e', b'l', b'l', b'o',
+        ])
+        .await;
+        expect_goaway(&mut raw).await;
+        conn.closed().await;
+    });
+}
+
+#[test]
+fn an_oversize_message_gets_goaway_resource_exhausted() {
+    run(async {
+        let limits = Limits {
+            max_bytes: 256,
+            ..Limits::default()
+        };
+        let (conn, mut raw) = RawPeer::connect(Connection::builder().limits(limits)).await;
+        raw.send_bytes(vec![0xc0; 1000]).await;
+        let g = expect_goaway(&mut raw).await;
+        assert_eq!(g.reason.as_deref(), Some("resource_exhausted"));
+        let e = g.error.unwrap();
+        assert_eq!(e.code, "resource_exhausted");
+        assert_eq!(e.reason(), Some("max_frame_bytes"));
+        conn.closed().await;
+    });
+}
+
+#[test]
+fn goaway_from_the_peer_shuts_down_and_fails_pending_calls() {
+    run(async {
+        let (server, client) = pair();
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
+        eventually(|| server.stats().active_calls == 1).await;
+        server.close();
+        let e = waiting.await.unwrap().unwrap_err();
+        let goaway = Disconnect::Goaway {
+            reason: Some("peer_closing".into()),
+        };
+        assert_disconnected(
+            &e,
+            &goaway,
+            Code::Unavailable,
+            "peer_closing",
+            Some("goaway"),
+        );
+        client.closed().await;
+        assert_eq!(server.stats().active_calls, 0);
+    });
+}
+
+#[test]
+fn a_bootstrap_waiting_for_hello_fails_with_the_goaway_error() {
+    run(async {
+        let (a, mut b) = memory::pair();
+        let conn = Connection::new(a);
+        track(&conn);
+        let pending = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.bootstrap_name("x", None).await }
+        });
+        let _ = b.recv_raw().await;
+        let goaway = Frame::Goaway(Goaway {
+            reason: Some("bye".into()),
+            error: Some(
+                WireStatus::new("unavailable", "host shutting down")
+                    .with_reason("plugin_unloading"),
+            ),
+        });
+        b.send_raw(Encoder::new().encode_to_vec(&goaway.to_value()).into())
+            .await
+            .unwrap();
+        let e = pending.await.unwrap().unwrap_err();
+        let goaway = Disconnect::Goaway {
+            reason: Some("bye".into()),
+        };
+        assert_disconnected(
+            &e,
+            &goaway,
+            Code::Unavailable,
+            "host shutting down",
+            Some("plugin_unloading"),
+        );
+    });
+}
+
+#[test]
+fn shutdown_runs_close_handlers_once_and_closes_the_transport() {
+    run(async {
+        let (a, b) = pair();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        a.on_close(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        a.close();
+        a.close();
+        a.closed().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Registered after close: runs at once.
+        let r = runs.clone();
+        a.on_close(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // The other side saw the transport close and shut down too.
+        b.closed().await;
+    });
+}
+
+#[test]
+fn a_closed_transport_shuts_the_connection_down() {
+    run(async {
+        let (a, b) = memory::pair();
+        let conn = Connection::new(a);
+        track(&conn);
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap();
+        assert!(conn.is_closed());
+    });
 }

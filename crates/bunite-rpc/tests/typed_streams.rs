@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::{cap, CallContext, Code, Connection, MethodKind, Status, Value};
-use common::{assert_clean, eventually, pair};
+use common::{assert_clean, eventually, pair, run_paused};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,7 @@ async fn setup() -> (Connection, Connection, Arc<State>, TicksClient) {
     let state = Arc::new(State::default());
     let (server, client) = pair();
     TicksCap::serve(&server, TicksImpl(state.clone()))
+        .await
         .unwrap()
         .detach();
     let ticks = TicksCap::bootstrap(&client).await.unwrap();
@@ -138,85 +139,100 @@ fn the_definition_has_stream_kinds_and_credit() {
     assert!(def.method("emitThenFail").is_some());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_stream_arrives_complete_and_in_order_beyond_its_initial_credit() {
-    let (server, client, _, ticks) = setup().await;
-    let got: Vec<Tick> = ticks
-        .ticks(N { n: 100 })
-        .map(Result::unwrap)
-        .collect()
-        .await;
-    assert_eq!(got, (0..100).map(|i| Tick { i }).collect::<Vec<_>>());
-    drop(ticks);
-    assert_clean(&[&server, &client]).await;
+#[test]
+fn a_stream_arrives_complete_and_in_order_beyond_its_initial_credit() {
+    run_paused(async {
+        let (server, client, _, ticks) = setup().await;
+        let got: Vec<Tick> = ticks
+            .ticks(N { n: 100 })
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(got, (0..100).map(|i| Tick { i }).collect::<Vec<_>>());
+        drop(ticks);
+        assert_clean(&[&server, &client]).await;
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn dropping_a_stream_cancels_its_source() {
-    let (server, client, state, ticks) = setup().await;
-    let mut s = ticks.forever();
-    for want in 0..5 {
-        assert_eq!(s.next().await.unwrap().unwrap(), want);
-    }
-    drop(s);
-    eventually(|| server.stats().server_streams == 0 && client.stats().client_streams == 0).await;
-    let produced = state.produced.load(Ordering::SeqCst);
-    // Never more than the credit window ahead of what the client took.
-    assert!(produced <= 5 + 32, "{produced}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(state.produced.load(Ordering::SeqCst), produced);
-    // Emitter style: the producer future is dropped.
-    let mut w = ticks.watch(10);
-    for want in 0..3 {
-        assert_eq!(w.next().await.unwrap().unwrap(), want);
-    }
-    w.cancel();
-    assert!(w.next().await.is_none());
-    eventually(|| state.watches_ended.load(Ordering::SeqCst) == 1).await;
-    drop((w, ticks));
-    assert_clean(&[&server, &client]).await;
+#[test]
+fn dropping_a_stream_cancels_its_source() {
+    run_paused(async {
+        let (server, client, state, ticks) = setup().await;
+        let mut s = ticks.forever();
+        for want in 0..5 {
+            assert_eq!(s.next().await.unwrap().unwrap(), want);
+        }
+        drop(s);
+        eventually(|| server.stats().server_streams == 0 && client.stats().client_streams == 0)
+            .await;
+        let produced = state.produced.load(Ordering::SeqCst);
+        // Never more than the credit window ahead of what the client took.
+        assert!(produced <= 5 + 32, "{produced}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(state.produced.load(Ordering::SeqCst), produced);
+        // Emitter style: the producer future is dropped.
+        let mut w = ticks.watch(10);
+        for want in 0..3 {
+            assert_eq!(w.next().await.unwrap().unwrap(), want);
+        }
+        w.cancel();
+        assert!(w.next().await.is_none());
+        eventually(|| state.watches_ended.load(Ordering::SeqCst) == 1).await;
+        drop((w, ticks));
+        assert_clean(&[&server, &client]).await;
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_source_failure_arrives_after_the_values() {
-    let (server, client, _, ticks) = setup().await;
-    for s in [ticks.failing(), ticks.emit_then_fail()] {
-        let items: Vec<_> = s.collect().await;
-        assert_eq!(items.len(), 4);
-        let values: Vec<u64> = items[..3].iter().map(|r| *r.as_ref().unwrap()).collect();
-        assert_eq!(values, [0, 1, 2]);
-        let e = items[3].as_ref().unwrap_err();
-        assert!(matches!(e.code, Code::Internal | Code::FailedPrecondition));
-    }
-    drop(ticks);
-    assert_clean(&[&server, &client]).await;
+#[test]
+fn a_source_failure_arrives_after_the_values() {
+    run_paused(async {
+        let (server, client, _, ticks) = setup().await;
+        for s in [ticks.failing(), ticks.emit_then_fail()] {
+            let items: Vec<_> = s.collect().await;
+            assert_eq!(items.len(), 4);
+            let values: Vec<u64> = items[..3].iter().map(|r| *r.as_ref().unwrap()).collect();
+            assert_eq!(values, [0, 1, 2]);
+            let e = items[3].as_ref().unwrap_err();
+            assert!(matches!(
+                e.code(),
+                Code::Internal | Code::FailedPrecondition
+            ));
+            assert!(e.is_remote(), "{e:?}");
+        }
+        drop(ticks);
+        assert_clean(&[&server, &client]).await;
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn params_that_do_not_decode_end_the_stream_with_invalid_argument() {
-    let (server, client, _, ticks) = setup().await;
-    let items: Vec<_> = ticks
-        .client()
-        .stream("ticks", Value::from("not a record"))
-        .collect()
-        .await;
-    assert_eq!(items.len(), 1);
-    let e = items[0].as_ref().unwrap_err();
-    assert_eq!(e.code, Code::InvalidArgument);
-    drop(ticks);
-    assert_clean(&[&server, &client]).await;
+#[test]
+fn params_that_do_not_decode_end_the_stream_with_invalid_argument() {
+    run_paused(async {
+        let (server, client, _, ticks) = setup().await;
+        let items: Vec<_> = ticks
+            .client()
+            .stream("ticks", Value::from("not a record"))
+            .collect()
+            .await;
+        assert_eq!(items.len(), 1);
+        let e = items[0].as_ref().unwrap_err();
+        assert_eq!((e.code(), e.is_remote()), (Code::InvalidArgument, true));
+        drop(ticks);
+        assert_clean(&[&server, &client]).await;
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn per_call_options_reach_the_stream_handler() {
-    let (server, client, _, ticks) = setup().await;
-    let plain: Vec<_> = ticks.meta().collect().await;
-    assert_eq!(plain[0].as_ref().unwrap(), &(None, false));
-    let tagged = ticks
-        .with_context("k", "v")
-        .with_deadline(Duration::from_secs(10));
-    let got: Vec<_> = tagged.meta().collect().await;
-    assert_eq!(got[0].as_ref().unwrap(), &(Some("v".to_owned()), true));
-    drop((ticks, tagged));
-    assert_clean(&[&server, &client]).await;
+#[test]
+fn per_call_options_reach_the_stream_handler() {
+    run_paused(async {
+        let (server, client, _, ticks) = setup().await;
+        let plain: Vec<_> = ticks.meta().collect().await;
+        assert_eq!(plain[0].as_ref().unwrap(), &(None, false));
+        let tagged = ticks
+            .with_context("k", "v")
+            .with_deadline(Duration::from_secs(10));
+        let got: Vec<_> = tagged.meta().collect().await;
+        assert_eq!(got[0].as_ref().unwrap(), &(Some("v".to_owned()), true));
+        drop((ticks, tagged));
+        assert_clean(&[&server, &client]).await;
+    });
 }

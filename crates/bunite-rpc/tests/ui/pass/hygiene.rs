@@ -107,7 +107,7 @@ impl Counter for Imp {
 }
 
 async fn use_it(conn: &::bunite_rpc::Connection) -> R<()> {
-    let _handle = CounterCap::serve(conn, Imp)?;
+    let _handle = CounterCap::serve(conn, Imp).await?;
     let c: CounterClient = CounterCap::bootstrap(conn).await?;
     let _: u32 = c.get().await?;
     let _: u32 = c.add(1).await?;

@@ -12,6 +12,7 @@ use bunite_rpc::{
     CallContext, CallOptions, CapDef, Code, Connection, LocalError, MethodDef, Value,
 };
 use common::*;
+use futures::StreamExt;
 use tokio::time::Instant;
 
 /// `slow {ignoreAbort?}`: waits 5 s; if signalled first (cancel or deadline) and not told to
@@ -326,5 +327,138 @@ fn a_cancellation_token_fails_the_call_cancelled_at_once_and_cancels_the_server(
         eventually(|| server.stats().active_calls == 0).await;
         drop(c);
         assert_clean(&[&server, &client]).await;
+    });
+}
+
+/// Counts the handler futures the runtime dropped.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn cancelling_a_parent_cascades_to_its_child_calls_end_to_end() {
+    run_paused(async {
+        let (server, client) = pair();
+        // The client serves `test.hang`: a handler that waits until it is dropped.
+        let hang_def = CapDef::builder("test.hang")
+            .method(MethodDef::call("hang"))
+            .build();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        let hang = DynCap::new()
+            .call("hang", move |_, _| {
+                let guard = DropCount(d.clone());
+                async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                    Ok(Value::Undefined)
+                }
+            })
+            .build();
+        client.serve(hang_def.clone(), hang).await.unwrap().detach();
+        // The server's `relay` calls `hang` back on its caller (a child call: parentCallId is
+        // the relay's id) and reports how that call ended. It keeps running when cancelled,
+        // so it sees its child fail.
+        let relay_def = CapDef::builder("test.relay")
+            .method(MethodDef::call("relay").keep_running_on_cancel())
+            .build();
+        let (tx, mut child_outcome) = tokio::sync::mpsc::unbounded_channel();
+        let relay = DynCap::new()
+            .call("relay", move |_, ctx: CallContext| {
+                let (tx, hang_def) = (tx.clone(), hang_def.clone());
+                async move {
+                    let hang = ctx.connection().bootstrap(&hang_def).await?;
+                    let _ = tx.send(hang.call_value("hang", Value::Undefined).await);
+                    Ok(Value::Undefined)
+                }
+            })
+            .build();
+        server
+            .serve(relay_def.clone(), relay)
+            .await
+            .unwrap()
+            .detach();
+        let relay = client.bootstrap(&relay_def).await.unwrap();
+        let token = bunite_rpc::CancellationToken::new();
+        let opts = CallOptions {
+            cancel: Some(token.clone()),
+            ..CallOptions::default()
+        };
+        let parent =
+            tokio::spawn(async move { relay.call_with("relay", Value::Undefined, opts).await });
+        eventually(|| client.stats().active_calls == 1).await;
+        token.cancel();
+        let e = parent.await.unwrap().unwrap_err();
+        assert_local(
+            &e,
+            LocalError::Cancelled,
+            Code::Cancelled,
+            "client_cancel",
+            None,
+        );
+        // The server failed the child locally with the parent's reason, and cancelled it on
+        // the client, which dropped its handler.
+        let child = tokio::time::timeout(Duration::from_secs(10), child_outcome.recv());
+        let e = child
+            .await
+            .expect("the child call was never cancelled")
+            .unwrap()
+            .unwrap_err();
+        assert_local(
+            &e,
+            LocalError::Cancelled,
+            Code::Cancelled,
+            "client_cancel",
+            None,
+        );
+        eventually(|| client.stats().active_calls == 0).await;
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        eventually(|| server.stats().pending_calls == 0 && server.stats().active_calls == 0).await;
+    });
+}
+
+#[test]
+fn a_deadline_of_duration_max_never_fires_and_never_panics() {
+    run_paused(async {
+        let (server, client) = pair();
+        let (def, imp) = slow_cap(Arc::default());
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        let far = || CallOptions::deadline(Duration::MAX);
+        // Non-idempotent (the server would signal it at its deadline) and idempotent: both
+        // run their 5 s to the end.
+        for method in ["slow", "slowIdem"] {
+            let v = c.call_with(method, Value::Undefined, far()).await.unwrap();
+            assert_eq!(v, Value::from("done"), "{method}");
+        }
+        // A call made inside the handler inherits the deadline: it reaches our runtime (none
+        // installed) and comes back as the peer's answer.
+        let e = c
+            .call_with("relay", Value::Undefined, far())
+            .await
+            .unwrap_err();
+        assert_remote(&e, Code::NotFound, "cap has no impl", None);
+        // And a stream opened with it.
+        let ticks = CapDef::builder("test.ticks")
+            .method(MethodDef::stream("ticks"))
+            .build();
+        let imp = DynCap::new()
+            .stream("ticks", |_, _| {
+                let items = (0..3i64).map(|i| Ok(Value::from(i)));
+                Ok(Box::pin(futures::stream::iter(items)))
+            })
+            .build();
+        server.serve(ticks.clone(), imp).await.unwrap().detach();
+        let t = client.bootstrap(&ticks).await.unwrap();
+        let items: Vec<Value> = t
+            .stream_with("ticks", Value::Undefined, far())
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(items, [0i64, 1, 2].map(Value::from));
     });
 }

@@ -273,3 +273,85 @@ fn a_closed_transport_shuts_the_connection_down() {
         assert!(conn.is_closed());
     });
 }
+
+#[test]
+fn a_call_id_still_in_use_gets_goaway_then_shutdown() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        conn.serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let cap = raw.bootstrap(1, "test.counter").await;
+        // Call 7 waits until cancelled, so it still runs when its id comes again.
+        for _ in 0..2 {
+            raw.send(Frame::Call(Call {
+                id: CallId(7),
+                target: cap,
+                method: "wait".into(),
+                args: Value::Undefined,
+                meta: None,
+            }))
+            .await;
+        }
+        let g = expect_goaway(&mut raw).await;
+        assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
+        let error = g.error.expect("goaway error");
+        assert_wire(
+            &error,
+            "invalid_argument",
+            "call id 7 is still in use",
+            None,
+        );
+        conn.closed().await;
+        assert!(raw.try_recv().await.is_none(), "shutdown after the goaway");
+    });
+}
+
+/// A call pending when the connection ends fails `Disconnected`, saying how it ended: our
+/// own close, the transport's end, or the peer breaking the protocol (PROTOCOL §11).
+#[test]
+fn a_pending_call_says_how_the_connection_ended() {
+    run(async {
+        let (server, client) = pair();
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
+        eventually(|| server.stats().active_calls == 1).await;
+        client.close();
+        let e = waiting.await.unwrap().unwrap_err();
+        let (code, why) = (Code::Unavailable, Some("peer_closing"));
+        assert_disconnected(&e, &Disconnect::LocalClose, code, "peer_closing", why);
+
+        // The peer's end of the transport goes away.
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let pending = runtime_call(&conn);
+        assert!(matches!(raw.recv().await, Frame::Call(_)));
+        drop(raw);
+        let e = pending.await.unwrap().unwrap_err();
+        assert_disconnected(&e, &Disconnect::Eof, code, "transport closed", why);
+
+        // The peer sends a frame with an unknown op.
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let pending = runtime_call(&conn);
+        assert!(matches!(raw.recv().await, Frame::Call(_)));
+        let frame = Value::Record(Record::new().with("op", "teleport"));
+        raw.send_bytes(Encoder::new().encode_to_vec(&frame)).await;
+        let e = pending.await.unwrap().unwrap_err();
+        let cause = Disconnect::ProtocolError {
+            message: "unknown opcode".into(),
+        };
+        assert_disconnected(&e, &cause, code, "protocol error: unknown opcode", why);
+        expect_goaway(&mut raw).await;
+    });
+}
+
+/// A call to the peer's runtime, pending until the peer answers.
+fn runtime_call(conn: &Connection) -> tokio::task::JoinHandle<Result<Value, bunite_rpc::Error>> {
+    let runtime = conn.runtime();
+    tokio::spawn(async move { runtime.call_value("appName", Value::Undefined).await })
+}

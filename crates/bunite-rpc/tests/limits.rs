@@ -1,10 +1,13 @@
 //! Limits and bounds: frames above the peer's `maxBytes` (calls fail locally, results are
 //! replaced by the error), a peer that never reads cannot grow our memory, bootstraps
-//! parked on a slow policy are bounded.
+//! parked on a slow policy are bounded, and a reused call id cannot get past the in-flight
+//! limit.
 
 mod common;
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
@@ -139,6 +142,67 @@ fn bootstraps_waiting_on_the_policy_are_bounded() {
             "pending bootstrap limit 2",
             Some("max_concurrent_calls"),
         );
+    });
+}
+
+/// A peer that sends 200 calls under one id (PROTOCOL §4, §13.10): the second, while the
+/// first still runs, is a protocol error, so at most one handler ever runs whatever
+/// `max_in_flight` allows, and none outlives the connection.
+#[test]
+fn two_hundred_calls_with_one_id_never_run_more_than_one_handler() {
+    run(async {
+        let limits = Limits {
+            max_in_flight: 4,
+            ..Limits::default()
+        };
+        let (conn, mut raw) = RawPeer::connect(Connection::builder().limits(limits)).await;
+        let entered = Arc::new(AtomicUsize::new(0));
+        let counted = entered.clone();
+        let def = CapDef::builder("test.hang")
+            .method(MethodDef::call("hang"))
+            .build();
+        let imp = DynCap::new()
+            .call("hang", move |_, _| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async {
+                    std::future::pending::<()>().await;
+                    Ok(Value::Undefined)
+                }
+            })
+            .build();
+        conn.serve(def, imp).await.unwrap().detach();
+        let cap = raw.bootstrap(1, "test.hang").await;
+        // The connection stops reading once it has shut down: sends fail from then on.
+        for _ in 0..200 {
+            let call = Frame::Call(Call {
+                id: CallId(7),
+                target: cap,
+                method: "hang".into(),
+                args: Value::Undefined,
+                meta: None,
+            });
+            if !raw.try_send(call).await {
+                break;
+            }
+        }
+        match raw.recv().await {
+            Frame::Goaway(g) => {
+                let error = g.error.expect("goaway error");
+                assert_wire(
+                    &error,
+                    "invalid_argument",
+                    "call id 7 is still in use",
+                    None,
+                );
+            }
+            other => panic!("expected goaway, got {other:?}"),
+        }
+        tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("the connection and its handler tasks end");
+        assert_eq!(entered.load(Ordering::SeqCst), 1);
+        let stats = conn.stats();
+        assert_eq!(stats.tasks, 0, "{stats:?}");
     });
 }
 

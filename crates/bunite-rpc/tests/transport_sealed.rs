@@ -1,7 +1,7 @@
 //! The encrypted pipe (PROTOCOL §2): the shared vector, every rejected form of a message,
 //! counters end to end over sealed TCP and sealed memory, and a tampered message closing
 //! the connection.
-#![cfg(all(feature = "sealed", feature = "stream"))]
+#![cfg(all(feature = "sealed", feature = "byte-stream"))]
 
 mod common;
 
@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bunite_rpc::transport::byte_stream::{self, ByteStream};
 use bunite_rpc::transport::memory;
 use bunite_rpc::transport::sealed::{self, Cipher, Key, OpenError, Sealed, OVERHEAD};
-use bunite_rpc::transport::stream::{self, ByteStream};
-use bunite_rpc::transport::{MessageSink, MessageSource, Transport};
+use bunite_rpc::transport::{
+    MessageSink, MessageSinkExt, MessageSource, MessageSourceExt, Transport,
+};
 use bunite_rpc::{Code, Connection, Record, Value};
 use common::*;
 use tokio::time::timeout;
@@ -161,7 +163,7 @@ async fn a_counter_over_sealed_tcp() {
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
     let client = Connection::new(Sealed::new(
-        stream::tcp_connect(addr).await.unwrap(),
+        byte_stream::tcp_connect(addr).await.unwrap(),
         test_key(),
     ));
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();

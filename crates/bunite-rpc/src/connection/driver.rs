@@ -17,7 +17,9 @@ use crate::schema::MethodKind;
 use crate::session::streams::Credit;
 use crate::session::Invocation;
 use crate::status::{reason, Status};
-use crate::transport::{MessageSink, MessageSource, TransportError};
+use crate::transport::{
+    MessageSink, MessageSinkExt, MessageSource, MessageSourceExt, TransportError,
+};
 
 /// Runs one handler: signals it at its deadline, drops it on cancel, catches panics, and
 /// reports the outcome to the session.
@@ -125,7 +127,7 @@ async fn write_batches<S: MessageSink>(shared: &Arc<Shared>, sink: &mut S) {
         let written = async {
             for msg in batch {
                 let len = msg.len();
-                sink.send(msg).await?;
+                sink.feed(msg).await?;
                 shared.cfg.backlog.written(len);
             }
             if wrote {
@@ -154,7 +156,7 @@ async fn write_batches<S: MessageSink>(shared: &Arc<Shared>, sink: &mut S) {
 }
 
 fn fail_transport(shared: &Arc<Shared>, e: TransportError) {
-    shared.with(|s| s.transport_closed(&format!("transport closed: {e}")));
+    shared.with(|s| s.transport_closed(&format!("transport closed: {}", e.report())));
 }
 
 pub(super) async fn read_loop<S: MessageSource>(shared: Arc<Shared>, mut source: S) {
@@ -173,14 +175,21 @@ pub(super) async fn read_loop<S: MessageSource>(shared: Arc<Shared>, mut source:
         let bytes = match msg {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return shared.with(|s| s.transport_closed("transport closed")),
-            Err(TransportError::TooLarge { len, max }) => return oversize(&shared, len, max),
+            Err(TransportError::TooLarge { len, max }) => {
+                let message = format!("message of {len} bytes exceeds maxBytes {max}");
+                return oversize(&shared, message);
+            }
+            Err(e @ TransportError::TextForLength { .. }) => {
+                return oversize(&shared, e.to_string())
+            }
             Err(TransportError::Protocol(m)) => {
                 return shared.with(|s| s.protocol_error(Status::invalid_argument(m)))
             }
             Err(e) => return fail_transport(&shared, e),
         };
         if bytes.len() > max {
-            return oversize(&shared, bytes.len() as u64, max);
+            let message = format!("message of {} bytes exceeds maxBytes {max}", bytes.len());
+            return oversize(&shared, message);
         }
         match decoder.decode_frame(&bytes) {
             Ok(frame) => shared.with(|s| s.on_frame(frame, Instant::now())),
@@ -197,10 +206,7 @@ pub(super) async fn read_loop<S: MessageSource>(shared: Arc<Shared>, mut source:
     }
 }
 
-fn oversize(shared: &Arc<Shared>, len: u64, max: usize) {
-    let status = Status::resource_exhausted(
-        format!("message of {len} bytes exceeds maxBytes {max}"),
-        reason::MAX_FRAME_BYTES,
-    );
+fn oversize(shared: &Arc<Shared>, message: String) {
+    let status = Status::resource_exhausted(message, reason::MAX_FRAME_BYTES);
     shared.with(|s| s.protocol_error(status));
 }

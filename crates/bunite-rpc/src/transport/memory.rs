@@ -5,14 +5,17 @@
 //! # drop((a, b));
 //! ```
 
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
 
-use super::{MessageSink, MessageSource, Transport, TransportError};
+use super::{MaxBytes, MessageSink, MessageSource, Transport, TransportError};
 
-/// How many messages may wait in each direction before the writer waits. Bounds memory
-/// when a reader stalls; the protocol's own limits (in-flight calls, stream credit) keep a
-/// healthy connection far below it.
+/// How many messages may wait in each direction before the sink is not ready. Bounds
+/// memory when a reader stalls; the protocol's own limits (in-flight calls, stream credit)
+/// keep a healthy connection far below it.
 pub const CHANNEL_CAPACITY: usize = 1024;
 
 /// One end of an in-memory pair.
@@ -32,6 +35,7 @@ pub fn pair() -> (MemoryTransport, MemoryTransport) {
     )
 }
 
+#[cfg(feature = "test-util")]
 impl MemoryTransport {
     /// Sends one raw message (for tests that speak frames by hand).
     pub async fn send_raw(&mut self, msg: Bytes) -> Result<(), TransportError> {
@@ -44,9 +48,19 @@ impl MemoryTransport {
     }
 }
 
-/// The sending half of a [`MemoryTransport`].
+/// The in-memory pair carries messages of any size: the connection's own `max_bytes` check
+/// applies. Setting a bound is a no-op.
+impl MaxBytes for MemoryTransport {
+    fn max_bytes(&self) -> usize {
+        usize::MAX
+    }
+
+    fn set_max_bytes(&mut self, _max_bytes: usize) {}
+}
+
+/// The sending half of a [`MemoryTransport`]: the channel itself is its buffer.
 #[derive(Debug)]
-pub struct MemorySink(Option<mpsc::Sender<Bytes>>);
+pub struct MemorySink(PollSender<Bytes>);
 
 /// The receiving half of a [`MemoryTransport`].
 #[derive(Debug)]
@@ -57,24 +71,33 @@ impl Transport for MemoryTransport {
     type Source = MemorySource;
 
     fn split(self) -> (MemorySink, MemorySource) {
-        (MemorySink(Some(self.tx)), MemorySource(self.rx))
+        (MemorySink(PollSender::new(self.tx)), MemorySource(self.rx))
     }
 }
 
 impl MessageSink for MemorySink {
-    async fn send(&mut self, msg: Bytes) -> Result<(), TransportError> {
-        let tx = self.0.as_ref().ok_or(TransportError::Closed)?;
-        tx.send(msg).await.map_err(|_| TransportError::Closed)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.0.poll_reserve(cx).map_err(|_| TransportError::Closed)
     }
 
-    async fn close(&mut self) -> Result<(), TransportError> {
-        self.0 = None;
-        Ok(())
+    fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        self.0.send_item(msg).map_err(|_| TransportError::Closed)
+    }
+
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        // A message taken is already in the channel.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        // Dropping our sender ends the peer's source once it has read what we sent.
+        self.0.close();
+        Poll::Ready(Ok(()))
     }
 }
 
 impl MessageSource for MemorySource {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
-        Ok(self.0.recv().await)
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>> {
+        self.0.poll_recv(cx).map(Ok)
     }
 }

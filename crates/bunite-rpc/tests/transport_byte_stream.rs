@@ -1,13 +1,13 @@
 //! The byte-stream transport (PROTOCOL §2): length-prefixed messages over TCP and Unix
 //! sockets, framing edge cases, oversize prefixes, peers that vanish mid-call.
-#![cfg(feature = "stream")]
+#![cfg(feature = "byte-stream")]
 
 mod common;
 
 use std::time::Duration;
 
-use bunite_rpc::transport::stream::{self, ByteStream};
-use bunite_rpc::transport::{MessageSink, MessageSource, Transport, TransportError};
+use bunite_rpc::transport::byte_stream::{self, ByteStream};
+use bunite_rpc::transport::{MessageSinkExt, MessageSourceExt, Transport, TransportError};
 use bunite_rpc::wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Hello, Limits as WireLimits};
 use bunite_rpc::{Code, Connection, Record, Value};
 use common::*;
@@ -41,7 +41,7 @@ async fn a_counter_over_tcp() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(stream::tcp_connect(addr).await.unwrap());
+    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let server = Connection::new(ByteStream::tcp(socket));
     server
@@ -64,7 +64,7 @@ async fn a_counter_over_a_unix_socket() {
     ));
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(stream::unix_connect(&path).await.unwrap());
+    let client = Connection::new(byte_stream::unix_connect(&path).await.unwrap());
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let _ = std::fs::remove_file(&path);
     let server = Connection::new(ByteStream::unix(socket));
@@ -80,7 +80,7 @@ async fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable()
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(stream::tcp_connect(addr).await.unwrap());
+    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     // A second handle on the server's socket, to shut it down under the connection's feet.
     let std_socket = socket.into_std().unwrap();

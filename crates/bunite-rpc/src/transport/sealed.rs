@@ -51,6 +51,9 @@
 //! # }
 //! ```
 
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod fuzz;
 mod pipe;
 
 pub use pipe::{Sealed, SealedSink, SealedSource, REPLAY_WINDOW};

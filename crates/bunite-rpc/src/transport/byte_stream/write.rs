@@ -58,6 +58,11 @@ impl<W: AsyncWrite + Unpin> ByteStreamSink<W> {
         }
     }
 
+    /// The writer; messages taken but not yet written are dropped.
+    pub fn into_inner(self) -> W {
+        self.writer
+    }
+
     /// Writes until everything queued is out, or the writer would block.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.queued > 0 {

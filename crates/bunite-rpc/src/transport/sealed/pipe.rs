@@ -188,8 +188,17 @@ impl<S: MessageSource> MessageSource for SealedSource<S> {
         if self.failed {
             return Poll::Ready(Err(TransportError::Closed));
         }
-        let Some(msg) = ready!(self.inner.poll_recv(cx))? else {
-            return Poll::Ready(Ok(None));
+        let msg = match ready!(self.inner.poll_recv(cx)) {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Poll::Ready(Ok(None)),
+            // In frame bytes, as the connection's `max_bytes` counts them.
+            Err(TransportError::TooLarge { len, max }) => {
+                return Poll::Ready(Err(TransportError::TooLarge {
+                    len: len.saturating_sub(OVERHEAD as u64),
+                    max: max.saturating_sub(OVERHEAD),
+                }))
+            }
+            Err(e) => return Poll::Ready(Err(e)),
         };
         let opened = self
             .cipher

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunite_rpc::dynamic::DynCap;
-use bunite_rpc::transport::stream::ByteStream;
+use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::{memory, ws, Transport};
 use bunite_rpc::{CapDef, CapImpl, Client, Connection, MethodDef, Record, Value};
 use futures::StreamExt;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use bunite_rpc::transport::{memory, MessageSink, MessageSource, Transport};
+use bunite_rpc::transport::{memory, MessageSinkExt, MessageSourceExt, Transport};
 use bunite_rpc::wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Hello};
 use bunite_rpc::{Connection, Limits, Policy, Record, Value};
 use common::*;

@@ -456,7 +456,9 @@ fn run_close_handler(f: CloseHandler) {
 /// How a transport error ends the session.
 fn transport_end(e: TransportError) -> TransportEnd {
     match e {
-        TransportError::TooLarge { len, max } => TransportEnd::TooLarge { len, max },
+        e @ (TransportError::TooLarge { .. } | TransportError::TextForLength { .. }) => {
+            TransportEnd::TooLarge(e.to_string())
+        }
         TransportError::Protocol(m) => TransportEnd::Protocol(m),
         TransportError::Closed => TransportEnd::Eof,
         TransportError::Io(e) => TransportEnd::Failed {

@@ -229,7 +229,7 @@ impl InteropCounter for Counter {
 
     async fn ask_peer(&self, ctx: CallContext) -> Result<String, Status> {
         let peer = InteropPeerCap::bootstrap(&ctx.connection()).await?;
-        peer.ping().await
+        Ok(peer.ping().await?)
     }
 }
 
@@ -288,7 +288,9 @@ impl InteropEphemeral for Ephemeral {
     async fn unserve_me(&self, ctx: CallContext) -> Result<(), Status> {
         // Reply first, then unserve: the revocation follows the result on the wire.
         let conn = ctx.connection();
-        ctx.after_reply(move || conn.unserve_cap::<InteropEphemeralCap>());
+        ctx.after_reply(move || {
+            tokio::spawn(async move { conn.unserve_cap::<InteropEphemeralCap>().await });
+        });
         Ok(())
     }
 }

@@ -17,8 +17,8 @@ pub fn run() -> anyhow::Result<()> {
     let served = rt.block_on(async {
         let conn = Connection::builder()
             .origin("bunite-rpc serve-stdio")
-            .connect(byte_stream::stdio());
-        conn.serve(counter_def(), counter_impl())?.detach();
+            .serve(counter_def(), counter_impl())
+            .try_connect(byte_stream::stdio())?;
         // Resolves once the last frames (a goaway) were written.
         conn.closed().await;
         Ok::<_, bunite_rpc::Status>(())

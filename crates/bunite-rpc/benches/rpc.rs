@@ -45,8 +45,7 @@ struct Setup {
 }
 
 fn serve<A: Transport, B: Transport>(a: A, b: B) -> (Connection, Connection) {
-    let server = Connection::new(a);
-    server.serve(def(), imp()).expect("serve").detach();
+    let server = Connection::builder().serve(def(), imp()).connect(a);
     (server, Connection::new(b))
 }
 

@@ -299,8 +299,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 Output::StreamItem { to, item } => to.push(item),
                 Output::StreamEnd { to, error } => to.end(error),
                 Output::Invoke(inv) => {
-                    if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session)
-                    {
+                    if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session) {
                         // Completed inline: let its after_reply registrations land first.
                         self.take_queued_commands();
                         self.session.handler_done(run, call_id, result, Self::now());
@@ -329,8 +328,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 Output::Closed(how) => self.closed(how),
             }
         }
-        self.session
-            .set_observed(self.shared.observed.load(std::sync::atomic::Ordering::Acquire));
+        self.session.set_observed(
+            self.shared
+                .observed
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
     }
 
     /// The session shut down: no more reads; deliver what is queued within the grace.

@@ -151,7 +151,8 @@ impl Runs {
         );
         let (imp, method, args) = (inv.imp, inv.method, inv.args);
         if inv.stream {
-            let opened = catch(|| CURRENT_CALL.sync_scope(scope, || imp.stream(&method, args, ctx)));
+            let opened =
+                catch(|| CURRENT_CALL.sync_scope(scope, || imp.stream(&method, args, ctx)));
             match opened {
                 Some(Ok(source)) => {
                     self.open_stream(inv.run, inv.call_id, source, signal, scope, span)
@@ -164,9 +165,8 @@ impl Runs {
             }
             return None;
         }
-        let created = span.in_scope(|| {
-            catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx)))
-        });
+        let created = span
+            .in_scope(|| catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx))));
         let Some(fut) = created else {
             return Some((inv.run, inv.call_id, Err(panicked())));
         };
@@ -342,7 +342,11 @@ impl Runs {
     pub fn dispose(&mut self, imp: Arc<dyn CapImpl>, method: &str, cap_id: CapId) {
         let ctx = CallContext::detached(Arc::clone(&self.shared), cap_id);
         let Some(fut) = catch(|| imp.call(method, Payload::undefined(), ctx)) else {
-            return report(&self.shared, "dispose", "disposal method panicked".to_owned());
+            return report(
+                &self.shared,
+                "dispose",
+                "disposal method panicked".to_owned(),
+            );
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
         let mut cx = Context::from_waker(Waker::noop());
@@ -452,7 +456,9 @@ pub(crate) fn outcome(
     Ok(match result? {
         Returned::Value(v) => Outcome::Value(v),
         Returned::Cap(c) => Outcome::Cap(c.def, c.imp),
-        Returned::CapArray(cs) => Outcome::CapArray(cs.into_iter().map(|c| (c.def, c.imp)).collect()),
+        Returned::CapArray(cs) => {
+            Outcome::CapArray(cs.into_iter().map(|c| (c.def, c.imp)).collect())
+        }
         Returned::CapRecord(cs) => {
             Outcome::CapRecord(cs.into_iter().map(|(k, c)| (k, c.def, c.imp)).collect())
         }
@@ -462,7 +468,11 @@ pub(crate) fn outcome(
 /// Runs a call's `after_reply` work.
 pub(crate) fn run_deferred(shared: &Shared, f: Deferred) {
     if catch(f).is_none() {
-        report(shared, "after_reply", "after_reply closure panicked".to_owned());
+        report(
+            shared,
+            "after_reply",
+            "after_reply closure panicked".to_owned(),
+        );
     }
 }
 

@@ -95,7 +95,10 @@ pub(crate) enum TransportEnd {
     /// The peer closed it cleanly.
     Eof,
     /// It failed.
-    Failed { kind: std::io::ErrorKind, message: String },
+    Failed {
+        kind: std::io::ErrorKind,
+        message: String,
+    },
     /// The peer announced or sent a message above our `maxBytes` (the text says which).
     TooLarge(String),
     /// The peer broke the transport's framing (e.g. a text WebSocket message).
@@ -405,7 +408,11 @@ impl<T: Types> Session<T> {
 
     fn encode_unbounded(&mut self, frame: &Frame) {
         if let Err(e) = self.encode(frame, usize::MAX) {
-            tracing::error!(op = frame.op(), size = e.size, "frame cannot be encoded; not sent");
+            tracing::error!(
+                op = frame.op(),
+                size = e.size,
+                "frame cannot be encoded; not sent"
+            );
         }
     }
 

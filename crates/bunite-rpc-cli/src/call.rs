@@ -1,7 +1,7 @@
 //! `call` and `stream`: call any cap from a shell, JSON in and out.
 
 use bunite_rpc::transport::sealed::Key;
-use bunite_rpc::{Connection, Status, Value};
+use bunite_rpc::{Connection, Error, Value};
 use futures::StreamExt;
 
 use crate::json;
@@ -26,7 +26,8 @@ pub struct Args {
 }
 
 /// Prints a failure as code, message and reason; returns the exit code.
-fn fail(status: &Status) -> i32 {
+fn fail(error: &Error) -> i32 {
+    let status = error.status();
     match status.reason() {
         Some(reason) => eprintln!(
             "error: {} {} (reason: {reason})",

@@ -1,15 +1,10 @@
 //! Connecting to a URL (`ws://…` or `tcp://…`), optionally inside the encrypted pipe.
 
 use anyhow::{bail, Context, Result};
-use bunite_rpc::transport::sealed::{Key, Sealed, OVERHEAD};
-use bunite_rpc::transport::stream::ByteStream;
-use bunite_rpc::transport::{ws, Transport};
+use bunite_rpc::transport::byte_stream::ByteStream;
+use bunite_rpc::transport::sealed::{Key, Sealed};
+use bunite_rpc::transport::{ws, MaxBytes, Transport};
 use bunite_rpc::{Connection, ConnectionBuilder, Limits};
-
-/// The transport bound: the connection's `maxBytes`, plus the pipe's overhead when sealed.
-pub fn transport_max(key: &Option<Key>) -> usize {
-    Limits::default().max_bytes + if key.is_some() { OVERHEAD } else { 0 }
-}
 
 /// Connects `builder` to `url`.
 pub async fn connect(
@@ -17,7 +12,8 @@ pub async fn connect(
     key: Option<Key>,
     builder: ConnectionBuilder,
 ) -> Result<Connection> {
-    let max = transport_max(&key);
+    // The sealed pipe makes room for its own overhead.
+    let max = Limits::default().max_bytes;
     if let Some(addr) = url.strip_prefix("tcp://") {
         let addr = addr.trim_end_matches('/');
         let socket = tokio::net::TcpStream::connect(addr)
@@ -39,7 +35,11 @@ pub async fn connect(
 }
 
 /// Starts the connection over `t`, sealed when there is a key.
-pub fn finish<T: Transport>(t: T, key: Option<Key>, builder: ConnectionBuilder) -> Connection {
+pub fn finish<T: Transport + MaxBytes>(
+    t: T,
+    key: Option<Key>,
+    builder: ConnectionBuilder,
+) -> Connection {
     match key {
         Some(key) => builder.connect(Sealed::new(t, key)),
         None => builder.connect(t),

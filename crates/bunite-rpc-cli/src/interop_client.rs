@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Result};
 use bunite_rpc::dynamic::DynCap;
-use bunite_rpc::{CallOptions, CapDef, Client, Code, Connection, MethodDef, Status, Value};
+use bunite_rpc::{CallOptions, CapDef, Client, Code, Connection, Error, MethodDef, Status, Value};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -98,10 +98,11 @@ async fn count_of(c: &Client, method: &str, args: Value) -> Result<i128> {
     int(&field(&c.call_value(method, args).await?, "count")?)
 }
 
-fn expect_status(r: Result<Value, Status>, code: Code, reason: Option<&str>) -> Result<Status> {
+fn expect_status(r: Result<Value, Error>, code: Code, reason: Option<&str>) -> Result<Status> {
     match r {
         Ok(v) => bail!("expected {code}, got {v:?}"),
-        Err(s) => {
+        Err(e) => {
+            let s = e.into_status();
             ensure!(s.code == code, "expected {code}, got {s}");
             ensure!(s.reason() == reason, "expected reason {reason:?}, got {s}");
             Ok(s)
@@ -326,7 +327,7 @@ async fn cap_array_and_record(conn: &Connection) -> Result<()> {
 
 async fn stream_credit(conn: &Connection) -> Result<()> {
     let c = counter(conn).await?;
-    let items: Vec<Result<Value, Status>> =
+    let items: Vec<Result<Value, Error>> =
         c.stream("ticks", rec(&[("n", 100.into())])).collect().await;
     ensure!(items.len() == 100, "got {} items", items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -425,7 +426,7 @@ async fn revocation(conn: &Connection) -> Result<()> {
             Ok(_) => Ok(false),
             Err(s) => {
                 ensure!(
-                    s.code == Code::FailedPrecondition && s.reason() == Some("revoked"),
+                    s.code() == Code::FailedPrecondition && s.reason() == Some("revoked"),
                     "got {s}"
                 );
                 Ok(true)

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use bunite_rpc::transport::byte_stream::TcpMessageListener;
 use bunite_rpc::transport::sealed::Key;
-use bunite_rpc::transport::stream::ByteStream;
 use bunite_rpc::transport::ws::WsListener;
+use bunite_rpc::transport::ListenerConfig;
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::wire::serde_bytes::ByteBuf;
 use bunite_rpc::{Attestation, CallContext, Code, Connection, Exported, Policy, Status, Value};
 
-use crate::connect::{finish, transport_max};
+use crate::connect::finish;
 use crate::interop_caps::*;
 
 /// Largest `bytes {n}` the server will produce (the protocol's default `maxBytes`).
@@ -39,11 +40,12 @@ pub async fn start(
     tcp: Option<&str>,
     key: Option<Key>,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
-    let max = transport_max(&key);
-    let ws = WsListener::bind(listen, path).await?.with_max_bytes(max);
+    // One budget for the bytes of messages being received on both listeners.
+    let config = ListenerConfig::default();
+    let ws = WsListener::bind_with(listen, path, config.clone()).await?;
     let ws_url = format!("ws://{}{}", ws.local_addr()?, path);
     let tcp = match tcp {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        Some(addr) => Some(TcpMessageListener::bind(addr, config).await?),
         None => None,
     };
     let tcp_url = match &tcp {
@@ -63,9 +65,17 @@ pub async fn start(
         };
         let tcp_loop = async move {
             let Some(listener) = tcp else { return };
-            while let Ok((socket, _)) = listener.accept().await {
-                let t = ByteStream::tcp(socket).with_max_bytes(max);
-                finish(t, key.clone(), builder(Attestation::default()));
+            loop {
+                match listener.accept().await {
+                    Ok((t, _)) => {
+                        finish(t, key.clone(), builder(Attestation::default()));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        eprintln!("interop-server: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
         };
         tokio::join!(ws_loop, tcp_loop);
@@ -219,7 +229,7 @@ impl InteropCounter for Counter {
 
     async fn ask_peer(&self, ctx: CallContext) -> Result<String, Status> {
         let peer = InteropPeerCap::bootstrap(&ctx.connection()).await?;
-        peer.ping().await
+        Ok(peer.ping().await?)
     }
 }
 
@@ -278,7 +288,9 @@ impl InteropEphemeral for Ephemeral {
     async fn unserve_me(&self, ctx: CallContext) -> Result<(), Status> {
         // Reply first, then unserve: the revocation follows the result on the wire.
         let conn = ctx.connection();
-        ctx.after_reply(move || conn.unserve_cap::<InteropEphemeralCap>());
+        ctx.after_reply(move || {
+            tokio::spawn(async move { conn.unserve_cap::<InteropEphemeralCap>().await });
+        });
         Ok(())
     }
 }

@@ -1,11 +1,11 @@
-//! The hidden `serve-stdio` subcommand: the child side of `transport::stream::spawn_child`.
+//! The hidden `serve-stdio` subcommand: the child side of `transport::byte_stream::spawn_child`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
-use bunite_rpc::transport::stream;
+use bunite_rpc::transport::byte_stream;
 use bunite_rpc::{CapDef, Connection, MethodDef, Record, Value};
 
 /// Serves a `test.counter` (`get`, `increment {delta?}`, `echo`) until the connection
@@ -17,8 +17,8 @@ pub fn run() -> anyhow::Result<()> {
     let served = rt.block_on(async {
         let conn = Connection::builder()
             .origin("bunite-rpc serve-stdio")
-            .connect(stream::stdio());
-        conn.serve(counter_def(), counter_impl())?.detach();
+            .serve(counter_def(), counter_impl())
+            .try_connect(byte_stream::stdio())?;
         // Resolves once the last frames (a goaway) were written.
         conn.closed().await;
         Ok::<_, bunite_rpc::Status>(())

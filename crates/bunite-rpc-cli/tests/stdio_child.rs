@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bunite_rpc::transport::stream::spawn_child;
+use bunite_rpc::transport::byte_stream::spawn_child;
 use bunite_rpc::{CapDef, Connection, MethodDef, Record, Value};
 use tokio::process::Command;
 use tokio::time::timeout;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct AddArgs {
     pub a: u64,
     pub b: u64,
@@ -48,13 +48,19 @@ fn main() {
         let client = BenchCap::bootstrap(&conn).await.expect("bootstrap");
         // Warm up: tables, shape rings, channel blocks and buffers reach their steady size.
         for i in 0..5_000u64 {
-            assert_eq!(client.add(AddArgs { a: i, b: 1 }).await.expect("rpc"), i + 1);
+            assert_eq!(
+                client.add(AddArgs { a: i, b: 1 }).await.expect("rpc"),
+                i + 1
+            );
         }
         let n = 100_000u64;
         let before = dhat::HeapStats::get();
         let start = Instant::now();
         for i in 0..n {
-            assert_eq!(client.add(AddArgs { a: i, b: 2 }).await.expect("rpc"), i + 2);
+            assert_eq!(
+                client.add(AddArgs { a: i, b: 2 }).await.expect("rpc"),
+                i + 2
+            );
         }
         let elapsed = start.elapsed();
         let after = dhat::HeapStats::get();

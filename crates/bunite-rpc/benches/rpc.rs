@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunite_rpc::dynamic::DynCap;
-use bunite_rpc::transport::stream::ByteStream;
+use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::{memory, ws, Transport};
 use bunite_rpc::{CapDef, CapImpl, Client, Connection, MethodDef, Record, Value};
 use futures::StreamExt;
@@ -45,8 +45,7 @@ struct Setup {
 }
 
 fn serve<A: Transport, B: Transport>(a: A, b: B) -> (Connection, Connection) {
-    let server = Connection::new(a);
-    server.serve(def(), imp()).expect("serve").detach();
+    let server = Connection::builder().serve(def(), imp()).connect(a);
     (server, Connection::new(b))
 }
 

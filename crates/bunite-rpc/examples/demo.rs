@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory;
-use bunite_rpc::{
-    CallContext, CapDef, Connection, MethodDef, Policy, Record, Returns, Status, Value,
-};
+use bunite_rpc::{CallContext, CapDef, Connection, MethodDef, Policy, Record, Returns, Value};
 
 fn counter_def() -> Arc<CapDef> {
     CapDef::builder("demo.Counter")
@@ -66,18 +64,18 @@ fn counter_impl() -> Arc<dyn bunite_rpc::CapImpl> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Status> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (a, b) = memory::pair();
     let server = Connection::builder()
         .policy(Policy::new(|name, _attestation| name != "demo.Secret"))
         .connect(a);
     let client = Connection::new(b);
 
-    server.serve(counter_def(), counter_impl())?.detach();
+    server.serve(counter_def(), counter_impl()).await?.detach();
     let secret = CapDef::builder("demo.Secret")
         .method(MethodDef::call("get"))
         .build();
-    server.serve(secret.clone(), counter_impl())?.detach();
+    server.serve(secret.clone(), counter_impl()).await?.detach();
 
     let counter = client.bootstrap(&counter_def()).await?;
     println!("bootstrap  demo.Counter v1 -> cap-id {}", counter.id());
@@ -107,8 +105,7 @@ async fn main() -> Result<(), Status> {
     child.dispose().await;
     println!("dispose    child -> close() ran, reference dropped");
 
-    server.unserve("demo.Counter");
-    tokio::task::yield_now().await;
+    server.unserve("demo.Counter").await;
     let e = loop {
         match counter.call_value("get", Value::Undefined).await {
             Err(e) => break e,

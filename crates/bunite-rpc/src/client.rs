@@ -176,7 +176,15 @@ impl Client {
         opts: CallOptions,
     ) -> Result<Payload, Error> {
         self.check_live()?;
-        call(&self.inner.shared, self.inner.id, method, args, opts, Expect::Value).await
+        call(
+            &self.inner.shared,
+            self.inner.id,
+            method,
+            args,
+            opts,
+            Expect::Value,
+        )
+        .await
     }
 
     /// Calls a method that returns one cap (the client's definition, if any, describes the

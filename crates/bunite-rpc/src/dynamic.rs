@@ -117,12 +117,7 @@ impl CapImpl for DynCap {
         }
     }
 
-    fn stream(
-        &self,
-        method: &str,
-        args: Payload,
-        ctx: CallContext,
-    ) -> Result<ValueStream, Status> {
+    fn stream(&self, method: &str, args: Payload, ctx: CallContext) -> Result<ValueStream, Status> {
         match self.streams.get(method) {
             Some(f) => f(args_value(args)?, ctx),
             None => Err(Status::not_found(format!(

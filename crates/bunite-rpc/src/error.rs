@@ -68,6 +68,9 @@ pub enum LocalError {
     DeadlineExceeded,
     /// The peer's answer did not have the expected shape or type.
     BadAnswer,
+    /// The peer sent more stream values than the credit it was given; we cancelled the
+    /// stream.
+    StreamOverflow,
 }
 
 /// How the connection ended, for [`Error::Disconnected`].
@@ -230,6 +233,7 @@ impl fmt::Display for LocalError {
             LocalError::Cancelled => "local: cancelled",
             LocalError::DeadlineExceeded => "local: deadline exceeded",
             LocalError::BadAnswer => "local: unexpected answer",
+            LocalError::StreamOverflow => "local: stream over its credit",
         })
     }
 }

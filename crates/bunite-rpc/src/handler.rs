@@ -45,12 +45,7 @@ pub trait CapImpl: Send + Sync + 'static {
     ) -> BoxFuture<Result<Returned, Status>>;
 
     /// Opens a stream method.
-    fn stream(
-        &self,
-        method: &str,
-        args: Payload,
-        ctx: CallContext,
-    ) -> Result<ValueStream, Status> {
+    fn stream(&self, method: &str, args: Payload, ctx: CallContext) -> Result<ValueStream, Status> {
         let _ = (args, ctx);
         Err(Status::not_found(format!(
             "method \"{method}\" has no handler"

@@ -200,9 +200,9 @@ pub mod typed;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use attestation::{Attestation, TrustLevel};
 pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{self as wire, from_value, to_value, CallId, CapId, CapRef, Record, Value};
-pub use attestation::{Attestation, TrustLevel};
 pub use client::{CallOptions, Client};
 pub use client_stream::{ClientStream, TypedStream};
 pub use connection::{Connection, ConnectionBuilder, ServeHandle, SubscriptionId};
@@ -214,15 +214,15 @@ pub use limits::Limits;
 pub use payload::Payload;
 pub use policy::Policy;
 pub use schema::{CapDef, CapDefRef, IfExists, MethodDef, MethodKind, Returns};
+/// The serde this crate uses, for crates that derive without depending on serde themselves
+/// (`#[serde(crate = "bunite_rpc::serde")]`).
+pub use serde;
 pub use stats::Stats;
+pub use status::{Code, Retry, Status};
 /// The cancellation token of [`CallOptions::cancel`] and
 /// [`CallContext::cancellation_token`], re-exported so callers need no version-matched
 /// `tokio-util` of their own.
 pub use tokio_util::sync::CancellationToken;
-/// The serde this crate uses, for crates that derive without depending on serde themselves
-/// (`#[serde(crate = "bunite_rpc::serde")]`).
-pub use serde;
-pub use status::{Code, Retry, Status};
 pub use typed::Exported;
 
 /// The README's examples, compiled as doc tests.

@@ -104,14 +104,20 @@ fn the_session_imports_neither_the_async_runtime_nor_the_layer_above_it() {
     }
     used.remove("session");
     // What the session builds on: plain data and the codec.
-    assert!(used.contains("schema") && used.contains("status"), "{used:?}");
+    assert!(
+        used.contains("schema") && used.contains("status"),
+        "{used:?}"
+    );
 
     // No circle: none of those modules leads back to the runtime or to the session.
     for m in &used {
         let file = src().join(format!("{m}.rs"));
         assert!(file.exists(), "crate::{m} is a file module");
         let (mods, asyncs) = imports(&code(&file));
-        assert!(asyncs.is_empty(), "crate::{m}, used by the session, imports {asyncs:?}");
+        assert!(
+            asyncs.is_empty(),
+            "crate::{m}, used by the session, imports {asyncs:?}"
+        );
         for other in &mods {
             assert!(
                 !RUNTIME.contains(&other.as_str()) && other != "session",

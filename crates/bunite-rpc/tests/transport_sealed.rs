@@ -1,7 +1,7 @@
 //! The encrypted pipe (PROTOCOL §2): the shared vector, every rejected form of a message,
 //! counters end to end over sealed TCP and sealed memory, and a tampered message closing
 //! the connection.
-#![cfg(all(feature = "sealed", feature = "stream"))]
+#![cfg(all(feature = "sealed", feature = "byte-stream"))]
 
 mod common;
 
@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bunite_rpc::transport::byte_stream::{self, ByteStream};
 use bunite_rpc::transport::memory;
 use bunite_rpc::transport::sealed::{self, Cipher, Key, OpenError, Sealed, OVERHEAD};
-use bunite_rpc::transport::stream::{self, ByteStream};
-use bunite_rpc::transport::{MessageSink, MessageSource, Transport};
+use bunite_rpc::transport::{
+    MessageSink, MessageSinkExt, MessageSource, MessageSourceExt, Transport,
+};
 use bunite_rpc::{Code, Connection, Record, Value};
 use common::*;
 use tokio::time::timeout;
@@ -161,13 +163,14 @@ async fn a_counter_over_sealed_tcp() {
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
     let client = Connection::new(Sealed::new(
-        stream::tcp_connect(addr).await.unwrap(),
+        byte_stream::tcp_connect(addr).await.unwrap(),
         test_key(),
     ));
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let server = Connection::new(Sealed::new(ByteStream::tcp(socket), test_key()));
     server
         .serve(counter_def(), counter_impl())
+        .await
         .unwrap()
         .detach();
     exercise_counter(&server, &client).await;
@@ -180,6 +183,7 @@ async fn a_counter_over_sealed_memory() {
     let client = Connection::new(Sealed::new(b, test_key()));
     server
         .serve(counter_def(), counter_impl())
+        .await
         .unwrap()
         .detach();
     exercise_counter(&server, &client).await;
@@ -223,6 +227,7 @@ async fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_ca
     let client = Connection::new(Sealed::new(client_t, test_key()));
     server
         .serve(counter_def(), counter_impl())
+        .await
         .unwrap()
         .detach();
     let counter = client.bootstrap(&counter_def()).await.unwrap();
@@ -238,9 +243,9 @@ async fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_ca
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     let e = timeout(WAIT, waiting).await.unwrap().unwrap().unwrap_err();
-    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     timeout(WAIT, server.closed()).await.unwrap();
     timeout(WAIT, client.closed()).await.unwrap();
     assert_eq!(server.stats().active_calls, 0);
@@ -252,4 +257,161 @@ async fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_ca
     })
     .await
     .unwrap();
+}
+
+/// The fuzz target's seed corpus (`fuzz/corpus/sealed_open`), replayed on stable Rust: each
+/// input runs the harness, which checks the source against its model.
+#[test]
+fn the_sealed_open_fuzz_corpus_replays_cleanly() {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/corpus/sealed_open"
+    ));
+    let (mut inputs, mut accepted, mut refused) = (0, 0, 0);
+    for entry in std::fs::read_dir(&dir).expect("the fuzz corpus") {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let run = std::panic::catch_unwind(|| sealed::fuzz::sealed_open(&data));
+        let outcome = run.unwrap_or_else(|_| panic!("corpus input {} fails", path.display()));
+        inputs += 1;
+        accepted += outcome.accepted;
+        refused += usize::from(outcome.refused);
+    }
+    assert!(
+        inputs >= 5,
+        "only {inputs} corpus inputs in {}",
+        dir.display()
+    );
+    // The corpus reaches both sides of the pipe: messages opened, and messages refused.
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} opened, {refused} refused"
+    );
+}
+
+/// PROTOCOL §2 (a transport that cannot rule out duplicates must close): a captured sealed
+/// `increment` delivered a second time is refused, the increment does not run again, and
+/// the connection closes.
+#[tokio::test]
+async fn a_replayed_increment_is_refused_and_closes_the_connection() {
+    use bunite_rpc::dynamic::DynCap;
+    use std::sync::atomic::AtomicI64;
+
+    let (client_t, c_end) = memory::pair();
+    let (server_t, s_end) = memory::pair();
+    let (mut c_sink, mut c_source) = c_end.split();
+    let (mut s_sink, mut s_source) = s_end.split();
+    // Towards the server: forwards every message, and sends the last one again on request.
+    let (replay_tx, mut replay) = tokio::sync::mpsc::channel::<()>(1);
+    let to_server = tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let msg = tokio::select! {
+                msg = c_source.recv() => match msg {
+                    Ok(Some(msg)) => msg,
+                    _ => break,
+                },
+                Some(()) = replay.recv() => match last.clone() {
+                    Some(msg) => msg,
+                    None => continue,
+                },
+            };
+            last = Some(msg.clone());
+            if s_sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = s_sink.close().await;
+    });
+    let to_client = tokio::spawn(async move {
+        while let Ok(Some(msg)) = s_source.recv().await {
+            if c_sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = c_sink.close().await;
+    });
+
+    let count = Arc::new(AtomicI64::new(0));
+    let counted = Arc::clone(&count);
+    let imp = DynCap::new().call("increment", move |_, _| {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok(Value::Record(Record::new().with("count", n))) }
+    });
+    let server = Connection::new(Sealed::new(server_t, test_key()));
+    let client = Connection::new(Sealed::new(client_t, test_key()));
+    server
+        .serve(counter_def(), Arc::new(imp))
+        .await
+        .unwrap()
+        .detach();
+    let counter = client.bootstrap(&counter_def()).await.unwrap();
+    let r = counter
+        .call_value("increment", Value::Undefined)
+        .await
+        .unwrap();
+    assert_eq!(r, Value::Record(Record::new().with("count", 1)));
+
+    // The last message towards the server was that call: deliver it again.
+    replay_tx.send(()).await.unwrap();
+    timeout(WAIT, server.closed())
+        .await
+        .expect("the server closes");
+    timeout(WAIT, client.closed())
+        .await
+        .expect("the client closes");
+    assert_eq!(count.load(Ordering::SeqCst), 1, "the replay ran");
+    let e = counter
+        .call_value("increment", Value::Undefined)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    drop(counter);
+    timeout(WAIT, async {
+        to_server.await.unwrap();
+        to_client.await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// Our own sealed hello, sent back to us, authenticates under the shared key but is
+/// refused: it carries one of our IV salts.
+#[tokio::test]
+async fn our_own_hello_reflected_back_is_refused() {
+    let (a, b) = memory::pair();
+    let server = Connection::new(Sealed::new(a, test_key()));
+    let (mut sink, mut source) = b.split();
+    let hello = timeout(WAIT, source.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(sealed::open(&test_key(), &hello).is_ok());
+    sink.send(hello).await.unwrap();
+    timeout(WAIT, server.closed())
+        .await
+        .expect("the server closes");
+}
+
+/// `Sealed::new` makes room for its overhead in the inner bound: a frame of exactly the
+/// inner transport's `max_bytes` passes sealed, one byte more is refused (in frame bytes).
+#[tokio::test]
+async fn the_inner_bound_makes_room_for_the_seal() {
+    use bunite_rpc::transport::{MaxBytes, TransportError};
+    let (a, b) = tokio::io::duplex(4096);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let sender = Sealed::new(ByteStream::new(ar, aw), test_key());
+    let receiver = Sealed::new(ByteStream::new(br, bw).with_max_bytes(100), test_key());
+    assert_eq!(receiver.max_bytes(), 100);
+    let (mut sink, _) = sender.split();
+    let (_, mut source) = receiver.split();
+    sink.send(vec![1u8; 100].into()).await.unwrap();
+    assert_eq!(source.recv().await.unwrap().unwrap().len(), 100);
+    sink.send(vec![1u8; 101].into()).await.unwrap();
+    match source.recv().await {
+        Err(TransportError::TooLarge { len: 101, max: 100 }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
 }

@@ -308,14 +308,14 @@ fn the_connection_methods_serve_replace_and_unserve_typed_caps() {
 }
 
 /// Two peers over a real TCP socket (the length-prefixed byte stream).
-#[cfg(feature = "stream")]
+#[cfg(feature = "byte-stream")]
 async fn tcp_pair() -> (bunite_rpc::Connection, bunite_rpc::Connection) {
-    use bunite_rpc::transport::stream::{self, ByteStream};
+    use bunite_rpc::transport::byte_stream::{self, ByteStream};
     use bunite_rpc::Connection;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(stream::tcp_connect(addr).await.unwrap());
+    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
     let socket = accept.await.unwrap();
     let server = Connection::new(ByteStream::tcp(socket));
     common::track(&server);
@@ -323,7 +323,7 @@ async fn tcp_pair() -> (bunite_rpc::Connection, bunite_rpc::Connection) {
     (server, client)
 }
 
-#[cfg(feature = "stream")]
+#[cfg(feature = "byte-stream")]
 #[test]
 fn the_typed_api_over_tcp() {
     run(async {

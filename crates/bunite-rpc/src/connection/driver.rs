@@ -208,7 +208,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 let outcome = super::runs::outcome(*result);
                 self.session.handler_done(run, call_id, outcome, now);
             }
-            Command::PolicyDone { call_id, allowed } => s.policy_done(call_id, allowed),
+            Command::PolicyDone { call_id, allowed } => {
+                self.runs.policy_done(call_id);
+                self.session.policy_done(call_id, allowed);
+            }
             Command::OnClose(f) => {
                 if self.state == State::Open {
                     self.close_handlers.push(f);
@@ -299,8 +302,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 Output::StreamItem { to, item } => to.push(item),
                 Output::StreamEnd { to, error } => to.end(error),
                 Output::Invoke(inv) => {
-                    if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session)
-                    {
+                    if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session) {
                         // Completed inline: let its after_reply registrations land first.
                         self.take_queued_commands();
                         self.session.handler_done(run, call_id, result, Self::now());
@@ -329,8 +331,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 Output::Closed(how) => self.closed(how),
             }
         }
-        self.session
-            .set_observed(self.shared.observed.load(std::sync::atomic::Ordering::Acquire));
+        self.session.set_observed(
+            self.shared
+                .observed
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
     }
 
     /// The session shut down: no more reads; deliver what is queued within the grace.
@@ -437,13 +442,15 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         stats
     }
 
-    /// The driver's last act: no more commands, every run gone, final counts published.
+    /// The driver's last act: no more commands, every run gone, what could not be sent
+    /// discarded, final counts published.
     fn finish(&mut self) {
         self.commands.close();
         self.take_queued_commands();
         self.apply_outputs();
         self.runs.clear();
         self.held = None;
+        while self.session.poll_transmit().is_some() {}
         self.account();
         self.shared.finished.cancel();
     }
@@ -456,7 +463,9 @@ fn run_close_handler(f: CloseHandler) {
 /// How a transport error ends the session.
 fn transport_end(e: TransportError) -> TransportEnd {
     match e {
-        TransportError::TooLarge { len, max } => TransportEnd::TooLarge { len, max },
+        e @ (TransportError::TooLarge { .. } | TransportError::TextForLength { .. }) => {
+            TransportEnd::TooLarge(e.to_string())
+        }
         TransportError::Protocol(m) => TransportEnd::Protocol(m),
         TransportError::Closed => TransportEnd::Eof,
         TransportError::Io(e) => TransportEnd::Failed {

@@ -45,6 +45,9 @@ impl session::Dispatch for Arc<dyn CapImpl> {
     }
 }
 
+/// A handler that completed on its first poll: its run, call and outcome.
+pub(crate) type Finished = (RunId, CallId, Result<Outcome<Arc<dyn CapImpl>>, Status>);
+
 /// Most values one stream source produces per pass before the others get a turn.
 const STREAM_BUDGET: usize = 64;
 
@@ -93,6 +96,8 @@ impl Wake for StreamWaker {
 pub(crate) struct Runs {
     shared: Arc<Shared>,
     tasks: HashMap<RunId, Running>,
+    /// Policy checks on a task of their own, by bootstrap call id.
+    policies: HashMap<CallId, AbortHandle>,
     streams: HashMap<RunId, StreamRun>,
     ready: VecDeque<RunId>,
     wakes: Arc<Wakes>,
@@ -103,6 +108,7 @@ impl Runs {
         Runs {
             shared,
             tasks: HashMap::new(),
+            policies: HashMap::new(),
             streams: HashMap::new(),
             ready: VecDeque::new(),
             wakes: Arc::default(),
@@ -120,7 +126,7 @@ impl Runs {
         &mut self,
         inv: Invocation<Arc<dyn CapImpl>>,
         session: &mut Session<Rt>,
-    ) -> Option<(RunId, CallId, Result<Outcome<Arc<dyn CapImpl>>, Status>)> {
+    ) -> Option<Finished> {
         let signal = CancellationToken::new();
         let deadline = inv
             .deadline
@@ -151,7 +157,8 @@ impl Runs {
         );
         let (imp, method, args) = (inv.imp, inv.method, inv.args);
         if inv.stream {
-            let opened = catch(|| CURRENT_CALL.sync_scope(scope, || imp.stream(&method, args, ctx)));
+            let opened =
+                catch(|| CURRENT_CALL.sync_scope(scope, || imp.stream(&method, args, ctx)));
             match opened {
                 Some(Ok(source)) => {
                     self.open_stream(inv.run, inv.call_id, source, signal, scope, span)
@@ -164,9 +171,8 @@ impl Runs {
             }
             return None;
         }
-        let created = span.in_scope(|| {
-            catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx)))
-        });
+        let created = span
+            .in_scope(|| catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx))));
         let Some(fut) = created else {
             return Some((inv.run, inv.call_id, Err(panicked())));
         };
@@ -256,11 +262,14 @@ impl Runs {
         }
     }
 
-    /// Stops every run (the driver is finishing).
+    /// Stops every run and policy check (the driver is finishing).
     pub fn clear(&mut self) {
         for (_, t) in self.tasks.drain() {
             t.signal.cancel();
             t.abort.abort();
+        }
+        for (_, policy) in self.policies.drain() {
+            policy.abort();
         }
         for (_, s) in self.streams.drain() {
             s.signal.cancel();
@@ -327,14 +336,20 @@ impl Runs {
         }
         let shared = Arc::clone(&self.shared);
         let guard = self.shared.task();
-        tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             let _guard = guard;
             let allowed = check
                 .await
                 .unwrap_or_else(|_| Err("policy panicked".to_owned()));
             shared.send(Command::PolicyDone { call_id, allowed });
         });
+        self.policies.insert(call_id, handle.abort_handle());
         None
+    }
+
+    /// A policy check on its own task answered.
+    pub fn policy_done(&mut self, call_id: CallId) {
+        self.policies.remove(&call_id);
     }
 
     /// Runs a cap's disposal method (unserve, shutdown), bounded by [`CLOSE_GRACE`];
@@ -342,7 +357,11 @@ impl Runs {
     pub fn dispose(&mut self, imp: Arc<dyn CapImpl>, method: &str, cap_id: CapId) {
         let ctx = CallContext::detached(Arc::clone(&self.shared), cap_id);
         let Some(fut) = catch(|| imp.call(method, Payload::undefined(), ctx)) else {
-            return report(&self.shared, "dispose", "disposal method panicked".to_owned());
+            return report(
+                &self.shared,
+                "dispose",
+                "disposal method panicked".to_owned(),
+            );
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
         let mut cx = Context::from_waker(Waker::noop());
@@ -452,7 +471,9 @@ pub(crate) fn outcome(
     Ok(match result? {
         Returned::Value(v) => Outcome::Value(v),
         Returned::Cap(c) => Outcome::Cap(c.def, c.imp),
-        Returned::CapArray(cs) => Outcome::CapArray(cs.into_iter().map(|c| (c.def, c.imp)).collect()),
+        Returned::CapArray(cs) => {
+            Outcome::CapArray(cs.into_iter().map(|c| (c.def, c.imp)).collect())
+        }
         Returned::CapRecord(cs) => {
             Outcome::CapRecord(cs.into_iter().map(|(k, c)| (k, c.def, c.imp)).collect())
         }
@@ -462,7 +483,11 @@ pub(crate) fn outcome(
 /// Runs a call's `after_reply` work.
 pub(crate) fn run_deferred(shared: &Shared, f: Deferred) {
     if catch(f).is_none() {
-        report(shared, "after_reply", "after_reply closure panicked".to_owned());
+        report(
+            shared,
+            "after_reply",
+            "after_reply closure panicked".to_owned(),
+        );
     }
 }
 

@@ -109,10 +109,18 @@ impl<T: Types> Inbound<T> {
     #[cfg(test)]
     pub fn check_invariants(&self) {
         for (id, a) in &self.active {
-            assert_eq!(self.runs.get(&a.run), Some(id), "active call without its run");
+            assert_eq!(
+                self.runs.get(&a.run),
+                Some(id),
+                "active call without its run"
+            );
         }
         for (id, s) in &self.streams {
-            assert_eq!(self.runs.get(&s.run), Some(id), "server stream without its run");
+            assert_eq!(
+                self.runs.get(&s.run),
+                Some(id),
+                "server stream without its run"
+            );
         }
     }
 }
@@ -216,7 +224,8 @@ impl<T: Types> Session<T> {
             }
             MethodKind::Stream => {
                 let window = u64::from(method.stream_initial_credit());
-                let stream = ServerStream::new(run, call.target, Arc::clone(&def), &call.method, window);
+                let stream =
+                    ServerStream::new(run, call.target, Arc::clone(&def), &call.method, window);
                 self.open_server_stream(call.id, stream);
             }
         }

@@ -95,9 +95,12 @@ pub(crate) enum TransportEnd {
     /// The peer closed it cleanly.
     Eof,
     /// It failed.
-    Failed { kind: std::io::ErrorKind, message: String },
-    /// The peer announced or sent a message above our `maxBytes`.
-    TooLarge { len: u64, max: usize },
+    Failed {
+        kind: std::io::ErrorKind,
+        message: String,
+    },
+    /// The peer announced or sent a message above our `maxBytes` (the text says which).
+    TooLarge(String),
     /// The peer broke the transport's framing (e.g. a text WebSocket message).
     Protocol(String),
 }
@@ -233,10 +236,9 @@ impl<T: Types> Session<T> {
             return;
         }
         if msg.len() > self.cfg.limits.max_bytes {
-            return self.transport_ended(TransportEnd::TooLarge {
-                len: msg.len() as u64,
-                max: self.cfg.limits.max_bytes,
-            });
+            let max = self.cfg.limits.max_bytes;
+            let message = format!("message of {} bytes exceeds maxBytes {max}", msg.len());
+            return self.transport_ended(TransportEnd::TooLarge(message));
         }
         let frame = match self.decoder.decode_frame(msg) {
             Ok(frame) => frame,
@@ -277,11 +279,8 @@ impl<T: Types> Session<T> {
             TransportEnd::Failed { kind, message } => {
                 self.shutdown(Disconnect::Transport { kind, message }, None)
             }
-            TransportEnd::TooLarge { len, max } => {
-                self.protocol_error(Status::resource_exhausted(
-                    format!("message of {len} bytes exceeds maxBytes {max}"),
-                    reason::MAX_FRAME_BYTES,
-                ));
+            TransportEnd::TooLarge(message) => {
+                self.protocol_error(Status::resource_exhausted(message, reason::MAX_FRAME_BYTES));
             }
             TransportEnd::Protocol(m) => self.protocol_error(Status::invalid_argument(m)),
         }
@@ -409,7 +408,11 @@ impl<T: Types> Session<T> {
 
     fn encode_unbounded(&mut self, frame: &Frame) {
         if let Err(e) = self.encode(frame, usize::MAX) {
-            tracing::error!(op = frame.op(), size = e.size, "frame cannot be encoded; not sent");
+            tracing::error!(
+                op = frame.op(),
+                size = e.size,
+                "frame cannot be encoded; not sent"
+            );
         }
     }
 

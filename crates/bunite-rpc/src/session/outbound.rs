@@ -143,7 +143,11 @@ impl<T: Types> Outbound<T> {
     pub fn check_invariants(&self) {
         let with_parent = self.pending.values().filter(|p| p.parent.is_some()).count();
         assert_eq!(self.children.len(), with_parent, "child index out of step");
-        assert_eq!(self.drops.len(), self.drop_index.len(), "drop index out of step");
+        assert_eq!(
+            self.drops.len(),
+            self.drop_index.len(),
+            "drop index out of step"
+        );
     }
 }
 

@@ -198,7 +198,7 @@ impl<T: Types> Session<T> {
                 "stream sent more values than the credit window allows",
                 reason::STREAM_CREDIT_WINDOW,
             );
-            self.fail_client_stream(id, Error::Remote(status));
+            self.fail_client_stream(id, Error::local(LocalError::StreamOverflow, status));
             self.send(&Frame::Cancel(Cancel {
                 id,
                 reason: Some(reason::STREAM_CREDIT_WINDOW.into()),

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
-use super::{MessageSink, MessageSource, Transport, TransportError, TransportInfo};
+use super::{MaxBytes, MessageSink, MessageSource, Transport, TransportError, TransportInfo};
 
-/// How many messages may wait in each direction before the sender waits. Bounds memory
-/// when a reader stalls; the protocol's own limits (in-flight calls, stream credit) keep a
-/// healthy connection far below it.
+/// How many messages may wait in each direction before the sink is not ready. Bounds
+/// memory when a reader stalls; the protocol's own limits (in-flight calls, stream credit)
+/// keep a healthy connection far below it.
 pub const CHANNEL_CAPACITY: usize = 1024;
 
 /// One end of an in-memory pair.
@@ -35,6 +35,7 @@ pub fn pair() -> (MemoryTransport, MemoryTransport) {
     )
 }
 
+#[cfg(feature = "test-util")]
 impl MemoryTransport {
     /// Sends one raw message (for tests that speak frames by hand).
     pub async fn send_raw(&mut self, msg: Bytes) -> Result<(), TransportError> {
@@ -47,7 +48,17 @@ impl MemoryTransport {
     }
 }
 
-/// The sending half of a [`MemoryTransport`].
+/// The in-memory pair carries messages of any size: the connection's own `max_bytes` check
+/// applies. Setting a bound is a no-op.
+impl MaxBytes for MemoryTransport {
+    fn max_bytes(&self) -> usize {
+        usize::MAX
+    }
+
+    fn set_max_bytes(&mut self, _max_bytes: usize) {}
+}
+
+/// The sending half of a [`MemoryTransport`]: the channel itself is its buffer.
 #[derive(Debug)]
 pub struct MemorySink(PollSender<Bytes>);
 
@@ -77,11 +88,13 @@ impl MessageSink for MemorySink {
         self.0.send_item(msg).map_err(|_| TransportError::Closed)
     }
 
-    fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        // A message taken is already in the channel.
         Poll::Ready(Ok(()))
     }
 
-    fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+    fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        // Dropping our sender ends the peer's source once it has read what we sent.
         self.0.close();
         Poll::Ready(Ok(()))
     }

@@ -1,40 +1,63 @@
 //! Message transports (PROTOCOL §2): one encoded frame per message, in order, reliably.
 //!
-//! A transport splits into a [`MessageSink`] (written by the connection's writer task) and a
-//! [`MessageSource`] (read by its reader task). Each adapter is small; the connection core
-//! knows nothing about sockets.
+//! A transport splits into a [`MessageSink`] and a [`MessageSource`]. Both are poll-based,
+//! so that one task can drive a connection's reads and writes together: a read is never held
+//! up because a write is blocked, and frames that are ready together are written together
+//! (the sink buffers them between [`start_send`](MessageSink::start_send) and
+//! [`poll_flush`](MessageSink::poll_flush)). [`MessageSinkExt`] and [`MessageSourceExt`]
+//! wrap the poll functions in `async` methods for tests and tools.
+//!
+//! Each adapter is small; the connection core knows nothing about sockets.
 //!
 //! # Features
 //!
 //! Each adapter beyond the in-memory pair is behind a cargo feature; all are on by default.
 //!
 //! - [`memory`]: an in-process pair. Always available.
-//! - [`stream`] (feature `stream`): length-prefixed messages over a byte stream: TCP, Unix
-//!   sockets, a child process's stdio, our own stdio.
-//! - [`ws`] (feature `ws`): one message per binary WebSocket message; a listener for hosts
-//!   (path `/rpc`) and a client.
+//! - [`byte_stream`] (feature `byte-stream`): length-prefixed messages over a byte stream:
+//!   TCP (with a bounded listener), Unix sockets, a child process's stdio, our own stdio.
+//! - [`ws`] (feature `ws`): one message per binary WebSocket message; a bounded listener for
+//!   hosts (path `/rpc`) and a client.
 //! - [`sealed`] (feature `sealed`): the encrypted pipe, AES-256-GCM per message, wrapping any
 //!   other transport.
+//!
+//! The listeners share a [`ListenerConfig`] (bounds on connections, handshakes and the bytes
+//! of partly received messages, drawn from a [`ByteBudget`]); see [`budget`].
+//!
+//! # Bounds
+//!
+//! Every buffer a transport keeps is bounded: inbound messages by `max_bytes` (refused
+//! before their body is allocated), outbound buffers by each sink's documented high-water
+//! mark (past it [`poll_ready`](MessageSink::poll_ready) waits for the peer to read).
 
+pub mod budget;
+#[cfg(feature = "byte-stream")]
+pub mod byte_stream;
 pub mod memory;
 #[cfg(feature = "sealed")]
 pub mod sealed;
-#[cfg(feature = "stream")]
-pub mod stream;
 #[cfg(feature = "ws")]
 pub mod ws;
 
+use std::future::{poll_fn, Future};
+use std::io;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+pub use budget::{BudgetPermit, ByteBudget, ListenerConfig};
+
 /// Why a transport failed.
+///
+/// [`Io`](TransportError::Io) keeps the [`io::Error`] (and so its [`io::ErrorKind`]) as its
+/// [`source`](std::error::Error::source); its own message does not repeat it, so print the
+/// chain (as the connection does) to see both.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// An I/O error.
-    #[error("transport I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("transport I/O error")]
+    Io(#[source] io::Error),
     /// A message above the receiver's `maxBytes` (the transport refused to read it).
     #[error("message of {len} bytes exceeds maxBytes {max}")]
     TooLarge {
@@ -43,7 +66,24 @@ pub enum TransportError {
         /// The limit.
         max: usize,
     },
-    /// The peer broke the transport's framing (e.g. a text WebSocket message).
+    /// A byte-stream peer sent printable text where a length prefix belongs: something else
+    /// writes to the stream (a plugin printing to its stdout, an HTTP client). Treated like
+    /// [`TooLarge`](TransportError::TooLarge): the connection answers `resource_exhausted`.
+    #[error(
+        "the peer sent text {text:?} where a 4-byte length prefix belongs (read as a message \
+         of {len} bytes, above maxBytes {max}); is something else writing to this stream, \
+         e.g. a plugin printing to stdout?"
+    )]
+    TextForLength {
+        /// The four bytes, as text.
+        text: String,
+        /// The length they announce.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The peer broke the transport's framing (e.g. a text WebSocket message, a sealed
+    /// message that fails authentication).
     #[error("{0}")]
     Protocol(String),
     /// The transport is closed.
@@ -51,25 +91,61 @@ pub enum TransportError {
     Closed,
 }
 
+impl From<io::Error> for TransportError {
+    fn from(e: io::Error) -> Self {
+        TransportError::Io(e)
+    }
+}
+
+impl TransportError {
+    /// The kind of the underlying I/O error, for [`Io`](TransportError::Io).
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            TransportError::Io(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+
+    /// The error and its sources on one line, each once.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            source = e.source();
+        }
+        out
+    }
+}
+
 /// The receiving half of a message transport.
 pub trait MessageSource: Send + Unpin + 'static {
     /// The next message; `Ready(Ok(None))` once the peer closed cleanly.
+    ///
+    /// After an error or the end, the source is done: polling it again returns an error or
+    /// the end again, never a message.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>>;
 }
 
-/// The sending half of a message transport, with the semantics of `futures::Sink<Bytes>`.
+/// The sending half of a message transport, with `futures::Sink<Bytes>` semantics.
+///
+/// A sink may buffer: [`start_send`](MessageSink::start_send) takes a message without
+/// writing it; [`poll_ready`](MessageSink::poll_ready) returns `Pending` only when the sink's
+/// own bounded buffer is full and cannot be written out now; [`poll_flush`](
+/// MessageSink::poll_flush) writes everything taken so far.
 pub trait MessageSink: Send + Unpin + 'static {
-    /// Ready when the sink can take one more message.
+    /// Ready to take one more message.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
 
-    /// Takes one message; call only after `poll_ready` returned `Ready(Ok(()))`. It may
-    /// wait in a buffer until [`poll_flush`](MessageSink::poll_flush).
+    /// Takes one message. Call it only after [`poll_ready`](MessageSink::poll_ready)
+    /// returned `Ready(Ok(()))`.
     fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError>;
 
     /// Writes out every message taken so far.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
 
-    /// Flushes, then closes the sending direction.
+    /// Flushes, then closes our direction; the peer's source then ends.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
 }
 
@@ -105,3 +181,53 @@ impl TransportInfo {
         TransportInfo { kind, peer }
     }
 }
+
+/// A transport whose inbound messages are bounded (`maxBytes`), so that a wrapper such as
+/// [`sealed::Sealed`] can make room for its own overhead.
+pub trait MaxBytes {
+    /// The largest inbound message.
+    fn max_bytes(&self) -> usize;
+    /// Sets the largest inbound message.
+    fn set_max_bytes(&mut self, max_bytes: usize);
+}
+
+/// `async` helpers over [`MessageSink`], for tests and tools (the connection polls).
+pub trait MessageSinkExt: MessageSink {
+    /// Waits until the sink takes `msg`; does not flush (as `futures::SinkExt::feed`).
+    fn feed(&mut self, msg: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            poll_fn(|cx| self.poll_ready(cx)).await?;
+            self.start_send(msg)
+        }
+    }
+
+    /// Sends `msg` and flushes (as `futures::SinkExt::send`).
+    fn send(&mut self, msg: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            self.feed(msg).await?;
+            self.flush().await
+        }
+    }
+
+    /// Writes out every buffered message.
+    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send {
+        poll_fn(|cx| self.poll_flush(cx))
+    }
+
+    /// Flushes, then closes our direction.
+    fn close(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send {
+        poll_fn(|cx| self.poll_close(cx))
+    }
+}
+
+impl<S: MessageSink + ?Sized> MessageSinkExt for S {}
+
+/// `async` helpers over [`MessageSource`], for tests and tools (the connection polls).
+pub trait MessageSourceExt: MessageSource {
+    /// The next message; `Ok(None)` once the peer closed cleanly.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, TransportError>> + Send {
+        poll_fn(|cx| self.poll_recv(cx))
+    }
+}
+
+impl<S: MessageSource + ?Sized> MessageSourceExt for S {}

@@ -1,13 +1,41 @@
 //! The encrypted pipe (PROTOCOL §2): AES-256-GCM per message around any transport.
 //!
-//! Each message becomes `0x01 ‖ IV (12 random bytes) ‖ ciphertext ‖ tag (16 bytes)`, with no
-//! associated data, under a 32-byte key shared out of band. A fresh random IV is drawn for
-//! every message. An inbound message with another first byte, shorter than [`OVERHEAD`], or
-//! failing authentication is a [`TransportError::Protocol`]: the connection sends goaway and
-//! closes the pipe.
+//! Each message becomes `0x01 ‖ IV (12 bytes) ‖ ciphertext ‖ tag (16 bytes)`, with no
+//! associated data, under a 32-byte key shared out of band. An inbound message with another
+//! first byte, shorter than [`OVERHEAD`], or failing authentication is a
+//! [`TransportError::Protocol`]: the connection sends goaway and closes the pipe.
 //!
-//! A sealed message is [`OVERHEAD`] (29) bytes longer than the frame it carries, so the inner
-//! transport's bound must be the connection's `max_bytes + OVERHEAD`.
+//! [`Sealed::new`] takes the inner transport's `max_bytes` as the bound on *frames* and
+//! raises the inner bound by [`OVERHEAD`] itself, so a frame of exactly `max_bytes` still
+//! fits once sealed.
+//!
+//! # IVs, replays and reflections
+//!
+//! The wire says only that IVs are 12 bytes; how we draw them is ours. Each [`SealedSink`]
+//! draws a random 8-byte salt and sends `salt ‖ counter` (a 4-byte counter from 0; a fresh
+//! salt every 2^32 messages), so its IVs never repeat, and a message whose IV carries one of
+//! *our* salts is our own message sent back to us (a reflection, e.g. our hello): refused.
+//!
+//! A message whose IV this connection has already accepted is a replay: refused, and the
+//! pipe closes. The [`SealedSource`] remembers the last [`REPLAY_WINDOW`] (1,024) IVs it
+//! accepted, 8 bytes each (8 KiB per busy connection, nothing up front; a lookup scans the
+//! window, ~0.1 µs, next to AES-GCM's cost). 1,024 is the default in-flight limit: every
+//! frame a peer could still expect an answer to is inside it. A replay of an older message
+//! is not caught by the window; the stateful codec (PROTOCOL §3) usually refuses it (record
+//! ids have moved on), and frames that are valid again (a `cancel`, a `drop`) may slip
+//! through.
+//!
+//! What the pipe does **not** protect against:
+//!
+//! - **Replay across connections that share a key.** A message recorded on one connection
+//!   opens on any other connection with the same key (as in bunite-core 0.10: no counter on
+//!   the wire, no per-connection state the peer could check). Give each connection its own
+//!   key: derive it from a per-connection secret, e.g. the host spawns each plugin with a
+//!   fresh random key in its environment, or both sides derive `HKDF(master, connection id)`
+//!   with a connection id the host chooses and passes along out of band.
+//! - Dropping, reordering or truncating messages is not hidden either: the codec is stateful,
+//!   so it shows up as a decode error that closes the connection, never as silently missing
+//!   frames. Traffic analysis (message sizes and timing) is not hidden at all.
 //!
 //! ```
 //! use bunite_rpc::transport::{memory, sealed::{Key, Sealed}};
@@ -23,12 +51,19 @@
 //! # }
 //! ```
 
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod fuzz;
+mod pipe;
+
+pub use pipe::{Sealed, SealedSink, SealedSource, REPLAY_WINDOW};
+
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::{AeadInPlace, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
-use super::{MessageSink, MessageSource, Transport, TransportError};
+use super::TransportError;
 
 /// The first byte of every sealed message.
 pub const VERSION: u8 = 0x01;
@@ -89,12 +124,22 @@ pub enum OpenError {
     /// Shorter than [`OVERHEAD`].
     #[error("sealed message of {0} bytes is shorter than {OVERHEAD}")]
     TooShort(usize),
-    /// A first byte other than [`VERSION`].
-    #[error("sealed message version {0:#04x}, expected 0x01")]
+    /// A first byte other than [`VERSION`]: most likely a peer that does not seal (a plain
+    /// frame starts with a msgpack byte), or a wrong address.
+    #[error(
+        "sealed message starts with {0:#04x}, not 0x01: the peer is probably not using the \
+         encrypted pipe (check that both sides have the same key setting)"
+    )]
     Version(u8),
     /// Authentication failed: the wrong key, or the message was altered.
-    #[error("sealed message failed authentication")]
+    #[error("sealed message failed authentication (a different key, or an altered message)")]
     Auth,
+    /// A message whose IV this connection already accepted: a replay.
+    #[error("sealed message replayed (its IV was already accepted on this connection)")]
+    Replay,
+    /// Our own message sent back to us (its IV carries our salt).
+    #[error("sealed message reflected (it is one of ours, sent back to us)")]
+    Reflected,
 }
 
 impl From<OpenError> for TransportError {
@@ -125,14 +170,23 @@ impl Cipher {
         OsRng
             .try_fill_bytes(&mut iv)
             .map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?;
-        self.seal_with_iv(&iv, plaintext)
+        self.seal_iv(&iv, plaintext)
     }
 
-    /// Seals `plaintext` under `iv`. Never reuse an IV with the same key: use
-    /// [`seal`](Cipher::seal) except to reproduce test vectors.
-    ///
-    /// Fails only for a plaintext beyond AES-GCM's limit (about 64 GiB).
+    /// Seals `plaintext` under `iv`, for test vectors. Never reuse an IV with the same key.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
     pub fn seal_with_iv(
+        &self,
+        iv: &[u8; IV_LEN],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, TransportError> {
+        self.seal_iv(iv, plaintext)
+    }
+
+    /// Seals `plaintext` under `iv`. Fails only for a plaintext beyond AES-GCM's limit
+    /// (about 64 GiB).
+    pub(crate) fn seal_iv(
         &self,
         iv: &[u8; IV_LEN],
         plaintext: &[u8],
@@ -141,9 +195,10 @@ impl Cipher {
         out.push(VERSION);
         out.extend_from_slice(iv);
         out.extend_from_slice(plaintext);
+        let sealed = out.get_mut(1 + IV_LEN..).unwrap_or_default();
         let tag = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(iv), b"", &mut out[1 + IV_LEN..])
+            .encrypt_in_place_detached(Nonce::from_slice(iv), b"", sealed)
             .map_err(|_| TransportError::TooLarge {
                 len: plaintext.len() as u64,
                 max: usize::MAX,
@@ -154,30 +209,63 @@ impl Cipher {
 
     /// Opens a sealed message: checks its version and length, authenticates and decrypts it.
     pub fn open(&self, msg: &[u8]) -> Result<Vec<u8>, OpenError> {
-        if msg.len() < OVERHEAD {
-            return Err(OpenError::TooShort(msg.len()));
-        }
-        let (&version, rest) = msg.split_first().ok_or(OpenError::TooShort(0))?;
-        if version != VERSION {
-            return Err(OpenError::Version(version));
-        }
-        // In range: `rest` holds at least IV_LEN + TAG_LEN bytes (checked above).
-        let (iv, rest) = rest.split_at(IV_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
-        self.0
-            .decrypt_in_place_detached(
-                Nonce::from_slice(iv),
-                b"",
-                &mut plaintext,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| OpenError::Auth)?;
+        let iv = check(msg)?;
+        let body = msg.get(1 + IV_LEN..).unwrap_or_default();
+        let mut plaintext = body.to_vec();
+        self.decrypt(&iv, &mut plaintext)?;
         Ok(plaintext)
+    }
+
+    /// [`open`](Cipher::open) without copying when `msg` is not shared: decrypts in place.
+    /// Returns the plaintext and the message's IV.
+    pub(crate) fn open_bytes(&self, msg: Bytes) -> Result<(Bytes, [u8; IV_LEN]), OpenError> {
+        let iv = check(&msg)?;
+        let mut body = match msg.try_into_mut() {
+            Ok(unique) => unique,
+            Err(shared) => BytesMut::from(&shared[..]),
+        };
+        body.advance(1 + IV_LEN);
+        let plaintext = self.decrypt_tail(&iv, body)?;
+        Ok((plaintext.freeze(), iv))
+    }
+
+    /// Decrypts `body` (ciphertext ‖ tag) in place; returns the plaintext.
+    fn decrypt_tail(&self, iv: &[u8; IV_LEN], mut body: BytesMut) -> Result<BytesMut, OpenError> {
+        let text_len = body.len().checked_sub(TAG_LEN).ok_or(OpenError::Auth)?;
+        let tag = body.split_off(text_len);
+        self.0
+            .decrypt_in_place_detached(Nonce::from_slice(iv), b"", &mut body, Tag::from_slice(&tag))
+            .map_err(|_| OpenError::Auth)?;
+        Ok(body)
+    }
+
+    /// Decrypts `body` (ciphertext ‖ tag) in place and drops the tag.
+    fn decrypt(&self, iv: &[u8; IV_LEN], body: &mut Vec<u8>) -> Result<(), OpenError> {
+        let text_len = body.len().checked_sub(TAG_LEN).ok_or(OpenError::Auth)?;
+        let tag = body.split_off(text_len);
+        self.0
+            .decrypt_in_place_detached(Nonce::from_slice(iv), b"", body, Tag::from_slice(&tag))
+            .map_err(|_| OpenError::Auth)
     }
 }
 
-/// Seals `plaintext` under `key` and `iv` (for test vectors; see [`Cipher::seal_with_iv`]).
+/// Checks a sealed message's length and version; returns its IV.
+fn check(msg: &[u8]) -> Result<[u8; IV_LEN], OpenError> {
+    if msg.len() < OVERHEAD {
+        return Err(OpenError::TooShort(msg.len()));
+    }
+    let (&version, rest) = msg.split_first().ok_or(OpenError::TooShort(0))?;
+    if version != VERSION {
+        return Err(OpenError::Version(version));
+    }
+    rest.first_chunk::<IV_LEN>()
+        .copied()
+        .ok_or(OpenError::TooShort(msg.len()))
+}
+
+/// Seals `plaintext` under `key` and `iv`, for test vectors.
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
 pub fn seal_with_iv(
     key: &Key,
     iv: &[u8; IV_LEN],
@@ -189,80 +277,4 @@ pub fn seal_with_iv(
 /// Opens a sealed message under `key` (see [`Cipher::open`]).
 pub fn open(key: &Key, msg: &[u8]) -> Result<Vec<u8>, OpenError> {
     Cipher::new(key).open(msg)
-}
-
-/// Any transport, with every message sealed under one key.
-#[derive(Debug)]
-pub struct Sealed<T> {
-    inner: T,
-    cipher: Cipher,
-}
-
-impl<T: Transport> Sealed<T> {
-    /// Wraps `inner`; both peers must use the same key.
-    pub fn new(inner: T, key: Key) -> Self {
-        Sealed {
-            inner,
-            cipher: Cipher::new(&key),
-        }
-    }
-}
-
-/// The sending half of a [`Sealed`] transport.
-#[derive(Debug)]
-pub struct SealedSink<S> {
-    inner: S,
-    cipher: Cipher,
-}
-
-/// The receiving half of a [`Sealed`] transport.
-#[derive(Debug)]
-pub struct SealedSource<S> {
-    inner: S,
-    cipher: Cipher,
-}
-
-impl<T: Transport> Transport for Sealed<T> {
-    type Sink = SealedSink<T::Sink>;
-    type Source = SealedSource<T::Source>;
-
-    fn split(self) -> (Self::Sink, Self::Source) {
-        let (sink, source) = self.inner.split();
-        let cipher = self.cipher;
-        let source = SealedSource {
-            inner: source,
-            cipher: cipher.clone(),
-        };
-        (
-            SealedSink {
-                inner: sink,
-                cipher,
-            },
-            source,
-        )
-    }
-}
-
-impl<S: MessageSink> MessageSink for SealedSink<S> {
-    async fn send(&mut self, msg: Bytes) -> Result<(), TransportError> {
-        let sealed = self.cipher.seal(&msg)?;
-        self.inner.send(sealed.into()).await
-    }
-
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        self.inner.flush().await
-    }
-
-    async fn close(&mut self) -> Result<(), TransportError> {
-        self.inner.close().await
-    }
-}
-
-impl<S: MessageSource> MessageSource for SealedSource<S> {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
-        match self.inner.recv().await? {
-            Some(msg) => Ok(Some(self.cipher.open(&msg)?.into())),
-            None => Ok(None),
-        }
-    }
 }

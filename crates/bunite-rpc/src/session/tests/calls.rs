@@ -122,7 +122,11 @@ fn a_duration_max_deadline_saturates_instead_of_panicking() {
     let now = client.now;
     client.s.start_call(CallId(2), req, 9, now);
     client.collect();
-    assert_eq!(client.s.poll_timeout(), None, "a deadline beyond time never fires");
+    assert_eq!(
+        client.s.poll_timeout(),
+        None,
+        "a deadline beyond time never fires"
+    );
     pump(&mut client, &mut server);
     let inv = server.invoked();
     assert!(inv.deadline.is_some());

@@ -61,7 +61,11 @@ fn a_cap_return_allocates_at_send_time_and_a_cancelled_one_never_does() {
         now,
     );
     server.collect();
-    assert_eq!(server.s.stats().live_caps, before, "suppressed result allocates nothing");
+    assert_eq!(
+        server.s.stats().live_caps,
+        before,
+        "suppressed result allocates nothing"
+    );
 }
 
 #[test]
@@ -90,12 +94,18 @@ fn unserve_revokes_pending_and_later_calls() {
     let frames = pump(&mut server, &mut client);
     assert!(matches!(&frames[..], [Frame::CapRevoked(r)] if r.cap_ids == vec![id]));
     let e = client.reply(pending).unwrap().unwrap_err();
-    assert_eq!((e.code(), e.reason()), (Code::FailedPrecondition, Some("revoked")));
+    assert_eq!(
+        (e.code(), e.reason()),
+        (Code::FailedPrecondition, Some("revoked"))
+    );
     let later = client.call(3, id, "get", Value::Undefined);
     let e = client.reply(later).unwrap().unwrap_err();
     assert_eq!(e.local_kind(), Some(LocalError::Revoked));
     assert_eq!(e.message(), "cap revoked");
-    assert!(client.s.poll_transmit().is_none(), "nothing sent for a revoked cap");
+    assert!(
+        client.s.poll_transmit().is_none(),
+        "nothing sent for a revoked cap"
+    );
 }
 
 #[test]
@@ -135,9 +145,21 @@ fn shutdown_fails_pending_calls_aborts_handlers_and_disposes_live_caps() {
     pump(&mut client, &mut server);
     assert!(matches!(server.closed, Some(Disconnect::Goaway { .. })));
     let last = server.invoked();
-    assert_eq!(server.aborts, vec![inv.run, last.run], "every running handler");
-    let names: Vec<_> = server.disposals.iter().map(|(i, m, _)| (i.0, m.as_str())).collect();
-    assert_eq!(names, vec![("child", "close")], "the child declares a disposal method, the parent not");
+    assert_eq!(
+        server.aborts,
+        vec![inv.run, last.run],
+        "every running handler"
+    );
+    let names: Vec<_> = server
+        .disposals
+        .iter()
+        .map(|(i, m, _)| (i.0, m.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("child", "close")],
+        "the child declares a disposal method, the parent not"
+    );
     assert_eq!(server.s.stats().live_caps, 2);
 }
 

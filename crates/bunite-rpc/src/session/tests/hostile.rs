@@ -1,6 +1,6 @@
 //! What a misbehaving peer can and cannot do to a session.
 
-use bunite_wire::{Call, CallId, CapId, Cancel, Encoder, Frame, Value};
+use bunite_wire::{Call, CallId, Cancel, CapId, Encoder, Frame, Value};
 use bytes::Bytes;
 
 use super::*;
@@ -14,7 +14,9 @@ struct Raw {
 impl Raw {
     fn connect(p: &mut Peer) -> Raw {
         while p.s.poll_transmit().is_some() {}
-        let mut raw = Raw { enc: Encoder::new() };
+        let mut raw = Raw {
+            enc: Encoder::new(),
+        };
         let hello = Frame::Hello(bunite_wire::Hello {
             v: 1,
             mode: "native".into(),
@@ -98,7 +100,11 @@ fn a_reused_live_call_id_is_a_protocol_error_and_never_a_second_entry() {
     raw.call(&mut p, 7, CapId(2), "get");
     assert_eq!(p.invocations.len(), 1, "no second handler under id 7");
     assert!(matches!(p.closed, Some(Disconnect::ProtocolError { .. })));
-    assert_eq!(p.aborts.len(), 1, "the first handler is stopped at shutdown");
+    assert_eq!(
+        p.aborts.len(),
+        1,
+        "the first handler is stopped at shutdown"
+    );
     let g = goaway_of(&mut p);
     assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
     assert_eq!(
@@ -117,9 +123,12 @@ fn a_finished_call_id_may_come_again() {
         let now = client.now;
         // The same id twice in a row, each after the first finished (a sloppy but harmless
         // peer): only a *live* id is refused.
-        client
-            .s
-            .start_call(CallId(5), request(id, "get", Value::Undefined, Expect::Value), tag, now);
+        client.s.start_call(
+            CallId(5),
+            request(id, "get", Value::Undefined, Expect::Value),
+            tag,
+            now,
+        );
         client.collect();
         pump(&mut client, &mut server);
         let inv = server.invoked();
@@ -145,11 +154,19 @@ fn cancelled_handlers_that_keep_running_still_count_toward_the_in_flight_limit()
             }),
         );
     }
-    assert_eq!(p.signals.len(), 2, "keep-running handlers are signalled, not aborted");
+    assert_eq!(
+        p.signals.len(),
+        2,
+        "keep-running handlers are signalled, not aborted"
+    );
     assert!(p.aborts.is_empty());
     assert_eq!(p.s.stats().active_calls, 0);
     raw.call(&mut p, 5, CapId(2), "get");
-    assert_eq!(p.invocations.len(), 2, "the third call is refused: two still run");
+    assert_eq!(
+        p.invocations.len(),
+        2,
+        "the third call is refused: two still run"
+    );
     // One of them ends: room again.
     let first = p.invocations.remove(0);
     finish(&mut p, &first, Value::Null);
@@ -162,7 +179,10 @@ fn cancelled_handlers_that_keep_running_still_count_toward_the_in_flight_limit()
 fn undecodable_bytes_and_unknown_ops_get_a_goaway() {
     for (bytes, message) in [
         (Bytes::from_static(&[0xc1]), "reserved byte 0xc1"),
-        (Bytes::from_static(&[0x01, 0x02]), "trailing bytes after the value"),
+        (
+            Bytes::from_static(&[0x01, 0x02]),
+            "trailing bytes after the value",
+        ),
     ] {
         let mut p = peer();
         let _raw = Raw::connect(&mut p);

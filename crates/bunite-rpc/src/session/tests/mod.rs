@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bunite_wire::{CallId, CapId, Decoder, Frame, Hello, Record, Value};
 
-use super::{CallRequest, Config, Dispatch, Expect, Invocation, Outcome, Output, RunId, Session, Types};
+use super::{
+    CallRequest, Config, Dispatch, Expect, Invocation, Outcome, Output, RunId, Session, Types,
+};
 use crate::attestation::Attestation;
 use crate::error::{Disconnect, Error};
 use crate::limits::Limits;

@@ -24,7 +24,11 @@ fn a_server_stream_sends_only_within_its_window_and_credit_reopens_it() {
     let inv = open(&mut server, &mut client, cap, 2, 50);
     assert!(inv.stream);
     let (id, run) = (inv.call_id, inv.run);
-    assert_eq!(server.s.stream_window(id, run), Some(8), "the method's initial credit");
+    assert_eq!(
+        server.s.stream_window(id, run),
+        Some(8),
+        "the method's initial credit"
+    );
     for i in 0..8 {
         assert!(server.s.stream_item(id, run, Value::from(i)));
     }
@@ -75,9 +79,15 @@ fn a_cancel_stops_the_source_and_sends_end() {
     let frames = pump(&mut server, &mut client);
     assert!(matches!(
         &frames[..],
-        [Frame::Stream(StreamFrame { event: StreamEvent::End, .. })]
+        [Frame::Stream(StreamFrame {
+            event: StreamEvent::End,
+            ..
+        })]
     ));
-    assert!(!server.s.stream_item(inv.call_id, inv.run, Value::Null), "gone");
+    assert!(
+        !server.s.stream_item(inv.call_id, inv.run, Value::Null),
+        "gone"
+    );
 }
 
 #[test]
@@ -94,7 +104,11 @@ fn a_server_that_ignores_credit_fails_the_client_stream() {
     }
     let frames = pump(&mut server, &mut client);
     assert_eq!(frames.len(), 1100);
-    assert_eq!(client.items.len(), 1024, "the buffer holds at most the largest window");
+    assert_eq!(
+        client.items.len(),
+        1024,
+        "the buffer holds at most the largest window"
+    );
     let (sink, error) = client.ends.pop().unwrap();
     assert_eq!(sink, 50);
     let e = error.unwrap();

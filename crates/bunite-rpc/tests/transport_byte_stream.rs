@@ -1,13 +1,19 @@
 //! The byte-stream transport (PROTOCOL §2): length-prefixed messages over TCP and Unix
 //! sockets, framing edge cases, oversize prefixes, peers that vanish mid-call.
-#![cfg(feature = "stream")]
+#![cfg(feature = "byte-stream")]
 
 mod common;
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bunite_rpc::transport::stream::{self, ByteStream};
-use bunite_rpc::transport::{MessageSink, MessageSource, Transport, TransportError};
+use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
+use bunite_rpc::transport::byte_stream::{self, ByteStream, TcpMessageListener};
+use bunite_rpc::transport::{ByteBudget, ListenerConfig};
+use bunite_rpc::transport::{MessageSinkExt, MessageSourceExt, Transport, TransportError};
 use bunite_rpc::wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Hello, Limits as WireLimits};
 use bunite_rpc::{Code, Connection, Record, Value};
 use common::*;
@@ -41,11 +47,12 @@ async fn a_counter_over_tcp() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(stream::tcp_connect(addr).await.unwrap());
+    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let server = Connection::new(ByteStream::tcp(socket));
     server
         .serve(counter_def(), counter_impl())
+        .await
         .unwrap()
         .detach();
     exercise_counter(&server, &client).await;
@@ -64,12 +71,13 @@ async fn a_counter_over_a_unix_socket() {
     ));
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(stream::unix_connect(&path).await.unwrap());
+    let client = Connection::new(byte_stream::unix_connect(&path).await.unwrap());
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let _ = std::fs::remove_file(&path);
     let server = Connection::new(ByteStream::unix(socket));
     server
         .serve(counter_def(), counter_impl())
+        .await
         .unwrap()
         .detach();
     exercise_counter(&server, &client).await;
@@ -80,7 +88,7 @@ async fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable()
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(stream::tcp_connect(addr).await.unwrap());
+    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     // A second handle on the server's socket, to shut it down under the connection's feet.
     let std_socket = socket.into_std().unwrap();
@@ -88,6 +96,7 @@ async fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable()
     let server = Connection::new(ByteStream::tcp(TcpStream::from_std(std_socket).unwrap()));
     server
         .serve(counter_def(), counter_impl())
+        .await
         .unwrap()
         .detach();
 
@@ -97,7 +106,7 @@ async fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable()
     killer.shutdown(std::net::Shutdown::Both).unwrap();
 
     let e = timeout(WAIT, pending).await.unwrap().unwrap().unwrap_err();
-    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     timeout(WAIT, client.closed()).await.unwrap();
     timeout(WAIT, server.closed()).await.unwrap();
     assert_eq!(client.stats().pending_calls, 0);
@@ -135,6 +144,7 @@ async fn raw_client() -> (Connection, TcpStream, Decoder) {
     let server = Connection::new(ByteStream::tcp(socket));
     server
         .serve(counter_def(), counter_impl())
+        .await
         .unwrap()
         .detach();
     let mut dec = Decoder::new(WireLimits::default());
@@ -261,4 +271,237 @@ async fn a_length_above_the_configured_max_is_too_large() {
         Err(TransportError::TooLarge { len: 257, max: 256 }) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn printable_text_instead_of_a_prefix_says_so() {
+    let input: &[u8] = b"Listening on port 8080\n";
+    let (_, mut source) = ByteStream::new(input, tokio::io::sink()).split();
+    match source.recv().await {
+        Err(e @ TransportError::TextForLength { .. }) => {
+            assert!(e.to_string().contains("\"List\""), "{e}");
+            assert!(e.to_string().contains("printing to stdout"), "{e}");
+        }
+        other => panic!("expected TextForLength, got {other:?}"),
+    }
+}
+
+/// A reader that serves `data`, then waits forever, recording the largest read it was
+/// offered (the spare capacity the source allocated ahead of the data).
+struct Trickle {
+    data: Vec<u8>,
+    largest_offer: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for Trickle {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.largest_offer
+            .fetch_max(buf.remaining(), AtomicOrdering::SeqCst);
+        if self.data.is_empty() {
+            return Poll::Pending;
+        }
+        let n = buf.remaining().min(self.data.len());
+        let rest = self.data.split_off(n);
+        buf.put_slice(&self.data);
+        self.data = rest;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_huge_announced_length_allocates_only_with_what_arrives() {
+    let largest_offer = Arc::new(AtomicUsize::new(0));
+    let mut data = (64u32 << 20).to_be_bytes().to_vec();
+    data.extend(vec![0u8; 10_000]);
+    let reader = Trickle {
+        data,
+        largest_offer: Arc::clone(&largest_offer),
+    };
+    let (_, mut source) = ByteStream::new(reader, tokio::io::sink()).split();
+    let waited = timeout(Duration::from_millis(50), source.recv()).await;
+    assert!(waited.is_err(), "the message cannot be complete");
+    let offered = largest_offer.load(AtomicOrdering::SeqCst);
+    assert!(
+        offered <= byte_stream::READ_AHEAD + 10_004,
+        "offered {offered} bytes ahead for a 64 MiB announcement"
+    );
+}
+
+/// A writer that records each write call and takes at most `limit` bytes per call.
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<Vec<usize>>,
+    written: Vec<u8>,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for Recorder {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.calls.push(bufs.iter().map(|b| b.len()).collect());
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(self.limit - n);
+            self.written.extend_from_slice(&b[..take]);
+            n += take;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn framed_bytes(msgs: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_64_kib_message_is_one_vectored_write_and_small_ones_are_coalesced() {
+    let recorder = Recorder {
+        limit: usize::MAX,
+        ..Recorder::default()
+    };
+    let (mut sink, _) = ByteStream::new(tokio::io::empty(), recorder).split();
+    let big = vec![9u8; 64 * 1024];
+    sink.send(big.clone().into()).await.unwrap();
+    for small in [&b"a"[..], b"bc", b"def"] {
+        sink.feed(bytes::Bytes::copy_from_slice(small))
+            .await
+            .unwrap();
+    }
+    sink.flush().await.unwrap();
+    let recorder = sink.into_inner();
+    // The big message: one call, prefix and body as two slices. The three small ones: one
+    // call, one contiguous slice.
+    assert_eq!(recorder.calls, vec![vec![4, 64 * 1024], vec![18]]);
+    assert_eq!(recorder.written, framed_bytes(&[&big, b"a", b"bc", b"def"]));
+}
+
+#[tokio::test]
+async fn partial_writes_resume_where_they_stopped() {
+    let recorder = Recorder {
+        limit: 1000,
+        ..Recorder::default()
+    };
+    let (mut sink, _) = ByteStream::new(tokio::io::empty(), recorder).split();
+    let msgs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 300 * i as usize]).collect();
+    for m in &msgs {
+        sink.feed(m.clone().into()).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    let recorder = sink.into_inner();
+    let expected: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    assert_eq!(recorder.written, framed_bytes(&expected));
+    assert!(recorder.calls.len() > 20, "{} calls", recorder.calls.len());
+}
+
+/// Two sources share a budget that holds one long message beyond their free allowance: the
+/// second long message waits (reading paused) until the first is complete.
+#[tokio::test]
+async fn long_messages_wait_for_the_shared_budget_and_small_ones_never_do() {
+    let budget = ByteBudget::new(10_000);
+    let long = FREE_PER_CONNECTION + 8_000;
+    let (mut w1, r1) = tokio::io::duplex(1 << 20);
+    let (mut w2, r2) = tokio::io::duplex(1 << 20);
+    let (_, mut s1) = ByteStream::new(r1, tokio::io::sink())
+        .with_budget(budget.clone())
+        .split();
+    let (_, mut s2) = ByteStream::new(r2, tokio::io::sink())
+        .with_budget(budget.clone())
+        .split();
+    // Half of a long message on each.
+    let body = vec![5u8; long];
+    let half = [&(long as u32).to_be_bytes()[..], &body[..long / 2]].concat();
+    w1.write_all(&half).await.unwrap();
+    assert!(timeout(Duration::from_millis(20), s1.recv()).await.is_err());
+    assert_eq!(
+        budget.available(),
+        10_000 - (long + 4 - FREE_PER_CONNECTION)
+    );
+    w2.write_all(&half).await.unwrap();
+    let second = tokio::spawn(async move { s2.recv().await.map(|m| m.map(|m| m.len())) });
+    // The rest of both: the second stays paused while the first holds the budget.
+    w2.write_all(&body[long / 2..]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !second.is_finished(),
+        "the second long message did not wait"
+    );
+    w1.write_all(&body[long / 2..]).await.unwrap();
+    assert_eq!(s1.recv().await.unwrap().unwrap().len(), long);
+    // The first is complete and its bytes are back: the second goes on.
+    let second = timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+    assert_eq!(second, Some(long));
+    // Small messages never draw from the budget, even when it is spent.
+    let hold = budget.try_acquire(10_000).unwrap();
+    w1.write_all(&framed_bytes(&[b"small"])).await.unwrap();
+    assert_eq!(s1.recv().await.unwrap().unwrap(), &b"small"[..]);
+    drop(hold);
+    // A message longer than the whole budget can never fit: refused.
+    w1.write_all(&(20_000u32 + FREE_PER_CONNECTION as u32).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s1.recv().await,
+        Err(TransportError::TooLarge { max: 10_000, .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_tcp_listener_accepts_no_more_than_max_connections() {
+    let config = ListenerConfig::default().max_connections(1);
+    let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = Arc::new(listener);
+    let _c1 = byte_stream::tcp_connect(addr).await.unwrap();
+    let _c2 = byte_stream::tcp_connect(addr).await.unwrap();
+    let (first, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let second = {
+        let listener = Arc::clone(&listener);
+        tokio::spawn(async move { listener.accept().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!second.is_finished(), "a second connection was accepted");
+    // The slot comes back once both halves of the first are dropped.
+    let (sink, source) = first.split();
+    drop(sink);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !second.is_finished(),
+        "the slot came back with one half alive"
+    );
+    drop(source);
+    timeout(WAIT, second).await.unwrap().unwrap().unwrap();
 }

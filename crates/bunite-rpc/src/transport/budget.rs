@@ -1,0 +1,267 @@
+//! Bounds shared by every connection of a listener: a [`ByteBudget`] of bytes held across
+//! connections, and the [`ListenerConfig`] of [`byte_stream::TcpMessageListener`](
+//! crate::transport::byte_stream::TcpMessageListener) and [`ws::WsListener`](
+//! crate::transport::ws::WsListener).
+//!
+//! # The listener bounds
+//!
+//! | field | default | why |
+//! | --- | --- | --- |
+//! | [`max_connections`](ListenerConfig::max_connections) | 4,096 | Live connections (accepted, not yet dropped). An idle connection costs ~16 KB here, so the default bounds idle memory near 64 MiB and stays well under common file-descriptor limits. Past it the listener stops accepting (clients wait in the kernel's backlog) until a connection ends. |
+//! | [`max_handshakes`](ListenerConfig::max_handshakes) | 256 | WebSocket handshakes in progress. A flood of sockets that never finish their handshake holds at most this many, each for at most `handshake_timeout`. |
+//! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
+//! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
+//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once. Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. |
+//!
+//! # The budget
+//!
+//! A [`ByteBudget`] is a cheap [`Clone`] handle on one counter of bytes. Code about to hold
+//! `n` bytes takes a [`BudgetPermit`] for them ([`try_acquire`](ByteBudget::try_acquire),
+//! [`acquire`](ByteBudget::acquire) or, in poll code, a [`BudgetWaiter`]) and keeps it as
+//! long as it holds the bytes; dropping the permit gives them back and wakes waiters (in
+//! FIFO order: a large request is not starved by small ones). Nothing is ever allocated
+//! before its permit is held, so the bytes held under one budget never exceed its limit.
+//!
+//! The byte-stream source takes a permit for the whole rest of a large message at once
+//! (all or nothing), so two half-received messages can never wait on each other. The
+//! WebSocket source charges bytes as they are read (tungstenite owns the framing); there
+//! several maximal messages arriving at once can wait on each other until one of their
+//! peers gives up, which is why the default budget holds four of them.
+//!
+//! The connection core can charge its own unsent bytes to the same budget: take a permit
+//! when a frame is queued and drop it once the frame is written.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::PollSemaphore;
+
+use super::TransportError;
+
+/// Bytes each connection may hold in a message being received without drawing from the
+/// listener's budget: a read buffer's worth, so small messages never wait on the budget.
+pub const FREE_PER_CONNECTION: usize = 16 * 1024;
+
+/// The bounds of a listener; the defaults and their reasons are in the [module docs](self).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// Live connections at once.
+    pub max_connections: usize,
+    /// WebSocket handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// How long one WebSocket handshake may take.
+    pub handshake_timeout: Duration,
+    /// The largest inbound message per connection.
+    pub max_bytes: usize,
+    /// Bytes of messages being received across all connections.
+    pub receive_budget: ByteBudget,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            max_connections: 4096,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(10),
+            max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
+            receive_budget: ByteBudget::new(256 << 20),
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// Sets [`max_connections`](Self::max_connections).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets [`max_handshakes`](Self::max_handshakes).
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_bytes`](Self::max_bytes).
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets [`receive_budget`](Self::receive_budget) (a budget may be shared by listeners).
+    pub fn receive_budget(mut self, budget: ByteBudget) -> Self {
+        self.receive_budget = budget;
+        self
+    }
+}
+
+/// A bound on bytes held across connections. Cheap to clone; every clone draws from the
+/// same counter.
+#[derive(Debug, Clone)]
+pub struct ByteBudget {
+    sem: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// Bytes drawn from a [`ByteBudget`]; dropping it gives them back.
+#[derive(Debug, Default)]
+#[must_use = "the bytes go back to the budget when the permit is dropped"]
+pub struct BudgetPermit(Option<OwnedSemaphorePermit>);
+
+impl ByteBudget {
+    /// A budget of `limit` bytes (at most `Semaphore::MAX_PERMITS`, about 2^61).
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        ByteBudget {
+            sem: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes not drawn now.
+    pub fn available(&self) -> usize {
+        self.sem.available_permits()
+    }
+
+    /// Draws `bytes` now, or `None` if they are not available now. `0` always succeeds.
+    pub fn try_acquire(&self, bytes: usize) -> Option<BudgetPermit> {
+        if bytes == 0 {
+            return Some(BudgetPermit(None));
+        }
+        let n = u32::try_from(bytes).ok()?;
+        Arc::clone(&self.sem)
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| BudgetPermit(Some(p)))
+    }
+
+    /// Waits until `bytes` are available and draws them. Fails at once if `bytes` exceed the
+    /// whole budget (or 4 GiB), which no wait can satisfy.
+    pub async fn acquire(&self, bytes: usize) -> Result<BudgetPermit, TransportError> {
+        let mut waiter = self.waiter();
+        poll_fn(|cx| waiter.poll_acquire(cx, bytes)).await
+    }
+
+    /// A waiter for poll-based code (one per task that waits).
+    pub fn waiter(&self) -> BudgetWaiter {
+        BudgetWaiter {
+            sem: PollSemaphore::new(Arc::clone(&self.sem)),
+            limit: self.limit,
+        }
+    }
+}
+
+impl BudgetPermit {
+    /// The bytes this permit holds.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Adds `other`'s bytes to this permit (both must come from the same budget).
+    pub fn merge(&mut self, other: BudgetPermit) {
+        match (&mut self.0, other.0) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
+
+    /// Gives `bytes` back now (all of them if the permit holds fewer).
+    pub fn release(&mut self, bytes: usize) {
+        if bytes >= self.bytes() {
+            self.0 = None;
+        } else if let Some(p) = &mut self.0 {
+            drop(p.split(bytes));
+        }
+    }
+}
+
+/// Waits for bytes of a [`ByteBudget`] in poll-based code. Only the waker of the latest
+/// call is woken.
+#[derive(Debug)]
+pub struct BudgetWaiter {
+    sem: PollSemaphore,
+    limit: usize,
+}
+
+impl BudgetWaiter {
+    /// Draws `bytes`, or registers to be woken when they may be available. A request above
+    /// the whole budget fails with [`TransportError::TooLarge`].
+    pub fn poll_acquire(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: usize,
+    ) -> Poll<Result<BudgetPermit, TransportError>> {
+        if bytes == 0 {
+            return Poll::Ready(Ok(BudgetPermit(None)));
+        }
+        let too_large = || TransportError::TooLarge {
+            len: bytes as u64,
+            max: self.limit,
+        };
+        let n = match u32::try_from(bytes) {
+            Ok(n) if bytes <= self.limit => n,
+            _ => return Poll::Ready(Err(too_large())),
+        };
+        match self.sem.poll_acquire_many(cx, n) {
+            Poll::Ready(Some(p)) => Poll::Ready(Ok(BudgetPermit(Some(p)))),
+            // The semaphore is never closed.
+            Poll::Ready(None) => Poll::Ready(Err(TransportError::Closed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_return_their_bytes_on_drop_and_release() {
+        let budget = ByteBudget::new(100);
+        let mut a = budget.try_acquire(60).unwrap();
+        assert!(budget.try_acquire(41).is_none());
+        let b = budget.clone().try_acquire(40).unwrap();
+        assert_eq!(budget.available(), 0);
+        a.release(10);
+        assert_eq!((a.bytes(), budget.available()), (50, 10));
+        a.merge(b);
+        assert_eq!(a.bytes(), 90);
+        drop(a);
+        assert_eq!(budget.available(), 100);
+        assert_eq!(budget.try_acquire(0).unwrap().bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_bytes_return_and_oversize_requests_fail() {
+        let budget = ByteBudget::new(100);
+        let held = budget.try_acquire(80).unwrap();
+        let waiting = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.acquire(50).await.map(|p| p.bytes()) })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert_eq!(waiting.await.unwrap().unwrap(), 50);
+        assert!(matches!(
+            budget.acquire(101).await,
+            Err(TransportError::TooLarge { len: 101, max: 100 })
+        ));
+    }
+}

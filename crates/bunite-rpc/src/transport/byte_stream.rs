@@ -1,0 +1,227 @@
+//! Messages over a byte stream (PROTOCOL §2): each message is prefixed by its length as a
+//! 4-byte big-endian unsigned integer.
+//!
+//! [`ByteStream`] works over any pair of tokio `AsyncRead`/`AsyncWrite` halves; helpers build
+//! one over TCP ([`ByteStream::tcp`], [`tcp_connect`], and the bounded
+//! [`TcpMessageListener`]), a Unix socket ([`ByteStream::unix`], [`unix_connect`]), our own
+//! stdin/stdout ([`stdio`]) and a child process's stdio ([`spawn_child`]).
+//!
+//! # Buffers
+//!
+//! **Writing** ([`ByteStreamSink`]): a batch of messages (everything taken between two
+//! flushes) goes out in one vectored write (`writev`), prefixes included. A message of up to
+//! [`COPY_MAX`] bytes is copied, with its prefix, into one coalescing buffer: copying a few
+//! KiB costs less than an extra slice for the kernel to walk, and a burst of small frames
+//! becomes one contiguous write. A larger message is not copied: its prefix ends the
+//! coalescing buffer and its body is the next slice, so a 64 KiB message goes out as *one*
+//! `writev` of prefix and body. Partial writes resume where they stopped. The sink holds at
+//! most [`HIGH_WATER`] bytes (plus the one message that crossed it) before
+//! [`poll_ready`](crate::transport::MessageSink::poll_ready) waits for the peer to read; once
+//! everything is written it keeps at most [`WRITE_KEEP`] bytes of coalescing buffer.
+//!
+//! **Reading** ([`ByteStreamSource`]): bytes are read (`read_buf`, into spare capacity,
+//! never zeroed) into one `BytesMut`; each complete message is split off as `Bytes` without
+//! copying, so a read that brings several messages serves them all. A length above
+//! `max_bytes` is refused before its body is allocated, and a long message's buffer grows
+//! only with what has arrived (at most [`READ_AHEAD`] bytes or as much as has arrived,
+//! whichever is larger, ahead of the data): a peer announcing 64 MiB and sending a little
+//! costs a little. When no bytes are pending the buffer is let go, so an idle connection
+//! holds no read buffer at all; the next read allocates [`READ_CHUNK`] again.
+//!
+//! # Limits
+//!
+//! A length above the receiver's limit ([`ByteStream::with_max_bytes`], default
+//! [`DEFAULT_MAX_BYTES`](bunite_wire::Limits::DEFAULT_MAX_BYTES)) is refused with
+//! [`TransportError::TooLarge`] (or [`TransportError::TextForLength`] when the four bytes are
+//! printable text, e.g. a plugin that printed to its stdout): the connection answers with
+//! goaway `resource_exhausted`. Keep the limit at the connection's
+//! [`Limits::max_bytes`](crate::Limits::max_bytes); [`sealed::Sealed`](crate::transport::sealed)
+//! adds its own overhead. With a [`ByteBudget`] ([`ByteStream::with_budget`]), a message
+//! longer than [`FREE_PER_CONNECTION`](crate::transport::budget::FREE_PER_CONNECTION) draws
+//! its whole length from the budget before its buffer grows past that, and reading waits
+//! while the budget is spent.
+//!
+//! ```no_run
+//! use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
+//! use bunite_rpc::transport::ListenerConfig;
+//! use bunite_rpc::Connection;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! // Server: one connection per accepted socket, within the listener's bounds.
+//! let listener = TcpMessageListener::bind("127.0.0.1:0", ListenerConfig::default()).await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     while let Ok((transport, _peer)) = listener.accept().await {
+//!         let _conn = Connection::new(transport);
+//!     }
+//! });
+//! // Client.
+//! let client = Connection::new(byte_stream::tcp_connect(addr).await?);
+//! # drop(client);
+//! # Ok(())
+//! # }
+//! ```
+
+mod listener;
+mod read;
+mod write;
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{tcp, TcpStream, ToSocketAddrs};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::OwnedSemaphorePermit;
+
+pub use listener::TcpMessageListener;
+pub use read::{ByteStreamSource, READ_AHEAD, READ_CHUNK};
+pub use write::{ByteStreamSink, COPY_MAX, HIGH_WATER, WRITE_KEEP};
+
+use super::{ByteBudget, MaxBytes, Transport};
+
+/// A message transport over a byte stream: a reader half and a writer half.
+#[derive(Debug)]
+pub struct ByteStream<R, W> {
+    reader: R,
+    writer: W,
+    max_bytes: usize,
+    budget: Option<ByteBudget>,
+    /// A listener's connection slot, given back when both halves are dropped.
+    slot: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+/// A [`ByteStream`] over a TCP socket.
+pub type TcpTransport = ByteStream<tcp::OwnedReadHalf, tcp::OwnedWriteHalf>;
+
+/// A [`ByteStream`] over a Unix socket.
+#[cfg(unix)]
+pub type UnixTransport =
+    ByteStream<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>;
+
+/// A [`ByteStream`] over this process's stdin and stdout.
+pub type StdioTransport = ByteStream<tokio::io::Stdin, tokio::io::Stdout>;
+
+/// A [`ByteStream`] over a child process's stdout and stdin.
+pub type ChildTransport = ByteStream<ChildStdout, ChildStdin>;
+
+impl<R, W> ByteStream<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    /// A transport reading messages from `reader` and writing them to `writer`.
+    pub fn new(reader: R, writer: W) -> Self {
+        ByteStream {
+            reader,
+            writer,
+            max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
+            budget: None,
+            slot: None,
+        }
+    }
+
+    /// Sets the largest inbound message; a longer length prefix is refused with
+    /// [`TransportError::TooLarge`](super::TransportError::TooLarge) before anything is
+    /// allocated.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Draws the bytes of long inbound messages from `budget` (see the module docs).
+    pub fn with_budget(mut self, budget: ByteBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The largest inbound message.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn with_slot(mut self, slot: OwnedSemaphorePermit) -> Self {
+        self.slot = Some(Arc::new(slot));
+        self
+    }
+}
+
+impl<R, W> MaxBytes for ByteStream<R, W> {
+    fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+    }
+}
+
+impl TcpTransport {
+    /// A transport over a connected (or accepted) TCP socket. Sets `TCP_NODELAY`: the
+    /// sink already coalesces each batch, so Nagle's algorithm would only add latency.
+    pub fn tcp(stream: TcpStream) -> Self {
+        // Best effort: a socket that refuses the option still works, only slower.
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        ByteStream::new(r, w)
+    }
+}
+
+#[cfg(unix)]
+impl UnixTransport {
+    /// A transport over a connected (or accepted) Unix socket.
+    pub fn unix(stream: tokio::net::UnixStream) -> Self {
+        let (r, w) = stream.into_split();
+        ByteStream::new(r, w)
+    }
+}
+
+/// Connects to a TCP address.
+pub async fn tcp_connect(addr: impl ToSocketAddrs) -> io::Result<TcpTransport> {
+    Ok(ByteStream::tcp(TcpStream::connect(addr).await?))
+}
+
+/// Connects to a Unix socket.
+#[cfg(unix)]
+pub async fn unix_connect(path: impl AsRef<std::path::Path>) -> io::Result<UnixTransport> {
+    Ok(ByteStream::unix(
+        tokio::net::UnixStream::connect(path).await?,
+    ))
+}
+
+/// The child side of [`spawn_child`]: this process's stdin and stdout.
+///
+/// Nothing else may write to stdout. Tokio reads stdin on a blocking thread that cannot be
+/// interrupted, so end the runtime with `shutdown_timeout`/`shutdown_background` rather than
+/// waiting for that read.
+pub fn stdio() -> StdioTransport {
+    ByteStream::new(tokio::io::stdin(), tokio::io::stdout())
+}
+
+/// Spawns `cmd` with piped stdin and stdout (stderr is left as configured) and returns the
+/// child with a transport over its stdio. The child is killed if the handle is dropped.
+pub fn spawn_child(mut cmd: Command) -> io::Result<(Child, ChildTransport)> {
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let missing = || io::Error::other("child spawned without piped stdio");
+    let stdin = child.stdin.take().ok_or_else(missing)?;
+    let stdout = child.stdout.take().ok_or_else(missing)?;
+    Ok((child, ByteStream::new(stdout, stdin)))
+}
+
+impl<R, W> Transport for ByteStream<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    type Sink = ByteStreamSink<W>;
+    type Source = ByteStreamSource<R>;
+
+    fn split(self) -> (ByteStreamSink<W>, ByteStreamSource<R>) {
+        let sink = ByteStreamSink::new(self.writer, self.slot.clone());
+        let source = ByteStreamSource::new(self.reader, self.max_bytes, self.budget, self.slot);
+        (sink, source)
+    }
+}

@@ -1,0 +1,218 @@
+//! The two halves of a [`WsTransport`](super::WsTransport) over one shared socket, and the
+//! lingering close (see the parent module's `# Closing`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::{Shared, LINGER, LINGER_BYTES, LINGER_QUIET};
+use crate::transport::{MessageSink, MessageSource, TransportError};
+
+/// The protocol error for a text message (PROTOCOL §2).
+const TEXT_MESSAGE: &str = "text message on the bunite socket";
+
+/// The sending half of a [`WsTransport`](super::WsTransport).
+#[derive(Debug)]
+pub struct WsSink<S> {
+    shared: Arc<Mutex<Shared<S>>>,
+    closing: Closing,
+}
+
+/// The receiving half of a [`WsTransport`](super::WsTransport).
+#[derive(Debug)]
+pub struct WsSource<S> {
+    shared: Arc<Mutex<Shared<S>>>,
+}
+
+/// Where closing is.
+#[derive(Debug)]
+enum Closing {
+    Open,
+    /// Sending the close frame.
+    Frame,
+    /// Ending our direction.
+    Shutdown,
+    /// Discarding the peer's input until it closes.
+    Linger {
+        deadline: Pin<Box<Sleep>>,
+        quiet: Pin<Box<Sleep>>,
+        read: usize,
+    },
+    Done,
+}
+
+pub(super) fn lock<S>(shared: &Mutex<Shared<S>>) -> MutexGuard<'_, Shared<S>> {
+    // Each critical section is one non-blocking poll: a panic inside leaves the socket in
+    // a state the next poll reports on.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn split<S>(shared: Arc<Mutex<Shared<S>>>) -> (WsSink<S>, WsSource<S>) {
+    let source = WsSource {
+        shared: Arc::clone(&shared),
+    };
+    let sink = WsSink {
+        shared,
+        closing: Closing::Open,
+    };
+    (sink, source)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<S> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        if !matches!(self.closing, Closing::Open) {
+            return Poll::Ready(Err(TransportError::Closed));
+        }
+        Pin::new(&mut lock(&self.shared).ws)
+            .poll_ready(cx)
+            .map_err(send_error)
+    }
+
+    fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        Pin::new(&mut lock(&self.shared).ws)
+            .start_send(Message::Binary(msg))
+            .map_err(send_error)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Pin::new(&mut lock(&self.shared).ws)
+            .poll_flush(cx)
+            .map_err(send_error)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        loop {
+            let mut shared = lock(&self.shared);
+            match &mut self.closing {
+                Closing::Open => {
+                    shared.read_done = true;
+                    self.closing = Closing::Frame;
+                }
+                Closing::Frame => {
+                    let sent = ready!(Pin::new(&mut shared.ws).poll_close(cx));
+                    self.closing = match sent {
+                        Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                            Closing::Shutdown
+                        }
+                        Err(e) => {
+                            self.closing = Closing::Done;
+                            return Poll::Ready(Err(send_error(e)));
+                        }
+                    };
+                }
+                Closing::Shutdown => {
+                    let io = shared.ws.get_mut().get_mut();
+                    // A socket the peer already reset is closed enough.
+                    let _ = ready!(Pin::new(io).poll_shutdown(cx));
+                    self.closing = Closing::Linger {
+                        deadline: Box::pin(tokio::time::sleep(LINGER)),
+                        quiet: Box::pin(tokio::time::sleep(LINGER_QUIET)),
+                        read: 0,
+                    };
+                }
+                Closing::Linger {
+                    deadline,
+                    quiet,
+                    read,
+                } => {
+                    let io = shared.ws.get_mut().get_mut();
+                    let before = *read;
+                    let ended = drain(io, cx, read).is_ready();
+                    if *read > before {
+                        quiet.as_mut().reset(Instant::now() + LINGER_QUIET);
+                    }
+                    let waited = deadline.as_mut().poll(cx).is_ready();
+                    if ended || waited || quiet.as_mut().poll(cx).is_ready() {
+                        self.closing = Closing::Done;
+                    } else {
+                        return Poll::Pending;
+                    }
+                }
+                Closing::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// Reads and discards until the peer closes, fails, or sent [`LINGER_BYTES`]; `Pending`
+/// while it may send more.
+fn drain<S: AsyncRead + Unpin>(io: &mut S, cx: &mut Context<'_>, read: &mut usize) -> Poll<()> {
+    let mut scratch = [0u8; 2048];
+    while *read < LINGER_BYTES {
+        let mut buf = ReadBuf::new(&mut scratch);
+        match ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
+            Ok(()) if !buf.filled().is_empty() => *read += buf.filled().len(),
+            _ => return Poll::Ready(()),
+        }
+    }
+    Poll::Ready(())
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSource<S> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>> {
+        let mut shared = lock(&self.shared);
+        let result = loop {
+            if shared.read_done {
+                return Poll::Ready(Ok(None));
+            }
+            match ready!(Pin::new(&mut shared.ws).poll_next(cx)) {
+                None | Some(Ok(Message::Close(_))) => break Ok(None),
+                Some(Ok(Message::Binary(bytes))) if bytes.len() > shared.max_bytes => {
+                    break Err(TransportError::TooLarge {
+                        len: bytes.len() as u64,
+                        max: shared.max_bytes,
+                    })
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    shared.ws.get_mut().message_done();
+                    return Poll::Ready(Ok(Some(bytes)));
+                }
+                Some(Ok(Message::Text(_))) => {
+                    break Err(TransportError::Protocol(TEXT_MESSAGE.to_owned()))
+                }
+                // Pings are answered by tungstenite itself; pongs need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Err(e)) => break recv_error(e, shared.max_bytes),
+            }
+        };
+        // Ended or failed: tungstenite reads no more, and the sink's close drains the rest.
+        shared.read_done = true;
+        shared.ws.get_mut().message_done();
+        Poll::Ready(result)
+    }
+}
+
+fn send_error(e: WsError) -> TransportError {
+    match e {
+        WsError::Io(e) => TransportError::Io(e),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => TransportError::Closed,
+        other => TransportError::Io(io::Error::other(other.to_string())),
+    }
+}
+
+fn recv_error(e: WsError, max: usize) -> Result<Option<Bytes>, TransportError> {
+    match e {
+        // The end of the socket, with or without a closing handshake.
+        WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ok(None),
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+            Err(TransportError::TooLarge {
+                len: size as u64,
+                max,
+            })
+        }
+        WsError::Io(e) => Err(TransportError::Io(e)),
+        WsError::Protocol(e) => Err(TransportError::Protocol(format!("WebSocket: {e}"))),
+        other => Err(TransportError::Io(io::Error::other(other.to_string()))),
+    }
+}

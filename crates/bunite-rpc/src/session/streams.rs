@@ -246,12 +246,10 @@ impl<T: Types> Session<T> {
             .filter_map(|id| {
                 let s = self.outbound.streams.get_mut(&id)?;
                 let messages = std::mem::take(&mut s.credit);
-                (messages > 0).then(|| {
-                    Frame::Stream(StreamFrame {
-                        id,
-                        event: StreamEvent::Credit(Some(messages)),
-                    })
-                })
+                (messages > 0).then_some(Frame::Stream(StreamFrame {
+                    id,
+                    event: StreamEvent::Credit(Some(messages)),
+                }))
             })
             .collect()
     }

@@ -114,7 +114,10 @@ fn a_server_that_ignores_credit_fails_the_client_stream() {
     let e = error.unwrap();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert_eq!(e.reason(), Some("stream_credit_window"));
-    assert_eq!(e.local_kind(), Some(crate::error::LocalError::StreamOverflow));
+    assert_eq!(
+        e.local_kind(),
+        Some(crate::error::LocalError::StreamOverflow)
+    );
     let frames = pump(&mut client, &mut server);
     assert!(
         matches!(&frames[..], [Frame::Cancel(c)] if c.reason.as_deref() == Some("stream_credit_window"))

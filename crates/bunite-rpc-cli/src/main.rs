@@ -11,6 +11,7 @@ mod interop_client;
 mod interop_server;
 mod json;
 mod serve_stdio;
+mod typegen;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +63,16 @@ enum Command {
     Call(call::Args),
     /// Bootstrap CAP at URL and open the stream METHOD; print each value as a JSON line.
     Stream(call::Args),
+    /// Write the TypeScript definitions of the interop caps (the demo's caps too) for the
+    /// web client in js/: one .ts file, to FILE or stdout.
+    Typegen {
+        /// The file to write (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// The module the file imports the client's types from.
+        #[arg(long, default_value = bunite_rpc::typescript::DEFAULT_IMPORT)]
+        import: String,
+    },
     /// Show the protocol version and the library's defaults.
     Info,
     /// Serve `test.counter` on this process's stdin/stdout (length-prefixed frames) until
@@ -74,6 +85,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::ServeStdio) => report(serve_stdio::run()),
+        Some(Command::Typegen { out, import }) => report(typegen::run(out.as_deref(), &import)),
         Some(Command::Info) => {
             info();
             0
@@ -109,7 +121,7 @@ async fn run(cmd: Command) -> i32 {
         },
         Command::Call(args) => call::call(args).await,
         Command::Stream(args) => call::stream(args).await,
-        Command::Info | Command::ServeStdio => 0,
+        Command::Info | Command::ServeStdio | Command::Typegen { .. } => 0,
     }
 }
 

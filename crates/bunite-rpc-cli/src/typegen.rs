@@ -71,7 +71,7 @@ mod tests {
             "fail(args: FailParams, options?: CallOptions): Promise<void>;",
             "echo(args: unknown, options?: CallOptions): Promise<unknown>;",
             "export type Binary = Uint8Array;",
-            "    get: { kind: \"call\", idempotent: true },",
+            "    get: { kind: \"call\", args: \"none\", idempotent: true },",
             "    makeChild: { kind: \"call\", returns: \"cap\", cap: () => InteropChild },",
             "  version: \"2\",",
             "  disposal: \"close\",",

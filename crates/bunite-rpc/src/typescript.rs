@@ -370,7 +370,7 @@ fn render_cap(out: &mut String, c: &CapOut, ifaces: &BTreeMap<&str, &str>) {
         let _ = writeln!(out, "  disposal: {},", json_str(d.name));
     }
     out.push_str("  methods: {\n");
-    for (m, _, yields) in &c.methods {
+    for (m, params, yields) in &c.methods {
         let mut fields = Vec::new();
         match yields {
             Yields::Stream(_) => {
@@ -380,6 +380,10 @@ fn render_cap(out: &mut String, c: &CapOut, ifaces: &BTreeMap<&str, &str>) {
                 }
             }
             _ => fields.push(r#"kind: "call""#.to_owned()),
+        }
+        // The client tells `m(options)` from `m(args, options)` by this.
+        if matches!(params, Params::None) {
+            fields.push(r#"args: "none""#.to_owned());
         }
         if m.idempotent {
             fields.push("idempotent: true".to_owned());

@@ -75,7 +75,7 @@ pub async fn start(
 
 /// A connection serving every interop cap with fresh state. The caps are served by the
 /// builder, before the connection reads: a client may bootstrap as soon as it sees hello.
-fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
+pub(crate) fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
     let state = Arc::new(State::default());
     Connection::builder()
         .attestation(attestation)

@@ -12,6 +12,7 @@ mod interop_server;
 mod json;
 mod serve_stdio;
 mod typegen;
+mod web;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,13 @@ enum Command {
         /// WebSocket address to serve on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Serve the tour as a web page instead, on the same port as /rpc, and print its URL
+        /// (needs the web client built: `cd js && npm ci && npm run build`).
+        #[arg(long)]
+        web: bool,
+        /// The web client's directory (default: js/ of this repository).
+        #[arg(long, value_name = "DIR", requires = "web")]
+        web_root: Option<std::path::PathBuf>,
     },
     /// Serve the interop caps of INTEROP.md over WebSocket (and TCP with --tcp).
     InteropServer {
@@ -108,7 +116,13 @@ fn main() {
 
 async fn run(cmd: Command) -> i32 {
     match cmd {
-        Command::Demo { once, listen } => report(demo::run(&listen, once).await),
+        Command::Demo {
+            listen,
+            web: true,
+            web_root,
+            ..
+        } => report(demo::run_web(&listen, web_root.unwrap_or_else(web::default_root)).await),
+        Command::Demo { once, listen, .. } => report(demo::run(&listen, once).await),
         Command::InteropServer {
             listen,
             path,

@@ -76,11 +76,12 @@ export function webSocketTransport(ws: WebSocket): Transport {
   };
 }
 
-/** An in-process pair of transports, for tests and for peers in one page. */
+/** An in-process pair of transports, for tests and for peers in one page. Messages sent
+ * before `close` are delivered before the other end sees it close, as on a socket. */
 export function memoryPair(): [Transport, Transport] {
-  const ends: Array<{ events?: TransportEvents; queue: Uint8Array[]; done: boolean }> = [
-    { queue: [], done: false },
-    { queue: [], done: false },
+  const ends: Array<{ events?: TransportEvents; queue: Uint8Array[]; closing: boolean; done: boolean }> = [
+    { queue: [], closing: false, done: false },
+    { queue: [], closing: false, done: false },
   ];
   const make = (me: number): Transport => {
     const self = ends[me]!;
@@ -88,22 +89,25 @@ export function memoryPair(): [Transport, Transport] {
     return {
       start(e) {
         self.events = e;
-        for (const m of self.queue.splice(0)) queueMicrotask(() => e.message(m));
+        for (const m of self.queue.splice(0)) queueMicrotask(() => self.done || e.message(m));
       },
       send(data) {
-        if (self.done || other.done) return;
+        if (self.closing || other.closing) return;
         const copy = data.slice();
         if (other.events) queueMicrotask(() => other.done || other.events!.message(copy));
         else other.queue.push(copy);
       },
       close() {
-        for (const end of [self, other]) {
-          if (!end.done) {
-            end.done = true;
-            const e = end.events;
-            queueMicrotask(() => e?.closed("memory transport closed"));
+        for (const end of [self, other]) end.closing = true;
+        // After the deliveries already queued (microtasks run in order).
+        queueMicrotask(() => {
+          for (const end of [self, other]) {
+            if (!end.done) {
+              end.done = true;
+              end.events?.closed("memory transport closed");
+            }
           }
-        }
+        });
       },
     };
   };

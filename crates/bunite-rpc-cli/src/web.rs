@@ -141,6 +141,8 @@ fn parse_head(buf: &[u8]) -> Option<Result<Head>> {
     }))
 }
 
+// The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+#[allow(clippy::result_large_err)]
 async fn handle(mut stream: TcpStream, root: &Path, max_bytes: usize) -> Result<Option<Accepted>> {
     let mut buf = vec![0u8; MAX_HEAD];
     let head = loop {

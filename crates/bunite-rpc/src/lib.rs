@@ -149,6 +149,13 @@
 //! # }
 //! ```
 //!
+//! # Features
+//!
+//! - `stream`, `ws`, `sealed` (default): the transports beyond the in-memory pair (see
+//!   [`transport`]).
+//! - `typescript`: `typescript::Bindings`, TypeScript definitions of `#[cap]` traits (types
+//!   through ts-rs) for the web client in `js/`.
+//!
 //! # Layout
 //!
 //! - [`status`]: the wire error model ([`Status`], [`Code`], `details.reason` strings).

@@ -199,22 +199,22 @@ export interface InteropCounter {
 export const InteropCounter: CapDef<InteropCounter> = {
   name: "interop.counter",
   methods: {
-    get: { kind: "call", idempotent: true },
+    get: { kind: "call", args: "none", idempotent: true },
     increment: { kind: "call" },
     echo: { kind: "call" },
     fail: { kind: "call" },
-    boom: { kind: "call" },
+    boom: { kind: "call", args: "none" },
     slow: { kind: "call" },
     makeChild: { kind: "call", returns: "cap", cap: () => InteropChild },
     children: { kind: "call", returns: "array", cap: () => InteropChild },
     childMap: { kind: "call", returns: "record", cap: () => InteropChild },
-    closedCount: { kind: "call", idempotent: true },
-    liveChildren: { kind: "call", idempotent: true },
-    cancelledWatches: { kind: "call", idempotent: true },
+    closedCount: { kind: "call", args: "none", idempotent: true },
+    liveChildren: { kind: "call", args: "none", idempotent: true },
+    cancelledWatches: { kind: "call", args: "none", idempotent: true },
     ticks: { kind: "stream" },
     watch: { kind: "stream" },
     bytes: { kind: "call" },
-    askPeer: { kind: "call" },
+    askPeer: { kind: "call", args: "none" },
   },
 };
 
@@ -247,9 +247,9 @@ export const InteropChild: CapDef<InteropChild> = {
   name: "interop.child",
   disposal: "close",
   methods: {
-    name: { kind: "call", idempotent: true },
+    name: { kind: "call", args: "none", idempotent: true },
     ping: { kind: "call" },
-    close: { kind: "call" },
+    close: { kind: "call", args: "none" },
   },
 };
 
@@ -269,7 +269,7 @@ export const InteropVersioned: CapDef<InteropVersioned> = {
   name: "interop.versioned",
   version: "2",
   methods: {
-    v: { kind: "call" },
+    v: { kind: "call", args: "none" },
   },
 };
 
@@ -293,8 +293,8 @@ export interface InteropEphemeral {
 export const InteropEphemeral: CapDef<InteropEphemeral> = {
   name: "interop.ephemeral",
   methods: {
-    ping: { kind: "call" },
-    unserveMe: { kind: "call" },
+    ping: { kind: "call", args: "none" },
+    unserveMe: { kind: "call", args: "none" },
   },
 };
 
@@ -313,7 +313,7 @@ export interface InteropSecret {
 export const InteropSecret: CapDef<InteropSecret> = {
   name: "interop.secret",
   methods: {
-    ping: { kind: "call" },
+    ping: { kind: "call", args: "none" },
   },
 };
 
@@ -332,6 +332,6 @@ export interface InteropPeer {
 export const InteropPeer: CapDef<InteropPeer> = {
   name: "interop.peer",
   methods: {
-    ping: { kind: "call" },
+    ping: { kind: "call", args: "none" },
   },
 };

@@ -1,5 +1,5 @@
 //! What a `#[cap]` trait says about itself, for generators of bindings in other languages
-//! (the `typescript` feature's [`Bindings`](crate::typescript) is one).
+//! (`typescript::Bindings`, behind the `typescript` feature, is one).
 //!
 //! Every `#[cap]` trait's marker implements [`DescribeCap<D>`] for any describer `D` that can
 //! describe each of the trait's param, result and stream item types ([`DescribeType<T>`]).

@@ -100,6 +100,11 @@ for (const mode of ["plain", "sealed"] as const) {
       assert.equal((await c.increment({ delta: 1 })).count, 6);
       assert.equal((await c.increment()).count, 7);
       assert.equal((await c.get()).count, 7);
+      // A method without params takes the options as its one argument.
+      assert.equal((await c.get({ context: { who: "test" }, deadlineMs: 5000 })).count, 7);
+      const last = sent.filter((f) => f["op"] === "call" && f["method"] === "get").at(-1)!;
+      assert.equal(last["args"], undefined);
+      assert.deepEqual(last["meta"], { deadlineMs: 5000, context: { who: "test" } });
     });
 
     test("echo-codec", async () => {

@@ -105,7 +105,17 @@ pub trait DescribeCap<D: Describer>: Cap {
     fn describe(describer: &mut D);
 }
 
-/// The wire name of the cap `C` (how [`Yields`] names returned caps).
-pub fn cap_name<C: Cap>() -> String {
-    C::definition().name().to_owned()
+/// How a describer learns the wire name of a cap a method returns (how [`Yields`] names
+/// it). Every describer can, for every cap; it is a bound on the describer so that a trait
+/// naming something that is not a cap reports that once, where the trait uses it, and not
+/// again from its description.
+pub trait DescribeReturn<C: ?Sized>: Describer {
+    /// The wire name of `C`.
+    fn cap_name(&mut self) -> String;
+}
+
+impl<D: Describer + ?Sized, C: Cap> DescribeReturn<C> for D {
+    fn cap_name(&mut self) -> String {
+        C::definition().name().to_owned()
+    }
 }

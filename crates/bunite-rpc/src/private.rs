@@ -21,7 +21,7 @@ pub use std::time::Duration;
 pub use std::vec::Vec;
 
 pub use crate::describe::{
-    cap_name, CapInfo, DescribeCap, DescribeType, Describer, MethodInfo, Params, Yields,
+    CapInfo, DescribeCap, DescribeReturn, DescribeType, Describer, MethodInfo, Params, Yields,
 };
 pub use crate::typed::{Cap, CapClient, Emitter, Exported, Handle, MethodResult, Serve};
 pub use crate::{

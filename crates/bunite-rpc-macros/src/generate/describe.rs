@@ -76,47 +76,52 @@ fn method(
     bounds: &mut Vec<TokenStream>,
 ) -> TokenStream {
     let p = private(m);
-    let mut describe_ty = |ty: &Type| -> TokenStream {
+    // Each use adds the describer bound it needs.
+    let describe_ty = |ty: &Type, bounds: &mut Vec<TokenStream>| -> TokenStream {
         let bound = quote_spanned!(ty.span()=> #p::DescribeType<#ty>);
         bounds.push(bound.clone());
         quote!(<#t as #bound>::describe_type(#d))
     };
+    let cap_name = |c: &Type, bounds: &mut Vec<TokenStream>| -> TokenStream {
+        let bound = quote_spanned!(c.span()=> #p::DescribeReturn<#c>);
+        bounds.push(bound.clone());
+        quote!(<#t as #bound>::cap_name(#d))
+    };
     let params = match me.params() {
         None => quote!(#p::Params::None),
         Some((_, ty)) if types::named(ty, "Option").is_some() => {
-            let e = describe_ty(ty);
+            let e = describe_ty(ty, bounds);
             quote!(#p::Params::Optional(#e))
         }
         Some((_, ty)) => {
-            let e = describe_ty(ty);
+            let e = describe_ty(ty, bounds);
             quote!(#p::Params::Required(#e))
         }
     };
     let (yields, credit) = match &me.kind {
         Kind::Call { ok, ret } => {
-            let cap_name = |c: &Type| quote_spanned!(c.span()=> #p::cap_name::<#c>());
             let y = match ret {
                 Ret::Value => {
-                    let e = describe_ty(ok);
+                    let e = describe_ty(ok, bounds);
                     quote!(#p::Yields::Value(#e))
                 }
                 Ret::Cap(c) => {
-                    let n = cap_name(c);
+                    let n = cap_name(c, bounds);
                     quote!(#p::Yields::Cap(#n))
                 }
                 Ret::Array(c) => {
-                    let n = cap_name(c);
+                    let n = cap_name(c, bounds);
                     quote!(#p::Yields::CapArray(#n))
                 }
                 Ret::Record(c) => {
-                    let n = cap_name(c);
+                    let n = cap_name(c, bounds);
                     quote!(#p::Yields::CapRecord(#n))
                 }
             };
             (y, quote!(#p::None))
         }
         Kind::Stream { item, credit, .. } => {
-            let e = describe_ty(item);
+            let e = describe_ty(item, bounds);
             let credit = match credit {
                 Some(c) => quote!(#p::Some(#c)),
                 None => quote!(#p::None),

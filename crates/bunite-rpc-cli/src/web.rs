@@ -294,7 +294,7 @@ mod tests {
         let h = parse_head(b"GET /js/src/index.js HTTP/1.1\r\n\r\nrest")
             .unwrap()
             .unwrap();
-        assert_eq!((h.upgrade, h.len), (false, 37));
+        assert_eq!((h.upgrade, h.len), (false, 33));
     }
 
     #[test]

@@ -2,9 +2,15 @@
 
 use anyhow::{bail, Context, Result};
 use bunite_rpc::transport::byte_stream::ByteStream;
-use bunite_rpc::transport::sealed::{Key, Sealed};
+use bunite_rpc::transport::sealed::{Key, Sealed, OVERHEAD};
 use bunite_rpc::transport::{ws, MaxBytes, Transport};
 use bunite_rpc::{Connection, ConnectionBuilder, Limits};
+
+/// The transport bound of a connection with our default limits: room for the sealed pipe's
+/// overhead when there is a key.
+pub fn transport_max(key: &Option<Key>) -> usize {
+    Limits::default().max_bytes + if key.is_some() { OVERHEAD } else { 0 }
+}
 
 /// Connects `builder` to `url`.
 pub async fn connect(

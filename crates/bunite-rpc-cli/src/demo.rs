@@ -1,5 +1,8 @@
 //! `demo`: the first thing to run. Starts the interop server on 127.0.0.1, tours the protocol
 //! against it with one line per feature, then serves until Ctrl-C (`--once` exits).
+//!
+//! `demo --web` serves the same tour as a web page (`js/web/demo.html`, the web client in the
+//! browser) on the same port as `/rpc`, and prints its URL.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -28,6 +31,32 @@ pub async fn run(listen: &str, once: bool) -> Result<()> {
     println!("  bunite-rpc stream {url} interop.counter ticks '{{\"n\": 5}}'");
     println!("  bunite-rpc interop-client {url}");
     println!("Ctrl-C to stop.");
+    tokio::signal::ctrl_c().await?;
+    serving.abort();
+    Ok(())
+}
+
+/// Serves the demo page and the interop caps on one port until Ctrl-C.
+pub async fn run_web(listen: &str, root: std::path::PathBuf) -> Result<()> {
+    crate::web::check_root(&root)?;
+    let max = crate::connect::transport_max(&None);
+    let (addr, mut accepted) = crate::web::bind(listen, root, max).await?;
+    println!("web        http://{addr}/  (the demo page; its socket is ws://{addr}/rpc)");
+    println!("Open it in a browser and follow the tour. Ctrl-C to stop.");
+    std::io::stdout().flush()?;
+    let serving = tokio::spawn(async move {
+        while let Some(a) = accepted.recv().await {
+            let attestation = bunite_rpc::Attestation {
+                origin: a.origin.unwrap_or_default(),
+                ..bunite_rpc::Attestation::default()
+            };
+            crate::connect::finish(
+                a.transport,
+                None,
+                crate::interop_server::builder(attestation),
+            );
+        }
+    });
     tokio::signal::ctrl_c().await?;
     serving.abort();
     Ok(())

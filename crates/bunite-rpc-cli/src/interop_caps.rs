@@ -5,7 +5,10 @@
 //! The interop server implements these traits. The interop client deliberately uses the
 //! dynamic API instead, so the two sides exercise both APIs against each other. The unit test at the end checks every definition against the table.
 //!
-//! The crate derives serde through `bunite_rpc::serde`, hence `#[serde(crate = …)]`.
+//! The crate derives serde through `bunite_rpc::serde`, hence `#[serde(crate = …)]`. Every
+//! type also derives `ts_rs::TS`, so `bunite-rpc typegen` writes the caps as TypeScript
+//! (`js/src/interop.gen.ts`); optional fields carry `#[ts(optional)]` because they are left out
+//! (not `null`) on the wire.
 
 use std::time::Duration;
 
@@ -13,9 +16,10 @@ use bunite_rpc::serde::{Deserialize, Serialize};
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::wire::serde_bytes::ByteBuf;
 use bunite_rpc::{cap, CallContext, Exported, Status, Value};
+use ts_rs::TS;
 
 /// `{count}`: `get`, `increment` and every `watch` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct Count {
     /// The counter.
@@ -23,11 +27,12 @@ pub struct Count {
 }
 
 /// `increment {delta?}`; the call may also carry no args (`None`): the default delta is 1.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct Delta {
     /// How much to add (default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub delta: Option<i64>,
 }
 
@@ -39,27 +44,30 @@ impl Delta {
 }
 
 /// `fail {code, message?, reason?}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct FailParams {
     /// A status code string (`not_found`, …).
     pub code: String,
     /// The message (default `requested failure`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub message: Option<String>,
     /// `details.reason`, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub reason: Option<String>,
 }
 
 /// `slow {ms, ignoreAbort?}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct SlowParams {
     /// How long to wait, in milliseconds.
     pub ms: u64,
     /// Keep waiting after a cancel or the deadline.
     #[serde(rename = "ignoreAbort", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub ignore_abort: Option<bool>,
 }
 
@@ -71,7 +79,7 @@ impl SlowParams {
 }
 
 /// `makeChild {name}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct Named {
     /// The child's name.
@@ -79,7 +87,7 @@ pub struct Named {
 }
 
 /// `children {names}` and `childMap {names}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct Names {
     /// One child per name, in order.
@@ -87,7 +95,7 @@ pub struct Names {
 }
 
 /// `ticks {n}` and `bytes {n}`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct N {
     /// How many.
@@ -95,7 +103,7 @@ pub struct N {
 }
 
 /// A `ticks` value `{i}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct Tick {
     /// 0 … n-1.
@@ -103,11 +111,12 @@ pub struct Tick {
 }
 
 /// `watch {everyMs?}`; the call may also carry no args (`None`): every 5 ms.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct WatchParams {
     /// The period in milliseconds (default 5).
     #[serde(rename = "everyMs", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub every_ms: Option<u64>,
 }
 
@@ -119,12 +128,17 @@ impl WatchParams {
 }
 
 /// `ping {x}` of `interop.child`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, TS)]
 #[serde(crate = "bunite_rpc::serde")]
 pub struct X {
     /// The number to add one to.
     pub x: i64,
 }
+
+/// The binary of `bytes`: a `Uint8Array` in TypeScript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(crate = "bunite_rpc::serde")]
+pub struct Binary(#[ts(type = "Uint8Array")] pub ByteBuf);
 
 /// `interop.counter`: per connection, a count from 0, children, streams and errors.
 #[cap(name = "interop.counter")]
@@ -187,7 +201,7 @@ pub trait InteropCounter {
     ) -> Result<(), Status>;
 
     /// `bytes {n}` → binary of n bytes, byte k = k mod 256.
-    async fn bytes(&self, p: N) -> Result<ByteBuf, Status>;
+    async fn bytes(&self, p: N) -> Result<Binary, Status>;
 
     /// `askPeer` → bootstraps `interop.peer` from the calling peer (through
     /// `ctx.connection()`), calls its `ping` and returns the answer.

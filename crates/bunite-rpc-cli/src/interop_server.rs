@@ -85,7 +85,7 @@ pub async fn start(
 
 /// A connection serving every interop cap with fresh state. The caps are served by the
 /// builder, before the connection reads: a client may bootstrap as soon as it sees hello.
-fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
+pub(crate) fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
     let state = Arc::new(State::default());
     Connection::builder()
         .attestation(attestation)
@@ -219,12 +219,12 @@ impl InteropCounter for Counter {
         }
     }
 
-    async fn bytes(&self, p: N) -> Result<ByteBuf, Status> {
+    async fn bytes(&self, p: N) -> Result<Binary, Status> {
         let n = usize::try_from(p.n).ok().filter(|n| *n <= MAX_BYTES_REPLY);
         let n = n.ok_or_else(|| Status::invalid_argument("bytes: n must be 0..=64 MiB"))?;
-        Ok(ByteBuf::from(
+        Ok(Binary(ByteBuf::from(
             (0..n).map(|k| (k % 256) as u8).collect::<Vec<u8>>(),
-        ))
+        )))
     }
 
     async fn ask_peer(&self, ctx: CallContext) -> Result<String, Status> {

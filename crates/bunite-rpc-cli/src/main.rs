@@ -11,6 +11,8 @@ mod interop_client;
 mod interop_server;
 mod json;
 mod serve_stdio;
+mod typegen;
+mod web;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,13 @@ enum Command {
         /// WebSocket address to serve on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Serve the tour as a web page instead, on the same port as /rpc, and print its URL
+        /// (needs the web client built: `cd js && npm ci && npm run build`).
+        #[arg(long)]
+        web: bool,
+        /// The web client's directory (default: js/ of this repository).
+        #[arg(long, value_name = "DIR", requires = "web")]
+        web_root: Option<std::path::PathBuf>,
     },
     /// Serve the interop caps of INTEROP.md over WebSocket (and TCP with --tcp).
     InteropServer {
@@ -62,6 +71,16 @@ enum Command {
     Call(call::Args),
     /// Bootstrap CAP at URL and open the stream METHOD; print each value as a JSON line.
     Stream(call::Args),
+    /// Write the TypeScript definitions of the interop caps (the demo's caps too) for the
+    /// web client in js/: one .ts file, to FILE or stdout.
+    Typegen {
+        /// The file to write (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// The module the file imports the client's types from.
+        #[arg(long, default_value = bunite_rpc::typescript::DEFAULT_IMPORT)]
+        import: String,
+    },
     /// Show the protocol version and the library's defaults.
     Info,
     /// Serve `test.counter` on this process's stdin/stdout (length-prefixed frames) until
@@ -74,6 +93,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::ServeStdio) => report(serve_stdio::run()),
+        Some(Command::Typegen { out, import }) => report(typegen::run(out.as_deref(), &import)),
         Some(Command::Info) => {
             info();
             0
@@ -96,7 +116,13 @@ fn main() {
 
 async fn run(cmd: Command) -> i32 {
     match cmd {
-        Command::Demo { once, listen } => report(demo::run(&listen, once).await),
+        Command::Demo {
+            listen,
+            web: true,
+            web_root,
+            ..
+        } => report(demo::run_web(&listen, web_root.unwrap_or_else(web::default_root)).await),
+        Command::Demo { once, listen, .. } => report(demo::run(&listen, once).await),
         Command::InteropServer {
             listen,
             path,
@@ -109,7 +135,7 @@ async fn run(cmd: Command) -> i32 {
         },
         Command::Call(args) => call::call(args).await,
         Command::Stream(args) => call::stream(args).await,
-        Command::Info | Command::ServeStdio => 0,
+        Command::Info | Command::ServeStdio | Command::Typegen { .. } => 0,
     }
 }
 

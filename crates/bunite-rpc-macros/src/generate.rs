@@ -12,7 +12,9 @@
 //!   `client`, `into_client`, `with_options`, `with_deadline`, `with_context`, `release` and
 //!   (with a disposal method) `dispose`;
 //! - `CounterServer<T>`, the `CapImpl` that decodes params, calls the implementation and
-//!   encodes what it returns.
+//!   encodes what it returns;
+//! - `DescribeCap<D>` for the marker (`generate/describe.rs`): the cap told to any describer
+//!   of its types, for bindings in other languages (TypeScript).
 //!
 //! Every runtime name is spelled `<crate>::__private::…`; local variables use
 //! `Span::mixed_site()` so they can never capture or shadow the user's names.
@@ -26,6 +28,7 @@ use crate::model::{CapModel, Kind, Ret};
 use crate::types;
 
 mod client;
+mod describe;
 mod server;
 
 /// The whole expansion.
@@ -38,6 +41,7 @@ pub(crate) fn expand(m: &CapModel) -> TokenStream {
         client::client(m),
         client::client_methods(m),
         server::server(m),
+        describe::describe(m),
     ];
     quote!(#(#items)*)
 }
@@ -320,7 +324,7 @@ mod tests {
         .unwrap();
         let out = super::expand(&model);
         let file: syn::File = syn::parse2(out.clone()).unwrap();
-        assert_eq!(file.items.len(), 17, "{out}");
+        assert_eq!(file.items.len(), 18, "{out}");
         let text = out.to_string();
         // The trait's async fns are now `fn -> impl Future + Send`, default bodies async blocks.
         assert!(

@@ -14,7 +14,8 @@
 //! - `types`: syntactic helpers over `syn::Type` (`Result<T, E>`, `Exported<C>`,
 //!   `Emitter<T>`, `CallContext`, `impl Future<Output = R>`).
 //! - `generate`: one function per emitted item: the rewritten trait, the cap marker and its
-//!   impls; `generate/client.rs` the typed client, `generate/server.rs` the server dispatch.
+//!   impls; `generate/client.rs` the typed client, `generate/server.rs` the server dispatch,
+//!   `generate/describe.rs` the cap's self-description (`DescribeCap`).
 //!
 //! Generated code names the runtime only through `<crate>::__private` (default
 //! `::bunite_rpc::__private`), so it compiles under `#![no_implicit_prelude]` and whatever

@@ -20,6 +20,9 @@ pub use std::sync::{Arc, OnceLock};
 pub use std::time::Duration;
 pub use std::vec::Vec;
 
+pub use crate::describe::{
+    CapInfo, DescribeCap, DescribeReturn, DescribeType, Describer, MethodInfo, Params, Yields,
+};
 pub use crate::typed::{Cap, CapClient, Emitter, Exported, Handle, MethodResult, Serve};
 pub use crate::{
     BoxFuture, CallContext, CallOptions, CapDef, CapDefRef, CapImpl, Client, Connection, Error,

@@ -55,6 +55,8 @@ pub mod ids;
 pub mod limits;
 mod records;
 pub mod serde_impl;
+#[cfg(feature = "typescript")]
+mod typescript;
 pub mod value;
 
 pub use codec::{DecodeError, Decoder, Encoder, FrameDecodeError, TooLarge};

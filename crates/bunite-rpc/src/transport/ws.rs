@@ -63,7 +63,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use halves::{WsSink, WsSource};
-pub use listener::{Accepted, WsListener};
+pub use listener::{accept_upgrade, Accepted, WsListener};
 
 use super::{MaxBytes, Transport, TransportError};
 use metered::Metered;

@@ -133,7 +133,7 @@ async fn accept_loop(
         let (path, tx, config) = (Arc::clone(&path), tx.clone(), config.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let shake = handshake(stream, &path, &config, slot);
+            let shake = handshake(stream, &path, &config, Some(slot));
             match tokio::time::timeout(config.handshake_timeout, shake).await {
                 // The handshake permit is held until the socket is handed over, so sockets
                 // waiting for `accept` count toward the bound too.
@@ -159,7 +159,7 @@ async fn handshake(
     stream: TcpStream,
     path: &str,
     cfg: &ListenerConfig,
-    slot: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Result<(WsTransport, Option<String>), WsError> {
     let mut origin = None;
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -179,6 +179,21 @@ async fn handshake(
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(cfg.max_bytes)))
             .await?;
-    let transport = WsTransport::from_stream(ws, cfg.max_bytes, Some(slot));
+    let transport = WsTransport::from_stream(ws, cfg.max_bytes, slot);
     Ok((transport, origin))
+}
+
+/// Completes the WebSocket upgrade of `path` on a socket accepted elsewhere (a server that
+/// also answers plain HTTP on the same port peeks at the request, then hands an upgrade of
+/// its bunite path here). Returns the transport, its inbound messages bounded by
+/// `config.max_bytes` and drawn from `config.receive_budget`, and the request's `Origin`.
+/// Bounding how many such sockets exist is the caller's job.
+pub async fn accept_upgrade(
+    stream: TcpStream,
+    path: &str,
+    config: &ListenerConfig,
+) -> Result<(WsTransport, Option<String>), crate::transport::TransportError> {
+    handshake(stream, path, config, None)
+        .await
+        .map_err(super::handshake_error)
 }

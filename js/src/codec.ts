@@ -1,0 +1,110 @@
+// The record codec (PROTOCOL §3) through msgpackr, configured as the bunite-core 0.10 peer
+// configures it: records, sequential (record definitions inline, remembered for the
+// connection), moreTypes (typed arrays as ext 0x74), and the CapRef extension 0x50.
+// msgpackr then writes undefined as `d4 00 00` and, because 0x40..0x7f are record ids,
+// integers 64..127 as `cc xx`, never as fixints. The vectors test pins all of it.
+//
+// One `FrameEncoder` and one `FrameDecoder` per connection and direction: both keep a
+// record table for the connection's lifetime.
+
+import { Packr, Unpackr, addExtension } from "msgpackr";
+
+/** A capability reference on the wire (ext 0x50, the cap-id as an LEB128 varint). */
+export class CapRef {
+  constructor(readonly id: number) {}
+}
+
+/** The largest cap-id: ids are below 2^32. */
+const MAX_CAP_ID = 0xffff_ffff;
+
+/** The cap-id as an unsigned LEB128 varint (at most 5 bytes). */
+export function encodeVarint(id: number): Uint8Array {
+  if (!Number.isInteger(id) || id < 0 || id > MAX_CAP_ID) {
+    throw new RangeError(`cap-id ${id} is not in 0..2^32-1`);
+  }
+  const out: number[] = [];
+  let rest = id;
+  do {
+    const low = rest % 128;
+    rest = Math.floor(rest / 128);
+    out.push(rest > 0 ? low | 0x80 : low);
+  } while (rest > 0);
+  return Uint8Array.from(out);
+}
+
+/** Reads a CapRef's varint; throws on more than 5 bytes, a value ≥ 2^32, or a cut-off. */
+export function decodeVarint(data: Uint8Array): number {
+  if (data.length === 0 || data.length > 5) {
+    throw new RangeError(`CapRef varint of ${data.length} bytes`);
+  }
+  let id = 0;
+  let scale = 1;
+  for (let i = 0; i < data.length; i++) {
+    const b = data[i]!;
+    id += (b & 0x7f) * scale;
+    scale *= 128;
+    const last = (b & 0x80) === 0;
+    if (last !== (i === data.length - 1)) {
+      throw new RangeError("CapRef varint does not end at its last byte");
+    }
+  }
+  if (id > MAX_CAP_ID) throw new RangeError(`CapRef id ${id} is not below 2^32`);
+  return id;
+}
+
+// msgpackr's extension table is global to the module: every Packr and Unpackr of the page
+// sees CapRef as 0x50.
+addExtension({
+  Class: CapRef,
+  type: 0x50,
+  pack: (ref: CapRef) => encodeVarint(ref.id),
+  unpack: (data: Uint8Array) => new CapRef(decodeVarint(data)),
+});
+
+/** The options of both sides, exactly PROTOCOL §3's. */
+const OPTIONS = { useRecords: true, sequential: true, moreTypes: true } as const;
+
+/** The default depth limit of decoded values (PROTOCOL §4). */
+export const MAX_DEPTH = 256;
+
+/** Encodes values in order on one connection direction. */
+export class FrameEncoder {
+  private readonly packr = new Packr({ ...OPTIONS });
+
+  /** The bytes of `value`, a copy the caller owns. */
+  encode(value: unknown): Uint8Array {
+    // msgpackr hands back a view of its own buffer, which later calls may reuse.
+    return Uint8Array.prototype.slice.call(this.packr.pack(value));
+  }
+}
+
+/** Decodes messages in order on one connection direction. */
+export class FrameDecoder {
+  private readonly unpackr = new Unpackr({ ...OPTIONS });
+
+  constructor(private readonly maxDepth = MAX_DEPTH) {}
+
+  /**
+   * The one value of `bytes`. Throws on malformed msgpack, trailing bytes, a record
+   * reference to an undefined slot, a bad CapRef, or nesting deeper than the limit.
+   */
+  decode(bytes: Uint8Array): unknown {
+    const value: unknown = this.unpackr.unpack(bytes);
+    checkDepth(value, this.maxDepth);
+    return value;
+  }
+}
+
+/** Throws if `value` nests deeper than `limit` arrays/objects. Iterative: no recursion. */
+export function checkDepth(value: unknown, limit: number): void {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object" || ArrayBuffer.isView(v) || v instanceof CapRef) {
+      continue;
+    }
+    if (depth >= limit) throw new RangeError(`value nested deeper than ${limit}`);
+    const children = Array.isArray(v) ? v : v instanceof Map ? [...v.keys(), ...v.values()] : Object.values(v);
+    for (const c of children) stack.push([c, depth + 1]);
+  }
+}

@@ -1,0 +1,520 @@
+// One bunite connection: hello, the outbound calls and streams of this peer (as a client),
+// the caps it serves (`serving.ts`), revocation, goaway, protocol errors and shutdown
+// (PROTOCOL §6–12). Every frame goes through `send`, every inbound message through
+// `receive`; nothing a peer sends can throw out of `receive`.
+
+import { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH } from "./codec.js";
+import * as F from "./frames.js";
+import { type Frame, FrameError, validate } from "./frames.js";
+import { ClientStream } from "./stream.js";
+import { Serving, type Impl, type Policy, type ServeHandle } from "./serving.js";
+import { sizeBound } from "./size.js";
+import { RpcError, rpcError, statusFrom, type Status } from "./status.js";
+import type { Transport } from "./transport.js";
+import { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, type MethodDef, type StreamOptions, type ValueStream } from "./types.js";
+
+/** Per-connection limits (PROTOCOL §5). */
+export interface Limits {
+  /** Our maxBytes: inbound messages above it are refused (goaway). Default 64 MiB. */
+  maxBytes: number;
+  /** Pending outbound calls and streams; beyond it a call fails locally. Default 1024. */
+  maxInFlightCalls: number;
+  /** Entries of our cap table, ids 0 and 1 included. Default 1024. */
+  maxCaps: number;
+  /** Nesting depth of decoded values. Default 256. */
+  maxDepth: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxBytes: 64 * 1024 * 1024,
+  maxInFlightCalls: 1024,
+  maxCaps: 1024,
+  maxDepth: MAX_DEPTH,
+};
+
+/** How this peer presents itself and what it serves from the start. */
+export interface ConnectionOptions {
+  /** `hello.origin` (a claim; the host's attestation decides). Default the page's origin. */
+  origin?: string;
+  /** `hello.mode`. Default `"web"`. */
+  mode?: "web" | "native";
+  limits?: Partial<Limits>;
+  /** Decides the peer's bootstraps of our caps (PROTOCOL §8). */
+  policy?: Policy;
+  /** Caps served before any frame is read. */
+  serve?: Array<{ def: CapDef; impl: Impl }>;
+}
+
+/** The client deadline grace (PROTOCOL §5). */
+const DEADLINE_GRACE_MS = 500;
+/** Revoked ids remembered (PROTOCOL §13.7). */
+const MAX_REVOKED = 4096;
+
+interface Pending {
+  capId: number;
+  parentCallId: number | undefined;
+  resolve(v: unknown): void;
+  reject(e: RpcError): void;
+  decode(v: unknown): unknown;
+  cleanup(): void;
+}
+
+interface PeerHello {
+  mode: string;
+  features: string[];
+  maxBytes: number;
+  origin: string;
+}
+
+/** Which connection made each client (for `release(client)` and friends). */
+export const clientConnections = new WeakMap<ClientMeta, Connection>();
+
+const finalizers = new FinalizationRegistry<{ conn: Connection; meta: OwnedMeta }>(({ conn, meta }) => {
+  conn.releaseMeta(meta);
+});
+
+interface OwnedMeta extends ClientMeta {
+  owned: boolean;
+  released: boolean;
+  disposed: boolean;
+}
+
+export class Connection {
+  readonly limits: Limits;
+  /** The peer's hello, once received. */
+  peer: PeerHello | undefined;
+  private readonly encoder = new FrameEncoder();
+  private readonly decoder: FrameDecoder;
+  private readonly pending = new Map<number, Pending>();
+  private readonly streams = new Map<number, ClientStream<unknown>>();
+  private readonly revoked = new Set<number>();
+  private readonly revokedOrder: number[] = [];
+  private readonly serving: Serving;
+  private readonly helloWaiters: Array<{ resolve(): void; reject(e: RpcError): void }> = [];
+  private readonly closeHandlers: Array<(reason: string) => void> = [];
+  private nextId = 1;
+  private closedReason: string | undefined;
+  private goawayStatus: Status | undefined;
+  /** Resolves with the reason once the connection has shut down. */
+  readonly closed: Promise<string>;
+  private resolveClosed!: (reason: string) => void;
+
+  constructor(
+    private readonly transport: Transport,
+    options: ConnectionOptions = {},
+  ) {
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.decoder = new FrameDecoder(this.limits.maxDepth);
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+    this.serving = new Serving(this, options.policy);
+    for (const { def, impl } of options.serve ?? []) this.serving.serve(def, impl);
+    const origin = options.origin ?? (globalThis as { location?: { origin?: string } }).location?.origin ?? "";
+    transport.start({
+      message: (data) => this.receive(data),
+      protocolError: (message) => this.protocolError(message),
+      closed: (reason) => this.shutdown(`transport closed: ${reason}`),
+    });
+    this.send(F.hello(options.mode ?? "web", this.limits.maxBytes, origin));
+  }
+
+  /** Whether the connection has shut down. */
+  get isClosed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
+  /** Runs `f` once when the connection shuts down (at once if it has). */
+  onClose(f: (reason: string) => void): void {
+    if (this.closedReason !== undefined) f(this.closedReason);
+    else this.closeHandlers.push(f);
+  }
+
+  /** Closes the connection: pending calls fail `unavailable`, the transport closes. */
+  close(reason = "closed locally"): void {
+    this.shutdown(reason);
+  }
+
+  /** Serves `impl` as the cap `def` (PROTOCOL §8); the handle unserves it. */
+  serve(def: CapDef, impl: Impl): ServeHandle {
+    return this.serving.serve(def, impl);
+  }
+
+  /** Counts of the tables, for leak checks: all zero once everything is released. */
+  stats(): { pendingCalls: number; clientStreams: number; servedCaps: number; activeHandlers: number } {
+    return { pendingCalls: this.pending.size, clientStreams: this.streams.size, ...this.serving.stats() };
+  }
+
+  /** Bootstraps the peer's cap `def` by name (and version, if it has one). */
+  async bootstrap<M>(def: CapDef<M>, options: CallOptions = {}): Promise<Client<M>> {
+    await this.peerHello();
+    const args = def.version !== undefined ? { name: def.name, version: def.version } : { name: def.name };
+    const ref = await this.call(0, "bootstrap", args, options, (v) => {
+      if (!(v instanceof CapRef)) throw rpcError("invalid_argument", "bootstrap result is not a cap");
+      return v;
+    });
+    return this.client(def, (ref as CapRef).id, true);
+  }
+
+  /**
+   * A client of the peer's cap `capId` that owns no reference (releasing it sends nothing):
+   * for the runtime (id 1) and for tools.
+   */
+  clientFor<M>(capId: number, def: CapDef<M>): Client<M> {
+    return this.client(def, capId, false);
+  }
+
+  /** Calls `method` on the peer's cap `capId`; `decode` turns the result value into the reply. */
+  call(capId: number, method: string, args: unknown, options: CallOptions = {}, decode: (v: unknown) => unknown = (v) => v): Promise<unknown> {
+    const refused = this.refuse(capId);
+    if (refused) return Promise.reject(refused);
+    if (options.signal?.aborted) return Promise.reject(rpcError("cancelled", "cancelled before it was sent"));
+    const id = this.nextId++;
+    const frame = F.call(id, capId, method, args, meta(options));
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const abort = () => this.cancelCall(id, "client_cancel", rpcError("cancelled", "cancelled by the client"));
+      const entry: Pending = {
+        capId,
+        parentCallId: options.parentCallId,
+        resolve,
+        reject,
+        decode,
+        cleanup: () => {
+          if (timer !== undefined) clearTimeout(timer);
+          options.signal?.removeEventListener("abort", abort);
+        },
+      };
+      if (!this.sendBounded(frame, args)) {
+        return reject(rpcError("resource_exhausted", `call exceeds the peer's maxBytes ${this.peerMaxBytes()}`, "max_frame_bytes"));
+      }
+      this.pending.set(id, entry);
+      options.signal?.addEventListener("abort", abort, { once: true });
+      const d = options.deadlineMs;
+      if (d !== undefined && d > 0) {
+        timer = setTimeout(
+          () => this.cancelCall(id, "deadline_exceeded", rpcError("deadline_exceeded", `deadline of ${d} ms exceeded`)),
+          d + DEADLINE_GRACE_MS,
+        );
+      }
+    });
+  }
+
+  /** Opens the server stream `method` on the peer's cap `capId`. */
+  stream<T>(capId: number, method: string, args: unknown, options: StreamOptions = {}): ValueStream<T> {
+    const refused = this.refuse(capId) ?? (options.signal?.aborted ? rpcError("cancelled", "cancelled before it was sent") : undefined);
+    const id = refused ? 0 : this.nextId++;
+    const s = new ClientStream<T>(id, capId, {
+      credit: (n) => this.send(F.credit(id, n)),
+      cancel: () => {
+        if (this.streams.delete(id)) this.send(F.cancel(id, "client_cancel"));
+      },
+      done: () => this.streams.delete(id),
+    });
+    if (refused) {
+      s.fail(refused);
+      return s;
+    }
+    if (!this.sendBounded(F.call(id, capId, method, args, meta(options)), args)) {
+      s.fail(rpcError("resource_exhausted", `stream call exceeds the peer's maxBytes ${this.peerMaxBytes()}`, "max_frame_bytes"));
+      return s;
+    }
+    this.streams.set(id, s as ClientStream<unknown>);
+    options.signal?.addEventListener("abort", () => s.cancel(rpcError("cancelled", "cancelled by the client")), { once: true });
+    return s;
+  }
+
+  // ---- client proxies ----
+
+  /** A typed proxy of the peer's cap `capId`; `owned` proxies release one reference. */
+  client<M>(def: CapDef<M>, capId: number, owned: boolean): Client<M> {
+    const meta: OwnedMeta = { capId, def: def as CapDef, owned, released: false, disposed: false };
+    const proxy: Record<string | symbol, unknown> = {};
+    for (const [name, m] of Object.entries(def.methods as Record<string, MethodDef>)) {
+      const split = (a: unknown, b: unknown): [unknown, CallOptions] =>
+        m.args === "none" ? [undefined, (a ?? {}) as CallOptions] : [a, (b ?? {}) as CallOptions];
+      proxy[name] =
+        m.kind === "stream"
+          ? (a?: unknown, b?: unknown) => this.stream(capId, name, ...split(a, b))
+          : (a?: unknown, b?: unknown) => this.call(capId, name, ...split(a, b), this.returnDecoder(m));
+    }
+    Object.defineProperty(proxy, CLIENT, { value: meta });
+    clientConnections.set(meta, this);
+    Object.defineProperty(proxy, Symbol.asyncDispose, { value: () => this.dispose(meta) });
+    if (owned && capId > 1) finalizers.register(proxy, { conn: this, meta }, meta);
+    return proxy as Client<M>;
+  }
+
+  /** Releases the reference of `meta` once (PROTOCOL §7). */
+  releaseMeta(meta: ClientMeta): void {
+    const m = meta as OwnedMeta;
+    if (!m.owned || m.released) return;
+    m.released = true;
+    finalizers.unregister(m);
+    if (m.capId > 1 && !this.isClosed) this.send(F.drop([{ id: m.capId, delta: 1 }]));
+  }
+
+  /** Calls the disposal method once (errors ignored), then releases (PROTOCOL §7, §13.8). */
+  async dispose(meta: ClientMeta): Promise<void> {
+    const m = meta as OwnedMeta;
+    const disposal = m.def.disposal;
+    if (disposal !== undefined && !m.disposed && !m.released) {
+      m.disposed = true;
+      try {
+        await this.call(m.capId, disposal, undefined);
+      } catch {
+        // Disposal errors are ignored.
+      }
+    }
+    this.releaseMeta(m);
+  }
+
+  private returnDecoder(m: MethodDef): (v: unknown) => unknown {
+    if (m.kind !== "call" || m.returns === undefined) return (v) => v;
+    const shape = m.returns;
+    const def = () => m.cap?.() ?? { name: "?", methods: {} };
+    return (v) => {
+      const refs: CapRef[] = [];
+      const take = (x: unknown) => (x instanceof CapRef ? (refs.push(x), true) : false);
+      let ok: boolean;
+      if (shape === "cap") ok = take(v);
+      else if (shape === "array") ok = Array.isArray(v) && v.map(take).every(Boolean);
+      else ok = isPlainRecord(v) && Object.values(v).map(take).every(Boolean);
+      if (!ok) {
+        // Release what did arrive, so the peer's table does not keep them (§13.4).
+        const ids = refs.map((r) => ({ id: r.id, delta: 1 })).filter((e) => e.id > 1);
+        if (ids.length > 0) this.send(F.drop(ids));
+        throw rpcError("invalid_argument", `expected ${shape === "cap" ? "a cap" : `a ${shape} of caps`} in the result`);
+      }
+      const d = def();
+      if (shape === "cap") return this.client(d, (v as CapRef).id, true);
+      if (shape === "array") return (v as CapRef[]).map((r) => this.client(d, r.id, true));
+      return Object.fromEntries(Object.entries(v as Record<string, CapRef>).map(([k, r]) => [k, this.client(d, r.id, true)]));
+    };
+  }
+
+  // ---- sending ----
+
+  /** The peer's maxBytes (ours until its hello arrives). */
+  peerMaxBytes(): number {
+    return this.peer?.maxBytes ?? this.limits.maxBytes;
+  }
+
+  /** Sends a frame (nothing after shutdown). */
+  send(frame: Frame): void {
+    if (this.closedReason !== undefined && frame.op !== "goaway") return;
+    this.transport.send(this.encoder.encode(frame));
+  }
+
+  /**
+   * Sends `frame`, whose large part is `payload`, if it fits the peer's maxBytes; false (and
+   * nothing sent, the encoder untouched) if it does not (PROTOCOL §13.6).
+   */
+  sendBounded(frame: Frame, payload: unknown): boolean {
+    const max = this.peerMaxBytes();
+    if (sizeBound(payload, max) + 256 > max) {
+      const measured = new FrameEncoder().encode(frame).length;
+      if (measured > max) return false;
+    }
+    this.send(frame);
+    return true;
+  }
+
+  // ---- receiving ----
+
+  private receive(data: Uint8Array): void {
+    if (this.closedReason !== undefined) return;
+    if (data.length > this.limits.maxBytes) {
+      const message = `message of ${data.length} bytes exceeds maxBytes ${this.limits.maxBytes}`;
+      this.send(F.goaway("resource_exhausted", { code: "resource_exhausted", message, details: { reason: "max_frame_bytes" } }));
+      return this.shutdown(message);
+    }
+    let frame: Frame;
+    try {
+      frame = validate(this.decoder.decode(data));
+    } catch (e) {
+      return this.protocolError(e instanceof FrameError ? e.message : `undecodable message: ${(e as Error)?.message ?? e}`);
+    }
+    try {
+      this.dispatch(frame);
+    } catch (e) {
+      this.protocolError(`bad ${frame.op} frame: ${(e as Error)?.message ?? e}`);
+    }
+  }
+
+  private dispatch(f: Frame): void {
+    switch (f.op) {
+      case "hello":
+        this.peer = { mode: f.mode, features: f.features, maxBytes: f.maxBytes, origin: f.origin };
+        for (const w of this.helloWaiters.splice(0)) w.resolve();
+        return;
+      case "goaway": {
+        this.goawayStatus = f.error !== undefined ? statusFrom(f.error) : undefined;
+        return this.shutdown(f.reason ?? "goaway");
+      }
+      case "result":
+        return this.onResult(f.id, f.ok, f.ok ? f.value : f.error);
+      case "stream":
+        if (f.ev === "credit") return this.serving.onCredit(f.id, f.credit);
+        return this.onStreamFrame(f);
+      case "cap_revoked":
+        return this.onRevoked(f.capIds);
+      case "call":
+        return this.serving.onCall(f);
+      case "cancel":
+        this.serving.onCancel(f.id, f.reason ?? undefined);
+        return;
+      case "drop":
+        return this.serving.onDrop(f.caps);
+    }
+  }
+
+  private onResult(id: number, ok: boolean, value: unknown): void {
+    const p = this.pending.get(id);
+    if (p !== undefined) {
+      this.pending.delete(id);
+      p.cleanup();
+      if (!ok) return p.reject(new RpcError(statusFrom(value)));
+      try {
+        p.resolve(p.decode(value));
+      } catch (e) {
+        p.reject(e instanceof RpcError ? e : rpcError("internal", String(e)));
+      }
+      return;
+    }
+    const s = this.streams.get(id);
+    if (s !== undefined) {
+      this.streams.delete(id);
+      s.fail(ok ? rpcError("invalid_argument", "stream method returned result frame") : new RpcError(statusFrom(value)));
+    }
+    // A result for an unknown id is ignored.
+  }
+
+  private onStreamFrame(f: Extract<Frame, { op: "stream" }>): void {
+    const s = this.streams.get(f.id);
+    if (s === undefined) return;
+    if (f.ev === "next") {
+      if (!s.push(f.value)) {
+        this.streams.delete(f.id);
+        this.send(F.cancel(f.id, "client_cancel"));
+      }
+    } else if (f.ev === "end") {
+      this.streams.delete(f.id);
+      s.end();
+    } else if (f.ev === "error") {
+      this.streams.delete(f.id);
+      s.fail(new RpcError(statusFrom(f.error)));
+    }
+  }
+
+  private onRevoked(ids: number[]): void {
+    for (const id of ids) {
+      if (!this.revoked.has(id)) {
+        this.revoked.add(id);
+        this.revokedOrder.push(id);
+        if (this.revokedOrder.length > MAX_REVOKED) this.revoked.delete(this.revokedOrder.shift()!);
+      }
+    }
+    const set = new Set(ids);
+    for (const [id, p] of [...this.pending]) {
+      if (set.has(p.capId)) {
+        this.pending.delete(id);
+        p.cleanup();
+        p.reject(revokedError());
+      }
+    }
+    for (const [id, s] of [...this.streams]) {
+      if (set.has(s.capId)) {
+        this.streams.delete(id);
+        s.fail(revokedError());
+      }
+    }
+  }
+
+  /** Fails call `id` locally with `error` and tells the peer (`cancel {reason}`). */
+  private cancelCall(id: number, reason: string, error: RpcError): void {
+    const p = this.pending.get(id);
+    if (p === undefined) return;
+    this.pending.delete(id);
+    p.cleanup();
+    this.send(F.cancel(id, reason));
+    p.reject(error);
+  }
+
+  /** Cancels our calls made from inside the handler of the peer's call `parent` (§11). */
+  cancelChildren(parent: number, reason: string | undefined): void {
+    for (const [id, p] of [...this.pending]) {
+      if (p.parentCallId === parent) this.cancelCall(id, reason ?? "cancelled", rpcError("cancelled", reason ?? "cancelled"));
+    }
+  }
+
+  /** Why a call on `capId` must fail locally, if it must. */
+  private refuse(capId: number): RpcError | undefined {
+    if (this.closedReason !== undefined) return rpcError("unavailable", "connection closed");
+    if (this.revoked.has(capId)) return revokedError();
+    const n = this.pending.size + this.streams.size;
+    if (n >= this.limits.maxInFlightCalls) {
+      return rpcError("resource_exhausted", `in-flight calls limit ${this.limits.maxInFlightCalls}`, "max_concurrent_calls");
+    }
+    return undefined;
+  }
+
+  private peerHello(): Promise<void> {
+    if (this.peer !== undefined) return Promise.resolve();
+    if (this.closedReason !== undefined) return Promise.reject(this.closeError());
+    return new Promise((resolve, reject) => this.helloWaiters.push({ resolve, reject }));
+  }
+
+  private closeError(): RpcError {
+    if (this.goawayStatus !== undefined) return new RpcError(this.goawayStatus);
+    return rpcError("unavailable", this.closedReason ?? "connection closed");
+  }
+
+  // ---- errors and shutdown ----
+
+  /** A protocol error: goaway `invalid_argument`, then shutdown (PROTOCOL §11). */
+  private protocolError(message: string): void {
+    if (this.closedReason !== undefined) return;
+    this.send(F.goaway("invalid_argument", { code: "invalid_argument", message }));
+    this.shutdown(`protocol error: ${message}`);
+  }
+
+  /** Shuts down once: fails everything pending, stops what we serve, closes the transport. */
+  private shutdown(reason: string): void {
+    if (this.closedReason !== undefined) return;
+    this.closedReason = reason;
+    const err = rpcError("unavailable", reason);
+    for (const w of this.helloWaiters.splice(0)) w.reject(this.closeError());
+    for (const p of this.pending.values()) {
+      p.cleanup();
+      p.reject(err);
+    }
+    this.pending.clear();
+    for (const s of this.streams.values()) s.fail(err);
+    this.streams.clear();
+    this.serving.shutdown();
+    for (const f of this.closeHandlers.splice(0)) {
+      try {
+        f(reason);
+      } catch {
+        // A failing close handler never affects the connection.
+      }
+    }
+    this.transport.close();
+    this.resolveClosed(reason);
+  }
+}
+
+function revokedError(): RpcError {
+  return rpcError("failed_precondition", "cap revoked", "revoked");
+}
+
+function meta(o: CallOptions | StreamOptions): F.CallMeta | undefined {
+  const m: F.CallMeta = {};
+  if (o.parentCallId !== undefined) m.parentCallId = o.parentCallId;
+  if ("deadlineMs" in o && o.deadlineMs !== undefined && o.deadlineMs > 0) m.deadlineMs = o.deadlineMs;
+  if (o.context !== undefined) m.context = o.context;
+  return Object.keys(m).length > 0 ? m : undefined;
+}
+
+function isPlainRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Map) && !ArrayBuffer.isView(v) && !(v instanceof CapRef);
+}

@@ -1,0 +1,141 @@
+// Frames (PROTOCOL §4): their types, builders that emit the reference's key orders (an
+// object literal's order is its wire order), and the validation of inbound frames.
+
+import { CapRef } from "./codec.js";
+import { type Status } from "./status.js";
+
+export const PROTOCOL_VERSION = 1;
+
+export interface CallMeta {
+  parentCallId?: number;
+  deadlineMs?: number;
+  context?: Record<string, string>;
+}
+
+export type Frame =
+  | { op: "hello"; v: number; mode: string; features: string[]; maxBytes: number; origin: string }
+  | { op: "goaway"; reason?: string; error?: Status }
+  | { op: "call"; id: number; target: { kind: "cap"; id: number }; method: string; args: unknown; meta: CallMeta | undefined }
+  | { op: "result"; id: number; ok: true; value: unknown }
+  | { op: "result"; id: number; ok: false; error: unknown }
+  | { op: "cancel"; id: number; reason: string | undefined }
+  | { op: "stream"; id: number; ev: "next"; value: unknown }
+  | { op: "stream"; id: number; ev: "credit"; credit: { messages: number } }
+  | { op: "stream"; id: number; ev: "end" }
+  | { op: "stream"; id: number; ev: "error"; error: unknown }
+  | { op: "drop"; caps: Array<{ id: number; delta: number }> }
+  | { op: "cap_revoked"; capIds: number[] };
+
+export const hello = (mode: string, maxBytes: number, origin: string): Frame => ({
+  op: "hello",
+  v: PROTOCOL_VERSION,
+  mode,
+  features: [],
+  maxBytes,
+  origin,
+});
+
+export const call = (id: number, cap: number, method: string, args: unknown, meta: CallMeta | undefined): Frame => ({
+  op: "call",
+  id,
+  target: { kind: "cap", id: cap },
+  method,
+  args,
+  meta,
+});
+
+export const ok = (id: number, value: unknown): Frame => ({ op: "result", id, ok: true, value });
+export const fail = (id: number, error: Status): Frame => ({ op: "result", id, ok: false, error: status(error) });
+export const cancel = (id: number, reason: string | undefined): Frame => ({ op: "cancel", id, reason });
+export const next = (id: number, value: unknown): Frame => ({ op: "stream", id, ev: "next", value });
+export const credit = (id: number, messages: number): Frame => ({ op: "stream", id, ev: "credit", credit: { messages } });
+export const end = (id: number): Frame => ({ op: "stream", id, ev: "end" });
+export const streamError = (id: number, error: Status): Frame => ({ op: "stream", id, ev: "error", error: status(error) });
+export const drop = (caps: Array<{ id: number; delta: number }>): Frame => ({ op: "drop", caps });
+export const capRevoked = (capIds: number[]): Frame => ({ op: "cap_revoked", capIds });
+
+export function goaway(reason: string | undefined, error: Status | undefined): Frame {
+  const f: { op: "goaway"; reason?: string; error?: Status } = { op: "goaway" };
+  if (reason !== undefined) f.reason = reason;
+  if (error !== undefined) f.error = status(error);
+  return f;
+}
+
+/** A Status in the wire's key order, absent keys left out. */
+function status(s: Status): Status {
+  const out: Status = { code: s.code };
+  if (s.message !== undefined) out.message = s.message;
+  if (s.details !== undefined) out.details = s.details;
+  if (s.retry !== undefined) out.retry = s.retry;
+  return out;
+}
+
+/** Why an inbound frame is not a frame: a protocol error (PROTOCOL §11). */
+export class FrameError extends Error {}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Map) && !ArrayBuffer.isView(v) && !(v instanceof CapRef);
+
+const isId = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= Number.MAX_SAFE_INTEGER;
+const isCapId = (v: unknown): v is number => isId(v) && v <= 0xffff_ffff;
+
+/** Checks a decoded value is a frame; returns it typed, or throws a FrameError. */
+export function validate(v: unknown): Frame {
+  if (!isRecord(v)) throw new FrameError("a frame is a record");
+  const need = (ok: boolean, what: string): void => {
+    if (!ok) throw new FrameError(`${String(v["op"])} frame: ${what}`);
+  };
+  switch (v["op"]) {
+    case "hello":
+      need(v["v"] === PROTOCOL_VERSION, `unsupported protocol version ${String(v["v"])}`);
+      need(typeof v["mode"] === "string", "mode is not a string");
+      need(Array.isArray(v["features"]) && (v["features"] as unknown[]).every((f) => typeof f === "string"), "features");
+      need(typeof v["maxBytes"] === "number" && (v["maxBytes"] as number) > 0, "maxBytes");
+      need(typeof v["origin"] === "string", "origin");
+      break;
+    case "goaway":
+      need(v["reason"] === undefined || typeof v["reason"] === "string", "reason");
+      break;
+    case "call": {
+      const t = v["target"];
+      need(isId(v["id"]), "id");
+      need(isRecord(t) && t["kind"] === "cap" && isCapId(t["id"]), "target");
+      need(typeof v["method"] === "string", "method");
+      const m = v["meta"];
+      need(m === undefined || m === null || isRecord(m), "meta");
+      if (isRecord(m)) {
+        need(m["parentCallId"] === undefined || isId(m["parentCallId"]), "meta.parentCallId");
+        need(m["deadlineMs"] === undefined || typeof m["deadlineMs"] === "number", "meta.deadlineMs");
+        const ctx = m["context"];
+        need(ctx === undefined || (isRecord(ctx) && Object.values(ctx).every((x) => typeof x === "string")), "meta.context");
+      }
+      break;
+    }
+    case "result":
+      need(isId(v["id"]), "id");
+      need(typeof v["ok"] === "boolean", "ok");
+      break;
+    case "cancel":
+      need(isId(v["id"]), "id");
+      need(v["reason"] === undefined || v["reason"] === null || typeof v["reason"] === "string", "reason");
+      break;
+    case "stream":
+      need(isId(v["id"]), "id");
+      need(["next", "credit", "end", "error"].includes(v["ev"] as string), "ev");
+      break;
+    case "drop": {
+      const caps = v["caps"];
+      need(Array.isArray(caps), "caps");
+      for (const c of caps as unknown[]) {
+        need(isRecord(c) && isCapId(c["id"]) && isId(c["delta"]), "caps entry");
+      }
+      break;
+    }
+    case "cap_revoked":
+      need(Array.isArray(v["capIds"]) && (v["capIds"] as unknown[]).every(isCapId), "capIds");
+      break;
+    default:
+      throw new FrameError(`unknown op ${JSON.stringify(String(v["op"]).slice(0, 40))}`);
+  }
+  return v as unknown as Frame;
+}

@@ -1,0 +1,311 @@
+// The caps this peer serves (PROTOCOL §7–11): the registry, bootstrap, the cap table with
+// its refcounts, dispatch of the peer's calls to handlers, server streams with credit,
+// cancellation, deadlines, unserve with `cap_revoked`, and disposal at shutdown.
+
+import { CapRef } from "./codec.js";
+import type { Connection } from "./connection.js";
+import * as F from "./frames.js";
+import type { Frame } from "./frames.js";
+import { rpcError, toStatus, type Status } from "./status.js";
+import type { CapDef, MethodDef } from "./types.js";
+
+/** The server context of one call. */
+export interface CallContext {
+  /** The call id (pass it as `parentCallId` of calls made while handling this one). */
+  readonly callId: number;
+  /** Aborted when the peer cancels, the deadline of a non-idempotent method passes, or the connection shuts down. */
+  readonly signal: AbortSignal;
+  /** The call's relative deadline in ms, if any. */
+  readonly deadlineMs: number | undefined;
+  /** The call's `meta.context` map. */
+  readonly context: Record<string, string>;
+  readonly connection: Connection;
+  /** Exports a new cap with refcount 1, to return from a cap-returning method. */
+  exportCap(def: CapDef, impl: Impl): CapRef;
+}
+
+/** A cap's implementation: one handler per method, by wire name. A call handler returns the
+ * value (or a promise); a stream handler returns an (async) iterable of values. */
+export type Impl = Record<string, (args: any, ctx: CallContext) => unknown>;
+
+/** Decides bootstraps: `(name)` → allowed (may be async; a throw is `internal`). */
+export type Policy = (name: string) => boolean | Promise<boolean>;
+
+/** Returned by `serve`: unserve with it. */
+export interface ServeHandle {
+  unserve(): void;
+}
+
+interface Entry {
+  def: CapDef;
+  impl: Impl;
+  refs: number;
+  /** The registry name, for a bootstrap instance. */
+  name: string | undefined;
+}
+
+interface Active {
+  ctrl: AbortController;
+  exported: number[];
+  timer: ReturnType<typeof setTimeout> | undefined;
+  stream: { credit: number; wake: (() => void) | undefined; iter: AsyncIterator<unknown> | Iterator<unknown> | undefined } | undefined;
+}
+
+const MAX_INITIAL_CREDIT = 1024;
+const MIN_INITIAL_CREDIT = 8;
+const DEFAULT_INITIAL_CREDIT = 32;
+
+export class Serving {
+  private readonly registry = new Map<string, { def: CapDef; impl: Impl }>();
+  private readonly table = new Map<number, Entry>();
+  private readonly instances = new Map<string, number>();
+  private readonly active = new Map<number, Active>();
+  private nextCapId = 2;
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly policy: Policy | undefined,
+  ) {}
+
+  stats(): { servedCaps: number; activeHandlers: number } {
+    return { servedCaps: this.table.size, activeHandlers: this.active.size };
+  }
+
+  serve(def: CapDef, impl: Impl): ServeHandle {
+    if (def.name.startsWith("bunite.")) throw rpcError("already_exists", `cap name "${def.name}" is reserved`, "reserved_namespace");
+    if (this.registry.has(def.name)) throw rpcError("already_exists", `cap "${def.name}" already served`, "name_collision");
+    const entry = { def, impl };
+    this.registry.set(def.name, entry);
+    return { unserve: () => this.registry.get(def.name) === entry && this.unserve(def.name) };
+  }
+
+  /** Removes `name`; a live bootstrap instance is disposed and revoked (§8). */
+  private unserve(name: string): void {
+    this.registry.delete(name);
+    const id = this.instances.get(name);
+    if (id === undefined) return;
+    const entry = this.table.get(id);
+    this.free(id);
+    if (entry !== undefined) void this.runDisposal(entry);
+    this.conn.send(F.capRevoked([id]));
+  }
+
+  onCall(f: Extract<Frame, { op: "call" }>): void {
+    if (this.active.has(f.id)) throw new Error(`call id ${f.id} is still running`);
+    const capId = f.target.id;
+    if (capId === 0) {
+      if (f.method !== "bootstrap") return this.reply(f.id, rpcError("not_found", "cap has no impl"));
+      return void this.bootstrap(f.id, f.args);
+    }
+    const entry = this.table.get(capId);
+    if (entry === undefined) {
+      return this.reply(f.id, rpcError("not_found", capId === 1 ? "cap has no impl" : `cap-id ${capId} not found`));
+    }
+    const m = (entry.def.methods as Record<string, MethodDef>)[f.method];
+    if (m === undefined || !Object.hasOwn(entry.def.methods, f.method)) {
+      return this.reply(f.id, rpcError("not_found", `method "${f.method}" on cap "${entry.def.name}"`));
+    }
+    const handler = Object.hasOwn(entry.impl, f.method) ? entry.impl[f.method] : undefined;
+    if (typeof handler !== "function") return this.reply(f.id, rpcError("not_found", `method "${f.method}" has no handler`));
+    if (this.active.size >= this.conn.limits.maxInFlightCalls) {
+      const n = this.conn.limits.maxInFlightCalls;
+      return this.reply(f.id, rpcError("resource_exhausted", `in-flight calls limit ${n}`, "max_concurrent_calls"));
+    }
+    const a: Active = { ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
+    this.active.set(f.id, a);
+    const deadline = f.meta?.deadlineMs;
+    const idempotent = m.kind === "call" && m.idempotent === true;
+    if (deadline !== undefined && deadline > 0 && !idempotent) {
+      a.timer = setTimeout(() => a.ctrl.abort("deadline_exceeded"), deadline);
+    }
+    const ctx: CallContext = {
+      callId: f.id,
+      signal: a.ctrl.signal,
+      deadlineMs: deadline,
+      context: f.meta?.context ?? {},
+      connection: this.conn,
+      exportCap: (def, impl) => {
+        const id = this.allocate({ def, impl, refs: 1, name: undefined });
+        a.exported.push(id);
+        return new CapRef(id);
+      },
+    };
+    if (m.kind === "stream") void this.runStream(f.id, a, m, () => handler.call(entry.impl, f.args, ctx));
+    else void this.runCall(f.id, a, () => handler.call(entry.impl, f.args, ctx));
+  }
+
+  private async bootstrap(id: number, args: unknown): Promise<void> {
+    const a = args as { name?: unknown; version?: unknown } | null | undefined;
+    if (a === null || typeof a !== "object" || typeof a.name !== "string") {
+      return this.reply(id, rpcError("invalid_argument", "bootstrap requires {name: string}"));
+    }
+    const name = a.name;
+    const served = this.registry.get(name);
+    if (served === undefined) return this.reply(id, rpcError("not_found", `cap "${name}" not served`));
+    const sv = served.def.version;
+    if (sv !== undefined && typeof a.version === "string" && a.version !== sv) {
+      const message = `version mismatch (server "${sv}", client "${a.version}")`;
+      return this.reply(id, rpcError("failed_precondition", message, "version_mismatch"));
+    }
+    if (this.policy !== undefined) {
+      let allowed: boolean;
+      try {
+        allowed = await this.policy(name);
+      } catch {
+        return this.reply(id, rpcError("internal", "policy threw"));
+      }
+      if (!allowed) return this.reply(id, rpcError("failed_precondition", "policy denied", "unauthorized"));
+      if (this.registry.get(name) !== served) return this.reply(id, rpcError("not_found", `cap "${name}" not served`));
+    }
+    const existing = this.instances.get(name);
+    let capId: number;
+    if (existing !== undefined && this.table.has(existing)) {
+      capId = existing;
+      this.table.get(capId)!.refs += 1;
+    } else {
+      try {
+        capId = this.allocate({ def: served.def, impl: served.impl, refs: 1, name });
+      } catch (e) {
+        return this.reply(id, e);
+      }
+      this.instances.set(name, capId);
+    }
+    this.conn.send(F.ok(id, new CapRef(capId)));
+  }
+
+  private async runCall(id: number, a: Active, run: () => unknown): Promise<void> {
+    let value: unknown;
+    let failed: Status | undefined;
+    try {
+      value = await run();
+    } catch (e) {
+      failed = toStatus(e);
+    }
+    if (this.active.get(id) !== a) {
+      // Cancelled (or shut down): the result is suppressed; caps it exported are freed.
+      for (const c of a.exported) this.free(c);
+      return;
+    }
+    this.finish(id, a);
+    if (failed !== undefined) {
+      for (const c of a.exported) this.free(c);
+      return this.conn.send(F.fail(id, failed));
+    }
+    if (!this.conn.sendBounded(F.ok(id, value), value)) {
+      for (const c of a.exported) this.free(c);
+      const message = `result exceeds the peer's maxBytes ${this.conn.peerMaxBytes()}`;
+      this.conn.send(F.fail(id, { code: "resource_exhausted", message, details: { reason: "max_frame_bytes" } }));
+    }
+  }
+
+  private async runStream(id: number, a: Active, m: MethodDef, run: () => unknown): Promise<void> {
+    const initial = m.kind === "stream" ? (m.initialCredit ?? DEFAULT_INITIAL_CREDIT) : DEFAULT_INITIAL_CREDIT;
+    const s = (a.stream = { credit: Math.min(MAX_INITIAL_CREDIT, Math.max(MIN_INITIAL_CREDIT, initial)), wake: undefined as (() => void) | undefined, iter: undefined as AsyncIterator<unknown> | Iterator<unknown> | undefined });
+    const live = () => this.active.get(id) === a && !a.ctrl.signal.aborted;
+    try {
+      const source = (await run()) as AsyncIterable<unknown> | Iterable<unknown>;
+      const iter = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]?.() ?? (source as Iterable<unknown>)[Symbol.iterator]();
+      s.iter = iter;
+      for (;;) {
+        while (s.credit <= 0 && live()) await new Promise<void>((r) => (s.wake = r));
+        if (!live()) break;
+        const r = await iter.next();
+        if (r.done || !live()) break;
+        s.credit -= 1;
+        if (!this.conn.sendBounded(F.next(id, r.value), r.value)) {
+          throw rpcError("resource_exhausted", "stream value exceeds the peer's maxBytes", "max_frame_bytes");
+        }
+      }
+      if (this.active.get(id) === a) this.conn.send(F.end(id));
+    } catch (e) {
+      if (this.active.get(id) === a) this.conn.send(F.streamError(id, toStatus(e)));
+    } finally {
+      void s.iter?.return?.();
+      if (this.active.get(id) === a) this.finish(id, a);
+    }
+  }
+
+  onCredit(id: number, credit: unknown): void {
+    const s = this.active.get(id)?.stream;
+    const k = (credit as { messages?: unknown } | null)?.messages;
+    if (s === undefined || typeof k !== "number" || !(k > 0)) return; // 0 or missing: ignored (§13.2)
+    s.credit = Math.min(s.credit + Math.floor(k), 1 << 30);
+    const w = s.wake;
+    s.wake = undefined;
+    w?.();
+  }
+
+  /** The peer cancelled `id`: signal the handler, reply `cancelled` at once (§11). */
+  onCancel(id: number, reason: string | undefined): void {
+    const a = this.active.get(id);
+    if (a === undefined) return;
+    this.finish(id, a);
+    a.ctrl.abort(reason ?? "cancelled");
+    if (a.stream !== undefined) {
+      a.stream.wake?.();
+      this.conn.send(F.end(id));
+    } else {
+      this.conn.send(F.fail(id, { code: "cancelled", message: reason ?? "cancelled" }));
+    }
+    this.conn.cancelChildren(id, reason);
+  }
+
+  onDrop(caps: Array<{ id: number; delta: number }>): void {
+    for (const { id, delta } of caps) {
+      if (id <= 1) continue;
+      const e = this.table.get(id);
+      if (e === undefined) continue;
+      e.refs -= delta;
+      if (e.refs <= 0) this.free(id);
+    }
+  }
+
+  /** Shutdown: stop handlers and streams, run every live disposal, clear the table (§7, §11). */
+  shutdown(): void {
+    for (const [id, a] of [...this.active]) {
+      this.finish(id, a);
+      a.ctrl.abort("connection closed");
+      a.stream?.wake?.();
+    }
+    const live = [...this.table.values()];
+    this.table.clear();
+    this.instances.clear();
+    for (const e of live) void this.runDisposal(e);
+  }
+
+  private finish(id: number, a: Active): void {
+    this.active.delete(id);
+    if (a.timer !== undefined) clearTimeout(a.timer);
+  }
+
+  private reply(id: number, e: unknown): void {
+    this.conn.send(F.fail(id, toStatus(e)));
+  }
+
+  private allocate(e: Entry): number {
+    if (this.table.size + 2 >= this.conn.limits.maxCaps) {
+      throw rpcError("resource_exhausted", `cap-table limit ${this.conn.limits.maxCaps}`, "max_caps_per_connection");
+    }
+    const id = this.nextCapId++;
+    this.table.set(id, e);
+    return id;
+  }
+
+  private free(id: number): void {
+    const e = this.table.get(id);
+    if (e === undefined) return;
+    this.table.delete(id);
+    if (e.name !== undefined && this.instances.get(e.name) === id) this.instances.delete(e.name);
+  }
+
+  private async runDisposal(e: Entry): Promise<void> {
+    const d = e.def.disposal;
+    const h = d !== undefined && Object.hasOwn(e.impl, d) ? e.impl[d] : undefined;
+    if (typeof h !== "function") return;
+    try {
+      await h.call(e.impl, undefined, undefined as unknown as CallContext);
+    } catch {
+      // Disposal errors are ignored.
+    }
+  }
+}

@@ -1,0 +1,192 @@
+// The client against a hostile peer: a raw peer on an in-memory transport sends what a
+// broken or malicious server might. Nothing may throw out of the client; pending work fails
+// with the status PROTOCOL §11–13 says; protocol errors get a goaway first.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { CapRef, Connection, FrameDecoder, FrameEncoder, RpcError, memoryPair, type Transport } from "../src/index.js";
+import { InteropCounter } from "../src/interop.gen.js";
+
+/** A raw peer: sends values or bytes, and collects the frames it receives. */
+function rawPeer(t: Transport) {
+  const enc = new FrameEncoder();
+  const dec = new FrameDecoder();
+  const got: Array<Record<string, any>> = [];
+  let closed = false;
+  t.start({
+    message: (d) => got.push(dec.decode(d) as Record<string, any>),
+    protocolError: () => {},
+    closed: () => (closed = true),
+  });
+  return {
+    got,
+    isClosed: () => closed,
+    send: (v: unknown) => t.send(enc.encode(v)),
+    sendBytes: (b: Uint8Array) => t.send(b),
+    hello: (over: Record<string, unknown> = {}) =>
+      t.send(enc.encode({ op: "hello", v: 1, mode: "native", features: [], maxBytes: 1 << 20, origin: "raw", ...over })),
+  };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+function setup() {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  return { conn, peer };
+}
+
+async function failsWith(p: Promise<unknown>, code: string, reason?: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === code && (reason === undefined || e.reason === reason));
+}
+
+let unhandled: unknown[] = [];
+process.on("unhandledRejection", (e) => unhandled.push(e));
+process.on("uncaughtException", (e) => unhandled.push(e));
+
+test("garbage bytes: goaway invalid_argument, then every pending call fails unavailable", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const pending = conn.call(2, "x", undefined);
+  await tick();
+  peer.sendBytes(Uint8Array.from([0xc1]));
+  await failsWith(pending, "unavailable");
+  assert.equal(conn.isClosed, true);
+  const goaway = peer.got.find((f) => f["op"] === "goaway");
+  assert.equal(goaway?.["reason"], "invalid_argument");
+  await failsWith(conn.call(2, "x", undefined), "unavailable");
+});
+
+test("unknown op, wrong hello version, a map instead of a record, a reused frame id: each a protocol error", async () => {
+  for (const bad of [
+    { op: "bogus" },
+    { op: "hello", v: 2, mode: "native", features: [], maxBytes: 1, origin: "" },
+    new Map([["op", "hello"]]),
+    { op: "result", id: "one", ok: true, value: 1 },
+    { op: "call", id: 1, target: { kind: "cap", id: -1 }, method: "m", args: undefined, meta: undefined },
+    { op: "drop", caps: [{ id: 2 }] },
+    [1, 2, 3],
+  ]) {
+    const { conn, peer } = setup();
+    peer.send(bad);
+    await conn.closed;
+    await tick();
+    assert.equal(peer.got.find((f) => f["op"] === "goaway")?.["error"]?.["code"], "invalid_argument", JSON.stringify([...(bad instanceof Map ? bad : Object.entries(bad))]));
+  }
+});
+
+test("a message above our maxBytes: goaway resource_exhausted max_frame_bytes", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { limits: { maxBytes: 1000 } });
+  const peer = rawPeer(b);
+  peer.send({ op: "result", id: 9, ok: true, value: "x".repeat(2000) });
+  await conn.closed;
+  await tick();
+  const g = peer.got.find((f) => f["op"] === "goaway");
+  assert.equal(g?.["error"]?.["details"]?.["reason"], "max_frame_bytes");
+});
+
+test("a non-cap where a cap is declared fails the call invalid_argument and releases what came", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  const kids = counter.children({ names: ["a", "b"] });
+  await tick();
+  const call = peer.got.find((f) => f["op"] === "call")!;
+  peer.send({ op: "result", id: call["id"], ok: true, value: [new CapRef(7), "not a cap"] });
+  await failsWith(kids, "invalid_argument");
+  await tick();
+  assert.deepEqual(peer.got.find((f) => f["op"] === "drop")?.["caps"], [{ id: 7, delta: 1 }]);
+  conn.close();
+});
+
+test("a stream flooding past its credit window fails resource_exhausted and is cancelled", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const ticks = conn.clientFor(2, InteropCounter).ticks({ n: 1 });
+  await tick();
+  const id = peer.got.find((f) => f["op"] === "call")!["id"];
+  for (let i = 0; i < 1100; i++) peer.send({ op: "stream", id, ev: "next", value: { i } });
+  await tick();
+  let n = 0;
+  await assert.rejects(
+    (async () => {
+      for await (const _ of ticks) n++;
+    })(),
+    (e: unknown) => e instanceof RpcError && e.reason === "stream_credit_window",
+  );
+  assert.ok(n > 0 && n <= 1032, `read ${n}`);
+  assert.ok(peer.got.some((f) => f["op"] === "cancel" && f["id"] === id));
+  assert.equal(conn.stats().clientStreams, 0);
+  conn.close();
+});
+
+test("results for unknown ids, credit for nothing, drops of unknown caps, a result frame on a stream: handled quietly", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const s = conn.clientFor(2, InteropCounter).ticks({ n: 3 });
+  await tick();
+  const id = peer.got.find((f) => f["op"] === "call")!["id"];
+  peer.send({ op: "result", id: 999, ok: true, value: 1 });
+  peer.send({ op: "stream", id: 999, ev: "credit", credit: { messages: 0 } });
+  peer.send({ op: "drop", caps: [{ id: 55, delta: 3 }, { id: 0, delta: 1 }] });
+  peer.send({ op: "cancel", id: 12345, reason: undefined });
+  peer.send({ op: "result", id, ok: true, value: "oops" });
+  await assert.rejects(s.next(), (e: unknown) => e instanceof RpcError && e.code === "invalid_argument");
+  assert.equal(conn.isClosed, false);
+  conn.close();
+});
+
+test("goaway fails a bootstrap still waiting for hello with the goaway's error", async () => {
+  const { conn, peer } = setup();
+  const boot = conn.bootstrap(InteropCounter);
+  peer.send({ op: "goaway", reason: "unavailable", error: { code: "unavailable", message: "going away", details: { reason: "peer_closing" } } });
+  await failsWith(boot, "unavailable", "peer_closing");
+});
+
+test("cap_revoked fails pending calls on the cap, and later calls locally", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const c = conn.clientFor(2, InteropCounter);
+  const pending = c.get();
+  await tick();
+  peer.send({ op: "cap_revoked", capIds: [2] });
+  await failsWith(pending, "failed_precondition", "revoked");
+  const sent = peer.got.length;
+  await failsWith(c.get(), "failed_precondition", "revoked");
+  await tick();
+  assert.equal(peer.got.length, sent);
+  conn.close();
+});
+
+test("the in-flight limit fails a call locally, and a call too big for the peer's maxBytes is never sent", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { limits: { maxInFlightCalls: 2 } });
+  const peer = rawPeer(b);
+  peer.hello({ maxBytes: 1000 });
+  await tick();
+  const c = conn.clientFor(2, InteropCounter);
+  void c.get().catch(() => {});
+  void c.get().catch(() => {});
+  await failsWith(c.get(), "resource_exhausted", "max_concurrent_calls");
+  const [a2, b2] = memoryPair();
+  const conn2 = new Connection(a2);
+  const peer2 = rawPeer(b2);
+  peer2.hello({ maxBytes: 1000 });
+  await tick();
+  await failsWith(conn2.clientFor(2, InteropCounter).echo("x".repeat(5000)), "resource_exhausted", "max_frame_bytes");
+  // The encoder was not touched: a later small call still decodes on the peer.
+  void conn2.clientFor(2, InteropCounter).echo({ small: true }).catch(() => {});
+  await tick();
+  assert.deepEqual(peer2.got.filter((f) => f["op"] === "call").map((f) => f["args"]), [{ small: true }]);
+  conn.close();
+  conn2.close();
+});
+
+test("nothing above threw or rejected unhandled", async () => {
+  await tick();
+  assert.deepEqual(unhandled, []);
+  unhandled = [];
+});

@@ -170,7 +170,9 @@
 //! - [`policy`]: [`Attestation`] and [`Policy`].
 //! - [`events`]: observer [`Event`]s.
 //! - [`limits`]: per-connection [`Limits`].
-//! - [`transport`]: message transports (in-memory).
+//! - [`transport`]: message transports: in-memory, and behind cargo features (all on by
+//!   default) `byte-stream` (TCP, Unix, stdio), `ws` (WebSocket), `sealed` (the encrypted
+//!   pipe); bounded listeners. Hidden feature `test-util`: hooks for this crate's tests.
 #![deny(missing_docs)]
 
 pub mod client;

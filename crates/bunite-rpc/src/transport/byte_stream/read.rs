@@ -22,6 +22,10 @@ pub const READ_CHUNK: usize = 8 * 1024;
 /// little costs about this much.
 pub const READ_AHEAD: usize = 64 * 1024;
 
+/// The largest first read: a fresh buffer is sized for the last message received (so a
+/// run of 64 KiB messages reads each in one call), up to this.
+pub const READ_MAX_FIRST: usize = 256 * 1024;
+
 const PREFIX: usize = 4;
 
 /// The receiving half of a [`ByteStream`](super::ByteStream).
@@ -33,6 +37,8 @@ pub struct ByteStreamSource<R> {
     budget: Option<BudgetWaiter>,
     /// Budget drawn for the message being received.
     permit: BudgetPermit,
+    /// The size (prefix included) of the last message received: the next fresh buffer's.
+    last: usize,
     state: State,
     _slot: Option<Arc<OwnedSemaphorePermit>>,
 }
@@ -57,6 +63,7 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
             max_bytes,
             budget: budget.map(|b| b.waiter()),
             permit: BudgetPermit::default(),
+            last: 0,
             state: State::Open,
             _slot: slot,
         }
@@ -92,9 +99,16 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
         cx: &mut Context<'_>,
         len: Option<usize>,
     ) -> Poll<Result<(), TransportError>> {
+        // Reads ask for a little more than they need: a read that fills its buffer exactly
+        // leaves tokio unsure whether more is waiting, which costs an extra empty read.
         let Some(len) = len else {
             if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(READ_CHUNK);
+                // Under a budget, a first read stays within the free allowance.
+                let first = match self.budget {
+                    Some(_) => FREE_PER_CONNECTION - READ_CHUNK,
+                    None => READ_MAX_FIRST,
+                };
+                self.buf.reserve(self.last.min(first) + READ_CHUNK);
             }
             return Poll::Ready(Ok(()));
         };
@@ -110,7 +124,7 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
             }
         }
         if self.buf.capacity() == self.buf.len() {
-            let missing = total - self.buf.len();
+            let missing = total - self.buf.len() + READ_CHUNK;
             self.buf
                 .reserve(missing.min(self.buf.len().max(READ_AHEAD)));
         }
@@ -128,6 +142,7 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
                     let mut msg = self.buf.split_to(PREFIX + len);
                     msg.advance(PREFIX);
                     self.permit = BudgetPermit::default();
+                    self.last = PREFIX + len;
                     return Poll::Ready(Ok(Some(msg.freeze())));
                 }
             }

@@ -180,7 +180,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSou
                     break Err(TransportError::Protocol(TEXT_MESSAGE.to_owned()))
                 }
                 // Pings are answered by tungstenite itself; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    shared.ws.get_mut().message_done();
+                    continue;
+                }
                 Some(Err(e)) => break recv_error(e, shared.max_bytes),
             }
         };

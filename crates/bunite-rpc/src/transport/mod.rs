@@ -209,3 +209,19 @@ pub trait MessageSourceExt: MessageSource {
 }
 
 impl<S: MessageSource + ?Sized> MessageSourceExt for S {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_is_the_source_and_printed_once() {
+        let e = TransportError::from(io::Error::new(io::ErrorKind::ConnectionRefused, "refused!"));
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+        assert!(!e.to_string().contains("refused!"), "{e}");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("refused!"));
+        assert_eq!(e.report(), "transport I/O error: refused!");
+        assert_eq!(TransportError::Closed.io_kind(), None);
+    }
+}

@@ -1,14 +1,17 @@
 //! The receiving half: one reused `BytesMut`, messages split off without copying (see the
 //! parent module's `# Buffers`).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncRead;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
@@ -21,6 +24,10 @@ pub const READ_CHUNK: usize = 8 * 1024;
 /// (it may also double what has arrived). A peer that announces a long message and sends
 /// little costs about this much.
 pub const READ_AHEAD: usize = 64 * 1024;
+
+/// How long a connection stays idle (nothing pending, nothing arriving) before its read
+/// buffer is let go.
+pub const IDLE_RELEASE: Duration = Duration::from_millis(100);
 
 /// The largest first read: a fresh buffer is sized for the last message received (so a
 /// run of 64 KiB messages reads each in one call), up to this.
@@ -39,6 +46,10 @@ pub struct ByteStreamSource<R> {
     permit: BudgetPermit,
     /// The size (prefix included) of the last message received: the next fresh buffer's.
     last: usize,
+    /// Nothing has arrived since the buffer was last emptied.
+    idle: bool,
+    /// Fires [`IDLE_RELEASE`] into an idle period (made on the first one).
+    release: Option<Pin<Box<Sleep>>>,
     state: State,
     _slot: Option<Arc<OwnedSemaphorePermit>>,
 }
@@ -64,6 +75,8 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
             budget: budget.map(|b| b.waiter()),
             permit: BudgetPermit::default(),
             last: 0,
+            idle: false,
+            release: None,
             state: State::Open,
             _slot: slot,
         }
@@ -102,14 +115,13 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
         // Reads ask for a little more than they need: a read that fills its buffer exactly
         // leaves tokio unsure whether more is waiting, which costs an extra empty read.
         let Some(len) = len else {
-            if self.buf.capacity() == self.buf.len() {
-                // Under a budget, a first read stays within the free allowance.
-                let first = match self.budget {
-                    Some(_) => FREE_PER_CONNECTION - READ_CHUNK,
-                    None => READ_MAX_FIRST,
-                };
-                self.buf.reserve(self.last.min(first) + READ_CHUNK);
-            }
+            // Under a budget, a first read stays within the free allowance.
+            let first = match self.budget {
+                Some(_) => FREE_PER_CONNECTION - READ_CHUNK,
+                None => READ_MAX_FIRST,
+            };
+            // On an empty buffer no longer shared with a message, this reuses its memory.
+            self.reserve(self.last.min(first) + READ_CHUNK);
             return Poll::Ready(Ok(()));
         };
         let total = PREFIX + len;
@@ -123,12 +135,44 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
                 self.permit.merge(permit);
             }
         }
-        if self.buf.capacity() == self.buf.len() {
-            let missing = total - self.buf.len() + READ_CHUNK;
-            self.buf
-                .reserve(missing.min(self.buf.len().max(READ_AHEAD)));
+        // Grow only once the room left is small, by at most what has arrived (or
+        // READ_AHEAD): the buffer grows with the data, never with the announcement.
+        let missing = total - self.buf.len();
+        if self.spare() < missing.min(READ_CHUNK) {
+            self.reserve((missing + READ_CHUNK).min(self.buf.len().max(READ_AHEAD)));
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn spare(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// Makes room for `bytes` more, unless there is already.
+    fn reserve(&mut self, bytes: usize) {
+        if self.spare() < bytes {
+            self.buf.reserve(bytes);
+        }
+    }
+
+    /// Between messages with nothing to read: once that has lasted [`IDLE_RELEASE`], let
+    /// the buffer go. (Letting it go at once would make a busy connection allocate a
+    /// fresh buffer for every read, which measured 1.6x slower on 64 KiB echoes.)
+    fn poll_release(&mut self, cx: &mut Context<'_>) {
+        if !self.buf.is_empty() || self.buf.capacity() == 0 {
+            return;
+        }
+        let deadline = Instant::now() + IDLE_RELEASE;
+        let timer = self
+            .release
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.idle {
+            self.idle = true;
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            self.buf = BytesMut::new();
+        }
     }
 
     fn poll_message(
@@ -143,6 +187,10 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
                     msg.advance(PREFIX);
                     self.permit = BudgetPermit::default();
                     self.last = PREFIX + len;
+                    if self.last > READ_MAX_FIRST && self.buf.is_empty() {
+                        // A buffer sized for a long message is not kept for the next one.
+                        self.buf = BytesMut::new();
+                    }
                     return Poll::Ready(Ok(Some(msg.freeze())));
                 }
             }
@@ -150,13 +198,11 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
             let n = match poll_read_buf(Pin::new(&mut self.reader), cx, &mut self.buf) {
                 Poll::Ready(n) => n?,
                 Poll::Pending => {
-                    // Idle between messages: hold no buffer while waiting.
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
-                    }
+                    self.poll_release(cx);
                     return Poll::Pending;
                 }
             };
+            self.idle = false;
             if n == 0 {
                 // End of stream: clean between messages, truncation inside one.
                 return match self.buf.is_empty() {

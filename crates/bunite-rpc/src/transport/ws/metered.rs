@@ -3,9 +3,10 @@
 //!
 //! tungstenite reads at most its read buffer's size per call ([`READ_BUFFER`]), and that size
 //! is also the buffer an idle connection keeps. Reading ahead here decouples the two: one
-//! socket read of up to [`SOCKET_READ`] bytes serves many small tungstenite reads (copied),
-//! so a 64 KiB message costs one `recvfrom` while tungstenite's buffer stays small; the
-//! read-ahead buffer is let go as soon as it is drained, so idle costs nothing here.
+//! socket read of up to [`SOCKET_READ`] bytes (sized for the last message) serves many
+//! small tungstenite reads (copied), so a 64 KiB message costs one `recvfrom` while
+//! tungstenite's buffer stays small; the read-ahead buffer is let go as soon as it is
+//! drained, so idle costs nothing here.
 //!
 //! tungstenite owns the framing, so the meter cannot reserve a whole message up front as
 //! the byte stream does: reads stay within [`FREE_PER_CONNECTION`] until a message needs
@@ -24,12 +25,20 @@ use super::{READ_BUFFER, SOCKET_READ};
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::{BudgetPermit, ByteBudget};
 
+/// The smallest socket read.
+const MIN_READ: usize = 2 * READ_BUFFER;
+
 /// A socket that reads ahead, and whose reads may draw from a budget.
 #[derive(Debug)]
 pub(super) struct Metered<S> {
     io: S,
     /// Read from the socket, not yet handed to tungstenite.
     ahead: BytesMut,
+    /// How much the next socket read asks for: the last message's size plus a little,
+    /// between 2 x [`READ_BUFFER`] and [`SOCKET_READ`].
+    next_read: usize,
+    /// Bytes read since the last complete message.
+    since_message: usize,
     meter: Option<Meter>,
 }
 
@@ -52,12 +61,17 @@ impl<S> Metered<S> {
         Metered {
             io,
             ahead: BytesMut::new(),
+            next_read: MIN_READ,
+            since_message: 0,
             meter,
         }
     }
 
     /// A message is complete: the bytes read for it go back to the budget.
     pub(super) fn message_done(&mut self) {
+        let size = self.since_message.saturating_sub(self.ahead.len());
+        self.next_read = (size + READ_BUFFER).clamp(MIN_READ, SOCKET_READ);
+        self.since_message = self.ahead.len();
         if let Some(m) = &mut self.meter {
             // Bytes read ahead belong to the next message and stay counted.
             m.held = self.ahead.len();
@@ -98,8 +112,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let this = self.get_mut();
         if this.ahead.is_empty() {
             let want = match &mut this.meter {
-                Some(m) => ready!(m.poll_room(cx))?,
-                None => SOCKET_READ,
+                Some(m) => ready!(m.poll_room(cx))?.min(this.next_read),
+                None => this.next_read,
             };
             this.ahead.reserve(want);
             let mut limited = (&mut this.ahead).limit(want);
@@ -108,6 +122,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 cx,
                 &mut limited
             ))?;
+            this.since_message += n;
             if let Some(m) = &mut this.meter {
                 m.held += n;
             }

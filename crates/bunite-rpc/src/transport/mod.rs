@@ -47,6 +47,18 @@ use bytes::Bytes;
 
 pub use budget::{BudgetPermit, ByteBudget, ListenerConfig};
 
+/// How long a socket transport, once closed, keeps reading and discarding what the peer
+/// still sends, at most. Closing a socket with unread input makes the kernel reset it,
+/// which can destroy our last frames (a goaway) before the peer reads them.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lingering stops once the peer has sent nothing for this long: with our input drained,
+/// the close sends no reset.
+pub const LINGER_QUIET: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How many bytes lingering reads and discards, at most.
+pub const LINGER_BYTES: usize = 64 << 20;
+
 /// Why a transport failed.
 ///
 /// [`Io`](TransportError::Io) keeps the [`io::Error`] (and so its [`io::ErrorKind`]) as its

@@ -14,8 +14,9 @@
 //! # Closing
 //!
 //! Closing the sink sends a close frame, ends our direction (TCP FIN), then reads and
-//! discards what the peer still sends until it closes too, goes quiet for [`LINGER_QUIET`],
-//! or [`LINGER`] or [`LINGER_BYTES`] is reached. Dropping a socket with unread input makes the kernel send a reset,
+//! discards what the peer still sends until it closes too, goes quiet for
+//! [`LINGER_QUIET`](super::LINGER_QUIET), or [`LINGER`](super::LINGER) or
+//! [`LINGER_BYTES`](super::LINGER_BYTES) is reached. Dropping a socket with unread input makes the kernel send a reset,
 //! which can destroy our last frames before the peer reads them: that is how a goaway
 //! after an oversize message used to get lost (close code 1006) in about half the runs.
 //!
@@ -54,7 +55,6 @@ mod metered;
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -86,16 +86,6 @@ pub const SOCKET_READ: usize = 68 * 1024;
 
 /// Queued bytes past which tungstenite writes before the flush.
 pub const WRITE_BUFFER: usize = 8 * 1024;
-
-/// How long closing waits, at most, for the peer to close its side.
-pub const LINGER: Duration = Duration::from_secs(2);
-
-/// Closing stops waiting once the peer has sent nothing for this long: with our input
-/// drained, closing sends no reset.
-pub const LINGER_QUIET: Duration = Duration::from_millis(250);
-
-/// How many bytes closing reads and discards, at most, while waiting for the peer.
-pub const LINGER_BYTES: usize = 64 << 20;
 
 /// Room tungstenite leaves above `max_bytes`, so that a wrapper (the sealed pipe) can raise
 /// the bound by its overhead after the handshake. The source enforces `max_bytes` itself.

@@ -9,13 +9,15 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
-use crate::transport::{BudgetPermit, ByteBudget, MessageSource, TransportError};
+use crate::transport::{
+    BudgetPermit, ByteBudget, MessageSource, TransportError, LINGER, LINGER_BYTES, LINGER_QUIET,
+};
 
 /// What a read asks for when no message is under way: enough for a burst of small frames.
 pub const READ_CHUNK: usize = 8 * 1024;
@@ -38,7 +40,10 @@ const PREFIX: usize = 4;
 /// The receiving half of a [`ByteStream`](super::ByteStream).
 #[derive(Debug)]
 pub struct ByteStreamSource<R> {
-    reader: R,
+    /// Taken on drop, to linger.
+    reader: Option<R>,
+    /// Spawns the lingering reader (made where `R`'s bounds are known).
+    linger: fn(R),
     buf: BytesMut,
     max_bytes: usize,
     budget: Option<BudgetWaiter>,
@@ -61,7 +66,7 @@ enum State {
     Failed,
 }
 
-impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
+impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     pub(super) fn new(
         reader: R,
         max_bytes: usize,
@@ -69,7 +74,8 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
         slot: Option<Arc<OwnedSemaphorePermit>>,
     ) -> Self {
         ByteStreamSource {
-            reader,
+            reader: Some(reader),
+            linger: linger::<R>,
             buf: BytesMut::new(),
             max_bytes,
             budget: budget.map(|b| b.waiter()),
@@ -195,7 +201,10 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
                 }
             }
             ready!(self.poll_room(cx, len))?;
-            let n = match poll_read_buf(Pin::new(&mut self.reader), cx, &mut self.buf) {
+            let Some(reader) = self.reader.as_mut() else {
+                return Poll::Ready(Err(TransportError::Closed));
+            };
+            let n = match poll_read_buf(Pin::new(reader), cx, &mut self.buf) {
                 Poll::Ready(n) => n?,
                 Poll::Pending => {
                     self.poll_release(cx);
@@ -237,4 +246,38 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageSource for ByteStreamSource<R
         }
         Poll::Ready(result)
     }
+}
+
+/// Dropped before the peer's end (after an oversize message, or on our close): keep reading
+/// and discarding for a while, so that the kernel does not reset the socket over unread
+/// input and destroy the goaway we just sent before the peer reads it.
+impl<R> Drop for ByteStreamSource<R> {
+    fn drop(&mut self) {
+        if self.state != State::Ended {
+            if let Some(reader) = self.reader.take() {
+                (self.linger)(reader);
+            }
+        }
+    }
+}
+
+/// Reads and discards `reader` on a task until the peer closes or fails, goes quiet for
+/// [`LINGER_QUIET`], or [`LINGER`] or [`LINGER_BYTES`] is reached; outside a runtime, drops
+/// it at once.
+fn linger<R: AsyncRead + Unpin + Send + 'static>(mut reader: R) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = [0u8; 2048];
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            let quiet = (Instant::now() + LINGER_QUIET).min(deadline);
+            match tokio::time::timeout_at(quiet, reader.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => read += n,
+                _ => return,
+            }
+        }
+    });
 }

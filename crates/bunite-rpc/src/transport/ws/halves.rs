@@ -14,8 +14,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::{Shared, LINGER, LINGER_BYTES, LINGER_QUIET};
+use super::Shared;
 use crate::transport::{MessageSink, MessageSource, TransportError};
+use crate::transport::{LINGER, LINGER_BYTES, LINGER_QUIET};
 
 /// The protocol error for a text message (PROTOCOL §2).
 const TEXT_MESSAGE: &str = "text message on the bunite socket";

@@ -32,6 +32,14 @@
 //! read stays within the free allowance instead). Each read asks for a little more
 //! than it needs: one that fills its buffer exactly costs an extra, empty `read`.
 //!
+//! # Closing
+//!
+//! Closing the sink flushes and ends our direction (TCP FIN, pipe close). A source dropped
+//! before the peer's end keeps reading and discarding on a task for a while (see
+//! [`LINGER`](super::LINGER)): closing a socket with unread input makes the kernel reset it,
+//! which can destroy the goaway we just sent (e.g. after an oversize prefix with its body
+//! still arriving) before the peer reads it.
+//!
 //! # Limits
 //!
 //! A length above the receiver's limit ([`ByteStream::with_max_bytes`], default

@@ -505,3 +505,31 @@ async fn the_tcp_listener_accepts_no_more_than_max_connections() {
     drop(source);
     timeout(WAIT, second).await.unwrap().unwrap().unwrap();
 }
+
+/// PROTOCOL §11 over TCP: an oversize prefix followed by a long body still gets its goaway
+/// before the close, every time (the unread body must not make the kernel reset the socket
+/// before the client reads the goaway).
+#[tokio::test]
+async fn an_oversize_prefix_with_a_body_behind_it_gets_goaway_in_every_run() {
+    for run in 0..50 {
+        let (server, mut raw, mut dec) = raw_client().await;
+        let mut bytes = (65u32 << 20).to_be_bytes().to_vec();
+        bytes.extend(vec![0u8; 4 << 20]);
+        let sent = raw.write_all(&bytes).await;
+        assert!(
+            sent.is_ok(),
+            "run {run}: the server reset the socket: {sent:?}"
+        );
+        let goaway = loop {
+            match read_frame(&mut raw, &mut dec).await {
+                Some(Frame::Goaway(g)) => break g,
+                Some(_) => continue,
+                None => panic!("run {run}: closed without goaway"),
+            }
+        };
+        let e = goaway.error.expect("goaway error");
+        assert_eq!(e.reason(), Some("max_frame_bytes"), "run {run}");
+        drop(raw);
+        timeout(WAIT, server.closed()).await.unwrap();
+    }
+}

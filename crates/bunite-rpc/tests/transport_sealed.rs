@@ -102,6 +102,8 @@ fn a_wrong_version_a_short_message_and_a_wrong_key_are_rejected() {
     let mut msg = v.wire.clone();
     msg[0] = 0x02;
     assert_eq!(sealed::open(&v.key, &msg), Err(OpenError::Version(0x02)));
+    let hint = OpenError::Version(0x82).to_string();
+    assert!(hint.contains("not using the encrypted pipe"), "{hint}");
     assert_eq!(
         sealed::open(&v.key, &v.wire[..28]),
         Err(OpenError::TooShort(28))

@@ -307,3 +307,80 @@ async fn a_silent_client_does_not_hold_up_the_next_handshake() {
     assert!(timeout(WAIT, client).await.unwrap().unwrap().is_ok());
     assert!(WAIT < ListenerConfig::default().handshake_timeout);
 }
+
+#[tokio::test]
+async fn the_listener_accepts_no_more_than_max_connections() {
+    let config = ListenerConfig::default().max_connections(1);
+    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+        .await
+        .unwrap();
+    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+    let _c1 = ws::connect(url.as_str()).await.unwrap();
+    let first = timeout(WAIT, l.accept()).await.unwrap().unwrap();
+    let second = tokio::spawn(async move { ws::connect(url.as_str()).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!second.is_finished(), "a second socket was handshaken");
+    // The slot comes back once the first transport is dropped.
+    drop(first);
+    timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+    timeout(WAIT, l.accept()).await.unwrap().unwrap();
+}
+
+/// The bytes of a message being received are drawn from the listener's budget while it is
+/// partly read, and come back once it is complete; small messages on other connections
+/// never wait for them.
+#[tokio::test]
+async fn a_partly_received_message_holds_the_listeners_budget_until_complete() {
+    use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
+    use bunite_rpc::transport::ByteBudget;
+    use tokio::io::AsyncWriteExt;
+
+    let budget = ByteBudget::new(256 * 1024);
+    let config = ListenerConfig::default()
+        .max_bytes(200 * 1024)
+        .receive_budget(budget.clone());
+    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let url = format!("ws://{addr}/rpc");
+    let serving = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok(a) = l.accept().await {
+            let conn = Connection::new(a.transport);
+            conn.serve(counter_def(), counter_impl()).unwrap().detach();
+            conns.push(conn);
+        }
+    });
+
+    // A client that sends the header and part of a 150 KiB binary frame, by hand.
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(url.as_str(), socket)
+        .await
+        .unwrap();
+    let len: u64 = 150 * 1024;
+    let mut header = vec![0x82u8, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]); // mask: the payload goes as it is
+    let raw = slow.get_mut();
+    raw.write_all(&header).await.unwrap();
+    raw.write_all(&vec![0xc0u8; 100 * 1024]).await.unwrap();
+    eventually(|| budget.available() <= 256 * 1024 - (100 * 1024 - FREE_PER_CONNECTION)).await;
+
+    // Meanwhile another client is served as usual.
+    let client = Connection::new(ws::connect(url.as_str()).await.unwrap());
+    let counter = timeout(WAIT, client.bootstrap(&counter_def()))
+        .await
+        .unwrap()
+        .unwrap();
+    counter
+        .call_value("increment", Value::Undefined)
+        .await
+        .unwrap();
+
+    // The rest of the message: its bytes go back to the budget.
+    let raw = slow.get_mut();
+    raw.write_all(&vec![0xc0u8; 50 * 1024]).await.unwrap();
+    eventually(|| budget.available() == 256 * 1024).await;
+    serving.abort();
+}

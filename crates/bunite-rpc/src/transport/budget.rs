@@ -200,6 +200,19 @@ pub struct BudgetWaiter {
 }
 
 impl BudgetWaiter {
+    /// Draws `bytes` now if they are available, without waiting.
+    pub fn try_acquire(&self, bytes: usize) -> Option<BudgetPermit> {
+        if bytes == 0 {
+            return Some(BudgetPermit(None));
+        }
+        let n = u32::try_from(bytes).ok()?;
+        self.sem
+            .clone_inner()
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| BudgetPermit(Some(p)))
+    }
+
     /// Draws `bytes`, or registers to be woken when they may be available. A request above
     /// the whole budget fails with [`TransportError::TooLarge`].
     pub fn poll_acquire(

@@ -25,14 +25,27 @@
 //! `max_bytes` is refused before its body is allocated, and a long message's buffer grows
 //! only with what has arrived (at most [`READ_AHEAD`] bytes or as much as has arrived,
 //! whichever is larger, ahead of the data): a peer announcing 64 MiB and sending a little
-//! costs a little. When no bytes are pending the buffer is let go, so an idle connection
-//! holds no read buffer at all; the next read allocates [`READ_CHUNK`] again.
+//! costs a little. Once no bytes have been pending for [`IDLE_RELEASE`] the buffer is let
+//! go, so an idle connection holds no read buffer at all; the next read allocates a fresh one sized for the last
+//! message received plus [`READ_CHUNK`] (at most [`READ_MAX_FIRST`] plus that), so a run of
+//! 64 KiB messages is read one message per `read` call (under a [`ByteBudget`], the first
+//! read stays within the free allowance instead). Each read asks for a little more
+//! than it needs: one that fills its buffer exactly costs an extra, empty `read`.
+//!
+//! # Closing
+//!
+//! Closing the sink flushes and ends our direction (TCP FIN, pipe close). A source dropped
+//! before the peer's end keeps reading and discarding on a task for a while (see
+//! [`LINGER`](super::LINGER)): closing a socket with unread input makes the kernel reset it,
+//! which can destroy the goaway we just sent (e.g. after an oversize prefix with its body
+//! still arriving) before the peer reads it.
 //!
 //! # Limits
 //!
 //! A length above the receiver's limit ([`ByteStream::with_max_bytes`], default
 //! [`DEFAULT_MAX_BYTES`](bunite_wire::Limits::DEFAULT_MAX_BYTES)) is refused with
-//! [`TransportError::TooLarge`] (or [`TransportError::TextForLength`] when the four bytes are
+//! [`TransportError::TooLarge`](super::TransportError::TooLarge) (or
+//! [`TransportError::TextForLength`](super::TransportError::TextForLength) when the four bytes are
 //! printable text, e.g. a plugin that printed to its stdout): the connection answers with
 //! goaway `resource_exhausted`. Keep the limit at the connection's
 //! [`Limits::max_bytes`](crate::Limits::max_bytes); [`sealed::Sealed`](crate::transport::sealed)
@@ -75,7 +88,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use listener::TcpMessageListener;
-pub use read::{ByteStreamSource, READ_AHEAD, READ_CHUNK};
+pub use read::{ByteStreamSource, IDLE_RELEASE, READ_AHEAD, READ_CHUNK, READ_MAX_FIRST};
 pub use write::{ByteStreamSink, COPY_MAX, HIGH_WATER, WRITE_KEEP};
 
 use super::{ByteBudget, MaxBytes, Transport};

@@ -47,6 +47,18 @@ use bytes::Bytes;
 
 pub use budget::{BudgetPermit, ByteBudget, ListenerConfig};
 
+/// How long a socket transport, once closed, keeps reading and discarding what the peer
+/// still sends, at most. Closing a socket with unread input makes the kernel reset it,
+/// which can destroy our last frames (a goaway) before the peer reads them.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lingering stops once the peer has sent nothing for this long: with our input drained,
+/// the close sends no reset.
+pub const LINGER_QUIET: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How many bytes lingering reads and discards, at most.
+pub const LINGER_BYTES: usize = 64 << 20;
+
 /// Why a transport failed.
 ///
 /// [`Io`](TransportError::Io) keeps the [`io::Error`] (and so its [`io::ErrorKind`]) as its
@@ -231,3 +243,19 @@ pub trait MessageSourceExt: MessageSource {
 }
 
 impl<S: MessageSource + ?Sized> MessageSourceExt for S {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_is_the_source_and_printed_once() {
+        let e = TransportError::from(io::Error::new(io::ErrorKind::ConnectionRefused, "refused!"));
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+        assert!(!e.to_string().contains("refused!"), "{e}");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("refused!"));
+        assert_eq!(e.report(), "transport I/O error: refused!");
+        assert_eq!(TransportError::Closed.io_kind(), None);
+    }
+}

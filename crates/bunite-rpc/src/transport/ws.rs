@@ -14,19 +14,22 @@
 //! # Closing
 //!
 //! Closing the sink sends a close frame, ends our direction (TCP FIN), then reads and
-//! discards what the peer still sends until it closes too, goes quiet for [`LINGER_QUIET`],
-//! or [`LINGER`] or [`LINGER_BYTES`] is reached. Dropping a socket with unread input makes the kernel send a reset,
+//! discards what the peer still sends until it closes too, goes quiet for
+//! [`LINGER_QUIET`](super::LINGER_QUIET), or [`LINGER`](super::LINGER) or
+//! [`LINGER_BYTES`](super::LINGER_BYTES) is reached. Dropping a socket with unread input makes the kernel send a reset,
 //! which can destroy our last frames before the peer reads them: that is how a goaway
 //! after an oversize message used to get lost (close code 1006) in about half the runs.
 //!
 //! # Buffers
 //!
-//! tungstenite reads at most [`READ_BUFFER`] bytes per read and starts with a read buffer of
-//! that size; it writes once [`WRITE_BUFFER`] bytes are queued (and on every flush). Its
-//! defaults (128 KiB each) made an idle connection cost about 139 KB; these make it cost
-//! about 10 KB (figures in `docs/BENCHMARKS.md`). tungstenite keeps its buffers at their
-//! high-water mark: after a message of `n` bytes a connection holds about `n` bytes until it
-//! closes.
+//! tungstenite's read buffer starts at [`READ_BUFFER`] bytes and it reads at most that much
+//! per call; under it, the socket is read ahead in chunks of up to [`SOCKET_READ`] bytes (a
+//! 64 KiB message is one `recvfrom`), in a buffer let go as soon as tungstenite has taken
+//! it. tungstenite writes once [`WRITE_BUFFER`] bytes are queued, and on every flush. Its
+//! defaults (128 KiB each) made an idle connection cost about 140 KB per end; these make
+//! it cost a few KB over a TCP connection (figures in `docs/BENCHMARKS.md`). tungstenite
+//! keeps its buffers at their high-water mark: after a message of `n` bytes a connection
+//! holds about `n` bytes until it closes.
 //!
 //! ```no_run
 //! use bunite_rpc::{transport::{ws, ListenerConfig}, Connection};
@@ -52,7 +55,6 @@ mod metered;
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -74,21 +76,16 @@ pub const DEFAULT_PATH: &str = "/rpc";
 /// The default bound on an inbound message: 64 MiB, the protocol's default `maxBytes`.
 pub const DEFAULT_MAX_BYTES: usize = bunite_wire::Limits::DEFAULT_MAX_BYTES;
 
-/// tungstenite's read size and initial read buffer.
-pub const READ_BUFFER: usize = 8 * 1024;
+/// tungstenite's read size and initial read buffer (reads are served from a larger
+/// read-ahead, so this bounds only what an idle connection keeps).
+pub const READ_BUFFER: usize = 4 * 1024;
+
+/// The largest socket read: a 64 KiB message and its frame header in one `recvfrom`. The
+/// read-ahead buffer exists only while it holds bytes.
+pub const SOCKET_READ: usize = 68 * 1024;
 
 /// Queued bytes past which tungstenite writes before the flush.
 pub const WRITE_BUFFER: usize = 8 * 1024;
-
-/// How long closing waits, at most, for the peer to close its side.
-pub const LINGER: Duration = Duration::from_secs(2);
-
-/// Closing stops waiting once the peer has sent nothing for this long: with our input
-/// drained, closing sends no reset.
-pub const LINGER_QUIET: Duration = Duration::from_millis(250);
-
-/// How many bytes closing reads and discards, at most, while waiting for the peer.
-pub const LINGER_BYTES: usize = 64 << 20;
 
 /// Room tungstenite leaves above `max_bytes`, so that a wrapper (the sealed pipe) can raise
 /// the bound by its overhead after the handshake. The source enforces `max_bytes` itself.

@@ -1,18 +1,23 @@
 //! The receiving half: one reused `BytesMut`, messages split off without copying (see the
 //! parent module's `# Buffers`).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
-use crate::transport::{BudgetPermit, ByteBudget, MessageSource, TransportError};
+use crate::transport::{
+    BudgetPermit, ByteBudget, MessageSource, TransportError, LINGER, LINGER_BYTES, LINGER_QUIET,
+};
 
 /// What a read asks for when no message is under way: enough for a burst of small frames.
 pub const READ_CHUNK: usize = 8 * 1024;
@@ -22,17 +27,34 @@ pub const READ_CHUNK: usize = 8 * 1024;
 /// little costs about this much.
 pub const READ_AHEAD: usize = 64 * 1024;
 
+/// How long a connection stays idle (nothing pending, nothing arriving) before its read
+/// buffer is let go.
+pub const IDLE_RELEASE: Duration = Duration::from_millis(100);
+
+/// The largest first read: a fresh buffer is sized for the last message received (so a
+/// run of 64 KiB messages reads each in one call), up to this.
+pub const READ_MAX_FIRST: usize = 256 * 1024;
+
 const PREFIX: usize = 4;
 
 /// The receiving half of a [`ByteStream`](super::ByteStream).
 #[derive(Debug)]
 pub struct ByteStreamSource<R> {
-    reader: R,
+    /// Taken on drop, to linger.
+    reader: Option<R>,
+    /// Spawns the lingering reader (made where `R`'s bounds are known).
+    linger: fn(R),
     buf: BytesMut,
     max_bytes: usize,
     budget: Option<BudgetWaiter>,
     /// Budget drawn for the message being received.
     permit: BudgetPermit,
+    /// The size (prefix included) of the last message received: the next fresh buffer's.
+    last: usize,
+    /// Nothing has arrived since the buffer was last emptied.
+    idle: bool,
+    /// Fires [`IDLE_RELEASE`] into an idle period (made on the first one).
+    release: Option<Pin<Box<Sleep>>>,
     state: State,
     _slot: Option<Arc<OwnedSemaphorePermit>>,
 }
@@ -44,7 +66,7 @@ enum State {
     Failed,
 }
 
-impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
+impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     pub(super) fn new(
         reader: R,
         max_bytes: usize,
@@ -52,11 +74,15 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
         slot: Option<Arc<OwnedSemaphorePermit>>,
     ) -> Self {
         ByteStreamSource {
-            reader,
+            reader: Some(reader),
+            linger: linger::<R>,
             buf: BytesMut::new(),
             max_bytes,
             budget: budget.map(|b| b.waiter()),
             permit: BudgetPermit::default(),
+            last: 0,
+            idle: false,
+            release: None,
             state: State::Open,
             _slot: slot,
         }
@@ -92,10 +118,16 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
         cx: &mut Context<'_>,
         len: Option<usize>,
     ) -> Poll<Result<(), TransportError>> {
+        // Reads ask for a little more than they need: a read that fills its buffer exactly
+        // leaves tokio unsure whether more is waiting, which costs an extra empty read.
         let Some(len) = len else {
-            if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(READ_CHUNK);
-            }
+            // Under a budget, a first read stays within the free allowance.
+            let first = match self.budget {
+                Some(_) => FREE_PER_CONNECTION - READ_CHUNK,
+                None => READ_MAX_FIRST,
+            };
+            // On an empty buffer no longer shared with a message, this reuses its memory.
+            self.reserve(self.last.min(first) + READ_CHUNK);
             return Poll::Ready(Ok(()));
         };
         let total = PREFIX + len;
@@ -109,12 +141,44 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
                 self.permit.merge(permit);
             }
         }
-        if self.buf.capacity() == self.buf.len() {
-            let missing = total - self.buf.len();
-            self.buf
-                .reserve(missing.min(self.buf.len().max(READ_AHEAD)));
+        // Grow only once the room left is small, by at most what has arrived (or
+        // READ_AHEAD): the buffer grows with the data, never with the announcement.
+        let missing = total - self.buf.len();
+        if self.spare() < missing.min(READ_CHUNK) {
+            self.reserve((missing + READ_CHUNK).min(self.buf.len().max(READ_AHEAD)));
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn spare(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// Makes room for `bytes` more, unless there is already.
+    fn reserve(&mut self, bytes: usize) {
+        if self.spare() < bytes {
+            self.buf.reserve(bytes);
+        }
+    }
+
+    /// Between messages with nothing to read: once that has lasted [`IDLE_RELEASE`], let
+    /// the buffer go. (Letting it go at once would make a busy connection allocate a
+    /// fresh buffer for every read, which measured 1.6x slower on 64 KiB echoes.)
+    fn poll_release(&mut self, cx: &mut Context<'_>) {
+        if !self.buf.is_empty() || self.buf.capacity() == 0 {
+            return;
+        }
+        let deadline = Instant::now() + IDLE_RELEASE;
+        let timer = self
+            .release
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.idle {
+            self.idle = true;
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            self.buf = BytesMut::new();
+        }
     }
 
     fn poll_message(
@@ -128,20 +192,26 @@ impl<R: AsyncRead + Unpin> ByteStreamSource<R> {
                     let mut msg = self.buf.split_to(PREFIX + len);
                     msg.advance(PREFIX);
                     self.permit = BudgetPermit::default();
+                    self.last = PREFIX + len;
+                    if self.last > READ_MAX_FIRST && self.buf.is_empty() {
+                        // A buffer sized for a long message is not kept for the next one.
+                        self.buf = BytesMut::new();
+                    }
                     return Poll::Ready(Ok(Some(msg.freeze())));
                 }
             }
             ready!(self.poll_room(cx, len))?;
-            let n = match poll_read_buf(Pin::new(&mut self.reader), cx, &mut self.buf) {
+            let Some(reader) = self.reader.as_mut() else {
+                return Poll::Ready(Err(TransportError::Closed));
+            };
+            let n = match poll_read_buf(Pin::new(reader), cx, &mut self.buf) {
                 Poll::Ready(n) => n?,
                 Poll::Pending => {
-                    // Idle between messages: hold no buffer while waiting.
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
-                    }
+                    self.poll_release(cx);
                     return Poll::Pending;
                 }
             };
+            self.idle = false;
             if n == 0 {
                 // End of stream: clean between messages, truncation inside one.
                 return match self.buf.is_empty() {
@@ -176,4 +246,38 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageSource for ByteStreamSource<R
         }
         Poll::Ready(result)
     }
+}
+
+/// Dropped before the peer's end (after an oversize message, or on our close): keep reading
+/// and discarding for a while, so that the kernel does not reset the socket over unread
+/// input and destroy the goaway we just sent before the peer reads it.
+impl<R> Drop for ByteStreamSource<R> {
+    fn drop(&mut self) {
+        if self.state != State::Ended {
+            if let Some(reader) = self.reader.take() {
+                (self.linger)(reader);
+            }
+        }
+    }
+}
+
+/// Reads and discards `reader` on a task until the peer closes or fails, goes quiet for
+/// [`LINGER_QUIET`], or [`LINGER`] or [`LINGER_BYTES`] is reached; outside a runtime, drops
+/// it at once.
+fn linger<R: AsyncRead + Unpin + Send + 'static>(mut reader: R) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = [0u8; 2048];
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            let quiet = (Instant::now() + LINGER_QUIET).min(deadline);
+            match tokio::time::timeout_at(quiet, reader.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => read += n,
+                _ => return,
+            }
+        }
+    });
 }

@@ -129,8 +129,12 @@ impl<W: AsyncWrite + Unpin + Send + 'static> MessageSink for ByteStreamSink<W> {
         if self.queued < HIGH_WATER {
             return Poll::Ready(Ok(()));
         }
-        ready!(self.poll_write_out(cx))?;
-        Poll::Ready(Ok(()))
+        match self.poll_write_out(cx) {
+            Poll::Ready(written) => Poll::Ready(written.map_err(TransportError::from)),
+            // Written down below the mark: room again, though the peer is slow.
+            Poll::Pending if self.queued < HIGH_WATER => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError> {

@@ -1,7 +1,7 @@
 //! The fuzz harness of the opening side (`fuzz/fuzz_targets/sealed_open.rs`; its corpus is
 //! replayed by `tests/fuzz_corpus.rs` on stable Rust). Hidden, behind `test-util`.
 //!
-//! The input is a sequence of operations against one [`SealedSource`]: raw messages, fresh
+//! The input is a sequence of operations against one [`SealedSource`](super::SealedSource): raw messages, fresh
 //! sealed messages with chosen IVs and plaintexts, replays and bit flips of earlier ones,
 //! and our own messages reflected back. A model of the documented rules (replay window,
 //! reflection, failure is final) says what each must give; any difference panics.

@@ -14,8 +14,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::{Shared, LINGER, LINGER_BYTES, LINGER_QUIET};
+use super::Shared;
 use crate::transport::{MessageSink, MessageSource, TransportError};
+use crate::transport::{LINGER, LINGER_BYTES, LINGER_QUIET};
 
 /// The protocol error for a text message (PROTOCOL §2).
 const TEXT_MESSAGE: &str = "text message on the bunite socket";
@@ -180,7 +181,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSou
                     break Err(TransportError::Protocol(TEXT_MESSAGE.to_owned()))
                 }
                 // Pings are answered by tungstenite itself; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    shared.ws.get_mut().message_done();
+                    continue;
+                }
                 Some(Err(e)) => break recv_error(e, shared.max_bytes),
             }
         };

@@ -1,32 +1,53 @@
-//! The socket under tungstenite, charging the bytes it reads to a listener's budget until
-//! the message they belong to is complete.
+//! The socket under tungstenite: reads ahead in large chunks, and charges the bytes it
+//! reads to a listener's budget until the message they belong to is complete.
+//!
+//! tungstenite reads at most its read buffer's size per call ([`READ_BUFFER`]), and that size
+//! is also the buffer an idle connection keeps. Reading ahead here decouples the two: one
+//! socket read of up to [`SOCKET_READ`] bytes (sized for the last message) serves many
+//! small tungstenite reads (copied), so a 64 KiB message costs one `recvfrom` while
+//! tungstenite's buffer stays small; the read-ahead buffer is let go as soon as it is
+//! drained, so idle costs nothing here.
 //!
 //! tungstenite owns the framing, so the meter cannot reserve a whole message up front as
-//! the byte stream does: it charges each read beyond
-//! [`FREE_PER_CONNECTION`] and pauses reading while the budget is spent. The source tells
-//! it when a message is complete ([`Metered::message_done`]), which gives the bytes back.
+//! the byte stream does: reads stay within [`FREE_PER_CONNECTION`] until a message needs
+//! more, then each further read draws its bytes from the budget first (pausing while the
+//! budget is spent). The source tells the meter when a message is complete
+//! ([`Metered::message_done`]), which gives the bytes back.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::{READ_BUFFER, SOCKET_READ};
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::{BudgetPermit, ByteBudget};
 
-/// A socket whose reads may draw from a budget.
+/// The smallest socket read.
+const MIN_READ: usize = 2 * READ_BUFFER;
+
+/// A socket that reads ahead, and whose reads may draw from a budget.
 #[derive(Debug)]
 pub(super) struct Metered<S> {
     io: S,
+    /// Read from the socket, not yet handed to tungstenite.
+    ahead: BytesMut,
+    /// How much the next socket read asks for: the last message's size plus a little,
+    /// between 2 x [`READ_BUFFER`] and [`SOCKET_READ`].
+    next_read: usize,
+    /// Bytes read since the last complete message.
+    since_message: usize,
     meter: Option<Meter>,
 }
 
 #[derive(Debug)]
 struct Meter {
     waiter: BudgetWaiter,
+    /// Bytes drawn beyond the free allowance.
     permit: BudgetPermit,
-    /// Bytes read since the last complete message.
+    /// Bytes read from the socket since the last complete message.
     held: usize,
 }
 
@@ -37,19 +58,48 @@ impl<S> Metered<S> {
             permit: BudgetPermit::default(),
             held: 0,
         });
-        Metered { io, meter }
+        Metered {
+            io,
+            ahead: BytesMut::new(),
+            next_read: MIN_READ,
+            since_message: 0,
+            meter,
+        }
     }
 
     /// A message is complete: the bytes read for it go back to the budget.
     pub(super) fn message_done(&mut self) {
+        let size = self.since_message.saturating_sub(self.ahead.len());
+        self.next_read = (size + READ_BUFFER).clamp(MIN_READ, SOCKET_READ);
+        self.since_message = self.ahead.len();
         if let Some(m) = &mut self.meter {
-            m.held = 0;
+            // Bytes read ahead belong to the next message and stay counted.
+            m.held = self.ahead.len();
             m.permit = BudgetPermit::default();
         }
     }
 
     pub(super) fn get_mut(&mut self) -> &mut S {
         &mut self.io
+    }
+}
+
+impl Meter {
+    /// How many bytes the next socket read may take: what the free allowance and the
+    /// permit leave, topped up from the budget when that is less than one small read.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let allowed = FREE_PER_CONNECTION + self.permit.bytes();
+        let room = allowed.saturating_sub(self.held);
+        if room >= READ_BUFFER {
+            return Poll::Ready(Ok(room.min(SOCKET_READ)));
+        }
+        let more = match self.waiter.try_acquire(SOCKET_READ) {
+            Some(permit) => permit,
+            None => ready!(self.waiter.poll_acquire(cx, READ_BUFFER)).map_err(io::Error::other)?,
+        };
+        self.permit.merge(more);
+        let allowed = FREE_PER_CONNECTION + self.permit.bytes();
+        Poll::Ready(Ok(allowed.saturating_sub(self.held).min(SOCKET_READ)))
     }
 }
 
@@ -60,18 +110,33 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(m) = &mut this.meter else {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        };
-        let charge = (m.held + buf.remaining()).saturating_sub(FREE_PER_CONNECTION);
-        if m.permit.bytes() < charge {
-            let more = charge - m.permit.bytes();
-            let permit = ready!(m.waiter.poll_acquire(cx, more)).map_err(io::Error::other)?;
-            m.permit.merge(permit);
+        if this.ahead.is_empty() {
+            let want = match &mut this.meter {
+                Some(m) => ready!(m.poll_room(cx))?.min(this.next_read),
+                None => this.next_read,
+            };
+            this.ahead.reserve(want);
+            let mut limited = (&mut this.ahead).limit(want);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.io),
+                cx,
+                &mut limited
+            ))?;
+            this.since_message += n;
+            if let Some(m) = &mut this.meter {
+                m.held += n;
+            }
+            if n == 0 {
+                return Poll::Ready(Ok(())); // the end of the socket
+            }
         }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        m.held += buf.filled().len() - before;
+        let n = this.ahead.len().min(buf.remaining());
+        buf.put_slice(this.ahead.get(..n).unwrap_or_default());
+        this.ahead.advance(n);
+        if this.ahead.is_empty() {
+            // Drained: hold no read-ahead buffer while idle.
+            this.ahead = BytesMut::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

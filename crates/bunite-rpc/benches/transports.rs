@@ -32,9 +32,8 @@ fn imp() -> Arc<dyn CapImpl> {
         .build()
 }
 
-fn serve(conn: Connection) -> Connection {
-    conn.serve(def(), imp()).expect("serve").detach();
-    conn
+fn serve<T: bunite_rpc::transport::Transport>(t: T) -> Connection {
+    Connection::builder().serve(def(), imp()).connect(t)
 }
 
 /// Accepts connections on `kind` ("tcp" or "ws") forever; returns the address to dial.
@@ -48,7 +47,7 @@ async fn server(kind: &str) -> String {
             tokio::spawn(async move {
                 let mut held = Vec::new();
                 while let Ok((s, _)) = l.accept().await {
-                    held.push(serve(Connection::new(ByteStream::tcp(s))));
+                    held.push(serve(ByteStream::tcp(s)));
                 }
             });
             addr
@@ -61,7 +60,7 @@ async fn server(kind: &str) -> String {
             tokio::spawn(async move {
                 let mut held = Vec::new();
                 while let Ok(a) = l.accept().await {
-                    held.push(serve(Connection::new(a.transport)));
+                    held.push(serve(a.transport));
                 }
             });
             url

@@ -348,7 +348,10 @@ async fn a_partly_received_message_holds_the_listeners_budget_until_complete() {
         let mut conns = Vec::new();
         while let Ok(a) = l.accept().await {
             let conn = Connection::new(a.transport);
-            conn.serve(counter_def(), counter_impl()).unwrap().detach();
+            conn.serve(counter_def(), counter_impl())
+                .await
+                .unwrap()
+                .detach();
             conns.push(conn);
         }
     });

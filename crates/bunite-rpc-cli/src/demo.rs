@@ -33,7 +33,7 @@ pub async fn run(listen: &str, once: bool) -> Result<()> {
     Ok(())
 }
 
-fn rec(k: &str, v: impl Into<Value>) -> Value {
+fn rec(k: &'static str, v: impl Into<Value>) -> Value {
     Value::Record(Record::new().with(k, v))
 }
 

@@ -240,7 +240,7 @@ impl Client {
                 .0
                 .into_iter()
                 .filter_map(|(k, v)| match v {
-                    Value::CapRef(id) => Some((k, self.adopt(id, def.clone()))),
+                    Value::CapRef(id) => Some((k.into(), self.adopt(id, def.clone()))),
                     _ => None,
                 })
                 .collect()),

@@ -182,7 +182,7 @@ async fn frames_written_one_byte_at_a_time_are_reassembled() {
         Frame::Call(Call {
             id: CallId(id),
             target: CapId(target),
-            method: method.into(),
+            method: bunite_rpc::wire::Text::copy_from(method),
             args,
             meta: None,
         })

@@ -53,8 +53,10 @@ pub mod frame;
 mod frame_codec;
 pub mod ids;
 pub mod limits;
+pub mod payload;
 mod records;
 pub mod serde_impl;
+pub mod text;
 pub mod value;
 
 pub use codec::{DecodeError, Decoder, Encoder, FrameDecodeError, TooLarge};
@@ -64,6 +66,8 @@ pub use frame::{
 };
 pub use ids::{CallId, CapId};
 pub use limits::Limits;
+pub use payload::Payload;
 pub use serde_bytes;
 pub use serde_impl::{from_value, from_value_ref, to_value, CapRef, SerdeError};
+pub use text::Text;
 pub use value::{Record, Timestamp, TypedArray, TypedArrayKind, Value};

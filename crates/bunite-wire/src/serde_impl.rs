@@ -36,7 +36,9 @@
 
 mod de;
 mod key;
+pub(crate) mod raw_de;
 mod ser;
+mod stash;
 #[cfg(test)]
 mod tests;
 mod value_impl;

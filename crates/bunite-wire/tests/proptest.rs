@@ -80,7 +80,7 @@ fn value() -> impl Strategy<Value = Value> {
                 let mut record = Record::new();
                 for (k, v) in fields {
                     if record.get(&k).is_none() {
-                        record.0.push((k, v));
+                        record.0.push((k.into(), v));
                     }
                 }
                 Value::Record(record)

@@ -28,7 +28,7 @@ impl Session {
                 self.emit_call(
                     call.target,
                     cap_name,
-                    call.method,
+                    call.method.into(),
                     call.id,
                     None,
                     Err(status.code),
@@ -88,7 +88,7 @@ impl Session {
                 let active = ActiveCall {
                     cap_id: call.target,
                     cap_name: def.name().to_owned(),
-                    method: call.method.clone(),
+                    method: call.method.to_string(),
                     started: now,
                     signal: signal.clone(),
                     abort: abort.clone(),
@@ -102,7 +102,7 @@ impl Session {
                 let stream = ServerStream {
                     cap_id: call.target,
                     cap_name: def.name().to_owned(),
-                    method: call.method.clone(),
+                    method: call.method.to_string(),
                     window: u64::from(method.stream_initial_credit()),
                     count: 0,
                     signal: signal.clone(),
@@ -120,7 +120,7 @@ impl Session {
             signal_after: deadline
                 .filter(|_| !method.is_idempotent() && method.kind() == MethodKind::Call),
             deadline,
-            method: call.method,
+            method: call.method.into(),
             args: call.args,
             signal,
             abort,

@@ -77,7 +77,7 @@ impl Session {
         let frame = Frame::Call(Call {
             id,
             target: req.cap_id,
-            method: req.method,
+            method: req.method.into(),
             args: req.args,
             meta: req.meta,
         });

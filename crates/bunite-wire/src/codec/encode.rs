@@ -43,7 +43,7 @@ impl View<'_> {
             View::Record(fields) => Value::Record(Record(
                 fields
                     .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.to_value()))
+                    .map(|(k, v)| (crate::text::Text::copy_from(k), v.to_value()))
                     .collect(),
             )),
             View::Array(items) => Value::Array(items.iter().map(View::to_value).collect()),

@@ -104,7 +104,7 @@ impl Payload {
         match &self.0 {
             Inner::Undefined => Ok(Value::Undefined),
             Inner::Local(v) => Ok(Value::clone(v)),
-            Inner::Wire(w) => w.read(w.cost, |cx, depth| decode::value(cx, depth)),
+            Inner::Wire(w) => w.read(w.cost, decode::value),
         }
     }
 

@@ -196,6 +196,7 @@ impl SlotKeys {
     }
 
     /// Key `i` as a `str` (empty if out of range, which callers never ask for).
+    #[inline]
     pub(crate) fn key(&self, i: usize) -> &str {
         let start = match i.checked_sub(1) {
             Some(prev) => self.ends.get(prev).copied().unwrap_or(0),

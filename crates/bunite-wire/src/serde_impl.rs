@@ -36,6 +36,7 @@
 
 mod de;
 mod key;
+mod raw_access;
 pub(crate) mod raw_de;
 mod ser;
 mod stash;

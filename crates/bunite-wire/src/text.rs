@@ -287,7 +287,7 @@ mod tests {
         assert!(matches!(texts[1].0, Repr::Inline { .. }));
         assert!(matches!(texts[5].0, Repr::Inline { .. }));
         assert!(matches!(texts[6].0, Repr::Shared(_)));
-        assert!(Text::from("a") < Text::copy_from("b"));
+        assert!(Text::from_static("a") < Text::copy_from("b"));
     }
 
     #[test]

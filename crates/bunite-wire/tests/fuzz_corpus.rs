@@ -74,7 +74,7 @@ fn sample(depth: u32) -> Nested {
             },
             _ => Kind::D(vec![], false),
         },
-        children: (0..depth.min(2)).map(|d| sample(d)).collect(),
+        children: (0..depth.min(2)).map(sample).collect(),
         by_id: [(1, Tagged::P { n: -3 }), (7, Tagged::Q)].into(),
         blob: vec![0, 255],
         cap: Some(CapRef(CapId(3))),

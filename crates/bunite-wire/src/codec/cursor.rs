@@ -86,7 +86,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn u8(&mut self) -> Res<u8> {
-        Ok(u8::from_be_bytes(self.bytes()?))
+        // The hot path of every token: one bounds check.
+        let b = *self.buf.get(self.pos).ok_or(UnexpectedEof)?;
+        self.pos += 1;
+        Ok(b)
     }
 
     fn len16(&mut self) -> Res<usize> {
@@ -111,7 +114,48 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(self.take(n)?).map_err(|_| InvalidUtf8)
     }
 
+    /// Passes over the next token if it is a fixed-size scalar (an int, a float, nil, a
+    /// bool), the common case of a skip, without decoding it. Gives whether it did.
+    #[inline]
+    pub(crate) fn skip_fixed(&mut self) -> Res<bool> {
+        let Some(&b) = self.buf.get(self.pos) else {
+            return Err(UnexpectedEof);
+        };
+        let len = match b {
+            0x00..=0x3f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => 1,
+            0xcc | 0xd0 => 2,
+            0xcd | 0xd1 => 3,
+            0xca | 0xce | 0xd2 => 5,
+            0xcb | 0xcf | 0xd3 => 9,
+            _ => return Ok(false),
+        };
+        self.take(len)?;
+        Ok(true)
+    }
+
+    /// If the next token is a string: passes over it, checking it is UTF-8 without making a
+    /// `str` of it (an ASCII string, which almost every key and name is, costs one
+    /// word-at-a-time scan), and gives its length. Otherwise reads nothing.
+    pub(crate) fn skip_str(&mut self) -> Res<Option<usize>> {
+        let start = self.pos;
+        let n = match self.u8()? {
+            b @ 0xa0..=0xbf => usize::from(b & 0x1f),
+            b @ 0xd9..=0xdb => self.sized_len(b - 0xd9)?,
+            _ => {
+                self.pos = start;
+                return Ok(None);
+            }
+        };
+        let b = self.take(n)?;
+        if b.is_ascii() || std::str::from_utf8(b).is_ok() {
+            Ok(Some(n))
+        } else {
+            Err(InvalidUtf8)
+        }
+    }
+
     /// The next token.
+    #[inline]
     pub(crate) fn head(&mut self) -> Res<Head<'a>> {
         let b = self.u8()?;
         Ok(match b {
@@ -323,6 +367,14 @@ impl<'a> Ctx<'a, '_> {
     /// very slot.
     pub(crate) fn lookup(&self, id: u8) -> Res<Arc<SlotKeys>> {
         self.slots.get(id).cloned().ok_or(UnknownRecordSlot(id))
+    }
+
+    /// The number of keys of a referenced slot.
+    pub(crate) fn key_count(&self, id: u8) -> Res<usize> {
+        self.slots
+            .get(id)
+            .map(|s| s.len())
+            .ok_or(UnknownRecordSlot(id))
     }
 
     /// The shape of a record header at `depth`: nests first, then defines or looks up.

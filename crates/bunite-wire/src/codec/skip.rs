@@ -46,6 +46,13 @@ impl Skip<'_> {
 
 /// Skips one value at `depth`.
 pub(crate) fn skip(cx: &mut Ctx<'_, '_>, depth: usize, how: &mut Skip<'_>) -> Res<()> {
+    // The common tokens first, without decoding them.
+    if cx.cur.skip_fixed()? {
+        return Ok(());
+    }
+    if let Some(n) = cx.cur.skip_str()? {
+        return how.charge(cx, budget::heap(n));
+    }
     let head = cx.cur.head()?;
     skip_head(cx, head, depth, how)
 }
@@ -88,10 +95,15 @@ pub(crate) fn skip_head(
             Ok(())
         }
         Head::RecordDef(_) | Head::RecordRef(_) => {
-            let (shape, inner) = cx.record_shape(head, depth)?;
-            let cap = cx.plausible(shape.len());
+            // Only the key count matters here, so a reference takes no clone of the shape.
+            let inner = cx.nest(depth)?;
+            let n = match head {
+                Head::RecordRef(id) => cx.key_count(id)?,
+                _ => cx.record_shape(head, depth)?.0.len(),
+            };
+            let cap = cx.plausible(n);
             how.charge(cx, budget::record(cap))?;
-            for _ in 0..shape.len() {
+            for _ in 0..n {
                 skip(cx, inner, how)?;
             }
             Ok(())

@@ -21,15 +21,11 @@
 //! allocation.
 
 use std::marker::PhantomData;
-use std::mem::size_of;
 
-use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, Error as _, IntoDeserializer, MapAccess, SeqAccess,
-    Unexpected, Visitor,
-};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Error as _, Unexpected, Visitor};
 
 use super::de::{byte_sized, typed_iter, visit_integral, ValueDeserializer};
-use super::key::KeyDeserializer;
+use super::raw_access::{EnumRaw, MapRaw, RecordRaw, SeqRaw, ValuesRaw};
 use super::{magic, SerdeError};
 use crate::codec::budget;
 use crate::codec::cursor::{Ctx, Head};
@@ -40,7 +36,7 @@ use crate::value::Value;
 
 type Res<T> = Result<T, SerdeError>;
 
-fn decode_err(e: DecodeError) -> SerdeError {
+pub(super) fn decode_err(e: DecodeError) -> SerdeError {
     SerdeError::new(format!("payload: {e}"))
 }
 
@@ -56,7 +52,8 @@ pub(crate) fn from_ctx<T: DeserializeOwned>(mut cx: Ctx<'_, '_>, depth: usize) -
 
 /// Hands one value at `depth` to `seed`; if the seed returned without reading it (a custom
 /// visitor may), skips it so the next read starts where it should.
-fn read_one<'de, S: DeserializeSeed<'de>>(
+#[inline]
+pub(super) fn read_one<'de, S: DeserializeSeed<'de>>(
     cx: &mut Ctx<'_, '_>,
     depth: usize,
     seed: S,
@@ -73,12 +70,13 @@ fn read_one<'de, S: DeserializeSeed<'de>>(
 }
 
 /// Charges `n` bytes to the budget.
-fn charge(cx: &mut Ctx<'_, '_>, n: usize) -> Res<()> {
+#[inline]
+pub(super) fn charge(cx: &mut Ctx<'_, '_>, n: usize) -> Res<()> {
     cx.meter.charge(n).map_err(decode_err)
 }
 
 /// What a token is, for serde's error messages (as `de::unexpected` of its `Value`).
-fn unexpected<'h>(head: &Head<'h>) -> Unexpected<'h> {
+pub(super) fn unexpected<'h>(head: &Head<'h>) -> Unexpected<'h> {
     match *head {
         Head::Undefined => Unexpected::Other("undefined"),
         Head::Null => Unexpected::Unit,
@@ -98,12 +96,13 @@ fn unexpected<'h>(head: &Head<'h>) -> Unexpected<'h> {
 
 /// The deserializer for one value at `depth`.
 pub(crate) struct Raw<'r, 'a, 's> {
-    cx: &'r mut Ctx<'a, 's>,
-    depth: usize,
+    pub(super) cx: &'r mut Ctx<'a, 's>,
+    pub(super) depth: usize,
 }
 
 impl<'a> Raw<'_, 'a, '_> {
-    fn head(&mut self) -> Res<Head<'a>> {
+    #[inline]
+    pub(super) fn head(&mut self) -> Res<Head<'a>> {
         self.cx.cur.head().map_err(decode_err)
     }
 
@@ -115,6 +114,7 @@ impl<'a> Raw<'_, 'a, '_> {
     }
 
     /// `deserialize_any` of the value whose header was just read.
+    #[inline]
     fn any<'de, V: Visitor<'de>>(mut self, head: Head<'_>, visitor: V) -> Res<V::Value> {
         match head {
             Head::Undefined | Head::Null => visitor.visit_unit(),
@@ -376,200 +376,5 @@ impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for NewtypeSeed<V> {
     type Value = V::Value;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         self.0.visit_newtype_struct(d)
-    }
-}
-
-struct SeqRaw<'r, 'a, 's> {
-    cx: &'r mut Ctx<'a, 's>,
-    depth: usize,
-    left: usize,
-}
-
-impl<'de> SeqAccess<'de> for SeqRaw<'_, '_, '_> {
-    type Error = SerdeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Res<Option<T::Value>> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        charge(self.cx, size_of::<T::Value>())?;
-        read_one(self.cx, self.depth, seed).map(Some)
-    }
-    fn size_hint(&self) -> Option<usize> {
-        // Never more than the input can hold: a hint sizes allocations.
-        Some(self.left.min(self.cx.cur.remaining()))
-    }
-}
-
-struct ValuesRaw<'r, 'a, 's, I> {
-    cx: &'r mut Ctx<'a, 's>,
-    items: I,
-}
-
-impl<'de, I: ExactSizeIterator<Item = Value>> SeqAccess<'de> for ValuesRaw<'_, '_, '_, I> {
-    type Error = SerdeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Res<Option<T::Value>> {
-        let Some(v) = self.items.next() else {
-            return Ok(None);
-        };
-        charge(self.cx, size_of::<T::Value>())?;
-        seed.deserialize(ValueDeserializer::new(v)).map(Some)
-    }
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.items.len())
-    }
-}
-
-struct RecordRaw<'r, 'a, 's, 'k> {
-    cx: &'r mut Ctx<'a, 's>,
-    depth: usize,
-    keys: &'k crate::records::SlotKeys,
-    next: usize,
-    value_pending: bool,
-}
-
-impl RecordRaw<'_, '_, '_, '_> {
-    /// Skips the values the visitor did not read (a `ValueDeserializer` simply drops them).
-    fn skip_rest(&mut self) -> Res<()> {
-        let left = self.keys.len().saturating_sub(self.next) + usize::from(self.value_pending);
-        for _ in 0..left {
-            skip(self.cx, self.depth, &mut Skip::quiet()).map_err(decode_err)?;
-        }
-        self.next = self.keys.len();
-        self.value_pending = false;
-        Ok(())
-    }
-}
-
-impl<'de> MapAccess<'de> for RecordRaw<'_, '_, '_, '_> {
-    type Error = SerdeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Res<Option<K::Value>> {
-        if self.value_pending {
-            // The visitor skipped a value: pass over it, as dropping it would.
-            skip(self.cx, self.depth, &mut Skip::quiet()).map_err(decode_err)?;
-            self.value_pending = false;
-        }
-        if self.next >= self.keys.len() {
-            return Ok(None);
-        }
-        let key = self.keys.key(self.next);
-        self.next += 1;
-        self.value_pending = true;
-        charge(self.cx, size_of::<K::Value>().saturating_add(key.len()))?;
-        seed.deserialize(KeyDeserializer(key)).map(Some)
-    }
-    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Res<T::Value> {
-        if !self.value_pending {
-            return Err(SerdeError::custom("value before key"));
-        }
-        self.value_pending = false;
-        charge(self.cx, size_of::<T::Value>())?;
-        read_one(self.cx, self.depth, seed)
-    }
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.keys.len().saturating_sub(self.next))
-    }
-}
-
-struct MapRaw<'r, 'a, 's> {
-    cx: &'r mut Ctx<'a, 's>,
-    depth: usize,
-    left: usize,
-    value_pending: bool,
-}
-
-impl MapRaw<'_, '_, '_> {
-    fn skip_rest(&mut self) -> Res<()> {
-        let values = self.left.saturating_mul(2) + usize::from(self.value_pending);
-        for _ in 0..values {
-            skip(self.cx, self.depth, &mut Skip::quiet()).map_err(decode_err)?;
-        }
-        self.left = 0;
-        self.value_pending = false;
-        Ok(())
-    }
-}
-
-impl<'de> MapAccess<'de> for MapRaw<'_, '_, '_> {
-    type Error = SerdeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Res<Option<K::Value>> {
-        if self.value_pending {
-            skip(self.cx, self.depth, &mut Skip::quiet()).map_err(decode_err)?;
-            self.value_pending = false;
-        }
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        self.value_pending = true;
-        charge(self.cx, size_of::<K::Value>())?;
-        read_one(self.cx, self.depth, seed).map(Some)
-    }
-    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Res<T::Value> {
-        if !self.value_pending {
-            return Err(SerdeError::custom("value before key"));
-        }
-        self.value_pending = false;
-        charge(self.cx, size_of::<T::Value>())?;
-        read_one(self.cx, self.depth, seed)
-    }
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.left.min(self.cx.cur.remaining() / 2))
-    }
-}
-
-/// An enum: a string tag alone, or a one-key record's key and its value.
-struct EnumRaw<'t, 'r, 'a, 's> {
-    tag: &'t str,
-    payload: Option<Raw<'r, 'a, 's>>,
-}
-
-impl<'de, 'r, 'a, 's> de::EnumAccess<'de> for EnumRaw<'_, 'r, 'a, 's> {
-    type Error = SerdeError;
-    type Variant = VariantRaw<'r, 'a, 's>;
-
-    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Res<(S::Value, Self::Variant)> {
-        let variant = seed.deserialize(self.tag.into_deserializer())?;
-        Ok((variant, VariantRaw(self.payload)))
-    }
-}
-
-struct VariantRaw<'r, 'a, 's>(Option<Raw<'r, 'a, 's>>);
-
-fn no_payload(what: &'static str) -> SerdeError {
-    SerdeError::invalid_type(Unexpected::UnitVariant, &what)
-}
-
-impl<'de> de::VariantAccess<'de> for VariantRaw<'_, '_, '_> {
-    type Error = SerdeError;
-
-    fn unit_variant(self) -> Res<()> {
-        let Some(mut raw) = self.0 else { return Ok(()) };
-        match raw.head()? {
-            Head::Undefined | Head::Null => Ok(()),
-            other => Err(SerdeError::invalid_type(
-                unexpected(&other),
-                &"unit variant",
-            )),
-        }
-    }
-
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Res<T::Value> {
-        let raw = self.0.ok_or_else(|| no_payload("newtype variant"))?;
-        read_one(raw.cx, raw.depth, seed)
-    }
-
-    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Res<V::Value> {
-        let raw = self.0.ok_or_else(|| no_payload("tuple variant"))?;
-        de::Deserializer::deserialize_seq(raw, visitor)
-    }
-
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Res<V::Value> {
-        let raw = self.0.ok_or_else(|| no_payload("struct variant"))?;
-        de::Deserializer::deserialize_any(raw, visitor)
     }
 }

@@ -32,7 +32,7 @@ pub(crate) enum Shape {
 struct Undo {
     slot: usize,
     hash: u64,
-    keys: Option<Box<[String]>>,
+    keys: Option<Box<[Box<[u8]>]>>,
     next: usize,
 }
 
@@ -41,7 +41,7 @@ struct Undo {
 pub(crate) struct ShapeRing {
     /// Hash of each slot's key sequence; scanned first so most misses never touch a string.
     hashes: [u64; RING],
-    keys: [Option<Box<[String]>>; RING],
+    keys: [Option<Box<[Box<[u8]>]>>; RING],
     next: usize,
     journal: Vec<Undo>,
 }
@@ -63,14 +63,13 @@ impl ShapeRing {
     /// Every creation is journaled until [`ShapeRing::commit`] or [`ShapeRing::rollback`].
     pub(crate) fn resolve<'k, I>(&mut self, keys: I) -> Shape
     where
-        I: Iterator<Item = &'k str> + ExactSizeIterator + Clone,
+        I: Iterator<Item = &'k [u8]> + ExactSizeIterator + Clone,
     {
         let hash = shape_hash(keys.clone());
         for (slot, (&h, held)) in self.hashes.iter().zip(&self.keys).enumerate() {
             if h == hash {
                 if let Some(held) = held {
-                    if held.len() == keys.len() && held.iter().map(String::as_str).eq(keys.clone())
-                    {
+                    if held.len() == keys.len() && held.iter().map(|k| &**k).eq(keys.clone()) {
                         return Shape::Known(id_of(slot));
                     }
                 }
@@ -78,7 +77,7 @@ impl ShapeRing {
         }
         // `next` is always below RING; the modulo makes the indexing evidently in bounds.
         let slot = self.next % RING;
-        let new_keys: Box<[String]> = keys.map(str::to_owned).collect();
+        let new_keys: Box<[Box<[u8]>]> = keys.map(Box::from).collect();
         self.journal.push(Undo {
             slot,
             hash: std::mem::replace(&mut self.hashes[slot], hash),
@@ -112,13 +111,13 @@ fn id_of(slot: usize) -> u8 {
 
 /// FxHash over the key sequence, with each key's length mixed in so `["ab"]` and
 /// `["a", "b"]` differ. Collisions only cost a string comparison.
-fn shape_hash<'k>(keys: impl Iterator<Item = &'k str>) -> u64 {
+fn shape_hash<'k>(keys: impl Iterator<Item = &'k [u8]>) -> u64 {
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
     let mix = |h: u64, v: u64| (h.rotate_left(5) ^ v).wrapping_mul(K);
     let mut h = 0u64;
     for key in keys {
         h = mix(h, key.len() as u64);
-        let mut chunks = key.as_bytes().chunks_exact(8);
+        let mut chunks = key.chunks_exact(8);
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
@@ -245,7 +244,7 @@ mod tests {
     use super::*;
 
     fn resolve(ring: &mut ShapeRing, keys: &[&str]) -> Shape {
-        ring.resolve(keys.iter().copied())
+        ring.resolve(keys.iter().map(|k| k.as_bytes()))
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! driver tasks that do all the I/O (a reader and a writer per connection).
 //!
 //! Every operation locks the session (never across an `.await`), lets it decide, then
-//! applies the [`Effects`] outside the lock: wakes the writer, spawns handlers and policy
+//! applies the `Effects` outside the lock: wakes the writer, spawns handlers and policy
 //! checks, notifies observers.
 //!
 //! The I/O is split over two tasks rather than one: a single task selecting over reads and

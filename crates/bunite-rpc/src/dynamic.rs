@@ -74,7 +74,7 @@ impl DynCap {
     }
 
     /// Handles a stream method in the emitter style: the closure gets an
-    /// [`Emitter`](crate::emitter::Emitter) and pushes values into it.
+    /// [`Emitter`] and pushes values into it.
     pub fn stream_emitter<F, Fut>(self, method: impl Into<String>, f: F) -> Self
     where
         F: Fn(Value, CallContext, Emitter) -> Fut + Send + Sync + 'static,

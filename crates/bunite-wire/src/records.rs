@@ -27,12 +27,15 @@ pub(crate) enum Shape {
     Defined(u8),
 }
 
+/// A shape's keys as the encoder remembers them: the bytes of each key's `str`.
+type RingKeys = Box<[Box<[u8]>]>;
+
 /// One slot change, kept so a failed bounded encode can be undone exactly.
 #[derive(Debug)]
 struct Undo {
     slot: usize,
     hash: u64,
-    keys: Option<Box<[Box<[u8]>]>>,
+    keys: Option<RingKeys>,
     next: usize,
 }
 
@@ -41,7 +44,7 @@ struct Undo {
 pub(crate) struct ShapeRing {
     /// Hash of each slot's key sequence; scanned first so most misses never touch a string.
     hashes: [u64; RING],
-    keys: [Option<Box<[Box<[u8]>]>>; RING],
+    keys: [Option<RingKeys>; RING],
     next: usize,
     journal: Vec<Undo>,
 }
@@ -77,7 +80,7 @@ impl ShapeRing {
         }
         // `next` is always below RING; the modulo makes the indexing evidently in bounds.
         let slot = self.next % RING;
-        let new_keys: Box<[Box<[u8]>]> = keys.map(Box::from).collect();
+        let new_keys: RingKeys = keys.map(Box::from).collect();
         self.journal.push(Undo {
             slot,
             hash: std::mem::replace(&mut self.hashes[slot], hash),

@@ -256,14 +256,14 @@ impl Decoder {
     /// Decodes one message and validates it as a frame, its payload materialized as a
     /// [`Value`].
     ///
-    /// The same rules and checks as [`Decoder::decode_frame_lazy`] (it copies the message
-    /// into a [`Bytes`] and calls it), then [`Frame::into_values`].
+    /// The message is decoded into a `Value` (within its decode budget, as
+    /// [`Decoder::decode`]) and validated by the rules of [`Decoder::decode_frame_lazy`],
+    /// `hello` bounds included: the two accept the same frames and make the same ones
+    /// (`tests/lazy.rs` and the `frame_sequence` fuzz target hold them to it).
     pub fn decode_frame(&mut self, bytes: &[u8]) -> Result<Frame, FrameDecodeError> {
-        if bytes.len() > self.limits.max_bytes {
-            return Err(DecodeError::TooLarge.into());
-        }
-        let frame = self.decode_frame_lazy(&Bytes::copy_from_slice(bytes))?;
-        Ok(frame.into_values()?)
+        let value = self.decode(bytes)?;
+        let bounds = crate::frame_codec::HelloBounds::of(&self.limits);
+        Ok(crate::frame_codec::frame_from_value_with(value, bounds)?)
     }
 
     /// Decodes one message as a frame without materializing its payload.

@@ -13,8 +13,9 @@ mod lazy;
 mod tests;
 mod validate;
 
-pub(crate) use decode::frame_from_value;
+pub(crate) use decode::{frame_from_value, frame_from_value_with};
 pub(crate) use lazy::decode_lazy;
+pub(crate) use validate::HelloBounds;
 
 use crate::codec::View;
 use crate::frame::{

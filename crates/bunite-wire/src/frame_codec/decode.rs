@@ -8,6 +8,14 @@ use crate::value::{Record, Value};
 
 /// Validates a value as a frame.
 pub(crate) fn frame_from_value(value: Value) -> Result<Frame, FrameError> {
+    frame_from_value_with(value, HelloBounds::NONE)
+}
+
+/// Validates a value as a frame, a `hello` within `bounds`.
+pub(crate) fn frame_from_value_with(
+    value: Value,
+    bounds: HelloBounds,
+) -> Result<Frame, FrameError> {
     let Value::Record(r) = value else {
         return Err(FrameError::NotRecord);
     };
@@ -30,7 +38,15 @@ pub(crate) fn frame_from_value(value: Value) -> Result<Frame, FrameError> {
             Key::Value => first(&mut f.value, v),
             Key::Features => first(
                 &mut f.features,
-                listed(v, |s| validate::feature(s.into(), HelloBounds::NONE)),
+                match v {
+                    Value::Array(items) if items.len() > bounds.max_features => {
+                        Listed::Items(Err(FrameError::Invalid {
+                            op: "hello",
+                            field: "features",
+                        }))
+                    }
+                    v => listed(v, |s| validate::feature(s.into(), bounds)),
+                },
             ),
             Key::Caps => first(
                 &mut f.caps,
@@ -55,7 +71,7 @@ pub(crate) fn frame_from_value(value: Value) -> Result<Frame, FrameError> {
             ),
         }
     }
-    validate::frame(f, HelloBounds::NONE)
+    validate::frame(f, bounds)
 }
 
 /// Moves the first value of `key` out of the record.

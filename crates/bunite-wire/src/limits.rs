@@ -21,7 +21,9 @@
 //!   binary and typed array, 16 bytes of allocator overhead per allocation, and the keys of
 //!   every record definition. Over the budget, the frame fails with
 //!   [`crate::DecodeError::OverBudget`], a protocol error (the connection answers with a
-//!   goaway). Nothing but record definitions is allocated before that check passes.
+//!   goaway). The payload is not built; what the frame itself keeps (its strings, a
+//!   status's details, a drop's entries) and the record definitions are charged before
+//!   they are allocated.
 //! - [`crate::Payload::to_value`] then allocates by the same rules, so it can never take
 //!   more than the frame check admitted.
 //! - [`crate::Payload::deserialize`] charges what it builds (the size of each sequence

@@ -21,8 +21,8 @@ use bunite_wire::Value;
 use crate::context::CallContext;
 use crate::emitter::{emitter_stream, ValueEmitter};
 use crate::handler::{BoxFuture, CapImpl, Returned, ValueStream};
-use crate::payload::Payload;
 use crate::status::Status;
+use bunite_wire::Payload;
 
 type CallFn = Arc<dyn Fn(Value, CallContext) -> BoxFuture<Result<Returned, Status>> + Send + Sync>;
 type StreamFn = Arc<dyn Fn(Value, CallContext) -> Result<ValueStream, Status> + Send + Sync>;

@@ -54,6 +54,7 @@ impl Limits {
         bunite_wire::Limits {
             max_bytes: self.max_bytes,
             max_depth: self.max_depth,
+            ..bunite_wire::Limits::default()
         }
     }
 }

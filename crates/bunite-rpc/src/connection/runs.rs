@@ -22,9 +22,9 @@ use crate::client_stream::StreamQueue;
 use crate::context::{CallContext, CallScope, CURRENT_CALL};
 use crate::events::{ErrorEvent, Event};
 use crate::handler::{BoxFuture, CapImpl, Returned, ValueStream};
-use crate::payload::Payload;
 use crate::session::{self, Invocation, Outcome, RunId, Session};
 use crate::status::Status;
+use bunite_wire::Payload;
 
 /// Work to run once a call's reply is queued.
 pub(crate) type Deferred = Box<dyn FnOnce() + Send>;

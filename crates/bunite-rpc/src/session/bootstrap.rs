@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bunite_wire::{Call, CallId, CapId, Frame, Record, ResultFrame, Value};
+use bunite_wire::{Call, CallId, CapId, Frame, Payload, Record, ResultFrame, Text, Value};
 
 use super::inbound::PolicyCheck;
 use super::outbound::{CallRequest, Expect, Parked};
@@ -36,7 +36,7 @@ impl<T: Types> Session<T> {
         }
         let req = CallRequest {
             cap_id: CapId::BOOTSTRAP,
-            method: BOOTSTRAP_METHOD.to_owned(),
+            method: Text::from_static(BOOTSTRAP_METHOD),
             args: Value::Record(args),
             parent: None,
             deadline: None,
@@ -70,8 +70,10 @@ impl<T: Types> Session<T> {
         }
     }
 
-    pub(super) fn on_bootstrap(&mut self, call: Call) {
-        let args = call.args.as_record();
+    pub(super) fn on_bootstrap(&mut self, call: Call<Payload>) {
+        // Small by construction (a name and a version); within the frame's decode budget.
+        let args = call.args.to_value().unwrap_or_default();
+        let args = args.as_record();
         let Some(name) = args.and_then(|a| a.get("name")).and_then(Value::as_str) else {
             let shown = args
                 .and_then(|a| a.get("name"))

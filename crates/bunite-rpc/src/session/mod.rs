@@ -240,7 +240,7 @@ impl<T: Types> Session<T> {
             let message = format!("message of {} bytes exceeds maxBytes {max}", msg.len());
             return self.transport_ended(TransportEnd::TooLarge(message));
         }
-        let frame = match self.decoder.decode_frame(msg) {
+        let frame = match self.decoder.decode_frame_lazy(msg) {
             Ok(frame) => frame,
             Err(e) => return self.protocol_error(Status::invalid_argument(decode_message(&e))),
         };

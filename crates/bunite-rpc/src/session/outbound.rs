@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, Frame, ResultFrame,
-    Value,
+    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, Frame, Payload,
+    ResultFrame, Text, Value,
 };
 
 use super::output::Output;
@@ -15,7 +15,6 @@ use super::streams::ClientStreamState;
 use super::timers::{after, Timer, DEADLINE_GRACE};
 use super::{ChildIndex, RevokedSet, Session, Types, DROP_FRAME_ENTRIES};
 use crate::error::{Error, LocalError};
-use crate::payload::Payload;
 use crate::status::{reason, Code, Status};
 
 /// What an outbound call's result holds, so a result nobody takes can release its caps.
@@ -31,7 +30,7 @@ pub(crate) enum Expect {
 #[derive(Debug)]
 pub(crate) struct CallRequest {
     pub cap_id: CapId,
-    pub method: String,
+    pub method: Text,
     pub args: Value,
     /// The call made inside the handler of this call of the peer (`meta.parentCallId`).
     pub parent: Option<CallId>,
@@ -252,9 +251,9 @@ impl<T: Types> Session<T> {
         Some(p)
     }
 
-    pub(super) fn on_result(&mut self, r: ResultFrame) {
+    pub(super) fn on_result(&mut self, r: ResultFrame<Payload>) {
         let outcome = match r.outcome {
-            Ok(v) => Ok(Payload::from_value(v)),
+            Ok(payload) => Ok(payload),
             Err(w) => Err(Error::Remote(Status::from_wire(w))),
         };
         let Some(p) = self.untrack(r.id) else {

@@ -3,7 +3,7 @@
 //! Plain data, no I/O. Ids 0 and 1 are reserved and never allocated or freed; user ids
 //! start at 2 and are never reused on a connection.
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::sync::Arc;
 
 use bunite_wire::CapId;
@@ -23,7 +23,7 @@ pub(crate) struct Entry<I> {
 /// What the table holds at id 0 and 1 is not an [`Entry`]: id 0 is the bootstrap
 /// dispatcher (handled by the registry) and id 1 is the optional runtime.
 pub(crate) struct CapTable<I> {
-    entries: HashMap<CapId, Entry<I>>,
+    entries: Map<CapId, Entry<I>>,
     runtime: Option<(Arc<CapDef>, I)>,
     next: u64,
     /// Counts the reserved ids, as the reference does.
@@ -36,7 +36,7 @@ const RESERVED: usize = 2;
 impl<I> CapTable<I> {
     pub fn new(limit: usize) -> Self {
         CapTable {
-            entries: HashMap::new(),
+            entries: Map::default(),
             runtime: None,
             next: u64::from(CapId::FIRST_USER.0),
             limit,

@@ -365,7 +365,7 @@ impl<T: Types> Session<T> {
         let mut ids = Vec::with_capacity(exports.len());
         let mut keyed = Vec::with_capacity(exports.len());
         for (key, def, imp) in exports {
-            match self.table.allocate(def, imp, None) {
+            match self.table.allocate(def, imp, false) {
                 Ok(id) => {
                     ids.push(id);
                     keyed.push((key, Value::CapRef(id)));
@@ -451,9 +451,9 @@ impl<T: Types> Session<T> {
             if entry.id.is_reserved() || entry.delta == 0 {
                 continue;
             }
-            if let Some(freed) = self.table.release(entry.id, u64::from(entry.delta)) {
-                if let Some(root) = &freed.root {
-                    self.registry.forget_instance(root, entry.id);
+            if let Some(freed) = self.table.release(entry.id, entry.delta) {
+                if freed.root {
+                    self.registry.forget_instance(freed.def.name(), entry.id);
                 }
             }
         }

@@ -136,9 +136,10 @@ pub(crate) struct Session<T: Types> {
 
 /// Messages up to this size are copied into a shared chunk; larger ones keep their own
 /// buffer (moved, not copied).
-const SMALL_MESSAGE: usize = 4 * 1024;
-/// The size of the chunks small messages share.
-const CHUNK: usize = 16 * 1024;
+const SMALL_MESSAGE: usize = 256;
+/// The size of the chunks small messages share: dozens of typical frames per allocation,
+/// while an idle connection keeps at most this much (per end) for it.
+const CHUNK: usize = 1024;
 /// Most entries in one `drop` frame.
 pub(crate) const DROP_FRAME_ENTRIES: usize = 512;
 

@@ -32,6 +32,12 @@ pub struct Limits {
     /// (PROTOCOL §6), so only a stuck or hostile peer takes longer, and until then it holds
     /// a connection. `None` waits forever.
     pub hello_timeout: Option<Duration>,
+    /// How long [`Connection::bootstrap`](crate::Connection::bootstrap) and its siblings wait
+    /// for the answer, the wait for the peer's hello included, before failing
+    /// `deadline_exceeded` ([`LocalError::DeadlineExceeded`](crate::LocalError)). Default
+    /// 30 s: a peer answers a bootstrap at once unless its policy is slow, so a longer wait
+    /// means a stuck peer. `None` waits as long as the connection lives.
+    pub bootstrap_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -45,6 +51,7 @@ impl Default for Limits {
             max_unsent_bytes: 64 * 1024 * 1024,
             max_pending_policy_checks: 1024,
             hello_timeout: Some(Duration::from_secs(30)),
+            bootstrap_timeout: Some(Duration::from_secs(30)),
         }
     }
 }

@@ -155,15 +155,24 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let refuse = |status, why| Err(WsUpgradeRejection(status, why));
         if parts.version > Version::HTTP_11 {
-            return refuse(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "WebSocket needs HTTP/1.1");
+            return refuse(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "WebSocket needs HTTP/1.1",
+            );
         }
         if parts.method != Method::GET {
-            return refuse(StatusCode::METHOD_NOT_ALLOWED, "WebSocket upgrades are GET requests");
+            return refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "WebSocket upgrades are GET requests",
+            );
         }
         if !header_has(&parts.headers, header::CONNECTION, "upgrade")
             || !header_has(&parts.headers, header::UPGRADE, "websocket")
         {
-            return refuse(StatusCode::UPGRADE_REQUIRED, "a bunite WebSocket: upgrade to websocket");
+            return refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "a bunite WebSocket: upgrade to websocket",
+            );
         }
         if !header_has(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
             return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
@@ -172,7 +181,10 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key missing");
         };
         let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
-            return refuse(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
+            return refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "this connection cannot be upgraded",
+            );
         };
         let peer_addr = parts
             .extensions

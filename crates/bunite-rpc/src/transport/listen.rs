@@ -95,7 +95,8 @@ async fn accept_loop<T, F, Fut>(
             return;
         }
         super::tune_tcp(&stream, config.tcp_keepalive);
-        let (tx, handshake, timeout) = (tx.clone(), Arc::clone(&handshake), config.handshake_timeout);
+        let (tx, handshake, timeout) =
+            (tx.clone(), Arc::clone(&handshake), config.handshake_timeout);
         tokio::spawn(async move {
             match tokio::time::timeout(timeout, handshake(stream, peer_addr, slot)).await {
                 // The handshake permit is held until the socket is handed over, so sockets

@@ -85,7 +85,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// answer pings on their own.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
-
 /// How long a socket transport, once closed, keeps reading and discarding what the peer
 /// still sends, at most. Closing a socket with unread input makes the kernel reset it,
 /// which can destroy our last frames (a goaway) before the peer reads them.

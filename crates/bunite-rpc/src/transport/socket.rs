@@ -22,9 +22,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES};
 #[cfg(doc)]
 use super::TCP_KEEPALIVE;
+use super::{TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES};
 
 /// Sets what every bunite TCP socket gets: `TCP_NODELAY` (the sinks batch frames
 /// themselves, so Nagle's algorithm would only add latency) and keepalive after `idle`
@@ -49,7 +49,10 @@ pub(crate) async fn within<T, E: From<io::Error>>(
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("connecting to {what} timed out after {} ms", timeout.as_millis()),
+            format!(
+                "connecting to {what} timed out after {} ms",
+                timeout.as_millis()
+            ),
         )
         .into()),
     }
@@ -176,5 +179,29 @@ impl AsyncWrite for Socket {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tuned_sockets_have_nodelay_and_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        tune_tcp(&stream, Some(Duration::from_secs(7)));
+        let sock = socket2::SockRef::from(&stream);
+        assert!(stream.nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        #[cfg(any(target_os = "linux", target_os = "macos"))]
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        let plain = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        tune_tcp(&plain, None);
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
     }
 }

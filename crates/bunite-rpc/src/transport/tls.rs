@@ -183,7 +183,10 @@ fn handshake_failed(host: &str, e: io::Error) -> io::Error {
         }
         _ => "",
     };
-    io::Error::new(e.kind(), format!("TLS handshake with {host} failed: {e}{hint}"))
+    io::Error::new(
+        e.kind(),
+        format!("TLS handshake with {host} failed: {e}{hint}"),
+    )
 }
 
 impl ServerTls {

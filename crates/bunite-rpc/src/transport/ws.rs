@@ -98,11 +98,11 @@ use tokio_tungstenite::WebSocketStream;
 pub use client::{connect, connect_with_max_bytes, WsConnector};
 pub use halves::{WsSink, WsSource};
 pub use listener::{accept_upgrade, Accepted, WsListener};
+/// Building a client's handshake request (a URL with headers) without naming tungstenite.
+pub use tokio_tungstenite::tungstenite::client::{ClientRequestBuilder, IntoClientRequest};
 /// The `http` types of WebSocket handshakes (`Uri`, `HeaderValue`, `Request`), as
 /// tungstenite uses them.
 pub use tokio_tungstenite::tungstenite::http;
-/// Building a client's handshake request (a URL with headers) without naming tungstenite.
-pub use tokio_tungstenite::tungstenite::client::{ClientRequestBuilder, IntoClientRequest};
 
 use super::{MaxBytes, Socket, Transport, TransportInfo};
 use keepalive::Keepalive;

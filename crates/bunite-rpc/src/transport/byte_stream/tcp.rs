@@ -35,11 +35,17 @@ pub(super) fn split(socket: Socket) -> (TcpReader, TcpWriter) {
     match socket.into_tcp() {
         Ok(tcp) => {
             let (r, w) = tcp.into_split();
-            (TcpReader(ReadInner::Plain(r)), TcpWriter(WriteInner::Plain(w)))
+            (
+                TcpReader(ReadInner::Plain(r)),
+                TcpWriter(WriteInner::Plain(w)),
+            )
         }
         Err(other) => {
             let (r, w) = tokio::io::split(other);
-            (TcpReader(ReadInner::Other(r)), TcpWriter(WriteInner::Other(w)))
+            (
+                TcpReader(ReadInner::Other(r)),
+                TcpWriter(WriteInner::Other(w)),
+            )
         }
     }
 }

@@ -94,10 +94,7 @@ impl WsConnector {
     }
 
     /// The TCP connection, inside TLS for `wss://`.
-    async fn open_socket(
-        &self,
-        uri: &super::http::Uri,
-    ) -> Result<Socket, TransportError> {
+    async fn open_socket(&self, uri: &super::http::Uri) -> Result<Socket, TransportError> {
         let secure = match uri.scheme_str() {
             Some("ws") => false,
             Some("wss") => true,
@@ -143,7 +140,10 @@ pub async fn connect_with_max_bytes(
     request: impl IntoClientRequest + Unpin,
     max_bytes: usize,
 ) -> Result<WsTransport, TransportError> {
-    WsConnector::new().max_bytes(max_bytes).connect(request).await
+    WsConnector::new()
+        .max_bytes(max_bytes)
+        .connect(request)
+        .await
 }
 
 pub(super) fn handshake_error(e: WsError) -> TransportError {

@@ -70,7 +70,8 @@ impl WsListener {
                     .map_err(|e| e.to_string())?;
                 let kind = if transport_is_tls(&cfg) { "wss" } else { "ws" };
                 Ok(Accepted {
-                    transport: transport.with_info(TransportInfo::new(kind, Some(peer.to_string()))),
+                    transport: transport
+                        .with_info(TransportInfo::new(kind, Some(peer.to_string()))),
                     origin,
                     peer_addr: peer,
                 })

@@ -105,8 +105,8 @@ impl ClientTls {
             if added == 0 {
                 let why = found.errors.first().map(ToString::to_string);
                 return Err(format!(
-                    "no trusted root certificates found on this platform{}; pass a CA file \
-                     (ClientTls::from_ca_pem_file, --ca)",
+                    "no trusted root certificates found on this platform{}; give the client a CA file \
+                     (--ca FILE, ClientTls::from_ca_pem_file)",
                     why.map(|w| format!(" ({w})")).unwrap_or_default()
                 ));
             }

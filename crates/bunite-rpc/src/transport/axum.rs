@@ -1,4 +1,4 @@
-//! Serving bunite connections on a route of an existing [axum](::axum) `Router` (feature
+//! Serving bunite connections on a route of an existing axum `Router` (feature
 //! `axum`): the web page and `/rpc` on one port, one HTTP server.
 //!
 //! [`RpcEndpoint::route`] is the whole of it for most servers: a `MethodRouter` that

@@ -20,6 +20,14 @@
 //!   hosts (path `/rpc`) and a client.
 //! - [`sealed`] (feature `sealed`): the encrypted pipe, AES-256-GCM per message, wrapping any
 //!   other transport.
+//! - `tls` (feature `tls`): TLS with rustls for the socket transports: `wss://` clients,
+//!   `tls://` byte streams, listeners that terminate TLS.
+//! - `axum` (feature `axum`): bunite connections on a route of an existing axum `Router`.
+//!
+//! Under the socket transports is one [`Socket`] type (TCP, TLS over TCP, an upgraded HTTP
+//! connection). Connecting takes at most [`CONNECT_TIMEOUT`] by default; TCP sockets get
+//! keepalive ([`TCP_KEEPALIVE`]) and WebSocket connections ping ([`PING_INTERVAL`]), so a
+//! peer that goes silent is noticed.
 //!
 //! The listeners share a [`ListenerConfig`] (bounds on connections, handshakes and the bytes
 //! of partly received messages, drawn from a [`ByteBudget`]); see [`budget`].

@@ -2,7 +2,14 @@
 //!
 //! A text message is a protocol error (the connection answers with goaway
 //! `invalid_argument`); pings are answered by tungstenite; a close frame or the end of the
-//! socket ends the transport.
+//! socket ends the transport. Inbound messages are bounded by `max_bytes` (default
+//! [`DEFAULT_MAX_BYTES`], 64 MiB); a larger one is refused with
+//! [`TransportError::TooLarge`](super::TransportError::TooLarge) as soon as its frame header announces it.
+//!
+//! [`WsListener`] serves the socket at one path (the bunite web host uses [`DEFAULT_PATH`])
+//! within the bounds of a [`ListenerConfig`](crate::transport::ListenerConfig), and refuses
+//! other paths with HTTP 404 during the handshake. Each accepted socket comes with the
+//! request's `Origin` header and the peer address, for the host's attestation.
 //!
 //! # Liveness
 //!
@@ -34,14 +41,7 @@
 //! # drop(transport);
 //! # Ok(())
 //! # }
-//! ``` Inbound messages are bounded by `max_bytes` (default
-//! [`DEFAULT_MAX_BYTES`], 64 MiB); a larger one is refused with
-//! [`TransportError::TooLarge`] as soon as its frame header announces it.
-//!
-//! [`WsListener`] serves the socket at one path (the bunite web host uses [`DEFAULT_PATH`])
-//! within the bounds of a [`ListenerConfig`](crate::transport::ListenerConfig), and refuses
-//! other paths with HTTP 404 during the handshake. Each accepted socket comes with the
-//! request's `Origin` header and the peer address, for the host's attestation.
+//! ```
 //!
 //! # Closing
 //!

@@ -12,7 +12,7 @@
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
 //! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once. Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. |
-//! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping after this long without a frame from the peer, and close when the peer then stays silent for as long again (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
+//! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
 //! | `tls` (feature `tls`) | none | A certificate and key: the listener terminates TLS (`wss://`, `tls://`), within `handshake_timeout` and `max_handshakes`. |
 //!

@@ -16,8 +16,9 @@
 //! Every connection pings a peer it has heard nothing from for an interval (default
 //! [`PING_INTERVAL`](super::PING_INTERVAL), 30 s; [`ListenerConfig::ping_interval`](
 //! super::ListenerConfig::ping_interval) for servers, [`WsConnector::ping_interval`] for
-//! clients) and closes (transport error `TimedOut`) if the peer then stays silent for as
-//! long again: a missed pong. Browsers and the TypeScript peer answer pings on their own.
+//! clients; a ping goes out one to two intervals into a silence, as incoming frames only
+//! set a flag the timer reads) and closes (transport error `TimedOut`) if the peer then
+//! stays silent for another interval: a missed pong. Browsers and the TypeScript peer answer pings on their own.
 //! TCP keepalive is on underneath as well (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)).
 //!
 //! # Clients

@@ -62,7 +62,7 @@ pub async fn run_web(listen: &str, root: std::path::PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn rec(k: &str, v: impl Into<Value>) -> Value {
+fn rec(k: &'static str, v: impl Into<Value>) -> Value {
     Value::Record(Record::new().with(k, v))
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::{CallId, CapId, Value};
+use bunite_wire::{CallId, CapId, Text, Value};
 use futures::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,10 +17,10 @@ use crate::client_stream::{ClientStream, StreamQueue};
 use crate::connection::{Command, Connection, Shared};
 use crate::context::CURRENT_CALL;
 use crate::error::{Error, LocalError};
-use crate::payload::Payload;
 use crate::schema::CapDef;
 use crate::session::{CallRequest, Expect};
 use crate::status::{Code, Status};
+use bunite_wire::Payload;
 
 /// Options of one call.
 #[derive(Debug, Clone, Default)]
@@ -263,7 +263,7 @@ impl Client {
                 .0
                 .into_iter()
                 .filter_map(|(k, v)| match v {
-                    Value::CapRef(id) => Some((k, self.adopt(id, def.clone()))),
+                    Value::CapRef(id) => Some((k.into(), self.adopt(id, def.clone()))),
                     _ => None,
                 })
                 .collect()),
@@ -419,7 +419,8 @@ fn request(
     });
     CallRequest {
         cap_id,
-        method: method.to_owned(),
+        // Inline (no allocation) for the method names of ordinary caps.
+        method: Text::copy_from(method),
         args,
         parent,
         deadline,

@@ -21,8 +21,8 @@ use serde::de::DeserializeOwned;
 
 use crate::connection::{Command, Shared};
 use crate::error::Error;
-use crate::payload::Payload;
 use crate::session::CREDIT_BATCH;
+use bunite_wire::Payload;
 
 /// Values of one client stream, between the driver and the consumer.
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@
 //! # let _ = (def, imp);
 //! ```
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -21,8 +21,8 @@ use bunite_wire::Value;
 use crate::context::CallContext;
 use crate::emitter::{emitter_stream, ValueEmitter};
 use crate::handler::{BoxFuture, CapImpl, Returned, ValueStream};
-use crate::payload::Payload;
 use crate::status::Status;
+use bunite_wire::Payload;
 
 type CallFn = Arc<dyn Fn(Value, CallContext) -> BoxFuture<Result<Returned, Status>> + Send + Sync>;
 type StreamFn = Arc<dyn Fn(Value, CallContext) -> Result<ValueStream, Status> + Send + Sync>;
@@ -30,8 +30,8 @@ type StreamFn = Arc<dyn Fn(Value, CallContext) -> Result<ValueStream, Status> + 
 /// An implementation built from closures, one per method.
 #[derive(Default)]
 pub struct DynCap {
-    calls: HashMap<String, CallFn>,
-    streams: HashMap<String, StreamFn>,
+    calls: Map<String, CallFn>,
+    streams: Map<String, StreamFn>,
 }
 
 impl std::fmt::Debug for DynCap {

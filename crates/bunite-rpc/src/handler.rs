@@ -13,9 +13,9 @@ use bunite_wire::Value;
 use futures::Stream;
 
 use crate::context::CallContext;
-use crate::payload::Payload;
 use crate::schema::CapDef;
 use crate::status::Status;
+use bunite_wire::Payload;
 
 /// A boxed, sendable future: what object-safe handlers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -198,8 +198,9 @@
 //!   owns the session and the transport.
 //! - [`client`] and [`client_stream`]: [`Client`], a reference to one of the peer's caps,
 //!   and [`ClientStream`], the values of a stream call.
-//! - [`handler`], [`context`], [`payload`]: what a served cap is ([`CapImpl`]), what a
-//!   handler knows ([`CallContext`]) and what it receives ([`Payload`]).
+//! - [`handler`] and [`context`]: what a served cap is ([`CapImpl`]) and what a handler
+//!   knows ([`CallContext`]); it receives its args as a [`Payload`] (from the codec: validated,
+//!   decoded straight into the params type).
 //! - [`emitter`], [`dynamic`], [`typed`]: the ways to write handlers: emitter-style
 //!   streams, closures at run time, Rust traits with [`cap`].
 //! - [`describe`]: what a `#[cap]` trait says about itself, for bindings in other languages
@@ -222,9 +223,9 @@ pub mod emitter;
 pub mod error;
 pub mod events;
 pub mod handler;
+mod hashing;
 pub mod host_caps;
 pub mod limits;
-pub mod payload;
 pub mod policy;
 pub mod schema;
 mod session;
@@ -242,7 +243,9 @@ pub mod __private;
 
 pub use attestation::{Attestation, TrustLevel};
 pub use bunite_rpc_macros::cap;
-pub use bunite_wire::{self as wire, from_value, to_value, CallId, CapId, CapRef, Record, Value};
+pub use bunite_wire::{
+    self as wire, from_value, to_value, CallId, CapId, CapRef, Payload, Record, Text, Value,
+};
 pub use client::{CallOptions, Client};
 pub use client_stream::{ClientStream, TypedStream};
 pub use connection::{Connection, ConnectionBuilder, ServeHandle, SubscriptionId};
@@ -251,7 +254,6 @@ pub use error::{Disconnect, Error, LocalError};
 pub use events::Event;
 pub use handler::{BoxFuture, CapImpl, ExportedCap, Returned, ValueStream};
 pub use limits::Limits;
-pub use payload::Payload;
 pub use policy::Policy;
 pub use schema::{CapDef, CapDefRef, IfExists, MethodDef, MethodKind, Returns};
 /// The serde this crate uses, for crates that derive without depending on serde themselves

@@ -123,7 +123,7 @@ fn call_frame(id: u64, target: u32, method: &str) -> Frame {
     Frame::Call(bunite_rpc::wire::Call {
         id: CallId(id),
         target: bunite_rpc::CapId(target),
-        method: method.into(),
+        method: bunite_rpc::wire::Text::copy_from(method),
         args: Value::Undefined,
         meta: None,
     })

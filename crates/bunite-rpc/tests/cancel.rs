@@ -58,7 +58,7 @@ fn call(id: u64, target: u32, method: &str, meta: Option<CallMeta>) -> Frame {
     Frame::Call(Call {
         id: CallId(id),
         target: bunite_rpc::CapId(target),
-        method: method.into(),
+        method: bunite_rpc::wire::Text::copy_from(method),
         args: Value::Undefined,
         meta,
     })

@@ -68,7 +68,7 @@ fn open(id: u64, cap: u32, method: &str, args: Value) -> Frame {
     Frame::Call(bunite_rpc::wire::Call {
         id: CallId(id),
         target: bunite_rpc::CapId(cap),
-        method: method.into(),
+        method: bunite_rpc::wire::Text::copy_from(method),
         args,
         meta: None,
     })

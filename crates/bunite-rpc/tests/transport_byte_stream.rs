@@ -192,7 +192,7 @@ async fn frames_written_one_byte_at_a_time_are_reassembled() {
         Frame::Call(Call {
             id: CallId(id),
             target: CapId(target),
-            method: method.into(),
+            method: bunite_rpc::Text::copy_from(method),
             args,
             meta: None,
         })

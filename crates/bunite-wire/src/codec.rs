@@ -8,17 +8,27 @@
 //! rejects a definition that repeats a key, because a JS object keeps the last of two equal
 //! keys and [`crate::Record::get`] the first, and the two peers would read different frames.
 
-mod decode;
+pub(crate) mod budget;
+pub(crate) mod cursor;
+pub(crate) mod decode;
 mod encode;
+pub(crate) mod skip;
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 pub(crate) use encode::View;
 
 use crate::frame::{Frame, FrameError};
 use crate::limits::Limits;
+use crate::payload::Payload;
 use crate::records::{ShapeRing, SlotTable};
 use crate::value::Value;
+use budget::Meter;
+use cursor::{Ctx, Cursor};
 
 /// Why bytes are not a valid bunite value. Plain data, no allocation: cheap to return from
 /// the hot path and to log. Any of these is a protocol error (PROTOCOL §11).
@@ -40,10 +50,13 @@ pub enum DecodeError {
     /// Nesting deeper than [`Limits::max_depth`].
     #[error("value nested deeper than the depth limit")]
     DepthExceeded,
-    /// The input is longer than [`Limits::max_bytes`], or would expand into more record
-    /// keys than the decoder allows for its size.
+    /// The input is longer than [`Limits::max_bytes`].
     #[error("message exceeds the size limit")]
     TooLarge,
+    /// Decoding the input would take more memory than its decode budget allows
+    /// ([`Limits::decode_budget`], PROTOCOL §13.11).
+    #[error("message would decode into more memory than its budget allows")]
+    OverBudget,
     /// An extension type this codec does not know, or one used in a form it never takes.
     #[error("invalid or unknown extension type {0}")]
     InvalidExtension(i8),
@@ -193,10 +206,14 @@ impl Encoder {
 }
 
 /// Decodes values for one direction of one connection.
+///
+/// The record slot table is shared copy-on-write with the [`Payload`]s of the frames it
+/// decoded: taking a payload's snapshot costs an atomic increment, and the table is copied
+/// only when a definition arrives while a snapshot is alive.
 #[derive(Debug, Default)]
 pub struct Decoder {
     limits: Limits,
-    slots: SlotTable,
+    slots: Arc<SlotTable>,
 }
 
 impl Decoder {
@@ -204,7 +221,7 @@ impl Decoder {
     pub fn new(limits: Limits) -> Self {
         Decoder {
             limits,
-            slots: SlotTable::default(),
+            slots: Arc::default(),
         }
     }
 
@@ -213,7 +230,8 @@ impl Decoder {
         &self.limits
     }
 
-    /// Decodes exactly one value from `bytes` (one message).
+    /// Decodes exactly one value from `bytes` (one message), within the message's decode
+    /// budget ([`Limits::decode_budget`]).
     ///
     /// After an error the slot table may hold definitions from the failed message; the
     /// connection is closing anyway (PROTOCOL §11).
@@ -221,12 +239,43 @@ impl Decoder {
         if bytes.len() > self.limits.max_bytes {
             return Err(DecodeError::TooLarge);
         }
-        decode::Reader::new(bytes, &mut self.slots, self.limits.max_depth).read_one()
+        let mut cx = Ctx {
+            cur: Cursor::new(bytes),
+            slots: &mut self.slots,
+            meter: Meter::new(self.limits.decode_budget(bytes.len())),
+            max_depth: self.limits.max_depth,
+        };
+        let v = decode::value(&mut cx, 0)?;
+        if cx.cur.at_end() {
+            Ok(v)
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
     }
 
-    /// Decodes one message and validates it as a frame.
+    /// Decodes one message and validates it as a frame, its payload materialized as a
+    /// [`Value`].
+    ///
+    /// The message is decoded into a `Value` (within its decode budget, as
+    /// [`Decoder::decode`]) and validated by the rules of [`Decoder::decode_frame_lazy`],
+    /// `hello` bounds included: the two accept the same frames and make the same ones
+    /// (`tests/lazy.rs` and the `frame_sequence` fuzz target hold them to it).
     pub fn decode_frame(&mut self, bytes: &[u8]) -> Result<Frame, FrameDecodeError> {
         let value = self.decode(bytes)?;
-        Ok(Frame::from_value(value)?)
+        let bounds = crate::frame_codec::HelloBounds::of(&self.limits);
+        Ok(crate::frame_codec::frame_from_value_with(value, bounds)?)
+    }
+
+    /// Decodes one message as a frame without materializing its payload.
+    ///
+    /// The whole message is validated: well-formed msgpack, the depth limit, every record
+    /// reference defined and every definition applied to the slot table in order, UTF-8,
+    /// extension forms, the frame's fields, and the decode budget, charged as if every
+    /// value in it were materialized (see [`crate::limits`]). The payload (a call's `args`,
+    /// a result's `value`, a stream `next`'s `value`) is kept as a [`Payload`]: a slice of
+    /// `msg` and a snapshot of the slot table where it starts. The frame's own fields are
+    /// read straight from the bytes, never through a `Value`.
+    pub fn decode_frame_lazy(&mut self, msg: &Bytes) -> Result<Frame<Payload>, FrameDecodeError> {
+        crate::frame_codec::decode_lazy(&self.limits, &mut self.slots, msg)
     }
 }

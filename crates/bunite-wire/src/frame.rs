@@ -2,28 +2,36 @@
 //!
 //! Encoding writes the keys in the reference's order; decoding accepts any key order and
 //! ignores unknown keys. Every failure is a [`FrameError`], never a panic.
+//!
+//! Frames are generic over their payload `P` (a call's `args`, a result's `value`, a stream
+//! `next`'s `value`): outbound frames carry [`Value`]s (the default, `Frame` alone), inbound
+//! ones [`Payload`]s that are validated but not yet materialized
+//! ([`crate::Decoder::decode_frame_lazy`]).
 
+use crate::codec::DecodeError;
 use crate::ids::{CallId, CapId};
+use crate::payload::Payload;
+use crate::text::Text;
 use crate::value::{Record, Value};
 
 /// The protocol version carried in `hello.v`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// One protocol frame.
+/// One protocol frame, its payload a `P` ([`Value`] unless said otherwise).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Frame {
+pub enum Frame<P = Value> {
     /// `hello`: sent by each peer at once on creation.
     Hello(Hello),
     /// `goaway`: the sender is shutting down.
     Goaway(Goaway),
     /// `call`: a unary call, a bootstrap, or a stream open.
-    Call(Call),
+    Call(Call<P>),
     /// `result`: the outcome of a call.
-    Result(ResultFrame),
+    Result(ResultFrame<P>),
     /// `cancel`: the client gives up on a call or stream.
     Cancel(Cancel),
     /// `stream`: next / credit / end / error.
-    Stream(StreamFrame),
+    Stream(StreamFrame<P>),
     /// `drop`: release references.
     Drop(DropFrame),
     /// `cap_revoked`: the server revoked these caps.
@@ -56,15 +64,16 @@ pub struct Goaway {
 
 /// `call {op, id, target:{kind:"cap", id}, method, args, meta}`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Call {
+pub struct Call<P = Value> {
     /// The call id.
     pub id: CallId,
     /// The target cap (`target.id`; `target.kind` is always `"cap"`).
     pub target: CapId,
-    /// The method name.
-    pub method: String,
-    /// The single params value, or `Undefined`.
-    pub args: Value,
+    /// The method name: a `&'static str` without allocating (`"increment".into()`), and
+    /// decoded without allocating when it is at most [`Text::INLINE`] bytes.
+    pub method: Text,
+    /// The single params value, or undefined.
+    pub args: P,
     /// `meta`, or `None` for undefined (the key is always present).
     pub meta: Option<CallMeta>,
 }
@@ -82,11 +91,11 @@ pub struct CallMeta {
 
 /// `result {op, id, ok, value}` or `result {op, id, ok, error}`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ResultFrame {
+pub struct ResultFrame<P = Value> {
     /// The call id this answers.
     pub id: CallId,
-    /// `Ok(value)` for `ok:true` (`Undefined` for void), `Err(status)` for `ok:false`.
-    pub outcome: Result<Value, WireStatus>,
+    /// `Ok(value)` for `ok:true` (undefined for void), `Err(status)` for `ok:false`.
+    pub outcome: Result<P, WireStatus>,
 }
 
 /// `cancel {op, id, reason}` (the reason key is always present, undefined when `None`).
@@ -100,18 +109,18 @@ pub struct Cancel {
 
 /// `stream {op, id, ev, …}`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StreamFrame {
+pub struct StreamFrame<P = Value> {
     /// The stream's call id.
     pub id: CallId,
     /// The event.
-    pub event: StreamEvent,
+    pub event: StreamEvent<P>,
 }
 
 /// The `ev` of a stream frame with its payload.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
+pub enum StreamEvent<P = Value> {
     /// `ev:"next", value`.
-    Next(Value),
+    Next(P),
     /// `ev:"credit", credit:{messages}`. `None` when `messages` is missing or not a
     /// non-negative integer (ignored by the receiver, PROTOCOL §13.2).
     Credit(Option<u64>),
@@ -201,9 +210,55 @@ impl Frame {
         crate::frame_codec::frame_to_value(self)
     }
 
-    /// Validates a decoded value as a frame.
+    /// Validates a decoded value as a frame, with the rules of
+    /// [`crate::Decoder::decode_frame_lazy`] (but no [`crate::Limits`]: the value is
+    /// already in memory).
     pub fn from_value(value: Value) -> Result<Frame, FrameError> {
         crate::frame_codec::frame_from_value(value)
+    }
+}
+
+impl Frame<Payload> {
+    /// The frame with its payload materialized as a [`Value`] (for tests and tools; the
+    /// runtime deserializes payloads straight into their types).
+    pub fn into_values(self) -> Result<Frame, DecodeError> {
+        self.try_map_payload(Payload::into_value)
+    }
+}
+
+impl<P> Frame<P> {
+    /// The same frame with its payload (if it has one) converted by `f`.
+    pub fn try_map_payload<Q, E>(self, f: impl FnOnce(P) -> Result<Q, E>) -> Result<Frame<Q>, E> {
+        Ok(match self {
+            Frame::Hello(h) => Frame::Hello(h),
+            Frame::Goaway(g) => Frame::Goaway(g),
+            Frame::Call(c) => Frame::Call(Call {
+                id: c.id,
+                target: c.target,
+                method: c.method,
+                args: f(c.args)?,
+                meta: c.meta,
+            }),
+            Frame::Result(r) => Frame::Result(ResultFrame {
+                id: r.id,
+                outcome: match r.outcome {
+                    Ok(p) => Ok(f(p)?),
+                    Err(s) => Err(s),
+                },
+            }),
+            Frame::Cancel(c) => Frame::Cancel(c),
+            Frame::Stream(s) => Frame::Stream(StreamFrame {
+                id: s.id,
+                event: match s.event {
+                    StreamEvent::Next(p) => StreamEvent::Next(f(p)?),
+                    StreamEvent::Credit(n) => StreamEvent::Credit(n),
+                    StreamEvent::End => StreamEvent::End,
+                    StreamEvent::Error(e) => StreamEvent::Error(e),
+                },
+            }),
+            Frame::Drop(d) => Frame::Drop(d),
+            Frame::CapRevoked(c) => Frame::CapRevoked(c),
+        })
     }
 
     /// The op string.

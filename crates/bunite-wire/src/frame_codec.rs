@@ -3,13 +3,19 @@
 //! Encoding goes through one borrowed [`View`] per frame, the single place that knows the
 //! reference's key orders: [`Frame::to_value`] turns it into a [`Value`], and
 //! [`crate::Encoder::encode_frame`] writes it directly without copying the payload.
-//! Decoding lives in `frame_codec/decode.rs`.
+//! Decoding reads a frame's [`fields`] either from a [`Value`] (`decode.rs`) or straight from
+//! the bytes (`lazy.rs`), and one set of rules (`validate.rs`) turns them into a frame.
 
 mod decode;
+mod fields;
+mod lazy;
 #[cfg(test)]
 mod tests;
+mod validate;
 
-pub(crate) use decode::frame_from_value;
+pub(crate) use decode::{frame_from_value, frame_from_value_with};
+pub(crate) use lazy::decode_lazy;
+pub(crate) use validate::HelloBounds;
 
 use crate::codec::View;
 use crate::frame::{
@@ -73,7 +79,7 @@ fn call(c: &Call) -> Fields<'_> {
         ("op", View::Str("call")),
         ("id", View::UInt(c.id.0)),
         ("target", target),
-        ("method", View::Str(&c.method)),
+        ("method", View::Str(c.method.as_str())),
         ("args", View::Value(&c.args)),
         ("meta", c.meta.as_ref().map_or(View::Undefined, meta)),
     ]

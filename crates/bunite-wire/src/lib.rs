@@ -5,17 +5,57 @@
 //! # Layout
 //!
 //! - [`ids`]: `CapId` and `CallId` newtypes.
+//! - [`text`]: [`Text`], the cheap-clone string of record keys and method names.
 //! - [`value`]: the [`Value`] model (undefined distinct from null, records with ordered keys,
 //!   non-string-key maps, CapRefs, typed arrays, timestamps).
-//! - [`codec`]: the stateful [`Encoder`] and [`Decoder`], one per direction per connection.
+//! - [`codec`]: the stateful [`Encoder`] and [`Decoder`], one per direction per connection;
+//!   inside, `cursor` reads tokens, `decode` builds values, `skip` validates and measures
+//!   without building, `budget` counts what decoding may allocate.
 //! - `records` (private): the encoder's shape ring and the decoder's slot table (§3.3).
+//! - [`payload`]: [`Payload`], a received value validated but not yet materialized.
 //! - [`serde_impl`]: any `Serialize`/`Deserialize` type to and from a [`Value`]
-//!   ([`to_value`], [`from_value`], [`CapRef`]).
-//! - [`frame`]: typed [`Frame`]s; `frame_codec` (private) holds their key orders and
-//!   validation.
-//! - [`limits`]: the [`Limits`] every decoder enforces.
+//!   ([`to_value`], [`from_value`], [`CapRef`]), and straight from a payload's bytes
+//!   (`raw_de`).
+//! - [`frame`]: typed [`Frame`]s, generic over their payload; `frame_codec` (private) holds
+//!   their key orders and the one set of validation rules, fed from a `Value` or straight
+//!   from the bytes.
+//! - [`limits`]: the [`Limits`] every decoder enforces, the decode budget among them.
 //!
-//! # Example
+//! # Receiving
+//!
+//! [`Decoder::decode_frame_lazy`] validates a whole message (within its decode budget,
+//! PROTOCOL §13.11) and returns a `Frame<Payload>`; a handler then reads the payload
+//! straight into its own type:
+//!
+//! ```
+//! use bunite_wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Limits, Record, Value};
+//! use serde::Deserialize;
+//!
+//! #[derive(Debug, PartialEq, Deserialize)]
+//! struct Increment {
+//!     delta: i64,
+//! }
+//!
+//! let call = Frame::Call(Call {
+//!     id: CallId(1),
+//!     target: CapId(2),
+//!     method: "increment".into(),
+//!     args: Value::Record(Record::new().with("delta", 5)),
+//!     meta: None,
+//! });
+//! let mut bytes = Vec::new();
+//! Encoder::new().encode_frame(&call, &mut bytes);
+//!
+//! let mut decoder = Decoder::new(Limits::default());
+//! let Frame::Call(received) = decoder.decode_frame_lazy(&bytes.into())? else {
+//!     unreachable!("a call was sent");
+//! };
+//! assert_eq!(received.method, "increment");
+//! assert_eq!(received.args.deserialize::<Increment>()?, Increment { delta: 5 });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Encoding and decoding values
 //!
 //! One encoder and one decoder per direction, each living as long as the connection:
 //!
@@ -53,8 +93,10 @@ pub mod frame;
 mod frame_codec;
 pub mod ids;
 pub mod limits;
+pub mod payload;
 mod records;
 pub mod serde_impl;
+pub mod text;
 #[cfg(feature = "typescript")]
 mod typescript;
 pub mod value;
@@ -66,6 +108,8 @@ pub use frame::{
 };
 pub use ids::{CallId, CapId};
 pub use limits::Limits;
+pub use payload::Payload;
 pub use serde_bytes;
 pub use serde_impl::{from_value, from_value_ref, to_value, CapRef, SerdeError};
+pub use text::Text;
 pub use value::{Record, Timestamp, TypedArray, TypedArrayKind, Value};

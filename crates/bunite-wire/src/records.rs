@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use crate::text::Text;
+
 /// Number of ids the encoder cycles through (`0x40..=0x5f`).
 pub(crate) const RING: usize = 32;
 /// Number of slots a decoder keeps (`0x40..=0x7f`, addressed by `id & 0x3f`).
@@ -25,12 +27,15 @@ pub(crate) enum Shape {
     Defined(u8),
 }
 
+/// A shape's keys as the encoder remembers them: the bytes of each key's `str`.
+type RingKeys = Box<[Box<[u8]>]>;
+
 /// One slot change, kept so a failed bounded encode can be undone exactly.
 #[derive(Debug)]
 struct Undo {
     slot: usize,
     hash: u64,
-    keys: Option<Box<[String]>>,
+    keys: Option<RingKeys>,
     next: usize,
 }
 
@@ -39,7 +44,7 @@ struct Undo {
 pub(crate) struct ShapeRing {
     /// Hash of each slot's key sequence; scanned first so most misses never touch a string.
     hashes: [u64; RING],
-    keys: [Option<Box<[String]>>; RING],
+    keys: [Option<RingKeys>; RING],
     next: usize,
     journal: Vec<Undo>,
 }
@@ -61,14 +66,13 @@ impl ShapeRing {
     /// Every creation is journaled until [`ShapeRing::commit`] or [`ShapeRing::rollback`].
     pub(crate) fn resolve<'k, I>(&mut self, keys: I) -> Shape
     where
-        I: Iterator<Item = &'k str> + ExactSizeIterator + Clone,
+        I: Iterator<Item = &'k [u8]> + ExactSizeIterator + Clone,
     {
         let hash = shape_hash(keys.clone());
         for (slot, (&h, held)) in self.hashes.iter().zip(&self.keys).enumerate() {
             if h == hash {
                 if let Some(held) = held {
-                    if held.len() == keys.len() && held.iter().map(String::as_str).eq(keys.clone())
-                    {
+                    if held.len() == keys.len() && held.iter().map(|k| &**k).eq(keys.clone()) {
                         return Shape::Known(id_of(slot));
                     }
                 }
@@ -76,7 +80,7 @@ impl ShapeRing {
         }
         // `next` is always below RING; the modulo makes the indexing evidently in bounds.
         let slot = self.next % RING;
-        let new_keys: Box<[String]> = keys.map(str::to_owned).collect();
+        let new_keys: RingKeys = keys.map(Box::from).collect();
         self.journal.push(Undo {
             slot,
             hash: std::mem::replace(&mut self.hashes[slot], hash),
@@ -110,13 +114,13 @@ fn id_of(slot: usize) -> u8 {
 
 /// FxHash over the key sequence, with each key's length mixed in so `["ab"]` and
 /// `["a", "b"]` differ. Collisions only cost a string comparison.
-fn shape_hash<'k>(keys: impl Iterator<Item = &'k str>) -> u64 {
+fn shape_hash<'k>(keys: impl Iterator<Item = &'k [u8]>) -> u64 {
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
     let mix = |h: u64, v: u64| (h.rotate_left(5) ^ v).wrapping_mul(K);
     let mut h = 0u64;
     for key in keys {
         h = mix(h, key.len() as u64);
-        let mut chunks = key.as_bytes().chunks_exact(8);
+        let mut chunks = key.chunks_exact(8);
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
@@ -132,13 +136,88 @@ fn shape_hash<'k>(keys: impl Iterator<Item = &'k str>) -> u64 {
     h
 }
 
-/// The decoder's table: the key list defined for each of the 64 slots.
+/// The keys of one record definition, as the decoder keeps them.
 ///
-/// Keys are shared (`Arc`) so that a record's values can be decoded, and may redefine the
-/// very slot being read, while the keys stay alive.
+/// Held twice on purpose: as [`Text`]s, which a materialized [`crate::Record`] clones (a
+/// copy for short keys, an `Arc` increment for long ones, never an allocation), and as one
+/// joined string with offsets, which the serde deserializer reads as `&str` for free.
 #[derive(Debug)]
+pub(crate) struct SlotKeys {
+    joined: Box<str>,
+    /// End offset of each key in `joined`.
+    ends: Box<[usize]>,
+    texts: Box<[Text]>,
+}
+
+impl SlotKeys {
+    /// The shape of `keys`, in order.
+    pub(crate) fn new(keys: &[&str]) -> SlotKeys {
+        let joined: String = keys.concat();
+        let mut end = 0;
+        let ends = keys
+            .iter()
+            .map(|k| {
+                end += k.len();
+                end
+            })
+            .collect();
+        let texts = keys.iter().map(|k| Text::copy_from(k)).collect();
+        SlotKeys {
+            joined: joined.into_boxed_str(),
+            ends,
+            texts,
+        }
+    }
+
+    /// Bytes a shape of `keys` allocates, for the decode budget: the joined string, the
+    /// offsets, the texts and the keys too long to be inline.
+    pub(crate) fn cost(keys: &[&str]) -> usize {
+        use crate::codec::budget::heap;
+        let total: usize = keys.iter().map(|k| k.len()).sum();
+        let long: usize = keys
+            .iter()
+            .filter(|k| k.len() > Text::INLINE)
+            .map(|k| heap(k.len().saturating_add(2 * std::mem::size_of::<usize>())))
+            .sum();
+        let n = keys.len();
+        heap(total)
+            .saturating_add(heap(n.saturating_mul(std::mem::size_of::<usize>())))
+            .saturating_add(heap(n.saturating_mul(std::mem::size_of::<Text>())))
+            .saturating_add(long)
+            .saturating_add(heap(std::mem::size_of::<SlotKeys>() + 16))
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// The keys as texts.
+    pub(crate) fn texts(&self) -> &[Text] {
+        &self.texts
+    }
+
+    /// Key `i` as a `str` (empty if out of range, which callers never ask for).
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> &str {
+        let start = match i.checked_sub(1) {
+            Some(prev) => self.ends.get(prev).copied().unwrap_or(0),
+            None => 0,
+        };
+        let end = self.ends.get(i).copied().unwrap_or(start);
+        self.joined.get(start..end).unwrap_or_default()
+    }
+}
+
+/// The decoder's table: the shape defined for each of the 64 slots.
+///
+/// Shapes are shared (`Arc`) so that a record's values can be decoded, and may redefine the
+/// very slot being read, while its keys stay alive. The table itself is cloned into every
+/// lazy payload as a snapshot (`Arc<SlotTable>`, copied on write), which is why it is
+/// `Clone`.
+#[derive(Debug, Clone)]
 pub(crate) struct SlotTable {
-    slots: [Option<Arc<[String]>>; SLOTS],
+    slots: [Option<Arc<SlotKeys>>; SLOTS],
 }
 
 impl Default for SlotTable {
@@ -151,15 +230,15 @@ impl Default for SlotTable {
 
 impl SlotTable {
     /// Defines (or redefines) the slot of `id`.
-    pub(crate) fn define(&mut self, id: u8, keys: Arc<[String]>) {
+    pub(crate) fn define(&mut self, id: u8, shape: Arc<SlotKeys>) {
         if let Some(slot) = self.slots.get_mut(usize::from(id) % SLOTS) {
-            *slot = Some(keys);
+            *slot = Some(shape);
         }
     }
 
-    /// The keys of the slot of `id`, if it was ever defined.
-    pub(crate) fn get(&self, id: u8) -> Option<Arc<[String]>> {
-        self.slots.get(usize::from(id) % SLOTS)?.clone()
+    /// The shape of the slot of `id`, if it was ever defined.
+    pub(crate) fn get(&self, id: u8) -> Option<&Arc<SlotKeys>> {
+        self.slots.get(usize::from(id) % SLOTS)?.as_ref()
     }
 }
 
@@ -168,7 +247,7 @@ mod tests {
     use super::*;
 
     fn resolve(ring: &mut ShapeRing, keys: &[&str]) -> Shape {
-        ring.resolve(keys.iter().copied())
+        ring.resolve(keys.iter().map(|k| k.as_bytes()))
     }
 
     #[test]
@@ -222,9 +301,19 @@ mod tests {
     fn slot_table_masks_ids_and_overwrites() {
         let mut slots = SlotTable::default();
         assert!(slots.get(0x40).is_none());
-        slots.define(0x7f, Arc::from(vec!["a".to_owned()]));
-        assert_eq!(slots.get(0x7f).as_deref(), Some(&["a".to_owned()][..]));
-        slots.define(0x7f, Arc::from(Vec::<String>::new()));
+        slots.define(0x7f, Arc::new(SlotKeys::new(&["a"])));
+        assert_eq!(slots.get(0x3f).map(|s| s.key(0)), Some("a"));
+        slots.define(0x7f, Arc::new(SlotKeys::new(&[])));
         assert_eq!(slots.get(0x7f).map(|k| k.len()), Some(0));
+    }
+
+    #[test]
+    fn shapes_read_keys_as_str_and_text() {
+        let long = "k".repeat(40);
+        let shape = SlotKeys::new(&["", "id", &long, "é"]);
+        let keys: Vec<&str> = (0..shape.len()).map(|i| shape.key(i)).collect();
+        assert_eq!(keys, ["", "id", long.as_str(), "é"]);
+        assert_eq!(shape.texts()[2], long.as_str());
+        assert_eq!(shape.key(9), "");
     }
 }

@@ -31,12 +31,19 @@
 //! named), `Map` for others, `Int` for integers and `Float` for other numbers.
 //!
 //! The special cases travel through serde as newtype structs with private names that only
-//! this module's serializer and deserializer recognise; any other format sees an ordinary
-//! newtype.
+//! this module's serializer and deserializers recognise; any other format sees an ordinary
+//! newtype. `Value` itself is handed over whole by our deserializers (`stash.rs`), never
+//! rebuilt key by key.
+//!
+//! [`crate::Payload::deserialize`] reads a type straight from a received payload's bytes
+//! (`raw_de.rs`), with exactly the results of [`from_value`] on the payload's `Value`.
 
 mod de;
 mod key;
+mod raw_access;
+pub(crate) mod raw_de;
 mod ser;
+mod stash;
 #[cfg(test)]
 mod tests;
 mod value_impl;

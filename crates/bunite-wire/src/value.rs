@@ -1,6 +1,7 @@
 //! The value model: everything a bunite frame can carry (PROTOCOL §3).
 
 use crate::ids::CapId;
+use crate::text::Text;
 
 /// One value on the wire.
 ///
@@ -145,8 +146,11 @@ impl From<Vec<Value>> for Value {
 }
 
 /// A JS object: string keys in insertion order with their values.
+///
+/// Keys are [`Text`]: a decoded record shares them with every other record of its shape, and
+/// a key given as a `&'static str` (`Record::new().with("id", 1)`) is never copied.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Record(pub Vec<(String, Value)>);
+pub struct Record(pub Vec<(Text, Value)>);
 
 impl Record {
     /// An empty record.
@@ -156,7 +160,7 @@ impl Record {
 
     /// Sets `key` to `value`: replaces the value in place if the key exists (keeping its
     /// position, as a JS object does), appends otherwise.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Value>) {
+    pub fn insert(&mut self, key: impl Into<Text>, value: impl Into<Value>) {
         let key = key.into();
         let value = value.into();
         match self.0.iter_mut().find(|(k, _)| *k == key) {
@@ -166,7 +170,7 @@ impl Record {
     }
 
     /// Builder form of [`Record::insert`].
-    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn with(mut self, key: impl Into<Text>, value: impl Into<Value>) -> Self {
         self.insert(key, value);
         self
     }
@@ -205,6 +209,12 @@ impl Record {
 
 impl FromIterator<(String, Value)> for Record {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        iter.into_iter().map(|(k, v)| (Text::from(k), v)).collect()
+    }
+}
+
+impl FromIterator<(Text, Value)> for Record {
+    fn from_iter<I: IntoIterator<Item = (Text, Value)>>(iter: I) -> Self {
         let mut r = Record::new();
         for (k, v) in iter {
             r.insert(k, v);

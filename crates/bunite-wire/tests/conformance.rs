@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bunite_wire::{
-    CapId, Decoder, Encoder, Frame, Limits, Record, TypedArray, TypedArrayKind, Value,
+    CapId, Decoder, Encoder, Frame, Limits, Payload, Record, ResultFrame, StreamEvent, TypedArray,
+    TypedArrayKind, Value,
 };
+use bytes::Bytes;
 
 /// Every file in the vectors directory and the test that checks it.
 const HANDLED: &[&str] = &[
@@ -300,6 +302,128 @@ fn encrypted_pipe_plaintext_is_a_frame() {
         .decode_frame(&plaintext)
         .expect("plaintext is not a frame");
     assert!(matches!(frame, Frame::Stream(_)), "{frame:?}");
+}
+
+/// A frame decoded lazily by `lazy` equals the eager route's frame (`Decoder::decode` then
+/// `Frame::from_value`, by `eager`) and the expected value; its payload reads the same
+/// through `to_value`, `deserialize::<Value>` and `cap_refs`.
+fn check_lazy(name: &str, lazy: &mut Decoder, eager: &mut Decoder, bytes: &[u8], expected: &Value) {
+    let frame = lazy
+        .decode_frame_lazy(&Bytes::copy_from_slice(bytes))
+        .unwrap_or_else(|e| panic!("{name}: lazy decode failed: {e}"));
+    if let Some(p) = payload(&frame) {
+        check_payload(name, p);
+    }
+    let lazy_frame = frame.into_values().expect("payload materializes");
+    let eager_value = eager.decode(bytes).expect("eager decode");
+    let eager_frame = Frame::from_value(eager_value).expect("eager frame");
+    assert_eq!(
+        format!("{lazy_frame:?}"),
+        format!("{eager_frame:?}"),
+        "{name}: lazy and eager frames differ"
+    );
+    assert!(
+        same(&lazy_frame.to_value(), expected),
+        "{name}: {lazy_frame:?}"
+    );
+}
+
+fn payload(frame: &Frame<Payload>) -> Option<&Payload> {
+    match frame {
+        Frame::Call(c) => Some(&c.args),
+        Frame::Result(ResultFrame { outcome: Ok(p), .. }) => Some(p),
+        Frame::Stream(s) => match &s.event {
+            StreamEvent::Next(p) => Some(p),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn check_payload(name: &str, p: &Payload) {
+    let v = p.to_value().expect("payload materializes");
+    let d: Value = p.deserialize().expect("payload deserializes");
+    assert!(same(&v, &d), "{name}: to_value {v:?}, deserialize {d:?}");
+    let caps: Vec<CapId> = collect_caps(&v);
+    assert_eq!(p.cap_refs(), caps, "{name}");
+}
+
+fn collect_caps(v: &Value) -> Vec<CapId> {
+    match v {
+        Value::CapRef(id) => vec![*id],
+        Value::Array(items) => items.iter().flat_map(collect_caps).collect(),
+        Value::Record(r) => r.iter().flat_map(|(_, v)| collect_caps(v)).collect(),
+        Value::Map(m) => m
+            .iter()
+            .flat_map(|(k, v)| collect_caps(k).into_iter().chain(collect_caps(v)))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+#[test]
+fn every_frame_vector_decodes_lazily_as_eagerly() {
+    for v in lines("frames.jsonl") {
+        let expected = notation(field(&v, "value"));
+        if is_frame(&expected) {
+            let bytes = unhex(text(&v, "hex"));
+            check_lazy(
+                text(&v, "name"),
+                &mut decoder(),
+                &mut decoder(),
+                &bytes,
+                &expected,
+            );
+        }
+    }
+    let mut by_dir: HashMap<String, (Decoder, Decoder)> = HashMap::new();
+    for (i, v) in lines("session.jsonl").iter().enumerate() {
+        let (lazy, eager) = by_dir
+            .entry(text(v, "dir").to_owned())
+            .or_insert_with(|| (decoder(), decoder()));
+        let name = format!("session line {}", i + 1);
+        let bytes = unhex(text(v, "hex"));
+        check_lazy(&name, lazy, eager, &bytes, &notation(field(v, "value")));
+    }
+    let (mut lazy, mut eager) = (decoder(), decoder());
+    for v in lines("shapes.jsonl") {
+        let name = format!("shapes seq {:?}", field(&v, "seq"));
+        let bytes = unhex(text(&v, "hex"));
+        check_lazy(
+            &name,
+            &mut lazy,
+            &mut eager,
+            &bytes,
+            &notation(field(&v, "value")),
+        );
+    }
+}
+
+/// `{op:"result", id:1, ok:true, value:…}` up to its value, as a fresh encoder writes it.
+const RESULT_PREFIX: &str = "d4724094a26f70a26964a26f6ba576616c7565a6726573756c7401c3";
+
+#[test]
+fn every_value_vector_decodes_lazily_as_eagerly() {
+    for file in ["values.jsonl", "capref.jsonl"] {
+        for v in lines(file) {
+            let name = text(&v, "name");
+            let bytes = unhex(text(&v, "hex"));
+            let eager = decoder().decode(&bytes).expect("eager decode");
+            let mut msg = unhex(RESULT_PREFIX);
+            msg.extend_from_slice(&bytes);
+            let frame = decoder()
+                .decode_frame_lazy(&Bytes::from(msg))
+                .unwrap_or_else(|e| panic!("{name}: lazy decode failed: {e}"));
+            let p = payload(&frame).expect("a result payload");
+            check_payload(name, p);
+            let lazy = p.to_value().expect("payload materializes");
+            assert!(
+                same(&lazy, &eager),
+                "{name}: lazy {lazy:?}, eager {eager:?}"
+            );
+            assert_eq!(p.wire_len(), bytes.len(), "{name}");
+        }
+    }
 }
 
 #[test]

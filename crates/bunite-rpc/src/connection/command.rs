@@ -11,11 +11,11 @@ use super::CloseHandler;
 use crate::client_stream::StreamQueue;
 use crate::error::Error;
 use crate::handler::{CapImpl, Returned};
-use crate::payload::Payload;
 use crate::schema::{CapDef, IfExists};
 use crate::session::{CallRequest, RunId};
 use crate::stats::Stats;
 use crate::status::Status;
+use bunite_wire::Payload;
 
 /// Where an outbound call's outcome goes.
 pub(crate) type Reply = oneshot::Sender<Result<Payload, Error>>;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bunite_wire::{Call, CallId, CapId, Frame, Record, ResultFrame, Value};
+use bunite_wire::{Call, CallId, CapId, Frame, Payload, Record, ResultFrame, Text, Value};
 
 use super::inbound::PolicyCheck;
 use super::outbound::{CallRequest, Expect, Parked};
@@ -36,7 +36,7 @@ impl<T: Types> Session<T> {
         }
         let req = CallRequest {
             cap_id: CapId::BOOTSTRAP,
-            method: BOOTSTRAP_METHOD.to_owned(),
+            method: Text::from_static(BOOTSTRAP_METHOD),
             args: Value::Record(args),
             parent: None,
             deadline: None,
@@ -70,8 +70,10 @@ impl<T: Types> Session<T> {
         }
     }
 
-    pub(super) fn on_bootstrap(&mut self, call: Call) {
-        let args = call.args.as_record();
+    pub(super) fn on_bootstrap(&mut self, call: Call<Payload>) {
+        // Small by construction (a name and a version); within the frame's decode budget.
+        let args = call.args.to_value().unwrap_or_default();
+        let args = args.as_record();
         let Some(name) = args.and_then(|a| a.get("name")).and_then(Value::as_str) else {
             let shown = args
                 .and_then(|a| a.get("name"))
@@ -203,7 +205,7 @@ impl<T: Types> Session<T> {
     fn instance_for(&mut self, name: &str) -> Result<CapId, Status> {
         if let Some(id) = self.registry.instance(name) {
             if let Some(entry) = self.table.get_mut(id) {
-                entry.refcount += 1;
+                entry.refcount = entry.refcount.saturating_add(1);
                 return Ok(id);
             }
             self.registry.forget_instance(name, id);
@@ -213,7 +215,7 @@ impl<T: Types> Session<T> {
             .get(name)
             .ok_or_else(|| Status::not_found(format!("cap \"{name}\" not served")))?;
         let (def, imp) = (Arc::clone(&entry.def), entry.imp.clone());
-        let id = self.table.allocate(def, imp, Some(name.to_owned()))?;
+        let id = self.table.allocate(def, imp, true)?;
         self.registry.set_instance(name, id);
         Ok(id)
     }

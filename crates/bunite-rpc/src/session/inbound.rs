@@ -6,11 +6,13 @@
 //! counts, including a cancelled handler that keeps running (`keep_running_on_cancel`): a
 //! peer that starts and cancels calls cannot pile up handlers beyond the limit.
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bunite_wire::{Call, CallId, Cancel, CapId, DropFrame, Frame, ResultFrame, Value, WireStatus};
+use bunite_wire::{
+    Call, CallId, Cancel, CapId, DropFrame, Frame, Payload, ResultFrame, Text, Value, WireStatus,
+};
 
 use super::bootstrap::BOOTSTRAP_METHOD;
 use super::output::{Invocation, Output, RunId};
@@ -18,7 +20,6 @@ use super::streams::ServerStream;
 use super::timers::{after, Timer};
 use super::{Dispatch, Session, Types};
 use crate::events::{CallEvent, Event};
-use crate::payload::Payload;
 use crate::schema::{CapDef, MethodKind, Returns};
 use crate::status::{reason, Code, Status};
 
@@ -36,7 +37,7 @@ pub(super) struct ActiveCall<T: Types> {
     run: RunId,
     cap_id: CapId,
     def: Arc<CapDef>,
-    method: String,
+    method: Text,
     returns: Returns,
     started: Instant,
     drop_on_cancel: bool,
@@ -53,21 +54,21 @@ pub(super) struct PolicyCheck {
 }
 
 pub(crate) struct Inbound<T: Types> {
-    pub(super) active: HashMap<CallId, ActiveCall<T>>,
-    pub(super) streams: HashMap<CallId, ServerStream>,
-    pub(super) policy: HashMap<CallId, PolicyCheck>,
+    pub(super) active: Map<CallId, ActiveCall<T>>,
+    pub(super) streams: Map<CallId, ServerStream>,
+    pub(super) policy: Map<CallId, PolicyCheck>,
     /// Live runs and the call each serves.
-    runs: HashMap<RunId, CallId>,
+    runs: Map<RunId, CallId>,
     next_run: u64,
 }
 
 impl<T: Types> Default for Inbound<T> {
     fn default() -> Self {
         Inbound {
-            active: HashMap::new(),
-            streams: HashMap::new(),
-            policy: HashMap::new(),
-            runs: HashMap::new(),
+            active: Map::default(),
+            streams: Map::default(),
+            policy: Map::default(),
+            runs: Map::default(),
             next_run: 1,
         }
     }
@@ -126,7 +127,7 @@ impl<T: Types> Inbound<T> {
 }
 
 impl<T: Types> Session<T> {
-    pub(super) fn on_call(&mut self, call: Call, now: Instant) {
+    pub(super) fn on_call(&mut self, call: Call<Payload>, now: Instant) {
         if self.inbound.is_live(call.id) {
             // PROTOCOL §4, §13.10: never a second live entry under one id.
             let message = format!("call id {} is still in use", call.id);
@@ -143,7 +144,7 @@ impl<T: Types> Session<T> {
                     Event::Call(CallEvent {
                         cap_id: target,
                         cap_name: def.map(|d| d.name().to_owned()),
-                        method: call.method,
+                        method: call.method.to_string(),
                         call_id: id,
                         duration: None,
                         result: Err(status.code),
@@ -158,7 +159,7 @@ impl<T: Types> Session<T> {
     #[allow(clippy::type_complexity)]
     fn dispatch(
         &self,
-        call: &Call,
+        call: &Call<Payload>,
     ) -> Result<(Arc<CapDef>, T::Imp), (Option<Arc<CapDef>>, Status)> {
         let no_impl = || (None, Status::not_found("cap has no impl"));
         let (def, imp) = match call.target {
@@ -189,7 +190,7 @@ impl<T: Types> Session<T> {
         Ok((Arc::clone(def), imp.clone()))
     }
 
-    fn start_run(&mut self, call: Call, def: Arc<CapDef>, imp: T::Imp, now: Instant) {
+    fn start_run(&mut self, call: Call<Payload>, def: Arc<CapDef>, imp: T::Imp, now: Instant) {
         let Some(method) = def.method(&call.method) else {
             return;
         };
@@ -224,8 +225,13 @@ impl<T: Types> Session<T> {
             }
             MethodKind::Stream => {
                 let window = u64::from(method.stream_initial_credit());
-                let stream =
-                    ServerStream::new(run, call.target, Arc::clone(&def), &call.method, window);
+                let stream = ServerStream::new(
+                    run,
+                    call.target,
+                    Arc::clone(&def),
+                    call.method.clone(),
+                    window,
+                );
                 self.open_server_stream(call.id, stream);
             }
         }
@@ -236,7 +242,7 @@ impl<T: Types> Session<T> {
             def,
             imp,
             method: call.method,
-            args: Payload::from_value(call.args),
+            args: call.args,
             stream: kind == MethodKind::Stream,
             own_task,
             deadline,
@@ -308,7 +314,7 @@ impl<T: Types> Session<T> {
             Event::Call(CallEvent {
                 cap_id: active.cap_id,
                 cap_name: Some(active.def.name().to_owned()),
-                method: active.method,
+                method: active.method.to_string(),
                 call_id,
                 duration: Some(duration),
                 result,
@@ -359,7 +365,7 @@ impl<T: Types> Session<T> {
         let mut ids = Vec::with_capacity(exports.len());
         let mut keyed = Vec::with_capacity(exports.len());
         for (key, def, imp) in exports {
-            match self.table.allocate(def, imp, None) {
+            match self.table.allocate(def, imp, false) {
                 Ok(id) => {
                     ids.push(id);
                     keyed.push((key, Value::CapRef(id)));
@@ -421,7 +427,7 @@ impl<T: Types> Session<T> {
                 Event::Call(CallEvent {
                     cap_id: active.cap_id,
                     cap_name: Some(active.def.name().to_owned()),
-                    method: active.method,
+                    method: active.method.to_string(),
                     call_id: id,
                     duration: Some(duration),
                     result: Err(Code::Cancelled),
@@ -445,9 +451,9 @@ impl<T: Types> Session<T> {
             if entry.id.is_reserved() || entry.delta == 0 {
                 continue;
             }
-            if let Some(freed) = self.table.release(entry.id, u64::from(entry.delta)) {
-                if let Some(root) = &freed.root {
-                    self.registry.forget_instance(root, entry.id);
+            if let Some(freed) = self.table.release(entry.id, entry.delta) {
+                if freed.root {
+                    self.registry.forget_instance(freed.def.name(), entry.id);
                 }
             }
         }

@@ -2,12 +2,12 @@
 //! cancels, the peer's revocations, and releasing the references we received (PROTOCOL §7,
 //! §9–12).
 
-use std::collections::{HashMap, HashSet};
+use crate::hashing::{Map, Set};
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, Frame, ResultFrame,
-    Value,
+    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, Frame, Payload,
+    ResultFrame, Text, Value,
 };
 
 use super::output::Output;
@@ -15,7 +15,6 @@ use super::streams::ClientStreamState;
 use super::timers::{after, Timer, DEADLINE_GRACE};
 use super::{ChildIndex, RevokedSet, Session, Types, DROP_FRAME_ENTRIES};
 use crate::error::{Error, LocalError};
-use crate::payload::Payload;
 use crate::status::{reason, Code, Status};
 
 /// What an outbound call's result holds, so a result nobody takes can release its caps.
@@ -31,7 +30,7 @@ pub(crate) enum Expect {
 #[derive(Debug)]
 pub(crate) struct CallRequest {
     pub cap_id: CapId,
-    pub method: String,
+    pub method: Text,
     pub args: Value,
     /// The call made inside the handler of this call of the peer (`meta.parentCallId`).
     pub parent: Option<CallId>,
@@ -77,8 +76,8 @@ pub(super) struct Parked<T: Types> {
 }
 
 pub(crate) struct Outbound<T: Types> {
-    pending: HashMap<CallId, Pending<T>>,
-    pub(super) streams: HashMap<CallId, ClientStreamState<T>>,
+    pending: Map<CallId, Pending<T>>,
+    pub(super) streams: Map<CallId, ClientStreamState<T>>,
     pub(super) parked: Vec<Parked<T>>,
     /// Client streams with credit to return (see `streams`).
     pub(super) credit_due: Vec<CallId>,
@@ -87,20 +86,20 @@ pub(crate) struct Outbound<T: Types> {
     drops: Vec<DropEntry>,
     /// Where each id sits in `drops`, so summing releases stays O(1) however many CapRefs a
     /// peer's result carries.
-    drop_index: HashMap<CapId, usize>,
+    drop_index: Map<CapId, usize>,
 }
 
 impl<T: Types> Outbound<T> {
     pub fn new(max_revoked: usize) -> Self {
         Outbound {
-            pending: HashMap::new(),
-            streams: HashMap::new(),
+            pending: Map::default(),
+            streams: Map::default(),
             parked: Vec::new(),
             credit_due: Vec::new(),
             children: ChildIndex::default(),
             revoked: RevokedSet::new(max_revoked),
             drops: Vec::new(),
-            drop_index: HashMap::new(),
+            drop_index: Map::default(),
         }
     }
 
@@ -120,6 +119,12 @@ impl<T: Types> Outbound<T> {
     pub fn pending_drop_bytes(&self) -> usize {
         // An entry is a few bytes on the wire; counted so backpressure sees releases too.
         self.drops.len() * 8
+    }
+
+    /// Whether no credit or release waits to be sent (checked before every frame).
+    #[inline]
+    pub fn nothing_batched(&self) -> bool {
+        self.drops.is_empty() && self.credit_due.is_empty()
     }
 
     /// The batched releases as frames (at most 512 entries each).
@@ -252,9 +257,9 @@ impl<T: Types> Session<T> {
         Some(p)
     }
 
-    pub(super) fn on_result(&mut self, r: ResultFrame) {
+    pub(super) fn on_result(&mut self, r: ResultFrame<Payload>) {
         let outcome = match r.outcome {
-            Ok(v) => Ok(Payload::from_value(v)),
+            Ok(payload) => Ok(payload),
             Err(w) => Err(Error::Remote(Status::from_wire(w))),
         };
         let Some(p) = self.untrack(r.id) else {
@@ -336,7 +341,7 @@ impl<T: Types> Session<T> {
     }
 
     pub(super) fn on_revoked(&mut self, r: CapRevoked) {
-        let ids: HashSet<CapId> = r.cap_ids.into_iter().collect();
+        let ids: Set<CapId> = r.cap_ids.into_iter().collect();
         for id in &ids {
             self.outbound.revoked.insert(*id);
         }

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::{CallId, CapId, Hello};
+use bunite_wire::{CallId, CapId, Hello, Text};
 
 use super::Types;
 use crate::error::{Disconnect, Error};
 use crate::events::Event;
-use crate::payload::Payload;
 use crate::schema::CapDef;
+use bunite_wire::Payload;
 
 /// One run of a handler or stream source. Call ids are the peer's and a peer may misuse
 /// them; run ids are ours, so an outcome always reaches the run it belongs to.
@@ -24,7 +24,7 @@ pub(crate) struct Invocation<I> {
     /// The cap's definition (for its name in traces).
     pub def: Arc<CapDef>,
     pub imp: I,
-    pub method: String,
+    pub method: Text,
     pub args: Payload,
     /// A stream method: open a source rather than run a call.
     pub stream: bool,

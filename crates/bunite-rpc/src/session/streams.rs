@@ -12,13 +12,12 @@
 
 use std::sync::Arc;
 
-use bunite_wire::{CallId, Cancel, CapId, Frame, StreamEvent, StreamFrame, Value};
+use bunite_wire::{CallId, Cancel, CapId, Frame, Payload, StreamEvent, StreamFrame, Text, Value};
 
 use super::output::{Output, RunId};
 use super::{Session, Types};
 use crate::error::{Error, LocalError};
 use crate::events::{Event, ServerStreamEvent, StreamPhase};
-use crate::payload::Payload;
 use crate::schema::{CapDef, MAX_INITIAL_CREDIT};
 use crate::status::{reason, Code, Status};
 
@@ -36,18 +35,18 @@ pub(crate) struct ServerStream {
     pub run: RunId,
     cap_id: CapId,
     def: Arc<CapDef>,
-    method: String,
+    method: Text,
     window: u64,
     count: u64,
 }
 
 impl ServerStream {
-    pub fn new(run: RunId, cap_id: CapId, def: Arc<CapDef>, method: &str, window: u64) -> Self {
+    pub fn new(run: RunId, cap_id: CapId, def: Arc<CapDef>, method: Text, window: u64) -> Self {
         ServerStream {
             run,
             cap_id,
             def,
-            method: method.to_owned(),
+            method,
             window,
             count: 0,
         }
@@ -66,7 +65,7 @@ pub(crate) struct ClientStreamState<T: Types> {
 
 impl<T: Types> Session<T> {
     pub(super) fn open_server_stream(&mut self, id: CallId, s: ServerStream) {
-        let (cap_id, def, method) = (s.cap_id, Arc::clone(&s.def), s.method.clone());
+        let (cap_id, def, method) = (s.cap_id, Arc::clone(&s.def), s.method.to_string());
         self.emit(|| {
             Event::Stream(ServerStreamEvent {
                 cap_id,
@@ -141,7 +140,7 @@ impl<T: Types> Session<T> {
             Event::Stream(ServerStreamEvent {
                 cap_id: s.cap_id,
                 cap_name: Some(s.def.name().to_owned()),
-                method: s.method,
+                method: s.method.to_string(),
                 call_id: id,
                 phase,
                 count: s.count,
@@ -161,7 +160,7 @@ impl<T: Types> Session<T> {
         true
     }
 
-    pub(super) fn on_stream(&mut self, f: StreamFrame) {
+    pub(super) fn on_stream(&mut self, f: StreamFrame<Payload>) {
         match f.event {
             StreamEvent::Credit(Some(k)) if k > 0 => {
                 if let Some(s) = self.inbound.streams.get_mut(&f.id) {
@@ -174,7 +173,7 @@ impl<T: Types> Session<T> {
                 }
             }
             StreamEvent::Credit(_) => {}
-            StreamEvent::Next(v) => self.client_stream_push(f.id, Payload::from_value(v)),
+            StreamEvent::Next(payload) => self.client_stream_push(f.id, payload),
             StreamEvent::End => {
                 if let Some(s) = self.outbound.streams.remove(&f.id) {
                     self.outputs.push_back(Output::StreamEnd {

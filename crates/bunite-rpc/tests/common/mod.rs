@@ -354,7 +354,7 @@ impl RawPeer {
         self.send(Frame::Call(Call {
             id: CallId(id),
             target: CapId(target),
-            method: method.into(),
+            method: bunite_rpc::wire::Text::copy_from(method),
             args,
             meta: None,
         }))

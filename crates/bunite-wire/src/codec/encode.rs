@@ -43,7 +43,7 @@ impl View<'_> {
             View::Record(fields) => Value::Record(Record(
                 fields
                     .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.to_value()))
+                    .map(|(k, v)| (crate::text::Text::copy_from(k), v.to_value()))
                     .collect(),
             )),
             View::Array(items) => Value::Array(items.iter().map(View::to_value).collect()),
@@ -98,7 +98,7 @@ impl<'a> Writer<'a> {
                 }
             }
             Value::Record(r) => {
-                self.record_header(r.0.iter().map(|(k, _)| k.as_str()))?;
+                self.record_header(r.0.iter().map(|(k, _)| k.as_bytes()))?;
                 for (_, item) in &r.0 {
                     self.value(item)?;
                 }
@@ -127,7 +127,7 @@ impl<'a> Writer<'a> {
             View::Str(s) => self.str(s)?,
             View::Value(v) => self.value(v)?,
             View::Record(fields) => {
-                self.record_header(fields.iter().map(|(k, _)| *k))?;
+                self.record_header(fields.iter().map(|(k, _)| k.as_bytes()))?;
                 for (_, item) in fields {
                     self.view(item)?;
                 }
@@ -198,6 +198,11 @@ impl<'a> Writer<'a> {
     }
 
     fn str(&mut self, s: &str) -> Res {
+        self.utf8(s.as_bytes())
+    }
+
+    /// A string given as its (UTF-8) bytes.
+    fn utf8(&mut self, s: &[u8]) -> Res {
         let n = s.len();
         self.room(n)?;
         match n {
@@ -205,7 +210,7 @@ impl<'a> Writer<'a> {
             32..=0xff => self.out.extend_from_slice(&[0xd9, n as u8]),
             _ => self.header(n, 0, 0xda, 0xdb)?,
         }
-        self.out.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(s);
         Ok(())
     }
 
@@ -241,9 +246,11 @@ impl<'a> Writer<'a> {
 
     /// The record's shape is resolved, and defined if new, before any of its values are
     /// written: outer records take their ids before inner ones, as in msgpackr.
+    /// Keys come as bytes (always those of a `str`): a `Text` key gives its bytes without the
+    /// UTF-8 check that making a `&str` of an inline text costs.
     fn record_header<'k, I>(&mut self, keys: I) -> Res
     where
-        I: Iterator<Item = &'k str> + ExactSizeIterator + Clone,
+        I: Iterator<Item = &'k [u8]> + ExactSizeIterator + Clone,
     {
         match self.shapes.resolve(keys.clone()) {
             Shape::Known(id) => self.out.push(id),
@@ -251,7 +258,7 @@ impl<'a> Writer<'a> {
                 self.out.extend_from_slice(&[0xd4, 0x72, id]);
                 self.array_header(keys.len())?;
                 for k in keys {
-                    self.str(k)?;
+                    self.utf8(k)?;
                 }
             }
         }

@@ -8,7 +8,10 @@ use crate::value::Record;
 
 fn rec(fields: Vec<(&str, Value)>) -> Value {
     Value::Record(Record(
-        fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        fields
+            .into_iter()
+            .map(|(k, v)| (crate::Text::copy_from(k), v))
+            .collect(),
     ))
 }
 

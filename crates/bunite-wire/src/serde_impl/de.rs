@@ -1,15 +1,13 @@
 //! `Deserialize` types out of [`Value`]s, moving strings and bytes instead of copying them.
 
-use std::borrow::Cow;
-
 use serde::de::{
     self, DeserializeSeed, Error as _, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor,
 };
 
 use super::key::KeyDeserializer;
-use super::{magic, SerdeError};
+use super::{magic, stash, SerdeError};
+use crate::text::Text;
 use crate::value::{Record, TypedArray, TypedArrayKind, Value};
-use serde::Deserializer as _;
 
 type Res<T> = Result<T, SerdeError>;
 
@@ -27,34 +25,13 @@ impl ValueDeserializer {
     }
 
     /// The exact protocol between this deserializer and `Value`'s own `Deserialize`: the
-    /// variants serde has no word for travel as enum variants only `Value` understands.
-    fn exact<'de, V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        let tagged = |tag, payload| EnumDeser {
-            tag: Cow::Borrowed(tag),
-            payload,
-        };
-        match self.value {
-            Value::Undefined => visitor.visit_enum(tagged("Undefined", None)),
-            Value::Null => visitor.visit_unit(),
-            Value::Array(items) => visit_array(items, visitor),
-            // Plain records go as maps (cheaper, and shallower on the stack); only those that
-            // look like the generic form of a CapRef or Timestamp need the tag.
-            Value::Record(r) if !looks_generic(&r) => visit_record(r, visitor),
-            Value::Record(r) => visitor.visit_enum(tagged("Record", Some(Value::Record(r)))),
-            Value::Map(m) => visitor.visit_enum(tagged("Map", Some(Value::Map(m)))),
-            Value::CapRef(id) => {
-                visitor.visit_enum(tagged("CapRef", Some(Value::Int(id.0.into()))))
-            }
-            Value::TypedArray(t) => {
-                let parts = vec![Value::Int(t.kind.code().into()), Value::Bin(t.bytes)];
-                visitor.visit_enum(tagged("TypedArray", Some(Value::Array(parts))))
-            }
-            Value::Timestamp(t) => {
-                let parts = vec![Value::Int(t.seconds), Value::Int(t.nanos.into())];
-                visitor.visit_enum(tagged("Timestamp", Some(Value::Array(parts))))
-            }
-            other => ValueDeserializer::new(other).deserialize_any(visitor),
-        }
+    /// value is handed over whole (see `stash`), neither rebuilt nor copied.
+    pub(crate) fn exact<'de, V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
+        stash::put(self.value);
+        visitor.visit_enum(EnumDeser {
+            tag: Text::from_static(stash::TAG),
+            payload: None,
+        })
     }
 }
 
@@ -63,11 +40,6 @@ impl IntoDeserializer<'_, SerdeError> for Value {
     fn into_deserializer(self) -> ValueDeserializer {
         ValueDeserializer::new(self)
     }
-}
-
-/// A single-key record that `Value`'s `Deserialize` would read as a CapRef or Timestamp.
-fn looks_generic(r: &Record) -> bool {
-    matches!(r.0.as_slice(), [(k, _)] if k == magic::CAPREF_KEY || k == magic::TIMESTAMP_KEY)
 }
 
 /// What a value is, for serde's error messages.
@@ -89,7 +61,7 @@ pub(crate) fn unexpected(v: &Value) -> Unexpected<'_> {
     }
 }
 
-fn byte_sized(kind: TypedArrayKind) -> bool {
+pub(crate) fn byte_sized(kind: TypedArrayKind) -> bool {
     matches!(
         kind,
         TypedArrayKind::Int8
@@ -102,25 +74,35 @@ fn byte_sized(kind: TypedArrayKind) -> bool {
 
 /// The elements of a typed array as numbers (its bytes are little-endian).
 fn typed_elements(t: &TypedArray) -> Vec<Value> {
-    fn each<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> Value) -> Vec<Value> {
-        bytes
-            .chunks_exact(N)
-            .filter_map(|c| c.try_into().ok())
-            .map(f)
-            .collect()
+    typed_iter(t.kind, &t.bytes).collect()
+}
+
+/// The elements of typed-array bytes as numbers, one per element.
+pub(crate) fn typed_iter(
+    kind: TypedArrayKind,
+    bytes: &[u8],
+) -> impl ExactSizeIterator<Item = Value> + '_ {
+    bytes
+        .chunks_exact(kind.element_size())
+        .map(move |c| typed_element(kind, c))
+}
+
+/// One little-endian element (a chunk of the kind's element size).
+fn typed_element(kind: TypedArrayKind, c: &[u8]) -> Value {
+    fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+        c.try_into().unwrap_or([0; N])
     }
-    let b = &t.bytes;
-    match t.kind {
-        TypedArrayKind::Int8 => each(b, |[x]| Value::Int(i8::from_le_bytes([x]).into())),
-        TypedArrayKind::Int16 => each(b, |x| Value::Int(i16::from_le_bytes(x).into())),
-        TypedArrayKind::Uint16 => each(b, |x| Value::Int(u16::from_le_bytes(x).into())),
-        TypedArrayKind::Int32 => each(b, |x| Value::Int(i32::from_le_bytes(x).into())),
-        TypedArrayKind::Uint32 => each(b, |x| Value::Int(u32::from_le_bytes(x).into())),
-        TypedArrayKind::Float32 => each(b, |x| Value::Float(f32::from_le_bytes(x).into())),
-        TypedArrayKind::Float64 => each(b, |x| Value::Float(f64::from_le_bytes(x))),
-        TypedArrayKind::BigInt64 => each(b, |x| Value::Int(i64::from_le_bytes(x))),
-        TypedArrayKind::BigUint64 => each(b, |x| Value::uint(u64::from_le_bytes(x))),
-        _ => b.iter().map(|&x| Value::Int(x.into())).collect(),
+    match kind {
+        TypedArrayKind::Int8 => Value::Int(i8::from_le_bytes(le(c)).into()),
+        TypedArrayKind::Int16 => Value::Int(i16::from_le_bytes(le(c)).into()),
+        TypedArrayKind::Uint16 => Value::Int(u16::from_le_bytes(le(c)).into()),
+        TypedArrayKind::Int32 => Value::Int(i32::from_le_bytes(le(c)).into()),
+        TypedArrayKind::Uint32 => Value::Int(u32::from_le_bytes(le(c)).into()),
+        TypedArrayKind::Float32 => Value::Float(f32::from_le_bytes(le(c)).into()),
+        TypedArrayKind::Float64 => Value::Float(f64::from_le_bytes(le(c))),
+        TypedArrayKind::BigInt64 => Value::Int(i64::from_le_bytes(le(c))),
+        TypedArrayKind::BigUint64 => Value::uint(u64::from_le_bytes(le(c))),
+        _ => Value::Int(u8::from_le_bytes(le(c)).into()),
     }
 }
 
@@ -151,7 +133,7 @@ fn visit_pairs<'de, V: Visitor<'de>>(m: Vec<(Value, Value)>, visitor: V) -> Res<
 
 /// An integral float as the smallest visit that holds it, so serde's own range checks
 /// apply (overflow is an error, not a wrap).
-fn visit_integral<'de, V: Visitor<'de>>(f: f64, visitor: V) -> Res<V::Value> {
+pub(crate) fn visit_integral<'de, V: Visitor<'de>>(f: f64, visitor: V) -> Res<V::Value> {
     match Value::Float(f).as_integer() {
         Some(n) => match (i64::try_from(n), u64::try_from(n)) {
             (Ok(i), _) => visitor.visit_i64(i),
@@ -191,11 +173,11 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer {
             Value::Record(r) => visit_record(r, visitor),
             Value::Map(m) => visit_pairs(m, visitor),
             Value::CapRef(id) => {
-                let key = magic::CAPREF_KEY.to_owned();
+                let key = Text::from_static(magic::CAPREF_KEY);
                 visit_record(Record(vec![(key, Value::Int(id.0.into()))]), visitor)
             }
             Value::Timestamp(t) => {
-                let key = magic::TIMESTAMP_KEY.to_owned();
+                let key = Text::from_static(magic::TIMESTAMP_KEY);
                 let parts = vec![Value::Int(t.seconds), Value::Int(t.nanos.into())];
                 visit_record(Record(vec![(key, Value::Array(parts))]), visitor)
             }
@@ -291,17 +273,14 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer {
         visitor: V,
     ) -> Res<V::Value> {
         let (tag, payload) = match self.value {
-            Value::Str(s) => (s, None),
+            Value::Str(s) => (Text::from(s), None),
             Value::Record(Record(mut fields)) if fields.len() == 1 => match fields.pop() {
                 Some((k, v)) => (k, Some(v)),
                 None => return Err(SerdeError::custom("empty enum record")),
             },
             other => return Err(SerdeError::invalid_type(unexpected(&other), &visitor)),
         };
-        visitor.visit_enum(EnumDeser {
-            tag: Cow::Owned(tag),
-            payload,
-        })
+        visitor.visit_enum(EnumDeser { tag, payload })
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
@@ -329,7 +308,7 @@ impl<'de> SeqAccess<'de> for SeqDeser {
 }
 
 struct RecordAccess {
-    iter: std::vec::IntoIter<(String, Value)>,
+    iter: std::vec::IntoIter<(Text, Value)>,
     value: Option<Value>,
 }
 
@@ -340,7 +319,7 @@ impl<'de> MapAccess<'de> for RecordAccess {
             return Ok(None);
         };
         self.value = Some(v);
-        seed.deserialize(KeyDeserializer(k)).map(Some)
+        seed.deserialize(KeyDeserializer(&k)).map(Some)
     }
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Res<T::Value> {
         let v = self
@@ -382,7 +361,7 @@ impl<'de> MapAccess<'de> for PairAccess {
 
 /// An enum as serde sees it: the variant name and its payload, if any.
 pub(crate) struct EnumDeser {
-    pub(crate) tag: Cow<'static, str>,
+    pub(crate) tag: Text,
     pub(crate) payload: Option<Value>,
 }
 
@@ -391,10 +370,7 @@ impl<'de> de::EnumAccess<'de> for EnumDeser {
     type Variant = VariantDeser;
 
     fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Res<(S::Value, VariantDeser)> {
-        let variant = match self.tag {
-            Cow::Borrowed(s) => seed.deserialize(s.into_deserializer())?,
-            Cow::Owned(s) => seed.deserialize(s.into_deserializer())?,
-        };
+        let variant = seed.deserialize(self.tag.as_str().into_deserializer())?;
         Ok((variant, VariantDeser(self.payload)))
     }
 }

@@ -1,34 +1,34 @@
 //! Record keys as serde sees them: strings, parsed as integers when the target wants one
 //! (a map with integer keys sent as a JS object).
 
-use std::borrow::Cow;
-
 use serde::de::{self, Visitor};
 
 use super::de::EnumDeser;
 use super::SerdeError;
+use crate::text::Text;
 
 type Res<T> = Result<T, SerdeError>;
 
-/// A record key: a string, or an integer for maps with integer keys.
-pub(crate) struct KeyDeserializer(pub(crate) String);
+/// A record key: a string, or an integer for maps with integer keys. Borrowed from the
+/// record (or its shape), so a struct's field names are matched without allocating.
+pub(crate) struct KeyDeserializer<'k>(pub(crate) &'k str);
 
 macro_rules! parsed_keys {
     ($($method:ident => $t:ty, $visit:ident;)*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
             match self.0.parse::<$t>() {
                 Ok(n) => visitor.$visit(n),
-                Err(_) => visitor.visit_string(self.0),
+                Err(_) => visitor.visit_str(self.0),
             }
         }
     )*};
 }
 
-impl<'de> de::Deserializer<'de> for KeyDeserializer {
+impl<'de> de::Deserializer<'de> for KeyDeserializer<'_> {
     type Error = SerdeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        visitor.visit_string(self.0)
+        visitor.visit_str(self.0)
     }
 
     parsed_keys! {
@@ -64,7 +64,7 @@ impl<'de> de::Deserializer<'de> for KeyDeserializer {
         visitor: V,
     ) -> Res<V::Value> {
         visitor.visit_enum(EnumDeser {
-            tag: Cow::Owned(self.0),
+            tag: Text::copy_from(self.0),
             payload: None,
         })
     }

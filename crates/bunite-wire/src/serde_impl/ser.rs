@@ -4,6 +4,7 @@ use serde::ser::{self, Serialize};
 
 use super::{magic, value_impl, SerdeError};
 use crate::ids::CapId;
+use crate::text::Text;
 use crate::value::{Record, Timestamp, TypedArray, Value};
 
 type Res = Result<Value, SerdeError>;
@@ -118,7 +119,10 @@ impl ser::Serializer for ValueSerializer {
         value: &T,
     ) -> Res {
         let payload = value.serialize(self)?;
-        Ok(Value::Record(Record(vec![(variant.to_owned(), payload)])))
+        Ok(Value::Record(Record(vec![(
+            Text::from_static(variant),
+            payload,
+        )])))
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqSer, SerdeError> {
         Ok(SeqSer(Vec::with_capacity(capacity(len))))
@@ -198,7 +202,7 @@ fn magic_newtype(name: &'static str, inner: Value) -> Res {
             Value::Record(Record(fields)) => Ok(Value::Map(
                 fields
                     .into_iter()
-                    .map(|(k, v)| (Value::Str(k), v))
+                    .map(|(k, v)| (Value::Str(k.into()), v))
                     .collect(),
             )),
             _ => Err(err("malformed map")),
@@ -286,7 +290,7 @@ impl ser::SerializeMap for MapSer {
             .entries
             .into_iter()
             .filter_map(|(k, v)| match k {
-                Value::Str(k) => Some((k, v)),
+                Value::Str(k) => Some((Text::from(k), v)),
                 _ => None,
             })
             .collect();
@@ -296,7 +300,7 @@ impl ser::SerializeMap for MapSer {
 
 /// Structs: a record in field order.
 #[derive(Debug)]
-pub struct StructSer(Vec<(String, Value)>);
+pub struct StructSer(Vec<(Text, Value)>);
 
 impl ser::SerializeStruct for StructSer {
     type Ok = Value;
@@ -306,8 +310,9 @@ impl ser::SerializeStruct for StructSer {
         key: &'static str,
         value: &T,
     ) -> Result<(), SerdeError> {
+        // Field names are static: the key costs no allocation.
         self.0
-            .push((key.to_owned(), value.serialize(ValueSerializer)?));
+            .push((Text::from_static(key), value.serialize(ValueSerializer)?));
         Ok(())
     }
     fn end(self) -> Res {
@@ -326,7 +331,7 @@ impl VariantSer<SeqSer> {
     fn finish(self) -> Res {
         let payload = Value::Array(self.inner.0);
         Ok(Value::Record(Record(vec![(
-            self.variant.to_owned(),
+            Text::from_static(self.variant),
             payload,
         )])))
     }
@@ -356,7 +361,7 @@ impl ser::SerializeStructVariant for VariantSer<StructSer> {
     fn end(self) -> Res {
         let payload = Value::Record(Record(self.inner.0));
         Ok(Value::Record(Record(vec![(
-            self.variant.to_owned(),
+            Text::from_static(self.variant),
             payload,
         )])))
     }

@@ -10,7 +10,10 @@ use crate::value::{Record, Timestamp, TypedArray, TypedArrayKind};
 
 fn rec(fields: Vec<(&str, Value)>) -> Value {
     Value::Record(Record(
-        fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        fields
+            .into_iter()
+            .map(|(k, v)| (crate::Text::copy_from(k), v))
+            .collect(),
     ))
 }
 

@@ -3,13 +3,14 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{self, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::magic;
+use super::{magic, stash};
 use crate::ids::CapId;
-use crate::value::{Record, Timestamp, TypedArray, TypedArrayKind, Value};
+use crate::text::Text;
+use crate::value::{Record, Timestamp, TypedArrayKind, Value};
 
 /// The private newtype name of each typed-array kind.
 const TYPED_NAMES: [(TypedArrayKind, &str); 13] = [
@@ -263,36 +264,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
         let fields = entries
             .into_iter()
             .filter_map(|(k, v)| match k {
-                Value::Str(k) => Some((k, v)),
+                Value::Str(k) => Some((Text::from(k), v)),
                 _ => None,
             })
             .collect();
         Ok(Value::Record(Record(fields)))
     }
 
-    /// Only this crate's deserializer calls this, for the variants serde has no word for.
+    /// Only this crate's deserializers call this: the value comes whole (see `stash`).
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
-        let (tag, variant) = data.variant::<Tag>()?;
-        match tag {
-            Tag::Undefined => variant.unit_variant().map(|()| Value::Undefined),
-            Tag::Record => variant.newtype_variant_seed(RecordSeed).map(Value::Record),
-            Tag::Map => variant.newtype_variant_seed(PairsSeed).map(Value::Map),
-            Tag::CapRef => variant
-                .newtype_variant::<u32>()
-                .map(|id| Value::CapRef(CapId(id))),
-            Tag::TypedArray => {
-                let (code, bytes) = variant.newtype_variant::<(u8, serde_bytes::ByteBuf)>()?;
-                let kind = TypedArrayKind::from_code(code)
-                    .ok_or_else(|| de::Error::custom("unknown typed array kind"))?;
-                Ok(Value::TypedArray(TypedArray {
-                    kind,
-                    bytes: bytes.into_vec(),
-                }))
-            }
-            Tag::Timestamp => variant
-                .newtype_variant::<(i64, u32)>()
-                .map(|(seconds, nanos)| Value::Timestamp(Timestamp { seconds, nanos })),
-        }
+        let (StashTag, variant) = data.variant::<StashTag>()?;
+        variant.unit_variant()?;
+        stash::take().ok_or_else(|| de::Error::custom("no value handed over"))
     }
 }
 
@@ -320,85 +303,26 @@ fn generic_special(entries: &[(Value, Value)]) -> Option<Value> {
     }
 }
 
-/// The variant names of this crate's deserializer's private protocol.
-enum Tag {
-    Undefined,
-    Record,
-    Map,
-    CapRef,
-    TypedArray,
-    Timestamp,
-}
+/// The one variant name of this crate's deserializers' private protocol.
+struct StashTag;
 
-impl<'de> Deserialize<'de> for Tag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tag, D::Error> {
+impl<'de> Deserialize<'de> for StashTag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StashTag, D::Error> {
         struct TagVisitor;
         impl Visitor<'_> for TagVisitor {
-            type Value = Tag;
+            type Value = StashTag;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a bunite value tag")
             }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Tag, E> {
-                Ok(match s {
-                    "Undefined" => Tag::Undefined,
-                    "Record" => Tag::Record,
-                    "Map" => Tag::Map,
-                    "CapRef" => Tag::CapRef,
-                    "TypedArray" => Tag::TypedArray,
-                    "Timestamp" => Tag::Timestamp,
-                    _ => return Err(E::unknown_variant(s, &[])),
-                })
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<StashTag, E> {
+                if s == stash::TAG {
+                    Ok(StashTag)
+                } else {
+                    Err(E::unknown_variant(s, &[]))
+                }
             }
         }
         d.deserialize_identifier(TagVisitor)
-    }
-}
-
-/// A record exactly as given: no special keys.
-struct RecordSeed;
-
-impl<'de> DeserializeSeed<'de> for RecordSeed {
-    type Value = Record;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Record, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordSeed {
-    type Value = Record;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a record")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_PREALLOC));
-        while let Some(entry) = map.next_entry::<String, Value>()? {
-            fields.push(entry);
-        }
-        Ok(Record(fields))
-    }
-}
-
-/// A msgpack map exactly as given, even when every key is a string.
-struct PairsSeed;
-
-impl<'de> DeserializeSeed<'de> for PairsSeed {
-    type Value = Vec<(Value, Value)>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PairsSeed {
-    type Value = Vec<(Value, Value)>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a map")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_PREALLOC));
-        while let Some(entry) = map.next_entry::<Value, Value>()? {
-            entries.push(entry);
-        }
-        Ok(entries)
     }
 }
 

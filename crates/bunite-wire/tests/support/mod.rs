@@ -2,6 +2,9 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod codec_checks;
+pub mod strategies;
+
 use bunite_wire::Value;
 
 /// How NaNs compare in [`same`].

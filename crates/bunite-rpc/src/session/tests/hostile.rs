@@ -43,7 +43,7 @@ impl Raw {
         let f = Frame::Call(Call {
             id: CallId(id),
             target,
-            method: method.into(),
+            method: bunite_wire::Text::copy_from(method),
             args: Value::Undefined,
             meta: None,
         });
@@ -213,7 +213,7 @@ fn an_oversize_message_gets_max_frame_bytes() {
     let big = Frame::Call(Call {
         id: CallId(1),
         target: CapId(2),
-        method: "x".repeat(100),
+        method: "x".repeat(100).into(),
         args: Value::Undefined,
         meta: None,
     });

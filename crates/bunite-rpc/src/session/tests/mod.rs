@@ -18,8 +18,8 @@ use super::{
 use crate::attestation::Attestation;
 use crate::error::{Disconnect, Error};
 use crate::limits::Limits;
-use crate::payload::Payload;
 use crate::schema::{CapDef, IfExists, MethodDef, Returns};
+use bunite_wire::Payload;
 
 /// The session's opaque types, as plain tags the test can compare.
 pub(super) struct T;
@@ -172,7 +172,7 @@ impl Peer {
 pub(super) fn request(cap: CapId, method: &str, args: Value, expect: Expect) -> CallRequest {
     CallRequest {
         cap_id: cap,
-        method: method.into(),
+        method: bunite_wire::Text::copy_from(method),
         args,
         parent: None,
         deadline: None,
@@ -244,6 +244,6 @@ pub(super) fn finish(p: &mut Peer, inv: &Invocation<Imp>, v: Value) {
     p.collect();
 }
 
-pub(super) fn rec(k: &str, v: impl Into<Value>) -> Value {
+pub(super) fn rec(k: &'static str, v: impl Into<Value>) -> Value {
     Value::Record(Record::new().with(k, v))
 }

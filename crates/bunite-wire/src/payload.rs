@@ -1,0 +1,224 @@
+//! [`Payload`]: a value received from the peer, validated but not yet materialized.
+//!
+//! Decoding a frame ([`crate::Decoder::decode_frame_lazy`]) validates the whole message and
+//! keeps each payload as a zero-copy slice of the message plus a snapshot of the record slot
+//! table where the payload starts. A handler then reads it straight into its own type
+//! ([`Payload::deserialize`]), or as a [`Value`] ([`Payload::to_value`]), or only collects
+//! its CapRefs to release them ([`Payload::cap_refs`]); each of these re-reads the bytes with
+//! a private copy of the snapshot, so a payload can be read any number of times, from any
+//! thread, long after later frames redefined the decoder's slots.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::codec::budget::Meter;
+use crate::codec::cursor::{Ctx, Cursor, Head};
+use crate::codec::skip::{skip, Skip};
+use crate::codec::{decode, DecodeError};
+use crate::ids::CapId;
+use crate::records::SlotTable;
+use crate::serde_impl::{from_value, SerdeError};
+use crate::value::Value;
+
+/// A value received from the peer: validated, not yet materialized (see the module docs).
+///
+/// Cheap to clone (two atomic increments for a received payload), `Send`, `Sync` and
+/// `'static`.
+#[derive(Clone, Default)]
+pub struct Payload(Inner);
+
+#[derive(Clone, Default)]
+enum Inner {
+    /// `undefined`, without allocating.
+    #[default]
+    Undefined,
+    /// Built locally from a value.
+    Local(Arc<Value>),
+    /// Received: a slice of a message.
+    Wire(Wire),
+}
+
+#[derive(Clone)]
+struct Wire {
+    /// Exactly the payload's bytes.
+    bytes: Bytes,
+    /// The decoder's slot table where the payload starts.
+    slots: Arc<SlotTable>,
+    /// The payload's depth in its message (the depth limit counts from the frame).
+    depth: usize,
+    max_depth: usize,
+    /// The message's decode budget, which typed decoding charges.
+    budget: usize,
+    /// What materializing the payload as a `Value` costs, as the frame check measured it.
+    cost: usize,
+}
+
+impl Payload {
+    /// A payload built locally (tests, in-process use).
+    pub fn from_value(v: Value) -> Payload {
+        match v {
+            Value::Undefined => Payload(Inner::Undefined),
+            v => Payload(Inner::Local(Arc::new(v))),
+        }
+    }
+
+    /// `undefined`: an absent value (no args, a void result).
+    pub fn undefined() -> Payload {
+        Payload(Inner::Undefined)
+    }
+
+    /// A received payload: `bytes` at `depth` in its message, read with `slots`.
+    pub(crate) fn wire(
+        bytes: Bytes,
+        slots: Arc<SlotTable>,
+        depth: usize,
+        max_depth: usize,
+        budget: usize,
+        cost: usize,
+    ) -> Payload {
+        Payload(Inner::Wire(Wire {
+            bytes,
+            slots,
+            depth,
+            max_depth,
+            budget,
+            cost,
+        }))
+    }
+
+    /// True when the payload is `undefined`.
+    pub fn is_undefined(&self) -> bool {
+        match &self.0 {
+            Inner::Undefined => true,
+            Inner::Local(v) => v.is_undefined(),
+            Inner::Wire(w) => matches!(Cursor::new(&w.bytes).head(), Ok(Head::Undefined)),
+        }
+    }
+
+    /// The payload as a [`Value`]. A received payload allocates exactly what the frame check
+    /// charged for it, so this never takes more than the message's decode budget.
+    pub fn to_value(&self) -> Result<Value, DecodeError> {
+        match &self.0 {
+            Inner::Undefined => Ok(Value::Undefined),
+            Inner::Local(v) => Ok(Value::clone(v)),
+            Inner::Wire(w) => w.read(w.cost, decode::value),
+        }
+    }
+
+    /// [`Payload::to_value`], without a copy for a local payload held nowhere else.
+    pub fn into_value(self) -> Result<Value, DecodeError> {
+        match self.0 {
+            Inner::Local(v) => Ok(Arc::try_unwrap(v).unwrap_or_else(|v| Value::clone(&v))),
+            _ => self.to_value(),
+        }
+    }
+
+    /// The payload as a `T`, read straight from the message's bytes: exactly what
+    /// `from_value::<T>(self.to_value()?)` gives, without building the `Value`.
+    ///
+    /// What it builds (each sequence element's and map entry's size, string and byte
+    /// lengths) is charged against the message's decode budget; over it, the error says so.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, SerdeError> {
+        match &self.0 {
+            Inner::Undefined => from_value(Value::Undefined),
+            Inner::Local(v) => from_value(Value::clone(v)),
+            Inner::Wire(w) => {
+                let mut slots = Arc::clone(&w.slots);
+                let cx = Ctx {
+                    cur: Cursor::new(&w.bytes),
+                    slots: &mut slots,
+                    meter: Meter::new(w.budget),
+                    max_depth: w.max_depth,
+                };
+                crate::serde_impl::raw_de::from_ctx(cx, w.depth)
+            }
+        }
+    }
+
+    /// Every CapRef inside, in order, without building a `Value` (to release them).
+    pub fn cap_refs(&self) -> Vec<CapId> {
+        let mut caps = Vec::new();
+        match &self.0 {
+            Inner::Undefined => {}
+            Inner::Local(v) => collect_caps(v, &mut caps),
+            Inner::Wire(w) => {
+                let mut how = Skip {
+                    charge_values: false,
+                    caps: Some(&mut caps),
+                };
+                // Validated when the frame was decoded, so this only fails if the budget
+                // cannot hold the list (which it always can: the frame check charged more).
+                let _ = w.read(w.budget, |cx, depth| skip(cx, depth, &mut how));
+            }
+        }
+        caps
+    }
+
+    /// Bytes on the wire (0 for a local payload).
+    pub fn wire_len(&self) -> usize {
+        match &self.0 {
+            Inner::Wire(w) => w.bytes.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl Wire {
+    /// Runs `read` over the payload with a private copy of its slot table and `limit` bytes
+    /// of budget; the payload must be read exactly.
+    fn read<T>(
+        &self,
+        limit: usize,
+        read: impl FnOnce(&mut Ctx<'_, '_>, usize) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        let mut slots = Arc::clone(&self.slots);
+        let mut cx = Ctx {
+            cur: Cursor::new(&self.bytes),
+            slots: &mut slots,
+            meter: Meter::new(limit),
+            max_depth: self.max_depth,
+        };
+        let out = read(&mut cx, self.depth)?;
+        if cx.cur.at_end() {
+            Ok(out)
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
+    }
+}
+
+fn collect_caps(v: &Value, out: &mut Vec<CapId>) {
+    match v {
+        Value::CapRef(id) => out.push(*id),
+        Value::Array(items) => items.iter().for_each(|v| collect_caps(v, out)),
+        Value::Record(r) => r.0.iter().for_each(|(_, v)| collect_caps(v, out)),
+        Value::Map(m) => m.iter().for_each(|(k, v)| {
+            collect_caps(k, out);
+            collect_caps(v, out);
+        }),
+        _ => {}
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(v: Value) -> Self {
+        Payload::from_value(v)
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Inner::Undefined => f.write_str("Payload(undefined)"),
+            Inner::Local(v) => f.debug_tuple("Payload").field(v).finish(),
+            Inner::Wire(w) => f
+                .debug_struct("Payload")
+                .field("wire_len", &w.bytes.len())
+                .field("cost", &w.cost)
+                .finish(),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! How this crate's deserializers hand a whole [`Value`] to `Value`'s own `Deserialize`.
+//!
+//! `Value` asks for itself as a private newtype ([`super::magic::VALUE`]) that only our
+//! deserializers recognise. They answer by putting the value (already built: moved out of
+//! the input, or decoded straight from the bytes with shared record keys) in this
+//! thread-local slot and visiting an enum variant named [`TAG`]; `Value`'s visitor takes it
+//! back at once. Serde's visitor API has no other way to pass a value through without
+//! rebuilding it, which would copy every record key into a `String` and every container into
+//! a new vector. Nothing runs between the put and the take, so the slot never holds more than
+//! the value in flight.
+
+use std::cell::Cell;
+
+use crate::value::Value;
+
+/// The variant name that says "take the stashed value".
+pub(crate) const TAG: &str = "$bunite::private::Stashed";
+
+thread_local! {
+    static STASH: Cell<Option<Value>> = const { Cell::new(None) };
+}
+
+/// Hands `v` over to the next [`take`] on this thread.
+pub(crate) fn put(v: Value) {
+    STASH.with(|s| s.set(Some(v)));
+}
+
+/// The value handed over by [`put`].
+pub(crate) fn take() -> Option<Value> {
+    STASH.with(Cell::take)
+}

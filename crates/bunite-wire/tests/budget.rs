@@ -1,0 +1,217 @@
+//! The decode budget holds while decoding (PROTOCOL §13.11, `bunite_wire::limits`): a counting
+//! global allocator measures the peak of what decoding a hostile message allocates, and it
+//! never passes the message's budget.
+//!
+//! The allocator counts every thread, so the tests take turns (`SERIAL`).
+
+use bunite_wire::{DecodeError, Decoder, Frame, FrameDecodeError, FrameError, Limits, Payload};
+use bytes::Bytes;
+use peak_alloc::PeakAlloc;
+
+/// Counts live bytes and their peak (a reallocation counts both blocks: the worst case).
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+/// Runs `f` and returns its result and the most it had allocated at once beyond what was
+/// live when it started.
+/// Held by each test: one measures at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = ALLOC.current_usage();
+    ALLOC.reset_peak_usage();
+    let out = f();
+    (out, ALLOC.peak_usage().saturating_sub(base))
+}
+
+const MIB: usize = 1 << 20;
+
+/// A `call` frame `{op, id, target, method, args}` whose args are `args` (raw msgpack).
+fn call_with_args(args: &[u8]) -> Vec<u8> {
+    let mut m = hex("d4724095 a26f70 a26964 a6746172676574 a66d6574686f64 a461726773");
+    m.extend(hex(
+        "a463616c6c 01 d4724192a46b696e64a26964 a3636170 02 a16d",
+    ));
+    m.extend_from_slice(args);
+    m
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    hex::decode(s).expect("hex")
+}
+
+/// An array header for `n` items.
+fn array_of(n: usize) -> Vec<u8> {
+    let mut h = vec![0xdd];
+    h.extend_from_slice(&u32::try_from(n).expect("n fits u32").to_be_bytes());
+    h
+}
+
+/// A frame of about `size` bytes whose args are an array of `nil`s.
+fn nils(size: usize) -> Vec<u8> {
+    let n = size - call_with_args(&array_of(0)).len();
+    let mut args = array_of(n);
+    args.resize(args.len() + n, 0xc0);
+    call_with_args(&args)
+}
+
+/// A frame of about `size` bytes whose args are an array of 15-key records of small ints:
+/// one definition, then one-byte references (16 bytes a record).
+fn records(size: usize) -> Vec<u8> {
+    let keys: Vec<u8> = (b'a'..=b'o').flat_map(|k| [0xa1, k]).collect();
+    let n = (size - call_with_args(&array_of(0)).len() - keys.len() - 3) / 16;
+    let mut args = array_of(n);
+    args.extend([0xd4, 0x72, 0x42, 0x9f]);
+    args.extend(keys);
+    args.extend([1u8; 15]);
+    for _ in 1..n {
+        args.push(0x42);
+        args.extend([1u8; 15]);
+    }
+    call_with_args(&args)
+}
+
+fn args_of(frame: Frame<Payload>) -> Payload {
+    match frame {
+        Frame::Call(c) => c.args,
+        other => panic!("not a call: {other:?}"),
+    }
+}
+
+fn over_budget<T: std::fmt::Debug>(r: Result<T, FrameDecodeError>) {
+    assert!(
+        matches!(r, Err(FrameDecodeError::Decode(DecodeError::OverBudget))),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn decoding_never_allocates_past_the_budget() {
+    let _turn = serial();
+    let limits = Limits::default();
+    assert_eq!(limits.decode_budget(64 * MIB), 196 * MIB);
+
+    // 64 MiB of nils (4.1 GiB as `Value`s): refused while checking, with almost nothing
+    // allocated; the eager route refuses it as early.
+    let msg = Bytes::from(nils(64 * MIB));
+    let budget = limits.decode_budget(msg.len());
+    let (r, peak) = peak_of(|| Decoder::new(limits.clone()).decode_frame_lazy(&msg));
+    over_budget(r);
+    assert!(peak < MIB, "nils: {peak} bytes at the peak");
+    let (r, peak) = peak_of(|| Decoder::new(limits.clone()).decode(&msg));
+    assert_eq!(r, Err(DecodeError::OverBudget));
+    assert!(peak < MIB, "nils, eagerly: {peak} bytes at the peak");
+
+    // 64 MiB of small 15-key records (over 12 GiB as `Value`s before keys were shared).
+    let msg = Bytes::from(records(64 * MIB));
+    let (r, peak) = peak_of(|| Decoder::new(limits.clone()).decode_frame_lazy(&msg));
+    over_budget(r);
+    assert!(peak < MIB, "records: {peak} bytes at the peak");
+    let (r, peak) = peak_of(|| Decoder::new(limits.clone()).decode(&msg));
+    assert_eq!(r, Err(DecodeError::OverBudget));
+    assert!(peak <= budget, "records, eagerly: {peak} bytes at the peak");
+
+    // What the check admits materializes within the budget: 64 KiB of records (3.5 MiB as
+    // values), and 62.5 MiB of long strings.
+    let mut strings = array_of(1000);
+    for _ in 0..1000 {
+        strings.extend([0xdb, 0, 1, 0, 0]);
+        strings.resize(strings.len() + 65536, b'x');
+    }
+    for msg in [records(64 * 1024), call_with_args(&strings)] {
+        let msg = Bytes::from(msg);
+        let budget = limits.decode_budget(msg.len());
+        let (value, peak) = peak_of(|| {
+            let frame = Decoder::new(limits.clone()).decode_frame_lazy(&msg);
+            args_of(frame.expect("admitted")).to_value()
+        });
+        assert!(value.is_ok());
+        drop(value);
+        assert!(peak <= budget, "{peak} bytes at the peak, budget {budget}");
+        let (value, peak) = peak_of(|| Decoder::new(limits.clone()).decode(&msg));
+        assert!(value.is_ok());
+        drop(value);
+        assert!(
+            peak <= budget,
+            "eagerly: {peak} bytes at the peak, budget {budget}"
+        );
+    }
+}
+
+#[test]
+fn typed_decoding_charges_what_it_builds() {
+    let _turn = serial();
+    // 100k nils cost 3.2 MB as values: admitted. As `Option<[u64; 8]>`s they would take
+    // 7.2 MB, over the 4.3 MB budget: a clear error, not an allocation.
+    let msg = Bytes::from(nils(100_000));
+    let args = args_of(
+        Decoder::new(Limits::default())
+            .decode_frame_lazy(&msg)
+            .unwrap(),
+    );
+    let err = args.deserialize::<Vec<Option<[u64; 8]>>>().unwrap_err();
+    assert!(err.message().contains("budget"), "{err}");
+    let n = 100_000 - call_with_args(&array_of(0)).len();
+    assert_eq!(args.deserialize::<Vec<()>>().map(|v| v.len()), Ok(n));
+}
+
+fn hello(features: &[&str], origin: &str) -> Result<Frame<Payload>, FrameDecodeError> {
+    Decoder::new(Limits::default()).decode_frame_lazy(&hello_msg(features, origin))
+}
+
+/// A `hello` `{op, v, features, origin}` with these features and origin.
+fn hello_msg(features: &[&str], origin: &str) -> Bytes {
+    let text = |s: &str| {
+        let mut out = vec![0xdb];
+        out.extend(u32::try_from(s.len()).unwrap().to_be_bytes());
+        out.extend(s.as_bytes());
+        out
+    };
+    let mut m = vec![0xd4, 0x72, 0x40, 0x94];
+    for key in ["op", "v", "features", "origin"] {
+        m.extend(text(key));
+    }
+    m.extend(text("hello"));
+    m.push(0x01);
+    m.extend(array_of(features.len()));
+    for f in features {
+        m.extend(text(f));
+    }
+    m.extend(text(origin));
+    Bytes::from(m)
+}
+
+#[test]
+fn a_hello_is_bounded() {
+    let _turn = serial();
+    let invalid = |field| {
+        Err(FrameDecodeError::Frame(FrameError::Invalid {
+            op: "hello",
+            field,
+        }))
+    };
+    let many: Vec<String> = (0..65).map(|i| format!("f{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert!(matches!(hello(&many[..64], "o"), Ok(Frame::Hello(h)) if h.features.len() == 64));
+    assert_eq!(hello(&many, "o").map(|_| ()), invalid("features"));
+    let long = "x".repeat(4096);
+    assert!(matches!(hello(&[&long], &long), Ok(Frame::Hello(_))));
+    assert_eq!(
+        hello(&[&"x".repeat(4097)], "o").map(|_| ()),
+        invalid("features")
+    );
+    assert_eq!(
+        hello(&["f"], &"o".repeat(4097)).map(|_| ()),
+        invalid("origin")
+    );
+    // A large hello of one-character features is refused before anything is kept.
+    let msg = hello_msg(&vec!["a"; 1_000_000], "o");
+    let (r, peak) = peak_of(|| Decoder::new(Limits::default()).decode_frame_lazy(&msg));
+    assert!(r.is_err());
+    assert!(peak < 1024, "{peak} bytes at the peak");
+}

@@ -1,15 +1,27 @@
-//! `call` and `stream`: call any cap from a shell, JSON in and out.
+//! `call` and `stream`: call any cap from a shell, JSON in and out, as grpcurl and websocat
+//! are used: handshake options, a deadline, calls into returned sub-caps (`--then`), exit
+//! codes by kind of failure (see `exit`), and the wrong kind of method noticed at once
+//! (see `sniff`).
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use bunite_rpc::transport::sealed::Key;
-use bunite_rpc::{Connection, Error, Value};
+use bunite_rpc::{CallOptions, Client, Code, Connection, Error, LocalError, Value};
 use futures::StreamExt;
 
-use crate::json;
+use crate::connect::Options;
+use crate::{exit, json, suggest};
+
+/// How long `call` waits by default (connecting, bootstrapping and every call together).
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Arguments of `call` and `stream`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The server's URL (ws://HOST:PORT/PATH or tcp://HOST:PORT).
+    /// The server's URL: ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, tcp://HOST:PORT or
+    /// tls://HOST:PORT.
     url: String,
     /// The cap's name.
     cap: String,
@@ -20,13 +32,83 @@ pub struct Args {
     /// The cap version to ask for.
     #[arg(long = "version")]
     version: Option<String>,
+    /// Then call METHOD (with JSON params) on the cap the previous call returned;
+    /// repeatable. The last call is the command's kind (a unary call for `call`, a stream
+    /// for `stream`); the ones before must each return one cap.
+    #[arg(long = "then", num_args = 1..=2, value_names = ["METHOD", "JSON"], action = clap::ArgAction::Append)]
+    then: Vec<String>,
+    /// `--then`, one group per occurrence (filled from the matches by [`Args::group_then`]).
+    #[arg(skip)]
+    then_groups: Vec<Vec<String>>,
+    /// Give up after this long, connecting included (e.g. 500ms, 10s, 2m); sent to the
+    /// server as each call's deadline. Default: 30s for call, none for stream.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    deadline: Option<Duration>,
     /// The AES-256-GCM pipe key (64 hex digits), if the server uses one.
     #[arg(long)]
     key: Option<Key>,
+    /// Trust only the certificates of this PEM file for wss:// and tls:// (default: the
+    /// platform's roots).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// The Origin header of the WebSocket handshake.
+    #[arg(long)]
+    origin: Option<String>,
+    /// A header of the WebSocket handshake; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
 }
 
-/// Prints a failure as code, message and reason; returns the exit code.
-fn fail(error: &Error) -> i32 {
+impl Args {
+    /// Groups the values of `--then` by occurrence (clap's derive flattens them).
+    pub fn group_then(&mut self, matches: &clap::ArgMatches) {
+        if let Some(groups) = matches.get_occurrences::<String>("then") {
+            self.then_groups = groups.map(|g| g.cloned().collect()).collect();
+        }
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.');
+    let (number, unit) = text.split_at(split.unwrap_or(text.len()));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// `Name: value`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not NAME:VALUE"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// One call of the chain: a method and its params.
+struct Step {
+    method: String,
+    params: Value,
+}
+
+/// The kind of the last call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unary,
+    Stream,
+}
+
+/// Prints a failure as code, message and reason (and a hint when there is one); returns
+/// the exit code.
+fn fail(error: &Error, args: &Args, method: &str) -> i32 {
     let status = error.status();
     match status.reason() {
         Some(reason) => eprintln!(
@@ -35,70 +117,186 @@ fn fail(error: &Error) -> i32 {
         ),
         None => eprintln!("error: {} {}", status.code, status.message),
     }
-    2
+    if error.is_remote() && status.code == Code::NotFound {
+        // `method "x" on cap "y"`: the wire's wording, from bunite-core 0.10.
+        let cap = status
+            .message
+            .rsplit_once("on cap \"")
+            .map_or(args.cap.as_str(), |(_, c)| c.trim_end_matches('"'));
+        if status.message.starts_with("method ") {
+            if let Some(better) = suggest::method(cap, method) {
+                eprintln!("hint: did you mean {better:?}?");
+            }
+        }
+    }
+    exit::of(error)
 }
 
-/// Parses the params, connects and bootstraps the cap (an exit code on failure).
-async fn open(args: &Args) -> Result<(Connection, bunite_rpc::Client, Value), i32> {
-    let params = json::parse_args(args.json.as_deref()).map_err(|e| {
-        eprintln!("error: params are not JSON: {e}");
-        1
-    })?;
-    let conn = crate::connect::connect(&args.url, args.key.clone(), Connection::builder())
-        .await
-        .map_err(|e| {
-            eprintln!("error: {e:#}");
-            1
-        })?;
-    let client = conn
+/// Runs `body` within the deadline; an exit code.
+async fn within(deadline: Option<Duration>, body: impl std::future::Future<Output = i32>) -> i32 {
+    let Some(limit) = deadline else {
+        return body.await;
+    };
+    match tokio::time::timeout(limit, body).await {
+        Ok(code) => code,
+        Err(_) => {
+            eprintln!(
+                "error: deadline_exceeded no answer within {} ms (--deadline)",
+                limit.as_millis()
+            );
+            exit::LOCAL
+        }
+    }
+}
+
+/// `call URL CAP METHOD [JSON] [--then METHOD [JSON]]…`.
+pub async fn call(args: Args) -> i32 {
+    let deadline = Some(args.deadline.unwrap_or(CALL_DEADLINE));
+    within(deadline, run(&args, Kind::Unary, deadline)).await
+}
+
+/// `stream URL CAP METHOD [JSON] [--then …]`: one JSON line per value until the end,
+/// the deadline or Ctrl-C.
+pub async fn stream(args: Args) -> i32 {
+    within(args.deadline, run(&args, Kind::Stream, args.deadline)).await
+}
+
+/// Parses the params, connects, bootstraps, runs the chain; an exit code.
+async fn run(args: &Args, kind: Kind, deadline: Option<Duration>) -> i32 {
+    let mut steps = Vec::new();
+    let first = std::iter::once((args.method.clone(), args.json.clone()));
+    let then = args
+        .then_groups
+        .iter()
+        .filter_map(|t| Some((t.first()?.clone(), t.get(1).cloned())));
+    for (method, params) in first.chain(then) {
+        match json::parse_args(params.as_deref()) {
+            Ok(params) => steps.push(Step { method, params }),
+            Err(e) => {
+                eprintln!("error: the params of {method:?} are not JSON: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
+    let options = Options {
+        key: args.key.clone(),
+        ca: args.ca.clone(),
+        origin: args.origin.clone(),
+        headers: args.headers.clone(),
+    };
+    let (conn, sniffed) =
+        match crate::connect::connect_with(&args.url, &options, Connection::builder()).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return exit::CONNECTION;
+            }
+        };
+    let code = match conn
         .bootstrap_name(&args.cap, args.version.as_deref())
         .await
-        .map_err(|s| fail(&s))?;
-    Ok((conn, client, params))
-}
-
-/// `call URL CAP METHOD [JSON]`.
-pub async fn call(args: Args) -> i32 {
-    let (conn, client, params) = match open(&args).await {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let code = match client.call_value(&args.method, params).await {
-        Ok(v) => {
-            if let Some(j) = json::to_json(&v) {
-                println!("{j}");
+    {
+        Err(e) => fail(&e, args, &args.method),
+        Ok(client) => {
+            let current = Cell::new(0);
+            let chain = chain(args, client, &steps, kind, deadline, &current);
+            tokio::select! {
+                code = chain => code,
+                _ = sniffed.stream_answer(), if kind == Kind::Unary => {
+                    wrong_kind(args, &steps[current.get()].method, Kind::Stream)
+                }
+                _ = tokio::signal::ctrl_c() => exit::INTERRUPTED,
             }
-            0
         }
-        Err(s) => fail(&s),
     };
-    drop(client);
     conn.close();
     conn.closed().await;
     code
 }
 
-/// `stream URL CAP METHOD [JSON]`: one JSON line per value until the end or Ctrl-C.
-pub async fn stream(args: Args) -> i32 {
-    let (conn, client, params) = match open(&args).await {
-        Ok(x) => x,
-        Err(code) => return code,
+/// Says that `method` is of kind `is`, not the one asked for.
+fn wrong_kind(args: &Args, method: &str, is: Kind) -> i32 {
+    let (what, answered, command) = match is {
+        Kind::Stream => ("a stream method", "stream frames", "stream"),
+        Kind::Unary => ("a unary method", "a result", "call"),
     };
-    let mut values = client.stream(&args.method, params);
-    let code = loop {
-        let next = tokio::select! {
-            next = values.next() => next,
-            _ = tokio::signal::ctrl_c() => break 130,
-        };
-        match next {
-            None => break 0,
-            Some(Ok(v)) => println!("{}", json::to_json(&v).unwrap_or(serde_json::Value::Null)),
-            Some(Err(s)) => break fail(&s),
+    eprintln!(
+        "error: {method:?} is {what} (the server answered with {answered}): use `bunite-rpc \
+         {command} {} {} {method} …`",
+        args.url, args.cap
+    );
+    exit::USAGE
+}
+
+/// The calls: each step but the last returns the cap the next is called on.
+async fn chain(
+    args: &Args,
+    mut target: Client,
+    steps: &[Step],
+    kind: Kind,
+    deadline: Option<Duration>,
+    current: &Cell<usize>,
+) -> i32 {
+    let started = tokio::time::Instant::now();
+    let opts = || CallOptions {
+        deadline: deadline.map(|d| d.saturating_sub(started.elapsed())),
+        ..CallOptions::default()
+    };
+    for (i, step) in steps.iter().enumerate() {
+        current.set(i);
+        let last = i + 1 == steps.len();
+        if !last {
+            match target
+                .call_cap_with(&step.method, step.params.clone(), opts())
+                .await
+            {
+                Ok(next) => target = next,
+                Err(e) => {
+                    if e.local_kind() == Some(LocalError::BadAnswer) {
+                        eprintln!(
+                            "error: {:?} did not return one cap, which --then needs",
+                            step.method
+                        );
+                        return exit::LOCAL;
+                    }
+                    return fail(&e, args, &step.method);
+                }
+            }
+            continue;
         }
-    };
-    drop(values);
-    drop(client);
-    conn.close();
-    conn.closed().await;
-    code
+        return match kind {
+            Kind::Unary => {
+                match target
+                    .call_with(&step.method, step.params.clone(), opts())
+                    .await
+                {
+                    Ok(v) => {
+                        if let Some(j) = json::to_json(&v) {
+                            println!("{j}");
+                        }
+                        exit::OK
+                    }
+                    Err(e) => fail(&e, args, &step.method),
+                }
+            }
+            Kind::Stream => print_stream(args, &target, step, opts()).await,
+        };
+    }
+    exit::OK
+}
+
+/// Prints each value of a stream as a JSON line.
+async fn print_stream(args: &Args, target: &Client, step: &Step, opts: CallOptions) -> i32 {
+    let mut values = target.stream_with(&step.method, step.params.clone(), opts);
+    while let Some(next) = values.next().await {
+        match next {
+            Ok(v) => println!("{}", json::to_json(&v).unwrap_or(serde_json::Value::Null)),
+            Err(e) if e.local_kind() == Some(LocalError::BadAnswer) => {
+                // PROTOCOL §10: a result frame for a stream id.
+                return wrong_kind(args, &step.method, Kind::Unary);
+            }
+            Err(e) => return fail(&e, args, &step.method),
+        }
+    }
+    exit::OK
 }

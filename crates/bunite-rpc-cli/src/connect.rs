@@ -1,15 +1,33 @@
-//! Connecting to a URL (`ws://…` or `tcp://…`), optionally inside the encrypted pipe.
+//! Connecting to a URL (`ws://…`, `wss://…`, `tcp://…`, `tls://…`), optionally inside the
+//! encrypted pipe, with the handshake options of `call` and `stream` (`--origin`, `-H`,
+//! `--ca`).
 
 use anyhow::{bail, Context, Result};
-use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::sealed::{Key, Sealed, OVERHEAD};
-use bunite_rpc::transport::{ws, MaxBytes, Transport};
+use bunite_rpc::transport::tls::{self, ClientTls};
+use bunite_rpc::transport::ws::{http::Uri, ClientRequestBuilder, WsConnector};
+use bunite_rpc::transport::{MaxBytes, Transport};
 use bunite_rpc::{Connection, ConnectionBuilder, Limits};
+
+use crate::sniff::{Sniff, Sniffed};
 
 /// The transport bound of a connection with our default limits: room for the sealed pipe's
 /// overhead when there is a key.
 pub fn transport_max(key: &Option<Key>) -> usize {
     Limits::default().max_bytes + if key.is_some() { OVERHEAD } else { 0 }
+}
+
+/// How to reach a server, beyond its URL.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// The AES-256-GCM pipe key.
+    pub key: Option<Key>,
+    /// Trust only this CA file for `wss://` and `tls://` (default: the platform's roots).
+    pub ca: Option<std::path::PathBuf>,
+    /// The WebSocket handshake's `Origin`.
+    pub origin: Option<String>,
+    /// Further WebSocket handshake headers.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Connects `builder` to `url`.
@@ -18,25 +36,91 @@ pub async fn connect(
     key: Option<Key>,
     builder: ConnectionBuilder,
 ) -> Result<Connection> {
-    // The sealed pipe makes room for its own overhead.
+    let options = Options {
+        key,
+        ..Options::default()
+    };
+    Ok(connect_with(url, &options, builder).await?.0)
+}
+
+/// Connects `builder` to `url` with `options`; the connection's inbound frames are watched
+/// (see [`Sniffed`]).
+pub async fn connect_with(
+    url: &str,
+    options: &Options,
+    builder: ConnectionBuilder,
+) -> Result<(Connection, Sniffed)> {
+    let sniffed = Sniffed::default();
     let max = Limits::default().max_bytes;
-    if let Some(addr) = url.strip_prefix("tcp://") {
+    let roots = || -> Result<ClientTls> {
+        Ok(match &options.ca {
+            Some(path) => ClientTls::from_ca_pem_file(path)?,
+            None => ClientTls::platform()?,
+        })
+    };
+    let failed = || format!("connecting to {url}");
+    let conn = if let Some(addr) = url.strip_prefix("tcp://") {
         let addr = addr.trim_end_matches('/');
-        let socket = tokio::net::TcpStream::connect(addr)
+        let t = bunite_rpc::transport::byte_stream::tcp_connect(addr)
             .await
-            .with_context(|| format!("connecting to {url}"))?;
-        Ok(finish(
-            ByteStream::tcp(socket).with_max_bytes(max),
-            key,
-            builder,
-        ))
+            .with_context(failed)?;
+        start(t.with_max_bytes(max), options, builder, &sniffed)
+    } else if let Some(addr) = url.strip_prefix("tls://") {
+        let (host, port) = host_port(addr.trim_end_matches('/'))?;
+        let t = tls::tcp_connect(host, port, &roots()?)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.report()))
+            .with_context(failed)?;
+        start(t.with_max_bytes(max), options, builder, &sniffed)
     } else if url.starts_with("ws://") || url.starts_with("wss://") {
-        let t = ws::connect_with_max_bytes(url, max)
+        let mut connector = WsConnector::new().max_bytes(max);
+        if url.starts_with("wss://") {
+            connector = connector.tls(roots()?);
+        }
+        let uri: Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+        let mut request = ClientRequestBuilder::new(uri);
+        if let Some(origin) = &options.origin {
+            request = request.with_header("Origin", origin);
+        }
+        for (name, value) in &options.headers {
+            request = request.with_header(name, value);
+        }
+        let t = connector
+            .connect(request)
             .await
-            .with_context(|| format!("connecting to {url}"))?;
-        Ok(finish(t, key, builder))
+            .map_err(|e| anyhow::anyhow!(e.report()))
+            .with_context(failed)?;
+        start(t, options, builder, &sniffed)
     } else {
-        bail!("unsupported URL {url:?}: use ws://HOST:PORT/PATH or tcp://HOST:PORT")
+        bail!(
+            "unsupported URL {url:?}: use ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, \
+             tcp://HOST:PORT or tls://HOST:PORT"
+        )
+    };
+    Ok((conn, sniffed))
+}
+
+/// `HOST:PORT` (a bracketed IPv6 host too).
+fn host_port(addr: &str) -> Result<(&str, u16)> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr:?} is not HOST:PORT"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("{port:?} is not a port"))?;
+    Ok((host, port))
+}
+
+/// Starts the connection over `t` (sealed when there is a key), its inbound frames watched.
+fn start<T: Transport + MaxBytes>(
+    t: T,
+    options: &Options,
+    builder: ConnectionBuilder,
+    sniffed: &Sniffed,
+) -> Connection {
+    match &options.key {
+        Some(key) => builder.connect(Sniff::new(Sealed::new(t, key.clone()), sniffed)),
+        None => builder.connect(Sniff::new(t, sniffed)),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use bunite_rpc::transport::byte_stream::TcpMessageListener;
 use bunite_rpc::transport::sealed::Key;
+use bunite_rpc::transport::tls::ServerTls;
 use bunite_rpc::transport::ws::WsListener;
 use bunite_rpc::transport::ListenerConfig;
 use bunite_rpc::typed::{Emitter, Stream};
@@ -21,9 +22,25 @@ use crate::interop_caps::*;
 /// Largest `bytes {n}` the server will produce (the protocol's default `maxBytes`).
 const MAX_BYTES_REPLY: usize = 64 * 1024 * 1024 - 64;
 
+/// How the server is reached beyond its addresses: TLS, and who may bootstrap.
+#[derive(Debug, Default, Clone)]
+pub struct Access {
+    /// Terminate TLS with this certificate (`wss://`, `tls://`).
+    pub tls: Option<ServerTls>,
+    /// When not empty, only WebSocket clients whose `Origin` is one of these may bootstrap
+    /// (the policy sees the handshake's `Origin` in the attestation).
+    pub allow_origins: Vec<String>,
+}
+
 /// Runs the server until killed.
-pub async fn run(listen: &str, path: &str, tcp: Option<&str>, key: Option<Key>) -> Result<()> {
-    let (ws_url, tcp_url, serving) = start(listen, path, tcp, key).await?;
+pub async fn run(
+    listen: &str,
+    path: &str,
+    tcp: Option<&str>,
+    key: Option<Key>,
+    access: Access,
+) -> Result<()> {
+    let (ws_url, tcp_url, serving) = start_with(listen, path, tcp, key, access).await?;
     println!("listening {ws_url}");
     if let Some(url) = tcp_url {
         println!("listening {url}");
@@ -40,18 +57,37 @@ pub async fn start(
     tcp: Option<&str>,
     key: Option<Key>,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
+    start_with(listen, path, tcp, key, Access::default()).await
+}
+
+/// [`start`] with TLS and an Origin allow-list.
+pub async fn start_with(
+    listen: &str,
+    path: &str,
+    tcp: Option<&str>,
+    key: Option<Key>,
+    access: Access,
+) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
     // One budget for the bytes of messages being received on both listeners.
-    let config = ListenerConfig::default();
+    let mut config = ListenerConfig::default();
+    let secure = access.tls.is_some();
+    if let Some(tls) = access.tls {
+        config = config.tls(tls);
+    }
+    let allowed: Arc<Vec<String>> = Arc::new(access.allow_origins);
     let ws = WsListener::bind_with(listen, path, config.clone()).await?;
-    let ws_url = format!("ws://{}{}", ws.local_addr()?, path);
+    let scheme = if secure { "wss" } else { "ws" };
+    let ws_url = format!("{scheme}://{}{}", ws.local_addr()?, path);
     let tcp = match tcp {
         Some(addr) => Some(TcpMessageListener::bind(addr, config).await?),
         None => None,
     };
+    let scheme = if secure { "tls" } else { "tcp" };
     let tcp_url = match &tcp {
-        Some(l) => Some(format!("tcp://{}", l.local_addr()?)),
+        Some(l) => Some(format!("{scheme}://{}", l.local_addr()?)),
         None => None,
     };
+    let tcp_allowed = Arc::clone(&allowed);
     let serving = tokio::spawn(async move {
         let ws_key = key.clone();
         let ws_loop = async move {
@@ -60,7 +96,8 @@ pub async fn start(
                     origin: accepted.origin.unwrap_or_default(),
                     ..Attestation::default()
                 };
-                finish(accepted.transport, ws_key.clone(), builder(attestation));
+                let builder = builder_for(attestation, &allowed);
+                finish(accepted.transport, ws_key.clone(), builder);
             }
         };
         let tcp_loop = async move {
@@ -68,7 +105,8 @@ pub async fn start(
             loop {
                 match listener.accept().await {
                     Ok((t, _)) => {
-                        finish(t, key.clone(), builder(Attestation::default()));
+                        let builder = builder_for(Attestation::default(), &tcp_allowed);
+                        finish(t, key.clone(), builder);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -86,11 +124,23 @@ pub async fn start(
 /// A connection serving every interop cap with fresh state. The caps are served by the
 /// builder, before the connection reads: a client may bootstrap as soon as it sees hello.
 pub(crate) fn builder(attestation: Attestation) -> bunite_rpc::ConnectionBuilder {
+    builder_for(attestation, &Arc::new(Vec::new()))
+}
+
+/// [`builder`] whose policy also requires the attested `Origin` to be one of `allowed`
+/// (when it is not empty): a policy over the Origin, as a web host's.
+fn builder_for(
+    attestation: Attestation,
+    allowed: &Arc<Vec<String>>,
+) -> bunite_rpc::ConnectionBuilder {
     let state = Arc::new(State::default());
+    let allowed = Arc::clone(allowed);
     Connection::builder()
         .attestation(attestation)
         .origin("bunite-rpc interop-server")
-        .policy(Policy::new(|name, _| name != "interop.secret"))
+        .policy(Policy::new(move |name, who| {
+            name != "interop.secret" && (allowed.is_empty() || allowed.contains(&who.origin))
+        }))
         .serve_cap::<InteropCounterCap>(Counter(state))
         .serve_cap::<InteropVersionedCap>(Versioned)
         .serve_cap::<InteropEphemeralCap>(Ephemeral)

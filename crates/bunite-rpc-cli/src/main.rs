@@ -6,22 +6,30 @@
 mod call;
 mod connect;
 mod demo;
+mod exit;
 mod interop_caps;
 mod interop_client;
 mod interop_server;
 mod json;
 mod serve_stdio;
+mod sniff;
+mod suggest;
 mod typegen;
 mod web;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use bunite_rpc::transport::sealed::Key;
 
 /// bunite capability RPC: demo, interop server and client, calling caps from a shell.
 #[derive(Debug, Parser)]
-#[command(name = "bunite-rpc", version, about)]
+#[command(name = "bunite-rpc", version, about, after_help = exit::HELP)]
 struct Cli {
+    /// Log connections and calls to stderr (tracing spans with their fields and
+    /// durations). The RUST_LOG environment variable sets the filter (default: info) and
+    /// turns logging on by itself.
+    #[arg(long, global = true)]
+    log: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -58,6 +66,26 @@ enum Command {
         /// Run every connection inside the AES-256-GCM pipe with this key (64 hex digits).
         #[arg(long)]
         key: Option<Key>,
+        /// Terminate TLS with this certificate chain (PEM): wss:// and tls:// URLs.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
+        /// Only WebSocket clients with this Origin may bootstrap (repeatable); a policy
+        /// over the Origin the handshake carried.
+        #[arg(long, value_name = "ORIGIN")]
+        allow_origin: Vec<String>,
+    },
+    /// Write a self-signed certificate and its key (PEM) for trying TLS locally:
+    /// DIR/cert.pem (give it to clients with --ca) and DIR/key.pem.
+    SelfSigned {
+        /// The directory to write to.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: std::path::PathBuf,
+        /// The names the certificate is for.
+        #[arg(long = "name", value_name = "HOST", default_values = ["localhost", "127.0.0.1"])]
+        names: Vec<String>,
     },
     /// Run every INTEROP.md check against a server (ws://… or tcp://…).
     InteropClient {
@@ -68,8 +96,10 @@ enum Command {
         key: Option<Key>,
     },
     /// Bootstrap CAP at URL and call METHOD with JSON args; print the result as JSON.
+    #[command(after_help = exit::HELP)]
     Call(call::Args),
     /// Bootstrap CAP at URL and open the stream METHOD; print each value as a JSON line.
+    #[command(after_help = exit::HELP)]
     Stream(call::Args),
     /// Write the TypeScript definitions of the interop caps (the demo's caps too) for the
     /// web client in js/: one .ts file, to FILE or stdout.
@@ -90,16 +120,28 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let (Some(Command::Call(args) | Command::Stream(args)), Some((_, sub))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        args.group_then(sub);
+    }
+    if cli.log || std::env::var_os("RUST_LOG").is_some() {
+        init_log();
+    }
     let code = match cli.command {
         Some(Command::ServeStdio) => report(serve_stdio::run()),
         Some(Command::Typegen { out, import }) => report(typegen::run(out.as_deref(), &import)),
+        Some(Command::SelfSigned { dir, names }) => report(self_signed(&dir, names)),
         Some(Command::Info) => {
             info();
             0
         }
         None => {
-            use clap::CommandFactory;
             let _ = Cli::command().print_help();
             0
         }
@@ -128,15 +170,51 @@ async fn run(cmd: Command) -> i32 {
             path,
             tcp,
             key,
-        } => report(interop_server::run(&listen, &path, tcp.as_deref(), key).await),
+            tls_cert,
+            tls_key,
+            allow_origin,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    match bunite_rpc::transport::tls::ServerTls::from_pem_files(cert, key) {
+                        Ok(tls) => Some(tls),
+                        Err(e) => return report::<()>(Err(e.into())),
+                    }
+                }
+                _ => None,
+            };
+            let access = interop_server::Access {
+                tls,
+                allow_origins: allow_origin,
+            };
+            report(interop_server::run(&listen, &path, tcp.as_deref(), key, access).await)
+        }
         Command::InteropClient { url, key } => match interop_client::run(&url, key).await {
             Ok(failed) => i32::from(failed > 0),
             Err(e) => report::<()>(Err(e)),
         },
         Command::Call(args) => call::call(args).await,
         Command::Stream(args) => call::stream(args).await,
-        Command::Info | Command::ServeStdio | Command::Typegen { .. } => 0,
+        Command::Info
+        | Command::ServeStdio
+        | Command::Typegen { .. }
+        | Command::SelfSigned { .. } => 0,
     }
+}
+
+/// Logs to stderr: spans as they close (with `time.busy`/`time.idle`), events at the
+/// filter's level.
+fn init_log() {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_span_events(FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn report<T>(r: anyhow::Result<T>) -> i32 {
@@ -147,6 +225,18 @@ fn report<T>(r: anyhow::Result<T>) -> i32 {
             1
         }
     }
+}
+
+/// `self-signed`: a certificate for `names` and its key, written as DIR/cert.pem and
+/// DIR/key.pem.
+fn self_signed(dir: &std::path::Path, names: Vec<String>) -> anyhow::Result<()> {
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    std::fs::create_dir_all(dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.key_pair.serialize_pem())?;
+    println!("wrote {} and {}", cert.display(), key.display());
+    Ok(())
 }
 
 fn info() {

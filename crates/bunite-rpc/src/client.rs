@@ -561,7 +561,24 @@ impl Connection {
             id,
             armed: true,
         };
-        let outcome = rx.await;
+        // The bootstrap's own timer, not a call deadline: the session sends a bootstrap
+        // with no `meta.deadlineMs` and parks it until the peer's hello, where no call
+        // deadline runs. On timeout the guard cancels the call (a result that arrives
+        // later releases its cap).
+        let outcome = match shared.settings.limits.bootstrap_timeout {
+            None => rx.await,
+            Some(limit) => match tokio::time::timeout(limit, rx).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let message = format!(
+                        "bootstrap of \"{name}\" not answered within {} ms",
+                        limit.as_millis()
+                    );
+                    let status = Status::new(Code::DeadlineExceeded, message);
+                    return Err(Error::local(LocalError::DeadlineExceeded, status));
+                }
+            },
+        };
         guard.armed = false;
         let payload = outcome.unwrap_or_else(|_| Err(Error::closed()))?;
         match payload.to_value() {

@@ -5,7 +5,7 @@
 //! but unreturned values, so no server budget can deadlock it (PROTOCOL §13.1). Dropping it
 //! before the end sends `cancel {reason:"client_cancel"}`.
 //!
-//! The connection's driver pushes values into a [`StreamQueue`] shared with the consumer;
+//! The connection's driver pushes values into a `StreamQueue` shared with the consumer;
 //! the session bounds how many it may hold (the credit window), so the queue is bounded
 //! whatever the server does.
 

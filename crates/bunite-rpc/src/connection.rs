@@ -3,7 +3,7 @@
 //!
 //! # One owner
 //!
-//! Each connection has a single driver task (`driver`) that owns its [`Session`] (the pure
+//! Each connection has a single driver task (`driver`) that owns its `Session` (the pure
 //! protocol state machine) and both halves of its transport. Nothing else touches either:
 //! handles ([`Connection`], [`Client`](crate::Client), streams, serve handles, call
 //! contexts) reach the driver through one command queue, and the driver answers through

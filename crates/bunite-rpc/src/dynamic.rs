@@ -75,7 +75,7 @@ impl DynCap {
     }
 
     /// Handles a stream method in the emitter style: the closure gets an
-    /// [`ValueEmitter`](crate::emitter::ValueEmitter) and pushes values into it.
+    /// [`ValueEmitter`] and pushes values into it.
     pub fn stream_emitter<F, Fut>(self, method: impl Into<String>, f: F) -> Self
     where
         F: Fn(Value, CallContext, ValueEmitter) -> Fut + Send + Sync + 'static,

@@ -196,9 +196,32 @@ impl Disconnect {
                     .with_reason(reason::PEER_CLOSING)
             }
             Disconnect::ProtocolError { message } => {
-                Status::new(Code::Unavailable, format!("protocol error: {message}"))
-                    .with_reason(reason::PEER_CLOSING)
+                let message = match self.hint() {
+                    Some(hint) => format!("protocol error: {message} ({hint})"),
+                    None => format!("protocol error: {message}"),
+                };
+                Status::new(Code::Unavailable, message).with_reason(reason::PEER_CLOSING)
             }
+        }
+    }
+
+    /// What probably caused this end, when a decode error alone would not tell a user:
+    /// shown in the local status of pending calls and in logs, never sent to the peer
+    /// (the goaway keeps the protocol's message).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            // A sealed message starts with 0x01: a plain decoder reads the number 1, then
+            // finds the IV and ciphertext after it.
+            Disconnect::ProtocolError { message }
+                if message == "trailing bytes after the value" =>
+            {
+                Some(
+                    "is the peer sealed? A sealed message starts with 0x01, which a plain peer \
+                     reads as the number 1 followed by trailing bytes: give both ends the same \
+                     key (--key)",
+                )
+            }
+            _ => None,
         }
     }
 

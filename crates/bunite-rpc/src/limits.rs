@@ -32,6 +32,12 @@ pub struct Limits {
     /// (PROTOCOL §6), so only a stuck or hostile peer takes longer, and until then it holds
     /// a connection. `None` waits forever.
     pub hello_timeout: Option<Duration>,
+    /// How long [`Connection::bootstrap`](crate::Connection::bootstrap) and its siblings wait
+    /// for the answer, the wait for the peer's hello included, before failing
+    /// `deadline_exceeded` ([`LocalError::DeadlineExceeded`](crate::LocalError)). Default
+    /// 30 s: a peer answers a bootstrap at once unless its policy is slow, so a longer wait
+    /// means a stuck peer. `None` waits as long as the connection lives.
+    pub bootstrap_timeout: Option<Duration>,
     /// Bytes a decoded message may take per byte on the wire, on top of
     /// [`decode_budget_base`](Self::decode_budget_base) (PROTOCOL §13.11): what materializing
     /// it as [`Value`](crate::Value)s would allocate is counted while the frame is checked,
@@ -62,6 +68,7 @@ impl Default for Limits {
             max_unsent_bytes: 64 * 1024 * 1024,
             max_pending_policy_checks: 1024,
             hello_timeout: Some(Duration::from_secs(30)),
+            bootstrap_timeout: Some(Duration::from_secs(30)),
             decode_budget_factor: bunite_wire::Limits::DEFAULT_DECODE_BUDGET_FACTOR,
             decode_budget_base: bunite_wire::Limits::DEFAULT_DECODE_BUDGET_BASE,
             max_hello_features: bunite_wire::Limits::DEFAULT_MAX_HELLO_FEATURES,

@@ -417,3 +417,25 @@ async fn the_inner_bound_makes_room_for_the_seal() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
 }
+
+/// A plain peer that meets a sealed one says so in the local error of its pending calls
+/// (the goaway it sends keeps the protocol's message).
+#[test]
+fn a_plain_peer_meeting_a_sealed_one_gets_a_hint() {
+    run(async {
+        let (a, b) = memory::pair();
+        let plain = Connection::new(a);
+        let sealed = Connection::new(Sealed::new(b, test_key()));
+        let e = timeout(Duration::from_secs(5), plain.bootstrap_name("x", None))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.message().contains("trailing bytes after the value"),
+            "{e}"
+        );
+        assert!(e.message().contains("is the peer sealed?"), "{e}");
+        plain.close();
+        sealed.close();
+    });
+}

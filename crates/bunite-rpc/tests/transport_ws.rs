@@ -387,3 +387,56 @@ async fn a_partly_received_message_holds_the_listeners_budget_until_complete() {
     eventually(|| budget.available() == 256 * 1024).await;
     serving.abort();
 }
+
+/// A server transport whose peer completed the handshake and then reads nothing (so never
+/// answers a ping) fails with `TimedOut` after about two ping intervals.
+#[tokio::test]
+async fn a_peer_that_misses_a_pong_is_noticed() {
+    let interval = Duration::from_millis(100);
+    let config = ListenerConfig::default().ping_interval(Some(interval));
+    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+        .await
+        .unwrap();
+    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+    let (_silent, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let accepted = timeout(WAIT, l.accept()).await.unwrap().unwrap();
+    let (_sink, mut source) = accepted.transport.split();
+    let started = tokio::time::Instant::now();
+    let error = timeout(WAIT, source.recv()).await.unwrap().unwrap_err();
+    assert_eq!(
+        error.io_kind(),
+        Some(std::io::ErrorKind::TimedOut),
+        "{error}"
+    );
+    assert!(
+        error.report().contains("no WebSocket ping"),
+        "{}",
+        error.report()
+    );
+    assert!(started.elapsed() >= interval * 2);
+}
+
+/// Two ends that ping each other every 50 ms and read stay connected while idle.
+#[tokio::test]
+async fn peers_that_answer_pings_stay_connected_while_idle() {
+    let interval = Some(Duration::from_millis(50));
+    let config = ListenerConfig::default().ping_interval(interval);
+    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+        .await
+        .unwrap();
+    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+    let client = ws::WsConnector::new()
+        .ping_interval(interval)
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let (_client_sink, mut client_source) = client.split();
+    let client_reads = tokio::spawn(async move { client_source.recv().await });
+    let accepted = timeout(WAIT, l.accept()).await.unwrap().unwrap();
+    let (_sink, mut source) = accepted.transport.split();
+    let idle = timeout(Duration::from_millis(600), source.recv()).await;
+    assert!(idle.is_err(), "the server's source ended: {idle:?}");
+    assert!(!client_reads.is_finished(), "the client's source ended");
+}

@@ -12,6 +12,9 @@
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
 //! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once. Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. |
+//! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
+//! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
+//! | `tls` (feature `tls`) | none | A certificate and key: the listener terminates TLS (`wss://`, `tls://`), within `handshake_timeout` and `max_handshakes`. |
 //!
 //! # The budget
 //!
@@ -59,6 +62,14 @@ pub struct ListenerConfig {
     pub max_bytes: usize,
     /// Bytes of messages being received across all connections.
     pub receive_budget: ByteBudget,
+    /// WebSocket pings after this long without a frame from the peer.
+    pub ping_interval: Option<Duration>,
+    /// TCP keepalive idle time of accepted sockets.
+    pub tcp_keepalive: Option<Duration>,
+    /// TLS to terminate (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub tls: Option<super::tls::ServerTls>,
 }
 
 impl Default for ListenerConfig {
@@ -69,6 +80,10 @@ impl Default for ListenerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
             receive_budget: ByteBudget::new(256 << 20),
+            ping_interval: Some(super::PING_INTERVAL),
+            tcp_keepalive: Some(super::TCP_KEEPALIVE),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -101,6 +116,26 @@ impl ListenerConfig {
     /// Sets [`receive_budget`](Self::receive_budget) (a budget may be shared by listeners).
     pub fn receive_budget(mut self, budget: ByteBudget) -> Self {
         self.receive_budget = budget;
+        self
+    }
+
+    /// Sets [`ping_interval`](Self::ping_interval) (`None`: no pings).
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`tcp_keepalive`](Self::tcp_keepalive) (`None`: off).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
+    /// Terminates TLS with this certificate (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, tls: super::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }

@@ -77,21 +77,24 @@
 
 mod listener;
 mod read;
+mod tcp;
 mod write;
 
 use std::io;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{tcp, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use listener::TcpMessageListener;
 pub use read::{ByteStreamSource, IDLE_RELEASE, READ_AHEAD, READ_CHUNK, READ_MAX_FIRST};
+pub use tcp::{TcpReader, TcpWriter};
 pub use write::{ByteStreamSink, COPY_MAX, HIGH_WATER, WRITE_KEEP};
 
-use super::{ByteBudget, MaxBytes, Transport};
+use super::socket::{self, Socket};
+use super::{ByteBudget, MaxBytes, Transport, TransportInfo};
 
 /// A message transport over a byte stream: a reader half and a writer half.
 #[derive(Debug)]
@@ -102,10 +105,12 @@ pub struct ByteStream<R, W> {
     budget: Option<ByteBudget>,
     /// A listener's connection slot, given back when both halves are dropped.
     slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// What it is, for traces and logs.
+    info: TransportInfo,
 }
 
-/// A [`ByteStream`] over a TCP socket.
-pub type TcpTransport = ByteStream<tcp::OwnedReadHalf, tcp::OwnedWriteHalf>;
+/// A [`ByteStream`] over a TCP socket, plain or inside TLS (feature `tls`).
+pub type TcpTransport = ByteStream<TcpReader, TcpWriter>;
 
 /// A [`ByteStream`] over a Unix socket.
 #[cfg(unix)]
@@ -131,7 +136,14 @@ where
             max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
             budget: None,
             slot: None,
+            info: TransportInfo::new("byte-stream", None),
         }
+    }
+
+    /// Describes the transport in traces and logs (see [`Transport::info`]).
+    pub fn with_info(mut self, info: TransportInfo) -> Self {
+        self.info = info;
+        self
     }
 
     /// Sets the largest inbound message; a longer length prefix is refused with
@@ -170,13 +182,20 @@ impl<R, W> MaxBytes for ByteStream<R, W> {
 }
 
 impl TcpTransport {
-    /// A transport over a connected (or accepted) TCP socket. Sets `TCP_NODELAY`: the
-    /// sink already coalesces each batch, so Nagle's algorithm would only add latency.
+    /// A transport over a connected (or accepted) TCP socket. Sets `TCP_NODELAY` (the
+    /// sink already coalesces each batch, so Nagle's algorithm would only add latency) and
+    /// TCP keepalive (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)).
     pub fn tcp(stream: TcpStream) -> Self {
-        // Best effort: a socket that refuses the option still works, only slower.
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
-        ByteStream::new(r, w)
+        socket::tune_tcp(&stream, Some(super::TCP_KEEPALIVE));
+        Self::from_socket(Socket::from(stream))
+    }
+
+    /// A transport over a [`Socket`] whose options are already set (e.g. inside TLS).
+    pub fn from_socket(socket: Socket) -> Self {
+        let kind = if socket.is_tls() { "tls" } else { "tcp" };
+        let peer = socket.peer_addr().map(|a| a.to_string());
+        let (r, w) = tcp::split(socket);
+        ByteStream::new(r, w).with_info(TransportInfo::new(kind, peer))
     }
 }
 
@@ -184,14 +203,27 @@ impl TcpTransport {
 impl UnixTransport {
     /// A transport over a connected (or accepted) Unix socket.
     pub fn unix(stream: tokio::net::UnixStream) -> Self {
+        let peer = stream
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
         let (r, w) = stream.into_split();
-        ByteStream::new(r, w)
+        ByteStream::new(r, w).with_info(TransportInfo::new("unix", peer))
     }
 }
 
-/// Connects to a TCP address.
+/// Connects to a TCP address, within [`CONNECT_TIMEOUT`](super::CONNECT_TIMEOUT).
 pub async fn tcp_connect(addr: impl ToSocketAddrs) -> io::Result<TcpTransport> {
-    Ok(ByteStream::tcp(TcpStream::connect(addr).await?))
+    tcp_connect_within(addr, super::CONNECT_TIMEOUT).await
+}
+
+/// Connects to a TCP address, failing with [`io::ErrorKind::TimedOut`] after `timeout`.
+pub async fn tcp_connect_within(
+    addr: impl ToSocketAddrs,
+    timeout: std::time::Duration,
+) -> io::Result<TcpTransport> {
+    let stream = socket::within(timeout, "the TCP address", TcpStream::connect(addr)).await?;
+    Ok(ByteStream::tcp(stream))
 }
 
 /// Connects to a Unix socket.
@@ -209,6 +241,7 @@ pub async fn unix_connect(path: impl AsRef<std::path::Path>) -> io::Result<UnixT
 /// waiting for that read.
 pub fn stdio() -> StdioTransport {
     ByteStream::new(tokio::io::stdin(), tokio::io::stdout())
+        .with_info(TransportInfo::new("stdio", None))
 }
 
 /// Spawns `cmd` with piped stdin and stdout (stderr is left as configured) and returns the
@@ -221,7 +254,8 @@ pub fn spawn_child(mut cmd: Command) -> io::Result<(Child, ChildTransport)> {
     let missing = || io::Error::other("child spawned without piped stdio");
     let stdin = child.stdin.take().ok_or_else(missing)?;
     let stdout = child.stdout.take().ok_or_else(missing)?;
-    Ok((child, ByteStream::new(stdout, stdin)))
+    let info = TransportInfo::new("child", child.id().map(|pid| format!("pid {pid}")));
+    Ok((child, ByteStream::new(stdout, stdin).with_info(info)))
 }
 
 impl<R, W> Transport for ByteStream<R, W>
@@ -231,6 +265,10 @@ where
 {
     type Sink = ByteStreamSink<W>;
     type Source = ByteStreamSource<R>;
+
+    fn info(&self) -> TransportInfo {
+        self.info.clone()
+    }
 
     fn split(self) -> (ByteStreamSink<W>, ByteStreamSource<R>) {
         let sink = ByteStreamSink::new(self.writer, self.slot.clone());

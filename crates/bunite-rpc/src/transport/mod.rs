@@ -20,6 +20,14 @@
 //!   hosts (path `/rpc`) and a client.
 //! - [`sealed`] (feature `sealed`): the encrypted pipe, AES-256-GCM per message, wrapping any
 //!   other transport.
+//! - `tls` (feature `tls`): TLS with rustls for the socket transports: `wss://` clients,
+//!   `tls://` byte streams, listeners that terminate TLS.
+//! - `axum` (feature `axum`): bunite connections on a route of an existing axum `Router`.
+//!
+//! Under the socket transports is one [`Socket`] type (TCP, TLS over TCP, an upgraded HTTP
+//! connection). Connecting takes at most [`CONNECT_TIMEOUT`] by default; TCP sockets get
+//! keepalive ([`TCP_KEEPALIVE`]) and WebSocket connections ping ([`PING_INTERVAL`]), so a
+//! peer that goes silent is noticed.
 //!
 //! The listeners share a [`ListenerConfig`] (bounds on connections, handshakes and the bytes
 //! of partly received messages, drawn from a [`ByteBudget`]); see [`budget`].
@@ -30,13 +38,26 @@
 //! before their body is allocated), outbound buffers by each sink's documented high-water
 //! mark (past it [`poll_ready`](MessageSink::poll_ready) waits for the peer to read).
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 pub mod budget;
 #[cfg(feature = "byte-stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "byte-stream")))]
 pub mod byte_stream;
+#[cfg(feature = "ws")]
+mod listen;
 pub mod memory;
 #[cfg(feature = "sealed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sealed")))]
 pub mod sealed;
+#[cfg(any(feature = "ws", feature = "byte-stream"))]
+mod socket;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 #[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub mod ws;
 
 use std::future::{poll_fn, Future};
@@ -46,6 +67,31 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 pub use budget::{BudgetPermit, ByteBudget, ListenerConfig};
+#[cfg(any(feature = "ws", feature = "byte-stream"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "ws", feature = "byte-stream"))))]
+pub use socket::{tune_tcp, Socket};
+
+use std::time::Duration;
+
+/// Idle time before TCP keepalive sends its first probe.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Time between TCP keepalive probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Unanswered probes after which the kernel fails the socket (so a silent peer is noticed
+/// after about `TCP_KEEPALIVE + TCP_KEEPALIVE_RETRIES × TCP_KEEPALIVE_INTERVAL`, 60 s).
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
+/// How long connecting may take by default (TCP connect, TLS and WebSocket handshakes
+/// together): long enough for a slow network, short enough that a wrong address fails
+/// while someone still waits for it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a WebSocket connection pings a peer it has heard nothing from (and how long
+/// it then waits for the pong before closing), by default. Browsers and the TypeScript peer
+/// answer pings on their own.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a socket transport, once closed, keeps reading and discarding what the peer
 /// still sends, at most. Closing a socket with unread input makes the kernel reset it,

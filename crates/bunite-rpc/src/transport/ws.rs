@@ -4,12 +4,45 @@
 //! `invalid_argument`); pings are answered by tungstenite; a close frame or the end of the
 //! socket ends the transport. Inbound messages are bounded by `max_bytes` (default
 //! [`DEFAULT_MAX_BYTES`], 64 MiB); a larger one is refused with
-//! [`TransportError::TooLarge`] as soon as its frame header announces it.
+//! [`TransportError::TooLarge`](super::TransportError::TooLarge) as soon as its frame header announces it.
 //!
 //! [`WsListener`] serves the socket at one path (the bunite web host uses [`DEFAULT_PATH`])
 //! within the bounds of a [`ListenerConfig`](crate::transport::ListenerConfig), and refuses
 //! other paths with HTTP 404 during the handshake. Each accepted socket comes with the
 //! request's `Origin` header and the peer address, for the host's attestation.
+//!
+//! # Liveness
+//!
+//! Every connection pings a peer it has heard nothing from for an interval (default
+//! [`PING_INTERVAL`](super::PING_INTERVAL), 30 s; [`ListenerConfig::ping_interval`](
+//! super::ListenerConfig::ping_interval) for servers, [`WsConnector::ping_interval`] for
+//! clients; a ping goes out one to two intervals into a silence, as incoming frames only
+//! set a flag the timer reads) and closes (transport error `TimedOut`) if the peer then
+//! stays silent for another interval: a missed pong. Browsers and the TypeScript peer answer pings on their own.
+//! TCP keepalive is on underneath as well (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)).
+//!
+//! # Clients
+//!
+//! [`connect`] takes a URL or a handshake request; [`WsConnector`] sets the rest: a
+//! connect timeout (default [`CONNECT_TIMEOUT`](super::CONNECT_TIMEOUT), 10 s, for TCP,
+//! TLS and the WebSocket handshake together), the ping interval, the inbound bound and,
+//! with feature `tls`, the roots `wss://` trusts (default: the platform's). Requests with
+//! headers (an `Origin`, a token) are built with [`ClientRequestBuilder`] or the [`http`]
+//! types re-exported here, so no version-matched tungstenite of your own is needed:
+//!
+//! ```no_run
+//! use bunite_rpc::transport::ws::{self, http::Uri, ClientRequestBuilder};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let uri: Uri = "ws://127.0.0.1:8080/rpc".parse()?;
+//! let request = ClientRequestBuilder::new(uri)
+//!     .with_header("Origin", "https://app.example")
+//!     .with_header("Authorization", "Bearer t0ken");
+//! let transport = ws::connect(request).await?;
+//! # drop(transport);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Closing
 //!
@@ -49,25 +82,31 @@
 //! # }
 //! ```
 
+mod client;
 mod halves;
+mod keepalive;
 mod listener;
 mod metered;
 
-use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
+pub use client::{connect, connect_with_max_bytes, WsConnector};
 pub use halves::{WsSink, WsSource};
 pub use listener::{accept_upgrade, Accepted, WsListener};
+/// Building a client's handshake request (a URL with headers) without naming tungstenite.
+pub use tokio_tungstenite::tungstenite::client::{ClientRequestBuilder, IntoClientRequest};
+/// The `http` types of WebSocket handshakes (`Uri`, `HeaderValue`, `Request`), as
+/// tungstenite uses them.
+pub use tokio_tungstenite::tungstenite::http;
 
-use super::{MaxBytes, Transport, TransportError};
+use super::{MaxBytes, Socket, Transport, TransportInfo};
+use keepalive::Keepalive;
 use metered::Metered;
 
 /// The path the bunite web host serves the socket at.
@@ -91,10 +130,12 @@ pub const WRITE_BUFFER: usize = 8 * 1024;
 /// the bound by its overhead after the handshake. The source enforces `max_bytes` itself.
 const WRAPPER_ROOM: usize = 64;
 
-/// One end of a WebSocket carrying bunite messages.
+/// One end of a WebSocket carrying bunite messages, over a [`Socket`] (TCP, TLS, or an
+/// HTTP server's upgraded connection) unless made with [`from_raw_socket`](Self::from_raw_socket).
 #[derive(Debug)]
-pub struct WsTransport<S = MaybeTlsStream<TcpStream>> {
+pub struct WsTransport<S = Socket> {
     shared: Arc<Mutex<Shared<S>>>,
+    info: TransportInfo,
 }
 
 /// The socket, shared by the two halves (each locks it for one poll, never across an
@@ -105,13 +146,16 @@ struct Shared<S> {
     max_bytes: usize,
     /// The source has ended or failed, or the sink started closing: reads are over.
     read_done: bool,
+    /// Pings (see `# Liveness`).
+    keepalive: Option<Keepalive>,
     /// A listener's connection slot, given back when both halves are dropped.
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     /// Wraps a socket whose WebSocket handshake is done (e.g. by another server framework),
-    /// for `role`, bounding inbound messages by `max_bytes`.
+    /// for `role`, bounding inbound messages by `max_bytes`. It pings every
+    /// [`PING_INTERVAL`](super::PING_INTERVAL) (see [`with_ping_interval`](Self::with_ping_interval)).
     pub async fn from_raw_socket(socket: S, role: Role, max_bytes: usize) -> Self {
         let ws = WebSocketStream::from_raw_socket(
             Metered::new(socket, None),
@@ -131,11 +175,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
             ws,
             max_bytes,
             read_done: false,
+            keepalive: Some(Keepalive::new(super::PING_INTERVAL)),
             _slot: slot,
         };
         WsTransport {
             shared: Arc::new(Mutex::new(shared)),
+            info: TransportInfo::new("ws", None),
         }
+    }
+
+    /// Pings a silent peer after `interval` and closes if it stays silent as long again
+    /// (`None`: never ping). See `# Liveness` in the [module docs](self).
+    pub fn with_ping_interval(self, interval: Option<Duration>) -> Self {
+        halves::lock(&self.shared).keepalive = interval.map(Keepalive::new);
+        self
+    }
+
+    /// Describes the transport in traces and logs (see [`Transport::info`]).
+    pub fn with_info(mut self, info: TransportInfo) -> Self {
+        self.info = info;
+        self
+    }
+}
+
+impl WsTransport {
+    /// The server end of a socket whose upgrade another HTTP server answered, within the
+    /// bounds of `config` (inbound bound, budget, pings) and holding a connection `slot`.
+    #[cfg(feature = "axum")]
+    pub(crate) async fn upgraded(
+        socket: Socket,
+        config: &super::ListenerConfig,
+        slot: OwnedSemaphorePermit,
+        peer: Option<String>,
+    ) -> Self {
+        let socket = Metered::new(socket, Some(&config.receive_budget));
+        let cfg = Some(self::config(config.max_bytes));
+        let ws = WebSocketStream::from_raw_socket(socket, Role::Server, cfg).await;
+        WsTransport::from_stream(ws, config.max_bytes, Some(slot))
+            .with_ping_interval(config.ping_interval)
+            .with_info(TransportInfo::new("ws", peer))
     }
 }
 
@@ -164,50 +242,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTranspo
     fn split(self) -> (WsSink<S>, WsSource<S>) {
         halves::split(self.shared)
     }
-}
 
-/// Connects to a bunite WebSocket: a URL (`"ws://host:port/rpc"`) or a request built with
-/// [`IntoClientRequest`] (e.g. to set an `Origin` header). Inbound messages are bounded by
-/// [`DEFAULT_MAX_BYTES`].
-pub async fn connect(
-    request: impl IntoClientRequest + Unpin,
-) -> Result<WsTransport, TransportError> {
-    connect_with_max_bytes(request, DEFAULT_MAX_BYTES).await
-}
-
-/// [`connect`] with another bound on inbound messages.
-pub async fn connect_with_max_bytes(
-    request: impl IntoClientRequest + Unpin,
-    max_bytes: usize,
-) -> Result<WsTransport, TransportError> {
-    let request = request.into_client_request().map_err(handshake_error)?;
-    let uri = request.uri();
-    if uri.scheme_str() != Some("ws") {
-        let e = format!("unsupported WebSocket URL {uri}: only ws:// is built in");
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, e).into());
-    }
-    let host = uri.host().unwrap_or_default();
-    let port = uri.port_u16().unwrap_or(80);
-    let socket = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
-    // Best effort: the sink batches frames itself, Nagle would only add latency.
-    let _ = socket.set_nodelay(true);
-    let socket = Metered::new(MaybeTlsStream::Plain(socket), None);
-    let config = Some(config(max_bytes));
-    match tokio_tungstenite::client_async_with_config(request, socket, config).await {
-        Ok((ws, _response)) => Ok(WsTransport::from_stream(ws, max_bytes, None)),
-        Err(e) => Err(handshake_error(e)),
-    }
-}
-
-fn handshake_error(e: WsError) -> TransportError {
-    match e {
-        WsError::Io(e) => TransportError::Io(e),
-        WsError::Http(r) => io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            format!("WebSocket handshake refused: HTTP {}", r.status()),
-        )
-        .into(),
-        e => io::Error::other(format!("WebSocket handshake failed: {e}")).into(),
+    fn info(&self) -> TransportInfo {
+        self.info.clone()
     }
 }
 

@@ -1,4 +1,5 @@
-//! A TCP listener whose connections share one set of bounds ([`ListenerConfig`]).
+//! A TCP listener whose connections share one set of bounds ([`ListenerConfig`]), plain or
+//! terminating TLS (feature `tls`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,27 +15,71 @@ use crate::transport::ListenerConfig;
 /// `max_connections` live transports (a transport's slot is given back when both its halves
 /// are dropped; until then [`accept`](Self::accept) waits and new clients wait in the
 /// kernel's backlog), each refusing messages above `max_bytes`, and all drawing the bytes of
-/// long messages from one `receive_budget`.
+/// long messages from one `receive_budget`. Accepted sockets get TCP keepalive
+/// (`tcp_keepalive`).
+///
+/// With [`ListenerConfig::tls`] (feature `tls`) it terminates TLS: the handshakes run on
+/// their own tasks, at most `max_handshakes` at once and each within `handshake_timeout`,
+/// and [`accept`](Self::accept) returns the connections whose handshake succeeded.
 #[derive(Debug)]
 pub struct TcpMessageListener {
-    listener: TcpListener,
+    local_addr: SocketAddr,
     config: ListenerConfig,
-    slots: Arc<Semaphore>,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Plain {
+        listener: TcpListener,
+        slots: Arc<Semaphore>,
+    },
+    #[cfg(feature = "tls")]
+    Tls(crate::transport::listen::Handshaken<(TcpTransport, SocketAddr)>),
 }
 
 impl TcpMessageListener {
     /// Binds `addr`.
     pub async fn bind(addr: impl ToSocketAddrs, config: ListenerConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = config.tls.clone() {
+            let transport_config = config.clone();
+            let handshaken = crate::transport::listen::Handshaken::spawn(
+                listener,
+                config.clone(),
+                move |stream, peer, slot| {
+                    let (tls, config) = (tls.clone(), transport_config.clone());
+                    async move {
+                        let socket = tls.accept(stream).await.map_err(|e| e.to_string())?;
+                        let transport = ByteStream::from_socket(socket)
+                            .with_max_bytes(config.max_bytes)
+                            .with_budget(config.receive_budget.clone())
+                            .with_slot(slot);
+                        Ok((transport, peer))
+                    }
+                },
+            );
+            return Ok(TcpMessageListener {
+                local_addr,
+                config,
+                mode: Mode::Tls(handshaken),
+            });
+        }
         Ok(TcpMessageListener {
-            listener: TcpListener::bind(addr).await?,
-            slots: Arc::new(Semaphore::new(config.max_connections)),
+            local_addr,
+            mode: Mode::Plain {
+                listener,
+                slots: Arc::new(Semaphore::new(config.max_connections)),
+            },
             config,
         })
     }
 
     /// The bound address (to learn the port after binding port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local_addr)
     }
 
     /// The bounds.
@@ -43,17 +88,26 @@ impl TcpMessageListener {
     }
 
     /// The next connection, once a connection slot is free. Errors are those of the
-    /// socket's `accept` (e.g. out of file descriptors); the listener stays usable.
+    /// socket's `accept` (e.g. out of file descriptors); the listener stays usable. With
+    /// TLS, failed handshakes are dropped and the listener goes on; an error means it
+    /// stopped.
     pub async fn accept(&self) -> io::Result<(TcpTransport, SocketAddr)> {
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| io::Error::other("listener closed"))?;
-        let (socket, peer) = self.listener.accept().await?;
-        let transport = ByteStream::tcp(socket)
-            .with_max_bytes(self.config.max_bytes)
-            .with_budget(self.config.receive_budget.clone())
-            .with_slot(slot);
-        Ok((transport, peer))
+        match &self.mode {
+            Mode::Plain { listener, slots } => {
+                let slot = Arc::clone(slots)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| io::Error::other("listener closed"))?;
+                let (socket, peer) = listener.accept().await?;
+                crate::transport::tune_tcp(&socket, self.config.tcp_keepalive);
+                let transport = ByteStream::from_socket(socket.into())
+                    .with_max_bytes(self.config.max_bytes)
+                    .with_budget(self.config.receive_budget.clone())
+                    .with_slot(slot);
+                Ok((transport, peer))
+            }
+            #[cfg(feature = "tls")]
+            Mode::Tls(handshaken) => handshaken.next().await,
+        }
     }
 }

@@ -10,7 +10,9 @@ use aes_gcm::aead::OsRng;
 use bytes::Bytes;
 
 use super::{Cipher, Key, OpenError, IV_LEN, OVERHEAD};
-use crate::transport::{MaxBytes, MessageSink, MessageSource, Transport, TransportError};
+use crate::transport::{
+    MaxBytes, MessageSink, MessageSource, Transport, TransportError, TransportInfo,
+};
 
 /// How many accepted IVs a [`SealedSource`] remembers to refuse replays.
 pub const REPLAY_WINDOW: usize = 1024;
@@ -91,6 +93,23 @@ pub struct SealedSource<S> {
 impl<T: Transport> Transport for Sealed<T> {
     type Sink = SealedSink<T::Sink>;
     type Source = SealedSource<T::Source>;
+
+    /// The inner transport's, its kind suffixed `+sealed`.
+    fn info(&self) -> TransportInfo {
+        let inner = self.inner.info();
+        let kind = match inner.kind {
+            "memory" => "memory+sealed",
+            "tcp" => "tcp+sealed",
+            "tls" => "tls+sealed",
+            "unix" => "unix+sealed",
+            "stdio" => "stdio+sealed",
+            "child" => "child+sealed",
+            "ws" => "ws+sealed",
+            "wss" => "wss+sealed",
+            _ => "sealed",
+        };
+        TransportInfo::new(kind, inner.peer)
+    }
 
     fn split(self) -> (Self::Sink, Self::Source) {
         let (sink, source) = self.inner.split();

@@ -14,6 +14,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::keepalive::Due;
 use super::Shared;
 use crate::transport::{MessageSink, MessageSource, TransportError};
 use crate::transport::{LINGER, LINGER_BYTES, LINGER_QUIET};
@@ -160,12 +161,23 @@ fn drain<S: AsyncRead + Unpin>(io: &mut S, cx: &mut Context<'_>, read: &mut usiz
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSource<S> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>> {
-        let mut shared = lock(&self.shared);
+        let mut guard = lock(&self.shared);
+        let shared = &mut *guard;
+        if !shared.read_done {
+            if let Err(e) = keep_alive(shared, cx) {
+                shared.read_done = true;
+                return Poll::Ready(Err(TransportError::Io(e)));
+            }
+        }
         let result = loop {
             if shared.read_done {
                 return Poll::Ready(Ok(None));
             }
-            match ready!(Pin::new(&mut shared.ws).poll_next(cx)) {
+            let next = ready!(Pin::new(&mut shared.ws).poll_next(cx));
+            if let Some(k) = &mut shared.keepalive {
+                k.heard();
+            }
+            match next {
                 None | Some(Ok(Message::Close(_))) => break Ok(None),
                 Some(Ok(Message::Binary(bytes))) if bytes.len() > shared.max_bytes => {
                     break Err(TransportError::TooLarge {
@@ -193,6 +205,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSou
         shared.ws.get_mut().message_done();
         Poll::Ready(result)
     }
+}
+
+/// Sends a ping when one is due (best effort: a socket that cannot take it now is busy
+/// writing, and the peer's silence is what fails the connection); the error of a missed
+/// pong.
+fn keep_alive<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &mut Shared<S>,
+    cx: &mut Context<'_>,
+) -> io::Result<()> {
+    let Some(k) = &mut shared.keepalive else {
+        return Ok(());
+    };
+    if k.poll(cx)? == Due::Ping {
+        let mut ws = Pin::new(&mut shared.ws);
+        if let Poll::Ready(Ok(())) = ws.as_mut().poll_ready(cx) {
+            if ws.as_mut().start_send(Message::Ping(Bytes::new())).is_ok() {
+                let _ = ws.poll_flush(cx);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn send_error(e: WsError) -> TransportError {

@@ -1,21 +1,21 @@
-//! [`WsListener`]: accepts sockets, runs their handshakes concurrently within the bounds
-//! of a [`ListenerConfig`], and hands over the ones that succeed.
+//! [`WsListener`]: accepts sockets, runs their handshakes (TLS with feature `tls`, then
+//! WebSocket) concurrently within the bounds of a [`ListenerConfig`], and hands over the
+//! ones that succeed.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::MaybeTlsStream;
 
 use super::metered::Metered;
 use super::{config, WsTransport};
-use crate::transport::ListenerConfig;
+use crate::transport::listen::Handshaken;
+use crate::transport::{ListenerConfig, Socket, TransportInfo};
 
 /// A socket accepted by [`WsListener::accept`].
 #[derive(Debug)]
@@ -28,9 +28,6 @@ pub struct Accepted {
     pub peer_addr: SocketAddr,
 }
 
-/// How many handshaken sockets wait for [`WsListener::accept`] before handshakes pause.
-const ACCEPT_QUEUE: usize = 64;
-
 /// A WebSocket server for bunite connections at one path.
 ///
 /// A background task accepts TCP connections and runs their handshakes concurrently, so a
@@ -38,19 +35,14 @@ const ACCEPT_QUEUE: usize = 64;
 /// connections (a transport's slot is given back when both its halves are dropped; until
 /// then no socket is accepted and new clients wait in the kernel's backlog), the handshakes
 /// in progress and their duration, each connection's inbound messages, and the bytes of
-/// messages being received across all connections. Dropping the listener stops it.
+/// messages being received across all connections; it sets the ping interval, TCP
+/// keepalive and, with feature `tls`, the certificate (`wss://`). Dropping the listener
+/// stops it.
 #[derive(Debug)]
 pub struct WsListener {
     local_addr: SocketAddr,
-    accepted: tokio::sync::Mutex<mpsc::Receiver<Accepted>>,
     config: ListenerConfig,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for WsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
+    accepted: Handshaken<Accepted>,
 }
 
 impl WsListener {
@@ -68,13 +60,27 @@ impl WsListener {
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let acceptor = tokio::spawn(accept_loop(listener, Arc::from(path), config.clone(), tx));
+        let (path, cfg): (Arc<str>, _) = (Arc::from(path), config.clone());
+        let accepted = Handshaken::spawn(listener, config.clone(), move |stream, peer, slot| {
+            let (path, cfg) = (Arc::clone(&path), cfg.clone());
+            async move {
+                let socket = open(stream, &cfg).await.map_err(|e| e.to_string())?;
+                let (transport, origin) = handshake(socket, &path, &cfg, Some(slot))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let kind = if transport_is_tls(&cfg) { "wss" } else { "ws" };
+                Ok(Accepted {
+                    transport: transport
+                        .with_info(TransportInfo::new(kind, Some(peer.to_string()))),
+                    origin,
+                    peer_addr: peer,
+                })
+            }
+        });
         Ok(WsListener {
             local_addr,
-            accepted: tokio::sync::Mutex::new(rx),
             config,
-            acceptor,
+            accepted,
         })
     }
 
@@ -93,70 +99,33 @@ impl WsListener {
     /// An error means the listener stopped.
     pub async fn accept(&self) -> io::Result<Accepted> {
         self.accepted
-            .lock()
+            .next()
             .await
-            .recv()
-            .await
-            .ok_or_else(|| io::Error::other("the WebSocket listener stopped"))
+            .map_err(|_| io::Error::other("the WebSocket listener stopped"))
     }
 }
 
-/// Accepts TCP connections (one per free connection slot) and hands each to its own
-/// handshake task (one per free handshake permit).
-async fn accept_loop(
-    listener: TcpListener,
-    path: Arc<str>,
-    config: ListenerConfig,
-    tx: mpsc::Sender<Accepted>,
-) {
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
-    loop {
-        let (Ok(slot), Ok(permit)) = (
-            Arc::clone(&slots).acquire_owned().await,
-            Arc::clone(&handshakes).acquire_owned().await,
-        ) else {
-            return;
-        };
-        let (stream, peer_addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!("WebSocket listener accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if tx.is_closed() {
-            return;
-        }
-        let (path, tx, config) = (Arc::clone(&path), tx.clone(), config.clone());
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let shake = handshake(stream, &path, &config, Some(slot));
-            match tokio::time::timeout(config.handshake_timeout, shake).await {
-                // The handshake permit is held until the socket is handed over, so sockets
-                // waiting for `accept` count toward the bound too.
-                Ok(Ok((transport, origin))) => {
-                    let accepted = Accepted {
-                        transport,
-                        origin,
-                        peer_addr,
-                    };
-                    let _ = tx.send(accepted).await;
-                    drop(permit);
-                }
-                Ok(Err(e)) => tracing::debug!(%peer_addr, "WebSocket handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer_addr, "WebSocket handshake timed out"),
-            }
-        });
+fn transport_is_tls(_config: &ListenerConfig) -> bool {
+    #[cfg(feature = "tls")]
+    if _config.tls.is_some() {
+        return true;
     }
+    false
+}
+
+/// The accepted socket, inside TLS when the config has a certificate.
+async fn open(stream: TcpStream, _config: &ListenerConfig) -> io::Result<Socket> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &_config.tls {
+        return tls.accept(stream).await;
+    }
+    Ok(Socket::from(stream))
 }
 
 // The callback's `Result<Response, ErrorResponse>` is tungstenite's `Callback` signature.
 #[allow(clippy::result_large_err)]
 async fn handshake(
-    stream: TcpStream,
+    stream: Socket,
     path: &str,
     cfg: &ListenerConfig,
     slot: Option<OwnedSemaphorePermit>,
@@ -175,25 +144,30 @@ async fn handshake(
             .map(str::to_owned);
         Ok(resp)
     };
-    let stream = Metered::new(MaybeTlsStream::Plain(stream), Some(&cfg.receive_budget));
+    let stream = Metered::new(stream, Some(&cfg.receive_budget));
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(cfg.max_bytes)))
             .await?;
-    let transport = WsTransport::from_stream(ws, cfg.max_bytes, slot);
+    let transport =
+        WsTransport::from_stream(ws, cfg.max_bytes, slot).with_ping_interval(cfg.ping_interval);
     Ok((transport, origin))
 }
 
 /// Completes the WebSocket upgrade of `path` on a socket accepted elsewhere (a server that
 /// also answers plain HTTP on the same port peeks at the request, then hands an upgrade of
 /// its bunite path here). Returns the transport, its inbound messages bounded by
-/// `config.max_bytes` and drawn from `config.receive_budget`, and the request's `Origin`.
-/// Bounding how many such sockets exist is the caller's job.
+/// `config.max_bytes` and drawn from `config.receive_budget`, pinging at
+/// `config.ping_interval`, and the request's `Origin`. The socket is plain (the config's
+/// TLS, if any, is not applied). Bounding how many such sockets exist is the caller's job.
 pub async fn accept_upgrade(
     stream: TcpStream,
     path: &str,
     config: &ListenerConfig,
 ) -> Result<(WsTransport, Option<String>), crate::transport::TransportError> {
-    handshake(stream, path, config, None)
+    crate::transport::tune_tcp(&stream, config.tcp_keepalive);
+    let peer = stream.peer_addr().ok().map(|a| a.to_string());
+    let (transport, origin) = handshake(Socket::from(stream), path, config, None)
         .await
-        .map_err(super::handshake_error)
+        .map_err(super::client::handshake_error)?;
+    Ok((transport.with_info(TransportInfo::new("ws", peer)), origin))
 }

@@ -1,0 +1,254 @@
+//! `call` and `stream` as a user runs them: the wrong kind of method fails at once naming
+//! its kind, `wss://` with `--ca`, `--origin` against an Origin-gated server, `--then` into
+//! a sub-cap, JSON key order, a deadline, and the exit codes `--help` lists.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bunite-rpc");
+
+/// A running `interop-server`, killed on drop, with its WebSocket URL.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: Option<TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn server(extra: &[&str], dir: Option<TempDir>) -> Server {
+    let mut child = Command::new(BIN)
+        .arg("interop-server")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn interop-server");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = lines.next().expect("a listening line").expect("utf-8");
+    let url = line
+        .strip_prefix("listening ")
+        .expect("`listening URL`")
+        .to_owned();
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run bunite-rpc")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn call_on_a_stream_method_fails_within_a_second_naming_its_kind() {
+    let s = server(&[], None);
+    let started = Instant::now();
+    let out = run(&["call", &s.url, "interop.counter", "ticks", r#"{"n":3}"#]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"ticks\" is a stream method"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("bunite-rpc stream"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["stream", &s.url, "interop.counter", "get"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"get\" is a unary method"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["stream", &s.url, "interop.counter", "ticks", r#"{"n":2}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"i\":0}\n{\"i\":1}\n");
+}
+
+#[test]
+fn then_calls_into_a_returned_sub_cap_and_json_keeps_the_key_order() {
+    let s = server(&[], None);
+    let out = run(&[
+        "call",
+        &s.url,
+        "interop.counter",
+        "makeChild",
+        r#"{"name":"kid"}"#,
+        "--then",
+        "name",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "\"kid\"\n");
+    let out = run(&[
+        "call",
+        &s.url,
+        "interop.counter",
+        "makeChild",
+        r#"{"name":"kid"}"#,
+        "--then",
+        "ping",
+        r#"{"x":20}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "21\n");
+    // A result that is not a cap cannot be called into.
+    let out = run(&["call", &s.url, "interop.counter", "get", "--then", "name"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+
+    let out = run(&[
+        "call",
+        &s.url,
+        "interop.counter",
+        "echo",
+        r#"{"z":1,"a":{"y":2,"b":3}}"#,
+    ]);
+    assert_eq!(stdout(&out), "{\"z\":1,\"a\":{\"y\":2,\"b\":3}}\n");
+}
+
+#[test]
+fn exit_codes_tell_the_peers_answer_from_usage_connection_and_deadline() {
+    let s = server(&[], None);
+    let out = run(&[
+        "call",
+        &s.url,
+        "interop.counter",
+        "make_child",
+        r#"{"name":"a"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    // The wire's message is the 0.10 peer's; the suggestion is ours.
+    assert!(stderr(&out).contains(r#"not_found method "make_child" on cap "interop.counter""#));
+    assert!(
+        stderr(&out).contains(r#"hint: did you mean "makeChild"?"#),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["call", &s.url, "interop.counter", "echo", "{not json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["call", &s.url, "interop.counter", "get", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let out = run(&[
+        "call",
+        &format!("ws://127.0.0.1:{port}/rpc"),
+        "interop.counter",
+        "get",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let out = run(&[
+        "call",
+        &s.url,
+        "interop.counter",
+        "slow",
+        r#"{"ms":5000}"#,
+        "--deadline",
+        "200ms",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadline"), "{}", stderr(&out));
+
+    let help = stdout(&run(&["call", "--help"]));
+    for line in [
+        "Exit codes",
+        "usage error",
+        "connection failure",
+        "error status",
+    ] {
+        assert!(help.contains(line), "{line} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn wss_with_ca_and_origin_against_an_origin_gated_tls_server() {
+    let dir = std::env::temp_dir().join(format!("bunite-cli-tls-{}", std::process::id()));
+    let out = run(&["self-signed", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let s = server(
+        &[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--allow-origin",
+            "https://app.example",
+        ],
+        Some(TempDir(dir.clone())),
+    );
+    assert!(s.url.starts_with("wss://"), "{}", s.url);
+    let url = s.url.replace("127.0.0.1", "localhost");
+
+    let out = run(&[
+        "call",
+        &url,
+        "interop.counter",
+        "get",
+        "--ca",
+        cert,
+        "--origin",
+        "https://app.example",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"count\":0}\n");
+
+    // Without the Origin the policy refuses the bootstrap: the peer's answer.
+    let out = run(&["call", &url, "interop.counter", "get", "--ca", cert]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("policy denied"), "{}", stderr(&out));
+
+    // Without --ca the self-signed certificate is refused: a connection failure that says
+    // what to do.
+    let out = run(&[
+        "call",
+        &url,
+        "interop.counter",
+        "get",
+        "--origin",
+        "https://app.example",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--ca FILE"), "{}", stderr(&out));
+}

@@ -1,0 +1,113 @@
+//! The accept loop of the listeners whose connections need a handshake (WebSocket, TLS):
+//! accepted sockets are handed to their own handshake task, so a slow or silent client
+//! never delays the others, within the bounds of a [`ListenerConfig`]: live connections
+//! (`max_connections`), handshakes in progress (`max_handshakes`) and the time each may
+//! take (`handshake_timeout`).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::ListenerConfig;
+
+/// How many handshaken sockets wait for `accept` before handshakes pause.
+const ACCEPT_QUEUE: usize = 64;
+
+/// Sockets whose handshakes succeeded, from a background accept loop that stops when this
+/// is dropped.
+#[derive(Debug)]
+pub(crate) struct Handshaken<T> {
+    accepted: tokio::sync::Mutex<mpsc::Receiver<T>>,
+    task: JoinHandle<()>,
+}
+
+impl<T> Drop for Handshaken<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: Send + 'static> Handshaken<T> {
+    /// Accepts on `listener`; `handshake` turns each socket (with its peer address and
+    /// its connection slot, to be given back when the connection ends) into a `T`, or
+    /// says why not.
+    pub(crate) fn spawn<F, Fut>(listener: TcpListener, config: ListenerConfig, handshake: F) -> Self
+    where
+        F: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let task = tokio::spawn(accept_loop(listener, config, Arc::new(handshake), tx));
+        Handshaken {
+            accepted: tokio::sync::Mutex::new(rx),
+            task,
+        }
+    }
+
+    /// The next socket whose handshake succeeded; an error once the loop stopped.
+    pub(crate) async fn next(&self) -> io::Result<T> {
+        self.accepted
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::other("the listener stopped"))
+    }
+}
+
+/// Accepts TCP connections (one per free connection slot) and hands each to its own
+/// handshake task (one per free handshake permit).
+async fn accept_loop<T, F, Fut>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    handshake: Arc<F>,
+    tx: mpsc::Sender<T>,
+) where
+    T: Send + 'static,
+    F: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, String>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
+    loop {
+        let (Ok(slot), Ok(permit)) = (
+            Arc::clone(&slots).acquire_owned().await,
+            Arc::clone(&handshakes).acquire_owned().await,
+        ) else {
+            return;
+        };
+        let (stream, peer_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("listener accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        super::tune_tcp(&stream, config.tcp_keepalive);
+        let (tx, handshake, timeout) =
+            (tx.clone(), Arc::clone(&handshake), config.handshake_timeout);
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, handshake(stream, peer_addr, slot)).await {
+                // The handshake permit is held until the socket is handed over, so sockets
+                // waiting for `accept` count toward the bound too.
+                Ok(Ok(accepted)) => {
+                    let _ = tx.send(accepted).await;
+                    drop(permit);
+                }
+                Ok(Err(e)) => tracing::debug!(%peer_addr, "handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer_addr, "handshake timed out"),
+            }
+        });
+    }
+}

@@ -1,0 +1,159 @@
+//! Connecting to a bunite WebSocket: [`connect`] and the [`WsConnector`] that sets the
+//! timeout, pings, bound and TLS roots.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+use super::metered::Metered;
+use super::{config, WsTransport, DEFAULT_MAX_BYTES};
+use crate::transport::socket::{self, Socket};
+use crate::transport::{TransportError, TransportInfo};
+
+/// How a client connects (see `# Clients` in the [module docs](super)). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WsConnector {
+    max_bytes: usize,
+    connect_timeout: Duration,
+    ping_interval: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::transport::tls::ClientTls>,
+}
+
+impl Default for WsConnector {
+    fn default() -> Self {
+        WsConnector {
+            max_bytes: DEFAULT_MAX_BYTES,
+            connect_timeout: crate::transport::CONNECT_TIMEOUT,
+            ping_interval: Some(crate::transport::PING_INTERVAL),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+impl WsConnector {
+    /// The defaults: 64 MiB inbound bound, [`CONNECT_TIMEOUT`](crate::transport::CONNECT_TIMEOUT),
+    /// [`PING_INTERVAL`](crate::transport::PING_INTERVAL), the platform's roots for `wss://`.
+    pub fn new() -> Self {
+        WsConnector::default()
+    }
+
+    /// Bounds inbound messages.
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// How long TCP connect, TLS and the WebSocket handshake may take together.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Pings a silent server after `interval` (`None`: never).
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// The roots `wss://` trusts (default: [`ClientTls::platform`](crate::transport::tls::ClientTls::platform)).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, tls: crate::transport::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects: a URL (`"ws://host:port/rpc"`, `"wss://…"` with feature `tls`) or a
+    /// request with headers (see [`ClientRequestBuilder`](super::ClientRequestBuilder)).
+    pub async fn connect(
+        &self,
+        request: impl IntoClientRequest + Unpin,
+    ) -> Result<WsTransport, TransportError> {
+        let request = request.into_client_request().map_err(handshake_error)?;
+        let uri = request.uri().clone();
+        let what = uri.to_string();
+        let transport = socket::within(self.connect_timeout, &what, async {
+            let socket = self.open_socket(&uri).await?;
+            let peer = socket.peer_addr().map(|a| a.to_string());
+            let kind = if socket.is_tls() { "wss" } else { "ws" };
+            let socket = Metered::new(socket, None);
+            let config = Some(config(self.max_bytes));
+            match tokio_tungstenite::client_async_with_config(request, socket, config).await {
+                Ok((ws, _response)) => Ok(WsTransport::from_stream(ws, self.max_bytes, None)
+                    .with_info(TransportInfo::new(kind, peer))),
+                Err(e) => Err(handshake_error(e)),
+            }
+        })
+        .await?;
+        Ok(transport.with_ping_interval(self.ping_interval))
+    }
+
+    /// The TCP connection, inside TLS for `wss://`.
+    async fn open_socket(&self, uri: &super::http::Uri) -> Result<Socket, TransportError> {
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => {
+                let e = format!("unsupported WebSocket URL {uri}: use ws:// or wss://");
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, e).into());
+            }
+        };
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+        socket::tune_tcp(&tcp, Some(crate::transport::TCP_KEEPALIVE));
+        if !secure {
+            return Ok(Socket::from(tcp));
+        }
+        #[cfg(feature = "tls")]
+        {
+            let tls = match &self.tls {
+                Some(tls) => tls.clone(),
+                None => crate::transport::tls::ClientTls::platform()?,
+            };
+            Ok(tls.connect(host, tcp).await?)
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let e = format!("{uri}: wss:// needs bunite-rpc's `tls` feature");
+            Err(io::Error::new(io::ErrorKind::Unsupported, e).into())
+        }
+    }
+}
+
+/// Connects to a bunite WebSocket with the defaults of [`WsConnector`]: a URL
+/// (`"ws://host:port/rpc"`) or a request built with
+/// [`ClientRequestBuilder`](super::ClientRequestBuilder) (e.g. to set an `Origin` header).
+pub async fn connect(
+    request: impl IntoClientRequest + Unpin,
+) -> Result<WsTransport, TransportError> {
+    WsConnector::new().connect(request).await
+}
+
+/// [`connect`] with another bound on inbound messages.
+pub async fn connect_with_max_bytes(
+    request: impl IntoClientRequest + Unpin,
+    max_bytes: usize,
+) -> Result<WsTransport, TransportError> {
+    WsConnector::new()
+        .max_bytes(max_bytes)
+        .connect(request)
+        .await
+}
+
+pub(super) fn handshake_error(e: WsError) -> TransportError {
+    match e {
+        WsError::Io(e) => TransportError::Io(e),
+        WsError::Http(r) => io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("WebSocket handshake refused: HTTP {}", r.status()),
+        )
+        .into(),
+        e => io::Error::other(format!("WebSocket handshake failed: {e}")).into(),
+    }
+}

@@ -1,0 +1,107 @@
+//! Tracing (tarpc/tonic conventions): with a `tracing-subscriber` fmt layer listening, an
+//! outbound call shows a `bunite.call` span with `otel.kind="client"`, the inbound call a
+//! `bunite.call` span with `otel.kind="server"` under its `bunite.connection` span (id,
+//! transport, peer), each with the method, call id and outcome code, and the time each took
+//! when the span closes.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bunite_rpc::{Record, Value};
+use common::*;
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Captures the subscriber's output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[test]
+fn an_fmt_subscriber_sees_both_ends_of_a_call_with_code_and_duration() {
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_span_events(FmtSpan::CLOSE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    run(async {
+        let (server, client) = pair();
+        server
+            .serve(counter_def(), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let args = Value::Record(Record::new().with("delta", 1));
+        counter.call_value("increment", args).await.unwrap();
+        let missing = counter.call_value("nope", Value::Undefined).await;
+        assert!(missing.is_err());
+        drop(counter);
+        assert_clean(&[&server, &client]).await;
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let find = |kind: &str, method: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l.contains(&format!("otel.kind=\"{kind}\""))
+                    && l.contains(&format!("rpc.method={method}"))
+                    && l.contains("close")
+            })
+            .unwrap_or_else(|| panic!("no {kind} span for {method} in:\n{text}"))
+    };
+    let client_span = find("client", "increment");
+    for field in [
+        "bunite.call",
+        "rpc.system=\"bunite\"",
+        "rpc.call_id=",
+        "rpc.code=\"ok\"",
+        "time.busy=",
+        "time.idle=",
+    ] {
+        assert!(
+            client_span.contains(field),
+            "{field} missing: {client_span}"
+        );
+    }
+    let server_span = find("server", "increment");
+    for field in [
+        "bunite.connection{connection.id=",
+        "transport=\"memory\"",
+        "rpc.service=test.counter",
+        "rpc.call_id=",
+        "rpc.code=\"ok\"",
+        "time.busy=",
+    ] {
+        assert!(
+            server_span.contains(field),
+            "{field} missing: {server_span}"
+        );
+    }
+    let failed = find("client", "nope");
+    assert!(failed.contains("rpc.code=\"not_found\""), "{failed}");
+}

@@ -269,6 +269,29 @@ impl<T: Types> Session<T> {
         }
     }
 
+    /// A stream frame for one of our unary calls: the method is a stream (a dynamic call can
+    /// name one). The call fails, the mirror of a `result` for a stream (PROTOCOL §10): with
+    /// the stream's `error`, or `invalid_argument` `call method returned stream frame`. A
+    /// `next` (`open`) means the stream still runs on the server: it is cancelled, so it does
+    /// not wait for credit forever holding an in-flight slot. Nothing when `id` is no
+    /// pending call.
+    pub(super) fn stream_frame_for_call(&mut self, id: CallId, open: bool, error: Option<Error>) {
+        let Some(p) = self.untrack(id) else {
+            return;
+        };
+        if let Some(to) = p.reply {
+            let error =
+                error.unwrap_or_else(|| Error::bad_answer("call method returned stream frame"));
+            self.reply(to, Err(error), p.expect);
+        }
+        if open {
+            self.send(&Frame::Cancel(Cancel {
+                id,
+                reason: Some("client_cancel".into()),
+            }));
+        }
+    }
+
     /// The caller gave up (dropped its future, or its cancellation fired): tell the server.
     /// A result that may carry caps is still awaited so they can be released.
     pub fn cancel_call(&mut self, id: CallId) {

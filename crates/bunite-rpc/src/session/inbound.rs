@@ -83,9 +83,15 @@ impl<T: Types> Inbound<T> {
         self.streams.len()
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn runs_len(&self) -> usize {
         self.runs.len()
+    }
+
+    /// The live runs.
+    #[cfg(feature = "test-util")]
+    pub fn run_ids(&self) -> std::collections::BTreeSet<RunId> {
+        self.runs.keys().copied().collect()
     }
 
     /// Whether `id` names a call, stream or bootstrap of the peer still in progress.
@@ -107,14 +113,30 @@ impl<T: Types> Inbound<T> {
         self.runs.remove(&run).is_some()
     }
 
-    #[cfg(test)]
-    pub fn check_invariants(&self) {
+    /// Every active call and server stream has its live run; the limits hold; one id is
+    /// never two things at once; a call's deadline timer is armed exactly while it waits.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn check_invariants(&self, timers: &super::timers::Timers, limits: &crate::limits::Limits) {
         for (id, a) in &self.active {
             assert_eq!(
                 self.runs.get(&a.run),
                 Some(id),
                 "active call without its run"
             );
+            assert!(
+                !self.streams.contains_key(id),
+                "call {id} both a call and a stream"
+            );
+            assert!(
+                !self.policy.contains_key(id),
+                "call {id} both a call and a bootstrap"
+            );
+            if let Some(at) = a.deadline {
+                assert!(
+                    timers.contains(at, Timer::Inbound(*id)),
+                    "call {id}: deadline not armed"
+                );
+            }
         }
         for (id, s) in &self.streams {
             assert_eq!(
@@ -122,8 +144,39 @@ impl<T: Types> Inbound<T> {
                 Some(id),
                 "server stream without its run"
             );
+            assert!(
+                !self.policy.contains_key(id),
+                "stream {id} also a bootstrap"
+            );
         }
+        let armed = timers.count(|t| matches!(t, Timer::Inbound(_)));
+        let waiting = self
+            .active
+            .values()
+            .filter(|a| a.deadline.is_some())
+            .count();
+        assert_eq!(
+            armed, waiting,
+            "inbound deadline timers for calls no longer waiting"
+        );
+        assert!(
+            self.runs.len() <= limits.max_in_flight,
+            "runs over the in-flight limit"
+        );
+        assert!(
+            next_run_ok(self.next_run, &self.runs),
+            "a run id at or past next_run"
+        );
+        assert!(
+            self.policy.len() <= limits.max_pending_policy_checks,
+            "policy checks over their limit"
+        );
     }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+fn next_run_ok(next: u64, runs: &HashMap<RunId, CallId>) -> bool {
+    runs.keys().all(|r| r.0 < next)
 }
 
 impl<T: Types> Session<T> {

@@ -257,6 +257,18 @@ impl<T: Types> Session<T> {
             .collect()
     }
 
+    /// Server windows stay within their cap.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(super) fn check_streams(&self) {
+        for (id, s) in &self.inbound.streams {
+            assert!(
+                s.window <= MAX_WINDOW,
+                "stream {id}: window {} over the cap",
+                s.window
+            );
+        }
+    }
+
     /// The consumer dropped or cancelled a client stream: `cancel {reason:"client_cancel"}`.
     pub fn cancel_client_stream(&mut self, id: CallId) {
         if self.outbound.streams.remove(&id).is_some() && self.closed.is_none() {

@@ -3,7 +3,7 @@
 //! each other, every limit holds, no timer outlives what it times, and a closed session
 //! holds nothing.
 
-use std::collections::HashSet;
+use crate::hashing::Set;
 
 use super::timers::Timer;
 use super::{Session, Types};
@@ -30,13 +30,13 @@ impl<T: Types> Session<T> {
     }
 
     /// Every entry within the limit and below the next id; every bootstrap instance is a
-    /// live entry with its name, and every named entry is its name's instance.
+    /// live root entry of its name, and every root entry is its name's instance.
     fn check_table(&self) {
         assert!(
             self.table.len() <= self.table.limit(),
             "cap table over its limit"
         );
-        let mut roots = HashSet::new();
+        let mut roots = Set::default();
         for (id, entry) in self.table.entries() {
             assert!(!id.is_reserved(), "a user entry at a reserved id");
             assert!(
@@ -44,14 +44,16 @@ impl<T: Types> Session<T> {
                 "entry {id} at or past next"
             );
             assert!(entry.refcount > 0, "entry {id} kept at refcount 0");
-            if let Some(root) = &entry.root {
-                assert_eq!(self.registry.instance(root), Some(id), "{id}: stale root");
+            if entry.root {
+                let name = entry.def.name();
+                assert_eq!(self.registry.instance(name), Some(id), "{id}: stale root");
                 roots.insert(id);
             }
         }
         if self.closed.is_none() {
             for (name, id) in self.registry.instances() {
-                let root = self.table.get(id).and_then(|e| e.root.as_deref());
+                let entry = self.table.get(id).filter(|e| e.root);
+                let root = entry.map(|e| e.def.name());
                 assert_eq!(root, Some(name), "instance of {name:?} is not a live entry");
                 assert!(
                     self.registry.get(name).is_some(),

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, Cancel, CapId, DropFrame, Frame, Payload, ResultFrame, Text, Value, WireStatus,
+    Call, CallId, Cancel, CapId, DropFrame, Frame, Payload, ResultFrame, StreamEvent, StreamFrame,
+    Text, Value, WireStatus,
 };
 
 use super::bootstrap::BOOTSTRAP_METHOD;
@@ -351,11 +352,7 @@ impl<T: Types> Session<T> {
         let result = match status {
             None => Ok(()),
             Some(status) => {
-                let wire = status.to_wire_from_handler();
-                self.send(&Frame::Result(ResultFrame {
-                    id: call_id,
-                    outcome: Err(wire),
-                }));
+                self.send_error(call_id, status.to_wire_from_handler(), false);
                 Err(status.code)
             }
         };
@@ -470,10 +467,7 @@ impl<T: Types> Session<T> {
                 retry: None,
                 full: false,
             };
-            self.send(&Frame::Result(ResultFrame {
-                id: cancel.id,
-                outcome: Err(status),
-            }));
+            self.send_error(cancel.id, status, false);
             let duration = now.saturating_duration_since(active.started);
             let id = cancel.id;
             self.emit(|| {
@@ -514,10 +508,34 @@ impl<T: Types> Session<T> {
 
     /// Sends a peer-generated error (`sendError`: `{code, message[, details]}`).
     pub(super) fn reply_err(&mut self, id: CallId, status: &Status) {
-        self.send(&Frame::Result(ResultFrame {
-            id,
-            outcome: Err(status.to_wire()),
-        }));
+        self.send_error(id, status.to_wire(), false);
+    }
+
+    /// Sends a `result` error (or, for a server stream, a `stream error`) within the peer's
+    /// `maxBytes`. Its status may be long (a handler's message or details, a name the peer
+    /// chose echoed back): one too large is replaced by `resource_exhausted
+    /// {reason:"max_frame_bytes"}`, as a result too large is (PROTOCOL §13.6). The
+    /// replacement is small and sent as is.
+    pub(super) fn send_error(&mut self, id: CallId, error: WireStatus, stream: bool) {
+        let frame = |error| {
+            if stream {
+                let event = StreamEvent::Error(error);
+                Frame::Stream(StreamFrame { id, event })
+            } else {
+                let outcome = Err(error);
+                Frame::Result(ResultFrame { id, outcome })
+            }
+        };
+        if let Err(e) = self.send_bounded(&frame(error)) {
+            let status = Status::resource_exhausted(
+                format!(
+                    "error of {} bytes exceeds the peer's maxBytes {}",
+                    e.size, e.max
+                ),
+                reason::MAX_FRAME_BYTES,
+            );
+            self.send(&frame(status.to_wire()));
+        }
     }
 
     /// At shutdown: abort every run, forget calls, streams and policy checks.

@@ -135,7 +135,10 @@ impl<T: Types> Session<T> {
         let Some(s) = self.inbound.streams.remove(&id) else {
             return;
         };
-        self.send(&Frame::Stream(StreamFrame { id, event }));
+        match event {
+            StreamEvent::Error(error) => self.send_error(id, error, true),
+            event => self.send(&Frame::Stream(StreamFrame { id, event })),
+        }
         self.emit(|| {
             Event::Stream(ServerStreamEvent {
                 cap_id: s.cap_id,

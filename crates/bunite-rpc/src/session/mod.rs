@@ -19,6 +19,8 @@
 //! - `streams`: server credit windows and client stream accounting.
 //! - `timers`: deadlines and the hello timeout, in one place.
 //! - `output`: what the session yields.
+//! - `invariants` (tests, `test-util`): what must hold between any two inputs, checked after
+//!   every step of the tests and of the `session_ops` fuzz target, whose harness is `fuzz`.
 
 mod bootstrap;
 mod inbound;

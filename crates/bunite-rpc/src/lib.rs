@@ -241,6 +241,14 @@ pub mod typescript;
 #[path = "private.rs"]
 pub mod __private;
 
+/// Fuzz harnesses over crate-private state (the `session_ops` target in `fuzz/`). Hidden,
+/// behind `test-util`; not part of the public API.
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::session::fuzz::{session_ops, session_ops_traced, Report};
+}
+
 pub use attestation::{Attestation, TrustLevel};
 pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, Cancel, CapId, DropFrame, Frame, Payload, ResultFrame, Text, Value, WireStatus,
+    Call, CallId, Cancel, CapId, DropFrame, Frame, Payload, ResultFrame, StreamEvent, StreamFrame,
+    Text, Value, WireStatus,
 };
 
 use super::bootstrap::BOOTSTRAP_METHOD;
@@ -83,9 +84,15 @@ impl<T: Types> Inbound<T> {
         self.streams.len()
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn runs_len(&self) -> usize {
         self.runs.len()
+    }
+
+    /// The live runs.
+    #[cfg(feature = "test-util")]
+    pub fn run_ids(&self) -> std::collections::BTreeSet<RunId> {
+        self.runs.keys().copied().collect()
     }
 
     /// Whether `id` names a call, stream or bootstrap of the peer still in progress.
@@ -107,14 +114,30 @@ impl<T: Types> Inbound<T> {
         self.runs.remove(&run).is_some()
     }
 
-    #[cfg(test)]
-    pub fn check_invariants(&self) {
+    /// Every active call and server stream has its live run; the limits hold; one id is
+    /// never two things at once; a call's deadline timer is armed exactly while it waits.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn check_invariants(&self, timers: &super::timers::Timers, limits: &crate::limits::Limits) {
         for (id, a) in &self.active {
             assert_eq!(
                 self.runs.get(&a.run),
                 Some(id),
                 "active call without its run"
             );
+            assert!(
+                !self.streams.contains_key(id),
+                "call {id} both a call and a stream"
+            );
+            assert!(
+                !self.policy.contains_key(id),
+                "call {id} both a call and a bootstrap"
+            );
+            if let Some(at) = a.deadline {
+                assert!(
+                    timers.contains(at, Timer::Inbound(*id)),
+                    "call {id}: deadline not armed"
+                );
+            }
         }
         for (id, s) in &self.streams {
             assert_eq!(
@@ -122,8 +145,39 @@ impl<T: Types> Inbound<T> {
                 Some(id),
                 "server stream without its run"
             );
+            assert!(
+                !self.policy.contains_key(id),
+                "stream {id} also a bootstrap"
+            );
         }
+        let armed = timers.count(|t| matches!(t, Timer::Inbound(_)));
+        let waiting = self
+            .active
+            .values()
+            .filter(|a| a.deadline.is_some())
+            .count();
+        assert_eq!(
+            armed, waiting,
+            "inbound deadline timers for calls no longer waiting"
+        );
+        assert!(
+            self.runs.len() <= limits.max_in_flight,
+            "runs over the in-flight limit"
+        );
+        assert!(
+            next_run_ok(self.next_run, &self.runs),
+            "a run id at or past next_run"
+        );
+        assert!(
+            self.policy.len() <= limits.max_pending_policy_checks,
+            "policy checks over their limit"
+        );
     }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+fn next_run_ok(next: u64, runs: &Map<RunId, CallId>) -> bool {
+    runs.keys().all(|r| r.0 < next)
 }
 
 impl<T: Types> Session<T> {
@@ -298,11 +352,7 @@ impl<T: Types> Session<T> {
         let result = match status {
             None => Ok(()),
             Some(status) => {
-                let wire = status.to_wire_from_handler();
-                self.send(&Frame::Result(ResultFrame {
-                    id: call_id,
-                    outcome: Err(wire),
-                }));
+                self.send_error(call_id, status.to_wire_from_handler(), false);
                 Err(status.code)
             }
         };
@@ -417,10 +467,7 @@ impl<T: Types> Session<T> {
                 retry: None,
                 full: false,
             };
-            self.send(&Frame::Result(ResultFrame {
-                id: cancel.id,
-                outcome: Err(status),
-            }));
+            self.send_error(cancel.id, status, false);
             let duration = now.saturating_duration_since(active.started);
             let id = cancel.id;
             self.emit(|| {
@@ -461,10 +508,34 @@ impl<T: Types> Session<T> {
 
     /// Sends a peer-generated error (`sendError`: `{code, message[, details]}`).
     pub(super) fn reply_err(&mut self, id: CallId, status: &Status) {
-        self.send(&Frame::Result(ResultFrame {
-            id,
-            outcome: Err(status.to_wire()),
-        }));
+        self.send_error(id, status.to_wire(), false);
+    }
+
+    /// Sends a `result` error (or, for a server stream, a `stream error`) within the peer's
+    /// `maxBytes`. Its status may be long (a handler's message or details, a name the peer
+    /// chose echoed back): one too large is replaced by `resource_exhausted
+    /// {reason:"max_frame_bytes"}`, as a result too large is (PROTOCOL §13.6). The
+    /// replacement is small and sent as is.
+    pub(super) fn send_error(&mut self, id: CallId, error: WireStatus, stream: bool) {
+        let frame = |error| {
+            if stream {
+                let event = StreamEvent::Error(error);
+                Frame::Stream(StreamFrame { id, event })
+            } else {
+                let outcome = Err(error);
+                Frame::Result(ResultFrame { id, outcome })
+            }
+        };
+        if let Err(e) = self.send_bounded(&frame(error)) {
+            let status = Status::resource_exhausted(
+                format!(
+                    "error of {} bytes exceeds the peer's maxBytes {}",
+                    e.size, e.max
+                ),
+                reason::MAX_FRAME_BYTES,
+            );
+            self.send(&frame(status.to_wire()));
+        }
     }
 
     /// At shutdown: abort every run, forget calls, streams and policy checks.

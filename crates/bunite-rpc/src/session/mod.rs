@@ -19,6 +19,8 @@
 //! - `streams`: server credit windows and client stream accounting.
 //! - `timers`: deadlines and the hello timeout, in one place.
 //! - `output`: what the session yields.
+//! - `invariants` (tests, `test-util`): what must hold between any two inputs, checked after
+//!   every step of the tests and of the `session_ops` fuzz target, whose harness is `fuzz`.
 
 mod bootstrap;
 mod inbound;
@@ -30,6 +32,10 @@ mod streams;
 mod table;
 mod timers;
 
+#[cfg(feature = "test-util")]
+pub(crate) mod fuzz;
+#[cfg(any(test, feature = "test-util"))]
+mod invariants;
 #[cfg(test)]
 mod tests;
 
@@ -427,18 +433,6 @@ impl<T: Types> Session<T> {
             self.outputs.push_back(Output::Event(event()));
         }
     }
-
-    /// Checks tables against each other; for tests and fuzzing.
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) {
-        self.inbound.check_invariants();
-        self.outbound.check_invariants();
-        if self.closed.is_some() {
-            assert_eq!(self.table.len(), 2, "table not cleared at shutdown");
-            assert_eq!(self.outbound.in_flight(), 0, "outbound left after shutdown");
-            assert_eq!(self.inbound.runs_len(), 0, "runs left after shutdown");
-        }
-    }
 }
 
 /// The goaway text for a message that did not decode.
@@ -480,6 +474,12 @@ impl RevokedSet {
     fn contains(&self, id: CapId) -> bool {
         self.set.contains(&id)
     }
+
+    #[cfg(any(test, feature = "test-util"))]
+    fn check_invariants(&self, cap: usize) {
+        assert_eq!(self.set.len(), self.order.len(), "revoked set out of step");
+        assert!(self.order.len() <= cap, "revoked set over its bound");
+    }
 }
 
 /// Children of a call: the calls we made from inside its handler (PROTOCOL §11), so a
@@ -507,7 +507,7 @@ impl ChildIndex {
         self.by_parent.remove(&parent).unwrap_or_default()
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     fn len(&self) -> usize {
         self.by_parent.values().map(Vec::len).sum()
     }

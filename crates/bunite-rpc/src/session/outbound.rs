@@ -111,6 +111,12 @@ impl<T: Types> Outbound<T> {
         self.streams.len()
     }
 
+    /// Whether call `id` is pending and its caller still waits for the reply.
+    #[cfg(feature = "test-util")]
+    pub fn awaits_reply(&self, id: CallId) -> bool {
+        self.pending.get(&id).is_some_and(|p| p.reply.is_some())
+    }
+
     /// Everything that counts toward our in-flight limit.
     pub fn in_flight(&self) -> usize {
         self.pending.len() + self.streams.len() + self.parked.len()
@@ -144,15 +150,72 @@ impl<T: Types> Outbound<T> {
         )
     }
 
-    #[cfg(test)]
-    pub fn check_invariants(&self) {
+    /// The child index and the drop index agree with what they index; the in-flight limit
+    /// holds; a call's deadline timer is armed exactly while it waits for it; client
+    /// streams hold no more than their buffer; the revoked set keeps its bound.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn check_invariants(&self, timers: &super::timers::Timers, limits: &crate::limits::Limits) {
         let with_parent = self.pending.values().filter(|p| p.parent.is_some()).count();
         assert_eq!(self.children.len(), with_parent, "child index out of step");
+        for (parent, children) in &self.children.by_parent {
+            for child in children {
+                let p = self.pending.get(child).map(|p| p.parent);
+                assert_eq!(
+                    p,
+                    Some(Some(*parent)),
+                    "child {child} not pending under {parent}"
+                );
+            }
+        }
         assert_eq!(
             self.drops.len(),
             self.drop_index.len(),
             "drop index out of step"
         );
+        for (id, &i) in &self.drop_index {
+            let entry = self.drops.get(i).map(|e| (e.id, e.delta > 0));
+            assert_eq!(entry, Some((*id, true)), "drop index points elsewhere");
+            assert!(!id.is_reserved(), "a drop for a reserved id");
+        }
+        assert!(
+            self.in_flight() <= limits.max_in_flight,
+            "over the in-flight limit"
+        );
+        for (id, p) in &self.pending {
+            assert!(
+                !self.streams.contains_key(id),
+                "{id} both a call and a stream"
+            );
+            if let Some(at) = p.deadline {
+                assert!(
+                    timers.contains(at, Timer::Outbound(*id)),
+                    "call {id}: no timer"
+                );
+            }
+        }
+        let armed = timers.count(|t| matches!(t, Timer::Outbound(_)));
+        let waiting = self
+            .pending
+            .values()
+            .filter(|p| p.deadline.is_some())
+            .count();
+        assert_eq!(
+            armed, waiting,
+            "outbound deadline timers for finished calls"
+        );
+        for (id, s) in &self.streams {
+            assert!(
+                s.outstanding <= super::streams::CLIENT_BUFFER,
+                "stream {id} overfull"
+            );
+            if s.credit > 0 {
+                assert!(
+                    self.credit_due.contains(id),
+                    "stream {id}: credit never sent"
+                );
+            }
+        }
+        self.revoked.check_invariants(limits.max_revoked_ids);
     }
 }
 
@@ -272,6 +335,29 @@ impl<T: Types> Session<T> {
                     self.release_all(payload);
                 }
             }
+        }
+    }
+
+    /// A stream frame for one of our unary calls: the method is a stream (a dynamic call can
+    /// name one). The call fails, the mirror of a `result` for a stream (PROTOCOL §10): with
+    /// the stream's `error`, or `invalid_argument` `call method returned stream frame`. A
+    /// `next` (`open`) means the stream still runs on the server: it is cancelled, so it does
+    /// not wait for credit forever holding an in-flight slot. Nothing when `id` is no
+    /// pending call.
+    pub(super) fn stream_frame_for_call(&mut self, id: CallId, open: bool, error: Option<Error>) {
+        let Some(p) = self.untrack(id) else {
+            return;
+        };
+        if let Some(to) = p.reply {
+            let error =
+                error.unwrap_or_else(|| Error::bad_answer("call method returned stream frame"));
+            self.reply(to, Err(error), p.expect);
+        }
+        if open {
+            self.send(&Frame::Cancel(Cancel {
+                id,
+                reason: Some("client_cancel".into()),
+            }));
         }
     }
 

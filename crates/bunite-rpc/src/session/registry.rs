@@ -54,6 +54,12 @@ impl<I> Registry<I> {
         self.instances.insert(name.to_owned(), id);
     }
 
+    /// Every name's live bootstrap instance.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn instances(&self) -> impl Iterator<Item = (&str, CapId)> {
+        self.instances.iter().map(|(n, id)| (n.as_str(), *id))
+    }
+
     /// Forgets a freed bootstrap instance, so the next bootstrap allocates a new id.
     pub fn forget_instance(&mut self, name: &str, id: CapId) {
         if self.instances.get(name) == Some(&id) {

@@ -135,7 +135,10 @@ impl<T: Types> Session<T> {
         let Some(s) = self.inbound.streams.remove(&id) else {
             return;
         };
-        self.send(&Frame::Stream(StreamFrame { id, event }));
+        match event {
+            StreamEvent::Error(error) => self.send_error(id, error, true),
+            event => self.send(&Frame::Stream(StreamFrame { id, event })),
+        }
         self.emit(|| {
             Event::Stream(ServerStreamEvent {
                 cap_id: s.cap_id,
@@ -174,23 +177,27 @@ impl<T: Types> Session<T> {
             }
             StreamEvent::Credit(_) => {}
             StreamEvent::Next(payload) => self.client_stream_push(f.id, payload),
-            StreamEvent::End => {
-                if let Some(s) = self.outbound.streams.remove(&f.id) {
-                    self.outputs.push_back(Output::StreamEnd {
-                        to: s.sink,
-                        error: None,
-                    });
-                }
-            }
+            StreamEvent::End => match self.outbound.streams.remove(&f.id) {
+                Some(s) => self.outputs.push_back(Output::StreamEnd {
+                    to: s.sink,
+                    error: None,
+                }),
+                None => self.stream_frame_for_call(f.id, false, None),
+            },
             StreamEvent::Error(e) => {
-                self.fail_client_stream(f.id, Error::Remote(Status::from_wire(e)));
+                let error = Error::Remote(Status::from_wire(e));
+                if self.outbound.streams.contains_key(&f.id) {
+                    self.fail_client_stream(f.id, error);
+                } else {
+                    self.stream_frame_for_call(f.id, false, Some(error));
+                }
             }
         }
     }
 
     fn client_stream_push(&mut self, id: CallId, item: Payload) {
         let Some(s) = self.outbound.streams.get_mut(&id) else {
-            return;
+            return self.stream_frame_for_call(id, true, None);
         };
         if s.outstanding >= CLIENT_BUFFER {
             let status = Status::resource_exhausted(
@@ -251,6 +258,18 @@ impl<T: Types> Session<T> {
                 }))
             })
             .collect()
+    }
+
+    /// Server windows stay within their cap.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(super) fn check_streams(&self) {
+        for (id, s) in &self.inbound.streams {
+            assert!(
+                s.window <= MAX_WINDOW,
+                "stream {id}: window {} over the cap",
+                s.window
+            );
+        }
     }
 
     /// The consumer dropped or cancelled a client stream: `cancel {reason:"client_cancel"}`.

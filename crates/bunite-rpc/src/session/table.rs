@@ -85,6 +85,24 @@ impl<I> CapTable<I> {
         Ok(id)
     }
 
+    /// Every live user entry.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn entries(&self) -> impl Iterator<Item = (CapId, &Entry<I>)> {
+        self.entries.iter().map(|(id, e)| (*id, e))
+    }
+
+    /// The largest number of entries, counting the reserved ids.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The next id to allocate.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn next_id(&self) -> u64 {
+        self.next
+    }
+
     pub fn get(&self, id: CapId) -> Option<&Entry<I>> {
         self.entries.get(&id)
     }

@@ -66,9 +66,21 @@ impl Timers {
         self.set.clear();
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn len(&self) -> usize {
         self.set.len()
+    }
+
+    /// Whether `timer` is armed at `at`.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn contains(&self, at: Instant, timer: Timer) -> bool {
+        self.set.contains(&(at, timer))
+    }
+
+    /// How many armed timers match.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn count(&self, f: impl Fn(&Timer) -> bool) -> usize {
+        self.set.iter().filter(|(_, t)| f(t)).count()
     }
 }
 

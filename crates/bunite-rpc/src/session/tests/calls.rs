@@ -219,3 +219,65 @@ fn a_peer_that_sends_no_hello_is_dropped_after_the_timeout() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Found by the `session_ops` fuzz target (`fuzz/corpus/session_ops/finding-long-error-over-
+/// max-bytes`): a handler's error (or a stream source's) with a long message was sent
+/// whatever the peer's `maxBytes`, so the peer refused the message and shut the connection
+/// down with a protocol error. Now an error too large is replaced by `resource_exhausted
+/// {reason:"max_frame_bytes"}`, as a result too large already was (PROTOCOL §13.6).
+#[test]
+fn an_error_too_large_for_the_peer_is_replaced_by_max_frame_bytes() {
+    let mut small = limits();
+    small.max_bytes = 400;
+    let (mut server, mut client) = (peer(), peer_with(small, false));
+    pump(&mut server, &mut client);
+    pump(&mut client, &mut server);
+    let parent = vec![(parent(), imp("parent"))];
+    server.s.serve(parent, IfExists::Throw).unwrap();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let long = || crate::status::Status::new(Code::NotFound, "m".repeat(1024));
+
+    let tag = client.call(2, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    let now = server.now;
+    server
+        .s
+        .handler_done(inv.run, inv.call_id, Err(long()), now);
+    server.collect();
+    pump(&mut server, &mut client);
+    assert!(client.closed.is_none(), "{:?}", client.closed);
+    let e = client.reply(tag).expect("answered").unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(e.reason(), Some("max_frame_bytes"));
+    assert!(e.message().starts_with("error of "), "{}", e.message());
+
+    // A stream source's error: the stream fails the same way.
+    let req = request(cap, "ticks", Value::Undefined, Expect::Value);
+    client.s.start_stream(CallId(3), req, 9);
+    client.collect();
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    server.s.stream_done(inv.call_id, inv.run, Err(long()));
+    server.collect();
+    pump(&mut server, &mut client);
+    assert!(client.closed.is_none(), "{:?}", client.closed);
+    let (sink, error) = client.ends.pop().expect("the stream ends");
+    let error = error.expect("with an error");
+    assert_eq!((sink, error.reason()), (9, Some("max_frame_bytes")));
+
+    // An error that fits goes as it is.
+    let tag = client.call(4, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    let short = crate::status::Status::new(Code::NotFound, "m".repeat(100));
+    server.s.handler_done(inv.run, inv.call_id, Err(short), now);
+    server.collect();
+    pump(&mut server, &mut client);
+    let e = client.reply(tag).expect("answered").unwrap_err();
+    assert_eq!((e.code(), e.message().len()), (Code::NotFound, 100));
+    assert_eq!(
+        server.s.stats().active_calls + server.s.stats().server_streams,
+        0
+    );
+}

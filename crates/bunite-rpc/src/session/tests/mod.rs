@@ -74,6 +74,7 @@ pub(super) fn limits() -> Limits {
 
 pub(super) fn peer_with(limits: Limits, has_policy: bool) -> Peer {
     let now = Instant::now();
+    let max_bytes = limits.max_bytes.min(1 << 20) as u64;
     let cfg = Config {
         limits,
         attestation: Attestation::default(),
@@ -82,7 +83,7 @@ pub(super) fn peer_with(limits: Limits, has_policy: bool) -> Peer {
             v: 1,
             mode: "native".into(),
             features: vec![],
-            max_bytes: 1 << 20,
+            max_bytes,
             origin: "test".into(),
         },
     };

@@ -139,6 +139,61 @@ fn a_result_frame_for_a_stream_fails_it() {
     assert_eq!(e.message(), "stream method returned result frame");
 }
 
+/// Found by the `session_ops` fuzz target (`fuzz/corpus/session_ops/finding-call-on-a-
+/// stream-method`): a unary call to a stream method (the dynamic API can make one) was
+/// answered with stream frames the client ignored, so the call never completed and the
+/// server's stream waited for credit forever, holding an in-flight slot. Now the first
+/// stream frame fails the call (the mirror of a result for a stream, PROTOCOL §10) and,
+/// while the stream is still open, cancels it.
+#[test]
+fn stream_frames_for_a_unary_call_fail_it_and_cancel_the_stream() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let tag = client.call(2, cap, "ticks", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    assert!(inv.stream, "the server runs it as the stream it is");
+    assert!(server.s.stream_item(inv.call_id, inv.run, Value::from(1)));
+    pump(&mut server, &mut client);
+    let e = client
+        .reply(tag)
+        .expect("the call is answered")
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "call method returned stream frame");
+    assert_eq!(client.s.stats().pending_calls, 0);
+    let frames = pump(&mut client, &mut server);
+    assert!(
+        matches!(&frames[..], [Frame::Cancel(c)] if c.reason.as_deref() == Some("client_cancel")),
+        "{frames:?}"
+    );
+    assert_eq!(server.aborts, vec![inv.run], "the server's stream stops");
+    assert_eq!(server.s.stats().server_streams, 0);
+
+    // A stream that ends before sending anything: the call fails, nothing more is sent.
+    let tag = client.call(3, cap, "ticks", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    server.s.stream_done(inv.call_id, inv.run, Ok(()));
+    pump(&mut server, &mut client);
+    let e = client.reply(tag).expect("answered").unwrap_err();
+    assert_eq!(e.message(), "call method returned stream frame");
+    assert!(pump(&mut client, &mut server).is_empty());
+
+    // A stream that fails: the call fails with the stream's error.
+    let tag = client.call(4, cap, "ticks", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    let status = crate::status::Status::new(Code::Unavailable, "source gone");
+    server.s.stream_done(inv.call_id, inv.run, Err(status));
+    pump(&mut server, &mut client);
+    let e = client.reply(tag).expect("answered").unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unavailable, "source gone"));
+    assert!(pump(&mut client, &mut server).is_empty());
+    assert_eq!(client.s.stats().pending_calls, 0);
+    assert_eq!(server.s.stats().server_streams, 0);
+}
+
 #[test]
 fn credit_returned_together_goes_out_as_one_frame() {
     let (mut server, mut client) = connected();

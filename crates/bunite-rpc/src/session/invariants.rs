@@ -1,0 +1,101 @@
+//! What must hold between any two inputs of a session, checked by its tests and by the
+//! `session_ops` fuzz target (`fuzz::session_ops`) after every step: the tables agree with
+//! each other, every limit holds, no timer outlives what it times, and a closed session
+//! holds nothing.
+
+use crate::hashing::Set;
+
+use super::timers::Timer;
+use super::{Session, Types};
+
+impl<T: Types> Session<T> {
+    /// Panics when a table disagrees with another, a limit is exceeded, a timer is armed
+    /// for something finished, or a closed session still holds anything.
+    pub(crate) fn check_invariants(&self) {
+        let limits = &self.cfg.limits;
+        self.inbound.check_invariants(&self.timers, limits);
+        self.outbound.check_invariants(&self.timers, limits);
+        self.check_streams();
+        self.check_table();
+        let queued: usize = self.transmit.iter().map(|m| m.len()).sum();
+        assert_eq!(queued, self.transmit_bytes, "transmit_bytes out of step");
+        let hello_timers = self.timers.count(|t| *t == Timer::Hello);
+        assert!(hello_timers <= 1, "two hello timers");
+        if self.peer_hello.is_some() {
+            assert_eq!(hello_timers, 0, "a hello timer after the peer's hello");
+        }
+        if self.closed.is_some() {
+            self.check_closed();
+        }
+    }
+
+    /// Every entry within the limit and below the next id; every bootstrap instance is a
+    /// live root entry of its name, and every root entry is its name's instance.
+    fn check_table(&self) {
+        assert!(
+            self.table.len() <= self.table.limit(),
+            "cap table over its limit"
+        );
+        let mut roots = Set::default();
+        for (id, entry) in self.table.entries() {
+            assert!(!id.is_reserved(), "a user entry at a reserved id");
+            assert!(
+                u64::from(id.0) < self.table.next_id(),
+                "entry {id} at or past next"
+            );
+            assert!(entry.refcount > 0, "entry {id} kept at refcount 0");
+            if entry.root {
+                let name = entry.def.name();
+                assert_eq!(self.registry.instance(name), Some(id), "{id}: stale root");
+                roots.insert(id);
+            }
+        }
+        if self.closed.is_none() {
+            for (name, id) in self.registry.instances() {
+                let entry = self.table.get(id).filter(|e| e.root);
+                let root = entry.map(|e| e.def.name());
+                assert_eq!(root, Some(name), "instance of {name:?} is not a live entry");
+                assert!(
+                    self.registry.get(name).is_some(),
+                    "instance of {name:?} unserved"
+                );
+                assert!(roots.contains(&id));
+            }
+        }
+    }
+
+    fn check_closed(&self) {
+        assert_eq!(self.table.len(), 2, "table not cleared at shutdown");
+        assert_eq!(self.timers.len(), 0, "timers left after shutdown");
+        assert_eq!(self.outbound.in_flight(), 0, "outbound left after shutdown");
+        assert!(
+            self.outbound.parked.is_empty(),
+            "parked bootstraps after shutdown"
+        );
+        assert!(
+            self.outbound.credit_due.is_empty(),
+            "credit due after shutdown"
+        );
+        assert_eq!(
+            self.outbound.pending_drop_bytes(),
+            0,
+            "drops after shutdown"
+        );
+        assert_eq!(self.inbound.runs_len(), 0, "runs left after shutdown");
+        assert_eq!(self.inbound.active_len(), 0, "active calls after shutdown");
+        assert_eq!(
+            self.inbound.streams_len(),
+            0,
+            "server streams after shutdown"
+        );
+        assert!(
+            self.inbound.policy.is_empty(),
+            "policy checks after shutdown"
+        );
+        assert_eq!(
+            self.poll_timeout(),
+            None,
+            "a timeout asked for after shutdown"
+        );
+    }
+}

@@ -17,18 +17,30 @@ use bunite_rpc::{Attestation, CallContext, Code, Connection, Exported, Policy, S
 
 use crate::connect::finish;
 use crate::interop_caps::*;
+use crate::server_stats::Registry;
 
 /// Largest `bytes {n}` the server will produce (the protocol's default `maxBytes`).
 const MAX_BYTES_REPLY: usize = 64 * 1024 * 1024 - 64;
 
-/// Runs the server until killed.
-pub async fn run(listen: &str, path: &str, tcp: Option<&str>, key: Option<Key>) -> Result<()> {
-    let (ws_url, tcp_url, serving) = start(listen, path, tcp, key).await?;
+/// Runs the server until killed. With `stats`, each line read on stdin is answered with
+/// one `stats …` line of live counts on stdout (see [`crate::server_stats`]).
+pub async fn run(
+    listen: &str,
+    path: &str,
+    tcp: Option<&str>,
+    key: Option<Key>,
+    stats: bool,
+) -> Result<()> {
+    let registry = stats.then(|| Arc::new(Registry::default()));
+    let (ws_url, tcp_url, serving) = start(listen, path, tcp, key, registry.clone()).await?;
     println!("listening {ws_url}");
     if let Some(url) = tcp_url {
         println!("listening {url}");
     }
     std::io::stdout().flush()?;
+    if let Some(registry) = registry {
+        tokio::spawn(crate::server_stats::answer_stdin(registry));
+    }
     serving.await?;
     Ok(())
 }
@@ -39,6 +51,7 @@ pub async fn start(
     path: &str,
     tcp: Option<&str>,
     key: Option<Key>,
+    registry: Option<Arc<Registry>>,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
     // One budget for the bytes of messages being received on both listeners.
     let config = ListenerConfig::default();
@@ -54,13 +67,17 @@ pub async fn start(
     };
     let serving = tokio::spawn(async move {
         let ws_key = key.clone();
+        let ws_registry = registry.clone();
         let ws_loop = async move {
             while let Ok(accepted) = ws.accept().await {
                 let attestation = Attestation {
                     origin: accepted.origin.unwrap_or_default(),
                     ..Attestation::default()
                 };
-                finish(accepted.transport, ws_key.clone(), builder(attestation));
+                let conn = finish(accepted.transport, ws_key.clone(), builder(attestation));
+                if let Some(r) = &ws_registry {
+                    r.add(conn);
+                }
             }
         };
         let tcp_loop = async move {
@@ -68,7 +85,10 @@ pub async fn start(
             loop {
                 match listener.accept().await {
                     Ok((t, _)) => {
-                        finish(t, key.clone(), builder(Attestation::default()));
+                        let conn = finish(t, key.clone(), builder(Attestation::default()));
+                        if let Some(r) = &registry {
+                            r.add(conn);
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.

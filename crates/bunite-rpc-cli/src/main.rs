@@ -11,6 +11,7 @@ mod interop_client;
 mod interop_server;
 mod json;
 mod serve_stdio;
+mod server_stats;
 mod typegen;
 mod web;
 
@@ -58,6 +59,11 @@ enum Command {
         /// Run every connection inside the AES-256-GCM pipe with this key (64 hex digits).
         #[arg(long)]
         key: Option<Key>,
+        /// Answer each line read on stdin with one `stats …` line of live counts
+        /// (connections, their tasks, handlers, streams, the runtime's tasks). For the
+        /// chaos harness (`benches/chaos.rs`).
+        #[arg(long, hide = true)]
+        stats: bool,
     },
     /// Run every INTEROP.md check against a server (ws://… or tcp://…).
     InteropClient {
@@ -128,7 +134,8 @@ async fn run(cmd: Command) -> i32 {
             path,
             tcp,
             key,
-        } => report(interop_server::run(&listen, &path, tcp.as_deref(), key).await),
+            stats,
+        } => report(interop_server::run(&listen, &path, tcp.as_deref(), key, stats).await),
         Command::InteropClient { url, key } => match interop_client::run(&url, key).await {
             Ok(failed) => i32::from(failed > 0),
             Err(e) => report::<()>(Err(e)),

@@ -211,12 +211,36 @@ pub async fn unread(
     tokio::time::sleep(plan.hold).await;
     let counts = server.counts().await?;
     let (held, peak) = (server.rss(), server.peak());
+    // FIN both ways, but the stalled clients keep their descriptors (and never read): does
+    // the server let go of connections whose peer sent FIN while it was stalled writing?
+    let mut conns = Vec::new();
     for p in peers {
-        p.cut(false);
+        // SO_LINGER 0 as well: once the client's own descriptor closes, a reset.
+        crate::peers::cut(p.raw, true);
+        conns.push(p.conn);
+    }
+    tokio::time::sleep(plan.hold).await;
+    let stuck = server.counts().await?.connections - 1; // the side client
+    report.row(
+        "never-read callers after their FIN (socket left open, never read)",
+        "let go",
+        format!(
+            "{stuck} of {} connections still held after {} s",
+            plan.unread,
+            plan.hold.as_secs()
+        ),
+        Some(stuck == 0),
+    );
+    // Closing the clients closes their descriptors (after their own close grace), which
+    // resets the sockets: the server's writes then fail. (Without the reset, a TCP
+    // connection stays held until the client's kernel gives up on its orphaned socket.)
+    for c in &conns {
+        c.close();
     }
     for c in callers {
         c.abort();
     }
+    drop(conns);
     let lat = side.stop().await?;
     report.row(
         &format!(

@@ -35,7 +35,7 @@ impl std::fmt::Display for Counts {
 
 #[derive(Debug)]
 pub struct Server {
-    bin: PathBuf,
+    pub bin: PathBuf,
     child: Child,
     pub pid: u32,
     stdin: ChildStdin,

@@ -33,9 +33,11 @@
 //!
 //! Run with: `cargo bench -p bunite-rpc-cli --bench chaos` (the full run, ~20 min), or
 //! `cargo bench -p bunite-rpc-cli --bench chaos -- --quick` (~2 min, run by `.ci/run`).
-//! Options: `--soak SECS` (default 600, quick 20), `--only closes,idle,slow,unread,frames,soak`,
-//! `--bin PATH` (another `bunite-rpc` binary). Raise `ulimit -n` above twice the idle
-//! flood (4,000 descriptors per side for the full run).
+//! Options: `--soak SECS` (default 600, quick 20),
+//! `--only closes,idle,slow,unread,frames,soak`, `--repeat N` (the sequence N times on one
+//! server: does the memory kept after a scenario grow with each run?), `--bin PATH` (another
+//! `bunite-rpc` binary). Raise `ulimit -n` above twice the idle flood (4,000 descriptors per
+//! side for the full run).
 
 mod closes;
 mod floods;
@@ -63,6 +65,8 @@ pub struct Plan {
     pub soak_conns: usize,
     pub soak: Duration,
     pub only: Option<Vec<String>>,
+    /// Runs of the whole sequence on the same server (memory kept or growing across runs).
+    pub repeat: usize,
 }
 
 impl Plan {
@@ -156,6 +160,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
     let mut quick = false;
     let mut soak = None;
     let mut only = None;
+    let mut repeat = 1;
     let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_bunite-rpc"));
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -172,6 +177,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
                         .collect(),
                 )
             }
+            "--repeat" => repeat = args.next().unwrap_or_default().parse::<usize>()?.max(1),
             "--bin" => bin = PathBuf::from(args.next().unwrap_or_default()),
             other => bail!("unknown argument {other:?} (see the top of benches/chaos/main.rs)"),
         }
@@ -188,6 +194,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
             soak_conns: 50,
             soak: Duration::from_secs(soak.unwrap_or(20)),
             only,
+            repeat,
         },
         false => Plan {
             quick,
@@ -200,6 +207,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
             soak_conns: 200,
             soak: Duration::from_secs(soak.unwrap_or(600)),
             only,
+            repeat,
         },
     };
     Ok((plan, bin))
@@ -266,23 +274,28 @@ async fn run(plan: Plan, bin: PathBuf) -> Result<Report> {
         None,
     );
 
-    if plan.wants("closes") {
-        closes::run(&mut server, &mut report, &plan, baseline).await?;
-    }
-    if plan.wants("idle") {
-        floods::idle(&mut server, &mut report, &plan, baseline).await?;
-    }
-    if plan.wants("slow") {
-        floods::slow(&mut server, &mut report, &plan, baseline).await?;
-    }
-    if plan.wants("unread") {
-        floods::unread(&mut server, &mut report, &plan, baseline).await?;
-    }
-    if plan.wants("frames") {
-        frames::run(&mut server, &mut report, &plan, baseline).await?;
-    }
-    if plan.wants("soak") {
-        soak::run(&mut server, &mut report, &plan, baseline).await?;
+    for round in 1..=plan.repeat {
+        if plan.repeat > 1 {
+            eprintln!("== round {round} of {}", plan.repeat);
+        }
+        if plan.wants("closes") {
+            closes::run(&mut server, &mut report, &plan, baseline).await?;
+        }
+        if plan.wants("idle") {
+            floods::idle(&mut server, &mut report, &plan, baseline).await?;
+        }
+        if plan.wants("slow") {
+            floods::slow(&mut server, &mut report, &plan, baseline).await?;
+        }
+        if plan.wants("unread") {
+            floods::unread(&mut server, &mut report, &plan, baseline).await?;
+        }
+        if plan.wants("frames") {
+            frames::run(&mut server, &mut report, &plan, baseline).await?;
+        }
+        if plan.wants("soak") {
+            soak::run(&mut server, &mut report, &plan, baseline).await?;
+        }
     }
     eprintln!("load: {}", load());
     server.stop().await;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the demo.
 pub async fn run(listen: &str, once: bool) -> Result<()> {
-    let (url, _, serving) = crate::interop_server::start(listen, "/rpc", None, None).await?;
+    let (url, _, serving) = crate::interop_server::start(listen, "/rpc", None, None, None).await?;
     println!("server     listening on {url} (the interop caps: interop.counter, interop.child, …)");
     let builder = crate::interop_client::with_peer(Connection::builder());
     let conn = crate::connect::connect(&url, None, builder).await?;

@@ -18,10 +18,12 @@ use bunite_rpc::{Attestation, CallContext, Code, Connection, Exported, Policy, S
 
 use crate::connect::finish;
 use crate::interop_caps::*;
+use crate::server_stats::Registry;
 
 /// Largest `bytes {n}` the server will produce (the protocol's default `maxBytes`).
 const MAX_BYTES_REPLY: usize = 64 * 1024 * 1024 - 64;
 
+<<<<<<< HEAD
 /// How the server is reached beyond its addresses: TLS, and who may bootstrap.
 #[derive(Debug, Default, Clone)]
 pub struct Access {
@@ -33,19 +35,33 @@ pub struct Access {
 }
 
 /// Runs the server until killed.
+=======
+/// Runs the server until killed. With `stats`, each line read on stdin is answered with
+/// one `stats …` line of live counts on stdout (see [`crate::server_stats`]).
+>>>>>>> chaos
 pub async fn run(
     listen: &str,
     path: &str,
     tcp: Option<&str>,
     key: Option<Key>,
+<<<<<<< HEAD
     access: Access,
 ) -> Result<()> {
     let (ws_url, tcp_url, serving) = start_with(listen, path, tcp, key, access).await?;
+=======
+    stats: bool,
+) -> Result<()> {
+    let registry = stats.then(|| Arc::new(Registry::default()));
+    let (ws_url, tcp_url, serving) = start(listen, path, tcp, key, registry.clone()).await?;
+>>>>>>> chaos
     println!("listening {ws_url}");
     if let Some(url) = tcp_url {
         println!("listening {url}");
     }
     std::io::stdout().flush()?;
+    if let Some(registry) = registry {
+        tokio::spawn(crate::server_stats::answer_stdin(registry));
+    }
     serving.await?;
     Ok(())
 }
@@ -56,6 +72,7 @@ pub async fn start(
     path: &str,
     tcp: Option<&str>,
     key: Option<Key>,
+    registry: Option<Arc<Registry>>,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
     start_with(listen, path, tcp, key, Access::default()).await
 }
@@ -90,14 +107,22 @@ pub async fn start_with(
     let tcp_allowed = Arc::clone(&allowed);
     let serving = tokio::spawn(async move {
         let ws_key = key.clone();
+        let ws_registry = registry.clone();
         let ws_loop = async move {
             while let Ok(accepted) = ws.accept().await {
                 let attestation = Attestation {
                     origin: accepted.origin.unwrap_or_default(),
                     ..Attestation::default()
                 };
+<<<<<<< HEAD
                 let builder = builder_for(attestation, &allowed);
                 finish(accepted.transport, ws_key.clone(), builder);
+=======
+                let conn = finish(accepted.transport, ws_key.clone(), builder(attestation));
+                if let Some(r) = &ws_registry {
+                    r.add(conn);
+                }
+>>>>>>> chaos
             }
         };
         let tcp_loop = async move {
@@ -105,8 +130,15 @@ pub async fn start_with(
             loop {
                 match listener.accept().await {
                     Ok((t, _)) => {
+<<<<<<< HEAD
                         let builder = builder_for(Attestation::default(), &tcp_allowed);
                         finish(t, key.clone(), builder);
+=======
+                        let conn = finish(t, key.clone(), builder(Attestation::default()));
+                        if let Some(r) = &registry {
+                            r.add(conn);
+                        }
+>>>>>>> chaos
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.

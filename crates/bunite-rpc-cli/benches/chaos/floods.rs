@@ -1,0 +1,295 @@
+//! Scenarios 2-4: idle connections, slow peers, callers that never read their replies.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use bunite_rpc::transport::{byte_stream, ws};
+use bunite_rpc::Connection;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::closes::rec;
+use crate::peers::{open, Kind, SideClient, MAX_BYTES};
+use crate::server::Server;
+use crate::{after, mib, rss_row, Plan, Report};
+
+/// The listener's receive budget (`ListenerConfig::default`), shared by both listeners.
+const RECEIVE_BUDGET: u64 = 256 << 20;
+
+/// Waits until the server counts `n` connections.
+async fn wait_for(server: &mut Server, n: usize) -> Result<()> {
+    for _ in 0..600 {
+        if server.counts().await?.connections >= n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(anyhow!("the server never counted {n} connections"))
+}
+
+async fn idle_conns(server: &Server, kind: Kind, n: usize) -> Vec<Connection> {
+    let (tcp, url) = (server.tcp_addr, server.ws_url.clone());
+    futures::stream::iter(0..n)
+        .map(|_| {
+            let url = url.clone();
+            async move {
+                match kind {
+                    Kind::Tcp => byte_stream::tcp_connect(tcp)
+                        .await
+                        .map(Connection::new)
+                        .ok(),
+                    Kind::Ws => ws::connect(url.as_str()).await.map(Connection::new).ok(),
+                }
+            }
+        })
+        .buffer_unordered(64)
+        .filter_map(|c| async move { c })
+        .collect()
+        .await
+}
+
+pub async fn idle(
+    server: &mut Server,
+    report: &mut Report,
+    plan: &Plan,
+    baseline: u64,
+) -> Result<()> {
+    eprintln!(
+        "== idle flood: {} TCP, then {} WebSocket",
+        plan.idle, plan.idle
+    );
+    // The cost per connection on a fresh server (no warm-up): on the server under test,
+    // memory freed by earlier scenarios and kept by the allocator absorbs new connections.
+    let mut fresh = Server::start(server.bin.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    flood(&mut fresh, report, plan, true).await?;
+    fresh.stop().await;
+    // The same flood on the server under test, for the checks after it.
+    flood(server, report, plan, false).await?;
+    let rss = after(server, report, "idle flood", baseline).await;
+    rss_row(report, "idle flood", rss, baseline);
+    Ok(())
+}
+
+/// Opens the idle connections, measures, closes them; `rows`: report the costs.
+async fn flood(server: &mut Server, report: &mut Report, plan: &Plan, rows: bool) -> Result<()> {
+    let rss0 = server.rss();
+    let tcp = idle_conns(server, Kind::Tcp, plan.idle).await;
+    wait_for(server, tcp.len()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = server.rss();
+    let ws = idle_conns(server, Kind::Ws, plan.idle).await;
+    wait_for(server, tcp.len() + ws.len()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss2 = server.rss();
+    let per = |delta: u64, n: usize| delta as f64 / n.max(1) as f64 / 1000.0;
+    let (per_tcp, per_ws) = (
+        per(rss1.saturating_sub(rss0), tcp.len()),
+        per(rss2.saturating_sub(rss1), ws.len()),
+    );
+    if rows {
+        report.row(
+            &format!("idle TCP connections ({} open, fresh server)", tcp.len()),
+            "",
+            format!(
+                "{per_tcp:.1} KB each (server RSS {} -> {})",
+                mib(rss0),
+                mib(rss1)
+            ),
+            None,
+        );
+        report.row(
+            &format!(
+                "idle WebSocket connections ({} open, fresh server)",
+                ws.len()
+            ),
+            "≤ 16 KB each",
+            format!(
+                "{per_ws:.1} KB each (server RSS {} -> {})",
+                mib(rss1),
+                mib(rss2)
+            ),
+            Some(per_ws <= 16.0 && ws.len() == plan.idle),
+        );
+    } else {
+        eprintln!(
+            "   on the server under test: {} + {} idle, RSS {} -> {} -> {}",
+            tcp.len(),
+            ws.len(),
+            mib(rss0),
+            mib(rss1),
+            mib(rss2)
+        );
+    }
+    let all: Vec<Connection> = tcp.into_iter().chain(ws).collect();
+    for c in &all {
+        c.close();
+    }
+    futures::future::join_all(all.iter().map(|c| c.closed())).await;
+    Ok(())
+}
+
+pub async fn slow(
+    server: &mut Server,
+    report: &mut Report,
+    plan: &Plan,
+    baseline: u64,
+) -> Result<()> {
+    eprintln!(
+        "== slow peers: {} peers each send half of a {} message and stop",
+        plan.slow,
+        mib(MAX_BYTES as u64)
+    );
+    let rss0 = server.rss();
+    server.reset_peak();
+    let side = SideClient::start(server.tcp_addr).await?;
+    let stop = CancellationToken::new();
+    let mut holders = Vec::new();
+    for i in 0..plan.slow {
+        let kind = Kind::of(i as u64);
+        let addr = match kind {
+            Kind::Tcp => server.tcp_addr,
+            Kind::Ws => server.ws_addr,
+        };
+        let mut peer = open(kind, addr, None).await?;
+        let counter = peer.counter().await?;
+        let stop = stop.clone();
+        holders.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = peer.write_partial(MAX_BYTES, MAX_BYTES / 2) => {}
+                _ = stop.cancelled() => {}
+            }
+            stop.cancelled().await;
+            drop(counter);
+            peer.cut(i % 4 == 0);
+        }));
+    }
+    tokio::time::sleep(plan.hold).await;
+    let (held, peak) = (server.rss(), server.peak());
+    stop.cancel();
+    for h in holders {
+        let _ = h.await;
+    }
+    let lat = side.stop().await?;
+    let cost = peak.saturating_sub(rss0);
+    report.row(
+        &format!(
+            "{} slow peers holding half-sent maximal messages",
+            plan.slow
+        ),
+        "≤ the listener's budget (256 MiB)",
+        format!(
+            "peak RSS {} above the {} before (RSS {} while held)",
+            mib(cost),
+            mib(rss0),
+            mib(held)
+        ),
+        Some(cost <= RECEIVE_BUDGET),
+    );
+    report.row(
+        "slow peers: side client",
+        "served",
+        lat.summary(),
+        Some(lat.errors == 0 && lat.calls > 0),
+    );
+    let rss = after(server, report, "slow peers", baseline).await;
+    rss_row(report, "slow peers", rss, baseline);
+    Ok(())
+}
+
+/// Calls per caller that never reads, each for a 256 KiB reply.
+const UNREAD_CALLS: usize = 512;
+
+pub async fn unread(
+    server: &mut Server,
+    report: &mut Report,
+    plan: &Plan,
+    baseline: u64,
+) -> Result<()> {
+    eprintln!(
+        "== callers that never read: {} connections x {UNREAD_CALLS} calls for 256 KiB",
+        plan.unread
+    );
+    let rss0 = server.rss();
+    server.reset_peak();
+    let side = SideClient::start(server.tcp_addr).await?;
+    let mut peers = Vec::new();
+    let mut callers = Vec::new();
+    for i in 0..plan.unread {
+        let kind = Kind::of(i as u64);
+        let addr = match kind {
+            Kind::Tcp => server.tcp_addr,
+            Kind::Ws => server.ws_addr,
+        };
+        let flag = Arc::new(AtomicBool::new(false));
+        let peer = open(kind, addr, Some(flag.clone())).await?;
+        let counter = peer.counter().await?;
+        flag.store(true, Ordering::Release);
+        callers.push(tokio::spawn(async move {
+            let args = rec(&[("n", (256 * 1024).into())]);
+            let calls = (0..UNREAD_CALLS).map(|_| counter.call_value("bytes", args.clone()));
+            futures::future::join_all(calls).await;
+        }));
+        peers.push(peer);
+    }
+    tokio::time::sleep(plan.hold).await;
+    let counts = server.counts().await?;
+    let (held, peak) = (server.rss(), server.peak());
+    // FIN both ways, but the stalled clients keep their descriptors (and never read): does
+    // the server let go of connections whose peer sent FIN while it was stalled writing?
+    let mut conns = Vec::new();
+    for p in peers {
+        // SO_LINGER 0 as well: once the client's own descriptor closes, a reset.
+        crate::peers::cut(p.raw, true);
+        conns.push(p.conn);
+    }
+    tokio::time::sleep(plan.hold).await;
+    let stuck = server.counts().await?.connections - 1; // the side client
+    report.row(
+        "never-read callers after their FIN (socket left open, never read)",
+        "let go",
+        format!(
+            "{stuck} of {} connections still held after {} s",
+            plan.unread,
+            plan.hold.as_secs()
+        ),
+        Some(stuck == 0),
+    );
+    // Closing the clients closes their descriptors (after their own close grace), which
+    // resets the sockets: the server's writes then fail. (Without the reset, a TCP
+    // connection stays held until the client's kernel gives up on its orphaned socket.)
+    for c in &conns {
+        c.close();
+    }
+    for c in callers {
+        c.abort();
+    }
+    drop(conns);
+    let lat = side.stop().await?;
+    report.row(
+        &format!(
+            "{} callers never reading {UNREAD_CALLS} replies of 256 KiB",
+            plan.unread
+        ),
+        "",
+        format!(
+            "peak RSS {} above the {} before (RSS {} while held; {} handlers running)",
+            mib(peak.saturating_sub(rss0)),
+            mib(rss0),
+            mib(held),
+            counts.handlers
+        ),
+        None,
+    );
+    report.row(
+        "never-read callers: side client",
+        "served",
+        lat.summary(),
+        Some(lat.errors == 0 && lat.calls > 0),
+    );
+    let rss = after(server, report, "never-read callers", baseline).await;
+    rss_row(report, "never-read callers", rss, baseline);
+    Ok(())
+}

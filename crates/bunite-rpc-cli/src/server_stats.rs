@@ -1,0 +1,132 @@
+//! `interop-server --stats`: the server's live counts on request, for the chaos harness
+//! (`benches/chaos.rs`), which runs the server as a child process so that its memory is the
+//! server's alone, and after each scenario asks whether anything was left behind.
+//!
+//! Each line read on stdin is answered with one line on stdout:
+//!
+//! ```text
+//! stats connections=N tasks=N handlers=N streams=N runtime_tasks=N
+//! ```
+//!
+//! `connections` counts the connections not yet finished (still open, or closed with a task
+//! still running); `tasks`, `handlers` and `streams` sum their [`Stats`] (`tasks`,
+//! `active_calls`, `server_streams`); `runtime_tasks` is every task alive in the server's
+//! runtime (listeners, handshakes, lingering closes included).
+
+use std::sync::{Arc, Mutex};
+
+use bunite_rpc::{Connection, Stats};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The connections a server made, until each has finished.
+#[derive(Debug, Default)]
+pub struct Registry {
+    conns: Mutex<Vec<Connection>>,
+}
+
+/// The sums over a [`Registry`]'s unfinished connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections not yet finished.
+    pub connections: usize,
+    /// Their tasks (drivers, handlers on their own tasks, policy checks, disposals).
+    pub tasks: usize,
+    /// Handlers running.
+    pub handlers: usize,
+    /// Streams served.
+    pub streams: usize,
+}
+
+fn finished(c: &Connection) -> bool {
+    c.is_closed() && c.stats().tasks == 0
+}
+
+impl Registry {
+    /// Remembers `conn` until it has finished. Finished connections are let go here too,
+    /// whenever the list has doubled, so a server that is never asked stays bounded.
+    pub fn add(&self, conn: Connection) {
+        let Ok(mut conns) = self.conns.lock() else {
+            return;
+        };
+        if conns.len() >= 64 && conns.len() == conns.capacity() {
+            conns.retain(|c| !finished(c));
+        }
+        conns.push(conn);
+    }
+
+    /// Lets finished connections go and sums the others.
+    pub fn counts(&self) -> Counts {
+        let Ok(mut conns) = self.conns.lock() else {
+            return Counts::default();
+        };
+        conns.retain(|c| !finished(c));
+        conns.shrink_to(64);
+        let mut counts = Counts {
+            connections: conns.len(),
+            ..Counts::default()
+        };
+        for c in conns.iter() {
+            let Stats {
+                tasks,
+                active_calls,
+                server_streams,
+                ..
+            } = c.stats();
+            counts.tasks += tasks;
+            counts.handlers += active_calls;
+            counts.streams += server_streams;
+        }
+        counts
+    }
+}
+
+/// Answers each line of stdin with a `stats …` line, until stdin closes.
+pub async fn answer_stdin(registry: Arc<Registry>) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut out = tokio::io::stdout();
+    while let Ok(Some(_)) = lines.next_line().await {
+        let c = registry.counts();
+        let runtime = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        let line = format!(
+            "stats connections={} tasks={} handlers={} streams={} runtime_tasks={runtime}\n",
+            c.connections, c.tasks, c.handlers, c.streams
+        );
+        if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bunite_rpc::transport::memory;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_is_counted_until_it_has_finished() {
+        let registry = Registry::default();
+        let (a, b) = memory::pair();
+        let server = crate::interop_server::builder(Default::default()).connect(a);
+        let client = Connection::new(b);
+        registry.add(server.clone());
+        let counter = client
+            .bootstrap_name("interop.counter", None)
+            .await
+            .unwrap();
+        let mut watch = counter.stream("watch", bunite_rpc::Value::Undefined);
+        futures::StreamExt::next(&mut watch).await.unwrap().unwrap();
+        let live = registry.counts();
+        assert_eq!((live.connections, live.streams), (1, 1), "{live:?}");
+        assert!(live.tasks >= 1, "{live:?}");
+        drop(watch);
+        drop(counter);
+        client.close();
+        client.closed().await;
+        server.closed().await;
+        assert_eq!(registry.counts(), Counts::default());
+        assert!(registry.conns.lock().unwrap().is_empty());
+    }
+}

@@ -8,6 +8,8 @@
 
 mod decode;
 mod fields;
+#[cfg(test)]
+mod golden;
 mod lazy;
 #[cfg(test)]
 mod tests;

@@ -59,8 +59,11 @@ fn call_with_meta(i: i64) -> Frame {
     Frame::Call(c)
 }
 
+/// A named way to make the `i`th frame of a kind.
+type MakeFrame = (&'static str, fn(i64) -> Frame);
+
 /// The small frames of a round trip and of a stream, each with its payload if it has one.
-fn small_frames() -> Vec<(&'static str, fn(i64) -> Frame)> {
+fn small_frames() -> Vec<MakeFrame> {
     vec![
         ("result", |i| {
             Frame::Result(ResultFrame {

@@ -26,25 +26,25 @@ use crate::records::SlotTable;
 use crate::value::{Record, Timestamp, TypedArray, TypedArrayKind, Value};
 
 /// A small deterministic generator (xorshift64*), so the sequence never changes.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(super) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
 
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(super) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }
@@ -125,7 +125,7 @@ fn int(rng: &mut Rng) -> Value {
     }
 }
 
-fn leaf(rng: &mut Rng) -> Value {
+pub(super) fn leaf(rng: &mut Rng) -> Value {
     match rng.below(12) {
         0 => Value::Undefined,
         1 => Value::Null,
@@ -147,7 +147,7 @@ fn leaf(rng: &mut Rng) -> Value {
     }
 }
 
-fn value(rng: &mut Rng, depth: u32) -> Value {
+pub(super) fn value(rng: &mut Rng, depth: u32) -> Value {
     if depth == 0 || rng.chance(45) {
         return leaf(rng);
     }
@@ -288,7 +288,7 @@ fn odd_frame(rng: &mut Rng) -> Value {
 }
 
 /// Bytes of the next message: mostly frames, sometimes corrupted.
-fn message(rng: &mut Rng, enc: &mut Encoder) -> Vec<u8> {
+pub(super) fn message(rng: &mut Rng, enc: &mut Encoder) -> Vec<u8> {
     let v = if rng.chance(60) {
         frame(rng).to_value()
     } else {

@@ -15,7 +15,7 @@
 mod ring;
 mod slots;
 
-pub(crate) use ring::{Shape, ShapeRing, StaticShape};
+pub(crate) use ring::{KeyRef, Shape, ShapeRing, StaticShape};
 pub(crate) use slots::{SlotKeys, SlotTable};
 
 /// Number of ids the encoder cycles through (`0x40..=0x5f`).

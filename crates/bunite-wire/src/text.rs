@@ -87,6 +87,15 @@ impl Text {
         }
     }
 
+    /// The text as the encoder's shape ring takes a key: a static string by address.
+    #[inline]
+    pub(crate) fn key_ref(&self) -> crate::records::KeyRef<'_> {
+        match &self.0 {
+            Repr::Static(s) => crate::records::KeyRef::Static(s),
+            _ => crate::records::KeyRef::Bytes(self.as_bytes()),
+        }
+    }
+
     /// True when both are the same shared allocation (for tests of key sharing).
     #[cfg(test)]
     pub(crate) fn same_allocation(&self, other: &Text) -> bool {

@@ -9,6 +9,7 @@ use crate::frame::{
     Call, CallMeta, Cancel, CapRevoked, DropFrame, Frame, Goaway, Hello, ResultFrame, StreamEvent,
     StreamFrame, WireStatus,
 };
+use crate::records::KeyRef;
 use crate::value::Value;
 
 /// Writes `f`.
@@ -61,7 +62,7 @@ fn call(w: &mut Writer<'_>, c: &Call) -> Res {
     w.str_v("cap")?;
     w.int_v(i64::from(c.target.0))?;
     w.end()?;
-    w.str_v(c.method.as_str())?;
+    w.utf8_v(c.method.as_bytes())?;
     w.value(&c.args)?;
     match &c.meta {
         None => w.undefined_v()?,
@@ -82,7 +83,7 @@ fn meta(w: &mut Writer<'_>, m: &CallMeta) -> Res {
         number(w, ms)?;
     }
     if let Some(context) = &m.context {
-        w.record_header(context.iter().map(|(k, _)| k.as_bytes()))?;
+        w.record_header(context.iter().map(|(k, _)| KeyRef::Bytes(k.as_bytes())))?;
         for (_, v) in context {
             w.str_v(v)?;
         }

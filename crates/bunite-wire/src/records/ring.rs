@@ -30,22 +30,97 @@ pub(crate) struct StaticShape {
     pub(crate) hint: usize,
 }
 
-/// The keys a slot holds: copied from a value's record, or a static shape.
+/// A record key as the encoder is given it: a `&'static str` (a struct's field name, a
+/// literal), which can be recognised by address, or any other key's bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeyRef<'k> {
+    Static(&'static str),
+    Bytes(&'k [u8]),
+}
+
+impl<'k> KeyRef<'k> {
+    #[inline]
+    pub(crate) fn bytes(self) -> &'k [u8] {
+        match self {
+            KeyRef::Static(s) => s.as_bytes(),
+            KeyRef::Bytes(b) => b,
+        }
+    }
+}
+
+/// The keys a slot holds: a value's record's keys (kept as the static strings they were,
+/// or copied), or a static shape.
 #[derive(Debug)]
 enum Held {
     Owned(Box<[Box<[u8]>]>),
+    Statics(Box<[&'static str]>),
     Static(&'static StaticShape),
 }
 
 impl Held {
+    /// Held for a new shape of `keys`.
+    fn of<'k>(keys: impl ExactSizeIterator<Item = KeyRef<'k>> + Clone) -> Held {
+        let statics: Option<Box<[&'static str]>> = keys
+            .clone()
+            .map(|k| match k {
+                KeyRef::Static(s) => Some(s),
+                KeyRef::Bytes(_) => None,
+            })
+            .collect();
+        match statics {
+            Some(statics) => Held::Statics(statics),
+            None => Held::Owned(keys.map(|k| Box::from(k.bytes())).collect()),
+        }
+    }
+
     /// Whether these are exactly `keys`, in order.
-    fn same<'k>(&self, keys: impl ExactSizeIterator<Item = &'k [u8]>) -> bool {
+    #[inline]
+    fn same<'k>(&self, keys: impl ExactSizeIterator<Item = KeyRef<'k>>) -> bool {
         match self {
-            Held::Owned(held) => held.len() == keys.len() && held.iter().map(|k| &**k).eq(keys),
+            Held::Statics(held) => {
+                held.len() == keys.len()
+                    && held.iter().zip(keys).all(|(a, b)| match b {
+                        // The same string by address: no need to read it.
+                        KeyRef::Static(b) if std::ptr::eq(*a, b) => true,
+                        b => same_key(a.as_bytes(), b.bytes()),
+                    })
+            }
+            Held::Owned(held) => {
+                held.len() == keys.len()
+                    && held.iter().zip(keys).all(|(a, b)| same_key(a, b.bytes()))
+            }
             Held::Static(s) => {
-                s.keys.len() == keys.len() && s.keys.iter().map(|k| k.as_bytes()).eq(keys)
+                s.keys.len() == keys.len()
+                    && s.keys
+                        .iter()
+                        .zip(keys)
+                        .all(|(a, b)| same_key(a.as_bytes(), b.bytes()))
             }
         }
+    }
+}
+
+/// Byte equality of two keys; keys of up to 16 bytes (nearly all) compared a word or two
+/// at a time instead of through `memcmp`.
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    /// The `N` bytes at `at` (zeros if out of range, which callers never ask for).
+    fn word<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+        b.get(at..at + N)
+            .and_then(|w| w.try_into().ok())
+            .unwrap_or([0; N])
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two overlapping loads cover every length from N to 2N.
+    match n {
+        0 => true,
+        1..=3 => a == b,
+        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -91,7 +166,7 @@ impl ShapeRing {
     /// Every creation is journaled until [`ShapeRing::commit`] or [`ShapeRing::rollback`].
     pub(crate) fn resolve<'k, I>(&mut self, keys: I) -> Shape
     where
-        I: Iterator<Item = &'k [u8]> + ExactSizeIterator + Clone,
+        I: ExactSizeIterator<Item = KeyRef<'k>> + Clone,
     {
         let last = self.last % RING;
         if self.held[last]
@@ -100,8 +175,7 @@ impl ShapeRing {
         {
             return Shape::Known(id_of(last));
         }
-        let (slot, shape) =
-            self.by_content(keys.clone(), || Held::Owned(keys.map(Box::from).collect()));
+        let (slot, shape) = self.by_content(keys.clone(), || Held::of(keys));
         self.last = slot;
         shape
     }
@@ -120,12 +194,12 @@ impl ShapeRing {
 
     #[cold]
     fn resolve_static_slow(&mut self, s: &'static StaticShape) -> Shape {
-        let keys = s.keys.iter().map(|k| k.as_bytes());
+        let keys = s.keys.iter().map(|k| KeyRef::Static(k));
         let (slot, shape) = self.by_content(keys, || Held::Static(s));
         // Found as a value's record of the same keys: hold it as the static shape from now
         // on (the same keys, so the ring means the same), so the next lookup is by identity.
         // A rollback that restores this slot restores what its journal entry kept.
-        if let Some(held @ Some(Held::Owned(_))) = self.held.get_mut(slot) {
+        if let Some(held @ Some(Held::Owned(_) | Held::Statics(_))) = self.held.get_mut(slot) {
             *held = Some(Held::Static(s));
         }
         if let Some(hint) = self.hints.get_mut(s.hint) {
@@ -138,9 +212,9 @@ impl ShapeRing {
     /// The slot holding `keys`, or a new one holding `hold()`.
     fn by_content<'k, I>(&mut self, keys: I, hold: impl FnOnce() -> Held) -> (usize, Shape)
     where
-        I: Iterator<Item = &'k [u8]> + ExactSizeIterator + Clone,
+        I: ExactSizeIterator<Item = KeyRef<'k>> + Clone,
     {
-        let hash = shape_hash(keys.clone());
+        let hash = shape_hash(keys.clone().map(KeyRef::bytes));
         for (slot, (&h, held)) in self.hashes.iter().zip(&self.held).enumerate() {
             if h == hash && held.as_ref().is_some_and(|held| held.same(keys.clone())) {
                 return (slot, Shape::Known(id_of(slot)));
@@ -209,7 +283,7 @@ mod tests {
     use super::*;
 
     fn resolve(ring: &mut ShapeRing, keys: &[&str]) -> Shape {
-        ring.resolve(keys.iter().map(|k| k.as_bytes()))
+        ring.resolve(keys.iter().map(|k| KeyRef::Bytes(k.as_bytes())))
     }
 
     #[test]
@@ -224,6 +298,23 @@ mod tests {
         // Same bytes, different split: a different shape.
         assert_eq!(resolve(&mut ring, &["ab"]), Shape::Defined(0x43));
         assert_eq!(resolve(&mut ring, &["b", "a"]), Shape::Defined(0x44));
+    }
+
+    #[test]
+    fn static_and_copied_keys_of_one_shape_share_its_id() {
+        let mut ring = ShapeRing::default();
+        let statics = |ring: &mut ShapeRing, keys: &[&'static str]| {
+            ring.resolve(keys.iter().map(|k| KeyRef::Static(k)))
+        };
+        // Held as static strings, then found by copies of their bytes, and the reverse.
+        assert_eq!(statics(&mut ring, &["a", "b"]), Shape::Defined(0x40));
+        assert_eq!(resolve(&mut ring, &["a", "b"]), Shape::Known(0x40));
+        assert_eq!(resolve(&mut ring, &["c"]), Shape::Defined(0x41));
+        assert_eq!(statics(&mut ring, &["c"]), Shape::Known(0x41));
+        // Equal bytes at another address, and a static of other bytes.
+        let other: &'static str = Box::leak(String::from("a").into_boxed_str());
+        assert_eq!(statics(&mut ring, &[other, "b"]), Shape::Known(0x40));
+        assert_eq!(statics(&mut ring, &["a", "bb"]), Shape::Defined(0x42));
     }
 
     #[test]
@@ -267,6 +358,20 @@ mod tests {
         keys: &["a", "b"],
         hint: 1,
     };
+
+    #[test]
+    fn keys_compare_as_bytes_at_every_length() {
+        for n in 0..40 {
+            let a = vec![b'k'; n];
+            assert!(same_key(&a, &a.clone()));
+            assert!(!same_key(&a, &vec![b'k'; n + 1]));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] = b'j';
+                assert!(!same_key(&a, &b), "{n} {at}");
+            }
+        }
+    }
 
     #[test]
     fn static_shapes_share_ids_with_equal_value_records() {

@@ -12,7 +12,7 @@
 //! # let _ = (def, imp);
 //! ```
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -30,8 +30,8 @@ type StreamFn = Arc<dyn Fn(Value, CallContext) -> Result<ValueStream, Status> + 
 /// An implementation built from closures, one per method.
 #[derive(Default)]
 pub struct DynCap {
-    calls: HashMap<String, CallFn>,
-    streams: HashMap<String, StreamFn>,
+    calls: Map<String, CallFn>,
+    streams: Map<String, StreamFn>,
 }
 
 impl std::fmt::Debug for DynCap {

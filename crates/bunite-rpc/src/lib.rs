@@ -197,6 +197,7 @@ pub mod emitter;
 pub mod error;
 pub mod events;
 pub mod handler;
+mod hashing;
 pub mod host_caps;
 pub mod limits;
 pub mod policy;

@@ -32,6 +32,23 @@ pub struct Limits {
     /// (PROTOCOL §6), so only a stuck or hostile peer takes longer, and until then it holds
     /// a connection. `None` waits forever.
     pub hello_timeout: Option<Duration>,
+    /// Bytes a decoded message may take per byte on the wire, on top of
+    /// [`decode_budget_base`](Self::decode_budget_base) (PROTOCOL §13.11): what materializing
+    /// it as [`Value`](crate::Value)s would allocate is counted while the frame is checked,
+    /// and a message over its budget is a protocol error (goaway). Default 3, so a 64 MiB
+    /// message stays under 260 MiB decoded. Dense messages of small items (records of a few
+    /// small fields, long arrays of small integers) are the ones that reach it: at the
+    /// defaults, about 120 KiB of small records. Raise it for peers you trust to send such
+    /// messages; see `bunite_wire::limits` for the exact costs.
+    pub decode_budget_factor: usize,
+    /// Bytes every message may take once decoded whatever its size. Default 4 MiB, so small
+    /// messages are never refused.
+    pub decode_budget_base: usize,
+    /// Most feature strings a peer's `hello` may carry. Default 64; more is a protocol
+    /// error.
+    pub max_hello_features: usize,
+    /// Longest `hello` string (`mode`, `origin`, each feature), in bytes. Default 4 KiB.
+    pub max_hello_text: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +62,10 @@ impl Default for Limits {
             max_unsent_bytes: 64 * 1024 * 1024,
             max_pending_policy_checks: 1024,
             hello_timeout: Some(Duration::from_secs(30)),
+            decode_budget_factor: bunite_wire::Limits::DEFAULT_DECODE_BUDGET_FACTOR,
+            decode_budget_base: bunite_wire::Limits::DEFAULT_DECODE_BUDGET_BASE,
+            max_hello_features: bunite_wire::Limits::DEFAULT_MAX_HELLO_FEATURES,
+            max_hello_text: bunite_wire::Limits::DEFAULT_MAX_HELLO_TEXT,
         }
     }
 }
@@ -54,7 +75,10 @@ impl Limits {
         bunite_wire::Limits {
             max_bytes: self.max_bytes,
             max_depth: self.max_depth,
-            ..bunite_wire::Limits::default()
+            decode_budget_factor: self.decode_budget_factor,
+            decode_budget_base: self.decode_budget_base,
+            max_hello_features: self.max_hello_features,
+            max_hello_text: self.max_hello_text,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! A [`CapDef`] is plain data shared by both peers' views of a cap. The typed macro API
 //! generates one per trait; the dynamic API builds them at run time with [`CapDef::builder`].
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::fmt;
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ pub struct CapDef {
     version: Option<String>,
     methods: Vec<MethodDef>,
     /// Method name → position in `methods`: dispatch looks a method up per call.
-    index: HashMap<String, usize>,
+    index: Map<String, usize>,
     disposal: Option<String>,
 }
 
@@ -37,7 +37,7 @@ impl CapDef {
                 name: name.into(),
                 version: None,
                 methods: Vec::new(),
-                index: HashMap::new(),
+                index: Map::default(),
                 disposal: None,
             },
         }

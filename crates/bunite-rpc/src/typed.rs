@@ -230,15 +230,24 @@ impl<C: Cap> fmt::Debug for Exported<C> {
 #[derive(Debug, Clone)]
 pub struct Handle {
     client: Client,
-    options: CallOptions,
+    /// Shared by the clones made with the same options; `None` for the defaults, so a
+    /// handle (held per sub-cap) stays three words.
+    options: Option<Arc<CallOptions>>,
 }
+
+/// The options of a handle made without any.
+static DEFAULT_OPTIONS: CallOptions = CallOptions {
+    deadline: None,
+    context: Vec::new(),
+    cancel: None,
+};
 
 impl Handle {
     /// Wraps `client`, giving it `def` as its definition.
     pub fn new(client: Client, def: Arc<CapDef>) -> Handle {
         Handle {
             client: client.with_def(def),
-            options: CallOptions::default(),
+            options: None,
         }
     }
 
@@ -254,14 +263,19 @@ impl Handle {
 
     /// The options every call through this handle uses.
     pub fn options(&self) -> &CallOptions {
-        &self.options
+        self.options.as_deref().unwrap_or(&DEFAULT_OPTIONS)
+    }
+
+    /// The options for one call.
+    fn call_options(&self) -> CallOptions {
+        self.options().clone()
     }
 
     /// A clone with other options.
     pub fn with_options(&self, options: CallOptions) -> Handle {
         Handle {
             client: self.client.clone(),
-            options,
+            options: Some(Arc::new(options)),
         }
     }
 
@@ -269,7 +283,7 @@ impl Handle {
     pub fn with_deadline(&self, deadline: Duration) -> Handle {
         self.with_options(CallOptions {
             deadline: Some(deadline),
-            ..self.options.clone()
+            ..self.options().clone()
         })
     }
 
@@ -277,7 +291,7 @@ impl Handle {
     /// value of `key`).
     pub fn with_context(&self, key: impl Into<String>, value: impl Into<String>) -> Handle {
         let (key, value) = (key.into(), value.into());
-        let mut options = self.options.clone();
+        let mut options = self.options().clone();
         options.context.retain(|(k, _)| *k != key);
         options.context.push((key, value));
         self.with_options(options)
@@ -291,7 +305,7 @@ impl Handle {
     ) -> Result<R, Error> {
         let payload = self
             .client
-            .call_payload(method, args?, self.options.clone())
+            .call_payload(method, args?, self.call_options())
             .await?;
         decode_result(&payload)
     }
@@ -304,7 +318,7 @@ impl Handle {
     ) -> Result<C::Client, Error> {
         let client = self
             .client
-            .call_cap_with(method, args?, self.options.clone())
+            .call_cap_with(method, args?, self.call_options())
             .await?;
         Ok(C::client(client))
     }
@@ -317,7 +331,7 @@ impl Handle {
     ) -> Result<V, Error> {
         let clients = self
             .client
-            .call_caps_with(method, args?, self.options.clone())
+            .call_caps_with(method, args?, self.call_options())
             .await?;
         Ok(clients.into_iter().map(C::client).collect())
     }
@@ -331,7 +345,7 @@ impl Handle {
     ) -> Result<M, Error> {
         let clients = self
             .client
-            .call_cap_record_with(method, args?, self.options.clone())
+            .call_cap_record_with(method, args?, self.call_options())
             .await?;
         Ok(clients
             .into_iter()
@@ -348,7 +362,7 @@ impl Handle {
         match args {
             Ok(args) => self
                 .client
-                .stream_with(method, args, self.options.clone())
+                .stream_with(method, args, self.call_options())
                 .typed(),
             Err(error) => self.client.failed_stream(error).typed(),
         }

@@ -28,7 +28,10 @@
 //!   more than the frame check admitted.
 //! - [`crate::Payload::deserialize`] charges what it builds (the size of each sequence
 //!   element and map entry of the target type, string and byte lengths) against the
-//!   message's budget and fails with a `SerdeError` saying so.
+//!   message's budget and fails with a `SerdeError` saying so. What is charged is what the
+//!   target keeps; a `Vec` growing past serde's cautious first reservation (1 MiB) may
+//!   briefly hold up to twice that while it reallocates, since size hints never trust the
+//!   peer beyond the bytes left.
 //!
 //! **How the default was chosen.** The target is that one maximal (64 MiB) message of `nil`s,
 //! or of small records, keeps a server's peak at most 4× the message, the 64 MiB message

@@ -12,8 +12,15 @@ use std::path::PathBuf;
 use bunite_wire::{to_value, CallId, CapId, CapRef, Encoder, Frame, ResultFrame, Value};
 use support::codec_checks::{self, Kind, Loose, Nested, Tagged, RESULT_PREFIX};
 
+/// `fuzz/corpus/<target>`, or `$BUNITE_FUZZ_CORPUS/<target>` to replay a fuzzer's working
+/// corpus (`BUNITE_FUZZ_CORPUS=/tmp/corpus cargo test --release --test fuzz_corpus`).
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus")).join(target)
+    match std::env::var_os("BUNITE_FUZZ_CORPUS") {
+        Some(dir) => PathBuf::from(dir).join(target),
+        None => {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus")).join(target)
+        }
+    }
 }
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -35,18 +42,22 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn frame_sequence_corpus_replays() {
-    for (path, bytes) in corpus("frame_sequence") {
+    let files = corpus("frame_sequence");
+    for (path, bytes) in &files {
         eprintln!("{}", path.display());
-        codec_checks::frame_sequence(&bytes);
+        codec_checks::frame_sequence(bytes);
     }
+    eprintln!("{} inputs replayed", files.len());
 }
 
 #[test]
 fn serde_nested_corpus_replays() {
-    for (path, bytes) in corpus("serde_nested") {
+    let files = corpus("serde_nested");
+    for (path, bytes) in &files {
         eprintln!("{}", path.display());
-        codec_checks::serde_nested(&bytes);
+        codec_checks::serde_nested(bytes);
     }
+    eprintln!("{} inputs replayed", files.len());
 }
 
 fn vector_frames(file: &str, dir: Option<&str>) -> Vec<Vec<u8>> {

@@ -4,8 +4,8 @@
 //! long-lived [`Decoder`] (so record definitions are referenced, redefined and nested inside
 //! payloads). For every payload, [`Payload::deserialize`] into each target type must give
 //! exactly what `from_value` gives on [`Payload::to_value`]: the same value, or an error in
-//! both (compared through `Debug`, so error messages and NaNs count too). Frames built from
-//! arbitrary values must validate the same lazily as through [`Frame::from_value`].
+//! both (compared through `Debug`, so error messages and NaNs count too). (`frame_rules.rs`
+//! holds frame validation to the same.)
 
 mod support;
 
@@ -323,24 +323,6 @@ proptest! {
             prop_assert_eq!(format!("{back:?}"), format!("{s:?}"));
         }
     }
-
-    /// Arbitrary records with frame keys: the lazy reader and `Frame::from_value` accept
-    /// and refuse the same, with the same error.
-    #[test]
-    fn frames_validate_the_same_both_ways(frames in vec(frame_like(), 1..12)) {
-        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
-        for v in &frames {
-            let eager = Frame::from_value(v.clone());
-            let lazy = dec
-                .decode_frame_lazy(&Bytes::from(enc.encode_to_vec(v)))
-                .map(|f| f.into_values().unwrap());
-            match (eager, lazy) {
-                (Ok(a), Ok(b)) => prop_assert_eq!(format!("{a:?}"), format!("{b:?}")),
-                (Err(a), Err(bunite_wire::FrameDecodeError::Frame(b))) => prop_assert_eq!(a, b),
-                (a, b) => prop_assert!(false, "{:?}: from_value {:?}, lazy {:?}", v, a, b),
-            }
-        }
-    }
 }
 
 fn cap_refs(v: &Value) -> Vec<CapId> {
@@ -354,106 +336,6 @@ fn cap_refs(v: &Value) -> Vec<CapId> {
             .collect(),
         _ => vec![],
     }
-}
-
-/// A record of frame keys (and a few others) with plausible or arbitrary values.
-fn frame_like() -> impl Strategy<Value = Value> {
-    let op = prop_oneof![
-        proptest::sample::select(vec![
-            "hello",
-            "goaway",
-            "call",
-            "result",
-            "cancel",
-            "stream",
-            "drop",
-            "cap_revoked",
-            "nope"
-        ])
-        .prop_map(Value::from),
-        value(),
-    ];
-    let small = prop_oneof![
-        (0i64..5).prop_map(Value::Int),
-        Just(Value::Undefined),
-        Just(Value::Float(2.0)),
-        proptest::sample::select(vec!["cap", "next", "credit", "end", "error", "m"])
-            .prop_map(Value::from),
-        Just(Value::Bool(true)),
-        Just(Value::Bool(false)),
-    ];
-    let nested = prop_oneof![
-        small.clone(),
-        vec(small.clone(), 0..3).prop_map(Value::Array),
-        vec(
-            (
-                proptest::sample::select(vec![
-                    "kind",
-                    "id",
-                    "code",
-                    "message",
-                    "details",
-                    "retry",
-                    "messages",
-                    "parentCallId",
-                    "deadlineMs",
-                    "context",
-                    "delta",
-                    "x"
-                ]),
-                small.clone()
-            ),
-            0..4
-        )
-        .prop_map(record),
-        vec(
-            vec(
-                (
-                    proptest::sample::select(vec!["id", "delta", "x"]),
-                    small.clone()
-                ),
-                0..3
-            )
-            .prop_map(record),
-            0..3
-        )
-        .prop_map(Value::Array),
-        value(),
-    ];
-    let keys = vec![
-        "id", "v", "mode", "origin", "maxBytes", "reason", "method", "ev", "ok", "features",
-        "target", "meta", "args", "value", "error", "caps", "capIds", "credit", "other",
-    ];
-    (
-        op,
-        vec((proptest::sample::select(keys), nested), 0..8),
-        any::<bool>(),
-    )
-        .prop_map(|(op, fields, op_last)| {
-            let mut r = Record::new();
-            if !op_last {
-                r.insert("op", op.clone());
-            }
-            for (k, v) in fields {
-                if r.get(k).is_none() {
-                    r.insert(k, v);
-                }
-            }
-            if op_last && r.get("op").is_none() {
-                r.insert("op", op);
-            }
-            Value::Record(r)
-        })
-}
-
-fn record(fields: Vec<(&'static str, Value)>) -> Value {
-    let mut r = Record::new();
-    for (k, v) in fields {
-        if r.get(k).is_none() {
-            r.insert(k, v);
-        }
-    }
-    Value::Record(r)
 }
 
 #[test]

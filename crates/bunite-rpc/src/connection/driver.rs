@@ -54,6 +54,8 @@ pub(super) fn spawn<T: Transport>(
         accounted: 0,
         taken: 0,
         close_handlers: Vec::new(),
+        now: None,
+        published: Stats::default(),
         _guard: guard,
     };
     tokio::spawn(driver);
@@ -88,6 +90,10 @@ pub(super) struct Driver<K: MessageSink, R: MessageSource> {
     /// Call-like commands taken since the last accounting.
     taken: usize,
     close_handlers: Vec<CloseHandler>,
+    /// The time of this pass (see [`Driver::now`]).
+    now: Option<std::time::Instant>,
+    /// The counts last published to `Shared::stats`.
+    published: Stats,
     _guard: TaskGuard,
 }
 
@@ -117,6 +123,7 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
 impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// One pass over every source of work; whether anything happened.
     fn pass(&mut self, cx: &mut Context<'_>) -> bool {
+        self.now = None;
         let mut progress = self.take_commands(cx);
         progress |= self.read(cx);
         self.apply_outputs();
@@ -129,8 +136,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         progress
     }
 
-    fn now() -> std::time::Instant {
-        Instant::now().into_std()
+    /// The time, read once per pass (every message and command of a pass sees the same
+    /// `now`; a clock read per message was a visible cost).
+    fn now(&mut self) -> std::time::Instant {
+        *self.now.get_or_insert_with(|| Instant::now().into_std())
     }
 
     /// Takes queued commands, at most a pass's budget.
@@ -158,7 +167,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     }
 
     fn command(&mut self, command: Command) {
-        let now = Self::now();
+        let now = self.now();
         let s = &mut self.session;
         match command {
             Command::Call { id, req, reply } => {
@@ -243,7 +252,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             };
             read = true;
             match msg {
-                Ok(Some(bytes)) => self.session.handle_message(&bytes, Self::now()),
+                Ok(Some(bytes)) => {
+                    let now = self.now();
+                    self.session.handle_message(&bytes, now)
+                }
                 Ok(None) => self.session.transport_ended(TransportEnd::Eof),
                 Err(e) => self.session.transport_ended(transport_end(e)),
             }
@@ -280,7 +292,12 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         }
         self.timer_at = None;
         match self.state {
-            State::Open => self.session.handle_timeout(Self::now()),
+            State::Open => {
+                // The timer fired: read the clock afresh, the pass's time may predate it.
+                self.now = None;
+                let now = self.now();
+                self.session.handle_timeout(now)
+            }
             // The grace passed: give up on a transport that does not drain.
             _ => self.state = State::Done,
         }
@@ -305,7 +322,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                     if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session) {
                         // Completed inline: let its after_reply registrations land first.
                         self.take_queued_commands();
-                        self.session.handler_done(run, call_id, result, Self::now());
+                        let now = self.now();
+                        self.session.handler_done(run, call_id, result, now);
                     }
                 }
                 Output::Signal(run) => self.runs.signal(run),
@@ -431,8 +449,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.accounted = now;
         self.taken = 0;
         let stats = self.stats();
-        if let Ok(mut s) = self.shared.stats.lock() {
-            *s = stats;
+        if stats != self.published {
+            self.published = stats;
+            if let Ok(mut s) = self.shared.stats.lock() {
+                *s = stats;
+            }
         }
     }
 

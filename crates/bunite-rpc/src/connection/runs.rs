@@ -2,10 +2,13 @@
 //! own if they wait), stream sources (polled inline as credit allows), policy checks,
 //! disposals and `after_reply` work. Every call into user code catches panics.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashing::Map;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -72,6 +75,8 @@ struct StreamRun {
 #[derive(Default)]
 struct Wakes {
     runs: Mutex<Vec<RunId>>,
+    /// Set with `runs`, so a pass with no woken source skips the lock.
+    any: AtomicBool,
     driver: AtomicWaker,
 }
 
@@ -88,6 +93,7 @@ impl Wake for StreamWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         if let Ok(mut runs) = self.wakes.runs.lock() {
             runs.push(self.run);
+            self.wakes.any.store(true, Ordering::Release);
         }
         self.wakes.driver.wake();
     }
@@ -95,10 +101,10 @@ impl Wake for StreamWaker {
 
 pub(crate) struct Runs {
     shared: Arc<Shared>,
-    tasks: HashMap<RunId, Running>,
+    tasks: Map<RunId, Running>,
     /// Policy checks on a task of their own, by bootstrap call id.
-    policies: HashMap<CallId, AbortHandle>,
-    streams: HashMap<RunId, StreamRun>,
+    policies: Map<CallId, AbortHandle>,
+    streams: Map<RunId, StreamRun>,
     ready: VecDeque<RunId>,
     wakes: Arc<Wakes>,
 }
@@ -107,9 +113,9 @@ impl Runs {
     pub fn new(shared: Arc<Shared>) -> Self {
         Runs {
             shared,
-            tasks: HashMap::new(),
-            policies: HashMap::new(),
-            streams: HashMap::new(),
+            tasks: Map::default(),
+            policies: Map::default(),
+            streams: Map::default(),
             ready: VecDeque::new(),
             wakes: Arc::default(),
         }
@@ -280,7 +286,11 @@ impl Runs {
     /// Polls the stream sources that have credit and something to say; whether any
     /// produced. Stops early while too much waits to be sent.
     pub fn poll_streams(&mut self, session: &mut Session<Rt>, _cx: &mut Context<'_>) -> bool {
+        if self.ready.is_empty() && !self.wakes.any.load(Ordering::Acquire) {
+            return false;
+        }
         if let Ok(mut woken) = self.wakes.runs.lock() {
+            self.wakes.any.store(false, Ordering::Release);
             for run in woken.drain(..) {
                 if let Some(s) = self.streams.get_mut(&run) {
                     if !s.queued {

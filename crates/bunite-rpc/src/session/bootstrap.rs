@@ -205,7 +205,7 @@ impl<T: Types> Session<T> {
     fn instance_for(&mut self, name: &str) -> Result<CapId, Status> {
         if let Some(id) = self.registry.instance(name) {
             if let Some(entry) = self.table.get_mut(id) {
-                entry.refcount += 1;
+                entry.refcount = entry.refcount.saturating_add(1);
                 return Ok(id);
             }
             self.registry.forget_instance(name, id);
@@ -215,7 +215,7 @@ impl<T: Types> Session<T> {
             .get(name)
             .ok_or_else(|| Status::not_found(format!("cap \"{name}\" not served")))?;
         let (def, imp) = (Arc::clone(&entry.def), entry.imp.clone());
-        let id = self.table.allocate(def, imp, Some(name.to_owned()))?;
+        let id = self.table.allocate(def, imp, true)?;
         self.registry.set_instance(name, id);
         Ok(id)
     }

@@ -6,7 +6,7 @@
 //! counts, including a cancelled handler that keeps running (`keep_running_on_cancel`): a
 //! peer that starts and cancels calls cannot pile up handlers beyond the limit.
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,21 +54,21 @@ pub(super) struct PolicyCheck {
 }
 
 pub(crate) struct Inbound<T: Types> {
-    pub(super) active: HashMap<CallId, ActiveCall<T>>,
-    pub(super) streams: HashMap<CallId, ServerStream>,
-    pub(super) policy: HashMap<CallId, PolicyCheck>,
+    pub(super) active: Map<CallId, ActiveCall<T>>,
+    pub(super) streams: Map<CallId, ServerStream>,
+    pub(super) policy: Map<CallId, PolicyCheck>,
     /// Live runs and the call each serves.
-    runs: HashMap<RunId, CallId>,
+    runs: Map<RunId, CallId>,
     next_run: u64,
 }
 
 impl<T: Types> Default for Inbound<T> {
     fn default() -> Self {
         Inbound {
-            active: HashMap::new(),
-            streams: HashMap::new(),
-            policy: HashMap::new(),
-            runs: HashMap::new(),
+            active: Map::default(),
+            streams: Map::default(),
+            policy: Map::default(),
+            runs: Map::default(),
             next_run: 1,
         }
     }
@@ -365,7 +365,7 @@ impl<T: Types> Session<T> {
         let mut ids = Vec::with_capacity(exports.len());
         let mut keyed = Vec::with_capacity(exports.len());
         for (key, def, imp) in exports {
-            match self.table.allocate(def, imp, None) {
+            match self.table.allocate(def, imp, false) {
                 Ok(id) => {
                     ids.push(id);
                     keyed.push((key, Value::CapRef(id)));
@@ -451,9 +451,9 @@ impl<T: Types> Session<T> {
             if entry.id.is_reserved() || entry.delta == 0 {
                 continue;
             }
-            if let Some(freed) = self.table.release(entry.id, u64::from(entry.delta)) {
-                if let Some(root) = &freed.root {
-                    self.registry.forget_instance(root, entry.id);
+            if let Some(freed) = self.table.release(entry.id, entry.delta) {
+                if freed.root {
+                    self.registry.forget_instance(freed.def.name(), entry.id);
                 }
             }
         }

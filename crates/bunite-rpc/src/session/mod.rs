@@ -33,7 +33,9 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashing::{Map, Set};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -134,9 +136,10 @@ pub(crate) struct Session<T: Types> {
 
 /// Messages up to this size are copied into a shared chunk; larger ones keep their own
 /// buffer (moved, not copied).
-const SMALL_MESSAGE: usize = 4 * 1024;
-/// The size of the chunks small messages share.
-const CHUNK: usize = 16 * 1024;
+const SMALL_MESSAGE: usize = 256;
+/// The size of the chunks small messages share: dozens of typical frames per allocation,
+/// while an idle connection keeps at most this much (per end) for it.
+const CHUNK: usize = 1024;
 /// Most entries in one `drop` frame.
 pub(crate) const DROP_FRAME_ENTRIES: usize = 512;
 
@@ -394,6 +397,9 @@ impl<T: Types> Session<T> {
     /// Sends what was batched: stream credit and releases. Runs before any other frame, so
     /// the peer sees them in the order they were made.
     fn flush_drops(&mut self) {
+        if self.outbound.nothing_batched() {
+            return;
+        }
         if !self.outbound.credit_due.is_empty() {
             for frame in self.credit_frames() {
                 self.encode_unbounded(&frame);
@@ -445,7 +451,7 @@ fn decode_message(e: &FrameDecodeError) -> String {
 
 /// The newest revoked cap-ids (PROTOCOL §13.7): bounded, oldest forgotten first.
 pub(crate) struct RevokedSet {
-    set: HashSet<CapId>,
+    set: Set<CapId>,
     order: VecDeque<CapId>,
     cap: usize,
 }
@@ -453,7 +459,7 @@ pub(crate) struct RevokedSet {
 impl RevokedSet {
     fn new(cap: usize) -> Self {
         RevokedSet {
-            set: HashSet::new(),
+            set: Set::default(),
             order: VecDeque::new(),
             cap,
         }
@@ -480,7 +486,7 @@ impl RevokedSet {
 /// cancel cascades without scanning every pending call.
 #[derive(Default)]
 pub(crate) struct ChildIndex {
-    by_parent: HashMap<CallId, Vec<CallId>>,
+    by_parent: Map<CallId, Vec<CallId>>,
 }
 
 impl ChildIndex {

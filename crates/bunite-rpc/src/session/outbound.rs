@@ -2,7 +2,7 @@
 //! cancels, the peer's revocations, and releasing the references we received (PROTOCOL §7,
 //! §9–12).
 
-use std::collections::{HashMap, HashSet};
+use crate::hashing::{Map, Set};
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
@@ -76,8 +76,8 @@ pub(super) struct Parked<T: Types> {
 }
 
 pub(crate) struct Outbound<T: Types> {
-    pending: HashMap<CallId, Pending<T>>,
-    pub(super) streams: HashMap<CallId, ClientStreamState<T>>,
+    pending: Map<CallId, Pending<T>>,
+    pub(super) streams: Map<CallId, ClientStreamState<T>>,
     pub(super) parked: Vec<Parked<T>>,
     /// Client streams with credit to return (see `streams`).
     pub(super) credit_due: Vec<CallId>,
@@ -86,20 +86,20 @@ pub(crate) struct Outbound<T: Types> {
     drops: Vec<DropEntry>,
     /// Where each id sits in `drops`, so summing releases stays O(1) however many CapRefs a
     /// peer's result carries.
-    drop_index: HashMap<CapId, usize>,
+    drop_index: Map<CapId, usize>,
 }
 
 impl<T: Types> Outbound<T> {
     pub fn new(max_revoked: usize) -> Self {
         Outbound {
-            pending: HashMap::new(),
-            streams: HashMap::new(),
+            pending: Map::default(),
+            streams: Map::default(),
             parked: Vec::new(),
             credit_due: Vec::new(),
             children: ChildIndex::default(),
             revoked: RevokedSet::new(max_revoked),
             drops: Vec::new(),
-            drop_index: HashMap::new(),
+            drop_index: Map::default(),
         }
     }
 
@@ -119,6 +119,12 @@ impl<T: Types> Outbound<T> {
     pub fn pending_drop_bytes(&self) -> usize {
         // An entry is a few bytes on the wire; counted so backpressure sees releases too.
         self.drops.len() * 8
+    }
+
+    /// Whether no credit or release waits to be sent (checked before every frame).
+    #[inline]
+    pub fn nothing_batched(&self) -> bool {
+        self.drops.is_empty() && self.credit_due.is_empty()
     }
 
     /// The batched releases as frames (at most 512 entries each).
@@ -335,7 +341,7 @@ impl<T: Types> Session<T> {
     }
 
     pub(super) fn on_revoked(&mut self, r: CapRevoked) {
-        let ids: HashSet<CapId> = r.cap_ids.into_iter().collect();
+        let ids: Set<CapId> = r.cap_ids.into_iter().collect();
         for id in &ids {
             self.outbound.revoked.insert(*id);
         }

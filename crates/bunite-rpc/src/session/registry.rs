@@ -1,7 +1,7 @@
 //! The registry (PROTOCOL §8): served names → (definition, implementation), plus the cached
 //! bootstrap instance of each name on this connection. Pure decisions, no I/O.
 
-use std::collections::{HashMap, HashSet};
+use crate::hashing::{Map, Set};
 use std::sync::Arc;
 
 use bunite_wire::CapId;
@@ -15,15 +15,15 @@ pub(crate) struct RegEntry<I> {
 }
 
 pub(crate) struct Registry<I> {
-    names: HashMap<String, RegEntry<I>>,
-    instances: HashMap<String, CapId>,
+    names: Map<String, RegEntry<I>>,
+    instances: Map<String, CapId>,
 }
 
 impl<I> Default for Registry<I> {
     fn default() -> Self {
         Registry {
-            names: HashMap::new(),
-            instances: HashMap::new(),
+            names: Map::default(),
+            instances: Map::default(),
         }
     }
 }
@@ -98,7 +98,7 @@ impl<I> Registry<I> {
     /// Checks a whole batch (atomic `serveAll`): every check passes before anything changes,
     /// including names repeated inside the batch.
     pub fn plan_all(&self, defs: &[&CapDef], if_exists: IfExists) -> Result<Vec<Plan>, Status> {
-        let mut seen = HashSet::new();
+        let mut seen = Set::default();
         defs.iter()
             .map(|def| {
                 let plan = self.plan(def, if_exists, true)?;

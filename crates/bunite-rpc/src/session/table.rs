@@ -3,7 +3,7 @@
 //! Plain data, no I/O. Ids 0 and 1 are reserved and never allocated or freed; user ids
 //! start at 2 and are never reused on a connection.
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::sync::Arc;
 
 use bunite_wire::CapId;
@@ -15,15 +15,16 @@ use crate::status::{reason, Code, Status};
 pub(crate) struct Entry<I> {
     pub def: Arc<CapDef>,
     pub imp: I,
-    pub refcount: u64,
-    /// The registry name when this entry is a bootstrap instance.
-    pub root: Option<String>,
+    pub refcount: u32,
+    /// Whether this entry is the bootstrap instance of its name (`def.name()` in the
+    /// registry).
+    pub root: bool,
 }
 
 /// What the table holds at id 0 and 1 is not an [`Entry`]: id 0 is the bootstrap
 /// dispatcher (handled by the registry) and id 1 is the optional runtime.
 pub(crate) struct CapTable<I> {
-    entries: HashMap<CapId, Entry<I>>,
+    entries: Map<CapId, Entry<I>>,
     runtime: Option<(Arc<CapDef>, I)>,
     next: u64,
     /// Counts the reserved ids, as the reference does.
@@ -36,7 +37,7 @@ const RESERVED: usize = 2;
 impl<I> CapTable<I> {
     pub fn new(limit: usize) -> Self {
         CapTable {
-            entries: HashMap::new(),
+            entries: Map::default(),
             runtime: None,
             next: u64::from(CapId::FIRST_USER.0),
             limit,
@@ -58,12 +59,7 @@ impl<I> CapTable<I> {
     }
 
     /// Allocates a fresh id with refcount 1.
-    pub fn allocate(
-        &mut self,
-        def: Arc<CapDef>,
-        imp: I,
-        root: Option<String>,
-    ) -> Result<CapId, Status> {
+    pub fn allocate(&mut self, def: Arc<CapDef>, imp: I, root: bool) -> Result<CapId, Status> {
         if self.len() >= self.limit {
             return Err(Status::new(
                 Code::ResourceExhausted,
@@ -104,7 +100,7 @@ impl<I> CapTable<I> {
 
     /// Subtracts `delta`; frees the entry at zero and returns it. Reserved and unknown ids
     /// are ignored.
-    pub fn release(&mut self, id: CapId, delta: u64) -> Option<Entry<I>> {
+    pub fn release(&mut self, id: CapId, delta: u32) -> Option<Entry<I>> {
         let entry = self.entries.get_mut(&id)?;
         entry.refcount = entry.refcount.saturating_sub(delta);
         if entry.refcount == 0 {
@@ -139,19 +135,19 @@ mod tests {
     #[test]
     fn ids_start_at_two_and_are_never_reused() {
         let mut t = CapTable::<()>::new(16);
-        let a = t.allocate(def(), (), None).unwrap();
-        let b = t.allocate(def(), (), None).unwrap();
+        let a = t.allocate(def(), (), false).unwrap();
+        let b = t.allocate(def(), (), false).unwrap();
         assert_eq!((a, b), (CapId(2), CapId(3)));
         assert!(t.release(a, 1).is_some());
-        let c = t.allocate(def(), (), None).unwrap();
+        let c = t.allocate(def(), (), false).unwrap();
         assert_eq!(c, CapId(4));
     }
 
     #[test]
     fn the_limit_counts_the_reserved_ids() {
         let mut t = CapTable::<()>::new(3);
-        t.allocate(def(), (), None).unwrap();
-        let err = t.allocate(def(), (), None).unwrap_err();
+        t.allocate(def(), (), false).unwrap();
+        let err = t.allocate(def(), (), false).unwrap_err();
         assert_eq!(err.code, Code::ResourceExhausted);
         assert_eq!(err.message, "cap-table limit 3");
         assert_eq!(err.reason(), Some("max_caps_per_connection"));
@@ -160,7 +156,7 @@ mod tests {
     #[test]
     fn release_frees_at_zero_and_ignores_reserved_and_unknown_ids() {
         let mut t = CapTable::<()>::new(16);
-        let a = t.allocate(def(), (), None).unwrap();
+        let a = t.allocate(def(), (), false).unwrap();
         t.get_mut(a).unwrap().refcount = 2;
         assert!(t.release(a, 1).is_none());
         assert!(t.release(CapId(0), 1).is_none());

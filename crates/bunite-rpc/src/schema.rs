@@ -63,6 +63,11 @@ impl CapDef {
         self.methods.get(*self.index.get(name)?)
     }
 
+    /// The position in [`CapDef::methods`] of the method called `name`.
+    pub(crate) fn method_position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     /// The disposal method's name, if the cap declares one.
     pub fn disposal(&self) -> Option<&str> {
         self.disposal.as_deref()

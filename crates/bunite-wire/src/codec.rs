@@ -11,7 +11,7 @@
 pub(crate) mod budget;
 pub(crate) mod cursor;
 pub(crate) mod decode;
-mod encode;
+pub(crate) mod encode;
 pub(crate) mod skip;
 #[cfg(test)]
 mod tests;
@@ -19,8 +19,6 @@ mod tests;
 use std::sync::Arc;
 
 use bytes::Bytes;
-
-pub(crate) use encode::View;
 
 use crate::frame::{Frame, FrameError};
 use crate::limits::Limits;
@@ -178,8 +176,7 @@ impl Encoder {
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), TooLarge> {
-        let view = crate::frame_codec::frame_view(f);
-        self.bounded(max, out, |w| w.view(&view))
+        self.bounded(max, out, |w| crate::frame_codec::encode::frame(w, f))
     }
 
     fn bounded(

@@ -46,6 +46,19 @@ impl Text {
         }
     }
 
+    /// A copy of `bytes` if they are UTF-8. A string short enough to be inline (most method
+    /// names) is copied as bytes: no `str` is made of it (which costs a second check).
+    pub(crate) fn from_utf8(bytes: &[u8]) -> Option<Text> {
+        if bytes.len() <= Self::INLINE && crate::codec::cursor::is_utf8(bytes) {
+            let mut buf = [0u8; Self::INLINE];
+            buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+            // len <= INLINE (22): it fits a u8.
+            let len = bytes.len() as u8;
+            return Some(Text(Repr::Inline { len, buf }));
+        }
+        std::str::from_utf8(bytes).ok().map(Text::copy_from)
+    }
+
     fn inline(s: &str) -> Option<Text> {
         let len = u8::try_from(s.len())
             .ok()
@@ -71,6 +84,15 @@ impl Text {
             Repr::Static(s) => s.as_bytes(),
             Repr::Inline { len, buf } => buf.get(..usize::from(*len)).unwrap_or_default(),
             Repr::Shared(s) => s.as_bytes(),
+        }
+    }
+
+    /// The text as the encoder's shape ring takes a key: a static string by address.
+    #[inline]
+    pub(crate) fn key_ref(&self) -> crate::records::KeyRef<'_> {
+        match &self.0 {
+            Repr::Static(s) => crate::records::KeyRef::Static(s),
+            _ => crate::records::KeyRef::Bytes(self.as_bytes()),
         }
     }
 
@@ -288,6 +310,25 @@ mod tests {
         assert!(matches!(texts[5].0, Repr::Inline { .. }));
         assert!(matches!(texts[6].0, Repr::Shared(_)));
         assert!(Text::from_static("a") < Text::copy_from("b"));
+    }
+
+    #[test]
+    fn texts_from_bytes_are_utf8_only() {
+        for s in [
+            "",
+            "increment",
+            "é",
+            &"x".repeat(Text::INLINE),
+            &"x".repeat(40),
+        ] {
+            assert_eq!(Text::from_utf8(s.as_bytes()), Some(Text::copy_from(s)));
+        }
+        assert_eq!(Text::from_utf8(&[b'a', 0xff]), None);
+        assert_eq!(Text::from_utf8(&[0xc3]), None);
+        assert!(matches!(
+            Text::from_utf8(b"name").map(|t| t.0),
+            Some(Repr::Inline { .. })
+        ));
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl<T: Types> Session<T> {
             return self.on_bootstrap(call);
         }
         match self.dispatch(&call) {
-            Ok((def, imp)) => self.start_run(call, def, imp, now),
+            Ok((def, imp, method)) => self.start_run(call, def, imp, method, now),
             Err((def, status)) => {
                 let (target, id) = (call.target, call.id);
                 self.emit(|| {
@@ -209,12 +209,14 @@ impl<T: Types> Session<T> {
         }
     }
 
-    /// The checks of PROTOCOL §9, in order.
+    /// The checks of PROTOCOL §9, in order; the method's position in its cap's definition.
+    /// The name is read once (an inline `Text` checks its UTF-8 on every read) and looked
+    /// up once.
     #[allow(clippy::type_complexity)]
     fn dispatch(
         &self,
         call: &Call<Payload>,
-    ) -> Result<(Arc<CapDef>, T::Imp), (Option<Arc<CapDef>>, Status)> {
+    ) -> Result<(Arc<CapDef>, T::Imp, usize), (Option<Arc<CapDef>>, Status)> {
         let no_impl = || (None, Status::not_found("cap has no impl"));
         let (def, imp) = match call.target {
             CapId::BOOTSTRAP => return Err(no_impl()),
@@ -225,11 +227,12 @@ impl<T: Types> Session<T> {
             },
         };
         let known = || Some(Arc::clone(def));
-        if def.method(&call.method).is_none() {
+        let name = call.method.as_str();
+        let Some(method) = def.method_position(name) else {
             let msg = format!("method \"{}\" on cap \"{}\"", call.method, def.name());
             return Err((known(), Status::not_found(msg)));
-        }
-        if !imp.has_handler(&call.method) {
+        };
+        if !imp.has_handler(name) {
             let msg = format!("method \"{}\" has no handler", call.method);
             return Err((known(), Status::not_found(msg)));
         }
@@ -241,11 +244,19 @@ impl<T: Types> Session<T> {
             );
             return Err((known(), status));
         }
-        Ok((Arc::clone(def), imp.clone()))
+        Ok((Arc::clone(def), imp.clone(), method))
     }
 
-    fn start_run(&mut self, call: Call<Payload>, def: Arc<CapDef>, imp: T::Imp, now: Instant) {
-        let Some(method) = def.method(&call.method) else {
+    /// Starts method number `method` of `def` (found by [`Session::dispatch`]).
+    fn start_run(
+        &mut self,
+        call: Call<Payload>,
+        def: Arc<CapDef>,
+        imp: T::Imp,
+        method: usize,
+        now: Instant,
+    ) {
+        let Some(method) = def.methods().get(method) else {
             return;
         };
         let (kind, own_task) = (method.kind(), method.runs_on_own_task());

@@ -6,6 +6,8 @@
 //! validating skip (`skip.rs`), the frame parser and the serde deserializer. [`Ctx`] adds
 //! what they share: the record slot table, the decode budget and the depth limit.
 
+mod quick;
+
 use std::sync::Arc;
 
 use super::budget::{self, Meter};
@@ -114,28 +116,38 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(self.take(n)?).map_err(|_| InvalidUtf8)
     }
 
-    /// Passes over the next token if it is a fixed-size scalar (an int, a float, nil, a
-    /// bool), the common case of a skip, without decoding it. Gives whether it did.
+    /// The next byte, not read.
     #[inline]
-    pub(crate) fn skip_fixed(&mut self) -> Res<bool> {
-        let Some(&b) = self.buf.get(self.pos) else {
-            return Err(UnexpectedEof);
-        };
-        let len = match b {
-            0x00..=0x3f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => 1,
-            0xcc | 0xd0 => 2,
-            0xcd | 0xd1 => 3,
-            0xca | 0xce | 0xd2 => 5,
-            0xcb | 0xcf | 0xd3 => 9,
-            _ => return Ok(false),
-        };
-        self.take(len)?;
-        Ok(true)
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    /// If the next token is a fixstr (every key and most names) holding exactly one of
+    /// `words`: reads it and gives the word's index. Otherwise reads nothing. A word is valid
+    /// UTF-8, so the bytes need no check.
+    #[inline]
+    pub(crate) fn fixstr_among(&mut self, words: &[&'static str]) -> Option<usize> {
+        let (&b, rest) = self.buf.get(self.pos..)?.split_first()?;
+        if b & 0xe0 != 0xa0 {
+            return None;
+        }
+        let n = usize::from(b & 0x1f);
+        let bytes = rest.get(..n)?;
+        let i = words.iter().position(|w| w.as_bytes() == bytes)?;
+        self.pos += 1 + n;
+        Some(i)
+    }
+
+    /// Passes over `n` bytes (a token whose size its first byte told).
+    #[inline]
+    pub(crate) fn pass(&mut self, n: usize) -> Res<()> {
+        self.take(n).map(|_| ())
     }
 
     /// If the next token is a string: passes over it, checking it is UTF-8 without making a
     /// `str` of it (an ASCII string, which almost every key and name is, costs one
     /// word-at-a-time scan), and gives its length. Otherwise reads nothing.
+    #[inline]
     pub(crate) fn skip_str(&mut self) -> Res<Option<usize>> {
         let start = self.pos;
         let n = match self.u8()? {
@@ -146,8 +158,7 @@ impl<'a> Cursor<'a> {
                 return Ok(None);
             }
         };
-        let b = self.take(n)?;
-        if b.is_ascii() || std::str::from_utf8(b).is_ok() {
+        if is_utf8(self.take(n)?) {
             Ok(Some(n))
         } else {
             Err(InvalidUtf8)
@@ -262,6 +273,33 @@ impl<'a> Cursor<'a> {
             return Err(BadRecordKeys);
         }
         Ok(keys)
+    }
+}
+
+/// Whether `b` is UTF-8, without making a `str` of it. Short ASCII strings (keys, names,
+/// most short values) are checked a word or two at a time.
+#[inline]
+pub(crate) fn is_utf8(b: &[u8]) -> bool {
+    is_short_ascii(b).unwrap_or_else(|| b.is_ascii()) || std::str::from_utf8(b).is_ok()
+}
+
+/// Whether `b` is ASCII, for 4 to 16 bytes (two overlapping loads); `None` for other lengths.
+#[inline]
+fn is_short_ascii(b: &[u8]) -> Option<bool> {
+    fn word<const N: usize>(b: Option<&[u8]>) -> Option<[u8; N]> {
+        b?.try_into().ok()
+    }
+    let n = b.len();
+    if (8..=16).contains(&n) {
+        let lo = u64::from_le_bytes(word(b.get(..8))?);
+        let hi = u64::from_le_bytes(word(b.get(n - 8..))?);
+        Some((lo | hi) & 0x8080_8080_8080_8080 == 0)
+    } else if (4..8).contains(&n) {
+        let lo = u32::from_le_bytes(word(b.get(..4))?);
+        let hi = u32::from_le_bytes(word(b.get(n - 4..))?);
+        Some((lo | hi) & 0x8080_8080 == 0)
+    } else {
+        None
     }
 }
 

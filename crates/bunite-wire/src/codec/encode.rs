@@ -1,55 +1,18 @@
 //! Writing values (PROTOCOL §3.1–3.3), byte-identical with msgpackr 1.12.
 
-use crate::records::{Shape, ShapeRing};
-use crate::value::{Record, Timestamp, TypedArray, Value};
+use crate::records::{KeyRef, Shape, ShapeRing, StaticShape};
+use crate::value::{Timestamp, TypedArray, Value};
 
 /// The output passed the caller's maximum, or a length msgpack cannot express. Holds a
 /// lower bound of the length `out` would have reached.
 #[derive(Debug)]
 pub(crate) struct Overflow(pub(crate) usize);
 
-type Res = Result<(), Overflow>;
+pub(crate) type Res = Result<(), Overflow>;
 
 /// Integers from -2^31 to 2^32-1 are msgpack ints; beyond, the reference sends float64
 /// up to 2^53 in magnitude (PROTOCOL §3.1).
 const MAX_SAFE: i64 = 1 << 53;
-
-/// A value borrowed from elsewhere, so frames can be written without first copying their
-/// payload into a [`Value`]. Keys need not be `'static` (a call's context map).
-#[derive(Debug)]
-pub(crate) enum View<'a> {
-    Undefined,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Str(&'a str),
-    Value(&'a Value),
-    Record(Vec<(&'a str, View<'a>)>),
-    Array(Vec<View<'a>>),
-}
-
-impl View<'_> {
-    /// The owned value this view stands for.
-    pub(crate) fn to_value(&self) -> Value {
-        match self {
-            View::Undefined => Value::Undefined,
-            View::Bool(b) => Value::Bool(*b),
-            View::Int(n) => Value::Int(*n),
-            View::UInt(n) => Value::uint(*n),
-            View::Float(f) => Value::Float(*f),
-            View::Str(s) => Value::Str((*s).to_owned()),
-            View::Value(v) => (*v).clone(),
-            View::Record(fields) => Value::Record(Record(
-                fields
-                    .iter()
-                    .map(|(k, v)| (crate::text::Text::copy_from(k), v.to_value()))
-                    .collect(),
-            )),
-            View::Array(items) => Value::Array(items.iter().map(View::to_value).collect()),
-        }
-    }
-}
 
 /// Appends to `out`, failing once it grows past `limit` (an absolute length).
 pub(crate) struct Writer<'a> {
@@ -65,6 +28,7 @@ impl<'a> Writer<'a> {
 
     /// Checked after every value: one comparison keeps an oversized value from being
     /// written in full.
+    #[inline]
     fn check(&self) -> Res {
         if self.out.len() > self.limit {
             Err(Overflow(self.out.len()))
@@ -74,6 +38,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Fails before copying a payload that cannot fit, so a huge string costs nothing.
+    #[inline]
     fn room(&self, n: usize) -> Res {
         match self.out.len().checked_add(n) {
             Some(end) if end <= self.limit => Ok(()),
@@ -94,13 +59,13 @@ impl<'a> Writer<'a> {
             Value::Array(items) => {
                 self.array_header(items.len())?;
                 for item in items {
-                    self.value(item)?;
+                    self.item(item)?;
                 }
             }
             Value::Record(r) => {
-                self.record_header(r.0.iter().map(|(k, _)| k.as_bytes()))?;
+                self.record_header(r.0.iter().map(|(k, _)| k.key_ref()))?;
                 for (_, item) in &r.0 {
-                    self.value(item)?;
+                    self.item(item)?;
                 }
             }
             Value::Map(entries) => {
@@ -117,35 +82,107 @@ impl<'a> Writer<'a> {
         self.check()
     }
 
-    pub(crate) fn view(&mut self, v: &View<'_>) -> Res {
+    /// An item of an array or a record: the common scalars here, without the call.
+    #[inline]
+    fn item(&mut self, v: &Value) -> Res {
         match v {
-            View::Undefined => self.undefined(),
-            View::Bool(b) => self.bool(*b),
-            View::Int(n) => self.int(*n),
-            View::UInt(n) => self.uint(*n),
-            View::Float(f) => self.float(*f),
-            View::Str(s) => self.str(s)?,
-            View::Value(v) => self.value(v)?,
-            View::Record(fields) => {
-                self.record_header(fields.iter().map(|(k, _)| k.as_bytes()))?;
-                for (_, item) in fields {
-                    self.view(item)?;
-                }
-            }
-            View::Array(items) => {
-                self.array_header(items.len())?;
-                for item in items {
-                    self.view(item)?;
-                }
-            }
+            Value::Int(n) => self.int(*n),
+            Value::Str(s) => self.str(s)?,
+            Value::Float(f) => self.float(*f),
+            Value::Bool(b) => self.bool(*b),
+            _ => return self.value(v),
         }
         self.check()
     }
 
+    // One complete value each, then the check `value` makes after every value (so a frame
+    // written field by field fails at exactly the point its `Value` would, with the same
+    // size). A record's or an array's check comes after its last item.
+
+    /// `undefined`, checked.
+    #[inline]
+    pub(crate) fn undefined_v(&mut self) -> Res {
+        self.undefined();
+        self.check()
+    }
+
+    /// A boolean, checked.
+    #[inline]
+    pub(crate) fn bool_v(&mut self, b: bool) -> Res {
+        self.bool(b);
+        self.check()
+    }
+
+    /// An integer, checked.
+    #[inline]
+    pub(crate) fn int_v(&mut self, n: i64) -> Res {
+        self.int(n);
+        self.check()
+    }
+
+    /// An unsigned integer, checked.
+    #[inline]
+    pub(crate) fn uint_v(&mut self, n: u64) -> Res {
+        self.uint(n);
+        self.check()
+    }
+
+    /// A float, checked.
+    #[inline]
+    pub(crate) fn float_v(&mut self, f: f64) -> Res {
+        self.float(f);
+        self.check()
+    }
+
+    /// A string, checked.
+    #[inline]
+    pub(crate) fn str_v(&mut self, s: &str) -> Res {
+        self.str(s)?;
+        self.check()
+    }
+
+    /// A string given as its UTF-8 bytes (a [`crate::Text`]'s, which needs no check to
+    /// give them), checked.
+    #[inline]
+    pub(crate) fn utf8_v(&mut self, s: &[u8]) -> Res {
+        self.utf8(s)?;
+        self.check()
+    }
+
+    /// A string, or `undefined` for `None`, checked.
+    #[inline]
+    pub(crate) fn opt_str_v(&mut self, s: Option<&str>) -> Res {
+        match s {
+            Some(s) => self.str_v(s),
+            None => self.undefined_v(),
+        }
+    }
+
+    /// The check after a record's or an array's last item.
+    #[inline]
+    pub(crate) fn end(&self) -> Res {
+        self.check()
+    }
+
+    /// The header of a record of static keys (its values follow, one per key, in order):
+    /// the shape ring finds a frame's shapes by address.
+    #[inline]
+    pub(crate) fn static_record(&mut self, s: &'static StaticShape) -> Res {
+        match self.shapes.resolve_static(s) {
+            Shape::Known(id) => {
+                self.out.push(id);
+                Ok(())
+            }
+            Shape::Defined(id) => self.definition(id, s.keys.iter().map(|k| k.as_bytes())),
+        }
+    }
+
+    #[inline]
     fn undefined(&mut self) {
         self.out.extend_from_slice(&[0xd4, 0x00, 0x00]);
     }
 
+    #[inline]
     fn bool(&mut self, b: bool) {
         self.out.push(if b { 0xc3 } else { 0xc2 });
     }
@@ -157,12 +194,12 @@ impl<'a> Writer<'a> {
             0..=0x3f => out.push(n as u8),
             0x40..=0xff => out.extend_from_slice(&[0xcc, n as u8]),
             0x100..=0xffff => {
-                out.push(0xcd);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
+                let [a, b] = (n as u16).to_be_bytes();
+                out.extend_from_slice(&[0xcd, a, b]);
             }
             0x1_0000..=0xffff_ffff => {
-                out.push(0xce);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
+                let [a, b, c, d] = (n as u32).to_be_bytes();
+                out.extend_from_slice(&[0xce, a, b, c, d]);
             }
             -32..=-1 => out.push(n as u8),
             -128..=-33 => out.extend_from_slice(&[0xd0, n as u8]),
@@ -182,6 +219,7 @@ impl<'a> Writer<'a> {
         }
     }
 
+    #[inline]
     fn uint(&mut self, n: u64) {
         match i64::try_from(n) {
             Ok(i) => self.int(i),
@@ -192,16 +230,19 @@ impl<'a> Writer<'a> {
         }
     }
 
+    #[inline]
     fn float(&mut self, f: f64) {
-        self.out.push(0xcb);
-        self.out.extend_from_slice(&f.to_bits().to_be_bytes());
+        let [a, b, c, d, e, g, h, i] = f.to_bits().to_be_bytes();
+        self.out.extend_from_slice(&[0xcb, a, b, c, d, e, g, h, i]);
     }
 
+    #[inline]
     fn str(&mut self, s: &str) -> Res {
         self.utf8(s.as_bytes())
     }
 
     /// A string given as its (UTF-8) bytes.
+    #[inline]
     fn utf8(&mut self, s: &[u8]) -> Res {
         let n = s.len();
         self.room(n)?;
@@ -225,7 +266,8 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn array_header(&mut self, n: usize) -> Res {
+    #[inline]
+    pub(crate) fn array_header(&mut self, n: usize) -> Res {
         self.header(n, 0x90, 0xdc, 0xdd)
     }
 
@@ -248,19 +290,25 @@ impl<'a> Writer<'a> {
     /// written: outer records take their ids before inner ones, as in msgpackr.
     /// Keys come as bytes (always those of a `str`): a `Text` key gives its bytes without the
     /// UTF-8 check that making a `&str` of an inline text costs.
-    fn record_header<'k, I>(&mut self, keys: I) -> Res
+    pub(crate) fn record_header<'k, I>(&mut self, keys: I) -> Res
     where
-        I: Iterator<Item = &'k [u8]> + ExactSizeIterator + Clone,
+        I: ExactSizeIterator<Item = KeyRef<'k>> + Clone,
     {
         match self.shapes.resolve(keys.clone()) {
-            Shape::Known(id) => self.out.push(id),
-            Shape::Defined(id) => {
-                self.out.extend_from_slice(&[0xd4, 0x72, id]);
-                self.array_header(keys.len())?;
-                for k in keys {
-                    self.utf8(k)?;
-                }
+            Shape::Known(id) => {
+                self.out.push(id);
+                Ok(())
             }
+            Shape::Defined(id) => self.definition(id, keys.map(KeyRef::bytes)),
+        }
+    }
+
+    /// `d4 72 id` and the key array.
+    fn definition<'k>(&mut self, id: u8, keys: impl ExactSizeIterator<Item = &'k [u8]>) -> Res {
+        self.out.extend_from_slice(&[0xd4, 0x72, id]);
+        self.array_header(keys.len())?;
+        for k in keys {
+            self.utf8(k)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 use super::budget;
 use super::cursor::{Ctx, Head, Res};
 use super::decode::marker_counts;
-use super::DecodeError::InvalidExtension;
+use super::DecodeError::{self, InvalidExtension};
 use crate::ids::CapId;
 
 /// What a skip does besides validating.
@@ -45,16 +45,47 @@ impl Skip<'_> {
 }
 
 /// Skips one value at `depth`.
+///
+/// The common tokens are told by their first byte and passed without being decoded
+/// (fixed-size scalars, strings checked as UTF-8 without making a `str`, record
+/// references); the rest go through [`skip_head`]. The errors are those of reading each
+/// token's header, in the same order.
+#[inline]
 pub(crate) fn skip(cx: &mut Ctx<'_, '_>, depth: usize, how: &mut Skip<'_>) -> Res<()> {
-    // The common tokens first, without decoding them.
-    if cx.cur.skip_fixed()? {
-        return Ok(());
+    let Some(b) = cx.cur.peek() else {
+        return Err(DecodeError::UnexpectedEof);
+    };
+    match b {
+        0x00..=0x3f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => cx.cur.pass(1),
+        0xcc | 0xd0 => cx.cur.pass(2),
+        0xcd | 0xd1 => cx.cur.pass(3),
+        0xca | 0xce | 0xd2 => cx.cur.pass(5),
+        0xcb | 0xcf | 0xd3 => cx.cur.pass(9),
+        0xa0..=0xbf | 0xd9..=0xdb => {
+            let n = cx.cur.skip_str()?.unwrap_or_default();
+            how.charge(cx, budget::heap(n))
+        }
+        0x40..=0x7f => {
+            cx.cur.pass(1)?;
+            let inner = cx.nest(depth)?;
+            let n = cx.key_count(b)?;
+            skip_record(cx, n, inner, how)
+        }
+        _ => {
+            let head = cx.cur.head()?;
+            skip_head(cx, head, depth, how)
+        }
     }
-    if let Some(n) = cx.cur.skip_str()? {
-        return how.charge(cx, budget::heap(n));
+}
+
+/// The `n` values of a record whose header was just read, at `inner`.
+fn skip_record(cx: &mut Ctx<'_, '_>, n: usize, inner: usize, how: &mut Skip<'_>) -> Res<()> {
+    let cap = cx.plausible(n);
+    how.charge(cx, budget::record(cap))?;
+    for _ in 0..n {
+        skip(cx, inner, how)?;
     }
-    let head = cx.cur.head()?;
-    skip_head(cx, head, depth, how)
+    Ok(())
 }
 
 /// Skips the value whose header was just read.
@@ -101,12 +132,7 @@ pub(crate) fn skip_head(
                 Head::RecordRef(id) => cx.key_count(id)?,
                 _ => cx.record_shape(head, depth)?.0.len(),
             };
-            let cap = cx.plausible(n);
-            how.charge(cx, budget::record(cap))?;
-            for _ in 0..n {
-                skip(cx, inner, how)?;
-            }
-            Ok(())
+            skip_record(cx, n, inner, how)
         }
         Head::Marker(typ) => {
             let (min, max) = marker_counts(typ);

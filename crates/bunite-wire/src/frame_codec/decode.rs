@@ -1,7 +1,7 @@
 //! A [`Value`] record read as frame [`Fields`] ([`crate::Frame::from_value`]), moving its
 //! payload out without copying. The rules are in `validate.rs`, shared with the lazy path.
 
-use super::fields::{first, Fields, Key, Listed, Meta, Nested, Scalar, Status, Target};
+use super::fields::{first, Fields, Listed, Meta, Name, Nested, Scalar, Status, Target};
 use super::validate::{self, HelloBounds};
 use crate::frame::{Frame, FrameError};
 use crate::value::{Record, Value};
@@ -22,21 +22,20 @@ pub(crate) fn frame_from_value_with(
     let mut f = Fields::default();
     // A hostile local record may repeat a key: the first occurrence counts.
     for (k, v) in r.0 {
-        let Some(key) = Key::of(&k) else { continue };
-        match key {
-            Key::Op => first(&mut f.op, v.into()),
-            Key::Id => first(&mut f.id, v.into()),
-            Key::V => first(&mut f.v, v.into()),
-            Key::Mode => first(&mut f.mode, v.into()),
-            Key::Origin => first(&mut f.origin, v.into()),
-            Key::MaxBytes => first(&mut f.max_bytes, v.into()),
-            Key::Reason => first(&mut f.reason, v.into()),
-            Key::Method => first(&mut f.method, v.into()),
-            Key::Ev => first(&mut f.ev, v.into()),
-            Key::Ok => first(&mut f.ok, v.into()),
-            Key::Args => first(&mut f.args, v),
-            Key::Value => first(&mut f.value, v),
-            Key::Features => first(
+        match Name::of(&k) {
+            Name::Op => first(&mut f.op, v.into()),
+            Name::Id => first(&mut f.id, v.into()),
+            Name::V => first(&mut f.v, v.into()),
+            Name::Mode => first(&mut f.mode, v.into()),
+            Name::Origin => first(&mut f.origin, v.into()),
+            Name::MaxBytes => first(&mut f.max_bytes, v.into()),
+            Name::Reason => first(&mut f.reason, v.into()),
+            Name::Method => first(&mut f.method, v.into()),
+            Name::Ev => first(&mut f.ev, v.into()),
+            Name::Ok => first(&mut f.ok, v.into()),
+            Name::Args => first(&mut f.args, v),
+            Name::Value => first(&mut f.value, v),
+            Name::Features => first(
                 &mut f.features,
                 match v {
                     Value::Array(items) if items.len() > bounds.max_features => {
@@ -48,7 +47,7 @@ pub(crate) fn frame_from_value_with(
                     v => listed(v, |s| validate::feature(s.into(), bounds)),
                 },
             ),
-            Key::Caps => first(
+            Name::Caps => first(
                 &mut f.caps,
                 listed(v, |item| match item {
                     Value::Record(r) => validate::drop_entry(Some((
@@ -58,20 +57,22 @@ pub(crate) fn frame_from_value_with(
                     _ => validate::drop_entry(None),
                 }),
             ),
-            Key::CapIds => first(
+            Name::CapIds => first(
                 &mut f.cap_ids,
                 listed(v, |item| validate::revoked_id(&item.into())),
             ),
-            Key::Target => first(&mut f.target, nested(v, target)),
-            Key::Meta => first(&mut f.meta, nested(v, meta)),
-            Key::Error => first(&mut f.error, nested(v, status)),
-            Key::Credit => first(
+            Name::Target => first(&mut f.target, nested(v, target)),
+            Name::Meta => first(&mut f.meta, nested(v, meta)),
+            Name::Error => first(&mut f.error, nested(v, status)),
+            Name::Credit => first(
                 &mut f.credit,
                 nested(v, |mut r| take(&mut r, "messages").map(Scalar::from)),
             ),
+            // Keys of nested records mean nothing in a frame.
+            _ => {}
         }
     }
-    validate::frame(f, bounds)
+    validate::frame(&mut f, bounds)
 }
 
 /// Moves the first value of `key` out of the record.

@@ -143,9 +143,14 @@ impl<P> Default for Fields<'_, P> {
     }
 }
 
-/// The keys frames know.
+/// What a record key means to the frame reader: a key of a frame, a key of one of the
+/// records nested in frames (`target`, `meta`, a status, `credit`, a drop entry), or
+/// nothing. Worked out once per record definition ([`crate::records::SlotKeys`]) and once
+/// per key of a `Value` record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Key {
+#[repr(u8)]
+pub(crate) enum Name {
+    Other,
     Op,
     Id,
     V,
@@ -165,48 +170,164 @@ pub(crate) enum Key {
     Caps,
     CapIds,
     Credit,
+    Kind,
+    Code,
+    Message,
+    Details,
+    Retry,
+    Messages,
+    ParentCallId,
+    DeadlineMs,
+    Context,
+    Delta,
 }
 
-impl Key {
-    pub(crate) fn of(key: &str) -> Option<Key> {
-        Some(match key {
-            "op" => Key::Op,
-            "id" => Key::Id,
-            "v" => Key::V,
-            "mode" => Key::Mode,
-            "origin" => Key::Origin,
-            "maxBytes" => Key::MaxBytes,
-            "reason" => Key::Reason,
-            "method" => Key::Method,
-            "ev" => Key::Ev,
-            "ok" => Key::Ok,
-            "features" => Key::Features,
-            "target" => Key::Target,
-            "meta" => Key::Meta,
-            "args" => Key::Args,
-            "value" => Key::Value,
-            "error" => Key::Error,
-            "caps" => Key::Caps,
-            "capIds" => Key::CapIds,
-            "credit" => Key::Credit,
-            _ => return None,
-        })
+impl Name {
+    /// Every name, at its own index.
+    const ALL: [Name; 30] = {
+        use Name::*;
+        [
+            Other,
+            Op,
+            Id,
+            V,
+            Mode,
+            Origin,
+            MaxBytes,
+            Reason,
+            Method,
+            Ev,
+            Ok,
+            Features,
+            Target,
+            Meta,
+            Args,
+            Value,
+            Error,
+            Caps,
+            CapIds,
+            Credit,
+            Kind,
+            Code,
+            Message,
+            Details,
+            Retry,
+            Messages,
+            ParentCallId,
+            DeadlineMs,
+            Context,
+            Delta,
+        ]
+    };
+
+    pub(crate) fn of(key: &str) -> Name {
+        use Name::*;
+        match key {
+            "op" => Op,
+            "id" => Id,
+            "v" => V,
+            "mode" => Mode,
+            "origin" => Origin,
+            "maxBytes" => MaxBytes,
+            "reason" => Reason,
+            "method" => Method,
+            "ev" => Ev,
+            "ok" => Ok,
+            "features" => Features,
+            "target" => Target,
+            "meta" => Meta,
+            "args" => Args,
+            "value" => Value,
+            "error" => Error,
+            "caps" => Caps,
+            "capIds" => CapIds,
+            "credit" => Credit,
+            "kind" => Kind,
+            "code" => Code,
+            "message" => Message,
+            "details" => Details,
+            "retry" => Retry,
+            "messages" => Messages,
+            "parentCallId" => ParentCallId,
+            "deadlineMs" => DeadlineMs,
+            "context" => Context,
+            "delta" => Delta,
+            _ => Other,
+        }
     }
 
-    /// Whether frames with `op` read this key (a string op that names no frame reads none).
-    pub(crate) fn read_by(self, op: &str) -> bool {
-        use Key::*;
+    /// The name stored as `i` (`Other` for anything else).
+    pub(crate) fn from_index(i: u8) -> Name {
+        Name::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(Name::Other)
+    }
+
+    /// Whether a frame with this op reads the key (`None`: a string op that names no frame,
+    /// which reads none).
+    pub(crate) fn read_by(self, op: Option<Op>) -> bool {
+        use Name as N;
         match op {
-            "hello" => matches!(self, V | Mode | Features | MaxBytes | Origin),
-            "goaway" => matches!(self, Reason | Error),
-            "call" => matches!(self, Id | Target | Method | Args | Meta),
-            "result" => matches!(self, Id | Ok | Value | Error),
-            "cancel" => matches!(self, Id | Reason),
-            "stream" => matches!(self, Id | Ev | Value | Credit | Error),
-            "drop" => matches!(self, Caps),
-            "cap_revoked" => matches!(self, CapIds),
-            _ => false,
+            Some(Op::Hello) => {
+                matches!(self, N::V | N::Mode | N::Features | N::MaxBytes | N::Origin)
+            }
+            Some(Op::Goaway) => matches!(self, N::Reason | N::Error),
+            Some(Op::Call) => matches!(self, N::Id | N::Target | N::Method | N::Args | N::Meta),
+            Some(Op::Result) => matches!(self, N::Id | N::Ok | N::Value | N::Error),
+            Some(Op::Cancel) => matches!(self, N::Id | N::Reason),
+            Some(Op::Stream) => matches!(self, N::Id | N::Ev | N::Value | N::Credit | N::Error),
+            Some(Op::Drop) => matches!(self, N::Caps),
+            Some(Op::CapRevoked) => matches!(self, N::CapIds),
+            None => false,
         }
+    }
+}
+
+/// The frame kinds, by their `op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Hello,
+    Goaway,
+    Call,
+    Result,
+    Cancel,
+    Stream,
+    Drop,
+    CapRevoked,
+}
+
+impl Op {
+    /// Every op's string, in the order of [`Op::ALL`].
+    pub(crate) const NAMES: [&'static str; 8] = [
+        "hello",
+        "goaway",
+        "call",
+        "result",
+        "cancel",
+        "stream",
+        "drop",
+        "cap_revoked",
+    ];
+    const ALL: [Op; 8] = [
+        Op::Hello,
+        Op::Goaway,
+        Op::Call,
+        Op::Result,
+        Op::Cancel,
+        Op::Stream,
+        Op::Drop,
+        Op::CapRevoked,
+    ];
+
+    /// The op named `op`, if any.
+    pub(crate) fn of(op: &str) -> Option<Op> {
+        Op::at(Op::NAMES.iter().position(|name| *name == op)?)
+    }
+
+    /// The op of [`Op::NAMES`]`[i]`.
+    pub(crate) fn at(i: usize) -> Option<Op> {
+        Op::ALL.get(i).copied()
     }
 }
 

@@ -37,8 +37,8 @@ impl HelloBounds {
     }
 }
 
-/// The frame these fields make.
-pub(crate) fn frame<P: Default>(mut f: Fields<'_, P>, bounds: HelloBounds) -> Res<Frame<P>> {
+/// The frame these fields make (taken out of `f`, which is large: it is never moved).
+pub(crate) fn frame<P: Default>(f: &mut Fields<'_, P>, bounds: HelloBounds) -> Res<Frame<P>> {
     let op = match f.op.take() {
         Some(Scalar::Str(op)) => op,
         _ => return Err(FrameError::MissingOp),
@@ -50,8 +50,8 @@ pub(crate) fn frame<P: Default>(mut f: Fields<'_, P>, bounds: HelloBounds) -> Re
         "result" => result(f).map(Frame::Result),
         "cancel" => cancel(f).map(Frame::Cancel),
         "stream" => stream(f).map(Frame::Stream),
-        "drop" => list(f.caps, "drop", "caps").map(|caps| Frame::Drop(DropFrame { caps })),
-        "cap_revoked" => list(f.cap_ids, "cap_revoked", "capIds")
+        "drop" => list(f.caps.take(), "drop", "caps").map(|caps| Frame::Drop(DropFrame { caps })),
+        "cap_revoked" => list(f.cap_ids.take(), "cap_revoked", "capIds")
             .map(|cap_ids| Frame::CapRevoked(CapRevoked { cap_ids })),
         _ => Err(FrameError::UnknownOp(op.into_owned())),
     }
@@ -142,24 +142,24 @@ fn list<T>(v: Option<Listed<'_, T>>, op: &'static str, field: &'static str) -> R
     }
 }
 
-fn hello<P>(f: Fields<'_, P>, bounds: HelloBounds) -> Res<Hello> {
+fn hello<P>(f: &mut Fields<'_, P>, bounds: HelloBounds) -> Res<Hello> {
     const OP: &str = "hello";
-    let v = f.v.unwrap_or(Scalar::Undefined);
+    let v = f.v.take().unwrap_or(Scalar::Undefined);
     if v.as_integer() != Some(i128::from(PROTOCOL_VERSION)) {
         return Err(FrameError::Version(describe(&v)));
     }
-    let mode = opt_string(f.mode, OP, "mode")?.unwrap_or_else(|| "native".into());
+    let mode = opt_string(f.mode.take(), OP, "mode")?.unwrap_or_else(|| "native".into());
     let mode = bounded(mode, bounds, "mode")?;
-    let features = match f.features {
+    let features = match f.features.take() {
         None | Some(Listed::Scalar(Scalar::Undefined)) => Vec::new(),
         Some(Listed::Items(items)) => items?,
         Some(Listed::Scalar(_)) => return Err(invalid(OP, "features")),
     };
-    let max_bytes = match f.max_bytes {
+    let max_bytes = match f.max_bytes.take() {
         None | Some(Scalar::Undefined) => Limits::DEFAULT_MAX_BYTES as u64,
         Some(v) => non_negative(&v).ok_or_else(|| invalid(OP, "maxBytes"))?,
     };
-    let origin = opt_string(f.origin, OP, "origin")?.unwrap_or_default();
+    let origin = opt_string(f.origin.take(), OP, "origin")?.unwrap_or_default();
     let origin = bounded(origin, bounds, "origin")?;
     Ok(Hello {
         v: PROTOCOL_VERSION,
@@ -195,17 +195,17 @@ fn describe(v: &Scalar<'_>) -> String {
     }
 }
 
-fn goaway<P>(f: Fields<'_, P>) -> Res<Goaway> {
+fn goaway<P>(f: &mut Fields<'_, P>) -> Res<Goaway> {
     const OP: &str = "goaway";
-    let reason = opt_string(f.reason, OP, "reason")?;
-    let error = defined(f.error).map(|e| status(e, OP)).transpose()?;
+    let reason = opt_string(f.reason.take(), OP, "reason")?;
+    let error = defined(f.error.take()).map(|e| status(e, OP)).transpose()?;
     Ok(Goaway { reason, error })
 }
 
-fn call<P: Default>(f: Fields<'_, P>) -> Res<Call<P>> {
+fn call<P: Default>(f: &mut Fields<'_, P>) -> Res<Call<P>> {
     const OP: &str = "call";
     let id = call_id(f.id.as_ref(), OP, "id")?;
-    let Some(Nested::Record(target)) = f.target else {
+    let Some(Nested::Record(target)) = f.target.take() else {
         return Err(invalid(OP, "target"));
     };
     match &target.kind {
@@ -214,23 +214,28 @@ fn call<P: Default>(f: Fields<'_, P>) -> Res<Call<P>> {
         Some(_) => return Err(invalid(OP, "target.kind")),
     }
     let target = cap_id(target.id.as_ref(), OP, "target.id")?;
-    let method = match string(f.method, OP, "method")? {
+    let method = match string(f.method.take(), OP, "method")? {
         // Short names stay inline: no allocation.
         Cow::Borrowed(s) => Text::copy_from(s),
         Cow::Owned(s) => Text::from(s),
     };
-    let meta = match f.meta {
-        None | Some(Nested::Scalar(Scalar::Undefined | Scalar::Null)) => None,
-        Some(Nested::Record(m)) => Some(meta(m)?),
-        Some(Nested::Scalar(_)) => return Err(invalid(OP, "meta")),
-    };
+    let meta = call_meta(f.meta.take())?;
     Ok(Call {
         id,
         target,
         method,
-        args: f.args.unwrap_or_default(),
+        args: f.args.take().unwrap_or_default(),
         meta,
     })
+}
+
+/// `call.meta` as read.
+pub(crate) fn call_meta(v: Option<Nested<'_, Meta<'_>>>) -> Res<Option<CallMeta>> {
+    match v {
+        None | Some(Nested::Scalar(Scalar::Undefined | Scalar::Null)) => Ok(None),
+        Some(Nested::Record(m)) => meta(m).map(Some),
+        Some(Nested::Scalar(_)) => Err(invalid("call", "meta")),
+    }
 }
 
 fn meta(m: Meta<'_>) -> Res<CallMeta> {
@@ -263,13 +268,13 @@ fn meta(m: Meta<'_>) -> Res<CallMeta> {
     })
 }
 
-fn result<P: Default>(f: Fields<'_, P>) -> Res<ResultFrame<P>> {
+fn result<P: Default>(f: &mut Fields<'_, P>) -> Res<ResultFrame<P>> {
     const OP: &str = "result";
     let id = call_id(f.id.as_ref(), OP, "id")?;
-    let outcome = match f.ok {
-        Some(Scalar::Bool(true)) => Ok(f.value.unwrap_or_default()),
+    let outcome = match f.ok.take() {
+        Some(Scalar::Bool(true)) => Ok(f.value.take().unwrap_or_default()),
         Some(Scalar::Bool(false)) => {
-            let error = f.error.ok_or_else(|| invalid(OP, "error"))?;
+            let error = f.error.take().ok_or_else(|| invalid(OP, "error"))?;
             Err(status(error, OP)?)
         }
         _ => return Err(invalid(OP, "ok")),
@@ -277,27 +282,27 @@ fn result<P: Default>(f: Fields<'_, P>) -> Res<ResultFrame<P>> {
     Ok(ResultFrame { id, outcome })
 }
 
-fn cancel<P>(f: Fields<'_, P>) -> Res<Cancel> {
+fn cancel<P>(f: &mut Fields<'_, P>) -> Res<Cancel> {
     const OP: &str = "cancel";
     let id = call_id(f.id.as_ref(), OP, "id")?;
-    let reason = opt_string(f.reason, OP, "reason")?;
+    let reason = opt_string(f.reason.take(), OP, "reason")?;
     Ok(Cancel { id, reason })
 }
 
-fn stream<P: Default>(f: Fields<'_, P>) -> Res<StreamFrame<P>> {
+fn stream<P: Default>(f: &mut Fields<'_, P>) -> Res<StreamFrame<P>> {
     const OP: &str = "stream";
     let id = call_id(f.id.as_ref(), OP, "id")?;
-    let ev = string(f.ev, OP, "ev")?;
+    let ev = string(f.ev.take(), OP, "ev")?;
     let event = match ev.as_ref() {
-        "next" => StreamEvent::Next(f.value.unwrap_or_default()),
+        "next" => StreamEvent::Next(f.value.take().unwrap_or_default()),
         // A missing or odd credit is ignored by the receiver, not a protocol error.
-        "credit" => StreamEvent::Credit(match f.credit {
+        "credit" => StreamEvent::Credit(match f.credit.take() {
             Some(Nested::Record(messages)) => integer_below(messages.as_ref(), u64::MAX),
             _ => None,
         }),
         "end" => StreamEvent::End,
         "error" => {
-            let error = f.error.ok_or_else(|| invalid(OP, "error"))?;
+            let error = f.error.take().ok_or_else(|| invalid(OP, "error"))?;
             StreamEvent::Error(status(error, OP)?)
         }
         _ => return Err(invalid(OP, "ev")),
@@ -307,7 +312,7 @@ fn stream<P: Default>(f: Fields<'_, P>) -> Res<StreamFrame<P>> {
 
 /// Any number: negatives and non-integers count as 0 (ignored by the receiver), huge
 /// values saturate.
-fn delta(v: &Scalar<'_>) -> Option<u32> {
+pub(crate) fn delta(v: &Scalar<'_>) -> Option<u32> {
     let clamp = |n: i128| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
     match *v {
         Scalar::Int(n) => Some(clamp(i128::from(n))),

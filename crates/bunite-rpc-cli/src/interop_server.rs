@@ -23,7 +23,6 @@ use crate::server_stats::Registry;
 /// Largest `bytes {n}` the server will produce (the protocol's default `maxBytes`).
 const MAX_BYTES_REPLY: usize = 64 * 1024 * 1024 - 64;
 
-<<<<<<< HEAD
 /// How the server is reached beyond its addresses: TLS, and who may bootstrap.
 #[derive(Debug, Default, Clone)]
 pub struct Access {
@@ -34,26 +33,19 @@ pub struct Access {
     pub allow_origins: Vec<String>,
 }
 
-/// Runs the server until killed.
-=======
 /// Runs the server until killed. With `stats`, each line read on stdin is answered with
 /// one `stats …` line of live counts on stdout (see [`crate::server_stats`]).
->>>>>>> chaos
 pub async fn run(
     listen: &str,
     path: &str,
     tcp: Option<&str>,
     key: Option<Key>,
-<<<<<<< HEAD
     access: Access,
-) -> Result<()> {
-    let (ws_url, tcp_url, serving) = start_with(listen, path, tcp, key, access).await?;
-=======
     stats: bool,
 ) -> Result<()> {
     let registry = stats.then(|| Arc::new(Registry::default()));
-    let (ws_url, tcp_url, serving) = start(listen, path, tcp, key, registry.clone()).await?;
->>>>>>> chaos
+    let (ws_url, tcp_url, serving) =
+        start_with(listen, path, tcp, key, access, registry.clone()).await?;
     println!("listening {ws_url}");
     if let Some(url) = tcp_url {
         println!("listening {url}");
@@ -74,7 +66,7 @@ pub async fn start(
     key: Option<Key>,
     registry: Option<Arc<Registry>>,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
-    start_with(listen, path, tcp, key, Access::default()).await
+    start_with(listen, path, tcp, key, Access::default(), registry).await
 }
 
 /// [`start`] with TLS and an Origin allow-list.
@@ -84,6 +76,7 @@ pub async fn start_with(
     tcp: Option<&str>,
     key: Option<Key>,
     access: Access,
+    registry: Option<Arc<Registry>>,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
     // One budget for the bytes of messages being received on both listeners.
     let mut config = ListenerConfig::default();
@@ -114,15 +107,11 @@ pub async fn start_with(
                     origin: accepted.origin.unwrap_or_default(),
                     ..Attestation::default()
                 };
-<<<<<<< HEAD
                 let builder = builder_for(attestation, &allowed);
-                finish(accepted.transport, ws_key.clone(), builder);
-=======
-                let conn = finish(accepted.transport, ws_key.clone(), builder(attestation));
+                let conn = finish(accepted.transport, ws_key.clone(), builder);
                 if let Some(r) = &ws_registry {
                     r.add(conn);
                 }
->>>>>>> chaos
             }
         };
         let tcp_loop = async move {
@@ -130,15 +119,11 @@ pub async fn start_with(
             loop {
                 match listener.accept().await {
                     Ok((t, _)) => {
-<<<<<<< HEAD
                         let builder = builder_for(Attestation::default(), &tcp_allowed);
-                        finish(t, key.clone(), builder);
-=======
-                        let conn = finish(t, key.clone(), builder(Attestation::default()));
+                        let conn = finish(t, key.clone(), builder);
                         if let Some(r) = &registry {
                             r.add(conn);
                         }
->>>>>>> chaos
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.

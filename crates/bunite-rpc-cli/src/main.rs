@@ -12,12 +12,9 @@ mod interop_client;
 mod interop_server;
 mod json;
 mod serve_stdio;
-<<<<<<< HEAD
+mod server_stats;
 mod sniff;
 mod suggest;
-=======
-mod server_stats;
->>>>>>> chaos
 mod typegen;
 mod web;
 
@@ -70,7 +67,6 @@ enum Command {
         /// Run every connection inside the AES-256-GCM pipe with this key (64 hex digits).
         #[arg(long)]
         key: Option<Key>,
-<<<<<<< HEAD
         /// Terminate TLS with this certificate chain (PEM): wss:// and tls:// URLs.
         #[arg(long, value_name = "FILE", requires = "tls_key")]
         tls_cert: Option<std::path::PathBuf>,
@@ -81,6 +77,11 @@ enum Command {
         /// over the Origin the handshake carried.
         #[arg(long, value_name = "ORIGIN")]
         allow_origin: Vec<String>,
+        /// Answer each line read on stdin with one `stats …` line of live counts
+        /// (connections, their tasks, handlers, streams, the runtime's tasks). For the
+        /// chaos harness (`benches/chaos.rs`).
+        #[arg(long, hide = true)]
+        stats: bool,
     },
     /// Write a self-signed certificate and its key (PEM) for trying TLS locally:
     /// DIR/cert.pem (give it to clients with --ca) and DIR/key.pem.
@@ -91,13 +92,6 @@ enum Command {
         /// The names the certificate is for.
         #[arg(long = "name", value_name = "HOST", default_values = ["localhost", "127.0.0.1"])]
         names: Vec<String>,
-=======
-        /// Answer each line read on stdin with one `stats …` line of live counts
-        /// (connections, their tasks, handlers, streams, the runtime's tasks). For the
-        /// chaos harness (`benches/chaos.rs`).
-        #[arg(long, hide = true)]
-        stats: bool,
->>>>>>> chaos
     },
     /// Run every INTEROP.md check against a server (ws://… or tcp://…).
     InteropClient {
@@ -182,10 +176,10 @@ async fn run(cmd: Command) -> i32 {
             path,
             tcp,
             key,
-<<<<<<< HEAD
             tls_cert,
             tls_key,
             allow_origin,
+            stats,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => {
@@ -200,12 +194,8 @@ async fn run(cmd: Command) -> i32 {
                 tls,
                 allow_origins: allow_origin,
             };
-            report(interop_server::run(&listen, &path, tcp.as_deref(), key, access).await)
+            report(interop_server::run(&listen, &path, tcp.as_deref(), key, access, stats).await)
         }
-=======
-            stats,
-        } => report(interop_server::run(&listen, &path, tcp.as_deref(), key, stats).await),
->>>>>>> chaos
         Command::InteropClient { url, key } => match interop_client::run(&url, key).await {
             Ok(failed) => i32::from(failed > 0),
             Err(e) => report::<()>(Err(e)),

@@ -79,7 +79,7 @@ impl<T: Transport> Transport for Sniff<T> {
         let (sink, source) = self.inner.split();
         let source = SniffSource {
             inner: source,
-            decoder: Some(Decoder::new(wire::Limits::default())),
+            decoder: Some(Decoder::new(wire::DecodeLimits::default())),
             sniffed: self.sniffed,
         };
         (sink, source)

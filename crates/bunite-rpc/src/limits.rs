@@ -60,26 +60,26 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
+            max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             max_caps: 1024,
             max_in_flight: 1024,
-            max_depth: bunite_wire::Limits::DEFAULT_MAX_DEPTH,
+            max_depth: bunite_wire::DecodeLimits::DEFAULT_MAX_DEPTH,
             max_revoked_ids: 4096,
             max_unsent_bytes: 64 * 1024 * 1024,
             max_pending_policy_checks: 1024,
             hello_timeout: Some(Duration::from_secs(30)),
             bootstrap_timeout: Some(Duration::from_secs(30)),
-            decode_budget_factor: bunite_wire::Limits::DEFAULT_DECODE_BUDGET_FACTOR,
-            decode_budget_base: bunite_wire::Limits::DEFAULT_DECODE_BUDGET_BASE,
-            max_hello_features: bunite_wire::Limits::DEFAULT_MAX_HELLO_FEATURES,
-            max_hello_text: bunite_wire::Limits::DEFAULT_MAX_HELLO_TEXT,
+            decode_budget_factor: bunite_wire::DecodeLimits::DEFAULT_DECODE_BUDGET_FACTOR,
+            decode_budget_base: bunite_wire::DecodeLimits::DEFAULT_DECODE_BUDGET_BASE,
+            max_hello_features: bunite_wire::DecodeLimits::DEFAULT_MAX_HELLO_FEATURES,
+            max_hello_text: bunite_wire::DecodeLimits::DEFAULT_MAX_HELLO_TEXT,
         }
     }
 }
 
 impl Limits {
-    pub(crate) fn wire(&self) -> bunite_wire::Limits {
-        bunite_wire::Limits {
+    pub(crate) fn wire(&self) -> bunite_wire::DecodeLimits {
+        bunite_wire::DecodeLimits {
             max_bytes: self.max_bytes,
             max_depth: self.max_depth,
             decode_budget_factor: self.decode_budget_factor,

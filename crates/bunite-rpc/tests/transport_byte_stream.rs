@@ -14,7 +14,9 @@ use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::{self, ByteStream, TcpMessageListener};
 use bunite_rpc::transport::{ByteBudget, ListenerConfig};
 use bunite_rpc::transport::{MessageSinkExt, MessageSourceExt, Transport, TransportError};
-use bunite_rpc::wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Hello, Limits as WireLimits};
+use bunite_rpc::wire::{
+    Call, CallId, CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Hello,
+};
 use bunite_rpc::{Code, Connection, Record, Value};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

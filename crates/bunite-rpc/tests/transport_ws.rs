@@ -9,7 +9,7 @@ use std::time::Duration;
 use bunite_rpc::transport::ws::{self, Accepted, WsListener};
 use bunite_rpc::transport::{ListenerConfig, MessageSinkExt, MessageSourceExt, Transport};
 use bunite_rpc::wire::{
-    CapId, Decoder, Encoder, Frame, Goaway, Hello, Limits as WireLimits, ResultFrame,
+    CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Goaway, Hello, ResultFrame,
 };
 use bunite_rpc::{Code, Connection, Record, Value};
 use common::*;

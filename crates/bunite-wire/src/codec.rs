@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::frame::{Frame, FrameError};
-use crate::limits::Limits;
+use crate::limits::DecodeLimits;
 use crate::payload::Payload;
 use crate::records::{ShapeRing, SlotTable};
 use crate::value::Value;
@@ -45,14 +45,14 @@ pub enum DecodeError {
     /// A record reference to a slot that was never defined.
     #[error("reference to undefined record slot 0x{0:02x}")]
     UnknownRecordSlot(u8),
-    /// Nesting deeper than [`Limits::max_depth`].
+    /// Nesting deeper than [`DecodeLimits::max_depth`].
     #[error("value nested deeper than the depth limit")]
     DepthExceeded,
-    /// The input is longer than [`Limits::max_bytes`].
+    /// The input is longer than [`DecodeLimits::max_bytes`].
     #[error("message exceeds the size limit")]
     TooLarge,
     /// Decoding the input would take more memory than its decode budget allows
-    /// ([`Limits::decode_budget`], PROTOCOL §13.11).
+    /// ([`DecodeLimits::decode_budget`], PROTOCOL §13.11).
     #[error("message would decode into more memory than its budget allows")]
     OverBudget,
     /// An extension type this codec does not know, or one used in a form it never takes.
@@ -209,13 +209,13 @@ impl Encoder {
 /// only when a definition arrives while a snapshot is alive.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    limits: Limits,
+    limits: DecodeLimits,
     slots: Arc<SlotTable>,
 }
 
 impl Decoder {
     /// A fresh decoder with an empty slot table.
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: DecodeLimits) -> Self {
         Decoder {
             limits,
             slots: Arc::default(),
@@ -223,12 +223,12 @@ impl Decoder {
     }
 
     /// The limits this decoder enforces.
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &DecodeLimits {
         &self.limits
     }
 
     /// Decodes exactly one value from `bytes` (one message), within the message's decode
-    /// budget ([`Limits::decode_budget`]).
+    /// budget ([`DecodeLimits::decode_budget`]).
     ///
     /// After an error the slot table may hold definitions from the failed message; the
     /// connection is closing anyway (PROTOCOL §11).

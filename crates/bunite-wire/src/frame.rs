@@ -211,7 +211,7 @@ impl Frame {
     }
 
     /// Validates a decoded value as a frame, with the rules of
-    /// [`crate::Decoder::decode_frame_lazy`] (but no [`crate::Limits`]: the value is
+    /// [`crate::Decoder::decode_frame_lazy`] (but no [`crate::DecodeLimits`]: the value is
     /// already in memory).
     pub fn from_value(value: Value) -> Result<Frame, FrameError> {
         crate::frame_codec::frame_from_value(value)

@@ -19,7 +19,7 @@
 //! - [`frame`]: typed [`Frame`]s, generic over their payload; `frame_codec` (private) holds
 //!   their key orders and the one set of validation rules, fed from a `Value` or straight
 //!   from the bytes.
-//! - [`limits`]: the [`Limits`] every decoder enforces, the decode budget among them.
+//! - [`limits`]: the [`DecodeLimits`] every decoder enforces, the decode budget among them.
 //!
 //! # Receiving
 //!
@@ -28,7 +28,7 @@
 //! straight into its own type:
 //!
 //! ```
-//! use bunite_wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Limits, Record, Value};
+//! use bunite_wire::{Call, CallId, CapId, Decoder, Encoder, Frame, DecodeLimits, Record, Value};
 //! use serde::Deserialize;
 //!
 //! #[derive(Debug, PartialEq, Deserialize)]
@@ -46,7 +46,7 @@
 //! let mut bytes = Vec::new();
 //! Encoder::new().encode_frame(&call, &mut bytes);
 //!
-//! let mut decoder = Decoder::new(Limits::default());
+//! let mut decoder = Decoder::new(DecodeLimits::default());
 //! let Frame::Call(received) = decoder.decode_frame_lazy(&bytes.into())? else {
 //!     unreachable!("a call was sent");
 //! };
@@ -60,7 +60,7 @@
 //! One encoder and one decoder per direction, each living as long as the connection:
 //!
 //! ```
-//! use bunite_wire::{from_value, to_value, Decoder, Encoder, Limits};
+//! use bunite_wire::{from_value, to_value, Decoder, Encoder, DecodeLimits};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@
 //! }
 //!
 //! let mut encoder = Encoder::new();
-//! let mut decoder = Decoder::new(Limits::default());
+//! let mut decoder = Decoder::new(DecodeLimits::default());
 //!
 //! let sent = Point { x: 3, label: Some("a".into()) };
 //! let first = encoder.encode_to_vec(&to_value(&sent)?);
@@ -107,7 +107,7 @@ pub use frame::{
     ResultFrame, StreamEvent, StreamFrame, WireStatus, PROTOCOL_VERSION,
 };
 pub use ids::{CallId, CapId};
-pub use limits::Limits;
+pub use limits::DecodeLimits;
 pub use payload::Payload;
 pub use serde_bytes;
 pub use serde_impl::{from_value, from_value_ref, to_value, CapRef, SerdeError};

@@ -11,7 +11,7 @@
 //!
 //! # The decode budget (PROTOCOL §13.11)
 //!
-//! A message of `n` bytes may take at most [`Limits::decode_budget`]`(n)` =
+//! A message of `n` bytes may take at most [`DecodeLimits::decode_budget`]`(n)` =
 //! `decode_budget_base + decode_budget_factor × n` bytes of memory once decoded. The budget
 //! is checked *while* decoding, before each allocation, never after:
 //!
@@ -51,7 +51,7 @@
 
 /// Decode-side bounds. Every value here protects the receiver from a hostile peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct DecodeLimits {
     /// Largest message accepted, in bytes. Default 64 MiB: the reference peer's
     /// `DEFAULT_MAX_BYTES`, advertised in `hello.maxBytes` (PROTOCOL §5).
     pub max_bytes: usize,
@@ -72,7 +72,7 @@ pub struct Limits {
     pub max_hello_text: usize,
 }
 
-impl Limits {
+impl DecodeLimits {
     /// Default largest message: 64 MiB.
     pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
     /// Default nesting limit: 256.
@@ -95,9 +95,9 @@ impl Limits {
     }
 }
 
-impl Default for Limits {
+impl Default for DecodeLimits {
     fn default() -> Self {
-        Limits {
+        DecodeLimits {
             max_bytes: Self::DEFAULT_MAX_BYTES,
             max_depth: Self::DEFAULT_MAX_DEPTH,
             decode_budget_factor: Self::DEFAULT_DECODE_BUDGET_FACTOR,

@@ -4,7 +4,9 @@
 //!
 //! The allocator counts every thread, so the tests take turns (`SERIAL`).
 
-use bunite_wire::{DecodeError, Decoder, Frame, FrameDecodeError, FrameError, Limits, Payload};
+use bunite_wire::{
+    DecodeError, DecodeLimits, Decoder, Frame, FrameDecodeError, FrameError, Payload,
+};
 use bytes::Bytes;
 use peak_alloc::PeakAlloc;
 
@@ -93,7 +95,7 @@ fn over_budget<T: std::fmt::Debug>(r: Result<T, FrameDecodeError>) {
 #[test]
 fn decoding_never_allocates_past_the_budget() {
     let _turn = serial();
-    let limits = Limits::default();
+    let limits = DecodeLimits::default();
     assert_eq!(limits.decode_budget(64 * MIB), 196 * MIB);
 
     // 64 MiB of nils (4.1 GiB as `Value`s): refused while checking, with almost nothing
@@ -150,7 +152,7 @@ fn typed_decoding_charges_what_it_builds() {
     // 7.2 MB, over the 4.3 MB budget: a clear error, not an allocation.
     let msg = Bytes::from(nils(100_000));
     let args = args_of(
-        Decoder::new(Limits::default())
+        Decoder::new(DecodeLimits::default())
             .decode_frame_lazy(&msg)
             .unwrap(),
     );
@@ -161,7 +163,7 @@ fn typed_decoding_charges_what_it_builds() {
 }
 
 fn hello(features: &[&str], origin: &str) -> Result<Frame<Payload>, FrameDecodeError> {
-    Decoder::new(Limits::default()).decode_frame_lazy(&hello_msg(features, origin))
+    Decoder::new(DecodeLimits::default()).decode_frame_lazy(&hello_msg(features, origin))
 }
 
 /// A `hello` `{op, v, features, origin}` with these features and origin.
@@ -211,7 +213,7 @@ fn a_hello_is_bounded() {
     );
     // A large hello of one-character features is refused before anything is kept.
     let msg = hello_msg(&vec!["a"; 1_000_000], "o");
-    let (r, peak) = peak_of(|| Decoder::new(Limits::default()).decode_frame_lazy(&msg));
+    let (r, peak) = peak_of(|| Decoder::new(DecodeLimits::default()).decode_frame_lazy(&msg));
     assert!(r.is_err());
     assert!(peak < 1024, "{peak} bytes at the peak");
 }

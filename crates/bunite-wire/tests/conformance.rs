@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bunite_wire::{
-    CapId, Decoder, Encoder, Frame, Limits, Payload, Record, ResultFrame, StreamEvent, TypedArray,
-    TypedArrayKind, Value,
+    CapId, DecodeLimits, Decoder, Encoder, Frame, Payload, Record, ResultFrame, StreamEvent,
+    TypedArray, TypedArrayKind, Value,
 };
 use bytes::Bytes;
 
@@ -156,7 +156,7 @@ fn is_frame(v: &Value) -> bool {
 }
 
 fn decoder() -> Decoder {
-    Decoder::new(Limits::default())
+    Decoder::new(DecodeLimits::default())
 }
 
 /// Decodes `bytes` as `expected` and encodes `expected` back to exactly `bytes`.

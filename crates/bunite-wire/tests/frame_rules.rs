@@ -4,7 +4,7 @@
 
 mod support;
 
-use bunite_wire::{Decoder, Encoder, Frame, FrameDecodeError, Limits, Record, Value};
+use bunite_wire::{DecodeLimits, Decoder, Encoder, Frame, FrameDecodeError, Record, Value};
 use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -17,7 +17,7 @@ proptest! {
     /// and refuse the same, with the same error.
     #[test]
     fn frames_validate_the_same_both_ways(frames in vec(frame_like(), 1..12)) {
-        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(DecodeLimits::default()));
         for v in &frames {
             let eager = Frame::from_value(v.clone());
             let lazy = dec

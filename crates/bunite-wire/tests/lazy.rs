@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 
 use bunite_wire::{
-    from_value, to_value, CallId, CapId, CapRef, Decoder, Encoder, Frame, Limits, Payload, Record,
-    ResultFrame, Value,
+    from_value, to_value, CallId, CapId, CapRef, DecodeLimits, Decoder, Encoder, Frame, Payload,
+    Record, ResultFrame, Value,
 };
 use bytes::Bytes;
 use proptest::collection::vec;
@@ -94,7 +94,7 @@ impl Wire {
     fn new() -> Self {
         Wire {
             enc: Encoder::new(),
-            dec: Decoder::new(Limits::default()),
+            dec: Decoder::new(DecodeLimits::default()),
         }
     }
 
@@ -375,7 +375,7 @@ fn a_payload_outlives_later_redefinitions_of_its_slots() {
 fn payloads_at_the_depth_limit_read_on_a_test_threads_stack() {
     let mut v = Value::Null;
     // The payload sits at depth 1 of its frame: this is as deep as the limit allows.
-    for _ in 0..Limits::DEFAULT_MAX_DEPTH - 1 {
+    for _ in 0..DecodeLimits::DEFAULT_MAX_DEPTH - 1 {
         v = Value::Array(vec![v]);
     }
     let p = Wire::new().carry(&v);
@@ -389,7 +389,7 @@ fn payloads_at_the_depth_limit_read_on_a_test_threads_stack() {
     });
     let mut bytes = Vec::new();
     Encoder::new().encode_frame(&frame, &mut bytes);
-    let refused = Decoder::new(Limits::default()).decode_frame_lazy(&Bytes::from(bytes));
+    let refused = Decoder::new(DecodeLimits::default()).decode_frame_lazy(&Bytes::from(bytes));
     assert_eq!(
         refused.map(|_| ()),
         Err(bunite_wire::FrameDecodeError::Decode(

@@ -13,7 +13,7 @@ use support::strategies::value;
 
 use std::collections::BTreeMap;
 
-use bunite_wire::{from_value, to_value, CapId, CapRef, Decoder, Encoder, Limits, Value};
+use bunite_wire::{from_value, to_value, CapId, CapRef, DecodeLimits, Decoder, Encoder, Value};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ proptest! {
 
     #[test]
     fn values_round_trip_through_one_long_lived_codec(values in vec(value(), 1..40)) {
-        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(DecodeLimits::default()));
         for v in &values {
             let bytes = enc.encode_to_vec(v);
             let back = dec.decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -40,7 +40,7 @@ proptest! {
     fn failed_bounded_encodes_leave_the_peers_in_step(
         values in vec((value(), proptest::option::of(0usize..64)), 1..40),
     ) {
-        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(DecodeLimits::default()));
         for (v, max) in &values {
             let mut out = Vec::new();
             match enc.encode_bounded(v, max.unwrap_or(usize::MAX), &mut out) {
@@ -55,7 +55,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256)) {
-        let _ = Decoder::new(Limits::default()).decode(&bytes);
+        let _ = Decoder::new(DecodeLimits::default()).decode(&bytes);
     }
 
     /// With record slots defined first, references in random bytes hit real slots.
@@ -64,7 +64,7 @@ proptest! {
         prefix in vec(value(), 1..8),
         bytes in vec(any::<u8>(), 0..256),
     ) {
-        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(DecodeLimits::default()));
         for v in &prefix {
             let _ = dec.decode(&enc.encode_to_vec(v));
         }
@@ -84,8 +84,8 @@ proptest! {
             let i = at.index(bytes.len());
             bytes[i] = *byte;
         }
-        let _ = Decoder::new(Limits::default()).decode(&bytes);
-        let _ = Decoder::new(Limits::default()).decode(&bytes[..cut.index(bytes.len() + 1)]);
+        let _ = Decoder::new(DecodeLimits::default()).decode(&bytes);
+        let _ = Decoder::new(DecodeLimits::default()).decode(&bytes[..cut.index(bytes.len() + 1)]);
     }
 }
 
@@ -150,7 +150,7 @@ prop_compose! {
 proptest! {
     #[test]
     fn serde_types_round_trip_through_values_and_bytes(samples in vec(sample(), 1..8)) {
-        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Limits::default()));
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(DecodeLimits::default()));
         for s in &samples {
             let v = to_value(s).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(&from_value::<Sample>(v.clone()).unwrap(), s);

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::ws::WsTransport;
 use bunite_rpc::transport::{MessageSource, Transport, TransportError};
-use bunite_rpc::wire::{Decoder, Encoder, Frame, Hello, Limits, PROTOCOL_VERSION};
+use bunite_rpc::wire::{DecodeLimits, Decoder, Encoder, Frame, Hello, PROTOCOL_VERSION};
 use bunite_rpc::{Client, Connection, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -262,7 +262,7 @@ pub fn goaway_of(decoder: &mut Decoder, msg: &[u8]) -> Option<String> {
 }
 
 pub fn decoder() -> Decoder {
-    Decoder::new(Limits::default())
+    Decoder::new(DecodeLimits::default())
 }
 
 /// A transport whose source stops reading for good once `flag` is set: a peer that calls

@@ -160,7 +160,7 @@ impl<T: Types> Session<T> {
             outbound: Outbound::new(cfg.limits.max_revoked_ids),
             timers: Timers::default(),
             peer_hello: None,
-            peer_max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
+            peer_max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             closed: None,
             observed: false,
             encoder: Encoder::new(),

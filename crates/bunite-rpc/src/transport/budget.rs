@@ -78,7 +78,7 @@ impl Default for ListenerConfig {
             max_connections: 4096,
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(10),
-            max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
+            max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             receive_budget: ByteBudget::new(256 << 20),
             ping_interval: Some(super::PING_INTERVAL),
             tcp_keepalive: Some(super::TCP_KEEPALIVE),

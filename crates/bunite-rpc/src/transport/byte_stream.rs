@@ -43,7 +43,7 @@
 //! # Limits
 //!
 //! A length above the receiver's limit ([`ByteStream::with_max_bytes`], default
-//! [`DEFAULT_MAX_BYTES`](bunite_wire::Limits::DEFAULT_MAX_BYTES)) is refused with
+//! [`DEFAULT_MAX_BYTES`](bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES)) is refused with
 //! [`TransportError::TooLarge`](super::TransportError::TooLarge) (or
 //! [`TransportError::TextForLength`](super::TransportError::TextForLength) when the four bytes are
 //! printable text, e.g. a plugin that printed to its stdout): the connection answers with
@@ -133,7 +133,7 @@ where
         ByteStream {
             reader,
             writer,
-            max_bytes: bunite_wire::Limits::DEFAULT_MAX_BYTES,
+            max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             budget: None,
             slot: None,
             info: TransportInfo::new("byte-stream", None),

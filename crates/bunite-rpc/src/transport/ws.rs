@@ -113,7 +113,7 @@ use metered::Metered;
 pub const DEFAULT_PATH: &str = "/rpc";
 
 /// The default bound on an inbound message: 64 MiB, the protocol's default `maxBytes`.
-pub const DEFAULT_MAX_BYTES: usize = bunite_wire::Limits::DEFAULT_MAX_BYTES;
+pub const DEFAULT_MAX_BYTES: usize = bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES;
 
 /// tungstenite's read size and initial read buffer (reads are served from a larger
 /// read-ahead, so this bounds only what an idle connection keeps).

@@ -54,7 +54,7 @@ use std::time::Duration;
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory::{self, MemoryTransport};
 use bunite_rpc::wire::{
-    Call, CallId, CapId, Decoder, Encoder, Frame, Hello, Limits as WireLimits, ResultFrame,
+    Call, CallId, CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Hello, ResultFrame,
     WireStatus,
 };
 use bunite_rpc::{

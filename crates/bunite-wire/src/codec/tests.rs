@@ -22,7 +22,7 @@ fn enc(v: &Value) -> String {
 }
 
 fn dec(s: &str) -> Result<Value, DecodeError> {
-    Decoder::new(Limits::default()).decode(&unhex(s))
+    Decoder::new(DecodeLimits::default()).decode(&unhex(s))
 }
 
 fn rec(fields: &[(&str, Value)]) -> Value {
@@ -106,7 +106,7 @@ fn other_values_encode_and_decode() {
     for (v, prefix) in cases {
         let bytes = Encoder::new().encode_to_vec(&v);
         assert!(hex(&bytes).starts_with(prefix), "{v:?}: {}", hex(&bytes));
-        assert_eq!(Decoder::new(Limits::default()).decode(&bytes), Ok(v));
+        assert_eq!(Decoder::new(DecodeLimits::default()).decode(&bytes), Ok(v));
     }
 }
 
@@ -228,7 +228,7 @@ fn frames_encode_the_same_directly_and_through_values() {
     let mut direct = Vec::new();
     Encoder::new().encode_frame(&frame, &mut direct);
     assert_eq!(direct, Encoder::new().encode_to_vec(&frame.to_value()));
-    let mut d = Decoder::new(Limits::default());
+    let mut d = Decoder::new(DecodeLimits::default());
     assert_eq!(d.decode_frame(&direct), Ok(frame));
     assert_eq!(
         d.decode_frame(&unhex("c0")),
@@ -291,9 +291,9 @@ fn a_zero_continuation_capref_is_accepted() {
 
 #[test]
 fn nesting_is_bounded_by_the_depth_limit() {
-    let limits = Limits {
+    let limits = DecodeLimits {
         max_depth: 10,
-        ..Limits::default()
+        ..DecodeLimits::default()
     };
     let nested = |n: usize, leaf: &str| format!("{}{leaf}", "91".repeat(n));
     let mut d = Decoder::new(limits.clone());
@@ -317,23 +317,26 @@ fn nesting_is_bounded_by_the_depth_limit() {
     );
     // Records at the full default depth, each a new definition, decode on a test
     // thread's stack.
-    let records = format!("{}c0", "d4724091a161".repeat(Limits::DEFAULT_MAX_DEPTH));
-    assert!(Decoder::new(Limits::default())
+    let records = format!(
+        "{}c0",
+        "d4724091a161".repeat(DecodeLimits::DEFAULT_MAX_DEPTH)
+    );
+    assert!(Decoder::new(DecodeLimits::default())
         .decode(&unhex(&records))
         .is_ok());
     // The default limit stops a deep hostile message long before the stack would.
     let deep = unhex(&nested(100_000, "c0"));
     assert_eq!(
-        Decoder::new(Limits::default()).decode(&deep),
+        Decoder::new(DecodeLimits::default()).decode(&deep),
         Err(DecodeError::DepthExceeded)
     );
 }
 
 #[test]
 fn oversized_input_is_refused_before_decoding() {
-    let limits = Limits {
+    let limits = DecodeLimits {
         max_bytes: 2,
-        ..Limits::default()
+        ..DecodeLimits::default()
     };
     assert_eq!(
         Decoder::new(limits).decode(&unhex("a26161")),
@@ -352,7 +355,7 @@ fn record_keys_are_shared_so_they_cannot_amplify_a_message() {
     for _ in 1..10_001 {
         bytes.extend_from_slice(&[0x40, 0xc0]);
     }
-    let Ok(Value::Array(records)) = Decoder::new(Limits::default()).decode(&bytes) else {
+    let Ok(Value::Array(records)) = Decoder::new(DecodeLimits::default()).decode(&bytes) else {
         panic!("ten thousand references to one key decode");
     };
     let keys: Vec<&crate::Text> = records

@@ -18,7 +18,7 @@ use super::golden::{self, Rng};
 use super::lazy::general;
 use super::{decode_lazy, shapes};
 use crate::codec::Encoder;
-use crate::limits::Limits;
+use crate::limits::DecodeLimits;
 use crate::records::SlotTable;
 use crate::value::{Record, Value};
 
@@ -171,13 +171,13 @@ proptest! {
         seed in any::<u64>(),
         budget in prop_oneof![Just(None), (0usize..4000).prop_map(Some)],
         factor in 0usize..4,
-        depth in prop_oneof![Just(Limits::DEFAULT_MAX_DEPTH), 0usize..5],
+        depth in prop_oneof![Just(DecodeLimits::DEFAULT_MAX_DEPTH), 0usize..5],
     ) {
-        let limits = Limits {
-            decode_budget_base: budget.unwrap_or(Limits::DEFAULT_DECODE_BUDGET_BASE),
+        let limits = DecodeLimits {
+            decode_budget_base: budget.unwrap_or(DecodeLimits::DEFAULT_DECODE_BUDGET_BASE),
             decode_budget_factor: factor,
             max_depth: depth,
-            ..Limits::default()
+            ..DecodeLimits::default()
         };
         let mut fast = Arc::new(SlotTable::default());
         let mut slow = Arc::new(SlotTable::default());

@@ -21,7 +21,7 @@ use crate::frame::{
     StreamEvent, StreamFrame, WireStatus,
 };
 use crate::ids::{CallId, CapId};
-use crate::limits::Limits;
+use crate::limits::DecodeLimits;
 use crate::records::SlotTable;
 use crate::value::{Record, Timestamp, TypedArray, TypedArrayKind, Value};
 
@@ -333,12 +333,12 @@ pub(super) fn message(rng: &mut Rng, enc: &mut Encoder) -> Vec<u8> {
     bytes
 }
 
-fn limits(budget: usize) -> Limits {
-    Limits {
+fn limits(budget: usize) -> DecodeLimits {
+    DecodeLimits {
         decode_budget_base: budget,
         decode_budget_factor: 0,
-        max_depth: Limits::DEFAULT_MAX_DEPTH,
-        ..Limits::default()
+        max_depth: DecodeLimits::DEFAULT_MAX_DEPTH,
+        ..DecodeLimits::default()
     }
 }
 
@@ -376,7 +376,7 @@ fn transcript() -> String {
         let budget = least_budget(&slots, &msg);
         // The real decode, with the default budget, moves the table on (even past an error:
         // the definitions applied before it stay, and must be the same ones).
-        let result = decode_lazy(&Limits::default(), &mut slots, &msg);
+        let result = decode_lazy(&DecodeLimits::default(), &mut slots, &msg);
         let _ = writeln!(out, "{i} {budget} {result:?}");
     }
     out

@@ -28,7 +28,7 @@ use crate::codec::cursor::{Ctx, Cursor, Head, Res};
 use crate::codec::skip::{skip, skip_head, Skip};
 use crate::codec::{decode, DecodeError, FrameDecodeError};
 use crate::frame::{Frame, FrameError};
-use crate::limits::Limits;
+use crate::limits::DecodeLimits;
 use crate::payload::Payload;
 use crate::records::{SlotKeys, SlotTable};
 
@@ -37,7 +37,7 @@ const EVENTS: [&str; 4] = ["next", "credit", "end", "error"];
 
 /// Decodes one message as a frame with a lazy payload.
 pub(crate) fn decode_lazy(
-    limits: &Limits,
+    limits: &DecodeLimits,
     slots: &mut Arc<SlotTable>,
     msg: &Bytes,
 ) -> Result<Frame<Payload>, FrameDecodeError> {
@@ -53,7 +53,7 @@ pub(crate) fn decode_lazy(
 /// [`decode_lazy`] by the general reader alone (for the tests that hold the fast path to
 /// it).
 pub(super) fn general(
-    limits: &Limits,
+    limits: &DecodeLimits,
     slots: &mut Arc<SlotTable>,
     msg: &Bytes,
 ) -> Result<Frame<Payload>, FrameDecodeError> {
@@ -90,7 +90,7 @@ struct Reader<'a, 's> {
 }
 
 impl<'a, 's> Reader<'a, 's> {
-    fn new(limits: &Limits, slots: &'s mut Arc<SlotTable>, msg: &'a Bytes) -> Self {
+    fn new(limits: &DecodeLimits, slots: &'s mut Arc<SlotTable>, msg: &'a Bytes) -> Self {
         Reader {
             cx: Ctx {
                 cur: Cursor::new(msg),

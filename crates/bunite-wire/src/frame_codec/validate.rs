@@ -10,7 +10,7 @@ use crate::frame::{
     ResultFrame, StreamEvent, StreamFrame, WireStatus, PROTOCOL_VERSION,
 };
 use crate::ids::{CallId, CapId};
-use crate::limits::Limits;
+use crate::limits::DecodeLimits;
 use crate::text::Text;
 
 type Res<T> = Result<T, FrameError>;
@@ -29,7 +29,7 @@ impl HelloBounds {
         max_text: usize::MAX,
     };
 
-    pub(crate) fn of(limits: &Limits) -> HelloBounds {
+    pub(crate) fn of(limits: &DecodeLimits) -> HelloBounds {
         HelloBounds {
             max_features: limits.max_hello_features,
             max_text: limits.max_hello_text,
@@ -156,7 +156,7 @@ fn hello<P>(f: &mut Fields<'_, P>, bounds: HelloBounds) -> Res<Hello> {
         Some(Listed::Scalar(_)) => return Err(invalid(OP, "features")),
     };
     let max_bytes = match f.max_bytes.take() {
-        None | Some(Scalar::Undefined) => Limits::DEFAULT_MAX_BYTES as u64,
+        None | Some(Scalar::Undefined) => DecodeLimits::DEFAULT_MAX_BYTES as u64,
         Some(v) => non_negative(&v).ok_or_else(|| invalid(OP, "maxBytes"))?,
     };
     let origin = opt_string(f.origin.take(), OP, "origin")?.unwrap_or_default();

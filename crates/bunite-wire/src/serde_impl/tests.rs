@@ -298,7 +298,7 @@ fn errors_say_what_went_wrong() {
 fn values_at_the_depth_limit_convert_on_a_test_threads_stack() {
     // A record and an array per level: as deep as the decoder lets a peer go.
     let mut v = Value::Null;
-    for _ in 0..crate::limits::Limits::DEFAULT_MAX_DEPTH / 2 {
+    for _ in 0..crate::limits::DecodeLimits::DEFAULT_MAX_DEPTH / 2 {
         v = rec(vec![("a", Value::Array(vec![v]))]);
     }
     let back: Value = from_value(to_value(&v).unwrap()).unwrap();

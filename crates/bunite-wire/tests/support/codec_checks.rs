@@ -7,18 +7,19 @@
 use std::collections::BTreeMap;
 
 use bunite_wire::{
-    from_value, CapId, CapRef, Decoder, Frame, Limits, Payload, ResultFrame, StreamEvent, Value,
+    from_value, CapId, CapRef, DecodeLimits, Decoder, Frame, Payload, ResultFrame, StreamEvent,
+    Value,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Limits small enough that fuzz inputs reach the decode budget and the depth limit.
-pub fn limits() -> Limits {
-    Limits {
+pub fn limits() -> DecodeLimits {
+    DecodeLimits {
         decode_budget_base: 16 * 1024,
         max_depth: 64,
-        ..Limits::default()
+        ..DecodeLimits::default()
     }
 }
 

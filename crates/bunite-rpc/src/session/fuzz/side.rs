@@ -136,7 +136,7 @@ impl Side {
             tainted: false,
             received: 0,
             before_hello: 0,
-            mirror: bunite_wire::Decoder::new(bunite_wire::Limits::default()),
+            mirror: bunite_wire::Decoder::new(bunite_wire::DecodeLimits::default()),
             observed: false,
         }
     }

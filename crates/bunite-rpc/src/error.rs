@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::status::{reason, Code, Status};
 
@@ -92,6 +93,13 @@ pub enum Disconnect {
         kind: io::ErrorKind,
         /// Its text.
         message: String,
+    },
+    /// The peer stopped reading: bytes were waiting to be written and the transport took
+    /// none of them for [`Limits::write_stall_timeout`](crate::Limits::write_stall_timeout).
+    /// The transport was dropped without a goaway (nothing more could be written).
+    WriteStalled {
+        /// The limit that passed without progress.
+        after: Duration,
     },
     /// The peer broke the protocol (undecodable, invalid or oversize message); we sent goaway.
     ProtocolError {
@@ -195,6 +203,14 @@ impl Disconnect {
                 Status::new(Code::Unavailable, format!("transport closed: {message}"))
                     .with_reason(reason::PEER_CLOSING)
             }
+            Disconnect::WriteStalled { after } => Status::new(
+                Code::Unavailable,
+                format!(
+                    "write stalled: the peer stopped reading for {:.1} s",
+                    after.as_secs_f64()
+                ),
+            )
+            .with_reason(reason::PEER_CLOSING),
             Disconnect::ProtocolError { message } => {
                 let message = match self.hint() {
                     Some(hint) => format!("protocol error: {message} ({hint})"),
@@ -290,6 +306,14 @@ mod tests {
             message: "reset".into(),
         };
         assert_eq!(io.status().message, "transport closed: reset");
+        let stalled = Disconnect::WriteStalled {
+            after: Duration::from_millis(30_000),
+        };
+        assert_eq!(
+            stalled.status().message,
+            "write stalled: the peer stopped reading for 30.0 s"
+        );
+        assert_eq!(stalled.status().reason(), Some("peer_closing"));
     }
 
     #[test]

@@ -23,6 +23,18 @@ pub struct Limits {
     /// backlog can exceed it by the results of handlers already running when reading stops
     /// (at most `max_in_flight` of them).
     pub max_unsent_bytes: usize,
+    /// How long bytes may wait to be written while the transport takes none of them before
+    /// the connection is closed as a failed transport
+    /// ([`Disconnect::WriteStalled`](crate::Disconnect::WriteStalled)): pending calls fail,
+    /// handlers and streams end, the transport is dropped without a goaway (it takes nothing
+    /// more). Any progress (a message taken, a flush completed, bytes of a large message
+    /// written) starts the wait afresh. Default 30 s: a slow but live reader takes some
+    /// bytes every few milliseconds to seconds, and even a 64 MiB message makes progress
+    /// at once on any link; a peer that has taken nothing for 30 s is gone or hostile, and
+    /// until this fires it holds up to [`max_unsent_bytes`](Self::max_unsent_bytes) plus
+    /// the running handlers' results, and (since reading stops at that limit) its
+    /// end of the connection is never seen. `None` waits forever.
+    pub write_stall_timeout: Option<Duration>,
     /// Bootstraps waiting for the policy (they do not count toward `max_in_flight`,
     /// PROTOCOL §8, but each is a task). Default 1024; beyond it a bootstrap fails
     /// `resource_exhausted {reason:"max_concurrent_calls"}`.
@@ -66,6 +78,7 @@ impl Default for Limits {
             max_depth: bunite_wire::DecodeLimits::DEFAULT_MAX_DEPTH,
             max_revoked_ids: 4096,
             max_unsent_bytes: 64 * 1024 * 1024,
+            write_stall_timeout: Some(Duration::from_secs(30)),
             max_pending_policy_checks: 1024,
             hello_timeout: Some(Duration::from_secs(30)),
             bootstrap_timeout: Some(Duration::from_secs(30)),

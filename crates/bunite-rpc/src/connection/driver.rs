@@ -51,6 +51,9 @@ pub(super) fn spawn<T: Transport>(
         state: State::Open,
         timer: None,
         timer_at: None,
+        stall_since: None,
+        stall_timer: None,
+        sink_written: 0,
         accounted: 0,
         taken: 0,
         close_handlers: Vec::new(),
@@ -85,6 +88,14 @@ pub(super) struct Driver<K: MessageSink, R: MessageSource> {
     /// The session's next timer, or the close grace once closing.
     timer: Option<Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
+    /// While bytes wait for the transport: when it last took some (see
+    /// [`Driver::watch_stall`]); `None` when nothing waits.
+    stall_since: Option<Instant>,
+    /// The write-stall timer, created the first time a write waits and kept after; it may
+    /// be set earlier than the stall's end (progress does not move it), never later.
+    stall_timer: Option<Pin<Box<Sleep>>>,
+    /// [`MessageSink::written`] as of the last progress.
+    sink_written: u64,
     /// Outbound reservations the session holds, as of the last accounting.
     accounted: usize,
     /// Call-like commands taken since the last accounting.
@@ -365,8 +376,12 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         for f in std::mem::take(&mut self.close_handlers) {
             run_close_handler(f);
         }
-        self.state = if matches!(how, Disconnect::Transport { .. }) {
-            State::Done // The transport is broken: nothing more can be delivered.
+        self.state = if matches!(
+            how,
+            Disconnect::Transport { .. } | Disconnect::WriteStalled { .. }
+        ) {
+            // The transport is broken or takes nothing: nothing more can be delivered.
+            State::Done
         } else {
             State::Closing
         };
@@ -381,6 +396,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             return false;
         }
         let mut wrote = false;
+        let mut flushed = false;
         loop {
             let msg = match self.held.take() {
                 Some(msg) => msg,
@@ -405,10 +421,16 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         }
         if self.unflushed {
             match self.sink.poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    flushed = true;
+                }
                 Poll::Ready(Err(e)) => return self.sink_failed(e),
                 Poll::Pending => {}
             }
+        }
+        if self.watch_stall(cx, wrote || flushed) {
+            return true;
         }
         if self.state == State::Closing && self.held.is_none() && !self.unflushed {
             if self.session.transmit_bytes() > 0 {
@@ -423,6 +445,57 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             }
         }
         wrote
+    }
+
+    /// The write-stall limit ([`Limits::write_stall_timeout`](crate::Limits)): while
+    /// bytes wait for the transport (a message the sink refused, or a flush not done) and it
+    /// takes none of them for the limit, ends the connection as a failed transport. Nothing
+    /// happens, no timer included, while writes complete at once. Whether it fired.
+    fn watch_stall(&mut self, cx: &mut Context<'_>, accepted: bool) -> bool {
+        let waiting = self.held.is_some() || self.unflushed;
+        let limit = match self.shared.settings.limits.write_stall_timeout {
+            Some(limit) if waiting && self.state == State::Open => limit,
+            _ => {
+                self.stall_since = None;
+                return false;
+            }
+        };
+        let written = self.sink.written();
+        let since = match self.stall_since {
+            Some(since) if !accepted && written == self.sink_written => since,
+            _ => {
+                self.sink_written = written;
+                let now = Instant::from_std(self.now());
+                self.stall_since = Some(now);
+                now
+            }
+        };
+        let end = since + limit;
+        // Progress only moves `stall_since`; the timer catches up when it fires early.
+        let sleep = self
+            .stall_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if sleep.deadline() >= end {
+                break;
+            }
+            sleep.as_mut().reset(end);
+        }
+        tracing::debug!(
+            connection = self.shared.id,
+            ?limit,
+            "write stalled: the peer took nothing, closing"
+        );
+        self.session
+            .transport_ended(TransportEnd::WriteStalled(limit));
+        self.apply_outputs();
+        self.held = None;
+        self.stall_since = None;
+        self.state = State::Done;
+        true
     }
 
     fn sink_failed(&mut self, e: TransportError) -> bool {

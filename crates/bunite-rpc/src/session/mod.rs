@@ -111,6 +111,8 @@ pub(crate) enum TransportEnd {
     TooLarge(String),
     /// The peer broke the transport's framing (e.g. a text WebSocket message).
     Protocol(String),
+    /// The transport took none of our bytes for this long (the driver's write-stall limit).
+    WriteStalled(std::time::Duration),
 }
 
 pub(crate) struct Session<T: Types> {
@@ -292,6 +294,9 @@ impl<T: Types> Session<T> {
                 self.protocol_error(Status::resource_exhausted(message, reason::MAX_FRAME_BYTES));
             }
             TransportEnd::Protocol(m) => self.protocol_error(Status::invalid_argument(m)),
+            TransportEnd::WriteStalled(after) => {
+                self.shutdown(Disconnect::WriteStalled { after }, None)
+            }
         }
     }
 

@@ -205,6 +205,17 @@ pub trait MessageSink: Send + Unpin + 'static {
 
     /// Flushes, then closes our direction; the peer's source then ends.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+
+    /// Bytes written out so far, for a sink that writes a message in parts (a byte stream, a
+    /// WebSocket):
+    /// the connection counts any change as progress, so a slow reader of a large message is
+    /// not taken for a stalled one ([`Limits::write_stall_timeout`](
+    /// crate::Limits::write_stall_timeout)). The default, always 0, leaves progress to
+    /// [`poll_ready`](MessageSink::poll_ready) and [`poll_flush`](MessageSink::poll_flush)
+    /// returning `Ready`.
+    fn written(&self) -> u64 {
+        0
+    }
 }
 
 /// A message transport that splits into its two halves.

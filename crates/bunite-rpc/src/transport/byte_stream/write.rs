@@ -42,6 +42,8 @@ pub struct ByteStreamSink<W> {
     /// capacity shows).
     split: bool,
     closed: bool,
+    /// Bytes written out so far ([`MessageSink::written`]).
+    written: u64,
     _slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
@@ -54,6 +56,7 @@ impl<W: AsyncWrite + Unpin> ByteStreamSink<W> {
             queued: 0,
             split: false,
             closed: false,
+            written: 0,
             _slot: slot,
         }
     }
@@ -92,6 +95,7 @@ impl<W: AsyncWrite + Unpin> ByteStreamSink<W> {
     /// Drops `n` written bytes from the front.
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
+        self.written = self.written.wrapping_add(n as u64);
         while n > 0 {
             match self.queue.front_mut() {
                 Some(front) if front.len() <= n => {
@@ -173,5 +177,8 @@ impl<W: AsyncWrite + Unpin + Send + 'static> MessageSink for ByteStreamSink<W> {
             self.closed = true;
         }
         Poll::Ready(Ok(()))
+    }
+    fn written(&self) -> u64 {
+        self.written
     }
 }

@@ -173,6 +173,10 @@ impl<S: MessageSink> MessageSink for SealedSink<S> {
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         self.inner.poll_close(cx)
     }
+
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
 }
 
 impl<S> SealedSource<S> {

@@ -91,6 +91,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
             .map_err(send_error)
     }
 
+    fn written(&self) -> u64 {
+        lock(&self.shared).ws.get_ref().written()
+    }
+
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         loop {
             let mut shared = lock(&self.shared);

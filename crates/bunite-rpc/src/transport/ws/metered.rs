@@ -40,6 +40,9 @@ pub(super) struct Metered<S> {
     /// Bytes read since the last complete message.
     since_message: usize,
     meter: Option<Meter>,
+    /// Bytes written to the socket so far ([`MessageSink::written`](
+    /// crate::transport::MessageSink::written)).
+    written: u64,
 }
 
 #[derive(Debug)]
@@ -52,6 +55,11 @@ struct Meter {
 }
 
 impl<S> Metered<S> {
+    /// Bytes written to the socket so far.
+    pub(super) fn written(&self) -> u64 {
+        self.written
+    }
+
     pub(super) fn new(io: S, budget: Option<&ByteBudget>) -> Self {
         let meter = budget.map(|b| Meter {
             waiter: b.waiter(),
@@ -60,6 +68,7 @@ impl<S> Metered<S> {
         });
         Metered {
             io,
+            written: 0,
             ahead: BytesMut::new(),
             next_read: MIN_READ,
             since_message: 0,
@@ -147,7 +156,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        this.written = this.written.wrapping_add(n as u64);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -155,7 +167,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+        this.written = this.written.wrapping_add(n as u64);
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,0 +1,291 @@
+//! The write-stall limit (`Limits::write_stall_timeout`): a peer that stops reading is cut
+//! off once our writes make no progress for the limit, its pending calls fail saying so and
+//! nothing of the connection is left; a slow reader that keeps taking bytes is not cut off;
+//! `None` waits forever. Over the byte-stream transport on a small in-memory pipe, with
+//! paused time.
+#![cfg(feature = "byte-stream")]
+
+mod common;
+
+use std::time::Duration;
+
+use bunite_rpc::transport::byte_stream::ByteStream;
+use bunite_rpc::wire::{
+    Call, CallId, CapId, Decoder, DropEntry, DropFrame, Encoder, Frame, Hello, ResultFrame,
+};
+use bunite_rpc::{Code, Connection, Disconnect, Limits, Record, Value};
+use common::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::time::{timeout, Instant};
+
+/// The pipe's buffer: far below the results, so the server's writes wait at once.
+const PIPE: usize = 4096;
+const RESULT: usize = 64 * 1024;
+const CALLS: u64 = 8;
+
+fn stall_limits(limit: Option<Duration>) -> Limits {
+    Limits {
+        write_stall_timeout: limit,
+        ..Limits::default()
+    }
+}
+
+/// A server serving the counter over one end of a small pipe, and the raw other end, past
+/// the hello exchange and the counter's bootstrap.
+async fn server_and_raw(limit: Option<Duration>) -> (Connection, Raw) {
+    let (a, mut raw) = tokio::io::duplex(PIPE);
+    let (ar, aw) = tokio::io::split(a);
+    let server = Connection::builder()
+        .limits(stall_limits(limit))
+        .connect(ByteStream::new(ar, aw));
+    track(&server);
+    server
+        .serve(counter_def(), counter_impl())
+        .await
+        .unwrap()
+        .detach();
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(Default::default());
+    write_frame(&mut raw, &mut enc, &Frame::Hello(hello())).await;
+    assert!(matches!(
+        read_frame(&mut raw, &mut dec).await,
+        Frame::Hello(_)
+    ));
+    let boot = call(
+        0,
+        1,
+        "bootstrap",
+        Record::new().with("name", "test.counter").into(),
+    );
+    write_frame(&mut raw, &mut enc, &boot).await;
+    let cap = match read_frame(&mut raw, &mut dec).await {
+        Frame::Result(ResultFrame {
+            outcome: Ok(Value::CapRef(id)),
+            ..
+        }) => id,
+        other => panic!("{other:?}"),
+    };
+    (
+        server,
+        Raw {
+            io: raw,
+            enc,
+            dec,
+            cap,
+        },
+    )
+}
+
+/// The raw client: its end of the pipe, its codec (stateful: both ends know the record
+/// shapes seen so far) and the counter's cap-id.
+struct Raw {
+    io: DuplexStream,
+    enc: Encoder,
+    dec: Decoder,
+    cap: CapId,
+}
+
+impl Raw {
+    /// Sends `CALLS` echo calls of `RESULT` bytes each, whose results fill far more than
+    /// the pipe.
+    async fn send_echoes(&mut self) {
+        for id in 2..2 + CALLS {
+            let args = Value::Bin(vec![7; RESULT]);
+            let frame = call(self.cap.0, id, "echo", args);
+            write_frame(&mut self.io, &mut self.enc, &frame).await;
+        }
+    }
+
+    /// Releases the counter, so the server is clean again.
+    async fn release(&mut self) {
+        let frame = Frame::Drop(DropFrame {
+            caps: vec![DropEntry {
+                id: self.cap,
+                delta: 1,
+            }],
+        });
+        write_frame(&mut self.io, &mut self.enc, &frame).await;
+    }
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_cut_off_after_the_write_stall_timeout() {
+    run_paused(async {
+        let limit = Duration::from_millis(200);
+        let (server, mut raw) = server_and_raw(Some(limit)).await;
+        let start = Instant::now();
+        raw.send_echoes().await;
+        // The peer reads nothing more, but keeps its end open.
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .expect("the stalled connection must close");
+        let took = start.elapsed();
+        assert!(took >= limit, "closed after {took:?}, before the limit");
+        assert!(took < limit * 3, "closed after {took:?}");
+        let stats = server.stats();
+        assert!(stats.is_idle(), "{stats:?}");
+        assert_eq!(stats.tasks, 0, "{stats:?}");
+        // The server dropped its end: the peer reads what was written, then the end.
+        let mut rest = Vec::new();
+        raw.io.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.len() < CALLS as usize * RESULT, "{} bytes", rest.len());
+    });
+}
+
+#[test]
+fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
+    run_paused(async {
+        let limit = Duration::from_millis(200);
+        let (server, mut raw) = server_and_raw(Some(limit)).await;
+        raw.send_echoes().await;
+        // 1 KiB every 100 ms: each 64 KiB result takes 6.4 s to read, so only the bytes the
+        // sink writes out of a message it holds (never a completed flush) show progress.
+        let mut got = Vec::new();
+        let mut answered = 0;
+        let mut chunk = [0u8; 1024];
+        while answered < CALLS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let n = raw.io.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "the server closed a live reader: {:?}",
+                server.stats()
+            );
+            got.extend_from_slice(&chunk[..n]);
+            while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
+                match frame {
+                    Frame::Result(r) => {
+                        assert_eq!(r.outcome, Ok(Value::Bin(vec![7; RESULT])));
+                        answered += 1;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(!server.is_closed());
+        raw.release().await;
+        assert_clean(&[&server]).await;
+        drop(raw);
+    });
+}
+
+#[test]
+fn without_a_write_stall_timeout_a_stalled_peer_is_waited_for() {
+    run_paused(async {
+        let (server, mut raw) = server_and_raw(None).await;
+        raw.send_echoes().await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!server.is_closed());
+        assert!(server.stats().unsent_bytes > 0, "{:?}", server.stats());
+        // Once the peer reads again, every call is answered.
+        for _ in 0..CALLS {
+            assert!(matches!(
+                read_frame(&mut raw.io, &mut raw.dec).await,
+                Frame::Result(ResultFrame { outcome: Ok(_), .. })
+            ));
+        }
+        raw.release().await;
+        assert_clean(&[&server]).await;
+        drop(raw);
+    });
+}
+
+#[test]
+fn calls_pending_on_a_stalled_write_fail_saying_the_peer_stopped_reading() {
+    run_paused(async {
+        let limit = Duration::from_millis(300);
+        let (a, mut raw) = tokio::io::duplex(PIPE);
+        let (ar, aw) = tokio::io::split(a);
+        let client = Connection::builder()
+            .limits(stall_limits(Some(limit)))
+            .connect(ByteStream::new(ar, aw));
+        track(&client);
+        // The raw peer answers the hello and the bootstrap, then reads nothing.
+        let peer = tokio::spawn(async move {
+            let mut enc = Encoder::new();
+            let mut dec = Decoder::new(Default::default());
+            write_frame(&mut raw, &mut enc, &Frame::Hello(hello())).await;
+            loop {
+                match read_frame(&mut raw, &mut dec).await {
+                    Frame::Call(c) if c.method == "bootstrap" => {
+                        let answer = Frame::Result(ResultFrame {
+                            id: c.id,
+                            outcome: Ok(Value::CapRef(CapId(2))),
+                        });
+                        write_frame(&mut raw, &mut enc, &answer).await;
+                        return raw;
+                    }
+                    _ => continue,
+                }
+            }
+        });
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let raw = peer.await.unwrap();
+        let calls: Vec<_> = (0..4)
+            .map(|_| counter.call_value("echo", Value::Bin(vec![1; RESULT])))
+            .collect();
+        for result in futures::future::join_all(calls).await {
+            let e = result.unwrap_err();
+            assert_eq!(
+                e.disconnect(),
+                Some(&Disconnect::WriteStalled { after: limit }),
+                "{e:?}"
+            );
+            assert_eq!(e.code(), Code::Unavailable);
+            assert_eq!(
+                e.message(),
+                "write stalled: the peer stopped reading for 0.3 s"
+            );
+        }
+        drop(counter);
+        timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap();
+        assert!(client.stats().is_idle(), "{:?}", client.stats());
+        drop(raw);
+    });
+}
+
+fn hello() -> Hello {
+    Hello {
+        v: 1,
+        mode: "native".into(),
+        features: vec![],
+        max_bytes: 64 << 20,
+        origin: String::new(),
+    }
+}
+
+fn call(target: u32, id: u64, method: &str, args: Value) -> Frame {
+    Frame::Call(Call {
+        id: CallId(id),
+        target: CapId(target),
+        method: bunite_rpc::wire::Text::copy_from(method),
+        args,
+        meta: None,
+    })
+}
+
+async fn write_frame(w: &mut (impl AsyncWrite + Unpin), enc: &mut Encoder, frame: &Frame) {
+    let body = enc.encode_to_vec(&frame.to_value());
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    w.write_all(&out).await.unwrap();
+}
+
+async fn read_frame(r: &mut (impl AsyncRead + Unpin), dec: &mut Decoder) -> Frame {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    r.read_exact(&mut body).await.unwrap();
+    dec.decode_frame(&body).expect("valid frame")
+}
+
+/// Takes one whole frame off the front of `buf`, if there is one.
+fn take_frame(buf: &mut Vec<u8>, dec: &mut Decoder) -> Option<Frame> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    let body = buf.get(4..4 + len)?.to_vec();
+    buf.drain(..4 + len);
+    Some(dec.decode_frame(&body).expect("valid frame"))
+}

@@ -257,3 +257,34 @@ fn recv_error(e: WsError, max: usize) -> Result<Option<Bytes>, TransportError> {
         other => Err(TransportError::Io(io::Error::other(other.to_string()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::super::WsTransport;
+    use crate::transport::{MessageSink, MessageSinkExt, Transport};
+
+    /// A large message on a pipe that is read a little at a time: the flush stays pending,
+    /// but `written` grows with every read (the write-stall limit counts it as progress).
+    #[tokio::test]
+    async fn written_counts_the_bytes_of_a_message_as_the_peer_takes_them() {
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let t = WsTransport::from_raw_socket(ours, Role::Server, 1 << 20).await;
+        let (mut sink, _source) = t.split();
+        assert_eq!(sink.written(), 0);
+        sink.feed(vec![7u8; 64 * 1024].into()).await.unwrap();
+        assert!(sink.flush().now_or_never().is_none(), "the pipe is full");
+        let first = sink.written();
+        assert!(first > 0 && first < 64 * 1024, "{first}");
+        let mut chunk = [0u8; 1024];
+        for _ in 0..4 {
+            let n = peer.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+        }
+        assert!(sink.flush().now_or_never().is_none());
+        assert!(sink.written() > first, "{} after {first}", sink.written());
+    }
+}

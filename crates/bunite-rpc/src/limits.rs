@@ -3,6 +3,25 @@
 use std::time::Duration;
 
 /// Per-connection limits; `Default` gives the protocol's defaults (PROTOCOL §5).
+///
+/// The defaults at a glance (each field's docs give the details); the bounds shared by every
+/// connection of a listener (connections, handshakes, bytes being received) are in
+/// [`ListenerConfig`](crate::transport::ListenerConfig).
+///
+/// | field | default | why |
+/// | --- | --- | --- |
+/// | `max_bytes` | 64 MiB | the protocol's `maxBytes`; a larger message is refused before it is read |
+/// | `max_caps` | 1024 | cap-table entries a peer can make us hold |
+/// | `max_in_flight` | 1024 | calls each way; beyond it `resource_exhausted` |
+/// | `max_depth` | 256 | nesting; deeper values would cost stack |
+/// | `max_revoked_ids` | 4096 | revoked ids remembered (PROTOCOL §13.7) |
+/// | `max_unsent_bytes` | 64 MiB | reading stops above it, so a peer that never reads stalls us instead of growing our memory |
+/// | `write_stall_timeout` | 30 s | a peer that takes no bytes for this long is gone; it would otherwise hold its unsent replies |
+/// | `max_pending_policy_checks` | 1024 | bootstraps waiting on the policy (each is a task) |
+/// | `hello_timeout` | 30 s | a peer that never says hello holds a connection |
+/// | `bootstrap_timeout` | 30 s | a bootstrap that is not answered means a stuck peer |
+/// | `decode_budget_factor`, `decode_budget_base` | 3, 4 MiB | a message may take at most base + factor × its size once decoded (PROTOCOL §13.11) |
+/// | `max_hello_features`, `max_hello_text` | 64, 4 KiB | a `hello` is small; only what is used is kept |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest inbound message we accept, advertised in `hello.maxBytes`. Default 64 MiB.

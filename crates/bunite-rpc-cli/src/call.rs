@@ -200,11 +200,16 @@ async fn run(args: &Args, kind: Kind, deadline: Option<Duration>) -> i32 {
         Ok(client) => {
             let current = Cell::new(0);
             let chain = chain(args, client, &steps, kind, deadline, &current);
+            // Biased, the sniffer first: the library also fails a unary call answered by
+            // stream frames (`call method returned stream frame`), and both are ready in the
+            // same wake-up (the sniffer sees the frame before the connection handles it);
+            // the sniffer's message says what to do instead.
             tokio::select! {
-                code = chain => code,
+                biased;
                 _ = sniffed.stream_answer(), if kind == Kind::Unary => {
                     wrong_kind(args, &steps[current.get()].method, Kind::Stream)
                 }
+                code = chain => code,
                 _ = tokio::signal::ctrl_c() => exit::INTERRUPTED,
             }
         }

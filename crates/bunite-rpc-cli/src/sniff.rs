@@ -1,7 +1,7 @@
 //! Telling a stream method from a unary one without a schema: `call` sends an ordinary
 //! `call` frame either way (PROTOCOL §10), and a stream method answers it with `stream`
-//! frames, which the library ignores for a unary call (so `call … ticks` used to wait
-//! forever). [`Sniff`] wraps the transport and decodes each inbound message a second time
+//! frames, which the library fails as a bad answer (`call method returned stream frame`;
+//! `call … ticks` once waited forever) without saying what to do instead. [`Sniff`] wraps the transport and decodes each inbound message a second time
 //! with its own decoder (the codec is stateful, so it sees every message, in order); the
 //! first `stream` frame that answers one of our calls is reported through [`Sniffed`].
 //!

@@ -436,6 +436,21 @@ struct CancelOnDrop<'a> {
     armed: bool,
 }
 
+impl<'a> CancelOnDrop<'a> {
+    /// Queues `command` (call `id`'s start) and arms the guard that cancels it if the
+    /// caller stops waiting.
+    fn send(shared: &'a Shared, id: CallId, command: Command) -> Result<Self, Error> {
+        if !shared.send(command) {
+            return Err(Error::closed());
+        }
+        Ok(CancelOnDrop {
+            shared,
+            id,
+            armed: true,
+        })
+    }
+}
+
 impl Drop for CancelOnDrop<'_> {
     /// A command to the connection, never a wait.
     fn drop(&mut self) {
@@ -495,14 +510,7 @@ async fn send_and_wait(
         req: Box::new(req),
         reply,
     };
-    if !shared.send(command) {
-        return Err(Error::closed());
-    }
-    let mut guard = CancelOnDrop {
-        shared,
-        id,
-        armed: true,
-    };
+    let mut guard = CancelOnDrop::send(shared, id, command)?;
     let outcome = match cancel {
         None => rx.await,
         Some(token) => tokio::select! {
@@ -553,14 +561,7 @@ impl Connection {
             version: version.map(str::to_owned),
             reply,
         };
-        if !shared.send(command) {
-            return Err(Error::closed());
-        }
-        let mut guard = CancelOnDrop {
-            shared,
-            id,
-            armed: true,
-        };
+        let mut guard = CancelOnDrop::send(shared, id, command)?;
         // The bootstrap's own timer, not a call deadline: the session sends a bootstrap
         // with no `meta.deadlineMs` and parks it until the peer's hello, where no call
         // deadline runs. On timeout the guard cancels the call (a result that arrives

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::attestation::Attestation;
-use crate::error::{Error, LocalError};
+use crate::error::Error;
 use crate::events::Event;
 use crate::handler::CapImpl;
 use crate::limits::Limits;
@@ -42,7 +42,7 @@ use crate::policy::Policy;
 use crate::schema::{CapDef, IfExists};
 use crate::session::{self, Session};
 use crate::stats::Stats;
-use crate::status::{reason, Status};
+use crate::status::Status;
 use crate::transport::Transport;
 
 mod command;
@@ -314,13 +314,7 @@ impl Shared {
         let max = self.settings.limits.max_in_flight;
         if self.outbound.fetch_add(1, Ordering::AcqRel) >= max {
             self.outbound.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::local(
-                LocalError::InFlightLimit,
-                Status::resource_exhausted(
-                    format!("in-flight calls limit {max}"),
-                    reason::MAX_CONCURRENT_CALLS,
-                ),
-            ));
+            return Err(Error::in_flight_limit(max));
         }
         Ok(())
     }

@@ -124,6 +124,11 @@ impl Error {
         Error::local(LocalError::Closed, Status::connection_closed())
     }
 
+    /// Our own in-flight limit refused the call ([`Status::in_flight_limit`]).
+    pub(crate) fn in_flight_limit(max: usize) -> Self {
+        Error::local(LocalError::InFlightLimit, Status::in_flight_limit(max))
+    }
+
     /// The answer did not fit: `invalid_argument` with `message`.
     pub fn bad_answer(message: impl Into<String>) -> Self {
         Error::local(LocalError::BadAnswer, Status::invalid_argument(message))

@@ -219,6 +219,16 @@ impl Status {
         Status::new(Code::ResourceExhausted, message).with_reason(reason)
     }
 
+    /// `resource_exhausted` `in-flight calls limit {max}` `{reason:"max_concurrent_calls"}`:
+    /// a call over [`Limits::max_in_flight`](crate::Limits::max_in_flight), ours or the
+    /// peer's.
+    pub(crate) fn in_flight_limit(max: usize) -> Self {
+        Status::resource_exhausted(
+            format!("in-flight calls limit {max}"),
+            reason::MAX_CONCURRENT_CALLS,
+        )
+    }
+
     /// `unavailable` `connection closed`: what every call fails with after close.
     pub fn connection_closed() -> Self {
         Status::new(Code::Unavailable, "connection closed")

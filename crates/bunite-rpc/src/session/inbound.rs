@@ -238,11 +238,7 @@ impl<T: Types> Session<T> {
         }
         let max = self.cfg.limits.max_in_flight;
         if self.inbound.runs.len() >= max {
-            let status = Status::resource_exhausted(
-                format!("in-flight calls limit {max}"),
-                reason::MAX_CONCURRENT_CALLS,
-            );
-            return Err((known(), status));
+            return Err((known(), Status::in_flight_limit(max)));
         }
         Ok((Arc::clone(def), imp.clone(), method))
     }

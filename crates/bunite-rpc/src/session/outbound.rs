@@ -243,13 +243,7 @@ impl<T: Types> Session<T> {
         }
         let max = self.cfg.limits.max_in_flight;
         if self.outbound.in_flight() >= max {
-            return Err(Error::local(
-                LocalError::InFlightLimit,
-                Status::resource_exhausted(
-                    format!("in-flight calls limit {max}"),
-                    reason::MAX_CONCURRENT_CALLS,
-                ),
-            ));
+            return Err(Error::in_flight_limit(max));
         }
         Ok(())
     }

@@ -64,13 +64,23 @@ pub(super) fn spawn<T: Transport>(
     tokio::spawn(driver);
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     Open,
     /// Shut down: deliver what is queued, then close the sink.
     Closing,
     /// The sink is closed (or broken): finish.
     Done,
+}
+
+/// Why [`Driver::read`] stopped.
+enum Read {
+    /// The source is pending (or the session closed): its waker is registered.
+    Drained,
+    /// The pass's budget ran out with messages perhaps still ready.
+    Budget,
+    /// Too much waits to be sent; reading resumes once the transport takes it.
+    Backpressure,
 }
 
 pub(super) struct Driver<K: MessageSink, R: MessageSource> {
@@ -117,12 +127,12 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
         let _entered = span.enter();
         this.runs.register(cx.waker());
         for _ in 0..PASSES_PER_POLL {
-            let progress = this.pass(cx);
+            let again = this.pass(cx);
             if this.state == State::Done {
                 this.finish();
                 return Poll::Ready(());
             }
-            if !progress {
+            if !again {
                 return Poll::Pending;
             }
         }
@@ -132,19 +142,37 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
 }
 
 impl<K: MessageSink, R: MessageSource> Driver<K, R> {
-    /// One pass over every source of work; whether anything happened.
+    /// One pass over every source of work; whether another pass is needed now.
+    ///
+    /// Each source is polled until it is pending, which registers this task's waker with
+    /// it, so a pass needs no successor just because it did something: what arrives after
+    /// its poll wakes the task. Another pass is needed only where a source was left with
+    /// work it was not polled to the end of: a budget ran out, reading or producing stream
+    /// values stopped for unsent bytes the write has since given room for, a timer fired
+    /// (the next one is not armed yet), or the state changed (the close grace and the
+    /// sink's close are polled in the next pass).
     fn pass(&mut self, cx: &mut Context<'_>) -> bool {
         self.now = None;
-        let mut progress = self.take_commands(cx);
-        progress |= self.read(cx);
+        let state = self.state.clone();
+        let commands_left = self.take_commands(cx);
+        let read = self.read(cx);
         self.apply_outputs();
-        progress |= self.runs.poll_streams(&mut self.session, cx);
+        self.runs.poll_streams(&mut self.session);
         self.apply_outputs();
-        progress |= self.poll_timer(cx);
+        let fired = self.poll_timer(cx);
         self.apply_outputs();
-        progress |= self.write(cx);
+        self.write(cx);
         self.account();
-        progress
+        let room = self.unsent() <= self.shared.settings.limits.max_unsent_bytes;
+        commands_left
+            || fired
+            || self.state != state
+            || match read {
+                Read::Drained => false,
+                Read::Budget => true,
+                Read::Backpressure => room,
+            }
+            || (room && self.runs.has_ready())
     }
 
     /// The time, read once per pass (every message and command of a pass sees the same
@@ -154,19 +182,16 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     }
 
     /// Takes queued commands, at most a pass's budget.
+    /// Whether the budget ran out before the queue did.
     fn take_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut took = false;
         for _ in 0..PASS_BUDGET {
             match self.commands.poll_recv(cx) {
-                Poll::Ready(Some(command)) => {
-                    self.command(command);
-                    took = true;
-                }
+                Poll::Ready(Some(command)) => self.command(command),
                 // Every handle holds a sender, and so does `Shared`: never closed while we run.
-                Poll::Ready(None) | Poll::Pending => break,
+                Poll::Ready(None) | Poll::Pending => return false,
             }
         }
-        took
+        true
     }
 
     /// Takes whatever commands are queued right now, without registering for more (before
@@ -248,20 +273,18 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Reads every message the transport has ready, unless too much is waiting to be sent
     /// (a peer that does not read our answers stops being read).
-    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+    fn read(&mut self, cx: &mut Context<'_>) -> Read {
         if self.state != State::Open {
-            return false;
+            return Read::Drained;
         }
-        let mut read = false;
         for _ in 0..PASS_BUDGET {
             if self.unsent() > self.shared.settings.limits.max_unsent_bytes {
-                break;
+                return Read::Backpressure;
             }
             let msg = match self.source.poll_recv(cx) {
-                Poll::Pending => break,
+                Poll::Pending => return Read::Drained,
                 Poll::Ready(msg) => msg,
             };
-            read = true;
             match msg {
                 Ok(Some(bytes)) => {
                     let now = self.now();
@@ -271,10 +294,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 Err(e) => self.session.transport_ended(transport_end(e)),
             }
             if self.session.is_closed() {
-                break;
+                return Read::Drained;
             }
         }
-        read
+        Read::Budget
     }
 
     /// Runs the session's timers when due, and the close grace.

@@ -283,11 +283,12 @@ impl Runs {
         self.ready.clear();
     }
 
-    /// Polls the stream sources that have credit and something to say; whether any
-    /// produced. Stops early while too much waits to be sent.
-    pub fn poll_streams(&mut self, session: &mut Session<Rt>, _cx: &mut Context<'_>) -> bool {
+    /// Polls the stream sources that have credit and something to say, each once. Stops
+    /// early while too much waits to be sent. A source that produced and may have more is
+    /// queued again ([`Runs::has_ready`]).
+    pub fn poll_streams(&mut self, session: &mut Session<Rt>) {
         if self.ready.is_empty() && !self.wakes.any.load(Ordering::Acquire) {
-            return false;
+            return;
         }
         if let Ok(mut woken) = self.wakes.runs.lock() {
             self.wakes.any.store(false, Ordering::Release);
@@ -301,7 +302,6 @@ impl Runs {
             }
         }
         let limit = self.shared.settings.limits.max_unsent_bytes;
-        let mut produced = false;
         for _ in 0..self.ready.len() {
             if session.transmit_bytes() > limit {
                 break; // Retried once the transport has taken what is queued.
@@ -315,18 +315,21 @@ impl Runs {
             s.queued = false;
             match poll_stream(run, s, session) {
                 Step::Again => {
-                    produced = true;
                     s.queued = true;
                     self.ready.push_back(run);
                 }
-                Step::Wait(did) => produced |= did,
+                Step::Wait => {}
                 Step::Ended => {
-                    produced = true;
                     self.streams.remove(&run);
                 }
             }
         }
-        produced
+    }
+
+    /// Stream sources queued to be polled again (they produced and may have more, or
+    /// waited for room to send).
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     /// Asks the policy about a bootstrap of `name`: the answer if it came at once, else
@@ -396,8 +399,8 @@ const DISPOSE_TIMEOUT: Duration = CLOSE_GRACE;
 enum Step {
     /// Produced its budget and may produce more.
     Again,
-    /// Waits for credit or for its source (whether it produced first).
-    Wait(bool),
+    /// Waits for credit or for its source.
+    Wait,
     /// The stream is over (ended, failed, or gone).
     Ended,
 }
@@ -405,16 +408,16 @@ enum Step {
 fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step {
     let _entered = s.span.enter();
     let mut cx = Context::from_waker(&s.waker);
-    for n in 0..STREAM_BUDGET {
+    for _ in 0..STREAM_BUDGET {
         match session.stream_window(s.call_id, run) {
             None => return Step::Ended,
-            Some(0) => return Step::Wait(n > 0), // `Output::Credit` queues it again.
+            Some(0) => return Step::Wait, // `Output::Credit` queues it again.
             Some(_) => {}
         }
         let (scope, source) = (s.scope, &mut s.source);
         let polled = catch(|| CURRENT_CALL.sync_scope(scope, || source.poll_next_unpin(&mut cx)));
         match polled {
-            Some(Poll::Pending) => return Step::Wait(n > 0),
+            Some(Poll::Pending) => return Step::Wait,
             Some(Poll::Ready(Some(Ok(value)))) => {
                 if !session.stream_item(s.call_id, run, value) {
                     return Step::Ended;

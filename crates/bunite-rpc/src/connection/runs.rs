@@ -407,38 +407,44 @@ enum Step {
 
 fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step {
     let _entered = s.span.enter();
-    let mut cx = Context::from_waker(&s.waker);
-    for _ in 0..STREAM_BUDGET {
-        match session.stream_window(s.call_id, run) {
-            None => return Step::Ended,
-            Some(0) => return Step::Wait, // `Output::Credit` queues it again.
-            Some(_) => {}
-        }
-        let (scope, source) = (s.scope, &mut s.source);
-        let polled = catch(|| CURRENT_CALL.sync_scope(scope, || source.poll_next_unpin(&mut cx)));
-        match polled {
-            Some(Poll::Pending) => return Step::Wait,
-            Some(Poll::Ready(Some(Ok(value)))) => {
-                if !session.stream_item(s.call_id, run, value) {
+    let call_id = s.call_id;
+    match session.stream_window(call_id, run) {
+        None => return Step::Ended,
+        Some(0) => return Step::Wait, // `Output::Credit` queues it again.
+        Some(_) => {}
+    }
+    let (scope, source, waker) = (s.scope, &mut s.source, &s.waker);
+    // One call scope for the whole budget, not one per value; only the source's own code
+    // runs under the panic guard, the session's never does.
+    CURRENT_CALL.sync_scope(scope, || {
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..STREAM_BUDGET {
+            match catch(|| source.poll_next_unpin(&mut cx)) {
+                Some(Poll::Pending) => return Step::Wait,
+                Some(Poll::Ready(Some(Ok(value)))) => {
+                    match session.stream_item(call_id, run, value) {
+                        None => return Step::Ended,
+                        Some(0) => return Step::Wait, // `Output::Credit` queues it again.
+                        Some(_) => {}
+                    }
+                }
+                Some(Poll::Ready(Some(Err(status)))) => {
+                    session.stream_done(call_id, run, Err(status));
+                    return Step::Ended;
+                }
+                Some(Poll::Ready(None)) => {
+                    session.stream_done(call_id, run, Ok(()));
+                    return Step::Ended;
+                }
+                None => {
+                    let status = Status::internal("stream source panicked");
+                    session.stream_done(call_id, run, Err(status));
                     return Step::Ended;
                 }
             }
-            Some(Poll::Ready(Some(Err(status)))) => {
-                session.stream_done(s.call_id, run, Err(status));
-                return Step::Ended;
-            }
-            Some(Poll::Ready(None)) => {
-                session.stream_done(s.call_id, run, Ok(()));
-                return Step::Ended;
-            }
-            None => {
-                let status = Status::internal("stream source panicked");
-                session.stream_done(s.call_id, run, Err(status));
-                return Step::Ended;
-            }
         }
-    }
-    Step::Again
+        Step::Again
+    })
 }
 
 /// A handler's future, polled inside its call's scope (so calls it makes carry

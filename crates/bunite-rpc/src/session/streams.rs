@@ -89,14 +89,14 @@ impl<T: Types> Session<T> {
         Some(s.window)
     }
 
-    /// Sends one value of a server stream; false once the stream is gone. A value too large
-    /// for the peer ends the stream with `stream error` `resource_exhausted`.
-    pub fn stream_item(&mut self, id: CallId, run: RunId, value: Value) -> bool {
-        let Some(s) = self.server_stream(id, run) else {
-            return false;
-        };
+    /// Sends one value of a server stream: the credit left after it, or `None` once the
+    /// stream is gone. A value too large for the peer ends the stream with `stream error`
+    /// `resource_exhausted`.
+    pub fn stream_item(&mut self, id: CallId, run: RunId, value: Value) -> Option<u64> {
+        let s = self.server_stream(id, run)?;
         s.window = s.window.saturating_sub(1);
         s.count += 1;
+        let left = s.window;
         let frame = Frame::Stream(StreamFrame {
             id,
             event: StreamEvent::Next(value),
@@ -111,9 +111,9 @@ impl<T: Types> Session<T> {
             );
             self.stream_done(id, run, Err(status));
             self.outputs.push_back(Output::Abort(run));
-            return false;
+            return None;
         }
-        true
+        Some(left)
     }
 
     /// A server stream's source ended (`end`) or failed (`stream error` with its Status).

@@ -507,7 +507,11 @@ impl Side {
         };
         let n = u64::from(input.b() % 40).min(window);
         for _ in 0..n {
-            if !self.s.stream_item(id, run, value(input, 0, false)) {
+            if self
+                .s
+                .stream_item(id, run, value(input, 0, false))
+                .is_none()
+            {
                 break;
             }
         }

@@ -29,8 +29,12 @@ fn a_server_stream_sends_only_within_its_window_and_credit_reopens_it() {
         Some(8),
         "the method's initial credit"
     );
-    for i in 0..8 {
-        assert!(server.s.stream_item(id, run, Value::from(i)));
+    for i in 0..8u32 {
+        assert_eq!(
+            server.s.stream_item(id, run, Value::from(i)),
+            Some(u64::from(7 - i)),
+            "the credit left"
+        );
     }
     assert_eq!(server.s.stream_window(id, run), Some(0));
     pump(&mut server, &mut client);
@@ -84,8 +88,9 @@ fn a_cancel_stops_the_source_and_sends_end() {
             ..
         })]
     ));
-    assert!(
-        !server.s.stream_item(inv.call_id, inv.run, Value::Null),
+    assert_eq!(
+        server.s.stream_item(inv.call_id, inv.run, Value::Null),
+        None,
         "gone"
     );
 }
@@ -153,7 +158,10 @@ fn stream_frames_for_a_unary_call_fail_it_and_cancel_the_stream() {
     pump(&mut client, &mut server);
     let inv = server.invoked();
     assert!(inv.stream, "the server runs it as the stream it is");
-    assert!(server.s.stream_item(inv.call_id, inv.run, Value::from(1)));
+    assert!(server
+        .s
+        .stream_item(inv.call_id, inv.run, Value::from(1))
+        .is_some());
     pump(&mut server, &mut client);
     let e = client
         .reply(tag)

@@ -1,9 +1,8 @@
 //! `call` and `stream`: call any cap from a shell, JSON in and out, as grpcurl and websocat
 //! are used: handshake options, a deadline, calls into returned sub-caps (`--then`), exit
-//! codes by kind of failure (see `exit`), and the wrong kind of method noticed at once
-//! (see `sniff`).
+//! codes by kind of failure (see `exit`), and the wrong kind of method named
+//! ([`LocalError::WrongKind`]).
 
-use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -184,31 +183,22 @@ async fn run(args: &Args, kind: Kind, deadline: Option<Duration>) -> i32 {
         origin: args.origin.clone(),
         headers: args.headers.clone(),
     };
-    let (conn, sniffed) =
-        match crate::connect::connect_with(&args.url, &options, Connection::builder()).await {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return exit::CONNECTION;
-            }
-        };
+    let conn = match crate::connect::connect_with(&args.url, &options, Connection::builder()).await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::CONNECTION;
+        }
+    };
     let code = match conn
         .bootstrap_name(&args.cap, args.version.as_deref())
         .await
     {
         Err(e) => fail(&e, args, &args.method),
         Ok(client) => {
-            let current = Cell::new(0);
-            let chain = chain(args, client, &steps, kind, deadline, &current);
-            // Biased, the sniffer first: the library also fails a unary call answered by
-            // stream frames (`call method returned stream frame`), and both are ready in the
-            // same wake-up (the sniffer sees the frame before the connection handles it);
-            // the sniffer's message says what to do instead.
+            let chain = chain(args, client, &steps, kind, deadline);
             tokio::select! {
-                biased;
-                _ = sniffed.stream_answer(), if kind == Kind::Unary => {
-                    wrong_kind(args, &steps[current.get()].method, Kind::Stream)
-                }
                 code = chain => code,
                 _ = tokio::signal::ctrl_c() => exit::INTERRUPTED,
             }
@@ -240,7 +230,6 @@ async fn chain(
     steps: &[Step],
     kind: Kind,
     deadline: Option<Duration>,
-    current: &Cell<usize>,
 ) -> i32 {
     let started = tokio::time::Instant::now();
     let opts = || CallOptions {
@@ -248,7 +237,6 @@ async fn chain(
         ..CallOptions::default()
     };
     for (i, step) in steps.iter().enumerate() {
-        current.set(i);
         let last = i + 1 == steps.len();
         if !last {
             match target
@@ -256,6 +244,9 @@ async fn chain(
                 .await
             {
                 Ok(next) => target = next,
+                Err(e) if e.local_kind() == Some(LocalError::WrongKind) => {
+                    return wrong_kind(args, &step.method, Kind::Stream);
+                }
                 Err(e) => {
                     if e.local_kind() == Some(LocalError::BadAnswer) {
                         eprintln!(
@@ -281,6 +272,9 @@ async fn chain(
                         }
                         exit::OK
                     }
+                    Err(e) if e.local_kind() == Some(LocalError::WrongKind) => {
+                        wrong_kind(args, &step.method, Kind::Stream)
+                    }
                     Err(e) => fail(&e, args, &step.method),
                 }
             }
@@ -296,7 +290,7 @@ async fn print_stream(args: &Args, target: &Client, step: &Step, opts: CallOptio
     while let Some(next) = values.next().await {
         match next {
             Ok(v) => println!("{}", json::to_json(&v).unwrap_or(serde_json::Value::Null)),
-            Err(e) if e.local_kind() == Some(LocalError::BadAnswer) => {
+            Err(e) if e.local_kind() == Some(LocalError::WrongKind) => {
                 // PROTOCOL §10: a result frame for a stream id.
                 return wrong_kind(args, &step.method, Kind::Unary);
             }

@@ -9,8 +9,6 @@ use bunite_rpc::transport::ws::{http::Uri, ClientRequestBuilder, WsConnector};
 use bunite_rpc::transport::{MaxBytes, Transport};
 use bunite_rpc::{Connection, ConnectionBuilder, Limits};
 
-use crate::sniff::{Sniff, Sniffed};
-
 /// The transport bound of a connection with our default limits: room for the sealed pipe's
 /// overhead when there is a key.
 pub fn transport_max(key: &Option<Key>) -> usize {
@@ -40,17 +38,15 @@ pub async fn connect(
         key,
         ..Options::default()
     };
-    Ok(connect_with(url, &options, builder).await?.0)
+    connect_with(url, &options, builder).await
 }
 
-/// Connects `builder` to `url` with `options`; the connection's inbound frames are watched
-/// (see [`Sniffed`]).
+/// Connects `builder` to `url` with `options`.
 pub async fn connect_with(
     url: &str,
     options: &Options,
     builder: ConnectionBuilder,
-) -> Result<(Connection, Sniffed)> {
-    let sniffed = Sniffed::default();
+) -> Result<Connection> {
     let max = Limits::default().max_bytes;
     let roots = || -> Result<ClientTls> {
         Ok(match &options.ca {
@@ -64,14 +60,14 @@ pub async fn connect_with(
         let t = bunite_rpc::transport::byte_stream::tcp_connect(addr)
             .await
             .with_context(failed)?;
-        start(t.with_max_bytes(max), options, builder, &sniffed)
+        start(t.with_max_bytes(max), options, builder)
     } else if let Some(addr) = url.strip_prefix("tls://") {
         let (host, port) = host_port(addr.trim_end_matches('/'))?;
         let t = tls::tcp_connect(host, port, &roots()?)
             .await
             .map_err(|e| anyhow::anyhow!(e.report()))
             .with_context(failed)?;
-        start(t.with_max_bytes(max), options, builder, &sniffed)
+        start(t.with_max_bytes(max), options, builder)
     } else if url.starts_with("ws://") || url.starts_with("wss://") {
         let mut connector = WsConnector::new().max_bytes(max);
         if url.starts_with("wss://") {
@@ -90,14 +86,14 @@ pub async fn connect_with(
             .await
             .map_err(|e| anyhow::anyhow!(e.report()))
             .with_context(failed)?;
-        start(t, options, builder, &sniffed)
+        start(t, options, builder)
     } else {
         bail!(
             "unsupported URL {url:?}: use ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, \
              tcp://HOST:PORT or tls://HOST:PORT"
         )
     };
-    Ok((conn, sniffed))
+    Ok(conn)
 }
 
 /// `HOST:PORT` (a bracketed IPv6 host too).
@@ -111,16 +107,15 @@ fn host_port(addr: &str) -> Result<(&str, u16)> {
     Ok((host, port))
 }
 
-/// Starts the connection over `t` (sealed when there is a key), its inbound frames watched.
+/// Starts the connection over `t` (sealed when there is a key).
 fn start<T: Transport + MaxBytes>(
     t: T,
     options: &Options,
     builder: ConnectionBuilder,
-    sniffed: &Sniffed,
 ) -> Connection {
     match &options.key {
-        Some(key) => builder.connect(Sniff::new(Sealed::new(t, key.clone()), sniffed)),
-        None => builder.connect(Sniff::new(t, sniffed)),
+        Some(key) => builder.connect(Sealed::new(t, key.clone())),
+        None => builder.connect(t),
     }
 }
 

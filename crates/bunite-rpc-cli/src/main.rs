@@ -13,7 +13,6 @@ mod interop_server;
 mod json;
 mod serve_stdio;
 mod server_stats;
-mod sniff;
 mod suggest;
 mod typegen;
 mod web;

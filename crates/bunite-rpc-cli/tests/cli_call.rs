@@ -89,6 +89,23 @@ fn call_on_a_stream_method_fails_within_a_second_naming_its_kind() {
         stderr(&out)
     );
 
+    // A stream method as a `--then` step that should return a cap: the same answer.
+    let out = run(&[
+        "call",
+        &s.url,
+        "interop.counter",
+        "ticks",
+        r#"{"n":3}"#,
+        "--then",
+        "get",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"ticks\" is a stream method"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = run(&["stream", &s.url, "interop.counter", "get"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(

@@ -69,6 +69,11 @@ pub enum LocalError {
     DeadlineExceeded,
     /// The peer's answer did not have the expected shape or type.
     BadAnswer,
+    /// The peer answered with the other kind of answer: stream frames for a unary call (the
+    /// method is a server stream; a stream still running was cancelled), or a `result` for
+    /// a stream (the method is unary). The status is the stream's `error` when it sent one,
+    /// else `invalid_argument` (PROTOCOL §10).
+    WrongKind,
     /// The peer sent more stream values than the credit it was given; we cancelled the
     /// stream.
     StreamOverflow,
@@ -277,6 +282,7 @@ impl fmt::Display for LocalError {
             LocalError::Cancelled => "local: cancelled",
             LocalError::DeadlineExceeded => "local: deadline exceeded",
             LocalError::BadAnswer => "local: unexpected answer",
+            LocalError::WrongKind => "local: answered as the other kind of method",
             LocalError::StreamOverflow => "local: stream over its credit",
         })
     }

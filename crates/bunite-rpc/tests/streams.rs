@@ -314,7 +314,7 @@ fn a_result_frame_for_a_stream_fails_it() {
         let e = s.next().await.unwrap().unwrap_err();
         assert_local(
             &e,
-            LocalError::BadAnswer,
+            LocalError::WrongKind,
             Code::InvalidArgument,
             "stream method returned result frame",
             None,

@@ -334,7 +334,8 @@ impl<T: Types> Session<T> {
 
     /// A stream frame for one of our unary calls: the method is a stream (a dynamic call can
     /// name one). The call fails, the mirror of a `result` for a stream (PROTOCOL §10): with
-    /// the stream's `error`, or `invalid_argument` `call method returned stream frame`. A
+    /// the stream's `error`, or `invalid_argument` `call method returned stream frame`, as
+    /// [`LocalError::WrongKind`]. A
     /// `next` (`open`) means the stream still runs on the server: it is cancelled, so it does
     /// not wait for credit forever holding an in-flight slot. Nothing when `id` is no
     /// pending call.
@@ -343,9 +344,15 @@ impl<T: Types> Session<T> {
             return;
         };
         if let Some(to) = p.reply {
-            let error =
-                error.unwrap_or_else(|| Error::bad_answer("call method returned stream frame"));
-            self.reply(to, Err(error), p.expect);
+            let status = match error {
+                Some(e) => e.into_status(),
+                None => Status::invalid_argument("call method returned stream frame"),
+            };
+            self.reply(
+                to,
+                Err(Error::local(LocalError::WrongKind, status)),
+                p.expect,
+            );
         }
         if open {
             self.send(&Frame::Cancel(Cancel {

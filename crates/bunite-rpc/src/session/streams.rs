@@ -286,7 +286,7 @@ impl<T: Types> Session<T> {
     pub(super) fn result_for_stream(&mut self, id: CallId, outcome: Result<Payload, Error>) {
         let error = match outcome {
             Ok(_) => Error::local(
-                LocalError::BadAnswer,
+                LocalError::WrongKind,
                 Status::new(Code::InvalidArgument, "stream method returned result frame"),
             ),
             Err(e) => e,

@@ -3,6 +3,7 @@
 use bunite_wire::{CallId, CapId, Frame, StreamEvent, StreamFrame, Value};
 
 use super::*;
+use crate::error::LocalError;
 use crate::status::Code;
 
 /// Opens `ticks` from `client` on `server`; returns the server's invocation.
@@ -169,6 +170,7 @@ fn stream_frames_for_a_unary_call_fail_it_and_cancel_the_stream() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(e.message(), "call method returned stream frame");
+    assert_eq!(e.local_kind(), Some(LocalError::WrongKind));
     assert_eq!(client.s.stats().pending_calls, 0);
     let frames = pump(&mut client, &mut server);
     assert!(
@@ -197,6 +199,11 @@ fn stream_frames_for_a_unary_call_fail_it_and_cancel_the_stream() {
     pump(&mut server, &mut client);
     let e = client.reply(tag).expect("answered").unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::Unavailable, "source gone"));
+    assert_eq!(
+        e.local_kind(),
+        Some(LocalError::WrongKind),
+        "the stream's own status, and the kind that says it was a stream"
+    );
     assert!(pump(&mut client, &mut server).is_empty());
     assert_eq!(client.s.stats().pending_calls, 0);
     assert_eq!(server.s.stats().server_streams, 0);

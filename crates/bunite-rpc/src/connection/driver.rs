@@ -48,6 +48,7 @@ pub(super) fn spawn<T: Transport>(
         source,
         held: None,
         unflushed: false,
+        handed: false,
         state: State::Open,
         timer: None,
         timer_at: None,
@@ -94,6 +95,9 @@ pub(super) struct Driver<K: MessageSink, R: MessageSource> {
     held: Option<Bytes>,
     /// Messages were handed to the sink since its last flush.
     unflushed: bool,
+    /// Messages were handed to the sink since the last [`Driver::flush`] (progress, for
+    /// the write-stall limit).
+    handed: bool,
     state: State,
     /// The session's next timer, or the close grace once closing.
     timer: Option<Pin<Box<Sleep>>>,
@@ -126,8 +130,8 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
         let span = this.shared.span.clone();
         let _entered = span.enter();
         this.runs.register(cx.waker());
-        for _ in 0..PASSES_PER_POLL {
-            let again = this.pass(cx);
+        for i in 0..PASSES_PER_POLL {
+            let again = this.pass(cx, i + 1 == PASSES_PER_POLL);
             if this.state == State::Done {
                 this.finish();
                 return Poll::Ready(());
@@ -151,7 +155,12 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// values stopped for unsent bytes the write has since given room for, a timer fired
     /// (the next one is not armed yet), or the state changed (the close grace and the
     /// sink's close are polled in the next pass).
-    fn pass(&mut self, cx: &mut Context<'_>) -> bool {
+    ///
+    /// Every pass hands its messages to the sink, but only a pass that needs no successor,
+    /// or the `last` of a poll, flushes it: a stream that produces a budget of values per
+    /// pass has them written together (the sink bounds what it buffers), not in one write
+    /// per budget.
+    fn pass(&mut self, cx: &mut Context<'_>, last: bool) -> bool {
         self.now = None;
         let state = self.state.clone();
         let commands_left = self.take_commands(cx);
@@ -161,18 +170,21 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.apply_outputs();
         let fired = self.poll_timer(cx);
         self.apply_outputs();
-        self.write(cx);
-        self.account();
+        self.hand_to_sink(cx);
         let room = self.unsent() <= self.shared.settings.limits.max_unsent_bytes;
-        commands_left
+        let again = commands_left
             || fired
-            || self.state != state
             || match read {
                 Read::Drained => false,
                 Read::Budget => true,
                 Read::Backpressure => room,
             }
-            || (room && self.runs.has_ready())
+            || (room && self.runs.has_ready());
+        if !again || last {
+            self.flush(cx);
+        }
+        self.account();
+        again || self.state != state
     }
 
     /// The time, read once per pass (every message and command of a pass sees the same
@@ -413,13 +425,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.timer = Some(Box::pin(tokio::time::sleep_until(at)));
     }
 
-    /// Hands every ready message to the sink, flushes, and once closing closes the sink.
-    fn write(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Hands every ready message to the sink, as far as it takes them.
+    fn hand_to_sink(&mut self, cx: &mut Context<'_>) {
         if self.state == State::Done {
-            return false;
+            return;
         }
-        let mut wrote = false;
-        let mut flushed = false;
         loop {
             let msg = match self.held.take() {
                 Some(msg) => msg,
@@ -440,8 +450,17 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 return self.sink_failed(e);
             }
             self.unflushed = true;
-            wrote = true;
+            self.handed = true;
         }
+    }
+
+    /// Flushes what the sink holds, watches for a stalled write, and once closing (and
+    /// everything is out) closes the sink.
+    fn flush(&mut self, cx: &mut Context<'_>) {
+        if self.state == State::Done {
+            return;
+        }
+        let mut flushed = false;
         if self.unflushed {
             match self.sink.poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
@@ -452,22 +471,18 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 Poll::Pending => {}
             }
         }
-        if self.watch_stall(cx, wrote || flushed) {
-            return true;
+        let accepted = std::mem::take(&mut self.handed) || flushed;
+        if self.watch_stall(cx, accepted) {
+            return;
         }
-        if self.state == State::Closing && self.held.is_none() && !self.unflushed {
-            if self.session.transmit_bytes() > 0 {
-                return wrote;
-            }
-            match self.sink.poll_close(cx) {
-                Poll::Ready(_) => {
-                    self.state = State::Done;
-                    return true;
-                }
-                Poll::Pending => {}
-            }
+        if self.state == State::Closing
+            && self.held.is_none()
+            && !self.unflushed
+            && self.session.transmit_bytes() == 0
+            && self.sink.poll_close(cx).is_ready()
+        {
+            self.state = State::Done;
         }
-        wrote
     }
 
     /// The write-stall limit ([`Limits::write_stall_timeout`](crate::Limits)): while
@@ -521,14 +536,13 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         true
     }
 
-    fn sink_failed(&mut self, e: TransportError) -> bool {
+    fn sink_failed(&mut self, e: TransportError) {
         if self.state == State::Open {
             self.session.transport_ended(transport_end(e));
             self.apply_outputs();
         }
         self.held = None;
         self.state = State::Done;
-        true
     }
 
     /// Bytes waiting for the transport: in the session, and the one the sink refused.

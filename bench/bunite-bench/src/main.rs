@@ -2,7 +2,10 @@
 //! length-prefixed TCP (`tcp`) and WebSocket (`ws`).
 //!
 //! The cap is `bench.rpc`: `add({a, b})`, `echo(bytes)`, and the stream `ticks({n})` of `{i}`
-//! with the default initial credit (32). Two more modes pair it with another peer:
+//! with the default initial credit (32). With `BUNITE_W4_WINDOW=1024` in the environment, W4
+//! uses `wide_ticks` instead, the same stream with an initial credit of 1,024 (the most the
+//! protocol allows), to measure the stream path rather than the credit round trip. Two more
+//! modes pair it with another peer:
 //!
 //! * `serve-ws [PORT]`: only the server; prints its URL, serves until SIGTERM.
 //! * `ws-remote URL`: only the client, against a `bench.rpc` server elsewhere.
@@ -41,6 +44,12 @@ pub trait Bench {
 
     #[cap(stream)]
     fn ticks(&self, args: TicksArgs) -> impl Stream<Item = Result<Tick, Status>> + Send + 'static;
+
+    #[cap(stream, initial_credit = 1024)]
+    fn wide_ticks(
+        &self,
+        args: TicksArgs,
+    ) -> impl Stream<Item = Result<Tick, Status>> + Send + 'static;
 }
 
 struct Server;
@@ -56,6 +65,13 @@ impl Bench for Server {
 
     fn ticks(&self, args: TicksArgs) -> impl Stream<Item = Result<Tick, Status>> + Send + 'static {
         futures::stream::iter((0..args.n).map(|i| Ok(Tick { i })))
+    }
+
+    fn wide_ticks(
+        &self,
+        args: TicksArgs,
+    ) -> impl Stream<Item = Result<Tick, Status>> + Send + 'static {
+        self.ticks(args)
     }
 }
 
@@ -150,8 +166,13 @@ async fn run(ctx: &Ctx, arg: Option<String>) {
         let res = join_all(handles).await.into_iter().map(|r| r.unwrap()).collect();
         benchkit::w3_report(ctx, win, res);
     }
+    let wide = std::env::var("BUNITE_W4_WINDOW").as_deref() == Ok("1024");
     benchkit::w4(ctx, async |n| {
-        let mut ticks = c.ticks(TicksArgs { n });
+        let mut ticks = if wide {
+            c.wide_ticks(TicksArgs { n })
+        } else {
+            c.ticks(TicksArgs { n })
+        };
         let mut got = 0;
         while let Some(t) = ticks.next().await {
             assert_eq!(t.expect("stream").i, got, "W4 tick out of order");

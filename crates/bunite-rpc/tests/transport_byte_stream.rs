@@ -314,6 +314,76 @@ impl tokio::io::AsyncRead for Trickle {
     }
 }
 
+/// A reader holding a burst of small messages, all there at once, that counts its reads
+/// and records the largest one offered.
+struct Burst {
+    data: Vec<u8>,
+    reads: Arc<AtomicUsize>,
+    largest_offer: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for Burst {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
+        self.largest_offer
+            .fetch_max(buf.remaining(), AtomicOrdering::SeqCst);
+        let n = buf.remaining().min(self.data.len());
+        let rest = self.data.split_off(n);
+        buf.put_slice(&self.data);
+        self.data = rest;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads `count` 20-byte messages through a source over a [`Burst`]: (reads, largest offer).
+async fn read_burst(count: usize, budget: Option<ByteBudget>) -> (usize, usize) {
+    let msgs: Vec<Vec<u8>> = (0..count).map(|i| vec![(i % 251) as u8; 20]).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let (reads, largest_offer) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reader = Burst {
+        data: framed_bytes(&refs),
+        reads: Arc::clone(&reads),
+        largest_offer: Arc::clone(&largest_offer),
+    };
+    let mut stream = ByteStream::new(reader, tokio::io::sink());
+    if let Some(budget) = budget {
+        stream = stream.with_budget(budget);
+    }
+    let (_, mut source) = stream.split();
+    for want in &msgs {
+        assert_eq!(&source.recv().await.unwrap().unwrap()[..], &want[..]);
+    }
+    assert_eq!(source.recv().await.unwrap(), None, "ends between messages");
+    (
+        reads.load(AtomicOrdering::SeqCst),
+        largest_offer.load(AtomicOrdering::SeqCst),
+    )
+}
+
+#[tokio::test]
+async fn a_burst_of_small_messages_is_read_in_growing_chunks_but_not_under_a_budget() {
+    // 10,000 messages of 24 bytes on the wire: 240,000 bytes, 30 reads of 8 KiB.
+    let (reads, largest) = read_burst(10_000, None).await;
+    assert!(
+        largest > 4 * byte_stream::READ_CHUNK && largest <= 2 * byte_stream::READ_BURST,
+        "largest read offered: {largest}"
+    );
+    assert!(reads <= 12, "{reads} reads for 240,000 bytes");
+
+    // A listener's connection keeps the fixed slack: its reads stay about the size of its
+    // free allowance (a buffer's growth may round a read up a little), far below the above.
+    let (reads, largest) = read_burst(10_000, Some(ByteBudget::new(1 << 20))).await;
+    assert!(
+        largest <= FREE_PER_CONNECTION + 64,
+        "largest read offered under a budget: {largest}"
+    );
+    assert!(reads >= 240_000 / FREE_PER_CONNECTION, "{reads} reads");
+}
+
 #[tokio::test]
 async fn a_huge_announced_length_allocates_only_with_what_arrives() {
     let largest_offer = Arc::new(AtomicUsize::new(0));

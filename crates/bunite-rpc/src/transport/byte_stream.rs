@@ -30,7 +30,10 @@
 //! message received plus [`READ_CHUNK`] (at most [`READ_MAX_FIRST`] plus that), so a run of
 //! 64 KiB messages is read one message per `read` call (under a [`ByteBudget`], the first
 //! read stays within the free allowance instead). Each read asks for a little more
-//! than it needs: one that fills its buffer exactly costs an extra, empty `read`.
+//! than it needs ([`READ_CHUNK`]): one that fills its buffer exactly costs an extra, empty
+//! `read`. While reads keep filling their buffer (a burst of small messages, a stream's
+//! values) that slack doubles, up to [`READ_BURST`], and it falls back once a read comes up
+//! short or the buffer is let go; not under a [`ByteBudget`].
 //!
 //! # Closing
 //!
@@ -89,7 +92,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use listener::TcpMessageListener;
-pub use read::{ByteStreamSource, IDLE_RELEASE, READ_AHEAD, READ_CHUNK, READ_MAX_FIRST};
+pub use read::{
+    ByteStreamSource, IDLE_RELEASE, READ_AHEAD, READ_BURST, READ_CHUNK, READ_MAX_FIRST,
+};
 pub use tcp::{TcpReader, TcpWriter};
 pub use write::{ByteStreamSink, COPY_MAX, HIGH_WATER, WRITE_KEEP};
 

@@ -22,6 +22,12 @@ use crate::transport::{
 /// What a read asks for when no message is under way: enough for a burst of small frames.
 pub const READ_CHUNK: usize = 8 * 1024;
 
+/// The most a read asks for beyond what it needs when reads keep filling their buffer (a
+/// burst of small messages, such as a stream's values): the slack doubles from
+/// [`READ_CHUNK`] up to this, and falls back once a read comes up short. Not under a
+/// [`ByteBudget`], whose free allowance per connection is smaller.
+pub const READ_BURST: usize = 64 * 1024;
+
 /// How far a long message's buffer may grow ahead of the bytes that have arrived, at least
 /// (it may also double what has arrived). A peer that announces a long message and sends
 /// little costs about this much.
@@ -53,6 +59,9 @@ pub struct ByteStreamSource<R> {
     last: usize,
     /// Nothing has arrived since the buffer was last emptied.
     idle: bool,
+    /// What a read asks for beyond what it needs: [`READ_CHUNK`], doubled (up to
+    /// [`READ_BURST`]) while reads fill their buffer.
+    slack: usize,
     /// Fires [`IDLE_RELEASE`] into an idle period (made on the first one).
     release: Option<Pin<Box<Sleep>>>,
     state: State,
@@ -82,6 +91,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             permit: BudgetPermit::default(),
             last: 0,
             idle: false,
+            slack: READ_CHUNK,
             release: None,
             state: State::Open,
             _slot: slot,
@@ -127,7 +137,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 None => READ_MAX_FIRST,
             };
             // On an empty buffer no longer shared with a message, this reuses its memory.
-            self.reserve(self.last.min(first) + READ_CHUNK);
+            self.reserve(self.last.min(first) + self.slack);
             return Poll::Ready(Ok(()));
         };
         let total = PREFIX + len;
@@ -144,8 +154,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         // Grow only once the room left is small, by at most what has arrived (or
         // READ_AHEAD): the buffer grows with the data, never with the announcement.
         let missing = total - self.buf.len();
-        if self.spare() < missing.min(READ_CHUNK) {
-            self.reserve((missing + READ_CHUNK).min(self.buf.len().max(READ_AHEAD)));
+        if self.spare() < missing.min(self.slack) {
+            self.reserve((missing + self.slack).min(self.buf.len().max(READ_AHEAD)));
         }
         Poll::Ready(Ok(()))
     }
@@ -178,6 +188,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         }
         if timer.as_mut().poll(cx).is_ready() {
             self.buf = BytesMut::new();
+            self.slack = READ_CHUNK;
         }
     }
 
@@ -201,6 +212,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 }
             }
             ready!(self.poll_room(cx, len))?;
+            let room = self.spare();
             let Some(reader) = self.reader.as_mut() else {
                 return Poll::Ready(Err(TransportError::Closed));
             };
@@ -212,6 +224,12 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 }
             };
             self.idle = false;
+            self.slack = match n {
+                // Filled: more is probably waiting; ask for more next time.
+                n if n == room && self.budget.is_none() => (self.slack * 2).min(READ_BURST),
+                n if n < READ_CHUNK => READ_CHUNK,
+                _ => self.slack,
+            };
             if n == 0 {
                 // End of stream: clean between messages, truncation inside one.
                 return match self.buf.is_empty() {

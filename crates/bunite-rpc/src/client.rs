@@ -412,10 +412,9 @@ fn request(
         .filter(|s| s.connection == shared.id)
         .map(|s| s.call_id);
     let deadline = opts.deadline.or_else(|| {
-        let now = tokio::time::Instant::now();
         scope
             .and_then(|s| s.deadline)
-            .map(|d| d.saturating_duration_since(now))
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
     });
     CallRequest {
         cap_id,
@@ -482,13 +481,15 @@ pub(crate) async fn call(
         rpc.call_id = id.0,
         rpc.code = tracing::field::Empty,
     );
-    let result = send_and_wait(shared, id, cap_id, method, args, opts, expect)
-        .instrument(span.clone())
-        .await;
-    if !span.is_disabled() {
-        let code = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
-        span.record("rpc.code", code);
+    let call = send_and_wait(shared, id, cap_id, method, args, opts, expect);
+    // Without a subscriber that wants the span, entering and leaving it on every poll is
+    // pure cost (more so with tracing's `log` feature, which some dependencies turn on).
+    if span.is_disabled() {
+        return call.await;
     }
+    let result = call.instrument(span.clone()).await;
+    let code = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
+    span.record("rpc.code", code);
     result
 }
 

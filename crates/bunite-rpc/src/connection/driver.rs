@@ -128,7 +128,7 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let span = this.shared.span.clone();
-        let _entered = span.enter();
+        let _entered = super::runs::enter(&span);
         this.runs.register(cx.waker());
         for i in 0..PASSES_PER_POLL {
             let again = this.pass(cx, i + 1 == PASSES_PER_POLL);

@@ -177,8 +177,10 @@ impl Runs {
             }
             return None;
         }
-        let created = span
-            .in_scope(|| catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx))));
+        let created = {
+            let _entered = enter(&span);
+            catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx)))
+        };
         let Some(fut) = created else {
             return Some((inv.run, inv.call_id, Err(panicked())));
         };
@@ -406,7 +408,7 @@ enum Step {
 }
 
 fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step {
-    let _entered = s.span.enter();
+    let _entered = enter(&s.span);
     let call_id = s.call_id;
     match session.stream_window(call_id, run) {
         None => return Step::Ended,
@@ -460,18 +462,24 @@ impl Future for Scoped {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let _entered = this.span.enter();
+        let _entered = enter(&this.span);
         let (scope, fut) = (this.scope, &mut this.fut);
         let poll = match catch(|| CURRENT_CALL.sync_scope(scope, || fut.as_mut().poll(cx))) {
             Some(poll) => poll,
             None => Poll::Ready(Err(panicked())),
         };
-        if let Poll::Ready(result) = &poll {
+        if let (Poll::Ready(result), false) = (&poll, this.span.is_disabled()) {
             let code = result.as_ref().map_or_else(|s| s.code.as_str(), |_| "ok");
             this.span.record("rpc.code", code);
         }
         poll
     }
+}
+
+/// Enters `span` unless no subscriber wants it (entering a disabled span still costs a
+/// call, and a `log` record check with tracing's `log` feature).
+pub(super) fn enter(span: &tracing::Span) -> Option<tracing::span::Entered<'_>> {
+    (!span.is_disabled()).then(|| span.enter())
 }
 
 fn panicked() -> Status {

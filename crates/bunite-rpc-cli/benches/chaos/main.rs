@@ -32,7 +32,7 @@
 //! in the final table.
 //!
 //! Run with: `cargo bench -p bunite-rpc-cli --bench chaos` (the full run, ~20 min), or
-//! `cargo bench -p bunite-rpc-cli --bench chaos -- --quick` (~2 min, run by `.ci/run`).
+//! `cargo bench -p bunite-rpc-cli --bench chaos -- --quick` (~4 min, run by `.ci/run`).
 //! Options: `--soak SECS` (default 600, quick 20), `--idle N` (the idle flood's connections
 //! of each kind: default 2,000, quick 300; `--quick --idle 2000` measures the idle cost at
 //! the full run's count), `--decay SECS` (how long the RSS may take to come back within

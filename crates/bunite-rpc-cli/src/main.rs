@@ -17,6 +17,13 @@ mod suggest;
 mod typegen;
 mod web;
 
+/// jemalloc with background purging (feature `jemalloc`, on by default): a server gives
+/// back the memory of a burst of connections or a large message about 10 s after it, where
+/// glibc's malloc keeps most of it (docs/RELIABILITY.md).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use bunite_rpc::transport::sealed::Key;

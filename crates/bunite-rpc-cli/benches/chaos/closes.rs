@@ -89,7 +89,7 @@ pub async fn run(
         ),
         None,
     );
-    let rss = after(server, report, "random closes", baseline).await;
+    let rss = after(server, report, plan, "random closes", baseline).await;
     rss_row(report, "random closes", rss, baseline);
     Ok(())
 }

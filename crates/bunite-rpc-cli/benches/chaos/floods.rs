@@ -68,7 +68,7 @@ pub async fn idle(
     fresh.stop().await;
     // The same flood on the server under test, for the checks after it.
     flood(server, report, plan, false).await?;
-    let rss = after(server, report, "idle flood", baseline).await;
+    let rss = after(server, report, plan, "idle flood", baseline).await;
     rss_row(report, "idle flood", rss, baseline);
     Ok(())
 }
@@ -194,7 +194,7 @@ pub async fn slow(
         lat.summary(),
         Some(lat.errors == 0 && lat.calls > 0),
     );
-    let rss = after(server, report, "slow peers", baseline).await;
+    let rss = after(server, report, plan, "slow peers", baseline).await;
     rss_row(report, "slow peers", rss, baseline);
     Ok(())
 }
@@ -289,7 +289,7 @@ pub async fn unread(
         lat.summary(),
         Some(lat.errors == 0 && lat.calls > 0),
     );
-    let rss = after(server, report, "never-read callers", baseline).await;
+    let rss = after(server, report, plan, "never-read callers", baseline).await;
     rss_row(report, "never-read callers", rss, baseline);
     Ok(())
 }

@@ -171,7 +171,7 @@ pub async fn run(
     latency_row(report, "eight frames at once", &lat);
     let answered = (Instant::now(), rss0);
     fifteen_after(server, report, "eight frames at once", answered, baseline).await;
-    after(server, report, "maximal frames", baseline).await;
+    after(server, report, plan, "maximal frames", baseline).await;
     Ok(())
 }
 

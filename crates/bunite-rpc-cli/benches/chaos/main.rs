@@ -32,8 +32,11 @@
 //! in the final table.
 //!
 //! Run with: `cargo bench -p bunite-rpc-cli --bench chaos` (the full run, ~20 min), or
-//! `cargo bench -p bunite-rpc-cli --bench chaos -- --quick` (~2 min, run by `.ci/run`).
-//! Options: `--soak SECS` (default 600, quick 20),
+//! `cargo bench -p bunite-rpc-cli --bench chaos -- --quick` (~4 min, run by `.ci/run`).
+//! Options: `--soak SECS` (default 600, quick 20), `--idle N` (the idle flood's connections
+//! of each kind: default 2,000, quick 300; `--quick --idle 2000` measures the idle cost at
+//! the full run's count), `--decay SECS` (how long the RSS may take to come back within
+//! 10% of the baseline after a scenario, default 30),
 //! `--only closes,idle,slow,unread,frames,soak`, `--repeat N` (the sequence N times on one
 //! server: does the memory kept after a scenario grow with each run?), `--bin PATH` (another
 //! `bunite-rpc` binary). Raise `ulimit -n` above twice the idle flood (4,000 descriptors per
@@ -65,6 +68,8 @@ pub struct Plan {
     pub soak_conns: usize,
     pub soak: Duration,
     pub only: Option<Vec<String>>,
+    /// The longest wait for the RSS to come back after a scenario ([`DECAY`]).
+    pub decay: Duration,
     /// Runs of the whole sequence on the same server (memory kept or growing across runs).
     pub repeat: usize,
 }
@@ -121,15 +126,55 @@ pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB)
 }
 
-/// After a scenario: nothing left, RSS back, every interop check passes. Returns the RSS.
-pub async fn after(server: &mut Server, report: &mut Report, name: &str, baseline: u64) -> u64 {
+/// How long the RSS may take by default to come back within 10% of the baseline after a
+/// scenario settled (`--decay SECS`): an allocator gives freed memory back to the kernel
+/// after a decay time, not at once (the binary's jemalloc purges pages about 10 s after
+/// they were freed). Also the longest wait for the baseline to stop falling.
+pub const DECAY: Duration = Duration::from_secs(30);
+
+/// The RSS after a scenario, and how long after the scenario settled it was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Back {
+    pub rss: u64,
+    pub waited: Duration,
+}
+
+/// After a scenario: nothing left, RSS back, every interop check passes. The RSS is read
+/// once it is within 10% of `baseline`, or after [`DECAY`].
+pub async fn after(
+    server: &mut Server,
+    report: &mut Report,
+    plan: &Plan,
+    name: &str,
+    baseline: u64,
+) -> Back {
     match server.settle(Duration::from_secs(45)).await {
         Ok(t) => eprintln!("   {name}: settled in {:.1} s", t.as_secs_f64()),
         Err(left) => report.fail(format!("{name}: left after 45 s: {left}")),
     }
-    // The byte stream lets an idle read buffer go after 100 ms; give it that and more.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss = server.rss();
+    // The byte stream lets an idle read buffer go after 100 ms; the allocator gives freed
+    // memory back after its decay time.
+    let start = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let target = baseline + baseline / 10;
+    let mut rss = server.rss();
+    let mut shown = Duration::ZERO;
+    while rss > target && start.elapsed() < plan.decay {
+        if start.elapsed() >= shown + Duration::from_secs(5) {
+            shown = start.elapsed();
+            eprintln!(
+                "   {name}: RSS {} {:.0} s after settling",
+                mib(rss),
+                shown.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        rss = server.rss();
+    }
+    let back = Back {
+        rss,
+        waited: start.elapsed(),
+    };
     let gate = baseline + (128 << 20);
     if rss > gate {
         report.fail(format!(
@@ -142,23 +187,44 @@ pub async fn after(server: &mut Server, report: &mut Report, name: &str, baselin
         Ok(()) => eprintln!("   {name}: interop-client passes (TCP, WebSocket)"),
         Err(e) => report.fail(format!("{name}: {e:#}")),
     }
-    rss
+    back
 }
 
 /// The RSS after a scenario against the baseline, as a row (target: within 10%).
-pub fn rss_row(report: &mut Report, name: &str, rss: u64, baseline: u64) {
-    let pct = (rss as f64 / baseline as f64 - 1.0) * 100.0;
+pub fn rss_row(report: &mut Report, name: &str, back: Back, baseline: u64) {
+    let pct = (back.rss as f64 / baseline as f64 - 1.0) * 100.0;
     report.row(
         &format!("{name}: RSS after, settled"),
         "within 10% of baseline",
-        format!("{} ({pct:+.1}%)", mib(rss)),
+        format!(
+            "{} ({pct:+.1}%), read {:.1} s after settling",
+            mib(back.rss),
+            back.waited.as_secs_f64()
+        ),
         Some(pct <= 10.0),
     );
+}
+
+/// The RSS once it has stopped falling (no new low for 3 s), at most `decay` after the
+/// call: the baseline, after the warm-up's memory has been given back.
+async fn steady_rss(server: &Server, decay: Duration) -> u64 {
+    let start = std::time::Instant::now();
+    let (mut low, mut low_at) = (server.rss(), start);
+    while low_at.elapsed() < Duration::from_secs(3) && start.elapsed() < decay {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let rss = server.rss();
+        if rss < low {
+            (low, low_at) = (rss, std::time::Instant::now());
+        }
+    }
+    low
 }
 
 fn parse_args() -> Result<(Plan, PathBuf)> {
     let mut quick = false;
     let mut soak = None;
+    let mut idle = None;
+    let mut decay = DECAY;
     let mut only = None;
     let mut repeat = 1;
     let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_bunite-rpc"));
@@ -168,6 +234,10 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
             "--quick" => quick = true,
             "--bench" => {} // cargo bench passes it
             "--soak" => soak = Some(args.next().unwrap_or_default().parse::<u64>()?),
+            "--decay" => {
+                decay = Duration::from_secs(args.next().unwrap_or_default().parse::<u64>()?)
+            }
+            "--idle" => idle = Some(args.next().unwrap_or_default().parse::<usize>()?),
             "--only" => {
                 only = Some(
                     args.next()
@@ -186,7 +256,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
         true => Plan {
             quick,
             closes: 600,
-            idle: 300,
+            idle: idle.unwrap_or(300),
             slow: 20,
             unread: 2,
             hold: Duration::from_secs(3),
@@ -194,12 +264,13 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
             soak_conns: 50,
             soak: Duration::from_secs(soak.unwrap_or(20)),
             only,
+            decay,
             repeat,
         },
         false => Plan {
             quick,
             closes: 5000,
-            idle: 2000,
+            idle: idle.unwrap_or(2000),
             slow: 100,
             unread: 4,
             hold: Duration::from_secs(8),
@@ -207,6 +278,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
             soak_conns: 200,
             soak: Duration::from_secs(soak.unwrap_or(600)),
             only,
+            decay,
             repeat,
         },
     };
@@ -260,8 +332,7 @@ async fn run(plan: Plan, bin: PathBuf) -> Result<Report> {
     if let Err(left) = server.settle(Duration::from_secs(30)).await {
         bail!("the server did not settle after the warm-up: {left}");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let baseline = server.rss();
+    let baseline = steady_rss(&server, plan.decay).await;
     eprintln!(
         "baseline RSS {} (peak reset: {})",
         mib(baseline),

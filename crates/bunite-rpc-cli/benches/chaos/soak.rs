@@ -173,7 +173,7 @@ pub async fn run(
         ),
         Some(growth <= 5.0),
     );
-    let rss = after(server, report, "soak", baseline).await;
+    let rss = after(server, report, plan, "soak", baseline).await;
     rss_row(report, "soak", rss, baseline);
     Ok(())
 }

@@ -58,7 +58,7 @@
 //! tungstenite's read buffer starts at [`READ_BUFFER`] bytes and it reads at most that much
 //! per call; under it, the socket is read ahead in chunks of up to [`SOCKET_READ`] bytes (a
 //! 64 KiB message is one `recvfrom`), in a buffer let go as soon as tungstenite has taken
-//! it. tungstenite writes once [`WRITE_BUFFER`] bytes are queued, and on every flush. Its
+//! it and not held while the read waits for the socket. tungstenite writes once [`WRITE_BUFFER`] bytes are queued, and on every flush. Its
 //! defaults (128 KiB each) made an idle connection cost about 140 KB per end; these make
 //! it cost a few KB over a TCP connection (figures in `docs/BENCHMARKS.md`). tungstenite
 //! keeps its buffers at their high-water mark: after a message of `n` bytes a connection

@@ -265,7 +265,35 @@ mod tests {
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     use super::super::WsTransport;
-    use crate::transport::{MessageSink, MessageSinkExt, Transport};
+    use super::lock;
+    use crate::transport::{MessageSink, MessageSinkExt, MessageSource, Transport};
+
+    /// An idle connection holds no read-ahead buffer once its messages are read and its
+    /// source waits for the next one (it used to keep 8 KiB reserved for that read).
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_ahead_buffer() {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let server = WsTransport::from_raw_socket(a, Role::Server, 1 << 20).await;
+        let client = WsTransport::from_raw_socket(b, Role::Client, 1 << 20).await;
+        let shared = std::sync::Arc::clone(&server.shared);
+        let (_server_sink, mut source) = server.split();
+        let (mut sink, _client_source) = client.split();
+        for size in [100, 64 * 1024] {
+            sink.send(vec![3u8; size].into()).await.unwrap();
+            let got = std::future::poll_fn(|cx| source.poll_recv(cx)).await;
+            assert_eq!(got.unwrap().unwrap().len(), size);
+            let waiting = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(source.poll_recv(cx).is_pending())
+            })
+            .await;
+            assert!(waiting, "nothing more was sent");
+            assert_eq!(
+                lock(&shared).ws.get_ref().ahead_capacity(),
+                0,
+                "after {size} bytes"
+            );
+        }
+    }
 
     /// A large message on a pipe that is read a little at a time: the flush stays pending,
     /// but `written` grows with every read (the write-stall limit counts it as progress).

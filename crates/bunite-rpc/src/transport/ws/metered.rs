@@ -6,7 +6,7 @@
 //! socket read of up to [`SOCKET_READ`] bytes (sized for the last message) serves many
 //! small tungstenite reads (copied), so a 64 KiB message costs one `recvfrom` while
 //! tungstenite's buffer stays small; the read-ahead buffer is let go as soon as it is
-//! drained, so idle costs nothing here.
+//! drained, and while a read waits for the socket, so idle costs nothing here.
 //!
 //! tungstenite owns the framing, so the meter cannot reserve a whole message up front as
 //! the byte stream does: reads stay within [`FREE_PER_CONNECTION`] until a message needs
@@ -91,6 +91,12 @@ impl<S> Metered<S> {
     pub(super) fn get_mut(&mut self) -> &mut S {
         &mut self.io
     }
+
+    /// The read-ahead buffer's capacity (tests: nothing is held while idle).
+    #[cfg(test)]
+    pub(super) fn ahead_capacity(&self) -> usize {
+        self.ahead.capacity()
+    }
 }
 
 impl Meter {
@@ -126,11 +132,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             };
             this.ahead.reserve(want);
             let mut limited = (&mut this.ahead).limit(want);
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
-                cx,
-                &mut limited
-            ))?;
+            let polled = tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut limited);
+            let n = match polled {
+                Poll::Ready(n) => n?,
+                Poll::Pending => {
+                    // Nothing to read: hold no buffer while waiting (an idle connection
+                    // waits here, and would otherwise keep `want` bytes reserved).
+                    this.ahead = BytesMut::new();
+                    return Poll::Pending;
+                }
+            };
             this.since_message += n;
             if let Some(m) = &mut this.meter {
                 m.held += n;
@@ -183,5 +194,61 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Polls one read into a buffer of `READ_BUFFER` bytes: what it gave, or `None` if
+    /// it is pending.
+    async fn read_once<S: AsyncRead + Unpin>(m: &mut Metered<S>) -> Option<Vec<u8>> {
+        poll_fn(|cx| {
+            let mut space = [0u8; READ_BUFFER];
+            let mut buf = ReadBuf::new(&mut space);
+            Poll::Ready(match Pin::new(&mut *m).poll_read(cx, &mut buf) {
+                Poll::Ready(r) => {
+                    r.unwrap();
+                    Some(buf.filled().to_vec())
+                }
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    /// An idle connection waits in `poll_read`: it must not keep the read-ahead buffer it
+    /// reserved for the socket read while it waits (8 KiB a connection before).
+    #[tokio::test]
+    async fn a_read_that_waits_holds_no_buffer() {
+        let budget = ByteBudget::new(1 << 20);
+        for budget in [None, Some(&budget)] {
+            let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+            let mut m = Metered::new(ours, budget);
+            assert_eq!(read_once(&mut m).await, None, "nothing sent yet");
+            assert_eq!(
+                m.ahead.capacity(),
+                0,
+                "an empty read-ahead buffer kept while idle"
+            );
+
+            peer.write_all(&[1u8; 10_000]).await.unwrap();
+            let mut got = 0;
+            while got < 10_000 {
+                let chunk = read_once(&mut m).await.expect("bytes were sent");
+                assert!(!chunk.is_empty() && chunk.len() <= READ_BUFFER);
+                got += chunk.len();
+            }
+            assert_eq!(got, 10_000);
+            m.message_done();
+            assert_eq!(m.ahead.capacity(), 0, "drained: the buffer is let go");
+            assert_eq!(read_once(&mut m).await, None);
+            assert_eq!(m.ahead.capacity(), 0, "waiting again: no buffer kept");
+        }
     }
 }

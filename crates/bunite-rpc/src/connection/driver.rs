@@ -156,10 +156,12 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// (the next one is not armed yet), or the state changed (the close grace and the
     /// sink's close are polled in the next pass).
     ///
-    /// Every pass hands its messages to the sink, but only a pass that needs no successor,
-    /// or the `last` of a poll, flushes it: a stream that produces a budget of values per
-    /// pass has them written together (the sink bounds what it buffers), not in one write
-    /// per budget.
+    /// Every pass hands its messages to the sink and flushes it, except a pass followed
+    /// only because stream sources have more to produce (and not the `last` of a poll):
+    /// a stream's values of one wake-up are written together (the sink bounds what it
+    /// buffers), not in one write per budget. Answers to input still being read are not
+    /// held back: a peer with many calls in flight gets the first results while we read
+    /// the rest.
     fn pass(&mut self, cx: &mut Context<'_>, last: bool) -> bool {
         self.now = None;
         let state = self.state.clone();
@@ -172,19 +174,18 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.apply_outputs();
         self.hand_to_sink(cx);
         let room = self.unsent() <= self.shared.settings.limits.max_unsent_bytes;
-        let again = commands_left
-            || fired
+        let more_input = commands_left
             || match read {
                 Read::Drained => false,
                 Read::Budget => true,
                 Read::Backpressure => room,
-            }
-            || (room && self.runs.has_ready());
-        if !again || last {
+            };
+        let more_values = room && self.runs.has_ready();
+        if last || more_input || fired || !more_values {
             self.flush(cx);
         }
         self.account();
-        again || self.state != state
+        more_input || fired || more_values || self.state != state
     }
 
     /// The time, read once per pass (every message and command of a pass sees the same

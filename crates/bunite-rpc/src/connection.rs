@@ -16,8 +16,9 @@
 //! write never stops reads; only the unsent-bytes backpressure in [`Limits`] does), runs
 //! what the session decided, and writes every frame that became ready together in one
 //! batch. Each source is polled until it is pending, so one pass per wake-up suffices and
-//! the next pass comes at once only where work was left over (see `Driver::pass`); the sink
-//! is flushed by a wake-up's last pass. A handler is polled once right there, so one that completes at once costs no task
+//! the next pass comes at once only where work was left over (see `Driver::pass`); a pass
+//! followed only for more stream values leaves its writes to the next pass's flush. A
+//! handler is polled once right there, so one that completes at once costs no task
 //! hop; one that has to wait moves to a task of its own (as does a method marked
 //! [`own_task`](crate::MethodDef::own_task) from the start). Stream sources are polled by
 //! the driver as credit allows.

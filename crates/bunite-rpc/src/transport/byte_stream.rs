@@ -25,7 +25,7 @@
 //! `max_bytes` is refused before its body is allocated, and a long message's buffer grows
 //! only with what has arrived (at most [`READ_AHEAD`] bytes or as much as has arrived,
 //! whichever is larger, ahead of the data): a peer announcing 64 MiB and sending a little
-//! costs a little. Once no bytes have arrived for [`IDLE_RELEASE`] (at most twice that)
+//! costs a little. Once no bytes have been pending for [`IDLE_RELEASE`]
 //! the buffer is let go, so an idle connection holds no read buffer at all; the next read
 //! allocates a fresh one sized for the last message received plus [`READ_CHUNK`] (at most [`READ_MAX_FIRST`] plus that), so a run of
 //! 64 KiB messages is read one message per `read` call (under a [`ByteBudget`], the first

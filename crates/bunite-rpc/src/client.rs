@@ -558,8 +558,7 @@ impl Connection {
         let (reply, rx) = oneshot::channel();
         let command = Command::Bootstrap {
             id,
-            name: name.to_owned(),
-            version: version.map(str::to_owned),
+            cap: Box::new((name.to_owned(), version.map(str::to_owned))),
             reply,
         };
         let mut guard = CancelOnDrop::send(shared, id, command)?;

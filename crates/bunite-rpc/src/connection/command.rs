@@ -17,6 +17,9 @@ use crate::stats::Stats;
 use crate::status::Status;
 use bunite_wire::Payload;
 
+/// A cap to serve: its definition and implementation.
+pub(crate) type ServedCap = (Arc<CapDef>, Arc<dyn CapImpl>);
+
 /// Where an outbound call's outcome goes.
 pub(crate) type Reply = oneshot::Sender<Result<Payload, Error>>;
 
@@ -33,11 +36,10 @@ pub(crate) enum Command {
         req: Box<CallRequest>,
         queue: Arc<StreamQueue>,
     },
-    /// Bootstrap a cap of the peer (reserved likewise).
+    /// Bootstrap a cap of the peer (reserved likewise): its name and version.
     Bootstrap {
         id: CallId,
-        name: String,
-        version: Option<String>,
+        cap: Box<(String, Option<String>)>,
         reply: Reply,
     },
     /// The caller stopped waiting for a call.
@@ -50,7 +52,7 @@ pub(crate) enum Command {
     CancelStream(CallId),
     /// Serve caps; answers the names now owned.
     Serve {
-        caps: Vec<(Arc<CapDef>, Arc<dyn CapImpl>)>,
+        caps: Box<[ServedCap]>,
         if_exists: IfExists,
         reply: oneshot::Sender<Result<Vec<String>, Status>>,
     },
@@ -85,3 +87,9 @@ pub(crate) enum Command {
     /// Answer the exact live counts.
     Stats(oneshot::Sender<Stats>),
 }
+
+/// Every connection's queue allocates room for a block of 32 commands when it is made, so
+/// an idle connection pays for the largest variant 32 times: the rare large ones are boxed.
+pub(crate) const COMMAND_SIZE_MAX: usize = 40;
+
+const _: () = assert!(std::mem::size_of::<Command>() <= COMMAND_SIZE_MAX);

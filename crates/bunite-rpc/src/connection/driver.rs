@@ -227,14 +227,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 self.taken += 1;
                 s.start_stream(id, *req, queue);
             }
-            Command::Bootstrap {
-                id,
-                name,
-                version,
-                reply,
-            } => {
+            Command::Bootstrap { id, cap, reply } => {
                 self.taken += 1;
-                s.bootstrap(id, &name, version.as_deref(), reply, now);
+                let (name, version) = &*cap;
+                s.bootstrap(id, name, version.as_deref(), reply, now);
             }
             Command::Cancel(id) => s.cancel_call(id),
             Command::Release(id) => s.release(id),
@@ -245,7 +241,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 if_exists,
                 reply,
             } => {
-                let _ = reply.send(s.serve(caps, if_exists));
+                let _ = reply.send(s.serve(caps.into_vec(), if_exists));
             }
             Command::Replace { def, imp, reply } => {
                 let _ = reply.send(s.replace(def, imp));

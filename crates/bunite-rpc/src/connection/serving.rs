@@ -93,7 +93,7 @@ impl Connection {
     ) -> Result<ServeHandle, Status> {
         let (reply, rx) = oneshot::channel();
         let command = Command::Serve {
-            caps,
+            caps: caps.into_boxed_slice(),
             if_exists,
             reply,
         };

@@ -23,11 +23,7 @@ fn versioned(version: &str) -> Arc<CapDef> {
 fn bootstrap_returns_a_working_client_and_the_tables_end_clean() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let counter = client.bootstrap(&counter_def()).await.unwrap();
         let v: Record = counter
             .call("increment", &Record::new().with("delta", 5))
@@ -44,11 +40,7 @@ fn bootstrap_returns_a_working_client_and_the_tables_end_clean() {
 fn bootstrap_without_a_string_name_is_invalid_argument() {
     run(async {
         let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         for args in [
             Value::Undefined,
             Value::Record(Record::new().with("name", 7)),
@@ -159,11 +151,7 @@ fn the_default_attestation_is_untrusted() {
         });
         let (server, client) =
             pair_with(Connection::builder().policy(policy), Connection::builder());
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         client.bootstrap(&counter_def()).await.unwrap();
         assert_eq!(level.lock().unwrap().clone(), Some(Attestation::default()));
         assert_eq!(Attestation::default().level, TrustLevel::Untrusted);
@@ -175,11 +163,7 @@ fn the_default_attestation_is_untrusted() {
 fn bootstrapping_twice_shares_one_id_with_refcount_two() {
     run(async {
         let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let a = raw.bootstrap(1, "test.counter").await;
         let b = raw.bootstrap(2, "test.counter").await;
         assert_eq!(a, b);
@@ -215,11 +199,7 @@ fn bootstrap_fails_when_the_cap_table_is_full() {
         let other = CapDef::builder("test.other")
             .method(MethodDef::call("get"))
             .build();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         server
             .serve(other.clone(), counter_impl())
             .await
@@ -372,11 +352,7 @@ fn bootstrap_events_report_each_outcome() {
             }
         });
         let denied = CapDef::builder("test.denied").build();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         server
             .serve(denied.clone(), counter_impl())
             .await
@@ -401,11 +377,7 @@ fn bootstrap_events_report_each_outcome() {
 fn bootstrap_all_releases_the_successes_when_one_fails() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let missing = CapDef::builder("test.missing").build();
         let e = client
             .bootstrap_all(&[counter_def(), missing])
@@ -423,10 +395,7 @@ fn two_connections_serve_and_bootstrap_each_other_at_once() {
     run(async {
         let (a, b) = pair();
         let calls = Arc::new(AtomicUsize::new(0));
-        a.serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&a).await;
         let other = CapDef::builder("test.other")
             .method(MethodDef::call("get"))
             .build();

@@ -64,11 +64,7 @@ fn the_runtime_client_reaches_id_one_without_bootstrap() {
 fn a_method_outside_the_definition_and_one_without_handler_are_not_found() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         let e = c.call_value("nope", Value::Undefined).await.unwrap_err();
         assert_remote(
@@ -98,11 +94,7 @@ fn the_server_in_flight_limit_refuses_extra_calls() {
             ..Limits::default()
         };
         let (server, mut raw) = RawPeer::connect(Connection::builder().limits(limits)).await;
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let cap = raw.bootstrap(1, "test.counter").await;
         for id in [2, 3] {
             raw.send(call_frame(id, cap.0, "wait")).await;
@@ -138,11 +130,7 @@ fn the_client_in_flight_limit_fails_locally_and_sends_nothing() {
         };
         let (server, client) =
             pair_with(Connection::builder(), Connection::builder().limits(limits));
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         let (c1, c2) = (c.clone(), c.clone());
         let w1 = tokio::spawn(async move { c1.call_value("wait", Value::Undefined).await });
@@ -197,11 +185,7 @@ fn handler_statuses_keep_code_message_details_and_retry() {
 fn a_thrown_status_goes_out_in_the_four_key_shape() {
     run(async {
         let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let cap = raw.bootstrap(1, "test.counter").await;
         let args = Record::new()
             .with("code", "failed_precondition")
@@ -248,11 +232,7 @@ fn a_panicking_handler_fails_internal_and_the_connection_lives_on() {
 fn args_that_do_not_decode_are_invalid_argument() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         let e = c
             .call_value("typed", Value::from("not a record"))
@@ -269,11 +249,7 @@ fn args_that_do_not_decode_are_invalid_argument() {
 fn concurrent_calls_run_concurrently_and_replies_may_overtake() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         // A waiting call does not block a later one.
         let waiting = {
@@ -294,11 +270,7 @@ fn concurrent_calls_run_concurrently_and_replies_may_overtake() {
 fn calls_after_close_fail_locally_with_unavailable() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         client.close();
         let e = c.call_value("get", Value::Undefined).await.unwrap_err();
@@ -324,10 +296,7 @@ fn calls_after_close_fail_locally_with_unavailable() {
 fn a_result_for_an_unknown_id_is_ignored() {
     run(async {
         let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-        conn.serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&conn).await;
         raw.send(Frame::Result(ResultFrame {
             id: CallId(4242),
             outcome: Ok(Value::Null),
@@ -357,11 +326,7 @@ fn call_events_report_results_and_a_panicking_subscriber_is_harmless() {
                     .push((c.method.clone(), c.result, c.cap_name.clone()));
             }
         });
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         c.call_value("get", Value::Undefined).await.unwrap();
         c.call_value("boom", Value::Undefined).await.unwrap_err();

@@ -28,10 +28,7 @@ fn bootstrap_waits_for_the_peer_hello_and_calls_before_it_are_answered() {
         let (a, mut b) = memory::pair();
         let conn = Connection::new(a);
         track(&conn);
-        conn.serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&conn).await;
         let client = conn.clone();
         let pending = tokio::spawn(async move { client.bootstrap_name("x", None).await });
         // Our hello arrives, nothing else: the bootstrap is waiting.
@@ -176,11 +173,7 @@ fn an_oversize_message_gets_goaway_resource_exhausted() {
 fn goaway_from_the_peer_shuts_down_and_fails_pending_calls() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
         eventually(|| server.stats().active_calls == 1).await;
@@ -278,10 +271,7 @@ fn a_closed_transport_shuts_the_connection_down() {
 fn a_call_id_still_in_use_gets_goaway_then_shutdown() {
     run(async {
         let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-        conn.serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&conn).await;
         let cap = raw.bootstrap(1, "test.counter").await;
         // Call 7 waits until cancelled, so it still runs when its id comes again.
         for _ in 0..2 {
@@ -314,11 +304,7 @@ fn a_call_id_still_in_use_gets_goaway_then_shutdown() {
 fn a_pending_call_says_how_the_connection_ended() {
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
         eventually(|| server.stats().active_calls == 1).await;

@@ -27,11 +27,7 @@ fn a_peer_that_never_reads_stalls_instead_of_growing_our_backlog() {
         let (a, b) = memory::pair();
         let server = Connection::builder().limits(limits).connect(a);
         track(&server);
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let (mut sink, mut source) = b.split();
         let mut enc = Encoder::new();
         let mut dec = Decoder::new(Default::default());
@@ -118,11 +114,7 @@ fn bootstraps_waiting_on_the_policy_are_bounded() {
         let never = Policy::from_async(|_, _| std::future::pending());
         let (server, mut raw) =
             RawPeer::connect(Connection::builder().limits(limits).policy(never)).await;
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let args = || Value::Record(Record::new().with("name", "test.counter"));
         for id in [1, 2] {
             raw.send(Frame::Call(Call {
@@ -214,11 +206,7 @@ fn an_outbound_call_above_the_peer_max_bytes_fails_locally() {
         };
         let (server, client) =
             pair_with(Connection::builder().limits(limits), Connection::builder());
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let c = client.bootstrap(&counter_def()).await.unwrap();
         let big = Value::Bin(vec![7; 4096]);
         let e = c.call_value("echo", big).await.unwrap_err();

@@ -48,11 +48,7 @@ fn holding(held: Client, dropped: &Arc<AtomicUsize>) -> Arc<dyn CapImpl> {
 /// Two peers: the server serves `test.counter`; the client serves `test.peer`.
 async fn setup() -> (Connection, Connection) {
     let (server, client) = pair();
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     client
         .serve(peer_def(), counter_impl())
         .await

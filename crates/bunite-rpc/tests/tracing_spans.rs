@@ -49,11 +49,7 @@ fn an_fmt_subscriber_sees_both_ends_of_a_call_with_code_and_duration() {
     let _guard = tracing::subscriber::set_default(subscriber);
     run(async {
         let (server, client) = pair();
-        server
-            .serve(counter_def(), counter_impl())
-            .await
-            .unwrap()
-            .detach();
+        serve_counter(&server).await;
         let counter = client.bootstrap(&counter_def()).await.unwrap();
         let args = Value::Record(Record::new().with("delta", 1));
         counter.call_value("increment", args).await.unwrap();

@@ -52,11 +52,7 @@ async fn a_counter_over_tcp() {
     let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let server = Connection::new(ByteStream::tcp(socket));
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     exercise_counter(&server, &client).await;
 }
 
@@ -77,11 +73,7 @@ async fn a_counter_over_a_unix_socket() {
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let _ = std::fs::remove_file(&path);
     let server = Connection::new(ByteStream::unix(socket));
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     exercise_counter(&server, &client).await;
 }
 
@@ -96,11 +88,7 @@ async fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable()
     let std_socket = socket.into_std().unwrap();
     let killer = std_socket.try_clone().unwrap();
     let server = Connection::new(ByteStream::tcp(TcpStream::from_std(std_socket).unwrap()));
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
 
     let counter = client.bootstrap(&counter_def()).await.unwrap();
     let pending = tokio::spawn(async move { counter.call_value("wait", Value::Undefined).await });
@@ -144,11 +132,7 @@ async fn raw_client() -> (Connection, TcpStream, Decoder) {
     let mut raw = TcpStream::connect(addr).await.unwrap();
     let (socket, _) = listener.accept().await.unwrap();
     let server = Connection::new(ByteStream::tcp(socket));
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     let mut dec = Decoder::new(WireLimits::default());
     match read_frame(&mut raw, &mut dec).await {
         Some(Frame::Hello(h)) => assert_eq!(h.v, 1),
@@ -288,22 +272,27 @@ async fn printable_text_instead_of_a_prefix_says_so() {
     }
 }
 
-/// A reader that serves `data`, then waits forever, recording the largest read it was
-/// offered (the spare capacity the source allocated ahead of the data).
-struct Trickle {
+/// A reader that serves `data`, then ends (`eof`) or waits forever, counting its reads and
+/// recording the largest one offered (the spare capacity the source allocated ahead of the
+/// data).
+#[derive(Default)]
+struct Feed {
     data: Vec<u8>,
+    eof: bool,
+    reads: Arc<AtomicUsize>,
     largest_offer: Arc<AtomicUsize>,
 }
 
-impl tokio::io::AsyncRead for Trickle {
+impl tokio::io::AsyncRead for Feed {
     fn poll_read(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
         self.largest_offer
             .fetch_max(buf.remaining(), AtomicOrdering::SeqCst);
-        if self.data.is_empty() {
+        if self.data.is_empty() && !self.eof {
             return Poll::Pending;
         }
         let n = buf.remaining().min(self.data.len());
@@ -314,38 +303,14 @@ impl tokio::io::AsyncRead for Trickle {
     }
 }
 
-/// A reader holding a burst of small messages, all there at once, that counts its reads
-/// and records the largest one offered.
-struct Burst {
-    data: Vec<u8>,
-    reads: Arc<AtomicUsize>,
-    largest_offer: Arc<AtomicUsize>,
-}
-
-impl tokio::io::AsyncRead for Burst {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
-        self.largest_offer
-            .fetch_max(buf.remaining(), AtomicOrdering::SeqCst);
-        let n = buf.remaining().min(self.data.len());
-        let rest = self.data.split_off(n);
-        buf.put_slice(&self.data);
-        self.data = rest;
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// Reads `count` 20-byte messages through a source over a [`Burst`]: (reads, largest offer).
+/// Reads `count` 20-byte messages, all there at once, through a source over a [`Feed`]: (reads, largest offer).
 async fn read_burst(count: usize, budget: Option<ByteBudget>) -> (usize, usize) {
     let msgs: Vec<Vec<u8>> = (0..count).map(|i| vec![(i % 251) as u8; 20]).collect();
     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
     let (reads, largest_offer) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let reader = Burst {
+    let reader = Feed {
         data: framed_bytes(&refs),
+        eof: true,
         reads: Arc::clone(&reads),
         largest_offer: Arc::clone(&largest_offer),
     };
@@ -389,9 +354,10 @@ async fn a_huge_announced_length_allocates_only_with_what_arrives() {
     let largest_offer = Arc::new(AtomicUsize::new(0));
     let mut data = (64u32 << 20).to_be_bytes().to_vec();
     data.extend(vec![0u8; 10_000]);
-    let reader = Trickle {
+    let reader = Feed {
         data,
         largest_offer: Arc::clone(&largest_offer),
+        ..Feed::default()
     };
     let (_, mut source) = ByteStream::new(reader, tokio::io::sink()).split();
     let waited = timeout(Duration::from_millis(50), source.recv()).await;

@@ -170,11 +170,7 @@ async fn a_counter_over_sealed_tcp() {
     ));
     let socket = timeout(WAIT, accept).await.unwrap().unwrap();
     let server = Connection::new(Sealed::new(ByteStream::tcp(socket), test_key()));
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     exercise_counter(&server, &client).await;
 }
 
@@ -183,11 +179,7 @@ async fn a_counter_over_sealed_memory() {
     let (a, b) = memory::pair();
     let server = Connection::new(Sealed::new(a, test_key()));
     let client = Connection::new(Sealed::new(b, test_key()));
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     exercise_counter(&server, &client).await;
 }
 
@@ -227,11 +219,7 @@ async fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_ca
 
     let server = Connection::new(Sealed::new(server_t, test_key()));
     let client = Connection::new(Sealed::new(client_t, test_key()));
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     let counter = client.bootstrap(&counter_def()).await.unwrap();
     let waiting = {
         let counter = counter.clone();

@@ -30,11 +30,7 @@ fn tls_config(cert: &str, key: &str) -> ListenerConfig {
 
 /// Serves the counter on one accepted connection and calls it from `client`.
 async fn call_counter(server: Connection, client: Connection) {
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     let counter = client.bootstrap(&counter_def()).await.unwrap();
     let r = counter
         .call_value("increment", Value::Record(Record::new().with("delta", 2)))

@@ -50,11 +50,7 @@ async fn a_counter_over_websocket_and_the_origin_is_reported() {
     assert_eq!(accepted.origin.as_deref(), Some("https://app.example"));
     assert!(accepted.peer_addr.ip().is_loopback());
     let server = Connection::new(accepted.transport);
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
 
     let counter = client.bootstrap(&counter_def()).await.unwrap();
     let r = counter
@@ -348,10 +344,7 @@ async fn a_partly_received_message_holds_the_listeners_budget_until_complete() {
         let mut conns = Vec::new();
         while let Ok(a) = l.accept().await {
             let conn = Connection::new(a.transport);
-            conn.serve(counter_def(), counter_impl())
-                .await
-                .unwrap()
-                .detach();
+            serve_counter(&conn).await;
             conns.push(conn);
         }
     });

@@ -39,11 +39,7 @@ async fn server_and_raw(limit: Option<Duration>) -> (Connection, Raw) {
         .limits(stall_limits(limit))
         .connect(ByteStream::new(ar, aw));
     track(&server);
-    server
-        .serve(counter_def(), counter_impl())
-        .await
-        .unwrap()
-        .detach();
+    serve_counter(&server).await;
     let mut enc = Encoder::new();
     let mut dec = Decoder::new(Default::default());
     write_frame(&mut raw, &mut enc, &Frame::Hello(hello())).await;

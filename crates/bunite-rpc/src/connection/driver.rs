@@ -194,8 +194,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         *self.now.get_or_insert_with(|| Instant::now().into_std())
     }
 
-    /// Takes queued commands, at most a pass's budget.
-    /// Whether the budget ran out before the queue did.
+    /// Takes queued commands, at most a pass's budget; whether the budget ran out first.
     fn take_commands(&mut self, cx: &mut Context<'_>) -> bool {
         for _ in 0..PASS_BUDGET {
             match self.commands.poll_recv(cx) {

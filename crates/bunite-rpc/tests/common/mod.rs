@@ -220,6 +220,14 @@ pub fn counter_def() -> Arc<CapDef> {
         .build()
 }
 
+/// Serves `test.counter` on `conn` for the connection's life.
+pub async fn serve_counter(conn: &Connection) {
+    conn.serve(counter_def(), counter_impl())
+        .await
+        .unwrap()
+        .detach();
+}
+
 /// A counter implementation.
 pub fn counter_impl() -> Arc<dyn bunite_rpc::CapImpl> {
     let count = Arc::new(AtomicI64::new(0));

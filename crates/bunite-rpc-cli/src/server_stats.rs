@@ -90,13 +90,41 @@ pub async fn answer_stdin(registry: Arc<Registry>) {
             .metrics()
             .num_alive_tasks();
         let line = format!(
-            "stats connections={} tasks={} handlers={} streams={} runtime_tasks={runtime}\n",
-            c.connections, c.tasks, c.handlers, c.streams
+            "stats connections={} tasks={} handlers={} streams={} runtime_tasks={runtime}{}\n",
+            c.connections,
+            c.tasks,
+            c.handlers,
+            c.streams,
+            heap()
         );
         if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
             return;
         }
     }
+}
+
+/// The allocator's figures, when the binary keeps them (feature `jemalloc-stats`): bytes
+/// allocated and live, in active pages, resident (dirty pages not yet purged included), and
+/// the allocator's own metadata.
+#[cfg(all(feature = "jemalloc-stats", not(target_env = "msvc")))]
+fn heap() -> String {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return String::new();
+    }
+    let read = |r: tikv_jemalloc_ctl::Result<usize>| r.unwrap_or(0);
+    format!(
+        " heap_allocated={} heap_active={} heap_resident={} heap_metadata={}",
+        read(stats::allocated::read()),
+        read(stats::active::read()),
+        read(stats::resident::read()),
+        read(stats::metadata::read()),
+    )
+}
+
+#[cfg(not(all(feature = "jemalloc-stats", not(target_env = "msvc"))))]
+fn heap() -> String {
+    String::new()
 }
 
 #[cfg(test)]

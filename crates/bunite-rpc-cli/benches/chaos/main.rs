@@ -171,6 +171,12 @@ pub async fn after(
         tokio::time::sleep(Duration::from_millis(250)).await;
         rss = server.rss();
     }
+    eprintln!(
+        "   {name}: RSS {} ({}{})",
+        mib(rss),
+        server.rss_parts(),
+        heap(server).await
+    );
     let back = Back {
         rss,
         waited: start.elapsed(),
@@ -188,6 +194,20 @@ pub async fn after(
         Err(e) => report.fail(format!("{name}: {e:#}")),
     }
     back
+}
+
+/// The allocator's figures, when the server's binary keeps them (`jemalloc-stats`).
+async fn heap(server: &mut Server) -> String {
+    match server.counts().await {
+        Ok(c) if c.heap[1] > 0 => format!(
+            "; heap: allocated {}, active {}, resident {}, metadata {}",
+            mib(c.heap[0] as u64),
+            mib(c.heap[1] as u64),
+            mib(c.heap[2] as u64),
+            mib(c.heap[3] as u64)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// The RSS after a scenario against the baseline, as a row (target: within 10%).
@@ -334,8 +354,10 @@ async fn run(plan: Plan, bin: PathBuf) -> Result<Report> {
     }
     let baseline = steady_rss(&server, plan.decay).await;
     eprintln!(
-        "baseline RSS {} (peak reset: {})",
+        "baseline RSS {} ({}{}; peak reset: {})",
         mib(baseline),
+        server.rss_parts(),
+        heap(&mut server).await,
         server.reset_peak()
     );
     report.row(

@@ -21,6 +21,9 @@ pub struct Counts {
     pub handlers: usize,
     pub streams: usize,
     pub runtime_tasks: usize,
+    /// The allocator's bytes allocated, active, resident and metadata, when the binary
+    /// keeps them (feature `jemalloc-stats`); zeros otherwise.
+    pub heap: [usize; 4],
 }
 
 impl std::fmt::Display for Counts {
@@ -115,6 +118,10 @@ impl Server {
                     "handlers" => c.handlers = v,
                     "streams" => c.streams = v,
                     "runtime_tasks" => c.runtime_tasks = v,
+                    "heap_allocated" => c.heap[0] = v,
+                    "heap_active" => c.heap[1] = v,
+                    "heap_resident" => c.heap[2] = v,
+                    "heap_metadata" => c.heap[3] = v,
                     _ => {}
                 }
             }
@@ -134,6 +141,17 @@ impl Server {
     /// Resident set size now, in bytes.
     pub fn rss(&self) -> u64 {
         self.status_kb("VmRSS:").unwrap_or(0) * 1024
+    }
+
+    /// The resident set split as the kernel counts it: anonymous memory (the heap, stacks)
+    /// and file-backed pages (the binary's code and data as they are touched).
+    pub fn rss_parts(&self) -> String {
+        let kb = |k: &str| self.status_kb(k).unwrap_or(0) as f64 / 1024.0;
+        format!(
+            "anon {:.1} MiB, file {:.1} MiB",
+            kb("RssAnon:"),
+            kb("RssFile:")
+        )
     }
 
     /// Peak resident set size since the last [`reset_peak`](Self::reset_peak), in bytes.

@@ -10,6 +10,15 @@ pub(crate) struct Overflow(pub(crate) usize);
 
 pub(crate) type Res = Result<(), Overflow>;
 
+/// A string, binary or typed array this long or longer reserves [`PAYLOAD_TAIL`] bytes
+/// beyond itself before it is copied.
+const LARGE_PAYLOAD: usize = 4096;
+
+/// Room left after a large payload for what usually follows it (the frame's last fields):
+/// without it, the first byte written after a 64 KiB payload doubled the buffer and copied
+/// the payload a second time.
+const PAYLOAD_TAIL: usize = 256;
+
 /// Integers from -2^31 to 2^32-1 are msgpack ints; beyond, the reference sends float64
 /// up to 2^53 in magnitude (PROTOCOL §3.1).
 const MAX_SAFE: i64 = 1 << 53;
@@ -251,7 +260,7 @@ impl<'a> Writer<'a> {
             32..=0xff => self.out.extend_from_slice(&[0xd9, n as u8]),
             _ => self.header(n, 0, 0xda, 0xdb)?,
         }
-        self.out.extend_from_slice(s);
+        self.payload(s);
         Ok(())
     }
 
@@ -262,8 +271,17 @@ impl<'a> Writer<'a> {
             Ok(n8) => self.out.extend_from_slice(&[0xc4, n8]),
             Err(_) => self.header(n, 0, 0xc5, 0xc6)?,
         }
-        self.out.extend_from_slice(b);
+        self.payload(b);
         Ok(())
+    }
+
+    /// Copies a payload's bytes, reserving [`PAYLOAD_TAIL`] more when it is large.
+    #[inline]
+    fn payload(&mut self, bytes: &[u8]) {
+        if bytes.len() >= LARGE_PAYLOAD {
+            self.out.reserve(bytes.len() + PAYLOAD_TAIL);
+        }
+        self.out.extend_from_slice(bytes);
     }
 
     #[inline]
@@ -348,7 +366,7 @@ impl<'a> Writer<'a> {
             Err(_) => self.header(n, 0, 0xc8, 0xc9)?,
         }
         self.out.extend_from_slice(&[0x74, t.kind.code()]);
-        self.out.extend_from_slice(&t.bytes);
+        self.payload(&t.bytes);
         Ok(())
     }
 

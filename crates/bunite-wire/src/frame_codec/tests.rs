@@ -477,3 +477,31 @@ fn deadlines_are_integers_when_integral() {
     assert_eq!(deadline(m(1000.0)), Some(Value::Int(1000)));
     assert_eq!(deadline(m(0.5)), Some(Value::Float(0.5)));
 }
+
+/// A large payload is copied into the frame once: the fields after it fit in room
+/// reserved with it, so the buffer does not double (and copy the payload again) for them.
+#[test]
+fn a_large_payload_is_copied_once() {
+    for len in [4096, 65536, 1 << 20] {
+        let frame = Frame::Call(Call {
+            id: CallId(7),
+            target: CapId(1),
+            method: "echo".into(),
+            args: Value::Bin(vec![0x5a; len]),
+            meta: Some(CallMeta {
+                parent_call_id: Some(CallId(1)),
+                deadline_ms: Some(2.5),
+                context: Some(vec![("k".into(), "v".into())]),
+            }),
+        });
+        let mut out = Vec::new();
+        crate::Encoder::new().encode_frame(&frame, &mut out);
+        assert!(out.len() > len, "{len}: {} bytes", out.len());
+        assert!(
+            out.capacity() < out.len() + 1024,
+            "{len}: capacity {} for {} bytes",
+            out.capacity(),
+            out.len()
+        );
+    }
+}

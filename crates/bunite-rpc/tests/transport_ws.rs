@@ -12,6 +12,7 @@ use bunite_rpc::wire::{
     CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Goaway, Hello, ResultFrame,
 };
 use bunite_rpc::{Code, Connection, Record, Value};
+use bytes::Bytes;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use tokio::time::timeout;
@@ -432,4 +433,83 @@ async fn peers_that_answer_pings_stay_connected_while_idle() {
     let idle = timeout(Duration::from_millis(600), source.recv()).await;
     assert!(idle.is_err(), "the server's source ended: {idle:?}");
     assert!(!client_reads.is_finished(), "the client's source ended");
+}
+
+/// A message longer than [`ws::FRAGMENT`] goes out in fragments (so tungstenite's write
+/// buffer does not grow to its size and stay there): a peer that accepts no frame longer
+/// than a fragment receives it whole, and so does a bunite peer, both ways.
+#[tokio::test]
+async fn a_long_message_goes_out_in_fragments_and_arrives_whole() {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let long: Bytes = (0..3 * ws::FRAGMENT + 123)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+
+    // Server to a peer whose frames may be no longer than a fragment.
+    let (l, url) = listener(None).await;
+    let accepted = accept_one(l);
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(ws::FRAGMENT))
+        .max_message_size(Some(16 << 20));
+    let (mut raw, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false)
+            .await
+            .unwrap();
+    let (mut sink, _source) = timeout(WAIT, accepted)
+        .await
+        .unwrap()
+        .unwrap()
+        .transport
+        .split();
+    timeout(WAIT, sink.send(long.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, Message::Binary(long.clone()));
+    // A message of exactly one fragment is one frame, as before.
+    let one = long.slice(..ws::FRAGMENT);
+    timeout(WAIT, sink.send(one.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, Message::Binary(one));
+
+    // Between two bunite ends, each way.
+    let (l, url) = listener(None).await;
+    let accepted = accept_one(l);
+    let (mut client_sink, mut client_source) = ws::connect(url.as_str()).await.unwrap().split();
+    let (mut server_sink, mut server_source) = timeout(WAIT, accepted)
+        .await
+        .unwrap()
+        .unwrap()
+        .transport
+        .split();
+    timeout(WAIT, client_sink.send(long.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = timeout(WAIT, server_source.recv()).await.unwrap().unwrap();
+    assert_eq!(got.as_deref(), Some(&long[..]));
+    timeout(WAIT, server_sink.send(long.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = timeout(WAIT, client_source.recv()).await.unwrap().unwrap();
+    assert_eq!(got.as_deref(), Some(&long[..]));
+    // Closing after a long message: the close comes after its last fragment.
+    timeout(WAIT, client_sink.send(long.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(WAIT, client_sink.close()).await.unwrap().unwrap();
+    let got = timeout(WAIT, server_source.recv()).await.unwrap().unwrap();
+    assert_eq!(got.as_deref(), Some(&long[..]));
+    assert_eq!(
+        timeout(WAIT, server_source.recv()).await.unwrap().unwrap(),
+        None
+    );
 }

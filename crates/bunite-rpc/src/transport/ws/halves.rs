@@ -12,7 +12,10 @@ use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 use super::keepalive::Due;
 use super::Shared;
@@ -22,11 +25,22 @@ use crate::transport::{LINGER, LINGER_BYTES, LINGER_QUIET};
 /// The protocol error for a text message (PROTOCOL §2).
 const TEXT_MESSAGE: &str = "text message on the bunite socket";
 
+/// A message longer than this goes out as fragments of this size (RFC 6455 §5.4), which
+/// every WebSocket peer puts back together. tungstenite copies each frame into its write
+/// buffer and keeps that buffer at its high-water mark until the connection closes, so a
+/// message sent as one frame of `n` bytes left the connection holding `n` bytes (64 MiB
+/// after one maximal reply); fragments bound that to about this size. A bunite peer over
+/// tungstenite also receives fragments into a buffer it gives back with the message.
+pub const FRAGMENT: usize = 128 * 1024;
+
 /// The sending half of a [`WsTransport`](super::WsTransport).
 #[derive(Debug)]
 pub struct WsSink<S> {
     shared: Arc<Mutex<Shared<S>>>,
     closing: Closing,
+    /// What is left of a message sent in fragments ([`FRAGMENT`]), not yet handed to
+    /// tungstenite.
+    rest: Bytes,
 }
 
 /// The receiving half of a [`WsTransport`](super::WsTransport).
@@ -65,6 +79,7 @@ pub(super) fn split<S>(shared: Arc<Mutex<Shared<S>>>) -> (WsSink<S>, WsSource<S>
     let sink = WsSink {
         shared,
         closing: Closing::Open,
+        rest: Bytes::new(),
     };
     (sink, source)
 }
@@ -74,21 +89,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
         if !matches!(self.closing, Closing::Open) {
             return Poll::Ready(Err(TransportError::Closed));
         }
-        Pin::new(&mut lock(&self.shared).ws)
-            .poll_ready(cx)
-            .map_err(send_error)
+        let mut shared = lock(&self.shared);
+        ready!(send_rest(&mut shared.ws, &mut self.rest, cx))?;
+        Pin::new(&mut shared.ws).poll_ready(cx).map_err(send_error)
     }
 
-    fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError> {
+    fn start_send(&mut self, mut msg: Bytes) -> Result<(), TransportError> {
+        let msg = if msg.len() > FRAGMENT {
+            let first = msg.split_to(FRAGMENT);
+            self.rest = msg;
+            Message::Frame(Frame::message(first, OpCode::Data(Data::Binary), false))
+        } else {
+            Message::Binary(msg)
+        };
         Pin::new(&mut lock(&self.shared).ws)
-            .start_send(Message::Binary(msg))
+            .start_send(msg)
             .map_err(send_error)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        Pin::new(&mut lock(&self.shared).ws)
-            .poll_flush(cx)
-            .map_err(send_error)
+        let mut shared = lock(&self.shared);
+        ready!(send_rest(&mut shared.ws, &mut self.rest, cx))?;
+        Pin::new(&mut shared.ws).poll_flush(cx).map_err(send_error)
     }
 
     fn written(&self) -> u64 {
@@ -100,6 +122,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
             let mut shared = lock(&self.shared);
             match &mut self.closing {
                 Closing::Open => {
+                    // A message sent in fragments is finished before the close frame.
+                    if let Err(e) = ready!(send_rest(&mut shared.ws, &mut self.rest, cx)) {
+                        self.closing = Closing::Done;
+                        return Poll::Ready(Err(e));
+                    }
                     shared.read_done = true;
                     self.closing = Closing::Frame;
                 }
@@ -230,6 +257,25 @@ fn keep_alive<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+/// Hands the rest of a fragmented message to tungstenite, a fragment at a time as it has
+/// room; the last fragment ends the message.
+fn send_rest<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<super::Metered<S>>,
+    rest: &mut Bytes,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), TransportError>> {
+    while !rest.is_empty() {
+        ready!(Pin::new(&mut *ws).poll_ready(cx)).map_err(send_error)?;
+        let fragment = rest.split_to(rest.len().min(FRAGMENT));
+        let last = rest.is_empty();
+        let frame = Frame::message(fragment, OpCode::Data(Data::Continue), last);
+        Pin::new(&mut *ws)
+            .start_send(Message::Frame(frame))
+            .map_err(send_error)?;
+    }
+    Poll::Ready(Ok(()))
 }
 
 fn send_error(e: WsError) -> TransportError {

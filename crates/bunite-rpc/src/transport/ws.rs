@@ -67,9 +67,11 @@
 //! a message longer than [`FRAGMENT`] is sent as fragments of that size: after one 48 MiB
 //! message between two bunite ends in one process (either way), it holds 4.6 MiB instead
 //! of 100 MiB (a bunite receiver puts fragments together in a buffer that leaves with the
-//! message).
-//! A peer that sends a long message as one frame, as browsers do, still leaves the
-//! receiving connection holding about its size until the connection closes.
+//! message). A long message that arrives as one frame, as browsers send every message, is
+//! cut into fragments of the same size on its way from the socket to tungstenite (only
+//! frame headers are written; the payload passes untouched), so the receiving end does not
+//! keep its size either: after one 48 MiB `call` sent as one frame by a raw client, the
+//! server held 48 MiB more until the connection closed, and now holds nothing more.
 //!
 //! ```no_run
 //! use bunite_rpc::{transport::{ws, ListenerConfig}, Connection};
@@ -94,6 +96,7 @@ mod halves;
 mod keepalive;
 mod listener;
 mod metered;
+mod reframe;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -165,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     /// [`PING_INTERVAL`](super::PING_INTERVAL) (see [`with_ping_interval`](Self::with_ping_interval)).
     pub async fn from_raw_socket(socket: S, role: Role, max_bytes: usize) -> Self {
         let ws = WebSocketStream::from_raw_socket(
-            Metered::new(socket, None),
+            Metered::new(socket, None, frame_bound(max_bytes), false),
             role,
             Some(config(max_bytes)),
         )
@@ -215,7 +218,8 @@ impl WsTransport {
         slot: OwnedSemaphorePermit,
         peer: Option<String>,
     ) -> Self {
-        let socket = Metered::new(socket, Some(&config.receive_budget));
+        let bound = frame_bound(config.max_bytes);
+        let socket = Metered::new(socket, Some(&config.receive_budget), bound, false);
         let cfg = Some(self::config(config.max_bytes));
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, cfg).await;
         WsTransport::from_stream(ws, config.max_bytes, Some(slot))
@@ -255,10 +259,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTranspo
     }
 }
 
+/// The longest frame and message tungstenite takes: `max_bytes` plus a wrapper's room.
+fn frame_bound(max_bytes: usize) -> usize {
+    max_bytes.saturating_add(WRAPPER_ROOM)
+}
+
 /// tungstenite's settings: small buffers (see `# Buffers`), frames and messages bounded by
 /// `max_bytes` plus a wrapper's room.
 fn config(max_bytes: usize) -> WebSocketConfig {
-    let bound = max_bytes.saturating_add(WRAPPER_ROOM);
+    let bound = frame_bound(max_bytes);
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)

@@ -144,7 +144,8 @@ async fn handshake(
             .map(str::to_owned);
         Ok(resp)
     };
-    let stream = Metered::new(stream, Some(&cfg.receive_budget));
+    let bound = super::frame_bound(cfg.max_bytes);
+    let stream = Metered::new(stream, Some(&cfg.receive_budget), bound, true);
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(cfg.max_bytes)))
             .await?;

@@ -21,6 +21,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::reframe::Reframe;
 use super::{READ_BUFFER, SOCKET_READ};
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::{BudgetPermit, ByteBudget};
@@ -43,6 +44,21 @@ pub(super) struct Metered<S> {
     /// Bytes written to the socket so far ([`MessageSink::written`](
     /// crate::transport::MessageSink::written)).
     written: u64,
+    /// The HTTP head of the handshake, then frames (long ones cut on their way to
+    /// tungstenite, `reframe.rs`).
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// The handshake's HTTP head is passed on up to its end (`\r\n\r\n`, of which
+    /// `matched` bytes have been seen) and no further, so that tungstenite keeps no frame
+    /// bytes from the handshake read and the first frame starts at a header.
+    Head {
+        matched: u8,
+        frames: Reframe,
+    },
+    Frames(Reframe),
 }
 
 #[derive(Debug)]
@@ -60,7 +76,15 @@ impl<S> Metered<S> {
         self.written
     }
 
-    pub(super) fn new(io: S, budget: Option<&ByteBudget>) -> Self {
+    /// `io` read for tungstenite, whose frame limit is `max_frame` (longer frames are not
+    /// cut, so that it refuses them at their header), starting with the handshake's HTTP
+    /// head if `handshake` (else with frames: a handshake made by another server).
+    pub(super) fn new(
+        io: S,
+        budget: Option<&ByteBudget>,
+        max_frame: usize,
+        handshake: bool,
+    ) -> Self {
         let meter = budget.map(|b| Meter {
             waiter: b.waiter(),
             permit: BudgetPermit::default(),
@@ -73,6 +97,13 @@ impl<S> Metered<S> {
             next_read: MIN_READ,
             since_message: 0,
             meter,
+            mode: match handshake {
+                true => Mode::Head {
+                    matched: 0,
+                    frames: Reframe::new(max_frame),
+                },
+                false => Mode::Frames(Reframe::new(max_frame)),
+            },
         }
     }
 
@@ -125,40 +156,77 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.ahead.is_empty() {
-            let want = match &mut this.meter {
-                Some(m) => ready!(m.poll_room(cx))?.min(this.next_read),
-                None => this.next_read,
-            };
-            this.ahead.reserve(want);
-            let mut limited = (&mut this.ahead).limit(want);
-            let polled = tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut limited);
-            let n = match polled {
-                Poll::Ready(n) => n?,
-                Poll::Pending => {
-                    // Nothing to read: hold no buffer while waiting (an idle connection
-                    // waits here, and would otherwise keep `want` bytes reserved).
-                    this.ahead = BytesMut::new();
-                    return Poll::Pending;
+        loop {
+            if this.ahead.is_empty() {
+                let want = match &mut this.meter {
+                    Some(m) => ready!(m.poll_room(cx))?.min(this.next_read),
+                    None => this.next_read,
+                };
+                this.ahead.reserve(want);
+                let mut limited = (&mut this.ahead).limit(want);
+                let polled =
+                    tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut limited);
+                let n = match polled {
+                    Poll::Ready(n) => n?,
+                    Poll::Pending => {
+                        // Nothing to read: hold no buffer while waiting (an idle connection
+                        // waits here, and would otherwise keep `want` bytes reserved).
+                        this.ahead = BytesMut::new();
+                        return Poll::Pending;
+                    }
+                };
+                this.since_message += n;
+                if let Some(m) = &mut this.meter {
+                    m.held += n;
+                }
+                if n == 0 {
+                    // The end of the socket, after any header bytes held back.
+                    if let Mode::Frames(r) = &mut this.mode {
+                        r.flush_partial(buf);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let before = buf.filled().len();
+            let used = match &mut this.mode {
+                Mode::Frames(r) => r.feed(&this.ahead, buf),
+                Mode::Head { matched, frames } => {
+                    let (n, end) = head(&this.ahead, matched, buf.remaining());
+                    buf.put_slice(this.ahead.get(..n).unwrap_or_default());
+                    if end {
+                        let frames = std::mem::replace(frames, Reframe::new(0));
+                        this.mode = Mode::Frames(frames);
+                    }
+                    n
                 }
             };
-            this.since_message += n;
-            if let Some(m) = &mut this.meter {
-                m.held += n;
+            this.ahead.advance(used);
+            if this.ahead.is_empty() {
+                // Drained: hold no read-ahead buffer while idle.
+                this.ahead = BytesMut::new();
             }
-            if n == 0 {
-                return Poll::Ready(Ok(())); // the end of the socket
+            // Only header bytes taken so far: read on (an empty read would mean the end).
+            if buf.filled().len() > before || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
             }
         }
-        let n = this.ahead.len().min(buf.remaining());
-        buf.put_slice(this.ahead.get(..n).unwrap_or_default());
-        this.ahead.advance(n);
-        if this.ahead.is_empty() {
-            // Drained: hold no read-ahead buffer while idle.
-            this.ahead = BytesMut::new();
-        }
-        Poll::Ready(Ok(()))
     }
+}
+
+/// How many of `bytes` (at most `room`) belong to the HTTP head, and whether they end it;
+/// `matched` carries the part of `\r\n\r\n` seen from one call to the next.
+fn head(bytes: &[u8], matched: &mut u8, room: usize) -> (usize, bool) {
+    for (i, &b) in bytes.iter().take(room).enumerate() {
+        *matched = match (*matched, b) {
+            (0 | 2, b'\r') | (1 | 3, b'\n') => *matched + 1,
+            (_, b'\r') => 1,
+            _ => 0,
+        };
+        if *matched == 4 {
+            return (i + 1, true);
+        }
+    }
+    (bytes.len().min(room), false)
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
@@ -229,7 +297,7 @@ mod tests {
         let budget = ByteBudget::new(1 << 20);
         for budget in [None, Some(&budget)] {
             let (ours, mut peer) = tokio::io::duplex(64 * 1024);
-            let mut m = Metered::new(ours, budget);
+            let mut m = Metered::new(ours, budget, 1 << 20, false);
             assert_eq!(read_once(&mut m).await, None, "nothing sent yet");
             assert_eq!(
                 m.ahead.capacity(),
@@ -237,7 +305,11 @@ mod tests {
                 "an empty read-ahead buffer kept while idle"
             );
 
-            peer.write_all(&[1u8; 10_000]).await.unwrap();
+            // One binary frame of 10,000 bytes in all (a 4-byte header).
+            let mut frame = vec![0x82, 126];
+            frame.extend_from_slice(&9_996u16.to_be_bytes());
+            frame.resize(10_000, 1);
+            peer.write_all(&frame).await.unwrap();
             let mut got = 0;
             while got < 10_000 {
                 let chunk = read_once(&mut m).await.expect("bytes were sent");
@@ -250,5 +322,37 @@ mod tests {
             assert_eq!(read_once(&mut m).await, None);
             assert_eq!(m.ahead.capacity(), 0, "waiting again: no buffer kept");
         }
+    }
+
+    /// The handshake's HTTP head is passed on up to its end and no further, even when the
+    /// first frame came in the same read, so tungstenite keeps no frame bytes from its
+    /// handshake read; then frames pass (a long one in fragments).
+    #[tokio::test]
+    async fn the_head_ends_at_its_blank_line_and_frames_follow() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut m = Metered::new(ours, None, 1 << 20, true);
+        let head = b"GET /rpc HTTP/1.1\r\nHost: x\r\nA: \r\r\n\r\n".to_vec();
+        let long = crate::transport::ws::FRAGMENT + 10;
+        let mut frame = vec![0x82, 127];
+        frame.extend_from_slice(&(long as u64).to_be_bytes());
+        frame.resize(10 + long, 7);
+        peer.write_all(&[head.clone(), frame].concat())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < head.len() {
+            got.extend(read_once(&mut m).await.expect("sent"));
+        }
+        assert_eq!(got, head, "the head and nothing after it");
+        let first = read_once(&mut m).await.expect("sent");
+        assert_eq!(
+            first[..2],
+            [0x02, 127],
+            "a first fragment: binary, not final"
+        );
+        assert_eq!(
+            first[2..10],
+            (crate::transport::ws::FRAGMENT as u64).to_be_bytes()
+        );
     }
 }

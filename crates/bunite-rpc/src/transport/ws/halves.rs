@@ -95,6 +95,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
     }
 
     fn start_send(&mut self, mut msg: Bytes) -> Result<(), TransportError> {
+        // `poll_ready` handed the rest of the last message on before saying ready.
+        debug_assert!(self.rest.is_empty(), "start_send before poll_ready");
         let msg = if msg.len() > FRAGMENT {
             let first = msg.split_to(FRAGMENT);
             self.rest = msg;

@@ -488,20 +488,10 @@ async fn a_long_message_goes_out_in_fragments_and_arrives_whole() {
         .unwrap()
         .transport
         .split();
-    timeout(WAIT, client_sink.send(long.clone()))
-        .await
-        .unwrap()
-        .unwrap();
-    let got = timeout(WAIT, server_source.recv()).await.unwrap().unwrap();
-    assert_eq!(got.as_deref(), Some(&long[..]));
-    timeout(WAIT, server_sink.send(long.clone()))
-        .await
-        .unwrap()
-        .unwrap();
-    let got = timeout(WAIT, client_source.recv()).await.unwrap().unwrap();
-    assert_eq!(got.as_deref(), Some(&long[..]));
+    passes(&mut client_sink, &mut server_source, &long).await;
+    passes(&mut server_sink, &mut client_source, &long).await;
     // Closing after a long message: the close comes after its last fragment.
-    timeout(WAIT, client_sink.send(long.clone()))
+    timeout(WAIT, client_sink.feed(long.clone()))
         .await
         .unwrap()
         .unwrap();
@@ -512,4 +502,18 @@ async fn a_long_message_goes_out_in_fragments_and_arrives_whole() {
         timeout(WAIT, server_source.recv()).await.unwrap().unwrap(),
         None
     );
+}
+
+/// `msg` sent on `sink` arrives whole at `source`.
+async fn passes(
+    sink: &mut impl bunite_rpc::transport::MessageSink,
+    source: &mut impl bunite_rpc::transport::MessageSource,
+    msg: &Bytes,
+) {
+    timeout(WAIT, sink.send(msg.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = timeout(WAIT, source.recv()).await.unwrap().unwrap();
+    assert_eq!(got.as_deref(), Some(&msg[..]));
 }

@@ -199,12 +199,12 @@ pub async fn after(
 /// The allocator's figures, when the server's binary keeps them (`jemalloc-stats`).
 async fn heap(server: &mut Server) -> String {
     match server.counts().await {
-        Ok(c) if c.heap[1] > 0 => format!(
+        Ok(c) if c.heap.active > 0 => format!(
             "; heap: allocated {}, active {}, resident {}, metadata {}",
-            mib(c.heap[0] as u64),
-            mib(c.heap[1] as u64),
-            mib(c.heap[2] as u64),
-            mib(c.heap[3] as u64)
+            mib(c.heap.allocated as u64),
+            mib(c.heap.active as u64),
+            mib(c.heap.resident as u64),
+            mib(c.heap.metadata as u64)
         ),
         _ => String::new(),
     }

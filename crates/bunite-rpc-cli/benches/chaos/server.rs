@@ -21,9 +21,22 @@ pub struct Counts {
     pub handlers: usize,
     pub streams: usize,
     pub runtime_tasks: usize,
-    /// The allocator's bytes allocated, active, resident and metadata, when the binary
-    /// keeps them (feature `jemalloc-stats`); zeros otherwise.
-    pub heap: [usize; 4],
+    /// The allocator's figures, when the binary keeps them (feature `jemalloc-stats`);
+    /// zeros otherwise.
+    pub heap: Heap,
+}
+
+/// jemalloc's figures, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Heap {
+    /// Allocated and live.
+    pub allocated: usize,
+    /// In active pages (live plus the unused parts of partly used slabs).
+    pub active: usize,
+    /// Resident, dirty pages not yet purged included.
+    pub resident: usize,
+    /// The allocator's own metadata.
+    pub metadata: usize,
 }
 
 impl std::fmt::Display for Counts {
@@ -118,10 +131,10 @@ impl Server {
                     "handlers" => c.handlers = v,
                     "streams" => c.streams = v,
                     "runtime_tasks" => c.runtime_tasks = v,
-                    "heap_allocated" => c.heap[0] = v,
-                    "heap_active" => c.heap[1] = v,
-                    "heap_resident" => c.heap[2] = v,
-                    "heap_metadata" => c.heap[3] = v,
+                    "heap_allocated" => c.heap.allocated = v,
+                    "heap_active" => c.heap.active = v,
+                    "heap_resident" => c.heap.resident = v,
+                    "heap_metadata" => c.heap.metadata = v,
                     _ => {}
                 }
             }

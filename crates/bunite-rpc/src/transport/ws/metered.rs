@@ -13,6 +13,9 @@
 //! more, then each further read draws its bytes from the budget first (pausing while the
 //! budget is spent). The source tells the meter when a message is complete
 //! ([`Metered::message_done`]), which gives the bytes back.
+//!
+//! Bytes pass to tungstenite through a [`Reframe`], which cuts long frames into fragments
+//! (`reframe.rs`); during a handshake, only up to the end of its HTTP head.
 
 use std::io;
 use std::pin::Pin;
@@ -44,21 +47,13 @@ pub(super) struct Metered<S> {
     /// Bytes written to the socket so far ([`MessageSink::written`](
     /// crate::transport::MessageSink::written)).
     written: u64,
-    /// The HTTP head of the handshake, then frames (long ones cut on their way to
-    /// tungstenite, `reframe.rs`).
-    mode: Mode,
-}
-
-#[derive(Debug)]
-enum Mode {
-    /// The handshake's HTTP head is passed on up to its end (`\r\n\r\n`, of which
-    /// `matched` bytes have been seen) and no further, so that tungstenite keeps no frame
-    /// bytes from the handshake read and the first frame starts at a header.
-    Head {
-        matched: u8,
-        frames: Reframe,
-    },
-    Frames(Reframe),
+    /// While the handshake's HTTP head is read: how many bytes of its end (`\r\n\r\n`)
+    /// have been seen. The head is passed on up to its end and no further, so that
+    /// tungstenite keeps no frame bytes from the handshake read and the first frame starts
+    /// at a header.
+    head: Option<u8>,
+    /// Frames on their way to tungstenite, long ones cut into fragments.
+    reframe: Reframe,
 }
 
 #[derive(Debug)]
@@ -97,13 +92,8 @@ impl<S> Metered<S> {
             next_read: MIN_READ,
             since_message: 0,
             meter,
-            mode: match handshake {
-                true => Mode::Head {
-                    matched: 0,
-                    frames: Reframe::new(max_frame),
-                },
-                false => Mode::Frames(Reframe::new(max_frame)),
-            },
+            head: handshake.then_some(0),
+            reframe: Reframe::new(max_frame),
         }
     }
 
@@ -181,21 +171,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 }
                 if n == 0 {
                     // The end of the socket, after any header bytes held back.
-                    if let Mode::Frames(r) = &mut this.mode {
-                        r.flush_partial(buf);
-                    }
+                    this.reframe.flush_partial(buf);
                     return Poll::Ready(Ok(()));
                 }
             }
             let before = buf.filled().len();
-            let used = match &mut this.mode {
-                Mode::Frames(r) => r.feed(&this.ahead, buf),
-                Mode::Head { matched, frames } => {
+            let used = match &mut this.head {
+                None => this.reframe.feed(&this.ahead, buf),
+                Some(matched) => {
                     let (n, end) = head(&this.ahead, matched, buf.remaining());
                     buf.put_slice(this.ahead.get(..n).unwrap_or_default());
                     if end {
-                        let frames = std::mem::replace(frames, Reframe::new(0));
-                        this.mode = Mode::Frames(frames);
+                        this.head = None;
                     }
                     n
                 }

@@ -24,6 +24,8 @@ use crate::frame::{Frame, FrameError};
 use crate::limits::DecodeLimits;
 use crate::payload::Payload;
 use crate::records::{ShapeRing, SlotTable};
+use crate::serde_impl::direct::StructKeys;
+use crate::serde_impl::SerdeError;
 use crate::value::Value;
 use budget::Meter;
 use cursor::{Ctx, Cursor};
@@ -87,6 +89,17 @@ pub struct TooLarge {
     pub max: usize,
 }
 
+/// Why a frame with an [`Outgoing`](crate::Outgoing) payload was not encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// It would be larger than the allowed maximum.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// Its typed payload does not serialize (the error [`crate::to_value`] gives).
+    #[error(transparent)]
+    Serialize(#[from] SerdeError),
+}
+
 /// Why bytes are not a valid frame: either not a value, or a value that is not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameDecodeError {
@@ -108,6 +121,8 @@ const UNREPRESENTABLE: &str =
 #[derive(Debug, Default)]
 pub struct Encoder {
     shapes: ShapeRing,
+    /// The keys of the structs written directly ([`crate::Outgoing`]).
+    structs: StructKeys,
 }
 
 impl Encoder {
@@ -152,7 +167,7 @@ impl Encoder {
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), TooLarge> {
-        self.bounded(max, out, |w| w.value(v))
+        too_large(self.bounded(max, out, |w| w.value(v)), max)
     }
 
     /// Appends the encoding of a frame to `out`.
@@ -176,6 +191,24 @@ impl Encoder {
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), TooLarge> {
+        too_large(
+            self.bounded(max, out, |w| crate::frame_codec::encode::frame(w, f)),
+            max,
+        )
+    }
+
+    /// [`Encoder::encode_frame_bounded`] for a frame whose payload is an [`Outgoing`]
+    /// value: a typed payload is serialized straight into `out`, with the bytes of
+    /// encoding its `Value`. On error nothing happened, as with
+    /// [`Encoder::encode_bounded`].
+    ///
+    /// [`Outgoing`]: crate::Outgoing
+    pub fn encode_outgoing_frame_bounded(
+        &mut self,
+        f: &Frame<crate::Outgoing>,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         self.bounded(max, out, |w| crate::frame_codec::encode::frame(w, f))
     }
 
@@ -183,22 +216,41 @@ impl Encoder {
         &mut self,
         max: usize,
         out: &mut Vec<u8>,
-        write: impl FnOnce(&mut encode::Writer<'_>) -> Result<(), encode::Overflow>,
-    ) -> Result<(), TooLarge> {
+        write: impl FnOnce(&mut encode::Writer<'_>) -> Result<(), encode::Stop>,
+    ) -> Result<(), EncodeError> {
         let start = out.len();
-        let mut w = encode::Writer::new(out, start.saturating_add(max), &mut self.shapes);
-        match write(&mut w) {
+        let mut w = encode::Writer::new(
+            out,
+            start.saturating_add(max),
+            &mut self.shapes,
+            &mut self.structs,
+        );
+        let stop = match write(&mut w) {
             Ok(()) => {
                 self.shapes.commit();
-                Ok(())
+                return Ok(());
             }
-            Err(encode::Overflow(reached)) => {
-                let size = reached.saturating_sub(start);
-                out.truncate(start);
-                self.shapes.rollback();
-                Err(TooLarge { size, max })
-            }
-        }
+            Err(stop) => stop,
+        };
+        out.truncate(start);
+        self.shapes.rollback();
+        Err(match stop {
+            encode::Stop::Overflow(reached) => EncodeError::TooLarge(TooLarge {
+                size: reached.saturating_sub(start),
+                max,
+            }),
+            encode::Stop::Serialize(e) => EncodeError::Serialize(e),
+        })
+    }
+}
+
+/// The error of encoding a [`Value`] or a frame of them: those always serialize, so only
+/// their size can fail.
+fn too_large(r: Result<(), EncodeError>, max: usize) -> Result<(), TooLarge> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(EncodeError::TooLarge(e)) => Err(e),
+        Err(EncodeError::Serialize(_)) => Err(TooLarge { size: 0, max }),
     }
 }
 

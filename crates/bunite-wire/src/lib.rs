@@ -12,7 +12,8 @@
 //!   inside, `cursor` reads tokens, `decode` builds values, `skip` validates and measures
 //!   without building, `budget` counts what decoding may allocate.
 //! - `records` (private): the encoder's shape ring and the decoder's slot table (§3.3).
-//! - [`payload`]: [`Payload`], a received value validated but not yet materialized.
+//! - [`payload`]: [`Payload`], a received value validated but not yet materialized;
+//!   [`Outgoing`], a value to send, a typed one serialized straight into its frame.
 //! - [`serde_impl`]: any `Serialize`/`Deserialize` type to and from a [`Value`]
 //!   ([`to_value`], [`from_value`], [`CapRef`]), and straight from a payload's bytes
 //!   (`raw_de`).
@@ -93,6 +94,7 @@ pub mod frame;
 mod frame_codec;
 pub mod ids;
 pub mod limits;
+mod outgoing;
 pub mod payload;
 mod records;
 pub mod serde_impl;
@@ -101,13 +103,14 @@ pub mod text;
 mod typescript;
 pub mod value;
 
-pub use codec::{DecodeError, Decoder, Encoder, FrameDecodeError, TooLarge};
+pub use codec::{DecodeError, Decoder, EncodeError, Encoder, FrameDecodeError, TooLarge};
 pub use frame::{
     Call, CallMeta, Cancel, CapRevoked, DropEntry, DropFrame, Frame, FrameError, Goaway, Hello,
     ResultFrame, StreamEvent, StreamFrame, WireStatus, PROTOCOL_VERSION,
 };
 pub use ids::{CallId, CapId};
 pub use limits::DecodeLimits;
+pub use outgoing::Outgoing;
 pub use payload::Payload;
 pub use serde_bytes;
 pub use serde_impl::{from_value, from_value_ref, to_value, CapRef, SerdeError};

@@ -39,6 +39,7 @@
 //! (`raw_de.rs`), with exactly the results of [`from_value`] on the payload's `Value`.
 
 mod de;
+pub(crate) mod direct;
 mod key;
 mod raw_access;
 pub(crate) mod raw_de;

@@ -1,14 +1,22 @@
 //! Writing values (PROTOCOL §3.1–3.3), byte-identical with msgpackr 1.12.
 
 use crate::records::{KeyRef, Shape, ShapeRing, StaticShape};
+use crate::serde_impl::direct::StructKeys;
+use crate::serde_impl::SerdeError;
 use crate::value::{Timestamp, TypedArray, Value};
 
-/// The output passed the caller's maximum, or a length msgpack cannot express. Holds a
-/// lower bound of the length `out` would have reached.
+/// Why writing stopped.
 #[derive(Debug)]
-pub(crate) struct Overflow(pub(crate) usize);
+pub(crate) enum Stop {
+    /// The output passed the caller's maximum, or a length msgpack cannot express. Holds a
+    /// lower bound of the length `out` would have reached.
+    Overflow(usize),
+    /// A typed value failed to serialize (its `Serialize` impl, or a number no bunite
+    /// value holds).
+    Serialize(SerdeError),
+}
 
-pub(crate) type Res = Result<(), Overflow>;
+pub(crate) type Res = Result<(), Stop>;
 
 /// A string, binary or typed array this long or longer reserves [`PAYLOAD_TAIL`] bytes
 /// beyond itself before it is copied.
@@ -28,11 +36,51 @@ pub(crate) struct Writer<'a> {
     out: &'a mut Vec<u8>,
     limit: usize,
     shapes: &'a mut ShapeRing,
+    structs: &'a mut StructKeys,
+}
+
+/// A point [`Writer::undo`] returns to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    len: usize,
+    journal: usize,
 }
 
 impl<'a> Writer<'a> {
-    pub(crate) fn new(out: &'a mut Vec<u8>, limit: usize, shapes: &'a mut ShapeRing) -> Self {
-        Writer { out, limit, shapes }
+    pub(crate) fn new(
+        out: &'a mut Vec<u8>,
+        limit: usize,
+        shapes: &'a mut ShapeRing,
+        structs: &'a mut StructKeys,
+    ) -> Self {
+        Writer {
+            out,
+            limit,
+            shapes,
+            structs,
+        }
+    }
+
+    /// The keys learned of the structs written directly (`serde_impl::direct`).
+    #[inline]
+    pub(crate) fn structs(&mut self) -> &mut StructKeys {
+        self.structs
+    }
+
+    /// Where the output and the shape ring stand now.
+    #[inline]
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            len: self.out.len(),
+            journal: self.shapes.mark(),
+        }
+    }
+
+    /// Drops what was written since `mark` and undoes the shapes it defined, as if it had
+    /// never been tried.
+    pub(crate) fn undo(&mut self, mark: Mark) {
+        self.out.truncate(mark.len);
+        self.shapes.rollback_to(mark.journal);
     }
 
     /// Checked after every value: one comparison keeps an oversized value from being
@@ -40,7 +88,7 @@ impl<'a> Writer<'a> {
     #[inline]
     fn check(&self) -> Res {
         if self.out.len() > self.limit {
-            Err(Overflow(self.out.len()))
+            Err(Stop::Overflow(self.out.len()))
         } else {
             Ok(())
         }
@@ -51,7 +99,7 @@ impl<'a> Writer<'a> {
     fn room(&self, n: usize) -> Res {
         match self.out.len().checked_add(n) {
             Some(end) if end <= self.limit => Ok(()),
-            _ => Err(Overflow(self.out.len().saturating_add(n))),
+            _ => Err(Stop::Overflow(self.out.len().saturating_add(n))),
         }
     }
 
@@ -155,6 +203,13 @@ impl<'a> Writer<'a> {
     #[inline]
     pub(crate) fn utf8_v(&mut self, s: &[u8]) -> Res {
         self.utf8(s)?;
+        self.check()
+    }
+
+    /// A binary, checked.
+    #[inline]
+    pub(crate) fn bin_v(&mut self, b: &[u8]) -> Res {
+        self.bin(b)?;
         self.check()
     }
 
@@ -297,7 +352,8 @@ impl<'a> Writer<'a> {
             self.out.push(h16);
             self.out.extend_from_slice(&n16.to_be_bytes());
         } else {
-            let n32 = u32::try_from(n).map_err(|_| Overflow(self.out.len().saturating_add(n)))?;
+            let n32 =
+                u32::try_from(n).map_err(|_| Stop::Overflow(self.out.len().saturating_add(n)))?;
             self.out.push(h32);
             self.out.extend_from_slice(&n32.to_be_bytes());
         }

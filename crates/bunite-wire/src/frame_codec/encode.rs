@@ -9,11 +9,31 @@ use crate::frame::{
     Call, CallMeta, Cancel, CapRevoked, DropFrame, Frame, Goaway, Hello, ResultFrame, StreamEvent,
     StreamFrame, WireStatus,
 };
+use crate::outgoing::Outgoing;
 use crate::records::KeyRef;
 use crate::value::Value;
 
+/// A frame's payload type: what a call's args, a result's value and a stream's value are.
+pub(crate) trait WritePayload {
+    fn write_payload(&self, w: &mut Writer<'_>) -> Res;
+}
+
+impl WritePayload for Value {
+    #[inline]
+    fn write_payload(&self, w: &mut Writer<'_>) -> Res {
+        w.value(self)
+    }
+}
+
+impl WritePayload for Outgoing {
+    #[inline]
+    fn write_payload(&self, w: &mut Writer<'_>) -> Res {
+        self.write(w)
+    }
+}
+
 /// Writes `f`.
-pub(crate) fn frame(w: &mut Writer<'_>, f: &Frame) -> Res {
+pub(crate) fn frame<P: WritePayload>(w: &mut Writer<'_>, f: &Frame<P>) -> Res {
     match f {
         Frame::Hello(h) => hello(w, h),
         Frame::Goaway(g) => goaway(w, g),
@@ -54,7 +74,7 @@ fn goaway(w: &mut Writer<'_>, g: &Goaway) -> Res {
     w.end()
 }
 
-fn call(w: &mut Writer<'_>, c: &Call) -> Res {
+fn call<P: WritePayload>(w: &mut Writer<'_>, c: &Call<P>) -> Res {
     w.static_record(&shapes::CALL)?;
     w.str_v("call")?;
     w.uint_v(c.id.0)?;
@@ -63,7 +83,7 @@ fn call(w: &mut Writer<'_>, c: &Call) -> Res {
     w.int_v(i64::from(c.target.0))?;
     w.end()?;
     w.utf8_v(c.method.as_bytes())?;
-    w.value(&c.args)?;
+    c.args.write_payload(w)?;
     match &c.meta {
         None => w.undefined_v()?,
         Some(m) => meta(w, m)?,
@@ -106,7 +126,7 @@ pub(crate) fn integral(f: f64) -> Option<i64> {
     (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
 }
 
-fn result(w: &mut Writer<'_>, r: &ResultFrame) -> Res {
+fn result<P: WritePayload>(w: &mut Writer<'_>, r: &ResultFrame<P>) -> Res {
     let shape = match &r.outcome {
         Ok(_) => &shapes::RESULT_OK,
         Err(_) => &shapes::RESULT_ERROR,
@@ -117,7 +137,7 @@ fn result(w: &mut Writer<'_>, r: &ResultFrame) -> Res {
     match &r.outcome {
         Ok(v) => {
             w.bool_v(true)?;
-            w.value(v)?;
+            v.write_payload(w)?;
         }
         Err(s) => {
             w.bool_v(false)?;
@@ -135,7 +155,7 @@ fn cancel(w: &mut Writer<'_>, c: &Cancel) -> Res {
     w.end()
 }
 
-fn stream(w: &mut Writer<'_>, s: &StreamFrame) -> Res {
+fn stream<P: WritePayload>(w: &mut Writer<'_>, s: &StreamFrame<P>) -> Res {
     let (shape, ev) = match &s.event {
         StreamEvent::Next(_) => (&shapes::STREAM_NEXT, "next"),
         StreamEvent::Credit(_) => (&shapes::STREAM_CREDIT, "credit"),
@@ -147,7 +167,7 @@ fn stream(w: &mut Writer<'_>, s: &StreamFrame) -> Res {
     w.uint_v(s.id.0)?;
     w.str_v(ev)?;
     match &s.event {
-        StreamEvent::Next(v) => w.value(v)?,
+        StreamEvent::Next(v) => v.write_payload(w)?,
         StreamEvent::Credit(Some(n)) => {
             w.static_record(&shapes::CREDIT)?;
             w.uint_v(*n)?;

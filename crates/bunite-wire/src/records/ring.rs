@@ -237,10 +237,23 @@ impl ShapeRing {
         self.journal.clear();
     }
 
+    /// Where the journal stands: [`ShapeRing::rollback_to`] undoes what comes after.
+    pub(crate) fn mark(&self) -> usize {
+        self.journal.len()
+    }
+
     /// Undoes every change since the last commit, newest first. The hints need no undoing:
     /// every use checks them.
     pub(crate) fn rollback(&mut self) {
-        while let Some(undo) = self.journal.pop() {
+        self.rollback_to(0);
+    }
+
+    /// Undoes the changes made since `mark`, newest first.
+    pub(crate) fn rollback_to(&mut self, mark: usize) {
+        while self.journal.len() > mark {
+            let Some(undo) = self.journal.pop() else {
+                break;
+            };
             let slot = undo.slot % RING;
             self.hashes[slot] = undo.hash;
             self.held[slot] = undo.held;

@@ -1,0 +1,132 @@
+//! [`Outgoing`]: a value to send, encoded only when its frame is written.
+
+use std::any::Any;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::codec::encode::{Res, Stop, Writer};
+use crate::serde_impl::{direct, to_value, SerdeError};
+use crate::value::Value;
+
+/// A value to send: a [`Value`], or a typed value that is serialized straight into its
+/// frame when the frame is encoded ([`crate::Encoder::encode_outgoing_frame_bounded`]).
+///
+/// The bytes are exactly those of encoding the typed value's [`to_value`], record ids
+/// included; what is saved is the `Value` tree in between (a record's field vector, a
+/// string's or a binary's copy) and the time to build and drop it. A typed value that does
+/// not serialize fails when its frame is encoded, with the error [`to_value`] gives.
+///
+/// ```
+/// use bunite_wire::{to_value, CallId, Encoder, Frame, Outgoing, ResultFrame};
+/// use serde::Serialize;
+///
+/// #[derive(Serialize)]
+/// struct Point {
+///     x: i32,
+///     y: i32,
+/// }
+///
+/// fn frame<P>(value: P) -> Frame<P> {
+///     Frame::Result(ResultFrame { id: CallId(1), outcome: Ok(value) })
+/// }
+/// let mut direct = Vec::new();
+/// Encoder::new().encode_outgoing_frame_bounded(
+///     &frame(Outgoing::typed(Point { x: 1, y: 2 })),
+///     usize::MAX,
+///     &mut direct,
+/// )?;
+/// let mut via_value = Vec::new();
+/// Encoder::new().encode_frame(&frame(to_value(&Point { x: 1, y: 2 })?), &mut via_value);
+/// assert_eq!(direct, via_value);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Outgoing(Inner);
+
+enum Inner {
+    Value(Value),
+    Typed(Box<dyn Typed>),
+}
+
+/// A `Serialize` type, object-safe: written directly, or as its `Value`.
+trait Typed: Send {
+    fn direct(&self, w: &mut Writer<'_>) -> Result<(), direct::Fallback>;
+    fn to_value(&self) -> Result<Value, SerdeError>;
+}
+
+impl<T: Serialize + Send> Typed for T {
+    fn direct(&self, w: &mut Writer<'_>) -> Result<(), direct::Fallback> {
+        direct::write(w, self)
+    }
+
+    fn to_value(&self) -> Result<Value, SerdeError> {
+        to_value(self)
+    }
+}
+
+impl Outgoing {
+    /// A value already built.
+    pub fn value(v: Value) -> Outgoing {
+        Outgoing(Inner::Value(v))
+    }
+
+    /// A typed value, serialized when its frame is written. A [`Value`] given here is kept
+    /// as it is (no serializing round trip).
+    pub fn typed<T: Serialize + Send + 'static>(v: T) -> Outgoing {
+        // Held as `Some(v)`, which serializes exactly as `v` does; the `Option` lets a
+        // `Value` be taken out by `Any` without a second box.
+        let mut held = Some(v);
+        if let Some(value) = (&mut held as &mut dyn Any).downcast_mut::<Option<Value>>() {
+            return Outgoing::value(value.take().unwrap_or_default());
+        }
+        Outgoing(Inner::Typed(Box::new(held)))
+    }
+
+    /// The value as a [`Value`] (serializing a typed one).
+    pub fn to_value(&self) -> Result<Value, SerdeError> {
+        match &self.0 {
+            Inner::Value(v) => Ok(v.clone()),
+            Inner::Typed(t) => t.to_value(),
+        }
+    }
+
+    /// The value as a [`Value`] (serializing a typed one), without a copy of a built one.
+    pub fn into_value(self) -> Result<Value, SerdeError> {
+        match self.0 {
+            Inner::Value(v) => Ok(v),
+            Inner::Typed(t) => t.to_value(),
+        }
+    }
+
+    /// Writes the value: a typed one directly, or, when that gives up, as its `Value`
+    /// after undoing what the attempt wrote (see `serde_impl::direct`).
+    pub(crate) fn write(&self, w: &mut Writer<'_>) -> Res {
+        match &self.0 {
+            Inner::Value(v) => w.value(v),
+            Inner::Typed(t) => {
+                let mark = w.mark();
+                if t.direct(w).is_ok() {
+                    return Ok(());
+                }
+                w.undo(mark);
+                let v = t.to_value().map_err(Stop::Serialize)?;
+                w.value(&v)
+            }
+        }
+    }
+}
+
+impl From<Value> for Outgoing {
+    fn from(v: Value) -> Self {
+        Outgoing::value(v)
+    }
+}
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Inner::Value(v) => f.debug_tuple("Outgoing").field(v).finish(),
+            Inner::Typed(_) => f.write_str("Outgoing(<typed>)"),
+        }
+    }
+}

@@ -11,28 +11,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bunite_wire::Value;
+use bunite_wire::{Outgoing, Value};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 use serde::Serialize;
 
-use crate::handler::{BoxFuture, ValueStream};
+use crate::handler::{BoxFuture, OutgoingStream, ValueStream};
 use crate::status::{Code, Status};
 
 /// Where an emitter-style stream handler sends its values.
 #[derive(Debug)]
 pub struct ValueEmitter {
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
 impl ValueEmitter {
     /// Sends one value; waits until the stream takes it. Fails `cancelled` once the stream
     /// is gone.
     pub async fn send(&mut self, value: Value) -> Result<(), Status> {
-        self.tx
-            .send(value)
-            .await
-            .map_err(|_| Status::new(Code::Cancelled, "stream cancelled"))
+        self.send_outgoing(Outgoing::value(value)).await
     }
 
     /// Serializes and sends one value.
@@ -40,10 +37,34 @@ impl ValueEmitter {
         let value = bunite_wire::to_value(value).map_err(|e| Status::internal(e.to_string()))?;
         self.send(value).await
     }
+
+    /// Sends one value to be serialized straight into its frame ([`Outgoing`]); waits
+    /// until the stream takes it.
+    pub async fn send_outgoing(&mut self, value: Outgoing) -> Result<(), Status> {
+        self.tx
+            .send(value)
+            .await
+            .map_err(|_| Status::new(Code::Cancelled, "stream cancelled"))
+    }
 }
 
 /// Turns a producer into a stream: values it emits, then its error if it fails.
 pub fn emitter_stream<F, Fut>(produce: F) -> ValueStream
+where
+    F: FnOnce(ValueEmitter) -> Fut,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    Box::pin(outgoing_stream(produce).map(|item| {
+        item.and_then(|v| {
+            v.into_value()
+                .map_err(|e| Status::internal(format!("result: {e}")))
+        })
+    }))
+}
+
+/// [`emitter_stream`] whose values stay [`Outgoing`]: typed ones are serialized when their
+/// frames are written.
+pub fn outgoing_stream<F, Fut>(produce: F) -> OutgoingStream
 where
     F: FnOnce(ValueEmitter) -> Fut,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
@@ -58,12 +79,12 @@ where
 
 struct EmitterStream {
     producer: Option<BoxFuture<Result<(), Status>>>,
-    rx: mpsc::Receiver<Value>,
+    rx: mpsc::Receiver<Outgoing>,
     error: Option<Status>,
 }
 
 impl Stream for EmitterStream {
-    type Item = Result<Value, Status>;
+    type Item = Result<Outgoing, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(p) = self.producer.as_mut() {

@@ -9,8 +9,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bunite_wire::Value;
-use futures::Stream;
+use bunite_wire::{Outgoing, Value};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
 
 use crate::context::CallContext;
 use crate::schema::CapDef;
@@ -22,6 +23,10 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A boxed stream of values: what stream handlers produce.
 pub type ValueStream = Pin<Box<dyn Stream<Item = Result<Value, Status>> + Send + 'static>>;
+
+/// A boxed stream of values to send, typed ones serialized straight into their frames:
+/// what [`CapImpl::open_stream`] produces.
+pub type OutgoingStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send + 'static>>;
 
 /// The server side of a cap: runs its methods by wire name.
 ///
@@ -51,6 +56,19 @@ pub trait CapImpl: Send + Sync + 'static {
             "method \"{method}\" has no handler"
         )))
     }
+
+    /// Opens a stream method whose values may be typed, each serialized straight into its
+    /// frame when it is sent ([`Outgoing`]); this is what the runtime calls. The default
+    /// sends the values of [`CapImpl::stream`]; `#[cap]` implements both.
+    fn open_stream(
+        &self,
+        method: &str,
+        args: Payload,
+        ctx: CallContext,
+    ) -> Result<OutgoingStream, Status> {
+        let values = self.stream(method, args, ctx)?;
+        Ok(Box::pin(values.map(|v| v.map(Outgoing::value))))
+    }
 }
 
 /// What a call handler returns: a plain value, or caps it exported through its
@@ -59,12 +77,23 @@ pub trait CapImpl: Send + Sync + 'static {
 pub enum Returned {
     /// A plain value (`Undefined` for void).
     Value(Value),
+    /// A value to send, a typed one serialized straight into the result frame
+    /// ([`Returned::typed`]); what `#[cap]` methods return. A value that does not serialize
+    /// fails the call `internal` with `result: <error>`.
+    Typed(Outgoing),
     /// One cap.
     Cap(ExportedCap),
     /// An array of caps.
     CapArray(Vec<ExportedCap>),
     /// A string-keyed record of caps.
     CapRecord(Vec<(String, ExportedCap)>),
+}
+
+impl Returned {
+    /// A typed value, serialized when the result frame is written.
+    pub fn typed<T: Serialize + Send + 'static>(value: T) -> Returned {
+        Returned::Typed(Outgoing::typed(value))
+    }
 }
 
 impl From<Value> for Returned {

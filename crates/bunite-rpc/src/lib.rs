@@ -252,7 +252,8 @@ pub mod fuzzing {
 pub use attestation::{Attestation, TrustLevel};
 pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{
-    self as wire, from_value, to_value, CallId, CapId, CapRef, Payload, Record, Text, Value,
+    self as wire, from_value, to_value, CallId, CapId, CapRef, Outgoing, Payload, Record, Text,
+    Value,
 };
 pub use client::{CallOptions, Client};
 pub use client_stream::{ClientStream, TypedStream};
@@ -260,7 +261,7 @@ pub use connection::{Connection, ConnectionBuilder, ServeHandle, SubscriptionId}
 pub use context::CallContext;
 pub use error::{Disconnect, Error, LocalError};
 pub use events::Event;
-pub use handler::{BoxFuture, CapImpl, ExportedCap, Returned, ValueStream};
+pub use handler::{BoxFuture, CapImpl, ExportedCap, OutgoingStream, Returned, ValueStream};
 pub use limits::Limits;
 pub use policy::Policy;
 pub use schema::{CapDef, CapDefRef, IfExists, MethodDef, MethodKind, Returns};

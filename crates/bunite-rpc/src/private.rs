@@ -26,8 +26,8 @@ pub use crate::describe::{
 pub use crate::typed::{Cap, CapClient, Emitter, Exported, Handle, MethodResult, Serve};
 pub use crate::{
     BoxFuture, CallContext, CallOptions, CapDef, CapDefRef, CapImpl, Client, Connection, Error,
-    IfExists, MethodDef, Payload, Returned, Returns, ServeHandle, Status, TypedStream, Value,
-    ValueStream,
+    IfExists, MethodDef, Outgoing, OutgoingStream, Payload, Returned, Returns, ServeHandle, Status,
+    TypedStream, Value, ValueStream,
 };
 
 use futures::{Stream, StreamExt};
@@ -59,13 +59,19 @@ where
     Box::pin(f)
 }
 
-fn encode_result<T: Serialize + ?Sized>(value: &T) -> Result<Value, Status> {
-    bunite_wire::to_value(value).map_err(|e| Status::internal(format!("result: {e}")))
+/// A value of a result or a stream that did not serialize: `internal`, `result: <error>`
+/// (the session says the same of one that fails when its frame is written).
+fn encode_failed(e: bunite_wire::SerdeError) -> Status {
+    Status::internal(format!("result: {e}"))
 }
 
-/// A plain value result.
-pub fn reply_value<T: Serialize, E: Into<Status>>(r: Result<T, E>) -> Result<Returned, Status> {
-    encode_result(&r.map_err(Into::into)?).map(Returned::Value)
+/// A plain value result, serialized straight into the result frame.
+pub fn reply_value<T, E>(r: Result<T, E>) -> Result<Returned, Status>
+where
+    T: Serialize + Send + 'static,
+    E: Into<Status>,
+{
+    Ok(Returned::typed(r.map_err(Into::into)?))
 }
 
 /// One cap.
@@ -102,28 +108,35 @@ where
     ))
 }
 
-/// A stream handler's stream, its items encoded.
-pub fn reply_stream<T, S, E>(stream: S) -> ValueStream
+/// A stream handler's stream, its items serialized straight into their frames.
+pub fn reply_stream<T, S, E>(stream: S) -> OutgoingStream
 where
-    T: Serialize,
+    T: Serialize + Send + 'static,
     S: Stream<Item = Result<T, E>> + Send + 'static,
     E: Into<Status>,
 {
-    Box::pin(stream.map(|item| encode_result(&item.map_err(Into::into)?)))
+    Box::pin(stream.map(|item| item.map(Outgoing::typed).map_err(Into::into)))
 }
 
 /// An emitter-style stream handler, as a stream.
-pub fn reply_emitter<T, F, Fut, E>(produce: F) -> ValueStream
+pub fn reply_emitter<T, F, Fut, E>(produce: F) -> OutgoingStream
 where
-    T: Serialize,
+    T: Serialize + Send + 'static,
     F: FnOnce(Emitter<T>) -> Fut,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<Status>,
 {
-    crate::emitter::emitter_stream(move |em| {
+    crate::emitter::outgoing_stream(move |em| {
         let run = produce(Emitter::new(em));
         async move { run.await.map_err(Into::into) }
     })
+}
+
+/// `CapImpl::stream` of a `#[cap]` server: the values of its `open_stream`, serialized.
+pub fn stream_values(stream: Result<OutgoingStream, Status>) -> Result<ValueStream, Status> {
+    Ok(Box::pin(stream?.map(|item| {
+        item.and_then(|v| v.into_value().map_err(encode_failed))
+    })))
 }
 
 /// The status of a method the dispatch does not know (the runtime checks methods against

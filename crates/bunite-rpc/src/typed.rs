@@ -395,7 +395,7 @@ impl<T> fmt::Debug for Emitter<T> {
     }
 }
 
-impl<T: Serialize> Emitter<T> {
+impl<T: Serialize + Send + 'static> Emitter<T> {
     pub(crate) fn new(inner: crate::emitter::ValueEmitter) -> Self {
         Emitter {
             inner,
@@ -403,9 +403,12 @@ impl<T: Serialize> Emitter<T> {
         }
     }
 
-    /// Sends one value; waits until the stream takes it.
+    /// Sends one value; waits until the stream takes it. The value is serialized straight
+    /// into its frame when it is sent.
     pub async fn send(&mut self, value: T) -> Result<(), Status> {
-        self.inner.emit(&value).await
+        self.inner
+            .send_outgoing(bunite_wire::Outgoing::typed(value))
+            .await
     }
 }
 

@@ -48,6 +48,8 @@ pub(super) fn server(m: &CapModel) -> TokenStream {
             }
         }
     };
+    // `open_stream` is what the runtime calls: typed values, serialized straight into
+    // their frames. `stream` gives the same values as `Value`s, for callers of the trait.
     let stream_fn = (!streams.is_empty()).then(|| {
         quote! {
             fn stream(
@@ -56,6 +58,15 @@ pub(super) fn server(m: &CapModel) -> TokenStream {
                 #args: #p::Payload,
                 #ctx: #p::CallContext,
             ) -> #p::Result<#p::ValueStream, #p::Status> {
+                #p::stream_values(#p::CapImpl::open_stream(self, #method, #args, #ctx))
+            }
+
+            fn open_stream(
+                &self,
+                #method: &str,
+                #args: #p::Payload,
+                #ctx: #p::CallContext,
+            ) -> #p::Result<#p::OutgoingStream, #p::Status> {
                 match #method {
                     #(#streams)*
                     _ => #p::Err(#p::no_handler(#method)),
@@ -137,7 +148,7 @@ fn call_arm(m: &CapModel, me: &Method) -> TokenStream {
     }
 }
 
-/// One arm of `CapImpl::stream`.
+/// One arm of `CapImpl::open_stream`.
 fn stream_arm(m: &CapModel, me: &Method) -> TokenStream {
     let p = private(m);
     let (ident, wire, imp, emitter) = (&me.ident, &me.wire, local("_imp"), local("__emitter"));

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use bunite_wire::{CallId, CapId};
+use bunite_wire::{CallId, CapId, Outgoing};
 use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use tokio::task::AbortHandle;
@@ -24,7 +24,7 @@ use super::{Shared, CLOSE_GRACE};
 use crate::client_stream::StreamQueue;
 use crate::context::{CallContext, CallScope, CURRENT_CALL};
 use crate::events::{ErrorEvent, Event};
-use crate::handler::{BoxFuture, CapImpl, Returned, ValueStream};
+use crate::handler::{BoxFuture, CapImpl, OutgoingStream, Returned};
 use crate::session::{self, Invocation, Outcome, RunId, Session};
 use crate::status::Status;
 use bunite_wire::Payload;
@@ -63,7 +63,7 @@ struct Running {
 /// A stream source the driver polls.
 struct StreamRun {
     call_id: CallId,
-    source: ValueStream,
+    source: OutgoingStream,
     signal: CancellationToken,
     scope: CallScope,
     waker: Waker,
@@ -164,7 +164,7 @@ impl Runs {
         let (imp, method, args) = (inv.imp, inv.method, inv.args);
         if inv.stream {
             let opened =
-                catch(|| CURRENT_CALL.sync_scope(scope, || imp.stream(&method, args, ctx)));
+                catch(|| CURRENT_CALL.sync_scope(scope, || imp.open_stream(&method, args, ctx)));
             match opened {
                 Some(Ok(source)) => {
                     self.open_stream(inv.run, inv.call_id, source, signal, scope, span)
@@ -219,7 +219,7 @@ impl Runs {
         &mut self,
         run: RunId,
         call_id: CallId,
-        source: ValueStream,
+        source: OutgoingStream,
         signal: CancellationToken,
         scope: CallScope,
         span: tracing::Span,
@@ -496,7 +496,8 @@ pub(crate) fn outcome(
     result: Result<Returned, Status>,
 ) -> Result<Outcome<Arc<dyn CapImpl>>, Status> {
     Ok(match result? {
-        Returned::Value(v) => Outcome::Value(v),
+        Returned::Value(v) => Outcome::Value(Outgoing::value(v)),
+        Returned::Typed(v) => Outcome::Value(v),
         Returned::Cap(c) => Outcome::Cap(c.def, c.imp),
         Returned::CapArray(cs) => {
             Outcome::CapArray(cs.into_iter().map(|c| (c.def, c.imp)).collect())

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, Cancel, CapId, DropFrame, Frame, Payload, ResultFrame, StreamEvent, StreamFrame,
-    Text, Value, WireStatus,
+    Call, CallId, Cancel, CapId, DropFrame, EncodeError, Frame, Outgoing, Payload, ResultFrame,
+    StreamEvent, StreamFrame, Text, Value, WireStatus,
 };
 
 use super::bootstrap::BOOTSTRAP_METHOD;
@@ -27,7 +27,8 @@ use crate::status::{reason, Code, Status};
 /// What a call handler produced: a plain value, or caps to export in the shape its method
 /// declares (PROTOCOL §9).
 pub(crate) enum Outcome<I> {
-    Value(Value),
+    /// A value, typed ones serialized straight into the result frame.
+    Value(Outgoing),
     Cap(Arc<CapDef>, I),
     CapArray(Vec<(Arc<CapDef>, I)>),
     CapRecord(Vec<(String, Arc<CapDef>, I)>),
@@ -340,9 +341,9 @@ impl<T: Types> Session<T> {
                     id: call_id,
                     outcome: Ok(value),
                 });
-                match self.send_bounded(&frame) {
+                match self.send_outgoing(&frame) {
                     Ok(()) => None,
-                    Err(too_large) => {
+                    Err(EncodeError::TooLarge(too_large)) => {
                         self.free_exports(&allocated);
                         Some(Status::resource_exhausted(
                             format!(
@@ -351,6 +352,10 @@ impl<T: Types> Session<T> {
                             ),
                             reason::MAX_FRAME_BYTES,
                         ))
+                    }
+                    Err(EncodeError::Serialize(e)) => {
+                        self.free_exports(&allocated);
+                        Some(Status::internal(format!("result: {e}")))
                     }
                 }
             }
@@ -393,7 +398,7 @@ impl<T: Types> Session<T> {
         &mut self,
         outcome: Outcome<T::Imp>,
         returns: &Returns,
-    ) -> Result<(Value, Vec<CapId>), Status> {
+    ) -> Result<(Outgoing, Vec<CapId>), Status> {
         let mismatch =
             |msg: &str| Status::failed_precondition(msg, reason::UNREGISTERED_CAP_RETURN);
         let exports: Vec<(Option<String>, Arc<CapDef>, T::Imp)> = match (outcome, returns) {
@@ -443,7 +448,7 @@ impl<T: Types> Session<T> {
                     .collect(),
             ),
         };
-        Ok((value, ids))
+        Ok((Outgoing::value(value), ids))
     }
 
     fn free_exports(&mut self, ids: &[CapId]) {

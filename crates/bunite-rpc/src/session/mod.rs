@@ -45,7 +45,9 @@ use crate::hashing::{Map, Set};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bunite_wire::{CallId, CapId, Decoder, Encoder, Frame, FrameDecodeError, Goaway, Hello};
+use bunite_wire::{
+    CallId, CapId, Decoder, EncodeError, Encoder, Frame, FrameDecodeError, Goaway, Hello, Outgoing,
+};
 use bytes::{Bytes, BytesMut};
 
 use crate::attestation::Attestation;
@@ -387,10 +389,31 @@ impl<T: Types> Session<T> {
         self.encode(frame, self.peer_max_bytes)
     }
 
+    /// [`Session::send_bounded`] for a frame whose payload may be a typed value, which is
+    /// serialized straight into the message here.
+    fn send_outgoing(&mut self, frame: &Frame<Outgoing>) -> Result<(), EncodeError> {
+        self.flush_drops();
+        self.scratch.clear();
+        self.encoder.encode_outgoing_frame_bounded(
+            frame,
+            self.peer_max_bytes,
+            &mut self.scratch,
+        )?;
+        self.transmit_scratch();
+        Ok(())
+    }
+
     fn encode(&mut self, frame: &Frame, max: usize) -> Result<(), bunite_wire::TooLarge> {
         self.scratch.clear();
         self.encoder
             .encode_frame_bounded(frame, max, &mut self.scratch)?;
+        self.transmit_scratch();
+        Ok(())
+    }
+
+    /// Queues the message just encoded into `scratch`: moved out when large, copied into the
+    /// shared chunk when small.
+    fn transmit_scratch(&mut self) {
         let msg = if self.scratch.len() > SMALL_MESSAGE {
             Bytes::from(std::mem::take(&mut self.scratch))
         } else {
@@ -402,7 +425,6 @@ impl<T: Types> Session<T> {
         };
         self.transmit_bytes += msg.len();
         self.transmit.push_back(msg);
-        Ok(())
     }
 
     /// Sends what was batched: stream credit and releases. Runs before any other frame, so

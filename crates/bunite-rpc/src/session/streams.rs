@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use bunite_wire::{CallId, Cancel, CapId, Frame, Payload, StreamEvent, StreamFrame, Text, Value};
+use bunite_wire::{
+    CallId, Cancel, CapId, EncodeError, Frame, Outgoing, Payload, StreamEvent, StreamFrame, Text,
+};
 
 use super::output::{Output, RunId};
 use super::{Session, Types};
@@ -92,23 +94,31 @@ impl<T: Types> Session<T> {
     /// Sends one value of a server stream: the credit left after it, or `None` once the
     /// stream is gone. A value too large for the peer ends the stream with `stream error`
     /// `resource_exhausted`.
-    pub fn stream_item(&mut self, id: CallId, run: RunId, value: Value) -> Option<u64> {
+    pub fn stream_item(
+        &mut self,
+        id: CallId,
+        run: RunId,
+        value: impl Into<Outgoing>,
+    ) -> Option<u64> {
         let s = self.server_stream(id, run)?;
         s.window = s.window.saturating_sub(1);
         s.count += 1;
         let left = s.window;
         let frame = Frame::Stream(StreamFrame {
             id,
-            event: StreamEvent::Next(value),
+            event: StreamEvent::Next(value.into()),
         });
-        if let Err(e) = self.send_bounded(&frame) {
-            let status = Status::resource_exhausted(
-                format!(
-                    "stream value of {} bytes exceeds the peer's maxBytes {}",
-                    e.size, e.max
+        if let Err(e) = self.send_outgoing(&frame) {
+            let status = match e {
+                EncodeError::TooLarge(e) => Status::resource_exhausted(
+                    format!(
+                        "stream value of {} bytes exceeds the peer's maxBytes {}",
+                        e.size, e.max
+                    ),
+                    reason::MAX_FRAME_BYTES,
                 ),
-                reason::MAX_FRAME_BYTES,
-            );
+                EncodeError::Serialize(e) => Status::internal(format!("result: {e}")),
+            };
             self.stream_done(id, run, Err(status));
             self.outputs.push_back(Output::Abort(run));
             return None;

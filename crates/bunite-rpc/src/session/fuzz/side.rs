@@ -470,7 +470,7 @@ impl Side {
         };
         let n = input.pick(4);
         let outcome = match input.pick(7) {
-            0 => Ok(Outcome::Value(value(input, 0, false))),
+            0 => Ok(Outcome::Value(value(input, 0, false).into())),
             1 => Ok(Outcome::Cap(
                 Arc::clone(&defs.child),
                 Imp { handlers: true },
@@ -489,7 +489,8 @@ impl Side {
                 Imp { handlers: true },
             )),
             5 => Err(status(input)),
-            _ => Ok(Outcome::Value(Value::Str(
+            // Typed: serialized straight into the result frame.
+            _ => Ok(Outcome::Value(bunite_wire::Outgoing::typed(
                 "x".repeat(usize::from(input.b()) * 4),
             ))),
         };
@@ -584,8 +585,12 @@ impl Side {
             if r.stream {
                 self.s.stream_done(r.call_id, run, Ok(()));
             } else {
-                self.s
-                    .handler_done(run, r.call_id, Ok(Outcome::Value(Value::Null)), self.now);
+                self.s.handler_done(
+                    run,
+                    r.call_id,
+                    Ok(Outcome::Value(Value::Null.into())),
+                    self.now,
+                );
             }
         }
         for id in std::mem::take(&mut self.policies) {

@@ -241,7 +241,7 @@ pub(super) fn bootstrap(server: &mut Peer, client: &mut Peer, id: u64, name: &st
 /// Completes the handler of `inv` with a value.
 pub(super) fn finish(p: &mut Peer, inv: &Invocation<Imp>, v: Value) {
     let now = p.now;
-    p.s.handler_done(inv.run, inv.call_id, Ok(Outcome::Value(v)), now);
+    p.s.handler_done(inv.run, inv.call_id, Ok(Outcome::Value(v.into())), now);
     p.collect();
 }
 

@@ -1,0 +1,184 @@
+//! Typed results and stream values are serialized straight into their frames when the
+//! session sends them (`bunite_wire::Outgoing`), not in the handler: what arrives is the
+//! same, and a value that does not serialize or does not fit fails the call or the stream
+//! exactly as it did when it was serialized first. Every test ends leak-free on both peers.
+
+mod common;
+
+use bunite_rpc::typed::{Emitter, Stream};
+use bunite_rpc::wire::serde_bytes::ByteBuf;
+use bunite_rpc::{cap, Code, Connection, Limits, Status};
+use common::{assert_clean, assert_remote, pair_with, run_paused};
+use futures::StreamExt;
+use serde::ser::Error as _;
+use serde::{Deserialize, Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: i64,
+    y: i64,
+    label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Line {
+    from: Point,
+    to: Point,
+}
+
+/// Serializes as its number, except 13, which refuses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Picky(u64);
+
+impl Serialize for Picky {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            13 => Err(S::Error::custom("13 refused")),
+            n => s.serialize_u64(n),
+        }
+    }
+}
+
+#[cap(name = "test.Encoding")]
+trait Encoding {
+    /// A nested record.
+    async fn line(&self, n: i64) -> Result<Line, Status>;
+
+    /// `Picky(n)`: 13 does not serialize.
+    async fn picky(&self, n: u64) -> Result<Picky, Status>;
+
+    /// `len` bytes.
+    async fn blob(&self, len: u64) -> Result<ByteBuf, Status>;
+
+    /// Lines 0..n, then `Picky`s from `from` on: the one at 13 does not serialize.
+    #[cap(stream)]
+    fn lines(&self, n: i64) -> impl Stream<Item = Result<Line, Status>>;
+
+    /// `Picky(from)`, `Picky(from + 1)`, … up to 15, emitter style.
+    #[cap(stream)]
+    async fn count(&self, from: u64, out: Emitter<Picky>) -> Result<(), Status>;
+}
+
+fn line(i: i64) -> Line {
+    Line {
+        from: Point {
+            x: i,
+            y: -i,
+            label: (i % 2 == 0).then(|| format!("p{i}")),
+        },
+        to: Point {
+            x: i * 1000,
+            y: 7,
+            label: None,
+        },
+    }
+}
+
+struct Imp;
+
+impl Encoding for Imp {
+    async fn line(&self, n: i64) -> Result<Line, Status> {
+        Ok(line(n))
+    }
+
+    async fn picky(&self, n: u64) -> Result<Picky, Status> {
+        Ok(Picky(n))
+    }
+
+    async fn blob(&self, len: u64) -> Result<ByteBuf, Status> {
+        Ok(ByteBuf::from(vec![0x5a; len as usize]))
+    }
+
+    fn lines(&self, n: i64) -> impl Stream<Item = Result<Line, Status>> + Send + 'static {
+        futures::stream::iter((0..n).map(|i| Ok(line(i))))
+    }
+
+    async fn count(&self, from: u64, mut out: Emitter<Picky>) -> Result<(), Status> {
+        for n in from..=15 {
+            out.send(Picky(n)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A server serving `Imp`, and a client announcing `max_bytes` to it.
+async fn setup(max_bytes: usize) -> (Connection, Connection, EncodingClient) {
+    let limits = Limits {
+        max_bytes,
+        ..Limits::default()
+    };
+    let (server, client) = pair_with(Connection::builder(), Connection::builder().limits(limits));
+    EncodingCap::serve(&server, Imp).await.unwrap().detach();
+    let c = EncodingCap::bootstrap(&client).await.unwrap();
+    (server, client, c)
+}
+
+#[test]
+fn typed_results_and_stream_values_arrive_as_they_were() {
+    run_paused(async {
+        let (server, client, c) = setup(Limits::default().max_bytes).await;
+        // Three times: the first teaches the encoder the struct keys, the rest use them.
+        for n in [4, 5, 6] {
+            assert_eq!(c.line(n).await.unwrap(), line(n));
+        }
+        let lines: Vec<Line> = c.lines(40).map(|l| l.expect("a line")).collect().await;
+        assert_eq!(lines, (0..40).map(line).collect::<Vec<_>>());
+        let blob = c.blob(200_000).await.unwrap();
+        assert_eq!(blob.len(), 200_000);
+        assert!(blob.iter().all(|&b| b == 0x5a));
+        drop(c);
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn a_result_that_does_not_serialize_fails_the_call_internal() {
+    run_paused(async {
+        let (server, client, c) = setup(Limits::default().max_bytes).await;
+        assert_eq!(c.picky(12).await.unwrap(), Picky(12));
+        let e = c.picky(13).await.unwrap_err();
+        assert_remote(&e, Code::Internal, "result: 13 refused", None);
+        // The encoder is as it was: later calls are fine.
+        assert_eq!(c.picky(14).await.unwrap(), Picky(14));
+        assert_eq!(c.line(1).await.unwrap(), line(1));
+        drop(c);
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn a_stream_value_that_does_not_serialize_ends_the_stream_after_the_values_before_it() {
+    run_paused(async {
+        let (server, client, c) = setup(Limits::default().max_bytes).await;
+        let mut count = c.count(10);
+        for n in 10..13 {
+            assert_eq!(count.next().await.unwrap().unwrap(), Picky(n));
+        }
+        let e = count.next().await.unwrap().unwrap_err();
+        assert_remote(&e, Code::Internal, "result: 13 refused", None);
+        assert!(
+            count.next().await.is_none(),
+            "the stream ends with its error"
+        );
+        drop(count);
+        assert_eq!(c.picky(3).await.unwrap(), Picky(3));
+        drop(c);
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn typed_values_above_the_peer_max_bytes_fail_like_any_other() {
+    run_paused(async {
+        let (server, client, c) = setup(4096).await;
+        let e = c.blob(8192).await.unwrap_err();
+        assert!(e.is_remote(), "{e:?}");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert_eq!(e.reason(), Some("max_frame_bytes"));
+        // Below the limit, and records after the failed frame, still work.
+        assert_eq!(c.blob(1000).await.unwrap().len(), 1000);
+        assert_eq!(c.line(2).await.unwrap(), line(2));
+        drop(c);
+        assert_clean(&[&server, &client]).await;
+    });
+}

@@ -239,7 +239,7 @@ impl Encoder {
                 size: reached.saturating_sub(start),
                 max,
             }),
-            encode::Stop::Serialize(e) => EncodeError::Serialize(e),
+            encode::Stop::Serialize(e) => EncodeError::Serialize(*e),
         })
     }
 }

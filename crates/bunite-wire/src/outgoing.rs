@@ -70,16 +70,44 @@ impl Outgoing {
         Outgoing(Inner::Value(v))
     }
 
-    /// A typed value, serialized when its frame is written. A [`Value`] given here is kept
-    /// as it is (no serializing round trip).
+    /// A typed value, serialized when its frame is written.
+    ///
+    /// A few types become their [`Value`] at once instead, since that costs no more than
+    /// boxing them: a `Value` itself, scalars, and `String` and [`serde_bytes::ByteBuf`],
+    /// whose buffers are moved into the value, not copied.
     pub fn typed<T: Serialize + Send + 'static>(v: T) -> Outgoing {
         // Held as `Some(v)`, which serializes exactly as `v` does; the `Option` lets a
-        // `Value` be taken out by `Any` without a second box.
+        // value be taken out by `Any` without a second box. Which branch applies is known
+        // at compile time for each `T`.
         let mut held = Some(v);
-        if let Some(value) = (&mut held as &mut dyn Any).downcast_mut::<Option<Value>>() {
-            return Outgoing::value(value.take().unwrap_or_default());
+        let any = &mut held as &mut dyn Any;
+        let value = if let Some(v) = any.downcast_mut::<Option<Value>>() {
+            v.take()
+        } else if let Some(s) = any.downcast_mut::<Option<String>>() {
+            s.take().map(Value::Str)
+        } else if let Some(b) = any.downcast_mut::<Option<serde_bytes::ByteBuf>>() {
+            b.take().map(|b| Value::Bin(b.into_vec()))
+        } else if let Some(n) = any.downcast_mut::<Option<u64>>() {
+            n.map(Value::uint)
+        } else if let Some(n) = any.downcast_mut::<Option<i64>>() {
+            n.map(Value::Int)
+        } else if let Some(n) = any.downcast_mut::<Option<u32>>() {
+            n.map(|n| Value::Int(n.into()))
+        } else if let Some(n) = any.downcast_mut::<Option<i32>>() {
+            n.map(|n| Value::Int(n.into()))
+        } else if let Some(f) = any.downcast_mut::<Option<f64>>() {
+            f.map(Value::Float)
+        } else if let Some(b) = any.downcast_mut::<Option<bool>>() {
+            b.map(Value::Bool)
+        } else if any.downcast_mut::<Option<()>>().is_some() {
+            Some(Value::Undefined)
+        } else {
+            None
+        };
+        match value {
+            Some(v) => Outgoing::value(v),
+            None => Outgoing(Inner::Typed(Box::new(held))),
         }
-        Outgoing(Inner::Typed(Box::new(held)))
     }
 
     /// The value as a [`Value`] (serializing a typed one).
@@ -109,7 +137,7 @@ impl Outgoing {
                     return Ok(());
                 }
                 w.undo(mark);
-                let v = t.to_value().map_err(Stop::Serialize)?;
+                let v = t.to_value().map_err(|e| Stop::Serialize(Box::new(e)))?;
                 w.value(&v)
             }
         }

@@ -331,3 +331,34 @@ fn a_large_typed_binary_encodes_like_its_value() {
     Encoder::new().encode_frame(&frame(true, to_value(&blob).expect("bytes")), &mut b);
     assert_eq!(a, b);
 }
+
+/// The types taken as values at once (scalars, `String`, `ByteBuf`, `Value`) encode as their
+/// `to_value`.
+#[test]
+fn values_taken_at_once_encode_like_their_values() {
+    fn check<T: Serialize + Send + Clone + std::fmt::Debug + 'static>(v: T) {
+        let mut a = Vec::new();
+        Encoder::new()
+            .encode_outgoing_frame_bounded(
+                &frame(false, Outgoing::typed(v.clone())),
+                usize::MAX,
+                &mut a,
+            )
+            .expect("fits");
+        let mut b = Vec::new();
+        Encoder::new().encode_frame(&frame(false, to_value(&v).expect("serializes")), &mut b);
+        assert_eq!(a, b, "{v:?}");
+    }
+    check(u64::MAX);
+    check(7u64);
+    check(i64::MIN);
+    check(-5i64);
+    check(u32::MAX);
+    check(i32::MIN);
+    check(2.5f64);
+    check(true);
+    check(());
+    check(String::from("moved, not copied"));
+    check(serde_bytes::ByteBuf::from(vec![1, 2, 3]));
+    check(Value::Array(vec![Value::Null, Value::from("x")]));
+}

@@ -12,8 +12,9 @@ pub(crate) enum Stop {
     /// lower bound of the length `out` would have reached.
     Overflow(usize),
     /// A typed value failed to serialize (its `Serialize` impl, or a number no bunite
-    /// value holds).
-    Serialize(SerdeError),
+    /// value holds). Boxed: every write returns this type, and a word-sized error keeps
+    /// `Res` as small as a plain overflow.
+    Serialize(Box<SerdeError>),
 }
 
 pub(crate) type Res = Result<(), Stop>;

@@ -382,12 +382,15 @@ impl Client {
 
 /// Arguments as a value; `invalid_argument` if they do not serialize (nothing is sent).
 pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Value, Error> {
-    bunite_wire::to_value(args).map_err(|e| {
-        Error::local(
-            LocalError::Encode,
-            Status::invalid_argument(format!("params: {e}")),
-        )
-    })
+    bunite_wire::to_value(args).map_err(args_failed)
+}
+
+/// Arguments that did not serialize: a local `invalid_argument`.
+pub(crate) fn args_failed(e: bunite_wire::SerdeError) -> Error {
+    Error::local(
+        LocalError::Encode,
+        Status::invalid_argument(format!("params: {e}")),
+    )
 }
 
 /// A result decoded into `R`; `invalid_argument` if it does not fit.

@@ -39,9 +39,10 @@ pub fn no_params() -> Result<Value, Error> {
     Ok(Value::Undefined)
 }
 
-/// The `args` of a call: its one params value (nothing is sent if it does not encode).
-pub fn encode_params<T: Serialize + ?Sized>(params: &T) -> Result<Value, Error> {
-    crate::client::encode_args(params)
+/// The `args` of a call: its one params value (nothing is sent if it does not encode). Taken
+/// by value, so a `String`'s or a `ByteBuf`'s buffer is moved into the value, not copied.
+pub fn encode_params<T: Serialize + 'static>(params: T) -> Result<Value, Error> {
+    bunite_wire::into_value(params).map_err(crate::client::args_failed)
 }
 
 /// Decodes a call's `args` straight into the method's params type: `invalid_argument` if

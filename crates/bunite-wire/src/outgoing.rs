@@ -76,37 +76,9 @@ impl Outgoing {
     /// boxing them: a `Value` itself, scalars, and `String` and [`serde_bytes::ByteBuf`],
     /// whose buffers are moved into the value, not copied.
     pub fn typed<T: Serialize + Send + 'static>(v: T) -> Outgoing {
-        // Held as `Some(v)`, which serializes exactly as `v` does; the `Option` lets a
-        // value be taken out by `Any` without a second box. Which branch applies is known
-        // at compile time for each `T`.
-        let mut held = Some(v);
-        let any = &mut held as &mut dyn Any;
-        let value = if let Some(v) = any.downcast_mut::<Option<Value>>() {
-            v.take()
-        } else if let Some(s) = any.downcast_mut::<Option<String>>() {
-            s.take().map(Value::Str)
-        } else if let Some(b) = any.downcast_mut::<Option<serde_bytes::ByteBuf>>() {
-            b.take().map(|b| Value::Bin(b.into_vec()))
-        } else if let Some(n) = any.downcast_mut::<Option<u64>>() {
-            n.map(Value::uint)
-        } else if let Some(n) = any.downcast_mut::<Option<i64>>() {
-            n.map(Value::Int)
-        } else if let Some(n) = any.downcast_mut::<Option<u32>>() {
-            n.map(|n| Value::Int(n.into()))
-        } else if let Some(n) = any.downcast_mut::<Option<i32>>() {
-            n.map(|n| Value::Int(n.into()))
-        } else if let Some(f) = any.downcast_mut::<Option<f64>>() {
-            f.map(Value::Float)
-        } else if let Some(b) = any.downcast_mut::<Option<bool>>() {
-            b.map(Value::Bool)
-        } else if any.downcast_mut::<Option<()>>().is_some() {
-            Some(Value::Undefined)
-        } else {
-            None
-        };
-        match value {
-            Some(v) => Outgoing::value(v),
-            None => Outgoing(Inner::Typed(Box::new(held))),
+        match taken(v) {
+            Ok(value) => Outgoing::value(value),
+            Err(v) => Outgoing(Inner::Typed(Box::new(v))),
         }
     }
 
@@ -141,6 +113,53 @@ impl Outgoing {
                 w.value(&v)
             }
         }
+    }
+}
+
+/// [`to_value`] taking the value: a `String`'s or a [`serde_bytes::ByteBuf`]'s buffer is
+/// moved into the [`Value`], not copied (and a `Value` is returned as it is).
+pub fn into_value<T: Serialize + 'static>(v: T) -> Result<Value, SerdeError> {
+    match taken(v) {
+        Ok(value) => Ok(value),
+        Err(v) => to_value(&v),
+    }
+}
+
+/// `v` as its [`Value`] when that is a move or a copy of a scalar (the types named on
+/// [`Outgoing::typed`]); otherwise `v` back. Which applies is known at compile time for
+/// each `T`.
+fn taken<T: 'static>(v: T) -> Result<Value, T> {
+    // Held in an `Option` so that `Any` can take a value out without a box.
+    let mut held = Some(v);
+    let any = &mut held as &mut dyn Any;
+    let value = if let Some(v) = any.downcast_mut::<Option<Value>>() {
+        v.take()
+    } else if let Some(s) = any.downcast_mut::<Option<String>>() {
+        s.take().map(Value::Str)
+    } else if let Some(b) = any.downcast_mut::<Option<serde_bytes::ByteBuf>>() {
+        b.take().map(|b| Value::Bin(b.into_vec()))
+    } else if let Some(n) = any.downcast_mut::<Option<u64>>() {
+        n.map(Value::uint)
+    } else if let Some(n) = any.downcast_mut::<Option<i64>>() {
+        n.map(Value::Int)
+    } else if let Some(n) = any.downcast_mut::<Option<u32>>() {
+        n.map(|n| Value::Int(n.into()))
+    } else if let Some(n) = any.downcast_mut::<Option<i32>>() {
+        n.map(|n| Value::Int(n.into()))
+    } else if let Some(f) = any.downcast_mut::<Option<f64>>() {
+        f.map(Value::Float)
+    } else if let Some(b) = any.downcast_mut::<Option<bool>>() {
+        b.map(Value::Bool)
+    } else if any.downcast_mut::<Option<()>>().is_some() {
+        Some(Value::Undefined)
+    } else {
+        None
+    };
+    match (value, held) {
+        (Some(value), _) => Ok(value),
+        (None, Some(v)) => Err(v),
+        // Never: `held` is emptied only by a branch that made a value.
+        (None, None) => Ok(Value::Undefined),
     }
 }
 

@@ -362,3 +362,32 @@ fn values_taken_at_once_encode_like_their_values() {
     check(serde_bytes::ByteBuf::from(vec![1, 2, 3]));
     check(Value::Array(vec![Value::Null, Value::from("x")]));
 }
+
+/// `into_value` is `to_value` that moves a `String`'s or a `ByteBuf`'s buffer instead of
+/// copying it.
+#[test]
+fn into_value_moves_buffers_and_agrees_with_to_value() {
+    let bytes = serde_bytes::ByteBuf::from(vec![9u8; 100_000]);
+    let at = bytes.as_ptr();
+    match bunite_wire::into_value(bytes.clone()) {
+        Ok(Value::Bin(b)) => assert_eq!(b, bytes.to_vec()),
+        other => panic!("{other:?}"),
+    }
+    match bunite_wire::into_value(bytes) {
+        Ok(Value::Bin(b)) => assert_eq!(b.as_ptr(), at, "moved"),
+        other => panic!("{other:?}"),
+    }
+    let text = String::from("a string that is not copied");
+    let at = text.as_ptr();
+    match bunite_wire::into_value(text) {
+        Ok(Value::Str(s)) => assert_eq!(s.as_ptr(), at, "moved"),
+        other => panic!("{other:?}"),
+    }
+    let point = Point { x: 1, y: -2 };
+    assert_eq!(bunite_wire::into_value(point.clone()), to_value(&point));
+    assert_eq!(bunite_wire::into_value(u64::MAX), to_value(&u64::MAX));
+    assert_eq!(
+        bunite_wire::into_value(Failing { fail: true }).unwrap_err(),
+        to_value(&Failing { fail: true }).unwrap_err()
+    );
+}

@@ -155,7 +155,7 @@ fn client_method(m: &CapModel, me: &Method) -> TokenStream {
     let (param, args) = match me.params() {
         Some((name, ty)) => (
             quote!(, #name: #ty),
-            quote_spanned!(ty.span()=> #p::encode_params(&#name)),
+            quote_spanned!(ty.span()=> #p::encode_params(#name)),
         ),
         None => (quote!(), quote!(#p::no_params())),
     };

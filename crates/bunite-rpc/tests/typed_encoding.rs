@@ -26,7 +26,7 @@ struct Line {
     to: Point,
 }
 
-/// Serializes as its number, except 13, which refuses.
+/// Serializes as its number, except 13, which refuses, and 99, which panics.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 struct Picky(u64);
 
@@ -34,6 +34,7 @@ impl Serialize for Picky {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             13 => Err(S::Error::custom("13 refused")),
+            99 => panic!("99 panics while serializing"),
             n => s.serialize_u64(n),
         }
     }
@@ -44,7 +45,7 @@ trait Encoding {
     /// A nested record.
     async fn line(&self, n: i64) -> Result<Line, Status>;
 
-    /// `Picky(n)`: 13 does not serialize.
+    /// `Picky(n)`: 13 does not serialize, 99 panics serializing.
     async fn picky(&self, n: u64) -> Result<Picky, Status>;
 
     /// `len` bytes.
@@ -141,6 +142,25 @@ fn a_result_that_does_not_serialize_fails_the_call_internal() {
         // The encoder is as it was: later calls are fine.
         assert_eq!(c.picky(14).await.unwrap(), Picky(14));
         assert_eq!(c.line(1).await.unwrap(), line(1));
+        drop(c);
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn a_result_that_panics_while_serializing_fails_the_call_not_the_connection() {
+    run_paused(async {
+        let (server, client, c) = setup(Limits::default().max_bytes).await;
+        let e = c.picky(99).await.unwrap_err();
+        assert_remote(
+            &e,
+            Code::Internal,
+            "result: the value panicked while serializing",
+            None,
+        );
+        assert!(!server.is_closed() && !client.is_closed());
+        assert_eq!(c.picky(98).await.unwrap(), Picky(98));
+        assert_eq!(c.line(3).await.unwrap(), line(3));
         drop(c);
         assert_clean(&[&server, &client]).await;
     });

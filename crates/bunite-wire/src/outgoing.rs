@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use serde::Serialize;
 
@@ -100,17 +101,33 @@ impl Outgoing {
 
     /// Writes the value: a typed one directly, or, when that gives up, as its `Value`
     /// after undoing what the attempt wrote (see `serde_impl::direct`).
+    ///
+    /// A typed value's `Serialize` is the caller's code running inside the encoder: if it
+    /// panics, what it wrote is undone and the value fails to serialize, so the panic costs
+    /// this one frame, not the encoder (or the connection) it ran in.
     pub(crate) fn write(&self, w: &mut Writer<'_>) -> Res {
         match &self.0 {
             Inner::Value(v) => w.value(v),
             Inner::Typed(t) => {
                 let mark = w.mark();
-                if t.direct(w).is_ok() {
-                    return Ok(());
+                let attempt = catch_unwind(AssertUnwindSafe(|| {
+                    if t.direct(w).is_ok() {
+                        return Ok(None);
+                    }
+                    w.undo(mark);
+                    t.to_value().map(Some)
+                }));
+                match attempt {
+                    Ok(Ok(None)) => Ok(()),
+                    Ok(Ok(Some(v))) => w.value(&v),
+                    Ok(Err(e)) => Err(Stop::Serialize(Box::new(e))),
+                    Err(_panic) => {
+                        w.undo(mark);
+                        Err(Stop::Serialize(Box::new(SerdeError::new(
+                            "the value panicked while serializing",
+                        ))))
+                    }
                 }
-                w.undo(mark);
-                let v = t.to_value().map_err(|e| Stop::Serialize(Box::new(e)))?;
-                w.value(&v)
             }
         }
     }

@@ -64,9 +64,11 @@ const SLOTS: usize = 64;
 /// of [`SLOTS`] entries, a newcomer replacing whatever held its slot. Names are compared by
 /// address and length, so two structs of one name in different modules may share an
 /// entry; the key check then sends the other one down the `Value` path, never wrong bytes.
-#[derive(Debug)]
+/// The table is allocated with the first struct learned: an encoder that never sends a
+/// typed struct (most idle connections) holds nothing.
+#[derive(Debug, Default)]
 pub(crate) struct StructKeys {
-    slots: Box<[Option<Learned>]>,
+    slots: Vec<Option<Learned>>,
 }
 
 #[derive(Debug)]
@@ -76,14 +78,6 @@ struct Learned {
     /// Shared with the struct being written, so that learning another struct into this
     /// slot meanwhile cannot pull the keys from under it.
     keys: Arc<[&'static str]>,
-}
-
-impl Default for StructKeys {
-    fn default() -> Self {
-        StructKeys {
-            slots: (0..SLOTS).map(|_| None).collect(),
-        }
-    }
 }
 
 impl StructKeys {
@@ -115,6 +109,9 @@ impl StructKeys {
     }
 
     fn learn(&mut self, name: &'static str, keys: Vec<&'static str>) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(SLOTS, || None);
+        }
         let fields = keys.len();
         if let Some(slot) = self.slots.get_mut(Self::slot(name, fields)) {
             *slot = Some(Learned {
@@ -588,6 +585,11 @@ mod tests {
     #[test]
     fn a_struct_is_learned_once_then_written_from_its_keys() {
         let mut enc = Encoder::new();
+        assert_eq!(
+            enc.structs.slots.capacity(),
+            0,
+            "nothing held before a struct"
+        );
         let first = enc
             .direct(&Point { x: 1, y: 2 })
             .expect("collected and learned");

@@ -49,6 +49,13 @@ impl Config {
 }
 
 /// A run the harness started and has not yet seen end.
+/// A typed handler's result.
+#[derive(serde::Serialize)]
+struct TypedReply {
+    text: String,
+    n: u64,
+}
+
 struct Run {
     call_id: CallId,
     stream: bool,
@@ -489,10 +496,12 @@ impl Side {
                 Imp { handlers: true },
             )),
             5 => Err(status(input)),
-            // Typed: serialized straight into the result frame.
-            _ => Ok(Outcome::Value(bunite_wire::Outgoing::typed(
-                "x".repeat(usize::from(input.b()) * 4),
-            ))),
+            // Typed: a struct serialized straight into the result frame (learned, then
+            // direct; up to ~1 KiB, so small `maxBytes` make it fall back and fail).
+            _ => Ok(Outcome::Value(bunite_wire::Outgoing::typed(TypedReply {
+                text: "x".repeat(usize::from(input.b()) * 4),
+                n: u64::from(input.b()),
+            }))),
         };
         self.s.handler_done(run, call_id, outcome, now);
     }

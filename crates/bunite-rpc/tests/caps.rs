@@ -39,6 +39,7 @@ fn tree_def() -> Arc<CapDef> {
         .method(MethodDef::call("wrongReturn").returns(Returns::Cap(node())))
         .method(MethodDef::call("wrongType").returns(Returns::Cap(node())))
         .method(MethodDef::call("slow"))
+        .method(MethodDef::call("slowChild").returns(Returns::Cap(node())))
         .build()
 }
 
@@ -102,7 +103,7 @@ fn names_arg(args: &Value) -> Vec<String> {
 }
 
 fn tree_impl(c: Arc<Counters>) -> Arc<dyn bunite_rpc::CapImpl> {
-    let (c1, c2, c3) = (c.clone(), c.clone(), c);
+    let (c1, c2, c3, c4) = (c.clone(), c.clone(), c.clone(), c);
     DynCap::new()
         .call("makeChild", move |args: Value, _| {
             let c = c1.clone();
@@ -135,6 +136,13 @@ fn tree_impl(c: Arc<Counters>) -> Arc<dyn bunite_rpc::CapImpl> {
         .call("slow", |_, _| async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Ok(Value::Undefined)
+        })
+        .call("slowChild", move |_, _| {
+            let c = c4.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(node("late".into(), c))
+            }
         })
         .build()
 }
@@ -399,6 +407,27 @@ fn unserve_revokes_a_pending_call_later_calls_and_new_bootstraps() {
         );
         let e = client.bootstrap(&tree_def()).await.unwrap_err();
         assert_eq!((e.code(), e.is_remote()), (Code::NotFound, true));
+        drop(tree);
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+/// Found by the session fuzzer: a cap-returning call whose cap is unserved while it runs.
+/// The client fails the call on `cap_revoked` and ignores its result, so the cap the handler
+/// then exports could never be released: it is freed once the result is sent.
+#[test]
+fn a_cap_exported_by_a_call_on_a_revoked_cap_is_freed() {
+    run_paused(async {
+        let (server, client, counters, tree) = setup().await;
+        let t = tree.clone();
+        let pending = tokio::spawn(async move { t.call_cap("slowChild", Value::Undefined).await });
+        eventually(|| server.stats().active_calls == 1).await;
+        server.unserve("test.tree").await;
+        let e = pending.await.unwrap().unwrap_err();
+        assert_remote(&e, Code::FailedPrecondition, "cap revoked", Some("revoked"));
+        // The handler runs on to its end and exports a child nobody will ever hold.
+        eventually(|| server.stats().active_calls == 0).await;
+        eventually(|| counters.live.load(Ordering::SeqCst) == 0).await;
         drop(tree);
         assert_clean(&[&server, &client]).await;
     });

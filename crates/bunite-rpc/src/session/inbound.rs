@@ -37,7 +37,7 @@ pub(crate) enum Outcome<I> {
 /// An inbound call whose handler runs.
 pub(super) struct ActiveCall<T: Types> {
     run: RunId,
-    cap_id: CapId,
+    pub(super) cap_id: CapId,
     def: Arc<CapDef>,
     method: Text,
     returns: Returns,
@@ -47,6 +47,10 @@ pub(super) struct ActiveCall<T: Types> {
     deadline: Option<Instant>,
     /// Work to run once its reply is queued ([`crate::CallContext::after_reply`]).
     after_reply: Vec<T::Deferred>,
+    /// Its cap was revoked (unserved) while it ran: the client failed the call on
+    /// `cap_revoked` (PROTOCOL §12) and ignores its result, so caps exported in that result
+    /// could never be released and are freed once it is sent.
+    pub(super) target_revoked: bool,
 }
 
 /// A bootstrap waiting for the policy.
@@ -282,6 +286,7 @@ impl<T: Types> Session<T> {
                     deadline: signal_at,
                     after_reply: Vec::new(),
                     def: Arc::clone(&def),
+                    target_revoked: false,
                 };
                 self.inbound.active.insert(call.id, active);
             }
@@ -342,7 +347,12 @@ impl<T: Types> Session<T> {
                     outcome: Ok(value),
                 });
                 match self.send_outgoing(&frame) {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        if active.target_revoked {
+                            self.free_exports(&allocated);
+                        }
+                        None
+                    }
                     Err(EncodeError::TooLarge(too_large)) => {
                         self.free_exports(&allocated);
                         Some(Status::resource_exhausted(

@@ -83,6 +83,11 @@ impl<T: Types> Session<T> {
         if revoked.is_empty() || self.closed.is_some() {
             return;
         }
+        for call in self.inbound.active.values_mut() {
+            if revoked.contains(&call.cap_id) {
+                call.target_revoked = true;
+            }
+        }
         self.send(&Frame::CapRevoked(CapRevoked {
             cap_ids: revoked.clone(),
         }));

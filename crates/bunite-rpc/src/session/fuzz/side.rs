@@ -48,7 +48,6 @@ impl Config {
     }
 }
 
-/// A run the harness started and has not yet seen end.
 /// A typed handler's result.
 #[derive(serde::Serialize)]
 struct TypedReply {
@@ -56,6 +55,7 @@ struct TypedReply {
     n: u64,
 }
 
+/// A run the harness started and has not yet seen end.
 struct Run {
     call_id: CallId,
     stream: bool,

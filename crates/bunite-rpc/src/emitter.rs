@@ -54,12 +54,7 @@ where
     F: FnOnce(ValueEmitter) -> Fut,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    Box::pin(outgoing_stream(produce).map(|item| {
-        item.and_then(|v| {
-            v.into_value()
-                .map_err(|e| Status::internal(format!("result: {e}")))
-        })
-    }))
+    crate::handler::values_of(outgoing_stream(produce))
 }
 
 /// [`emitter_stream`] whose values stay [`Outgoing`]: typed ones are serialized when their

@@ -71,6 +71,15 @@ pub trait CapImpl: Send + Sync + 'static {
     }
 }
 
+/// The values of an [`OutgoingStream`] as a [`ValueStream`], typed ones serialized; one that
+/// does not serialize is an `internal` `result: <error>` item.
+pub(crate) fn values_of(stream: OutgoingStream) -> ValueStream {
+    Box::pin(
+        stream
+            .map(|item| item.and_then(|v| v.into_value().map_err(|e| Status::unserializable(&e)))),
+    )
+}
+
 /// What a call handler returns: a plain value, or caps it exported through its
 /// [`CallContext`] in the shape its method declares (PROTOCOL §9).
 #[derive(Debug)]

@@ -60,12 +60,6 @@ where
     Box::pin(f)
 }
 
-/// A value of a result or a stream that did not serialize: `internal`, `result: <error>`
-/// (the session says the same of one that fails when its frame is written).
-fn encode_failed(e: bunite_wire::SerdeError) -> Status {
-    Status::internal(format!("result: {e}"))
-}
-
 /// A plain value result, serialized straight into the result frame.
 pub fn reply_value<T, E>(r: Result<T, E>) -> Result<Returned, Status>
 where
@@ -135,9 +129,7 @@ where
 
 /// `CapImpl::stream` of a `#[cap]` server: the values of its `open_stream`, serialized.
 pub fn stream_values(stream: Result<OutgoingStream, Status>) -> Result<ValueStream, Status> {
-    Ok(Box::pin(stream?.map(|item| {
-        item.and_then(|v| v.into_value().map_err(encode_failed))
-    })))
+    stream.map(crate::handler::values_of)
 }
 
 /// The status of a method the dispatch does not know (the runtime checks methods against

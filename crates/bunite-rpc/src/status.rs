@@ -209,6 +209,12 @@ impl Status {
         Status::new(Code::Internal, message)
     }
 
+    /// `internal` `result: <error>`: a result or stream value that did not serialize,
+    /// whether in the handler or when its frame was written.
+    pub(crate) fn unserializable(e: &bunite_wire::SerdeError) -> Self {
+        Status::internal(format!("result: {e}"))
+    }
+
     /// `failed_precondition` with a reason.
     pub fn failed_precondition(message: impl Into<String>, reason: &str) -> Self {
         Status::new(Code::FailedPrecondition, message).with_reason(reason)

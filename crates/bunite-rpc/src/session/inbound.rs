@@ -346,27 +346,22 @@ impl<T: Types> Session<T> {
                     id: call_id,
                     outcome: Ok(value),
                 });
-                match self.send_outgoing(&frame) {
-                    Ok(()) => {
-                        if active.target_revoked {
-                            self.free_exports(&allocated);
-                        }
-                        None
-                    }
-                    Err(EncodeError::TooLarge(too_large)) => {
-                        self.free_exports(&allocated);
-                        Some(Status::resource_exhausted(
-                            format!(
-                                "result of {} bytes exceeds the peer's maxBytes {}",
-                                too_large.size, too_large.max
-                            ),
-                            reason::MAX_FRAME_BYTES,
-                        ))
-                    }
-                    Err(EncodeError::Serialize(e)) => {
-                        self.free_exports(&allocated);
-                        Some(Status::internal(format!("result: {e}")))
-                    }
+                let sent = self.send_outgoing(&frame);
+                // Exports nobody will release: the result was not sent, or its client
+                // already failed the call on `cap_revoked`.
+                if sent.is_err() || active.target_revoked {
+                    self.free_exports(&allocated);
+                }
+                match sent {
+                    Ok(()) => None,
+                    Err(EncodeError::TooLarge(too_large)) => Some(Status::resource_exhausted(
+                        format!(
+                            "result of {} bytes exceeds the peer's maxBytes {}",
+                            too_large.size, too_large.max
+                        ),
+                        reason::MAX_FRAME_BYTES,
+                    )),
+                    Err(EncodeError::Serialize(e)) => Some(Status::unserializable(&e)),
                 }
             }
             Err(status) => Some(status),

@@ -117,7 +117,7 @@ impl<T: Types> Session<T> {
                     ),
                     reason::MAX_FRAME_BYTES,
                 ),
-                EncodeError::Serialize(e) => Status::internal(format!("result: {e}")),
+                EncodeError::Serialize(e) => Status::unserializable(&e),
             };
             self.stream_done(id, run, Err(status));
             self.outputs.push_back(Output::Abort(run));

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::client_stream::{ClientStream, StreamQueue};
 use crate::connection::{Command, Connection, Shared};
-use crate::context::CURRENT_CALL;
+use crate::context::CallScope;
 use crate::error::{Error, LocalError};
 use crate::schema::CapDef;
 use crate::session::{CallRequest, Expect};
@@ -410,7 +410,7 @@ fn request(
     opts: CallOptions,
     expect: Expect,
 ) -> CallRequest {
-    let scope = CURRENT_CALL.try_with(|s| *s).ok();
+    let scope = CallScope::current();
     let parent = scope
         .filter(|s| s.connection == shared.id)
         .map(|s| s.call_id);

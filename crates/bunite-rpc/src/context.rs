@@ -1,6 +1,7 @@
 //! The server context of a call (PROTOCOL §9): call id, peer, attestation, cancellation,
 //! deadline, meta context, and exporting caps.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bunite_wire::{CallId, CapId};
@@ -42,8 +43,32 @@ pub(crate) struct CallScope {
     pub deadline: Option<Instant>,
 }
 
-tokio::task_local! {
-    pub(crate) static CURRENT_CALL: CallScope;
+thread_local! {
+    /// The call whose handler (or stream source) this thread is polling, if any. A plain
+    /// thread-local: a handler is only ever polled inside [`CallScope::enter`], which sets it
+    /// for that poll and puts back what was there before, so it never outlives the poll and
+    /// needs nothing of tokio's task-locals (which cost a `RefCell` swap and its checks).
+    static CURRENT_CALL: Cell<Option<CallScope>> = const { Cell::new(None) };
+}
+
+impl CallScope {
+    /// Runs `f` with `self` as this thread's current call, and puts back the call that was
+    /// current before when `f` returns or unwinds.
+    pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<CallScope>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT_CALL.set(self.0);
+            }
+        }
+        let _restore = Restore(CURRENT_CALL.replace(Some(self)));
+        f()
+    }
+
+    /// The call whose handler is being polled on this thread, if any.
+    pub(crate) fn current() -> Option<CallScope> {
+        CURRENT_CALL.get()
+    }
 }
 
 impl CallContext {
@@ -152,5 +177,43 @@ impl CallContext {
     /// result is sent; if the call fails or is cancelled, nothing is allocated.
     pub fn export(&self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> ExportedCap {
         ExportedCap::new(def, imp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(call_id: u64) -> CallScope {
+        CallScope {
+            connection: 1,
+            call_id: CallId(call_id),
+            deadline: None,
+        }
+    }
+
+    fn current_id() -> Option<u64> {
+        CallScope::current().map(|s| s.call_id.0)
+    }
+
+    #[test]
+    fn a_call_is_current_only_inside_its_scope_and_an_inner_scope_gives_the_outer_back() {
+        assert_eq!(current_id(), None);
+        scope(1).enter(|| {
+            assert_eq!(current_id(), Some(1));
+            scope(2).enter(|| assert_eq!(current_id(), Some(2)));
+            assert_eq!(current_id(), Some(1));
+        });
+        assert_eq!(current_id(), None);
+    }
+
+    #[test]
+    fn a_scope_whose_code_panics_gives_the_outer_call_back() {
+        scope(1).enter(|| {
+            let unwound = std::panic::catch_unwind(|| scope(2).enter(|| panic!("handler")));
+            assert!(unwound.is_err());
+            assert_eq!(current_id(), Some(1));
+        });
+        assert_eq!(current_id(), None);
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Command, Reply};
 use super::{Shared, CLOSE_GRACE};
 use crate::client_stream::StreamQueue;
-use crate::context::{CallContext, CallScope, CURRENT_CALL};
+use crate::context::{CallContext, CallScope};
 use crate::events::{ErrorEvent, Event};
 use crate::handler::{BoxFuture, CapImpl, OutgoingStream, Returned};
 use crate::session::{self, Invocation, Outcome, RunId, Session};
@@ -163,8 +163,7 @@ impl Runs {
         );
         let (imp, method, args) = (inv.imp, inv.method, inv.args);
         if inv.stream {
-            let opened =
-                catch(|| CURRENT_CALL.sync_scope(scope, || imp.open_stream(&method, args, ctx)));
+            let opened = catch(|| scope.enter(|| imp.open_stream(&method, args, ctx)));
             match opened {
                 Some(Ok(source)) => {
                     self.open_stream(inv.run, inv.call_id, source, signal, scope, span)
@@ -179,7 +178,7 @@ impl Runs {
         }
         let created = {
             let _entered = enter(&span);
-            catch(|| CURRENT_CALL.sync_scope(scope, || imp.call(&method, args, ctx)))
+            catch(|| scope.enter(|| imp.call(&method, args, ctx)))
         };
         let Some(fut) = created else {
             return Some((inv.run, inv.call_id, Err(panicked())));
@@ -418,7 +417,7 @@ fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step
     let (scope, source, waker) = (s.scope, &mut s.source, &s.waker);
     // One call scope for the whole budget, not one per value; only the source's own code
     // runs under the panic guard, the session's never does.
-    CURRENT_CALL.sync_scope(scope, || {
+    scope.enter(|| {
         let mut cx = Context::from_waker(waker);
         for _ in 0..STREAM_BUDGET {
             match catch(|| source.poll_next_unpin(&mut cx)) {
@@ -464,7 +463,7 @@ impl Future for Scoped {
         let this = &mut *self;
         let _entered = enter(&this.span);
         let (scope, fut) = (this.scope, &mut this.fut);
-        let poll = match catch(|| CURRENT_CALL.sync_scope(scope, || fut.as_mut().poll(cx))) {
+        let poll = match catch(|| scope.enter(|| fut.as_mut().poll(cx))) {
             Some(poll) => poll,
             None => Poll::Ready(Err(panicked())),
         };

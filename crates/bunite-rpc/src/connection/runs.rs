@@ -17,12 +17,11 @@ use bunite_wire::{CallId, CapId, Outgoing};
 use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::command::{Command, Reply};
 use super::{Shared, CLOSE_GRACE};
 use crate::client_stream::StreamQueue;
-use crate::context::{CallContext, CallScope};
+use crate::context::{CallContext, CallScope, Signal};
 use crate::events::{ErrorEvent, Event};
 use crate::handler::{BoxFuture, CapImpl, OutgoingStream, Returned};
 use crate::session::{self, Invocation, Outcome, RunId, Session};
@@ -56,7 +55,7 @@ const STREAM_BUDGET: usize = 64;
 
 /// A handler on a task of its own.
 struct Running {
-    signal: CancellationToken,
+    signal: Signal,
     abort: AbortHandle,
 }
 
@@ -64,7 +63,7 @@ struct Running {
 struct StreamRun {
     call_id: CallId,
     source: OutgoingStream,
-    signal: CancellationToken,
+    signal: Signal,
     scope: CallScope,
     waker: Waker,
     queued: bool,
@@ -133,7 +132,7 @@ impl Runs {
         inv: Invocation<Arc<dyn CapImpl>>,
         session: &mut Session<Rt>,
     ) -> Option<Finished> {
-        let signal = CancellationToken::new();
+        let signal = Signal::default();
         let deadline = inv
             .deadline
             .and_then(|d| tokio::time::Instant::now().checked_add(d));
@@ -219,7 +218,7 @@ impl Runs {
         run: RunId,
         call_id: CallId,
         source: OutgoingStream,
-        signal: CancellationToken,
+        signal: Signal,
         scope: CallScope,
         span: tracing::Span,
     ) {
@@ -253,33 +252,33 @@ impl Runs {
     /// Fires a run's cancellation signal; it keeps running.
     pub fn signal(&mut self, run: RunId) {
         if let Some(t) = self.tasks.get(&run) {
-            t.signal.cancel();
+            t.signal.fire();
         } else if let Some(s) = self.streams.get(&run) {
-            s.signal.cancel();
+            s.signal.fire();
         }
     }
 
     /// Stops a run: signals it, then drops its future or source.
     pub fn abort(&mut self, run: RunId) {
         if let Some(t) = self.tasks.remove(&run) {
-            t.signal.cancel();
+            t.signal.fire();
             t.abort.abort();
         } else if let Some(s) = self.streams.remove(&run) {
-            s.signal.cancel();
+            s.signal.fire();
         }
     }
 
     /// Stops every run and policy check (the driver is finishing).
     pub fn clear(&mut self) {
         for (_, t) in self.tasks.drain() {
-            t.signal.cancel();
+            t.signal.fire();
             t.abort.abort();
         }
         for (_, policy) in self.policies.drain() {
             policy.abort();
         }
         for (_, s) in self.streams.drain() {
-            s.signal.cancel();
+            s.signal.fire();
         }
         self.ready.clear();
     }

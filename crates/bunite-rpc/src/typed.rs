@@ -79,11 +79,14 @@
 //! blanket impl of [`Implementation`] here bridges the two.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bunite_wire::Value;
+use futures::future::{self, Either};
+use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -298,16 +301,23 @@ impl Handle {
     }
 
     /// Calls `method` and decodes its value straight into `R`.
-    pub async fn call<R: DeserializeOwned>(
-        &self,
-        method: &str,
+    ///
+    /// The returned future is lazy like an `async fn`'s: nothing is checked or sent until it
+    /// is first polled. (Not an `async fn` itself, so that the call's arguments are kept
+    /// once, by [`Client::call_payload`]'s future, not once per layer.)
+    pub fn call<'a, R: DeserializeOwned + 'a>(
+        &'a self,
+        method: &'a str,
         args: Result<Value, Error>,
-    ) -> Result<R, Error> {
-        let payload = self
-            .client
-            .call_payload(method, args?, self.call_options())
-            .await?;
-        decode_result(&payload)
+    ) -> impl Future<Output = Result<R, Error>> + 'a {
+        match args {
+            Ok(args) => Either::Left(
+                self.client
+                    .call_payload(method, args, self.call_options())
+                    .map(|payload| decode_result(&payload?)),
+            ),
+            Err(e) => Either::Right(future::ready(Err(e))),
+        }
     }
 
     /// Calls a method returning one cap `C`.

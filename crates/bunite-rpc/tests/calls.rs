@@ -429,3 +429,39 @@ fn after_reply_work_follows_the_result_and_never_runs_for_a_cancelled_call() {
         assert_eq!(ran.load(Ordering::SeqCst), 1);
     });
 }
+
+/// A call's future is lazy, like an `async fn`'s: made and dropped without a poll, it sends
+/// nothing (no `call`, no `cancel`) and holds no in-flight slot.
+#[test]
+fn a_call_future_dropped_before_its_first_poll_sends_nothing() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let runtime = conn.runtime();
+        drop(runtime.call_value("appName", Value::from("never polled")));
+        drop(runtime.call_with(
+            "appName",
+            Value::from("never polled"),
+            CallOptions::default(),
+        ));
+        assert_eq!(conn.stats().pending_calls, 0);
+
+        let answer = async {
+            let call = match raw.recv().await {
+                Frame::Call(c) => c,
+                other => panic!("expected the polled call, got {other:?}"),
+            };
+            assert_eq!(call.args, Value::from("polled"), "the first frame sent");
+            raw.send(Frame::Result(ResultFrame {
+                id: call.id,
+                outcome: Ok(Value::from("app")),
+            }))
+            .await;
+        };
+        let (value, ()) =
+            tokio::join!(runtime.call_value("appName", Value::from("polled")), answer);
+        assert_eq!(value.unwrap(), Value::from("app"));
+        let after = raw.recv_within(std::time::Duration::from_millis(50)).await;
+        assert!(after.is_err(), "nothing else was sent: {after:?}");
+        assert_eq!(conn.stats().pending_calls, 0);
+    });
+}

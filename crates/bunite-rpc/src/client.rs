@@ -309,14 +309,11 @@ impl Client {
         let shared = Arc::clone(&self.inner.shared);
         let queue = StreamQueue::new();
         let started = self
-            .check_live()
-            .and_then(|()| shared.reserve_call())
-            .map(|()| {
-                let id = shared.next_call_id();
-                let req = request(&shared, self.inner.id, method, args, opts, Expect::Value);
+            .prepare(method, args, opts, Expect::Value)
+            .map(|(id, req)| {
                 let command = Command::Stream {
                     id,
-                    req: Box::new(req),
+                    req,
                     queue: Arc::clone(&queue),
                 };
                 (id, shared.send(command))
@@ -354,6 +351,23 @@ impl Client {
             }
         }
         self.inner.release();
+    }
+
+    /// What every call and stream open does before it is queued: checks this reference is
+    /// live, reserves an in-flight slot, takes a call id and builds the request.
+    fn prepare(
+        &self,
+        method: &str,
+        args: Value,
+        opts: CallOptions,
+        expect: Expect,
+    ) -> Result<(CallId, Box<CallRequest>), Error> {
+        self.check_live()?;
+        let shared = &self.inner.shared;
+        shared.reserve_call()?;
+        let id = shared.next_call_id();
+        let req = request(shared, self.inner.id, method, args, opts, expect);
+        Ok((id, Box::new(req)))
     }
 
     fn check_live(&self) -> Result<(), Error> {
@@ -476,32 +490,35 @@ pub(crate) fn call<'a>(
     opts: CallOptions,
     expect: Expect,
 ) -> Call<'a> {
-    Call(CallState::Start {
+    Call(CallState::Start(Start {
         client,
         method,
         args,
         opts,
         expect,
-    })
+    }))
 }
 
 /// A call's future: lazy like an `async fn`'s (nothing is checked or sent before the first
 /// poll), but written out, so that it holds either the arguments or the wait, never both.
-/// Nested `async fn`s kept each layer's copy of the arguments for the whole call (944 bytes
-/// for a typed `add`, against 152 now), and a caller that spawns each call, or queues
-/// it in a `FuturesUnordered`, allocates and moves the whole future per call.
+/// Nested `async fn`s each kept a copy of the arguments for the whole call, and a caller
+/// that spawns each call, or queues it in a `FuturesUnordered`, allocates and moves the
+/// whole future per call (`docs/BENCHMARKS.md` has the sizes).
 pub(crate) struct Call<'a>(CallState<'a>);
 
 enum CallState<'a> {
-    Start {
-        client: &'a Client,
-        method: &'a str,
-        args: Value,
-        opts: CallOptions,
-        expect: Expect,
-    },
+    Start(Start<'a>),
     Waiting(Waiting<'a>),
     Done,
+}
+
+/// A call not yet queued: its arguments.
+struct Start<'a> {
+    client: &'a Client,
+    method: &'a str,
+    args: Value,
+    opts: CallOptions,
+    expect: Expect,
 }
 
 /// A queued call: the outcome to wait for, and what to do if the caller stops waiting.
@@ -514,48 +531,34 @@ struct Waiting<'a> {
     span: Option<tracing::Span>,
 }
 
-impl<'a> Call<'a> {
+impl<'a> Start<'a> {
     /// Checks, reserves and queues the call.
-    fn start(
-        client: &'a Client,
-        method: &str,
-        args: Value,
-        opts: CallOptions,
-        expect: Expect,
-    ) -> Result<Waiting<'a>, Error> {
-        client.check_live()?;
-        let (shared, cap_id) = (&client.inner.shared, client.inner.id);
-        shared.reserve_call()?;
-        let id = shared.next_call_id();
+    fn queue(mut self) -> Result<Waiting<'a>, Error> {
+        // Taken, not cloned: the request has no use for it, and a token's clone locks it.
+        let cancel = self.opts.cancel.take();
+        let (id, req) = self
+            .client
+            .prepare(self.method, self.args, self.opts, self.expect)?;
+        let shared = &self.client.inner.shared;
         let span = tracing::info_span!(
             "bunite.call",
             otel.kind = "client",
             rpc.system = "bunite",
-            rpc.method = %method,
-            rpc.cap_id = cap_id.0,
+            rpc.method = %self.method,
+            rpc.cap_id = req.cap_id.0,
             rpc.call_id = id.0,
             rpc.code = tracing::field::Empty,
         );
-        // Without a subscriber that wants the span, entering and leaving it on every poll
-        // is pure cost (more so with tracing's `log` feature, which some dependencies turn
-        // on).
-        let span = (!span.is_disabled()).then_some(span);
-        let _entered = span.as_ref().map(tracing::Span::enter);
-        let cancel = opts.cancel.clone().map(|t| Box::pin(t.cancelled_owned()));
-        let req = request(shared, cap_id, method, args, opts, expect);
         let (reply, rx) = oneshot::channel();
-        let command = Command::Call {
-            id,
-            req: Box::new(req),
-            reply,
-        };
-        let guard = CancelOnDrop::send(shared, id, command)?;
-        drop(_entered);
+        let guard = CancelOnDrop::send(shared, id, Command::Call { id, req, reply })?;
         Ok(Waiting {
             guard,
             rx,
-            cancel,
-            span,
+            cancel: cancel.map(|t| Box::pin(t.cancelled_owned())),
+            // Without a subscriber that wants the span, entering and leaving it on every
+            // poll is pure cost (more so with tracing's `log` feature, which some
+            // dependencies turn on).
+            span: (!span.is_disabled()).then_some(span),
         })
     }
 }
@@ -591,21 +594,11 @@ impl Future for Call<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.get_mut().0;
-        if let CallState::Start { .. } = state {
-            let CallState::Start {
-                client,
-                method,
-                args,
-                opts,
-                expect,
-            } = std::mem::replace(state, CallState::Done)
-            else {
+        if let CallState::Start(_) = state {
+            let CallState::Start(start) = std::mem::replace(state, CallState::Done) else {
                 unreachable!("matched just above");
             };
-            match Call::start(client, method, args, opts, expect) {
-                Ok(waiting) => *state = CallState::Waiting(waiting),
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+            *state = CallState::Waiting(start.queue()?);
         }
         let CallState::Waiting(waiting) = state else {
             panic!("a call's future polled after it completed");

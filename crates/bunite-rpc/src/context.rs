@@ -101,10 +101,11 @@ impl Signal {
         }
     }
 
-    /// Whether the signal fired (or the handler cancelled its own token).
+    /// Whether the signal fired (or the handler cancelled its own token). The flag
+    /// publishes nothing else, so a relaxed load is enough.
     pub(crate) fn is_fired(&self) -> bool {
         let state = &*self.0;
-        state.fired.load(Ordering::Acquire) || state.token.get().is_some_and(|t| t.is_cancelled())
+        state.fired.load(Ordering::Relaxed) || state.token.get().is_some_and(|t| t.is_cancelled())
     }
 
     /// The token, made at the first call; cancelled already if the signal fired.

@@ -1,6 +1,6 @@
 //! The encoder's shape ring (PROTOCOL §3.3): which key list each of the 32 ids holds.
 //!
-//! Two ways in. A value's record is found by its keys' content: a hash scanned over the 32
+//! Two ways in. A value's record is found by its keys' content: a hash scanned over the used
 //! slots, then a comparison (with a memo of the last slot found, since records of one shape
 //! come in runs: the rows of a table, one method's args). A frame's own records have key
 //! lists known at compile time ([`StaticShape`]); each remembers per ring the slot it was
@@ -137,8 +137,12 @@ struct Undo {
 #[derive(Debug)]
 pub(crate) struct ShapeRing {
     /// Hash of each slot's key sequence; scanned first so most misses never touch a string.
-    hashes: [u64; RING],
-    held: [Option<Held>; RING],
+    /// Slots are made as ids are first handed out (in order, so `next <= hashes.len()`):
+    /// a connection that uses a few shapes holds a few slots, not all 32 (an idle
+    /// connection's encoder was 1 KiB of empty slots).
+    hashes: Vec<u64>,
+    /// What each slot holds; always as long as `hashes`.
+    held: Vec<Option<Held>>,
     next: usize,
     journal: Vec<Undo>,
     /// The slot each static shape was last found in.
@@ -150,8 +154,8 @@ pub(crate) struct ShapeRing {
 impl Default for ShapeRing {
     fn default() -> Self {
         ShapeRing {
-            hashes: [0; RING],
-            held: std::array::from_fn(|_| None),
+            hashes: Vec::new(),
+            held: Vec::new(),
             next: 0,
             journal: Vec::new(),
             hints: [0; STATIC_SHAPES],
@@ -168,12 +172,13 @@ impl ShapeRing {
     where
         I: ExactSizeIterator<Item = KeyRef<'k>> + Clone,
     {
-        let last = self.last % RING;
-        if self.held[last]
-            .as_ref()
+        if self
+            .held
+            .get(self.last)
+            .and_then(Option::as_ref)
             .is_some_and(|h| h.same(keys.clone()))
         {
-            return Shape::Known(id_of(last));
+            return Shape::Known(id_of(self.last));
         }
         let (slot, shape) = self.by_content(keys.clone(), || Held::of(keys));
         self.last = slot;
@@ -184,7 +189,7 @@ impl ShapeRing {
     #[inline]
     pub(crate) fn resolve_static(&mut self, s: &'static StaticShape) -> Shape {
         let hint = self.hints.get(s.hint).map_or(0, |&h| usize::from(h) % RING);
-        if let Some(Held::Static(held)) = &self.held[hint] {
+        if let Some(Some(Held::Static(held))) = self.held.get(hint) {
             if std::ptr::eq(*held, s) {
                 return Shape::Known(id_of(hint));
             }
@@ -220,8 +225,13 @@ impl ShapeRing {
                 return (slot, Shape::Known(id_of(slot)));
             }
         }
-        // `next` is always below RING; the modulo makes the indexing evidently in bounds.
+        // `next` is always below RING; the modulo makes that evident.
         let slot = self.next % RING;
+        if slot >= self.held.len() {
+            // The first use of this id (slots are made in order).
+            self.hashes.push(0);
+            self.held.push(None);
+        }
         self.journal.push(Undo {
             slot,
             hash: std::mem::replace(&mut self.hashes[slot], hash),
@@ -311,6 +321,28 @@ mod tests {
         // Same bytes, different split: a different shape.
         assert_eq!(resolve(&mut ring, &["ab"]), Shape::Defined(0x43));
         assert_eq!(resolve(&mut ring, &["b", "a"]), Shape::Defined(0x44));
+    }
+
+    #[test]
+    fn slots_are_made_as_ids_are_first_handed_out() {
+        let mut ring = ShapeRing::default();
+        assert_eq!(ring.held.len(), 0);
+        resolve(&mut ring, &["a"]);
+        resolve(&mut ring, &["b"]);
+        resolve(&mut ring, &["a"]);
+        assert_eq!((ring.hashes.len(), ring.held.len()), (2, 2));
+        // A rolled-back creation leaves its slot empty, and the next shape takes it.
+        ring.commit();
+        assert_eq!(resolve(&mut ring, &["c"]), Shape::Defined(0x42));
+        ring.rollback();
+        assert_eq!(ring.held.len(), 3);
+        assert_eq!(resolve(&mut ring, &["d"]), Shape::Defined(0x42));
+        assert_eq!(resolve(&mut ring, &["c"]), Shape::Defined(0x43));
+        // A full ring holds RING slots and no more.
+        for i in 0..2 * RING {
+            resolve(&mut ring, &[&format!("k{i}")]);
+        }
+        assert_eq!((ring.hashes.len(), ring.held.len()), (RING, RING));
     }
 
     #[test]

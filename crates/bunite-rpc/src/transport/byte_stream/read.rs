@@ -19,8 +19,13 @@ use crate::transport::{
     BudgetPermit, ByteBudget, MessageSource, TransportError, LINGER, LINGER_BYTES, LINGER_QUIET,
 };
 
-/// What a read asks for when no message is under way: enough for a burst of small frames.
-pub const READ_CHUNK: usize = 8 * 1024;
+/// What a read asks for when no message is under way: room for a few dozen small frames.
+/// A larger burst finds out by filling it, and the next read asks for twice as much (up to
+/// [`READ_BURST`]). Kept small because every connection holds it until it has been idle for
+/// [`IDLE_RELEASE`]: a server that accepts a thousand connections at once holds a thousand
+/// of them through the handshakes (8 KiB made an idle TCP connection measure 33-35 KB both
+/// ends, where 2 KiB measures 25-26 KB; `docs/BENCHMARKS.md`).
+pub const READ_CHUNK: usize = 2 * 1024;
 
 /// The most a read asks for beyond what it needs when reads keep filling their buffer (a
 /// burst of small messages, such as a stream's values): the slack doubles from

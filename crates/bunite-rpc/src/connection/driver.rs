@@ -170,6 +170,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.apply_outputs();
         self.runs.poll_streams(&mut self.session);
         self.apply_outputs();
+        if self.session.spares_unarmed() {
+            let now = self.now();
+            self.session.arm_spares(now);
+        }
         let fired = self.poll_timer(cx);
         self.apply_outputs();
         self.hand_to_sink(cx);

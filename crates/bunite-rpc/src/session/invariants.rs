@@ -19,6 +19,8 @@ impl<T: Types> Session<T> {
         self.check_table();
         let queued: usize = self.transmit.iter().map(|m| m.len()).sum();
         assert_eq!(queued, self.transmit_bytes, "transmit_bytes out of step");
+        let spare_timers = self.timers.count(|t| *t == Timer::Spares);
+        assert_eq!(spare_timers, usize::from(self.spares.armed), "spares timer");
         let hello_timers = self.timers.count(|t| *t == Timer::Hello);
         assert!(hello_timers <= 1, "two hello timers");
         if self.peer_hello.is_some() {
@@ -67,6 +69,7 @@ impl<T: Types> Session<T> {
     fn check_closed(&self) {
         assert_eq!(self.table.len(), 2, "table not cleared at shutdown");
         assert_eq!(self.timers.len(), 0, "timers left after shutdown");
+        assert!(self.spares.is_empty(), "spare buffers kept after shutdown");
         assert_eq!(self.outbound.in_flight(), 0, "outbound left after shutdown");
         assert!(
             self.outbound.parked.is_empty(),

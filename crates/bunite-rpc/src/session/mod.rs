@@ -17,7 +17,8 @@
 //! - `inbound`: the server side: dispatching calls, handler outcomes, cancels, drops.
 //! - `outbound`: the client side: pending calls, results, revocation, releases.
 //! - `streams`: server credit windows and client stream accounting.
-//! - `timers`: deadlines and the hello timeout, in one place.
+//! - `timers`: deadlines, the hello timeout and the release of spare buffers, in one place.
+//! - `spares`: the allocations of large messages sent, reused for the next ones.
 //! - `output`: what the session yields.
 //! - `invariants` (tests, `test-util`): what must hold between any two inputs, checked after
 //!   every step of the tests and of the `session_ops` fuzz target, whose harness is `fuzz`.
@@ -28,6 +29,7 @@ mod outbound;
 mod output;
 mod registry;
 mod serving;
+mod spares;
 mod streams;
 mod table;
 mod timers;
@@ -136,6 +138,8 @@ pub(crate) struct Session<T: Types> {
     decoder: Decoder,
     /// Encoding scratch space, reused.
     scratch: Vec<u8>,
+    /// The allocations of large messages sent, for the next large message.
+    spares: spares::Spares,
     /// Small messages are copied into shared chunks of this buffer, so a message costs no
     /// allocation of its own.
     chunk: BytesMut,
@@ -170,6 +174,7 @@ impl<T: Types> Session<T> {
             encoder: Encoder::new(),
             decoder: Decoder::new(decode_limits),
             scratch: Vec::new(),
+            spares: spares::Spares::default(),
             chunk: BytesMut::new(),
             transmit: VecDeque::new(),
             transmit_bytes: 0,
@@ -236,6 +241,21 @@ impl<T: Types> Session<T> {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    /// Whether spare buffers are kept without their release timer: the runtime then calls
+    /// [`Session::arm_spares`] (it has the time; encoding does not).
+    #[inline]
+    pub fn spares_unarmed(&self) -> bool {
+        !self.spares.armed && !self.spares.is_empty()
+    }
+
+    /// Arms the release of the spare buffers (see `spares`), [`spares::RELEASE`] from now.
+    pub fn arm_spares(&mut self, now: Instant) {
+        if self.spares_unarmed() && self.closed.is_none() {
+            self.timers.arm(now + spares::RELEASE, Timer::Spares);
+            self.spares.armed = true;
+        }
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed.is_some() {
             return None;
@@ -280,6 +300,12 @@ impl<T: Types> Session<T> {
                 }
                 Some(Timer::Outbound(id)) => self.outbound_deadline(id),
                 Some(Timer::Inbound(id)) => self.inbound_deadline(id),
+                Some(Timer::Spares) => {
+                    self.spares.release();
+                    if self.scratch.capacity() >= spares::LARGE {
+                        self.scratch = Vec::new();
+                    }
+                }
                 None => return,
             }
         }
@@ -359,6 +385,7 @@ impl<T: Types> Session<T> {
         };
         self.closed = Some(how.clone());
         self.timers.clear();
+        self.spares.release();
         self.fail_outbound(&error, &parked_error);
         self.abort_inbound();
         for (id, entry) in self.table.drain() {
@@ -393,7 +420,7 @@ impl<T: Types> Session<T> {
     /// serialized straight into the message here.
     fn send_outgoing(&mut self, frame: &Frame<Outgoing>) -> Result<(), EncodeError> {
         self.flush_drops();
-        self.scratch.clear();
+        self.clear_scratch();
         self.encoder.encode_outgoing_frame_bounded(
             frame,
             self.peer_max_bytes,
@@ -404,17 +431,31 @@ impl<T: Types> Session<T> {
     }
 
     fn encode(&mut self, frame: &Frame, max: usize) -> Result<(), bunite_wire::TooLarge> {
-        self.scratch.clear();
+        self.clear_scratch();
         self.encoder
             .encode_frame_bounded(frame, max, &mut self.scratch)?;
         self.transmit_scratch();
         Ok(())
     }
 
-    /// Queues the message just encoded into `scratch`: moved out when large, copied into the
-    /// shared chunk when small.
+    /// Empties the scratch buffer for the next message; one that went out with a large
+    /// message is replaced by a spare, if the transport is done with one.
+    #[inline]
+    fn clear_scratch(&mut self) {
+        if self.scratch.capacity() < spares::LARGE && !self.spares.is_empty() {
+            if let Some(spare) = self.spares.take() {
+                self.scratch = spare;
+            }
+        }
+        self.scratch.clear();
+    }
+
+    /// Queues the message just encoded into `scratch`: moved out when large (a large one's
+    /// allocation kept as a spare), copied into the shared chunk when small.
     fn transmit_scratch(&mut self) {
-        let msg = if self.scratch.len() > SMALL_MESSAGE {
+        let msg = if self.scratch.len() >= spares::LARGE && self.closed.is_none() {
+            self.spares.retire(std::mem::take(&mut self.scratch))
+        } else if self.scratch.len() > SMALL_MESSAGE {
             Bytes::from(std::mem::take(&mut self.scratch))
         } else {
             if self.chunk.capacity() - self.chunk.len() < self.scratch.len() {

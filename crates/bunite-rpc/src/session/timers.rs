@@ -3,10 +3,12 @@
 //! - an outbound call with a deadline fails `deadline_exceeded` at deadline + 500 ms and the
 //!   peer is sent `cancel {reason:"deadline_exceeded"}` (PROTOCOL §11; `outbound`);
 //! - an inbound call of a non-idempotent method is signalled at its deadline (`inbound`);
-//! - a peer that sends no hello within [`Limits::hello_timeout`](crate::Limits) is dropped.
+//! - a peer that sends no hello within [`Limits::hello_timeout`](crate::Limits) is dropped;
+//! - the allocations of large messages sent are let go a while after they are kept
+//!   (`spares`).
 //!
 //! Timers are keyed entries in an ordered set, removed when their call finishes first, so
-//! the set never holds more than one entry per live call.
+//! the set never holds more than one entry per live call (and one for the spares).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -25,6 +27,8 @@ pub(crate) enum Timer {
     Outbound(CallId),
     /// An inbound call's deadline.
     Inbound(CallId),
+    /// Let the spare buffers of large messages go (`spares`).
+    Spares,
 }
 
 #[derive(Debug, Default)]

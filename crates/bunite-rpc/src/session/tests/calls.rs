@@ -281,3 +281,43 @@ fn an_error_too_large_for_the_peer_is_replaced_by_max_frame_bytes() {
         0
     );
 }
+
+#[test]
+fn a_large_message_s_allocation_is_reused_once_sent_and_let_go_after_a_while() {
+    use crate::session::spares;
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let big = || Value::Bin(vec![1u8; 2 * spares::LARGE]);
+    // The server's decoder has read every message the client sent so far.
+    let send = |client: &mut Peer, server: &mut Peer, call: u64| {
+        client.call(call, id, "get", big());
+        let msg = client.s.poll_transmit().expect("the call");
+        let frame = server.dec.decode_frame(&msg).expect("a valid frame");
+        assert!(matches!(frame, Frame::Call(c) if c.id == CallId(call)));
+        msg
+    };
+    let first = send(&mut client, &mut server, 2);
+    assert!(first.len() > spares::LARGE);
+    let at = first.as_ptr();
+    // While the transport holds a message, the next one gets an allocation of its own.
+    let second = send(&mut client, &mut server, 3);
+    assert_ne!(second.as_ptr(), at);
+    // Once it has let go of it, the next large message is encoded into its allocation.
+    drop(first);
+    let third = send(&mut client, &mut server, 4);
+    assert_eq!(third.as_ptr(), at);
+
+    // The runtime arms the release (encoding has no clock); when it fires, nothing is kept.
+    assert!(client.s.spares_unarmed());
+    let now = client.now;
+    client.s.arm_spares(now);
+    assert!(!client.s.spares_unarmed());
+    drop((second, third));
+    client.advance(spares::RELEASE);
+    assert!(client.s.spares.is_empty());
+    assert!(client.s.scratch.capacity() < spares::LARGE);
+    // A small message after that allocates nothing large again.
+    client.call(5, id, "get", Value::Undefined);
+    assert!(client.s.poll_transmit().unwrap().len() < 100);
+    assert!(client.s.spares.is_empty() && !client.s.spares_unarmed());
+}

@@ -33,7 +33,12 @@
 //! than it needs ([`READ_CHUNK`]): one that fills its buffer exactly costs an extra, empty
 //! `read`. While reads keep filling their buffer (a burst of small messages, a stream's
 //! values) that slack doubles, up to [`READ_BURST`], and it falls back once a read comes up
-//! short or the buffer is let go; not under a [`ByteBudget`].
+//! short or the buffer is let go; not under a [`ByteBudget`]. A read that needs room while
+//! its buffer is still shared with messages being handled moves to an earlier allocation
+//! whose messages are all gone (up to four are kept, each at most [`READ_MAX_FIRST`] plus
+//! [`READ_BURST`], let go with the buffer when idle), instead of a fresh one: freed blocks
+//! of 64 KiB and more go back to the kernel under glibc, and each fresh one faulted its
+//! pages in again.
 //!
 //! # Closing
 //!

@@ -166,6 +166,11 @@ impl Side {
         while let Some(out) = self.s.poll_output() {
             self.output(out, report);
         }
+        // As the driver does after each pass: spare buffers get their release timer.
+        if self.s.spares_unarmed() {
+            let now = self.now;
+            self.s.arm_spares(now);
+        }
         self.s.check_invariants();
         let live: Vec<RunId> = self.runs.keys().copied().collect();
         let session_runs: Vec<RunId> = self.s.inbound.run_ids().into_iter().collect();
@@ -334,8 +339,13 @@ impl Side {
 
     pub fn call(&mut self, input: &mut Input<'_>, tag: u64, now: Instant) {
         let method = METHODS[input.pick(METHODS.len())];
-        let req = self.request(input, method);
+        let mut req = self.request(input, method);
         let id = self.call_id();
+        if id.0 % 8 == 0 {
+            // Every eighth call is large (without reading more input, so that the corpus
+            // keeps its meaning): its message goes out in the session's spare buffers.
+            req.args = Value::Bin(vec![0x5a; 20 * 1024]);
+        }
         self.awaiting.insert(tag, req.expect == Expect::Caps);
         self.pending.push((id, tag));
         self.s.start_call(id, req, tag, now);

@@ -240,7 +240,6 @@ impl<T: Types> Session<T> {
         self.outputs.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
     /// Whether spare buffers are kept without their release timer: the runtime then calls
     /// [`Session::arm_spares`] (it has the time; encoding does not).
     #[inline]
@@ -256,6 +255,7 @@ impl<T: Types> Session<T> {
         }
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed.is_some() {
             return None;

@@ -453,7 +453,8 @@ impl<T: Types> Session<T> {
     /// Queues the message just encoded into `scratch`: moved out when large (a large one's
     /// allocation kept as a spare), copied into the shared chunk when small.
     fn transmit_scratch(&mut self) {
-        let msg = if self.scratch.len() >= spares::LARGE && self.closed.is_none() {
+        let large = (spares::LARGE..=spares::LARGEST).contains(&self.scratch.len());
+        let msg = if large && self.closed.is_none() {
             self.spares.retire(std::mem::take(&mut self.scratch))
         } else if self.scratch.len() > SMALL_MESSAGE {
             Bytes::from(std::mem::take(&mut self.scratch))

@@ -10,9 +10,9 @@
 //! written one and let go of it, the handle is the only owner left and the next large
 //! message is encoded into its allocation.
 //!
-//! What this holds is bounded: [`KEEP`] allocations of messages the peer's `maxBytes`
-//! admitted, and only for [`RELEASE`] after the first of them was kept (a timer of the
-//! session), so an idle connection holds none.
+//! What this holds is bounded: [`KEEP`] allocations of at most [`LARGEST`] bytes, and only
+//! for [`RELEASE`] after the first of them was kept (a timer of the session), so an idle
+//! connection holds none.
 
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use bytes::Bytes;
 
 /// Messages at least this large keep their allocation for reuse.
 pub(crate) const LARGE: usize = 16 * 1024;
+/// ... and at most this large: a larger one's allocation is not held past its message.
+pub(crate) const LARGEST: usize = 4 << 20;
 /// How many allocations are kept: a message may still be in the transport while the next
 /// one is encoded.
 pub(crate) const KEEP: usize = 2;

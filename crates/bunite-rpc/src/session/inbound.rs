@@ -376,14 +376,14 @@ impl<T: Types> Session<T> {
         for f in active.after_reply {
             self.outputs.push_back(Output::Run(f));
         }
-        let duration = now.saturating_duration_since(active.started);
+        // Only when observed: the clock arithmetic is a visible cost of a small call.
         self.emit(|| {
             Event::Call(CallEvent {
                 cap_id: active.cap_id,
                 cap_name: Some(active.def.name().to_owned()),
                 method: active.method.to_string(),
                 call_id,
-                duration: Some(duration),
+                duration: Some(now.saturating_duration_since(active.started)),
                 result,
             })
         });
@@ -485,7 +485,6 @@ impl<T: Types> Session<T> {
                 full: false,
             };
             self.send_error(cancel.id, status, false);
-            let duration = now.saturating_duration_since(active.started);
             let id = cancel.id;
             self.emit(|| {
                 Event::Call(CallEvent {
@@ -493,7 +492,7 @@ impl<T: Types> Session<T> {
                     cap_name: Some(active.def.name().to_owned()),
                     method: active.method.to_string(),
                     call_id: id,
-                    duration: Some(duration),
+                    duration: Some(now.saturating_duration_since(active.started)),
                     result: Err(Code::Cancelled),
                 })
             });

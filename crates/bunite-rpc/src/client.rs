@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bunite_wire::{CallId, CapId, Text, Value};
+use bunite_wire::{CallId, CapId, Outgoing, Text, Value};
 use futures::future::join_all;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -157,7 +157,7 @@ impl Client {
     pub fn call_value<'a>(
         &'a self,
         method: &'a str,
-        args: Value,
+        args: impl Into<Outgoing>,
     ) -> impl Future<Output = Result<Value, Error>> + 'a {
         self.call_with(method, args, CallOptions::default())
     }
@@ -166,7 +166,7 @@ impl Client {
     pub fn call_with<'a>(
         &'a self,
         method: &'a str,
-        args: Value,
+        args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> impl Future<Output = Result<Value, Error>> + 'a {
         self.call_payload(method, args, opts).map(|payload| {
@@ -183,18 +183,18 @@ impl Client {
     pub fn call_payload<'a>(
         &'a self,
         method: &'a str,
-        args: Value,
+        args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> impl Future<Output = Result<Payload, Error>> + 'a {
         // Not an `async fn` around `call`: each layer of `async fn` keeps its own copy of
         // the arguments for the whole call, and a caller that spawns or queues the future
         // moves all of it.
-        call(self, method, args, opts, Expect::Value)
+        call(self, method, args.into(), opts, Expect::Value)
     }
 
     /// Calls a method that returns one cap (the client's definition, if any, describes the
     /// returned cap).
-    pub async fn call_cap(&self, method: &str, args: Value) -> Result<Client, Error> {
+    pub async fn call_cap(&self, method: &str, args: impl Into<Outgoing>) -> Result<Client, Error> {
         self.call_cap_with(method, args, CallOptions::default())
             .await
     }
@@ -203,10 +203,10 @@ impl Client {
     pub async fn call_cap_with(
         &self,
         method: &str,
-        args: Value,
+        args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Client, Error> {
-        let value = self.call_caps_value(method, args, opts).await?;
+        let value = self.call_caps_value(method, args.into(), opts).await?;
         let def = self.returned_def(method);
         match value {
             Value::CapRef(id) => Ok(self.adopt(id, def)),
@@ -215,7 +215,11 @@ impl Client {
     }
 
     /// Calls a method that returns an array of caps.
-    pub async fn call_caps(&self, method: &str, args: Value) -> Result<Vec<Client>, Error> {
+    pub async fn call_caps(
+        &self,
+        method: &str,
+        args: impl Into<Outgoing>,
+    ) -> Result<Vec<Client>, Error> {
         self.call_caps_with(method, args, CallOptions::default())
             .await
     }
@@ -224,10 +228,10 @@ impl Client {
     pub async fn call_caps_with(
         &self,
         method: &str,
-        args: Value,
+        args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Vec<Client>, Error> {
-        let value = self.call_caps_value(method, args, opts).await?;
+        let value = self.call_caps_value(method, args.into(), opts).await?;
         let def = self.returned_def(method);
         match value {
             Value::Array(items) if items.iter().all(|v| matches!(v, Value::CapRef(_))) => Ok(items
@@ -248,7 +252,7 @@ impl Client {
     pub async fn call_cap_record(
         &self,
         method: &str,
-        args: Value,
+        args: impl Into<Outgoing>,
     ) -> Result<Vec<(String, Client)>, Error> {
         self.call_cap_record_with(method, args, CallOptions::default())
             .await
@@ -258,10 +262,10 @@ impl Client {
     pub async fn call_cap_record_with(
         &self,
         method: &str,
-        args: Value,
+        args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Vec<(String, Client)>, Error> {
-        let value = self.call_caps_value(method, args, opts).await?;
+        let value = self.call_caps_value(method, args.into(), opts).await?;
         let def = self.returned_def(method);
         match value {
             Value::Record(r) if r.0.iter().all(|(_, v)| matches!(v, Value::CapRef(_))) => Ok(r
@@ -281,7 +285,7 @@ impl Client {
     async fn call_caps_value(
         &self,
         method: &str,
-        args: Value,
+        args: Outgoing,
         opts: CallOptions,
     ) -> Result<Value, Error> {
         let shared = &self.inner.shared;
@@ -299,17 +303,22 @@ impl Client {
 
     /// Opens a stream method. Local failures (closed, revoked, in-flight limit) arrive as
     /// the stream's only item.
-    pub fn stream(&self, method: &str, args: Value) -> ClientStream {
+    pub fn stream(&self, method: &str, args: impl Into<Outgoing>) -> ClientStream {
         self.stream_with(method, args, CallOptions::default())
     }
 
     /// [`stream`](Self::stream) with options: the deadline and context go out in the call's
     /// meta (the server sees them in its [`CallContext`](crate::CallContext)).
-    pub fn stream_with(&self, method: &str, args: Value, opts: CallOptions) -> ClientStream {
+    pub fn stream_with(
+        &self,
+        method: &str,
+        args: impl Into<Outgoing>,
+        opts: CallOptions,
+    ) -> ClientStream {
         let shared = Arc::clone(&self.inner.shared);
         let queue = StreamQueue::new();
         let started = self
-            .prepare(method, args, opts, Expect::Value)
+            .prepare(method, args.into(), opts, Expect::Value)
             .map(|(id, req)| {
                 let command = Command::Stream {
                     id,
@@ -358,7 +367,7 @@ impl Client {
     fn prepare(
         &self,
         method: &str,
-        args: Value,
+        args: Outgoing,
         opts: CallOptions,
         expect: Expect,
     ) -> Result<(CallId, Box<CallRequest>), Error> {
@@ -400,15 +409,7 @@ impl Client {
 
 /// Arguments as a value; `invalid_argument` if they do not serialize (nothing is sent).
 pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Value, Error> {
-    bunite_wire::to_value(args).map_err(args_failed)
-}
-
-/// Arguments that did not serialize: a local `invalid_argument`.
-pub(crate) fn args_failed(e: bunite_wire::SerdeError) -> Error {
-    Error::local(
-        LocalError::Encode,
-        Status::invalid_argument(format!("params: {e}")),
-    )
+    bunite_wire::to_value(args).map_err(Error::args_failed)
 }
 
 /// A result decoded into `R`; `invalid_argument` if it does not fit.
@@ -424,7 +425,7 @@ fn request(
     shared: &Shared,
     cap_id: CapId,
     method: &str,
-    args: Value,
+    args: Outgoing,
     opts: CallOptions,
     expect: Expect,
 ) -> CallRequest {
@@ -486,7 +487,7 @@ impl Drop for CancelOnDrop<'_> {
 pub(crate) fn call<'a>(
     client: &'a Client,
     method: &'a str,
-    args: Value,
+    args: Outgoing,
     opts: CallOptions,
     expect: Expect,
 ) -> Call<'a> {
@@ -516,7 +517,7 @@ enum CallState<'a> {
 struct Start<'a> {
     client: &'a Client,
     method: &'a str,
-    args: Value,
+    args: Outgoing,
     opts: CallOptions,
     expect: Expect,
 }

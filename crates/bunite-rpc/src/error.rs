@@ -129,6 +129,15 @@ impl Error {
         Error::local(LocalError::Closed, Status::connection_closed())
     }
 
+    /// A call's arguments that did not serialize: a local `invalid_argument` (nothing was
+    /// sent).
+    pub(crate) fn args_failed(e: bunite_wire::SerdeError) -> Self {
+        Error::local(
+            LocalError::Encode,
+            Status::invalid_argument(format!("params: {e}")),
+        )
+    }
+
     /// Our own in-flight limit refused the call ([`Status::in_flight_limit`]).
     pub(crate) fn in_flight_limit(max: usize) -> Self {
         Error::local(LocalError::InFlightLimit, Status::in_flight_limit(max))

@@ -84,7 +84,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::Value;
+use bunite_wire::Outgoing;
 use futures::future::{self, Either};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -308,7 +308,7 @@ impl Handle {
     pub fn call<'a, R: DeserializeOwned + 'a>(
         &'a self,
         method: &'a str,
-        args: Result<Value, Error>,
+        args: Result<Outgoing, Error>,
     ) -> impl Future<Output = Result<R, Error>> + 'a {
         match args {
             Ok(args) => Either::Left(
@@ -324,7 +324,7 @@ impl Handle {
     pub async fn call_cap<C: Cap>(
         &self,
         method: &str,
-        args: Result<Value, Error>,
+        args: Result<Outgoing, Error>,
     ) -> Result<C::Client, Error> {
         let client = self
             .client
@@ -337,7 +337,7 @@ impl Handle {
     pub async fn call_caps<C: Cap, V: FromIterator<C::Client>>(
         &self,
         method: &str,
-        args: Result<Value, Error>,
+        args: Result<Outgoing, Error>,
     ) -> Result<V, Error> {
         let clients = self
             .client
@@ -351,7 +351,7 @@ impl Handle {
     pub async fn call_cap_record<C: Cap, M: FromIterator<(String, C::Client)>>(
         &self,
         method: &str,
-        args: Result<Value, Error>,
+        args: Result<Outgoing, Error>,
     ) -> Result<M, Error> {
         let clients = self
             .client
@@ -367,7 +367,7 @@ impl Handle {
     pub fn stream<T: DeserializeOwned>(
         &self,
         method: &str,
-        args: Result<Value, Error>,
+        args: Result<Outgoing, Error>,
     ) -> TypedStream<T> {
         match args {
             Ok(args) => self

@@ -7,11 +7,12 @@ mod common;
 
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::wire::serde_bytes::ByteBuf;
-use bunite_rpc::{cap, Code, Connection, Limits, Status};
+use bunite_rpc::{cap, Code, Connection, Limits, LocalError, Status};
 use common::{assert_clean, assert_remote, pair_with, run_paused};
 use futures::StreamExt;
 use serde::ser::Error as _;
 use serde::{Deserialize, Serialize, Serializer};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Point {
@@ -51,6 +52,12 @@ trait Encoding {
     /// `len` bytes.
     async fn blob(&self, len: u64) -> Result<ByteBuf, Status>;
 
+    /// The number in a `Picky` argument (counted in `UNWRAPPED`).
+    async fn unwrap(&self, p: Picky) -> Result<u64, Status>;
+
+    /// A line's length along x, from a struct argument.
+    async fn width(&self, l: Line) -> Result<i64, Status>;
+
     /// Lines 0..n, then `Picky`s from `from` on: the one at 13 does not serialize.
     #[cap(stream)]
     fn lines(&self, n: i64) -> impl Stream<Item = Result<Line, Status>>;
@@ -77,6 +84,9 @@ fn line(i: i64) -> Line {
 
 struct Imp;
 
+/// Calls of `unwrap` that reached the server.
+static UNWRAPPED: AtomicUsize = AtomicUsize::new(0);
+
 impl Encoding for Imp {
     async fn line(&self, n: i64) -> Result<Line, Status> {
         Ok(line(n))
@@ -88,6 +98,15 @@ impl Encoding for Imp {
 
     async fn blob(&self, len: u64) -> Result<ByteBuf, Status> {
         Ok(ByteBuf::from(vec![0x5a; len as usize]))
+    }
+
+    async fn unwrap(&self, p: Picky) -> Result<u64, Status> {
+        UNWRAPPED.fetch_add(1, Ordering::SeqCst);
+        Ok(p.0)
+    }
+
+    async fn width(&self, l: Line) -> Result<i64, Status> {
+        Ok(l.to.x - l.from.x)
     }
 
     fn lines(&self, n: i64) -> impl Stream<Item = Result<Line, Status>> + Send + 'static {
@@ -198,6 +217,39 @@ fn typed_values_above_the_peer_max_bytes_fail_like_any_other() {
         // Below the limit, and records after the failed frame, still work.
         assert_eq!(c.blob(1000).await.unwrap().len(), 1000);
         assert_eq!(c.line(2).await.unwrap(), line(2));
+        drop(c);
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn typed_args_go_straight_into_the_call_frame_and_one_that_fails_is_never_sent() {
+    run_paused(async {
+        let (server, client, c) = setup(Limits::default().max_bytes).await;
+        // Three times: the first teaches the encoder the struct keys, the rest use them.
+        for n in [2, 3, 4] {
+            assert_eq!(c.width(line(n)).await.unwrap(), line(n).to.x - n);
+        }
+        assert_eq!(c.unwrap(Picky(7)).await.unwrap(), 7);
+        // An argument that refuses to serialize, and one that panics: each fails its own
+        // call here, before anything is sent, and the connection carries on.
+        let e = c.unwrap(Picky(13)).await.unwrap_err();
+        assert_eq!(e.local_kind(), Some(LocalError::Encode), "{e:?}");
+        assert_eq!(
+            (e.code(), e.message()),
+            (Code::InvalidArgument, "params: 13 refused")
+        );
+        let e = c.unwrap(Picky(99)).await.unwrap_err();
+        assert_eq!(e.local_kind(), Some(LocalError::Encode), "{e:?}");
+        assert_eq!(e.message(), "params: the value panicked while serializing");
+        assert_eq!(c.unwrap(Picky(8)).await.unwrap(), 8);
+        assert_eq!(c.width(line(5)).await.unwrap(), line(5).to.x - 5);
+        assert_eq!(
+            UNWRAPPED.load(Ordering::SeqCst),
+            2,
+            "only the calls that serialized"
+        );
+        assert!(!server.is_closed() && !client.is_closed());
         drop(c);
         assert_clean(&[&server, &client]).await;
     });

@@ -37,7 +37,7 @@ impl<T: Types> Session<T> {
         let req = CallRequest {
             cap_id: CapId::BOOTSTRAP,
             method: Text::from_static(BOOTSTRAP_METHOD),
-            args: Value::Record(args),
+            args: Value::Record(args).into(),
             parent: None,
             deadline: None,
             context: Vec::new(),

@@ -6,8 +6,8 @@ use crate::hashing::{Map, Set};
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, Frame, Payload,
-    ResultFrame, Text, Value,
+    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, EncodeError, Frame,
+    Outgoing, Payload, ResultFrame, Text, Value,
 };
 
 use super::output::Output;
@@ -31,7 +31,8 @@ pub(crate) enum Expect {
 pub(crate) struct CallRequest {
     pub cap_id: CapId,
     pub method: Text,
-    pub args: Value,
+    /// Serialized straight into the call frame when it is a typed value.
+    pub args: Outgoing,
     /// The call made inside the handler of this call of the peer (`meta.parentCallId`).
     pub parent: Option<CallId>,
     /// A relative deadline (`meta.deadlineMs`; the call fails at deadline + 500 ms).
@@ -248,17 +249,18 @@ impl<T: Types> Session<T> {
         Ok(())
     }
 
-    /// Encodes the call frame, if it fits the peer's `maxBytes`.
+    /// Encodes the call frame (a typed `args` serialized straight into it), if it fits the
+    /// peer's `maxBytes` and its `args` serialize.
     pub(super) fn send_call(&mut self, id: CallId, req: &mut CallRequest) -> Result<(), Error> {
         let frame = Frame::Call(Call {
             id,
             target: req.cap_id,
             method: std::mem::take(&mut req.method),
-            args: std::mem::take(&mut req.args),
+            args: std::mem::replace(&mut req.args, Outgoing::value(Value::Undefined)),
             meta: req.meta(),
         });
-        self.send_bounded(&frame).map_err(|e| {
-            Error::local(
+        self.send_outgoing(&frame).map_err(|e| match e {
+            EncodeError::TooLarge(e) => Error::local(
                 LocalError::TooLarge,
                 Status::resource_exhausted(
                     format!(
@@ -267,7 +269,8 @@ impl<T: Types> Session<T> {
                     ),
                     reason::MAX_FRAME_BYTES,
                 ),
-            )
+            ),
+            EncodeError::Serialize(e) => Error::args_failed(e),
         })
     }
 

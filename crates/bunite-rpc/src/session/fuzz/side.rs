@@ -48,7 +48,7 @@ impl Config {
     }
 }
 
-/// A typed handler's result.
+/// A typed handler's result, and typed call args.
 #[derive(serde::Serialize)]
 struct TypedReply {
     text: String,
@@ -329,7 +329,7 @@ impl Side {
         CallRequest {
             cap_id,
             method: Text::from_static(method),
-            args: value(input, 0, true),
+            args: value(input, 0, true).into(),
             parent,
             deadline,
             context,
@@ -341,10 +341,18 @@ impl Side {
         let method = METHODS[input.pick(METHODS.len())];
         let mut req = self.request(input, method);
         let id = self.call_id();
-        if id.0 % 8 == 0 {
-            // Every eighth call is large (without reading more input, so that the corpus
-            // keeps its meaning): its message goes out in the session's spare buffers.
-            req.args = Value::Bin(vec![0x5a; 20 * 1024]);
+        // Without reading more input (so that the corpus keeps its meaning): every eighth
+        // call is large, its message sent from the session's spare buffers, and every
+        // eighth but four has typed args, serialized straight into its frame.
+        match id.0 % 8 {
+            0 => req.args = Value::Bin(vec![0x5a; 20 * 1024]).into(),
+            4 => {
+                req.args = bunite_wire::Outgoing::typed(TypedReply {
+                    text: "a".repeat(usize::try_from(id.0 % 300).unwrap_or(0)),
+                    n: id.0,
+                })
+            }
+            _ => {}
         }
         self.awaiting.insert(tag, req.expect == Expect::Caps);
         self.pending.push((id, tag));

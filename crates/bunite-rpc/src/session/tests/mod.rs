@@ -174,7 +174,7 @@ pub(super) fn request(cap: CapId, method: &str, args: Value, expect: Expect) -> 
     CallRequest {
         cap_id: cap,
         method: bunite_wire::Text::copy_from(method),
-        args,
+        args: args.into(),
         parent: None,
         deadline: None,
         context: Vec::new(),

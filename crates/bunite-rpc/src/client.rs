@@ -154,6 +154,11 @@ impl Client {
     }
 
     /// Calls `method` with a raw value.
+    ///
+    /// `args` is a [`Value`], or any [`Outgoing`]: `Outgoing::typed(x)` serializes `x`
+    /// straight into the call frame (no `Value` tree in between); if it does not serialize,
+    /// the call fails here with `invalid_argument` "params: …" and nothing is sent. The same
+    /// holds for every call and stream method of `Client`.
     pub fn call_value<'a>(
         &'a self,
         method: &'a str,

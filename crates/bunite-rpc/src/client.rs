@@ -339,12 +339,6 @@ impl Client {
         }
     }
 
-    /// A stream that fails at once with `error`, sending nothing (for a stream whose args
-    /// could not be encoded).
-    pub(crate) fn failed_stream(&self, error: Error) -> ClientStream {
-        ClientStream::failed(Arc::clone(&self.inner.shared), error)
-    }
-
     /// Releases this reference now (a `drop` frame). Clones can no longer call.
     pub fn release(self) {
         self.inner.release();

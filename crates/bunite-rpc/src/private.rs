@@ -35,16 +35,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The `args` of a method without params: undefined.
-pub fn no_params() -> Result<Outgoing, Error> {
-    Ok(Outgoing::value(Value::Undefined))
+pub fn no_params() -> Outgoing {
+    Outgoing::value(Value::Undefined)
 }
 
 /// The `args` of a call: its one params value, serialized straight into the call frame when
 /// the connection writes it (nothing is sent if it does not serialize: the call fails with
 /// `invalid_argument` "params: …"). Taken by value, so a `String`'s or a `ByteBuf`'s buffer
 /// is moved, not copied.
-pub fn encode_params<T: Serialize + Send + 'static>(params: T) -> Result<Outgoing, Error> {
-    Ok(Outgoing::typed(params))
+pub fn encode_params<T: Serialize + Send + 'static>(params: T) -> Outgoing {
+    Outgoing::typed(params)
 }
 
 /// Decodes a call's `args` straight into the method's params type: `invalid_argument` if

@@ -85,7 +85,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bunite_wire::Outgoing;
-use futures::future::{self, Either};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -308,27 +307,18 @@ impl Handle {
     pub fn call<'a, R: DeserializeOwned + 'a>(
         &'a self,
         method: &'a str,
-        args: Result<Outgoing, Error>,
+        args: Outgoing,
     ) -> impl Future<Output = Result<R, Error>> + 'a {
-        match args {
-            Ok(args) => Either::Left(
-                self.client
-                    .call_payload(method, args, self.call_options())
-                    .map(|payload| decode_result(&payload?)),
-            ),
-            Err(e) => Either::Right(future::ready(Err(e))),
-        }
+        self.client
+            .call_payload(method, args, self.call_options())
+            .map(|payload| decode_result(&payload?))
     }
 
     /// Calls a method returning one cap `C`.
-    pub async fn call_cap<C: Cap>(
-        &self,
-        method: &str,
-        args: Result<Outgoing, Error>,
-    ) -> Result<C::Client, Error> {
+    pub async fn call_cap<C: Cap>(&self, method: &str, args: Outgoing) -> Result<C::Client, Error> {
         let client = self
             .client
-            .call_cap_with(method, args?, self.call_options())
+            .call_cap_with(method, args, self.call_options())
             .await?;
         Ok(C::client(client))
     }
@@ -337,11 +327,11 @@ impl Handle {
     pub async fn call_caps<C: Cap, V: FromIterator<C::Client>>(
         &self,
         method: &str,
-        args: Result<Outgoing, Error>,
+        args: Outgoing,
     ) -> Result<V, Error> {
         let clients = self
             .client
-            .call_caps_with(method, args?, self.call_options())
+            .call_caps_with(method, args, self.call_options())
             .await?;
         Ok(clients.into_iter().map(C::client).collect())
     }
@@ -351,11 +341,11 @@ impl Handle {
     pub async fn call_cap_record<C: Cap, M: FromIterator<(String, C::Client)>>(
         &self,
         method: &str,
-        args: Result<Outgoing, Error>,
+        args: Outgoing,
     ) -> Result<M, Error> {
         let clients = self
             .client
-            .call_cap_record_with(method, args?, self.call_options())
+            .call_cap_record_with(method, args, self.call_options())
             .await?;
         Ok(clients
             .into_iter()
@@ -363,19 +353,11 @@ impl Handle {
             .collect())
     }
 
-    /// Opens a stream method; an `Err` args value fails the stream at once.
-    pub fn stream<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: Result<Outgoing, Error>,
-    ) -> TypedStream<T> {
-        match args {
-            Ok(args) => self
-                .client
-                .stream_with(method, args, self.call_options())
-                .typed(),
-            Err(error) => self.client.failed_stream(error).typed(),
-        }
+    /// Opens a stream method.
+    pub fn stream<T: DeserializeOwned>(&self, method: &str, args: Outgoing) -> TypedStream<T> {
+        self.client
+            .stream_with(method, args, self.call_options())
+            .typed()
     }
 
     /// Releases the reference now.

@@ -52,11 +52,15 @@ trait Encoding {
     /// `len` bytes.
     async fn blob(&self, len: u64) -> Result<ByteBuf, Status>;
 
-    /// The number in a `Picky` argument (counted in `UNWRAPPED`).
+    /// The number in a `Picky` argument (counted in `UNWRAPPED`, as `unwraps` is).
     async fn unwrap(&self, p: Picky) -> Result<u64, Status>;
 
     /// A line's length along x, from a struct argument.
     async fn width(&self, l: Line) -> Result<i64, Status>;
+
+    /// The number in a `Picky` argument, once (counted in `UNWRAPPED`).
+    #[cap(stream)]
+    fn unwraps(&self, p: Picky) -> impl Stream<Item = Result<u64, Status>>;
 
     /// Lines 0..n, then `Picky`s from `from` on: the one at 13 does not serialize.
     #[cap(stream)]
@@ -84,7 +88,7 @@ fn line(i: i64) -> Line {
 
 struct Imp;
 
-/// Calls of `unwrap` that reached the server.
+/// Calls of `unwrap` and `unwraps` that reached the server.
 static UNWRAPPED: AtomicUsize = AtomicUsize::new(0);
 
 impl Encoding for Imp {
@@ -107,6 +111,11 @@ impl Encoding for Imp {
 
     async fn width(&self, l: Line) -> Result<i64, Status> {
         Ok(l.to.x - l.from.x)
+    }
+
+    fn unwraps(&self, p: Picky) -> impl Stream<Item = Result<u64, Status>> + Send + 'static {
+        UNWRAPPED.fetch_add(1, Ordering::SeqCst);
+        futures::stream::iter([Ok(p.0)])
     }
 
     fn lines(&self, n: i64) -> impl Stream<Item = Result<Line, Status>> + Send + 'static {
@@ -243,10 +252,19 @@ fn typed_args_go_straight_into_the_call_frame_and_one_that_fails_is_never_sent()
         assert_eq!(e.local_kind(), Some(LocalError::Encode), "{e:?}");
         assert_eq!(e.message(), "params: the value panicked while serializing");
         assert_eq!(c.unwrap(Picky(8)).await.unwrap(), 8);
+        // The same for a stream's arguments: the stream ends with the error at once.
+        let items: Vec<_> = c.unwraps(Picky(13)).collect().await;
+        let [Err(e)] = &items[..] else {
+            panic!("expected one error, got {items:?}");
+        };
+        assert_eq!(e.local_kind(), Some(LocalError::Encode), "{e:?}");
+        assert_eq!(e.message(), "params: 13 refused");
+        let items: Vec<_> = c.unwraps(Picky(9)).collect().await;
+        assert!(matches!(&items[..], [Ok(9)]), "{items:?}");
         assert_eq!(c.width(line(5)).await.unwrap(), line(5).to.x - 5);
         assert_eq!(
             UNWRAPPED.load(Ordering::SeqCst),
-            2,
+            3,
             "only the calls that serialized"
         );
         assert!(!server.is_closed() && !client.is_closed());

@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory::{self, MemoryTransport};
+use bunite_rpc::transport::Transport;
 use bunite_rpc::wire::{
     Call, CallId, CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Hello, ResultFrame,
     WireStatus,
@@ -295,9 +296,18 @@ impl RawPeer {
     /// already read the connection's hello and sent its own. The connection is tracked, but
     /// not held clean before its close: the raw peer keeps the references it took.
     pub async fn connect(builder: ConnectionBuilder) -> (Connection, RawPeer) {
+        Self::connect_through(builder, |t| t).await
+    }
+
+    /// [`RawPeer::connect`] with the connection's end of the pair wrapped by `wrap` (a
+    /// transport that records what the connection does with it).
+    pub async fn connect_through<T: Transport>(
+        builder: ConnectionBuilder,
+        wrap: impl FnOnce(MemoryTransport) -> T,
+    ) -> (Connection, RawPeer) {
         in_run();
         let (a, b) = memory::pair();
-        let conn = builder.connect(a);
+        let conn = builder.connect(wrap(a));
         register(&conn, false);
         let mut raw = RawPeer {
             t: b,

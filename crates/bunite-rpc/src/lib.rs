@@ -252,8 +252,8 @@ pub mod fuzzing {
 pub use attestation::{Attestation, TrustLevel};
 pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{
-    self as wire, from_value, to_value, CallId, CapId, CapRef, Outgoing, Payload, Record, Text,
-    Value,
+    self as wire, from_value, to_value, Blob, CallId, CapId, CapRef, Outgoing, Payload, Record,
+    Text, Value,
 };
 pub use client::{CallOptions, Client};
 pub use client_stream::{ClientStream, TypedStream};

@@ -47,8 +47,9 @@
 //! - `None` goes out as undefined, which ts-rs cannot say: it writes `Option<T>` as
 //!   `T | null`. Give optional fields `#[serde(skip_serializing_if = "Option::is_none")]`
 //!   and `#[ts(optional)]` (`field?: T`), as the interop caps do.
-//! - Binary (`serde_bytes::ByteBuf`) arrives as a `Uint8Array`: `#[ts(type = "Uint8Array")]`
-//!   on the field, or a newtype around it.
+//! - Binary arrives as a `Uint8Array`: [`Blob`](crate::Blob) is one already; for
+//!   `serde_bytes::ByteBuf` write `#[ts(type = "Uint8Array")]` on the field, or a newtype
+//!   around it.
 //! - `bunite_rpc::Value` is `unknown`.
 //!
 //! A params argument spelled `Option<P>` makes the argument optional in TypeScript; caps a

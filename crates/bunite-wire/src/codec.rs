@@ -294,6 +294,7 @@ impl Decoder {
         }
         let mut cx = Ctx {
             cur: Cursor::new(bytes),
+            owner: None,
             slots: &mut self.slots,
             meter: Meter::new(self.limits.decode_budget(bytes.len())),
             max_depth: self.limits.max_depth,

@@ -89,6 +89,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod blob;
 pub mod codec;
 pub mod frame;
 mod frame_codec;
@@ -103,6 +104,7 @@ pub mod text;
 mod typescript;
 pub mod value;
 
+pub use blob::Blob;
 pub use codec::{DecodeError, Decoder, EncodeError, Encoder, FrameDecodeError, TooLarge};
 pub use frame::{
     Call, CallMeta, Cancel, CapRevoked, DropEntry, DropFrame, Frame, FrameError, Goaway, Hello,

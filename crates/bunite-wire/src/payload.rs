@@ -129,6 +129,7 @@ impl Payload {
                 let mut slots = Arc::clone(&w.slots);
                 let cx = Ctx {
                     cur: Cursor::new(&w.bytes),
+                    owner: Some(&w.bytes),
                     slots: &mut slots,
                     meter: Meter::new(w.budget),
                     max_depth: w.max_depth,
@@ -177,6 +178,7 @@ impl Wire {
         let mut slots = Arc::clone(&self.slots);
         let mut cx = Ctx {
             cur: Cursor::new(&self.bytes),
+            owner: None,
             slots: &mut slots,
             meter: Meter::new(limit),
             max_depth: self.max_depth,

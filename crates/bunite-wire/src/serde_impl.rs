@@ -9,7 +9,7 @@
 //! | `None`, `()`, unit struct | `Undefined` |
 //! | `Some(x)`, newtype struct | `x` |
 //! | sequence, tuple, tuple struct | `Array` |
-//! | bytes (`serde_bytes`) | `Bin` |
+//! | bytes (`serde_bytes`, [`Blob`](crate::Blob)) | `Bin` |
 //! | unit variant | `Str(name)` |
 //! | newtype / tuple / struct variant | `{Variant: payload}` (serde's external tagging) |
 //! | integers | `Int`, or `UInt` above `i64::MAX`; 128-bit integers when they fit |
@@ -44,7 +44,7 @@ mod key;
 mod raw_access;
 pub(crate) mod raw_de;
 mod ser;
-mod stash;
+pub(crate) mod stash;
 #[cfg(test)]
 mod tests;
 mod value_impl;
@@ -63,6 +63,8 @@ pub use ser::ValueSerializer;
 /// Private newtype names (see the module docs).
 pub(crate) mod magic {
     pub(crate) const VALUE: &str = "$bunite::private::Value";
+    /// [`crate::Blob`]: shared with the received message where it can be.
+    pub(crate) const BLOB: &str = "$bunite::private::Blob";
     pub(crate) const CAPREF: &str = "$bunite::private::CapRef";
     pub(crate) const NULL: &str = "$bunite::private::Null";
     pub(crate) const MAP: &str = "$bunite::private::Map";

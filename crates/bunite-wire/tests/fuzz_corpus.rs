@@ -9,7 +9,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use bunite_wire::{to_value, CallId, CapId, CapRef, Encoder, Frame, ResultFrame, Value};
+use bunite_wire::{to_value, Blob, CallId, CapId, CapRef, Encoder, Frame, ResultFrame, Value};
 use support::codec_checks::{self, Kind, Loose, Nested, Tagged, RESULT_PREFIX};
 
 /// `fuzz/corpus/<target>`, or `$BUNITE_FUZZ_CORPUS/<target>` to replay a fuzzer's working
@@ -88,6 +88,7 @@ fn sample(depth: u32) -> Nested {
         children: (0..depth.min(2)).map(sample).collect(),
         by_id: [(1, Tagged::P { n: -3 }), (7, Tagged::Q)].into(),
         blob: vec![0, 255],
+        shared: Some(Blob::from(vec![9, 8, 7])),
         cap: Some(CapRef(CapId(3))),
         extra: Some(Value::Array(vec![Value::Undefined, Value::Null])),
         loose: vec![

@@ -94,6 +94,7 @@ impl<'a, 's> Reader<'a, 's> {
         Reader {
             cx: Ctx {
                 cur: Cursor::new(msg),
+                owner: None,
                 slots,
                 meter: Meter::new(limits.decode_budget(msg.len())),
                 max_depth: limits.max_depth,

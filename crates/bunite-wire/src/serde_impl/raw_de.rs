@@ -26,7 +26,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, Error as _, Unexpected,
 
 use super::de::{byte_sized, typed_iter, visit_integral, ValueDeserializer};
 use super::raw_access::{EnumRaw, MapRaw, RecordRaw, SeqRaw, ValuesRaw};
-use super::{magic, SerdeError};
+use super::{magic, stash, SerdeError};
 use crate::codec::budget;
 use crate::codec::cursor::{Ctx, Head};
 use crate::codec::decode::from_head;
@@ -311,6 +311,23 @@ impl<'de> de::Deserializer<'de> for Raw<'_, '_, '_> {
                 // A number is never a capability, whatever a peer claims.
                 other => Err(SerdeError::invalid_type(unexpected(&other), &visitor)),
             },
+            // A long `Blob`: a slice of the received message, charged as the copy it
+            // replaces would be. Anything else reads as bytes do (below).
+            magic::BLOB if self.cx.owner.is_some() => {
+                let start = self.cx.cur.pos();
+                if let (Some(owner), Head::Bin(b) | Head::Typed(_, b)) =
+                    (self.cx.owner, self.head()?)
+                {
+                    if b.len() >= crate::Blob::SHARE_MIN {
+                        charge(self.cx, budget::heap(b.len()))?;
+                        stash::put_bytes(owner.slice_ref(b));
+                        return visitor.visit_str(stash::BYTES_TAG);
+                    }
+                }
+                self.cx.cur.rewind(start);
+                let depth = self.depth;
+                read_one(self.cx, depth, NewtypeSeed(visitor))
+            }
             _ => {
                 let depth = self.depth;
                 read_one(self.cx, depth, NewtypeSeed(visitor))

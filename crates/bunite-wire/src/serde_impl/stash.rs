@@ -29,3 +29,22 @@ pub(crate) fn put(v: Value) {
 pub(crate) fn take() -> Option<Value> {
     STASH.with(Cell::take)
 }
+
+/// The string our payload deserializer visits to say "take the stashed bytes": how a
+/// [`Blob`](crate::Blob) gets a slice of the received message instead of a copy. (A string
+/// from anywhere else finds nothing stashed and is refused.)
+pub(crate) const BYTES_TAG: &str = "$bunite::private::StashedBytes";
+
+thread_local! {
+    static BYTES: Cell<Option<bytes::Bytes>> = const { Cell::new(None) };
+}
+
+/// Hands `b` over to the next [`take_bytes`] on this thread.
+pub(crate) fn put_bytes(b: bytes::Bytes) {
+    BYTES.with(|s| s.set(Some(b)));
+}
+
+/// The bytes handed over by [`put_bytes`].
+pub(crate) fn take_bytes() -> Option<bytes::Bytes> {
+    BYTES.with(Cell::take)
+}

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use bunite_wire::{
-    from_value, CapId, CapRef, DecodeLimits, Decoder, Frame, Payload, ResultFrame, StreamEvent,
-    Value,
+    from_value, Blob, CapId, CapRef, DecodeLimits, Decoder, Frame, Payload, ResultFrame,
+    StreamEvent, Value,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -116,7 +116,8 @@ pub const RESULT_PREFIX: &[u8] = &[
 ];
 
 /// A nested type for serde from arbitrary bytes: structs, enums of each tagging style, maps
-/// with string and integer keys, options, vectors, bytes, CapRefs and raw `Value`s.
+/// with string and integer keys, options, vectors, bytes (and `Blob`s), CapRefs and raw
+/// `Value`s.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Nested {
     pub id: Option<u32>,
@@ -130,6 +131,9 @@ pub struct Nested {
     pub by_id: BTreeMap<u32, Tagged>,
     #[serde(default, with = "serde_bytes")]
     pub blob: Vec<u8>,
+    /// Read as a slice of the message when long enough (`Blob::SHARE_MIN`).
+    #[serde(default)]
+    pub shared: Option<Blob>,
     pub cap: Option<CapRef>,
     pub extra: Option<Value>,
     #[serde(default)]
@@ -197,4 +201,6 @@ pub fn serde_nested(data: &[u8]) {
     agree::<BTreeMap<String, Loose>>(&p, &v);
     agree::<Vec<Tagged>>(&p, &v);
     agree::<(u8, Option<String>, Vec<CapRef>)>(&p, &v);
+    agree::<Vec<Blob>>(&p, &v);
+    agree::<Option<Blob>>(&p, &v);
 }

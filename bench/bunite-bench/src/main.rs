@@ -1,7 +1,8 @@
 //! bunite-rpc peer, through the typed API (`#[cap]`), over the in-memory pair (`mem`),
 //! length-prefixed TCP (`tcp`) and WebSocket (`ws`).
 //!
-//! The cap is `bench.rpc`: `add({a, b})`, `echo(bytes)`, and the stream `ticks({n})` of `{i}`
+//! The cap is `bench.rpc`: `add({a, b})`, `echo(bytes)` (a `Blob` each way: a long one
+//! arrives as a slice of its message, not a copy), and the stream `ticks({n})` of `{i}`
 //! with the default initial credit (32). With `BUNITE_W4_WINDOW=1024` in the environment, W4
 //! uses `wide_ticks` instead, the same stream with an initial credit of 1,024 (the most the
 //! protocol allows), to measure the stream path rather than the credit round trip. Two more
@@ -14,8 +15,7 @@ use benchkit::{Ctx, W3_CONNS, Window};
 use bunite_rpc::transport::byte_stream::{ByteStream, tcp_connect};
 use bunite_rpc::transport::{Transport, memory, ws};
 use bunite_rpc::typed::Stream;
-use bunite_rpc::wire::serde_bytes::ByteBuf;
-use bunite_rpc::{Connection, Status, cap};
+use bunite_rpc::{Blob, Connection, Status, cap};
 use futures::StreamExt;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,7 @@ pub struct Tick {
 pub trait Bench {
     async fn add(&self, args: AddArgs) -> Result<u64, Status>;
 
-    async fn echo(&self, data: ByteBuf) -> Result<ByteBuf, Status>;
+    async fn echo(&self, data: Blob) -> Result<Blob, Status>;
 
     #[cap(stream)]
     fn ticks(&self, args: TicksArgs) -> impl Stream<Item = Result<Tick, Status>> + Send + 'static;
@@ -59,7 +59,7 @@ impl Bench for Server {
         Ok(args.a + args.b)
     }
 
-    async fn echo(&self, data: ByteBuf) -> Result<ByteBuf, Status> {
+    async fn echo(&self, data: Blob) -> Result<Blob, Status> {
         Ok(data)
     }
 
@@ -181,7 +181,7 @@ async fn run(ctx: &Ctx, arg: Option<String>) {
         got
     })
     .await;
-    let echo = async |p: &[u8]| c.echo(ByteBuf::from(p)).await.expect("rpc").len();
+    let echo = async |p: &[u8]| c.echo(Blob::copy_from_slice(p)).await.expect("rpc").len();
     benchkit::w5_seq(ctx, echo).await;
     benchkit::w5_pipe(ctx, echo).await;
 }

@@ -32,7 +32,8 @@ pub(crate) fn take() -> Option<Value> {
 
 /// The string our payload deserializer visits to say "take the stashed bytes": how a
 /// [`Blob`](crate::Blob) gets a slice of the received message instead of a copy. (A string
-/// from anywhere else finds nothing stashed and is refused.)
+/// from anywhere else finds nothing stashed and reads as its UTF-8 bytes, as for a
+/// `ByteBuf`; a peer's string never reaches this word, it is not `bin`.)
 pub(crate) const BYTES_TAG: &str = "$bunite::private::StashedBytes";
 
 thread_local! {

@@ -54,6 +54,37 @@ mod v2 {
     }
 }
 
+mod files {
+    use bunite_rpc::{cap, Blob, Status};
+
+    /// A file to store: binary inside a type.
+    #[derive(serde::Serialize, serde::Deserialize, ts_rs::TS)]
+    pub struct Upload {
+        pub name: String,
+        pub data: Blob,
+    }
+
+    /// Binary in and out.
+    #[cap(name = "demo.Files")]
+    pub trait Files {
+        /// Stores a file, answers its bytes.
+        async fn put(&self, upload: Upload) -> Result<Blob, Status>;
+    }
+}
+
+#[test]
+fn a_blob_is_a_uint8_array_alone_and_inside_a_type() {
+    let ts = Bindings::new().cap::<files::FilesCap>().render().unwrap();
+    assert!(
+        ts.contains("put(args: Upload, options?: CallOptions): Promise<Uint8Array>;"),
+        "{ts}"
+    );
+    assert!(
+        ts.contains("export type Upload = { name: string, data: Uint8Array, };"),
+        "{ts}"
+    );
+}
+
 /// A call site written against v1.
 const CALL_SITE: &str = r#"
 import type { Connection } from "CLIENT";

@@ -22,9 +22,9 @@ use crate::serde_impl::{magic, stash};
 /// Sharing has the cost every zero-copy decoder has: the buffer the message arrived in
 /// stays allocated while any `Blob` sharing it lives, and that buffer may hold other
 /// messages too (over a byte stream, up to a few hundred KiB read at once). A handler that
-/// keeps small parts of many messages for long should keep copies
-/// ([`Blob::detached`]). Smaller blobs are always copied, so a short value never pins a
-/// large buffer.
+/// keeps many blobs for long should keep copies ([`Blob::detached`]), each holding only its
+/// own bytes. Blobs shorter than [`Blob::SHARE_MIN`] are always copied, so a short value
+/// never pins a large buffer.
 ///
 /// ```
 /// use bunite_wire::{Blob, Payload, Value};

@@ -8,32 +8,26 @@ use ts_rs::{Config, TS};
 
 use crate::{Blob, Value};
 
-/// Binary data is a `Uint8Array` in the web client.
-impl TS for Blob {
-    type WithoutGenerics = Self;
-    type OptionInnerType = Self;
+/// `impl TS` for a type whose TypeScript form is a built-in type (nothing to declare).
+macro_rules! builtin {
+    ($t:ty, $ts:literal) => {
+        impl TS for $t {
+            type WithoutGenerics = Self;
+            type OptionInnerType = Self;
 
-    fn name(_: &Config) -> String {
-        "Uint8Array".to_owned()
-    }
+            fn name(_: &Config) -> String {
+                $ts.to_owned()
+            }
 
-    fn inline(cfg: &Config) -> String {
-        Self::name(cfg)
-    }
+            fn inline(cfg: &Config) -> String {
+                Self::name(cfg)
+            }
+        }
+    };
 }
 
-impl TS for Value {
-    type WithoutGenerics = Self;
-    type OptionInnerType = Self;
-
-    fn name(_: &Config) -> String {
-        "unknown".to_owned()
-    }
-
-    fn inline(cfg: &Config) -> String {
-        Self::name(cfg)
-    }
-}
+builtin!(Value, "unknown");
+builtin!(Blob, "Uint8Array");
 
 #[cfg(test)]
 mod tests {

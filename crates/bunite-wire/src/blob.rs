@@ -15,16 +15,18 @@ use crate::serde_impl::{magic, stash};
 /// `ByteBuf` reads. The difference is on receipt: read from a received payload
 /// ([`Payload::deserialize`](crate::Payload::deserialize), which is how typed handlers get
 /// their arguments and typed clients their results), a `Blob` of at least
-/// [`Blob::SHARE_MIN`] bytes is a slice of the message's own buffer instead of a copy of
-/// it. A 64 KiB echo then copies the payload twice fewer times (out of the server's
-/// arguments and out of the client's result).
+/// [`Blob::SHARE_MIN`] bytes that is at least half of its message is a slice of the
+/// message's own buffer instead of a copy of it. A 64 KiB echo then copies the payload
+/// twice fewer times (out of the server's arguments and out of the client's result).
 ///
 /// Sharing has the cost every zero-copy decoder has: the buffer the message arrived in
 /// stays allocated while any `Blob` sharing it lives, and that buffer may hold other
 /// messages too (over a byte stream, up to a few hundred KiB read at once). A handler that
 /// keeps many blobs for long should keep copies ([`Blob::detached`]), each holding only its
-/// own bytes. Blobs shorter than [`Blob::SHARE_MIN`] are always copied, so a short value
-/// never pins a large buffer.
+/// own bytes. Other blobs are always copied: a short one, so that a short value never pins
+/// a large buffer, and one that is less than half of its message, so that a peer cannot
+/// make a small kept blob hold a large message (a 16 KiB blob beside 64 MiB of other
+/// fields holds 16 KiB).
 ///
 /// ```
 /// use bunite_wire::{Blob, Payload, Value};
@@ -37,8 +39,8 @@ use crate::serde_impl::{magic, stash};
 pub struct Blob(Bytes);
 
 impl Blob {
-    /// The smallest blob read from a received payload that shares the message's buffer;
-    /// shorter ones are copied.
+    /// The smallest blob read from a received payload that shares the message's buffer
+    /// (if it is also at least half of the message); shorter ones are copied.
     pub const SHARE_MIN: usize = 16 * 1024;
 
     /// A blob of these bytes.

@@ -54,6 +54,9 @@ struct Wire {
     budget: usize,
     /// What materializing the payload as a `Value` costs, as the frame check measured it.
     cost: usize,
+    /// The length of the whole message the payload is part of: a [`crate::Blob`] shares
+    /// the message's buffer only when it is at least half of it.
+    message: usize,
 }
 
 impl Payload {
@@ -78,6 +81,7 @@ impl Payload {
         max_depth: usize,
         budget: usize,
         cost: usize,
+        message: usize,
     ) -> Payload {
         Payload(Inner::Wire(Wire {
             bytes,
@@ -86,6 +90,7 @@ impl Payload {
             max_depth,
             budget,
             cost,
+            message,
         }))
     }
 
@@ -129,7 +134,7 @@ impl Payload {
                 let mut slots = Arc::clone(&w.slots);
                 let cx = Ctx {
                     cur: Cursor::new(&w.bytes),
-                    owner: Some(&w.bytes),
+                    owner: Some((&w.bytes, w.message)),
                     slots: &mut slots,
                     meter: Meter::new(w.budget),
                     max_depth: w.max_depth,

@@ -62,6 +62,23 @@ fn a_short_blob_is_a_copy() {
     );
 }
 
+#[test]
+fn a_blob_that_is_a_small_part_of_its_message_is_a_copy() {
+    // A kept blob must not hold a message many times its size: beside 60 KB of other
+    // data a 20 KB blob is copied; beside 10 KB it is shared.
+    for (other, shared) in [(60_000, false), (10_000, true)] {
+        let data = pattern(20_000);
+        let value = Value::Array(vec![
+            Value::Bin(data.clone()),
+            Value::Str("x".repeat(other)),
+        ]);
+        let (msg, payload) = received(value);
+        let (blob, _): (Blob, String) = payload.deserialize().unwrap();
+        assert_eq!(&blob[..], &data[..]);
+        assert_eq!(inside(&blob, &msg), shared, "beside {other} bytes");
+    }
+}
+
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Upload {
     name: String,

@@ -373,8 +373,8 @@ fn timestamp(data: &[u8]) -> Res<Timestamp> {
 pub(crate) struct Ctx<'a, 's> {
     pub(crate) cur: Cursor<'a>,
     /// The buffer `cur` reads, when it is a received payload's: what a
-    /// [`Blob`](crate::Blob) is sliced from.
-    pub(crate) owner: Option<&'a bytes::Bytes>,
+    /// [`Blob`](crate::Blob) is sliced from; and the length of the whole message.
+    pub(crate) owner: Option<(&'a bytes::Bytes, usize)>,
     pub(crate) slots: &'s mut Arc<SlotTable>,
     pub(crate) meter: Meter,
     pub(crate) max_depth: usize,

@@ -232,6 +232,7 @@ impl<'a, 's> Reader<'a, 's> {
             self.cx.max_depth,
             self.cx.meter.limit(),
             self.cx.meter.spent() - spent,
+            self.msg.len(),
         ))
     }
 

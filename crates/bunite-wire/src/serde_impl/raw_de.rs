@@ -311,14 +311,16 @@ impl<'de> de::Deserializer<'de> for Raw<'_, '_, '_> {
                 // A number is never a capability, whatever a peer claims.
                 other => Err(SerdeError::invalid_type(unexpected(&other), &visitor)),
             },
-            // A long `Blob`: a slice of the received message, charged as the copy it
-            // replaces would be. Anything else reads as bytes do (below).
+            // A `Blob` that is long and at least half of its message: a slice of the received
+            // message, charged as the copy it replaces would be (a short one, or one beside
+            // much else, would keep a buffer far larger than itself). Anything else reads as
+            // bytes do (below).
             magic::BLOB if self.cx.owner.is_some() => {
                 let start = self.cx.cur.pos();
-                if let (Some(owner), Head::Bin(b) | Head::Typed(_, b)) =
+                if let (Some((owner, message)), Head::Bin(b) | Head::Typed(_, b)) =
                     (self.cx.owner, self.head()?)
                 {
-                    if b.len() >= crate::Blob::SHARE_MIN {
+                    if b.len() >= crate::Blob::SHARE_MIN && b.len().saturating_mul(2) >= message {
                         charge(self.cx, budget::heap(b.len()))?;
                         stash::put_bytes(owner.slice_ref(b));
                         return visitor.visit_str(stash::BYTES_TAG);

@@ -106,6 +106,25 @@ impl<'a> Raw<'_, 'a, '_> {
         self.cx.cur.head().map_err(decode_err)
     }
 
+    /// The bytes here as a slice of the received message, for a `Blob`: only when they are
+    /// at least `Blob::SHARE_MIN` long and at least half of the message (a short blob, or
+    /// one beside much else, would keep a buffer far larger than itself), charged as the
+    /// copy they replace. Otherwise `None`, and the cursor is where it was.
+    fn shared_blob(&mut self) -> Res<Option<bytes::Bytes>> {
+        let Some((owner, message)) = self.cx.owner else {
+            return Ok(None);
+        };
+        let start = self.cx.cur.pos();
+        if let Head::Bin(b) | Head::Typed(_, b) = self.head()? {
+            if b.len() >= crate::Blob::SHARE_MIN && b.len().saturating_mul(2) >= message {
+                charge(self.cx, budget::heap(b.len()))?;
+                return Ok(Some(owner.slice_ref(b)));
+            }
+        }
+        self.cx.cur.rewind(start);
+        Ok(None)
+    }
+
     /// Builds the value whose header was just read and hands it to `ValueDeserializer`.
     fn built(&mut self, head: Head<'_>) -> Res<ValueDeserializer> {
         from_head(self.cx, head, self.depth)
@@ -298,6 +317,13 @@ impl<'de> de::Deserializer<'de> for Raw<'_, '_, '_> {
         name: &'static str,
         visitor: V,
     ) -> Res<V::Value> {
+        if name == magic::BLOB {
+            if let Some(shared) = self.shared_blob()? {
+                stash::put_bytes(shared);
+                return visitor.visit_str(stash::BYTES_TAG);
+            }
+            // Any other `Blob` reads as bytes do (below).
+        }
         match name {
             // `Value` itself: built with shared keys and handed over whole.
             magic::VALUE => {
@@ -311,25 +337,6 @@ impl<'de> de::Deserializer<'de> for Raw<'_, '_, '_> {
                 // A number is never a capability, whatever a peer claims.
                 other => Err(SerdeError::invalid_type(unexpected(&other), &visitor)),
             },
-            // A `Blob` that is long and at least half of its message: a slice of the received
-            // message, charged as the copy it replaces would be (a short one, or one beside
-            // much else, would keep a buffer far larger than itself). Anything else reads as
-            // bytes do (below).
-            magic::BLOB if self.cx.owner.is_some() => {
-                let start = self.cx.cur.pos();
-                if let (Some((owner, message)), Head::Bin(b) | Head::Typed(_, b)) =
-                    (self.cx.owner, self.head()?)
-                {
-                    if b.len() >= crate::Blob::SHARE_MIN && b.len().saturating_mul(2) >= message {
-                        charge(self.cx, budget::heap(b.len()))?;
-                        stash::put_bytes(owner.slice_ref(b));
-                        return visitor.visit_str(stash::BYTES_TAG);
-                    }
-                }
-                self.cx.cur.rewind(start);
-                let depth = self.depth;
-                read_one(self.cx, depth, NewtypeSeed(visitor))
-            }
             _ => {
                 let depth = self.depth;
                 read_one(self.cx, depth, NewtypeSeed(visitor))

@@ -56,6 +56,24 @@ async fn a_counter_over_tcp() {
     exercise_counter(&server, &client).await;
 }
 
+/// The module's name before the rename still names the same transport: the comparison
+/// harness's own adapter (`../shared/bench/peers/bunite-bench`) imports it from there, with
+/// the feature `stream`.
+#[tokio::test]
+#[allow(deprecated)]
+async fn the_old_module_name_still_connects_over_tcp() {
+    use bunite_rpc::transport::stream;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    let transport: byte_stream::TcpTransport = stream::tcp_connect(addr).await.unwrap();
+    let client = Connection::new(transport);
+    let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+    let server = Connection::new(stream::ByteStream::tcp(socket));
+    serve_counter(&server).await;
+    exercise_counter(&server, &client).await;
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn a_counter_over_a_unix_socket() {

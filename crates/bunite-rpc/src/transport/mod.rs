@@ -47,6 +47,15 @@ pub mod budget;
 pub mod byte_stream;
 #[cfg(feature = "ws")]
 mod listen;
+/// [`byte_stream`] under its name before the rename (issue 9: three modules were named for
+/// streams). Kept, hidden and deprecated, so that code written against it (the comparison
+/// harness's own adapter among it) still builds; new code uses [`byte_stream`].
+#[cfg(feature = "byte-stream")]
+#[deprecated(note = "renamed to `bunite_rpc::transport::byte_stream`")]
+#[doc(hidden)]
+pub mod stream {
+    pub use super::byte_stream::*;
+}
 pub mod memory;
 #[cfg(feature = "sealed")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sealed")))]

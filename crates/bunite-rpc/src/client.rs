@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::client_stream::{ClientStream, StreamQueue};
-use crate::connection::{Command, Connection, Shared};
+use crate::connection::{spans_wanted, Command, Connection, Shared};
 use crate::context::CallScope;
 use crate::error::{Error, LocalError};
 use crate::schema::CapDef;
@@ -540,25 +540,28 @@ impl<'a> Start<'a> {
             .client
             .prepare(self.method, self.args, self.opts, self.expect)?;
         let shared = &self.client.inner.shared;
-        let span = tracing::info_span!(
-            "bunite.call",
-            otel.kind = "client",
-            rpc.system = "bunite",
-            rpc.method = %self.method,
-            rpc.cap_id = req.cap_id.0,
-            rpc.call_id = id.0,
-            rpc.code = tracing::field::Empty,
-        );
+        // Only built if a subscriber may want it; then kept only if one does (entering and
+        // leaving a disabled span on every poll is pure cost).
+        let span = spans_wanted()
+            .then(|| {
+                tracing::info_span!(
+                    "bunite.call",
+                    otel.kind = "client",
+                    rpc.system = "bunite",
+                    rpc.method = %self.method,
+                    rpc.cap_id = req.cap_id.0,
+                    rpc.call_id = id.0,
+                    rpc.code = tracing::field::Empty,
+                )
+            })
+            .filter(|span| !span.is_disabled());
         let (reply, rx) = oneshot::channel();
         let guard = CancelOnDrop::send(shared, id, Command::Call { id, req, reply })?;
         Ok(Waiting {
             guard,
             rx,
             cancel: cancel.map(|t| Box::pin(t.cancelled_owned())),
-            // Without a subscriber that wants the span, entering and leaving it on every
-            // poll is pure cost (more so with tracing's `log` feature, which some
-            // dependencies turn on).
-            span: (!span.is_disabled()).then_some(span),
+            span,
         })
     }
 }

@@ -55,6 +55,16 @@ mod runs;
 mod serving;
 
 pub(crate) use command::Command;
+
+/// Whether a tracing subscriber has ever been installed (globally, or for a scope with
+/// `tracing::subscriber::with_default`). Until one has, the per-call spans are not built at
+/// all: with tracing's `log` feature on (some dependencies turn it on) a span that no
+/// subscriber wants still has its fields gathered and offered to the `log` crate, a few
+/// hundred instructions a call (`docs/BENCHMARKS.md`).
+#[inline]
+pub(crate) fn spans_wanted() -> bool {
+    tracing::dispatcher::has_been_set()
+}
 pub use driver::CLOSE_GRACE;
 pub use lifecycle::SubscriptionId;
 pub use serving::ServeHandle;

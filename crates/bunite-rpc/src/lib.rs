@@ -168,8 +168,11 @@
 //! see [`Transport::info`](transport::Transport::info)); each call a `bunite.call` span,
 //! `otel.kind` `"client"` (in the caller's span) or `"server"` (under the connection's),
 //! with `rpc.system = "bunite"`, `rpc.service` (server side), `rpc.method`, `rpc.call_id`
-//! and `rpc.code` (`"ok"` or the status code) once it ends, following tonic and tarpc. With
-//! no subscriber listening the spans cost a branch each. A `tracing-subscriber` fmt layer
+//! and `rpc.code` (`"ok"` or the status code) once it ends, following tonic and tarpc. Until
+//! a subscriber is installed (globally or with `tracing::subscriber::with_default`) the
+//! spans are not built, so they cost a branch each even where a dependency turns on
+//! tracing's `log` feature (they are not handed to the `log` crate); with a subscriber that
+//! does not want them, a branch more. A `tracing-subscriber` fmt layer
 //! with `FmtSpan::CLOSE` prints one line per call as it ends, with its duration as
 //! `time.busy` + `time.idle`; `bunite-rpc --log` (or `RUST_LOG=info`) shows it:
 //!

@@ -19,7 +19,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::task::AbortHandle;
 
 use super::command::{Command, Reply};
-use super::{Shared, CLOSE_GRACE};
+use super::{spans_wanted, Shared, CLOSE_GRACE};
 use crate::client_stream::StreamQueue;
 use crate::context::{CallContext, CallScope, Signal};
 use crate::events::{ErrorEvent, Event};
@@ -149,17 +149,21 @@ impl Runs {
             deadline,
             inv.context,
         );
-        let span = tracing::info_span!(
-            parent: &self.shared.span,
-            "bunite.call",
-            otel.kind = "server",
-            rpc.system = "bunite",
-            rpc.service = %inv.def.name(),
-            rpc.method = %inv.method,
-            rpc.call_id = inv.call_id.0,
-            rpc.stream = inv.stream,
-            rpc.code = tracing::field::Empty,
-        );
+        let span = if spans_wanted() {
+            tracing::info_span!(
+                parent: &self.shared.span,
+                "bunite.call",
+                otel.kind = "server",
+                rpc.system = "bunite",
+                rpc.service = %inv.def.name(),
+                rpc.method = %inv.method,
+                rpc.call_id = inv.call_id.0,
+                rpc.stream = inv.stream,
+                rpc.code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let (imp, method, args) = (inv.imp, inv.method, inv.args);
         if inv.stream {
             let opened = catch(|| scope.enter(|| imp.open_stream(&method, args, ctx)));

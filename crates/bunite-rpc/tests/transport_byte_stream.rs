@@ -590,3 +590,49 @@ async fn an_oversize_prefix_with_a_body_behind_it_gets_goaway_in_every_run() {
         timeout(WAIT, server.closed()).await.unwrap();
     }
 }
+
+/// Counts the wake-ups of the task polling a source by hand.
+struct CountWakes(AtomicUsize);
+
+impl std::task::Wake for CountWakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, AtomicOrdering::SeqCst);
+    }
+}
+
+/// Polls `source` by hand until it gives a message: the message and the polls it took.
+fn poll_until_message(
+    source: &mut impl bunite_rpc::transport::MessageSource,
+    wakes: &Arc<CountWakes>,
+) -> (bytes::Bytes, usize) {
+    let waker = std::task::Waker::from(Arc::clone(wakes));
+    let mut cx = Context::from_waker(&waker);
+    for polls in 1..=64 {
+        let before = wakes.0.load(AtomicOrdering::SeqCst);
+        match source.poll_recv(&mut cx) {
+            Poll::Ready(msg) => return (msg.unwrap().expect("a message"), polls),
+            // All the bytes are there: it waits only for its turn, and has asked for it.
+            Poll::Pending => assert_eq!(wakes.0.load(AtomicOrdering::SeqCst), before + 1),
+        }
+    }
+    panic!("no message after 64 polls");
+}
+
+#[test]
+fn a_long_message_is_read_in_slices_with_the_task_woken_between_them() {
+    let long = vec![7u8; 5 * byte_stream::READ_SLICE + 12_345];
+    let short = vec![9u8; byte_stream::READ_SLICE / 2];
+    let data = std::io::Cursor::new(framed_bytes(&[&long, &short]));
+    let (_, mut source) = ByteStream::new(data, tokio::io::sink()).split();
+    let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+    // Every byte is there at once, yet each poll reads one slice and ends its turn.
+    let (msg, polls) = poll_until_message(&mut source, &wakes);
+    assert_eq!(&msg[..], &long[..]);
+    assert!(
+        (6..=8).contains(&polls),
+        "{polls} polls for 5 slices and a bit"
+    );
+    // A message no longer than a slice is read in one poll, as before.
+    let (msg, polls) = poll_until_message(&mut source, &wakes);
+    assert_eq!((&msg[..], polls), (&short[..], 1));
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::ws::WsTransport;
 use bunite_rpc::transport::{MessageSource, Transport, TransportError};
@@ -331,47 +331,91 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 /// A client on its own TCP connection calling `interop.counter.get` one after another
-/// (1 ms apart) until stopped.
+/// (1 ms apart) until stopped, on its own thread and runtime: what it measures is the
+/// server's answer, not how busy the harness's own runtime is (the attackers of a scenario
+/// run there, and writing or masking a 64 MiB frame holds a worker thread for a while).
 pub struct SideClient {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<Latency>>,
+    done: tokio::sync::oneshot::Receiver<Result<Latency>>,
 }
 
 impl SideClient {
     pub async fn start(addr: SocketAddr) -> Result<SideClient> {
-        let peer = open(Kind::Tcp, addr, None).await?;
-        let counter = peer.counter().await?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut lat = Latency::default();
-            while !stopped.is_cancelled() {
-                let t = Instant::now();
-                let r = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    counter.call_value("get", Value::Undefined),
-                )
-                .await;
-                let d = t.elapsed();
-                lat.calls += 1;
-                lat.worst = lat.worst.max(d);
-                lat.sorted.push(d);
-                if !matches!(r, Ok(Ok(_))) {
-                    lat.errors += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            lat.sorted.sort();
-            drop(counter);
-            peer.conn.close();
-            peer.conn.closed().await;
-            Ok(lat)
-        });
-        Ok(SideClient { stop, task })
+        let (ready_tx, ready) = tokio::sync::oneshot::channel::<Result<()>>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("side-client".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let result = rt.block_on(side_calls(addr, stopped, ready_tx));
+                let _ = done_tx.send(result);
+            })?;
+        ready
+            .await
+            .map_err(|_| anyhow!("the side client's thread ended"))??;
+        Ok(SideClient { stop, done })
     }
 
     pub async fn stop(self) -> Result<Latency> {
         self.stop.cancel();
-        self.task.await?
+        self.done
+            .await
+            .map_err(|_| anyhow!("the side client's thread ended"))?
     }
+}
+
+/// The side client's loop: connects, says when it is ready, calls until `stop`.
+async fn side_calls(
+    addr: SocketAddr,
+    stop: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+) -> Result<Latency> {
+    let opened = async {
+        let peer = open(Kind::Tcp, addr, None).await?;
+        let counter = peer.counter().await?;
+        anyhow::Ok((peer, counter))
+    };
+    let (peer, counter) = match opened.await {
+        Ok(opened) => {
+            let _ = ready.send(Ok(()));
+            opened
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("side client: {e:#}")));
+            return Err(e);
+        }
+    };
+    let mut lat = Latency::default();
+    while !stop.is_cancelled() {
+        let t = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            counter.call_value("get", Value::Undefined),
+        )
+        .await;
+        let d = t.elapsed();
+        lat.calls += 1;
+        lat.worst = lat.worst.max(d);
+        lat.sorted.push(d);
+        if !matches!(r, Ok(Ok(_))) {
+            lat.errors += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    lat.sorted.sort();
+    drop(counter);
+    peer.conn.close();
+    peer.conn.closed().await;
+    Ok(lat)
 }

@@ -25,7 +25,10 @@
 //! `max_bytes` is refused before its body is allocated, and a long message's buffer grows
 //! only with what has arrived (at most [`READ_AHEAD`] bytes or as much as has arrived,
 //! whichever is larger, ahead of the data): a peer announcing 64 MiB and sending a little
-//! costs a little. Once no bytes have been pending for [`IDLE_RELEASE`]
+//! costs a little. Under a [`ByteBudget`], which is charged for a long message whole before
+//! its body is read, a message longer than [`READ_SLICE`] gets its whole buffer at once
+//! instead (its pages are touched only as its bytes arrive), so it is never copied into a
+//! larger buffer on the way. Once no bytes have been pending for [`IDLE_RELEASE`]
 //! the buffer is let go, so an idle connection holds no read buffer at all; the next read
 //! allocates a fresh one sized for the last message received plus [`READ_CHUNK`] (at most [`READ_MAX_FIRST`] plus that), so a run of
 //! 64 KiB messages is read one message per `read` call (under a [`ByteBudget`], the first
@@ -38,7 +41,9 @@
 //! whose messages are all gone (up to four are kept, each at most [`READ_MAX_FIRST`] plus
 //! [`READ_BURST`], let go with the buffer when idle), instead of a fresh one: freed blocks
 //! of 64 KiB and more go back to the kernel under glibc, and each fresh one faulted its
-//! pages in again.
+//! pages in again. A long message is read in slices: after [`READ_SLICE`] bytes of it, a
+//! call returns `Pending` and wakes its task at once, so that the other tasks of its worker
+//! thread run between two slices instead of waiting for the whole message.
 //!
 //! # Closing
 //!
@@ -98,7 +103,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use listener::TcpMessageListener;
 pub use read::{
-    ByteStreamSource, IDLE_RELEASE, READ_AHEAD, READ_BURST, READ_CHUNK, READ_MAX_FIRST,
+    ByteStreamSource, IDLE_RELEASE, READ_AHEAD, READ_BURST, READ_CHUNK, READ_MAX_FIRST, READ_SLICE,
 };
 pub use tcp::{TcpReader, TcpWriter};
 pub use write::{ByteStreamSink, COPY_MAX, HIGH_WATER, WRITE_KEEP};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
@@ -45,6 +45,16 @@ pub const IDLE_RELEASE: Duration = Duration::from_millis(100);
 /// The largest first read: a fresh buffer is sized for the last message received (so a
 /// run of 64 KiB messages reads each in one call), up to this.
 pub const READ_MAX_FIRST: usize = 256 * 1024;
+
+/// The most one [`poll_recv`](MessageSource::poll_recv) reads (and one read asks for) of a
+/// long message before it lets the connection's task go back to the runtime's queue
+/// (waking it at once): the
+/// others on its worker thread get their turn between two slices of a long message instead
+/// of after all of it. Without it one poll read as much of a 64 MiB message as the socket
+/// held, dozens of reads into a doubling buffer, and eight such messages at once kept a
+/// side connection waiting up to 120 ms for a call (`docs/RELIABILITY.md`). A message this
+/// long or shorter is read as before.
+pub const READ_SLICE: usize = 1024 * 1024;
 
 const PREFIX: usize = 4;
 
@@ -182,9 +192,19 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 self.permit.merge(permit);
             }
         }
+        let missing = total - self.buf.len();
+        if self.budget.is_some() && total > READ_SLICE {
+            // Paid for whole (above): a long message gets all its room at once, and is never
+            // copied into a larger buffer as it grows; its pages are touched only as its
+            // bytes arrive, a slice at a time. (Growing by doubling copied up to 32 MiB,
+            // faulting in as many fresh pages, in one go on the runtime's thread.)
+            if self.spare() < missing {
+                self.reserve(missing);
+            }
+            return Poll::Ready(Ok(()));
+        }
         // Grow only once the room left is small, by at most what has arrived (or
         // READ_AHEAD): the buffer grows with the data, never with the announcement.
-        let missing = total - self.buf.len();
         if self.spare() < missing.min(self.slack) {
             self.reserve((missing + self.slack).min(self.buf.len().max(READ_AHEAD)));
         }
@@ -264,6 +284,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, TransportError>> {
+        // Bytes read by this call (see READ_SLICE).
+        let mut read = 0;
         loop {
             let len = self.announced()?;
             if let Some(len) = len {
@@ -279,19 +301,26 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                     }
                     return Poll::Ready(Ok(Some(msg.freeze())));
                 }
+                if read >= READ_SLICE {
+                    // Between two slices of a long message: the task's turn ends here.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
             ready!(self.poll_room(cx, len))?;
-            let room = self.spare();
+            // No read takes this call past its slice (below it here: see the check above).
+            let room = self.spare().min(READ_SLICE.saturating_sub(read));
             let Some(reader) = self.reader.as_mut() else {
                 return Poll::Ready(Err(TransportError::Closed));
             };
-            let n = match poll_read_buf(Pin::new(reader), cx, &mut self.buf) {
+            let n = match poll_read_buf(Pin::new(reader), cx, &mut (&mut self.buf).limit(room)) {
                 Poll::Ready(n) => n?,
                 Poll::Pending => {
                     self.poll_release(cx);
                     return Poll::Pending;
                 }
             };
+            read += n;
             self.idle_since = None;
             self.slack = match n {
                 // Filled: more is probably waiting; ask for more next time.

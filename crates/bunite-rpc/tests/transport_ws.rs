@@ -517,3 +517,52 @@ async fn passes(
     let got = timeout(WAIT, source.recv()).await.unwrap().unwrap();
     assert_eq!(got.as_deref(), Some(&msg[..]));
 }
+
+/// Eight messages of the largest size at once, each sent as one frame (as browsers send
+/// them), under a budget of four: each is paid for whole when its header arrives, so four
+/// are received at a time and every sender gets its answer (a goaway: the bytes are no
+/// frame). Drawn read by read, all eight took a share of the budget and waited for more
+/// until the server dropped them for missed pongs.
+#[tokio::test]
+async fn eight_maximal_messages_at_once_under_a_budget_of_four_all_get_answered() {
+    use bunite_rpc::transport::ByteBudget;
+
+    let max = 1 << 20;
+    let budget = ByteBudget::new(4 * max);
+    let config = ListenerConfig::default()
+        .max_bytes(max)
+        .receive_budget(budget.clone());
+    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+        .await
+        .unwrap();
+    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+    let serving = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok(a) = l.accept().await {
+            conns.push(Connection::new(a.transport));
+        }
+    });
+    let senders = (0..8).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap();
+            let mut dec = Decoder::new(WireLimits::default());
+            raw.send(Message::binary(vec![0xc1u8; max])).await.unwrap();
+            expect_goaway(&mut raw, &mut dec).await
+        })
+    });
+    let answers = timeout(Duration::from_secs(20), futures::future::join_all(senders))
+        .await
+        .expect("every sender is answered");
+    for goaway in answers {
+        let goaway = goaway.unwrap();
+        assert_eq!(
+            goaway.error.map(|e| e.code).as_deref(),
+            Some("invalid_argument")
+        );
+    }
+    eventually(|| budget.available() == budget.limit()).await;
+    serving.abort();
+}

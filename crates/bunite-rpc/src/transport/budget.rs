@@ -11,7 +11,7 @@
 //! | [`max_handshakes`](ListenerConfig::max_handshakes) | 256 | WebSocket handshakes in progress. A flood of sockets that never finish their handshake holds at most this many, each for at most `handshake_timeout`. |
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
-//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once. Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. |
+//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. |
 //! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
 //! | `tls` (feature `tls`) | none | A certificate and key: the listener terminates TLS (`wss://`, `tls://`), within `handshake_timeout` and `max_handshakes`. |
@@ -25,11 +25,15 @@
 //! FIFO order: a large request is not starved by small ones). Nothing is ever allocated
 //! before its permit is held, so the bytes held under one budget never exceed its limit.
 //!
-//! The byte-stream source takes a permit for the whole rest of a large message at once
-//! (all or nothing), so two half-received messages can never wait on each other. The
-//! WebSocket source charges bytes as they are read (tungstenite owns the framing); there
-//! several maximal messages arriving at once can wait on each other until one of their
-//! peers gives up, which is why the default budget holds four of them.
+//! Both sources take a permit for the whole rest of a large message at once (all or
+//! nothing), so two half-received messages can never wait on each other: the byte stream
+//! when its length prefix arrives, the WebSocket source when the header of the message's
+//! first frame does (the frame, if it is the whole message; the frame limit, if fragments
+//! follow and the message's size is not known yet). So four maximal messages are received
+//! at once under the default budget, and the others wait their turn holding nothing but
+//! their free allowance. (The WebSocket source used to charge bytes as they were read: five
+//! maximal messages arriving at once each took a share and waited for more, until their
+//! peers were dropped for missed pongs.)
 //!
 //! The connection core can charge its own unsent bytes to the same budget: take a permit
 //! when a frame is queued and drop it once the frame is written.
@@ -235,6 +239,11 @@ pub struct BudgetWaiter {
 }
 
 impl BudgetWaiter {
+    /// The budget's bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Draws `bytes` now if they are available, without waiting.
     pub fn try_acquire(&self, bytes: usize) -> Option<BudgetPermit> {
         if bytes == 0 {

@@ -227,7 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSou
                 }
                 // Pings are answered by tungstenite itself; pongs need nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                    shared.ws.get_mut().message_done();
+                    shared.ws.get_mut().control_done();
                     continue;
                 }
                 Some(Err(e)) => break recv_error(e, shared.max_bytes),

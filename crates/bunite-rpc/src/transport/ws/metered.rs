@@ -8,11 +8,18 @@
 //! tungstenite's buffer stays small; the read-ahead buffer is let go as soon as it is
 //! drained, and while a read waits for the socket, so idle costs nothing here.
 //!
-//! tungstenite owns the framing, so the meter cannot reserve a whole message up front as
-//! the byte stream does: reads stay within [`FREE_PER_CONNECTION`] until a message needs
-//! more, then each further read draws its bytes from the budget first (pausing while the
-//! budget is spent). The source tells the meter when a message is complete
-//! ([`Metered::message_done`]), which gives the bytes back.
+//! Reads stay within [`FREE_PER_CONNECTION`] until a message needs more. A message longer
+//! than that is paid for whole, as the byte stream does, once its first frame's header has
+//! been read (the [`Reframe`] below reads every header): its one frame, or, when fragments
+//! follow and its size is not known yet, the frame limit (so at most the budget over the
+//! limit of such messages are received at once). All or nothing: two partly received
+//! messages never wait on each other. (Drawing the bytes read by read, as before, let five
+//! 64 MiB messages arriving at once each take a share of a 256 MiB budget and wait for
+//! more, until the peers were dropped for missing pongs.) Beyond what was reserved (a
+//! message over its size), each further read draws its bytes first. The source tells the
+//! meter when a message is complete ([`Metered::message_done`]), which gives the bytes back;
+//! a control frame between two messages does the same ([`Metered::control_done`]), one
+//! inside a fragmented message does not.
 //!
 //! Bytes pass to tungstenite through a [`Reframe`], which cuts long frames into fragments
 //! (`reframe.rs`); during a handshake, only up to the end of its HTTP head.
@@ -63,6 +70,13 @@ struct Meter {
     permit: BudgetPermit,
     /// Bytes read from the socket since the last complete message.
     held: usize,
+    /// The bytes to read until the message under way is complete, counted as `held` is
+    /// (from the last release), once its first header has been read (0 before), and its
+    /// number: what is drawn whole before the next read.
+    need: usize,
+    need_for: u64,
+    /// Data messages completed.
+    completed: u64,
 }
 
 impl<S> Metered<S> {
@@ -84,6 +98,9 @@ impl<S> Metered<S> {
             waiter: b.waiter(),
             permit: BudgetPermit::default(),
             held: 0,
+            need: 0,
+            need_for: 0,
+            completed: 0,
         });
         Metered {
             io,
@@ -97,15 +114,36 @@ impl<S> Metered<S> {
         }
     }
 
-    /// A message is complete: the bytes read for it go back to the budget.
+    /// A data message is complete (or the socket's reading ended): the bytes read for it go
+    /// back to the budget.
     pub(super) fn message_done(&mut self) {
+        if let Some(m) = &mut self.meter {
+            m.completed += 1;
+        }
+        self.release();
+    }
+
+    /// A control frame was read: between two messages, the bytes read so far go back to
+    /// the budget (so that pings never add up); inside a fragmented message, they stay
+    /// counted with it.
+    pub(super) fn control_done(&mut self) {
+        if !self.reframe.in_message() {
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
         let size = self.since_message.saturating_sub(self.ahead.len());
         self.next_read = (size + READ_BUFFER).clamp(MIN_READ, SOCKET_READ);
         self.since_message = self.ahead.len();
         if let Some(m) = &mut self.meter {
-            // Bytes read ahead belong to the next message and stay counted.
+            // Bytes read ahead belong to the next message and stay counted; so does its
+            // size, if its header was among them.
             m.held = self.ahead.len();
             m.permit = BudgetPermit::default();
+            if m.need_for <= m.completed {
+                m.need = 0;
+            }
         }
     }
 
@@ -124,9 +162,20 @@ impl Meter {
     /// How many bytes the next socket read may take: what the free allowance and the
     /// permit leave, topped up from the budget when that is less than one small read.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        // The message under way, whole, beyond the free allowance (never above the budget,
+        // which no wait could give).
+        let whole = (self.need.saturating_sub(FREE_PER_CONNECTION)).min(self.waiter.limit());
+        if self.permit.bytes() < whole {
+            let more = whole - self.permit.bytes();
+            let permit = ready!(self.waiter.poll_acquire(cx, more)).map_err(io::Error::other)?;
+            self.permit.merge(permit);
+        }
         let allowed = FREE_PER_CONNECTION + self.permit.bytes();
         let room = allowed.saturating_sub(self.held);
-        if room >= READ_BUFFER {
+        // Less than a small read left is enough when it is the rest of a message paid for
+        // whole: a top-up would queue behind the messages waiting for their whole, and
+        // those wait for this one.
+        if room >= READ_BUFFER || (room > 0 && self.need > 0 && allowed >= self.need) {
             return Poll::Ready(Ok(room.min(SOCKET_READ)));
         }
         let more = match self.waiter.try_acquire(SOCKET_READ) {
@@ -177,7 +226,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             }
             let before = buf.filled().len();
             let used = match &mut this.head {
-                None => this.reframe.feed(&this.ahead, buf),
+                None => {
+                    let used = this.reframe.feed(&this.ahead, buf);
+                    if let (Some(a), Some(m)) = (this.reframe.take_announced(), &mut this.meter) {
+                        // What was read before the message (a handshake's head, a ping)
+                        // stays counted with it: the bytes of it read so far are those
+                        // from its header's start to the end of the read-ahead.
+                        let of_it = (this.ahead.len() as i64 - a.at).max(0) as usize;
+                        let before = m.held.saturating_sub(of_it);
+                        let size = usize::try_from(a.size).unwrap_or(usize::MAX);
+                        m.need = before.saturating_add(size);
+                        m.need_for = a.number;
+                    }
+                    used
+                }
                 Some(matched) => {
                     let (n, end) = head(&this.ahead, matched, buf.remaining());
                     buf.put_slice(this.ahead.get(..n).unwrap_or_default());
@@ -341,5 +403,89 @@ mod tests {
             first[2..10],
             (crate::transport::ws::FRAGMENT as u64).to_be_bytes()
         );
+    }
+
+    /// An unmasked binary frame of `len` payload bytes, whole (`fin`) or a first fragment.
+    fn binary(len: usize, fin: bool) -> Vec<u8> {
+        let mut frame = vec![if fin { 0x82 } else { 0x02 }, 127];
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+        frame.resize(10 + len, 5);
+        frame
+    }
+
+    /// Reads from `m` until `total` bytes came, a read at a time, letting other tasks run
+    /// between two reads (so that connections read side by side).
+    async fn read_all<S: AsyncRead + Unpin>(m: &mut Metered<S>, total: usize) {
+        let mut got = 0;
+        while got < total {
+            got += read_once(m).await.map_or(0, |chunk| chunk.len());
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Three 200 KiB messages at once, each on its own connection, under a 300 KiB budget:
+    /// read by read, each took a share of the budget and waited for more, and none ever
+    /// completed. Paid for whole, one is received at a time and all complete.
+    #[tokio::test]
+    async fn long_messages_arriving_together_under_a_small_budget_all_complete() {
+        let budget = ByteBudget::new(300 * 1024);
+        let len = 200 * 1024;
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            let (ours, mut peer) = tokio::io::duplex(1 << 20);
+            peer.write_all(&binary(len, true)).await.unwrap();
+            readers.push(tokio::spawn({
+                let mut m = Metered::new(ours, Some(&budget), 1 << 20, false);
+                async move {
+                    read_all(&mut m, 10 + len).await;
+                    m.message_done();
+                    drop(peer);
+                }
+            }));
+        }
+        let all = futures::future::join_all(readers);
+        tokio::time::timeout(std::time::Duration::from_secs(10), all)
+            .await
+            .expect("every message completes");
+        assert_eq!(budget.available(), budget.limit(), "every byte given back");
+    }
+
+    /// A fragmented message holds its bytes until it completes, whatever control frames
+    /// come between its fragments (a ping between each used to give them all back).
+    #[tokio::test]
+    async fn a_ping_inside_a_fragmented_message_gives_nothing_back() {
+        let budget = ByteBudget::new(4 << 20);
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut m = Metered::new(ours, Some(&budget), 1 << 20, false);
+        let first = binary(100 * 1024, false);
+        peer.write_all(&first).await.unwrap();
+        read_all(&mut m, first.len()).await;
+        // Paid for whole: its size is unknown, so the frame limit.
+        let held = budget.limit() - budget.available();
+        assert_eq!(held, (1 << 20) - FREE_PER_CONNECTION);
+        peer.write_all(&[0x89, 0]).await.unwrap();
+        read_all(&mut m, 2).await;
+        m.control_done();
+        assert_eq!(
+            budget.limit() - budget.available(),
+            held,
+            "still held after the ping"
+        );
+        // The last fragment, then a ping between messages.
+        let mut last = vec![0x80, 126];
+        last.extend_from_slice(&1000u16.to_be_bytes());
+        last.resize(4 + 1000, 5);
+        peer.write_all(&last).await.unwrap();
+        read_all(&mut m, last.len()).await;
+        m.message_done();
+        assert_eq!(
+            budget.available(),
+            budget.limit(),
+            "the message's bytes are back"
+        );
+        peer.write_all(&[0x89, 0]).await.unwrap();
+        read_all(&mut m, 2).await;
+        m.control_done();
+        assert_eq!(budget.available(), budget.limit());
     }
 }

@@ -39,6 +39,26 @@ pub(super) struct Reframe {
     piece: u64,
     /// The frame being cut, while pieces of it remain after the current one.
     cut: Option<Cut>,
+    /// Data messages whose first frame's header has been read.
+    messages: u64,
+    /// The latest message, once its first header is read, until taken.
+    announced: Option<Announced>,
+    /// Whether the last data frame left its message unfinished (no FIN): a control frame
+    /// read now is inside that message.
+    in_message: bool,
+}
+
+/// A data message whose first frame's header has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Announced {
+    /// Its number: the first message is 1.
+    pub(super) number: u64,
+    /// Its size on the wire: its one frame, header included, or the frame limit if
+    /// fragments follow (its size is not known yet).
+    pub(super) size: u64,
+    /// Where its header starts in the input of the [`Reframe::feed`] call that read the
+    /// header's last byte: negative when the header began in an earlier call.
+    pub(super) at: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +83,20 @@ impl Reframe {
             out_pos: 0,
             piece: 0,
             cut: None,
+            messages: 0,
+            announced: None,
+            in_message: false,
         }
+    }
+
+    /// The message whose first header was read since the last call, if any.
+    pub(super) fn take_announced(&mut self) -> Option<Announced> {
+        self.announced.take()
+    }
+
+    /// Whether a data message is under way between two of its frames.
+    pub(super) fn in_message(&self) -> bool {
+        self.in_message
     }
 
     /// Passes bytes of `input` on to `out` as far as it has room; returns how many input
@@ -104,7 +137,7 @@ impl Reframe {
             self.have += n;
             input = &input[n..];
             if self.have == header_len(&self.header[..self.have]) {
-                self.start_frame();
+                self.start_frame(start - input.len());
             }
         }
         start - input.len()
@@ -122,14 +155,30 @@ impl Reframe {
         self.out_pos += n;
     }
 
-    /// A whole header was read: hand it on as it is, or start cutting its frame.
-    fn start_frame(&mut self) {
+    /// A whole header was read, its last byte the `taken`th of this call's input: hand it
+    /// on as it is, or start cutting its frame.
+    fn start_frame(&mut self, taken: usize) {
         let h = &self.header[..self.have];
         let (len, mask) = payload_len(h);
         let opcode = h[0] & 0x0f;
         let data = matches!(opcode, 0..=2) && h[0] & 0x70 == 0;
+        let fin = h[0] & 0x80 != 0;
+        if data {
+            if opcode != 0 && len <= self.max_frame {
+                self.messages += 1;
+                let size = match fin {
+                    true => self.have as u64 + len,
+                    false => self.max_frame,
+                };
+                self.announced = Some(Announced {
+                    number: self.messages,
+                    size,
+                    at: taken as i64 - self.have as i64,
+                });
+            }
+            self.in_message = !fin;
+        }
         if data && len > FRAGMENT as u64 && len <= self.max_frame {
-            let fin = h[0] & 0x80 != 0;
             self.write_header(false, opcode, mask, FRAGMENT as u64);
             self.piece = FRAGMENT as u64;
             self.cut = Some(Cut {

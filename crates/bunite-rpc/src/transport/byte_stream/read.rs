@@ -48,12 +48,11 @@ pub const READ_MAX_FIRST: usize = 256 * 1024;
 
 /// The most one [`poll_recv`](MessageSource::poll_recv) reads (and one read asks for) of a
 /// long message before it lets the connection's task go back to the runtime's queue
-/// (waking it at once): the
-/// others on its worker thread get their turn between two slices of a long message instead
-/// of after all of it. Without it one poll read as much of a 64 MiB message as the socket
-/// held, dozens of reads into a doubling buffer, and eight such messages at once kept a
-/// side connection waiting up to 120 ms for a call (`docs/RELIABILITY.md`). A message this
-/// long or shorter is read as before.
+/// (waking it at once): the others on its worker thread get their turn between two slices
+/// of a long message instead of after all of it. Without it one poll read as much of a
+/// 64 MiB message as the socket held, dozens of reads into a doubling buffer, and one such
+/// message kept a side connection waiting 24 ms for a call (`docs/RELIABILITY.md`). A
+/// message this long or shorter is read as before.
 pub const READ_SLICE: usize = 1024 * 1024;
 
 const PREFIX: usize = 4;

@@ -319,6 +319,7 @@ mod tests {
     use std::future::poll_fn;
 
     use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Message;
 
     use super::*;
 
@@ -487,5 +488,116 @@ mod tests {
         read_all(&mut m, 2).await;
         m.control_done();
         assert_eq!(budget.available(), budget.limit());
+    }
+
+    /// One client's messages, each whole or in fragments, pings between messages and between
+    /// fragments, as masked frames; and what tungstenite should read of them.
+    fn client_frames(specs: &[(usize, usize, bool)]) -> (Vec<u8>, Vec<Message>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        let framed = |mut f: Frame| {
+            f.header_mut().mask = Some([1, 2, 3, 4]);
+            let mut out = Vec::new();
+            f.format(&mut out).unwrap();
+            out
+        };
+        let (mut bytes, mut want) = (Vec::new(), Vec::new());
+        for (n, &(len, parts, ping)) in specs.iter().enumerate() {
+            let data: Vec<u8> = (0..len).map(|i| (i + n) as u8).collect();
+            let step = len.div_ceil(parts).max(1);
+            let pieces: Vec<&[u8]> = match len {
+                0 => vec![&[]],
+                _ => data.chunks(step).collect(),
+            };
+            for (i, p) in pieces.iter().enumerate() {
+                let opcode = match i {
+                    0 => OpCode::Data(Data::Binary),
+                    _ => OpCode::Data(Data::Continue),
+                };
+                let last = i + 1 == pieces.len();
+                bytes.extend(framed(Frame::message(p.to_vec(), opcode, last)));
+                if last {
+                    want.push(Message::Binary(data.clone().into()));
+                }
+                if ping {
+                    bytes.extend(framed(Frame::ping(b"p".to_vec())));
+                    want.push(Message::Ping(b"p".to_vec().into()));
+                }
+            }
+        }
+        (bytes, want)
+    }
+
+    /// Reads `bytes` as a server through a `Metered` under `budget`, telling the meter of
+    /// each message as the WebSocket source does; returns what tungstenite read.
+    async fn serve(bytes: Vec<u8>, budget: ByteBudget, max: usize) -> Vec<Message> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            peer.write_all(&bytes).await.unwrap();
+            peer.shutdown().await.unwrap();
+            // Pongs come back: read them so that writing never blocks.
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut sink).await;
+        });
+        let m = Metered::new(ours, Some(&budget), super::super::frame_bound(max), false);
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            m,
+            Role::Server,
+            Some(super::super::config(max)),
+        )
+        .await;
+        let mut got = Vec::new();
+        while let Some(Ok(msg)) = ws.next().await {
+            match msg {
+                Message::Binary(_) => ws.get_mut().message_done(),
+                _ => ws.get_mut().control_done(),
+            }
+            got.push(msg);
+        }
+        ws.get_mut().message_done();
+        drop(ws);
+        writer.abort();
+        got
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Three clients at once, each sending messages of any size up to the limit, whole
+        /// or in fragments, with pings between: under a budget that holds one maximal
+        /// message, every message arrives unchanged, none waits forever, and every byte
+        /// goes back to the budget.
+        #[test]
+        fn clients_under_a_budget_of_one_maximal_message_all_get_through(
+            clients in proptest::collection::vec(
+                proptest::collection::vec((0usize..=200_000, 1usize..4, proptest::prelude::any::<bool>()), 1..4),
+                1..=3,
+            ),
+        ) {
+            let max = 200_000;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let budget = ByteBudget::new(super::super::frame_bound(max) + 64 * 1024);
+                let mut runs = Vec::new();
+                let mut wants = Vec::new();
+                for specs in &clients {
+                    let (bytes, want) = client_frames(specs);
+                    wants.push(want);
+                    runs.push(tokio::spawn(serve(bytes, budget.clone(), max)));
+                }
+                let got = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    futures::future::join_all(runs),
+                )
+                .await
+                .expect("no client waits forever");
+                for (got, want) in got.into_iter().zip(wants) {
+                    assert_eq!(got.unwrap(), want);
+                }
+                assert_eq!(budget.available(), budget.limit());
+            });
+        }
     }
 }

@@ -55,6 +55,9 @@ mod runs;
 mod serving;
 
 pub(crate) use command::Command;
+pub use driver::CLOSE_GRACE;
+pub use lifecycle::SubscriptionId;
+pub use serving::ServeHandle;
 
 /// Whether a tracing subscriber has ever been installed (globally, or for a scope with
 /// `tracing::subscriber::with_default`). Until one has, the per-call spans are not built at
@@ -65,9 +68,6 @@ pub(crate) use command::Command;
 pub(crate) fn spans_wanted() -> bool {
     tracing::dispatcher::has_been_set()
 }
-pub use driver::CLOSE_GRACE;
-pub use lifecycle::SubscriptionId;
-pub use serving::ServeHandle;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 

@@ -40,7 +40,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -257,6 +257,22 @@ impl BudgetWaiter {
             .map(|p| BudgetPermit(Some(p)))
     }
 
+    /// Makes `permit` hold at least `bytes`, drawing what it lacks all at once: a message
+    /// paid for this way never holds part of its bytes while it waits for the rest, so two
+    /// partly received messages never wait on each other. Fails as
+    /// [`poll_acquire`](Self::poll_acquire) does.
+    pub fn poll_hold(
+        &mut self,
+        cx: &mut Context<'_>,
+        permit: &mut BudgetPermit,
+        bytes: usize,
+    ) -> Poll<Result<(), TransportError>> {
+        if let Some(more) = bytes.checked_sub(permit.bytes()).filter(|&more| more > 0) {
+            permit.merge(ready!(self.poll_acquire(cx, more))?);
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Draws `bytes`, or registers to be woken when they may be available. A request above
     /// the whole budget fails with [`TransportError::TooLarge`].
     pub fn poll_acquire(
@@ -302,6 +318,31 @@ mod tests {
         drop(a);
         assert_eq!(budget.available(), 100);
         assert_eq!(budget.try_acquire(0).unwrap().bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn holding_draws_only_what_a_permit_lacks_and_all_at_once() {
+        let budget = ByteBudget::new(100);
+        let mut waiter = budget.waiter();
+        let mut permit = BudgetPermit::default();
+        poll_fn(|cx| waiter.poll_hold(cx, &mut permit, 30))
+            .await
+            .unwrap();
+        poll_fn(|cx| waiter.poll_hold(cx, &mut permit, 20))
+            .await
+            .unwrap();
+        assert_eq!((permit.bytes(), budget.available()), (30, 70));
+        let other = budget.try_acquire(60).unwrap();
+        // 50 more are lacking and 10 are free: the permit gets nothing until all 50 are
+        // (the semaphore sets the 10 aside for this waiter, first in line, meanwhile).
+        let cx = &mut Context::from_waker(futures::task::noop_waker_ref());
+        assert!(waiter.poll_hold(cx, &mut permit, 80).is_pending());
+        assert_eq!(permit.bytes(), 30);
+        drop(other);
+        poll_fn(|cx| waiter.poll_hold(cx, &mut permit, 80))
+            .await
+            .unwrap();
+        assert_eq!((permit.bytes(), budget.available()), (80, 20));
     }
 
     #[tokio::test]

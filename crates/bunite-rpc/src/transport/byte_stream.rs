@@ -26,9 +26,9 @@
 //! only with what has arrived (at most [`READ_AHEAD`] bytes or as much as has arrived,
 //! whichever is larger, ahead of the data): a peer announcing 64 MiB and sending a little
 //! costs a little. Under a [`ByteBudget`], which is charged for a long message whole before
-//! its body is read, a message longer than [`READ_SLICE`] gets its whole buffer at once
-//! instead (its pages are touched only as its bytes arrive), so it is never copied into a
-//! larger buffer on the way. Once no bytes have been pending for [`IDLE_RELEASE`]
+//! its body is read, a message longer than [`READ_SLICE`] gets the rest of its buffer at
+//! once when its first slice has arrived (its pages are touched only as its bytes arrive),
+//! so it is copied into a larger buffer at most until then. Once no bytes have been pending for [`IDLE_RELEASE`]
 //! the buffer is let go, so an idle connection holds no read buffer at all; the next read
 //! allocates a fresh one sized for the last message received plus [`READ_CHUNK`] (at most [`READ_MAX_FIRST`] plus that), so a run of
 //! 64 KiB messages is read one message per `read` call (under a [`ByteBudget`], the first

@@ -182,21 +182,18 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         };
         let total = PREFIX + len;
         if let Some(waiter) = &mut self.budget {
-            // All or nothing: the whole message beyond the free allowance, so two partly
-            // received messages never wait on each other.
+            // The whole message beyond the free allowance, all or nothing.
             let charge = total.saturating_sub(FREE_PER_CONNECTION);
-            if self.permit.bytes() < charge {
-                let more = charge - self.permit.bytes();
-                let permit = ready!(waiter.poll_acquire(cx, more))?;
-                self.permit.merge(permit);
-            }
+            ready!(waiter.poll_hold(cx, &mut self.permit, charge))?;
         }
         let missing = total - self.buf.len();
-        if self.budget.is_some() && total > READ_SLICE {
-            // Paid for whole (above): a long message gets all its room at once, and is never
-            // copied into a larger buffer as it grows; its pages are touched only as its
-            // bytes arrive, a slice at a time. (Growing by doubling copied up to 32 MiB,
-            // faulting in as many fresh pages, in one go on the runtime's thread.)
+        if self.budget.is_some() && total > READ_SLICE && self.buf.len() >= READ_SLICE {
+            // Paid for whole (above), and a slice of it is here: the rest of a long message
+            // gets its room at once, so it is never copied into a larger buffer again; its
+            // pages are touched only as its bytes arrive. (Growing by doubling copied up to
+            // 32 MiB, faulting in as many fresh pages, in one go on the runtime's thread.)
+            // Before a slice has arrived, the buffer grows with the data, as below: an
+            // announcement alone costs little.
             if self.spare() < missing {
                 self.reserve(missing);
             }

@@ -165,11 +165,7 @@ impl Meter {
         // The message under way, whole, beyond the free allowance (never above the budget,
         // which no wait could give).
         let whole = (self.need.saturating_sub(FREE_PER_CONNECTION)).min(self.waiter.limit());
-        if self.permit.bytes() < whole {
-            let more = whole - self.permit.bytes();
-            let permit = ready!(self.waiter.poll_acquire(cx, more)).map_err(io::Error::other)?;
-            self.permit.merge(permit);
-        }
+        ready!(self.waiter.poll_hold(cx, &mut self.permit, whole)).map_err(io::Error::other)?;
         let allowed = FREE_PER_CONNECTION + self.permit.bytes();
         let room = allowed.saturating_sub(self.held);
         // Less than a small read left is enough when it is the rest of a message paid for

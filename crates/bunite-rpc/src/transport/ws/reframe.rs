@@ -49,7 +49,7 @@ pub(super) struct Reframe {
 }
 
 /// A data message whose first frame's header has been read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Announced {
     /// Its number: the first message is 1.
     pub(super) number: u64,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::{self, ByteStream, TcpMessageListener};
-use bunite_rpc::transport::{ByteBudget, ListenerConfig};
+use bunite_rpc::transport::{ByteBudget, ListenerConfig, ReceiveDeadline};
 use bunite_rpc::transport::{MessageSinkExt, MessageSourceExt, Transport, TransportError};
 use bunite_rpc::wire::{
     Call, CallId, CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Hello,
@@ -635,4 +635,146 @@ fn a_long_message_is_read_in_slices_with_the_task_woken_between_them() {
     // A message no longer than a slice is read in one poll, as before.
     let (msg, polls) = poll_until_message(&mut source, &wakes);
     assert_eq!((&msg[..], polls), (&short[..], 1));
+}
+
+/// A source with a receive deadline of `grace` plus a second per 1,000 bytes, and the
+/// writing end of its pipe.
+fn timed_source(
+    grace: Duration,
+    budget: Option<ByteBudget>,
+) -> (
+    tokio::io::DuplexStream,
+    impl bunite_rpc::transport::MessageSource,
+) {
+    let (w, r) = tokio::io::duplex(1 << 20);
+    let mut stream = ByteStream::new(r, tokio::io::sink())
+        .with_receive_deadline(Some(ReceiveDeadline::new(grace, 1_000)));
+    if let Some(budget) = budget {
+        stream = stream.with_budget(budget);
+    }
+    (w, stream.split().1)
+}
+
+/// A message that stops arriving fails the source once its deadline (the grace, plus its
+/// length at the minimum rate) has passed since it stalled, not before.
+#[tokio::test(start_paused = true)]
+async fn a_message_that_stalls_fails_at_its_receive_deadline() {
+    let (mut w, mut source) = timed_source(Duration::from_secs(10), None);
+    let len = 5_000u32;
+    w.write_all(&len.to_be_bytes()).await.unwrap();
+    w.write_all(&[1u8; 100]).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let err = source.recv().await.unwrap_err();
+    let after = Duration::from_millis(10_000 + 5_004);
+    assert!(
+        matches!(err, TransportError::TooSlow { after: a, len: Some(5_004) } if a == after),
+        "{err:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= after && took < after + Duration::from_millis(5),
+        "{took:?}"
+    );
+    assert!(err.to_string().contains("5004 bytes"), "{err}");
+}
+
+/// A slow message within its deadline arrives; the next message's clock starts afresh;
+/// and a connection quiet between messages is never timed.
+#[tokio::test(start_paused = true)]
+async fn a_slow_message_within_its_deadline_arrives_and_quiet_between_messages_is_not_timed() {
+    let (mut w, mut source) = timed_source(Duration::from_secs(1), None);
+    let body = vec![3u8; 2_000];
+    let framed = framed_bytes(&[&body, &body]);
+    // The first message over 2.8 s of its 3.004 s, a few bytes at a time.
+    let writer = tokio::spawn(async move {
+        for piece in framed[..2_004].chunks(143) {
+            w.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Quiet for an hour between the two messages, then the second, as slowly.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        for piece in framed[2_004..].chunks(143) {
+            w.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        w
+    });
+    assert_eq!(source.recv().await.unwrap().unwrap(), &body[..]);
+    assert_eq!(source.recv().await.unwrap().unwrap(), &body[..]);
+    let _w = writer.await.unwrap();
+}
+
+/// Time spent waiting for the listener's budget is not the peer's: a long message that
+/// waits longer than its deadline for the budget still arrives.
+#[tokio::test(start_paused = true)]
+async fn waiting_for_the_budget_does_not_count_against_the_deadline() {
+    let budget = ByteBudget::new(100_000);
+    let (mut w, mut source) = timed_source(Duration::from_secs(1), Some(budget.clone()));
+    let hold = budget.try_acquire(100_000).unwrap();
+    let body = vec![4u8; FREE_PER_CONNECTION + 50_000];
+    let reading = tokio::spawn(async move { source.recv().await.map(|m| m.map(|m| m.len())) });
+    // Half of the length prefix, then a pause: the clock starts (the length is not known).
+    w.write_all(&framed_bytes(&[&body])[..2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.write_all(&framed_bytes(&[&body])[2..10]).await.unwrap();
+    // Ten times its deadline (1 s + 66 s) waiting for the budget.
+    tokio::time::sleep(Duration::from_secs(670)).await;
+    assert!(!reading.is_finished());
+    drop(hold);
+    // Then the rest, within its deadline.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    w.write_all(&framed_bytes(&[&body])[10..]).await.unwrap();
+    let got = reading.await.unwrap().unwrap();
+    assert_eq!(got, Some(body.len()));
+}
+
+/// Over a listener (which sets a receive deadline by default), a peer that announces a
+/// long message and stops gets a goaway `deadline_exceeded` and the connection closes.
+#[tokio::test]
+async fn a_stalled_message_on_a_listener_gets_goaway_deadline_exceeded() {
+    assert_eq!(
+        ListenerConfig::default().receive_deadline,
+        Some(ReceiveDeadline::default())
+    );
+    let grace = Duration::from_millis(300);
+    let budget = ByteBudget::new(1 << 20);
+    let config = ListenerConfig::default()
+        .receive_budget(budget.clone())
+        .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)));
+    let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let mut raw = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (transport, _) = listener.accept().await.unwrap();
+    let server = Connection::new(transport);
+    serve_counter(&server).await;
+    let mut dec = Decoder::new(WireLimits::default());
+    assert!(matches!(
+        read_frame(&mut raw, &mut dec).await,
+        Some(Frame::Hello(_))
+    ));
+    let len = 200_000u32;
+    raw.write_all(&len.to_be_bytes()).await.unwrap();
+    raw.write_all(&[0u8; 30_000]).await.unwrap();
+    let started = tokio::time::Instant::now();
+    eventually(|| budget.available() < 1 << 20).await;
+    let goaway = loop {
+        match read_frame(&mut raw, &mut dec).await {
+            Some(Frame::Goaway(g)) => break g,
+            Some(_) => continue,
+            None => panic!("closed without goaway"),
+        }
+    };
+    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+    let e = goaway.error.expect("goaway error");
+    assert_eq!(e.code, "deadline_exceeded");
+    let message = e.message.unwrap_or_default();
+    assert!(message.contains("200004 bytes"), "{message}");
+    assert!(read_frame(&mut raw, &mut dec).await.is_none(), "closed");
+    timeout(WAIT, server.closed()).await.unwrap();
+    assert_eq!(server.stats().pending_calls, 0);
+    assert_eq!(budget.available(), 1 << 20, "the message's bytes went back");
 }

@@ -566,3 +566,166 @@ async fn eight_maximal_messages_at_once_under_a_budget_of_four_all_get_answered(
     eventually(|| budget.available() == budget.limit()).await;
     serving.abort();
 }
+
+/// The header of a client frame (`first` is FIN, opcode) of `len` bytes, masked with a
+/// zero key so that the payload goes as it is.
+fn client_header(first: u8, len: usize) -> Vec<u8> {
+    let mut header = vec![first];
+    match len {
+        0..=125 => header.push(0x80 | len as u8),
+        126..=0xffff => {
+            header.push(0x80 | 126);
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(0x80 | 127);
+            header.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    header
+}
+
+/// A listener whose messages must arrive within `grace` (the rate allowance is
+/// negligible), that never pings (so only the deadline can end a connection), drawing on
+/// `budget`; its address and URL.
+async fn timed_listener(
+    grace: Duration,
+    budget: &bunite_rpc::transport::ByteBudget,
+) -> (WsListener, String) {
+    use bunite_rpc::transport::ReceiveDeadline;
+    let config = ListenerConfig::default()
+        .ping_interval(None)
+        .receive_budget(budget.clone())
+        .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)));
+    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+        .await
+        .unwrap();
+    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+    (l, url)
+}
+
+/// A peer that sends the header and part of a long frame, then stops, gets a goaway
+/// `deadline_exceeded` once the listener's receive deadline has passed, and its message's
+/// bytes go back to the budget.
+#[tokio::test]
+async fn a_stalled_frame_gets_goaway_deadline_exceeded() {
+    use tokio::io::AsyncWriteExt;
+    let grace = Duration::from_millis(300);
+    let budget = bunite_rpc::transport::ByteBudget::new(1 << 20);
+    let (l, url) = timed_listener(grace, &budget).await;
+    let accepted = accept_one(l);
+    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let server = Connection::new(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
+    let mut dec = Decoder::new(WireLimits::default());
+    assert!(matches!(
+        next_frame(&mut raw, &mut dec).await,
+        Some(Frame::Hello(_))
+    ));
+    let len = 150 * 1024;
+    raw.get_mut()
+        .write_all(&client_header(0x82, len))
+        .await
+        .unwrap();
+    raw.get_mut().write_all(&[0u8; 1024]).await.unwrap();
+    let started = tokio::time::Instant::now();
+    eventually(|| budget.available() < 1 << 20).await;
+    let goaway = expect_goaway(&mut raw, &mut dec).await;
+    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+    let e = goaway.error.expect("goaway error");
+    assert_eq!(e.code, "deadline_exceeded");
+    let message = e.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!("{} bytes", len + 14)),
+        "{message}"
+    );
+    timeout(WAIT, server.closed()).await.unwrap();
+    assert_eq!(server.stats().pending_calls, 0);
+    eventually(|| budget.available() == 1 << 20).await;
+}
+
+/// Pings between the fragments of a message keep the socket alive but do not extend the
+/// message's deadline: a peer that sends one fragment and then only pings is cut off.
+#[tokio::test]
+async fn pings_inside_a_fragmented_message_do_not_extend_its_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let grace = Duration::from_millis(400);
+    let budget = bunite_rpc::transport::ByteBudget::new(256 << 20);
+    let (l, url) = timed_listener(grace, &budget).await;
+    let accepted = accept_one(l);
+    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let server = Connection::new(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
+    let mut dec = Decoder::new(WireLimits::default());
+    // A first fragment (no FIN), whole.
+    let mut first = client_header(0x02, 1000);
+    first.extend_from_slice(&[0u8; 1000]);
+    raw.get_mut().write_all(&first).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut pings = 0;
+    let goaway = loop {
+        raw.get_mut()
+            .write_all(&client_header(0x89, 0))
+            .await
+            .unwrap();
+        pings += 1;
+        assert!(started.elapsed() < WAIT, "no goaway after {pings} pings");
+        match timeout(Duration::from_millis(100), raw.next()).await {
+            Err(_) => continue,
+            Ok(Some(Ok(Message::Binary(b)))) => match dec.decode_frame(&b).expect("frame") {
+                Frame::Goaway(g) => break g,
+                _ => continue,
+            },
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("closed without goaway: {other:?}"),
+        }
+    };
+    let took = started.elapsed();
+    assert!(took >= grace && took < grace * 3, "{took:?}");
+    assert!(pings >= 3, "{pings} pings");
+    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+    timeout(WAIT, server.closed()).await.unwrap();
+    assert_eq!(server.stats().pending_calls, 0);
+    eventually(|| budget.available() == 256 << 20).await;
+}
+
+/// A message sent slowly, but within its deadline, arrives whole; so does the next one,
+/// after a pause longer than the deadline between the two.
+#[tokio::test]
+async fn a_slow_message_within_its_deadline_arrives() {
+    use tokio::io::AsyncWriteExt;
+    let budget = bunite_rpc::transport::ByteBudget::new(1 << 20);
+    let (l, url) = timed_listener(Duration::from_millis(800), &budget).await;
+    let accepted = accept_one(l);
+    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let (_sink, mut source) = timeout(WAIT, accepted)
+        .await
+        .unwrap()
+        .unwrap()
+        .transport
+        .split();
+    let body = vec![9u8; 3000];
+    let mut frame = client_header(0x82, body.len());
+    frame.extend_from_slice(&body);
+    for round in 0..2 {
+        let reading = tokio::spawn(async move {
+            let got = source.recv().await;
+            (source, got)
+        });
+        for piece in frame.chunks(700) {
+            raw.get_mut().write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (back, got) = timeout(WAIT, reading).await.unwrap().unwrap();
+        assert_eq!(got.unwrap().unwrap(), &body[..], "round {round}");
+        source = back;
+        // Quiet between messages for longer than a message's deadline.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}

@@ -610,6 +610,7 @@ fn transport_end(e: TransportError) -> TransportEnd {
             TransportEnd::TooLarge(e.to_string())
         }
         TransportError::Protocol(m) => TransportEnd::Protocol(m),
+        e @ TransportError::TooSlow { .. } => TransportEnd::TooSlow(e.to_string()),
         TransportError::Closed => TransportEnd::Eof,
         TransportError::Io(e) => TransportEnd::Failed {
             kind: e.kind(),

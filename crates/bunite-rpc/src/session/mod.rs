@@ -115,6 +115,8 @@ pub(crate) enum TransportEnd {
     TooLarge(String),
     /// The peer broke the transport's framing (e.g. a text WebSocket message).
     Protocol(String),
+    /// A message from the peer did not arrive within the listener's receive deadline.
+    TooSlow(String),
     /// The transport took none of our bytes for this long (the driver's write-stall limit).
     WriteStalled(std::time::Duration),
 }
@@ -322,6 +324,7 @@ impl<T: Types> Session<T> {
                 self.protocol_error(Status::resource_exhausted(message, reason::MAX_FRAME_BYTES));
             }
             TransportEnd::Protocol(m) => self.protocol_error(Status::invalid_argument(m)),
+            TransportEnd::TooSlow(m) => self.protocol_error(Status::new(Code::DeadlineExceeded, m)),
             TransportEnd::WriteStalled(after) => {
                 self.shutdown(Disconnect::WriteStalled { after }, None)
             }

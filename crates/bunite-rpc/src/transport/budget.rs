@@ -12,6 +12,7 @@
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
 //! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. |
+//! | [`receive_deadline`](ListenerConfig::receive_deadline) | 30 s + 1 s per 256 KiB | How long one message may take to arrive once it has started: [`ReceiveDeadline`]'s grace plus a second per `min_rate` bytes of its length (a maximal message: 4 min 46 s). A long message holds its size of the budget until its last byte, so a peer that stalls or trickles inside one would hold it for as long as it keeps the socket open. Past it the connection gets a goaway `deadline_exceeded` and closes. Time waiting for the budget does not count. |
 //! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
 //! | `tls` (feature `tls`) | none | A certificate and key: the listener terminates TLS (`wss://`, `tls://`), within `handshake_timeout` and `max_handshakes`. |
@@ -46,7 +47,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 
-use super::TransportError;
+use super::{ReceiveDeadline, TransportError};
 
 /// Bytes each connection may hold in a message being received without drawing from the
 /// listener's budget: a read buffer's worth, so small messages never wait on the budget.
@@ -66,6 +67,9 @@ pub struct ListenerConfig {
     pub max_bytes: usize,
     /// Bytes of messages being received across all connections.
     pub receive_budget: ByteBudget,
+    /// How long a message may take to arrive once it has started (`None`: as long as the
+    /// peer likes).
+    pub receive_deadline: Option<ReceiveDeadline>,
     /// WebSocket pings after this long without a frame from the peer.
     pub ping_interval: Option<Duration>,
     /// TCP keepalive idle time of accepted sockets.
@@ -84,6 +88,7 @@ impl Default for ListenerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             receive_budget: ByteBudget::new(256 << 20),
+            receive_deadline: Some(ReceiveDeadline::default()),
             ping_interval: Some(super::PING_INTERVAL),
             tcp_keepalive: Some(super::TCP_KEEPALIVE),
             #[cfg(feature = "tls")]
@@ -120,6 +125,12 @@ impl ListenerConfig {
     /// Sets [`receive_budget`](Self::receive_budget) (a budget may be shared by listeners).
     pub fn receive_budget(mut self, budget: ByteBudget) -> Self {
         self.receive_budget = budget;
+        self
+    }
+
+    /// Sets [`receive_deadline`](Self::receive_deadline) (`None`: none).
+    pub fn receive_deadline(mut self, deadline: Option<ReceiveDeadline>) -> Self {
+        self.receive_deadline = deadline;
         self
     }
 

@@ -65,7 +65,10 @@
 //! adds its own overhead. With a [`ByteBudget`] ([`ByteStream::with_budget`]), a message
 //! longer than [`FREE_PER_CONNECTION`](crate::transport::budget::FREE_PER_CONNECTION) draws
 //! its whole length from the budget before its buffer grows past that, and reading waits
-//! while the budget is spent.
+//! while the budget is spent. With a [`ReceiveDeadline`] ([`ByteStream::with_receive_deadline`];
+//! a [`TcpMessageListener`] sets its config's), a message that takes longer than it allows
+//! once it has started is [`TransportError::TooSlow`](super::TransportError::TooSlow):
+//! the connection answers with goaway `deadline_exceeded`.
 //!
 //! ```no_run
 //! use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
@@ -109,7 +112,7 @@ pub use tcp::{TcpReader, TcpWriter};
 pub use write::{ByteStreamSink, COPY_MAX, HIGH_WATER, WRITE_KEEP};
 
 use super::socket::{self, Socket};
-use super::{ByteBudget, MaxBytes, Transport, TransportInfo};
+use super::{ByteBudget, MaxBytes, ReceiveDeadline, Transport, TransportInfo};
 
 /// A message transport over a byte stream: a reader half and a writer half.
 #[derive(Debug)]
@@ -118,6 +121,7 @@ pub struct ByteStream<R, W> {
     writer: W,
     max_bytes: usize,
     budget: Option<ByteBudget>,
+    deadline: Option<ReceiveDeadline>,
     /// A listener's connection slot, given back when both halves are dropped.
     slot: Option<Arc<OwnedSemaphorePermit>>,
     /// What it is, for traces and logs.
@@ -150,6 +154,7 @@ where
             writer,
             max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             budget: None,
+            deadline: None,
             slot: None,
             info: TransportInfo::new("byte-stream", None),
         }
@@ -172,6 +177,16 @@ where
     /// Draws the bytes of long inbound messages from `budget` (see the module docs).
     pub fn with_budget(mut self, budget: ByteBudget) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Fails a message that takes longer than `deadline` allows to arrive once it has
+    /// started (see [`deadline`](super::deadline)), with
+    /// [`TransportError::TooSlow`](super::TransportError::TooSlow). None by default; a
+    /// [`TcpMessageListener`] sets its [`ListenerConfig::receive_deadline`](
+    /// super::ListenerConfig::receive_deadline).
+    pub fn with_receive_deadline(mut self, deadline: Option<ReceiveDeadline>) -> Self {
+        self.deadline = deadline;
         self
     }
 
@@ -287,7 +302,13 @@ where
 
     fn split(self) -> (ByteStreamSink<W>, ByteStreamSource<R>) {
         let sink = ByteStreamSink::new(self.writer, self.slot.clone());
-        let source = ByteStreamSource::new(self.reader, self.max_bytes, self.budget, self.slot);
+        let source = ByteStreamSource::new(
+            self.reader,
+            self.max_bytes,
+            self.budget,
+            self.deadline,
+            self.slot,
+        );
         (sink, source)
     }
 }

@@ -45,6 +45,7 @@ pub mod budget;
 #[cfg(feature = "byte-stream")]
 #[cfg_attr(docsrs, doc(cfg(feature = "byte-stream")))]
 pub mod byte_stream;
+pub mod deadline;
 #[cfg(feature = "ws")]
 mod listen;
 /// [`byte_stream`] under its name before the rename (issue 9: three modules were named for
@@ -76,6 +77,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 pub use budget::{BudgetPermit, ByteBudget, ListenerConfig};
+pub use deadline::ReceiveDeadline;
 #[cfg(any(feature = "ws", feature = "byte-stream"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "ws", feature = "byte-stream"))))]
 pub use socket::{tune_tcp, Socket};
@@ -153,6 +155,19 @@ pub enum TransportError {
     /// message that fails authentication).
     #[error("{0}")]
     Protocol(String),
+    /// A message under way did not arrive within the listener's
+    /// [`ReceiveDeadline`] (the peer stalled or trickled it).
+    /// The connection answers `deadline_exceeded` in a goaway.
+    #[error(
+        "the peer took longer than {after:?} to send one message{}",
+        len.map(|n| format!(" of {n} bytes")).unwrap_or_default()
+    )]
+    TooSlow {
+        /// The time the message had.
+        after: Duration,
+        /// Its length, as far as its header told.
+        len: Option<u64>,
+    },
     /// The transport is closed.
     #[error("transport closed")]
     Closed,

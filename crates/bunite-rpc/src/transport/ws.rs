@@ -21,6 +21,11 @@
 //! stays silent for another interval: a missed pong. Browsers and the TypeScript peer answer pings on their own.
 //! TCP keepalive is on underneath as well (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)).
 //!
+//! A peer that answers pings can still stall inside a message sent in fragments (pings may
+//! come between fragments), or trickle a frame: a listener's connections also have a
+//! [`ListenerConfig::receive_deadline`](super::ListenerConfig::receive_deadline), the
+//! time a message may take once it has started (see [`deadline`](super::deadline)).
+//!
 //! # Clients
 //!
 //! [`connect`] takes a URL or a handshake request; [`WsConnector`] sets the rest: a
@@ -168,7 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     /// [`PING_INTERVAL`](super::PING_INTERVAL) (see [`with_ping_interval`](Self::with_ping_interval)).
     pub async fn from_raw_socket(socket: S, role: Role, max_bytes: usize) -> Self {
         let ws = WebSocketStream::from_raw_socket(
-            Metered::new(socket, None, frame_bound(max_bytes), false),
+            Metered::new(socket, None, None, frame_bound(max_bytes), false),
             role,
             Some(config(max_bytes)),
         )
@@ -219,7 +224,8 @@ impl WsTransport {
         peer: Option<String>,
     ) -> Self {
         let bound = frame_bound(config.max_bytes);
-        let socket = Metered::new(socket, Some(&config.receive_budget), bound, false);
+        let budget = Some(&config.receive_budget);
+        let socket = Metered::new(socket, budget, config.receive_deadline, bound, false);
         let cfg = Some(self::config(config.max_bytes));
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, cfg).await;
         WsTransport::from_stream(ws, config.max_bytes, Some(slot))

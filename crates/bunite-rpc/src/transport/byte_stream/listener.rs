@@ -56,6 +56,7 @@ impl TcpMessageListener {
                         let transport = ByteStream::from_socket(socket)
                             .with_max_bytes(config.max_bytes)
                             .with_budget(config.receive_budget.clone())
+                            .with_receive_deadline(config.receive_deadline)
                             .with_slot(slot);
                         Ok((transport, peer))
                     }
@@ -103,6 +104,7 @@ impl TcpMessageListener {
                 let transport = ByteStream::from_socket(socket.into())
                     .with_max_bytes(self.config.max_bytes)
                     .with_budget(self.config.receive_budget.clone())
+                    .with_receive_deadline(self.config.receive_deadline)
                     .with_slot(slot);
                 Ok((transport, peer))
             }

@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
+use crate::transport::deadline::{MessageClock, ReceiveDeadline};
 use crate::transport::{
     BudgetPermit, ByteBudget, MessageSource, TransportError, LINGER, LINGER_BYTES, LINGER_QUIET,
 };
@@ -102,6 +103,8 @@ pub struct ByteStreamSource<R> {
     /// early (bytes came and went since), never on every message; none while no buffer is
     /// held.
     release: Option<Pin<Box<Sleep>>>,
+    /// The receive deadline of the message under way.
+    clock: MessageClock,
     state: State,
     _slot: Option<Arc<OwnedSemaphorePermit>>,
 }
@@ -118,6 +121,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         reader: R,
         max_bytes: usize,
         budget: Option<ByteBudget>,
+        deadline: Option<ReceiveDeadline>,
         slot: Option<Arc<OwnedSemaphorePermit>>,
     ) -> Self {
         ByteStreamSource {
@@ -133,6 +137,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             idle_since: None,
             slack: READ_CHUNK,
             release: None,
+            clock: MessageClock::new(deadline),
             state: State::Open,
             _slot: slot,
         }
@@ -184,7 +189,11 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         if let Some(waiter) = &mut self.budget {
             // The whole message beyond the free allowance, all or nothing.
             let charge = total.saturating_sub(FREE_PER_CONNECTION);
-            ready!(waiter.poll_hold(cx, &mut self.permit, charge))?;
+            if waiter.poll_hold(cx, &mut self.permit, charge)?.is_pending() {
+                // Waiting for the budget is not the peer's time.
+                self.clock.stop();
+                return Poll::Pending;
+            }
         }
         let missing = total - self.buf.len();
         if self.budget.is_some() && total > READ_SLICE && self.buf.len() >= READ_SLICE {
@@ -289,6 +298,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                     let mut msg = self.buf.split_to(PREFIX + len);
                     msg.advance(PREFIX);
                     self.permit = BudgetPermit::default();
+                    self.clock.stop();
                     self.last = PREFIX + len;
                     if self.last > READ_MAX_FIRST && self.buf.is_empty() {
                         // A buffer sized for a long message is not kept for the next one.
@@ -311,6 +321,12 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             };
             let n = match poll_read_buf(Pin::new(reader), cx, &mut (&mut self.buf).limit(room)) {
                 Poll::Ready(n) => n?,
+                Poll::Pending if !self.buf.is_empty() => {
+                    // Stalled inside a message: within its deadline, or failed.
+                    let len = len.map_or(0, |len| (PREFIX + len) as u64);
+                    self.clock.check(cx, len)?;
+                    return Poll::Pending;
+                }
                 Poll::Pending => {
                     self.poll_release(cx);
                     return Poll::Pending;

@@ -81,7 +81,7 @@ impl WsConnector {
             let socket = self.open_socket(&uri).await?;
             let peer = socket.peer_addr().map(|a| a.to_string());
             let kind = if socket.is_tls() { "wss" } else { "ws" };
-            let socket = Metered::new(socket, None, super::frame_bound(self.max_bytes), true);
+            let socket = Metered::new(socket, None, None, super::frame_bound(self.max_bytes), true);
             let config = Some(config(self.max_bytes));
             match tokio_tungstenite::client_async_with_config(request, socket, config).await {
                 Ok((ws, _response)) => Ok(WsTransport::from_stream(ws, self.max_bytes, None)

@@ -300,9 +300,21 @@ fn recv_error(e: WsError, max: usize) -> Result<Option<Bytes>, TransportError> {
                 max,
             })
         }
-        WsError::Io(e) => Err(TransportError::Io(e)),
+        WsError::Io(e) => Err(io_error(e)),
         WsError::Protocol(e) => Err(TransportError::Protocol(format!("WebSocket: {e}"))),
         other => Err(TransportError::Io(io::Error::other(other.to_string()))),
+    }
+}
+
+/// A read error: the socket's, or the receive deadline's (which the socket under tungstenite
+/// wraps in an `io::Error`).
+fn io_error(e: io::Error) -> TransportError {
+    let ours = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TransportError>());
+    match ours {
+        Some(&TransportError::TooSlow { after, len }) => TransportError::TooSlow { after, len },
+        _ => TransportError::Io(e),
     }
 }
 

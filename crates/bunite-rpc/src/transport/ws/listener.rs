@@ -145,7 +145,13 @@ async fn handshake(
         Ok(resp)
     };
     let bound = super::frame_bound(cfg.max_bytes);
-    let stream = Metered::new(stream, Some(&cfg.receive_budget), bound, true);
+    let stream = Metered::new(
+        stream,
+        Some(&cfg.receive_budget),
+        cfg.receive_deadline,
+        bound,
+        true,
+    );
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(cfg.max_bytes)))
             .await?;

@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::reframe::Reframe;
 use super::{READ_BUFFER, SOCKET_READ};
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
+use crate::transport::deadline::{MessageClock, ReceiveDeadline};
 use crate::transport::{BudgetPermit, ByteBudget};
 
 /// The smallest socket read.
@@ -61,6 +62,9 @@ pub(super) struct Metered<S> {
     head: Option<u8>,
     /// Frames on their way to tungstenite, long ones cut into fragments.
     reframe: Reframe,
+    /// The receive deadline of the message (or frame) under way; its error reaches the
+    /// source inside an `io::Error` (see `halves::io_error`).
+    clock: MessageClock,
 }
 
 #[derive(Debug)]
@@ -91,6 +95,7 @@ impl<S> Metered<S> {
     pub(super) fn new(
         io: S,
         budget: Option<&ByteBudget>,
+        deadline: Option<ReceiveDeadline>,
         max_frame: usize,
         handshake: bool,
     ) -> Self {
@@ -111,6 +116,7 @@ impl<S> Metered<S> {
             meter,
             head: handshake.then_some(0),
             reframe: Reframe::new(max_frame),
+            clock: MessageClock::new(deadline),
         }
     }
 
@@ -133,6 +139,7 @@ impl<S> Metered<S> {
     }
 
     fn release(&mut self) {
+        self.clock.stop();
         let size = self.since_message.saturating_sub(self.ahead.len());
         self.next_read = (size + READ_BUFFER).clamp(MIN_READ, SOCKET_READ);
         self.since_message = self.ahead.len();
@@ -194,7 +201,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         loop {
             if this.ahead.is_empty() {
                 let want = match &mut this.meter {
-                    Some(m) => ready!(m.poll_room(cx))?.min(this.next_read),
+                    Some(m) => match m.poll_room(cx)? {
+                        Poll::Ready(room) => room.min(this.next_read),
+                        Poll::Pending => {
+                            // Waiting for the budget is not the peer's time.
+                            this.clock.stop();
+                            return Poll::Pending;
+                        }
+                    },
                     None => this.next_read,
                 };
                 this.ahead.reserve(want);
@@ -207,6 +221,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                         // Nothing to read: hold no buffer while waiting (an idle connection
                         // waits here, and would otherwise keep `want` bytes reserved).
                         this.ahead = BytesMut::new();
+                        // Stalled inside a frame: within its deadline, or failed (the
+                        // handshake has its own timeout).
+                        if let (None, Some(size)) = (this.head, this.reframe.under_way()) {
+                            let timed_out = this.clock.check(cx, size);
+                            timed_out.map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e))?;
+                        }
                         return Poll::Pending;
                     }
                 };
@@ -343,7 +363,7 @@ mod tests {
         let budget = ByteBudget::new(1 << 20);
         for budget in [None, Some(&budget)] {
             let (ours, mut peer) = tokio::io::duplex(64 * 1024);
-            let mut m = Metered::new(ours, budget, 1 << 20, false);
+            let mut m = Metered::new(ours, budget, None, 1 << 20, false);
             assert_eq!(read_once(&mut m).await, None, "nothing sent yet");
             assert_eq!(
                 m.ahead.capacity(),
@@ -376,7 +396,7 @@ mod tests {
     #[tokio::test]
     async fn the_head_ends_at_its_blank_line_and_frames_follow() {
         let (ours, mut peer) = tokio::io::duplex(1 << 20);
-        let mut m = Metered::new(ours, None, 1 << 20, true);
+        let mut m = Metered::new(ours, None, None, 1 << 20, true);
         let head = b"GET /rpc HTTP/1.1\r\nHost: x\r\nA: \r\r\n\r\n".to_vec();
         let long = crate::transport::ws::FRAGMENT + 10;
         let mut frame = vec![0x82, 127];
@@ -432,7 +452,7 @@ mod tests {
             let (ours, mut peer) = tokio::io::duplex(1 << 20);
             peer.write_all(&binary(len, true)).await.unwrap();
             readers.push(tokio::spawn({
-                let mut m = Metered::new(ours, Some(&budget), 1 << 20, false);
+                let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false);
                 async move {
                     read_all(&mut m, 10 + len).await;
                     m.message_done();
@@ -453,7 +473,7 @@ mod tests {
     async fn a_ping_inside_a_fragmented_message_gives_nothing_back() {
         let budget = ByteBudget::new(4 << 20);
         let (ours, mut peer) = tokio::io::duplex(1 << 20);
-        let mut m = Metered::new(ours, Some(&budget), 1 << 20, false);
+        let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false);
         let first = binary(100 * 1024, false);
         peer.write_all(&first).await.unwrap();
         read_all(&mut m, first.len()).await;
@@ -537,7 +557,13 @@ mod tests {
             let mut sink = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut sink).await;
         });
-        let m = Metered::new(ours, Some(&budget), super::super::frame_bound(max), false);
+        let m = Metered::new(
+            ours,
+            Some(&budget),
+            None,
+            super::super::frame_bound(max),
+            false,
+        );
         let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             m,
             Role::Server,

@@ -46,6 +46,10 @@ pub(super) struct Reframe {
     /// Whether the last data frame left its message unfinished (no FIN): a control frame
     /// read now is inside that message.
     in_message: bool,
+    /// Whether the frame under way (or the last one) is a data frame.
+    data_frame: bool,
+    /// The latest data message's size, as announced.
+    size: u64,
 }
 
 /// A data message whose first frame's header has been read.
@@ -86,6 +90,8 @@ impl Reframe {
             messages: 0,
             announced: None,
             in_message: false,
+            data_frame: false,
+            size: 0,
         }
     }
 
@@ -97,6 +103,19 @@ impl Reframe {
     /// Whether a data message is under way between two of its frames.
     pub(super) fn in_message(&self) -> bool {
         self.in_message
+    }
+
+    /// Whether the peer is inside a frame or a fragmented message (a frame's header or
+    /// payload partly read, or more fragments to come), and the announced size of the
+    /// message it belongs to (0 for a control frame between messages, or a header not yet
+    /// complete).
+    pub(super) fn under_way(&self) -> Option<u64> {
+        let mid_frame = self.have > 0 || self.piece > 0 || self.cut.is_some();
+        if !mid_frame && !self.in_message {
+            return None;
+        }
+        let data = self.in_message || (self.have == 0 && self.data_frame);
+        Some(if data { self.size } else { 0 })
     }
 
     /// Passes bytes of `input` on to `out` as far as it has room; returns how many input
@@ -170,6 +189,7 @@ impl Reframe {
                     true => self.have as u64 + len,
                     false => self.max_frame,
                 };
+                self.size = size;
                 self.announced = Some(Announced {
                     number: self.messages,
                     size,
@@ -178,6 +198,7 @@ impl Reframe {
             }
             self.in_message = !fin;
         }
+        self.data_frame = data;
         if data && len > FRAGMENT as u64 && len <= self.max_frame {
             self.write_header(false, opcode, mask, FRAGMENT as u64);
             self.piece = FRAGMENT as u64;

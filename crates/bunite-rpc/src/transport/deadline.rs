@@ -1,0 +1,231 @@
+//! How long a message may take to arrive once it has started: the [`ReceiveDeadline`] of a
+//! listener's connections, and the clock both socket sources keep by it.
+//!
+//! Why: a long message holds its whole size of the listener's
+//! [`receive_budget`](super::ListenerConfig::receive_budget) from its first bytes to its
+//! last (all or nothing, see [`budget`](super::budget)). A peer that starts a maximal
+//! message and then stalls, or trickles it a byte at a time, would hold a quarter of the
+//! default budget for as long as it keeps its socket open, and four such peers would pause
+//! every other long message on the listener. With a deadline each message gives its bytes
+//! back within `grace + len / min_rate`.
+//!
+//! What counts: the time from the first moment the source finds the socket empty with a
+//! message under way (a message that arrives in one read is never timed, and costs
+//! nothing) to the message's last byte. Time spent waiting for the budget is ours, not the
+//! peer's: it restarts the clock. A message over its deadline fails the source with
+//! [`TransportError::TooSlow`]; the connection answers
+//! with a goaway `deadline_exceeded` and closes, as it does for an oversize message.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use super::TransportError;
+
+/// How long a message may take to arrive once it has started: [`grace`](Self::grace), plus
+/// one second per [`min_rate`](Self::min_rate) bytes of its length. The default (30 s and
+/// 256 KiB/s) gives a 64 KiB message 30.25 s and a maximal 64 MiB message 4 min 46 s, so a
+/// client on a 2 Mbit/s uplink still gets any message through; a server exposed to the
+/// internet may want it tighter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiveDeadline {
+    /// Time every message gets, whatever its length.
+    pub grace: Duration,
+    /// The slowest rate, in bytes per second, a long message may arrive at on average
+    /// (at least 1).
+    pub min_rate: u64,
+}
+
+impl Default for ReceiveDeadline {
+    fn default() -> Self {
+        ReceiveDeadline {
+            grace: Duration::from_secs(30),
+            min_rate: 256 * 1024,
+        }
+    }
+}
+
+impl ReceiveDeadline {
+    /// `grace` plus one second per `min_rate` bytes (a `min_rate` of 0 counts as 1).
+    pub fn new(grace: Duration, min_rate: u64) -> Self {
+        ReceiveDeadline {
+            grace,
+            min_rate: min_rate.max(1),
+        }
+    }
+
+    /// The time a message of `len` bytes gets (saturating).
+    pub fn for_len(&self, len: u64) -> Duration {
+        let rate = self.min_rate.max(1);
+        let whole = Duration::from_secs(len / rate);
+        let part = (u128::from(len % rate) * 1_000_000_000 / u128::from(rate)) as u64;
+        let part = Duration::from_nanos(part);
+        self.grace.saturating_add(whole).saturating_add(part)
+    }
+}
+
+/// The clock of the message under way, kept by a socket source: set the first time the
+/// source finds the socket empty inside a message, checked each time after, stopped when
+/// the message is complete.
+///
+/// One timer per connection, made at the first stall and kept: setting the clock for the
+/// next message costs a clock read, not a timer-wheel update. The timer stays where it was
+/// set while that is no later than the deadline; when it fires early (set for an earlier
+/// message), it moves to the current deadline.
+#[derive(Debug)]
+pub(crate) struct MessageClock {
+    rule: Option<ReceiveDeadline>,
+    /// The message under way, once it has stalled: when, and the length its deadline was
+    /// set for.
+    started: Option<(Instant, u64)>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl MessageClock {
+    pub(crate) fn new(rule: Option<ReceiveDeadline>) -> Self {
+        MessageClock {
+            rule,
+            started: None,
+            timer: None,
+        }
+    }
+
+    /// The socket has nothing more for the message under way, of `len` bytes as far as its
+    /// headers tell (0 when not yet known): starts the clock if this is its first stall,
+    /// extends the deadline if the length is now known to be longer, and registers `cx`'s
+    /// waker for the deadline. The error once it has passed.
+    pub(crate) fn check(&mut self, cx: &mut Context<'_>, len: u64) -> Result<(), TransportError> {
+        let Some(rule) = self.rule else {
+            return Ok(());
+        };
+        let (started, timed_len) = match self.started {
+            Some((at, timed)) if timed >= len => (at, timed),
+            Some((at, _)) => (at, len),
+            None => (Instant::now(), len),
+        };
+        self.started = Some((started, timed_len));
+        // A deadline past what the clock can say is never reached (30 years will do).
+        let deadline = started
+            .checked_add(rule.for_len(timed_len))
+            .unwrap_or_else(|| started + Duration::from_secs(30 * 365 * 86_400));
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= deadline {
+                self.started = None;
+                return Err(TransportError::TooSlow {
+                    after: rule.for_len(timed_len),
+                    len: (timed_len > 0).then_some(timed_len),
+                });
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Ok(())
+    }
+
+    /// The message under way is complete (or waits for the budget, which is not the
+    /// peer's time): the next stall starts the clock afresh.
+    pub(crate) fn stop(&mut self) {
+        self.started = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use super::*;
+
+    #[test]
+    fn a_message_gets_the_grace_and_a_second_per_min_rate_bytes() {
+        let rule = ReceiveDeadline::new(Duration::from_secs(30), 256 * 1024);
+        assert_eq!(rule.for_len(0), Duration::from_secs(30));
+        assert_eq!(rule.for_len(64 << 20), Duration::from_secs(30 + 256));
+        assert_eq!(rule.for_len(128 * 1024), Duration::from_millis(30_500));
+        let zero = ReceiveDeadline::new(Duration::ZERO, 0);
+        assert_eq!(zero.min_rate, 1);
+        assert_eq!(zero.for_len(u64::MAX), Duration::from_secs(u64::MAX));
+        let wide = ReceiveDeadline::new(Duration::MAX, 1);
+        assert_eq!(wide.for_len(10), Duration::MAX, "saturates");
+    }
+
+    async fn check(clock: &mut MessageClock, len: u64) -> Result<(), TransportError> {
+        poll_fn(|cx| Poll::Ready(clock.check(cx, len))).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_runs_from_the_first_stall_and_fails_past_the_deadline() {
+        let rule = ReceiveDeadline::new(Duration::from_secs(10), 1000);
+        let mut clock = MessageClock::new(Some(rule));
+        check(&mut clock, 5000).await.unwrap();
+        tokio::time::advance(Duration::from_secs(14)).await;
+        check(&mut clock, 5000).await.expect("15 s allowed");
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        let err = check(&mut clock, 5000).await.unwrap_err();
+        assert!(
+            matches!(err, TransportError::TooSlow { after, len: Some(5000) }
+                if after == Duration::from_secs(15)),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_message_stops_the_clock_and_the_next_starts_afresh() {
+        let rule = ReceiveDeadline::new(Duration::from_secs(10), 1 << 20);
+        let mut clock = MessageClock::new(Some(rule));
+        check(&mut clock, 10).await.unwrap();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        clock.stop();
+        check(&mut clock, 10).await.unwrap();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        // The timer was set for the first message (9 s ago): it fires early and moves.
+        check(&mut clock, 10).await.expect("9 s into its 10");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(check(&mut clock, 10).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_length_learned_later_extends_the_deadline_and_a_shorter_one_does_not_cut_it() {
+        let rule = ReceiveDeadline::new(Duration::from_secs(1), 1000);
+        let mut clock = MessageClock::new(Some(rule));
+        check(&mut clock, 0).await.unwrap();
+        tokio::time::advance(Duration::from_millis(900)).await;
+        check(&mut clock, 10_000).await.unwrap();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        check(&mut clock, 0).await.expect("11 s for 10,000 bytes");
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        assert!(check(&mut clock, 0).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_wakes_the_task_that_checked() {
+        let rule = ReceiveDeadline::new(Duration::from_secs(5), 1000);
+        let mut clock = MessageClock::new(Some(rule));
+        let started = Instant::now();
+        let err = poll_fn(|cx| match clock.check(cx, 0) {
+            Ok(()) => Poll::Pending,
+            Err(e) => Poll::Ready(e),
+        })
+        .await;
+        assert!(matches!(err, TransportError::TooSlow { len: None, .. }));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_rule_nothing_is_timed() {
+        let mut clock = MessageClock::new(None);
+        check(&mut clock, 1).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1 << 30)).await;
+        check(&mut clock, 1).await.unwrap();
+        assert!(clock.timer.is_none());
+    }
+}

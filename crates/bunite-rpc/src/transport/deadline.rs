@@ -15,6 +15,19 @@
 //! peer's: it restarts the clock. A message over its deadline fails the source with
 //! [`TransportError::TooSlow`]; the connection answers
 //! with a goaway `deadline_exceeded` and closes, as it does for an oversize message.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bunite_rpc::transport::{ListenerConfig, ReceiveDeadline};
+//!
+//! // A server on the open internet: 10 s for any message, and at least 1 MiB/s for long ones.
+//! let tight = ReceiveDeadline::new(Duration::from_secs(10), 1 << 20);
+//! let config = ListenerConfig::default().receive_deadline(Some(tight));
+//! assert_eq!(tight.for_len(64 << 20), Duration::from_secs(74));
+//! // The default: a maximal message gets 30 s + 256 s.
+//! assert_eq!(ReceiveDeadline::default().for_len(64 << 20), Duration::from_secs(286));
+//! # let _ = config;
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

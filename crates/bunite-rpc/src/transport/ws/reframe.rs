@@ -472,5 +472,62 @@ mod tests {
             prop_assert_eq!(error, None);
             prop_assert_eq!(got, want);
         }
+
+        /// Fed a byte at a time, the reader says a message is under way exactly between
+        /// the first byte of a frame and the end of its message (pings inside a fragmented
+        /// message included), and with the size the message was paid for: its one frame,
+        /// or the frame limit when fragments follow; 0 for a ping between messages or a
+        /// first header not yet complete.
+        #[test]
+        fn under_way_holds_between_a_messages_first_byte_and_its_last(
+            specs in prop::collection::vec(
+                (0usize..2 * FRAGMENT + 10, 1usize..4, any::<bool>()), 1..4),
+        ) {
+            let max_frame = 16 << 20;
+            let mask = Some([1, 2, 3, 4]);
+            let (mut bytes, mut expect) = (Vec::new(), Vec::<Option<u64>>::new());
+            let ping = frame(true, OpCode::Control(Control::Ping), b"p", mask);
+            for (len, parts, with_ping) in specs {
+                if with_ping {
+                    // Between messages: 0 until its last byte.
+                    expect.extend(vec![Some(0); ping.len() - 1]);
+                    expect.push(None);
+                    bytes.extend_from_slice(&ping);
+                }
+                let data = payload(len, 7);
+                let step = len.div_ceil(parts).max(1);
+                let pieces: Vec<&[u8]> = if len == 0 { vec![&[]] } else { data.chunks(step).collect() };
+                let whole = pieces.len() == 1;
+                for (i, p) in pieces.iter().enumerate() {
+                    let opcode = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
+                    let last = i + 1 == pieces.len();
+                    let f = frame(last, opcode, p, mask);
+                    let size = if whole { f.len() as u64 } else { max_frame as u64 };
+                    let header = f.len() - p.len();
+                    // A first header is not the message's until it is complete.
+                    let before = if i == 0 { Some(0) } else { Some(size) };
+                    expect.extend(vec![before; header - 1]);
+                    expect.extend(vec![Some(size); f.len() - header]);
+                    expect.push(Some(size));
+                    if last {
+                        *expect.last_mut().unwrap() = None;
+                    }
+                    bytes.extend_from_slice(&f);
+                    if with_ping && i == 0 && !last {
+                        expect.extend(vec![Some(size); ping.len()]);
+                        bytes.extend_from_slice(&ping);
+                    }
+                }
+            }
+            prop_assert_eq!(bytes.len(), expect.len());
+            let mut r = Reframe::new(max_frame);
+            let mut space = vec![0u8; 2 * FRAGMENT];
+            prop_assert_eq!(r.under_way(), None);
+            for (at, byte) in bytes.iter().enumerate() {
+                let mut buf = ReadBuf::new(&mut space);
+                prop_assert_eq!(r.feed(std::slice::from_ref(byte), &mut buf), 1);
+                prop_assert_eq!(r.under_way(), expect[at], "after byte {}", at);
+            }
+        }
     }
 }

@@ -736,3 +736,35 @@ async fn a_slow_message_within_its_deadline_arrives() {
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
 }
+
+/// The `ws_frames` fuzz target's corpus (`fuzz/corpus/ws_frames`), replayed on stable Rust:
+/// each input runs the harness, which checks that cutting long frames into fragments
+/// changes nothing tungstenite reads.
+#[test]
+fn the_ws_frames_fuzz_corpus_replays_cleanly() {
+    let dir = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/corpus/ws_frames"
+    ));
+    let (mut inputs, mut messages, mut refused, mut cut) = (0, 0, 0, 0);
+    for entry in std::fs::read_dir(&dir).expect("the fuzz corpus") {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let run = std::panic::catch_unwind(|| ws::fuzz::ws_frames(&data));
+        let outcome = run.unwrap_or_else(|_| panic!("corpus input {} fails", path.display()));
+        inputs += 1;
+        messages += outcome.messages;
+        refused += usize::from(outcome.refused);
+        cut += usize::from(outcome.cut);
+    }
+    assert!(
+        inputs >= 5,
+        "only {inputs} corpus inputs in {}",
+        dir.display()
+    );
+    // The corpus reaches every side: messages read, inputs refused, frames cut.
+    assert!(
+        messages > 0 && refused > 0 && cut > 0,
+        "{messages} messages, {refused} refused, {cut} cut"
+    );
+}

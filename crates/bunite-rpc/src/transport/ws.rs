@@ -97,6 +97,9 @@
 //! ```
 
 mod client;
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod fuzz;
 mod halves;
 mod keepalive;
 mod listener;

@@ -28,6 +28,8 @@ const _: () = assert!(FRAGMENT % 4 == 0);
 pub(super) struct Reframe {
     /// Frames longer than this pass whole (tungstenite refuses them at their header).
     max_frame: u64,
+    /// The longest piece a frame is cut into: [`FRAGMENT`] (smaller in the fuzz harness).
+    fragment: u64,
     /// Header bytes read from the socket, not yet complete.
     header: [u8; MAX_HEADER],
     have: usize,
@@ -78,8 +80,15 @@ struct Cut {
 impl Reframe {
     /// A reader that cuts frames of up to `max_frame` bytes.
     pub(super) fn new(max_frame: usize) -> Self {
+        Reframe::with_fragment(max_frame, FRAGMENT)
+    }
+
+    /// A reader that cuts frames into pieces of `fragment` bytes, rounded down to a multiple
+    /// of four (at least four).
+    pub(super) fn with_fragment(max_frame: usize, fragment: usize) -> Self {
         Reframe {
             max_frame: max_frame as u64,
+            fragment: (fragment as u64 & !3).max(4),
             header: [0; MAX_HEADER],
             have: 0,
             out: [0; MAX_HEADER],
@@ -110,12 +119,16 @@ impl Reframe {
     /// message it belongs to (0 for a control frame between messages, or a header not yet
     /// complete).
     pub(super) fn under_way(&self) -> Option<u64> {
-        let mid_frame = self.have > 0 || self.piece > 0 || self.cut.is_some();
-        if !mid_frame && !self.in_message {
+        if !self.mid_frame() && !self.in_message {
             return None;
         }
         let data = self.in_message || (self.have == 0 && self.data_frame);
         Some(if data { self.size } else { 0 })
+    }
+
+    /// Whether a frame's header or payload is partly read.
+    pub(super) fn mid_frame(&self) -> bool {
+        self.have > 0 || self.piece > 0 || self.cut.is_some()
     }
 
     /// Passes bytes of `input` on to `out` as far as it has room; returns how many input
@@ -199,11 +212,11 @@ impl Reframe {
             self.in_message = !fin;
         }
         self.data_frame = data;
-        if data && len > FRAGMENT as u64 && len <= self.max_frame {
-            self.write_header(false, opcode, mask, FRAGMENT as u64);
-            self.piece = FRAGMENT as u64;
+        if data && len > self.fragment && len <= self.max_frame {
+            self.write_header(false, opcode, mask, self.fragment);
+            self.piece = self.fragment;
             self.cut = Some(Cut {
-                left: len - FRAGMENT as u64,
+                left: len - self.fragment,
                 fin,
                 mask,
             });
@@ -217,7 +230,7 @@ impl Reframe {
 
     /// The header of the next piece of the frame being cut.
     fn next_piece(&mut self, cut: Cut) {
-        let len = cut.left.min(FRAGMENT as u64);
+        let len = cut.left.min(self.fragment);
         let last = len == cut.left;
         self.write_header(last && cut.fin, 0, cut.mask, len);
         self.piece = len;

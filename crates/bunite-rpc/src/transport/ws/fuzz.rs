@@ -1,0 +1,204 @@
+//! The fuzz harness of the WebSocket read path (`fuzz/fuzz_targets/ws_frames.rs`; its corpus
+//! is replayed by `tests/transport_ws.rs` on stable Rust). Hidden, behind `test-util`.
+//!
+//! The input is a few settings and then the bytes a hostile client sends: any frames,
+//! well-formed or not. tungstenite reads them twice, as a listener's connection would (server
+//! role, frames and messages bounded), once straight and once through a [`Reframe`] that cuts
+//! long data frames into fragments, with the bytes arriving in chunks of any size. The cut
+//! must change nothing tungstenite sees: the same messages, then an error in both or in
+//! neither, with one exception: when the bytes end inside a frame, a check tungstenite
+//! makes once a frame is complete (a client frame must be masked, text must be UTF-8) may
+//! refuse a complete fragment of it through the cut while the straight read just runs out
+//! of bytes (refusing earlier, never later). No frame longer than a fragment may reach
+//! tungstenite unless both refuse it, and the reader's state (`under_way`) must hold without
+//! panicking after every byte.
+
+use std::io::{Cursor, Read, Write};
+
+use tokio::io::ReadBuf;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error, Message};
+
+use super::reframe::Reframe;
+
+/// What one input did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Messages read (the same both ways).
+    pub messages: usize,
+    /// Whether reading ended with an error (both ways), not at the end of the bytes.
+    pub refused: bool,
+    /// Whether a frame was cut into fragments.
+    pub cut: bool,
+}
+
+/// Runs one fuzz input. Panics when the cut changes what tungstenite reads.
+pub fn ws_frames(data: &[u8]) -> Outcome {
+    let [f, b0, b1, chunk, room, wire @ ..] = data else {
+        return Outcome::default();
+    };
+    // Pieces of 128-188 bytes, so that control frames (at most 125) are never longer than a
+    // piece; frames and messages bounded a little or a lot above that.
+    let fragment = 128 + 4 * usize::from(f % 16);
+    let bound = fragment + usize::from(u16::from_be_bytes([*b0, *b1]) % 4096);
+    let (chunk, room) = (1 + usize::from(*chunk), 1 + usize::from(*room));
+
+    let (cut, was_cut, ended_mid_frame) = through(wire, bound, fragment, chunk, room);
+    let (straight, straight_error) = read_all(wire.to_vec(), bound, bound);
+    // Through the cut, tungstenite takes no frame longer than a piece: a longer one reaches
+    // it only if it passed uncut, to be refused.
+    let (through_cut, cut_error) = read_all(cut, fragment, bound);
+    assert_eq!(
+        through_cut, straight,
+        "the cut changed the messages (errors: {cut_error:?} / {straight_error:?})"
+    );
+    let earlier = cut_error.is_some() && straight_error.is_none() && ended_mid_frame;
+    assert!(
+        cut_error.is_some() == straight_error.is_some() || earlier,
+        "one way refused and not the other: {cut_error:?} / {straight_error:?}"
+    );
+    Outcome {
+        messages: straight.len(),
+        refused: cut_error.is_some(),
+        cut: was_cut,
+    }
+}
+
+/// `bytes` through a [`Reframe`], `chunk` input bytes and `room` output bytes at a time, then
+/// the end of the input; whether a frame was cut, and whether the bytes ended inside one.
+fn through(
+    bytes: &[u8],
+    max_frame: usize,
+    fragment: usize,
+    chunk: usize,
+    room: usize,
+) -> (Vec<u8>, bool, bool) {
+    let mut r = Reframe::with_fragment(max_frame, fragment);
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+    let mut space = vec![0u8; room];
+    let mut sizes = Vec::new();
+    let mut ended_mid_frame = false;
+    for piece in bytes.chunks(chunk) {
+        let mut piece = piece;
+        while !piece.is_empty() {
+            let mut buf = ReadBuf::new(&mut space);
+            let used = r.feed(piece, &mut buf);
+            assert!(
+                used > 0 || !buf.filled().is_empty(),
+                "no progress with room for {room} bytes"
+            );
+            out.extend_from_slice(buf.filled());
+            piece = &piece[used..];
+            if let Some(size) = r.under_way() {
+                sizes.push(size);
+            }
+        }
+    }
+    ended_mid_frame |= r.mid_frame();
+    loop {
+        let mut buf = ReadBuf::new(&mut space);
+        r.feed(&[], &mut buf);
+        r.flush_partial(&mut buf);
+        if buf.filled().is_empty() {
+            break;
+        }
+        out.extend_from_slice(buf.filled());
+    }
+    // A message under way was paid for at no more than the frame limit.
+    assert!(sizes.iter().all(|&s| s <= (max_frame + 14) as u64));
+    let was_cut = out != bytes;
+    (out, was_cut, ended_mid_frame)
+}
+
+/// Reads from the bytes given; what tungstenite writes (pongs, close replies) goes nowhere.
+struct Input(Cursor<Vec<u8>>);
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Input {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every message a listener's tungstenite reads from `bytes` (frames up to `max_frame`,
+/// messages up to `max_message`), and the error that ends them if not the end of the bytes.
+fn read_all(
+    bytes: Vec<u8>,
+    max_frame: usize,
+    max_message: usize,
+) -> (Vec<Message>, Option<String>) {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(256)
+        .max_frame_size(Some(max_frame))
+        .max_message_size(Some(max_message));
+    let mut ws = WebSocket::from_raw_socket(Input(Cursor::new(bytes)), Role::Server, Some(config));
+    let mut got = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(m) => got.push(m),
+            Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))
+            | Err(Error::ConnectionClosed | Error::AlreadyClosed) => return (got, None),
+            Err(e) => return (got, Some(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(settings: [u8; 5], frames: &[&[u8]]) -> Vec<u8> {
+        let mut data = settings.to_vec();
+        for f in frames {
+            data.extend_from_slice(f);
+        }
+        data
+    }
+
+    /// A masked binary frame of `len` bytes of `byte`.
+    fn binary(fin: bool, len: u16, byte: u8) -> Vec<u8> {
+        let mut f = vec![u8::from(fin) << 7 | 2, 0x80 | 126];
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(&[9, 8, 7, 6]);
+        f.extend(std::iter::repeat_n(byte, usize::from(len)));
+        f
+    }
+
+    #[test]
+    fn a_long_frame_is_cut_and_read_the_same() {
+        let out = ws_frames(&input([0, 4, 0, 7, 30], &[&binary(true, 1000, 5)]));
+        assert_eq!(
+            out,
+            Outcome {
+                messages: 1,
+                refused: false,
+                cut: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_frame_over_the_bound_is_refused_both_ways() {
+        // Bound 128 + 100: a frame of 1000 passes uncut, and is refused.
+        let out = ws_frames(&input([0, 0, 100, 50, 50], &[&binary(true, 1000, 5)]));
+        assert!(out.refused && !out.cut && out.messages == 0, "{out:?}");
+    }
+
+    #[test]
+    fn an_unmasked_client_frame_is_refused_both_ways() {
+        let mut f = binary(true, 300, 1);
+        f[1] &= 0x7f;
+        f.drain(4..8);
+        let out = ws_frames(&input([3, 4, 0, 255, 255], &[&binary(true, 10, 2), &f]));
+        assert_eq!((out.messages, out.refused), (1, true));
+    }
+}

@@ -13,8 +13,8 @@
 //! message under way (a message that arrives in one read is never timed, and costs
 //! nothing) to the message's last byte. Time spent waiting for the budget is ours, not the
 //! peer's: it restarts the clock. A message over its deadline fails the source with
-//! [`TransportError::TooSlow`]; the connection answers
-//! with a goaway `deadline_exceeded` and closes, as it does for an oversize message.
+//! [`TransportError::TooSlow`]; the connection answers with a goaway `deadline_exceeded`
+//! and closes, as it does for an oversize message.
 //!
 //! ```
 //! use std::time::Duration;

@@ -622,4 +622,69 @@ mod tests {
             });
         }
     }
+
+    /// Reads until the socket has nothing more: the bytes read.
+    async fn read_until_waiting<S: AsyncRead + Unpin>(m: &mut Metered<S>) -> usize {
+        let mut got = 0;
+        while let Some(chunk) = read_once(m).await {
+            got += chunk.len();
+        }
+        got
+    }
+
+    /// Time spent waiting for the budget is not the peer's: a message whose header stalled
+    /// (its clock started), then waited ten times its deadline for the budget, still gets
+    /// its whole deadline once it has the budget. (With the clock left running, the first
+    /// stall after the wait failed it.) Past that deadline, it fails.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_the_budget_does_not_count_against_the_receive_deadline() {
+        use std::time::Duration;
+
+        use crate::transport::TransportError;
+        let budget = ByteBudget::new(1 << 20);
+        let rule = ReceiveDeadline::new(Duration::from_secs(1), 1 << 20);
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut m = Metered::new(ours, Some(&budget), Some(rule), 1 << 20, false);
+        let frame = binary(200 * 1024, true);
+        // Half of the header, and a pause: the clock starts.
+        peer.write_all(&frame[..5]).await.unwrap();
+        assert_eq!(read_once(&mut m).await, None);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        // More of it, while the budget is held elsewhere for ten deadlines.
+        let hold = budget.try_acquire(1 << 20).unwrap();
+        peer.write_all(&frame[5..100_000]).await.unwrap();
+        let before = read_until_waiting(&mut m).await;
+        assert!(
+            before < FREE_PER_CONNECTION,
+            "{before} read without the budget"
+        );
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        drop(hold);
+        let after = read_until_waiting(&mut m).await;
+        assert_eq!(before + after, 100_000);
+        // The rest within its deadline (1 s + 0.2 s from that stall): it arrives (cut in
+        // two fragments: the second one's header is 10 bytes more).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        peer.write_all(&frame[100_000..]).await.unwrap();
+        assert_eq!(read_until_waiting(&mut m).await, frame.len() - 100_000 + 10);
+        m.message_done();
+        // The next message stalls past its own deadline: it fails.
+        peer.write_all(&frame[..100]).await.unwrap();
+        assert_eq!(read_until_waiting(&mut m).await, 100);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let failed = poll_fn(|cx| {
+            let mut space = [0u8; READ_BUFFER];
+            let mut buf = ReadBuf::new(&mut space);
+            Pin::new(&mut m).poll_read(cx, &mut buf)
+        })
+        .await
+        .unwrap_err();
+        let inner = failed
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<TransportError>());
+        assert!(
+            matches!(inner, Some(TransportError::TooSlow { .. })),
+            "{failed:?}"
+        );
+    }
 }

@@ -778,3 +778,71 @@ async fn a_stalled_message_on_a_listener_gets_goaway_deadline_exceeded() {
     assert_eq!(server.stats().pending_calls, 0);
     assert_eq!(budget.available(), 1 << 20, "the message's bytes went back");
 }
+
+/// Peers that announce maximal messages and stall hold the listener's budget only until
+/// their deadline: a well-behaved client's long call, which waits for that budget behind
+/// them, is answered once they are cut off (without a deadline it waited for as long as
+/// they kept their sockets open), and each staller gets its goaway.
+#[tokio::test]
+async fn stalled_messages_give_the_budget_back_at_their_deadline() {
+    let max = 2 << 20;
+    let budget = ByteBudget::new(4 << 20);
+    let grace = Duration::from_secs(1);
+    let config = ListenerConfig::default()
+        .max_bytes(max)
+        .receive_budget(budget.clone())
+        .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)));
+    let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((t, _)) = listener.accept().await {
+            let conn = Connection::new(t);
+            serve_counter(&conn).await;
+            conns.push(conn);
+        }
+    });
+    // Three stallers announce a maximal message and send a little of it: two hold the
+    // budget (almost 4 MiB), the third waits for it.
+    let mut stallers = Vec::new();
+    for _ in 0..3 {
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&(max as u32).to_be_bytes()).await.unwrap();
+        raw.write_all(&[0u8; 100_000]).await.unwrap();
+        stallers.push(raw);
+    }
+    eventually(|| budget.available() < 64 * 1024).await;
+    // A well-behaved client's 1 MiB echo waits for the budget behind them.
+    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
+    let counter = timeout(WAIT, client.bootstrap(&counter_def()))
+        .await
+        .unwrap()
+        .unwrap();
+    // The stallers still hold the budget: the call has to wait for it.
+    assert!(budget.available() < 1 << 20, "{}", budget.available());
+    let big = Value::Bin(vec![7u8; 1 << 20]);
+    let echoed = timeout(WAIT, counter.call_value("echo", big.clone()))
+        .await
+        .expect("answered once the stallers were cut off")
+        .unwrap();
+    assert_eq!(echoed, big);
+    // Each staller, the one that waited too, was cut off with a goaway.
+    let mut dec = Decoder::new(WireLimits::default());
+    for (i, raw) in stallers.iter_mut().enumerate() {
+        let goaway = loop {
+            match read_frame(raw, &mut dec).await {
+                Some(Frame::Goaway(g)) => break g,
+                Some(_) => continue,
+                None => panic!("staller {i} closed without goaway"),
+            }
+        };
+        assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"), "{i}");
+    }
+    drop(counter);
+    client.close();
+    timeout(WAIT, client.closed()).await.unwrap();
+    serving.abort();
+    eventually(|| budget.available() == 4 << 20).await;
+}

@@ -796,12 +796,12 @@ async fn stalled_messages_give_the_budget_back_at_their_deadline() {
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
+    let (conns_tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
     let serving = tokio::spawn(async move {
-        let mut conns = Vec::new();
         while let Ok((t, _)) = listener.accept().await {
             let conn = Connection::new(t);
             serve_counter(&conn).await;
-            conns.push(conn);
+            let _ = conns_tx.send(conn);
         }
     });
     // Three stallers announce a maximal message and send a little of it: two hold the
@@ -844,5 +844,13 @@ async fn stalled_messages_give_the_budget_back_at_their_deadline() {
     client.close();
     timeout(WAIT, client.closed()).await.unwrap();
     serving.abort();
+    // Every server connection (three stallers, the client) has closed and holds nothing.
+    let mut closed = 0;
+    while let Ok(conn) = conns.try_recv() {
+        timeout(WAIT, conn.closed()).await.unwrap();
+        assert_eq!(conn.stats().pending_calls, 0);
+        closed += 1;
+    }
+    assert_eq!(closed, 4);
     eventually(|| budget.available() == 4 << 20).await;
 }

@@ -3,7 +3,7 @@
 //!
 //! The input is a few settings and then the bytes a hostile client sends: any frames,
 //! well-formed or not. tungstenite reads them twice, as a listener's connection would (server
-//! role, frames and messages bounded), once straight and once through a [`Reframe`] that cuts
+//! role, frames and messages bounded), once straight and once through a `Reframe` that cuts
 //! long data frames into fragments, with the bytes arriving in chunks of any size. The cut
 //! must change nothing tungstenite sees: the same messages, then an error in both or in
 //! neither, with one exception: when the bytes end inside a frame, a check tungstenite
@@ -65,7 +65,7 @@ pub fn ws_frames(data: &[u8]) -> Outcome {
     }
 }
 
-/// `bytes` through a [`Reframe`], `chunk` input bytes and `room` output bytes at a time, then
+/// `bytes` through a `Reframe`, `chunk` input bytes and `room` output bytes at a time, then
 /// the end of the input; whether a frame was cut, and whether the bytes ended inside one.
 fn through(
     bytes: &[u8],

@@ -83,10 +83,21 @@ async fn raw_client(
     Decoder,
 ) {
     let (l, url) = listener(max_bytes).await;
+    raw_client_of(l, &url).await
+}
+
+/// A raw tungstenite client of `l` at `url` and the server connection it accepted, past the
+/// server's hello.
+async fn raw_client_of(
+    l: WsListener,
+    url: &str,
+) -> (
+    Connection,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Decoder,
+) {
     let accepted = accept_one(l);
-    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let (mut raw, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let server = Connection::new(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
     let mut dec = Decoder::new(WireLimits::default());
     match next_frame(&mut raw, &mut dec).await {
@@ -605,29 +616,6 @@ async fn timed_listener(
     (l, url)
 }
 
-/// A server connection on a [`timed_listener`] and a raw client past the server's hello.
-async fn timed_server(
-    grace: Duration,
-    budget: &bunite_rpc::transport::ByteBudget,
-) -> (
-    Connection,
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Decoder,
-) {
-    let (l, url) = timed_listener(grace, budget).await;
-    let accepted = accept_one(l);
-    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
-    let server = Connection::new(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
-    let mut dec = Decoder::new(WireLimits::default());
-    assert!(matches!(
-        next_frame(&mut raw, &mut dec).await,
-        Some(Frame::Hello(_))
-    ));
-    (server, raw, dec)
-}
-
 /// A peer that sends the header and part of a long frame, then stops, gets a goaway
 /// `deadline_exceeded` once the listener's receive deadline has passed, and its message's
 /// bytes go back to the budget.
@@ -636,7 +624,8 @@ async fn a_stalled_frame_gets_goaway_deadline_exceeded() {
     use tokio::io::AsyncWriteExt;
     let grace = Duration::from_millis(300);
     let budget = bunite_rpc::transport::ByteBudget::new(1 << 20);
-    let (server, mut raw, mut dec) = timed_server(grace, &budget).await;
+    let (l, url) = timed_listener(grace, &budget).await;
+    let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
     let len = 150 * 1024;
     raw.get_mut()
         .write_all(&client_header(0x82, len))
@@ -667,7 +656,8 @@ async fn pings_inside_a_fragmented_message_do_not_extend_its_deadline() {
     use tokio::io::AsyncWriteExt;
     let grace = Duration::from_millis(400);
     let budget = bunite_rpc::transport::ByteBudget::new(256 << 20);
-    let (server, mut raw, mut dec) = timed_server(grace, &budget).await;
+    let (l, url) = timed_listener(grace, &budget).await;
+    let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
     // A first fragment (no FIN), whole.
     let mut first = client_header(0x02, 1000);
     first.extend_from_slice(&[0u8; 1000]);

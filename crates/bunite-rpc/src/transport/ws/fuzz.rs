@@ -13,14 +13,13 @@
 //! tungstenite unless both refuse it, and the reader's state (`under_way`) must hold without
 //! panicking after every byte.
 
-use std::io::{Cursor, Read, Write};
+use std::io::Cursor;
 
-use tokio::io::ReadBuf;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error, Message};
 
-use super::reframe::Reframe;
+use super::reframe::harness::{through, Input};
 
 /// What one input did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +43,8 @@ pub fn ws_frames(data: &[u8]) -> Outcome {
     let bound = fragment + usize::from(u16::from_be_bytes([*b0, *b1]) % 4096);
     let (chunk, room) = (1 + usize::from(*chunk), 1 + usize::from(*room));
 
-    let (cut, was_cut, ended_mid_frame) = through(wire, bound, fragment, chunk, room);
+    let (cut, ended_mid_frame) = through(wire, bound, fragment, chunk, room);
+    let was_cut = cut != wire;
     let (straight, straight_error) = read_all(wire.to_vec(), bound, bound);
     // Through the cut, tungstenite takes no frame longer than a piece: a longer one reaches
     // it only if it passed uncut, to be refused.
@@ -62,66 +62,6 @@ pub fn ws_frames(data: &[u8]) -> Outcome {
         messages: straight.len(),
         refused: cut_error.is_some(),
         cut: was_cut,
-    }
-}
-
-/// `bytes` through a `Reframe`, `chunk` input bytes and `room` output bytes at a time, then
-/// the end of the input; whether a frame was cut, and whether the bytes ended inside one.
-fn through(
-    bytes: &[u8],
-    max_frame: usize,
-    fragment: usize,
-    chunk: usize,
-    room: usize,
-) -> (Vec<u8>, bool, bool) {
-    let mut r = Reframe::with_fragment(max_frame, fragment);
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
-    let mut space = vec![0u8; room];
-    for piece in bytes.chunks(chunk) {
-        let mut piece = piece;
-        while !piece.is_empty() {
-            let mut buf = ReadBuf::new(&mut space);
-            let used = r.feed(piece, &mut buf);
-            assert!(
-                used > 0 || !buf.filled().is_empty(),
-                "no progress with room for {room} bytes"
-            );
-            out.extend_from_slice(buf.filled());
-            piece = &piece[used..];
-            // A message under way was paid for at no more than the frame limit.
-            let size = r.under_way().unwrap_or_default();
-            assert!(size <= (max_frame + 14) as u64, "{size} under way");
-        }
-    }
-    let ended_mid_frame = r.mid_frame();
-    loop {
-        let mut buf = ReadBuf::new(&mut space);
-        r.feed(&[], &mut buf);
-        r.flush_partial(&mut buf);
-        if buf.filled().is_empty() {
-            break;
-        }
-        out.extend_from_slice(buf.filled());
-    }
-    let was_cut = out != bytes;
-    (out, was_cut, ended_mid_frame)
-}
-
-/// Reads from the bytes given; what tungstenite writes (pongs, close replies) goes nowhere.
-struct Input(Cursor<Vec<u8>>);
-
-impl Read for Input {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Write for Input {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -292,6 +292,78 @@ fn payload_len(h: &[u8]) -> (u64, Option<[u8; 4]>) {
     (len, mask)
 }
 
+/// Driving a reader by hand, for its tests and the fuzz harness (`ws/fuzz.rs`).
+#[cfg(any(test, feature = "test-util"))]
+pub(super) mod harness {
+    use std::io::{Cursor, Read, Write};
+
+    use tokio::io::ReadBuf;
+
+    use super::Reframe;
+
+    /// `bytes` through a reader that cuts frames of up to `max_frame` bytes into pieces of
+    /// `fragment`, `chunk` input bytes and `room` output bytes at a time, then the end of the
+    /// input; and whether the bytes ended inside a frame. Panics if the reader stops making
+    /// progress, or says a message under way is longer than the frame limit allows.
+    pub(in super::super) fn through(
+        bytes: &[u8],
+        max_frame: usize,
+        fragment: usize,
+        chunk: usize,
+        room: usize,
+    ) -> (Vec<u8>, bool) {
+        let mut r = Reframe::with_fragment(max_frame, fragment);
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+        let mut space = vec![0u8; room];
+        for piece in bytes.chunks(chunk) {
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let mut buf = ReadBuf::new(&mut space);
+                let used = r.feed(piece, &mut buf);
+                assert!(
+                    used > 0 || !buf.filled().is_empty(),
+                    "no progress with room for {room} bytes"
+                );
+                out.extend_from_slice(buf.filled());
+                piece = &piece[used..];
+                // A message under way was paid for at no more than the frame limit.
+                let size = r.under_way().unwrap_or_default();
+                assert!(size <= (max_frame + 14) as u64, "{size} under way");
+            }
+        }
+        let ended_mid_frame = r.mid_frame();
+        loop {
+            let mut buf = ReadBuf::new(&mut space);
+            r.feed(&[], &mut buf);
+            r.flush_partial(&mut buf);
+            if buf.filled().is_empty() {
+                break;
+            }
+            out.extend_from_slice(buf.filled());
+        }
+        (out, ended_mid_frame)
+    }
+
+    /// Reads from the bytes given; what tungstenite writes (pongs, close replies) goes
+    /// nowhere.
+    pub(in super::super) struct Input(pub Cursor<Vec<u8>>);
+
+    impl Read for Input {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Input {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Cursor;
@@ -322,46 +394,7 @@ mod tests {
     /// `bytes` passed through a `Reframe`, `chunk` input bytes and `room` output bytes at a
     /// time.
     fn through(bytes: &[u8], max_frame: usize, chunk: usize, room: usize) -> Vec<u8> {
-        let mut r = Reframe::new(max_frame);
-        let mut out = Vec::new();
-        let mut space = vec![0u8; room];
-        for piece in bytes.chunks(chunk) {
-            let mut piece = piece;
-            while !piece.is_empty() {
-                let mut buf = ReadBuf::new(&mut space);
-                let used = r.feed(piece, &mut buf);
-                out.extend_from_slice(buf.filled());
-                piece = &piece[used..];
-            }
-        }
-        loop {
-            let mut buf = ReadBuf::new(&mut space);
-            r.feed(&[], &mut buf);
-            r.flush_partial(&mut buf);
-            if buf.filled().is_empty() {
-                break;
-            }
-            out.extend_from_slice(buf.filled());
-        }
-        out
-    }
-
-    /// Reads from the bytes given; what tungstenite writes (pongs) goes nowhere.
-    struct Input(Cursor<Vec<u8>>);
-
-    impl std::io::Read for Input {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-
-    impl std::io::Write for Input {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        harness::through(bytes, max_frame, FRAGMENT, chunk, room).0
     }
 
     /// Every message tungstenite reads from `bytes` (as a server: unmasked frames
@@ -372,7 +405,7 @@ mod tests {
             .max_frame_size(Some(max_frame))
             .max_message_size(Some(16 << 20))
             .accept_unmasked_frames(true);
-        let input = Input(Cursor::new(bytes));
+        let input = harness::Input(Cursor::new(bytes));
         let mut ws = WebSocket::from_raw_socket(input, Role::Server, Some(config));
         let mut got = Vec::new();
         loop {

@@ -253,25 +253,9 @@ async fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_ca
 /// input runs the harness, which checks the source against its model.
 #[test]
 fn the_sealed_open_fuzz_corpus_replays_cleanly() {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fuzz/corpus/sealed_open"
-    ));
-    let (mut inputs, mut accepted, mut refused) = (0, 0, 0);
-    for entry in std::fs::read_dir(&dir).expect("the fuzz corpus") {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        let run = std::panic::catch_unwind(|| sealed::fuzz::sealed_open(&data));
-        let outcome = run.unwrap_or_else(|_| panic!("corpus input {} fails", path.display()));
-        inputs += 1;
-        accepted += outcome.accepted;
-        refused += usize::from(outcome.refused);
-    }
-    assert!(
-        inputs >= 5,
-        "only {inputs} corpus inputs in {}",
-        dir.display()
-    );
+    let outcomes = replay_corpus("sealed_open", 5, sealed::fuzz::sealed_open);
+    let accepted: usize = outcomes.iter().map(|o| o.accepted).sum();
+    let refused = outcomes.iter().filter(|o| o.refused).count();
     // The corpus reaches both sides of the pipe: messages opened, and messages refused.
     assert!(
         accepted > 0 && refused > 0,

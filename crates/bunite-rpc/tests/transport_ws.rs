@@ -732,26 +732,10 @@ async fn a_slow_message_within_its_deadline_arrives() {
 /// changes nothing tungstenite reads.
 #[test]
 fn the_ws_frames_fuzz_corpus_replays_cleanly() {
-    let dir = std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fuzz/corpus/ws_frames"
-    ));
-    let (mut inputs, mut messages, mut refused, mut cut) = (0, 0, 0, 0);
-    for entry in std::fs::read_dir(&dir).expect("the fuzz corpus") {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        let run = std::panic::catch_unwind(|| ws::fuzz::ws_frames(&data));
-        let outcome = run.unwrap_or_else(|_| panic!("corpus input {} fails", path.display()));
-        inputs += 1;
-        messages += outcome.messages;
-        refused += usize::from(outcome.refused);
-        cut += usize::from(outcome.cut);
-    }
-    assert!(
-        inputs >= 5,
-        "only {inputs} corpus inputs in {}",
-        dir.display()
-    );
+    let outcomes = replay_corpus("ws_frames", 5, ws::fuzz::ws_frames);
+    let messages: usize = outcomes.iter().map(|o| o.messages).sum();
+    let refused = outcomes.iter().filter(|o| o.refused).count();
+    let cut = outcomes.iter().filter(|o| o.cut).count();
     // The corpus reaches every side: messages read, inputs refused, frames cut.
     assert!(
         messages > 0 && refused > 0 && cut > 0,

@@ -496,3 +496,33 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
     }
     assert!(f(), "condition never became true");
 }
+
+/// Runs `harness` on every input of a fuzz target's corpus (`fuzz/corpus/<target>`, or
+/// `$BUNITE_FUZZ_CORPUS/<target>` to replay a fuzzer's working corpus), failing with the
+/// input's path if it panics; what each input gave, after checking there are at least
+/// `min` of them.
+pub fn replay_corpus<T>(
+    target: &str,
+    min: usize,
+    harness: impl Fn(&[u8]) -> T + std::panic::RefUnwindSafe,
+) -> Vec<T> {
+    let dir = match std::env::var_os("BUNITE_FUZZ_CORPUS") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus")),
+    }
+    .join(target);
+    let mut outcomes = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the fuzz corpus") {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let run = std::panic::catch_unwind(|| harness(&data));
+        outcomes.push(run.unwrap_or_else(|_| panic!("corpus input {} fails", path.display())));
+    }
+    let inputs = outcomes.len();
+    assert!(
+        inputs >= min,
+        "only {inputs} corpus inputs in {}",
+        dir.display()
+    );
+    outcomes
+}

@@ -583,16 +583,21 @@ impl Side {
 
     /// The transport ends; a refused or broken message makes the close a protocol error.
     pub fn transport_end(&mut self, input: &mut Input<'_>) {
-        let how = match input.pick(4) {
+        let how = match input.pick(6) {
             0 => TransportEnd::Eof,
             1 => TransportEnd::Failed {
                 kind: std::io::ErrorKind::ConnectionReset,
                 message: "reset".into(),
             },
             2 => TransportEnd::TooLarge("fuzz: too large".into()),
+            3 => TransportEnd::TooSlow("fuzz: too slow".into()),
+            4 => TransportEnd::WriteStalled(std::time::Duration::from_secs(30)),
             _ => TransportEnd::Protocol("fuzz: broken framing".into()),
         };
-        if matches!(how, TransportEnd::TooLarge(_) | TransportEnd::Protocol(_)) {
+        if matches!(
+            how,
+            TransportEnd::TooLarge(_) | TransportEnd::Protocol(_) | TransportEnd::TooSlow(_)
+        ) {
             self.tainted = true;
         }
         self.s.transport_ended(how);

@@ -68,15 +68,17 @@
 //! defaults (128 KiB each) made an idle connection cost about 140 KB per end; these make
 //! it cost a few KB over a TCP connection (figures in `docs/BENCHMARKS.md`).
 //!
-//! tungstenite keeps its buffers at their high-water mark until the connection closes, so
-//! a message longer than [`FRAGMENT`] is sent as fragments of that size: after one 48 MiB
-//! message between two bunite ends in one process (either way), it holds 4.6 MiB instead
-//! of 100 MiB (a bunite receiver puts fragments together in a buffer that leaves with the
-//! message). A long message that arrives as one frame, as browsers send every message, is
-//! cut into fragments of the same size on its way from the socket to tungstenite (only
-//! frame headers are written; the payload passes untouched), so the receiving end does not
-//! keep its size either: after one 48 MiB `call` sent as one frame by a raw client, the
-//! server held 48 MiB more until the connection closed, and now holds nothing more.
+//! tungstenite keeps its buffers at their high-water mark until the connection closes, and
+//! each holds one frame whole. So a message longer than [`FRAGMENT`] (128 KiB) is sent as
+//! fragments of that size (a bunite receiver puts fragments together in a buffer that
+//! leaves with the message): after one 48 MiB message between two bunite ends in one
+//! process (either way), they hold 4.6 MiB instead of 100 MiB. A frame longer than 8 KiB
+//! that arrives, as browsers send every message as one frame, is cut into fragments of
+//! 8 KiB on its way from the socket to tungstenite (only frame headers are written; the
+//! payload passes untouched, and the cut does not show on the wire). So after long
+//! messages a connection keeps about 16 KB for what it received (a 120 KiB message kept
+//! 120 KiB until the connection closed while frames were cut at 128 KiB, and a 48 MiB one
+//! 48 MiB before they were cut at all) and up to [`FRAGMENT`] for what it sent.
 //!
 //! ```no_run
 //! use bunite_rpc::{transport::{ws, ListenerConfig}, Connection};

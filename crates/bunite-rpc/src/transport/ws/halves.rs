@@ -29,8 +29,11 @@ const TEXT_MESSAGE: &str = "text message on the bunite socket";
 /// every WebSocket peer puts back together. tungstenite copies each frame into its write
 /// buffer and keeps that buffer at its high-water mark until the connection closes, so a
 /// message sent as one frame of `n` bytes left the connection holding `n` bytes (64 MiB
-/// after one maximal reply); fragments bound that to about this size. A bunite peer over
-/// tungstenite also receives fragments into a buffer it gives back with the message.
+/// after one maximal reply); fragments bound that to about this size. Not smaller: a
+/// listener pays for a message that arrives in fragments at its frame limit (its size is not
+/// known until its last fragment), so smaller fragments from a bunite client would make
+/// medium messages wait for the budget. (Received frames are cut much smaller, where it
+/// does not show on the wire: `reframe::CUT`.)
 pub const FRAGMENT: usize = 128 * 1024;
 
 /// The sending half of a [`WsTransport`](super::WsTransport).

@@ -371,18 +371,20 @@ mod tests {
                 "an empty read-ahead buffer kept while idle"
             );
 
-            // One binary frame of 10,000 bytes in all (a 4-byte header).
+            // One binary frame of 6,000 bytes in all (a 4-byte header): more than one read,
+            // less than a fragment (so it passes uncut).
             let mut frame = vec![0x82, 126];
-            frame.extend_from_slice(&9_996u16.to_be_bytes());
-            frame.resize(10_000, 1);
+            frame.extend_from_slice(&5_996u16.to_be_bytes());
+            frame.resize(6_000, 1);
+            const _: () = assert!(6_000 > READ_BUFFER && 6_000 < super::super::reframe::CUT);
             peer.write_all(&frame).await.unwrap();
             let mut got = 0;
-            while got < 10_000 {
+            while got < 6_000 {
                 let chunk = read_once(&mut m).await.expect("bytes were sent");
                 assert!(!chunk.is_empty() && chunk.len() <= READ_BUFFER);
                 got += chunk.len();
             }
-            assert_eq!(got, 10_000);
+            assert_eq!(got, 6_000);
             m.message_done();
             assert_eq!(m.ahead.capacity(), 0, "drained: the buffer is let go");
             assert_eq!(read_once(&mut m).await, None);
@@ -398,7 +400,7 @@ mod tests {
         let (ours, mut peer) = tokio::io::duplex(1 << 20);
         let mut m = Metered::new(ours, None, None, 1 << 20, true);
         let head = b"GET /rpc HTTP/1.1\r\nHost: x\r\nA: \r\r\n\r\n".to_vec();
-        let long = crate::transport::ws::FRAGMENT + 10;
+        let long = super::super::reframe::CUT + 10;
         let mut frame = vec![0x82, 127];
         frame.extend_from_slice(&(long as u64).to_be_bytes());
         frame.resize(10 + long, 7);
@@ -411,15 +413,14 @@ mod tests {
         }
         assert_eq!(got, head, "the head and nothing after it");
         let first = read_once(&mut m).await.expect("sent");
-        assert_eq!(
-            first[..2],
-            [0x02, 127],
-            "a first fragment: binary, not final"
-        );
-        assert_eq!(
-            first[2..10],
-            (crate::transport::ws::FRAGMENT as u64).to_be_bytes()
-        );
+        // A first fragment: binary, not final, a fragment long (in the shortest form).
+        let fragment = super::super::reframe::CUT;
+        let mut header = vec![0x02];
+        match u16::try_from(fragment) {
+            Ok(len) => header.extend([&[126][..], &len.to_be_bytes()].concat()),
+            Err(_) => header.extend([&[127][..], &(fragment as u64).to_be_bytes()].concat()),
+        }
+        assert_eq!(first[..header.len()], header[..]);
     }
 
     /// An unmasked binary frame of `len` payload bytes, whole (`fin`) or a first fragment.
@@ -661,16 +662,24 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(12)).await;
         drop(hold);
         let after = read_until_waiting(&mut m).await;
-        assert_eq!(before + after, 100_000);
-        // The rest within its deadline (1 s + 0.2 s from that stall): it arrives (cut in
-        // two fragments: the second one's header is 10 bytes more).
+        assert!(after > 0, "nothing read once the budget came back");
+        // The rest within its deadline (1 s + 0.2 s from that stall): it arrives, all of it
+        // (cut into fragments on the way).
         tokio::time::sleep(Duration::from_millis(800)).await;
         peer.write_all(&frame[100_000..]).await.unwrap();
-        assert_eq!(read_until_waiting(&mut m).await, frame.len() - 100_000 + 10);
+        let rest = read_until_waiting(&mut m).await;
+        let cut = super::super::reframe::harness::through(
+            &frame,
+            1 << 20,
+            super::super::reframe::CUT,
+            frame.len(),
+            frame.len(),
+        );
+        assert_eq!(before + after + rest, cut.0.len());
         m.message_done();
         // The next message stalls past its own deadline: it fails.
         peer.write_all(&frame[..100]).await.unwrap();
-        assert_eq!(read_until_waiting(&mut m).await, 100);
+        assert!(read_until_waiting(&mut m).await > 0);
         tokio::time::sleep(Duration::from_millis(1300)).await;
         let failed = poll_fn(|cx| {
             let mut space = [0u8; READ_BUFFER];

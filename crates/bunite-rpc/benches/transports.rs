@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo bench -p bunite-rpc --bench transports -- echo tcp 2000       # wall time of N echoes
+//! cargo bench -p bunite-rpc --bench transports -- echo ws 50 4096     # of 4 MiB (KiB given)
 //! strace -f -c -e trace=write,writev,sendto,sendmsg,read,recvfrom \
 //!     target/release/deps/transports-* echo tcp 2000                 # syscalls per echo
 //! cargo bench -p bunite-rpc --bench transports -- idle tcp 1000       # bytes per idle connection
@@ -92,11 +93,11 @@ async fn settled_rss() -> u64 {
     rss_kb()
 }
 
-/// `n` echoes of 64 KiB of binary, one at a time.
-async fn echo(kind: &str, n: usize) {
+/// `n` echoes of `kib` KiB of binary, one at a time.
+async fn echo(kind: &str, n: usize, kib: usize) {
     let addr = server(kind).await;
     let (_conn, echo) = client(kind, &addr).await;
-    let payload = Value::Bin(vec![7u8; 64 * 1024]);
+    let payload = Value::Bin(vec![7u8; kib * 1024]);
     let start = Instant::now();
     for _ in 0..n {
         let back = echo
@@ -106,8 +107,8 @@ async fn echo(kind: &str, n: usize) {
         assert_eq!(back, payload);
     }
     let secs = start.elapsed().as_secs_f64();
-    let mib = (n * 2 * 64) as f64 / 1024.0 / secs;
-    println!("{kind} 64 KiB echo: {n} in {secs:.2} s, {mib:.0} MiB/s both ways");
+    let mib = (n * 2 * kib) as f64 / 1024.0 / secs;
+    println!("{kind} {kib} KiB echo: {n} in {secs:.2} s, {mib:.0} MiB/s both ways");
 }
 
 /// `n` idle connections (both ends in this process), each after hello and one bootstrap.
@@ -133,6 +134,7 @@ fn main() {
     let mode = args.first().map(String::as_str).unwrap_or("echo");
     let kind = args.get(1).cloned().unwrap_or_else(|| "tcp".to_owned());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let kib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -140,7 +142,7 @@ fn main() {
     rt.block_on(async {
         match mode {
             "idle" => idle(&kind, n).await,
-            _ => echo(&kind, n).await,
+            _ => echo(&kind, n, kib).await,
         }
     });
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use bunite_rpc::transport::{byte_stream, ws};
-use bunite_rpc::Connection;
+use bunite_rpc::{Connection, Value};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -65,11 +65,67 @@ pub async fn idle(
     let mut fresh = Server::start(server.bin.clone()).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     flood(&mut fresh, report, plan, true).await?;
+    after_long_messages(&mut fresh, report, plan).await?;
     fresh.stop().await;
     // The same flood on the server under test, for the checks after it.
     flood(server, report, plan, false).await?;
     let rss = after(server, report, plan, "idle flood", baseline).await;
     rss_row(report, "idle flood", rss, baseline);
+    Ok(())
+}
+
+/// One message each way per connection before it idles: below 128 KiB, so a peer sends it
+/// as one frame.
+const LONG_MESSAGE: usize = 120 * 1024;
+
+/// How long the allocator is given to return the freed message buffers to the kernel
+/// (jemalloc's decay is 10 s) before the RSS is read.
+const DECAY: Duration = Duration::from_secs(15);
+
+/// What an idle WebSocket connection keeps after it carried one long message each way:
+/// `plan.idle` connections each echo [`LONG_MESSAGE`] bytes and stay open (tungstenite
+/// keeps its buffers at their high-water mark, outside every budget).
+async fn after_long_messages(server: &mut Server, report: &mut Report, plan: &Plan) -> Result<()> {
+    let rss0 = server.rss();
+    let conns = idle_conns(server, Kind::Ws, plan.idle).await;
+    wait_for(server, conns.len()).await?;
+    let echoes = futures::future::join_all(conns.iter().map(|c| async move {
+        let counter = c.bootstrap_name("interop.counter", None).await.ok()?;
+        let long = Value::Bin(vec![7; LONG_MESSAGE]);
+        let back = counter.call_value("echo", long.clone()).await.ok()?;
+        (back == long).then_some(())
+    }))
+    .await;
+    let echoed = echoes.iter().flatten().count();
+    tokio::time::sleep(DECAY).await;
+    let rss1 = server.rss();
+    let per = rss1.saturating_sub(rss0) as f64 / conns.len().max(1) as f64 / 1000.0;
+    report.row(
+        &format!(
+            "idle WebSocket connections after one {} KiB message each way ({} open, {echoed} echoed)",
+            LONG_MESSAGE / 1024,
+            conns.len()
+        ),
+        "",
+        format!(
+            "{per:.1} KB each (server RSS {} -> {}, read {} s after the echoes)",
+            mib(rss0),
+            mib(rss1),
+            DECAY.as_secs()
+        ),
+        None,
+    );
+    for c in &conns {
+        c.close();
+    }
+    futures::future::join_all(conns.iter().map(|c| c.closed())).await;
+    if echoed < conns.len() {
+        return Err(anyhow!(
+            "{} of {} long echoes failed",
+            conns.len() - echoed,
+            conns.len()
+        ));
+    }
     Ok(())
 }
 

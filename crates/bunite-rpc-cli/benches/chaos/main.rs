@@ -12,7 +12,8 @@
 //!    length prefix or frame header and part of its body), mid-call (`slow`, `increment`,
 //!    `echo`, `makeChild` in flight), mid-stream (`watch` or `ticks` partly read);
 //! 2. **idle flood**: N idle TCP then N idle WebSocket connections: the server's RSS per
-//!    connection;
+//!    connection; then N WebSocket connections that each echo one 120 KiB message and stay
+//!    open: what an idle connection keeps after a long message;
 //! 3. **slow peers**: peers that send the header of a maximal message and half its body,
 //!    then stop: the server's peak RSS against the listener's receive budget, a side
 //!    client served meanwhile;

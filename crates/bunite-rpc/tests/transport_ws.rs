@@ -446,48 +446,41 @@ async fn peers_that_answer_pings_stay_connected_while_idle() {
     assert!(!client_reads.is_finished(), "the client's source ended");
 }
 
-/// A message longer than [`ws::FRAGMENT`] goes out in fragments (so tungstenite's write
-/// buffer does not grow to its size and stay there): a peer that accepts no frame longer
-/// than a fragment receives it whole, and so does a bunite peer, both ways.
+/// A message longer than [`ws::FRAGMENT`] arrives whole, in order with the messages around
+/// it, at a raw tungstenite peer and between bunite ends, each way. (A client sends it in
+/// fragments, a server as one frame written around tungstenite, both so that tungstenite's
+/// write buffer does not keep its size: `tests/ws_memory.rs`.)
 #[tokio::test]
-async fn a_long_message_goes_out_in_fragments_and_arrives_whole() {
-    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
+async fn a_long_message_arrives_whole_and_in_order() {
     let long: Bytes = (0..3 * ws::FRAGMENT + 123)
         .map(|i| (i % 251) as u8)
         .collect::<Vec<u8>>()
         .into();
 
-    // Server to a peer whose frames may be no longer than a fragment.
+    // Server to a raw peer: a short message, the long one, a short one.
     let (l, url) = listener(None).await;
     let accepted = accept_one(l);
-    let config = WebSocketConfig::default()
-        .max_frame_size(Some(ws::FRAGMENT))
-        .max_message_size(Some(16 << 20));
-    let (mut raw, _) =
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false)
-            .await
-            .unwrap();
+    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
     let (mut sink, _source) = timeout(WAIT, accepted)
         .await
         .unwrap()
         .unwrap()
         .transport
         .split();
-    timeout(WAIT, sink.send(long.clone()))
-        .await
-        .unwrap()
-        .unwrap();
-    let got = timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(got, Message::Binary(long.clone()));
-    // A message of exactly one fragment is one frame, as before.
-    let one = long.slice(..ws::FRAGMENT);
-    timeout(WAIT, sink.send(one.clone()))
-        .await
-        .unwrap()
-        .unwrap();
-    let got = timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(got, Message::Binary(one));
+    let (before, after) = (Bytes::from_static(b"before"), Bytes::from_static(b"after"));
+    for msg in [&before, &long, &after] {
+        timeout(WAIT, sink.feed(msg.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    timeout(WAIT, sink.flush()).await.unwrap().unwrap();
+    for msg in [before, long.clone(), after] {
+        let got = timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(got, Message::Binary(msg));
+    }
 
     // Between two bunite ends, each way.
     let (l, url) = listener(None).await;

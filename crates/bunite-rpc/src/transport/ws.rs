@@ -170,6 +170,9 @@ struct Shared<S> {
     keepalive: Option<Keepalive>,
     /// A listener's connection slot, given back when both halves are dropped.
     _slot: Option<OwnedSemaphorePermit>,
+    /// Long data messages go out around tungstenite's write buffer (see
+    /// `halves::LONG_MESSAGE`): on the server side, whose frames are not masked.
+    write_long: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
@@ -183,11 +186,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
             Some(config(max_bytes)),
         )
         .await;
-        WsTransport::from_stream(ws, max_bytes, None)
+        WsTransport::from_stream(ws, role, max_bytes, None)
     }
 
     fn from_stream(
         ws: WebSocketStream<Metered<S>>,
+        role: Role,
         max_bytes: usize,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
@@ -197,6 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
             read_done: false,
             keepalive: Some(Keepalive::new(super::PING_INTERVAL)),
             _slot: slot,
+            write_long: role == Role::Server,
         };
         WsTransport {
             shared: Arc::new(Mutex::new(shared)),
@@ -233,7 +238,7 @@ impl WsTransport {
         let socket = Metered::new(socket, budget, config.receive_deadline, bound, false);
         let cfg = Some(self::config(config.max_bytes));
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, cfg).await;
-        WsTransport::from_stream(ws, config.max_bytes, Some(slot))
+        WsTransport::from_stream(ws, Role::Server, config.max_bytes, Some(slot))
             .with_ping_interval(config.ping_interval)
             .with_info(TransportInfo::new("ws", peer))
     }

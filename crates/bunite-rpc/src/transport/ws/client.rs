@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::metered::Metered;
@@ -84,8 +85,12 @@ impl WsConnector {
             let socket = Metered::new(socket, None, None, super::frame_bound(self.max_bytes), true);
             let config = Some(config(self.max_bytes));
             match tokio_tungstenite::client_async_with_config(request, socket, config).await {
-                Ok((ws, _response)) => Ok(WsTransport::from_stream(ws, self.max_bytes, None)
-                    .with_info(TransportInfo::new(kind, peer))),
+                Ok((ws, _response)) => {
+                    Ok(
+                        WsTransport::from_stream(ws, Role::Client, self.max_bytes, None)
+                            .with_info(TransportInfo::new(kind, peer)),
+                    )
+                }
                 Err(e) => Err(handshake_error(e)),
             }
         })

@@ -36,6 +36,17 @@ const TEXT_MESSAGE: &str = "text message on the bunite socket";
 /// does not show on the wire: `reframe::CUT`.)
 pub const FRAGMENT: usize = 128 * 1024;
 
+/// On the server side, a message longer than this goes out as one frame written around
+/// tungstenite: its header and its payload straight to the socket (after whatever
+/// tungstenite has buffered before it, and before whatever it writes after), without a
+/// copy. tungstenite would copy it into its write buffer, which keeps its high-water mark
+/// until the connection closes: an idle connection that had sent one reply of 120 KiB kept
+/// 120 KiB for it, so a peer asking for long replies on many connections made each hold
+/// that. Shorter messages go through tungstenite, which batches them into one write. A
+/// client's frames must be masked (a copy each), so clients send through tungstenite in
+/// [`FRAGMENT`]s.
+pub(super) const LONG_MESSAGE: usize = super::WRITE_BUFFER;
+
 /// The sending half of a [`WsTransport`](super::WsTransport).
 #[derive(Debug)]
 pub struct WsSink<S> {
@@ -44,6 +55,9 @@ pub struct WsSink<S> {
     /// What is left of a message sent in fragments ([`FRAGMENT`]), not yet handed to
     /// tungstenite.
     rest: Bytes,
+    /// A long message taken by `start_send`, to be written around tungstenite once what
+    /// tungstenite holds before it is out ([`LONG_MESSAGE`]).
+    long: Option<Bytes>,
 }
 
 /// The receiving half of a [`WsTransport`](super::WsTransport).
@@ -83,6 +97,7 @@ pub(super) fn split<S>(shared: Arc<Mutex<Shared<S>>>) -> (WsSink<S>, WsSource<S>
         shared,
         closing: Closing::Open,
         rest: Bytes::new(),
+        long: None,
     };
     (sink, source)
 }
@@ -94,12 +109,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
         }
         let mut shared = lock(&self.shared);
         ready!(send_rest(&mut shared.ws, &mut self.rest, cx))?;
+        ready!(send_long(&mut shared.ws, &mut self.long, cx))?;
         Pin::new(&mut shared.ws).poll_ready(cx).map_err(send_error)
     }
 
     fn start_send(&mut self, mut msg: Bytes) -> Result<(), TransportError> {
         // `poll_ready` handed the rest of the last message on before saying ready.
-        debug_assert!(self.rest.is_empty(), "start_send before poll_ready");
+        debug_assert!(
+            self.rest.is_empty() && self.long.is_none(),
+            "start_send before poll_ready"
+        );
+        let mut shared = lock(&self.shared);
+        if shared.write_long && msg.len() > LONG_MESSAGE {
+            self.long = Some(msg);
+            return Ok(());
+        }
         let msg = if msg.len() > FRAGMENT {
             let first = msg.split_to(FRAGMENT);
             self.rest = msg;
@@ -107,14 +131,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
         } else {
             Message::Binary(msg)
         };
-        Pin::new(&mut lock(&self.shared).ws)
-            .start_send(msg)
-            .map_err(send_error)
+        Pin::new(&mut shared.ws).start_send(msg).map_err(send_error)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         let mut shared = lock(&self.shared);
         ready!(send_rest(&mut shared.ws, &mut self.rest, cx))?;
+        ready!(send_long(&mut shared.ws, &mut self.long, cx))?;
         Pin::new(&mut shared.ws).poll_flush(cx).map_err(send_error)
     }
 
@@ -127,8 +150,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
             let mut shared = lock(&self.shared);
             match &mut self.closing {
                 Closing::Open => {
-                    // A message sent in fragments is finished before the close frame.
-                    if let Err(e) = ready!(send_rest(&mut shared.ws, &mut self.rest, cx)) {
+                    // A message sent in fragments, or around tungstenite, is finished
+                    // before the close frame.
+                    let sent = match ready!(send_rest(&mut shared.ws, &mut self.rest, cx)) {
+                        Ok(()) => ready!(send_long(&mut shared.ws, &mut self.long, cx)),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = sent {
                         self.closing = Closing::Done;
                         return Poll::Ready(Err(e));
                     }
@@ -283,6 +311,41 @@ fn send_rest<S: AsyncRead + AsyncWrite + Unpin>(
     Poll::Ready(Ok(()))
 }
 
+/// Writes a long message taken by `start_send` around tungstenite: first whatever
+/// tungstenite holds (so the message goes after it), then the message's frame, header and
+/// payload, straight to the socket. `Ready` once it is all written.
+fn send_long<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<super::Metered<S>>,
+    long: &mut Option<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), TransportError>> {
+    if long.is_some() {
+        ready!(Pin::new(&mut *ws).poll_flush(cx)).map_err(send_error)?;
+        if let Some(payload) = long.take() {
+            ws.get_mut()
+                .queue_frame(frame_header(payload.len()), payload);
+        }
+    }
+    ws.get_mut().poll_long(cx).map_err(TransportError::Io)
+}
+
+/// The header of a final, unmasked binary frame of `len` bytes (RFC 6455 §5.2).
+fn frame_header(len: usize) -> Bytes {
+    let mut header = vec![0x82];
+    match u16::try_from(len) {
+        Ok(short) if short < 126 => header.push(short as u8),
+        Ok(short) => {
+            header.push(126);
+            header.extend_from_slice(&short.to_be_bytes());
+        }
+        Err(_) => {
+            header.push(127);
+            header.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    header.into()
+}
+
 fn send_error(e: WsError) -> TransportError {
     match e {
         WsError::Io(e) => TransportError::Io(e),
@@ -327,6 +390,8 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
+    use bytes::Bytes;
+
     use super::super::WsTransport;
     use super::lock;
     use crate::transport::{MessageSink, MessageSinkExt, MessageSource, Transport};
@@ -355,6 +420,38 @@ mod tests {
                 0,
                 "after {size} bytes"
             );
+        }
+    }
+
+    /// On the server side a long message goes out as one frame written around tungstenite,
+    /// after what tungstenite held before it and before what it writes after it; short
+    /// ones go through tungstenite. The bytes on the wire, frame by frame.
+    #[tokio::test]
+    async fn a_long_message_from_a_server_is_one_frame_between_the_short_ones() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let t = WsTransport::from_raw_socket(ours, Role::Server, 1 << 20).await;
+        let (mut sink, _source) = t.split();
+        let long = vec![9u8; 200 * 1024];
+        for msg in [&b"one"[..], &long, &b"two"[..]] {
+            sink.feed(Bytes::copy_from_slice(msg)).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        let mut want = vec![0x82, 3, b'o', b'n', b'e', 0x82, 127];
+        want.extend_from_slice(&(long.len() as u64).to_be_bytes());
+        want.extend_from_slice(&long);
+        want.extend_from_slice(&[0x82, 3, b't', b'w', b'o']);
+        let mut got = vec![0u8; want.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert!(got == want, "the frames on the wire differ");
+        assert_eq!(sink.written(), want.len() as u64);
+        // A frame header of each length form.
+        for (len, header) in [
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65_535, vec![0x82, 126, 255, 255]),
+            (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            assert_eq!(super::frame_header(len)[..], header[..], "{len}");
         }
     }
 

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::metered::Metered;
@@ -155,8 +156,8 @@ async fn handshake(
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(cfg.max_bytes)))
             .await?;
-    let transport =
-        WsTransport::from_stream(ws, cfg.max_bytes, slot).with_ping_interval(cfg.ping_interval);
+    let transport = WsTransport::from_stream(ws, Role::Server, cfg.max_bytes, slot)
+        .with_ping_interval(cfg.ping_interval);
     Ok((transport, origin))
 }
 

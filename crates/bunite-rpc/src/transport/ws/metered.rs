@@ -28,7 +28,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::reframe::Reframe;
@@ -55,6 +57,10 @@ pub(super) struct Metered<S> {
     /// Bytes written to the socket so far ([`MessageSink::written`](
     /// crate::transport::MessageSink::written)).
     written: u64,
+    /// A long data frame written around tungstenite (see `halves::WsSink`): its header and
+    /// its payload, not yet all on the socket. They go out before anything tungstenite
+    /// writes after them.
+    long: VecDeque<Bytes>,
     /// While the handshake's HTTP head is read: how many bytes of its end (`\r\n\r\n`)
     /// have been seen. The head is passed on up to its end and no further, so that
     /// tungstenite keeps no frame bytes from the handshake read and the first frame starts
@@ -110,6 +116,7 @@ impl<S> Metered<S> {
         Metered {
             io,
             written: 0,
+            long: VecDeque::new(),
             ahead: BytesMut::new(),
             next_read: MIN_READ,
             since_message: 0,
@@ -294,6 +301,46 @@ fn head(bytes: &[u8], matched: &mut u8, room: usize) -> (usize, bool) {
     (bytes.len().min(room), false)
 }
 
+impl<S: AsyncWrite + Unpin> Metered<S> {
+    /// Queues a data frame written around tungstenite, header and payload as they are (the
+    /// payload is not copied); [`poll_long`](Self::poll_long) writes it.
+    pub(super) fn queue_frame(&mut self, header: Bytes, payload: Bytes) {
+        self.long
+            .extend([header, payload].into_iter().filter(|b| !b.is_empty()));
+    }
+
+    /// Writes what [`queue_frame`](Self::queue_frame) queued; `Pending` until it is all on
+    /// the socket.
+    pub(super) fn poll_long(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(front) = self.long.front() {
+            let n = if self.long.len() > 1 && self.io.is_write_vectored() {
+                let slices = [io::IoSlice::new(front), io::IoSlice::new(&self.long[1])];
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(cx, front))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written = self.written.wrapping_add(n as u64);
+            let mut left = n;
+            while left > 0 {
+                let Some(front) = self.long.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.long.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -301,6 +348,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        ready!(this.poll_long(cx))?;
         let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
         this.written = this.written.wrapping_add(n as u64);
         Poll::Ready(Ok(n))
@@ -312,6 +360,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        ready!(this.poll_long(cx))?;
         let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
         this.written = this.written.wrapping_add(n as u64);
         Poll::Ready(Ok(n))
@@ -322,11 +371,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_long(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_long(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 

@@ -69,16 +69,24 @@
 //! it cost a few KB over a TCP connection (figures in `docs/BENCHMARKS.md`).
 //!
 //! tungstenite keeps its buffers at their high-water mark until the connection closes, and
-//! each holds one frame whole. So a message longer than [`FRAGMENT`] (128 KiB) is sent as
-//! fragments of that size (a bunite receiver puts fragments together in a buffer that
-//! leaves with the message): after one 48 MiB message between two bunite ends in one
-//! process (either way), they hold 4.6 MiB instead of 100 MiB. A frame longer than 8 KiB
-//! that arrives, as browsers send every message as one frame, is cut into fragments of
-//! 8 KiB on its way from the socket to tungstenite (only frame headers are written; the
-//! payload passes untouched, and the cut does not show on the wire). So after long
-//! messages a connection keeps about 16 KB for what it received (a 120 KiB message kept
-//! 120 KiB until the connection closed while frames were cut at 128 KiB, and a 48 MiB one
-//! 48 MiB before they were cut at all) and up to [`FRAGMENT`] for what it sent.
+//! each holds one frame whole, so neither may see a long frame:
+//!
+//! - A server writes a message longer than 8 KiB around tungstenite: the frame's header
+//!   and payload go straight to the socket (one vectored write, no copy), after what
+//!   tungstenite held before it and before what it writes after it. One frame per
+//!   message, as the TypeScript peer sends.
+//! - A client's frames must be masked (a copy each), so it sends through tungstenite, a
+//!   message longer than [`FRAGMENT`] (128 KiB) in fragments of that size, which a bunite
+//!   receiver puts together in a buffer that leaves with the message.
+//! - A frame longer than 8 KiB that arrives (browsers send every message as one frame) is
+//!   cut into fragments of 8 KiB on its way from the socket to tungstenite (only frame
+//!   headers are written; the payload passes untouched, and the cut does not show on the
+//!   wire).
+//!
+//! So after long messages a server connection keeps about 16 KB (after one 120 KiB
+//! message each way it kept about 250 KB before both changes, and 48 MiB after a 48 MiB
+//! message before frames were cut at all), and a client up to [`FRAGMENT`] for what it
+//! sent.
 //!
 //! ```no_run
 //! use bunite_rpc::{transport::{ws, ListenerConfig}, Connection};

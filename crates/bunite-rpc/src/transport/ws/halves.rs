@@ -386,11 +386,10 @@ fn io_error(e: io::Error) -> TransportError {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use futures::FutureExt;
     use tokio::io::AsyncReadExt;
     use tokio_tungstenite::tungstenite::protocol::Role;
-
-    use bytes::Bytes;
 
     use super::super::WsTransport;
     use super::lock;

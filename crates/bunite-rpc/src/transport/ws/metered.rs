@@ -24,11 +24,10 @@
 //! Bytes pass to tungstenite through a [`Reframe`], which cuts long frames into fragments
 //! (`reframe.rs`); during a handshake, only up to the end of its HTTP head.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-
-use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

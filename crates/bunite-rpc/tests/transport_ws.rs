@@ -446,13 +446,13 @@ async fn peers_that_answer_pings_stay_connected_while_idle() {
     assert!(!client_reads.is_finished(), "the client's source ended");
 }
 
-/// A message longer than [`ws::FRAGMENT`] arrives whole, in order with the messages around
-/// it, at a raw tungstenite peer and between bunite ends, each way. (A client sends it in
-/// fragments, a server as one frame written around tungstenite, both so that tungstenite's
-/// write buffer does not keep its size: `tests/ws_memory.rs`.)
+/// A long message arrives whole, in order with the messages around it, at a raw
+/// tungstenite peer and between bunite ends, each way. (Either end writes it as one frame
+/// around tungstenite, so that tungstenite's write buffer does not keep its size:
+/// `tests/ws_memory.rs`.)
 #[tokio::test]
 async fn a_long_message_arrives_whole_and_in_order() {
-    let long: Bytes = (0..3 * ws::FRAGMENT + 123)
+    let long: Bytes = (0..3 * 128 * 1024 + 123)
         .map(|i| (i % 251) as u8)
         .collect::<Vec<u8>>()
         .into();

@@ -71,22 +71,20 @@
 //! tungstenite keeps its buffers at their high-water mark until the connection closes, and
 //! each holds one frame whole, so neither may see a long frame:
 //!
-//! - A server writes a message longer than 8 KiB around tungstenite: the frame's header
-//!   and payload go straight to the socket (one vectored write, no copy), after what
-//!   tungstenite held before it and before what it writes after it. One frame per
-//!   message, as the TypeScript peer sends.
-//! - A client's frames must be masked (a copy each), so it sends through tungstenite, a
-//!   message longer than [`FRAGMENT`] (128 KiB) in fragments of that size, which a bunite
-//!   receiver puts together in a buffer that leaves with the message.
-//! - A frame longer than 8 KiB that arrives (browsers send every message as one frame) is
-//!   cut into fragments of 8 KiB on its way from the socket to tungstenite (only frame
-//!   headers are written; the payload passes untouched, and the cut does not show on the
-//!   wire).
+//! - A message longer than 8 KiB is written around tungstenite: the frame's header and
+//!   payload go straight to the socket, after what tungstenite held before it and before
+//!   what it writes after it; a server's payload without a copy (one vectored write), a
+//!   client's masked 64 KiB at a time into a buffer it keeps for the next (so a client
+//!   connection keeps up to 64 KiB after its first long message). One frame per message,
+//!   as the TypeScript peer and browsers send.
+//! - A frame longer than 8 KiB that arrives is cut into fragments of 8 KiB on its way from
+//!   the socket to tungstenite (only frame headers are written; the payload passes
+//!   untouched, and the cut does not show on the wire).
 //!
-//! So after long messages a server connection keeps about 16 KB (after one 120 KiB
-//! message each way it kept about 250 KB before both changes, and 48 MiB after a 48 MiB
-//! message before frames were cut at all), and a client up to [`FRAGMENT`] for what it
-//! sent.
+//! So after long messages a server connection keeps about 16 KB more (after one 120 KiB message
+//! each way it kept about 250 KB per end before, when messages went through tungstenite
+//! in 128 KiB fragments and frames were cut at 128 KiB; and 48 MiB after a 48 MiB message
+//! before frames were cut at all).
 //!
 //! ```no_run
 //! use bunite_rpc::{transport::{ws, ListenerConfig}, Connection};
@@ -125,7 +123,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 pub use client::{connect, connect_with_max_bytes, WsConnector};
-pub use halves::{WsSink, WsSource, FRAGMENT};
+pub use halves::{WsSink, WsSource};
 pub use listener::{accept_upgrade, Accepted, WsListener};
 /// Building a client's handshake request (a URL with headers) without naming tungstenite.
 pub use tokio_tungstenite::tungstenite::client::{ClientRequestBuilder, IntoClientRequest};
@@ -178,9 +176,8 @@ struct Shared<S> {
     keepalive: Option<Keepalive>,
     /// A listener's connection slot, given back when both halves are dropped.
     _slot: Option<OwnedSemaphorePermit>,
-    /// Long data messages go out around tungstenite's write buffer (see
-    /// `halves::LONG_MESSAGE`): on the server side, whose frames are not masked.
-    write_long: bool,
+    /// Frames we send are masked: a client's (RFC 6455 §5.3).
+    mask: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
@@ -209,7 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
             read_done: false,
             keepalive: Some(Keepalive::new(super::PING_INTERVAL)),
             _slot: slot,
-            write_long: role == Role::Server,
+            mask: role == Role::Client,
         };
         WsTransport {
             shared: Arc::new(Mutex::new(shared)),

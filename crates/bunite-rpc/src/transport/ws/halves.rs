@@ -12,10 +12,7 @@ use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 
 use super::keepalive::Due;
 use super::Shared;
@@ -25,26 +22,15 @@ use crate::transport::{LINGER, LINGER_BYTES, LINGER_QUIET};
 /// The protocol error for a text message (PROTOCOL §2).
 const TEXT_MESSAGE: &str = "text message on the bunite socket";
 
-/// A message longer than this goes out as fragments of this size (RFC 6455 §5.4), which
-/// every WebSocket peer puts back together. tungstenite copies each frame into its write
-/// buffer and keeps that buffer at its high-water mark until the connection closes, so a
-/// message sent as one frame of `n` bytes left the connection holding `n` bytes (64 MiB
-/// after one maximal reply); fragments bound that to about this size. Not smaller: a
-/// listener pays for a message that arrives in fragments at its frame limit (its size is not
-/// known until its last fragment), so smaller fragments from a bunite client would make
-/// medium messages wait for the budget. (Received frames are cut much smaller, where it
-/// does not show on the wire: `reframe::CUT`.)
-pub const FRAGMENT: usize = 128 * 1024;
-
-/// On the server side, a message longer than this goes out as one frame written around
-/// tungstenite: its header and its payload straight to the socket (after whatever
-/// tungstenite has buffered before it, and before whatever it writes after), without a
-/// copy. tungstenite would copy it into its write buffer, which keeps its high-water mark
-/// until the connection closes: an idle connection that had sent one reply of 120 KiB kept
-/// 120 KiB for it, so a peer asking for long replies on many connections made each hold
-/// that. Shorter messages go through tungstenite, which batches them into one write. A
-/// client's frames must be masked (a copy each), so clients send through tungstenite in
-/// [`FRAGMENT`]s.
+/// A message longer than this goes out as one frame written around tungstenite: its
+/// header and its payload straight to the socket (after whatever tungstenite has buffered
+/// before it, and before whatever it writes after), a server's without a copy, a client's
+/// masked a piece at a time. tungstenite would copy the frame into its write buffer, which
+/// keeps its high-water mark until the connection closes: an idle connection that had sent
+/// one message of 120 KiB kept 120 KiB for it, so a peer asking for long replies on many
+/// connections made each hold that (it was sent in 128 KiB fragments to bound it, and a
+/// listener pays for a fragmented message at its frame limit, its size unknown until the
+/// last fragment). Shorter messages go through tungstenite, which batches them.
 pub(super) const LONG_MESSAGE: usize = super::WRITE_BUFFER;
 
 /// The sending half of a [`WsTransport`](super::WsTransport).
@@ -52,9 +38,6 @@ pub(super) const LONG_MESSAGE: usize = super::WRITE_BUFFER;
 pub struct WsSink<S> {
     shared: Arc<Mutex<Shared<S>>>,
     closing: Closing,
-    /// What is left of a message sent in fragments ([`FRAGMENT`]), not yet handed to
-    /// tungstenite.
-    rest: Bytes,
     /// A long message taken by `start_send`, to be written around tungstenite once what
     /// tungstenite holds before it is out ([`LONG_MESSAGE`]).
     long: Option<Bytes>,
@@ -96,7 +79,6 @@ pub(super) fn split<S>(shared: Arc<Mutex<Shared<S>>>) -> (WsSink<S>, WsSource<S>
     let sink = WsSink {
         shared,
         closing: Closing::Open,
-        rest: Bytes::new(),
         long: None,
     };
     (sink, source)
@@ -108,36 +90,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
             return Poll::Ready(Err(TransportError::Closed));
         }
         let mut shared = lock(&self.shared);
-        ready!(send_rest(&mut shared.ws, &mut self.rest, cx))?;
-        ready!(send_long(&mut shared.ws, &mut self.long, cx))?;
+        ready!(send_long(&mut shared, &mut self.long, cx))?;
         Pin::new(&mut shared.ws).poll_ready(cx).map_err(send_error)
     }
 
-    fn start_send(&mut self, mut msg: Bytes) -> Result<(), TransportError> {
-        // `poll_ready` handed the rest of the last message on before saying ready.
-        debug_assert!(
-            self.rest.is_empty() && self.long.is_none(),
-            "start_send before poll_ready"
-        );
-        let mut shared = lock(&self.shared);
-        if shared.write_long && msg.len() > LONG_MESSAGE {
+    fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        // `poll_ready` wrote the last long message before saying ready.
+        debug_assert!(self.long.is_none(), "start_send before poll_ready");
+        if msg.len() > LONG_MESSAGE {
             self.long = Some(msg);
             return Ok(());
         }
-        let msg = if msg.len() > FRAGMENT {
-            let first = msg.split_to(FRAGMENT);
-            self.rest = msg;
-            Message::Frame(Frame::message(first, OpCode::Data(Data::Binary), false))
-        } else {
-            Message::Binary(msg)
-        };
-        Pin::new(&mut shared.ws).start_send(msg).map_err(send_error)
+        Pin::new(&mut lock(&self.shared).ws)
+            .start_send(Message::Binary(msg))
+            .map_err(send_error)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         let mut shared = lock(&self.shared);
-        ready!(send_rest(&mut shared.ws, &mut self.rest, cx))?;
-        ready!(send_long(&mut shared.ws, &mut self.long, cx))?;
+        ready!(send_long(&mut shared, &mut self.long, cx))?;
         Pin::new(&mut shared.ws).poll_flush(cx).map_err(send_error)
     }
 
@@ -150,13 +121,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
             let mut shared = lock(&self.shared);
             match &mut self.closing {
                 Closing::Open => {
-                    // A message sent in fragments, or around tungstenite, is finished
-                    // before the close frame.
-                    let sent = match ready!(send_rest(&mut shared.ws, &mut self.rest, cx)) {
-                        Ok(()) => ready!(send_long(&mut shared.ws, &mut self.long, cx)),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = sent {
+                    // A message written around tungstenite is finished before the
+                    // close frame.
+                    if let Err(e) = ready!(send_long(&mut shared, &mut self.long, cx)) {
                         self.closing = Closing::Done;
                         return Poll::Ready(Err(e));
                     }
@@ -292,56 +259,48 @@ fn keep_alive<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Hands the rest of a fragmented message to tungstenite, a fragment at a time as it has
-/// room; the last fragment ends the message.
-fn send_rest<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<super::Metered<S>>,
-    rest: &mut Bytes,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), TransportError>> {
-    while !rest.is_empty() {
-        ready!(Pin::new(&mut *ws).poll_ready(cx)).map_err(send_error)?;
-        let fragment = rest.split_to(rest.len().min(FRAGMENT));
-        let last = rest.is_empty();
-        let frame = Frame::message(fragment, OpCode::Data(Data::Continue), last);
-        Pin::new(&mut *ws)
-            .start_send(Message::Frame(frame))
-            .map_err(send_error)?;
-    }
-    Poll::Ready(Ok(()))
-}
-
 /// Writes a long message taken by `start_send` around tungstenite: first whatever
 /// tungstenite holds (so the message goes after it), then the message's frame, header and
 /// payload, straight to the socket. `Ready` once it is all written.
 fn send_long<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<super::Metered<S>>,
+    shared: &mut Shared<S>,
     long: &mut Option<Bytes>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), TransportError>> {
     if long.is_some() {
-        ready!(Pin::new(&mut *ws).poll_flush(cx)).map_err(send_error)?;
+        ready!(Pin::new(&mut shared.ws).poll_flush(cx)).map_err(send_error)?;
         if let Some(payload) = long.take() {
-            ws.get_mut()
-                .queue_frame(frame_header(payload.len()), payload);
+            // A client masks its frames with a fresh key each (RFC 6455 §5.3).
+            let key = shared.mask.then(rand::random::<[u8; 4]>);
+            let header = frame_header(payload.len(), key);
+            shared.ws.get_mut().queue_frame(header, payload, key);
         }
     }
-    ws.get_mut().poll_long(cx).map_err(TransportError::Io)
+    shared
+        .ws
+        .get_mut()
+        .poll_long(cx)
+        .map_err(TransportError::Io)
 }
 
-/// The header of a final, unmasked binary frame of `len` bytes (RFC 6455 §5.2).
-fn frame_header(len: usize) -> Bytes {
+/// The header of a final binary frame of `len` bytes, masked with `key` if given (RFC 6455
+/// §5.2).
+fn frame_header(len: usize, key: Option<[u8; 4]>) -> Bytes {
+    let masked = if key.is_some() { 0x80 } else { 0 };
     let mut header = vec![0x82];
     match u16::try_from(len) {
-        Ok(short) if short < 126 => header.push(short as u8),
+        Ok(short) if short < 126 => header.push(masked | short as u8),
         Ok(short) => {
-            header.push(126);
+            header.push(masked | 126);
             header.extend_from_slice(&short.to_be_bytes());
         }
         Err(_) => {
-            header.push(127);
+            header.push(masked | 127);
             header.extend_from_slice(&(len as u64).to_be_bytes());
         }
+    }
+    if let Some(key) = key {
+        header.extend_from_slice(&key);
     }
     header.into()
 }
@@ -450,8 +409,41 @@ mod tests {
             (65_535, vec![0x82, 126, 255, 255]),
             (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
         ] {
-            assert_eq!(super::frame_header(len)[..], header[..], "{len}");
+            assert_eq!(super::frame_header(len, None)[..], header[..], "{len}");
         }
+    }
+
+    /// A client's long message is one frame too, masked with a key of its own, the mask
+    /// applied across the pieces it is masked in (64 KiB each); and a server reads it
+    /// back whole.
+    #[tokio::test]
+    async fn a_long_message_from_a_client_is_one_masked_frame() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let t = WsTransport::from_raw_socket(ours, Role::Client, 1 << 20).await;
+        let (mut sink, _source) = t.split();
+        let long: Vec<u8> = (0..150_001u32).map(|i| (i % 253) as u8).collect();
+        sink.send(Bytes::from(long.clone())).await.unwrap();
+        let mut header = [0u8; 14];
+        peer.read_exact(&mut header).await.unwrap();
+        assert_eq!(header[..2], [0x82, 0x80 | 127], "final, binary, masked");
+        assert_eq!(header[2..10], (long.len() as u64).to_be_bytes());
+        let key = [header[10], header[11], header[12], header[13]];
+        let mut payload = vec![0u8; long.len()];
+        peer.read_exact(&mut payload).await.unwrap();
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= key[i % 4];
+        }
+        assert!(payload == long, "the payload unmasked differs");
+
+        // Between two ends: the server unmasks it.
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let server = WsTransport::from_raw_socket(a, Role::Server, 1 << 20).await;
+        let client = WsTransport::from_raw_socket(b, Role::Client, 1 << 20).await;
+        let (_server_sink, mut source) = server.split();
+        let (mut sink, _client_source) = client.split();
+        sink.send(Bytes::from(long.clone())).await.unwrap();
+        let got = std::future::poll_fn(|cx| source.poll_recv(cx)).await;
+        assert!(got.unwrap().unwrap() == long);
     }
 
     /// A large message on a pipe that is read a little at a time: the flush stays pending,

@@ -24,7 +24,6 @@
 //! Bytes pass to tungstenite through a [`Reframe`], which cuts long frames into fragments
 //! (`reframe.rs`); during a handshake, only up to the end of its HTTP head.
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -56,10 +55,12 @@ pub(super) struct Metered<S> {
     /// Bytes written to the socket so far ([`MessageSink::written`](
     /// crate::transport::MessageSink::written)).
     written: u64,
-    /// A long data frame written around tungstenite (see `halves::WsSink`): its header and
-    /// its payload, not yet all on the socket. They go out before anything tungstenite
-    /// writes after them.
-    long: VecDeque<Bytes>,
+    /// A long data frame written around tungstenite (see `halves::WsSink`), not yet all
+    /// on the socket. It goes out before anything tungstenite writes after it.
+    long: Option<LongFrame>,
+    /// A piece of a client's long frame, masked; kept for the next one (at most
+    /// [`MASK_PIECE`]: allocating it for each long message cost a 64 KiB echo 10%).
+    masked: Vec<u8>,
     /// While the handshake's HTTP head is read: how many bytes of its end (`\r\n\r\n`)
     /// have been seen. The head is passed on up to its end and no further, so that
     /// tungstenite keeps no frame bytes from the handshake read and the first frame starts
@@ -71,6 +72,23 @@ pub(super) struct Metered<S> {
     /// source inside an `io::Error` (see `halves::io_error`).
     clock: MessageClock,
 }
+
+/// A data frame written around tungstenite.
+#[derive(Debug)]
+struct LongFrame {
+    /// What is left of its header.
+    header: Bytes,
+    payload: Bytes,
+    /// The masking key of a client's frame.
+    key: Option<[u8; 4]>,
+    /// Payload bytes written.
+    sent: usize,
+    /// Where the masked piece in `Metered::masked` starts in the payload.
+    masked_from: usize,
+}
+
+/// A client's long frame is masked this much at a time, into a buffer it keeps.
+const MASK_PIECE: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct Meter {
@@ -115,7 +133,8 @@ impl<S> Metered<S> {
         Metered {
             io,
             written: 0,
-            long: VecDeque::new(),
+            long: None,
+            masked: Vec::new(),
             ahead: BytesMut::new(),
             next_read: MIN_READ,
             since_message: 0,
@@ -301,42 +320,82 @@ fn head(bytes: &[u8], matched: &mut u8, room: usize) -> (usize, bool) {
 }
 
 impl<S: AsyncWrite + Unpin> Metered<S> {
-    /// Queues a data frame written around tungstenite, header and payload as they are (the
-    /// payload is not copied); [`poll_long`](Self::poll_long) writes it.
-    pub(super) fn queue_frame(&mut self, header: Bytes, payload: Bytes) {
-        self.long
-            .extend([header, payload].into_iter().filter(|b| !b.is_empty()));
+    /// Queues a data frame to write around tungstenite: its header, and its payload as it
+    /// is (a server's) or masked with `key` a piece at a time as it is written (a
+    /// client's); [`poll_long`](Self::poll_long) writes it.
+    pub(super) fn queue_frame(&mut self, header: Bytes, payload: Bytes, key: Option<[u8; 4]>) {
+        debug_assert!(self.long.is_none(), "one long frame at a time");
+        self.long = Some(LongFrame {
+            header,
+            payload,
+            key,
+            sent: 0,
+            masked_from: 0,
+        });
     }
 
-    /// Writes what [`queue_frame`](Self::queue_frame) queued; `Pending` until it is all on
-    /// the socket.
+    /// Writes the frame [`queue_frame`](Self::queue_frame) queued; `Pending` until it is
+    /// all on the socket.
     pub(super) fn poll_long(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(front) = self.long.front() {
-            let n = if self.long.len() > 1 && self.io.is_write_vectored() {
-                let slices = [io::IoSlice::new(front), io::IoSlice::new(&self.long[1])];
-                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?
+        let Metered {
+            io: socket,
+            long,
+            masked,
+            written,
+            ..
+        } = self;
+        while let Some(f) = long.as_mut() {
+            if f.header.is_empty() && f.sent == f.payload.len() {
+                break;
+            }
+            let body: &[u8] = match f.key {
+                None => &f.payload[f.sent..],
+                Some(key) => {
+                    if f.sent >= f.masked_from + masked.len() {
+                        let end = f.payload.len().min(f.sent + MASK_PIECE);
+                        masked.clear();
+                        masked.extend_from_slice(&f.payload[f.sent..end]);
+                        apply_mask(masked, key, f.sent);
+                        f.masked_from = f.sent;
+                    }
+                    &masked[f.sent - f.masked_from..]
+                }
+            };
+            let n = if f.header.is_empty() {
+                ready!(Pin::new(&mut *socket).poll_write(cx, body))?
+            } else if socket.is_write_vectored() {
+                let slices = [io::IoSlice::new(&f.header), io::IoSlice::new(body)];
+                ready!(Pin::new(&mut *socket).poll_write_vectored(cx, &slices))?
             } else {
-                ready!(Pin::new(&mut self.io).poll_write(cx, front))?
+                ready!(Pin::new(&mut *socket).poll_write(cx, &f.header))?
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.written = self.written.wrapping_add(n as u64);
-            let mut left = n;
-            while left > 0 {
-                let Some(front) = self.long.front_mut() else {
-                    break;
-                };
-                if front.len() <= left {
-                    left -= front.len();
-                    self.long.pop_front();
-                } else {
-                    front.advance(left);
-                    left = 0;
-                }
-            }
+            *written = written.wrapping_add(n as u64);
+            let from_header = n.min(f.header.len());
+            f.header.advance(from_header);
+            f.sent += n - from_header;
         }
+        *long = None;
+        masked.clear();
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Masks (or unmasks) `buf`, which starts `offset` bytes into a payload masked with `key`
+/// (RFC 6455 §5.3).
+fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    // The key from this offset's phase, twice: eight bytes at a time keep the phase.
+    let key: [u8; 8] = std::array::from_fn(|i| key[(offset + i) % 4]);
+    let word = u64::from_ne_bytes(key);
+    let mut words = buf.chunks_exact_mut(8);
+    for w in &mut words {
+        let bytes: [u8; 8] = (&*w).try_into().unwrap_or_default();
+        w.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (b, k) in words.into_remainder().iter_mut().zip(key) {
+        *b ^= k;
     }
 }
 
@@ -473,6 +532,24 @@ mod tests {
             Err(_) => header.extend([&[127][..], &(fragment as u64).to_be_bytes()].concat()),
         }
         assert_eq!(first[..header.len()], header[..]);
+    }
+
+    /// Masking a piece that starts anywhere in a payload is masking the payload byte by
+    /// byte with the key's bytes in turn.
+    #[test]
+    fn a_mask_applies_from_any_offset() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let payload: Vec<u8> = (0..37u8).collect();
+        for offset in 0..8 {
+            for len in [0, 1, 3, 4, 5, 29] {
+                let mut piece = payload[offset..offset + len].to_vec();
+                apply_mask(&mut piece, key, offset);
+                let want: Vec<u8> = (offset..offset + len)
+                    .map(|i| payload[i] ^ key[i % 4])
+                    .collect();
+                assert_eq!(piece, want, "offset {offset}, {len} bytes");
+            }
+        }
     }
 
     /// An unmasked binary frame of `len` payload bytes, whole (`fin`) or a first fragment.

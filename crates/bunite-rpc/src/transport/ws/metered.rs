@@ -59,7 +59,8 @@ pub(super) struct Metered<S> {
     /// on the socket. It goes out before anything tungstenite writes after it.
     long: Option<LongFrame>,
     /// A piece of a client's long frame, masked; kept for the next one (at most
-    /// [`MASK_PIECE`]: allocating it for each long message cost a 64 KiB echo 10%).
+    /// [`MASK_PIECE`] + [`MASK_TAIL`]: allocating it for each long message cost a 64 KiB
+    /// echo 10%).
     masked: Vec<u8>,
     /// While the handshake's HTTP head is read: how many bytes of its end (`\r\n\r\n`)
     /// have been seen. The head is passed on up to its end and no further, so that
@@ -89,6 +90,20 @@ struct LongFrame {
 
 /// A client's long frame is masked this much at a time, into a buffer it keeps.
 const MASK_PIECE: usize = 64 * 1024;
+
+/// A last piece this short is masked with the one before it, so that the two go out in
+/// one write: a message of 64 KiB of data and its call's few bytes around them took a
+/// write of its own for those few bytes.
+const MASK_TAIL: usize = 8 * 1024;
+
+/// Where the masked piece of a payload of `len` bytes that starts at `from` ends.
+fn mask_piece_end(from: usize, len: usize) -> usize {
+    if len - from <= MASK_PIECE + MASK_TAIL {
+        len
+    } else {
+        from + MASK_PIECE
+    }
+}
 
 #[derive(Debug)]
 struct Meter {
@@ -352,7 +367,7 @@ impl<S: AsyncWrite + Unpin> Metered<S> {
                 None => &f.payload[f.sent..],
                 Some(key) => {
                     if f.sent >= f.masked_from + masked.len() {
-                        let end = f.payload.len().min(f.sent + MASK_PIECE);
+                        let end = mask_piece_end(f.sent, f.payload.len());
                         masked.clear();
                         masked.extend_from_slice(&f.payload[f.sent..end]);
                         apply_mask(masked, key, f.sent);
@@ -532,6 +547,74 @@ mod tests {
             Err(_) => header.extend([&[127][..], &(fragment as u64).to_be_bytes()].concat()),
         }
         assert_eq!(first[..header.len()], header[..]);
+    }
+
+    /// A socket that takes every write whole and records each.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().0.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = write.len();
+            self.get_mut().0.push(write);
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A client's long frame goes out 64 KiB of payload a write, its header with the first
+    /// piece, and a short last piece with the one before it: a 64 KiB echo's call (64 KiB
+    /// and a few bytes) is one write, not two.
+    #[tokio::test]
+    async fn a_masked_frame_goes_out_in_as_few_writes_as_its_pieces() {
+        let key = [9, 8, 7, 6];
+        for (len, writes) in [
+            (64 * 1024 + 26, 1),
+            (MASK_PIECE + MASK_TAIL, 1),
+            (MASK_PIECE + MASK_TAIL + 1, 2),
+            (200 * 1024, 3),
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut m = Metered::new(Writes::default(), None, None, 1 << 20, false);
+            m.queue_frame(
+                Bytes::from_static(b"HEAD"),
+                payload.clone().into(),
+                Some(key),
+            );
+            poll_fn(|cx| m.poll_long(cx)).await.unwrap();
+            let sent = &m.io.0;
+            assert_eq!(sent.len(), writes, "writes for {len} bytes");
+            assert!(sent.iter().all(|w| w.len() <= 4 + MASK_PIECE + MASK_TAIL));
+            let mut wire = sent.concat();
+            assert_eq!(&wire[..4], b"HEAD");
+            apply_mask(&mut wire[4..], key, 0);
+            assert!(wire[4..] == payload[..], "{len} bytes unmasked differ");
+        }
     }
 
     /// Masking a piece that starts anywhere in a payload is masking the payload byte by

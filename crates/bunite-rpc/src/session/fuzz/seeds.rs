@@ -219,6 +219,31 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "hello-timeout",
             Script::new(0x43, 0).advance(7).pump_all().bytes(),
         ),
+        (
+            "too-slow-mid-call",
+            boot()
+                .call(B, 1, 0, 0)
+                .op(B, 2, &[0, 4, 0, 0])
+                .pump_all()
+                .op(A, 17, &[3]) // A's transport: a message took too long to arrive
+                .pump_all()
+                .call(B, 0, 0, 0)
+                .pump_all()
+                .bytes(),
+        ),
+        (
+            "write-stalled-mid-stream",
+            boot()
+                .op(B, 2, &[0, 4, 0, 0])
+                .call(B, 1, 0, 0)
+                .pump_all()
+                .op(A, 12, &[0, 2, 1, 1])
+                .op(A, 17, &[4]) // A's transport: the peer stopped reading
+                .pump_all()
+                .call(B, 0, 0, 0)
+                .pump_all()
+                .bytes(),
+        ),
     ]
 }
 
@@ -247,6 +272,13 @@ fn the_seeds_reach_what_they_are_named_for() {
     assert!(run("garbage").hostile > 0);
     assert_eq!(run("close-mid-call").closed, 2);
     assert_eq!(run("hello-timeout").closed, 2);
+    // Too slow: A sends its goaway, which closes B too. Write-stalled: A writes nothing
+    // more, so B learns of it only from its own transport (another operation).
+    for (name, closed) in [("too-slow-mid-call", 2), ("write-stalled-mid-stream", 1)] {
+        let r = run(name);
+        assert!(r.invocations >= 2, "{name}: {r:?}");
+        assert_eq!(r.closed, closed, "{name}: {r:?}");
+    }
     for (name, input) in seeds() {
         let r = session_ops(&input);
         println!("{name}: {r:?}");

@@ -642,6 +642,61 @@ async fn a_stalled_frame_gets_goaway_deadline_exceeded() {
     eventually(|| budget.available() == 1 << 20).await;
 }
 
+/// A client may bound how long a server's message takes to arrive: against a server that
+/// sends the start of a long frame and stops, its source fails with `TooSlow` once the
+/// deadline has passed; without one (the default) it keeps waiting.
+#[tokio::test]
+async fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
+    use bunite_rpc::transport::{ReceiveDeadline, TransportError};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let grace = Duration::from_millis(300);
+    for deadline in [Some(ReceiveDeadline::new(grace, 1 << 30)), None] {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (socket, _) = tcp.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+            let raw = ws.get_mut();
+            let mut header = vec![0x82, 127];
+            header.extend_from_slice(&(150u64 * 1024).to_be_bytes());
+            raw.write_all(&header).await.unwrap();
+            raw.write_all(&[0u8; 1024]).await.unwrap();
+            // Open until the client goes.
+            let mut rest = Vec::new();
+            let _ = raw.read_to_end(&mut rest).await;
+        });
+        let transport = ws::WsConnector::new()
+            .ping_interval(None)
+            .receive_deadline(deadline)
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        let (sink, mut source) = transport.split();
+        let started = tokio::time::Instant::now();
+        match deadline {
+            Some(_) => {
+                let got = timeout(WAIT, source.recv())
+                    .await
+                    .expect("the deadline fires");
+                assert!(
+                    matches!(got, Err(TransportError::TooSlow { len: Some(_), .. })),
+                    "{got:?}"
+                );
+                assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+            }
+            None => {
+                let waited = timeout(grace * 3, source.recv()).await;
+                assert!(
+                    waited.is_err(),
+                    "no deadline: still waiting, got {waited:?}"
+                );
+            }
+        }
+        drop((sink, source));
+        timeout(WAIT, server).await.unwrap().unwrap();
+    }
+}
+
 /// Pings between the fragments of a message keep the socket alive but do not extend the
 /// message's deadline: a peer that sends one fragment and then only pings is cut off.
 #[tokio::test]

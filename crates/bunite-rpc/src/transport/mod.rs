@@ -155,8 +155,8 @@ pub enum TransportError {
     /// message that fails authentication).
     #[error("{0}")]
     Protocol(String),
-    /// A message under way did not arrive within the listener's
-    /// [`ReceiveDeadline`] (the peer stalled or trickled it).
+    /// A message under way did not arrive within its [`ReceiveDeadline`] (a listener's,
+    /// or one a client set): the peer stalled or trickled it.
     /// The connection answers `deadline_exceeded` in a goaway.
     #[error(
         "the peer took longer than {after:?} to send one message{}",

@@ -1,5 +1,5 @@
 //! Connecting to a bunite WebSocket: [`connect`] and the [`WsConnector`] that sets the
-//! timeout, pings, bound and TLS roots.
+//! timeout, pings, bound, receive deadline and TLS roots.
 
 use std::io;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use super::metered::Metered;
 use super::{config, WsTransport, DEFAULT_MAX_BYTES};
 use crate::transport::socket::{self, Socket};
-use crate::transport::{TransportError, TransportInfo};
+use crate::transport::{ReceiveDeadline, TransportError, TransportInfo};
 
 /// How a client connects (see `# Clients` in the [module docs](super)). Cheap to clone.
 #[derive(Debug, Clone)]
@@ -20,6 +20,7 @@ pub struct WsConnector {
     max_bytes: usize,
     connect_timeout: Duration,
     ping_interval: Option<Duration>,
+    receive_deadline: Option<ReceiveDeadline>,
     #[cfg(feature = "tls")]
     tls: Option<crate::transport::tls::ClientTls>,
 }
@@ -30,6 +31,7 @@ impl Default for WsConnector {
             max_bytes: DEFAULT_MAX_BYTES,
             connect_timeout: crate::transport::CONNECT_TIMEOUT,
             ping_interval: Some(crate::transport::PING_INTERVAL),
+            receive_deadline: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -61,6 +63,26 @@ impl WsConnector {
         self
     }
 
+    /// Fails a message from the server that takes longer than `deadline` allows to arrive
+    /// once it has started (see [`deadline`](crate::transport::deadline)), with
+    /// [`TransportError::TooSlow`]; the connection then sends a goaway `deadline_exceeded`
+    /// and closes. None by default: a client chose its server, and its calls' own
+    /// deadlines already bound what it waits for; set one where a server that stalls inside
+    /// a long message (a reply or stream item) should not hold the connection.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bunite_rpc::transport::{ws::WsConnector, ReceiveDeadline};
+    ///
+    /// let connector = WsConnector::new()
+    ///     .receive_deadline(Some(ReceiveDeadline::new(Duration::from_secs(10), 1 << 20)));
+    /// # let _ = connector;
+    /// ```
+    pub fn receive_deadline(mut self, deadline: Option<ReceiveDeadline>) -> Self {
+        self.receive_deadline = deadline;
+        self
+    }
+
     /// The roots `wss://` trusts (default: [`ClientTls::platform`](crate::transport::tls::ClientTls::platform)).
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
@@ -82,7 +104,8 @@ impl WsConnector {
             let socket = self.open_socket(&uri).await?;
             let peer = socket.peer_addr().map(|a| a.to_string());
             let kind = if socket.is_tls() { "wss" } else { "ws" };
-            let socket = Metered::new(socket, None, None, super::frame_bound(self.max_bytes), true);
+            let bound = super::frame_bound(self.max_bytes);
+            let socket = Metered::new(socket, None, self.receive_deadline, bound, true);
             let config = Some(config(self.max_bytes));
             match tokio_tungstenite::client_async_with_config(request, socket, config).await {
                 Ok((ws, _response)) => {

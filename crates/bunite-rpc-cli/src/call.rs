@@ -68,7 +68,7 @@ impl Args {
 }
 
 /// `500ms`, `10s`, `2m`, `1h`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.');
     let (number, unit) = text.split_at(split.unwrap_or(text.len()));
     let n: f64 = number

@@ -31,6 +31,8 @@ pub struct Access {
     /// When not empty, only WebSocket clients whose `Origin` is one of these may bootstrap
     /// (the policy sees the handshake's `Origin` in the attestation).
     pub allow_origins: Vec<String>,
+    /// The listeners' bounds (TLS is set from `tls`); one receive budget for both.
+    pub listener: ListenerConfig,
 }
 
 /// Runs the server until killed. With `stats`, each line read on stdin is answered with
@@ -79,7 +81,7 @@ pub async fn start_with(
     registry: Option<Arc<Registry>>,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
     // One budget for the bytes of messages being received on both listeners.
-    let mut config = ListenerConfig::default();
+    let mut config = access.listener;
     let secure = access.tls.is_some();
     if let Some(tls) = access.tls {
         config = config.tls(tls);

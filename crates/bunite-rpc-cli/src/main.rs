@@ -11,6 +11,7 @@ mod interop_caps;
 mod interop_client;
 mod interop_server;
 mod json;
+mod listener_args;
 mod serve_stdio;
 mod server_stats;
 mod suggest;
@@ -88,6 +89,8 @@ enum Command {
         /// chaos harness (`benches/chaos.rs`).
         #[arg(long, hide = true)]
         stats: bool,
+        #[command(flatten)]
+        listener: listener_args::ListenerArgs,
     },
     /// Write a self-signed certificate and its key (PEM) for trying TLS locally:
     /// DIR/cert.pem (give it to clients with --ca) and DIR/key.pem.
@@ -186,6 +189,7 @@ async fn run(cmd: Command) -> i32 {
             tls_key,
             allow_origin,
             stats,
+            listener,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => {
@@ -199,6 +203,7 @@ async fn run(cmd: Command) -> i32 {
             let access = interop_server::Access {
                 tls,
                 allow_origins: allow_origin,
+                listener: listener.config(),
             };
             report(interop_server::run(&listen, &path, tcp.as_deref(), key, access, stats).await)
         }
@@ -261,4 +266,7 @@ fn info() {
     println!("default maxBytes {}", limits.max_bytes);
     println!("default cap limit {}", limits.max_caps);
     println!("default in-flight limit {}", limits.max_in_flight);
+    for line in listener_args::describe_defaults() {
+        println!("default {line}");
+    }
 }

@@ -269,3 +269,38 @@ fn wss_with_ca_and_origin_against_an_origin_gated_tls_server() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("--ca FILE"), "{}", stderr(&out));
 }
+
+/// `interop-server` takes the listener's bounds as flags: with `--max-bytes 4KiB` a short
+/// echo is answered and a 10,000-byte one ends the connection with a goaway
+/// `resource_exhausted` (PROTOCOL §11), which `call` reports as a connection failure.
+#[test]
+fn interop_server_takes_listener_bounds_as_flags() {
+    let s = server(&["--max-bytes", "4KiB", "--receive-deadline", "5s"], None);
+    let short = format!("\"{}\"", "a".repeat(100));
+    let out = run(&["call", &s.url, "interop.counter", "echo", &short]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), short);
+
+    let long = format!("\"{}\"", "a".repeat(10_000));
+    let out = run(&["call", &s.url, "interop.counter", "echo", &long]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resource_exhausted"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["interop-server", "--max-bytes", "4kb"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a size it cannot read is a usage error"
+    );
+    assert!(stderr(&out).contains("unknown unit"), "{}", stderr(&out));
+
+    let info = stdout(&run(&["info"]));
+    assert!(
+        info.contains("default listener max connections 4096"),
+        "{info}"
+    );
+}

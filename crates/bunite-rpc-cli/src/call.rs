@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bunite_rpc::transport::sealed::Key;
-use bunite_rpc::{CallOptions, Client, Code, Connection, Error, LocalError, Value};
+use bunite_rpc::{CallOptions, Client, Code, Connection, Disconnect, Error, LocalError, Value};
 use futures::StreamExt;
 
 use crate::connect::Options;
@@ -115,6 +115,20 @@ fn fail(error: &Error, args: &Args, method: &str) -> i32 {
             status.code, status.message
         ),
         None => eprintln!("error: {} {}", status.code, status.message),
+    }
+    // The server's own words when it closed with a goaway that said why (a message over
+    // its maxBytes, a protocol error, a deadline).
+    if let Some(Disconnect::Goaway {
+        error: Some(why), ..
+    }) = error.disconnect()
+    {
+        match why.reason() {
+            Some(reason) => eprintln!(
+                "the server sent goaway: {} {} (reason: {reason})",
+                why.code, why.message
+            ),
+            None => eprintln!("the server sent goaway: {} {}", why.code, why.message),
+        }
     }
     if error.is_remote() && status.code == Code::NotFound {
         // `method "x" on cap "y"`: the wire's wording, from bunite-core 0.10.

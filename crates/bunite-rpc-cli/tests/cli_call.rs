@@ -285,7 +285,8 @@ fn interop_server_takes_listener_bounds_as_flags() {
     let out = run(&["call", &s.url, "interop.counter", "echo", &long]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("resource_exhausted"),
+        stderr(&out).contains("the server sent goaway: resource_exhausted")
+            && stderr(&out).contains("(reason: max_frame_bytes)"),
         "{}",
         stderr(&out)
     );

@@ -87,6 +87,11 @@ pub enum Disconnect {
     Goaway {
         /// Its reason, if it gave one.
         reason: Option<String>,
+        /// Its error, if it gave one: why the peer closed (e.g. `resource_exhausted` with
+        /// details `{reason:"max_frame_bytes"}` for a message over its `maxBytes`). Pending
+        /// calls still fail `unavailable` with the goaway's reason (PROTOCOL §11); this is
+        /// where the peer's own words are kept (boxed: errors stay small on the call path).
+        error: Option<Box<Status>>,
     },
     /// We closed the connection ([`Connection::close`](crate::Connection::close)).
     LocalClose,
@@ -208,7 +213,7 @@ impl Disconnect {
     /// `unavailable`, reason `goaway` for the peer's goaway, `peer_closing` otherwise.
     pub fn status(&self) -> Status {
         match self {
-            Disconnect::Goaway { reason: why } => {
+            Disconnect::Goaway { reason: why, .. } => {
                 let message = why.clone().unwrap_or_else(|| "remote goaway".to_owned());
                 Status::new(Code::Unavailable, message).with_reason(reason::GOAWAY)
             }
@@ -314,6 +319,7 @@ mod tests {
     fn disconnects_map_to_the_protocol_statuses() {
         let goaway = Disconnect::Goaway {
             reason: Some("bye".into()),
+            error: None,
         };
         assert_eq!(goaway.status().code, Code::Unavailable);
         assert_eq!(goaway.status().message, "bye");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bunite_rpc::transport::memory;
 use bunite_rpc::wire::{Call, CallId, Encoder, Frame, Goaway, Hello, Record, Value, WireStatus};
-use bunite_rpc::{Code, Connection, Disconnect, Limits};
+use bunite_rpc::{Code, Connection, Disconnect, Limits, Status};
 use common::*;
 
 #[test]
@@ -181,6 +181,7 @@ fn goaway_from_the_peer_shuts_down_and_fails_pending_calls() {
         let e = waiting.await.unwrap().unwrap_err();
         let goaway = Disconnect::Goaway {
             reason: Some("peer_closing".into()),
+            error: None,
         };
         assert_disconnected(
             &e,
@@ -218,6 +219,10 @@ fn a_bootstrap_waiting_for_hello_fails_with_the_goaway_error() {
         let e = pending.await.unwrap().unwrap_err();
         let goaway = Disconnect::Goaway {
             reason: Some("bye".into()),
+            error: Some(Box::new(
+                Status::new(Code::Unavailable, "host shutting down")
+                    .with_reason("plugin_unloading"),
+            )),
         };
         assert_disconnected(
             &e,

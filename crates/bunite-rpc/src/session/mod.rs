@@ -341,7 +341,11 @@ impl<T: Types> Session<T> {
 
     fn on_goaway(&mut self, g: Goaway) {
         let error = g.error.map(Status::from_wire);
-        self.shutdown(Disconnect::Goaway { reason: g.reason }, error);
+        let how = Disconnect::Goaway {
+            reason: g.reason,
+            error: error.clone().map(Box::new),
+        };
+        self.shutdown(how, error);
     }
 
     /// The peer broke the protocol: goaway, then shut down (PROTOCOL §11, §13.9).

@@ -91,6 +91,10 @@ pub enum Disconnect {
         /// details `{reason:"max_frame_bytes"}` for a message over its `maxBytes`). Pending
         /// calls still fail `unavailable` with the goaway's reason (PROTOCOL §11); this is
         /// where the peer's own words are kept (boxed: errors stay small on the call path).
+        ///
+        /// Every pending call gets a copy, so both are bounded: the reason and the error's
+        /// message are cut at 1 KiB (marked `…`), and of the details only a short `reason`
+        /// is kept.
         error: Option<Box<Status>>,
     },
     /// We closed the connection ([`Connection::close`](crate::Connection::close)).

@@ -42,19 +42,19 @@ mod invariants;
 mod tests;
 
 use std::collections::VecDeque;
-
-use crate::hashing::{Map, Set};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bunite_wire::{
     CallId, CapId, Decoder, EncodeError, Encoder, Frame, FrameDecodeError, Goaway, Hello, Outgoing,
+    Record, Value,
 };
 use bytes::{Bytes, BytesMut};
 
 use crate::attestation::Attestation;
 use crate::error::{Disconnect, Error};
 use crate::events::Event;
+use crate::hashing::{Map, Set};
 use crate::limits::Limits;
 use crate::schema::CapDef;
 use crate::stats::Stats;
@@ -158,6 +158,22 @@ const SMALL_MESSAGE: usize = 256;
 const CHUNK: usize = 1024;
 /// Most entries in one `drop` frame.
 pub(crate) const DROP_FRAME_ENTRIES: usize = 512;
+
+/// How many bytes of a goaway's reason, and of its error's message, a connection keeps
+/// (the rest is cut at a character boundary and marked with `…`).
+pub(crate) const GOAWAY_TEXT: usize = 1024;
+
+fn clip_goaway_text(mut text: String) -> String {
+    if text.len() > GOAWAY_TEXT {
+        let mut end = GOAWAY_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
 
 impl<T: Types> Session<T> {
     /// A new session: its hello is the first message to send.
@@ -340,9 +356,20 @@ impl<T: Types> Session<T> {
     }
 
     fn on_goaway(&mut self, g: Goaway) {
-        let error = g.error.map(Status::from_wire);
+        // Every pending call and stream gets its own copy of the reason (its status's
+        // message) and of the error: a peer's long text is clipped first, or one goaway of
+        // a few MiB would be multiplied by the calls it fails.
+        let reason = g.reason.map(clip_goaway_text);
+        let error = g.error.map(|w| {
+            let mut status = Status::from_wire(w);
+            status.message = clip_goaway_text(std::mem::take(&mut status.message));
+            // Only `{reason}` is kept of the details, and only a short one.
+            let why = status.reason().filter(|r| r.len() <= GOAWAY_TEXT);
+            status.details = why.map(|r| Value::Record(Record::new().with("reason", r)));
+            status
+        });
         let how = Disconnect::Goaway {
-            reason: g.reason,
+            reason,
             error: error.clone().map(Box::new),
         };
         self.shutdown(how, error);

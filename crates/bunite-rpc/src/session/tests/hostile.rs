@@ -236,3 +236,101 @@ fn frames_after_shutdown_are_ignored() {
     raw.call(&mut p, 9, CapId(2), "get");
     assert_eq!(p.invocations.len(), 1, "ignored after it");
 }
+
+/// A goaway's reason and error are the peer's text, and every pending call gets its own
+/// copy: the session keeps at most `GOAWAY_TEXT` bytes of each (and of the details only a
+/// short `reason`), so one long goaway is not multiplied by the calls it fails.
+#[test]
+fn a_long_goaway_is_clipped_before_the_pending_calls_get_it() {
+    use crate::error::Disconnect;
+    use crate::session::GOAWAY_TEXT;
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let now = client.now;
+    for n in 0..8u64 {
+        let req = request(id, "get", Value::Undefined, Expect::Value);
+        client.s.start_call(CallId(10 + n), req, 100 + n, now);
+    }
+    client.collect();
+    let long = "é".repeat(50_000); // two bytes a character: the cut must find a boundary
+    let details = bunite_wire::Record::new()
+        .with("reason", "max_frame_bytes")
+        .with("padding", long.as_str());
+    let goaway = Frame::Goaway(bunite_wire::Goaway {
+        reason: Some(format!("x{long}")),
+        error: Some(bunite_wire::WireStatus {
+            code: "resource_exhausted".into(),
+            message: Some(long.clone()),
+            details: Some(Value::Record(details)),
+            retry: None,
+            full: false,
+        }),
+    });
+    let bytes = Bytes::from(Encoder::new().encode_to_vec(&goaway.to_value()));
+    client.s.handle_message(&bytes, now);
+    client.collect();
+    let clipped = GOAWAY_TEXT + '…'.len_utf8();
+    for n in 0..8u64 {
+        let e = client
+            .replies
+            .remove(&(100 + n))
+            .expect("failed")
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(
+            e.status().message.starts_with("xé"),
+            "{}",
+            e.status().message
+        );
+        assert!(e.status().message.len() <= clipped);
+        let Some(Disconnect::Goaway {
+            reason: Some(reason),
+            error: Some(error),
+        }) = e.disconnect()
+        else {
+            panic!("{e:?}");
+        };
+        assert!(reason.len() <= clipped && reason.ends_with('…'));
+        assert_eq!(error.code, Code::ResourceExhausted);
+        assert!(error.message.len() <= clipped && error.message.ends_with('…'));
+        assert_eq!(error.reason(), Some("max_frame_bytes"));
+        let detail = bunite_wire::Record::new().with("reason", "max_frame_bytes");
+        assert_eq!(
+            error.details,
+            Some(Value::Record(detail)),
+            "only the reason"
+        );
+    }
+}
+
+/// A goaway of ordinary length is kept as it came.
+#[test]
+fn a_short_goaway_is_kept_whole() {
+    use crate::error::Disconnect;
+    let (mut server, mut client) = connected();
+    let id = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let now = client.now;
+    let req = request(id, "get", Value::Undefined, Expect::Value);
+    client.s.start_call(CallId(10), req, 100, now);
+    client.collect();
+    let goaway = Frame::Goaway(bunite_wire::Goaway {
+        reason: Some("host_shutdown".into()),
+        error: Some(
+            bunite_wire::WireStatus::new("unavailable", "host shutting down")
+                .with_reason("plugin_unloading"),
+        ),
+    });
+    let bytes = Bytes::from(Encoder::new().encode_to_vec(&goaway.to_value()));
+    client.s.handle_message(&bytes, now);
+    client.collect();
+    let e = client.replies.remove(&100).expect("failed").unwrap_err();
+    assert_eq!(e.status().message, "host_shutdown");
+    let Some(Disconnect::Goaway {
+        error: Some(error), ..
+    }) = e.disconnect()
+    else {
+        panic!("{e:?}");
+    };
+    assert_eq!(error.message, "host shutting down");
+    assert_eq!(error.reason(), Some("plugin_unloading"));
+}

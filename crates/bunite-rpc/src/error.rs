@@ -283,7 +283,16 @@ impl fmt::Display for Error {
         match self {
             Error::Remote(status) => write!(f, "{status}"),
             Error::Local { kind, status } => write!(f, "{status} [{kind}]"),
-            Error::Disconnected { status, .. } => write!(f, "{status}"),
+            Error::Disconnected { cause, status } => {
+                write!(f, "{status}")?;
+                if let Disconnect::Goaway {
+                    error: Some(why), ..
+                } = cause
+                {
+                    write!(f, " [the peer's goaway: {why}]")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -328,6 +337,20 @@ mod tests {
         assert_eq!(goaway.status().code, Code::Unavailable);
         assert_eq!(goaway.status().message, "bye");
         assert_eq!(goaway.status().reason(), Some("goaway"));
+        assert_eq!(goaway.error().to_string(), "unavailable: bye (goaway)");
+        // The peer's own words, when its goaway said why, follow the protocol's status.
+        let said = Disconnect::Goaway {
+            reason: Some("resource_exhausted".into()),
+            error: Some(Box::new(
+                Status::new(Code::ResourceExhausted, "too long").with_reason("max_frame_bytes"),
+            )),
+        };
+        assert_eq!(said.status().message, "resource_exhausted");
+        assert_eq!(
+            said.error().to_string(),
+            "unavailable: resource_exhausted (goaway) [the peer's goaway: \
+             resource_exhausted: too long (max_frame_bytes)]"
+        );
         let eof = Disconnect::Eof.error();
         assert_eq!(eof.reason(), Some("peer_closing"));
         assert_eq!(eof.disconnect(), Some(&Disconnect::Eof));

@@ -697,6 +697,48 @@ async fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
     }
 }
 
+/// And over a connection: the client answers the stalled message with a goaway
+/// `deadline_exceeded`, as a listener does, and closes with nothing left.
+#[tokio::test]
+async fn a_client_connection_sends_goaway_when_the_server_stalls_a_message() {
+    use bunite_rpc::transport::ReceiveDeadline;
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (socket, _) = tcp.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        let hello = Frame::Hello(Hello {
+            v: 1,
+            mode: "native".into(),
+            features: vec![],
+            max_bytes: 64 << 20,
+            origin: "test://raw".into(),
+        });
+        let hello = Encoder::new().encode_to_vec(&hello.to_value());
+        ws.send(Message::binary(hello)).await.unwrap();
+        let mut header = vec![0x82, 127];
+        header.extend_from_slice(&(150u64 * 1024).to_be_bytes());
+        ws.get_mut().write_all(&header).await.unwrap();
+        ws.get_mut().write_all(&[0u8; 1024]).await.unwrap();
+        let mut dec = Decoder::new(WireLimits::default());
+        expect_goaway(&mut ws, &mut dec).await
+    });
+    let grace = Duration::from_millis(300);
+    let transport = ws::WsConnector::new()
+        .ping_interval(None)
+        .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)))
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let client = Connection::new(transport);
+    let goaway = timeout(WAIT, server).await.unwrap().unwrap();
+    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+    assert_eq!(goaway.error.expect("an error").code, "deadline_exceeded");
+    timeout(WAIT, client.closed()).await.unwrap();
+    assert_clean(&[&client]).await;
+}
+
 /// Pings between the fragments of a message keep the socket alive but do not extend the
 /// message's deadline: a peer that sends one fragment and then only pings is cut off.
 #[tokio::test]

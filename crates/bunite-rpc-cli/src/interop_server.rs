@@ -14,7 +14,9 @@ use bunite_rpc::transport::ws::WsListener;
 use bunite_rpc::transport::ListenerConfig;
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::wire::serde_bytes::ByteBuf;
-use bunite_rpc::{Attestation, CallContext, Code, Connection, Exported, Policy, Status, Value};
+use bunite_rpc::{
+    Attestation, CallContext, Code, Connection, Exported, Limits, Policy, Status, Value,
+};
 
 use crate::connect::finish;
 use crate::interop_caps::*;
@@ -82,6 +84,12 @@ pub async fn start_with(
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
     // One budget for the bytes of messages being received on both listeners.
     let mut config = access.listener;
+    // What each connection's hello announces is what its listener accepts.
+    let limits = Limits {
+        max_bytes: config.max_bytes,
+        ..Limits::default()
+    };
+    let tcp_limits = limits.clone();
     let secure = access.tls.is_some();
     if let Some(tls) = access.tls {
         config = config.tls(tls);
@@ -109,7 +117,7 @@ pub async fn start_with(
                     origin: accepted.origin.unwrap_or_default(),
                     ..Attestation::default()
                 };
-                let builder = builder_for(attestation, &allowed);
+                let builder = builder_for(attestation, &allowed).limits(limits.clone());
                 let conn = finish(accepted.transport, ws_key.clone(), builder);
                 if let Some(r) = &ws_registry {
                     r.add(conn);
@@ -121,7 +129,8 @@ pub async fn start_with(
             loop {
                 match listener.accept().await {
                     Ok((t, _)) => {
-                        let builder = builder_for(Attestation::default(), &tcp_allowed);
+                        let builder = builder_for(Attestation::default(), &tcp_allowed)
+                            .limits(tcp_limits.clone());
                         let conn = finish(t, key.clone(), builder);
                         if let Some(r) = &registry {
                             r.add(conn);

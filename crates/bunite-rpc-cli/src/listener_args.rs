@@ -20,8 +20,9 @@ pub struct ListenerArgs {
     /// How long one WebSocket handshake may take (500ms, 10s, 2m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     handshake_timeout: Option<Duration>,
-    /// The largest inbound message (bytes, or with a suffix: 64KiB, 16MiB); a larger one
-    /// gets a goaway `resource_exhausted` (`max_frame_bytes`).
+    /// The largest inbound message (bytes, or with a suffix: 64KiB, 16MiB), announced in
+    /// each connection's hello; a larger one gets a goaway `resource_exhausted`
+    /// (`max_frame_bytes`).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     max_bytes: Option<usize>,
     /// Bytes of messages being received across all connections of both listeners;

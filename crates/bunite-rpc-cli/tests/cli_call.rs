@@ -271,8 +271,8 @@ fn wss_with_ca_and_origin_against_an_origin_gated_tls_server() {
 }
 
 /// `interop-server` takes the listener's bounds as flags: with `--max-bytes 4KiB` a short
-/// echo is answered and a 10,000-byte one ends the connection with a goaway
-/// `resource_exhausted` (PROTOCOL §11), which `call` reports as a connection failure.
+/// echo is answered, and the server's hello announces the bound, so `call` refuses a
+/// 10,000-byte one before sending it (a local failure naming the peer's maxBytes).
 #[test]
 fn interop_server_takes_listener_bounds_as_flags() {
     let s = server(&["--max-bytes", "4KiB", "--receive-deadline", "5s"], None);
@@ -283,10 +283,9 @@ fn interop_server_takes_listener_bounds_as_flags() {
 
     let long = format!("\"{}\"", "a".repeat(10_000));
     let out = run(&["call", &s.url, "interop.counter", "echo", &long]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("the server sent goaway: resource_exhausted")
-            && stderr(&out).contains("(reason: max_frame_bytes)"),
+        stderr(&out).contains("exceeds the peer's maxBytes 4096"),
         "{}",
         stderr(&out)
     );

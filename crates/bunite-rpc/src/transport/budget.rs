@@ -63,7 +63,10 @@ pub struct ListenerConfig {
     pub max_handshakes: usize,
     /// How long one WebSocket handshake may take.
     pub handshake_timeout: Duration,
-    /// The largest inbound message per connection.
+    /// The largest inbound message per connection. A connection announces its own
+    /// [`Limits::max_bytes`](crate::Limits::max_bytes) in its hello: give it the same
+    /// value (`Connection::builder().limits(..)`), or a peer that trusts the hello sends
+    /// messages the listener refuses.
     pub max_bytes: usize,
     /// Bytes of messages being received across all connections.
     pub receive_budget: ByteBudget,

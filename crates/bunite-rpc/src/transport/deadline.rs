@@ -13,8 +13,8 @@
 //! message under way (a message that arrives in one read is never timed, and costs
 //! nothing) to the message's last byte. Time spent waiting for the budget is ours, not the
 //! peer's: it restarts the clock. A message over its deadline fails the source with
-//! [`TransportError::TooSlow`]; the connection answers with a goaway `deadline_exceeded`
-//! and closes, as it does for an oversize message.
+//! [`TransportError::TooSlow`](super::TransportError::TooSlow); the connection answers
+//! with a goaway `deadline_exceeded` and closes, as it does for an oversize message.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,14 +29,10 @@
 //! # let _ = config;
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Context;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
-
-use super::TransportError;
+#[cfg(any(feature = "byte-stream", feature = "ws"))]
+pub(crate) use clock::MessageClock;
 
 /// How long a message may take to arrive once it has started: [`grace`](Self::grace), plus
 /// one second per [`min_rate`](Self::min_rate) bytes of its length. The default (30 s and
@@ -81,73 +77,91 @@ impl ReceiveDeadline {
     }
 }
 
-/// The clock of the message under way, kept by a socket source: set the first time the
-/// source finds the socket empty inside a message, checked each time after, stopped when
-/// the message is complete.
-///
-/// One timer per connection, made at the first stall and kept: setting the clock for the
-/// next message costs a clock read, not a timer-wheel update. The timer stays where it was
-/// set while that is no later than the deadline; when it fires early (set for an earlier
-/// message), it moves to the current deadline.
-#[derive(Debug)]
-pub(crate) struct MessageClock {
-    rule: Option<ReceiveDeadline>,
-    /// The message under way, once it has stalled: when, and the length its deadline was
-    /// set for.
-    started: Option<(Instant, u64)>,
-    timer: Option<Pin<Box<Sleep>>>,
-}
+/// The clock the socket sources keep (only they use it).
+#[cfg(any(feature = "byte-stream", feature = "ws"))]
+mod clock {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Context;
+    use std::time::Duration;
 
-impl MessageClock {
-    pub(crate) fn new(rule: Option<ReceiveDeadline>) -> Self {
-        MessageClock {
-            rule,
-            started: None,
-            timer: None,
-        }
+    use tokio::time::{Instant, Sleep};
+
+    use super::ReceiveDeadline;
+    use crate::transport::TransportError;
+
+    /// The clock of the message under way, kept by a socket source: set the first time the
+    /// source finds the socket empty inside a message, checked each time after, stopped when
+    /// the message is complete.
+    ///
+    /// One timer per connection, made at the first stall and kept: setting the clock for the
+    /// next message costs a clock read, not a timer-wheel update. The timer stays where it was
+    /// set while that is no later than the deadline; when it fires early (set for an earlier
+    /// message), it moves to the current deadline.
+    #[derive(Debug)]
+    pub(crate) struct MessageClock {
+        rule: Option<ReceiveDeadline>,
+        /// The message under way, once it has stalled: when, and the length its deadline was
+        /// set for.
+        started: Option<(Instant, u64)>,
+        pub(super) timer: Option<Pin<Box<Sleep>>>,
     }
 
-    /// The socket has nothing more for the message under way, of `len` bytes as far as its
-    /// headers tell (0 when not yet known): starts the clock if this is its first stall,
-    /// extends the deadline if the length is now known to be longer, and registers `cx`'s
-    /// waker for the deadline. The error once it has passed.
-    pub(crate) fn check(&mut self, cx: &mut Context<'_>, len: u64) -> Result<(), TransportError> {
-        let Some(rule) = self.rule else {
-            return Ok(());
-        };
-        let (started, timed_len) = match self.started {
-            Some((at, timed)) if timed >= len => (at, timed),
-            Some((at, _)) => (at, len),
-            None => (Instant::now(), len),
-        };
-        self.started = Some((started, timed_len));
-        // A deadline past what the clock can say is never reached (30 years will do).
-        let deadline = started
-            .checked_add(rule.for_len(timed_len))
-            .unwrap_or_else(|| started + Duration::from_secs(30 * 365 * 86_400));
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() > deadline {
-            timer.as_mut().reset(deadline);
-        }
-        while timer.as_mut().poll(cx).is_ready() {
-            if timer.deadline() >= deadline {
-                self.started = None;
-                return Err(TransportError::TooSlow {
-                    after: rule.for_len(timed_len),
-                    len: (timed_len > 0).then_some(timed_len),
-                });
+    impl MessageClock {
+        pub(crate) fn new(rule: Option<ReceiveDeadline>) -> Self {
+            MessageClock {
+                rule,
+                started: None,
+                timer: None,
             }
-            timer.as_mut().reset(deadline);
         }
-        Ok(())
-    }
 
-    /// The message under way is complete (or waits for the budget, which is not the
-    /// peer's time): the next stall starts the clock afresh.
-    pub(crate) fn stop(&mut self) {
-        self.started = None;
+        /// The socket has nothing more for the message under way, of `len` bytes as far as its
+        /// headers tell (0 when not yet known): starts the clock if this is its first stall,
+        /// extends the deadline if the length is now known to be longer, and registers `cx`'s
+        /// waker for the deadline. The error once it has passed.
+        pub(crate) fn check(
+            &mut self,
+            cx: &mut Context<'_>,
+            len: u64,
+        ) -> Result<(), TransportError> {
+            let Some(rule) = self.rule else {
+                return Ok(());
+            };
+            let (started, timed_len) = match self.started {
+                Some((at, timed)) if timed >= len => (at, timed),
+                Some((at, _)) => (at, len),
+                None => (Instant::now(), len),
+            };
+            self.started = Some((started, timed_len));
+            // A deadline past what the clock can say is never reached (30 years will do).
+            let deadline = started
+                .checked_add(rule.for_len(timed_len))
+                .unwrap_or_else(|| started + Duration::from_secs(30 * 365 * 86_400));
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                if timer.deadline() >= deadline {
+                    self.started = None;
+                    return Err(TransportError::TooSlow {
+                        after: rule.for_len(timed_len),
+                        len: (timed_len > 0).then_some(timed_len),
+                    });
+                }
+                timer.as_mut().reset(deadline);
+            }
+            Ok(())
+        }
+
+        /// The message under way is complete (or waits for the budget, which is not the
+        /// peer's time): the next stall starts the clock afresh.
+        pub(crate) fn stop(&mut self) {
+            self.started = None;
+        }
     }
 }
 
@@ -156,7 +170,10 @@ mod tests {
     use std::future::poll_fn;
     use std::task::Poll;
 
+    use tokio::time::Instant;
+
     use super::*;
+    use crate::transport::TransportError;
 
     #[test]
     fn a_message_gets_the_grace_and_a_second_per_min_rate_bytes() {

@@ -217,16 +217,7 @@ async fn client_sees_the_socket_close(send_close_frame: bool) {
         .transport
         .split();
     let (mut enc, mut dec) = (Encoder::new(), Decoder::new(WireLimits::default()));
-    let hello = Frame::Hello(Hello {
-        v: 1,
-        mode: "native".into(),
-        features: vec![],
-        max_bytes: 64 << 20,
-        origin: "test://raw".into(),
-    });
-    sink.send(enc.encode_to_vec(&hello.to_value()).into())
-        .await
-        .unwrap();
+    sink.send(raw_hello().into()).await.unwrap();
     sink.flush().await.unwrap();
 
     let bootstrap = {
@@ -642,13 +633,34 @@ async fn a_stalled_frame_gets_goaway_deadline_exceeded() {
     eventually(|| budget.available() == 1 << 20).await;
 }
 
+/// A hello as a raw peer sends it.
+fn raw_hello() -> Vec<u8> {
+    let hello = Frame::Hello(Hello {
+        v: 1,
+        mode: "native".into(),
+        features: vec![],
+        max_bytes: 64 << 20,
+        origin: "test://raw".into(),
+    });
+    Encoder::new().encode_to_vec(&hello.to_value())
+}
+
+/// A server frame's header announcing 150 KiB and its first KiB, then nothing more.
+async fn write_a_stalled_frame(raw: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut header = vec![0x82, 127];
+    header.extend_from_slice(&(150u64 * 1024).to_be_bytes());
+    raw.write_all(&header).await.unwrap();
+    raw.write_all(&[0u8; 1024]).await.unwrap();
+}
+
 /// A client may bound how long a server's message takes to arrive: against a server that
 /// sends the start of a long frame and stops, its source fails with `TooSlow` once the
 /// deadline has passed; without one (the default) it keeps waiting.
 #[tokio::test]
 async fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
     use bunite_rpc::transport::{ReceiveDeadline, TransportError};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let grace = Duration::from_millis(300);
     for deadline in [Some(ReceiveDeadline::new(grace, 1 << 30)), None] {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -656,14 +668,10 @@ async fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
         let server = tokio::spawn(async move {
             let (socket, _) = tcp.accept().await.unwrap();
             let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
-            let raw = ws.get_mut();
-            let mut header = vec![0x82, 127];
-            header.extend_from_slice(&(150u64 * 1024).to_be_bytes());
-            raw.write_all(&header).await.unwrap();
-            raw.write_all(&[0u8; 1024]).await.unwrap();
+            write_a_stalled_frame(ws.get_mut()).await;
             // Open until the client goes.
             let mut rest = Vec::new();
-            let _ = raw.read_to_end(&mut rest).await;
+            let _ = ws.get_mut().read_to_end(&mut rest).await;
         });
         let transport = ws::WsConnector::new()
             .ping_interval(None)
@@ -702,25 +710,13 @@ async fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
 #[tokio::test]
 async fn a_client_connection_sends_goaway_when_the_server_stalls_a_message() {
     use bunite_rpc::transport::ReceiveDeadline;
-    use tokio::io::AsyncWriteExt;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
     let server = tokio::spawn(async move {
         let (socket, _) = tcp.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
-        let hello = Frame::Hello(Hello {
-            v: 1,
-            mode: "native".into(),
-            features: vec![],
-            max_bytes: 64 << 20,
-            origin: "test://raw".into(),
-        });
-        let hello = Encoder::new().encode_to_vec(&hello.to_value());
-        ws.send(Message::binary(hello)).await.unwrap();
-        let mut header = vec![0x82, 127];
-        header.extend_from_slice(&(150u64 * 1024).to_be_bytes());
-        ws.get_mut().write_all(&header).await.unwrap();
-        ws.get_mut().write_all(&[0u8; 1024]).await.unwrap();
+        ws.send(Message::binary(raw_hello())).await.unwrap();
+        write_a_stalled_frame(ws.get_mut()).await;
         let mut dec = Decoder::new(WireLimits::default());
         expect_goaway(&mut ws, &mut dec).await
     });

@@ -75,8 +75,9 @@
 //! - A message longer than 8 KiB is written around tungstenite: the frame's header and
 //!   payload go straight to the socket, after what tungstenite held before it and before
 //!   what it writes after it; a server's payload without a copy (one vectored write), a
-//!   client's masked 64 KiB at a time into a buffer it keeps for the next (so a client
-//!   connection keeps up to 64 KiB after its first long message). One frame per message,
+//!   client's masked 64 KiB at a time (a last piece of up to 8 KiB with the one before it)
+//!   into a buffer it keeps for the next (so a client connection keeps up to 72 KiB after
+//!   its first long message). One frame per message,
 //!   as the TypeScript peer and browsers send.
 //! - A frame longer than 8 KiB that arrives is cut into fragments of 8 KiB on its way from
 //!   the socket to tungstenite (only frame headers are written; the payload passes

@@ -105,30 +105,29 @@ enum Kind {
     Stream,
 }
 
+/// `prefix code message (reason: …)` on stderr.
+fn print_status(prefix: &str, status: &bunite_rpc::Status) {
+    match status.reason() {
+        Some(reason) => eprintln!(
+            "{prefix} {} {} (reason: {reason})",
+            status.code, status.message
+        ),
+        None => eprintln!("{prefix} {} {}", status.code, status.message),
+    }
+}
+
 /// Prints a failure as code, message and reason (and a hint when there is one); returns
 /// the exit code.
 fn fail(error: &Error, args: &Args, method: &str) -> i32 {
     let status = error.status();
-    match status.reason() {
-        Some(reason) => eprintln!(
-            "error: {} {} (reason: {reason})",
-            status.code, status.message
-        ),
-        None => eprintln!("error: {} {}", status.code, status.message),
-    }
+    print_status("error:", status);
     // The server's own words when it closed with a goaway that said why (a message over
     // its maxBytes, a protocol error, a deadline).
     if let Some(Disconnect::Goaway {
         error: Some(why), ..
     }) = error.disconnect()
     {
-        match why.reason() {
-            Some(reason) => eprintln!(
-                "the server sent goaway: {} {} (reason: {reason})",
-                why.code, why.message
-            ),
-            None => eprintln!("the server sent goaway: {} {}", why.code, why.message),
-        }
+        print_status("the server sent goaway:", why);
     }
     if error.is_remote() && status.code == Code::NotFound {
         // `method "x" on cap "y"`: the wire's wording, from bunite-core 0.10.

@@ -252,6 +252,12 @@ pub mod fuzzing {
     pub use crate::session::fuzz::{session_ops, session_ops_traced, Report};
 }
 
+/// Test helpers shared by unit and integration tests. Hidden, behind `test-util`; not part
+/// of the public API.
+#[cfg(any(test, feature = "test-util"))]
+#[doc(hidden)]
+pub mod testing;
+
 pub use attestation::{Attestation, TrustLevel};
 pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{

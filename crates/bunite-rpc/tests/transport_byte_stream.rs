@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bunite_rpc::testing::Recorder;
 use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::{self, ByteStream, TcpMessageListener};
 use bunite_rpc::transport::{ByteBudget, ListenerConfig, ReceiveDeadline};
@@ -386,51 +387,6 @@ async fn a_huge_announced_length_allocates_only_with_what_arrives() {
         offered <= byte_stream::READ_AHEAD + 10_004,
         "offered {offered} bytes ahead for a 64 MiB announcement"
     );
-}
-
-/// A writer that records each write call and takes at most `limit` bytes per call.
-#[derive(Default)]
-struct Recorder {
-    calls: Vec<Vec<usize>>,
-    written: Vec<u8>,
-    limit: usize,
-}
-
-impl tokio::io::AsyncWrite for Recorder {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.calls.push(bufs.iter().map(|b| b.len()).collect());
-        let mut n = 0;
-        for b in bufs {
-            let take = b.len().min(self.limit - n);
-            self.written.extend_from_slice(&b[..take]);
-            n += take;
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
 }
 
 fn framed_bytes(msgs: &[&[u8]]) -> Vec<u8> {

@@ -47,7 +47,6 @@ use std::time::Instant;
 
 use bunite_wire::{
     CallId, CapId, Decoder, EncodeError, Encoder, Frame, FrameDecodeError, Goaway, Hello, Outgoing,
-    Record, Value,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -361,12 +360,20 @@ impl<T: Types> Session<T> {
         // a few MiB would be multiplied by the calls it fails.
         let reason = g.reason.map(clip_goaway_text);
         let error = g.error.map(|w| {
-            let mut status = Status::from_wire(w);
-            status.message = clip_goaway_text(std::mem::take(&mut status.message));
-            // Only `{reason}` is kept of the details, and only a short one.
-            let why = status.reason().filter(|r| r.len() <= GOAWAY_TEXT);
-            status.details = why.map(|r| Value::Record(Record::new().with("reason", r)));
-            status
+            let full = Status::from_wire(w);
+            // Of the details only `{reason}` is kept, and only a short one.
+            let why = (full.reason())
+                .filter(|r| r.len() <= GOAWAY_TEXT)
+                .map(str::to_owned);
+            let kept = Status {
+                message: clip_goaway_text(full.message),
+                details: None,
+                ..full
+            };
+            match why {
+                Some(why) => kept.with_reason(&why),
+                None => kept,
+            }
         });
         let how = Disconnect::Goaway {
             reason,

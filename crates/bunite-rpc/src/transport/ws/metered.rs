@@ -464,6 +464,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::Message;
 
     use super::*;
+    use crate::testing::Recorder;
 
     /// Polls one read into a buffer of `READ_BUFFER` bytes: what it gave, or `None` if
     /// it is pending.
@@ -549,44 +550,6 @@ mod tests {
         assert_eq!(first[..header.len()], header[..]);
     }
 
-    /// A socket that takes every write whole and records each.
-    #[derive(Default)]
-    struct Writes(Vec<Vec<u8>>);
-
-    impl AsyncWrite for Writes {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().0.push(buf.to_vec());
-            Poll::Ready(Ok(buf.len()))
-        }
-
-        fn poll_write_vectored(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            let write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            let n = write.len();
-            self.get_mut().0.push(write);
-            Poll::Ready(Ok(n))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     /// A client's long frame goes out 64 KiB of payload a write, its header with the first
     /// piece, and a short last piece with the one before it: a 64 KiB echo's call (64 KiB
     /// and a few bytes) is one write, not two.
@@ -600,17 +563,22 @@ mod tests {
             (200 * 1024, 3),
         ] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let mut m = Metered::new(Writes::default(), None, None, 1 << 20, false);
+            let socket = Recorder {
+                limit: usize::MAX,
+                ..Recorder::default()
+            };
+            let mut m = Metered::new(socket, None, None, 1 << 20, false);
             m.queue_frame(
                 Bytes::from_static(b"HEAD"),
                 payload.clone().into(),
                 Some(key),
             );
             poll_fn(|cx| m.poll_long(cx)).await.unwrap();
-            let sent = &m.io.0;
-            assert_eq!(sent.len(), writes, "writes for {len} bytes");
-            assert!(sent.iter().all(|w| w.len() <= 4 + MASK_PIECE + MASK_TAIL));
-            let mut wire = sent.concat();
+            let calls = &m.io.calls;
+            assert_eq!(calls.len(), writes, "writes for {len} bytes");
+            let most = 4 + MASK_PIECE + MASK_TAIL;
+            assert!(calls.iter().all(|c| c.iter().sum::<usize>() <= most));
+            let mut wire = m.io.written.clone();
             assert_eq!(&wire[..4], b"HEAD");
             apply_mask(&mut wire[4..], key, 0);
             assert!(wire[4..] == payload[..], "{len} bytes unmasked differ");

@@ -79,8 +79,12 @@
 //!   into a buffer it keeps for the next (so a client connection keeps up to 72 KiB after
 //!   its first long message). One frame per message,
 //!   as the TypeScript peer and browsers send.
-//! - A frame longer than 8 KiB that arrives is cut into fragments of 8 KiB on its way from
-//!   the socket to tungstenite (only frame headers are written; the payload passes
+//! - A message that arrives as one frame longer than 8 KiB (as every peer sends them) is
+//!   read around tungstenite: its payload goes straight into the message's buffer (the
+//!   socket read's own buffer when the frame arrived in it, so without a copy), unmasked
+//!   in place, and leaves with the message, in its place among the others. Any other frame
+//!   longer than 8 KiB (fragments of a message, text) is cut into fragments of 8 KiB on its
+//!   way from the socket to tungstenite (only frame headers are written; the payload passes
 //!   untouched, and the cut does not show on the wire).
 //!
 //! So after long messages a server connection keeps about 16 KB more (after one 120 KiB message
@@ -188,7 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     /// [`PING_INTERVAL`](super::PING_INTERVAL) (see [`with_ping_interval`](Self::with_ping_interval)).
     pub async fn from_raw_socket(socket: S, role: Role, max_bytes: usize) -> Self {
         let ws = WebSocketStream::from_raw_socket(
-            Metered::new(socket, None, None, frame_bound(max_bytes), false),
+            Metered::new(socket, None, None, frame_bound(max_bytes), false, role),
             role,
             Some(config(max_bytes)),
         )
@@ -242,7 +246,14 @@ impl WsTransport {
     ) -> Self {
         let bound = frame_bound(config.max_bytes);
         let budget = Some(&config.receive_budget);
-        let socket = Metered::new(socket, budget, config.receive_deadline, bound, false);
+        let socket = Metered::new(
+            socket,
+            budget,
+            config.receive_deadline,
+            bound,
+            false,
+            Role::Server,
+        );
         let cfg = Some(self::config(config.max_bytes));
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, cfg).await;
         WsTransport::from_stream(ws, Role::Server, config.max_bytes, Some(slot))

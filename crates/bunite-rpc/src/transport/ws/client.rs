@@ -105,7 +105,14 @@ impl WsConnector {
             let peer = socket.peer_addr().map(|a| a.to_string());
             let kind = if socket.is_tls() { "wss" } else { "ws" };
             let bound = super::frame_bound(self.max_bytes);
-            let socket = Metered::new(socket, None, self.receive_deadline, bound, true);
+            let socket = Metered::new(
+                socket,
+                None,
+                self.receive_deadline,
+                bound,
+                true,
+                Role::Client,
+            );
             let config = Some(config(self.max_bytes));
             match tokio_tungstenite::client_async_with_config(request, socket, config).await {
                 Ok((ws, _response)) => {

@@ -4,7 +4,10 @@
 //! The input is a few settings and then the bytes a hostile client sends: any frames,
 //! well-formed or not. tungstenite reads them twice, as a listener's connection would (server
 //! role, frames and messages bounded), once straight and once through a `Reframe` that cuts
-//! long data frames into fragments, with the bytes arriving in chunks of any size. The cut
+//! long data frames into fragments, with the bytes arriving in chunks of any size. Half the
+//! inputs (a bit of the settings) also take long frames whole, as a listener's reader does:
+//! each message so taken is put back where it was taken as the fragments the cut would have
+//! made, so that it is checked in its place and with its payload unmasked. The cut
 //! must change nothing tungstenite sees: the same messages, then an error in both or in
 //! neither, with one exception: when the bytes end inside a frame, a check tungstenite
 //! makes once a frame is complete (a client frame must be masked, text must be UTF-8) may
@@ -42,8 +45,9 @@ pub fn ws_frames(data: &[u8]) -> Outcome {
     let fragment = 128 + 4 * usize::from(f % 16);
     let bound = fragment + usize::from(u16::from_be_bytes([*b0, *b1]) % 4096);
     let (chunk, room) = (1 + usize::from(*chunk), 1 + usize::from(*room));
+    let whole = (f & 0x10 != 0).then_some(true);
 
-    let (cut, ended_mid_frame) = through(wire, bound, fragment, chunk, room);
+    let (cut, ended_mid_frame) = through(wire, bound, fragment, chunk, room, whole);
     let was_cut = cut != wire;
     let (straight, straight_error) = read_all(wire.to_vec(), bound, bound);
     // Through the cut, tungstenite takes no frame longer than a piece: a longer one reaches

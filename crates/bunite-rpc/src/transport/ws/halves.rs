@@ -204,7 +204,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSou
             if shared.read_done {
                 return Poll::Ready(Ok(None));
             }
-            let next = ready!(Pin::new(&mut shared.ws).poll_next(cx));
+            let next = match Pin::new(&mut shared.ws).poll_next(cx) {
+                Poll::Ready(next) => next,
+                // tungstenite waits for bytes: the next message may be one read around it,
+                // whole (the socket under it then waits for it to be taken).
+                Poll::Pending => match shared.ws.get_mut().take_message() {
+                    Some(bytes) => Some(Ok(Message::Binary(bytes))),
+                    None => return Poll::Pending,
+                },
+            };
             if let Some(k) = &mut shared.keepalive {
                 k.heard();
             }

@@ -152,6 +152,7 @@ async fn handshake(
         cfg.receive_deadline,
         bound,
         true,
+        Role::Server,
     );
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(cfg.max_bytes)))

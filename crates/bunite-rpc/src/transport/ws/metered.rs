@@ -22,7 +22,12 @@
 //! inside a fragmented message does not.
 //!
 //! Bytes pass to tungstenite through a [`Reframe`], which cuts long frames into fragments
-//! (`reframe.rs`); during a handshake, only up to the end of its HTTP head.
+//! or takes them whole around tungstenite (`reframe.rs`); during a handshake, only up to
+//! the end of its HTTP head. A message taken whole is for the source to take
+//! ([`Metered::take_message`]) when tungstenite says it waits for more: while one is
+//! held, a read here returns `Pending` (registering no waker) unless it passed on bytes
+//! from before the message, and the source, which is the one reader, takes the message in
+//! the same poll.
 
 use std::io;
 use std::pin::Pin;
@@ -30,8 +35,9 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::reframe::Reframe;
+use super::reframe::{apply_mask, Reframe};
 use super::{READ_BUFFER, SOCKET_READ};
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::deadline::{MessageClock, ReceiveDeadline};
@@ -129,13 +135,15 @@ impl<S> Metered<S> {
 
     /// `io` read for tungstenite, whose frame limit is `max_frame` (longer frames are not
     /// cut, so that it refuses them at their header), starting with the handshake's HTTP
-    /// head if `handshake` (else with frames: a handshake made by another server).
+    /// head if `handshake` (else with frames: a handshake made by another server). Long
+    /// frames are taken whole if masked as `role`'s peer masks them.
     pub(super) fn new(
         io: S,
         budget: Option<&ByteBudget>,
         deadline: Option<ReceiveDeadline>,
         max_frame: usize,
         handshake: bool,
+        role: Role,
     ) -> Self {
         let meter = budget.map(|b| Meter {
             waiter: b.waiter(),
@@ -155,7 +163,7 @@ impl<S> Metered<S> {
             since_message: 0,
             meter,
             head: handshake.then_some(0),
-            reframe: Reframe::new(max_frame),
+            reframe: Reframe::new(max_frame).take_whole(role == Role::Server),
             clock: MessageClock::new(deadline),
         }
     }
@@ -192,6 +200,12 @@ impl<S> Metered<S> {
                 m.need = 0;
             }
         }
+    }
+
+    /// A message read whole around tungstenite, complete: it comes after every message
+    /// tungstenite has returned, and before any it returns next (see the module docs).
+    pub(super) fn take_message(&mut self) -> Option<Bytes> {
+        self.reframe.take_message()
     }
 
     pub(super) fn get_mut(&mut self) -> &mut S {
@@ -238,21 +252,38 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let start = buf.filled().len();
         loop {
+            if this.reframe.holds_message() {
+                // For the source to take: bytes before it go first.
+                return match buf.filled().len() > start {
+                    true => Poll::Ready(Ok(())),
+                    false => Poll::Pending,
+                };
+            }
             if this.ahead.is_empty() {
-                let want = match &mut this.meter {
+                let room = match &mut this.meter {
                     Some(m) => match m.poll_room(cx)? {
-                        Poll::Ready(room) => room.min(this.next_read),
+                        Poll::Ready(room) => room,
                         Poll::Pending => {
                             // Waiting for the budget is not the peer's time.
                             this.clock.stop();
                             return Poll::Pending;
                         }
                     },
-                    None => this.next_read,
+                    None => usize::MAX,
                 };
-                this.ahead.reserve(want);
-                let mut limited = (&mut this.ahead).limit(want);
+                // The rest of a frame taken whole is read straight into its message; any
+                // other bytes into the read-ahead buffer.
+                let (target, want, direct) = match this.reframe.whole_room(room) {
+                    Some((payload, want)) => (payload, want, true),
+                    None => {
+                        let want = room.min(this.next_read);
+                        this.ahead.reserve(want);
+                        (&mut this.ahead, want, false)
+                    }
+                };
+                let mut limited = target.limit(want);
                 let polled =
                     tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut limited);
                 let n = match polled {
@@ -278,6 +309,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     // The end of the socket, after any header bytes held back.
                     this.reframe.flush_partial(buf);
                     return Poll::Ready(Ok(()));
+                }
+                if direct {
+                    this.reframe.whole_read(n);
+                    continue;
                 }
             }
             let before = buf.filled().len();
@@ -306,11 +341,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 }
             };
             this.ahead.advance(used);
+            // A frame taken whole: its payload, the read-ahead buffer's allocation with it
+            // when it is the first of it (no copy).
+            this.reframe.take_payload(&mut this.ahead);
             if this.ahead.is_empty() {
                 // Drained: hold no read-ahead buffer while idle.
                 this.ahead = BytesMut::new();
             }
-            // Only header bytes taken so far: read on (an empty read would mean the end).
+            // Only header bytes (or a payload taken whole) so far: read on (an empty read
+            // would mean the end).
             if buf.filled().len() > before || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
@@ -398,22 +437,6 @@ impl<S: AsyncWrite + Unpin> Metered<S> {
     }
 }
 
-/// Masks (or unmasks) `buf`, which starts `offset` bytes into a payload masked with `key`
-/// (RFC 6455 §5.3).
-fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    // The key from this offset's phase, twice: eight bytes at a time keep the phase.
-    let key: [u8; 8] = std::array::from_fn(|i| key[(offset + i) % 4]);
-    let word = u64::from_ne_bytes(key);
-    let mut words = buf.chunks_exact_mut(8);
-    for w in &mut words {
-        let bytes: [u8; 8] = (&*w).try_into().unwrap_or_default();
-        w.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
-    }
-    for (b, k) in words.into_remainder().iter_mut().zip(key) {
-        *b ^= k;
-    }
-}
-
 impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -490,7 +513,7 @@ mod tests {
         let budget = ByteBudget::new(1 << 20);
         for budget in [None, Some(&budget)] {
             let (ours, mut peer) = tokio::io::duplex(64 * 1024);
-            let mut m = Metered::new(ours, budget, None, 1 << 20, false);
+            let mut m = Metered::new(ours, budget, None, 1 << 20, false, Role::Server);
             assert_eq!(read_once(&mut m).await, None, "nothing sent yet");
             assert_eq!(
                 m.ahead.capacity(),
@@ -525,7 +548,7 @@ mod tests {
     #[tokio::test]
     async fn the_head_ends_at_its_blank_line_and_frames_follow() {
         let (ours, mut peer) = tokio::io::duplex(1 << 20);
-        let mut m = Metered::new(ours, None, None, 1 << 20, true);
+        let mut m = Metered::new(ours, None, None, 1 << 20, true, Role::Server);
         let head = b"GET /rpc HTTP/1.1\r\nHost: x\r\nA: \r\r\n\r\n".to_vec();
         let long = super::super::reframe::CUT + 10;
         let mut frame = vec![0x82, 127];
@@ -567,7 +590,7 @@ mod tests {
                 limit: usize::MAX,
                 ..Recorder::default()
             };
-            let mut m = Metered::new(socket, None, None, 1 << 20, false);
+            let mut m = Metered::new(socket, None, None, 1 << 20, false, Role::Server);
             m.queue_frame(
                 Bytes::from_static(b"HEAD"),
                 payload.clone().into(),
@@ -633,7 +656,7 @@ mod tests {
             let (ours, mut peer) = tokio::io::duplex(1 << 20);
             peer.write_all(&binary(len, true)).await.unwrap();
             readers.push(tokio::spawn({
-                let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false);
+                let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false, Role::Server);
                 async move {
                     read_all(&mut m, 10 + len).await;
                     m.message_done();
@@ -654,7 +677,7 @@ mod tests {
     async fn a_ping_inside_a_fragmented_message_gives_nothing_back() {
         let budget = ByteBudget::new(4 << 20);
         let (ours, mut peer) = tokio::io::duplex(1 << 20);
-        let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false);
+        let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false, Role::Server);
         let first = binary(100 * 1024, false);
         peer.write_all(&first).await.unwrap();
         read_all(&mut m, first.len()).await;
@@ -744,6 +767,7 @@ mod tests {
             None,
             super::super::frame_bound(max),
             false,
+            Role::Server,
         );
         let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             m,
@@ -752,7 +776,20 @@ mod tests {
         )
         .await;
         let mut got = Vec::new();
-        while let Some(Ok(msg)) = ws.next().await {
+        // As the source reads: a message taken whole when tungstenite waits.
+        let next = |cx: &mut Context<'_>,
+                    ws: &mut tokio_tungstenite::WebSocketStream<
+            Metered<tokio::io::DuplexStream>,
+        >| {
+            match ws.poll_next_unpin(cx) {
+                Poll::Pending => match ws.get_mut().take_message() {
+                    Some(bytes) => Poll::Ready(Some(Ok(Message::Binary(bytes)))),
+                    None => Poll::Pending,
+                },
+                ready => ready,
+            }
+        };
+        while let Some(Ok(msg)) = poll_fn(|cx| next(cx, &mut ws)).await {
             match msg {
                 Message::Binary(_) => ws.get_mut().message_done(),
                 _ => ws.get_mut().control_done(),
@@ -825,7 +862,14 @@ mod tests {
         let budget = ByteBudget::new(1 << 20);
         let rule = ReceiveDeadline::new(Duration::from_secs(1), 1 << 20);
         let (ours, mut peer) = tokio::io::duplex(1 << 20);
-        let mut m = Metered::new(ours, Some(&budget), Some(rule), 1 << 20, false);
+        let mut m = Metered::new(
+            ours,
+            Some(&budget),
+            Some(rule),
+            1 << 20,
+            false,
+            Role::Server,
+        );
         let frame = binary(200 * 1024, true);
         // Half of the header, and a pause: the clock starts.
         peer.write_all(&frame[..5]).await.unwrap();
@@ -854,6 +898,7 @@ mod tests {
             super::super::reframe::CUT,
             frame.len(),
             frame.len(),
+            None,
         );
         assert_eq!(before + after + rest, cut.0.len());
         m.message_done();

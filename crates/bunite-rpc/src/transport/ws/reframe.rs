@@ -14,7 +14,19 @@
 //! frames with reserved bits set and frames longer than the frame limit pass unchanged, so
 //! tungstenite refuses what it refused before, as early as before. The cut is not seen on
 //! the wire: the listener's budget and the receive deadline count the frames the peer sent.
+//!
+//! A reader may also take long frames **whole** ([`Reframe::take_whole`]): a final binary
+//! frame longer than a fragment that starts a message, masked as the peer's role requires,
+//! never reaches tungstenite. Its payload is read (and unmasked) straight into a buffer the
+//! size of the message, which leaves as the message ([`Reframe::take_message`]): no
+//! fragments for tungstenite to put together with a copy each, no read buffer of its own.
+//! Browsers, the TypeScript peer and bunite send every message as one such frame. Once such
+//! a message is complete the reader takes no more input until it is taken, so that it
+//! keeps its place among the messages tungstenite reads: everything before it was handed
+//! on, nothing after it yet. Every other frame (fragmented messages, text, control frames,
+//! frames tungstenite must refuse) is handed on as before.
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
 /// The longest piece tungstenite is handed: what its read buffer keeps after long
@@ -25,6 +37,11 @@ pub(crate) const CUT: usize = 8 * 1024;
 
 /// The longest frame header: 2 bytes, a 64-bit length, a masking key.
 const MAX_HEADER: usize = 14;
+
+/// A frame taken whole reserves at most this much before its bytes arrive (its whole size
+/// when shorter); beyond it the buffer grows with what comes, so a peer that announces a
+/// long frame and stops is not given its size.
+const WHOLE_RESERVE: usize = 1 << 20;
 
 // Every fragment but the last starts the next at a multiple of four bytes.
 const _: () = assert!(CUT % 4 == 0);
@@ -58,6 +75,50 @@ pub(super) struct Reframe {
     data_frame: bool,
     /// The latest data message's size, as announced.
     size: u64,
+    /// Whether long frames are taken whole, and whether they must be masked to be (a
+    /// server's peer masks its frames, a client's does not).
+    whole_if_masked: Option<bool>,
+    /// The frame being taken whole, while its payload arrives.
+    whole: Option<Whole>,
+    /// A message taken whole, complete, until [`take_message`](Reframe::take_message).
+    message: Option<Bytes>,
+}
+
+/// A frame taken whole, as its payload arrives.
+#[derive(Debug)]
+struct Whole {
+    /// The payload so far, unmasked.
+    payload: BytesMut,
+    /// Its whole length.
+    len: usize,
+    mask: Option<[u8; 4]>,
+}
+
+impl Whole {
+    /// Room for `n` more bytes: the capacity doubles, never beyond the frame's end.
+    fn make_room(&mut self, n: usize) {
+        let at = self.payload.len();
+        if self.payload.capacity() - at < n {
+            let want = n.max(self.payload.capacity());
+            self.payload.reserve(want.min(self.len - at));
+        }
+    }
+}
+
+/// Masks (or unmasks) `buf`, which starts `offset` bytes into a payload masked with `key`
+/// (RFC 6455 §5.3).
+pub(super) fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    // The key from this offset's phase, twice: eight bytes at a time keep the phase.
+    let key: [u8; 8] = std::array::from_fn(|i| key[(offset + i) % 4]);
+    let word = u64::from_ne_bytes(key);
+    let mut words = buf.chunks_exact_mut(8);
+    for w in &mut words {
+        let bytes: [u8; 8] = (&*w).try_into().unwrap_or_default();
+        w.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (b, k) in words.into_remainder().iter_mut().zip(key) {
+        *b ^= k;
+    }
 }
 
 /// A data message whose first frame's header has been read.
@@ -107,7 +168,83 @@ impl Reframe {
             in_message: false,
             data_frame: false,
             size: 0,
+            whole_if_masked: None,
+            whole: None,
+            message: None,
         }
+    }
+
+    /// Takes frames longer than a fragment whole (see the module docs) when they start a
+    /// message, are final and binary, and are masked if `masked` (a server's reader) or
+    /// unmasked if not (a client's): frames tungstenite would take as they are.
+    pub(super) fn take_whole(mut self, masked: bool) -> Self {
+        self.whole_if_masked = Some(masked);
+        self
+    }
+
+    /// A message taken whole and complete, if any: the reader takes no more input until
+    /// it is taken.
+    pub(super) fn take_message(&mut self) -> Option<Bytes> {
+        self.message.take()
+    }
+
+    /// While a frame taken whole waits for its payload and no input is held back: its
+    /// message's buffer, with room reserved for the next bytes of it (at most `want`), and
+    /// how many to read into it. Bytes read there are then given to
+    /// [`whole_read`](Self::whole_read), not to [`feed`](Self::feed).
+    pub(super) fn whole_room(&mut self, want: usize) -> Option<(&mut BytesMut, usize)> {
+        let whole = self.whole.as_mut()?;
+        let most = whole.payload.capacity().max(WHOLE_RESERVE);
+        let n = want.min(self.piece as usize).min(most);
+        if n == 0 {
+            return None;
+        }
+        whole.make_room(n);
+        Some((&mut whole.payload, n))
+    }
+
+    /// Takes the next payload bytes of a frame taken whole from the front of `input`:
+    /// the first without a copy (they become the message's buffer: its allocation, when
+    /// `input` lets go of it, grows in place for the rest), any more appended.
+    pub(super) fn take_payload(&mut self, input: &mut BytesMut) {
+        let Some(whole) = &mut self.whole else {
+            return;
+        };
+        let n = (self.piece as usize).min(input.len());
+        if n == 0 {
+            return;
+        }
+        let at = whole.payload.len();
+        if at == 0 {
+            whole.payload = input.split_to(n);
+        } else {
+            whole.make_room(n);
+            whole.payload.extend_from_slice(&input[..n]);
+            input.advance(n);
+        }
+        self.whole_read(n);
+    }
+
+    /// `n` bytes were read into the buffer [`whole_room`](Self::whole_room) gave: they are
+    /// unmasked, and the message is complete with its last.
+    pub(super) fn whole_read(&mut self, n: usize) {
+        let Some(whole) = &mut self.whole else {
+            debug_assert!(n == 0, "{n} bytes read for no frame");
+            return;
+        };
+        let at = whole.payload.len() - n;
+        if let Some(key) = whole.mask {
+            apply_mask(&mut whole.payload[at..], key, at);
+        }
+        self.piece -= n as u64;
+        if self.piece == 0 {
+            self.message = self.whole.take().map(|w| w.payload.freeze());
+        }
+    }
+
+    /// Whether a complete message taken whole waits to be taken.
+    pub(super) fn holds_message(&self) -> bool {
+        self.message.is_some()
     }
 
     /// The message whose first header was read since the last call, if any.
@@ -138,10 +275,18 @@ impl Reframe {
     }
 
     /// Passes bytes of `input` on to `out` as far as it has room; returns how many input
-    /// bytes were taken. Header bytes may be taken without anything written yet.
+    /// bytes were taken. Header bytes, and the payload of a frame taken whole, may be taken
+    /// without anything written. Takes nothing while a message taken whole waits.
     pub(super) fn feed(&mut self, mut input: &[u8], out: &mut ReadBuf<'_>) -> usize {
         let start = input.len();
         loop {
+            if self.message.is_some() {
+                break;
+            }
+            if self.whole.is_some() {
+                // Its payload goes to `take_payload`.
+                break;
+            }
             // A header to hand on first.
             if self.out_pos < self.out_len {
                 let n = (self.out_len - self.out_pos).min(out.remaining());
@@ -201,6 +346,13 @@ impl Reframe {
         let opcode = h[0] & 0x0f;
         let data = matches!(opcode, 0..=2) && h[0] & 0x70 == 0;
         let fin = h[0] & 0x80 != 0;
+        let whole = opcode == 2
+            && fin
+            && data
+            && !self.in_message
+            && self.whole_if_masked == Some(mask.is_some())
+            && len > self.fragment
+            && len <= self.max_frame;
         if data {
             if opcode != 0 && len <= self.max_frame {
                 self.messages += 1;
@@ -218,7 +370,17 @@ impl Reframe {
             self.in_message = !fin;
         }
         self.data_frame = data;
-        if data && len > self.fragment && len <= self.max_frame {
+        if whole {
+            // Within the frame limit, which fits in memory.
+            let len = len as usize;
+            self.whole = Some(Whole {
+                payload: BytesMut::new(),
+                len,
+                mask,
+            });
+            (self.out_len, self.out_pos) = (0, 0);
+            self.piece = len as u64;
+        } else if data && len > self.fragment && len <= self.max_frame {
             self.write_header(false, opcode, mask, self.fragment);
             self.piece = self.fragment;
             self.cut = Some(Cut {
@@ -303,34 +465,56 @@ fn payload_len(h: &[u8]) -> (u64, Option<[u8; 4]>) {
 pub(super) mod harness {
     use std::io::{Cursor, Read, Write};
 
+    use bytes::BytesMut;
     use tokio::io::ReadBuf;
 
     use super::Reframe;
 
     /// `bytes` through a reader that cuts frames of up to `max_frame` bytes into pieces of
     /// `fragment`, `chunk` input bytes and `room` output bytes at a time, then the end of the
-    /// input; and whether the bytes ended inside a frame. Panics if the reader stops making
-    /// progress, or says a message under way is longer than the frame limit allows.
+    /// input; and whether the bytes ended inside a frame. With `whole` (whether frames must
+    /// be masked to be), long frames are taken whole, and each message so taken is put back
+    /// where it was taken, as the fragments the cut would have made of it (masked with a
+    /// zero key if masked): the bytes tungstenite would read if it read it. Panics if the
+    /// reader stops making progress, or says a message under way is longer than the frame
+    /// limit allows.
     pub(in super::super) fn through(
         bytes: &[u8],
         max_frame: usize,
         fragment: usize,
         chunk: usize,
         room: usize,
+        whole: Option<bool>,
     ) -> (Vec<u8>, bool) {
         let mut r = Reframe::with_fragment(max_frame, fragment);
+        if let Some(masked) = whole {
+            r = r.take_whole(masked);
+        }
+        let fragment = r.fragment as usize;
         let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
         let mut space = vec![0u8; room];
         for piece in bytes.chunks(chunk) {
             let mut piece = piece;
             while !piece.is_empty() {
                 let mut buf = ReadBuf::new(&mut space);
-                let used = r.feed(piece, &mut buf);
+                let fed = r.feed(piece, &mut buf);
+                out.extend_from_slice(buf.filled());
+                let mut rest = BytesMut::from(&piece[fed..]);
+                r.take_payload(&mut rest);
+                let used = piece.len() - rest.len();
+                let message = r.take_message();
                 assert!(
-                    used > 0 || !buf.filled().is_empty(),
+                    used > 0 || !buf.filled().is_empty() || message.is_some(),
                     "no progress with room for {room} bytes"
                 );
-                out.extend_from_slice(buf.filled());
+                if let Some(m) = message {
+                    assert!(
+                        m.len() > fragment && m.len() <= max_frame,
+                        "{} taken",
+                        m.len()
+                    );
+                    put_back(&mut out, &m, fragment, whole == Some(true));
+                }
                 piece = &piece[used..];
                 // A message under way was paid for at no more than the frame limit.
                 let size = r.under_way().unwrap_or_default();
@@ -348,6 +532,31 @@ pub(super) mod harness {
             out.extend_from_slice(buf.filled());
         }
         (out, ended_mid_frame)
+    }
+
+    /// A message as fragments of `fragment` bytes, binary then continuations.
+    fn put_back(out: &mut Vec<u8>, message: &[u8], fragment: usize, masked: bool) {
+        let pieces: Vec<&[u8]> = message.chunks(fragment).collect();
+        for (i, p) in pieces.iter().enumerate() {
+            let fin = i + 1 == pieces.len();
+            out.push(u8::from(fin) << 7 | u8::from(i == 0) << 1);
+            let m = u8::from(masked) << 7;
+            match u16::try_from(p.len()) {
+                Ok(n) if n < 126 => out.push(m | n as u8),
+                Ok(n) => {
+                    out.push(m | 126);
+                    out.extend_from_slice(&n.to_be_bytes());
+                }
+                Err(_) => {
+                    out.push(m | 127);
+                    out.extend_from_slice(&(p.len() as u64).to_be_bytes());
+                }
+            }
+            if masked {
+                out.extend_from_slice(&[0; 4]);
+            }
+            out.extend_from_slice(p);
+        }
     }
 
     /// Reads from the bytes given; what tungstenite writes (pongs, close replies) goes
@@ -400,7 +609,26 @@ mod tests {
     /// `bytes` passed through a `Reframe`, `chunk` input bytes and `room` output bytes at a
     /// time.
     fn through(bytes: &[u8], max_frame: usize, chunk: usize, room: usize) -> Vec<u8> {
-        harness::through(bytes, max_frame, CUT, chunk, room).0
+        harness::through(bytes, max_frame, CUT, chunk, room, None).0
+    }
+
+    /// Feeds `input` to `r` as the socket under tungstenite does (the payload of a frame
+    /// taken whole from the same buffer); returns what was handed on.
+    fn feed_all(r: &mut Reframe, input: &[u8]) -> Vec<u8> {
+        let mut input = BytesMut::from(input);
+        let mut space = vec![0u8; 4 * CUT];
+        let mut out = Vec::new();
+        loop {
+            let mut buf = ReadBuf::new(&mut space);
+            let used = r.feed(&input, &mut buf);
+            out.extend_from_slice(buf.filled());
+            input.advance(used);
+            let before = input.len();
+            r.take_payload(&mut input);
+            if used == 0 && buf.filled().is_empty() && input.len() == before {
+                return out;
+            }
+        }
     }
 
     /// Every message tungstenite reads from `bytes` (as a server: unmasked frames
@@ -444,6 +672,96 @@ mod tests {
             let (_, error) = messages(bytes, CUT);
             assert!(error.is_some());
         }
+    }
+
+    /// A masked binary frame longer than a fragment, read by a server's reader, never
+    /// reaches tungstenite: its payload, unmasked, is the message taken, and it comes
+    /// after the frames before it (handed on first) and before those after it (held back
+    /// until the message is taken). Its size is under way while its payload arrives.
+    #[test]
+    fn a_long_frame_is_taken_whole_in_its_place() {
+        let key = Some([0x11, 0x22, 0x33, 0x44]);
+        let long = payload(5 * CUT + 3, 9);
+        let (short, ping) = (
+            frame(true, OpCode::Data(Data::Binary), b"short", key),
+            frame(true, OpCode::Control(Control::Ping), b"p", key),
+        );
+        let whole = frame(true, OpCode::Data(Data::Binary), &long, key);
+        let mut r = Reframe::new(1 << 20).take_whole(true);
+        let mut bytes = [&short[..], &ping, &whole[..1000]].concat();
+        assert_eq!(feed_all(&mut r, &bytes), [&short[..], &ping].concat());
+        assert_eq!(r.under_way(), Some(whole.len() as u64), "paid for whole");
+        assert!(r.take_message().is_none(), "not complete yet");
+        bytes = [&whole[1000..], &short[..]].concat();
+        assert_eq!(
+            feed_all(&mut r, &bytes),
+            b"",
+            "held back behind the message"
+        );
+        assert!(r.holds_message());
+        assert_eq!(r.under_way(), None, "complete");
+        assert!(r.take_message().unwrap() == long, "the payload, unmasked");
+        assert_eq!(feed_all(&mut r, &short), short, "then what follows");
+    }
+
+    /// Only frames tungstenite would take as they are, and that start a message, are
+    /// taken whole: not an unmasked frame on a server's reader (nor a masked one on a
+    /// client's), nor a fragment, a text frame, a frame with a reserved bit or one over the
+    /// limit; those pass as they did.
+    #[test]
+    fn only_final_binary_frames_masked_for_the_role_are_taken_whole() {
+        let long = payload(2 * CUT + 5, 3);
+        let key = Some([1, 2, 3, 4]);
+        let binary = |fin, mask| frame(fin, OpCode::Data(Data::Binary), &long, mask);
+        let mut reserved = binary(true, key);
+        reserved[0] |= 0x20;
+        let cases = [
+            (binary(true, None), true),
+            (binary(true, key), false),
+            (binary(false, key), true),
+            (frame(true, OpCode::Data(Data::Text), &long, key), true),
+            (reserved, true),
+        ];
+        for (i, (bytes, masked)) in cases.iter().enumerate() {
+            let mut r = Reframe::new(1 << 20).take_whole(*masked);
+            let plain = through(bytes, 1 << 20, bytes.len(), bytes.len());
+            assert_eq!(feed_all(&mut r, bytes), plain, "case {i}");
+            assert!(r.take_message().is_none(), "case {i}");
+        }
+        // Over the limit: passed uncut for tungstenite to refuse.
+        let over = binary(true, key);
+        let mut r = Reframe::new(2 * CUT).take_whole(true);
+        assert_eq!(feed_all(&mut r, &over), over);
+        // Continuing a fragmented message: not the start of one.
+        let mut r = Reframe::new(1 << 20).take_whole(true);
+        let first = frame(false, OpCode::Data(Data::Binary), b"a", key);
+        let last = frame(true, OpCode::Data(Data::Continue), &long, key);
+        let plain = through(&[&first[..], &last].concat(), 1 << 20, 99_999, 99_999);
+        assert_eq!(feed_all(&mut r, &[&first[..], &last].concat()), plain);
+        assert!(r.take_message().is_none());
+    }
+
+    /// A peer that announces a long frame and sends little of it is not given the frame's
+    /// size: nothing is reserved at its header, and a read straight into its message asks
+    /// for at most `WHOLE_RESERVE` more than the message holds.
+    #[test]
+    fn a_frame_taken_whole_reserves_no_more_than_arrives() {
+        let len = 64u64 << 20;
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&len.to_be_bytes());
+        header.extend_from_slice(&[0; 4]);
+        let mut r = Reframe::new(1 << 30).take_whole(true);
+        assert_eq!(feed_all(&mut r, &header), b"");
+        assert_eq!(r.under_way(), Some(len + header.len() as u64));
+        assert_eq!(r.whole.as_ref().unwrap().payload.capacity(), 0);
+        let (buf, n) = r.whole_room(usize::MAX).unwrap();
+        assert_eq!(n, WHOLE_RESERVE);
+        assert!(buf.capacity() >= n && buf.capacity() < 2 * WHOLE_RESERVE);
+        // Bytes read there are unmasked (a zero key leaves them) and counted.
+        buf.extend_from_slice(&vec![7u8; n]);
+        r.whole_read(n);
+        assert_eq!(r.under_way(), Some(len + header.len() as u64));
+        assert!(r.take_message().is_none());
     }
 
     #[test]
@@ -490,6 +808,7 @@ mod tests {
             specs in prop::collection::vec(
                 (0usize..3 * CUT, 1usize..4, any::<bool>(), any::<u8>()), 1..5),
             masked in any::<bool>(),
+            whole in any::<bool>(),
             chunk in 1usize..200_000,
             room in 1usize..70_000,
         ) {
@@ -515,7 +834,10 @@ mod tests {
                 }
                 want.push(Message::Binary(data.into()));
             }
-            let (got, error) = messages(through(&bytes, 16 << 20, chunk, room), CUT);
+            // Frames taken whole are put back as the cut's fragments, in their place.
+            let whole = whole.then_some(masked);
+            let (cut, _) = harness::through(&bytes, 16 << 20, CUT, chunk, room, whole);
+            let (got, error) = messages(cut, CUT);
             prop_assert_eq!(error, None);
             prop_assert_eq!(got, want);
         }

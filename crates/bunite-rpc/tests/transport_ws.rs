@@ -814,17 +814,19 @@ async fn a_slow_message_within_its_deadline_arrives() {
 }
 
 /// The `ws_frames` fuzz target's corpus (`fuzz/corpus/ws_frames`), replayed on stable Rust:
-/// each input runs the harness, which checks that cutting long frames into fragments
-/// changes nothing tungstenite reads.
+/// each input runs the harness, which checks that cutting long frames into fragments, or
+/// taking them whole, changes nothing tungstenite reads.
 #[test]
 fn the_ws_frames_fuzz_corpus_replays_cleanly() {
     let outcomes = replay_corpus("ws_frames", 5, ws::fuzz::ws_frames);
     let messages: usize = outcomes.iter().map(|o| o.messages).sum();
     let refused = outcomes.iter().filter(|o| o.refused).count();
     let cut = outcomes.iter().filter(|o| o.cut).count();
-    // The corpus reaches every side: messages read, inputs refused, frames cut.
+    let whole: usize = outcomes.iter().map(|o| o.taken_whole).sum();
+    // The corpus reaches every side: messages read, inputs refused, frames cut or taken
+    // whole.
     assert!(
-        messages > 0 && refused > 0 && cut > 0,
-        "{messages} messages, {refused} refused, {cut} cut"
+        messages > 0 && refused > 0 && cut > 0 && whole > 0,
+        "{messages} messages, {refused} refused, {cut} cut, {whole} taken whole"
     );
 }

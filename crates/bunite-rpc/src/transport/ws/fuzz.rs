@@ -31,8 +31,10 @@ pub struct Outcome {
     pub messages: usize,
     /// Whether reading ended with an error (both ways), not at the end of the bytes.
     pub refused: bool,
-    /// Whether a frame was cut into fragments.
+    /// Whether a frame was cut into fragments or taken whole.
     pub cut: bool,
+    /// Messages taken whole (read around tungstenite).
+    pub taken_whole: usize,
 }
 
 /// Runs one fuzz input. Panics when the cut changes what tungstenite reads.
@@ -47,7 +49,7 @@ pub fn ws_frames(data: &[u8]) -> Outcome {
     let (chunk, room) = (1 + usize::from(*chunk), 1 + usize::from(*room));
     let whole = (f & 0x10 != 0).then_some(true);
 
-    let (cut, ended_mid_frame) = through(wire, bound, fragment, chunk, room, whole);
+    let (cut, ended_mid_frame, taken_whole) = through(wire, bound, fragment, chunk, room, whole);
     let was_cut = cut != wire;
     let (straight, straight_error) = read_all(wire.to_vec(), bound, bound);
     // Through the cut, tungstenite takes no frame longer than a piece: a longer one reaches
@@ -66,6 +68,7 @@ pub fn ws_frames(data: &[u8]) -> Outcome {
         messages: straight.len(),
         refused: cut_error.is_some(),
         cut: was_cut,
+        taken_whole,
     }
 }
 
@@ -121,9 +124,13 @@ mod tests {
             Outcome {
                 messages: 1,
                 refused: false,
-                cut: true
+                cut: true,
+                taken_whole: 0,
             }
         );
+        // The same frame taken whole (a bit of the settings), put back in its place.
+        let out = ws_frames(&input([0x10, 4, 0, 7, 30], &[&binary(true, 1000, 5)]));
+        assert_eq!((out.messages, out.refused, out.taken_whole), (1, false, 1));
     }
 
     #[test]

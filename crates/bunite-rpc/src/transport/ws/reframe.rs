@@ -472,7 +472,8 @@ pub(super) mod harness {
 
     /// `bytes` through a reader that cuts frames of up to `max_frame` bytes into pieces of
     /// `fragment`, `chunk` input bytes and `room` output bytes at a time, then the end of the
-    /// input; and whether the bytes ended inside a frame. With `whole` (whether frames must
+    /// input; whether the bytes ended inside a frame; and how many messages were taken
+    /// whole. With `whole` (whether frames must
     /// be masked to be), long frames are taken whole, and each message so taken is put back
     /// where it was taken, as the fragments the cut would have made of it (masked with a
     /// zero key if masked): the bytes tungstenite would read if it read it. Panics if the
@@ -485,12 +486,13 @@ pub(super) mod harness {
         chunk: usize,
         room: usize,
         whole: Option<bool>,
-    ) -> (Vec<u8>, bool) {
+    ) -> (Vec<u8>, bool, usize) {
         let mut r = Reframe::with_fragment(max_frame, fragment);
         if let Some(masked) = whole {
             r = r.take_whole(masked);
         }
         let fragment = r.fragment as usize;
+        let mut taken = 0;
         let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
         let mut space = vec![0u8; room];
         for piece in bytes.chunks(chunk) {
@@ -514,6 +516,7 @@ pub(super) mod harness {
                         m.len()
                     );
                     put_back(&mut out, &m, fragment, whole == Some(true));
+                    taken += 1;
                 }
                 piece = &piece[used..];
                 // A message under way was paid for at no more than the frame limit.
@@ -531,7 +534,7 @@ pub(super) mod harness {
             }
             out.extend_from_slice(buf.filled());
         }
-        (out, ended_mid_frame)
+        (out, ended_mid_frame, taken)
     }
 
     /// A message as fragments of `fragment` bytes, binary then continuations.
@@ -836,7 +839,7 @@ mod tests {
             }
             // Frames taken whole are put back as the cut's fragments, in their place.
             let whole = whole.then_some(masked);
-            let (cut, _) = harness::through(&bytes, 16 << 20, CUT, chunk, room, whole);
+            let (cut, _, _) = harness::through(&bytes, 16 << 20, CUT, chunk, room, whole);
             let (got, error) = messages(cut, CUT);
             prop_assert_eq!(error, None);
             prop_assert_eq!(got, want);

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::keepalive::Due;
+use super::reframe::Header;
 use super::Shared;
 use crate::transport::{MessageSink, MessageSource, TransportError};
 use crate::transport::{LINGER, LINGER_BYTES, LINGER_QUIET};
@@ -294,23 +295,7 @@ fn send_long<S: AsyncRead + AsyncWrite + Unpin>(
 /// The header of a final binary frame of `len` bytes, masked with `key` if given (RFC 6455
 /// §5.2).
 fn frame_header(len: usize, key: Option<[u8; 4]>) -> Bytes {
-    let masked = if key.is_some() { 0x80 } else { 0 };
-    let mut header = vec![0x82];
-    match u16::try_from(len) {
-        Ok(short) if short < 126 => header.push(masked | short as u8),
-        Ok(short) => {
-            header.push(masked | 126);
-            header.extend_from_slice(&short.to_be_bytes());
-        }
-        Err(_) => {
-            header.push(masked | 127);
-            header.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    if let Some(key) = key {
-        header.extend_from_slice(&key);
-    }
-    header.into()
+    Bytes::copy_from_slice(Header::new(true, 2, key, len as u64).as_bytes())
 }
 
 fn send_error(e: WsError) -> TransportError {

@@ -409,7 +409,23 @@ impl Reframe {
     }
 
     fn write_header(&mut self, fin: bool, opcode: u8, mask: Option<[u8; 4]>, len: u64) {
-        let o = &mut self.out;
+        let header = Header::new(fin, opcode, mask, len);
+        self.out = header.bytes;
+        (self.out_len, self.out_pos) = (header.len, 0);
+    }
+}
+
+/// A frame header (RFC 6455 §5.2).
+pub(super) struct Header {
+    bytes: [u8; MAX_HEADER],
+    len: usize,
+}
+
+impl Header {
+    /// The header of a frame of `len` payload bytes with `opcode`, final if `fin`, masked
+    /// with `mask` if given.
+    pub(super) fn new(fin: bool, opcode: u8, mask: Option<[u8; 4]>, len: u64) -> Self {
+        let mut o = [0; MAX_HEADER];
         o[0] = u8::from(fin) << 7 | opcode;
         let masked = u8::from(mask.is_some()) << 7;
         let mut n = 2;
@@ -428,7 +444,11 @@ impl Reframe {
             o[n..n + 4].copy_from_slice(&key);
             n += 4;
         }
-        (self.out_len, self.out_pos) = (n, 0);
+        Header { bytes: o, len: n }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -468,7 +488,7 @@ pub(super) mod harness {
     use bytes::BytesMut;
     use tokio::io::ReadBuf;
 
-    use super::Reframe;
+    use super::{Header, Reframe};
 
     /// `bytes` through a reader that cuts frames of up to `max_frame` bytes into pieces of
     /// `fragment`, `chunk` input bytes and `room` output bytes at a time, then the end of the
@@ -541,23 +561,9 @@ pub(super) mod harness {
     fn put_back(out: &mut Vec<u8>, message: &[u8], fragment: usize, masked: bool) {
         let pieces: Vec<&[u8]> = message.chunks(fragment).collect();
         for (i, p) in pieces.iter().enumerate() {
-            let fin = i + 1 == pieces.len();
-            out.push(u8::from(fin) << 7 | u8::from(i == 0) << 1);
-            let m = u8::from(masked) << 7;
-            match u16::try_from(p.len()) {
-                Ok(n) if n < 126 => out.push(m | n as u8),
-                Ok(n) => {
-                    out.push(m | 126);
-                    out.extend_from_slice(&n.to_be_bytes());
-                }
-                Err(_) => {
-                    out.push(m | 127);
-                    out.extend_from_slice(&(p.len() as u64).to_be_bytes());
-                }
-            }
-            if masked {
-                out.extend_from_slice(&[0; 4]);
-            }
+            let (fin, opcode) = (i + 1 == pieces.len(), u8::from(i == 0) << 1);
+            let mask = masked.then_some([0; 4]);
+            out.extend_from_slice(Header::new(fin, opcode, mask, p.len() as u64).as_bytes());
             out.extend_from_slice(p);
         }
     }

@@ -17,8 +17,8 @@
 //!
 //! A reader may also take long frames **whole** ([`Reframe::take_whole`]): a final binary
 //! frame longer than a fragment that starts a message, masked as the peer's role requires,
-//! never reaches tungstenite. Its payload is read (and unmasked) straight into a buffer the
-//! size of the message, which leaves as the message ([`Reframe::take_message`]): no
+//! never reaches tungstenite. Its payload is read (and unmasked) straight into a buffer that
+//! leaves as the message ([`Reframe::take_message`]): no
 //! fragments for tungstenite to put together with a copy each, no read buffer of its own.
 //! Browsers, the TypeScript peer and bunite send every message as one such frame. Once such
 //! a message is complete the reader takes no more input until it is taken, so that it
@@ -84,23 +84,23 @@ pub(super) struct Reframe {
     message: Option<Bytes>,
 }
 
-/// A frame taken whole, as its payload arrives.
+/// A frame taken whole, as its payload arrives (the reader's `piece` is what is left of
+/// it).
 #[derive(Debug)]
 struct Whole {
     /// The payload so far, unmasked.
     payload: BytesMut,
-    /// Its whole length.
-    len: usize,
     mask: Option<[u8; 4]>,
 }
 
 impl Whole {
-    /// Room for `n` more bytes: the capacity doubles, never beyond the frame's end.
-    fn make_room(&mut self, n: usize) {
-        let at = self.payload.len();
-        if self.payload.capacity() - at < n {
-            let want = n.max(self.payload.capacity());
-            self.payload.reserve(want.min(self.len - at));
+    /// Room for `n` more bytes of the `left` still to come: the capacity doubles, never
+    /// beyond the frame's end.
+    fn make_room(&mut self, n: usize, left: usize) {
+        let spare = self.payload.capacity() - self.payload.len();
+        if spare < n {
+            self.payload
+                .reserve(n.max(self.payload.capacity()).min(left));
         }
     }
 }
@@ -199,7 +199,7 @@ impl Reframe {
         if n == 0 {
             return None;
         }
-        whole.make_room(n);
+        whole.make_room(n, self.piece as usize);
         Some((&mut whole.payload, n))
     }
 
@@ -218,7 +218,7 @@ impl Reframe {
         if at == 0 {
             whole.payload = input.split_to(n);
         } else {
-            whole.make_room(n);
+            whole.make_room(n, self.piece as usize);
             whole.payload.extend_from_slice(&input[..n]);
             input.advance(n);
         }
@@ -280,11 +280,8 @@ impl Reframe {
     pub(super) fn feed(&mut self, mut input: &[u8], out: &mut ReadBuf<'_>) -> usize {
         let start = input.len();
         loop {
-            if self.message.is_some() {
-                break;
-            }
-            if self.whole.is_some() {
-                // Its payload goes to `take_payload`.
+            // A message taken whole waits, or its payload goes to `take_payload`.
+            if self.message.is_some() || self.whole.is_some() {
                 break;
             }
             // A header to hand on first.
@@ -371,15 +368,13 @@ impl Reframe {
         }
         self.data_frame = data;
         if whole {
-            // Within the frame limit, which fits in memory.
-            let len = len as usize;
+            // Its payload (within the frame limit, a `usize`) goes around tungstenite.
             self.whole = Some(Whole {
                 payload: BytesMut::new(),
-                len,
                 mask,
             });
             (self.out_len, self.out_pos) = (0, 0);
-            self.piece = len as u64;
+            self.piece = len;
         } else if data && len > self.fragment && len <= self.max_frame {
             self.write_header(false, opcode, mask, self.fragment);
             self.piece = self.fragment;

@@ -58,6 +58,8 @@ pub mod stream {
     pub use super::byte_stream::*;
 }
 pub mod memory;
+#[cfg(any(feature = "ws", feature = "byte-stream"))]
+mod recycle;
 #[cfg(feature = "sealed")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sealed")))]
 pub mod sealed;

@@ -64,7 +64,11 @@
 //! tungstenite's read buffer starts at [`READ_BUFFER`] bytes and it reads at most that much
 //! per call; under it, the socket is read ahead in chunks of up to [`SOCKET_READ`] bytes (a
 //! 64 KiB message is one `recvfrom`), in a buffer let go as soon as tungstenite has taken
-//! it and not held while the read waits for the socket. tungstenite writes once
+//! it and not held while the read waits for the socket; a read buffer of 16 KiB or more
+//! (one sized for a long message) is kept for the next read while the connection is busy,
+//! and let go once it has been idle for 100 ms, so that a run of long messages does not
+//! take a fresh allocation each (glibc faulted its pages in again every time: about one
+//! page fault per 64 KiB echo, now none). tungstenite writes once
 //! [`WRITE_BUFFER`] bytes are queued, and on every flush. Its
 //! defaults (128 KiB each) made an idle connection cost about 140 KB per end; these make
 //! it cost a few KB over a TCP connection (figures in `docs/BENCHMARKS.md`).
@@ -152,7 +156,8 @@ pub const DEFAULT_MAX_BYTES: usize = bunite_wire::DecodeLimits::DEFAULT_MAX_BYTE
 pub const READ_BUFFER: usize = 4 * 1024;
 
 /// The largest socket read: a 64 KiB message and its frame header in one `recvfrom`. The
-/// read-ahead buffer exists only while it holds bytes.
+/// read-ahead buffer exists only while it holds bytes, or, sized for a long message, until
+/// the connection has been idle for 100 ms.
 pub const SOCKET_READ: usize = 68 * 1024;
 
 /// Queued bytes past which tungstenite writes before the flush.

@@ -1,21 +1,20 @@
 //! The receiving half: one reused `BytesMut`, messages split off without copying (see the
 //! parent module's `# Buffers`).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::deadline::{MessageClock, ReceiveDeadline};
+use crate::transport::recycle::{IdleRelease, Recycled};
 use crate::transport::{
     BudgetPermit, ByteBudget, MessageSource, TransportError, LINGER, LINGER_BYTES, LINGER_QUIET,
 };
@@ -39,9 +38,7 @@ pub const READ_BURST: usize = 64 * 1024;
 /// little costs about this much.
 pub const READ_AHEAD: usize = 64 * 1024;
 
-/// How long a connection stays idle (nothing pending, nothing arriving) before its read
-/// buffer is let go.
-pub const IDLE_RELEASE: Duration = Duration::from_millis(100);
+pub use crate::transport::recycle::IDLE_RELEASE;
 
 /// The largest first read: a fresh buffer is sized for the last message received (so a
 /// run of 64 KiB messages reads each in one call), up to this.
@@ -58,21 +55,13 @@ pub const READ_SLICE: usize = 1024 * 1024;
 
 const PREFIX: usize = 4;
 
-/// How many allocations of earlier reads are kept for reuse. A read buffer is shared with
-/// the messages split off it until they have been handled, so the next read that needs
-/// room finds its buffer in use; it takes one of these instead of a fresh allocation once
-/// their messages are gone. Fresh allocations of 64 KiB and more came as fresh pages from
-/// glibc (it gives them back to the kernel when freed): a 64 KiB echo faulted about 18
-/// pages per round trip. Held only while the connection is busy (let go with the buffer
-/// after [`IDLE_RELEASE`]).
-const RETIRED: usize = 4;
-
 /// Allocations larger than this are not kept for reuse (a long message's buffer grows in
-/// place instead).
+/// place instead). A read buffer is shared with the messages split off it until they have
+/// been handled, so the next read that needs room finds its buffer in use; it takes a kept
+/// one instead of a fresh allocation once their messages are gone (`transport/recycle.rs`:
+/// fresh allocations of 64 KiB and more came as fresh pages from glibc, and a 64 KiB echo
+/// faulted about 18 pages per round trip).
 const RETIRE_MAX: usize = READ_MAX_FIRST + READ_BURST;
-
-/// Allocations smaller than this are not kept: small ones come back warm from the allocator.
-const RETIRE_MIN: usize = 16 * 1024;
 
 /// The receiving half of a [`ByteStream`](super::ByteStream).
 #[derive(Debug)]
@@ -84,25 +73,19 @@ pub struct ByteStreamSource<R> {
     buf: BytesMut,
     /// The size of the allocation `buf` is in (0 for none), as far as it is known.
     alloc: usize,
-    /// Empty handles on allocations `buf` had before, with their sizes (see [`RETIRED`]),
-    /// oldest first.
-    retired: Vec<(BytesMut, usize)>,
+    /// Allocations `buf` had before (see [`RETIRE_MAX`]).
+    recycled: Recycled,
     max_bytes: usize,
     budget: Option<BudgetWaiter>,
     /// Budget drawn for the message being received.
     permit: BudgetPermit,
     /// The size (prefix included) of the last message received: the next fresh buffer's.
     last: usize,
-    /// When the buffer last went idle (emptied, nothing more to read); `None` while bytes
-    /// come in.
-    idle_since: Option<Instant>,
     /// What a read asks for beyond what it needs: [`READ_CHUNK`], doubled (up to
     /// [`READ_BURST`]) while reads fill their buffer.
     slack: usize,
-    /// The release timer: set when the buffer first goes idle, and moved only when it fires
-    /// early (bytes came and went since), never on every message; none while no buffer is
-    /// held.
-    release: Option<Pin<Box<Sleep>>>,
+    /// When the buffers are let go (none while no buffer is held).
+    idle: IdleRelease,
     /// The receive deadline of the message under way.
     clock: MessageClock,
     state: State,
@@ -129,14 +112,13 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             linger: linger::<R>,
             buf: BytesMut::new(),
             alloc: 0,
-            retired: Vec::new(),
+            recycled: Recycled::default(),
             max_bytes,
             budget: budget.map(|b| b.waiter()),
             permit: BudgetPermit::default(),
             last: 0,
-            idle_since: None,
             slack: READ_CHUNK,
-            release: None,
+            idle: IdleRelease::default(),
             clock: MessageClock::new(deadline),
             state: State::Open,
             _slot: slot,
@@ -221,9 +203,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     }
 
     /// Makes room for `bytes` more, unless there is already. A buffer whose allocation is
-    /// still shared with messages in use moves to a retired allocation that no message uses
-    /// any more, or to a fresh one (and its own is retired); a long message's buffer grows
-    /// as `BytesMut` grows it.
+    /// still shared with messages in use moves to a kept allocation that no message uses
+    /// any more, or to a fresh one (and its own is kept); a long message's buffer grows as
+    /// `BytesMut` grows it.
     fn reserve(&mut self, bytes: usize) {
         if self.spare() >= bytes || self.buf.try_reclaim(bytes) {
             return;
@@ -234,54 +216,29 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             self.alloc = self.buf.capacity();
             return;
         }
-        let reusable = self
-            .retired
-            .iter_mut()
-            .position(|(r, _)| r.try_reclaim(need));
-        let (mut fresh, alloc) = match reusable {
-            Some(i) => self.retired.swap_remove(i),
-            None => {
-                let alloc = need.max(self.alloc);
-                (BytesMut::with_capacity(alloc), alloc)
-            }
-        };
+        let (mut fresh, alloc) = self.recycled.take(need).unwrap_or_else(|| {
+            let alloc = need.max(self.alloc);
+            (BytesMut::with_capacity(alloc), alloc)
+        });
         // What has arrived of the next message (little: the rest is read into the room).
         fresh.extend_from_slice(&self.buf);
-        let mut old = std::mem::replace(&mut self.buf, fresh);
+        let old = std::mem::replace(&mut self.buf, fresh);
         let old_alloc = std::mem::replace(&mut self.alloc, alloc);
-        if old_alloc >= RETIRE_MIN {
-            old.clear();
-            if self.retired.len() == RETIRED {
-                self.retired.remove(0);
-            }
-            self.retired.push((old, old_alloc));
-        }
+        self.recycled.keep(old, old_alloc, RETIRE_MAX);
     }
 
     /// Between messages with nothing to read: once that has lasted [`IDLE_RELEASE`], let
     /// the buffer go. (Letting it go at once would make a busy connection allocate a
-    /// fresh buffer for every read, which measured 1.6x slower on 64 KiB echoes.) A busy
-    /// connection costs one clock read per idle spell and no timer work per message: the
-    /// timer stays where it was set and, when it fires early, moves to the end of the
-    /// current idle spell.
+    /// fresh buffer for every read, which measured 1.6x slower on 64 KiB echoes.)
     fn poll_release(&mut self, cx: &mut Context<'_>) {
-        if !self.buf.is_empty() || (self.buf.capacity() == 0 && self.retired.is_empty()) {
+        if !self.buf.is_empty() || (self.buf.capacity() == 0 && self.recycled.is_empty()) {
             return;
         }
-        let end = *self.idle_since.get_or_insert_with(Instant::now) + IDLE_RELEASE;
-        let timer = self
-            .release
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
-        while timer.as_mut().poll(cx).is_ready() {
-            if timer.deadline() >= end {
-                self.buf = BytesMut::new();
-                self.alloc = 0;
-                self.retired = Vec::new();
-                self.slack = READ_CHUNK;
-                self.release = None;
-                return;
-            }
-            timer.as_mut().reset(end);
+        if self.idle.poll_elapsed(cx) {
+            self.buf = BytesMut::new();
+            self.alloc = 0;
+            self.recycled.clear();
+            self.slack = READ_CHUNK;
         }
     }
 
@@ -333,7 +290,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 }
             };
             read += n;
-            self.idle_since = None;
+            self.idle.busy();
             self.slack = match n {
                 // Filled: more is probably waiting; ask for more next time.
                 n if n == room && self.budget.is_none() => (self.slack * 2).min(READ_BURST),
@@ -370,7 +327,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageSource for ByteStreamSource<R
                 self.state = State::Failed;
                 self.buf = BytesMut::new();
                 self.alloc = 0;
-                self.retired = Vec::new();
+                self.recycled.clear();
+                self.idle.stop();
                 self.permit = BudgetPermit::default();
             }
         }

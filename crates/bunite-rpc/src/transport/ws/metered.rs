@@ -6,7 +6,9 @@
 //! socket read of up to [`SOCKET_READ`] bytes (sized for the last message) serves many
 //! small tungstenite reads (copied), so a 64 KiB message costs one `recvfrom` while
 //! tungstenite's buffer stays small; the read-ahead buffer is let go as soon as it is
-//! drained, and while a read waits for the socket, so idle costs nothing here.
+//! drained, and while a read waits for the socket, so idle costs nothing here (one of
+//! 16 KiB or more is kept for the next read, until the connection has been idle for
+//! [`IDLE_RELEASE`](crate::transport::recycle::IDLE_RELEASE)).
 //!
 //! Reads stay within [`FREE_PER_CONNECTION`] until a message needs more. A message longer
 //! than that is paid for whole, as the byte stream does, once its first frame's header has
@@ -41,6 +43,7 @@ use super::reframe::{apply_mask, Reframe};
 use super::{READ_BUFFER, SOCKET_READ};
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::deadline::{MessageClock, ReceiveDeadline};
+use crate::transport::recycle::{IdleRelease, Recycled};
 use crate::transport::{BudgetPermit, ByteBudget};
 
 /// The smallest socket read.
@@ -52,6 +55,14 @@ pub(super) struct Metered<S> {
     io: S,
     /// Read from the socket, not yet handed to tungstenite.
     ahead: BytesMut,
+    /// The size of the allocation `ahead` is in (0 for none).
+    ahead_alloc: usize,
+    /// Allocations `ahead` had before: a long message taken whole keeps its read's
+    /// allocation until it has been handled, and the next read takes it back from here
+    /// then, instead of a fresh one (`transport/recycle.rs`). Let go after
+    /// [`IDLE_RELEASE`](crate::transport::recycle::IDLE_RELEASE) without input.
+    recycled: Recycled,
+    idle: IdleRelease,
     /// How much the next socket read asks for: the last message's size plus a little,
     /// between 2 x [`READ_BUFFER`] and [`SOCKET_READ`].
     next_read: usize,
@@ -159,6 +170,9 @@ impl<S> Metered<S> {
             long: None,
             masked: Vec::new(),
             ahead: BytesMut::new(),
+            ahead_alloc: 0,
+            recycled: Recycled::default(),
+            idle: IdleRelease::default(),
             next_read: MIN_READ,
             since_message: 0,
             meter,
@@ -210,6 +224,17 @@ impl<S> Metered<S> {
 
     pub(super) fn get_mut(&mut self) -> &mut S {
         &mut self.io
+    }
+
+    /// Lets the (drained) read-ahead buffer go, its allocation kept for reuse if large,
+    /// unless a frame taken whole began in it and grows: that allocation is the message's
+    /// alone then, so it grows in place rather than into a copy.
+    fn retire_ahead(&mut self) {
+        let ahead = std::mem::take(&mut self.ahead);
+        let alloc = std::mem::take(&mut self.ahead_alloc);
+        if !self.reframe.growing_whole() {
+            self.recycled.keep(ahead, alloc, SOCKET_READ);
+        }
     }
 
     /// The read-ahead buffer's capacity (tests: nothing is held while idle).
@@ -279,7 +304,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     Some((payload, want)) => (payload, want, true),
                     None => {
                         let want = room.min(this.next_read);
-                        this.ahead.reserve(want);
+                        if this.ahead.capacity() < want {
+                            (this.ahead, this.ahead_alloc) = this
+                                .recycled
+                                .take(want)
+                                .unwrap_or_else(|| (BytesMut::with_capacity(want), want));
+                        }
                         (&mut this.ahead, want, false)
                     }
                 };
@@ -290,8 +320,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     Poll::Ready(n) => n?,
                     Poll::Pending => {
                         // Nothing to read: hold no buffer while waiting (an idle connection
-                        // waits here, and would otherwise keep `want` bytes reserved).
-                        this.ahead = BytesMut::new();
+                        // waits here, and would otherwise keep `want` bytes reserved), and
+                        // none kept for reuse once the wait has lasted.
+                        this.retire_ahead();
+                        if !this.recycled.is_empty() && this.idle.poll_elapsed(cx) {
+                            this.recycled.clear();
+                        }
                         // Stalled inside a frame: within its deadline, or failed (the
                         // handshake has its own timeout).
                         if let (None, Some(size)) = (this.head, this.reframe.under_way()) {
@@ -302,6 +336,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     }
                 };
                 this.since_message += n;
+                this.idle.busy();
                 if let Some(m) = &mut this.meter {
                     m.held += n;
                 }
@@ -346,7 +381,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             this.reframe.take_payload(&mut this.ahead);
             if this.ahead.is_empty() {
                 // Drained: hold no read-ahead buffer while idle.
-                this.ahead = BytesMut::new();
+                this.retire_ahead();
             }
             // Only header bytes (or a payload taken whole) so far: read on (an empty read
             // would mean the end).
@@ -632,6 +667,56 @@ mod tests {
         frame.extend_from_slice(&(len as u64).to_be_bytes());
         frame.resize(10 + len, 5);
         frame
+    }
+
+    /// Sends one long unmasked binary frame (what a server sends) and takes it whole.
+    async fn long_message(
+        m: &mut Metered<tokio::io::DuplexStream>,
+        peer: &mut tokio::io::DuplexStream,
+        len: usize,
+    ) -> Bytes {
+        peer.write_all(&binary(len, true)).await.unwrap();
+        assert_eq!(read_once(m).await, None, "nothing for tungstenite");
+        let msg = m.take_message().expect("taken whole");
+        m.message_done();
+        assert_eq!(msg.len(), len);
+        msg
+    }
+
+    /// A message taken whole keeps its read's allocation while it is handled, and the
+    /// next read takes that allocation back once the message is gone, instead of a fresh
+    /// one per message (glibc faulted a fresh one's pages in again each time); what is kept
+    /// is let go once the connection has been idle for `IDLE_RELEASE`.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_messages_allocation_is_reused_once_it_is_gone_and_let_go_when_idle() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut m = Metered::new(ours, None, None, 1 << 20, false, Role::Client);
+        let len = 40 * 1024;
+        // The first is read into a small read-ahead; the next ones into one sized for it.
+        drop(long_message(&mut m, &mut peer, len).await);
+        let second = long_message(&mut m, &mut peer, len).await;
+        let held = long_message(&mut m, &mut peer, len).await;
+        assert_ne!(held.as_ptr(), second.as_ptr(), "in use: not reused");
+        drop(held);
+        let at = second.as_ptr();
+        drop(second);
+        // Both allocations are kept; the oldest comes back first.
+        assert_eq!(m.recycled.len(), 2);
+        let again = long_message(&mut m, &mut peer, len).await;
+        assert_eq!(
+            again.as_ptr(),
+            at,
+            "the allocation of a message gone is reused"
+        );
+        assert_eq!(m.recycled.len(), 2, "taken, then kept again once drained");
+        drop(again);
+
+        assert!(!m.recycled.is_empty());
+        assert_eq!(read_once(&mut m).await, None, "idle");
+        tokio::time::sleep(crate::transport::recycle::IDLE_RELEASE).await;
+        assert_eq!(read_once(&mut m).await, None);
+        assert!(m.recycled.is_empty(), "let go after an idle spell");
+        assert_eq!(m.ahead.capacity(), 0);
     }
 
     /// Reads from `m` until `total` bytes came, a read at a time, letting other tasks run

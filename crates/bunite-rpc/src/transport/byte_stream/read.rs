@@ -40,6 +40,11 @@ pub const READ_AHEAD: usize = 64 * 1024;
 
 pub use crate::transport::recycle::IDLE_RELEASE;
 
+/// A message this long (length prefix included) ends the read it completes, but for a
+/// little more ([`READ_CHUNK`]), and the read after it asks for about one more like it:
+/// see `ByteStreamSource::poll_room`.
+const LONG_MESSAGE: usize = 16 * 1024;
+
 /// The largest first read: a fresh buffer is sized for the last message received (so a
 /// run of 64 KiB messages reads each in one call), up to this.
 pub const READ_MAX_FIRST: usize = 256 * 1024;
@@ -149,23 +154,35 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     }
 
     /// Makes room for the next read: a fresh chunk between messages, or room for more of a
-    /// long message, drawn from the budget first. `Pending` while the budget is spent.
+    /// long message, drawn from the budget first; the most the read may take. `Pending`
+    /// while the budget is spent.
+    ///
+    /// Reads ask for a little more than they need: a read that fills its buffer exactly
+    /// leaves tokio unsure whether more is waiting, which costs an extra empty read. Around
+    /// a long message ([`LONG_MESSAGE`] or more) they ask for little more: a read that runs
+    /// on into the messages after it leaves the start of one at the end of the buffer,
+    /// where it must be moved out (copied) when it needs room, and the buffer is still
+    /// shared with the long message then, so it moves into another allocation.
     fn poll_room(
         &mut self,
         cx: &mut Context<'_>,
         len: Option<usize>,
-    ) -> Poll<Result<(), TransportError>> {
-        // Reads ask for a little more than they need: a read that fills its buffer exactly
-        // leaves tokio unsure whether more is waiting, which costs an extra empty read.
+    ) -> Poll<Result<usize, TransportError>> {
         let Some(len) = len else {
             // Under a budget, a first read stays within the free allowance.
             let first = match self.budget {
                 Some(_) => FREE_PER_CONNECTION - READ_CHUNK,
                 None => READ_MAX_FIRST,
             };
+            let size = self.last.min(first);
+            let ask = match size >= LONG_MESSAGE {
+                // About one more message like the last.
+                true => size + READ_CHUNK,
+                false => size + self.slack,
+            };
             // On an empty buffer no longer shared with a message, this reuses its memory.
-            self.reserve(self.last.min(first) + self.slack);
-            return Poll::Ready(Ok(()));
+            self.reserve(ask);
+            return Poll::Ready(Ok(ask));
         };
         let total = PREFIX + len;
         if let Some(waiter) = &mut self.budget {
@@ -188,14 +205,17 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             if self.spare() < missing {
                 self.reserve(missing);
             }
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(missing + READ_CHUNK));
         }
         // Grow only once the room left is small, by at most what has arrived (or
         // READ_AHEAD): the buffer grows with the data, never with the announcement.
         if self.spare() < missing.min(self.slack) {
             self.reserve((missing + self.slack).min(self.buf.len().max(READ_AHEAD)));
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(match total >= LONG_MESSAGE {
+            true => missing + READ_CHUNK,
+            false => usize::MAX,
+        }))
     }
 
     fn spare(&self) -> usize {
@@ -270,9 +290,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                     return Poll::Pending;
                 }
             }
-            ready!(self.poll_room(cx, len))?;
+            let most = ready!(self.poll_room(cx, len))?;
             // No read takes this call past its slice (below it here: see the check above).
-            let room = self.spare().min(READ_SLICE.saturating_sub(read));
+            let room = self.spare().min(most).min(READ_SLICE.saturating_sub(read));
             let Some(reader) = self.reader.as_mut() else {
                 return Poll::Ready(Err(TransportError::Closed));
             };

@@ -300,8 +300,8 @@ struct Feed {
     eof: bool,
     reads: Arc<AtomicUsize>,
     largest_offer: Arc<AtomicUsize>,
-    /// The bytes each read gave, in order.
-    given: Arc<std::sync::Mutex<Vec<usize>>>,
+    /// The room each read offered and the bytes it was given, in order.
+    given: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
     /// If not 0, the data arrives this much at a time: each read finds one more piece.
     piece: usize,
     arrived: usize,
@@ -325,7 +325,7 @@ impl tokio::io::AsyncRead for Feed {
             n = n.min(self.arrived);
             self.arrived -= n;
         }
-        self.given.lock().unwrap().push(n);
+        self.given.lock().unwrap().push((buf.remaining(), n));
         let rest = self.data.split_off(n);
         buf.put_slice(&self.data);
         self.data = rest;
@@ -402,8 +402,8 @@ async fn a_huge_announced_length_allocates_only_with_what_arrives() {
 }
 
 /// Long messages arriving back to back (a peer with several 64 KiB calls in flight), after
-/// a burst of small ones has grown the reads: a read that completes a long message takes
-/// at most `READ_CHUNK` of the next. Before, a read asked for the last message's size
+/// a burst of small ones has grown the reads: a read that completes long messages takes at
+/// most `READ_CHUNK` of the one after them. Before, a read asked for the last message's size
 /// and the burst's slack (about two long messages), so it left most of the next message at
 /// the end of a buffer still shared with the one before; moved (copied) into another
 /// allocation when it needed room, it came a few bytes short of its end again, and so
@@ -411,26 +411,35 @@ async fn a_huge_announced_length_allocates_only_with_what_arrives() {
 /// in flight over TCP).
 #[tokio::test]
 async fn a_read_that_completes_a_long_message_takes_little_of_the_next() {
-    // All there at once, and arriving in pieces of various sizes.
-    for piece in [
-        0,
-        10_000,
-        40_000,
-        70_000,
-        3 * (4 + LONG) / 2,
-        2 * (4 + LONG),
-    ] {
-        long_messages_back_to_back(piece).await;
+    // A 64 KiB payload and its call around it, and a shorter one, several of which a read
+    // may take. All there at once, and arriving in pieces of various sizes.
+    for long in [64 * 1024 + 20, 20_000] {
+        for piece in [
+            0,
+            10_000,
+            40_000,
+            70_000,
+            3 * (4 + long) / 2,
+            2 * (4 + long),
+        ] {
+            let reads = long_messages_back_to_back(long, piece).await;
+            if piece == 0 && long == 20_000 {
+                // Not one read a message: as many as the slack holds.
+                assert!(
+                    reads <= 6,
+                    "{reads} reads for twelve messages of 20,000 bytes"
+                );
+            }
+        }
     }
 }
 
-/// A 64 KiB payload and its call around it.
-const LONG: usize = 64 * 1024 + 20;
-
-async fn long_messages_back_to_back(piece: usize) {
+/// Reads the burst and the long messages of `long` bytes through a source whose input
+/// arrives `piece` bytes at a time (all at once if 0): how many reads the long ones took.
+async fn long_messages_back_to_back(long: usize, piece: usize) -> usize {
     let small = (0..4_000u32).map(|i| vec![(i % 251) as u8; 20]);
-    let long = (0..12u8).map(|i| vec![i; LONG]);
-    let msgs: Vec<Vec<u8>> = small.chain(long).collect();
+    let long_ones = (0..12u8).map(|i| vec![i; long]);
+    let msgs: Vec<Vec<u8>> = small.chain(long_ones).collect();
     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
     let given = Arc::new(std::sync::Mutex::new(Vec::new()));
     let reader = Feed {
@@ -454,24 +463,32 @@ async fn long_messages_back_to_back(piece: usize) {
     let mut pos = 0;
     for m in &msgs {
         pos += 4 + m.len();
-        if m.len() == LONG {
+        if m.len() == long {
             ends.push(pos);
         }
     }
+    let first_long = ends[0] - (4 + long);
     let mut at = 0;
-    for n in given.lock().unwrap().iter() {
-        let (start, end) = (at, at + n);
-        for e in ends.iter().filter(|&&e| e > start && e <= end) {
+    let mut long_reads = 0;
+    for &(offered, n) in given.lock().unwrap().iter() {
+        // What the read asked for, whatever had arrived: it ends at most READ_CHUNK past
+        // the last message it could complete. (The read that runs from the burst into the
+        // long ones cannot know their size, nor those near the end that there is no more.)
+        let (start, end) = (at, at + offered);
+        let last_done = ends.iter().filter(|&&e| e > start && e <= end).max();
+        if let Some(e) = last_done.filter(|_| start >= first_long && end <= pos) {
             assert!(
                 end - e <= byte_stream::READ_CHUNK,
-                "pieces of {piece}: a read of {n} bytes at {start} ran {} bytes past a long \
-                 message's end",
+                "pieces of {piece}: a read asking for {offered} bytes at {start} ran {} \
+                 bytes past the last long message it could complete",
                 end - e
             );
         }
-        at = end;
+        long_reads += usize::from(at + n > first_long && n > 0);
+        at += n;
     }
     assert_eq!(at, pos);
+    long_reads
 }
 
 fn framed_bytes(msgs: &[&[u8]]) -> Vec<u8> {

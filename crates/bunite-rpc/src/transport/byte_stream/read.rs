@@ -40,9 +40,8 @@ pub const READ_AHEAD: usize = 64 * 1024;
 
 pub use crate::transport::recycle::IDLE_RELEASE;
 
-/// A message this long (length prefix included) ends the read it completes, but for a
-/// little more ([`READ_CHUNK`]), and the read after it asks for about one more like it:
-/// see `ByteStreamSource::poll_room`.
+/// Around a message this long (length prefix included) reads ask for whole messages and a
+/// little more ([`READ_CHUNK`]): see `ByteStreamSource::poll_room`.
 const LONG_MESSAGE: usize = 16 * 1024;
 
 /// The largest first read: a fresh buffer is sized for the last message received (so a
@@ -159,10 +158,12 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     ///
     /// Reads ask for a little more than they need: a read that fills its buffer exactly
     /// leaves tokio unsure whether more is waiting, which costs an extra empty read. Around
-    /// a long message ([`LONG_MESSAGE`] or more) they ask for little more: a read that runs
-    /// on into the messages after it leaves the start of one at the end of the buffer,
-    /// where it must be moved out (copied) when it needs room, and the buffer is still
-    /// shared with the long message then, so it moves into another allocation.
+    /// long messages ([`LONG_MESSAGE`] or more) a read asks for whole messages (as many
+    /// more of the size of the last as the slack holds) and [`READ_CHUNK`]: one that runs
+    /// on into a message leaves its start at the end of the buffer, where it is moved out
+    /// (copied) when it needs room, into another allocation, as the buffer is still shared
+    /// with the messages before it. Reads that ran on by most of a 64 KiB message copied
+    /// every such message once (`docs/BENCHMARKS.md`).
     fn poll_room(
         &mut self,
         cx: &mut Context<'_>,
@@ -176,8 +177,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             };
             let size = self.last.min(first);
             let ask = match size >= LONG_MESSAGE {
-                // About one more message like the last.
-                true => size + READ_CHUNK,
+                // Messages like the last, as many as it and the slack hold.
+                true => (size + self.slack) / size * size + READ_CHUNK,
                 false => size + self.slack,
             };
             // On an empty buffer no longer shared with a message, this reuses its memory.
@@ -207,15 +208,24 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             }
             return Poll::Ready(Ok(missing + READ_CHUNK));
         }
-        // Grow only once the room left is small, by at most what has arrived (or
-        // READ_AHEAD): the buffer grows with the data, never with the announcement.
-        if self.spare() < missing.min(self.slack) {
-            self.reserve((missing + self.slack).min(self.buf.len().max(READ_AHEAD)));
+        // The buffer grows with the data, never with the announcement: by at most what has
+        // arrived (or READ_AHEAD).
+        let ahead = self.buf.len().max(READ_AHEAD);
+        if total >= LONG_MESSAGE {
+            // This one's rest and a little more, and messages like it as far as the slack
+            // and the room hold.
+            let rest = missing + READ_CHUNK;
+            if self.spare() < rest {
+                self.reserve(rest.min(ahead + READ_CHUNK));
+            }
+            let more = self.spare().saturating_sub(rest).min(self.slack) / total * total;
+            return Poll::Ready(Ok(rest + more));
         }
-        Poll::Ready(Ok(match total >= LONG_MESSAGE {
-            true => missing + READ_CHUNK,
-            false => usize::MAX,
-        }))
+        // Grow only once the room left is small.
+        if self.spare() < missing.min(self.slack) {
+            self.reserve((missing + self.slack).min(ahead));
+        }
+        Poll::Ready(Ok(usize::MAX))
     }
 
     fn spare(&self) -> usize {

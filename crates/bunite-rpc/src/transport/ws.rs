@@ -85,8 +85,9 @@
 //!   as the TypeScript peer and browsers send.
 //! - A message that arrives as one frame longer than 8 KiB (as every peer sends them) is
 //!   read around tungstenite: its payload goes straight into the message's buffer (the
-//!   socket read's own buffer when the frame arrived in it, so without a copy), unmasked
-//!   in place, and leaves with the message, in its place among the others. Any other frame
+//!   socket read's own buffer when the whole frame arrived in it, so without a copy; else
+//!   a buffer an earlier message left, once that one is gone, or a new one), unmasked in
+//!   place, and leaves with the message, in its place among the others. Any other frame
 //!   longer than 8 KiB (fragments of a message, text) is cut into fragments of 8 KiB on its
 //!   way from the socket to tungstenite (only frame headers are written; the payload passes
 //!   untouched, and the cut does not show on the wire).

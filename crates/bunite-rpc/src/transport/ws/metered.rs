@@ -226,15 +226,11 @@ impl<S> Metered<S> {
         &mut self.io
     }
 
-    /// Lets the (drained) read-ahead buffer go, its allocation kept for reuse if large,
-    /// unless a frame taken whole began in it and grows: that allocation is the message's
-    /// alone then, so it grows in place rather than into a copy.
+    /// Lets the (drained) read-ahead buffer go, its allocation kept for reuse if large.
     fn retire_ahead(&mut self) {
         let ahead = std::mem::take(&mut self.ahead);
         let alloc = std::mem::take(&mut self.ahead_alloc);
-        if !self.reframe.growing_whole() {
-            self.recycled.keep(ahead, alloc, SOCKET_READ);
-        }
+        self.recycled.keep(ahead, alloc, SOCKET_READ);
     }
 
     /// The read-ahead buffer's capacity (tests: nothing is held while idle).
@@ -378,7 +374,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             };
             this.ahead.advance(used);
             // A frame taken whole: its payload, the read-ahead buffer's allocation with it
-            // when it is the first of it (no copy).
+            // when it is all there (no copy), else copied into a buffer of its own.
             this.reframe
                 .take_payload(&mut this.ahead, &mut this.recycled);
             if this.ahead.is_empty() {

@@ -276,12 +276,6 @@ impl Reframe {
         }
     }
 
-    /// Whether a frame taken whole has some of its payload and waits for the rest: its
-    /// buffer will grow, in place if nothing else holds its allocation.
-    pub(super) fn growing_whole(&self) -> bool {
-        self.whole.as_ref().is_some_and(|w| !w.payload.is_empty())
-    }
-
     /// Whether a complete message taken whole waits to be taken.
     pub(super) fn holds_message(&self) -> bool {
         self.message.is_some()

@@ -57,7 +57,7 @@ impl Recycled {
             .kept
             .iter_mut()
             .position(|(b, _)| b.try_reclaim(need))?;
-        Some(self.kept.swap_remove(i))
+        Some(self.kept.remove(i))
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -36,7 +36,10 @@
 //! than it needs ([`READ_CHUNK`]): one that fills its buffer exactly costs an extra, empty
 //! `read`. While reads keep filling their buffer (a burst of small messages, a stream's
 //! values) that slack doubles, up to [`READ_BURST`], and it falls back once a read comes up
-//! short or the buffer is let go; not under a [`ByteBudget`]. A read that needs room while
+//! short or the buffer is let go; not under a [`ByteBudget`]. Around messages of 16 KiB or
+//! more a read asks for whole messages instead (the rest of the one under way, as many
+//! more of its size as the slack holds) and [`READ_CHUNK`], so that it does not leave most
+//! of the next message at the end of a buffer it must then be copied out of. A read that needs room while
 //! its buffer is still shared with messages being handled moves to an earlier allocation
 //! whose messages are all gone (up to four are kept, each at most [`READ_MAX_FIRST`] plus
 //! [`READ_BURST`], let go with the buffer when idle), instead of a fresh one: freed blocks

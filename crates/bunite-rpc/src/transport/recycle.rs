@@ -28,7 +28,7 @@ pub const IDLE_RELEASE: Duration = Duration::from_millis(100);
 const KEPT: usize = 4;
 
 /// Allocations smaller than this are not kept: small ones come back warm from the allocator.
-pub(crate) const KEEP_MIN: usize = 16 * 1024;
+const KEEP_MIN: usize = 16 * 1024;
 
 /// Empty handles on the allocations of earlier reads, with their sizes, oldest first.
 #[derive(Debug, Default)]
@@ -58,6 +58,12 @@ impl Recycled {
             .iter_mut()
             .position(|(b, _)| b.try_reclaim(need))?;
         Some(self.kept.remove(i))
+    }
+
+    /// [`take`](Self::take), or else a new allocation of `fresh` bytes (at least `need`).
+    pub(crate) fn take_or_new(&mut self, need: usize, fresh: usize) -> (BytesMut, usize) {
+        self.take(need)
+            .unwrap_or_else(|| (BytesMut::with_capacity(fresh), fresh))
     }
 
     pub(crate) fn is_empty(&self) -> bool {

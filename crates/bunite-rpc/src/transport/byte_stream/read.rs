@@ -246,10 +246,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             self.alloc = self.buf.capacity();
             return;
         }
-        let (mut fresh, alloc) = self.recycled.take(need).unwrap_or_else(|| {
-            let alloc = need.max(self.alloc);
-            (BytesMut::with_capacity(alloc), alloc)
-        });
+        let (mut fresh, alloc) = self.recycled.take_or_new(need, need.max(self.alloc));
         // What has arrived of the next message (little: the rest is read into the room).
         fresh.extend_from_slice(&self.buf);
         let old = std::mem::replace(&mut self.buf, fresh);

@@ -302,10 +302,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     None => {
                         let want = room.min(this.next_read);
                         if this.ahead.capacity() < want {
-                            (this.ahead, this.ahead_alloc) = this
-                                .recycled
-                                .take(want)
-                                .unwrap_or_else(|| (BytesMut::with_capacity(want), want));
+                            (this.ahead, this.ahead_alloc) = this.recycled.take_or_new(want, want);
                         }
                         (&mut this.ahead, want, false)
                     }

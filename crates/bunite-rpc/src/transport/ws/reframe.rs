@@ -119,10 +119,7 @@ impl Whole {
             return;
         }
         let whole = len + left;
-        let (mut buf, alloc) = match recycled.take(size) {
-            Some(kept) => kept,
-            None => (BytesMut::with_capacity(size), size),
-        };
+        let (mut buf, alloc) = recycled.take_or_new(size, size);
         buf.extend_from_slice(&self.payload);
         if buf.capacity() >= whole {
             // A handle on the allocation, for reuse once the message is gone.

@@ -592,6 +592,67 @@ async fn long_messages_wait_for_the_shared_budget_and_small_ones_never_do() {
     ));
 }
 
+/// The read buffer a long message leaves behind is paid from the listener's budget while
+/// the connection keeps it for the next message, and is let go as soon as another
+/// connection's message waits for the budget, even while its own connection stays busy
+/// (it would otherwise be held outside the budget, or hold the budget, for as long as the
+/// peer keeps sending a little).
+#[tokio::test]
+async fn a_buffer_left_by_a_long_message_is_paid_from_the_budget_and_yields_to_a_waiting_one() {
+    let budget = ByteBudget::new(300 * 1024);
+    let (mut w1, r1) = tokio::io::duplex(1 << 20);
+    let (mut w2, r2) = tokio::io::duplex(1 << 20);
+    let (_, mut s1) = ByteStream::new(r1, tokio::io::sink())
+        .with_budget(budget.clone())
+        .split();
+    let (_, mut s2) = ByteStream::new(r2, tokio::io::sink())
+        .with_budget(budget.clone())
+        .split();
+    let long = 200 * 1024;
+    w1.write_all(&framed_bytes(&[&vec![1u8; long]]))
+        .await
+        .unwrap();
+    assert_eq!(s1.recv().await.unwrap().unwrap().len(), long);
+    // The message is gone; its buffer stays for the next one, paid for.
+    let held = budget.limit() - budget.available();
+    assert!(
+        (long - FREE_PER_CONNECTION..=2 * long).contains(&held),
+        "{held} bytes held"
+    );
+    // The first connection stays busy: a small message every 10 ms (never idle long
+    // enough to let its buffer go on its own).
+    let busy = tokio::spawn(async move {
+        for i in 0..500u32 {
+            w1.write_all(&framed_bytes(&[&i.to_be_bytes()]))
+                .await
+                .unwrap();
+            assert_eq!(s1.recv().await.unwrap().unwrap(), &i.to_be_bytes()[..]);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (w1, s1)
+    });
+    // A second long message needs more than is left: it waits, and the first
+    // connection's buffer yields to it.
+    let second = 250 * 1024;
+    assert!(second - FREE_PER_CONNECTION > budget.available());
+    w2.write_all(&framed_bytes(&[&vec![2u8; second]]))
+        .await
+        .unwrap();
+    let got = timeout(Duration::from_secs(2), s2.recv())
+        .await
+        .expect("the kept buffer yielded to the waiting message")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), second);
+    assert!(
+        !busy.is_finished(),
+        "the first connection was busy throughout"
+    );
+    busy.abort();
+    drop((s2, w2, got));
+    eventually(|| budget.available() == budget.limit()).await;
+}
+
 #[tokio::test]
 async fn the_tcp_listener_accepts_no_more_than_max_connections() {
     let config = ListenerConfig::default().max_connections(1);

@@ -11,7 +11,7 @@
 //! | [`max_handshakes`](ListenerConfig::max_handshakes) | 256 | WebSocket handshakes in progress. A flood of sockets that never finish their handshake holds at most this many, each for at most `handshake_timeout`. |
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
-//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. |
+//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. Read buffers a connection keeps between messages beyond that allowance are paid from it too, and yield to a message that waits (below). |
 //! | [`receive_deadline`](ListenerConfig::receive_deadline) | 30 s + 1 s per 256 KiB | How long one message may take to arrive once it has started: [`ReceiveDeadline`]'s grace plus a second per `min_rate` bytes of its length (a maximal message: 4 min 46 s). A long message holds its size of the budget until its last byte, so a peer that stalls or trickles inside one would hold it for as long as it keeps the socket open. Past it the connection gets a goaway `deadline_exceeded` and closes. Time waiting for the budget does not count. |
 //! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
@@ -25,6 +25,14 @@
 //! long as it holds the bytes; dropping the permit gives them back and wakes waiters (in
 //! FIFO order: a large request is not starved by small ones). Nothing is ever allocated
 //! before its permit is held, so the bytes held under one budget never exceed its limit.
+//!
+//! Between messages a connection may keep read buffers for the next ones (the buffer a
+//! long message was read into, and up to four earlier read allocations, while it is busy;
+//! `transport/recycle.rs`): what they hold beyond the free allowance is paid from the
+//! budget too, they are not kept when it cannot pay, and they are let go as soon as a
+//! request on the budget has to wait, so that they never keep a message from being
+//! received. (Outside the budget, a peer that sent a few long messages and then a byte
+//! now and then kept up to 1.6 MiB per connection for as long as it went on.)
 //!
 //! Both sources take a permit for the whole rest of a large message at once (all or
 //! nothing), so two half-received messages can never wait on each other: the byte stream
@@ -40,6 +48,7 @@
 //! when a frame is queued and drop it once the frame is written.
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -164,6 +173,8 @@ impl ListenerConfig {
 pub struct ByteBudget {
     sem: Arc<Semaphore>,
     limit: usize,
+    /// How many times a request has had to wait (see [`Pressure`]).
+    waits: Arc<AtomicU64>,
 }
 
 /// Bytes drawn from a [`ByteBudget`]; dropping it gives them back.
@@ -178,6 +189,15 @@ impl ByteBudget {
         ByteBudget {
             sem: Arc::new(Semaphore::new(limit)),
             limit,
+            waits: Arc::default(),
+        }
+    }
+
+    /// What tells a holder of spare bytes that a request is waiting.
+    pub(crate) fn pressure(&self) -> Pressure {
+        Pressure {
+            waits: Arc::clone(&self.waits),
+            seen: self.waits.load(Ordering::Relaxed),
         }
     }
 
@@ -215,6 +235,7 @@ impl ByteBudget {
         BudgetWaiter {
             sem: PollSemaphore::new(Arc::clone(&self.sem)),
             limit: self.limit,
+            waits: Arc::clone(&self.waits),
         }
     }
 }
@@ -236,6 +257,9 @@ impl BudgetPermit {
 
     /// Gives `bytes` back now (all of them if the permit holds fewer).
     pub fn release(&mut self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
         if bytes >= self.bytes() {
             self.0 = None;
         } else if let Some(p) = &mut self.0 {
@@ -250,6 +274,25 @@ impl BudgetPermit {
 pub struct BudgetWaiter {
     sem: PollSemaphore,
     limit: usize,
+    waits: Arc<AtomicU64>,
+}
+
+/// Whether a request on a [`ByteBudget`] has had to wait since the last look: bytes held
+/// only to spare an allocation later (read buffers kept between messages) are paid from
+/// the budget while nobody waits, and given back when somebody does, so that they never
+/// keep a message from being received.
+#[derive(Debug)]
+pub(crate) struct Pressure {
+    waits: Arc<AtomicU64>,
+    seen: u64,
+}
+
+impl Pressure {
+    /// Whether a request has waited since the last call (or since this was made).
+    pub(crate) fn felt(&mut self) -> bool {
+        let now = self.waits.load(Ordering::Relaxed);
+        std::mem::replace(&mut self.seen, now) != now
+    }
 }
 
 impl BudgetWaiter {
@@ -309,7 +352,10 @@ impl BudgetWaiter {
             Poll::Ready(Some(p)) => Poll::Ready(Ok(BudgetPermit(Some(p)))),
             // The semaphore is never closed.
             Poll::Ready(None) => Poll::Ready(Err(TransportError::Closed)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                Poll::Pending
+            }
         }
     }
 }

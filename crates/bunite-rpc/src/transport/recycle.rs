@@ -10,7 +10,13 @@
 //! page faults per round trip over the byte stream, about one per echo over WebSocket).
 //!
 //! What is kept is held only while the connection is busy: an [`IdleRelease`] says when
-//! it has been idle for [`IDLE_RELEASE`], and the reader lets everything go then.
+//! it has been idle for [`IDLE_RELEASE`], and the reader lets everything go then. On a
+//! listener's connection every kept allocation is paid for from the listener's
+//! [`ByteBudget`] while it is kept, is not kept when the budget cannot pay for it, and is
+//! let go as soon as a request on the budget has to wait: a peer that sends a few long
+//! messages and then trickles a byte now and then would otherwise hold four of them per
+//! connection outside the budget for as long as it trickles, and a cache must never keep a
+//! message from being received.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +25,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::time::{Instant, Sleep};
+
+use super::budget::Pressure;
+use super::{BudgetPermit, ByteBudget};
 
 /// How long a connection stays idle (nothing pending, nothing arriving) before its read
 /// buffers are let go.
@@ -30,34 +39,82 @@ const KEPT: usize = 4;
 /// Allocations smaller than this are not kept: small ones come back warm from the allocator.
 const KEEP_MIN: usize = 16 * 1024;
 
-/// Empty handles on the allocations of earlier reads, with their sizes, oldest first.
+/// Empty handles on the allocations of earlier reads, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Recycled {
-    kept: Vec<(BytesMut, usize)>,
+    kept: Vec<Kept>,
+    /// What pays for the kept allocations (a listener's connection), if anything does.
+    budget: Option<(ByteBudget, Pressure)>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    buf: BytesMut,
+    /// The allocation's size.
+    alloc: usize,
+    /// Its bytes, drawn from the budget while it is kept.
+    _paid: BudgetPermit,
 }
 
 impl Recycled {
+    /// Allocations kept only while `budget` (if any) can pay for them.
+    pub(crate) fn within(budget: Option<ByteBudget>) -> Self {
+        Recycled {
+            kept: Vec::new(),
+            budget: budget.map(|b| {
+                let pressure = b.pressure();
+                (b, pressure)
+            }),
+        }
+    }
+
+    /// Whether a request on the budget has had to wait since the last look; if so, every
+    /// kept allocation has been let go (and the caller lets go of what else it holds only
+    /// to spare an allocation). Readers look whenever they are polled, and at once after
+    /// their own request had to wait.
+    pub(crate) fn under_pressure(&mut self) -> bool {
+        let felt = match &mut self.budget {
+            Some((_, pressure)) => pressure.felt(),
+            None => false,
+        };
+        if felt {
+            self.clear();
+        }
+        felt
+    }
+
     /// Keeps `buf`, whose allocation is `alloc` bytes, if that is between [`KEEP_MIN`] and
-    /// `max`; the oldest kept one goes when [`KEPT`] are held. Its content is dropped.
+    /// `max` and the budget (if any) has its bytes; the oldest kept one goes when [`KEPT`]
+    /// are held. Its content is dropped.
     pub(crate) fn keep(&mut self, mut buf: BytesMut, alloc: usize, max: usize) {
-        if !(KEEP_MIN..=max).contains(&alloc) {
+        if !(KEEP_MIN..=max).contains(&alloc) || self.under_pressure() {
             return;
         }
-        buf.clear();
         if self.kept.len() == KEPT {
             self.kept.remove(0);
         }
-        self.kept.push((buf, alloc));
+        let paid = match &self.budget {
+            Some((budget, _)) => match budget.try_acquire(alloc) {
+                Some(paid) => paid,
+                None => return,
+            },
+            None => BudgetPermit::default(),
+        };
+        buf.clear();
+        self.kept.push(Kept {
+            buf,
+            alloc,
+            _paid: paid,
+        });
     }
 
     /// A kept allocation with room for `need` bytes that no message uses any more, empty,
-    /// with its size.
+    /// with its size. Its bytes go back to the budget: it is the reader's again, paid for as
+    /// the reader's buffer is.
     pub(crate) fn take(&mut self, need: usize) -> Option<(BytesMut, usize)> {
-        let i = self
-            .kept
-            .iter_mut()
-            .position(|(b, _)| b.try_reclaim(need))?;
-        Some(self.kept.remove(i))
+        let i = self.kept.iter_mut().position(|k| k.buf.try_reclaim(need))?;
+        let kept = self.kept.remove(i);
+        Some((kept.buf, kept.alloc))
     }
 
     /// [`take`](Self::take), or else a new allocation of `fresh` bytes (at least `need`).
@@ -73,6 +130,12 @@ impl Recycled {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.kept.len()
+    }
+
+    /// The bytes of the kept allocations (what they draw from the budget).
+    #[cfg(test)]
+    pub(crate) fn kept_bytes(&self) -> usize {
+        self.kept.iter().map(|k| k.alloc).sum()
     }
 
     /// Lets every kept allocation go (those still shared with a message go with it).
@@ -155,9 +218,60 @@ mod tests {
         }
         assert_eq!(r.kept.len(), KEPT);
         // The 20 KiB one went first.
-        assert!(r.kept.iter().all(|(_, a)| *a >= 30 << 10));
+        assert!(r.kept.iter().all(|k| k.alloc >= 30 << 10));
         r.clear();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn kept_allocations_are_paid_from_the_budget_and_not_kept_beyond_it() {
+        let budget = ByteBudget::new(100 << 10);
+        let mut r = Recycled::within(Some(budget.clone()));
+        r.keep(BytesMut::with_capacity(64 << 10), 64 << 10, 1 << 20);
+        assert_eq!(budget.available(), 36 << 10);
+        // The budget cannot pay for a second one: not kept.
+        r.keep(BytesMut::with_capacity(64 << 10), 64 << 10, 1 << 20);
+        assert_eq!(r.len(), 1);
+        assert_eq!(budget.available(), 36 << 10);
+        r.keep(BytesMut::with_capacity(20 << 10), 20 << 10, 1 << 20);
+        assert_eq!((r.len(), budget.available()), (2, 16 << 10));
+        // Taken back: its bytes return.
+        let (buf, alloc) = r.take(50 << 10).expect("the 64 KiB one");
+        assert_eq!((alloc, budget.available()), (64 << 10, 80 << 10));
+        drop(buf);
+        // At most KEPT: the oldest goes (and its bytes with it) before a new one is paid.
+        for _ in 0..KEPT {
+            r.keep(BytesMut::with_capacity(20 << 10), 20 << 10, 1 << 20);
+        }
+        assert_eq!(
+            (r.len(), budget.available()),
+            (KEPT, (100 - 20 * KEPT) << 10)
+        );
+        r.clear();
+        assert_eq!(budget.available(), 100 << 10);
+    }
+
+    #[tokio::test]
+    async fn kept_allocations_go_when_a_request_on_the_budget_waits() {
+        let budget = ByteBudget::new(100 << 10);
+        let mut r = Recycled::within(Some(budget.clone()));
+        r.keep(BytesMut::with_capacity(64 << 10), 64 << 10, 1 << 20);
+        assert!(!r.under_pressure());
+        // A message needs 80 KiB: it waits, and the kept allocation goes at the next look.
+        let mut waiter = budget.waiter();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(waiter.poll_acquire(&mut cx, 80 << 10).is_pending());
+        assert!(r.under_pressure());
+        assert!(r.is_empty());
+        let permit = match waiter.poll_acquire(&mut cx, 80 << 10) {
+            std::task::Poll::Ready(p) => p.expect("within the budget"),
+            std::task::Poll::Pending => panic!("the kept bytes went back"),
+        };
+        // Nothing is kept while the budget cannot pay, and the pressure was seen once.
+        r.keep(BytesMut::with_capacity(64 << 10), 64 << 10, 1 << 20);
+        assert!(r.is_empty() && !r.under_pressure());
+        drop(permit);
+        assert_eq!(budget.available(), 100 << 10);
     }
 
     #[tokio::test(start_paused = true)]

@@ -171,7 +171,7 @@ impl<S> Metered<S> {
             masked: Vec::new(),
             ahead: BytesMut::new(),
             ahead_alloc: 0,
-            recycled: Recycled::default(),
+            recycled: Recycled::within(budget.cloned()),
             idle: IdleRelease::default(),
             next_read: MIN_READ,
             since_message: 0,
@@ -274,6 +274,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let start = buf.filled().len();
+        // Kept allocations yield to a message waiting for the budget.
+        this.recycled.under_pressure();
         loop {
             if this.reframe.holds_message() {
                 // For the source to take: bytes before it go first.
@@ -287,8 +289,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     Some(m) => match m.poll_room(cx)? {
                         Poll::Ready(room) => room,
                         Poll::Pending => {
-                            // Waiting for the budget is not the peer's time.
+                            // Waiting for the budget is not the peer's time; what this
+                            // connection keeps only to spare allocations goes first.
                             this.clock.stop();
+                            this.recycled.under_pressure();
                             return Poll::Pending;
                         }
                     },
@@ -776,15 +780,18 @@ mod tests {
         peer.write_all(&last).await.unwrap();
         read_all(&mut m, last.len()).await;
         m.message_done();
+        // Back but for the read allocations kept for reuse, which the budget pays for.
+        let kept = m.recycled.kept_bytes();
+        assert!(kept <= 4 * SOCKET_READ, "{kept}");
         assert_eq!(
-            budget.available(),
+            budget.available() + kept,
             budget.limit(),
             "the message's bytes are back"
         );
         peer.write_all(&[0x89, 0]).await.unwrap();
         read_all(&mut m, 2).await;
         m.control_done();
-        assert_eq!(budget.available(), budget.limit());
+        assert_eq!(budget.available() + m.recycled.kept_bytes(), budget.limit());
     }
 
     /// One client's messages, each whole or in fragments, pings between messages and between

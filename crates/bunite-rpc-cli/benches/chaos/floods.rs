@@ -349,3 +349,109 @@ pub async fn unread(
     rss_row(report, "never-read callers", rss, baseline);
     Ok(())
 }
+
+/// Long echoes each keeper has in flight at once, and their size: enough for the server to
+/// read each into a buffer of its own while the ones before are still being answered.
+const KEEPER_ECHOES: usize = 4;
+const KEEPER_ECHO: usize = 200 * 1024;
+
+/// Keepers that do their long echoes together (bounds this process's own memory).
+const KEEPER_WAVE: usize = 50;
+
+/// How long the keepers go on calling before the server's RSS is read.
+const KEEPER_HOLD: Duration = Duration::from_secs(15);
+
+/// Scenario 4b: connections that make a few long calls at once and then a small call every
+/// 50 ms, so that they never go idle: the read buffers the server keeps for them between
+/// messages must stay within the listener's budget, and a side client stays served.
+pub async fn keepers(
+    server: &mut Server,
+    report: &mut Report,
+    plan: &Plan,
+    baseline: u64,
+) -> Result<()> {
+    eprintln!(
+        "== keepers: {} connections each echo {KEEPER_ECHOES} x {} KiB at once, then call every 50 ms",
+        plan.keepers,
+        KEEPER_ECHO / 1024
+    );
+    let rss0 = server.rss();
+    server.reset_peak();
+    let side = SideClient::start(server.tcp_addr).await?;
+    let stop = CancellationToken::new();
+    let long = Value::Bin(vec![7u8; KEEPER_ECHO]);
+    let mut keepers = Vec::new();
+    let mut failed = 0;
+    for wave in (0..plan.keepers).collect::<Vec<_>>().chunks(KEEPER_WAVE) {
+        let mut echoed = Vec::new();
+        for &i in wave {
+            let kind = Kind::of(i as u64);
+            let addr = match kind {
+                Kind::Tcp => server.tcp_addr,
+                Kind::Ws => server.ws_addr,
+            };
+            let peer = open(kind, addr, None).await?;
+            let counter = peer.counter().await?;
+            let (done_tx, done) = tokio::sync::oneshot::channel();
+            let (stop, long) = (stop.clone(), long.clone());
+            keepers.push(tokio::spawn(async move {
+                let calls = (0..KEEPER_ECHOES).map(|_| counter.call_value("echo", long.clone()));
+                let ok = futures::future::join_all(calls)
+                    .await
+                    .iter()
+                    .all(|r| r.as_ref().is_ok_and(|v| *v == long));
+                drop(long);
+                let _ = done_tx.send(ok);
+                while !stop.is_cancelled() {
+                    let _ = counter.call_value("increment", Value::Undefined).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+                drop(counter);
+                peer.cut(false);
+            }));
+            echoed.push(done);
+        }
+        for done in echoed {
+            if !done.await.unwrap_or(false) {
+                failed += 1;
+            }
+        }
+    }
+    // Long enough for the allocator to give back what the echoes freed (jemalloc purges
+    // about 10 s after a free), so that what is left is what the server keeps.
+    tokio::time::sleep(KEEPER_HOLD).await;
+    let (held, peak) = (server.rss(), server.peak());
+    stop.cancel();
+    for k in keepers {
+        let _ = k.await;
+    }
+    let lat = side.stop().await?;
+    let cost = held.saturating_sub(rss0);
+    report.row(
+        &format!(
+            "{} keepers: {KEEPER_ECHOES} long echoes at once, then a call every 50 ms",
+            plan.keepers
+        ),
+        "≤ the listener's budget (256 MiB) + 64 KiB a connection",
+        format!(
+            "RSS {} above the {} before while they call ({:.0} KiB each; peak {}); {failed} echoes failed",
+            mib(cost),
+            mib(rss0),
+            cost as f64 / 1024.0 / plan.keepers.max(1) as f64,
+            mib(peak.saturating_sub(rss0)),
+        ),
+        Some(cost <= RECEIVE_BUDGET + plan.keepers as u64 * 64 * 1024 && failed == 0),
+    );
+    report.row(
+        "keepers: side client",
+        "served",
+        lat.summary(),
+        Some(lat.errors == 0 && lat.calls > 0),
+    );
+    let rss = after(server, report, plan, "keepers", baseline).await;
+    rss_row(report, "keepers", rss, baseline);
+    Ok(())
+}

@@ -18,7 +18,9 @@
 //!    then stop: the server's peak RSS against the listener's receive budget, a side
 //!    client served meanwhile;
 //! 4. **callers that never read**: connections that fire calls for 256 KiB replies and stop
-//!    reading: the server's peak RSS;
+//!    reading: the server's peak RSS; then **keepers**: connections that make four 200 KiB
+//!    echoes at once and then a small call every 50 ms, never idle: what the server keeps
+//!    for them between messages, against the listener's budget;
 //! 5. **maximal frames**: 64 MiB `call` frames whose args are an array of `nil`s or of small
 //!    15-key records, one client at a time, then eight at once: peak RSS, the goaway each
 //!    attacker gets, a side client's worst latency, RSS 15 s after;
@@ -38,7 +40,7 @@
 //! of each kind: default 2,000, quick 300; `--quick --idle 2000` measures the idle cost at
 //! the full run's count), `--decay SECS` (how long the RSS may take to come back within
 //! 10% of the baseline after a scenario, default 30),
-//! `--only closes,idle,slow,unread,frames,soak`, `--repeat N` (the sequence N times on one
+//! `--only closes,idle,slow,unread,keepers,frames,soak`, `--repeat N` (the sequence N times on one
 //! server: does the memory kept after a scenario grow with each run?), `--bin PATH` (another
 //! `bunite-rpc` binary). Raise `ulimit -n` above twice the idle flood (4,000 descriptors per
 //! side for the full run).
@@ -64,6 +66,7 @@ pub struct Plan {
     pub idle: usize,
     pub slow: usize,
     pub unread: usize,
+    pub keepers: usize,
     pub hold: Duration,
     pub all_singles: bool,
     pub soak_conns: usize,
@@ -280,6 +283,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
             idle: idle.unwrap_or(300),
             slow: 20,
             unread: 2,
+            keepers: 100,
             hold: Duration::from_secs(3),
             all_singles: false,
             soak_conns: 50,
@@ -294,6 +298,7 @@ fn parse_args() -> Result<(Plan, PathBuf)> {
             idle: idle.unwrap_or(2000),
             slow: 100,
             unread: 4,
+            keepers: 1000,
             hold: Duration::from_secs(8),
             all_singles: true,
             soak_conns: 200,
@@ -383,6 +388,9 @@ async fn run(plan: Plan, bin: PathBuf) -> Result<Report> {
         }
         if plan.wants("unread") {
             floods::unread(&mut server, &mut report, &plan, baseline).await?;
+        }
+        if plan.wants("keepers") {
+            floods::keepers(&mut server, &mut report, &plan, baseline).await?;
         }
         if plan.wants("frames") {
             frames::run(&mut server, &mut report, &plan, baseline).await?;

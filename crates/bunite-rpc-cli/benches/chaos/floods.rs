@@ -205,10 +205,7 @@ pub async fn slow(
     let mut holders = Vec::new();
     for i in 0..plan.slow {
         let kind = Kind::of(i as u64);
-        let addr = match kind {
-            Kind::Tcp => server.tcp_addr,
-            Kind::Ws => server.ws_addr,
-        };
+        let addr = listener_of(server, kind);
         let mut peer = open(kind, addr, None).await?;
         let counter = peer.counter().await?;
         let stop = stop.clone();
@@ -244,12 +241,7 @@ pub async fn slow(
         ),
         Some(cost <= RECEIVE_BUDGET),
     );
-    report.row(
-        "slow peers: side client",
-        "served",
-        lat.summary(),
-        Some(lat.errors == 0 && lat.calls > 0),
-    );
+    side_row(report, "slow peers", &lat);
     let rss = after(server, report, plan, "slow peers", baseline).await;
     rss_row(report, "slow peers", rss, baseline);
     Ok(())
@@ -275,10 +267,7 @@ pub async fn unread(
     let mut callers = Vec::new();
     for i in 0..plan.unread {
         let kind = Kind::of(i as u64);
-        let addr = match kind {
-            Kind::Tcp => server.tcp_addr,
-            Kind::Ws => server.ws_addr,
-        };
+        let addr = listener_of(server, kind);
         let flag = Arc::new(AtomicBool::new(false));
         let peer = open(kind, addr, Some(flag.clone())).await?;
         let counter = peer.counter().await?;
@@ -339,12 +328,7 @@ pub async fn unread(
         ),
         None,
     );
-    report.row(
-        "never-read callers: side client",
-        "served",
-        lat.summary(),
-        Some(lat.errors == 0 && lat.calls > 0),
-    );
+    side_row(report, "never-read callers", &lat);
     let rss = after(server, report, plan, "never-read callers", baseline).await;
     rss_row(report, "never-read callers", rss, baseline);
     Ok(())
@@ -386,10 +370,7 @@ pub async fn keepers(
         let mut echoed = Vec::new();
         for &i in wave {
             let kind = Kind::of(i as u64);
-            let addr = match kind {
-                Kind::Tcp => server.tcp_addr,
-                Kind::Ws => server.ws_addr,
-            };
+            let addr = listener_of(server, kind);
             let peer = open(kind, addr, None).await?;
             let counter = peer.counter().await?;
             let (done_tx, done) = tokio::sync::oneshot::channel();
@@ -445,13 +426,26 @@ pub async fn keepers(
         ),
         Some(cost <= RECEIVE_BUDGET + plan.keepers as u64 * 64 * 1024 && failed == 0),
     );
+    side_row(report, "keepers", &lat);
+    let rss = after(server, report, plan, "keepers", baseline).await;
+    rss_row(report, "keepers", rss, baseline);
+    Ok(())
+}
+
+/// The listener of `kind`'s connections.
+fn listener_of(server: &Server, kind: Kind) -> std::net::SocketAddr {
+    match kind {
+        Kind::Tcp => server.tcp_addr,
+        Kind::Ws => server.ws_addr,
+    }
+}
+
+/// The row of a side client that must have been served throughout scenario `name`.
+fn side_row(report: &mut Report, name: &str, lat: &crate::peers::Latency) {
     report.row(
-        "keepers: side client",
+        &format!("{name}: side client"),
         "served",
         lat.summary(),
         Some(lat.errors == 0 && lat.calls > 0),
     );
-    let rss = after(server, report, plan, "keepers", baseline).await;
-    rss_row(report, "keepers", rss, baseline);
-    Ok(())
 }

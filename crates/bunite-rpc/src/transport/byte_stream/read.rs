@@ -269,22 +269,25 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         };
         let over = self.alloc.saturating_sub(FREE_PER_CONNECTION);
         let held = self.permit.bytes();
-        if self.recycled.under_pressure() {
-            // A message waits for the budget: nothing is held only to spare an allocation.
-            if self.buf.is_empty() {
-                self.buf = BytesMut::new();
-                self.alloc = 0;
-                self.permit = BudgetPermit::default();
-            }
-        } else if held >= over {
-            self.permit.release(held - over);
-        } else if let Some(more) = waiter.try_acquire(over - held) {
-            self.permit.merge(more);
+        // A message waiting for the budget gets what is held only to spare an allocation.
+        let paid = !self.recycled.under_pressure()
+            && (held >= over
+                || waiter.try_acquire(over - held).is_some_and(|more| {
+                    self.permit.merge(more);
+                    true
+                }));
+        if paid {
+            self.permit.release(held.saturating_sub(over));
         } else if self.buf.is_empty() {
-            self.buf = BytesMut::new();
-            self.alloc = 0;
-            self.permit = BudgetPermit::default();
+            self.let_buffer_go();
         }
+    }
+
+    /// Holds no read buffer, and nothing of the budget for one.
+    fn let_buffer_go(&mut self) {
+        self.buf = BytesMut::new();
+        self.alloc = 0;
+        self.permit = BudgetPermit::default();
     }
 
     /// Between messages with nothing to read: once that has lasted [`IDLE_RELEASE`], let
@@ -296,9 +299,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         }
         if self.recycled.under_pressure() || self.idle.poll_elapsed(cx) {
             self.idle.stop();
-            self.buf = BytesMut::new();
-            self.alloc = 0;
-            self.permit = BudgetPermit::default();
+            self.let_buffer_go();
             self.recycled.clear();
             self.slack = READ_CHUNK;
         }

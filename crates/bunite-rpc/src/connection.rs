@@ -13,7 +13,9 @@
 //!
 //! The driver is one hand-written poll loop rather than a reader task and a writer task: in
 //! one pass it drains commands, reads every message the transport has ready (a blocked
-//! write never stops reads; only the unsent-bytes backpressure in [`Limits`] does), runs
+//! write never stops reads; only the backpressure of what waits to be sent does: the
+//! unsent-bytes limit in [`Limits`], and on a listener's connection its budget across
+//! connections, see `room.rs`), runs
 //! what the session decided, and writes every frame that became ready together in one
 //! batch. Each source is polled until it is pending, so one pass per wake-up suffices and
 //! the next pass comes at once only where work was left over (see `Driver::pass`); a pass
@@ -51,6 +53,7 @@ use crate::transport::Transport;
 mod command;
 mod driver;
 mod lifecycle;
+mod room;
 mod runs;
 mod serving;
 

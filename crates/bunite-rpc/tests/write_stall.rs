@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
+use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::ByteStream;
+use bunite_rpc::transport::ByteBudget;
 use bunite_rpc::wire::{
     Call, CallId, CapId, Decoder, DropEntry, DropFrame, Encoder, Frame, Hello, ResultFrame,
 };
@@ -33,11 +35,23 @@ fn stall_limits(limit: Option<Duration>) -> Limits {
 /// A server serving the counter over one end of a small pipe, and the raw other end, past
 /// the hello exchange and the counter's bootstrap.
 async fn server_and_raw(limit: Option<Duration>) -> (Connection, Raw) {
+    server_and_raw_within(limit, None).await
+}
+
+/// As [`server_and_raw`], the server's transport under `budget` as a listener's is.
+async fn server_and_raw_within(
+    limit: Option<Duration>,
+    budget: Option<&ByteBudget>,
+) -> (Connection, Raw) {
     let (a, mut raw) = tokio::io::duplex(PIPE);
     let (ar, aw) = tokio::io::split(a);
+    let mut transport = ByteStream::new(ar, aw);
+    if let Some(budget) = budget {
+        transport = transport.with_budget(budget.clone());
+    }
     let server = Connection::builder()
         .limits(stall_limits(limit))
-        .connect(ByteStream::new(ar, aw));
+        .connect(transport);
     track(&server);
     serve_counter(&server).await;
     let mut enc = Encoder::new();
@@ -239,6 +253,96 @@ fn calls_pending_on_a_stalled_write_fail_saying_the_peer_stopped_reading() {
             .unwrap();
         assert!(client.stats().is_idle(), "{:?}", client.stats());
         drop(raw);
+    });
+}
+
+/// Peers that send calls and never read the answers hold at most the listener's budget
+/// between them (plus a free allowance and an answer each), not `max_unsent_bytes` each:
+/// the server stops reading them once it cannot pay, so their own writes stop. Small calls
+/// on another connection under the same budget are still answered; a peer that reads again
+/// gets every answer; everything paid goes back when the connections close.
+#[test]
+fn peers_that_never_read_hold_no_more_than_the_budget_between_them() {
+    const BUDGET: usize = 256 * 1024;
+    /// 2 MiB of answers a peer, eight times the budget.
+    const MANY: u64 = 32;
+    const PEERS: usize = 3;
+    run_paused(async {
+        let budget = ByteBudget::new(BUDGET);
+        let mut peers = Vec::new();
+        for _ in 0..PEERS {
+            let (server, raw) = server_and_raw_within(None, Some(&budget)).await;
+            let (rd, mut wr) = tokio::io::split(raw.io);
+            let (mut enc, cap) = (raw.enc, raw.cap);
+            let writer = tokio::spawn(async move {
+                for id in 2..2 + MANY {
+                    let frame = call(cap.0, id, "echo", Value::Bin(vec![7; RESULT]));
+                    write_frame(&mut wr, &mut enc, &frame).await;
+                }
+                wr
+            });
+            peers.push((server, rd, raw.dec, writer));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let held: usize = peers.iter().map(|p| p.0.stats().unsent_bytes).sum();
+        let each = FREE_PER_CONNECTION + RESULT + 1024;
+        assert!(
+            held <= BUDGET + PEERS * each,
+            "{held} bytes unsent across {PEERS} peers, budget {BUDGET}"
+        );
+        for (_, _, _, writer) in &peers {
+            assert!(!writer.is_finished(), "the server read every call");
+        }
+
+        // Small calls under the same budget need none of it.
+        let (a, b) = tokio::io::duplex(PIPE);
+        let (ar, aw) = tokio::io::split(a);
+        let server = Connection::new(ByteStream::new(ar, aw).with_budget(budget.clone()));
+        track(&server);
+        serve_counter(&server).await;
+        let (br, bw) = tokio::io::split(b);
+        let client = Connection::new(ByteStream::new(br, bw));
+        track(&client);
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        for n in 1..=3i64 {
+            let got = counter.call_value("increment", Value::Null).await.unwrap();
+            assert_eq!(got, Value::from(Record::new().with("count", n)));
+        }
+        drop(counter);
+        assert_clean(&[&server, &client]).await;
+
+        // The first peer reads again: every answer comes, and its calls are all read.
+        let (server, mut rd, mut dec, writer) = peers.remove(0);
+        for id in 2..2 + MANY {
+            match read_frame(&mut rd, &mut dec).await {
+                Frame::Result(r) => {
+                    assert_eq!(r.id, CallId(id));
+                    assert_eq!(r.outcome, Ok(Value::Bin(vec![7; RESULT])));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let wr = writer.await.unwrap();
+        assert_eq!(server.stats().unsent_bytes, 0, "{:?}", server.stats());
+        drop(rd.unsplit(wr));
+
+        // The others go away unread: their connections end, and the budget is whole.
+        let mut servers = vec![server];
+        for (server, rd, _, writer) in peers {
+            writer.abort();
+            let _ = writer.await;
+            drop(rd);
+            servers.push(server);
+        }
+        for server in &servers {
+            timeout(Duration::from_secs(5), server.closed())
+                .await
+                .expect("a connection whose peer is gone must close");
+            let stats = server.stats();
+            assert!(stats.is_idle(), "{stats:?}");
+            assert_eq!(stats.tasks, 0, "{stats:?}");
+        }
+        assert_eq!(budget.available(), BUDGET);
     });
 }
 

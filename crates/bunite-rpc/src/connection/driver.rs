@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::command::Command;
+use super::room::Room;
 use super::runs::{Rt, Runs};
 use super::{CloseHandler, Shared, TaskGuard};
 use crate::error::Disconnect;
@@ -46,6 +47,7 @@ pub(super) fn spawn<T: Transport>(
 ) {
     let (sink, source) = transport.split();
     let guard = shared.task();
+    let room = Room::new(shared.settings.limits.max_unsent_bytes, sink.send_budget());
     let driver = Driver {
         runs: Runs::new(Arc::clone(&shared)),
         shared,
@@ -54,6 +56,7 @@ pub(super) fn spawn<T: Transport>(
         sink,
         source,
         held: None,
+        room,
         unflushed: false,
         handed: false,
         state: State::Open,
@@ -100,6 +103,9 @@ pub(super) struct Driver<K: MessageSink, R: MessageSource> {
     runs: Runs,
     /// A message taken from the session that the sink was not ready for.
     held: Option<Bytes>,
+    /// The bounds on what waits to be sent, and what is paid for it from a listener's
+    /// budget.
+    room: Room,
     /// Messages were handed to the sink since its last flush.
     unflushed: bool,
     /// Messages were handed to the sink since the last [`Driver::flush`] (progress, for
@@ -180,7 +186,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let commands_left = self.take_commands(cx);
         let read = self.read(cx, reads);
         self.apply_outputs();
-        self.runs.poll_streams(&mut self.session);
+        let (held, queued) = (self.held_len(), self.queued());
+        let room = &mut self.room;
+        self.runs.poll_streams(&mut self.session, |transmit| {
+            room.check(transmit + held, queued)
+        });
         self.apply_outputs();
         if self.session.spares_unarmed() {
             let now = self.now();
@@ -189,7 +199,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let fired = self.poll_timer(cx);
         self.apply_outputs();
         self.hand_to_sink(cx);
-        let room = self.unsent() <= self.shared.settings.limits.max_unsent_bytes;
+        let queued = self.queued();
+        let room = self.room.check(self.unsent(), queued);
         let more_input = commands_left
             || match read {
                 Read::Drained => false,
@@ -296,13 +307,16 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     }
 
     /// Reads the messages the transport has ready, at most `budget`, unless too much is
-    /// waiting to be sent (a peer that does not read our answers stops being read).
+    /// waiting to be sent (a peer that does not read our answers stops being read), or
+    /// the listener's budget cannot pay for it (see `room.rs`).
     fn read(&mut self, cx: &mut Context<'_>, budget: usize) -> Read {
         if self.state != State::Open {
             return Read::Drained;
         }
+        // Reading writes nothing: what the sink holds stays as it is.
+        let queued = self.queued();
         for _ in 0..budget {
-            if self.unsent() > self.shared.settings.limits.max_unsent_bytes {
+            if !self.room.check(self.unsent(), queued) {
                 return Read::Backpressure;
             }
             let msg = match self.source.poll_recv(cx) {
@@ -559,12 +573,29 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Bytes waiting for the transport: in the session, and the one the sink refused.
     fn unsent(&self) -> usize {
-        self.session.transmit_bytes() + self.held.as_ref().map_or(0, Bytes::len)
+        self.session.transmit_bytes() + self.held_len()
     }
 
-    /// Gives back the reservations of outbound calls that finished, and publishes the
-    /// counts.
+    fn held_len(&self) -> usize {
+        self.held.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// What the sink holds, when a budget pays for it (asked only then: a WebSocket sink
+    /// takes a lock to tell).
+    fn queued(&self) -> usize {
+        if self.room.budgeted() {
+            self.sink.queued()
+        } else {
+            0
+        }
+    }
+
+    /// Gives back the reservations of outbound calls that finished and what is paid for
+    /// bytes written since, and publishes the counts.
     fn account(&mut self) {
+        if self.room.budgeted() {
+            self.room.settle(self.unsent() + self.sink.queued());
+        }
         let now = self.session.outbound_in_flight();
         let done = (self.taken + self.accounted).saturating_sub(now);
         self.shared.unreserve(done);
@@ -594,6 +625,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.runs.clear();
         self.held = None;
         while self.session.poll_transmit().is_some() {}
+        // What the sink still holds is dropped with it, right after.
+        self.room.settle(0);
         self.account();
         self.shared.finished.cancel();
     }

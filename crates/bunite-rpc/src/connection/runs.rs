@@ -288,9 +288,10 @@ impl Runs {
     }
 
     /// Polls the stream sources that have credit and something to say, each once. Stops
-    /// early while too much waits to be sent. A source that produced and may have more is
-    /// queued again ([`Runs::has_ready`]).
-    pub fn poll_streams(&mut self, session: &mut Session<Rt>) {
+    /// early while too much waits to be sent: `room` is asked with the session's unsent
+    /// bytes before each. A source that produced and may have more is queued again
+    /// ([`Runs::has_ready`]).
+    pub fn poll_streams(&mut self, session: &mut Session<Rt>, mut room: impl FnMut(usize) -> bool) {
         if self.ready.is_empty() && !self.wakes.any.load(Ordering::Acquire) {
             return;
         }
@@ -305,9 +306,8 @@ impl Runs {
                 }
             }
         }
-        let limit = self.shared.settings.limits.max_unsent_bytes;
         for _ in 0..self.ready.len() {
-            if session.transmit_bytes() > limit {
+            if !room(session.transmit_bytes()) {
                 break; // Retried once the transport has taken what is queued.
             }
             let Some(run) = self.ready.pop_front() else {

@@ -177,7 +177,8 @@ where
         self
     }
 
-    /// Draws the bytes of long inbound messages from `budget` (see the module docs).
+    /// Draws the bytes of long inbound messages from `budget`, and the connection pays what
+    /// waits to be sent beyond a free allowance from it too (see the module docs).
     pub fn with_budget(mut self, budget: ByteBudget) -> Self {
         self.budget = Some(budget);
         self
@@ -304,7 +305,7 @@ where
     }
 
     fn split(self) -> (ByteStreamSink<W>, ByteStreamSource<R>) {
-        let sink = ByteStreamSink::new(self.writer, self.slot.clone());
+        let sink = ByteStreamSink::new(self.writer, self.budget.clone(), self.slot.clone());
         let source = ByteStreamSource::new(
             self.reader,
             self.max_bytes,

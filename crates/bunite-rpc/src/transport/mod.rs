@@ -242,6 +242,24 @@ pub trait MessageSink: Send + Unpin + 'static {
     fn written(&self) -> u64 {
         0
     }
+
+    /// Bytes taken by [`start_send`](MessageSink::start_send) and not yet written out
+    /// (what the sink holds of the messages it took). A sink may leave out a small buffer of
+    /// its own (a few KiB); it must count every message it holds whole. The default, always
+    /// 0, is for a sink that holds nothing of its own (or under no
+    /// [`send_budget`](MessageSink::send_budget)).
+    fn queued(&self) -> usize {
+        0
+    }
+
+    /// The budget that bytes waiting to be sent on this connection are paid from: a
+    /// listener's [`ByteBudget`], the one its inbound messages draw from (see
+    /// [`budget`](budget#what-waits-to-be-sent)). The connection pays for what its session
+    /// and this sink hold beyond [`FREE_PER_CONNECTION`](budget::FREE_PER_CONNECTION), and
+    /// stops reading the peer while it cannot. The default is none.
+    fn send_budget(&self) -> Option<ByteBudget> {
+        None
+    }
 }
 
 /// A message transport that splits into its two halves.

@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::transport::{MessageSink, TransportError};
+use crate::transport::{ByteBudget, MessageSink, TransportError};
 
 /// Messages up to this size are copied, with their prefix, into the coalescing buffer;
 /// larger ones go out as their own slice.
@@ -44,11 +44,18 @@ pub struct ByteStreamSink<W> {
     closed: bool,
     /// Bytes written out so far ([`MessageSink::written`]).
     written: u64,
+    /// The listener's budget, which the connection pays what waits to be sent from
+    /// ([`MessageSink::send_budget`]).
+    budget: Option<ByteBudget>,
     _slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl<W: AsyncWrite + Unpin> ByteStreamSink<W> {
-    pub(super) fn new(writer: W, slot: Option<Arc<OwnedSemaphorePermit>>) -> Self {
+    pub(super) fn new(
+        writer: W,
+        budget: Option<ByteBudget>,
+        slot: Option<Arc<OwnedSemaphorePermit>>,
+    ) -> Self {
         ByteStreamSink {
             writer,
             queue: VecDeque::new(),
@@ -57,6 +64,7 @@ impl<W: AsyncWrite + Unpin> ByteStreamSink<W> {
             split: false,
             closed: false,
             written: 0,
+            budget,
             _slot: slot,
         }
     }
@@ -178,7 +186,16 @@ impl<W: AsyncWrite + Unpin + Send + 'static> MessageSink for ByteStreamSink<W> {
         }
         Poll::Ready(Ok(()))
     }
+
     fn written(&self) -> u64 {
         self.written
+    }
+
+    fn queued(&self) -> usize {
+        self.queued
+    }
+
+    fn send_budget(&self) -> Option<ByteBudget> {
+        self.budget.clone()
     }
 }

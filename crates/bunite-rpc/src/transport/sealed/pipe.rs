@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{Cipher, Key, OpenError, IV_LEN, OVERHEAD};
 use crate::transport::{
-    MaxBytes, MessageSink, MessageSource, Transport, TransportError, TransportInfo,
+    ByteBudget, MaxBytes, MessageSink, MessageSource, Transport, TransportError, TransportInfo,
 };
 
 /// How many accepted IVs a [`SealedSource`] remembers to refuse replays.
@@ -176,6 +176,14 @@ impl<S: MessageSink> MessageSink for SealedSink<S> {
 
     fn written(&self) -> u64 {
         self.inner.written()
+    }
+
+    fn queued(&self) -> usize {
+        self.inner.queued()
+    }
+
+    fn send_budget(&self) -> Option<ByteBudget> {
+        self.inner.send_budget()
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::keepalive::Due;
 use super::reframe::Header;
 use super::Shared;
-use crate::transport::{MessageSink, MessageSource, TransportError};
+use crate::transport::{ByteBudget, MessageSink, MessageSource, TransportError};
 use crate::transport::{LINGER, LINGER_BYTES, LINGER_QUIET};
 
 /// The protocol error for a text message (PROTOCOL §2).
@@ -115,6 +115,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
 
     fn written(&self) -> u64 {
         lock(&self.shared).ws.get_ref().written()
+    }
+
+    /// The long message not yet all on the socket (the one taken, or the one under way).
+    /// tungstenite's own write buffer, which holds short messages only and is written out
+    /// once it passes [`WRITE_BUFFER`](super::WRITE_BUFFER), is left out.
+    fn queued(&self) -> usize {
+        let taken = self.long.as_ref().map_or(0, Bytes::len);
+        taken + lock(&self.shared).ws.get_ref().long_left()
+    }
+
+    fn send_budget(&self) -> Option<ByteBudget> {
+        lock(&self.shared).ws.get_ref().budget().cloned()
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
@@ -343,9 +355,9 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    use super::super::WsTransport;
+    use super::super::{config, frame_bound, Metered, WsTransport};
     use super::lock;
-    use crate::transport::{MessageSink, MessageSinkExt, MessageSource, Transport};
+    use crate::transport::{ByteBudget, MessageSink, MessageSinkExt, MessageSource, Transport};
 
     /// An idle connection holds no read-ahead buffer once its messages are read and its
     /// source waits for the next one (it used to keep 8 KiB reserved for that read).
@@ -458,5 +470,53 @@ mod tests {
         }
         assert!(sink.flush().now_or_never().is_none());
         assert!(sink.written() > first, "{} after {first}", sink.written());
+    }
+
+    /// A long message counts as queued (`MessageSink::queued`, which a listener's
+    /// connection pays from its budget) from the moment the sink takes it until the peer
+    /// has taken its last byte; the budget it is paid from is the one the socket's reads
+    /// draw from (`MessageSink::send_budget`), and a socket without one tells none.
+    #[tokio::test]
+    async fn a_long_message_is_queued_until_the_peer_takes_it_and_paid_from_the_readers_budget() {
+        const MAX: usize = 1 << 20;
+        const LEN: usize = 64 * 1024;
+        let budget = ByteBudget::new(MAX);
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let metered = Metered::new(
+            ours,
+            Some(&budget),
+            None,
+            frame_bound(MAX),
+            false,
+            Role::Server,
+        );
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            metered,
+            Role::Server,
+            Some(config(MAX)),
+        )
+        .await;
+        let (mut sink, _source) = WsTransport::from_stream(ws, Role::Server, MAX, None).split();
+        let paid = sink.send_budget().unwrap().try_acquire(1000).unwrap();
+        assert_eq!(budget.available(), MAX - 1000);
+        drop(paid);
+
+        assert_eq!(sink.queued(), 0);
+        sink.feed(vec![7u8; LEN].into()).await.unwrap();
+        assert_eq!(sink.queued(), LEN);
+        assert!(sink.flush().now_or_never().is_none(), "the pipe is full");
+        // The rest of the frame, its 10-byte header included, is still queued.
+        let left = sink.queued();
+        assert!(left > 0 && left < LEN, "{left}");
+        assert_eq!(left as u64 + sink.written(), LEN as u64 + 10);
+        let mut frame = vec![0u8; LEN + 10];
+        let (read, flushed) = tokio::join!(peer.read_exact(&mut frame), sink.flush());
+        read.unwrap();
+        flushed.unwrap();
+        assert_eq!(sink.queued(), 0);
+
+        let (ours, _peer) = tokio::io::duplex(4096);
+        let plain = WsTransport::from_raw_socket(ours, Role::Server, MAX).await;
+        assert!(plain.split().0.send_budget().is_none());
     }
 }

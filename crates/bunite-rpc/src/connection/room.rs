@@ -1,0 +1,152 @@
+//! Room to send: whether the driver may read more from the peer (or produce more stream
+//! values) given what waits to be written. Two bounds: the connection's own
+//! [`Limits::max_unsent_bytes`](crate::Limits::max_unsent_bytes), and, on a listener's
+//! connection, its [`ByteBudget`] across connections: what waits beyond
+//! [`FREE_PER_CONNECTION`] is paid from it, and reading stops while it cannot be. So peers
+//! that never read our answers hold at most the budget between them, plus a free allowance
+//! and the answers of handlers already running each, instead of `max_unsent_bytes` each.
+//!
+//! Paying never waits: bytes that wait to be written are already held, whether or not the
+//! budget can pay for them, so a connection that cannot pay stops reading and goes on
+//! writing; each write that makes progress wakes it to try again, and what it no longer
+//! needs goes back at once ([`Room::settle`]). Nothing here holds a runtime type.
+
+use crate::transport::budget::FREE_PER_CONNECTION;
+use crate::transport::{BudgetPermit, ByteBudget};
+
+/// The bounds on what waits to be sent, and what is paid for it.
+#[derive(Debug)]
+pub(super) struct Room {
+    max_unsent: usize,
+    paid: Option<Paid>,
+}
+
+#[derive(Debug)]
+struct Paid {
+    budget: ByteBudget,
+    permit: BudgetPermit,
+}
+
+impl Room {
+    pub(super) fn new(max_unsent: usize, budget: Option<ByteBudget>) -> Self {
+        Room {
+            max_unsent,
+            paid: budget.map(|budget| Paid {
+                budget,
+                permit: BudgetPermit::default(),
+            }),
+        }
+    }
+
+    /// Whether what waits to be sent is paid from a budget, so that the sink's
+    /// [`queued`](crate::transport::MessageSink::queued) bytes matter.
+    pub(super) fn budgeted(&self) -> bool {
+        self.paid.is_some()
+    }
+
+    /// Whether there is room for more: `unsent` bytes (the session's encoded frames and a
+    /// message the sink refused) are within `max_unsent_bytes`, and those plus the sink's
+    /// `queued` bytes are paid for beyond the free allowance. Pays what it lacks now if
+    /// the budget has it, all at once; never waits.
+    pub(super) fn check(&mut self, unsent: usize, queued: usize) -> bool {
+        if unsent > self.max_unsent {
+            return false;
+        }
+        let Some(paid) = &mut self.paid else {
+            return true;
+        };
+        let owed = (unsent + queued).saturating_sub(FREE_PER_CONNECTION);
+        let lacking = owed.saturating_sub(paid.permit.bytes());
+        if lacking == 0 {
+            return true;
+        }
+        match paid.budget.try_acquire(lacking) {
+            Some(more) => {
+                paid.permit.merge(more);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives back what is paid beyond what `waiting` bytes need now.
+    pub(super) fn settle(&mut self, waiting: usize) {
+        if let Some(paid) = &mut self.paid {
+            let owed = waiting.saturating_sub(FREE_PER_CONNECTION);
+            paid.permit
+                .release(paid.permit.bytes().saturating_sub(owed));
+        }
+    }
+
+    /// Bytes paid from the budget now.
+    #[cfg(test)]
+    fn paid(&self) -> usize {
+        self.paid.as_ref().map_or(0, |p| p.permit.bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FREE: usize = FREE_PER_CONNECTION;
+
+    #[test]
+    fn without_a_budget_only_the_unsent_limit_counts() {
+        let mut room = Room::new(100, None);
+        assert!(!room.budgeted());
+        assert!(room.check(100, 1 << 30));
+        assert!(!room.check(101, 0));
+    }
+
+    #[test]
+    fn what_waits_beyond_the_allowance_is_paid_and_given_back_as_it_is_written() {
+        let budget = ByteBudget::new(100_000);
+        let mut room = Room::new(1 << 20, Some(budget.clone()));
+        assert!(room.budgeted());
+        assert!(room.check(FREE, 0));
+        assert_eq!(room.paid(), 0);
+        // The sink's bytes count as the session's do.
+        assert!(room.check(FREE, 30_000));
+        assert_eq!((room.paid(), budget.available()), (30_000, 70_000));
+        // Paying again for what is paid takes nothing more.
+        assert!(room.check(FREE + 10_000, 20_000));
+        assert_eq!(budget.available(), 70_000);
+        room.settle(FREE + 5_000);
+        assert_eq!((room.paid(), budget.available()), (5_000, 95_000));
+        room.settle(0);
+        assert_eq!((room.paid(), budget.available()), (0, 100_000));
+    }
+
+    #[test]
+    fn what_the_budget_cannot_pay_stops_reading_and_keeps_what_is_paid() {
+        let budget = ByteBudget::new(100_000);
+        let other = budget.try_acquire(60_000).unwrap();
+        let mut room = Room::new(1 << 20, Some(budget.clone()));
+        assert!(room.check(FREE + 40_000, 0));
+        // 41,000 beyond the allowance, 1,000 lacking, none available: no room, and the
+        // 40,000 already paid stay paid (those bytes are still held).
+        assert!(!room.check(FREE + 41_000, 0));
+        assert_eq!((room.paid(), budget.available()), (40_000, 0));
+        drop(other);
+        assert!(room.check(FREE + 41_000, 0));
+        assert_eq!(budget.available(), 59_000);
+        // More than the whole budget is never paid; writing it out makes room again.
+        assert!(!room.check(FREE + 200_000, 0));
+        room.settle(0);
+        assert!(room.check(FREE, 0));
+        assert_eq!(budget.available(), 100_000);
+        // The unsent limit still holds on its own.
+        let mut tight = Room::new(10, Some(budget));
+        assert!(!tight.check(11, 0));
+    }
+
+    #[test]
+    fn dropping_the_room_gives_everything_back() {
+        let budget = ByteBudget::new(100_000);
+        let mut room = Room::new(1 << 20, Some(budget.clone()));
+        assert!(room.check(FREE + 50_000, 0));
+        drop(room);
+        assert_eq!(budget.available(), 100_000);
+    }
+}

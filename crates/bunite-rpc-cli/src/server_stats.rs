@@ -5,12 +5,12 @@
 //! Each line read on stdin is answered with one line on stdout:
 //!
 //! ```text
-//! stats connections=N tasks=N handlers=N streams=N runtime_tasks=N
+//! stats connections=N tasks=N handlers=N streams=N unsent=N runtime_tasks=N
 //! ```
 //!
 //! `connections` counts the connections not yet finished (still open, or closed with a task
-//! still running); `tasks`, `handlers` and `streams` sum their [`Stats`] (`tasks`,
-//! `active_calls`, `server_streams`); `runtime_tasks` is every task alive in the server's
+//! still running); `tasks`, `handlers`, `streams` and `unsent` sum their [`Stats`] (`tasks`,
+//! `active_calls`, `server_streams`, `unsent_bytes`); `runtime_tasks` is every task alive in the server's
 //! runtime (listeners, handshakes, lingering closes included).
 
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,8 @@ pub struct Counts {
     pub handlers: usize,
     /// Streams served.
     pub streams: usize,
+    /// Bytes encoded and not yet handed to the transport.
+    pub unsent: usize,
 }
 
 fn finished(c: &Connection) -> bool {
@@ -70,8 +72,10 @@ impl Registry {
                 tasks,
                 active_calls,
                 server_streams,
+                unsent_bytes,
                 ..
             } = c.stats();
+            counts.unsent += unsent_bytes;
             counts.tasks += tasks;
             counts.handlers += active_calls;
             counts.streams += server_streams;
@@ -90,11 +94,12 @@ pub async fn answer_stdin(registry: Arc<Registry>) {
             .metrics()
             .num_alive_tasks();
         let line = format!(
-            "stats connections={} tasks={} handlers={} streams={} runtime_tasks={runtime}{}\n",
+            "stats connections={} tasks={} handlers={} streams={} unsent={} runtime_tasks={runtime}{}\n",
             c.connections,
             c.tasks,
             c.handlers,
             c.streams,
+            c.unsent,
             heap()
         );
         if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {

@@ -61,29 +61,14 @@ async fn server_and_raw_within(
         read_frame(&mut raw, &mut dec).await,
         Frame::Hello(_)
     ));
-    let boot = call(
-        0,
-        1,
-        "bootstrap",
-        Record::new().with("name", "test.counter").into(),
-    );
-    write_frame(&mut raw, &mut enc, &boot).await;
-    let cap = match read_frame(&mut raw, &mut dec).await {
-        Frame::Result(ResultFrame {
-            outcome: Ok(Value::CapRef(id)),
-            ..
-        }) => id,
-        other => panic!("{other:?}"),
+    let mut raw = Raw {
+        io: raw,
+        enc,
+        dec,
+        cap: CapId(0),
     };
-    (
-        server,
-        Raw {
-            io: raw,
-            enc,
-            dec,
-            cap,
-        },
-    )
+    raw.cap = raw.bootstrap(1, "test.counter").await;
+    (server, raw)
 }
 
 /// The raw client: its end of the pipe, its codec (stateful: both ends know the record
@@ -96,6 +81,19 @@ struct Raw {
 }
 
 impl Raw {
+    /// Bootstraps `name` with call id `id`; its cap-id.
+    async fn bootstrap(&mut self, id: u64, name: &str) -> CapId {
+        let boot = call(0, id, "bootstrap", Record::new().with("name", name).into());
+        write_frame(&mut self.io, &mut self.enc, &boot).await;
+        match read_frame(&mut self.io, &mut self.dec).await {
+            Frame::Result(ResultFrame {
+                outcome: Ok(Value::CapRef(id)),
+                ..
+            }) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Sends `CALLS` echo calls of `RESULT` bytes each, whose results fill far more than
     /// the pipe.
     async fn send_echoes(&mut self) {
@@ -258,25 +256,56 @@ fn calls_pending_on_a_stalled_write_fail_saying_the_peer_stopped_reading() {
 
 /// Peers that send calls and never read the answers hold at most the listener's budget
 /// between them (plus a free allowance and an answer each), not `max_unsent_bytes` each:
-/// the server stops reading them once it cannot pay, so their own writes stop. Small calls
-/// on another connection under the same budget are still answered; a peer that reads again
-/// gets every answer; everything paid goes back when the connections close.
+/// the server stops reading them once it cannot pay, so their own writes stop. Here the
+/// calls are as long as their answers (64 KiB echoes), so they arrive one at a time.
 #[test]
 fn peers_that_never_read_hold_no_more_than_the_budget_between_them() {
+    never_reading_peers("echo", Value::Bin(vec![7; RESULT]), 32);
+}
+
+/// As above with short calls for long answers, many arriving in one read: each answer is
+/// counted before the next call is read (when they were run after the whole read, one
+/// pass of 16 calls queued 1 MiB of answers unpaid).
+#[test]
+fn short_calls_for_long_answers_are_counted_one_by_one() {
+    never_reading_peers("big", Value::Null, 256);
+}
+
+/// `test.big`'s one method, `big`: an answer of `RESULT` bytes, at once.
+fn big_cap() -> (
+    std::sync::Arc<bunite_rpc::CapDef>,
+    std::sync::Arc<dyn bunite_rpc::CapImpl>,
+) {
+    let def = bunite_rpc::CapDef::builder("test.big")
+        .method(bunite_rpc::MethodDef::call("big"))
+        .build();
+    let imp = bunite_rpc::dynamic::DynCap::new()
+        .call("big", |_, _| async move { Ok(Value::Bin(vec![7; RESULT])) })
+        .build();
+    (def, imp)
+}
+
+/// Three peers call `method` `many` times each (`2 MiB` of answers or more a peer, eight
+/// times the budget) and never read; then small calls on another connection under the same
+/// budget are still answered (they need none of it), one peer reads again and gets every
+/// answer, and everything paid goes back once the connections close.
+fn never_reading_peers(method: &'static str, args: Value, many: u64) {
     const BUDGET: usize = 256 * 1024;
-    /// 2 MiB of answers a peer, eight times the budget.
-    const MANY: u64 = 32;
     const PEERS: usize = 3;
-    run_paused(async {
+    run_paused(async move {
         let budget = ByteBudget::new(BUDGET);
         let mut peers = Vec::new();
         for _ in 0..PEERS {
-            let (server, raw) = server_and_raw_within(None, Some(&budget)).await;
+            let (server, mut raw) = server_and_raw_within(None, Some(&budget)).await;
+            let (def, imp) = big_cap();
+            server.serve(def, imp).await.unwrap().detach();
+            let big = raw.bootstrap(2, "test.big").await;
+            let target = if method == "big" { big } else { raw.cap };
             let (rd, mut wr) = tokio::io::split(raw.io);
-            let (mut enc, cap) = (raw.enc, raw.cap);
+            let (mut enc, args) = (raw.enc, args.clone());
             let writer = tokio::spawn(async move {
-                for id in 2..2 + MANY {
-                    let frame = call(cap.0, id, "echo", Value::Bin(vec![7; RESULT]));
+                for id in 3..3 + many {
+                    let frame = call(target.0, id, method, args.clone());
                     write_frame(&mut wr, &mut enc, &frame).await;
                 }
                 wr
@@ -313,7 +342,7 @@ fn peers_that_never_read_hold_no_more_than_the_budget_between_them() {
 
         // The first peer reads again: every answer comes, and its calls are all read.
         let (server, mut rd, mut dec, writer) = peers.remove(0);
-        for id in 2..2 + MANY {
+        for id in 3..3 + many {
             match read_frame(&mut rd, &mut dec).await {
                 Frame::Result(r) => {
                     assert_eq!(r.id, CallId(id));

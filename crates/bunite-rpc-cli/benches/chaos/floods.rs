@@ -320,13 +320,23 @@ pub async fn unread(
         ),
         "",
         format!(
-            "peak RSS {} above the {} before (RSS {} while held; {} handlers running)",
+            "peak RSS {} above the {} before (RSS {} while held; {} handlers running, {} unsent)",
             mib(peak.saturating_sub(rss0)),
             mib(rss0),
             mib(held),
-            counts.handlers
+            counts.handlers,
+            mib(counts.unsent as u64)
         ),
         None,
+    );
+    // What waits to be sent is paid from the listener's budget beyond a free allowance,
+    // and reading stops when it cannot be: at most one answer more a connection.
+    let bound = RECEIVE_BUDGET + plan.unread as u64 * (16 + 256 + 4) * 1024;
+    report.row(
+        "never-read callers: answers waiting to be sent",
+        &format!("<= budget + 276 KiB a caller ({})", mib(bound)),
+        mib(counts.unsent as u64),
+        Some(counts.unsent as u64 <= bound),
     );
     side_row(report, "never-read callers", &lat);
     let rss = after(server, report, plan, "never-read callers", baseline).await;

@@ -20,6 +20,8 @@ pub struct Counts {
     pub tasks: usize,
     pub handlers: usize,
     pub streams: usize,
+    /// Bytes encoded and not yet handed to the transports.
+    pub unsent: usize,
     pub runtime_tasks: usize,
     /// The allocator's figures, when the binary keeps them (feature `jemalloc-stats`);
     /// zeros otherwise.
@@ -130,6 +132,7 @@ impl Server {
                     "tasks" => c.tasks = v,
                     "handlers" => c.handlers = v,
                     "streams" => c.streams = v,
+                    "unsent" => c.unsent = v,
                     "runtime_tasks" => c.runtime_tasks = v,
                     "heap_allocated" => c.heap.allocated = v,
                     "heap_active" => c.heap.active = v,

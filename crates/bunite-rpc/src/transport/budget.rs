@@ -11,7 +11,7 @@
 //! | [`max_handshakes`](ListenerConfig::max_handshakes) | 256 | WebSocket handshakes in progress. A flood of sockets that never finish their handshake holds at most this many, each for at most `handshake_timeout`. |
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
-//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. Read buffers a connection keeps between messages beyond that allowance are paid from it too, and yield to a message that waits (below). |
+//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. Read buffers a connection keeps between messages beyond that allowance are paid from it too, and yield to a message that waits (below); so are the answers waiting to be sent, beyond another such allowance, and a connection that cannot pay for them stops reading its peer (below). |
 //! | [`receive_deadline`](ListenerConfig::receive_deadline) | 30 s + 1 s per 256 KiB | How long one message may take to arrive once it has started: [`ReceiveDeadline`]'s grace plus a second per `min_rate` bytes of its length (a maximal message: 4 min 46 s). A long message holds its size of the budget until its last byte, so a peer that stalls or trickles inside one would hold it for as long as it keeps the socket open. Past it the connection gets a goaway `deadline_exceeded` and closes. Time waiting for the budget does not count. |
 //! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
@@ -44,8 +44,22 @@
 //! maximal messages arriving at once each took a share and waited for more, until their
 //! peers were dropped for missed pongs.)
 //!
-//! The connection core can charge its own unsent bytes to the same budget: take a permit
-//! when a frame is queued and drop it once the frame is written.
+//! # What waits to be sent
+//!
+//! A listener's connection pays from the same budget for what waits to be written to its
+//! peer beyond [`FREE_PER_CONNECTION`]: the frames its session has encoded and its sink
+//! holds ([`MessageSink::send_budget`](super::MessageSink::send_budget),
+//! [`MessageSink::queued`](super::MessageSink::queued)). Paying never waits (the bytes are
+//! already held): while the budget cannot pay, the connection stops reading its peer, as
+//! it does past [`Limits::max_unsent_bytes`](crate::Limits::max_unsent_bytes), goes on
+//! writing, and gives back what it paid as the peer takes it. So peers that send calls and
+//! never read the answers hold at most the budget between them, plus a free allowance and
+//! one answer each, and the answers of handlers still running when reading stopped
+//! (handlers that complete at once are counted before the next call is read), until
+//! [`Limits::write_stall_timeout`](crate::Limits::write_stall_timeout) lets them go; before,
+//! each could hold `max_unsent_bytes` (20 such peers held 1.3 GiB, `docs/RELIABILITY.md`).
+//! While they do, small calls on other connections go on as before; a long message on
+//! another connection waits for its turn, as it waits for long messages being received.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,7 +91,8 @@ pub struct ListenerConfig {
     /// value (`Connection::builder().limits(..)`), or a peer that trusts the hello sends
     /// messages the listener refuses.
     pub max_bytes: usize,
-    /// Bytes of messages being received across all connections.
+    /// Bytes of messages being received across all connections, and of answers waiting to
+    /// be sent (see [What waits to be sent](self#what-waits-to-be-sent)).
     pub receive_budget: ByteBudget,
     /// How long a message may take to arrive once it has started (`None`: as long as the
     /// peer likes).

@@ -271,6 +271,67 @@ fn short_calls_for_long_answers_are_counted_one_by_one() {
     never_reading_peers("big", Value::Null, 256);
 }
 
+/// A connection that cannot pay for its answer (the budget is spent elsewhere) stops
+/// reading, and reads again once the answer is written, even when the write completes at
+/// once (no waker is left registered then: reading had stopped before the source was
+/// polled, and the sink took everything). Here the pipe holds the whole answer.
+#[test]
+fn a_connection_that_could_not_pay_reads_again_once_its_answer_is_written() {
+    run_paused(async {
+        let budget = ByteBudget::new(1 << 20);
+        let spent = budget.try_acquire(1 << 20).unwrap();
+        let (a, raw) = tokio::io::duplex(4 * RESULT);
+        let (ar, aw) = tokio::io::split(a);
+        let server = Connection::new(ByteStream::new(ar, aw).with_budget(budget.clone()));
+        track(&server);
+        serve_counter(&server).await;
+        let (def, imp) = big_cap();
+        server.serve(def, imp).await.unwrap().detach();
+        let mut raw = Raw {
+            io: raw,
+            enc: Encoder::new(),
+            dec: Decoder::new(Default::default()),
+            cap: CapId(0),
+        };
+        write_frame(&mut raw.io, &mut raw.enc, &Frame::Hello(hello())).await;
+        assert!(matches!(
+            read_frame(&mut raw.io, &mut raw.dec).await,
+            Frame::Hello(_)
+        ));
+        let counter = raw.bootstrap(1, "test.counter").await;
+        let big = raw.bootstrap(2, "test.big").await;
+        let frame = call(big.0, 3, "big", Value::Null);
+        write_frame(&mut raw.io, &mut raw.enc, &frame).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let frame = call(counter.0, 4, "get", Value::Null);
+        write_frame(&mut raw.io, &mut raw.enc, &frame).await;
+        let start = Instant::now();
+        for id in [3, 4] {
+            let got = timeout(
+                Duration::from_secs(5),
+                read_frame(&mut raw.io, &mut raw.dec),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("call {id} unanswered: {:?}", server.stats()));
+            assert!(
+                matches!(&got, Frame::Result(r) if r.id == CallId(id) && r.outcome.is_ok()),
+                "{got:?}"
+            );
+        }
+        // Nothing waits on a timer here: a connection that stalled would be woken only by
+        // one of its timers, seconds later (time is paused and jumps to it).
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(50), "answered after {took:?}");
+        drop(spent);
+        drop(raw);
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .unwrap();
+        assert!(server.stats().is_idle(), "{:?}", server.stats());
+        assert_eq!(budget.available(), 1 << 20);
+    });
+}
+
 /// `test.big`'s one method, `big`: an answer of `RESULT` bytes, at once.
 fn big_cap() -> (
     std::sync::Arc<bunite_rpc::CapDef>,

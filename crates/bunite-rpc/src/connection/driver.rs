@@ -186,9 +186,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let commands_left = self.take_commands(cx);
         let read = self.read(cx, reads);
         self.apply_outputs();
-        let (held, queued) = (self.held_len(), self.queued());
-        let room = &mut self.room;
+        let held = self.held_len();
+        let (room, sink) = (&mut self.room, &self.sink);
+        let mut queued = None;
         self.runs.poll_streams(&mut self.session, |transmit| {
+            let queued = *queued.get_or_insert_with(|| queued_in(room, sink));
             room.check(transmit + held, queued)
         });
         self.apply_outputs();
@@ -199,8 +201,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let fired = self.poll_timer(cx);
         self.apply_outputs();
         self.hand_to_sink(cx);
-        let queued = self.queued();
-        let room = self.room.check(self.unsent(), queued);
+        let room = self.has_room();
         let more_input = commands_left
             || match read {
                 Read::Drained => false,
@@ -212,7 +213,13 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             self.flush(cx);
         }
         self.account();
-        more_input || fired || more_values || self.state != state
+        // A flush that completed leaves no waker behind, and reading may have stopped
+        // before the source was polled: if the write made the room that was lacking (what
+        // the sink held could not be paid for), go on now rather than at the next wake-up.
+        let made_room = !room
+            && (matches!(read, Read::Backpressure) || self.runs.has_ready())
+            && self.has_room();
+        more_input || fired || more_values || made_room || self.state != state
     }
 
     /// The time, read once per pass (every message and command of a pass sees the same
@@ -585,21 +592,22 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.held.as_ref().map_or(0, Bytes::len)
     }
 
-    /// What the sink holds, when a budget pays for it (asked only then: a WebSocket sink
-    /// takes a lock to tell).
+    /// What the sink holds, when a budget pays for it.
     fn queued(&self) -> usize {
-        if self.room.budgeted() {
-            self.sink.queued()
-        } else {
-            0
-        }
+        queued_in(&self.room, &self.sink)
+    }
+
+    /// Whether there is room to send more now (see [`Room::check`]); pays for what waits.
+    fn has_room(&mut self) -> bool {
+        let queued = self.queued();
+        self.room.check(self.unsent(), queued)
     }
 
     /// Gives back the reservations of outbound calls that finished and what is paid for
     /// bytes written since, and publishes the counts.
     fn account(&mut self) {
         if self.room.budgeted() {
-            self.room.settle(self.unsent() + self.sink.queued());
+            self.room.settle(self.unsent() + self.queued());
         }
         let now = self.session.outbound_in_flight();
         let done = (self.taken + self.accounted).saturating_sub(now);
@@ -634,6 +642,16 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.room.settle(0);
         self.account();
         self.shared.finished.cancel();
+    }
+}
+
+/// What `sink` holds, when `room` pays for it from a budget (asked only then: a WebSocket
+/// sink takes a lock to tell).
+fn queued_in(room: &Room, sink: &impl MessageSink) -> usize {
+    if room.budgeted() {
+        sink.queued()
+    } else {
+        0
     }
 }
 

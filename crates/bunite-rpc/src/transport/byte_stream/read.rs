@@ -187,9 +187,22 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             return Poll::Ready(Ok(ask));
         };
         let total = PREFIX + len;
+        // The whole message beyond the free allowance, all or nothing.
+        let charge = total.saturating_sub(FREE_PER_CONNECTION);
+        let held = self.permit.bytes();
+        if held > 0 && held < charge {
+            // What the last message drew, kept for its buffer, and what this one lacks
+            // now; else wait holding nothing.
+            match self
+                .budget
+                .as_ref()
+                .and_then(|w| w.try_acquire(charge - held))
+            {
+                Some(more) => self.permit.merge(more),
+                None => self.hold_nothing_while_waiting(),
+            }
+        }
         if let Some(waiter) = &mut self.budget {
-            // The whole message beyond the free allowance, all or nothing.
-            let charge = total.saturating_sub(FREE_PER_CONNECTION);
             if waiter.poll_hold(cx, &mut self.permit, charge)?.is_pending() {
                 // Waiting for the budget is not the peer's time; what this connection
                 // keeps only to spare allocations goes first.
@@ -281,6 +294,24 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         } else if self.buf.is_empty() {
             self.let_buffer_go();
         }
+    }
+
+    /// About to wait for the budget: hold nothing of it meanwhile, so that two connections
+    /// never each hold part of it while they wait for more. (What a long message drew,
+    /// kept for its buffer while the start of the next one was in it, waited for the rest
+    /// of the next one's charge: two such connections, and answers waiting to be sent
+    /// paid from the same budget, waited on each other for good.) What has arrived of the
+    /// next message, at most a read's slack, moves to a buffer of its own within the free
+    /// allowance, and the large one goes.
+    fn hold_nothing_while_waiting(&mut self) {
+        if self.buf.len() + READ_CHUNK > FREE_PER_CONNECTION {
+            return;
+        }
+        let mut small = BytesMut::with_capacity(self.buf.len() + READ_CHUNK);
+        small.extend_from_slice(&self.buf);
+        self.buf = small;
+        self.alloc = self.buf.capacity();
+        self.permit = BudgetPermit::default();
     }
 
     /// Holds no read buffer, and nothing of the budget for one.

@@ -1,0 +1,262 @@
+//! Answers waiting to be sent under a listener's budget (`transport::budget`, "What waits
+//! to be sent"), as a property: whatever the budget, the pipe, the sizes and the way the
+//! peers read (late, slowly, in small pieces), every answer arrives, in order, and once
+//! the connections close the budget is whole and nothing is left. Connections that cannot
+//! pay stop reading; this checks that they always read again (a lost wake-up would leave a
+//! peer waiting until the write-stall limit cut it off, and its answers would be missing).
+//! Over the byte stream on in-memory pipes, with paused time.
+#![cfg(feature = "byte-stream")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::transport::byte_stream::ByteStream;
+use bunite_rpc::transport::ByteBudget;
+use bunite_rpc::wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Hello, Text};
+use bunite_rpc::{CapDef, Connection, Limits, MethodDef, Record, Value};
+use common::*;
+use proptest::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+/// One call: `sized {n}` (a short call for an answer of `n` bytes) or `echo` of `n` bytes
+/// (a call as long as its answer).
+#[derive(Debug, Clone)]
+struct Ask {
+    echo: bool,
+    n: usize,
+}
+
+/// One peer: its calls, and how it reads: after `start_ms`, `chunk` bytes a read with
+/// `pause_ms` between reads.
+#[derive(Debug, Clone)]
+struct Peer {
+    asks: Vec<Ask>,
+    start_ms: u64,
+    chunk: usize,
+    pause_ms: u64,
+}
+
+fn ask() -> impl Strategy<Value = Ask> {
+    (any::<bool>(), 0usize..=150_000).prop_map(|(echo, n)| Ask { echo, n })
+}
+
+fn peer() -> impl Strategy<Value = Peer> {
+    (
+        proptest::collection::vec(ask(), 1..16),
+        0u64..=200,
+        prop_oneof![Just(512usize), Just(4096), Just(65_536)],
+        0u64..=3,
+    )
+        .prop_map(|(asks, start_ms, chunk, pause_ms)| Peer {
+            asks,
+            start_ms,
+            chunk,
+            pause_ms,
+        })
+}
+
+fn sized_cap() -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
+    let def = CapDef::builder("test.sized")
+        .method(MethodDef::call("sized"))
+        .method(MethodDef::call("echo"))
+        .build();
+    let imp = DynCap::new()
+        .call("sized", |args: Value, _| {
+            let n = args
+                .as_record()
+                .and_then(|r| r.get("n"))
+                .and_then(Value::as_integer)
+                .unwrap_or(0) as usize;
+            async move { Ok(Value::Bin(vec![5; n])) }
+        })
+        .call("echo", |args, _| async move { Ok(args) })
+        .build();
+    (def, imp)
+}
+
+fn frame_bytes(enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
+    let body = enc.encode_to_vec(&frame.to_value());
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Takes one whole frame off the front of `buf`, if there is one.
+fn take_frame(buf: &mut Vec<u8>, dec: &mut Decoder) -> Option<Frame> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    let body = buf.get(4..4 + len)?.to_vec();
+    buf.drain(..4 + len);
+    Some(dec.decode_frame(&body).expect("valid frame"))
+}
+
+fn call(target: CapId, id: u64, method: &str, args: Value) -> Frame {
+    Frame::Call(Call {
+        id: CallId(id),
+        target,
+        method: Text::copy_from(method),
+        args,
+        meta: None,
+    })
+}
+
+/// Runs `peers` against servers under one budget of `budget` bytes, over pipes of `pipe`
+/// bytes, each server with `max_unsent` as its own bound.
+async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, peers: Vec<Peer>) {
+    let budget = ByteBudget::new(budget);
+    let limits = Limits {
+        max_unsent_bytes: max_unsent,
+        ..Limits::default()
+    };
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        let (a, b) = tokio::io::duplex(pipe);
+        let (ar, aw) = tokio::io::split(a);
+        let (def, imp) = sized_cap();
+        let server = Connection::builder()
+            .limits(limits.clone())
+            .serve(def, imp)
+            .connect(ByteStream::new(ar, aw).with_budget(budget.clone()));
+        track(&server);
+        servers.push(server);
+        clients.push(tokio::spawn(async move {
+            let (mut rd, mut wr) = tokio::io::split(b);
+            let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Default::default()));
+            let hello = Frame::Hello(Hello {
+                v: 1,
+                mode: "native".into(),
+                features: vec![],
+                max_bytes: 64 << 20,
+                origin: String::new(),
+            });
+            let boot = call(
+                CapId(0),
+                1,
+                "bootstrap",
+                Record::new().with("name", "test.sized").into(),
+            );
+            let mut out = frame_bytes(&mut enc, &hello);
+            out.extend(frame_bytes(&mut enc, &boot));
+            wr.write_all(&out).await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 4096];
+            let cap = loop {
+                let n = rd.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "peer {i}: the server closed before the bootstrap");
+                buf.extend_from_slice(&chunk[..n]);
+                match take_frame(&mut buf, &mut dec) {
+                    Some(Frame::Result(r)) => match r.outcome {
+                        Ok(Value::CapRef(cap)) => break cap,
+                        other => panic!("peer {i}: bootstrap {other:?}"),
+                    },
+                    Some(_) | None => continue,
+                }
+            };
+            let asks = peer.asks.clone();
+            let writer = tokio::spawn(async move {
+                for (k, a) in asks.iter().enumerate() {
+                    let id = 2 + k as u64;
+                    let frame = if a.echo {
+                        call(cap, id, "echo", Value::Bin(vec![7; a.n]))
+                    } else {
+                        let args = Record::new().with("n", a.n as i64).into();
+                        call(cap, id, "sized", args)
+                    };
+                    let bytes = frame_bytes(&mut enc, &frame);
+                    wr.write_all(&bytes).await.unwrap();
+                }
+                wr
+            });
+            tokio::time::sleep(Duration::from_millis(peer.start_ms)).await;
+            let mut chunk = vec![0u8; peer.chunk];
+            for (k, a) in peer.asks.iter().enumerate() {
+                let id = 2 + k as u64;
+                let frame = loop {
+                    if let Some(frame) = take_frame(&mut buf, &mut dec) {
+                        break frame;
+                    }
+                    if peer.pause_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(peer.pause_ms)).await;
+                    }
+                    let n = rd.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "peer {i}: the connection ended before answer {id}");
+                    buf.extend_from_slice(&chunk[..n]);
+                };
+                match frame {
+                    Frame::Result(r) => {
+                        assert_eq!(r.id, CallId(id), "peer {i}");
+                        let fill = if a.echo { 7 } else { 5 };
+                        assert_eq!(r.outcome, Ok(Value::Bin(vec![fill; a.n])), "peer {i}");
+                    }
+                    other => panic!("peer {i}: {other:?}"),
+                }
+            }
+            let wr = writer.await.unwrap();
+            drop(rd.unsplit(wr));
+        }));
+    }
+    for client in clients {
+        timeout(Duration::from_secs(600), client)
+            .await
+            .expect("every answer arrives")
+            .unwrap();
+    }
+    for server in &servers {
+        timeout(Duration::from_secs(10), server.closed())
+            .await
+            .expect("a connection whose peer is gone closes");
+        assert!(server.stats().is_idle(), "{:?}", server.stats());
+    }
+    assert_eq!(budget.available(), budget.limit());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn every_answer_arrives_under_any_budget_and_the_budget_comes_back_whole(
+        budget_kib in 160usize..=1024,
+        pipe in prop_oneof![Just(1024usize), Just(4096), Just(16_384), Just(65_536), Just(262_144)],
+        small_unsent in any::<bool>(),
+        peers in proptest::collection::vec(peer(), 1..=3),
+    ) {
+        let max_unsent = if small_unsent { 64 * 1024 } else { 64 << 20 };
+        run_paused(run_peers(budget_kib * 1024, pipe, max_unsent, peers));
+    }
+}
+
+/// The case the property found: two connections, each reading the start of a long message
+/// while the last one's buffer was still paid for, each held part of the budget and waited
+/// for the rest, with the answers to their earlier messages paid from it too. They waited
+/// for good (the byte stream now holds nothing of the budget while it waits).
+#[test]
+fn two_connections_holding_part_of_the_budget_do_not_wait_on_each_other() {
+    let echo = |n| Ask { echo: true, n };
+    let peers = vec![
+        Peer {
+            asks: vec![echo(86_432), echo(88_481)],
+            start_ms: 0,
+            chunk: 512,
+            pause_ms: 2,
+        },
+        Peer {
+            asks: vec![
+                echo(962),
+                Ask {
+                    echo: false,
+                    n: 41_567,
+                },
+                echo(108_069),
+            ],
+            start_ms: 1,
+            chunk: 512,
+            pause_ms: 0,
+        },
+    ];
+    run_paused(run_peers(160 * 1024, 1024, 64 << 20, peers));
+}

@@ -260,3 +260,54 @@ fn two_connections_holding_part_of_the_budget_do_not_wait_on_each_other() {
     ];
     run_paused(run_peers(160 * 1024, 1024, 64 << 20, peers));
 }
+
+/// The second case it found: the start of the next message, read within the free
+/// allowance (16,383 bytes of it), was too long for the buffer the first fix moved it to,
+/// so the connection kept what the last long message drew and waited for one byte more.
+#[test]
+fn a_connection_with_the_start_of_a_long_message_waits_holding_nothing() {
+    let echo = |n| Ask { echo: true, n };
+    let peers = vec![
+        Peer {
+            asks: vec![echo(16_353), echo(104_175), echo(104_176)],
+            start_ms: 0,
+            chunk: 512,
+            pause_ms: 0,
+        },
+        Peer {
+            asks: vec![
+                Ask { echo: false, n: 0 },
+                echo(92_373),
+                echo(2021),
+                echo(92_374),
+            ],
+            start_ms: 0,
+            chunk: 512,
+            pause_ms: 1,
+        },
+    ];
+    run_paused(run_peers(160 * 1024, 16_384, 64 << 20, peers));
+}
+
+/// The third: a small message read into the large buffer a long message had left (still
+/// paid for) brought 64 KiB of the next long message with it, before that one was paid
+/// for; the connection then waited for the rest of its charge holding those bytes.
+#[test]
+fn a_read_after_a_small_message_takes_no_more_of_the_next_than_the_allowance() {
+    let echo = |n| Ask { echo: true, n };
+    let peers = vec![
+        Peer {
+            asks: vec![echo(65_505), echo(111_740), echo(111_741)],
+            start_ms: 0,
+            chunk: 512,
+            pause_ms: 0,
+        },
+        Peer {
+            asks: vec![echo(84_808), echo(3344), echo(137_721)],
+            start_ms: 102,
+            chunk: 4096,
+            pause_ms: 3,
+        },
+    ];
+    run_paused(run_peers(160 * 1024, 65_536, 64 << 20, peers));
+}

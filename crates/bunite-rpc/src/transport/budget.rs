@@ -42,7 +42,14 @@
 //! at once under the default budget, and the others wait their turn holding nothing but
 //! their free allowance. (The WebSocket source used to charge bytes as they were read: five
 //! maximal messages arriving at once each took a share and waited for more, until their
-//! peers were dropped for missed pongs.)
+//! peers were dropped for missed pongs.) For that to hold, a source reads no more of a
+//! message than the free allowance before it is paid for, and waits for the budget holding
+//! nothing of it: the byte stream, which keeps what a long message drew to pay for the
+//! buffer the message left, lets that go (the start of the next message moves to a small
+//! buffer) when the next message's charge is not there at once. (Found by the property test
+//! `tests/send_budget.rs` once answers were paid from the budget too: a connection holding
+//! what its last message drew waited for the rest of the next one's charge, and another
+//! waited for what it held.)
 //!
 //! # What waits to be sent
 //!

@@ -115,6 +115,8 @@
 //! # }
 //! ```
 
+#[cfg(test)]
+mod budget_tests;
 mod client;
 #[cfg(feature = "test-util")]
 #[doc(hidden)]

@@ -182,6 +182,13 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 true => (size + self.slack) / size * size + READ_CHUNK,
                 false => size + self.slack,
             };
+            // Under a budget, what is read of a message before it is paid for stays within
+            // the free allowance, with what is already here of it (the start of a length
+            // prefix).
+            let ask = match self.budget {
+                Some(_) => ask.min(FREE_PER_CONNECTION.saturating_sub(self.buf.len()).max(1)),
+                None => ask,
+            };
             // On an empty buffer no longer shared with a message, this reuses its memory.
             self.reserve(ask);
             return Poll::Ready(Ok(ask));
@@ -241,7 +248,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         if self.spare() < missing.min(self.slack) {
             self.reserve((missing + self.slack).min(ahead));
         }
-        Poll::Ready(Ok(usize::MAX))
+        match self.budget {
+            // Of what follows this message, no more than the free allowance: a read into
+            // a large buffer (one a long message left, still paid for) took 64 KiB of the
+            // next long message before it was paid for, and then waited for the rest of
+            // its charge holding that, while others waited for what it held.
+            Some(_) => Poll::Ready(Ok(missing + FREE_PER_CONNECTION)),
+            None => Poll::Ready(Ok(usize::MAX)),
+        }
     }
 
     fn spare(&self) -> usize {
@@ -301,13 +315,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     /// kept for its buffer while the start of the next one was in it, waited for the rest
     /// of the next one's charge: two such connections, and answers waiting to be sent
     /// paid from the same budget, waited on each other for good.) What has arrived of the
-    /// next message, at most a read's slack, moves to a buffer of its own within the free
-    /// allowance, and the large one goes.
+    /// next message (read within the free allowance before its charge) moves to a buffer
+    /// of its own within that allowance, and the large one goes.
     fn hold_nothing_while_waiting(&mut self) {
-        if self.buf.len() + READ_CHUNK > FREE_PER_CONNECTION {
-            return;
+        if self.buf.len() > FREE_PER_CONNECTION {
+            return; // Not read before its message is paid for (reads stay within it).
         }
-        let mut small = BytesMut::with_capacity(self.buf.len() + READ_CHUNK);
+        let room = (self.buf.len() + READ_CHUNK).min(FREE_PER_CONNECTION);
+        let mut small = BytesMut::with_capacity(room);
         small.extend_from_slice(&self.buf);
         self.buf = small;
         self.alloc = self.buf.capacity();

@@ -1,5 +1,5 @@
 //! The listener's bounds as `interop-server` flags (`ListenerConfig`: connections,
-//! handshakes, message sizes, the receive budget and deadline, pings). Each flag left out
+//! handshakes, message sizes, the receive and send budgets, the receive deadline, pings). Each flag left out
 //! keeps the library's default, which `bunite-rpc info` prints.
 
 use std::time::Duration;
@@ -29,6 +29,11 @@ pub struct ListenerArgs {
     /// reading pauses above it.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     receive_budget: Option<usize>,
+    /// Bytes waiting to be written to peers across all connections of both listeners,
+    /// beyond 16 KiB each; a connection that cannot pay for its answers stops reading its
+    /// peer until they are written.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    send_budget: Option<usize>,
     /// The time a message may take to arrive once it has started, before one second per
     /// 256 KiB of its length is added (`off`: no deadline).
     #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration)]
@@ -57,6 +62,9 @@ impl ListenerArgs {
         if let Some(n) = self.receive_budget {
             config = config.receive_budget(ByteBudget::new(n));
         }
+        if let Some(n) = self.send_budget {
+            config = config.send_budget(ByteBudget::new(n));
+        }
         if let Some(OrOff(grace)) = self.receive_deadline {
             let rate = ReceiveDeadline::default().min_rate;
             config = config.receive_deadline(grace.map(|g| ReceiveDeadline::new(g, rate)));
@@ -80,6 +88,7 @@ pub fn describe_defaults() -> Vec<String> {
         format!("listener max handshakes {}", c.max_handshakes),
         format!("listener handshake timeout {:?}", c.handshake_timeout),
         format!("listener receive budget {}", c.receive_budget.limit()),
+        format!("listener send budget {}", c.send_budget.limit()),
         format!("listener receive deadline {deadline}"),
         format!(
             "listener ping interval {}",
@@ -144,6 +153,7 @@ mod tests {
         assert_eq!(got.max_connections, want.max_connections);
         assert_eq!(got.max_bytes, want.max_bytes);
         assert_eq!(got.receive_budget.limit(), want.receive_budget.limit());
+        assert_eq!(got.send_budget.limit(), want.send_budget.limit());
         assert_eq!(got.receive_deadline, want.receive_deadline);
         assert_eq!(got.ping_interval, want.ping_interval);
     }
@@ -161,6 +171,8 @@ mod tests {
             "64KiB",
             "--receive-budget",
             "16MiB",
+            "--send-budget",
+            "8MiB",
             "--receive-deadline",
             "5s",
             "--ping-interval",
@@ -170,6 +182,7 @@ mod tests {
         assert_eq!(c.handshake_timeout, Duration::from_secs(2));
         assert_eq!(c.max_bytes, 64 * 1024);
         assert_eq!(c.receive_budget.limit(), 16 << 20);
+        assert_eq!(c.send_budget.limit(), 8 << 20);
         let d = c.receive_deadline.expect("a deadline");
         assert_eq!(d.grace, Duration::from_secs(5));
         assert_eq!(d.min_rate, ReceiveDeadline::default().min_rate);

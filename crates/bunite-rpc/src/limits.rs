@@ -15,7 +15,7 @@ use std::time::Duration;
 /// | `max_in_flight` | 1024 | calls each way; beyond it `resource_exhausted` |
 /// | `max_depth` | 256 | nesting; deeper values would cost stack |
 /// | `max_revoked_ids` | 4096 | revoked ids remembered (PROTOCOL §13.7) |
-/// | `max_unsent_bytes` | 64 MiB | reading stops above it, so a peer that never reads stalls us instead of growing our memory (a listener's connections also pay from its budget across connections) |
+/// | `max_unsent_bytes` | 64 MiB | reading stops above it, so a peer that never reads stalls us instead of growing our memory (a listener's connections also pay from its send budget across connections) |
 /// | `write_stall_timeout` | 30 s | a peer that takes no bytes for this long is gone; it would otherwise hold its unsent replies |
 /// | `max_pending_policy_checks` | 1024 | bootstraps waiting on the policy (each is a task) |
 /// | `hello_timeout` | 30 s | a peer that never says hello holds a connection |
@@ -42,7 +42,7 @@ pub struct Limits {
     /// backlog can exceed it by the results of handlers already running when reading stops
     /// (at most `max_in_flight` of them; a handler that completes at once is counted before
     /// the next message is read). A listener's connection also pays what waits beyond a
-    /// small allowance from the listener's budget, across its connections, and stops
+    /// small allowance from the listener's send budget, across its connections, and stops
     /// reading while it cannot (see [`budget`](crate::transport::budget#what-waits-to-be-sent)).
     pub max_unsent_bytes: usize,
     /// How long bytes may wait to be written while the transport takes none of them before

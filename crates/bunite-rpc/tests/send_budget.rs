@@ -1,5 +1,6 @@
-//! Answers waiting to be sent under a listener's budget (`transport::budget`, "What waits
-//! to be sent"), as a property: whatever the budget, the pipe, the sizes and the way the
+//! Answers waiting to be sent under a listener's send budget, and long messages under its
+//! receive budget (`transport::budget`; one budget for both, or one each), as a property:
+//! whatever the budgets, the pipe, the sizes and the way the
 //! peers read (late, slowly, in small pieces), every answer arrives, in order, and once
 //! the connections close the budget is whole and nothing is left. Connections that cannot
 //! pay stop reading; this checks that they always read again (a lost wake-up would leave a
@@ -104,10 +105,15 @@ fn call(target: CapId, id: u64, method: &str, args: Value) -> Frame {
     })
 }
 
-/// Runs `peers` against servers under one budget of `budget` bytes, over pipes of `pipe`
-/// bytes, each server with `max_unsent` as its own bound.
-async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, peers: Vec<Peer>) {
-    let budget = ByteBudget::new(budget);
+/// Runs `peers` against servers under a receive budget and a send budget of `budget` bytes
+/// each (one budget for both if `shared`), over pipes of `pipe` bytes, each server with
+/// `max_unsent` as its own bound.
+async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, shared: bool, peers: Vec<Peer>) {
+    let receive = ByteBudget::new(budget);
+    let send = match shared {
+        true => receive.clone(),
+        false => ByteBudget::new(budget),
+    };
     let limits = Limits {
         max_unsent_bytes: max_unsent,
         ..Limits::default()
@@ -121,7 +127,11 @@ async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, peers: Vec<Pee
         let server = Connection::builder()
             .limits(limits.clone())
             .serve(def, imp)
-            .connect(ByteStream::new(ar, aw).with_budget(budget.clone()));
+            .connect(
+                ByteStream::new(ar, aw)
+                    .with_budget(receive.clone())
+                    .with_send_budget(send.clone()),
+            );
         track(&server);
         servers.push(server);
         clients.push(tokio::spawn(async move {
@@ -212,7 +222,8 @@ async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, peers: Vec<Pee
             .expect("a connection whose peer is gone closes");
         assert!(server.stats().is_idle(), "{:?}", server.stats());
     }
-    assert_eq!(budget.available(), budget.limit());
+    assert_eq!(receive.available(), receive.limit());
+    assert_eq!(send.available(), send.limit());
 }
 
 proptest! {
@@ -223,10 +234,11 @@ proptest! {
         budget_kib in 160usize..=1024,
         pipe in prop_oneof![Just(1024usize), Just(4096), Just(16_384), Just(65_536), Just(262_144)],
         small_unsent in any::<bool>(),
+        shared in any::<bool>(),
         peers in proptest::collection::vec(peer(), 1..=3),
     ) {
         let max_unsent = if small_unsent { 64 * 1024 } else { 64 << 20 };
-        run_paused(run_peers(budget_kib * 1024, pipe, max_unsent, peers));
+        run_paused(run_peers(budget_kib * 1024, pipe, max_unsent, shared, peers));
     }
 }
 
@@ -258,7 +270,7 @@ fn two_connections_holding_part_of_the_budget_do_not_wait_on_each_other() {
             pause_ms: 0,
         },
     ];
-    run_paused(run_peers(160 * 1024, 1024, 64 << 20, peers));
+    run_paused(run_peers(160 * 1024, 1024, 64 << 20, true, peers));
 }
 
 /// The second case it found: the start of the next message, read within the free
@@ -286,7 +298,7 @@ fn a_connection_with_the_start_of_a_long_message_waits_holding_nothing() {
             pause_ms: 1,
         },
     ];
-    run_paused(run_peers(160 * 1024, 16_384, 64 << 20, peers));
+    run_paused(run_peers(160 * 1024, 16_384, 64 << 20, true, peers));
 }
 
 /// The third: a small message read into the large buffer a long message had left (still
@@ -309,5 +321,5 @@ fn a_read_after_a_small_message_takes_no_more_of_the_next_than_the_allowance() {
             pause_ms: 3,
         },
     ];
-    run_paused(run_peers(160 * 1024, 65_536, 64 << 20, peers));
+    run_paused(run_peers(160 * 1024, 65_536, 64 << 20, true, peers));
 }

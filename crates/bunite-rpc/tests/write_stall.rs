@@ -38,7 +38,7 @@ async fn server_and_raw(limit: Option<Duration>) -> (Connection, Raw) {
     server_and_raw_within(limit, None).await
 }
 
-/// As [`server_and_raw`], the server's transport under `budget` as a listener's is.
+/// As [`server_and_raw`], the server's answers paid from `budget` as a listener's are.
 async fn server_and_raw_within(
     limit: Option<Duration>,
     budget: Option<&ByteBudget>,
@@ -47,7 +47,7 @@ async fn server_and_raw_within(
     let (ar, aw) = tokio::io::split(a);
     let mut transport = ByteStream::new(ar, aw);
     if let Some(budget) = budget {
-        transport = transport.with_budget(budget.clone());
+        transport = transport.with_send_budget(budget.clone());
     }
     let server = Connection::builder()
         .limits(stall_limits(limit))
@@ -254,7 +254,7 @@ fn calls_pending_on_a_stalled_write_fail_saying_the_peer_stopped_reading() {
     });
 }
 
-/// Peers that send calls and never read the answers hold at most the listener's budget
+/// Peers that send calls and never read the answers hold at most the listener's send budget
 /// between them (plus a free allowance and an answer each), not `max_unsent_bytes` each:
 /// the server stops reading them once it cannot pay, so their own writes stop. Here the
 /// calls are as long as their answers (64 KiB echoes), so they arrive one at a time.
@@ -282,7 +282,7 @@ fn a_connection_that_could_not_pay_reads_again_once_its_answer_is_written() {
         let spent = budget.try_acquire(1 << 20).unwrap();
         let (a, raw) = tokio::io::duplex(4 * RESULT);
         let (ar, aw) = tokio::io::split(a);
-        let server = Connection::new(ByteStream::new(ar, aw).with_budget(budget.clone()));
+        let server = Connection::new(ByteStream::new(ar, aw).with_send_budget(budget.clone()));
         track(&server);
         serve_counter(&server).await;
         let (def, imp) = big_cap();
@@ -329,6 +329,48 @@ fn a_connection_that_could_not_pay_reads_again_once_its_answer_is_written() {
             .unwrap();
         assert!(server.stats().is_idle(), "{:?}", server.stats());
         assert_eq!(budget.available(), 1 << 20);
+    });
+}
+
+/// Answers that fill the send budget (peers reading slowly hold it as long as they like)
+/// keep no message from being received: the receive budget is another. A 64 KiB echo on
+/// another connection is received and answered at once, its answer written unpaid while
+/// that connection stops reading; with one budget for both it would wait for good.
+#[test]
+fn a_long_message_is_received_while_answers_hold_the_send_budget() {
+    run_paused(async {
+        let (receive, send) = (ByteBudget::new(1 << 20), ByteBudget::new(1 << 20));
+        let spent = send.try_acquire(1 << 20).unwrap();
+        let (a, b) = tokio::io::duplex(PIPE);
+        let (ar, aw) = tokio::io::split(a);
+        let transport = ByteStream::new(ar, aw)
+            .with_budget(receive.clone())
+            .with_send_budget(send.clone());
+        let server = Connection::new(transport);
+        track(&server);
+        serve_counter(&server).await;
+        let (br, bw) = tokio::io::split(b);
+        let client = Connection::new(ByteStream::new(br, bw));
+        track(&client);
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        for _ in 0..3 {
+            let echo = counter.call_value("echo", Value::Bin(vec![7; RESULT]));
+            let got = timeout(Duration::from_secs(5), echo)
+                .await
+                .expect("the echo is received and answered")
+                .unwrap();
+            assert_eq!(got, Value::Bin(vec![7; RESULT]));
+        }
+        drop((counter, spent));
+        assert_clean(&[&server, &client]).await;
+        client.close();
+        for c in [&client, &server] {
+            timeout(Duration::from_secs(10), c.closed()).await.unwrap();
+        }
+        // The server's source may linger a little to read the client's end, then goes.
+        tokio::time::sleep(bunite_rpc::transport::LINGER).await;
+        assert_eq!(receive.available(), 1 << 20);
+        assert_eq!(send.available(), 1 << 20);
     });
 }
 
@@ -387,7 +429,7 @@ fn never_reading_peers(method: &'static str, args: Value, many: u64) {
         // Small calls under the same budget need none of it.
         let (a, b) = tokio::io::duplex(PIPE);
         let (ar, aw) = tokio::io::split(a);
-        let server = Connection::new(ByteStream::new(ar, aw).with_budget(budget.clone()));
+        let server = Connection::new(ByteStream::new(ar, aw).with_send_budget(budget.clone()));
         track(&server);
         serve_counter(&server).await;
         let (br, bw) = tokio::io::split(b);

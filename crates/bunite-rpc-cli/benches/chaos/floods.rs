@@ -329,12 +329,13 @@ pub async fn unread(
         ),
         None,
     );
-    // What waits to be sent is paid from the listener's budget beyond a free allowance,
-    // and reading stops when it cannot be: at most one answer more a connection.
-    let bound = RECEIVE_BUDGET + plan.unread as u64 * (16 + 256 + 4) * 1024;
+    // What waits to be sent is paid from the listeners' send budget (the default, 256 MiB)
+    // beyond a free allowance, and reading stops when it cannot be: at most one answer more
+    // a connection.
+    let bound = (256 << 20) + plan.unread as u64 * (16 + 256 + 4) * 1024;
     report.row(
         "never-read callers: answers waiting to be sent",
-        &format!("<= budget + 276 KiB a caller ({})", mib(bound)),
+        &format!("<= send budget + 276 KiB a caller ({})", mib(bound)),
         mib(counts.unsent as u64),
         Some(counts.unsent as u64 <= bound),
     );

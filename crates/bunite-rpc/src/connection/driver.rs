@@ -315,7 +315,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Reads the messages the transport has ready, at most `budget`, unless too much is
     /// waiting to be sent (a peer that does not read our answers stops being read), or
-    /// the listener's budget cannot pay for it (see `room.rs`).
+    /// the listener's send budget cannot pay for it (see `room.rs`).
     fn read(&mut self, cx: &mut Context<'_>, budget: usize) -> Read {
         if self.state != State::Open {
             return Read::Drained;

@@ -1,7 +1,7 @@
 //! Room to send: whether the driver may read more from the peer (or produce more stream
 //! values) given what waits to be written. Two bounds: the connection's own
 //! [`Limits::max_unsent_bytes`](crate::Limits::max_unsent_bytes), and, on a listener's
-//! connection, its [`ByteBudget`] across connections: what waits beyond
+//! connection, its send [`ByteBudget`] across connections: what waits beyond
 //! [`FREE_PER_CONNECTION`] is paid from it, and reading stops while it cannot be. So peers
 //! that never read our answers hold at most the budget between them, plus a free allowance
 //! and the answers of handlers already running each, instead of `max_unsent_bytes` each.

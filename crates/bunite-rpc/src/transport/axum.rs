@@ -12,7 +12,8 @@
 //! An endpoint applies the [`ListenerConfig`] of [`WsListener`](super::ws::WsListener):
 //! `max_connections` live connections (past it an upgrade is answered
 //! `503 Service Unavailable` rather than queued, as the HTTP request is already accepted),
-//! `max_bytes` per inbound message, one `receive_budget` across its connections, and
+//! `max_bytes` per inbound message, one `receive_budget` and one `send_budget` across its
+//! connections, and
 //! `ping_interval`. The HTTP side (header sizes, timeouts, TLS, how many requests are
 //! parsed at once) is axum's and hyper's; `max_handshakes`, `handshake_timeout`,
 //! `tcp_keepalive` and `tls` are not used here.

@@ -11,7 +11,8 @@
 //! | [`max_handshakes`](ListenerConfig::max_handshakes) | 256 | WebSocket handshakes in progress. A flood of sockets that never finish their handshake holds at most this many, each for at most `handshake_timeout`. |
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
-//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. Read buffers a connection keeps between messages beyond that allowance are paid from it too, and yield to a message that waits (below); so are the answers waiting to be sent, beyond another such allowance, and a connection that cannot pay for them stops reading its peer (below). |
+//! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. Read buffers a connection keeps between messages beyond that allowance are paid from it too, and yield to a message that waits (below). |
+//! | [`send_budget`](ListenerConfig::send_budget) | 256 MiB | Bytes waiting to be written to peers, across all the listener's connections, beyond [`FREE_PER_CONNECTION`] each: four maximal answers at once. A connection that cannot pay for what waits stops reading its peer until it has written it (below), so peers that never read hold at most this between them. A budget of its own, so that peers that read slowly, holding it, never keep messages from being received. |
 //! | [`receive_deadline`](ListenerConfig::receive_deadline) | 30 s + 1 s per 256 KiB | How long one message may take to arrive once it has started: [`ReceiveDeadline`]'s grace plus a second per `min_rate` bytes of its length (a maximal message: 4 min 46 s). A long message holds its size of the budget until its last byte, so a peer that stalls or trickles inside one would hold it for as long as it keeps the socket open. Past it the connection gets a goaway `deadline_exceeded` and closes. Time waiting for the budget does not count. |
 //! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
@@ -53,20 +54,27 @@
 //!
 //! # What waits to be sent
 //!
-//! A listener's connection pays from the same budget for what waits to be written to its
-//! peer beyond [`FREE_PER_CONNECTION`]: the frames its session has encoded and its sink
-//! holds ([`MessageSink::send_budget`](super::MessageSink::send_budget),
-//! [`MessageSink::queued`](super::MessageSink::queued)). Paying never waits (the bytes are
-//! already held): while the budget cannot pay, the connection stops reading its peer, as
-//! it does past [`Limits::max_unsent_bytes`](crate::Limits::max_unsent_bytes), goes on
-//! writing, and gives back what it paid as the peer takes it. So peers that send calls and
-//! never read the answers hold at most the budget between them, plus a free allowance and
-//! one answer each, and the answers of handlers still running when reading stopped
-//! (handlers that complete at once are counted before the next call is read), until
-//! [`Limits::write_stall_timeout`](crate::Limits::write_stall_timeout) lets them go; before,
-//! each could hold `max_unsent_bytes` (20 such peers held 1.3 GiB, `docs/RELIABILITY.md`).
-//! While they do, small calls on other connections go on as before; a long message on
-//! another connection waits for its turn, as it waits for long messages being received.
+//! A listener's connection pays from its [`send_budget`](ListenerConfig::send_budget) for
+//! what waits to be written to its peer beyond [`FREE_PER_CONNECTION`]: the frames its
+//! session has encoded and its sink holds ([`MessageSink::send_budget`](
+//! super::MessageSink::send_budget), [`MessageSink::queued`](super::MessageSink::queued)).
+//! Paying never waits (the bytes are already held): while the budget cannot pay, the
+//! connection stops reading its peer, as it does past [`Limits::max_unsent_bytes`](
+//! crate::Limits::max_unsent_bytes), goes on writing, and gives back what it paid as the
+//! peer takes it. So peers that send calls and never read the answers hold at most the
+//! budget between them, plus a free allowance and one answer each, and the answers of
+//! handlers still running when reading stopped (handlers that complete at once are counted
+//! before the next call is read), until [`Limits::write_stall_timeout`](
+//! crate::Limits::write_stall_timeout) lets them go; before, each could hold
+//! `max_unsent_bytes` (20 such peers held 1.3 GiB, `docs/RELIABILITY.md`). While they do,
+//! connections whose answers are small (within the allowance) go on as before, and one
+//! with a long answer to send reads its next call once that answer is written.
+//!
+//! It is a budget of its own rather than the receive budget: a peer that reads slowly but
+//! never stops (so the write-stall limit never ends it) keeps what it is sent paid for as
+//! long as it likes, and with one budget for both, a few such peers kept every other
+//! connection's long messages from being received. One [`ByteBudget`] may still be given
+//! as both, for one bound on everything.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,9 +106,11 @@ pub struct ListenerConfig {
     /// value (`Connection::builder().limits(..)`), or a peer that trusts the hello sends
     /// messages the listener refuses.
     pub max_bytes: usize,
-    /// Bytes of messages being received across all connections, and of answers waiting to
-    /// be sent (see [What waits to be sent](self#what-waits-to-be-sent)).
+    /// Bytes of messages being received across all connections.
     pub receive_budget: ByteBudget,
+    /// Bytes waiting to be sent across all connections, beyond a free allowance each (see
+    /// [What waits to be sent](self#what-waits-to-be-sent)).
+    pub send_budget: ByteBudget,
     /// How long a message may take to arrive once it has started (`None`: as long as the
     /// peer likes).
     pub receive_deadline: Option<ReceiveDeadline>,
@@ -122,6 +132,7 @@ impl Default for ListenerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             receive_budget: ByteBudget::new(256 << 20),
+            send_budget: ByteBudget::new(256 << 20),
             receive_deadline: Some(ReceiveDeadline::default()),
             ping_interval: Some(super::PING_INTERVAL),
             tcp_keepalive: Some(super::TCP_KEEPALIVE),
@@ -159,6 +170,13 @@ impl ListenerConfig {
     /// Sets [`receive_budget`](Self::receive_budget) (a budget may be shared by listeners).
     pub fn receive_budget(mut self, budget: ByteBudget) -> Self {
         self.receive_budget = budget;
+        self
+    }
+
+    /// Sets [`send_budget`](Self::send_budget) (a budget may be shared by listeners, and
+    /// with a receive budget).
+    pub fn send_budget(mut self, budget: ByteBudget) -> Self {
+        self.send_budget = budget;
         self
     }
 

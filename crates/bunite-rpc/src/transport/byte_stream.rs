@@ -124,6 +124,7 @@ pub struct ByteStream<R, W> {
     writer: W,
     max_bytes: usize,
     budget: Option<ByteBudget>,
+    send_budget: Option<ByteBudget>,
     deadline: Option<ReceiveDeadline>,
     /// A listener's connection slot, given back when both halves are dropped.
     slot: Option<Arc<OwnedSemaphorePermit>>,
@@ -157,6 +158,7 @@ where
             writer,
             max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             budget: None,
+            send_budget: None,
             deadline: None,
             slot: None,
             info: TransportInfo::new("byte-stream", None),
@@ -177,10 +179,16 @@ where
         self
     }
 
-    /// Draws the bytes of long inbound messages from `budget`, and the connection pays what
-    /// waits to be sent beyond a free allowance from it too (see the module docs).
+    /// Draws the bytes of long inbound messages from `budget` (see the module docs).
     pub fn with_budget(mut self, budget: ByteBudget) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Has the connection pay what waits to be sent beyond a free allowance from `budget`,
+    /// and stop reading while it cannot (see [`budget`](super::budget#what-waits-to-be-sent)).
+    pub fn with_send_budget(mut self, budget: ByteBudget) -> Self {
+        self.send_budget = Some(budget);
         self
     }
 
@@ -305,7 +313,7 @@ where
     }
 
     fn split(self) -> (ByteStreamSink<W>, ByteStreamSource<R>) {
-        let sink = ByteStreamSink::new(self.writer, self.budget.clone(), self.slot.clone());
+        let sink = ByteStreamSink::new(self.writer, self.send_budget, self.slot.clone());
         let source = ByteStreamSource::new(
             self.reader,
             self.max_bytes,

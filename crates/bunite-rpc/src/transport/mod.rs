@@ -253,7 +253,7 @@ pub trait MessageSink: Send + Unpin + 'static {
     }
 
     /// The budget that bytes waiting to be sent on this connection are paid from: a
-    /// listener's [`ByteBudget`], the one its inbound messages draw from (see
+    /// listener's [`send_budget`](ListenerConfig::send_budget) (see
     /// [`budget`](budget#what-waits-to-be-sent)). The connection pays for what its session
     /// and this sink hold beyond [`FREE_PER_CONNECTION`](budget::FREE_PER_CONNECTION), and
     /// stops reading the peer while it cannot. The default is none.

@@ -192,6 +192,9 @@ struct Shared<S> {
     _slot: Option<OwnedSemaphorePermit>,
     /// Frames we send are masked: a client's (RFC 6455 §5.3).
     mask: bool,
+    /// What the connection pays what waits to be sent from
+    /// ([`MessageSink::send_budget`](super::MessageSink::send_budget)).
+    send_budget: Option<super::ByteBudget>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
@@ -221,6 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
             keepalive: Some(Keepalive::new(super::PING_INTERVAL)),
             _slot: slot,
             mask: role == Role::Client,
+            send_budget: None,
         };
         WsTransport {
             shared: Arc::new(Mutex::new(shared)),
@@ -238,6 +242,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     /// Describes the transport in traces and logs (see [`Transport::info`]).
     pub fn with_info(mut self, info: TransportInfo) -> Self {
         self.info = info;
+        self
+    }
+
+    /// Has the connection pay what waits to be sent beyond a free allowance from
+    /// `budget`, and stop reading while it cannot (see
+    /// [`budget`](super::budget#what-waits-to-be-sent)); a listener gives its
+    /// [`send_budget`](super::ListenerConfig::send_budget).
+    pub fn with_send_budget(self, budget: super::ByteBudget) -> Self {
+        halves::lock(&self.shared).send_budget = Some(budget);
         self
     }
 }
@@ -266,6 +279,7 @@ impl WsTransport {
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, cfg).await;
         WsTransport::from_stream(ws, Role::Server, config.max_bytes, Some(slot))
             .with_ping_interval(config.ping_interval)
+            .with_send_budget(config.send_budget.clone())
             .with_info(TransportInfo::new("ws", peer))
     }
 }

@@ -56,6 +56,7 @@ impl TcpMessageListener {
                         let transport = ByteStream::from_socket(socket)
                             .with_max_bytes(config.max_bytes)
                             .with_budget(config.receive_budget.clone())
+                            .with_send_budget(config.send_budget.clone())
                             .with_receive_deadline(config.receive_deadline)
                             .with_slot(slot);
                         Ok((transport, peer))
@@ -104,6 +105,7 @@ impl TcpMessageListener {
                 let transport = ByteStream::from_socket(socket.into())
                     .with_max_bytes(self.config.max_bytes)
                     .with_budget(self.config.receive_budget.clone())
+                    .with_send_budget(self.config.send_budget.clone())
                     .with_receive_deadline(self.config.receive_deadline)
                     .with_slot(slot);
                 Ok((transport, peer))

@@ -44,7 +44,7 @@ pub struct ByteStreamSink<W> {
     closed: bool,
     /// Bytes written out so far ([`MessageSink::written`]).
     written: u64,
-    /// The listener's budget, which the connection pays what waits to be sent from
+    /// The budget the connection pays what waits to be sent from
     /// ([`MessageSink::send_budget`]).
     budget: Option<ByteBudget>,
     _slot: Option<Arc<OwnedSemaphorePermit>>,

@@ -1,4 +1,5 @@
-//! Answers waiting to be sent under a listener's budget, over WebSocket: the property of
+//! Answers waiting to be sent under a listener's send budget, and long messages under its
+//! receive budget (one budget for both, or one each), over WebSocket: the property of
 //! `tests/send_budget.rs` (every answer arrives, in order; the budget comes back whole;
 //! nothing is left), with the server's socket under `Metered` as a listener makes it. A
 //! unit test because a listener's transport over an in-memory pipe is built with
@@ -70,15 +71,19 @@ fn call(target: CapId, id: u64, method: &str, args: Value) -> Frame {
     })
 }
 
-async fn run_peers(budget: usize, pipe: usize, peers: Vec<Peer>) {
-    let budget = ByteBudget::new(budget);
+async fn run_peers(budget: usize, pipe: usize, shared: bool, peers: Vec<Peer>) {
+    let receive = ByteBudget::new(budget);
+    let send = match shared {
+        true => receive.clone(),
+        false => ByteBudget::new(budget),
+    };
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for (i, peer) in peers.into_iter().enumerate() {
         let (a, b) = tokio::io::duplex(pipe);
         let metered = Metered::new(
             a,
-            Some(&budget),
+            Some(&receive),
             None,
             frame_bound(MAX),
             false,
@@ -86,9 +91,9 @@ async fn run_peers(budget: usize, pipe: usize, peers: Vec<Peer>) {
         );
         let ws = WebSocketStream::from_raw_socket(metered, Role::Server, Some(config(MAX))).await;
         let (def, imp) = cap();
-        let server = Connection::builder()
-            .serve(def, imp)
-            .connect(WsTransport::from_stream(ws, Role::Server, MAX, None));
+        let server = Connection::builder().serve(def, imp).connect(
+            WsTransport::from_stream(ws, Role::Server, MAX, None).with_send_budget(send.clone()),
+        );
         servers.push(server);
         let client = WsTransport::from_raw_socket(b, Role::Client, MAX).await;
         clients.push(tokio::spawn(async move {
@@ -171,7 +176,8 @@ async fn run_peers(budget: usize, pipe: usize, peers: Vec<Peer>) {
         let stats = server.stats();
         assert!(stats.is_idle(), "{stats:?}");
     }
-    assert_eq!(budget.available(), budget.limit());
+    assert_eq!(receive.available(), receive.limit());
+    assert_eq!(send.available(), send.limit());
 }
 
 fn run_paused(body: impl std::future::Future<Output = ()>) {
@@ -190,8 +196,9 @@ proptest! {
     fn every_answer_arrives_under_any_budget_and_the_budget_comes_back_whole(
         budget_kib in 160usize..=1024,
         pipe in prop_oneof![Just(1024usize), Just(4096), Just(16_384), Just(65_536), Just(262_144)],
+        shared in any::<bool>(),
         peers in proptest::collection::vec(peer(), 1..=3),
     ) {
-        run_paused(run_peers(budget_kib * 1024, pipe, peers));
+        run_paused(run_peers(budget_kib * 1024, pipe, shared, peers));
     }
 }

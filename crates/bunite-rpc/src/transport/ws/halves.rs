@@ -126,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSink for WsSink<
     }
 
     fn send_budget(&self) -> Option<ByteBudget> {
-        lock(&self.shared).ws.get_ref().budget().cloned()
+        lock(&self.shared).send_budget.clone()
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
@@ -355,7 +355,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    use super::super::{config, frame_bound, Metered, WsTransport};
+    use super::super::WsTransport;
     use super::lock;
     use crate::transport::{ByteBudget, MessageSink, MessageSinkExt, MessageSource, Transport};
 
@@ -473,30 +473,17 @@ mod tests {
     }
 
     /// A long message counts as queued (`MessageSink::queued`, which a listener's
-    /// connection pays from its budget) from the moment the sink takes it until the peer
-    /// has taken its last byte; the budget it is paid from is the one the socket's reads
-    /// draw from (`MessageSink::send_budget`), and a socket without one tells none.
+    /// connection pays from its send budget) from the moment the sink takes it until the
+    /// peer has taken its last byte; the sink tells the send budget it was given
+    /// (`MessageSink::send_budget`), and a transport without one tells none.
     #[tokio::test]
-    async fn a_long_message_is_queued_until_the_peer_takes_it_and_paid_from_the_readers_budget() {
+    async fn a_long_message_is_queued_until_the_peer_takes_it_and_tells_its_send_budget() {
         const MAX: usize = 1 << 20;
         const LEN: usize = 64 * 1024;
         let budget = ByteBudget::new(MAX);
         let (ours, mut peer) = tokio::io::duplex(4096);
-        let metered = Metered::new(
-            ours,
-            Some(&budget),
-            None,
-            frame_bound(MAX),
-            false,
-            Role::Server,
-        );
-        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            metered,
-            Role::Server,
-            Some(config(MAX)),
-        )
-        .await;
-        let (mut sink, _source) = WsTransport::from_stream(ws, Role::Server, MAX, None).split();
+        let t = WsTransport::from_raw_socket(ours, Role::Server, MAX).await;
+        let (mut sink, _source) = t.with_send_budget(budget.clone()).split();
         let paid = sink.send_budget().unwrap().try_acquire(1000).unwrap();
         assert_eq!(budget.available(), MAX - 1000);
         drop(paid);

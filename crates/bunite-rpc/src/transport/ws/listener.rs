@@ -158,14 +158,16 @@ async fn handshake(
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config(cfg.max_bytes)))
             .await?;
     let transport = WsTransport::from_stream(ws, Role::Server, cfg.max_bytes, slot)
-        .with_ping_interval(cfg.ping_interval);
+        .with_ping_interval(cfg.ping_interval)
+        .with_send_budget(cfg.send_budget.clone());
     Ok((transport, origin))
 }
 
 /// Completes the WebSocket upgrade of `path` on a socket accepted elsewhere (a server that
 /// also answers plain HTTP on the same port peeks at the request, then hands an upgrade of
 /// its bunite path here). Returns the transport, its inbound messages bounded by
-/// `config.max_bytes` and drawn from `config.receive_budget`, pinging at
+/// `config.max_bytes` and drawn from `config.receive_budget`, its answers paid from
+/// `config.send_budget`, pinging at
 /// `config.ping_interval`, and the request's `Origin`. The socket is plain (the config's
 /// TLS, if any, is not applied). Bounding how many such sockets exist is the caller's job.
 pub async fn accept_upgrade(

@@ -69,9 +69,6 @@ pub(super) struct Metered<S> {
     /// Bytes read since the last complete message.
     since_message: usize,
     meter: Option<Meter>,
-    /// The listener's budget, which the connection also pays what waits to be sent from
-    /// ([`MessageSink::send_budget`](crate::transport::MessageSink::send_budget)).
-    budget: Option<ByteBudget>,
     /// Bytes written to the socket so far ([`MessageSink::written`](
     /// crate::transport::MessageSink::written)).
     written: u64,
@@ -147,11 +144,6 @@ impl<S> Metered<S> {
         self.written
     }
 
-    /// The budget the socket's reads draw from, if any.
-    pub(super) fn budget(&self) -> Option<&ByteBudget> {
-        self.budget.as_ref()
-    }
-
     /// Bytes of the long frame under way not yet on the socket.
     pub(super) fn long_left(&self) -> usize {
         self.long
@@ -187,7 +179,6 @@ impl<S> Metered<S> {
             ahead: BytesMut::new(),
             ahead_alloc: 0,
             recycled: Recycled::within(budget.cloned()),
-            budget: budget.cloned(),
             idle: IdleRelease::default(),
             next_read: MIN_READ,
             since_message: 0,

@@ -67,8 +67,10 @@
 //! [`Limits::max_bytes`](crate::Limits::max_bytes); [`sealed::Sealed`](crate::transport::sealed)
 //! adds its own overhead. With a [`ByteBudget`] ([`ByteStream::with_budget`]), a message
 //! longer than [`FREE_PER_CONNECTION`](crate::transport::budget::FREE_PER_CONNECTION) draws
-//! its whole length from the budget before its buffer grows past that, and reading waits
-//! while the budget is spent. With a [`ReceiveDeadline`] ([`ByteStream::with_receive_deadline`];
+//! its whole length from the budget before its buffer grows past that (no more of it is
+//! read before), and reading waits while the budget is spent, holding nothing of it. With a
+//! send budget ([`ByteStream::with_send_budget`]) the connection pays what waits to be sent
+//! beyond that allowance, and stops reading while it cannot. With a [`ReceiveDeadline`] ([`ByteStream::with_receive_deadline`];
 //! a [`TcpMessageListener`] sets its config's), a message that takes longer than it allows
 //! once it has started is [`TransportError::TooSlow`](super::TransportError::TooSlow):
 //! the connection answers with goaway `deadline_exceeded`.

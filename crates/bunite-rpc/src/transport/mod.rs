@@ -29,8 +29,9 @@
 //! keepalive ([`TCP_KEEPALIVE`]) and WebSocket connections ping ([`PING_INTERVAL`]), so a
 //! peer that goes silent is noticed.
 //!
-//! The listeners share a [`ListenerConfig`] (bounds on connections, handshakes and the bytes
-//! of partly received messages, drawn from a [`ByteBudget`]); see [`budget`].
+//! The listeners share a [`ListenerConfig`] (bounds on connections, handshakes, the bytes
+//! of partly received messages and the bytes waiting to be sent, each drawn from a
+//! [`ByteBudget`]); see [`budget`].
 //!
 //! # Bounds
 //!

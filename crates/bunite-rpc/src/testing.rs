@@ -55,3 +55,18 @@ impl AsyncWrite for Recorder {
         Poll::Ready(Ok(()))
     }
 }
+
+/// The server end of a WebSocket over `socket` (its handshake taken as done), made as a
+/// listener makes its connections': reads under `config`'s receive budget and deadline,
+/// answers paid from its send budget, pings at its interval. For tests that need a
+/// listener's connection over an in-memory pipe (and so paused time).
+#[cfg(feature = "ws")]
+pub async fn ws_listener_side<S>(
+    socket: S,
+    config: &crate::transport::ListenerConfig,
+) -> crate::transport::ws::WsTransport<S>
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    crate::transport::ws::WsTransport::upgraded(socket, config, None).await
+}

@@ -5,8 +5,9 @@
 //! the connections close the budget is whole and nothing is left. Connections that cannot
 //! pay stop reading; this checks that they always read again (a lost wake-up would leave a
 //! peer waiting until the write-stall limit cut it off, and its answers would be missing).
-//! Over the byte stream on in-memory pipes, with paused time.
-#![cfg(feature = "byte-stream")]
+//! Over the byte stream and over WebSocket (a listener's connection, made over the pipe
+//! by `bunite_rpc::testing::ws_listener_side`), on in-memory pipes, with paused time.
+#![cfg(all(feature = "byte-stream", feature = "ws"))]
 
 mod common;
 
@@ -14,14 +15,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::testing::ws_listener_side;
 use bunite_rpc::transport::byte_stream::ByteStream;
-use bunite_rpc::transport::ByteBudget;
-use bunite_rpc::wire::{Call, CallId, CapId, Decoder, Encoder, Frame, Hello, Text};
+use bunite_rpc::transport::ws::{WsSink, WsSource, WsTransport};
+use bunite_rpc::transport::{
+    ByteBudget, ListenerConfig, MessageSinkExt, MessageSourceExt, Transport,
+};
+use bunite_rpc::wire::{CallId, CapId, Decoder, Encoder, Frame};
 use bunite_rpc::{CapDef, Connection, Limits, MethodDef, Record, Value};
 use common::*;
 use proptest::prelude::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// The largest message, over WebSocket.
+const MAX: usize = 1 << 20;
+
+/// The transport under test.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    ByteStream,
+    Ws,
+}
 
 /// One call: `sized {n}` (a short call for an answer of `n` bytes) or `echo` of `n` bytes
 /// (a call as long as its answer).
@@ -79,36 +95,110 @@ fn sized_cap() -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
     (def, imp)
 }
 
-fn frame_bytes(enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
-    let body = enc.encode_to_vec(&frame.to_value());
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    out
+/// The raw peer's sending half.
+enum Writer {
+    Bytes(WriteHalf<DuplexStream>),
+    Ws(WsSink<DuplexStream>),
 }
 
-/// Takes one whole frame off the front of `buf`, if there is one.
-fn take_frame(buf: &mut Vec<u8>, dec: &mut Decoder) -> Option<Frame> {
-    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    let body = buf.get(4..4 + len)?.to_vec();
-    buf.drain(..4 + len);
-    Some(dec.decode_frame(&body).expect("valid frame"))
+impl Writer {
+    async fn send(&mut self, enc: &mut Encoder, frame: &Frame) {
+        match self {
+            Writer::Bytes(wr) => wr.write_all(&length_prefixed(enc, frame)).await.unwrap(),
+            Writer::Ws(sink) => {
+                let body = enc.encode_to_vec(&frame.to_value());
+                sink.send(body.into()).await.unwrap();
+            }
+        }
+    }
 }
 
-fn call(target: CapId, id: u64, method: &str, args: Value) -> Frame {
-    Frame::Call(Call {
-        id: CallId(id),
-        target,
-        method: Text::copy_from(method),
-        args,
-        meta: None,
-    })
+/// The raw peer's receiving half: a byte stream read `chunk` bytes at a time, or
+/// WebSocket messages.
+enum Reader {
+    Bytes {
+        rd: ReadHalf<DuplexStream>,
+        buf: Vec<u8>,
+        chunk: Vec<u8>,
+    },
+    Ws(WsSource<DuplexStream>),
 }
 
-/// Runs `peers` against servers under a receive budget and a send budget of `budget` bytes
-/// each (one budget for both if `shared`), over pipes of `pipe` bytes, each server with
-/// `max_unsent` as its own bound.
-async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, shared: bool, peers: Vec<Peer>) {
+impl Reader {
+    /// The next frame, waiting `pause` before each read; `None` once the server is gone.
+    async fn next(&mut self, dec: &mut Decoder, pause: Duration) -> Option<Frame> {
+        match self {
+            Reader::Bytes { rd, buf, chunk } => loop {
+                if let Some(frame) = take_frame(buf, dec) {
+                    return Some(frame);
+                }
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                let n = rd.read(chunk).await.unwrap();
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            },
+            Reader::Ws(source) => {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                let msg = source.recv().await.unwrap()?;
+                Some(dec.decode_frame(&msg).expect("valid frame"))
+            }
+        }
+    }
+}
+
+/// A server connection of `kind` over `a` under the two budgets, and the raw peer's halves
+/// over `b`.
+async fn connect(
+    kind: Kind,
+    builder: bunite_rpc::ConnectionBuilder,
+    (a, b): (DuplexStream, DuplexStream),
+    (receive, send): (&ByteBudget, &ByteBudget),
+) -> (Connection, Writer, Reader) {
+    match kind {
+        Kind::ByteStream => {
+            let (ar, aw) = tokio::io::split(a);
+            let transport = ByteStream::new(ar, aw)
+                .with_budget(receive.clone())
+                .with_send_budget(send.clone());
+            let (rd, wr) = tokio::io::split(b);
+            let reader = Reader::Bytes {
+                rd,
+                buf: Vec::new(),
+                chunk: vec![0; 4096],
+            };
+            (builder.connect(transport), Writer::Bytes(wr), reader)
+        }
+        Kind::Ws => {
+            let config = ListenerConfig::default()
+                .max_bytes(MAX)
+                .receive_budget(receive.clone())
+                .send_budget(send.clone())
+                .receive_deadline(None);
+            let server = builder.connect(ws_listener_side(a, &config).await);
+            let (sink, source) = WsTransport::from_raw_socket(b, Role::Client, MAX)
+                .await
+                .split();
+            (server, Writer::Ws(sink), Reader::Ws(source))
+        }
+    }
+}
+
+/// Runs `peers` against servers of `kind` under a receive budget and a send budget of
+/// `budget` bytes each (one budget for both if `shared`), over pipes of `pipe` bytes, each
+/// server with `max_unsent` as its own bound.
+async fn run_peers(
+    kind: Kind,
+    (budget, shared): (usize, bool),
+    pipe: usize,
+    max_unsent: usize,
+    peers: Vec<Peer>,
+) {
     let receive = ByteBudget::new(budget);
     let send = match shared {
         true => receive.clone(),
@@ -121,83 +211,53 @@ async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, shared: bool, 
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for (i, peer) in peers.into_iter().enumerate() {
-        let (a, b) = tokio::io::duplex(pipe);
-        let (ar, aw) = tokio::io::split(a);
         let (def, imp) = sized_cap();
-        let server = Connection::builder()
-            .limits(limits.clone())
-            .serve(def, imp)
-            .connect(
-                ByteStream::new(ar, aw)
-                    .with_budget(receive.clone())
-                    .with_send_budget(send.clone()),
-            );
+        let builder = Connection::builder().limits(limits.clone()).serve(def, imp);
+        let pipes = tokio::io::duplex(pipe);
+        let (server, mut writer, mut reader) =
+            connect(kind, builder, pipes, (&receive, &send)).await;
         track(&server);
         servers.push(server);
         clients.push(tokio::spawn(async move {
-            let (mut rd, mut wr) = tokio::io::split(b);
             let (mut enc, mut dec) = (Encoder::new(), Decoder::new(Default::default()));
-            let hello = Frame::Hello(Hello {
-                v: 1,
-                mode: "native".into(),
-                features: vec![],
-                max_bytes: 64 << 20,
-                origin: String::new(),
-            });
-            let boot = call(
-                CapId(0),
-                1,
-                "bootstrap",
-                Record::new().with("name", "test.sized").into(),
-            );
-            let mut out = frame_bytes(&mut enc, &hello);
-            out.extend(frame_bytes(&mut enc, &boot));
-            wr.write_all(&out).await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = vec![0u8; 4096];
+            let boot = Record::new().with("name", "test.sized").into();
+            writer.send(&mut enc, &Frame::Hello(raw_hello())).await;
+            writer
+                .send(&mut enc, &call_frame(CapId(0), 1, "bootstrap", boot))
+                .await;
             let cap = loop {
-                let n = rd.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "peer {i}: the server closed before the bootstrap");
-                buf.extend_from_slice(&chunk[..n]);
-                match take_frame(&mut buf, &mut dec) {
-                    Some(Frame::Result(r)) => match r.outcome {
+                let frame = reader.next(&mut dec, Duration::ZERO).await;
+                match frame.expect("the server closed before the bootstrap") {
+                    Frame::Result(r) => match r.outcome {
                         Ok(Value::CapRef(cap)) => break cap,
                         other => panic!("peer {i}: bootstrap {other:?}"),
                     },
-                    Some(_) | None => continue,
+                    _ => continue,
                 }
             };
             let asks = peer.asks.clone();
-            let writer = tokio::spawn(async move {
+            let sending = tokio::spawn(async move {
                 for (k, a) in asks.iter().enumerate() {
                     let id = 2 + k as u64;
                     let frame = if a.echo {
-                        call(cap, id, "echo", Value::Bin(vec![7; a.n]))
+                        call_frame(cap, id, "echo", Value::Bin(vec![7; a.n]))
                     } else {
                         let args = Record::new().with("n", a.n as i64).into();
-                        call(cap, id, "sized", args)
+                        call_frame(cap, id, "sized", args)
                     };
-                    let bytes = frame_bytes(&mut enc, &frame);
-                    wr.write_all(&bytes).await.unwrap();
+                    writer.send(&mut enc, &frame).await;
                 }
-                wr
+                writer
             });
             tokio::time::sleep(Duration::from_millis(peer.start_ms)).await;
-            let mut chunk = vec![0u8; peer.chunk];
+            if let Reader::Bytes { chunk, .. } = &mut reader {
+                chunk.resize(peer.chunk, 0);
+            }
+            let pause = Duration::from_millis(peer.pause_ms);
             for (k, a) in peer.asks.iter().enumerate() {
                 let id = 2 + k as u64;
-                let frame = loop {
-                    if let Some(frame) = take_frame(&mut buf, &mut dec) {
-                        break frame;
-                    }
-                    if peer.pause_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(peer.pause_ms)).await;
-                    }
-                    let n = rd.read(&mut chunk).await.unwrap();
-                    assert!(n > 0, "peer {i}: the connection ended before answer {id}");
-                    buf.extend_from_slice(&chunk[..n]);
-                };
-                match frame {
+                let frame = reader.next(&mut dec, pause).await;
+                match frame.unwrap_or_else(|| panic!("peer {i}: ended before answer {id}")) {
                     Frame::Result(r) => {
                         assert_eq!(r.id, CallId(id), "peer {i}");
                         let fill = if a.echo { 7 } else { 5 };
@@ -206,8 +266,8 @@ async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, shared: bool, 
                     other => panic!("peer {i}: {other:?}"),
                 }
             }
-            let wr = writer.await.unwrap();
-            drop(rd.unsplit(wr));
+            let writer = sending.await.unwrap();
+            drop((writer, reader));
         }));
     }
     for client in clients {
@@ -217,7 +277,7 @@ async fn run_peers(budget: usize, pipe: usize, max_unsent: usize, shared: bool, 
             .unwrap();
     }
     for server in &servers {
-        timeout(Duration::from_secs(10), server.closed())
+        timeout(Duration::from_secs(30), server.closed())
             .await
             .expect("a connection whose peer is gone closes");
         assert!(server.stats().is_idle(), "{:?}", server.stats());
@@ -238,7 +298,20 @@ proptest! {
         peers in proptest::collection::vec(peer(), 1..=3),
     ) {
         let max_unsent = if small_unsent { 64 * 1024 } else { 64 << 20 };
-        run_paused(run_peers(budget_kib * 1024, pipe, max_unsent, shared, peers));
+        run_paused(run_peers(Kind::ByteStream, (budget_kib * 1024, shared), pipe, max_unsent, peers));
+    }
+
+    /// The same over WebSocket (each peer's `chunk` does not apply: it reads messages).
+    #[test]
+    fn every_answer_arrives_over_websocket_and_the_budget_comes_back_whole(
+        budget_kib in 160usize..=1024,
+        pipe in prop_oneof![Just(1024usize), Just(4096), Just(16_384), Just(65_536), Just(262_144)],
+        small_unsent in any::<bool>(),
+        shared in any::<bool>(),
+        peers in proptest::collection::vec(peer(), 1..=3),
+    ) {
+        let max_unsent = if small_unsent { 64 * 1024 } else { 64 << 20 };
+        run_paused(run_peers(Kind::Ws, (budget_kib * 1024, shared), pipe, max_unsent, peers));
     }
 }
 
@@ -270,7 +343,13 @@ fn two_connections_holding_part_of_the_budget_do_not_wait_on_each_other() {
             pause_ms: 0,
         },
     ];
-    run_paused(run_peers(160 * 1024, 1024, 64 << 20, true, peers));
+    run_paused(run_peers(
+        Kind::ByteStream,
+        (160 * 1024, true),
+        1024,
+        64 << 20,
+        peers,
+    ));
 }
 
 /// The second case it found: the start of the next message, read within the free
@@ -298,7 +377,13 @@ fn a_connection_with_the_start_of_a_long_message_waits_holding_nothing() {
             pause_ms: 1,
         },
     ];
-    run_paused(run_peers(160 * 1024, 16_384, 64 << 20, true, peers));
+    run_paused(run_peers(
+        Kind::ByteStream,
+        (160 * 1024, true),
+        16_384,
+        64 << 20,
+        peers,
+    ));
 }
 
 /// The third: a small message read into the large buffer a long message had left (still
@@ -321,5 +406,11 @@ fn a_read_after_a_small_message_takes_no_more_of_the_next_than_the_allowance() {
             pause_ms: 3,
         },
     ];
-    run_paused(run_peers(160 * 1024, 65_536, 64 << 20, true, peers));
+    run_paused(run_peers(
+        Kind::ByteStream,
+        (160 * 1024, true),
+        65_536,
+        64 << 20,
+        peers,
+    ));
 }

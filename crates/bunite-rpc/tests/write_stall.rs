@@ -12,9 +12,7 @@ use std::time::Duration;
 use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::ByteBudget;
-use bunite_rpc::wire::{
-    Call, CallId, CapId, Decoder, DropEntry, DropFrame, Encoder, Frame, Hello, ResultFrame,
-};
+use bunite_rpc::wire::{CallId, CapId, Decoder, DropEntry, DropFrame, Encoder, Frame, ResultFrame};
 use bunite_rpc::{Code, Connection, Disconnect, Limits, Record, Value};
 use common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
@@ -56,7 +54,7 @@ async fn server_and_raw_within(
     serve_counter(&server).await;
     let mut enc = Encoder::new();
     let mut dec = Decoder::new(Default::default());
-    write_frame(&mut raw, &mut enc, &Frame::Hello(hello())).await;
+    write_frame(&mut raw, &mut enc, &Frame::Hello(raw_hello())).await;
     assert!(matches!(
         read_frame(&mut raw, &mut dec).await,
         Frame::Hello(_)
@@ -83,7 +81,12 @@ struct Raw {
 impl Raw {
     /// Bootstraps `name` with call id `id`; its cap-id.
     async fn bootstrap(&mut self, id: u64, name: &str) -> CapId {
-        let boot = call(0, id, "bootstrap", Record::new().with("name", name).into());
+        let boot = call_frame(
+            CapId(0),
+            id,
+            "bootstrap",
+            Record::new().with("name", name).into(),
+        );
         write_frame(&mut self.io, &mut self.enc, &boot).await;
         match read_frame(&mut self.io, &mut self.dec).await {
             Frame::Result(ResultFrame {
@@ -99,7 +102,7 @@ impl Raw {
     async fn send_echoes(&mut self) {
         for id in 2..2 + CALLS {
             let args = Value::Bin(vec![7; RESULT]);
-            let frame = call(self.cap.0, id, "echo", args);
+            let frame = call_frame(self.cap, id, "echo", args);
             write_frame(&mut self.io, &mut self.enc, &frame).await;
         }
     }
@@ -212,7 +215,7 @@ fn calls_pending_on_a_stalled_write_fail_saying_the_peer_stopped_reading() {
         let peer = tokio::spawn(async move {
             let mut enc = Encoder::new();
             let mut dec = Decoder::new(Default::default());
-            write_frame(&mut raw, &mut enc, &Frame::Hello(hello())).await;
+            write_frame(&mut raw, &mut enc, &Frame::Hello(raw_hello())).await;
             loop {
                 match read_frame(&mut raw, &mut dec).await {
                     Frame::Call(c) if c.method == "bootstrap" => {
@@ -293,17 +296,17 @@ fn a_connection_that_could_not_pay_reads_again_once_its_answer_is_written() {
             dec: Decoder::new(Default::default()),
             cap: CapId(0),
         };
-        write_frame(&mut raw.io, &mut raw.enc, &Frame::Hello(hello())).await;
+        write_frame(&mut raw.io, &mut raw.enc, &Frame::Hello(raw_hello())).await;
         assert!(matches!(
             read_frame(&mut raw.io, &mut raw.dec).await,
             Frame::Hello(_)
         ));
         let counter = raw.bootstrap(1, "test.counter").await;
         let big = raw.bootstrap(2, "test.big").await;
-        let frame = call(big.0, 3, "big", Value::Null);
+        let frame = call_frame(big, 3, "big", Value::Null);
         write_frame(&mut raw.io, &mut raw.enc, &frame).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let frame = call(counter.0, 4, "get", Value::Null);
+        let frame = call_frame(counter, 4, "get", Value::Null);
         write_frame(&mut raw.io, &mut raw.enc, &frame).await;
         let start = Instant::now();
         for id in [3, 4] {
@@ -341,18 +344,7 @@ fn a_long_message_is_received_while_answers_hold_the_send_budget() {
     run_paused(async {
         let (receive, send) = (ByteBudget::new(1 << 20), ByteBudget::new(1 << 20));
         let spent = send.try_acquire(1 << 20).unwrap();
-        let (a, b) = tokio::io::duplex(PIPE);
-        let (ar, aw) = tokio::io::split(a);
-        let transport = ByteStream::new(ar, aw)
-            .with_budget(receive.clone())
-            .with_send_budget(send.clone());
-        let server = Connection::new(transport);
-        track(&server);
-        serve_counter(&server).await;
-        let (br, bw) = tokio::io::split(b);
-        let client = Connection::new(ByteStream::new(br, bw));
-        track(&client);
-        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, counter) = counter_over_pipe(Some(&receive), &send).await;
         for _ in 0..3 {
             let echo = counter.call_value("echo", Value::Bin(vec![7; RESULT]));
             let got = timeout(Duration::from_secs(5), echo)
@@ -408,7 +400,7 @@ fn never_reading_peers(method: &'static str, args: Value, many: u64) {
             let (mut enc, args) = (raw.enc, args.clone());
             let writer = tokio::spawn(async move {
                 for id in 3..3 + many {
-                    let frame = call(target.0, id, method, args.clone());
+                    let frame = call_frame(target, id, method, args.clone());
                     write_frame(&mut wr, &mut enc, &frame).await;
                 }
                 wr
@@ -427,15 +419,7 @@ fn never_reading_peers(method: &'static str, args: Value, many: u64) {
         }
 
         // Small calls under the same budget need none of it.
-        let (a, b) = tokio::io::duplex(PIPE);
-        let (ar, aw) = tokio::io::split(a);
-        let server = Connection::new(ByteStream::new(ar, aw).with_send_budget(budget.clone()));
-        track(&server);
-        serve_counter(&server).await;
-        let (br, bw) = tokio::io::split(b);
-        let client = Connection::new(ByteStream::new(br, bw));
-        track(&client);
-        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, counter) = counter_over_pipe(None, &budget).await;
         for n in 1..=3i64 {
             let got = counter.call_value("increment", Value::Null).await.unwrap();
             assert_eq!(got, Value::from(Record::new().with("count", n)));
@@ -478,31 +462,31 @@ fn never_reading_peers(method: &'static str, args: Value, many: u64) {
     });
 }
 
-fn hello() -> Hello {
-    Hello {
-        v: 1,
-        mode: "native".into(),
-        features: vec![],
-        max_bytes: 64 << 20,
-        origin: String::new(),
+/// A server serving the counter over a small pipe, reading under `receive` and paying its
+/// answers from `send` as a listener's connection does, and a client on the other end with
+/// the counter bootstrapped.
+async fn counter_over_pipe(
+    receive: Option<&ByteBudget>,
+    send: &ByteBudget,
+) -> (Connection, Connection, bunite_rpc::Client) {
+    let (a, b) = tokio::io::duplex(PIPE);
+    let (ar, aw) = tokio::io::split(a);
+    let mut transport = ByteStream::new(ar, aw).with_send_budget(send.clone());
+    if let Some(receive) = receive {
+        transport = transport.with_budget(receive.clone());
     }
-}
-
-fn call(target: u32, id: u64, method: &str, args: Value) -> Frame {
-    Frame::Call(Call {
-        id: CallId(id),
-        target: CapId(target),
-        method: bunite_rpc::wire::Text::copy_from(method),
-        args,
-        meta: None,
-    })
+    let server = Connection::new(transport);
+    track(&server);
+    serve_counter(&server).await;
+    let (br, bw) = tokio::io::split(b);
+    let client = Connection::new(ByteStream::new(br, bw));
+    track(&client);
+    let counter = client.bootstrap(&counter_def()).await.unwrap();
+    (server, client, counter)
 }
 
 async fn write_frame(w: &mut (impl AsyncWrite + Unpin), enc: &mut Encoder, frame: &Frame) {
-    let body = enc.encode_to_vec(&frame.to_value());
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    w.write_all(&out).await.unwrap();
+    w.write_all(&length_prefixed(enc, frame)).await.unwrap();
 }
 
 async fn read_frame(r: &mut (impl AsyncRead + Unpin), dec: &mut Decoder) -> Frame {
@@ -511,13 +495,4 @@ async fn read_frame(r: &mut (impl AsyncRead + Unpin), dec: &mut Decoder) -> Fram
     let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
     r.read_exact(&mut body).await.unwrap();
     dec.decode_frame(&body).expect("valid frame")
-}
-
-/// Takes one whole frame off the front of `buf`, if there is one.
-fn take_frame(buf: &mut Vec<u8>, dec: &mut Decoder) -> Option<Frame> {
-    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    let body = buf.get(4..4 + len)?.to_vec();
-    buf.drain(..4 + len);
-    Some(dec.decode_frame(&body).expect("valid frame"))
 }

@@ -241,7 +241,9 @@ impl WsUpgrade {
                 Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
             };
             let peer = peer_addr.map(|a| a.to_string());
-            let transport = WsTransport::upgraded(Socket::upgraded(io), &config, slot, peer).await;
+            let transport = WsTransport::upgraded(Socket::upgraded(io), &config, Some(slot))
+                .await
+                .with_info(super::TransportInfo::new("ws", peer));
             let origin = headers
                 .get(header::ORIGIN)
                 .and_then(|v| v.to_str().ok())

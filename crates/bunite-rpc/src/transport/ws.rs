@@ -115,8 +115,6 @@
 //! # }
 //! ```
 
-#[cfg(test)]
-mod budget_tests;
 mod client;
 #[cfg(feature = "test-util")]
 #[doc(hidden)]
@@ -255,15 +253,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
     }
 }
 
-impl WsTransport {
-    /// The server end of a socket whose upgrade another HTTP server answered, within the
-    /// bounds of `config` (inbound bound, budget, pings) and holding a connection `slot`.
-    #[cfg(feature = "axum")]
+impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
+    /// The server end of a socket whose upgrade was answered elsewhere (another HTTP
+    /// server, or a test), within the bounds of `config` (inbound bound, budgets, receive
+    /// deadline, pings) as a listener's connection, holding a connection `slot` if given.
+    #[cfg(any(feature = "axum", feature = "test-util"))]
     pub(crate) async fn upgraded(
-        socket: Socket,
+        socket: S,
         config: &super::ListenerConfig,
-        slot: OwnedSemaphorePermit,
-        peer: Option<String>,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
         let bound = frame_bound(config.max_bytes);
         let budget = Some(&config.receive_budget);
@@ -277,10 +275,9 @@ impl WsTransport {
         );
         let cfg = Some(self::config(config.max_bytes));
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, cfg).await;
-        WsTransport::from_stream(ws, Role::Server, config.max_bytes, Some(slot))
+        WsTransport::from_stream(ws, Role::Server, config.max_bytes, slot)
             .with_ping_interval(config.ping_interval)
             .with_send_budget(config.send_budget.clone())
-            .with_info(TransportInfo::new("ws", peer))
     }
 }
 

@@ -318,14 +318,7 @@ impl RawPeer {
             Frame::Hello(h) => assert_eq!(h.v, 1),
             other => panic!("expected hello, got {other:?}"),
         }
-        raw.send(Frame::Hello(Hello {
-            v: 1,
-            mode: "native".into(),
-            features: vec![],
-            max_bytes: 64 << 20,
-            origin: "test://raw".into(),
-        }))
-        .await;
+        raw.send(Frame::Hello(raw_hello())).await;
         (conn, raw)
     }
 
@@ -369,14 +362,7 @@ impl RawPeer {
 
     /// Sends a call and returns the result frame for it (skipping nothing else).
     pub async fn call(&mut self, id: u64, target: u32, method: &str, args: Value) -> ResultFrame {
-        self.send(Frame::Call(Call {
-            id: CallId(id),
-            target: CapId(target),
-            method: bunite_rpc::wire::Text::copy_from(method),
-            args,
-            meta: None,
-        }))
-        .await;
+        self.send(call_frame(CapId(target), id, method, args)).await;
         loop {
             match self.recv().await {
                 Frame::Result(r) if r.id == CallId(id) => return r,
@@ -404,6 +390,45 @@ impl RawPeer {
 }
 
 /// The error of a result frame.
+/// The hello a raw peer sends: version 1, native, no features, 64 MiB.
+pub fn raw_hello() -> Hello {
+    Hello {
+        v: 1,
+        mode: "native".into(),
+        features: vec![],
+        max_bytes: 64 << 20,
+        origin: "test://raw".into(),
+    }
+}
+
+/// A `call` frame of `method` on `target`.
+pub fn call_frame(target: CapId, id: u64, method: &str, args: Value) -> Frame {
+    Frame::Call(Call {
+        id: CallId(id),
+        target,
+        method: bunite_rpc::wire::Text::copy_from(method),
+        args,
+        meta: None,
+    })
+}
+
+/// `frame` encoded with its 4-byte length prefix, as a byte stream carries it.
+pub fn length_prefixed(enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
+    let body = enc.encode_to_vec(&frame.to_value());
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Takes one whole length-prefixed frame off the front of `buf`, if there is one.
+pub fn take_frame(buf: &mut Vec<u8>, dec: &mut Decoder) -> Option<Frame> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    let body = buf.get(4..4 + len)?.to_vec();
+    buf.drain(..4 + len);
+    Some(dec.decode_frame(&body).expect("valid frame"))
+}
+
 pub fn err_of(r: ResultFrame) -> WireStatus {
     match r.outcome {
         Err(e) => e,

@@ -562,6 +562,52 @@ async fn eight_maximal_messages_at_once_under_a_budget_of_four_all_get_answered(
     serving.abort();
 }
 
+/// A listener whose budget is below its frame limit: a message longer than the budget and
+/// a connection's free allowance could never be paid for. It gets goaway
+/// `resource_exhausted` (`max_frame_bytes`), as over the byte stream, whether its one
+/// frame announces its size or its fragments (a ping between each) add up to it; the
+/// budget comes back whole. (It used to take the whole budget and wait for more that nothing could give, holding
+/// the budget for as long as the peer kept its socket open.)
+#[tokio::test]
+async fn a_message_longer_than_the_listeners_budget_gets_goaway_and_the_budget_comes_back() {
+    use bunite_rpc::transport::ByteBudget;
+    use tokio::io::AsyncWriteExt;
+
+    let budget = ByteBudget::new(256 * 1024);
+    let config = ListenerConfig::default()
+        .max_bytes(1 << 20)
+        .receive_budget(budget.clone());
+    let len = 512 * 1024;
+    let one_frame = [client_header(0x82, len), vec![0; len]].concat();
+    let mut fragments = Vec::new();
+    for (i, first) in [0x02, 0x00, 0x00, 0x80].into_iter().enumerate() {
+        fragments.extend(client_header(first, len / 4));
+        fragments.extend(vec![i as u8; len / 4]);
+        fragments.extend(client_header(0x89, 0));
+    }
+    for (what, bytes) in [("one frame", one_frame), ("fragments", fragments)] {
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config.clone())
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
+        // The server drains what follows its goaway: the whole message goes.
+        let sent = timeout(WAIT, raw.get_mut().write_all(&bytes)).await;
+        assert!(matches!(sent, Ok(Ok(()))), "{what}: {sent:?}");
+        let goaway = expect_goaway(&mut raw, &mut dec).await;
+        assert_eq!(
+            goaway.reason.as_deref(),
+            Some("resource_exhausted"),
+            "{what}"
+        );
+        let e = goaway.error.expect("goaway error");
+        assert_eq!(e.reason(), Some("max_frame_bytes"), "{what}");
+        timeout(WAIT, server.closed()).await.unwrap();
+        assert_eq!(server.stats().pending_calls, 0);
+        eventually(|| budget.available() == budget.limit()).await;
+    }
+}
+
 /// The header of a client frame (`first` is FIN, opcode) of `len` bytes, masked with a
 /// zero key so that the payload goes as it is.
 fn client_header(first: u8, len: usize) -> Vec<u8> {

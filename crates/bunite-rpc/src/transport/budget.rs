@@ -52,6 +52,17 @@
 //! what its last message drew waited for the rest of the next one's charge, and another
 //! waited for what it held.)
 //!
+//! A message longer than the whole budget and the free allowance could never be paid for:
+//! it is refused as too large (a goaway `resource_exhausted`, reason `max_frame_bytes`),
+//! by the byte stream when its length prefix arrives, by the WebSocket source when its one
+//! frame's header announces it or, for a message in fragments, once it has read as much
+//! as the budget and the allowance hold. A WebSocket message in fragments is paid for with
+//! the whole budget when the budget is below the frame limit. So give a listener a budget
+//! of at least [`max_bytes`](ListenerConfig::max_bytes). (The WebSocket source used to take
+//! the whole budget for such a message and wait for a top-up that nothing could give,
+//! holding the budget for as long as its peer kept the socket open: waiting for the budget
+//! is not the peer's time, so the receive deadline never ended it.)
+//!
 //! # What waits to be sent
 //!
 //! A listener's connection pays from its [`send_budget`](ListenerConfig::send_budget) for

@@ -336,14 +336,16 @@ fn recv_error(e: WsError, max: usize) -> Result<Option<Bytes>, TransportError> {
     }
 }
 
-/// A read error: the socket's, or the receive deadline's (which the socket under tungstenite
-/// wraps in an `io::Error`).
+/// A read error: the socket's, or the receive deadline's or the budget's (which the socket
+/// under tungstenite wraps in an `io::Error`).
 fn io_error(e: io::Error) -> TransportError {
     let ours = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<TransportError>());
     match ours {
         Some(&TransportError::TooSlow { after, len }) => TransportError::TooSlow { after, len },
+        // A message longer than the listener's budget can pay for (`metered.rs`).
+        Some(&TransportError::TooLarge { len, max }) => TransportError::TooLarge { len, max },
         _ => TransportError::Io(e),
     }
 }

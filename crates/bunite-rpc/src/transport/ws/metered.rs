@@ -44,7 +44,7 @@ use super::{READ_BUFFER, SOCKET_READ};
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::deadline::{MessageClock, ReceiveDeadline};
 use crate::transport::recycle::{IdleRelease, Recycled};
-use crate::transport::{BudgetPermit, ByteBudget};
+use crate::transport::{BudgetPermit, ByteBudget, TransportError};
 
 /// The smallest socket read.
 const MIN_READ: usize = 2 * READ_BUFFER;
@@ -69,6 +69,8 @@ pub(super) struct Metered<S> {
     /// Bytes read since the last complete message.
     since_message: usize,
     meter: Option<Meter>,
+    /// Data messages completed (as the source tells).
+    completed: u64,
     /// Bytes written to the socket so far ([`MessageSink::written`](
     /// crate::transport::MessageSink::written)).
     written: u64,
@@ -134,8 +136,9 @@ struct Meter {
     /// number: what is drawn whole before the next read.
     need: usize,
     need_for: u64,
-    /// Data messages completed.
-    completed: u64,
+    /// The size of the message under way, if its one frame announced more than the budget
+    /// and the free allowance could ever pay for.
+    beyond_budget: Option<u64>,
 }
 
 impl<S> Metered<S> {
@@ -169,7 +172,7 @@ impl<S> Metered<S> {
             held: 0,
             need: 0,
             need_for: 0,
-            completed: 0,
+            beyond_budget: None,
         });
         Metered {
             io,
@@ -183,6 +186,7 @@ impl<S> Metered<S> {
             next_read: MIN_READ,
             since_message: 0,
             meter,
+            completed: 0,
             head: handshake.then_some(0),
             reframe: Reframe::new(max_frame).take_whole(role == Role::Server),
             clock: MessageClock::new(deadline),
@@ -192,17 +196,20 @@ impl<S> Metered<S> {
     /// A data message is complete (or the socket's reading ended): the bytes read for it go
     /// back to the budget.
     pub(super) fn message_done(&mut self) {
-        if let Some(m) = &mut self.meter {
-            m.completed += 1;
-        }
+        self.completed += 1;
         self.release();
     }
 
     /// A control frame was read: between two messages, the bytes read so far go back to
     /// the budget (so that pings never add up); inside a fragmented message, they stay
-    /// counted with it.
+    /// counted with it. Whether a message is under way is asked of the messages started,
+    /// not of where the reframing is: it runs ahead of tungstenite, and had often seen the
+    /// header of a message's last fragment (so no message under way) by the time
+    /// tungstenite returned a ping sent before it, which gave back the bytes of the
+    /// message so far while its rest was still to come. A ping between two messages that
+    /// arrives with the next one's header stays counted with that message.
     pub(super) fn control_done(&mut self) {
-        if !self.reframe.in_message() {
+        if self.reframe.started() <= self.completed {
             self.release();
         }
     }
@@ -214,12 +221,15 @@ impl<S> Metered<S> {
         self.since_message = self.ahead.len();
         if let Some(m) = &mut self.meter {
             // Bytes read ahead belong to the next message and stay counted; so does its
-            // size, if its header was among them.
+            // size, if its header was among them (counted from here on: without what goes
+            // back now, its own bytes and those before its header that stay).
+            let released = m.held.saturating_sub(self.ahead.len());
             m.held = self.ahead.len();
             m.permit = BudgetPermit::default();
-            if m.need_for <= m.completed {
-                m.need = 0;
-            }
+            m.need = match m.need_for <= self.completed {
+                true => 0,
+                false => m.need.saturating_sub(released),
+            };
         }
     }
 
@@ -251,8 +261,18 @@ impl Meter {
     /// How many bytes the next socket read may take: what the free allowance and the
     /// permit leave, topped up from the budget when that is less than one small read.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        // A message longer than the whole budget and the free allowance could never be
+        // paid for: refused, as over the byte stream, as soon as its header says so.
+        let most = FREE_PER_CONNECTION.saturating_add(self.waiter.limit());
+        let too_large = |len: u64| {
+            let e = TransportError::TooLarge { len, max: most };
+            Poll::Ready(Err(io::Error::other(e)))
+        };
+        if let Some(len) = self.beyond_budget {
+            return too_large(len);
+        }
         // The message under way, whole, beyond the free allowance (never above the budget,
-        // which no wait could give).
+        // which no wait could give: a message in fragments, paid for at the frame limit).
         let whole = (self.need.saturating_sub(FREE_PER_CONNECTION)).min(self.waiter.limit());
         ready!(self.waiter.poll_hold(cx, &mut self.permit, whole)).map_err(io::Error::other)?;
         let allowed = FREE_PER_CONNECTION + self.permit.bytes();
@@ -260,8 +280,14 @@ impl Meter {
         // Less than a small read left is enough when it is the rest of a message paid for
         // whole: a top-up would queue behind the messages waiting for their whole, and
         // those wait for this one.
-        if room >= READ_BUFFER || (room > 0 && self.need > 0 && allowed >= self.need) {
+        if room >= READ_BUFFER || (room > 0 && self.need > 0) {
             return Poll::Ready(Ok(room.min(SOCKET_READ)));
+        }
+        if self.need > allowed {
+            // A message in fragments that has read the whole budget and goes on: the
+            // permit holds all of it, so no top-up could come, and waiting for one would
+            // hold the budget for good (a wait for the budget is not the peer's time).
+            return too_large(self.held as u64 + 1);
         }
         let more = match self.waiter.try_acquire(SOCKET_READ) {
             Some(permit) => permit,
@@ -368,6 +394,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                         let size = usize::try_from(a.size).unwrap_or(usize::MAX);
                         m.need = before.saturating_add(size);
                         m.need_for = a.number;
+                        let most = FREE_PER_CONNECTION.saturating_add(m.waiter.limit());
+                        m.beyond_budget = (a.exact && size > most).then_some(a.size);
                     }
                     used
                 }
@@ -801,6 +829,117 @@ mod tests {
         assert_eq!(budget.available() + m.recycled.kept_bytes(), budget.limit());
     }
 
+    /// Reads until the source fails; the error (within `secs`, else the test fails).
+    async fn read_to_error<S: AsyncRead + Unpin>(m: &mut Metered<S>, secs: u64) -> io::Error {
+        let reading = async {
+            loop {
+                let r = poll_fn(|cx| {
+                    let mut space = [0u8; READ_BUFFER];
+                    let mut buf = ReadBuf::new(&mut space);
+                    Pin::new(&mut *m).poll_read(cx, &mut buf)
+                })
+                .await;
+                if let Err(e) = r {
+                    return e;
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(secs), reading)
+            .await
+            .expect("the source fails instead of waiting")
+    }
+
+    /// A message longer than the whole budget (and the free allowance) can never be paid
+    /// for: it is refused as too large, as over the byte stream, whether its header says so
+    /// or its fragments add up to it. It used to take the whole budget and then wait for a
+    /// top-up that nothing could give, holding the budget for good (the wait for the
+    /// budget does not count against the receive deadline).
+    #[tokio::test]
+    async fn a_message_longer_than_the_budget_is_refused_not_waited_for() {
+        let budget = ByteBudget::new(128 * 1024);
+        let over = 128 * 1024 + FREE_PER_CONNECTION + 1;
+        let one_frame = binary(over, true);
+        let mut fragmented = binary(100 * 1024, false);
+        let mut rest = vec![0x80, 127];
+        rest.extend_from_slice(&((over - 100 * 1024) as u64).to_be_bytes());
+        rest.resize(10 + over - 100 * 1024, 5);
+        fragmented.extend(rest);
+        for (what, frames) in [("one frame", one_frame), ("fragments", fragmented)] {
+            let (ours, mut peer) = tokio::io::duplex(1 << 20);
+            let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false, Role::Server);
+            let writer = tokio::spawn(async move {
+                let _ = peer.write_all(&frames).await;
+                peer
+            });
+            let e = read_to_error(&mut m, 10).await;
+            let ours = e.get_ref().and_then(|e| e.downcast_ref::<TransportError>());
+            assert!(
+                matches!(ours, Some(TransportError::TooLarge { .. })),
+                "{what}: {e}"
+            );
+            drop(m);
+            drop(writer.await.unwrap());
+            assert_eq!(budget.available(), budget.limit(), "{what}: given back");
+        }
+    }
+
+    /// A fragmented message is paid for at the frame limit, or the whole budget when that
+    /// is less: one that fits the budget completes.
+    #[tokio::test]
+    async fn a_fragmented_message_within_a_budget_below_the_frame_limit_completes() {
+        let budget = ByteBudget::new(128 * 1024);
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false, Role::Server);
+        let mut frames = binary(64 * 1024, false);
+        let mut last = vec![0x80, 127];
+        last.extend_from_slice(&(70_000u64).to_be_bytes());
+        last.resize(10 + 70_000, 5);
+        frames.extend(last);
+        peer.write_all(&frames).await.unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            read_all(&mut m, frames.len()),
+        )
+        .await
+        .expect("read whole");
+        m.message_done();
+        assert_eq!(budget.available() + m.recycled.kept_bytes(), budget.limit());
+    }
+
+    /// A ping between two fragments that arrives with the next fragment's header: the
+    /// reframing has seen that header (the message's last) by the time tungstenite returns
+    /// the ping, and the message's bytes so far went back to the budget while its rest was
+    /// still to come (and tungstenite kept them): a peer sending a ping between every two
+    /// fragments kept its messages outside the budget.
+    #[tokio::test]
+    async fn a_ping_read_with_the_next_fragments_header_gives_nothing_back() {
+        let budget = ByteBudget::new(4 << 20);
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut m = Metered::new(ours, Some(&budget), None, 1 << 20, false, Role::Server);
+        let mut bytes = binary(100 * 1024, false);
+        bytes.extend([0x89, 0]);
+        let last = 1000;
+        let mut rest = vec![0x80, 126];
+        rest.extend_from_slice(&(last as u16).to_be_bytes());
+        bytes.extend(&rest);
+        peer.write_all(&bytes).await.unwrap();
+        // All of it (more comes out than goes in: the long fragment is cut).
+        assert!(read_until_waiting(&mut m).await > bytes.len());
+        let held = budget.limit() - budget.available();
+        assert_eq!(held, (1 << 20) - FREE_PER_CONNECTION, "paid for whole");
+        // tungstenite returns the ping.
+        m.control_done();
+        assert_eq!(budget.limit() - budget.available(), held, "still held");
+        peer.write_all(&vec![5; last]).await.unwrap();
+        assert_eq!(read_until_waiting(&mut m).await, last);
+        m.message_done();
+        assert_eq!(
+            budget.available() + m.recycled.kept_bytes(),
+            budget.limit(),
+            "back once the message is complete"
+        );
+    }
+
     /// One client's messages, each whole or in fragments, pings between messages and between
     /// fragments, as masked frames; and what tungstenite should read of them.
     fn client_frames(specs: &[(usize, usize, bool)]) -> (Vec<u8>, Vec<Message>) {
@@ -840,8 +979,13 @@ mod tests {
     }
 
     /// Reads `bytes` as a server through a `Metered` under `budget`, telling the meter of
-    /// each message as the WebSocket source does; returns what tungstenite read.
-    async fn serve(bytes: Vec<u8>, budget: ByteBudget, max: usize) -> Vec<Message> {
+    /// each message as the WebSocket source does; returns what tungstenite read, and the
+    /// error that ended the reading, if any.
+    async fn serve(
+        bytes: Vec<u8>,
+        budget: ByteBudget,
+        max: usize,
+    ) -> (Vec<Message>, Option<tokio_tungstenite::tungstenite::Error>) {
         use futures::StreamExt;
         use tokio_tungstenite::tungstenite::protocol::Role;
         let (ours, mut peer) = tokio::io::duplex(64 * 1024);
@@ -880,17 +1024,22 @@ mod tests {
                 ready => ready,
             }
         };
-        while let Some(Ok(msg)) = poll_fn(|cx| next(cx, &mut ws)).await {
+        let error = loop {
+            let msg = match poll_fn(|cx| next(cx, &mut ws)).await {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => break Some(e),
+                None => break None,
+            };
             match msg {
                 Message::Binary(_) => ws.get_mut().message_done(),
                 _ => ws.get_mut().control_done(),
             }
             got.push(msg);
-        }
+        };
         ws.get_mut().message_done();
         drop(ws);
         writer.abort();
-        got
+        (got, error)
     }
 
     proptest::proptest! {
@@ -925,7 +1074,67 @@ mod tests {
                 .await
                 .expect("no client waits forever");
                 for (got, want) in got.into_iter().zip(wants) {
-                    assert_eq!(got.unwrap(), want);
+                    assert_eq!(got.unwrap().0, want);
+                }
+                assert_eq!(budget.available(), budget.limit());
+            });
+        }
+
+        /// Under a budget below the frame limit, a message in fragments (whose size is not
+        /// known) is paid for with the whole budget: every message the budget holds arrives
+        /// unchanged and in order, and one longer than the budget and the free allowance
+        /// ends its client's reading as too large instead of waiting for a top-up that
+        /// nothing could give (which held the whole budget for good). None waits forever,
+        /// and every byte goes back to the budget.
+        #[test]
+        fn clients_under_a_budget_below_the_frame_limit_get_through_or_are_refused(
+            limit in 32usize * 1024..=160 * 1024,
+            clients in proptest::collection::vec(
+                proptest::collection::vec((0usize..=200_000, 1usize..4, proptest::prelude::any::<bool>()), 1..4),
+                1..=3,
+            ),
+        ) {
+            let max = 200_000;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let budget = ByteBudget::new(limit);
+                let mut runs = Vec::new();
+                let mut wants = Vec::new();
+                for specs in &clients {
+                    let (bytes, want) = client_frames(specs);
+                    wants.push(want);
+                    runs.push(tokio::spawn(serve(bytes, budget.clone(), max)));
+                }
+                let got = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    futures::future::join_all(runs),
+                )
+                .await
+                .expect("no client waits forever");
+                for (got, want) in got.into_iter().zip(wants) {
+                    let (got, error) = got.unwrap();
+                    assert!(got.len() <= want.len() && got[..] == want[..got.len()], "in order, unchanged");
+                    let refused = want[got.len()..].iter().find_map(|m| match m {
+                        Message::Binary(b) => Some(b.len()),
+                        _ => None,
+                    });
+                    use tokio_tungstenite::tungstenite::error::ProtocolError;
+                    match (refused, error) {
+                        // The end of the stream (the client sends no close frame).
+                        (None, None | Some(tokio_tungstenite::tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {}
+                        (Some(len), Some(tokio_tungstenite::tungstenite::Error::Io(e))) => {
+                            let ours = e.get_ref().and_then(|e| e.downcast_ref::<TransportError>());
+                            assert!(matches!(ours, Some(TransportError::TooLarge { .. })), "{e}");
+                            assert!(len > limit, "a message of {len} bytes fits a budget of {limit}");
+                        }
+                        (refused, error) => panic!("message {refused:?} not received: {error:?}"),
+                    }
+                    // Every message beyond the budget and the allowance is refused, give or
+                    // take what tungstenite took of it in the read that completed the
+                    // message before it (at most one of its reads, which the meter counts
+                    // from that message's end on).
+                    let most = limit + FREE_PER_CONNECTION + READ_BUFFER;
+                    assert!(got.iter().all(|m| m.len() <= most));
                 }
                 assert_eq!(budget.available(), budget.limit());
             });
@@ -949,7 +1158,6 @@ mod tests {
     async fn waiting_for_the_budget_does_not_count_against_the_receive_deadline() {
         use std::time::Duration;
 
-        use crate::transport::TransportError;
         let budget = ByteBudget::new(1 << 20);
         let rule = ReceiveDeadline::new(Duration::from_secs(1), 1 << 20);
         let (ours, mut peer) = tokio::io::duplex(1 << 20);

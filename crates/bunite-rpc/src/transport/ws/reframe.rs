@@ -154,6 +154,8 @@ pub(super) struct Announced {
     /// Its size on the wire: its one frame, header included, or the frame limit if
     /// fragments follow (its size is not known yet).
     pub(super) size: u64,
+    /// Whether `size` is the message's own (one frame), not the frame limit standing in.
+    pub(super) exact: bool,
     /// Where its header starts in the input of the [`Reframe::feed`] call that read the
     /// header's last byte: negative when the header began in an earlier call.
     pub(super) at: i64,
@@ -283,9 +285,9 @@ impl Reframe {
         self.announced.take()
     }
 
-    /// Whether a data message is under way between two of its frames.
-    pub(super) fn in_message(&self) -> bool {
-        self.in_message
+    /// How many data messages have started (their first frame's header read).
+    pub(super) fn started(&self) -> u64 {
+        self.messages
     }
 
     /// Whether the peer is inside a frame or a fragmented message (a frame's header or
@@ -392,6 +394,7 @@ impl Reframe {
                 self.announced = Some(Announced {
                     number: self.messages,
                     size,
+                    exact: fin,
                     at: taken as i64 - self.have as i64,
                 });
             }

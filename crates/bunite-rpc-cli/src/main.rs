@@ -266,6 +266,11 @@ fn info() {
     println!("default maxBytes {}", limits.max_bytes);
     println!("default cap limit {}", limits.max_caps);
     println!("default in-flight limit {}", limits.max_in_flight);
+    let send_deadline = match limits.send_deadline {
+        Some(d) => format!("{:?} + 1 s per {} bytes taken", d.grace, d.min_rate),
+        None => "none".to_owned(),
+    };
+    println!("default send deadline {send_deadline} (while a send budget pays)");
     for line in listener_args::describe_defaults() {
         println!("default {line}");
     }

@@ -115,6 +115,16 @@ pub enum Disconnect {
         /// The limit that passed without progress.
         after: Duration,
     },
+    /// The peer read too slowly: while a listener's send budget paid for what waited for
+    /// it, it took `taken` bytes in `after`, behind
+    /// [`Limits::send_deadline`](crate::Limits::send_deadline). The transport was dropped
+    /// without a goaway, as for [`WriteStalled`](Disconnect::WriteStalled).
+    SlowReader {
+        /// The bytes the peer took since the connection started paying.
+        taken: u64,
+        /// The time since.
+        after: Duration,
+    },
     /// The peer broke the protocol (undecodable, invalid or oversize message); we sent goaway.
     ProtocolError {
         /// What we told the peer.
@@ -235,6 +245,15 @@ impl Disconnect {
                 Code::Unavailable,
                 format!(
                     "write stalled: the peer stopped reading for {:.1} s",
+                    after.as_secs_f64()
+                ),
+            )
+            .with_reason(reason::PEER_CLOSING),
+            Disconnect::SlowReader { taken, after } => Status::new(
+                Code::Unavailable,
+                format!(
+                    "the peer read too slowly: {taken} bytes in {:.1} s while its answers \
+                     waited on the send budget",
                     after.as_secs_f64()
                 ),
             )
@@ -367,6 +386,17 @@ mod tests {
             "write stalled: the peer stopped reading for 30.0 s"
         );
         assert_eq!(stalled.status().reason(), Some("peer_closing"));
+        let slow = Disconnect::SlowReader {
+            taken: 12_288,
+            after: Duration::from_millis(1_250),
+        };
+        assert_eq!(
+            slow.status().message,
+            "the peer read too slowly: 12288 bytes in 1.2 s while its answers waited on the \
+             send budget"
+        );
+        assert_eq!(slow.status().code, Code::Unavailable);
+        assert_eq!(slow.status().reason(), Some("peer_closing"));
     }
 
     #[test]

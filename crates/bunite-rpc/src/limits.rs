@@ -17,6 +17,7 @@ use std::time::Duration;
 /// | `max_revoked_ids` | 4096 | revoked ids remembered (PROTOCOL §13.7) |
 /// | `max_unsent_bytes` | 64 MiB | reading stops above it, so a peer that never reads stalls us instead of growing our memory (a listener's connections also pay from its send budget across connections) |
 /// | `write_stall_timeout` | 30 s | a peer that takes no bytes for this long is gone; it would otherwise hold its unsent replies |
+/// | `send_deadline` | 30 s + 1 s per 256 KiB | while a listener's send budget pays for what waits for a peer, it must take it at least this fast, or it would hold the budget shared by every connection by reading a byte now and then |
 /// | `max_pending_policy_checks` | 1024 | bootstraps waiting on the policy (each is a task) |
 /// | `hello_timeout` | 30 s | a peer that never says hello holds a connection |
 /// | `bootstrap_timeout` | 30 s | a bootstrap that is not answered means a stuck peer |
@@ -57,6 +58,23 @@ pub struct Limits {
     /// the running handlers' results, and (since reading stops at that limit) its
     /// end of the connection is never seen. `None` waits forever.
     pub write_stall_timeout: Option<Duration>,
+    /// How fast a peer must take what waits for it while a listener's send budget pays for
+    /// it ([`budget`](crate::transport::budget#what-waits-to-be-sent)): from the moment the
+    /// connection starts paying, the peer has the deadline's
+    /// [`for_len`](ReceiveDeadline::for_len) of the bytes it has taken
+    /// since, that is `grace` plus a second per `min_rate` bytes taken. A peer that falls
+    /// behind is cut off as by the write-stall limit
+    /// ([`Disconnect::SlowReader`](crate::Disconnect::SlowReader)); once nothing is paid
+    /// for, the clock stops. Default 30 s and 256 KiB/s, as a listener's
+    /// [`receive_deadline`](crate::transport::ListenerConfig::receive_deadline): a peer
+    /// that reads slowly but never stops would otherwise hold its share of the budget for
+    /// as long as it liked (the write-stall limit ends only peers that take nothing), and
+    /// a few such peers would keep every connection with a long answer to send from
+    /// reading its next call. A peer on a link slower than about 2 Mbit/s cannot take a
+    /// long answer within it: loosen it for such peers. It does nothing on a connection
+    /// that pays from no budget (a client's, or one not made by a listener). `None`: no
+    /// deadline.
+    pub send_deadline: Option<ReceiveDeadline>,
     /// Bootstraps waiting for the policy (they do not count toward `max_in_flight`,
     /// PROTOCOL §8, but each is a task). Default 1024; beyond it a bootstrap fails
     /// `resource_exhausted {reason:"max_concurrent_calls"}`.
@@ -101,6 +119,7 @@ impl Default for Limits {
             max_revoked_ids: 4096,
             max_unsent_bytes: 64 * 1024 * 1024,
             write_stall_timeout: Some(Duration::from_secs(30)),
+            send_deadline: Some(ReceiveDeadline::default()),
             max_pending_policy_checks: 1024,
             hello_timeout: Some(Duration::from_secs(30)),
             bootstrap_timeout: Some(Duration::from_secs(30)),
@@ -122,5 +141,51 @@ impl Limits {
             max_hello_features: self.max_hello_features,
             max_hello_text: self.max_hello_text,
         }
+    }
+}
+
+/// How long a message may take to arrive once it has started: [`grace`](Self::grace), plus
+/// one second per [`min_rate`](Self::min_rate) bytes of its length. The default (30 s and
+/// 256 KiB/s) gives a 64 KiB message 30.25 s and a maximal 64 MiB message 4 min 46 s, so a
+/// client on a 2 Mbit/s uplink still gets any message through; a server exposed to the
+/// internet may want it tighter.
+///
+/// The same rule paces what a peer is sent while a listener's send budget pays for it
+/// ([`Limits::send_deadline`]): `grace` plus a second per `min_rate` bytes taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiveDeadline {
+    /// Time every message gets, whatever its length.
+    pub grace: Duration,
+    /// The slowest rate, in bytes per second, a long message may arrive at on average
+    /// (at least 1).
+    pub min_rate: u64,
+}
+
+impl Default for ReceiveDeadline {
+    fn default() -> Self {
+        ReceiveDeadline {
+            grace: Duration::from_secs(30),
+            min_rate: 256 * 1024,
+        }
+    }
+}
+
+impl ReceiveDeadline {
+    /// `grace` plus one second per `min_rate` bytes (a `min_rate` of 0 counts as 1).
+    pub fn new(grace: Duration, min_rate: u64) -> Self {
+        ReceiveDeadline {
+            grace,
+            min_rate: min_rate.max(1),
+        }
+    }
+
+    /// The time a message of `len` bytes gets (saturating).
+    pub fn for_len(&self, len: u64) -> Duration {
+        let rate = self.min_rate.max(1);
+        let whole = Duration::from_secs(len / rate);
+        let part = (u128::from(len % rate) * 1_000_000_000 / u128::from(rate)) as u64;
+        let part = Duration::from_nanos(part);
+        self.grace.saturating_add(whole).saturating_add(part)
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::ByteStream;
-use bunite_rpc::transport::ByteBudget;
+use bunite_rpc::transport::{ByteBudget, ReceiveDeadline};
 use bunite_rpc::wire::{CallId, CapId, Decoder, DropEntry, DropFrame, Encoder, Frame, ResultFrame};
 use bunite_rpc::{Code, Connection, Disconnect, Limits, Record, Value};
 use common::*;
@@ -41,15 +41,18 @@ async fn server_and_raw_within(
     limit: Option<Duration>,
     budget: Option<&ByteBudget>,
 ) -> (Connection, Raw) {
+    server_and_raw_with(stall_limits(limit), budget).await
+}
+
+/// As [`server_and_raw_within`], with the server's `limits`.
+async fn server_and_raw_with(limits: Limits, budget: Option<&ByteBudget>) -> (Connection, Raw) {
     let (a, mut raw) = tokio::io::duplex(PIPE);
     let (ar, aw) = tokio::io::split(a);
     let mut transport = ByteStream::new(ar, aw);
     if let Some(budget) = budget {
         transport = transport.with_send_budget(budget.clone());
     }
-    let server = Connection::builder()
-        .limits(stall_limits(limit))
-        .connect(transport);
+    let server = Connection::builder().limits(limits).connect(transport);
     track(&server);
     serve_counter(&server).await;
     let mut enc = Encoder::new();
@@ -174,6 +177,115 @@ fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
             }
         }
         assert!(!server.is_closed());
+        raw.release().await;
+        assert_clean(&[&server]).await;
+        drop(raw);
+    });
+}
+
+/// Reads `raw` 1 KiB every 100 ms (10 KiB/s) until the server drops its end, decoding the
+/// echoes' answers; the time it took and the answers read.
+async fn read_slowly_until_the_end(raw: &mut Raw, most: Duration) -> (Duration, u64) {
+    let start = Instant::now();
+    let (mut got, mut answered) = (Vec::new(), 0);
+    let mut chunk = [0u8; 1024];
+    loop {
+        assert!(start.elapsed() < most, "still served after {most:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = raw.io.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            return (start.elapsed(), answered);
+        }
+        got.extend_from_slice(&chunk[..n]);
+        while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
+            assert!(matches!(frame, Frame::Result(_)), "{frame:?}");
+            answered += 1;
+        }
+    }
+}
+
+/// While a listener's send budget pays for its answers, a peer must take them at the send
+/// deadline's pace (`Limits::send_deadline`): one that reads 10 KiB/s against a pace of
+/// 64 KiB/s after a 1 s grace is cut off once it falls behind (about 1.2 s in), though it
+/// never stops reading (the write-stall limit alone would serve it for good: see
+/// `a_slow_reader_that_keeps_reading_is_not_cut_off`); nothing of it is left and the budget
+/// is whole. A peer that keeps the pace, on the same budget, is served to the end.
+#[test]
+fn a_reader_too_slow_for_the_send_deadline_is_cut_off_while_the_budget_pays() {
+    run_paused(async {
+        let budget = ByteBudget::new(1 << 20);
+        let limits = Limits {
+            write_stall_timeout: Some(Duration::from_millis(500)),
+            send_deadline: Some(ReceiveDeadline::new(Duration::from_secs(1), 64 * 1024)),
+            ..Limits::default()
+        };
+        let (server, mut raw) = server_and_raw_with(limits.clone(), Some(&budget)).await;
+        raw.send_echoes().await;
+        let (took, answered) = read_slowly_until_the_end(&mut raw, Duration::from_secs(10)).await;
+        assert!(took >= Duration::from_secs(1), "cut off after {took:?}");
+        assert!(took < Duration::from_secs(3), "cut off after {took:?}");
+        assert!(answered < CALLS, "{answered} answers read");
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .expect("the slow reader's connection closes");
+        let stats = server.stats();
+        assert!(stats.is_idle(), "{stats:?}");
+        assert_eq!(stats.tasks, 0, "{stats:?}");
+        assert_eq!(budget.available(), 1 << 20);
+
+        // 8 KiB every 50 ms (160 KiB/s) keeps the pace.
+        let (server, mut raw) = server_and_raw_with(limits, Some(&budget)).await;
+        raw.send_echoes().await;
+        let (mut got, mut answered) = (Vec::new(), 0);
+        let mut chunk = [0u8; 8 * 1024];
+        while answered < CALLS {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let n = raw.io.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "a reader keeping the pace was cut off");
+            got.extend_from_slice(&chunk[..n]);
+            while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
+                match frame {
+                    Frame::Result(r) => assert_eq!(r.outcome, Ok(Value::Bin(vec![7; RESULT]))),
+                    other => panic!("{other:?}"),
+                }
+                answered += 1;
+            }
+        }
+        assert!(!server.is_closed());
+        raw.release().await;
+        assert_clean(&[&server]).await;
+        drop(raw);
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .unwrap();
+        assert_eq!(budget.available(), 1 << 20);
+    });
+}
+
+/// Without a budget (a client's connection, or one not made by a listener) the send
+/// deadline does nothing: the same slow reader, with the same limits, is served to the end.
+#[test]
+fn without_a_send_budget_the_send_deadline_does_nothing() {
+    run_paused(async {
+        let limits = Limits {
+            write_stall_timeout: Some(Duration::from_millis(500)),
+            send_deadline: Some(ReceiveDeadline::new(Duration::from_secs(1), 64 * 1024)),
+            ..Limits::default()
+        };
+        let (server, mut raw) = server_and_raw_with(limits, None).await;
+        raw.send_echoes().await;
+        let (mut got, mut answered) = (Vec::new(), 0);
+        let mut chunk = [0u8; 1024];
+        while answered < CALLS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let n = raw.io.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "cut off without a budget");
+            got.extend_from_slice(&chunk[..n]);
+            while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
+                assert!(matches!(frame, Frame::Result(_)), "{frame:?}");
+                answered += 1;
+            }
+        }
         raw.release().await;
         assert_clean(&[&server]).await;
         drop(raw);

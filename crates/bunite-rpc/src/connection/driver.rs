@@ -47,7 +47,9 @@ pub(super) fn spawn<T: Transport>(
 ) {
     let (sink, source) = transport.split();
     let guard = shared.task();
-    let room = Room::new(shared.settings.limits.max_unsent_bytes, sink.send_budget());
+    let limits = &shared.settings.limits;
+    let room =
+        Room::new(limits.max_unsent_bytes, sink.send_budget()).with_pace(limits.send_deadline);
     let driver = Driver {
         runs: Runs::new(Arc::clone(&shared)),
         shared,
@@ -451,7 +453,9 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         }
         self.state = if matches!(
             how,
-            Disconnect::Transport { .. } | Disconnect::WriteStalled { .. }
+            Disconnect::Transport { .. }
+                | Disconnect::WriteStalled { .. }
+                | Disconnect::SlowReader { .. }
         ) {
             // The transport is broken or takes nothing: nothing more can be delivered.
             State::Done
@@ -526,31 +530,57 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// The write-stall limit ([`Limits::write_stall_timeout`](crate::Limits)): while
     /// bytes wait for the transport (a message the sink refused, or a flush not done) and it
     /// takes none of them for the limit, ends the connection as a failed transport. Nothing
-    /// happens, no timer included, while writes complete at once. Whether it fired.
+    /// happens, no timer included, while writes complete at once. And the send deadline
+    /// ([`Limits::send_deadline`](crate::Limits::send_deadline)): while the budget pays for
+    /// what waits, a peer that falls behind its pace is ended the same way
+    /// ([`Room::deadline`]). Whether either fired.
     fn watch_stall(&mut self, cx: &mut Context<'_>, accepted: bool) -> bool {
+        if self.state != State::Open {
+            self.stall_since = None;
+            return false;
+        }
         let waiting = self.held.is_some() || self.unflushed;
-        let limit = match self.shared.settings.limits.write_stall_timeout {
-            Some(limit) if waiting && self.state == State::Open => limit,
-            _ => {
-                self.stall_since = None;
-                return false;
-            }
-        };
+        let limit = self
+            .shared
+            .settings
+            .limits
+            .write_stall_timeout
+            .filter(|_| waiting);
+        let paying = self.room.paid() > 0;
+        if limit.is_none() {
+            self.stall_since = None;
+        }
+        if limit.is_none() && !paying {
+            let now = self.now();
+            self.room.deadline(0, now);
+            return false;
+        }
         let written = self.sink.written();
-        let since = match self.stall_since {
-            Some(since) if !accepted && written == self.sink_written => since,
-            _ => {
+        let stalled = match (limit, self.stall_since) {
+            (None, _) => None,
+            (Some(limit), Some(since)) if !accepted && written == self.sink_written => {
+                Some(since + limit)
+            }
+            (Some(limit), _) => {
                 self.sink_written = written;
                 let now = Instant::from_std(self.now());
                 self.stall_since = Some(now);
-                now
+                Some(now + limit)
             }
         };
-        let end = since + limit;
-        // Progress only moves `stall_since`; the timer catches up when it fires early.
+        let now = self.now();
+        let behind = self.room.deadline(written, now).map(Instant::from_std);
+        let Some(end) = stalled.into_iter().chain(behind).min() else {
+            return false;
+        };
+        // Progress only moves the ends later; the timer catches up when it fires early. A
+        // pace that starts (afresh) may end before the timer: then it is brought forward.
         let sleep = self
             .stall_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+        if sleep.deadline() > end {
+            sleep.as_mut().reset(end);
+        }
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
                 return false;
@@ -560,13 +590,27 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             }
             sleep.as_mut().reset(end);
         }
-        tracing::debug!(
-            connection = self.shared.id,
-            ?limit,
-            "write stalled: the peer took nothing, closing"
-        );
-        self.session
-            .transport_ended(TransportEnd::WriteStalled(limit));
+        let how = match (stalled, limit) {
+            (Some(stalled), Some(limit)) if stalled <= end => {
+                tracing::debug!(
+                    connection = self.shared.id,
+                    ?limit,
+                    "write stalled: the peer took nothing, closing"
+                );
+                TransportEnd::WriteStalled(limit)
+            }
+            _ => {
+                let (taken, after) = self.room.behind(written, now);
+                tracing::debug!(
+                    connection = self.shared.id,
+                    taken,
+                    ?after,
+                    "the peer reads too slowly for the send budget's pace, closing"
+                );
+                TransportEnd::SlowReader { taken, after }
+            }
+        };
+        self.session.transport_ended(how);
         self.apply_outputs();
         self.held = None;
         self.stall_since = None;

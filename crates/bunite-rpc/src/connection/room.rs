@@ -10,15 +10,27 @@
 //! budget can pay for them, so a connection that cannot pay stops reading and goes on
 //! writing; each write that makes progress wakes it to try again, and what it no longer
 //! needs goes back at once ([`Room::settle`]). Nothing here holds a runtime type.
+//!
+//! While it pays, the peer must keep a pace ([`Limits::send_deadline`](
+//! crate::Limits::send_deadline)): from the moment paying starts, it has the deadline's
+//! `for_len` of the bytes it has taken since ([`Room::deadline`]). Otherwise a peer that
+//! takes a byte now and then (which the write-stall limit, counting only a total stop,
+//! never ends) would hold its share of the budget for as long as it liked.
+
+use std::time::{Duration, Instant};
 
 use crate::transport::budget::FREE_PER_CONNECTION;
-use crate::transport::{BudgetPermit, ByteBudget};
+use crate::transport::{BudgetPermit, ByteBudget, ReceiveDeadline};
 
 /// The bounds on what waits to be sent, and what is paid for it.
 #[derive(Debug)]
 pub(super) struct Room {
     max_unsent: usize,
     paid: Option<Paid>,
+    /// The pace the peer must keep while paying, and since when (with the bytes written
+    /// then) the connection pays.
+    pace: Option<ReceiveDeadline>,
+    paying_since: Option<(Instant, u64)>,
 }
 
 #[derive(Debug)]
@@ -35,7 +47,42 @@ impl Room {
                 budget,
                 permit: BudgetPermit::default(),
             }),
+            pace: None,
+            paying_since: None,
         }
+    }
+
+    /// With `pace` kept while paying (see the module docs).
+    pub(super) fn with_pace(mut self, pace: Option<ReceiveDeadline>) -> Self {
+        self.pace = pace;
+        self
+    }
+
+    /// When the peer will have fallen behind its pace, given the bytes `written` to it so
+    /// far: `None` while nothing is paid for (the clock stops, and starts afresh when
+    /// paying does) or without a pace.
+    pub(super) fn deadline(&mut self, written: u64, now: Instant) -> Option<Instant> {
+        let pace = match self.pace {
+            Some(pace) if self.paid() > 0 => pace,
+            _ => {
+                self.paying_since = None;
+                return None;
+            }
+        };
+        let (since, at) = *self.paying_since.get_or_insert((now, written));
+        // Past what an `Instant` can hold: never.
+        since.checked_add(pace.for_len(written.saturating_sub(at)))
+    }
+
+    /// The bytes taken, and the time passed, since paying started.
+    pub(super) fn behind(&self, written: u64, now: Instant) -> (u64, Duration) {
+        self.paying_since
+            .map_or((0, Duration::ZERO), |(since, at)| {
+                (
+                    written.saturating_sub(at),
+                    now.saturating_duration_since(since),
+                )
+            })
     }
 
     /// Whether what waits to be sent is paid from a budget, so that the sink's
@@ -79,8 +126,7 @@ impl Room {
     }
 
     /// Bytes paid from the budget now.
-    #[cfg(test)]
-    fn paid(&self) -> usize {
+    pub(super) fn paid(&self) -> usize {
         self.paid.as_ref().map_or(0, |p| p.permit.bytes())
     }
 }
@@ -90,6 +136,34 @@ mod tests {
     use super::*;
 
     const FREE: usize = FREE_PER_CONNECTION;
+
+    /// The pace: a deadline only while paying, moved on by each byte taken, started
+    /// afresh after a spell of paying nothing.
+    #[test]
+    fn the_pace_counts_only_while_paying_and_each_byte_taken_buys_time() {
+        let pace = ReceiveDeadline::new(Duration::from_secs(2), 1000);
+        let budget = ByteBudget::new(100_000);
+        let mut room = Room::new(1 << 20, Some(budget)).with_pace(Some(pace));
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(room.deadline(0, t0), None, "nothing paid");
+        assert!(room.check(FREE + 10_000, 0));
+        assert_eq!(room.deadline(500, t0 + s(1)), Some(t0 + s(3)));
+        // 3,000 bytes taken since: three seconds more.
+        assert_eq!(room.deadline(3_500, t0 + s(4)), Some(t0 + s(6)));
+        assert_eq!(room.behind(3_500, t0 + s(4)), (3_000, s(3)));
+        room.settle(FREE);
+        assert_eq!(room.deadline(3_600, t0 + s(5)), None, "paid off");
+        assert!(room.check(FREE + 1, 0));
+        assert_eq!(room.deadline(3_600, t0 + s(9)), Some(t0 + s(11)), "afresh");
+        // Without a pace, or a budget, never.
+        let mut unpaced = Room::new(1 << 20, Some(ByteBudget::new(100_000)));
+        assert!(unpaced.check(FREE + 1, 0));
+        assert_eq!(unpaced.deadline(0, t0), None);
+        let mut unpaid = Room::new(1 << 20, None).with_pace(Some(pace));
+        assert!(unpaid.check(1 << 20, 0));
+        assert_eq!(unpaid.deadline(0, t0), None);
+    }
 
     #[test]
     fn without_a_budget_only_the_unsent_limit_counts() {

@@ -118,6 +118,11 @@ pub(crate) enum TransportEnd {
     TooSlow(String),
     /// The transport took none of our bytes for this long (the driver's write-stall limit).
     WriteStalled(std::time::Duration),
+    /// The peer took what waited for it too slowly: `taken` bytes in `after`.
+    SlowReader {
+        taken: u64,
+        after: std::time::Duration,
+    },
 }
 
 pub(crate) struct Session<T: Types> {
@@ -342,6 +347,9 @@ impl<T: Types> Session<T> {
             TransportEnd::TooSlow(m) => self.protocol_error(Status::new(Code::DeadlineExceeded, m)),
             TransportEnd::WriteStalled(after) => {
                 self.shutdown(Disconnect::WriteStalled { after }, None)
+            }
+            TransportEnd::SlowReader { taken, after } => {
+                self.shutdown(Disconnect::SlowReader { taken, after }, None)
             }
         }
     }

@@ -12,7 +12,7 @@
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
 //! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. Read buffers a connection keeps between messages beyond that allowance are paid from it too, and yield to a message that waits (below). |
-//! | [`send_budget`](ListenerConfig::send_budget) | 256 MiB | Bytes waiting to be written to peers, across all the listener's connections, beyond [`FREE_PER_CONNECTION`] each: four maximal answers at once. A connection that cannot pay for what waits stops reading its peer until it has written it (below), so peers that never read hold at most this between them. A budget of its own, so that peers that read slowly, holding it, never keep messages from being received. |
+//! | [`send_budget`](ListenerConfig::send_budget) | 256 MiB | Bytes waiting to be written to peers, across all the listener's connections, beyond [`FREE_PER_CONNECTION`] each: four maximal answers at once. A connection that cannot pay for what waits stops reading its peer until it has written it (below), so peers that never read hold at most this between them. A budget of its own, so that peers that read slowly, holding it, never keep messages from being received; and while it pays, the peer must keep the pace of [`Limits::send_deadline`](crate::Limits::send_deadline). |
 //! | [`receive_deadline`](ListenerConfig::receive_deadline) | 30 s + 1 s per 256 KiB | How long one message may take to arrive once it has started: [`ReceiveDeadline`]'s grace plus a second per `min_rate` bytes of its length (a maximal message: 4 min 46 s). A long message holds its size of the budget until its last byte, so a peer that stalls or trickles inside one would hold it for as long as it keeps the socket open. Past it the connection gets a goaway `deadline_exceeded` and closes. Time waiting for the budget does not count. |
 //! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
@@ -82,10 +82,17 @@
 //! with a long answer to send reads its next call once that answer is written.
 //!
 //! It is a budget of its own rather than the receive budget: a peer that reads slowly but
-//! never stops (so the write-stall limit never ends it) keeps what it is sent paid for as
-//! long as it likes, and with one budget for both, a few such peers kept every other
-//! connection's long messages from being received. One [`ByteBudget`] may still be given
-//! as both, for one bound on everything.
+//! never stops (so the write-stall limit never ends it) keeps what it is sent paid for
+//! until its send deadline ends it (below), and with one budget for both, a few such peers
+//! kept every other connection's long messages from being received. One [`ByteBudget`]
+//! may still be given as both, for one bound on everything.
+//!
+//! While the budget pays for what waits, the peer must take it at a pace:
+//! [`Limits::send_deadline`](crate::Limits::send_deadline) (30 s, then 256 KiB/s on
+//! average, as the receive deadline asks of a message that arrives). A peer that falls
+//! behind is let go as one that stops reading is
+//! ([`Disconnect::SlowReader`](crate::Disconnect::SlowReader)); one that takes a byte now
+//! and then would otherwise hold its share of the budget for good.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,6 +252,7 @@ impl ByteBudget {
     }
 
     /// What tells a holder of spare bytes that a request is waiting.
+    #[cfg_attr(not(any(feature = "byte-stream", feature = "ws")), allow(dead_code))]
     pub(crate) fn pressure(&self) -> Pressure {
         Pressure {
             waits: Arc::clone(&self.waits),
@@ -338,6 +346,7 @@ pub(crate) struct Pressure {
     seen: u64,
 }
 
+#[cfg_attr(not(any(feature = "byte-stream", feature = "ws")), allow(dead_code))]
 impl Pressure {
     /// Whether a request has waited since the last call (or since this was made).
     pub(crate) fn felt(&mut self) -> bool {

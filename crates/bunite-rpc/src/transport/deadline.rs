@@ -29,53 +29,13 @@
 //! # let _ = config;
 //! ```
 
-use std::time::Duration;
-
 #[cfg(any(feature = "byte-stream", feature = "ws"))]
 pub(crate) use clock::MessageClock;
 
-/// How long a message may take to arrive once it has started: [`grace`](Self::grace), plus
-/// one second per [`min_rate`](Self::min_rate) bytes of its length. The default (30 s and
-/// 256 KiB/s) gives a 64 KiB message 30.25 s and a maximal 64 MiB message 4 min 46 s, so a
-/// client on a 2 Mbit/s uplink still gets any message through; a server exposed to the
-/// internet may want it tighter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReceiveDeadline {
-    /// Time every message gets, whatever its length.
-    pub grace: Duration,
-    /// The slowest rate, in bytes per second, a long message may arrive at on average
-    /// (at least 1).
-    pub min_rate: u64,
-}
-
-impl Default for ReceiveDeadline {
-    fn default() -> Self {
-        ReceiveDeadline {
-            grace: Duration::from_secs(30),
-            min_rate: 256 * 1024,
-        }
-    }
-}
-
-impl ReceiveDeadline {
-    /// `grace` plus one second per `min_rate` bytes (a `min_rate` of 0 counts as 1).
-    pub fn new(grace: Duration, min_rate: u64) -> Self {
-        ReceiveDeadline {
-            grace,
-            min_rate: min_rate.max(1),
-        }
-    }
-
-    /// The time a message of `len` bytes gets (saturating).
-    pub fn for_len(&self, len: u64) -> Duration {
-        let rate = self.min_rate.max(1);
-        let whole = Duration::from_secs(len / rate);
-        let part = (u128::from(len % rate) * 1_000_000_000 / u128::from(rate)) as u64;
-        let part = Duration::from_nanos(part);
-        self.grace.saturating_add(whole).saturating_add(part)
-    }
-}
+/// Defined beside [`Limits`](crate::Limits), whose
+/// [`send_deadline`](crate::Limits::send_deadline) keeps the same rule for what a peer is
+/// sent, so that the session's plain data imports nothing of the transports.
+pub use crate::limits::ReceiveDeadline;
 
 /// The clock the socket sources keep (only they use it).
 #[cfg(any(feature = "byte-stream", feature = "ws"))]
@@ -169,6 +129,7 @@ mod clock {
 mod tests {
     use std::future::poll_fn;
     use std::task::Poll;
+    use std::time::Duration;
 
     use tokio::time::Instant;
 

@@ -180,6 +180,7 @@ impl IdleRelease {
     }
 
     /// Nothing is held any more: no timer either.
+    #[cfg_attr(not(feature = "byte-stream"), allow(dead_code))]
     pub(crate) fn stop(&mut self) {
         self.timer = None;
         self.since = None;

@@ -583,7 +583,7 @@ impl Side {
 
     /// The transport ends; a refused or broken message makes the close a protocol error.
     pub fn transport_end(&mut self, input: &mut Input<'_>) {
-        let how = match input.pick(6) {
+        let how = match input.pick(7) {
             0 => TransportEnd::Eof,
             1 => TransportEnd::Failed {
                 kind: std::io::ErrorKind::ConnectionReset,
@@ -592,6 +592,10 @@ impl Side {
             2 => TransportEnd::TooLarge("fuzz: too large".into()),
             3 => TransportEnd::TooSlow("fuzz: too slow".into()),
             4 => TransportEnd::WriteStalled(std::time::Duration::from_secs(30)),
+            5 => TransportEnd::SlowReader {
+                taken: 1024,
+                after: std::time::Duration::from_secs(31),
+            },
             _ => TransportEnd::Protocol("fuzz: broken framing".into()),
         };
         if matches!(

@@ -551,8 +551,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             self.stall_since = None;
         }
         if limit.is_none() && !paying {
-            let now = self.now();
-            self.room.deadline(0, now);
+            self.room.unpaced();
             return false;
         }
         let written = self.sink.written();

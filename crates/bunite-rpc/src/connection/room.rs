@@ -74,6 +74,12 @@ impl Room {
         since.checked_add(pace.for_len(written.saturating_sub(at)))
     }
 
+    /// Nothing waits to be paid for: the pace's clock stops (as in
+    /// [`deadline`](Self::deadline), without reading the time).
+    pub(super) fn unpaced(&mut self) {
+        self.paying_since = None;
+    }
+
     /// The bytes taken, and the time passed, since paying started.
     pub(super) fn behind(&self, written: u64, now: Instant) -> (u64, Duration) {
         self.paying_since
@@ -156,6 +162,12 @@ mod tests {
         assert_eq!(room.deadline(3_600, t0 + s(5)), None, "paid off");
         assert!(room.check(FREE + 1, 0));
         assert_eq!(room.deadline(3_600, t0 + s(9)), Some(t0 + s(11)), "afresh");
+        room.unpaced();
+        assert_eq!(
+            room.deadline(3_600, t0 + s(10)),
+            Some(t0 + s(12)),
+            "stopped"
+        );
         // Without a pace, or a budget, never.
         let mut unpaced = Room::new(1 << 20, Some(ByteBudget::new(100_000)));
         assert!(unpaced.check(FREE + 1, 0));

@@ -35,6 +35,8 @@ pub struct Access {
     pub allow_origins: Vec<String>,
     /// The listeners' bounds (TLS is set from `tls`); one receive budget for both.
     pub listener: ListenerConfig,
+    /// Each connection's limits (`max_bytes` is set from `listener`).
+    pub limits: Limits,
 }
 
 /// Runs the server until killed. With `stats`, each line read on stdin is answered with
@@ -87,7 +89,7 @@ pub async fn start_with(
     // What each connection's hello announces is what its listener accepts.
     let limits = Limits {
         max_bytes: config.max_bytes,
-        ..Limits::default()
+        ..access.limits
     };
     let tcp_limits = limits.clone();
     let secure = access.tls.is_some();

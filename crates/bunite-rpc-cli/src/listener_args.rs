@@ -1,10 +1,12 @@
 //! The listener's bounds as `interop-server` flags (`ListenerConfig`: connections,
-//! handshakes, message sizes, the receive and send budgets, the receive deadline, pings). Each flag left out
-//! keeps the library's default, which `bunite-rpc info` prints.
+//! handshakes, message sizes, the receive and send budgets, the receive deadline, pings; and
+//! of its connections' `Limits`, the send deadline). Each flag left out keeps the library's
+//! default, which `bunite-rpc info` prints.
 
 use std::time::Duration;
 
 use bunite_rpc::transport::{ByteBudget, ListenerConfig, ReceiveDeadline};
+use bunite_rpc::Limits;
 
 use crate::call::parse_duration;
 
@@ -38,6 +40,11 @@ pub struct ListenerArgs {
     /// 256 KiB of its length is added (`off`: no deadline).
     #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration)]
     receive_deadline: Option<OrOff>,
+    /// While the send budget pays for what waits for a peer, the time it has to take it,
+    /// before one second per 256 KiB it takes is added; a peer that falls behind is let go
+    /// (`off`: no deadline).
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration)]
+    send_deadline: Option<OrOff>,
     /// WebSocket pings after this long without a frame from the peer (`off`: none).
     #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration)]
     ping_interval: Option<OrOff>,
@@ -73,6 +80,16 @@ impl ListenerArgs {
             config = config.ping_interval(interval);
         }
         config
+    }
+
+    /// The library's connection limits with these flags applied.
+    pub fn limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(OrOff(grace)) = self.send_deadline {
+            let rate = ReceiveDeadline::default().min_rate;
+            limits.send_deadline = grace.map(|g| ReceiveDeadline::new(g, rate));
+        }
+        limits
     }
 }
 
@@ -191,6 +208,23 @@ mod tests {
             config(&["--receive-deadline", "off"]).receive_deadline,
             None
         );
+    }
+
+    fn limits(args: &[&str]) -> Limits {
+        let cli =
+            Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).expect("parses");
+        cli.listener.limits()
+    }
+
+    #[test]
+    fn the_send_deadline_flag_sets_the_connections_limit() {
+        assert_eq!(limits(&[]), Limits::default());
+        let d = limits(&["--send-deadline", "3s"])
+            .send_deadline
+            .expect("a deadline");
+        assert_eq!(d.grace, Duration::from_secs(3));
+        assert_eq!(d.min_rate, ReceiveDeadline::default().min_rate);
+        assert_eq!(limits(&["--send-deadline", "off"]).send_deadline, None);
     }
 
     #[test]

@@ -204,6 +204,7 @@ async fn run(cmd: Command) -> i32 {
                 tls,
                 allow_origins: allow_origin,
                 listener: listener.config(),
+                limits: listener.limits(),
             };
             report(interop_server::run(&listen, &path, tcp.as_deref(), key, access, stats).await)
         }

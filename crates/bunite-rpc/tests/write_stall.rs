@@ -292,6 +292,33 @@ fn without_a_send_budget_the_send_deadline_does_nothing() {
     });
 }
 
+/// Limits past what an instant can hold mean "never", as `None` does: a stalled peer is
+/// waited for, and nothing panics (`Duration::MAX` as the write-stall limit overflowed the
+/// driver's instant arithmetic).
+#[test]
+fn limits_of_duration_max_never_end_a_stalled_peer() {
+    run_paused(async {
+        // Enough for every answer: the server reads every call, and pays.
+        let budget = ByteBudget::new(1 << 20);
+        let limits = Limits {
+            write_stall_timeout: Some(Duration::MAX),
+            send_deadline: Some(ReceiveDeadline::new(Duration::MAX, 1)),
+            ..Limits::default()
+        };
+        let (server, mut raw) = server_and_raw_with(limits, Some(&budget)).await;
+        raw.send_echoes().await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!server.is_closed(), "{:?}", server.stats());
+        assert!(server.stats().unsent_bytes > 0, "{:?}", server.stats());
+        drop(raw);
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .expect("closes once the peer is gone");
+        assert!(server.stats().is_idle(), "{:?}", server.stats());
+        assert_eq!(budget.available(), 1 << 20);
+    });
+}
+
 #[test]
 fn without_a_write_stall_timeout_a_stalled_peer_is_waited_for() {
     run_paused(async {

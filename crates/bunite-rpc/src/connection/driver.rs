@@ -555,16 +555,17 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             return false;
         }
         let written = self.sink.written();
+        // A limit past what an `Instant` can hold never ends (`Duration::MAX` panicked).
         let stalled = match (limit, self.stall_since) {
             (None, _) => None,
             (Some(limit), Some(since)) if !accepted && written == self.sink_written => {
-                Some(since + limit)
+                since.checked_add(limit)
             }
             (Some(limit), _) => {
                 self.sink_written = written;
                 let now = Instant::from_std(self.now());
                 self.stall_since = Some(now);
-                Some(now + limit)
+                now.checked_add(limit)
             }
         };
         let now = self.now();

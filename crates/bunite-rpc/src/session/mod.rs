@@ -205,8 +205,14 @@ impl<T: Types> Session<T> {
         };
         let hello = Frame::Hello(s.cfg.hello.clone());
         s.send(&hello);
-        if let Some(after) = s.cfg.limits.hello_timeout {
-            s.timers.arm_hello(now + after);
+        // A timeout too long to represent never fires (`Duration::MAX` panicked here).
+        if let Some(at) = s
+            .cfg
+            .limits
+            .hello_timeout
+            .and_then(|d| timers::after(now, d))
+        {
+            s.timers.arm_hello(at);
         }
         s
     }

@@ -201,6 +201,17 @@ fn our_in_flight_limit_fails_calls_locally_and_sends_nothing() {
     assert_eq!(frames.len(), 2, "the third call was never sent");
 }
 
+/// A hello timeout too long to represent is no timeout (it panicked as the session was
+/// made).
+#[test]
+fn a_hello_timeout_of_duration_max_never_fires() {
+    let mut limits = limits();
+    limits.hello_timeout = Some(Duration::MAX);
+    let mut p = peer_with(limits, false);
+    p.advance(Duration::from_secs(365 * 86_400));
+    assert!(p.closed.is_none());
+}
+
 #[test]
 fn a_peer_that_sends_no_hello_is_dropped_after_the_timeout() {
     let mut limits = limits();

@@ -906,11 +906,11 @@ mod tests {
         assert_eq!(budget.available() + m.recycled.kept_bytes(), budget.limit());
     }
 
-    /// A ping between two fragments that arrives with the next fragment's header: the
-    /// reframing has seen that header (the message's last) by the time tungstenite returns
-    /// the ping, and the message's bytes so far went back to the budget while its rest was
-    /// still to come (and tungstenite kept them): a peer sending a ping between every two
-    /// fragments kept its messages outside the budget.
+    /// A ping that arrives with the header of a message's last fragment: the reframing has
+    /// seen that header (so no message under way, by its count) by the time tungstenite
+    /// returns the ping, and the message's bytes so far went back to the budget while its
+    /// last fragment was still to come (and tungstenite kept them): a peer that put a ping
+    /// before each message's last fragment kept the message so far outside the budget.
     #[tokio::test]
     async fn a_ping_read_with_the_next_fragments_header_gives_nothing_back() {
         let budget = ByteBudget::new(4 << 20);

@@ -15,7 +15,9 @@ pub struct Stats {
     pub server_streams: usize,
     /// Streams we consume (client side).
     pub client_streams: usize,
-    /// Encoded messages not yet written to the transport, in bytes.
+    /// Encoded messages not yet written to the transport, in bytes; on a connection whose
+    /// answers a listener's send budget pays for, also what the transport holds of its own
+    /// and has not yet written (a long message it took whole).
     pub unsent_bytes: usize,
     /// Tasks of this connection still alive: its driver, handlers moved to their own task,
     /// policy checks and disposals.

@@ -319,6 +319,36 @@ fn limits_of_duration_max_never_end_a_stalled_peer() {
     });
 }
 
+/// On a connection whose answers a send budget pays for, `Stats::unsent_bytes` counts
+/// every byte not yet written: what the session holds and what the transport took whole
+/// and has not written (it counted only the first, so a never-reading peer's hold looked
+/// a message smaller per connection than it was).
+#[test]
+fn unsent_bytes_count_what_the_transport_holds_too() {
+    run_paused(async {
+        let budget = ByteBudget::new(1 << 20);
+        let (server, mut raw) = server_and_raw_within(None, Some(&budget)).await;
+        raw.send_echoes().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let unsent = server.stats().unsent_bytes;
+        let answers = CALLS as usize * RESULT;
+        assert!(
+            unsent + PIPE >= answers,
+            "{unsent} bytes unsent of {answers} + framing"
+        );
+        assert_eq!(
+            budget.limit() - budget.available(),
+            unsent - FREE_PER_CONNECTION
+        );
+        drop(raw);
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .unwrap();
+        assert_eq!(server.stats().unsent_bytes, 0);
+        assert_eq!(budget.available(), budget.limit());
+    });
+}
+
 #[test]
 fn without_a_write_stall_timeout_a_stalled_peer_is_waited_for() {
     run_paused(async {

@@ -67,6 +67,7 @@ pub(super) fn spawn<T: Transport>(
         stall_since: None,
         stall_timer: None,
         sink_written: 0,
+        sink_queued: 0,
         accounted: 0,
         taken: 0,
         close_handlers: Vec::new(),
@@ -125,6 +126,9 @@ pub(super) struct Driver<K: MessageSink, R: MessageSource> {
     stall_timer: Option<Pin<Box<Sleep>>>,
     /// [`MessageSink::written`] as of the last progress.
     sink_written: u64,
+    /// What the sink held of its own at the last accounting, when a budget pays for it
+    /// (see [`queued_in`]; 0 otherwise).
+    sink_queued: usize,
     /// Outbound reservations the session holds, as of the last accounting.
     accounted: usize,
     /// Call-like commands taken since the last accounting.
@@ -650,8 +654,14 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// Gives back the reservations of outbound calls that finished and what is paid for
     /// bytes written since, and publishes the counts.
     fn account(&mut self) {
+        // What the sink holds, when a budget pays for it (once the driver is done, the
+        // sink is about to be dropped with it: nothing).
+        self.sink_queued = match self.state {
+            State::Done => 0,
+            _ => self.queued(),
+        };
         if self.room.budgeted() {
-            self.room.settle(self.unsent() + self.queued());
+            self.room.settle(self.unsent() + self.sink_queued);
         }
         let now = self.session.outbound_in_flight();
         let done = (self.taken + self.accounted).saturating_sub(now);
@@ -669,7 +679,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     fn stats(&self) -> Stats {
         let mut stats = self.session.stats();
-        stats.unsent_bytes = self.unsent();
+        stats.unsent_bytes = self.unsent() + self.sink_queued;
         stats
     }
 

@@ -23,6 +23,24 @@ use std::time::Duration;
 /// | `bootstrap_timeout` | 30 s | a bootstrap that is not answered means a stuck peer |
 /// | `decode_budget_factor`, `decode_budget_base` | 3, 4 MiB | a message may take at most base + factor × its size once decoded (PROTOCOL §13.11) |
 /// | `max_hello_features`, `max_hello_text` | 64, 4 KiB | a `hello` is small; only what is used is kept |
+///
+/// A server whose clients may sit on slow links gives them longer to take long answers,
+/// and bounds how long a stalled peer may hold its replies:
+///
+/// ```
+/// use std::time::Duration;
+/// use bunite_rpc::transport::ReceiveDeadline;
+/// use bunite_rpc::{Connection, Limits};
+///
+/// let limits = Limits {
+///     // A minute, then at least 64 KiB/s (512 kbit/s) while the send budget pays.
+///     send_deadline: Some(ReceiveDeadline::new(Duration::from_secs(60), 64 * 1024)),
+///     write_stall_timeout: Some(Duration::from_secs(20)),
+///     ..Limits::default()
+/// };
+/// let builder = Connection::builder().limits(limits);
+/// # let _ = builder;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest inbound message we accept, advertised in `hello.maxBytes`. Default 64 MiB.

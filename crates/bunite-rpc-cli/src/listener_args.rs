@@ -72,9 +72,8 @@ impl ListenerArgs {
         if let Some(n) = self.send_budget {
             config = config.send_budget(ByteBudget::new(n));
         }
-        if let Some(OrOff(grace)) = self.receive_deadline {
-            let rate = ReceiveDeadline::default().min_rate;
-            config = config.receive_deadline(grace.map(|g| ReceiveDeadline::new(g, rate)));
+        if let Some(grace) = self.receive_deadline {
+            config = config.receive_deadline(grace.deadline());
         }
         if let Some(OrOff(interval)) = self.ping_interval {
             config = config.ping_interval(interval);
@@ -85,9 +84,8 @@ impl ListenerArgs {
     /// The library's connection limits with these flags applied.
     pub fn limits(&self) -> Limits {
         let mut limits = Limits::default();
-        if let Some(OrOff(grace)) = self.send_deadline {
-            let rate = ReceiveDeadline::default().min_rate;
-            limits.send_deadline = grace.map(|g| ReceiveDeadline::new(g, rate));
+        if let Some(grace) = self.send_deadline {
+            limits.send_deadline = grace.deadline();
         }
         limits
     }
@@ -139,6 +137,14 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
 #[derive(Debug, Clone, Copy)]
 struct OrOff(Option<Duration>);
 
+impl OrOff {
+    /// A deadline of this grace and the default rate, or none.
+    fn deadline(self) -> Option<ReceiveDeadline> {
+        let rate = ReceiveDeadline::default().min_rate;
+        self.0.map(|grace| ReceiveDeadline::new(grace, rate))
+    }
+}
+
 /// A duration, or `off` for none.
 fn parse_optional_duration(text: &str) -> Result<OrOff, String> {
     match text {
@@ -158,10 +164,18 @@ mod tests {
         listener: ListenerArgs,
     }
 
-    fn config(args: &[&str]) -> ListenerConfig {
+    fn parse(args: &[&str]) -> ListenerArgs {
         let cli =
             Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).expect("parses");
-        cli.listener.config()
+        cli.listener
+    }
+
+    fn config(args: &[&str]) -> ListenerConfig {
+        parse(args).config()
+    }
+
+    fn limits(args: &[&str]) -> Limits {
+        parse(args).limits()
     }
 
     #[test]
@@ -208,12 +222,6 @@ mod tests {
             config(&["--receive-deadline", "off"]).receive_deadline,
             None
         );
-    }
-
-    fn limits(args: &[&str]) -> Limits {
-        let cli =
-            Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).expect("parses");
-        cli.listener.limits()
     }
 
     #[test]

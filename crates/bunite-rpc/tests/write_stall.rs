@@ -72,6 +72,13 @@ async fn server_and_raw_with(limits: Limits, budget: Option<&ByteBudget>) -> (Co
     (server, raw)
 }
 
+/// What [`Raw::read_paced`] read: the answers, the time, and whether the server ended it.
+struct Paced {
+    answered: u64,
+    took: Duration,
+    ended: bool,
+}
+
 /// The raw client: its end of the pipe, its codec (stateful: both ends know the record
 /// shapes seen so far) and the counter's cap-id.
 struct Raw {
@@ -107,6 +114,40 @@ impl Raw {
             let args = Value::Bin(vec![7; RESULT]);
             let frame = call_frame(self.cap, id, "echo", args);
             write_frame(&mut self.io, &mut self.enc, &frame).await;
+        }
+    }
+
+    /// Reads `chunk` bytes every `every` until every echo of [`send_echoes`](Self::send_echoes)
+    /// is answered (each answer checked) or the server drops its end; gives up after two
+    /// minutes (of the paused clock).
+    async fn read_paced(&mut self, chunk: usize, every: Duration) -> Paced {
+        let start = Instant::now();
+        let (mut got, mut answered) = (Vec::new(), 0);
+        let mut buf = vec![0u8; chunk];
+        while answered < CALLS {
+            assert!(start.elapsed() < Duration::from_secs(120), "still reading");
+            tokio::time::sleep(every).await;
+            let n = self.io.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return Paced {
+                    answered,
+                    took: start.elapsed(),
+                    ended: true,
+                };
+            }
+            got.extend_from_slice(&buf[..n]);
+            while let Some(frame) = take_frame(&mut got, &mut self.dec) {
+                match frame {
+                    Frame::Result(r) => assert_eq!(r.outcome, Ok(Value::Bin(vec![7; RESULT]))),
+                    other => panic!("{other:?}"),
+                }
+                answered += 1;
+            }
+        }
+        Paced {
+            answered,
+            took: start.elapsed(),
+            ended: false,
         }
     }
 
@@ -154,54 +195,17 @@ fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
         raw.send_echoes().await;
         // 1 KiB every 100 ms: each 64 KiB result takes 6.4 s to read, so only the bytes the
         // sink writes out of a message it holds (never a completed flush) show progress.
-        let mut got = Vec::new();
-        let mut answered = 0;
-        let mut chunk = [0u8; 1024];
-        while answered < CALLS {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let n = raw.io.read(&mut chunk).await.unwrap();
-            assert!(
-                n > 0,
-                "the server closed a live reader: {:?}",
-                server.stats()
-            );
-            got.extend_from_slice(&chunk[..n]);
-            while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
-                match frame {
-                    Frame::Result(r) => {
-                        assert_eq!(r.outcome, Ok(Value::Bin(vec![7; RESULT])));
-                        answered += 1;
-                    }
-                    other => panic!("{other:?}"),
-                }
-            }
-        }
+        let read = raw.read_paced(1024, Duration::from_millis(100)).await;
+        assert!(
+            !read.ended,
+            "the server closed a live reader: {:?}",
+            server.stats()
+        );
         assert!(!server.is_closed());
         raw.release().await;
         assert_clean(&[&server]).await;
         drop(raw);
     });
-}
-
-/// Reads `raw` 1 KiB every 100 ms (10 KiB/s) until the server drops its end, decoding the
-/// echoes' answers; the time it took and the answers read.
-async fn read_slowly_until_the_end(raw: &mut Raw, most: Duration) -> (Duration, u64) {
-    let start = Instant::now();
-    let (mut got, mut answered) = (Vec::new(), 0);
-    let mut chunk = [0u8; 1024];
-    loop {
-        assert!(start.elapsed() < most, "still served after {most:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let n = raw.io.read(&mut chunk).await.unwrap();
-        if n == 0 {
-            return (start.elapsed(), answered);
-        }
-        got.extend_from_slice(&chunk[..n]);
-        while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
-            assert!(matches!(frame, Frame::Result(_)), "{frame:?}");
-            answered += 1;
-        }
-    }
 }
 
 /// While a listener's send budget pays for its answers, a peer must take them at the send
@@ -221,7 +225,10 @@ fn a_reader_too_slow_for_the_send_deadline_is_cut_off_while_the_budget_pays() {
         };
         let (server, mut raw) = server_and_raw_with(limits.clone(), Some(&budget)).await;
         raw.send_echoes().await;
-        let (took, answered) = read_slowly_until_the_end(&mut raw, Duration::from_secs(10)).await;
+        // 1 KiB every 100 ms: 10 KiB/s.
+        let read = raw.read_paced(1024, Duration::from_millis(100)).await;
+        let (took, answered) = (read.took, read.answered);
+        assert!(read.ended, "served to the end at 10 KiB/s");
         assert!(took >= Duration::from_secs(1), "cut off after {took:?}");
         assert!(took < Duration::from_secs(3), "cut off after {took:?}");
         assert!(answered < CALLS, "{answered} answers read");
@@ -236,21 +243,8 @@ fn a_reader_too_slow_for_the_send_deadline_is_cut_off_while_the_budget_pays() {
         // 8 KiB every 50 ms (160 KiB/s) keeps the pace.
         let (server, mut raw) = server_and_raw_with(limits, Some(&budget)).await;
         raw.send_echoes().await;
-        let (mut got, mut answered) = (Vec::new(), 0);
-        let mut chunk = [0u8; 8 * 1024];
-        while answered < CALLS {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let n = raw.io.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "a reader keeping the pace was cut off");
-            got.extend_from_slice(&chunk[..n]);
-            while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
-                match frame {
-                    Frame::Result(r) => assert_eq!(r.outcome, Ok(Value::Bin(vec![7; RESULT]))),
-                    other => panic!("{other:?}"),
-                }
-                answered += 1;
-            }
-        }
+        let read = raw.read_paced(8 * 1024, Duration::from_millis(50)).await;
+        assert!(!read.ended, "a reader keeping the pace was cut off");
         assert!(!server.is_closed());
         raw.release().await;
         assert_clean(&[&server]).await;
@@ -274,18 +268,8 @@ fn without_a_send_budget_the_send_deadline_does_nothing() {
         };
         let (server, mut raw) = server_and_raw_with(limits, None).await;
         raw.send_echoes().await;
-        let (mut got, mut answered) = (Vec::new(), 0);
-        let mut chunk = [0u8; 1024];
-        while answered < CALLS {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let n = raw.io.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "cut off without a budget");
-            got.extend_from_slice(&chunk[..n]);
-            while let Some(frame) = take_frame(&mut got, &mut raw.dec) {
-                assert!(matches!(frame, Frame::Result(_)), "{frame:?}");
-                answered += 1;
-            }
-        }
+        let read = raw.read_paced(1024, Duration::from_millis(100)).await;
+        assert!(!read.ended, "cut off without a budget");
         raw.release().await;
         assert_clean(&[&server]).await;
         drop(raw);

@@ -258,12 +258,18 @@ impl<S> Metered<S> {
 }
 
 impl Meter {
+    /// The longest message this meter could ever pay for: the whole budget and the free
+    /// allowance.
+    fn most(&self) -> usize {
+        FREE_PER_CONNECTION.saturating_add(self.waiter.limit())
+    }
+
     /// How many bytes the next socket read may take: what the free allowance and the
     /// permit leave, topped up from the budget when that is less than one small read.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         // A message longer than the whole budget and the free allowance could never be
         // paid for: refused, as over the byte stream, as soon as its header says so.
-        let most = FREE_PER_CONNECTION.saturating_add(self.waiter.limit());
+        let most = self.most();
         let too_large = |len: u64| {
             let e = TransportError::TooLarge { len, max: most };
             Poll::Ready(Err(io::Error::other(e)))
@@ -394,8 +400,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                         let size = usize::try_from(a.size).unwrap_or(usize::MAX);
                         m.need = before.saturating_add(size);
                         m.need_for = a.number;
-                        let most = FREE_PER_CONNECTION.saturating_add(m.waiter.limit());
-                        m.beyond_budget = (a.exact && size > most).then_some(a.size);
+                        m.beyond_budget = (a.exact && size > m.most()).then_some(a.size);
                     }
                     used
                 }
@@ -872,11 +877,7 @@ mod tests {
                 peer
             });
             let e = read_to_error(&mut m, 10).await;
-            let ours = e.get_ref().and_then(|e| e.downcast_ref::<TransportError>());
-            assert!(
-                matches!(ours, Some(TransportError::TooLarge { .. })),
-                "{what}: {e}"
-            );
+            assert!(too_large(&e), "{what}: {e}");
             drop(m);
             drop(writer.await.unwrap());
             assert_eq!(budget.available(), budget.limit(), "{what}: given back");
@@ -1042,6 +1043,39 @@ mod tests {
         (got, error)
     }
 
+    /// Each client's frames served at once, each on its own connection under `budget`:
+    /// what each read and the error that ended it, with what it should have read (within
+    /// 5 s, else the test fails: no client may wait forever).
+    async fn serve_clients(
+        clients: &[Vec<(usize, usize, bool)>],
+        budget: &ByteBudget,
+        max: usize,
+    ) -> Vec<(
+        (Vec<Message>, Option<tokio_tungstenite::tungstenite::Error>),
+        Vec<Message>,
+    )> {
+        let (runs, wants): (Vec<_>, Vec<_>) = clients
+            .iter()
+            .map(|specs| {
+                let (bytes, want) = client_frames(specs);
+                (tokio::spawn(serve(bytes, budget.clone(), max)), want)
+            })
+            .unzip();
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            futures::future::join_all(runs),
+        )
+        .await
+        .expect("no client waits forever");
+        got.into_iter().map(Result::unwrap).zip(wants).collect()
+    }
+
+    /// Whether `e` is the source's refusal of a message as too large.
+    fn too_large(e: &io::Error) -> bool {
+        let ours = e.get_ref().and_then(|e| e.downcast_ref::<TransportError>());
+        matches!(ours, Some(TransportError::TooLarge { .. }))
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
 
@@ -1057,24 +1091,11 @@ mod tests {
             ),
         ) {
             let max = 200_000;
+            let budget = ByteBudget::new(super::super::frame_bound(max) + 64 * 1024);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let budget = ByteBudget::new(super::super::frame_bound(max) + 64 * 1024);
-                let mut runs = Vec::new();
-                let mut wants = Vec::new();
-                for specs in &clients {
-                    let (bytes, want) = client_frames(specs);
-                    wants.push(want);
-                    runs.push(tokio::spawn(serve(bytes, budget.clone(), max)));
-                }
-                let got = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    futures::future::join_all(runs),
-                )
-                .await
-                .expect("no client waits forever");
-                for (got, want) in got.into_iter().zip(wants) {
-                    assert_eq!(got.unwrap().0, want);
+                for (got, want) in serve_clients(&clients, &budget, max).await {
+                    assert_eq!(got.0, want);
                 }
                 assert_eq!(budget.available(), budget.limit());
             });
@@ -1095,24 +1116,11 @@ mod tests {
             ),
         ) {
             let max = 200_000;
+            let budget = ByteBudget::new(limit);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let budget = ByteBudget::new(limit);
-                let mut runs = Vec::new();
-                let mut wants = Vec::new();
-                for specs in &clients {
-                    let (bytes, want) = client_frames(specs);
-                    wants.push(want);
-                    runs.push(tokio::spawn(serve(bytes, budget.clone(), max)));
-                }
-                let got = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    futures::future::join_all(runs),
-                )
-                .await
-                .expect("no client waits forever");
-                for (got, want) in got.into_iter().zip(wants) {
-                    let (got, error) = got.unwrap();
+                for (got, want) in serve_clients(&clients, &budget, max).await {
+                    let (got, error) = got;
                     assert!(got.len() <= want.len() && got[..] == want[..got.len()], "in order, unchanged");
                     let refused = want[got.len()..].iter().find_map(|m| match m {
                         Message::Binary(b) => Some(b.len()),
@@ -1123,8 +1131,7 @@ mod tests {
                         // The end of the stream (the client sends no close frame).
                         (None, None | Some(tokio_tungstenite::tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {}
                         (Some(len), Some(tokio_tungstenite::tungstenite::Error::Io(e))) => {
-                            let ours = e.get_ref().and_then(|e| e.downcast_ref::<TransportError>());
-                            assert!(matches!(ours, Some(TransportError::TooLarge { .. })), "{e}");
+                            assert!(too_large(&e), "{e}");
                             assert!(len > limit, "a message of {len} bytes fits a budget of {limit}");
                         }
                         (refused, error) => panic!("message {refused:?} not received: {error:?}"),

@@ -61,8 +61,10 @@ pub struct Limits {
     /// backlog can exceed it by the results of handlers already running when reading stops
     /// (at most `max_in_flight` of them; a handler that completes at once is counted before
     /// the next message is read). A listener's connection also pays what waits beyond a
-    /// small allowance from the listener's send budget, across its connections, and stops
-    /// reading while it cannot (see [`budget`](crate::transport::budget#what-waits-to-be-sent)).
+    /// small allowance from the listener's send budget, across its connections, stops
+    /// reading while it cannot, and refuses (`resource_exhausted`) an answer longer than
+    /// the budget can pay for beyond a 256 KiB overdraft instead of holding it (see
+    /// [`budget`](crate::transport::budget#what-waits-to-be-sent)).
     pub max_unsent_bytes: usize,
     /// How long bytes may wait to be written while the transport takes none of them before
     /// the connection is closed as a failed transport

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::testing::ws_listener_side;
+use bunite_rpc::transport::budget::ANSWER_OVERDRAFT;
 use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::ws::{WsSink, WsSource, WsTransport};
 use bunite_rpc::transport::{
@@ -61,9 +62,22 @@ fn ask() -> impl Strategy<Value = Ask> {
     (any::<bool>(), 0usize..=150_000).prop_map(|(echo, n)| Ask { echo, n })
 }
 
+/// As [`ask`], with answers up to 600,000 bytes, beyond [`ANSWER_OVERDRAFT`] (calls
+/// stay short: a long call would be over the receive budget).
+fn long_ask() -> impl Strategy<Value = Ask> {
+    prop_oneof![
+        ask(),
+        (0usize..=600_000).prop_map(|n| Ask { echo: false, n })
+    ]
+}
+
 fn peer() -> impl Strategy<Value = Peer> {
+    peer_of(ask())
+}
+
+fn peer_of(ask: impl Strategy<Value = Ask>) -> impl Strategy<Value = Peer> {
     (
-        proptest::collection::vec(ask(), 1..16),
+        proptest::collection::vec(ask, 1..16),
         0u64..=200,
         prop_oneof![Just(512usize), Just(4096), Just(65_536)],
         0u64..=3,
@@ -261,7 +275,19 @@ async fn run_peers(
                     Frame::Result(r) => {
                         assert_eq!(r.id, CallId(id), "peer {i}");
                         let fill = if a.echo { 7 } else { 5 };
-                        assert_eq!(r.outcome, Ok(Value::Bin(vec![fill; a.n])), "peer {i}");
+                        match r.outcome {
+                            // Only an answer beyond the overdraft may be refused, and only
+                            // for the send budget.
+                            Err(e) if a.n + 64 > ANSWER_OVERDRAFT => {
+                                let message = e.message.as_deref().unwrap_or_default();
+                                assert_eq!(e.code, "resource_exhausted", "peer {i}: {e:?}");
+                                assert_eq!(e.reason(), Some("max_frame_bytes"), "peer {i}");
+                                assert!(message.contains("send budget"), "{message}");
+                            }
+                            outcome => {
+                                assert_eq!(outcome, Ok(Value::Bin(vec![fill; a.n])), "peer {i}")
+                            }
+                        }
                     }
                     other => panic!("peer {i}: {other:?}"),
                 }
@@ -312,6 +338,24 @@ proptest! {
     ) {
         let max_unsent = if small_unsent { 64 * 1024 } else { 64 << 20 };
         run_paused(run_peers(Kind::Ws, (budget_kib * 1024, shared), pipe, max_unsent, peers));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// As above with answers beyond the overdraft: those the budget cannot pay for when
+    /// they are ready are refused (`resource_exhausted`), every other answer arrives.
+    #[test]
+    fn long_answers_arrive_or_are_refused_and_the_budget_comes_back_whole(
+        budget_kib in 160usize..=1024,
+        pipe in prop_oneof![Just(1024usize), Just(16_384), Just(262_144)],
+        shared in any::<bool>(),
+        ws in any::<bool>(),
+        peers in proptest::collection::vec(peer_of(long_ask()), 1..=3),
+    ) {
+        let kind = if ws { Kind::Ws } else { Kind::ByteStream };
+        run_paused(run_peers(kind, (budget_kib * 1024, shared), pipe, 64 << 20, peers));
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
+use bunite_rpc::transport::budget::{ANSWER_OVERDRAFT, FREE_PER_CONNECTION};
 use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::{ByteBudget, ReceiveDeadline};
 use bunite_rpc::wire::{CallId, CapId, Decoder, DropEntry, DropFrame, Encoder, Frame, ResultFrame};
@@ -517,6 +517,122 @@ fn a_long_message_is_received_while_answers_hold_the_send_budget() {
         assert_eq!(receive.available(), 1 << 20);
         assert_eq!(send.available(), 1 << 20);
     });
+}
+
+/// Answers longer than [`ANSWER_OVERDRAFT`] that the send budget cannot pay for are
+/// refused with `resource_exhausted {reason:"max_frame_bytes"}` instead of being held
+/// beyond the budget: before, every connection that could not pay held one such answer
+/// whole (20 never-reading callers of 32 MiB answers took a server 933 MiB past its
+/// 256 MiB budget, RELIABILITY finding 12). Short answers still go while the budget is
+/// held, refusals end as soon as it is paid back, and nothing is left.
+#[test]
+fn long_answers_the_send_budget_cannot_pay_for_are_refused_not_held_beyond_it() {
+    const BUDGET: usize = 1 << 20;
+    const LONG: i64 = 1 << 20;
+    const SHORT: i64 = 200 * 1024;
+    run_paused(async {
+        let budget = ByteBudget::new(BUDGET);
+        let mut peers = Vec::new();
+        for _ in 0..4 {
+            let (server, mut raw) = server_and_raw_within(None, Some(&budget)).await;
+            let (def, imp) = sized_cap();
+            server.serve(def, imp).await.unwrap().detach();
+            let sized = raw.bootstrap(2, "test.sized").await;
+            peers.push((server, raw, sized));
+        }
+        let ask = |cap: CapId, id: u64, n: i64| {
+            call_frame(cap, id, "sized", Record::new().with("n", n).into())
+        };
+        // The first peer's answer takes the budget; the others ask twice each for as
+        // much, and once for a short answer; nobody reads.
+        for (i, (_, raw, cap)) in peers.iter_mut().enumerate() {
+            let asks: &[i64] = if i == 0 {
+                &[LONG]
+            } else {
+                &[LONG, LONG, SHORT]
+            };
+            for (k, n) in asks.iter().enumerate() {
+                let frame = ask(*cap, 3 + k as u64, *n);
+                write_frame(&mut raw.io, &mut raw.enc, &frame).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let held: usize = peers.iter().map(|p| p.0.stats().unsent_bytes).sum();
+        let each = FREE_PER_CONNECTION + ANSWER_OVERDRAFT;
+        assert!(
+            held <= BUDGET + peers.len() * each,
+            "{held} bytes unsent across {} peers, budget {BUDGET}",
+            peers.len()
+        );
+
+        // Each peer reads: the first its long answer, the others two refusals (the budget
+        // had no room) and the short answer.
+        for (i, (_, raw, _)) in peers.iter_mut().enumerate() {
+            let n = if i == 0 { 1 } else { 3 };
+            for k in 0..n {
+                let answer = read_frame(&mut raw.io, &mut raw.dec).await;
+                let Frame::Result(r) = answer else {
+                    panic!("peer {i}: {answer:?}");
+                };
+                assert_eq!(r.id, CallId(3 + k), "peer {i}");
+                match (i, k) {
+                    (0, _) => assert_eq!(r.outcome, Ok(Value::Bin(vec![5; LONG as usize]))),
+                    (_, 2) => assert_eq!(r.outcome, Ok(Value::Bin(vec![5; SHORT as usize]))),
+                    _ => {
+                        let e = r.outcome.expect_err("refused");
+                        assert_eq!(e.code, "resource_exhausted", "peer {i}: {e:?}");
+                        assert_eq!(e.reason(), Some("max_frame_bytes"), "peer {i}");
+                        let message = e.message.as_deref().unwrap_or_default();
+                        assert!(message.contains("send budget"), "peer {i}: {message}");
+                    }
+                }
+            }
+        }
+        // Paid back: the same long answer goes now.
+        for (_, raw, cap) in &mut peers[1..] {
+            let frame = ask(*cap, 9, LONG);
+            write_frame(&mut raw.io, &mut raw.enc, &frame).await;
+            match read_frame(&mut raw.io, &mut raw.dec).await {
+                Frame::Result(r) => assert_eq!(r.outcome, Ok(Value::Bin(vec![5; LONG as usize]))),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut servers = Vec::new();
+        for (server, raw, _) in peers {
+            drop(raw);
+            servers.push(server);
+        }
+        for server in &servers {
+            timeout(Duration::from_secs(5), server.closed())
+                .await
+                .expect("a connection whose peer is gone must close");
+            let stats = server.stats();
+            assert!(stats.is_idle(), "{stats:?}");
+            assert_eq!(stats.tasks, 0, "{stats:?}");
+        }
+        assert_eq!(budget.available(), BUDGET);
+    });
+}
+
+/// `test.sized`'s one method, `sized {n}`: an answer of `n` bytes, at once.
+fn sized_cap() -> (
+    std::sync::Arc<bunite_rpc::CapDef>,
+    std::sync::Arc<dyn bunite_rpc::CapImpl>,
+) {
+    let def = bunite_rpc::CapDef::builder("test.sized")
+        .method(bunite_rpc::MethodDef::call("sized"))
+        .build();
+    let imp = bunite_rpc::dynamic::DynCap::new()
+        .call("sized", |args: Value, _| {
+            let n = args
+                .as_record()
+                .and_then(|r| r.get("n"))
+                .and_then(Value::as_integer)
+                .unwrap_or(0) as usize;
+            async move { Ok(Value::Bin(vec![5; n])) }
+        })
+        .build();
+    (def, imp)
 }
 
 /// `test.big`'s one method, `big`: an answer of `RESULT` bytes, at once.

@@ -330,8 +330,9 @@ pub async fn unread(
         None,
     );
     // What waits to be sent is paid from the listeners' send budget (the default, 256 MiB)
-    // beyond a free allowance, and reading stops when it cannot be: at most one answer more
-    // a connection.
+    // beyond a free allowance, reading stops when it cannot be, and an answer beyond what
+    // it can pay and a 256 KiB overdraft is refused: at most the allowance and the
+    // overdraft more a connection.
     let bound = (256 << 20) + plan.unread as u64 * (16 + 256 + 4) * 1024;
     report.row(
         "never-read callers: answers waiting to be sent",

@@ -236,6 +236,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Takes queued commands, at most a pass's budget; whether the budget ran out first.
     fn take_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        self.set_send_room();
         for _ in 0..PASS_BUDGET {
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(command)) => self.command(command),
@@ -396,6 +397,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Applies what the session decided.
     fn apply_outputs(&mut self) {
+        self.set_send_room();
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Reply { to, outcome, caps } => {
@@ -649,6 +651,16 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     fn has_room(&mut self) -> bool {
         let queued = self.queued();
         self.room.check(self.unsent(), queued)
+    }
+
+    /// Tells the session how much more its answers may queue: what a send budget can pay
+    /// for now (see [`Room::allowance`]); without one, unbounded.
+    fn set_send_room(&mut self) {
+        let room = match self.room.budgeted() {
+            true => self.room.allowance(self.unsent() + self.queued()),
+            false => usize::MAX,
+        };
+        self.session.set_send_room(room);
     }
 
     /// Gives back the reservations of outbound calls that finished and what is paid for

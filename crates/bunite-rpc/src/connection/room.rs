@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::transport::budget::FREE_PER_CONNECTION;
+use crate::transport::budget::{ANSWER_OVERDRAFT, FREE_PER_CONNECTION};
 use crate::transport::{BudgetPermit, ByteBudget, ReceiveDeadline};
 
 /// The bounds on what waits to be sent, and what is paid for it.
@@ -119,6 +119,25 @@ impl Room {
                 true
             }
             None => false,
+        }
+    }
+
+    /// How many bytes answers may add to `waiting` now: the rest of the free allowance and
+    /// of what is paid, what the budget has, and an overdraft of [`ANSWER_OVERDRAFT`]
+    /// (unbounded without a budget). The session holds answers to it
+    /// (`Session::set_send_room`): a longer one is refused with `resource_exhausted`
+    /// rather than held beyond the budget, as each connection held one before. The
+    /// overdraft keeps a peer that reads, whose connection reads again as soon as what
+    /// waits is back within the free allowance, from having its next short answer refused
+    /// while others hold the whole budget; what it lets a connection hold unpaid stays
+    /// within twice the free allowance. A snapshot: another connection may take the
+    /// budget's bytes before these are paid for.
+    pub(super) fn allowance(&self, waiting: usize) -> usize {
+        match &self.paid {
+            None => usize::MAX,
+            Some(paid) => (FREE_PER_CONNECTION + ANSWER_OVERDRAFT + paid.permit.bytes())
+                .saturating_add(paid.budget.available())
+                .saturating_sub(waiting),
         }
     }
 
@@ -225,6 +244,26 @@ mod tests {
         // The unsent limit still holds on its own.
         let mut tight = Room::new(10, Some(budget));
         assert!(!tight.check(11, 0));
+    }
+
+    #[test]
+    fn answers_may_take_what_could_be_paid_and_the_overdraft_no_more() {
+        let budget = ByteBudget::new(100_000);
+        let mut room = Room::new(1 << 20, Some(budget.clone()));
+        // Nothing waits: the free allowance, the whole budget and the overdraft.
+        assert_eq!(room.allowance(0), FREE + 100_000 + ANSWER_OVERDRAFT);
+        // What waits comes off; paying for it moves bytes from the budget to the permit
+        // and changes nothing.
+        assert_eq!(room.allowance(FREE + 30_000), 70_000 + ANSWER_OVERDRAFT);
+        assert!(room.check(FREE + 30_000, 0));
+        assert_eq!(room.allowance(FREE + 30_000), 70_000 + ANSWER_OVERDRAFT);
+        // Others holding the rest of the budget leave the overdraft at most.
+        let others = budget.try_acquire(70_000).unwrap();
+        assert_eq!(room.allowance(FREE + 30_000), ANSWER_OVERDRAFT);
+        assert_eq!(room.allowance(FREE + 30_000 + ANSWER_OVERDRAFT + 1), 0);
+        drop(others);
+        // Without a budget: no bound.
+        assert_eq!(Room::new(10, None).allowance(1 << 30), usize::MAX);
     }
 
     #[test]

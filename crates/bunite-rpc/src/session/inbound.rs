@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, Cancel, CapId, DropFrame, EncodeError, Frame, Outgoing, Payload, ResultFrame,
-    StreamEvent, StreamFrame, Text, Value, WireStatus,
+    Call, CallId, Cancel, CapId, DropFrame, Frame, Outgoing, Payload, ResultFrame, StreamEvent,
+    StreamFrame, Text, Value, WireStatus,
 };
 
 use super::bootstrap::BOOTSTRAP_METHOD;
@@ -346,23 +346,13 @@ impl<T: Types> Session<T> {
                     id: call_id,
                     outcome: Ok(value),
                 });
-                let sent = self.send_outgoing(&frame);
+                let sent = self.send_answer(&frame, "result");
                 // Exports nobody will release: the result was not sent, or its client
                 // already failed the call on `cap_revoked`.
                 if sent.is_err() || active.target_revoked {
                     self.free_exports(&allocated);
                 }
-                match sent {
-                    Ok(()) => None,
-                    Err(EncodeError::TooLarge(too_large)) => Some(Status::resource_exhausted(
-                        format!(
-                            "result of {} bytes exceeds the peer's maxBytes {}",
-                            too_large.size, too_large.max
-                        ),
-                        reason::MAX_FRAME_BYTES,
-                    )),
-                    Err(EncodeError::Serialize(e)) => Some(Status::unserializable(&e)),
-                }
+                sent.err()
             }
             Err(status) => Some(status),
         };

@@ -136,6 +136,10 @@ pub(crate) struct Session<T: Types> {
     peer_hello: Option<Hello>,
     /// The peer's advertised `maxBytes`: what we may send (PROTOCOL §13.6).
     peer_max_bytes: usize,
+    /// What answers (results and stream values) may still add to what waits to be sent,
+    /// as the runtime last said ([`set_send_room`](Self::set_send_room)); every message
+    /// encoded since takes its length off.
+    send_room: usize,
     /// Set once the session has shut down.
     closed: Option<Disconnect>,
     /// Whether anyone observes events: none are built otherwise.
@@ -191,6 +195,7 @@ impl<T: Types> Session<T> {
             timers: Timers::default(),
             peer_hello: None,
             peer_max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
+            send_room: usize::MAX,
             closed: None,
             observed: false,
             encoder: Encoder::new(),
@@ -220,6 +225,15 @@ impl<T: Types> Session<T> {
     /// Installs the runtime implementation at cap-id 1 (PROTOCOL §14).
     pub fn set_runtime(&mut self, def: Arc<CapDef>, imp: T::Imp) {
         self.table.set_runtime(def, imp);
+    }
+
+    /// How many more bytes may wait to be sent for answers: results and stream values
+    /// longer than that (or than the peer's `maxBytes`) are replaced by a
+    /// `resource_exhausted` error instead of being held. The runtime says what a listener's
+    /// send budget can pay for now; without one the room is unbounded (`usize::MAX`, the
+    /// start). Each message encoded afterwards takes its length off.
+    pub fn set_send_room(&mut self, room: usize) {
+        self.send_room = room;
     }
 
     /// Reports events from now on (or stops).
@@ -330,9 +344,7 @@ impl<T: Types> Session<T> {
                 Some(Timer::Inbound(id)) => self.inbound_deadline(id),
                 Some(Timer::Spares) => {
                     self.spares.release();
-                    if self.scratch.capacity() >= spares::LARGE {
-                        self.scratch = Vec::new();
-                    }
+                    self.drop_large_scratch();
                 }
                 None => return,
             }
@@ -474,21 +486,69 @@ impl<T: Types> Session<T> {
     /// [`Session::send_bounded`] for a frame whose payload may be a typed value, which is
     /// serialized straight into the message here.
     fn send_outgoing(&mut self, frame: &Frame<Outgoing>) -> Result<(), EncodeError> {
+        self.send_outgoing_within(frame, self.peer_max_bytes)
+    }
+
+    /// [`Session::send_outgoing`] for an answer (`what`: "result", "stream value"), held to
+    /// the send room too ([`set_send_room`](Self::set_send_room)). Over either bound, or
+    /// not serializable, it is not sent and the error to send instead comes back.
+    fn send_answer(&mut self, frame: &Frame<Outgoing>, what: &str) -> Result<(), Status> {
+        let max = self.peer_max_bytes.min(self.send_room);
+        self.send_outgoing_within(frame, max).map_err(|e| match e {
+            EncodeError::TooLarge(e) if max < self.peer_max_bytes => Status::resource_exhausted(
+                format!(
+                    "{what} of more than {} bytes: the listener's send budget has no room \
+                     for it now (peers are slow to read what waits for them)",
+                    e.max
+                ),
+                reason::MAX_FRAME_BYTES,
+            ),
+            EncodeError::TooLarge(e) => Status::resource_exhausted(
+                format!(
+                    "{what} of {} bytes exceeds the peer's maxBytes {}",
+                    e.size, e.max
+                ),
+                reason::MAX_FRAME_BYTES,
+            ),
+            EncodeError::Serialize(e) => Status::unserializable(&e),
+        })
+    }
+
+    fn send_outgoing_within(
+        &mut self,
+        frame: &Frame<Outgoing>,
+        max: usize,
+    ) -> Result<(), EncodeError> {
         self.flush_drops();
         self.clear_scratch();
-        self.encoder.encode_outgoing_frame_bounded(
-            frame,
-            self.peer_max_bytes,
-            &mut self.scratch,
-        )?;
+        let encoded = self
+            .encoder
+            .encode_outgoing_frame_bounded(frame, max, &mut self.scratch);
+        if encoded.is_err() {
+            self.drop_large_scratch();
+        }
+        encoded?;
         self.transmit_scratch();
         Ok(())
     }
 
+    /// A message that was not sent may have grown the scratch buffer up to its bound (the
+    /// peer's `maxBytes`): not kept for the next one.
+    fn drop_large_scratch(&mut self) {
+        if self.scratch.capacity() >= spares::LARGE {
+            self.scratch = Vec::new();
+        }
+    }
+
     fn encode(&mut self, frame: &Frame, max: usize) -> Result<(), bunite_wire::TooLarge> {
         self.clear_scratch();
-        self.encoder
-            .encode_frame_bounded(frame, max, &mut self.scratch)?;
+        let encoded = self
+            .encoder
+            .encode_frame_bounded(frame, max, &mut self.scratch);
+        if encoded.is_err() {
+            self.drop_large_scratch();
+        }
+        encoded?;
         self.transmit_scratch();
         Ok(())
     }
@@ -521,6 +581,7 @@ impl<T: Types> Session<T> {
             self.chunk.split().freeze()
         };
         self.transmit_bytes += msg.len();
+        self.send_room = self.send_room.saturating_sub(msg.len());
         self.transmit.push_back(msg);
     }
 

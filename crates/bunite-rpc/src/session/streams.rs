@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use bunite_wire::{
-    CallId, Cancel, CapId, EncodeError, Frame, Outgoing, Payload, StreamEvent, StreamFrame, Text,
+    CallId, Cancel, CapId, Frame, Outgoing, Payload, StreamEvent, StreamFrame, Text,
 };
 
 use super::output::{Output, RunId};
@@ -108,17 +108,7 @@ impl<T: Types> Session<T> {
             id,
             event: StreamEvent::Next(value.into()),
         });
-        if let Err(e) = self.send_outgoing(&frame) {
-            let status = match e {
-                EncodeError::TooLarge(e) => Status::resource_exhausted(
-                    format!(
-                        "stream value of {} bytes exceeds the peer's maxBytes {}",
-                        e.size, e.max
-                    ),
-                    reason::MAX_FRAME_BYTES,
-                ),
-                EncodeError::Serialize(e) => Status::unserializable(&e),
-            };
+        if let Err(status) = self.send_answer(&frame, "stream value") {
             self.stream_done(id, run, Err(status));
             self.outputs.push_back(Output::Abort(run));
             return None;

@@ -12,7 +12,7 @@
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |
 //! | [`receive_budget`](ListenerConfig::receive_budget) | 256 MiB | Bytes of messages being received, across all the listener's connections: four maximal messages at once (each is paid for whole as it starts; a WebSocket message sent in fragments, whose size is not known, is paid for at `max_bytes`). Each connection reads small messages (up to [`FREE_PER_CONNECTION`]) without drawing from it, so a budget held by large messages never stops ordinary traffic. Read buffers a connection keeps between messages beyond that allowance are paid from it too, and yield to a message that waits (below). |
-//! | [`send_budget`](ListenerConfig::send_budget) | 256 MiB | Bytes waiting to be written to peers, across all the listener's connections, beyond [`FREE_PER_CONNECTION`] each: four maximal answers at once. A connection that cannot pay for what waits stops reading its peer until it has written it (below), so peers that never read hold at most this between them. A budget of its own, so that peers that read slowly, holding it, never keep messages from being received; and while it pays, the peer must keep the pace of [`Limits::send_deadline`](crate::Limits::send_deadline). |
+//! | [`send_budget`](ListenerConfig::send_budget) | 256 MiB | Bytes waiting to be written to peers, across all the listener's connections, beyond [`FREE_PER_CONNECTION`] each: four maximal answers at once. A connection that cannot pay for what waits stops reading its peer until it has written it, and an answer longer than the budget can pay for (beyond [`ANSWER_OVERDRAFT`]) is refused with `resource_exhausted` rather than held (below), so peers that never read hold at most this between them, plus the allowance and the overdraft each. A budget of its own, so that peers that read slowly, holding it, never keep messages from being received; and while it pays, the peer must keep the pace of [`Limits::send_deadline`](crate::Limits::send_deadline). |
 //! | [`receive_deadline`](ListenerConfig::receive_deadline) | 30 s + 1 s per 256 KiB | How long one message may take to arrive once it has started: [`ReceiveDeadline`]'s grace plus a second per `min_rate` bytes of its length (a maximal message: 4 min 46 s). A long message holds its size of the budget until its last byte, so a peer that stalls or trickles inside one would hold it for as long as it keeps the socket open. Past it the connection gets a goaway `deadline_exceeded` and closes. Time waiting for the budget does not count. |
 //! | [`ping_interval`](ListenerConfig::ping_interval) | 30 s | WebSocket connections send a ping once the peer has been silent for one to two intervals, and close when the peer then stays silent for another interval (a missed pong). Browsers and the TypeScript peer answer pings on their own. `None`: no pings. |
 //! | [`tcp_keepalive`](ListenerConfig::tcp_keepalive) | 30 s | TCP keepalive on every accepted socket: a silent peer is noticed about 60 s later (see [`TCP_KEEPALIVE`](super::TCP_KEEPALIVE)). `None`: off. |
@@ -72,14 +72,29 @@
 //! Paying never waits (the bytes are already held): while the budget cannot pay, the
 //! connection stops reading its peer, as it does past [`Limits::max_unsent_bytes`](
 //! crate::Limits::max_unsent_bytes), goes on writing, and gives back what it paid as the
-//! peer takes it. So peers that send calls and never read the answers hold at most the
-//! budget between them, plus a free allowance and one answer each, and the answers of
-//! handlers still running when reading stopped (handlers that complete at once are counted
-//! before the next call is read), until [`Limits::write_stall_timeout`](
-//! crate::Limits::write_stall_timeout) lets them go; before, each could hold
-//! `max_unsent_bytes` (20 such peers held 1.3 GiB, `docs/RELIABILITY.md`). While they do,
-//! connections whose answers are small (within the allowance) go on as before, and one
-//! with a long answer to send reads its next call once that answer is written.
+//! peer takes it.
+//!
+//! An answer is held to the same bound as it is made: a result or a stream value longer
+//! than what the budget can pay for now, plus [`ANSWER_OVERDRAFT`] (256 KiB) and less what
+//! already waits on the connection beyond what it has paid, is not held but replaced by
+//! `resource_exhausted` (reason `max_frame_bytes`, the message naming the send budget), as
+//! one longer than the peer's `maxBytes` is. The handler's work is lost, as in gRPC when a
+//! reply exceeds its send limit; the caller may try again once the budget has room. A
+//! connection reads its next call only once what waits is paid for, so the overdraft
+//! means an answer up to 256 KiB is refused only when answers of handlers that completed
+//! later (not at once) are ready together. Without it, each connection that could not pay
+//! held one answer of up to the peer's `maxBytes` beyond the budget (20 callers never
+//! reading 32 MiB answers took a server 933 MiB past its 256 MiB budget).
+//!
+//! So peers that send calls and never read the answers hold at most the budget between
+//! them, plus the free allowance and the overdraft each, until
+//! [`Limits::write_stall_timeout`](crate::Limits::write_stall_timeout) or the send
+//! deadline lets them go; before the budget, each could hold `max_unsent_bytes` (20 such
+//! peers held 1.3 GiB, `docs/RELIABILITY.md`). (Two connections that make answers at the
+//! same moment on two threads may both count on the same bytes of the budget: one of them
+//! then holds its answer unpaid, and stops reading until it is written.) While they do,
+//! connections whose answers are small go on as before, and one with a long answer to
+//! send reads its next call once that answer is written.
 //!
 //! It is a budget of its own rather than the receive budget: a peer that reads slowly but
 //! never stops (so the write-stall limit never ends it) keeps what it is sent paid for
@@ -108,6 +123,13 @@ use super::{ReceiveDeadline, TransportError};
 /// Bytes each connection may hold in a message being received without drawing from the
 /// listener's budget: a read buffer's worth, so small messages never wait on the budget.
 pub const FREE_PER_CONNECTION: usize = 16 * 1024;
+
+/// How far beyond what a listener's [`send_budget`](ListenerConfig::send_budget) can pay
+/// for one connection's answers may go (see "What waits to be sent" in the module docs):
+/// an answer (a result or a stream value) up to this long is never refused for the budget,
+/// a longer one that the budget cannot pay for is replaced by `resource_exhausted`
+/// (reason `max_frame_bytes`).
+pub const ANSWER_OVERDRAFT: usize = 256 * 1024;
 
 /// The bounds of a listener; the defaults and their reasons are in the [module docs](self).
 #[derive(Debug, Clone)]

@@ -332,3 +332,66 @@ fn a_large_message_s_allocation_is_reused_once_sent_and_let_go_after_a_while() {
     assert!(client.s.poll_transmit().unwrap().len() < 100);
     assert!(client.s.spares.is_empty() && !client.s.spares_unarmed());
 }
+
+/// A listener's send budget bounds what answers may add to what waits to be sent: an
+/// answer longer than the room the runtime gave is refused with `resource_exhausted
+/// {reason:"max_frame_bytes"}` (its exports freed), every message queued takes its length
+/// off the room, and stream values are held to it the same way. Without it, a connection
+/// whose peer never read held one answer of up to the peer's `maxBytes` beyond the budget
+/// (RELIABILITY finding 12).
+#[test]
+fn answers_beyond_the_send_room_are_refused_and_each_message_takes_its_length_off() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let bin = |n: usize| Value::Bin(vec![1; n]);
+
+    // Room for one answer of 600 bytes, not two.
+    server.s.set_send_room(1000);
+    let first = client.call(2, cap, "get", Value::Undefined);
+    let second = client.call(3, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let (b, a) = (server.invoked(), server.invoked());
+    finish(&mut server, &a, bin(600));
+    finish(&mut server, &b, bin(600));
+    pump(&mut server, &mut client);
+    assert_eq!(client.reply(first).expect("answered").unwrap(), bin(600));
+    let e = client.reply(second).expect("answered").unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(e.reason(), Some("max_frame_bytes"));
+    assert!(e.message().contains("send budget"), "{}", e.message());
+
+    // What is left fits a short answer; a stream value beyond it ends its stream.
+    server.s.set_send_room(300);
+    let short = client.call(4, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    finish(&mut server, &inv, bin(100));
+    let req = request(cap, "ticks", Value::Undefined, Expect::Value);
+    client.s.start_stream(CallId(5), req, 9);
+    client.collect();
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    assert_eq!(server.s.stream_item(inv.call_id, inv.run, bin(500)), None);
+    server.collect();
+    pump(&mut server, &mut client);
+    assert_eq!(client.reply(short).expect("answered").unwrap(), bin(100));
+    let (sink, error) = client.ends.pop().expect("the stream ends");
+    let error = error.expect("with an error");
+    assert_eq!((sink, error.reason()), (9, Some("max_frame_bytes")));
+    assert!(
+        error.message().contains("send budget"),
+        "{}",
+        error.message()
+    );
+
+    // Unbounded again: the same answer goes.
+    server.s.set_send_room(usize::MAX);
+    let last = client.call(6, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    finish(&mut server, &inv, bin(600));
+    pump(&mut server, &mut client);
+    assert_eq!(client.reply(last).expect("answered").unwrap(), bin(600));
+    let stats = server.s.stats();
+    assert_eq!(stats.active_calls + stats.server_streams, 0, "{stats:?}");
+}

@@ -395,3 +395,29 @@ fn answers_beyond_the_send_room_are_refused_and_each_message_takes_its_length_of
     let stats = server.s.stats();
     assert_eq!(stats.active_calls + stats.server_streams, 0, "{stats:?}");
 }
+
+/// A message refused as too long (for the peer's `maxBytes` or the send room) was encoded
+/// up to its bound into the scratch buffer first, and that buffer was kept, grown, for the
+/// next message: up to the peer's `maxBytes` held for the connection's life, since no
+/// spare was there to arm the release. Now it is let go at once.
+#[test]
+fn a_refused_answer_leaves_no_grown_scratch_buffer_behind() {
+    use crate::session::spares;
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    // The client said maxBytes 1 MiB; the encoder finds out item by item (a long `Bin`
+    // it would refuse from its header).
+    let long = Value::Array(vec![Value::from(1_000_000i64); 400_000]);
+    for room in [usize::MAX, 2 * spares::LARGE] {
+        server.s.set_send_room(room);
+        let tag = client.call(2, cap, "get", Value::Undefined);
+        pump(&mut client, &mut server);
+        let inv = server.invoked();
+        finish(&mut server, &inv, long.clone());
+        pump(&mut server, &mut client);
+        let e = client.reply(tag).expect("answered").unwrap_err();
+        assert_eq!(e.reason(), Some("max_frame_bytes"), "{e:?}");
+        assert!(server.s.scratch.capacity() < spares::LARGE, "room {room}");
+        assert!(server.s.spares.is_empty() && !server.s.spares_unarmed());
+    }
+}

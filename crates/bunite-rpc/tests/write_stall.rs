@@ -614,6 +614,75 @@ fn long_answers_the_send_budget_cannot_pay_for_are_refused_not_held_beyond_it() 
     });
 }
 
+/// The same bound when a connection stops reading at `max_unsent_bytes` rather than for
+/// the budget: what it holds past that limit is paid for too. (It stopped before paying:
+/// an answer let through counting on the budget was held unpaid while the sink held the
+/// two before it, and others took those bytes; 20 callers of 32 MiB answers held 364 MiB
+/// against a 256 MiB budget.)
+#[test]
+fn answers_past_the_unsent_limit_are_paid_for_too() {
+    const BUDGET: usize = 8 << 20;
+    const LONG: i64 = 1 << 20;
+    run_paused(async {
+        let budget = ByteBudget::new(BUDGET);
+        let limits = Limits {
+            max_unsent_bytes: 3 << 19,
+            ..stall_limits(None)
+        };
+        let mut peers = Vec::new();
+        for _ in 0..4 {
+            let (server, mut raw) = server_and_raw_with(limits.clone(), Some(&budget)).await;
+            let (def, imp) = sized_cap();
+            server.serve(def, imp).await.unwrap().detach();
+            let sized = raw.bootstrap(2, "test.sized").await;
+            for id in [3, 4, 5] {
+                let args = Record::new().with("n", LONG).into();
+                let frame = call_frame(sized, id, "sized", args);
+                write_frame(&mut raw.io, &mut raw.enc, &frame).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peers.push((server, raw));
+        }
+        let held: usize = peers.iter().map(|p| p.0.stats().unsent_bytes).sum();
+        let bound = BUDGET + peers.len() * (FREE_PER_CONNECTION + ANSWER_OVERDRAFT);
+        assert!(held <= bound, "{held} bytes unsent, bound {bound}");
+        let mut answered = 0;
+        for (i, (_, raw)) in peers.iter_mut().enumerate() {
+            for id in [3, 4, 5] {
+                match read_frame(&mut raw.io, &mut raw.dec).await {
+                    Frame::Result(r) => {
+                        assert_eq!(r.id, CallId(id), "peer {i}");
+                        match r.outcome {
+                            Ok(v) => {
+                                assert_eq!(v, Value::Bin(vec![5; LONG as usize]));
+                                answered += 1;
+                            }
+                            Err(e) => assert_eq!(e.reason(), Some("max_frame_bytes"), "{e:?}"),
+                        }
+                    }
+                    other => panic!("peer {i}: {other:?}"),
+                }
+            }
+        }
+        assert!(
+            answered >= 8,
+            "only {answered} answers of 12 under an 8 MiB budget"
+        );
+        let mut servers = Vec::new();
+        for (server, raw) in peers {
+            drop(raw);
+            servers.push(server);
+        }
+        for server in &servers {
+            timeout(Duration::from_secs(5), server.closed())
+                .await
+                .expect("a connection whose peer is gone must close");
+            assert!(server.stats().is_idle(), "{:?}", server.stats());
+        }
+        assert_eq!(budget.available(), BUDGET);
+    });
+}
+
 /// `test.sized`'s one method, `sized {n}`: an answer of `n` bytes, at once.
 fn sized_cap() -> (
     std::sync::Arc<bunite_rpc::CapDef>,

@@ -100,23 +100,24 @@ impl Room {
     /// Whether there is room for more: `unsent` bytes (the session's encoded frames and a
     /// message the sink refused) are within `max_unsent_bytes`, and those plus the sink's
     /// `queued` bytes are paid for beyond the free allowance. Pays what it lacks now if
-    /// the budget has it, all at once; never waits.
+    /// the budget has it, all at once; never waits. Pays even past `max_unsent_bytes`:
+    /// those bytes are held all the same, and answers were let through counting on the
+    /// budget's bytes for them (a connection that stopped there held its last answer
+    /// unpaid, and others took the bytes it counted on).
     pub(super) fn check(&mut self, unsent: usize, queued: usize) -> bool {
-        if unsent > self.max_unsent {
-            return false;
-        }
+        let within = unsent <= self.max_unsent;
         let Some(paid) = &mut self.paid else {
-            return true;
+            return within;
         };
         let owed = (unsent + queued).saturating_sub(FREE_PER_CONNECTION);
         let lacking = owed.saturating_sub(paid.permit.bytes());
         if lacking == 0 {
-            return true;
+            return within;
         }
         match paid.budget.try_acquire(lacking) {
             Some(more) => {
                 paid.permit.merge(more);
-                true
+                within
             }
             None => false,
         }
@@ -241,9 +242,11 @@ mod tests {
         room.settle(0);
         assert!(room.check(FREE, 0));
         assert_eq!(budget.available(), 100_000);
-        // The unsent limit still holds on its own.
-        let mut tight = Room::new(10, Some(budget));
-        assert!(!tight.check(11, 0));
+        // The unsent limit still holds on its own, and what is past it is paid for all
+        // the same (it is held).
+        let mut tight = Room::new(FREE + 10, Some(budget.clone()));
+        assert!(!tight.check(FREE + 11, 0));
+        assert_eq!((tight.paid(), budget.available()), (11, 100_000 - 11));
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct ListenerArgs {
     receive_budget: Option<usize>,
     /// Bytes waiting to be written to peers across all connections of both listeners,
     /// beyond 16 KiB each; a connection that cannot pay for its answers stops reading its
-    /// peer until they are written.
+    /// peer until they are written, and an answer longer than the budget can pay for (and
+    /// 256 KiB more) is refused with `resource_exhausted`.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     send_budget: Option<usize>,
     /// The time a message may take to arrive once it has started, before one second per

@@ -197,7 +197,9 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let mut queued = None;
         self.runs.poll_streams(&mut self.session, |transmit| {
             let queued = *queued.get_or_insert_with(|| queued_in(room, sink));
-            room.check(transmit + held, queued)
+            let waiting = transmit + held;
+            room.check(waiting, queued)
+                .then(|| room.allowance(waiting + queued))
         });
         self.apply_outputs();
         if self.session.spares_unarmed() {
@@ -236,7 +238,6 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Takes queued commands, at most a pass's budget; whether the budget ran out first.
     fn take_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        self.set_send_room();
         for _ in 0..PASS_BUDGET {
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(command)) => self.command(command),
@@ -300,6 +301,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             } => {
                 self.runs.task_done(run);
                 let outcome = super::runs::outcome(*result);
+                self.set_send_room();
                 self.session.handler_done(run, call_id, outcome, now);
             }
             Command::PolicyDone { call_id, allowed } => {
@@ -397,7 +399,6 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Applies what the session decided.
     fn apply_outputs(&mut self) {
-        self.set_send_room();
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Reply { to, outcome, caps } => {
@@ -415,6 +416,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                         // Completed inline: let its after_reply registrations land first.
                         self.take_queued_commands();
                         let now = self.now();
+                        self.set_send_room();
                         self.session.handler_done(run, call_id, result, now);
                     }
                 }
@@ -653,14 +655,16 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.room.check(self.unsent(), queued)
     }
 
-    /// Tells the session how much more its answers may queue: what a send budget can pay
-    /// for now (see [`Room::allowance`]); without one, unbounded.
+    /// Tells the session how long the answer it is about to make may be: what a send
+    /// budget can pay for now (see [`Room::allowance`]). Without a budget the session's
+    /// room stays unbounded, as it starts. Asked before each answer rather than once a
+    /// pass: a fresher figure, and a WebSocket sink's lock only where an answer is made.
+    #[inline]
     fn set_send_room(&mut self) {
-        let room = match self.room.budgeted() {
-            true => self.room.allowance(self.unsent() + self.queued()),
-            false => usize::MAX,
-        };
-        self.session.set_send_room(room);
+        if self.room.budgeted() {
+            let room = self.room.allowance(self.unsent() + self.queued());
+            self.session.set_send_room(room);
+        }
     }
 
     /// Gives back the reservations of outbound calls that finished and what is paid for

@@ -289,9 +289,13 @@ impl Runs {
 
     /// Polls the stream sources that have credit and something to say, each once. Stops
     /// early while too much waits to be sent: `room` is asked with the session's unsent
-    /// bytes before each. A source that produced and may have more is queued again
-    /// ([`Runs::has_ready`]).
-    pub fn poll_streams(&mut self, session: &mut Session<Rt>, mut room: impl FnMut(usize) -> bool) {
+    /// bytes before each, and says how long its values may be (`None`: no room now). A
+    /// source that produced and may have more is queued again ([`Runs::has_ready`]).
+    pub fn poll_streams(
+        &mut self,
+        session: &mut Session<Rt>,
+        mut room: impl FnMut(usize) -> Option<usize>,
+    ) {
         if self.ready.is_empty() && !self.wakes.any.load(Ordering::Acquire) {
             return;
         }
@@ -307,9 +311,10 @@ impl Runs {
             }
         }
         for _ in 0..self.ready.len() {
-            if !room(session.transmit_bytes()) {
+            let Some(values) = room(session.transmit_bytes()) else {
                 break; // Retried once the transport has taken what is queued.
-            }
+            };
+            session.set_send_room(values);
             let Some(run) = self.ready.pop_front() else {
                 break;
             };

@@ -213,7 +213,26 @@ impl Encoder {
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        self.bounded(max, out, |w| crate::frame_codec::encode::frame(w, f))
+        self.encode_outgoing_frame_accepted(f, max, out, |_| true)
+    }
+
+    /// [`Encoder::encode_outgoing_frame_bounded`], kept only if `accept` agrees to its
+    /// length once it is encoded (say, when the bytes must be paid for and the price is
+    /// known only then). When `accept` refuses, nothing happened, as on any error, and the
+    /// error is [`EncodeError::TooLarge`] with `size` the length refused.
+    pub fn encode_outgoing_frame_accepted(
+        &mut self,
+        f: &Frame<crate::Outgoing>,
+        max: usize,
+        out: &mut Vec<u8>,
+        accept: impl FnOnce(usize) -> bool,
+    ) -> Result<(), EncodeError> {
+        self.bounded_accepted(
+            max,
+            out,
+            |w| crate::frame_codec::encode::frame(w, f),
+            accept,
+        )
     }
 
     fn bounded(
@@ -221,6 +240,16 @@ impl Encoder {
         max: usize,
         out: &mut Vec<u8>,
         write: impl FnOnce(&mut encode::Writer<'_>) -> Result<(), encode::Stop>,
+    ) -> Result<(), EncodeError> {
+        self.bounded_accepted(max, out, write, |_| true)
+    }
+
+    fn bounded_accepted(
+        &mut self,
+        max: usize,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut encode::Writer<'_>) -> Result<(), encode::Stop>,
+        accept: impl FnOnce(usize) -> bool,
     ) -> Result<(), EncodeError> {
         let start = out.len();
         let mut w = encode::Writer::new(
@@ -230,10 +259,11 @@ impl Encoder {
             &mut self.structs,
         );
         let stop = match write(&mut w) {
-            Ok(()) => {
+            Ok(()) if accept(out.len() - start) => {
                 self.shapes.commit();
                 return Ok(());
             }
+            Ok(()) => encode::Stop::Overflow(out.len()),
             Err(stop) => stop,
         };
         out.truncate(start);

@@ -13,7 +13,10 @@ use support::strategies::value;
 
 use std::collections::BTreeMap;
 
-use bunite_wire::{from_value, to_value, CapId, CapRef, DecodeLimits, Decoder, Encoder, Value};
+use bunite_wire::{
+    from_value, to_value, CallId, CapId, CapRef, DecodeLimits, Decoder, EncodeError, Encoder,
+    Frame, Outgoing, ResultFrame, Value,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -49,6 +52,39 @@ proptest! {
                     prop_assert!(same(&back, v));
                 }
                 Err(e) => prop_assert!(out.is_empty() && e.size > e.max),
+            }
+        }
+    }
+
+    /// Frames refused once encoded (`encode_outgoing_frame_accepted`) are never sent
+    /// either: refused or not, the next frames decode as sent.
+    #[test]
+    fn frames_refused_once_encoded_leave_the_peers_in_step(
+        values in vec((value(), any::<bool>()), 1..40),
+    ) {
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(DecodeLimits::default()));
+        for (id, (v, accept)) in values.iter().enumerate() {
+            let frame = Frame::Result(ResultFrame {
+                id: CallId(id as u64),
+                outcome: Ok(Outgoing::from(v.clone())),
+            });
+            let mut out = vec![1, 2, 3];
+            let mut asked = None;
+            let r = enc.encode_outgoing_frame_accepted(&frame, usize::MAX, &mut out, |len| {
+                asked = Some(len);
+                *accept
+            });
+            let len = asked.expect("asked once encoded");
+            match r {
+                Ok(()) => {
+                    prop_assert!(*accept && out.len() == 3 + len);
+                    match dec.decode_frame(&out[3..]).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                        Frame::Result(r) => prop_assert!(same(r.outcome.as_ref().unwrap(), v)),
+                        other => prop_assert!(false, "{:?}", other),
+                    }
+                }
+                Err(EncodeError::TooLarge(e)) => prop_assert!(!*accept && out == [1, 2, 3] && e.size == len),
+                Err(e) => prop_assert!(false, "{e}"),
             }
         }
     }

@@ -8,17 +8,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bunite_wire::CallId;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::command::Command;
 use super::room::Room;
-use super::runs::{Rt, Runs};
+use super::runs::{Rt, Runs, SendGate};
 use super::{CloseHandler, Shared, TaskGuard};
 use crate::error::Disconnect;
-use crate::session::{Output, Session, TransportEnd};
+use crate::handler::CapImpl;
+use crate::session::{Outcome, Output, RunId, Session, TransportEnd};
 use crate::stats::Stats;
+use crate::status::Status;
 use crate::transport::{MessageSink, MessageSource, Transport, TransportError};
 
 /// How long the driver keeps trying to deliver its last frames (a goaway) once the
@@ -193,14 +196,13 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let read = self.read(cx, reads);
         self.apply_outputs();
         let held = self.held_len();
-        let (room, sink) = (&mut self.room, &self.sink);
-        let mut queued = None;
-        self.runs.poll_streams(&mut self.session, |transmit| {
-            let queued = *queued.get_or_insert_with(|| queued_in(room, sink));
-            let waiting = transmit + held;
-            room.check(waiting, queued)
-                .then(|| room.allowance(waiting + queued))
-        });
+        let mut gate = Gate {
+            room: &mut self.room,
+            sink: &self.sink,
+            held,
+            queued: None,
+        };
+        self.runs.poll_streams(&mut self.session, &mut gate);
         self.apply_outputs();
         if self.session.spares_unarmed() {
             let now = self.now();
@@ -301,8 +303,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             } => {
                 self.runs.task_done(run);
                 let outcome = super::runs::outcome(*result);
-                self.set_send_room();
-                self.session.handler_done(run, call_id, outcome, now);
+                self.handler_done(run, call_id, outcome, now);
             }
             Command::PolicyDone { call_id, allowed } => {
                 self.runs.policy_done(call_id);
@@ -416,8 +417,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                         // Completed inline: let its after_reply registrations land first.
                         self.take_queued_commands();
                         let now = self.now();
-                        self.set_send_room();
-                        self.session.handler_done(run, call_id, result, now);
+                        self.handler_done(run, call_id, result, now);
                     }
                 }
                 Output::Signal(run) => self.runs.signal(run),
@@ -655,16 +655,29 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.room.check(self.unsent(), queued)
     }
 
-    /// Tells the session how long the answer it is about to make may be: what a send
-    /// budget can pay for now (see [`Room::allowance`]). Without a budget the session's
-    /// room stays unbounded, as it starts. Asked before each answer rather than once a
-    /// pass: a fresher figure, and a WebSocket sink's lock only where an answer is made.
+    /// A handler's outcome to the session. On a connection a send budget pays for, its
+    /// result is held to what the budget can pay for: the session encodes no more than the
+    /// [`allowance`](Room::allowance) and queues it only once
+    /// [`pay_answer`](Room::pay_answer) has paid (else it answers `resource_exhausted`).
     #[inline]
-    fn set_send_room(&mut self) {
-        if self.room.budgeted() {
-            let room = self.room.allowance(self.unsent() + self.queued());
-            self.session.set_send_room(room);
+    fn handler_done(
+        &mut self,
+        run: RunId,
+        call_id: CallId,
+        result: Result<Outcome<Arc<dyn CapImpl>>, Status>,
+        now: std::time::Instant,
+    ) {
+        if !self.room.budgeted() {
+            self.session.handler_done(run, call_id, result, now);
+            return;
         }
+        let beside = self.held_len() + self.queued();
+        let room = self.room.allowance(self.session.transmit_bytes() + beside);
+        self.session.set_send_room(room);
+        let room = &mut self.room;
+        let mut pay = |held: usize| room.pay_answer(held + beside);
+        self.session
+            .handler_done_paying(run, call_id, result, now, &mut pay);
     }
 
     /// Gives back the reservations of outbound calls that finished and what is paid for
@@ -712,6 +725,38 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         self.room.settle(0);
         self.account();
         self.shared.finished.cancel();
+    }
+}
+
+/// Room to send for stream values (see [`SendGate`]): the connection's [`Room`], with
+/// what the sink holds read once, when first needed (producing values writes nothing).
+struct Gate<'a, S> {
+    room: &'a mut Room,
+    sink: &'a S,
+    /// The message the sink refused.
+    held: usize,
+    queued: Option<usize>,
+}
+
+impl<S: MessageSink> Gate<'_, S> {
+    fn beside(&mut self) -> usize {
+        let (room, sink) = (&*self.room, self.sink);
+        self.held + *self.queued.get_or_insert_with(|| queued_in(room, sink))
+    }
+}
+
+impl<S: MessageSink> SendGate for Gate<'_, S> {
+    fn room(&mut self, session_bytes: usize) -> Option<usize> {
+        let queued = self.beside() - self.held;
+        let waiting = session_bytes + self.held;
+        self.room
+            .check(waiting, queued)
+            .then(|| self.room.allowance(waiting + queued))
+    }
+
+    fn pay(&mut self, session_bytes: usize) -> bool {
+        let beside = self.beside();
+        self.room.pay_answer(session_bytes + beside)
     }
 }
 

@@ -131,14 +131,39 @@ impl Room {
     /// overdraft keeps a peer that reads, whose connection reads again as soon as what
     /// waits is back within the free allowance, from having its next short answer refused
     /// while others hold the whole budget; what it lets a connection hold unpaid stays
-    /// within twice the free allowance. A snapshot: another connection may take the
-    /// budget's bytes before these are paid for.
+    /// within twice the free allowance. A snapshot, that bounds how much of an answer is
+    /// encoded: another connection may take the budget's bytes meanwhile, so the answer is
+    /// queued only once [`pay_answer`](Self::pay_answer) has paid for it.
     pub(super) fn allowance(&self, waiting: usize) -> usize {
         match &self.paid {
             None => usize::MAX,
             Some(paid) => (FREE_PER_CONNECTION + ANSWER_OVERDRAFT + paid.permit.bytes())
                 .saturating_add(paid.budget.available())
                 .saturating_sub(waiting),
+        }
+    }
+
+    /// Pays for what waits as an answer is queued, `waiting` bytes with it: what they owe
+    /// beyond the free allowance and the overdraft, less what is paid, is taken from the
+    /// budget at once, or the answer is refused (`false`). Where the
+    /// [`allowance`](Self::allowance) is a snapshot that another connection may take bytes
+    /// from before they are paid for, this takes them or refuses, so two connections
+    /// never count on the same bytes. Without a budget, always `true`.
+    pub(super) fn pay_answer(&mut self, waiting: usize) -> bool {
+        let Some(paid) = &mut self.paid else {
+            return true;
+        };
+        let owed = waiting.saturating_sub(FREE_PER_CONNECTION + ANSWER_OVERDRAFT);
+        let lacking = owed.saturating_sub(paid.permit.bytes());
+        if lacking == 0 {
+            return true;
+        }
+        match paid.budget.try_acquire(lacking) {
+            Some(more) => {
+                paid.permit.merge(more);
+                true
+            }
+            None => false,
         }
     }
 
@@ -267,6 +292,25 @@ mod tests {
         drop(others);
         // Without a budget: no bound.
         assert_eq!(Room::new(10, None).allowance(1 << 30), usize::MAX);
+    }
+
+    #[test]
+    fn an_answer_is_paid_for_beyond_the_overdraft_or_refused() {
+        let budget = ByteBudget::new(100_000);
+        let mut room = Room::new(1 << 20, Some(budget.clone()));
+        // Within the allowance and the overdraft: nothing to pay.
+        assert!(room.pay_answer(FREE + ANSWER_OVERDRAFT));
+        assert_eq!(room.paid(), 0);
+        // Beyond: paid at once, and what is paid counts next time.
+        assert!(room.pay_answer(FREE + ANSWER_OVERDRAFT + 60_000));
+        assert_eq!((room.paid(), budget.available()), (60_000, 40_000));
+        assert!(room.pay_answer(FREE + ANSWER_OVERDRAFT + 60_000));
+        assert_eq!(budget.available(), 40_000);
+        // More than the budget has: refused, nothing taken.
+        assert!(!room.pay_answer(FREE + ANSWER_OVERDRAFT + 100_001));
+        assert_eq!((room.paid(), budget.available()), (60_000, 40_000));
+        // Without a budget, always.
+        assert!(Room::new(10, None).pay_answer(usize::MAX));
     }
 
     #[test]

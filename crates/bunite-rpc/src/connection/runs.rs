@@ -47,6 +47,17 @@ impl session::Dispatch for Arc<dyn CapImpl> {
     }
 }
 
+/// Room to send, as the driver keeps it (`room.rs`), for the values of stream sources.
+pub(crate) trait SendGate {
+    /// Before a source is polled, the session holding `session_bytes`: `None` while there
+    /// is no room to send more, else how long its values may be
+    /// ([`Session::set_send_room`]).
+    fn room(&mut self, session_bytes: usize) -> Option<usize>;
+    /// Whether a value may be queued, the session then holding `session_bytes`: paid for
+    /// ([`session::Pay`]).
+    fn pay(&mut self, session_bytes: usize) -> bool;
+}
+
 /// A handler that completed on its first poll: its run, call and outcome.
 pub(crate) type Finished = (RunId, CallId, Result<Outcome<Arc<dyn CapImpl>>, Status>);
 
@@ -291,11 +302,7 @@ impl Runs {
     /// early while too much waits to be sent: `room` is asked with the session's unsent
     /// bytes before each, and says how long its values may be (`None`: no room now). A
     /// source that produced and may have more is queued again ([`Runs::has_ready`]).
-    pub fn poll_streams(
-        &mut self,
-        session: &mut Session<Rt>,
-        mut room: impl FnMut(usize) -> Option<usize>,
-    ) {
+    pub fn poll_streams(&mut self, session: &mut Session<Rt>, gate: &mut impl SendGate) {
         if self.ready.is_empty() && !self.wakes.any.load(Ordering::Acquire) {
             return;
         }
@@ -311,7 +318,7 @@ impl Runs {
             }
         }
         for _ in 0..self.ready.len() {
-            let Some(values) = room(session.transmit_bytes()) else {
+            let Some(values) = gate.room(session.transmit_bytes()) else {
                 break; // Retried once the transport has taken what is queued.
             };
             session.set_send_room(values);
@@ -322,7 +329,7 @@ impl Runs {
                 continue;
             };
             s.queued = false;
-            match poll_stream(run, s, session) {
+            match poll_stream(run, s, session, gate) {
                 Step::Again => {
                     s.queued = true;
                     self.ready.push_back(run);
@@ -414,7 +421,12 @@ enum Step {
     Ended,
 }
 
-fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step {
+fn poll_stream(
+    run: RunId,
+    s: &mut StreamRun,
+    session: &mut Session<Rt>,
+    gate: &mut impl SendGate,
+) -> Step {
     let _entered = enter(&s.span);
     let call_id = s.call_id;
     match session.stream_window(call_id, run) {
@@ -431,7 +443,8 @@ fn poll_stream(run: RunId, s: &mut StreamRun, session: &mut Session<Rt>) -> Step
             match catch(|| source.poll_next_unpin(&mut cx)) {
                 Some(Poll::Pending) => return Step::Wait,
                 Some(Poll::Ready(Some(Ok(value)))) => {
-                    match session.stream_item(call_id, run, value) {
+                    let mut pay = |held: usize| gate.pay(held);
+                    match session.stream_item_paying(call_id, run, value, &mut pay) {
                         None => return Step::Ended,
                         Some(0) => return Step::Wait, // `Output::Credit` queues it again.
                         Some(_) => {}

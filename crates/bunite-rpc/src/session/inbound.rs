@@ -19,7 +19,7 @@ use super::bootstrap::BOOTSTRAP_METHOD;
 use super::output::{Invocation, Output, RunId};
 use super::streams::ServerStream;
 use super::timers::{after, Timer};
-use super::{Dispatch, Session, Types};
+use super::{Dispatch, Pay, Session, Types};
 use crate::events::{CallEvent, Event};
 use crate::schema::{CapDef, MethodKind, Returns};
 use crate::status::{reason, Code, Status};
@@ -319,12 +319,26 @@ impl<T: Types> Session<T> {
 
     /// A handler finished. Ignored when the run was aborted, or when its call was cancelled
     /// meanwhile: its exported caps were never allocated, so nothing leaks.
+    #[inline]
     pub fn handler_done(
         &mut self,
         run: RunId,
         call_id: CallId,
         result: Result<Outcome<T::Imp>, Status>,
         now: Instant,
+    ) {
+        self.handler_done_paying(run, call_id, result, now, &mut |_| true);
+    }
+
+    /// [`handler_done`](Self::handler_done), its result queued only if `pay` agrees (a
+    /// refused one is answered `resource_exhausted`, as one too long for the send room).
+    pub fn handler_done_paying(
+        &mut self,
+        run: RunId,
+        call_id: CallId,
+        result: Result<Outcome<T::Imp>, Status>,
+        now: Instant,
+        pay: Pay<'_>,
     ) {
         if !self.inbound.end_run(run) {
             return;
@@ -346,7 +360,7 @@ impl<T: Types> Session<T> {
                     id: call_id,
                     outcome: Ok(value),
                 });
-                let sent = self.send_answer(&frame, "result");
+                let sent = self.send_answer(&frame, "result", pay);
                 // Exports nobody will release: the result was not sent, or its client
                 // already failed the call on `cap_revoked`.
                 if sent.is_err() || active.target_revoked {

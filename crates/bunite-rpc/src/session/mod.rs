@@ -125,6 +125,11 @@ pub(crate) enum TransportEnd {
     },
 }
 
+/// Whether an answer may be queued, asked once its length is known: given what the
+/// session would then hold (what it has queued and the answer), true if those bytes are
+/// paid for. The runtime pays from a listener's send budget; without one it agrees.
+pub(crate) type Pay<'a> = &'a mut dyn FnMut(usize) -> bool;
+
 pub(crate) struct Session<T: Types> {
     cfg: Config,
     table: CapTable<T::Imp>,
@@ -486,23 +491,52 @@ impl<T: Types> Session<T> {
     /// [`Session::send_bounded`] for a frame whose payload may be a typed value, which is
     /// serialized straight into the message here.
     fn send_outgoing(&mut self, frame: &Frame<Outgoing>) -> Result<(), EncodeError> {
-        self.send_outgoing_within(frame, self.peer_max_bytes)
+        self.flush_drops();
+        self.clear_scratch();
+        let encoded = self.encoder.encode_outgoing_frame_bounded(
+            frame,
+            self.peer_max_bytes,
+            &mut self.scratch,
+        );
+        self.transmit_or_drop(encoded)
     }
 
-    /// [`Session::send_outgoing`] for an answer (`what`: "result", "stream value"), held to
-    /// the send room too ([`set_send_room`](Self::set_send_room)). Over either bound, or
-    /// not serializable, it is not sent and the error to send instead comes back.
-    fn send_answer(&mut self, frame: &Frame<Outgoing>, what: &str) -> Result<(), Status> {
+    /// [`Session::send_outgoing`] for an answer (`what`: "result", "stream value"): held
+    /// to the send room too ([`set_send_room`](Self::set_send_room)), and queued only if
+    /// `pay` agrees to what the session then holds (see [`Pay`]). Over either bound,
+    /// refused, or not serializable, it is not sent, and the error to send instead comes
+    /// back.
+    fn send_answer(
+        &mut self,
+        frame: &Frame<Outgoing>,
+        what: &str,
+        pay: Pay<'_>,
+    ) -> Result<(), Status> {
         let max = self.peer_max_bytes.min(self.send_room);
-        self.send_outgoing_within(frame, max).map_err(|e| match e {
-            EncodeError::TooLarge(e) if max < self.peer_max_bytes => Status::resource_exhausted(
-                format!(
-                    "{what} of more than {} bytes: the listener's send budget has no room \
-                     for it now (peers are slow to read what waits for them)",
-                    e.max
-                ),
-                reason::MAX_FRAME_BYTES,
-            ),
+        self.flush_drops();
+        self.clear_scratch();
+        let held = self.transmit_bytes();
+        let mut refused = false;
+        let encoded =
+            self.encoder
+                .encode_outgoing_frame_accepted(frame, max, &mut self.scratch, |len| {
+                    refused = !pay(held + len);
+                    !refused
+                });
+        self.transmit_or_drop(encoded).map_err(|e| match e {
+            EncodeError::TooLarge(e) if refused || max < self.peer_max_bytes => {
+                let len = match refused {
+                    true => format!("{}", e.size),
+                    false => format!("more than {}", e.max),
+                };
+                Status::resource_exhausted(
+                    format!(
+                        "{what} of {len} bytes: the listener's send budget has no room for \
+                         it now (peers are slow to read what waits for them)"
+                    ),
+                    reason::MAX_FRAME_BYTES,
+                )
+            }
             EncodeError::TooLarge(e) => Status::resource_exhausted(
                 format!(
                     "{what} of {} bytes exceeds the peer's maxBytes {}",
@@ -514,22 +548,19 @@ impl<T: Types> Session<T> {
         })
     }
 
-    fn send_outgoing_within(
-        &mut self,
-        frame: &Frame<Outgoing>,
-        max: usize,
-    ) -> Result<(), EncodeError> {
-        self.flush_drops();
-        self.clear_scratch();
-        let encoded = self
-            .encoder
-            .encode_outgoing_frame_bounded(frame, max, &mut self.scratch);
-        if encoded.is_err() {
-            self.drop_large_scratch();
+    /// Queues the message just encoded into `scratch`, or, when it was not, lets go of a
+    /// scratch buffer it grew (see [`drop_large_scratch`](Self::drop_large_scratch)).
+    fn transmit_or_drop<E>(&mut self, encoded: Result<(), E>) -> Result<(), E> {
+        match encoded {
+            Ok(()) => {
+                self.transmit_scratch();
+                Ok(())
+            }
+            Err(e) => {
+                self.drop_large_scratch();
+                Err(e)
+            }
         }
-        encoded?;
-        self.transmit_scratch();
-        Ok(())
     }
 
     /// A message that was not sent may have grown the scratch buffer up to its bound (the
@@ -545,12 +576,7 @@ impl<T: Types> Session<T> {
         let encoded = self
             .encoder
             .encode_frame_bounded(frame, max, &mut self.scratch);
-        if encoded.is_err() {
-            self.drop_large_scratch();
-        }
-        encoded?;
-        self.transmit_scratch();
-        Ok(())
+        self.transmit_or_drop(encoded)
     }
 
     /// Empties the scratch buffer for the next message; one that went out with a large

@@ -17,7 +17,7 @@ use bunite_wire::{
 };
 
 use super::output::{Output, RunId};
-use super::{Session, Types};
+use super::{Pay, Session, Types};
 use crate::error::{Error, LocalError};
 use crate::events::{Event, ServerStreamEvent, StreamPhase};
 use crate::schema::{CapDef, MAX_INITIAL_CREDIT};
@@ -94,11 +94,25 @@ impl<T: Types> Session<T> {
     /// Sends one value of a server stream: the credit left after it, or `None` once the
     /// stream is gone. A value too large for the peer ends the stream with `stream error`
     /// `resource_exhausted`.
+    #[inline]
     pub fn stream_item(
         &mut self,
         id: CallId,
         run: RunId,
         value: impl Into<Outgoing>,
+    ) -> Option<u64> {
+        self.stream_item_paying(id, run, value, &mut |_| true)
+    }
+
+    /// [`stream_item`](Self::stream_item), the value queued only if `pay` agrees (a
+    /// refused one ends the stream with `resource_exhausted`, as one too long for the send
+    /// room).
+    pub fn stream_item_paying(
+        &mut self,
+        id: CallId,
+        run: RunId,
+        value: impl Into<Outgoing>,
+        pay: Pay<'_>,
     ) -> Option<u64> {
         let s = self.server_stream(id, run)?;
         s.window = s.window.saturating_sub(1);
@@ -108,7 +122,7 @@ impl<T: Types> Session<T> {
             id,
             event: StreamEvent::Next(value.into()),
         });
-        if let Err(status) = self.send_answer(&frame, "stream value") {
+        if let Err(status) = self.send_answer(&frame, "stream value", pay) {
             self.stream_done(id, run, Err(status));
             self.outputs.push_back(Output::Abort(run));
             return None;

@@ -90,9 +90,9 @@
 //! them, plus the free allowance and the overdraft each, until
 //! [`Limits::write_stall_timeout`](crate::Limits::write_stall_timeout) or the send
 //! deadline lets them go; before the budget, each could hold `max_unsent_bytes` (20 such
-//! peers held 1.3 GiB, `docs/RELIABILITY.md`). (Two connections that make answers at the
-//! same moment on two threads may both count on the same bytes of the budget: one of them
-//! then holds its answer unpaid, and stops reading until it is written.) While they do,
+//! peers held 1.3 GiB, `docs/RELIABILITY.md`). The answer is paid for between being
+//! encoded and being queued, all at once or not at all, so two connections making answers
+//! at the same moment on two threads never count on the same bytes. While they do,
 //! connections whose answers are small go on as before, and one with a long answer to
 //! send reads its next call once that answer is written.
 //!

@@ -421,3 +421,63 @@ fn a_refused_answer_leaves_no_grown_scratch_buffer_behind() {
         assert!(server.s.spares.is_empty() && !server.s.spares_unarmed());
     }
 }
+
+/// An answer is queued only once paid for (`handler_done_paying`, `stream_item_paying`):
+/// the runtime is asked with what the session would then hold, and a refusal answers
+/// `resource_exhausted` as a lack of room does. The encoder stays in step: a record
+/// shape first seen in a refused answer is defined again in the next one.
+#[test]
+fn an_answer_is_queued_only_once_paid_for() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let answer = || rec("fresh", Value::Bin(vec![3; 1000]));
+    let mut asked = Vec::new();
+
+    let refused = client.call(2, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    let now = server.now;
+    let held = server.s.transmit_bytes();
+    let mut pay = |n: usize| {
+        asked.push(n);
+        false
+    };
+    let result = Ok(Outcome::Value(answer().into()));
+    server
+        .s
+        .handler_done_paying(inv.run, inv.call_id, result, now, &mut pay);
+    server.collect();
+    assert_eq!(asked.len(), 1);
+    assert!(asked[0] > held + 1000, "{asked:?} {held}");
+    let paid = client.call(3, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    let result = Ok(Outcome::Value(answer().into()));
+    server
+        .s
+        .handler_done_paying(inv.run, inv.call_id, result, now, &mut |_| true);
+    server.collect();
+    pump(&mut server, &mut client);
+    let e = client.reply(refused).expect("answered").unwrap_err();
+    assert_eq!(e.reason(), Some("max_frame_bytes"));
+    assert!(e.message().contains("send budget"), "{}", e.message());
+    assert_eq!(client.reply(paid).expect("answered").unwrap(), answer());
+
+    // A stream value refused ends its stream the same way.
+    let req = request(cap, "ticks", Value::Undefined, Expect::Value);
+    client.s.start_stream(CallId(4), req, 9);
+    client.collect();
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    let left = server
+        .s
+        .stream_item_paying(inv.call_id, inv.run, answer(), &mut |_| false);
+    assert_eq!(left, None);
+    server.collect();
+    pump(&mut server, &mut client);
+    let (sink, error) = client.ends.pop().expect("the stream ends");
+    let error = error.expect("with an error");
+    assert_eq!((sink, error.reason()), (9, Some("max_frame_bytes")));
+    let stats = server.s.stats();
+    assert_eq!(stats.active_calls + stats.server_streams, 0, "{stats:?}");
+}

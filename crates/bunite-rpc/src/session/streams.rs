@@ -93,8 +93,9 @@ impl<T: Types> Session<T> {
 
     /// Sends one value of a server stream: the credit left after it, or `None` once the
     /// stream is gone. A value too large for the peer ends the stream with `stream error`
-    /// `resource_exhausted`.
-    #[inline]
+    /// `resource_exhausted`. (The runtime pays for each value:
+    /// [`stream_item_paying`](Self::stream_item_paying).)
+    #[cfg(test)]
     pub fn stream_item(
         &mut self,
         id: CallId,

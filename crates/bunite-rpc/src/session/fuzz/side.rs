@@ -94,6 +94,10 @@ pub(crate) struct Side {
     /// failure message.
     pub mirror: bunite_wire::Decoder,
     observed: bool,
+    /// The most the session may hold once an answer is queued, as a runtime's send
+    /// budget would pay (`usize::MAX`: no budget); cycled by `toggle_observed`.
+    pay_limit: usize,
+    toggles: usize,
 }
 
 impl Side {
@@ -145,6 +149,8 @@ impl Side {
             before_hello: 0,
             mirror: bunite_wire::Decoder::new(bunite_wire::DecodeLimits::default()),
             observed: false,
+            pay_limit: usize::MAX,
+            toggles: 0,
         }
     }
 
@@ -521,7 +527,21 @@ impl Side {
                 n: u64::from(input.b()),
             }))),
         };
-        self.s.handler_done(run, call_id, outcome, now);
+        let limit = self.give_send_room();
+        self.s
+            .handler_done_paying(run, call_id, outcome, now, &mut |n| n <= limit);
+    }
+
+    /// Gives the session the room a send budget of [`pay_limit`](Self::pay_limit) would;
+    /// the limit.
+    fn give_send_room(&mut self) -> usize {
+        let limit = self.pay_limit;
+        if limit != usize::MAX {
+            let room = limit.saturating_sub(self.s.transmit_bytes());
+            // The room is a snapshot, at times larger than what will be paid.
+            self.s.set_send_room(room + room / 2 * (self.toggles % 2));
+        }
+        limit
     }
 
     /// A stream source produces values, within its window (as the driver polls it).
@@ -534,10 +554,11 @@ impl Side {
             panic!("{}: live stream run {run:?} has no window", self.name);
         };
         let n = u64::from(input.b() % 40).min(window);
+        let limit = self.give_send_room();
         for _ in 0..n {
             if self
                 .s
-                .stream_item(id, run, value(input, 0, false))
+                .stream_item_paying(id, run, value(input, 0, false), &mut |n| n <= limit)
                 .is_none()
             {
                 break;
@@ -607,9 +628,13 @@ impl Side {
         self.s.transport_ended(how);
     }
 
+    /// Events on or off, and the next of the send budgets this side pays from (none, and
+    /// three that refuse long answers, or all).
     pub fn toggle_observed(&mut self) {
         self.observed = !self.observed;
         self.s.set_observed(self.observed);
+        self.toggles += 1;
+        self.pay_limit = [usize::MAX, 4096, 600, 0][self.toggles % 4];
     }
 
     /// Ends everything this side runs and holds, as a runtime whose handlers all return and

@@ -18,7 +18,9 @@
 //!    then stop: the server's peak RSS against the listener's receive budget, a side
 //!    client served meanwhile;
 //! 4. **callers that never read**: connections that fire calls for 256 KiB replies and stop
-//!    reading: the server's peak RSS; then **keepers**: connections that make four 200 KiB
+//!    reading, then connections that each ask four times for 32 MiB (replies the send budget
+//!    cannot pay for once it is spent, refused rather than held): the server's peak RSS and
+//!    what waits to be sent, against the listener's send budget; then **keepers**: connections that make four 200 KiB
 //!    echoes at once and then a small call every 50 ms, never idle: what the server keeps
 //!    for them between messages, against the listener's budget;
 //! 5. **maximal frames**: 64 MiB `call` frames whose args are an array of `nil`s or of small

@@ -739,24 +739,23 @@ struct Gate<'a, S> {
 }
 
 impl<S: MessageSink> Gate<'_, S> {
-    fn beside(&mut self) -> usize {
+    fn queued(&mut self) -> usize {
         let (room, sink) = (&*self.room, self.sink);
-        self.held + *self.queued.get_or_insert_with(|| queued_in(room, sink))
+        *self.queued.get_or_insert_with(|| queued_in(room, sink))
     }
 }
 
 impl<S: MessageSink> SendGate for Gate<'_, S> {
     fn room(&mut self, session_bytes: usize) -> Option<usize> {
-        let queued = self.beside() - self.held;
-        let waiting = session_bytes + self.held;
+        let (unsent, queued) = (session_bytes + self.held, self.queued());
         self.room
-            .check(waiting, queued)
-            .then(|| self.room.allowance(waiting + queued))
+            .check(unsent, queued)
+            .then(|| self.room.allowance(unsent + queued))
     }
 
     fn pay(&mut self, session_bytes: usize) -> bool {
-        let beside = self.beside();
-        self.room.pay_answer(session_bytes + beside)
+        let waiting = session_bytes + self.held + self.queued();
+        self.room.pay_answer(waiting)
     }
 }
 

@@ -101,9 +101,7 @@ impl Room {
     /// message the sink refused) are within `max_unsent_bytes`, and those plus the sink's
     /// `queued` bytes are paid for beyond the free allowance. Pays what it lacks now if
     /// the budget has it, all at once; never waits. Pays even past `max_unsent_bytes`:
-    /// those bytes are held all the same, and answers were let through counting on the
-    /// budget's bytes for them (a connection that stopped there held its last answer
-    /// unpaid, and others took the bytes it counted on).
+    /// those bytes are held all the same, and an answer let through counted on them.
     pub(super) fn check(&mut self, unsent: usize, queued: usize) -> bool {
         let within = unsent <= self.max_unsent;
         let Some(paid) = &mut self.paid else {
@@ -127,8 +125,7 @@ impl Room {
     /// of what is paid, what the budget has, and an overdraft of [`ANSWER_OVERDRAFT`]
     /// (unbounded without a budget). The session holds answers to it
     /// (`Session::set_send_room`): a longer one is refused with `resource_exhausted`
-    /// rather than held beyond the budget, as each connection held one before. The
-    /// overdraft keeps a peer that reads, whose connection reads again as soon as what
+    /// rather than held beyond the budget. The overdraft keeps a peer that reads, whose connection reads again as soon as what
     /// waits is back within the free allowance, from having its next short answer refused
     /// while others hold the whole budget; what it lets a connection hold unpaid stays
     /// within twice the free allowance. A snapshot, that bounds how much of an answer is

@@ -105,9 +105,10 @@ impl<T: Types> Session<T> {
         self.stream_item_paying(id, run, value, &mut |_| true)
     }
 
-    /// [`stream_item`](Self::stream_item), the value queued only if `pay` agrees (a
-    /// refused one ends the stream with `resource_exhausted`, as one too long for the send
-    /// room).
+    /// Sends one value of a server stream, queued only if `pay` agrees (see [`Pay`]): the
+    /// credit left after it, or `None` once the stream is gone. A value too large for the
+    /// peer or the send room, or refused, ends the stream with `stream error`
+    /// `resource_exhausted`.
     pub fn stream_item_paying(
         &mut self,
         id: CallId,

@@ -2,7 +2,9 @@
 //! receive budget (`transport::budget`; one budget for both, or one each), as a property:
 //! whatever the budgets, the pipe, the sizes and the way the
 //! peers read (late, slowly, in small pieces), every answer arrives, in order, and once
-//! the connections close the budget is whole and nothing is left. Connections that cannot
+//! the connections close the budget is whole and nothing is left. With answers longer
+//! than the overdraft (`transport::budget::ANSWER_OVERDRAFT`), only those may be refused
+//! (`resource_exhausted`, the budget had no room for them), and every other one arrives. Connections that cannot
 //! pay stop reading; this checks that they always read again (a lost wake-up would leave a
 //! peer waiting until the write-stall limit cut it off, and its answers would be missing).
 //! Over the byte stream and over WebSocket (a listener's connection, made over the pipe

@@ -21,6 +21,7 @@ fn the_session_ops_fuzz_corpus_replays_cleanly() {
         total.hostile += r.hostile;
         total.closed += r.closed;
         total.drained += r.drained;
+        total.refused += r.refused;
     }
     eprintln!("{} inputs replayed: {total:?}", reports.len());
     // The corpus reaches every part: handlers run, stream items flow, hostile input is
@@ -28,4 +29,5 @@ fn the_session_ops_fuzz_corpus_replays_cleanly() {
     let t = total;
     assert!(t.invocations > 0 && t.items > 0, "{t:?}");
     assert!(t.hostile > 0 && t.closed > 0 && t.drained > 0, "{t:?}");
+    assert!(t.refused > 0, "no answer refused for the send budget: {t:?}");
 }

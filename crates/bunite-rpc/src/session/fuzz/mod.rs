@@ -48,6 +48,8 @@ pub struct Report {
     pub closed: usize,
     /// Inputs that ended with both peers open, drained to empty tables.
     pub drained: usize,
+    /// Answers refused for lack of room in the send budget (replies and stream ends).
+    pub refused: usize,
 }
 
 /// The session's opaque types as plain tags.

@@ -123,6 +123,31 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .bytes(),
         ),
         (
+            // A pays from a budget of 4096 bytes, with a room half as large again as what
+            // it will pay for: of four long results queued unread, the last is encoded and
+            // then refused. Then from none: a stream's first value ends it.
+            "refused-answers",
+            boot()
+                .op(A, 20, &[])
+                .call(B, 0, 0, 0)
+                .call(B, 0, 0, 0)
+                .call(B, 0, 0, 0)
+                .call(B, 0, 0, 0)
+                .pump_all()
+                .finish(A, 6, &[255, 0])
+                .finish(A, 6, &[255, 0])
+                .finish(A, 6, &[255, 0])
+                .finish(A, 6, &[255, 0])
+                .pump_all()
+                .op(A, 20, &[])
+                .op(A, 20, &[])
+                .op(B, 2, &[0, 4, 0, 0]) // ticks on the held cap
+                .pump_all()
+                .op(A, 12, &[0, 1, 1])
+                .pump_all()
+                .bytes(),
+        ),
+        (
             "deadline",
             boot()
                 .call(B, 0, 0, 4) // 10 ms
@@ -271,6 +296,8 @@ fn the_seeds_reach_what_they_are_named_for() {
     );
     assert!(run("garbage").hostile > 0);
     assert_eq!(run("close-mid-call").closed, 2);
+    let refused = run("refused-answers");
+    assert!(refused.refused >= 2, "{refused:?}");
     assert_eq!(run("hello-timeout").closed, 2);
     // Too slow: A sends its goaway, which closes B too. Write-stalled: A writes nothing
     // more, so B learns of it only from its own transport (another operation).

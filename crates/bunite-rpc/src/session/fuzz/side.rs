@@ -208,6 +208,9 @@ impl Side {
                     "{name}: reply {to} not awaited (or twice)"
                 );
                 report.replies += 1;
+                if let Err(e) = &outcome {
+                    report.refused += usize::from(e.message().contains("send budget"));
+                }
                 if let Ok(payload) = outcome {
                     let v = payload.to_value();
                     assert!(v.is_ok(), "{name}: a reply does not materialize: {v:?}");
@@ -230,7 +233,10 @@ impl Side {
                 }
                 report.items += 1;
             }
-            Output::StreamEnd { to, .. } => {
+            Output::StreamEnd { to, error } => {
+                if let Some(e) = error {
+                    report.refused += usize::from(e.message().contains("send budget"));
+                }
                 assert!(
                     self.open_sinks.remove(&to),
                     "{name}: end of stream {to} twice"

@@ -78,23 +78,24 @@
 //! than what the budget can pay for now, plus [`ANSWER_OVERDRAFT`] (256 KiB) and less what
 //! already waits on the connection beyond what it has paid, is not held but replaced by
 //! `resource_exhausted` (reason `max_frame_bytes`, the message naming the send budget), as
-//! one longer than the peer's `maxBytes` is. The handler's work is lost, as in gRPC when a
-//! reply exceeds its send limit; the caller may try again once the budget has room. A
-//! connection reads its next call only once what waits is paid for, so the overdraft
-//! means an answer up to 256 KiB is refused only when answers of handlers that completed
-//! later (not at once) are ready together. Without it, each connection that could not pay
-//! held one answer of up to the peer's `maxBytes` beyond the budget (20 callers never
-//! reading 32 MiB answers took a server 933 MiB past its 256 MiB budget).
+//! one longer than the peer's `maxBytes` is. The answer is paid for between being encoded
+//! and being queued, all at once or not at all, so two connections making answers at the
+//! same moment on two threads never count on the same bytes. The handler's work is lost,
+//! as in gRPC when a reply exceeds its send limit; the caller may try again once the
+//! budget has room. A connection reads its next call only once what waits is paid for, so
+//! thanks to the overdraft an answer up to 256 KiB is refused only when answers of
+//! handlers that completed later (not at once) are ready together. (Before answers were
+//! held to the budget, each connection that could not pay held one answer of up to the
+//! peer's `maxBytes` beyond it: 20 callers never reading 32 MiB answers took a server
+//! 933 MiB past its 256 MiB budget.)
 //!
 //! So peers that send calls and never read the answers hold at most the budget between
 //! them, plus the free allowance and the overdraft each, until
 //! [`Limits::write_stall_timeout`](crate::Limits::write_stall_timeout) or the send
-//! deadline lets them go; before the budget, each could hold `max_unsent_bytes` (20 such
-//! peers held 1.3 GiB, `docs/RELIABILITY.md`). The answer is paid for between being
-//! encoded and being queued, all at once or not at all, so two connections making answers
-//! at the same moment on two threads never count on the same bytes. While they do,
-//! connections whose answers are small go on as before, and one with a long answer to
-//! send reads its next call once that answer is written.
+//! deadline lets them go (before the budget, each could hold `max_unsent_bytes`: 20 such
+//! peers held 1.3 GiB, `docs/RELIABILITY.md`). Meanwhile connections whose answers are
+//! small go on as before, and one with a long answer to send reads its next call once
+//! that answer is written.
 //!
 //! It is a budget of its own rather than the receive budget: a peer that reads slowly but
 //! never stops (so the write-stall limit never ends it) keeps what it is sent paid for
@@ -126,9 +127,9 @@ pub const FREE_PER_CONNECTION: usize = 16 * 1024;
 
 /// How far beyond what a listener's [`send_budget`](ListenerConfig::send_budget) can pay
 /// for one connection's answers may go (see "What waits to be sent" in the module docs):
-/// an answer (a result or a stream value) up to this long is never refused for the budget,
-/// a longer one that the budget cannot pay for is replaced by `resource_exhausted`
-/// (reason `max_frame_bytes`).
+/// an answer (a result or a stream value) up to this long is refused for the budget only
+/// when several are ready at once; a longer one that the budget cannot pay for is replaced
+/// by `resource_exhausted` (reason `max_frame_bytes`).
 pub const ANSWER_OVERDRAFT: usize = 256 * 1024;
 
 /// The bounds of a listener; the defaults and their reasons are in the [module docs](self).

@@ -29,5 +29,8 @@ fn the_session_ops_fuzz_corpus_replays_cleanly() {
     let t = total;
     assert!(t.invocations > 0 && t.items > 0, "{t:?}");
     assert!(t.hostile > 0 && t.closed > 0 && t.drained > 0, "{t:?}");
-    assert!(t.refused > 0, "no answer refused for the send budget: {t:?}");
+    assert!(
+        t.refused > 0,
+        "no answer refused for the send budget: {t:?}"
+    );
 }

@@ -13,10 +13,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::testing::ws_listener_side;
 use bunite_rpc::transport::budget::ANSWER_OVERDRAFT;
 use bunite_rpc::transport::byte_stream::ByteStream;
@@ -25,7 +23,7 @@ use bunite_rpc::transport::{
     ByteBudget, ListenerConfig, MessageSinkExt, MessageSourceExt, Transport,
 };
 use bunite_rpc::wire::{CallId, CapId, Decoder, Encoder, Frame};
-use bunite_rpc::{CapDef, Connection, Limits, MethodDef, Record, Value};
+use bunite_rpc::{Connection, Limits, Record, Value};
 use common::*;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
@@ -90,25 +88,6 @@ fn peer_of(ask: impl Strategy<Value = Ask>) -> impl Strategy<Value = Peer> {
             chunk,
             pause_ms,
         })
-}
-
-fn sized_cap() -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
-    let def = CapDef::builder("test.sized")
-        .method(MethodDef::call("sized"))
-        .method(MethodDef::call("echo"))
-        .build();
-    let imp = DynCap::new()
-        .call("sized", |args: Value, _| {
-            let n = args
-                .as_record()
-                .and_then(|r| r.get("n"))
-                .and_then(Value::as_integer)
-                .unwrap_or(0) as usize;
-            async move { Ok(Value::Bin(vec![5; n])) }
-        })
-        .call("echo", |args, _| async move { Ok(args) })
-        .build();
-    (def, imp)
 }
 
 /// The raw peer's sending half.

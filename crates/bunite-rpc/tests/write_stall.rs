@@ -534,15 +534,8 @@ fn long_answers_the_send_budget_cannot_pay_for_are_refused_not_held_beyond_it() 
         let budget = ByteBudget::new(BUDGET);
         let mut peers = Vec::new();
         for _ in 0..4 {
-            let (server, mut raw) = server_and_raw_within(None, Some(&budget)).await;
-            let (def, imp) = sized_cap();
-            server.serve(def, imp).await.unwrap().detach();
-            let sized = raw.bootstrap(2, "test.sized").await;
-            peers.push((server, raw, sized));
+            peers.push(sized_peer(stall_limits(None), &budget).await);
         }
-        let ask = |cap: CapId, id: u64, n: i64| {
-            call_frame(cap, id, "sized", Record::new().with("n", n).into())
-        };
         // The first peer's answer takes the budget; the others ask twice each for as
         // much, and once for a short answer; nobody reads.
         for (i, (_, raw, cap)) in peers.iter_mut().enumerate() {
@@ -552,7 +545,7 @@ fn long_answers_the_send_budget_cannot_pay_for_are_refused_not_held_beyond_it() 
                 &[LONG, LONG, SHORT]
             };
             for (k, n) in asks.iter().enumerate() {
-                let frame = ask(*cap, 3 + k as u64, *n);
+                let frame = sized_call(*cap, 3 + k as u64, *n);
                 write_frame(&mut raw.io, &mut raw.enc, &frame).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -590,27 +583,15 @@ fn long_answers_the_send_budget_cannot_pay_for_are_refused_not_held_beyond_it() 
         }
         // Paid back: the same long answer goes now.
         for (_, raw, cap) in &mut peers[1..] {
-            let frame = ask(*cap, 9, LONG);
+            let frame = sized_call(*cap, 9, LONG);
             write_frame(&mut raw.io, &mut raw.enc, &frame).await;
             match read_frame(&mut raw.io, &mut raw.dec).await {
                 Frame::Result(r) => assert_eq!(r.outcome, Ok(Value::Bin(vec![5; LONG as usize]))),
                 other => panic!("{other:?}"),
             }
         }
-        let mut servers = Vec::new();
-        for (server, raw, _) in peers {
-            drop(raw);
-            servers.push(server);
-        }
-        for server in &servers {
-            timeout(Duration::from_secs(5), server.closed())
-                .await
-                .expect("a connection whose peer is gone must close");
-            let stats = server.stats();
-            assert!(stats.is_idle(), "{stats:?}");
-            assert_eq!(stats.tasks, 0, "{stats:?}");
-        }
-        assert_eq!(budget.available(), BUDGET);
+        let servers = peers.into_iter().map(|(server, ..)| server).collect();
+        all_close_and_the_budget_is_whole(servers, &budget).await;
     });
 }
 
@@ -631,13 +612,9 @@ fn answers_past_the_unsent_limit_are_paid_for_too() {
         };
         let mut peers = Vec::new();
         for _ in 0..4 {
-            let (server, mut raw) = server_and_raw_with(limits.clone(), Some(&budget)).await;
-            let (def, imp) = sized_cap();
-            server.serve(def, imp).await.unwrap().detach();
-            let sized = raw.bootstrap(2, "test.sized").await;
+            let (server, mut raw, sized) = sized_peer(limits.clone(), &budget).await;
             for id in [3, 4, 5] {
-                let args = Record::new().with("n", LONG).into();
-                let frame = call_frame(sized, id, "sized", args);
+                let frame = sized_call(sized, id, LONG);
                 write_frame(&mut raw.io, &mut raw.enc, &frame).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -668,40 +645,38 @@ fn answers_past_the_unsent_limit_are_paid_for_too() {
             answered >= 8,
             "only {answered} answers of 12 under an 8 MiB budget"
         );
-        let mut servers = Vec::new();
-        for (server, raw) in peers {
-            drop(raw);
-            servers.push(server);
-        }
-        for server in &servers {
-            timeout(Duration::from_secs(5), server.closed())
-                .await
-                .expect("a connection whose peer is gone must close");
-            assert!(server.stats().is_idle(), "{:?}", server.stats());
-        }
-        assert_eq!(budget.available(), BUDGET);
+        let servers = peers.into_iter().map(|(server, _)| server).collect();
+        all_close_and_the_budget_is_whole(servers, &budget).await;
     });
 }
 
-/// `test.sized`'s one method, `sized {n}`: an answer of `n` bytes, at once.
-fn sized_cap() -> (
-    std::sync::Arc<bunite_rpc::CapDef>,
-    std::sync::Arc<dyn bunite_rpc::CapImpl>,
-) {
-    let def = bunite_rpc::CapDef::builder("test.sized")
-        .method(bunite_rpc::MethodDef::call("sized"))
-        .build();
-    let imp = bunite_rpc::dynamic::DynCap::new()
-        .call("sized", |args: Value, _| {
-            let n = args
-                .as_record()
-                .and_then(|r| r.get("n"))
-                .and_then(Value::as_integer)
-                .unwrap_or(0) as usize;
-            async move { Ok(Value::Bin(vec![5; n])) }
-        })
-        .build();
-    (def, imp)
+/// A server serving `test.sized` over a small pipe with `limits`, paying its answers from
+/// `budget` as a listener's connection does; the raw peer, and the cap it bootstrapped.
+async fn sized_peer(limits: Limits, budget: &ByteBudget) -> (Connection, Raw, CapId) {
+    let (server, mut raw) = server_and_raw_with(limits, Some(budget)).await;
+    let (def, imp) = sized_cap();
+    server.serve(def, imp).await.unwrap().detach();
+    let sized = raw.bootstrap(2, "test.sized").await;
+    (server, raw, sized)
+}
+
+/// A call of `sized {n}` on `cap`.
+fn sized_call(cap: CapId, id: u64, n: i64) -> Frame {
+    call_frame(cap, id, "sized", Record::new().with("n", n).into())
+}
+
+/// Waits for `servers`, whose peers are gone (their ends dropped with them), to close with
+/// nothing left, and checks that `budget` is whole again.
+async fn all_close_and_the_budget_is_whole(servers: Vec<Connection>, budget: &ByteBudget) {
+    for server in &servers {
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .expect("a connection whose peer is gone must close");
+        let stats = server.stats();
+        assert!(stats.is_idle(), "{stats:?}");
+        assert_eq!(stats.tasks, 0, "{stats:?}");
+    }
+    assert_eq!(budget.available(), budget.limit());
 }
 
 /// `test.big`'s one method, `big`: an answer of `RESULT` bytes, at once.
@@ -788,15 +763,7 @@ fn never_reading_peers(method: &'static str, args: Value, many: u64) {
             drop(rd);
             servers.push(server);
         }
-        for server in &servers {
-            timeout(Duration::from_secs(5), server.closed())
-                .await
-                .expect("a connection whose peer is gone must close");
-            let stats = server.stats();
-            assert!(stats.is_idle(), "{stats:?}");
-            assert_eq!(stats.tasks, 0, "{stats:?}");
-        }
-        assert_eq!(budget.available(), BUDGET);
+        all_close_and_the_budget_is_whole(servers, &budget).await;
     });
 }
 

@@ -671,11 +671,16 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             self.session.handler_done(run, call_id, result, now);
             return;
         }
-        let beside = self.held_len() + self.queued();
-        let room = self.room.allowance(self.session.transmit_bytes() + beside);
+        let held = self.held_len();
+        let mut gate = Gate {
+            room: &mut self.room,
+            sink: &self.sink,
+            held,
+            queued: None,
+        };
+        let room = gate.allowance(self.session.transmit_bytes());
         self.session.set_send_room(room);
-        let room = &mut self.room;
-        let mut pay = |held: usize| room.pay_answer(held + beside);
+        let mut pay = |held: usize| gate.pay(held);
         self.session
             .handler_done_paying(run, call_id, result, now, &mut pay);
     }
@@ -728,8 +733,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     }
 }
 
-/// Room to send for stream values (see [`SendGate`]): the connection's [`Room`], with
-/// what the sink holds read once, when first needed (producing values writes nothing).
+/// Room to send for answers (see [`SendGate`]): the connection's [`Room`], with what the
+/// sink holds read once, when first needed (making answers writes nothing).
 struct Gate<'a, S> {
     room: &'a mut Room,
     sink: &'a S,
@@ -743,6 +748,12 @@ impl<S: MessageSink> Gate<'_, S> {
         let (room, sink) = (&*self.room, self.sink);
         *self.queued.get_or_insert_with(|| queued_in(room, sink))
     }
+
+    /// How long answers may be, the session holding `session_bytes` ([`Room::allowance`]).
+    fn allowance(&mut self, session_bytes: usize) -> usize {
+        let waiting = session_bytes + self.held + self.queued();
+        self.room.allowance(waiting)
+    }
 }
 
 impl<S: MessageSink> SendGate for Gate<'_, S> {
@@ -750,7 +761,7 @@ impl<S: MessageSink> SendGate for Gate<'_, S> {
         let (unsent, queued) = (session_bytes + self.held, self.queued());
         self.room
             .check(unsent, queued)
-            .then(|| self.room.allowance(unsent + queued))
+            .then(|| self.allowance(session_bytes))
     }
 
     fn pay(&mut self, session_bytes: usize) -> bool {

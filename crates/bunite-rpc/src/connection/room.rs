@@ -103,22 +103,8 @@ impl Room {
     /// the budget has it, all at once; never waits. Pays even past `max_unsent_bytes`:
     /// those bytes are held all the same, and an answer let through counted on them.
     pub(super) fn check(&mut self, unsent: usize, queued: usize) -> bool {
-        let within = unsent <= self.max_unsent;
-        let Some(paid) = &mut self.paid else {
-            return within;
-        };
-        let owed = (unsent + queued).saturating_sub(FREE_PER_CONNECTION);
-        let lacking = owed.saturating_sub(paid.permit.bytes());
-        if lacking == 0 {
-            return within;
-        }
-        match paid.budget.try_acquire(lacking) {
-            Some(more) => {
-                paid.permit.merge(more);
-                within
-            }
-            None => false,
-        }
+        let paid_for = self.pay_beyond(unsent + queued, FREE_PER_CONNECTION);
+        paid_for && unsent <= self.max_unsent
     }
 
     /// How many bytes answers may add to `waiting` now: the rest of the free allowance and
@@ -147,11 +133,19 @@ impl Room {
     /// from before they are paid for, this takes them or refuses, so two connections
     /// never count on the same bytes. Without a budget, always `true`.
     pub(super) fn pay_answer(&mut self, waiting: usize) -> bool {
+        self.pay_beyond(waiting, FREE_PER_CONNECTION + ANSWER_OVERDRAFT)
+    }
+
+    /// Whether `waiting` bytes beyond `free` are paid for, paying what is lacking from the
+    /// budget now if it has it, all at once (never waits; nothing taken otherwise). Always
+    /// without a budget.
+    fn pay_beyond(&mut self, waiting: usize, free: usize) -> bool {
         let Some(paid) = &mut self.paid else {
             return true;
         };
-        let owed = waiting.saturating_sub(FREE_PER_CONNECTION + ANSWER_OVERDRAFT);
-        let lacking = owed.saturating_sub(paid.permit.bytes());
+        let lacking = waiting
+            .saturating_sub(free)
+            .saturating_sub(paid.permit.bytes());
         if lacking == 0 {
             return true;
         }

@@ -221,6 +221,27 @@ pub fn counter_def() -> Arc<CapDef> {
         .build()
 }
 
+/// The `test.sized` cap: `sized {n}`, an answer of `n` bytes (all 5) at once, and `echo`,
+/// its arguments back: short calls for long answers, and calls as long as their answers.
+pub fn sized_cap() -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
+    let def = CapDef::builder("test.sized")
+        .method(MethodDef::call("sized"))
+        .method(MethodDef::call("echo"))
+        .build();
+    let imp = DynCap::new()
+        .call("sized", |args: Value, _| {
+            let n = args
+                .as_record()
+                .and_then(|r| r.get("n"))
+                .and_then(Value::as_integer)
+                .unwrap_or(0) as usize;
+            async move { Ok(Value::Bin(vec![5; n])) }
+        })
+        .call("echo", |args, _| async move { Ok(args) })
+        .build();
+    (def, imp)
+}
+
 /// Serves `test.counter` on `conn` for the connection's life.
 pub async fn serve_counter(conn: &Connection) {
     conn.serve(counter_def(), counter_impl())

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::WebSocketStream;
 
 use super::metered::Metered;
 use super::{config, WsTransport, DEFAULT_MAX_BYTES};
@@ -116,6 +117,13 @@ impl WsConnector {
             let config = Some(config(self.max_bytes));
             match tokio_tungstenite::client_async_with_config(request, socket, config).await {
                 Ok((ws, _response)) => {
+                    // tungstenite's handshake hands its read buffer (4 KiB) to the socket
+                    // it makes, for the connection's life. The meter passed it the head
+                    // and nothing after it, so a fresh socket over the same stream loses
+                    // no frame and starts from `READ_BUFFER`, as a server's does.
+                    let ws =
+                        WebSocketStream::from_raw_socket(ws.into_inner(), Role::Client, config)
+                            .await;
                     Ok(
                         WsTransport::from_stream(ws, Role::Client, self.max_bytes, None)
                             .with_info(TransportInfo::new(kind, peer)),

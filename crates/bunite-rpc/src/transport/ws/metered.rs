@@ -1,7 +1,7 @@
 //! The socket under tungstenite: reads ahead in large chunks, and charges the bytes it
 //! reads to a listener's budget until the message they belong to is complete.
 //!
-//! tungstenite reads at most its read buffer's size per call ([`READ_BUFFER`]), and that size
+//! tungstenite reads at most its read buffer's size per call ([`READ_BUFFER`](super::READ_BUFFER)), and that size
 //! is also the buffer an idle connection keeps. Reading ahead here decouples the two: one
 //! socket read of up to [`SOCKET_READ`] bytes (sized for the last message) serves many
 //! small tungstenite reads (copied), so a 64 KiB message costs one `recvfrom` while
@@ -40,14 +40,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::reframe::{apply_mask, Reframe};
-use super::{READ_BUFFER, SOCKET_READ};
+use super::SOCKET_READ;
 use crate::transport::budget::{BudgetWaiter, FREE_PER_CONNECTION};
 use crate::transport::deadline::{MessageClock, ReceiveDeadline};
 use crate::transport::recycle::{IdleRelease, Recycled};
 use crate::transport::{BudgetPermit, ByteBudget, TransportError};
 
+/// A small read: what a socket read adds to the last message's size, and the least room
+/// in the budget worth a read (tungstenite's own reads, [`READ_BUFFER`](super::READ_BUFFER), are smaller).
+const SMALL_READ: usize = 4 * 1024;
+
 /// The smallest socket read.
-const MIN_READ: usize = 2 * READ_BUFFER;
+const MIN_READ: usize = 2 * SMALL_READ;
 
 /// A socket that reads ahead, and whose reads may draw from a budget.
 #[derive(Debug)]
@@ -64,7 +68,7 @@ pub(super) struct Metered<S> {
     recycled: Recycled,
     idle: IdleRelease,
     /// How much the next socket read asks for: the last message's size plus a little,
-    /// between 2 x [`READ_BUFFER`] and [`SOCKET_READ`].
+    /// between [`MIN_READ`] and [`SOCKET_READ`].
     next_read: usize,
     /// Bytes read since the last complete message.
     since_message: usize,
@@ -217,7 +221,7 @@ impl<S> Metered<S> {
     fn release(&mut self) {
         self.clock.stop();
         let size = self.since_message.saturating_sub(self.ahead.len());
-        self.next_read = (size + READ_BUFFER).clamp(MIN_READ, SOCKET_READ);
+        self.next_read = (size + SMALL_READ).clamp(MIN_READ, SOCKET_READ);
         self.since_message = self.ahead.len();
         if let Some(m) = &mut self.meter {
             // Bytes read ahead belong to the next message and stay counted; so does its
@@ -286,7 +290,7 @@ impl Meter {
         // Less than a small read left is enough when it is the rest of a message paid for
         // whole: a top-up would queue behind the messages waiting for their whole, and
         // those wait for this one.
-        if room >= READ_BUFFER || (room > 0 && self.need > 0) {
+        if room >= SMALL_READ || (room > 0 && self.need > 0) {
             return Poll::Ready(Ok(room.min(SOCKET_READ)));
         }
         if self.need > allowed {
@@ -297,7 +301,7 @@ impl Meter {
         }
         let more = match self.waiter.try_acquire(SOCKET_READ) {
             Some(permit) => permit,
-            None => ready!(self.waiter.poll_acquire(cx, READ_BUFFER)).map_err(io::Error::other)?,
+            None => ready!(self.waiter.poll_acquire(cx, SMALL_READ)).map_err(io::Error::other)?,
         };
         self.permit.merge(more);
         let allowed = FREE_PER_CONNECTION + self.permit.bytes();
@@ -560,6 +564,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio_tungstenite::tungstenite::Message;
 
+    use super::super::READ_BUFFER;
     use super::*;
     use crate::testing::Recorder;
 

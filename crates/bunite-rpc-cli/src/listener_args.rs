@@ -34,9 +34,14 @@ pub struct ListenerArgs {
     /// Bytes waiting to be written to peers across all connections of both listeners,
     /// beyond 16 KiB each; a connection that cannot pay for its answers stops reading its
     /// peer until they are written, and an answer longer than the budget can pay for (and
-    /// 256 KiB more) is refused with `resource_exhausted`.
+    /// 256 KiB more, `--answer-overdraft`) is refused with `resource_exhausted`.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     send_budget: Option<usize>,
+    /// How far one connection's answers may go beyond what the send budget can pay for
+    /// (default 256 KiB): less holds less per connection whose peer does not read, and
+    /// refuses more answers while the budget is held (0: any the budget cannot pay for).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    answer_overdraft: Option<usize>,
     /// The time a message may take to arrive once it has started, before one second per
     /// 256 KiB of its length is added (`off`: no deadline).
     #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration)]
@@ -73,6 +78,10 @@ impl ListenerArgs {
         if let Some(n) = self.send_budget {
             config = config.send_budget(ByteBudget::new(n));
         }
+        if let Some(n) = self.answer_overdraft {
+            let budget = config.send_budget.clone().with_answer_overdraft(n);
+            config = config.send_budget(budget);
+        }
         if let Some(grace) = self.receive_deadline {
             config = config.receive_deadline(grace.deadline());
         }
@@ -105,6 +114,10 @@ pub fn describe_defaults() -> Vec<String> {
         format!("listener handshake timeout {:?}", c.handshake_timeout),
         format!("listener receive budget {}", c.receive_budget.limit()),
         format!("listener send budget {}", c.send_budget.limit()),
+        format!(
+            "listener answer overdraft {}",
+            c.send_budget.answer_overdraft()
+        ),
         format!("listener receive deadline {deadline}"),
         format!(
             "listener ping interval {}",
@@ -186,6 +199,10 @@ mod tests {
         assert_eq!(got.max_bytes, want.max_bytes);
         assert_eq!(got.receive_budget.limit(), want.receive_budget.limit());
         assert_eq!(got.send_budget.limit(), want.send_budget.limit());
+        assert_eq!(
+            got.send_budget.answer_overdraft(),
+            want.send_budget.answer_overdraft()
+        );
         assert_eq!(got.receive_deadline, want.receive_deadline);
         assert_eq!(got.ping_interval, want.ping_interval);
     }
@@ -205,6 +222,8 @@ mod tests {
             "16MiB",
             "--send-budget",
             "8MiB",
+            "--answer-overdraft",
+            "64KiB",
             "--receive-deadline",
             "5s",
             "--ping-interval",
@@ -215,6 +234,13 @@ mod tests {
         assert_eq!(c.max_bytes, 64 * 1024);
         assert_eq!(c.receive_budget.limit(), 16 << 20);
         assert_eq!(c.send_budget.limit(), 8 << 20);
+        assert_eq!(c.send_budget.answer_overdraft(), 64 << 10);
+        let overdraft_alone = config(&["--answer-overdraft", "0"]).send_budget;
+        assert_eq!(overdraft_alone.answer_overdraft(), 0);
+        assert_eq!(
+            overdraft_alone.limit(),
+            ListenerConfig::default().send_budget.limit()
+        );
         let d = c.receive_deadline.expect("a deadline");
         assert_eq!(d.grace, Duration::from_secs(5));
         assert_eq!(d.min_rate, ReceiveDeadline::default().min_rate);

@@ -595,6 +595,53 @@ fn long_answers_the_send_budget_cannot_pay_for_are_refused_not_held_beyond_it() 
     });
 }
 
+/// The overdraft is the send budget's (`ByteBudget::with_answer_overdraft`): while another
+/// connection holds the whole budget, an answer of 200 KiB goes within the default
+/// overdraft (256 KiB) and is refused with none; the connection holds at most the free
+/// allowance and its overdraft unpaid either way.
+#[test]
+fn the_answer_overdraft_is_the_send_budgets_to_set() {
+    const BUDGET: usize = 1 << 20;
+    const SHORT: i64 = 200 * 1024;
+    for overdraft in [ANSWER_OVERDRAFT, 0] {
+        run_paused(async move {
+            let budget = ByteBudget::new(BUDGET).with_answer_overdraft(overdraft);
+            let mut holder = sized_peer(stall_limits(None), &budget).await;
+            let mut asker = sized_peer(stall_limits(None), &budget).await;
+            // The holder's answer takes the whole budget; nobody reads yet.
+            let frame = sized_call(holder.2, 3, BUDGET as i64);
+            write_frame(&mut holder.1.io, &mut holder.1.enc, &frame).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(budget.available() < SHORT as usize, "the budget is held");
+            let frame = sized_call(asker.2, 3, SHORT);
+            write_frame(&mut asker.1.io, &mut asker.1.enc, &frame).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let unsent = asker.0.stats().unsent_bytes;
+            assert!(
+                unsent <= FREE_PER_CONNECTION + overdraft,
+                "{unsent} bytes unsent"
+            );
+
+            let Frame::Result(r) = read_frame(&mut asker.1.io, &mut asker.1.dec).await else {
+                panic!("a result");
+            };
+            if overdraft >= SHORT as usize {
+                assert_eq!(r.outcome, Ok(Value::Bin(vec![5; SHORT as usize])));
+            } else {
+                let e = r.outcome.expect_err("refused: no overdraft");
+                assert_eq!(e.code, "resource_exhausted", "{e:?}");
+                assert_eq!(e.reason(), Some("max_frame_bytes"));
+            }
+            let Frame::Result(r) = read_frame(&mut holder.1.io, &mut holder.1.dec).await else {
+                panic!("a result");
+            };
+            assert_eq!(r.outcome, Ok(Value::Bin(vec![5; BUDGET])));
+            let servers = [holder, asker].map(|(server, ..)| server).into();
+            all_close_and_the_budget_is_whole(servers, &budget).await;
+        });
+    }
+}
+
 /// The same bound when a connection stops reading at `max_unsent_bytes` rather than for
 /// the budget: what it holds past that limit is paid for too. (It stopped before paying:
 /// an answer let through counting on the budget was held unpaid while the sink held the

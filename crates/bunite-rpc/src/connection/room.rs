@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::transport::budget::{ANSWER_OVERDRAFT, FREE_PER_CONNECTION};
+use crate::transport::budget::FREE_PER_CONNECTION;
 use crate::transport::{BudgetPermit, ByteBudget, ReceiveDeadline};
 
 /// The bounds on what waits to be sent, and what is paid for it.
@@ -108,8 +108,8 @@ impl Room {
     }
 
     /// How many bytes answers may add to `waiting` now: the rest of the free allowance and
-    /// of what is paid, what the budget has, and an overdraft of [`ANSWER_OVERDRAFT`]
-    /// (unbounded without a budget). The session holds answers to it
+    /// of what is paid, what the budget has, and its overdraft
+    /// ([`ByteBudget::answer_overdraft`]; unbounded without a budget). The session holds answers to it
     /// (`Session::set_send_room`): a longer one is refused with `resource_exhausted`
     /// rather than held beyond the budget. The overdraft keeps a peer that reads, whose connection reads again as soon as what
     /// waits is back within the free allowance, from having its next short answer refused
@@ -120,7 +120,8 @@ impl Room {
     pub(super) fn allowance(&self, waiting: usize) -> usize {
         match &self.paid {
             None => usize::MAX,
-            Some(paid) => (FREE_PER_CONNECTION + ANSWER_OVERDRAFT + paid.permit.bytes())
+            Some(paid) => (FREE_PER_CONNECTION + paid.permit.bytes())
+                .saturating_add(paid.budget.answer_overdraft())
                 .saturating_add(paid.budget.available())
                 .saturating_sub(waiting),
         }
@@ -133,7 +134,11 @@ impl Room {
     /// from before they are paid for, this takes them or refuses, so two connections
     /// never count on the same bytes. Without a budget, always `true`.
     pub(super) fn pay_answer(&mut self, waiting: usize) -> bool {
-        self.pay_beyond(waiting, FREE_PER_CONNECTION + ANSWER_OVERDRAFT)
+        let overdraft = self
+            .paid
+            .as_ref()
+            .map_or(0, |p| p.budget.answer_overdraft());
+        self.pay_beyond(waiting, FREE_PER_CONNECTION.saturating_add(overdraft))
     }
 
     /// Whether `waiting` bytes beyond `free` are paid for, paying what is lacking from the
@@ -176,6 +181,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::budget::ANSWER_OVERDRAFT;
 
     const FREE: usize = FREE_PER_CONNECTION;
 
@@ -302,6 +308,28 @@ mod tests {
         assert_eq!((room.paid(), budget.available()), (60_000, 40_000));
         // Without a budget, always.
         assert!(Room::new(10, None).pay_answer(usize::MAX));
+    }
+
+    /// The overdraft is the budget's own: set lower, answers get less beyond what it can
+    /// pay (none at 0); set higher, more.
+    #[test]
+    fn the_overdraft_is_the_one_the_budget_was_given() {
+        assert_eq!(ByteBudget::new(1).answer_overdraft(), ANSWER_OVERDRAFT);
+        for overdraft in [0, 4096, 4 << 20] {
+            let budget = ByteBudget::new(100_000).with_answer_overdraft(overdraft);
+            let mut room = Room::new(1 << 20, Some(budget.clone()));
+            assert_eq!(room.allowance(0), FREE + 100_000 + overdraft);
+            let others = budget.try_acquire(100_000).unwrap();
+            assert_eq!(room.allowance(FREE), overdraft);
+            assert!(room.pay_answer(FREE + overdraft));
+            assert!(
+                !room.pay_answer(FREE + overdraft + 1),
+                "nothing left to pay with"
+            );
+            drop(others);
+            assert!(room.pay_answer(FREE + overdraft + 1));
+            assert_eq!(room.paid(), 1);
+        }
     }
 
     #[test]

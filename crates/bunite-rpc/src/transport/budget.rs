@@ -75,7 +75,8 @@
 //! peer takes it.
 //!
 //! An answer is held to the same bound as it is made: a result or a stream value longer
-//! than what the budget can pay for now, plus [`ANSWER_OVERDRAFT`] (256 KiB) and less what
+//! than what the budget can pay for now, plus its overdraft ([`ANSWER_OVERDRAFT`], 256 KiB,
+//! unless set with [`ByteBudget::with_answer_overdraft`]) and less what
 //! already waits on the connection beyond what it has paid, is not held but replaced by
 //! `resource_exhausted` (reason `max_frame_bytes`, the message naming the send budget), as
 //! one longer than the peer's `maxBytes` is. The answer is paid for between being encoded
@@ -126,10 +127,11 @@ use super::{ReceiveDeadline, TransportError};
 pub const FREE_PER_CONNECTION: usize = 16 * 1024;
 
 /// How far beyond what a listener's [`send_budget`](ListenerConfig::send_budget) can pay
-/// for one connection's answers may go (see "What waits to be sent" in the module docs):
-/// an answer (a result or a stream value) up to this long is refused for the budget only
-/// when several are ready at once; a longer one that the budget cannot pay for is replaced
-/// by `resource_exhausted` (reason `max_frame_bytes`).
+/// for one connection's answers may go, by default (see "What waits to be sent" in the
+/// module docs; [`ByteBudget::with_answer_overdraft`] sets it): an answer (a result or a
+/// stream value) up to this long is refused for the budget only when several are ready at
+/// once; a longer one that the budget cannot pay for is replaced by `resource_exhausted`
+/// (reason `max_frame_bytes`).
 pub const ANSWER_OVERDRAFT: usize = 256 * 1024;
 
 /// The bounds of a listener; the defaults and their reasons are in the [module docs](self).
@@ -256,6 +258,8 @@ pub struct ByteBudget {
     limit: usize,
     /// How many times a request has had to wait (see [`Pressure`]).
     waits: Arc<AtomicU64>,
+    /// As a send budget, how far one connection's answers may go beyond what it can pay.
+    overdraft: usize,
 }
 
 /// Bytes drawn from a [`ByteBudget`]; dropping it gives them back.
@@ -271,7 +275,37 @@ impl ByteBudget {
             sem: Arc::new(Semaphore::new(limit)),
             limit,
             waits: Arc::default(),
+            overdraft: ANSWER_OVERDRAFT,
         }
+    }
+
+    /// As a listener's [`send_budget`](ListenerConfig::send_budget): how far beyond what
+    /// the budget can pay for one connection's answers may go ([`ANSWER_OVERDRAFT`] unless
+    /// set with [`with_answer_overdraft`](Self::with_answer_overdraft)). A receive budget
+    /// has no use for it.
+    pub fn answer_overdraft(&self) -> usize {
+        self.overdraft
+    }
+
+    /// This budget (the same bytes: clones draw from one counter) with answers allowed
+    /// `bytes` beyond what it can pay for, on each connection it pays for (see [What waits
+    /// to be sent](self#what-waits-to-be-sent)). Less holds less beyond the budget on each
+    /// connection whose peer does not read (at most [`FREE_PER_CONNECTION`] and this), and
+    /// refuses more answers while others hold the budget: with 0, any answer longer than
+    /// the free allowance that the budget cannot pay for at once is refused. More lets
+    /// longer answers through while the budget is held, at that much per connection.
+    ///
+    /// ```
+    /// use bunite_rpc::transport::{ByteBudget, ListenerConfig};
+    ///
+    /// // Many connections, little memory: no overdraft beyond a 64 MiB budget.
+    /// let send = ByteBudget::new(64 << 20).with_answer_overdraft(0);
+    /// let config = ListenerConfig::default().max_connections(10_000).send_budget(send);
+    /// assert_eq!(config.send_budget.answer_overdraft(), 0);
+    /// ```
+    pub fn with_answer_overdraft(mut self, bytes: usize) -> Self {
+        self.overdraft = bytes;
+        self
     }
 
     /// What tells a holder of spare bytes that a request is waiting.

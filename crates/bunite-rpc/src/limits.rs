@@ -63,9 +63,9 @@ pub struct Limits {
     /// the next message is read). A listener's connection also pays what waits beyond a
     /// small allowance from the listener's send budget, across its connections, stops
     /// reading while it cannot, and refuses (`resource_exhausted`) an answer longer than
-    /// the budget can pay for beyond its overdraft (256 KiB unless set,
-    /// [`ByteBudget::with_answer_overdraft`](crate::transport::ByteBudget::with_answer_overdraft))
-    /// instead of holding it (see
+    /// the budget can pay for beyond its overdraft (256 KiB unless set with
+    /// [`ByteBudget::with_answer_overdraft`](
+    /// crate::transport::ByteBudget::with_answer_overdraft)) instead of holding it (see
     /// [`budget`](crate::transport::budget#what-waits-to-be-sent)).
     pub max_unsent_bytes: usize,
     /// How long bytes may wait to be written while the transport takes none of them before

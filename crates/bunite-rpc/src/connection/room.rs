@@ -109,12 +109,13 @@ impl Room {
 
     /// How many bytes answers may add to `waiting` now: the rest of the free allowance and
     /// of what is paid, what the budget has, and its overdraft
-    /// ([`ByteBudget::answer_overdraft`]; unbounded without a budget). The session holds answers to it
-    /// (`Session::set_send_room`): a longer one is refused with `resource_exhausted`
-    /// rather than held beyond the budget. The overdraft keeps a peer that reads, whose connection reads again as soon as what
-    /// waits is back within the free allowance, from having its next short answer refused
-    /// while others hold the whole budget; what it lets a connection hold unpaid stays
-    /// within twice the free allowance. A snapshot, that bounds how much of an answer is
+    /// ([`ByteBudget::answer_overdraft`]; unbounded without a budget). The session holds
+    /// answers to it (`Session::set_send_room`): a longer one is refused with
+    /// `resource_exhausted` rather than held beyond the budget. The overdraft keeps a peer
+    /// that reads, whose connection reads again as soon as what waits is back within the
+    /// free allowance, from having its next short answer refused while others hold the
+    /// whole budget; what it lets a connection hold unpaid stays within the free allowance
+    /// and the overdraft. A snapshot, that bounds how much of an answer is
     /// encoded: another connection may take the budget's bytes meanwhile, so the answer is
     /// queued only once [`pay_answer`](Self::pay_answer) has paid for it.
     pub(super) fn allowance(&self, waiting: usize) -> usize {

@@ -65,9 +65,10 @@
 //! per call (it zeroes the buffer's free room before each read, so a small buffer also
 //! costs less per message: a 1 KiB echo took 15% fewer instructions than with 4 KiB); a
 //! client's socket is made afresh after its handshake, whose 4 KiB buffer tungstenite
-//! would otherwise keep for the connection's life. Under it, the socket is read ahead in chunks of up to [`SOCKET_READ`] bytes (a
-//! 64 KiB message is one `recvfrom`), in a buffer let go as soon as tungstenite has taken
-//! it and not held while the read waits for the socket; a read buffer of 16 KiB or more
+//! would otherwise keep for the connection's life. Under it, the socket is read ahead in
+//! chunks of up to [`SOCKET_READ`] bytes (a 64 KiB message is one `recvfrom`), in a
+//! buffer let go as soon as tungstenite has taken it and not held while the read waits
+//! for the socket; a read buffer of 16 KiB or more
 //! (one sized for a long message) is kept for the next read while the connection is busy,
 //! and let go once it has been idle for 100 ms, so that a run of long messages does not
 //! take a fresh allocation each (glibc faulted its pages in again every time: about one

@@ -1,8 +1,9 @@
 //! The socket under tungstenite: reads ahead in large chunks, and charges the bytes it
 //! reads to a listener's budget until the message they belong to is complete.
 //!
-//! tungstenite reads at most its read buffer's size per call ([`READ_BUFFER`](super::READ_BUFFER)), and that size
-//! is also the buffer an idle connection keeps. Reading ahead here decouples the two: one
+//! tungstenite reads at most its read buffer's size per call
+//! ([`READ_BUFFER`](super::READ_BUFFER)), and that size is also the buffer an idle
+//! connection keeps. Reading ahead here decouples the two: one
 //! socket read of up to [`SOCKET_READ`] bytes (sized for the last message) serves many
 //! small tungstenite reads (copied), so a 64 KiB message costs one `recvfrom` while
 //! tungstenite's buffer stays small; the read-ahead buffer is let go as soon as it is
@@ -47,7 +48,8 @@ use crate::transport::recycle::{IdleRelease, Recycled};
 use crate::transport::{BudgetPermit, ByteBudget, TransportError};
 
 /// A small read: what a socket read adds to the last message's size, and the least room
-/// in the budget worth a read (tungstenite's own reads, [`READ_BUFFER`](super::READ_BUFFER), are smaller).
+/// in the budget worth a read (tungstenite's own reads,
+/// [`READ_BUFFER`](super::READ_BUFFER), are smaller).
 const SMALL_READ: usize = 4 * 1024;
 
 /// The smallest socket read.

@@ -877,61 +877,70 @@ fn the_ws_frames_fuzz_corpus_replays_cleanly() {
     );
 }
 
-/// Frames a server sends in the same write as its handshake response reach the client: the
-/// client's socket is made afresh after the handshake (so that it does not keep
-/// tungstenite's handshake buffer), which is safe only because the handshake read took the
-/// response's head and nothing after it.
+/// Frames a server sends with its handshake response reach the client, in one write with
+/// it or cut anywhere: the client's socket is made afresh after the handshake (so that it
+/// does not keep tungstenite's handshake buffer), which is safe only because the handshake
+/// read took the response's head and nothing after it.
 #[tokio::test]
 async fn frames_sent_with_the_handshake_response_are_not_lost() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
     let small = b"first".to_vec();
     let long: Vec<u8> = (0..3_000u32).map(|i| (i % 251) as u8).collect();
-    let (to_send, long_sent) = (small.clone(), long.clone());
-    let server = tokio::spawn(async move {
-        let (mut socket, _) = tcp.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            socket.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        let key = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
-            .and_then(|l| l.split_once(':'))
-            .expect("a key")
-            .1
-            .trim();
-        let mut out = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        )
-        .into_bytes();
-        out.extend([0x82, to_send.len() as u8]);
-        out.extend(&to_send);
-        out.extend([0x82, 126]);
-        out.extend((long_sent.len() as u16).to_be_bytes());
-        out.extend(&long_sent);
-        // All in one write: the client's first read takes the response and both frames.
-        socket.write_all(&out).await.unwrap();
-        let mut rest = Vec::new();
-        let _ = socket.read_to_end(&mut rest).await;
-    });
-    let transport = ws::WsConnector::new()
-        .ping_interval(None)
-        .connect(url.as_str())
-        .await
-        .unwrap();
-    let (sink, mut source) = transport.split();
-    let first = timeout(WAIT, source.recv()).await.unwrap().unwrap();
-    assert_eq!(first.as_deref(), Some(&small[..]));
-    let second = timeout(WAIT, source.recv()).await.unwrap().unwrap();
-    assert_eq!(second.as_deref(), Some(&long[..]));
-    drop((sink, source));
-    timeout(WAIT, server).await.unwrap().unwrap();
+    // All in one write (the client's first read takes the response and both frames), and
+    // in pieces of 3, 5 and 150 bytes (reads that end inside the head's blank line, inside
+    // a frame header, inside a payload). Not of 1 or 2: tungstenite takes a head in more
+    // than 64 reads averaging under 128 bytes for an attack.
+    for piece in [usize::MAX, 3, 5, 150] {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+        let (to_send, long_sent) = (small.clone(), long.clone());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = tcp.accept().await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                socket.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let key = head
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
+                .and_then(|l| l.split_once(':'))
+                .expect("a key")
+                .1
+                .trim();
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                derive_accept_key(key.as_bytes())
+            )
+            .into_bytes();
+            out.extend([0x82, to_send.len() as u8]);
+            out.extend(&to_send);
+            out.extend([0x82, 126]);
+            out.extend((long_sent.len() as u16).to_be_bytes());
+            out.extend(&long_sent);
+            for chunk in out.chunks(piece.min(out.len())) {
+                socket.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            let mut rest = Vec::new();
+            let _ = socket.read_to_end(&mut rest).await;
+        });
+        let transport = ws::WsConnector::new()
+            .ping_interval(None)
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        let (sink, mut source) = transport.split();
+        let first = timeout(WAIT, source.recv()).await.unwrap().unwrap();
+        assert_eq!(first.as_deref(), Some(&small[..]), "pieces of {piece}");
+        let second = timeout(WAIT, source.recv()).await.unwrap().unwrap();
+        assert_eq!(second.as_deref(), Some(&long[..]), "pieces of {piece}");
+        drop((sink, source));
+        timeout(WAIT, server).await.unwrap().unwrap();
+    }
 }

@@ -114,9 +114,16 @@ impl<T: Types> Inbound<T> {
         run
     }
 
+    #[cfg(test)]
+    pub(super) fn runs_capacity(&self) -> usize {
+        self.runs.capacity()
+    }
+
     /// Ends a run; false if it was not live (already aborted, or unknown).
     pub(super) fn end_run(&mut self, run: RunId) -> bool {
-        self.runs.remove(&run).is_some()
+        let live = self.runs.remove(&run).is_some();
+        crate::hashing::shed(&mut self.runs);
+        live
     }
 
     /// Every active call and server stream has its live run; the limits hold; one id is
@@ -350,6 +357,7 @@ impl<T: Types> Session<T> {
         let Some(active) = self.inbound.active.remove(&call_id) else {
             return;
         };
+        crate::hashing::shed(&mut self.inbound.active);
         if let Some(at) = active.deadline {
             self.timers.disarm(at, Timer::Inbound(call_id));
         }
@@ -471,6 +479,7 @@ impl<T: Types> Session<T> {
             return self.cancel_children(cancel.id, cancel.reason);
         }
         if let Some(active) = self.inbound.active.remove(&cancel.id) {
+            crate::hashing::shed(&mut self.inbound.active);
             if let Some(at) = active.deadline {
                 self.timers.disarm(at, Timer::Inbound(cancel.id));
             }

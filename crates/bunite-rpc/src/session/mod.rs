@@ -272,9 +272,25 @@ impl<T: Types> Session<T> {
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.flush_drops();
-        let msg = self.transmit.pop_front()?;
+        let Some(msg) = self.transmit.pop_front() else {
+            if self.transmit.capacity() > crate::hashing::KEPT_ROOM {
+                self.shed_transmit();
+            }
+            return None;
+        };
         self.transmit_bytes -= msg.len();
         Some(msg)
+    }
+
+    /// Gives back the room of the transmit queue, drained, which a burst grew past
+    /// [`KEPT_ROOM`](crate::hashing::KEPT_ROOM) messages, once no call is in flight either
+    /// way (a steady load drains it every pass, and would grow it again at once).
+    #[cold]
+    #[inline(never)]
+    fn shed_transmit(&mut self) {
+        if self.outbound.pending_len() == 0 && self.inbound.active_len() == 0 {
+            self.transmit = VecDeque::new();
+        }
     }
 
     /// Bytes encoded and waiting in [`poll_transmit`](Self::poll_transmit).

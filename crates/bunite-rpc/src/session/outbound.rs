@@ -104,6 +104,11 @@ impl<T: Types> Outbound<T> {
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn pending_capacity(&self) -> usize {
+        self.pending.capacity()
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len() + self.parked.len()
     }
@@ -308,6 +313,7 @@ impl<T: Types> Session<T> {
     /// Removes a pending call with its timer and parent link.
     fn untrack(&mut self, id: CallId) -> Option<Pending<T>> {
         let p = self.outbound.pending.remove(&id)?;
+        crate::hashing::shed(&mut self.outbound.pending);
         if let Some(at) = p.deadline {
             self.timers.disarm(at, Timer::Outbound(id));
         }

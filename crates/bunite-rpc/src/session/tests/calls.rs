@@ -481,3 +481,52 @@ fn an_answer_is_queued_only_once_paid_for() {
     let stats = server.s.stats();
     assert_eq!(stats.active_calls + stats.server_streams, 0, "{stats:?}");
 }
+
+/// After a burst, a quiet connection gives back what its tables grew to: 200 calls in
+/// flight grew the client's pending calls, the server's active calls and runs, and both
+/// transmit queues to hundreds of entries, kept for the connection's life (33 KB for the
+/// client's pending calls alone after 256). Once the last call is answered, each holds no
+/// more than [`KEPT_ROOM`](crate::hashing::KEPT_ROOM) entries' room again.
+#[test]
+fn a_quiet_connection_gives_back_the_room_a_burst_took() {
+    use crate::hashing::KEPT_ROOM;
+    const BURST: u64 = 200;
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let tags: Vec<u64> = (0..BURST)
+        .map(|i| client.call(10 + i, cap, "get", Value::from(i as i64)))
+        .collect();
+    assert!(
+        client.s.transmit.capacity() >= BURST as usize,
+        "all queued at once"
+    );
+    pump(&mut client, &mut server);
+    assert!(client.s.outbound.pending_capacity() >= BURST as usize);
+    assert!(server.s.inbound.active.capacity() >= BURST as usize);
+    // Answered one at a time, the server's queue flushed after each: its transmit queue
+    // stays small, but its tables drain from their full size.
+    let mut invocations = std::mem::take(&mut server.invocations);
+    for inv in invocations.drain(..) {
+        finish(&mut server, &inv, Value::from(1i64));
+    }
+    pump(&mut server, &mut client);
+    for tag in tags {
+        assert_eq!(
+            client.reply(tag).expect("answered").unwrap(),
+            Value::from(1i64)
+        );
+    }
+    // The client's queue was drained with calls still in flight: kept, as a steady load
+    // would need it; it goes with the next drain, now that nothing is in flight.
+    assert!(client.s.poll_transmit().is_none());
+    for (what, room) in [
+        ("client pending calls", client.s.outbound.pending_capacity()),
+        ("client transmit queue", client.s.transmit.capacity()),
+        ("server active calls", server.s.inbound.active.capacity()),
+        ("server runs", server.s.inbound.runs_capacity()),
+    ] {
+        assert!(room <= KEPT_ROOM, "{what}: room for {room} entries kept");
+    }
+    client.s.check_invariants();
+    server.s.check_invariants();
+}

@@ -4,30 +4,35 @@
 //! default) was a visible share of a round trip. foldhash is fast and randomly seeded per
 //! table builder, which matters because some of these keys come from the peer.
 
+use std::hash::Hash;
+
 /// A hash map with the fast, seeded hasher.
 pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A hash set with the fast, seeded hasher.
 pub(crate) type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// The most entries an empty table keeps room for: one that a burst grew past this (256
-/// calls in flight made the client's table of pending calls 33 KB) gives its room back
-/// when it empties, so a connection that has gone quiet holds what an idle one does. A
-/// table that never grew past it (one call at a time) is never touched, and one that never
-/// empties (a steady load) is never shrunk.
+/// Room for this many entries is always kept: a table that never grew past it (one call at
+/// a time) is never touched.
 pub(crate) const KEPT_ROOM: usize = 64;
 
-/// Gives back the room of `map` if it is empty and a burst grew it past [`KEPT_ROOM`]
-/// entries. Called where an entry is removed: a test and a comparison otherwise.
+/// Gives back most of the room of `map` once it holds less than a quarter of it, if it
+/// grew past [`KEPT_ROOM`] entries: a burst (256 calls in flight made the client's table of
+/// pending calls 33 KB; a peer that had us export and release a thousand caps left the
+/// cap table as large) is not kept for the connection's life. What is left is twice what
+/// is held, so a steady load neither shrinks a table nor makes it grow again at once, and
+/// the rehashing costs at most a constant per removal, amortized. Called where an entry is
+/// removed: a comparison or two when there is nothing to give back.
 #[inline]
-pub(crate) fn shed<K, V>(map: &mut Map<K, V>) {
-    if map.is_empty() && map.capacity() > KEPT_ROOM {
+pub(crate) fn shed<K: Eq + Hash, V>(map: &mut Map<K, V>) {
+    let room = map.capacity();
+    if room > KEPT_ROOM && map.len() < room / 4 {
         shed_room(map);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn shed_room<K, V>(map: &mut Map<K, V>) {
-    *map = Map::with_hasher(map.hasher().clone());
+fn shed_room<K: Eq + Hash, V>(map: &mut Map<K, V>) {
+    map.shrink_to(map.len() * 2);
 }

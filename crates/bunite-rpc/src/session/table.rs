@@ -122,7 +122,7 @@ impl<I> CapTable<I> {
         let entry = self.entries.get_mut(&id)?;
         entry.refcount = entry.refcount.saturating_sub(delta);
         if entry.refcount == 0 {
-            self.entries.remove(&id)
+            self.remove(id)
         } else {
             None
         }
@@ -130,7 +130,9 @@ impl<I> CapTable<I> {
 
     /// Removes an entry whatever its refcount (unserve, failed result).
     pub fn remove(&mut self, id: CapId) -> Option<Entry<I>> {
-        self.entries.remove(&id)
+        let entry = self.entries.remove(&id);
+        crate::hashing::shed(&mut self.entries);
+        entry
     }
 
     /// Removes every user entry (shutdown); ids are still never reused.
@@ -169,6 +171,30 @@ mod tests {
         assert_eq!(err.code, Code::ResourceExhausted);
         assert_eq!(err.message, "cap-table limit 3");
         assert_eq!(err.reason(), Some("max_caps_per_connection"));
+    }
+
+    /// A peer that had us export a thousand caps and released them leaves the table
+    /// holding room for a few, not for a thousand (about 100 KB).
+    #[test]
+    fn released_entries_give_their_room_back() {
+        let mut t = CapTable::<()>::new(2_000);
+        let ids: Vec<CapId> = (0..1_000)
+            .map(|_| t.allocate(def(), (), false).unwrap())
+            .collect();
+        assert!(t.entries.capacity() >= 1_000);
+        for id in &ids[3..] {
+            assert!(t.release(*id, 1).is_some());
+        }
+        assert_eq!(t.len(), 3 + RESERVED);
+        assert!(
+            t.entries.capacity() <= crate::hashing::KEPT_ROOM,
+            "room for {} entries kept",
+            t.entries.capacity()
+        );
+        // What is left is still there.
+        for id in &ids[..3] {
+            assert!(t.get_mut(*id).is_some());
+        }
     }
 
     #[test]

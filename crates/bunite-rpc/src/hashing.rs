@@ -31,6 +31,14 @@ pub(crate) fn shed<K: Eq + Hash, V>(map: &mut Map<K, V>) {
     }
 }
 
+/// Removes `key` from `map`, then gives back room as [`shed`] does.
+#[inline]
+pub(crate) fn take<K: Eq + Hash, V>(map: &mut Map<K, V>, key: &K) -> Option<V> {
+    let value = map.remove(key);
+    shed(map);
+    value
+}
+
 #[cold]
 #[inline(never)]
 fn shed_room<K: Eq + Hash, V>(map: &mut Map<K, V>) {

@@ -139,7 +139,7 @@ impl<T: Types> Session<T> {
 
     /// The policy answered a bootstrap (`Err` = the policy failed).
     pub fn policy_done(&mut self, id: CallId, allowed: Result<bool, String>) {
-        let Some(check) = self.inbound.policy.remove(&id) else {
+        let Some(check) = crate::hashing::take(&mut self.inbound.policy, &id) else {
             return;
         };
         if self.closed.is_none() {

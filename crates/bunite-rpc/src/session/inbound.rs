@@ -121,9 +121,7 @@ impl<T: Types> Inbound<T> {
 
     /// Ends a run; false if it was not live (already aborted, or unknown).
     pub(super) fn end_run(&mut self, run: RunId) -> bool {
-        let live = self.runs.remove(&run).is_some();
-        crate::hashing::shed(&mut self.runs);
-        live
+        crate::hashing::take(&mut self.runs, &run).is_some()
     }
 
     /// Every active call and server stream has its live run; the limits hold; one id is
@@ -354,10 +352,9 @@ impl<T: Types> Session<T> {
             Some(a) if a.run == run => {}
             _ => return,
         }
-        let Some(active) = self.inbound.active.remove(&call_id) else {
+        let Some(active) = crate::hashing::take(&mut self.inbound.active, &call_id) else {
             return;
         };
-        crate::hashing::shed(&mut self.inbound.active);
         if let Some(at) = active.deadline {
             self.timers.disarm(at, Timer::Inbound(call_id));
         }
@@ -478,8 +475,7 @@ impl<T: Types> Session<T> {
         if self.cancel_server_stream(cancel.id) {
             return self.cancel_children(cancel.id, cancel.reason);
         }
-        if let Some(active) = self.inbound.active.remove(&cancel.id) {
-            crate::hashing::shed(&mut self.inbound.active);
+        if let Some(active) = crate::hashing::take(&mut self.inbound.active, &cancel.id) {
             if let Some(at) = active.deadline {
                 self.timers.disarm(at, Timer::Inbound(cancel.id));
             }

@@ -732,13 +732,13 @@ impl ChildIndex {
         if let Some(children) = self.by_parent.get_mut(&parent) {
             children.retain(|c| *c != child);
             if children.is_empty() {
-                self.by_parent.remove(&parent);
+                crate::hashing::take(&mut self.by_parent, &parent);
             }
         }
     }
 
     fn take(&mut self, parent: CallId) -> Vec<CallId> {
-        self.by_parent.remove(&parent).unwrap_or_default()
+        crate::hashing::take(&mut self.by_parent, &parent).unwrap_or_default()
     }
 
     #[cfg(any(test, feature = "test-util"))]

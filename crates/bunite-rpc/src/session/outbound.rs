@@ -145,6 +145,7 @@ impl<T: Types> Outbound<T> {
             return None;
         }
         self.drop_index.clear();
+        crate::hashing::shed(&mut self.drop_index);
         let drops = std::mem::take(&mut self.drops);
         Some(
             drops
@@ -312,8 +313,7 @@ impl<T: Types> Session<T> {
 
     /// Removes a pending call with its timer and parent link.
     fn untrack(&mut self, id: CallId) -> Option<Pending<T>> {
-        let p = self.outbound.pending.remove(&id)?;
-        crate::hashing::shed(&mut self.outbound.pending);
+        let p = crate::hashing::take(&mut self.outbound.pending, &id)?;
         if let Some(at) = p.deadline {
             self.timers.disarm(at, Timer::Outbound(id));
         }

@@ -148,7 +148,7 @@ impl<T: Types> Session<T> {
     }
 
     fn close_server_stream(&mut self, id: CallId, event: StreamEvent, phase: StreamPhase) {
-        let Some(s) = self.inbound.streams.remove(&id) else {
+        let Some(s) = crate::hashing::take(&mut self.inbound.streams, &id) else {
             return;
         };
         match event {
@@ -193,7 +193,7 @@ impl<T: Types> Session<T> {
             }
             StreamEvent::Credit(_) => {}
             StreamEvent::Next(payload) => self.client_stream_push(f.id, payload),
-            StreamEvent::End => match self.outbound.streams.remove(&f.id) {
+            StreamEvent::End => match crate::hashing::take(&mut self.outbound.streams, &f.id) {
                 Some(s) => self.outputs.push_back(Output::StreamEnd {
                     to: s.sink,
                     error: None,
@@ -233,7 +233,7 @@ impl<T: Types> Session<T> {
     }
 
     pub(super) fn fail_client_stream(&mut self, id: CallId, error: Error) -> bool {
-        match self.outbound.streams.remove(&id) {
+        match crate::hashing::take(&mut self.outbound.streams, &id) {
             Some(s) => {
                 self.outputs.push_back(Output::StreamEnd {
                     to: s.sink,
@@ -290,7 +290,8 @@ impl<T: Types> Session<T> {
 
     /// The consumer dropped or cancelled a client stream: `cancel {reason:"client_cancel"}`.
     pub fn cancel_client_stream(&mut self, id: CallId) {
-        if self.outbound.streams.remove(&id).is_some() && self.closed.is_none() {
+        if crate::hashing::take(&mut self.outbound.streams, &id).is_some() && self.closed.is_none()
+        {
             self.send(&Frame::Cancel(Cancel {
                 id,
                 reason: Some("client_cancel".into()),

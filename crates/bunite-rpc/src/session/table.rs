@@ -130,9 +130,7 @@ impl<I> CapTable<I> {
 
     /// Removes an entry whatever its refcount (unserve, failed result).
     pub fn remove(&mut self, id: CapId) -> Option<Entry<I>> {
-        let entry = self.entries.remove(&id);
-        crate::hashing::shed(&mut self.entries);
-        entry
+        crate::hashing::take(&mut self.entries, &id)
     }
 
     /// Removes every user entry (shutdown); ids are still never reused.

@@ -115,8 +115,8 @@ impl<T: Types> Inbound<T> {
     }
 
     #[cfg(test)]
-    pub(super) fn runs_capacity(&self) -> usize {
-        self.runs.capacity()
+    pub(super) fn runs_room(&self) -> usize {
+        crate::hashing::room(&self.runs)
     }
 
     /// Ends a run; false if it was not live (already aborted, or unknown).

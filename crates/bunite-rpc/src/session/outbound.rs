@@ -105,8 +105,8 @@ impl<T: Types> Outbound<T> {
     }
 
     #[cfg(test)]
-    pub(super) fn pending_capacity(&self) -> usize {
-        self.pending.capacity()
+    pub(super) fn pending_room(&self) -> usize {
+        crate::hashing::room(&self.pending)
     }
 
     pub fn pending_len(&self) -> usize {

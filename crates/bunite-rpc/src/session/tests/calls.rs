@@ -501,8 +501,8 @@ fn a_quiet_connection_gives_back_the_room_a_burst_took() {
         "all queued at once"
     );
     pump(&mut client, &mut server);
-    assert!(client.s.outbound.pending_capacity() >= BURST as usize);
-    assert!(server.s.inbound.active.capacity() >= BURST as usize);
+    assert!(client.s.outbound.pending_room() >= BURST as usize);
+    assert!(crate::hashing::room(&server.s.inbound.active) >= BURST as usize);
     // Answered one at a time, the server's queue flushed after each: its transmit queue
     // stays small, but its tables drain from their full size.
     let mut invocations = std::mem::take(&mut server.invocations);
@@ -520,10 +520,13 @@ fn a_quiet_connection_gives_back_the_room_a_burst_took() {
     // would need it; it goes with the next drain, now that nothing is in flight.
     assert!(client.s.poll_transmit().is_none());
     for (what, room) in [
-        ("client pending calls", client.s.outbound.pending_capacity()),
+        ("client pending calls", client.s.outbound.pending_room()),
         ("client transmit queue", client.s.transmit.capacity()),
-        ("server active calls", server.s.inbound.active.capacity()),
-        ("server runs", server.s.inbound.runs_capacity()),
+        (
+            "server active calls",
+            crate::hashing::room(&server.s.inbound.active),
+        ),
+        ("server runs", server.s.inbound.runs_room()),
     ] {
         assert!(room <= KEPT_ROOM, "{what}: room for {room} entries kept");
     }

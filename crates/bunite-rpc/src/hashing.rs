@@ -1,8 +1,11 @@
-//! The hash tables of the call path: std's tables with foldhash's hasher.
+//! The hash tables of the call path: hashbrown's maps (the code std's `HashMap` wraps)
+//! with foldhash's hasher, and the rule by which they give back the room of a burst.
 //!
 //! Call ids, cap ids and method names are looked up several times per call, and SipHash (std's
 //! default) was a visible share of a round trip. foldhash is fast and randomly seeded per
-//! table builder, which matters because some of these keys come from the peer.
+//! table builder, which matters because some of these keys come from the peer. hashbrown's
+//! own crate also tells the size of a table's allocation, which [`shed`] needs: a table
+//! keeps its room at its high-water mark, and `capacity()` is lowered by tombstones.
 
 use std::hash::Hash;
 

@@ -19,17 +19,20 @@ pub(crate) type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomStat
 /// a time) is never touched.
 pub(crate) const KEPT_ROOM: usize = 64;
 
-/// Gives back most of the room of `map` once it holds less than a quarter of it, if it
+/// Gives back most of the room of `map` once it holds less than an eighth of it, if it
 /// grew past [`KEPT_ROOM`] entries: a burst (256 calls in flight made the client's table of
 /// pending calls 33 KB; a peer that had us export and release a thousand caps left the
-/// cap table as large) is not kept for the connection's life. What is left is twice what
-/// is held, so a steady load neither shrinks a table nor makes it grow again at once, and
-/// the rehashing costs at most a constant per removal, amortized. Called where an entry is
+/// cap table as large) is not kept for the connection's life. What is left is room for
+/// twice what is held, which hashbrown rounds up to a power of two of slots at 7/8 load:
+/// at most half the slots there were (an eighth, not a quarter, so that the rounding never
+/// gives back the same size and rehashes for nothing), and at least 2.3 slots an entry, so
+/// a steady load neither shrinks a table nor makes it grow again at once, and the
+/// rehashing costs at most a constant per removal, amortized. Called where an entry is
 /// removed: a comparison or two when there is nothing to give back.
 #[inline]
 pub(crate) fn shed<K: Eq + Hash, V>(map: &mut Map<K, V>) {
     let room = room(map);
-    if room > KEPT_ROOM && map.len() < room / 4 {
+    if room > KEPT_ROOM && map.len() < room / 8 {
         shed_room(map);
     }
 }
@@ -55,12 +58,19 @@ pub(crate) fn take<K: Eq + Hash, V>(map: &mut Map<K, V>, key: &K) -> Option<V> {
 #[cold]
 #[inline(never)]
 fn shed_room<K: Eq + Hash, V>(map: &mut Map<K, V>) {
+    #[cfg(test)]
+    tests::REHASHES.with(|n| n.set(n.get() + 1));
     map.shrink_to(map.len() * 2);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// How many times [`shed_room`] ran on this thread.
+        pub(super) static REHASHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     /// A table filled to its load limit and emptied: removals leave tombstones, which
     /// lower `capacity()` (emptied without shedding, a table of 2,048 slots read 62 to 110
@@ -80,6 +90,37 @@ mod tests {
         }
         assert!(map.is_empty());
         assert!(room(&map) <= KEPT_ROOM, "room for {} kept", room(&map));
+    }
+
+    /// Each time the rule gives room back, the table has at most half the slots it had:
+    /// draining a table from 4,096 entries rehashes it a handful of times, each time into
+    /// a smaller table, never at every removal below the threshold (at a quarter, the
+    /// rounding gave back a table of the same size, rehashed at each removal for a while).
+    #[test]
+    fn giving_room_back_halves_the_table_at_least() {
+        let mut map: Map<u64, u64> = Map::default();
+        for key in 0..4_096 {
+            map.insert(key, key);
+        }
+        REHASHES.with(|n| n.set(0));
+        let mut last = room(&map);
+        let mut shrinks = 0;
+        for key in 0..4_096 {
+            take(&mut map, &key);
+            let now = room(&map);
+            if now != last {
+                assert!(
+                    now <= last / 2,
+                    "{last} -> {now} slots at {} entries",
+                    map.len()
+                );
+                shrinks += 1;
+            }
+            last = now;
+        }
+        assert!(shrinks <= 8, "{shrinks} shrinks");
+        assert_eq!(REHASHES.with(|n| n.get()), shrinks, "rehashed for nothing");
+        assert!(last <= KEPT_ROOM);
     }
 
     /// A steady load never shrinks a table: while entries come and go around the same

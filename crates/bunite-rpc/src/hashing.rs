@@ -15,8 +15,8 @@ pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState
 /// A hash set with the fast, seeded hasher.
 pub(crate) type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// Room for this many entries is always kept: a table that never grew past it (one call at
-/// a time) is never touched.
+/// Room for this many entries (slots of a table's allocation) is always kept: a table that
+/// never grew past it (one call at a time) is never touched.
 pub(crate) const KEPT_ROOM: usize = 64;
 
 /// Gives back most of the room of `map` once it holds less than an eighth of it, if it

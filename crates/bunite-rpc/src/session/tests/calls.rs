@@ -484,9 +484,9 @@ fn an_answer_is_queued_only_once_paid_for() {
 
 /// After a burst, a quiet connection gives back what its tables grew to: 200 calls in
 /// flight grew the client's pending calls, the server's active calls and runs, and both
-/// transmit queues to hundreds of entries, kept for the connection's life (33 KB for the
+/// transmit queues to hundreds of slots, kept for the connection's life (33 KB for the
 /// client's pending calls alone after 256). Once the last call is answered, each holds no
-/// more than [`KEPT_ROOM`](crate::hashing::KEPT_ROOM) entries' room again.
+/// more than [`KEPT_ROOM`](crate::hashing::KEPT_ROOM) slots again.
 #[test]
 fn a_quiet_connection_gives_back_the_room_a_burst_took() {
     use crate::hashing::KEPT_ROOM;
@@ -503,8 +503,8 @@ fn a_quiet_connection_gives_back_the_room_a_burst_took() {
     pump(&mut client, &mut server);
     assert!(client.s.outbound.pending_room() >= BURST as usize);
     assert!(crate::hashing::room(&server.s.inbound.active) >= BURST as usize);
-    // Answered one at a time, the server's queue flushed after each: its transmit queue
-    // stays small, but its tables drain from their full size.
+    // Answered one at a time: the server's results wait in its transmit queue until the
+    // pump below, while its tables drain from their full size.
     let mut invocations = std::mem::take(&mut server.invocations);
     for inv in invocations.drain(..) {
         finish(&mut server, &inv, Value::from(1i64));
@@ -522,6 +522,7 @@ fn a_quiet_connection_gives_back_the_room_a_burst_took() {
     for (what, room) in [
         ("client pending calls", client.s.outbound.pending_room()),
         ("client transmit queue", client.s.transmit.capacity()),
+        ("server transmit queue", server.s.transmit.capacity()),
         (
             "server active calls",
             crate::hashing::room(&server.s.inbound.active),

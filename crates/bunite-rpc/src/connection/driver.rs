@@ -196,12 +196,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let read = self.read(cx, reads);
         self.apply_outputs();
         let held = self.held_len();
-        let mut gate = Gate {
-            room: &mut self.room,
-            sink: &self.sink,
-            held,
-            queued: None,
-        };
+        let mut gate = Gate::new(&mut self.room, &self.sink, held);
         self.runs.poll_streams(&mut self.session, &mut gate);
         self.apply_outputs();
         if self.session.spares_unarmed() {
@@ -672,12 +667,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             return;
         }
         let held = self.held_len();
-        let mut gate = Gate {
-            room: &mut self.room,
-            sink: &self.sink,
-            held,
-            queued: None,
-        };
+        let mut gate = Gate::new(&mut self.room, &self.sink, held);
         let room = gate.allowance(self.session.transmit_bytes());
         self.session.set_send_room(room);
         let mut pay = |held: usize| gate.pay(held);
@@ -743,7 +733,18 @@ struct Gate<'a, S> {
     queued: Option<usize>,
 }
 
-impl<S: MessageSink> Gate<'_, S> {
+impl<'a, S: MessageSink> Gate<'a, S> {
+    /// The room beside `held`, the bytes of the message the sink refused; what the sink
+    /// holds is read when first needed.
+    fn new(room: &'a mut Room, sink: &'a S, held: usize) -> Self {
+        Gate {
+            room,
+            sink,
+            held,
+            queued: None,
+        }
+    }
+
     fn queued(&mut self) -> usize {
         let (room, sink) = (&*self.room, self.sink);
         *self.queued.get_or_insert_with(|| queued_in(room, sink))

@@ -3,6 +3,7 @@
 //!
 //! Run with: `cargo run -p bunite-rpc-cli -- --help`
 
+mod allocator;
 mod call;
 mod connect;
 mod demo;
@@ -161,10 +162,11 @@ fn main() {
             0
         }
         Some(cmd) => {
-            let rt = match tokio::runtime::Runtime::new() {
+            let rt = match allocator::runtime() {
                 Ok(rt) => rt,
                 Err(e) => return eprintln!("bunite-rpc: {e}"),
             };
+            rt.spawn(allocator::tidy());
             rt.block_on(run(cmd))
         }
     };

@@ -176,7 +176,10 @@ fn cap_impls(m: &CapModel) -> TokenStream {
 
         impl<#t: #tr> #p::Serve<#t> for #marker {
             fn server(#imp: #t) -> #p::Arc<dyn #p::CapImpl> {
-                #p::Arc::new(#server { imp: #p::Arc::new(#imp) })
+                #p::Arc::new_cyclic(|me| #server {
+                    me: #p::Clone::clone(me),
+                    imp: #imp,
+                })
             }
         }
     }

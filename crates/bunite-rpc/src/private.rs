@@ -16,7 +16,7 @@ pub use std::marker::{Copy, Send, Sync};
 pub use std::option::Option::{self, None, Some};
 pub use std::result::Result::{self, Err, Ok};
 pub use std::string::String;
-pub use std::sync::{Arc, OnceLock};
+pub use std::sync::{Arc, OnceLock, Weak};
 pub use std::time::Duration;
 pub use std::vec::Vec;
 
@@ -52,6 +52,15 @@ pub fn encode_params<T: Serialize + Send + 'static>(params: T) -> Outgoing {
 pub fn decode_params<T: DeserializeOwned>(args: Payload) -> Result<T, Status> {
     args.deserialize()
         .map_err(|e| Status::invalid_argument(format!("params: {e}")))
+}
+
+/// A generated server's owned hold on itself, for a handler to keep the implementation
+/// while it runs. The server exists only inside the `Arc` it was made in, which whoever
+/// calls its `&self` methods holds, so this does not fail; if it ever did, the call would
+/// fail `internal` rather than panic.
+pub fn owned<S>(me: &Weak<S>) -> Result<Arc<S>, Status> {
+    me.upgrade()
+        .ok_or_else(|| Status::internal("cap implementation already dropped"))
 }
 
 /// Boxes a call handler's future.

@@ -41,7 +41,7 @@ pub(super) fn server(m: &CapModel) -> TokenStream {
         quote!(#p::no_call_handler(#method))
     } else {
         quote! {
-            let #imp = #p::Clone::clone(&self.imp);
+            let #imp = #p::owned(&self.me);
             match #method {
                 #(#calls)*
                 _ => #p::no_call_handler(#method),
@@ -77,7 +77,10 @@ pub(super) fn server(m: &CapModel) -> TokenStream {
     quote! {
         #text
         #vis struct #server<#t> {
-            imp: #p::Arc<#t>,
+            /// The `Arc` this server was made in (`Arc::new_cyclic`): each handler holds
+            /// the implementation through it, in one allocation with the server.
+            me: #p::Weak<#server<#t>>,
+            imp: #t,
         }
 
         impl<#t> #p::Debug for #server<#t> {
@@ -142,8 +145,9 @@ fn call_arm(m: &CapModel, me: &Method) -> TokenStream {
     };
     quote! {
         #wire => #p::call_future(async move {
+            let #imp = #imp?;
             #decode
-            #reply(#imp.#ident(#(#list),*).await)
+            #reply(#imp.imp.#ident(#(#list),*).await)
         }),
     }
 }
@@ -164,9 +168,9 @@ fn stream_arm(m: &CapModel, me: &Method) -> TokenStream {
     let body = if *is_emitter {
         let reply = quote_spanned!(item.span()=> #p::reply_emitter::<#item, _, _, _>);
         quote! {
-            let #imp = #p::Clone::clone(&self.imp);
+            let #imp = #p::owned(&self.me)?;
             #p::Ok(#reply(move |#emitter| async move {
-                #imp.#ident(#(#list),*).await
+                #imp.imp.#ident(#(#list),*).await
             }))
         }
     } else {

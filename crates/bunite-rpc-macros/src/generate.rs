@@ -12,7 +12,9 @@
 //!   `client`, `into_client`, `with_options`, `with_deadline`, `with_context`, `release` and
 //!   (with a disposal method) `dispose`;
 //! - `CounterServer<T>`, the `CapImpl` that decodes params, calls the implementation and
-//!   encodes what it returns;
+//!   encodes what it returns; it holds the implementation itself and a `Weak` to the `Arc`
+//!   it was made in (`Arc::new_cyclic`), which each handler upgrades to keep it while it
+//!   runs: one allocation per served or exported cap;
 //! - `DescribeCap<D>` for the marker (`generate/describe.rs`): the cap told to any describer
 //!   of its types, for bindings in other languages (TypeScript).
 //!

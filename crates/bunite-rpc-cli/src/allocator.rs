@@ -115,8 +115,10 @@ mod caches {
 
         #[test]
         fn a_round_empties_the_cache_once_and_leaves_it_on() {
-            // Tests run on threads of their own, so DONE is this test's alone. The test
-            // binary allocates with jemalloc too (main.rs's global allocator).
+            // Tests run on threads of their own, so DONE is this test's alone, and no other
+            // test of this process starts a round (those that do run in a process of their
+            // own). The test binary allocates with jemalloc too (main.rs's global
+            // allocator).
             assert!(cache_on());
             new_round();
             let round = ROUND.load(Ordering::Relaxed);
@@ -125,6 +127,37 @@ mod caches {
             assert!(cache_on(), "the cache is turned back on");
             on_park();
             assert_eq!(DONE.get(), round, "nothing more until the next round");
+        }
+
+        /// Runs `test` in a process of its own: what the threads' caches hold is the
+        /// process's, and other tests running beside it (`cargo test` runs them on threads
+        /// of one process) fill and empty caches of their own, and end threads, whose
+        /// caches go with them. The test binary runs again with only this test.
+        #[cfg(feature = "jemalloc-stats")]
+        fn alone(name: &str, test: impl FnOnce()) {
+            const ALONE: &str = "BUNITE_RPC_ALLOCATOR_TEST_ALONE";
+            if std::env::var_os(ALONE).is_some() {
+                return test();
+            }
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    &format!("allocator::caches::tests::{name}"),
+                    "--exact",
+                    "--test-threads=1",
+                ])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{text}");
+            assert!(
+                text.contains("1 passed"),
+                "the test did not run alone: {text}"
+            );
         }
 
         /// Bytes the threads' caches hold, all arenas (`MALLCTL_ARENAS_ALL` = 4096).
@@ -137,6 +170,14 @@ mod caches {
         #[cfg(feature = "jemalloc-stats")]
         #[test]
         fn a_round_reaches_every_worker_of_the_runtime() {
+            alone(
+                "a_round_reaches_every_worker_of_the_runtime",
+                round_reaches_workers,
+            );
+        }
+
+        #[cfg(feature = "jemalloc-stats")]
+        fn round_reaches_workers() {
             const SIZE: usize = 20 << 10;
             let rt = crate::allocator::runtime().unwrap();
             let before = cached_bytes();
@@ -164,18 +205,18 @@ mod caches {
                 "cached {before}, then {full} bytes ({filled} workers)"
             );
             // Back to what the caches held before, give or take a few objects; the workers
-            // may take a moment to be scheduled on a loaded machine.
+            // may take a moment to be scheduled on a loaded machine. Waiting outside the
+            // runtime, so that nothing but the round wakes its workers (no timer).
             let target = before + 4 * SIZE;
-            let emptied = rt.block_on(async {
-                tokio::spawn(async { start_round(2) }).await.unwrap();
-                for _ in 0..50 {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    if cached_bytes() <= target {
-                        break;
-                    }
+            rt.block_on(async { tokio::spawn(async { start_round(2) }).await.unwrap() });
+            let mut emptied = cached_bytes();
+            for _ in 0..50 {
+                if emptied <= target {
+                    break;
                 }
-                cached_bytes()
-            });
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                emptied = cached_bytes();
+            }
             assert!(
                 emptied <= target,
                 "cached {before}, {full} before the round, {emptied} after ({filled} workers)"
@@ -185,6 +226,14 @@ mod caches {
         #[cfg(feature = "jemalloc-stats")]
         #[test]
         fn emptying_gives_the_freed_objects_back() {
+            alone(
+                "emptying_gives_the_freed_objects_back",
+                empty_this_threads_cache,
+            );
+        }
+
+        #[cfg(feature = "jemalloc-stats")]
+        fn empty_this_threads_cache() {
             // 64 objects of 20 KiB freed on this thread: its cache keeps up to 20 of them
             // (jemalloc caches objects up to 32 KiB, 20 of each larger class a thread).
             const SIZE: usize = 20 << 10;

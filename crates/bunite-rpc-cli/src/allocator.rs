@@ -13,8 +13,8 @@
 //! each the next time it parks (has no task to run): [`runtime`] installs the park hook,
 //! which costs one atomic load when there is nothing to do, and [`tidy`] starts a round
 //! and wakes the workers so that each parks once more. A worker that is busy empties its
-//! cache when it next runs out of work; emptying costs it a refill, a few microseconds,
-//! once per period. After 600 random closes the server's RSS came back to +0.6-2.8% of its
+//! cache when it next runs out of work; what it costs is that its next allocations of
+//! each size go to the arena instead of the cache, once per period. After 600 random closes the server's RSS came back to +0.6-2.8% of its
 //! baseline instead of +15.6%, after the idle flood to +8.0-10.3% instead of +19.4%.
 //!
 //! jemalloc empties a thread's cache when the cache is turned off for that thread

@@ -31,10 +31,23 @@ pub(crate) const KEPT_ROOM: usize = 64;
 /// removed: a comparison or two when there is nothing to give back.
 #[inline]
 pub(crate) fn shed<K: Eq + Hash, V>(map: &mut Map<K, V>) {
-    let room = room(map);
-    if room > KEPT_ROOM && map.len() < room / 8 {
+    if too_roomy(room(map), map.len()) {
         shed_room(map);
     }
+}
+
+/// [`shed`] for a `HashTable` (values that hold their own key; `hash` hashes one).
+#[inline]
+pub(crate) fn shed_table<T>(table: &mut hashbrown::HashTable<T>, hash: impl Fn(&T) -> u64) {
+    if too_roomy(table_room(table), table.len()) {
+        shed_table_room(table, hash);
+    }
+}
+
+/// The rule of [`shed`]: past the room always kept, and less than an eighth of it used.
+#[inline]
+fn too_roomy(room: usize, len: usize) -> bool {
+    room > KEPT_ROOM && len < room / 8
 }
 
 /// How many entries `map`'s allocation has slots for (a few arithmetic operations).
@@ -45,6 +58,12 @@ pub(crate) fn shed<K: Eq + Hash, V>(map: &mut Map<K, V>) {
 pub(crate) fn room<K: Eq + Hash, V>(map: &Map<K, V>) -> usize {
     // A slot is an entry and its control byte; the control bytes' extra group rounds down.
     map.allocation_size() / (std::mem::size_of::<(K, V)>() + 1)
+}
+
+/// [`room`] for a `HashTable`.
+#[inline]
+pub(crate) fn table_room<T>(table: &hashbrown::HashTable<T>) -> usize {
+    table.allocation_size() / (std::mem::size_of::<T>() + 1)
 }
 
 /// Removes `key` from `map`, then gives back room as [`shed`] does.
@@ -61,6 +80,14 @@ fn shed_room<K: Eq + Hash, V>(map: &mut Map<K, V>) {
     #[cfg(test)]
     tests::REHASHES.with(|n| n.set(n.get() + 1));
     map.shrink_to(map.len() * 2);
+}
+
+#[cold]
+#[inline(never)]
+fn shed_table_room<T>(table: &mut hashbrown::HashTable<T>, hash: impl Fn(&T) -> u64) {
+    #[cfg(test)]
+    tests::REHASHES.with(|n| n.set(n.get() + 1));
+    table.shrink_to(table.len() * 2, hash);
 }
 
 #[cfg(test)]

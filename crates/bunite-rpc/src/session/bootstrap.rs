@@ -215,7 +215,7 @@ impl<T: Types> Session<T> {
             .get(name)
             .ok_or_else(|| Status::not_found(format!("cap \"{name}\" not served")))?;
         let (def, imp) = (Arc::clone(&entry.def), entry.imp.clone());
-        let id = self.table.allocate(def, imp, true)?;
+        let id = self.table.allocate(def, imp)?;
         self.registry.set_instance(name, id);
         Ok(id)
     }

@@ -441,7 +441,7 @@ impl<T: Types> Session<T> {
         let mut ids = Vec::with_capacity(exports.len());
         let mut keyed = Vec::with_capacity(exports.len());
         for (key, def, imp) in exports {
-            match self.table.allocate(def, imp, false) {
+            match self.table.allocate(def, imp) {
                 Ok(id) => {
                     ids.push(id);
                     keyed.push((key, Value::CapRef(id)));
@@ -524,9 +524,8 @@ impl<T: Types> Session<T> {
                 continue;
             }
             if let Some(freed) = self.table.release(entry.id, entry.delta) {
-                if freed.root {
-                    self.registry.forget_instance(freed.def.name(), entry.id);
-                }
+                // Only if it is its name's bootstrap instance.
+                self.registry.forget_instance(freed.def.name(), entry.id);
             }
         }
     }

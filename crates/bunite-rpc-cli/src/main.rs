@@ -166,7 +166,6 @@ fn main() {
                 Ok(rt) => rt,
                 Err(e) => return eprintln!("bunite-rpc: {e}"),
             };
-            rt.spawn(allocator::tidy());
             rt.block_on(run(cmd))
         }
     };

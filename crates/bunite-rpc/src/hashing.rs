@@ -32,7 +32,7 @@ pub(crate) const KEPT_ROOM: usize = 64;
 #[inline]
 pub(crate) fn shed<K: Eq + Hash, V>(map: &mut Map<K, V>) {
     if too_roomy(room(map), map.len()) {
-        shed_room(map);
+        give_back(|| map.shrink_to(map.len() * 2));
     }
 }
 
@@ -40,7 +40,7 @@ pub(crate) fn shed<K: Eq + Hash, V>(map: &mut Map<K, V>) {
 #[inline]
 pub(crate) fn shed_table<T>(table: &mut hashbrown::HashTable<T>, hash: impl Fn(&T) -> u64) {
     if too_roomy(table_room(table), table.len()) {
-        shed_table_room(table, hash);
+        give_back(|| table.shrink_to(table.len() * 2, hash));
     }
 }
 
@@ -56,14 +56,20 @@ fn too_roomy(room: usize, len: usize) -> bool {
 /// as small while its allocation stayed whole.
 #[inline]
 pub(crate) fn room<K: Eq + Hash, V>(map: &Map<K, V>) -> usize {
-    // A slot is an entry and its control byte; the control bytes' extra group rounds down.
-    map.allocation_size() / (std::mem::size_of::<(K, V)>() + 1)
+    slots::<(K, V)>(map.allocation_size())
 }
 
 /// [`room`] for a `HashTable`.
 #[inline]
 pub(crate) fn table_room<T>(table: &hashbrown::HashTable<T>) -> usize {
-    table.allocation_size() / (std::mem::size_of::<T>() + 1)
+    slots::<T>(table.allocation_size())
+}
+
+/// The slots of entries `T` in an allocation of `bytes`: a slot is an entry and its
+/// control byte; the control bytes' extra group rounds down.
+#[inline]
+fn slots<T>(bytes: usize) -> usize {
+    bytes / (std::mem::size_of::<T>() + 1)
 }
 
 /// Removes `key` from `map`, then gives back room as [`shed`] does.
@@ -74,20 +80,13 @@ pub(crate) fn take<K: Eq + Hash, V>(map: &mut Map<K, V>, key: &K) -> Option<V> {
     value
 }
 
+/// Rehashes a table into less room (`shrink`), off the path that finds nothing to give.
 #[cold]
 #[inline(never)]
-fn shed_room<K: Eq + Hash, V>(map: &mut Map<K, V>) {
+fn give_back(shrink: impl FnOnce()) {
     #[cfg(test)]
     tests::REHASHES.with(|n| n.set(n.get() + 1));
-    map.shrink_to(map.len() * 2);
-}
-
-#[cold]
-#[inline(never)]
-fn shed_table_room<T>(table: &mut hashbrown::HashTable<T>, hash: impl Fn(&T) -> u64) {
-    #[cfg(test)]
-    tests::REHASHES.with(|n| n.set(n.get() + 1));
-    table.shrink_to(table.len() * 2, hash);
+    shrink();
 }
 
 #[cfg(test)]
@@ -95,7 +94,7 @@ mod tests {
     use super::*;
 
     thread_local! {
-        /// How many times [`shed_room`] ran on this thread.
+        /// How many times [`give_back`] ran on this thread.
         pub(super) static REHASHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 

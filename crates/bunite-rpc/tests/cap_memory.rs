@@ -10,7 +10,6 @@ mod common;
 
 use std::sync::Arc;
 
-use bunite_rpc::transport::memory;
 use bunite_rpc::{cap, CapImpl, Connection, Exported, Status};
 
 #[global_allocator]
@@ -60,17 +59,13 @@ fn a_typed_server_is_one_allocation_and_is_freed_with_its_last_reference() {
     assert_eq!(dropped.curr_blocks, before.curr_blocks, "freed");
     assert_eq!(dropped.curr_bytes, before.curr_bytes, "freed");
 
-    // The server still serves, exported from a handler, and what a call holds is let go.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (a, b) = memory::pair();
-        let server = Connection::builder()
-            .serve_cap::<MakerCap>(MakeSevens)
-            .connect(a);
-        let client = Connection::new(b);
+    // The server still serves, exported from a handler, and what a call holds is let go
+    // (`common::run` checks both connections clean, closes them and counts their tasks).
+    common::run(async {
+        let (server, client) = common::pair_with(
+            Connection::builder().serve_cap::<MakerCap>(MakeSevens),
+            Connection::builder(),
+        );
         let maker = MakerCap::bootstrap(&client).await.unwrap();
         let items = [maker.make().await.unwrap(), maker.make().await.unwrap()];
         for item in &items {
@@ -81,8 +76,5 @@ fn a_typed_server_is_one_allocation_and_is_freed_with_its_last_reference() {
         drop(items);
         drop(maker);
         common::assert_clean(&[&server, &client]).await;
-        client.close();
-        client.closed().await;
-        server.closed().await;
     });
 }

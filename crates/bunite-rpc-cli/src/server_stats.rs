@@ -161,5 +161,7 @@ mod tests {
         server.closed().await;
         assert_eq!(registry.counts(), Counts::default());
         assert!(registry.conns.lock().unwrap().is_empty());
+        assert!(server.stats().is_idle(), "{:?}", server.stats());
+        assert!(client.stats().is_idle(), "{:?}", client.stats());
     }
 }

@@ -34,7 +34,7 @@ fn the_defaults_are_documented_values() {
 fn a_bootstrap_waiting_for_a_hello_that_never_comes_times_out() {
     run(async {
         let (a, _silent) = memory::pair();
-        let conn = Connection::builder().limits(quick_bootstrap()).connect(a);
+        let conn = tracked_with(Connection::builder().limits(quick_bootstrap()), a);
         let started = Instant::now();
         let error = timeout(Duration::from_secs(5), conn.bootstrap(&counter_def()))
             .await
@@ -75,23 +75,25 @@ fn a_bootstrap_the_peer_never_answers_times_out_and_is_cancelled() {
 }
 
 #[cfg(feature = "ws")]
-#[tokio::test]
-async fn a_websocket_server_that_never_answers_the_handshake_times_out() {
-    use bunite_rpc::transport::ws::WsConnector;
-    // Connections land in the backlog; nobody answers HTTP.
-    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/rpc", mute.local_addr().unwrap());
-    let started = Instant::now();
-    let error = WsConnector::new()
-        .connect_timeout(Duration::from_millis(200))
-        .connect(url.as_str())
-        .await
-        .unwrap_err();
-    assert_eq!(error.io_kind(), Some(std::io::ErrorKind::TimedOut));
-    assert!(
-        error.report().contains("timed out after 200 ms"),
-        "{}",
-        error.report()
-    );
-    assert!(started.elapsed() < Duration::from_secs(5));
+#[test]
+fn a_websocket_server_that_never_answers_the_handshake_times_out() {
+    run(async {
+        use bunite_rpc::transport::ws::WsConnector;
+        // Connections land in the backlog; nobody answers HTTP.
+        let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/rpc", mute.local_addr().unwrap());
+        let started = Instant::now();
+        let error = WsConnector::new()
+            .connect_timeout(Duration::from_millis(200))
+            .connect(url.as_str())
+            .await
+            .unwrap_err();
+        assert_eq!(error.io_kind(), Some(std::io::ErrorKind::TimedOut));
+        assert!(
+            error.report().contains("timed out after 200 ms"),
+            "{}",
+            error.report()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    });
 }

@@ -19,9 +19,19 @@ use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// Stops the server's accept loop when dropped (with the test body), so that no task
+/// outlives the test.
+struct Stop(tokio::task::JoinHandle<()>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves a page at `/` and bunite at `/rpc` (the counter, for `https://app.example` only);
-/// each server connection is sent on the channel.
-async fn serve(config: ListenerConfig) -> (SocketAddr, mpsc::UnboundedReceiver<Connection>) {
+/// each server connection is sent on the channel. Serving stops when the [`Stop`] is dropped.
+async fn serve(config: ListenerConfig) -> (SocketAddr, mpsc::UnboundedReceiver<Connection>, Stop) {
     let (tx, rx) = mpsc::unbounded_channel();
     let rpc = RpcEndpoint::new(config).route(move |up| {
         let tx = tx.clone();
@@ -40,6 +50,7 @@ async fn serve(config: ListenerConfig) -> (SocketAddr, mpsc::UnboundedReceiver<C
                 }))
                 .serve(counter_def(), counter_impl())
                 .connect(up.transport);
+            track(&conn);
             let _ = tx.send(conn);
         }
     });
@@ -49,8 +60,8 @@ async fn serve(config: ListenerConfig) -> (SocketAddr, mpsc::UnboundedReceiver<C
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
-    (addr, rx)
+    let task = tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    (addr, rx, Stop(task))
 }
 
 fn request(addr: SocketAddr, origin: &str) -> ClientRequestBuilder {
@@ -58,90 +69,96 @@ fn request(addr: SocketAddr, origin: &str) -> ClientRequestBuilder {
     ClientRequestBuilder::new(uri).with_header("Origin", origin)
 }
 
-#[tokio::test]
-async fn a_page_and_rpc_on_one_port_with_the_origin_for_the_policy() {
-    let (addr, mut conns) = serve(ListenerConfig::default()).await;
+#[test]
+fn a_page_and_rpc_on_one_port_with_the_origin_for_the_policy() {
+    run(async {
+        let (addr, mut conns, _stop) = serve(ListenerConfig::default()).await;
 
-    // The page, over plain HTTP on the same port.
-    let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
-    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut page = String::new();
-    http.read_to_string(&mut page).await.unwrap();
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    assert!(page.contains("<h1>the page</h1>"));
-
-    // The allowed origin gets the counter.
-    let client = Connection::new(
-        ws::connect(request(addr, "https://app.example"))
+        // The page, over plain HTTP on the same port.
+        let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
+        http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
-            .unwrap(),
-    );
-    let server = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
-    let counter = client.bootstrap(&counter_def()).await.unwrap();
-    let r = counter
-        .call_value("increment", Value::Record(Record::new().with("delta", 1)))
-        .await
-        .unwrap();
-    assert_eq!(r, Value::Record(Record::new().with("count", 1)));
-    drop(counter);
-    assert_clean(&[&server, &client]).await;
-    client.close();
-    timeout(WAIT, server.closed()).await.unwrap();
+            .unwrap();
+        let mut page = String::new();
+        http.read_to_string(&mut page).await.unwrap();
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("<h1>the page</h1>"));
 
-    // Another origin is denied by the policy.
-    let client = Connection::new(
-        ws::connect(request(addr, "https://evil.example"))
+        // The allowed origin gets the counter.
+        let client = tracked(
+            ws::connect(request(addr, "https://app.example"))
+                .await
+                .unwrap(),
+        );
+        let server = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let r = counter
+            .call_value("increment", Value::Record(Record::new().with("delta", 1)))
             .await
-            .unwrap(),
-    );
-    let denied = client.bootstrap(&counter_def()).await.unwrap_err();
-    assert_eq!(denied.code(), Code::FailedPrecondition);
-    assert_eq!(denied.reason(), Some("unauthorized"));
-    client.close();
+            .unwrap();
+        assert_eq!(r, Value::Record(Record::new().with("count", 1)));
+        drop(counter);
+        assert_clean(&[&server, &client]).await;
+        client.close();
+        timeout(WAIT, server.closed()).await.unwrap();
+
+        // Another origin is denied by the policy.
+        let client = tracked(
+            ws::connect(request(addr, "https://evil.example"))
+                .await
+                .unwrap(),
+        );
+        let denied = client.bootstrap(&counter_def()).await.unwrap_err();
+        assert_eq!(denied.code(), Code::FailedPrecondition);
+        assert_eq!(denied.reason(), Some("unauthorized"));
+        client.close();
+    });
 }
 
-#[tokio::test]
-async fn past_max_connections_an_upgrade_is_refused_with_503() {
-    let (addr, mut conns) = serve(ListenerConfig::default().max_connections(1)).await;
-    let first = Connection::new(
-        ws::connect(request(addr, "https://app.example"))
+#[test]
+fn past_max_connections_an_upgrade_is_refused_with_503() {
+    run(async {
+        let (addr, mut conns, _stop) = serve(ListenerConfig::default().max_connections(1)).await;
+        let first = tracked(
+            ws::connect(request(addr, "https://app.example"))
+                .await
+                .unwrap(),
+        );
+        let server = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
+        let refused = ws::connect(request(addr, "https://app.example"))
             .await
-            .unwrap(),
-    );
-    let server = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
-    let refused = ws::connect(request(addr, "https://app.example"))
-        .await
-        .unwrap_err();
-    assert!(
-        refused.report().contains("HTTP 503"),
-        "{}",
-        refused.report()
-    );
-    // Once the first connection is gone, its slot is free again.
-    first.close();
-    timeout(WAIT, server.closed()).await.unwrap();
-    drop(server);
-    let mut second = None;
-    for _ in 0..50 {
-        if let Ok(t) = ws::connect(request(addr, "https://app.example")).await {
-            second = Some(t);
-            break;
+            .unwrap_err();
+        assert!(
+            refused.report().contains("HTTP 503"),
+            "{}",
+            refused.report()
+        );
+        // Once the first connection is gone, its slot is free again.
+        first.close();
+        timeout(WAIT, server.closed()).await.unwrap();
+        drop(server);
+        let mut second = None;
+        for _ in 0..50 {
+            if let Ok(t) = ws::connect(request(addr, "https://app.example")).await {
+                second = Some(t);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(second.is_some(), "the slot was not given back");
+        assert!(second.is_some(), "the slot was not given back");
+    });
 }
 
-#[tokio::test]
-async fn a_plain_get_at_the_rpc_route_is_told_to_upgrade() {
-    let (addr, _conns) = serve(ListenerConfig::default()).await;
-    let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
-    http.write_all(b"GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    http.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+#[test]
+fn a_plain_get_at_the_rpc_route_is_told_to_upgrade() {
+    run(async {
+        let (addr, _conns, _stop) = serve(ListenerConfig::default()).await;
+        let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
+        http.write_all(b"GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        http.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    });
 }

@@ -45,80 +45,89 @@ async fn exercise_counter(server: &Connection, client: &Connection) {
     timeout(WAIT, server.closed()).await.expect("server closes");
 }
 
-#[tokio::test]
-async fn a_counter_over_tcp() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
-    let socket = timeout(WAIT, accept).await.unwrap().unwrap();
-    let server = Connection::new(ByteStream::tcp(socket));
-    serve_counter(&server).await;
-    exercise_counter(&server, &client).await;
+#[test]
+fn a_counter_over_tcp() {
+    run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
+        let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+        let server = tracked(ByteStream::tcp(socket));
+        serve_counter(&server).await;
+        exercise_counter(&server, &client).await;
+    });
 }
 
 /// The module's name before the rename still names the same transport: the comparison
 /// harness's own adapter (`../shared/bench/peers/bunite-bench`) imports it from there, with
 /// the feature `stream`.
-#[tokio::test]
+#[test]
 #[allow(deprecated)]
-async fn the_old_module_name_still_connects_over_tcp() {
-    use bunite_rpc::transport::stream;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let transport: byte_stream::TcpTransport = stream::tcp_connect(addr).await.unwrap();
-    let client = Connection::new(transport);
-    let socket = timeout(WAIT, accept).await.unwrap().unwrap();
-    let server = Connection::new(stream::ByteStream::tcp(socket));
-    serve_counter(&server).await;
-    exercise_counter(&server, &client).await;
+fn the_old_module_name_still_connects_over_tcp() {
+    run(async {
+        use bunite_rpc::transport::stream;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let transport: byte_stream::TcpTransport = stream::tcp_connect(addr).await.unwrap();
+        let client = tracked(transport);
+        let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+        let server = tracked(stream::ByteStream::tcp(socket));
+        serve_counter(&server).await;
+        exercise_counter(&server, &client).await;
+    });
 }
 
 #[cfg(unix)]
-#[tokio::test]
-async fn a_counter_over_a_unix_socket() {
-    let path = std::env::temp_dir().join(format!(
-        "bunite-transport-{}-{:?}.sock",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(byte_stream::unix_connect(&path).await.unwrap());
-    let socket = timeout(WAIT, accept).await.unwrap().unwrap();
-    let _ = std::fs::remove_file(&path);
-    let server = Connection::new(ByteStream::unix(socket));
-    serve_counter(&server).await;
-    exercise_counter(&server, &client).await;
+#[test]
+fn a_counter_over_a_unix_socket() {
+    run(async {
+        let path = std::env::temp_dir().join(format!(
+            "bunite-transport-{}-{:?}.sock",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let client = tracked(byte_stream::unix_connect(&path).await.unwrap());
+        let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+        let _ = std::fs::remove_file(&path);
+        let server = tracked(ByteStream::unix(socket));
+        serve_counter(&server).await;
+        exercise_counter(&server, &client).await;
+    });
 }
 
-#[tokio::test]
-async fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
-    let socket = timeout(WAIT, accept).await.unwrap().unwrap();
-    // A second handle on the server's socket, to shut it down under the connection's feet.
-    let std_socket = socket.into_std().unwrap();
-    let killer = std_socket.try_clone().unwrap();
-    let server = Connection::new(ByteStream::tcp(TcpStream::from_std(std_socket).unwrap()));
-    serve_counter(&server).await;
+#[test]
+fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable() {
+    run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
+        let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+        // A second handle on the server's socket, to shut it down under the connection's feet.
+        let std_socket = socket.into_std().unwrap();
+        let killer = std_socket.try_clone().unwrap();
+        let server = tracked(ByteStream::tcp(TcpStream::from_std(std_socket).unwrap()));
+        serve_counter(&server).await;
 
-    let counter = client.bootstrap(&counter_def()).await.unwrap();
-    let pending = tokio::spawn(async move { counter.call_value("wait", Value::Undefined).await });
-    eventually(|| server.stats().active_calls == 1).await;
-    killer.shutdown(std::net::Shutdown::Both).unwrap();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let pending =
+            tokio::spawn(async move { counter.call_value("wait", Value::Undefined).await });
+        eventually(|| server.stats().active_calls == 1).await;
+        killer.shutdown(std::net::Shutdown::Both).unwrap();
 
-    let e = timeout(WAIT, pending).await.unwrap().unwrap().unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    timeout(WAIT, client.closed()).await.unwrap();
-    timeout(WAIT, server.closed()).await.unwrap();
-    assert_eq!(client.stats().pending_calls, 0);
+        let e = timeout(WAIT, pending).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        timeout(WAIT, client.closed()).await.unwrap();
+        timeout(WAIT, server.closed()).await.unwrap();
+        assert_eq!(client.stats().pending_calls, 0);
+    });
 }
 
 /// Reads one length-prefixed frame from a raw socket; `None` at a clean end.
@@ -150,7 +159,7 @@ async fn raw_client() -> (Connection, TcpStream, Decoder) {
     let addr = listener.local_addr().unwrap();
     let mut raw = TcpStream::connect(addr).await.unwrap();
     let (socket, _) = listener.accept().await.unwrap();
-    let server = Connection::new(ByteStream::tcp(socket));
+    let server = tracked(ByteStream::tcp(socket));
     serve_counter(&server).await;
     let mut dec = Decoder::new(WireLimits::default());
     match read_frame(&mut raw, &mut dec).await {
@@ -160,135 +169,145 @@ async fn raw_client() -> (Connection, TcpStream, Decoder) {
     (server, raw, dec)
 }
 
-#[tokio::test]
-async fn an_oversize_length_prefix_gets_goaway_resource_exhausted_and_close() {
-    let (server, mut raw, mut dec) = raw_client().await;
-    raw.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
-    let goaway = loop {
-        match read_frame(&mut raw, &mut dec).await {
-            Some(Frame::Goaway(g)) => break g,
-            Some(_) => continue,
-            None => panic!("closed without goaway"),
-        }
-    };
-    assert_eq!(goaway.reason.as_deref(), Some("resource_exhausted"));
-    let e = goaway.error.expect("goaway error");
-    assert_eq!(e.code, "resource_exhausted");
-    assert_eq!(e.reason(), Some("max_frame_bytes"));
-    assert!(
-        read_frame(&mut raw, &mut dec).await.is_none(),
-        "socket closed"
-    );
-    timeout(WAIT, server.closed()).await.unwrap();
+#[test]
+fn an_oversize_length_prefix_gets_goaway_resource_exhausted_and_close() {
+    run(async {
+        let (server, mut raw, mut dec) = raw_client().await;
+        raw.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        let goaway = loop {
+            match read_frame(&mut raw, &mut dec).await {
+                Some(Frame::Goaway(g)) => break g,
+                Some(_) => continue,
+                None => panic!("closed without goaway"),
+            }
+        };
+        assert_eq!(goaway.reason.as_deref(), Some("resource_exhausted"));
+        let e = goaway.error.expect("goaway error");
+        assert_eq!(e.code, "resource_exhausted");
+        assert_eq!(e.reason(), Some("max_frame_bytes"));
+        assert!(
+            read_frame(&mut raw, &mut dec).await.is_none(),
+            "socket closed"
+        );
+        timeout(WAIT, server.closed()).await.unwrap();
+    });
 }
 
-#[tokio::test]
-async fn frames_written_one_byte_at_a_time_are_reassembled() {
-    let (server, mut raw, mut dec) = raw_client().await;
-    let mut enc = Encoder::new();
-    let hello = Frame::Hello(Hello {
-        v: 1,
-        mode: "native".into(),
-        features: vec![],
-        max_bytes: 64 << 20,
-        origin: "test://trickle".into(),
-    });
-    let call = |id: u64, target: u32, method: &str, args: Value| {
-        Frame::Call(Call {
-            id: CallId(id),
-            target: CapId(target),
-            method: bunite_rpc::Text::copy_from(method),
-            args,
-            meta: None,
-        })
-    };
-    let mut bytes = framed(&mut enc, &hello);
-    let bootstrap = call(
-        1,
-        0,
-        "bootstrap",
-        Value::Record(Record::new().with("name", "test.counter")),
-    );
-    bytes.extend(framed(&mut enc, &bootstrap));
-    // The counter will be cap-id 2, the first id the server allocates.
-    bytes.extend(framed(&mut enc, &call(2, 2, "increment", Value::Undefined)));
-    for b in bytes {
-        raw.write_all(&[b]).await.unwrap();
-        raw.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let mut results = Vec::new();
-    while results.len() < 2 {
-        match read_frame(&mut raw, &mut dec).await {
-            Some(Frame::Result(r)) => results.push(r),
-            Some(_) => continue,
-            None => panic!("closed early"),
+#[test]
+fn frames_written_one_byte_at_a_time_are_reassembled() {
+    run(async {
+        let (server, mut raw, mut dec) = raw_client().await;
+        let mut enc = Encoder::new();
+        let hello = Frame::Hello(Hello {
+            v: 1,
+            mode: "native".into(),
+            features: vec![],
+            max_bytes: 64 << 20,
+            origin: "test://trickle".into(),
+        });
+        let call = |id: u64, target: u32, method: &str, args: Value| {
+            Frame::Call(Call {
+                id: CallId(id),
+                target: CapId(target),
+                method: bunite_rpc::Text::copy_from(method),
+                args,
+                meta: None,
+            })
+        };
+        let mut bytes = framed(&mut enc, &hello);
+        let bootstrap = call(
+            1,
+            0,
+            "bootstrap",
+            Value::Record(Record::new().with("name", "test.counter")),
+        );
+        bytes.extend(framed(&mut enc, &bootstrap));
+        // The counter will be cap-id 2, the first id the server allocates.
+        bytes.extend(framed(&mut enc, &call(2, 2, "increment", Value::Undefined)));
+        for b in bytes {
+            raw.write_all(&[b]).await.unwrap();
+            raw.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_micros(200)).await;
         }
-    }
-    assert_eq!(results[0].id, CallId(1));
-    assert_eq!(results[0].outcome, Ok(Value::CapRef(CapId(2))));
-    assert_eq!(results[1].id, CallId(2));
-    assert_eq!(
-        results[1].outcome,
-        Ok(Value::Record(Record::new().with("count", 1)))
-    );
-    server.close();
-    timeout(WAIT, server.closed()).await.unwrap();
+        let mut results = Vec::new();
+        while results.len() < 2 {
+            match read_frame(&mut raw, &mut dec).await {
+                Some(Frame::Result(r)) => results.push(r),
+                Some(_) => continue,
+                None => panic!("closed early"),
+            }
+        }
+        assert_eq!(results[0].id, CallId(1));
+        assert_eq!(results[0].outcome, Ok(Value::CapRef(CapId(2))));
+        assert_eq!(results[1].id, CallId(2));
+        assert_eq!(
+            results[1].outcome,
+            Ok(Value::Record(Record::new().with("count", 1)))
+        );
+        server.close();
+        timeout(WAIT, server.closed()).await.unwrap();
+    });
 }
 
 /// The framing on its own, over in-memory byte streams.
-#[tokio::test]
-async fn framing_round_trips_and_ends_cleanly_only_between_messages() {
-    let (a, b) = tokio::io::duplex(64);
-    let (ar, aw) = tokio::io::split(a);
-    let (br, bw) = tokio::io::split(b);
-    let (mut sink, _) = ByteStream::new(ar, aw).split();
-    let (_, mut source) = ByteStream::new(br, bw).split();
-    let big = bytes::Bytes::from(vec![7u8; 1000]);
-    let writer = tokio::spawn(async move {
-        for msg in [bytes::Bytes::from_static(b"one"), bytes::Bytes::new(), big] {
-            sink.send(msg).await.unwrap();
+#[test]
+fn framing_round_trips_and_ends_cleanly_only_between_messages() {
+    run(async {
+        let (a, b) = tokio::io::duplex(64);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let (mut sink, _) = ByteStream::new(ar, aw).split();
+        let (_, mut source) = ByteStream::new(br, bw).split();
+        let big = bytes::Bytes::from(vec![7u8; 1000]);
+        let writer = tokio::spawn(async move {
+            for msg in [bytes::Bytes::from_static(b"one"), bytes::Bytes::new(), big] {
+                sink.send(msg).await.unwrap();
+            }
+            sink.flush().await.unwrap();
+            sink.close().await.unwrap();
+        });
+        assert_eq!(source.recv().await.unwrap().unwrap(), &b"one"[..]);
+        assert_eq!(source.recv().await.unwrap().unwrap(), &b""[..]);
+        assert_eq!(source.recv().await.unwrap().unwrap(), vec![7u8; 1000]);
+        assert!(source.recv().await.unwrap().is_none());
+        writer.await.unwrap();
+
+        // Truncated inside the prefix and inside the body: errors, not a clean end.
+        for input in [&[0u8, 0][..], &[0, 0, 0, 5, 1, 2][..]] {
+            let (_, mut source) = ByteStream::new(input, tokio::io::sink()).split();
+            let e = source.recv().await.unwrap_err();
+            assert!(matches!(e, TransportError::Io(_)), "{e:?}");
         }
-        sink.flush().await.unwrap();
-        sink.close().await.unwrap();
     });
-    assert_eq!(source.recv().await.unwrap().unwrap(), &b"one"[..]);
-    assert_eq!(source.recv().await.unwrap().unwrap(), &b""[..]);
-    assert_eq!(source.recv().await.unwrap().unwrap(), vec![7u8; 1000]);
-    assert!(source.recv().await.unwrap().is_none());
-    writer.await.unwrap();
-
-    // Truncated inside the prefix and inside the body: errors, not a clean end.
-    for input in [&[0u8, 0][..], &[0, 0, 0, 5, 1, 2][..]] {
-        let (_, mut source) = ByteStream::new(input, tokio::io::sink()).split();
-        let e = source.recv().await.unwrap_err();
-        assert!(matches!(e, TransportError::Io(_)), "{e:?}");
-    }
 }
 
-#[tokio::test]
-async fn a_length_above_the_configured_max_is_too_large() {
-    let input: &[u8] = &[0, 0, 1, 1, 0];
-    let t = ByteStream::new(input, tokio::io::sink()).with_max_bytes(256);
-    assert_eq!(t.max_bytes(), 256);
-    let (_, mut source) = t.split();
-    match source.recv().await {
-        Err(TransportError::TooLarge { len: 257, max: 256 }) => {}
-        other => panic!("expected TooLarge, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn printable_text_instead_of_a_prefix_says_so() {
-    let input: &[u8] = b"Listening on port 8080\n";
-    let (_, mut source) = ByteStream::new(input, tokio::io::sink()).split();
-    match source.recv().await {
-        Err(e @ TransportError::TextForLength { .. }) => {
-            assert!(e.to_string().contains("\"List\""), "{e}");
-            assert!(e.to_string().contains("printing to stdout"), "{e}");
+#[test]
+fn a_length_above_the_configured_max_is_too_large() {
+    run(async {
+        let input: &[u8] = &[0, 0, 1, 1, 0];
+        let t = ByteStream::new(input, tokio::io::sink()).with_max_bytes(256);
+        assert_eq!(t.max_bytes(), 256);
+        let (_, mut source) = t.split();
+        match source.recv().await {
+            Err(TransportError::TooLarge { len: 257, max: 256 }) => {}
+            other => panic!("expected TooLarge, got {other:?}"),
         }
-        other => panic!("expected TextForLength, got {other:?}"),
-    }
+    });
+}
+
+#[test]
+fn printable_text_instead_of_a_prefix_says_so() {
+    run(async {
+        let input: &[u8] = b"Listening on port 8080\n";
+        let (_, mut source) = ByteStream::new(input, tokio::io::sink()).split();
+        match source.recv().await {
+            Err(e @ TransportError::TextForLength { .. }) => {
+                assert!(e.to_string().contains("\"List\""), "{e}");
+                assert!(e.to_string().contains("printing to stdout"), "{e}");
+            }
+            other => panic!("expected TextForLength, got {other:?}"),
+        }
+    });
 }
 
 /// A reader that serves `data`, then ends (`eof`) or waits forever, counting its reads and
@@ -360,45 +379,49 @@ async fn read_burst(count: usize, budget: Option<ByteBudget>) -> (usize, usize) 
     )
 }
 
-#[tokio::test]
-async fn a_burst_of_small_messages_is_read_in_growing_chunks_but_not_under_a_budget() {
-    // 10,000 messages of 24 bytes on the wire: 240,000 bytes, 118 reads of READ_CHUNK
-    // (2 KiB) if reads did not grow while they fill their buffer.
-    let (reads, largest) = read_burst(10_000, None).await;
-    assert!(
-        largest > 4 * byte_stream::READ_CHUNK && largest <= 2 * byte_stream::READ_BURST,
-        "largest read offered: {largest}"
-    );
-    assert!(reads <= 12, "{reads} reads for 240,000 bytes");
+#[test]
+fn a_burst_of_small_messages_is_read_in_growing_chunks_but_not_under_a_budget() {
+    run(async {
+        // 10,000 messages of 24 bytes on the wire: 240,000 bytes, 118 reads of READ_CHUNK
+        // (2 KiB) if reads did not grow while they fill their buffer.
+        let (reads, largest) = read_burst(10_000, None).await;
+        assert!(
+            largest > 4 * byte_stream::READ_CHUNK && largest <= 2 * byte_stream::READ_BURST,
+            "largest read offered: {largest}"
+        );
+        assert!(reads <= 12, "{reads} reads for 240,000 bytes");
 
-    // A listener's connection keeps the fixed slack: its reads stay about the size of its
-    // free allowance (a buffer's growth may round a read up a little), far below the above.
-    let (reads, largest) = read_burst(10_000, Some(ByteBudget::new(1 << 20))).await;
-    assert!(
-        largest <= FREE_PER_CONNECTION + 64,
-        "largest read offered under a budget: {largest}"
-    );
-    assert!(reads >= 240_000 / FREE_PER_CONNECTION, "{reads} reads");
+        // A listener's connection keeps the fixed slack: its reads stay about the size of its
+        // free allowance (a buffer's growth may round a read up a little), far below the above.
+        let (reads, largest) = read_burst(10_000, Some(ByteBudget::new(1 << 20))).await;
+        assert!(
+            largest <= FREE_PER_CONNECTION + 64,
+            "largest read offered under a budget: {largest}"
+        );
+        assert!(reads >= 240_000 / FREE_PER_CONNECTION, "{reads} reads");
+    });
 }
 
-#[tokio::test]
-async fn a_huge_announced_length_allocates_only_with_what_arrives() {
-    let largest_offer = Arc::new(AtomicUsize::new(0));
-    let mut data = (64u32 << 20).to_be_bytes().to_vec();
-    data.extend(vec![0u8; 10_000]);
-    let reader = Feed {
-        data,
-        largest_offer: Arc::clone(&largest_offer),
-        ..Feed::default()
-    };
-    let (_, mut source) = ByteStream::new(reader, tokio::io::sink()).split();
-    let waited = timeout(Duration::from_millis(50), source.recv()).await;
-    assert!(waited.is_err(), "the message cannot be complete");
-    let offered = largest_offer.load(AtomicOrdering::SeqCst);
-    assert!(
-        offered <= byte_stream::READ_AHEAD + 10_004,
-        "offered {offered} bytes ahead for a 64 MiB announcement"
-    );
+#[test]
+fn a_huge_announced_length_allocates_only_with_what_arrives() {
+    run(async {
+        let largest_offer = Arc::new(AtomicUsize::new(0));
+        let mut data = (64u32 << 20).to_be_bytes().to_vec();
+        data.extend(vec![0u8; 10_000]);
+        let reader = Feed {
+            data,
+            largest_offer: Arc::clone(&largest_offer),
+            ..Feed::default()
+        };
+        let (_, mut source) = ByteStream::new(reader, tokio::io::sink()).split();
+        let waited = timeout(Duration::from_millis(50), source.recv()).await;
+        assert!(waited.is_err(), "the message cannot be complete");
+        let offered = largest_offer.load(AtomicOrdering::SeqCst);
+        assert!(
+            offered <= byte_stream::READ_AHEAD + 10_004,
+            "offered {offered} bytes ahead for a 64 MiB announcement"
+        );
+    });
 }
 
 /// Long messages arriving back to back (a peer with several 64 KiB calls in flight), after
@@ -409,29 +432,31 @@ async fn a_huge_announced_length_allocates_only_with_what_arrives() {
 /// allocation when it needed room, it came a few bytes short of its end again, and so
 /// every long message was copied once (a peer's comparison benchmark, 8 echoes of 64 KiB
 /// in flight over TCP).
-#[tokio::test]
-async fn a_read_that_completes_a_long_message_takes_little_of_the_next() {
-    // A 64 KiB payload and its call around it, and a shorter one, several of which a read
-    // may take. All there at once, and arriving in pieces of various sizes.
-    for long in [64 * 1024 + 20, 20_000] {
-        for piece in [
-            0,
-            10_000,
-            40_000,
-            70_000,
-            3 * (4 + long) / 2,
-            2 * (4 + long),
-        ] {
-            let reads = long_messages_back_to_back(long, piece).await;
-            if piece == 0 && long == 20_000 {
-                // Not one read a message: as many as the slack holds.
-                assert!(
-                    reads <= 6,
-                    "{reads} reads for twelve messages of 20,000 bytes"
-                );
+#[test]
+fn a_read_that_completes_a_long_message_takes_little_of_the_next() {
+    run(async {
+        // A 64 KiB payload and its call around it, and a shorter one, several of which a read
+        // may take. All there at once, and arriving in pieces of various sizes.
+        for long in [64 * 1024 + 20, 20_000] {
+            for piece in [
+                0,
+                10_000,
+                40_000,
+                70_000,
+                3 * (4 + long) / 2,
+                2 * (4 + long),
+            ] {
+                let reads = long_messages_back_to_back(long, piece).await;
+                if piece == 0 && long == 20_000 {
+                    // Not one read a message: as many as the slack holds.
+                    assert!(
+                        reads <= 6,
+                        "{reads} reads for twelve messages of 20,000 bytes"
+                    );
+                }
             }
         }
-    }
+    });
 }
 
 /// Reads the burst and the long messages of `long` bytes through a source whose input
@@ -500,96 +525,102 @@ fn framed_bytes(msgs: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn a_64_kib_message_is_one_vectored_write_and_small_ones_are_coalesced() {
-    let recorder = Recorder {
-        limit: usize::MAX,
-        ..Recorder::default()
-    };
-    let (mut sink, _) = ByteStream::new(tokio::io::empty(), recorder).split();
-    let big = vec![9u8; 64 * 1024];
-    sink.send(big.clone().into()).await.unwrap();
-    for small in [&b"a"[..], b"bc", b"def"] {
-        sink.feed(bytes::Bytes::copy_from_slice(small))
-            .await
-            .unwrap();
-    }
-    sink.flush().await.unwrap();
-    let recorder = sink.into_inner();
-    // The big message: one call, prefix and body as two slices. The three small ones: one
-    // call, one contiguous slice.
-    assert_eq!(recorder.calls, vec![vec![4, 64 * 1024], vec![18]]);
-    assert_eq!(recorder.written, framed_bytes(&[&big, b"a", b"bc", b"def"]));
+#[test]
+fn a_64_kib_message_is_one_vectored_write_and_small_ones_are_coalesced() {
+    run(async {
+        let recorder = Recorder {
+            limit: usize::MAX,
+            ..Recorder::default()
+        };
+        let (mut sink, _) = ByteStream::new(tokio::io::empty(), recorder).split();
+        let big = vec![9u8; 64 * 1024];
+        sink.send(big.clone().into()).await.unwrap();
+        for small in [&b"a"[..], b"bc", b"def"] {
+            sink.feed(bytes::Bytes::copy_from_slice(small))
+                .await
+                .unwrap();
+        }
+        sink.flush().await.unwrap();
+        let recorder = sink.into_inner();
+        // The big message: one call, prefix and body as two slices. The three small ones: one
+        // call, one contiguous slice.
+        assert_eq!(recorder.calls, vec![vec![4, 64 * 1024], vec![18]]);
+        assert_eq!(recorder.written, framed_bytes(&[&big, b"a", b"bc", b"def"]));
+    });
 }
 
-#[tokio::test]
-async fn partial_writes_resume_where_they_stopped() {
-    let recorder = Recorder {
-        limit: 1000,
-        ..Recorder::default()
-    };
-    let (mut sink, _) = ByteStream::new(tokio::io::empty(), recorder).split();
-    let msgs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 300 * i as usize]).collect();
-    for m in &msgs {
-        sink.feed(m.clone().into()).await.unwrap();
-    }
-    sink.flush().await.unwrap();
-    let recorder = sink.into_inner();
-    let expected: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    assert_eq!(recorder.written, framed_bytes(&expected));
-    assert!(recorder.calls.len() > 20, "{} calls", recorder.calls.len());
+#[test]
+fn partial_writes_resume_where_they_stopped() {
+    run(async {
+        let recorder = Recorder {
+            limit: 1000,
+            ..Recorder::default()
+        };
+        let (mut sink, _) = ByteStream::new(tokio::io::empty(), recorder).split();
+        let msgs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 300 * i as usize]).collect();
+        for m in &msgs {
+            sink.feed(m.clone().into()).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        let recorder = sink.into_inner();
+        let expected: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert_eq!(recorder.written, framed_bytes(&expected));
+        assert!(recorder.calls.len() > 20, "{} calls", recorder.calls.len());
+    });
 }
 
 /// Two sources share a budget that holds one long message beyond their free allowance: the
 /// second long message waits (reading paused) until the first is complete.
-#[tokio::test]
-async fn long_messages_wait_for_the_shared_budget_and_small_ones_never_do() {
-    let budget = ByteBudget::new(10_000);
-    let long = FREE_PER_CONNECTION + 8_000;
-    let (mut w1, r1) = tokio::io::duplex(1 << 20);
-    let (mut w2, r2) = tokio::io::duplex(1 << 20);
-    let (_, mut s1) = ByteStream::new(r1, tokio::io::sink())
-        .with_budget(budget.clone())
-        .split();
-    let (_, mut s2) = ByteStream::new(r2, tokio::io::sink())
-        .with_budget(budget.clone())
-        .split();
-    // Half of a long message on each.
-    let body = vec![5u8; long];
-    let half = [&(long as u32).to_be_bytes()[..], &body[..long / 2]].concat();
-    w1.write_all(&half).await.unwrap();
-    assert!(timeout(Duration::from_millis(20), s1.recv()).await.is_err());
-    assert_eq!(
-        budget.available(),
-        10_000 - (long + 4 - FREE_PER_CONNECTION)
-    );
-    w2.write_all(&half).await.unwrap();
-    let second = tokio::spawn(async move { s2.recv().await.map(|m| m.map(|m| m.len())) });
-    // The rest of both: the second stays paused while the first holds the budget.
-    w2.write_all(&body[long / 2..]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(
-        !second.is_finished(),
-        "the second long message did not wait"
-    );
-    w1.write_all(&body[long / 2..]).await.unwrap();
-    assert_eq!(s1.recv().await.unwrap().unwrap().len(), long);
-    // The first is complete and its bytes are back: the second goes on.
-    let second = timeout(WAIT, second).await.unwrap().unwrap().unwrap();
-    assert_eq!(second, Some(long));
-    // Small messages never draw from the budget, even when it is spent.
-    let hold = budget.try_acquire(10_000).unwrap();
-    w1.write_all(&framed_bytes(&[b"small"])).await.unwrap();
-    assert_eq!(s1.recv().await.unwrap().unwrap(), &b"small"[..]);
-    drop(hold);
-    // A message longer than the whole budget can never fit: refused.
-    w1.write_all(&(20_000u32 + FREE_PER_CONNECTION as u32).to_be_bytes())
-        .await
-        .unwrap();
-    assert!(matches!(
-        s1.recv().await,
-        Err(TransportError::TooLarge { max: 10_000, .. })
-    ));
+#[test]
+fn long_messages_wait_for_the_shared_budget_and_small_ones_never_do() {
+    run(async {
+        let budget = ByteBudget::new(10_000);
+        let long = FREE_PER_CONNECTION + 8_000;
+        let (mut w1, r1) = tokio::io::duplex(1 << 20);
+        let (mut w2, r2) = tokio::io::duplex(1 << 20);
+        let (_, mut s1) = ByteStream::new(r1, tokio::io::sink())
+            .with_budget(budget.clone())
+            .split();
+        let (_, mut s2) = ByteStream::new(r2, tokio::io::sink())
+            .with_budget(budget.clone())
+            .split();
+        // Half of a long message on each.
+        let body = vec![5u8; long];
+        let half = [&(long as u32).to_be_bytes()[..], &body[..long / 2]].concat();
+        w1.write_all(&half).await.unwrap();
+        assert!(timeout(Duration::from_millis(20), s1.recv()).await.is_err());
+        assert_eq!(
+            budget.available(),
+            10_000 - (long + 4 - FREE_PER_CONNECTION)
+        );
+        w2.write_all(&half).await.unwrap();
+        let second = tokio::spawn(async move { s2.recv().await.map(|m| m.map(|m| m.len())) });
+        // The rest of both: the second stays paused while the first holds the budget.
+        w2.write_all(&body[long / 2..]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !second.is_finished(),
+            "the second long message did not wait"
+        );
+        w1.write_all(&body[long / 2..]).await.unwrap();
+        assert_eq!(s1.recv().await.unwrap().unwrap().len(), long);
+        // The first is complete and its bytes are back: the second goes on.
+        let second = timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+        assert_eq!(second, Some(long));
+        // Small messages never draw from the budget, even when it is spent.
+        let hold = budget.try_acquire(10_000).unwrap();
+        w1.write_all(&framed_bytes(&[b"small"])).await.unwrap();
+        assert_eq!(s1.recv().await.unwrap().unwrap(), &b"small"[..]);
+        drop(hold);
+        // A message longer than the whole budget can never fit: refused.
+        w1.write_all(&(20_000u32 + FREE_PER_CONNECTION as u32).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(
+            s1.recv().await,
+            Err(TransportError::TooLarge { max: 10_000, .. })
+        ));
+    });
 }
 
 /// The read buffer a long message leaves behind is paid from the listener's budget while
@@ -597,117 +628,123 @@ async fn long_messages_wait_for_the_shared_budget_and_small_ones_never_do() {
 /// connection's message waits for the budget, even while its own connection stays busy
 /// (it would otherwise be held outside the budget, or hold the budget, for as long as the
 /// peer keeps sending a little).
-#[tokio::test]
-async fn a_buffer_left_by_a_long_message_is_paid_from_the_budget_and_yields_to_a_waiting_one() {
-    let budget = ByteBudget::new(300 * 1024);
-    let (mut w1, r1) = tokio::io::duplex(1 << 20);
-    let (mut w2, r2) = tokio::io::duplex(1 << 20);
-    let (_, mut s1) = ByteStream::new(r1, tokio::io::sink())
-        .with_budget(budget.clone())
-        .split();
-    let (_, mut s2) = ByteStream::new(r2, tokio::io::sink())
-        .with_budget(budget.clone())
-        .split();
-    let long = 200 * 1024;
-    w1.write_all(&framed_bytes(&[&vec![1u8; long]]))
-        .await
-        .unwrap();
-    assert_eq!(s1.recv().await.unwrap().unwrap().len(), long);
-    // The message is gone; its buffer stays for the next one, paid for.
-    let held = budget.limit() - budget.available();
-    assert!(
-        (long - FREE_PER_CONNECTION..=2 * long).contains(&held),
-        "{held} bytes held"
-    );
-    // The first connection stays busy: a small message every 10 ms (never idle long
-    // enough to let its buffer go on its own).
-    let busy = tokio::spawn(async move {
-        for i in 0..500u32 {
-            w1.write_all(&framed_bytes(&[&i.to_be_bytes()]))
-                .await
-                .unwrap();
-            assert_eq!(s1.recv().await.unwrap().unwrap(), &i.to_be_bytes()[..]);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        (w1, s1)
+#[test]
+fn a_buffer_left_by_a_long_message_is_paid_from_the_budget_and_yields_to_a_waiting_one() {
+    run(async {
+        let budget = ByteBudget::new(300 * 1024);
+        let (mut w1, r1) = tokio::io::duplex(1 << 20);
+        let (mut w2, r2) = tokio::io::duplex(1 << 20);
+        let (_, mut s1) = ByteStream::new(r1, tokio::io::sink())
+            .with_budget(budget.clone())
+            .split();
+        let (_, mut s2) = ByteStream::new(r2, tokio::io::sink())
+            .with_budget(budget.clone())
+            .split();
+        let long = 200 * 1024;
+        w1.write_all(&framed_bytes(&[&vec![1u8; long]]))
+            .await
+            .unwrap();
+        assert_eq!(s1.recv().await.unwrap().unwrap().len(), long);
+        // The message is gone; its buffer stays for the next one, paid for.
+        let held = budget.limit() - budget.available();
+        assert!(
+            (long - FREE_PER_CONNECTION..=2 * long).contains(&held),
+            "{held} bytes held"
+        );
+        // The first connection stays busy: a small message every 10 ms (never idle long
+        // enough to let its buffer go on its own).
+        let busy = tokio::spawn(async move {
+            for i in 0..500u32 {
+                w1.write_all(&framed_bytes(&[&i.to_be_bytes()]))
+                    .await
+                    .unwrap();
+                assert_eq!(s1.recv().await.unwrap().unwrap(), &i.to_be_bytes()[..]);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (w1, s1)
+        });
+        // A second long message needs more than is left: it waits, and the first
+        // connection's buffer yields to it.
+        let second = 250 * 1024;
+        assert!(second - FREE_PER_CONNECTION > budget.available());
+        w2.write_all(&framed_bytes(&[&vec![2u8; second]]))
+            .await
+            .unwrap();
+        let got = timeout(Duration::from_secs(2), s2.recv())
+            .await
+            .expect("the kept buffer yielded to the waiting message")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), second);
+        assert!(
+            !busy.is_finished(),
+            "the first connection was busy throughout"
+        );
+        busy.abort();
+        drop((s2, w2, got));
+        eventually(|| budget.available() == budget.limit()).await;
     });
-    // A second long message needs more than is left: it waits, and the first
-    // connection's buffer yields to it.
-    let second = 250 * 1024;
-    assert!(second - FREE_PER_CONNECTION > budget.available());
-    w2.write_all(&framed_bytes(&[&vec![2u8; second]]))
-        .await
-        .unwrap();
-    let got = timeout(Duration::from_secs(2), s2.recv())
-        .await
-        .expect("the kept buffer yielded to the waiting message")
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.len(), second);
-    assert!(
-        !busy.is_finished(),
-        "the first connection was busy throughout"
-    );
-    busy.abort();
-    drop((s2, w2, got));
-    eventually(|| budget.available() == budget.limit()).await;
 }
 
-#[tokio::test]
-async fn the_tcp_listener_accepts_no_more_than_max_connections() {
-    let config = ListenerConfig::default().max_connections(1);
-    let listener = TcpMessageListener::bind("127.0.0.1:0", config)
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = Arc::new(listener);
-    let _c1 = byte_stream::tcp_connect(addr).await.unwrap();
-    let _c2 = byte_stream::tcp_connect(addr).await.unwrap();
-    let (first, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
-    let second = {
-        let listener = Arc::clone(&listener);
-        tokio::spawn(async move { listener.accept().await.map(|_| ()) })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!second.is_finished(), "a second connection was accepted");
-    // The slot comes back once both halves of the first are dropped.
-    let (sink, source) = first.split();
-    drop(sink);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(
-        !second.is_finished(),
-        "the slot came back with one half alive"
-    );
-    drop(source);
-    timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+#[test]
+fn the_tcp_listener_accepts_no_more_than_max_connections() {
+    run(async {
+        let config = ListenerConfig::default().max_connections(1);
+        let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = Arc::new(listener);
+        let _c1 = byte_stream::tcp_connect(addr).await.unwrap();
+        let _c2 = byte_stream::tcp_connect(addr).await.unwrap();
+        let (first, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+        let second = {
+            let listener = Arc::clone(&listener);
+            tokio::spawn(async move { listener.accept().await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a second connection was accepted");
+        // The slot comes back once both halves of the first are dropped.
+        let (sink, source) = first.split();
+        drop(sink);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !second.is_finished(),
+            "the slot came back with one half alive"
+        );
+        drop(source);
+        timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+    });
 }
 
 /// PROTOCOL §11 over TCP: an oversize prefix followed by a long body still gets its goaway
 /// before the close, every time (the unread body must not make the kernel reset the socket
 /// before the client reads the goaway).
-#[tokio::test]
-async fn an_oversize_prefix_with_a_body_behind_it_gets_goaway_in_every_run() {
-    for run in 0..50 {
-        let (server, mut raw, mut dec) = raw_client().await;
-        let mut bytes = (65u32 << 20).to_be_bytes().to_vec();
-        bytes.extend(vec![0u8; 4 << 20]);
-        let sent = raw.write_all(&bytes).await;
-        assert!(
-            sent.is_ok(),
-            "run {run}: the server reset the socket: {sent:?}"
-        );
-        let goaway = loop {
-            match read_frame(&mut raw, &mut dec).await {
-                Some(Frame::Goaway(g)) => break g,
-                Some(_) => continue,
-                None => panic!("run {run}: closed without goaway"),
-            }
-        };
-        let e = goaway.error.expect("goaway error");
-        assert_eq!(e.reason(), Some("max_frame_bytes"), "run {run}");
-        drop(raw);
-        timeout(WAIT, server.closed()).await.unwrap();
-    }
+#[test]
+fn an_oversize_prefix_with_a_body_behind_it_gets_goaway_in_every_run() {
+    run(async {
+        for run in 0..50 {
+            let (server, mut raw, mut dec) = raw_client().await;
+            let mut bytes = (65u32 << 20).to_be_bytes().to_vec();
+            bytes.extend(vec![0u8; 4 << 20]);
+            let sent = raw.write_all(&bytes).await;
+            assert!(
+                sent.is_ok(),
+                "run {run}: the server reset the socket: {sent:?}"
+            );
+            let goaway = loop {
+                match read_frame(&mut raw, &mut dec).await {
+                    Some(Frame::Goaway(g)) => break g,
+                    Some(_) => continue,
+                    None => panic!("run {run}: closed without goaway"),
+                }
+            };
+            let e = goaway.error.expect("goaway error");
+            assert_eq!(e.reason(), Some("max_frame_bytes"), "run {run}");
+            drop(raw);
+            timeout(WAIT, server.closed()).await.unwrap();
+        }
+    });
 }
 
 /// Counts the wake-ups of the task polling a source by hand.
@@ -776,200 +813,210 @@ fn timed_source(
 
 /// A message that stops arriving fails the source once its deadline (the grace, plus its
 /// length at the minimum rate) has passed since it stalled, not before.
-#[tokio::test(start_paused = true)]
-async fn a_message_that_stalls_fails_at_its_receive_deadline() {
-    let (mut w, mut source) = timed_source(Duration::from_secs(10), None);
-    let len = 5_000u32;
-    w.write_all(&len.to_be_bytes()).await.unwrap();
-    w.write_all(&[1u8; 100]).await.unwrap();
-    let started = tokio::time::Instant::now();
-    let err = source.recv().await.unwrap_err();
-    let after = Duration::from_millis(10_000 + 5_004);
-    assert!(
-        matches!(err, TransportError::TooSlow { after: a, len: Some(5_004) } if a == after),
-        "{err:?}"
-    );
-    let took = started.elapsed();
-    assert!(
-        took >= after && took < after + Duration::from_millis(5),
-        "{took:?}"
-    );
-    assert!(err.to_string().contains("5004 bytes"), "{err}");
+#[test]
+fn a_message_that_stalls_fails_at_its_receive_deadline() {
+    run_paused(async {
+        let (mut w, mut source) = timed_source(Duration::from_secs(10), None);
+        let len = 5_000u32;
+        w.write_all(&len.to_be_bytes()).await.unwrap();
+        w.write_all(&[1u8; 100]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let err = source.recv().await.unwrap_err();
+        let after = Duration::from_millis(10_000 + 5_004);
+        assert!(
+            matches!(err, TransportError::TooSlow { after: a, len: Some(5_004) } if a == after),
+            "{err:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= after && took < after + Duration::from_millis(5),
+            "{took:?}"
+        );
+        assert!(err.to_string().contains("5004 bytes"), "{err}");
+    });
 }
 
 /// A slow message within its deadline arrives; the next message's clock starts afresh;
 /// and a connection quiet between messages is never timed.
-#[tokio::test(start_paused = true)]
-async fn a_slow_message_within_its_deadline_arrives_and_quiet_between_messages_is_not_timed() {
-    let (mut w, mut source) = timed_source(Duration::from_secs(1), None);
-    let body = vec![3u8; 2_000];
-    let framed = framed_bytes(&[&body, &body]);
-    // The first message over 2.8 s of its 3.004 s, a few bytes at a time.
-    let writer = tokio::spawn(async move {
-        for piece in framed[..2_004].chunks(143) {
-            w.write_all(piece).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // Quiet for an hour between the two messages, then the second, as slowly.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        for piece in framed[2_004..].chunks(143) {
-            w.write_all(piece).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        w
+#[test]
+fn a_slow_message_within_its_deadline_arrives_and_quiet_between_messages_is_not_timed() {
+    run_paused(async {
+        let (mut w, mut source) = timed_source(Duration::from_secs(1), None);
+        let body = vec![3u8; 2_000];
+        let framed = framed_bytes(&[&body, &body]);
+        // The first message over 2.8 s of its 3.004 s, a few bytes at a time.
+        let writer = tokio::spawn(async move {
+            for piece in framed[..2_004].chunks(143) {
+                w.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // Quiet for an hour between the two messages, then the second, as slowly.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            for piece in framed[2_004..].chunks(143) {
+                w.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            w
+        });
+        assert_eq!(source.recv().await.unwrap().unwrap(), &body[..]);
+        assert_eq!(source.recv().await.unwrap().unwrap(), &body[..]);
+        let _w = writer.await.unwrap();
     });
-    assert_eq!(source.recv().await.unwrap().unwrap(), &body[..]);
-    assert_eq!(source.recv().await.unwrap().unwrap(), &body[..]);
-    let _w = writer.await.unwrap();
 }
 
 /// Time spent waiting for the listener's budget is not the peer's: a long message that
 /// waits longer than its deadline for the budget still arrives.
-#[tokio::test(start_paused = true)]
-async fn waiting_for_the_budget_does_not_count_against_the_deadline() {
-    let budget = ByteBudget::new(100_000);
-    let (mut w, mut source) = timed_source(Duration::from_secs(1), Some(budget.clone()));
-    let hold = budget.try_acquire(100_000).unwrap();
-    let body = vec![4u8; FREE_PER_CONNECTION + 50_000];
-    let reading = tokio::spawn(async move { source.recv().await.map(|m| m.map(|m| m.len())) });
-    // Half of the length prefix, then a pause: the clock starts (the length is not known).
-    w.write_all(&framed_bytes(&[&body])[..2]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    w.write_all(&framed_bytes(&[&body])[2..10]).await.unwrap();
-    // Ten times its deadline (1 s + 66 s) waiting for the budget.
-    tokio::time::sleep(Duration::from_secs(670)).await;
-    assert!(!reading.is_finished());
-    drop(hold);
-    // Then the rest, within its deadline.
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    w.write_all(&framed_bytes(&[&body])[10..]).await.unwrap();
-    let got = reading.await.unwrap().unwrap();
-    assert_eq!(got, Some(body.len()));
+#[test]
+fn waiting_for_the_budget_does_not_count_against_the_deadline() {
+    run_paused(async {
+        let budget = ByteBudget::new(100_000);
+        let (mut w, mut source) = timed_source(Duration::from_secs(1), Some(budget.clone()));
+        let hold = budget.try_acquire(100_000).unwrap();
+        let body = vec![4u8; FREE_PER_CONNECTION + 50_000];
+        let reading = tokio::spawn(async move { source.recv().await.map(|m| m.map(|m| m.len())) });
+        // Half of the length prefix, then a pause: the clock starts (the length is not known).
+        w.write_all(&framed_bytes(&[&body])[..2]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        w.write_all(&framed_bytes(&[&body])[2..10]).await.unwrap();
+        // Ten times its deadline (1 s + 66 s) waiting for the budget.
+        tokio::time::sleep(Duration::from_secs(670)).await;
+        assert!(!reading.is_finished());
+        drop(hold);
+        // Then the rest, within its deadline.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        w.write_all(&framed_bytes(&[&body])[10..]).await.unwrap();
+        let got = reading.await.unwrap().unwrap();
+        assert_eq!(got, Some(body.len()));
+    });
 }
 
 /// Over a listener (which sets a receive deadline by default), a peer that announces a
 /// long message and stops gets a goaway `deadline_exceeded` and the connection closes.
-#[tokio::test]
-async fn a_stalled_message_on_a_listener_gets_goaway_deadline_exceeded() {
-    assert_eq!(
-        ListenerConfig::default().receive_deadline,
-        Some(ReceiveDeadline::default())
-    );
-    let grace = Duration::from_millis(300);
-    let budget = ByteBudget::new(1 << 20);
-    let config = ListenerConfig::default()
-        .receive_budget(budget.clone())
-        .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)));
-    let listener = TcpMessageListener::bind("127.0.0.1:0", config)
-        .await
-        .unwrap();
-    let mut raw = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (transport, _) = listener.accept().await.unwrap();
-    let server = Connection::new(transport);
-    serve_counter(&server).await;
-    let mut dec = Decoder::new(WireLimits::default());
-    assert!(matches!(
-        read_frame(&mut raw, &mut dec).await,
-        Some(Frame::Hello(_))
-    ));
-    let len = 200_000u32;
-    raw.write_all(&len.to_be_bytes()).await.unwrap();
-    raw.write_all(&[0u8; 30_000]).await.unwrap();
-    let started = tokio::time::Instant::now();
-    eventually(|| budget.available() < 1 << 20).await;
-    let goaway = loop {
-        match read_frame(&mut raw, &mut dec).await {
-            Some(Frame::Goaway(g)) => break g,
-            Some(_) => continue,
-            None => panic!("closed without goaway"),
-        }
-    };
-    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
-    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
-    let e = goaway.error.expect("goaway error");
-    assert_eq!(e.code, "deadline_exceeded");
-    let message = e.message.unwrap_or_default();
-    assert!(message.contains("200004 bytes"), "{message}");
-    assert!(read_frame(&mut raw, &mut dec).await.is_none(), "closed");
-    timeout(WAIT, server.closed()).await.unwrap();
-    assert_eq!(server.stats().pending_calls, 0);
-    assert_eq!(budget.available(), 1 << 20, "the message's bytes went back");
+#[test]
+fn a_stalled_message_on_a_listener_gets_goaway_deadline_exceeded() {
+    run(async {
+        assert_eq!(
+            ListenerConfig::default().receive_deadline,
+            Some(ReceiveDeadline::default())
+        );
+        let grace = Duration::from_millis(300);
+        let budget = ByteBudget::new(1 << 20);
+        let config = ListenerConfig::default()
+            .receive_budget(budget.clone())
+            .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)));
+        let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+            .await
+            .unwrap();
+        let mut raw = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (transport, _) = listener.accept().await.unwrap();
+        let server = tracked(transport);
+        serve_counter(&server).await;
+        let mut dec = Decoder::new(WireLimits::default());
+        assert!(matches!(
+            read_frame(&mut raw, &mut dec).await,
+            Some(Frame::Hello(_))
+        ));
+        let len = 200_000u32;
+        raw.write_all(&len.to_be_bytes()).await.unwrap();
+        raw.write_all(&[0u8; 30_000]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        eventually(|| budget.available() < 1 << 20).await;
+        let goaway = loop {
+            match read_frame(&mut raw, &mut dec).await {
+                Some(Frame::Goaway(g)) => break g,
+                Some(_) => continue,
+                None => panic!("closed without goaway"),
+            }
+        };
+        assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+        assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+        let e = goaway.error.expect("goaway error");
+        assert_eq!(e.code, "deadline_exceeded");
+        let message = e.message.unwrap_or_default();
+        assert!(message.contains("200004 bytes"), "{message}");
+        assert!(read_frame(&mut raw, &mut dec).await.is_none(), "closed");
+        timeout(WAIT, server.closed()).await.unwrap();
+        assert_eq!(server.stats().pending_calls, 0);
+        assert_eq!(budget.available(), 1 << 20, "the message's bytes went back");
+    });
 }
 
 /// Peers that announce maximal messages and stall hold the listener's budget only until
 /// their deadline: a well-behaved client's long call, which waits for that budget behind
 /// them, is answered once they are cut off (without a deadline it waited for as long as
 /// they kept their sockets open), and each staller gets its goaway.
-#[tokio::test]
-async fn stalled_messages_give_the_budget_back_at_their_deadline() {
-    let max = 2 << 20;
-    let budget = ByteBudget::new(4 << 20);
-    let grace = Duration::from_secs(1);
-    let config = ListenerConfig::default()
-        .max_bytes(max)
-        .receive_budget(budget.clone())
-        .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)));
-    let listener = TcpMessageListener::bind("127.0.0.1:0", config)
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (conns_tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
-    let serving = tokio::spawn(async move {
-        while let Ok((t, _)) = listener.accept().await {
-            let conn = Connection::new(t);
-            serve_counter(&conn).await;
-            let _ = conns_tx.send(conn);
-        }
-    });
-    // Three stallers announce a maximal message and send a little of it: two hold the
-    // budget (almost 4 MiB), the third waits for it.
-    let mut stallers = Vec::new();
-    for _ in 0..3 {
-        let mut raw = TcpStream::connect(addr).await.unwrap();
-        raw.write_all(&(max as u32).to_be_bytes()).await.unwrap();
-        raw.write_all(&[0u8; 100_000]).await.unwrap();
-        stallers.push(raw);
-    }
-    eventually(|| budget.available() < 64 * 1024).await;
-    // A well-behaved client's 1 MiB echo waits for the budget behind them.
-    let client = Connection::new(byte_stream::tcp_connect(addr).await.unwrap());
-    let counter = timeout(WAIT, client.bootstrap(&counter_def()))
-        .await
-        .unwrap()
-        .unwrap();
-    // The stallers still hold the budget: the call has to wait for it.
-    assert!(budget.available() < 1 << 20, "{}", budget.available());
-    let big = Value::Bin(vec![7u8; 1 << 20]);
-    let echoed = timeout(WAIT, counter.call_value("echo", big.clone()))
-        .await
-        .expect("answered once the stallers were cut off")
-        .unwrap();
-    assert_eq!(echoed, big);
-    // Each staller, the one that waited too, was cut off with a goaway.
-    let mut dec = Decoder::new(WireLimits::default());
-    for (i, raw) in stallers.iter_mut().enumerate() {
-        let goaway = loop {
-            match read_frame(raw, &mut dec).await {
-                Some(Frame::Goaway(g)) => break g,
-                Some(_) => continue,
-                None => panic!("staller {i} closed without goaway"),
+#[test]
+fn stalled_messages_give_the_budget_back_at_their_deadline() {
+    run(async {
+        let max = 2 << 20;
+        let budget = ByteBudget::new(4 << 20);
+        let grace = Duration::from_secs(1);
+        let config = ListenerConfig::default()
+            .max_bytes(max)
+            .receive_budget(budget.clone())
+            .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)));
+        let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns_tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
+        let serving = tokio::spawn(async move {
+            while let Ok((t, _)) = listener.accept().await {
+                let conn = tracked(t);
+                serve_counter(&conn).await;
+                let _ = conns_tx.send(conn);
             }
-        };
-        assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"), "{i}");
-    }
-    drop(counter);
-    client.close();
-    timeout(WAIT, client.closed()).await.unwrap();
-    serving.abort();
-    // Every server connection (three stallers, the client) has closed and holds nothing.
-    let mut closed = 0;
-    while let Ok(conn) = conns.try_recv() {
-        timeout(WAIT, conn.closed()).await.unwrap();
-        assert_eq!(conn.stats().pending_calls, 0);
-        closed += 1;
-    }
-    assert_eq!(closed, 4);
-    eventually(|| budget.available() == 4 << 20).await;
+        });
+        // Three stallers announce a maximal message and send a little of it: two hold the
+        // budget (almost 4 MiB), the third waits for it.
+        let mut stallers = Vec::new();
+        for _ in 0..3 {
+            let mut raw = TcpStream::connect(addr).await.unwrap();
+            raw.write_all(&(max as u32).to_be_bytes()).await.unwrap();
+            raw.write_all(&[0u8; 100_000]).await.unwrap();
+            stallers.push(raw);
+        }
+        eventually(|| budget.available() < 64 * 1024).await;
+        // A well-behaved client's 1 MiB echo waits for the budget behind them.
+        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
+        let counter = timeout(WAIT, client.bootstrap(&counter_def()))
+            .await
+            .unwrap()
+            .unwrap();
+        // The stallers still hold the budget: the call has to wait for it.
+        assert!(budget.available() < 1 << 20, "{}", budget.available());
+        let big = Value::Bin(vec![7u8; 1 << 20]);
+        let echoed = timeout(WAIT, counter.call_value("echo", big.clone()))
+            .await
+            .expect("answered once the stallers were cut off")
+            .unwrap();
+        assert_eq!(echoed, big);
+        // Each staller, the one that waited too, was cut off with a goaway.
+        let mut dec = Decoder::new(WireLimits::default());
+        for (i, raw) in stallers.iter_mut().enumerate() {
+            let goaway = loop {
+                match read_frame(raw, &mut dec).await {
+                    Some(Frame::Goaway(g)) => break g,
+                    Some(_) => continue,
+                    None => panic!("staller {i} closed without goaway"),
+                }
+            };
+            assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"), "{i}");
+        }
+        drop(counter);
+        client.close();
+        timeout(WAIT, client.closed()).await.unwrap();
+        serving.abort();
+        // Every server connection (three stallers, the client) has closed and holds nothing.
+        let mut closed = 0;
+        while let Ok(conn) = conns.try_recv() {
+            timeout(WAIT, conn.closed()).await.unwrap();
+            assert_eq!(conn.stats().pending_calls, 0);
+            closed += 1;
+        }
+        assert_eq!(closed, 4);
+        eventually(|| budget.available() == 4 << 20).await;
+    });
 }

@@ -159,28 +159,32 @@ async fn exercise_counter(server: &Connection, client: &Connection) {
     timeout(WAIT, server.closed()).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_counter_over_sealed_tcp() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = Connection::new(Sealed::new(
-        byte_stream::tcp_connect(addr).await.unwrap(),
-        test_key(),
-    ));
-    let socket = timeout(WAIT, accept).await.unwrap().unwrap();
-    let server = Connection::new(Sealed::new(ByteStream::tcp(socket), test_key()));
-    serve_counter(&server).await;
-    exercise_counter(&server, &client).await;
+#[test]
+fn a_counter_over_sealed_tcp() {
+    run(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let client = tracked(Sealed::new(
+            byte_stream::tcp_connect(addr).await.unwrap(),
+            test_key(),
+        ));
+        let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+        let server = tracked(Sealed::new(ByteStream::tcp(socket), test_key()));
+        serve_counter(&server).await;
+        exercise_counter(&server, &client).await;
+    });
 }
 
-#[tokio::test]
-async fn a_counter_over_sealed_memory() {
-    let (a, b) = memory::pair();
-    let server = Connection::new(Sealed::new(a, test_key()));
-    let client = Connection::new(Sealed::new(b, test_key()));
-    serve_counter(&server).await;
-    exercise_counter(&server, &client).await;
+#[test]
+fn a_counter_over_sealed_memory() {
+    run(async {
+        let (a, b) = memory::pair();
+        let server = tracked(Sealed::new(a, test_key()));
+        let client = tracked(Sealed::new(b, test_key()));
+        serve_counter(&server).await;
+        exercise_counter(&server, &client).await;
+    });
 }
 
 /// Forwards messages from `source` to `sink`; flips the last bit of the next message when
@@ -206,47 +210,49 @@ fn relay<Si: MessageSink, So: MessageSource>(
     })
 }
 
-#[tokio::test]
-async fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_calls() {
-    // client <-> (c_end | relay | s_end) <-> server, sealed end to end.
-    let (client_t, c_end) = memory::pair();
-    let (server_t, s_end) = memory::pair();
-    let (c_sink, c_source) = c_end.split();
-    let (s_sink, s_source) = s_end.split();
-    let tamper = Arc::new(AtomicBool::new(false));
-    let to_server = relay(c_source, s_sink, Arc::clone(&tamper));
-    let to_client = relay(s_source, c_sink, Arc::new(AtomicBool::new(false)));
+#[test]
+fn a_tampered_message_closes_the_connection_and_fails_the_peers_pending_calls() {
+    run(async {
+        // client <-> (c_end | relay | s_end) <-> server, sealed end to end.
+        let (client_t, c_end) = memory::pair();
+        let (server_t, s_end) = memory::pair();
+        let (c_sink, c_source) = c_end.split();
+        let (s_sink, s_source) = s_end.split();
+        let tamper = Arc::new(AtomicBool::new(false));
+        let to_server = relay(c_source, s_sink, Arc::clone(&tamper));
+        let to_client = relay(s_source, c_sink, Arc::new(AtomicBool::new(false)));
 
-    let server = Connection::new(Sealed::new(server_t, test_key()));
-    let client = Connection::new(Sealed::new(client_t, test_key()));
-    serve_counter(&server).await;
-    let counter = client.bootstrap(&counter_def()).await.unwrap();
-    let waiting = {
-        let counter = counter.clone();
-        tokio::spawn(async move { counter.call_value("wait", Value::Undefined).await })
-    };
-    eventually(|| server.stats().active_calls == 1).await;
+        let server = tracked(Sealed::new(server_t, test_key()));
+        let client = tracked(Sealed::new(client_t, test_key()));
+        serve_counter(&server).await;
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let waiting = {
+            let counter = counter.clone();
+            tokio::spawn(async move { counter.call_value("wait", Value::Undefined).await })
+        };
+        eventually(|| server.stats().active_calls == 1).await;
 
-    // The next message towards the server (this call) arrives altered.
-    tamper.store(true, Ordering::SeqCst);
-    let e = timeout(WAIT, counter.call_value("get", Value::Undefined))
+        // The next message towards the server (this call) arrives altered.
+        tamper.store(true, Ordering::SeqCst);
+        let e = timeout(WAIT, counter.call_value("get", Value::Undefined))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        let e = timeout(WAIT, waiting).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        timeout(WAIT, server.closed()).await.unwrap();
+        timeout(WAIT, client.closed()).await.unwrap();
+        assert_eq!(server.stats().active_calls, 0);
+        assert_eq!(client.stats().pending_calls, 0);
+        drop(counter);
+        timeout(WAIT, async {
+            to_server.await.unwrap();
+            to_client.await.unwrap();
+        })
         .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    let e = timeout(WAIT, waiting).await.unwrap().unwrap().unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    timeout(WAIT, server.closed()).await.unwrap();
-    timeout(WAIT, client.closed()).await.unwrap();
-    assert_eq!(server.stats().active_calls, 0);
-    assert_eq!(client.stats().pending_calls, 0);
-    drop(counter);
-    timeout(WAIT, async {
-        to_server.await.unwrap();
-        to_client.await.unwrap();
-    })
-    .await
-    .unwrap();
+        .unwrap();
+    });
 }
 
 /// The fuzz target's seed corpus (`fuzz/corpus/sealed_open`), replayed on stable Rust: each
@@ -266,128 +272,134 @@ fn the_sealed_open_fuzz_corpus_replays_cleanly() {
 /// PROTOCOL §2 (a transport that cannot rule out duplicates must close): a captured sealed
 /// `increment` delivered a second time is refused, the increment does not run again, and
 /// the connection closes.
-#[tokio::test]
-async fn a_replayed_increment_is_refused_and_closes_the_connection() {
-    use bunite_rpc::dynamic::DynCap;
-    use std::sync::atomic::AtomicI64;
+#[test]
+fn a_replayed_increment_is_refused_and_closes_the_connection() {
+    run(async {
+        use bunite_rpc::dynamic::DynCap;
+        use std::sync::atomic::AtomicI64;
 
-    let (client_t, c_end) = memory::pair();
-    let (server_t, s_end) = memory::pair();
-    let (mut c_sink, mut c_source) = c_end.split();
-    let (mut s_sink, mut s_source) = s_end.split();
-    // Towards the server: forwards every message, and sends the last one again on request.
-    let (replay_tx, mut replay) = tokio::sync::mpsc::channel::<()>(1);
-    let to_server = tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            let msg = tokio::select! {
-                msg = c_source.recv() => match msg {
-                    Ok(Some(msg)) => msg,
-                    _ => break,
-                },
-                Some(()) = replay.recv() => match last.clone() {
-                    Some(msg) => msg,
-                    None => continue,
-                },
-            };
-            last = Some(msg.clone());
-            if s_sink.send(msg).await.is_err() {
-                break;
+        let (client_t, c_end) = memory::pair();
+        let (server_t, s_end) = memory::pair();
+        let (mut c_sink, mut c_source) = c_end.split();
+        let (mut s_sink, mut s_source) = s_end.split();
+        // Towards the server: forwards every message, and sends the last one again on request.
+        let (replay_tx, mut replay) = tokio::sync::mpsc::channel::<()>(1);
+        let to_server = tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let msg = tokio::select! {
+                    msg = c_source.recv() => match msg {
+                        Ok(Some(msg)) => msg,
+                        _ => break,
+                    },
+                    Some(()) = replay.recv() => match last.clone() {
+                        Some(msg) => msg,
+                        None => continue,
+                    },
+                };
+                last = Some(msg.clone());
+                if s_sink.send(msg).await.is_err() {
+                    break;
+                }
             }
-        }
-        let _ = s_sink.close().await;
-    });
-    let to_client = tokio::spawn(async move {
-        while let Ok(Some(msg)) = s_source.recv().await {
-            if c_sink.send(msg).await.is_err() {
-                break;
+            let _ = s_sink.close().await;
+        });
+        let to_client = tokio::spawn(async move {
+            while let Ok(Some(msg)) = s_source.recv().await {
+                if c_sink.send(msg).await.is_err() {
+                    break;
+                }
             }
-        }
-        let _ = c_sink.close().await;
-    });
+            let _ = c_sink.close().await;
+        });
 
-    let count = Arc::new(AtomicI64::new(0));
-    let counted = Arc::clone(&count);
-    let imp = DynCap::new().call("increment", move |_, _| {
-        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { Ok(Value::Record(Record::new().with("count", n))) }
-    });
-    let server = Connection::new(Sealed::new(server_t, test_key()));
-    let client = Connection::new(Sealed::new(client_t, test_key()));
-    server
-        .serve(counter_def(), Arc::new(imp))
-        .await
-        .unwrap()
-        .detach();
-    let counter = client.bootstrap(&counter_def()).await.unwrap();
-    let r = counter
-        .call_value("increment", Value::Undefined)
+        let count = Arc::new(AtomicI64::new(0));
+        let counted = Arc::clone(&count);
+        let imp = DynCap::new().call("increment", move |_, _| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(Value::Record(Record::new().with("count", n))) }
+        });
+        let server = tracked(Sealed::new(server_t, test_key()));
+        let client = tracked(Sealed::new(client_t, test_key()));
+        server
+            .serve(counter_def(), Arc::new(imp))
+            .await
+            .unwrap()
+            .detach();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let r = counter
+            .call_value("increment", Value::Undefined)
+            .await
+            .unwrap();
+        assert_eq!(r, Value::Record(Record::new().with("count", 1)));
+
+        // The last message towards the server was that call: deliver it again.
+        replay_tx.send(()).await.unwrap();
+        timeout(WAIT, server.closed())
+            .await
+            .expect("the server closes");
+        timeout(WAIT, client.closed())
+            .await
+            .expect("the client closes");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "the replay ran");
+        let e = counter
+            .call_value("increment", Value::Undefined)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        drop(counter);
+        timeout(WAIT, async {
+            to_server.await.unwrap();
+            to_client.await.unwrap();
+        })
         .await
         .unwrap();
-    assert_eq!(r, Value::Record(Record::new().with("count", 1)));
-
-    // The last message towards the server was that call: deliver it again.
-    replay_tx.send(()).await.unwrap();
-    timeout(WAIT, server.closed())
-        .await
-        .expect("the server closes");
-    timeout(WAIT, client.closed())
-        .await
-        .expect("the client closes");
-    assert_eq!(count.load(Ordering::SeqCst), 1, "the replay ran");
-    let e = counter
-        .call_value("increment", Value::Undefined)
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    drop(counter);
-    timeout(WAIT, async {
-        to_server.await.unwrap();
-        to_client.await.unwrap();
-    })
-    .await
-    .unwrap();
+    });
 }
 
 /// Our own sealed hello, sent back to us, authenticates under the shared key but is
 /// refused: it carries one of our IV salts.
-#[tokio::test]
-async fn our_own_hello_reflected_back_is_refused() {
-    let (a, b) = memory::pair();
-    let server = Connection::new(Sealed::new(a, test_key()));
-    let (mut sink, mut source) = b.split();
-    let hello = timeout(WAIT, source.recv())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(sealed::open(&test_key(), &hello).is_ok());
-    sink.send(hello).await.unwrap();
-    timeout(WAIT, server.closed())
-        .await
-        .expect("the server closes");
+#[test]
+fn our_own_hello_reflected_back_is_refused() {
+    run(async {
+        let (a, b) = memory::pair();
+        let server = tracked(Sealed::new(a, test_key()));
+        let (mut sink, mut source) = b.split();
+        let hello = timeout(WAIT, source.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(sealed::open(&test_key(), &hello).is_ok());
+        sink.send(hello).await.unwrap();
+        timeout(WAIT, server.closed())
+            .await
+            .expect("the server closes");
+    });
 }
 
 /// `Sealed::new` makes room for its overhead in the inner bound: a frame of exactly the
 /// inner transport's `max_bytes` passes sealed, one byte more is refused (in frame bytes).
-#[tokio::test]
-async fn the_inner_bound_makes_room_for_the_seal() {
-    use bunite_rpc::transport::{MaxBytes, TransportError};
-    let (a, b) = tokio::io::duplex(4096);
-    let (ar, aw) = tokio::io::split(a);
-    let (br, bw) = tokio::io::split(b);
-    let sender = Sealed::new(ByteStream::new(ar, aw), test_key());
-    let receiver = Sealed::new(ByteStream::new(br, bw).with_max_bytes(100), test_key());
-    assert_eq!(receiver.max_bytes(), 100);
-    let (mut sink, _) = sender.split();
-    let (_, mut source) = receiver.split();
-    sink.send(vec![1u8; 100].into()).await.unwrap();
-    assert_eq!(source.recv().await.unwrap().unwrap().len(), 100);
-    sink.send(vec![1u8; 101].into()).await.unwrap();
-    match source.recv().await {
-        Err(TransportError::TooLarge { len: 101, max: 100 }) => {}
-        other => panic!("expected TooLarge, got {other:?}"),
-    }
+#[test]
+fn the_inner_bound_makes_room_for_the_seal() {
+    run(async {
+        use bunite_rpc::transport::{MaxBytes, TransportError};
+        let (a, b) = tokio::io::duplex(4096);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let sender = Sealed::new(ByteStream::new(ar, aw), test_key());
+        let receiver = Sealed::new(ByteStream::new(br, bw).with_max_bytes(100), test_key());
+        assert_eq!(receiver.max_bytes(), 100);
+        let (mut sink, _) = sender.split();
+        let (_, mut source) = receiver.split();
+        sink.send(vec![1u8; 100].into()).await.unwrap();
+        assert_eq!(source.recv().await.unwrap().unwrap().len(), 100);
+        sink.send(vec![1u8; 101].into()).await.unwrap();
+        match source.recv().await {
+            Err(TransportError::TooLarge { len: 101, max: 100 }) => {}
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    });
 }
 
 /// A plain peer that meets a sealed one says so in the local error of its pending calls
@@ -396,8 +408,8 @@ async fn the_inner_bound_makes_room_for_the_seal() {
 fn a_plain_peer_meeting_a_sealed_one_gets_a_hint() {
     run(async {
         let (a, b) = memory::pair();
-        let plain = Connection::new(a);
-        let sealed = Connection::new(Sealed::new(b, test_key()));
+        let plain = tracked(a);
+        let sealed = tracked(Sealed::new(b, test_key()));
         let e = timeout(Duration::from_secs(5), plain.bootstrap_name("x", None))
             .await
             .unwrap()

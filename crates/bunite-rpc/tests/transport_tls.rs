@@ -43,90 +43,98 @@ async fn call_counter(server: Connection, client: Connection) {
     timeout(WAIT, server.closed()).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_call_over_wss_with_a_self_signed_certificate() {
-    let (cert, key) = self_signed();
-    let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", tls_config(&cert, &key))
-        .await
-        .unwrap();
-    let url = format!(
-        "wss://localhost:{}/rpc",
-        listener.local_addr().unwrap().port()
-    );
-    let accepted = tokio::spawn(async move { listener.accept().await.unwrap() });
+#[test]
+fn a_call_over_wss_with_a_self_signed_certificate() {
+    run(async {
+        let (cert, key) = self_signed();
+        let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", tls_config(&cert, &key))
+            .await
+            .unwrap();
+        let url = format!(
+            "wss://localhost:{}/rpc",
+            listener.local_addr().unwrap().port()
+        );
+        let accepted = tokio::spawn(async move { listener.accept().await.unwrap() });
 
-    let roots = ClientTls::from_ca_pem(cert.as_bytes()).unwrap();
-    let transport = WsConnector::new()
-        .tls(roots)
-        .connect(url.as_str())
-        .await
-        .unwrap();
-    assert_eq!(transport.info().kind, "wss");
-    let client = Connection::new(transport);
-    let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
-    assert_eq!(accepted.transport.info().kind, "wss");
-    call_counter(Connection::new(accepted.transport), client).await;
+        let roots = ClientTls::from_ca_pem(cert.as_bytes()).unwrap();
+        let transport = WsConnector::new()
+            .tls(roots)
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        assert_eq!(transport.info().kind, "wss");
+        let client = tracked(transport);
+        let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
+        assert_eq!(accepted.transport.info().kind, "wss");
+        call_counter(tracked(accepted.transport), client).await;
+    });
 }
 
-#[tokio::test]
-async fn a_call_over_a_tls_byte_stream_to_an_ip_address() {
-    let (cert, key) = self_signed();
-    let listener = TcpMessageListener::bind("127.0.0.1:0", tls_config(&cert, &key))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = tokio::spawn(async move { listener.accept().await.unwrap() });
+#[test]
+fn a_call_over_a_tls_byte_stream_to_an_ip_address() {
+    run(async {
+        let (cert, key) = self_signed();
+        let listener = TcpMessageListener::bind("127.0.0.1:0", tls_config(&cert, &key))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = tokio::spawn(async move { listener.accept().await.unwrap() });
 
-    let roots = ClientTls::from_ca_pem(cert.as_bytes()).unwrap();
-    let transport = tls::tcp_connect("127.0.0.1", port, &roots).await.unwrap();
-    assert_eq!(transport.info().kind, "tls");
-    let client = Connection::new(transport);
-    let (transport, peer) = timeout(WAIT, accepted).await.unwrap().unwrap();
-    assert!(peer.ip().is_loopback());
-    call_counter(Connection::new(transport), client).await;
+        let roots = ClientTls::from_ca_pem(cert.as_bytes()).unwrap();
+        let transport = tls::tcp_connect("127.0.0.1", port, &roots).await.unwrap();
+        assert_eq!(transport.info().kind, "tls");
+        let client = tracked(transport);
+        let (transport, peer) = timeout(WAIT, accepted).await.unwrap().unwrap();
+        assert!(peer.ip().is_loopback());
+        call_counter(tracked(transport), client).await;
+    });
 }
 
-#[tokio::test]
-async fn a_client_refuses_a_certificate_it_does_not_trust_and_says_what_to_do() {
-    let (cert, key) = self_signed();
-    let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", tls_config(&cert, &key))
-        .await
-        .unwrap();
-    let url = format!(
-        "wss://localhost:{}/rpc",
-        listener.local_addr().unwrap().port()
-    );
-    // Another self-signed certificate: not the one the server presents.
-    let (other, _) = self_signed();
-    let roots = ClientTls::from_ca_pem(other.as_bytes()).unwrap();
-    let error = WsConnector::new()
-        .tls(roots)
-        .connect(url.as_str())
-        .await
-        .unwrap_err();
-    let text = error.report();
-    assert!(
-        text.contains("TLS handshake with localhost failed"),
-        "{text}"
-    );
-    assert!(text.contains("certificate"), "{text}");
-    assert!(text.contains("--ca FILE"), "{text}");
-    drop(listener);
+#[test]
+fn a_client_refuses_a_certificate_it_does_not_trust_and_says_what_to_do() {
+    run(async {
+        let (cert, key) = self_signed();
+        let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", tls_config(&cert, &key))
+            .await
+            .unwrap();
+        let url = format!(
+            "wss://localhost:{}/rpc",
+            listener.local_addr().unwrap().port()
+        );
+        // Another self-signed certificate: not the one the server presents.
+        let (other, _) = self_signed();
+        let roots = ClientTls::from_ca_pem(other.as_bytes()).unwrap();
+        let error = WsConnector::new()
+            .tls(roots)
+            .connect(url.as_str())
+            .await
+            .unwrap_err();
+        let text = error.report();
+        assert!(
+            text.contains("TLS handshake with localhost failed"),
+            "{text}"
+        );
+        assert!(text.contains("certificate"), "{text}");
+        assert!(text.contains("--ca FILE"), "{text}");
+        drop(listener);
+    });
 }
 
-#[tokio::test]
-async fn a_plain_client_at_a_tls_listener_fails_within_the_handshake_timeout() {
-    let (cert, key) = self_signed();
-    let config = tls_config(&cert, &key).handshake_timeout(Duration::from_millis(300));
-    let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", config)
-        .await
-        .unwrap();
-    let url = format!(
-        "ws://127.0.0.1:{}/rpc",
-        listener.local_addr().unwrap().port()
-    );
-    let result = timeout(WAIT, ws::connect(url.as_str())).await.unwrap();
-    assert!(result.is_err());
+#[test]
+fn a_plain_client_at_a_tls_listener_fails_within_the_handshake_timeout() {
+    run(async {
+        let (cert, key) = self_signed();
+        let config = tls_config(&cert, &key).handshake_timeout(Duration::from_millis(300));
+        let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", config)
+            .await
+            .unwrap();
+        let url = format!(
+            "ws://127.0.0.1:{}/rpc",
+            listener.local_addr().unwrap().port()
+        );
+        let result = timeout(WAIT, ws::connect(url.as_str())).await.unwrap();
+        assert!(result.is_err());
+    });
 }
 
 #[test]

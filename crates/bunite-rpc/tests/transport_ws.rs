@@ -38,40 +38,44 @@ fn accept_one(l: WsListener) -> tokio::task::JoinHandle<Accepted> {
     tokio::spawn(async move { timeout(WAIT, l.accept()).await.unwrap().unwrap() })
 }
 
-#[tokio::test]
-async fn a_counter_over_websocket_and_the_origin_is_reported() {
-    let (l, url) = listener(None).await;
-    let accepted = accept_one(l);
-    let mut request = url.as_str().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Origin", "https://app.example".parse().unwrap());
-    let client = Connection::new(ws::connect(request).await.unwrap());
-    let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
-    assert_eq!(accepted.origin.as_deref(), Some("https://app.example"));
-    assert!(accepted.peer_addr.ip().is_loopback());
-    let server = Connection::new(accepted.transport);
-    serve_counter(&server).await;
+#[test]
+fn a_counter_over_websocket_and_the_origin_is_reported() {
+    run(async {
+        let (l, url) = listener(None).await;
+        let accepted = accept_one(l);
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Origin", "https://app.example".parse().unwrap());
+        let client = tracked(ws::connect(request).await.unwrap());
+        let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
+        assert_eq!(accepted.origin.as_deref(), Some("https://app.example"));
+        assert!(accepted.peer_addr.ip().is_loopback());
+        let server = tracked(accepted.transport);
+        serve_counter(&server).await;
 
-    let counter = client.bootstrap(&counter_def()).await.unwrap();
-    let r = counter
-        .call_value("increment", Value::Record(Record::new().with("delta", 3)))
-        .await
-        .unwrap();
-    assert_eq!(r, Value::Record(Record::new().with("count", 3)));
-    drop(counter);
-    assert_clean(&[&server, &client]).await;
-    client.close();
-    timeout(WAIT, server.closed()).await.unwrap();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let r = counter
+            .call_value("increment", Value::Record(Record::new().with("delta", 3)))
+            .await
+            .unwrap();
+        assert_eq!(r, Value::Record(Record::new().with("count", 3)));
+        drop(counter);
+        assert_clean(&[&server, &client]).await;
+        client.close();
+        timeout(WAIT, server.closed()).await.unwrap();
+    });
 }
 
-#[tokio::test]
-async fn a_socket_without_origin_reports_none() {
-    let (l, url) = listener(None).await;
-    let accepted = accept_one(l);
-    let _client = ws::connect(url.as_str()).await.unwrap();
-    let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
-    assert_eq!(accepted.origin, None);
+#[test]
+fn a_socket_without_origin_reports_none() {
+    run(async {
+        let (l, url) = listener(None).await;
+        let accepted = accept_one(l);
+        let _client = ws::connect(url.as_str()).await.unwrap();
+        let accepted = timeout(WAIT, accepted).await.unwrap().unwrap();
+        assert_eq!(accepted.origin, None);
+    });
 }
 
 /// A raw tungstenite client connected to a server connection, past the server's hello.
@@ -98,7 +102,7 @@ async fn raw_client_of(
 ) {
     let accepted = accept_one(l);
     let (mut raw, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let server = Connection::new(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
+    let server = tracked(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
     let mut dec = Decoder::new(WireLimits::default());
     match next_frame(&mut raw, &mut dec).await {
         Some(Frame::Hello(h)) => assert_eq!(h.v, 1),
@@ -135,72 +139,78 @@ where
     }
 }
 
-#[tokio::test]
-async fn a_text_message_gets_goaway_invalid_argument_then_close() {
-    let (server, mut raw, mut dec) = raw_client(None).await;
-    raw.send(Message::text("hello?")).await.unwrap();
-    let g = expect_goaway(&mut raw, &mut dec).await;
-    assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
-    let e = g.error.expect("goaway error");
-    assert_eq!(e.code, "invalid_argument");
-    assert_eq!(
-        e.message.as_deref(),
-        Some("text message on the bunite socket")
-    );
-    assert!(
-        next_frame(&mut raw, &mut dec).await.is_none(),
-        "socket closed"
-    );
-    timeout(WAIT, server.closed()).await.unwrap();
+#[test]
+fn a_text_message_gets_goaway_invalid_argument_then_close() {
+    run(async {
+        let (server, mut raw, mut dec) = raw_client(None).await;
+        raw.send(Message::text("hello?")).await.unwrap();
+        let g = expect_goaway(&mut raw, &mut dec).await;
+        assert_eq!(g.reason.as_deref(), Some("invalid_argument"));
+        let e = g.error.expect("goaway error");
+        assert_eq!(e.code, "invalid_argument");
+        assert_eq!(
+            e.message.as_deref(),
+            Some("text message on the bunite socket")
+        );
+        assert!(
+            next_frame(&mut raw, &mut dec).await.is_none(),
+            "socket closed"
+        );
+        timeout(WAIT, server.closed()).await.unwrap();
+    });
 }
 
-#[tokio::test]
-async fn an_oversize_message_gets_goaway_resource_exhausted() {
-    let (server, mut raw, mut dec) = raw_client(Some(1024)).await;
-    raw.send(Message::binary(vec![0xc0u8; 4096])).await.unwrap();
-    let g = expect_goaway(&mut raw, &mut dec).await;
-    assert_eq!(g.reason.as_deref(), Some("resource_exhausted"));
-    let e = g.error.expect("goaway error");
-    assert_eq!(e.code, "resource_exhausted");
-    assert_eq!(e.reason(), Some("max_frame_bytes"));
-    timeout(WAIT, server.closed()).await.unwrap();
+#[test]
+fn an_oversize_message_gets_goaway_resource_exhausted() {
+    run(async {
+        let (server, mut raw, mut dec) = raw_client(Some(1024)).await;
+        raw.send(Message::binary(vec![0xc0u8; 4096])).await.unwrap();
+        let g = expect_goaway(&mut raw, &mut dec).await;
+        assert_eq!(g.reason.as_deref(), Some("resource_exhausted"));
+        let e = g.error.expect("goaway error");
+        assert_eq!(e.code, "resource_exhausted");
+        assert_eq!(e.reason(), Some("max_frame_bytes"));
+        timeout(WAIT, server.closed()).await.unwrap();
+    });
 }
 
 /// PROTOCOL §11: the goaway comes before the close, every time, even when the oversize
 /// message's body is still arriving as the server closes (a reset would destroy the goaway
 /// before the client reads it: close code 1006 in about half the runs before the fix).
-#[tokio::test]
-async fn an_oversize_message_gets_goaway_then_a_close_frame_in_every_run() {
-    for run in 0..50 {
-        let (server, mut raw, mut dec) = raw_client(Some(1024)).await;
-        // Large enough that the client is still sending when the server closes.
-        let sent = raw.send(Message::binary(vec![0xc0u8; 4 << 20])).await;
-        assert!(
-            sent.is_ok(),
-            "run {run}: the server reset the socket: {sent:?}"
-        );
-        let mut goaway = None;
-        let close = loop {
-            match timeout(WAIT, raw.next()).await.expect("timed out") {
-                Some(Ok(Message::Binary(b))) => {
-                    if let Frame::Goaway(g) = dec.decode_frame(&b).expect("frame") {
-                        goaway = Some(g);
+#[test]
+fn an_oversize_message_gets_goaway_then_a_close_frame_in_every_run() {
+    run(async {
+        for run in 0..50 {
+            let (server, mut raw, mut dec) = raw_client(Some(1024)).await;
+            // Large enough that the client is still sending when the server closes.
+            let sent = raw.send(Message::binary(vec![0xc0u8; 4 << 20])).await;
+            assert!(
+                sent.is_ok(),
+                "run {run}: the server reset the socket: {sent:?}"
+            );
+            let mut goaway = None;
+            let close = loop {
+                match timeout(WAIT, raw.next()).await.expect("timed out") {
+                    Some(Ok(Message::Binary(b))) => {
+                        if let Frame::Goaway(g) = dec.decode_frame(&b).expect("frame") {
+                            goaway = Some(g);
+                        }
                     }
+                    Some(Ok(Message::Close(frame))) => break Ok(frame),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break Err(e.to_string()),
+                    None => break Err("ended without a close frame".into()),
                 }
-                Some(Ok(Message::Close(frame))) => break Ok(frame),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => break Err(e.to_string()),
-                None => break Err("ended without a close frame".into()),
-            }
-        };
-        let g = goaway.unwrap_or_else(|| panic!("run {run}: no goaway before {close:?}"));
-        assert_eq!(g.reason.as_deref(), Some("resource_exhausted"), "run {run}");
-        let e = g.error.expect("goaway error");
-        assert_eq!(e.reason(), Some("max_frame_bytes"), "run {run}");
-        assert!(close.is_ok(), "run {run}: {close:?}");
-        drop(raw);
-        timeout(WAIT, server.closed()).await.unwrap();
-    }
+            };
+            let g = goaway.unwrap_or_else(|| panic!("run {run}: no goaway before {close:?}"));
+            assert_eq!(g.reason.as_deref(), Some("resource_exhausted"), "run {run}");
+            let e = g.error.expect("goaway error");
+            assert_eq!(e.reason(), Some("max_frame_bytes"), "run {run}");
+            assert!(close.is_ok(), "run {run}: {close:?}");
+            drop(raw);
+            timeout(WAIT, server.closed()).await.unwrap();
+        }
+    });
 }
 
 /// A client connection against a hand-driven server socket that answers the bootstrap,
@@ -209,7 +219,7 @@ async fn an_oversize_message_gets_goaway_then_a_close_frame_in_every_run() {
 async fn client_sees_the_socket_close(send_close_frame: bool) {
     let (l, url) = listener(None).await;
     let accepted = accept_one(l);
-    let client = Connection::new(ws::connect(url.as_str()).await.unwrap());
+    let client = tracked(ws::connect(url.as_str()).await.unwrap());
     let (mut sink, mut source) = timeout(WAIT, accepted)
         .await
         .unwrap()
@@ -264,239 +274,257 @@ async fn client_sees_the_socket_close(send_close_frame: bool) {
     assert_eq!(client.stats().pending_calls, 0);
 }
 
-#[tokio::test]
-async fn a_close_frame_fails_the_clients_pending_calls_unavailable() {
-    client_sees_the_socket_close(true).await;
+#[test]
+fn a_close_frame_fails_the_clients_pending_calls_unavailable() {
+    run(async {
+        client_sees_the_socket_close(true).await;
+    });
 }
 
-#[tokio::test]
-async fn a_socket_dropped_without_close_fails_the_clients_pending_calls_unavailable() {
-    client_sees_the_socket_close(false).await;
+#[test]
+fn a_socket_dropped_without_close_fails_the_clients_pending_calls_unavailable() {
+    run(async {
+        client_sees_the_socket_close(false).await;
+    });
 }
 
-#[tokio::test]
-async fn a_wrong_path_is_refused_and_the_listener_goes_on() {
-    let (l, url) = listener(None).await;
-    let accepted = accept_one(l);
-    let wrong = url.replace("/rpc", "/elsewhere");
-    let e = ws::connect(wrong.as_str()).await.unwrap_err();
-    assert!(e.report().contains("HTTP 404"), "{}", e.report());
-    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
-    // The listener is still accepting.
-    let _client = ws::connect(url.as_str()).await.unwrap();
-    timeout(WAIT, accepted).await.unwrap().unwrap();
+#[test]
+fn a_wrong_path_is_refused_and_the_listener_goes_on() {
+    run(async {
+        let (l, url) = listener(None).await;
+        let accepted = accept_one(l);
+        let wrong = url.replace("/rpc", "/elsewhere");
+        let e = ws::connect(wrong.as_str()).await.unwrap_err();
+        assert!(e.report().contains("HTTP 404"), "{}", e.report());
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+        // The listener is still accepting.
+        let _client = ws::connect(url.as_str()).await.unwrap();
+        timeout(WAIT, accepted).await.unwrap().unwrap();
+    });
 }
 
-#[tokio::test]
-async fn a_silent_client_does_not_hold_up_the_next_handshake() {
-    let (l, url) = listener(None).await;
-    // Connects and never sends a handshake: it would hold a serial listener for
-    // HANDSHAKE_TIMEOUT (10 s).
-    let addr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches("/rpc")
-        .to_owned();
-    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let client = tokio::spawn(async move { ws::connect(url.as_str()).await });
-    let accepted = timeout(WAIT, l.accept())
-        .await
-        .expect("the real client waited behind the silent one");
-    assert!(accepted.is_ok());
-    assert!(timeout(WAIT, client).await.unwrap().unwrap().is_ok());
-    assert!(WAIT < ListenerConfig::default().handshake_timeout);
+#[test]
+fn a_silent_client_does_not_hold_up_the_next_handshake() {
+    run(async {
+        let (l, url) = listener(None).await;
+        // Connects and never sends a handshake: it would hold a serial listener for
+        // HANDSHAKE_TIMEOUT (10 s).
+        let addr = url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/rpc")
+            .to_owned();
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let client = tokio::spawn(async move { ws::connect(url.as_str()).await });
+        let accepted = timeout(WAIT, l.accept())
+            .await
+            .expect("the real client waited behind the silent one");
+        assert!(accepted.is_ok());
+        assert!(timeout(WAIT, client).await.unwrap().unwrap().is_ok());
+        assert!(WAIT < ListenerConfig::default().handshake_timeout);
+    });
 }
 
-#[tokio::test]
-async fn the_listener_accepts_no_more_than_max_connections() {
-    let config = ListenerConfig::default().max_connections(1);
-    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
-        .await
-        .unwrap();
-    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
-    let _c1 = ws::connect(url.as_str()).await.unwrap();
-    let first = timeout(WAIT, l.accept()).await.unwrap().unwrap();
-    let second = tokio::spawn(async move { ws::connect(url.as_str()).await.map(|_| ()) });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!second.is_finished(), "a second socket was handshaken");
-    // The slot comes back once the first transport is dropped.
-    drop(first);
-    timeout(WAIT, second).await.unwrap().unwrap().unwrap();
-    timeout(WAIT, l.accept()).await.unwrap().unwrap();
+#[test]
+fn the_listener_accepts_no_more_than_max_connections() {
+    run(async {
+        let config = ListenerConfig::default().max_connections(1);
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let _c1 = ws::connect(url.as_str()).await.unwrap();
+        let first = timeout(WAIT, l.accept()).await.unwrap().unwrap();
+        let second = tokio::spawn(async move { ws::connect(url.as_str()).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!second.is_finished(), "a second socket was handshaken");
+        // The slot comes back once the first transport is dropped.
+        drop(first);
+        timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+        timeout(WAIT, l.accept()).await.unwrap().unwrap();
+    });
 }
 
 /// The bytes of a message being received are drawn from the listener's budget while it is
 /// partly read, and come back once it is complete; small messages on other connections
 /// never wait for them.
-#[tokio::test]
-async fn a_partly_received_message_holds_the_listeners_budget_until_complete() {
-    use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
-    use bunite_rpc::transport::ByteBudget;
-    use tokio::io::AsyncWriteExt;
+#[test]
+fn a_partly_received_message_holds_the_listeners_budget_until_complete() {
+    run(async {
+        use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
+        use bunite_rpc::transport::ByteBudget;
+        use tokio::io::AsyncWriteExt;
 
-    let budget = ByteBudget::new(256 * 1024);
-    let config = ListenerConfig::default()
-        .max_bytes(200 * 1024)
-        .receive_budget(budget.clone());
-    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
-        .await
-        .unwrap();
-    let addr = l.local_addr().unwrap();
-    let url = format!("ws://{addr}/rpc");
-    let serving = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok(a) = l.accept().await {
-            let conn = Connection::new(a.transport);
-            serve_counter(&conn).await;
-            conns.push(conn);
-        }
+        let budget = ByteBudget::new(256 * 1024);
+        let config = ListenerConfig::default()
+            .max_bytes(200 * 1024)
+            .receive_budget(budget.clone());
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let url = format!("ws://{addr}/rpc");
+        let serving = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok(a) = l.accept().await {
+                let conn = tracked(a.transport);
+                serve_counter(&conn).await;
+                conns.push(conn);
+            }
+        });
+
+        // A client that sends the header and part of a 150 KiB binary frame, by hand.
+        let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut slow, _) = tokio_tungstenite::client_async(url.as_str(), socket)
+            .await
+            .unwrap();
+        let len: u64 = 150 * 1024;
+        let mut header = vec![0x82u8, 0x80 | 127];
+        header.extend_from_slice(&len.to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]); // mask: the payload goes as it is
+        let raw = slow.get_mut();
+        raw.write_all(&header).await.unwrap();
+        raw.write_all(&vec![0xc0u8; 100 * 1024]).await.unwrap();
+        eventually(|| budget.available() <= 256 * 1024 - (100 * 1024 - FREE_PER_CONNECTION)).await;
+
+        // Meanwhile another client is served as usual.
+        let client = tracked(ws::connect(url.as_str()).await.unwrap());
+        let counter = timeout(WAIT, client.bootstrap(&counter_def()))
+            .await
+            .unwrap()
+            .unwrap();
+        counter
+            .call_value("increment", Value::Undefined)
+            .await
+            .unwrap();
+
+        // The rest of the message: its bytes go back to the budget.
+        let raw = slow.get_mut();
+        raw.write_all(&vec![0xc0u8; 50 * 1024]).await.unwrap();
+        eventually(|| budget.available() == 256 * 1024).await;
+        serving.abort();
     });
-
-    // A client that sends the header and part of a 150 KiB binary frame, by hand.
-    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(url.as_str(), socket)
-        .await
-        .unwrap();
-    let len: u64 = 150 * 1024;
-    let mut header = vec![0x82u8, 0x80 | 127];
-    header.extend_from_slice(&len.to_be_bytes());
-    header.extend_from_slice(&[0, 0, 0, 0]); // mask: the payload goes as it is
-    let raw = slow.get_mut();
-    raw.write_all(&header).await.unwrap();
-    raw.write_all(&vec![0xc0u8; 100 * 1024]).await.unwrap();
-    eventually(|| budget.available() <= 256 * 1024 - (100 * 1024 - FREE_PER_CONNECTION)).await;
-
-    // Meanwhile another client is served as usual.
-    let client = Connection::new(ws::connect(url.as_str()).await.unwrap());
-    let counter = timeout(WAIT, client.bootstrap(&counter_def()))
-        .await
-        .unwrap()
-        .unwrap();
-    counter
-        .call_value("increment", Value::Undefined)
-        .await
-        .unwrap();
-
-    // The rest of the message: its bytes go back to the budget.
-    let raw = slow.get_mut();
-    raw.write_all(&vec![0xc0u8; 50 * 1024]).await.unwrap();
-    eventually(|| budget.available() == 256 * 1024).await;
-    serving.abort();
 }
 
 /// A server transport whose peer completed the handshake and then reads nothing (so never
 /// answers a ping) fails with `TimedOut` after about two ping intervals.
-#[tokio::test]
-async fn a_peer_that_misses_a_pong_is_noticed() {
-    let interval = Duration::from_millis(100);
-    let config = ListenerConfig::default().ping_interval(Some(interval));
-    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
-        .await
-        .unwrap();
-    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
-    let (_silent, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
-    let accepted = timeout(WAIT, l.accept()).await.unwrap().unwrap();
-    let (_sink, mut source) = accepted.transport.split();
-    let started = tokio::time::Instant::now();
-    let error = timeout(WAIT, source.recv()).await.unwrap().unwrap_err();
-    assert_eq!(
-        error.io_kind(),
-        Some(std::io::ErrorKind::TimedOut),
-        "{error}"
-    );
-    assert!(
-        error.report().contains("no WebSocket ping"),
-        "{}",
-        error.report()
-    );
-    assert!(started.elapsed() >= interval * 2);
+#[test]
+fn a_peer_that_misses_a_pong_is_noticed() {
+    run(async {
+        let interval = Duration::from_millis(100);
+        let config = ListenerConfig::default().ping_interval(Some(interval));
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let (_silent, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let accepted = timeout(WAIT, l.accept()).await.unwrap().unwrap();
+        let (_sink, mut source) = accepted.transport.split();
+        let started = tokio::time::Instant::now();
+        let error = timeout(WAIT, source.recv()).await.unwrap().unwrap_err();
+        assert_eq!(
+            error.io_kind(),
+            Some(std::io::ErrorKind::TimedOut),
+            "{error}"
+        );
+        assert!(
+            error.report().contains("no WebSocket ping"),
+            "{}",
+            error.report()
+        );
+        assert!(started.elapsed() >= interval * 2);
+    });
 }
 
 /// Two ends that ping each other every 50 ms and read stay connected while idle.
-#[tokio::test]
-async fn peers_that_answer_pings_stay_connected_while_idle() {
-    let interval = Some(Duration::from_millis(50));
-    let config = ListenerConfig::default().ping_interval(interval);
-    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
-        .await
-        .unwrap();
-    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
-    let client = ws::WsConnector::new()
-        .ping_interval(interval)
-        .connect(url.as_str())
-        .await
-        .unwrap();
-    let (_client_sink, mut client_source) = client.split();
-    let client_reads = tokio::spawn(async move { client_source.recv().await });
-    let accepted = timeout(WAIT, l.accept()).await.unwrap().unwrap();
-    let (_sink, mut source) = accepted.transport.split();
-    let idle = timeout(Duration::from_millis(600), source.recv()).await;
-    assert!(idle.is_err(), "the server's source ended: {idle:?}");
-    assert!(!client_reads.is_finished(), "the client's source ended");
+#[test]
+fn peers_that_answer_pings_stay_connected_while_idle() {
+    run(async {
+        let interval = Some(Duration::from_millis(50));
+        let config = ListenerConfig::default().ping_interval(interval);
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let client = ws::WsConnector::new()
+            .ping_interval(interval)
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        let (_client_sink, mut client_source) = client.split();
+        let client_reads = tokio::spawn(async move { client_source.recv().await });
+        let accepted = timeout(WAIT, l.accept()).await.unwrap().unwrap();
+        let (_sink, mut source) = accepted.transport.split();
+        let idle = timeout(Duration::from_millis(600), source.recv()).await;
+        assert!(idle.is_err(), "the server's source ended: {idle:?}");
+        assert!(!client_reads.is_finished(), "the client's source ended");
+    });
 }
 
 /// A long message arrives whole, in order with the messages around it, at a raw
 /// tungstenite peer and between bunite ends, each way. (Either end writes it as one frame
 /// around tungstenite, so that tungstenite's write buffer does not keep its size:
 /// `tests/ws_memory.rs`.)
-#[tokio::test]
-async fn a_long_message_arrives_whole_and_in_order() {
-    let long: Bytes = (0..3 * 128 * 1024 + 123)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into();
+#[test]
+fn a_long_message_arrives_whole_and_in_order() {
+    run(async {
+        let long: Bytes = (0..3 * 128 * 1024 + 123)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
 
-    // Server to a raw peer: a short message, the long one, a short one.
-    let (l, url) = listener(None).await;
-    let accepted = accept_one(l);
-    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
-    let (mut sink, _source) = timeout(WAIT, accepted)
-        .await
-        .unwrap()
-        .unwrap()
-        .transport
-        .split();
-    let (before, after) = (Bytes::from_static(b"before"), Bytes::from_static(b"after"));
-    for msg in [&before, &long, &after] {
-        timeout(WAIT, sink.feed(msg.clone()))
+        // Server to a raw peer: a short message, the long one, a short one.
+        let (l, url) = listener(None).await;
+        let accepted = accept_one(l);
+        let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let (mut sink, _source) = timeout(WAIT, accepted)
+            .await
+            .unwrap()
+            .unwrap()
+            .transport
+            .split();
+        let (before, after) = (Bytes::from_static(b"before"), Bytes::from_static(b"after"));
+        for msg in [&before, &long, &after] {
+            timeout(WAIT, sink.feed(msg.clone()))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        timeout(WAIT, sink.flush()).await.unwrap().unwrap();
+        for msg in [before, long.clone(), after] {
+            let got = timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(got, Message::Binary(msg));
+        }
+
+        // Between two bunite ends, each way.
+        let (l, url) = listener(None).await;
+        let accepted = accept_one(l);
+        let (mut client_sink, mut client_source) = ws::connect(url.as_str()).await.unwrap().split();
+        let (mut server_sink, mut server_source) = timeout(WAIT, accepted)
+            .await
+            .unwrap()
+            .unwrap()
+            .transport
+            .split();
+        passes(&mut client_sink, &mut server_source, &long).await;
+        passes(&mut server_sink, &mut client_source, &long).await;
+        // Closing after a long message: the close comes after its last fragment.
+        timeout(WAIT, client_sink.feed(long.clone()))
             .await
             .unwrap()
             .unwrap();
-    }
-    timeout(WAIT, sink.flush()).await.unwrap().unwrap();
-    for msg in [before, long.clone(), after] {
-        let got = timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(got, Message::Binary(msg));
-    }
-
-    // Between two bunite ends, each way.
-    let (l, url) = listener(None).await;
-    let accepted = accept_one(l);
-    let (mut client_sink, mut client_source) = ws::connect(url.as_str()).await.unwrap().split();
-    let (mut server_sink, mut server_source) = timeout(WAIT, accepted)
-        .await
-        .unwrap()
-        .unwrap()
-        .transport
-        .split();
-    passes(&mut client_sink, &mut server_source, &long).await;
-    passes(&mut server_sink, &mut client_source, &long).await;
-    // Closing after a long message: the close comes after its last fragment.
-    timeout(WAIT, client_sink.feed(long.clone()))
-        .await
-        .unwrap()
-        .unwrap();
-    timeout(WAIT, client_sink.close()).await.unwrap().unwrap();
-    let got = timeout(WAIT, server_source.recv()).await.unwrap().unwrap();
-    assert_eq!(got.as_deref(), Some(&long[..]));
-    assert_eq!(
-        timeout(WAIT, server_source.recv()).await.unwrap().unwrap(),
-        None
-    );
+        timeout(WAIT, client_sink.close()).await.unwrap().unwrap();
+        let got = timeout(WAIT, server_source.recv()).await.unwrap().unwrap();
+        assert_eq!(got.as_deref(), Some(&long[..]));
+        assert_eq!(
+            timeout(WAIT, server_source.recv()).await.unwrap().unwrap(),
+            None
+        );
+    });
 }
 
 /// `msg` sent on `sink` arrives whole at `source`.
@@ -518,48 +546,50 @@ async fn passes(
 /// are received at a time and every sender gets its answer (a goaway: the bytes are no
 /// frame). Drawn read by read, all eight took a share of the budget and waited for more
 /// until the server dropped them for missed pongs.
-#[tokio::test]
-async fn eight_maximal_messages_at_once_under_a_budget_of_four_all_get_answered() {
-    use bunite_rpc::transport::ByteBudget;
+#[test]
+fn eight_maximal_messages_at_once_under_a_budget_of_four_all_get_answered() {
+    run(async {
+        use bunite_rpc::transport::ByteBudget;
 
-    let max = 1 << 20;
-    let budget = ByteBudget::new(4 * max);
-    let config = ListenerConfig::default()
-        .max_bytes(max)
-        .receive_budget(budget.clone());
-    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
-        .await
-        .unwrap();
-    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
-    let serving = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok(a) = l.accept().await {
-            conns.push(Connection::new(a.transport));
+        let max = 1 << 20;
+        let budget = ByteBudget::new(4 * max);
+        let config = ListenerConfig::default()
+            .max_bytes(max)
+            .receive_budget(budget.clone());
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let serving = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok(a) = l.accept().await {
+                conns.push(tracked(a.transport));
+            }
+        });
+        let senders = (0..8).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+                    .await
+                    .unwrap();
+                let mut dec = Decoder::new(WireLimits::default());
+                raw.send(Message::binary(vec![0xc1u8; max])).await.unwrap();
+                expect_goaway(&mut raw, &mut dec).await
+            })
+        });
+        let answers = timeout(Duration::from_secs(20), futures::future::join_all(senders))
+            .await
+            .expect("every sender is answered");
+        for goaway in answers {
+            let goaway = goaway.unwrap();
+            assert_eq!(
+                goaway.error.map(|e| e.code).as_deref(),
+                Some("invalid_argument")
+            );
         }
+        eventually(|| budget.available() == budget.limit()).await;
+        serving.abort();
     });
-    let senders = (0..8).map(|_| {
-        let url = url.clone();
-        tokio::spawn(async move {
-            let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
-                .await
-                .unwrap();
-            let mut dec = Decoder::new(WireLimits::default());
-            raw.send(Message::binary(vec![0xc1u8; max])).await.unwrap();
-            expect_goaway(&mut raw, &mut dec).await
-        })
-    });
-    let answers = timeout(Duration::from_secs(20), futures::future::join_all(senders))
-        .await
-        .expect("every sender is answered");
-    for goaway in answers {
-        let goaway = goaway.unwrap();
-        assert_eq!(
-            goaway.error.map(|e| e.code).as_deref(),
-            Some("invalid_argument")
-        );
-    }
-    eventually(|| budget.available() == budget.limit()).await;
-    serving.abort();
 }
 
 /// A listener whose budget is below its frame limit: a message longer than the budget and
@@ -568,44 +598,46 @@ async fn eight_maximal_messages_at_once_under_a_budget_of_four_all_get_answered(
 /// frame announces its size or its fragments (a ping between each) add up to it; the
 /// budget comes back whole. (It used to take the whole budget and wait for more that nothing could give, holding
 /// the budget for as long as the peer kept its socket open.)
-#[tokio::test]
-async fn a_message_longer_than_the_listeners_budget_gets_goaway_and_the_budget_comes_back() {
-    use bunite_rpc::transport::ByteBudget;
-    use tokio::io::AsyncWriteExt;
+#[test]
+fn a_message_longer_than_the_listeners_budget_gets_goaway_and_the_budget_comes_back() {
+    run(async {
+        use bunite_rpc::transport::ByteBudget;
+        use tokio::io::AsyncWriteExt;
 
-    let budget = ByteBudget::new(256 * 1024);
-    let config = ListenerConfig::default()
-        .max_bytes(1 << 20)
-        .receive_budget(budget.clone());
-    let len = 512 * 1024;
-    let one_frame = [client_header(0x82, len), vec![0; len]].concat();
-    let mut fragments = Vec::new();
-    for (i, first) in [0x02, 0x00, 0x00, 0x80].into_iter().enumerate() {
-        fragments.extend(client_header(first, len / 4));
-        fragments.extend(vec![i as u8; len / 4]);
-        fragments.extend(client_header(0x89, 0));
-    }
-    for (what, bytes) in [("one frame", one_frame), ("fragments", fragments)] {
-        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config.clone())
-            .await
-            .unwrap();
-        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
-        let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
-        // The server drains what follows its goaway: the whole message goes.
-        let sent = timeout(WAIT, raw.get_mut().write_all(&bytes)).await;
-        assert!(matches!(sent, Ok(Ok(()))), "{what}: {sent:?}");
-        let goaway = expect_goaway(&mut raw, &mut dec).await;
-        assert_eq!(
-            goaway.reason.as_deref(),
-            Some("resource_exhausted"),
-            "{what}"
-        );
-        let e = goaway.error.expect("goaway error");
-        assert_eq!(e.reason(), Some("max_frame_bytes"), "{what}");
-        timeout(WAIT, server.closed()).await.unwrap();
-        assert_eq!(server.stats().pending_calls, 0);
-        eventually(|| budget.available() == budget.limit()).await;
-    }
+        let budget = ByteBudget::new(256 * 1024);
+        let config = ListenerConfig::default()
+            .max_bytes(1 << 20)
+            .receive_budget(budget.clone());
+        let len = 512 * 1024;
+        let one_frame = [client_header(0x82, len), vec![0; len]].concat();
+        let mut fragments = Vec::new();
+        for (i, first) in [0x02, 0x00, 0x00, 0x80].into_iter().enumerate() {
+            fragments.extend(client_header(first, len / 4));
+            fragments.extend(vec![i as u8; len / 4]);
+            fragments.extend(client_header(0x89, 0));
+        }
+        for (what, bytes) in [("one frame", one_frame), ("fragments", fragments)] {
+            let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config.clone())
+                .await
+                .unwrap();
+            let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+            let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
+            // The server drains what follows its goaway: the whole message goes.
+            let sent = timeout(WAIT, raw.get_mut().write_all(&bytes)).await;
+            assert!(matches!(sent, Ok(Ok(()))), "{what}: {sent:?}");
+            let goaway = expect_goaway(&mut raw, &mut dec).await;
+            assert_eq!(
+                goaway.reason.as_deref(),
+                Some("resource_exhausted"),
+                "{what}"
+            );
+            let e = goaway.error.expect("goaway error");
+            assert_eq!(e.reason(), Some("max_frame_bytes"), "{what}");
+            timeout(WAIT, server.closed()).await.unwrap();
+            assert_eq!(server.stats().pending_calls, 0);
+            eventually(|| budget.available() == budget.limit()).await;
+        }
+    });
 }
 
 /// The header of a client frame (`first` is FIN, opcode) of `len` bytes, masked with a
@@ -649,34 +681,36 @@ async fn timed_listener(
 /// A peer that sends the header and part of a long frame, then stops, gets a goaway
 /// `deadline_exceeded` once the listener's receive deadline has passed, and its message's
 /// bytes go back to the budget.
-#[tokio::test]
-async fn a_stalled_frame_gets_goaway_deadline_exceeded() {
-    use tokio::io::AsyncWriteExt;
-    let grace = Duration::from_millis(300);
-    let budget = bunite_rpc::transport::ByteBudget::new(1 << 20);
-    let (l, url) = timed_listener(grace, &budget).await;
-    let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
-    let len = 150 * 1024;
-    raw.get_mut()
-        .write_all(&client_header(0x82, len))
-        .await
-        .unwrap();
-    raw.get_mut().write_all(&[0u8; 1024]).await.unwrap();
-    let started = tokio::time::Instant::now();
-    eventually(|| budget.available() < 1 << 20).await;
-    let goaway = expect_goaway(&mut raw, &mut dec).await;
-    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
-    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
-    let e = goaway.error.expect("goaway error");
-    assert_eq!(e.code, "deadline_exceeded");
-    let message = e.message.unwrap_or_default();
-    assert!(
-        message.contains(&format!("{} bytes", len + 14)),
-        "{message}"
-    );
-    timeout(WAIT, server.closed()).await.unwrap();
-    assert_eq!(server.stats().pending_calls, 0);
-    eventually(|| budget.available() == 1 << 20).await;
+#[test]
+fn a_stalled_frame_gets_goaway_deadline_exceeded() {
+    run(async {
+        use tokio::io::AsyncWriteExt;
+        let grace = Duration::from_millis(300);
+        let budget = bunite_rpc::transport::ByteBudget::new(1 << 20);
+        let (l, url) = timed_listener(grace, &budget).await;
+        let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
+        let len = 150 * 1024;
+        raw.get_mut()
+            .write_all(&client_header(0x82, len))
+            .await
+            .unwrap();
+        raw.get_mut().write_all(&[0u8; 1024]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        eventually(|| budget.available() < 1 << 20).await;
+        let goaway = expect_goaway(&mut raw, &mut dec).await;
+        assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+        assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+        let e = goaway.error.expect("goaway error");
+        assert_eq!(e.code, "deadline_exceeded");
+        let message = e.message.unwrap_or_default();
+        assert!(
+            message.contains(&format!("{} bytes", len + 14)),
+            "{message}"
+        );
+        timeout(WAIT, server.closed()).await.unwrap();
+        assert_eq!(server.stats().pending_calls, 0);
+        eventually(|| budget.available() == 1 << 20).await;
+    });
 }
 
 /// A hello as a raw peer sends it.
@@ -703,160 +737,168 @@ async fn write_a_stalled_frame(raw: &mut tokio::net::TcpStream) {
 /// A client may bound how long a server's message takes to arrive: against a server that
 /// sends the start of a long frame and stops, its source fails with `TooSlow` once the
 /// deadline has passed; without one (the default) it keeps waiting.
-#[tokio::test]
-async fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
-    use bunite_rpc::transport::{ReceiveDeadline, TransportError};
-    use tokio::io::AsyncReadExt;
-    let grace = Duration::from_millis(300);
-    for deadline in [Some(ReceiveDeadline::new(grace, 1 << 30)), None] {
+#[test]
+fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
+    run(async {
+        use bunite_rpc::transport::{ReceiveDeadline, TransportError};
+        use tokio::io::AsyncReadExt;
+        let grace = Duration::from_millis(300);
+        for deadline in [Some(ReceiveDeadline::new(grace, 1 << 30)), None] {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                let (socket, _) = tcp.accept().await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+                write_a_stalled_frame(ws.get_mut()).await;
+                // Open until the client goes.
+                let mut rest = Vec::new();
+                let _ = ws.get_mut().read_to_end(&mut rest).await;
+            });
+            let transport = ws::WsConnector::new()
+                .ping_interval(None)
+                .receive_deadline(deadline)
+                .connect(url.as_str())
+                .await
+                .unwrap();
+            let (sink, mut source) = transport.split();
+            let started = tokio::time::Instant::now();
+            match deadline {
+                Some(_) => {
+                    let got = timeout(WAIT, source.recv())
+                        .await
+                        .expect("the deadline fires");
+                    assert!(
+                        matches!(got, Err(TransportError::TooSlow { len: Some(_), .. })),
+                        "{got:?}"
+                    );
+                    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+                }
+                None => {
+                    let waited = timeout(grace * 3, source.recv()).await;
+                    assert!(
+                        waited.is_err(),
+                        "no deadline: still waiting, got {waited:?}"
+                    );
+                }
+            }
+            drop((sink, source));
+            timeout(WAIT, server).await.unwrap().unwrap();
+        }
+    });
+}
+
+/// And over a connection: the client answers the stalled message with a goaway
+/// `deadline_exceeded`, as a listener does, and closes with nothing left.
+#[test]
+fn a_client_connection_sends_goaway_when_the_server_stalls_a_message() {
+    run(async {
+        use bunite_rpc::transport::ReceiveDeadline;
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
         let server = tokio::spawn(async move {
             let (socket, _) = tcp.accept().await.unwrap();
             let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+            ws.send(Message::binary(raw_hello())).await.unwrap();
             write_a_stalled_frame(ws.get_mut()).await;
-            // Open until the client goes.
-            let mut rest = Vec::new();
-            let _ = ws.get_mut().read_to_end(&mut rest).await;
+            let mut dec = Decoder::new(WireLimits::default());
+            expect_goaway(&mut ws, &mut dec).await
         });
+        let grace = Duration::from_millis(300);
         let transport = ws::WsConnector::new()
             .ping_interval(None)
-            .receive_deadline(deadline)
+            .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)))
             .connect(url.as_str())
             .await
             .unwrap();
-        let (sink, mut source) = transport.split();
-        let started = tokio::time::Instant::now();
-        match deadline {
-            Some(_) => {
-                let got = timeout(WAIT, source.recv())
-                    .await
-                    .expect("the deadline fires");
-                assert!(
-                    matches!(got, Err(TransportError::TooSlow { len: Some(_), .. })),
-                    "{got:?}"
-                );
-                assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
-            }
-            None => {
-                let waited = timeout(grace * 3, source.recv()).await;
-                assert!(
-                    waited.is_err(),
-                    "no deadline: still waiting, got {waited:?}"
-                );
-            }
-        }
-        drop((sink, source));
-        timeout(WAIT, server).await.unwrap().unwrap();
-    }
-}
-
-/// And over a connection: the client answers the stalled message with a goaway
-/// `deadline_exceeded`, as a listener does, and closes with nothing left.
-#[tokio::test]
-async fn a_client_connection_sends_goaway_when_the_server_stalls_a_message() {
-    use bunite_rpc::transport::ReceiveDeadline;
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let (socket, _) = tcp.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
-        ws.send(Message::binary(raw_hello())).await.unwrap();
-        write_a_stalled_frame(ws.get_mut()).await;
-        let mut dec = Decoder::new(WireLimits::default());
-        expect_goaway(&mut ws, &mut dec).await
+        let client = tracked(transport);
+        let goaway = timeout(WAIT, server).await.unwrap().unwrap();
+        assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+        assert_eq!(goaway.error.expect("an error").code, "deadline_exceeded");
+        timeout(WAIT, client.closed()).await.unwrap();
+        assert_clean(&[&client]).await;
     });
-    let grace = Duration::from_millis(300);
-    let transport = ws::WsConnector::new()
-        .ping_interval(None)
-        .receive_deadline(Some(ReceiveDeadline::new(grace, 1 << 30)))
-        .connect(url.as_str())
-        .await
-        .unwrap();
-    let client = Connection::new(transport);
-    let goaway = timeout(WAIT, server).await.unwrap().unwrap();
-    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
-    assert_eq!(goaway.error.expect("an error").code, "deadline_exceeded");
-    timeout(WAIT, client.closed()).await.unwrap();
-    assert_clean(&[&client]).await;
 }
 
 /// Pings between the fragments of a message keep the socket alive but do not extend the
 /// message's deadline: a peer that sends one fragment and then only pings is cut off.
-#[tokio::test]
-async fn pings_inside_a_fragmented_message_do_not_extend_its_deadline() {
-    use tokio::io::AsyncWriteExt;
-    let grace = Duration::from_millis(400);
-    let budget = bunite_rpc::transport::ByteBudget::new(256 << 20);
-    let (l, url) = timed_listener(grace, &budget).await;
-    let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
-    // A first fragment (no FIN), whole.
-    let mut first = client_header(0x02, 1000);
-    first.extend_from_slice(&[0u8; 1000]);
-    raw.get_mut().write_all(&first).await.unwrap();
-    let started = tokio::time::Instant::now();
-    let mut pings = 0;
-    let goaway = loop {
-        raw.get_mut()
-            .write_all(&client_header(0x89, 0))
-            .await
-            .unwrap();
-        pings += 1;
-        assert!(started.elapsed() < WAIT, "no goaway after {pings} pings");
-        match timeout(Duration::from_millis(100), raw.next()).await {
-            Err(_) => continue,
-            Ok(Some(Ok(Message::Binary(b)))) => match dec.decode_frame(&b).expect("frame") {
-                Frame::Goaway(g) => break g,
-                _ => continue,
-            },
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("closed without goaway: {other:?}"),
-        }
-    };
-    let took = started.elapsed();
-    assert!(took >= grace && took < grace * 3, "{took:?}");
-    assert!(pings >= 3, "{pings} pings");
-    assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
-    timeout(WAIT, server.closed()).await.unwrap();
-    assert_eq!(server.stats().pending_calls, 0);
-    eventually(|| budget.available() == 256 << 20).await;
+#[test]
+fn pings_inside_a_fragmented_message_do_not_extend_its_deadline() {
+    run(async {
+        use tokio::io::AsyncWriteExt;
+        let grace = Duration::from_millis(400);
+        let budget = bunite_rpc::transport::ByteBudget::new(256 << 20);
+        let (l, url) = timed_listener(grace, &budget).await;
+        let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
+        // A first fragment (no FIN), whole.
+        let mut first = client_header(0x02, 1000);
+        first.extend_from_slice(&[0u8; 1000]);
+        raw.get_mut().write_all(&first).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut pings = 0;
+        let goaway = loop {
+            raw.get_mut()
+                .write_all(&client_header(0x89, 0))
+                .await
+                .unwrap();
+            pings += 1;
+            assert!(started.elapsed() < WAIT, "no goaway after {pings} pings");
+            match timeout(Duration::from_millis(100), raw.next()).await {
+                Err(_) => continue,
+                Ok(Some(Ok(Message::Binary(b)))) => match dec.decode_frame(&b).expect("frame") {
+                    Frame::Goaway(g) => break g,
+                    _ => continue,
+                },
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("closed without goaway: {other:?}"),
+            }
+        };
+        let took = started.elapsed();
+        assert!(took >= grace && took < grace * 3, "{took:?}");
+        assert!(pings >= 3, "{pings} pings");
+        assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+        timeout(WAIT, server.closed()).await.unwrap();
+        assert_eq!(server.stats().pending_calls, 0);
+        eventually(|| budget.available() == 256 << 20).await;
+    });
 }
 
 /// A message sent slowly, but within its deadline, arrives whole; so does the next one,
 /// after a pause longer than the deadline between the two.
-#[tokio::test]
-async fn a_slow_message_within_its_deadline_arrives() {
-    use tokio::io::AsyncWriteExt;
-    let budget = bunite_rpc::transport::ByteBudget::new(1 << 20);
-    let (l, url) = timed_listener(Duration::from_millis(800), &budget).await;
-    let accepted = accept_one(l);
-    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
-    let (_sink, mut source) = timeout(WAIT, accepted)
-        .await
-        .unwrap()
-        .unwrap()
-        .transport
-        .split();
-    let body = vec![9u8; 3000];
-    let mut frame = client_header(0x82, body.len());
-    frame.extend_from_slice(&body);
-    for round in 0..2 {
-        let reading = tokio::spawn(async move {
-            let got = source.recv().await;
-            (source, got)
-        });
-        for piece in frame.chunks(700) {
-            raw.get_mut().write_all(piece).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
+#[test]
+fn a_slow_message_within_its_deadline_arrives() {
+    run(async {
+        use tokio::io::AsyncWriteExt;
+        let budget = bunite_rpc::transport::ByteBudget::new(1 << 20);
+        let (l, url) = timed_listener(Duration::from_millis(800), &budget).await;
+        let accepted = accept_one(l);
+        let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let (_sink, mut source) = timeout(WAIT, accepted)
+            .await
+            .unwrap()
+            .unwrap()
+            .transport
+            .split();
+        let body = vec![9u8; 3000];
+        let mut frame = client_header(0x82, body.len());
+        frame.extend_from_slice(&body);
+        for round in 0..2 {
+            let reading = tokio::spawn(async move {
+                let got = source.recv().await;
+                (source, got)
+            });
+            for piece in frame.chunks(700) {
+                raw.get_mut().write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (back, got) = timeout(WAIT, reading).await.unwrap().unwrap();
+            assert_eq!(got.unwrap().unwrap(), &body[..], "round {round}");
+            source = back;
+            // Quiet between messages for longer than a message's deadline.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
         }
-        let (back, got) = timeout(WAIT, reading).await.unwrap().unwrap();
-        assert_eq!(got.unwrap().unwrap(), &body[..], "round {round}");
-        source = back;
-        // Quiet between messages for longer than a message's deadline.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-    }
+    });
 }
 
 /// The `ws_frames` fuzz target's corpus (`fuzz/corpus/ws_frames`), replayed on stable Rust:
@@ -881,66 +923,68 @@ fn the_ws_frames_fuzz_corpus_replays_cleanly() {
 /// it or cut anywhere: the client's socket is made afresh after the handshake (so that it
 /// does not keep tungstenite's handshake buffer), which is safe only because the handshake
 /// read took the response's head and nothing after it.
-#[tokio::test]
-async fn frames_sent_with_the_handshake_response_are_not_lost() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-    let small = b"first".to_vec();
-    let long: Vec<u8> = (0..3_000u32).map(|i| (i % 251) as u8).collect();
-    // All in one write (the client's first read takes the response and both frames), and
-    // in pieces of 3, 5 and 150 bytes (reads that end inside the head's blank line, inside
-    // a frame header, inside a payload). Not of 1 or 2: tungstenite takes a head in more
-    // than 64 reads averaging under 128 bytes for an attack.
-    for piece in [usize::MAX, 3, 5, 150] {
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
-        let (to_send, long_sent) = (small.clone(), long.clone());
-        let server = tokio::spawn(async move {
-            let (mut socket, _) = tcp.accept().await.unwrap();
-            socket.set_nodelay(true).unwrap();
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let mut byte = [0u8; 1];
-                socket.read_exact(&mut byte).await.unwrap();
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8(head).unwrap();
-            let key = head
-                .lines()
-                .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
-                .and_then(|l| l.split_once(':'))
-                .expect("a key")
-                .1
-                .trim();
-            let mut out = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+#[test]
+fn frames_sent_with_the_handshake_response_are_not_lost() {
+    run(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+        let small = b"first".to_vec();
+        let long: Vec<u8> = (0..3_000u32).map(|i| (i % 251) as u8).collect();
+        // All in one write (the client's first read takes the response and both frames), and
+        // in pieces of 3, 5 and 150 bytes (reads that end inside the head's blank line, inside
+        // a frame header, inside a payload). Not of 1 or 2: tungstenite takes a head in more
+        // than 64 reads averaging under 128 bytes for an attack.
+        for piece in [usize::MAX, 3, 5, 150] {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+            let (to_send, long_sent) = (small.clone(), long.clone());
+            let server = tokio::spawn(async move {
+                let (mut socket, _) = tcp.accept().await.unwrap();
+                socket.set_nodelay(true).unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    socket.read_exact(&mut byte).await.unwrap();
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let key = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
+                    .and_then(|l| l.split_once(':'))
+                    .expect("a key")
+                    .1
+                    .trim();
+                let mut out = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
                  Upgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                derive_accept_key(key.as_bytes())
-            )
-            .into_bytes();
-            out.extend([0x82, to_send.len() as u8]);
-            out.extend(&to_send);
-            out.extend([0x82, 126]);
-            out.extend((long_sent.len() as u16).to_be_bytes());
-            out.extend(&long_sent);
-            for chunk in out.chunks(piece.min(out.len())) {
-                socket.write_all(chunk).await.unwrap();
-                tokio::task::yield_now().await;
-            }
-            let mut rest = Vec::new();
-            let _ = socket.read_to_end(&mut rest).await;
-        });
-        let transport = ws::WsConnector::new()
-            .ping_interval(None)
-            .connect(url.as_str())
-            .await
-            .unwrap();
-        let (sink, mut source) = transport.split();
-        let first = timeout(WAIT, source.recv()).await.unwrap().unwrap();
-        assert_eq!(first.as_deref(), Some(&small[..]), "pieces of {piece}");
-        let second = timeout(WAIT, source.recv()).await.unwrap().unwrap();
-        assert_eq!(second.as_deref(), Some(&long[..]), "pieces of {piece}");
-        drop((sink, source));
-        timeout(WAIT, server).await.unwrap().unwrap();
-    }
+                    derive_accept_key(key.as_bytes())
+                )
+                .into_bytes();
+                out.extend([0x82, to_send.len() as u8]);
+                out.extend(&to_send);
+                out.extend([0x82, 126]);
+                out.extend((long_sent.len() as u16).to_be_bytes());
+                out.extend(&long_sent);
+                for chunk in out.chunks(piece.min(out.len())) {
+                    socket.write_all(chunk).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                let mut rest = Vec::new();
+                let _ = socket.read_to_end(&mut rest).await;
+            });
+            let transport = ws::WsConnector::new()
+                .ping_interval(None)
+                .connect(url.as_str())
+                .await
+                .unwrap();
+            let (sink, mut source) = transport.split();
+            let first = timeout(WAIT, source.recv()).await.unwrap().unwrap();
+            assert_eq!(first.as_deref(), Some(&small[..]), "pieces of {piece}");
+            let second = timeout(WAIT, source.recv()).await.unwrap().unwrap();
+            assert_eq!(second.as_deref(), Some(&long[..]), "pieces of {piece}");
+            drop((sink, source));
+            timeout(WAIT, server).await.unwrap().unwrap();
+        }
+    });
 }

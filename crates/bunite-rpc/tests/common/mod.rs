@@ -16,8 +16,10 @@
 //! [`run`] builds a current-thread runtime with real time, [`run_paused`] one whose time is
 //! paused (it advances only when every task waits, so timeouts and deadlines are exact and
 //! instant). Connections are opened with [`pair`], [`pair_with`] or [`RawPeer::connect`],
-//! or built by hand and handed to [`track`]; each registers the connection with the
-//! current run, and calling them outside a run panics, so no test can skip the checks.
+//! over a socket transport with [`tracked`] or [`tracked_with`], or built by hand and handed
+//! to [`track`]; each registers the connection with the current run, and calling them
+//! outside a run panics, so no test can skip the checks. Tests of the transports alone (no
+//! connection) run through [`run`] too, for its last check: no task left.
 //!
 //! When the body returns (its locals, clients included, dropped), the run:
 //!
@@ -121,6 +123,21 @@ pub fn track(conn: &Connection) {
     register(conn, true);
 }
 
+/// `Connection::new(transport)`, [`track`]ed: for connections over the socket transports,
+/// which tests open by hand.
+pub fn tracked<T: Transport>(transport: T) -> Connection {
+    let conn = Connection::new(transport);
+    track(&conn);
+    conn
+}
+
+/// `builder.connect(transport)`, [`track`]ed.
+pub fn tracked_with<T: Transport>(builder: ConnectionBuilder, transport: T) -> Connection {
+    let conn = builder.connect(transport);
+    track(&conn);
+    conn
+}
+
 fn register(conn: &Connection, clean: bool) {
     in_run();
     TRACKED.with(|t| {
@@ -177,7 +194,9 @@ async fn finish() {
         );
     }
     let metrics = tokio::runtime::Handle::current().metrics();
-    for _ in 0..400 {
+    // Longer than a closed socket's linger (`transport::LINGER`, 2 s), whose reader task
+    // may outlive its connection's close by that much when the peer keeps sending.
+    for _ in 0..1000 {
         if metrics.num_alive_tasks() == 0 {
             return;
         }

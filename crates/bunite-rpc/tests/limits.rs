@@ -199,7 +199,7 @@ fn two_hundred_calls_with_one_id_never_run_more_than_one_handler() {
 
 #[test]
 fn an_outbound_call_above_the_peer_max_bytes_fails_locally() {
-    run_paused(async {
+    run(async {
         let limits = Limits {
             max_bytes: 1024,
             ..Limits::default()
@@ -226,7 +226,7 @@ fn an_outbound_call_above_the_peer_max_bytes_fails_locally() {
 
 #[test]
 fn a_result_above_the_peer_max_bytes_is_replaced_by_the_error() {
-    run_paused(async {
+    run(async {
         let limits = Limits {
             max_bytes: 1024,
             ..Limits::default()

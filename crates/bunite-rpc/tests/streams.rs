@@ -1,4 +1,6 @@
-//! Server streams with credit (PROTOCOL §10, §13.1–13.3), with paused time: no real sleeps.
+//! Server streams with credit (PROTOCOL §10, §13.1–13.3). The tests against a raw peer run
+//! with paused time (they wait for a quiet second to count what was sent); those between two
+//! of our peers run in real time, so that `.ci/run` also runs them over TCP.
 
 mod common;
 
@@ -137,7 +139,7 @@ fn a_slow_consumer_bounds_what_the_server_sends_to_the_window() {
 
 #[test]
 fn every_initial_credit_completes_a_hundred_items_against_our_client() {
-    run_paused(async {
+    run(async {
         for credit in [1, 3, 8, 1024] {
             let (server, client) = pair();
             let (def, imp) = ticker(credit, Arc::default());
@@ -213,7 +215,7 @@ fn an_initial_credit_below_eight_is_raised_to_eight() {
 
 #[test]
 fn a_source_error_sends_the_values_then_the_status() {
-    run_paused(async {
+    run(async {
         let (server, client) = pair();
         let (def, imp) = ticker(8, Arc::default());
         server.serve(def.clone(), imp).await.unwrap().detach();
@@ -247,7 +249,7 @@ fn a_source_error_sends_the_values_then_the_status() {
 
 #[test]
 fn dropping_a_client_stream_cancels_it_and_events_report_it() {
-    run_paused(async {
+    run(async {
         let phases = Arc::new(std::sync::Mutex::new(Vec::new()));
         let p2 = phases.clone();
         let (server, client) = pair();
@@ -325,7 +327,7 @@ fn a_result_frame_for_a_stream_fails_it() {
 
 #[test]
 fn active_streams_count_toward_the_in_flight_limit() {
-    run_paused(async {
+    run(async {
         let limits = bunite_rpc::Limits {
             max_in_flight: 1,
             ..Default::default()

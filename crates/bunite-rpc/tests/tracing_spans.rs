@@ -85,9 +85,10 @@ fn an_fmt_subscriber_sees_both_ends_of_a_call_with_code_and_duration() {
         );
     }
     let server_span = find("server", "increment");
+    let transport = format!("transport=\"{}\"", transport_kind().name());
     for field in [
         "bunite.connection{connection.id=",
-        "transport=\"memory\"",
+        transport.as_str(),
         "rpc.service=test.counter",
         "rpc.call_id=",
         "rpc.code=\"ok\"",

@@ -8,7 +8,7 @@ mod common;
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::wire::serde_bytes::ByteBuf;
 use bunite_rpc::{cap, Blob, Code, Connection, Limits, LocalError, Status};
-use common::{assert_clean, assert_remote, pair_with, run_paused};
+use common::{assert_clean, assert_remote, pair_with, run};
 use futures::StreamExt;
 use serde::ser::Error as _;
 use serde::{Deserialize, Serialize, Serializer};
@@ -151,7 +151,7 @@ async fn setup(max_bytes: usize) -> (Connection, Connection, EncodingClient) {
 
 #[test]
 fn typed_results_and_stream_values_arrive_as_they_were() {
-    run_paused(async {
+    run(async {
         let (server, client, c) = setup(Limits::default().max_bytes).await;
         // Three times: the first teaches the encoder the struct keys, the rest use them.
         for n in [4, 5, 6] {
@@ -169,7 +169,7 @@ fn typed_results_and_stream_values_arrive_as_they_were() {
 
 #[test]
 fn blobs_go_both_ways_short_and_long() {
-    run_paused(async {
+    run(async {
         let (server, client, c) = setup(Limits::default().max_bytes).await;
         // Short ones are copied out of the message, long ones shared with it
         // (`bunite_wire::Blob`); either way the handler and the caller see the bytes sent.
@@ -186,7 +186,7 @@ fn blobs_go_both_ways_short_and_long() {
 
 #[test]
 fn a_result_that_does_not_serialize_fails_the_call_internal() {
-    run_paused(async {
+    run(async {
         let (server, client, c) = setup(Limits::default().max_bytes).await;
         assert_eq!(c.picky(12).await.unwrap(), Picky(12));
         let e = c.picky(13).await.unwrap_err();
@@ -201,7 +201,7 @@ fn a_result_that_does_not_serialize_fails_the_call_internal() {
 
 #[test]
 fn a_result_that_panics_while_serializing_fails_the_call_not_the_connection() {
-    run_paused(async {
+    run(async {
         let (server, client, c) = setup(Limits::default().max_bytes).await;
         let e = c.picky(99).await.unwrap_err();
         assert_remote(
@@ -220,7 +220,7 @@ fn a_result_that_panics_while_serializing_fails_the_call_not_the_connection() {
 
 #[test]
 fn a_stream_value_that_does_not_serialize_ends_the_stream_after_the_values_before_it() {
-    run_paused(async {
+    run(async {
         let (server, client, c) = setup(Limits::default().max_bytes).await;
         let mut count = c.count(10);
         for n in 10..13 {
@@ -241,7 +241,7 @@ fn a_stream_value_that_does_not_serialize_ends_the_stream_after_the_values_befor
 
 #[test]
 fn typed_values_above_the_peer_max_bytes_fail_like_any_other() {
-    run_paused(async {
+    run(async {
         let (server, client, c) = setup(4096).await;
         let e = c.blob(8192).await.unwrap_err();
         assert!(e.is_remote(), "{e:?}");
@@ -257,7 +257,7 @@ fn typed_values_above_the_peer_max_bytes_fail_like_any_other() {
 
 #[test]
 fn typed_args_go_straight_into_the_call_frame_and_one_that_fails_is_never_sent() {
-    run_paused(async {
+    run(async {
         let (server, client, c) = setup(Limits::default().max_bytes).await;
         // Three times: the first teaches the encoder the struct keys, the rest use them.
         for n in [2, 3, 4] {

@@ -1,6 +1,7 @@
 //! Typed stream methods (`#[cap(stream)]`): returned streams and the emitter style, credit,
-//! cancellation by drop, errors after values, params and options. Paused time; every test
-//! ends leak-free on both peers.
+//! cancellation by drop, errors after values, params and options. Real time (so `.ci/run`
+//! also runs them over TCP) but for the one that waits on a timer; every test ends
+//! leak-free on both peers.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::{cap, CallContext, Code, Connection, MethodKind, Status, Value};
-use common::{assert_clean, eventually, pair, run_paused};
+use common::{assert_clean, eventually, pair, run, run_paused};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -141,7 +142,7 @@ fn the_definition_has_stream_kinds_and_credit() {
 
 #[test]
 fn a_stream_arrives_complete_and_in_order_beyond_its_initial_credit() {
-    run_paused(async {
+    run(async {
         let (server, client, _, ticks) = setup().await;
         let got: Vec<Tick> = ticks
             .ticks(N { n: 100 })
@@ -185,7 +186,7 @@ fn dropping_a_stream_cancels_its_source() {
 
 #[test]
 fn a_source_failure_arrives_after_the_values() {
-    run_paused(async {
+    run(async {
         let (server, client, _, ticks) = setup().await;
         for s in [ticks.failing(), ticks.emit_then_fail()] {
             let items: Vec<_> = s.collect().await;
@@ -206,7 +207,7 @@ fn a_source_failure_arrives_after_the_values() {
 
 #[test]
 fn params_that_do_not_decode_end_the_stream_with_invalid_argument() {
-    run_paused(async {
+    run(async {
         let (server, client, _, ticks) = setup().await;
         let items: Vec<_> = ticks
             .client()
@@ -223,7 +224,7 @@ fn params_that_do_not_decode_end_the_stream_with_invalid_argument() {
 
 #[test]
 fn per_call_options_reach_the_stream_handler() {
-    run_paused(async {
+    run(async {
         let (server, client, _, ticks) = setup().await;
         let plain: Vec<_> = ticks.meta().collect().await;
         assert_eq!(plain[0].as_ref().unwrap(), &(None, false));

@@ -78,6 +78,8 @@ struct Tracked {
 thread_local! {
     /// The connections of the run on this thread; `None` outside a run.
     static TRACKED: RefCell<Option<Vec<Tracked>>> = const { RefCell::new(None) };
+    /// Whether the run on this thread has paused time.
+    static PAUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs a test body on a current-thread runtime with real time, then checks for leaks
@@ -93,6 +95,14 @@ pub fn run(body: impl Future<Output = ()>) {
 pub fn run_paused(body: impl Future<Output = ()>) {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().start_paused(true);
+    PAUSED.with(|p| p.set(true));
+    struct Unpause;
+    impl Drop for Unpause {
+        fn drop(&mut self) {
+            PAUSED.with(|p| p.set(false));
+        }
+    }
+    let _unpause = Unpause;
     run_on(builder, body);
 }
 
@@ -215,13 +225,82 @@ pub fn pair() -> (Connection, Connection) {
 }
 
 /// Two connected peers built from the given builders. Both are tracked.
+///
+/// Over the in-memory transport, or, under [`run`] with `BUNITE_TEST_TRANSPORT=tcp` in the
+/// environment, over a loopback TCP connection (the length-prefixed byte stream): `.ci/run`
+/// runs the capability tests both ways (STYLE habit 6). Under [`run_paused`] it is always
+/// the in-memory transport: paused time jumps ahead whenever every task waits, and with
+/// bytes in flight in the kernel every task waits, so timers would fire early.
 pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Connection) {
     in_run();
-    let (ta, tb) = memory::pair();
-    let (a, b) = (a.connect(ta), b.connect(tb));
+    let (a, b) = match transport_kind() {
+        TransportKind::Memory => {
+            let (ta, tb) = memory::pair();
+            (a.connect(ta), b.connect(tb))
+        }
+        #[cfg(feature = "byte-stream")]
+        TransportKind::Tcp => {
+            let (ta, tb) = tcp_pair();
+            (a.connect(ta), b.connect(tb))
+        }
+    };
     track(&a);
     track(&b);
     (a, b)
+}
+
+/// What [`pair`] and [`pair_with`] connect over in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Memory,
+    #[cfg(feature = "byte-stream")]
+    Tcp,
+}
+
+impl TransportKind {
+    /// The transport's name in spans and [`TransportInfo`](bunite_rpc::transport::TransportInfo).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Memory => "memory",
+            #[cfg(feature = "byte-stream")]
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// The transport of this run's pairs (see [`pair_with`]).
+pub fn transport_kind() -> TransportKind {
+    let paused = tokio::runtime::Handle::try_current().is_ok() && is_paused();
+    match std::env::var("BUNITE_TEST_TRANSPORT").as_deref() {
+        #[cfg(feature = "byte-stream")]
+        Ok("tcp") if !paused => TransportKind::Tcp,
+        Ok("tcp" | "memory") | Err(_) => TransportKind::Memory,
+        Ok(other) => panic!("BUNITE_TEST_TRANSPORT={other}: expected tcp or memory"),
+    }
+}
+
+/// Whether this runtime's time is paused (a [`run_paused`]).
+fn is_paused() -> bool {
+    PAUSED.with(|p| p.get())
+}
+
+/// Two ends of a loopback TCP connection, each a length-prefixed byte stream, made without
+/// waiting (the kernel completes a loopback connect at once).
+#[cfg(feature = "byte-stream")]
+fn tcp_pair() -> (
+    bunite_rpc::transport::byte_stream::TcpTransport,
+    bunite_rpc::transport::byte_stream::TcpTransport,
+) {
+    use bunite_rpc::transport::byte_stream::ByteStream;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (b, _) = listener.accept().expect("accept");
+    let end = |s: std::net::TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        s.set_nodelay(true).unwrap();
+        ByteStream::tcp(tokio::net::TcpStream::from_std(s).unwrap())
+    };
+    (end(b), end(a))
 }
 
 /// The `test.counter` cap: `get` (idempotent), `increment {delta?}`, `fail {code, message,

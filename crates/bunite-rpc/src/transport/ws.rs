@@ -134,7 +134,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
 pub use client::{connect, connect_with_max_bytes, WsConnector};
@@ -145,6 +145,9 @@ pub use tokio_tungstenite::tungstenite::client::{ClientRequestBuilder, IntoClien
 /// The `http` types of WebSocket handshakes (`Uri`, `HeaderValue`, `Request`), as
 /// tungstenite uses them.
 pub use tokio_tungstenite::tungstenite::http;
+/// Which end of a WebSocket a socket is, for [`WsTransport::from_raw_socket`] (a client
+/// masks what it sends).
+pub use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::{MaxBytes, Socket, Transport, TransportInfo};
 use keepalive::Keepalive;

@@ -226,9 +226,9 @@ pub fn pair() -> (Connection, Connection) {
 
 /// Two connected peers built from the given builders. Both are tracked.
 ///
-/// Over the in-memory transport, or, under [`run`] with `BUNITE_TEST_TRANSPORT=tcp` in the
-/// environment, over a loopback TCP connection (the length-prefixed byte stream): `.ci/run`
-/// runs the capability tests both ways (STYLE habit 6). Under [`run_paused`] it is always
+/// Over the in-memory transport, or, under [`run`] with `BUNITE_TEST_TRANSPORT=tcp` or `=ws`
+/// in the environment, over a loopback TCP connection (the length-prefixed byte stream, or
+/// a WebSocket): `.ci/run` runs the capability tests all three ways (STYLE habit 6). Under [`run_paused`] it is always
 /// the in-memory transport: paused time jumps ahead whenever every task waits, and with
 /// bytes in flight in the kernel every task waits, so timers would fire early.
 pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Connection) {
@@ -243,6 +243,11 @@ pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Con
             let (ta, tb) = tcp_pair();
             (a.connect(ta), b.connect(tb))
         }
+        #[cfg(feature = "ws")]
+        TransportKind::Ws => {
+            let (ta, tb) = ws_pair();
+            (a.connect(ta), b.connect(tb))
+        }
     };
     track(&a);
     track(&b);
@@ -255,6 +260,8 @@ pub enum TransportKind {
     Memory,
     #[cfg(feature = "byte-stream")]
     Tcp,
+    #[cfg(feature = "ws")]
+    Ws,
 }
 
 impl TransportKind {
@@ -264,6 +271,8 @@ impl TransportKind {
             TransportKind::Memory => "memory",
             #[cfg(feature = "byte-stream")]
             TransportKind::Tcp => "tcp",
+            #[cfg(feature = "ws")]
+            TransportKind::Ws => "ws",
         }
     }
 }
@@ -274,8 +283,10 @@ pub fn transport_kind() -> TransportKind {
     match std::env::var("BUNITE_TEST_TRANSPORT").as_deref() {
         #[cfg(feature = "byte-stream")]
         Ok("tcp") if !paused => TransportKind::Tcp,
-        Ok("tcp" | "memory") | Err(_) => TransportKind::Memory,
-        Ok(other) => panic!("BUNITE_TEST_TRANSPORT={other}: expected tcp or memory"),
+        #[cfg(feature = "ws")]
+        Ok("ws") if !paused => TransportKind::Ws,
+        Ok("tcp" | "ws" | "memory") | Err(_) => TransportKind::Memory,
+        Ok(other) => panic!("BUNITE_TEST_TRANSPORT={other}: expected tcp, ws or memory"),
     }
 }
 
@@ -284,23 +295,52 @@ fn is_paused() -> bool {
     PAUSED.with(|p| p.get())
 }
 
-/// Two ends of a loopback TCP connection, each a length-prefixed byte stream, made without
-/// waiting (the kernel completes a loopback connect at once).
-#[cfg(feature = "byte-stream")]
-fn tcp_pair() -> (
-    bunite_rpc::transport::byte_stream::TcpTransport,
-    bunite_rpc::transport::byte_stream::TcpTransport,
-) {
-    use bunite_rpc::transport::byte_stream::ByteStream;
+/// Two connected loopback TCP sockets, made without waiting (the kernel completes a
+/// loopback connect at once), ready for tokio: (accepted, connecting).
+#[cfg(any(feature = "byte-stream", feature = "ws"))]
+fn loopback() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
     let (b, _) = listener.accept().expect("accept");
     let end = |s: std::net::TcpStream| {
         s.set_nonblocking(true).unwrap();
         s.set_nodelay(true).unwrap();
-        ByteStream::tcp(tokio::net::TcpStream::from_std(s).unwrap())
+        tokio::net::TcpStream::from_std(s).unwrap()
     };
     (end(b), end(a))
+}
+
+/// The two ends of a WebSocket over a loopback TCP connection, past a handshake that did
+/// not take place (`from_raw_socket`; `tests/transport_ws.rs` tests handshakes): the
+/// framing, masking, metering and pings of the `ws` transport.
+#[cfg(feature = "ws")]
+fn ws_pair() -> (
+    bunite_rpc::transport::ws::WsTransport<tokio::net::TcpStream>,
+    bunite_rpc::transport::ws::WsTransport<tokio::net::TcpStream>,
+) {
+    use bunite_rpc::transport::ws::{Role, WsTransport};
+    use futures::FutureExt;
+    let (server, client) = loopback();
+    let max = bunite_rpc::Limits::default().max_bytes;
+    // Wrapping a socket does no I/O: the futures are ready at their first poll.
+    let server = WsTransport::from_raw_socket(server, Role::Server, max)
+        .now_or_never()
+        .expect("wrapping a socket does not wait");
+    let client = WsTransport::from_raw_socket(client, Role::Client, max)
+        .now_or_never()
+        .expect("wrapping a socket does not wait");
+    (server, client)
+}
+
+/// Two ends of a loopback TCP connection, each a length-prefixed byte stream.
+#[cfg(feature = "byte-stream")]
+fn tcp_pair() -> (
+    bunite_rpc::transport::byte_stream::TcpTransport,
+    bunite_rpc::transport::byte_stream::TcpTransport,
+) {
+    use bunite_rpc::transport::byte_stream::ByteStream;
+    let (a, b) = loopback();
+    (ByteStream::tcp(a), ByteStream::tcp(b))
 }
 
 /// The `test.counter` cap: `get` (idempotent), `increment {delta?}`, `fail {code, message,

@@ -226,9 +226,10 @@ pub fn pair() -> (Connection, Connection) {
 
 /// Two connected peers built from the given builders. Both are tracked.
 ///
-/// Over the in-memory transport, or, under [`run`] with `BUNITE_TEST_TRANSPORT=tcp` or `=ws`
-/// in the environment, over a loopback TCP connection (the length-prefixed byte stream, or
-/// a WebSocket): `.ci/run` runs the capability tests all three ways (STYLE habit 6). Under [`run_paused`] it is always
+/// Over the in-memory transport, or, under [`run`] with `BUNITE_TEST_TRANSPORT` set to
+/// `tcp`, `ws` or `sealed` in the environment, over a loopback TCP connection (the
+/// length-prefixed byte stream, a WebSocket, or the sealed pipe over the byte stream):
+/// `.ci/run` runs the capability tests all four ways (STYLE habit 6). Under [`run_paused`] it is always
 /// the in-memory transport: paused time jumps ahead whenever every task waits, and with
 /// bytes in flight in the kernel every task waits, so timers would fire early.
 pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Connection) {
@@ -248,6 +249,16 @@ pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Con
             let (ta, tb) = ws_pair();
             (a.connect(ta), b.connect(tb))
         }
+        #[cfg(all(feature = "sealed", feature = "byte-stream"))]
+        TransportKind::Sealed => {
+            use bunite_rpc::transport::sealed::{Key, Sealed};
+            let (ta, tb) = tcp_pair();
+            let key = Key::new([7; 32]);
+            (
+                a.connect(Sealed::new(ta, key.clone())),
+                b.connect(Sealed::new(tb, key)),
+            )
+        }
     };
     track(&a);
     track(&b);
@@ -262,6 +273,8 @@ pub enum TransportKind {
     Tcp,
     #[cfg(feature = "ws")]
     Ws,
+    #[cfg(all(feature = "sealed", feature = "byte-stream"))]
+    Sealed,
 }
 
 impl TransportKind {
@@ -273,6 +286,8 @@ impl TransportKind {
             TransportKind::Tcp => "tcp",
             #[cfg(feature = "ws")]
             TransportKind::Ws => "ws",
+            #[cfg(all(feature = "sealed", feature = "byte-stream"))]
+            TransportKind::Sealed => "tcp+sealed",
         }
     }
 }
@@ -285,8 +300,12 @@ pub fn transport_kind() -> TransportKind {
         Ok("tcp") if !paused => TransportKind::Tcp,
         #[cfg(feature = "ws")]
         Ok("ws") if !paused => TransportKind::Ws,
-        Ok("tcp" | "ws" | "memory") | Err(_) => TransportKind::Memory,
-        Ok(other) => panic!("BUNITE_TEST_TRANSPORT={other}: expected tcp, ws or memory"),
+        #[cfg(all(feature = "sealed", feature = "byte-stream"))]
+        Ok("sealed") if !paused => TransportKind::Sealed,
+        Ok("tcp" | "ws" | "sealed" | "memory") | Err(_) => TransportKind::Memory,
+        Ok(other) => {
+            panic!("BUNITE_TEST_TRANSPORT={other}: expected tcp, ws, sealed or memory")
+        }
     }
 }
 

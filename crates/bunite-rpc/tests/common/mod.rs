@@ -462,11 +462,51 @@ pub fn counter_impl() -> Arc<dyn bunite_rpc::CapImpl> {
         .build()
 }
 
-/// A peer that speaks frames by hand over one end of an in-memory pair.
+/// A peer that speaks frames by hand over one end of an in-memory pair, or, in a real-time
+/// run with `BUNITE_TEST_TRANSPORT=tcp` (see [`pair_with`]), over one end of a loopback TCP
+/// byte stream ([`RawPeer::connect`]; [`RawPeer::connect_through`] is always in memory).
 pub struct RawPeer {
-    t: MemoryTransport,
+    t: RawEnd,
     enc: Encoder,
     dec: Decoder,
+}
+
+/// The raw peer's end: whole messages in and out.
+enum RawEnd {
+    Memory(MemoryTransport),
+    #[cfg(feature = "byte-stream")]
+    Tcp(
+        bunite_rpc::transport::byte_stream::ByteStreamSink<
+            bunite_rpc::transport::byte_stream::TcpWriter,
+        >,
+        bunite_rpc::transport::byte_stream::ByteStreamSource<
+            bunite_rpc::transport::byte_stream::TcpReader,
+        >,
+    ),
+}
+
+impl RawEnd {
+    async fn send(&mut self, msg: bytes::Bytes) -> bool {
+        match self {
+            RawEnd::Memory(t) => t.send_raw(msg).await.is_ok(),
+            #[cfg(feature = "byte-stream")]
+            RawEnd::Tcp(sink, _) => {
+                use bunite_rpc::transport::MessageSinkExt;
+                sink.send(msg).await.is_ok()
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Option<bytes::Bytes> {
+        match self {
+            RawEnd::Memory(t) => t.recv_raw().await,
+            #[cfg(feature = "byte-stream")]
+            RawEnd::Tcp(_, source) => {
+                use bunite_rpc::transport::MessageSourceExt;
+                source.recv().await.ok().flatten()
+            }
+        }
+    }
 }
 
 impl RawPeer {
@@ -474,7 +514,16 @@ impl RawPeer {
     /// already read the connection's hello and sent its own. The connection is tracked, but
     /// not held clean before its close: the raw peer keeps the references it took.
     pub async fn connect(builder: ConnectionBuilder) -> (Connection, RawPeer) {
-        Self::connect_through(builder, |t| t).await
+        match transport_kind() {
+            #[cfg(feature = "byte-stream")]
+            TransportKind::Tcp => {
+                let (a, b) = tcp_pair();
+                let conn = builder.connect(a);
+                let (sink, source) = b.split();
+                Self::start(conn, RawEnd::Tcp(sink, source)).await
+            }
+            _ => Self::connect_through(builder, |t| t).await,
+        }
     }
 
     /// [`RawPeer::connect`] with the connection's end of the pair wrapped by `wrap` (a
@@ -486,9 +535,14 @@ impl RawPeer {
         in_run();
         let (a, b) = memory::pair();
         let conn = builder.connect(wrap(a));
+        Self::start(conn, RawEnd::Memory(b)).await
+    }
+
+    /// Registers `conn`, reads its hello and sends ours.
+    async fn start(conn: Connection, end: RawEnd) -> (Connection, RawPeer) {
         register(&conn, false);
         let mut raw = RawPeer {
-            t: b,
+            t: end,
             enc: Encoder::new(),
             dec: Decoder::new(WireLimits::default()),
         };
@@ -503,18 +557,18 @@ impl RawPeer {
     /// Sends one frame.
     pub async fn send(&mut self, frame: Frame) {
         let bytes = self.enc.encode_to_vec(&frame.to_value());
-        self.t.send_raw(bytes.into()).await.expect("send");
+        assert!(self.t.send(bytes.into()).await, "send");
     }
 
     /// Sends one frame; false once the connection no longer reads (it shut down).
     pub async fn try_send(&mut self, frame: Frame) -> bool {
         let bytes = self.enc.encode_to_vec(&frame.to_value());
-        self.t.send_raw(bytes.into()).await.is_ok()
+        self.t.send(bytes.into()).await
     }
 
     /// Sends raw bytes (hostile input).
     pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
-        let _ = self.t.send_raw(bytes.into()).await;
+        let _ = self.t.send(bytes.into()).await;
     }
 
     /// The next frame (fails the test after 60 s).
@@ -534,7 +588,7 @@ impl RawPeer {
         &mut self,
         d: Duration,
     ) -> Result<Option<Frame>, tokio::time::error::Elapsed> {
-        let bytes = tokio::time::timeout(d, self.t.recv_raw()).await?;
+        let bytes = tokio::time::timeout(d, self.t.recv()).await?;
         Ok(bytes.map(|b| self.dec.decode_frame(&b).expect("valid frame")))
     }
 

@@ -67,7 +67,7 @@ impl<S: MessageSink> MessageSink for CountingSink<S> {
 
 #[test]
 fn a_burst_of_calls_gets_its_first_answers_written_while_the_rest_is_read() {
-    run(async {
+    run_on_one_thread(async {
         let flushes = Arc::new(Mutex::new(Vec::new()));
         let (server, mut raw) = RawPeer::connect_through(Connection::builder(), |inner| Counting {
             inner,

@@ -30,7 +30,7 @@ fn bootstrap_returns_a_working_client_and_the_tables_end_clean() {
             .await
             .unwrap();
         assert_eq!(v.get("count"), Some(&Value::Int(5)));
-        assert_eq!(server.stats().live_caps, 3);
+        assert_eq!(server.current_stats().await.live_caps, 3);
         drop(counter);
         assert_clean(&[&server, &client]).await;
     });

@@ -94,7 +94,7 @@ fn a_cancel_signals_the_handler_replies_cancelled_and_suppresses_the_result() {
         assert!(tokio::time::timeout(Duration::from_secs(10), raw.recv())
             .await
             .is_err());
-        assert_eq!(server.stats().active_calls, 0);
+        assert_eq!(server.current_stats().await.active_calls, 0);
         // Cancels for unknown ids are ignored.
         raw.send(Frame::Cancel(Cancel {
             id: CallId(99),
@@ -175,7 +175,7 @@ fn cancelling_a_parent_cancels_its_children_on_the_same_connection() {
             }
         }
         assert!(saw_result && saw_child_cancel);
-        assert_eq!(server.stats().pending_calls, 0);
+        assert_eq!(server.current_stats().await.pending_calls, 0);
     });
 }
 

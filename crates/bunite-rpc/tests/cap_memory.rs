@@ -72,7 +72,7 @@ fn a_typed_server_is_one_allocation_and_is_freed_with_its_last_reference() {
             assert_eq!(item.get().await.unwrap(), 7);
         }
         // The two reserved ids, the bootstrapped maker, the items.
-        assert_eq!(server.stats().live_caps, 2 + 1 + items.len());
+        assert_eq!(server.current_stats().await.live_caps, 2 + 1 + items.len());
         drop(items);
         drop(maker);
         common::assert_clean(&[&server, &client]).await;

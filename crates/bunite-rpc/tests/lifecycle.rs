@@ -191,7 +191,7 @@ fn goaway_from_the_peer_shuts_down_and_fails_pending_calls() {
             Some("goaway"),
         );
         client.closed().await;
-        assert_eq!(server.stats().active_calls, 0);
+        assert_eq!(server.current_stats().await.active_calls, 0);
     });
 }
 

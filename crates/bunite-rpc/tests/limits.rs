@@ -100,7 +100,7 @@ fn a_peer_that_never_reads_stalls_instead_of_growing_our_backlog() {
             }
         }
         let _sink = flood.await.unwrap();
-        assert_eq!(server.stats().unsent_bytes, 0);
+        assert_eq!(server.current_stats().await.unsent_bytes, 0);
     });
 }
 

@@ -46,7 +46,9 @@ fn an_fmt_subscriber_sees_both_ends_of_a_call_with_code_and_duration() {
         .with_max_level(tracing::Level::INFO)
         .with_span_events(FmtSpan::CLOSE)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The process's default (this file has one test), not the thread's: on a multi-thread
+    // runtime (`BUNITE_TEST_RUNTIME=multi`) the server's spans close on a worker thread.
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
     run(async {
         let (server, client) = pair();
         serve_counter(&server).await;

@@ -75,16 +75,39 @@ struct Tracked {
     clean: bool,
 }
 
+/// The connections of one run, shared by the test's thread and the runtime's workers.
+type Registry = Arc<std::sync::Mutex<Vec<Tracked>>>;
+
 thread_local! {
-    /// The connections of the run on this thread; `None` outside a run.
-    static TRACKED: RefCell<Option<Vec<Tracked>>> = const { RefCell::new(None) };
+    /// The connections of the run this thread belongs to (the test's thread, or a worker of
+    /// its multi-thread runtime); `None` outside a run.
+    static TRACKED: RefCell<Option<Registry>> = const { RefCell::new(None) };
     /// Whether the run on this thread has paused time.
     static PAUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs a test body on a current-thread runtime with real time, then checks for leaks
-/// (see the module docs).
+/// (see the module docs). With `BUNITE_TEST_RUNTIME=multi` in the environment, on a
+/// multi-thread runtime of two workers instead (as applications run; `.ci/run` runs the
+/// integration tests that way once).
 pub fn run(body: impl Future<Output = ()>) {
+    let mut builder = match std::env::var("BUNITE_TEST_RUNTIME").as_deref() {
+        Ok("multi") => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+        Ok("current") | Err(_) => tokio::runtime::Builder::new_current_thread(),
+        Ok(other) => panic!("BUNITE_TEST_RUNTIME={other}: expected multi or current"),
+    };
+    builder.enable_all();
+    run_on(builder, body);
+}
+
+/// [`run`] always on a current-thread runtime, whatever `BUNITE_TEST_RUNTIME` says: for a
+/// test whose assertion is about what one thread does in turn (what a driver reads before
+/// it writes).
+pub fn run_on_one_thread(body: impl Future<Output = ()>) {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all();
     run_on(builder, body);
@@ -107,11 +130,18 @@ pub fn run_paused(body: impl Future<Output = ()>) {
 }
 
 fn run_on(mut builder: tokio::runtime::Builder, body: impl Future<Output = ()>) {
+    let registry = Registry::default();
+    let workers = registry.clone();
+    // A worker of a multi-thread runtime (a connection accepted in a spawned task) tracks
+    // into the same run.
+    builder.on_thread_start(move || {
+        TRACKED.with(|t| *t.borrow_mut() = Some(workers.clone()));
+    });
     let rt = builder.build().expect("test runtime");
     TRACKED.with(|t| {
         let mut t = t.borrow_mut();
         assert!(t.is_none(), "common::run inside common::run");
-        *t = Some(Vec::new());
+        *t = Some(registry);
     });
     // Forgets the run's connections however the test ends (a failed assertion unwinds).
     struct Reset;
@@ -151,8 +181,8 @@ pub fn tracked_with<T: Transport>(builder: ConnectionBuilder, transport: T) -> C
 fn register(conn: &Connection, clean: bool) {
     in_run();
     TRACKED.with(|t| {
-        if let Some(list) = t.borrow_mut().as_mut() {
-            list.push(Tracked {
+        if let Some(list) = t.borrow().as_ref() {
+            list.lock().unwrap().push(Tracked {
                 conn: conn.clone(),
                 clean,
             });
@@ -173,9 +203,9 @@ fn in_run() {
 /// The checks after the test body (see the module docs).
 async fn finish() {
     let tracked = TRACKED.with(|t| {
-        t.borrow_mut()
-            .as_mut()
-            .map(std::mem::take)
+        t.borrow()
+            .as_ref()
+            .map(|list| std::mem::take(&mut *list.lock().unwrap()))
             .unwrap_or_default()
     });
     let expected: Vec<&Connection> = tracked
@@ -475,24 +505,28 @@ pub struct RawPeer {
 enum RawEnd {
     Memory(MemoryTransport),
     #[cfg(feature = "byte-stream")]
-    Tcp(
-        bunite_rpc::transport::byte_stream::ByteStreamSink<
-            bunite_rpc::transport::byte_stream::TcpWriter,
-        >,
-        bunite_rpc::transport::byte_stream::ByteStreamSource<
-            bunite_rpc::transport::byte_stream::TcpReader,
-        >,
-    ),
+    Tcp(Box<TcpEnd>),
 }
+
+/// The two halves of a raw peer's TCP byte stream.
+#[cfg(feature = "byte-stream")]
+type TcpEnd = (
+    bunite_rpc::transport::byte_stream::ByteStreamSink<
+        bunite_rpc::transport::byte_stream::TcpWriter,
+    >,
+    bunite_rpc::transport::byte_stream::ByteStreamSource<
+        bunite_rpc::transport::byte_stream::TcpReader,
+    >,
+);
 
 impl RawEnd {
     async fn send(&mut self, msg: bytes::Bytes) -> bool {
         match self {
             RawEnd::Memory(t) => t.send_raw(msg).await.is_ok(),
             #[cfg(feature = "byte-stream")]
-            RawEnd::Tcp(sink, _) => {
+            RawEnd::Tcp(end) => {
                 use bunite_rpc::transport::MessageSinkExt;
-                sink.send(msg).await.is_ok()
+                end.0.send(msg).await.is_ok()
             }
         }
     }
@@ -501,9 +535,9 @@ impl RawEnd {
         match self {
             RawEnd::Memory(t) => t.recv_raw().await,
             #[cfg(feature = "byte-stream")]
-            RawEnd::Tcp(_, source) => {
+            RawEnd::Tcp(end) => {
                 use bunite_rpc::transport::MessageSourceExt;
-                source.recv().await.ok().flatten()
+                end.1.recv().await.ok().flatten()
             }
         }
     }
@@ -520,7 +554,7 @@ impl RawPeer {
                 let (a, b) = tcp_pair();
                 let conn = builder.connect(a);
                 let (sink, source) = b.split();
-                Self::start(conn, RawEnd::Tcp(sink, source)).await
+                Self::start(conn, RawEnd::Tcp(Box::new((sink, source)))).await
             }
             _ => Self::connect_through(builder, |t| t).await,
         }

@@ -445,7 +445,7 @@ fn a_call_future_dropped_before_its_first_poll_sends_nothing() {
             Value::from("never polled"),
             CallOptions::default(),
         ));
-        assert_eq!(conn.stats().pending_calls, 0);
+        assert_eq!(conn.current_stats().await.pending_calls, 0);
 
         let answer = async {
             let call = match raw.recv().await {
@@ -464,6 +464,6 @@ fn a_call_future_dropped_before_its_first_poll_sends_nothing() {
         assert_eq!(value.unwrap(), Value::from("app"));
         let after = raw.recv_within(std::time::Duration::from_millis(50)).await;
         assert!(after.is_err(), "nothing else was sent: {after:?}");
-        assert_eq!(conn.stats().pending_calls, 0);
+        assert_eq!(conn.current_stats().await.pending_calls, 0);
     });
 }

@@ -20,7 +20,7 @@ fn sub_caps_and_sub_caps_of_sub_caps() {
         let c = b.sub(named("c")).await.unwrap();
         assert_eq!(c.name().await.unwrap(), "c");
         assert_eq!(b.ping(41).await.unwrap(), 42);
-        assert_eq!(server.stats().live_caps, 6);
+        assert_eq!(server.current_stats().await.live_caps, 6);
         assert_eq!(state.live.load(Ordering::SeqCst), 3);
         assert_eq!(c.client().def().unwrap().name(), "test.Child");
         drop((a, b, c, counter));
@@ -106,7 +106,7 @@ fn shutdown_disposes_live_children() {
         );
         drop((kids, counter));
         eventually(|| state.live.load(Ordering::SeqCst) == 0).await;
-        assert_eq!(server.stats().live_caps, 2);
-        assert_eq!(client.stats().pending_calls, 0);
+        assert_eq!(server.current_stats().await.live_caps, 2);
+        assert_eq!(client.current_stats().await.pending_calls, 0);
     });
 }

@@ -89,7 +89,7 @@ thread_local! {
 /// Runs a test body on a current-thread runtime with real time, then checks for leaks
 /// (see the module docs). With `BUNITE_TEST_RUNTIME=multi` in the environment, on a
 /// multi-thread runtime of two workers instead (as applications run; `.ci/run` runs the
-/// integration tests that way once).
+/// integration tests that way in memory and over TCP).
 pub fn run(body: impl Future<Output = ()>) {
     let mut builder = match std::env::var("BUNITE_TEST_RUNTIME").as_deref() {
         Ok("multi") => {
@@ -259,9 +259,10 @@ pub fn pair() -> (Connection, Connection) {
 /// Over the in-memory transport, or, under [`run`] with `BUNITE_TEST_TRANSPORT` set to
 /// `tcp`, `ws` or `sealed` in the environment, over a loopback TCP connection (the
 /// length-prefixed byte stream, a WebSocket, or the sealed pipe over the byte stream):
-/// `.ci/run` runs the capability tests all four ways (STYLE habit 6). Under [`run_paused`] it is always
-/// the in-memory transport: paused time jumps ahead whenever every task waits, and with
-/// bytes in flight in the kernel every task waits, so timers would fire early.
+/// `.ci/run` runs the capability tests all four ways (STYLE habit 6). Under [`run_paused`]
+/// it is always the in-memory transport: paused time jumps ahead whenever every task
+/// waits, and with bytes in flight in the kernel every task waits, so timers would fire
+/// early.
 pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Connection) {
     in_run();
     let (a, b) = match transport_kind() {

@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory::{self, MemoryTransport};
-use bunite_rpc::transport::Transport;
+use bunite_rpc::transport::{MessageSink, MessageSource, Transport};
 use bunite_rpc::wire::{
     Call, CallId, CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Hello, ResultFrame,
     WireStatus,
@@ -282,13 +282,8 @@ pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Con
         }
         #[cfg(all(feature = "sealed", feature = "byte-stream"))]
         TransportKind::Sealed => {
-            use bunite_rpc::transport::sealed::{Key, Sealed};
-            let (ta, tb) = tcp_pair();
-            let key = Key::new([7; 32]);
-            (
-                a.connect(Sealed::new(ta, key.clone())),
-                b.connect(Sealed::new(tb, key)),
-            )
+            let (ta, tb) = sealed_pair();
+            (a.connect(ta), b.connect(tb))
         }
     };
     track(&a);
@@ -380,6 +375,18 @@ fn ws_pair() -> (
         .now_or_never()
         .expect("wrapping a socket does not wait");
     (server, client)
+}
+
+/// Two ends of the sealed pipe over a loopback TCP byte stream, with one key.
+#[cfg(all(feature = "sealed", feature = "byte-stream"))]
+fn sealed_pair() -> (
+    bunite_rpc::transport::sealed::Sealed<bunite_rpc::transport::byte_stream::TcpTransport>,
+    bunite_rpc::transport::sealed::Sealed<bunite_rpc::transport::byte_stream::TcpTransport>,
+) {
+    use bunite_rpc::transport::sealed::{Key, Sealed};
+    let (a, b) = tcp_pair();
+    let key = Key::new([7; 32]);
+    (Sealed::new(a, key.clone()), Sealed::new(b, key))
 }
 
 /// Two ends of a loopback TCP connection, each a length-prefixed byte stream.
@@ -494,8 +501,9 @@ pub fn counter_impl() -> Arc<dyn bunite_rpc::CapImpl> {
 }
 
 /// A peer that speaks frames by hand over one end of an in-memory pair, or, in a real-time
-/// run with `BUNITE_TEST_TRANSPORT=tcp` (see [`pair_with`]), over one end of a loopback TCP
-/// byte stream ([`RawPeer::connect`]; [`RawPeer::connect_through`] is always in memory).
+/// run with `BUNITE_TEST_TRANSPORT` set (see [`pair_with`]), over the other end of the same
+/// socket transport as the pairs ([`RawPeer::connect`]; [`RawPeer::connect_through`] is
+/// always in memory).
 pub struct RawPeer {
     t: RawEnd,
     enc: Encoder,
@@ -505,29 +513,17 @@ pub struct RawPeer {
 /// The raw peer's end: whole messages in and out.
 enum RawEnd {
     Memory(MemoryTransport),
-    #[cfg(feature = "byte-stream")]
-    Tcp(Box<TcpEnd>),
+    /// The two halves of a socket transport.
+    Socket(Box<dyn MessageSink>, Box<dyn MessageSource>),
 }
-
-/// The two halves of a raw peer's TCP byte stream.
-#[cfg(feature = "byte-stream")]
-type TcpEnd = (
-    bunite_rpc::transport::byte_stream::ByteStreamSink<
-        bunite_rpc::transport::byte_stream::TcpWriter,
-    >,
-    bunite_rpc::transport::byte_stream::ByteStreamSource<
-        bunite_rpc::transport::byte_stream::TcpReader,
-    >,
-);
 
 impl RawEnd {
     async fn send(&mut self, msg: bytes::Bytes) -> bool {
         match self {
             RawEnd::Memory(t) => t.send_raw(msg).await.is_ok(),
-            #[cfg(feature = "byte-stream")]
-            RawEnd::Tcp(end) => {
+            RawEnd::Socket(sink, _) => {
                 use bunite_rpc::transport::MessageSinkExt;
-                end.0.send(msg).await.is_ok()
+                sink.send(msg).await.is_ok()
             }
         }
     }
@@ -535,10 +531,9 @@ impl RawEnd {
     async fn recv(&mut self) -> Option<bytes::Bytes> {
         match self {
             RawEnd::Memory(t) => t.recv_raw().await,
-            #[cfg(feature = "byte-stream")]
-            RawEnd::Tcp(end) => {
+            RawEnd::Socket(_, source) => {
                 use bunite_rpc::transport::MessageSourceExt;
-                end.1.recv().await.ok().flatten()
+                source.recv().await.ok().flatten()
             }
         }
     }
@@ -549,16 +544,22 @@ impl RawPeer {
     /// already read the connection's hello and sent its own. The connection is tracked, but
     /// not held clean before its close: the raw peer keeps the references it took.
     pub async fn connect(builder: ConnectionBuilder) -> (Connection, RawPeer) {
-        match transport_kind() {
-            #[cfg(feature = "byte-stream")]
-            TransportKind::Tcp => {
-                let (a, b) = tcp_pair();
-                let conn = builder.connect(a);
-                let (sink, source) = b.split();
-                Self::start(conn, RawEnd::Tcp(Box::new((sink, source)))).await
-            }
-            _ => Self::connect_through(builder, |t| t).await,
+        /// The connection over `a`, the raw peer over `b`.
+        fn over<T: Transport>(builder: ConnectionBuilder, (a, b): (T, T)) -> (Connection, RawEnd) {
+            let conn = builder.connect(a);
+            let (sink, source) = b.split();
+            (conn, RawEnd::Socket(Box::new(sink), Box::new(source)))
         }
+        let (conn, end) = match transport_kind() {
+            TransportKind::Memory => return Self::connect_through(builder, |t| t).await,
+            #[cfg(feature = "byte-stream")]
+            TransportKind::Tcp => over(builder, tcp_pair()),
+            #[cfg(feature = "ws")]
+            TransportKind::Ws => over(builder, ws_pair()),
+            #[cfg(all(feature = "sealed", feature = "byte-stream"))]
+            TransportKind::Sealed => over(builder, sealed_pair()),
+        };
+        Self::start(conn, end).await
     }
 
     /// [`RawPeer::connect`] with the connection's end of the pair wrapped by `wrap` (a

@@ -50,6 +50,9 @@ mod caches {
     /// How often the workers' caches are emptied.
     pub const PERIOD: Duration = Duration::from_secs(5);
 
+    /// jemalloc's switch of the calling thread's cache.
+    const TCACHE_ENABLED: &[u8] = b"thread.tcache.enabled\0";
+
     /// The round the workers are asked to empty their caches for.
     static ROUND: AtomicU32 = AtomicU32::new(0);
 
@@ -98,7 +101,7 @@ mod caches {
     /// Turns this thread's cache off (jemalloc gives its objects back to their arenas) and
     /// on again (empty). An error leaves the cache as it was: nothing to do about it here.
     fn empty_cache() {
-        let enabled = b"thread.tcache.enabled\0".name();
+        let enabled = TCACHE_ENABLED.name();
         if Access::<bool>::write(enabled, false).is_ok() {
             let _ = Access::<bool>::write(enabled, true);
         }
@@ -109,7 +112,7 @@ mod caches {
         use super::*;
 
         fn cache_on() -> bool {
-            Access::<bool>::read(b"thread.tcache.enabled\0".name()).unwrap()
+            Access::<bool>::read(TCACHE_ENABLED.name()).unwrap()
         }
 
         #[test]

@@ -45,14 +45,21 @@ async fn exercise_counter(server: &Connection, client: &Connection) {
     timeout(WAIT, server.closed()).await.expect("server closes");
 }
 
+/// A client transport made by [`byte_stream::tcp_connect`] and the socket its server end
+/// accepted.
+async fn tcp_connected() -> (byte_stream::TcpTransport, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    let client = byte_stream::tcp_connect(addr).await.unwrap();
+    (client, timeout(WAIT, accept).await.unwrap().unwrap())
+}
+
 #[test]
 fn a_counter_over_tcp() {
     run(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
-        let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+        let (client, socket) = tcp_connected().await;
+        let client = tracked(client);
         let server = tracked(ByteStream::tcp(socket));
         serve_counter(&server).await;
         exercise_counter(&server, &client).await;
@@ -105,11 +112,8 @@ fn a_counter_over_a_unix_socket() {
 #[test]
 fn a_peer_closing_its_socket_mid_call_fails_the_pending_call_unavailable() {
     run(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
-        let socket = timeout(WAIT, accept).await.unwrap().unwrap();
+        let (client, socket) = tcp_connected().await;
+        let client = tracked(client);
         // A second handle on the server's socket, to shut it down under the connection's feet.
         let std_socket = socket.into_std().unwrap();
         let killer = std_socket.try_clone().unwrap();

@@ -28,6 +28,17 @@ fn tls_config(cert: &str, key: &str) -> ListenerConfig {
     ListenerConfig::default().tls(server)
 }
 
+/// A WebSocket listener with TLS under a fresh self-signed certificate: the listener, its
+/// `wss://localhost` URL and the certificate (PEM).
+async fn wss_listener() -> (WsListener, String, String) {
+    let (cert, key) = self_signed();
+    let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", tls_config(&cert, &key))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, format!("wss://localhost:{port}/rpc"), cert)
+}
+
 /// Serves the counter on one accepted connection and calls it from `client`.
 async fn call_counter(server: Connection, client: Connection) {
     serve_counter(&server).await;
@@ -46,14 +57,7 @@ async fn call_counter(server: Connection, client: Connection) {
 #[test]
 fn a_call_over_wss_with_a_self_signed_certificate() {
     run(async {
-        let (cert, key) = self_signed();
-        let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", tls_config(&cert, &key))
-            .await
-            .unwrap();
-        let url = format!(
-            "wss://localhost:{}/rpc",
-            listener.local_addr().unwrap().port()
-        );
+        let (listener, url, cert) = wss_listener().await;
         let accepted = tokio::spawn(async move { listener.accept().await.unwrap() });
 
         let roots = ClientTls::from_ca_pem(cert.as_bytes()).unwrap();
@@ -93,14 +97,7 @@ fn a_call_over_a_tls_byte_stream_to_an_ip_address() {
 #[test]
 fn a_client_refuses_a_certificate_it_does_not_trust_and_says_what_to_do() {
     run(async {
-        let (cert, key) = self_signed();
-        let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", tls_config(&cert, &key))
-            .await
-            .unwrap();
-        let url = format!(
-            "wss://localhost:{}/rpc",
-            listener.local_addr().unwrap().port()
-        );
+        let (listener, url, _) = wss_listener().await;
         // Another self-signed certificate: not the one the server presents.
         let (other, _) = self_signed();
         let roots = ClientTls::from_ca_pem(other.as_bytes()).unwrap();

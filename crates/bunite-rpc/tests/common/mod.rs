@@ -91,17 +91,15 @@ thread_local! {
 /// multi-thread runtime of two workers instead (as applications run; `.ci/run` runs the
 /// integration tests that way in memory and over TCP).
 pub fn run(body: impl Future<Output = ()>) {
-    let mut builder = match std::env::var("BUNITE_TEST_RUNTIME").as_deref() {
+    match std::env::var("BUNITE_TEST_RUNTIME").as_deref() {
         Ok("multi") => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(2);
-            b
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2).enable_all();
+            run_on(builder, false, body);
         }
-        Ok("current") | Err(_) => tokio::runtime::Builder::new_current_thread(),
+        Ok("current") | Err(_) => run_on_one_thread(body),
         Ok(other) => panic!("BUNITE_TEST_RUNTIME={other}: expected multi or current"),
-    };
-    builder.enable_all();
-    run_on(builder, body);
+    }
 }
 
 /// [`run`] always on a current-thread runtime, whatever `BUNITE_TEST_RUNTIME` says: for a
@@ -110,7 +108,7 @@ pub fn run(body: impl Future<Output = ()>) {
 pub fn run_on_one_thread(body: impl Future<Output = ()>) {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all();
-    run_on(builder, body);
+    run_on(builder, false, body);
 }
 
 /// [`run`] with paused time: sleeps, timeouts and deadlines complete as soon as every task
@@ -118,18 +116,12 @@ pub fn run_on_one_thread(body: impl Future<Output = ()>) {
 pub fn run_paused(body: impl Future<Output = ()>) {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().start_paused(true);
-    PAUSED.with(|p| p.set(true));
-    struct Unpause;
-    impl Drop for Unpause {
-        fn drop(&mut self) {
-            PAUSED.with(|p| p.set(false));
-        }
-    }
-    let _unpause = Unpause;
-    run_on(builder, body);
+    run_on(builder, true, body);
 }
 
-fn run_on(mut builder: tokio::runtime::Builder, body: impl Future<Output = ()>) {
+/// Runs `body` on the runtime `builder` makes (`paused`: whether it starts with paused
+/// time), then the checks of [`finish`].
+fn run_on(mut builder: tokio::runtime::Builder, paused: bool, body: impl Future<Output = ()>) {
     let registry = Registry::default();
     let workers = registry.clone();
     // A worker of a multi-thread runtime (a connection accepted in a spawned task) tracks
@@ -143,11 +135,14 @@ fn run_on(mut builder: tokio::runtime::Builder, body: impl Future<Output = ()>) 
         assert!(t.is_none(), "common::run inside common::run");
         *t = Some(registry);
     });
-    // Forgets the run's connections however the test ends (a failed assertion unwinds).
+    PAUSED.with(|p| p.set(paused));
+    // Forgets the run's connections and its clock however the test ends (a failed
+    // assertion unwinds).
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
             TRACKED.with(|t| t.borrow_mut().take());
+            PAUSED.with(|p| p.set(false));
         }
     }
     let _reset = Reset;
@@ -166,9 +161,7 @@ pub fn track(conn: &Connection) {
 /// `Connection::new(transport)`, [`track`]ed: for connections over the socket transports,
 /// which tests open by hand.
 pub fn tracked<T: Transport>(transport: T) -> Connection {
-    let conn = Connection::new(transport);
-    track(&conn);
-    conn
+    tracked_with(Connection::builder(), transport)
 }
 
 /// `builder.connect(transport)`, [`track`]ed.
@@ -320,7 +313,7 @@ impl TransportKind {
 
 /// The transport of this run's pairs (see [`pair_with`]).
 pub fn transport_kind() -> TransportKind {
-    let paused = tokio::runtime::Handle::try_current().is_ok() && is_paused();
+    let paused = PAUSED.with(|p| p.get());
     match std::env::var("BUNITE_TEST_TRANSPORT").as_deref() {
         #[cfg(feature = "byte-stream")]
         Ok("tcp") if !paused => TransportKind::Tcp,
@@ -333,11 +326,6 @@ pub fn transport_kind() -> TransportKind {
             panic!("BUNITE_TEST_TRANSPORT={other}: expected tcp, ws, sealed or memory")
         }
     }
-}
-
-/// Whether this runtime's time is paused (a [`run_paused`]).
-fn is_paused() -> bool {
-    PAUSED.with(|p| p.get())
 }
 
 /// Two connected loopback TCP sockets, made without waiting (the kernel completes a

@@ -14,6 +14,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
+use tokio::task::Unconstrained;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::client_stream::{ClientStream, StreamQueue};
@@ -524,7 +525,12 @@ struct Start<'a> {
 /// A queued call: the outcome to wait for, and what to do if the caller stops waiting.
 struct Waiting<'a> {
     guard: CancelOnDrop<'a>,
-    rx: oneshot::Receiver<Result<Payload, Error>>,
+    /// Outside tokio's cooperative budget: a call's first poll always waits (its reply
+    /// comes from the connection's task), so it cannot starve the runtime, and a caller
+    /// that awaits many calls at once (a `FuturesUnordered`, `join_all`) would otherwise
+    /// find its budget spent after 128 replies and poll every other call in flight once
+    /// more for nothing (1.2 extra polls per call at 256 in flight; `docs/BENCHMARKS.md`).
+    rx: Unconstrained<oneshot::Receiver<Result<Payload, Error>>>,
     /// The caller's token, if it gave one.
     cancel: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// The call's span, if a subscriber wants it: entered while the call is polled.
@@ -559,7 +565,7 @@ impl<'a> Start<'a> {
         let guard = CancelOnDrop::send(shared, id, Command::Call { id, req, reply })?;
         Ok(Waiting {
             guard,
-            rx,
+            rx: tokio::task::unconstrained(rx),
             cancel: cancel.map(|t| Box::pin(t.cancelled_owned())),
             span,
         })

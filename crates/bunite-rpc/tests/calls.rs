@@ -467,3 +467,60 @@ fn a_call_future_dropped_before_its_first_poll_sends_nothing() {
         assert_eq!(conn.current_stats().await.pending_calls, 0);
     });
 }
+
+/// Polls the future it wraps, counting the polls in `polls`.
+struct CountPolls<'a, F> {
+    inner: std::pin::Pin<Box<F>>,
+    polls: &'a std::cell::Cell<usize>,
+}
+
+impl<F: std::future::Future> std::future::Future for CountPolls<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.set(self.polls.get() + 1);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// A caller that awaits many calls at once (here 300 in a `FuturesUnordered`, as `join_all`
+/// does for many) polls each call twice: once to send it, once for its answer. A call's
+/// answer is outside tokio's cooperative budget (a call always waits once, so it cannot
+/// starve the runtime); inside it, a caller that found more than 128 answers waiting ran
+/// out of budget and polled every other call again for nothing (1.2 extra polls a call at
+/// 256 in flight over TCP). About one thread's order of work, so on one.
+#[test]
+fn many_calls_awaited_together_are_polled_twice_each() {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    const CALLS: usize = 300;
+    run_on_one_thread(async {
+        let (server, client) = pair();
+        serve_counter(&server).await;
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let polls = std::cell::Cell::new(0);
+        let mut inflight: FuturesUnordered<_> = (0..CALLS)
+            .map(|_| CountPolls {
+                inner: Box::pin(c.call::<_, Record>("increment", &())),
+                polls: &polls,
+            })
+            .collect();
+        // One poll sends them all; then every answer arrives before the caller looks.
+        assert!(futures::poll!(inflight.next()).is_pending());
+        assert_eq!(polls.get(), CALLS);
+        while client.current_stats().await.pending_calls > 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut answered = 0;
+        while let Some(result) = inflight.next().await {
+            result.unwrap();
+            answered += 1;
+        }
+        assert_eq!(answered, CALLS);
+        assert_eq!(polls.get(), 2 * CALLS, "polls of {CALLS} calls");
+        let n: Record = c.call("get", &()).await.unwrap();
+        assert_eq!(n.get("count"), Some(&Value::Int(CALLS as i64)));
+    });
+}

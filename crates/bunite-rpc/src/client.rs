@@ -14,7 +14,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tokio::task::Unconstrained;
+use tokio::task::{unconstrained, Unconstrained};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::client_stream::{ClientStream, StreamQueue};
@@ -565,7 +565,7 @@ impl<'a> Start<'a> {
         let guard = CancelOnDrop::send(shared, id, Command::Call { id, req, reply })?;
         Ok(Waiting {
             guard,
-            rx: tokio::task::unconstrained(rx),
+            rx: unconstrained(rx),
             cancel: cancel.map(|t| Box::pin(t.cancelled_owned())),
             span,
         })

@@ -12,29 +12,14 @@ use std::time::Instant;
 
 use bunite_rpc::transport::byte_stream::ByteStream;
 use bunite_rpc::transport::{memory, Transport};
-use bunite_rpc::{cap, Connection, Status};
+use bunite_rpc::Connection;
 use futures::stream::{FuturesUnordered, StreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 
-#[derive(Debug, Serialize, Deserialize)]
-struct AddArgs {
-    a: u64,
-    b: u64,
-}
+#[path = "common/bench_cap.rs"]
+mod bench_cap;
 
-#[cap(name = "bench.rpc")]
-trait Bench {
-    async fn add(&self, args: AddArgs) -> Result<u64, Status>;
-}
-
-struct Server;
-
-impl Bench for Server {
-    async fn add(&self, args: AddArgs) -> Result<u64, Status> {
-        Ok(args.a + args.b)
-    }
-}
+use bench_cap::{AddArgs, BenchCap, Server};
 
 fn one_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

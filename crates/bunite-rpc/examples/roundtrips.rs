@@ -7,27 +7,12 @@
 use std::time::Instant;
 
 use bunite_rpc::transport::memory;
-use bunite_rpc::{cap, Connection, Status};
-use serde::{Deserialize, Serialize};
+use bunite_rpc::Connection;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct AddArgs {
-    a: u64,
-    b: u64,
-}
+#[path = "common/bench_cap.rs"]
+mod bench_cap;
 
-#[cap(name = "bench.rpc")]
-trait Bench {
-    async fn add(&self, args: AddArgs) -> Result<u64, Status>;
-}
-
-struct Server;
-
-impl Bench for Server {
-    async fn add(&self, args: AddArgs) -> Result<u64, Status> {
-        Ok(args.a + args.b)
-    }
-}
+use bench_cap::{AddArgs, BenchCap, Server};
 
 fn main() {
     let n: u64 = std::env::args()

@@ -8,30 +8,15 @@
 use std::time::Instant;
 
 use bunite_rpc::transport::memory;
-use bunite_rpc::{cap, Connection, Status};
-use serde::{Deserialize, Serialize};
+use bunite_rpc::Connection;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AddArgs {
-    pub a: u64,
-    pub b: u64,
-}
+#[path = "../examples/common/bench_cap.rs"]
+mod bench_cap;
 
-#[cap(name = "bench.rpc")]
-pub trait Bench {
-    async fn add(&self, args: AddArgs) -> Result<u64, Status>;
-}
-
-struct Server;
-
-impl Bench for Server {
-    async fn add(&self, args: AddArgs) -> Result<u64, Status> {
-        Ok(args.a + args.b)
-    }
-}
+use bench_cap::{AddArgs, BenchCap, Server};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

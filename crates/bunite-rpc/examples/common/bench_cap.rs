@@ -1,5 +1,5 @@
-//! The cap of the call-path examples (`roundtrips`, `pipelined`): the comparison
-//! benchmark's `add(a, b)`, answered at once.
+//! The cap of the call-path examples (`roundtrips`, `pipelined`) and of the `allocs` bench:
+//! the comparison benchmark's `add(a, b)`, answered at once.
 
 use bunite_rpc::{cap, Status};
 use serde::{Deserialize, Serialize};

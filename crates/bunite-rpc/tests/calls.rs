@@ -510,9 +510,14 @@ fn many_calls_awaited_together_are_polled_twice_each() {
         // One poll sends them all; then every answer arrives before the caller looks.
         assert!(futures::poll!(inflight.next()).is_pending());
         assert_eq!(polls.get(), CALLS);
-        while client.current_stats().await.pending_calls > 0 {
-            tokio::task::yield_now().await;
-        }
+        let all_answered = async {
+            while client.current_stats().await.pending_calls > 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), all_answered)
+            .await
+            .expect("every call answered");
         let mut answered = 0;
         while let Some(result) = inflight.next().await {
             result.unwrap();

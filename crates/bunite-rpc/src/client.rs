@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bunite_wire::{CallId, CapId, Outgoing, Text, Value};
@@ -14,7 +14,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tokio::task::{unconstrained, Unconstrained};
+use tokio::task::coop::{self, unconstrained, Unconstrained};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::client_stream::{ClientStream, StreamQueue};
@@ -510,6 +510,8 @@ pub(crate) struct Call<'a>(CallState<'a>);
 enum CallState<'a> {
     Start(Start<'a>),
     Waiting(Waiting<'a>),
+    /// Failed before it was queued; boxed, as rare, to keep the future small.
+    Failed(Box<Error>),
     Done,
 }
 
@@ -607,10 +609,13 @@ impl Future for Call<'_> {
             let CallState::Start(start) = std::mem::replace(state, CallState::Done) else {
                 unreachable!("matched just above");
             };
-            *state = CallState::Waiting(start.queue()?);
+            *state = match start.queue() {
+                Ok(waiting) => CallState::Waiting(waiting),
+                Err(error) => CallState::Failed(Box::new(error)),
+            };
         }
         let CallState::Waiting(waiting) = state else {
-            panic!("a call's future polled after it completed");
+            return failed(state, cx);
         };
         match waiting.poll_outcome(cx) {
             Some(result) => {
@@ -621,6 +626,22 @@ impl Future for Call<'_> {
             None => Poll::Pending,
         }
     }
+}
+
+/// A call that failed before it was queued (a closed connection, the in-flight limit): its
+/// error is ready at once, so it takes a unit of the task's cooperative budget, as a ready
+/// tokio resource does. A loop that retries such a call still yields to the other tasks of
+/// its runtime, which may be the ones that would end the loop.
+#[cold]
+fn failed(state: &mut CallState<'_>, cx: &mut Context<'_>) -> Poll<Result<Payload, Error>> {
+    if !matches!(state, CallState::Failed(_)) {
+        panic!("a call's future polled after it completed");
+    }
+    ready!(coop::poll_proceed(cx)).made_progress();
+    let CallState::Failed(error) = std::mem::replace(state, CallState::Done) else {
+        unreachable!("matched just above");
+    };
+    Poll::Ready(Err(*error))
 }
 
 /// Bootstrapping the peer's caps (PROTOCOL §8).
@@ -648,15 +669,24 @@ impl Connection {
 
     async fn bootstrap_id(&self, name: &str, version: Option<&str>) -> Result<CapId, Error> {
         let shared = &self.shared;
-        shared.reserve_call()?;
-        let id = shared.next_call_id();
-        let (reply, rx) = oneshot::channel();
-        let command = Command::Bootstrap {
-            id,
-            cap: Box::new((name.to_owned(), version.map(str::to_owned))),
-            reply,
+        let queued = shared.reserve_call().and_then(|()| {
+            let id = shared.next_call_id();
+            let (reply, rx) = oneshot::channel();
+            let command = Command::Bootstrap {
+                id,
+                cap: Box::new((name.to_owned(), version.map(str::to_owned))),
+                reply,
+            };
+            Ok((CancelOnDrop::send(shared, id, command)?, rx))
+        });
+        let (mut guard, rx) = match queued {
+            Ok(queued) => queued,
+            Err(error) => {
+                // Ready at once: a unit of the task's budget, as for a call (`Call::poll`).
+                coop::consume_budget().await;
+                return Err(error);
+            }
         };
-        let mut guard = CancelOnDrop::send(shared, id, command)?;
         // The bootstrap's own timer, not a call deadline: the session sends a bootstrap
         // with no `meta.deadlineMs` and parks it until the peer's hello, where no call
         // deadline runs. On timeout the guard cancels the call (a result that arrives

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use bunite_wire::{CallId, Value};
 use futures::Stream;
@@ -172,6 +172,11 @@ impl ClientStream {
     fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, Error>>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if self.id.is_none() {
+            // Failed before it was sent: its error is ready at once, so it takes a unit of
+            // the task's budget, as a call's does (`Call::poll`).
+            ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
         }
         match self.queue.poll_take(cx) {
             Next::Item(item) => {

@@ -529,3 +529,67 @@ fn many_calls_awaited_together_are_polled_twice_each() {
         assert_eq!(n.get("count"), Some(&Value::Int(CALLS as i64)));
     });
 }
+
+/// Retries `attempt`, which must fail, until a task spawned first has run; how many times.
+async fn failures_before_another_task_runs<F: std::future::Future<Output = bool>>(
+    mut attempt: impl FnMut() -> F,
+) -> usize {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move { stop.store(true, Ordering::Relaxed) }
+    });
+    let mut failures = 0;
+    while !stop.load(Ordering::Relaxed) {
+        assert!(attempt().await, "the attempt failed locally");
+        failures += 1;
+        assert!(failures < 10_000, "the loop never let the other task run");
+    }
+    failures
+}
+
+/// A call, a bootstrap or a stream that fails before it is sent (here on a closed
+/// connection) is ready at once, and takes a unit of the task's cooperative budget like
+/// any ready tokio resource: a loop that retries it still lets the other tasks of its
+/// runtime run, here the one that ends the loop. Without it the loop never yielded and the
+/// runtime's thread was stuck in it.
+#[test]
+fn a_loop_of_calls_failing_at_once_lets_other_tasks_run() {
+    use futures::StreamExt;
+    run_on_one_thread(async {
+        let (server, client) = pair();
+        serve_counter(&server).await;
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        client.close();
+        // Once this one has failed, the connection is closed and calls fail before sending.
+        assert!(c.call_value("get", Value::Undefined).await.is_err());
+        let closed = |e: &bunite_rpc::Error| e.local_kind() == Some(LocalError::Closed);
+        let calls = failures_before_another_task_runs(|| async {
+            c.call_value("get", Value::Undefined)
+                .await
+                .is_err_and(|e| closed(&e))
+        })
+        .await;
+        let bootstraps = failures_before_another_task_runs(|| async {
+            client
+                .bootstrap(&counter_def())
+                .await
+                .is_err_and(|e| closed(&e))
+        })
+        .await;
+        let streams = failures_before_another_task_runs(|| async {
+            let mut stream = c.stream("watch", Value::Undefined);
+            matches!(stream.next().await, Some(Err(e)) if closed(&e))
+        })
+        .await;
+        // The budget is 128 a poll of the task.
+        for (what, n) in [
+            ("calls", calls),
+            ("bootstraps", bootstraps),
+            ("streams", streams),
+        ] {
+            assert!(n <= 129, "{n} {what} failed before the other task ran");
+        }
+    });
+}

@@ -628,20 +628,26 @@ impl Future for Call<'_> {
     }
 }
 
-/// A call that failed before it was queued (a closed connection, the in-flight limit): its
-/// error is ready at once, so it takes a unit of the task's cooperative budget, as a ready
-/// tokio resource does. A loop that retries such a call still yields to the other tasks of
-/// its runtime, which may be the ones that would end the loop.
+/// A call that failed before it was queued: its error, once [`poll_local_failure`] allows.
 #[cold]
 fn failed(state: &mut CallState<'_>, cx: &mut Context<'_>) -> Poll<Result<Payload, Error>> {
     if !matches!(state, CallState::Failed(_)) {
         panic!("a call's future polled after it completed");
     }
-    ready!(coop::poll_proceed(cx)).made_progress();
+    ready!(poll_local_failure(cx));
     let CallState::Failed(error) = std::mem::replace(state, CallState::Done) else {
         unreachable!("matched just above");
     };
     Poll::Ready(Err(*error))
+}
+
+/// Takes a unit of the task's cooperative budget for an error that is ready at once: a
+/// call, bootstrap or stream that failed before it was sent (a closed connection, the
+/// in-flight limit), as a ready tokio resource does. A loop that retries it still yields to
+/// the other tasks of its runtime, which may be the ones that would end the loop. `Pending`
+/// (the task woken again later) when the budget is spent.
+pub(crate) fn poll_local_failure(cx: &mut Context<'_>) -> Poll<()> {
+    coop::poll_proceed(cx).map(|progress| progress.made_progress())
 }
 
 /// Bootstrapping the peer's caps (PROTOCOL §8).
@@ -682,8 +688,7 @@ impl Connection {
         let (mut guard, rx) = match queued {
             Ok(queued) => queued,
             Err(error) => {
-                // Ready at once: a unit of the task's budget, as for a call (`Call::poll`).
-                coop::consume_budget().await;
+                std::future::poll_fn(poll_local_failure).await;
                 return Err(error);
             }
         };

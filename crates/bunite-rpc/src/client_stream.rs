@@ -174,9 +174,8 @@ impl ClientStream {
             return Poll::Ready(None);
         }
         if self.id.is_none() {
-            // Failed before it was sent: its error is ready at once, so it takes a unit of
-            // the task's budget, as a call's does (`Call::poll`).
-            ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+            // Failed before it was sent: its error is ready at once.
+            ready!(crate::client::poll_local_failure(cx));
         }
         match self.queue.poll_take(cx) {
             Next::Item(item) => {

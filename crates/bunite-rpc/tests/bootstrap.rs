@@ -22,9 +22,7 @@ fn versioned(version: &str) -> Arc<CapDef> {
 #[test]
 fn bootstrap_returns_a_working_client_and_the_tables_end_clean() {
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, counter) = counter_pair().await;
         let v: Record = counter
             .call("increment", &Record::new().with("delta", 5))
             .await

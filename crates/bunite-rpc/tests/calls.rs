@@ -63,9 +63,7 @@ fn the_runtime_client_reaches_id_one_without_bootstrap() {
 #[test]
 fn a_method_outside_the_definition_and_one_without_handler_are_not_found() {
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (_server, _client, c) = counter_pair().await;
         let e = c.call_value("nope", Value::Undefined).await.unwrap_err();
         assert_remote(
             &e,
@@ -233,9 +231,7 @@ fn a_panicking_handler_fails_internal_and_the_connection_lives_on() {
 #[test]
 fn args_that_do_not_decode_are_invalid_argument() {
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (_server, _client, c) = counter_pair().await;
         let e = c
             .call_value("typed", Value::from("not a record"))
             .await
@@ -250,9 +246,7 @@ fn args_that_do_not_decode_are_invalid_argument() {
 #[test]
 fn concurrent_calls_run_concurrently_and_replies_may_overtake() {
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (_server, _client, c) = counter_pair().await;
         // A waiting call does not block a later one.
         let waiting = {
             let c = c.clone();
@@ -271,9 +265,7 @@ fn concurrent_calls_run_concurrently_and_replies_may_overtake() {
 #[test]
 fn calls_after_close_fail_locally_with_unavailable() {
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (_server, client, c) = counter_pair().await;
         client.close();
         let e = c.call_value("get", Value::Undefined).await.unwrap_err();
         assert_local(
@@ -497,9 +489,7 @@ fn many_calls_awaited_together_are_polled_twice_each() {
     use futures::stream::{FuturesUnordered, StreamExt};
     const CALLS: usize = 300;
     run_on_one_thread(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (_server, client, c) = counter_pair().await;
         let polls = std::cell::Cell::new(0);
         let mut inflight: FuturesUnordered<_> = (0..CALLS)
             .map(|_| CountPolls {
@@ -558,9 +548,7 @@ async fn failures_before_another_task_runs<F: std::future::Future<Output = bool>
 fn a_loop_of_calls_failing_at_once_lets_other_tasks_run() {
     use futures::StreamExt;
     run_on_one_thread(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (_server, client, c) = counter_pair().await;
         client.close();
         // Once this one has failed, the connection is closed and calls fail before sending.
         assert!(c.call_value("get", Value::Undefined).await.is_err());

@@ -172,9 +172,7 @@ fn an_oversize_message_gets_goaway_resource_exhausted() {
 #[test]
 fn goaway_from_the_peer_shuts_down_and_fails_pending_calls() {
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, c) = counter_pair().await;
         let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
         eventually(|| server.stats().active_calls == 1).await;
         server.close();
@@ -308,9 +306,7 @@ fn a_call_id_still_in_use_gets_goaway_then_shutdown() {
 #[test]
 fn a_pending_call_says_how_the_connection_ended() {
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, c) = counter_pair().await;
         let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
         eventually(|| server.stats().active_calls == 1).await;
         client.close();

@@ -50,9 +50,7 @@ fn an_fmt_subscriber_sees_both_ends_of_a_call_with_code_and_duration() {
     // runtime (`BUNITE_TEST_RUNTIME=multi`) the server's spans close on a worker thread.
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
     run(async {
-        let (server, client) = pair();
-        serve_counter(&server).await;
-        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, counter) = counter_pair().await;
         let args = Value::Record(Record::new().with("delta", 1));
         counter.call_value("increment", args).await.unwrap();
         let missing = counter.call_value("nope", Value::Undefined).await;

@@ -433,6 +433,15 @@ pub async fn serve_counter(conn: &Connection) {
         .detach();
 }
 
+/// A [`pair`] whose first end serves `test.counter`, and the second end's client of it:
+/// (server, client connection, counter client).
+pub async fn counter_pair() -> (Connection, Connection, bunite_rpc::Client) {
+    let (server, client) = pair();
+    serve_counter(&server).await;
+    let counter = client.bootstrap(&counter_def()).await.unwrap();
+    (server, client, counter)
+}
+
 /// A counter implementation.
 pub fn counter_impl() -> Arc<dyn bunite_rpc::CapImpl> {
     let count = Arc::new(AtomicI64::new(0));

@@ -195,7 +195,13 @@ impl Client {
         // Not an `async fn` around `call`: each layer of `async fn` keeps its own copy of
         // the arguments for the whole call, and a caller that spawns or queues the future
         // moves all of it.
-        call(self, method, args.into(), opts, Expect::Value)
+        call(
+            self,
+            Text::copy_from(method),
+            args.into(),
+            opts,
+            Expect::Value,
+        )
     }
 
     /// Calls a method that returns one cap (the client's definition, if any, describes the
@@ -212,8 +218,20 @@ impl Client {
         args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Client, Error> {
-        let value = self.call_caps_value(method, args.into(), opts).await?;
-        let def = self.returned_def(method);
+        self.cap_call(Text::copy_from(method), args.into(), opts)
+            .await
+    }
+
+    /// [`call_cap_with`](Self::call_cap_with) with the method's name as a [`Text`] (a
+    /// static one for the typed clients: no copy).
+    pub(crate) async fn cap_call(
+        &self,
+        method: Text,
+        args: Outgoing,
+        opts: CallOptions,
+    ) -> Result<Client, Error> {
+        let def = self.returned_def(&method);
+        let value = self.call_caps_value(method, args, opts).await?;
         match value {
             Value::CapRef(id) => Ok(self.adopt(id, def)),
             other => Err(self.reject(&other, "expected CapRef")),
@@ -237,8 +255,19 @@ impl Client {
         args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Vec<Client>, Error> {
-        let value = self.call_caps_value(method, args.into(), opts).await?;
-        let def = self.returned_def(method);
+        self.caps_call(Text::copy_from(method), args.into(), opts)
+            .await
+    }
+
+    /// [`call_caps_with`](Self::call_caps_with) with the method's name as a [`Text`].
+    pub(crate) async fn caps_call(
+        &self,
+        method: Text,
+        args: Outgoing,
+        opts: CallOptions,
+    ) -> Result<Vec<Client>, Error> {
+        let def = self.returned_def(&method);
+        let value = self.call_caps_value(method, args, opts).await?;
         match value {
             Value::Array(items) if items.iter().all(|v| matches!(v, Value::CapRef(_))) => Ok(items
                 .into_iter()
@@ -271,8 +300,20 @@ impl Client {
         args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Vec<(String, Client)>, Error> {
-        let value = self.call_caps_value(method, args.into(), opts).await?;
-        let def = self.returned_def(method);
+        self.cap_record_call(Text::copy_from(method), args.into(), opts)
+            .await
+    }
+
+    /// [`call_cap_record_with`](Self::call_cap_record_with) with the method's name as a
+    /// [`Text`].
+    pub(crate) async fn cap_record_call(
+        &self,
+        method: Text,
+        args: Outgoing,
+        opts: CallOptions,
+    ) -> Result<Vec<(String, Client)>, Error> {
+        let def = self.returned_def(&method);
+        let value = self.call_caps_value(method, args, opts).await?;
         match value {
             Value::Record(r) if r.0.iter().all(|(_, v)| matches!(v, Value::CapRef(_))) => Ok(r
                 .0
@@ -290,7 +331,7 @@ impl Client {
     /// A cap-returning call: its value, every CapRef in it still ours to adopt or release.
     async fn call_caps_value(
         &self,
-        method: &str,
+        method: Text,
         args: Outgoing,
         opts: CallOptions,
     ) -> Result<Value, Error> {
@@ -321,10 +362,20 @@ impl Client {
         args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> ClientStream {
+        self.open_stream(Text::copy_from(method), args.into(), opts)
+    }
+
+    /// [`stream_with`](Self::stream_with) with the method's name as a [`Text`].
+    pub(crate) fn open_stream(
+        &self,
+        method: Text,
+        args: Outgoing,
+        opts: CallOptions,
+    ) -> ClientStream {
         let shared = Arc::clone(&self.inner.shared);
         let queue = StreamQueue::new();
         let started = self
-            .prepare(method, args.into(), opts, Expect::Value)
+            .prepare(method, args, opts, Expect::Value)
             .map(|(id, req)| {
                 let command = Command::Stream {
                     id,
@@ -366,7 +417,7 @@ impl Client {
     /// live, reserves an in-flight slot, takes a call id and builds the request.
     fn prepare(
         &self,
-        method: &str,
+        method: Text,
         args: Outgoing,
         opts: CallOptions,
         expect: Expect,
@@ -424,7 +475,7 @@ pub(crate) fn decode_result<R: DeserializeOwned>(payload: &Payload) -> Result<R,
 fn request(
     shared: &Shared,
     cap_id: CapId,
-    method: &str,
+    method: Text,
     args: Outgoing,
     opts: CallOptions,
     expect: Expect,
@@ -440,8 +491,7 @@ fn request(
     });
     CallRequest {
         cap_id,
-        // Inline (no allocation) for the method names of ordinary caps.
-        method: Text::copy_from(method),
+        method,
         args,
         parent,
         deadline,
@@ -486,7 +536,7 @@ impl Drop for CancelOnDrop<'_> {
 /// Deadlines are the session's (it fails the call and tells the server).
 pub(crate) fn call<'a>(
     client: &'a Client,
-    method: &'a str,
+    method: Text,
     args: Outgoing,
     opts: CallOptions,
     expect: Expect,
@@ -518,7 +568,9 @@ enum CallState<'a> {
 /// A call not yet queued: its arguments.
 struct Start<'a> {
     client: &'a Client,
-    method: &'a str,
+    /// Static for a typed client's methods; copied (inline when short) for a name given
+    /// at run time.
+    method: Text,
     args: Outgoing,
     opts: CallOptions,
     expect: Expect,
@@ -556,7 +608,7 @@ impl<'a> Start<'a> {
                     "bunite.call",
                     otel.kind = "client",
                     rpc.system = "bunite",
-                    rpc.method = %self.method,
+                    rpc.method = %req.method,
                     rpc.cap_id = req.cap_id.0,
                     rpc.call_id = id.0,
                     rpc.code = tracing::field::Empty,

@@ -84,17 +84,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::Outgoing;
+use bunite_wire::{Outgoing, Text};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::client::{decode_result, CallOptions, Client};
+use crate::client::{call, decode_result, CallOptions, Client};
 use crate::client_stream::TypedStream;
 use crate::connection::{Connection, ServeHandle};
 use crate::error::Error;
 use crate::handler::{CapImpl, ExportedCap};
 use crate::schema::{CapDef, IfExists};
+use crate::session::Expect;
 use crate::status::Status;
 
 pub use futures::Stream;
@@ -303,22 +304,35 @@ impl Handle {
     ///
     /// The returned future is lazy like an `async fn`'s: nothing is checked or sent until it
     /// is first polled. (Not an `async fn` itself, so that the call's arguments are kept
-    /// once, by [`Client::call_payload`]'s future, not once per layer.)
+    /// once, by the call's own future, not once per layer.)
+    ///
+    /// Method names are `'static`, as the generated clients' are: the call frame borrows
+    /// the name instead of copying it (a name longer than 22 bytes took an allocation per
+    /// call). [`Client`] takes names made at run time.
     pub fn call<'a, R: DeserializeOwned + 'a>(
         &'a self,
-        method: &'a str,
+        method: &'static str,
         args: Outgoing,
     ) -> impl Future<Output = Result<R, Error>> + 'a {
-        self.client
-            .call_payload(method, args, self.call_options())
-            .map(|payload| decode_result(&payload?))
+        call(
+            &self.client,
+            Text::from_static(method),
+            args,
+            self.call_options(),
+            Expect::Value,
+        )
+        .map(|payload| decode_result(&payload?))
     }
 
     /// Calls a method returning one cap `C`.
-    pub async fn call_cap<C: Cap>(&self, method: &str, args: Outgoing) -> Result<C::Client, Error> {
+    pub async fn call_cap<C: Cap>(
+        &self,
+        method: &'static str,
+        args: Outgoing,
+    ) -> Result<C::Client, Error> {
         let client = self
             .client
-            .call_cap_with(method, args, self.call_options())
+            .cap_call(Text::from_static(method), args, self.call_options())
             .await?;
         Ok(C::client(client))
     }
@@ -326,12 +340,12 @@ impl Handle {
     /// Calls a method returning an array of caps `C`, collected into `V` (a `Vec`).
     pub async fn call_caps<C: Cap, V: FromIterator<C::Client>>(
         &self,
-        method: &str,
+        method: &'static str,
         args: Outgoing,
     ) -> Result<V, Error> {
         let clients = self
             .client
-            .call_caps_with(method, args, self.call_options())
+            .caps_call(Text::from_static(method), args, self.call_options())
             .await?;
         Ok(clients.into_iter().map(C::client).collect())
     }
@@ -340,12 +354,12 @@ impl Handle {
     /// `HashMap`, or a `Vec` of pairs in the server's order).
     pub async fn call_cap_record<C: Cap, M: FromIterator<(String, C::Client)>>(
         &self,
-        method: &str,
+        method: &'static str,
         args: Outgoing,
     ) -> Result<M, Error> {
         let clients = self
             .client
-            .call_cap_record_with(method, args, self.call_options())
+            .cap_record_call(Text::from_static(method), args, self.call_options())
             .await?;
         Ok(clients
             .into_iter()
@@ -354,9 +368,13 @@ impl Handle {
     }
 
     /// Opens a stream method.
-    pub fn stream<T: DeserializeOwned>(&self, method: &str, args: Outgoing) -> TypedStream<T> {
+    pub fn stream<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        args: Outgoing,
+    ) -> TypedStream<T> {
         self.client
-            .stream_with(method, args, self.call_options())
+            .open_stream(Text::from_static(method), args, self.call_options())
             .typed()
     }
 

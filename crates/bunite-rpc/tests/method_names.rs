@@ -1,0 +1,84 @@
+//! What a typed call's method name costs the heap, counted by a heap-counting allocator
+//! (dhat, in testing mode). A generated client's method names are `'static`, and its calls
+//! borrow them for the call frame; they were copied into each call's request, inline up to
+//! 22 bytes and into an allocation of their own beyond, so a method with a long name took
+//! one more allocation per call on the client than a short one.
+//!
+//! Both peers run in this process, so the count is theirs together: the server still copies
+//! a long name it decodes (one allocation per call), which the bound below leaves room for.
+//!
+//! This binary holds one test: dhat allows one profiler per process.
+
+mod common;
+
+use bunite_rpc::{cap, Connection, Status};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+#[cap(name = "test.names")]
+pub trait Names {
+    async fn inc(&self, n: u64) -> Result<u64, Status>;
+    /// Its wire name is `incrementUnderAVeryLongName`: 27 bytes, past the 22 kept inline.
+    async fn increment_under_a_very_long_name(&self, n: u64) -> Result<u64, Status>;
+}
+
+struct Incr;
+
+impl Names for Incr {
+    async fn inc(&self, n: u64) -> Result<u64, Status> {
+        Ok(n + 1)
+    }
+
+    async fn increment_under_a_very_long_name(&self, n: u64) -> Result<u64, Status> {
+        Ok(n + 1)
+    }
+}
+
+/// Calls made in each measured round.
+const CALLS: u64 = 400;
+
+#[test]
+fn a_typed_call_does_not_copy_its_method_name() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    common::run_on_one_thread(async {
+        let (server, client) = common::pair_with(
+            Connection::builder().serve_cap::<NamesCap>(Incr),
+            Connection::builder(),
+        );
+        let names = NamesCap::bootstrap(&client).await.unwrap();
+        // Warm up: tables, shape rings, channel blocks and buffers reach their steady size.
+        for i in 0..CALLS {
+            assert_eq!(names.inc(i).await.unwrap(), i + 1);
+            assert_eq!(
+                names.increment_under_a_very_long_name(i).await.unwrap(),
+                i + 1
+            );
+        }
+
+        let before = dhat::HeapStats::get().total_blocks;
+        for i in 0..CALLS {
+            assert_eq!(names.inc(i).await.unwrap(), i + 1);
+        }
+        let short = dhat::HeapStats::get().total_blocks - before;
+
+        let before = dhat::HeapStats::get().total_blocks;
+        for i in 0..CALLS {
+            assert_eq!(
+                names.increment_under_a_very_long_name(i).await.unwrap(),
+                i + 1
+            );
+        }
+        let long = dhat::HeapStats::get().total_blocks - before;
+
+        // Before: two more a call (the client's copy and the server's); now at most the
+        // server's, with a quarter of the calls' worth of slack for the runtime.
+        let more = long.saturating_sub(short);
+        assert!(
+            more <= CALLS + CALLS / 4,
+            "{long} allocations for {CALLS} calls of a long name against {short} of a short one"
+        );
+        drop(names);
+        common::assert_clean(&[&server, &client]).await;
+    });
+}

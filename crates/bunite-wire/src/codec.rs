@@ -26,6 +26,7 @@ use crate::payload::Payload;
 use crate::records::{ShapeRing, SlotTable};
 use crate::serde_impl::direct::StructKeys;
 use crate::serde_impl::SerdeError;
+use crate::text::LastName;
 use crate::value::Value;
 use budget::Meter;
 use cursor::{Ctx, Cursor};
@@ -297,6 +298,8 @@ fn too_large(r: Result<(), EncodeError>, max: usize) -> Result<(), TooLarge> {
 pub struct Decoder {
     limits: DecodeLimits,
     slots: Arc<SlotTable>,
+    /// The last long method name of a call, shared by the calls that name it again.
+    names: LastName,
 }
 
 impl Decoder {
@@ -305,6 +308,7 @@ impl Decoder {
         Decoder {
             limits,
             slots: Arc::default(),
+            names: LastName::default(),
         }
     }
 
@@ -360,6 +364,6 @@ impl Decoder {
     /// `msg` and a snapshot of the slot table where it starts. The frame's own fields are
     /// read straight from the bytes, never through a `Value`.
     pub fn decode_frame_lazy(&mut self, msg: &Bytes) -> Result<Frame<Payload>, FrameDecodeError> {
-        crate::frame_codec::decode_lazy(&self.limits, &mut self.slots, msg)
+        crate::frame_codec::decode_lazy_named(&self.limits, &mut self.slots, &mut self.names, msg)
     }
 }

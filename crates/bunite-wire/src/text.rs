@@ -48,6 +48,7 @@ impl Text {
 
     /// A copy of `bytes` if they are UTF-8. A string short enough to be inline (most method
     /// names) is copied as bytes: no `str` is made of it (which costs a second check).
+    #[inline]
     pub(crate) fn from_utf8(bytes: &[u8]) -> Option<Text> {
         if bytes.len() <= Self::INLINE && crate::codec::cursor::is_utf8(bytes) {
             let mut buf = [0u8; Self::INLINE];
@@ -113,6 +114,40 @@ impl Text {
     /// True for the empty string.
     pub fn is_empty(&self) -> bool {
         self.as_bytes().is_empty()
+    }
+}
+
+/// The last long name a decoder made a [`Text`] of, kept so that the next message naming
+/// it again shares it instead of copying it: a connection's calls of one method whose name
+/// is longer than [`Text::INLINE`] (inline, no allocation, up to that) took an allocation
+/// each for the name alone. One name of at most [`LastName::MAX`] bytes per decoder.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LastName(Option<Text>);
+
+impl LastName {
+    /// The longest name kept.
+    pub(crate) const MAX: usize = 64;
+
+    /// [`Text::from_utf8`], sharing the last long name when `bytes` are its bytes.
+    #[inline]
+    pub(crate) fn text(&mut self, bytes: &[u8]) -> Option<Text> {
+        if bytes.len() <= Text::INLINE {
+            return Text::from_utf8(bytes);
+        }
+        self.long(bytes)
+    }
+
+    #[cold]
+    fn long(&mut self, bytes: &[u8]) -> Option<Text> {
+        if bytes.len() > Self::MAX {
+            return Text::from_utf8(bytes);
+        }
+        if let Some(last) = self.0.as_ref().filter(|t| t.as_bytes() == bytes) {
+            return Some(last.clone());
+        }
+        let text = Text::from_utf8(bytes)?;
+        self.0 = Some(text.clone());
+        Some(text)
     }
 }
 
@@ -329,6 +364,43 @@ mod tests {
             Text::from_utf8(b"name").map(|t| t.0),
             Some(Repr::Inline { .. })
         ));
+    }
+
+    #[test]
+    fn the_last_long_name_is_shared_not_copied_again() {
+        let mut names = LastName::default();
+        let long = "incrementUnderAVeryLongName".as_bytes();
+        let first = names.text(long).unwrap();
+        let again = names.text(long).unwrap();
+        assert_eq!(again, "incrementUnderAVeryLongName");
+        assert!(
+            again.same_allocation(&first),
+            "the same name shares its text"
+        );
+
+        // Another long name takes its place; the first one is copied afresh after it.
+        let other = names.text(b"anotherMethodWithALongName").unwrap();
+        assert!(!other.same_allocation(&first));
+        assert!(names
+            .text(b"anotherMethodWithALongName")
+            .unwrap()
+            .same_allocation(&other));
+        let back = names.text(long).unwrap();
+        assert_eq!(back, first);
+        assert!(!back.same_allocation(&first));
+
+        // Short names stay inline and leave the kept one alone; names past MAX are not kept.
+        assert!(matches!(names.text(b"inc").unwrap().0, Repr::Inline { .. }));
+        assert!(names.text(long).unwrap().same_allocation(&back));
+        let huge = "x".repeat(LastName::MAX + 1);
+        let a = names.text(huge.as_bytes()).unwrap();
+        assert!(!names.text(huge.as_bytes()).unwrap().same_allocation(&a));
+        assert!(names.text(long).unwrap().same_allocation(&back));
+
+        // Only UTF-8, as `Text::from_utf8`.
+        let mut bad = long.to_vec();
+        bad[0] = 0xff;
+        assert_eq!(names.text(&bad), None);
     }
 
     #[test]

@@ -31,20 +31,33 @@ use crate::frame::{Frame, FrameError};
 use crate::limits::DecodeLimits;
 use crate::payload::Payload;
 use crate::records::{SlotKeys, SlotTable};
+use crate::text::LastName;
 
 /// The values of `stream.ev` a frame reader knows.
 const EVENTS: [&str; 4] = ["next", "credit", "end", "error"];
 
 /// Decodes one message as a frame with a lazy payload.
+#[cfg(test)]
 pub(crate) fn decode_lazy(
     limits: &DecodeLimits,
     slots: &mut Arc<SlotTable>,
     msg: &Bytes,
 ) -> Result<Frame<Payload>, FrameDecodeError> {
+    decode_lazy_named(limits, slots, &mut LastName::default(), msg)
+}
+
+/// Decodes one message as a frame with a lazy payload; a call's long method name shared
+/// with the last one `names` kept when it is the same.
+pub(crate) fn decode_lazy_named(
+    limits: &DecodeLimits,
+    slots: &mut Arc<SlotTable>,
+    names: &mut LastName,
+    msg: &Bytes,
+) -> Result<Frame<Payload>, FrameDecodeError> {
     if msg.len() > limits.max_bytes {
         return Err(DecodeError::TooLarge.into());
     }
-    if let Some(frame) = Reader::new(limits, slots, msg).fast() {
+    if let Some(frame) = Reader::new(limits, slots, msg).fast(names) {
         return frame;
     }
     general(limits, slots, msg)

@@ -22,7 +22,7 @@ use crate::frame_codec::fields::{Name, Op, Scalar};
 use crate::frame_codec::validate;
 use crate::ids::{CallId, CapId};
 use crate::payload::Payload;
-use crate::text::Text;
+use crate::text::LastName;
 
 type Outcome = Result<Frame<Payload>, FrameDecodeError>;
 
@@ -59,7 +59,7 @@ impl Plan {
 impl Reader<'_, '_> {
     /// The frame, or `None` (nothing changed) when the message is not one of this path's.
     #[inline]
-    pub(super) fn fast(&mut self) -> Option<Outcome> {
+    pub(super) fn fast(&mut self, names: &mut LastName) -> Option<Outcome> {
         let slot = self.cx.cur.peek_ref()?;
         let keys = self.cx.slots.get(slot)?;
         let (plan, n) = (Plan::of(keys)?, keys.len());
@@ -67,7 +67,7 @@ impl Reader<'_, '_> {
         let inner = self.cx.nest(0).ok()?;
         self.charge(budget::record(self.cx.plausible(n)))?;
         match plan {
-            Plan::Call => self.fast_call(inner),
+            Plan::Call => self.fast_call(inner, names),
             Plan::Result => {
                 self.expect_op(Op::Result)?;
                 let id = self.call_id()?;
@@ -112,13 +112,13 @@ impl Reader<'_, '_> {
     }
 
     #[inline]
-    fn fast_call(&mut self, inner: usize) -> Option<Outcome> {
+    fn fast_call(&mut self, inner: usize, names: &mut LastName) -> Option<Outcome> {
         self.expect_op(Op::Call)?;
         let id = self.call_id()?;
         let target = self.target_record(inner)?;
         let method = self.cx.cur.short_bytes()?;
-        // Short names stay inline: no allocation.
-        let method = Text::from_utf8(method)?;
+        // Short names stay inline, a long one shares the last call's: no allocation.
+        let method = names.text(method)?;
         self.charge(budget::heap(method.len()))?;
         // From the payload on the slot table may change: no more giving up.
         let args = match self.payload(inner) {

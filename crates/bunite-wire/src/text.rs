@@ -120,7 +120,8 @@ impl Text {
 /// The last long name a decoder made a [`Text`] of, kept so that the next message naming
 /// it again shares it instead of copying it: a connection's calls of one method whose name
 /// is longer than [`Text::INLINE`] (inline, no allocation, up to that) took an allocation
-/// each for the name alone. One name of at most [`LastName::MAX`] bytes per decoder.
+/// each for the name alone. One name of at most [`LastName::MAX`] bytes per decoder, used by
+/// the lazy decoder's fast path (every call but the one that defines the frame's shape).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LastName(Option<Text>);
 

@@ -505,3 +505,47 @@ fn a_large_payload_is_copied_once() {
         );
     }
 }
+
+/// A connection's calls of one method with a long name share the name the decoder made for
+/// the first of them (`text::LastName`).
+#[test]
+fn calls_naming_one_long_method_share_its_name() {
+    let long = "incrementUnderAVeryLongName";
+    let call = |id: u64, method: &'static str| {
+        Frame::Call(Call {
+            id: CallId(id),
+            target: CapId(2),
+            method: crate::Text::from_static(method),
+            args: Value::Undefined,
+            meta: None,
+        })
+    };
+    let mut enc = crate::Encoder::new();
+    let mut dec = crate::Decoder::new(crate::limits::DecodeLimits::default());
+    let mut method = |frame: Frame<Value>| {
+        let mut out = Vec::new();
+        enc.encode_frame(&frame, &mut out);
+        match dec.decode_frame_lazy(&bytes::Bytes::from(out)) {
+            Ok(Frame::Call(c)) => c.method,
+            other => panic!("{other:?}"),
+        }
+    };
+    // The first call defines the frame's record shape, which the general reader reads;
+    // the calls after it refer to the shape and take the fast path, which shares names.
+    assert_eq!(method(call(1, "inc")), "inc");
+    let first = method(call(1, long));
+    let second = method(call(2, long));
+    assert_eq!(second, long);
+    assert!(
+        second.same_allocation(&first),
+        "the second call shares the name"
+    );
+    let other = method(call(3, "anotherMethodWithALongName"));
+    assert_eq!(other, "anotherMethodWithALongName");
+    let again = method(call(4, long));
+    assert_eq!(again, long);
+    assert!(
+        !again.same_allocation(&first),
+        "replaced by the other name meanwhile"
+    );
+}

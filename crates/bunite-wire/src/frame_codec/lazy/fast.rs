@@ -6,7 +6,9 @@
 //! This path may give up, and then the general reader (`lazy.rs`) reads the message from the
 //! start, so it gives up only while nothing has changed: the only thing reading a message
 //! changes is the slot table, and only a payload or a value read by the general reader
-//! (after the payload) can define a slot. Until then every check that fails, every budget
+//! (after the payload) can define a slot. (A call's long method name may be kept as the
+//! decoder's last one before this path gives up; that changes no frame, only which
+//! allocation a later call's name shares.) Until then every check that fails, every budget
 //! charge that does not fit and every unusual form just gives up; from the payload on, it
 //! reads as the general reader does (the same functions), so errors are exactly its errors.
 //! Every budget charge is the general reader's, in the same order, so the budget admits

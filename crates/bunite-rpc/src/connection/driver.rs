@@ -274,14 +274,12 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             Command::Release(id) => s.release(id),
             Command::Credit(id, n) => s.return_credit(id, n),
             Command::CancelStream(id) => s.cancel_client_stream(id),
-            Command::Serve {
-                caps,
-                if_exists,
-                reply,
-            } => {
-                let _ = reply.send(s.serve(caps.into_vec(), if_exists));
+            Command::Serve { caps, reply } => {
+                let (caps, if_exists) = *caps;
+                let _ = reply.send(s.serve(caps, if_exists));
             }
-            Command::Replace { def, imp, reply } => {
+            Command::Replace { cap, reply } => {
+                let (def, imp) = *cap;
                 let _ = reply.send(s.replace(def, imp));
             }
             Command::Unserve { names, done } => {
@@ -302,7 +300,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             }
             Command::PolicyDone { call_id, allowed } => {
                 self.runs.policy_done(call_id);
-                self.session.policy_done(call_id, allowed);
+                self.session
+                    .policy_done(call_id, allowed.map_err(String::from));
             }
             Command::OnClose(f) => {
                 if self.state == State::Open {

@@ -370,6 +370,7 @@ impl Runs {
             let allowed = check
                 .await
                 .unwrap_or_else(|_| Err("policy panicked".to_owned()));
+            let allowed = allowed.map_err(String::into_boxed_str);
             shared.send(Command::PolicyDone { call_id, allowed });
         });
         self.policies.insert(call_id, handle.abort_handle());

@@ -47,7 +47,10 @@ impl Drop for ServeHandle {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {
-            shared.send(Command::Unserve { names, done: None });
+            shared.send(Command::Unserve {
+                names: names.into_boxed_slice(),
+                done: None,
+            });
         }
     }
 }
@@ -58,7 +61,7 @@ async fn unserve(shared: &Shared, names: Vec<String>) {
     }
     let (done, rx) = oneshot::channel();
     if shared.send(Command::Unserve {
-        names,
+        names: names.into_boxed_slice(),
         done: Some(done),
     }) {
         let _ = rx.await;
@@ -93,8 +96,7 @@ impl Connection {
     ) -> Result<ServeHandle, Status> {
         let (reply, rx) = oneshot::channel();
         let command = Command::Serve {
-            caps: caps.into_boxed_slice(),
-            if_exists,
+            caps: Box::new((caps, if_exists)),
             reply,
         };
         let names = self.request(command, rx).await??;
@@ -114,8 +116,8 @@ impl Connection {
     /// included, without revoking them.
     pub async fn replace(&self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Result<(), Status> {
         let (reply, rx) = oneshot::channel();
-        self.request(Command::Replace { def, imp, reply }, rx)
-            .await?
+        let cap = Box::new((def, imp));
+        self.request(Command::Replace { cap, reply }, rx).await?
     }
 
     /// Sends a request to the driver and waits for its answer; `unavailable` once the

@@ -218,24 +218,8 @@ impl Client {
         args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Client, Error> {
-        self.cap_call(Text::copy_from(method), args.into(), opts)
+        self.cap_call(Text::copy_from(method), args.into(), opts, Client::one_cap)
             .await
-    }
-
-    /// [`call_cap_with`](Self::call_cap_with) with the method's name as a [`Text`] (a
-    /// static one for the typed clients: no copy).
-    pub(crate) async fn cap_call(
-        &self,
-        method: Text,
-        args: Outgoing,
-        opts: CallOptions,
-    ) -> Result<Client, Error> {
-        let def = self.returned_def(&method);
-        let value = self.call_caps_value(method, args, opts).await?;
-        match value {
-            Value::CapRef(id) => Ok(self.adopt(id, def)),
-            other => Err(self.reject(&other, "expected CapRef")),
-        }
     }
 
     /// Calls a method that returns an array of caps.
@@ -255,32 +239,13 @@ impl Client {
         args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Vec<Client>, Error> {
-        self.caps_call(Text::copy_from(method), args.into(), opts)
-            .await
-    }
-
-    /// [`call_caps_with`](Self::call_caps_with) with the method's name as a [`Text`].
-    pub(crate) async fn caps_call(
-        &self,
-        method: Text,
-        args: Outgoing,
-        opts: CallOptions,
-    ) -> Result<Vec<Client>, Error> {
-        let def = self.returned_def(&method);
-        let value = self.call_caps_value(method, args, opts).await?;
-        match value {
-            Value::Array(items) if items.iter().all(|v| matches!(v, Value::CapRef(_))) => Ok(items
-                .into_iter()
-                .filter_map(|v| match v {
-                    Value::CapRef(id) => Some(self.adopt(id, def.clone())),
-                    _ => None,
-                })
-                .collect()),
-            Value::Array(items) => {
-                Err(self.reject(&Value::Array(items), "expected CapRef in array"))
-            }
-            other => Err(self.reject(&other, "expected array")),
-        }
+        self.cap_call(
+            Text::copy_from(method),
+            args.into(),
+            opts,
+            Client::cap_array,
+        )
+        .await
     }
 
     /// Calls a method that returns a string-keyed record of caps.
@@ -300,20 +265,76 @@ impl Client {
         args: impl Into<Outgoing>,
         opts: CallOptions,
     ) -> Result<Vec<(String, Client)>, Error> {
-        self.cap_record_call(Text::copy_from(method), args.into(), opts)
-            .await
+        self.cap_call(
+            Text::copy_from(method),
+            args.into(),
+            opts,
+            Client::cap_record,
+        )
+        .await
     }
 
-    /// [`call_cap_record_with`](Self::call_cap_record_with) with the method's name as a
-    /// [`Text`].
-    pub(crate) async fn cap_record_call(
+    /// Every cap-returning call: the call, then its value made into clients by `adopt`
+    /// ([`one_cap`](Self::one_cap), [`cap_array`](Self::cap_array) or
+    /// [`cap_record`](Self::cap_record), given the returned cap's definition if the
+    /// client's describes it). The name is a [`Text`]: a typed client's is static, no copy.
+    pub(crate) async fn cap_call<T>(
         &self,
         method: Text,
         args: Outgoing,
         opts: CallOptions,
-    ) -> Result<Vec<(String, Client)>, Error> {
+        adopt: Adopt<T>,
+    ) -> Result<T, Error> {
         let def = self.returned_def(&method);
-        let value = self.call_caps_value(method, args, opts).await?;
+        let shared = &self.inner.shared;
+        let payload = call(self, method, args, opts, Expect::Caps).await?;
+        match payload.to_value() {
+            Ok(value) => adopt(self, value, def),
+            Err(e) => {
+                // Every CapRef in it is still ours to release.
+                for id in payload.cap_refs() {
+                    shared.send(Command::Release(id));
+                }
+                Err(Error::bad_answer(format!("result: {e}")))
+            }
+        }
+    }
+
+    /// One cap.
+    pub(crate) fn one_cap(&self, value: Value, def: Option<Arc<CapDef>>) -> Result<Client, Error> {
+        match value {
+            Value::CapRef(id) => Ok(self.adopt(id, def)),
+            other => Err(self.reject(&other, "expected CapRef")),
+        }
+    }
+
+    /// An array of caps.
+    pub(crate) fn cap_array(
+        &self,
+        value: Value,
+        def: Option<Arc<CapDef>>,
+    ) -> Result<Vec<Client>, Error> {
+        match value {
+            Value::Array(items) if items.iter().all(|v| matches!(v, Value::CapRef(_))) => Ok(items
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::CapRef(id) => Some(self.adopt(id, def.clone())),
+                    _ => None,
+                })
+                .collect()),
+            Value::Array(items) => {
+                Err(self.reject(&Value::Array(items), "expected CapRef in array"))
+            }
+            other => Err(self.reject(&other, "expected array")),
+        }
+    }
+
+    /// A string-keyed record of caps.
+    pub(crate) fn cap_record(
+        &self,
+        value: Value,
+        def: Option<Arc<CapDef>>,
+    ) -> Result<Vec<(String, Client)>, Error> {
         match value {
             Value::Record(r) if r.0.iter().all(|(_, v)| matches!(v, Value::CapRef(_))) => Ok(r
                 .0
@@ -325,26 +346,6 @@ impl Client {
                 .collect()),
             Value::Record(r) => Err(self.reject(&Value::Record(r), "expected CapRef in record")),
             other => Err(self.reject(&other, "expected record")),
-        }
-    }
-
-    /// A cap-returning call: its value, every CapRef in it still ours to adopt or release.
-    async fn call_caps_value(
-        &self,
-        method: Text,
-        args: Outgoing,
-        opts: CallOptions,
-    ) -> Result<Value, Error> {
-        let shared = &self.inner.shared;
-        let payload = call(self, method, args, opts, Expect::Caps).await?;
-        match payload.to_value() {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                for id in payload.cap_refs() {
-                    shared.send(Command::Release(id));
-                }
-                Err(Error::bad_answer(format!("result: {e}")))
-            }
         }
     }
 
@@ -457,6 +458,10 @@ impl Client {
         Error::bad_answer(message)
     }
 }
+
+/// Makes a cap-returning call's value into clients: [`Client::one_cap`],
+/// [`Client::cap_array`] or [`Client::cap_record`], given the returned cap's definition.
+pub(crate) type Adopt<T> = fn(&Client, Value, Option<Arc<CapDef>>) -> Result<T, Error>;
 
 /// Arguments as a value; `invalid_argument` if they do not serialize (nothing is sent).
 pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Value, Error> {

@@ -332,7 +332,12 @@ impl Handle {
     ) -> Result<C::Client, Error> {
         let client = self
             .client
-            .cap_call(Text::from_static(method), args, self.call_options())
+            .cap_call(
+                Text::from_static(method),
+                args,
+                self.call_options(),
+                Client::one_cap,
+            )
             .await?;
         Ok(C::client(client))
     }
@@ -345,7 +350,12 @@ impl Handle {
     ) -> Result<V, Error> {
         let clients = self
             .client
-            .caps_call(Text::from_static(method), args, self.call_options())
+            .cap_call(
+                Text::from_static(method),
+                args,
+                self.call_options(),
+                Client::cap_array,
+            )
             .await?;
         Ok(clients.into_iter().map(C::client).collect())
     }
@@ -359,7 +369,12 @@ impl Handle {
     ) -> Result<M, Error> {
         let clients = self
             .client
-            .cap_record_call(Text::from_static(method), args, self.call_options())
+            .cap_call(
+                Text::from_static(method),
+                args,
+                self.call_options(),
+                Client::cap_record,
+            )
             .await?;
         Ok(clients
             .into_iter()

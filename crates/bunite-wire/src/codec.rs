@@ -364,6 +364,6 @@ impl Decoder {
     /// `msg` and a snapshot of the slot table where it starts. The frame's own fields are
     /// read straight from the bytes, never through a `Value`.
     pub fn decode_frame_lazy(&mut self, msg: &Bytes) -> Result<Frame<Payload>, FrameDecodeError> {
-        crate::frame_codec::decode_lazy_named(&self.limits, &mut self.slots, &mut self.names, msg)
+        crate::frame_codec::decode_lazy(&self.limits, &mut self.slots, &mut self.names, msg)
     }
 }

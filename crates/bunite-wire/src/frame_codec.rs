@@ -23,9 +23,7 @@ mod validate;
 
 pub(crate) use decode::{frame_from_value, frame_from_value_with};
 pub(crate) use fields::Name;
-#[cfg(test)]
 pub(crate) use lazy::decode_lazy;
-pub(crate) use lazy::decode_lazy_named;
 pub(crate) use shapes::STATIC_SHAPES;
 pub(crate) use to_value::frame_to_value;
 pub(crate) use validate::HelloBounds;

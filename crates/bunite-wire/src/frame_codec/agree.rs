@@ -20,6 +20,7 @@ use super::{decode_lazy, shapes};
 use crate::codec::Encoder;
 use crate::limits::DecodeLimits;
 use crate::records::SlotTable;
+use crate::text::LastName;
 use crate::value::{Record, Value};
 
 fn record(fields: &[(&'static str, Value)]) -> Value {
@@ -182,7 +183,7 @@ proptest! {
         let mut fast = Arc::new(SlotTable::default());
         let mut slow = Arc::new(SlotTable::default());
         for (i, msg) in messages(seed, 40).iter().enumerate() {
-            let a = decode_lazy(&limits, &mut fast, msg);
+            let a = decode_lazy(&limits, &mut fast, &mut LastName::default(), msg);
             let b = general(&limits, &mut slow, msg);
             prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "message {}: {:02x?}", i, &msg[..]);
             prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "slots after message {}", i);

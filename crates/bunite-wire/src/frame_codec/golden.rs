@@ -23,6 +23,7 @@ use crate::frame::{
 use crate::ids::{CallId, CapId};
 use crate::limits::DecodeLimits;
 use crate::records::SlotTable;
+use crate::text::LastName;
 use crate::value::{Record, Timestamp, TypedArray, TypedArrayKind, Value};
 
 /// A small deterministic generator (xorshift64*), so the sequence never changes.
@@ -345,7 +346,10 @@ fn limits(budget: usize) -> DecodeLimits {
 /// The outcome of one message with `budget` against a copy of `slots`.
 fn outcome(slots: &Arc<SlotTable>, msg: &Bytes, budget: usize) -> String {
     let mut copy = Arc::new(SlotTable::clone(slots));
-    format!("{:?}", decode_lazy(&limits(budget), &mut copy, msg))
+    format!(
+        "{:?}",
+        decode_lazy(&limits(budget), &mut copy, &mut LastName::default(), msg)
+    )
 }
 
 /// The smallest budget that decodes `msg` to anything but `OverBudget`.
@@ -376,7 +380,12 @@ fn transcript() -> String {
         let budget = least_budget(&slots, &msg);
         // The real decode, with the default budget, moves the table on (even past an error:
         // the definitions applied before it stay, and must be the same ones).
-        let result = decode_lazy(&DecodeLimits::default(), &mut slots, &msg);
+        let result = decode_lazy(
+            &DecodeLimits::default(),
+            &mut slots,
+            &mut LastName::default(),
+            &msg,
+        );
         let _ = writeln!(out, "{i} {budget} {result:?}");
     }
     out

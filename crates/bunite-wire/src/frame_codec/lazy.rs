@@ -36,19 +36,9 @@ use crate::text::LastName;
 /// The values of `stream.ev` a frame reader knows.
 const EVENTS: [&str; 4] = ["next", "credit", "end", "error"];
 
-/// Decodes one message as a frame with a lazy payload.
-#[cfg(test)]
-pub(crate) fn decode_lazy(
-    limits: &DecodeLimits,
-    slots: &mut Arc<SlotTable>,
-    msg: &Bytes,
-) -> Result<Frame<Payload>, FrameDecodeError> {
-    decode_lazy_named(limits, slots, &mut LastName::default(), msg)
-}
-
-/// Decodes one message as a frame with a lazy payload; a call's long method name shared
+/// Decodes one message as a frame with a lazy payload; a call's long method name is shared
 /// with the last one `names` kept when it is the same.
-pub(crate) fn decode_lazy_named(
+pub(crate) fn decode_lazy(
     limits: &DecodeLimits,
     slots: &mut Arc<SlotTable>,
     names: &mut LastName,

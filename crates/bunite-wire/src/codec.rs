@@ -203,14 +203,16 @@ impl Encoder {
     }
 
     /// [`Encoder::encode_frame_bounded`] for a frame whose payload is an [`Outgoing`]
-    /// value: a typed payload is serialized straight into `out`, with the bytes of
-    /// encoding its `Value`. On error nothing happened, as with
-    /// [`Encoder::encode_bounded`].
+    /// value (or any [`AsOutgoing`]: an [`OutgoingRef`], say): a typed payload is
+    /// serialized straight into `out`, with the bytes of encoding its `Value`. On error
+    /// nothing happened, as with [`Encoder::encode_bounded`].
     ///
     /// [`Outgoing`]: crate::Outgoing
-    pub fn encode_outgoing_frame_bounded(
+    /// [`AsOutgoing`]: crate::AsOutgoing
+    /// [`OutgoingRef`]: crate::OutgoingRef
+    pub fn encode_outgoing_frame_bounded<P: crate::AsOutgoing>(
         &mut self,
-        f: &Frame<crate::Outgoing>,
+        f: &Frame<P>,
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
@@ -221,9 +223,9 @@ impl Encoder {
     /// length once it is encoded (say, when the bytes must be paid for and the price is
     /// known only then). When `accept` refuses, nothing happened, as on any error, and the
     /// error is [`EncodeError::TooLarge`] with `size` the length refused.
-    pub fn encode_outgoing_frame_accepted(
+    pub fn encode_outgoing_frame_accepted<P: crate::AsOutgoing>(
         &mut self,
-        f: &Frame<crate::Outgoing>,
+        f: &Frame<P>,
         max: usize,
         out: &mut Vec<u8>,
         accept: impl FnOnce(usize) -> bool,

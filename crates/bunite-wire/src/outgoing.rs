@@ -46,16 +46,16 @@ pub struct Outgoing(Inner);
 
 enum Inner {
     Value(Value),
-    Typed(Box<dyn Typed>),
+    Typed(Box<dyn Typed + Send>),
 }
 
 /// A `Serialize` type, object-safe: written directly, or as its `Value`.
-trait Typed: Send {
+trait Typed {
     fn direct(&self, w: &mut Writer<'_>) -> Result<(), direct::Fallback>;
     fn to_value(&self) -> Result<Value, SerdeError>;
 }
 
-impl<T: Serialize + Send> Typed for T {
+impl<T: Serialize> Typed for T {
     fn direct(&self, w: &mut Writer<'_>) -> Result<(), direct::Fallback> {
         direct::write(w, self)
     }
@@ -99,16 +99,77 @@ impl Outgoing {
         }
     }
 
+    /// The value borrowed, to be written where it is.
+    pub fn by_ref(&self) -> OutgoingRef<'_> {
+        match &self.0 {
+            Inner::Value(v) => OutgoingRef(RefInner::Value(v)),
+            Inner::Typed(t) => OutgoingRef(RefInner::Typed(&**t)),
+        }
+    }
+}
+
+/// A value to send, borrowed: a [`Value`], or a typed value where it lives, serialized
+/// straight into its frame as an [`Outgoing`] is. For a caller that keeps the value in an
+/// allocation of its own (say, beside the rest of a request) instead of boxing it into an
+/// [`Outgoing`]; frames carry it through [`AsOutgoing`].
+///
+/// ```
+/// use bunite_wire::{CallId, Encoder, Frame, Outgoing, OutgoingRef, ResultFrame};
+///
+/// let value = (1, "two");
+/// let frame = |p| Frame::Result(ResultFrame { id: CallId(1), outcome: Ok(p) });
+/// let (mut borrowed, mut boxed) = (Vec::new(), Vec::new());
+/// Encoder::new().encode_outgoing_frame_bounded(
+///     &frame(OutgoingRef::typed(&value)),
+///     usize::MAX,
+///     &mut borrowed,
+/// )?;
+/// Encoder::new().encode_outgoing_frame_bounded(
+///     &frame(Outgoing::typed(value)),
+///     usize::MAX,
+///     &mut boxed,
+/// )?;
+/// assert_eq!(borrowed, boxed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct OutgoingRef<'a>(RefInner<'a>);
+
+#[derive(Clone, Copy)]
+enum RefInner<'a> {
+    Value(&'a Value),
+    Typed(&'a dyn Typed),
+}
+
+impl<'a> OutgoingRef<'a> {
+    /// A value already built.
+    pub fn value(v: &'a Value) -> OutgoingRef<'a> {
+        OutgoingRef(RefInner::Value(v))
+    }
+
+    /// A typed value, serialized when its frame is written (as [`Outgoing::typed`]'s).
+    pub fn typed<T: Serialize>(v: &'a T) -> OutgoingRef<'a> {
+        OutgoingRef(RefInner::Typed(v))
+    }
+
+    /// The value as a [`Value`] (serializing a typed one).
+    pub fn to_value(self) -> Result<Value, SerdeError> {
+        match self.0 {
+            RefInner::Value(v) => Ok(v.clone()),
+            RefInner::Typed(t) => t.to_value(),
+        }
+    }
+
     /// Writes the value: a typed one directly, or, when that gives up, as its `Value`
     /// after undoing what the attempt wrote (see `serde_impl::direct`).
     ///
     /// A typed value's `Serialize` is the caller's code running inside the encoder: if it
     /// panics, what it wrote is undone and the value fails to serialize, so the panic costs
     /// this one frame, not the encoder (or the connection) it ran in.
-    pub(crate) fn write(&self, w: &mut Writer<'_>) -> Res {
-        match &self.0 {
-            Inner::Value(v) => w.value(v),
-            Inner::Typed(t) => {
+    pub(crate) fn write(self, w: &mut Writer<'_>) -> Res {
+        match self.0 {
+            RefInner::Value(v) => w.value(v),
+            RefInner::Typed(t) => {
                 let mark = w.mark();
                 let attempt = catch_unwind(AssertUnwindSafe(|| {
                     if t.direct(w).is_ok() {
@@ -130,6 +191,28 @@ impl Outgoing {
                 }
             }
         }
+    }
+}
+
+/// A frame payload that can be written as an outgoing value: [`Outgoing`], [`OutgoingRef`],
+/// or a type of the caller's that holds one of those or a typed value
+/// ([`Encoder::encode_outgoing_frame_bounded`](crate::Encoder::encode_outgoing_frame_bounded)).
+pub trait AsOutgoing {
+    /// The value to write.
+    fn as_outgoing(&self) -> OutgoingRef<'_>;
+}
+
+impl AsOutgoing for Outgoing {
+    #[inline]
+    fn as_outgoing(&self) -> OutgoingRef<'_> {
+        self.by_ref()
+    }
+}
+
+impl AsOutgoing for OutgoingRef<'_> {
+    #[inline]
+    fn as_outgoing(&self) -> OutgoingRef<'_> {
+        *self
     }
 }
 
@@ -183,6 +266,15 @@ fn taken<T: 'static>(v: T) -> Result<Value, T> {
 impl From<Value> for Outgoing {
     fn from(v: Value) -> Self {
         Outgoing::value(v)
+    }
+}
+
+impl fmt::Debug for OutgoingRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            RefInner::Value(v) => f.debug_tuple("OutgoingRef").field(v).finish(),
+            RefInner::Typed(_) => f.write_str("OutgoingRef(<typed>)"),
+        }
     }
 }
 

@@ -11,8 +11,8 @@ mod support;
 use std::collections::BTreeMap;
 
 use bunite_wire::{
-    to_value, CallId, CapId, CapRef, EncodeError, Encoder, Frame, Outgoing, ResultFrame,
-    StreamEvent, StreamFrame, Value,
+    to_value, CallId, CapId, CapRef, EncodeError, Encoder, Frame, Outgoing, OutgoingRef,
+    ResultFrame, StreamEvent, StreamFrame, Value,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -235,11 +235,21 @@ proptest! {
         for (i, (item, stream, max)) in items.into_iter().enumerate() {
             let (mut a, mut b) = (vec![0xee], vec![0xee]);
             let expected = to_value(&item);
-            let got = direct.encode_outgoing_frame_bounded(
-                &frame(stream, Outgoing::typed(item.clone())),
-                max,
-                &mut a,
-            );
+            // Boxed in an `Outgoing`, or borrowed where it lives (`OutgoingRef`, as a typed
+            // client's call request lends its params): the same bytes either way.
+            let got = if i % 2 == 0 {
+                direct.encode_outgoing_frame_bounded(
+                    &frame(stream, Outgoing::typed(item.clone())),
+                    max,
+                    &mut a,
+                )
+            } else {
+                direct.encode_outgoing_frame_bounded(
+                    &frame(stream, OutgoingRef::typed(&item)),
+                    max,
+                    &mut a,
+                )
+            };
             match (got, expected) {
                 (Ok(()), Ok(v)) => {
                     let reference = via_value.encode_frame_bounded(&frame(stream, v), max, &mut b);

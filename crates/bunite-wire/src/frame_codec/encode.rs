@@ -9,7 +9,7 @@ use crate::frame::{
     Call, CallMeta, Cancel, CapRevoked, DropFrame, Frame, Goaway, Hello, ResultFrame, StreamEvent,
     StreamFrame, WireStatus,
 };
-use crate::outgoing::Outgoing;
+use crate::outgoing::AsOutgoing;
 use crate::records::KeyRef;
 use crate::value::Value;
 
@@ -25,10 +25,10 @@ impl WritePayload for Value {
     }
 }
 
-impl WritePayload for Outgoing {
+impl<P: AsOutgoing> WritePayload for P {
     #[inline]
     fn write_payload(&self, w: &mut Writer<'_>) -> Res {
-        self.write(w)
+        self.as_outgoing().write(w)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bunite_wire::{CallId, CapId, Outgoing, Text, Value};
+use bunite_wire::{AsOutgoing, CallId, CapId, Outgoing, Text, Value};
 use futures::future::join_all;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -278,10 +278,10 @@ impl Client {
     /// ([`one_cap`](Self::one_cap), [`cap_array`](Self::cap_array) or
     /// [`cap_record`](Self::cap_record), given the returned cap's definition if the
     /// client's describes it). The name is a [`Text`]: a typed client's is static, no copy.
-    pub(crate) async fn cap_call<T>(
+    pub(crate) async fn cap_call<T, A: AsOutgoing + Send + 'static>(
         &self,
         method: Text,
-        args: Outgoing,
+        args: A,
         opts: CallOptions,
         adopt: Adopt<T>,
     ) -> Result<T, Error> {
@@ -367,19 +367,19 @@ impl Client {
     }
 
     /// [`stream_with`](Self::stream_with) with the method's name as a [`Text`].
-    pub(crate) fn open_stream(
+    pub(crate) fn open_stream<A: AsOutgoing + Send + 'static>(
         &self,
         method: Text,
-        args: Outgoing,
+        args: A,
         opts: CallOptions,
     ) -> ClientStream {
         let shared = Arc::clone(&self.inner.shared);
         let queue = StreamQueue::new();
         let started = self
-            .prepare(method, args, opts, Expect::Value)
-            .map(|(id, req)| {
+            .prepare(self.request(method, args, Expect::Value), opts)
+            .map(|req| {
+                let id = req.id;
                 let command = Command::Stream {
-                    id,
                     req,
                     queue: Arc::clone(&queue),
                 };
@@ -414,21 +414,40 @@ impl Client {
         self.inner.release();
     }
 
-    /// What every call and stream open does before it is queued: checks this reference is
-    /// live, reserves an in-flight slot, takes a call id and builds the request.
-    fn prepare(
+    /// A call or stream open of this cap, boxed once with its args (a typed client's
+    /// params value lives in this allocation; see [`CallRequest`]). Its meta is set when it
+    /// is queued ([`prepare`](Self::prepare)).
+    fn request<A: AsOutgoing + Send + 'static>(
         &self,
         method: Text,
-        args: Outgoing,
-        opts: CallOptions,
+        args: A,
         expect: Expect,
-    ) -> Result<(CallId, Box<CallRequest>), Error> {
+    ) -> Box<CallRequest> {
+        Box::new(CallRequest {
+            id: CallId(0),
+            cap_id: self.inner.id,
+            method,
+            parent: None,
+            deadline: None,
+            context: Vec::new(),
+            expect,
+            args,
+        })
+    }
+
+    /// What every call and stream open does before it is queued: checks this reference is
+    /// live, reserves an in-flight slot, takes a call id and sets the request's meta.
+    fn prepare(
+        &self,
+        mut req: Box<CallRequest>,
+        opts: CallOptions,
+    ) -> Result<Box<CallRequest>, Error> {
         self.check_live()?;
         let shared = &self.inner.shared;
         shared.reserve_call()?;
-        let id = shared.next_call_id();
-        let req = request(shared, self.inner.id, method, args, opts, expect);
-        Ok((id, Box::new(req)))
+        req.id = shared.next_call_id();
+        set_meta(shared, &mut req, opts);
+        Ok(req)
     }
 
     fn check_live(&self) -> Result<(), Error> {
@@ -475,34 +494,19 @@ pub(crate) fn decode_result<R: DeserializeOwned>(payload: &Payload) -> Result<R,
         .map_err(|e| Error::bad_answer(format!("result: {e}")))
 }
 
-/// The request of a call made now: `parentCallId` when made inside a handler of the same
+/// The meta of a call queued now: `parentCallId` when made inside a handler of the same
 /// connection, the deadline (explicit, or what remains of the handler's), the context map.
-fn request(
-    shared: &Shared,
-    cap_id: CapId,
-    method: Text,
-    args: Outgoing,
-    opts: CallOptions,
-    expect: Expect,
-) -> CallRequest {
+fn set_meta(shared: &Shared, req: &mut CallRequest, opts: CallOptions) {
     let scope = CallScope::current();
-    let parent = scope
+    req.parent = scope
         .filter(|s| s.connection == shared.id)
         .map(|s| s.call_id);
-    let deadline = opts.deadline.or_else(|| {
+    req.deadline = opts.deadline.or_else(|| {
         scope
             .and_then(|s| s.deadline)
             .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
     });
-    CallRequest {
-        cap_id,
-        method,
-        args,
-        parent,
-        deadline,
-        context: opts.context,
-        expect,
-    }
+    req.context = opts.context;
 }
 
 /// Sends `cancel` if the caller stops waiting before the outcome arrives.
@@ -539,19 +543,20 @@ impl Drop for CancelOnDrop<'_> {
 /// The call path of every client: check the client is live, reserve an in-flight slot,
 /// queue the call, wait for the outcome, cancel on drop or when the caller's token fires.
 /// Deadlines are the session's (it fails the call and tells the server).
-pub(crate) fn call<'a>(
+///
+/// The request is boxed here, with the args in it (the one allocation of a typed client's
+/// call besides its reply channel), and checked and queued at the first poll.
+pub(crate) fn call<'a, A: AsOutgoing + Send + 'static>(
     client: &'a Client,
     method: Text,
-    args: Outgoing,
+    args: A,
     opts: CallOptions,
     expect: Expect,
 ) -> Call<'a> {
     Call(CallState::Start(Start {
         client,
-        method,
-        args,
+        req: client.request(method, args, expect),
         opts,
-        expect,
     }))
 }
 
@@ -570,15 +575,12 @@ enum CallState<'a> {
     Done,
 }
 
-/// A call not yet queued: its arguments.
+/// A call not yet queued: its request (the method's name in it static for a typed
+/// client's methods, copied, inline when short, for a name given at run time).
 struct Start<'a> {
     client: &'a Client,
-    /// Static for a typed client's methods; copied (inline when short) for a name given
-    /// at run time.
-    method: Text,
-    args: Outgoing,
+    req: Box<CallRequest>,
     opts: CallOptions,
-    expect: Expect,
 }
 
 /// A queued call: the outcome to wait for, and what to do if the caller stops waiting.
@@ -601,9 +603,8 @@ impl<'a> Start<'a> {
     fn queue(mut self) -> Result<Waiting<'a>, Error> {
         // Taken, not cloned: the request has no use for it, and a token's clone locks it.
         let cancel = self.opts.cancel.take();
-        let (id, req) = self
-            .client
-            .prepare(self.method, self.args, self.opts, self.expect)?;
+        let req = self.client.prepare(self.req, self.opts)?;
+        let id = req.id;
         let shared = &self.client.inner.shared;
         // Only built if a subscriber may want it; then kept only if one does (entering and
         // leaving a disabled span on every poll is pure cost).
@@ -621,7 +622,7 @@ impl<'a> Start<'a> {
             })
             .filter(|span| !span.is_disabled());
         let (reply, rx) = oneshot::channel();
-        let guard = CancelOnDrop::send(shared, id, Command::Call { id, req, reply })?;
+        let guard = CancelOnDrop::send(shared, id, Command::Call { req, reply })?;
         Ok(Waiting {
             guard,
             rx: unconstrained(rx),

@@ -261,8 +261,8 @@ pub mod testing;
 pub use attestation::{Attestation, TrustLevel};
 pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{
-    self as wire, from_value, to_value, Blob, CallId, CapId, CapRef, Outgoing, Payload, Record,
-    Text, Value,
+    self as wire, from_value, to_value, AsOutgoing, Blob, CallId, CapId, CapRef, Outgoing, Payload,
+    Record, Text, Value,
 };
 pub use client::{CallOptions, Client};
 pub use client_stream::{ClientStream, TypedStream};

@@ -30,6 +30,7 @@ pub use crate::{
     TypedStream, Value, ValueStream,
 };
 
+use bunite_wire::{AsOutgoing, OutgoingRef};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,10 +42,22 @@ pub fn no_params() -> Outgoing {
 
 /// The `args` of a call: its one params value, serialized straight into the call frame when
 /// the connection writes it (nothing is sent if it does not serialize: the call fails with
-/// `invalid_argument` "params: …"). Taken by value, so a `String`'s or a `ByteBuf`'s buffer
-/// is moved, not copied.
-pub fn encode_params<T: Serialize + Send + 'static>(params: T) -> Outgoing {
-    Outgoing::typed(params)
+/// `invalid_argument` "params: …"). Taken by value and kept in the call's request, in the
+/// request's own allocation, until the frame is written.
+pub fn encode_params<T: Serialize + Send + 'static>(params: T) -> CallParams<T> {
+    CallParams(params)
+}
+
+/// A typed call's params value, as [`encode_params`] gives it to the generated client's
+/// [`Handle`](crate::typed::Handle) call.
+#[derive(Debug)]
+pub struct CallParams<T>(T);
+
+impl<T: Serialize> AsOutgoing for CallParams<T> {
+    #[inline]
+    fn as_outgoing(&self) -> OutgoingRef<'_> {
+        OutgoingRef::typed(&self.0)
+    }
 }
 
 /// Decodes a call's `args` straight into the method's params type: `invalid_argument` if

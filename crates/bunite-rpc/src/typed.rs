@@ -84,7 +84,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::{Outgoing, Text};
+use bunite_wire::{AsOutgoing, Text};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -306,13 +306,17 @@ impl Handle {
     /// is first polled. (Not an `async fn` itself, so that the call's arguments are kept
     /// once, by the call's own future, not once per layer.)
     ///
+    /// `args` is an [`Outgoing`](crate::Outgoing), or what a generated client passes: its
+    /// params value itself, which the call's request keeps in its own allocation (no box of
+    /// its own) until the frame is written.
+    ///
     /// Method names are `'static`, as the generated clients' are: the call frame borrows
     /// the name instead of copying it (a name longer than 22 bytes took an allocation per
     /// call). [`Client`] takes names made at run time.
     pub fn call<'a, R: DeserializeOwned + 'a>(
         &'a self,
         method: &'static str,
-        args: Outgoing,
+        args: impl AsOutgoing + Send + 'static,
     ) -> impl Future<Output = Result<R, Error>> + 'a {
         call(
             &self.client,
@@ -328,7 +332,7 @@ impl Handle {
     pub async fn call_cap<C: Cap>(
         &self,
         method: &'static str,
-        args: Outgoing,
+        args: impl AsOutgoing + Send + 'static,
     ) -> Result<C::Client, Error> {
         let client = self
             .client
@@ -346,7 +350,7 @@ impl Handle {
     pub async fn call_caps<C: Cap, V: FromIterator<C::Client>>(
         &self,
         method: &'static str,
-        args: Outgoing,
+        args: impl AsOutgoing + Send + 'static,
     ) -> Result<V, Error> {
         let clients = self
             .client
@@ -365,7 +369,7 @@ impl Handle {
     pub async fn call_cap_record<C: Cap, M: FromIterator<(String, C::Client)>>(
         &self,
         method: &'static str,
-        args: Outgoing,
+        args: impl AsOutgoing + Send + 'static,
     ) -> Result<M, Error> {
         let clients = self
             .client
@@ -386,7 +390,7 @@ impl Handle {
     pub fn stream<T: DeserializeOwned>(
         &self,
         method: &'static str,
-        args: Outgoing,
+        args: impl AsOutgoing + Send + 'static,
     ) -> TypedStream<T> {
         self.client
             .open_stream(Text::from_static(method), args, self.call_options())

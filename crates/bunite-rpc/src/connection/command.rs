@@ -24,15 +24,10 @@ pub(crate) type ServedCap = (Arc<CapDef>, Arc<dyn CapImpl>);
 pub(crate) type Reply = oneshot::Sender<Result<Payload, Error>>;
 
 pub(crate) enum Command {
-    /// Send a call (its in-flight slot is already reserved).
-    Call {
-        id: CallId,
-        req: Box<CallRequest>,
-        reply: Reply,
-    },
-    /// Open a client stream (reserved likewise).
+    /// Send a call (its id taken and its in-flight slot already reserved).
+    Call { req: Box<CallRequest>, reply: Reply },
+    /// Open a client stream (likewise).
     Stream {
-        id: CallId,
         req: Box<CallRequest>,
         queue: Arc<StreamQueue>,
     },

@@ -257,13 +257,13 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let now = self.now();
         let s = &mut self.session;
         match command {
-            Command::Call { id, req, reply } => {
+            Command::Call { mut req, reply } => {
                 self.taken += 1;
-                s.start_call(id, *req, reply, now);
+                s.start_call(&mut req, reply, now);
             }
-            Command::Stream { id, req, queue } => {
+            Command::Stream { mut req, queue } => {
                 self.taken += 1;
-                s.start_stream(id, *req, queue);
+                s.start_stream(&mut req, queue);
             }
             Command::Bootstrap { id, cap, reply } => {
                 self.taken += 1;

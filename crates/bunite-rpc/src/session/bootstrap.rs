@@ -34,20 +34,21 @@ impl<T: Types> Session<T> {
         if let Some(v) = version {
             args.insert("version", v);
         }
-        let req = CallRequest {
+        let mut req = CallRequest {
+            id,
             cap_id: CapId::BOOTSTRAP,
             method: Text::from_static(BOOTSTRAP_METHOD),
-            args: Value::Record(args).into(),
             parent: None,
             deadline: None,
             context: Vec::new(),
             expect: Expect::Caps,
+            args: Value::Record(args).into(),
         };
         if self.peer_hello.is_some() {
-            return self.start_call(id, req, reply, now);
+            return self.start_call(&mut req, reply, now);
         }
         match self.check_call(&req) {
-            Ok(()) => self.outbound.parked.push(Parked { id, req, reply }),
+            Ok(()) => self.outbound.parked.push(Parked { req, reply }),
             Err(error) => self.outputs.push_back(Output::Reply {
                 to: reply,
                 outcome: Err(error),
@@ -58,9 +59,9 @@ impl<T: Types> Session<T> {
 
     /// The peer's hello arrived: send the bootstraps that waited for it.
     pub(super) fn send_parked_bootstraps(&mut self, now: Instant) {
-        for Parked { id, mut req, reply } in std::mem::take(&mut self.outbound.parked) {
-            match self.send_call(id, &mut req) {
-                Ok(()) => self.track(id, &req, reply, now),
+        for Parked { mut req, reply } in std::mem::take(&mut self.outbound.parked) {
+            match self.send_call(&mut req) {
+                Ok(()) => self.track(&req, reply, now),
                 Err(error) => self.outputs.push_back(Output::Reply {
                     to: reply,
                     outcome: Err(error),

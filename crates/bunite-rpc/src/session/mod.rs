@@ -46,7 +46,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bunite_wire::{
-    CallId, CapId, Decoder, EncodeError, Encoder, Frame, FrameDecodeError, Goaway, Hello, Outgoing,
+    AsOutgoing, CallId, CapId, Decoder, EncodeError, Encoder, Frame, FrameDecodeError, Goaway,
+    Hello, Outgoing,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -510,7 +511,7 @@ impl<T: Types> Session<T> {
 
     /// [`Session::send_bounded`] for a frame whose payload may be a typed value, which is
     /// serialized straight into the message here.
-    fn send_outgoing(&mut self, frame: &Frame<Outgoing>) -> Result<(), EncodeError> {
+    fn send_outgoing<P: AsOutgoing>(&mut self, frame: &Frame<P>) -> Result<(), EncodeError> {
         self.flush_drops();
         self.clear_scratch();
         let encoded = self.encoder.encode_outgoing_frame_bounded(

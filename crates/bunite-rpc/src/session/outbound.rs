@@ -6,8 +6,8 @@ use crate::hashing::{Map, Set};
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
-    Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame, EncodeError, Frame,
-    Outgoing, Payload, ResultFrame, Text, Value,
+    AsOutgoing, Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame,
+    EncodeError, Frame, Outgoing, Payload, ResultFrame, Text,
 };
 
 use super::output::Output;
@@ -26,13 +26,19 @@ pub(crate) enum Expect {
     Caps,
 }
 
-/// One outbound call or stream open, as a handle asks for it.
-#[derive(Debug)]
-pub(crate) struct CallRequest {
+/// A call's `args` as a request holds them: an [`Outgoing`](bunite_wire::Outgoing), or a
+/// typed client's params value itself.
+pub(crate) type Args = dyn AsOutgoing + Send;
+
+/// One outbound call or stream open, as a handle asks for it. A handle builds it as a
+/// `CallRequest<A>` of its own args type and boxes it as the unsized `CallRequest` (its
+/// `args` being [`Args`]), so that a typed client's params live in the request's one
+/// allocation (an [`Outgoing`](bunite_wire::Outgoing) would box them on their own).
+pub(crate) struct CallRequest<A: ?Sized = Args> {
+    /// Taken by the handle from its connection's counter.
+    pub id: CallId,
     pub cap_id: CapId,
     pub method: Text,
-    /// Serialized straight into the call frame when it is a typed value.
-    pub args: Outgoing,
     /// The call made inside the handler of this call of the peer (`meta.parentCallId`).
     pub parent: Option<CallId>,
     /// A relative deadline (`meta.deadlineMs`; the call fails at deadline + 500 ms).
@@ -40,9 +46,25 @@ pub(crate) struct CallRequest {
     /// The `meta.context` map.
     pub context: Vec<(String, String)>,
     pub expect: Expect,
+    /// Serialized straight into the call frame when it is a typed value. Last, as the one
+    /// field of unsized type.
+    pub args: A,
 }
 
-impl CallRequest {
+impl<A: ?Sized> std::fmt::Debug for CallRequest<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallRequest")
+            .field("id", &self.id)
+            .field("cap_id", &self.cap_id)
+            .field("method", &self.method)
+            .field("parent", &self.parent)
+            .field("deadline", &self.deadline)
+            .field("expect", &self.expect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: ?Sized> CallRequest<A> {
     /// `meta`, or `None` when it would be empty.
     fn meta(&mut self) -> Option<CallMeta> {
         if self.parent.is_none() && self.deadline.is_none() && self.context.is_empty() {
@@ -71,8 +93,8 @@ pub(crate) struct Pending<T: Types> {
 
 /// A bootstrap waiting for the peer's hello (PROTOCOL §6).
 pub(super) struct Parked<T: Types> {
-    pub id: CallId,
-    pub req: CallRequest,
+    /// A bootstrap's args are a `Value`.
+    pub req: CallRequest<Outgoing>,
     pub reply: T::Reply,
 }
 
@@ -229,15 +251,15 @@ impl<T: Types> Outbound<T> {
 impl<T: Types> Session<T> {
     /// Sends a call. A local failure (closed, revoked, in-flight limit, too large for the
     /// peer) is replied at once and sends nothing (PROTOCOL §9, §12, §13.6).
-    pub fn start_call(&mut self, id: CallId, mut req: CallRequest, reply: T::Reply, now: Instant) {
+    pub fn start_call(&mut self, req: &mut CallRequest, reply: T::Reply, now: Instant) {
         let expect = req.expect;
-        if let Err(error) = self.check_call(&req) {
+        if let Err(error) = self.check_call(req) {
             return self.reply(reply, Err(error), expect);
         }
-        if let Err(error) = self.send_call(id, &mut req) {
+        if let Err(error) = self.send_call(req) {
             return self.reply(reply, Err(error), expect);
         }
-        self.track(id, &req, reply, now);
+        self.track(req, reply, now);
     }
 
     /// The local checks of a call or stream open.
@@ -257,13 +279,14 @@ impl<T: Types> Session<T> {
 
     /// Encodes the call frame (a typed `args` serialized straight into it), if it fits the
     /// peer's `maxBytes` and its `args` serialize.
-    pub(super) fn send_call(&mut self, id: CallId, req: &mut CallRequest) -> Result<(), Error> {
+    pub(super) fn send_call(&mut self, req: &mut CallRequest) -> Result<(), Error> {
+        let meta = req.meta();
         let frame = Frame::Call(Call {
-            id,
+            id: req.id,
             target: req.cap_id,
             method: std::mem::take(&mut req.method),
-            args: std::mem::replace(&mut req.args, Outgoing::value(Value::Undefined)),
-            meta: req.meta(),
+            args: req.args.as_outgoing(),
+            meta,
         });
         self.send_outgoing(&frame).map_err(|e| match e {
             EncodeError::TooLarge(e) => Error::local(
@@ -281,7 +304,8 @@ impl<T: Types> Session<T> {
     }
 
     /// Records a sent call as pending: its deadline timer and its parent link.
-    pub(super) fn track(&mut self, id: CallId, req: &CallRequest, reply: T::Reply, now: Instant) {
+    pub(super) fn track(&mut self, req: &CallRequest, reply: T::Reply, now: Instant) {
+        let id = req.id;
         let deadline = req
             .deadline
             .and_then(|d| after(now, d.saturating_add(DEADLINE_GRACE)));
@@ -516,10 +540,8 @@ impl<T: Types> Session<T> {
 impl<T: Types> Session<T> {
     /// Opens a client stream; the same local checks as a call, a local failure ends the
     /// stream at once.
-    pub fn start_stream(&mut self, id: CallId, mut req: CallRequest, sink: T::Sink) {
-        let sent = self
-            .check_call(&req)
-            .and_then(|()| self.send_call(id, &mut req));
+    pub fn start_stream(&mut self, req: &mut CallRequest, sink: T::Sink) {
+        let sent = self.check_call(req).and_then(|()| self.send_call(req));
         if let Err(error) = sent {
             self.outputs.push_back(Output::StreamEnd {
                 to: sink,
@@ -533,6 +555,6 @@ impl<T: Types> Session<T> {
             outstanding: 0,
             credit: 0,
         };
-        self.outbound.streams.insert(id, state);
+        self.outbound.streams.insert(req.id, state);
     }
 }

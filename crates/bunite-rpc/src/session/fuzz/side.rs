@@ -316,7 +316,12 @@ impl Side {
         }
     }
 
-    fn request(&mut self, input: &mut Input<'_>, method: &'static str) -> CallRequest {
+    fn request(
+        &mut self,
+        input: &mut Input<'_>,
+        id: CallId,
+        method: &'static str,
+    ) -> CallRequest<bunite_wire::Outgoing> {
         let cap_id = self.target(input);
         let flags = input.b();
         let parent = (flags & 1 != 0).then(|| {
@@ -339,6 +344,7 @@ impl Side {
             _ => Expect::Value,
         };
         CallRequest {
+            id,
             cap_id,
             method: Text::from_static(method),
             args: value(input, 0, true).into(),
@@ -351,8 +357,8 @@ impl Side {
 
     pub fn call(&mut self, input: &mut Input<'_>, tag: u64, now: Instant) {
         let method = METHODS[input.pick(METHODS.len())];
-        let mut req = self.request(input, method);
         let id = self.call_id();
+        let mut req = self.request(input, id, method);
         // Without reading more input (so that the corpus keeps its meaning): every eighth
         // call is large, its message sent from the session's spare buffers, and every
         // eighth but four has typed args, serialized straight into its frame.
@@ -368,16 +374,16 @@ impl Side {
         }
         self.awaiting.insert(tag, req.expect == Expect::Caps);
         self.pending.push((id, tag));
-        self.s.start_call(id, req, tag, now);
+        self.s.start_call(&mut req, tag, now);
     }
 
     pub fn open_stream(&mut self, input: &mut Input<'_>, sink: u64) {
         let method = ["ticks", "flood", "get", "missing"][input.pick(4)];
-        let req = self.request(input, method);
         let id = self.call_id();
+        let mut req = self.request(input, id, method);
         self.open_sinks.insert(sink);
         self.streams.push((id, sink, 0));
-        self.s.start_stream(id, req, sink);
+        self.s.start_stream(&mut req, sink);
     }
 
     pub fn bootstrap(&mut self, input: &mut Input<'_>, tag: u64, now: Instant) {

@@ -71,7 +71,7 @@ fn a_deadline_fails_the_call_at_deadline_plus_grace_and_cancels_it() {
     let mut req = request(id, "get", Value::Undefined, Expect::Value);
     req.deadline = Some(Duration::from_millis(100));
     let now = client.now;
-    client.s.start_call(CallId(2), req, 9, now);
+    client.s.start_call(&mut with_id(CallId(2), req), 9, now);
     client.collect();
     let frames = pump(&mut client, &mut server);
     match &frames[..] {
@@ -99,7 +99,9 @@ fn a_non_idempotent_handler_is_signalled_at_its_deadline_an_idempotent_one_never
         let mut req = request(id, method, Value::Undefined, Expect::Value);
         req.deadline = Some(Duration::from_millis(50));
         let now = client.now;
-        client.s.start_call(CallId(call), req, call, now);
+        client
+            .s
+            .start_call(&mut with_id(CallId(call), req), call, now);
     }
     pump(&mut client, &mut server);
     let idem = server.invoked();
@@ -120,7 +122,7 @@ fn a_duration_max_deadline_saturates_instead_of_panicking() {
     let mut req = request(id, "get", Value::Undefined, Expect::Value);
     req.deadline = Some(Duration::MAX);
     let now = client.now;
-    client.s.start_call(CallId(2), req, 9, now);
+    client.s.start_call(&mut with_id(CallId(2), req), 9, now);
     client.collect();
     assert_eq!(
         client.s.poll_timeout(),
@@ -151,7 +153,7 @@ fn cancelling_a_call_cancels_the_calls_its_handler_made() {
         let mut req = request(on_a, "get", Value::Undefined, Expect::Value);
         req.parent = Some(outer.call_id);
         let now = b.now;
-        b.s.start_call(CallId(id), req, 100 + id, now);
+        b.s.start_call(&mut with_id(CallId(id), req), 100 + id, now);
         children.push(100 + id);
     }
     // An unrelated call of b's is not cancelled.
@@ -265,7 +267,7 @@ fn an_error_too_large_for_the_peer_is_replaced_by_max_frame_bytes() {
 
     // A stream source's error: the stream fails the same way.
     let req = request(cap, "ticks", Value::Undefined, Expect::Value);
-    client.s.start_stream(CallId(3), req, 9);
+    client.s.start_stream(&mut with_id(CallId(3), req), 9);
     client.collect();
     pump(&mut client, &mut server);
     let inv = server.invoked();
@@ -367,7 +369,7 @@ fn answers_beyond_the_send_room_are_refused_and_each_message_takes_its_length_of
     let inv = server.invoked();
     finish(&mut server, &inv, bin(100));
     let req = request(cap, "ticks", Value::Undefined, Expect::Value);
-    client.s.start_stream(CallId(5), req, 9);
+    client.s.start_stream(&mut with_id(CallId(5), req), 9);
     client.collect();
     pump(&mut client, &mut server);
     let inv = server.invoked();
@@ -465,7 +467,7 @@ fn an_answer_is_queued_only_once_paid_for() {
 
     // A stream value refused ends its stream the same way.
     let req = request(cap, "ticks", Value::Undefined, Expect::Value);
-    client.s.start_stream(CallId(4), req, 9);
+    client.s.start_stream(&mut with_id(CallId(4), req), 9);
     client.collect();
     pump(&mut client, &mut server);
     let inv = server.invoked();

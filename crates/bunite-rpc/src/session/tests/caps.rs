@@ -29,8 +29,10 @@ fn a_cap_return_allocates_at_send_time_and_a_cancelled_one_never_does() {
     let tag = client.tag();
     let now = client.now;
     client.s.start_call(
-        CallId(2),
-        request(id, "make", Value::Undefined, Expect::Caps),
+        &mut with_id(
+            CallId(2),
+            request(id, "make", Value::Undefined, Expect::Caps),
+        ),
         tag,
         now,
     );
@@ -115,8 +117,10 @@ fn shutdown_fails_pending_calls_aborts_handlers_and_disposes_live_caps() {
     let tag = client.tag();
     let now = client.now;
     client.s.start_call(
-        CallId(2),
-        request(id, "make", Value::Undefined, Expect::Caps),
+        &mut with_id(
+            CallId(2),
+            request(id, "make", Value::Undefined, Expect::Caps),
+        ),
         tag,
         now,
     );
@@ -180,8 +184,10 @@ fn an_abandoned_result_full_of_caprefs_is_released_in_bounded_frames() {
     let parent_id = bootstrap(&mut server, &mut client, 1, "t.parent");
     let now = client.now;
     client.s.start_call(
-        CallId(2),
-        request(parent_id, "make", Value::Undefined, Expect::Caps),
+        &mut with_id(
+            CallId(2),
+            request(parent_id, "make", Value::Undefined, Expect::Caps),
+        ),
         5,
         now,
     );

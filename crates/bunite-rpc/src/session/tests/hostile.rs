@@ -124,8 +124,10 @@ fn a_finished_call_id_may_come_again() {
         // The same id twice in a row, each after the first finished (a sloppy but harmless
         // peer): only a *live* id is refused.
         client.s.start_call(
-            CallId(5),
-            request(id, "get", Value::Undefined, Expect::Value),
+            &mut with_id(
+                CallId(5),
+                request(id, "get", Value::Undefined, Expect::Value),
+            ),
             tag,
             now,
         );
@@ -249,7 +251,9 @@ fn a_long_goaway_is_clipped_before_the_pending_calls_get_it() {
     let now = client.now;
     for n in 0..8u64 {
         let req = request(id, "get", Value::Undefined, Expect::Value);
-        client.s.start_call(CallId(10 + n), req, 100 + n, now);
+        client
+            .s
+            .start_call(&mut with_id(CallId(10 + n), req), 100 + n, now);
     }
     client.collect();
     let long = "é".repeat(50_000); // two bytes a character: the cut must find a boundary
@@ -311,7 +315,7 @@ fn a_short_goaway_is_kept_whole() {
     let id = bootstrap(&mut server, &mut client, 1, "t.parent");
     let now = client.now;
     let req = request(id, "get", Value::Undefined, Expect::Value);
-    client.s.start_call(CallId(10), req, 100, now);
+    client.s.start_call(&mut with_id(CallId(10), req), 100, now);
     client.collect();
     let goaway = Frame::Goaway(bunite_wire::Goaway {
         reason: Some("host_shutdown".into()),

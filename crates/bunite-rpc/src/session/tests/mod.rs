@@ -147,7 +147,8 @@ impl Peer {
     pub fn call(&mut self, id: u64, cap: CapId, method: &str, args: Value) -> u64 {
         let tag = self.tag();
         let req = request(cap, method, args, Expect::Value);
-        self.s.start_call(CallId(id), req, tag, self.now);
+        self.s
+            .start_call(&mut with_id(CallId(id), req), tag, self.now);
         self.collect();
         tag
     }
@@ -170,8 +171,15 @@ impl Peer {
     }
 }
 
-pub(super) fn request(cap: CapId, method: &str, args: Value, expect: Expect) -> CallRequest {
+/// A call or stream open of `cap`'s `method`; its id is given by [`with_id`].
+pub(super) fn request(
+    cap: CapId,
+    method: &str,
+    args: Value,
+    expect: Expect,
+) -> CallRequest<bunite_wire::Outgoing> {
     CallRequest {
+        id: CallId(0),
         cap_id: cap,
         method: bunite_wire::Text::copy_from(method),
         args: args.into(),
@@ -180,6 +188,15 @@ pub(super) fn request(cap: CapId, method: &str, args: Value, expect: Expect) -> 
         context: Vec::new(),
         expect,
     }
+}
+
+/// `req` with the call id `id`.
+pub(super) fn with_id(
+    id: CallId,
+    mut req: CallRequest<bunite_wire::Outgoing>,
+) -> CallRequest<bunite_wire::Outgoing> {
+    req.id = id;
+    req
 }
 
 /// Moves every queued message from `from` to `to`; returns the frames moved.

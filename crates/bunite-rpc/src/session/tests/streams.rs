@@ -9,8 +9,10 @@ use crate::status::Code;
 /// Opens `ticks` from `client` on `server`; returns the server's invocation.
 fn open(server: &mut Peer, client: &mut Peer, cap: CapId, id: u64, sink: u64) -> Invocation<Imp> {
     client.s.start_stream(
-        CallId(id),
-        request(cap, "ticks", Value::Undefined, Expect::Value),
+        &mut with_id(
+            CallId(id),
+            request(cap, "ticks", Value::Undefined, Expect::Value),
+        ),
         sink,
     );
     client.collect();

@@ -462,3 +462,74 @@ fn a_deadline_of_duration_max_never_fires_and_never_panics() {
         assert_eq!(items, [0i64, 1, 2].map(Value::from));
     });
 }
+
+/// A call's cancellation signal is made new for the next call once its handler has let go of
+/// it; a handler that keeps its context keeps its own signal, which no later call's cancel
+/// reaches.
+#[test]
+fn a_context_kept_after_its_call_is_not_cancelled_with_a_later_call() {
+    run(async {
+        let (server, client) = pair_with(Connection::builder(), Connection::builder());
+        let def = CapDef::builder("test.kept")
+            .method(MethodDef::call("plain"))
+            .method(MethodDef::call("keep"))
+            .method(MethodDef::call("wait"))
+            .build();
+        type Slot = Arc<std::sync::Mutex<Option<CallContext>>>;
+        let (kept, waiting_ctx): (Slot, Slot) = (Arc::default(), Arc::default());
+        let (keeper, waiter) = (Arc::clone(&kept), Arc::clone(&waiting_ctx));
+        let imp = DynCap::new()
+            .call("plain", |_, _| async { Ok(Value::from(1)) })
+            .call("keep", move |_, ctx: CallContext| {
+                *keeper.lock().unwrap() = Some(ctx);
+                async { Ok(Value::from(2)) }
+            })
+            .call("wait", move |_, ctx: CallContext| {
+                *waiter.lock().unwrap() = Some(ctx.clone());
+                async move {
+                    ctx.cancelled().await;
+                    Ok(Value::Undefined)
+                }
+            })
+            .build();
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        // Each completes at once: the first's signal is reused for the second, which keeps
+        // it (and its context) after answering.
+        let plain = c.call_value("plain", Value::Undefined).await.unwrap();
+        assert_eq!(plain, Value::from(1));
+        let keep = c.call_value("keep", Value::Undefined).await.unwrap();
+        assert_eq!(keep, Value::from(2));
+        // A call that waits, cancelled by dropping it: the server signals its handler.
+        let waiting = c.call_value("wait", Value::Undefined);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), waiting)
+                .await
+                .is_err(),
+            "the wait answers only when cancelled"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let waited = loop {
+            let signalled = waiting_ctx
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(CallContext::is_cancelled);
+            if signalled || Instant::now() > deadline {
+                break waiting_ctx.lock().unwrap().take().expect("the wait ran");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(
+            waited.is_cancelled(),
+            "the cancelled call's handler was signalled"
+        );
+        let ctx = kept.lock().unwrap().take().expect("kept");
+        assert!(
+            !ctx.is_cancelled(),
+            "a later call's cancel reached a kept context"
+        );
+        drop((ctx, waited, c));
+        assert_clean(&[&server, &client]).await;
+    });
+}

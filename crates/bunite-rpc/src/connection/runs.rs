@@ -117,6 +117,10 @@ pub(crate) struct Runs {
     streams: Map<RunId, StreamRun>,
     ready: VecDeque<RunId>,
     wakes: Arc<Wakes>,
+    /// The signal of the last call that finished, made new for the next one: a handler
+    /// that completes at once leaves its signal unshared, so a connection answering such
+    /// calls one after another allocates none.
+    spare_signal: Option<Signal>,
 }
 
 impl Runs {
@@ -128,6 +132,7 @@ impl Runs {
             streams: Map::default(),
             ready: VecDeque::new(),
             wakes: Arc::default(),
+            spare_signal: None,
         }
     }
 
@@ -143,7 +148,7 @@ impl Runs {
         inv: Invocation<Arc<dyn CapImpl>>,
         session: &mut Session<Rt>,
     ) -> Option<Finished> {
-        let signal = Signal::default();
+        let signal = self.spare_signal.take().unwrap_or_default();
         let deadline = inv
             .deadline
             .and_then(|d| tokio::time::Instant::now().checked_add(d));
@@ -201,6 +206,9 @@ impl Runs {
         if !inv.own_task {
             let mut cx = Context::from_waker(Waker::noop());
             if let Poll::Ready(result) = Pin::new(&mut run).poll(&mut cx) {
+                // The handler's future, and the context it held, go first.
+                drop(run);
+                self.spare_signal = signal.reuse();
                 return Some((inv.run, inv.call_id, outcome(result)));
             }
         }
@@ -225,7 +233,11 @@ impl Runs {
 
     /// A handler on its own task reported its outcome.
     pub fn task_done(&mut self, run: RunId) {
-        self.tasks.remove(&run);
+        if let Some(t) = self.tasks.remove(&run) {
+            if self.spare_signal.is_none() {
+                self.spare_signal = t.signal.reuse();
+            }
+        }
     }
 
     fn open_stream(

@@ -26,14 +26,14 @@ pub(crate) enum Expect {
     Caps,
 }
 
-/// A call's `args` as a request holds them: an [`Outgoing`](bunite_wire::Outgoing), or a
+/// A call's `args` as a request holds them: an [`Outgoing`], or a
 /// typed client's params value itself.
 pub(crate) type Args = dyn AsOutgoing + Send;
 
 /// One outbound call or stream open, as a handle asks for it. A handle builds it as a
 /// `CallRequest<A>` of its own args type and boxes it as the unsized `CallRequest` (its
 /// `args` being [`Args`]), so that a typed client's params live in the request's one
-/// allocation (an [`Outgoing`](bunite_wire::Outgoing) would box them on their own).
+/// allocation (an [`Outgoing`] would box them on their own).
 pub(crate) struct CallRequest<A: ?Sized = Args> {
     /// Taken by the handle from its connection's counter.
     pub id: CallId,

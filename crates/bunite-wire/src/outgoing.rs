@@ -116,8 +116,10 @@ impl Outgoing {
 /// ```
 /// use bunite_wire::{CallId, Encoder, Frame, Outgoing, OutgoingRef, ResultFrame};
 ///
+/// fn frame<P>(payload: P) -> Frame<P> {
+///     Frame::Result(ResultFrame { id: CallId(1), outcome: Ok(payload) })
+/// }
 /// let value = (1, "two");
-/// let frame = |p| Frame::Result(ResultFrame { id: CallId(1), outcome: Ok(p) });
 /// let (mut borrowed, mut boxed) = (Vec::new(), Vec::new());
 /// Encoder::new().encode_outgoing_frame_bounded(
 ///     &frame(OutgoingRef::typed(&value)),

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tokio::task::coop::{self, unconstrained, Unconstrained};
+use tokio::task::coop::{self, unconstrained};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::client_stream::{ClientStream, StreamQueue};
@@ -509,33 +509,70 @@ fn set_meta(shared: &Shared, req: &mut CallRequest, opts: CallOptions) {
     req.context = opts.context;
 }
 
-/// Sends `cancel` if the caller stops waiting before the outcome arrives.
-struct CancelOnDrop<'a> {
+/// The caller's end of a call's (or bootstrap's) reply channel, and what to do if the
+/// caller stops waiting before it takes the outcome: send `cancel`, and, for an answer that
+/// carries caps, release the caps of one that arrived meanwhile (it is in the channel,
+/// where nobody would adopt it; one that arrives later finds the channel closed, and the
+/// connection releases its caps).
+struct ReplyGuard<'a> {
     shared: &'a Shared,
     id: CallId,
+    rx: oneshot::Receiver<Result<Payload, Error>>,
+    /// The answer's caps are ours to release if nobody takes it (`Expect::Caps`).
+    caps: bool,
     armed: bool,
 }
 
-impl<'a> CancelOnDrop<'a> {
-    /// Queues `command` (call `id`'s start) and arms the guard that cancels it if the
-    /// caller stops waiting.
-    fn send(shared: &'a Shared, id: CallId, command: Command) -> Result<Self, Error> {
+impl<'a> ReplyGuard<'a> {
+    /// Queues `command` (call `id`'s start, whose reply goes to `rx`) and arms the guard.
+    fn send(
+        shared: &'a Shared,
+        id: CallId,
+        command: Command,
+        rx: oneshot::Receiver<Result<Payload, Error>>,
+        caps: bool,
+    ) -> Result<Self, Error> {
         if !shared.send(command) {
             return Err(Error::closed());
         }
-        Ok(CancelOnDrop {
+        Ok(ReplyGuard {
             shared,
             id,
+            rx,
+            caps,
             armed: true,
         })
     }
+
+    /// The outcome once it arrives; the guard is then disarmed. Polled outside tokio's
+    /// cooperative budget: a call's first poll always waits (its reply comes from the
+    /// connection's task), so it cannot starve the runtime, and a caller that awaits many
+    /// calls at once (a `FuturesUnordered`, `join_all`) would otherwise find its budget
+    /// spent after 128 replies and poll every other call in flight once more for nothing
+    /// (1.2 extra polls per call at 256 in flight; `docs/BENCHMARKS.md`).
+    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, Error>> {
+        let outcome = ready!(Pin::new(&mut unconstrained(&mut self.rx)).poll(cx));
+        self.armed = false;
+        Poll::Ready(outcome.unwrap_or_else(|_| Err(Error::closed())))
+    }
 }
 
-impl Drop for CancelOnDrop<'_> {
-    /// A command to the connection, never a wait.
+impl Drop for ReplyGuard<'_> {
+    /// Commands to the connection, never a wait or a lock (the channel's close and
+    /// `try_recv` are atomic operations).
     fn drop(&mut self) {
-        if self.armed {
-            self.shared.send(Command::Cancel(self.id));
+        if !self.armed {
+            return;
+        }
+        self.shared.send(Command::Cancel(self.id));
+        if self.caps {
+            // Nothing can arrive once closed; what arrived before is here.
+            self.rx.close();
+            if let Ok(Ok(payload)) = self.rx.try_recv() {
+                for id in payload.cap_refs() {
+                    self.shared.send(Command::Release(id));
+                }
+            }
         }
     }
 }
@@ -585,13 +622,7 @@ struct Start<'a> {
 
 /// A queued call: the outcome to wait for, and what to do if the caller stops waiting.
 struct Waiting<'a> {
-    guard: CancelOnDrop<'a>,
-    /// Outside tokio's cooperative budget: a call's first poll always waits (its reply
-    /// comes from the connection's task), so it cannot starve the runtime, and a caller
-    /// that awaits many calls at once (a `FuturesUnordered`, `join_all`) would otherwise
-    /// find its budget spent after 128 replies and poll every other call in flight once
-    /// more for nothing (1.2 extra polls per call at 256 in flight; `docs/BENCHMARKS.md`).
-    rx: Unconstrained<oneshot::Receiver<Result<Payload, Error>>>,
+    reply: ReplyGuard<'a>,
     /// The caller's token, if it gave one.
     cancel: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// The call's span, if a subscriber wants it: entered while the call is polled.
@@ -604,7 +635,7 @@ impl<'a> Start<'a> {
         // Taken, not cloned: the request has no use for it, and a token's clone locks it.
         let cancel = self.opts.cancel.take();
         let req = self.client.prepare(self.req, self.opts)?;
-        let id = req.id;
+        let (id, caps) = (req.id, req.expect == Expect::Caps);
         let shared = &self.client.inner.shared;
         // Only built if a subscriber may want it; then kept only if one does (entering and
         // leaving a disabled span on every poll is pure cost).
@@ -621,11 +652,10 @@ impl<'a> Start<'a> {
                 )
             })
             .filter(|span| !span.is_disabled());
-        let (reply, rx) = oneshot::channel();
-        let guard = CancelOnDrop::send(shared, id, Command::Call { req, reply })?;
+        let (tx, rx) = oneshot::channel();
+        let command = Command::Call { req, reply: tx };
         Ok(Waiting {
-            guard,
-            rx: unconstrained(rx),
+            reply: ReplyGuard::send(shared, id, command, rx, caps)?,
             cancel: cancel.map(|t| Box::pin(t.cancelled_owned())),
             span,
         })
@@ -637,9 +667,7 @@ impl Waiting<'_> {
     /// local `cancelled`, and leaves the guard armed: dropping it sends `cancel`.
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Option<Result<Payload, Error>> {
         let _entered = self.span.as_ref().map(tracing::Span::enter);
-        if let Poll::Ready(outcome) = Pin::new(&mut self.rx).poll(cx) {
-            self.guard.armed = false;
-            let result = outcome.unwrap_or_else(|_| Err(Error::closed()));
+        if let Poll::Ready(result) = self.reply.poll_outcome(cx) {
             if let Some(span) = &self.span {
                 let code = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
                 span.record("rpc.code", code);
@@ -741,9 +769,9 @@ impl Connection {
                 cap: Box::new((name.to_owned(), version.map(str::to_owned))),
                 reply,
             };
-            Ok((CancelOnDrop::send(shared, id, command)?, rx))
+            ReplyGuard::send(shared, id, command, rx, true)
         });
-        let (mut guard, rx) = match queued {
+        let mut reply = match queued {
             Ok(queued) => queued,
             Err(error) => {
                 std::future::poll_fn(poll_local_failure).await;
@@ -752,11 +780,12 @@ impl Connection {
         };
         // The bootstrap's own timer, not a call deadline: the session sends a bootstrap
         // with no `meta.deadlineMs` and parks it until the peer's hello, where no call
-        // deadline runs. On timeout the guard cancels the call (a result that arrives
-        // later releases its cap).
+        // deadline runs. On timeout the guard cancels the call and releases the cap of an
+        // answer that came meanwhile (one that arrives later is released by the connection).
+        let answer = std::future::poll_fn(|cx| reply.poll_outcome(cx));
         let outcome = match shared.settings.limits.bootstrap_timeout {
-            None => rx.await,
-            Some(limit) => match tokio::time::timeout(limit, rx).await {
+            None => answer.await,
+            Some(limit) => match tokio::time::timeout(limit, answer).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
                     let message = format!(
@@ -768,8 +797,7 @@ impl Connection {
                 }
             },
         };
-        guard.armed = false;
-        let payload = outcome.unwrap_or_else(|_| Err(Error::closed()))?;
+        let payload = outcome?;
         match payload.to_value() {
             Ok(Value::CapRef(id)) => Ok(id),
             _ => {

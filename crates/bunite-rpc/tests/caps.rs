@@ -510,3 +510,65 @@ fn an_implementation_whose_drop_calls_the_connection_is_dropped_without_deadlock
         assert_clean(&[&server, &client]).await;
     });
 }
+
+/// The caller of a bootstrap or a cap-returning call stops waiting just as the answer
+/// arrives: the answer is already in the caller's reply channel, but nobody will adopt its
+/// cap. The reference is released (a `drop` frame), not kept for the connection's life
+/// (PROTOCOL §7).
+#[test]
+fn a_cap_answer_whose_caller_stopped_waiting_as_it_arrived_is_released() {
+    /// Answers the next call `raw` receives with a CapRef to `cap`.
+    async fn answer_with_cap(raw: &mut RawPeer, cap: u32) {
+        let Frame::Call(call) = raw.recv().await else {
+            panic!("expected a call")
+        };
+        raw.send(Frame::Result(ResultFrame {
+            id: call.id,
+            outcome: Ok(Value::CapRef(bunite_rpc::CapId(cap))),
+        }))
+        .await;
+    }
+    /// The next drop frame `raw` receives (skipping the cancel of the abandoned call).
+    async fn dropped(raw: &mut RawPeer) -> Vec<(u32, u32)> {
+        loop {
+            match raw.recv_within(Duration::from_secs(5)).await {
+                Ok(Some(Frame::Drop(d))) => {
+                    break d.caps.iter().map(|e| (e.id.0, e.delta)).collect();
+                }
+                Ok(Some(Frame::Cancel(_))) => continue,
+                other => panic!("expected a drop frame, got {other:?}"),
+            }
+        }
+    }
+
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+
+        // A bootstrap, polled once (so it is sent) and then left unpolled while the
+        // connection takes its answer and hands it to the caller's channel.
+        let mut booting = Box::pin(conn.bootstrap_name("test.parent", None));
+        assert!(futures::poll!(booting.as_mut()).is_pending());
+        answer_with_cap(&mut raw, 5).await;
+        eventually(|| conn.stats().pending_calls == 0).await;
+        drop(booting);
+        assert_eq!(dropped(&mut raw).await, vec![(5, 1)]);
+
+        // A cap-returning call on a cap bootstrapped in full, the same way.
+        let booting = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.bootstrap_name("test.parent", None).await }
+        });
+        answer_with_cap(&mut raw, 5).await;
+        let parent = booting.await.unwrap().unwrap();
+        let mut making = Box::pin(parent.call_cap("make", Value::Undefined));
+        assert!(futures::poll!(making.as_mut()).is_pending());
+        answer_with_cap(&mut raw, 6).await;
+        eventually(|| conn.stats().pending_calls == 0).await;
+        drop(making);
+        assert_eq!(dropped(&mut raw).await, vec![(6, 1)]);
+
+        // And the parent's own reference, when its client goes.
+        drop(parent);
+        assert_eq!(dropped(&mut raw).await, vec![(5, 1)]);
+    });
+}

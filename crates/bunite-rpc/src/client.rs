@@ -525,6 +525,7 @@ struct ReplyGuard<'a> {
 
 impl<'a> ReplyGuard<'a> {
     /// Queues `command` (call `id`'s start, whose reply goes to `rx`) and arms the guard.
+    #[inline]
     fn send(
         shared: &'a Shared,
         id: CallId,
@@ -550,6 +551,7 @@ impl<'a> ReplyGuard<'a> {
     /// calls at once (a `FuturesUnordered`, `join_all`) would otherwise find its budget
     /// spent after 128 replies and poll every other call in flight once more for nothing
     /// (1.2 extra polls per call at 256 in flight; `docs/BENCHMARKS.md`).
+    #[inline]
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, Error>> {
         let outcome = ready!(Pin::new(&mut unconstrained(&mut self.rx)).poll(cx));
         self.armed = false;
@@ -561,9 +563,16 @@ impl Drop for ReplyGuard<'_> {
     /// Commands to the connection, never a wait or a lock (the channel's close and
     /// `try_recv` are atomic operations).
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            self.abandon();
         }
+    }
+}
+
+impl ReplyGuard<'_> {
+    /// The caller stopped waiting before it took the outcome.
+    #[cold]
+    fn abandon(&mut self) {
         self.shared.send(Command::Cancel(self.id));
         if self.caps {
             // Nothing can arrive once closed; what arrived before is here.

@@ -49,6 +49,8 @@ export interface ConnectionOptions {
 const DEADLINE_GRACE_MS = 500;
 /** Revoked ids remembered (PROTOCOL §13.7). */
 const MAX_REVOKED = 4096;
+/** Calls given up on (cancelled, past their deadline) whose result may still carry caps to release. */
+const MAX_ABANDONED = 1024;
 
 interface Pending {
   capId: number;
@@ -89,6 +91,12 @@ export class Connection {
   private readonly streams = new Map<number, ClientStream<unknown>>();
   private readonly revoked = new Set<number>();
   private readonly revokedOrder: number[] = [];
+  /**
+   * Ids of calls we gave up on whose result has not arrived: a result that raced our
+   * `cancel` may carry caps, which are ours to release (PROTOCOL §7: each received
+   * reference is released exactly once). The oldest is forgotten past `MAX_ABANDONED`.
+   */
+  private readonly abandoned = new Set<number>();
   private readonly serving: Serving;
   private readonly helloWaiters: Array<{ resolve(): void; reject(e: RpcError): void }> = [];
   private readonly closeHandlers: Array<(reason: string) => void> = [];
@@ -384,8 +392,18 @@ export class Connection {
     if (s !== undefined) {
       this.streams.delete(id);
       s.fail(ok ? rpcError("invalid_argument", "stream method returned result frame") : new RpcError(statusFrom(value)));
+      return;
     }
-    // A result for an unknown id is ignored.
+    // The answer to a call we gave up on: nobody adopts its caps, so release them.
+    if (this.abandoned.delete(id) && ok) this.releaseRefs(value);
+    // Any other result for an unknown id is ignored.
+  }
+
+  /** Sends one `drop` for the CapRefs of a result nobody takes: the value itself, an array's items or a record's values. */
+  private releaseRefs(value: unknown): void {
+    const items = value instanceof CapRef ? [value] : Array.isArray(value) ? value : isPlainRecord(value) ? Object.values(value) : [];
+    const ids = items.filter((x): x is CapRef => x instanceof CapRef && x.id > 1).map((r) => ({ id: r.id, delta: 1 }));
+    if (ids.length > 0) this.send(F.drop(ids));
   }
 
   private onStreamFrame(f: Extract<Frame, { op: "stream" }>): void {
@@ -435,6 +453,8 @@ export class Connection {
     if (p === undefined) return;
     this.pending.delete(id);
     p.cleanup();
+    this.abandoned.add(id);
+    if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
     this.send(F.cancel(id, reason));
     p.reject(error);
   }
@@ -488,6 +508,7 @@ export class Connection {
       p.reject(err);
     }
     this.pending.clear();
+    this.abandoned.clear();
     for (const s of this.streams.values()) s.fail(err);
     this.streams.clear();
     this.serving.shutdown();

@@ -102,6 +102,28 @@ test("a non-cap where a cap is declared fails the call invalid_argument and rele
   conn.close();
 });
 
+test("caps in the answer to a call given up on are released, once, and other late answers ignored", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  // Cancelled by the caller, then answered with caps that raced the cancel.
+  const ac = new AbortController();
+  const kids = counter.children({ names: ["a", "b"] }, { signal: ac.signal });
+  await tick();
+  const call = peer.got.find((f) => f["op"] === "call")!;
+  ac.abort();
+  await failsWith(kids, "cancelled");
+  peer.send({ op: "result", id: call["id"], ok: true, value: [new CapRef(7), new CapRef(8)] });
+  // A second answer to the same id, and one to an id never used, release nothing.
+  peer.send({ op: "result", id: call["id"], ok: true, value: [new CapRef(9)] });
+  peer.send({ op: "result", id: 999, ok: true, value: new CapRef(10) });
+  await tick();
+  const drops = peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]);
+  assert.deepEqual(drops, [[{ id: 7, delta: 1 }, { id: 8, delta: 1 }]]);
+  assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 1);
+  conn.close();
+});
+
 test("a stream flooding past its credit window fails resource_exhausted and is cancelled", async () => {
   const { conn, peer } = setup();
   peer.hello();

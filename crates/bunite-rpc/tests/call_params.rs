@@ -57,17 +57,18 @@ fn a_typed_call_keeps_its_params_in_its_request() {
             assert_eq!(params.add(Pair { a: i, b: 2 }).await.unwrap(), i + 2);
         }
 
-        let before = dhat::HeapStats::get().total_blocks;
-        for _ in 0..CALLS {
-            assert_eq!(params.one().await.unwrap(), 1);
-        }
-        let without = dhat::HeapStats::get().total_blocks - before;
-
-        let before = dhat::HeapStats::get().total_blocks;
-        for i in 0..CALLS {
-            assert_eq!(params.add(Pair { a: i, b: 2 }).await.unwrap(), i + 2);
-        }
-        let with = dhat::HeapStats::get().total_blocks - before;
+        let without = common::blocks_allocated_by(async {
+            for _ in 0..CALLS {
+                assert_eq!(params.one().await.unwrap(), 1);
+            }
+        })
+        .await;
+        let with = common::blocks_allocated_by(async {
+            for i in 0..CALLS {
+                assert_eq!(params.add(Pair { a: i, b: 2 }).await.unwrap(), i + 2);
+            }
+        })
+        .await;
 
         // Before: one more a call (the params' own box); now none, with a quarter of the
         // calls' worth of slack for the runtime.

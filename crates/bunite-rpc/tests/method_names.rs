@@ -55,20 +55,21 @@ fn a_typed_call_does_not_copy_its_method_name() {
             );
         }
 
-        let before = dhat::HeapStats::get().total_blocks;
-        for i in 0..CALLS {
-            assert_eq!(names.inc(i).await.unwrap(), i + 1);
-        }
-        let short = dhat::HeapStats::get().total_blocks - before;
-
-        let before = dhat::HeapStats::get().total_blocks;
-        for i in 0..CALLS {
-            assert_eq!(
-                names.increment_under_a_very_long_name(i).await.unwrap(),
-                i + 1
-            );
-        }
-        let long = dhat::HeapStats::get().total_blocks - before;
+        let short = common::blocks_allocated_by(async {
+            for i in 0..CALLS {
+                assert_eq!(names.inc(i).await.unwrap(), i + 1);
+            }
+        })
+        .await;
+        let long = common::blocks_allocated_by(async {
+            for i in 0..CALLS {
+                assert_eq!(
+                    names.increment_under_a_very_long_name(i).await.unwrap(),
+                    i + 1
+                );
+            }
+        })
+        .await;
 
         // Before: two more a call (the client's copy and the server's); now none, with a
         // quarter of the calls' worth of slack for the runtime.

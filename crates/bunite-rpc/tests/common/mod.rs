@@ -111,6 +111,15 @@ pub fn run_on_one_thread(body: impl Future<Output = ()>) {
     run_on(builder, false, body);
 }
 
+/// Heap blocks allocated while `work` runs, for a test binary whose global allocator is
+/// dhat's with a testing profiler running (dhat allows one profiler per process, so each such
+/// test is a binary of its own).
+pub async fn blocks_allocated_by(work: impl Future<Output = ()>) -> u64 {
+    let before = dhat::HeapStats::get().total_blocks;
+    work.await;
+    dhat::HeapStats::get().total_blocks - before
+}
+
 /// [`run`] with paused time: sleeps, timeouts and deadlines complete as soon as every task
 /// waits, at their exact virtual instant.
 pub fn run_paused(body: impl Future<Output = ()>) {

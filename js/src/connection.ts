@@ -49,11 +49,16 @@ export interface ConnectionOptions {
 const DEADLINE_GRACE_MS = 500;
 /** Revoked ids remembered (PROTOCOL §13.7). */
 const MAX_REVOKED = 4096;
-/** Calls given up on (cancelled, past their deadline) whose result may still carry caps to release. */
+/** Cap-returning calls given up on (cancelled, past their deadline) whose result may still carry caps to release. */
 const MAX_ABANDONED = 1024;
+
+/** The `decode` of a call whose result holds no caps of ours (PROTOCOL §7: only bootstraps and cap-returning methods do). */
+const passThrough = (v: unknown): unknown => v;
 
 interface Pending {
   capId: number;
+  /** Its result's CapRefs are ours to adopt, or to release if we give up on it. */
+  caps: boolean;
   parentCallId: number | undefined;
   resolve(v: unknown): void;
   reject(e: RpcError): void;
@@ -92,7 +97,7 @@ export class Connection {
   private readonly revoked = new Set<number>();
   private readonly revokedOrder: number[] = [];
   /**
-   * Ids of calls we gave up on whose result has not arrived: a result that raced our
+   * Ids of cap-returning calls we gave up on whose result has not arrived: a result that raced our
    * `cancel` may carry caps, which are ours to release (PROTOCOL §7: each received
    * reference is released exactly once). The oldest is forgotten past `MAX_ABANDONED`.
    */
@@ -171,7 +176,7 @@ export class Connection {
   }
 
   /** Calls `method` on the peer's cap `capId`; `decode` turns the result value into the reply. */
-  call(capId: number, method: string, args: unknown, options: CallOptions = {}, decode: (v: unknown) => unknown = (v) => v): Promise<unknown> {
+  call(capId: number, method: string, args: unknown, options: CallOptions = {}, decode: (v: unknown) => unknown = passThrough): Promise<unknown> {
     const refused = this.refuse(capId);
     if (refused) return Promise.reject(refused);
     if (options.signal?.aborted) return Promise.reject(rpcError("cancelled", "cancelled before it was sent"));
@@ -182,6 +187,7 @@ export class Connection {
       const abort = () => this.cancelCall(id, "client_cancel", rpcError("cancelled", "cancelled by the client"));
       const entry: Pending = {
         capId,
+        caps: decode !== passThrough,
         parentCallId: options.parentCallId,
         resolve,
         reject,
@@ -276,7 +282,7 @@ export class Connection {
   }
 
   private returnDecoder(m: MethodDef): (v: unknown) => unknown {
-    if (m.kind !== "call" || m.returns === undefined) return (v) => v;
+    if (m.kind !== "call" || m.returns === undefined) return passThrough;
     const shape = m.returns;
     const def = () => m.cap?.() ?? { name: "?", methods: {} };
     return (v) => {
@@ -453,8 +459,10 @@ export class Connection {
     if (p === undefined) return;
     this.pending.delete(id);
     p.cleanup();
-    this.abandoned.add(id);
-    if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
+    if (p.caps) {
+      this.abandoned.add(id);
+      if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
+    }
     this.send(F.cancel(id, reason));
     p.reject(error);
   }

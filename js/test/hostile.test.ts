@@ -102,7 +102,7 @@ test("a non-cap where a cap is declared fails the call invalid_argument and rele
   conn.close();
 });
 
-test("caps in the answer to a call given up on are released, once, and other late answers ignored", async () => {
+test("caps in the answer to a cap-returning call given up on are released, once, and other late answers ignored", async () => {
   const { conn, peer } = setup();
   peer.hello();
   const counter = conn.clientFor(2, InteropCounter);
@@ -118,9 +118,18 @@ test("caps in the answer to a call given up on are released, once, and other lat
   peer.send({ op: "result", id: call["id"], ok: true, value: [new CapRef(9)] });
   peer.send({ op: "result", id: 999, ok: true, value: new CapRef(10) });
   await tick();
+  // A value method's late answer is not ours to release, CapRef or not (PROTOCOL §7).
+  const ac2 = new AbortController();
+  const echo = counter.echo("x", { signal: ac2.signal });
+  await tick();
+  const echoCall = peer.got.filter((f) => f["op"] === "call").at(-1)!;
+  ac2.abort();
+  await failsWith(echo, "cancelled");
+  peer.send({ op: "result", id: echoCall["id"], ok: true, value: new CapRef(11) });
+  await tick();
   const drops = peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]);
   assert.deepEqual(drops, [[{ id: 7, delta: 1 }, { id: 8, delta: 1 }]]);
-  assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 1);
+  assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 2);
   conn.close();
 });
 

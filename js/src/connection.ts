@@ -152,8 +152,8 @@ export class Connection {
   }
 
   /** Counts of the tables, for leak checks: all zero once everything is released. */
-  stats(): { pendingCalls: number; clientStreams: number; servedCaps: number; activeHandlers: number } {
-    return { pendingCalls: this.pending.size, clientStreams: this.streams.size, ...this.serving.stats() };
+  stats(): { pendingCalls: number; clientStreams: number; abandonedCalls: number; servedCaps: number; activeHandlers: number } {
+    return { pendingCalls: this.pending.size, clientStreams: this.streams.size, abandonedCalls: this.abandoned.size, ...this.serving.stats() };
   }
 
   /** Bootstraps the peer's cap `def` by name (and version, if it has one). */

@@ -42,6 +42,11 @@ async function failsWith(p: Promise<unknown>, code: string, reason?: string): Pr
   await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === code && (reason === undefined || e.reason === reason));
 }
 
+/** Every table of the connection is empty: no call, stream, given-up call, served cap or handler left. */
+function assertClean(conn: Connection): void {
+  assert.deepEqual(conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0 });
+}
+
 let unhandled: unknown[] = [];
 process.on("unhandledRejection", (e) => unhandled.push(e));
 process.on("uncaughtException", (e) => unhandled.push(e));
@@ -57,6 +62,7 @@ test("garbage bytes: goaway invalid_argument, then every pending call fails unav
   const goaway = peer.got.find((f) => f["op"] === "goaway");
   assert.equal(goaway?.["reason"], "invalid_argument");
   await failsWith(conn.call(2, "x", undefined), "unavailable");
+  assertClean(conn);
 });
 
 test("unknown op, wrong hello version, a map instead of a record, a reused frame id: each a protocol error", async () => {
@@ -74,6 +80,7 @@ test("unknown op, wrong hello version, a map instead of a record, a reused frame
     await conn.closed;
     await tick();
     assert.equal(peer.got.find((f) => f["op"] === "goaway")?.["error"]?.["code"], "invalid_argument", JSON.stringify([...(bad instanceof Map ? bad : Object.entries(bad))]));
+    assertClean(conn);
   }
 });
 
@@ -86,6 +93,7 @@ test("a message above our maxBytes: goaway resource_exhausted max_frame_bytes", 
   await tick();
   const g = peer.got.find((f) => f["op"] === "goaway");
   assert.equal(g?.["error"]?.["details"]?.["reason"], "max_frame_bytes");
+  assertClean(conn);
 });
 
 test("a non-cap where a cap is declared fails the call invalid_argument and releases what came", async () => {
@@ -100,6 +108,7 @@ test("a non-cap where a cap is declared fails the call invalid_argument and rele
   await tick();
   assert.deepEqual(peer.got.find((f) => f["op"] === "drop")?.["caps"], [{ id: 7, delta: 1 }]);
   conn.close();
+  assertClean(conn);
 });
 
 test("caps in the answer to a cap-returning call given up on are released, once, and other late answers ignored", async () => {
@@ -130,7 +139,9 @@ test("caps in the answer to a cap-returning call given up on are released, once,
   const drops = peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]);
   assert.deepEqual(drops, [[{ id: 7, delta: 1 }, { id: 8, delta: 1 }]]);
   assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 2);
+  assertClean(conn);
   conn.close();
+  assertClean(conn);
 });
 
 test("a stream flooding past its credit window fails resource_exhausted and is cancelled", async () => {
@@ -152,6 +163,7 @@ test("a stream flooding past its credit window fails resource_exhausted and is c
   assert.ok(peer.got.some((f) => f["op"] === "cancel" && f["id"] === id));
   assert.equal(conn.stats().clientStreams, 0);
   conn.close();
+  assertClean(conn);
 });
 
 test("results for unknown ids, credit for nothing, drops of unknown caps, a result frame on a stream: handled quietly", async () => {
@@ -168,6 +180,7 @@ test("results for unknown ids, credit for nothing, drops of unknown caps, a resu
   await assert.rejects(s.next(), (e: unknown) => e instanceof RpcError && e.code === "invalid_argument");
   assert.equal(conn.isClosed, false);
   conn.close();
+  assertClean(conn);
 });
 
 test("goaway fails a bootstrap still waiting for hello with the goaway's error", async () => {
@@ -175,6 +188,7 @@ test("goaway fails a bootstrap still waiting for hello with the goaway's error",
   const boot = conn.bootstrap(InteropCounter);
   peer.send({ op: "goaway", reason: "unavailable", error: { code: "unavailable", message: "going away", details: { reason: "peer_closing" } } });
   await failsWith(boot, "unavailable", "peer_closing");
+  assertClean(conn);
 });
 
 test("cap_revoked fails pending calls on the cap, and later calls locally", async () => {
@@ -190,6 +204,7 @@ test("cap_revoked fails pending calls on the cap, and later calls locally", asyn
   await tick();
   assert.equal(peer.got.length, sent);
   conn.close();
+  assertClean(conn);
 });
 
 test("the in-flight limit fails a call locally, and a call too big for the peer's maxBytes is never sent", async () => {
@@ -214,6 +229,8 @@ test("the in-flight limit fails a call locally, and a call too big for the peer'
   assert.deepEqual(peer2.got.filter((f) => f["op"] === "call").map((f) => f["args"]), [{ small: true }]);
   conn.close();
   conn2.close();
+  assertClean(conn);
+  assertClean(conn2);
 });
 
 test("nothing above threw or rejected unhandled", async () => {

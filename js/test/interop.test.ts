@@ -264,6 +264,7 @@ for (const mode of ["plain", "sealed"] as const) {
       const s = conn.stats();
       assert.equal(s.pendingCalls, 0);
       assert.equal(s.clientStreams, 0);
+      assert.equal(s.abandonedCalls, 0);
       assert.equal(s.activeHandlers, 0);
     });
   });

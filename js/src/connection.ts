@@ -57,8 +57,6 @@ const passThrough = (v: unknown): unknown => v;
 
 interface Pending {
   capId: number;
-  /** Its result's CapRefs are ours to adopt, or to release if we give up on it. */
-  caps: boolean;
   parentCallId: number | undefined;
   resolve(v: unknown): void;
   reject(e: RpcError): void;
@@ -187,7 +185,6 @@ export class Connection {
       const abort = () => this.cancelCall(id, "client_cancel", rpcError("cancelled", "cancelled by the client"));
       const entry: Pending = {
         capId,
-        caps: decode !== passThrough,
         parentCallId: options.parentCallId,
         resolve,
         reject,
@@ -294,8 +291,7 @@ export class Connection {
       else ok = isPlainRecord(v) && Object.values(v).map(take).every(Boolean);
       if (!ok) {
         // Release what did arrive, so the peer's table does not keep them (§13.4).
-        const ids = refs.map((r) => ({ id: r.id, delta: 1 })).filter((e) => e.id > 1);
-        if (ids.length > 0) this.send(F.drop(ids));
+        this.dropRefs(refs);
         throw rpcError("invalid_argument", `expected ${shape === "cap" ? "a cap" : `a ${shape} of caps`} in the result`);
       }
       const d = def();
@@ -405,10 +401,15 @@ export class Connection {
     // Any other result for an unknown id is ignored.
   }
 
-  /** Sends one `drop` for the CapRefs of a result nobody takes: the value itself, an array's items or a record's values. */
+  /** Releases the CapRefs of a result nobody takes: the value itself, an array's items or a record's values. */
   private releaseRefs(value: unknown): void {
     const items = value instanceof CapRef ? [value] : Array.isArray(value) ? value : isPlainRecord(value) ? Object.values(value) : [];
-    const ids = items.filter((x): x is CapRef => x instanceof CapRef && x.id > 1).map((r) => ({ id: r.id, delta: 1 }));
+    this.dropRefs(items.filter((x): x is CapRef => x instanceof CapRef));
+  }
+
+  /** Sends one `drop` releasing each of `refs` once (none for ids 0 and 1, PROTOCOL §7). */
+  private dropRefs(refs: CapRef[]): void {
+    const ids = refs.filter((r) => r.id > 1).map((r) => ({ id: r.id, delta: 1 }));
     if (ids.length > 0) this.send(F.drop(ids));
   }
 
@@ -459,7 +460,8 @@ export class Connection {
     if (p === undefined) return;
     this.pending.delete(id);
     p.cleanup();
-    if (p.caps) {
+    // Only a bootstrap's or a cap-returning method's result holds caps of ours (§7).
+    if (p.decode !== passThrough) {
       this.abandoned.add(id);
       if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
     }

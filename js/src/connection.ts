@@ -17,7 +17,10 @@ import { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, ty
 export interface Limits {
   /** Our maxBytes: inbound messages above it are refused (goaway). Default 64 MiB. */
   maxBytes: number;
-  /** Pending outbound calls and streams; beyond it a call fails locally. Default 1024. */
+  /**
+   * Pending outbound calls and streams, and cap-returning calls given up on whose result has not
+   * arrived yet (its caps are ours to release); beyond it a call fails locally. Default 1024.
+   */
   maxInFlightCalls: number;
   /** Entries of our cap table, ids 0 and 1 included. Default 1024. */
   maxCaps: number;
@@ -49,9 +52,6 @@ export interface ConnectionOptions {
 const DEADLINE_GRACE_MS = 500;
 /** Revoked ids remembered (PROTOCOL §13.7). */
 const MAX_REVOKED = 4096;
-/** Cap-returning calls given up on (cancelled, past their deadline) whose result may still carry caps to release. */
-const MAX_ABANDONED = 1024;
-
 /** The `decode` of a call whose result holds no caps of ours (PROTOCOL §7: only bootstraps and cap-returning methods do). */
 const passThrough = (v: unknown): unknown => v;
 
@@ -97,7 +97,8 @@ export class Connection {
   /**
    * Ids of cap-returning calls we gave up on whose result has not arrived: a result that raced our
    * `cancel` may carry caps, which are ours to release (PROTOCOL §7: each received
-   * reference is released exactly once). The oldest is forgotten past `MAX_ABANDONED`.
+   * reference is released exactly once). Each keeps its in-flight slot until its result
+   * arrives, as the Rust client does, so none is ever forgotten and `maxInFlightCalls` bounds them.
    */
   private readonly abandoned = new Set<number>();
   private readonly serving: Serving;
@@ -461,10 +462,7 @@ export class Connection {
     this.pending.delete(id);
     p.cleanup();
     // Only a bootstrap's or a cap-returning method's result holds caps of ours (§7).
-    if (p.decode !== passThrough) {
-      this.abandoned.add(id);
-      if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
-    }
+    if (p.decode !== passThrough) this.abandoned.add(id);
     this.send(F.cancel(id, reason));
     p.reject(error);
   }
@@ -480,7 +478,7 @@ export class Connection {
   private refuse(capId: number): RpcError | undefined {
     if (this.closedReason !== undefined) return rpcError("unavailable", "connection closed");
     if (this.revoked.has(capId)) return revokedError();
-    const n = this.pending.size + this.streams.size;
+    const n = this.pending.size + this.streams.size + this.abandoned.size;
     if (n >= this.limits.maxInFlightCalls) {
       return rpcError("resource_exhausted", `in-flight calls limit ${this.limits.maxInFlightCalls}`, "max_concurrent_calls");
     }

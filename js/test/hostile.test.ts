@@ -144,6 +144,49 @@ test("caps in the answer to a cap-returning call given up on are released, once,
   assertClean(conn);
 });
 
+test("a cap-returning call given up on keeps its in-flight slot until its answer arrives, and none is forgotten", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test", limits: { maxInFlightCalls: 3 } });
+  const peer = rawPeer(b);
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  const given = [0, 1, 2].map(() => {
+    const ac = new AbortController();
+    const kids = counter.children({ names: ["a"] }, { signal: ac.signal });
+    return { ac, kids };
+  });
+  await tick();
+  const ids = peer.got.filter((f) => f["op"] === "call").map((f) => f["id"]);
+  assert.equal(ids.length, 3);
+  for (const g of given) g.ac.abort();
+  for (const g of given) await failsWith(g.kids, "cancelled");
+  assert.equal(conn.stats().abandonedCalls, 3);
+  assert.equal(conn.stats().pendingCalls, 0);
+  // Their answers may still bring caps of ours to release: the slots stay taken.
+  await failsWith(counter.echo("x"), "resource_exhausted", "max_concurrent_calls");
+  await tick();
+  assert.equal(peer.got.filter((f) => f["op"] === "call").length, 3);
+  // One late answer frees one slot, and its cap is released.
+  peer.send({ op: "result", id: ids[0], ok: true, value: [new CapRef(7)] });
+  await tick();
+  assert.equal(conn.stats().abandonedCalls, 2);
+  const echo = counter.echo("y");
+  await tick();
+  const echoCall = peer.got.filter((f) => f["op"] === "call").at(-1)!;
+  assert.equal(echoCall["method"], "echo");
+  peer.send({ op: "result", id: echoCall["id"], ok: true, value: "y" });
+  assert.equal(await echo, "y");
+  // The others' caps are released when their answers come, however late.
+  peer.send({ op: "result", id: ids[2], ok: true, value: [new CapRef(9)] });
+  peer.send({ op: "result", id: ids[1], ok: false, error: { code: "cancelled", message: "client_cancel" } });
+  await tick();
+  const drops = peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]);
+  assert.deepEqual(drops, [[{ id: 7, delta: 1 }], [{ id: 9, delta: 1 }]]);
+  assertClean(conn);
+  conn.close();
+  assertClean(conn);
+});
+
 test("a stream flooding past its credit window fails resource_exhausted and is cancelled", async () => {
   const { conn, peer } = setup();
   peer.hello();

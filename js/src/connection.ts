@@ -160,7 +160,10 @@ export class Connection {
     await this.peerHello();
     const args = def.version !== undefined ? { name: def.name, version: def.version } : { name: def.name };
     const ref = await this.call(0, "bootstrap", args, options, (v) => {
-      if (!(v instanceof CapRef)) throw rpcError("invalid_argument", "bootstrap result is not a cap");
+      if (!(v instanceof CapRef)) {
+        this.releaseRefs(v);
+        throw rpcError("invalid_argument", "bootstrap result is not a cap");
+      }
       return v;
     });
     return this.client(def, (ref as CapRef).id, true);
@@ -284,15 +287,10 @@ export class Connection {
     const shape = m.returns;
     const def = () => m.cap?.() ?? { name: "?", methods: {} };
     return (v) => {
-      const refs: CapRef[] = [];
-      const take = (x: unknown) => (x instanceof CapRef ? (refs.push(x), true) : false);
-      let ok: boolean;
-      if (shape === "cap") ok = take(v);
-      else if (shape === "array") ok = Array.isArray(v) && v.map(take).every(Boolean);
-      else ok = isPlainRecord(v) && Object.values(v).map(take).every(Boolean);
-      if (!ok) {
+      const fits = shape === "cap" ? v instanceof CapRef : shape === "array" ? Array.isArray(v) : isPlainRecord(v);
+      if (!fits || !capSlots(v).every((x) => x instanceof CapRef)) {
         // Release what did arrive, so the peer's table does not keep them (§13.4).
-        this.dropRefs(refs);
+        this.releaseRefs(v);
         throw rpcError("invalid_argument", `expected ${shape === "cap" ? "a cap" : `a ${shape} of caps`} in the result`);
       }
       const d = def();
@@ -402,15 +400,11 @@ export class Connection {
     // Any other result for an unknown id is ignored.
   }
 
-  /** Releases the CapRefs of a result nobody takes: the value itself, an array's items or a record's values. */
+  /** Releases the CapRefs of a result nobody takes, in one `drop` (none for ids 0 and 1, PROTOCOL §7). */
   private releaseRefs(value: unknown): void {
-    const items = value instanceof CapRef ? [value] : Array.isArray(value) ? value : isPlainRecord(value) ? Object.values(value) : [];
-    this.dropRefs(items.filter((x): x is CapRef => x instanceof CapRef));
-  }
-
-  /** Sends one `drop` releasing each of `refs` once (none for ids 0 and 1, PROTOCOL §7). */
-  private dropRefs(refs: CapRef[]): void {
-    const ids = refs.filter((r) => r.id > 1).map((r) => ({ id: r.id, delta: 1 }));
+    const ids = capSlots(value)
+      .filter((x): x is CapRef => x instanceof CapRef && x.id > 1)
+      .map((r) => ({ id: r.id, delta: 1 }));
     if (ids.length > 0) this.send(F.drop(ids));
   }
 
@@ -542,6 +536,11 @@ function meta(o: CallOptions | StreamOptions): F.CallMeta | undefined {
   if ("deadlineMs" in o && o.deadlineMs !== undefined && o.deadlineMs > 0) m.deadlineMs = o.deadlineMs;
   if (o.context !== undefined) m.context = o.context;
   return Object.keys(m).length > 0 ? m : undefined;
+}
+
+/** Where a result carries caps (PROTOCOL §7): an array's items, a record's values, or the value itself. */
+function capSlots(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : isPlainRecord(v) ? Object.values(v) : [v];
 }
 
 function isPlainRecord(v: unknown): v is Record<string, unknown> {

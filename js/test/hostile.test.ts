@@ -111,6 +111,28 @@ test("a non-cap where a cap is declared fails the call invalid_argument and rele
   assertClean(conn);
 });
 
+test("caps that came in the wrong container are released too: an array where one cap is declared, a cap where a record is", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  const one = counter.makeChild({ name: "a" });
+  const map = counter.childMap({ names: ["b"] });
+  const boot = conn.bootstrap(InteropCounter);
+  await tick();
+  const [c1, c2, c3] = peer.got.filter((f) => f["op"] === "call").map((f) => f["id"]);
+  peer.send({ op: "result", id: c1, ok: true, value: [new CapRef(7), new CapRef(8)] });
+  peer.send({ op: "result", id: c2, ok: true, value: new CapRef(9) });
+  peer.send({ op: "result", id: c3, ok: true, value: { x: new CapRef(10) } });
+  await failsWith(one, "invalid_argument");
+  await failsWith(map, "invalid_argument");
+  await failsWith(boot, "invalid_argument");
+  await tick();
+  const drops = peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]);
+  assert.deepEqual(drops, [[{ id: 7, delta: 1 }, { id: 8, delta: 1 }], [{ id: 9, delta: 1 }], [{ id: 10, delta: 1 }]]);
+  conn.close();
+  assertClean(conn);
+});
+
 test("caps in the answer to a cap-returning call given up on are released, once, and other late answers ignored", async () => {
   const { conn, peer } = setup();
   peer.hello();

@@ -80,6 +80,22 @@ pub(crate) fn take<K: Eq + Hash, V>(map: &mut Map<K, V>, key: &K) -> Option<V> {
     value
 }
 
+/// Removes `key` from `map` if `wanted` says its value is the one (one lookup for the check and
+/// the removal), then gives back room as [`shed`] does.
+#[inline]
+pub(crate) fn take_if<K: Eq + Hash, V>(
+    map: &mut Map<K, V>,
+    key: K,
+    wanted: impl FnOnce(&V) -> bool,
+) -> Option<V> {
+    let value = match map.entry(key) {
+        hashbrown::hash_map::Entry::Occupied(entry) if wanted(entry.get()) => entry.remove(),
+        _ => return None,
+    };
+    shed(map);
+    Some(value)
+}
+
 /// Rehashes a table into less room (`shrink`), off the path that finds nothing to give.
 #[cold]
 #[inline(never)]

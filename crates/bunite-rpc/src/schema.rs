@@ -24,8 +24,10 @@ pub struct CapDef {
     name: String,
     version: Option<String>,
     methods: Vec<MethodDef>,
-    /// Method name → position in `methods`: dispatch looks a method up per call.
-    index: Map<String, usize>,
+    /// Method name (its bytes) → position in `methods`: dispatch looks a method up per
+    /// call, by the bytes of the name that came in (a `str` of a short received name costs
+    /// a UTF-8 check each time it is made, as `Text` keeps it inline as bytes).
+    index: Map<Box<[u8]>, usize>,
     disposal: Option<String>,
 }
 
@@ -60,11 +62,11 @@ impl CapDef {
 
     /// The method named `name`.
     pub fn method(&self, name: &str) -> Option<&MethodDef> {
-        self.methods.get(*self.index.get(name)?)
+        self.methods.get(*self.index.get(name.as_bytes())?)
     }
 
-    /// The position in [`CapDef::methods`] of the method called `name`.
-    pub(crate) fn method_position(&self, name: &str) -> Option<usize> {
+    /// The position in [`CapDef::methods`] of the method whose name is `name`'s bytes.
+    pub(crate) fn method_position(&self, name: &[u8]) -> Option<usize> {
         self.index.get(name).copied()
     }
 
@@ -103,7 +105,7 @@ impl CapDefBuilder {
     /// Finishes the definition.
     pub fn build(mut self) -> Arc<CapDef> {
         self.def.index = (self.def.methods.iter().enumerate())
-            .map(|(i, m)| (m.name.clone(), i))
+            .map(|(i, m)| (m.name.as_bytes().into(), i))
             .collect();
         Arc::new(self.def)
     }

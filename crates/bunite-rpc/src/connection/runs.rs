@@ -24,7 +24,7 @@ use crate::client_stream::StreamQueue;
 use crate::context::{CallContext, CallScope, Signal};
 use crate::events::{ErrorEvent, Event};
 use crate::handler::{BoxFuture, CapImpl, OutgoingStream, Returned};
-use crate::session::{self, Invocation, Outcome, RunId, Session};
+use crate::session::{self, method_name, Invocation, Outcome, RunId, Session};
 use crate::status::Status;
 use bunite_wire::Payload;
 
@@ -172,7 +172,7 @@ impl Runs {
                 otel.kind = "server",
                 rpc.system = "bunite",
                 rpc.service = %inv.def.name(),
-                rpc.method = %inv.method,
+                rpc.method = %method_name(&inv.def, inv.method),
                 rpc.call_id = inv.call_id.0,
                 rpc.stream = inv.stream,
                 rpc.code = tracing::field::Empty,
@@ -180,9 +180,10 @@ impl Runs {
         } else {
             tracing::Span::none()
         };
-        let (imp, method, args) = (inv.imp, inv.method, inv.args);
+        let (def, imp, args) = (inv.def, inv.imp, inv.args);
+        let method = method_name(&def, inv.method);
         if inv.stream {
-            let opened = catch(|| scope.enter(|| imp.open_stream(&method, args, ctx)));
+            let opened = catch(|| scope.enter(|| imp.open_stream(method, args, ctx)));
             match opened {
                 Some(Ok(source)) => {
                     self.open_stream(inv.run, inv.call_id, source, signal, scope, span)
@@ -197,7 +198,7 @@ impl Runs {
         }
         let created = {
             let _entered = enter(&span);
-            catch(|| scope.enter(|| imp.call(&method, args, ctx)))
+            catch(|| scope.enter(|| imp.call(method, args, ctx)))
         };
         let Some(fut) = created else {
             return Some((inv.run, inv.call_id, Err(panicked())));

@@ -237,8 +237,9 @@ impl<T: Types> Session<T> {
             },
         };
         let known = || Some(Arc::clone(def));
-        let name = call.method.as_str();
-        let Some(method) = def.method_position(name) else {
+        let found = def.method_position(call.method.as_bytes());
+        let Some((method, name)) = found.and_then(|i| Some((i, def.methods().get(i)?.name())))
+        else {
             let msg = format!("method \"{}\" on cap \"{}\"", call.method, def.name());
             return Err((known(), Status::not_found(msg)));
         };
@@ -262,7 +263,8 @@ impl<T: Types> Session<T> {
         method: usize,
         now: Instant,
     ) {
-        let Some(method) = def.methods().get(method) else {
+        let position = method;
+        let Some(method) = def.methods().get(position) else {
             return;
         };
         let (kind, own_task) = (method.kind(), method.runs_on_own_task());
@@ -313,7 +315,7 @@ impl<T: Types> Session<T> {
             cap_id: call.target,
             def,
             imp,
-            method: call.method,
+            method: position,
             args: call.args,
             stream: kind == MethodKind::Stream,
             own_task,
@@ -348,11 +350,8 @@ impl<T: Types> Session<T> {
         if !self.inbound.end_run(run) {
             return;
         }
-        match self.inbound.active.get(&call_id) {
-            Some(a) if a.run == run => {}
-            _ => return,
-        }
-        let Some(active) = crate::hashing::take(&mut self.inbound.active, &call_id) else {
+        let active = crate::hashing::take_if(&mut self.inbound.active, call_id, |a| a.run == run);
+        let Some(active) = active else {
             return;
         };
         if let Some(at) = active.deadline {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunite_wire::{CallId, CapId, Hello, Text};
+use bunite_wire::{CallId, CapId, Hello};
 
 use super::Types;
 use crate::error::{Disconnect, Error};
@@ -24,7 +24,8 @@ pub(crate) struct Invocation<I> {
     /// The cap's definition (for its name in traces).
     pub def: Arc<CapDef>,
     pub imp: I,
-    pub method: Text,
+    /// The method's position in `def`'s methods ([`Invocation::method_name`]).
+    pub method: usize,
     pub args: Payload,
     /// A stream method: open a source rather than run a call.
     pub stream: bool,
@@ -35,6 +36,18 @@ pub(crate) struct Invocation<I> {
     pub deadline: Option<Duration>,
     /// The meta `context` map.
     pub context: Option<Vec<(String, String)>>,
+}
+
+impl<I> Invocation<I> {
+    /// The method's name, as declared (a `&str` with no UTF-8 check to make).
+    pub fn method_name(&self) -> &str {
+        method_name(&self.def, self.method)
+    }
+}
+
+/// The name of method number `position` of `def` (as [`Invocation::method`] gives it).
+pub(crate) fn method_name(def: &CapDef, position: usize) -> &str {
+    def.methods().get(position).map_or("", |m| m.name())
 }
 
 /// What the runtime must do. Outputs come in the order the session decided them.

@@ -694,7 +694,12 @@ fn describe(out: &Output<F>) -> String {
         Output::Reply { to, outcome, .. } => {
             format!("reply {to}: {:?}", outcome.as_ref().map(|p| p.to_value()))
         }
-        Output::Invoke(inv) => format!("invoke {:?} call {} {}", inv.run, inv.call_id, inv.method),
+        Output::Invoke(inv) => format!(
+            "invoke {:?} call {} {}",
+            inv.run,
+            inv.call_id,
+            inv.method_name()
+        ),
         Output::StreamItem { to, .. } => format!("item for {to}"),
         Output::StreamEnd { to, error } => format!("end of {to}: {error:?}"),
         Output::Signal(r) => format!("signal {r:?}"),

@@ -16,7 +16,7 @@ fn bootstrap_call_and_drop_free_the_entry() {
     let tag = client.call(2, id, "get", Value::Undefined);
     pump(&mut client, &mut server);
     let inv = server.invoked();
-    assert_eq!((inv.call_id, inv.method.as_str()), (CallId(2), "get"));
+    assert_eq!((inv.call_id, inv.method_name()), (CallId(2), "get"));
     finish(&mut server, &inv, Value::from(5i64));
     pump(&mut server, &mut client);
     assert_eq!(client.reply(tag), Some(Ok(Value::Int(5))));

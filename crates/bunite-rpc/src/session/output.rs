@@ -21,7 +21,7 @@ pub(crate) struct Invocation<I> {
     pub run: RunId,
     pub call_id: CallId,
     pub cap_id: CapId,
-    /// The cap's definition (for its name in traces).
+    /// The cap's definition (its name for traces, and the method's for the handler).
     pub def: Arc<CapDef>,
     pub imp: I,
     /// The method's position in `def`'s methods ([`Invocation::method_name`]).

@@ -62,12 +62,18 @@ impl CapDef {
 
     /// The method named `name`.
     pub fn method(&self, name: &str) -> Option<&MethodDef> {
-        self.methods.get(*self.index.get(name.as_bytes())?)
+        self.find(name.as_bytes()).map(|(_, m)| m)
     }
 
-    /// The position in [`CapDef::methods`] of the method whose name is `name`'s bytes.
-    pub(crate) fn method_position(&self, name: &[u8]) -> Option<usize> {
-        self.index.get(name).copied()
+    /// The method whose name is `name`'s bytes, and its position in [`CapDef::methods`].
+    pub(crate) fn find(&self, name: &[u8]) -> Option<(usize, &MethodDef)> {
+        let i = *self.index.get(name)?;
+        Some((i, self.methods.get(i)?))
+    }
+
+    /// The name of the method at `position` in [`CapDef::methods`] (empty if there is none).
+    pub(crate) fn method_name(&self, position: usize) -> &str {
+        self.methods.get(position).map_or("", MethodDef::name)
     }
 
     /// The disposal method's name, if the cap declares one.

@@ -24,7 +24,7 @@ use crate::client_stream::StreamQueue;
 use crate::context::{CallContext, CallScope, Signal};
 use crate::events::{ErrorEvent, Event};
 use crate::handler::{BoxFuture, CapImpl, OutgoingStream, Returned};
-use crate::session::{self, method_name, Invocation, Outcome, RunId, Session};
+use crate::session::{self, Invocation, Outcome, RunId, Session};
 use crate::status::Status;
 use bunite_wire::Payload;
 
@@ -172,7 +172,7 @@ impl Runs {
                 otel.kind = "server",
                 rpc.system = "bunite",
                 rpc.service = %inv.def.name(),
-                rpc.method = %method_name(&inv.def, inv.method),
+                rpc.method = %inv.def.method_name(inv.method),
                 rpc.call_id = inv.call_id.0,
                 rpc.stream = inv.stream,
                 rpc.code = tracing::field::Empty,
@@ -181,7 +181,7 @@ impl Runs {
             tracing::Span::none()
         };
         let (def, imp, args) = (inv.def, inv.imp, inv.args);
-        let method = method_name(&def, inv.method);
+        let method = def.method_name(inv.method);
         if inv.stream {
             let opened = catch(|| scope.enter(|| imp.open_stream(method, args, ctx)));
             match opened {

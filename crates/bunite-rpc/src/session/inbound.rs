@@ -237,13 +237,11 @@ impl<T: Types> Session<T> {
             },
         };
         let known = || Some(Arc::clone(def));
-        let found = def.method_position(call.method.as_bytes());
-        let Some((method, name)) = found.and_then(|i| Some((i, def.methods().get(i)?.name())))
-        else {
+        let Some((method, m)) = def.find(call.method.as_bytes()) else {
             let msg = format!("method \"{}\" on cap \"{}\"", call.method, def.name());
             return Err((known(), Status::not_found(msg)));
         };
-        if !imp.has_handler(name) {
+        if !imp.has_handler(m.name()) {
             let msg = format!("method \"{}\" has no handler", call.method);
             return Err((known(), Status::not_found(msg)));
         }
@@ -254,16 +252,15 @@ impl<T: Types> Session<T> {
         Ok((Arc::clone(def), imp.clone(), method))
     }
 
-    /// Starts method number `method` of `def` (found by [`Session::dispatch`]).
+    /// Starts the method at `position` in `def`'s methods (found by [`Session::dispatch`]).
     fn start_run(
         &mut self,
         call: Call<Payload>,
         def: Arc<CapDef>,
         imp: T::Imp,
-        method: usize,
+        position: usize,
         now: Instant,
     ) {
-        let position = method;
         let Some(method) = def.methods().get(position) else {
             return;
         };

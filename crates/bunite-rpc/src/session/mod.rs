@@ -62,7 +62,7 @@ use crate::status::{reason, Code, Status};
 
 pub(crate) use inbound::Outcome;
 pub(crate) use outbound::{CallRequest, Expect};
-pub(crate) use output::{method_name, Invocation, Output, RunId};
+pub(crate) use output::{Invocation, Output, RunId};
 pub(crate) use streams::CREDIT_BATCH;
 
 use inbound::Inbound;

@@ -41,13 +41,8 @@ pub(crate) struct Invocation<I> {
 impl<I> Invocation<I> {
     /// The method's name, as declared (a `&str` with no UTF-8 check to make).
     pub fn method_name(&self) -> &str {
-        method_name(&self.def, self.method)
+        self.def.method_name(self.method)
     }
-}
-
-/// The name of method number `position` of `def` (as [`Invocation::method`] gives it).
-pub(crate) fn method_name(def: &CapDef, position: usize) -> &str {
-    def.methods().get(position).map_or("", |m| m.name())
 }
 
 /// What the runtime must do. Outputs come in the order the session decided them.

@@ -271,7 +271,10 @@ impl Handle {
 
     /// The options for one call.
     fn call_options(&self) -> CallOptions {
-        self.options().clone()
+        match &self.options {
+            Some(options) => CallOptions::clone(options),
+            None => CallOptions::default(),
+        }
     }
 
     /// A clone with other options.

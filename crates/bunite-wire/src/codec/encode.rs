@@ -1,5 +1,7 @@
 //! Writing values (PROTOCOL §3.1–3.3), byte-identical with msgpackr 1.12.
 
+use std::sync::Arc;
+
 use crate::records::{KeyRef, Shape, ShapeRing, StaticShape};
 use crate::serde_impl::direct::StructKeys;
 use crate::serde_impl::SerdeError;
@@ -375,6 +377,18 @@ impl<'a> Writer<'a> {
                 Ok(())
             }
             Shape::Defined(id) => self.definition(id, keys.map(KeyRef::bytes)),
+        }
+    }
+
+    /// A record's header for a struct's keys as the encoder learned them
+    /// ([`ShapeRing::resolve_learned`]).
+    pub(crate) fn learned_record_header(&mut self, keys: &Arc<[&'static str]>) -> Res {
+        match self.shapes.resolve_learned(keys) {
+            Shape::Known(id) => {
+                self.out.push(id);
+                Ok(())
+            }
+            Shape::Defined(id) => self.definition(id, keys.iter().map(|k| k.as_bytes())),
         }
     }
 

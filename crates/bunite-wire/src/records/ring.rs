@@ -9,6 +9,8 @@
 //! to still hold the shape (eviction, rollback), and a miss falls back to the lookup by
 //! content, so the ids handed out are exactly those of the content lookup alone.
 
+use std::sync::Arc;
+
 use super::{FIRST_ID, RING};
 use crate::frame_codec::STATIC_SHAPES;
 
@@ -49,18 +51,20 @@ impl<'k> KeyRef<'k> {
 }
 
 /// The keys a slot holds: a value's record's keys (kept as the static strings they were,
-/// or copied), or a static shape.
+/// or copied), or a static shape. A struct's keys as the encoder learned them are held as
+/// that very list (see [`ShapeRing::resolve_learned`]), so that the next record of the
+/// struct is recognised by address.
 #[derive(Debug)]
 enum Held {
     Owned(Box<[Box<[u8]>]>),
-    Statics(Box<[&'static str]>),
+    Statics(Arc<[&'static str]>),
     Static(&'static StaticShape),
 }
 
 impl Held {
     /// Held for a new shape of `keys`.
     fn of<'k>(keys: impl ExactSizeIterator<Item = KeyRef<'k>> + Clone) -> Held {
-        let statics: Option<Box<[&'static str]>> = keys
+        let statics: Option<Arc<[&'static str]>> = keys
             .clone()
             .map(|k| match k {
                 KeyRef::Static(s) => Some(s),
@@ -181,6 +185,32 @@ impl ShapeRing {
             return Shape::Known(id_of(self.last));
         }
         let (slot, shape) = self.by_content(keys.clone(), || Held::of(keys));
+        self.last = slot;
+        shape
+    }
+
+    /// [`ShapeRing::resolve`] for a struct's keys as the encoder learned them: by identity
+    /// when the last slot found holds this very list (the records of one struct come in runs:
+    /// one method's args, the rows of a table), otherwise by content, after which the slot
+    /// holds this list (the same keys, so the ring means the same).
+    #[inline]
+    pub(crate) fn resolve_learned(&mut self, keys: &Arc<[&'static str]>) -> Shape {
+        if let Some(Some(Held::Statics(held))) = self.held.get(self.last) {
+            if Arc::ptr_eq(held, keys) {
+                return Shape::Known(id_of(self.last));
+            }
+        }
+        self.resolve_learned_slow(keys)
+    }
+
+    #[inline(never)]
+    fn resolve_learned_slow(&mut self, keys: &Arc<[&'static str]>) -> Shape {
+        let refs = keys.iter().map(|k| KeyRef::Static(k));
+        let (slot, shape) = self.by_content(refs, || Held::Statics(Arc::clone(keys)));
+        // A rollback that restores this slot restores what its journal entry kept.
+        if let Some(held @ Some(Held::Owned(_) | Held::Statics(_))) = self.held.get_mut(slot) {
+            *held = Some(Held::Statics(Arc::clone(keys)));
+        }
         self.last = slot;
         shape
     }
@@ -428,6 +458,41 @@ mod tests {
         assert_eq!(ring.resolve_static(&AB_TOO), Shape::Known(0x40));
         assert_eq!(resolve(&mut ring, &["a", "b"]), Shape::Known(0x40));
         assert_eq!(ring.resolve_static(&AB), Shape::Known(0x40));
+    }
+
+    /// A struct's learned keys share ids with equal records of every other kind, are found
+    /// by address once held, and never by address in a slot that eviction or a rollback
+    /// gave to other keys.
+    #[test]
+    fn learned_keys_share_ids_and_never_outlive_their_slot() {
+        let mut ring = ShapeRing::default();
+        let ab: Arc<[&'static str]> = Arc::from(["a", "b"]);
+        let ab_again: Arc<[&'static str]> = Arc::from(["a", "b"]);
+        // A value's record first, then the learned list: the same id, held as the list.
+        assert_eq!(resolve(&mut ring, &["a", "b"]), Shape::Defined(0x40));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
+        assert!(matches!(&ring.held[0], Some(Held::Statics(h)) if Arc::ptr_eq(h, &ab)));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
+        // Another list of the same keys, a value's record and a static shape: the same id.
+        assert_eq!(ring.resolve_learned(&ab_again), Shape::Known(0x40));
+        assert_eq!(resolve(&mut ring, &["a", "b"]), Shape::Known(0x40));
+        assert_eq!(ring.resolve_static(&AB), Shape::Known(0x40));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
+        // Other keys in between: found by content, still the same id.
+        assert_eq!(resolve(&mut ring, &["c"]), Shape::Defined(0x41));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
+        for i in 2..32 {
+            resolve(&mut ring, &[&format!("k{i}")]);
+        }
+        ring.commit();
+        // Evicted by the 33rd shape, which the last lookup found: defined afresh.
+        assert_eq!(resolve(&mut ring, &["new"]), Shape::Defined(0x40));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Defined(0x41));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x41));
+        ring.rollback();
+        // Back as before: 0x41 holds "c" again, and the list is at 0x40.
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
+        assert_eq!(resolve(&mut ring, &["c"]), Shape::Known(0x41));
     }
 
     #[test]

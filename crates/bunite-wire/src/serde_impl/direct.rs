@@ -437,7 +437,7 @@ impl<'w, 'a> Struct<'w, 'a> {
         variant: bool,
     ) -> Result<Self, Fallback> {
         if let Some(keys) = w.structs().get(name, len) {
-            ok(w.record_header(keys.iter().map(|k| KeyRef::Static(k))))?;
+            ok(w.learned_record_header(&keys))?;
             return Ok(Struct::Direct {
                 w,
                 keys,

@@ -232,9 +232,14 @@ fn visit_values<'de, V: Visitor<'de>>(
     }
 }
 
+/// Integers: the forms a small integer nearly always takes read in one step (exactly as
+/// the general path would read them, `Head::Int`), anything else through [`Raw::head`].
 macro_rules! integers {
     ($($method:ident)*) => {$(
         fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Res<V::Value> {
+            if let Some(n) = self.cx.cur.int() {
+                return visitor.visit_i64(n);
+            }
             match self.head()? {
                 Head::Float(f) => visit_integral(f, visitor),
                 head => self.any(head, visitor),

@@ -18,15 +18,21 @@ pub const MAX_INITIAL_CREDIT: u32 = 1024;
 /// values cannot deadlock (PROTOCOL §13.1).
 pub const MIN_INITIAL_CREDIT: u32 = 8;
 
+/// Up to this many methods a cap's methods are found by comparing names, at most this many
+/// comparisons, most of them of lengths only: cheaper than hashing the name (about a
+/// hundred instructions a call on the server, callgrind of `examples/pipelined`).
+const SCAN_METHODS: usize = 8;
+
 /// A capability definition.
 #[derive(Debug, Clone)]
 pub struct CapDef {
     name: String,
     version: Option<String>,
     methods: Vec<MethodDef>,
-    /// Method name (its bytes) → position in `methods`: dispatch looks a method up per
-    /// call, by the bytes of the name that came in (a `str` of a short received name costs
-    /// a UTF-8 check each time it is made, as `Text` keeps it inline as bytes).
+    /// Method name (its bytes) → position in `methods`, for a cap of more than
+    /// [`SCAN_METHODS`] methods: dispatch looks a method up per call, by the bytes of the
+    /// name that came in (a `str` of a short received name costs a UTF-8 check each time it
+    /// is made, as `Text` keeps it inline as bytes). Empty for a smaller cap.
     index: Map<Box<[u8]>, usize>,
     disposal: Option<String>,
 }
@@ -67,6 +73,9 @@ impl CapDef {
 
     /// The method whose name is `name`'s bytes, and its position in [`CapDef::methods`].
     pub(crate) fn find(&self, name: &[u8]) -> Option<(usize, &MethodDef)> {
+        if self.methods.len() <= SCAN_METHODS {
+            return (self.methods.iter().enumerate()).find(|(_, m)| m.name.as_bytes() == name);
+        }
         let i = *self.index.get(name)?;
         Some((i, self.methods.get(i)?))
     }
@@ -110,9 +119,11 @@ impl CapDefBuilder {
 
     /// Finishes the definition.
     pub fn build(mut self) -> Arc<CapDef> {
-        self.def.index = (self.def.methods.iter().enumerate())
-            .map(|(i, m)| (m.name.as_bytes().into(), i))
-            .collect();
+        if self.def.methods.len() > SCAN_METHODS {
+            self.def.index = (self.def.methods.iter().enumerate())
+                .map(|(i, m)| (m.name.as_bytes().into(), i))
+                .collect();
+        }
         Arc::new(self.def)
     }
 }
@@ -298,4 +309,40 @@ pub enum IfExists {
     /// Replace the implementation (same version required), as
     /// [`replace`](crate::Connection::replace).
     Replace,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(methods: usize) -> Arc<CapDef> {
+        (0..methods)
+            .fold(CapDef::builder("t"), |b, i| {
+                b.method(MethodDef::call(format!("m{i}")))
+            })
+            .method(MethodDef::stream("m1"))
+            .build()
+    }
+
+    /// Found by name at its position, by comparing names in a small cap and through the
+    /// index in a large one; a name that is a prefix or an extension of one is no method.
+    #[test]
+    fn methods_are_found_by_their_names_bytes_in_small_and_large_caps() {
+        for n in [2, SCAN_METHODS, SCAN_METHODS + 1, 40] {
+            let def = cap(n);
+            assert_eq!(def.index.is_empty(), n <= SCAN_METHODS, "{n} methods");
+            assert_eq!(def.methods().len(), n);
+            for (i, m) in def.methods().iter().enumerate() {
+                let (at, found) = def.find(m.name().as_bytes()).expect("found");
+                assert_eq!((at, found.name()), (i, m.name()));
+                assert_eq!(def.method_name(at), m.name());
+            }
+            // Declared again: the later declaration, last in order.
+            let (at, m1) = def.find(b"m1").expect("m1");
+            assert_eq!((at, m1.kind()), (n - 1, MethodKind::Stream));
+            for missing in [&b""[..], b"m", b"m00", b"M0", b"m0\0", b"m9999"] {
+                assert!(def.find(missing).is_none(), "{n}: {missing:?}");
+            }
+        }
+    }
 }

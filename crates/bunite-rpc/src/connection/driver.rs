@@ -4,12 +4,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bunite_wire::CallId;
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
@@ -58,8 +60,10 @@ pub(super) fn spawn<T: Transport>(
         shared,
         session,
         commands,
+        commands_woke: Woke::new(),
         sink,
         source,
+        source_woke: Woke::new(),
         held: None,
         room,
         unflushed: false,
@@ -104,8 +108,12 @@ pub(super) struct Driver<K: MessageSink, R: MessageSource> {
     shared: Arc<Shared>,
     session: Session<Rt>,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// Whether the command queue may have something: it is polled only then.
+    commands_woke: Woke,
     sink: K,
     source: R,
+    /// Whether the transport may have a message: it is read only then.
+    source_woke: Woke,
     runs: Runs,
     /// A message taken from the session that the sink was not ready for.
     held: Option<Bytes>,
@@ -152,6 +160,8 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
         let span = this.shared.span.clone();
         let _entered = super::runs::enter(&span);
         this.runs.register(cx.waker());
+        this.commands_woke.register(cx.waker());
+        this.source_woke.register(cx.waker());
         for i in 0..PASSES_PER_POLL {
             let reads = if i == 0 {
                 FIRST_PASS_READS
@@ -175,9 +185,10 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
 impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// One pass over every source of work; whether another pass is needed now.
     ///
-    /// Each source is polled until it is pending, which registers this task's waker with
-    /// it, so a pass needs no successor just because it did something: what arrives after
-    /// its poll wakes the task. Another pass is needed only where a source was left with
+    /// Each source is polled until it is pending, which registers a waker with it that wakes
+    /// this task, so a pass needs no successor just because it did something: what arrives
+    /// after its poll wakes the task. The command queue and the transport are polled only
+    /// when they woke the task since they were last found empty (see [`Woke`]). Another pass is needed only where a source was left with
     /// work it was not polled to the end of: a budget ran out, reading or producing stream
     /// values stopped for unsent bytes the write has since given room for, a timer fired
     /// (the next one is not armed yet), or the state changed (the close grace and the
@@ -192,8 +203,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     fn pass(&mut self, cx: &mut Context<'_>, reads: usize, last: bool) -> bool {
         self.now = None;
         let state = self.state.clone();
-        let commands_left = self.take_commands(cx);
-        let read = self.read(cx, reads);
+        let commands_left = self.take_commands();
+        let read = self.read(reads);
         self.apply_outputs();
         let held = self.held_len();
         let mut gate = Gate::new(&mut self.room, &self.sink, held);
@@ -234,14 +245,20 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     }
 
     /// Takes queued commands, at most a pass's budget; whether the budget ran out first.
-    fn take_commands(&mut self, cx: &mut Context<'_>) -> bool {
+    /// The queue is polled only if something was sent since it was last found empty.
+    fn take_commands(&mut self) -> bool {
+        if !self.commands_woke.take() {
+            return false;
+        }
         for _ in 0..PASS_BUDGET {
-            match self.commands.poll_recv(cx) {
+            let polled = (self.commands).poll_recv(&mut self.commands_woke.context());
+            match polled {
                 Poll::Ready(Some(command)) => self.command(command),
                 // Every handle holds a sender, and so does `Shared`: never closed while we run.
                 Poll::Ready(None) | Poll::Pending => return false,
             }
         }
+        self.commands_woke.again();
         true
     }
 
@@ -320,17 +337,19 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// Reads the messages the transport has ready, at most `budget`, unless too much is
     /// waiting to be sent (a peer that does not read our answers stops being read), or
     /// the listener's send budget cannot pay for it (see `room.rs`).
-    fn read(&mut self, cx: &mut Context<'_>, budget: usize) -> Read {
-        if self.state != State::Open {
+    fn read(&mut self, budget: usize) -> Read {
+        if self.state != State::Open || !self.source_woke.take() {
             return Read::Drained;
         }
         // Reading writes nothing: what the sink holds stays as it is.
         let queued = self.queued();
         for _ in 0..budget {
             if !self.room.check(self.unsent(), queued) {
+                self.source_woke.again();
                 return Read::Backpressure;
             }
-            let msg = match self.source.poll_recv(cx) {
+            let polled = self.source.poll_recv(&mut self.source_woke.context());
+            let msg = match polled {
                 Poll::Pending => return Read::Drained,
                 Poll::Ready(msg) => msg,
             };
@@ -351,6 +370,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 return Read::Drained;
             }
         }
+        self.source_woke.again();
         Read::Budget
     }
 
@@ -797,5 +817,119 @@ fn transport_end(e: TransportError) -> TransportEnd {
             kind: e.kind(),
             message: e.to_string(),
         },
+    }
+}
+
+/// Whether one of the driver's sources (the command queue, the transport) has woken it
+/// since it was last found empty, so that a pass polls only the sources with something to
+/// give: a wake-up for an answer does not poll the command queue, nor one for a command
+/// the transport (each such poll finds nothing and registers its waker again, about 160
+/// instructions; a sequential round trip made three of them, `docs/BENCHMARKS.md`).
+///
+/// The source is polled with [`Woke::waker`], which marks it woken and wakes the task.
+/// A source is marked not woken just before it is polled, and marked again when its poll
+/// stopped before it was pending (a budget, backpressure), so a wake-up that comes during
+/// the poll or after it is never lost.
+struct Woke {
+    flag: Arc<WokeFlag>,
+    waker: Waker,
+}
+
+struct WokeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WokeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Woke {
+    /// Woken at first: the first pass polls the source.
+    fn new() -> Self {
+        let flag = Arc::new(WokeFlag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Woke {
+            waker: Waker::from(Arc::clone(&flag)),
+            flag,
+        }
+    }
+
+    /// A context to poll the source with.
+    fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
+    }
+
+    /// The task to wake (the driver's, as of this poll).
+    fn register(&self, task: &Waker) {
+        self.flag.task.register(task);
+    }
+
+    /// Whether the source was woken; it is marked not woken (about to be polled).
+    fn take(&self) -> bool {
+        self.flag.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// The source was left with more to give: poll it again.
+    fn again(&self) {
+        self.flag.woken.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A task waker that counts its wake-ups.
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A source is polled first, then only after its waker fired or its poll stopped
+    /// early; the waker it was polled with wakes the driver's task as last registered.
+    #[test]
+    fn a_source_is_polled_only_when_woken_or_left_with_more() {
+        let task = Arc::new(Counting(AtomicUsize::new(0)));
+        let woke = Woke::new();
+        woke.register(&Waker::from(Arc::clone(&task)));
+        assert!(woke.take(), "polled at first");
+        assert!(!woke.take(), "nothing woke it");
+        // The source stores the waker it was polled with and fires it later.
+        let stored = woke.context().waker().clone();
+        stored.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(woke.take());
+        assert!(!woke.take());
+        // A wake-up while the source is polled (after `take`) is kept for the next pass.
+        stored.wake_by_ref();
+        assert!(woke.take());
+        // Stopped for a budget: polled again without a wake-up.
+        woke.again();
+        assert!(woke.take());
+        assert!(!woke.take());
+        // A later registration is the task woken.
+        let other = Arc::new(Counting(AtomicUsize::new(0)));
+        woke.register(&Waker::from(Arc::clone(&other)));
+        stored.wake();
+        assert_eq!(other.0.load(Ordering::SeqCst), 1);
+        assert!(woke.take());
     }
 }

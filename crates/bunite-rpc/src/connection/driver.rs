@@ -188,11 +188,12 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// Each source is polled until it is pending, which registers a waker with it that wakes
     /// this task, so a pass needs no successor just because it did something: what arrives
     /// after its poll wakes the task. The command queue and the transport are polled only
-    /// when they woke the task since they were last found empty (see [`Woke`]). Another pass is needed only where a source was left with
-    /// work it was not polled to the end of: a budget ran out, reading or producing stream
-    /// values stopped for unsent bytes the write has since given room for, a timer fired
-    /// (the next one is not armed yet), or the state changed (the close grace and the
-    /// sink's close are polled in the next pass).
+    /// when they woke the task since they were last found empty (see [`Woke`]). Another
+    /// pass is needed only where a source was left with work it was not polled to the end
+    /// of: a budget ran out, reading or producing stream values stopped for unsent bytes
+    /// the write has since given room for, a timer fired (the next one is not armed yet),
+    /// or the state changed (the close grace and the sink's close are polled in the next
+    /// pass).
     ///
     /// Every pass hands its messages to the sink and flushes it, except a pass followed
     /// only because stream sources have more to produce (and not the `last` of a poll):
@@ -251,7 +252,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             return false;
         }
         for _ in 0..PASS_BUDGET {
-            let polled = (self.commands).poll_recv(&mut self.commands_woke.context());
+            let polled = self.commands.poll_recv(&mut self.commands_woke.context());
             match polled {
                 Poll::Ready(Some(command)) => self.command(command),
                 // Every handle holds a sender, and so does `Shared`: never closed while we run.
@@ -829,7 +830,11 @@ fn transport_end(e: TransportError) -> TransportEnd {
 /// The source is polled with [`Woke::waker`], which marks it woken and wakes the task.
 /// A source is marked not woken just before it is polled, and marked again when its poll
 /// stopped before it was pending (a budget, backpressure), so a wake-up that comes during
-/// the poll or after it is never lost.
+/// the poll or after it is never lost. This rests on the contract of a poll: a source that
+/// returns `Pending` has arranged for the waker it was given to be woken, whatever it waits
+/// on (tokio-tungstenite wakes the reading side's waker for the writes a read makes, a pong;
+/// a listener's budget wakes the waker of the read that waits for it), never on the
+/// driver's task being woken by something else.
 struct Woke {
     flag: Arc<WokeFlag>,
     waker: Waker,

@@ -203,15 +203,16 @@ impl ShapeRing {
         self.resolve_learned_slow(keys)
     }
 
+    /// Through [`ShapeRing::resolve`] (its memo of the last slot, by content: a static
+    /// frame shape of the same keys is found as before), then the slot found holds this
+    /// list unless it holds a static shape. A rollback that restores the slot restores
+    /// what its journal entry kept.
     #[inline(never)]
     fn resolve_learned_slow(&mut self, keys: &Arc<[&'static str]>) -> Shape {
-        let refs = keys.iter().map(|k| KeyRef::Static(k));
-        let (slot, shape) = self.by_content(refs, || Held::Statics(Arc::clone(keys)));
-        // A rollback that restores this slot restores what its journal entry kept.
-        if let Some(held @ Some(Held::Owned(_) | Held::Statics(_))) = self.held.get_mut(slot) {
+        let shape = self.resolve(keys.iter().map(|k| KeyRef::Static(k)));
+        if let Some(held @ Some(Held::Owned(_) | Held::Statics(_))) = self.held.get_mut(self.last) {
             *held = Some(Held::Statics(Arc::clone(keys)));
         }
-        self.last = slot;
         shape
     }
 
@@ -493,6 +494,14 @@ mod tests {
         // Back as before: 0x41 holds "c" again, and the list is at 0x40.
         assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
         assert_eq!(resolve(&mut ring, &["c"]), Shape::Known(0x41));
+
+        // A static frame shape of the same keys keeps its slot as it is (its hint holds).
+        let mut ring = ShapeRing::default();
+        assert_eq!(ring.resolve_static(&AB), Shape::Defined(0x40));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
+        assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
+        assert!(matches!(&ring.held[0], Some(Held::Static(s)) if std::ptr::eq(*s, &AB)));
+        assert_eq!(ring.resolve_static(&AB), Shape::Known(0x40));
     }
 
     #[test]

@@ -55,15 +55,17 @@ pub(super) fn spawn<T: Transport>(
     let limits = &shared.settings.limits;
     let room =
         Room::new(limits.max_unsent_bytes, sink.send_budget()).with_pace(limits.send_deadline);
+    let task = Arc::new(AtomicWaker::new());
     let driver = Driver {
-        runs: Runs::new(Arc::clone(&shared)),
+        runs: Runs::new(Arc::clone(&shared), Arc::clone(&task)),
+        commands_woke: Woke::new(Arc::clone(&task)),
+        source_woke: Woke::new(Arc::clone(&task)),
+        task,
         shared,
         session,
         commands,
-        commands_woke: Woke::new(),
         sink,
         source,
-        source_woke: Woke::new(),
         held: None,
         room,
         unflushed: false,
@@ -105,6 +107,9 @@ enum Read {
 }
 
 pub(super) struct Driver<K: MessageSink, R: MessageSource> {
+    /// The driver's task as of its last poll, for the sources that wake it through a waker
+    /// of their own (stream sources, the command queue, the transport).
+    task: Arc<AtomicWaker>,
     shared: Arc<Shared>,
     session: Session<Rt>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -159,9 +164,7 @@ impl<K: MessageSink, R: MessageSource> Future for Driver<K, R> {
         let this = self.get_mut();
         let span = this.shared.span.clone();
         let _entered = super::runs::enter(&span);
-        this.runs.register(cx.waker());
-        this.commands_woke.register(cx.waker());
-        this.source_woke.register(cx.waker());
+        this.task.register(cx.waker());
         for i in 0..PASSES_PER_POLL {
             let reads = if i == 0 {
                 FIRST_PASS_READS
@@ -827,7 +830,8 @@ fn transport_end(e: TransportError) -> TransportEnd {
 /// the transport (each such poll finds nothing and registers its waker again, about 160
 /// instructions; a sequential round trip made three of them, `docs/BENCHMARKS.md`).
 ///
-/// The source is polled with [`Woke::waker`], which marks it woken and wakes the task.
+/// The source is polled with the `Woke`'s waker, which marks it woken and wakes the
+/// driver's task (as a stream source's waker does in `runs.rs`).
 /// A source is marked not woken just before it is polled, and marked again when its poll
 /// stopped before it was pending (a budget, backpressure), so a wake-up that comes during
 /// the poll or after it is never lost. This rests on the contract of a poll: a source that
@@ -842,7 +846,7 @@ struct Woke {
 
 struct WokeFlag {
     woken: AtomicBool,
-    task: AtomicWaker,
+    task: Arc<AtomicWaker>,
 }
 
 impl Wake for WokeFlag {
@@ -857,11 +861,11 @@ impl Wake for WokeFlag {
 }
 
 impl Woke {
-    /// Woken at first: the first pass polls the source.
-    fn new() -> Self {
+    /// Woken at first: the first pass polls the source. Its wake-ups wake `task`.
+    fn new(task: Arc<AtomicWaker>) -> Self {
         let flag = Arc::new(WokeFlag {
             woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
+            task,
         });
         Woke {
             waker: Waker::from(Arc::clone(&flag)),
@@ -872,11 +876,6 @@ impl Woke {
     /// A context to poll the source with.
     fn context(&self) -> Context<'_> {
         Context::from_waker(&self.waker)
-    }
-
-    /// The task to wake (the driver's, as of this poll).
-    fn register(&self, task: &Waker) {
-        self.flag.task.register(task);
     }
 
     /// Whether the source was woken; it is marked not woken (about to be polled).
@@ -913,8 +912,9 @@ mod tests {
     #[test]
     fn a_source_is_polled_only_when_woken_or_left_with_more() {
         let task = Arc::new(Counting(AtomicUsize::new(0)));
-        let woke = Woke::new();
-        woke.register(&Waker::from(Arc::clone(&task)));
+        let driver = Arc::new(AtomicWaker::new());
+        let woke = Woke::new(Arc::clone(&driver));
+        driver.register(&Waker::from(Arc::clone(&task)));
         assert!(woke.take(), "polled at first");
         assert!(!woke.take(), "nothing woke it");
         // The source stores the waker it was polled with and fires it later.
@@ -932,7 +932,7 @@ mod tests {
         assert!(!woke.take());
         // A later registration is the task woken.
         let other = Arc::new(Counting(AtomicUsize::new(0)));
-        woke.register(&Waker::from(Arc::clone(&other)));
+        driver.register(&Waker::from(Arc::clone(&other)));
         stored.wake();
         assert_eq!(other.0.load(Ordering::SeqCst), 1);
         assert!(woke.take());

@@ -82,12 +82,12 @@ struct StreamRun {
 }
 
 /// Stream runs whose sources woke, and the driver to wake.
-#[derive(Default)]
 struct Wakes {
     runs: Mutex<Vec<RunId>>,
     /// Set with `runs`, so a pass with no woken source skips the lock.
     any: AtomicBool,
-    driver: AtomicWaker,
+    /// The driver's task (its own, which its other sources wake too).
+    driver: Arc<AtomicWaker>,
 }
 
 struct StreamWaker {
@@ -124,21 +124,21 @@ pub(crate) struct Runs {
 }
 
 impl Runs {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    /// Runs whose stream sources wake `driver` (the driver registers its task there).
+    pub fn new(shared: Arc<Shared>, driver: Arc<AtomicWaker>) -> Self {
         Runs {
             shared,
             tasks: Map::default(),
             policies: Map::default(),
             streams: Map::default(),
             ready: VecDeque::new(),
-            wakes: Arc::default(),
+            wakes: Arc::new(Wakes {
+                runs: Mutex::default(),
+                any: AtomicBool::new(false),
+                driver,
+            }),
             spare_signal: None,
         }
-    }
-
-    /// The driver's waker, for stream sources that wake.
-    pub fn register(&self, waker: &Waker) {
-        self.wakes.driver.register(waker);
     }
 
     /// Starts a handler or stream source. Returns the outcome of a handler that completed

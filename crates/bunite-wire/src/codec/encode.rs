@@ -235,13 +235,8 @@ impl<'a> Writer<'a> {
     /// the shape ring finds a frame's shapes by address.
     #[inline]
     pub(crate) fn static_record(&mut self, s: &'static StaticShape) -> Res {
-        match self.shapes.resolve_static(s) {
-            Shape::Known(id) => {
-                self.out.push(id);
-                Ok(())
-            }
-            Shape::Defined(id) => self.definition(id, s.keys.iter().map(|k| k.as_bytes())),
-        }
+        let shape = self.shapes.resolve_static(s);
+        self.shape_header(shape, s.keys.iter().map(|k| k.as_bytes()))
     }
 
     #[inline]
@@ -371,24 +366,31 @@ impl<'a> Writer<'a> {
     where
         I: ExactSizeIterator<Item = KeyRef<'k>> + Clone,
     {
-        match self.shapes.resolve(keys.clone()) {
-            Shape::Known(id) => {
-                self.out.push(id);
-                Ok(())
-            }
-            Shape::Defined(id) => self.definition(id, keys.map(KeyRef::bytes)),
-        }
+        let shape = self.shapes.resolve(keys.clone());
+        self.shape_header(shape, keys.map(KeyRef::bytes))
     }
 
     /// A record's header for a struct's keys as the encoder learned them
     /// ([`ShapeRing::resolve_learned`]).
     pub(crate) fn learned_record_header(&mut self, keys: &Arc<[&'static str]>) -> Res {
-        match self.shapes.resolve_learned(keys) {
+        let shape = self.shapes.resolve_learned(keys);
+        self.shape_header(shape, keys.iter().map(|k| k.as_bytes()))
+    }
+
+    /// A record's header once the ring has `shape` for `keys`: the id alone when known,
+    /// the definition when just made.
+    #[inline]
+    fn shape_header<'k>(
+        &mut self,
+        shape: Shape,
+        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+    ) -> Res {
+        match shape {
             Shape::Known(id) => {
                 self.out.push(id);
                 Ok(())
             }
-            Shape::Defined(id) => self.definition(id, keys.iter().map(|k| k.as_bytes())),
+            Shape::Defined(id) => self.definition(id, keys),
         }
     }
 

@@ -340,6 +340,15 @@ mod tests {
         ring.resolve(keys.iter().map(|k| KeyRef::Bytes(k.as_bytes())))
     }
 
+    /// Fills the ring's ids from `from` to the last with the shapes `k<i>` and commits, so
+    /// that the next new shape evicts the one at the first id.
+    fn fill_and_commit(ring: &mut ShapeRing, from: usize) {
+        for i in from..RING {
+            resolve(ring, &[&format!("k{i}")]);
+        }
+        ring.commit();
+    }
+
     #[test]
     fn new_shapes_take_ids_in_order_and_are_remembered() {
         let mut ring = ShapeRing::default();
@@ -482,10 +491,7 @@ mod tests {
         // Other keys in between: found by content, still the same id.
         assert_eq!(resolve(&mut ring, &["c"]), Shape::Defined(0x41));
         assert_eq!(ring.resolve_learned(&ab), Shape::Known(0x40));
-        for i in 2..32 {
-            resolve(&mut ring, &[&format!("k{i}")]);
-        }
-        ring.commit();
+        fill_and_commit(&mut ring, 2);
         // Evicted by the 33rd shape, which the last lookup found: defined afresh.
         assert_eq!(resolve(&mut ring, &["new"]), Shape::Defined(0x40));
         assert_eq!(ring.resolve_learned(&ab), Shape::Defined(0x41));
@@ -508,10 +514,7 @@ mod tests {
     fn a_static_hint_never_outlives_an_eviction_or_a_rollback() {
         let mut ring = ShapeRing::default();
         assert_eq!(ring.resolve_static(&AB), Shape::Defined(0x40));
-        for i in 1..32 {
-            resolve(&mut ring, &[&format!("k{i}")]);
-        }
-        ring.commit();
+        fill_and_commit(&mut ring, 1);
         // Evicted by the 33rd shape: defined afresh with the next id.
         assert_eq!(resolve(&mut ring, &["new"]), Shape::Defined(0x40));
         assert_eq!(ring.resolve_static(&AB), Shape::Defined(0x41));

@@ -151,6 +151,34 @@ fn the_client_in_flight_limit_fails_locally_and_sends_nothing() {
     });
 }
 
+/// A call whose reply its caller has no longer counts against the in-flight limit: with a
+/// limit of one, each call of a sequential caller on another worker than the driver's gets
+/// through (the driver gives the reservation back before it hands over the reply, not at the
+/// end of its pass).
+#[test]
+fn a_replied_call_no_longer_counts_against_the_in_flight_limit() {
+    run_on_two_workers(async {
+        let limits = Limits {
+            max_in_flight: 1,
+            ..Limits::default()
+        };
+        let (server, client) =
+            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        serve_counter(&server).await;
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        // On its own task, so the caller and the driver are apart.
+        let calls = tokio::spawn(async move {
+            for i in 0..3_000 {
+                if let Err(e) = c.call_value("get", Value::Undefined).await {
+                    panic!("call {i} failed: {e}");
+                }
+            }
+        });
+        calls.await.unwrap();
+        assert_eq!(client.stats().pending_calls, 0);
+    });
+}
+
 #[test]
 fn handler_statuses_keep_code_message_details_and_retry() {
     run(async {

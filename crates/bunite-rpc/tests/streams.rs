@@ -350,6 +350,33 @@ fn active_streams_count_toward_the_in_flight_limit() {
     });
 }
 
+/// A stream whose end its consumer has seen no longer counts against the consumer's
+/// in-flight limit: with a limit of one, a consumer on another worker than the driver's
+/// opens one stream after another and each gets through.
+#[test]
+fn an_ended_stream_no_longer_counts_against_the_in_flight_limit() {
+    run_on_two_workers(async {
+        let limits = bunite_rpc::Limits {
+            max_in_flight: 1,
+            ..Default::default()
+        };
+        let (server, client) =
+            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        let (def, imp) = ticker(8, Arc::default());
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        let streams = tokio::spawn(async move {
+            for i in 0..2_000 {
+                let items = c.stream("ticks", n(2)).collect::<Vec<_>>().await;
+                assert_eq!(items.len(), 2, "stream {i}: {items:?}");
+                assert!(items.iter().all(Result::is_ok), "stream {i}: {items:?}");
+            }
+        });
+        streams.await.unwrap();
+        assert_eq!(client.stats().client_streams, 0);
+    });
+}
+
 #[test]
 fn our_client_returns_credit_when_it_waits_on_an_empty_buffer() {
     run_paused(async {

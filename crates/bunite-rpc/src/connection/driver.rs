@@ -421,6 +421,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Reply { to, outcome, caps } => {
+                    self.give_back_reservations();
                     if let Err(Ok(payload)) = to.send(outcome) {
                         // The caller is gone: release the caps nobody will hold.
                         if caps {
@@ -429,7 +430,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                     }
                 }
                 Output::StreamItem { to, item } => to.push(item),
-                Output::StreamEnd { to, error } => to.end(error),
+                Output::StreamEnd { to, error } => {
+                    self.give_back_reservations();
+                    to.end(error);
+                }
                 Output::Invoke(inv) => {
                     if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session) {
                         // Completed inline: let its after_reply registrations land first.
@@ -710,11 +714,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         if self.room.budgeted() {
             self.room.settle(self.unsent() + self.sink_queued);
         }
-        let now = self.session.outbound_in_flight();
-        let done = (self.taken + self.accounted).saturating_sub(now);
-        self.shared.unreserve(done);
-        self.accounted = now;
-        self.taken = 0;
+        self.give_back_reservations();
         let stats = self.stats();
         if stats != self.published {
             self.published = stats;
@@ -722,6 +722,17 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 *s = stats;
             }
         }
+    }
+
+    /// Gives back the in-flight reservations of outbound calls and streams that finished.
+    /// Done before a reply or a stream's end is handed over too: its caller, on another
+    /// worker, may start its next call at once, and must find its slot free.
+    fn give_back_reservations(&mut self) {
+        let now = self.session.outbound_in_flight();
+        let done = (self.taken + self.accounted).saturating_sub(now);
+        self.shared.unreserve(done);
+        self.accounted = now;
+        self.taken = 0;
     }
 
     fn stats(&self) -> Stats {

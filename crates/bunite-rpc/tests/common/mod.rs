@@ -111,6 +111,14 @@ pub fn run_on_one_thread(body: impl Future<Output = ()>) {
     run_on(builder, false, body);
 }
 
+/// [`run`] always on a runtime of two workers, whatever `BUNITE_TEST_RUNTIME` says: for a
+/// test about what a task on another worker may see while a driver is mid-pass.
+pub fn run_on_two_workers(body: impl Future<Output = ()>) {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    run_on(builder, false, body);
+}
+
 /// Heap blocks allocated while `work` runs, for a test binary whose global allocator is
 /// dhat's with a testing profiler running (dhat allows one profiler per process, so each such
 /// test is a binary of its own).

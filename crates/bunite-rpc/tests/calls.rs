@@ -175,7 +175,7 @@ fn a_replied_call_no_longer_counts_against_the_in_flight_limit() {
             }
         });
         calls.await.unwrap();
-        assert_eq!(client.stats().pending_calls, 0);
+        assert_eq!(client.current_stats().await.pending_calls, 0);
     });
 }
 

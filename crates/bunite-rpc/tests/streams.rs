@@ -373,7 +373,7 @@ fn an_ended_stream_no_longer_counts_against_the_in_flight_limit() {
             }
         });
         streams.await.unwrap();
-        assert_eq!(client.stats().client_streams, 0);
+        assert_eq!(client.current_stats().await.client_streams, 0);
     });
 }
 

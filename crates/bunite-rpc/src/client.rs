@@ -374,20 +374,23 @@ impl Client {
         opts: CallOptions,
     ) -> ClientStream {
         let shared = Arc::clone(&self.inner.shared);
-        let queue = StreamQueue::new();
         let started = self
             .prepare(self.request(method, args, Expect::Value), opts)
             .map(|req| {
                 let id = req.id;
+                let queue = StreamQueue::new(true);
                 let command = Command::Stream {
                     req,
                     queue: Arc::clone(&queue),
                 };
-                (id, shared.send(command))
+                (id, queue, shared.send(command))
             });
         match started {
-            Ok((id, true)) => ClientStream::new(shared, Some(id), queue),
-            Ok((_, false)) => ClientStream::failed(shared, Error::closed()),
+            Ok((id, queue, true)) => ClientStream::new(shared, Some(id), queue),
+            Ok((_, _, false)) => {
+                shared.unreserve(1);
+                ClientStream::failed(shared, Error::closed())
+            }
             Err(error) => ClientStream::failed(shared, error),
         }
     }
@@ -514,6 +517,10 @@ fn set_meta(shared: &Shared, req: &mut CallRequest, opts: CallOptions) {
 /// carries caps, release the caps of one that arrived meanwhile (it is in the channel,
 /// where nobody would adopt it; one that arrives later finds the channel closed, and the
 /// connection releases its caps).
+///
+/// It holds the call's in-flight reservation (PROTOCOL §9) and gives it back as the
+/// caller takes the outcome or stops waiting, before the caller can start another call:
+/// a call counts against the limit while its caller waits for it, and no longer.
 struct ReplyGuard<'a> {
     shared: &'a Shared,
     id: CallId,
@@ -524,7 +531,8 @@ struct ReplyGuard<'a> {
 }
 
 impl<'a> ReplyGuard<'a> {
-    /// Queues `command` (call `id`'s start, whose reply goes to `rx`) and arms the guard.
+    /// Queues `command` (call `id`'s start, whose reply goes to `rx`, and for which a
+    /// reservation was taken) and arms the guard.
     #[inline]
     fn send(
         shared: &'a Shared,
@@ -534,6 +542,7 @@ impl<'a> ReplyGuard<'a> {
         caps: bool,
     ) -> Result<Self, Error> {
         if !shared.send(command) {
+            shared.unreserve(1);
             return Err(Error::closed());
         }
         Ok(ReplyGuard {
@@ -555,6 +564,7 @@ impl<'a> ReplyGuard<'a> {
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, Error>> {
         let outcome = ready!(Pin::new(&mut unconstrained(&mut self.rx)).poll(cx));
         self.armed = false;
+        self.shared.unreserve(1);
         Poll::Ready(outcome.unwrap_or_else(|_| Err(Error::closed())))
     }
 }
@@ -573,7 +583,11 @@ impl ReplyGuard<'_> {
     /// The caller stopped waiting before it took the outcome.
     #[cold]
     fn abandon(&mut self) {
+        // The cancel is queued first: a call that reserves the slot given back here is
+        // queued after it, so the session has let go of this call (one whose answer brings
+        // caps stays until the answer comes, and counts until then) when it sees that one.
         self.shared.send(Command::Cancel(self.id));
+        self.shared.unreserve(1);
         if self.caps {
             // Nothing can arrive once closed; what arrived before is here.
             self.rx.close();

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 
@@ -28,6 +29,10 @@ use bunite_wire::Payload;
 #[derive(Debug, Default)]
 pub(crate) struct StreamQueue {
     state: Mutex<QueueState>,
+    /// Whether the stream still holds its in-flight reservation (PROTOCOL §9): given back
+    /// once, by the driver as it hands over the end or by the consumer as it stops, whichever
+    /// comes first (the swap decides, without a lock).
+    reserved: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -39,8 +44,18 @@ struct QueueState {
 }
 
 impl StreamQueue {
-    pub fn new() -> Arc<Self> {
-        Arc::default()
+    /// The queue of a stream that holds a reservation (`reserved`), or of one that failed
+    /// before it took one.
+    pub fn new(reserved: bool) -> Arc<Self> {
+        Arc::new(StreamQueue {
+            state: Mutex::default(),
+            reserved: AtomicBool::new(reserved),
+        })
+    }
+
+    /// True once, for whoever gives the stream's reservation back.
+    pub fn take_reservation(&self) -> bool {
+        self.reserved.swap(false, Ordering::AcqRel)
     }
 
     /// One value (the driver).
@@ -126,7 +141,7 @@ impl ClientStream {
 
     /// A stream that fails at once with `error`; nothing was sent.
     pub(crate) fn failed(shared: Arc<Shared>, error: Error) -> Self {
-        let queue = StreamQueue::new();
+        let queue = StreamQueue::new(false);
         queue.end(Some(error));
         ClientStream::new(shared, None, queue)
     }
@@ -159,11 +174,18 @@ impl ClientStream {
         }
     }
 
+    /// The consumer stops before the end: the stream no longer counts against the
+    /// in-flight limit, and the connection is told to cancel it.
     fn finish(&mut self) {
         if !self.done {
             self.done = true;
+            // The cancel is queued before the slot is given back, so a call that takes the
+            // slot reaches the session after it (see `client::ReplyGuard::abandon`).
             if let Some(id) = self.id {
                 self.shared.send(Command::CancelStream(id));
+            }
+            if self.queue.take_reservation() {
+                self.shared.unreserve(1);
             }
         }
     }

@@ -322,7 +322,9 @@ impl Shared {
     }
 
     /// Reserves one outbound call against the in-flight limit, or fails it locally
-    /// (PROTOCOL §9): closed first, then the limit. The driver gives reservations back.
+    /// (PROTOCOL §9): closed first, then the limit. A call's reservation is given back as
+    /// its caller takes the outcome or stops waiting (`client::ReplyGuard`); a stream's as
+    /// its end is handed over or its consumer stops (`StreamQueue::take_reservation`).
     pub(crate) fn reserve_call(&self) -> Result<(), Error> {
         if self.is_closed() {
             return Err(Error::closed());
@@ -335,7 +337,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Gives back `n` reservations (the driver, as calls finish).
+    /// Gives back `n` reservations.
     pub(crate) fn unreserve(&self, n: usize) {
         if n > 0 {
             self.outbound.fetch_sub(n, Ordering::AcqRel);

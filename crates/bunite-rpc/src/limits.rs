@@ -48,7 +48,10 @@ pub struct Limits {
     /// Cap-table size, counting the reserved ids 0 and 1. Default 1024.
     pub max_caps: usize,
     /// Concurrent calls in each direction: active handlers + server streams inbound, pending
-    /// calls outbound. Default 1024.
+    /// calls outbound. Default 1024. An outbound call stops counting once its caller has
+    /// its outcome or stops waiting for it (a call whose answer would bring caps counts
+    /// until that answer comes, so the caps can be released), a stream once its end has
+    /// arrived or it is dropped.
     pub max_in_flight: usize,
     /// Deepest value nesting the decoder accepts. Default 256.
     pub max_depth: usize,

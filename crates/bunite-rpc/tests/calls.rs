@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::events::Event;
@@ -175,6 +176,78 @@ fn a_replied_call_no_longer_counts_against_the_in_flight_limit() {
             }
         });
         calls.await.unwrap();
+        assert_eq!(client.current_stats().await.pending_calls, 0);
+    });
+}
+
+/// A call its caller stopped waiting for no longer counts against the in-flight limit
+/// either: with a limit of one, a call that timed out on the caller's side is followed at
+/// once by another, which gets through (the first's `cancel` is still on its way). (A call
+/// whose answer would bring caps counts until that answer comes, so that its caps can be
+/// released: `an_abandoned_cap_call_counts_until_its_answer_comes`.)
+#[test]
+fn an_abandoned_call_no_longer_counts_against_the_in_flight_limit() {
+    run(async {
+        let limits = Limits {
+            max_in_flight: 1,
+            ..Limits::default()
+        };
+        let (server, client) =
+            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        serve_counter(&server).await;
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        for _ in 0..3 {
+            let wait = c.call_value("wait", Value::Undefined);
+            let timed_out = tokio::time::timeout(Duration::from_millis(20), wait).await;
+            assert!(timed_out.is_err(), "wait answered: {timed_out:?}");
+            let got = c.call_value("get", Value::Undefined).await;
+            assert!(got.is_ok(), "{got:?}");
+        }
+        eventually(|| server.stats().active_calls == 0).await;
+        assert_eq!(client.current_stats().await.pending_calls, 0);
+    });
+}
+
+/// A call whose answer would bring caps stays in the session after its caller stops
+/// waiting, until the answer comes and its caps are released, and counts against the
+/// in-flight limit until then (so a peer that never answers cannot make those entries
+/// grow). One thread, so the answer cannot come before the next call is tried.
+#[test]
+fn an_abandoned_cap_call_counts_until_its_answer_comes() {
+    run_on_one_thread(async {
+        let limits = Limits {
+            max_in_flight: 1,
+            ..Limits::default()
+        };
+        let (server, client) =
+            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        serve_counter(&server).await;
+        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let caps_before = server.current_stats().await.live_caps;
+        // Abandoned right after it was queued.
+        let def = counter_def();
+        let mut boot = Box::pin(client.bootstrap(&def));
+        assert!(futures::poll!(boot.as_mut()).is_pending());
+        drop(boot);
+        let e = c.call_value("get", Value::Undefined).await.unwrap_err();
+        assert_local(
+            &e,
+            LocalError::InFlightLimit,
+            Code::ResourceExhausted,
+            "in-flight calls limit 1",
+            Some("max_concurrent_calls"),
+        );
+        // Once the answer has come (and the cap it brought is released), calls go through.
+        let mut tries = 0;
+        while c.call_value("get", Value::Undefined).await.is_err() {
+            tries += 1;
+            assert!(
+                tries < 400,
+                "the abandoned bootstrap never let go of its slot"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eventually(|| server.stats().live_caps == caps_before).await;
         assert_eq!(client.current_stats().await.pending_calls, 0);
     });
 }

@@ -377,6 +377,35 @@ fn an_ended_stream_no_longer_counts_against_the_in_flight_limit() {
     });
 }
 
+/// A stream its consumer dropped before the end no longer counts against the consumer's
+/// in-flight limit: with a limit of one, the next stream, opened at once, gets through.
+#[test]
+fn a_dropped_stream_no_longer_counts_against_the_in_flight_limit() {
+    run(async {
+        let limits = bunite_rpc::Limits {
+            max_in_flight: 1,
+            ..Default::default()
+        };
+        let (server, client) =
+            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        let (def, imp) = ticker(8, Arc::default());
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let c = client.bootstrap(&def).await.unwrap();
+        for i in 0..3 {
+            let mut forever = c.stream("forever", Value::Undefined);
+            forever.next().await.unwrap().unwrap();
+            drop(forever);
+            let items = c.stream("ticks", n(2)).collect::<Vec<_>>().await;
+            assert!(
+                items.len() == 2 && items.iter().all(Result::is_ok),
+                "{i}: {items:?}"
+            );
+        }
+        eventually(|| server.stats().server_streams == 0).await;
+        assert_eq!(client.current_stats().await.client_streams, 0);
+    });
+}
+
 #[test]
 fn our_client_returns_credit_when_it_waits_on_an_empty_buffer() {
     run_paused(async {

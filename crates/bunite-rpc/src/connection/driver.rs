@@ -77,8 +77,6 @@ pub(super) fn spawn<T: Transport>(
         stall_timer: None,
         sink_written: 0,
         sink_queued: 0,
-        accounted: 0,
-        taken: 0,
         close_handlers: Vec::new(),
         now: None,
         published: Stats::default(),
@@ -145,10 +143,6 @@ pub(super) struct Driver<K: MessageSink, R: MessageSource> {
     /// What the sink held of its own at the last accounting, when a budget pays for it
     /// (see [`queued_in`]; 0 otherwise).
     sink_queued: usize,
-    /// Outbound reservations the session holds, as of the last accounting.
-    accounted: usize,
-    /// Call-like commands taken since the last accounting.
-    taken: usize,
     close_handlers: Vec<CloseHandler>,
     /// The time of this pass (see [`Driver::now`]).
     now: Option<std::time::Instant>,
@@ -279,15 +273,12 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let s = &mut self.session;
         match command {
             Command::Call { mut req, reply } => {
-                self.taken += 1;
                 s.start_call(&mut req, reply, now);
             }
             Command::Stream { mut req, queue } => {
-                self.taken += 1;
                 s.start_stream(&mut req, queue);
             }
             Command::Bootstrap { id, cap, reply } => {
-                self.taken += 1;
                 let (name, version) = &*cap;
                 s.bootstrap(id, name, version.as_deref(), reply, now);
             }
@@ -421,7 +412,6 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Reply { to, outcome, caps } => {
-                    self.give_back_reservations();
                     if let Err(Ok(payload)) = to.send(outcome) {
                         // The caller is gone: release the caps nobody will hold.
                         if caps {
@@ -431,7 +421,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 }
                 Output::StreamItem { to, item } => to.push(item),
                 Output::StreamEnd { to, error } => {
-                    self.give_back_reservations();
+                    // Before the consumer can see the end and open another.
+                    if to.take_reservation() {
+                        self.shared.unreserve(1);
+                    }
                     to.end(error);
                 }
                 Output::Invoke(inv) => {
@@ -702,8 +695,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             .handler_done_paying(run, call_id, result, now, &mut pay);
     }
 
-    /// Gives back the reservations of outbound calls that finished and what is paid for
-    /// bytes written since, and publishes the counts.
+    /// Settles what is paid for bytes written since the last time, and publishes the
+    /// counts.
     fn account(&mut self) {
         // What the sink holds, when a budget pays for it (once the driver is done, the
         // sink is about to be dropped with it: nothing).
@@ -714,7 +707,6 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         if self.room.budgeted() {
             self.room.settle(self.unsent() + self.sink_queued);
         }
-        self.give_back_reservations();
         let stats = self.stats();
         if stats != self.published {
             self.published = stats;
@@ -722,17 +714,6 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 *s = stats;
             }
         }
-    }
-
-    /// Gives back the in-flight reservations of outbound calls and streams that finished.
-    /// Done before a reply or a stream's end is handed over too: its caller, on another
-    /// worker, may start its next call at once, and must find its slot free.
-    fn give_back_reservations(&mut self) {
-        let now = self.session.outbound_in_flight();
-        let done = (self.taken + self.accounted).saturating_sub(now);
-        self.shared.unreserve(done);
-        self.accounted = now;
-        self.taken = 0;
     }
 
     fn stats(&self) -> Stats {

@@ -270,6 +270,7 @@ impl<T: Types> Session<T> {
 
     /// Outbound calls, streams and bootstraps not yet finished (they count toward our
     /// in-flight limit).
+    #[cfg(test)]
     pub fn outbound_in_flight(&self) -> usize {
         self.outbound.in_flight()
     }

@@ -563,8 +563,9 @@ impl<'a> ReplyGuard<'a> {
     #[inline]
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, Error>> {
         let outcome = ready!(Pin::new(&mut unconstrained(&mut self.rx)).poll(cx));
-        self.armed = false;
-        self.shared.unreserve(1);
+        if std::mem::take(&mut self.armed) {
+            self.shared.unreserve(1);
+        }
         Poll::Ready(outcome.unwrap_or_else(|_| Err(Error::closed())))
     }
 }

@@ -340,7 +340,8 @@ impl Shared {
     /// Gives back `n` reservations.
     pub(crate) fn unreserve(&self, n: usize) {
         if n > 0 {
-            self.outbound.fetch_sub(n, Ordering::AcqRel);
+            let held = self.outbound.fetch_sub(n, Ordering::AcqRel);
+            debug_assert!(held >= n, "{n} reservations given back, {held} held");
         }
     }
 

@@ -406,6 +406,81 @@ fn a_dropped_stream_no_longer_counts_against_the_in_flight_limit() {
     });
 }
 
+/// Every in-flight slot comes back, whatever callers on two workers do with their calls
+/// and streams: answered, timed out, dropped at once, consumed to the end, dropped midway
+/// or as their end arrives, all at a limit they keep hitting. Afterwards as many calls as the limit allows
+/// run at once (a slot kept by mistake would fail one of them; one given back twice trips
+/// a debug assertion), and the session holds nothing.
+#[test]
+fn in_flight_slots_all_come_back_whatever_callers_do() {
+    run_on_two_workers(async {
+        const LIMIT: usize = 6;
+        let limits = bunite_rpc::Limits {
+            max_in_flight: LIMIT,
+            ..Default::default()
+        };
+        let (server, client) =
+            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        serve_counter(&server).await;
+        let (def, imp) = ticker(8, Arc::default());
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let ticks = client.bootstrap(&def).await.unwrap();
+        let tasks: Vec<_> = (1..=12u64)
+            .map(|seed| {
+                let (counter, ticks) = (counter.clone(), ticks.clone());
+                tokio::spawn(async move {
+                    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    for _ in 0..150 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let short = Duration::from_micros(x % 2_000);
+                        match x % 7 {
+                            0 => drop(counter.call_value("get", Value::Undefined).await),
+                            1 => {
+                                let wait = counter.call_value("wait", Value::Undefined);
+                                let _ = tokio::time::timeout(short, wait).await;
+                            }
+                            2 => {
+                                let mut call =
+                                    Box::pin(counter.call_value("get", Value::Undefined));
+                                let _ = futures::poll!(call.as_mut());
+                            }
+                            3 => drop(ticks.stream("ticks", n(3)).collect::<Vec<_>>().await),
+                            4 => {
+                                let mut s = ticks.stream("forever", Value::Undefined);
+                                let _ = tokio::time::timeout(short, s.next()).await;
+                            }
+                            5 => {
+                                // Its end may be handed over as it is dropped.
+                                let mut s = ticks.stream("ticks", n(1));
+                                let _ = s.next().await;
+                            }
+                            _ => tokio::task::yield_now().await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        eventually(|| server.stats().active_calls == 0 && server.stats().server_streams == 0).await;
+        let all = futures::future::join_all(
+            (0..LIMIT).map(|_| counter.call_value("get", Value::Undefined)),
+        )
+        .await;
+        assert!(all.iter().all(Result::is_ok), "{all:?}");
+        let stats = client.current_stats().await;
+        assert_eq!(
+            (stats.pending_calls, stats.client_streams),
+            (0, 0),
+            "{stats:?}"
+        );
+    });
+}
+
 #[test]
 fn our_client_returns_credit_when_it_waits_on_an_empty_buffer() {
     run_paused(async {

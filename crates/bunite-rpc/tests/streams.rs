@@ -481,6 +481,72 @@ fn in_flight_slots_all_come_back_whatever_callers_do() {
     });
 }
 
+/// A connection whose runtime shuts down while it is open lets go of what waits on it
+/// elsewhere: a stream consumed on another runtime gets the value already sent and then
+/// `closed` (it waited forever), a pending call fails `closed`, `closed()` returns, and no
+/// task of the connection is left.
+#[test]
+fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
+    let one_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = one_thread();
+    let (server, client, stream, call) = first.block_on(async {
+        let (a, b) = bunite_rpc::transport::memory::pair();
+        let (server, client) = (Connection::new(a), Connection::new(b));
+        let def = CapDef::builder("test.stall")
+            .method(MethodDef::stream("one_then_wait"))
+            .build();
+        let imp = DynCap::new()
+            .stream("one_then_wait", |_, _| {
+                Ok(futures::stream::iter([Ok(Value::from(1i64))])
+                    .chain(futures::stream::pending())
+                    .boxed())
+            })
+            .build();
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        serve_counter(&server).await;
+        let stall = client.bootstrap(&def).await.unwrap();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let mut stream = stall.stream("one_then_wait", Value::Undefined);
+        assert_eq!(stream.next().await.unwrap().unwrap(), Value::from(1i64));
+        // A call that waits, queued here and awaited on the second runtime.
+        let mut call = Box::pin(async move {
+            let _keep = stall;
+            counter.call_value("wait", Value::Undefined).await
+        });
+        assert!(futures::poll!(call.as_mut()).is_pending());
+        eventually(|| server.stats().active_calls == 1).await;
+        (server, client, stream, call)
+    });
+    drop(first);
+    let second = one_thread();
+    second.block_on(async move {
+        let mut stream = stream;
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the stream still waits");
+        let e = end.expect("an error, not a clean end").unwrap_err();
+        assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
+        assert!(stream.next().await.is_none());
+        let e = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call still waits")
+            .unwrap_err();
+        assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
+        for conn in [&server, &client] {
+            tokio::time::timeout(Duration::from_secs(5), conn.closed())
+                .await
+                .expect("closed() still waits");
+            assert!(conn.is_closed());
+            assert_eq!(conn.stats().tasks, 0, "{:?}", conn.stats());
+        }
+    });
+}
+
 #[test]
 fn our_client_returns_credit_when_it_waits_on_an_empty_buffer() {
     run_paused(async {

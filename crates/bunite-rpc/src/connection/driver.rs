@@ -19,7 +19,7 @@ use super::command::Command;
 use super::room::Room;
 use super::runs::{Rt, Runs, SendGate};
 use super::{CloseHandler, Shared, TaskGuard};
-use crate::error::Disconnect;
+use crate::error::{Disconnect, Error};
 use crate::handler::CapImpl;
 use crate::session::{Outcome, Output, RunId, Session, TransportEnd};
 use crate::stats::Stats;
@@ -734,6 +734,32 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         // What the sink still holds is dropped with it, right after.
         self.room.settle(0);
         self.account();
+        self.shared.finished.cancel();
+    }
+}
+
+impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
+    /// A driver dropped before it finished (its task panicked, or its runtime shut down
+    /// with the connection open) still lets go of everything that waits on it: pending
+    /// callers find their reply channels closed (`closed`), each client stream gets the
+    /// values and end already decided for it and then `closed`, new calls fail, and
+    /// `Connection::closed` returns. Atomics and the streams' own queues only, and nothing
+    /// that may run an application's code.
+    fn drop(&mut self) {
+        if self.shared.finished.is_cancelled() {
+            return; // It finished: nothing waits.
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        while let Some(output) = self.session.poll_output() {
+            match output {
+                Output::StreamItem { to, item } => to.push(item),
+                Output::StreamEnd { to, error } => to.end(error),
+                _ => {}
+            }
+        }
+        for sink in self.session.client_stream_sinks() {
+            sink.end(Some(Error::closed()));
+        }
         self.shared.finished.cancel();
     }
 }

@@ -66,6 +66,11 @@ pub(crate) struct ClientStreamState<T: Types> {
 }
 
 impl<T: Types> Session<T> {
+    /// Where the values of each client stream still open go.
+    pub fn client_stream_sinks(&self) -> impl Iterator<Item = &T::Sink> {
+        self.outbound.streams.values().map(|s| &s.sink)
+    }
+
     pub(super) fn open_server_stream(&mut self, id: CallId, s: ServerStream) {
         let (cap_id, def, method) = (s.cap_id, Arc::clone(&s.def), s.method.to_string());
         self.emit(|| {

@@ -252,6 +252,34 @@ fn an_abandoned_cap_call_counts_until_its_answer_comes() {
     });
 }
 
+/// A caller that sees its call fail because the connection shut down finds the connection
+/// closed: `is_closed()` is true by the time any outcome of the shutdown is handed over,
+/// also to a caller on another worker than the driver's (and new calls fail locally).
+#[test]
+fn a_call_failed_by_the_shutdown_finds_the_connection_closed() {
+    run_on_two_workers(async {
+        for round in 0..200 {
+            let (server, client) = pair();
+            serve_counter(&server).await;
+            let c = client.bootstrap(&counter_def()).await.unwrap();
+            let conn = client.clone();
+            let waiting = tokio::spawn(async move {
+                let e = c.call_value("wait", Value::Undefined).await.unwrap_err();
+                (e, conn.is_closed())
+            });
+            eventually(|| server.stats().active_calls == 1).await;
+            if round % 2 == 0 {
+                server.close();
+            } else {
+                client.close();
+            }
+            let (e, closed) = waiting.await.unwrap();
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            assert!(closed, "round {round}: failed with {e:?}, yet not closed");
+        }
+    });
+}
+
 #[test]
 fn handler_statuses_keep_code_message_details_and_retry() {
     run(async {

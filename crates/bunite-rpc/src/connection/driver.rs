@@ -409,6 +409,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Applies what the session decided.
     fn apply_outputs(&mut self) {
+        if self.session.is_closed() && !self.shared.is_closed() {
+            // Before any outcome of the shutdown is handed over: a caller whose call failed
+            // with it finds the connection closed, on whatever worker it runs.
+            self.shared.closed.store(true, Ordering::Release);
+        }
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Reply { to, outcome, caps } => {
@@ -468,9 +473,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// The session shut down: no more reads; deliver what is queued within the grace.
     fn closed(&mut self, how: Disconnect) {
         tracing::debug!(connection = self.shared.id, ?how, "connection closed");
-        self.shared
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.closed.store(true, Ordering::Release);
         for f in std::mem::take(&mut self.close_handlers) {
             run_close_handler(f);
         }

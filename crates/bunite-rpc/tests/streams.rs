@@ -483,8 +483,8 @@ fn in_flight_slots_all_come_back_whatever_callers_do() {
 
 /// A connection whose runtime shuts down while it is open lets go of what waits on it
 /// elsewhere: a stream consumed on another runtime gets the value already sent and then
-/// `closed` (it waited forever), a pending call fails `closed`, `closed()` returns, and no
-/// task of the connection is left.
+/// `closed` (it waited forever), a pending call fails `closed`, the close handlers run,
+/// `closed()` returns, and no task of the connection is left.
 #[test]
 fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
     let one_thread = || {
@@ -494,9 +494,16 @@ fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
             .unwrap()
     };
     let first = one_thread();
+    let handlers_run = Arc::new(AtomicU64::new(0));
     let (server, client, stream, call) = first.block_on(async {
         let (a, b) = bunite_rpc::transport::memory::pair();
         let (server, client) = (Connection::new(a), Connection::new(b));
+        for conn in [&server, &client] {
+            let run = Arc::clone(&handlers_run);
+            conn.on_close(move || {
+                run.fetch_add(1, Ordering::SeqCst);
+            });
+        }
         let def = CapDef::builder("test.stall")
             .method(MethodDef::stream("one_then_wait"))
             .build();
@@ -523,6 +530,11 @@ fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
         (server, client, stream, call)
     });
     drop(first);
+    assert_eq!(
+        handlers_run.load(Ordering::SeqCst),
+        2,
+        "each end's close handler, once"
+    );
     let second = one_thread();
     second.block_on(async move {
         let mut stream = stream;

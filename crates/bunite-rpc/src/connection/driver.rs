@@ -745,9 +745,10 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
     /// A driver dropped before it finished (its task panicked, or its runtime shut down
     /// with the connection open) still lets go of everything that waits on it: pending
     /// callers find their reply channels closed (`closed`), each client stream gets the
-    /// values and end already decided for it and then `closed`, new calls fail, and
-    /// `Connection::closed` returns. Atomics and the streams' own queues only, and nothing
-    /// that may run an application's code.
+    /// values and end already decided for it and then `closed`, new calls fail, its close
+    /// handlers run (once, each under a panic guard, as at any close: the one application
+    /// code run here) and `Connection::closed` returns. Otherwise atomics and the streams'
+    /// own queues only.
     fn drop(&mut self) {
         if self.shared.finished.is_cancelled() {
             return; // It finished: nothing waits.
@@ -762,6 +763,17 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
         }
         for sink in self.session.client_stream_sinks() {
             sink.end(Some(Error::closed()));
+        }
+        // A handler registered from now on runs at once (the connection is closed, or its
+        // command comes back unsent); one already queued is run here.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::OnClose(f) = command {
+                self.close_handlers.push(f);
+            }
+        }
+        for f in std::mem::take(&mut self.close_handlers) {
+            run_close_handler(f);
         }
         self.shared.finished.cancel();
     }

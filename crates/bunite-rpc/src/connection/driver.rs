@@ -743,8 +743,9 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
 impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
     /// A driver dropped before it finished (its task panicked, or its runtime shut down
-    /// with the connection open) still lets go of everything that waits on it: pending
-    /// callers find their reply channels closed (`closed`), each client stream gets the
+    /// with the connection open) still lets go of everything that waits on it: a caller
+    /// gets the outcome already decided for it, or finds its reply channel closed
+    /// (`closed`), each client stream gets the
     /// values and end already decided for it and then `closed`, new calls fail, its close
     /// handlers run (once, each under a panic guard, as at any close: the one application
     /// code run here) and `Connection::closed` returns. Otherwise atomics and the streams'
@@ -754,8 +755,10 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
             return; // It finished: nothing waits.
         }
         self.shared.closed.store(true, Ordering::Release);
+        // Outcomes already decided are handed over as decided.
         while let Some(output) = self.session.poll_output() {
             match output {
+                Output::Reply { to, outcome, .. } => drop(to.send(outcome)),
                 Output::StreamItem { to, item } => to.push(item),
                 Output::StreamEnd { to, error } => to.end(error),
                 _ => {}

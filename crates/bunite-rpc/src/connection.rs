@@ -337,12 +337,16 @@ impl Shared {
         Ok(())
     }
 
-    /// Gives back `n` reservations.
+    /// Gives back `n` reservations. Never below zero: a reservation given back twice (a
+    /// bug, caught by the assertion in tests) would otherwise wrap the count and fail
+    /// every later call.
     pub(crate) fn unreserve(&self, n: usize) {
-        if n > 0 {
-            let held = self.outbound.fetch_sub(n, Ordering::AcqRel);
-            debug_assert!(held >= n, "{n} reservations given back, {held} held");
-        }
+        let _ = self
+            .outbound
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                debug_assert!(held >= n, "{n} reservations given back, {held} held");
+                Some(held.saturating_sub(n))
+            });
     }
 
     /// Notifies observers of an event (PROTOCOL §15). A panicking observer is caught and

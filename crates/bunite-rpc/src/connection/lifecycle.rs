@@ -66,7 +66,8 @@ impl Connection {
     /// Waits until the connection has shut down, its last frames (such as a goaway) were
     /// delivered and the transport closed (or [`CLOSE_GRACE`](super::CLOSE_GRACE) passed on
     /// a transport that does not drain), and every task it started has ended (handlers,
-    /// policy checks, disposals).
+    /// policy checks, disposals). A connection whose runtime shut down while it was open
+    /// counts as shut down, without its last frames: its calls and streams fail `closed`.
     pub async fn closed(&self) {
         self.shared.finished.cancelled().await;
         loop {

@@ -123,14 +123,7 @@ fn call_frame(id: u64, target: u32, method: &str) -> Frame {
 #[test]
 fn the_client_in_flight_limit_fails_locally_and_sends_nothing() {
     run(async {
-        let limits = Limits {
-            max_in_flight: 2,
-            ..Limits::default()
-        };
-        let (server, client) =
-            pair_with(Connection::builder(), Connection::builder().limits(limits));
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, c) = counter_pair_limited(2).await;
         let (c1, c2) = (c.clone(), c.clone());
         let w1 = tokio::spawn(async move { c1.call_value("wait", Value::Undefined).await });
         let w2 = tokio::spawn(async move { c2.call_value("wait", Value::Undefined).await });
@@ -154,19 +147,12 @@ fn the_client_in_flight_limit_fails_locally_and_sends_nothing() {
 
 /// A call whose reply its caller has no longer counts against the in-flight limit: with a
 /// limit of one, each call of a sequential caller on another worker than the driver's gets
-/// through (the driver gives the reservation back before it hands over the reply, not at the
-/// end of its pass).
+/// through (the caller gives its slot back as it takes the reply; the driver used to give
+/// it back at the end of its pass, after the caller could have started the next call).
 #[test]
 fn a_replied_call_no_longer_counts_against_the_in_flight_limit() {
     run_on_two_workers(async {
-        let limits = Limits {
-            max_in_flight: 1,
-            ..Limits::default()
-        };
-        let (server, client) =
-            pair_with(Connection::builder(), Connection::builder().limits(limits));
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (_server, client, c) = counter_pair_limited(1).await;
         // On its own task, so the caller and the driver are apart.
         let calls = tokio::spawn(async move {
             for i in 0..3_000 {
@@ -188,14 +174,7 @@ fn a_replied_call_no_longer_counts_against_the_in_flight_limit() {
 #[test]
 fn an_abandoned_call_no_longer_counts_against_the_in_flight_limit() {
     run(async {
-        let limits = Limits {
-            max_in_flight: 1,
-            ..Limits::default()
-        };
-        let (server, client) =
-            pair_with(Connection::builder(), Connection::builder().limits(limits));
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, c) = counter_pair_limited(1).await;
         for _ in 0..3 {
             let wait = c.call_value("wait", Value::Undefined);
             let timed_out = tokio::time::timeout(Duration::from_millis(20), wait).await;
@@ -215,14 +194,7 @@ fn an_abandoned_call_no_longer_counts_against_the_in_flight_limit() {
 #[test]
 fn an_abandoned_cap_call_counts_until_its_answer_comes() {
     run_on_one_thread(async {
-        let limits = Limits {
-            max_in_flight: 1,
-            ..Limits::default()
-        };
-        let (server, client) =
-            pair_with(Connection::builder(), Connection::builder().limits(limits));
-        serve_counter(&server).await;
-        let c = client.bootstrap(&counter_def()).await.unwrap();
+        let (server, client, c) = counter_pair_limited(1).await;
         let caps_before = server.current_stats().await.live_caps;
         // Abandoned right after it was queued.
         let def = counter_def();
@@ -265,7 +237,9 @@ fn a_call_failed_by_the_shutdown_finds_the_connection_closed() {
             let conn = client.clone();
             let waiting = tokio::spawn(async move {
                 let e = c.call_value("wait", Value::Undefined).await.unwrap_err();
-                (e, conn.is_closed())
+                let closed = conn.is_closed();
+                let next = c.call_value("get", Value::Undefined).await.unwrap_err();
+                (e, closed, next)
             });
             eventually(|| server.stats().active_calls == 1).await;
             if round % 2 == 0 {
@@ -273,9 +247,10 @@ fn a_call_failed_by_the_shutdown_finds_the_connection_closed() {
             } else {
                 client.close();
             }
-            let (e, closed) = waiting.await.unwrap();
+            let (e, closed, next) = waiting.await.unwrap();
             assert_eq!(e.code(), Code::Unavailable, "{e:?}");
             assert!(closed, "round {round}: failed with {e:?}, yet not closed");
+            assert_eq!(next.local_kind(), Some(LocalError::Closed), "{next:?}");
         }
     });
 }

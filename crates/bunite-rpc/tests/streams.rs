@@ -356,12 +356,7 @@ fn active_streams_count_toward_the_in_flight_limit() {
 #[test]
 fn an_ended_stream_no_longer_counts_against_the_in_flight_limit() {
     run_on_two_workers(async {
-        let limits = bunite_rpc::Limits {
-            max_in_flight: 1,
-            ..Default::default()
-        };
-        let (server, client) =
-            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        let (server, client) = client_limited_pair(1);
         let (def, imp) = ticker(8, Arc::default());
         server.serve(def.clone(), imp).await.unwrap().detach();
         let c = client.bootstrap(&def).await.unwrap();
@@ -382,12 +377,7 @@ fn an_ended_stream_no_longer_counts_against_the_in_flight_limit() {
 #[test]
 fn a_dropped_stream_no_longer_counts_against_the_in_flight_limit() {
     run(async {
-        let limits = bunite_rpc::Limits {
-            max_in_flight: 1,
-            ..Default::default()
-        };
-        let (server, client) =
-            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        let (server, client) = client_limited_pair(1);
         let (def, imp) = ticker(8, Arc::default());
         server.serve(def.clone(), imp).await.unwrap().detach();
         let c = client.bootstrap(&def).await.unwrap();
@@ -415,12 +405,7 @@ fn a_dropped_stream_no_longer_counts_against_the_in_flight_limit() {
 fn in_flight_slots_all_come_back_whatever_callers_do() {
     run_on_two_workers(async {
         const LIMIT: usize = 6;
-        let limits = bunite_rpc::Limits {
-            max_in_flight: LIMIT,
-            ..Default::default()
-        };
-        let (server, client) =
-            pair_with(Connection::builder(), Connection::builder().limits(limits));
+        let (server, client) = client_limited_pair(LIMIT);
         serve_counter(&server).await;
         let (def, imp) = ticker(8, Arc::default());
         server.serve(def.clone(), imp).await.unwrap().detach();

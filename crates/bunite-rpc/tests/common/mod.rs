@@ -453,7 +453,28 @@ pub async fn serve_counter(conn: &Connection) {
 /// A [`pair`] whose first end serves `test.counter`, and the second end's client of it:
 /// (server, client connection, counter client).
 pub async fn counter_pair() -> (Connection, Connection, bunite_rpc::Client) {
-    let (server, client) = pair();
+    counter_pair_from(pair()).await
+}
+
+/// A [`counter_pair`] whose client end allows `max_in_flight` calls in flight.
+pub async fn counter_pair_limited(
+    max_in_flight: usize,
+) -> (Connection, Connection, bunite_rpc::Client) {
+    counter_pair_from(client_limited_pair(max_in_flight)).await
+}
+
+/// A [`pair`] whose second end (the client) allows `max_in_flight` calls in flight.
+pub fn client_limited_pair(max_in_flight: usize) -> (Connection, Connection) {
+    let limits = bunite_rpc::Limits {
+        max_in_flight,
+        ..Default::default()
+    };
+    pair_with(Connection::builder(), Connection::builder().limits(limits))
+}
+
+async fn counter_pair_from(
+    (server, client): (Connection, Connection),
+) -> (Connection, Connection, bunite_rpc::Client) {
     serve_counter(&server).await;
     let counter = client.bootstrap(&counter_def()).await.unwrap();
     (server, client, counter)

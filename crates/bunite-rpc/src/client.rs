@@ -853,4 +853,12 @@ impl Connection {
     pub fn client_for(&self, id: CapId) -> Client {
         Client::new(ClientRef::borrowed(Arc::clone(&self.shared), id), None)
     }
+
+    /// Whether this connection's task panicked (the tests' leak check asserts it never
+    /// does: the connection would close cleanly and hide it).
+    #[cfg(any(test, feature = "test-util"))]
+    #[doc(hidden)]
+    pub fn driver_panicked(&self) -> bool {
+        self.shared.driver_panicked()
+    }
 }

@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     /// including those still in the command queue.
     outbound: AtomicUsize,
     closed: AtomicBool,
+    /// Set if the driver's task panicked (a bug of ours; logged, and the connection closed).
+    driver_panicked: AtomicBool,
     /// Fired when the driver has finished: last frames delivered, transport closed.
     finished: CancellationToken,
     stats: Mutex<Stats>,
@@ -273,6 +275,7 @@ impl ConnectionBuilder {
             next_call_id: AtomicU64::new(1),
             outbound: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            driver_panicked: AtomicBool::new(false),
             finished: CancellationToken::new(),
             stats: Mutex::new(Stats::default()),
             peer_hello: Mutex::new(None),
@@ -314,6 +317,11 @@ impl Shared {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn driver_panicked(&self) -> bool {
+        self.driver_panicked.load(Ordering::Acquire)
     }
 
     /// A fresh call id (PROTOCOL §4: from 1 upward, never reused).

@@ -468,8 +468,9 @@ fn in_flight_slots_all_come_back_whatever_callers_do() {
 
 /// A connection whose runtime shuts down while it is open lets go of what waits on it
 /// elsewhere: a stream consumed on another runtime gets the value already sent and then
-/// `closed` (it waited forever), a pending call fails `closed`, the close handlers run,
-/// `closed()` returns, and no task of the connection is left.
+/// `closed` (it waited forever), and so does one whose open was still queued; a pending
+/// call fails `closed`, the close handlers run, `closed()` returns, and no task of the
+/// connection is left.
 #[test]
 fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
     let one_thread = || {
@@ -480,7 +481,7 @@ fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
     };
     let first = one_thread();
     let handlers_run = Arc::new(AtomicU64::new(0));
-    let (server, client, stream, call) = first.block_on(async {
+    let (server, client, stream, call, queued) = first.block_on(async {
         let (a, b) = bunite_rpc::transport::memory::pair();
         let (server, client) = (Connection::new(a), Connection::new(b));
         for conn in [&server, &client] {
@@ -506,13 +507,16 @@ fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
         let mut stream = stall.stream("one_then_wait", Value::Undefined);
         assert_eq!(stream.next().await.unwrap().unwrap(), Value::from(1i64));
         // A call that waits, queued here and awaited on the second runtime.
+        let stall_again = stall.clone();
         let mut call = Box::pin(async move {
             let _keep = stall;
             counter.call_value("wait", Value::Undefined).await
         });
         assert!(futures::poll!(call.as_mut()).is_pending());
         eventually(|| server.stats().active_calls == 1).await;
-        (server, client, stream, call)
+        // A stream opened last: its command is still queued when the runtime goes.
+        let queued = stall_again.stream("one_then_wait", Value::Undefined);
+        (server, client, stream, call, queued)
     });
     drop(first);
     assert_eq!(
@@ -533,6 +537,12 @@ fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
             .await
             .expect("the call still waits")
             .unwrap_err();
+        assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
+        let mut queued = queued;
+        let end = tokio::time::timeout(Duration::from_secs(5), queued.next())
+            .await
+            .expect("the stream whose open was still queued waits");
+        let e = end.expect("an error, not a clean end").unwrap_err();
         assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
         for conn in [&server, &client] {
             tokio::time::timeout(Duration::from_secs(5), conn.closed())

@@ -751,6 +751,13 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
     /// code run here) and `Connection::closed` returns. Otherwise atomics and the streams'
     /// own queues only.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.driver_panicked.store(true, Ordering::Release);
+            tracing::error!(
+                connection = self.shared.id,
+                "the connection's task panicked: the connection is closed"
+            );
+        }
         if self.shared.finished.is_cancelled() {
             return; // It finished: nothing waits.
         }
@@ -767,12 +774,16 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
         for sink in self.session.client_stream_sinks() {
             sink.end(Some(Error::closed()));
         }
-        // A handler registered from now on runs at once (the connection is closed, or its
-        // command comes back unsent); one already queued is run here.
+        // What is still queued: a stream opened before the close ends `closed` (a call's
+        // reply channel closes as its command is dropped), and a close handler runs here;
+        // one registered from now on runs at once (the connection is closed, or its
+        // command comes back unsent).
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
-            if let Command::OnClose(f) = command {
-                self.close_handlers.push(f);
+            match command {
+                Command::OnClose(f) => self.close_handlers.push(f),
+                Command::Stream { queue, .. } => queue.end(Some(Error::closed())),
+                _ => {}
             }
         }
         for f in std::mem::take(&mut self.close_handlers) {

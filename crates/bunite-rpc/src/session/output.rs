@@ -40,6 +40,7 @@ pub(crate) struct Invocation<I> {
 
 impl<I> Invocation<I> {
     /// The method's name, as declared (a `&str` with no UTF-8 check to make).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn method_name(&self) -> &str {
         self.def.method_name(self.method)
     }

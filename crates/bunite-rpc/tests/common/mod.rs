@@ -242,6 +242,8 @@ async fn finish() {
             stats.is_idle(),
             "connection #{i} leaked past its close: {stats:?}"
         );
+        // A panic in a connection's own task closes it cleanly, which would hide it.
+        assert!(!t.conn.driver_panicked(), "connection #{i}'s task panicked");
     }
     let metrics = tokio::runtime::Handle::current().metrics();
     // Longer than a closed socket's linger (`transport::LINGER`, 2 s), whose reader task

@@ -745,11 +745,10 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
     /// A driver dropped before it finished (its task panicked, or its runtime shut down
     /// with the connection open) still lets go of everything that waits on it: a caller
     /// gets the outcome already decided for it, or finds its reply channel closed
-    /// (`closed`), each client stream gets the
-    /// values and end already decided for it and then `closed`, new calls fail, its close
-    /// handlers run (once, each under a panic guard, as at any close: the one application
-    /// code run here) and `Connection::closed` returns. Otherwise atomics and the streams'
-    /// own queues only.
+    /// (`closed`); each client stream gets the values and end already decided for it and
+    /// then `closed`; new calls fail; its close handlers run (once, each under a panic
+    /// guard, as at any close: the one application code run here); and
+    /// `Connection::closed` returns. Otherwise atomics and the streams' own queues only.
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.shared.driver_panicked.store(true, Ordering::Release);

@@ -319,6 +319,11 @@ impl Shared {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// New calls fail locally from now on (the driver, as the session shuts down).
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn driver_panicked(&self) -> bool {
         self.driver_panicked.load(Ordering::Acquire)

@@ -350,16 +350,23 @@ fn active_streams_count_toward_the_in_flight_limit() {
     });
 }
 
+/// A [`client_limited_pair`] whose first end serves `ticker(8, ..)`, and the second end's
+/// client of it: (server, client connection, ticks client).
+async fn ticks_limited(max_in_flight: usize) -> (Connection, Connection, bunite_rpc::Client) {
+    let (server, client) = client_limited_pair(max_in_flight);
+    let (def, imp) = ticker(8, Arc::default());
+    server.serve(def.clone(), imp).await.unwrap().detach();
+    let ticks = client.bootstrap(&def).await.unwrap();
+    (server, client, ticks)
+}
+
 /// A stream whose end its consumer has seen no longer counts against the consumer's
 /// in-flight limit: with a limit of one, a consumer on another worker than the driver's
 /// opens one stream after another and each gets through.
 #[test]
 fn an_ended_stream_no_longer_counts_against_the_in_flight_limit() {
     run_on_two_workers(async {
-        let (server, client) = client_limited_pair(1);
-        let (def, imp) = ticker(8, Arc::default());
-        server.serve(def.clone(), imp).await.unwrap().detach();
-        let c = client.bootstrap(&def).await.unwrap();
+        let (_server, client, c) = ticks_limited(1).await;
         let streams = tokio::spawn(async move {
             for i in 0..2_000 {
                 let items = c.stream("ticks", n(2)).collect::<Vec<_>>().await;
@@ -377,10 +384,7 @@ fn an_ended_stream_no_longer_counts_against_the_in_flight_limit() {
 #[test]
 fn a_dropped_stream_no_longer_counts_against_the_in_flight_limit() {
     run(async {
-        let (server, client) = client_limited_pair(1);
-        let (def, imp) = ticker(8, Arc::default());
-        server.serve(def.clone(), imp).await.unwrap().detach();
-        let c = client.bootstrap(&def).await.unwrap();
+        let (server, client, c) = ticks_limited(1).await;
         for i in 0..3 {
             let mut forever = c.stream("forever", Value::Undefined);
             forever.next().await.unwrap().unwrap();
@@ -398,19 +402,16 @@ fn a_dropped_stream_no_longer_counts_against_the_in_flight_limit() {
 
 /// Every in-flight slot comes back, whatever callers on two workers do with their calls
 /// and streams: answered, timed out, dropped at once, consumed to the end, dropped midway
-/// or as their end arrives, all at a limit they keep hitting. Afterwards as many calls as the limit allows
-/// run at once (a slot kept by mistake would fail one of them; one given back twice trips
-/// a debug assertion), and the session holds nothing.
+/// or as their end arrives, all at a limit they keep hitting. Afterwards as many calls as
+/// the limit allows run at once (a slot kept by mistake would fail one of them; one given
+/// back twice trips a debug assertion), and the session holds nothing.
 #[test]
 fn in_flight_slots_all_come_back_whatever_callers_do() {
     run_on_two_workers(async {
         const LIMIT: usize = 6;
-        let (server, client) = client_limited_pair(LIMIT);
+        let (server, client, ticks) = ticks_limited(LIMIT).await;
         serve_counter(&server).await;
-        let (def, imp) = ticker(8, Arc::default());
-        server.serve(def.clone(), imp).await.unwrap().detach();
         let counter = client.bootstrap(&counter_def()).await.unwrap();
-        let ticks = client.bootstrap(&def).await.unwrap();
         let tasks: Vec<_> = (1..=12u64)
             .map(|seed| {
                 let (counter, ticks) = (counter.clone(), ticks.clone());

@@ -412,26 +412,15 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         if self.session.is_closed() && !self.shared.is_closed() {
             // Before any outcome of the shutdown is handed over: a caller whose call failed
             // with it finds the connection closed, on whatever worker it runs.
-            self.shared.closed.store(true, Ordering::Release);
+            self.shared.mark_closed();
         }
         while let Some(output) = self.session.poll_output() {
+            let Some(output) = self.hand_over(output) else {
+                continue;
+            };
             match output {
-                Output::Reply { to, outcome, caps } => {
-                    if let Err(Ok(payload)) = to.send(outcome) {
-                        // The caller is gone: release the caps nobody will hold.
-                        if caps {
-                            self.session.release_all(&payload);
-                        }
-                    }
-                }
-                Output::StreamItem { to, item } => to.push(item),
-                Output::StreamEnd { to, error } => {
-                    // Before the consumer can see the end and open another.
-                    if to.take_reservation() {
-                        self.shared.unreserve(1);
-                    }
-                    to.end(error);
-                }
+                // Handed over above.
+                Output::Reply { .. } | Output::StreamItem { .. } | Output::StreamEnd { .. } => {}
                 Output::Invoke(inv) => {
                     if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session) {
                         // Completed inline: let its after_reply registrations land first.
@@ -470,10 +459,35 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         );
     }
 
+    /// Hands a call's outcome, a stream's value or a stream's end to whoever waits for it;
+    /// any other output comes back.
+    fn hand_over(&mut self, output: Output<Rt>) -> Option<Output<Rt>> {
+        match output {
+            Output::Reply { to, outcome, caps } => {
+                if let Err(Ok(payload)) = to.send(outcome) {
+                    // The caller is gone: release the caps nobody will hold.
+                    if caps {
+                        self.session.release_all(&payload);
+                    }
+                }
+            }
+            Output::StreamItem { to, item } => to.push(item),
+            Output::StreamEnd { to, error } => {
+                // Before the consumer can see the end and open another.
+                if to.take_reservation() {
+                    self.shared.unreserve(1);
+                }
+                to.end(error);
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
     /// The session shut down: no more reads; deliver what is queued within the grace.
     fn closed(&mut self, how: Disconnect) {
         tracing::debug!(connection = self.shared.id, ?how, "connection closed");
-        self.shared.closed.store(true, Ordering::Release);
+        self.shared.mark_closed();
         for f in std::mem::take(&mut self.close_handlers) {
             run_close_handler(f);
         }
@@ -760,15 +774,10 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
         if self.shared.finished.is_cancelled() {
             return; // It finished: nothing waits.
         }
-        self.shared.closed.store(true, Ordering::Release);
-        // Outcomes already decided are handed over as decided.
+        self.shared.mark_closed();
+        // Outcomes already decided are handed over as decided; nothing else runs.
         while let Some(output) = self.session.poll_output() {
-            match output {
-                Output::Reply { to, outcome, .. } => drop(to.send(outcome)),
-                Output::StreamItem { to, item } => to.push(item),
-                Output::StreamEnd { to, error } => to.end(error),
-                _ => {}
-            }
+            self.hand_over(output);
         }
         for sink in self.session.client_stream_sinks() {
             sink.end(Some(Error::closed()));

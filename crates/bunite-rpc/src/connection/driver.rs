@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use bunite_wire::CallId;
+use bunite_wire::{CallId, Payload};
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use super::command::Command;
+use super::command::{Command, Reply};
 use super::room::Room;
 use super::runs::{Rt, Runs, SendGate};
 use super::{CloseHandler, Shared, TaskGuard};
+use crate::client_stream::StreamQueue;
 use crate::error::{Disconnect, Error};
 use crate::handler::CapImpl;
 use crate::session::{Outcome, Output, RunId, Session, TransportEnd};
@@ -415,12 +416,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             self.shared.mark_closed();
         }
         while let Some(output) = self.session.poll_output() {
-            let Some(output) = self.hand_over(output) else {
-                continue;
-            };
             match output {
-                // Handed over above.
-                Output::Reply { .. } | Output::StreamItem { .. } | Output::StreamEnd { .. } => {}
+                Output::Reply { to, outcome, caps } => self.reply(to, outcome, caps),
+                Output::StreamItem { to, item } => to.push(item),
+                Output::StreamEnd { to, error } => self.stream_end(&to, error),
                 Output::Invoke(inv) => {
                     if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session) {
                         // Completed inline: let its after_reply registrations land first.
@@ -459,29 +458,23 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         );
     }
 
-    /// Hands a call's outcome, a stream's value or a stream's end to whoever waits for it;
-    /// any other output comes back.
-    fn hand_over(&mut self, output: Output<Rt>) -> Option<Output<Rt>> {
-        match output {
-            Output::Reply { to, outcome, caps } => {
-                if let Err(Ok(payload)) = to.send(outcome) {
-                    // The caller is gone: release the caps nobody will hold.
-                    if caps {
-                        self.session.release_all(&payload);
-                    }
-                }
+    /// Hands a call's outcome to its caller.
+    fn reply(&mut self, to: Reply, outcome: Result<Payload, Error>, caps: bool) {
+        if let Err(Ok(payload)) = to.send(outcome) {
+            // The caller is gone: release the caps nobody will hold.
+            if caps {
+                self.session.release_all(&payload);
             }
-            Output::StreamItem { to, item } => to.push(item),
-            Output::StreamEnd { to, error } => {
-                // Before the consumer can see the end and open another.
-                if to.take_reservation() {
-                    self.shared.unreserve(1);
-                }
-                to.end(error);
-            }
-            other => return Some(other),
         }
-        None
+    }
+
+    /// Hands a stream's end to its consumer, its slot given back first (before the
+    /// consumer can see the end and open another).
+    fn stream_end(&self, to: &StreamQueue, error: Option<Error>) {
+        if to.take_reservation() {
+            self.shared.unreserve(1);
+        }
+        to.end(error);
     }
 
     /// The session shut down: no more reads; deliver what is queued within the grace.
@@ -777,7 +770,12 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
         self.shared.mark_closed();
         // Outcomes already decided are handed over as decided; nothing else runs.
         while let Some(output) = self.session.poll_output() {
-            self.hand_over(output);
+            match output {
+                Output::Reply { to, outcome, caps } => self.reply(to, outcome, caps),
+                Output::StreamItem { to, item } => to.push(item),
+                Output::StreamEnd { to, error } => self.stream_end(&to, error),
+                _ => {}
+            }
         }
         for sink in self.session.client_stream_sinks() {
             sink.end(Some(Error::closed()));

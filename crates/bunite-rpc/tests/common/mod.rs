@@ -15,7 +15,9 @@
 //!
 //! [`run`] builds a current-thread runtime with real time, [`run_paused`] one whose time is
 //! paused (it advances only when every task waits, so timeouts and deadlines are exact and
-//! instant). Connections are opened with [`pair`], [`pair_with`] or [`RawPeer::connect`],
+//! instant). With real time, a body still running after five minutes ([`BODY_BOUND`]) fails
+//! the test as hung, so a test that waits for something that never comes fails by its name
+//! instead of holding the whole `cargo test` run. Connections are opened with [`pair`], [`pair_with`] or [`RawPeer::connect`],
 //! over a socket transport with [`tracked`] or [`tracked_with`], or built by hand and handed
 //! to [`track`]; each registers the connection with the current run, and calling them
 //! outside a run panics, so no test can skip the checks. Tests of the transports alone (no
@@ -68,6 +70,13 @@ use bunite_rpc::{
 /// How long a connection may take to close once the test is over.
 const CLOSE_BOUND: Duration = Duration::from_secs(30);
 
+/// How long a test body with real time may run before the run fails it as hung, naming the
+/// test, instead of holding the whole test command (`cargo test` has no per-test limit).
+/// Far beyond any test's own waits. Runs with paused time have no such bound: their clock
+/// jumps to the next timer whenever every task waits, also while one waits on a socket, so
+/// a bound there could fire while the body still makes progress.
+const BODY_BOUND: Duration = Duration::from_secs(300);
+
 /// A connection registered with the current run.
 struct Tracked {
     conn: Connection,
@@ -95,7 +104,7 @@ pub fn run(body: impl Future<Output = ()>) {
         Ok("multi") => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(2).enable_all();
-            run_on(builder, false, body);
+            run_on(builder, Clock::Real(BODY_BOUND), body);
         }
         Ok("current") | Err(_) => run_on_one_thread(body),
         Ok(other) => panic!("BUNITE_TEST_RUNTIME={other}: expected multi or current"),
@@ -106,9 +115,15 @@ pub fn run(body: impl Future<Output = ()>) {
 /// test whose assertion is about what one thread does in turn (what a driver reads before
 /// it writes).
 pub fn run_on_one_thread(body: impl Future<Output = ()>) {
+    run_within(BODY_BOUND, body);
+}
+
+/// [`run_on_one_thread`] with `bound` instead of [`BODY_BOUND`] as the time the body may
+/// take: for the harness's own test of that bound.
+pub fn run_within(bound: Duration, body: impl Future<Output = ()>) {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all();
-    run_on(builder, false, body);
+    run_on(builder, Clock::Real(bound), body);
 }
 
 /// [`run`] always on a runtime of two workers, whatever `BUNITE_TEST_RUNTIME` says: for a
@@ -116,7 +131,7 @@ pub fn run_on_one_thread(body: impl Future<Output = ()>) {
 pub fn run_on_two_workers(body: impl Future<Output = ()>) {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(2).enable_all();
-    run_on(builder, false, body);
+    run_on(builder, Clock::Real(BODY_BOUND), body);
 }
 
 /// Heap blocks allocated while `work` runs, for a test binary whose global allocator is
@@ -133,12 +148,21 @@ pub async fn blocks_allocated_by(work: impl Future<Output = ()>) -> u64 {
 pub fn run_paused(body: impl Future<Output = ()>) {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().start_paused(true);
-    run_on(builder, true, body);
+    run_on(builder, Clock::Paused, body);
 }
 
-/// Runs `body` on the runtime `builder` makes (`paused`: whether it starts with paused
-/// time), then the checks of [`finish`].
-fn run_on(mut builder: tokio::runtime::Builder, paused: bool, body: impl Future<Output = ()>) {
+/// The clock of a run.
+enum Clock {
+    /// Real time; the body fails if it takes longer than this.
+    Real(Duration),
+    /// Paused time (the runtime must start paused); the body has no bound.
+    Paused,
+}
+
+/// Runs `body` on the runtime `builder` makes, with the time limit `clock` gives it, then
+/// the checks of [`finish`].
+fn run_on(mut builder: tokio::runtime::Builder, clock: Clock, body: impl Future<Output = ()>) {
+    let paused = matches!(clock, Clock::Paused);
     let registry = Registry::default();
     let workers = registry.clone();
     // A worker of a multi-thread runtime (a connection accepted in a spawned task) tracks
@@ -164,7 +188,17 @@ fn run_on(mut builder: tokio::runtime::Builder, paused: bool, body: impl Future<
     }
     let _reset = Reset;
     rt.block_on(async {
-        body.await;
+        match clock {
+            Clock::Real(bound) => {
+                if tokio::time::timeout(bound, body).await.is_err() {
+                    panic!(
+                        "the test body did not finish within {bound:?}: it waits for \
+                         something that never comes"
+                    );
+                }
+            }
+            Clock::Paused => body.await,
+        }
         finish().await;
     });
 }

@@ -17,11 +17,12 @@
 //! paused (it advances only when every task waits, so timeouts and deadlines are exact and
 //! instant). With real time, a body still running after five minutes ([`BODY_BOUND`]) fails
 //! the test as hung, so a test that waits for something that never comes fails by its name
-//! instead of holding the whole `cargo test` run. Connections are opened with [`pair`], [`pair_with`] or [`RawPeer::connect`],
-//! over a socket transport with [`tracked`] or [`tracked_with`], or built by hand and handed
-//! to [`track`]; each registers the connection with the current run, and calling them
-//! outside a run panics, so no test can skip the checks. Tests of the transports alone (no
-//! connection) run through [`run`] too, for its last check: no task left.
+//! instead of holding the whole `cargo test` run. Connections are opened with [`pair`],
+//! [`pair_with`] or [`RawPeer::connect`], over a socket transport with [`tracked`] or
+//! [`tracked_with`], or built by hand and handed to [`track`]; each registers the connection
+//! with the current run, and calling them outside a run panics, so no test can skip the
+//! checks. Tests of the transports alone (no connection) run through [`run`] too, for its
+//! last check: no task left.
 //!
 //! When the body returns (its locals, clients included, dropped), the run:
 //!

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 
 use bunite_wire::{CallId, Value};
@@ -73,17 +73,23 @@ impl StreamQueue {
     }
 
     fn update(&self, f: impl FnOnce(&mut QueueState)) {
-        let waker = match self.state.lock() {
-            Ok(mut s) => {
-                f(&mut s);
-                s.waker.take()
-            }
-            Err(_) => None,
+        let waker = {
+            let mut s = self.lock();
+            f(&mut s);
+            s.waker.take()
         };
         // Woken outside the lock.
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// The queue's state. Each change to it is one step that a panic cannot leave half
+    /// done (what can panic under the lock is the consumer's waker, foreign code, as it is
+    /// cloned or replaced), so a poisoned lock still holds a consistent state: it is used
+    /// as it is, and no value is dropped, nor an error taken for a clean end, because of it.
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -96,9 +102,7 @@ enum Next {
 
 impl StreamQueue {
     fn poll_take(&self, cx: &mut Context<'_>) -> Next {
-        let Ok(mut s) = self.state.lock() else {
-            return Next::End(None);
-        };
+        let mut s = self.lock();
         if let Some(item) = s.items.pop_front() {
             return Next::Item(item);
         }
@@ -277,6 +281,37 @@ impl<T: DeserializeOwned> Stream for TypedStream<T> {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::noop_waker_ref;
+
+    /// A panic under the queue's lock (poisoning it) loses nothing: a value pushed after it
+    /// still reaches the consumer, and the end that follows is the one pushed, not a clean
+    /// end made up for the poison.
+    #[test]
+    fn a_poisoned_queue_still_delivers_its_values_and_its_end() {
+        let queue = StreamQueue::new(true);
+        let poisoner = std::panic::catch_unwind(|| {
+            let _held = queue.state.lock();
+            panic!("a panic under the queue's lock");
+        });
+        assert!(poisoner.is_err() && queue.state.is_poisoned());
+        queue.push(Payload::from(Value::from(7u32)));
+        queue.end(Some(Error::closed()));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        match queue.poll_take(&mut cx) {
+            Next::Item(p) => assert_eq!(p.into_value().ok(), Some(Value::from(7u32))),
+            _ => panic!("the value pushed after the poison was lost"),
+        }
+        match queue.poll_take(&mut cx) {
+            Next::End(Some(e)) => assert_eq!(e.code(), Error::closed().code()),
+            Next::End(None) => panic!("a clean end instead of the error pushed"),
+            _ => panic!("no end after the value"),
         }
     }
 }

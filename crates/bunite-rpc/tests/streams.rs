@@ -467,6 +467,16 @@ fn in_flight_slots_all_come_back_whatever_callers_do() {
     });
 }
 
+/// Asserts that `stream`'s next item, within five seconds (`waits` says what hung
+/// otherwise), is an error of a closed connection.
+async fn ends_closed(stream: &mut bunite_rpc::ClientStream, waits: &str) {
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect(waits);
+    let e = end.expect("an error, not a clean end").unwrap_err();
+    assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
+}
+
 /// A connection whose runtime shuts down while it is open lets go of what waits on it
 /// elsewhere: a stream consumed on another runtime gets the value already sent and then
 /// `closed` (it waited forever), and so does one whose open was still queued; a pending
@@ -528,11 +538,7 @@ fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
     let second = one_thread();
     second.block_on(async move {
         let mut stream = stream;
-        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("the stream still waits");
-        let e = end.expect("an error, not a clean end").unwrap_err();
-        assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
+        ends_closed(&mut stream, "the stream still waits").await;
         assert!(stream.next().await.is_none());
         let e = tokio::time::timeout(Duration::from_secs(5), call)
             .await
@@ -540,11 +546,7 @@ fn a_connection_whose_runtime_shuts_down_ends_its_streams_and_calls() {
             .unwrap_err();
         assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
         let mut queued = queued;
-        let end = tokio::time::timeout(Duration::from_secs(5), queued.next())
-            .await
-            .expect("the stream whose open was still queued waits");
-        let e = end.expect("an error, not a clean end").unwrap_err();
-        assert_eq!(e.local_kind(), Some(LocalError::Closed), "{e:?}");
+        ends_closed(&mut queued, "the stream whose open was still queued waits").await;
         for conn in [&server, &client] {
             tokio::time::timeout(Duration::from_secs(5), conn.closed())
                 .await

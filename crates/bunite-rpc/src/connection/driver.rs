@@ -778,7 +778,7 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
             }
         }
         for sink in self.session.client_stream_sinks() {
-            sink.end(Some(Error::closed()));
+            self.stream_end(sink, Some(Error::closed()));
         }
         // What is still queued: a stream opened before the close ends `closed` (a call's
         // reply channel closes as its command is dropped), and a close handler runs here;
@@ -788,7 +788,7 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::OnClose(f) => self.close_handlers.push(f),
-                Command::Stream { queue, .. } => queue.end(Some(Error::closed())),
+                Command::Stream { queue, .. } => self.stream_end(&queue, Some(Error::closed())),
                 _ => {}
             }
         }

@@ -23,6 +23,7 @@ use std::time::Duration;
 /// | `bootstrap_timeout` | 30 s | a bootstrap that is not answered means a stuck peer |
 /// | `decode_budget_factor`, `decode_budget_base` | 3, 4 MiB | a message may take at most base + factor × its size once decoded (PROTOCOL §13.11) |
 /// | `max_hello_features`, `max_hello_text` | 64, 4 KiB | a `hello` is small; only what is used is kept |
+/// | `max_record_table_bytes` | 1 MiB | record definitions are kept for the connection's life; what they keep is bounded apart from any one message's budget |
 ///
 /// A server whose clients may sit on slow links gives them longer to take long answers,
 /// and bounds how long a stalled peer may hold its replies:
@@ -132,6 +133,14 @@ pub struct Limits {
     pub max_hello_features: usize,
     /// Longest `hello` string (`mode`, `origin`, each feature), in bytes. Default 4 KiB.
     pub max_hello_text: usize,
+    /// Most memory the peer's record definitions may keep in this end's decoder (PROTOCOL
+    /// §3.3: a definition stays in its slot, for the connection's life, until another
+    /// overwrites it). Default 1 MiB: the shapes of frames and structs take a few KiB, and
+    /// a JavaScript object used as a dictionary (or a string-keyed map) of about 17,000
+    /// entries with 20-byte keys fits. A definition that would take the table past it is a
+    /// protocol error (goaway `invalid_argument`), as a message over its decode budget is.
+    /// See "The record table" in `bunite_wire::limits`.
+    pub max_record_table_bytes: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +161,7 @@ impl Default for Limits {
             decode_budget_base: bunite_wire::DecodeLimits::DEFAULT_DECODE_BUDGET_BASE,
             max_hello_features: bunite_wire::DecodeLimits::DEFAULT_MAX_HELLO_FEATURES,
             max_hello_text: bunite_wire::DecodeLimits::DEFAULT_MAX_HELLO_TEXT,
+            max_record_table_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_RECORD_TABLE_BYTES,
         }
     }
 }
@@ -165,6 +175,7 @@ impl Limits {
             decode_budget_base: self.decode_budget_base,
             max_hello_features: self.max_hello_features,
             max_hello_text: self.max_hello_text,
+            max_record_table_bytes: self.max_record_table_bytes,
         }
     }
 }

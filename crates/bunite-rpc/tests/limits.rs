@@ -261,3 +261,49 @@ async fn recv(source: &mut impl MessageSource) -> Bytes {
     let msg = poll_fn(|cx| source.poll_recv(cx)).await.expect("recv");
     msg.expect("the connection closed its transport")
 }
+
+/// Record definitions stay in the decoder's slots for the connection's life (PROTOCOL §3.3):
+/// a peer that keeps defining wide records, each in a message well within its budget and
+/// each to a cap that does not exist, fills the table to `max_record_table_bytes` and then
+/// gets a goaway instead of making the connection keep more.
+#[test]
+fn wide_record_definitions_past_the_table_limit_get_a_goaway() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        // 1,000 keys of 100 bytes: about 260 KB kept per definition, each shape new.
+        let wide = |n: u64| -> Value {
+            (0..1_000)
+                .map(|k| (format!("{n:02}{k:0>98}"), Value::Null))
+                .collect::<Record>()
+                .into()
+        };
+        let mut answered = 0;
+        let goaway = loop {
+            assert!(answered < 10, "ten wide definitions answered");
+            raw.send(call_frame(CapId(77), answered + 1, "m", wide(answered)))
+                .await;
+            match raw.recv().await {
+                Frame::Result(r) => {
+                    let error = r.outcome.expect_err("no cap 77");
+                    assert_eq!(error.code, "not_found", "{error:?}");
+                    answered += 1;
+                }
+                Frame::Goaway(g) => break g,
+                other => panic!("expected a result or goaway, got {other:?}"),
+            }
+        };
+        assert!((2..10).contains(&answered), "{answered} answered first");
+        let error = goaway.error.expect("goaway error");
+        assert_eq!(error.code, "invalid_argument", "{error:?}");
+        let message = error.message.unwrap_or_default();
+        assert!(
+            message.contains("more than the record table's limit of 1048576 bytes"),
+            "{message}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("the connection ends");
+        let stats = conn.stats();
+        assert_eq!(stats.tasks, 0, "{stats:?}");
+    });
+}

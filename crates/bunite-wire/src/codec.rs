@@ -77,6 +77,18 @@ pub enum DecodeError {
     /// A timestamp of an unknown length or with nanoseconds out of range.
     #[error("malformed timestamp")]
     BadTimestamp,
+    /// A record definition would take the record table, which keeps definitions for the
+    /// connection's life, past [`DecodeLimits::max_record_table_bytes`].
+    #[error(
+        "record definitions would keep {needed} bytes, more than the record table's \
+         limit of {max} bytes (max_record_table_bytes)"
+    )]
+    RecordTableFull {
+        /// What the table would take with the definition.
+        needed: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// An encoded value would be larger than the allowed maximum.
@@ -334,6 +346,7 @@ impl Decoder {
             slots: &mut self.slots,
             meter: Meter::new(self.limits.decode_budget(bytes.len())),
             max_depth: self.limits.max_depth,
+            max_table: self.limits.max_record_table_bytes,
         };
         let v = decode::value(&mut cx, 0)?;
         if cx.cur.at_end() {

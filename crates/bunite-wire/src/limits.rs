@@ -8,6 +8,7 @@
 //! | `decode_budget_base` | 4 MiB | small messages are never refused |
 //! | `max_hello_features` | 64 | a `hello` is kept for the connection's life |
 //! | `max_hello_text` | 4 KiB | the same, for each of its strings |
+//! | `max_record_table_bytes` | 1 MiB | record definitions are kept for the connection's life (PROTOCOL §3.3) |
 //!
 //! # The decode budget (PROTOCOL §13.11)
 //!
@@ -48,6 +49,30 @@
 //! `Value`s. A peer that must exchange such messages raises `decode_budget_factor` (and
 //! accepts the larger peak), or sends bulk numbers as binary or typed arrays, which cost one
 //! byte per byte.
+//!
+//! # The record table
+//!
+//! A record definition (PROTOCOL §3.3) is kept in its slot until another overwrites it, for
+//! the connection's life, so the decode budget, which bounds one message, does not bound
+//! it: one message of 50 MiB within its budget could define a record of 200,000 long keys,
+//! which the table kept at twice its size, and 62 such messages, each to a cap that does not
+//! exist, left a server holding 7 GB for one idle connection. So the table has a bound of
+//! its own, `max_record_table_bytes`: what its slots keep together, counted as the decode
+//! budget counts a definition (the keys' bytes, per key an offset of 8 bytes and a text of
+//! 24, a copy of each key longer than 22 bytes, allocator overhead). A definition that
+//! would take the table past it is [`crate::DecodeError::RecordTableFull`], a protocol error
+//! (goaway), whether or not the message is within its budget.
+//!
+//! **How the default was chosen.** A peer's encoder keeps at most 32 shapes (the reference's
+//! ring, §3.3), and the shapes of frames and of structs have a few short keys each: a
+//! table of 32 shapes of 20 keys of 16 bytes keeps about 40 KiB. A record is also how a
+//! JavaScript object used as a dictionary travels, one key per entry: 1 MiB keeps such an
+//! object of about 17,000 entries with 20-byte keys (and whatever the other slots hold).
+//! Across a listener, the default bounds what definitions keep to 1 MiB times its
+//! connections (4 GiB at the default of 4,096 connections, against the 7 GB one connection
+//! could hold before). A peer that sends larger dictionaries raises it, or sends them as
+//! arrays of pairs or as a `Map`, which the codec writes as a msgpack map and keeps
+//! nothing of.
 
 /// Decode-side bounds. Every value here protects the receiver from a hostile peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +95,12 @@ pub struct DecodeLimits {
     /// Longest `hello` string (`mode`, `origin`, each feature), in bytes. Default 4 KiB;
     /// longer is a protocol error.
     pub max_hello_text: usize,
+    /// Most memory the decoder's record table may keep: what the definitions of its 64
+    /// slots take together (their keys, and per key about 40 bytes of offsets and shared
+    /// texts; see "The record table" in the module docs). Default 1 MiB; a definition that
+    /// would take the table past it is a protocol error
+    /// ([`DecodeError::RecordTableFull`](crate::DecodeError::RecordTableFull)).
+    pub max_record_table_bytes: usize,
 }
 
 impl DecodeLimits {
@@ -85,6 +116,8 @@ impl DecodeLimits {
     pub const DEFAULT_MAX_HELLO_FEATURES: usize = 64;
     /// Default longest `hello` string: 4 KiB.
     pub const DEFAULT_MAX_HELLO_TEXT: usize = 4096;
+    /// Default most memory the record table keeps: 1 MiB.
+    pub const DEFAULT_MAX_RECORD_TABLE_BYTES: usize = 1024 * 1024;
 
     /// The memory a message of `wire_len` bytes may take once decoded:
     /// `decode_budget_base + decode_budget_factor × wire_len` (saturating).
@@ -104,6 +137,7 @@ impl Default for DecodeLimits {
             decode_budget_base: Self::DEFAULT_DECODE_BUDGET_BASE,
             max_hello_features: Self::DEFAULT_MAX_HELLO_FEATURES,
             max_hello_text: Self::DEFAULT_MAX_HELLO_TEXT,
+            max_record_table_bytes: Self::DEFAULT_MAX_RECORD_TABLE_BYTES,
         }
     }
 }

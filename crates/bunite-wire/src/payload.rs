@@ -138,6 +138,7 @@ impl Payload {
                     slots: &mut slots,
                     meter: Meter::new(w.budget),
                     max_depth: w.max_depth,
+                    max_table: usize::MAX,
                 };
                 crate::serde_impl::raw_de::from_ctx(cx, w.depth)
             }
@@ -187,6 +188,7 @@ impl Wire {
             slots: &mut slots,
             meter: Meter::new(limit),
             max_depth: self.max_depth,
+            max_table: usize::MAX,
         };
         let out = read(&mut cx, self.depth)?;
         if cx.cur.at_end() {

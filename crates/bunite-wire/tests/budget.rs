@@ -217,3 +217,80 @@ fn a_hello_is_bounded() {
     assert!(r.is_err());
     assert!(peak < 1024, "{peak} bytes at the peak");
 }
+
+/// A `call` whose args are one record defined in `slot` with `keys` distinct keys of `len`
+/// bytes each (`str8`), every value `nil`.
+fn wide_record(slot: u8, keys: usize, len: usize) -> Vec<u8> {
+    let mut args = vec![0xd4, 0x72, slot];
+    args.extend(array_of(keys));
+    for k in 0..keys {
+        args.extend([0xd9, u8::try_from(len).expect("str8")]);
+        args.extend(format!("{slot:02x}{k:0>width$}", width = len - 2).bytes());
+    }
+    args.resize(args.len() + keys, 0xc0);
+    call_with_args(&args)
+}
+
+/// Record definitions stay in their slots across messages (PROTOCOL §3.3), so what they
+/// keep is bounded apart from each message's budget: before, 62 messages of 51.6 MB, each
+/// within its budget, made one decoder keep 111.8 MB apiece (6.9 GB).
+#[test]
+fn the_record_table_keeps_at_most_its_limit_across_messages() {
+    let _turn = serial();
+    let limits = DecodeLimits::default();
+    let max = limits.max_record_table_bytes;
+    assert_eq!(max, MIB);
+    let mut dec = Decoder::new(limits.clone());
+    let base = ALLOC.current_usage();
+
+    // 1,000 keys of 100 bytes: about 260 KB kept each (the keys, their offsets and texts,
+    // and a shared copy of each long key), well within one message's budget.
+    let mut accepted = 0;
+    let refused = loop {
+        let slot = 0x42 + accepted;
+        let msg = Bytes::from(wide_record(slot, 1_000, 100));
+        match dec.decode_frame_lazy(&msg) {
+            Ok(frame) => drop(frame),
+            Err(e) => break e,
+        }
+        accepted += 1;
+        let kept = ALLOC.current_usage().saturating_sub(base);
+        assert!(
+            kept <= max,
+            "{kept} bytes kept after {accepted} definitions"
+        );
+        assert!(accepted < 10, "ten wide definitions accepted");
+    };
+    // Each keeps at least its 100,000 bytes of keys, so at most ten fit in 1 MiB; a table
+    // allowed to grow would have taken all ten of the loop.
+    assert!((2..=10).contains(&accepted), "{accepted} accepted");
+    match refused {
+        FrameDecodeError::Decode(DecodeError::RecordTableFull { needed, max: m }) => {
+            assert_eq!(m, max);
+            assert!(needed > max, "{needed}");
+        }
+        other => panic!("expected RecordTableFull, got {other:?}"),
+    }
+    assert!(
+        refused.to_string().contains("max_record_table_bytes"),
+        "{refused}"
+    );
+
+    // Redefining a slot gives back what its old shape kept: the same wide shape sent again
+    // and again into one slot never fills the table.
+    let mut dec = Decoder::new(limits.clone());
+    for _ in 0..20 {
+        let msg = Bytes::from(wide_record(0x42, 1_000, 100));
+        dec.decode_frame_lazy(&msg)
+            .expect("one wide slot, redefined");
+    }
+
+    // The eager route holds the same bound.
+    let mut dec = Decoder::new(limits);
+    let mut eager = Vec::new();
+    for slot in 0x42..0x50 {
+        eager.push(dec.decode(&wide_record(slot, 1_000, 100)).map(drop));
+    }
+    assert_eq!(eager.iter().filter(|r| r.is_ok()).count(), 3, "{eager:?}");
+    assert!(matches!(eager[3], Err(DecodeError::RecordTableFull { .. })));
+}

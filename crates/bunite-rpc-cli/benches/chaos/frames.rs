@@ -1,5 +1,6 @@
-//! Scenario 5: maximal `call` frames (64 MiB of `nil`s, of small 15-key records), from one
-//! client at a time, then from eight at once, with a side client calling throughout.
+//! Scenario 5: record definitions that the server would keep for the connection's life; then
+//! maximal `call` frames (64 MiB of `nil`s, of small 15-key records), from one client at a
+//! time, then from eight at once, with a side client calling throughout.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::peers::{
-    decoder, goaway_of, hello, message_header, ms, nils, records, Kind, SideClient,
+    decoder, goaway_of, hello, message_header, ms, nils, records, wide_record, Kind, SideClient,
 };
 use crate::peers::{Latency, MAX_BYTES};
 use crate::server::Server;
@@ -86,6 +87,7 @@ pub async fn run(
     plan: &Plan,
     baseline: u64,
 ) -> Result<()> {
+    wide_definitions(server, report).await?;
     let nil_frame = Bytes::from(nils(MAX_BYTES));
     let record_frame = Bytes::from(records(MAX_BYTES));
     eprintln!(
@@ -196,4 +198,71 @@ async fn fifteen_after(
         ),
         Some(rss <= baseline + (64 << 20)),
     );
+}
+
+/// Wide record definitions, one per slot: 62 messages of 2 MB, each well within its decode
+/// budget, each defining a record of 8,000 keys of 255 bytes in a slot of its own, to a cap
+/// that does not exist. The server keeps every definition for the connection's life unless
+/// its record table is bounded (`Limits::max_record_table_bytes`): before it was, the
+/// connection held about 4.4 MB a message (273 MB for the 62) for as long as it stayed open.
+async fn wide_definitions(server: &mut Server, report: &mut Report) -> Result<()> {
+    const KEYS: usize = 8_000;
+    eprintln!("== wide record definitions: 62 of {KEYS} keys of 255 bytes, one per slot");
+    let rss0 = server.rss();
+    server.reset_peak();
+    let mut s = TcpStream::connect(server.tcp_addr).await?;
+    let hello = hello();
+    s.write_all(&message_header(Kind::Tcp, hello.len())).await?;
+    s.write_all(&hello).await?;
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0;
+        for slot in 0x42..=0x7f_u8 {
+            let frame = wide_record(slot, KEYS, 255);
+            let header = message_header(Kind::Tcp, frame.len());
+            if wr.write_all(&header).await.is_err() || wr.write_all(&frame).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        (sent, wr) // The write half stays open: the connection lives on unless closed.
+    });
+    let mut decoder = decoder();
+    let mut answers = 0_usize;
+    let mut goaway = None;
+    // The server's hello, then a result per call, until a goaway or 5 s of silence.
+    while let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(5), rd.read_u32()).await {
+        let len = len as usize;
+        if len > MAX_BYTES {
+            bail!("a {len}-byte message from the server");
+        }
+        let mut msg = vec![0; len];
+        rd.read_exact(&mut msg).await?;
+        if let Some(code) = goaway_of(&mut decoder, &msg) {
+            goaway = Some(code);
+            break;
+        }
+        answers += 1;
+    }
+    let (sent, wr) = writer.await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = server.rss().saturating_sub(rss0);
+    let peak = server.peak();
+    drop((rd, wr));
+    report.row(
+        "62 wide record definitions, one per slot (2 MB messages, TCP)",
+        "goaway; RSS held while the connection is open ≤ 16 MiB",
+        format!(
+            "{sent} sent, {} answered, {}; RSS held {} (peak {})",
+            answers.saturating_sub(1),
+            match &goaway {
+                Some(code) => format!("goaway {code}"),
+                None => "no goaway".to_owned(),
+            },
+            mib(held),
+            mib(peak)
+        ),
+        Some(goaway.is_some() && held <= 16 << 20),
+    );
+    Ok(())
 }

@@ -237,6 +237,20 @@ pub fn nils(size: usize) -> Vec<u8> {
     call_with_args(&args)
 }
 
+/// A `call` whose args are one record defined in `slot` with `keys` distinct keys of `len`
+/// bytes each, every value `nil`: a definition the server keeps in that slot for the
+/// connection's life (PROTOCOL §3.3).
+pub fn wide_record(slot: u8, keys: usize, len: u8) -> Vec<u8> {
+    let mut args = vec![0xd4, 0x72, slot];
+    args.extend(array_of(keys));
+    for k in 0..keys {
+        args.extend([0xd9, len]);
+        args.extend(format!("{slot:02x}{k:0>width$}", width = usize::from(len) - 2).bytes());
+    }
+    args.resize(args.len() + keys, 0xc0);
+    call_with_args(&args)
+}
+
 /// A `call` of at most `size` bytes whose args are an array of 15-key records of small
 /// ints: one definition, then one-byte references (16 bytes a record).
 pub fn records(size: usize) -> Vec<u8> {

@@ -378,6 +378,9 @@ pub(crate) struct Ctx<'a, 's> {
     pub(crate) slots: &'s mut Arc<SlotTable>,
     pub(crate) meter: Meter,
     pub(crate) max_depth: usize,
+    /// [`DecodeLimits::max_record_table_bytes`](crate::DecodeLimits): what the slot table
+    /// may keep (`usize::MAX` when a payload reads again what its frame's check admitted).
+    pub(crate) max_table: usize,
 }
 
 impl<'a> Ctx<'a, '_> {
@@ -395,7 +398,15 @@ impl<'a> Ctx<'a, '_> {
     /// The table is copied first if a payload still holds a snapshot of it.
     pub(crate) fn define(&mut self, id: u8) -> Res<Arc<SlotKeys>> {
         let keys = self.cur.record_keys(&mut self.meter)?;
-        self.meter.charge(SlotKeys::cost(&keys))?;
+        let cost = SlotKeys::cost(&keys);
+        self.meter.charge(cost)?;
+        let needed = self.slots.kept_with(id, cost);
+        if needed > self.max_table {
+            return Err(RecordTableFull {
+                needed,
+                max: self.max_table,
+            });
+        }
         let shape = Arc::new(SlotKeys::new(&keys));
         if Arc::get_mut(self.slots).is_none() {
             self.meter.charge(budget::TABLE_COPY)?;

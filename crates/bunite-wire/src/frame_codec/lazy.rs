@@ -101,6 +101,7 @@ impl<'a, 's> Reader<'a, 's> {
                 slots,
                 meter: Meter::new(limits.decode_budget(msg.len())),
                 max_depth: limits.max_depth,
+                max_table: limits.max_record_table_bytes,
             },
             msg,
             bounds: HelloBounds::of(limits),

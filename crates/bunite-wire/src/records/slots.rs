@@ -44,6 +44,8 @@ pub(crate) struct SlotKeys {
     /// End offset and name of each key.
     ends: Box<[KeyEnd]>,
     texts: Box<[Text]>,
+    /// What it takes: [`SlotKeys::cost`] of its keys.
+    cost: usize,
 }
 
 impl SlotKeys {
@@ -63,6 +65,7 @@ impl SlotKeys {
             joined: joined.into_boxed_str(),
             ends,
             texts,
+            cost: SlotKeys::cost(keys),
         }
     }
 
@@ -82,6 +85,11 @@ impl SlotKeys {
             .saturating_add(heap(n.saturating_mul(std::mem::size_of::<Text>())))
             .saturating_add(long)
             .saturating_add(heap(std::mem::size_of::<SlotKeys>() + 16))
+    }
+
+    /// Bytes it takes, as [`SlotKeys::cost`] counts them.
+    pub(crate) fn kept(&self) -> usize {
+        self.cost
     }
 
     /// Number of keys.
@@ -129,12 +137,15 @@ impl SlotKeys {
 #[derive(Debug, Clone)]
 pub(crate) struct SlotTable {
     slots: [Option<Arc<SlotKeys>>; SLOTS],
+    /// What the defined slots take together ([`SlotKeys::kept`]).
+    kept: usize,
 }
 
 impl Default for SlotTable {
     fn default() -> Self {
         SlotTable {
             slots: std::array::from_fn(|_| None),
+            kept: 0,
         }
     }
 }
@@ -142,9 +153,28 @@ impl Default for SlotTable {
 impl SlotTable {
     /// Defines (or redefines) the slot of `id`.
     pub(crate) fn define(&mut self, id: u8, shape: Arc<SlotKeys>) {
+        let added = shape.kept();
         if let Some(slot) = self.slots.get_mut(usize::from(id) % SLOTS) {
+            let gone = slot.as_ref().map_or(0, |s| s.kept());
             *slot = Some(shape);
+            self.kept = self.kept.saturating_sub(gone).saturating_add(added);
         }
+    }
+
+    /// What the table would take with the slot of `id` defined by a shape taking `cost`.
+    pub(crate) fn kept_with(&self, id: u8, cost: usize) -> usize {
+        let gone = self
+            .slots
+            .get(usize::from(id) % SLOTS)
+            .and_then(|s| s.as_ref())
+            .map_or(0, |s| s.kept());
+        self.kept.saturating_sub(gone).saturating_add(cost)
+    }
+
+    /// What the defined slots take together.
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> usize {
+        self.kept
     }
 
     /// The shape of the slot of `id`, if it was ever defined.
@@ -166,6 +196,25 @@ mod tests {
         assert_eq!(slots.get(0x3f).map(|s| s.key(0)), Some("a"));
         slots.define(0x7f, Arc::new(SlotKeys::new(&[])));
         assert_eq!(slots.get(0x7f).map(|k| k.len()), Some(0));
+    }
+
+    #[test]
+    fn the_table_counts_what_its_slots_keep_and_gives_back_what_is_overwritten() {
+        let mut slots = SlotTable::default();
+        let wide: Vec<String> = (0..100)
+            .map(|i| format!("a key of thirty bytes, no {i:03}"))
+            .collect();
+        let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+        let (small, large) = (SlotKeys::cost(&["a", "b"]), SlotKeys::cost(&wide));
+        assert!(large > 100 * 30 && small < large);
+        assert_eq!(slots.kept_with(0x40, large), large);
+        slots.define(0x40, Arc::new(SlotKeys::new(&wide)));
+        slots.define(0x41, Arc::new(SlotKeys::new(&["a", "b"])));
+        assert_eq!(slots.kept(), large + small);
+        // Redefining 0x40 (the same slot as 0x00) would give its wide shape back.
+        assert_eq!(slots.kept_with(0x00, small), 2 * small);
+        slots.define(0x40, Arc::new(SlotKeys::new(&["a", "b"])));
+        assert_eq!(slots.kept(), 2 * small);
     }
 
     #[test]

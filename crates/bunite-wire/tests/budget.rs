@@ -294,3 +294,30 @@ fn the_record_table_keeps_at_most_its_limit_across_messages() {
     assert_eq!(eager.iter().filter(|r| r.is_ok()).count(), 3, "{eager:?}");
     assert!(matches!(eager[3], Err(DecodeError::RecordTableFull { .. })));
 }
+
+/// The encoder remembers the shapes it defines (PROTOCOL §3.3), but not one whose keys take
+/// more than 64 KiB (a record used as a dictionary): a connection that sends such records,
+/// say a handler echoing what a peer sent, keeps no copies of their keys.
+#[test]
+fn the_encoder_keeps_no_copy_of_a_dictionary_sized_shape() {
+    let _turn = serial();
+    let mut enc = bunite_wire::Encoder::new();
+    let wide = |n: usize| -> bunite_wire::Value {
+        (0..1_000)
+            .map(|k| (format!("{n:02}{k:0>98}"), bunite_wire::Value::Null))
+            .collect::<bunite_wire::Record>()
+            .into()
+    };
+    // Warm up: the encoder's own tables for small shapes.
+    drop(enc.encode_to_vec(&wide(99)));
+    let base = ALLOC.current_usage();
+    for n in 0..32 {
+        let value = wide(n);
+        let bytes = enc.encode_to_vec(&value);
+        assert_eq!(bytes[..3], [0xd4, 0x72, 0x40 + ((n as u8 + 1) % 32)]);
+        drop((value, bytes));
+    }
+    // Each of those shapes is 100,000 bytes of keys: kept, the 32 would take 3.2 MB.
+    let kept = ALLOC.current_usage().saturating_sub(base);
+    assert!(kept < 64 * 1024, "{kept} bytes kept by the encoder");
+}

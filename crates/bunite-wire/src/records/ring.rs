@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::{FIRST_ID, RING};
+use super::{FIRST_ID, FORGET_OVER, RING};
 use crate::frame_codec::STATIC_SHAPES;
 
 /// How the encoder must write a record's header.
@@ -59,6 +59,9 @@ enum Held {
     Owned(Box<[Box<[u8]>]>),
     Statics(Arc<[&'static str]>),
     Static(&'static StaticShape),
+    /// A shape whose keys took more than [`FORGET_OVER`] bytes: its id was handed out, but
+    /// nothing is kept and nothing matches it.
+    Forgotten,
 }
 
 impl Held {
@@ -73,6 +76,9 @@ impl Held {
             .collect();
         match statics {
             Some(statics) => Held::Statics(statics),
+            None if keys.clone().map(|k| k.bytes().len()).sum::<usize>() > FORGET_OVER => {
+                Held::Forgotten
+            }
             None => Held::Owned(keys.map(|k| Box::from(k.bytes())).collect()),
         }
     }
@@ -100,6 +106,7 @@ impl Held {
                         .zip(keys)
                         .all(|(a, b)| same_key(a.as_bytes(), b.bytes()))
             }
+            Held::Forgotten => false,
         }
     }
 }
@@ -361,6 +368,27 @@ mod tests {
         // Same bytes, different split: a different shape.
         assert_eq!(resolve(&mut ring, &["ab"]), Shape::Defined(0x43));
         assert_eq!(resolve(&mut ring, &["b", "a"]), Shape::Defined(0x44));
+    }
+
+    #[test]
+    fn a_shape_of_more_than_64_kib_of_keys_is_defined_each_time_and_kept_nowhere() {
+        let mut ring = ShapeRing::default();
+        let wide: Vec<String> = (0..300).map(|i| format!("{i:0>250}")).collect();
+        let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+        assert!(wide.iter().map(|k| k.len()).sum::<usize>() > FORGET_OVER);
+        assert_eq!(resolve(&mut ring, &["a"]), Shape::Defined(0x40));
+        assert_eq!(resolve(&mut ring, &wide), Shape::Defined(0x41));
+        assert!(matches!(ring.held[1], Some(Held::Forgotten)));
+        // Defined again with the next id, where msgpackr would refer to 0x41; the shapes
+        // around it are remembered as before.
+        assert_eq!(resolve(&mut ring, &wide), Shape::Defined(0x42));
+        assert_eq!(resolve(&mut ring, &["a"]), Shape::Known(0x40));
+        // Just under the bound, the shape is remembered.
+        let under: Vec<String> = (0..256).map(|i| format!("{i:0>256}")).collect();
+        let under: Vec<&str> = under.iter().map(String::as_str).collect();
+        assert_eq!(under.iter().map(|k| k.len()).sum::<usize>(), FORGET_OVER);
+        assert_eq!(resolve(&mut ring, &under), Shape::Defined(0x43));
+        assert_eq!(resolve(&mut ring, &under), Shape::Known(0x43));
     }
 
     #[test]

@@ -260,20 +260,59 @@ fn self_signed(dir: &std::path::Path, names: Vec<String>) -> anyhow::Result<()> 
 }
 
 fn info() {
-    let limits = bunite_rpc::Limits::default();
     println!(
         "bunite wire protocol version {}",
         bunite_rpc::wire::PROTOCOL_VERSION
     );
-    println!("default maxBytes {}", limits.max_bytes);
-    println!("default cap limit {}", limits.max_caps);
-    println!("default in-flight limit {}", limits.max_in_flight);
-    let send_deadline = match limits.send_deadline {
-        Some(d) => format!("{:?} + 1 s per {} bytes taken", d.grace, d.min_rate),
-        None => "none".to_owned(),
-    };
-    println!("default send deadline {send_deadline} (while a send budget pays)");
+    for line in describe_limits() {
+        println!("default {line}");
+    }
     for line in listener_args::describe_defaults() {
         println!("default {line}");
     }
+}
+
+/// Every field of the library's default [`bunite_rpc::Limits`], one line each, for
+/// `bunite-rpc info` (taken apart field by field, so a new field does not build until it is
+/// printed here).
+fn describe_limits() -> Vec<String> {
+    let bunite_rpc::Limits {
+        max_bytes,
+        max_caps,
+        max_in_flight,
+        max_depth,
+        max_revoked_ids,
+        max_unsent_bytes,
+        write_stall_timeout,
+        send_deadline,
+        max_pending_policy_checks,
+        hello_timeout,
+        bootstrap_timeout,
+        decode_budget_factor,
+        decode_budget_base,
+        max_hello_features,
+        max_hello_text,
+        max_record_table_bytes,
+    } = bunite_rpc::Limits::default();
+    let time = |d: Option<std::time::Duration>| d.map_or("none".to_owned(), |d| format!("{d:?}"));
+    let send_deadline = match send_deadline {
+        Some(d) => format!("{:?} + 1 s per {} bytes taken", d.grace, d.min_rate),
+        None => "none".to_owned(),
+    };
+    vec![
+        format!("maxBytes {max_bytes}"),
+        format!("cap limit {max_caps}"),
+        format!("in-flight limit {max_in_flight}"),
+        format!("depth limit {max_depth}"),
+        format!("revoked ids remembered {max_revoked_ids}"),
+        format!("unsent bytes before reading pauses {max_unsent_bytes}"),
+        format!("write stall timeout {}", time(write_stall_timeout)),
+        format!("send deadline {send_deadline} (while a send budget pays)"),
+        format!("pending policy checks {max_pending_policy_checks}"),
+        format!("hello timeout {}", time(hello_timeout)),
+        format!("bootstrap timeout {}", time(bootstrap_timeout)),
+        format!("decode budget {decode_budget_base} bytes + {decode_budget_factor} per wire byte"),
+        format!("hello features {max_hello_features}, strings up to {max_hello_text} bytes"),
+        format!("record table {max_record_table_bytes} bytes"),
+    ]
 }

@@ -299,8 +299,12 @@ fn interop_server_takes_listener_bounds_as_flags() {
     assert!(stderr(&out).contains("unknown unit"), "{}", stderr(&out));
 
     let info = stdout(&run(&["info"]));
-    assert!(
-        info.contains("default listener max connections 4096"),
-        "{info}"
-    );
+    for line in [
+        "default listener max connections 4096",
+        "default maxBytes 67108864",
+        "default record table 1048576 bytes",
+        "default decode budget 4194304 bytes + 3 per wire byte",
+    ] {
+        assert!(info.contains(line), "{line:?} not in {info}");
+    }
 }

@@ -293,6 +293,7 @@ fn describe_limits() -> Vec<String> {
         max_hello_features,
         max_hello_text,
         max_record_table_bytes,
+        max_context_bytes,
     } = bunite_rpc::Limits::default();
     let time = |d: Option<std::time::Duration>| d.map_or("none".to_owned(), |d| format!("{d:?}"));
     let send_deadline = match send_deadline {
@@ -314,5 +315,6 @@ fn describe_limits() -> Vec<String> {
         format!("decode budget {decode_budget_base} bytes + {decode_budget_factor} per wire byte"),
         format!("hello features {max_hello_features}, strings up to {max_hello_text} bytes"),
         format!("record table {max_record_table_bytes} bytes"),
+        format!("call meta.context {max_context_bytes} bytes"),
     ]
 }

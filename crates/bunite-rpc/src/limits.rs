@@ -24,6 +24,7 @@ use std::time::Duration;
 /// | `decode_budget_factor`, `decode_budget_base` | 3, 4 MiB | a message may take at most base + factor × its size once decoded (PROTOCOL §13.11) |
 /// | `max_hello_features`, `max_hello_text` | 64, 4 KiB | a `hello` is small; only what is used is kept |
 /// | `max_record_table_bytes` | 1 MiB | record definitions are kept for the connection's life; what they keep is bounded apart from any one message's budget |
+/// | `max_context_bytes` | 64 KiB | a call's `meta.context` is kept by its handler's `CallContext` for as long as it runs; beyond it the call fails `invalid_argument` |
 ///
 /// A server whose clients may sit on slow links gives them longer to take long answers,
 /// and bounds how long a stalled peer may hold its replies:
@@ -141,6 +142,13 @@ pub struct Limits {
     /// protocol error (goaway `invalid_argument`), as a message over its decode budget is.
     /// See "The record table" in `bunite_wire::limits`.
     pub max_record_table_bytes: usize,
+    /// Most bytes (keys and values together) of an inbound call's `meta.context`, the
+    /// string map a peer may send with a call (PROTOCOL §4). Default 64 KiB: trace and
+    /// request metadata take a few hundred bytes. The handler's
+    /// [`CallContext`](crate::CallContext) keeps the map for as long as the handler runs,
+    /// so without a bound a peer could make `max_in_flight` long-running handlers hold a
+    /// maximal message each. A call over it fails `invalid_argument` and never runs.
+    pub max_context_bytes: usize,
 }
 
 impl Default for Limits {
@@ -162,6 +170,7 @@ impl Default for Limits {
             max_hello_features: bunite_wire::DecodeLimits::DEFAULT_MAX_HELLO_FEATURES,
             max_hello_text: bunite_wire::DecodeLimits::DEFAULT_MAX_HELLO_TEXT,
             max_record_table_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_RECORD_TABLE_BYTES,
+            max_context_bytes: 64 * 1024,
         }
     }
 }

@@ -293,6 +293,49 @@ fn the_server_signals_non_idempotent_handlers_at_the_deadline_only() {
     });
 }
 
+/// A cancel's reason is the peer's text, sent back in the cancelled result and in the cancel
+/// of every child call: the server sends at most 1 KiB of it (cut at a character boundary,
+/// marked `…`), however long it came. Before, one `cancel` with a 64 MiB reason made the
+/// server encode the reason once for the reply and twice per child, outside any send budget.
+#[test]
+fn a_long_cancel_reason_is_sent_back_cut() {
+    run_paused(async {
+        let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let (def, imp) = slow_cap(Arc::default());
+        server.serve(def, imp).await.unwrap().detach();
+        let cap = raw.bootstrap(1, "test.slow").await;
+        raw.send(call(5, cap.0, "relay", None)).await;
+        let child = match raw.recv().await {
+            Frame::Call(c) => c,
+            other => panic!("{other:?}"),
+        };
+        let long = format!("x{}", "é".repeat(200_000)); // 400 KB; the cut must find a boundary
+        raw.send(Frame::Cancel(Cancel {
+            id: CallId(5),
+            reason: Some(long.clone()),
+        }))
+        .await;
+        let cut = |text: &str| {
+            assert!(text.len() <= 1024 + '…'.len_utf8(), "{} bytes", text.len());
+            assert!(text.ends_with('…') && long.starts_with(text.trim_end_matches('…')));
+        };
+        for _ in 0..2 {
+            match raw.recv().await {
+                Frame::Result(r) if r.id == CallId(5) => {
+                    let e = r.outcome.expect_err("cancelled");
+                    assert_eq!(e.code, "cancelled");
+                    cut(e.message.as_deref().unwrap_or_default());
+                }
+                Frame::Cancel(c) if c.id == child.id => {
+                    cut(c.reason.as_deref().unwrap_or_default())
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(server.current_stats().await.pending_calls, 0);
+    });
+}
+
 #[test]
 fn a_cancellation_token_fails_the_call_cancelled_at_once_and_cancels_the_server() {
     run_paused(async {

@@ -307,3 +307,109 @@ fn wide_record_definitions_past_the_table_limit_get_a_goaway() {
         assert_eq!(stats.tasks, 0, "{stats:?}");
     });
 }
+
+/// Names the peer chose are quoted in error messages (a cap that is not served, a version
+/// that does not match, a method a cap does not have), and those answers are not paid from
+/// a listener's send budget: the server quotes at most 1 KiB of each, so a 64 MiB name is
+/// not sent back whole.
+#[test]
+fn long_names_in_error_messages_are_cut() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        serve_counter(&conn).await;
+        let long = "n".repeat(300_000);
+        let short_enough = |message: &str| {
+            assert!(message.len() < 1100, "{} bytes", message.len());
+            assert!(
+                message.contains(&format!("{}…", "n".repeat(1024))),
+                "{message}"
+            );
+        };
+        let args = Value::Record(Record::new().with("name", long.as_str()));
+        let e = raw.call(1, 0, "bootstrap", args).await.outcome.unwrap_err();
+        assert_eq!(e.code, "not_found");
+        short_enough(e.message.as_deref().unwrap_or_default());
+        assert!(e
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("…\" not served"));
+
+        let cap = raw.bootstrap(2, "test.counter").await;
+        let e = raw
+            .call(3, cap.0, &long, Value::Undefined)
+            .await
+            .outcome
+            .unwrap_err();
+        assert_eq!(e.code, "not_found");
+        short_enough(e.message.as_deref().unwrap_or_default());
+
+        // Short names are quoted whole, as before.
+        let e = raw
+            .call(4, cap.0, "nope", Value::Undefined)
+            .await
+            .outcome
+            .unwrap_err();
+        assert_eq!(
+            e.message.as_deref(),
+            Some("method \"nope\" on cap \"test.counter\"")
+        );
+        drop(raw);
+        conn.close();
+        assert_clean(&[&conn]).await;
+    });
+}
+
+/// A call's `meta.context` is kept by its handler's `CallContext` for as long as the handler
+/// runs, so its size is bounded (`Limits::max_context_bytes`, 64 KiB): a call over it fails
+/// `invalid_argument` and its handler never runs; one within it runs as before.
+#[test]
+fn a_call_with_an_oversized_context_fails_and_never_runs() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        serve_counter(&conn).await;
+        let cap = raw.bootstrap(1, "test.counter").await;
+        let increment = |id: u64, context: Vec<(String, String)>| {
+            Frame::Call(Call {
+                id: CallId(id),
+                target: cap,
+                method: "increment".into(),
+                args: Value::Record(Record::new().with("delta", 1)),
+                meta: Some(bunite_rpc::wire::CallMeta {
+                    context: Some(context),
+                    ..Default::default()
+                }),
+            })
+        };
+        let answer = |r: bunite_rpc::wire::ResultFrame| r.outcome;
+        let big = vec![
+            ("trace".to_owned(), "t".repeat(40_000)),
+            ("baggage".to_owned(), "b".repeat(30_000)),
+        ];
+        raw.send(increment(2, big)).await;
+        let Frame::Result(r) = raw.recv().await else {
+            panic!("expected the call's result");
+        };
+        let e = answer(r).unwrap_err();
+        assert_eq!(e.code, "invalid_argument");
+        assert_eq!(
+            e.message.as_deref(),
+            Some(
+                "meta.context of 70012 bytes is over the limit of 65536 bytes (max_context_bytes)"
+            )
+        );
+        // Within the bound: runs, and it is the first increment that did.
+        raw.send(increment(3, vec![("trace".to_owned(), "t".repeat(60_000))]))
+            .await;
+        let Frame::Result(r) = raw.recv().await else {
+            panic!("expected the call's result");
+        };
+        assert_eq!(
+            answer(r).unwrap(),
+            Value::Record(Record::new().with("count", 1))
+        );
+        drop(raw);
+        conn.close();
+        assert_clean(&[&conn]).await;
+    });
+}

@@ -90,7 +90,11 @@ impl<T: Types> Session<T> {
             .and_then(|a| a.get("version"))
             .filter(|v| !matches!(v, Value::Undefined | Value::Null))
             .map(js_string);
-        if let Err((result, status)) = self.check_bootstrap(&name, version.as_deref()) {
+        let checked = self.check_bootstrap(&name, version.as_deref());
+        // Compared whole; kept (for the policy's answer and the events) cut, as any text
+        // the peer chose.
+        let version = version.map(super::clip_peer_text);
+        if let Err((result, status)) = checked {
             self.emit_bootstrap(name, version, result, None);
             return self.reply_err(call.id, &status);
         }
@@ -123,11 +127,13 @@ impl<T: Types> Session<T> {
         version: Option<&str>,
     ) -> Result<(), (BootstrapResult, Status)> {
         let Some(entry) = self.registry.get(name) else {
+            let name = super::clipped(name);
             let status = Status::not_found(format!("cap \"{name}\" not served"));
             return Err((BootstrapResult::NotFound, status));
         };
         if let (Some(server), Some(client)) = (entry.def.version(), version) {
             if server != client {
+                let client = super::clipped(client);
                 let msg = format!("version mismatch (server \"{server}\", client \"{client}\")");
                 return Err((
                     BootstrapResult::VersionMismatch,

@@ -238,16 +238,26 @@ impl<T: Types> Session<T> {
         };
         let known = || Some(Arc::clone(def));
         let Some((method, m)) = def.find(call.method.as_bytes()) else {
-            let msg = format!("method \"{}\" on cap \"{}\"", call.method, def.name());
+            let method = super::clipped(&call.method);
+            let msg = format!("method \"{method}\" on cap \"{}\"", def.name());
             return Err((known(), Status::not_found(msg)));
         };
         if !imp.has_handler(m.name()) {
-            let msg = format!("method \"{}\" has no handler", call.method);
+            let msg = format!("method \"{}\" has no handler", super::clipped(&call.method));
             return Err((known(), Status::not_found(msg)));
         }
         let max = self.cfg.limits.max_in_flight;
         if self.inbound.runs.len() >= max {
             return Err((known(), Status::in_flight_limit(max)));
+        }
+        let context = call.meta.as_ref().and_then(|m| m.context.as_deref());
+        let size: usize = context.map_or(0, |c| c.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let max = self.cfg.limits.max_context_bytes;
+        if size > max {
+            let msg = format!(
+                "meta.context of {size} bytes is over the limit of {max} bytes (max_context_bytes)"
+            );
+            return Err((known(), Status::invalid_argument(msg)));
         }
         Ok((Arc::clone(def), imp.clone(), method))
     }
@@ -467,7 +477,8 @@ impl<T: Types> Session<T> {
         }
     }
 
-    pub(super) fn on_cancel(&mut self, cancel: Cancel, now: Instant) {
+    pub(super) fn on_cancel(&mut self, mut cancel: Cancel, now: Instant) {
+        cancel.reason = cancel.reason.map(super::clip_peer_text);
         if self.cancel_server_stream(cancel.id) {
             return self.cancel_children(cancel.id, cancel.reason);
         }

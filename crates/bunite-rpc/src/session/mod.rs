@@ -177,20 +177,40 @@ const CHUNK: usize = 992;
 /// Most entries in one `drop` frame.
 pub(crate) const DROP_FRAME_ENTRIES: usize = 512;
 
-/// How many bytes of a goaway's reason, and of its error's message, a connection keeps
-/// (the rest is cut at a character boundary and marked with `…`).
-pub(crate) const GOAWAY_TEXT: usize = 1024;
+/// How many bytes of a text the peer chose a connection keeps or sends back: a goaway's
+/// reason and its error's message, a cancel's reason (echoed in the cancelled result and in
+/// the cancels of the call's children), and the cap names, versions and method names quoted
+/// in error messages (the rest is cut at a character boundary and marked with `…`). Those
+/// frames are not paid from a listener's send budget, and a cancel's reason went out once
+/// per child call: without the cut, one `cancel` with a 64 MiB reason made the session
+/// encode 64 MiB for the reply and twice that per child.
+pub(crate) const PEER_TEXT: usize = 1024;
 
-fn clip_goaway_text(mut text: String) -> String {
-    if text.len() > GOAWAY_TEXT {
-        let mut end = GOAWAY_TEXT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+/// `text` cut to [`PEER_TEXT`] bytes.
+pub(crate) fn clip_peer_text(mut text: String) -> String {
+    if text.len() > PEER_TEXT {
+        text.truncate(clip_end(&text));
         text.push('…');
     }
     text
+}
+
+/// `text` cut to [`PEER_TEXT`] bytes, borrowed when it is short enough (nearly always).
+pub(crate) fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() > PEER_TEXT {
+        std::borrow::Cow::Owned(format!("{}…", &text[..clip_end(text)]))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// The last character boundary at or before [`PEER_TEXT`].
+fn clip_end(text: &str) -> usize {
+    let mut end = PEER_TEXT.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 impl<T: Types> Session<T> {
@@ -411,15 +431,15 @@ impl<T: Types> Session<T> {
         // Every pending call and stream gets its own copy of the reason (its status's
         // message) and of the error: a peer's long text is clipped first, or one goaway of
         // a few MiB would be multiplied by the calls it fails.
-        let reason = g.reason.map(clip_goaway_text);
+        let reason = g.reason.map(clip_peer_text);
         let error = g.error.map(|w| {
             let full = Status::from_wire(w);
             // Of the details only `{reason}` is kept, and only a short one.
             let why = (full.reason())
-                .filter(|r| r.len() <= GOAWAY_TEXT)
+                .filter(|r| r.len() <= PEER_TEXT)
                 .map(str::to_owned);
             let kept = Status {
-                message: clip_goaway_text(full.message),
+                message: clip_peer_text(full.message),
                 details: None,
                 ..full
             };

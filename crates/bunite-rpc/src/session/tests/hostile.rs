@@ -240,12 +240,12 @@ fn frames_after_shutdown_are_ignored() {
 }
 
 /// A goaway's reason and error are the peer's text, and every pending call gets its own
-/// copy: the session keeps at most `GOAWAY_TEXT` bytes of each (and of the details only a
+/// copy: the session keeps at most `PEER_TEXT` bytes of each (and of the details only a
 /// short `reason`), so one long goaway is not multiplied by the calls it fails.
 #[test]
 fn a_long_goaway_is_clipped_before_the_pending_calls_get_it() {
     use crate::error::Disconnect;
-    use crate::session::GOAWAY_TEXT;
+    use crate::session::PEER_TEXT;
     let (mut server, mut client) = connected();
     let id = bootstrap(&mut server, &mut client, 1, "t.parent");
     let now = client.now;
@@ -273,7 +273,7 @@ fn a_long_goaway_is_clipped_before_the_pending_calls_get_it() {
     let bytes = Bytes::from(Encoder::new().encode_to_vec(&goaway.to_value()));
     client.s.handle_message(&bytes, now);
     client.collect();
-    let clipped = GOAWAY_TEXT + '…'.len_utf8();
+    let clipped = PEER_TEXT + '…'.len_utf8();
     for n in 0..8u64 {
         let e = client
             .replies

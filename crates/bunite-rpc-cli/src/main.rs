@@ -294,6 +294,7 @@ fn describe_limits() -> Vec<String> {
         max_hello_text,
         max_record_table_bytes,
         max_context_bytes,
+        max_buffered_stream_bytes,
     } = bunite_rpc::Limits::default();
     let time = |d: Option<std::time::Duration>| d.map_or("none".to_owned(), |d| format!("{d:?}"));
     let send_deadline = match send_deadline {
@@ -316,5 +317,6 @@ fn describe_limits() -> Vec<String> {
         format!("hello features {max_hello_features}, strings up to {max_hello_text} bytes"),
         format!("record table {max_record_table_bytes} bytes"),
         format!("call meta.context {max_context_bytes} bytes"),
+        format!("stream values not yet read {max_buffered_stream_bytes} bytes"),
     ]
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 /// | `decode_budget_factor`, `decode_budget_base` | 3, 4 MiB | a message may take at most base + factor × its size once decoded (PROTOCOL §13.11) |
 /// | `max_hello_features`, `max_hello_text` | 64, 4 KiB | a `hello` is small; only what is used is kept |
 /// | `max_record_table_bytes` | 1 MiB | record definitions are kept for the connection's life; what they keep is bounded apart from any one message's budget |
+/// | `max_buffered_stream_bytes` | 64 MiB | each stream value a consumer has not read keeps its message; a server could send a window of 1,024 maximal values per stream |
 /// | `max_context_bytes` | 64 KiB | a call's `meta.context` is kept by its handler's `CallContext` for as long as it runs; beyond it the call fails `invalid_argument` |
 ///
 /// A server whose clients may sit on slow links gives them longer to take long answers,
@@ -149,6 +150,14 @@ pub struct Limits {
     /// so without a bound a peer could make `max_in_flight` long-running handlers hold a
     /// maximal message each. A call over it fails `invalid_argument` and never runs.
     pub max_context_bytes: usize,
+    /// Most bytes (on the wire) of stream values this end's client streams may hold,
+    /// received and not yet read by their consumers (counted until their credit goes
+    /// back), across all the connection's streams. Default 64 MiB, as `max_unsent_bytes`:
+    /// the credit window bounds how many values a server may send ahead (PROTOCOL §10, up
+    /// to 1,024 a stream), not how large they are, and each keeps its message alive until
+    /// it is read. The stream whose value would go past it fails `resource_exhausted`
+    /// (`LocalError::StreamOverflow`) and is cancelled.
+    pub max_buffered_stream_bytes: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +180,7 @@ impl Default for Limits {
             max_hello_text: bunite_wire::DecodeLimits::DEFAULT_MAX_HELLO_TEXT,
             max_record_table_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_RECORD_TABLE_BYTES,
             max_context_bytes: 64 * 1024,
+            max_buffered_stream_bytes: 64 * 1024 * 1024,
         }
     }
 }

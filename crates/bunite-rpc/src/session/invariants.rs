@@ -76,6 +76,10 @@ impl<T: Types> Session<T> {
             "credit due after shutdown"
         );
         assert_eq!(
+            self.outbound.buffered, 0,
+            "buffered stream bytes after shutdown"
+        );
+        assert_eq!(
             self.outbound.pending_drop_bytes(),
             0,
             "drops after shutdown"

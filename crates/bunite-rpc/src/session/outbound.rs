@@ -3,6 +3,7 @@
 //! §9–12).
 
 use crate::hashing::{Map, Set};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bunite_wire::{
@@ -110,6 +111,9 @@ pub(crate) struct Outbound<T: Types> {
     /// Where each id sits in `drops`, so summing releases stays O(1) however many CapRefs a
     /// peer's result carries.
     drop_index: Map<CapId, usize>,
+    /// Bytes on the wire of the client streams' values delivered and not yet returned as
+    /// credit (the sum of their `sizes`), bounded by `Limits::max_buffered_stream_bytes`.
+    pub(super) buffered: usize,
 }
 
 impl<T: Types> Outbound<T> {
@@ -123,6 +127,7 @@ impl<T: Types> Outbound<T> {
             revoked: RevokedSet::new(max_revoked),
             drops: Vec::new(),
             drop_index: Map::default(),
+            buffered: 0,
         }
     }
 
@@ -210,6 +215,15 @@ impl<T: Types> Outbound<T> {
             self.in_flight() <= limits.max_in_flight,
             "over the in-flight limit"
         );
+        let held: usize = self.streams.values().flat_map(|s| s.sizes.iter()).sum();
+        assert_eq!(self.buffered, held, "buffered stream bytes out of step");
+        assert!(
+            self.buffered <= limits.max_buffered_stream_bytes,
+            "over the buffered stream bytes"
+        );
+        for s in self.streams.values() {
+            assert_eq!(s.sizes.len() as u64, s.outstanding, "sizes out of step");
+        }
         for (id, p) in &self.pending {
             assert!(
                 !self.streams.contains_key(id),
@@ -523,6 +537,7 @@ impl<T: Types> Session<T> {
             self.reply(parked.reply, Err(parked_error.clone()), Expect::Caps);
         }
         let mut streams: Vec<_> = self.outbound.streams.drain().collect();
+        self.outbound.buffered = 0;
         streams.sort_by_key(|(id, _)| *id);
         for (_, s) in streams {
             self.outputs.push_back(Output::StreamEnd {
@@ -553,6 +568,7 @@ impl<T: Types> Session<T> {
             sink,
             cap_id: req.cap_id,
             outstanding: 0,
+            sizes: VecDeque::new(),
             credit: 0,
         };
         self.outbound.streams.insert(req.id, state);

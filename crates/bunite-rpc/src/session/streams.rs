@@ -10,6 +10,7 @@
 //! with `resource_exhausted {reason:"stream_credit_window"}`, so a consumer's buffer is
 //! bounded whatever the server does.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bunite_wire::{
@@ -60,6 +61,9 @@ pub(crate) struct ClientStreamState<T: Types> {
     pub cap_id: CapId,
     /// Values delivered and not yet returned as credit.
     pub outstanding: u64,
+    /// The size on the wire of each of those values, oldest first (what each keeps
+    /// alive until it is read: its message), counted in `Outbound::buffered`.
+    pub sizes: VecDeque<usize>,
     /// Credit returned by the consumer and not yet sent: the returns of one pass go out
     /// as one `credit` frame.
     pub credit: u64,
@@ -198,7 +202,7 @@ impl<T: Types> Session<T> {
             }
             StreamEvent::Credit(_) => {}
             StreamEvent::Next(payload) => self.client_stream_push(f.id, payload),
-            StreamEvent::End => match crate::hashing::take(&mut self.outbound.streams, &f.id) {
+            StreamEvent::End => match self.take_client_stream(f.id) {
                 Some(s) => self.outputs.push_back(Output::StreamEnd {
                     to: s.sink,
                     error: None,
@@ -232,13 +236,45 @@ impl<T: Types> Session<T> {
             }));
             return;
         }
+        let size = item.wire_len();
+        let max = self.cfg.limits.max_buffered_stream_bytes;
+        let buffered = self.outbound.buffered.saturating_add(size);
+        if buffered > max {
+            // Each value keeps its message alive until it is read: values a consumer has
+            // not read yet are bounded in bytes too, not only in number (a window of 1,024
+            // values of 64 MiB each would be 64 GiB).
+            let status = Status::new(
+                Code::ResourceExhausted,
+                format!(
+                    "stream values not yet read would take {buffered} bytes, more than the \
+                     connection's limit of {max} bytes (max_buffered_stream_bytes)"
+                ),
+            );
+            self.fail_client_stream(id, Error::local(LocalError::StreamOverflow, status));
+            self.send(&Frame::Cancel(Cancel {
+                id,
+                reason: Some("client_cancel".into()),
+            }));
+            return;
+        }
         s.outstanding += 1;
+        s.sizes.push_back(size);
+        self.outbound.buffered = buffered;
         let to = s.sink.clone();
         self.outputs.push_back(Output::StreamItem { to, item });
     }
 
+    /// Removes a client stream from the table, and its values not yet returned as credit
+    /// from the bytes buffered.
+    pub(super) fn take_client_stream(&mut self, id: CallId) -> Option<ClientStreamState<T>> {
+        let s = crate::hashing::take(&mut self.outbound.streams, &id)?;
+        let held: usize = s.sizes.iter().sum();
+        self.outbound.buffered = self.outbound.buffered.saturating_sub(held);
+        Some(s)
+    }
+
     pub(super) fn fail_client_stream(&mut self, id: CallId, error: Error) -> bool {
-        match crate::hashing::take(&mut self.outbound.streams, &id) {
+        match self.take_client_stream(id) {
             Some(s) => {
                 self.outputs.push_back(Output::StreamEnd {
                     to: s.sink,
@@ -260,6 +296,9 @@ impl<T: Types> Session<T> {
             return;
         };
         s.outstanding = s.outstanding.saturating_sub(u64::from(messages));
+        let read = (messages as usize).min(s.sizes.len());
+        let freed: usize = s.sizes.drain(..read).sum();
+        self.outbound.buffered = self.outbound.buffered.saturating_sub(freed);
         if s.credit == 0 {
             self.outbound.credit_due.push(id);
         }
@@ -295,8 +334,7 @@ impl<T: Types> Session<T> {
 
     /// The consumer dropped or cancelled a client stream: `cancel {reason:"client_cancel"}`.
     pub fn cancel_client_stream(&mut self, id: CallId) {
-        if crate::hashing::take(&mut self.outbound.streams, &id).is_some() && self.closed.is_none()
-        {
+        if self.take_client_stream(id).is_some() && self.closed.is_none() {
             self.send(&Frame::Cancel(Cancel {
                 id,
                 reason: Some("client_cancel".into()),

@@ -237,3 +237,58 @@ fn credit_returned_together_goes_out_as_one_frame() {
     let frames = pump(&mut client, &mut server);
     assert!(matches!(&frames[..], [Frame::Cancel(_)]), "{frames:?}");
 }
+
+/// The values a consumer has not read yet are bounded in bytes, across the connection's
+/// streams (`Limits::max_buffered_stream_bytes`), not only in number: each keeps its
+/// message alive. Credit given back frees what its values held.
+#[test]
+fn values_not_yet_read_are_bounded_in_bytes() {
+    let client_limits = Limits {
+        max_buffered_stream_bytes: 3_500,
+        ..limits()
+    };
+    let (mut server, mut client) = (peer_with(limits(), false), peer_with(client_limits, false));
+    pump(&mut server, &mut client);
+    pump(&mut client, &mut server);
+    server
+        .s
+        .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    let value = || Value::from("v".repeat(1_000)); // about 1,010 bytes a frame
+    for _ in 0..3 {
+        server.s.stream_item(inv.call_id, inv.run, value());
+    }
+    pump(&mut server, &mut client);
+    assert_eq!(client.items.len(), 3);
+    // Three read: their bytes are free again, and three more fit.
+    client.s.return_credit(inv.call_id, 3);
+    for _ in 0..3 {
+        server.s.stream_item(inv.call_id, inv.run, value());
+    }
+    pump(&mut server, &mut client);
+    assert_eq!(client.items.len(), 6);
+    assert!(client.ends.is_empty());
+    client.s.check_invariants();
+    // A fourth unread one would pass the bound: the stream fails and is cancelled.
+    server.s.stream_item(inv.call_id, inv.run, value());
+    pump(&mut server, &mut client);
+    assert_eq!(client.items.len(), 6);
+    let (sink, error) = client.ends.pop().expect("the stream ended");
+    assert_eq!(sink, 50);
+    let e = error.expect("with an error");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(e.local_kind(), Some(LocalError::StreamOverflow));
+    assert!(
+        e.status().message.contains("(max_buffered_stream_bytes)"),
+        "{}",
+        e.status().message
+    );
+    client.s.check_invariants();
+    let frames = pump(&mut client, &mut server);
+    assert!(
+        matches!(&frames[..], [Frame::Cancel(c)] if c.reason.as_deref() == Some("client_cancel")),
+        "{frames:?}"
+    );
+}

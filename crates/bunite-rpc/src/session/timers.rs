@@ -34,6 +34,9 @@ pub(crate) enum Timer {
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     set: BTreeSet<(Instant, Timer)>,
+    /// When the hello timer is due, while it is armed: disarmed by its key, so a peer that
+    /// sends hello again and again costs a lookup each, not a walk over every call's timer.
+    hello: Option<Instant>,
 }
 
 impl Timers {
@@ -47,10 +50,13 @@ impl Timers {
 
     pub fn arm_hello(&mut self, at: Instant) {
         self.arm(at, Timer::Hello);
+        self.hello = Some(at);
     }
 
     pub fn disarm_hello(&mut self) {
-        self.set.retain(|(_, t)| *t != Timer::Hello);
+        if let Some(at) = self.hello.take() {
+            self.disarm(at, Timer::Hello);
+        }
     }
 
     /// The earliest armed time.
@@ -61,13 +67,19 @@ impl Timers {
     /// Removes and returns the earliest timer due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         match self.set.first() {
-            Some(&(at, _)) if at <= now => self.set.pop_first().map(|(_, t)| t),
+            Some(&(at, timer)) if at <= now => {
+                if timer == Timer::Hello {
+                    self.hello = None;
+                }
+                self.set.pop_first().map(|(_, t)| t)
+            }
             _ => None,
         }
     }
 
     pub fn clear(&mut self) {
         self.set.clear();
+        self.hello = None;
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -112,6 +124,26 @@ mod tests {
         assert_eq!(t.pop_due(now), Some(Timer::Outbound(CallId(1))));
         assert_eq!(t.pop_due(now), None);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn the_hello_timer_is_disarmed_by_its_key_and_only_it() {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        timers.arm_hello(now + Duration::from_secs(30));
+        for i in 0..100 {
+            timers.arm(now + Duration::from_millis(i), Timer::Inbound(CallId(i)));
+        }
+        timers.disarm_hello();
+        assert_eq!(timers.len(), 100);
+        assert_eq!(timers.count(|t| *t == Timer::Hello), 0);
+        timers.disarm_hello(); // a second hello: nothing left to disarm
+        assert_eq!(timers.len(), 100);
+        // One that fired is not disarmed again.
+        let mut timers = Timers::default();
+        timers.arm_hello(now);
+        assert_eq!(timers.pop_due(now), Some(Timer::Hello));
+        assert_eq!(timers.hello, None);
     }
 
     #[test]

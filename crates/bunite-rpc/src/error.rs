@@ -74,8 +74,10 @@ pub enum LocalError {
     /// a stream (the method is unary). The status is the stream's `error` when it sent one,
     /// else `invalid_argument` (PROTOCOL §10).
     WrongKind,
-    /// The peer sent more stream values than the credit it was given; we cancelled the
-    /// stream.
+    /// The peer sent more stream values than the credit it was given, or values the
+    /// consumer had not read yet would have taken more than
+    /// [`Limits::max_buffered_stream_bytes`](crate::Limits::max_buffered_stream_bytes); we
+    /// cancelled the stream.
     StreamOverflow,
 }
 
@@ -329,7 +331,7 @@ impl fmt::Display for LocalError {
             LocalError::DeadlineExceeded => "local: deadline exceeded",
             LocalError::BadAnswer => "local: unexpected answer",
             LocalError::WrongKind => "local: answered as the other kind of method",
-            LocalError::StreamOverflow => "local: stream over its credit",
+            LocalError::StreamOverflow => "local: stream over its credit or its buffer",
         })
     }
 }

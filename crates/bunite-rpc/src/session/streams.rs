@@ -7,8 +7,10 @@
 //!
 //! Client side: values go to the consumer; a server that sends more than the credit it
 //! could possibly hold (its largest initial credit plus what we returned) fails the stream
-//! with `resource_exhausted {reason:"stream_credit_window"}`, so a consumer's buffer is
-//! bounded whatever the server does.
+//! with `resource_exhausted {reason:"stream_credit_window"}`, and one whose values not yet
+//! read would take the connection past `Limits::max_buffered_stream_bytes` fails with
+//! `resource_exhausted` and is cancelled, so a consumer's buffer is bounded in number and
+//! in bytes whatever the server does.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

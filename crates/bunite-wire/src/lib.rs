@@ -113,7 +113,7 @@ pub use frame::{
 pub use ids::{CallId, CapId};
 pub use limits::DecodeLimits;
 pub use outgoing::{into_value, AsOutgoing, Outgoing, OutgoingRef};
-pub use payload::Payload;
+pub use payload::{Payload, TableSnapshot};
 pub use serde_bytes;
 pub use serde_impl::{from_value, from_value_ref, to_value, CapRef, SerdeError};
 pub use text::Text;

@@ -79,6 +79,10 @@ impl<T: Types> Session<T> {
             self.outbound.buffered, 0,
             "buffered stream bytes after shutdown"
         );
+        assert!(
+            self.outbound.last_table.is_none(),
+            "a record table kept after shutdown"
+        );
         assert_eq!(
             self.outbound.pending_drop_bytes(),
             0,

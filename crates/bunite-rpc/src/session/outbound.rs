@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bunite_wire::{
     AsOutgoing, Call, CallId, CallMeta, Cancel, CapId, CapRevoked, DropEntry, DropFrame,
-    EncodeError, Frame, Outgoing, Payload, ResultFrame, Text,
+    EncodeError, Frame, Outgoing, Payload, ResultFrame, TableSnapshot, Text,
 };
 
 use super::output::Output;
@@ -114,6 +114,10 @@ pub(crate) struct Outbound<T: Types> {
     /// Bytes on the wire of the client streams' values delivered and not yet returned as
     /// credit (the sum of their `sizes`), bounded by `Limits::max_buffered_stream_bytes`.
     pub(super) buffered: usize,
+    /// The record table the last value delivered to a client stream holds: the next value
+    /// is charged for the definitions its table adds to it (see `client_stream_push`).
+    /// Let go when no client stream is left.
+    pub(super) last_table: Option<TableSnapshot>,
 }
 
 impl<T: Types> Outbound<T> {
@@ -128,6 +132,7 @@ impl<T: Types> Outbound<T> {
             drops: Vec::new(),
             drop_index: Map::default(),
             buffered: 0,
+            last_table: None,
         }
     }
 
@@ -538,6 +543,7 @@ impl<T: Types> Session<T> {
         }
         let mut streams: Vec<_> = self.outbound.streams.drain().collect();
         self.outbound.buffered = 0;
+        self.outbound.last_table = None;
         streams.sort_by_key(|(id, _)| *id);
         for (_, s) in streams {
             self.outputs.push_back(Output::StreamEnd {

@@ -238,7 +238,25 @@ impl<T: Types> Session<T> {
             }));
             return;
         }
-        let size = item.wire_len();
+        // What the value keeps: its bytes, and the record table it is read with, which may
+        // hold definitions the decoder has since replaced. Each definition that came since
+        // the last value's table is counted once, with the first value whose table holds
+        // it; the table the first value finds is the decoder's own then (not counted: at
+        // most `max_record_table_bytes` more kept than counted).
+        let last = self.outbound.last_table.as_ref();
+        let (table, added) = match last {
+            // Nearly always: no definition came since the last value.
+            Some(last) if item.reads_with(last) => (None, 0),
+            _ => {
+                let table = item.table();
+                let added = match (&table, last) {
+                    (Some(now), Some(last)) => now.added_since(last),
+                    _ => 0,
+                };
+                (table, added)
+            }
+        };
+        let size = item.wire_len().saturating_add(added);
         let max = self.cfg.limits.max_buffered_stream_bytes;
         let buffered = self.outbound.buffered.saturating_add(size);
         if buffered > max {
@@ -262,6 +280,9 @@ impl<T: Types> Session<T> {
         s.outstanding += 1;
         s.sizes.push_back(size);
         self.outbound.buffered = buffered;
+        if table.is_some() {
+            self.outbound.last_table = table;
+        }
         let to = s.sink.clone();
         self.outputs.push_back(Output::StreamItem { to, item });
     }
@@ -272,6 +293,9 @@ impl<T: Types> Session<T> {
         let s = crate::hashing::take(&mut self.outbound.streams, &id)?;
         let held: usize = s.sizes.iter().sum();
         self.outbound.buffered = self.outbound.buffered.saturating_sub(held);
+        if self.outbound.streams.is_empty() {
+            self.outbound.last_table = None;
+        }
         Some(s)
     }
 

@@ -172,9 +172,22 @@ impl SlotTable {
     }
 
     /// What the defined slots take together.
-    #[cfg(test)]
     pub(crate) fn kept(&self) -> usize {
         self.kept
+    }
+
+    /// What the shapes of this table that `earlier` does not hold take: the definitions
+    /// that came between the two.
+    pub(crate) fn added_since(&self, earlier: &SlotTable) -> usize {
+        self.slots
+            .iter()
+            .zip(&earlier.slots)
+            .map(|(now, then)| match (now, then) {
+                (Some(now), Some(then)) if Arc::ptr_eq(now, then) => 0,
+                (Some(now), _) => now.kept(),
+                (None, _) => 0,
+            })
+            .sum()
     }
 
     /// The shape of the slot of `id`, if it was ever defined.

@@ -292,3 +292,49 @@ fn values_not_yet_read_are_bounded_in_bytes() {
         "{frames:?}"
     );
 }
+
+/// A buffered value also keeps the record table it is read with, and with it definitions
+/// the decoder has since replaced: a server that defines a new wide record for every value
+/// is charged for each definition (once, with the first value whose table holds it), not
+/// only for the values' bytes.
+#[test]
+fn values_not_yet_read_are_charged_for_the_definitions_they_keep() {
+    let client_limits = Limits {
+        max_buffered_stream_bytes: 120_000,
+        ..limits()
+    };
+    let (mut server, mut client) = (peer_with(limits(), false), peer_with(client_limits, false));
+    pump(&mut server, &mut client);
+    pump(&mut client, &mut server);
+    server
+        .s
+        .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let inv = open(&mut server, &mut client, cap, 2, 50);
+    // 300 keys of 30 bytes: about 9.6 KB on the wire, about 30 KB in a record table.
+    let wide = |n: usize| -> Value {
+        (0..300)
+            .map(|k| (format!("{n:03}{k:0>27}"), Value::Null))
+            .collect::<bunite_wire::Record>()
+            .into()
+    };
+    let mut sent = 0;
+    while client.ends.is_empty() && sent < 12 {
+        server.s.stream_item(inv.call_id, inv.run, wide(sent));
+        pump(&mut server, &mut client);
+        client.s.check_invariants();
+        sent += 1;
+    }
+    // Counted by their bytes alone, twelve (115 KB) would fit in 120 KB.
+    let (_, error) = client.ends.pop().expect("the stream failed");
+    assert_eq!(
+        error.and_then(|e| e.local_kind()),
+        Some(LocalError::StreamOverflow)
+    );
+    assert!(
+        (3..=5).contains(&client.items.len()),
+        "{} values buffered",
+        client.items.len()
+    );
+}

@@ -150,12 +150,14 @@ pub struct Limits {
     /// so without a bound a peer could make `max_in_flight` long-running handlers hold a
     /// maximal message each. A call over it fails `invalid_argument` and never runs.
     pub max_context_bytes: usize,
-    /// Most bytes (on the wire) of stream values this end's client streams may hold,
-    /// received and not yet read by their consumers (counted until their credit goes
-    /// back), across all the connection's streams. Default 64 MiB, as `max_unsent_bytes`:
-    /// the credit window bounds how many values a server may send ahead (PROTOCOL §10, up
-    /// to 1,024 a stream), not how large they are, and each keeps its message alive until
-    /// it is read. The stream whose value would go past it fails `resource_exhausted`
+    /// Most bytes the stream values this end's client streams hold may keep, received and
+    /// not yet read by their consumers (counted until their credit goes back), across all
+    /// the connection's streams: each value's bytes on the wire, and the record
+    /// definitions its table holds that came since the last value's (which the decoder may
+    /// since have replaced). Default 64 MiB, as `max_unsent_bytes`: the credit window
+    /// bounds how many values a server may send ahead (PROTOCOL §10, up to 1,024 a
+    /// stream), not how large they are, and each keeps its message alive until it is
+    /// read. The stream whose value would go past it fails `resource_exhausted`
     /// (`LocalError::StreamOverflow`) and is cancelled.
     pub max_buffered_stream_bytes: usize,
 }

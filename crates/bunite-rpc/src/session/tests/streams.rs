@@ -238,13 +238,11 @@ fn credit_returned_together_goes_out_as_one_frame() {
     assert!(matches!(&frames[..], [Frame::Cancel(_)]), "{frames:?}");
 }
 
-/// The values a consumer has not read yet are bounded in bytes, across the connection's
-/// streams (`Limits::max_buffered_stream_bytes`), not only in number: each keeps its
-/// message alive. Credit given back frees what its values held.
-#[test]
-fn values_not_yet_read_are_bounded_in_bytes() {
+/// A stream opened by a client whose unread values may keep at most `max` bytes
+/// (`Limits::max_buffered_stream_bytes`); the server's invocation of it.
+fn stream_buffering(max: usize) -> (Peer, Peer, Invocation<Imp>) {
     let client_limits = Limits {
-        max_buffered_stream_bytes: 3_500,
+        max_buffered_stream_bytes: max,
         ..limits()
     };
     let (mut server, mut client) = (peer_with(limits(), false), peer_with(client_limits, false));
@@ -256,6 +254,15 @@ fn values_not_yet_read_are_bounded_in_bytes() {
         .unwrap();
     let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
     let inv = open(&mut server, &mut client, cap, 2, 50);
+    (server, client, inv)
+}
+
+/// The values a consumer has not read yet are bounded in bytes, across the connection's
+/// streams (`Limits::max_buffered_stream_bytes`), not only in number: each keeps its
+/// message alive. Credit given back frees what its values held.
+#[test]
+fn values_not_yet_read_are_bounded_in_bytes() {
+    let (mut server, mut client, inv) = stream_buffering(3_500);
     let value = || Value::from("v".repeat(1_000)); // about 1,010 bytes a frame
     for _ in 0..3 {
         server.s.stream_item(inv.call_id, inv.run, value());
@@ -299,19 +306,7 @@ fn values_not_yet_read_are_bounded_in_bytes() {
 /// only for the values' bytes.
 #[test]
 fn values_not_yet_read_are_charged_for_the_definitions_they_keep() {
-    let client_limits = Limits {
-        max_buffered_stream_bytes: 120_000,
-        ..limits()
-    };
-    let (mut server, mut client) = (peer_with(limits(), false), peer_with(client_limits, false));
-    pump(&mut server, &mut client);
-    pump(&mut client, &mut server);
-    server
-        .s
-        .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
-        .unwrap();
-    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
-    let inv = open(&mut server, &mut client, cap, 2, 50);
+    let (mut server, mut client, inv) = stream_buffering(120_000);
     // 300 keys of 30 bytes: about 9.6 KB on the wire, about 30 KB in a record table.
     let wide = |n: usize| -> Value {
         (0..300)

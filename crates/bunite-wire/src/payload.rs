@@ -172,60 +172,38 @@ impl Payload {
         }
     }
 
-    /// The record table a received payload is read with (a snapshot of its decoder's, as
-    /// it stood where the payload starts): what the payload keeps alive besides its bytes,
-    /// including definitions the decoder has since replaced. `None` for a local payload.
-    pub fn table(&self) -> Option<TableSnapshot> {
-        match &self.0 {
-            Inner::Wire(w) => Some(TableSnapshot(Arc::clone(&w.slots))),
-            _ => None,
-        }
-    }
-
-    /// Whether the payload is read with `table` itself (a pointer comparison; see
-    /// [`Payload::table`]).
-    pub fn reads_with(&self, table: &TableSnapshot) -> bool {
-        match &self.0 {
-            Inner::Wire(w) => Arc::ptr_eq(&w.slots, &table.0),
-            _ => false,
-        }
+    /// What keeping this payload costs beyond keeping payloads read with `last` (the table
+    /// of one kept before it), and the table to pass for the next one: its bytes on the
+    /// wire, plus the record definitions its table holds that `last` does not (definitions
+    /// its decoder may since have replaced, which the payload keeps alive). Each definition
+    /// is counted once, with the first payload whose table holds it; with no `last`, the
+    /// table is the decoder's own and nothing of it is counted. The table is `None` when it
+    /// is `last` itself (a pointer comparison: nearly always) or the payload is local.
+    pub fn kept_beyond(&self, last: Option<&TableSnapshot>) -> (usize, Option<TableSnapshot>) {
+        let Inner::Wire(w) = &self.0 else {
+            return (0, None);
+        };
+        let added = match last {
+            Some(last) if Arc::ptr_eq(&w.slots, &last.0) => return (w.bytes.len(), None),
+            Some(last) => w.slots.added_since(&last.0),
+            None => 0,
+        };
+        let table = TableSnapshot(Arc::clone(&w.slots));
+        (w.bytes.len().saturating_add(added), Some(table))
     }
 }
 
-/// A record table held by received payloads ([`Payload::table`]): payloads read from the
-/// same stretch of messages share one, and a definition makes the next payloads hold
-/// another, so a payload kept for long may keep definitions its decoder has replaced.
+/// The record table received payloads are read with ([`Payload::kept_beyond`]): payloads
+/// read from the same stretch of messages share one, and a definition makes the next
+/// payloads hold another, so a payload kept for long may keep definitions its decoder has
+/// replaced.
 #[derive(Clone)]
 pub struct TableSnapshot(Arc<SlotTable>);
-
-impl TableSnapshot {
-    /// Whether both are the very same table (no definition came between them).
-    pub fn same(&self, other: &TableSnapshot) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
-    /// The bytes its definitions take (as `DecodeLimits::max_record_table_bytes` counts
-    /// them).
-    pub fn kept(&self) -> usize {
-        self.0.kept()
-    }
-
-    /// The bytes of the definitions it holds that `earlier` does not: what holding both
-    /// keeps beyond holding `earlier` (each shape counted once, however many tables share
-    /// it).
-    pub fn added_since(&self, earlier: &TableSnapshot) -> usize {
-        if self.same(earlier) {
-            0
-        } else {
-            self.0.added_since(&earlier.0)
-        }
-    }
-}
 
 impl std::fmt::Debug for TableSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TableSnapshot")
-            .field("kept", &self.kept())
+            .field("kept", &self.0.kept())
             .finish()
     }
 }

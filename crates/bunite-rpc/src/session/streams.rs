@@ -31,7 +31,7 @@ pub(crate) const MAX_WINDOW: u64 = MAX_INITIAL_CREDIT as u64;
 
 /// How many values a client stream may hold unconsumed: at most the server's initial
 /// credit (≤ 1024) can be outstanding, since credit is only returned for consumed values.
-pub(crate) const CLIENT_BUFFER: u64 = MAX_INITIAL_CREDIT as u64;
+pub(crate) const CLIENT_BUFFER: usize = MAX_INITIAL_CREDIT as usize;
 
 /// The client returns credit per this many consumed values (PROTOCOL §5).
 pub(crate) const CREDIT_BATCH: u32 = 8;
@@ -61,10 +61,9 @@ impl ServerStream {
 pub(crate) struct ClientStreamState<T: Types> {
     pub sink: T::Sink,
     pub cap_id: CapId,
-    /// Values delivered and not yet returned as credit.
-    pub outstanding: u64,
-    /// The size on the wire of each of those values, oldest first (what each keeps
-    /// alive until it is read: its message), counted in `Outbound::buffered`.
+    /// What each value delivered and not yet returned as credit keeps, oldest first (its
+    /// message and the definitions it is charged for: `Payload::kept_beyond`), counted in
+    /// `Outbound::buffered`. Its length is the number of those values.
     pub sizes: VecDeque<usize>,
     /// Credit returned by the consumer and not yet sent: the returns of one pass go out
     /// as one `credit` frame.
@@ -226,42 +225,21 @@ impl<T: Types> Session<T> {
         let Some(s) = self.outbound.streams.get_mut(&id) else {
             return self.stream_frame_for_call(id, true, None);
         };
-        if s.outstanding >= CLIENT_BUFFER {
+        if s.sizes.len() >= CLIENT_BUFFER {
             let status = Status::resource_exhausted(
                 "stream sent more values than the credit window allows",
                 reason::STREAM_CREDIT_WINDOW,
             );
-            self.fail_client_stream(id, Error::local(LocalError::StreamOverflow, status));
-            self.send(&Frame::Cancel(Cancel {
-                id,
-                reason: Some(reason::STREAM_CREDIT_WINDOW.into()),
-            }));
-            return;
+            return self.overflow(id, status, reason::STREAM_CREDIT_WINDOW);
         }
-        // What the value keeps: its bytes, and the record table it is read with, which may
-        // hold definitions the decoder has since replaced. Each definition that came since
-        // the last value's table is counted once, with the first value whose table holds
-        // it; the table the first value finds is the decoder's own then (not counted: at
-        // most `max_record_table_bytes` more kept than counted).
-        let last = self.outbound.last_table.as_ref();
-        let (table, added) = match last {
-            // Nearly always: no definition came since the last value.
-            Some(last) if item.reads_with(last) => (None, 0),
-            _ => {
-                let table = item.table();
-                let added = match (&table, last) {
-                    (Some(now), Some(last)) => now.added_since(last),
-                    _ => 0,
-                };
-                (table, added)
-            }
-        };
-        let size = item.wire_len().saturating_add(added);
+        // What the value keeps until it is read: its message, and definitions its record
+        // table holds that the decoder may since have replaced (at most one table's worth
+        // more is kept than counted: `Payload::kept_beyond`).
+        let (size, table) = item.kept_beyond(self.outbound.last_table.as_ref());
         let max = self.cfg.limits.max_buffered_stream_bytes;
         let buffered = self.outbound.buffered.saturating_add(size);
         if buffered > max {
-            // Each value keeps its message alive until it is read: values a consumer has
-            // not read yet are bounded in bytes too, not only in number (a window of 1,024
+            // The credit window bounds how many values wait, not how large they are (1,024
             // values of 64 MiB each would be 64 GiB).
             let status = Status::new(
                 Code::ResourceExhausted,
@@ -270,14 +248,8 @@ impl<T: Types> Session<T> {
                      connection's limit of {max} bytes (max_buffered_stream_bytes)"
                 ),
             );
-            self.fail_client_stream(id, Error::local(LocalError::StreamOverflow, status));
-            self.send(&Frame::Cancel(Cancel {
-                id,
-                reason: Some("client_cancel".into()),
-            }));
-            return;
+            return self.overflow(id, status, "client_cancel");
         }
-        s.outstanding += 1;
         s.sizes.push_back(size);
         self.outbound.buffered = buffered;
         if table.is_some() {
@@ -285,6 +257,16 @@ impl<T: Types> Session<T> {
         }
         let to = s.sink.clone();
         self.outputs.push_back(Output::StreamItem { to, item });
+    }
+
+    /// A client stream holds more than it may: it fails with `status`
+    /// (`LocalError::StreamOverflow`) and the server is sent `cancel {reason}`.
+    fn overflow(&mut self, id: CallId, status: Status, reason: &str) {
+        self.fail_client_stream(id, Error::local(LocalError::StreamOverflow, status));
+        self.send(&Frame::Cancel(Cancel {
+            id,
+            reason: Some(reason.into()),
+        }));
     }
 
     /// Removes a client stream from the table, and its values not yet returned as credit
@@ -321,7 +303,6 @@ impl<T: Types> Session<T> {
         let Some(s) = self.outbound.streams.get_mut(&id) else {
             return;
         };
-        s.outstanding = s.outstanding.saturating_sub(u64::from(messages));
         let read = (messages as usize).min(s.sizes.len());
         let freed: usize = s.sizes.drain(..read).sum();
         self.outbound.buffered = self.outbound.buffered.saturating_sub(freed);

@@ -407,7 +407,7 @@ impl<'a> Ctx<'a, '_> {
                 max: self.max_table,
             });
         }
-        let shape = Arc::new(SlotKeys::new(&keys));
+        let shape = Arc::new(SlotKeys::costing(&keys, cost));
         if Arc::get_mut(self.slots).is_none() {
             self.meter.charge(budget::TABLE_COPY)?;
         }

@@ -50,7 +50,14 @@ pub(crate) struct SlotKeys {
 
 impl SlotKeys {
     /// The shape of `keys`, in order.
+    #[cfg(test)]
     pub(crate) fn new(keys: &[&str]) -> SlotKeys {
+        SlotKeys::costing(keys, SlotKeys::cost(keys))
+    }
+
+    /// The shape of `keys`, whose [`SlotKeys::cost`] the caller has worked out (to charge
+    /// it before allocating).
+    pub(crate) fn costing(keys: &[&str], cost: usize) -> SlotKeys {
         let joined: String = keys.concat();
         let mut end = 0;
         let ends = keys
@@ -65,7 +72,7 @@ impl SlotKeys {
             joined: joined.into_boxed_str(),
             ends,
             texts,
-            cost: SlotKeys::cost(keys),
+            cost,
         }
     }
 

@@ -742,6 +742,53 @@ impl RevokedSet {
     }
 }
 
+/// How many of our pending calls and client streams target each cap, so a `cap_revoked`
+/// (PROTOCOL §12) that names no cap we call costs the ids it names, not a scan of every
+/// pending call: a peer sending such frames in a loop cannot make each few bytes cost
+/// `max_in_flight` steps. A revocation that does fail calls scans once, and each such scan
+/// ends calls we made. Built from the tables at the first `cap_revoked` and kept from then
+/// on, so a connection that never sees one pays nothing per call.
+#[derive(Default)]
+pub(crate) struct CallsOnCap {
+    by_cap: Option<Map<CapId, u32>>,
+}
+
+impl CallsOnCap {
+    fn add(&mut self, cap: CapId) {
+        if let Some(by_cap) = &mut self.by_cap {
+            *by_cap.entry(cap).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, cap: CapId) {
+        let Some(by_cap) = &mut self.by_cap else {
+            return;
+        };
+        if let Some(n) = by_cap.get_mut(&cap) {
+            *n -= 1;
+            if *n == 0 {
+                crate::hashing::take(by_cap, &cap);
+            }
+        }
+    }
+
+    /// The counts, built from `targets` (the cap of every pending call and client stream)
+    /// the first time.
+    fn index(&mut self, targets: impl Iterator<Item = CapId>) -> &Map<CapId, u32> {
+        self.by_cap.get_or_insert_with(|| {
+            let mut by_cap = Map::default();
+            for cap in targets {
+                *by_cap.entry(cap).or_insert(0) += 1;
+            }
+            by_cap
+        })
+    }
+
+    fn clear(&mut self) {
+        self.by_cap = None;
+    }
+}
+
 /// Children of a call: the calls we made from inside its handler (PROTOCOL §11), so a
 /// cancel cascades without scanning every pending call.
 #[derive(Default)]
@@ -754,17 +801,25 @@ impl ChildIndex {
         self.by_parent.entry(parent).or_default().push(child);
     }
 
+    /// Stops at the child and moves the last one into its place: a parent's children are
+    /// unordered here, so a handler with `k` calls out pays O(k) per finished call, not
+    /// the O(k) of a `retain` for every call plus its shift.
     fn remove(&mut self, parent: CallId, child: CallId) {
         if let Some(children) = self.by_parent.get_mut(&parent) {
-            children.retain(|c| *c != child);
+            if let Some(at) = children.iter().position(|c| *c == child) {
+                children.swap_remove(at);
+            }
             if children.is_empty() {
                 crate::hashing::take(&mut self.by_parent, &parent);
             }
         }
     }
 
+    /// The children of `parent` in the order they were made (call ids only grow).
     fn take(&mut self, parent: CallId) -> Vec<CallId> {
-        crate::hashing::take(&mut self.by_parent, &parent).unwrap_or_default()
+        let mut children = crate::hashing::take(&mut self.by_parent, &parent).unwrap_or_default();
+        children.sort_unstable();
+        children
     }
 
     #[cfg(any(test, feature = "test-util"))]

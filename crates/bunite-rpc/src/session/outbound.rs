@@ -14,7 +14,7 @@ use bunite_wire::{
 use super::output::Output;
 use super::streams::ClientStreamState;
 use super::timers::{after, Timer, DEADLINE_GRACE};
-use super::{ChildIndex, RevokedSet, Session, Types, DROP_FRAME_ENTRIES};
+use super::{CallsOnCap, ChildIndex, RevokedSet, Session, Types, DROP_FRAME_ENTRIES};
 use crate::error::{Error, LocalError};
 use crate::status::{reason, Code, Status};
 
@@ -106,6 +106,8 @@ pub(crate) struct Outbound<T: Types> {
     /// Client streams with credit to return (see `streams`).
     pub(super) credit_due: Vec<CallId>,
     children: ChildIndex,
+    /// How many of `pending` and `streams` target each cap.
+    pub(super) on_cap: CallsOnCap,
     revoked: RevokedSet,
     drops: Vec<DropEntry>,
     /// Where each id sits in `drops`, so summing releases stays O(1) however many CapRefs a
@@ -128,6 +130,7 @@ impl<T: Types> Outbound<T> {
             parked: Vec::new(),
             credit_due: Vec::new(),
             children: ChildIndex::default(),
+            on_cap: CallsOnCap::default(),
             revoked: RevokedSet::new(max_revoked),
             drops: Vec::new(),
             drop_index: Map::default(),
@@ -195,6 +198,18 @@ impl<T: Types> Outbound<T> {
     #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self, timers: &super::timers::Timers, limits: &crate::limits::Limits) {
         let with_parent = self.pending.values().filter(|p| p.parent.is_some()).count();
+        let mut on_cap: Map<CapId, u32> = Map::default();
+        let targets = self.pending.values().map(|p| p.cap_id);
+        for cap in targets.chain(self.streams.values().map(|s| s.cap_id)) {
+            *on_cap.entry(cap).or_insert(0) += 1;
+        }
+        assert!(
+            self.on_cap
+                .by_cap
+                .as_ref()
+                .is_none_or(|kept| *kept == on_cap),
+            "calls-on-cap count out of step"
+        );
         assert_eq!(self.children.len(), with_parent, "child index out of step");
         for (parent, children) in &self.children.by_parent {
             for child in children {
@@ -331,6 +346,7 @@ impl<T: Types> Session<T> {
         if let Some(parent) = req.parent {
             self.outbound.children.add(parent, id);
         }
+        self.outbound.on_cap.add(req.cap_id);
         self.outbound.pending.insert(
             id,
             Pending {
@@ -360,6 +376,7 @@ impl<T: Types> Session<T> {
         if let Some(parent) = p.parent {
             self.outbound.children.remove(parent, id);
         }
+        self.outbound.on_cap.remove(p.cap_id);
         Some(p)
     }
 
@@ -477,9 +494,20 @@ impl<T: Types> Session<T> {
     }
 
     pub(super) fn on_revoked(&mut self, r: CapRevoked) {
-        let ids: Set<CapId> = r.cap_ids.into_iter().collect();
-        for id in &ids {
-            self.outbound.revoked.insert(*id);
+        let out = &mut self.outbound;
+        let targets = out.pending.values().map(|p| p.cap_id);
+        let on_cap = out
+            .on_cap
+            .index(targets.chain(out.streams.values().map(|s| s.cap_id)));
+        let mut ids: Set<CapId> = Set::default();
+        for id in r.cap_ids {
+            out.revoked.insert(id);
+            if on_cap.contains_key(&id) {
+                ids.insert(id);
+            }
+        }
+        if ids.is_empty() {
+            return;
         }
         let mut failed: Vec<CallId> = (self.outbound.pending.iter())
             .filter(|(_, p)| ids.contains(&p.cap_id))
@@ -549,6 +577,7 @@ impl<T: Types> Session<T> {
             });
         }
         self.outbound.children.clear();
+        self.outbound.on_cap.clear();
         self.outbound.credit_due.clear();
         self.outbound.drops.clear();
         self.outbound.drop_index.clear();
@@ -573,6 +602,7 @@ impl<T: Types> Session<T> {
             sizes: VecDeque::new(),
             credit: 0,
         };
+        self.outbound.on_cap.add(req.cap_id);
         self.outbound.streams.insert(req.id, state);
     }
 }

@@ -273,6 +273,7 @@ impl<T: Types> Session<T> {
     /// from the bytes buffered.
     pub(super) fn take_client_stream(&mut self, id: CallId) -> Option<ClientStreamState<T>> {
         let s = crate::hashing::take(&mut self.outbound.streams, &id)?;
+        self.outbound.on_cap.remove(s.cap_id);
         let held: usize = s.sizes.iter().sum();
         self.outbound.buffered = self.outbound.buffered.saturating_sub(held);
         if self.outbound.streams.is_empty() {

@@ -536,3 +536,21 @@ fn a_quiet_connection_gives_back_the_room_a_burst_took() {
     client.s.check_invariants();
     server.s.check_invariants();
 }
+
+#[test]
+fn the_child_index_gives_a_parents_children_in_call_order_after_removals() {
+    let mut index = crate::session::ChildIndex::default();
+    for child in 1..=6 {
+        index.add(CallId(100), CallId(child));
+    }
+    index.add(CallId(200), CallId(7));
+    index.remove(CallId(100), CallId(2));
+    index.remove(CallId(100), CallId(5));
+    index.remove(CallId(100), CallId(99));
+    assert_eq!(index.len(), 5);
+    let ids = |v: Vec<CallId>| v.into_iter().map(|c| c.0).collect::<Vec<_>>();
+    assert_eq!(ids(index.take(CallId(100))), [1, 3, 4, 6]);
+    assert_eq!(ids(index.take(CallId(100))), Vec::<u64>::new());
+    index.remove(CallId(200), CallId(7));
+    assert!(index.by_parent.is_empty(), "an emptied parent is let go");
+}

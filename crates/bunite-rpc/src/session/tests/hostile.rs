@@ -4,6 +4,7 @@ use bunite_wire::{Call, CallId, Cancel, CapId, Encoder, Frame, Value};
 use bytes::Bytes;
 
 use super::*;
+use crate::error::LocalError;
 use crate::status::Code;
 
 /// A peer that writes frames by hand, after the session's hello and its own.
@@ -337,4 +338,55 @@ fn a_short_goaway_is_kept_whole() {
     };
     assert_eq!(error.message, "host shutting down");
     assert_eq!(error.reason(), Some("plugin_unloading"));
+}
+
+#[test]
+fn a_cap_revoked_fails_the_calls_and_streams_on_the_caps_it_names_and_nothing_else() {
+    let mut client = peer();
+    let mut raw = Raw::connect(&mut client);
+    let on_five = client.call(2, CapId(5), "get", Value::Undefined);
+    let on_six = client.call(3, CapId(6), "get", Value::Undefined);
+    let again_five = client.call(4, CapId(5), "get", Value::Undefined);
+    client.s.start_stream(
+        &mut with_id(
+            CallId(5),
+            request(CapId(5), "ticks", Value::Undefined, Expect::Value),
+        ),
+        50,
+    );
+    client.collect();
+    let revoke = |ids: Vec<u32>| {
+        Frame::CapRevoked(bunite_wire::CapRevoked {
+            cap_ids: ids.into_iter().map(CapId).collect(),
+        })
+    };
+
+    // Caps nobody calls: nothing fails, however many frames name them.
+    for n in 0..1_000 {
+        raw.send(&mut client, &revoke(vec![100 + n, 7, 8]));
+    }
+    raw.send(&mut client, &revoke(vec![]));
+    assert_eq!(client.s.stats().pending_calls, 3);
+    assert_eq!(client.s.stats().client_streams, 1);
+    assert!(client.replies.is_empty() && client.ends.is_empty());
+    // Calls made after the first revocation are counted too.
+    let late_five = client.call(6, CapId(5), "get", Value::Undefined);
+    let on_seven = client.call(7, CapId(7), "get", Value::Undefined);
+    let e = client.reply(on_seven).expect("failed").unwrap_err();
+    assert_eq!(e.local_kind(), Some(LocalError::Revoked), "7 was revoked");
+
+    raw.send(&mut client, &revoke(vec![9, 5]));
+    for tag in [on_five, again_five, late_five] {
+        let e = client.reply(tag).expect("failed").unwrap_err();
+        assert_eq!(e.reason(), Some("revoked"));
+    }
+    assert!(matches!(&client.ends[..], [(50, Some(e))] if e.reason() == Some("revoked")));
+    assert_eq!(client.reply(on_six), None, "a call on another cap goes on");
+    assert_eq!(client.s.stats().pending_calls, 1);
+    assert_eq!(client.s.stats().client_streams, 0);
+
+    raw.send(&mut client, &revoke(vec![6]));
+    let e = client.reply(on_six).expect("failed").unwrap_err();
+    assert_eq!(e.reason(), Some("revoked"));
+    assert_eq!(client.s.stats().pending_calls, 0);
 }

@@ -78,20 +78,88 @@ export class FrameEncoder {
   }
 }
 
-/** Decodes messages in order on one connection direction. */
-export class FrameDecoder {
-  private readonly unpackr = new Unpackr({ ...OPTIONS });
+/** The default bound on what the record table keeps (as the Rust peer's): 1 MiB. */
+export const MAX_RECORD_TABLE_BYTES = 1024 * 1024;
 
-  constructor(private readonly maxDepth = MAX_DEPTH) {}
+/** The record slots of PROTOCOL §3.3. */
+const SLOTS = 64;
+
+/**
+ * What a definition keeps, as this decoder counts it: per key its UTF-16 bytes and 32 bytes
+ * for its string and its place in the key array.
+ */
+function definitionCost(keys: unknown): number {
+  if (!Array.isArray(keys)) return 0;
+  let cost = 0;
+  for (const k of keys) cost += 32 + 2 * (typeof k === "string" ? k.length : 0);
+  return cost;
+}
+
+/**
+ * Decodes messages in order on one connection direction.
+ *
+ * msgpackr keeps every record definition it reads for the connection's life, outside any
+ * message's size: a hostile peer could send one wide definition per message and make the page
+ * hold them all. So the decoder gives msgpackr a table of exactly the 64 slots of PROTOCOL
+ * §3.3, sealed (msgpackr's own two-byte definitions, whose ids lie outside those slots,
+ * cannot be stored: the message fails), and after each message counts what the slots keep;
+ * past `maxRecordTableBytes` the message fails, a protocol error (goaway).
+ */
+export class FrameDecoder {
+  private readonly slots: unknown[];
+  private readonly unpackr: Unpackr;
+  /** The definition each slot held after the last message, and what it costs. */
+  private readonly seen: unknown[] = new Array<unknown>(SLOTS).fill(undefined);
+  private readonly costs: number[] = new Array<number>(SLOTS).fill(0);
+  private kept = 0;
+
+  constructor(
+    private readonly maxDepth = MAX_DEPTH,
+    private readonly maxRecordTableBytes = MAX_RECORD_TABLE_BYTES,
+  ) {
+    // The properties msgpackr sets on its table exist before the table is sealed.
+    const slots = Object.assign(new Array<unknown>(SLOTS).fill(undefined), {
+      sharedLength: 0,
+      restoreStructures: null,
+    });
+    this.slots = Object.seal(slots);
+    this.unpackr = new Unpackr({ ...OPTIONS, structures: slots as never });
+  }
 
   /**
    * The one value of `bytes`. Throws on malformed msgpack, trailing bytes, a record
-   * reference to an undefined slot, a bad CapRef, or nesting deeper than the limit.
+   * reference to an undefined slot, a bad CapRef, nesting deeper than the limit, or record
+   * definitions that take the table past its bound.
    */
   decode(bytes: Uint8Array): unknown {
-    const value: unknown = this.unpackr.unpack(bytes);
+    let value: unknown;
+    try {
+      value = this.unpackr.unpack(bytes);
+    } finally {
+      this.count();
+    }
     checkDepth(value, this.maxDepth);
     return value;
+  }
+
+  /** What the record table keeps now, as counted (see `definitionCost`). */
+  get recordTableBytes(): number {
+    return this.kept;
+  }
+
+  /** Charges the slots whose definition changed; throws once the table is past its bound. */
+  private count(): void {
+    for (let i = 0; i < SLOTS; i++) {
+      const def = this.slots[i];
+      if (def === this.seen[i]) continue;
+      const cost = definitionCost(def);
+      this.kept += cost - this.costs[i]!;
+      this.seen[i] = def;
+      this.costs[i] = cost;
+    }
+    if (this.kept > this.maxRecordTableBytes) {
+      throw new RangeError(`record definitions keep ${this.kept} bytes, past the table's bound of ${this.maxRecordTableBytes}`);
+    }
   }
 }
 

@@ -3,7 +3,7 @@
 // (PROTOCOL §6–12). Every frame goes through `send`, every inbound message through
 // `receive`; nothing a peer sends can throw out of `receive`.
 
-import { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH } from "./codec.js";
+import { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH, MAX_RECORD_TABLE_BYTES } from "./codec.js";
 import * as F from "./frames.js";
 import { type Frame, FrameError, validate } from "./frames.js";
 import { ClientStream } from "./stream.js";
@@ -26,6 +26,13 @@ export interface Limits {
   maxCaps: number;
   /** Nesting depth of decoded values. Default 256. */
   maxDepth: number;
+  /**
+   * What the record definitions a peer sends (PROTOCOL §3.3) may keep together for the
+   * connection's life, counted per key as its UTF-16 bytes plus 32; a definition past it is
+   * a protocol error (goaway). Default 1 MiB, as the Rust peer's
+   * `Limits::max_record_table_bytes`.
+   */
+  maxRecordTableBytes: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -33,6 +40,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxInFlightCalls: 1024,
   maxCaps: 1024,
   maxDepth: MAX_DEPTH,
+  maxRecordTableBytes: MAX_RECORD_TABLE_BYTES,
 };
 
 /** How this peer presents itself and what it serves from the start. */
@@ -116,7 +124,7 @@ export class Connection {
     options: ConnectionOptions = {},
   ) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.decoder = new FrameDecoder(this.limits.maxDepth);
+    this.decoder = new FrameDecoder(this.limits.maxDepth, this.limits.maxRecordTableBytes);
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.serving = new Serving(this, options.policy);
     for (const { def, impl } of options.serve ?? []) this.serving.serve(def, impl);

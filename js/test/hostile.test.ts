@@ -298,6 +298,55 @@ test("the in-flight limit fails a call locally, and a call too big for the peer'
   assertClean(conn2);
 });
 
+/** A record of `n` keys of 40 characters, each prefixed with `tag` so every call makes a new shape. */
+function wide(tag: string, n: number): Record<string, number> {
+  const o: Record<string, number> = {};
+  for (let i = 0; i < n; i++) o[`${tag}-${i}`.padEnd(40, "k")] = i;
+  return o;
+}
+
+test("record definitions past maxRecordTableBytes: goaway invalid_argument, and nothing kept past the bound", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { limits: { maxRecordTableBytes: 64 * 1024 } });
+  const peer = rawPeer(b);
+  peer.hello();
+  const pending = conn.call(2, "x", undefined);
+  await tick();
+  // 400 keys of 40 characters: 400 × (32 + 80) = 44,800 bytes a definition; the second is past 64 KiB.
+  peer.send({ op: "result", id: 77, ok: true, value: wide("a", 400) });
+  await tick();
+  assert.equal(conn.isClosed, false, "one definition is within the bound");
+  peer.send({ op: "result", id: 78, ok: true, value: wide("b", 400) });
+  await failsWith(pending, "unavailable");
+  const goaway = peer.got.find((f) => f["op"] === "goaway");
+  assert.equal(goaway?.["error"]?.["code"], "invalid_argument");
+  assert.match(goaway?.["error"]?.["message"], /record definitions keep \d+ bytes, past the table's bound of 65536/);
+  assertClean(conn);
+});
+
+test("a definition that overwrites a slot gives back what the slot kept", () => {
+  const enc = new FrameEncoder();
+  const one = 200 * (32 + 80);
+  const dec = new FrameDecoder(undefined, 40 * one);
+  // 100 shapes through the encoder's ring of 32 ids: the slots are overwritten again and
+  // again, so what is kept stays at 32 definitions (and would pass 40 if they added up).
+  for (let i = 0; i < 100; i++) {
+    const v = dec.decode(enc.encode(wide(`s${i}`, 200))) as Record<string, number>;
+    assert.equal(v[`s${i}-199`.padEnd(40, "k")], 199);
+  }
+  assert.equal(dec.recordTableBytes, 32 * one);
+});
+
+test("msgpackr's two-byte record definitions, whose ids lie outside the 64 slots, fail the message", () => {
+  // d5 72 ID HIGH: a definition of the keys ["a"] with the value 1, under ids 64 and -33.
+  for (const id of [0x60, 0x41]) {
+    const dec = new FrameDecoder();
+    assert.throws(() => dec.decode(Uint8Array.from([0xd5, 0x72, id, 0x01, 0x91, 0xa1, 0x61, 0x01])));
+  }
+  // With a high byte of 0 the id is the slot's own: an ordinary definition.
+  assert.deepEqual(new FrameDecoder().decode(Uint8Array.from([0xd5, 0x72, 0x60, 0x00, 0x91, 0xa1, 0x61, 0x01])), { a: 1 });
+});
+
 test("nothing above threw or rejected unhandled", async () => {
   await tick();
   assert.deepEqual(unhandled, []);

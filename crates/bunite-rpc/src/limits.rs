@@ -24,7 +24,7 @@ use std::time::Duration;
 /// | `decode_budget_factor`, `decode_budget_base` | 3, 4 MiB | a message may take at most base + factor × its size once decoded (PROTOCOL §13.11) |
 /// | `max_hello_features`, `max_hello_text` | 64, 4 KiB | a `hello` is small; only what is used is kept |
 /// | `max_record_table_bytes` | 1 MiB | record definitions are kept for the connection's life; what they keep is bounded apart from any one message's budget |
-/// | `max_buffered_stream_bytes` | 64 MiB | each stream value a consumer has not read keeps its message; a server could send a window of 1,024 maximal values per stream |
+/// | `max_buffered_stream_bytes` | 64 MiB | each stream value a consumer has not read keeps its bytes (a long one its message); a server could send a window of 1,024 maximal values per stream |
 /// | `max_context_bytes` | 64 KiB | a call's `meta.context` is kept by its handler's `CallContext` for as long as it runs; beyond it the call fails `invalid_argument` |
 ///
 /// A server whose clients may sit on slow links gives them longer to take long answers,
@@ -152,12 +152,15 @@ pub struct Limits {
     pub max_context_bytes: usize,
     /// Most bytes the stream values this end's client streams hold may keep, received and
     /// not yet read by their consumers (counted until their credit goes back), across all
-    /// the connection's streams: each value's bytes on the wire, and the record
-    /// definitions its table holds that came since the last value's (which the decoder may
-    /// since have replaced). Default 64 MiB, as `max_unsent_bytes`: the credit window
-    /// bounds how many values a server may send ahead (PROTOCOL §10, up to 1,024 a
-    /// stream), not how large they are, and each keeps its message alive until it is
-    /// read. The stream whose value would go past it fails `resource_exhausted`
+    /// the connection's streams: what each value keeps alive, and the record definitions
+    /// its table holds that came since the last value's (which the decoder may since have
+    /// replaced). A value shorter than 16 KiB or less than half of its message is copied
+    /// out of it when it arrives (a short one into a small per-stream arena), so that it
+    /// keeps only its own bytes and not the message or the read buffer it shares with
+    /// others; a longer one keeps its message and is counted for all of it. Default 64 MiB,
+    /// as `max_unsent_bytes`: the credit window bounds how many values a server may send
+    /// ahead (PROTOCOL §10, up to 1,024 a stream), not how large they are. The stream
+    /// whose value would go past it fails `resource_exhausted`
     /// (`LocalError::StreamOverflow`) and is cancelled.
     pub max_buffered_stream_bytes: usize,
 }

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 
 use crate::codec::budget::Meter;
@@ -44,7 +44,7 @@ enum Inner {
 #[derive(Clone)]
 struct Wire {
     /// Exactly the payload's bytes.
-    bytes: Bytes,
+    bytes: Held,
     /// The decoder's slot table where the payload starts.
     slots: Arc<SlotTable>,
     /// The payload's depth in its message (the depth limit counts from the frame).
@@ -84,7 +84,7 @@ impl Payload {
         message: usize,
     ) -> Payload {
         Payload(Inner::Wire(Wire {
-            bytes,
+            bytes: Held::Shared(bytes),
             slots,
             depth,
             max_depth,
@@ -99,7 +99,10 @@ impl Payload {
         match &self.0 {
             Inner::Undefined => true,
             Inner::Local(v) => v.is_undefined(),
-            Inner::Wire(w) => matches!(Cursor::new(&w.bytes).head(), Ok(Head::Undefined)),
+            Inner::Wire(w) => matches!(
+                Cursor::new(w.bytes.as_slice()).head(),
+                Ok(Head::Undefined)
+            ),
         }
     }
 
@@ -133,8 +136,8 @@ impl Payload {
             Inner::Wire(w) => {
                 let mut slots = Arc::clone(&w.slots);
                 let cx = Ctx {
-                    cur: Cursor::new(&w.bytes),
-                    owner: Some((&w.bytes, w.message)),
+                    cur: Cursor::new(w.bytes.as_slice()),
+                    owner: w.bytes.shared().map(|b| (b, w.message)),
                     slots: &mut slots,
                     meter: Meter::new(w.budget),
                     max_depth: w.max_depth,
@@ -172,24 +175,66 @@ impl Payload {
         }
     }
 
+    /// Readies the payload to be kept for long (a value waiting in a queue until it is
+    /// read). A received payload is a slice of its message and keeps the whole message
+    /// alive, and with it the buffer the message was read into, which may hold other
+    /// messages too (the tail of a long one, up to 64 MiB). As for a [`crate::Blob`], one
+    /// shorter than [`crate::Blob::SHARE_MIN`] or less than half of its message is copied
+    /// out: a one-byte value beside 64 MiB of fields the decoder skipped, or read into the
+    /// same buffer as a long message since dropped, then keeps its own bytes only. A longer
+    /// one keeps its message, at most about twice its size, which
+    /// [`Payload::kept_beyond`] counts.
+    ///
+    /// Short copies go into `arena`, a few KiB at a time, instead of an allocation each:
+    /// give each queue its own, so that values read in order free its chunks in order and
+    /// the arena keeps at most one chunk beyond the values not yet read.
+    pub fn unpin(&mut self, arena: &mut BytesMut) {
+        /// One chunk of an arena: a few hundred stream values of a few bytes.
+        const CHUNK: usize = 4096;
+        let Inner::Wire(w) = &mut self.0 else {
+            return;
+        };
+        let len = w.bytes.len();
+        if len >= crate::Blob::SHARE_MIN && len >= w.message.div_ceil(2) {
+            return;
+        }
+        w.message = len;
+        if len <= INLINE {
+            let mut buf = [0; INLINE];
+            buf[..len].copy_from_slice(w.bytes.as_slice());
+            w.bytes = Held::Inline {
+                len: len as u8,
+                buf,
+            };
+            return;
+        }
+        if arena.capacity() - arena.len() < len {
+            *arena = BytesMut::with_capacity(CHUNK.max(len));
+        }
+        arena.extend_from_slice(w.bytes.as_slice());
+        w.bytes = Held::Shared(arena.split().freeze());
+    }
+
     /// What keeping this payload costs beyond keeping payloads read with `last` (the table
-    /// of one kept before it), and the table to pass for the next one: its bytes on the
-    /// wire, plus the record definitions its table holds that `last` does not (definitions
-    /// its decoder may since have replaced, which the payload keeps alive). Each definition
-    /// is counted once, with the first payload whose table holds it; with no `last`, the
-    /// table is the decoder's own and nothing of it is counted. The table is `None` when it
-    /// is `last` itself (a pointer comparison: nearly always) or the payload is local.
+    /// of one kept before it), and the table to pass for the next one: the message it keeps
+    /// alive (only its own bytes after [`Payload::unpin`]), plus the record definitions its
+    /// table holds that `last` does not (definitions its decoder may since have replaced,
+    /// which the payload keeps alive). Each definition is counted once, with the first
+    /// payload whose table holds it; with no `last`, the table is the decoder's own and
+    /// nothing of it is counted. The table is `None` when it is `last` itself (a pointer
+    /// comparison: nearly always) or the payload is local.
     pub fn kept_beyond(&self, last: Option<&TableSnapshot>) -> (usize, Option<TableSnapshot>) {
         let Inner::Wire(w) = &self.0 else {
             return (0, None);
         };
+        let message = w.message.max(w.bytes.len());
         let added = match last {
-            Some(last) if Arc::ptr_eq(&w.slots, &last.0) => return (w.bytes.len(), None),
+            Some(last) if Arc::ptr_eq(&w.slots, &last.0) => return (message, None),
             Some(last) => w.slots.added_since(&last.0),
             None => 0,
         };
         let table = TableSnapshot(Arc::clone(&w.slots));
-        (w.bytes.len().saturating_add(added), Some(table))
+        (message.saturating_add(added), Some(table))
     }
 }
 
@@ -208,6 +253,39 @@ impl std::fmt::Debug for TableSnapshot {
     }
 }
 
+/// A received payload's bytes: a slice of its message, or a copy short enough to keep
+/// inline ([`Payload::unpin`]).
+#[derive(Clone)]
+enum Held {
+    Shared(Bytes),
+    Inline { len: u8, buf: [u8; INLINE] },
+}
+
+/// The longest payload [`Payload::unpin`] keeps inline: a number, a short string, a small
+/// record of a few fields, in the room a `Bytes` takes anyway.
+const INLINE: usize = 23;
+
+impl Held {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Held::Shared(b) => b,
+            Held::Inline { len, buf } => &buf[..usize::from(*len)],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// The message buffer the bytes are a slice of, which a `Blob` read from them may share.
+    fn shared(&self) -> Option<&Bytes> {
+        match self {
+            Held::Shared(b) => Some(b),
+            Held::Inline { .. } => None,
+        }
+    }
+}
+
 impl Wire {
     /// Runs `read` over the payload with a private copy of its slot table and `limit` bytes
     /// of budget; the payload must be read exactly.
@@ -218,7 +296,7 @@ impl Wire {
     ) -> Result<T, DecodeError> {
         let mut slots = Arc::clone(&self.slots);
         let mut cx = Ctx {
-            cur: Cursor::new(&self.bytes),
+            cur: Cursor::new(self.bytes.as_slice()),
             owner: None,
             slots: &mut slots,
             meter: Meter::new(limit),

@@ -188,3 +188,52 @@ fn a_blob_goes_out_as_bin_and_through_other_formats() {
     );
     assert_eq!(blob.detached(), blob);
 }
+
+/// `v` as the value of a received `result` frame beside an unknown field of `junk` bytes.
+fn received_beside(v: Value, junk: usize) -> (Bytes, Payload) {
+    let frame = Value::Record(
+        Record::new()
+            .with("op", "result")
+            .with("id", 1u32)
+            .with("ok", true)
+            .with("value", v)
+            .with("junk", Value::Bin(vec![0; junk])),
+    );
+    let msg = Bytes::from(Encoder::new().encode_to_vec(&frame));
+    match Decoder::new(DecodeLimits::default()).decode_frame_lazy(&msg) {
+        Ok(Frame::Result(ResultFrame {
+            outcome: Ok(payload),
+            ..
+        })) => (msg, payload),
+        _ => panic!("not a result"),
+    }
+}
+
+/// `Payload::unpin`: a payload to keep for long lets go of its message when it is short
+/// (inline up to 23 bytes, else in the arena) or a small part of it, and reads the same
+/// after; a long one that is most of its message keeps it, and is charged for all of it.
+#[test]
+fn an_unpinned_payload_lets_go_of_its_message_unless_it_is_most_of_it() {
+    let mut arena = bytes::BytesMut::new();
+    let cases = [
+        (Value::from(7u32), 0, true),
+        (Value::from("twenty-two bytes long!"), 0, true),
+        (Value::Bin(pattern(200)), 0, true),
+        (Value::Bin(pattern(20_000)), 64 * 1024, true),
+        (Value::Bin(pattern(20_000)), 0, false),
+    ];
+    for (i, (value, junk, lets_go)) in cases.into_iter().enumerate() {
+        let (msg, mut payload) = received_beside(value.clone(), junk);
+        payload.unpin(&mut arena);
+        assert_eq!(msg.is_unique(), lets_go, "case {i}");
+        assert!(payload.to_value().unwrap() == value, "case {i} reads the same");
+        let charged = payload.kept_beyond(None).0;
+        let expected = if lets_go { payload.wire_len() } else { msg.len() };
+        assert_eq!(charged, expected, "case {i}");
+    }
+    // A blob read from a payload in the arena is a copy of the right bytes.
+    let (_, mut small) = received_beside(Value::Bin(pattern(100)), 0);
+    small.unpin(&mut arena);
+    let again: Blob = small.deserialize().unwrap();
+    assert_eq!(&again[..], &pattern(100)[..]);
+}

@@ -2,6 +2,8 @@
 //! cancels, the peer's revocations, and releasing the references we received (PROTOCOL §7,
 //! §9–12).
 
+use bytes::BytesMut;
+
 use crate::hashing::{Map, Set};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -601,6 +603,7 @@ impl<T: Types> Session<T> {
             cap_id: req.cap_id,
             sizes: VecDeque::new(),
             credit: 0,
+            arena: BytesMut::new(),
         };
         self.outbound.on_cap.add(req.cap_id);
         self.outbound.streams.insert(req.id, state);

@@ -12,6 +12,7 @@
 //! `resource_exhausted` and is cancelled, so a consumer's buffer is bounded in number and
 //! in bytes whatever the server does.
 
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -68,6 +69,8 @@ pub(crate) struct ClientStreamState<T: Types> {
     /// Credit returned by the consumer and not yet sent: the returns of one pass go out
     /// as one `credit` frame.
     pub credit: u64,
+    /// Where its short values are copied (`Payload::unpin`); empty until one is.
+    pub arena: BytesMut,
 }
 
 impl<T: Types> Session<T> {
@@ -221,7 +224,7 @@ impl<T: Types> Session<T> {
         }
     }
 
-    fn client_stream_push(&mut self, id: CallId, item: Payload) {
+    fn client_stream_push(&mut self, id: CallId, mut item: Payload) {
         let Some(s) = self.outbound.streams.get_mut(&id) else {
             return self.stream_frame_for_call(id, true, None);
         };
@@ -232,9 +235,11 @@ impl<T: Types> Session<T> {
             );
             return self.overflow(id, status, reason::STREAM_CREDIT_WINDOW);
         }
-        // What the value keeps until it is read: its message, and definitions its record
-        // table holds that the decoder may since have replaced (at most one table's worth
-        // more is kept than counted: `Payload::kept_beyond`).
+        // What the value keeps until it is read: its message (its own bytes if short or a
+        // small part of it: `Payload::unpin`), and definitions its record table holds
+        // that the decoder may since have replaced (at most one table's worth more is kept
+        // than counted: `Payload::kept_beyond`).
+        item.unpin(&mut s.arena);
         let (size, table) = item.kept_beyond(self.outbound.last_table.as_ref());
         let max = self.cfg.limits.max_buffered_stream_bytes;
         let buffered = self.outbound.buffered.saturating_add(size);

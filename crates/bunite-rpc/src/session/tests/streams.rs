@@ -1,6 +1,7 @@
 //! Streams with credit, both sides.
 
 use bunite_wire::{CallId, CapId, Frame, StreamEvent, StreamFrame, Value};
+use bytes::Bytes;
 
 use super::*;
 use crate::error::LocalError;
@@ -332,4 +333,52 @@ fn values_not_yet_read_are_charged_for_the_definitions_they_keep() {
         "{} values buffered",
         client.items.len()
     );
+}
+
+/// A value waiting to be read keeps its own bytes, not its message: a short one, or one
+/// that is a small part of its message (beside fields the decoder skips), is copied out;
+/// a long one that is most of its message keeps the message and is charged for all of it.
+#[test]
+fn a_value_waiting_to_be_read_keeps_its_own_bytes_not_its_message() {
+    let (mut server, mut client, a) = stream_buffering(64 * 1024 * 1024);
+    let mut next = |value: Value, junk: usize| {
+        let frame = Value::Record(
+            bunite_wire::Record::new()
+                .with("op", "stream")
+                .with("id", a.call_id.0 as u32)
+                .with("ev", "next")
+                .with("value", value)
+                .with("junk", Value::Bin(vec![0; junk])),
+        );
+        let message = Bytes::from(server.s.encoder.encode_to_vec(&frame));
+        let before = client.s.outbound.buffered;
+        let now = client.now;
+        client.s.handle_message(&message, now);
+        client.collect();
+        let charged = client.s.outbound.buffered - before;
+        (message.is_unique(), charged, message.len())
+    };
+    let long = || Value::Bin(vec![7; 40 * 1024]);
+
+    // One byte beside 2 MB, 100 bytes beside 2 MB, 40 KiB beside 100 KiB: copied out,
+    // charged their own bytes.
+    for (value, junk, len) in [
+        (Value::from(1u32), 2_000_000, 1),
+        (Value::Bin(vec![1; 100]), 2_000_000, 102),
+        (long(), 100 * 1024, 40 * 1024 + 3),
+    ] {
+        let (unique, charged, _) = next(value, junk);
+        assert!(unique, "the message is let go");
+        assert_eq!(charged, len);
+    }
+    // 40 KiB that is most of its message: shared, charged the whole message.
+    let (unique, charged, message) = next(long(), 100);
+    assert!(!unique, "a long value shares its message");
+    assert_eq!(charged, message);
+
+    assert_eq!(client.items.len(), 4);
+    let first: u32 = client.items[0].1.deserialize().unwrap();
+    let long_one: bunite_wire::Blob = client.items[3].1.deserialize().unwrap();
+    assert_eq!((first, long_one.len()), (1, 40 * 1024));
+    assert!(long_one.iter().all(|b| *b == 7));
 }

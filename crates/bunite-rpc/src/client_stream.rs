@@ -212,8 +212,12 @@ impl ClientStream {
                 Poll::Ready(Some(Ok(item)))
             }
             Next::End(error) => {
-                // The server ended the stream: nothing to cancel.
+                // The server ended the stream: nothing to cancel, but the session counts
+                // the values of an ended stream, and its error, until they are read.
                 self.done = true;
+                if let Some(id) = self.id {
+                    self.shared.send(Command::CancelStream(id));
+                }
                 Poll::Ready(error.map(Err))
             }
             Next::Empty => {

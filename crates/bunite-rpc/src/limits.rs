@@ -151,8 +151,11 @@ pub struct Limits {
     /// maximal message each. A call over it fails `invalid_argument` and never runs.
     pub max_context_bytes: usize,
     /// Most bytes the stream values this end's client streams hold may keep, received and
-    /// not yet read by their consumers (counted until their credit goes back), across all
-    /// the connection's streams: what each value keeps alive, and the record definitions
+    /// not yet read by their consumers (counted until their credit goes back, or the
+    /// consumer lets the stream go; a stream that ended still counts the values it has not
+    /// read, and a peer's error that ended it at the length of its message, clipped as a
+    /// goaway's when it does not fit), across all the connection's streams: what each
+    /// value keeps alive, and the record definitions
     /// its table holds that came since the last value's (which the decoder may since have
     /// replaced). A value shorter than 16 KiB or less than half of its message is copied
     /// out of it when it arrives (a short one into a small per-stream arena), so that it

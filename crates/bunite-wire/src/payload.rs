@@ -99,10 +99,7 @@ impl Payload {
         match &self.0 {
             Inner::Undefined => true,
             Inner::Local(v) => v.is_undefined(),
-            Inner::Wire(w) => matches!(
-                Cursor::new(w.bytes.as_slice()).head(),
-                Ok(Head::Undefined)
-            ),
+            Inner::Wire(w) => matches!(Cursor::new(w.bytes.as_slice()).head(), Ok(Head::Undefined)),
         }
     }
 

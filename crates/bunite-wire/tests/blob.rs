@@ -226,9 +226,16 @@ fn an_unpinned_payload_lets_go_of_its_message_unless_it_is_most_of_it() {
         let (msg, mut payload) = received_beside(value.clone(), junk);
         payload.unpin(&mut arena);
         assert_eq!(msg.is_unique(), lets_go, "case {i}");
-        assert!(payload.to_value().unwrap() == value, "case {i} reads the same");
+        assert!(
+            payload.to_value().unwrap() == value,
+            "case {i} reads the same"
+        );
         let charged = payload.kept_beyond(None).0;
-        let expected = if lets_go { payload.wire_len() } else { msg.len() };
+        let expected = if lets_go {
+            payload.wire_len()
+        } else {
+            msg.len()
+        };
         assert_eq!(charged, expected, "case {i}");
     }
     // A blob read from a payload in the arena is a copy of the right bytes.

@@ -43,7 +43,8 @@ pub(crate) enum Command {
     Release(CapId),
     /// A client stream's consumer took this many values.
     Credit(CallId, u32),
-    /// A client stream was dropped or cancelled.
+    /// A client stream's consumer let it go: dropped or cancelled it (cancelled if still
+    /// open), or read its end (what the session still counts for it is let go).
     CancelStream(CallId),
     /// Serve caps, as `IfExists` says; answers the names now owned.
     Serve {

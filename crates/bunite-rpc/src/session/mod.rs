@@ -152,6 +152,9 @@ pub(crate) struct Session<T: Types> {
     observed: bool,
     encoder: Encoder,
     decoder: Decoder,
+    /// The length of the message being handled: what a peer's error that ends a stream is
+    /// charged while it waits behind the values its consumer has not read.
+    message_len: usize,
     /// Encoding scratch space, reused.
     scratch: Vec<u8>,
     /// The allocations of large messages sent, for the next large message.
@@ -195,6 +198,23 @@ pub(crate) fn clip_peer_text(mut text: String) -> String {
     text
 }
 
+/// A peer's status cut to what a goaway keeps: its message clipped ([`clip_peer_text`]),
+/// and of its details only a short `{reason}`.
+pub(crate) fn clip_peer_status(full: Status) -> Status {
+    let why = (full.reason())
+        .filter(|r| r.len() <= PEER_TEXT)
+        .map(str::to_owned);
+    let kept = Status {
+        message: clip_peer_text(full.message),
+        details: None,
+        ..full
+    };
+    match why {
+        Some(why) => kept.with_reason(&why),
+        None => kept,
+    }
+}
+
 /// `text` cut to [`PEER_TEXT`] bytes, borrowed when it is short enough (nearly always).
 pub(crate) fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
     if text.len() > PEER_TEXT {
@@ -230,6 +250,7 @@ impl<T: Types> Session<T> {
             observed: false,
             encoder: Encoder::new(),
             decoder: Decoder::new(decode_limits),
+            message_len: 0,
             scratch: Vec::new(),
             spares: spares::Spares::default(),
             chunk: BytesMut::new(),
@@ -366,6 +387,7 @@ impl<T: Types> Session<T> {
             Ok(frame) => frame,
             Err(e) => return self.protocol_error(Status::invalid_argument(decode_message(&e))),
         };
+        self.message_len = msg.len();
         match frame {
             Frame::Hello(h) => self.on_hello(h, now),
             Frame::Goaway(g) => self.on_goaway(g),
@@ -432,22 +454,7 @@ impl<T: Types> Session<T> {
         // message) and of the error: a peer's long text is clipped first, or one goaway of
         // a few MiB would be multiplied by the calls it fails.
         let reason = g.reason.map(clip_peer_text);
-        let error = g.error.map(|w| {
-            let full = Status::from_wire(w);
-            // Of the details only `{reason}` is kept, and only a short one.
-            let why = (full.reason())
-                .filter(|r| r.len() <= PEER_TEXT)
-                .map(str::to_owned);
-            let kept = Status {
-                message: clip_peer_text(full.message),
-                details: None,
-                ..full
-            };
-            match why {
-                Some(why) => kept.with_reason(&why),
-                None => kept,
-            }
-        });
+        let error = g.error.map(|w| clip_peer_status(Status::from_wire(w)));
         let how = Disconnect::Goaway {
             reason,
             error: error.clone().map(Box::new),

@@ -122,6 +122,10 @@ pub(crate) struct Outbound<T: Types> {
     /// is charged for the definitions its table adds to it (see `client_stream_push`).
     /// Let go when no client stream is left.
     pub(super) last_table: Option<TableSnapshot>,
+    /// Client streams that ended with values their consumers have not read yet (and the
+    /// peer's error, if one ended with it): what each keeps, oldest first, counted in
+    /// `buffered` until the consumer reads them or lets the stream go.
+    pub(super) ended: Map<CallId, VecDeque<usize>>,
 }
 
 impl<T: Types> Outbound<T> {
@@ -138,6 +142,7 @@ impl<T: Types> Outbound<T> {
             drop_index: Map::default(),
             buffered: 0,
             last_table: None,
+            ended: Map::default(),
         }
     }
 
@@ -237,7 +242,11 @@ impl<T: Types> Outbound<T> {
             self.in_flight() <= limits.max_in_flight,
             "over the in-flight limit"
         );
-        let held: usize = self.streams.values().flat_map(|s| s.sizes.iter()).sum();
+        let live = self.streams.values().map(|s| &s.sizes);
+        let held: usize = live.chain(self.ended.values()).flatten().sum();
+        for id in self.ended.keys() {
+            assert!(!self.streams.contains_key(id), "{id} both open and ended");
+        }
         assert_eq!(self.buffered, held, "buffered stream bytes out of step");
         assert!(
             self.buffered <= limits.max_buffered_stream_bytes,
@@ -529,7 +538,7 @@ impl<T: Types> Session<T> {
             .collect();
         streams.sort();
         for id in streams {
-            self.fail_client_stream(id, Error::Remote(Status::revoked()));
+            self.end_client_stream(id, Some(Error::Remote(Status::revoked())), 0);
         }
     }
 
@@ -571,6 +580,7 @@ impl<T: Types> Session<T> {
         let mut streams: Vec<_> = self.outbound.streams.drain().collect();
         self.outbound.buffered = 0;
         self.outbound.last_table = None;
+        self.outbound.ended.clear();
         streams.sort_by_key(|(id, _)| *id);
         for (_, s) in streams {
             self.outputs.push_back(Output::StreamEnd {

@@ -21,7 +21,7 @@ use bunite_wire::{
 };
 
 use super::output::{Output, RunId};
-use super::{Pay, Session, Types};
+use super::{clip_peer_status, Pay, Session, Types};
 use crate::error::{Error, LocalError};
 use crate::events::{Event, ServerStreamEvent, StreamPhase};
 use crate::schema::{CapDef, MAX_INITIAL_CREDIT};
@@ -206,17 +206,15 @@ impl<T: Types> Session<T> {
             }
             StreamEvent::Credit(_) => {}
             StreamEvent::Next(payload) => self.client_stream_push(f.id, payload),
-            StreamEvent::End => match self.take_client_stream(f.id) {
-                Some(s) => self.outputs.push_back(Output::StreamEnd {
-                    to: s.sink,
-                    error: None,
-                }),
-                None => self.stream_frame_for_call(f.id, false, None),
-            },
+            StreamEvent::End => {
+                if !self.end_client_stream(f.id, None, 0) {
+                    self.stream_frame_for_call(f.id, false, None);
+                }
+            }
             StreamEvent::Error(e) => {
                 let error = Error::Remote(Status::from_wire(e));
                 if self.outbound.streams.contains_key(&f.id) {
-                    self.fail_client_stream(f.id, error);
+                    self.end_client_stream(f.id, Some(error), self.message_len);
                 } else {
                     self.stream_frame_for_call(f.id, false, Some(error));
                 }
@@ -267,37 +265,68 @@ impl<T: Types> Session<T> {
     /// A client stream holds more than it may: it fails with `status`
     /// (`LocalError::StreamOverflow`) and the server is sent `cancel {reason}`.
     fn overflow(&mut self, id: CallId, status: Status, reason: &str) {
-        self.fail_client_stream(id, Error::local(LocalError::StreamOverflow, status));
+        let error = Error::local(LocalError::StreamOverflow, status);
+        self.end_client_stream(id, Some(error), 0);
         self.send(&Frame::Cancel(Cancel {
             id,
             reason: Some(reason.into()),
         }));
     }
 
-    /// Removes a client stream from the table, and its values not yet returned as credit
-    /// from the bytes buffered.
-    pub(super) fn take_client_stream(&mut self, id: CallId) -> Option<ClientStreamState<T>> {
+    /// Removes a client stream from the table; what its values keep stays in `buffered`
+    /// (see `end_client_stream` and `unbuffer`).
+    fn take_client_stream(&mut self, id: CallId) -> Option<ClientStreamState<T>> {
         let s = crate::hashing::take(&mut self.outbound.streams, &id)?;
         self.outbound.on_cap.remove(s.cap_id);
-        let held: usize = s.sizes.iter().sum();
-        self.outbound.buffered = self.outbound.buffered.saturating_sub(held);
         if self.outbound.streams.is_empty() {
             self.outbound.last_table = None;
         }
         Some(s)
     }
 
-    pub(super) fn fail_client_stream(&mut self, id: CallId, error: Error) -> bool {
-        match self.take_client_stream(id) {
-            Some(s) => {
-                self.outputs.push_back(Output::StreamEnd {
-                    to: s.sink,
-                    error: Some(error),
-                });
-                true
-            }
-            None => false,
+    /// Takes what `sizes` kept off the bytes buffered.
+    fn unbuffer(&mut self, sizes: &VecDeque<usize>) {
+        let held: usize = sizes.iter().sum();
+        self.outbound.buffered = self.outbound.buffered.saturating_sub(held);
+    }
+
+    /// Ends a client stream still open (false if it is not): its consumer gets the end
+    /// (`error`, or a clean one) after the values it has not read yet. Those stay counted
+    /// in `buffered` until it reads them or lets the stream go (`ended`): a consumer that
+    /// stops reading holds them, and a server that ends each stream once it has filled the
+    /// bound would otherwise make it hold one bound per stream. A peer's error is counted
+    /// too, at `error_len` (the length of the message it came in); one that does not fit
+    /// within the bound is kept clipped as a goaway's is (`clip_peer_status`).
+    pub(super) fn end_client_stream(
+        &mut self,
+        id: CallId,
+        mut error: Option<Error>,
+        error_len: usize,
+    ) -> bool {
+        let Some(mut s) = self.take_client_stream(id) else {
+            return false;
+        };
+        let fits = self.outbound.buffered.saturating_add(error_len)
+            <= self.cfg.limits.max_buffered_stream_bytes;
+        if error_len > 0 {
+            error = match error {
+                Some(Error::Remote(status)) if !fits => {
+                    Some(Error::Remote(clip_peer_status(status)))
+                }
+                error if fits => {
+                    s.sizes.push_back(error_len);
+                    self.outbound.buffered += error_len;
+                    error
+                }
+                error => error,
+            };
         }
+        if !s.sizes.is_empty() {
+            self.outbound.ended.insert(id, s.sizes);
+        }
+        self.outputs
+            .push_back(Output::StreamEnd { to: s.sink, error });
+        true
     }
 
     /// Returns credit for `messages` consumed values of a client stream still open. Sent
@@ -307,7 +336,7 @@ impl<T: Types> Session<T> {
             return;
         }
         let Some(s) = self.outbound.streams.get_mut(&id) else {
-            return;
+            return self.read_after_end(id, messages);
         };
         let read = (messages as usize).min(s.sizes.len());
         let freed: usize = s.sizes.drain(..read).sum();
@@ -347,23 +376,45 @@ impl<T: Types> Session<T> {
 
     /// The consumer dropped or cancelled a client stream: `cancel {reason:"client_cancel"}`.
     pub fn cancel_client_stream(&mut self, id: CallId) {
-        if self.take_client_stream(id).is_some() && self.closed.is_none() {
-            self.send(&Frame::Cancel(Cancel {
-                id,
-                reason: Some("client_cancel".into()),
-            }));
+        if let Some(s) = self.take_client_stream(id) {
+            self.unbuffer(&s.sizes);
+            if self.closed.is_none() {
+                self.send(&Frame::Cancel(Cancel {
+                    id,
+                    reason: Some("client_cancel".into()),
+                }));
+            }
+        } else if let Some(sizes) = crate::hashing::take(&mut self.outbound.ended, &id) {
+            // The consumer of an ended stream read its end, or let it go.
+            self.unbuffer(&sizes);
+        }
+    }
+
+    /// The consumer of an ended stream read `messages` more of its values.
+    fn read_after_end(&mut self, id: CallId, messages: u32) {
+        let Some(sizes) = self.outbound.ended.get_mut(&id) else {
+            return;
+        };
+        let read = (messages as usize).min(sizes.len());
+        let freed: usize = sizes.drain(..read).sum();
+        self.outbound.buffered = self.outbound.buffered.saturating_sub(freed);
+        if sizes.is_empty() {
+            crate::hashing::take(&mut self.outbound.ended, &id);
         }
     }
 
     /// A `result` for a stream id fails the stream (PROTOCOL §10).
     pub(super) fn result_for_stream(&mut self, id: CallId, outcome: Result<Payload, Error>) {
-        let error = match outcome {
-            Ok(_) => Error::local(
-                LocalError::WrongKind,
-                Status::new(Code::InvalidArgument, "stream method returned result frame"),
+        let (error, error_len) = match outcome {
+            Ok(_) => (
+                Error::local(
+                    LocalError::WrongKind,
+                    Status::new(Code::InvalidArgument, "stream method returned result frame"),
+                ),
+                0,
             ),
-            Err(e) => e,
+            Err(e) => (e, self.message_len),
         };
-        self.fail_client_stream(id, error);
+        self.end_client_stream(id, Some(error), error_len);
     }
 }

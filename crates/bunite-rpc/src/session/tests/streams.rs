@@ -382,3 +382,78 @@ fn a_value_waiting_to_be_read_keeps_its_own_bytes_not_its_message() {
     assert_eq!((first, long_one.len()), (1, 40 * 1024));
     assert!(long_one.iter().all(|b| *b == 7));
 }
+
+/// The values of a stream that ended and the peer's error that ended it stay counted
+/// until its consumer reads them or lets the stream go: a server that ends each stream
+/// once it has filled the bound cannot make the client hold a bound per stream.
+#[test]
+fn an_ended_streams_unread_values_and_error_stay_counted_until_read() {
+    let (mut server, mut client, a) = stream_buffering(3_500);
+    let value = || Value::from("v".repeat(1_000)); // about 1,010 bytes a frame
+    for _ in 0..3 {
+        server.s.stream_item(a.call_id, a.run, value());
+    }
+    server.s.stream_done(a.call_id, a.run, Ok(()));
+    server.collect();
+    pump(&mut server, &mut client);
+    assert!(matches!(&client.ends[..], [(50, None)]), "a ended cleanly");
+    let after_a = client.s.outbound.buffered;
+    assert!(
+        after_a > 3_000,
+        "its three unread values still count: {after_a}"
+    );
+
+    // Another stream: its first value passes the bound with a's, and it fails.
+    let b = open(&mut server, &mut client, CapId(2), 3, 51);
+    server.s.stream_item(b.call_id, b.run, value());
+    pump(&mut server, &mut client);
+    let (sink, e) = client.ends.pop().expect("b ended");
+    assert_eq!(sink, 51);
+    assert_eq!(e.unwrap().local_kind(), Some(LocalError::StreamOverflow));
+    client.s.cancel_client_stream(b.call_id);
+    assert_eq!(
+        client.s.outbound.buffered, after_a,
+        "b's consumer let it go"
+    );
+
+    // a's consumer reads two values (credit), then its end: nothing is counted any more.
+    client.s.return_credit(a.call_id, 2);
+    client.s.check_invariants();
+    assert!(client.s.outbound.buffered < after_a / 2);
+    client.s.cancel_client_stream(a.call_id);
+    assert_eq!(client.s.outbound.buffered, 0);
+    assert!(client.s.outbound.ended.is_empty());
+    let frames = pump(&mut client, &mut server);
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, Frame::Cancel(c) if c.id == a.call_id)),
+        "letting an ended stream go sends nothing: {frames:?}"
+    );
+
+    // A peer's error that ends a stream counts at its message's length until its end is
+    // read; one that does not fit within the bound is kept clipped, as a goaway's is.
+    for (n, (len, whole)) in [(2_000, true), (200_000, false)].into_iter().enumerate() {
+        let c = open(&mut server, &mut client, CapId(2), 4 + n as u64, 52);
+        let error = crate::status::Status::internal("x".repeat(len)).with_reason("why");
+        server.s.stream_done(c.call_id, c.run, Err(error));
+        server.collect();
+        pump(&mut server, &mut client);
+        let (_, e) = client.ends.pop().expect("c ended");
+        let status = e.unwrap().status().clone();
+        assert_eq!(status.reason(), Some("why"));
+        match whole {
+            true => {
+                assert_eq!(status.message.len(), len, "the error is whole");
+                assert!(client.s.outbound.buffered > len);
+            }
+            false => {
+                assert!(status.message.len() < 1_100, "clipped");
+                assert_eq!(client.s.outbound.buffered, 0);
+            }
+        }
+        client.s.check_invariants();
+        client.s.cancel_client_stream(c.call_id);
+        assert_eq!(client.s.outbound.buffered, 0);
+    }
+}

@@ -22,7 +22,7 @@ use crate::connection::{spans_wanted, Command, Connection, Shared};
 use crate::context::CallScope;
 use crate::error::{Error, LocalError};
 use crate::schema::CapDef;
-use crate::session::{CallRequest, Expect};
+use crate::session::{CallRequest, Expect, Parent};
 use crate::status::{Code, Status};
 use bunite_wire::Payload;
 
@@ -501,9 +501,10 @@ pub(crate) fn decode_result<R: DeserializeOwned>(payload: &Payload) -> Result<R,
 /// connection, the deadline (explicit, or what remains of the handler's), the context map.
 fn set_meta(shared: &Shared, req: &mut CallRequest, opts: CallOptions) {
     let scope = CallScope::current();
-    req.parent = scope
-        .filter(|s| s.connection == shared.id)
-        .map(|s| s.call_id);
+    req.parent = scope.filter(|s| s.connection == shared.id).map(|s| Parent {
+        call: s.call_id,
+        run: s.run,
+    });
     req.deadline = opts.deadline.or_else(|| {
         scope
             .and_then(|s| s.deadline)

@@ -13,12 +13,17 @@ use crate::attestation::Attestation;
 use crate::connection::{Command, Connection, Shared};
 use crate::handler::{CapImpl, ExportedCap};
 use crate::schema::CapDef;
+use crate::session::RunId;
 
 /// What a handler knows about the call it serves. Cheap to clone.
 #[derive(Clone)]
 pub struct CallContext {
     shared: Arc<Shared>,
     call_id: CallId,
+    /// The run of the handler it was made for (`None` for runtime-initiated work): a peer
+    /// may use a call id again once its call is finished, and what this context asks for
+    /// must not reach the call that reuses it.
+    run: Option<RunId>,
     cap_id: CapId,
     signal: Signal,
     deadline: Option<Instant>,
@@ -41,6 +46,9 @@ impl std::fmt::Debug for CallContext {
 pub(crate) struct CallScope {
     pub connection: u64,
     pub call_id: CallId,
+    /// The handler's run: calls it makes are the call's children only while this run serves
+    /// it (the peer may reuse the id once it is finished).
+    pub run: RunId,
     pub deadline: Option<Instant>,
 }
 
@@ -134,6 +142,7 @@ impl CallContext {
     pub(crate) fn new(
         shared: Arc<Shared>,
         call_id: CallId,
+        run: RunId,
         cap_id: CapId,
         signal: Signal,
         deadline: Option<Instant>,
@@ -142,6 +151,7 @@ impl CallContext {
         CallContext {
             shared,
             call_id,
+            run: Some(run),
             cap_id,
             signal,
             deadline,
@@ -154,6 +164,7 @@ impl CallContext {
         CallContext {
             shared,
             call_id: CallId(0),
+            run: None,
             cap_id,
             signal: Signal::default(),
             deadline: None,
@@ -228,8 +239,10 @@ impl CallContext {
     /// connection closes, before it replies, `f` is dropped without running; from a stream
     /// or a disposal it never runs.
     pub fn after_reply(&self, f: impl FnOnce() + Send + 'static) {
-        self.shared
-            .send(Command::AfterReply(self.call_id, Box::new(f)));
+        if let Some(run) = self.run {
+            let work = Box::new((self.call_id, run, Box::new(f) as _));
+            self.shared.send(Command::AfterReply(work));
+        }
     }
 
     /// Exports a cap to return from this call. Its cap-id is allocated (refcount 1) when the
@@ -247,6 +260,7 @@ mod tests {
         CallScope {
             connection: 1,
             call_id: CallId(call_id),
+            run: RunId(call_id),
             deadline: None,
         }
     }

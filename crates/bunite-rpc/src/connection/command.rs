@@ -62,7 +62,7 @@ pub(crate) enum Command {
         done: Option<oneshot::Sender<()>>,
     },
     /// Run this once the call's reply is queued.
-    AfterReply(CallId, Deferred),
+    AfterReply(Box<(CallId, RunId, Deferred)>),
     /// A handler on its own task finished.
     HandlerDone {
         run: RunId,

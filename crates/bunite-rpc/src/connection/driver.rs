@@ -301,7 +301,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                     let _ = done.send(());
                 }
             }
-            Command::AfterReply(id, f) => s.after_reply(id, f),
+            Command::AfterReply(work) => {
+                let (id, run, f) = *work;
+                s.after_reply(id, run, f);
+            }
             Command::HandlerDone {
                 run,
                 call_id,

@@ -155,11 +155,13 @@ impl Runs {
         let scope = CallScope {
             connection: self.shared.id,
             call_id: inv.call_id,
+            run: inv.run,
             deadline,
         };
         let ctx = CallContext::new(
             Arc::clone(&self.shared),
             inv.call_id,
+            inv.run,
             inv.cap_id,
             signal.clone(),
             deadline,

@@ -81,6 +81,14 @@ impl<T: Types> Default for Inbound<T> {
 }
 
 impl<T: Types> Inbound<T> {
+    /// Whether `run` still serves the peer's call (or stream) `call`.
+    pub fn serves(&self, call: CallId, run: RunId) -> bool {
+        match self.active.get(&call) {
+            Some(a) => a.run == run,
+            None => self.streams.get(&call).is_some_and(|s| s.run == run),
+        }
+    }
+
     pub fn active_len(&self) -> usize {
         self.active.len()
     }
@@ -361,6 +369,7 @@ impl<T: Types> Session<T> {
         let Some(active) = active else {
             return;
         };
+        self.orphan_children(call_id);
         if let Some(at) = active.deadline {
             self.timers.disarm(at, Timer::Inbound(call_id));
         }
@@ -405,9 +414,10 @@ impl<T: Types> Session<T> {
     }
 
     /// Registers work to run once call `id`'s reply is queued. Dropped unrun when the call
-    /// is not active (cancelled, finished, or not a call).
-    pub fn after_reply(&mut self, id: CallId, f: T::Deferred) {
-        if let Some(active) = self.inbound.active.get_mut(&id) {
+    /// is not active with the handler's `run` (cancelled, finished, not a call, or the id
+    /// reused by the peer for a call after it).
+    pub fn after_reply(&mut self, id: CallId, run: RunId, f: T::Deferred) {
+        if let Some(active) = self.inbound.active.get_mut(&id).filter(|a| a.run == run) {
             active.after_reply.push(f);
         }
     }

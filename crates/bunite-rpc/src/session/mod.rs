@@ -61,7 +61,7 @@ use crate::stats::Stats;
 use crate::status::{reason, Code, Status};
 
 pub(crate) use inbound::Outcome;
-pub(crate) use outbound::{CallRequest, Expect};
+pub(crate) use outbound::{CallRequest, Expect, Parent};
 pub(crate) use output::{Invocation, Output, RunId};
 pub(crate) use streams::CREDIT_BATCH;
 
@@ -823,6 +823,10 @@ impl ChildIndex {
     }
 
     /// The children of `parent` in the order they were made (call ids only grow).
+    fn is_empty(&self) -> bool {
+        self.by_parent.is_empty()
+    }
+
     fn take(&mut self, parent: CallId) -> Vec<CallId> {
         let mut children = crate::hashing::take(&mut self.by_parent, &parent).unwrap_or_default();
         children.sort_unstable();

@@ -13,7 +13,7 @@ use bunite_wire::{
     EncodeError, Frame, Outgoing, Payload, ResultFrame, TableSnapshot, Text,
 };
 
-use super::output::Output;
+use super::output::{Output, RunId};
 use super::streams::ClientStreamState;
 use super::timers::{after, Timer, DEADLINE_GRACE};
 use super::{CallsOnCap, ChildIndex, RevokedSet, Session, Types, DROP_FRAME_ENTRIES};
@@ -29,6 +29,15 @@ pub(crate) enum Expect {
     Caps,
 }
 
+/// The handler a call is made from: the peer's call it serves, and its run. A peer may use
+/// a call id again once its call is finished, so the call is the handler's child only
+/// while that run still serves it (`Session::send_call`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Parent {
+    pub call: CallId,
+    pub run: RunId,
+}
+
 /// A call's `args` as a request holds them: an [`Outgoing`], or a
 /// typed client's params value itself.
 pub(crate) type Args = dyn AsOutgoing + Send;
@@ -42,8 +51,8 @@ pub(crate) struct CallRequest<A: ?Sized = Args> {
     pub id: CallId,
     pub cap_id: CapId,
     pub method: Text,
-    /// The call made inside the handler of this call of the peer (`meta.parentCallId`).
-    pub parent: Option<CallId>,
+    /// The handler it is made inside of, serving a call of the peer (`meta.parentCallId`).
+    pub parent: Option<Parent>,
     /// A relative deadline (`meta.deadlineMs`; the call fails at deadline + 500 ms).
     pub deadline: Option<Duration>,
     /// The `meta.context` map.
@@ -74,7 +83,7 @@ impl<A: ?Sized> CallRequest<A> {
             return None;
         }
         Some(CallMeta {
-            parent_call_id: self.parent,
+            parent_call_id: self.parent.map(|p| p.call),
             // deadlineMs ≤ 0 means none on the wire, so an expired deadline goes out as 1 ms.
             deadline_ms: self
                 .deadline
@@ -144,6 +153,11 @@ impl<T: Types> Outbound<T> {
             last_table: None,
             ended: Map::default(),
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn children_len(&self) -> usize {
+        self.children.len()
     }
 
     #[cfg(test)]
@@ -322,6 +336,10 @@ impl<T: Types> Session<T> {
     /// Encodes the call frame (a typed `args` serialized straight into it), if it fits the
     /// peer's `maxBytes` and its `args` serialize.
     pub(super) fn send_call(&mut self, req: &mut CallRequest) -> Result<(), Error> {
+        // A handler that outlived its call (cancelled but kept running, or finished with
+        // work left behind) makes calls of its own, not children of the call that took
+        // the id since.
+        req.parent = req.parent.filter(|p| self.inbound.serves(p.call, p.run));
         let meta = req.meta();
         let frame = Frame::Call(Call {
             id: req.id,
@@ -355,7 +373,7 @@ impl<T: Types> Session<T> {
             self.timers.arm(at, Timer::Outbound(id));
         }
         if let Some(parent) = req.parent {
-            self.outbound.children.add(parent, id);
+            self.outbound.children.add(parent.call, id);
         }
         self.outbound.on_cap.add(req.cap_id);
         self.outbound.pending.insert(
@@ -363,7 +381,7 @@ impl<T: Types> Session<T> {
             Pending {
                 reply: Some(reply),
                 cap_id: req.cap_id,
-                parent: req.parent,
+                parent: req.parent.map(|p| p.call),
                 expect: req.expect,
                 deadline,
             },
@@ -481,6 +499,19 @@ impl<T: Types> Session<T> {
         }));
     }
 
+    /// The calls made inside the handler of the peer's call `parent`, which finished, are
+    /// its children no more: a cancel of a call that reuses its id does not reach them.
+    pub(super) fn orphan_children(&mut self, parent: CallId) {
+        if self.outbound.children.is_empty() {
+            return;
+        }
+        for id in self.outbound.children.take(parent) {
+            if let Some(p) = self.outbound.pending.get_mut(&id) {
+                p.parent = None;
+            }
+        }
+    }
+
     /// Cancels the calls we made from inside the handler of the peer's call `parent`
     /// (PROTOCOL §11).
     pub(super) fn cancel_children(&mut self, parent: CallId, why: Option<String>) {
@@ -511,7 +542,9 @@ impl<T: Types> Session<T> {
             .on_cap
             .index(targets.chain(out.streams.values().map(|s| s.cap_id)));
         let mut ids: Set<CapId> = Set::default();
-        for id in r.cap_ids {
+        // The reserved ids are no caps (PROTOCOL §7): revoking them would fail every
+        // later bootstrap locally.
+        for id in r.cap_ids.into_iter().filter(|id| !id.is_reserved()) {
             out.revoked.insert(id);
             if on_cap.contains_key(&id) {
                 ids.insert(id);

@@ -158,6 +158,7 @@ impl<T: Types> Session<T> {
                 self.close_server_stream(id, StreamEvent::Error(wire), StreamPhase::Error);
             }
         }
+        self.orphan_children(id);
     }
 
     fn close_server_stream(&mut self, id: CallId, event: StreamEvent, phase: StreamPhase) {

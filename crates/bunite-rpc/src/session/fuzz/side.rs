@@ -13,7 +13,9 @@ use crate::attestation::Attestation;
 use crate::error::Disconnect;
 use crate::limits::Limits;
 use crate::schema::{CapDef, IfExists};
-use crate::session::{CallRequest, Config as SessionConfig, Expect, Outcome, Output, RunId};
+use crate::session::{
+    CallRequest, Config as SessionConfig, Expect, Outcome, Output, Parent, RunId,
+};
 use crate::session::{Session, TransportEnd};
 
 /// The settings of both peers, read from the first two bytes: small limits, so that an
@@ -324,9 +326,18 @@ impl Side {
     ) -> CallRequest<bunite_wire::Outgoing> {
         let cap_id = self.target(input);
         let flags = input.b();
-        let parent = (flags & 1 != 0).then(|| {
-            let ids = self.inbound_ids();
-            ids.get(input.pick(ids.len())).copied().unwrap_or(CallId(1))
+        // A live run's call, or a stale pair (a handler that outlived its call).
+        let parent = (flags & 1 != 0).then(|| match self.pick_run(input, None) {
+            Some((run, call)) if flags & 16 == 0 => Parent { call, run },
+            _ => {
+                let ids = self.inbound_ids();
+                let call = ids.get(input.pick(ids.len())).copied();
+                let run = RunId(u64::from(input.b()));
+                Parent {
+                    call: call.unwrap_or(CallId(1)),
+                    run,
+                }
+            }
         });
         let deadline = match (flags >> 1) & 3 {
             0 => None,
@@ -589,12 +600,12 @@ impl Side {
     }
 
     pub fn after_reply(&mut self, input: &mut Input<'_>, tag: u64) {
-        let id = match self.pick_run(input, Some(false)) {
-            Some((_, id)) => id,
-            None => CallId(u64::from(input.b())),
+        let (run, id) = match self.pick_run(input, Some(false)) {
+            Some(run) => run,
+            None => (RunId(u64::from(input.b())), CallId(u64::from(input.b()))),
         };
         self.deferred.insert(tag);
-        self.s.after_reply(id, tag);
+        self.s.after_reply(id, run, tag);
     }
 
     pub fn advance(&mut self, now: Instant, report: &mut Report) {

@@ -151,7 +151,10 @@ fn cancelling_a_call_cancels_the_calls_its_handler_made() {
     let mut children = Vec::new();
     for id in [2, 3] {
         let mut req = request(on_a, "get", Value::Undefined, Expect::Value);
-        req.parent = Some(outer.call_id);
+        req.parent = Some(crate::session::Parent {
+            call: outer.call_id,
+            run: outer.run,
+        });
         let now = b.now;
         b.s.start_call(&mut with_id(CallId(id), req), 100 + id, now);
         children.push(100 + id);
@@ -553,4 +556,98 @@ fn the_child_index_gives_a_parents_children_in_call_order_after_removals() {
     assert_eq!(ids(index.take(CallId(100))), Vec::<u64>::new());
     index.remove(CallId(200), CallId(7));
     assert!(index.by_parent.is_empty(), "an emptied parent is let go");
+}
+
+/// A peer may use a call id again once its call is finished. What a handler asks for on
+/// behalf of its call (work after the reply, calls that a cancel of it cascades to) stays
+/// with its own run: it never reaches the call that took the id since.
+#[test]
+fn a_handler_that_outlives_its_call_does_not_reach_the_call_that_reuses_its_id() {
+    use crate::session::Parent;
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    client.call(7, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let first = server.invoked();
+    let child_of = |server: &mut Peer, id: u64, parent: Parent| {
+        let mut req = with_id(
+            CallId(id),
+            request(CapId(9), "x", Value::Undefined, Expect::Value),
+        );
+        req.parent = Some(parent);
+        let now = server.now;
+        server.s.start_call(&mut req, 1_000 + id, now);
+        server.collect();
+    };
+    let old = Parent {
+        call: CallId(7),
+        run: first.run,
+    };
+    child_of(&mut server, 100, old);
+    assert_eq!(server.s.outbound.children_len(), 1, "a child of call 7");
+    finish(&mut server, &first, Value::Null);
+    assert_eq!(server.s.outbound.children_len(), 0, "call 7 finished");
+    pump(&mut server, &mut client);
+
+    // The peer calls with id 7 again; the first handler is still at work.
+    client.call(7, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let second = server.invoked();
+    assert_ne!(second.run, first.run);
+    server.s.after_reply(CallId(7), first.run, 901);
+    server.s.after_reply(CallId(7), second.run, 902);
+    child_of(&mut server, 101, old);
+    let new = Parent {
+        call: CallId(7),
+        run: second.run,
+    };
+    child_of(&mut server, 102, new);
+    assert_eq!(
+        server.s.outbound.children_len(),
+        1,
+        "only 102 is the new call's"
+    );
+    let frames = pump(&mut server, &mut client);
+    let parent_of = |id: u64| {
+        frames.iter().find_map(|f| match f {
+            Frame::Call(c) if c.id == CallId(id) => {
+                Some(c.meta.as_ref().and_then(|m| m.parent_call_id))
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(
+        parent_of(101),
+        Some(None),
+        "no parentCallId for the old handler's call"
+    );
+    assert_eq!(parent_of(102), Some(Some(CallId(7))));
+    // The client's answers to 100-102 (no such cap) are lost, so the three stay pending.
+    while client.s.poll_transmit().is_some() {}
+
+    // The new call 7 is cancelled: its own child is, the old handler's calls are not.
+    client.s.cancel_call(CallId(7));
+    pump(&mut client, &mut server);
+    let frames = pump(&mut server, &mut client);
+    let cancelled: Vec<u64> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Cancel(c) => Some(c.id.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled, [102]);
+    assert!(
+        server.deferred.is_empty(),
+        "neither after_reply ran: {:?}",
+        server.deferred
+    );
+
+    // A third call 7 that replies runs none of the work registered before it.
+    client.call(7, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let third = server.invoked();
+    server.s.after_reply(CallId(7), third.run, 903);
+    finish(&mut server, &third, Value::Null);
+    assert_eq!(server.deferred, [903]);
 }

@@ -390,3 +390,22 @@ fn a_cap_revoked_fails_the_calls_and_streams_on_the_caps_it_names_and_nothing_el
     assert_eq!(e.reason(), Some("revoked"));
     assert_eq!(client.s.stats().pending_calls, 0);
 }
+
+#[test]
+fn a_cap_revoked_naming_the_reserved_ids_revokes_nothing() {
+    let mut client = peer();
+    let mut raw = Raw::connect(&mut client);
+    let revoke = Frame::CapRevoked(bunite_wire::CapRevoked {
+        cap_ids: vec![CapId(0), CapId(1)],
+    });
+    raw.send(&mut client, &revoke);
+    let now = client.now;
+    client.s.bootstrap(CallId(2), "t.parent", None, 77, now);
+    client.collect();
+    assert!(
+        client.reply(77).is_none(),
+        "the bootstrap is not failed locally"
+    );
+    assert_eq!(client.s.stats().pending_calls, 1);
+    assert!(client.s.poll_transmit().is_some(), "and it is sent");
+}

@@ -42,6 +42,12 @@ pub trait CapImpl: Send + Sync + 'static {
 
     /// Runs a call method. `args` is what the peer sent, not yet decoded: decode it into
     /// the method's params type ([`Payload::deserialize`]) or a [`Value`].
+    ///
+    /// `args` is a slice of the message it came in, so keeping it keeps the whole message
+    /// (and the record table it is read with) alive, outside any limit: a handler that
+    /// runs for long should decode it first and drop it, as `#[cap]` and
+    /// [`DynCap`](crate::dynamic::DynCap) handlers do, or keep it
+    /// [unpinned](Payload::unpin).
     fn call(
         &self,
         method: &str,

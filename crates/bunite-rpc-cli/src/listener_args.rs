@@ -42,8 +42,8 @@ pub struct ListenerArgs {
     /// refuses more answers while the budget is held (0: any the budget cannot pay for).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     answer_overdraft: Option<usize>,
-    /// The time a message may take to arrive once it has started, before one second per
-    /// 256 KiB of its length is added (`off`: no deadline).
+    /// Once a message has started, the time it has, before one second per 256 KiB of it
+    /// that arrives is added; a peer that falls behind is let go (`off`: no deadline).
     #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration)]
     receive_deadline: Option<OrOff>,
     /// While the send budget pays for what waits for a peer, the time it has to take it,
@@ -105,7 +105,7 @@ impl ListenerArgs {
 pub fn describe_defaults() -> Vec<String> {
     let c = ListenerConfig::default();
     let deadline = match c.receive_deadline {
-        Some(d) => format!("{:?} + 1 s per {} bytes", d.grace, d.min_rate),
+        Some(d) => format!("{:?} + 1 s per {} bytes arrived", d.grace, d.min_rate),
         None => "none".to_owned(),
     };
     vec![

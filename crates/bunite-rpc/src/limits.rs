@@ -207,21 +207,25 @@ impl Limits {
     }
 }
 
-/// How long a message may take to arrive once it has started: [`grace`](Self::grace), plus
-/// one second per [`min_rate`](Self::min_rate) bytes of its length. The default (30 s and
-/// 256 KiB/s) gives a 64 KiB message 30.25 s and a maximal 64 MiB message 4 min 46 s, so a
-/// client on a 2 Mbit/s uplink still gets any message through; a server exposed to the
-/// internet may want it tighter.
+/// How fast a message must arrive once it has started: from its first stall, the peer has
+/// [`grace`](Self::grace) plus one second per [`min_rate`](Self::min_rate) bytes of the
+/// message that arrived since ([`for_len`](Self::for_len) of them). So a peer that stops
+/// sending is let go after the grace, whatever length it announced, and one that keeps the
+/// minimum rate after it never is. The default (30 s and 256 KiB/s) lets a 64 KiB message
+/// take up to 30.25 s and a maximal 64 MiB message 4 min 46 s, so a client on a 2 Mbit/s
+/// uplink still gets any message through; a server exposed to the internet may want it
+/// tighter.
 ///
 /// The same rule paces what a peer is sent while a listener's send budget pays for it
 /// ([`Limits::send_deadline`]): `grace` plus a second per `min_rate` bytes taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReceiveDeadline {
-    /// Time every message gets, whatever its length.
+    /// Time every message gets, whatever its length: how long a peer may fall behind
+    /// the minimum rate (or send nothing) before it is let go.
     pub grace: Duration,
     /// The slowest rate, in bytes per second, a long message may arrive at on average
-    /// (at least 1).
+    /// after the grace (at least 1).
     pub min_rate: u64,
 }
 
@@ -243,7 +247,8 @@ impl ReceiveDeadline {
         }
     }
 
-    /// The time a message of `len` bytes gets (saturating).
+    /// The time `len` bytes of a message get (saturating): the grace, and `len` at the
+    /// minimum rate.
     pub fn for_len(&self, len: u64) -> Duration {
         let rate = self.min_rate.max(1);
         let whole = Duration::from_secs(len / rate);

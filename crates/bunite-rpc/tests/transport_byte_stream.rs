@@ -588,9 +588,10 @@ fn long_messages_wait_for_the_shared_budget_and_small_ones_never_do() {
         let (_, mut s2) = ByteStream::new(r2, tokio::io::sink())
             .with_budget(budget.clone())
             .split();
-        // Half of a long message on each.
+        // The start of a long message on each, more than the free allowance: paid for.
         let body = vec![5u8; long];
-        let half = [&(long as u32).to_be_bytes()[..], &body[..long / 2]].concat();
+        let start = FREE_PER_CONNECTION + 1000;
+        let half = [&(long as u32).to_be_bytes()[..], &body[..start]].concat();
         w1.write_all(&half).await.unwrap();
         assert!(timeout(Duration::from_millis(20), s1.recv()).await.is_err());
         assert_eq!(
@@ -600,13 +601,13 @@ fn long_messages_wait_for_the_shared_budget_and_small_ones_never_do() {
         w2.write_all(&half).await.unwrap();
         let second = tokio::spawn(async move { s2.recv().await.map(|m| m.map(|m| m.len())) });
         // The rest of both: the second stays paused while the first holds the budget.
-        w2.write_all(&body[long / 2..]).await.unwrap();
+        w2.write_all(&body[start..]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !second.is_finished(),
             "the second long message did not wait"
         );
-        w1.write_all(&body[long / 2..]).await.unwrap();
+        w1.write_all(&body[start..]).await.unwrap();
         assert_eq!(s1.recv().await.unwrap().unwrap().len(), long);
         // The first is complete and its bytes are back: the second goes on.
         let second = timeout(WAIT, second).await.unwrap().unwrap().unwrap();
@@ -815,8 +816,8 @@ fn timed_source(
     (w, stream.split().1)
 }
 
-/// A message that stops arriving fails the source once its deadline (the grace, plus its
-/// length at the minimum rate) has passed since it stalled, not before.
+/// A message that stops arriving fails the source once its grace has passed since it
+/// stalled (nothing arrived since to earn more), not before.
 #[test]
 fn a_message_that_stalls_fails_at_its_receive_deadline() {
     run_paused(async {
@@ -826,7 +827,7 @@ fn a_message_that_stalls_fails_at_its_receive_deadline() {
         w.write_all(&[1u8; 100]).await.unwrap();
         let started = tokio::time::Instant::now();
         let err = source.recv().await.unwrap_err();
-        let after = Duration::from_millis(10_000 + 5_004);
+        let after = Duration::from_secs(10);
         assert!(
             matches!(err, TransportError::TooSlow { after: a, len: Some(5_004) } if a == after),
             "{err:?}"
@@ -879,16 +880,19 @@ fn waiting_for_the_budget_does_not_count_against_the_deadline() {
         let body = vec![4u8; FREE_PER_CONNECTION + 50_000];
         let reading = tokio::spawn(async move { source.recv().await.map(|m| m.map(|m| m.len())) });
         // Half of the length prefix, then a pause: the clock starts (the length is not known).
-        w.write_all(&framed_bytes(&[&body])[..2]).await.unwrap();
+        let framed = framed_bytes(&[&body]);
+        w.write_all(&framed[..2]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        w.write_all(&framed_bytes(&[&body])[2..10]).await.unwrap();
-        // Ten times its deadline (1 s + 66 s) waiting for the budget.
+        // Enough of it to be paid for, and then ten times the longest it could take (1 s +
+        // 66 s) waiting for the budget.
+        let paid = 4 + FREE_PER_CONNECTION + 100;
+        w.write_all(&framed[2..paid]).await.unwrap();
         tokio::time::sleep(Duration::from_secs(670)).await;
         assert!(!reading.is_finished());
         drop(hold);
-        // Then the rest, within its deadline.
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        w.write_all(&framed_bytes(&[&body])[10..]).await.unwrap();
+        // Then the rest, within the grace of the stall after the wait.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        w.write_all(&framed[paid..]).await.unwrap();
         let got = reading.await.unwrap().unwrap();
         assert_eq!(got, Some(body.len()));
     });
@@ -1022,5 +1026,116 @@ fn stalled_messages_give_the_budget_back_at_their_deadline() {
         }
         assert_eq!(closed, 4);
         eventually(|| budget.available() == 4 << 20).await;
+    });
+}
+
+/// Polls `source` once: whether it is still waiting for its message.
+async fn still_waiting(source: &mut impl bunite_rpc::transport::MessageSource) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(source.poll_recv(cx).is_pending())).await
+}
+
+/// A length prefix alone draws nothing from the listener's budget (a long message is paid
+/// for once the free allowance's worth of it has arrived), and a peer that sends nothing
+/// after it is let go once the grace has passed, whatever length it announced. Before,
+/// four prefixes (16 bytes) announcing 64 MiB each held the default 256 MiB budget for
+/// grace + 64 MiB / min rate: 286 s, and every other long message waited.
+#[test]
+fn a_bare_length_prefix_holds_no_budget_and_is_let_go_after_the_grace() {
+    run_paused(async {
+        let budget = ByteBudget::new(256 << 20);
+        let rule = ReceiveDeadline::default();
+        let (mut w, r) = tokio::io::duplex(64 * 1024);
+        let (_, mut source) = ByteStream::new(r, tokio::io::sink())
+            .with_max_bytes(64 << 20)
+            .with_budget(budget.clone())
+            .with_receive_deadline(Some(rule))
+            .split();
+        w.write_all(&((64u32 << 20) - 4).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(still_waiting(&mut source).await);
+        assert_eq!(budget.available(), budget.limit(), "nothing drawn");
+        let started = tokio::time::Instant::now();
+        let err = source.recv().await.unwrap_err();
+        assert!(
+            matches!(err, TransportError::TooSlow { after, len: Some(len) }
+                if after == rule.grace && len == 64 << 20),
+            "{err:?}"
+        );
+        assert_eq!(started.elapsed(), rule.grace);
+    });
+}
+
+/// Once the start of a long message has arrived it is paid for whole, and from then on
+/// it must keep arriving at the minimum rate (after the grace): a peer that trickles it at
+/// half that rate is let go as soon as it falls behind (1.8 s here), not at grace +
+/// length / min rate (501 s), and what the message drew goes back.
+#[test]
+fn a_message_that_falls_behind_the_minimum_rate_is_let_go_when_it_does() {
+    run_paused(async {
+        let budget = ByteBudget::new(1 << 20);
+        let (mut w, mut source) = timed_source(Duration::from_secs(1), Some(budget.clone()));
+        w.write_all(&500_000u32.to_be_bytes()).await.unwrap();
+        w.write_all(&[0u8; FREE_PER_CONNECTION]).await.unwrap();
+        assert!(still_waiting(&mut source).await);
+        let drawn = budget.limit() - budget.available();
+        assert!(
+            drawn >= 500_004 - FREE_PER_CONNECTION,
+            "paid for whole: {drawn}"
+        );
+        let started = tokio::time::Instant::now();
+        // 100 bytes every 200 ms: 500 bytes a second, half the minimum rate. Behind once the
+        // time passed reaches 1 s + what arrived / 1,000 bytes a second: at 1.8 s.
+        let trickle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if w.write_all(&[0u8; 100]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let err = source.recv().await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, TransportError::TooSlow { .. }), "{err:?}");
+        assert_eq!(took, Duration::from_millis(1800), "{err:?}");
+        assert_eq!(budget.available(), budget.limit(), "given back");
+        drop(source);
+        trickle.await.unwrap();
+    });
+}
+
+/// A sender that keeps the minimum rate gets a maximal message through under the default
+/// deadline, a pause shorter than the grace included: the rule asks for progress, and
+/// progress is all a slow but steady client on a 2 Mbit/s uplink can give.
+#[test]
+fn a_maximal_message_sent_steadily_at_the_minimum_rate_arrives() {
+    run_paused(async {
+        let budget = ByteBudget::new(256 << 20);
+        let rule = ReceiveDeadline::default();
+        let (mut w, r) = tokio::io::duplex(1 << 20);
+        let (_, mut source) = ByteStream::new(r, tokio::io::sink())
+            .with_budget(budget.clone())
+            .with_receive_deadline(Some(rule))
+            .split();
+        let len = 64 << 20;
+        let writer = tokio::spawn(async move {
+            w.write_all(&(len as u32).to_be_bytes()).await.unwrap();
+            let piece = vec![7u8; rule.min_rate as usize];
+            for second in 0..len / piece.len() {
+                if second == 128 {
+                    // Halfway, a pause of half the grace (at exactly the minimum rate, the
+                    // grace is all the slack there is).
+                    tokio::time::sleep(rule.grace / 2).await;
+                }
+                w.write_all(&piece).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            w
+        });
+        let msg = source.recv().await.unwrap().unwrap();
+        assert_eq!(msg.len(), len);
+        drop((msg, source));
+        let _w = writer.await.unwrap();
+        assert_eq!(budget.available(), budget.limit());
     });
 }

@@ -678,9 +678,9 @@ async fn timed_listener(
     (l, url)
 }
 
-/// A peer that sends the header and part of a long frame, then stops, gets a goaway
-/// `deadline_exceeded` once the listener's receive deadline has passed, and its message's
-/// bytes go back to the budget.
+/// A peer that sends the header and part of a long frame (enough to be paid for), then
+/// stops, gets a goaway `deadline_exceeded` once the listener's receive deadline has
+/// passed, and its message's bytes go back to the budget.
 #[test]
 fn a_stalled_frame_gets_goaway_deadline_exceeded() {
     run(async {
@@ -694,7 +694,7 @@ fn a_stalled_frame_gets_goaway_deadline_exceeded() {
             .write_all(&client_header(0x82, len))
             .await
             .unwrap();
-        raw.get_mut().write_all(&[0u8; 1024]).await.unwrap();
+        raw.get_mut().write_all(&[0u8; 20 * 1024]).await.unwrap();
         let started = tokio::time::Instant::now();
         eventually(|| budget.available() < 1 << 20).await;
         let goaway = expect_goaway(&mut raw, &mut dec).await;

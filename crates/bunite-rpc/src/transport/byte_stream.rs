@@ -67,12 +67,13 @@
 //! [`Limits::max_bytes`](crate::Limits::max_bytes); [`sealed::Sealed`](crate::transport::sealed)
 //! adds its own overhead. With a [`ByteBudget`] ([`ByteStream::with_budget`]), a message
 //! longer than [`FREE_PER_CONNECTION`](crate::transport::budget::FREE_PER_CONNECTION) draws
-//! its whole length from the budget before its buffer grows past that (no more of it is
-//! read before), and reading waits while the budget is spent, holding nothing of it. With a
+//! its whole length from the budget once that much of it has arrived, before its buffer
+//! grows past that (no more of it is read before; a length prefix alone draws nothing), and
+//! reading waits while the budget is spent, holding nothing of it. With a
 //! send budget ([`ByteStream::with_send_budget`]) the connection pays what waits to be sent
 //! beyond that allowance, and stops reading while it cannot. With a [`ReceiveDeadline`] ([`ByteStream::with_receive_deadline`];
-//! a [`TcpMessageListener`] sets its config's), a message that takes longer than it allows
-//! once it has started is [`TransportError::TooSlow`](super::TransportError::TooSlow):
+//! a [`TcpMessageListener`] sets its config's), a message that stops arriving at the pace
+//! it asks for once it has started is [`TransportError::TooSlow`](super::TransportError::TooSlow):
 //! the connection answers with goaway `deadline_exceeded`.
 //!
 //! ```no_run
@@ -194,8 +195,8 @@ where
         self
     }
 
-    /// Fails a message that takes longer than `deadline` allows to arrive once it has
-    /// started (see [`deadline`](super::deadline)), with
+    /// Fails a message that falls behind the pace `deadline` asks for once it has started
+    /// (see [`deadline`](super::deadline)), with
     /// [`TransportError::TooSlow`](super::TransportError::TooSlow). None by default; a
     /// [`TcpMessageListener`] sets its [`ListenerConfig::receive_deadline`](
     /// super::ListenerConfig::receive_deadline).

@@ -158,15 +158,17 @@ pub enum TransportError {
     /// message that fails authentication).
     #[error("{0}")]
     Protocol(String),
-    /// A message under way did not arrive within its [`ReceiveDeadline`] (a listener's,
-    /// or one a client set): the peer stalled or trickled it.
+    /// A message under way fell behind its [`ReceiveDeadline`] (a listener's, or one a
+    /// client set): the peer stalled or trickled it.
     /// The connection answers `deadline_exceeded` in a goaway.
     #[error(
-        "the peer took longer than {after:?} to send one message{}",
+        "the peer sent too little of one message{} in {after:?} (the receive deadline's \
+         grace and a second per its minimum rate of bytes that arrived)",
         len.map(|n| format!(" of {n} bytes")).unwrap_or_default()
     )]
     TooSlow {
-        /// The time the message had.
+        /// The time the message had: the deadline's grace and a second per `min_rate`
+        /// bytes of it that arrived after it first stalled.
         after: Duration,
         /// Its length, as far as its header told.
         len: Option<u64>,

@@ -24,7 +24,7 @@
 //! A peer that answers pings can still stall inside a message sent in fragments (pings may
 //! come between fragments), or trickle a frame: a listener's connections also have a
 //! [`ListenerConfig::receive_deadline`](super::ListenerConfig::receive_deadline), the
-//! time a message may take once it has started (see [`deadline`](super::deadline)); a
+//! pace a message must keep once it has started (see [`deadline`](super::deadline)); a
 //! client may set one with [`WsConnector::receive_deadline`] (none by default).
 //!
 //! # Clients

@@ -154,8 +154,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     }
 
     /// Makes room for the next read: a fresh chunk between messages, or room for more of a
-    /// long message, drawn from the budget first; the most the read may take. `Pending`
-    /// while the budget is spent.
+    /// long message, drawn from the budget first once the free allowance's worth of it has
+    /// arrived; the most the read may take. `Pending` while the budget is spent.
     ///
     /// Reads ask for a little more than they need: a read that fills its buffer exactly
     /// leaves tokio unsure whether more is waiting, which costs an extra empty read. Around
@@ -197,6 +197,16 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         // The whole message beyond the free allowance, all or nothing.
         let charge = total.saturating_sub(FREE_PER_CONNECTION);
         let held = self.permit.bytes();
+        let payable = self.budget.as_ref().is_some_and(|w| charge <= w.limit());
+        if payable && held < charge && self.buf.len() < FREE_PER_CONNECTION {
+            // Paid for once the free allowance's worth of it has arrived, not on its
+            // announcement: a bare prefix announcing 64 MiB drew a quarter of the default
+            // budget for 4 bytes. (One that no budget could pay for is refused below, as its
+            // prefix arrives.) Meanwhile the clock asks for progress (`deadline.rs`).
+            let room = FREE_PER_CONNECTION - self.buf.len();
+            self.reserve(room);
+            return Poll::Ready(Ok(room));
+        }
         if held > 0 && held < charge {
             // What the last message drew, kept for its buffer, and what this one lacks
             // now; else wait holding nothing.
@@ -390,7 +400,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 Poll::Pending if !self.buf.is_empty() => {
                     // Stalled inside a message: within its deadline, or failed.
                     let len = len.map_or(0, |len| (PREFIX + len) as u64);
-                    self.clock.check(cx, len)?;
+                    self.clock.check(cx, len, self.buf.len() as u64)?;
                     return Poll::Pending;
                 }
                 Poll::Pending => {

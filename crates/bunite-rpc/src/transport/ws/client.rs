@@ -64,8 +64,8 @@ impl WsConnector {
         self
     }
 
-    /// Fails a message from the server that takes longer than `deadline` allows to arrive
-    /// once it has started (see [`deadline`](crate::transport::deadline)), with
+    /// Fails a message from the server that falls behind the pace `deadline` asks for once
+    /// it has started (see [`deadline`](crate::transport::deadline)), with
     /// [`TransportError::TooSlow`]; the connection then sends a goaway `deadline_exceeded`
     /// and closes. None by default: a client chose its server, and its calls' own
     /// deadlines already bound what it waits for; set one where a server that stalls inside

@@ -13,9 +13,10 @@
 //!
 //! Reads stay within [`FREE_PER_CONNECTION`] until a message needs more. A message longer
 //! than that is paid for whole, as the byte stream does, once its first frame's header has
-//! been read (the [`Reframe`] below reads every header): its one frame, or, when fragments
-//! follow and its size is not known yet, the frame limit (so at most the budget over the
-//! limit of such messages are received at once). All or nothing: two partly received
+//! been read (the [`Reframe`] below reads every header) and the free allowance's worth of
+//! input has: its one frame, or, when fragments follow and its size is not known yet, the
+//! frame limit (so at most the budget over the limit of such messages are received at
+//! once). A header alone draws nothing. All or nothing: two partly received
 //! messages never wait on each other. (Drawing the bytes read by read, as before, let five
 //! 64 MiB messages arriving at once each take a share of a 256 MiB budget and wait for
 //! more, until the peers were dropped for missing pongs.) Beyond what was reserved (a
@@ -284,8 +285,14 @@ impl Meter {
             return too_large(len);
         }
         // The message under way, whole, beyond the free allowance (never above the budget,
-        // which no wait could give: a message in fragments, paid for at the frame limit).
-        let whole = (self.need.saturating_sub(FREE_PER_CONNECTION)).min(self.waiter.limit());
+        // which no wait could give: a message in fragments, paid for at the frame limit),
+        // once the allowance's worth has been read: a header alone draws nothing (the
+        // header of a first fragment drew the frame limit, 64 MiB, for 14 bytes), and
+        // the clock asks for progress from then on (`deadline.rs`).
+        let whole = match self.held < FREE_PER_CONNECTION {
+            true => 0,
+            false => (self.need.saturating_sub(FREE_PER_CONNECTION)).min(self.waiter.limit()),
+        };
         ready!(self.waiter.poll_hold(cx, &mut self.permit, whole)).map_err(io::Error::other)?;
         let allowed = FREE_PER_CONNECTION + self.permit.bytes();
         let room = allowed.saturating_sub(self.held);
@@ -372,7 +379,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                         // Stalled inside a frame: within its deadline, or failed (the
                         // handshake has its own timeout).
                         if let (None, Some(size)) = (this.head, this.reframe.under_way()) {
-                            let timed_out = this.clock.check(cx, size);
+                            let arrived = this.reframe.data_read();
+                            let timed_out = this.clock.check(cx, size, arrived);
                             timed_out.map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e))?;
                         }
                         return Poll::Pending;
@@ -945,6 +953,53 @@ mod tests {
             budget.available() + m.recycled.kept_bytes(),
             budget.limit(),
             "back once the message is complete"
+        );
+    }
+
+    /// The header of a first fragment (a message whose size is not known, so paid for at
+    /// the frame limit) draws nothing from the budget until the free allowance's worth of
+    /// the message has arrived; then the message is paid for whole, and a peer that sends
+    /// nothing more is let go once the grace, and the time what it sent earned, have
+    /// passed. Before, the header alone drew the frame limit, held until grace + frame
+    /// limit / min rate (here 17 s).
+    #[tokio::test(start_paused = true)]
+    async fn a_first_fragment_is_paid_for_once_it_arrives_and_must_keep_arriving() {
+        use std::time::Duration;
+
+        let budget = ByteBudget::new(4 << 20);
+        let rule = ReceiveDeadline::new(Duration::from_secs(1), 64 * 1024);
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut m = Metered::new(
+            ours,
+            Some(&budget),
+            Some(rule),
+            1 << 20,
+            false,
+            Role::Server,
+        );
+        let fragment = binary(100 * 1024, false);
+        // The header (10 bytes) and 90 bytes of payload: the clock starts.
+        peer.write_all(&fragment[..100]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(read_until_waiting(&mut m).await > 0);
+        assert_eq!(budget.available(), budget.limit(), "a header draws nothing");
+        let sent = FREE_PER_CONNECTION + 10;
+        peer.write_all(&fragment[100..sent]).await.unwrap();
+        assert!(read_until_waiting(&mut m).await > 0);
+        let held = budget.limit() - budget.available();
+        assert_eq!(held, (1 << 20) - FREE_PER_CONNECTION, "paid for whole");
+        let e = read_to_error(&mut m, 10).await;
+        let inner = e.get_ref().and_then(|e| e.downcast_ref::<TransportError>());
+        // The grace, and what arrived after the first stall at the minimum rate.
+        let earned = rule.for_len((sent - 100) as u64);
+        assert!(
+            matches!(inner, Some(&TransportError::TooSlow { after, .. }) if after == earned),
+            "{e:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= earned && took <= earned + Duration::from_millis(1),
+            "{took:?}"
         );
     }
 

@@ -78,6 +78,9 @@ pub(super) struct Reframe {
     data_frame: bool,
     /// The latest data message's size, as announced.
     size: u64,
+    /// Payload bytes of data frames read so far (the receive deadline's measure of
+    /// progress: pings between a message's fragments are not).
+    data_read: u64,
     /// Whether long frames are taken whole, and whether they must be masked to be (a
     /// server's peer masks its frames, a client's does not).
     whole_if_masked: Option<bool>,
@@ -195,6 +198,7 @@ impl Reframe {
             in_message: false,
             data_frame: false,
             size: 0,
+            data_read: 0,
             whole_if_masked: None,
             whole: None,
             message: None,
@@ -270,6 +274,7 @@ impl Reframe {
             apply_mask(&mut whole.payload[at..], key, at);
         }
         self.piece -= n as u64;
+        self.data_read += n as u64;
         if self.piece == 0 {
             self.message = self.whole.take().map(|w| w.payload.freeze());
         }
@@ -283,6 +288,11 @@ impl Reframe {
     /// The message whose first header was read since the last call, if any.
     pub(super) fn take_announced(&mut self) -> Option<Announced> {
         self.announced.take()
+    }
+
+    /// Payload bytes of data frames read so far, since the reader was made.
+    pub(super) fn data_read(&self) -> u64 {
+        self.data_read
     }
 
     /// How many data messages have started (their first frame's header read).
@@ -334,6 +344,9 @@ impl Reframe {
                 out.put_slice(&input[..n]);
                 input = &input[n..];
                 self.piece -= n as u64;
+                if self.data_frame {
+                    self.data_read += n as u64;
+                }
                 continue;
             }
             if let Some(cut) = self.cut {

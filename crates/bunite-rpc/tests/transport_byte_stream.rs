@@ -722,6 +722,49 @@ fn the_tcp_listener_accepts_no_more_than_max_connections() {
     });
 }
 
+/// A source dropped before its peer's end lingers, reading and discarding for up to
+/// `LINGER`, so that the peer gets to read our goaway; its socket stays open meanwhile, and
+/// so does its connection slot. (The slot went back at once: with `max_connections(1)`,
+/// forty connect-and-close cycles of peers that kept sending left forty server sockets
+/// open.)
+#[test]
+fn a_lingering_socket_keeps_its_connection_slot_until_it_closes() {
+    run(async {
+        let config = ListenerConfig::default().max_connections(1);
+        let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = Arc::new(listener);
+        let mut first_peer = TcpStream::connect(addr).await.unwrap();
+        let (first, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+        // The peer keeps sending, so the dropped source lingers until the peer closes.
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let trickle = tokio::spawn(async move {
+            while stopped.try_recv().is_err() {
+                first_peer.write_all(b"x").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        drop(first.split());
+        let _second_peer = TcpStream::connect(addr).await.unwrap();
+        let second = {
+            let listener = Arc::clone(&listener);
+            tokio::spawn(async move { listener.accept().await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !second.is_finished(),
+            "a second connection was accepted while the first socket lingered"
+        );
+        // The first peer closes: the linger reads its end, closes the socket, and the slot
+        // goes back.
+        stop.send(()).unwrap();
+        trickle.await.unwrap();
+        timeout(WAIT, second).await.unwrap().unwrap().unwrap();
+    });
+}
+
 /// PROTOCOL §11 over TCP: an oversize prefix followed by a long body still gets its goaway
 /// before the close, every time (the unread body must not make the kernel reset the socket
 /// before the client reads the goaway).

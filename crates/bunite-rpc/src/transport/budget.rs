@@ -7,7 +7,7 @@
 //!
 //! | field | default | why |
 //! | --- | --- | --- |
-//! | [`max_connections`](ListenerConfig::max_connections) | 4,096 | Live connections (accepted, not yet dropped). An idle connection costs ~16 KB here, after long messages too (no buffer keeps a frame over 8 KiB: see the `ws` module's `# Buffers`), so the default bounds idle memory near 64 MiB and stays well under common file-descriptor limits. Past it the listener stops accepting (clients wait in the kernel's backlog) until a connection ends. |
+//! | [`max_connections`](ListenerConfig::max_connections) | 4,096 | Live connections (accepted, not yet dropped; a byte-stream socket that lingers after its transport is dropped, reading what its peer still sends for up to [`LINGER`](super::LINGER) so that the peer can read our goaway, counts until it is closed). An idle connection costs ~16 KB here, after long messages too (no buffer keeps a frame over 8 KiB: see the `ws` module's `# Buffers`), so the default bounds idle memory near 64 MiB and stays well under common file-descriptor limits. Past it the listener stops accepting (clients wait in the kernel's backlog) until a connection ends. |
 //! | [`max_handshakes`](ListenerConfig::max_handshakes) | 256 | WebSocket handshakes in progress. A flood of sockets that never finish their handshake holds at most this many, each for at most `handshake_timeout`. |
 //! | [`handshake_timeout`](ListenerConfig::handshake_timeout) | 10 s | How long one WebSocket handshake may take; a browser needs well under a second. |
 //! | [`max_bytes`](ListenerConfig::max_bytes) | 64 MiB | The largest inbound message per connection: the protocol's default `maxBytes` (PROTOCOL §5). |

@@ -54,7 +54,8 @@
 //! before the peer's end keeps reading and discarding on a task for a while (see
 //! [`LINGER`](super::LINGER)): closing a socket with unread input makes the kernel reset it,
 //! which can destroy the goaway we just sent (e.g. after an oversize prefix with its body
-//! still arriving) before the peer reads it.
+//! still arriving) before the peer reads it. A listener's connection keeps its slot
+//! (`max_connections`) until the lingering socket is closed.
 //!
 //! # Limits
 //!
@@ -129,7 +130,8 @@ pub struct ByteStream<R, W> {
     budget: Option<ByteBudget>,
     send_budget: Option<ByteBudget>,
     deadline: Option<ReceiveDeadline>,
-    /// A listener's connection slot, given back when both halves are dropped.
+    /// A listener's connection slot, given back when both halves are dropped and the
+    /// source's socket has stopped lingering.
     slot: Option<Arc<OwnedSemaphorePermit>>,
     /// What it is, for traces and logs.
     info: TransportInfo,

@@ -13,8 +13,9 @@ use crate::transport::ListenerConfig;
 
 /// A TCP server for bunite connections, within the bounds of a [`ListenerConfig`]: at most
 /// `max_connections` live transports (a transport's slot is given back when both its halves
-/// are dropped; until then [`accept`](Self::accept) waits and new clients wait in the
-/// kernel's backlog), each refusing messages above `max_bytes`, and all drawing the bytes of
+/// are dropped and its socket is closed, after lingering for up to
+/// [`LINGER`](crate::transport::LINGER) if the peer was still sending; until then
+/// [`accept`](Self::accept) waits and new clients wait in the kernel's backlog), each refusing messages above `max_bytes`, and all drawing the bytes of
 /// long messages from one `receive_budget`. Accepted sockets get TCP keepalive
 /// (`tcp_keepalive`).
 ///

@@ -72,8 +72,8 @@ const RETIRE_MAX: usize = READ_MAX_FIRST + READ_BURST;
 pub struct ByteStreamSource<R> {
     /// Taken on drop, to linger.
     reader: Option<R>,
-    /// Spawns the lingering reader (made where `R`'s bounds are known).
-    linger: fn(R),
+    /// Spawns the lingering reader, with the slot (made where `R`'s bounds are known).
+    linger: fn(R, Option<Arc<OwnedSemaphorePermit>>),
     buf: BytesMut,
     /// The size of the allocation `buf` is in (0 for none), as far as it is known.
     alloc: usize,
@@ -94,7 +94,9 @@ pub struct ByteStreamSource<R> {
     /// The receive deadline of the message under way.
     clock: MessageClock,
     state: State,
-    _slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// A listener's connection slot (shared with the sink): the socket is the listener's
+    /// until it is closed, so a lingering reader takes it along.
+    slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +128,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             idle: IdleRelease::default(),
             clock: MessageClock::new(deadline),
             state: State::Open,
-            _slot: slot,
+            slot,
         }
     }
 
@@ -462,7 +464,7 @@ impl<R> Drop for ByteStreamSource<R> {
     fn drop(&mut self) {
         if self.state != State::Ended {
             if let Some(reader) = self.reader.take() {
-                (self.linger)(reader);
+                (self.linger)(reader, self.slot.take());
             }
         }
     }
@@ -470,12 +472,18 @@ impl<R> Drop for ByteStreamSource<R> {
 
 /// Reads and discards `reader` on a task until the peer closes or fails, goes quiet for
 /// [`LINGER_QUIET`], or [`LINGER`] or [`LINGER_BYTES`] is reached; outside a runtime, drops
-/// it at once.
-fn linger<R: AsyncRead + Unpin + Send + 'static>(mut reader: R) {
+/// it at once. The connection's `slot` is held until then: the socket is still open, and
+/// with the slot given back at once, peers that went on sending after their connections
+/// closed held lingering sockets beyond `max_connections` (forty with a bound of one).
+fn linger<R: AsyncRead + Unpin + Send + 'static>(
+    mut reader: R,
+    slot: Option<Arc<OwnedSemaphorePermit>>,
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(async move {
+        let _slot = slot;
         let deadline = Instant::now() + LINGER;
         let mut scratch = [0u8; 2048];
         let mut read = 0;

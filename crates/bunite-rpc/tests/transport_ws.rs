@@ -325,6 +325,42 @@ fn a_silent_client_does_not_hold_up_the_next_handshake() {
     });
 }
 
+/// A socket accepted elsewhere and handed to `accept_upgrade` has the config's
+/// `handshake_timeout`, as the listener's sockets have: a peer that sends half an HTTP head
+/// and stops is dropped then (it held the socket, and the caller's task, for as long as it
+/// kept the connection open).
+#[test]
+fn accept_upgrade_gives_up_on_a_stalled_head_after_the_handshake_timeout() {
+    run(async {
+        use bunite_rpc::transport::TransportError;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(tcp.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = tcp.accept().await.unwrap();
+        peer.write_all(b"GET /rpc HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+            .await
+            .unwrap();
+        let limit = Duration::from_millis(200);
+        let config = ListenerConfig::default().handshake_timeout(limit);
+        let started = tokio::time::Instant::now();
+        let upgraded = timeout(WAIT, ws::accept_upgrade(socket, "/rpc", &config))
+            .await
+            .expect("gave up at the handshake timeout");
+        let took = started.elapsed();
+        assert!(
+            matches!(&upgraded, Err(TransportError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut),
+            "{upgraded:?}"
+        );
+        assert!(took >= limit, "{took:?}");
+        // The socket went with it: the peer sees its end.
+        let mut rest = Vec::new();
+        let end = timeout(WAIT, peer.read_to_end(&mut rest)).await;
+        assert!(end.is_ok(), "the socket is still open");
+    });
+}
+
 #[test]
 fn the_listener_accepts_no_more_than_max_connections() {
     run(async {

@@ -169,7 +169,11 @@ async fn handshake(
 /// `config.max_bytes` and drawn from `config.receive_budget`, its answers paid from
 /// `config.send_budget`, pinging at
 /// `config.ping_interval`, and the request's `Origin`. The socket is plain (the config's
-/// TLS, if any, is not applied). Bounding how many such sockets exist is the caller's job.
+/// TLS, if any, is not applied). The handshake fails with [`io::ErrorKind::TimedOut`]
+/// after `config.handshake_timeout`, as a [`WsListener`]'s do: a peer that sends half a
+/// request head and stops would otherwise hold the socket, and the caller's task, for as
+/// long as it kept the connection open. Bounding how many such sockets exist is the
+/// caller's job.
 pub async fn accept_upgrade(
     stream: TcpStream,
     path: &str,
@@ -177,8 +181,12 @@ pub async fn accept_upgrade(
 ) -> Result<(WsTransport, Option<String>), crate::transport::TransportError> {
     crate::transport::tune_tcp(&stream, config.tcp_keepalive);
     let peer = stream.peer_addr().ok().map(|a| a.to_string());
-    let (transport, origin) = handshake(Socket::from(stream), path, config, None)
-        .await
-        .map_err(super::client::handshake_error)?;
+    let handshake = handshake(Socket::from(stream), path, config, None);
+    let Ok(handshaken) = tokio::time::timeout(config.handshake_timeout, handshake).await else {
+        let after = config.handshake_timeout.as_millis();
+        let e = format!("the WebSocket handshake took longer than {after} ms");
+        return Err(io::Error::new(io::ErrorKind::TimedOut, e).into());
+    };
+    let (transport, origin) = handshaken.map_err(super::client::handshake_error)?;
     Ok((transport.with_info(TransportInfo::new("ws", peer)), origin))
 }

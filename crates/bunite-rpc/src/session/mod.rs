@@ -800,42 +800,40 @@ impl CallsOnCap {
 /// cancel cascades without scanning every pending call.
 #[derive(Default)]
 pub(crate) struct ChildIndex {
-    by_parent: Map<CallId, Vec<CallId>>,
+    /// A set per parent: a finished child is taken out in O(1), however many calls its
+    /// handler has out (a list took O(k) per finished call, O(k²) for a handler with k).
+    by_parent: Map<CallId, Set<CallId>>,
 }
 
 impl ChildIndex {
     fn add(&mut self, parent: CallId, child: CallId) {
-        self.by_parent.entry(parent).or_default().push(child);
+        self.by_parent.entry(parent).or_default().insert(child);
     }
 
-    /// Stops at the child and moves the last one into its place: a parent's children are
-    /// unordered here, so a handler with `k` calls out pays O(k) per finished call, not
-    /// the O(k) of a `retain` for every call plus its shift.
     fn remove(&mut self, parent: CallId, child: CallId) {
         if let Some(children) = self.by_parent.get_mut(&parent) {
-            if let Some(at) = children.iter().position(|c| *c == child) {
-                children.swap_remove(at);
-            }
+            children.remove(&child);
             if children.is_empty() {
                 crate::hashing::take(&mut self.by_parent, &parent);
             }
         }
     }
 
-    /// The children of `parent` in the order they were made (call ids only grow).
     fn is_empty(&self) -> bool {
         self.by_parent.is_empty()
     }
 
+    /// The children of `parent` in the order they were made (call ids only grow).
     fn take(&mut self, parent: CallId) -> Vec<CallId> {
-        let mut children = crate::hashing::take(&mut self.by_parent, &parent).unwrap_or_default();
+        let children = crate::hashing::take(&mut self.by_parent, &parent).unwrap_or_default();
+        let mut children: Vec<CallId> = children.into_iter().collect();
         children.sort_unstable();
         children
     }
 
     #[cfg(any(test, feature = "test-util"))]
     fn len(&self) -> usize {
-        self.by_parent.values().map(Vec::len).sum()
+        self.by_parent.values().map(Set::len).sum()
     }
 
     fn clear(&mut self) {

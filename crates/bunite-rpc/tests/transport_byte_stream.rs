@@ -691,15 +691,20 @@ fn a_buffer_left_by_a_long_message_is_paid_from_the_budget_and_yields_to_a_waiti
     });
 }
 
+/// A TCP listener with room for one connection, and its address.
+async fn one_slot_listener() -> (Arc<TcpMessageListener>, std::net::SocketAddr) {
+    let config = ListenerConfig::default().max_connections(1);
+    let listener = TcpMessageListener::bind("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    (Arc::new(listener), addr)
+}
+
 #[test]
 fn the_tcp_listener_accepts_no_more_than_max_connections() {
     run(async {
-        let config = ListenerConfig::default().max_connections(1);
-        let listener = TcpMessageListener::bind("127.0.0.1:0", config)
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let listener = Arc::new(listener);
+        let (listener, addr) = one_slot_listener().await;
         let _c1 = byte_stream::tcp_connect(addr).await.unwrap();
         let _c2 = byte_stream::tcp_connect(addr).await.unwrap();
         let (first, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
@@ -730,12 +735,7 @@ fn the_tcp_listener_accepts_no_more_than_max_connections() {
 #[test]
 fn a_lingering_socket_keeps_its_connection_slot_until_it_closes() {
     run(async {
-        let config = ListenerConfig::default().max_connections(1);
-        let listener = TcpMessageListener::bind("127.0.0.1:0", config)
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let listener = Arc::new(listener);
+        let (listener, addr) = one_slot_listener().await;
         let mut first_peer = TcpStream::connect(addr).await.unwrap();
         let (first, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
         // The peer keeps sending, so the dropped source lingers until the peer closes.

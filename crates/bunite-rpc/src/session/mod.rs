@@ -782,13 +782,16 @@ impl CallsOnCap {
     /// The counts, built from `targets` (the cap of every pending call and client stream)
     /// the first time.
     fn index(&mut self, targets: impl Iterator<Item = CapId>) -> &Map<CapId, u32> {
-        self.by_cap.get_or_insert_with(|| {
-            let mut by_cap = Map::default();
-            for cap in targets {
-                *by_cap.entry(cap).or_insert(0) += 1;
-            }
-            by_cap
-        })
+        self.by_cap.get_or_insert_with(|| Self::count(targets))
+    }
+
+    /// How many of `targets` name each cap.
+    fn count(targets: impl Iterator<Item = CapId>) -> Map<CapId, u32> {
+        let mut by_cap = Map::default();
+        for cap in targets {
+            *by_cap.entry(cap).or_insert(0) += 1;
+        }
+        by_cap
     }
 
     fn clear(&mut self) {

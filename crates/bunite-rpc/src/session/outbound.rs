@@ -219,11 +219,8 @@ impl<T: Types> Outbound<T> {
     #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self, timers: &super::timers::Timers, limits: &crate::limits::Limits) {
         let with_parent = self.pending.values().filter(|p| p.parent.is_some()).count();
-        let mut on_cap: Map<CapId, u32> = Map::default();
         let targets = self.pending.values().map(|p| p.cap_id);
-        for cap in targets.chain(self.streams.values().map(|s| s.cap_id)) {
-            *on_cap.entry(cap).or_insert(0) += 1;
-        }
+        let on_cap = CallsOnCap::count(targets.chain(self.streams.values().map(|s| s.cap_id)));
         assert!(
             self.on_cap
                 .by_cap

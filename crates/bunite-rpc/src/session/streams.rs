@@ -285,10 +285,9 @@ impl<T: Types> Session<T> {
         Some(s)
     }
 
-    /// Takes what `sizes` kept off the bytes buffered.
-    fn unbuffer(&mut self, sizes: &VecDeque<usize>) {
-        let held: usize = sizes.iter().sum();
-        self.outbound.buffered = self.outbound.buffered.saturating_sub(held);
+    /// Takes `freed` (what values read or let go kept) off the bytes buffered.
+    fn unbuffer(&mut self, freed: usize) {
+        self.outbound.buffered = self.outbound.buffered.saturating_sub(freed);
     }
 
     /// Ends a client stream still open (false if it is not): its consumer gets the end
@@ -339,13 +338,12 @@ impl<T: Types> Session<T> {
         let Some(s) = self.outbound.streams.get_mut(&id) else {
             return self.read_after_end(id, messages);
         };
-        let read = (messages as usize).min(s.sizes.len());
-        let freed: usize = s.sizes.drain(..read).sum();
-        self.outbound.buffered = self.outbound.buffered.saturating_sub(freed);
+        let freed = take_read(&mut s.sizes, messages);
         if s.credit == 0 {
             self.outbound.credit_due.push(id);
         }
         s.credit += u64::from(messages);
+        self.unbuffer(freed);
     }
 
     /// The credit frames of the streams that have credit to return.
@@ -378,7 +376,7 @@ impl<T: Types> Session<T> {
     /// The consumer dropped or cancelled a client stream: `cancel {reason:"client_cancel"}`.
     pub fn cancel_client_stream(&mut self, id: CallId) {
         if let Some(s) = self.take_client_stream(id) {
-            self.unbuffer(&s.sizes);
+            self.unbuffer(s.sizes.iter().sum());
             if self.closed.is_none() {
                 self.send(&Frame::Cancel(Cancel {
                     id,
@@ -387,7 +385,7 @@ impl<T: Types> Session<T> {
             }
         } else if let Some(sizes) = crate::hashing::take(&mut self.outbound.ended, &id) {
             // The consumer of an ended stream read its end, or let it go.
-            self.unbuffer(&sizes);
+            self.unbuffer(sizes.iter().sum());
         }
     }
 
@@ -396,12 +394,11 @@ impl<T: Types> Session<T> {
         let Some(sizes) = self.outbound.ended.get_mut(&id) else {
             return;
         };
-        let read = (messages as usize).min(sizes.len());
-        let freed: usize = sizes.drain(..read).sum();
-        self.outbound.buffered = self.outbound.buffered.saturating_sub(freed);
+        let freed = take_read(sizes, messages);
         if sizes.is_empty() {
             crate::hashing::take(&mut self.outbound.ended, &id);
         }
+        self.unbuffer(freed);
     }
 
     /// A `result` for a stream id fails the stream (PROTOCOL §10).
@@ -418,4 +415,11 @@ impl<T: Types> Session<T> {
         };
         self.end_client_stream(id, Some(error), error_len);
     }
+}
+
+/// Takes the first `messages` of a stream's `sizes` (values its consumer read) and returns
+/// what they kept.
+fn take_read(sizes: &mut VecDeque<usize>, messages: u32) -> usize {
+    let read = (messages as usize).min(sizes.len());
+    sizes.drain(..read).sum()
 }

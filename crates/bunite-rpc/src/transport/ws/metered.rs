@@ -968,15 +968,7 @@ mod tests {
 
         let budget = ByteBudget::new(4 << 20);
         let rule = ReceiveDeadline::new(Duration::from_secs(1), 64 * 1024);
-        let (ours, mut peer) = tokio::io::duplex(1 << 20);
-        let mut m = Metered::new(
-            ours,
-            Some(&budget),
-            Some(rule),
-            1 << 20,
-            false,
-            Role::Server,
-        );
+        let (mut m, mut peer) = timed_server(&budget, rule);
         let fragment = binary(100 * 1024, false);
         // The header (10 bytes) and 90 bytes of payload: the clock starts.
         peer.write_all(&fragment[..100]).await.unwrap();
@@ -1210,6 +1202,17 @@ mod tests {
         }
     }
 
+    /// A server's reader of 1 MiB frames, drawing from `budget` and timed by `rule`, and
+    /// the peer's end of its socket.
+    fn timed_server(
+        budget: &ByteBudget,
+        rule: ReceiveDeadline,
+    ) -> (Metered<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (ours, peer) = tokio::io::duplex(1 << 20);
+        let m = Metered::new(ours, Some(budget), Some(rule), 1 << 20, false, Role::Server);
+        (m, peer)
+    }
+
     /// Reads until the socket has nothing more: the bytes read.
     async fn read_until_waiting<S: AsyncRead + Unpin>(m: &mut Metered<S>) -> usize {
         let mut got = 0;
@@ -1229,15 +1232,7 @@ mod tests {
 
         let budget = ByteBudget::new(1 << 20);
         let rule = ReceiveDeadline::new(Duration::from_secs(1), 1 << 20);
-        let (ours, mut peer) = tokio::io::duplex(1 << 20);
-        let mut m = Metered::new(
-            ours,
-            Some(&budget),
-            Some(rule),
-            1 << 20,
-            false,
-            Role::Server,
-        );
+        let (mut m, mut peer) = timed_server(&budget, rule);
         let frame = binary(200 * 1024, true);
         // Half of the header, and a pause: the clock starts.
         peer.write_all(&frame[..5]).await.unwrap();

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory;
 use bunite_rpc::wire::{Call, CallId, Encoder, Frame, Goaway, Hello, Record, Value, WireStatus};
-use bunite_rpc::{Code, Connection, Disconnect, Limits, Status};
+use bunite_rpc::{CapDef, Code, Connection, Disconnect, Limits, MethodDef, Status};
 use common::*;
+use tokio::sync::Notify;
 
 #[test]
 fn each_peer_sends_hello_at_once_and_records_the_other() {
@@ -341,4 +343,95 @@ fn a_pending_call_says_how_the_connection_ended() {
 fn runtime_call(conn: &Connection) -> tokio::task::JoinHandle<Result<Value, bunite_rpc::Error>> {
     let runtime = conn.runtime();
     tokio::spawn(async move { runtime.call_value("appName", Value::Undefined).await })
+}
+
+#[test]
+fn draining_refuses_new_calls_lets_the_running_one_finish_then_closes() {
+    run(async {
+        let (server, client) = pair();
+        let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let def = CapDef::builder("test.gate")
+            .method(MethodDef::call("pass"))
+            .build();
+        let (s, g) = (started.clone(), gate.clone());
+        let imp = DynCap::new()
+            .call("pass", move |_, _| {
+                let (s, g) = (s.clone(), g.clone());
+                async move {
+                    s.notify_one();
+                    g.notified().await;
+                    Ok(Value::from("passed"))
+                }
+            })
+            .build();
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let cap = client.bootstrap(&def).await.unwrap();
+        let first = tokio::spawn({
+            let cap = cap.clone();
+            async move { cap.call_value("pass", Value::Undefined).await }
+        });
+        started.notified().await;
+        server.drain(Duration::from_secs(60));
+
+        // New calls and bootstraps are answered and never run; the first still runs.
+        let refused = cap.call_value("pass", Value::Undefined).await.unwrap_err();
+        let message = "draining: no new calls";
+        assert_remote(&refused, Code::Unavailable, message, Some("peer_closing"));
+        let refused = client.bootstrap(&def).await.unwrap_err();
+        assert_remote(&refused, Code::Unavailable, message, Some("peer_closing"));
+        assert!(!server.is_closed());
+        assert_eq!(server.current_stats().await.active_calls, 1);
+
+        // It finishes with its result, and the connection closes after it.
+        gate.notify_one();
+        assert_eq!(first.await.unwrap().unwrap(), Value::from("passed"));
+        server.closed().await;
+        client.closed().await;
+        let after = cap.call_value("pass", Value::Undefined).await.unwrap_err();
+        assert_eq!(after.code(), Code::Unavailable);
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn a_drain_closes_when_its_grace_runs_out_cancelling_what_still_runs() {
+    run_paused(async {
+        let (server, client, c) = counter_pair().await;
+        let waiting = tokio::spawn(async move { c.call_value("wait", Value::Undefined).await });
+        eventually(|| server.stats().active_calls == 1).await;
+        let start = tokio::time::Instant::now();
+        server.drain(Duration::from_secs(5));
+        server.closed().await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(5),
+            "closed before its grace"
+        );
+        let e = waiting.await.unwrap().unwrap_err();
+        let goaway = Disconnect::Goaway {
+            reason: Some("peer_closing".into()),
+            error: None,
+        };
+        assert_disconnected(
+            &e,
+            &goaway,
+            Code::Unavailable,
+            "peer_closing",
+            Some("goaway"),
+        );
+        client.closed().await;
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn an_idle_connection_drains_at_once() {
+    run(async {
+        let (server, client, _c) = counter_pair().await;
+        server.drain(Duration::from_secs(3600));
+        tokio::time::timeout(Duration::from_secs(10), server.closed())
+            .await
+            .expect("closed at once");
+        client.closed().await;
+        assert_clean(&[&server, &client]).await;
+    });
 }

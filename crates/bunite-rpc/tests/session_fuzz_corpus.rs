@@ -22,13 +22,16 @@ fn the_session_ops_fuzz_corpus_replays_cleanly() {
         total.closed += r.closed;
         total.drained += r.drained;
         total.refused += r.refused;
+        total.drain_closes += r.drain_closes;
     }
     eprintln!("{} inputs replayed: {total:?}", reports.len());
     // The corpus reaches every part: handlers run, stream items flow, hostile input is
-    // survived, sessions close, and conforming runs drain to empty tables.
+    // survived, sessions close, conforming runs drain to empty tables, and sessions asked
+    // to drain close once they are done.
     let t = total;
     assert!(t.invocations > 0 && t.items > 0, "{t:?}");
     assert!(t.hostile > 0 && t.closed > 0 && t.drained > 0, "{t:?}");
+    assert!(t.drain_closes > 0, "{t:?}");
     assert!(
         t.refused > 0,
         "no answer refused for the send budget: {t:?}"

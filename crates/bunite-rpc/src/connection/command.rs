@@ -78,6 +78,8 @@ pub(crate) enum Command {
     OnClose(CloseHandler),
     /// Close the connection.
     Close,
+    /// Drain, then close (`Connection::drain`), within this grace.
+    Drain(std::time::Duration),
     /// Answer the exact live counts.
     Stats(oneshot::Sender<Stats>),
 }

@@ -327,6 +327,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 }
             }
             Command::Close => s.close(),
+            Command::Drain(grace) => s.drain(grace, now),
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
@@ -413,11 +414,27 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Applies what the session decided.
     fn apply_outputs(&mut self) {
-        if self.session.is_closed() && !self.shared.is_closed() {
-            // Before any outcome of the shutdown is handed over: a caller whose call failed
-            // with it finds the connection closed, on whatever worker it runs.
-            self.shared.mark_closed();
+        loop {
+            if self.session.is_closed() && !self.shared.is_closed() {
+                // Before any outcome of the shutdown is handed over: a caller whose call
+                // failed with it finds the connection closed, on whatever worker it runs.
+                self.shared.mark_closed();
+            }
+            self.apply_session_outputs();
+            // A drain that is done closes: its outputs are applied in turn.
+            if !self.session.poll_drained() {
+                break;
+            }
         }
+        self.session.set_observed(
+            self.shared
+                .observed
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
+    }
+
+    /// Applies the outputs the session has queued.
+    fn apply_session_outputs(&mut self) {
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Reply { to, outcome, caps } => self.reply(to, outcome, caps),
@@ -454,11 +471,6 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 Output::Closed(how) => self.closed(how),
             }
         }
-        self.session.set_observed(
-            self.shared
-                .observed
-                .load(std::sync::atomic::Ordering::Acquire),
-        );
     }
 
     /// Hands a call's outcome to its caller.

@@ -58,6 +58,40 @@ impl Connection {
         self.shared.send(Command::Close);
     }
 
+    /// Closes the connection gracefully: the work in progress may finish first, for up to
+    /// `grace`.
+    ///
+    /// From now on, calls and bootstraps the peer starts are answered `unavailable` with
+    /// reason `peer_closing` and never run, so a client can retry them elsewhere; calls
+    /// the peer makes on behalf of a call or stream of ours still in progress (a callback,
+    /// its `meta.parentCallId` naming ours) are still served. What is already in progress
+    /// either way goes on: the handlers and server streams running, the bootstraps
+    /// waiting for the policy, and the calls, streams and bootstraps made here (including
+    /// ones made while draining, which are not refused). Once none is left, or when
+    /// `grace` runs out, the connection closes as [`close`](Self::close) does, cancelling
+    /// what still runs. Returns at once; await [`closed`](Self::closed) to know when it
+    /// is done. Draining again never extends the grace; [`close`](Self::close) ends it
+    /// at once.
+    ///
+    /// A server that stops stops accepting connections, then drains every connection it
+    /// holds:
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bunite_rpc::Connection;
+    /// async fn stop(connections: &[Connection]) {
+    ///     for conn in connections {
+    ///         conn.drain(Duration::from_secs(10));
+    ///     }
+    ///     for conn in connections {
+    ///         conn.closed().await;
+    ///     }
+    /// }
+    /// ```
+    pub fn drain(&self, grace: std::time::Duration) {
+        self.shared.send(Command::Drain(grace));
+    }
+
     /// Whether the connection has shut down.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()

@@ -108,6 +108,11 @@ impl<T: Types> Inbound<T> {
         self.runs.keys().copied().collect()
     }
 
+    /// Whether no handler or server stream runs and no bootstrap waits for the policy.
+    pub(super) fn is_idle(&self) -> bool {
+        self.runs.is_empty() && self.policy.is_empty()
+    }
+
     /// Whether `id` names a call, stream or bootstrap of the peer still in progress.
     fn is_live(&self, id: CallId) -> bool {
         self.active.contains_key(&id)
@@ -205,6 +210,11 @@ impl<T: Types> Session<T> {
             let message = format!("call id {} is still in use", call.id);
             return self.protocol_error(Status::invalid_argument(message));
         }
+        if self.draining.is_some() && !self.calls_back(&call) {
+            let status = Status::new(Code::Unavailable, "draining: no new calls")
+                .with_reason(reason::PEER_CLOSING);
+            return self.reply_err(call.id, &status);
+        }
         if call.target == CapId::BOOTSTRAP && call.method == BOOTSTRAP_METHOD {
             return self.on_bootstrap(call);
         }
@@ -225,6 +235,13 @@ impl<T: Types> Session<T> {
                 self.reply_err(id, &status);
             }
         }
+    }
+
+    /// Whether the peer makes `call` on behalf of a call or stream of ours still in
+    /// progress (its `meta.parentCallId` names one): a drain lets it through.
+    fn calls_back(&self, call: &Call<Payload>) -> bool {
+        let parent = call.meta.as_ref().and_then(|m| m.parent_call_id);
+        parent.is_some_and(|id| self.outbound.is_in_progress(id))
     }
 
     /// The checks of PROTOCOL §9, in order; the method's position in its cap's definition.

@@ -26,6 +26,14 @@ impl<T: Types> Session<T> {
         if self.peer_hello.is_some() {
             assert_eq!(hello_timers, 0, "a hello timer after the peer's hello");
         }
+        let drain_timers = self.timers.count(|t| *t == Timer::Drain);
+        match self.draining {
+            Some(Some(at)) if self.closed.is_none() => {
+                assert_eq!(drain_timers, 1, "one drain timer while draining");
+                assert!(self.timers.contains(at, Timer::Drain), "drain timer moved");
+            }
+            _ => assert_eq!(drain_timers, 0, "a drain timer without a drain"),
+        }
         if self.closed.is_some() {
             self.check_closed();
         }

@@ -43,7 +43,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bunite_wire::{
     AsOutgoing, CallId, CapId, Decoder, EncodeError, Encoder, Frame, FrameDecodeError, Goaway,
@@ -148,6 +148,8 @@ pub(crate) struct Session<T: Types> {
     send_room: usize,
     /// Set once the session has shut down.
     closed: Option<Disconnect>,
+    /// Set while draining ([`Session::drain`]): when its grace runs out, if it is armed.
+    draining: Option<Option<Instant>>,
     /// Whether anyone observes events: none are built otherwise.
     observed: bool,
     encoder: Encoder,
@@ -247,6 +249,7 @@ impl<T: Types> Session<T> {
             peer_max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             send_room: usize::MAX,
             closed: None,
+            draining: None,
             observed: false,
             encoder: Encoder::new(),
             decoder: Decoder::new(decode_limits),
@@ -350,6 +353,55 @@ impl<T: Types> Session<T> {
         self.outputs.pop_front()
     }
 
+    /// Closes a draining session ([`Session::drain`]) once nothing is in progress either
+    /// way; whether it closed now (its outputs are then to be taken). The runtime asks each
+    /// time it has taken the outputs of an input: every input that can finish the last call
+    /// or stream ends that way, so none of them needs to know about draining.
+    #[inline]
+    pub fn poll_drained(&mut self) -> bool {
+        self.draining.is_some() && self.close_if_drained()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn close_if_drained(&mut self) -> bool {
+        let done = self.closed.is_none() && self.is_idle();
+        if done {
+            self.close();
+        }
+        done
+    }
+
+    /// Drains: calls and bootstraps the peer starts from now on are refused `unavailable`
+    /// (reason `peer_closing`) without running, except calls made on behalf of a call or
+    /// stream of ours still in progress (the peer's handler calling back); what is already
+    /// in progress either way, including calls made locally meanwhile, may finish. Once
+    /// nothing is, or when `grace` runs out, the session closes as [`Session::close`] does.
+    /// Draining again never extends the grace.
+    pub fn drain(&mut self, grace: Duration, now: Instant) {
+        if self.closed.is_some() {
+            return;
+        }
+        let at = timers::after(now, grace);
+        match self.draining {
+            Some(Some(armed)) if at.is_none_or(|at| at >= armed) => return,
+            Some(None) if at.is_none() => return,
+            Some(Some(armed)) => self.timers.disarm(armed, Timer::Drain),
+            _ => {}
+        }
+        if let Some(at) = at {
+            self.timers.arm(at, Timer::Drain);
+        }
+        self.draining = Some(at);
+    }
+
+    /// Whether nothing is in progress either way: no handler or server stream runs (even
+    /// one whose call was cancelled), no bootstrap waits for the policy, and no call,
+    /// stream or bootstrap of ours waits for the peer.
+    fn is_idle(&self) -> bool {
+        self.inbound.is_idle() && self.outbound.in_flight() == 0
+    }
+
     /// Whether spare buffers are kept without their release timer: the runtime then calls
     /// [`Session::arm_spares`] (it has the time; encoding does not).
     #[inline]
@@ -415,6 +467,7 @@ impl<T: Types> Session<T> {
                     self.spares.release();
                     self.drop_large_scratch();
                 }
+                Some(Timer::Drain) => self.close(),
                 None => return,
             }
         }

@@ -179,6 +179,11 @@ impl<T: Types> Outbound<T> {
         self.pending.get(&id).is_some_and(|p| p.reply.is_some())
     }
 
+    /// Whether `id` is a call or client stream of ours still waiting for the peer.
+    pub fn is_in_progress(&self, id: CallId) -> bool {
+        self.pending.contains_key(&id) || self.streams.contains_key(&id)
+    }
+
     /// Everything that counts toward our in-flight limit.
     pub fn in_flight(&self) -> usize {
         self.pending.len() + self.streams.len() + self.parked.len()

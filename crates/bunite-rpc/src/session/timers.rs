@@ -4,6 +4,7 @@
 //!   peer is sent `cancel {reason:"deadline_exceeded"}` (PROTOCOL §11; `outbound`);
 //! - an inbound call of a non-idempotent method is signalled at its deadline (`inbound`);
 //! - a peer that sends no hello within [`Limits::hello_timeout`](crate::Limits) is dropped;
+//! - a connection draining closes when its grace runs out, done or not (`Session::drain`);
 //! - the allocations of large messages sent are let go a while after they are kept
 //!   (`spares`).
 //!
@@ -29,6 +30,8 @@ pub(crate) enum Timer {
     Inbound(CallId),
     /// Let the spare buffers of large messages go (`spares`).
     Spares,
+    /// A drain's grace ran out: close.
+    Drain,
 }
 
 #[derive(Debug, Default)]

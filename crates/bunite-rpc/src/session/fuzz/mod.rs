@@ -6,7 +6,7 @@
 //! operations (quinn-proto's way of fuzzing a state machine): local calls, stream opens,
 //! bootstraps, cancels, releases, credit, serve/unserve/replace, handler and stream-source
 //! completions (values, caps, errors), policy answers, `after_reply` work, time passing,
-//! closes, transport ends, partial deliveries of what each has queued, and hostile input:
+//! closes and drains, transport ends, partial deliveries of what each has queued, and hostile input:
 //! frames a conforming peer would never send (reused ids, results for calls never made,
 //! credit floods, drops of ids never given, a second hello, …), mangled frames and raw bytes,
 //! delivered through the sender's own encoder so the codec state stays in step.
@@ -50,6 +50,11 @@ pub struct Report {
     pub drained: usize,
     /// Answers refused for lack of room in the send budget (replies and stream ends).
     pub refused: usize,
+    /// Inputs that ended with a session asked to drain ([`Session::drain`]): once both
+    /// peers wound down, it had closed, and so had its peer.
+    ///
+    /// [`Session::drain`]: super::Session::drain
+    pub drain_closes: usize,
 }
 
 /// The session's opaque types as plain tags.
@@ -298,7 +303,7 @@ fn step(
                 s.advance(*now, report);
             }
         }
-        16 => x.close(),
+        16 => x.close(input, *now),
         17 => x.transport_end(input),
         18 => hostile::frame(x, y, input, report),
         19 => hostile::bytes(x, y, input, report),

@@ -218,9 +218,19 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .call(B, 0, 0, 0)
                 .op(B, 2, &[0, 4, 0, 0])
                 .pump_all()
-                .op(A, 16, &[])
+                .op(A, 16, &[0]) // close at once
                 .pump_all()
                 .call(B, 0, 0, 0)
+                .bytes(),
+        ),
+        (
+            "drain-mid-call",
+            boot()
+                .call(B, 0, 0, 0)
+                .pump_all()
+                .op(A, 16, &[2]) // drain, no grace: closes once the call is done
+                .call(B, 0, 0, 0) // refused
+                .pump_all()
                 .bytes(),
         ),
         (
@@ -296,6 +306,12 @@ fn the_seeds_reach_what_they_are_named_for() {
     );
     assert!(run("garbage").hostile > 0);
     assert_eq!(run("close-mid-call").closed, 2);
+    let drain = run("drain-mid-call");
+    assert_eq!((drain.drain_closes, drain.closed), (1, 2), "{drain:?}");
+    assert_eq!(
+        drain.invocations, 1,
+        "the call made while draining never runs"
+    );
     let refused = run("refused-answers");
     assert!(refused.refused >= 2, "{refused:?}");
     assert_eq!(run("hello-timeout").closed, 2);

@@ -87,6 +87,8 @@ pub(crate) struct Side {
     pub closed: Option<Disconnect>,
     /// Received something a conforming peer would not send: a protocol error is allowed.
     pub tainted: bool,
+    /// The session was asked to drain: it closes once nothing is in progress.
+    draining: bool,
     /// Messages received from the peer; the first is its hello, whose `maxBytes` bounds
     /// what we encode from then on.
     received: usize,
@@ -147,6 +149,7 @@ impl Side {
             deferred: HashSet::new(),
             closed: None,
             tainted: false,
+            draining: false,
             received: 0,
             before_hello: 0,
             mirror: bunite_wire::Decoder::new(bunite_wire::DecodeLimits::default()),
@@ -171,8 +174,14 @@ impl Side {
     /// Takes every output, checking each against what the harness expects, then the
     /// session's own invariants.
     pub fn collect(&mut self, report: &mut Report) {
-        while let Some(out) = self.s.poll_output() {
-            self.output(out, report);
+        loop {
+            while let Some(out) = self.s.poll_output() {
+                self.output(out, report);
+            }
+            // As the driver does: a drain that is done closes, and its outputs follow.
+            if !self.s.poll_drained() {
+                break;
+            }
         }
         // As the driver does after each pass: spare buffers get their release timer.
         if self.s.spares_unarmed() {
@@ -621,8 +630,21 @@ impl Side {
         }
     }
 
-    pub fn close(&mut self) {
-        self.s.close();
+    /// Closes at once, or drains (closing once idle, or at a grace of up to 2.55 s, or
+    /// never on its own).
+    pub fn close(&mut self, input: &mut Input<'_>, now: Instant) {
+        match input.pick(3) {
+            0 => self.s.close(),
+            1 => {
+                let grace = Duration::from_millis(u64::from(input.b()) * 10);
+                self.s.drain(grace, now);
+                self.draining = true;
+            }
+            _ => {
+                self.s.drain(Duration::MAX, now);
+                self.draining = true;
+            }
+        }
     }
 
     /// The transport ends; a refused or broken message makes the close a protocol error.
@@ -778,11 +800,23 @@ pub(crate) fn drain(sides: &mut [Side; 2], _defs: &Defs, report: &mut Report) {
     if a.tainted || b.tainted {
         return; // A message queued before the peer's hello was too large for it.
     }
+    if a.draining || b.draining {
+        // A session asked to drain closes once nothing is in progress, and its goaway
+        // closes the other (`check_invariants` has checked that neither holds anything).
+        for s in [a, b] {
+            let name = s.name;
+            assert!(s.closed.is_some(), "{name}: open after a drain wound down");
+            assert!(s.awaiting.is_empty(), "{name}: calls never answered");
+            assert!(s.open_sinks.is_empty(), "{name}: streams never ended");
+        }
+        report.drain_closes += 1;
+        return;
+    }
     for s in [a, b] {
         let name = s.name;
         assert!(
             s.closed.is_none(),
-            "{name}: closed while draining: {:?}",
+            "{name}: closed while winding down: {:?}",
             s.closed
         );
         let stats = s.s.stats();

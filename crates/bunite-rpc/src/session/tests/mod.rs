@@ -3,6 +3,7 @@
 
 mod calls;
 mod caps;
+mod drain;
 mod hostile;
 mod streams;
 
@@ -118,6 +119,14 @@ impl Peer {
 
     /// Collects the session's outputs, then checks its invariants.
     pub fn collect(&mut self) {
+        self.take_outputs();
+        while self.s.poll_drained() {
+            self.take_outputs();
+        }
+        self.s.check_invariants();
+    }
+
+    fn take_outputs(&mut self) {
         while let Some(out) = self.s.poll_output() {
             match out {
                 Output::Hello(_) | Output::Event(_) => {}
@@ -140,7 +149,6 @@ impl Peer {
                 Output::Closed(how) => self.closed = Some(how),
             }
         }
-        self.s.check_invariants();
     }
 
     /// Starts a call; returns its reply tag.

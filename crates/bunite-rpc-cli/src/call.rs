@@ -11,7 +11,7 @@ use bunite_rpc::{CallOptions, Client, Code, Connection, Disconnect, Error, Local
 use futures::StreamExt;
 
 use crate::connect::Options;
-use crate::{exit, json, suggest};
+use crate::{exit, json, peer_text, suggest};
 
 /// How long `call` waits by default (connecting, bootstrapping and every call together).
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
@@ -105,14 +105,17 @@ enum Kind {
     Stream,
 }
 
-/// `prefix code message (reason: …)` on stderr.
+/// `prefix code message (reason: …)` on stderr, the peer's text escaped and cut
+/// ([`peer_text`]).
 fn print_status(prefix: &str, status: &bunite_rpc::Status) {
+    let message = peer_text::shown(&status.message);
     match status.reason() {
         Some(reason) => eprintln!(
-            "{prefix} {} {} (reason: {reason})",
-            status.code, status.message
+            "{prefix} {} {message} (reason: {})",
+            status.code,
+            peer_text::shown(reason)
         ),
-        None => eprintln!("{prefix} {} {}", status.code, status.message),
+        None => eprintln!("{prefix} {} {message}", status.code),
     }
 }
 

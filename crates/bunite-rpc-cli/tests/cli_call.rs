@@ -308,3 +308,45 @@ fn interop_server_takes_listener_bounds_as_flags() {
         assert!(info.contains(line), "{line:?} not in {info}");
     }
 }
+
+/// A server's error text reaches the terminal as text: its control characters, which a
+/// terminal obeys (an escape sequence retitles or clears it, a newline forges a line of
+/// ours), are printed escaped, and a long message is cut, not printed whole.
+#[test]
+fn a_servers_error_text_is_printed_escaped_and_cut() {
+    let s = server(&[], None);
+    let message = format!(
+        "\u{1b}]0;owned\u{7}\u{1b}[2J\nhint: run rm -rf ~\u{202e}{}",
+        "x".repeat(100_000)
+    );
+    let params = serde_json::json!({
+        "code": "internal",
+        "message": message,
+        "reason": "\u{1b}[31mred",
+    });
+    let out = run(&[
+        "call",
+        &s.url,
+        "interop.counter",
+        "fail",
+        &params.to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let controls: Vec<char> = err
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}')
+        .collect();
+    assert!(
+        controls.is_empty(),
+        "control characters printed: {controls:?}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(
+        err.starts_with("error: internal \\u{1b}]0;owned\\u{7}\\u{1b}[2J\\nhint: run rm -rf ~"),
+        "{err:?}"
+    );
+    assert!(err.contains("(reason: \\u{1b}[31mred)"), "{err:?}");
+    assert!(err.len() < 2048, "{} bytes printed", err.len());
+    assert!(err.contains("… (100036 bytes) (reason:"), "{err:?}");
+}

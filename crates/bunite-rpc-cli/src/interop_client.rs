@@ -2,6 +2,10 @@
 //!
 //! The checks use the dynamic API on purpose: an interop client must see the wire exactly as
 //! any peer does, names and shapes spelled out.
+//!
+//! The server under test may be broken or hostile: what it answered is quoted in a failure
+//! cut (`peer_text::debug` stops formatting a value after 1 KiB, so a 64 MiB answer is never
+//! formatted whole), and each `FAIL` line is printed escaped and cut (`peer_text::shown`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -11,6 +15,8 @@ use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::{CallOptions, CapDef, Client, Code, Connection, Error, MethodDef, Status, Value};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::peer_text::{debug, shown};
 
 /// One check: its INTEROP.md name and outcome.
 pub struct Outcome {
@@ -82,12 +88,12 @@ fn field(v: &Value, key: &str) -> Result<Value> {
     v.as_record()
         .and_then(|r| r.get(key))
         .cloned()
-        .ok_or_else(|| anyhow!("no {key:?} in {v:?}"))
+        .ok_or_else(|| anyhow!("no {key:?} in {}", debug(v)))
 }
 
 fn int(v: &Value) -> Result<i128> {
     v.as_integer()
-        .ok_or_else(|| anyhow!("not an integer: {v:?}"))
+        .ok_or_else(|| anyhow!("not an integer: {}", debug(v)))
 }
 
 async fn counter(conn: &Connection) -> Result<Client> {
@@ -100,7 +106,7 @@ async fn count_of(c: &Client, method: &str, args: Value) -> Result<i128> {
 
 fn expect_status(r: Result<Value, Error>, code: Code, reason: Option<&str>) -> Result<Status> {
     match r {
-        Ok(v) => bail!("expected {code}, got {v:?}"),
+        Ok(v) => bail!("expected {code}, got {}", debug(&v)),
         Err(e) => {
             let s = e.into_status();
             ensure!(s.code == code, "expected {code}, got {s}");
@@ -171,7 +177,7 @@ async fn echo_codec(conn: &Connection) -> Result<()> {
     let c = counter(conn).await?;
     let v = rich_value();
     let back = c.call_value("echo", v.clone()).await?;
-    ensure!(back == v, "echo differs: {back:?}");
+    ensure!(back == v, "echo differs: {}", debug(&back));
     Ok(())
 }
 
@@ -187,13 +193,13 @@ async fn errors(conn: &Connection) -> Result<()> {
         Code::FailedPrecondition,
         Some("unauthorized"),
     )?;
-    ensure!(s.message == "nope", "message {:?}", s.message);
+    ensure!(s.message == "nope", "message {}", debug(&s.message));
     let s = expect_status(
         c.call_value("boom", Value::Undefined).await,
         Code::Internal,
         None,
     )?;
-    ensure!(s.message == "boom", "boom message {:?}", s.message);
+    ensure!(s.message == "boom", "boom message {}", debug(&s.message));
     Ok(())
 }
 
@@ -385,7 +391,7 @@ async fn deadline_server(conn: &Connection) -> Result<()> {
             CallOptions::deadline(Duration::from_millis(100)),
         )
         .await?;
-    ensure!(v == Value::from("aborted"), "got {v:?}");
+    ensure!(v == Value::from("aborted"), "got {}", debug(&v));
     let took = start.elapsed();
     ensure!(
         took >= Duration::from_millis(90) && took < Duration::from_millis(2500),
@@ -445,7 +451,7 @@ async fn revocation(conn: &Connection) -> Result<()> {
 async fn bidirectional(conn: &Connection) -> Result<()> {
     let c = counter(conn).await?;
     let v = c.call_value("askPeer", Value::Undefined).await?;
-    ensure!(v == Value::from("pong from client"), "got {v:?}");
+    ensure!(v == Value::from("pong from client"), "got {}", debug(&v));
     Ok(())
 }
 
@@ -503,7 +509,8 @@ pub fn print_outcomes(outcomes: &[Outcome]) -> usize {
             Ok(()) => println!("PASS {}", o.name),
             Err(e) => {
                 failed += 1;
-                println!("FAIL {}: {e:#}", o.name);
+                // The server's words (its messages, values it answered) escaped and cut.
+                println!("FAIL {}: {}", o.name, shown(&format!("{e:#}")));
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Text a peer chose, as the CLI prints it: a status's message and reason, a goaway's.
+//! Text a peer chose, as the CLI prints it: a status's message and reason, a goaway's, and
+//! the answers `interop-client` quotes in a failure.
 //!
 //! The library hands a peer's text over as it came (a caller may want all of it), so the
 //! terminal is the CLI's to protect: a server's message is printed on one line, its control
@@ -9,7 +10,7 @@
 //! is cut after [`SHOWN`] bytes, with its length: a server's error of 64 MiB is not printed
 //! whole.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 
 /// How many bytes of a peer's text are printed (as the library keeps of a goaway's).
 pub const SHOWN: usize = 1024;
@@ -29,6 +30,35 @@ pub fn shown(text: &str) -> String {
         }
     }
     out
+}
+
+/// `{:?}` of something a peer sent, cut after [`SHOWN`] bytes (marked `…`). Formatting
+/// stops there: the `Debug` of a 4 MiB binary answer is 12 MiB, and it is never made.
+pub fn debug(v: &impl fmt::Debug) -> String {
+    let mut out = Capped(String::new());
+    if write!(out, "{v:?}").is_err() {
+        out.0.push('…');
+    }
+    out.0
+}
+
+/// A string that takes [`SHOWN`] bytes, then fails the formatting that writes to it.
+struct Capped(String);
+
+impl Write for Capped {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = SHOWN.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.0.push_str(&s[..end]);
+        Err(fmt::Error)
+    }
 }
 
 /// The characters that reorder the text around them (Unicode's bidirectional marks,
@@ -56,6 +86,15 @@ mod tests {
             shown("a\u{1b}[2J\tb\nc\u{7f}\u{9b}\u{202e}d"),
             "a\\u{1b}[2J\\tb\\nc\\u{7f}\\u{9b}\\u{202e}d"
         );
+    }
+
+    #[test]
+    fn a_large_value_is_formatted_only_up_to_the_cut() {
+        let v = vec![7u8; 4 << 20];
+        let out = debug(&v);
+        assert!(out.starts_with("[7, 7, "), "{out}");
+        assert!(out.ends_with('…') && out.len() <= SHOWN + '…'.len_utf8());
+        assert_eq!(debug(&"short"), "\"short\"");
     }
 
     #[test]

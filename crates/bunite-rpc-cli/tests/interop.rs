@@ -172,3 +172,79 @@ fn the_demo_tours_every_feature_and_exits_with_once() {
         );
     }
 }
+
+/// A hostile (or broken) server under test: `interop.counter` whose `echo` answers 4 MiB
+/// of binary and whose other methods fail with a long message full of escape sequences.
+/// The client's report stays a report: one short line per check, nothing a terminal would
+/// obey, however large or strange the answers.
+#[test]
+fn a_hostile_servers_answers_are_reported_short_and_escaped() {
+    use bunite_rpc::dynamic::DynCap;
+    use bunite_rpc::transport::byte_stream::TcpTransport;
+    use bunite_rpc::{CapDef, Code, Connection, MethodDef, Status, Value};
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hostile = format!("\u{1b}]0;owned\u{7}\u{1b}[2J\nPASS{}", "x".repeat(100_000));
+    let serving = rt.spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut def = CapDef::builder("interop.counter");
+            let mut imp =
+                DynCap::new().call("echo", |_, _| async { Ok(Value::Bin(vec![7; 4 << 20])) });
+            for m in [
+                "increment",
+                "get",
+                "fail",
+                "boom",
+                "closedCount",
+                "makeChild",
+            ] {
+                def = def.method(MethodDef::call(m));
+                let message = hostile.clone();
+                imp = imp.call(m, move |_, _| {
+                    let message = message.clone();
+                    async move { Err::<Value, _>(Status::new(Code::Internal, message)) }
+                });
+            }
+            let def = def.method(MethodDef::call("echo")).build();
+            let conn = Connection::builder()
+                .serve(def, imp.build())
+                .connect(TcpTransport::tcp(stream));
+            conns.push(conn);
+        }
+    });
+    let (ok, stdout) = client(&format!("tcp://{addr}"), None);
+    serving.abort();
+    assert!(!ok, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() >= 19 && lines.len() <= 20,
+        "{} lines",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 2048),
+        "a line of {} bytes",
+        lines.iter().map(|l| l.len()).max().unwrap_or(0)
+    );
+    assert!(
+        !stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters printed"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("FAIL echo-codec: echo differs: ")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("FAIL bootstrap-and-calls: internal: \\u{1b}]0;owned")),
+        "{stdout}"
+    );
+}

@@ -3,6 +3,7 @@
 //! codes by kind of failure (see `exit`), and the wrong kind of method named
 //! ([`LocalError::WrongKind`]).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -282,12 +283,10 @@ async fn chain(
                     .call_with(&step.method, step.params.clone(), opts())
                     .await
                 {
-                    Ok(v) => {
-                        if let Some(j) = json::to_json(&v) {
-                            println!("{j}");
-                        }
-                        exit::OK
-                    }
+                    Ok(v) => match json::to_json(&v) {
+                        Some(j) => print_line(&j).err().unwrap_or(exit::OK),
+                        None => exit::OK,
+                    },
                     Err(e) if e.local_kind() == Some(LocalError::WrongKind) => {
                         wrong_kind(args, &step.method, Kind::Stream)
                     }
@@ -300,12 +299,33 @@ async fn chain(
     exit::OK
 }
 
+/// Writes one JSON line to stdout. A reader that has gone (`stream … | head -1`) is the
+/// end of the output, not a failure: `Err(exit::OK)`, where `println!` panicked (exit code
+/// 101); any other write error is reported, `Err(exit::LOCAL)`.
+fn print_line(line: &serde_json::Value) -> Result<(), i32> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(exit::OK),
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            Err(exit::LOCAL)
+        }
+    }
+}
+
 /// Prints each value of a stream as a JSON line.
 async fn print_stream(args: &Args, target: &Client, step: &Step, opts: CallOptions) -> i32 {
     let mut values = target.stream_with(&step.method, step.params.clone(), opts);
     while let Some(next) = values.next().await {
         match next {
-            Ok(v) => println!("{}", json::to_json(&v).unwrap_or(serde_json::Value::Null)),
+            Ok(v) => {
+                let line = json::to_json(&v).unwrap_or(serde_json::Value::Null);
+                // Dropping the stream on the way out cancels it.
+                if let Err(code) = print_line(&line) {
+                    return code;
+                }
+            }
             Err(e) if e.local_kind() == Some(LocalError::WrongKind) => {
                 // PROTOCOL §10: a result frame for a stream id.
                 return wrong_kind(args, &step.method, Kind::Unary);

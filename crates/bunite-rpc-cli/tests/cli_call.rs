@@ -350,3 +350,36 @@ fn a_servers_error_text_is_printed_escaped_and_cut() {
     assert!(err.len() < 2048, "{} bytes printed", err.len());
     assert!(err.contains("… (100036 bytes) (reason:"), "{err:?}");
 }
+
+/// `stream … | head -1`: once the reader of its output has gone, `stream` stops (the
+/// stream is cancelled, the connection closed) and exits 0, as `head`'s writer should,
+/// instead of panicking on the closed pipe with exit code 101.
+#[test]
+fn stream_stops_quietly_when_its_reader_goes() {
+    let s = server(&[], None);
+    let mut child = Command::new(BIN)
+        .args([
+            "stream",
+            &s.url,
+            "interop.counter",
+            "ticks",
+            r#"{"n":1000000}"#,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stream");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    assert_eq!(first, r#"{"i":0}"#);
+    drop(lines);
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

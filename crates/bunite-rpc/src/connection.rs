@@ -56,11 +56,13 @@ mod lifecycle;
 mod room;
 mod runs;
 mod serving;
+mod set;
 
 pub(crate) use command::Command;
 pub use driver::CLOSE_GRACE;
 pub use lifecycle::SubscriptionId;
 pub use serving::ServeHandle;
+pub use set::ConnectionSet;
 
 /// Whether a tracing subscriber has ever been installed (globally, or for a scope with
 /// `tracing::subscriber::with_default`). Until one has, the per-call spans are not built at

@@ -266,7 +266,7 @@ pub use bunite_wire::{
 };
 pub use client::{CallOptions, Client};
 pub use client_stream::{ClientStream, TypedStream};
-pub use connection::{Connection, ConnectionBuilder, ServeHandle, SubscriptionId};
+pub use connection::{Connection, ConnectionBuilder, ConnectionSet, ServeHandle, SubscriptionId};
 pub use context::CallContext;
 pub use error::{Disconnect, Error, LocalError};
 pub use events::Event;

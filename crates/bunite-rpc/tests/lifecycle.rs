@@ -10,7 +10,7 @@ use std::time::Duration;
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory;
 use bunite_rpc::wire::{Call, CallId, Encoder, Frame, Goaway, Hello, Record, Value, WireStatus};
-use bunite_rpc::{CapDef, Code, Connection, Disconnect, Limits, MethodDef, Status};
+use bunite_rpc::{CapDef, Code, Connection, ConnectionSet, Disconnect, Limits, MethodDef, Status};
 use common::*;
 use tokio::sync::Notify;
 
@@ -433,5 +433,80 @@ fn an_idle_connection_drains_at_once() {
             .expect("closed at once");
         client.closed().await;
         assert_clean(&[&server, &client]).await;
+    });
+}
+
+#[test]
+fn a_connection_set_drains_every_connection_and_waits_for_all() {
+    run(async {
+        let set = ConnectionSet::new();
+        let (s1, c1, counter1) = counter_pair().await;
+        let (s2, c2, counter2) = counter_pair().await;
+        set.insert(&s1);
+        set.insert(&s2);
+        assert_eq!(set.len(), 2);
+        // One connection has a call running; the other is idle.
+        let waiting = tokio::spawn({
+            let counter1 = counter1.clone();
+            async move { counter1.call_value("wait", Value::Undefined).await }
+        });
+        eventually(|| s1.stats().active_calls == 1).await;
+        let draining = tokio::spawn({
+            let set = set.clone();
+            async move { set.drain(Duration::from_secs(60)).await }
+        });
+        s2.closed().await;
+        assert_eq!(set.len(), 1, "the idle one closed and left the set");
+        let refused = counter1
+            .call_value("get", Value::Undefined)
+            .await
+            .unwrap_err();
+        assert_remote(
+            &refused,
+            Code::Unavailable,
+            "draining: no new calls",
+            Some("peer_closing"),
+        );
+        assert!(!draining.is_finished(), "waits for the running call");
+
+        // A connection added while the set drains is drained at once.
+        let (s3, c3, _counter3) = counter_pair().await;
+        set.insert(&s3);
+        s3.closed().await;
+
+        // The running call is cancelled by its client: the last connection closes.
+        waiting.abort();
+        drop(counter1);
+        let _ = waiting.await;
+        tokio::time::timeout(Duration::from_secs(10), draining)
+            .await
+            .expect("the drain ends")
+            .unwrap();
+        assert!(set.is_empty());
+        assert!(s1.is_closed());
+        assert!(counter2.call_value("get", Value::Undefined).await.is_err());
+        assert_clean(&[&s1, &c1, &s2, &c2, &s3, &c3]).await;
+    });
+}
+
+#[test]
+fn a_connection_set_closes_every_connection_and_forgets_closed_ones() {
+    run(async {
+        let set = ConnectionSet::new();
+        let (s1, c1, _k1) = counter_pair().await;
+        let (s2, c2, _k2) = counter_pair().await;
+        set.insert(&s1);
+        set.insert(&s2);
+        // A connection that closes on its own leaves the set.
+        c1.close();
+        s1.closed().await;
+        eventually(|| set.len() == 1).await;
+        // One already closed is never held.
+        set.insert(&s1);
+        assert_eq!(set.len(), 1);
+        set.close().await;
+        assert!(set.is_empty() && s2.is_closed());
+        c2.closed().await;
+        assert_clean(&[&s1, &c1, &s2, &c2]).await;
     });
 }

@@ -74,19 +74,19 @@ impl Connection {
     /// at once.
     ///
     /// A server that stops stops accepting connections, then drains every connection it
-    /// holds:
+    /// holds: [`ConnectionSet`](super::ConnectionSet) keeps them and does both.
     ///
     /// ```
     /// # use std::time::Duration;
+    /// # use bunite_rpc::transport::memory;
     /// # use bunite_rpc::Connection;
-    /// async fn stop(connections: &[Connection]) {
-    ///     for conn in connections {
-    ///         conn.drain(Duration::from_secs(10));
-    ///     }
-    ///     for conn in connections {
-    ///         conn.closed().await;
-    ///     }
-    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let (a, b) = memory::pair();
+    /// # let (conn, _peer) = (Connection::new(a), Connection::new(b));
+    /// conn.drain(Duration::from_secs(10));
+    /// conn.closed().await; // nothing ran: closed at once
+    /// # }
     /// ```
     pub fn drain(&self, grace: std::time::Duration) {
         self.shared.send(Command::Drain(grace));

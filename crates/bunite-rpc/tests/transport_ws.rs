@@ -1024,3 +1024,116 @@ fn frames_sent_with_the_handshake_response_are_not_lost() {
         }
     });
 }
+
+/// A peer that sends pings and never reads the pongs: tungstenite moves each pong it
+/// cannot write into its write buffer, one more per ping, outside every budget (64 MiB of
+/// pings were all read, the pongs held). The server stops reading such a peer once a few
+/// dozen pongs are owed, as it stops reading one that does not read its answers; once the
+/// peer goes, so does the connection.
+#[test]
+fn a_peer_that_floods_pings_and_reads_no_pong_is_not_read_without_bound() {
+    run(async {
+        use tokio::io::AsyncWriteExt;
+        let config = ListenerConfig::default().ping_interval(None);
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let accepted = accept_one(l);
+        // A small receive window, so that the server's pongs back up at once.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.set_send_buffer_size(64 * 1024).unwrap();
+        let addr = url.trim_start_matches("ws://").trim_end_matches("/rpc");
+        let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let (mut raw, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+            .await
+            .unwrap();
+        let server = tracked(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
+        // Pings of the largest size (125 bytes), about a MiB of them per write.
+        let mut ping = client_header(0x89, 125);
+        ping.extend_from_slice(&[7u8; 125]);
+        let chunk: Vec<u8> = ping
+            .iter()
+            .copied()
+            .cycle()
+            .take(ping.len() * 8000)
+            .collect();
+        const FLOOD: usize = 64 << 20;
+        let mut sent = 0;
+        while sent < FLOOD {
+            match timeout(Duration::from_secs(2), raw.get_mut().write_all(&chunk)).await {
+                Ok(written) => written.unwrap(),
+                Err(_) => break, // The server stopped reading.
+            }
+            sent += chunk.len();
+        }
+        assert!(
+            sent < 16 << 20,
+            "the server read {} MiB of pings whose pongs it could not send",
+            sent >> 20
+        );
+        drop(raw);
+        timeout(WAIT, server.closed()).await.unwrap();
+        assert_eq!(server.stats().pending_calls, 0);
+    });
+}
+
+/// A ping that arrives while a long message of ours is on its way (its pong waits behind
+/// the message) does not stop the server reading: the peer, which hears nothing of ours
+/// until the message ends, may ping then and is still reading; it may be waiting for its
+/// own message to go through before it reads on.
+#[test]
+fn a_ping_while_a_long_message_is_on_its_way_does_not_stop_reading() {
+    run(async {
+        let (l, url) = listener(None).await;
+        let accepted = accept_one(l);
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let addr = url.trim_start_matches("ws://").trim_end_matches("/rpc");
+        let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let (mut raw, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+            .await
+            .unwrap();
+        let (mut sink, mut source) = timeout(WAIT, accepted)
+            .await
+            .unwrap()
+            .unwrap()
+            .transport
+            .split();
+        let long = Bytes::from(vec![5u8; 8 << 20]);
+        let sending = tokio::spawn(async move {
+            sink.send(long).await.unwrap();
+            sink
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!sending.is_finished(), "the long message went out unread");
+        raw.send(Message::Ping(Bytes::from_static(b"p")))
+            .await
+            .unwrap();
+        raw.send(Message::binary(b"after".to_vec())).await.unwrap();
+        let got = timeout(WAIT, source.recv()).await.expect("reading stopped");
+        assert_eq!(got.unwrap().as_deref(), Some(&b"after"[..]));
+        // The peer reads on: the long message (after the server's hello), then the pong.
+        let mut long_ones = 0;
+        loop {
+            match timeout(WAIT, raw.next()).await.unwrap().unwrap().unwrap() {
+                Message::Binary(b) if b.len() == 8 << 20 => long_ones += 1,
+                Message::Binary(_) => {}
+                Message::Pong(p) => {
+                    assert_eq!(&p[..], b"p");
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(long_ones, 1, "the pong came before the long message ended");
+        let mut sink = timeout(WAIT, sending).await.unwrap().unwrap();
+        sink.close().await.unwrap();
+        drop(raw);
+        assert!(matches!(
+            timeout(WAIT, source.recv()).await.unwrap(),
+            Ok(None) | Err(_)
+        ));
+    });
+}

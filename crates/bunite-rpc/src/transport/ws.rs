@@ -1,8 +1,9 @@
 //! Messages over WebSocket (PROTOCOL §2): one frame per **binary** message.
 //!
 //! A text message is a protocol error (the connection answers with goaway
-//! `invalid_argument`); pings are answered by tungstenite; a close frame or the end of the
-//! socket ends the transport. Inbound messages are bounded by `max_bytes` (default
+//! `invalid_argument`); pings are answered by tungstenite (nothing more is read while
+//! dozens of pongs cannot be written, so a peer that pings and reads nothing holds few); a close
+//! frame or the end of the socket ends the transport. Inbound messages are bounded by `max_bytes` (default
 //! [`DEFAULT_MAX_BYTES`], 64 MiB); a larger one is refused with
 //! [`TransportError::TooLarge`](super::TransportError::TooLarge) as soon as its frame header announces it.
 //!

@@ -244,8 +244,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSou
                 Some(Ok(Message::Text(_))) => {
                     break Err(TransportError::Protocol(TEXT_MESSAGE.to_owned()))
                 }
-                // Pings are answered by tungstenite itself; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                // Pings are answered by tungstenite itself (and nothing more is read
+                // while the pong cannot be written: `metered.rs`); pongs need nothing.
+                Some(Ok(Message::Ping(_))) => {
+                    shared.ws.get_mut().ping_received();
+                    shared.ws.get_mut().control_done();
+                    continue;
+                }
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => {
                     shared.ws.get_mut().control_done();
                     continue;
                 }

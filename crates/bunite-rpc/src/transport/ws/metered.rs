@@ -32,6 +32,16 @@
 //! held, a read here returns `Pending` (registering no waker) unless it passed on bytes
 //! from before the message, and the source, which is the one reader, takes the message in
 //! the same poll.
+//!
+//! While [`PONGS_OWED`] pongs are owed and the socket takes no more writes, nothing more
+//! is read ([`Metered::ping_received`]): tungstenite answers each ping, and a pong it cannot
+//! write goes into its write buffer after the ones before it, so a peer that sent pings and
+//! read nothing made it hold one pong per ping, outside every budget (64 MiB of pings were
+//! all read, their pongs held). Not at the first pong owed: while a long frame of ours is
+//! on its way the pong waits behind it, and a peer that pings then (it hears nothing of
+//! ours until the frame ends) is still reading; to stop reading it could keep it from
+//! reading the frame, if it waits to send before it reads on. A bunite peer, or a browser,
+//! sends a ping or two per silence before it gives up, never dozens.
 
 use std::io;
 use std::pin::Pin;
@@ -55,6 +65,11 @@ const SMALL_READ: usize = 4 * 1024;
 
 /// The smallest socket read.
 const MIN_READ: usize = 2 * SMALL_READ;
+
+/// Pongs owed, and not written for a full socket, past which nothing more is read (see the
+/// module docs): at most 8 KiB of them (125 bytes of payload each), as many as
+/// tungstenite's write buffer holds before it writes.
+pub(super) const PONGS_OWED: usize = 64;
 
 /// A socket that reads ahead, and whose reads may draw from a budget.
 #[derive(Debug)]
@@ -98,6 +113,11 @@ pub(super) struct Metered<S> {
     /// The receive deadline of the message (or frame) under way; its error reaches the
     /// source inside an `io::Error` (see `halves::io_error`).
     clock: MessageClock,
+    /// Pings that reached the source since tungstenite last wrote out all it held: their
+    /// pongs are owed (see the module docs).
+    pongs_owed: usize,
+    /// The last write found the socket full (its waker is registered for room).
+    write_blocked: bool,
 }
 
 /// A data frame written around tungstenite.
@@ -196,6 +216,8 @@ impl<S> Metered<S> {
             completed: 0,
             head: handshake.then_some(0),
             reframe: Reframe::new(max_frame).take_whole(role == Role::Server),
+            pongs_owed: 0,
+            write_blocked: false,
             clock: MessageClock::new(deadline),
         }
     }
@@ -238,6 +260,13 @@ impl<S> Metered<S> {
                 false => m.need.saturating_sub(released),
             };
         }
+    }
+
+    /// The source was handed a ping, whose pong tungstenite writes with its next flush:
+    /// past [`PONGS_OWED`] of them that cannot be written, no more is read (see the module
+    /// docs).
+    pub(super) fn ping_received(&mut self) {
+        self.pongs_owed += 1;
     }
 
     /// A message read whole around tungstenite, complete: it comes after every message
@@ -336,6 +365,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     false => Poll::Pending,
                 };
             }
+            if this.pongs_owed >= PONGS_OWED && this.write_blocked {
+                // The write that found the socket full wakes this task too (tungstenite's
+                // write waker wakes its reader); the peer's time still runs.
+                if buf.filled().len() > start {
+                    return Poll::Ready(Ok(()));
+                }
+                this.check_clock(cx)?;
+                return Poll::Pending;
+            }
             if this.ahead.is_empty() {
                 let room = match &mut this.meter {
                     Some(m) => match m.poll_room(cx)? {
@@ -376,13 +414,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                         if !this.recycled.is_empty() && this.idle.poll_elapsed(cx) {
                             this.recycled.clear();
                         }
-                        // Stalled inside a frame: within its deadline, or failed (the
-                        // handshake has its own timeout).
-                        if let (None, Some(size)) = (this.head, this.reframe.under_way()) {
-                            let arrived = this.reframe.data_read();
-                            let timed_out = this.clock.check(cx, size, arrived);
-                            timed_out.map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e))?;
-                        }
+                        this.check_clock(cx)?;
                         return Poll::Pending;
                     }
                 };
@@ -442,6 +474,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 return Poll::Ready(Ok(()));
             }
         }
+    }
+}
+
+impl<S> Metered<S> {
+    /// Stalled inside a frame: within its deadline, or failed (the handshake has its own
+    /// timeout).
+    fn check_clock(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let (None, Some(size)) = (self.head, self.reframe.under_way()) {
+            let arrived = self.reframe.data_read();
+            let timed_out = self.clock.check(cx, size, arrived);
+            timed_out.map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e))?;
+        }
+        Ok(())
+    }
+
+    /// Notes whether a write found the socket full; one that wrote out everything
+    /// tungstenite held (a flush) sent the pongs owed.
+    fn wrote<T>(&mut self, polled: Poll<io::Result<T>>, flushed: bool) -> Poll<io::Result<T>> {
+        self.write_blocked = polled.is_pending();
+        if flushed && polled.is_ready() {
+            self.pongs_owed = 0;
+        }
+        polled
     }
 }
 
@@ -532,8 +587,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        ready!(this.poll_long(cx))?;
-        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        let polled = this.poll_long(cx);
+        ready!(this.wrote(polled, false))?;
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        let n = ready!(this.wrote(polled, false))?;
         this.written = this.written.wrapping_add(n as u64);
         Poll::Ready(Ok(n))
     }
@@ -544,8 +601,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        ready!(this.poll_long(cx))?;
-        let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+        let polled = this.poll_long(cx);
+        ready!(this.wrote(polled, false))?;
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        let n = ready!(this.wrote(polled, false))?;
         this.written = this.written.wrapping_add(n as u64);
         Poll::Ready(Ok(n))
     }
@@ -556,8 +615,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_long(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        let polled = this.poll_long(cx);
+        ready!(this.wrote(polled, false))?;
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.wrote(polled, true)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

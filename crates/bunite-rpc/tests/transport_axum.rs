@@ -162,3 +162,81 @@ fn a_plain_get_at_the_rpc_route_is_told_to_upgrade() {
         assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
     });
 }
+
+/// Connections handed to `axum::serve` by the test: in-memory pipes whose buffers it sizes.
+struct Pipes(mpsc::UnboundedReceiver<tokio::io::DuplexStream>);
+
+impl axum::serve::Listener for Pipes {
+    type Io = tokio::io::DuplexStream;
+    type Addr = ();
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.recv().await {
+            Some(io) => (io, ()),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const UPGRADE: &[u8] =
+    b"GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// An upgrade that hyper cannot hand over (the client reads nothing, so the `101` is never
+/// all written) holds its connection slot for `handshake_timeout` at most, as a handshake on
+/// our own listener does. It held it for as long as the client kept the connection open:
+/// `max_connections` such clients had every other upgrade answered 503.
+#[test]
+fn an_upgrade_never_handed_over_gives_its_slot_back_after_the_handshake_timeout() {
+    run(async {
+        let config = ListenerConfig::default()
+            .max_connections(1)
+            .handshake_timeout(Duration::from_millis(300));
+        let endpoint = RpcEndpoint::new(config);
+        let (conns_tx, mut conns) = mpsc::unbounded_channel();
+        let rpc = endpoint.clone().route(move |up| {
+            let conns_tx = conns_tx.clone();
+            async move {
+                let _ = conns_tx.send(tracked(up.transport));
+            }
+        });
+        let (pipes, accept) = mpsc::unbounded_channel();
+        let app = Router::new().route("/rpc", rpc);
+        let _stop = Stop(tokio::spawn(async move {
+            axum::serve(Pipes(accept), app).await.unwrap()
+        }));
+
+        // A pipe of 64 bytes: the upgrade request goes through, the 101 does not.
+        let (mut stuck, server_end) = tokio::io::duplex(64);
+        pipes.send(server_end).unwrap();
+        timeout(WAIT, stuck.write_all(UPGRADE))
+            .await
+            .unwrap()
+            .unwrap();
+        eventually(|| endpoint.connections() == 1).await;
+        // The slot comes back once the handshake timeout has passed...
+        eventually(|| endpoint.connections() == 0).await;
+        assert!(
+            conns.try_recv().is_err(),
+            "the stuck upgrade was handed over"
+        );
+
+        // ...for a client that completes its upgrade.
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        pipes.send(server_end).unwrap();
+        let (client, _) = tokio_tungstenite::client_async("ws://x/rpc", client_end)
+            .await
+            .unwrap();
+        let server = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
+        assert_eq!(endpoint.connections(), 1);
+        drop(client);
+        timeout(WAIT, server.closed()).await.unwrap();
+        drop(server);
+        eventually(|| endpoint.connections() == 0).await;
+        drop(stuck);
+    });
+}

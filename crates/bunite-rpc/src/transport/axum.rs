@@ -13,10 +13,14 @@
 //! `max_connections` live connections (past it an upgrade is answered
 //! `503 Service Unavailable` rather than queued, as the HTTP request is already accepted),
 //! `max_bytes` per inbound message, one `receive_budget` and one `send_budget` across its
-//! connections, and
-//! `ping_interval`. The HTTP side (header sizes, timeouts, TLS, how many requests are
-//! parsed at once) is axum's and hyper's; `max_handshakes`, `handshake_timeout`,
-//! `tcp_keepalive` and `tls` are not used here.
+//! connections, the `receive_deadline`, and
+//! `ping_interval`. An upgrade holds its connection slot from the `101` on; hyper hands the
+//! connection over once the `101` is written, and one it has not handed over within
+//! `handshake_timeout` (a client that reads nothing) gives the slot back. The HTTP side
+//! (header sizes, timeouts, TLS, how many requests are parsed at once) is axum's and
+//! hyper's; `max_handshakes`, `tcp_keepalive` and `tls` are not used here. A connection
+//! that never says hello is closed after the connection's
+//! [`Limits::hello_timeout`](crate::Limits::hello_timeout), as any other.
 //!
 //! The peer address is known when the app is served with
 //! `into_make_service_with_connect_info::<SocketAddr>()`.
@@ -236,9 +240,12 @@ impl WsUpgrade {
             ..
         } = self;
         tokio::spawn(async move {
-            let io = match on_upgrade.await {
-                Ok(io) => io,
-                Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
+            // hyper hands the connection over once the 101 is written: a client that reads
+            // nothing would hold the slot for as long as it kept the connection open.
+            let io = match tokio::time::timeout(config.handshake_timeout, on_upgrade).await {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => return tracing::debug!("WebSocket upgrade failed: {e}"),
+                Err(_) => return tracing::debug!("WebSocket upgrade timed out"),
             };
             let peer = peer_addr.map(|a| a.to_string());
             let transport = WsTransport::upgraded(Socket::upgraded(io), &config, Some(slot))

@@ -2,10 +2,11 @@
 //!
 //! A text message is a protocol error (the connection answers with goaway
 //! `invalid_argument`); pings are answered by tungstenite (nothing more is read while
-//! dozens of pongs cannot be written, so a peer that pings and reads nothing holds few); a close
-//! frame or the end of the socket ends the transport. Inbound messages are bounded by `max_bytes` (default
-//! [`DEFAULT_MAX_BYTES`], 64 MiB); a larger one is refused with
-//! [`TransportError::TooLarge`](super::TransportError::TooLarge) as soon as its frame header announces it.
+//! dozens of pongs cannot be written, so a peer that pings and reads nothing makes us hold
+//! few); a close frame or the end of the socket ends the transport. Inbound messages are
+//! bounded by `max_bytes` (default [`DEFAULT_MAX_BYTES`], 64 MiB); a larger one is refused
+//! with [`TransportError::TooLarge`](super::TransportError::TooLarge) as soon as its frame
+//! header announces it.
 //!
 //! [`WsListener`] serves the socket at one path (the bunite web host uses [`DEFAULT_PATH`])
 //! within the bounds of a [`ListenerConfig`](crate::transport::ListenerConfig), and refuses

@@ -103,9 +103,51 @@ impl serde::ser::Error for SerdeError {
     }
 }
 
+/// The most a deserializing error's message keeps, in bytes. serde's messages quote what
+/// was read (`invalid type: string "…"`, an unknown field or variant), escaped, so a
+/// peer's 16 MiB string of control characters made an 80 MiB message, which went back to
+/// the peer as the call's error; the rest is cut at a character boundary and marked `…`,
+/// as the session cuts the peer's text it sends back.
+const MAX_MESSAGE: usize = 1024;
+
+/// A `String` that takes at most [`MAX_MESSAGE`] bytes, then refuses the rest (which
+/// stops the formatting, so an over-long quote costs no more work than its first KiB).
+struct Capped {
+    text: String,
+    cut: bool,
+}
+
+impl fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = MAX_MESSAGE.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        self.cut = true;
+        Err(fmt::Error)
+    }
+}
+
 impl serde::de::Error for SerdeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        SerdeError::new(msg.to_string())
+        use fmt::Write as _;
+        let mut out = Capped {
+            text: String::new(),
+            cut: false,
+        };
+        // An error here is the cut (`Capped` refuses the rest), or a `Display` that failed:
+        // either way the message is what was written.
+        let _ = write!(out, "{msg}");
+        if out.cut {
+            out.text.push('…');
+        }
+        SerdeError::new(out.text)
     }
 }
 

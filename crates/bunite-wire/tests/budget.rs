@@ -321,3 +321,57 @@ fn the_encoder_keeps_no_copy_of_a_dictionary_sized_shape() {
     let kept = ALLOC.current_usage().saturating_sub(base);
     assert!(kept < 64 * 1024, "{kept} bytes kept by the encoder");
 }
+
+/// A serde error quotes the peer's text (serde's "invalid type: string \"…\"", a field or
+/// variant name it does not know), escaped: a control character takes five bytes as `\u{1}`.
+/// Such a message goes back to the peer as the call's `invalid_argument`, so it must not
+/// cost more than the string it came in: the message keeps at most 1 KiB of it, and
+/// reading the string as a number or a record never allocates past the message's budget.
+#[test]
+fn a_serde_error_quoting_the_peers_text_is_cut() {
+    let _turn = serial();
+    let limits = DecodeLimits::default();
+    let len = 16 * MIB;
+    let mut args = vec![0xdb];
+    args.extend_from_slice(&u32::try_from(len).expect("fits").to_be_bytes());
+    args.resize(args.len() + len, 0x01);
+    let msg = Bytes::from(call_with_args(&args));
+    let budget = limits.decode_budget(msg.len());
+    let args = args_of(
+        Decoder::new(limits)
+            .decode_frame_lazy(&msg)
+            .expect("admitted"),
+    );
+
+    let (err, peak) = peak_of(|| args.deserialize::<u64>().unwrap_err());
+    assert!(err.message().len() <= 1100, "{} bytes", err.message().len());
+    assert!(
+        err.message().starts_with("invalid type: string \"\\u{1}"),
+        "{}",
+        &err.message()[..40]
+    );
+    assert!(err.message().ends_with('…'), "{}", err.message());
+    assert!(
+        peak <= budget,
+        "as u64: {peak} bytes at the peak, budget {budget}"
+    );
+
+    let (err, peak) = peak_of(|| args.deserialize::<bunite_wire::Record>().unwrap_err());
+    assert!(err.message().len() <= 1100, "{} bytes", err.message().len());
+    assert!(
+        peak <= budget,
+        "as a record: {peak} bytes at the peak, budget {budget}"
+    );
+
+    // Short texts are quoted whole, as before.
+    let short = Bytes::from(call_with_args(&hex("a3616263")));
+    let args = args_of(
+        Decoder::new(DecodeLimits::default())
+            .decode_frame_lazy(&short)
+            .unwrap(),
+    );
+    assert_eq!(
+        args.deserialize::<u64>().unwrap_err().message(),
+        "invalid type: string \"abc\", expected u64"
+    );
+}

@@ -340,11 +340,14 @@ impl Serialize for Record {
 impl<'de> Deserialize<'de> for Record {
     /// Accepts a record (or any string-keyed map); anything else is an error.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // What it got is named as serde names it (never the value itself, which may be
+        // as long as the message it came in).
         match Value::deserialize(deserializer)? {
             Value::Record(r) => Ok(r),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a record, got {other:?}"
-            ))),
+            other => Err(serde::de::Error::invalid_type(
+                super::de::unexpected(&other),
+                &"a record",
+            )),
         }
     }
 }

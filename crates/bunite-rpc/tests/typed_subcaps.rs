@@ -8,7 +8,7 @@ mod typed_fixtures;
 use std::sync::atomic::Ordering;
 
 use bunite_rpc::{Code, LocalError};
-use common::{assert_clean, assert_local, eventually, run};
+use common::{assert_clean, assert_local, assert_remote, eventually, run};
 use typed_fixtures::*;
 
 #[test]
@@ -49,6 +49,37 @@ fn arrays_and_records_of_caps() {
         assert_eq!(pairs[1].1.name().await.unwrap(), "p");
         assert_eq!(state.live.load(Ordering::SeqCst), 7);
         drop((kids, map, pairs, counter));
+        assert_clean(&[&server, &client]).await;
+        eventually(|| state.live.load(Ordering::SeqCst) == 0).await;
+    });
+}
+
+/// A record of caps whose handler repeats a key (here from the caller's own names) would be
+/// a record no peer can read: our decoder refuses a record with two equal keys (a protocol
+/// error that ends the connection), and a JS peer keeps the last. Ours kept the last too,
+/// and the first cap stayed exported with no one to release it. The call fails instead (a
+/// bad cap return, PROTOCOL §13.4), nothing is exported, and the connection carries on.
+#[test]
+fn a_record_of_caps_with_a_repeated_key_fails_the_call_only() {
+    run(async {
+        let (server, client, state, counter) = setup().await;
+        let before = server.current_stats().await.live_caps;
+        let e = counter
+            .child_pairs(names(&["a", "b", "a"]))
+            .await
+            .unwrap_err();
+        assert_remote(
+            &e,
+            Code::FailedPrecondition,
+            "the record of caps has the key \"a\" twice",
+            Some("unregistered_cap_return"),
+        );
+        assert_eq!(server.current_stats().await.live_caps, before);
+        assert_eq!(state.live.load(Ordering::SeqCst), 0);
+        // The connection carries on.
+        let pairs = counter.child_pairs(names(&["a", "b"])).await.unwrap();
+        assert_eq!(pairs[1].1.name().await.unwrap(), "b");
+        drop((pairs, counter));
         assert_clean(&[&server, &client]).await;
         eventually(|| state.live.load(Ordering::SeqCst) == 0).await;
     });

@@ -464,6 +464,14 @@ impl<T: Types> Session<T> {
                 return Err(mismatch("exported cap type mismatch with method returns"));
             }
         }
+        // A record keeps one value a key: a cap under a repeated key would be exported and
+        // never sent, held for the connection's life with no one to release it.
+        if let Some(key) = repeated_key(&exports) {
+            let key = super::clipped(key);
+            return Err(mismatch(&format!(
+                "the record of caps has the key \"{key}\" twice"
+            )));
+        }
         if !self.table.has_room(exports.len()) {
             let limit = self.cfg.limits.max_caps;
             return Err(Status::resource_exhausted(
@@ -607,4 +615,12 @@ impl<T: Types> Session<T> {
         self.inbound.streams.clear();
         self.inbound.policy.clear();
     }
+}
+
+/// The first key a record of caps repeats, if any (`None` for one cap or an array).
+fn repeated_key<D, I>(exports: &[(Option<String>, D, I)]) -> Option<&str> {
+    let mut seen = crate::hashing::Set::default();
+    (exports.iter())
+        .filter_map(|(key, _, _)| key.as_deref())
+        .find(|key| !seen.insert(*key))
 }

@@ -134,8 +134,10 @@ impl fmt::Write for Capped {
     }
 }
 
-impl serde::de::Error for SerdeError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
+impl SerdeError {
+    /// An error whose message is at most [`MAX_MESSAGE`] bytes of `msg`, for messages that
+    /// quote what a peer sent.
+    pub(crate) fn capped(msg: impl fmt::Display) -> Self {
         use fmt::Write as _;
         let mut out = Capped {
             text: String::new(),
@@ -148,6 +150,12 @@ impl serde::de::Error for SerdeError {
             out.text.push('…');
         }
         SerdeError::new(out.text)
+    }
+}
+
+impl serde::de::Error for SerdeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        SerdeError::capped(msg)
     }
 }
 

@@ -398,3 +398,53 @@ fn into_value_moves_buffers_and_agrees_with_to_value() {
         to_value(&Failing { fail: true }).unwrap_err()
     );
 }
+
+/// A struct's field and a `#[serde(flatten)]` map can hold the same key (one a peer chose,
+/// say, in an event a server passes on): such a map would be a record with a repeated key,
+/// which a decoder refuses as a protocol error (PROTOCOL §3.3 shapes; a JS object would
+/// keep the last), so the receiver's whole connection would end. It does not serialize, and
+/// nothing is written; a map whose keys differ encodes as before.
+#[test]
+fn a_map_with_a_repeated_key_does_not_serialize() {
+    #[derive(Debug, Serialize)]
+    struct Event {
+        kind: &'static str,
+        #[serde(flatten)]
+        data: BTreeMap<String, i64>,
+    }
+    let event = |key: &str| Event {
+        kind: "chat",
+        data: [(key.to_owned(), 1), ("n".to_owned(), 2)].into(),
+    };
+    let e = to_value(&event("kind")).unwrap_err();
+    assert_eq!(e.message(), "the map has the key \"kind\" twice");
+    let mut out = vec![0xee];
+    let got = Encoder::new().encode_outgoing_frame_bounded(
+        &frame(false, Outgoing::typed(event("kind"))),
+        usize::MAX,
+        &mut out,
+    );
+    assert!(
+        matches!(&got, Err(EncodeError::Serialize(s)) if *s == e),
+        "{got:?}"
+    );
+    assert_eq!(out, [0xee], "a failed value writes nothing");
+
+    let good = Outgoing::typed(event("other"));
+    let mut out = Vec::new();
+    Encoder::new()
+        .encode_outgoing_frame_bounded(&frame(false, good), usize::MAX, &mut out)
+        .expect("distinct keys");
+    let frame = bunite_wire::Decoder::new(bunite_wire::DecodeLimits::default())
+        .decode_frame_lazy(&bytes::Bytes::from(out))
+        .expect("decodes");
+    let Frame::Result(ResultFrame { outcome: Ok(p), .. }) = frame else {
+        panic!("a result");
+    };
+    let keys: Vec<String> = p
+        .deserialize::<BTreeMap<String, Value>>()
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert_eq!(keys, ["kind", "n", "other"]);
+}

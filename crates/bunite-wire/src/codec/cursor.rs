@@ -304,13 +304,21 @@ fn is_short_ascii(b: &[u8]) -> Option<bool> {
 }
 
 fn has_duplicates(keys: &[&str]) -> bool {
+    repeated(keys.iter().copied()).is_some()
+}
+
+/// A key that `keys` holds twice, if any (the one whose second occurrence comes first).
+pub(crate) fn repeated<'k, I>(keys: I) -> Option<&'k str>
+where
+    I: ExactSizeIterator<Item = &'k str> + Clone,
+{
     if keys.len() <= SMALL_KEY_COUNT {
-        keys.iter()
-            .enumerate()
-            .any(|(i, k)| keys.iter().skip(i + 1).any(|other| other == k))
+        (keys.clone().enumerate())
+            .find(|&(i, k)| keys.clone().take(i).any(|earlier| earlier == k))
+            .map(|(_, k)| k)
     } else {
         let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        !keys.iter().all(|k| seen.insert(*k))
+        keys.into_iter().find(|k| !seen.insert(*k))
     }
 }
 

@@ -286,6 +286,18 @@ impl ser::SerializeMap for MapSer {
         if !self.entries.iter().all(|(k, _)| matches!(k, Value::Str(_))) {
             return Ok(Value::Map(self.entries));
         }
+        // A struct's field and a `#[serde(flatten)]` map may both hold a key: a record with
+        // it twice is one a decoder refuses (ours, as a protocol error) or reads its own way
+        // (a JS object keeps the last), so it is not made.
+        let keys = self.entries.iter().map(|(k, _)| match k {
+            Value::Str(k) => k.as_str(),
+            _ => "",
+        });
+        if let Some(key) = crate::codec::cursor::repeated(keys) {
+            return Err(SerdeError::capped(format_args!(
+                "the map has the key {key:?} twice"
+            )));
+        }
         let fields = self
             .entries
             .into_iter()

@@ -211,8 +211,16 @@ impl InteropCounter for Counter {
 
     async fn increment(&self, delta: Option<Delta>) -> Result<Count, Status> {
         let d = delta.unwrap_or_default().get();
+        // The delta is the peer's: a count it would take past i64 is refused, not wrapped
+        // (or, in a debug build, a panic).
+        let add = |count: i64| count.checked_add(d);
+        let before = (self.0.count)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, add)
+            .map_err(|count| {
+                Status::invalid_argument(format!("increment: {count} + {d} is out of range"))
+            })?;
         Ok(Count {
-            count: self.0.count.fetch_add(d, Ordering::SeqCst) + d,
+            count: add(before).unwrap_or(before),
         })
     }
 
@@ -380,5 +388,31 @@ struct Secret;
 impl InteropSecret for Secret {
     async fn ping(&self) -> Result<String, Status> {
         Ok("secret".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `increment` adds the peer's delta: one that would take the count past i64 fails
+    /// `invalid_argument` and leaves the count as it was (it panicked in a debug build and
+    /// wrapped in a release one).
+    #[tokio::test]
+    async fn an_increment_past_i64_is_refused_and_changes_nothing() {
+        let counter = Counter(Arc::default());
+        let by = |delta| Some(Delta { delta: Some(delta) });
+        assert_eq!(
+            counter.increment(by(i64::MAX)).await.unwrap().count,
+            i64::MAX
+        );
+        let e = counter.increment(by(1)).await.unwrap_err();
+        assert_eq!(e.code, bunite_rpc::Code::InvalidArgument);
+        assert_eq!(
+            e.message,
+            "increment: 9223372036854775807 + 1 is out of range"
+        );
+        assert_eq!(counter.get().await.unwrap().count, i64::MAX);
+        assert_eq!(counter.increment(by(-5)).await.unwrap().count, i64::MAX - 5);
     }
 }

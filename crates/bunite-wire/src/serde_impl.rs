@@ -37,6 +37,14 @@
 //!
 //! [`crate::Payload::deserialize`] reads a type straight from a received payload's bytes
 //! (`raw_de.rs`), with exactly the results of [`from_value`] on the payload's `Value`.
+//!
+//! What that builds is charged to the message's decode budget, with one exception out of
+//! our reach: an untagged enum buffers its input in serde's private `Content` (charged, as
+//! it is read through our deserializer), and an untagged enum nested in itself (`enum Tree
+//! { Leaf(i64), Node(Vec<Tree>) }`) has serde copy the part below it again at each level.
+//! A payload nested `d` deep can so take about `d` times its budget: a 1 MiB string under
+//! 200 levels took 212 MB, against a budget of 7.3 MB. For recursive params a peer sends,
+//! use an externally or internally tagged enum (no copies), or [`Value`].
 
 mod de;
 pub(crate) mod direct;

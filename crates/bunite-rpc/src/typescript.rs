@@ -129,7 +129,8 @@ impl Bindings {
         self
     }
 
-    /// A line for the file's opening comment (e.g. the command that regenerates it).
+    /// A line for the file's opening comment (e.g. the command that regenerates it); text
+    /// of several lines gives a comment line each.
     pub fn header(mut self, line: impl Into<String>) -> Self {
         self.header = line.into();
         self
@@ -195,8 +196,12 @@ impl Bindings {
              // (bunite-rpc's `typescript` feature; types through ts-rs). Do not edit: change the\n\
              // traits and regenerate.\n",
         );
+        // Each line its own comment: a line break in the header (for JavaScript also `\r`,
+        // U+2028 and U+2029) would end the comment and make the rest of it code.
         if !self.header.is_empty() {
-            let _ = writeln!(out, "// {}", self.header);
+            for line in self.header.split(['\n', '\r', '\u{2028}', '\u{2029}']) {
+                let _ = writeln!(out, "// {line}");
+            }
         }
         let imports = self.imports();
         if !imports.is_empty() {
@@ -468,6 +473,28 @@ mod tests {
         assert_eq!(property("with-dash"), "\"with-dash\"");
         assert_eq!(property("1st"), "\"1st\"");
         assert_eq!(json_str("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
+    }
+
+    #[test]
+    fn a_header_of_several_lines_stays_a_comment() {
+        let text = Bindings::new()
+            .header("one\nexport const a = 1;\rexport const b = 2;\u{2028}c")
+            .render()
+            .unwrap();
+        let opening: Vec<&str> = text.lines().skip(3).take(4).collect();
+        assert_eq!(
+            opening,
+            [
+                "// one",
+                "// export const a = 1;",
+                "// export const b = 2;",
+                "// c"
+            ]
+        );
+        assert!(
+            !text.contains('\r') && !text.contains('\u{2028}'),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory;
-use bunite_rpc::{CallContext, CapDef, Connection, MethodDef, Policy, Record, Returns, Value};
+use bunite_rpc::{
+    CallContext, CapDef, Connection, MethodDef, Policy, Record, Returns, Status, Value,
+};
 
 fn counter_def() -> Arc<CapDef> {
     CapDef::builder("demo.Counter")
@@ -36,13 +38,22 @@ fn counter_impl() -> Arc<dyn bunite_rpc::CapImpl> {
             async move { Ok(Value::from(n)) }
         })
         .call("increment", move |args: Value, _| {
+            // The delta is the peer's: one that does not fit, or would take the count past
+            // i64, is refused rather than wrapped.
             let delta = args
                 .as_record()
                 .and_then(|r| r.get("delta"))
-                .and_then(Value::as_integer)
-                .unwrap_or(1) as i64;
-            let n = c2.fetch_add(delta, Ordering::SeqCst) + delta;
-            async move { Ok(Value::from(n)) }
+                .map_or(Some(1), |d| {
+                    d.as_integer().and_then(|d| i64::try_from(d).ok())
+                });
+            let add = move |count: i64| delta.and_then(|d| count.checked_add(d));
+            let counted = c2.fetch_update(Ordering::SeqCst, Ordering::SeqCst, add);
+            async move {
+                match counted.ok().and_then(add) {
+                    Some(n) => Ok(Value::from(n)),
+                    None => Err(Status::invalid_argument("increment: delta out of range")),
+                }
+            }
         })
         .call("child", |args: Value, ctx: CallContext| async move {
             let name = args

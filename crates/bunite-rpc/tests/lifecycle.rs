@@ -179,17 +179,7 @@ fn goaway_from_the_peer_shuts_down_and_fails_pending_calls() {
         eventually(|| server.stats().active_calls == 1).await;
         server.close();
         let e = waiting.await.unwrap().unwrap_err();
-        let goaway = Disconnect::Goaway {
-            reason: Some("peer_closing".into()),
-            error: None,
-        };
-        assert_disconnected(
-            &e,
-            &goaway,
-            Code::Unavailable,
-            "peer_closing",
-            Some("goaway"),
-        );
+        assert_failed_by_the_peers_close(&e);
         client.closed().await;
         assert_eq!(server.current_stats().await.active_calls, 0);
     });
@@ -407,17 +397,7 @@ fn a_drain_closes_when_its_grace_runs_out_cancelling_what_still_runs() {
             "closed before its grace"
         );
         let e = waiting.await.unwrap().unwrap_err();
-        let goaway = Disconnect::Goaway {
-            reason: Some("peer_closing".into()),
-            error: None,
-        };
-        assert_disconnected(
-            &e,
-            &goaway,
-            Code::Unavailable,
-            "peer_closing",
-            Some("goaway"),
-        );
+        assert_failed_by_the_peers_close(&e);
         client.closed().await;
         assert_clean(&[&server, &client]).await;
     });
@@ -509,4 +489,20 @@ fn a_connection_set_closes_every_connection_and_forgets_closed_ones() {
         c2.closed().await;
         assert_clean(&[&s1, &c1, &s2, &c2]).await;
     });
+}
+
+/// Asserts that a call failed because the peer closed (goaway `peer_closing`).
+#[track_caller]
+fn assert_failed_by_the_peers_close(e: &bunite_rpc::Error) {
+    let goaway = Disconnect::Goaway {
+        reason: Some("peer_closing".into()),
+        error: None,
+    };
+    assert_disconnected(
+        e,
+        &goaway,
+        Code::Unavailable,
+        "peer_closing",
+        Some("goaway"),
+    );
 }

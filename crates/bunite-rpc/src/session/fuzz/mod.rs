@@ -50,10 +50,8 @@ pub struct Report {
     pub drained: usize,
     /// Answers refused for lack of room in the send budget (replies and stream ends).
     pub refused: usize,
-    /// Inputs that ended with a session asked to drain ([`Session::drain`]): once both
+    /// Inputs that ended with a session asked to drain (the session's `drain`): once both
     /// peers wound down, it had closed, and so had its peer.
-    ///
-    /// [`Session::drain`]: super::Session::drain
     pub drain_closes: usize,
 }
 

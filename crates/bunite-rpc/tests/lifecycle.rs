@@ -362,6 +362,8 @@ fn draining_refuses_new_calls_lets_the_running_one_finish_then_closes() {
         });
         started.notified().await;
         server.drain(Duration::from_secs(60));
+        // Commands are taken in order: once this is answered, the drain has begun.
+        server.current_stats().await;
 
         // New calls and bootstraps are answered and never run; the first still runs.
         let refused = cap.call_value("pass", Value::Undefined).await.unwrap_err();
@@ -431,12 +433,14 @@ fn a_connection_set_drains_every_connection_and_waits_for_all() {
             async move { counter1.call_value("wait", Value::Undefined).await }
         });
         eventually(|| s1.stats().active_calls == 1).await;
+        set.drain(Duration::from_secs(60));
         let draining = tokio::spawn({
             let set = set.clone();
-            async move { set.drain(Duration::from_secs(60)).await }
+            async move { set.closed().await }
         });
         s2.closed().await;
         assert_eq!(set.len(), 1, "the idle one closed and left the set");
+        s1.current_stats().await; // Its drain has begun too.
         let refused = counter1
             .call_value("get", Value::Undefined)
             .await
@@ -484,7 +488,8 @@ fn a_connection_set_closes_every_connection_and_forgets_closed_ones() {
         // One already closed is never held.
         set.insert(&s1);
         assert_eq!(set.len(), 1);
-        set.close().await;
+        set.close();
+        set.closed().await;
         assert!(set.is_empty() && s2.is_closed());
         c2.closed().await;
         assert_clean(&[&s1, &c1, &s2, &c2]).await;

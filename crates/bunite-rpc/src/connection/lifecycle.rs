@@ -74,7 +74,8 @@ impl Connection {
     /// at once.
     ///
     /// A server that stops stops accepting connections, then drains every connection it
-    /// holds: [`ConnectionSet`](super::ConnectionSet) keeps them and does both.
+    /// holds: a [`ConnectionSet`](super::ConnectionSet) keeps them, drains them together
+    /// and waits until all have closed.
     ///
     /// ```
     /// # use std::time::Duration;

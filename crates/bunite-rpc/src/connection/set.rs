@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::Connection;
 
 /// The live connections of a server (or any set of connections that stop together), so
-/// that it can stop gracefully: [`drain`](Self::drain) every one and wait until all have
-/// closed. A connection leaves the set when it closes; one added once the set is draining
-/// or closing is drained or closed at once. Cheap to clone (clones share the set).
+/// that it can stop gracefully: [`drain`](Self::drain) every one, then wait until all have
+/// [`closed`](Self::closed). A connection leaves the set when it closes; one added once the
+/// set is draining or closing is drained or closed at once. Cheap to clone (clones share
+/// the set).
 ///
 /// ```
 /// # use std::time::Duration;
@@ -30,7 +31,8 @@ use super::Connection;
 /// });
 /// // … until the server is asked to stop (say, `tokio::signal::ctrl_c().await`):
 /// accepting.abort(); // no new connections
-/// connections.drain(Duration::from_secs(10)).await; // the calls running finish
+/// connections.drain(Duration::from_secs(10)); // the calls running may finish
+/// connections.closed().await;
 /// assert!(connections.is_empty());
 /// # Ok(())
 /// # }
@@ -103,24 +105,35 @@ impl ConnectionSet {
     }
 
     /// Drains every connection ([`Connection::drain`]: new calls refused, the running
-    /// ones finished, for up to `grace`), and the ones added from now on; returns once all
-    /// have closed ([`Connection::closed`]). Draining again never extends a grace.
-    pub async fn drain(&self, grace: Duration) {
-        let now = self.stop(Stop::Drain(grace));
-        for conn in now {
+    /// ones finished, for up to `grace`), and the ones added from now on. Returns at once;
+    /// await [`closed`](Self::closed) to know when all have closed. Draining again never
+    /// extends a grace.
+    pub fn drain(&self, grace: Duration) {
+        for conn in self.stop(Stop::Drain(grace)) {
             conn.drain(grace);
         }
-        self.wait().await;
     }
 
-    /// Closes every connection ([`Connection::close`]), and the ones added from now on;
-    /// returns once all have closed ([`Connection::closed`]).
-    pub async fn close(&self) {
-        let now = self.stop(Stop::Close);
-        for conn in now {
+    /// Closes every connection ([`Connection::close`]), and the ones added from now on.
+    /// Returns at once; await [`closed`](Self::closed) to know when all have closed.
+    pub fn close(&self) {
+        for conn in self.stop(Stop::Close) {
             conn.close();
         }
-        self.wait().await;
+    }
+
+    /// Waits until every connection of the set has closed ([`Connection::closed`]),
+    /// those added meanwhile included.
+    pub async fn closed(&self) {
+        loop {
+            let next = self.lock().live.values().next().cloned();
+            let Some(conn) = next else {
+                return;
+            };
+            conn.closed().await;
+            // Its close handler took it out already, unless it runs later than `closed`.
+            self.lock().live.remove(&conn.shared.id);
+        }
     }
 
     /// Marks the set stopping (a close overrides a drain); the connections to stop now.
@@ -132,19 +145,6 @@ impl ConnectionSet {
             (_, stop) => Some(stop),
         };
         members.live.values().cloned().collect()
-    }
-
-    /// Waits until every connection of the set has closed.
-    async fn wait(&self) {
-        loop {
-            let next = self.lock().live.values().next().cloned();
-            let Some(conn) = next else {
-                return;
-            };
-            conn.closed().await;
-            // Its close handler took it out already, unless it runs later than `closed`.
-            self.lock().live.remove(&conn.shared.id);
-        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Members> {

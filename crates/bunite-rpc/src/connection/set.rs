@@ -70,8 +70,8 @@ impl ConnectionSet {
     }
 
     /// Adds a connection until it closes. If the set is draining or closing, the
-    /// connection is drained or closed at once, and [`drain`](Self::drain) or
-    /// [`close`](Self::close) waits for it too.
+    /// connection is drained or closed at once; [`closed`](Self::closed) waits for it
+    /// too.
     pub fn insert(&self, conn: &Connection) {
         let stop = {
             let mut members = self.lock();

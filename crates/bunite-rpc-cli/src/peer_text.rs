@@ -35,30 +35,7 @@ pub fn shown(text: &str) -> String {
 /// `{:?}` of something a peer sent, cut after [`SHOWN`] bytes (marked `…`). Formatting
 /// stops there: the `Debug` of a 4 MiB binary answer is 12 MiB, and it is never made.
 pub fn debug(v: &impl fmt::Debug) -> String {
-    let mut out = Capped(String::new());
-    if write!(out, "{v:?}").is_err() {
-        out.0.push('…');
-    }
-    out.0
-}
-
-/// A string that takes [`SHOWN`] bytes, then fails the formatting that writes to it.
-struct Capped(String);
-
-impl Write for Capped {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = SHOWN.saturating_sub(self.0.len());
-        if s.len() <= room {
-            self.0.push_str(s);
-            return Ok(());
-        }
-        let mut end = room;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.0.push_str(&s[..end]);
-        Err(fmt::Error)
-    }
+    bunite_rpc::wire::text::format_capped(SHOWN, format_args!("{v:?}"))
 }
 
 /// The characters that reorder the text around them (Unicode's bidirectional marks,

@@ -118,46 +118,14 @@ impl serde::ser::Error for SerdeError {
 /// as the session cuts the peer's text it sends back.
 const MAX_MESSAGE: usize = 1024;
 
-/// A `String` that takes at most [`MAX_MESSAGE`] bytes, then refuses the rest (which
-/// stops the formatting, so an over-long quote costs no more work than its first KiB).
-struct Capped {
-    text: String,
-    cut: bool,
-}
-
-impl fmt::Write for Capped {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = MAX_MESSAGE.saturating_sub(self.text.len());
-        if s.len() <= room {
-            self.text.push_str(s);
-            return Ok(());
-        }
-        let mut end = room;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.text.push_str(&s[..end]);
-        self.cut = true;
-        Err(fmt::Error)
-    }
-}
-
 impl SerdeError {
     /// An error whose message is at most [`MAX_MESSAGE`] bytes of `msg`, for messages that
     /// quote what a peer sent.
     pub(crate) fn capped(msg: impl fmt::Display) -> Self {
-        use fmt::Write as _;
-        let mut out = Capped {
-            text: String::new(),
-            cut: false,
-        };
-        // An error here is the cut (`Capped` refuses the rest), or a `Display` that failed:
-        // either way the message is what was written.
-        let _ = write!(out, "{msg}");
-        if out.cut {
-            out.text.push('…');
-        }
-        SerdeError::new(out.text)
+        SerdeError::new(crate::text::format_capped(
+            MAX_MESSAGE,
+            format_args!("{msg}"),
+        ))
     }
 }
 

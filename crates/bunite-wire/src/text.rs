@@ -317,6 +317,50 @@ impl<'de> serde::Deserialize<'de> for Text {
     }
 }
 
+/// What `args` formats to, cut after `max` bytes (at a character boundary) and marked `…`.
+/// Formatting stops at the cut, so the `Debug` or `Display` of something a peer sent of
+/// many MiB costs no more than its first `max` bytes: for error messages and logs that
+/// quote a peer.
+pub fn format_capped(max: usize, args: fmt::Arguments<'_>) -> String {
+    let mut out = Capped {
+        text: String::new(),
+        max,
+        cut: false,
+    };
+    // An error is the cut (`Capped` refuses the rest), or a `Display` that failed: either
+    // way the text is what was written.
+    let _ = fmt::Write::write_fmt(&mut out, args);
+    if out.cut {
+        out.text.push('…');
+    }
+    out.text
+}
+
+/// A `String` that takes at most `max` bytes, then refuses the rest (which stops the
+/// formatting writing to it).
+struct Capped {
+    text: String,
+    max: usize,
+    cut: bool,
+}
+
+impl fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.max.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        self.cut = true;
+        Err(fmt::Error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

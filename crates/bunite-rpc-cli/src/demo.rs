@@ -12,10 +12,27 @@ use bunite_rpc::{CallOptions, CapDef, Connection, MethodDef, Record, Value};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+/// Writes a line (`say!(@part …)`: a part of one) to stdout, returning the error from the
+/// enclosing function where `println!` would panic: a reader that has gone
+/// (`demo --once | head -2`) ends the demo quietly (see `report` in main.rs).
+macro_rules! say {
+    () => {
+        writeln!(std::io::stdout().lock())?
+    };
+    (@part $($fmt:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        write!(out, $($fmt)*)?;
+        out.flush()?;
+    }};
+    ($($fmt:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($fmt)*)?
+    };
+}
+
 /// Runs the demo.
 pub async fn run(listen: &str, once: bool) -> Result<()> {
     let (url, _, serving) = crate::interop_server::start(listen, "/rpc", None, None, None).await?;
-    println!("server     listening on {url} (the interop caps: interop.counter, interop.child, …)");
+    say!("server     listening on {url} (the interop caps: interop.counter, interop.child, …)");
     let builder = crate::interop_client::with_peer(Connection::builder());
     let conn = crate::connect::connect(&url, None, builder).await?;
     tour(&conn).await?;
@@ -25,12 +42,12 @@ pub async fn run(listen: &str, once: bool) -> Result<()> {
         serving.abort();
         return Ok(());
     }
-    println!();
-    println!("Still serving. From another shell:");
-    println!("  bunite-rpc call {url} interop.counter increment '{{\"delta\": 2}}'");
-    println!("  bunite-rpc stream {url} interop.counter ticks '{{\"n\": 5}}'");
-    println!("  bunite-rpc interop-client {url}");
-    println!("Ctrl-C to stop.");
+    say!();
+    say!("Still serving. From another shell:");
+    say!("  bunite-rpc call {url} interop.counter increment '{{\"delta\": 2}}'");
+    say!("  bunite-rpc stream {url} interop.counter ticks '{{\"n\": 5}}'");
+    say!("  bunite-rpc interop-client {url}");
+    say!("Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     serving.abort();
     Ok(())
@@ -41,8 +58,8 @@ pub async fn run_web(listen: &str, root: std::path::PathBuf) -> Result<()> {
     crate::web::check_root(&root)?;
     let max = crate::connect::transport_max(&None);
     let (addr, mut accepted) = crate::web::bind(listen, root, max).await?;
-    println!("web        http://{addr}/  (the demo page; its socket is ws://{addr}/rpc)");
-    println!("Open it in a browser and follow the tour. Ctrl-C to stop.");
+    say!("web        http://{addr}/  (the demo page; its socket is ws://{addr}/rpc)");
+    say!("Open it in a browser and follow the tour. Ctrl-C to stop.");
     std::io::stdout().flush()?;
     let serving = tokio::spawn(async move {
         while let Some(a) = accepted.recv().await {
@@ -68,10 +85,10 @@ fn rec(k: &'static str, v: impl Into<Value>) -> Value {
 
 async fn tour(conn: &Connection) -> Result<()> {
     let counter = conn.bootstrap_name("interop.counter", None).await?;
-    println!("bootstrap  interop.counter -> cap-id {}", counter.id());
+    say!("bootstrap  interop.counter -> cap-id {}", counter.id());
 
     let v = counter.call_value("increment", rec("delta", 5)).await?;
-    println!("call       increment {{delta: 5}} -> {}", show(&v));
+    say!("call       increment {{delta: 5}} -> {}", show(&v));
 
     let kid = counter.call_cap("makeChild", rec("name", "ada")).await?;
     let name = kid.call_value("name", Value::Undefined).await?;
@@ -81,7 +98,7 @@ async fn tour(conn: &Connection) -> Result<()> {
         .build();
     let id = kid.id();
     kid.with_def(child_def).dispose().await;
-    println!("sub-cap    makeChild {{name: \"ada\"}} -> cap-id {id} named {}; disposed (close, then drop)", show(&name));
+    say!("sub-cap    makeChild {{name: \"ada\"}} -> cap-id {id} named {}; disposed (close, then drop)", show(&name));
 
     let n = 40;
     let mut ticks = counter.stream("ticks", rec("n", n as i64));
@@ -96,15 +113,14 @@ async fn tour(conn: &Connection) -> Result<()> {
         item?;
         got += 1;
         if tty {
-            print!("\rstream     ticks {{n: {n}}} [{}] {got}/{n}", bar(got));
-            std::io::stdout().flush()?;
+            say!(@part "\rstream     ticks {{n: {n}}} [{}] {got}/{n}", bar(got));
             tokio::time::sleep(Duration::from_millis(15)).await;
         }
     }
     if !tty {
-        print!("stream     ticks {{n: {n}}} [{}] {got}/{n}", bar(got));
+        say!(@part "stream     ticks {{n: {n}}} [{}] {got}/{n}", bar(got));
     }
-    println!(" (credit-based flow control)");
+    say!(" (credit-based flow control)");
 
     let token = CancellationToken::new();
     let t = token.clone();
@@ -118,7 +134,7 @@ async fn tour(conn: &Connection) -> Result<()> {
         ..CallOptions::default()
     };
     match counter.call_with("slow", rec("ms", 5000), opts).await {
-        Err(e) => println!(
+        Err(e) => say!(
             "cancel     slow {{ms: 5000}} cancelled after {:?} -> {e}",
             start.elapsed()
         ),
@@ -126,7 +142,7 @@ async fn tour(conn: &Connection) -> Result<()> {
     }
 
     match conn.bootstrap_name("interop.secret", None).await {
-        Err(e) => println!("policy     bootstrap interop.secret -> {e}"),
+        Err(e) => say!("policy     bootstrap interop.secret -> {e}"),
         Ok(_) => bail!("the policy let interop.secret through"),
     }
 
@@ -138,7 +154,7 @@ async fn tour(conn: &Connection) -> Result<()> {
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     };
-    println!("revoke     interop.ephemeral unserved by the server -> {revoked}");
+    say!("revoke     interop.ephemeral unserved by the server -> {revoked}");
     Ok(())
 }
 

@@ -495,25 +495,31 @@ pub async fn run(url: &str, key: Option<bunite_rpc::transport::sealed::Key>) -> 
     let builder = with_peer(Connection::builder().origin("bunite-rpc interop-client"));
     let conn = crate::connect::connect(url, key, builder).await?;
     let outcomes = run_checks(&conn).await;
-    let failed = print_outcomes(&outcomes);
     conn.close();
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let printed = print_outcomes(&mut std::io::stdout().lock(), &outcomes);
     conn.closed().await;
-    Ok(failed)
+    match printed {
+        // A reader that has gone (`interop-client … | head -1`) ends the output; the exit
+        // code still says whether every check passed.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(failed),
+    }
 }
 
-/// Prints `PASS name` / `FAIL name: why` and `N passed, M failed`; returns M.
-pub fn print_outcomes(outcomes: &[Outcome]) -> usize {
+/// Prints `PASS name` / `FAIL name: why` and `N passed, M failed` to `out`.
+pub fn print_outcomes(out: &mut impl std::io::Write, outcomes: &[Outcome]) -> std::io::Result<()> {
     let mut failed = 0;
     for o in outcomes {
         match &o.result {
-            Ok(()) => println!("PASS {}", o.name),
+            Ok(()) => writeln!(out, "PASS {}", o.name)?,
             Err(e) => {
                 failed += 1;
                 // The server's words (its messages, values it answered) escaped and cut.
-                println!("FAIL {}: {}", o.name, shown(&format!("{e:#}")));
+                writeln!(out, "FAIL {}: {}", o.name, shown(&format!("{e:#}")))?;
             }
         }
     }
-    println!("{} passed, {} failed", outcomes.len() - failed, failed);
-    failed
+    writeln!(out, "{} passed, {} failed", outcomes.len() - failed, failed)?;
+    out.flush()
 }

@@ -27,6 +27,8 @@ mod web;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use std::io::Write;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use bunite_rpc::transport::sealed::Key;
@@ -154,10 +156,7 @@ fn main() {
         Some(Command::ServeStdio) => report(serve_stdio::run()),
         Some(Command::Typegen { out, import }) => report(typegen::run(out.as_deref(), &import)),
         Some(Command::SelfSigned { dir, names }) => report(self_signed(&dir, names)),
-        Some(Command::Info) => {
-            info();
-            0
-        }
+        Some(Command::Info) => report(info()),
         None => {
             let _ = Cli::command().print_help();
             0
@@ -238,14 +237,26 @@ fn init_log() {
         .init();
 }
 
+/// The exit code of a command's outcome. A reader of stdout that has gone (`info | head -1`)
+/// ends the output, not the command: exit 0, where `println!` would panic (exit 101).
 fn report<T>(r: anyhow::Result<T>) -> i32 {
     match r {
         Ok(_) => 0,
+        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("bunite-rpc: {e:#}");
             1
         }
     }
+}
+
+/// Whether `e` is, at its root, a write to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// `self-signed`: a certificate for `names` and its key, written as DIR/cert.pem and
@@ -256,21 +267,27 @@ fn self_signed(dir: &std::path::Path, names: Vec<String>) -> anyhow::Result<()> 
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem())?;
     std::fs::write(&key, certified.key_pair.serialize_pem())?;
-    println!("wrote {} and {}", cert.display(), key.display());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "wrote {} and {}", cert.display(), key.display())?;
     Ok(())
 }
 
-fn info() {
-    println!(
+/// `info`: the wire version and every default limit, one line each.
+fn info() -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "bunite wire protocol version {}",
         bunite_rpc::wire::PROTOCOL_VERSION
-    );
-    for line in describe_limits() {
-        println!("default {line}");
+    )?;
+    for line in describe_limits()
+        .into_iter()
+        .chain(listener_args::describe_defaults())
+    {
+        writeln!(out, "default {line}")?;
     }
-    for line in listener_args::describe_defaults() {
-        println!("default {line}");
-    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Every field of the library's default [`bunite_rpc::Limits`], one line each, for

@@ -5,6 +5,7 @@
 //! client package imports its own types by path); the test below fails when a trait changes
 //! and the file was not regenerated.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -36,7 +37,11 @@ pub fn run(out: Option<&Path>, import: &str) -> Result<()> {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
         }
-        None => print!("{text}"),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
     }
     Ok(())
 }

@@ -383,3 +383,33 @@ fn stream_stops_quietly_when_its_reader_goes() {
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// `info`, `typegen`, `interop-client` and `demo --once` with a stdout whose reader has
+/// already gone (`… | head -0`): each exits as it would have with the output read (0:
+/// every interop check passes), without panicking on the closed pipe.
+#[test]
+fn commands_whose_reader_has_gone_exit_as_if_read() {
+    let s = server(&[], None);
+    let cases: [&[&str]; 4] = [
+        &["info"],
+        &["typegen"],
+        &["interop-client", &s.url],
+        &["demo", "--once"],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+}

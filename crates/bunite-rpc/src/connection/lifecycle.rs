@@ -62,7 +62,9 @@ impl Connection {
     /// `grace`.
     ///
     /// From now on, calls and bootstraps the peer starts are answered `unavailable` with
-    /// reason `peer_closing` and never run, so a client can retry them elsewhere; calls
+    /// reason `peer_closing` and never run, so a client can retry them elsewhere (an
+    /// observer added with [`subscribe`](Self::subscribe) sees each as a
+    /// [`CallEvent`](crate::events::CallEvent) ending `unavailable`); calls
     /// the peer makes on behalf of a call or stream of ours still in progress (a callback,
     /// its `meta.parentCallId` naming ours) are still served. What is already in progress
     /// either way goes on: the handlers and server streams running, the bootstraps

@@ -211,9 +211,7 @@ impl<T: Types> Session<T> {
             return self.protocol_error(Status::invalid_argument(message));
         }
         if self.draining.is_some() && !self.calls_back(&call) {
-            let status = Status::new(Code::Unavailable, "draining: no new calls")
-                .with_reason(reason::PEER_CLOSING);
-            return self.reply_err(call.id, &status);
+            return self.refuse_while_draining(&call);
         }
         if call.target == CapId::BOOTSTRAP && call.method == BOOTSTRAP_METHOD {
             return self.on_bootstrap(call);
@@ -235,6 +233,31 @@ impl<T: Types> Session<T> {
                 self.reply_err(id, &status);
             }
         }
+    }
+
+    /// Answers `call` (a bootstrap too) `unavailable` without running it, as a drain does
+    /// to what the peer starts ([`Session::drain`]), and reports it as a `call` event with
+    /// that code.
+    #[cold]
+    fn refuse_while_draining(&mut self, call: &Call<Payload>) {
+        let status = Status::new(Code::Unavailable, "draining: no new calls")
+            .with_reason(reason::PEER_CLOSING);
+        let cap_name = match call.target {
+            _ if !self.observed => None,
+            CapId::BOOTSTRAP | CapId::RUNTIME => None,
+            id => self.table.get(id).map(|e| e.def.name().to_owned()),
+        };
+        self.emit(|| {
+            Event::Call(CallEvent {
+                cap_id: call.target,
+                cap_name,
+                method: call.method.to_string(),
+                call_id: call.id,
+                duration: None,
+                result: Err(status.code),
+            })
+        });
+        self.reply_err(call.id, &status);
     }
 
     /// Whether the peer makes `call` on behalf of a call or stream of ours still in

@@ -22,6 +22,7 @@ fn a_draining_server_refuses_new_calls_lets_the_running_ones_finish_then_closes(
     let first = client.call(2, cap, "get", Value::Undefined);
     pump(&mut client, &mut server);
     let running = server.invoked();
+    server.s.set_observed(true);
     let now = server.now;
     server.s.drain(Duration::from_secs(10), now);
     server.collect();
@@ -39,6 +40,32 @@ fn a_draining_server_refuses_new_calls_lets_the_running_ones_finish_then_closes(
     assert_refused(client.reply(late));
     assert_refused(client.reply(tag));
     assert!(server.closed.is_none());
+    // Each refusal is reported as a call that ended `unavailable`.
+    let refused: Vec<_> = server
+        .events
+        .drain(..)
+        .map(|e| match e {
+            Event::Call(c) => (c.call_id, c.cap_name, c.method, c.result),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (
+                CallId(3),
+                Some("t.parent".to_owned()),
+                "get".to_owned(),
+                Err(Code::Unavailable)
+            ),
+            (
+                CallId(4),
+                None,
+                "bootstrap".to_owned(),
+                Err(Code::Unavailable)
+            ),
+        ]
+    );
 
     // The running call finishes: its result goes out, then the goaway.
     finish(&mut server, &running, Value::from(7i64));

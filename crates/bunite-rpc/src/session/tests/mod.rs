@@ -18,6 +18,7 @@ use super::{
 };
 use crate::attestation::Attestation;
 use crate::error::{Disconnect, Error};
+use crate::events::Event;
 use crate::limits::Limits;
 use crate::schema::{CapDef, IfExists, MethodDef, Returns};
 use bunite_wire::Payload;
@@ -63,6 +64,8 @@ pub(super) struct Peer {
     pub policies: Vec<(CallId, String)>,
     pub disposals: Vec<(Imp, String, CapId)>,
     pub deferred: Vec<u64>,
+    /// What the session reported, once [`Session::set_observed`] asked it to.
+    pub events: Vec<Event>,
     pub closed: Option<Disconnect>,
 }
 
@@ -103,6 +106,7 @@ pub(super) fn peer_with(limits: Limits, has_policy: bool) -> Peer {
         policies: Vec::new(),
         disposals: Vec::new(),
         deferred: Vec::new(),
+        events: Vec::new(),
         closed: None,
     }
 }
@@ -129,7 +133,8 @@ impl Peer {
     fn take_outputs(&mut self) {
         while let Some(out) = self.s.poll_output() {
             match out {
-                Output::Hello(_) | Output::Event(_) => {}
+                Output::Hello(_) => {}
+                Output::Event(e) => self.events.push(e),
                 Output::Reply { to, outcome, .. } => {
                     assert!(self.replies.insert(to, outcome).is_none(), "two replies");
                 }

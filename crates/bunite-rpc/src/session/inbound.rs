@@ -108,6 +108,19 @@ impl<T: Types> Inbound<T> {
         self.runs.keys().copied().collect()
     }
 
+    /// Every table of the server side: its name, entries and room (see
+    /// [`Session::footprint`]).
+    #[cfg(test)]
+    pub(super) fn footprint(&self, out: &mut Vec<(&'static str, usize, usize)>) {
+        use crate::hashing::room;
+        out.extend([
+            ("active calls", self.active.len(), room(&self.active)),
+            ("server streams", self.streams.len(), room(&self.streams)),
+            ("policy checks", self.policy.len(), room(&self.policy)),
+            ("runs", self.runs.len(), room(&self.runs)),
+        ]);
+    }
+
     /// Whether no handler or server stream runs and no bootstrap waits for the policy.
     pub(super) fn is_idle(&self) -> bool {
         self.runs.is_empty() && self.policy.is_empty()

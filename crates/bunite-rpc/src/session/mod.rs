@@ -319,6 +319,24 @@ impl<T: Types> Session<T> {
         self.outbound.in_flight()
     }
 
+    /// Every table, queue and timer set the session keeps: its name, entries and room
+    /// (slots of a hash table, capacity of a queue), so a test can check that what a peer
+    /// does over and over leaves them as they were.
+    #[cfg(test)]
+    pub fn footprint(&self) -> Vec<(&'static str, usize, usize)> {
+        let mut out = Vec::new();
+        let entries = self.table.entries().count();
+        out.push(("cap table", entries, entries));
+        let instances = self.registry.instances().count();
+        out.push(("bootstrap instances", instances, instances));
+        self.inbound.footprint(&mut out);
+        self.outbound.footprint(&mut out);
+        out.push(("timers", self.timers.len(), self.timers.len()));
+        out.push(("outputs", self.outputs.len(), self.outputs.capacity()));
+        out.push(("transmit", self.transmit.len(), self.transmit.capacity()));
+        out
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.flush_drops();

@@ -165,6 +165,34 @@ impl<T: Types> Outbound<T> {
         crate::hashing::room(&self.pending)
     }
 
+    /// Every table of the client side: its name, entries and room (see
+    /// [`Session::footprint`]).
+    #[cfg(test)]
+    pub(super) fn footprint(&self, out: &mut Vec<(&'static str, usize, usize)>) {
+        use crate::hashing::room;
+        let children = &self.children.by_parent;
+        let on_cap = self.on_cap.by_cap.as_ref();
+        out.extend([
+            ("pending", self.pending.len(), room(&self.pending)),
+            ("client streams", self.streams.len(), room(&self.streams)),
+            ("parked", self.parked.len(), self.parked.capacity()),
+            (
+                "credit due",
+                self.credit_due.len(),
+                self.credit_due.capacity(),
+            ),
+            ("children", children.len(), room(children)),
+            (
+                "calls on cap",
+                on_cap.map_or(0, |m| m.len()),
+                on_cap.map_or(0, room),
+            ),
+            ("drops", self.drops.len(), self.drops.capacity()),
+            ("drop index", self.drop_index.len(), room(&self.drop_index)),
+            ("ended streams", self.ended.len(), room(&self.ended)),
+        ]);
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len() + self.parked.len()
     }

@@ -5,6 +5,7 @@ mod calls;
 mod caps;
 mod drain;
 mod hostile;
+mod long;
 mod streams;
 
 use std::collections::HashMap;

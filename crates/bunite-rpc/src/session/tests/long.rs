@@ -1,0 +1,254 @@
+//! A long connection: a peer that does the same thing over and over leaves every table,
+//! queue and timer set of both sessions as it found them.
+
+use std::time::Duration;
+
+use bunite_wire::{CallId, CapId, Frame, StreamEvent, StreamFrame, Value};
+
+use super::*;
+
+/// How many times each cycle runs.
+const CYCLES: u64 = 2_000;
+
+type Footprint = Vec<(&'static str, usize, usize)>;
+
+/// What differs between two footprints: tables that hold more entries, or more room than
+/// the room always kept ([`KEPT_ROOM`](crate::hashing::KEPT_ROOM)) and than before.
+fn grown(before: &Footprint, after: &Footprint) -> Vec<String> {
+    let kept = crate::hashing::KEPT_ROOM;
+    before
+        .iter()
+        .zip(after)
+        .filter(|((_, len0, room0), (_, len1, room1))| {
+            len1 > len0 || (*room1 > kept && room1 > room0)
+        })
+        .map(|((name, len0, room0), (_, len1, room1))| {
+            format!("{name}: {len0} entries in room for {room0} -> {len1} in {room1}")
+        })
+        .collect()
+}
+
+/// Forgets what the peer's outputs were (the test's own lists, not the session's).
+fn forget(p: &mut Peer) {
+    p.replies.clear();
+    p.invocations.clear();
+    p.items.clear();
+    p.ends.clear();
+    p.signals.clear();
+    p.aborts.clear();
+    p.credits.clear();
+    p.policies.clear();
+    p.disposals.clear();
+    p.deferred.clear();
+}
+
+/// Runs `cycle` [`CYCLES`] times after once to warm up, and checks that neither session
+/// grew in between.
+fn assert_no_growth(
+    (mut server, mut client): (Peer, Peer),
+    mut cycle: impl FnMut(&mut Peer, &mut Peer, u64),
+) {
+    cycle(&mut server, &mut client, 0);
+    forget(&mut server);
+    forget(&mut client);
+    let before = (server.s.footprint(), client.s.footprint());
+    for i in 1..=CYCLES {
+        cycle(&mut server, &mut client, i);
+        forget(&mut server);
+        forget(&mut client);
+    }
+    let after = (server.s.footprint(), client.s.footprint());
+    let mut what = grown(&before.0, &after.0);
+    what.extend(
+        grown(&before.1, &after.1)
+            .into_iter()
+            .map(|w| format!("client {w}")),
+    );
+    assert!(what.is_empty(), "grew over {CYCLES} cycles: {what:#?}");
+    assert!(server.closed.is_none() && client.closed.is_none());
+}
+
+#[test]
+fn bootstrap_and_release_over_and_over_leaves_nothing() {
+    assert_no_growth(connected(), |server, client, i| {
+        let cap = bootstrap(server, client, 1 + 2 * i, "t.parent");
+        client.s.release(cap);
+        pump(client, server);
+    });
+}
+
+#[test]
+fn calls_whose_deadlines_pass_leave_nothing() {
+    assert_no_growth(connected(), |server, client, i| {
+        let cap = bootstrap(server, client, 1 + 3 * i, "t.parent");
+        let mut req = request(cap, "get", Value::Undefined, Expect::Value);
+        req.deadline = Some(Duration::from_millis(10));
+        let now = client.now;
+        client
+            .s
+            .start_call(&mut with_id(CallId(2 + 3 * i), req), 9, now);
+        client.collect();
+        pump(client, server);
+        let inv = server.invoked();
+        server.advance(Duration::from_millis(10));
+        client.advance(Duration::from_millis(510));
+        assert!(client.replies.contains_key(&9));
+        pump(client, server);
+        finish(server, &inv, Value::Null);
+        pump(server, client);
+        client.s.release(cap);
+        pump(client, server);
+    });
+}
+
+#[test]
+fn streams_opened_and_cancelled_or_ended_leave_nothing() {
+    assert_no_growth(connected(), |server, client, i| {
+        let cap = bootstrap(server, client, 1 + 4 * i, "t.parent");
+        for (k, cancel) in [(2, true), (3, false)] {
+            let id = CallId(k + 4 * i);
+            client.s.start_stream(
+                &mut with_id(id, request(cap, "ticks", Value::Undefined, Expect::Value)),
+                50,
+            );
+            client.collect();
+            pump(client, server);
+            let inv = server.invoked();
+            for n in 0..8 {
+                server.s.stream_item(id, inv.run, Value::from(n));
+            }
+            pump(server, client);
+            client.s.return_credit(id, 8);
+            if cancel {
+                client.s.cancel_client_stream(id);
+                pump(client, server);
+            } else {
+                pump(client, server);
+                server.s.stream_done(id, inv.run, Ok(()));
+                server.collect();
+                pump(server, client);
+                client.s.cancel_client_stream(id);
+            }
+            // Credit for a stream that just finished.
+            let credit = Frame::Stream(StreamFrame {
+                id,
+                event: StreamEvent::Credit(Some(8)),
+            });
+            client.s.send(&credit);
+            pump(client, server);
+        }
+        client.s.release(cap);
+        pump(client, server);
+    });
+}
+
+#[test]
+fn cancels_after_results_and_children_of_cancelled_calls_leave_nothing() {
+    let (mut b, mut a) = connected();
+    a.s.serve(vec![(parent(), imp("a"))], IfExists::Throw)
+        .unwrap();
+    let on_a = bootstrap(&mut a, &mut b, 1, "t.parent");
+    assert_no_growth((b, a), |b, a, i| {
+        let on_b = bootstrap(b, a, 1 + 3 * i, "t.parent");
+        // A call answered, then cancelled.
+        let tag = a.call(2 + 3 * i, on_b, "get", Value::Undefined);
+        pump(a, b);
+        let inv = b.invoked();
+        finish(b, &inv, Value::Null);
+        pump(b, a);
+        assert!(a.replies.contains_key(&tag));
+        let cancel = Frame::Cancel(bunite_wire::Cancel {
+            id: CallId(2 + 3 * i),
+            reason: None,
+        });
+        a.s.send(&cancel);
+        pump(a, b);
+        // A call whose handler calls back, then cancelled.
+        a.call(3 + 3 * i, on_b, "get", Value::Undefined);
+        pump(a, b);
+        let outer = b.invoked();
+        let mut req = request(on_a, "get", Value::Undefined, Expect::Value);
+        req.parent = Some(crate::session::Parent {
+            call: outer.call_id,
+            run: outer.run,
+        });
+        let now = b.now;
+        b.s.start_call(&mut with_id(CallId(2 + i), req), 100, now);
+        b.collect();
+        pump(b, a);
+        let back = a.invoked();
+        a.s.cancel_call(CallId(3 + 3 * i));
+        pump(a, b);
+        pump(b, a);
+        finish(a, &back, Value::Null);
+        pump(a, b);
+        a.s.release(on_b);
+        pump(a, b);
+    });
+}
+
+#[test]
+fn revoking_and_serving_again_leaves_nothing() {
+    assert_no_growth(connected(), |server, client, i| {
+        let cap = bootstrap(server, client, 1 + 2 * i, "t.parent");
+        let tag = client.call(2 + 2 * i, cap, "get", Value::Undefined);
+        pump(client, server);
+        server.s.unserve(&["t.parent".to_owned()]);
+        server.collect();
+        pump(server, client);
+        assert!(client.replies.contains_key(&tag));
+        let inv = server.invoked();
+        finish(server, &inv, Value::Null);
+        pump(server, client);
+        client.s.release(cap);
+        pump(client, server);
+        server
+            .s
+            .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+            .unwrap();
+    });
+}
+
+#[test]
+fn bootstraps_cancelled_while_the_policy_runs_leave_nothing() {
+    let (mut server, mut client) = (peer_with(limits(), true), peer());
+    pump(&mut server, &mut client);
+    pump(&mut client, &mut server);
+    server
+        .s
+        .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    assert_no_growth((server, client), |server, client, i| {
+        let id = CallId(1 + i);
+        let now = client.now;
+        client.s.bootstrap(id, "t.parent", None, 7, now);
+        client.collect();
+        pump(client, server);
+        client.s.cancel_call(id);
+        pump(client, server);
+        let (call, _) = server.policies.pop().expect("a policy check");
+        server.s.policy_done(call, Ok(true));
+        server.collect();
+        pump(server, client);
+        pump(client, server);
+    });
+}
+
+#[test]
+fn cap_ids_a_peer_never_had_released_again_and_again_change_nothing() {
+    assert_no_growth(connected(), |server, client, i| {
+        let cap = bootstrap(server, client, 1 + i, "t.parent");
+        let d = Frame::Drop(bunite_wire::DropFrame {
+            caps: (0..64)
+                .map(|k| bunite_wire::DropEntry {
+                    id: CapId(1_000 + k),
+                    delta: u32::MAX,
+                })
+                .collect(),
+        });
+        client.s.send(&d);
+        pump(client, server);
+        client.s.release(cap);
+        pump(client, server);
+    });
+}

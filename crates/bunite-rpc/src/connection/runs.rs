@@ -236,7 +236,7 @@ impl Runs {
 
     /// A handler on its own task reported its outcome.
     pub fn task_done(&mut self, run: RunId) {
-        if let Some(t) = self.tasks.remove(&run) {
+        if let Some(t) = crate::hashing::take(&mut self.tasks, &run) {
             if self.spare_signal.is_none() {
                 self.spare_signal = t.signal.reuse();
             }
@@ -290,10 +290,10 @@ impl Runs {
 
     /// Stops a run: signals it, then drops its future or source.
     pub fn abort(&mut self, run: RunId) {
-        if let Some(t) = self.tasks.remove(&run) {
+        if let Some(t) = crate::hashing::take(&mut self.tasks, &run) {
             t.signal.fire();
             t.abort.abort();
-        } else if let Some(s) = self.streams.remove(&run) {
+        } else if let Some(s) = crate::hashing::take(&mut self.streams, &run) {
             s.signal.fire();
         }
     }
@@ -351,7 +351,7 @@ impl Runs {
                 }
                 Step::Wait => {}
                 Step::Ended => {
-                    self.streams.remove(&run);
+                    crate::hashing::take(&mut self.streams, &run);
                 }
             }
         }
@@ -394,7 +394,7 @@ impl Runs {
 
     /// A policy check on its own task answered.
     pub fn policy_done(&mut self, call_id: CallId) {
-        self.policies.remove(&call_id);
+        crate::hashing::take(&mut self.policies, &call_id);
     }
 
     /// Runs a cap's disposal method (unserve, shutdown), bounded by [`CLOSE_GRACE`];
@@ -565,4 +565,69 @@ fn disposed(shared: &Shared, r: Result<Result<(), Status>, Box<dyn std::any::Any
 
 fn report(shared: &Shared, phase: &'static str, error: String) {
     shared.notify(&Event::Error(ErrorEvent { phase, error }));
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::{room, KEPT_ROOM};
+
+    /// A peer opens as many streams as the in-flight limit lets it, or has as many
+    /// handlers wait on tasks of their own, then cancels them or lets them finish: the
+    /// runs' tables give back the room they grew to, as the session's tables do
+    /// (`hashing::take`). A stream run is 136 bytes: 1,024 of them left 2,048 slots, about
+    /// 300 KB, for the connection's life.
+    #[test]
+    fn runs_give_back_the_room_a_burst_took() {
+        const BURST: u64 = 1_000;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let (a, _b) = crate::transport::memory::pair();
+            let conn = crate::Connection::builder()
+                .try_connect(a)
+                .expect("a connection");
+            let mut runs = Runs::new(Arc::clone(&conn.shared), Arc::new(AtomicWaker::new()));
+            for i in 0..BURST {
+                let scope = CallScope {
+                    connection: conn.shared.id,
+                    call_id: CallId(i),
+                    run: RunId(i),
+                    deadline: None,
+                };
+                let source: OutgoingStream = Box::pin(futures::stream::pending());
+                let span = tracing::Span::none();
+                runs.open_stream(RunId(i), CallId(i), source, Signal::default(), scope, span);
+                let handle = tokio::spawn(std::future::pending::<()>());
+                let running = Running {
+                    signal: Signal::default(),
+                    abort: handle.abort_handle(),
+                };
+                runs.tasks.insert(RunId(BURST + i), running);
+                runs.policies.insert(CallId(i), handle.abort_handle());
+            }
+            assert!(room(&runs.streams) >= BURST as usize);
+            assert!(room(&runs.tasks) >= BURST as usize);
+            for i in 0..BURST {
+                runs.abort(RunId(i));
+                if i % 2 == 0 {
+                    runs.task_done(RunId(BURST + i));
+                } else {
+                    runs.abort(RunId(BURST + i));
+                }
+                runs.policy_done(CallId(i));
+            }
+            // The aborted streams' turns in the ready queue are skipped and dropped.
+            runs.ready.clear();
+            for (what, room) in [
+                ("stream runs", room(&runs.streams)),
+                ("task runs", room(&runs.tasks)),
+                ("policy checks", room(&runs.policies)),
+            ] {
+                assert!(room <= KEPT_ROOM, "{what}: room for {room} entries kept");
+            }
+            conn.close();
+        });
+    }
 }

@@ -366,9 +366,14 @@ impl<T: Types> Session<T> {
         self.transmit_bytes + self.outbound.pending_drop_bytes()
     }
 
-    /// The next output.
+    /// The next output. Once they are all taken, the room of a burst (one input that
+    /// answers many calls at once: a `cap_revoked`, a cancel that cascades) is given back.
     pub fn poll_output(&mut self) -> Option<Output<T>> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() && self.outputs.capacity() > crate::hashing::KEPT_ROOM {
+            self.outputs = VecDeque::new();
+        }
+        output
     }
 
     /// Closes a draining session ([`Session::drain`]) once nothing is in progress either

@@ -109,6 +109,10 @@ impl StreamQueue {
         if let Some(end) = s.end.take() {
             return Next::End(end);
         }
+        // Read empty: the room a burst took (up to the window, 1,024 values) goes.
+        if s.items.capacity() > crate::hashing::KEPT_ROOM {
+            s.items = VecDeque::new();
+        }
         s.waker = Some(cx.waker().clone());
         Next::Empty
     }
@@ -317,5 +321,33 @@ mod tests {
             Next::End(None) => panic!("a clean end instead of the error pushed"),
             _ => panic!("no end after the value"),
         }
+    }
+
+    /// A server that once fills a stream's window (1,024 values, however short) left its
+    /// queue with room for 1,024 values of 88 bytes each for as long as the stream lived,
+    /// hours for a subscription. Once the consumer has read them and waits, the room goes.
+    #[test]
+    fn a_queue_read_empty_gives_back_the_room_a_burst_took() {
+        let queue = StreamQueue::new(true);
+        for i in 0..1_024u32 {
+            queue.push(Payload::from(Value::from(i)));
+        }
+        assert!(queue.lock().items.capacity() >= 1_024);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        for i in 0..1_024u32 {
+            match queue.poll_take(&mut cx) {
+                Next::Item(p) => assert_eq!(p.into_value().ok(), Some(Value::from(i))),
+                _ => panic!("value {i} lost"),
+            }
+        }
+        assert!(matches!(queue.poll_take(&mut cx), Next::Empty));
+        let room = queue.lock().items.capacity();
+        assert!(
+            room <= crate::hashing::KEPT_ROOM,
+            "room for {room} values kept"
+        );
+        // It still works.
+        queue.push(Payload::from(Value::from(7u32)));
+        assert!(matches!(queue.poll_take(&mut cx), Next::Item(_)));
     }
 }

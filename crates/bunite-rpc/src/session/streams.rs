@@ -418,8 +418,12 @@ impl<T: Types> Session<T> {
 }
 
 /// Takes the first `messages` of a stream's `sizes` (values its consumer read) and returns
-/// what they kept.
+/// what they kept. Read empty, it gives back the room a burst took (up to the window).
 fn take_read(sizes: &mut VecDeque<usize>, messages: u32) -> usize {
     let read = (messages as usize).min(sizes.len());
-    sizes.drain(..read).sum()
+    let freed = sizes.drain(..read).sum();
+    if sizes.is_empty() && sizes.capacity() > crate::hashing::KEPT_ROOM {
+        *sizes = VecDeque::new();
+    }
+    freed
 }

@@ -349,7 +349,10 @@ impl InteropChild for Child {
     }
 
     async fn ping(&self, p: X) -> Result<i64, Status> {
-        Ok(p.x + 1)
+        // The x is the peer's: past i64 it is refused, not wrapped (or, in a debug build,
+        // a panic).
+        p.x.checked_add(1)
+            .ok_or_else(|| Status::invalid_argument(format!("ping: {} + 1 is out of range", p.x)))
     }
 
     async fn close(&self) -> Result<(), Status> {
@@ -414,5 +417,21 @@ mod tests {
         );
         assert_eq!(counter.get().await.unwrap().count, i64::MAX);
         assert_eq!(counter.increment(by(-5)).await.unwrap().count, i64::MAX - 5);
+    }
+
+    /// `ping {x}` answers x + 1: at `x = i64::MAX` it fails `invalid_argument` (it
+    /// panicked in a debug build, answered `internal`, and wrapped to `i64::MIN` in a
+    /// release one).
+    #[tokio::test]
+    async fn a_ping_past_i64_is_refused() {
+        let child = Child {
+            name: "kid".into(),
+            state: Arc::default(),
+        };
+        assert_eq!(child.ping(X { x: 41 }).await.unwrap(), 42);
+        assert_eq!(child.ping(X { x: i64::MIN }).await.unwrap(), i64::MIN + 1);
+        let e = child.ping(X { x: i64::MAX }).await.unwrap_err();
+        assert_eq!(e.code, bunite_rpc::Code::InvalidArgument);
+        assert_eq!(e.message, "ping: 9223372036854775807 + 1 is out of range");
     }
 }

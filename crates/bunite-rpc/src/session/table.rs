@@ -114,6 +114,12 @@ impl<I> CapTable<I> {
         self.next
     }
 
+    /// Moves the next id to allocate on to `next` (as if that many had been used).
+    #[cfg(test)]
+    pub fn skip_to(&mut self, next: u64) {
+        self.next = self.next.max(next);
+    }
+
     pub fn get(&self, id: CapId) -> Option<&Entry<I>> {
         self.entries.find(self.hash(id), |e| e.id == id)
     }

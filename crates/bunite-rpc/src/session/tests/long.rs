@@ -321,3 +321,54 @@ fn a_client_stream_read_empty_gives_back_the_room_a_burst_took() {
         "room for {room} values kept"
     );
 }
+
+/// Ids are never reused on a connection (PROTOCOL §7), so each bootstrap after a release
+/// takes a new one: a peer that bootstraps and releases in a loop uses up the 2^32 cap
+/// ids of its connection after about 4.3 billion cycles. Then its bootstraps and cap
+/// returns fail `resource_exhausted`; nothing wraps or panics, and the caps it holds still
+/// answer.
+#[test]
+fn a_connection_whose_cap_ids_are_used_up_answers_resource_exhausted() {
+    let (mut server, mut client) = connected();
+    server.s.table.skip_to(u64::from(u32::MAX));
+    let last = bootstrap(&mut server, &mut client, 1, "t.parent");
+    assert_eq!(last, CapId(u32::MAX), "the last id");
+    let make = client.tag();
+    let now = client.now;
+    let req = request(last, "make", Value::Undefined, Expect::Caps);
+    client.s.start_call(&mut with_id(CallId(2), req), make, now);
+    client.collect();
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    let now = server.now;
+    let child = Ok(Outcome::Cap(super::child(), imp("child")));
+    server.s.handler_done(inv.run, inv.call_id, child, now);
+    server.collect();
+    let get = client.call(3, last, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    finish(&mut server, &inv, Value::from(5i64));
+    pump(&mut server, &mut client);
+    let e = client.reply(make).expect("answered").unwrap_err();
+    assert_eq!(
+        (e.code(), e.message(), e.reason()),
+        (
+            crate::status::Code::ResourceExhausted,
+            "cap ids exhausted",
+            Some("max_caps_per_connection")
+        )
+    );
+    assert_eq!(client.reply(get), Some(Ok(Value::Int(5))));
+    client.s.release(last);
+    pump(&mut client, &mut server);
+    let tag = client.tag();
+    let now = client.now;
+    client.s.bootstrap(CallId(4), "t.parent", None, tag, now);
+    client.collect();
+    pump(&mut client, &mut server);
+    pump(&mut server, &mut client);
+    let e = client.reply(tag).expect("answered").unwrap_err();
+    assert_eq!(e.message(), "cap ids exhausted");
+    assert_eq!(server.s.stats().live_caps, 2);
+    assert!(server.closed.is_none() && client.closed.is_none());
+}

@@ -368,12 +368,24 @@ impl<T: Types> Session<T> {
 
     /// The next output. Once they are all taken, the room of a burst (one input that
     /// answers many calls at once: a `cap_revoked`, a cancel that cascades) is given back.
+    #[inline]
     pub fn poll_output(&mut self) -> Option<Output<T>> {
-        let output = self.outputs.pop_front();
-        if output.is_none() && self.outputs.capacity() > crate::hashing::KEPT_ROOM {
-            self.outputs = VecDeque::new();
+        if self.outputs.is_empty() {
+            if self.outputs.capacity() > crate::hashing::KEPT_ROOM {
+                self.give_back_outputs_room();
+            }
+            return None;
         }
-        output
+        self.outputs.pop_front()
+    }
+
+    /// Out of line, so that [`poll_output`](Self::poll_output) stays small enough to be
+    /// inlined where outputs are taken, each moved once (returned through a call, or
+    /// bound before the check, each output was copied once more: +70 to +160
+    /// instructions a stream value).
+    #[cold]
+    fn give_back_outputs_room(&mut self) {
+        self.outputs = VecDeque::new();
     }
 
     /// Closes a draining session ([`Session::drain`]) once nothing is in progress either

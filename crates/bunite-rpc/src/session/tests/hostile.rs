@@ -409,3 +409,62 @@ fn a_cap_revoked_naming_the_reserved_ids_revokes_nothing() {
     assert_eq!(client.s.stats().pending_calls, 1);
     assert!(client.s.poll_transmit().is_some(), "and it is sent");
 }
+
+/// PROTOCOL §12: what a revocation fails, pending or later, call or stream, is
+/// `failed_precondition` `cap revoked` `{reason:"revoked"}`; later ones fail locally and
+/// nothing is sent for them.
+#[test]
+fn a_revocation_fails_calls_and_streams_with_cap_revoked_and_later_ones_locally() {
+    let mut client = peer();
+    let mut raw = Raw::connect(&mut client);
+    let pending = client.call(2, CapId(5), "get", Value::Undefined);
+    client.s.start_stream(
+        &mut with_id(
+            CallId(3),
+            request(CapId(5), "ticks", Value::Undefined, Expect::Value),
+        ),
+        50,
+    );
+    client.collect();
+    while client.s.poll_transmit().is_some() {}
+    let revoke = Frame::CapRevoked(bunite_wire::CapRevoked {
+        cap_ids: vec![CapId(5)],
+    });
+    raw.send(&mut client, &revoke);
+    let check = |e: &Error| {
+        assert_eq!(
+            (e.code(), e.message(), e.reason()),
+            (Code::FailedPrecondition, "cap revoked", Some("revoked"))
+        );
+    };
+    check(&client.reply(pending).expect("failed").unwrap_err());
+    match client.ends.pop() {
+        Some((50, Some(e))) => check(&e),
+        other => panic!("{other:?}"),
+    }
+    let later = client.call(4, CapId(5), "get", Value::Undefined);
+    let e = client.reply(later).expect("failed at once").unwrap_err();
+    check(&e);
+    assert_eq!(e.local_kind(), Some(LocalError::Revoked));
+    client.s.start_stream(
+        &mut with_id(
+            CallId(5),
+            request(CapId(5), "ticks", Value::Undefined, Expect::Value),
+        ),
+        51,
+    );
+    client.collect();
+    match client.ends.pop() {
+        Some((51, Some(e))) => {
+            check(&e);
+            assert_eq!(e.local_kind(), Some(LocalError::Revoked));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        client.s.poll_transmit().is_none(),
+        "nothing sent for a revoked cap"
+    );
+    assert_eq!(client.s.stats().pending_calls, 0);
+    assert_eq!(client.s.stats().client_streams, 0);
+}

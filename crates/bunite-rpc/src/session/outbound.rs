@@ -116,7 +116,7 @@ pub(crate) struct Outbound<T: Types> {
     pub(super) parked: Vec<Parked<T>>,
     /// Client streams with credit to return (see `streams`).
     pub(super) credit_due: Vec<CallId>,
-    children: ChildIndex,
+    pub(super) children: ChildIndex,
     /// How many of `pending` and `streams` target each cap.
     pub(super) on_cap: CallsOnCap,
     revoked: RevokedSet,
@@ -251,7 +251,8 @@ impl<T: Types> Outbound<T> {
     /// streams hold no more than their buffer; the revoked set keeps its bound.
     #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self, timers: &super::timers::Timers, limits: &crate::limits::Limits) {
-        let with_parent = self.pending.values().filter(|p| p.parent.is_some()).count();
+        let with_parent = self.pending.values().filter(|p| p.parent.is_some()).count()
+            + self.streams.values().filter(|s| s.parent.is_some()).count();
         let targets = self.pending.values().map(|p| p.cap_id);
         let on_cap = CallsOnCap::count(targets.chain(self.streams.values().map(|s| s.cap_id)));
         assert!(
@@ -264,7 +265,8 @@ impl<T: Types> Outbound<T> {
         assert_eq!(self.children.len(), with_parent, "child index out of step");
         for (parent, children) in &self.children.by_parent {
             for child in children {
-                let p = self.pending.get(child).map(|p| p.parent);
+                let p = (self.pending.get(child).map(|p| p.parent))
+                    .or_else(|| self.streams.get(child).map(|s| s.parent));
                 assert_eq!(
                     p,
                     Some(Some(*parent)),
@@ -538,15 +540,19 @@ impl<T: Types> Session<T> {
         for id in self.outbound.children.take(parent) {
             if let Some(p) = self.outbound.pending.get_mut(&id) {
                 p.parent = None;
+            } else if let Some(s) = self.outbound.streams.get_mut(&id) {
+                s.parent = None;
             }
         }
     }
 
-    /// Cancels the calls we made from inside the handler of the peer's call `parent`
-    /// (PROTOCOL §11).
+    /// Cancels the calls and streams we made from inside the handler of the peer's call
+    /// `parent` (PROTOCOL §11): each fails `cancelled` with the reason, and the peer is sent
+    /// `cancel` with it.
     pub(super) fn cancel_children(&mut self, parent: CallId, why: Option<String>) {
         for id in self.outbound.children.take(parent) {
             let Some(p) = self.outbound.pending.get_mut(&id) else {
+                self.cancel_child_stream(id, why.clone());
                 continue;
             };
             p.parent = None;
@@ -563,6 +569,19 @@ impl<T: Types> Session<T> {
                 reason: why.clone(),
             }));
         }
+    }
+
+    /// A client stream whose parent was cancelled: it ends `cancelled` with the reason and
+    /// the peer is sent `cancel` with it.
+    fn cancel_child_stream(&mut self, id: CallId, why: Option<String>) {
+        let Some(s) = self.outbound.streams.get_mut(&id) else {
+            return;
+        };
+        s.parent = None;
+        let status = Status::new(Code::Cancelled, why.clone().unwrap_or_default());
+        let error = Error::local(LocalError::Cancelled, status);
+        self.end_client_stream(id, Some(error), 0);
+        self.send(&Frame::Cancel(Cancel { id, reason: why }));
     }
 
     pub(super) fn on_revoked(&mut self, r: CapRevoked) {
@@ -674,10 +693,16 @@ impl<T: Types> Session<T> {
         let state = ClientStreamState {
             sink,
             cap_id: req.cap_id,
+            parent: req.parent.map(|p| p.call),
             sizes: VecDeque::new(),
             credit: 0,
             arena: BytesMut::new(),
         };
+        // A stream opened inside a handler carries `meta.parentCallId` as a call does, so
+        // a cancel of that handler's call cancels it too (PROTOCOL §11).
+        if let Some(parent) = req.parent {
+            self.outbound.children.add(parent.call, req.id);
+        }
         self.outbound.on_cap.add(req.cap_id);
         self.outbound.streams.insert(req.id, state);
     }

@@ -62,6 +62,9 @@ impl ServerStream {
 pub(crate) struct ClientStreamState<T: Types> {
     pub sink: T::Sink,
     pub cap_id: CapId,
+    /// The peer's call whose handler opened it (`meta.parentCallId`), while that handler
+    /// runs: the stream is in `Outbound::children` under it.
+    pub parent: Option<CallId>,
     /// What each value delivered and not yet returned as credit keeps, oldest first (its
     /// message and the definitions it is charged for: `Payload::kept_beyond`), counted in
     /// `Outbound::buffered`. Its length is the number of those values.
@@ -279,6 +282,9 @@ impl<T: Types> Session<T> {
     fn take_client_stream(&mut self, id: CallId) -> Option<ClientStreamState<T>> {
         let s = crate::hashing::take(&mut self.outbound.streams, &id)?;
         self.outbound.on_cap.remove(s.cap_id);
+        if let Some(parent) = s.parent {
+            self.outbound.children.remove(parent, id);
+        }
         if self.outbound.streams.is_empty() {
             self.outbound.last_table = None;
         }

@@ -183,6 +183,59 @@ fn cancelling_a_call_cancels_the_calls_its_handler_made() {
     assert_eq!(b.s.stats().pending_calls, 1);
 }
 
+/// A stream opened from inside a handler carries `meta.parentCallId` as a call does, so a
+/// cancel of the handler's call cancels it with the same reason (PROTOCOL §11), and its
+/// consumer sees it end `cancelled`.
+#[test]
+fn cancelling_a_call_cancels_the_streams_its_handler_opened() {
+    let (mut b, mut a) = connected();
+    a.s.serve(vec![(parent(), imp("a"))], IfExists::Throw)
+        .unwrap();
+    let on_b = bootstrap(&mut b, &mut a, 1, "t.parent");
+    let on_a = bootstrap(&mut a, &mut b, 1, "t.parent");
+    a.call(2, on_b, "get", Value::Undefined);
+    pump(&mut a, &mut b);
+    let outer = b.invoked();
+    let mut req = request(on_a, "ticks", Value::Undefined, Expect::Value);
+    req.parent = Some(crate::session::Parent {
+        call: outer.call_id,
+        run: outer.run,
+    });
+    b.s.start_stream(&mut with_id(CallId(2), req), 77);
+    b.collect();
+    let frames = pump(&mut b, &mut a);
+    match &frames[..] {
+        [Frame::Call(c)] => assert_eq!(c.meta.as_ref().unwrap().parent_call_id, Some(CallId(2))),
+        other => panic!("{other:?}"),
+    }
+    let source = a.invoked();
+    a.s.send(&Frame::Cancel(bunite_wire::Cancel {
+        id: CallId(2),
+        reason: Some("stop".into()),
+    }));
+    pump(&mut a, &mut b);
+    assert_eq!(b.aborts, vec![outer.run]);
+    let (sink, error) = b.ends.pop().expect("the child stream ends");
+    assert_eq!(sink, 77);
+    let e = error.expect("cancelled");
+    assert_eq!((e.code(), e.message()), (Code::Cancelled, "stop"));
+    assert_eq!(e.local_kind(), Some(LocalError::Cancelled));
+    let frames = pump(&mut b, &mut a);
+    let cancels: Vec<(CallId, Option<String>)> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Cancel(c) => Some((c.id, c.reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, vec![(CallId(2), Some("stop".to_owned()))]);
+    assert_eq!(a.aborts, vec![source.run], "the stream's source stops");
+    assert_eq!(b.s.stats().client_streams, 0);
+    // Its consumer letting it go afterwards sends nothing more.
+    b.s.cancel_client_stream(CallId(2));
+    assert!(pump(&mut b, &mut a).is_empty());
+}
+
 #[test]
 fn our_in_flight_limit_fails_calls_locally_and_sends_nothing() {
     let mut limits = limits();

@@ -402,19 +402,31 @@ impl Client {
 
     /// Calls the cap's disposal method once (errors ignored), then releases the reference.
     /// Disposing twice, from any clone, calls the disposal method once (PROTOCOL §13.8).
+    ///
+    /// The release does not wait for the disposal method's answer: the `drop` goes out
+    /// right behind the call, as 0.10.0 sends it (PROTOCOL §7), so a server slow to answer
+    /// the disposal method, or one that never does, still gets it. The returned future
+    /// waits for the answer all the same.
     pub async fn dispose(self) {
         let method = self
             .def
             .as_ref()
             .and_then(|d| d.disposal().map(str::to_owned));
-        if let Some(method) = method {
-            if !self.inner.disposed.swap(true, Ordering::AcqRel)
+        let disposes = method.as_deref().filter(|_| {
+            !self.inner.disposed.swap(true, Ordering::AcqRel)
                 && !self.inner.released.load(Ordering::Acquire)
-            {
-                let _ = self.call_value(&method, Value::Undefined).await;
-            }
-        }
+        });
+        let Some(method) = disposes else {
+            return self.inner.release();
+        };
+        let mut call = std::pin::pin!(self.call_value(method, Value::Undefined));
+        // The call is queued at its first poll; the release queued after it.
+        let answered =
+            std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_ready())).await;
         self.inner.release();
+        if !answered {
+            let _ = call.await;
+        }
     }
 
     /// A call or stream open of this cap, boxed once with its args (a typed client's

@@ -572,3 +572,59 @@ fn a_cap_answer_whose_caller_stopped_waiting_as_it_arrived_is_released() {
         assert_eq!(dropped(&mut raw).await, vec![(5, 1)]);
     });
 }
+
+/// PROTOCOL §7: disposing a client calls the disposal method, then sends the drop. As in
+/// 0.10.0 (`session.jsonl`: `call close`, then `drop` before the close's result), the drop
+/// follows the call at once: a server slow to answer the disposal method, or one that never
+/// does, still gets the release.
+#[test]
+fn dispose_sends_the_drop_right_after_the_disposal_call_without_waiting_for_its_answer() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let client = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.bootstrap(&node_def()).await }
+        });
+        let boot = match raw.recv().await {
+            Frame::Call(c) => c.id,
+            other => panic!("{other:?}"),
+        };
+        raw.send(Frame::Result(ResultFrame {
+            id: boot,
+            outcome: Ok(Value::CapRef(bunite_rpc::CapId(7))),
+        }))
+        .await;
+        let node = client.await.unwrap().unwrap();
+        let disposed = tokio::spawn(node.dispose());
+        let close = match raw.recv().await {
+            Frame::Call(c) => {
+                assert_eq!(
+                    (c.target, c.method.as_ref()),
+                    (bunite_rpc::CapId(7), "close")
+                );
+                c.id
+            }
+            other => panic!("{other:?}"),
+        };
+        // The close is not answered yet: the drop comes anyway.
+        match raw.recv_within(Duration::from_secs(5)).await {
+            Ok(Some(Frame::Drop(d))) => {
+                assert_eq!(d.caps.len(), 1);
+                assert_eq!((d.caps[0].id, d.caps[0].delta), (bunite_rpc::CapId(7), 1));
+            }
+            other => panic!("expected the drop before the close's answer, got {other:?}"),
+        }
+        raw.send(Frame::Result(ResultFrame {
+            id: close,
+            outcome: Ok(Value::Undefined),
+        }))
+        .await;
+        disposed.await.unwrap();
+        assert!(
+            raw.recv_within(Duration::from_millis(100)).await.is_err(),
+            "nothing more"
+        );
+        conn.close();
+        conn.closed().await;
+    });
+}

@@ -468,3 +468,64 @@ fn a_revocation_fails_calls_and_streams_with_cap_revoked_and_later_ones_locally(
     assert_eq!(client.s.stats().pending_calls, 0);
     assert_eq!(client.s.stats().client_streams, 0);
 }
+
+/// PROTOCOL §6: a second hello replaces the first, and its `maxBytes` bounds what we send
+/// from then on (§13.6): a call above it fails locally, sending nothing.
+#[test]
+fn a_second_hello_replaces_the_first_and_its_max_bytes_bounds_our_calls() {
+    let mut client = peer();
+    let mut raw = Raw::connect(&mut client);
+    let hello = |max_bytes| {
+        Frame::Hello(bunite_wire::Hello {
+            v: 1,
+            mode: "web".into(),
+            features: vec!["x".into()],
+            max_bytes,
+            origin: "again".into(),
+        })
+    };
+    raw.send(&mut client, &hello(64));
+    let long = Value::Str("a".repeat(100));
+    let tag = client.call(2, CapId(5), "get", long.clone());
+    let e = client.reply(tag).expect("failed at once").unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(e.reason(), Some("max_frame_bytes"));
+    assert_eq!(e.local_kind(), Some(LocalError::TooLarge));
+    assert!(client.s.poll_transmit().is_none(), "nothing sent");
+    raw.send(&mut client, &hello(1 << 20));
+    let tag = client.call(3, CapId(5), "get", long);
+    assert!(client.reply(tag).is_none(), "sent and pending");
+    assert!(client.s.poll_transmit().is_some());
+    assert!(client.closed.is_none());
+}
+
+/// PROTOCOL §11: a cancel answers the call `cancelled` with the cancel's reason as the
+/// message; a cancel without one (`reason` undefined) gets a status without a message, as
+/// 0.10.0's `{code: "cancelled", message: frame.reason}`.
+#[test]
+fn a_cancel_without_a_reason_is_answered_cancelled_without_a_message() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    client.call(2, cap, "get", Value::Undefined);
+    pump(&mut client, &mut server);
+    let inv = server.invoked();
+    client.s.send(&Frame::Cancel(Cancel {
+        id: CallId(2),
+        reason: None,
+    }));
+    pump(&mut client, &mut server);
+    assert_eq!(server.aborts, vec![inv.run]);
+    let frames = pump(&mut server, &mut client);
+    match &frames[..] {
+        [Frame::Result(r)] => {
+            assert_eq!(r.id, CallId(2));
+            let e = r.outcome.as_ref().unwrap_err();
+            assert_eq!((e.code.as_str(), e.message.as_deref()), ("cancelled", None));
+            assert!(e.details.is_none() && e.retry.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The handler's later result is suppressed.
+    finish(&mut server, &inv, Value::Null);
+    assert!(pump(&mut server, &mut client).is_empty());
+}

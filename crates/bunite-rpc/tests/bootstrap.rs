@@ -475,3 +475,83 @@ fn try_connect_refuses_builder_caps_that_cannot_be_served() {
         assert_eq!(e.reason(), Some("reserved_namespace"));
     });
 }
+
+/// PROTOCOL §15: `revoke` events for replace (the instance's id, or none) and unserve, and
+/// `error` events for a failing policy and a failing disposal method.
+#[test]
+fn revoke_and_error_events_report_replace_unserve_the_policy_and_disposal() {
+    use bunite_rpc::events::RevokeReason;
+    run(async {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let policy = Policy::from_async(|name: String, _| async move {
+            match name.as_str() {
+                "test.broken" => Err("policy backend down".to_owned()),
+                _ => Ok(true),
+            }
+        });
+        let (server, client) =
+            pair_with(Connection::builder().policy(policy), Connection::builder());
+        server.subscribe(move |e| {
+            let got = match e {
+                Event::Revoke(r) => format!("revoke {:?} {:?}", r.reason, r.cap_ids),
+                Event::Error(e) => format!("error {}", e.phase),
+                _ => return,
+            };
+            seen2.lock().unwrap().push(got);
+        });
+        server
+            .serve(versioned("1"), counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        server
+            .replace(versioned("1"), counter_impl())
+            .await
+            .unwrap();
+        let c = client.bootstrap(&versioned("1")).await.unwrap();
+        let id = c.id();
+        server
+            .replace(versioned("1"), counter_impl())
+            .await
+            .unwrap();
+        let disposable = CapDef::builder("test.disposable")
+            .method(MethodDef::call("close"))
+            .disposal("close")
+            .build();
+        let failing_close = bunite_rpc::dynamic::DynCap::new()
+            .call("close", |_, _| async {
+                Err::<Value, _>(bunite_rpc::Status::internal("close failed"))
+            })
+            .build();
+        server
+            .serve(disposable.clone(), failing_close)
+            .await
+            .unwrap()
+            .detach();
+        let d = client.bootstrap(&disposable).await.unwrap();
+        let d_id = d.id();
+        server.unserve("test.disposable").await;
+        let broken = CapDef::builder("test.broken").build();
+        server.serve(broken, counter_impl()).await.unwrap().detach();
+        client
+            .bootstrap_name("test.broken", None)
+            .await
+            .unwrap_err();
+        let want = vec![
+            format!("revoke {:?} []", RevokeReason::Replace),
+            format!("revoke {:?} [{id:?}]", RevokeReason::Replace),
+            "error dispose".to_owned(),
+            "error policy".to_owned(),
+            format!("revoke {:?} [{d_id:?}]", RevokeReason::Unserve),
+        ];
+        eventually(|| seen.lock().unwrap().len() >= want.len()).await;
+        let mut got = seen.lock().unwrap().clone();
+        // Unserving runs the disposal beside the connection: its error and the revoke
+        // event come in either order.
+        got[2..].sort();
+        assert_eq!(got, want);
+        drop((c, d));
+        assert_clean(&[&server, &client]).await;
+    });
+}

@@ -509,14 +509,21 @@ pub(crate) fn decode_result<R: DeserializeOwned>(payload: &Payload) -> Result<R,
         .map_err(|e| Error::bad_answer(format!("result: {e}")))
 }
 
+/// The handler of `shared`'s connection this thread is polling, if any: what a call or
+/// bootstrap queued now names as its `parentCallId` (PROTOCOL §11).
+fn parent_of(shared: &Shared) -> Option<Parent> {
+    let scope = CallScope::current()?;
+    (scope.connection == shared.id).then_some(Parent {
+        call: scope.call_id,
+        run: scope.run,
+    })
+}
+
 /// The meta of a call queued now: `parentCallId` when made inside a handler of the same
 /// connection, the deadline (explicit, or what remains of the handler's), the context map.
 fn set_meta(shared: &Shared, req: &mut CallRequest, opts: CallOptions) {
     let scope = CallScope::current();
-    req.parent = scope.filter(|s| s.connection == shared.id).map(|s| Parent {
-        call: s.call_id,
-        run: s.run,
-    });
+    req.parent = parent_of(shared);
     req.deadline = opts.deadline.or_else(|| {
         scope
             .and_then(|s| s.deadline)
@@ -803,7 +810,11 @@ impl Connection {
             let (reply, rx) = oneshot::channel();
             let command = Command::Bootstrap {
                 id,
-                cap: Box::new((name.to_owned(), version.map(str::to_owned))),
+                cap: Box::new((
+                    name.to_owned(),
+                    version.map(str::to_owned),
+                    parent_of(shared),
+                )),
                 reply,
             };
             ReplyGuard::send(shared, id, command, rx, true)

@@ -576,3 +576,60 @@ fn a_context_kept_after_its_call_is_not_cancelled_with_a_later_call() {
         assert_clean(&[&server, &client]).await;
     });
 }
+
+/// PROTOCOL §8, §11: a bootstrap is a call (on cap-id 0), so one made from inside a handler
+/// carries `parentCallId`, and a cancel of the handler's call cancels it with the same
+/// reason.
+#[test]
+fn a_bootstrap_made_inside_a_handler_carries_its_parent_and_is_cancelled_with_it() {
+    run_paused(async {
+        let (server, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let def = CapDef::builder("test.asker")
+            .method(MethodDef::call("ask"))
+            .build();
+        let imp = DynCap::new()
+            .call("ask", |_, ctx: CallContext| async move {
+                let peer = ctx.connection().bootstrap_name("test.peer", None).await?;
+                drop(peer);
+                Ok(Value::Null)
+            })
+            .build();
+        server.serve(def, imp).await.unwrap().detach();
+        let cap = raw.bootstrap(1, "test.asker").await;
+        raw.send(call(5, cap.0, "ask", None)).await;
+        let boot = match raw.recv().await {
+            Frame::Call(c) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (boot.target, boot.method.as_ref()),
+            (bunite_rpc::CapId(0), "bootstrap")
+        );
+        let parent = boot.meta.as_ref().and_then(|m| m.parent_call_id);
+        assert_eq!(parent, Some(CallId(5)), "{:?}", boot.meta);
+        raw.send(Frame::Cancel(Cancel {
+            id: CallId(5),
+            reason: Some("because".into()),
+        }))
+        .await;
+        let mut saw_result = false;
+        let mut saw_child_cancel = false;
+        for _ in 0..2 {
+            match raw.recv().await {
+                Frame::Result(r) if r.id == CallId(5) => saw_result = r.outcome.is_err(),
+                Frame::Cancel(c) if c.id == boot.id => {
+                    saw_child_cancel = c.reason.as_deref() == Some("because")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(saw_result && saw_child_cancel);
+        // Its answer still comes (a bootstrap's caps are released when it does).
+        raw.send(Frame::Result(ResultFrame {
+            id: boot.id,
+            outcome: Err(bunite_rpc::wire::WireStatus::new("not_found", "gone")),
+        }))
+        .await;
+        eventually(|| server.stats().pending_calls == 0).await;
+    });
+}

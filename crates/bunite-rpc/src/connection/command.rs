@@ -12,7 +12,7 @@ use crate::client_stream::StreamQueue;
 use crate::error::Error;
 use crate::handler::{CapImpl, Returned};
 use crate::schema::{CapDef, IfExists};
-use crate::session::{CallRequest, RunId};
+use crate::session::{CallRequest, Parent, RunId};
 use crate::stats::Stats;
 use crate::status::Status;
 use bunite_wire::Payload;
@@ -31,10 +31,11 @@ pub(crate) enum Command {
         req: Box<CallRequest>,
         queue: Arc<StreamQueue>,
     },
-    /// Bootstrap a cap of the peer (reserved likewise): its name and version.
+    /// Bootstrap a cap of the peer (reserved likewise): its name and version, and the
+    /// handler it is made inside of (`meta.parentCallId`).
     Bootstrap {
         id: CallId,
-        cap: Box<(String, Option<String>)>,
+        cap: Box<(String, Option<String>, Option<Parent>)>,
         reply: Reply,
     },
     /// The caller stopped waiting for a call.

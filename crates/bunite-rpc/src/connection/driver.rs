@@ -280,8 +280,8 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 s.start_stream(&mut req, queue);
             }
             Command::Bootstrap { id, cap, reply } => {
-                let (name, version) = &*cap;
-                s.bootstrap(id, name, version.as_deref(), reply, now);
+                let (name, version, parent) = &*cap;
+                s.bootstrap_within(*parent, id, name, version.as_deref(), reply, now);
             }
             Command::Cancel(id) => s.cancel_call(id),
             Command::Release(id) => s.release(id),

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bunite_wire::{Call, CallId, CapId, Frame, Payload, Record, ResultFrame, Text, Value};
 
 use super::inbound::PolicyCheck;
-use super::outbound::{CallRequest, Expect, Parked};
+use super::outbound::{CallRequest, Expect, Parent, Parked};
 use super::output::Output;
 use super::{Session, Types};
 use crate::events::{BootstrapEvent, BootstrapResult, ErrorEvent, Event};
@@ -22,8 +22,24 @@ pub(crate) const BOOTSTRAP_METHOD: &str = "bootstrap";
 impl<T: Types> Session<T> {
     /// Bootstraps the peer's cap `name` (with `version` when the client's cap has one); the
     /// outcome is a CapRef. Waits for the peer's hello.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn bootstrap(
         &mut self,
+        id: CallId,
+        name: &str,
+        version: Option<&str>,
+        reply: T::Reply,
+        now: Instant,
+    ) {
+        self.bootstrap_within(None, id, name, version, reply, now);
+    }
+
+    /// A bootstrap (as `bootstrap` above) made inside the handler `parent`: a bootstrap is a
+    /// call (on cap-id 0), so it carries `meta.parentCallId` and a cancel of the handler's
+    /// call cancels it (PROTOCOL §8, §11).
+    pub fn bootstrap_within(
+        &mut self,
+        parent: Option<Parent>,
         id: CallId,
         name: &str,
         version: Option<&str>,
@@ -38,7 +54,7 @@ impl<T: Types> Session<T> {
             id,
             cap_id: CapId::BOOTSTRAP,
             method: Text::from_static(BOOTSTRAP_METHOD),
-            parent: None,
+            parent,
             deadline: None,
             context: Vec::new(),
             expect: Expect::Caps,

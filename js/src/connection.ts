@@ -275,19 +275,22 @@ export class Connection {
     if (m.capId > 1 && !this.isClosed) this.send(F.drop([{ id: m.capId, delta: 1 }]));
   }
 
-  /** Calls the disposal method once (errors ignored), then releases (PROTOCOL §7, §13.8). */
+  /**
+   * Calls the disposal method once (errors ignored), then releases (PROTOCOL §7, §13.8). The
+   * drop goes out right behind the call, as 0.10.0 sends it, so a server that is slow to
+   * answer the disposal, or never does, still gets it; the promise waits for the answer.
+   */
   async dispose(meta: ClientMeta): Promise<void> {
     const m = meta as OwnedMeta;
     const disposal = m.def.disposal;
+    let answered: Promise<unknown> | undefined;
     if (disposal !== undefined && !m.disposed && !m.released) {
       m.disposed = true;
-      try {
-        await this.call(m.capId, disposal, undefined);
-      } catch {
-        // Disposal errors are ignored.
-      }
+      // The call is sent here, synchronously; disposal errors are ignored.
+      answered = this.call(m.capId, disposal, undefined).catch(() => undefined);
     }
     this.releaseMeta(m);
+    await answered;
   }
 
   private returnDecoder(m: MethodDef): (v: unknown) => unknown {

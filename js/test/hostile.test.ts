@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CapRef, Connection, FrameDecoder, FrameEncoder, RpcError, memoryPair, type Transport } from "../src/index.js";
+import { CapRef, Connection, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair, type Transport } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 
 /** A raw peer: sends values or bytes, and collects the frames it receives. */
@@ -345,6 +345,31 @@ test("msgpackr's two-byte record definitions, whose ids lie outside the 64 slots
   }
   // With a high byte of 0 the id is the slot's own: an ordinary definition.
   assert.deepEqual(new FrameDecoder().decode(Uint8Array.from([0xd5, 0x72, 0x60, 0x00, 0x91, 0xa1, 0x61, 0x01])), { a: 1 });
+});
+
+test("dispose sends the drop right behind the disposal call: a server that never answers it still gets the drop", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  const made = counter.makeChild({ name: "a" });
+  await tick();
+  const make = peer.got.find((f) => f["op"] === "call")!;
+  peer.send({ op: "result", id: make["id"], ok: true, value: new CapRef(7) });
+  const child = await made;
+  let done = false;
+  const disposed = dispose(child).then(() => (done = true));
+  await tick();
+  // PROTOCOL §7, as 0.10.0 sends them: call(close), then drop, before the close's answer.
+  const after = peer.got.slice(peer.got.indexOf(make) + 1);
+  assert.deepEqual(
+    after.map((f) => [f["op"], f["method"] ?? f["caps"]]),
+    [["call", "close"], ["drop", [{ id: 7, delta: 1 }]]],
+  );
+  assert.equal(done, false, "dispose waits for the disposal's answer");
+  peer.send({ op: "result", id: after[0]!["id"], ok: true, value: undefined });
+  await disposed;
+  conn.close();
+  assertClean(conn);
 });
 
 test("nothing above threw or rejected unhandled", async () => {

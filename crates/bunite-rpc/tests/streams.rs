@@ -619,3 +619,43 @@ fn our_client_returns_credit_when_it_waits_on_an_empty_buffer() {
         assert!(items.iter().all(Result::is_ok));
     });
 }
+
+/// A server that unserves a cap stops the streams it serves on it: the consumer's stream
+/// fails `revoked` at the `cap_revoked` (PROTOCOL §12) and sends no cancel, so the source
+/// would otherwise wait for credit, counted in flight, until the connection closed.
+#[test]
+fn unserving_a_cap_stops_the_streams_served_on_it() {
+    run(async {
+        let produced = Arc::new(AtomicU64::new(0));
+        let (server, client) = pair();
+        let (def, imp) = ticker(8, Arc::clone(&produced));
+        let served = server.serve(def.clone(), imp).await.unwrap();
+        let c = client.bootstrap(&def).await.unwrap();
+        let mut s = c.stream("forever", Value::Undefined);
+        s.next().await.unwrap().unwrap();
+        eventually(|| server.stats().server_streams == 1).await;
+        served.unserve().await;
+        let e = loop {
+            match s.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without the revocation"),
+            }
+        };
+        assert_eq!(
+            (e.code(), e.reason()),
+            (Code::FailedPrecondition, Some("revoked"))
+        );
+        assert!(s.next().await.is_none());
+        eventually(|| server.stats().server_streams == 0).await;
+        let made = produced.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            produced.load(Ordering::SeqCst),
+            made,
+            "the source was stopped"
+        );
+        drop((s, c));
+        assert_clean(&[&server, &client]).await;
+    });
+}

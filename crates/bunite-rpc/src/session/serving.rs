@@ -91,6 +91,7 @@ impl<T: Types> Session<T> {
         self.send(&Frame::CapRevoked(CapRevoked {
             cap_ids: revoked.clone(),
         }));
+        self.stop_streams_on(&revoked);
         self.emit(|| {
             Event::Revoke(RevokeEvent {
                 cap_ids: revoked,

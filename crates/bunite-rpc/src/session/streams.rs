@@ -196,6 +196,23 @@ impl<T: Types> Session<T> {
         true
     }
 
+    /// Stops the server streams on caps we just revoked. The peer's client ended them at
+    /// the `cap_revoked` (PROTOCOL §12) without a cancel, so nothing would read or stop
+    /// them: each source would wait for credit, holding its in-flight slot and whatever it
+    /// holds, until the connection closed. They end as cancelled ones do (their sources
+    /// dropped, which cancels the calls they were making); the `end` each sends after the
+    /// `cap_revoked` is one the peer ignores.
+    pub(super) fn stop_streams_on(&mut self, caps: &[CapId]) {
+        let on: Vec<CallId> = (self.inbound.streams.iter())
+            .filter(|(_, s)| caps.contains(&s.cap_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in on {
+            self.cancel_server_stream(id);
+            self.orphan_children(id);
+        }
+    }
+
     pub(super) fn on_stream(&mut self, f: StreamFrame<Payload>) {
         match f.event {
             StreamEvent::Credit(Some(k)) if k > 0 => {

@@ -1,6 +1,6 @@
 //! Caps across the wire: exports, releases, revocation, shutdown.
 
-use bunite_wire::{CallId, CapId, Frame, ResultFrame, Value};
+use bunite_wire::{CallId, CapId, Frame, ResultFrame, StreamEvent, Value};
 
 use super::*;
 use crate::error::LocalError;
@@ -108,6 +108,50 @@ fn unserve_revokes_pending_and_later_calls() {
         client.s.poll_transmit().is_none(),
         "nothing sent for a revoked cap"
     );
+}
+
+/// The peer's client ends its streams on a revoked cap without a cancel (PROTOCOL §12), so
+/// the server stops them itself: the source is aborted and its in-flight slot freed, where
+/// it waited for credit until the connection closed. Its `end` goes out after the
+/// `cap_revoked`, which the client, its stream already failed `revoked`, ignores.
+#[test]
+fn unserve_stops_the_server_streams_on_the_revoked_cap() {
+    let (mut server, mut client) = connected();
+    let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
+    let tag = client.tag();
+    client.s.start_stream(
+        &mut with_id(
+            CallId(2),
+            request(cap, "ticks", Value::Undefined, Expect::Value),
+        ),
+        tag,
+    );
+    client.collect();
+    pump(&mut client, &mut server);
+    let stream = server.invoked();
+    assert_eq!(server.s.stats().server_streams, 1);
+    server.s.unserve(&["t.parent".to_owned()]);
+    server.collect();
+    assert_eq!(server.aborts, [stream.run], "the source is stopped");
+    let stats = server.s.stats();
+    assert_eq!((stats.server_streams, stats.active_calls), (0, 0));
+    assert_eq!(
+        server.s.stream_window(stream.call_id, stream.run),
+        None,
+        "the stream is gone"
+    );
+    let frames = pump(&mut server, &mut client);
+    assert!(
+        matches!(&frames[..], [Frame::CapRevoked(r), Frame::Stream(s)]
+            if r.cap_ids == vec![cap] && s.event == StreamEvent::End),
+        "{frames:?}"
+    );
+    let ends: Vec<_> = client.ends.drain(..).collect();
+    assert!(
+        matches!(&ends[..], [(t, Some(e))] if *t == tag && e.reason() == Some("revoked")),
+        "{ends:?}"
+    );
+    assert_eq!(client.s.stats().client_streams, 0);
 }
 
 #[test]

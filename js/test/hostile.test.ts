@@ -5,47 +5,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CapRef, Connection, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair, type Transport } from "../src/index.js";
+import { CapRef, Connection, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
-
-/** A raw peer: sends values or bytes, and collects the frames it receives. */
-function rawPeer(t: Transport) {
-  const enc = new FrameEncoder();
-  const dec = new FrameDecoder();
-  const got: Array<Record<string, any>> = [];
-  let closed = false;
-  t.start({
-    message: (d) => got.push(dec.decode(d) as Record<string, any>),
-    protocolError: () => {},
-    closed: () => (closed = true),
-  });
-  return {
-    got,
-    isClosed: () => closed,
-    send: (v: unknown) => t.send(enc.encode(v)),
-    sendBytes: (b: Uint8Array) => t.send(b),
-    hello: (over: Record<string, unknown> = {}) =>
-      t.send(enc.encode({ op: "hello", v: 1, mode: "native", features: [], maxBytes: 1 << 20, origin: "raw", ...over })),
-  };
-}
-
-const tick = () => new Promise((r) => setTimeout(r, 5));
-
-function setup() {
-  const [a, b] = memoryPair();
-  const conn = new Connection(a, { origin: "test" });
-  const peer = rawPeer(b);
-  return { conn, peer };
-}
-
-async function failsWith(p: Promise<unknown>, code: string, reason?: string): Promise<void> {
-  await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === code && (reason === undefined || e.reason === reason));
-}
-
-/** Every table of the connection is empty: no call, stream, given-up call, served cap or handler left. */
-function assertClean(conn: Connection): void {
-  assert.deepEqual(conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0 });
-}
+import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
 
 let unhandled: unknown[] = [];
 process.on("unhandledRejection", (e) => unhandled.push(e));

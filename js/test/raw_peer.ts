@@ -1,0 +1,45 @@
+// A raw peer for tests: sends values or bytes to a Connection over an in-memory transport
+// and collects the frames it receives, so a test can pin the exact frames of a rule.
+
+import assert from "node:assert/strict";
+
+import { Connection, FrameDecoder, FrameEncoder, RpcError, memoryPair, type Transport } from "../src/index.js";
+
+/** A raw peer: sends values or bytes, and collects the frames it receives. */
+export function rawPeer(t: Transport) {
+  const enc = new FrameEncoder();
+  const dec = new FrameDecoder();
+  const got: Array<Record<string, any>> = [];
+  let closed = false;
+  t.start({
+    message: (d) => got.push(dec.decode(d) as Record<string, any>),
+    protocolError: () => {},
+    closed: () => (closed = true),
+  });
+  return {
+    got,
+    isClosed: () => closed,
+    send: (v: unknown) => t.send(enc.encode(v)),
+    sendBytes: (b: Uint8Array) => t.send(b),
+    hello: (over: Record<string, unknown> = {}) =>
+      t.send(enc.encode({ op: "hello", v: 1, mode: "native", features: [], maxBytes: 1 << 20, origin: "raw", ...over })),
+  };
+}
+
+export const tick = () => new Promise((r) => setTimeout(r, 5));
+
+export function setup() {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  return { conn, peer };
+}
+
+export async function failsWith(p: Promise<unknown>, code: string, reason?: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === code && (reason === undefined || e.reason === reason));
+}
+
+/** Every table of the connection is empty: no call, stream, given-up call, served cap or handler left. */
+export function assertClean(conn: Connection): void {
+  assert.deepEqual(conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0 });
+}

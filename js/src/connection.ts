@@ -231,7 +231,7 @@ export class Connection {
         if (this.streams.delete(id)) this.send(F.cancel(id, "client_cancel"));
       },
       done: () => this.streams.delete(id),
-    });
+    }, options.parentCallId);
     if (refused) {
       s.fail(refused);
       return s;
@@ -461,7 +461,7 @@ export class Connection {
   }
 
   /** Fails call `id` locally with `error` and tells the peer (`cancel {reason}`). */
-  private cancelCall(id: number, reason: string, error: RpcError): void {
+  private cancelCall(id: number, reason: string | undefined, error: RpcError): void {
     const p = this.pending.get(id);
     if (p === undefined) return;
     this.pending.delete(id);
@@ -472,10 +472,20 @@ export class Connection {
     p.reject(error);
   }
 
-  /** Cancels our calls made from inside the handler of the peer's call `parent` (§11). */
+  /**
+   * Cancels our calls, bootstraps and streams made from inside the handler of the peer's call
+   * `parent`, each with `cancel` carrying the same reason (§11; none if it had none).
+   */
   cancelChildren(parent: number, reason: string | undefined): void {
+    const error = () => rpcError("cancelled", reason ?? "cancelled");
     for (const [id, p] of [...this.pending]) {
-      if (p.parentCallId === parent) this.cancelCall(id, reason ?? "cancelled", rpcError("cancelled", reason ?? "cancelled"));
+      if (p.parentCallId === parent) this.cancelCall(id, reason, error());
+    }
+    for (const [id, s] of [...this.streams]) {
+      if (s.parentCallId !== parent) continue;
+      this.streams.delete(id);
+      this.send(F.cancel(id, reason));
+      s.fail(error());
     }
   }
 

@@ -245,7 +245,8 @@ export class Serving {
       a.stream.wake?.();
       this.conn.send(F.end(id));
     } else {
-      this.conn.send(F.fail(id, { code: "cancelled", message: reason ?? "cancelled" }));
+      // The message is the cancel's reason, none if it had none (§11, as 0.10.0).
+      this.conn.send(F.fail(id, reason === undefined ? { code: "cancelled" } : { code: "cancelled", message: reason }));
     }
     this.conn.cancelChildren(id, reason);
   }

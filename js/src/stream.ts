@@ -33,6 +33,8 @@ export class ClientStream<T> implements ValueStream<T> {
     readonly id: number,
     readonly capId: number,
     private readonly hooks: StreamHooks,
+    /** The peer's call whose handler opened this stream, if any (PROTOCOL §11). */
+    readonly parentCallId?: number,
   ) {}
 
   /** A value arrived; false if it overflowed the window (the stream then failed). */

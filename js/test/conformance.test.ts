@@ -1,0 +1,103 @@
+// The web client against PROTOCOL.md, as a client and as a peer serving caps: a raw peer on an
+// in-memory transport sends the frames a rule speaks of and checks the exact frames that come
+// back (docs/RELIABILITY.md, "Web client conformance audit").
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { CapRef, Connection, memoryPair, type CallContext, type CapDef, type Impl } from "../src/index.js";
+import { InteropCounter } from "../src/interop.gen.js";
+import { assertClean, failsWith, rawPeer, tick } from "./raw_peer.js";
+
+const Child: CapDef = { name: "t.child", methods: { ping: { kind: "call" } } };
+const Parent: CapDef = {
+  name: "t.parent",
+  methods: {
+    work: { kind: "call" },
+    ticks: { kind: "stream", initialCredit: 8 },
+    make: { kind: "call", returns: "cap", cap: () => Child },
+    makeAll: { kind: "call", returns: "array", cap: () => Child },
+  },
+};
+
+/** A connection serving `impl` as `t.parent`, a raw peer that bootstrapped it (cap-id 2, call id 1). */
+async function serving(impl: Impl) {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const handle = conn.serve(Parent, impl);
+  const peer = rawPeer(b);
+  peer.hello();
+  peer.send({ op: "call", id: 1, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "t.parent" }, meta: undefined });
+  await tick();
+  const boot = peer.got.find((f) => f["op"] === "result" && f["id"] === 1);
+  assert.ok(boot?.["value"] instanceof CapRef && boot["value"].id === 2, JSON.stringify(boot));
+  return { conn, peer, handle };
+}
+
+const call = (id: number, method: string, args: unknown = undefined, meta: unknown = undefined) => ({
+  op: "call",
+  id,
+  target: { kind: "cap", id: 2 },
+  method,
+  args,
+  meta,
+});
+
+/** A handler that makes a call, opens a stream and bootstraps, all from the peer's caps as children of its call, then waits. */
+function childMaker(made: { ctx?: CallContext; results: Promise<unknown>[] }): Impl {
+  return {
+    work: (_args: unknown, ctx: CallContext) => {
+      made.ctx = ctx;
+      const opts = { parentCallId: ctx.callId };
+      const counter = ctx.connection.clientFor(5, InteropCounter);
+      const s = counter.ticks({ n: 1 }, opts);
+      made.results.push(counter.get(opts), s.next(), ctx.connection.bootstrap(InteropCounter, opts));
+      return new Promise(() => {});
+    },
+  };
+}
+
+test("cancelling a call cancels the calls, streams and bootstraps its handler made, each with the same reason", async () => {
+  const made: { ctx?: CallContext; results: Promise<unknown>[] } = { results: [] };
+  const { conn, peer } = await serving(childMaker(made));
+  peer.send(call(2, "work"));
+  await tick();
+  const children = peer.got.filter((f) => f["op"] === "call");
+  assert.deepEqual(
+    children.map((f) => [f["method"], f["meta"]?.["parentCallId"]]),
+    [["ticks", 2], ["get", 2], ["bootstrap", 2]],
+  );
+  peer.send({ op: "cancel", id: 2, reason: "user left" });
+  for (const r of made.results) await failsWith(r, "cancelled");
+  await tick();
+  assert.deepEqual(peer.got.find((f) => f["op"] === "result" && f["id"] === 2)?.["error"], { code: "cancelled", message: "user left" });
+  const cancels = peer.got.filter((f) => f["op"] === "cancel");
+  assert.deepEqual(
+    cancels.map((f) => [f["id"], f["reason"]]).sort(),
+    children.map((f) => [f["id"], "user left"]).sort(),
+  );
+  assert.equal(made.ctx?.signal.aborted, true);
+  conn.close();
+  assertClean(conn);
+});
+
+test("a cancel without a reason is answered cancelled without a message, and the children's cancels carry none", async () => {
+  const made: { ctx?: CallContext; results: Promise<unknown>[] } = { results: [] };
+  const { conn, peer } = await serving(childMaker(made));
+  peer.send(call(2, "work"));
+  await tick();
+  const children = peer.got.filter((f) => f["op"] === "call").map((f) => f["id"]);
+  peer.send({ op: "cancel", id: 2, reason: undefined });
+  for (const r of made.results) await failsWith(r, "cancelled");
+  await tick();
+  const result = peer.got.find((f) => f["op"] === "result" && f["id"] === 2);
+  assert.deepEqual(result?.["error"], { code: "cancelled" });
+  const cancels = peer.got.filter((f) => f["op"] === "cancel");
+  assert.deepEqual(cancels.map((f) => f["id"]).sort(), [...children].sort());
+  for (const c of cancels) {
+    assert.ok("reason" in c, "the cancel frame's reason key is always present (§4)");
+    assert.equal(c["reason"], undefined);
+  }
+  conn.close();
+  assertClean(conn);
+});

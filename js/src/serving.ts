@@ -45,6 +45,8 @@ interface Entry {
 }
 
 interface Active {
+  /** The cap the call targets (unserving it stops a stream on it, §12). */
+  capId: number;
   ctrl: AbortController;
   exported: number[];
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -88,6 +90,15 @@ export class Serving {
     this.free(id);
     if (entry !== undefined) void this.runDisposal(entry);
     this.conn.send(F.capRevoked([id]));
+    // The peer ends its streams on the cap without a cancel (§12): stop the sources, each
+    // with its `end` after the `cap_revoked`, so none waits for credit holding its slot.
+    for (const [sid, a] of [...this.active]) {
+      if (a.capId !== id || a.stream === undefined) continue;
+      this.finish(sid, a);
+      a.ctrl.abort("cap revoked");
+      a.stream.wake?.();
+      this.conn.send(F.end(sid));
+    }
   }
 
   onCall(f: Extract<Frame, { op: "call" }>): void {
@@ -111,7 +122,7 @@ export class Serving {
       const n = this.conn.limits.maxInFlightCalls;
       return this.reply(f.id, rpcError("resource_exhausted", `in-flight calls limit ${n}`, "max_concurrent_calls"));
     }
-    const a: Active = { ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
+    const a: Active = { capId, ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
     this.active.set(f.id, a);
     const deadline = f.meta?.deadlineMs;
     const idempotent = m.kind === "call" && m.idempotent === true;

@@ -101,3 +101,35 @@ test("a cancel without a reason is answered cancelled without a message, and the
   conn.close();
   assertClean(conn);
 });
+
+test("unserving a cap stops the streams served on it: end after cap_revoked, no slot held", async () => {
+  let stopped = false;
+  const { conn, peer, handle } = await serving({
+    ticks: function* () {
+      try {
+        for (let i = 0; ; i++) yield { i };
+      } finally {
+        stopped = true;
+      }
+    },
+  });
+  peer.send(call(2, "ticks", {}));
+  await tick();
+  // Stalled on credit after its initial 8.
+  assert.equal(peer.got.filter((f) => f["op"] === "stream" && f["ev"] === "next").length, 8);
+  assert.equal(conn.stats().activeHandlers, 1);
+  handle.unserve();
+  await tick();
+  const after = peer.got.slice(peer.got.findIndex((f) => f["op"] === "cap_revoked"));
+  assert.deepEqual(
+    after.map((f) => [f["op"], f["capIds"] ?? f["ev"], f["id"]]),
+    [["cap_revoked", [2], undefined], ["stream", "end", 2]],
+  );
+  assert.equal(stopped, true, "the source is stopped");
+  // Credit the consumer sent before it saw the revocation finds nothing to wake.
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: { messages: 8 } });
+  await tick();
+  assert.equal(peer.got.filter((f) => f["op"] === "stream").length, 9);
+  conn.close();
+  assertClean(conn);
+});

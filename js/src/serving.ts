@@ -142,7 +142,7 @@ export class Serving {
       },
     };
     if (m.kind === "stream") void this.runStream(f.id, a, m, () => handler.call(entry.impl, f.args, ctx));
-    else void this.runCall(f.id, a, () => handler.call(entry.impl, f.args, ctx));
+    else void this.runCall(f.id, a, m, () => handler.call(entry.impl, f.args, ctx));
   }
 
   private async bootstrap(id: number, args: unknown): Promise<void> {
@@ -184,11 +184,12 @@ export class Serving {
     this.conn.send(F.ok(id, new CapRef(capId)));
   }
 
-  private async runCall(id: number, a: Active, run: () => unknown): Promise<void> {
+  private async runCall(id: number, a: Active, m: MethodDef, run: () => unknown): Promise<void> {
     let value: unknown;
     let failed: Status | undefined;
     try {
       value = await run();
+      if (m.kind === "call" && m.returns !== undefined) checkCapReturn(value, m, a.exported, (c) => this.table.get(c)?.def);
     } catch (e) {
       failed = toStatus(e);
     }
@@ -319,5 +320,25 @@ export class Serving {
     } catch {
       // Disposal errors are ignored.
     }
+  }
+}
+
+/**
+ * Checks a cap-returning method's result (PROTOCOL §13.4): the declared shape, each slot a
+ * CapRef the handler exported through its context during this call, of the declared
+ * definition. Throws `failed_precondition` `{reason:"unregistered_cap_return"}` otherwise,
+ * with 0.10.0's messages, so the client gets an answer rather than a value it cannot adopt.
+ */
+function checkCapReturn(value: unknown, m: MethodDef, exported: number[], defOf: (id: number) => CapDef | undefined): void {
+  if (m.kind !== "call") return;
+  const fail = (message: string) => rpcError("failed_precondition", message, "unregistered_cap_return");
+  const isRecord = value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof CapRef) && !(value instanceof Map) && !ArrayBuffer.isView(value);
+  const slots = m.returns === "cap" ? [value] : m.returns === "array" ? (Array.isArray(value) ? value : undefined) : isRecord ? Object.values(value) : undefined;
+  if (slots === undefined || !slots.every((v) => v instanceof CapRef && exported.includes(v.id))) {
+    throw fail("expected ctx.exportCap return for cap method");
+  }
+  const want = m.cap?.().name;
+  if (want !== undefined && slots.some((v) => defOf((v as CapRef).id)?.name !== want)) {
+    throw fail("exported cap type mismatch with method returns");
   }
 }

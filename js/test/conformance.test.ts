@@ -133,3 +133,37 @@ test("unserving a cap stops the streams served on it: end after cap_revoked, no 
   conn.close();
   assertClean(conn);
 });
+
+test("a cap-returning handler that returns no cap it exported is answered failed_precondition unregistered_cap_return", async () => {
+  const Other: CapDef = { name: "t.other", methods: { ping: { kind: "call" } } };
+  const returns: unknown[] = [];
+  const { conn, peer } = await serving({
+    make: (_a: unknown, ctx: CallContext) => {
+      const r = returns.shift();
+      return typeof r === "function" ? r(ctx) : r;
+    },
+    makeAll: (_a: unknown, ctx: CallContext) => [ctx.exportCap(Child, {}), "not a cap"],
+  });
+  returns.push(
+    "not a cap",
+    new CapRef(2),
+    (ctx: CallContext) => [ctx.exportCap(Child, {})],
+    (ctx: CallContext) => ctx.exportCap(Other, {}),
+    (ctx: CallContext) => ctx.exportCap(Child, {}),
+  );
+  for (let id = 2; id <= 6; id++) peer.send(call(id, "make"));
+  peer.send(call(7, "makeAll"));
+  await tick();
+  const answer = (id: number) => peer.got.find((f) => f["op"] === "result" && f["id"] === id);
+  const expect = "expected ctx.exportCap return for cap method";
+  for (const [id, message] of [[2, expect], [3, expect], [4, expect], [5, "exported cap type mismatch with method returns"], [7, expect]] as const) {
+    assert.deepEqual(answer(id)?.["error"], { code: "failed_precondition", message, details: { reason: "unregistered_cap_return" } }, `call ${id}`);
+  }
+  const ok = answer(6);
+  assert.equal(ok?.["ok"], true);
+  assert.ok(ok?.["value"] instanceof CapRef);
+  // The caps the failing handlers exported were freed: the bootstrap instance and the one returned stay.
+  assert.equal(conn.stats().servedCaps, 2);
+  conn.close();
+  assertClean(conn);
+});

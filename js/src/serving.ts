@@ -125,8 +125,9 @@ export class Serving {
     const a: Active = { capId, ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
     this.active.set(f.id, a);
     const deadline = f.meta?.deadlineMs;
-    const idempotent = m.kind === "call" && m.idempotent === true;
-    if (deadline !== undefined && deadline > 0 && !idempotent) {
+    // Only call methods that are not idempotent are signalled at the deadline (§11; a
+    // stream method never is, as in 0.10.0).
+    if (deadline !== undefined && deadline > 0 && m.kind === "call" && m.idempotent !== true) {
       a.timer = setTimeout(() => a.ctrl.abort("deadline_exceeded"), deadline);
     }
     const ctx: CallContext = {

@@ -167,3 +167,25 @@ test("a cap-returning handler that returns no cap it exported is answered failed
   conn.close();
   assertClean(conn);
 });
+
+test("a stream method is never signalled at its deadline: its values keep coming", async () => {
+  let signal: AbortSignal | undefined;
+  const { conn, peer } = await serving({
+    ticks: async function* (_a: unknown, ctx: CallContext) {
+      signal = ctx.signal;
+      for (let i = 0; ; i++) {
+        yield { i };
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+  });
+  peer.send(call(2, "ticks", {}, { deadlineMs: 10 }));
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(signal?.aborted, false);
+  assert.equal(peer.got.some((f) => f["op"] === "stream" && f["ev"] === "end"), false);
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: { messages: 8 } });
+  await new Promise((r) => setTimeout(r, 80));
+  assert.ok(peer.got.filter((f) => f["op"] === "stream" && f["ev"] === "next").length > 8);
+  conn.close();
+  assertClean(conn);
+});

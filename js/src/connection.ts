@@ -10,6 +10,7 @@ import { ClientStream } from "./stream.js";
 import { Serving, type Impl, type Policy, type ServeHandle } from "./serving.js";
 import { sizeBound } from "./size.js";
 import { RpcError, rpcError, statusFrom, type Status } from "./status.js";
+import { timeout } from "./timer.js";
 import type { Transport } from "./transport.js";
 import { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, type MethodDef, type StreamOptions, type ValueStream } from "./types.js";
 
@@ -193,7 +194,7 @@ export class Connection {
     const id = this.nextId++;
     const frame = F.call(id, capId, method, args, meta(options));
     return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let stopTimer: (() => void) | undefined;
       const abort = () => this.cancelCall(id, "client_cancel", rpcError("cancelled", "cancelled by the client"));
       const entry: Pending = {
         capId,
@@ -202,7 +203,7 @@ export class Connection {
         reject,
         decode,
         cleanup: () => {
-          if (timer !== undefined) clearTimeout(timer);
+          stopTimer?.();
           options.signal?.removeEventListener("abort", abort);
         },
       };
@@ -213,7 +214,7 @@ export class Connection {
       options.signal?.addEventListener("abort", abort, { once: true });
       const d = options.deadlineMs;
       if (d !== undefined && d > 0) {
-        timer = setTimeout(
+        stopTimer = timeout(
           () => this.cancelCall(id, "deadline_exceeded", rpcError("deadline_exceeded", `deadline of ${d} ms exceeded`)),
           d + DEADLINE_GRACE_MS,
         );

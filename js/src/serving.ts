@@ -7,6 +7,7 @@ import type { Connection } from "./connection.js";
 import * as F from "./frames.js";
 import type { Frame } from "./frames.js";
 import { rpcError, toStatus, type Status } from "./status.js";
+import { timeout } from "./timer.js";
 import type { CapDef, MethodDef } from "./types.js";
 
 /** The server context of one call. */
@@ -49,7 +50,8 @@ interface Active {
   capId: number;
   ctrl: AbortController;
   exported: number[];
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Stops the deadline timer, if one is armed. */
+  timer: (() => void) | undefined;
   stream: { credit: number; wake: (() => void) | undefined; iter: AsyncIterator<unknown> | Iterator<unknown> | undefined } | undefined;
 }
 
@@ -127,8 +129,8 @@ export class Serving {
     const deadline = f.meta?.deadlineMs;
     // Only call methods that are not idempotent are signalled at the deadline (§11; a
     // stream method never is, as in 0.10.0).
-    if (deadline !== undefined && deadline > 0 && m.kind === "call" && m.idempotent !== true) {
-      a.timer = setTimeout(() => a.ctrl.abort("deadline_exceeded"), deadline);
+    if (deadline !== undefined && m.kind === "call" && m.idempotent !== true) {
+      a.timer = timeout(() => a.ctrl.abort("deadline_exceeded"), deadline);
     }
     const ctx: CallContext = {
       callId: f.id,
@@ -289,7 +291,7 @@ export class Serving {
 
   private finish(id: number, a: Active): void {
     this.active.delete(id);
-    if (a.timer !== undefined) clearTimeout(a.timer);
+    a.timer?.();
   }
 
   private reply(id: number, e: unknown): void {

@@ -189,3 +189,35 @@ test("a stream method is never signalled at its deadline: its values keep coming
   conn.close();
   assertClean(conn);
 });
+
+test("deadlines past setTimeout's 24.8 days, or not finite, fire nothing at once, on either side", async () => {
+  const signals: AbortSignal[] = [];
+  const { conn, peer } = await serving({
+    work: (_a: unknown, ctx: CallContext) => {
+      signals.push(ctx.signal);
+      return new Promise(() => {});
+    },
+  });
+  peer.send(call(2, "work", undefined, { deadlineMs: 2 ** 31 }));
+  peer.send(call(3, "work", undefined, { deadlineMs: Infinity }));
+  // As a client: a call with such a deadline waits for its answer.
+  const pending = conn.call(9, "x", undefined, { deadlineMs: 2 ** 31 });
+  let settled = false;
+  pending.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(
+    signals.map((s) => s.aborted),
+    [false, false],
+  );
+  assert.equal(settled, false);
+  assert.equal(peer.got.some((f) => f["op"] === "cancel"), false);
+  const sent = peer.got.find((f) => f["op"] === "call" && f["method"] === "x")!;
+  assert.equal(sent["meta"]?.["deadlineMs"], 2 ** 31);
+  peer.send({ op: "result", id: sent["id"], ok: true, value: "late but fine" });
+  assert.equal(await pending, "late but fine");
+  conn.close();
+  assertClean(conn);
+});

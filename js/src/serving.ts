@@ -204,7 +204,7 @@ export class Serving {
     this.finish(id, a);
     if (failed !== undefined) {
       for (const c of a.exported) this.free(c);
-      return this.conn.send(F.fail(id, failed));
+      return this.sendError(id, failed);
     }
     if (!this.conn.sendBounded(F.ok(id, value), value)) {
       for (const c of a.exported) this.free(c);
@@ -233,7 +233,7 @@ export class Serving {
       }
       if (this.active.get(id) === a) this.conn.send(F.end(id));
     } catch (e) {
-      if (this.active.get(id) === a) this.conn.send(F.streamError(id, toStatus(e)));
+      if (this.active.get(id) === a) this.sendError(id, toStatus(e), true);
     } finally {
       void s.iter?.return?.();
       if (this.active.get(id) === a) this.finish(id, a);
@@ -261,7 +261,7 @@ export class Serving {
       this.conn.send(F.end(id));
     } else {
       // The message is the cancel's reason, none if it had none (§11, as 0.10.0).
-      this.conn.send(F.fail(id, reason === undefined ? { code: "cancelled" } : { code: "cancelled", message: reason }));
+      this.sendError(id, reason === undefined ? { code: "cancelled" } : { code: "cancelled", message: reason });
     }
     this.conn.cancelChildren(id, reason);
   }
@@ -295,7 +295,19 @@ export class Serving {
   }
 
   private reply(id: number, e: unknown): void {
-    this.conn.send(F.fail(id, toStatus(e)));
+    this.sendError(id, toStatus(e));
+  }
+
+  /**
+   * Sends the failure of call `id` (a `result`, or a stream's `error`); one that would exceed
+   * the peer's maxBytes (a handler's long message, a long name quoted back) is replaced by
+   * `resource_exhausted` `{reason:"max_frame_bytes"}` (§13.6), as a value is.
+   */
+  private sendError(id: number, status: Status, stream = false): void {
+    const frame = (s: Status) => (stream ? F.streamError(id, s) : F.fail(id, s));
+    if (this.conn.sendBounded(frame(status), status)) return;
+    const message = `error exceeds the peer's maxBytes ${this.conn.peerMaxBytes()}`;
+    this.conn.send(frame({ code: "resource_exhausted", message, details: { reason: "max_frame_bytes" } }));
   }
 
   private allocate(e: Entry): number {

@@ -221,3 +221,34 @@ test("deadlines past setTimeout's 24.8 days, or not finite, fire nothing at once
   conn.close();
   assertClean(conn);
 });
+
+test("an error too large for the peer's maxBytes is replaced by resource_exhausted max_frame_bytes: results, stream errors, bootstrap answers", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  conn.serve(Parent, {
+    work: () => {
+      throw new Error("x".repeat(5000));
+    },
+    ticks: function* () {
+      throw new Error("y".repeat(5000));
+    },
+  });
+  const peer = rawPeer(b);
+  peer.hello({ maxBytes: 1000 });
+  peer.send({ op: "call", id: 1, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "t.parent" }, meta: undefined });
+  peer.send({ op: "call", id: 2, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "n".repeat(5000) }, meta: undefined });
+  peer.send(call(3, "work"));
+  peer.send(call(4, "ticks", {}));
+  await tick();
+  const replaced = { code: "resource_exhausted", message: "error exceeds the peer's maxBytes 1000", details: { reason: "max_frame_bytes" } };
+  assert.deepEqual(peer.got.find((f) => f["op"] === "result" && f["id"] === 2)?.["error"], replaced);
+  assert.deepEqual(peer.got.find((f) => f["op"] === "result" && f["id"] === 3)?.["error"], replaced);
+  assert.deepEqual(peer.got.find((f) => f["op"] === "stream" && f["id"] === 4)?.["error"], replaced);
+  // A small error still goes out whole.
+  peer.send(call(5, "nope"));
+  await tick();
+  assert.deepEqual(peer.got.find((f) => f["op"] === "result" && f["id"] === 5)?.["error"], { code: "not_found", message: 'method "nope" on cap "t.parent"' });
+  assert.equal(conn.isClosed, false);
+  conn.close();
+  assertClean(conn);
+});

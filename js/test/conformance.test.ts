@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CapRef, Connection, memoryPair, type CallContext, type CapDef, type Impl } from "../src/index.js";
+import { CapRef, Connection, RpcError, memoryPair, type CallContext, type CapDef, type Impl } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { assertClean, failsWith, rawPeer, tick } from "./raw_peer.js";
 
@@ -250,5 +250,153 @@ test("an error too large for the peer's maxBytes is replaced by resource_exhaust
   assert.deepEqual(peer.got.find((f) => f["op"] === "result" && f["id"] === 5)?.["error"], { code: "not_found", message: 'method "nope" on cap "t.parent"' });
   assert.equal(conn.isClosed, false);
   conn.close();
+  assertClean(conn);
+});
+
+// ---- rules that held, pinned ----
+
+test("a call reusing the id of a call or stream still running is a protocol error; a finished id may come again", async () => {
+  for (const first of [call(2, "work"), call(2, "ticks", {})]) {
+    const { conn, peer } = await serving({
+      work: () => new Promise(() => {}),
+      make: (_a: unknown, ctx: CallContext) => ctx.exportCap(Child, {}),
+      ticks: function* () {
+        for (;;) yield 1;
+      },
+    });
+    // Id 1 (the bootstrap) has finished: reusing it is no error.
+    peer.send({ ...call(1, "make") });
+    await tick();
+    assert.equal(peer.got.find((f) => f["op"] === "result" && f["id"] === 1 && f["ok"] && f["value"]?.id === 3)?.["ok"], true);
+    peer.send(first);
+    await tick();
+    assert.equal(conn.isClosed, false);
+    peer.send(call(2, "work"));
+    await conn.closed;
+    const goaway = peer.got.find((f) => f["op"] === "goaway");
+    assert.equal(goaway?.["reason"], "invalid_argument");
+    assert.equal(goaway?.["error"]?.["code"], "invalid_argument");
+    assertClean(conn);
+  }
+});
+
+test("client credit: 8 back per 8 consumed, and the rest whenever the app waits on an empty buffer", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  peer.hello();
+  const s = conn.clientFor(2, InteropCounter).ticks({ n: 100 });
+  await tick();
+  const id = peer.got.find((f) => f["op"] === "call")!["id"];
+  for (let i = 0; i < 11; i++) peer.send({ op: "stream", id, ev: "next", value: { i } });
+  await tick();
+  const credits = () => peer.got.filter((f) => f["op"] === "stream" && f["ev"] === "credit").map((f) => [f["id"], f["credit"]]);
+  for (let i = 0; i < 7; i++) assert.deepEqual((await s.next()).value, { i });
+  await tick();
+  assert.deepEqual(credits(), []);
+  await s.next();
+  await tick();
+  assert.deepEqual(credits(), [[id, { messages: 8 }]]);
+  for (let i = 8; i < 11; i++) await s.next();
+  await tick();
+  assert.deepEqual(credits(), [[id, { messages: 8 }]], "values still buffered: no credit yet");
+  const waiting = s.next();
+  await tick();
+  assert.deepEqual(credits(), [[id, { messages: 8 }], [id, { messages: 3 }]]);
+  peer.send({ op: "stream", id, ev: "end" });
+  assert.equal((await waiting).done, true);
+  conn.close();
+  assertClean(conn);
+});
+
+test("server credit: at least 8 at first, credit 0 or missing ignored, and a cancel while stalled stops the source with end", async () => {
+  let stopped = false;
+  const Small: CapDef = { name: "t.small", methods: { ticks: { kind: "stream", initialCredit: 2 } } };
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  conn.serve(Small, {
+    ticks: function* () {
+      try {
+        for (let i = 0; ; i++) yield i;
+      } finally {
+        stopped = true;
+      }
+    },
+  });
+  const peer = rawPeer(b);
+  peer.hello();
+  peer.send({ op: "call", id: 1, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "t.small" }, meta: undefined });
+  peer.send({ op: "call", id: 2, target: { kind: "cap", id: 2 }, method: "ticks", args: {}, meta: undefined });
+  await tick();
+  const nexts = () => peer.got.filter((f) => f["op"] === "stream" && f["ev"] === "next").length;
+  assert.equal(nexts(), 8);
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: { messages: 0 } });
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: {} });
+  peer.send({ op: "stream", id: 2, ev: "credit" });
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: { messages: -5 } });
+  await tick();
+  assert.equal(nexts(), 8);
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: { messages: 3 } });
+  await tick();
+  assert.equal(nexts(), 11);
+  peer.send({ op: "cancel", id: 2, reason: "client_cancel" });
+  await tick();
+  const last = peer.got.filter((f) => f["op"] === "stream" || f["op"] === "result").at(-1);
+  assert.deepEqual([last?.["op"], last?.["ev"], last?.["id"]], ["stream", "end", 2]);
+  assert.equal(stopped, true);
+  assert.equal(conn.stats().activeHandlers, 0);
+  conn.close();
+  assertClean(conn);
+});
+
+test("cap_revoked fails a pending stream failed_precondition revoked, and a later one locally with nothing sent", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  peer.hello();
+  const c = conn.clientFor(2, InteropCounter);
+  const s = c.ticks({ n: 5 });
+  await tick();
+  peer.send({ op: "cap_revoked", capIds: [2] });
+  await assert.rejects(s.next(), (e: unknown) => e instanceof RpcError && e.code === "failed_precondition" && e.message === "cap revoked" && e.reason === "revoked");
+  const sent = peer.got.length;
+  await assert.rejects(c.ticks({ n: 1 }).next(), (e: unknown) => e instanceof RpcError && e.code === "failed_precondition" && e.reason === "revoked");
+  await tick();
+  assert.equal(peer.got.length, sent, "nothing sent: no cancel for the revoked stream, no call for the later one");
+  conn.close();
+  assertClean(conn);
+});
+
+test("an unknown status code is kept as internal with the original text; a second hello's maxBytes bounds our calls", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  peer.hello({ maxBytes: 1 << 20 });
+  const p = conn.call(2, "x", undefined);
+  await tick();
+  peer.send({ op: "result", id: 1, ok: false, error: { code: "teapot", message: "short and stout", details: { reason: "tea" } } });
+  await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === "internal" && e.message.includes("teapot") && e.message.includes("short and stout"));
+  peer.hello({ maxBytes: 1000, origin: "second" });
+  await tick();
+  assert.equal(conn.peer?.origin, "second");
+  await failsWith(conn.call(2, "x", "z".repeat(2000)), "resource_exhausted", "max_frame_bytes");
+  conn.close();
+  assertClean(conn);
+});
+
+test("revoked ids are remembered in a bounded set, the newest 4096", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  peer.hello();
+  peer.send({ op: "cap_revoked", capIds: Array.from({ length: 4097 }, (_, i) => 10 + i) });
+  await tick();
+  // 10 was pushed out by the 4097th; 11 is still remembered.
+  await failsWith(conn.call(11, "x", undefined), "failed_precondition", "revoked");
+  const forgotten = conn.call(10, "x", undefined);
+  await tick();
+  assert.equal(peer.got.filter((f) => f["op"] === "call" && f["target"]?.["id"] === 10).length, 1);
+  conn.close();
+  await failsWith(forgotten, "unavailable");
   assertClean(conn);
 });

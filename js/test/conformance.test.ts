@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CapRef, Connection, RpcError, memoryPair, type CallContext, type CapDef, type Impl } from "../src/index.js";
+import { CapRef, Connection, RpcError, dispose, memoryPair, release, type CallContext, type CapDef, type Impl } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { assertClean, failsWith, rawPeer, tick } from "./raw_peer.js";
 
@@ -398,5 +398,37 @@ test("revoked ids are remembered in a bounded set, the newest 4096", async () =>
   assert.equal(peer.got.filter((f) => f["op"] === "call" && f["target"]?.["id"] === 10).length, 1);
   conn.close();
   await failsWith(forgotten, "unavailable");
+  assertClean(conn);
+});
+
+test("a reference is released once: release twice sends one drop, dispose twice calls the disposal once, nothing after close", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  const made = [counter.makeChild({ name: "a" }), counter.makeChild({ name: "b" }), counter.makeChild({ name: "c" })];
+  await tick();
+  const calls = peer.got.filter((f) => f["op"] === "call");
+  calls.forEach((c, i) => peer.send({ op: "result", id: c["id"], ok: true, value: new CapRef(7 + i) }));
+  const [x, y, z] = await Promise.all(made);
+  release(x!);
+  release(x!);
+  const disposals = [dispose(y!), dispose(y!)];
+  await tick();
+  const close = peer.got.filter((f) => f["op"] === "call" && f["method"] === "close");
+  assert.equal(close.length, 1);
+  peer.send({ op: "result", id: close[0]!["id"], ok: true, value: undefined });
+  await Promise.all(disposals);
+  assert.deepEqual(
+    peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]),
+    [[{ id: 7, delta: 1 }], [{ id: 8, delta: 1 }]],
+  );
+  conn.close();
+  const sent = peer.got.length;
+  release(z!);
+  await dispose(z!);
+  await tick();
+  assert.equal(peer.got.length, sent);
   assertClean(conn);
 });

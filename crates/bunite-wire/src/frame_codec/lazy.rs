@@ -21,6 +21,8 @@ use bytes::Bytes;
 
 mod fast;
 
+use fast::Fast;
+
 use super::fields::{first, Fields, Listed, Meta, Name, Nested, Op, Scalar, Status, Target};
 use super::validate::{self, HelloBounds};
 use crate::codec::budget::{self, Meter};
@@ -47,10 +49,14 @@ pub(crate) fn decode_lazy(
     if msg.len() > limits.max_bytes {
         return Err(DecodeError::TooLarge.into());
     }
-    if let Some(frame) = Reader::new(limits, slots, msg).fast(names) {
-        return frame;
+    let mut r = Reader::new(limits, slots, msg);
+    match r.fast(names) {
+        Some(Fast::Next { inner, id }) => r.next_value(inner, id),
+        Some(Fast::Result { inner, id }) => r.result_value(inner, id),
+        Some(Fast::Call(head)) => r.call_rest(head),
+        Some(Fast::Done(frame)) => frame,
+        None => general(limits, slots, msg),
     }
-    general(limits, slots, msg)
 }
 
 /// [`decode_lazy`] by the general reader alone (for the tests that hold the fast path to

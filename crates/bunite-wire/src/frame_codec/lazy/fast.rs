@@ -24,7 +24,7 @@ use crate::frame_codec::fields::{Name, Op, Scalar};
 use crate::frame_codec::validate;
 use crate::ids::{CallId, CapId};
 use crate::payload::Payload;
-use crate::text::LastName;
+use crate::text::{LastName, Text};
 
 type Outcome = Result<Frame<Payload>, FrameDecodeError>;
 
@@ -58,63 +58,103 @@ impl Plan {
     }
 }
 
+/// How far [`Reader::fast`] read: the head of a frame whose payload is left to read (from
+/// which on nothing gives up), or another frame of this path, whole.
+///
+/// The frames of calls, results and stream values are then written where
+/// [`super::decode_lazy`] returns them; returned whole through an `Option`, each was
+/// copied once more (184 bytes a message).
+pub(super) enum Fast {
+    /// A `call` up to its `args`.
+    Call(CallHead),
+    /// An `ok` `result` up to its `value`.
+    Result { inner: usize, id: CallId },
+    /// A stream `next` up to its `value`.
+    Next { inner: usize, id: CallId },
+    /// Any other frame (credit, end, cancel, drop).
+    Done(Outcome),
+}
+
+/// A `call`'s fields before its `args`.
+pub(super) struct CallHead {
+    inner: usize,
+    id: CallId,
+    target: CapId,
+    method: Text,
+}
+
 impl Reader<'_, '_> {
-    /// The frame, or `None` (nothing changed) when the message is not one of this path's.
+    /// How far this path reads the message, or `None` (nothing changed) when it is not one
+    /// of this path's.
     #[inline]
-    pub(super) fn fast(&mut self, names: &mut LastName) -> Option<Outcome> {
+    pub(super) fn fast(&mut self, names: &mut LastName) -> Option<Fast> {
         let slot = self.cx.cur.peek_ref()?;
         let keys = self.cx.slots.get(slot)?;
         let (plan, n) = (Plan::of(keys)?, keys.len());
         self.cx.cur.skip_byte();
         let inner = self.cx.nest(0).ok()?;
         self.charge(budget::record(self.cx.plausible(n)))?;
-        match plan {
-            Plan::Call => self.fast_call(inner, names),
+        let done = match plan {
+            Plan::Call => return self.call_head(inner, names).map(Fast::Call),
             Plan::Result => {
                 self.expect_op(Op::Result)?;
                 let id = self.call_id()?;
                 self.cx.cur.eat(0xc3).then_some(())?;
-                Some(
-                    self.last_payload(inner)
-                        .map(|p| Frame::Result(ResultFrame { id, outcome: Ok(p) })),
-                )
+                return Some(Fast::Result { inner, id });
             }
             Plan::Next => {
                 let id = self.stream_head(0)?;
-                Some(self.last_payload(inner).map(|p| {
-                    Frame::Stream(StreamFrame {
-                        id,
-                        event: StreamEvent::Next(p),
-                    })
-                }))
+                return Some(Fast::Next { inner, id });
             }
             Plan::Credit => {
                 let id = self.stream_head(1)?;
                 let credit = self.credit_record(inner)?;
-                self.stream(id, StreamEvent::Credit(credit))
+                self.stream(id, StreamEvent::Credit(credit))?
             }
             Plan::End => {
                 let id = self.stream_head(2)?;
-                self.stream(id, StreamEvent::End)
+                self.stream(id, StreamEvent::End)?
             }
             Plan::Cancel => {
                 self.expect_op(Op::Cancel)?;
                 let id = self.call_id()?;
                 let reason = self.reason()?;
                 self.at_end()?;
-                Some(Ok(Frame::Cancel(Cancel { id, reason })))
+                Ok(Frame::Cancel(Cancel { id, reason }))
             }
             Plan::Drop => {
                 self.expect_op(Op::Drop)?;
                 let caps = self.drop_entries(inner)?;
                 self.at_end()?;
-                Some(Ok(Frame::Drop(DropFrame { caps })))
+                Ok(Frame::Drop(DropFrame { caps }))
             }
+        };
+        Some(Fast::Done(done))
+    }
+
+    /// A `result`'s `value` after [`Fast::Result`].
+    #[inline]
+    pub(super) fn result_value(&mut self, inner: usize, id: CallId) -> Outcome {
+        match self.last_payload(inner) {
+            Ok(p) => Ok(Frame::Result(ResultFrame { id, outcome: Ok(p) })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A stream `next`'s `value` after [`Fast::Next`].
+    #[inline]
+    pub(super) fn next_value(&mut self, inner: usize, id: CallId) -> Outcome {
+        match self.last_payload(inner) {
+            Ok(p) => Ok(Frame::Stream(StreamFrame {
+                id,
+                event: StreamEvent::Next(p),
+            })),
+            Err(e) => Err(e),
         }
     }
 
     #[inline]
-    fn fast_call(&mut self, inner: usize, names: &mut LastName) -> Option<Outcome> {
+    fn call_head(&mut self, inner: usize, names: &mut LastName) -> Option<CallHead> {
         self.expect_op(Op::Call)?;
         let id = self.call_id()?;
         let target = self.target_record(inner)?;
@@ -122,36 +162,44 @@ impl Reader<'_, '_> {
         // Short names stay inline, a long one shares the last call's: no allocation.
         let method = names.text(method)?;
         self.charge(budget::heap(method.len()))?;
-        // From the payload on the slot table may change: no more giving up.
-        let args = match self.payload(inner) {
-            Ok(args) => args,
-            Err(e) => return Some(Err(e.into())),
-        };
+        Some(CallHead {
+            inner,
+            id,
+            target,
+            method,
+        })
+    }
+
+    /// A `call`'s `args` and `meta` after [`Fast::Call`]. From the payload on the slot
+    /// table may change: nothing gives up.
+    #[inline]
+    pub(super) fn call_rest(&mut self, head: CallHead) -> Outcome {
+        let CallHead {
+            inner,
+            id,
+            target,
+            method,
+        } = head;
+        let args = self.payload(inner)?;
         let meta = if self.cx.cur.undefined() {
             None
         } else {
-            match self.meta(inner) {
-                Ok(meta) => Some(meta),
-                Err(e) => return Some(Err(e.into())),
-            }
+            Some(self.meta(inner)?)
         };
         if !self.cx.cur.at_end() {
-            return Some(Err(DecodeError::TrailingBytes.into()));
+            return Err(DecodeError::TrailingBytes.into());
         }
         let meta = match meta {
             None => None,
-            Some(meta) => match validate::call_meta(Some(meta)) {
-                Ok(meta) => meta,
-                Err(e) => return Some(Err(e.into())),
-            },
+            Some(meta) => validate::call_meta(Some(meta))?,
         };
-        Some(Ok(Frame::Call(Call {
+        Ok(Frame::Call(Call {
             id,
             target,
             method,
             args,
             meta,
-        })))
+        }))
     }
 
     /// Charges `n`, or gives up.

@@ -160,8 +160,9 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_connection_is_counted_until_it_has_finished() {
+    /// A registry holding an interop server's connection, the client's end, and the
+    /// client's `interop.counter`.
+    async fn counted() -> (Registry, Connection, Connection, bunite_rpc::Client) {
         let registry = Registry::default();
         let (a, b) = memory::pair();
         let server = crate::interop_server::builder(Default::default()).connect(a);
@@ -171,6 +172,12 @@ mod tests {
             .bootstrap_name("interop.counter", None)
             .await
             .unwrap();
+        (registry, server, client, counter)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_counted_until_it_has_finished() {
+        let (registry, server, client, counter) = counted().await;
         let mut watch = counter.stream("watch", bunite_rpc::Value::Undefined);
         futures::StreamExt::next(&mut watch).await.unwrap().unwrap();
         let live = registry.counts();
@@ -190,15 +197,7 @@ mod tests {
     /// A drain lets the call in progress finish, answers, then closes the connection.
     #[tokio::test]
     async fn a_drain_lets_the_running_call_finish_then_closes() {
-        let registry = Registry::default();
-        let (a, b) = memory::pair();
-        let server = crate::interop_server::builder(Default::default()).connect(a);
-        let client = Connection::new(b);
-        registry.add(server.clone());
-        let counter = client
-            .bootstrap_name("interop.counter", None)
-            .await
-            .unwrap();
+        let (registry, server, client, counter) = counted().await;
         let ms =
             bunite_rpc::Value::Record([("ms".to_owned(), 200i64.into())].into_iter().collect());
         let slow = tokio::spawn(async move { counter.call_value("slow", ms).await });

@@ -231,46 +231,37 @@ impl<T: Types> Session<T> {
         }
         match self.dispatch(&call) {
             Ok((def, imp, method)) => self.start_run(call, def, imp, method, now),
-            Err((def, status)) => {
-                let (target, id) = (call.target, call.id);
-                self.emit(|| {
-                    Event::Call(CallEvent {
-                        cap_id: target,
-                        cap_name: def.map(|d| d.name().to_owned()),
-                        method: call.method.to_string(),
-                        call_id: id,
-                        duration: None,
-                        result: Err(status.code),
-                    })
-                });
-                self.reply_err(id, &status);
-            }
+            Err((def, status)) => self.refuse(&call, def.as_deref(), &status),
         }
     }
 
-    /// Answers `call` (a bootstrap too) `unavailable` without running it, as a drain does
-    /// to what the peer starts ([`Session::drain`]), and reports it as a `call` event with
-    /// that code.
-    #[cold]
-    fn refuse_while_draining(&mut self, call: &Call<Payload>) {
-        let status = Status::new(Code::Unavailable, "draining: no new calls")
-            .with_reason(reason::PEER_CLOSING);
-        let cap_name = match call.target {
-            _ if !self.observed => None,
-            CapId::BOOTSTRAP | CapId::RUNTIME => None,
-            id => self.table.get(id).map(|e| e.def.name().to_owned()),
-        };
+    /// Answers `call` with `status` without running it, and reports it as a `call` event
+    /// ending with that code (`def`: its cap's definition, when known).
+    fn refuse(&mut self, call: &Call<Payload>, def: Option<&CapDef>, status: &Status) {
         self.emit(|| {
             Event::Call(CallEvent {
                 cap_id: call.target,
-                cap_name,
+                cap_name: def.map(|d| d.name().to_owned()),
                 method: call.method.to_string(),
                 call_id: call.id,
                 duration: None,
                 result: Err(status.code),
             })
         });
-        self.reply_err(call.id, &status);
+        self.reply_err(call.id, status);
+    }
+
+    /// Refuses `call` (a bootstrap too) `unavailable`, as a drain does what the peer starts
+    /// ([`Session::drain`]).
+    #[cold]
+    fn refuse_while_draining(&mut self, call: &Call<Payload>) {
+        let status = Status::new(Code::Unavailable, "draining: no new calls")
+            .with_reason(reason::PEER_CLOSING);
+        let def = match call.target {
+            CapId::BOOTSTRAP | CapId::RUNTIME => None,
+            id => self.table.get(id).map(|e| Arc::clone(&e.def)),
+        };
+        self.refuse(call, def.as_deref(), &status);
     }
 
     /// Whether the peer makes `call` on behalf of a call or stream of ours still in

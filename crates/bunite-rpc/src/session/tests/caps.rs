@@ -118,15 +118,7 @@ fn unserve_revokes_pending_and_later_calls() {
 fn unserve_stops_the_server_streams_on_the_revoked_cap() {
     let (mut server, mut client) = connected();
     let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
-    let tag = client.tag();
-    client.s.start_stream(
-        &mut with_id(
-            CallId(2),
-            request(cap, "ticks", Value::Undefined, Expect::Value),
-        ),
-        tag,
-    );
-    client.collect();
+    let tag = client.stream(2, cap, "ticks");
     pump(&mut client, &mut server);
     let stream = server.invoked();
     assert_eq!(server.s.stats().server_streams, 1);

@@ -87,15 +87,7 @@ fn a_draining_server_refuses_new_calls_lets_the_running_ones_finish_then_closes(
 fn a_drain_waits_for_a_server_stream_to_end() {
     let (mut server, mut client) = connected();
     let cap = bootstrap(&mut server, &mut client, 1, "t.parent");
-    let tag = client.tag();
-    client.s.start_stream(
-        &mut with_id(
-            CallId(2),
-            request(cap, "ticks", Value::Undefined, Expect::Value),
-        ),
-        tag,
-    );
-    client.collect();
+    let tag = client.stream(2, cap, "ticks");
     pump(&mut client, &mut server);
     let stream = server.invoked();
     let now = server.now;

@@ -167,6 +167,15 @@ impl Peer {
         tag
     }
 
+    /// Opens stream `method` on `cap` (no args); returns its sink's tag.
+    pub fn stream(&mut self, id: u64, cap: CapId, method: &str) -> u64 {
+        let tag = self.tag();
+        let req = request(cap, method, Value::Undefined, Expect::Value);
+        self.s.start_stream(&mut with_id(CallId(id), req), tag);
+        self.collect();
+        tag
+    }
+
     pub fn reply(&mut self, tag: u64) -> Option<Result<Value, Error>> {
         let r = self.replies.remove(&tag)?;
         Some(r.map(|p| p.into_value().expect("decodes")))

@@ -13,11 +13,11 @@ use futures::future::join_all;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
-use tokio::task::coop::{self, unconstrained};
+use tokio::task::coop;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::client_stream::{ClientStream, StreamQueue};
+use crate::connection::reply::{self, ReplyRx};
 use crate::connection::{spans_wanted, Command, Connection, Shared};
 use crate::context::CallScope;
 use crate::error::{Error, LocalError};
@@ -544,7 +544,7 @@ fn set_meta(shared: &Shared, req: &mut CallRequest, opts: CallOptions) {
 struct ReplyGuard<'a> {
     shared: &'a Shared,
     id: CallId,
-    rx: oneshot::Receiver<Result<Payload, Error>>,
+    rx: ReplyRx,
     /// The answer's caps are ours to release if nobody takes it (`Expect::Caps`).
     caps: bool,
     armed: bool,
@@ -558,7 +558,7 @@ impl<'a> ReplyGuard<'a> {
         shared: &'a Shared,
         id: CallId,
         command: Command,
-        rx: oneshot::Receiver<Result<Payload, Error>>,
+        rx: ReplyRx,
         caps: bool,
     ) -> Result<Self, Error> {
         if !shared.send(command) {
@@ -574,15 +574,16 @@ impl<'a> ReplyGuard<'a> {
         })
     }
 
-    /// The outcome once it arrives; the guard is then disarmed. Polled outside tokio's
-    /// cooperative budget: a call's first poll always waits (its reply comes from the
-    /// connection's task), so it cannot starve the runtime, and a caller that awaits many
-    /// calls at once (a `FuturesUnordered`, `join_all`) would otherwise find its budget
-    /// spent after 128 replies and poll every other call in flight once more for nothing
-    /// (1.2 extra polls per call at 256 in flight; `docs/BENCHMARKS.md`).
+    /// The outcome once it arrives; the guard is then disarmed. Outside tokio's
+    /// cooperative budget (the reply slot takes none): a call's first poll always waits
+    /// (its reply comes from the connection's task), so it cannot starve the runtime, and a
+    /// caller that awaits many calls at once (a `FuturesUnordered`, `join_all`) would
+    /// otherwise find its budget spent after 128 replies and poll every other call in
+    /// flight once more for nothing (1.2 extra polls per call at 256 in flight;
+    /// `docs/BENCHMARKS.md`).
     #[inline]
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, Error>> {
-        let outcome = ready!(Pin::new(&mut unconstrained(&mut self.rx)).poll(cx));
+        let outcome = ready!(self.rx.poll(cx));
         if std::mem::take(&mut self.armed) {
             self.shared.unreserve(1);
         }
@@ -591,8 +592,8 @@ impl<'a> ReplyGuard<'a> {
 }
 
 impl Drop for ReplyGuard<'_> {
-    /// Commands to the connection, never a wait or a lock (the channel's close and
-    /// `try_recv` are atomic operations).
+    /// Commands to the connection, never a wait or a lock another task may hold (the
+    /// reply slot's handshake is one atomic swap; see `connection::reply`).
     fn drop(&mut self) {
         if self.armed {
             self.abandon();
@@ -609,10 +610,11 @@ impl ReplyGuard<'_> {
         // caps stays until the answer comes, and counts until then) when it sees that one.
         self.shared.send(Command::Cancel(self.id));
         self.shared.unreserve(1);
+        // Nothing can arrive once abandoned (the driver gets it back and releases its
+        // caps); what arrived before is handed over here.
+        let arrived = self.rx.abandon();
         if self.caps {
-            // Nothing can arrive once closed; what arrived before is here.
-            self.rx.close();
-            if let Ok(Ok(payload)) = self.rx.try_recv() {
+            if let Some(Ok(payload)) = arrived {
                 for id in payload.cap_refs() {
                     self.shared.send(Command::Release(id));
                 }
@@ -696,7 +698,7 @@ impl<'a> Start<'a> {
                 )
             })
             .filter(|span| !span.is_disabled());
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = reply::channel();
         let command = Command::Call { req, reply: tx };
         Ok(Waiting {
             reply: ReplyGuard::send(shared, id, command, rx, caps)?,
@@ -807,7 +809,7 @@ impl Connection {
         let shared = &self.shared;
         let queued = shared.reserve_call().and_then(|()| {
             let id = shared.next_call_id();
-            let (reply, rx) = oneshot::channel();
+            let (reply, rx) = reply::channel();
             let command = Command::Bootstrap {
                 id,
                 cap: Box::new((

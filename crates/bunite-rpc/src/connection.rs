@@ -7,7 +7,8 @@
 //! protocol state machine) and both halves of its transport. Nothing else touches either:
 //! handles ([`Connection`], [`Client`](crate::Client), streams, serve handles, call
 //! contexts) reach the driver through one command queue, and the driver answers through
-//! oneshot channels and per-stream queues. No lock guards the session, so no `Drop` can
+//! reply slots (`reply`: one-shot, used again by the thread's next call) and per-stream
+//! queues. No lock guards the session, so no `Drop` can
 //! deadlock on it: releasing a cap, cancelling a dropped call and unserving on drop are
 //! commands, sent without waiting.
 //!
@@ -53,6 +54,7 @@ use crate::transport::Transport;
 mod command;
 mod driver;
 mod lifecycle;
+pub(crate) mod reply;
 mod room;
 mod runs;
 mod serving;

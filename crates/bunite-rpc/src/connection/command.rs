@@ -9,19 +9,17 @@ use tokio::sync::oneshot;
 use super::runs::Deferred;
 use super::CloseHandler;
 use crate::client_stream::StreamQueue;
-use crate::error::Error;
 use crate::handler::{CapImpl, Returned};
 use crate::schema::{CapDef, IfExists};
 use crate::session::{CallRequest, Parent, RunId};
 use crate::stats::Stats;
 use crate::status::Status;
-use bunite_wire::Payload;
 
 /// A cap to serve: its definition and implementation.
 pub(crate) type ServedCap = (Arc<CapDef>, Arc<dyn CapImpl>);
 
 /// Where an outbound call's outcome goes.
-pub(crate) type Reply = oneshot::Sender<Result<Payload, Error>>;
+pub(crate) type Reply = super::reply::ReplyTx;
 
 pub(crate) enum Command {
     /// Send a call (its id taken and its in-flight slot already reserved).

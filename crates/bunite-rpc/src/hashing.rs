@@ -96,6 +96,71 @@ pub(crate) fn take_if<K: Eq + Hash, V>(
     Some(value)
 }
 
+/// What [`take_spaced`] remembers of a table that fills and empties in waves.
+#[derive(Debug, Default)]
+pub(crate) struct Spacing {
+    /// The table's room right after it last gave room back (0: never).
+    after: usize,
+    /// A shrink was put off: the table's owner should call [`shed_put_off`] a while later
+    /// (once: see `armed`).
+    put_off: bool,
+    /// The owner has arranged that call.
+    pub(crate) armed: bool,
+}
+
+impl Spacing {
+    /// Whether a shrink was put off and nothing will come back for it yet.
+    #[inline]
+    pub(crate) fn unarmed(&self) -> bool {
+        self.put_off && !self.armed
+    }
+
+    /// Forgets what was put off (the table is gone or emptied for good).
+    pub(crate) fn reset(&mut self) {
+        *self = Spacing::default();
+    }
+}
+
+/// [`take`] for a table that fills and empties in waves: a client's pending calls with many
+/// in flight, whose replies come in batches as large as the calls one read answers. At 256
+/// in flight the table fell below an eighth of its room at most reads, and [`shed`] shrank
+/// it and let it grow back at nearly every wave (300 times in 40,000 calls, 3% of the
+/// client's instructions). Here a table that has grown since it last gave room back does
+/// not shrink at once: the shrink is put off ([`Spacing::unarmed`]) until its owner calls
+/// [`shed_put_off`], a while later, when it gives back what is still too roomy then. So
+/// waves pay for one shrink per that while, and a burst's room is still given back a while
+/// after its end, whether or not anything happens then. A table that is only emptying
+/// (no growth since its last shrink: the steps of a burst's end) gives back at once, as
+/// [`shed`] does.
+#[inline]
+pub(crate) fn take_spaced<K: Eq + Hash, V>(
+    map: &mut Map<K, V>,
+    key: &K,
+    spacing: &mut Spacing,
+) -> Option<V> {
+    let value = map.remove(key)?;
+    let now = room(map);
+    if too_roomy(now, map.len()) {
+        if now <= spacing.after {
+            give_back(|| map.shrink_to(map.len() * 2));
+            spacing.after = room(map);
+        } else {
+            spacing.put_off = true;
+        }
+    }
+    Some(value)
+}
+
+/// The shrink [`take_spaced`] put off, if the table is still too roomy.
+pub(crate) fn shed_put_off<K: Eq + Hash, V>(map: &mut Map<K, V>, spacing: &mut Spacing) {
+    spacing.put_off = false;
+    spacing.armed = false;
+    if too_roomy(room(map), map.len()) {
+        give_back(|| map.shrink_to(map.len() * 2));
+    }
+    spacing.after = room(map);
+}
+
 /// Rehashes a table into less room (`shrink`), off the path that finds nothing to give.
 #[cold]
 #[inline(never)]
@@ -163,6 +228,118 @@ mod tests {
         assert!(shrinks <= 8, "{shrinks} shrinks");
         assert_eq!(REHASHES.with(|n| n.get()), shrinks, "rehashed for nothing");
         assert!(last <= KEPT_ROOM);
+    }
+
+    /// Waves of 256 calls, each answered all but `left` before the next comes (`left` 0:
+    /// the table empties at each), through `take` (`spaced` false) or [`take_spaced`], whose
+    /// put-off shrink runs every `every` waves: the shrinks they cost, and the room left
+    /// once the last wave is answered and a put-off shrink has run.
+    fn waves(left: u64, spaced: bool, every: usize) -> (usize, usize) {
+        let mut map: Map<u64, u64> = Map::default();
+        let mut spacing = Spacing::default();
+        let mut waiting = std::collections::VecDeque::new();
+        REHASHES.with(|n| n.set(0));
+        let mut next = 0u64;
+        let remove = |map: &mut Map<u64, u64>, spacing: &mut Spacing, key: u64| {
+            let taken = if spaced {
+                take_spaced(map, &key, spacing)
+            } else {
+                take(map, &key)
+            };
+            assert_eq!(taken, Some(key));
+        };
+        for wave in 0..100 {
+            while waiting.len() < 256 {
+                map.insert(next, next);
+                waiting.push_back(next);
+                next += 1;
+            }
+            while waiting.len() as u64 > left {
+                remove(&mut map, &mut spacing, waiting.pop_front().unwrap());
+            }
+            if spacing.unarmed() {
+                spacing.armed = true;
+            }
+            if wave % every == every - 1 && spacing.armed {
+                shed_put_off(&mut map, &mut spacing);
+            }
+        }
+        let shrinks = REHASHES.with(|n| n.get());
+        while let Some(key) = waiting.pop_front() {
+            remove(&mut map, &mut spacing, key);
+        }
+        assert!(map.is_empty());
+        if spaced {
+            assert!(spacing.put_off || room(&map) <= KEPT_ROOM);
+            shed_put_off(&mut map, &mut spacing);
+        }
+        (shrinks, room(&map))
+    }
+
+    /// A table that fills and empties in waves shrinks once per put-off shrink with
+    /// [`take_spaced`] (at every wave with `take`); emptied at the end, the put-off shrink
+    /// gives its room back.
+    #[test]
+    fn waves_shrink_a_spaced_table_once_per_put_off_shrink() {
+        for left in [0, 4, 40] {
+            let (plain, _) = waves(left, false, 1);
+            assert!(
+                plain >= 90,
+                "left {left}: take shrank {plain} times in 100 waves"
+            );
+            let (spaced, kept) = waves(left, true, 25);
+            assert!(
+                spaced <= 4 * 4,
+                "left {left}: {spaced} shrinks in 100 waves"
+            );
+            assert!(kept <= KEPT_ROOM, "left {left}: room for {kept} kept");
+        }
+    }
+
+    /// Draining a spaced table from 4,096 entries gives its room back step by step, as
+    /// [`take`] does, once a put-off shrink has run (the first step is put off: the table
+    /// grew since its last shrink).
+    #[test]
+    fn a_spaced_table_drained_gives_its_room_back() {
+        let mut map: Map<u64, u64> = Map::default();
+        let mut spacing = Spacing::default();
+        for round in 0..3u64 {
+            for key in 0..4_096 {
+                map.insert(round * 10_000 + key, key);
+            }
+            for key in 0..2_048 {
+                take_spaced(&mut map, &(round * 10_000 + key), &mut spacing);
+            }
+            assert!(
+                !spacing.put_off,
+                "round {round}: half full is not too roomy"
+            );
+            for key in 2_048..3_900 {
+                take_spaced(&mut map, &(round * 10_000 + key), &mut spacing);
+            }
+            assert!(
+                spacing.unarmed(),
+                "round {round}: the first shrink is put off"
+            );
+            let before = room(&map);
+            shed_put_off(&mut map, &mut spacing);
+            assert!(
+                room(&map) <= before / 2,
+                "round {round}: shrunk when it ran"
+            );
+            for key in 3_900..4_096 {
+                take_spaced(&mut map, &(round * 10_000 + key), &mut spacing);
+            }
+            assert!(
+                !spacing.put_off,
+                "round {round}: emptying steps are not put off"
+            );
+            assert!(
+                room(&map) <= KEPT_ROOM,
+                "round {round}: room for {} kept",
+                room(&map)
+            );
+        }
     }
 
     /// A steady load never shrinks a table: while entries come and go around the same

@@ -209,9 +209,9 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         let mut gate = Gate::new(&mut self.room, &self.sink, held);
         self.runs.poll_streams(&mut self.session, &mut gate);
         self.apply_outputs();
-        if self.session.spares_unarmed() {
+        if self.session.release_unarmed() {
             let now = self.now();
-            self.session.arm_spares(now);
+            self.session.arm_release(now);
         }
         let fired = self.poll_timer(cx);
         self.apply_outputs();

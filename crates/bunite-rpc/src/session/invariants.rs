@@ -21,6 +21,12 @@ impl<T: Types> Session<T> {
         assert_eq!(queued, self.transmit_bytes, "transmit_bytes out of step");
         let spare_timers = self.timers.count(|t| *t == Timer::Spares);
         assert_eq!(spare_timers, usize::from(self.spares.armed), "spares timer");
+        let shed_timers = self.timers.count(|t| *t == Timer::Shed);
+        assert_eq!(
+            shed_timers,
+            usize::from(self.outbound.shed_timer_armed()),
+            "shed timer"
+        );
         let hello_timers = self.timers.count(|t| *t == Timer::Hello);
         assert!(hello_timers <= 1, "two hello timers");
         if self.peer_hello.is_some() {

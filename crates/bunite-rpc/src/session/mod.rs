@@ -437,18 +437,29 @@ impl<T: Types> Session<T> {
         self.inbound.is_idle() && self.outbound.in_flight() == 0
     }
 
-    /// Whether spare buffers are kept without their release timer: the runtime then calls
-    /// [`Session::arm_spares`] (it has the time; encoding does not).
+    /// Whether something a burst left waits for a timer that is not armed yet: spare
+    /// buffers kept (see `spares`), or a shrink of the pending calls' table put off (see
+    /// [`crate::hashing::take_spaced`]). The runtime then calls [`Session::arm_release`]
+    /// (it has the time; encoding and decoding do not).
     #[inline]
-    pub fn spares_unarmed(&self) -> bool {
-        !self.spares.armed && !self.spares.is_empty()
+    pub fn release_unarmed(&self) -> bool {
+        (!self.spares.armed && !self.spares.is_empty()) || self.outbound.shed_unarmed()
     }
 
-    /// Arms the release of the spare buffers (see `spares`), [`spares::RELEASE`] from now.
-    pub fn arm_spares(&mut self, now: Instant) {
-        if self.spares_unarmed() && self.closed.is_none() {
+    /// Arms the timers [`release_unarmed`](Self::release_unarmed) asks for: the spare
+    /// buffers' release [`spares::RELEASE`] from now, the pending table's put-off shrink
+    /// [`outbound::SHED_AFTER`] from now.
+    pub fn arm_release(&mut self, now: Instant) {
+        if self.closed.is_some() {
+            return;
+        }
+        if !self.spares.armed && !self.spares.is_empty() {
             self.timers.arm(now + spares::RELEASE, Timer::Spares);
             self.spares.armed = true;
+        }
+        if self.outbound.shed_unarmed() {
+            self.timers.arm(now + outbound::SHED_AFTER, Timer::Shed);
+            self.outbound.shed_armed();
         }
     }
 
@@ -503,6 +514,7 @@ impl<T: Types> Session<T> {
                     self.drop_large_scratch();
                 }
                 Some(Timer::Drain) => self.close(),
+                Some(Timer::Shed) => self.outbound.shed_put_off(),
                 None => return,
             }
         }
@@ -596,6 +608,7 @@ impl<T: Types> Session<T> {
         self.timers.clear();
         self.spares.release();
         self.fail_outbound(&error, &parked_error);
+        self.outbound.shed_disarmed();
         self.abort_inbound();
         for (id, entry) in self.table.drain() {
             if let Some(method) = entry.def.disposal() {

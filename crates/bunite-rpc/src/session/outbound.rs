@@ -112,6 +112,9 @@ pub(super) struct Parked<T: Types> {
 
 pub(crate) struct Outbound<T: Types> {
     pending: Map<CallId, Pending<T>>,
+    /// When `pending` last gave room back, and whether a shrink is put off (a client's
+    /// calls come and go in waves: see `hashing::take_spaced`).
+    pending_spacing: crate::hashing::Spacing,
     pub(super) streams: Map<CallId, ClientStreamState<T>>,
     pub(super) parked: Vec<Parked<T>>,
     /// Client streams with credit to return (see `streams`).
@@ -137,10 +140,42 @@ pub(crate) struct Outbound<T: Types> {
     pub(super) ended: Map<CallId, VecDeque<usize>>,
 }
 
+/// How long after a shrink of the pending calls' table was put off it runs (if the table
+/// is still too roomy then): a second, so waves of calls shrink it at most once a second,
+/// and a burst's room is given back within a second of its end.
+pub(crate) const SHED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl<T: Types> Outbound<T> {
+    /// Whether a shrink of the pending table waits for a timer not armed yet.
+    #[inline]
+    pub fn shed_unarmed(&self) -> bool {
+        self.pending_spacing.unarmed()
+    }
+
+    /// The timer for the put-off shrink is armed.
+    pub fn shed_armed(&mut self) {
+        self.pending_spacing.armed = true;
+    }
+
+    /// The session closed: its timers are gone, and nothing waits for one.
+    pub fn shed_disarmed(&mut self) {
+        self.pending_spacing.reset();
+    }
+
+    /// The put-off shrink's timer fired.
+    pub fn shed_put_off(&mut self) {
+        crate::hashing::shed_put_off(&mut self.pending, &mut self.pending_spacing);
+    }
+
+    /// Whether the put-off shrink's timer is armed (invariants).
+    pub(super) fn shed_timer_armed(&self) -> bool {
+        self.pending_spacing.armed
+    }
+
     pub fn new(max_revoked: usize) -> Self {
         Outbound {
             pending: Map::default(),
+            pending_spacing: crate::hashing::Spacing::default(),
             streams: Map::default(),
             parked: Vec::new(),
             credit_due: Vec::new(),
@@ -430,7 +465,11 @@ impl<T: Types> Session<T> {
 
     /// Removes a pending call with its timer and parent link.
     fn untrack(&mut self, id: CallId) -> Option<Pending<T>> {
-        let p = crate::hashing::take(&mut self.outbound.pending, &id)?;
+        let p = crate::hashing::take_spaced(
+            &mut self.outbound.pending,
+            &id,
+            &mut self.outbound.pending_spacing,
+        )?;
         if let Some(at) = p.deadline {
             self.timers.disarm(at, Timer::Outbound(id));
         }

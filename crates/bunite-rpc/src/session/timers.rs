@@ -6,7 +6,8 @@
 //! - a peer that sends no hello within [`Limits::hello_timeout`](crate::Limits) is dropped;
 //! - a connection draining closes when its grace runs out, done or not (`Session::drain`);
 //! - the allocations of large messages sent are let go a while after they are kept
-//!   (`spares`).
+//!   (`spares`), and the room of the pending calls' table a while after a shrink was put
+//!   off (`outbound`, `hashing::take_spaced`).
 //!
 //! Timers are keyed entries in an ordered set, removed when their call finishes first, so
 //! the set never holds more than one entry per live call (and one for the spares).
@@ -32,6 +33,9 @@ pub(crate) enum Timer {
     Spares,
     /// A drain's grace ran out: close.
     Drain,
+    /// Give back the room of the pending calls' table, if it is still too roomy (a shrink
+    /// put off while calls came in waves: `hashing::take_spaced`).
+    Shed,
 }
 
 #[derive(Debug, Default)]

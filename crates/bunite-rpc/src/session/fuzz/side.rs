@@ -183,10 +183,10 @@ impl Side {
                 break;
             }
         }
-        // As the driver does after each pass: spare buffers get their release timer.
-        if self.s.spares_unarmed() {
+        // As the driver does after each pass: what a burst left gets its release timer.
+        if self.s.release_unarmed() {
             let now = self.now;
-            self.s.arm_spares(now);
+            self.s.arm_release(now);
         }
         self.s.check_invariants();
         let live: Vec<RunId> = self.runs.keys().copied().collect();

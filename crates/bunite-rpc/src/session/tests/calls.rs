@@ -377,10 +377,10 @@ fn a_large_message_s_allocation_is_reused_once_sent_and_let_go_after_a_while() {
     assert_eq!(third.as_ptr(), at);
 
     // The runtime arms the release (encoding has no clock); when it fires, nothing is kept.
-    assert!(client.s.spares_unarmed());
+    assert!(client.s.release_unarmed());
     let now = client.now;
-    client.s.arm_spares(now);
-    assert!(!client.s.spares_unarmed());
+    client.s.arm_release(now);
+    assert!(!client.s.release_unarmed());
     drop((second, third));
     client.advance(spares::RELEASE);
     assert!(client.s.spares.is_empty());
@@ -388,7 +388,7 @@ fn a_large_message_s_allocation_is_reused_once_sent_and_let_go_after_a_while() {
     // A small message after that allocates nothing large again.
     client.call(5, id, "get", Value::Undefined);
     assert!(client.s.poll_transmit().unwrap().len() < 100);
-    assert!(client.s.spares.is_empty() && !client.s.spares_unarmed());
+    assert!(client.s.spares.is_empty() && !client.s.release_unarmed());
 }
 
 /// A listener's send budget bounds what answers may add to what waits to be sent: an
@@ -476,7 +476,7 @@ fn a_refused_answer_leaves_no_grown_scratch_buffer_behind() {
         let e = client.reply(tag).expect("answered").unwrap_err();
         assert_eq!(e.reason(), Some("max_frame_bytes"), "{e:?}");
         assert!(server.s.scratch.capacity() < spares::LARGE, "room {room}");
-        assert!(server.s.spares.is_empty() && !server.s.spares_unarmed());
+        assert!(server.s.spares.is_empty() && !server.s.release_unarmed());
     }
 }
 
@@ -544,7 +544,10 @@ fn an_answer_is_queued_only_once_paid_for() {
 /// flight grew the client's pending calls, the server's active calls and runs, and both
 /// transmit queues to hundreds of slots, kept for the connection's life (33 KB for the
 /// client's pending calls alone after 256). Once the last call is answered, each holds no
-/// more than [`KEPT_ROOM`](crate::hashing::KEPT_ROOM) slots again.
+/// more than [`KEPT_ROOM`](crate::hashing::KEPT_ROOM) slots again; the client's pending
+/// calls a second later (`outbound::SHED_AFTER`: a client's calls come in waves, whose
+/// table would otherwise shrink and grow back at each), by a timer, nothing else
+/// happening meanwhile.
 #[test]
 fn a_quiet_connection_gives_back_the_room_a_burst_took() {
     use crate::hashing::KEPT_ROOM;
@@ -577,6 +580,17 @@ fn a_quiet_connection_gives_back_the_room_a_burst_took() {
     // The client's queue was drained with calls still in flight: kept, as a steady load
     // would need it; it goes with the next drain, now that nothing is in flight.
     assert!(client.s.poll_transmit().is_none());
+    // The pending calls' shrink was put off; the runtime arms its timer, as the driver
+    // does after each pass, and nothing changes until it fires.
+    assert!(client.s.outbound.pending_room() >= BURST as usize);
+    assert!(client.s.release_unarmed());
+    let now = client.now;
+    client.s.arm_release(now);
+    assert!(!client.s.release_unarmed());
+    client.s.check_invariants();
+    client.advance(super::super::outbound::SHED_AFTER - Duration::from_millis(1));
+    assert!(client.s.outbound.pending_room() >= BURST as usize);
+    client.advance(Duration::from_millis(1));
     for (what, room) in [
         ("client pending calls", client.s.outbound.pending_room()),
         ("client transmit queue", client.s.transmit.capacity()),

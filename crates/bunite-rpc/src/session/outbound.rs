@@ -589,6 +589,9 @@ impl<T: Types> Session<T> {
     /// `parent` (PROTOCOL §11): each fails `cancelled` with the reason, and the peer is sent
     /// `cancel` with it.
     pub(super) fn cancel_children(&mut self, parent: CallId, why: Option<String>) {
+        if !self.outbound.parked.is_empty() {
+            self.cancel_parked_children(parent, why.as_deref());
+        }
         for id in self.outbound.children.take(parent) {
             let Some(p) = self.outbound.pending.get_mut(&id) else {
                 self.cancel_child_stream(id, why.clone());
@@ -607,6 +610,25 @@ impl<T: Types> Session<T> {
                 id,
                 reason: why.clone(),
             }));
+        }
+    }
+
+    /// The bootstraps the handler of `parent` made that still wait for the peer's hello
+    /// (PROTOCOL §6) fail `cancelled` with the reason; never sent, they need no `cancel`.
+    #[cold]
+    fn cancel_parked_children(&mut self, parent: CallId, why: Option<&str>) {
+        let parked = std::mem::take(&mut self.outbound.parked);
+        let (cancelled, kept): (Vec<_>, Vec<_>) = parked
+            .into_iter()
+            .partition(|p| p.req.parent.is_some_and(|p| p.call == parent));
+        self.outbound.parked = kept;
+        for Parked { reply, .. } in cancelled {
+            let status = Status::new(Code::Cancelled, why.unwrap_or_default());
+            self.reply(
+                reply,
+                Err(Error::local(LocalError::Cancelled, status)),
+                Expect::Caps,
+            );
         }
     }
 

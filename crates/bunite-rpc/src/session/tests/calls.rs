@@ -48,6 +48,69 @@ fn a_bootstrap_waits_for_the_peers_hello() {
     assert_eq!(client.reply(7), Some(Ok(Value::CapRef(CapId(2)))));
 }
 
+/// A peer's call may arrive before its hello (PROTOCOL §6); a bootstrap its handler makes
+/// back waits for the hello, parked. The peer cancelling the call cancels that bootstrap
+/// too (§11): it fails `cancelled` at once, and is never sent, even once the hello comes;
+/// a parked bootstrap of another handler stays.
+#[test]
+fn cancelling_a_call_fails_the_bootstraps_its_handler_parked() {
+    let (mut b, mut a) = (peer(), peer());
+    b.s.serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    let hello = a.s.poll_transmit().expect("a's hello");
+    pump(&mut b, &mut a);
+    let on_b = bootstrap(&mut b, &mut a, 1, "t.parent");
+    a.call(2, on_b, "get", Value::Undefined);
+    a.call(3, on_b, "get", Value::Undefined);
+    pump(&mut a, &mut b);
+    let (mut first, mut second) = (b.invoked(), b.invoked());
+    if first.call_id != CallId(2) {
+        std::mem::swap(&mut first, &mut second);
+    }
+    assert_eq!((first.call_id, second.call_id), (CallId(2), CallId(3)));
+    for (inv, id, tag) in [(&first, 1, 11), (&second, 2, 12)] {
+        let parent = crate::session::Parent {
+            call: inv.call_id,
+            run: inv.run,
+        };
+        let now = b.now;
+        b.s.bootstrap_within(Some(parent), CallId(id), "t.parent", None, tag, now);
+    }
+    b.collect();
+    assert_eq!(b.s.outbound_in_flight(), 2, "both parked");
+    a.s.cancel_call(CallId(2));
+    pump(&mut a, &mut b);
+    let e = b.replies.remove(&11).expect("failed at once").unwrap_err();
+    assert_eq!(e.code(), Code::Cancelled);
+    assert_eq!(e.message(), "client_cancel");
+    assert!(matches!(
+        e,
+        Error::Local {
+            kind: LocalError::Cancelled,
+            ..
+        }
+    ));
+    assert!(
+        !b.replies.contains_key(&12),
+        "the other handler's bootstrap waits on"
+    );
+    assert_eq!(b.s.outbound_in_flight(), 1);
+    // a's hello arrives: only the other bootstrap is sent.
+    let now = b.now;
+    b.s.handle_message(&hello, now);
+    b.collect();
+    let frames = pump(&mut b, &mut a);
+    let calls: Vec<CallId> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Call(c) => Some(c.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls, vec![CallId(2)]);
+    b.s.check_invariants();
+}
+
 #[test]
 fn a_goaway_fails_a_parked_bootstrap_with_its_error() {
     let (mut server, mut client) = (peer(), peer());

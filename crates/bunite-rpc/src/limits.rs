@@ -160,7 +160,9 @@ pub struct Limits {
     /// replaced). A value shorter than 16 KiB or less than half of its message is copied
     /// out of it when it arrives (a short one into a small per-stream arena), so that it
     /// keeps only its own bytes and not the message or the read buffer it shares with
-    /// others; a longer one keeps its message and is counted for all of it. Default 64 MiB,
+    /// others; a longer one keeps its message and is counted for all of it. Each value is
+    /// also charged the 96 bytes it takes in its consumer's queue, so values of a few bytes
+    /// cannot keep many times what is counted. Default 64 MiB,
     /// as `max_unsent_bytes`: the credit window bounds how many values a server may send
     /// ahead (PROTOCOL §10, up to 1,024 a stream), not how large they are. The stream
     /// whose value would go past it fails `resource_exhausted`

@@ -27,6 +27,12 @@ use crate::events::{Event, ServerStreamEvent, StreamPhase};
 use crate::schema::{CapDef, MAX_INITIAL_CREDIT};
 use crate::status::{reason, Code, Status};
 
+/// What every value waiting to be read keeps beside its bytes, charged with them to
+/// `Limits::max_buffered_stream_bytes`: the value in its consumer's queue and its size in
+/// the session's count. Without it a server sending values of a few bytes each kept
+/// several times what was counted (a `next` of one byte is about 20 on the wire).
+pub(crate) const VALUE_KEPT: usize = std::mem::size_of::<Payload>() + std::mem::size_of::<usize>();
+
 /// The most credit a server stream's window may hold.
 pub(crate) const MAX_WINDOW: u64 = MAX_INITIAL_CREDIT as u64;
 
@@ -260,6 +266,7 @@ impl<T: Types> Session<T> {
         // than counted: `Payload::kept_beyond`).
         item.unpin(&mut s.arena);
         let (size, table) = item.kept_beyond(self.outbound.last_table.as_ref());
+        let size = size.saturating_add(VALUE_KEPT);
         let max = self.cfg.limits.max_buffered_stream_bytes;
         let buffered = self.outbound.buffered.saturating_add(size);
         if buffered > max {

@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::error::LocalError;
+use crate::session::streams::VALUE_KEPT;
 use crate::status::Code;
 
 /// Opens `ticks` from `client` on `server`; returns the server's invocation.
@@ -362,6 +363,7 @@ fn a_value_waiting_to_be_read_keeps_its_own_bytes_not_its_message() {
 
     // One byte beside 2 MB, 100 bytes beside 2 MB, 40 KiB beside 100 KiB: copied out,
     // charged their own bytes.
+    // (Each is charged `VALUE_KEPT` besides: its place in the consumer's queue.)
     for (value, junk, len) in [
         (Value::from(1u32), 2_000_000, 1),
         (Value::Bin(vec![1; 100]), 2_000_000, 102),
@@ -369,18 +371,49 @@ fn a_value_waiting_to_be_read_keeps_its_own_bytes_not_its_message() {
     ] {
         let (unique, charged, _) = next(value, junk);
         assert!(unique, "the message is let go");
-        assert_eq!(charged, len);
+        assert_eq!(charged, len + VALUE_KEPT);
     }
     // 40 KiB that is most of its message: shared, charged the whole message.
     let (unique, charged, message) = next(long(), 100);
     assert!(!unique, "a long value shares its message");
-    assert_eq!(charged, message);
+    assert_eq!(charged, message + VALUE_KEPT);
 
     assert_eq!(client.items.len(), 4);
     let first: u32 = client.items[0].1.deserialize().unwrap();
     let long_one: bunite_wire::Blob = client.items[3].1.deserialize().unwrap();
     assert_eq!((first, long_one.len()), (1, 40 * 1024));
     assert!(long_one.iter().all(|b| *b == 7));
+}
+
+/// Values of a few bytes are charged what each keeps beside its bytes (`VALUE_KEPT`): a
+/// server that ignores credit and sends one-byte values fills the bound after
+/// `max / (1 + VALUE_KEPT)` of them, not `max` (counted by their bytes alone, 10,000
+/// bytes of bound let 1,024 such values wait, about 100 KB).
+#[test]
+fn values_of_a_few_bytes_are_charged_what_each_keeps() {
+    let (_server, mut client, a) = stream_buffering(10_000);
+    let mut enc = bunite_wire::Encoder::new();
+    let mut sent = 0;
+    while client.ends.is_empty() && sent < 1_000 {
+        let frame = Value::Record(
+            bunite_wire::Record::new()
+                .with("op", "stream")
+                .with("id", a.call_id.0 as u32)
+                .with("ev", "next")
+                .with("value", 1u32),
+        );
+        let message = Bytes::from(enc.encode_to_vec(&frame));
+        let now = client.now;
+        client.s.handle_message(&message, now);
+        client.collect();
+        sent += 1;
+    }
+    assert_eq!(client.items.len(), 10_000 / (1 + VALUE_KEPT));
+    let (_, error) = client.ends.pop().expect("the stream failed");
+    let e = error.expect("with an error");
+    assert_eq!(e.local_kind(), Some(LocalError::StreamOverflow));
+    assert!(e.status().message.contains("(max_buffered_stream_bytes)"));
+    client.s.check_invariants();
 }
 
 /// The values of a stream that ended and the peer's error that ended it stay counted

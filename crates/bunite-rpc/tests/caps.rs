@@ -628,3 +628,58 @@ fn dispose_sends_the_drop_right_after_the_disposal_call_without_waiting_for_its_
         conn.closed().await;
     });
 }
+
+/// Cap-returning calls dropped at every point of their life, by callers on two worker
+/// threads at once: before their first poll (nothing sent), while waiting (the answer then
+/// finds nobody: the connection releases its cap), and after the answer arrived but before
+/// it was taken (the caller's end releases it). The reply slots are used again by the next
+/// calls of each thread meanwhile. Every cap the server exported is released and its
+/// implementation dropped, and the calls that finished got working clients.
+#[test]
+fn cap_answers_abandoned_at_every_point_on_two_threads_are_all_released() {
+    run_on_two_workers(async {
+        let (_server, _client, counters, tree) = setup().await;
+        let tree = Arc::new(tree);
+        let tasks: Vec<_> = (0..4u64)
+            .map(|t| {
+                let tree = Arc::clone(&tree);
+                tokio::spawn(async move {
+                    let mut finished = 0;
+                    for i in 0..300u64 {
+                        let mut making = Box::pin(tree.call_cap("makeChild", named("n")));
+                        // Every sixth awaited to its end; the others polled 0 to 4 times,
+                        // with yields between, and dropped if not done by then.
+                        let polls = (i * 7 + t) % 6;
+                        let child = if polls == 5 {
+                            Some(making.await)
+                        } else {
+                            let mut done = None;
+                            for _ in 0..polls {
+                                if let std::task::Poll::Ready(child) =
+                                    futures::poll!(making.as_mut())
+                                {
+                                    done = Some(child);
+                                    break;
+                                }
+                                tokio::task::yield_now().await;
+                            }
+                            done
+                        };
+                        if let Some(child) = child {
+                            let child = child.unwrap();
+                            assert_eq!(child.call::<_, String>("name", &()).await.unwrap(), "n");
+                            finished += 1;
+                        }
+                    }
+                    finished
+                })
+            })
+            .collect();
+        let mut finished = 0;
+        for task in tasks {
+            finished += task.await.unwrap();
+        }
+        assert!(finished >= 200, "{finished} calls finished");
+        eventually(|| counters.live.load(Ordering::SeqCst) == 0).await;
+    });
+}

@@ -149,8 +149,14 @@ export class Connection {
     else this.closeHandlers.push(f);
   }
 
-  /** Closes the connection: pending calls fail `unavailable`, the transport closes. */
+  /**
+   * Closes the connection: tells the peer with `goaway {reason: "peer_closing"}` (PROTOCOL
+   * §11, the goaway the Rust client sends on close), then shuts down: pending calls fail
+   * `unavailable` with `reason`, the transport closes after the goaway went out.
+   */
   close(reason = "closed locally"): void {
+    if (this.closedReason !== undefined) return;
+    this.send(F.goaway("peer_closing", undefined));
     this.shutdown(reason);
   }
 

@@ -425,10 +425,32 @@ test("a reference is released once: release twice sends one drop, dispose twice 
     [[{ id: 7, delta: 1 }], [{ id: 8, delta: 1 }]],
   );
   conn.close();
+  await tick();
   const sent = peer.got.length;
   release(z!);
   await dispose(z!);
   await tick();
   assert.equal(peer.got.length, sent);
+  assertClean(conn);
+});
+
+test("close sends goaway peer_closing (as the Rust client) before the transport closes; pending calls fail unavailable", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  const peer = rawPeer(b);
+  peer.hello();
+  const pending = conn.clientFor(2, InteropCounter).get();
+  await tick();
+  conn.close();
+  await failsWith(pending, "unavailable");
+  await tick();
+  assert.equal(peer.isClosed(), true);
+  const last = peer.got.at(-1);
+  assert.deepEqual(last, { op: "goaway", reason: "peer_closing" });
+  assert.equal(peer.got.filter((f) => f["op"] === "goaway").length, 1);
+  // A second close sends nothing more.
+  conn.close();
+  await tick();
+  assert.equal(peer.got.filter((f) => f["op"] === "goaway").length, 1);
   assertClean(conn);
 });

@@ -5,6 +5,7 @@
 import { CapRef } from "./codec.js";
 import type { Connection } from "./connection.js";
 import * as F from "./frames.js";
+import { clipPeerText } from "./peer_text.js";
 import type { Frame } from "./frames.js";
 import { rpcError, toStatus, type Status } from "./status.js";
 import { timeout } from "./timer.js";
@@ -251,9 +252,11 @@ export class Serving {
   }
 
   /** The peer cancelled `id`: signal the handler, reply `cancelled` at once (§11). */
-  onCancel(id: number, reason: string | undefined): void {
+  onCancel(id: number, peerReason: string | undefined): void {
     const a = this.active.get(id);
     if (a === undefined) return;
+    // Echoed in the result and sent on in every child's cancel: cut first (as the Rust peer).
+    const reason = peerReason === undefined ? undefined : clipPeerText(peerReason);
     this.finish(id, a);
     a.ctrl.abort(reason ?? "cancelled");
     if (a.stream !== undefined) {

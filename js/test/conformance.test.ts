@@ -454,3 +454,38 @@ test("close sends goaway peer_closing (as the Rust client) before the transport 
   assert.equal(peer.got.filter((f) => f["op"] === "goaway").length, 1);
   assertClean(conn);
 });
+
+test("a cancel's reason is cut at 1 KiB of UTF-8 at a character boundary (as the Rust peer) before it is echoed or passed to the children", async () => {
+  const made: { ctx?: CallContext; results: Promise<unknown>[] } = { results: [] };
+  const { conn, peer } = await serving(childMaker(made));
+  peer.send(call(2, "work"));
+  await tick();
+  const children = peer.got.filter((f) => f["op"] === "call").map((f) => f["id"]);
+  // 4 bytes of UTF-8 (a surrogate pair) a character, after one byte: the cut at 1024 bytes
+  // falls inside a character and must step back to 1021.
+  const long = "x" + "😀".repeat(100_000);
+  peer.send({ op: "cancel", id: 2, reason: long });
+  for (const r of made.results) await failsWith(r, "cancelled");
+  await tick();
+  const cut = "x" + "😀".repeat(255) + "…";
+  const cancels = peer.got.filter((f) => f["op"] === "cancel");
+  assert.deepEqual(cancels.map((f) => f["id"]).sort(), [...children].sort());
+  for (const c of cancels) assert.equal(c["reason"], cut);
+  assert.deepEqual(peer.got.find((f) => f["op"] === "result" && f["id"] === 2)?.["error"], { code: "cancelled", message: cut });
+  assert.equal(made.ctx?.signal.reason, cut);
+  // A reason of exactly 1024 bytes is kept whole.
+  const made2: { ctx?: CallContext; results: Promise<unknown>[] } = { results: [] };
+  const { conn: conn2, peer: peer2 } = await serving(childMaker(made2));
+  peer2.send(call(2, "work"));
+  await tick();
+  const exact = "é".repeat(512);
+  peer2.send({ op: "cancel", id: 2, reason: exact });
+  for (const r of made2.results) await failsWith(r, "cancelled");
+  await tick();
+  assert.equal(peer2.got.filter((f) => f["op"] === "cancel").length, 3);
+  for (const c of peer2.got.filter((f) => f["op"] === "cancel")) assert.equal(c["reason"], exact);
+  conn.close();
+  conn2.close();
+  assertClean(conn);
+  assertClean(conn2);
+});

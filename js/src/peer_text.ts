@@ -1,0 +1,27 @@
+// Text a peer chose, kept or sent back by this connection: cut to a bound first, as the Rust
+// peer cuts it (`PEER_TEXT` in crates/bunite-rpc/src/session/mod.rs).
+
+/**
+ * The most UTF-8 bytes of a peer's text kept or sent back: a cancel's reason is echoed in the
+ * cancelled result and sent again in the cancel of every call its handler made, so an uncut
+ * reason of many megabytes went out once per child. Beyond it the text is cut at a character
+ * boundary and marked with `…`.
+ */
+export const PEER_TEXT = 1024;
+
+/** `text` cut to at most {@link PEER_TEXT} bytes of UTF-8 (plus the `…`), never inside a character. */
+export function clipPeerText(text: string): string {
+  // A UTF-16 unit takes at most 3 bytes of UTF-8 (a surrogate pair takes 4 for its two).
+  if (text.length * 3 <= PEER_TEXT) return text;
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const pair = c >= 0xd800 && c <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00;
+    // A lone surrogate is sent as U+FFFD, 3 bytes.
+    const n = c < 0x80 ? 1 : c < 0x800 ? 2 : pair ? 4 : 3;
+    if (bytes + n > PEER_TEXT) return text.slice(0, i) + "…";
+    bytes += n;
+    if (pair) i++;
+  }
+  return text;
+}

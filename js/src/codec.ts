@@ -9,6 +9,8 @@
 
 import { Packr, Unpackr, addExtension } from "msgpackr";
 
+import { DEFAULT_DECODE_BUDGET, DecodeError, RecordModel, SLOTS, type DecodeBudget } from "./decode_budget.js";
+
 /** A capability reference on the wire (ext 0x50, the cap-id as an LEB128 varint). */
 export class CapRef {
   constructor(readonly id: number) {}
@@ -81,9 +83,6 @@ export class FrameEncoder {
 /** The default bound on what the record table keeps (as the Rust peer's): 1 MiB. */
 export const MAX_RECORD_TABLE_BYTES = 1024 * 1024;
 
-/** The record slots of PROTOCOL §3.3. */
-const SLOTS = 64;
-
 /**
  * What a definition keeps, as this decoder counts it: per key its UTF-16 bytes and 32 bytes
  * for its string and its place in the key array.
@@ -97,6 +96,11 @@ function definitionCost(keys: unknown): number {
 
 /**
  * Decodes messages in order on one connection direction.
+ *
+ * Before msgpackr builds anything, a walk over the bytes (`decode_budget.ts`) refuses a
+ * message that is malformed, nests deeper than `maxDepth`, or would take more heap once
+ * decoded than `budget.base + budget.factor × its size` (PROTOCOL §13.11): msgpackr never
+ * sees it, and nothing of it is allocated.
  *
  * msgpackr keeps every record definition it reads for the connection's life, outside any
  * message's size: a hostile peer could send one wide definition per message and make the page
@@ -112,10 +116,13 @@ export class FrameDecoder {
   private readonly seen: unknown[] = new Array<unknown>(SLOTS).fill(undefined);
   private readonly costs: number[] = new Array<number>(SLOTS).fill(0);
   private kept = 0;
+  /** The walk's copy of the slot table, kept in step with `slots` by `count`. */
+  private readonly model: RecordModel;
 
   constructor(
-    private readonly maxDepth = MAX_DEPTH,
+    maxDepth = MAX_DEPTH,
     private readonly maxRecordTableBytes = MAX_RECORD_TABLE_BYTES,
+    budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
   ) {
     // The properties msgpackr sets on its table exist before the table is sealed.
     const slots = Object.assign(new Array<unknown>(SLOTS).fill(undefined), {
@@ -124,22 +131,26 @@ export class FrameDecoder {
     });
     this.slots = Object.seal(slots);
     this.unpackr = new Unpackr({ ...OPTIONS, structures: slots as never });
+    this.model = new RecordModel(maxDepth, budget);
   }
 
   /**
-   * The one value of `bytes`. Throws on malformed msgpack, trailing bytes, a record
-   * reference to an undefined slot, a bad CapRef, nesting deeper than the limit, or record
-   * definitions that take the table past its bound.
+   * The one value of `bytes`. Throws a `DecodeError` on malformed msgpack, trailing bytes, a
+   * record reference to an undefined slot, nesting deeper than the limit, a message over its
+   * decode budget, or record definitions that take the table past its bound; msgpackr's own
+   * errors (a bad CapRef, a typed array it cannot build) pass through.
    */
   decode(bytes: Uint8Array): unknown {
-    let value: unknown;
+    const defines = this.model.walk(bytes);
+    let decoded = false;
     try {
-      value = this.unpackr.unpack(bytes);
+      const value = this.unpackr.unpack(bytes);
+      decoded = true;
+      return value;
     } finally {
-      this.count();
+      // Only definitions change the table, and msgpackr's failures (which may leave some).
+      if (defines || !decoded) this.count();
     }
-    checkDepth(value, this.maxDepth);
-    return value;
   }
 
   /** What the record table keeps now, as counted (see `definitionCost`). */
@@ -156,23 +167,13 @@ export class FrameDecoder {
       this.kept += cost - this.costs[i]!;
       this.seen[i] = def;
       this.costs[i] = cost;
+      this.model.sync(i, def);
     }
     if (this.kept > this.maxRecordTableBytes) {
-      throw new RangeError(`record definitions keep ${this.kept} bytes, past the table's bound of ${this.maxRecordTableBytes}`);
+      throw new DecodeError(
+        "record_table_full",
+        `record definitions keep ${this.kept} bytes, past the table's bound of ${this.maxRecordTableBytes}`,
+      );
     }
-  }
-}
-
-/** Throws if `value` nests deeper than `limit` arrays/objects. Iterative: no recursion. */
-export function checkDepth(value: unknown, limit: number): void {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== "object" || ArrayBuffer.isView(v) || v instanceof CapRef) {
-      continue;
-    }
-    if (depth >= limit) throw new RangeError(`value nested deeper than ${limit}`);
-    const children = Array.isArray(v) ? v : v instanceof Map ? [...v.keys(), ...v.values()] : Object.values(v);
-    for (const c of children) stack.push([c, depth + 1]);
   }
 }

@@ -4,6 +4,7 @@
 // `receive`; nothing a peer sends can throw out of `receive`.
 
 import { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH, MAX_RECORD_TABLE_BYTES } from "./codec.js";
+import { DEFAULT_DECODE_BUDGET } from "./decode_budget.js";
 import * as F from "./frames.js";
 import { type Frame, FrameError, validate } from "./frames.js";
 import { ClientStream } from "./stream.js";
@@ -34,6 +35,21 @@ export interface Limits {
    * `Limits::max_record_table_bytes`.
    */
   maxRecordTableBytes: number;
+  /**
+   * Heap every inbound message may take once decoded, whatever its size (PROTOCOL §13.11):
+   * the budget of a message of `n` bytes is `decodeBudgetBase + decodeBudgetFactor × n`,
+   * checked by a walk over its bytes before anything is decoded; a message over it is a
+   * protocol error (goaway). Default 4 MiB (small messages are never refused), as the Rust
+   * peer's `DecodeLimits::decode_budget_base`.
+   */
+  decodeBudgetBase: number;
+  /**
+   * Heap a decoded message may take per byte on the wire, besides `decodeBudgetBase`. Default
+   * 3, as the Rust peer's `decode_budget_factor`: a message and what it decodes into stay
+   * within about 4× its size. Dense messages (a large array of small numbers takes 8 bytes an
+   * element) need more; README "Limits".
+   */
+  decodeBudgetFactor: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -42,6 +58,8 @@ export const DEFAULT_LIMITS: Limits = {
   maxCaps: 1024,
   maxDepth: MAX_DEPTH,
   maxRecordTableBytes: MAX_RECORD_TABLE_BYTES,
+  decodeBudgetBase: DEFAULT_DECODE_BUDGET.base,
+  decodeBudgetFactor: DEFAULT_DECODE_BUDGET.factor,
 };
 
 /** How this peer presents itself and what it serves from the start. */
@@ -125,7 +143,10 @@ export class Connection {
     options: ConnectionOptions = {},
   ) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.decoder = new FrameDecoder(this.limits.maxDepth, this.limits.maxRecordTableBytes);
+    this.decoder = new FrameDecoder(this.limits.maxDepth, this.limits.maxRecordTableBytes, {
+      base: this.limits.decodeBudgetBase,
+      factor: this.limits.decodeBudgetFactor,
+    });
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.serving = new Serving(this, options.policy);
     for (const { def, impl } of options.serve ?? []) this.serving.serve(def, impl);

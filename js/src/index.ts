@@ -8,6 +8,7 @@ import { openWebSocket, type WebSocketClass } from "./transport.js";
 import { CLIENT, type CallOptions, type Client, type StreamOptions, type ValueStream } from "./types.js";
 
 export { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH, decodeVarint, encodeVarint } from "./codec.js";
+export { DEFAULT_DECODE_BUDGET, DecodeError, type DecodeBudget, type DecodeErrorKind } from "./decode_budget.js";
 export { Connection, DEFAULT_LIMITS, type ConnectionOptions, type Limits } from "./connection.js";
 export { PROTOCOL_VERSION, type Frame } from "./frames.js";
 export { SEALED_OVERHEAD, importKey, keyFromHex, open, seal, sealed } from "./sealed.js";

@@ -309,6 +309,90 @@ test("msgpackr's two-byte record definitions, whose ids lie outside the 64 slots
   assert.deepEqual(new FrameDecoder().decode(Uint8Array.from([0xd5, 0x72, 0x60, 0x00, 0x91, 0xa1, 0x61, 0x01])), { a: 1 });
 });
 
+/** A `result` frame for call `id` whose value is an array of `n` empty records, each after the first a one-byte reference (slot 0x5f, which no frame of the raw peer's uses). */
+function emptyRecordsResult(id: number, n: number): Uint8Array {
+  const head = [
+    ...[0xd4, 0x72, 0x5e, 0x94, 0xa2, 0x6f, 0x70, 0xa2, 0x69, 0x64, 0xa2, 0x6f, 0x6b, 0xa5, 0x76, 0x61, 0x6c, 0x75, 0x65], // {op, id, ok, value}
+    ...[0xa6, 0x72, 0x65, 0x73, 0x75, 0x6c, 0x74, id, 0xc3], // "result", id, true
+    ...[0xdd, (n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255, 0xd4, 0x72, 0x5f, 0x90],
+  ];
+  const b = new Uint8Array(head.length + n - 1);
+  b.set(head);
+  b.fill(0x5f, head.length);
+  return b;
+}
+
+test("a result of 8 MiB of empty-record references (about 500 MB once decoded): refused by the decode budget before decoding, goaway, nothing pending", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const pending = conn.call(2, "get", undefined);
+  await tick();
+  const id = peer.got.find((f) => f["op"] === "call")!["id"];
+  // The same frame, small, is an ordinary answer: the bytes above are well formed.
+  const { conn: conn2, peer: peer2 } = setup();
+  peer2.hello();
+  const small = conn2.call(2, "get", undefined);
+  await tick();
+  peer2.sendBytes(emptyRecordsResult(peer2.got.find((f) => f["op"] === "call")!["id"], 3));
+  assert.deepEqual(await small, [{}, {}, {}]);
+  conn2.close();
+  assertClean(conn2);
+
+  peer.sendBytes(emptyRecordsResult(id, 8 * 1024 * 1024));
+  await failsWith(pending, "unavailable");
+  await conn.closed;
+  await tick();
+  const goaway = peer.got.find((f) => f["op"] === "goaway");
+  assert.equal(goaway?.["reason"], "invalid_argument");
+  assert.equal(goaway?.["error"]?.["code"], "invalid_argument");
+  assert.match(goaway?.["error"]?.["message"], /^undecodable message: over the decode budget: a message of 8388644 bytes may take 29360236 bytes once decoded/);
+  assert.equal(peer.isClosed(), true);
+  assertClean(conn);
+});
+
+test("the decode budget is the connection's limits: decodeBudgetBase and decodeBudgetFactor", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test", limits: { decodeBudgetBase: 64 * 1024, decodeBudgetFactor: 2 } });
+  const peer = rawPeer(b);
+  peer.hello();
+  const fits = conn.call(2, "get", undefined);
+  const over = conn.call(2, "get", undefined);
+  await tick();
+  const [id1, id2] = peer.got.filter((f) => f["op"] === "call").map((f) => f["id"]);
+  // 4,000 small integers: about 32 KB once decoded, within 64 KiB + 2 × 4 KB.
+  const ints = Array.from({ length: 4000 }, (_, i) => i & 0x3f);
+  peer.send({ op: "result", id: id1, ok: true, value: ints });
+  assert.deepEqual(await fits, ints);
+  // 40,000 of them: about 320 KB, past 64 KiB + 2 × 40 KB; within the defaults.
+  peer.send({ op: "result", id: id2, ok: true, value: Array.from({ length: 40_000 }, () => 1) });
+  await failsWith(over, "unavailable");
+  assert.match(peer.got.find((f) => f["op"] === "goaway")?.["error"]?.["message"], /over the decode budget/);
+  assertClean(conn);
+  const { conn: conn2, peer: peer2 } = setup();
+  peer2.hello();
+  const fine = conn2.call(2, "get", undefined);
+  await tick();
+  peer2.send({ op: "result", id: peer2.got.find((f) => f["op"] === "call")!["id"], ok: true, value: Array.from({ length: 40_000 }, () => 1) });
+  assert.equal(((await fine) as unknown[]).length, 40_000);
+  conn2.close();
+  assertClean(conn2);
+});
+
+test("values nested past maxDepth: goaway from the walk (too deep), not from msgpackr's recursion overflowing the stack", async () => {
+  for (const levels of [257, 200_000]) {
+    const { conn, peer } = setup();
+    peer.hello();
+    const pending = conn.call(2, "get", undefined);
+    await tick();
+    const bytes = Uint8Array.from([0xd4, 0x72, 0x5e, 0x94, 0xa2, 0x6f, 0x70, 0xa2, 0x69, 0x64, 0xa2, 0x6f, 0x6b, 0xa5, 0x76, 0x61, 0x6c, 0x75, 0x65, 0xa6, 0x72, 0x65, 0x73, 0x75, 0x6c, 0x74, 0x01, 0xc3, ...new Array<number>(levels).fill(0x91), 0x01]);
+    peer.sendBytes(bytes);
+    await failsWith(pending, "unavailable");
+    await tick();
+    assert.equal(peer.got.find((f) => f["op"] === "goaway")?.["error"]?.["message"], "undecodable message: value nested deeper than 256");
+    assertClean(conn);
+  }
+});
+
 test("dispose sends the drop right behind the disposal call: a server that never answers it still gets the drop", async () => {
   const { conn, peer } = setup();
   peer.hello();

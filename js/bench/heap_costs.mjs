@@ -4,8 +4,9 @@
 //
 // Each case is a message of N copies of one value in an array; it is decoded by an Unpackr
 // with the connection's options, and the heap's growth (and ArrayBuffer memory's) is divided
-// by N. Every figure includes the 8-byte slot of the value in its array. Each case runs in a
-// process of its own, so one case's leftovers do not skew the next.
+// by N; beside it, what the decode budget's walk charges for the message, divided by N. Every
+// figure includes the 8-byte slot of the value in its array. Each case runs in a process of
+// its own, so one case's leftovers do not skew the next.
 
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -13,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { Unpackr } from "msgpackr";
 
 import "../dist/src/codec.js"; // registers the CapRef extension
+import { RecordModel } from "../dist/src/decode_budget.js";
 
 /** Values a message holds: fewer for the large ones (`NAME:count` on the command line). */
 let N = 200_000;
@@ -74,10 +76,31 @@ const cases = {
   "RegExp": () => message((i) => [0xd4, 0x78, 0x00, 0x92, ...str(`a${i}`), 0xa0]),
 };
 
+/** What the decode budget's walk charges for `bytes`: the smallest budget that admits it. */
+function charged(bytes) {
+  const fits = (base) => {
+    try {
+      new RecordModel(256, { base, factor: 0 }).walk(bytes);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let lo = 0;
+  let hi = 1;
+  while (!fits(hi)) hi *= 2;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (fits(mid)) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+
 const only = process.argv[2];
 if (only === undefined) {
   const me = fileURLToPath(import.meta.url);
-  console.log("case                               wire B  heap B  ArrayBuffer B  (per value, N = 200,000 or as FEWER says)");
+  console.log("case                              wire B  heap B  ArrayBuffer B  charged B  (per value, N = 200,000 or as FEWER says)");
   for (const name of Object.keys(cases)) {
     process.stdout.write(execFileSync(process.execPath, ["--expose-gc", me, name], { encoding: "utf8" }));
   }
@@ -91,6 +114,6 @@ if (only === undefined) {
   globalThis.gc();
   const after = process.memoryUsage();
   const per = (k) => ((after[k] - before[k]) / N).toFixed(1).padStart(7);
-  console.log(`${only.padEnd(32)} ${(bytes.length / N).toFixed(1).padStart(7)} ${per("heapUsed")} ${per("arrayBuffers")}`);
+  console.log(`${only.padEnd(32)} ${(bytes.length / N).toFixed(1).padStart(7)} ${per("heapUsed")} ${per("arrayBuffers")} ${(charged(bytes) / N).toFixed(1).padStart(9)}`);
   globalThis.kept = [value, bytes];
 }

@@ -35,29 +35,28 @@ const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
 for (const [name, make] of Object.entries(cases)) {
   const bytes = make();
   let line = `${name.padEnd(36)} ${mb(bytes.length).padStart(9)}`;
-  // msgpackr alone (skipped at 64 MiB: several GB).
-  if (bytes.length < 16 * MiB) {
-    const before = heap();
-    let kept;
-    try {
-      kept = new Unpackr({ useRecords: true, sequential: true, moreTypes: true, structures: [] }).unpack(bytes);
-      line += `  msgpackr alone: ${mb(heap() - before).padStart(9)}`;
-    } catch (e) {
-      line += `  msgpackr alone: ${String(e.message).slice(0, 30)}`;
-    }
-    kept = undefined;
-    void kept;
-  } else {
-    line += "  msgpackr alone:  (not run)";
-  }
-  const before = heap();
+  // FrameDecoder first, on a quiet heap.
+  let before = heap();
   const t0 = process.hrtime.bigint();
   try {
     new FrameDecoder().decode(bytes);
     line += "  FrameDecoder: decoded!";
   } catch (e) {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    line += `  FrameDecoder: ${e.kind} in ${ms.toFixed(2)} ms, heap ${mb(heap() - before)}`;
+    line += `  FrameDecoder: ${e.kind} in ${ms.toFixed(1)} ms, heap +${mb(Math.max(0, heap() - before))}`;
+  }
+  // msgpackr alone (not at 64 MiB: several GB).
+  if (bytes.length < 16 * MiB) {
+    before = heap();
+    let kept;
+    try {
+      kept = new Unpackr({ useRecords: true, sequential: true, moreTypes: true, structures: [] }).unpack(bytes);
+      line += `  msgpackr alone: heap +${mb(heap() - before)}`;
+    } catch (e) {
+      line += `  msgpackr alone: ${String(e.message).slice(0, 32)}`;
+    }
+    kept = undefined;
+    void kept;
   }
   console.log(line);
 }

@@ -10,7 +10,8 @@
 // of the record defined there, and whether references to it take msgpackr's second (high)
 // byte. Definitions inside the message update a scratch copy of it, so a refused message
 // leaves the table as it was; `FrameDecoder` sets the kept copy from msgpackr's own table
-// after every message (`RecordModel.sync`), so the two never drift apart.
+// (`RecordModel.sync`) after every message that defines records or that msgpackr failed on,
+// the only ones that change it, so the two never drift apart.
 //
 // It refuses, as the Rust decoder does, some things msgpackr would read: a reference to a
 // slot never defined (msgpackr returns the byte as an integer; PROTOCOL §3.3 says it is an

@@ -9,6 +9,7 @@ import * as F from "./frames.js";
 import { type Frame, FrameError, validate } from "./frames.js";
 import { ClientStream } from "./stream.js";
 import { Serving, type Impl, type Policy, type ServeHandle } from "./serving.js";
+import { clipPeerStatus, clipPeerText } from "./peer_text.js";
 import { sizeBound } from "./size.js";
 import { RpcError, rpcError, statusFrom, type Status } from "./status.js";
 import { timeout } from "./timer.js";
@@ -395,8 +396,10 @@ export class Connection {
         for (const w of this.helloWaiters.splice(0)) w.resolve();
         return;
       case "goaway": {
-        this.goawayStatus = f.error !== undefined ? statusFrom(f.error) : undefined;
-        return this.shutdown(f.reason ?? "goaway");
+        // Kept for the connection's life and handed to every pending call, hello waiter and
+        // close handler: cut first, as the Rust peer's `on_goaway` does.
+        this.goawayStatus = f.error !== undefined ? clipPeerStatus(statusFrom(f.error)) : undefined;
+        return this.shutdown(f.reason !== undefined ? clipPeerText(f.reason) : "goaway");
       }
       case "result":
         return this.onResult(f.id, f.ok, f.ok ? f.value : f.error);

@@ -93,11 +93,31 @@ export function statusFrom(raw: unknown): Status {
   if (details !== null && typeof details === "object" && !Array.isArray(details)) {
     status.details = details as Status["details"];
   }
-  const retry = r["retry"];
-  if (retry !== null && typeof retry === "object" && typeof (retry as { kind?: unknown }).kind === "string") {
-    status.retry = retry as Retry;
-  }
+  const retry = retryFrom(r["retry"]);
+  if (retry !== undefined) status.retry = retry;
   return status;
+}
+
+/**
+ * A Retry read off the wire as the Rust peer reads it (`Retry::from_value`): one of the four
+ * kinds, `minMs` a non-negative integer (0 otherwise); anything else is no retry. Only these
+ * fields are kept, whatever else the peer put in the record.
+ */
+function retryFrom(raw: unknown): Retry | undefined {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return undefined;
+  const r = raw as Record<string, unknown>;
+  switch (r["kind"]) {
+    case "never":
+    case "transparent":
+    case "after-resync":
+      return { kind: r["kind"] };
+    case "after-cooldown": {
+      const m = r["minMs"];
+      return { kind: "after-cooldown", minMs: typeof m === "number" && Number.isInteger(m) && m >= 0 ? m : 0 };
+    }
+    default:
+      return undefined;
+  }
 }
 
 /** Any thrown value as a Status: an RpcError keeps its fields; anything else is `internal`. */

@@ -418,6 +418,50 @@ test("dispose sends the drop right behind the disposal call: a server that never
   assertClean(conn);
 });
 
+test("a long goaway is cut (as the Rust peer) before pending calls, hello waiters and close handlers get it: reason and message at 1 KiB, of the details only a short reason", async () => {
+  const { conn, peer } = setup();
+  // No hello yet: the bootstrap waits for it and gets the goaway's error.
+  const boot = conn.bootstrap(InteropCounter);
+  const pending = conn.call(2, "x", undefined);
+  let closedWith: string | undefined;
+  conn.onClose((r) => (closedWith = r));
+  await tick();
+  // Two bytes a character after one: the cut at 1024 bytes falls inside a character.
+  const long = "é".repeat(50_000);
+  peer.send({
+    op: "goaway",
+    reason: "x" + long,
+    error: {
+      code: "resource_exhausted",
+      message: long,
+      details: { reason: "max_frame_bytes", padding: long },
+      retry: { kind: "after-cooldown", minMs: 5, padding: long },
+    },
+  });
+  const reason = "x" + "é".repeat(511) + "…";
+  await assert.rejects(boot, (e: unknown) => {
+    assert.ok(e instanceof RpcError);
+    assert.equal(e.code, "resource_exhausted");
+    assert.equal(e.message, "é".repeat(512) + "…");
+    assert.deepEqual(e.details, { reason: "max_frame_bytes" });
+    assert.deepEqual(e.retry, { kind: "after-cooldown", minMs: 5 });
+    return true;
+  });
+  await assert.rejects(pending, (e: unknown) => e instanceof RpcError && e.code === "unavailable" && e.message === reason);
+  assert.equal(closedWith, reason);
+  assert.equal(await conn.closed, reason);
+  assertClean(conn);
+
+  // A details.reason past 1 KiB is dropped with the rest of the details; short texts are kept whole.
+  const second = setup();
+  const boot2 = second.conn.bootstrap(InteropCounter);
+  await tick();
+  second.peer.send({ op: "goaway", reason: "bye", error: { code: "unavailable", message: "later", details: { reason: "r".repeat(1025) } } });
+  await assert.rejects(boot2, (e: unknown) => e instanceof RpcError && e.message === "later" && e.details === undefined);
+  assert.equal(await second.conn.closed, "bye");
+  assertClean(second.conn);
+});
+
 test("nothing above threw or rejected unhandled", async () => {
   await tick();
   assert.deepEqual(unhandled, []);

@@ -117,10 +117,10 @@ export class Serving {
     }
     const m = (entry.def.methods as Record<string, MethodDef>)[f.method];
     if (m === undefined || !Object.hasOwn(entry.def.methods, f.method)) {
-      return this.reply(f.id, rpcError("not_found", `method "${f.method}" on cap "${entry.def.name}"`));
+      return this.reply(f.id, rpcError("not_found", `method "${clipPeerText(f.method)}" on cap "${entry.def.name}"`));
     }
     const handler = Object.hasOwn(entry.impl, f.method) ? entry.impl[f.method] : undefined;
-    if (typeof handler !== "function") return this.reply(f.id, rpcError("not_found", `method "${f.method}" has no handler`));
+    if (typeof handler !== "function") return this.reply(f.id, rpcError("not_found", `method "${clipPeerText(f.method)}" has no handler`));
     if (this.active.size >= this.conn.limits.maxInFlightCalls) {
       const n = this.conn.limits.maxInFlightCalls;
       return this.reply(f.id, rpcError("resource_exhausted", `in-flight calls limit ${n}`, "max_concurrent_calls"));
@@ -156,10 +156,12 @@ export class Serving {
     }
     const name = a.name;
     const served = this.registry.get(name);
-    if (served === undefined) return this.reply(id, rpcError("not_found", `cap "${name}" not served`));
+    // Names and versions the peer chose are quoted back cut (as the Rust peer's `clipped`),
+    // and compared whole.
+    if (served === undefined) return this.reply(id, rpcError("not_found", `cap "${clipPeerText(name)}" not served`));
     const sv = served.def.version;
     if (sv !== undefined && typeof a.version === "string" && a.version !== sv) {
-      const message = `version mismatch (server "${sv}", client "${a.version}")`;
+      const message = `version mismatch (server "${sv}", client "${clipPeerText(a.version)}")`;
       return this.reply(id, rpcError("failed_precondition", message, "version_mismatch"));
     }
     if (this.policy !== undefined) {
@@ -170,7 +172,7 @@ export class Serving {
         return this.reply(id, rpcError("internal", "policy threw"));
       }
       if (!allowed) return this.reply(id, rpcError("failed_precondition", "policy denied", "unauthorized"));
-      if (this.registry.get(name) !== served) return this.reply(id, rpcError("not_found", `cap "${name}" not served`));
+      if (this.registry.get(name) !== served) return this.reply(id, rpcError("not_found", `cap "${clipPeerText(name)}" not served`));
     }
     const existing = this.instances.get(name);
     let capId: number;

@@ -489,3 +489,43 @@ test("a cancel's reason is cut at 1 KiB of UTF-8 at a character boundary (as the
   assertClean(conn);
   assertClean(conn2);
 });
+
+test("names and versions a peer chose are quoted back in errors cut at 1 KiB (as the Rust peer), and compared whole", async () => {
+  const longMethod = "m".repeat(5000);
+  const Versioned: CapDef = { name: "t.versioned", version: "1", methods: { [longMethod]: { kind: "call" } } };
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  conn.serve(Versioned, {});
+  const peer = rawPeer(b);
+  peer.hello();
+  const long = "é".repeat(50_000);
+  const cut = "é".repeat(512) + "…";
+  const boot = (id: number, args: unknown) => peer.send({ op: "call", id, target: { kind: "cap", id: 0 }, method: "bootstrap", args, meta: undefined });
+  boot(1, { name: long });
+  boot(2, { name: "t.versioned", version: long });
+  // A version that starts like the served one but is longer is still a mismatch: compared whole.
+  boot(3, { name: "t.versioned", version: "1" + "x".repeat(2000) });
+  boot(4, { name: "t.versioned", version: "1" });
+  await tick();
+  const answer = (id: number) => peer.got.find((f) => f["op"] === "result" && f["id"] === id);
+  assert.deepEqual(answer(1)?.["error"], { code: "not_found", message: `cap "${cut}" not served` });
+  assert.deepEqual(answer(2)?.["error"], {
+    code: "failed_precondition",
+    message: `version mismatch (server "1", client "${cut}")`,
+    details: { reason: "version_mismatch" },
+  });
+  assert.deepEqual(answer(3)?.["error"], {
+    code: "failed_precondition",
+    message: `version mismatch (server "1", client "1${"x".repeat(1023)}…")`,
+    details: { reason: "version_mismatch" },
+  });
+  assert.ok(answer(4)?.["value"] instanceof CapRef);
+  const cap = (answer(4)!["value"] as CapRef).id;
+  peer.send({ op: "call", id: 5, target: { kind: "cap", id: cap }, method: long, args: undefined, meta: undefined });
+  peer.send({ op: "call", id: 6, target: { kind: "cap", id: cap }, method: longMethod, args: undefined, meta: undefined });
+  await tick();
+  assert.deepEqual(answer(5)?.["error"], { code: "not_found", message: `method "${cut}" on cap "t.versioned"` });
+  assert.deepEqual(answer(6)?.["error"], { code: "not_found", message: `method "${"m".repeat(1024)}…" has no handler` });
+  conn.close();
+  assertClean(conn);
+});

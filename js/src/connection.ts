@@ -6,7 +6,7 @@
 import { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH, MAX_RECORD_TABLE_BYTES } from "./codec.js";
 import { DEFAULT_DECODE_BUDGET } from "./decode_budget.js";
 import * as F from "./frames.js";
-import { type Frame, FrameError, validate } from "./frames.js";
+import { DEFAULT_HELLO_BOUNDS, type Frame, FrameError, type HelloBounds, validate } from "./frames.js";
 import { ClientStream } from "./stream.js";
 import { Serving, type Impl, type Policy, type ServeHandle } from "./serving.js";
 import { clipPeerStatus, clipPeerText } from "./peer_text.js";
@@ -51,6 +51,17 @@ export interface Limits {
    * element) need more; README "Limits".
    */
   decodeBudgetFactor: number;
+  /**
+   * Most feature strings a peer's `hello` may carry; more is a protocol error (goaway). Default
+   * 64, as the Rust peer's `Limits::max_hello_features`: the hello is kept for the connection's
+   * life (`peer`).
+   */
+  maxHelloFeatures: number;
+  /**
+   * Longest string of a peer's `hello` (`mode`, `origin`, each feature), in bytes of UTF-8;
+   * longer is a protocol error (goaway). Default 4 KiB, as the Rust peer's `max_hello_text`.
+   */
+  maxHelloText: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -61,6 +72,8 @@ export const DEFAULT_LIMITS: Limits = {
   maxRecordTableBytes: MAX_RECORD_TABLE_BYTES,
   decodeBudgetBase: DEFAULT_DECODE_BUDGET.base,
   decodeBudgetFactor: DEFAULT_DECODE_BUDGET.factor,
+  maxHelloFeatures: DEFAULT_HELLO_BOUNDS.maxFeatures,
+  maxHelloText: DEFAULT_HELLO_BOUNDS.maxText,
 };
 
 /** How this peer presents itself and what it serves from the start. */
@@ -118,6 +131,7 @@ export class Connection {
   peer: PeerHello | undefined;
   private readonly encoder = new FrameEncoder();
   private readonly decoder: FrameDecoder;
+  private readonly helloBounds: HelloBounds;
   private readonly pending = new Map<number, Pending>();
   private readonly streams = new Map<number, ClientStream<unknown>>();
   private readonly revoked = new Set<number>();
@@ -148,6 +162,7 @@ export class Connection {
       base: this.limits.decodeBudgetBase,
       factor: this.limits.decodeBudgetFactor,
     });
+    this.helloBounds = { maxFeatures: this.limits.maxHelloFeatures, maxText: this.limits.maxHelloText };
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.serving = new Serving(this, options.policy);
     for (const { def, impl } of options.serve ?? []) this.serving.serve(def, impl);
@@ -378,7 +393,7 @@ export class Connection {
     }
     let frame: Frame;
     try {
-      frame = validate(this.decoder.decode(data));
+      frame = validate(this.decoder.decode(data), this.helloBounds);
     } catch (e) {
       return this.protocolError(e instanceof FrameError ? e.message : `undecodable message: ${(e as Error)?.message ?? e}`);
     }

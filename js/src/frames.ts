@@ -2,6 +2,7 @@
 // object literal's order is its wire order), and the validation of inbound frames.
 
 import { CapRef } from "./codec.js";
+import { utf8Length } from "./peer_text.js";
 import { type Status } from "./status.js";
 
 export const PROTOCOL_VERSION = 1;
@@ -79,20 +80,40 @@ const isRecord = (v: unknown): v is Record<string, unknown> =>
 const isId = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= Number.MAX_SAFE_INTEGER;
 const isCapId = (v: unknown): v is number => isId(v) && v <= 0xffff_ffff;
 
+/**
+ * What a peer's `hello` may hold: it is kept for the connection's life (PROTOCOL §6). As the
+ * Rust peer's `HelloBounds`, a hello past them is a protocol error, not cut.
+ */
+export interface HelloBounds {
+  /** Most feature strings. */
+  maxFeatures: number;
+  /** Longest string (`mode`, `origin`, each feature), in bytes of UTF-8. */
+  maxText: number;
+}
+
+/** The Rust peer's defaults (`DecodeLimits::DEFAULT_MAX_HELLO_FEATURES`, `…_TEXT`). */
+export const DEFAULT_HELLO_BOUNDS: HelloBounds = { maxFeatures: 64, maxText: 4096 };
+
 /** Checks a decoded value is a frame; returns it typed, or throws a FrameError. */
-export function validate(v: unknown): Frame {
+export function validate(v: unknown, hello: HelloBounds = DEFAULT_HELLO_BOUNDS): Frame {
   if (!isRecord(v)) throw new FrameError("a frame is a record");
   const need = (ok: boolean, what: string): void => {
     if (!ok) throw new FrameError(`${String(v["op"])} frame: ${what}`);
   };
+  const short = (s: unknown): boolean => typeof s === "string" && (s.length <= hello.maxText / 3 || utf8Length(s) <= hello.maxText);
   switch (v["op"]) {
-    case "hello":
-      need(v["v"] === PROTOCOL_VERSION, `unsupported protocol version ${String(v["v"])}`);
+    case "hello": {
+      need(v["v"] === PROTOCOL_VERSION, `unsupported protocol version ${describe(v["v"])}`);
       need(typeof v["mode"] === "string", "mode is not a string");
-      need(Array.isArray(v["features"]) && (v["features"] as unknown[]).every((f) => typeof f === "string"), "features");
+      need(short(v["mode"]), "mode");
+      const features = v["features"];
+      need(Array.isArray(features) && (features as unknown[]).every((f) => typeof f === "string"), "features");
+      need((features as string[]).length <= hello.maxFeatures && (features as string[]).every(short), "features");
       need(typeof v["maxBytes"] === "number" && (v["maxBytes"] as number) > 0, "maxBytes");
       need(typeof v["origin"] === "string", "origin");
+      need(short(v["origin"]), "origin");
       break;
+    }
     case "goaway":
       need(v["reason"] === undefined || typeof v["reason"] === "string", "reason");
       break;
@@ -138,4 +159,19 @@ export function validate(v: unknown): Frame {
       throw new FrameError(`unknown op ${JSON.stringify(String(v["op"]).slice(0, 40))}`);
   }
   return v as unknown as Frame;
+}
+
+/** A short description of a bad `hello.v` for the error, as the Rust peer's `describe`: a string's first 32 characters, no array or record spelled out. */
+function describe(v: unknown): string {
+  if (typeof v === "string") {
+    let head = "";
+    let n = 0;
+    for (const c of v) {
+      if (n++ === 32) break;
+      head += c;
+    }
+    return JSON.stringify(head);
+  }
+  if (v === undefined || v === null || typeof v === "number" || typeof v === "boolean" || typeof v === "bigint") return String(v);
+  return "a non-number";
 }

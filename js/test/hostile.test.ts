@@ -462,6 +462,47 @@ test("a long goaway is cut (as the Rust peer) before pending calls, hello waiter
   assertClean(second.conn);
 });
 
+test("a hello past its bounds (as the Rust peer: 64 features, 4 KiB of UTF-8 a string) is a protocol error, and a bad version is quoted short", async () => {
+  const at = "é".repeat(2048); // 4096 bytes of UTF-8, 2048 UTF-16 units
+  const over = at + "x";
+  const goawayOf = async (hello: Record<string, unknown>, limits = {}) => {
+    const [a, b] = memoryPair();
+    const conn = new Connection(a, { origin: "test", limits });
+    const peer = rawPeer(b);
+    peer.hello(hello);
+    await tick();
+    const g = peer.got.find((f) => f["op"] === "goaway");
+    if (g !== undefined) assert.equal(conn.peer, undefined, "a refused hello is not kept");
+    if (g === undefined) conn.close();
+    assertClean(conn);
+    return { g, conn };
+  };
+  for (const [hello, field] of [
+    [{ features: Array.from({ length: 65 }, (_, i) => `f${i}`) }, "features"],
+    [{ features: ["a", over] }, "features"],
+    [{ mode: over }, "mode"],
+    [{ origin: over }, "origin"],
+  ] as const) {
+    const { g } = await goawayOf(hello);
+    assert.deepEqual(g?.["error"], { code: "invalid_argument", message: `hello frame: ${field}` }, field);
+  }
+  // At the bounds: kept.
+  const { g: none, conn } = await goawayOf({ mode: at, origin: at, features: Array.from({ length: 64 }, () => at) });
+  assert.equal(none, undefined);
+  assert.equal(conn.peer?.features.length, 64);
+  assert.equal(conn.peer?.origin, at);
+  // The bounds are the connection's limits.
+  const { g: few } = await goawayOf({ features: ["a", "b", "c"] }, { maxHelloFeatures: 2 });
+  assert.equal(few?.["error"]?.["message"], "hello frame: features");
+  const { g: short } = await goawayOf({ origin: "abcdefg" }, { maxHelloText: 6 }); // "native" is 6 bytes
+  assert.equal(short?.["error"]?.["message"], "hello frame: origin");
+  // A version of a megabyte is quoted by its first 32 characters; an array is not spelled out.
+  const { g: v1 } = await goawayOf({ v: "9".repeat(1 << 20) });
+  assert.equal(v1?.["error"]?.["message"], `hello frame: unsupported protocol version "${"9".repeat(32)}"`);
+  const { g: v2 } = await goawayOf({ v: Array.from({ length: 100_000 }, () => 1) });
+  assert.equal(v2?.["error"]?.["message"], "hello frame: unsupported protocol version a non-number");
+});
+
 test("nothing above threw or rejected unhandled", async () => {
   await tick();
   assert.deepEqual(unhandled, []);

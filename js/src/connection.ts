@@ -62,6 +62,13 @@ export interface Limits {
    * longer is a protocol error (goaway). Default 4 KiB, as the Rust peer's `max_hello_text`.
    */
   maxHelloText: number;
+  /**
+   * Bytes of UTF-8 (its keys and values) a peer's call may carry in `meta.context`, which its
+   * handler's `CallContext` keeps for as long as it runs; beyond it the call fails
+   * `invalid_argument` and no handler runs. Default 64 KiB, as the Rust peer's
+   * `Limits::max_context_bytes`.
+   */
+  maxContextBytes: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -74,6 +81,7 @@ export const DEFAULT_LIMITS: Limits = {
   decodeBudgetFactor: DEFAULT_DECODE_BUDGET.factor,
   maxHelloFeatures: DEFAULT_HELLO_BOUNDS.maxFeatures,
   maxHelloText: DEFAULT_HELLO_BOUNDS.maxText,
+  maxContextBytes: 64 * 1024,
 };
 
 /** How this peer presents itself and what it serves from the start. */

@@ -5,7 +5,7 @@
 import { CapRef } from "./codec.js";
 import type { Connection } from "./connection.js";
 import * as F from "./frames.js";
-import { clipPeerText } from "./peer_text.js";
+import { clipPeerText, utf8Length } from "./peer_text.js";
 import type { Frame } from "./frames.js";
 import { rpcError, toStatus, type Status } from "./status.js";
 import { timeout } from "./timer.js";
@@ -125,6 +125,13 @@ export class Serving {
       const n = this.conn.limits.maxInFlightCalls;
       return this.reply(f.id, rpcError("resource_exhausted", `in-flight calls limit ${n}`, "max_concurrent_calls"));
     }
+    const context = f.meta?.context ?? {};
+    const size = contextBytes(context);
+    const maxContext = this.conn.limits.maxContextBytes;
+    if (size > maxContext) {
+      const message = `meta.context of ${size} bytes is over the limit of ${maxContext} bytes (max_context_bytes)`;
+      return this.reply(f.id, rpcError("invalid_argument", message));
+    }
     const a: Active = { capId, ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
     this.active.set(f.id, a);
     const deadline = f.meta?.deadlineMs;
@@ -137,7 +144,7 @@ export class Serving {
       callId: f.id,
       signal: a.ctrl.signal,
       deadlineMs: deadline,
-      context: f.meta?.context ?? {},
+      context,
       connection: this.conn,
       exportCap: (def, impl) => {
         const id = this.allocate({ def, impl, refs: 1, name: undefined });
@@ -341,6 +348,13 @@ export class Serving {
       // Disposal errors are ignored.
     }
   }
+}
+
+/** The UTF-8 bytes of a call's `meta.context`: its keys and values, as the Rust peer counts them. */
+function contextBytes(context: Record<string, string>): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(context)) n += utf8Length(k) + utf8Length(v);
+  return n;
 }
 
 /**

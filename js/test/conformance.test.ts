@@ -529,3 +529,22 @@ test("names and versions a peer chose are quoted back in errors cut at 1 KiB (as
   conn.close();
   assertClean(conn);
 });
+
+test("a call whose meta.context is past 64 KiB of UTF-8 (as the Rust peer's max_context_bytes) fails invalid_argument and runs no handler", async () => {
+  const contexts: Array<Record<string, string>> = [];
+  const { conn, peer } = await serving({ work: (_a: unknown, ctx: CallContext) => (contexts.push(ctx.context), "ran") });
+  // The key's byte counts too: 1 + 2 × 32767 + 1 = 65536 bytes, then one more.
+  const at = { k: "é".repeat(32767) + "x" };
+  const over = { k: "é".repeat(32767) + "xy" };
+  peer.send(call(2, "work", undefined, { context: over }));
+  peer.send(call(3, "work", undefined, { context: at }));
+  await tick();
+  assert.deepEqual(peer.got.find((f) => f["op"] === "result" && f["id"] === 2)?.["error"], {
+    code: "invalid_argument",
+    message: "meta.context of 65537 bytes is over the limit of 65536 bytes (max_context_bytes)",
+  });
+  assert.equal(peer.got.find((f) => f["op"] === "result" && f["id"] === 3)?.["value"], "ran");
+  assert.deepEqual(contexts, [at]);
+  conn.close();
+  assertClean(conn);
+});

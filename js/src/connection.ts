@@ -8,7 +8,7 @@ import { DEFAULT_DECODE_BUDGET } from "./decode_budget.js";
 import * as F from "./frames.js";
 import { DEFAULT_HELLO_BOUNDS, type Frame, FrameError, type HelloBounds, validate } from "./frames.js";
 import { ClientStream } from "./stream.js";
-import { Serving, type Impl, type Policy, type ServeHandle } from "./serving.js";
+import { Serving, type Impl, type Policy, type ServeHandle, type ServeOptions } from "./serving.js";
 import { clipPeerStatus, clipPeerText } from "./peer_text.js";
 import { sizeBound } from "./size.js";
 import { RpcError, rpcError, statusFrom, type Status } from "./status.js";
@@ -173,7 +173,7 @@ export class Connection {
     this.helloBounds = { maxFeatures: this.limits.maxHelloFeatures, maxText: this.limits.maxHelloText };
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.serving = new Serving(this, options.policy);
-    for (const { def, impl } of options.serve ?? []) this.serving.serve(def, impl);
+    if (options.serve !== undefined && options.serve.length > 0) this.serving.serveAll(options.serve);
     const origin = options.origin ?? (globalThis as { location?: { origin?: string } }).location?.origin ?? "";
     transport.start({
       message: (data) => this.receive(data),
@@ -205,9 +205,42 @@ export class Connection {
     this.shutdown(reason);
   }
 
-  /** Serves `impl` as the cap `def` (PROTOCOL §8); the handle unserves it. */
-  serve(def: CapDef, impl: Impl): ServeHandle {
-    return this.serving.serve(def, impl);
+  /**
+   * Serves `impl` as the cap `def` (PROTOCOL §8); the handle unserves it. A name already served
+   * is decided by `options.ifExists` (`"throw"`, the default: `already_exists`
+   * `{reason:"name_collision"}`; `"skip"`; `"replace"`). Throws `RpcError`, `unavailable` once
+   * the connection is closed.
+   */
+  serve(def: CapDef, impl: Impl, options: ServeOptions = {}): ServeHandle {
+    return this.serveAll([{ def, impl }], options);
+  }
+
+  /**
+   * Serves several caps atomically (PROTOCOL §8, the Rust `Connection::serve_all`): every check
+   * passes for all of them before any is registered; the handle owns every name it served.
+   */
+  serveAll(caps: ReadonlyArray<{ def: CapDef; impl: Impl }>, options: ServeOptions = {}): ServeHandle {
+    if (this.closedReason !== undefined) throw rpcError("unavailable", "connection closed");
+    return this.serving.serveAll(caps, options.ifExists);
+  }
+
+  /**
+   * Switches the served name `def.name` to `impl` (PROTOCOL §8): `not_found` if it is not served,
+   * `failed_precondition` `{reason:"version_mismatch"}` if its version differs. Its live
+   * bootstrap instance keeps its cap-id and switches at once; nothing is revoked.
+   */
+  replace(def: CapDef, impl: Impl): void {
+    if (this.closedReason !== undefined) throw rpcError("unavailable", "connection closed");
+    this.serving.replace(def, impl);
+  }
+
+  /**
+   * Unserves a name (or a definition's name): its live bootstrap instance is disposed, freed and
+   * revoked (`cap_revoked`), and the streams served on it end (PROTOCOL §8, §12). A name not
+   * served is a silent no-op.
+   */
+  unserve(cap: string | CapDef): void {
+    this.serving.unserve([typeof cap === "string" ? cap : cap.name]);
   }
 
   /** Counts of the tables, for leak checks: all zero once everything is released. */

@@ -12,7 +12,7 @@ export { DEFAULT_DECODE_BUDGET, DecodeError, type DecodeBudget, type DecodeError
 export { Connection, DEFAULT_LIMITS, type ConnectionOptions, type Limits } from "./connection.js";
 export { PROTOCOL_VERSION, type Frame } from "./frames.js";
 export { SEALED_OVERHEAD, importKey, keyFromHex, open, seal, sealed } from "./sealed.js";
-export type { CallContext, Impl, Policy, ServeHandle } from "./serving.js";
+export type { CallContext, IfExists, Impl, Policy, ServeHandle, ServeOptions } from "./serving.js";
 export { RpcError, type Code, type Retry, type Status } from "./status.js";
 export { memoryPair, openWebSocket, webSocketTransport, type Transport, type TransportEvents, type WebSocketClass } from "./transport.js";
 export { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, type MethodDef, type StreamOptions, type ValueStream } from "./types.js";

@@ -7,7 +7,7 @@ import type { Connection } from "./connection.js";
 import * as F from "./frames.js";
 import { clipPeerText, utf8Length } from "./peer_text.js";
 import type { Frame } from "./frames.js";
-import { rpcError, toStatus, type Status } from "./status.js";
+import { type RpcError, rpcError, toStatus, type Status } from "./status.js";
 import { timeout } from "./timer.js";
 import type { CapDef, MethodDef } from "./types.js";
 
@@ -33,8 +33,28 @@ export type Impl = Record<string, (args: any, ctx: CallContext) => unknown>;
 /** Decides bootstraps: `(name)` → allowed (may be async; a throw is `internal`). */
 export type Policy = (name: string) => boolean | Promise<boolean>;
 
-/** Returned by `serve`: unserve with it. */
+/**
+ * What serving a name that is already served does (PROTOCOL §8), as the Rust peer's
+ * `IfExists`: `"throw"` (the default) fails `already_exists` `{reason:"name_collision"}`;
+ * `"skip"` leaves the existing registration and the handle owns nothing; `"replace"` switches
+ * the name to the new implementation as `replace` does (same version required).
+ */
+export type IfExists = "throw" | "skip" | "replace";
+
+/** Options of `serve` and `serveAll`. */
+export interface ServeOptions {
+  ifExists?: IfExists;
+}
+
+/** Returned by `serve` and `serveAll`: owns the names it served. */
 export interface ServeHandle {
+  /** The names this handle owns (none for those `ifExists: "skip"` left alone). */
+  readonly names: readonly string[];
+  /**
+   * Unserves the names it owns, as `Connection.unserve` does, with one `cap_revoked` for all of
+   * them; once. A name since unserved (and perhaps served again by another `serve`) is left
+   * alone; one since replaced is still this handle's.
+   */
   unserve(): void;
 }
 
@@ -45,6 +65,19 @@ interface Entry {
   /** The registry name, for a bootstrap instance. */
   name: string | undefined;
 }
+
+/** A served name: its definition and implementation, and the registration they belong to. */
+interface Served {
+  def: CapDef;
+  impl: Impl;
+  /** Made by the `serve` that inserted the name, kept by its replacements: a handle unserves only its own. */
+  registration: object;
+}
+
+/** What serving one cap will do, decided before anything changes (the Rust peer's `Plan`). */
+type Plan = "insert" | "skip" | "replace";
+
+const RESERVED_PREFIX = "bunite.";
 
 interface Active {
   /** The cap the call targets (unserving it stops a stream on it, §12). */
@@ -61,7 +94,7 @@ const MIN_INITIAL_CREDIT = 8;
 const DEFAULT_INITIAL_CREDIT = 32;
 
 export class Serving {
-  private readonly registry = new Map<string, { def: CapDef; impl: Impl }>();
+  private readonly registry = new Map<string, Served>();
   private readonly table = new Map<number, Entry>();
   private readonly instances = new Map<string, number>();
   private readonly active = new Map<number, Active>();
@@ -76,32 +109,111 @@ export class Serving {
     return { servedCaps: this.table.size, activeHandlers: this.active.size };
   }
 
-  serve(def: CapDef, impl: Impl): ServeHandle {
-    if (def.name.startsWith("bunite.")) throw rpcError("already_exists", `cap name "${def.name}" is reserved`, "reserved_namespace");
-    if (this.registry.has(def.name)) throw rpcError("already_exists", `cap "${def.name}" already served`, "name_collision");
-    const entry = { def, impl };
-    this.registry.set(def.name, entry);
-    return { unserve: () => this.registry.get(def.name) === entry && this.unserve(def.name) };
+  /**
+   * Serves caps, one or a batch atomically (PROTOCOL §8, the Rust peer's `serve_all`): every
+   * check (reserved prefix, collision, version on replace, a name twice in the batch) passes for
+   * all of them before anything is registered; throws the first failure's `RpcError`.
+   */
+  serveAll(caps: ReadonlyArray<{ def: CapDef; impl: Impl }>, ifExists: IfExists = "throw"): ServeHandle {
+    const plans = caps.length === 1 ? [this.plan(caps[0]!.def, ifExists, false)] : this.planAll(caps.map((c) => c.def), ifExists);
+    const owned: Array<{ name: string; registration: object }> = [];
+    caps.forEach(({ def, impl }, i) => {
+      const plan = plans[i];
+      if (plan === "skip") return;
+      const registration = plan === "replace" ? this.registry.get(def.name)!.registration : {};
+      if (plan === "replace") this.switchInstance(def, impl);
+      this.registry.set(def.name, { def, impl, registration });
+      owned.push({ name: def.name, registration });
+    });
+    let done = false;
+    return {
+      names: owned.map((o) => o.name),
+      unserve: () => {
+        if (done) return;
+        done = true;
+        this.unserve(owned.filter((o) => this.registry.get(o.name)?.registration === o.registration).map((o) => o.name));
+      },
+    };
   }
 
-  /** Removes `name`; a live bootstrap instance is disposed and revoked (§8). */
-  private unserve(name: string): void {
-    this.registry.delete(name);
-    const id = this.instances.get(name);
-    if (id === undefined) return;
-    const entry = this.table.get(id);
-    this.free(id);
-    if (entry !== undefined) void this.runDisposal(entry);
-    this.conn.send(F.capRevoked([id]));
-    // The peer ends its streams on the cap without a cancel (§12): stop the sources, each
+  /**
+   * `replace` (PROTOCOL §8): the name must be served (`not_found`) with the same version
+   * (`failed_precondition` `{reason:"version_mismatch"}`); its live bootstrap instance switches
+   * to `impl` at once, keeping its cap-id and refcount, with no `cap_revoked`. Calls already
+   * running finish on the implementation they started on; the old one is not disposed.
+   */
+  replace(def: CapDef, impl: Impl): void {
+    if (this.plan(def, "replace", false) !== "replace") throw rpcError("not_found", `cap "${def.name}" not served`);
+    this.switchInstance(def, impl);
+    this.registry.set(def.name, { def, impl, registration: this.registry.get(def.name)!.registration });
+  }
+
+  /**
+   * Removes `names` (PROTOCOL §8): each live bootstrap instance is disposed and freed, and one
+   * `cap_revoked` carries all their ids. A name not served is ignored.
+   */
+  unserve(names: readonly string[]): void {
+    const revoked: number[] = [];
+    for (const name of names) {
+      if (!this.registry.delete(name)) continue;
+      const id = this.instances.get(name);
+      if (id === undefined) continue;
+      const entry = this.table.get(id);
+      this.free(id);
+      if (entry !== undefined) void this.runDisposal(entry);
+      revoked.push(id);
+    }
+    if (revoked.length === 0 || this.conn.isClosed) return;
+    this.conn.send(F.capRevoked(revoked));
+    // The peer ends its streams on the caps without a cancel (§12): stop the sources, each
     // with its `end` after the `cap_revoked`, so none waits for credit holding its slot.
     for (const [sid, a] of [...this.active]) {
-      if (a.capId !== id || a.stream === undefined) continue;
+      if (!revoked.includes(a.capId) || a.stream === undefined) continue;
       this.finish(sid, a);
       a.ctrl.abort("cap revoked");
       a.stream.wake?.();
       this.conn.send(F.end(sid));
     }
+  }
+
+  /** Checks one cap against the registry (the Rust peer's `Registry::plan`). */
+  private plan(def: CapDef, ifExists: IfExists, batch: boolean): Plan {
+    const name = def.name;
+    if (name.startsWith(RESERVED_PREFIX)) {
+      throw rpcError("already_exists", `cap name "${name}" uses reserved prefix "${RESERVED_PREFIX}"`, "reserved_namespace");
+    }
+    const existing = this.registry.get(name);
+    if (existing === undefined) return "insert";
+    if (ifExists === "throw") throw collision(name);
+    if (ifExists === "skip") return "skip";
+    if (existing.def.version !== def.version) {
+      const [cur, next] = [String(existing.def.version), String(def.version)];
+      const message = batch
+        ? `version mismatch on replace for "${name}" (current "${cur}", new "${next}")`
+        : `version mismatch (current "${cur}", new "${next}")`;
+      throw rpcError("failed_precondition", message, "version_mismatch");
+    }
+    return "replace";
+  }
+
+  /** Checks a whole batch: each cap, and no name twice in it. */
+  private planAll(defs: CapDef[], ifExists: IfExists): Plan[] {
+    const seen = new Set<string>();
+    return defs.map((def) => {
+      const plan = this.plan(def, ifExists, true);
+      if (seen.has(def.name)) throw collision(def.name);
+      seen.add(def.name);
+      return plan;
+    });
+  }
+
+  /** The name's live bootstrap instance, if any, now runs `impl` (calls to it find the new handlers). */
+  private switchInstance(def: CapDef, impl: Impl): void {
+    const id = this.instances.get(def.name);
+    const entry = id === undefined ? undefined : this.table.get(id);
+    if (entry === undefined) return;
+    entry.def = def;
+    entry.impl = impl;
   }
 
   onCall(f: Extract<Frame, { op: "call" }>): void {
@@ -162,15 +274,9 @@ export class Serving {
       return this.reply(id, rpcError("invalid_argument", "bootstrap requires {name: string}"));
     }
     const name = a.name;
-    const served = this.registry.get(name);
-    // Names and versions the peer chose are quoted back cut (as the Rust peer's `clipped`),
-    // and compared whole.
-    if (served === undefined) return this.reply(id, rpcError("not_found", `cap "${clipPeerText(name)}" not served`));
-    const sv = served.def.version;
-    if (sv !== undefined && typeof a.version === "string" && a.version !== sv) {
-      const message = `version mismatch (server "${sv}", client "${clipPeerText(a.version)}")`;
-      return this.reply(id, rpcError("failed_precondition", message, "version_mismatch"));
-    }
+    const version = typeof a.version === "string" ? a.version : undefined;
+    const refused = this.checkBootstrap(name, version);
+    if (refused !== undefined) return this.reply(id, refused);
     if (this.policy !== undefined) {
       let allowed: boolean;
       try {
@@ -179,8 +285,11 @@ export class Serving {
         return this.reply(id, rpcError("internal", "policy threw"));
       }
       if (!allowed) return this.reply(id, rpcError("failed_precondition", "policy denied", "unauthorized"));
-      if (this.registry.get(name) !== served) return this.reply(id, rpcError("not_found", `cap "${clipPeerText(name)}" not served`));
+      // The registry may have changed while the policy ran (as the Rust peer, checked again).
+      const now = this.checkBootstrap(name, version);
+      if (now !== undefined) return this.reply(id, now);
     }
+    const served = this.registry.get(name)!;
     const existing = this.instances.get(name);
     let capId: number;
     if (existing !== undefined && this.table.has(existing)) {
@@ -195,6 +304,20 @@ export class Serving {
       this.instances.set(name, capId);
     }
     this.conn.send(F.ok(id, new CapRef(capId)));
+  }
+
+  /** Why a bootstrap of `name` (with the client's `version`) is refused, if it is (PROTOCOL §8 steps 2–3). */
+  private checkBootstrap(name: string, version: string | undefined): RpcError | undefined {
+    // Names and versions the peer chose are quoted back cut (as the Rust peer's `clipped`),
+    // and compared whole.
+    const served = this.registry.get(name);
+    if (served === undefined) return rpcError("not_found", `cap "${clipPeerText(name)}" not served`);
+    const sv = served.def.version;
+    if (sv !== undefined && version !== undefined && version !== sv) {
+      const message = `version mismatch (server "${sv}", client "${clipPeerText(version)}")`;
+      return rpcError("failed_precondition", message, "version_mismatch");
+    }
+    return undefined;
   }
 
   private async runCall(id: number, a: Active, m: MethodDef, run: () => unknown): Promise<void> {
@@ -348,6 +471,10 @@ export class Serving {
       // Disposal errors are ignored.
     }
   }
+}
+
+function collision(name: string): RpcError {
+  return rpcError("already_exists", `cap "${name}" already served`, "name_collision");
 }
 
 /** The UTF-8 bytes of a call's `meta.context`: its keys and values, as the Rust peer counts them. */

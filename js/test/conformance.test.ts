@@ -548,3 +548,146 @@ test("a call whose meta.context is past 64 KiB of UTF-8 (as the Rust peer's max_
   conn.close();
   assertClean(conn);
 });
+
+/** A raw peer on a fresh connection, with helpers to bootstrap and call and read the answers. */
+function servingPeer(options: ConstructorParameters<typeof Connection>[1] = {}) {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test", ...options });
+  const peer = rawPeer(b);
+  peer.hello();
+  let nextId = 1;
+  const answer = (id: number) => peer.got.find((f) => f["op"] === "result" && f["id"] === id);
+  const send = (cap: number, method: string, args: unknown) => {
+    const id = nextId++;
+    peer.send({ op: "call", id, target: { kind: "cap", id: cap }, method, args, meta: undefined });
+    return id;
+  };
+  return {
+    conn,
+    peer,
+    answer,
+    revoked: () => peer.got.filter((f) => f["op"] === "cap_revoked").map((f) => f["capIds"]),
+    /** Bootstraps `name`: its cap-id, or its error, once answered. */
+    bootstrap: async (name: string): Promise<number | Record<string, unknown>> => {
+      const id = send(0, "bootstrap", { name });
+      for (let i = 0; i < 100 && answer(id) === undefined; i++) await tick();
+      const r = answer(id);
+      return r?.["ok"] ? (r["value"] as CapRef).id : r?.["error"];
+    },
+    call: async (cap: number, method: string): Promise<unknown> => {
+      const id = send(cap, method, undefined);
+      await tick();
+      return answer(id)?.["value"];
+    },
+  };
+}
+
+const throwsRpc = (f: () => unknown, code: string, reason: string | undefined, message: string) =>
+  assert.throws(f, (e: unknown) => e instanceof RpcError && e.code === code && e.reason === reason && e.message === message);
+
+test("serve ifExists (as the Rust peer's IfExists): throw is name_collision, skip owns nothing, replace switches the live instance at once with no cap_revoked; replace() needs the name and its version", async () => {
+  const Svc = (version: string | undefined): CapDef => ({ name: "t.svc", version, disposal: "close", methods: { who: { kind: "call" }, close: { kind: "call" } } });
+  const disposed: string[] = [];
+  const impl = (who: string): Impl => ({ who: () => who, close: () => void disposed.push(who) });
+  const s = servingPeer();
+  const h1 = s.conn.serve(Svc("1"), impl("a"));
+  assert.deepEqual(h1.names, ["t.svc"]);
+  const cap = await s.bootstrap("t.svc");
+  assert.equal(cap, 2);
+  assert.equal(await s.call(2, "who"), "a");
+  throwsRpc(() => s.conn.serve(Svc("1"), impl("b")), "already_exists", "name_collision", 'cap "t.svc" already served');
+  throwsRpc(() => s.conn.serve({ name: "bunite.Mine", methods: {} }, {}), "already_exists", "reserved_namespace", 'cap name "bunite.Mine" uses reserved prefix "bunite."');
+  const skipped = s.conn.serve(Svc("1"), impl("b"), { ifExists: "skip" });
+  assert.deepEqual(skipped.names, []);
+  skipped.unserve();
+  assert.equal(await s.call(2, "who"), "a");
+  throwsRpc(() => s.conn.serve(Svc("2"), impl("b"), { ifExists: "replace" }), "failed_precondition", "version_mismatch", 'version mismatch (current "1", new "2")');
+  throwsRpc(() => s.conn.serve(Svc(undefined), impl("b"), { ifExists: "replace" }), "failed_precondition", "version_mismatch", 'version mismatch (current "1", new "undefined")');
+  assert.equal(await s.call(2, "who"), "a");
+  const h2 = s.conn.serve(Svc("1"), impl("b"), { ifExists: "replace" });
+  assert.deepEqual(h2.names, ["t.svc"]);
+  assert.equal(await s.call(2, "who"), "b", "the live instance runs the new impl");
+  assert.equal(await s.bootstrap("t.svc"), 2, "the same instance, one more reference");
+  s.conn.replace(Svc("1"), impl("c"));
+  assert.equal(await s.call(2, "who"), "c");
+  throwsRpc(() => s.conn.replace({ name: "t.none", methods: {} }, {}), "not_found", undefined, 'cap "t.none" not served');
+  throwsRpc(() => s.conn.replace(Svc("2"), impl("d")), "failed_precondition", "version_mismatch", 'version mismatch (current "1", new "2")');
+  assert.deepEqual(s.revoked(), [], "nothing revoked by skip or replace");
+  assert.deepEqual(disposed, [], "a replaced impl is not disposed");
+  // The first handle still owns the name it served, replaced since: unserving disposes the
+  // current impl of the live instance and revokes it; the replacing handle then has nothing left.
+  h1.unserve();
+  await tick();
+  assert.deepEqual(s.revoked(), [[2]]);
+  assert.deepEqual(disposed, ["c"]);
+  assert.equal(((await s.bootstrap("t.svc")) as Record<string, unknown>)["code"], "not_found");
+  h2.unserve();
+  await tick();
+  assert.deepEqual(s.revoked(), [[2]]);
+  s.conn.close();
+  assertClean(s.conn);
+});
+
+test("serveAll is atomic (every check passes before anything is served, a name twice is a collision); unserving its handle revokes every live instance in one cap_revoked; unserve of a name not served is a no-op", async () => {
+  const def = (name: string, version = "1"): CapDef => ({ name, version, methods: { who: { kind: "call" } } });
+  const impl: Impl = { who: () => "x" };
+  const s = servingPeer();
+  s.conn.serve(def("t.a"), impl);
+  throwsRpc(() => s.conn.serveAll([{ def: def("t.b"), impl }, { def: def("t.a"), impl }]), "already_exists", "name_collision", 'cap "t.a" already served');
+  throwsRpc(() => s.conn.serveAll([{ def: def("t.b"), impl }, { def: def("t.b"), impl }], { ifExists: "replace" }), "already_exists", "name_collision", 'cap "t.b" already served');
+  throwsRpc(
+    () => s.conn.serveAll([{ def: def("t.b"), impl }, { def: def("t.a", "2"), impl }], { ifExists: "replace" }),
+    "failed_precondition",
+    "version_mismatch",
+    'version mismatch on replace for "t.a" (current "1", new "2")',
+  );
+  assert.equal(((await s.bootstrap("t.b")) as Record<string, unknown>)["code"], "not_found", "nothing of a failed batch is served");
+  const skipSome = s.conn.serveAll([{ def: def("t.a"), impl }, { def: def("t.b"), impl }, { def: def("t.c"), impl }], { ifExists: "skip" });
+  assert.deepEqual(skipSome.names, ["t.b", "t.c"]);
+  assert.equal(await s.bootstrap("t.b"), 2);
+  assert.equal(await s.bootstrap("t.c"), 3);
+  assert.equal(await s.bootstrap("t.a"), 4);
+  skipSome.unserve();
+  await tick();
+  assert.deepEqual(s.revoked(), [[2, 3]], "one cap_revoked for the handle's names, t.a left alone");
+  assert.equal(await s.call(4, "who"), "x");
+  s.conn.unserve("t.nothing");
+  s.conn.unserve(def("t.b"));
+  await tick();
+  assert.deepEqual(s.revoked(), [[2, 3]]);
+  // A handle whose name was unserved and served again by another serve leaves that one alone.
+  const stale = s.conn.serve(def("t.d"), impl);
+  s.conn.unserve("t.d");
+  s.conn.serve(def("t.d"), impl);
+  stale.unserve();
+  assert.equal(await s.bootstrap("t.d"), 5);
+  s.conn.unserve(def("t.a"));
+  await tick();
+  assert.deepEqual(s.revoked(), [[2, 3], [4]]);
+  s.conn.close();
+  throwsRpc(() => s.conn.serve(def("t.e"), impl), "unavailable", undefined, "connection closed");
+  throwsRpc(() => s.conn.replace(def("t.d"), impl), "unavailable", undefined, "connection closed");
+  assertClean(s.conn);
+});
+
+test("a bootstrap waiting on the policy checks the registry again when it answers (as the Rust peer): a replaced name gets the new impl, an unserved one not_found", async () => {
+  const def: CapDef = { name: "t.p", methods: { who: { kind: "call" } } };
+  const allow: (() => void)[] = [];
+  const s = servingPeer({ policy: () => new Promise<boolean>((r) => allow.push(() => r(true))) });
+  s.conn.serve(def, { who: () => "old" });
+  const first = s.bootstrap("t.p");
+  await tick();
+  s.conn.replace(def, { who: () => "new" });
+  for (const a of allow.splice(0)) a();
+  const cap = await first;
+  assert.equal(cap, 2);
+  assert.equal(await s.call(2, "who"), "new");
+  s.conn.serve({ name: "t.q", methods: {} }, {});
+  const third = s.bootstrap("t.q");
+  await tick();
+  s.conn.unserve("t.q");
+  for (const a of allow.splice(0)) a();
+  assert.deepEqual(await third, { code: "not_found", message: 'cap "t.q" not served' });
+  s.conn.close();
+  assertClean(s.conn);
+});

@@ -82,6 +82,8 @@ const RESERVED_PREFIX = "bunite.";
 interface Active {
   /** The cap the call targets (unserving it stops a stream on it, §12). */
   capId: number;
+  /** Its cap was unserved while it ran: the client failed the call on `cap_revoked`. */
+  targetRevoked: boolean;
   ctrl: AbortController;
   exported: number[];
   /** Stops the deadline timer, if one is armed. */
@@ -164,6 +166,7 @@ export class Serving {
       revoked.push(id);
     }
     if (revoked.length === 0 || this.conn.isClosed) return;
+    for (const a of this.active.values()) if (revoked.includes(a.capId)) a.targetRevoked = true;
     this.conn.send(F.capRevoked(revoked));
     // The peer ends its streams on the caps without a cancel (§12): stop the sources, each
     // with its `end` after the `cap_revoked`, so none waits for credit holding its slot.
@@ -244,7 +247,7 @@ export class Serving {
       const message = `meta.context of ${size} bytes is over the limit of ${maxContext} bytes (max_context_bytes)`;
       return this.reply(f.id, rpcError("invalid_argument", message));
     }
-    const a: Active = { capId, ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
+    const a: Active = { capId, targetRevoked: false, ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
     this.active.set(f.id, a);
     const deadline = f.meta?.deadlineMs;
     // Only call methods that are not idempotent are signalled at the deadline (§11; a
@@ -339,7 +342,11 @@ export class Serving {
       for (const c of a.exported) this.free(c);
       return this.sendError(id, failed);
     }
-    if (!this.conn.sendBounded(F.ok(id, value), value)) {
+    const sent = this.conn.sendBounded(F.ok(id, value), value);
+    // Exports nobody will release: the client already failed the call on `cap_revoked` (as the
+    // Rust peer's `target_revoked`).
+    if (sent && a.targetRevoked) for (const c of a.exported) this.free(c);
+    if (!sent) {
       for (const c of a.exported) this.free(c);
       const message = `result exceeds the peer's maxBytes ${this.conn.peerMaxBytes()}`;
       this.conn.send(F.fail(id, { code: "resource_exhausted", message, details: { reason: "max_frame_bytes" } }));

@@ -691,3 +691,25 @@ test("a bootstrap waiting on the policy checks the registry again when it answer
   s.conn.close();
   assertClean(s.conn);
 });
+
+test("caps a handler exports for a call whose cap was unserved while it ran are freed with its answer (as the Rust peer's target_revoked): its client failed the call on cap_revoked and never releases them", async () => {
+  let finish: () => void = () => {};
+  const { conn, peer, handle } = await serving({
+    make: async (_a: unknown, ctx: CallContext) => {
+      await new Promise<void>((r) => (finish = r));
+      return ctx.exportCap(Child, { ping: () => "pong" });
+    },
+  });
+  peer.send(call(2, "make"));
+  await tick();
+  handle.unserve();
+  await tick();
+  assert.deepEqual(peer.got.find((f) => f["op"] === "cap_revoked")?.["capIds"], [2]);
+  finish();
+  await tick();
+  // The answer still goes out (its client ignores it); what it exported is not kept.
+  assert.ok(peer.got.find((f) => f["op"] === "result" && f["id"] === 2)?.["value"] instanceof CapRef);
+  assert.deepEqual(conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0 });
+  conn.close();
+  assertClean(conn);
+});

@@ -14,26 +14,31 @@
 //! Each end moves the state out of `WAITING` once, so the end that moves it second knows
 //! what the other did: a sender that finds the slot abandoned gets its outcome back (the
 //! driver then releases the caps in it), and a receiver that abandons a slot already sent
-//! takes the outcome out to release them itself. Nothing waits and no lock is taken from a
-//! `Drop` while another end may hold it: the outcome's mutex is taken by the sender only
-//! before it publishes `SENT`, and by the receiver only after it has seen `SENT`.
+//! takes the outcome out to release them itself. Nothing waits and no `Drop` takes a lock:
+//! the outcome is set once (`OnceLock`) before `SENT` is published, and moved out by the
+//! receiver as the slot's only owner (the sender lets go of its share before it wakes the
+//! receiver; in the rare case the receiver looks in between, it takes a clone).
 //!
 //! **Why the slots are used again.** A call's reply channel was its one allocation of more
 //! than 128 bytes, and a caller with many calls in flight frees them in batches (a read of
 //! replies) and allocates them in batches (the calls that follow). glibc's malloc keeps 7
 //! chunks of a size in its per-thread cache, so the rest of each batch took its slower
-//! paths: about 450 instructions a call, 8% of the client's time at 256 calls in flight
-//! (`docs/BENCHMARKS.md`). A receiver that is the last owner of its slot when it finishes
-//! resets it and keeps it in a per-thread list, from which the next call on the thread
-//! takes it. The list holds at most [`KEPT`] slots of 176 bytes (45 KB, for a thread that
-//! once had as many replies finished at once): a batch of replies is as large as the calls
-//! in flight that one read answers, and with 64 kept, 256 in flight still allocated 63% of
-//! their replies. Per thread rather than per connection, so that a server with thousands
-//! of connections keeps no more than one with one.
+//! paths (about 450 instructions a call at 256 in flight, 8% of the client's). A receiver
+//! that is the last owner of its slot when it finishes resets it and keeps it in a
+//! per-thread list, from which the next call on the thread takes it. Measured
+//! (`docs/BENCHMARKS.md`): one allocation a round trip fewer and 7% fewer instructions on
+//! the client at 256 in flight; in time, 6% more calls a second at 256 in flight when both
+//! ends share two workers, and no change beyond the noise with each end on its own thread
+//! or at 64 in flight (a slot's handshake takes about as many atomic operations as tokio's
+//! oneshot and the allocator's fast path together). The list holds at most [`KEPT`] slots
+//! (about 45 KB, for a thread that once had as many replies finished at once): a batch of
+//! replies is as large as the calls in flight that one read answers, and with 64 kept, 256
+//! in flight still allocated 63% of their replies. Per thread rather than per connection,
+//! so that a server with thousands of connections keeps no more than one with one.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
@@ -59,7 +64,7 @@ thread_local! {
 struct Slot {
     state: AtomicU8,
     waker: AtomicWaker,
-    outcome: Mutex<Option<Outcome>>,
+    outcome: OnceLock<Outcome>,
 }
 
 impl Slot {
@@ -67,16 +72,18 @@ impl Slot {
         Slot {
             state: AtomicU8::new(WAITING),
             waker: AtomicWaker::new(),
-            outcome: Mutex::new(None),
+            outcome: OnceLock::new(),
         }
     }
+}
 
-    /// Takes the outcome out (the state said `SENT`, so the sender is done with it).
-    fn take(&self) -> Option<Outcome> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+/// Takes the outcome out of a slot whose state said `SENT` (so it is set): moved out when
+/// `slot` is its only owner, which it is once the sender has let go (it does before it
+/// wakes the receiver); cloned in the rare case the sender has not let go yet.
+fn take_sent(slot: &mut Arc<Slot>) -> Option<Outcome> {
+    match Arc::get_mut(slot) {
+        Some(only) => only.outcome.take(),
+        None => slot.outcome.get().cloned(),
     }
 }
 
@@ -97,18 +104,20 @@ pub(crate) struct ReplyTx(Option<Arc<Slot>>);
 impl ReplyTx {
     /// Hands the outcome over; gives it back if the receiver has stopped waiting.
     pub(crate) fn send(mut self, outcome: Outcome) -> Result<(), Outcome> {
-        let slot = self.0.take().expect("a reply is sent once");
-        *slot
-            .outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+        let mut slot = self.0.take().expect("a reply is sent once");
+        if slot.state.load(Ordering::Acquire) == ABANDONED {
+            return Err(outcome);
+        }
+        // Set once a use of the slot (a reused slot is reset by its last owner).
+        slot.outcome.set(outcome)?;
         match slot
             .state
             .compare_exchange(WAITING, SENT, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
                 // Our share of the slot goes before the wake, so that the receiver, once
-                // woken, usually finds itself its last owner and keeps it for the next call.
+                // woken, finds itself its only owner: it moves the outcome out and keeps
+                // the slot for the next call.
                 let waker = slot.waker.take();
                 drop(slot);
                 if let Some(waker) = waker {
@@ -116,8 +125,8 @@ impl ReplyTx {
                 }
                 Ok(())
             }
-            // Abandoned: nobody will take it.
-            Err(_) => Err(slot.take().expect("put just above")),
+            // Abandoned meanwhile: nobody will take it.
+            Err(_) => Err(take_sent(&mut slot).expect("set just above")),
         }
     }
 }
@@ -143,7 +152,7 @@ impl ReplyRx {
     /// The outcome once sent; `Err(())` if the sender was dropped without sending. Once it
     /// is ready the receiver is spent (a later poll panics, as a finished future's would).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Outcome, ()>> {
-        let slot = self.0.as_ref().expect("a reply is taken once");
+        let slot = self.0.as_mut().expect("a reply is taken once");
         let mut state = slot.state.load(Ordering::Acquire);
         if state == WAITING {
             slot.waker.register(cx.waker());
@@ -151,7 +160,7 @@ impl ReplyRx {
         }
         let ready = match state {
             WAITING => return Poll::Pending,
-            SENT => Ok(slot.take().expect("sent")),
+            SENT => Ok(take_sent(slot).expect("sent")),
             _ => Err(()),
         };
         self.finish();
@@ -161,9 +170,9 @@ impl ReplyRx {
     /// Stops waiting: the outcome, if it was already sent (its caps are then the caller's
     /// to release); later the sender gets it back.
     pub(crate) fn abandon(&mut self) -> Option<Outcome> {
-        let slot = self.0.as_ref()?;
+        let slot = self.0.as_mut()?;
         let taken = match slot.state.swap(ABANDONED, Ordering::AcqRel) {
-            SENT => slot.take(),
+            SENT => take_sent(slot),
             _ => None,
         };
         self.finish();
@@ -180,12 +189,11 @@ impl ReplyRx {
         };
         *only.state.get_mut() = WAITING;
         drop(only.waker.take());
-        let outcome = only
-            .outcome
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        debug_assert!(outcome.is_none(), "a finished slot holds no outcome");
-        *outcome = None;
+        debug_assert!(
+            only.outcome.get().is_none(),
+            "a finished slot holds no outcome"
+        );
+        drop(only.outcome.take());
         let _ = SLOTS.try_with(|slots| {
             let mut slots = slots.borrow_mut();
             if slots.len() < KEPT {

@@ -7,7 +7,7 @@ import { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH, MAX_RECORD_TABLE_BYTES }
 import { DEFAULT_DECODE_BUDGET } from "./decode_budget.js";
 import * as F from "./frames.js";
 import { DEFAULT_HELLO_BOUNDS, type Frame, FrameError, type HelloBounds, validate } from "./frames.js";
-import { ClientStream } from "./stream.js";
+import { ClientStream, StreamBytes } from "./stream.js";
 import { Serving, type Impl, type Policy, type ServeHandle, type ServeOptions } from "./serving.js";
 import { clipPeerStatus, clipPeerText } from "./peer_text.js";
 import { sizeBound } from "./size.js";
@@ -69,6 +69,19 @@ export interface Limits {
    * `Limits::max_context_bytes`.
    */
   maxContextBytes: number;
+  /**
+   * Bytes the values this end's client streams have received and their consumers not read yet
+   * may keep, across all the connection's streams, as the Rust client's
+   * `Limits::max_buffered_stream_bytes`: each value is charged the length of the message it
+   * came in plus 80 bytes (`VALUE_KEPT` in stream.ts: what it takes in V8 beside its bytes, and
+   * its queue slot) until it is read or its stream let go (cancelled, or collected unread); a
+   * stream that ended still counts the values it has not read, and a peer's error that ended it
+   * at the length of its message (cut as a goaway's if it does not fit). The stream whose value
+   * would go past it fails `resource_exhausted` and the server is sent `cancel {reason:
+   * "client_cancel"}`. Default 64 MiB: the credit window bounds how many values a server may
+   * send ahead (PROTOCOL §10, up to 1,024 a stream), not how large they are.
+   */
+  maxBufferedStreamBytes: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -82,6 +95,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxHelloFeatures: DEFAULT_HELLO_BOUNDS.maxFeatures,
   maxHelloText: DEFAULT_HELLO_BOUNDS.maxText,
   maxContextBytes: 64 * 1024,
+  maxBufferedStreamBytes: 64 * 1024 * 1024,
 };
 
 /** How this peer presents itself and what it serves from the start. */
@@ -142,6 +156,10 @@ export class Connection {
   private readonly helloBounds: HelloBounds;
   private readonly pending = new Map<number, Pending>();
   private readonly streams = new Map<number, ClientStream<unknown>>();
+  /** What the unread values of our client streams keep (`maxBufferedStreamBytes`). */
+  private readonly streamBytes: StreamBytes;
+  /** The length of the message being dispatched: what a stream value or a peer's error is charged. */
+  private messageLen = 0;
   private readonly revoked = new Set<number>();
   private readonly revokedOrder: number[] = [];
   /**
@@ -170,6 +188,7 @@ export class Connection {
       base: this.limits.decodeBudgetBase,
       factor: this.limits.decodeBudgetFactor,
     });
+    this.streamBytes = new StreamBytes(this.limits.maxBufferedStreamBytes);
     this.helloBounds = { maxFeatures: this.limits.maxHelloFeatures, maxText: this.limits.maxHelloText };
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.serving = new Serving(this, options.policy);
@@ -244,8 +263,16 @@ export class Connection {
   }
 
   /** Counts of the tables, for leak checks: all zero once everything is released. */
-  stats(): { pendingCalls: number; clientStreams: number; abandonedCalls: number; servedCaps: number; activeHandlers: number } {
-    return { pendingCalls: this.pending.size, clientStreams: this.streams.size, abandonedCalls: this.abandoned.size, ...this.serving.stats() };
+  stats(): {
+    pendingCalls: number;
+    clientStreams: number;
+    abandonedCalls: number;
+    servedCaps: number;
+    activeHandlers: number;
+    bufferedStreamBytes: number;
+  } {
+    const open = { pendingCalls: this.pending.size, clientStreams: this.streams.size, abandonedCalls: this.abandoned.size };
+    return { ...open, ...this.serving.stats(), bufferedStreamBytes: this.streamBytes.used };
   }
 
   /** Bootstraps the peer's cap `def` by name (and version, if it has one). */
@@ -316,7 +343,7 @@ export class Connection {
         if (this.streams.delete(id)) this.send(F.cancel(id, "client_cancel"));
       },
       done: () => this.streams.delete(id),
-    }, options.parentCallId);
+    }, this.streamBytes, options.parentCallId);
     if (refused) {
       s.fail(refused);
       return s;
@@ -438,6 +465,7 @@ export class Connection {
     } catch (e) {
       return this.protocolError(e instanceof FrameError ? e.message : `undecodable message: ${(e as Error)?.message ?? e}`);
     }
+    this.messageLen = data.length;
     try {
       this.dispatch(frame);
     } catch (e) {
@@ -490,7 +518,8 @@ export class Connection {
     const s = this.streams.get(id);
     if (s !== undefined) {
       this.streams.delete(id);
-      s.fail(ok ? rpcError("invalid_argument", "stream method returned result frame") : new RpcError(statusFrom(value)));
+      if (ok) s.fail(rpcError("invalid_argument", "stream method returned result frame"));
+      else s.fail(new RpcError(statusFrom(value)), this.messageLen);
       return;
     }
     // The answer to a call we gave up on: nobody adopts its caps, so release them.
@@ -510,7 +539,7 @@ export class Connection {
     const s = this.streams.get(f.id);
     if (s === undefined) return;
     if (f.ev === "next") {
-      if (!s.push(f.value)) {
+      if (!s.push(f.value, this.messageLen)) {
         this.streams.delete(f.id);
         this.send(F.cancel(f.id, "client_cancel"));
       }
@@ -519,7 +548,7 @@ export class Connection {
       s.end();
     } else if (f.ev === "error") {
       this.streams.delete(f.id);
-      s.fail(new RpcError(statusFrom(f.error)));
+      s.fail(new RpcError(statusFrom(f.error)), this.messageLen);
     }
   }
 

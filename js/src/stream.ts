@@ -2,8 +2,14 @@
 // out by an async iterator, credit returned as the application consumes them, in batches of
 // 8 and also whenever it waits on an empty buffer with consumed-but-unreturned values
 // (§13.1, so a server with a small initial credit never stalls).
+//
+// A stream's buffer is bounded in values (`MAX_BUFFERED`) and, with every other client stream
+// of its connection, in bytes (`StreamBytes`, `Limits.maxBufferedStreamBytes`), as the Rust
+// client's (`client_stream_push` in crates/bunite-rpc/src/session/streams.rs): the credit
+// window bounds how many values a server may send ahead, not how large they are.
 
-import { rpcError, type RpcError } from "./status.js";
+import { clipPeerStatus } from "./peer_text.js";
+import { RpcError, rpcError } from "./status.js";
 import type { ValueStream } from "./types.js";
 
 /** The client credit batch (PROTOCOL §5). */
@@ -13,6 +19,41 @@ export const CREDIT_BATCH = 8;
  * server that sends more ignored the credit window: the stream fails.
  */
 export const MAX_BUFFERED = 1024 + CREDIT_BATCH;
+
+/**
+ * What every buffered value keeps beside its message's bytes, charged with them to
+ * `maxBufferedStreamBytes` (the Rust client's `VALUE_KEPT`): an estimate of the smallest object
+ * a value decodes into, a record with room for 4 fields (24 + 4 × 8 = 56 bytes in Node's 64-bit
+ * layout, `RECORD` and `MIN_FIELDS` in decode_budget.ts), and its slots in the stream's
+ * `buffer` and `sizes` (8 each), rounded up. Without it a server sending values of a few bytes
+ * each would keep several times what is counted.
+ */
+export const VALUE_KEPT = 80;
+
+/**
+ * The bytes the unread values of a connection's client streams keep together, bounded by
+ * `max` (`Limits.maxBufferedStreamBytes`). Each stream adds and takes off its own.
+ */
+export class StreamBytes {
+  used = 0;
+  constructor(readonly max: number) {}
+}
+
+/** What one stream has charged to its connection's {@link StreamBytes}. */
+interface Account {
+  readonly bytes: StreamBytes;
+  kept: number;
+}
+
+/**
+ * A stream that ended or failed leaves its connection's table but keeps its unread values
+ * counted until they are read or the stream is let go; a consumer that drops it unread lets it
+ * go when it is collected (the Rust client's stream handle does on drop).
+ */
+const dropped = new FinalizationRegistry<Account>((a) => {
+  a.bytes.used -= a.kept;
+  a.kept = 0;
+});
 
 export interface StreamHooks {
   credit(messages: number): void;
@@ -24,6 +65,11 @@ type Waiter<T> = { resolve(r: IteratorResult<T>): void; reject(e: RpcError): voi
 
 export class ClientStream<T> implements ValueStream<T> {
   private readonly buffer: T[] = [];
+  /** What each value of `buffer` is charged (see {@link VALUE_KEPT}). */
+  private readonly sizes: number[] = [];
+  /** What the error waiting to be read is charged: the length of the peer's message it came in. */
+  private errorSize = 0;
+  private readonly account: Account;
   private unreturned = 0;
   private finished = false;
   private error: RpcError | undefined;
@@ -33,12 +79,21 @@ export class ClientStream<T> implements ValueStream<T> {
     readonly id: number,
     readonly capId: number,
     private readonly hooks: StreamHooks,
+    /** The bytes of the connection's client streams, this one's charged to it. */
+    bytes: StreamBytes,
     /** The peer's call whose handler opened this stream, if any (PROTOCOL §11). */
     readonly parentCallId?: number,
-  ) {}
+  ) {
+    this.account = { bytes, kept: 0 };
+    dropped.register(this, this.account);
+  }
 
-  /** A value arrived; false if it overflowed the window (the stream then failed). */
-  push(value: T): boolean {
+  /**
+   * A value arrived in a message of `size` bytes; false if it overflowed the window or the
+   * connection's bound in bytes (the stream then failed). A value handed straight to a waiting
+   * `next()` is not buffered, so not charged.
+   */
+  push(value: T, size = 0): boolean {
     if (this.finished) return true;
     if (this.waiter !== undefined) {
       const w = this.waiter;
@@ -51,7 +106,21 @@ export class ClientStream<T> implements ValueStream<T> {
       this.fail(rpcError("resource_exhausted", "the server sent beyond its credit window", "stream_credit_window"));
       return false;
     }
+    const charge = size + VALUE_KEPT;
+    const { bytes } = this.account;
+    if (bytes.used + charge > bytes.max) {
+      const would = bytes.used + charge;
+      this.fail(
+        rpcError(
+          "resource_exhausted",
+          `stream values not yet read would take ${would} bytes, more than the connection's limit of ${bytes.max} bytes (maxBufferedStreamBytes)`,
+        ),
+      );
+      return false;
+    }
     this.buffer.push(value);
+    this.sizes.push(charge);
+    this.charge(charge);
     return true;
   }
 
@@ -64,25 +133,41 @@ export class ClientStream<T> implements ValueStream<T> {
     w?.resolve({ value: undefined, done: true });
   }
 
-  fail(error: RpcError): void {
+  /**
+   * Fails the stream with `error`, read after the values still buffered. A peer's error (`size`,
+   * the length of its message, above 0) that waits to be read is charged that size while it
+   * fits the connection's bound, and is kept cut as a goaway's is (`clipPeerStatus`) when it
+   * does not, as the Rust client's `end_client_stream`.
+   */
+  fail(error: RpcError, size = 0): void {
     if (this.finished) return;
     this.finished = true;
     this.hooks.done();
     const w = this.waiter;
     this.waiter = undefined;
-    if (w !== undefined) w.reject(error);
-    else this.error = error;
+    if (w !== undefined) return w.reject(error);
+    const { bytes } = this.account;
+    if (size > 0 && bytes.used + size <= bytes.max) {
+      this.errorSize = size;
+      this.charge(size);
+    } else if (size > 0) {
+      error = new RpcError(clipPeerStatus(error.toStatus()));
+    }
+    this.error = error;
   }
 
   next(): Promise<IteratorResult<T>> {
     if (this.buffer.length > 0) {
       const value = this.buffer.shift() as T;
+      this.charge(-(this.sizes.shift() as number));
       this.consumed();
       return Promise.resolve({ value, done: false });
     }
     if (this.error !== undefined) {
       const e = this.error;
       this.error = undefined;
+      this.charge(-this.errorSize);
+      this.errorSize = 0;
       return Promise.reject(e);
     }
     if (this.finished) return Promise.resolve({ value: undefined, done: true });
@@ -97,11 +182,14 @@ export class ClientStream<T> implements ValueStream<T> {
     return Promise.resolve({ value: undefined, done: true });
   }
 
-  /** Cancels the stream; a waiting `next()` ends (or rejects with `error`). */
+  /**
+   * Cancels the stream; a waiting `next()` ends (or rejects with `error`). One that ended or
+   * failed lets go of what it has not read.
+   */
   cancel(error?: RpcError): void {
+    this.letGo();
     if (this.finished) return;
     this.finished = true;
-    this.buffer.length = 0;
     this.hooks.cancel();
     const w = this.waiter;
     this.waiter = undefined;
@@ -113,6 +201,20 @@ export class ClientStream<T> implements ValueStream<T> {
 
   [Symbol.asyncIterator](): this {
     return this;
+  }
+
+  /** Drops the values and the error not yet read, and takes what they were charged off. */
+  private letGo(): void {
+    this.buffer.length = 0;
+    this.sizes.length = 0;
+    this.error = undefined;
+    this.errorSize = 0;
+    this.charge(-this.account.kept);
+  }
+
+  private charge(n: number): void {
+    this.account.kept += n;
+    this.account.bytes.used += n;
   }
 
   private consumed(): void {

@@ -266,6 +266,7 @@ for (const mode of ["plain", "sealed"] as const) {
       assert.equal(s.clientStreams, 0);
       assert.equal(s.abandonedCalls, 0);
       assert.equal(s.activeHandlers, 0);
+      assert.equal(s.bufferedStreamBytes, 0);
     });
   });
 }

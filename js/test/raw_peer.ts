@@ -39,7 +39,10 @@ export async function failsWith(p: Promise<unknown>, code: string, reason?: stri
   await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === code && (reason === undefined || e.reason === reason));
 }
 
-/** Every table of the connection is empty: no call, stream, given-up call, served cap or handler left. */
+/**
+ * Every table of the connection is empty: no call, stream, given-up call, served cap or handler
+ * left, and no stream value counted as buffered.
+ */
 export function assertClean(conn: Connection): void {
-  assert.deepEqual(conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0 });
+  assert.deepEqual(conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0, bufferedStreamBytes: 0 });
 }

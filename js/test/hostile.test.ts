@@ -4,10 +4,16 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 
 import { CapRef, Connection, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
+import { VALUE_KEPT } from "../src/stream.js";
 import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
+
+// `gc()` for the test of a stream collected unread.
+setFlagsFromString("--expose-gc");
 
 let unhandled: unknown[] = [];
 process.on("unhandledRejection", (e) => unhandled.push(e));
@@ -189,6 +195,181 @@ test("a stream flooding past its credit window fails resource_exhausted and is c
   assert.ok(n > 0 && n <= 1032, `read ${n}`);
   assert.ok(peer.got.some((f) => f["op"] === "cancel" && f["id"] === id));
   assert.equal(conn.stats().clientStreams, 0);
+  conn.close();
+  assertClean(conn);
+});
+
+// ---- the stream buffer in bytes (maxBufferedStreamBytes, as the Rust client's max_buffered_stream_bytes) ----
+
+/** Opens `n` streams against a raw peer, the connection's stream buffer bounded at `max` bytes. */
+async function streamsUpTo(max: number, n: number) {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test", limits: { maxBufferedStreamBytes: max } });
+  const peer = rawPeer(b);
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  const streams = Array.from({ length: n }, () => counter.ticks({ n: 1 }));
+  await tick();
+  const ids = peer.got.filter((f) => f["op"] === "call").map((f) => f["id"] as number);
+  /** Sends a value of `len` characters on stream `id`; what it is charged (its message + VALUE_KEPT). */
+  const next = (id: number, len = 1000) => peer.send({ op: "stream", id, ev: "next", value: "x".repeat(len) }) + VALUE_KEPT;
+  return { conn, peer, streams, ids, next };
+}
+
+/** Reads every value left and the end of `s`; how many values, and the error it ended with. */
+async function drain(s: AsyncIterator<unknown>): Promise<{ n: number; error?: RpcError }> {
+  let n = 0;
+  for (;;) {
+    try {
+      const r = await s.next();
+      if (r.done) return { n };
+      n++;
+    } catch (e) {
+      return { n, error: e as RpcError };
+    }
+  }
+}
+
+test("stream values within maxBufferedStreamBytes are kept, each counted at its message plus VALUE_KEPT until read", async () => {
+  const { conn, peer, streams, ids, next } = await streamsUpTo(10_000, 1);
+  const [id] = ids;
+  let charged = 0;
+  for (let i = 0; i < 8; i++) charged += next(id!);
+  await tick();
+  assert.ok(charged <= 10_000 && charged > 8 * 1000, `charged ${charged}`);
+  assert.equal(conn.stats().bufferedStreamBytes, charged);
+  assert.equal(conn.stats().clientStreams, 1);
+  peer.send({ op: "stream", id, ev: "end" });
+  await tick();
+  assert.deepEqual(await drain(streams[0]!), { n: 8 });
+  assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 0);
+  assertClean(conn);
+  conn.close();
+  assertClean(conn);
+});
+
+test("the value that would take the stream buffer past maxBufferedStreamBytes fails its stream resource_exhausted, and the server is sent cancel client_cancel", async () => {
+  const { conn, peer, streams, ids, next } = await streamsUpTo(5_000, 1);
+  const [id] = ids;
+  const charges = Array.from({ length: 8 }, () => next(id!));
+  await tick();
+  // The fifth value of about 1,090 bytes would pass 5,000: the four before it stay readable.
+  assert.ok(charges.slice(0, 4).reduce((x, y) => x + y) <= 5_000 && charges.slice(0, 5).reduce((x, y) => x + y) > 5_000);
+  const cancels = peer.got.filter((f) => f["op"] === "cancel");
+  assert.deepEqual(cancels.map((f) => [f["id"], f["reason"]]), [[id, "client_cancel"]]);
+  assert.equal(conn.stats().clientStreams, 0);
+  const { n, error } = await drain(streams[0]!);
+  assert.equal(n, 4);
+  assert.equal(error?.code, "resource_exhausted");
+  assert.match(error!.message, /maxBufferedStreamBytes/);
+  assert.match(error!.message, /limit of 5000 bytes/);
+  conn.close();
+  assertClean(conn);
+});
+
+test("bytes of the stream buffer are given back as values are read, and when a stream is cancelled", async () => {
+  const { conn, peer, streams, ids, next } = await streamsUpTo(5_000, 2);
+  const [id, other] = ids;
+  const first = Array.from({ length: 4 }, () => next(id!));
+  await tick();
+  const full = first.reduce((x, y) => x + y);
+  assert.equal(conn.stats().bufferedStreamBytes, full);
+  // Two read: two more fit, where without the reads the first of them would not.
+  await streams[0]!.next();
+  await streams[0]!.next();
+  assert.equal(conn.stats().bufferedStreamBytes, first[2]! + first[3]!);
+  const more = [next(id!), next(id!)];
+  await tick();
+  assert.equal(conn.stats().bufferedStreamBytes, first[2]! + first[3]! + more[0]! + more[1]!);
+  assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 0);
+  // Cancelling a stream lets go of what it has not read: the other stream has room again.
+  await streams[0]!.return!();
+  assert.equal(conn.stats().bufferedStreamBytes, 0);
+  assert.deepEqual(peer.got.filter((f) => f["op"] === "cancel").map((f) => [f["id"], f["reason"]]), [[id, "client_cancel"]]);
+  const second = Array.from({ length: 4 }, () => next(other!));
+  await tick();
+  assert.equal(conn.stats().bufferedStreamBytes, second.reduce((x, y) => x + y));
+  peer.send({ op: "stream", id: other, ev: "end" });
+  await tick();
+  assert.deepEqual(await drain(streams[1]!), { n: 4 });
+  conn.close();
+  assertClean(conn);
+});
+
+test("a stream that ended still counts its unread values and the peer's error that ended it, until they are read or let go", async () => {
+  const { conn, peer, streams, ids, next } = await streamsUpTo(5_000, 4);
+  const [ended, failed, third, fourth] = ids;
+  const kept = next(ended!) + next(ended!);
+  peer.send({ op: "stream", id: ended, ev: "end" });
+  const value = next(failed!);
+  const errorLen = peer.send({ op: "stream", id: failed, ev: "error", error: { code: "internal", message: "e".repeat(500) } });
+  await tick();
+  assert.equal(conn.stats().clientStreams, 2);
+  // What the ended streams hold leaves room for one value of 1,000 bytes, not two.
+  const fits = next(third!);
+  next(third!);
+  await tick();
+  assert.deepEqual(peer.got.filter((f) => f["op"] === "cancel").map((f) => f["id"]), [third]);
+  assert.equal(conn.stats().bufferedStreamBytes, kept + value + errorLen + fits);
+  const { n, error } = await drain(streams[2]!);
+  assert.equal(n, 1);
+  assert.match(error!.message, /maxBufferedStreamBytes/);
+  // Read, the ended streams give back what they held; a stream dropped by `return` after its
+  // end lets go of its values and error too.
+  assert.deepEqual(await drain(streams[0]!), { n: 2 });
+  await streams[1]!.next();
+  await streams[1]!.return!();
+  assert.equal(conn.stats().bufferedStreamBytes, 0);
+  // A peer's error that does not fit is kept cut, as a goaway's (1 KiB), and not counted.
+  const filler = [next(fourth!), next(fourth!), next(fourth!), next(fourth!)].reduce((x, y) => x + y);
+  peer.send({ op: "stream", id: fourth, ev: "error", error: { code: "internal", message: "m".repeat(3000), details: { reason: "why", big: "b".repeat(100) } } });
+  await tick();
+  assert.equal(conn.stats().bufferedStreamBytes, filler);
+  const last = await drain(streams[3]!);
+  assert.equal(last.n, 4);
+  assert.equal(last.error?.code, "internal");
+  assert.ok(last.error!.message.length <= 1025, `message of ${last.error!.message.length}`);
+  assert.deepEqual(last.error!.details, { reason: "why" });
+  conn.close();
+  assertClean(conn);
+});
+
+test("all the connection's client streams share maxBufferedStreamBytes", async () => {
+  const { conn, peer, streams, ids, next } = await streamsUpTo(5_000, 2);
+  const [a, b] = ids;
+  // Three values of a and one of b fit (about 4,360 bytes); b's second does not, though b
+  // alone holds about 1,090 bytes.
+  next(a!), next(a!), next(a!), next(b!);
+  await tick();
+  assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 0);
+  next(b!);
+  await tick();
+  assert.deepEqual(peer.got.filter((f) => f["op"] === "cancel").map((f) => f["id"]), [b]);
+  assert.equal(conn.stats().clientStreams, 1);
+  const fromB = await drain(streams[1]!);
+  assert.equal(fromB.n, 1);
+  assert.match(fromB.error!.message, /maxBufferedStreamBytes/);
+  // b read, a has room for a fourth.
+  next(a!);
+  peer.send({ op: "stream", id: a, ev: "end" });
+  await tick();
+  assert.deepEqual(await drain(streams[0]!), { n: 4 });
+  conn.close();
+  assertClean(conn);
+});
+
+test("a stream that ended is let go when its consumer drops it unread: its bytes are given back once it is collected", async () => {
+  const gc = runInNewContext("gc") as () => void;
+  const { conn, peer, streams, ids, next } = await streamsUpTo(5_000, 1);
+  next(ids[0]!);
+  peer.send({ op: "stream", id: ids[0], ev: "end" });
+  await tick();
+  assert.ok(conn.stats().bufferedStreamBytes > 1000);
+  streams.length = 0;
+  for (let i = 0; i < 20 && conn.stats().bufferedStreamBytes > 0; i++) {
+    gc();
+    await tick();
+  }
   conn.close();
   assertClean(conn);
 });

@@ -19,7 +19,12 @@ export function rawPeer(t: Transport) {
   return {
     got,
     isClosed: () => closed,
-    send: (v: unknown) => t.send(enc.encode(v)),
+    /** Sends `v`; the length of its message (what a stream value is charged besides `VALUE_KEPT`). */
+    send: (v: unknown): number => {
+      const bytes = enc.encode(v);
+      t.send(bytes);
+      return bytes.length;
+    },
     sendBytes: (b: Uint8Array) => t.send(b),
     hello: (over: Record<string, unknown> = {}) =>
       t.send(enc.encode({ op: "hello", v: 1, mode: "native", features: [], maxBytes: 1 << 20, origin: "raw", ...over })),

@@ -253,13 +253,12 @@ export class RecordModel {
             pos += len;
             if (pos > n) throw cutOff();
             const ext = extension(typ, b, pos - len, len);
-            if (ext < 0) {
-              cost += marker(typ);
-              count = markerItems(b, pos, typ, n);
-              pos += arrayHeader(b[pos]!);
-              cost += ARRAY + (typ === 0x73 ? SET_ELEMENT * count : 0);
-            } else {
+            if (ext >= 0) {
               cost += ext;
+            } else {
+              count = markerItems(b, pos, typ, n);
+              cost += markerCost(typ, count);
+              pos += arrayHeader(b[pos]!);
             }
             break;
           }
@@ -349,13 +348,12 @@ export class RecordModel {
             } else {
               pos += len;
               const ext = extension(typ, b, pos - len, len);
-              if (ext < 0) {
-                cost += marker(typ);
-                count = markerItems(b, pos, typ, n);
-                pos += arrayHeader(b[pos]!);
-                cost += ARRAY + (typ === 0x73 ? SET_ELEMENT * count : 0);
-              } else {
+              if (ext >= 0) {
                 cost += ext;
+              } else {
+                count = markerItems(b, pos, typ, n);
+                cost += markerCost(typ, count);
+                pos += arrayHeader(b[pos]!);
               }
             }
             break;
@@ -468,6 +466,11 @@ function extension(typ: number, b: Uint8Array, at: number, len: number): number 
 /** A marker's own object. */
 function marker(typ: number): number {
   return typ === 0x73 ? SET : typ === 0x65 ? ERROR : REGEXP;
+}
+
+/** What a Set, Error or RegExp marker of `typ` costs with the array of `count` items after it. */
+function markerCost(typ: number, count: number): number {
+  return marker(typ) + ARRAY + (typ === 0x73 ? SET_ELEMENT * count : 0);
 }
 
 /**

@@ -158,23 +158,7 @@ fn cancelling_a_parent_cancels_its_children_on_the_same_connection() {
         assert_eq!(meta.parent_call_id, Some(CallId(5)));
         let inherited = meta.deadline_ms.unwrap();
         assert!(inherited > 0.0 && inherited <= 3000.0, "{inherited}");
-        raw.send(Frame::Cancel(Cancel {
-            id: CallId(5),
-            reason: Some("because".into()),
-        }))
-        .await;
-        let mut saw_result = false;
-        let mut saw_child_cancel = false;
-        for _ in 0..2 {
-            match raw.recv().await {
-                Frame::Result(r) if r.id == CallId(5) => saw_result = r.outcome.is_err(),
-                Frame::Cancel(c) if c.id == child.id => {
-                    saw_child_cancel = c.reason.as_deref() == Some("because")
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert!(saw_result && saw_child_cancel);
+        cancel_call_5_and_see_child_cancelled(&mut raw, child.id).await;
         assert_eq!(server.current_stats().await.pending_calls, 0);
     });
 }
@@ -607,23 +591,7 @@ fn a_bootstrap_made_inside_a_handler_carries_its_parent_and_is_cancelled_with_it
         );
         let parent = boot.meta.as_ref().and_then(|m| m.parent_call_id);
         assert_eq!(parent, Some(CallId(5)), "{:?}", boot.meta);
-        raw.send(Frame::Cancel(Cancel {
-            id: CallId(5),
-            reason: Some("because".into()),
-        }))
-        .await;
-        let mut saw_result = false;
-        let mut saw_child_cancel = false;
-        for _ in 0..2 {
-            match raw.recv().await {
-                Frame::Result(r) if r.id == CallId(5) => saw_result = r.outcome.is_err(),
-                Frame::Cancel(c) if c.id == boot.id => {
-                    saw_child_cancel = c.reason.as_deref() == Some("because")
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert!(saw_result && saw_child_cancel);
+        cancel_call_5_and_see_child_cancelled(&mut raw, boot.id).await;
         // Its answer still comes (a bootstrap's caps are released when it does).
         raw.send(Frame::Result(ResultFrame {
             id: boot.id,
@@ -632,4 +600,27 @@ fn a_bootstrap_made_inside_a_handler_carries_its_parent_and_is_cancelled_with_it
         .await;
         eventually(|| server.stats().pending_calls == 0).await;
     });
+}
+
+/// Sends the raw peer's cancel of its call 5, whose handler made the call `child`, with the
+/// reason "because", and checks the two frames that follow, in either order: call 5's
+/// failed result, and the cancel of `child` with the same reason (PROTOCOL §11).
+async fn cancel_call_5_and_see_child_cancelled(raw: &mut RawPeer, child: CallId) {
+    raw.send(Frame::Cancel(Cancel {
+        id: CallId(5),
+        reason: Some("because".into()),
+    }))
+    .await;
+    let mut saw_result = false;
+    let mut saw_child_cancel = false;
+    for _ in 0..2 {
+        match raw.recv().await {
+            Frame::Result(r) if r.id == CallId(5) => saw_result = r.outcome.is_err(),
+            Frame::Cancel(c) if c.id == child => {
+                saw_child_cancel = c.reason.as_deref() == Some("because")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saw_result && saw_child_cancel);
 }

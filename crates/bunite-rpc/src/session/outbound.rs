@@ -617,10 +617,14 @@ impl<T: Types> Session<T> {
     /// (PROTOCOL §6) fail `cancelled` with the reason; never sent, they need no `cancel`.
     #[cold]
     fn cancel_parked_children(&mut self, parent: CallId, why: Option<&str>) {
+        let of_parent = |p: &Parked<T>| p.req.parent.is_some_and(|p| p.call == parent);
+        // A cancel of any other call (the peer chooses how many it sends) costs a scan of
+        // the parked bootstraps, never a copy of them.
+        if !self.outbound.parked.iter().any(of_parent) {
+            return;
+        }
         let parked = std::mem::take(&mut self.outbound.parked);
-        let (cancelled, kept): (Vec<_>, Vec<_>) = parked
-            .into_iter()
-            .partition(|p| p.req.parent.is_some_and(|p| p.call == parent));
+        let (cancelled, kept): (Vec<_>, Vec<_>) = parked.into_iter().partition(of_parent);
         self.outbound.parked = kept;
         for Parked { reply, .. } in cancelled {
             let status = Status::new(Code::Cancelled, why.unwrap_or_default());

@@ -69,12 +69,8 @@ fn cancelling_a_call_fails_the_bootstraps_its_handler_parked() {
     }
     assert_eq!((first.call_id, second.call_id), (CallId(2), CallId(3)));
     for (inv, id, tag) in [(&first, 1, 11), (&second, 2, 12)] {
-        let parent = crate::session::Parent {
-            call: inv.call_id,
-            run: inv.run,
-        };
         let now = b.now;
-        b.s.bootstrap_within(Some(parent), CallId(id), "t.parent", None, tag, now);
+        b.s.bootstrap_within(Some(parent_of(inv)), CallId(id), "t.parent", None, tag, now);
     }
     b.collect();
     assert_eq!(b.s.outbound_in_flight(), 2, "both parked");
@@ -203,21 +199,14 @@ fn a_duration_max_deadline_saturates_instead_of_panicking() {
 #[test]
 fn cancelling_a_call_cancels_the_calls_its_handler_made() {
     // a calls b; b's handler calls a back with parentCallId; a cancels its call.
-    let (mut b, mut a) = connected();
-    a.s.serve(vec![(parent(), imp("a"))], IfExists::Throw)
-        .unwrap();
-    let on_b = bootstrap(&mut b, &mut a, 1, "t.parent");
-    let on_a = bootstrap(&mut a, &mut b, 1, "t.parent");
+    let (mut b, mut a, on_b, on_a) = both_ways();
     a.call(2, on_b, "get", Value::Undefined);
     pump(&mut a, &mut b);
     let outer = b.invoked();
     let mut children = Vec::new();
     for id in [2, 3] {
         let mut req = request(on_a, "get", Value::Undefined, Expect::Value);
-        req.parent = Some(crate::session::Parent {
-            call: outer.call_id,
-            run: outer.run,
-        });
+        req.parent = Some(parent_of(&outer));
         let now = b.now;
         b.s.start_call(&mut with_id(CallId(id), req), 100 + id, now);
         children.push(100 + id);
@@ -251,19 +240,12 @@ fn cancelling_a_call_cancels_the_calls_its_handler_made() {
 /// consumer sees it end `cancelled`.
 #[test]
 fn cancelling_a_call_cancels_the_streams_its_handler_opened() {
-    let (mut b, mut a) = connected();
-    a.s.serve(vec![(parent(), imp("a"))], IfExists::Throw)
-        .unwrap();
-    let on_b = bootstrap(&mut b, &mut a, 1, "t.parent");
-    let on_a = bootstrap(&mut a, &mut b, 1, "t.parent");
+    let (mut b, mut a, on_b, on_a) = both_ways();
     a.call(2, on_b, "get", Value::Undefined);
     pump(&mut a, &mut b);
     let outer = b.invoked();
     let mut req = request(on_a, "ticks", Value::Undefined, Expect::Value);
-    req.parent = Some(crate::session::Parent {
-        call: outer.call_id,
-        run: outer.run,
-    });
+    req.parent = Some(parent_of(&outer));
     b.s.start_stream(&mut with_id(CallId(2), req), 77);
     b.collect();
     let frames = pump(&mut b, &mut a);

@@ -128,11 +128,7 @@ fn a_drain_waits_for_a_server_stream_to_end() {
 fn a_drain_waits_for_our_own_calls_and_serves_the_peers_callbacks_for_them() {
     // a calls b; a drains; b's handler calls a back on behalf of a's call (served), and an
     // unrelated call of b's is refused.
-    let (mut b, mut a) = connected();
-    a.s.serve(vec![(parent(), imp("a"))], IfExists::Throw)
-        .unwrap();
-    let on_b = bootstrap(&mut b, &mut a, 1, "t.parent");
-    let on_a = bootstrap(&mut a, &mut b, 1, "t.parent");
+    let (mut b, mut a, on_b, on_a) = both_ways();
     let outer = a.call(2, on_b, "get", Value::Undefined);
     pump(&mut a, &mut b);
     let handler = b.invoked();
@@ -142,10 +138,7 @@ fn a_drain_waits_for_our_own_calls_and_serves_the_peers_callbacks_for_them() {
     assert!(a.closed.is_none(), "our call waits for its result");
 
     let mut req = request(on_a, "get", Value::Undefined, Expect::Value);
-    req.parent = Some(crate::session::Parent {
-        call: handler.call_id,
-        run: handler.run,
-    });
+    req.parent = Some(parent_of(&handler));
     let now = b.now;
     b.s.start_call(&mut with_id(CallId(2), req), 200, now);
     let unrelated = b.call(3, on_a, "get", Value::Undefined);

@@ -418,14 +418,7 @@ fn a_revocation_fails_calls_and_streams_with_cap_revoked_and_later_ones_locally(
     let mut client = peer();
     let mut raw = Raw::connect(&mut client);
     let pending = client.call(2, CapId(5), "get", Value::Undefined);
-    client.s.start_stream(
-        &mut with_id(
-            CallId(3),
-            request(CapId(5), "ticks", Value::Undefined, Expect::Value),
-        ),
-        50,
-    );
-    client.collect();
+    let stream = client.stream(3, CapId(5), "ticks");
     while client.s.poll_transmit().is_some() {}
     let revoke = Frame::CapRevoked(bunite_wire::CapRevoked {
         cap_ids: vec![CapId(5)],
@@ -439,23 +432,16 @@ fn a_revocation_fails_calls_and_streams_with_cap_revoked_and_later_ones_locally(
     };
     check(&client.reply(pending).expect("failed").unwrap_err());
     match client.ends.pop() {
-        Some((50, Some(e))) => check(&e),
+        Some((sink, Some(e))) if sink == stream => check(&e),
         other => panic!("{other:?}"),
     }
     let later = client.call(4, CapId(5), "get", Value::Undefined);
     let e = client.reply(later).expect("failed at once").unwrap_err();
     check(&e);
     assert_eq!(e.local_kind(), Some(LocalError::Revoked));
-    client.s.start_stream(
-        &mut with_id(
-            CallId(5),
-            request(CapId(5), "ticks", Value::Undefined, Expect::Value),
-        ),
-        51,
-    );
-    client.collect();
+    let later_stream = client.stream(5, CapId(5), "ticks");
     match client.ends.pop() {
-        Some((51, Some(e))) => {
+        Some((sink, Some(e))) if sink == later_stream => {
             check(&e);
             assert_eq!(e.local_kind(), Some(LocalError::Revoked));
         }

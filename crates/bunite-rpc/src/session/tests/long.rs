@@ -168,10 +168,7 @@ fn cancels_after_results_and_children_of_cancelled_calls_leave_nothing() {
         pump(a, b);
         let outer = b.invoked();
         let mut req = request(on_a, "get", Value::Undefined, Expect::Value);
-        req.parent = Some(crate::session::Parent {
-            call: outer.call_id,
-            run: outer.run,
-        });
+        req.parent = Some(parent_of(&outer));
         let now = b.now;
         b.s.start_call(&mut with_id(CallId(2 + i), req), 100, now);
         b.collect();

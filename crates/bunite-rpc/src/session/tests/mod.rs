@@ -278,6 +278,26 @@ pub(super) fn bootstrap(server: &mut Peer, client: &mut Peer, id: u64, name: &st
     }
 }
 
+/// Two peers that each serve `t.parent` and have bootstrapped the other's: `(b, a, on_b,
+/// on_a)`, `on_b` being a's client of b's cap and `on_a` b's of a's (for a handler of b's
+/// that calls a back).
+pub(super) fn both_ways() -> (Peer, Peer, CapId, CapId) {
+    let (mut b, mut a) = connected();
+    a.s.serve(vec![(parent(), imp("a"))], IfExists::Throw)
+        .unwrap();
+    let on_b = bootstrap(&mut b, &mut a, 1, "t.parent");
+    let on_a = bootstrap(&mut a, &mut b, 1, "t.parent");
+    (b, a, on_b, on_a)
+}
+
+/// The parent of calls made inside the handler of `inv` (`meta.parentCallId`).
+pub(super) fn parent_of(inv: &Invocation<Imp>) -> super::Parent {
+    super::Parent {
+        call: inv.call_id,
+        run: inv.run,
+    }
+}
+
 /// Completes the handler of `inv` with a value.
 pub(super) fn finish(p: &mut Peer, inv: &Invocation<Imp>, v: Value) {
     let now = p.now;

@@ -539,9 +539,10 @@ export class Connection {
     const s = this.streams.get(f.id);
     if (s === undefined) return;
     if (f.ev === "next") {
-      if (!s.push(f.value, this.messageLen)) {
+      const overflow = s.push(f.value, this.messageLen);
+      if (overflow !== undefined) {
         this.streams.delete(f.id);
-        this.send(F.cancel(f.id, "client_cancel"));
+        this.send(F.cancel(f.id, overflow));
       }
     } else if (f.ev === "end") {
       this.streams.delete(f.id);

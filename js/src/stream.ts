@@ -61,6 +61,9 @@ export interface StreamHooks {
   done(): void;
 }
 
+/** The reason of the `cancel` sent to a server whose value overflowed a stream (`push`). */
+export type OverflowReason = "stream_credit_window" | "client_cancel";
+
 type Waiter<T> = { resolve(r: IteratorResult<T>): void; reject(e: RpcError): void };
 
 export class ClientStream<T> implements ValueStream<T> {
@@ -89,22 +92,24 @@ export class ClientStream<T> implements ValueStream<T> {
   }
 
   /**
-   * A value arrived in a message of `size` bytes; false if it overflowed the window or the
-   * connection's bound in bytes (the stream then failed). A value handed straight to a waiting
-   * `next()` is not buffered, so not charged.
+   * A value arrived in a message of `size` bytes. If it overflowed the credit window or the
+   * connection's bound in bytes, the stream failed and this returns the reason of the `cancel`
+   * the server is sent, as the Rust client's `overflow`: `stream_credit_window` for the window,
+   * `client_cancel` for the bytes. A value handed straight to a waiting `next()` is not
+   * buffered, so not charged.
    */
-  push(value: T, size = 0): boolean {
-    if (this.finished) return true;
+  push(value: T, size = 0): OverflowReason | undefined {
+    if (this.finished) return undefined;
     if (this.waiter !== undefined) {
       const w = this.waiter;
       this.waiter = undefined;
       this.consumed();
       w.resolve({ value, done: false });
-      return true;
+      return undefined;
     }
     if (this.buffer.length >= MAX_BUFFERED) {
       this.fail(rpcError("resource_exhausted", "the server sent beyond its credit window", "stream_credit_window"));
-      return false;
+      return "stream_credit_window";
     }
     const charge = size + VALUE_KEPT;
     const { bytes } = this.account;
@@ -116,12 +121,12 @@ export class ClientStream<T> implements ValueStream<T> {
           `stream values not yet read would take ${would} bytes, more than the connection's limit of ${bytes.max} bytes (maxBufferedStreamBytes)`,
         ),
       );
-      return false;
+      return "client_cancel";
     }
     this.buffer.push(value);
     this.sizes.push(charge);
     this.charge(charge);
-    return true;
+    return undefined;
   }
 
   end(): void {

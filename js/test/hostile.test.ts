@@ -230,6 +230,21 @@ async function drain(s: AsyncIterator<unknown>): Promise<{ n: number; error?: Rp
   }
 }
 
+test("a stream past its credit window sends the server cancel stream_credit_window, as the Rust client does", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const ticks = conn.clientFor(2, InteropCounter).ticks({ n: 1 });
+  await tick();
+  const id = peer.got.find((f) => f["op"] === "call")!["id"];
+  for (let i = 0; i < 1033; i++) peer.send({ op: "stream", id, ev: "next", value: { i } });
+  await tick();
+  assert.deepEqual(peer.got.filter((f) => f["op"] === "cancel").map((f) => [f["id"], f["reason"]]), [[id, "stream_credit_window"]]);
+  ticks.cancel();
+  assert.equal(peer.got.filter((f) => f["op"] === "cancel").length, 1);
+  conn.close();
+  assertClean(conn);
+});
+
 test("stream values within maxBufferedStreamBytes are kept, each counted at its message plus VALUE_KEPT until read", async () => {
   const { conn, peer, streams, ids, next } = await streamsUpTo(10_000, 1);
   const [id] = ids;

@@ -105,8 +105,8 @@ function definitionCost(keys: unknown): number {
  * msgpackr keeps every record definition it reads for the connection's life, outside any
  * message's size: a hostile peer could send one wide definition per message and make the page
  * hold them all. So the decoder gives msgpackr a table of exactly the 64 slots of PROTOCOL
- * §3.3, sealed (msgpackr's own two-byte definitions, whose ids lie outside those slots,
- * cannot be stored: the message fails), and after each message counts what the slots keep;
+ * §3.3, sealed (msgpackr's own two-byte definitions, which the walk refuses before, could not
+ * be stored there either), and after each message counts what the slots keep;
  * past `maxRecordTableBytes` the message fails, a protocol error (goaway).
  */
 export class FrameDecoder {

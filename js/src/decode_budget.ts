@@ -7,15 +7,16 @@
 // The walk reads exactly what msgpackr 1.12 reads with the connection's options (records,
 // sequential, moreTypes; see codec.ts), token by token, with an explicit stack instead of
 // recursion, and keeps its own copy of the record slot table: per slot the number of keys
-// of the record defined there, and whether references to it take msgpackr's second (high)
-// byte. Definitions inside the message update a scratch copy of it, so a refused message
+// of the record defined there. Definitions inside the message update a scratch copy of it, so a refused message
 // leaves the table as it was; `FrameDecoder` sets the kept copy from msgpackr's own table
 // (`RecordModel.sync`) after every message that defines records or that msgpackr failed on,
 // the only ones that change it, so the two never drift apart.
 //
 // It refuses, as the Rust decoder does, some things msgpackr would read: a reference to a
 // slot never defined (msgpackr returns the byte as an integer; PROTOCOL §3.3 says it is an
-// error), definitions whose keys are not strings, the byte 0xc1, a timestamp that is not 4,
+// error), definitions whose keys are not strings or repeat a key (a JS object keeps the last
+// of two, the Rust peer's records the first), msgpackr's two-byte definitions `d5 72 id high`
+// (the Rust decoder reads definitions only as `d4 72 id`), the byte 0xc1, a timestamp that is not 4,
 // 8 or 12 bytes, a Set, Error or RegExp marker not followed by an array of the right length,
 // and extension types PROTOCOL §3.2 does not list (msgpackr also knows BigInt 0x42, bundled
 // strings 0x62 and the structured-clone pointers 0x69/0x70, which the reference peer never
@@ -132,22 +133,18 @@ TYPED_SIZES.set([1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8], 0);
 TYPED_SIZES[0x10] = 1; // ArrayBuffer
 TYPED_SIZES[0x11] = 1; // DataView
 
+/** Decodes definition keys (bad bytes become U+FFFD), to find a key given twice. */
+const utf8 = new TextDecoder();
+
 /** The record slots of PROTOCOL §3.3. */
 export const SLOTS = 64;
 
-/** A record slot table as the walk sees it. */
-class SlotModel {
-  /** Keys of the record defined in each slot; -1: none. */
-  readonly keys = new Int32Array(SLOTS).fill(-1);
-  /** 1 where references take a second byte (msgpackr's `d5 72 id 00` definitions). */
-  readonly twoByte = new Uint8Array(SLOTS);
-}
-
 /** What the walk needs of the decoder's record table, kept in step with msgpackr's. */
 export class RecordModel {
-  private readonly kept = new SlotModel();
-  /** The table as the message being walked changes it (copied from `kept` at its first definition). */
-  private readonly scratch = new SlotModel();
+  /** Keys of the record defined in each slot; -1: none. */
+  private readonly keys = new Int32Array(SLOTS).fill(-1);
+  /** The table as the message being walked changes it (copied from `keys` at its first definition). */
+  private readonly scratch = new Int32Array(SLOTS);
   /**
    * Per slot, instances msgpackr still builds key by key after its definition. An estimate
    * only (a refused message may have counted some down), so it lives outside both tables.
@@ -165,20 +162,17 @@ export class RecordModel {
 
   /** Slot `i` now holds `def` (msgpackr's key array, or nothing). */
   sync(i: number, def: unknown): void {
-    const m = this.kept;
-    m.keys[i] = Array.isArray(def) ? def.length : -1;
-    m.twoByte[i] = (def as { highByte?: number } | undefined)?.highByte === 0 ? 1 : 0;
+    this.keys[i] = Array.isArray(def) ? def.length : -1;
   }
 
   /**
    * Walks the one value of `b`; throws a `DecodeError` if it is malformed, nests too deep or
-   * is over its budget. Nothing is allocated but the error. Returns whether the message
+   * is over its budget. Nothing is allocated but the error and, per definition, its keys. Returns whether the message
    * defines records (if not, decoding it leaves msgpackr's table as it was).
    */
   walk(b: Uint8Array): boolean {
     const n = b.length;
-    let keys = this.kept.keys;
-    let twoByte = this.kept.twoByte;
+    let keys = this.keys;
     let defines = false;
     const slow = this.slow;
     const stack = this.stack;
@@ -207,10 +201,6 @@ export class RecordModel {
         const slot = t & 0x3f;
         const k = keys[slot]!;
         if (k < 0) throw malformed(`reference to the undefined record slot 0x${t.toString(16)}`);
-        if (twoByte[slot] === 1) {
-          if (pos >= n) throw cutOff();
-          if (b[pos++] !== 0) throw malformed(`two-byte record id 0x${t.toString(16)} outside the 64 slots`);
-        }
         const building = slow[slot]! > 0;
         if (building) slow[slot]!--;
         cost += instance(k, building);
@@ -296,17 +286,10 @@ export class RecordModel {
             const len = 1 << (t - 0xd4);
             if (pos + 1 + len > n) throw cutOff();
             const typ = b[pos++]!;
-            if (typ === 0x72 && len <= 2) {
-              // A record definition: `d4 72 id`, or msgpackr's `d5 72 id high`; the key array
-              // and then the first instance's values follow.
+            if (typ === 0x72 && len === 1) {
+              // A record definition, `d4 72 id`: the key array and then the first instance's
+              // values follow.
               const slot = b[pos++]! & 0x3f;
-              let two = 0;
-              if (len === 2) {
-                if (b[pos++] !== 0) throw malformed("two-byte record definition outside the 64 slots");
-                // msgpackr stores slots 1..31 of these at negative indices, outside the table.
-                if (slot > 0 && slot < 32) throw malformed("two-byte record definition outside the 64 slots");
-                two = 1;
-              }
               if (pos >= n) throw cutOff();
               const kh = arrayHeader(b[pos]!);
               if (kh === 0) throw malformed("record definition keys are not an array of strings");
@@ -315,6 +298,7 @@ export class RecordModel {
               pos += kh;
               if (k > n - pos) throw cutOff();
               cost += DEFINITION + DEFINITION_KEY * k;
+              const seen = new Set<string>();
               for (let i = 0; i < k; i++) {
                 if (pos >= n) throw cutOff();
                 const s = b[pos++]!;
@@ -326,6 +310,10 @@ export class RecordModel {
                   len = readLength(b, pos, h);
                   pos += h;
                 } else throw malformed("record definition keys are not an array of strings");
+                if (pos + len > n) throw cutOff();
+                const key = utf8.decode(b.subarray(pos, pos + len));
+                if (seen.has(key)) throw malformed(`record definition repeats the key ${JSON.stringify(key.slice(0, 32))}`);
+                seen.add(key);
                 pos += len;
                 cost += string(len);
               }
@@ -333,13 +321,10 @@ export class RecordModel {
               if (!defines) {
                 // The first definition: from here on the walk reads and writes its own copy.
                 defines = true;
-                this.scratch.keys.set(keys);
-                this.scratch.twoByte.set(twoByte);
-                keys = this.scratch.keys;
-                twoByte = this.scratch.twoByte;
+                this.scratch.set(keys);
+                keys = this.scratch;
               }
               keys[slot] = k;
-              twoByte[slot] = two;
               slow[slot] = SLOW_INSTANCES;
               cost += instance(k, true);
               count = k;

@@ -7,7 +7,7 @@ import { test } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
-import { CapRef, Connection, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair } from "../src/index.js";
+import { CapRef, Connection, DecodeError, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { VALUE_KEPT } from "../src/stream.js";
 import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
@@ -495,14 +495,32 @@ test("a definition that overwrites a slot gives back what the slot kept", () => 
   assert.equal(dec.recordTableBytes, 32 * one);
 });
 
-test("msgpackr's two-byte record definitions, whose ids lie outside the 64 slots, fail the message", () => {
+test("msgpackr's two-byte record definitions fail the message, whatever their high byte, as in the Rust decoder", () => {
   // d5 72 ID HIGH: a definition of the keys ["a"] with the value 1, under ids 64 and -33.
   for (const id of [0x60, 0x41]) {
     const dec = new FrameDecoder();
     assert.throws(() => dec.decode(Uint8Array.from([0xd5, 0x72, id, 0x01, 0x91, 0xa1, 0x61, 0x01])));
   }
-  // With a high byte of 0 the id is the slot's own: an ordinary definition.
-  assert.deepEqual(new FrameDecoder().decode(Uint8Array.from([0xd5, 0x72, 0x60, 0x00, 0x91, 0xa1, 0x61, 0x01])), { a: 1 });
+  // With a high byte of 0 too: the Rust decoder reads record definitions only as `d4 72 id`.
+  assert.throws(() => new FrameDecoder().decode(Uint8Array.from([0xd5, 0x72, 0x60, 0x00, 0x91, 0xa1, 0x61, 0x01])), DecodeError);
+});
+
+test("a two-byte record definition or a definition with a key twice is a protocol error: goaway invalid_argument", async () => {
+  const messages = [
+    [0xd5, 0x72, 0x60, 0x00, 0x91, 0xa1, 0x61, 0x01],
+    // {op: "hello", op: "goaway"}: which op it is depends on which of the two keys a reader keeps.
+    [0xd4, 0x72, 0x40, 0x92, 0xa2, 0x6f, 0x70, 0xa2, 0x6f, 0x70, 0xa5, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0xa6, 0x67, 0x6f, 0x61, 0x77, 0x61, 0x79],
+  ];
+  for (const bytes of messages) {
+    const { conn, peer } = setup();
+    peer.sendBytes(Uint8Array.from(bytes));
+    await conn.closed;
+    await tick();
+    const goaway = peer.got.find((f) => f["op"] === "goaway");
+    assert.equal(goaway?.["error"]?.["code"], "invalid_argument");
+    assert.match(goaway?.["error"]?.["message"], /record definition/);
+    assertClean(conn);
+  }
 });
 
 /** A `result` frame for call `id` whose value is an array of `n` empty records, each after the first a one-byte reference (slot 0x5f, which no frame of the raw peer's uses). */

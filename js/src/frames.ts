@@ -100,20 +100,9 @@ export function validate(v: unknown, hello: HelloBounds = DEFAULT_HELLO_BOUNDS):
   const need = (ok: boolean, what: string): void => {
     if (!ok) throw new FrameError(`${String(v["op"])} frame: ${what}`);
   };
-  const short = (s: unknown): boolean => typeof s === "string" && (s.length <= hello.maxText / 3 || utf8Length(s) <= hello.maxText);
   switch (v["op"]) {
-    case "hello": {
-      need(v["v"] === PROTOCOL_VERSION, `unsupported protocol version ${describe(v["v"])}`);
-      need(typeof v["mode"] === "string", "mode is not a string");
-      need(short(v["mode"]), "mode");
-      const features = v["features"];
-      need(Array.isArray(features) && (features as unknown[]).every((f) => typeof f === "string"), "features");
-      need((features as string[]).length <= hello.maxFeatures && (features as string[]).every(short), "features");
-      need(typeof v["maxBytes"] === "number" && (v["maxBytes"] as number) > 0, "maxBytes");
-      need(typeof v["origin"] === "string", "origin");
-      need(short(v["origin"]), "origin");
-      break;
-    }
+    case "hello":
+      return validHello(v, hello);
     case "goaway":
       need(v["reason"] === undefined || typeof v["reason"] === "string", "reason");
       break;
@@ -159,6 +148,34 @@ export function validate(v: unknown, hello: HelloBounds = DEFAULT_HELLO_BOUNDS):
       throw new FrameError(`unknown op ${JSON.stringify(String(v["op"]).slice(0, 40))}`);
   }
   return v as unknown as Frame;
+}
+
+/** The Rust decoder's default `hello.maxBytes` (`DecodeLimits::DEFAULT_MAX_BYTES`). */
+const DEFAULT_PEER_MAX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * A peer's `hello` as the Rust decoder reads it (`hello` in bunite-wire's frame_codec/validate.rs):
+ * `v` must be the protocol version; a field that is missing (or `undefined`) takes its default
+ * (`mode` "native", no features, `maxBytes` 64 MiB, `origin` ""); one of the wrong type, or past
+ * `bounds`, is a protocol error `invalid hello frame: <field>`. `maxBytes` is any number from 0
+ * up, cut down to an integer (or a BigInt).
+ */
+function validHello(v: Record<string, unknown>, bounds: HelloBounds): Frame {
+  if (v["v"] !== PROTOCOL_VERSION) throw new FrameError(`unsupported protocol version ${describe(v["v"])}`);
+  const invalid = (field: string) => new FrameError(`invalid hello frame: ${field}`);
+  const short = (s: string): boolean => s.length <= bounds.maxText / 3 || utf8Length(s) <= bounds.maxText;
+  const text = (field: string, fallback: string): string => {
+    const s = v[field] === undefined ? fallback : v[field];
+    if (typeof s !== "string" || !short(s)) throw invalid(field);
+    return s;
+  };
+  const features = v["features"] === undefined ? [] : v["features"];
+  if (!Array.isArray(features) || features.length > bounds.maxFeatures) throw invalid("features");
+  if (!features.every((f): f is string => typeof f === "string" && short(f))) throw invalid("features");
+  const max = v["maxBytes"] === undefined ? DEFAULT_PEER_MAX_BYTES : v["maxBytes"];
+  const maxBytes = typeof max === "bigint" || typeof max === "number" ? Math.floor(Number(max)) : Number.NaN;
+  if (!(maxBytes >= 0)) throw invalid("maxBytes");
+  return { op: "hello", v: PROTOCOL_VERSION, mode: text("mode", "native"), features, maxBytes, origin: text("origin", "") };
 }
 
 /** A short description of a bad `hello.v` for the error, as the Rust peer's `describe`: a string's first 32 characters, no array or record spelled out. */

@@ -277,7 +277,7 @@ export class Serving {
       return this.reply(id, rpcError("invalid_argument", "bootstrap requires {name: string}"));
     }
     const name = a.name;
-    const version = typeof a.version === "string" ? a.version : undefined;
+    const version = a.version === undefined || a.version === null ? undefined : jsString(a.version);
     const refused = this.checkBootstrap(name, version);
     if (refused !== undefined) return this.reply(id, refused);
     if (this.policy !== undefined) {
@@ -509,4 +509,14 @@ function checkCapReturn(value: unknown, m: MethodDef, exported: number[], defOf:
   if (want !== undefined && slots.some((v) => defOf((v as CapRef).id)?.name !== want)) {
     throw fail("exported cap type mismatch with method returns");
   }
+}
+
+/**
+ * A bootstrap `version` as the Rust peer compares it (`js_string`): a string as it is, a number
+ * or boolean spelled out, anything else `[object Object]`.
+ */
+function jsString(v: unknown): string {
+  if (typeof v === "string") return v;
+  if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean") return String(v);
+  return "[object Object]";
 }

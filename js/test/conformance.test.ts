@@ -7,7 +7,7 @@ import { test } from "node:test";
 
 import { CapRef, Connection, RpcError, dispose, memoryPair, release, type CallContext, type CapDef, type Impl } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
-import { assertClean, failsWith, rawPeer, tick } from "./raw_peer.js";
+import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
 
 const Child: CapDef = { name: "t.child", methods: { ping: { kind: "call" } } };
 const Parent: CapDef = {
@@ -710,6 +710,66 @@ test("caps a handler exports for a call whose cap was unserved while it ran are 
   // The answer still goes out (its client ignores it); what it exported is not kept.
   assert.ok(peer.got.find((f) => f["op"] === "result" && f["id"] === 2)?.["value"] instanceof CapRef);
   assert.deepEqual(conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0, bufferedStreamBytes: 0 });
+  conn.close();
+  assertClean(conn);
+});
+
+test("a hello's missing fields take the Rust decoder's defaults; a field of the wrong type is goaway invalid_argument 'invalid hello frame: <field>'", async () => {
+  const { conn, peer } = setup();
+  peer.send({ op: "hello", v: 1 });
+  await tick();
+  assert.deepEqual(conn.peer, { mode: "native", features: [], maxBytes: 64 * 1024 * 1024, origin: "" });
+  // A maxBytes of 0 is read (as the Rust peer's non-negative integer), a fraction cut down.
+  peer.send({ op: "hello", v: 1, maxBytes: 0 });
+  await tick();
+  assert.equal(conn.peer?.maxBytes, 0);
+  peer.send({ op: "hello", v: 1, maxBytes: 1000.5, mode: "web", origin: "o", features: ["f"] });
+  await tick();
+  assert.deepEqual(conn.peer, { mode: "web", features: ["f"], maxBytes: 1000, origin: "o" });
+  assert.equal(conn.isClosed, false);
+  conn.close();
+  assertClean(conn);
+  const bad: Array<[Record<string, unknown>, string]> = [
+    [{ mode: null }, "mode"],
+    [{ mode: 1 }, "mode"],
+    [{ features: "x" }, "features"],
+    [{ features: [1] }, "features"],
+    [{ maxBytes: -1 }, "maxBytes"],
+    [{ maxBytes: Number.NaN }, "maxBytes"],
+    [{ maxBytes: "1" }, "maxBytes"],
+    [{ origin: null }, "origin"],
+  ];
+  for (const [fields, field] of bad) {
+    const { conn, peer } = setup();
+    peer.send({ op: "hello", v: 1, ...fields });
+    await conn.closed;
+    await tick();
+    assert.deepEqual(peer.got.find((f) => f["op"] === "goaway")?.["error"], { code: "invalid_argument", message: `invalid hello frame: ${field}` }, JSON.stringify(fields));
+    assertClean(conn);
+  }
+});
+
+test("a bootstrap's version that is not a string is compared by its string form, as the Rust peer's js_string; null is none", async () => {
+  const Versioned: CapDef = { name: "t.v", version: "1", methods: {} };
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  conn.serve(Versioned, {});
+  const peer = rawPeer(b);
+  peer.hello();
+  const boot = (id: number, version: unknown) => peer.send({ op: "call", id, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "t.v", version }, meta: undefined });
+  boot(1, 1);
+  boot(2, 2);
+  boot(3, true);
+  boot(4, [1]);
+  boot(5, null);
+  await tick();
+  const answer = (id: number) => peer.got.find((f) => f["op"] === "result" && f["id"] === id);
+  const mismatch = (client: string) => ({ code: "failed_precondition", message: `version mismatch (server "1", client "${client}")`, details: { reason: "version_mismatch" } });
+  assert.ok(answer(1)?.["value"] instanceof CapRef);
+  assert.deepEqual(answer(2)?.["error"], mismatch("2"));
+  assert.deepEqual(answer(3)?.["error"], mismatch("true"));
+  assert.deepEqual(answer(4)?.["error"], mismatch("[object Object]"));
+  assert.ok(answer(5)?.["value"] instanceof CapRef);
   conn.close();
   assertClean(conn);
 });

@@ -676,7 +676,7 @@ test("a long goaway is cut (as the Rust peer) before pending calls, hello waiter
   assertClean(second.conn);
 });
 
-test("a hello past its bounds (as the Rust peer: 64 features, 4 KiB of UTF-8 a string) is a protocol error, and a bad version is quoted short", async () => {
+test("a hello past its bounds (as the Rust peer: 64 features, 4 KiB of UTF-8 a string) is a protocol error with the Rust peer's message, and a bad version is quoted short", async () => {
   const at = "é".repeat(2048); // 4096 bytes of UTF-8, 2048 UTF-16 units
   const over = at + "x";
   const goawayOf = async (hello: Record<string, unknown>, limits = {}) => {
@@ -698,7 +698,7 @@ test("a hello past its bounds (as the Rust peer: 64 features, 4 KiB of UTF-8 a s
     [{ origin: over }, "origin"],
   ] as const) {
     const { g } = await goawayOf(hello);
-    assert.deepEqual(g?.["error"], { code: "invalid_argument", message: `hello frame: ${field}` }, field);
+    assert.deepEqual(g?.["error"], { code: "invalid_argument", message: `invalid hello frame: ${field}` }, field);
   }
   // At the bounds: kept.
   const { g: none, conn } = await goawayOf({ mode: at, origin: at, features: Array.from({ length: 64 }, () => at) });
@@ -707,14 +707,14 @@ test("a hello past its bounds (as the Rust peer: 64 features, 4 KiB of UTF-8 a s
   assert.equal(conn.peer?.origin, at);
   // The bounds are the connection's limits.
   const { g: few } = await goawayOf({ features: ["a", "b", "c"] }, { maxHelloFeatures: 2 });
-  assert.equal(few?.["error"]?.["message"], "hello frame: features");
+  assert.equal(few?.["error"]?.["message"], "invalid hello frame: features");
   const { g: short } = await goawayOf({ origin: "abcdefg" }, { maxHelloText: 6 }); // "native" is 6 bytes
-  assert.equal(short?.["error"]?.["message"], "hello frame: origin");
+  assert.equal(short?.["error"]?.["message"], "invalid hello frame: origin");
   // A version of a megabyte is quoted by its first 32 characters; an array is not spelled out.
   const { g: v1 } = await goawayOf({ v: "9".repeat(1 << 20) });
-  assert.equal(v1?.["error"]?.["message"], `hello frame: unsupported protocol version "${"9".repeat(32)}"`);
+  assert.equal(v1?.["error"]?.["message"], `unsupported protocol version "${"9".repeat(32)}"`);
   const { g: v2 } = await goawayOf({ v: Array.from({ length: 100_000 }, () => 1) });
-  assert.equal(v2?.["error"]?.["message"], "hello frame: unsupported protocol version a non-number");
+  assert.equal(v2?.["error"]?.["message"], "unsupported protocol version a non-number");
 });
 
 test("nothing above threw or rejected unhandled", async () => {

@@ -7,7 +7,7 @@ import { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH, MAX_RECORD_TABLE_BYTES }
 import { DEFAULT_DECODE_BUDGET } from "./decode_budget.js";
 import * as F from "./frames.js";
 import { DEFAULT_HELLO_BOUNDS, type Frame, FrameError, type HelloBounds, validate } from "./frames.js";
-import { ClientStream, StreamBytes } from "./stream.js";
+import { ClientStream, StreamBytes, StreamHandle } from "./stream.js";
 import { Serving, type Impl, type Policy, type ServeHandle, type ServeOptions } from "./serving.js";
 import { clipPeerStatus, clipPeerText } from "./peer_text.js";
 import { sizeBound } from "./size.js";
@@ -344,17 +344,18 @@ export class Connection {
       },
       done: () => this.streams.delete(id),
     }, this.streamBytes, options.parentCallId);
+    const handle = new StreamHandle(s);
     if (refused) {
       s.fail(refused);
-      return s;
+      return handle;
     }
     if (!this.sendBounded(F.call(id, capId, method, args, meta(options)), args)) {
       s.fail(rpcError("resource_exhausted", `stream call exceeds the peer's maxBytes ${this.peerMaxBytes()}`, "max_frame_bytes"));
-      return s;
+      return handle;
     }
     this.streams.set(id, s as ClientStream<unknown>);
     options.signal?.addEventListener("abort", () => s.cancel(rpcError("cancelled", "cancelled by the client")), { once: true });
-    return s;
+    return handle;
   }
 
   // ---- client proxies ----

@@ -46,14 +46,40 @@ interface Account {
 }
 
 /**
- * A stream that ended or failed leaves its connection's table but keeps its unread values
- * counted until they are read or the stream is let go; a consumer that drops it unread lets it
- * go when it is collected (the Rust client's stream handle does on drop).
+ * A stream whose consumer drops its handle is let go once the handle is collected, as the Rust
+ * client's `ClientStream` is on drop: one still open is cancelled (`cancel {reason:
+ * "client_cancel"}`, its in-flight slot freed), and one that ended or failed gives back what
+ * its unread values and error were charged. The connection holds the `ClientStream`, never
+ * the handle, so a dropped handle can be collected while the stream is open.
  */
-const dropped = new FinalizationRegistry<Account>((a) => {
-  a.bytes.used -= a.kept;
-  a.kept = 0;
-});
+const dropped = new FinalizationRegistry<ClientStream<unknown>>((s) => s.cancel());
+
+/** What the application holds of a stream: the `ClientStream` it reads, let go once collected. */
+export class StreamHandle<T> implements ValueStream<T> {
+  constructor(private readonly stream: ClientStream<T>) {
+    dropped.register(this, stream as ClientStream<unknown>);
+  }
+
+  get id(): number {
+    return this.stream.id;
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    return this.stream.next();
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    return this.stream.return();
+  }
+
+  cancel(): void {
+    this.stream.cancel();
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
 
 export interface StreamHooks {
   credit(messages: number): void;
@@ -66,7 +92,11 @@ export type OverflowReason = "stream_credit_window" | "client_cancel";
 
 type Waiter<T> = { resolve(r: IteratorResult<T>): void; reject(e: RpcError): void };
 
-export class ClientStream<T> implements ValueStream<T> {
+/**
+ * One client stream's state: what the connection pushes into and the application's
+ * `StreamHandle` reads from.
+ */
+export class ClientStream<T> {
   private readonly buffer: T[] = [];
   /** What each value of `buffer` is charged (see {@link VALUE_KEPT}). */
   private readonly sizes: number[] = [];
@@ -88,7 +118,6 @@ export class ClientStream<T> implements ValueStream<T> {
     readonly parentCallId?: number,
   ) {
     this.account = { bytes, kept: 0 };
-    dropped.register(this, this.account);
   }
 
   /**
@@ -202,10 +231,6 @@ export class ClientStream<T> implements ValueStream<T> {
       if (error !== undefined) w.reject(error);
       else w.resolve({ value: undefined, done: true });
     }
-  }
-
-  [Symbol.asyncIterator](): this {
-    return this;
   }
 
   /** Drops the values and the error not yet read, and takes what they were charged off. */

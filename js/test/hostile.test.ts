@@ -389,6 +389,28 @@ test("a stream that ended is let go when its consumer drops it unread: its bytes
   assertClean(conn);
 });
 
+test("an open stream its consumer drops unread, without cancelling, is cancelled client_cancel once collected: its in-flight slot and bytes are given back", async () => {
+  const gc = runInNewContext("gc") as () => void;
+  const { conn, peer, streams, ids, next } = await streamsUpTo(1 << 20, 2);
+  const [dropped, kept] = ids;
+  next(dropped!);
+  next(kept!);
+  await tick();
+  assert.equal(conn.stats().clientStreams, 2);
+  streams.shift();
+  for (let i = 0; i < 20 && conn.stats().clientStreams > 1; i++) {
+    gc();
+    await tick();
+  }
+  assert.deepEqual(peer.got.filter((f) => f["op"] === "cancel").map((f) => [f["id"], f["reason"]]), [[dropped, "client_cancel"]]);
+  assert.equal(conn.stats().clientStreams, 1);
+  assert.deepEqual(await streams[0]!.next(), { value: "x".repeat(1000), done: false });
+  assert.equal(conn.stats().bufferedStreamBytes, 0);
+  streams[0]!.cancel();
+  conn.close();
+  assertClean(conn);
+});
+
 test("results for unknown ids, credit for nothing, drops of unknown caps, a result frame on a stream: handled quietly", async () => {
   const { conn, peer } = setup();
   peer.hello();

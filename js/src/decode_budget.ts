@@ -23,28 +23,15 @@
 // sends). It checks CapRef varints and typed-array lengths as msgpackr's builders would, so
 // that msgpackr never fails on what the walk admits (but for a RegExp's pattern and flags,
 // which only the RegExp constructor knows).
+//
+// The costs are in heap_costs.ts, the reading of msgpack headers in msgpack_read.ts, the
+// errors in decode_error.ts.
 
-/** Why a message was refused before it was decoded. */
-export type DecodeErrorKind =
-  /** It would take more heap once decoded than its budget (PROTOCOL §13.11). */
-  | "over_budget"
-  /** Values nest deeper than the depth limit (PROTOCOL §4). */
-  | "too_deep"
-  /** The record definitions would keep more than the record table's bound. */
-  | "record_table_full"
-  /** Not one value msgpackr with the connection's options reads: a bad or unknown token, a cut-off, trailing bytes. */
-  | "malformed";
+import { DecodeError, cutOff, malformed, tooDeep } from "./decode_error.js";
+import { ARRAY, BIGINT, BIN, DEFINITION, DEFINITION_KEY, MAP, MAP_ENTRY, NUMBER, SLOT, SLOW_INSTANCES, extension, instance, markerCost, string } from "./heap_costs.js";
+import { arrayHeader, markerItems, readCount, readLength } from "./msgpack_read.js";
 
-/** A message refused by the decoder: a protocol error (the connection answers with goaway). */
-export class DecodeError extends Error {
-  constructor(
-    readonly kind: DecodeErrorKind,
-    message: string,
-  ) {
-    super(message);
-    this.name = "DecodeError";
-  }
-}
+export { DecodeError, type DecodeErrorKind } from "./decode_error.js";
 
 /** How much heap a message of `n` bytes may take once decoded: `base + factor × n`. */
 export interface DecodeBudget {
@@ -58,80 +45,6 @@ export interface DecodeBudget {
  * what it decodes into stay within about 4× its size: a maximal 64 MiB message within 260 MiB).
  */
 export const DEFAULT_DECODE_BUDGET: DecodeBudget = { base: 4 * 1024 * 1024, factor: 3 };
-
-// What each decoded thing costs, in bytes of V8 heap. Measured on Node 20 (V8 11.3, 64-bit
-// tagged values, no pointer compression: the larger of the two layouts; Chrome's compressed
-// pointers take about half of the pointer-sized parts) with `node --expose-gc
-// bench/heap_costs.mjs`, which decodes 200,000 of each (fewer of the large ones) through
-// msgpackr with these options and divides the heap's growth; rounded up, and where V8's
-// layout varies (hash tables, strings) the larger case. docs/RELIABILITY.md has the figures.
-
-/** Every value: its slot in the array, record or map that holds it. */
-const SLOT = 8;
-/** A JS array (header and elements store; its elements charge their slots). */
-const ARRAY = 48;
-/**
- * A record instance: the object's header, and room for at least 4 fields (an empty literal
- * keeps room for 4); each field is the slot its value charges.
- */
-const RECORD = 24;
-/** Fields an object keeps room for however few it has. */
-const MIN_FIELDS = 4;
-/**
- * A field of an object in dictionary mode (past V8's 1020 fast properties, or in the first
- * instances msgpackr builds key by key): 3 words an entry in a hash table 1.5 to 3 times the
- * size (measured 40 to 66).
- */
-const DICT_FIELD = 72;
-/** Keys past which V8 keeps an object's properties in a dictionary. */
-const MAX_FAST_FIELDS = 1020;
-/** Keys up to which an object built key by key stays fast. */
-const SLOW_FAST_FIELDS = 16;
-/** msgpackr builds the first three instances of a definition key by key (the definition's own and two more). */
-const SLOW_INSTANCES = 2;
-/**
- * A definition: the key array msgpackr reads and the copy it keeps, and the reader closure.
- * (What it keeps is bounded by the record table too; a definition another overwrites is
- * garbage, so this charges what one holds while it is read.)
- */
-const DEFINITION = 2 * ARRAY + 64;
-/** Per key of a definition: its slot in both key arrays (the key itself is charged as a string). */
-const DEFINITION_KEY = 16;
-/** A string: header and rounding; then 2 bytes per UTF-8 byte (two-byte strings, U+FFFD for bad bytes). */
-const STRING = 24;
-/** A number that may be a heap number (float32/64, 32-bit ints outside the small-integer range). */
-const NUMBER = 16;
-/** A BigInt of 64 bits (`cf`, `d3`). */
-const BIGINT = 24;
-/** A JS Map (with its first four entries)... */
-const MAP = 192;
-/**
- * ...and per entry its hash-table room besides the slots its key and value charge (measured
- * 17 in all at 100 entries; up to half as much again just after the table grew).
- */
-const MAP_ENTRY = 8;
-/** A CapRef (its id may be a heap number). */
-const CAPREF = 48;
-/** A Uint8Array view of the message (bin 8/16/32: msgpackr does not copy). */
-const BIN = 104;
-/** A typed array, ArrayBuffer or DataView of ext 0x74, besides the copy of its bytes. */
-const TYPED = 192;
-/** A Date. */
-const DATE = 104;
-/** A Set, besides the array it is built from... */
-const SET = 160;
-/** ...and per element its hash-table room (besides the slot the element charges; measured 12 in all). */
-const SET_ELEMENT = 16;
-/** An Error, with the stack trace V8 captures for it (measured 750). */
-const ERROR = 1024;
-/** A RegExp, besides its pattern and flags strings. */
-const REGEXP = 256;
-
-/** Element sizes of the typed-array subtypes of ext 0x74 (PROTOCOL §3.2); 0: unknown. */
-const TYPED_SIZES = new Uint8Array(18);
-TYPED_SIZES.set([1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8], 0);
-TYPED_SIZES[0x10] = 1; // ArrayBuffer
-TYPED_SIZES[0x11] = 1; // DataView
 
 /** Decodes definition keys (bad bytes become U+FFFD), to find a key given twice. */
 const utf8 = new TextDecoder();
@@ -240,16 +153,10 @@ export class RecordModel {
             pos += h;
             const typ = b[pos++]!;
             if (typ === 0x72) throw malformed("record definition in an ext of another size");
-            pos += len;
-            if (pos > n) throw cutOff();
-            const ext = extension(typ, b, pos - len, len);
-            if (ext >= 0) {
-              cost += ext;
-            } else {
-              count = markerItems(b, pos, typ, n);
-              cost += markerCost(typ, count);
-              pos += arrayHeader(b[pos]!);
-            }
+            const ext = extensionAt(b, typ, pos, len);
+            cost += ext.cost;
+            count = ext.count;
+            pos = ext.end;
             break;
           }
           case 0xca:
@@ -331,15 +238,10 @@ export class RecordModel {
             } else if (typ === 0x72) {
               throw malformed("record definition in an ext of another size");
             } else {
-              pos += len;
-              const ext = extension(typ, b, pos - len, len);
-              if (ext >= 0) {
-                cost += ext;
-              } else {
-                count = markerItems(b, pos, typ, n);
-                cost += markerCost(typ, count);
-                pos += arrayHeader(b[pos]!);
-              }
+              const ext = extensionAt(b, typ, pos, len);
+              cost += ext.cost;
+              count = ext.count;
+              pos = ext.end;
             }
             break;
           }
@@ -397,107 +299,21 @@ export class RecordModel {
   }
 }
 
-/**
- * A record instance of `k` fields besides their values' slots; `building`: built key by key
- * (the first instances).
- */
-function instance(k: number, building: boolean): number {
-  const dict = k > MAX_FAST_FIELDS || (building && k > SLOW_FAST_FIELDS);
-  return RECORD + (dict ? (DICT_FIELD - SLOT) * k : SLOT * Math.max(MIN_FIELDS - k, 0));
+/** An extension value as the walk reads it: what it costs, the items that follow it, where it ends. */
+interface Extension {
+  cost: number;
+  /** The items of the array a marker (Set, Error, RegExp) is followed by; -1 for any other. */
+  count: number;
+  /** Just past its data, and a marker's array header. */
+  end: number;
 }
 
-/** A string of `len` UTF-8 bytes. */
-function string(len: number): number {
-  return len === 0 ? 0 : STRING + 2 * len;
-}
-
-/**
- * What an extension of type `typ` with `len` bytes of data at `at` costs; -1 for a marker
- * (Set, Error, RegExp), whose array follows. Throws on an extension PROTOCOL §3.2 does not list.
- */
-function extension(typ: number, b: Uint8Array, at: number, len: number): number {
-  switch (typ) {
-    case 0x00: // undefined
-      return 0;
-    case 0x50: {
-      // CapRef: an LEB128 varint of at most 5 bytes, ending at its last byte, below 2^32.
-      if (len === 0 || len > 5) throw malformed(`CapRef varint of ${len} bytes`);
-      let id = 0;
-      for (let i = 0, scale = 1; i < len; i++, scale *= 128) {
-        const v = b[at + i]!;
-        if ((v & 0x80) === 0 !== (i === len - 1)) throw malformed("CapRef varint does not end at its last byte");
-        id += (v & 0x7f) * scale;
-      }
-      if (id > 0xffff_ffff) throw malformed(`CapRef id ${id} is not below 2^32`);
-      return CAPREF;
-    }
-    case 0x74: {
-      const size = len > 0 ? (TYPED_SIZES[b[at]!] ?? 0) : 0;
-      if (size === 0 || (len - 1) % size !== 0) throw malformed("bad typed array");
-      return TYPED + (len - 1);
-    }
-    case 0xff: // timestamp
-      if (len !== 4 && len !== 8 && len !== 12) throw malformed(`timestamp of ${len} bytes`);
-      return DATE;
-    case 0x73: // Set
-    case 0x65: // Error
-    case 0x78: // RegExp
-      return -1;
-    default:
-      throw malformed(`unknown extension type 0x${typ.toString(16)}`);
-  }
-}
-
-/** A marker's own object. */
-function marker(typ: number): number {
-  return typ === 0x73 ? SET : typ === 0x65 ? ERROR : REGEXP;
-}
-
-/** What a Set, Error or RegExp marker of `typ` costs with the array of `count` items after it. */
-function markerCost(typ: number, count: number): number {
-  return marker(typ) + ARRAY + (typ === 0x73 ? SET_ELEMENT * count : 0);
-}
-
-/**
- * The number of items of the array that must follow a marker at `pos` (a Set's any, an
- * Error's 2 or 3, a RegExp's 2, as the Rust decoder reads them).
- */
-function markerItems(b: Uint8Array, pos: number, typ: number, n: number): number {
-  if (pos >= n) throw cutOff();
-  const h = arrayHeader(b[pos]!);
-  if (h === 0) throw malformed(`extension 0x${typ.toString(16)} not followed by an array`);
-  if (pos + h > n) throw cutOff();
-  const k = readCount(b, pos, h);
-  const ok = typ === 0x73 || (typ === 0x65 ? k === 2 || k === 3 : k === 2);
-  if (!ok) throw malformed(`extension 0x${typ.toString(16)} followed by an array of ${k}`);
-  return k;
-}
-
-/** The header size of an array starting with byte `t`; 0 if it is not an array. */
-function arrayHeader(t: number): number {
-  return t >= 0x90 && t < 0xa0 ? 1 : t === 0xdc ? 3 : t === 0xdd ? 5 : 0;
-}
-
-/** The count of the array whose `h`-byte header is at `pos`. */
-function readCount(b: Uint8Array, pos: number, h: number): number {
-  return h === 1 ? b[pos]! & 0x0f : readLength(b, pos + 1, h - 1);
-}
-
-/** A big-endian unsigned length of `h` (1, 2 or 4) bytes at `pos`, which the caller checked are there. */
-function readLength(b: Uint8Array, pos: number, h: number): number {
-  if (h === 1) return b[pos]!;
-  if (h === 2) return (b[pos]! << 8) | b[pos + 1]!;
-  return b[pos]! * 0x1000000 + ((b[pos + 1]! << 16) | (b[pos + 2]! << 8) | b[pos + 3]!);
-}
-
-function malformed(message: string): DecodeError {
-  return new DecodeError("malformed", message);
-}
-
-function cutOff(): DecodeError {
-  return malformed("the message ends inside a value");
-}
-
-function tooDeep(limit: number): DecodeError {
-  return new DecodeError("too_deep", `value nested deeper than ${limit}`);
+/** The extension of type `typ` whose `len` bytes of data start at `at`. */
+function extensionAt(b: Uint8Array, typ: number, at: number, len: number): Extension {
+  const end = at + len;
+  if (end > b.length) throw cutOff();
+  const cost = extension(typ, b, at, len);
+  if (cost >= 0) return { cost, count: -1, end };
+  const count = markerItems(b, end, typ, b.length);
+  return { cost: markerCost(typ, count), count, end: end + arrayHeader(b[end]!) };
 }

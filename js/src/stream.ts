@@ -65,7 +65,7 @@ export class StreamHandle<T> implements ValueStream<T> {
   }
 
   next(): Promise<IteratorResult<T>> {
-    return this.stream.next();
+    return this.stream.next(this);
   }
 
   return(): Promise<IteratorResult<T>> {
@@ -90,7 +90,13 @@ export interface StreamHooks {
 /** The reason of the `cancel` sent to a server whose value overflowed a stream (`push`). */
 export type OverflowReason = "stream_credit_window" | "client_cancel";
 
-type Waiter<T> = { resolve(r: IteratorResult<T>): void; reject(e: RpcError): void };
+/**
+ * A `next()` waiting for a value. It holds the `StreamHandle` it was called on, so that a
+ * handle whose only use left is the awaited `next()` (`await conn.stream(...).next()`) is not
+ * collected, and the stream cancelled, before that value comes: in Rust the stream cannot be
+ * dropped while its `next()` is awaited either.
+ */
+type Waiter<T> = { resolve(r: IteratorResult<T>): void; reject(e: RpcError): void; owner?: object };
 
 /**
  * One client stream's state: what the connection pushes into and the application's
@@ -190,7 +196,8 @@ export class ClientStream<T> {
     this.error = error;
   }
 
-  next(): Promise<IteratorResult<T>> {
+  /** The next value; `owner`, the handle it was asked through, is kept while it waits. */
+  next(owner?: object): Promise<IteratorResult<T>> {
     if (this.buffer.length > 0) {
       const value = this.buffer.shift() as T;
       this.charge(-(this.sizes.shift() as number));
@@ -208,7 +215,7 @@ export class ClientStream<T> {
     if (this.waiter !== undefined) return Promise.reject(rpcError("failed_precondition", "next() while another next() waits"));
     // Waiting on an empty buffer: return what was consumed so far (§13.1).
     this.returnCredit();
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject, owner }));
   }
 
   return(): Promise<IteratorResult<T>> {

@@ -411,6 +411,31 @@ test("an open stream its consumer drops unread, without cancelling, is cancelled
   assertClean(conn);
 });
 
+test("a stream whose handle is dropped while its next() waits is not collected before the value comes: the awaited next() gets it", async () => {
+  const gc = runInNewContext("gc") as () => void;
+  const { conn, peer, streams, ids, next } = await streamsUpTo(1 << 20, 1);
+  // Only the promise of the next value is kept, as `await conn.stream(...).next()` does.
+  const waiting = streams.shift()!.next();
+  await tick();
+  for (let i = 0; i < 10; i++) {
+    gc();
+    await tick();
+  }
+  assert.deepEqual(peer.got.filter((f) => f["op"] === "cancel"), []);
+  assert.equal(conn.stats().clientStreams, 1);
+  next(ids[0]!);
+  assert.deepEqual(await waiting, { value: "x".repeat(1000), done: false });
+  // Nothing waits for it any more: now it is let go once collected.
+  for (let i = 0; i < 20 && conn.stats().clientStreams > 0; i++) {
+    gc();
+    await tick();
+  }
+  assert.deepEqual(peer.got.filter((f) => f["op"] === "cancel").map((f) => [f["id"], f["reason"]]), [[ids[0], "client_cancel"]]);
+  assert.equal(conn.stats().bufferedStreamBytes, 0);
+  conn.close();
+  assertClean(conn);
+});
+
 test("results for unknown ids, credit for nothing, drops of unknown caps, a result frame on a stream: handled quietly", async () => {
   const { conn, peer } = setup();
   peer.hello();

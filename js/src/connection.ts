@@ -1,8 +1,8 @@
-// One bunite connection: hello, the outbound calls and streams of this peer (as a client),
-// the caps it serves (`serving.ts`), revocation, goaway, protocol errors and shutdown
-// (PROTOCOL §6–12). Every frame goes through `send`, every inbound message through
-// `receive`; nothing a peer sends can throw out of `receive`. Its limits and options are in
-// `limits.ts`.
+// One bunite connection: hello, goaway, protocol errors and shutdown (PROTOCOL §6, §11), and
+// the routing of every frame to the part that owns it: our calls and streams on the peer's
+// caps (`outbound.ts`), the caps we serve (`serving.ts`). Every frame goes through `send`,
+// every inbound message through `receive`; nothing a peer sends can throw out of `receive`.
+// Its limits and options are in `limits.ts`.
 
 export { DEFAULT_LIMITS, type ConnectionOptions, type Limits } from "./limits.js";
 
@@ -10,30 +10,13 @@ import { CapRef, FrameDecoder, FrameEncoder } from "./codec.js";
 import * as F from "./frames.js";
 import { type Frame, FrameError, type HelloBounds, validate } from "./frames.js";
 import { DEFAULT_LIMITS, type ConnectionOptions, type Limits } from "./limits.js";
-import { ClientStream, StreamBytes, StreamHandle } from "./stream.js";
+import { Outbound, capSlots, isPlainRecord, passThrough, releaseRefs } from "./outbound.js";
 import { Serving, type Impl, type ServeHandle, type ServeOptions } from "./serving.js";
 import { clipPeerStatus, clipPeerText } from "./peer_text.js";
 import { sizeBound } from "./size.js";
 import { RpcError, rpcError, statusFrom, type Status } from "./status.js";
-import { timeout } from "./timer.js";
 import type { Transport } from "./transport.js";
 import { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, type MethodDef, type StreamOptions, type ValueStream } from "./types.js";
-
-/** The client deadline grace (PROTOCOL §5). */
-const DEADLINE_GRACE_MS = 500;
-/** Revoked ids remembered (PROTOCOL §13.7). */
-const MAX_REVOKED = 4096;
-/** The `decode` of a call whose result holds no caps of ours (PROTOCOL §7: only bootstraps and cap-returning methods do). */
-const passThrough = (v: unknown): unknown => v;
-
-interface Pending {
-  capId: number;
-  parentCallId: number | undefined;
-  resolve(v: unknown): void;
-  reject(e: RpcError): void;
-  decode(v: unknown): unknown;
-  cleanup(): void;
-}
 
 interface PeerHello {
   mode: string;
@@ -62,25 +45,12 @@ export class Connection {
   private readonly encoder = new FrameEncoder();
   private readonly decoder: FrameDecoder;
   private readonly helloBounds: HelloBounds;
-  private readonly pending = new Map<number, Pending>();
-  private readonly streams = new Map<number, ClientStream<unknown>>();
-  /** What the unread values of our client streams keep (`maxBufferedStreamBytes`). */
-  private readonly streamBytes: StreamBytes;
   /** The length of the message being dispatched: what a stream value or a peer's error is charged. */
   private messageLen = 0;
-  private readonly revoked = new Set<number>();
-  private readonly revokedOrder: number[] = [];
-  /**
-   * Ids of cap-returning calls we gave up on whose result has not arrived: a result that raced our
-   * `cancel` may carry caps, which are ours to release (PROTOCOL §7: each received
-   * reference is released exactly once). Each keeps its in-flight slot until its result
-   * arrives, as the Rust client does, so none is ever forgotten and `maxInFlightCalls` bounds them.
-   */
-  private readonly abandoned = new Set<number>();
+  private readonly outbound: Outbound;
   private readonly serving: Serving;
   private readonly helloWaiters: Array<{ resolve(): void; reject(e: RpcError): void }> = [];
   private readonly closeHandlers: Array<(reason: string) => void> = [];
-  private nextId = 1;
   private closedReason: string | undefined;
   private goawayStatus: Status | undefined;
   /** Resolves with the reason once the connection has shut down. */
@@ -96,7 +66,7 @@ export class Connection {
       base: this.limits.decodeBudgetBase,
       factor: this.limits.decodeBudgetFactor,
     });
-    this.streamBytes = new StreamBytes(this.limits.maxBufferedStreamBytes);
+    this.outbound = new Outbound(this, this.limits);
     this.helloBounds = { maxFeatures: this.limits.maxHelloFeatures, maxText: this.limits.maxHelloText };
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.serving = new Serving(this, options.policy);
@@ -179,8 +149,8 @@ export class Connection {
     activeHandlers: number;
     bufferedStreamBytes: number;
   } {
-    const open = { pendingCalls: this.pending.size, clientStreams: this.streams.size, abandonedCalls: this.abandoned.size };
-    return { ...open, ...this.serving.stats(), bufferedStreamBytes: this.streamBytes.used };
+    const { bufferedStreamBytes, ...open } = this.outbound.stats();
+    return { ...open, ...this.serving.stats(), bufferedStreamBytes };
   }
 
   /** Bootstraps the peer's cap `def` by name (and version, if it has one). */
@@ -189,7 +159,7 @@ export class Connection {
     const args = def.version !== undefined ? { name: def.name, version: def.version } : { name: def.name };
     const ref = await this.call(0, "bootstrap", args, options, (v) => {
       if (!(v instanceof CapRef)) {
-        this.releaseRefs(v);
+        releaseRefs(this, v);
         throw rpcError("invalid_argument", "bootstrap result is not a cap");
       }
       return v;
@@ -207,63 +177,12 @@ export class Connection {
 
   /** Calls `method` on the peer's cap `capId`; `decode` turns the result value into the reply. */
   call(capId: number, method: string, args: unknown, options: CallOptions = {}, decode: (v: unknown) => unknown = passThrough): Promise<unknown> {
-    const refused = this.refuse(capId);
-    if (refused) return Promise.reject(refused);
-    if (options.signal?.aborted) return Promise.reject(rpcError("cancelled", "cancelled before it was sent"));
-    const id = this.nextId++;
-    const frame = F.call(id, capId, method, args, meta(options));
-    return new Promise((resolve, reject) => {
-      let stopTimer: (() => void) | undefined;
-      const abort = () => this.cancelCall(id, "client_cancel", rpcError("cancelled", "cancelled by the client"));
-      const entry: Pending = {
-        capId,
-        parentCallId: options.parentCallId,
-        resolve,
-        reject,
-        decode,
-        cleanup: () => {
-          stopTimer?.();
-          options.signal?.removeEventListener("abort", abort);
-        },
-      };
-      if (!this.sendBounded(frame, args)) {
-        return reject(rpcError("resource_exhausted", `call exceeds the peer's maxBytes ${this.peerMaxBytes()}`, "max_frame_bytes"));
-      }
-      this.pending.set(id, entry);
-      options.signal?.addEventListener("abort", abort, { once: true });
-      const d = options.deadlineMs;
-      if (d !== undefined && d > 0) {
-        stopTimer = timeout(
-          () => this.cancelCall(id, "deadline_exceeded", rpcError("deadline_exceeded", `deadline of ${d} ms exceeded`)),
-          d + DEADLINE_GRACE_MS,
-        );
-      }
-    });
+    return this.outbound.call(capId, method, args, options, decode);
   }
 
   /** Opens the server stream `method` on the peer's cap `capId`. */
   stream<T>(capId: number, method: string, args: unknown, options: StreamOptions = {}): ValueStream<T> {
-    const refused = this.refuse(capId) ?? (options.signal?.aborted ? rpcError("cancelled", "cancelled before it was sent") : undefined);
-    const id = refused ? 0 : this.nextId++;
-    const s = new ClientStream<T>(id, capId, {
-      credit: (n) => this.send(F.credit(id, n)),
-      cancel: () => {
-        if (this.streams.delete(id)) this.send(F.cancel(id, "client_cancel"));
-      },
-      done: () => this.streams.delete(id),
-    }, this.streamBytes, options.parentCallId);
-    const handle = new StreamHandle(s);
-    if (refused) {
-      s.fail(refused);
-      return handle;
-    }
-    if (!this.sendBounded(F.call(id, capId, method, args, meta(options)), args)) {
-      s.fail(rpcError("resource_exhausted", `stream call exceeds the peer's maxBytes ${this.peerMaxBytes()}`, "max_frame_bytes"));
-      return handle;
-    }
-    this.streams.set(id, s as ClientStream<unknown>);
-    options.signal?.addEventListener("abort", () => s.cancel(rpcError("cancelled", "cancelled by the client")), { once: true });
-    return handle;
+    return this.outbound.stream<T>(capId, method, args, options);
   }
 
   // ---- client proxies ----
@@ -322,7 +241,7 @@ export class Connection {
       const fits = shape === "cap" ? v instanceof CapRef : shape === "array" ? Array.isArray(v) : isPlainRecord(v);
       if (!fits || !capSlots(v).every((x) => x instanceof CapRef)) {
         // Release what did arrive, so the peer's table does not keep them (§13.4).
-        this.releaseRefs(v);
+        releaseRefs(this, v);
         throw rpcError("invalid_argument", `expected ${shape === "cap" ? "a cap" : `a ${shape} of caps`} in the result`);
       }
       const d = def();
@@ -395,12 +314,12 @@ export class Connection {
         return this.shutdown(f.reason !== undefined ? clipPeerText(f.reason) : "goaway");
       }
       case "result":
-        return this.onResult(f.id, f.ok, f.ok ? f.value : f.error);
+        return this.outbound.onResult(f.id, f.ok, f.ok ? f.value : f.error, this.messageLen);
       case "stream":
         if (f.ev === "credit") return this.serving.onCredit(f.id, f.credit);
-        return this.onStreamFrame(f);
+        return this.outbound.onStreamFrame(f, this.messageLen);
       case "cap_revoked":
-        return this.onRevoked(f.capIds);
+        return this.outbound.onRevoked(f.capIds);
       case "call":
         return this.serving.onCall(f);
       case "cancel":
@@ -411,119 +330,12 @@ export class Connection {
     }
   }
 
-  private onResult(id: number, ok: boolean, value: unknown): void {
-    const p = this.pending.get(id);
-    if (p !== undefined) {
-      this.pending.delete(id);
-      p.cleanup();
-      if (!ok) return p.reject(new RpcError(statusFrom(value)));
-      try {
-        p.resolve(p.decode(value));
-      } catch (e) {
-        p.reject(e instanceof RpcError ? e : rpcError("internal", String(e)));
-      }
-      return;
-    }
-    const s = this.streams.get(id);
-    if (s !== undefined) {
-      this.streams.delete(id);
-      if (ok) s.fail(rpcError("invalid_argument", "stream method returned result frame"));
-      else s.fail(new RpcError(statusFrom(value)), this.messageLen);
-      return;
-    }
-    // The answer to a call we gave up on: nobody adopts its caps, so release them.
-    if (this.abandoned.delete(id) && ok) this.releaseRefs(value);
-    // Any other result for an unknown id is ignored.
-  }
-
-  /** Releases the CapRefs of a result nobody takes, in one `drop` (none for ids 0 and 1, PROTOCOL §7). */
-  private releaseRefs(value: unknown): void {
-    const ids = capSlots(value)
-      .filter((x): x is CapRef => x instanceof CapRef && x.id > 1)
-      .map((r) => ({ id: r.id, delta: 1 }));
-    if (ids.length > 0) this.send(F.drop(ids));
-  }
-
-  private onStreamFrame(f: Extract<Frame, { op: "stream" }>): void {
-    const s = this.streams.get(f.id);
-    if (s === undefined) return;
-    if (f.ev === "next") {
-      const overflow = s.push(f.value, this.messageLen);
-      if (overflow !== undefined) {
-        this.streams.delete(f.id);
-        this.send(F.cancel(f.id, overflow));
-      }
-    } else if (f.ev === "end") {
-      this.streams.delete(f.id);
-      s.end();
-    } else if (f.ev === "error") {
-      this.streams.delete(f.id);
-      s.fail(new RpcError(statusFrom(f.error)), this.messageLen);
-    }
-  }
-
-  private onRevoked(ids: number[]): void {
-    for (const id of ids) {
-      if (!this.revoked.has(id)) {
-        this.revoked.add(id);
-        this.revokedOrder.push(id);
-        if (this.revokedOrder.length > MAX_REVOKED) this.revoked.delete(this.revokedOrder.shift()!);
-      }
-    }
-    const set = new Set(ids);
-    for (const [id, p] of [...this.pending]) {
-      if (set.has(p.capId)) {
-        this.pending.delete(id);
-        p.cleanup();
-        p.reject(revokedError());
-      }
-    }
-    for (const [id, s] of [...this.streams]) {
-      if (set.has(s.capId)) {
-        this.streams.delete(id);
-        s.fail(revokedError());
-      }
-    }
-  }
-
-  /** Fails call `id` locally with `error` and tells the peer (`cancel {reason}`). */
-  private cancelCall(id: number, reason: string | undefined, error: RpcError): void {
-    const p = this.pending.get(id);
-    if (p === undefined) return;
-    this.pending.delete(id);
-    p.cleanup();
-    // Only a bootstrap's or a cap-returning method's result holds caps of ours (§7).
-    if (p.decode !== passThrough) this.abandoned.add(id);
-    this.send(F.cancel(id, reason));
-    p.reject(error);
-  }
-
   /**
    * Cancels our calls, bootstraps and streams made from inside the handler of the peer's call
    * `parent`, each with `cancel` carrying the same reason (§11; none if it had none).
    */
   cancelChildren(parent: number, reason: string | undefined): void {
-    const error = () => rpcError("cancelled", reason ?? "cancelled");
-    for (const [id, p] of [...this.pending]) {
-      if (p.parentCallId === parent) this.cancelCall(id, reason, error());
-    }
-    for (const [id, s] of [...this.streams]) {
-      if (s.parentCallId !== parent) continue;
-      this.streams.delete(id);
-      this.send(F.cancel(id, reason));
-      s.fail(error());
-    }
-  }
-
-  /** Why a call on `capId` must fail locally, if it must. */
-  private refuse(capId: number): RpcError | undefined {
-    if (this.closedReason !== undefined) return rpcError("unavailable", "connection closed");
-    if (this.revoked.has(capId)) return revokedError();
-    const n = this.pending.size + this.streams.size + this.abandoned.size;
-    if (n >= this.limits.maxInFlightCalls) {
-      return rpcError("resource_exhausted", `in-flight calls limit ${this.limits.maxInFlightCalls}`, "max_concurrent_calls");
-    }
-    return undefined;
+    this.outbound.cancelChildren(parent, reason);
   }
 
   private peerHello(): Promise<void> {
@@ -552,14 +364,7 @@ export class Connection {
     this.closedReason = reason;
     const err = rpcError("unavailable", reason);
     for (const w of this.helloWaiters.splice(0)) w.reject(this.closeError());
-    for (const p of this.pending.values()) {
-      p.cleanup();
-      p.reject(err);
-    }
-    this.pending.clear();
-    this.abandoned.clear();
-    for (const s of this.streams.values()) s.fail(err);
-    this.streams.clear();
+    this.outbound.shutdown(err);
     this.serving.shutdown();
     for (const f of this.closeHandlers.splice(0)) {
       try {
@@ -571,25 +376,4 @@ export class Connection {
     this.transport.close();
     this.resolveClosed(reason);
   }
-}
-
-function revokedError(): RpcError {
-  return rpcError("failed_precondition", "cap revoked", "revoked");
-}
-
-function meta(o: CallOptions | StreamOptions): F.CallMeta | undefined {
-  const m: F.CallMeta = {};
-  if (o.parentCallId !== undefined) m.parentCallId = o.parentCallId;
-  if ("deadlineMs" in o && o.deadlineMs !== undefined && o.deadlineMs > 0) m.deadlineMs = o.deadlineMs;
-  if (o.context !== undefined) m.context = o.context;
-  return Object.keys(m).length > 0 ? m : undefined;
-}
-
-/** Where a result carries caps (PROTOCOL §7): an array's items, a record's values, or the value itself. */
-function capSlots(v: unknown): unknown[] {
-  return Array.isArray(v) ? v : isPlainRecord(v) ? Object.values(v) : [v];
-}
-
-function isPlainRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Map) && !ArrayBuffer.isView(v) && !(v instanceof CapRef);
 }

@@ -1,8 +1,8 @@
 // One bunite connection: hello, goaway, protocol errors and shutdown (PROTOCOL §6, §11), and
 // the routing of every frame to the part that owns it: our calls and streams on the peer's
-// caps (`outbound.ts`), the caps we serve (`serving.ts`). Every frame goes through `send`,
-// every inbound message through `receive`; nothing a peer sends can throw out of `receive`.
-// Its limits and options are in `limits.ts`.
+// caps (`outbound.ts`) and their proxies (`client_proxy.ts`), the caps we serve
+// (`serving.ts`). Every frame goes through `send`, every inbound message through `receive`;
+// nothing a peer sends can throw out of `receive`. Its limits and options are in `limits.ts`.
 
 export { DEFAULT_LIMITS, type ConnectionOptions, type Limits } from "./limits.js";
 
@@ -10,13 +10,14 @@ import { CapRef, FrameDecoder, FrameEncoder } from "./codec.js";
 import * as F from "./frames.js";
 import { type Frame, FrameError, type HelloBounds, validate } from "./frames.js";
 import { DEFAULT_LIMITS, type ConnectionOptions, type Limits } from "./limits.js";
-import { Outbound, capSlots, isPlainRecord, passThrough, releaseRefs } from "./outbound.js";
+import { disposeClient, newClient, releaseClient } from "./client_proxy.js";
+import { Outbound, passThrough, releaseRefs } from "./outbound.js";
 import { Serving, type Impl, type ServeHandle, type ServeOptions } from "./serving.js";
 import { clipPeerStatus, clipPeerText } from "./peer_text.js";
 import { sizeBound } from "./size.js";
 import { RpcError, rpcError, statusFrom, type Status } from "./status.js";
 import type { Transport } from "./transport.js";
-import { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, type MethodDef, type StreamOptions, type ValueStream } from "./types.js";
+import { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, type StreamOptions, type ValueStream } from "./types.js";
 
 interface PeerHello {
   mode: string;
@@ -28,15 +29,6 @@ interface PeerHello {
 /** Which connection made each client (for `release(client)` and friends). */
 export const clientConnections = new WeakMap<ClientMeta, Connection>();
 
-const finalizers = new FinalizationRegistry<{ conn: Connection; meta: OwnedMeta }>(({ conn, meta }) => {
-  conn.releaseMeta(meta);
-});
-
-interface OwnedMeta extends ClientMeta {
-  owned: boolean;
-  released: boolean;
-  disposed: boolean;
-}
 
 export class Connection {
   readonly limits: Limits;
@@ -185,34 +177,18 @@ export class Connection {
     return this.outbound.stream<T>(capId, method, args, options);
   }
 
-  // ---- client proxies ----
+  // ---- client proxies (`client_proxy.ts`) ----
 
   /** A typed proxy of the peer's cap `capId`; `owned` proxies release one reference. */
   client<M>(def: CapDef<M>, capId: number, owned: boolean): Client<M> {
-    const meta: OwnedMeta = { capId, def: def as CapDef, owned, released: false, disposed: false };
-    const proxy: Record<string | symbol, unknown> = {};
-    for (const [name, m] of Object.entries(def.methods as Record<string, MethodDef>)) {
-      const split = (a: unknown, b: unknown): [unknown, CallOptions] =>
-        m.args === "none" ? [undefined, (a ?? {}) as CallOptions] : [a, (b ?? {}) as CallOptions];
-      proxy[name] =
-        m.kind === "stream"
-          ? (a?: unknown, b?: unknown) => this.stream(capId, name, ...split(a, b))
-          : (a?: unknown, b?: unknown) => this.call(capId, name, ...split(a, b), this.returnDecoder(m));
-    }
-    Object.defineProperty(proxy, CLIENT, { value: meta });
-    clientConnections.set(meta, this);
-    Object.defineProperty(proxy, Symbol.asyncDispose, { value: () => this.dispose(meta) });
-    if (owned && capId > 1) finalizers.register(proxy, { conn: this, meta }, meta);
-    return proxy as Client<M>;
+    const proxy = newClient(this, def, capId, owned);
+    clientConnections.set(proxy[CLIENT], this);
+    return proxy;
   }
 
   /** Releases the reference of `meta` once (PROTOCOL §7). */
   releaseMeta(meta: ClientMeta): void {
-    const m = meta as OwnedMeta;
-    if (!m.owned || m.released) return;
-    m.released = true;
-    finalizers.unregister(m);
-    if (m.capId > 1 && !this.isClosed) this.send(F.drop([{ id: m.capId, delta: 1 }]));
+    releaseClient(this, meta);
   }
 
   /**
@@ -220,35 +196,8 @@ export class Connection {
    * drop goes out right behind the call, as 0.10.0 sends it, so a server that is slow to
    * answer the disposal, or never does, still gets it; the promise waits for the answer.
    */
-  async dispose(meta: ClientMeta): Promise<void> {
-    const m = meta as OwnedMeta;
-    const disposal = m.def.disposal;
-    let answered: Promise<unknown> | undefined;
-    if (disposal !== undefined && !m.disposed && !m.released) {
-      m.disposed = true;
-      // The call is sent here, synchronously; disposal errors are ignored.
-      answered = this.call(m.capId, disposal, undefined).catch(() => undefined);
-    }
-    this.releaseMeta(m);
-    await answered;
-  }
-
-  private returnDecoder(m: MethodDef): (v: unknown) => unknown {
-    if (m.kind !== "call" || m.returns === undefined) return passThrough;
-    const shape = m.returns;
-    const def = () => m.cap?.() ?? { name: "?", methods: {} };
-    return (v) => {
-      const fits = shape === "cap" ? v instanceof CapRef : shape === "array" ? Array.isArray(v) : isPlainRecord(v);
-      if (!fits || !capSlots(v).every((x) => x instanceof CapRef)) {
-        // Release what did arrive, so the peer's table does not keep them (§13.4).
-        releaseRefs(this, v);
-        throw rpcError("invalid_argument", `expected ${shape === "cap" ? "a cap" : `a ${shape} of caps`} in the result`);
-      }
-      const d = def();
-      if (shape === "cap") return this.client(d, (v as CapRef).id, true);
-      if (shape === "array") return (v as CapRef[]).map((r) => this.client(d, r.id, true));
-      return Object.fromEntries(Object.entries(v as Record<string, CapRef>).map(([k, r]) => [k, this.client(d, r.id, true)]));
-    };
+  dispose(meta: ClientMeta): Promise<void> {
+    return disposeClient(this, meta);
   }
 
   // ---- sending ----

@@ -66,11 +66,23 @@ export class RecordModel {
   /** One entry per open container: the values left in the one around it. */
   private readonly stack: Float64Array;
 
+  // The walk's cursor. Each step reads one header and sets what it found here: fields, not
+  // locals, so that the steps are plain methods and nothing is allocated per value.
+  /** The slot table as the message changes it: `keys`, then `scratch` from its first definition. */
+  private table: Int32Array;
+  /** Whether the message defines records. */
+  private defines = false;
+  /** The heap the value being read takes once decoded, its slot included. */
+  private cost = 0;
+  /** The values of the container the value opens; -1 for a scalar. */
+  private count = -1;
+
   constructor(
     private readonly maxDepth: number,
     private readonly budget: DecodeBudget,
   ) {
     this.stack = new Float64Array(maxDepth + 1);
+    this.table = this.keys;
   }
 
   /** Slot `i` now holds `def` (msgpackr's key array, or nothing). */
@@ -85,12 +97,11 @@ export class RecordModel {
    */
   walk(b: Uint8Array): boolean {
     const n = b.length;
-    let keys = this.keys;
-    let defines = false;
-    const slow = this.slow;
     const stack = this.stack;
     const maxDepth = this.maxDepth;
     const budget = this.budget.base + this.budget.factor * n;
+    this.table = this.keys;
+    this.defines = false;
     let left = budget;
     let depth = 0;
     let pending = 1; // values still to read in the innermost open container
@@ -99,189 +110,18 @@ export class RecordModel {
       while (pending === 0) {
         if (depth === 0) {
           if (pos !== n) throw malformed(`${n - pos} trailing bytes after the value`);
-          return defines;
+          return this.defines;
         }
         pending = stack[--depth]!;
       }
       pending--;
       if (pos >= n) throw cutOff();
-      const t = b[pos++]!;
-      let cost = SLOT;
-      let count = -1; // a container's values, -1 for a scalar
-      if (t < 0x40 || t >= 0xe0) {
-        // fixint
-      } else if (t < 0x80) {
-        const slot = t & 0x3f;
-        const k = keys[slot]!;
-        if (k < 0) throw malformed(`reference to the undefined record slot 0x${t.toString(16)}`);
-        const building = slow[slot]! > 0;
-        if (building) slow[slot]!--;
-        cost += instance(k, building);
-        count = k;
-      } else if (t < 0x90) {
-        const e = t & 0x0f;
-        cost += MAP + MAP_ENTRY * e;
-        count = 2 * e;
-      } else if (t < 0xa0) {
-        cost += ARRAY;
-        count = t & 0x0f;
-      } else if (t < 0xc0) {
-        const len = t & 0x1f;
-        pos += len;
-        cost += string(len);
-      } else {
-        switch (t) {
-          case 0xc0: // nil
-          case 0xc2: // false
-          case 0xc3: // true
-            break;
-          case 0xc4:
-          case 0xc5:
-          case 0xc6: {
-            const h = t === 0xc4 ? 1 : t === 0xc5 ? 2 : 4;
-            if (pos + h > n) throw cutOff();
-            pos += h + readLength(b, pos, h);
-            cost += BIN;
-            break;
-          }
-          case 0xc7:
-          case 0xc8:
-          case 0xc9: {
-            const h = t === 0xc7 ? 1 : t === 0xc8 ? 2 : 4;
-            if (pos + h + 1 > n) throw cutOff();
-            const len = readLength(b, pos, h);
-            pos += h;
-            const typ = b[pos++]!;
-            if (typ === 0x72) throw malformed("record definition in an ext of another size");
-            const ext = extensionAt(b, typ, pos, len);
-            cost += ext.cost;
-            count = ext.count;
-            pos = ext.end;
-            break;
-          }
-          case 0xca:
-            pos += 4;
-            cost += NUMBER;
-            break;
-          case 0xcb:
-            pos += 8;
-            cost += NUMBER;
-            break;
-          case 0xcc:
-          case 0xd0:
-            pos += 1;
-            break;
-          case 0xcd:
-          case 0xd1:
-            pos += 2;
-            break;
-          case 0xce:
-          case 0xd2:
-            pos += 4;
-            cost += NUMBER;
-            break;
-          case 0xcf:
-          case 0xd3:
-            pos += 8;
-            cost += BIGINT;
-            break;
-          case 0xd4:
-          case 0xd5:
-          case 0xd6:
-          case 0xd7:
-          case 0xd8: {
-            const len = 1 << (t - 0xd4);
-            if (pos + 1 + len > n) throw cutOff();
-            const typ = b[pos++]!;
-            if (typ === 0x72 && len === 1) {
-              // A record definition, `d4 72 id`: the key array and then the first instance's
-              // values follow.
-              const slot = b[pos++]! & 0x3f;
-              if (pos >= n) throw cutOff();
-              const kh = arrayHeader(b[pos]!);
-              if (kh === 0) throw malformed("record definition keys are not an array of strings");
-              if (pos + kh > n) throw cutOff();
-              const k = readCount(b, pos, kh);
-              pos += kh;
-              if (k > n - pos) throw cutOff();
-              cost += DEFINITION + DEFINITION_KEY * k;
-              const seen = new Set<string>();
-              for (let i = 0; i < k; i++) {
-                if (pos >= n) throw cutOff();
-                const s = b[pos++]!;
-                let len: number;
-                if (s >= 0xa0 && s < 0xc0) len = s & 0x1f;
-                else if (s >= 0xd9 && s <= 0xdb) {
-                  const h = 1 << (s - 0xd9);
-                  if (pos + h > n) throw cutOff();
-                  len = readLength(b, pos, h);
-                  pos += h;
-                } else throw malformed("record definition keys are not an array of strings");
-                if (pos + len > n) throw cutOff();
-                const key = utf8.decode(b.subarray(pos, pos + len));
-                if (seen.has(key)) throw malformed(`record definition repeats the key ${JSON.stringify(key.slice(0, 32))}`);
-                seen.add(key);
-                pos += len;
-                cost += string(len);
-              }
-              if (pos > n) throw cutOff();
-              if (!defines) {
-                // The first definition: from here on the walk reads and writes its own copy.
-                defines = true;
-                this.scratch.set(keys);
-                keys = this.scratch;
-              }
-              keys[slot] = k;
-              slow[slot] = SLOW_INSTANCES;
-              cost += instance(k, true);
-              count = k;
-            } else if (typ === 0x72) {
-              throw malformed("record definition in an ext of another size");
-            } else {
-              const ext = extensionAt(b, typ, pos, len);
-              cost += ext.cost;
-              count = ext.count;
-              pos = ext.end;
-            }
-            break;
-          }
-          case 0xd9:
-          case 0xda:
-          case 0xdb: {
-            const h = 1 << (t - 0xd9);
-            if (pos + h > n) throw cutOff();
-            const len = readLength(b, pos, h);
-            pos += h + len;
-            cost += string(len);
-            break;
-          }
-          case 0xdc:
-          case 0xdd: {
-            const h = t === 0xdc ? 2 : 4;
-            if (pos + h > n) throw cutOff();
-            count = readLength(b, pos, h);
-            pos += h;
-            cost += ARRAY;
-            break;
-          }
-          case 0xde:
-          case 0xdf: {
-            const h = t === 0xde ? 2 : 4;
-            if (pos + h > n) throw cutOff();
-            const e = readLength(b, pos, h);
-            pos += h;
-            cost += MAP + MAP_ENTRY * e;
-            count = 2 * e;
-            break;
-          }
-          default: // 0xc1
-            throw malformed(`reserved byte 0x${t.toString(16)}`);
-        }
-      }
+      pos = this.value(b, pos);
       if (pos > n) throw cutOff();
+      const count = this.count;
       // Every value takes at least one byte.
       if (count > n - pos) throw cutOff();
-      left -= cost;
+      left -= this.cost;
       if (left < 0) {
         throw new DecodeError(
           "over_budget",
@@ -296,6 +136,202 @@ export class RecordModel {
         }
       }
     }
+  }
+
+  /** Reads the header of the value at `pos` (sets `cost` and `count`); returns where its contents start. */
+  private value(b: Uint8Array, pos: number): number {
+    const t = b[pos++]!;
+    this.cost = SLOT;
+    this.count = -1;
+    if (t < 0x40 || t >= 0xe0) return pos; // fixint
+    if (t < 0x80) return this.reference(t, pos);
+    if (t < 0x90) return this.map(t & 0x0f, pos);
+    if (t < 0xa0) return this.array(t & 0x0f, pos);
+    if (t < 0xc0) return this.str(t & 0x1f, pos);
+    return this.header(b, t, pos);
+  }
+
+  /** An instance of the record in slot `t & 0x3f`: its values follow. */
+  private reference(t: number, pos: number): number {
+    const slot = t & 0x3f;
+    const k = this.table[slot]!;
+    if (k < 0) throw malformed(`reference to the undefined record slot 0x${t.toString(16)}`);
+    const building = this.slow[slot]! > 0;
+    if (building) this.slow[slot]!--;
+    this.cost += instance(k, building);
+    this.count = k;
+    return pos;
+  }
+
+  private map(entries: number, pos: number): number {
+    this.cost += MAP + MAP_ENTRY * entries;
+    this.count = 2 * entries;
+    return pos;
+  }
+
+  private array(items: number, pos: number): number {
+    this.cost += ARRAY;
+    this.count = items;
+    return pos;
+  }
+
+  private str(len: number, pos: number): number {
+    this.cost += string(len);
+    return pos + len;
+  }
+
+  /** The headers from 0xc0: nil, booleans, numbers, bin, ext, str, array and map with lengths. */
+  private header(b: Uint8Array, t: number, pos: number): number {
+    switch (t) {
+      case 0xc0: // nil
+      case 0xc2: // false
+      case 0xc3: // true
+        return pos;
+      case 0xc4: // bin 8, 16, 32
+      case 0xc5:
+      case 0xc6:
+        this.cost += BIN;
+        return this.skipLength(b, pos, t === 0xc4 ? 1 : t === 0xc5 ? 2 : 4);
+      case 0xc7: // ext 8, 16, 32
+      case 0xc8:
+      case 0xc9:
+        return this.ext(b, pos, t === 0xc7 ? 1 : t === 0xc8 ? 2 : 4);
+      case 0xca: // float 32
+        return this.number(pos + 4, NUMBER);
+      case 0xcb: // float 64
+        return this.number(pos + 8, NUMBER);
+      case 0xcc: // uint 8, int 8
+      case 0xd0:
+        return pos + 1;
+      case 0xcd: // uint 16, int 16
+      case 0xd1:
+        return pos + 2;
+      case 0xce: // uint 32, int 32
+      case 0xd2:
+        return this.number(pos + 4, NUMBER);
+      case 0xcf: // uint 64, int 64
+      case 0xd3:
+        return this.number(pos + 8, BIGINT);
+      case 0xd4: // fixext 1, 2, 4, 8, 16
+      case 0xd5:
+      case 0xd6:
+      case 0xd7:
+      case 0xd8:
+        return this.fixext(b, pos, 1 << (t - 0xd4));
+      case 0xd9: // str 8, 16, 32
+      case 0xda:
+      case 0xdb: {
+        const h = 1 << (t - 0xd9);
+        if (pos + h > b.length) throw cutOff();
+        return this.str(readLength(b, pos, h), pos + h);
+      }
+      case 0xdc: // array 16, 32
+      case 0xdd:
+        return this.array(this.length(b, pos, t === 0xdc ? 2 : 4), pos + (t === 0xdc ? 2 : 4));
+      case 0xde: // map 16, 32
+      case 0xdf:
+        return this.map(this.length(b, pos, t === 0xde ? 2 : 4), pos + (t === 0xde ? 2 : 4));
+      default: // 0xc1
+        throw malformed(`reserved byte 0x${t.toString(16)}`);
+    }
+  }
+
+  private number(end: number, cost: number): number {
+    this.cost += cost;
+    return end;
+  }
+
+  /** The `h`-byte length at `pos`, checked to be there. */
+  private length(b: Uint8Array, pos: number, h: number): number {
+    if (pos + h > b.length) throw cutOff();
+    return readLength(b, pos, h);
+  }
+
+  /** Past the `h`-byte length at `pos` and the bytes it counts. */
+  private skipLength(b: Uint8Array, pos: number, h: number): number {
+    return pos + h + this.length(b, pos, h);
+  }
+
+  /** An ext 8, 16 or 32 whose `h`-byte length is at `pos`; never a record definition. */
+  private ext(b: Uint8Array, pos: number, h: number): number {
+    if (pos + h + 1 > b.length) throw cutOff();
+    const len = readLength(b, pos, h);
+    pos += h;
+    const typ = b[pos++]!;
+    if (typ === 0x72) throw malformed("record definition in an ext of another size");
+    return this.extension(b, typ, pos, len);
+  }
+
+  /** A fixext of `len` bytes of data; `d4 72 id` is a record definition. */
+  private fixext(b: Uint8Array, pos: number, len: number): number {
+    if (pos + 1 + len > b.length) throw cutOff();
+    const typ = b[pos++]!;
+    if (typ !== 0x72) return this.extension(b, typ, pos, len);
+    if (len !== 1) throw malformed("record definition in an ext of another size");
+    return this.definition(b, pos);
+  }
+
+  /** The extension of type `typ` whose `len` bytes of data start at `pos`. */
+  private extension(b: Uint8Array, typ: number, pos: number, len: number): number {
+    const ext = extensionAt(b, typ, pos, len);
+    this.cost += ext.cost;
+    this.count = ext.count;
+    return ext.end;
+  }
+
+  /**
+   * A record definition, `d4 72 id` (`pos` at the id): the key array and then the first
+   * instance's values follow.
+   */
+  private definition(b: Uint8Array, pos: number): number {
+    const n = b.length;
+    const slot = b[pos++]! & 0x3f;
+    if (pos >= n) throw cutOff();
+    const kh = arrayHeader(b[pos]!);
+    if (kh === 0) throw malformed("record definition keys are not an array of strings");
+    if (pos + kh > n) throw cutOff();
+    const k = readCount(b, pos, kh);
+    pos += kh;
+    if (k > n - pos) throw cutOff();
+    this.cost += DEFINITION + DEFINITION_KEY * k;
+    pos = this.definitionKeys(b, pos, k);
+    if (pos > n) throw cutOff();
+    if (!this.defines) {
+      // The first definition: from here on the walk reads and writes its own copy.
+      this.defines = true;
+      this.scratch.set(this.table);
+      this.table = this.scratch;
+    }
+    this.table[slot] = k;
+    this.slow[slot] = SLOW_INSTANCES;
+    this.cost += instance(k, true);
+    this.count = k;
+    return pos;
+  }
+
+  /** The `k` keys of a definition: strings, none twice. */
+  private definitionKeys(b: Uint8Array, pos: number, k: number): number {
+    const n = b.length;
+    const seen = new Set<string>();
+    for (let i = 0; i < k; i++) {
+      if (pos >= n) throw cutOff();
+      const s = b[pos++]!;
+      let len: number;
+      if (s >= 0xa0 && s < 0xc0) len = s & 0x1f;
+      else if (s >= 0xd9 && s <= 0xdb) {
+        const h = 1 << (s - 0xd9);
+        if (pos + h > n) throw cutOff();
+        len = readLength(b, pos, h);
+        pos += h;
+      } else throw malformed("record definition keys are not an array of strings");
+      if (pos + len > n) throw cutOff();
+      const key = utf8.decode(b.subarray(pos, pos + len));
+      if (seen.has(key)) throw malformed(`record definition repeats the key ${JSON.stringify(key.slice(0, 32))}`);
+      seen.add(key);
+      pos += len;
+      this.cost += string(len);
+    }
+    return pos;
   }
 }
 

@@ -6,42 +6,22 @@
 // target/web-demo.png (BUNITE_DOCS_SCREENSHOT=1 also writes docs/web-demo.png).
 
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
-
 import { start } from "../test/server.js";
+import { launch, pageErrors } from "./chromium.js";
 
-const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
 const repo = fileURLToPath(new URL("../../../", import.meta.url));
 
 test("the demo page tours the protocol in headless Chromium", { timeout: 90_000 }, async () => {
   const server = await start(["demo", "--web"], "web ");
-  const profile = mkdtempSync(join(tmpdir(), "bunite-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 900, height: 760 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const browser = await launch();
   try {
-    const page = context.pages()[0] ?? (await context.newPage());
-    const errors: string[] = [];
-    page.on("pageerror", (e) => errors.push(e.message));
-    page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+    const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+    const errors = pageErrors(page);
     await page.goto(server.urls[0]!);
 
     // The stream runs at a person's pace: wait for progress, then press Cancel.
@@ -75,8 +55,7 @@ test("the demo page tours the protocol in headless Chromium", { timeout: 90_000 
     await page.screenshot({ path: shot, fullPage: true });
     if (process.env["BUNITE_DOCS_SCREENSHOT"] === "1") copyFileSync(shot, join(repo, "docs", "web-demo.png"));
   } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
+    await browser.close();
     await server.stop();
   }
 });

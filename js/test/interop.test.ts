@@ -1,6 +1,7 @@
 // Every check of ../shared/spec/INTEROP.md, run from Node by the web client against
 // `bunite-rpc interop-server` over WebSocket, plain and inside the sealed pipe: one
-// `node:test` test per check of interop_checks.ts, which holds them.
+// `node:test` test per check of interop_checks.ts, which holds them (the browser suite,
+// ../browser/interop.test.ts, runs the same checks inside Chromium).
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";

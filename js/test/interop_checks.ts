@@ -1,10 +1,10 @@
-// Every check of ../shared/spec/INTEROP.md that the web client runs against
-// `bunite-rpc interop-server` over WebSocket, plain or inside the sealed pipe, as functions
-// of the connection and an `assert`: interop.test.ts runs them from Node with
-// `node:assert/strict`. This module imports nothing of Node, so that a browser can run the
-// same checks. The calls go through the generated definitions (src/interop.gen.ts), so they
-// are typed end to end; the checks that must call what the definitions do not have use the
-// untyped escape hatches.
+// Every check of ../shared/spec/INTEROP.md, as the web client runs it against
+// `bunite-rpc interop-server` over WebSocket, plain or inside the sealed pipe. One copy runs
+// in two places: from Node (interop.test.ts, with `node:assert/strict`) and inside headless
+// Chromium (../browser/interop.test.ts loads this module into a page, with
+// portable_assert.ts), so this module imports nothing of Node. The calls go through the
+// generated definitions (src/interop.gen.ts), so they are typed end to end; the checks that
+// must call what the definitions do not have use the untyped escape hatches.
 
 import {
   Connection,
@@ -20,7 +20,7 @@ import {
 } from "../src/index.js";
 import { InteropChild, InteropCounter, InteropEphemeral, InteropSecret, InteropVersioned, type InteropPeer } from "../src/interop.gen.js";
 
-/** What the checks assert with: the part of `node:assert/strict` they use. */
+/** What the checks assert with: `node:assert/strict` in Node, `portableAssert` (portable_assert.ts) in a browser. */
 export interface Assert {
   equal(actual: unknown, expected: unknown, message?: string): void;
   deepEqual(actual: unknown, expected: unknown, message?: string): void;

@@ -1182,3 +1182,244 @@ fn a_maximal_message_sent_steadily_at_the_minimum_rate_arrives() {
         assert_eq!(budget.available(), budget.limit());
     });
 }
+
+/// Every way to make a byte stream gives it the receive deadline of a listener's
+/// connections, [`ReceiveDeadline::default`]: before, only a listener's connections had
+/// one, so a child process, a server reached with `tcp_connect` or `unix_connect`, or the
+/// parent on our stdin could start a message and stall it for as long as it lived.
+#[test]
+fn every_byte_stream_constructor_has_the_default_receive_deadline() {
+    run(async {
+        let default = Some(ReceiveDeadline::default());
+        let (r, w) = tokio::io::split(tokio::io::duplex(64).0);
+        assert_eq!(ByteStream::new(r, w).receive_deadline(), default, "new");
+        let (client, socket) = tcp_connected().await;
+        assert_eq!(client.receive_deadline(), default, "tcp_connect");
+        assert_eq!(
+            ByteStream::tcp(socket).receive_deadline(),
+            default,
+            "ByteStream::tcp"
+        );
+        assert_eq!(byte_stream::stdio().receive_deadline(), default, "stdio");
+        #[cfg(unix)]
+        {
+            let dir = std::env::temp_dir().join(format!("bunite-deadline-{}", std::process::id()));
+            let _ = std::fs::remove_file(&dir);
+            let listener = tokio::net::UnixListener::bind(&dir).unwrap();
+            let client = byte_stream::unix_connect(&dir).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert_eq!(client.receive_deadline(), default, "unix_connect");
+            assert_eq!(
+                ByteStream::unix(accepted).receive_deadline(),
+                default,
+                "ByteStream::unix"
+            );
+            let _ = std::fs::remove_file(&dir);
+            let (mut child, transport) =
+                byte_stream::spawn_child(tokio::process::Command::new("true")).unwrap();
+            assert_eq!(transport.receive_deadline(), default, "spawn_child");
+            child.wait().await.unwrap();
+        }
+        // And it can be switched off, or set, as on a listener.
+        let (r, w) = tokio::io::split(tokio::io::duplex(64).0);
+        let off = ByteStream::new(r, w).with_receive_deadline(None);
+        assert_eq!(off.receive_deadline(), None);
+    });
+}
+
+/// The frame a raw peer's stream carries next, read from any byte reader (no timeout of
+/// its own: the tests here run on paused time).
+async fn next_frame(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    dec: &mut Decoder,
+) -> Option<Frame> {
+    let mut prefix = [0u8; 4];
+    if r.read_exact(&mut prefix).await.is_err() {
+        return None;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    r.read_exact(&mut body).await.ok()?;
+    Some(dec.decode_frame(&body).expect("valid frame"))
+}
+
+/// A connection over a byte stream made by hand (no listener, no deadline set), and the
+/// raw peer's halves, after the peer's hello.
+async fn raw_peer_of_a_plain_byte_stream() -> (
+    Connection,
+    tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    tokio::io::WriteHalf<tokio::io::DuplexStream>,
+) {
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let (r, w) = tokio::io::split(theirs);
+    let conn = tracked(ByteStream::new(r, w));
+    let (raw_r, mut raw_w) = tokio::io::split(ours);
+    let mut enc = Encoder::new();
+    let hello = length_prefixed(&mut enc, &Frame::Hello(raw_hello()));
+    raw_w.write_all(&hello).await.unwrap();
+    (conn, raw_r, raw_w)
+}
+
+/// A peer that sends a length prefix and part of a message, then stalls, is let go at the
+/// default deadline's grace (30 s) with goaway `deadline_exceeded`, on a byte stream no
+/// listener made; before, the connection waited for the rest for as long as the peer
+/// kept the stream open.
+#[test]
+fn a_stalled_message_on_a_byte_stream_made_by_hand_gets_goaway_at_the_default_deadline() {
+    run_paused(async {
+        let grace = ReceiveDeadline::default().grace;
+        let (conn, mut raw_r, mut raw_w) = raw_peer_of_a_plain_byte_stream().await;
+        raw_w.write_all(&100_000u32.to_be_bytes()).await.unwrap();
+        raw_w.write_all(&[0u8; 1_000]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut dec = Decoder::new(WireLimits::default());
+        let goaway = timeout(Duration::from_secs(3600), async {
+            loop {
+                match next_frame(&mut raw_r, &mut dec).await {
+                    Some(Frame::Goaway(g)) => break g,
+                    Some(_) => continue,
+                    None => panic!("closed without goaway"),
+                }
+            }
+        })
+        .await
+        .expect("no goaway within an hour: the stalled message is not timed");
+        let took = started.elapsed();
+        assert!(
+            took >= grace && took < grace + Duration::from_secs(1),
+            "{took:?}"
+        );
+        assert_eq!(goaway.reason.as_deref(), Some("deadline_exceeded"));
+        let e = goaway.error.expect("goaway error");
+        assert_eq!(e.code, "deadline_exceeded");
+        let message = e.message.unwrap_or_default();
+        assert!(message.contains("100004 bytes"), "{message}");
+        assert!(next_frame(&mut raw_r, &mut dec).await.is_none(), "closed");
+        conn.closed().await;
+        assert_clean(&[&conn]).await;
+        drop(raw_w);
+    });
+}
+
+/// A long message that keeps arriving at the default deadline's minimum rate (256 KiB/s)
+/// is not cut off, a pause shorter than the grace included: the default asks for
+/// progress, not speed.
+#[test]
+fn a_slow_but_steady_long_message_is_not_cut_off_by_the_default_deadline() {
+    run_paused(async {
+        let rule = ReceiveDeadline::default();
+        let (conn, mut raw_r, mut raw_w) = raw_peer_of_a_plain_byte_stream().await;
+        let mut enc = Encoder::new();
+        let big = Value::Bin(vec![7u8; 4 << 20]);
+        let call = length_prefixed(&mut enc, &call_frame(CapId(1), 1, "anything", big));
+        let writer = tokio::spawn(async move {
+            // 64 KiB every 250 ms: the minimum rate; a pause of 20 s after the first MiB.
+            for (i, piece) in call.chunks(64 * 1024).enumerate() {
+                if i == 16 {
+                    tokio::time::sleep(rule.grace * 2 / 3).await;
+                }
+                raw_w.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            raw_w
+        });
+        let started = tokio::time::Instant::now();
+        let mut dec = Decoder::new(WireLimits::default());
+        let answer = loop {
+            match next_frame(&mut raw_r, &mut dec).await {
+                Some(Frame::Result(r)) => break r,
+                Some(Frame::Hello(_)) => continue,
+                other => panic!("cut off: {other:?}"),
+            }
+        };
+        assert!(
+            started.elapsed() > Duration::from_secs(35),
+            "{:?}",
+            started.elapsed()
+        );
+        // Cap 1 has no runtime here: the answer says so, so the whole message was read.
+        assert_eq!(err_of(answer).code, "not_found");
+        assert!(!conn.is_closed());
+        let raw_w = writer.await.unwrap();
+        drop((raw_w, raw_r));
+        conn.closed().await;
+        assert_clean(&[&conn]).await;
+    });
+}
+
+/// `with_receive_deadline(None)` switches it off: a stalled message is waited for.
+#[test]
+fn a_byte_stream_without_a_receive_deadline_waits_for_a_stalled_message() {
+    run_paused(async {
+        let (w, r) = tokio::io::duplex(1 << 16);
+        let (_, mut source) = ByteStream::new(r, tokio::io::sink())
+            .with_receive_deadline(None)
+            .split();
+        let mut w = w;
+        w.write_all(&100_000u32.to_be_bytes()).await.unwrap();
+        w.write_all(&[0u8; 1_000]).await.unwrap();
+        let waited = timeout(Duration::from_secs(3600), source.recv()).await;
+        assert!(
+            waited.is_err(),
+            "no deadline: still waiting, got {waited:?}"
+        );
+    });
+}
+
+/// A child process (`spawn_child`) that says hello, starts a message and stalls is let go
+/// at the default deadline: the call waiting on it fails with the connection's reason,
+/// which names the message. Before, the connection, its read buffer and the call waited
+/// for as long as the child lived.
+#[cfg(unix)]
+#[test]
+fn a_child_that_stalls_inside_a_message_is_let_go_at_the_default_deadline() {
+    run_paused(async {
+        // What the child prints: its hello, then a prefix announcing 100,000 bytes and the
+        // first 1,000 of them (as `printf` octal escapes), then it sleeps.
+        let mut out = length_prefixed(&mut Encoder::new(), &Frame::Hello(raw_hello()));
+        out.extend_from_slice(&100_000u32.to_be_bytes());
+        out.extend_from_slice(&[b'x'; 1_000]);
+        let format: String = out.iter().map(|b| format!("\\{b:03o}")).collect();
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("printf \"$1\"; exec sleep 3600")
+            .arg("sh")
+            .arg(format);
+        let (mut child, transport) = byte_stream::spawn_child(cmd).unwrap();
+        // The hello timeout is switched off: on paused time it would fire before the child
+        // has started.
+        let limits = bunite_rpc::Limits {
+            hello_timeout: None,
+            ..bunite_rpc::Limits::default()
+        };
+        let conn = tracked_with(Connection::builder().limits(limits), transport);
+        // Paused time jumps to the next timer whenever the runtime is idle, which it is
+        // while the child starts: wait for what it prints without idling (and without a
+        // timer), so that the clock moves only once everything printed has been read.
+        let real = std::time::Instant::now();
+        while conn.peer_hello().is_none() || real.elapsed() < Duration::from_millis(20) {
+            assert!(real.elapsed() < WAIT, "the child said nothing");
+            tokio::task::yield_now().await;
+        }
+        let runtime = conn.runtime();
+        let call =
+            tokio::spawn(async move { runtime.call_value("appName", Value::Undefined).await });
+        let started = tokio::time::Instant::now();
+        let e = timeout(Duration::from_secs(3600), call)
+            .await
+            .expect("no end within an hour: the stalled message is not timed")
+            .unwrap()
+            .unwrap_err();
+        assert!(started.elapsed() >= ReceiveDeadline::default().grace);
+        let Some(bunite_rpc::Disconnect::ProtocolError { message }) = e.disconnect() else {
+            panic!("not ended by the deadline: {e:?}");
+        };
+        assert!(
+            message.contains("too little of one message of 100004 bytes"),
+            "{message}"
+        );
+        assert_eq!(e.code(), Code::Unavailable);
+        conn.closed().await;
+        assert_clean(&[&conn]).await;
+        child.kill().await.unwrap();
+    });
+}

@@ -72,10 +72,18 @@
 //! grows past that (no more of it is read before; a length prefix alone draws nothing), and
 //! reading waits while the budget is spent, holding nothing of it. With a
 //! send budget ([`ByteStream::with_send_budget`]) the connection pays what waits to be sent
-//! beyond that allowance, and stops reading while it cannot. With a [`ReceiveDeadline`] ([`ByteStream::with_receive_deadline`];
-//! a [`TcpMessageListener`] sets its config's), a message that stops arriving at the pace
-//! it asks for once it has started is [`TransportError::TooSlow`](super::TransportError::TooSlow):
-//! the connection answers with goaway `deadline_exceeded`.
+//! beyond that allowance, and stops reading while it cannot.
+//!
+//! Every byte stream has a [`ReceiveDeadline`], the default one unless set otherwise
+//! ([`ByteStream::with_receive_deadline`], `None` to switch it off; a
+//! [`TcpMessageListener`] sets its config's): a message that stops arriving at the pace it
+//! asks for once it has started is [`TransportError::TooSlow`](super::TransportError::TooSlow),
+//! and the connection answers with goaway `deadline_exceeded` and closes. This holds for
+//! every constructor ([`ByteStream::new`], [`ByteStream::tcp`], [`ByteStream::unix`],
+//! [`tcp_connect`], [`unix_connect`], [`stdio`], [`spawn_child`]), so a child process or a
+//! server that sends a length prefix and part of a message and then stalls is let go after
+//! the grace, instead of holding the connection and its read buffer for as long as it
+//! lives. A connection quiet between messages is never timed.
 //!
 //! ```no_run
 //! use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
@@ -156,7 +164,8 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    /// A transport reading messages from `reader` and writing them to `writer`.
+    /// A transport reading messages from `reader` and writing them to `writer`, with the
+    /// default [`ReceiveDeadline`] (see [`with_receive_deadline`](Self::with_receive_deadline)).
     pub fn new(reader: R, writer: W) -> Self {
         ByteStream {
             reader,
@@ -164,7 +173,7 @@ where
             max_bytes: bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES,
             budget: None,
             send_budget: None,
-            deadline: None,
+            deadline: Some(ReceiveDeadline::default()),
             slot: None,
             info: TransportInfo::new("byte-stream", None),
         }
@@ -199,9 +208,26 @@ where
 
     /// Fails a message that falls behind the pace `deadline` asks for once it has started
     /// (see [`deadline`](super::deadline)), with
-    /// [`TransportError::TooSlow`](super::TransportError::TooSlow). None by default; a
-    /// [`TcpMessageListener`] sets its [`ListenerConfig::receive_deadline`](
-    /// super::ListenerConfig::receive_deadline).
+    /// [`TransportError::TooSlow`](super::TransportError::TooSlow); `None` waits for as
+    /// long as the peer keeps the stream open. Every constructor sets
+    /// [`ReceiveDeadline::default()`] (30 s, then 256 KiB/s), the rule of a listener's
+    /// connections; a [`TcpMessageListener`] sets its
+    /// [`ListenerConfig::receive_deadline`](super::ListenerConfig::receive_deadline).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use bunite_rpc::transport::{byte_stream, ReceiveDeadline};
+    ///
+    /// # fn run() -> std::io::Result<()> {
+    /// // A plugin that may take a minute between the bytes of one message.
+    /// let cmd = tokio::process::Command::new("./plugin");
+    /// let (_child, transport) = byte_stream::spawn_child(cmd)?;
+    /// let transport = transport
+    ///     .with_receive_deadline(Some(ReceiveDeadline::new(Duration::from_secs(60), 1 << 16)));
+    /// # let _ = transport;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_receive_deadline(mut self, deadline: Option<ReceiveDeadline>) -> Self {
         self.deadline = deadline;
         self
@@ -210,6 +236,12 @@ where
     /// The largest inbound message.
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
+    }
+
+    /// The receive deadline of inbound messages (see
+    /// [`with_receive_deadline`](Self::with_receive_deadline)).
+    pub fn receive_deadline(&self) -> Option<ReceiveDeadline> {
+        self.deadline
     }
 
     fn with_slot(mut self, slot: OwnedSemaphorePermit) -> Self {

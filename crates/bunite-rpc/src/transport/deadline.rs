@@ -1,5 +1,6 @@
 //! How fast a message must arrive once it has started: the [`ReceiveDeadline`] of a
-//! listener's connections, and the clock both socket sources keep by it.
+//! listener's connections (and, by default, of every byte stream, see
+//! [`byte_stream`](super::byte_stream#limits)), and the clock both socket sources keep by it.
 //!
 //! Why: a long message holds its whole size of the listener's
 //! [`receive_budget`](super::ListenerConfig::receive_budget) from the moment it is paid for

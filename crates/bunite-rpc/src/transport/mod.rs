@@ -158,8 +158,8 @@ pub enum TransportError {
     /// message that fails authentication).
     #[error("{0}")]
     Protocol(String),
-    /// A message under way fell behind its [`ReceiveDeadline`] (a listener's, or one a
-    /// client set): the peer stalled or trickled it.
+    /// A message under way fell behind its [`ReceiveDeadline`] (a listener's, a byte
+    /// stream's default, or one a client set): the peer stalled or trickled it.
     /// The connection answers `deadline_exceeded` in a goaway.
     #[error(
         "the peer sent too little of one message{} in {after:?} (the receive deadline's \

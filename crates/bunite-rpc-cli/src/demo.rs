@@ -1,20 +1,18 @@
 //! `demo`: the first thing to run. Starts the interop server on 127.0.0.1, tours the protocol
-//! against it with one line per feature, then serves until Ctrl-C, which drains its
-//! connections: calls in progress finish, new ones are refused (`--once` exits).
+//! against it with one line per feature, then serves until Ctrl-C or SIGTERM, which stops it
+//! gracefully ([`crate::stop`]): calls in progress finish, new ones are refused (`--once`
+//! exits).
 //!
 //! `demo --web` serves the same tour as a web page (`js/web/demo.html`, the web client in the
 //! browser) on the same port as `/rpc`, and prints its URL.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use bunite_rpc::{CallOptions, CapDef, Connection, MethodDef, Record, Value};
+use bunite_rpc::{CallOptions, CapDef, Connection, ConnectionSet, MethodDef, Record, Value};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-
-use crate::server_stats::Registry;
 
 /// Writes a line (`say!(@part …)`: a part of one) to stdout, returning the error from the
 /// enclosing function where `println!` would panic: a reader that has gone
@@ -35,10 +33,9 @@ macro_rules! say {
 
 /// Runs the demo.
 pub async fn run(listen: &str, once: bool) -> Result<()> {
-    let registry = Arc::new(Registry::default());
+    let connections = ConnectionSet::new();
     let (url, _, serving) =
-        crate::interop_server::start(listen, "/rpc", None, None, Some(Arc::clone(&registry)))
-            .await?;
+        crate::interop_server::start(listen, "/rpc", None, None, None, &connections).await?;
     say!("server     listening on {url} (the interop caps: interop.counter, interop.child, …)");
     let builder = crate::interop_client::with_peer(Connection::builder());
     let conn = crate::connect::connect(&url, None, builder).await?;
@@ -55,25 +52,31 @@ pub async fn run(listen: &str, once: bool) -> Result<()> {
     say!("  bunite-rpc stream {url} interop.counter ticks '{{\"n\": 5}}'");
     say!("  bunite-rpc interop-client {url}");
     say!("Ctrl-C to stop.");
-    stop_on_ctrl_c(serving, &registry).await
+    stop_on_signal(serving, &connections).await
 }
 
-/// How long calls in progress may take to finish once Ctrl-C is pressed.
-const GRACE: Duration = Duration::from_secs(5);
-
-/// Waits for Ctrl-C, then stops as a server should: no new connections, new calls refused
-/// (`unavailable`, reason `peer_closing`), calls in progress finished for up to [`GRACE`],
-/// then every connection closed. A second Ctrl-C stops at once.
-async fn stop_on_ctrl_c(serving: tokio::task::JoinHandle<()>, registry: &Registry) -> Result<()> {
-    tokio::signal::ctrl_c().await?;
-    serving.abort();
-    say!("stopping: calls in progress may finish (up to {GRACE:?}); Ctrl-C again stops now");
-    tokio::select! {
-        n = registry.drain(GRACE) => {
+/// Waits for Ctrl-C or SIGTERM, then stops as a server should ([`crate::stop`]): no new
+/// connections, new calls refused (`unavailable`, reason `peer_closing`), calls in
+/// progress finished for up to [`GRACE`](crate::stop::GRACE), then every connection closed
+/// with a goaway. A second signal stops at once.
+async fn stop_on_signal(
+    serving: tokio::task::JoinHandle<()>,
+    connections: &ConnectionSet,
+) -> Result<()> {
+    let grace = crate::stop::GRACE;
+    let stopping = || {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "stopping: calls in progress may finish (up to {grace:?}); Ctrl-C again stops now"
+        );
+    };
+    match crate::stop::serve_until(connections, serving, crate::stop::signal, grace, stopping).await
+    {
+        Some(n) => {
             let s = if n == 1 { "" } else { "s" };
             say!("stopped ({n} connection{s} drained)")
         }
-        again = tokio::signal::ctrl_c() => again?,
+        None => say!("stopped (connections closed at once)"),
     }
     Ok(())
 }
@@ -86,8 +89,8 @@ pub async fn run_web(listen: &str, root: std::path::PathBuf) -> Result<()> {
     say!("web        http://{addr}/  (the demo page; its socket is ws://{addr}/rpc)");
     say!("Open it in a browser and follow the tour. Ctrl-C to stop.");
     std::io::stdout().flush()?;
-    let registry = Arc::new(Registry::default());
-    let kept = Arc::clone(&registry);
+    let connections = ConnectionSet::new();
+    let kept = connections.clone();
     let serving = tokio::spawn(async move {
         while let Some(a) = accepted.recv().await {
             let attestation = bunite_rpc::Attestation {
@@ -99,10 +102,10 @@ pub async fn run_web(listen: &str, root: std::path::PathBuf) -> Result<()> {
                 None,
                 crate::interop_server::builder(attestation),
             );
-            kept.add(conn);
+            kept.insert(&conn);
         }
     });
-    stop_on_ctrl_c(serving, &registry).await
+    stop_on_signal(serving, &connections).await
 }
 
 fn rec(k: &'static str, v: impl Into<Value>) -> Value {

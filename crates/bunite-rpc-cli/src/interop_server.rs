@@ -1,5 +1,5 @@
 //! `interop-server`: serves the caps of INTEROP.md on every connection, each connection
-//! with its own state.
+//! with its own state, until Ctrl-C or SIGTERM stops it gracefully ([`crate::stop`]).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -15,7 +15,8 @@ use bunite_rpc::transport::ListenerConfig;
 use bunite_rpc::typed::{Emitter, Stream};
 use bunite_rpc::wire::serde_bytes::ByteBuf;
 use bunite_rpc::{
-    Attestation, CallContext, Code, Connection, Exported, Limits, Policy, Status, Value,
+    Attestation, CallContext, Code, Connection, ConnectionSet, Exported, Limits, Policy, Status,
+    Value,
 };
 
 use crate::connect::finish;
@@ -39,8 +40,11 @@ pub struct Access {
     pub limits: Limits,
 }
 
-/// Runs the server until killed. With `stats`, each line read on stdin is answered with
-/// one `stats …` line of live counts on stdout (see [`crate::server_stats`]).
+/// Runs the server until Ctrl-C or SIGTERM, then stops gracefully ([`crate::stop`]): no
+/// new connections, new calls refused, the calls in progress answered (for up to
+/// [`GRACE`](crate::stop::GRACE)), every connection closed with a goaway. With `stats`,
+/// each line read on stdin is answered with one `stats …` line of live counts on stdout
+/// (see [`crate::server_stats`]).
 pub async fn run(
     listen: &str,
     path: &str,
@@ -50,8 +54,17 @@ pub async fn run(
     stats: bool,
 ) -> Result<()> {
     let registry = stats.then(|| Arc::new(Registry::default()));
-    let (ws_url, tcp_url, serving) =
-        start_with(listen, path, tcp, key, access, registry.clone()).await?;
+    let connections = ConnectionSet::new();
+    let (ws_url, tcp_url, serving) = start_with(
+        listen,
+        path,
+        tcp,
+        key,
+        access,
+        registry.clone(),
+        &connections,
+    )
+    .await?;
     println!("listening {ws_url}");
     if let Some(url) = tcp_url {
         println!("listening {url}");
@@ -60,7 +73,14 @@ pub async fn run(
     if let Some(registry) = registry {
         tokio::spawn(crate::server_stats::answer_stdin(registry));
     }
-    serving.await?;
+    let grace = crate::stop::GRACE;
+    let stopping = || eprintln!("interop-server: stopping (calls in progress may take {grace:?})");
+    match crate::stop::serve_until(&connections, serving, crate::stop::signal, grace, stopping)
+        .await
+    {
+        Some(n) => eprintln!("interop-server: stopped ({n} connection(s) drained)"),
+        None => eprintln!("interop-server: stopped (connections closed at once)"),
+    }
     Ok(())
 }
 
@@ -71,8 +91,18 @@ pub async fn start(
     tcp: Option<&str>,
     key: Option<Key>,
     registry: Option<Arc<Registry>>,
+    connections: &ConnectionSet,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
-    start_with(listen, path, tcp, key, Access::default(), registry).await
+    start_with(
+        listen,
+        path,
+        tcp,
+        key,
+        Access::default(),
+        registry,
+        connections,
+    )
+    .await
 }
 
 /// [`start`] with TLS and an Origin allow-list.
@@ -83,6 +113,7 @@ pub async fn start_with(
     key: Option<Key>,
     access: Access,
     registry: Option<Arc<Registry>>,
+    connections: &ConnectionSet,
 ) -> Result<(String, Option<String>, tokio::task::JoinHandle<()>)> {
     // One budget for the bytes of messages being received on both listeners.
     let mut config = access.listener;
@@ -110,6 +141,7 @@ pub async fn start_with(
         None => None,
     };
     let tcp_allowed = Arc::clone(&allowed);
+    let (ws_set, tcp_set) = (connections.clone(), connections.clone());
     let serving = tokio::spawn(async move {
         let ws_key = key.clone();
         let ws_registry = registry.clone();
@@ -121,6 +153,7 @@ pub async fn start_with(
                 };
                 let builder = builder_for(attestation, &allowed).limits(limits.clone());
                 let conn = finish(accepted.transport, ws_key.clone(), builder);
+                ws_set.insert(&conn);
                 if let Some(r) = &ws_registry {
                     r.add(conn);
                 }
@@ -134,6 +167,7 @@ pub async fn start_with(
                         let builder = builder_for(Attestation::default(), &tcp_allowed)
                             .limits(tcp_limits.clone());
                         let conn = finish(t, key.clone(), builder);
+                        tcp_set.insert(&conn);
                         if let Some(r) = &registry {
                             r.add(conn);
                         }

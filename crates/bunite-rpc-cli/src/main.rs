@@ -16,6 +16,7 @@ mod listener_args;
 mod peer_text;
 mod serve_stdio;
 mod server_stats;
+mod stop;
 mod suggest;
 mod typegen;
 mod web;
@@ -50,7 +51,7 @@ struct Cli {
 enum Command {
     /// Start a server on 127.0.0.1, show each feature against it, then keep serving.
     Demo {
-        /// Exit after the tour instead of serving until Ctrl-C.
+        /// Exit after the tour instead of serving until Ctrl-C or SIGTERM.
         #[arg(long)]
         once: bool,
         /// WebSocket address to serve on (port 0 picks a free port).
@@ -64,7 +65,9 @@ enum Command {
         #[arg(long, value_name = "DIR", requires = "web")]
         web_root: Option<std::path::PathBuf>,
     },
-    /// Serve the interop caps of INTEROP.md over WebSocket (and TCP with --tcp).
+    /// Serve the interop caps of INTEROP.md over WebSocket (and TCP with --tcp), until
+    /// Ctrl-C or SIGTERM, which stop it gracefully (calls in progress answered for up to
+    /// 10 s, then every connection closed with a goaway; exit 0).
     InteropServer {
         /// WebSocket address (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]

@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use bunite_rpc::{Connection, ConnectionSet, Stats};
+use bunite_rpc::{Connection, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The connections a server made, until each has finished.
@@ -81,28 +81,6 @@ impl Registry {
             counts.streams += server_streams;
         }
         counts
-    }
-}
-
-impl Registry {
-    /// Drains every connection not yet finished ([`Connection::drain`]: new calls refused,
-    /// the running ones finished, for up to `grace`) and waits until all have closed;
-    /// returns how many were open. A server stops accepting first.
-    pub async fn drain(&self, grace: std::time::Duration) -> usize {
-        let set = ConnectionSet::new();
-        {
-            let Ok(mut conns) = self.conns.lock() else {
-                return 0;
-            };
-            conns.retain(|c| !finished(c));
-            for c in conns.iter() {
-                set.insert(c);
-            }
-        }
-        let n = set.len();
-        set.drain(grace);
-        set.closed().await;
-        n
     }
 }
 
@@ -190,27 +168,6 @@ mod tests {
         server.closed().await;
         assert_eq!(registry.counts(), Counts::default());
         assert!(registry.conns.lock().unwrap().is_empty());
-        assert!(server.stats().is_idle(), "{:?}", server.stats());
-        assert!(client.stats().is_idle(), "{:?}", client.stats());
-    }
-
-    /// A drain lets the call in progress finish, answers, then closes the connection.
-    #[tokio::test]
-    async fn a_drain_lets_the_running_call_finish_then_closes() {
-        let (registry, server, client, counter) = counted().await;
-        let ms =
-            bunite_rpc::Value::Record([("ms".to_owned(), 200i64.into())].into_iter().collect());
-        let slow = tokio::spawn(async move { counter.call_value("slow", ms).await });
-        while registry.counts().handlers == 0 {
-            tokio::task::yield_now().await;
-        }
-        let drained = registry.drain(std::time::Duration::from_secs(10)).await;
-        assert_eq!(drained, 1);
-        assert!(server.is_closed());
-        let done = slow.await.unwrap().expect("the running call finished");
-        assert_eq!(done, bunite_rpc::Value::from("done"));
-        client.closed().await;
-        assert_eq!(registry.counts(), Counts::default());
         assert!(server.stats().is_idle(), "{:?}", server.stats());
         assert!(client.stats().is_idle(), "{:?}", client.stats());
     }

@@ -248,3 +248,56 @@ fn a_hostile_servers_answers_are_reported_short_and_escaped() {
         "{stdout}"
     );
 }
+
+/// SIGTERM stops `interop-server` gracefully: the call in progress is answered, the
+/// connection then closes (a new call fails `unavailable`), the listeners are closed, and
+/// the process exits 0 saying how many connections it drained. Before, SIGTERM killed it
+/// mid-call (exit by signal, the call failed).
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_interop_server_gracefully_and_it_exits_0() {
+    use bunite_rpc::transport::byte_stream;
+    use bunite_rpc::{Code, Connection, Value};
+
+    let mut s = server(None);
+    let addr = s.urls[1].strip_prefix("tcp://").unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = Connection::new(byte_stream::tcp_connect(addr.as_str()).await.unwrap());
+        let counter = conn.bootstrap_name("interop.counter", None).await.unwrap();
+        let ms = Value::Record([("ms".to_owned(), 1000i64.into())].into_iter().collect());
+        let slow = tokio::spawn({
+            let counter = counter.clone();
+            async move { counter.call_value("slow", ms).await }
+        });
+        // The server reads in order: once `get` is answered, `slow` is running.
+        counter.call_value("get", Value::Undefined).await.unwrap();
+        let killed = Command::new("kill")
+            .args(["-TERM", &s.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let answer = tokio::time::timeout(Duration::from_secs(10), slow)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(answer.unwrap(), Value::from("done"), "the call in progress");
+        tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("the server closed the connection");
+        let after = counter
+            .call_value("get", Value::Undefined)
+            .await
+            .unwrap_err();
+        assert_eq!(after.code(), Code::Unavailable);
+        assert!(
+            tokio::net::TcpStream::connect(addr.as_str()).await.is_err(),
+            "the listener is closed"
+        );
+    });
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}

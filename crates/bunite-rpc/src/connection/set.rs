@@ -1,6 +1,8 @@
-//! [`ConnectionSet`]: a server's live connections, to drain or close together when it stops.
+//! [`ConnectionSet`]: a server's live connections, to drain or close together when it stops,
+//! and [`ConnectionSet::serve_with_shutdown`], the accept loop and the graceful stop in one.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -134,6 +136,113 @@ impl ConnectionSet {
             // Its close handler took it out already, unless it runs later than `closed`.
             self.lock().live.remove(&conn.shared.id);
         }
+    }
+
+    /// Serves until `signal` completes, then stops gracefully, as axum's
+    /// `with_graceful_shutdown` and tonic's `serve_with_shutdown` do:
+    ///
+    /// 1. `accepting`, the loop that accepts connections and [`insert`](Self::insert)s
+    ///    them into this set, is dropped with the listener it owns: nothing more is
+    ///    accepted and the listening socket closes (pass the loop itself, not the handle
+    ///    of a task running it, which dropping would not stop);
+    /// 2. every connection [`drain`](Self::drain)s: the calls and bootstraps its peer
+    ///    starts from now on are answered `unavailable` (reason `peer_closing`) and never
+    ///    run, while the handlers and server streams already running go on and answer;
+    /// 3. each connection closes once nothing is in progress, with a goaway `peer_closing`
+    ///    (PROTOCOL §11, a local close), after which its peer fails new calls locally
+    ///    (`unavailable`, "connection closed"); when `grace` has passed, the connections
+    ///    still open are closed the same way, cancelling what still runs;
+    /// 4. it returns once every connection has closed and the tasks each started have
+    ///    ended, with how many connections were open when the stop began.
+    ///
+    /// If `accepting` ends first (its listener failed), the stop begins then. The goaway
+    /// comes last, not first: a peer shuts down as it receives one, failing its pending
+    /// calls, so a goaway sent first would throw away the answers a graceful stop waits for.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use bunite_rpc::dynamic::DynCap;
+    /// use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
+    /// use bunite_rpc::transport::ListenerConfig;
+    /// use bunite_rpc::{CapDef, Code, Connection, ConnectionSet, MethodDef, Value};
+    /// use tokio::sync::Notify;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let def = CapDef::builder("demo.Jobs").method(MethodDef::call("run")).build();
+    /// let started = Arc::new(Notify::new());
+    /// let imp = DynCap::new()
+    ///     .call("run", {
+    ///         let started = started.clone();
+    ///         move |_, _| {
+    ///             started.notify_one();
+    ///             async move {
+    ///                 tokio::time::sleep(Duration::from_millis(200)).await;
+    ///                 Ok(Value::from("done"))
+    ///             }
+    ///         }
+    ///     })
+    ///     .build();
+    /// let listener = TcpMessageListener::bind("127.0.0.1:0", ListenerConfig::default()).await?;
+    /// let addr = listener.local_addr()?;
+    /// let connections = ConnectionSet::new();
+    /// let accepting = {
+    ///     let (connections, def, imp) = (connections.clone(), def.clone(), imp.clone());
+    ///     async move {
+    ///         while let Ok((transport, _peer)) = listener.accept().await {
+    ///             let conn = Connection::builder()
+    ///                 .serve(def.clone(), imp.clone())
+    ///                 .connect(transport);
+    ///             connections.insert(&conn);
+    ///         }
+    ///     }
+    /// };
+    /// // In a real server: `async { let _ = tokio::signal::ctrl_c().await; }`.
+    /// let (stop, signal) = tokio::sync::oneshot::channel::<()>();
+    /// let server = tokio::spawn(async move {
+    ///     let signal = async { let _ = signal.await; };
+    ///     connections.serve_with_shutdown(accepting, signal, Duration::from_secs(10)).await
+    /// });
+    ///
+    /// let client = Connection::new(byte_stream::tcp_connect(addr).await?);
+    /// let jobs = client.bootstrap(&def).await?;
+    /// let running = tokio::spawn({
+    ///     let jobs = jobs.clone();
+    ///     async move { jobs.call_value("run", Value::Undefined).await }
+    /// });
+    /// started.notified().await;
+    /// stop.send(()).ok();
+    /// // The job already running finishes and answers; then the server's connection
+    /// // closes with a goaway, and the stop is over.
+    /// assert_eq!(running.await??, Value::from("done"));
+    /// assert_eq!(server.await?, 1);
+    /// client.closed().await;
+    /// // Calls on the closed connection fail locally.
+    /// let after = jobs.call_value("run", Value::Undefined).await.unwrap_err();
+    /// assert_eq!(after.code(), Code::Unavailable);
+    /// assert!(byte_stream::tcp_connect(addr).await.is_err(), "no longer accepting");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn serve_with_shutdown<A, S>(&self, accepting: A, signal: S, grace: Duration) -> usize
+    where
+        A: Future<Output = ()>,
+        S: Future<Output = ()>,
+    {
+        // Both futures are dropped as the first completes: `accepting` with its listener.
+        tokio::select! {
+            () = accepting => {}
+            () = signal => {}
+        }
+        let open = self.len();
+        self.drain(grace);
+        if tokio::time::timeout(grace, self.closed()).await.is_err() {
+            // The drain's own timer closes them at `grace` too; this makes sure of it.
+            self.close();
+            self.closed().await;
+        }
+        open
     }
 
     /// Marks the set stopping (a close overrides a drain); the connections to stop now.

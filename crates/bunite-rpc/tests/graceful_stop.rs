@@ -1,0 +1,339 @@
+//! Stopping a server gracefully (`ConnectionSet::serve_with_shutdown`): no more accepted
+//! connections, new calls refused, the calls in flight answered, then every connection
+//! closed with a goaway (PROTOCOL §11, local close), and what is still running after the
+//! grace cancelled.
+#![cfg(all(feature = "byte-stream", feature = "ws"))]
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
+use bunite_rpc::transport::ws::{self, WsListener};
+use bunite_rpc::transport::ListenerConfig;
+use bunite_rpc::wire::{CallId, Frame};
+use bunite_rpc::{
+    CapDef, CapImpl, Code, Connection, ConnectionSet, Disconnect, LocalError, MethodDef, Value,
+};
+use common::*;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A cap whose `pass` waits for `gate` (after notifying `started`), and whose `quick`
+/// answers at once.
+#[derive(Clone)]
+struct Gate {
+    def: Arc<CapDef>,
+    imp: Arc<dyn CapImpl>,
+    started: Arc<Notify>,
+    gate: Arc<Notify>,
+}
+
+fn gate_cap() -> Gate {
+    let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let def = CapDef::builder("test.gate")
+        .method(MethodDef::call("pass"))
+        .method(MethodDef::call("quick"))
+        .build();
+    let (s, g) = (started.clone(), gate.clone());
+    let imp = DynCap::new()
+        .call("pass", move |_, _| {
+            let (s, g) = (s.clone(), g.clone());
+            async move {
+                s.notify_one();
+                g.notified().await;
+                Ok(Value::from("passed"))
+            }
+        })
+        .call("quick", |_, _| async move { Ok(Value::from("quick")) })
+        .build();
+    Gate {
+        def,
+        imp,
+        started,
+        gate,
+    }
+}
+
+/// A server connection serving the gate, tracked, in `set`, and sent on `conns`.
+fn serve_gate(
+    gate: &Gate,
+    set: &ConnectionSet,
+    conns: &mpsc::UnboundedSender<Connection>,
+    transport: impl bunite_rpc::transport::Transport,
+) {
+    let conn = tracked_with(
+        Connection::builder().serve(gate.def.clone(), gate.imp.clone()),
+        transport,
+    );
+    set.insert(&conn);
+    let _ = conns.send(conn);
+}
+
+/// The scenario over a real listener: `accepting` is its accept loop (serving the gate
+/// into `set`), `client` a connection to it, `refused` whether a new connection to it now
+/// fails.
+async fn stop_while_a_call_runs<R: Future<Output = bool>>(
+    gate: Gate,
+    set: ConnectionSet,
+    mut conns: mpsc::UnboundedReceiver<Connection>,
+    accepting: impl Future<Output = ()> + Send + 'static,
+    client: Connection,
+    refused: impl FnOnce() -> R,
+) {
+    let (stop, signal) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let set = set.clone();
+        async move {
+            let signal = async {
+                let _ = signal.await;
+            };
+            set.serve_with_shutdown(accepting, signal, Duration::from_secs(60))
+                .await
+        }
+    });
+    let cap = timeout(WAIT, client.bootstrap(&gate.def))
+        .await
+        .unwrap()
+        .unwrap();
+    let running = tokio::spawn({
+        let cap = cap.clone();
+        async move { cap.call_value("pass", Value::Undefined).await }
+    });
+    timeout(WAIT, gate.started.notified()).await.unwrap();
+    stop.send(()).unwrap();
+
+    // Once the stop has begun, a new call is answered `unavailable` `peer_closing` and
+    // never runs (before it began, `quick` is answered).
+    let refused_call = timeout(WAIT, async {
+        loop {
+            match cap.call_value("quick", Value::Undefined).await {
+                Ok(v) => assert_eq!(v, Value::from("quick")),
+                Err(e) => break e,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the stop began");
+    assert_remote(
+        &refused_call,
+        Code::Unavailable,
+        "draining: no new calls",
+        Some("peer_closing"),
+    );
+    // Nothing more is accepted, and the stop waits for the call in flight.
+    assert!(refused().await, "the listener still accepts");
+    assert!(
+        !server.is_finished(),
+        "the stop waits for the call in flight"
+    );
+    assert!(!client.is_closed());
+
+    // The call in flight is answered; then the connection closes with a goaway.
+    gate.gate.notify_one();
+    let answer = timeout(WAIT, running).await.unwrap().unwrap();
+    assert_eq!(answer.unwrap(), Value::from("passed"));
+    let open = timeout(WAIT, server).await.unwrap().unwrap();
+    assert_eq!(open, 1, "one connection was open when the stop began");
+    timeout(WAIT, client.closed()).await.unwrap();
+    // After the goaway, a call fails locally as PROTOCOL §9 says, sending nothing.
+    let after = cap.call_value("quick", Value::Undefined).await.unwrap_err();
+    assert_local(
+        &after,
+        LocalError::Closed,
+        Code::Unavailable,
+        "connection closed",
+        None,
+    );
+    drop(cap);
+    assert!(set.is_empty());
+    let server_conn = conns.try_recv().expect("the server's connection");
+    assert!(server_conn.is_closed());
+    assert_clean(&[&client, &server_conn]).await;
+}
+
+#[test]
+fn a_stop_over_tcp_answers_the_call_in_flight_refuses_new_ones_and_accepts_no_more() {
+    run(async {
+        let gate = gate_cap();
+        let listener = TcpMessageListener::bind("127.0.0.1:0", ListenerConfig::default())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let set = ConnectionSet::new();
+        let (tx, conns) = mpsc::unbounded_channel();
+        let accepting = {
+            let (set, g) = (set.clone(), gate.clone());
+            async move {
+                while let Ok((t, _)) = listener.accept().await {
+                    serve_gate(&g, &set, &tx, t);
+                }
+            }
+        };
+        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
+        let refused = || async move { tokio::net::TcpStream::connect(addr).await.is_err() };
+        stop_while_a_call_runs(gate, set, conns, accepting, client, refused).await;
+    });
+}
+
+#[test]
+fn a_stop_over_websocket_answers_the_call_in_flight_refuses_new_ones_and_accepts_no_more() {
+    run(async {
+        let gate = gate_cap();
+        let listener = WsListener::bind("127.0.0.1:0", "/rpc").await.unwrap();
+        let url = format!("ws://{}/rpc", listener.local_addr().unwrap());
+        let set = ConnectionSet::new();
+        let (tx, conns) = mpsc::unbounded_channel();
+        let accepting = {
+            let (set, g) = (set.clone(), gate.clone());
+            async move {
+                while let Ok(accepted) = listener.accept().await {
+                    serve_gate(&g, &set, &tx, accepted.transport);
+                }
+            }
+        };
+        let client = tracked(ws::connect(url.as_str()).await.unwrap());
+        let refused = || async move { ws::connect(url.as_str()).await.is_err() };
+        stop_while_a_call_runs(gate, set, conns, accepting, client, refused).await;
+    });
+}
+
+/// On the wire: the peer's call in flight gets its result, a new call gets `unavailable`
+/// `peer_closing`, then the goaway `peer_closing` comes, and the stream ends.
+#[test]
+fn the_peer_sees_the_answer_then_the_goaway() {
+    run(async {
+        let gate = gate_cap();
+        let builder = Connection::builder().serve(gate.def.clone(), gate.imp.clone());
+        let (server, mut raw) = RawPeer::connect(builder).await;
+        let set = ConnectionSet::new();
+        set.insert(&server);
+        let cap = raw.bootstrap(1, "test.gate").await;
+        raw.send(call_frame(cap, 2, "pass", Value::Undefined)).await;
+        timeout(WAIT, gate.started.notified()).await.unwrap();
+        let (stop, signal) = oneshot::channel::<()>();
+        let stopping = tokio::spawn({
+            let set = set.clone();
+            async move {
+                let signal = async {
+                    let _ = signal.await;
+                };
+                set.serve_with_shutdown(std::future::pending(), signal, WAIT)
+                    .await
+            }
+        });
+        stop.send(()).unwrap();
+        // Once the stop has begun, a new call is refused (before, `quick` is answered).
+        let mut id = 3;
+        let refused = loop {
+            let r = raw.call(id, cap.0, "quick", Value::Undefined).await;
+            id += 1;
+            match r.outcome {
+                Ok(v) => assert_eq!(v, Value::from("quick")),
+                Err(e) => break e,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_wire(
+            &refused,
+            "unavailable",
+            "draining: no new calls",
+            Some("peer_closing"),
+        );
+        gate.gate.notify_one();
+        match raw.recv().await {
+            Frame::Result(r) => {
+                assert_eq!(r.id, CallId(2));
+                assert_eq!(r.outcome, Ok(Value::from("passed")));
+            }
+            other => panic!("expected the answer, got {other:?}"),
+        }
+        // A drop of the bootstrapped cap may come before the goaway; nothing else.
+        let goaway = loop {
+            match raw.recv().await {
+                Frame::Goaway(g) => break g,
+                Frame::Drop(_) => continue,
+                other => panic!("expected goaway, got {other:?}"),
+            }
+        };
+        assert_eq!(goaway.reason.as_deref(), Some("peer_closing"));
+        assert!(
+            raw.try_recv().await.is_none(),
+            "the stream ends after the goaway"
+        );
+        assert_eq!(timeout(WAIT, stopping).await.unwrap().unwrap(), 1);
+        assert!(server.is_closed());
+        assert_clean(&[&server]).await;
+    });
+}
+
+/// A handler still running when the grace runs out is cancelled: its caller gets the
+/// goaway's `unavailable` at the grace, and the stop returns then, leaving nothing.
+#[test]
+fn a_stop_closes_what_still_runs_when_its_grace_runs_out() {
+    run_paused(async {
+        let (server, client, counter) = counter_pair().await;
+        let set = ConnectionSet::new();
+        set.insert(&server);
+        let waiting = tokio::spawn({
+            let counter = counter.clone();
+            async move { counter.call_value("wait", Value::Undefined).await }
+        });
+        eventually(|| server.stats().active_calls == 1).await;
+        let grace = Duration::from_secs(5);
+        let started = tokio::time::Instant::now();
+        let open = set
+            .serve_with_shutdown(std::future::pending(), async {}, grace)
+            .await;
+        let took = started.elapsed();
+        assert_eq!(open, 1);
+        assert!(
+            took >= grace && took < grace + Duration::from_secs(1),
+            "{took:?}"
+        );
+        // The call was failed by the goaway `peer_closing` the server closed with.
+        let e = waiting.await.unwrap().unwrap_err();
+        let goaway = Disconnect::Goaway {
+            reason: Some("peer_closing".into()),
+            error: None,
+        };
+        assert_disconnected(
+            &e,
+            &goaway,
+            Code::Unavailable,
+            "peer_closing",
+            Some("goaway"),
+        );
+        assert!(set.is_empty() && server.is_closed());
+        drop(counter);
+        client.closed().await;
+        assert_clean(&[&server, &client]).await;
+    });
+}
+
+/// An accept loop that ends on its own (its listener failed) starts the stop: the
+/// connections are drained without waiting for the signal.
+#[test]
+fn a_stop_begins_when_the_accept_loop_ends() {
+    run(async {
+        let (server, client, _counter) = counter_pair().await;
+        let set = ConnectionSet::new();
+        set.insert(&server);
+        let open = timeout(
+            WAIT,
+            set.serve_with_shutdown(async {}, std::future::pending(), Duration::from_secs(60)),
+        )
+        .await
+        .expect("stopped without the signal");
+        assert_eq!(open, 1);
+        assert!(server.is_closed());
+        client.closed().await;
+        assert_clean(&[&server, &client]).await;
+    });
+}

@@ -772,7 +772,7 @@ async fn write_a_stalled_frame(raw: &mut tokio::net::TcpStream) {
 
 /// A client may bound how long a server's message takes to arrive: against a server that
 /// sends the start of a long frame and stops, its source fails with `TooSlow` once the
-/// deadline has passed; without one (the default) it keeps waiting.
+/// deadline has passed; without one (`None`) it keeps waiting.
 #[test]
 fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
     run(async {
@@ -820,6 +820,56 @@ fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
             drop((sink, source));
             timeout(WAIT, server).await.unwrap().unwrap();
         }
+    });
+}
+
+/// A connector left at its defaults has the default receive deadline, as every byte stream
+/// does: a server that sends the start of a long frame and stops is let go at the default
+/// grace (30 s), where it used to be waited for as long as it kept the socket open.
+#[test]
+fn a_default_client_gives_up_on_a_stalled_server_at_the_default_deadline() {
+    run_on_one_thread(async {
+        use bunite_rpc::transport::{ReceiveDeadline, TransportError};
+        use tokio::io::AsyncReadExt;
+        let grace = ReceiveDeadline::default().grace;
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+        let (stalled_tx, stalled) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (socket, _) = tcp.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+            write_a_stalled_frame(ws.get_mut()).await;
+            stalled_tx.send(()).unwrap();
+            // Open until the client goes.
+            let mut rest = Vec::new();
+            let _ = ws.get_mut().read_to_end(&mut rest).await;
+        });
+        let transport = ws::WsConnector::new()
+            .ping_interval(None)
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        let (sink, mut source) = transport.split();
+        // The frame's start is in our socket before time is paused, so the first timer the
+        // paused clock jumps to is the message's deadline.
+        stalled.await.unwrap();
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        // Two minutes, well inside the run's own bound of five (on the same paused clock).
+        let got = timeout(Duration::from_secs(120), source.recv()).await;
+        let took = started.elapsed();
+        tokio::time::resume();
+        let got = got.expect("no TooSlow within two minutes: the stalled message is not timed");
+        assert!(
+            matches!(got, Err(TransportError::TooSlow { len: Some(_), .. })),
+            "{got:?}"
+        );
+        assert!(
+            took >= grace && took < grace + Duration::from_secs(1),
+            "{took:?}"
+        );
+        drop((sink, source));
+        timeout(WAIT, server).await.unwrap().unwrap();
     });
 }
 

@@ -26,8 +26,9 @@
 //! A peer that answers pings can still stall inside a message sent in fragments (pings may
 //! come between fragments), or trickle a frame: a listener's connections also have a
 //! [`ListenerConfig::receive_deadline`](super::ListenerConfig::receive_deadline), the
-//! pace a message must keep once it has started (see [`deadline`](super::deadline)); a
-//! client may set one with [`WsConnector::receive_deadline`] (none by default).
+//! pace a message must keep once it has started (see [`deadline`](super::deadline)), and
+//! so has a client ([`WsConnector::receive_deadline`]: the same rule by default, as every
+//! byte stream's).
 //!
 //! # Clients
 //!

@@ -32,7 +32,7 @@ impl Default for WsConnector {
             max_bytes: DEFAULT_MAX_BYTES,
             connect_timeout: crate::transport::CONNECT_TIMEOUT,
             ping_interval: Some(crate::transport::PING_INTERVAL),
-            receive_deadline: None,
+            receive_deadline: Some(ReceiveDeadline::default()),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -41,7 +41,8 @@ impl Default for WsConnector {
 
 impl WsConnector {
     /// The defaults: 64 MiB inbound bound, [`CONNECT_TIMEOUT`](crate::transport::CONNECT_TIMEOUT),
-    /// [`PING_INTERVAL`](crate::transport::PING_INTERVAL), the platform's roots for `wss://`.
+    /// [`PING_INTERVAL`](crate::transport::PING_INTERVAL), the default
+    /// [`ReceiveDeadline`], the platform's roots for `wss://`.
     pub fn new() -> Self {
         WsConnector::default()
     }
@@ -67,9 +68,12 @@ impl WsConnector {
     /// Fails a message from the server that falls behind the pace `deadline` asks for once
     /// it has started (see [`deadline`](crate::transport::deadline)), with
     /// [`TransportError::TooSlow`]; the connection then sends a goaway `deadline_exceeded`
-    /// and closes. None by default: a client chose its server, and its calls' own
-    /// deadlines already bound what it waits for; set one where a server that stalls inside
-    /// a long message (a reply or stream item) should not hold the connection.
+    /// and closes. By default [`ReceiveDeadline::default()`] (30 s from the first stall,
+    /// then 256 KiB/s), the rule of a listener's connections and of every byte stream: a
+    /// server that stalls inside a message (a reply or a stream item) would otherwise hold
+    /// the connection for as long as it keeps the socket open, and every later answer with
+    /// it, since messages arrive in order (a call's own deadline fails that call, not the
+    /// connection). `None` waits for as long as the server keeps the socket open.
     ///
     /// ```
     /// use std::time::Duration;

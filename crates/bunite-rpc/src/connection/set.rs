@@ -1,12 +1,12 @@
 //! [`ConnectionSet`]: a server's live connections, to drain or close together when it stops,
 //! and [`ConnectionSet::serve_with_shutdown`], the accept loop and the graceful stop in one.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::Connection;
+use crate::hashing::{self, Map};
 
 /// The live connections of a server (or any set of connections that stop together), so
 /// that it can stop gracefully: [`drain`](Self::drain) every one, then wait until all have
@@ -46,7 +46,9 @@ pub struct ConnectionSet {
 
 #[derive(Default)]
 struct Members {
-    live: HashMap<u64, Connection>,
+    /// Given back its room as connections leave ([`hashing::take`]): a flood of thousands
+    /// of connections is not kept for the server's life.
+    live: Map<u64, Connection>,
     /// What a connection added from now on gets at once.
     stopping: Option<Stop>,
 }
@@ -86,7 +88,7 @@ impl ConnectionSet {
         conn.on_close(move || {
             if let Some(set) = set.upgrade() {
                 let mut members = set.lock().unwrap_or_else(PoisonError::into_inner);
-                members.live.remove(&id);
+                hashing::take(&mut members.live, &id);
             }
         });
         match stop {
@@ -134,7 +136,7 @@ impl ConnectionSet {
             };
             conn.closed().await;
             // Its close handler took it out already, unless it runs later than `closed`.
-            self.lock().live.remove(&conn.shared.id);
+            hashing::take(&mut self.lock().live, &conn.shared.id);
         }
     }
 
@@ -258,5 +260,39 @@ impl ConnectionSet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Members> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::memory;
+
+    /// A flood of connections that then close leaves the set as small as it was: the room
+    /// of a thousand entries is given back as they leave, not kept for the server's life
+    /// (a `std` map kept room for 2,048).
+    #[tokio::test]
+    async fn a_flood_of_connections_gives_its_room_back_as_they_close() {
+        let set = ConnectionSet::new();
+        let mut ends = Vec::new();
+        for _ in 0..1_000 {
+            let (a, b) = memory::pair();
+            let ours = Connection::new(a);
+            set.insert(&ours);
+            ends.push((ours, Connection::new(b)));
+        }
+        assert_eq!(set.len(), 1_000);
+        assert!(hashing::room(&set.lock().live) >= 1_000);
+        for (ours, theirs) in &ends {
+            ours.close();
+            theirs.close();
+        }
+        set.closed().await;
+        for (_, theirs) in &ends {
+            theirs.closed().await;
+        }
+        assert!(set.is_empty());
+        let room = hashing::room(&set.lock().live);
+        assert!(room <= 2 * hashing::KEPT_ROOM, "room for {room} kept");
     }
 }

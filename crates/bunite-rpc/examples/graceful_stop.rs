@@ -1,10 +1,11 @@
 //! Run with: `cargo run -p bunite-rpc --example graceful_stop`
 //!
-//! Stopping a server gracefully: it stops accepting connections and drains the ones it
-//! holds (`ConnectionSet::drain`). A call already running finishes and its caller gets the
+//! Stopping a server gracefully with `ConnectionSet::serve_with_shutdown`: when its signal
+//! completes (in a real server, Ctrl-C or SIGTERM), it stops accepting connections and
+//! drains the ones it holds. A call already running finishes and its caller gets the
 //! answer; a call started after the drain began is refused `unavailable` (reason
 //! `peer_closing`) without running, so its caller may retry elsewhere; then every
-//! connection closes.
+//! connection closes with a goaway, and the server returns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,12 +34,12 @@ impl Jobs for Worker {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The server keeps every connection it accepts in a set.
+    // The server keeps every connection it accepts in a set, and serves until its signal.
     let listener = WsListener::bind("127.0.0.1:0", "/rpc").await?;
     let url = format!("ws://{}/rpc", listener.local_addr()?);
     let connections = ConnectionSet::new();
     let started = Arc::new(AtomicUsize::new(0));
-    let accepting = tokio::spawn({
+    let accepting = {
         let connections = connections.clone();
         let started = started.clone();
         async move {
@@ -48,6 +49,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .connect(accepted.transport);
                 connections.insert(&conn);
             }
+        }
+    };
+    // In a real server the signal is `tokio::signal::ctrl_c()` (and SIGTERM on Unix).
+    let (stop, signal) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let connections = connections.clone();
+        async move {
+            let signal = async {
+                let _ = signal.await;
+            };
+            connections
+                .serve_with_shutdown(accepting, signal, Duration::from_secs(10))
+                .await
         }
     });
 
@@ -62,23 +76,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    // The server is asked to stop: no new connections, and every connection drains.
-    accepting.abort();
-    connections.drain(Duration::from_secs(10));
-
-    // A job started now is refused, and never runs.
-    let refused = jobs.run(1).await.expect_err("refused while draining");
+    // The server is asked to stop: no new connections, and every connection drains. A job
+    // started once the stop has reached the connection is refused, and never runs (one
+    // started in the instant before runs, as any call made before a stop does).
+    stop.send(()).ok();
+    let refused = loop {
+        match jobs.run(1).await {
+            Err(refused) => break refused,
+            Ok(_) => tokio::task::yield_now().await,
+        }
+    };
     assert_eq!(refused.code(), Code::Unavailable);
     assert_eq!(refused.status().reason(), Some("peer_closing"));
-    assert_eq!(started.load(Ordering::SeqCst), 1);
     println!("new call   -> {} ({})", refused.code(), refused.message());
 
-    // The long job finishes, with its answer, and then the connection closes.
+    // The long job finishes, with its answer; then the connection closes and the server
+    // returns how many connections it drained.
     let answer = long.await??;
     println!("long call  -> {answer}");
-    connections.closed().await;
+    let drained = server.await?;
     conn.closed().await;
+    assert_eq!(drained, 1);
     assert!(connections.is_empty());
-    println!("stopped    -> every connection closed");
+    assert!(
+        ws::connect(url.as_str()).await.is_err(),
+        "no longer accepting"
+    );
+    println!("stopped    -> {drained} connection drained, every connection closed");
     Ok(())
 }

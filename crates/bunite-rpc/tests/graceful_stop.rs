@@ -75,6 +75,24 @@ fn serve_gate(
     let _ = conns.send(conn);
 }
 
+/// `set` serving `accepting` on a task until the sender is used (or dropped), then stopping
+/// within `grace`; the task answers how many connections were drained.
+fn spawn_stop(
+    set: &ConnectionSet,
+    accepting: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<usize>) {
+    let (stop, signal) = oneshot::channel::<()>();
+    let set = set.clone();
+    let server = tokio::spawn(async move {
+        let signal = async {
+            let _ = signal.await;
+        };
+        set.serve_with_shutdown(accepting, signal, grace).await
+    });
+    (stop, server)
+}
+
 /// The scenario over a real listener: `accepting` is its accept loop (serving the gate
 /// into `set`), `client` a connection to it, `refused` whether a new connection to it now
 /// fails.
@@ -86,17 +104,7 @@ async fn stop_while_a_call_runs<R: Future<Output = bool>>(
     client: Connection,
     refused: impl FnOnce() -> R,
 ) {
-    let (stop, signal) = oneshot::channel::<()>();
-    let server = tokio::spawn({
-        let set = set.clone();
-        async move {
-            let signal = async {
-                let _ = signal.await;
-            };
-            set.serve_with_shutdown(accepting, signal, Duration::from_secs(60))
-                .await
-        }
-    });
+    let (stop, server) = spawn_stop(&set, accepting, Duration::from_secs(60));
     let cap = timeout(WAIT, client.bootstrap(&gate.def))
         .await
         .unwrap()
@@ -217,17 +225,7 @@ fn the_peer_sees_the_answer_then_the_goaway() {
         let cap = raw.bootstrap(1, "test.gate").await;
         raw.send(call_frame(cap, 2, "pass", Value::Undefined)).await;
         timeout(WAIT, gate.started.notified()).await.unwrap();
-        let (stop, signal) = oneshot::channel::<()>();
-        let stopping = tokio::spawn({
-            let set = set.clone();
-            async move {
-                let signal = async {
-                    let _ = signal.await;
-                };
-                set.serve_with_shutdown(std::future::pending(), signal, WAIT)
-                    .await
-            }
-        });
+        let (stop, stopping) = spawn_stop(&set, std::future::pending(), WAIT);
         stop.send(()).unwrap();
         // Once the stop has begun, a new call is refused (before, `quick` is answered).
         let mut id = 3;

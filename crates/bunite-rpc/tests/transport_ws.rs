@@ -770,6 +770,29 @@ async fn write_a_stalled_frame(raw: &mut tokio::net::TcpStream) {
     raw.write_all(&[0u8; 1024]).await.unwrap();
 }
 
+/// A WebSocket server that accepts one client, sends it the start of a long frame
+/// ([`write_a_stalled_frame`]), says so, and keeps the socket open until the client goes:
+/// its URL, the word that the frame's start is written, and its task.
+async fn stalling_server() -> (
+    String,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::AsyncReadExt;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+    let (stalled_tx, stalled) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (socket, _) = tcp.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        write_a_stalled_frame(ws.get_mut()).await;
+        let _ = stalled_tx.send(());
+        let mut rest = Vec::new();
+        let _ = ws.get_mut().read_to_end(&mut rest).await;
+    });
+    (url, stalled, server)
+}
+
 /// A client may bound how long a server's message takes to arrive: against a server that
 /// sends the start of a long frame and stops, its source fails with `TooSlow` once the
 /// deadline has passed; without one (`None`) it keeps waiting.
@@ -777,19 +800,9 @@ async fn write_a_stalled_frame(raw: &mut tokio::net::TcpStream) {
 fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
     run(async {
         use bunite_rpc::transport::{ReceiveDeadline, TransportError};
-        use tokio::io::AsyncReadExt;
         let grace = Duration::from_millis(300);
         for deadline in [Some(ReceiveDeadline::new(grace, 1 << 30)), None] {
-            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
-            let server = tokio::spawn(async move {
-                let (socket, _) = tcp.accept().await.unwrap();
-                let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
-                write_a_stalled_frame(ws.get_mut()).await;
-                // Open until the client goes.
-                let mut rest = Vec::new();
-                let _ = ws.get_mut().read_to_end(&mut rest).await;
-            });
+            let (url, _stalled, server) = stalling_server().await;
             let transport = ws::WsConnector::new()
                 .ping_interval(None)
                 .receive_deadline(deadline)
@@ -830,20 +843,8 @@ fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
 fn a_default_client_gives_up_on_a_stalled_server_at_the_default_deadline() {
     run_on_one_thread(async {
         use bunite_rpc::transport::{ReceiveDeadline, TransportError};
-        use tokio::io::AsyncReadExt;
         let grace = ReceiveDeadline::default().grace;
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
-        let (stalled_tx, stalled) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(async move {
-            let (socket, _) = tcp.accept().await.unwrap();
-            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
-            write_a_stalled_frame(ws.get_mut()).await;
-            stalled_tx.send(()).unwrap();
-            // Open until the client goes.
-            let mut rest = Vec::new();
-            let _ = ws.get_mut().read_to_end(&mut rest).await;
-        });
+        let (url, stalled, server) = stalling_server().await;
         let transport = ws::WsConnector::new()
             .ping_interval(None)
             .connect(url.as_str())

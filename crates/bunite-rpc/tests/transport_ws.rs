@@ -325,6 +325,37 @@ fn a_silent_client_does_not_hold_up_the_next_handshake() {
     });
 }
 
+/// Dropping the listener (a server stopping) ends the handshakes it started: a client
+/// halfway through its HTTP head has its socket closed at once, not at the handshake
+/// timeout (60 s here), which kept the task, the socket and its slot that long.
+#[test]
+fn dropping_the_listener_ends_the_handshakes_in_progress() {
+    run(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let config = ListenerConfig::default().handshake_timeout(Duration::from_secs(60));
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let mut peer = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        peer.write_all(b"GET /rpc HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        // The handshake has started and waits for the rest of the head.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut rest = Vec::new();
+        let early = timeout(Duration::from_millis(100), peer.read_to_end(&mut rest)).await;
+        assert!(
+            early.is_err(),
+            "the socket closed before the listener was dropped"
+        );
+        drop(l);
+        let end = timeout(WAIT, peer.read_to_end(&mut rest)).await;
+        assert!(end.is_ok(), "the handshake outlived its listener");
+    });
+}
+
 /// A socket accepted elsewhere and handed to `accept_upgrade` has the config's
 /// `handshake_timeout`, as the listener's sockets have: a peer that sends half an HTTP head
 /// and stops is dropped then (it held the socket, and the caller's task, for as long as it

@@ -145,7 +145,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// WebSocket handshakes in progress at once.
     pub max_handshakes: usize,
-    /// How long one WebSocket handshake may take.
+    /// How long one WebSocket (or TLS) handshake may take. Dropping the listener ends
+    /// the handshakes in progress at once.
     pub handshake_timeout: Duration,
     /// The largest inbound message per connection. A connection announces its own
     /// [`Limits::max_bytes`](crate::Limits::max_bytes) in its hello: give it the same

@@ -20,7 +20,7 @@ use super::ListenerConfig;
 const ACCEPT_QUEUE: usize = 64;
 
 /// Sockets whose handshakes succeeded, from a background accept loop that stops when this
-/// is dropped.
+/// is dropped, with the handshakes it started (their sockets are closed).
 #[derive(Debug)]
 pub(crate) struct Handshaken<T> {
     accepted: tokio::sync::Mutex<mpsc::Receiver<T>>,
@@ -98,7 +98,14 @@ async fn accept_loop<T, F, Fut>(
         let (tx, handshake, timeout) =
             (tx.clone(), Arc::clone(&handshake), config.handshake_timeout);
         tokio::spawn(async move {
-            match tokio::time::timeout(timeout, handshake(stream, peer_addr, slot)).await {
+            let handshaken = tokio::time::timeout(timeout, handshake(stream, peer_addr, slot));
+            let outcome = tokio::select! {
+                outcome = handshaken => outcome,
+                // The listener was dropped (a server stopping): nobody will take the
+                // socket, so the handshake ends now rather than at its timeout.
+                () = tx.closed() => return,
+            };
+            match outcome {
                 // The handshake permit is held until the socket is handed over, so sockets
                 // waiting for `accept` count toward the bound too.
                 Ok(Ok(accepted)) => {

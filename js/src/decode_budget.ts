@@ -12,8 +12,9 @@
 // (`RecordModel.sync`) after every message that defines records or that msgpackr failed on,
 // the only ones that change it, so the two never drift apart.
 //
-// It refuses, as the Rust decoder does, some things msgpackr would read: a reference to a
-// slot never defined (msgpackr returns the byte as an integer; PROTOCOL §3.3 says it is an
+// It refuses, as the Rust decoder does, some things msgpackr would read: a string that is not
+// UTF-8 (msgpackr reads U+FFFD or stray code units; PROTOCOL §3.1 says it is a decode error),
+// a reference to a slot never defined (msgpackr returns the byte as an integer; PROTOCOL §3.3 says it is an
 // error), definitions whose keys are not strings or repeat a key (a JS object keeps the last
 // of two, the Rust peer's records the first), msgpackr's two-byte definitions `d5 72 id high`
 // (the Rust decoder reads definitions only as `d4 72 id`), the byte 0xc1, a timestamp that is not 4,
@@ -27,9 +28,9 @@
 // The costs are in heap_costs.ts, the reading of msgpack headers in msgpack_read.ts, the
 // errors in decode_error.ts.
 
-import { DecodeError, cutOff, malformed, tooDeep } from "./decode_error.js";
+import { DecodeError, cutOff, malformed, notUtf8, tooDeep } from "./decode_error.js";
 import { ARRAY, BIGINT, BIN, DEFINITION, DEFINITION_KEY, MAP, MAP_ENTRY, NUMBER, SLOT, SLOW_INSTANCES, extension, instance, markerCost, string } from "./heap_costs.js";
-import { arrayHeader, markerItems, readCount, readLength } from "./msgpack_read.js";
+import { arrayHeader, isUtf8, markerItems, readCount, readLength } from "./msgpack_read.js";
 
 export { DecodeError, type DecodeErrorKind } from "./decode_error.js";
 
@@ -46,8 +47,21 @@ export interface DecodeBudget {
  */
 export const DEFAULT_DECODE_BUDGET: DecodeBudget = { base: 4 * 1024 * 1024, factor: 3 };
 
-/** Decodes definition keys (bad bytes become U+FFFD), to find a key given twice. */
-const utf8 = new TextDecoder();
+/**
+ * Decodes definition keys, to find a key given twice: `fatal`, so that bad bytes are refused
+ * (as every string is) by the one decode the walk makes of them; `ignoreBOM`, so that a
+ * leading U+FEFF stays part of its key (msgpackr keeps it: "\ufeffa" and "a" are two keys).
+ */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** A definition key, decoded; a `DecodeError` if it is not UTF-8. */
+function decodeKey(bytes: Uint8Array): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw notUtf8();
+  }
+}
 
 /** The record slots of PROTOCOL §3.3. */
 export const SLOTS = 64;
@@ -147,7 +161,7 @@ export class RecordModel {
     if (t < 0x80) return this.reference(t, pos);
     if (t < 0x90) return this.map(t & 0x0f, pos);
     if (t < 0xa0) return this.array(t & 0x0f, pos);
-    if (t < 0xc0) return this.str(t & 0x1f, pos);
+    if (t < 0xc0) return this.str(b, t & 0x1f, pos);
     return this.header(b, t, pos);
   }
 
@@ -175,9 +189,13 @@ export class RecordModel {
     return pos;
   }
 
-  private str(len: number, pos: number): number {
+  /** A string of `len` bytes at `pos`: refused unless UTF-8, as the Rust decoder's `InvalidUtf8`. */
+  private str(b: Uint8Array, len: number, pos: number): number {
     this.cost += string(len);
-    return pos + len;
+    const end = pos + len;
+    if (end > b.length) throw cutOff();
+    if (!isUtf8(b, pos, end)) throw notUtf8();
+    return end;
   }
 
   /** The headers from 0xc0: nil, booleans, numbers, bin, ext, str, array and map with lengths. */
@@ -223,7 +241,7 @@ export class RecordModel {
       case 0xdb: {
         const h = 1 << (t - 0xd9);
         if (pos + h > b.length) throw cutOff();
-        return this.str(readLength(b, pos, h), pos + h);
+        return this.str(b, readLength(b, pos, h), pos + h);
       }
       case 0xdc: // array 16, 32
       case 0xdd:
@@ -325,7 +343,7 @@ export class RecordModel {
         pos += h;
       } else throw malformed("record definition keys are not an array of strings");
       if (pos + len > n) throw cutOff();
-      const key = utf8.decode(b.subarray(pos, pos + len));
+      const key = decodeKey(b.subarray(pos, pos + len));
       if (seen.has(key)) throw malformed(`record definition repeats the key ${JSON.stringify(key.slice(0, 32))}`);
       seen.add(key);
       pos += len;

@@ -34,3 +34,8 @@ export function cutOff(): DecodeError {
 export function tooDeep(limit: number): DecodeError {
   return new DecodeError("too_deep", `value nested deeper than ${limit}`);
 }
+
+/** A string that is not UTF-8: the Rust decoder's `InvalidUtf8`, with its message. */
+export function notUtf8(): DecodeError {
+  return malformed("string is not valid UTF-8");
+}

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { CapRef, DecodeError, FrameDecoder, FrameEncoder, type DecodeErrorKind } from "../src/index.js";
+import { isUtf8 } from "../src/msgpack_read.js";
 
 /** `[0xdd, n as 4 bytes]`: the header of an array of `n`. */
 function array32(n: number): number[] {
@@ -107,6 +108,112 @@ test("what msgpackr would read wrongly or not at all is refused malformed: undef
     [[0xd4, 0x78, 0x00, 0xa0], /extension 0x78 not followed by an array/],
   ];
   for (const [bytes, message] of bad) refused(() => new FrameDecoder().decode(Uint8Array.from(bytes)), "malformed", message);
+});
+
+test("strings that are not UTF-8 are refused malformed, as the Rust decoder's InvalidUtf8: in every string form, as keys of definitions and maps, inside markers", () => {
+  const notUtf8 = /^string is not valid UTF-8$/;
+  const bad: number[][] = [
+    [0xa2, 0xff, 0xfe], // the Rust decoder's own case
+    [0xd4, 0x72, 0x40, 0x91, 0xa2, 0xff, 0xfe, 0x01], // a definition's key (its case too)
+    [0xa2, 0xc0, 0x80], // overlong NUL
+    [0xa2, 0xc1, 0xbf], // overlong
+    [0xa3, 0xe0, 0x80, 0x80], // overlong 3-byte
+    [0xa3, 0xed, 0xa0, 0x80], // a surrogate, U+D800
+    [0xa4, 0xf0, 0x80, 0x80, 0x80], // overlong 4-byte
+    [0xa4, 0xf4, 0x90, 0x80, 0x80], // past U+10FFFF
+    [0xa1, 0xf5], // a lead byte UTF-8 never uses
+    [0xa1, 0x80], // a lone continuation byte
+    [0xa2, 0xe2, 0x82], // a sequence cut by the string's end
+    [0xa3, 0x61, 0xe2, 0x28], // a continuation that is not one
+    [0xd9, 0x01, 0xff],
+    [0xda, 0x00, 0x01, 0xff],
+    [0xdb, 0x00, 0x00, 0x00, 0x01, 0xff],
+    [0x81, 0xa1, 0xff, 0x01], // a map's key
+    [0x92, 0x01, 0xa1, 0xff], // past the first value
+    [0xd4, 0x65, 0x00, 0x92, 0xa1, 0xff, 0xa0], // an Error's message
+  ];
+  for (const bytes of bad) refused(() => new FrameDecoder().decode(Uint8Array.from(bytes)), "malformed", notUtf8);
+  // A bad string in a message defining a record leaves the table as it was.
+  const dec = new FrameDecoder();
+  refused(() => dec.decode(Uint8Array.from([0x92, 0xd4, 0x72, 0x40, 0x91, 0xa1, 0x61, 0x01, 0xa1, 0xff])), "malformed", notUtf8);
+  refused(() => dec.decode(Uint8Array.from([0x40, 0x01])), "malformed", /undefined record slot 0x40/);
+  const good: Array<[number[], unknown]> = [
+    [[0xa3, 0xef, 0xbf, 0xbd], "\ufffd"], // U+FFFD sent as itself
+    [[0xa3, 0xed, 0x9f, 0xbf], "\ud7ff"],
+    [[0xa3, 0xee, 0x80, 0x80], "\ue000"],
+    [[0xa4, 0xf4, 0x8f, 0xbf, 0xbf], "\u{10ffff}"],
+    [[0xa4, 0xf0, 0x9f, 0x98, 0x80], "😀"],
+    [[0xa2, 0xc2, 0x80], "\u0080"],
+    // A leading BOM stays part of its key: "\ufeffa" and "a" are two keys, not one twice.
+    [[0xd4, 0x72, 0x40, 0x92, 0xa4, 0xef, 0xbb, 0xbf, 0x61, 0xa1, 0x61, 0x01, 0x02], { "\ufeffa": 1, a: 2 }],
+  ];
+  for (const [bytes, value] of good) assert.deepEqual(new FrameDecoder().decode(Uint8Array.from(bytes)), value);
+});
+
+test("isUtf8 agrees with a fatal TextDecoder on every sequence of one and two bytes, and on three and four bytes at every edge of the continuation range, and on long strings at every alignment", () => {
+  const fatal = new TextDecoder("utf-8", { fatal: true });
+  const valid = (b: Uint8Array) => {
+    try {
+      fatal.decode(b);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const check = (b: Uint8Array) => assert.equal(isUtf8(b, 0, b.length), valid(b), [...b].map((x) => x.toString(16)).join(" "));
+  const b1 = new Uint8Array(1);
+  const b2 = new Uint8Array(2);
+  const b3 = new Uint8Array(3);
+  const b4 = new Uint8Array(4);
+  for (let i = 0; i < 256; i++) {
+    b1[0] = i;
+    check(b1);
+    for (let j = 0; j < 256; j++) {
+      b2[0] = i;
+      b2[1] = j;
+      check(b2);
+    }
+  }
+  // Three bytes with a non-ASCII lead (an ASCII lead is the two-byte case above, once more).
+  for (let i = 0x80; i < 256; i++) {
+    for (let j = 0; j < 256; j++) {
+      for (const k of [0x41, 0x7f, 0x80, 0xbf, 0xc0]) {
+        b3.set([i, j, k]);
+        check(b3);
+      }
+    }
+  }
+  for (let i = 0xef; i < 256; i++) {
+    for (let j = 0x70; j < 0xd0; j++) {
+      for (const k of [0x7f, 0x80, 0xbf, 0xc0]) {
+        for (const l of [0x7f, 0x80, 0xbf, 0xc0]) {
+          b4.set([i, j, k, l]);
+          check(b4);
+        }
+      }
+    }
+  }
+  // Long strings, read a word at a time while ASCII: at every alignment, a bad byte, a
+  // two-byte character or a cut one at every place.
+  const buf = new Uint8Array(200);
+  for (let offset = 0; offset < 4; offset++) {
+    for (let len = 64; len < 90; len++) {
+      for (let at = 0; at < len; at++) {
+        for (const seq of [[0xff], [0xc3, 0xa9], [0xc3], [0xe2, 0x82, 0xac], [0x80]]) {
+          buf.fill(0x61);
+          buf.set(seq.slice(0, len - at), offset + at);
+          const view = buf.subarray(offset, offset + len);
+          check(view);
+          assert.equal(isUtf8(buf, offset, offset + len), valid(view));
+        }
+      }
+    }
+  }
+  // The check starts and stops where it is told.
+  const s = Uint8Array.from([0xff, 0x61, 0xc3, 0xa9, 0xff]);
+  assert.equal(isUtf8(s, 1, 4), true);
+  assert.equal(isUtf8(s, 1, 3), false);
+  assert.equal(isUtf8(s, 0, 4), false);
 });
 
 test("what the walk admits msgpackr reads alike: every kind of value, records defined across messages, the id ring's wrap, a slot's redefinition", () => {

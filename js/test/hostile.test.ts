@@ -639,6 +639,32 @@ test("the decode budget is the connection's limits: decodeBudgetBase and decodeB
   assertClean(conn2);
 });
 
+test("a string that is not UTF-8 is a protocol error, goaway invalid_argument as the Rust peer's (InvalidUtf8), and no handler runs", async () => {
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  let ran = 0;
+  conn.serve({ name: "t.u", methods: { m: { kind: "call" } } }, { m: () => ran++ });
+  const peer = rawPeer(b);
+  peer.hello();
+  peer.send({ op: "call", id: 1, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "t.u" }, meta: undefined });
+  await tick();
+  const cap = (peer.got.find((f) => f["op"] === "result")?.["value"] as CapRef).id;
+  const bytes = new FrameEncoder().encode({ op: "call", id: 2, target: { kind: "cap", id: cap }, method: "XY", args: undefined, meta: undefined });
+  // The method's fixstr, "XY", becomes two bytes that are not UTF-8 (msgpackr read them as two U+FFFD).
+  const at = bytes.findIndex((x, i) => x === 0xa2 && bytes[i + 1] === 0x58 && bytes[i + 2] === 0x59);
+  bytes.set([0xff, 0xfe], at + 1);
+  peer.sendBytes(bytes);
+  await conn.closed;
+  await tick();
+  assert.deepEqual(
+    peer.got.find((f) => f["op"] === "goaway"),
+    { op: "goaway", reason: "invalid_argument", error: { code: "invalid_argument", message: "undecodable message: string is not valid UTF-8" } },
+  );
+  assert.equal(ran, 0);
+  assert.equal(peer.isClosed(), true);
+  assertClean(conn);
+});
+
 test("values nested past maxDepth: goaway from the walk (too deep), not from msgpackr's recursion overflowing the stack", async () => {
   for (const levels of [257, 200_000]) {
     const { conn, peer } = setup();

@@ -3,7 +3,7 @@
 // running on a cap that is unserved, and stopping every handler at shutdown. What is served
 // is `registry.ts`'s and `cap_table.ts`'s; this module runs the handlers and answers.
 
-import type { CapTable } from "./cap_table.js";
+import type { CapTable, Entry } from "./cap_table.js";
 import { CapRef } from "./codec.js";
 import type { Connection } from "./connection.js";
 import * as F from "./frames.js";
@@ -11,7 +11,7 @@ import type { Frame } from "./frames.js";
 import { clipPeerText, utf8Length } from "./peer_text.js";
 import type { Registry } from "./registry.js";
 import type { CallContext, Policy } from "./serving.js";
-import { rpcError, toStatus, type Status } from "./status.js";
+import { RpcError, rpcError, toStatus, type Status } from "./status.js";
 import { timeout } from "./timer.js";
 import type { CapDef, MethodDef } from "./types.js";
 
@@ -25,6 +25,15 @@ interface Active {
   /** Stops the deadline timer, if one is armed. */
   timer: (() => void) | undefined;
   stream: { credit: number; wake: (() => void) | undefined; iter: AsyncIterator<unknown> | Iterator<unknown> | undefined } | undefined;
+}
+
+type CallFrame = Extract<Frame, { op: "call" }>;
+
+/** What a call to one of our caps runs: the cap's entry, the method's definition and its handler. */
+interface Target {
+  entry: Entry;
+  method: MethodDef;
+  handler: (args: unknown, ctx: CallContext) => unknown;
 }
 
 const MAX_INITIAL_CREDIT = 1024;
@@ -46,35 +55,59 @@ export class Inbound {
     return this.active.size;
   }
 
-  onCall(f: Extract<Frame, { op: "call" }>): void {
+  /**
+   * The peer's `call`: a bootstrap, or a call to one of our caps checked in §9's order (target,
+   * method, handler, then the in-flight and context limits), registered and run.
+   */
+  onCall(f: CallFrame): void {
     if (this.active.has(f.id)) throw new Error(`call id ${f.id} is still running`);
+    if (f.target.id === 0) return this.onBootstrap(f);
+    const target = this.resolve(f);
+    if (target instanceof RpcError) return this.reply(f.id, target);
+    const refused = this.admit(f);
+    if (refused !== undefined) return this.reply(f.id, refused);
+    const a = this.begin(f, target.method);
+    const ctx = this.callContext(f, a);
+    const run = () => target.handler.call(target.entry.impl, f.args, ctx);
+    if (target.method.kind === "stream") void this.runStream(f.id, a, target.method, run);
+    else void this.runCall(f.id, a, target.method, run);
+  }
+
+  /** A call on cap-id 0: only the method `bootstrap` (§5, §9). */
+  private onBootstrap(f: CallFrame): void {
+    if (f.method !== "bootstrap") return this.reply(f.id, rpcError("not_found", "cap has no impl"));
+    void this.bootstrap(f.id, f.args);
+  }
+
+  /** The cap, method and handler a call names, or why it names none (§9, in order). */
+  private resolve(f: CallFrame): Target | RpcError {
     const capId = f.target.id;
-    if (capId === 0) {
-      if (f.method !== "bootstrap") return this.reply(f.id, rpcError("not_found", "cap has no impl"));
-      return void this.bootstrap(f.id, f.args);
-    }
     const entry = this.table.get(capId);
-    if (entry === undefined) {
-      return this.reply(f.id, rpcError("not_found", capId === 1 ? "cap has no impl" : `cap-id ${capId} not found`));
-    }
-    const m = (entry.def.methods as Record<string, MethodDef>)[f.method];
-    if (m === undefined || !Object.hasOwn(entry.def.methods, f.method)) {
-      return this.reply(f.id, rpcError("not_found", `method "${clipPeerText(f.method)}" on cap "${entry.def.name}"`));
+    if (entry === undefined) return rpcError("not_found", capId === 1 ? "cap has no impl" : `cap-id ${capId} not found`);
+    const method = (entry.def.methods as Record<string, MethodDef>)[f.method];
+    if (method === undefined || !Object.hasOwn(entry.def.methods, f.method)) {
+      return rpcError("not_found", `method "${clipPeerText(f.method)}" on cap "${entry.def.name}"`);
     }
     const handler = Object.hasOwn(entry.impl, f.method) ? entry.impl[f.method] : undefined;
-    if (typeof handler !== "function") return this.reply(f.id, rpcError("not_found", `method "${clipPeerText(f.method)}" has no handler`));
-    if (this.active.size >= this.conn.limits.maxInFlightCalls) {
-      const n = this.conn.limits.maxInFlightCalls;
-      return this.reply(f.id, rpcError("resource_exhausted", `in-flight calls limit ${n}`, "max_concurrent_calls"));
-    }
-    const context = f.meta?.context ?? {};
-    const size = contextBytes(context);
+    if (typeof handler !== "function") return rpcError("not_found", `method "${clipPeerText(f.method)}" has no handler`);
+    return { entry, method, handler };
+  }
+
+  /** Why a call to a known handler may not run now: the in-flight limit, then its `meta.context`'s size. */
+  private admit(f: CallFrame): RpcError | undefined {
+    const n = this.conn.limits.maxInFlightCalls;
+    if (this.active.size >= n) return rpcError("resource_exhausted", `in-flight calls limit ${n}`, "max_concurrent_calls");
+    const size = contextBytes(f.meta?.context ?? {});
     const maxContext = this.conn.limits.maxContextBytes;
     if (size > maxContext) {
-      const message = `meta.context of ${size} bytes is over the limit of ${maxContext} bytes (max_context_bytes)`;
-      return this.reply(f.id, rpcError("invalid_argument", message));
+      return rpcError("invalid_argument", `meta.context of ${size} bytes is over the limit of ${maxContext} bytes (max_context_bytes)`);
     }
-    const a: Active = { capId, targetRevoked: false, ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
+    return undefined;
+  }
+
+  /** Registers the call as running and arms its deadline, if it has one that applies. */
+  private begin(f: CallFrame, m: MethodDef): Active {
+    const a: Active = { capId: f.target.id, targetRevoked: false, ctrl: new AbortController(), exported: [], timer: undefined, stream: undefined };
     this.active.set(f.id, a);
     const deadline = f.meta?.deadlineMs;
     // Only call methods that are not idempotent are signalled at the deadline (§11; a
@@ -82,11 +115,16 @@ export class Inbound {
     if (deadline !== undefined && m.kind === "call" && m.idempotent !== true) {
       a.timer = timeout(() => a.ctrl.abort("deadline_exceeded"), deadline);
     }
-    const ctx: CallContext = {
+    return a;
+  }
+
+  /** The handler's context: its signal, deadline, `meta.context`, and `exportCap` recording into `a`. */
+  private callContext(f: CallFrame, a: Active): CallContext {
+    return {
       callId: f.id,
       signal: a.ctrl.signal,
-      deadlineMs: deadline,
-      context,
+      deadlineMs: f.meta?.deadlineMs,
+      context: f.meta?.context ?? {},
       connection: this.conn,
       exportCap: (def, impl) => {
         const id = this.table.allocate({ def, impl, refs: 1, name: undefined });
@@ -94,8 +132,6 @@ export class Inbound {
         return new CapRef(id);
       },
     };
-    if (m.kind === "stream") void this.runStream(f.id, a, m, () => handler.call(entry.impl, f.args, ctx));
-    else void this.runCall(f.id, a, m, () => handler.call(entry.impl, f.args, ctx));
   }
 
   onCredit(id: number, credit: unknown): void {

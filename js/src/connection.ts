@@ -61,7 +61,7 @@ export class Connection {
     this.outbound = new Outbound(this, this.limits);
     this.helloBounds = { maxFeatures: this.limits.maxHelloFeatures, maxText: this.limits.maxHelloText };
     this.closed = new Promise((r) => (this.resolveClosed = r));
-    this.serving = new Serving(this, options.policy);
+    this.serving = new Serving(this, this, options.policy);
     if (options.serve !== undefined && options.serve.length > 0) this.serving.serveAll(options.serve);
     const origin = options.origin ?? (globalThis as { location?: { origin?: string } }).location?.origin ?? "";
     transport.start({

@@ -5,12 +5,11 @@
 
 import type { CapTable, Entry } from "./cap_table.js";
 import { CapRef } from "./codec.js";
-import type { Connection } from "./connection.js";
 import * as F from "./frames.js";
 import type { Frame } from "./frames.js";
 import { clipPeerText, utf8Length } from "./peer_text.js";
 import type { Registry } from "./registry.js";
-import type { CallContext, Policy } from "./serving.js";
+import type { CallContext, Policy, ServingWire } from "./serving.js";
 import { RpcError, rpcError, toStatus, type Status } from "./status.js";
 import { timeout } from "./timer.js";
 import type { CapDef, MethodDef } from "./types.js";
@@ -45,7 +44,9 @@ export class Inbound {
   private readonly active = new Map<number, Active>();
 
   constructor(
-    private readonly conn: Connection,
+    private readonly conn: ServingWire,
+    /** What each handler's context gives as its connection. */
+    private readonly connection: CallContext["connection"],
     private readonly registry: Registry,
     private readonly table: CapTable,
     private readonly policy: Policy | undefined,
@@ -125,7 +126,7 @@ export class Inbound {
       signal: a.ctrl.signal,
       deadlineMs: f.meta?.deadlineMs,
       context: f.meta?.context ?? {},
-      connection: this.conn,
+      connection: this.connection,
       exportCap: (def, impl) => {
         const id = this.table.allocate({ def, impl, refs: 1, name: undefined });
         a.exported.push(id);

@@ -11,6 +11,7 @@ import * as F from "./frames.js";
 import type { Frame } from "./frames.js";
 import { Inbound } from "./inbound.js";
 import { Registry, type IfExists, type ServeHandle } from "./registry.js";
+import type { Limits } from "./limits.js";
 import { rpcError } from "./status.js";
 import type { CapDef } from "./types.js";
 
@@ -38,17 +39,37 @@ export type Impl = Record<string, (args: any, ctx: CallContext) => unknown>;
 /** Decides bootstraps: `(name)` → allowed (may be async; a throw is `internal`). */
 export type Policy = (name: string) => boolean | Promise<boolean>;
 
+/**
+ * What serving does with its connection: the limits, sending, and cancelling a handler's
+ * children. Narrower than `Connection` (as outbound.ts's `OutboundWire`): serving.ts and
+ * inbound.ts name `Connection` only as the type of `CallContext.connection`, what a handler is
+ * given to call the peer back with.
+ */
+export interface ServingWire {
+  readonly limits: Limits;
+  readonly isClosed: boolean;
+  /** Sends a frame (nothing after shutdown). */
+  send(frame: Frame): void;
+  /** Sends `frame`, whose large part is `payload`, if it fits the peer's maxBytes; false if it does not. */
+  sendBounded(frame: Frame, payload: unknown): boolean;
+  peerMaxBytes(): number;
+  /** Cancels our calls and streams made from inside the handler of the peer's call `parent`. */
+  cancelChildren(parent: number, reason: string | undefined): void;
+}
+
 export class Serving {
   private readonly registry = new Registry();
   private readonly table: CapTable;
   private readonly inbound: Inbound;
 
+  /** `connection` is what every handler's context gives as its connection. */
   constructor(
-    private readonly conn: Connection,
+    private readonly conn: ServingWire,
+    connection: Connection,
     policy: Policy | undefined,
   ) {
     this.table = new CapTable(conn.limits.maxCaps);
-    this.inbound = new Inbound(conn, this.registry, this.table, policy);
+    this.inbound = new Inbound(conn, connection, this.registry, this.table, policy);
   }
 
   stats(): { servedCaps: number; activeHandlers: number } {

@@ -173,7 +173,10 @@ export class Outbound {
     }
   }
 
-  onRevoked(ids: number[]): void {
+  onRevoked(capIds: number[]): void {
+    // Ids 0 and 1 are no caps (PROTOCOL §7), as the Rust client's `on_revoked` reads them:
+    // revoking 0 would fail every later bootstrap locally, 1 every call to the runtime.
+    const ids = capIds.filter((id) => id > 1);
     for (const id of ids) {
       if (!this.revoked.has(id)) {
         this.revoked.add(id);
@@ -250,12 +253,26 @@ export class Outbound {
   }
 }
 
-/** Releases the CapRefs of a result nobody takes, in one `drop` (none for ids 0 and 1, PROTOCOL §7). */
+/**
+ * Releases the CapRefs of a result nobody takes, in one `drop` (none for ids 0 and 1, PROTOCOL
+ * §7): every one anywhere in it, as the Rust client's `Payload::cap_refs`, not only its top
+ * level (a cap nested in the wrong container was kept by the peer for the connection's life).
+ */
 export function releaseRefs(wire: { send(frame: Frame): void }, value: unknown): void {
-  const ids = capSlots(value)
-    .filter((x): x is CapRef => x instanceof CapRef && x.id > 1)
+  const ids = capRefsIn(value, [])
+    .filter((r) => r.id > 1)
     .map((r) => ({ id: r.id, delta: 1 }));
   if (ids.length > 0) wire.send(F.drop(ids));
+}
+
+/** Every CapRef in `v`, in order: in arrays, records, Maps (keys and values) and Sets. Recursion within the decoder's depth limit. */
+function capRefsIn(v: unknown, out: CapRef[]): CapRef[] {
+  if (v instanceof CapRef) out.push(v);
+  else if (Array.isArray(v)) for (const x of v) capRefsIn(x, out);
+  else if (v instanceof Map) for (const [k, x] of v) capRefsIn(x, capRefsIn(k, out));
+  else if (v instanceof Set) for (const x of v) capRefsIn(x, out);
+  else if (isPlainRecord(v)) for (const x of Object.values(v)) capRefsIn(x, out);
+  return out;
 }
 
 /** Where a result carries caps (PROTOCOL §7): an array's items, a record's values, or the value itself. */

@@ -7,7 +7,7 @@ import { test } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
-import { CapRef, Connection, DecodeError, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair } from "../src/index.js";
+import { CapRef, Connection, DecodeError, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair, release } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { VALUE_KEPT } from "../src/stream.js";
 import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
@@ -97,6 +97,58 @@ test("caps that came in the wrong container are released too: an array where one
   await tick();
   const drops = peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]);
   assert.deepEqual(drops, [[{ id: 7, delta: 1 }, { id: 8, delta: 1 }], [{ id: 9, delta: 1 }], [{ id: 10, delta: 1 }]]);
+  conn.close();
+  assertClean(conn);
+});
+
+test("caps nested anywhere in a result nobody adopts are released, as the Rust client's Payload::cap_refs: in arrays, records, Maps and Sets", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const counter = conn.clientFor(2, InteropCounter);
+  const map = counter.childMap({ names: ["b"] });
+  const boot = conn.bootstrap(InteropCounter);
+  const ac = new AbortController();
+  const kids = counter.children({ names: ["a"] }, { signal: ac.signal });
+  await tick();
+  const [c1, c2, c3] = peer.got.filter((f) => f["op"] === "call").map((f) => f["id"]);
+  ac.abort();
+  await failsWith(kids, "cancelled");
+  peer.send({ op: "result", id: c1, ok: true, value: { x: [new CapRef(11), { y: new CapRef(12) }] } });
+  peer.send({ op: "result", id: c2, ok: true, value: [{ a: new CapRef(13) }, new CapRef(1)] });
+  peer.send({ op: "result", id: c3, ok: true, value: [new Map([[new CapRef(14), new CapRef(15)]]), new Set([new CapRef(16)])] });
+  await failsWith(map, "invalid_argument");
+  await failsWith(boot, "invalid_argument");
+  await tick();
+  const drops = peer.got.filter((f) => f["op"] === "drop").map((f) => f["caps"]);
+  const one = (id: number) => ({ id, delta: 1 });
+  assert.deepEqual(drops, [[one(11), one(12)], [one(13)], [one(14), one(15), one(16)]]);
+  conn.close();
+  assertClean(conn);
+});
+
+test("cap_revoked naming ids 0 and 1 revokes neither, as the Rust client reads it: a waiting bootstrap and later calls to them still go out", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const boot = conn.bootstrap(InteropCounter);
+  await tick();
+  const first = peer.got.find((f) => f["op"] === "call")!["id"];
+  peer.send({ op: "cap_revoked", capIds: [0, 1, 5] });
+  await tick();
+  peer.send({ op: "result", id: first, ok: true, value: new CapRef(5) });
+  const counter = await boot;
+  // 5 was revoked: calls on it fail locally; 0 and 1 were not.
+  await failsWith(counter.get(), "failed_precondition", "revoked");
+  const again = conn.bootstrap(InteropCounter);
+  const runtime = conn.call(1, "appName", undefined);
+  await tick();
+  const calls = peer.got.filter((f) => f["op"] === "call" && f["id"] !== first);
+  const [bootId, appId] = [0, 1].map((cap) => calls.find((f) => f["target"]["id"] === cap)?.["id"]);
+  assert.equal(calls.length, 2);
+  peer.send({ op: "result", id: bootId, ok: true, value: new CapRef(6) });
+  peer.send({ op: "result", id: appId, ok: true, value: "app" });
+  release(await again);
+  release(counter);
+  assert.equal(await runtime, "app");
   conn.close();
   assertClean(conn);
 });

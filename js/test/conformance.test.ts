@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CapRef, Connection, RpcError, dispose, memoryPair, release, type CallContext, type CapDef, type Impl } from "../src/index.js";
+import { CapRef, Connection, FrameEncoder, RpcError, dispose, memoryPair, release, type CallContext, type CapDef, type Impl } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
 
@@ -747,6 +747,56 @@ test("a hello's missing fields take the Rust decoder's defaults; a field of the 
     assert.deepEqual(peer.got.find((f) => f["op"] === "goaway")?.["error"], { code: "invalid_argument", message: `invalid hello frame: ${field}` }, JSON.stringify(fields));
     assertClean(conn);
   }
+});
+
+test("a float bootstrap version is spelled as String() spells it, as the Rust peer's js_string: 1.5, 1e+21, 0 for -0, NaN, Infinity, 1e-7", async () => {
+  // The Rust peer's table (a_float_version_is_spelled_as_js_spells_it in
+  // crates/bunite-rpc/src/session/bootstrap.rs); each sent as a float64, -0 too.
+  const cases: Array<[number, string]> = [
+    [1.5, "1.5"],
+    [-1.5, "-1.5"],
+    [1e21, "1e+21"],
+    [1e20, "100000000000000000000"],
+    [123456789012345680000, "123456789012345680000"],
+    [-0, "0"],
+    [NaN, "NaN"],
+    [Infinity, "Infinity"],
+    [-Infinity, "-Infinity"],
+    [1e-7, "1e-7"],
+    [1.5e-7, "1.5e-7"],
+    [0.000001, "0.000001"],
+    [0.1 + 0.2, "0.30000000000000004"],
+    [5e-324, "5e-324"],
+    [Number.MAX_VALUE, "1.7976931348623157e+308"],
+    [2.5e25, "2.5e+25"],
+    [4294967296.5, "4294967296.5"],
+  ];
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  conn.serve({ name: "t.v", version: "1e+21", methods: {} }, {});
+  const peer = rawPeer(b);
+  peer.hello();
+  const enc = new FrameEncoder();
+  const placeholder = 0.25; // cb 3f d0 00 00 00 00 00 00
+  cases.forEach(([version], i) => {
+    const bytes = enc.encode({ op: "call", id: i + 1, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "t.v", version: placeholder }, meta: undefined });
+    const at = bytes.findIndex((x, j) => x === 0xcb && bytes[j + 1] === 0x3f && bytes[j + 2] === 0xd0);
+    new DataView(bytes.buffer, bytes.byteOffset + at + 1, 8).setFloat64(0, version);
+    peer.sendBytes(bytes);
+  });
+  await tick();
+  const answer = (id: number) => peer.got.find((f) => f["op"] === "result" && f["id"] === id);
+  cases.forEach(([version, spelled], i) => {
+    if (spelled === "1e+21") return assert.ok(answer(i + 1)?.["value"] instanceof CapRef, String(version));
+    assert.deepEqual(answer(i + 1)?.["error"], {
+      code: "failed_precondition",
+      message: `version mismatch (server "1e+21", client "${spelled}")`,
+      details: { reason: "version_mismatch" },
+    });
+  });
+  peer.send({ op: "drop", caps: [{ id: (answer(3)?.["value"] as CapRef).id, delta: 1 }] });
+  conn.close();
+  assertClean(conn);
 });
 
 test("a bootstrap's version that is not a string is compared by its string form, as the Rust peer's js_string; null is none", async () => {

@@ -264,16 +264,99 @@ impl<T: Types> Session<T> {
     }
 }
 
-/// `String(v)` of JS for the scalar values a bootstrap may carry.
+/// `String(v)` of JS for the scalar values a bootstrap may carry (the reference compares
+/// `String(args.version)`; the web client spells a number as its engine does).
 fn js_string(v: &Value) -> String {
     match v {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
         Value::UInt(u) => u.to_string(),
-        Value::Float(f) => f.to_string(),
+        Value::Float(f) => js_number(*f),
         Value::Bool(b) => b.to_string(),
         Value::Null => "null".to_owned(),
         Value::Undefined => "undefined".to_owned(),
         _ => "[object Object]".to_owned(),
+    }
+}
+
+/// A float as JS's `Number.prototype.toString()` spells it (ECMA-262 `Number::toString`, radix
+/// 10): the shortest digits that read back as `f`, as Rust's, but `0` for `-0`, `Infinity`,
+/// and an exponent (`1e+21`, `1e-7`) outside 1e-7 < |f| < 1e21, where Rust's `Display` writes
+/// every digit (`1000000000000000000000`, `0.0000001`) and `-0`, `inf`.
+fn js_number(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".to_owned();
+    }
+    if f == 0.0 {
+        return "0".to_owned();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    let sign = if f < 0.0 { "-" } else { "" };
+    // `{:e}` gives the shortest digits too, as `d.ddde±x`.
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let k = digits.len() as i64;
+    // The decimal point goes after the n-th digit.
+    let n = exp.parse::<i64>().unwrap_or(0) + 1;
+    let body = if k <= n && n <= 21 {
+        format!("{digits}{}", "0".repeat((n - k) as usize))
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at(n as usize);
+        format!("{int}.{frac}")
+    } else if -6 < n && n <= 0 {
+        format!("0.{}{digits}", "0".repeat((-n) as usize))
+    } else {
+        let e = n - 1;
+        let e = if e >= 0 {
+            format!("+{e}")
+        } else {
+            e.to_string()
+        };
+        match digits.split_at(1) {
+            (d, "") => format!("{d}e{e}"),
+            (d, rest) => format!("{d}.{rest}e{e}"),
+        }
+    };
+    format!("{sign}{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each as `String(x)` spells it in Node 20 (the web client's test pins the same table).
+    #[test]
+    fn a_float_version_is_spelled_as_js_spells_it() {
+        let cases: &[(f64, &str)] = &[
+            (1.0, "1"),
+            (1.5, "1.5"),
+            (-1.5, "-1.5"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (-0.0, "0"),
+            (0.0, "0"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (1e-7, "1e-7"),
+            (1.5e-7, "1.5e-7"),
+            (0.000001, "0.000001"),
+            (0.1, "0.1"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (2.5e25, "2.5e+25"),
+            (4294967296.5, "4294967296.5"),
+            (9007199254740993.0, "9007199254740992"),
+        ];
+        for &(f, want) in cases {
+            assert_eq!(js_string(&Value::Float(f)), want, "{f:?}");
+        }
+        assert_eq!(js_string(&Value::Int(-3)), "-3");
+        assert_eq!(js_string(&Value::UInt(u64::MAX)), "18446744073709551615");
     }
 }

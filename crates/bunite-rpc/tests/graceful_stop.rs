@@ -335,3 +335,46 @@ fn a_stop_begins_when_the_accept_loop_ends() {
         assert_clean(&[&server, &client]).await;
     });
 }
+
+/// A socket whose WebSocket handshake is under way when the stop begins goes with the
+/// listener: the stop drops the accept loop, and the handshake's task and socket end then,
+/// not at the handshake timeout. (They outlived the listener and the stop by up to
+/// `handshake_timeout`, at most `max_handshakes` of them: a peer that connected and said
+/// nothing held a task and a socket of a stopped server.)
+#[test]
+fn a_handshake_under_way_when_the_stop_begins_ends_with_the_listener() {
+    run(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let config = ListenerConfig::default().handshake_timeout(Duration::from_secs(600));
+        let listener = WsListener::bind_with("127.0.0.1:0", "/rpc", config)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let set = ConnectionSet::new();
+        let accepting = {
+            let set = set.clone();
+            async move {
+                while let Ok(accepted) = listener.accept().await {
+                    set.insert(&tracked(accepted.transport));
+                }
+            }
+        };
+        let (stop, server) = spawn_stop(&set, accepting, WAIT);
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let tasks = || metrics.num_alive_tasks();
+        // The stop's task and the listener's accept loop.
+        eventually(|| tasks() == 2).await;
+        // Connects and sends half an HTTP head: its handshake starts, on a task of its own.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        silent.write_all(b"GET /rpc HTTP/1.1\r\n").await.unwrap();
+        eventually(|| tasks() == 3).await;
+        stop.send(()).unwrap();
+        assert_eq!(timeout(WAIT, server).await.unwrap().unwrap(), 0);
+        let mut buf = [0u8; 64];
+        let read = timeout(WAIT, silent.read(&mut buf))
+            .await
+            .expect("the handshake's socket was closed with the listener");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        eventually(|| tasks() == 0).await;
+    });
+}

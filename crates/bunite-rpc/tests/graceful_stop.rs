@@ -10,11 +10,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bunite_rpc::connection::CLOSE_GRACE;
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
 use bunite_rpc::transport::ws::{self, WsListener};
 use bunite_rpc::transport::ListenerConfig;
-use bunite_rpc::wire::{CallId, Frame};
+use bunite_rpc::wire::{CallId, Frame, Record};
 use bunite_rpc::{
     CapDef, CapImpl, Code, Connection, ConnectionSet, Disconnect, LocalError, MethodDef, Value,
 };
@@ -376,5 +377,44 @@ fn a_handshake_under_way_when_the_stop_begins_ends_with_the_listener() {
             .expect("the handshake's socket was closed with the listener");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         eventually(|| tasks() == 0).await;
+    });
+}
+
+/// A peer that reads nothing and keeps a call running holds the stop no longer than its
+/// grace and the [`CLOSE_GRACE`] its goaway is given: its answers fill the transport, the
+/// call is cancelled at the grace, and the connection gives up on the goaway after that.
+#[test]
+fn a_peer_that_reads_nothing_holds_the_stop_no_longer_than_the_grace_and_close_grace() {
+    run_paused(async {
+        let (def, imp) = sized_cap();
+        let builder = Connection::builder()
+            .serve(def, imp)
+            .serve(counter_def(), counter_impl());
+        let (server, mut raw) = RawPeer::connect(builder).await;
+        let set = ConnectionSet::new();
+        set.insert(&server);
+        let sized = raw.bootstrap(1, "test.sized").await;
+        let counter = raw.bootstrap(2, "test.counter").await;
+        raw.send(call_frame(counter, 3, "wait", Value::Undefined))
+            .await;
+        // More answers than the transport holds, none of them read.
+        let calls = bunite_rpc::transport::memory::CHANNEL_CAPACITY as u64 + 100;
+        for id in 4..4 + calls {
+            let args = Value::Record(Record::new().with("n", 10i64));
+            raw.send(call_frame(sized, id, "sized", args)).await;
+        }
+        eventually(|| server.stats().unsent_bytes > 0).await;
+        assert_eq!(server.stats().active_calls, 1);
+        let grace = Duration::from_secs(3);
+        let started = tokio::time::Instant::now();
+        let open = set
+            .serve_with_shutdown(std::future::pending(), async {}, grace)
+            .await;
+        let took = started.elapsed();
+        assert_eq!(open, 1);
+        assert!(took >= grace && took <= grace + CLOSE_GRACE, "{took:?}");
+        assert!(set.is_empty() && server.is_closed());
+        assert!(server.stats().is_idle(), "{:?}", server.stats());
+        drop(raw);
     });
 }

@@ -155,7 +155,9 @@ impl ConnectionSet {
     ///    (`unavailable`, "connection closed"); when `grace` has passed, the connections
     ///    still open are closed the same way, cancelling what still runs;
     /// 4. it returns once every connection has closed and the tasks each started have
-    ///    ended, with how many connections were open when the stop began.
+    ///    ended, with how many connections were open when the stop began: at most
+    ///    [`CLOSE_GRACE`](super::CLOSE_GRACE) after `grace`, the time a connection closed
+    ///    then has to deliver its goaway to a peer that reads nothing.
     ///
     /// If `accepting` ends first (its listener failed), the stop begins then. The goaway
     /// comes last, not first: a peer shuts down as it receives one, failing its pending

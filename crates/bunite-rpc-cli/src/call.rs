@@ -194,6 +194,10 @@ async fn run(args: &Args, kind: Kind, deadline: Option<Duration>) -> i32 {
             }
         }
     }
+    if let Err(e) = crate::connect::check_url(&args.url) {
+        eprintln!("error: {e:#}");
+        return exit::USAGE;
+    }
     let options = Options {
         key: args.key.clone(),
         ca: args.ca.clone(),

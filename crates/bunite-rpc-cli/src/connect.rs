@@ -2,7 +2,7 @@
 //! encrypted pipe, with the handshake options of `call` and `stream` (`--origin`, `-H`,
 //! `--ca`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bunite_rpc::transport::sealed::{Key, Sealed, OVERHEAD};
 use bunite_rpc::transport::tls::{self, ClientTls};
 use bunite_rpc::transport::ws::{http::Uri, ClientRequestBuilder, WsConnector};
@@ -41,6 +41,29 @@ pub async fn connect(
     connect_with(url, &options, builder).await
 }
 
+/// Checks that `url` is one [`connect_with`] takes (its scheme, and the shape of what
+/// follows it) without connecting, so that a command can tell a mistyped URL (a usage
+/// error) from a server it cannot reach.
+pub fn check_url(url: &str) -> Result<()> {
+    if let Some(addr) = url.strip_prefix("tls://") {
+        host_port(addr.trim_end_matches('/'))?;
+    } else if url.starts_with("ws://") || url.starts_with("wss://") {
+        url.parse::<Uri>()
+            .with_context(|| format!("bad URL {url:?}"))?;
+    } else if !url.starts_with("tcp://") {
+        return Err(unsupported(url));
+    }
+    Ok(())
+}
+
+/// The error of a URL whose scheme we do not take.
+fn unsupported(url: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "unsupported URL {url:?}: use ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, \
+         tcp://HOST:PORT or tls://HOST:PORT"
+    )
+}
+
 /// Connects `builder` to `url` with `options`.
 pub async fn connect_with(
     url: &str,
@@ -54,6 +77,7 @@ pub async fn connect_with(
             None => ClientTls::platform()?,
         })
     };
+    check_url(url)?;
     let failed = || format!("connecting to {url}");
     let conn = if let Some(addr) = url.strip_prefix("tcp://") {
         let addr = addr.trim_end_matches('/');
@@ -88,10 +112,7 @@ pub async fn connect_with(
             .with_context(failed)?;
         start(t, options, builder)
     } else {
-        bail!(
-            "unsupported URL {url:?}: use ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, \
-             tcp://HOST:PORT or tls://HOST:PORT"
-        )
+        return Err(unsupported(url));
     };
     Ok(conn)
 }

@@ -183,6 +183,16 @@ fn exit_codes_tell_the_peers_answer_from_usage_connection_and_deadline() {
     let out = run(&["call", &s.url, "interop.counter", "get", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 
+    // A URL we cannot take is a usage error, not a failure to reach a server.
+    for url in [
+        "http://127.0.0.1:1/rpc",
+        "tls://no-port",
+        "ws://bad host/rpc",
+    ] {
+        let out = run(&["call", url, "interop.counter", "get"]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
+    }
+
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = dead.local_addr().unwrap().port();
     drop(dead);

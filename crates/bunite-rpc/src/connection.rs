@@ -119,6 +119,7 @@ pub(crate) struct Shared {
 /// Both peers are symmetric: each may serve caps and bootstrap the other's. The connection
 /// runs until [`close`](Connection::close) is called, the peer sends goaway, or the
 /// transport closes; dropping every handle does not close it (a server keeps serving).
+/// [`ConnectionBuilder`] has an example of both ends.
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) shared: Arc<Shared>,
@@ -133,7 +134,45 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Builds a [`Connection`] over a transport.
+/// Builds a [`Connection`] over a transport: its [`Limits`], the [`Attestation`] its
+/// [`Policy`] sees, and the caps it serves from the start.
+///
+/// ```
+/// use bunite_rpc::dynamic::DynCap;
+/// use bunite_rpc::transport::memory;
+/// use bunite_rpc::{Attestation, CapDef, Code, Connection, Limits, MethodDef, Policy, Value};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = CapDef::builder("demo.Clock").method(MethodDef::call("now")).build();
+/// let admin = CapDef::builder("demo.Admin").method(MethodDef::call("reset")).build();
+/// let now = DynCap::new().call("now", |_, _| async { Ok(Value::from(42)) }).build();
+/// let reset = DynCap::new().call("reset", |_, _| async { Ok(Value::Null) }).build();
+/// let (a, b) = memory::pair();
+///
+/// // The server end: its bounds, who the peer is, who may bootstrap what, and its caps.
+/// let server = Connection::builder()
+///     .limits(Limits { max_in_flight: 64, ..Limits::default() })
+///     .attestation(Attestation { origin: "https://app.example".into(), ..Attestation::default() })
+///     .policy(Policy::new(|name, attestation| {
+///         name != "demo.Admin" && attestation.origin == "https://app.example"
+///     }))
+///     .serve(clock.clone(), now)
+///     .serve(admin.clone(), reset)
+///     .connect(a);
+///
+/// // The client end, with default settings.
+/// let client = Connection::new(b);
+/// let remote_clock = client.bootstrap(&clock).await?;
+/// assert_eq!(remote_clock.call::<_, i64>("now", &()).await?, 42);
+/// let denied = client.bootstrap(&admin).await.unwrap_err();
+/// assert_eq!(denied.code(), Code::FailedPrecondition); // the policy said no
+///
+/// client.close();
+/// server.closed().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Default)]
 pub struct ConnectionBuilder {
     limits: Limits,

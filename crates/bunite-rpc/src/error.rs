@@ -17,6 +17,57 @@
 //! `details.reason`), so code that only cares about the wire's view matches on
 //! [`Error::status`] or [`Error::code`], and `?` turns an `Error` into a `Status` inside a
 //! handler. Nothing here changes what goes on the wire.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bunite_rpc::dynamic::DynCap;
+//! use bunite_rpc::transport::memory;
+//! use bunite_rpc::{CapDef, Code, Connection, Disconnect, Error, LocalError, MethodDef};
+//! use bunite_rpc::{Status, Value};
+//! use tokio::sync::Notify;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let def = CapDef::builder("demo.Files")
+//!     .method(MethodDef::call("open"))
+//!     .method(MethodDef::call("wait"))
+//!     .build();
+//! let waiting = Arc::new(Notify::new());
+//! let imp = DynCap::new()
+//!     .call("open", |_, _| async { Err::<Value, _>(Status::not_found("no such file")) })
+//!     .call("wait", {
+//!         let waiting = waiting.clone();
+//!         move |_, _| {
+//!             waiting.notify_one();
+//!             std::future::pending::<Result<Value, Status>>()
+//!         }
+//!     });
+//! let (a, b) = memory::pair();
+//! let server = Connection::builder().serve(def.clone(), imp.build()).connect(a);
+//! let client = Connection::new(b);
+//! let files = client.bootstrap(&def).await?;
+//!
+//! // The peer answered with an error status.
+//! let e = files.call_value("open", Value::Undefined).await.unwrap_err();
+//! assert!(matches!(&e, Error::Remote(status) if status.code == Code::NotFound));
+//!
+//! // The connection ended (here the server closed it) while a call was pending.
+//! let pending = tokio::spawn({
+//!     let files = files.clone();
+//!     async move { files.call_value("wait", Value::Undefined).await }
+//! });
+//! waiting.notified().await;
+//! server.close();
+//! let e = pending.await?.unwrap_err();
+//! assert!(matches!(e.disconnect(), Some(Disconnect::Goaway { .. })));
+//! assert_eq!(e.code(), Code::Unavailable);
+//!
+//! // This process refused: the connection is closed, so nothing was sent.
+//! let e = files.call_value("open", Value::Undefined).await.unwrap_err();
+//! assert_eq!(e.local_kind(), Some(LocalError::Closed));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::io;

@@ -1,5 +1,46 @@
 //! Observer events (PROTOCOL §15), reported on the serving side to any number of
-//! subscribers. A subscriber that panics is caught and never affects the connection.
+//! subscribers ([`Connection::subscribe`](crate::Connection::subscribe)). A subscriber that
+//! panics is caught and never affects the connection.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use bunite_rpc::dynamic::DynCap;
+//! use bunite_rpc::events::Event;
+//! use bunite_rpc::transport::memory;
+//! use bunite_rpc::{CapDef, Connection, MethodDef, Status, Value};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let def = CapDef::builder("demo.Calc").method(MethodDef::call("div")).build();
+//! let imp = DynCap::new().call("div", |_, _| async {
+//!     Err::<Value, _>(Status::invalid_argument("division by zero"))
+//! });
+//! let (a, b) = memory::pair();
+//! let server = Connection::builder().serve(def.clone(), imp.build()).connect(a);
+//! let client = Connection::new(b);
+//!
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let log = seen.clone();
+//! server.subscribe(move |event| {
+//!     let line = match event {
+//!         Event::Bootstrap(b) => format!("bootstrap {} {:?}", b.name, b.result),
+//!         Event::Call(c) => format!("call {} {:?}", c.method, c.result),
+//!         other => format!("{other:?}"),
+//!     };
+//!     log.lock().unwrap().push(line);
+//! });
+//!
+//! let calc = client.bootstrap(&def).await?;
+//! assert!(calc.call_value("div", Value::Undefined).await.is_err());
+//! client.close();
+//! server.closed().await;
+//! assert_eq!(
+//!     *seen.lock().unwrap(),
+//!     ["bootstrap demo.Calc Ok", "call div Err(InvalidArgument)"]
+//! );
+//! # Ok(())
+//! # }
+//! ```
 
 use std::time::Duration;
 

@@ -18,7 +18,7 @@ pub struct SubscriptionId(u64);
 impl Connection {
     /// Registers an observer of this connection's events (PROTOCOL §15). A panicking
     /// observer is caught and never affects the connection. Events are only built while
-    /// someone observes.
+    /// someone observes. The [`events`](crate::events) module has an example.
     pub fn subscribe(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> SubscriptionId {
         let shared = &self.shared;
         let id = shared.next_observer.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,9 @@ use crate::hashing::{self, Map};
 /// set is draining or closing is drained or closed at once. Cheap to clone (clones share
 /// the set).
 ///
+/// By hand, as below, or in one call with
+/// [`serve_with_shutdown`](Self::serve_with_shutdown) (accept loop, signal, drain, grace):
+///
 /// ```
 /// # use std::time::Duration;
 /// use bunite_rpc::transport::ws::WsListener;

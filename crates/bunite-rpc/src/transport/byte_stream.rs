@@ -85,23 +85,39 @@
 //! the grace, instead of holding the connection and its read buffer for as long as it
 //! lives. A connection quiet between messages is never timed.
 //!
-//! ```no_run
+//! # Example
+//!
+//! A server and a client over loopback TCP:
+//!
+//! ```
+//! use bunite_rpc::dynamic::DynCap;
 //! use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
 //! use bunite_rpc::transport::ListenerConfig;
-//! use bunite_rpc::Connection;
+//! use bunite_rpc::{CapDef, Connection, MethodDef, Value};
 //!
-//! # async fn run() -> std::io::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let def = CapDef::builder("demo.Echo").method(MethodDef::call("echo")).build();
+//! let imp = DynCap::new().call("echo", |args, _| async move { Ok(args) }).build();
+//!
 //! // Server: one connection per accepted socket, within the listener's bounds.
 //! let listener = TcpMessageListener::bind("127.0.0.1:0", ListenerConfig::default()).await?;
 //! let addr = listener.local_addr()?;
-//! tokio::spawn(async move {
-//!     while let Ok((transport, _peer)) = listener.accept().await {
-//!         let _conn = Connection::new(transport);
+//! tokio::spawn({
+//!     let def = def.clone();
+//!     async move {
+//!         while let Ok((transport, _peer)) = listener.accept().await {
+//!             Connection::builder().serve(def.clone(), imp.clone()).connect(transport);
+//!         }
 //!     }
 //! });
+//!
 //! // Client.
 //! let client = Connection::new(byte_stream::tcp_connect(addr).await?);
-//! # drop(client);
+//! let echo = client.bootstrap(&def).await?;
+//! assert_eq!(echo.call_value("echo", Value::from(7)).await?, Value::from(7));
+//! client.close();
+//! client.closed().await;
 //! # Ok(())
 //! # }
 //! ```

@@ -104,20 +104,37 @@
 //! in 128 KiB fragments and frames were cut at 128 KiB; and 48 MiB after a 48 MiB message
 //! before frames were cut at all).
 //!
-//! ```no_run
-//! use bunite_rpc::{transport::{ws, ListenerConfig}, Connection};
+//! # Example
 //!
-//! # async fn run() -> Result<(), bunite_rpc::transport::TransportError> {
+//! A server and a client over loopback:
+//!
+//! ```
+//! use bunite_rpc::dynamic::DynCap;
+//! use bunite_rpc::transport::ws;
+//! use bunite_rpc::{CapDef, Connection, MethodDef, Value};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let def = CapDef::builder("demo.Echo").method(MethodDef::call("echo")).build();
+//! let imp = DynCap::new().call("echo", |args, _| async move { Ok(args) }).build();
+//!
 //! let listener = ws::WsListener::bind("127.0.0.1:0", ws::DEFAULT_PATH).await?;
-//! let url = format!("ws://{}/rpc", listener.local_addr()?);
-//! tokio::spawn(async move {
-//!     while let Ok(accepted) = listener.accept().await {
-//!         println!("origin {:?} from {}", accepted.origin, accepted.peer_addr);
-//!         let _conn = Connection::new(accepted.transport);
+//! let url = format!("ws://{}{}", listener.local_addr()?, ws::DEFAULT_PATH);
+//! tokio::spawn({
+//!     let def = def.clone();
+//!     async move {
+//!         while let Ok(accepted) = listener.accept().await {
+//!             println!("origin {:?} from {}", accepted.origin, accepted.peer_addr);
+//!             Connection::builder().serve(def.clone(), imp.clone()).connect(accepted.transport);
+//!         }
 //!     }
 //! });
+//!
 //! let client = Connection::new(ws::connect(url.as_str()).await?);
-//! # drop(client);
+//! let echo = client.bootstrap(&def).await?;
+//! assert_eq!(echo.call_value("echo", Value::from("hi")).await?, Value::from("hi"));
+//! client.close();
+//! client.closed().await;
 //! # Ok(())
 //! # }
 //! ```

@@ -7,6 +7,7 @@
 //! Run with: `valgrind --tool=callgrind --separate-threads=yes
 //! target/release/examples/pipelined 20000 256 tcp` (or without valgrind for a rough
 //! calls/s).
+//! Build it first: `cargo build --release -p bunite-rpc --example pipelined`.
 
 use std::time::Instant;
 

@@ -3,6 +3,7 @@
 //!
 //! Run with: `valgrind --tool=callgrind target/release/examples/roundtrips 20000`
 //! (or without valgrind for a rough calls/s).
+//! Build it first: `cargo build --release -p bunite-rpc --example roundtrips`.
 
 use std::time::Instant;
 

@@ -3,6 +3,7 @@
 //!
 //! Run with: `valgrind --tool=callgrind target/release/examples/stream_items 100000`
 //! (or without valgrind for a rough items/s).
+//! Build it first: `cargo build --release -p bunite-rpc --example stream_items`.
 
 use std::time::Instant;
 

@@ -54,8 +54,8 @@ enum Command {
         /// Exit after the tour instead of serving until Ctrl-C or SIGTERM.
         #[arg(long)]
         once: bool,
-        /// WebSocket address to serve on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
+        /// WebSocket address to serve on (port 0 picks a free port; the URL is printed).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
         listen: String,
         /// Serve the tour as a web page instead, on the same port as /rpc, and print its URL
         /// (needs the web client built: `cd js && npm ci && npm run build`).
@@ -69,14 +69,16 @@ enum Command {
     /// Ctrl-C or SIGTERM, which stop it gracefully (calls in progress answered for up to
     /// 10 s, then every connection closed with a goaway; exit 0).
     InteropServer {
-        /// WebSocket address (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
+        /// WebSocket address (port 0 picks a free port). The first lines on stdout give each
+        /// listener's URL: `listening ws://HOST:PORT/rpc`, then with --tcp `listening
+        /// tcp://HOST:PORT` (wss:// and tls:// with TLS).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
         listen: String,
         /// WebSocket path.
         #[arg(long, default_value = "/rpc")]
         path: String,
         /// Also serve the length-prefixed byte stream on this TCP address.
-        #[arg(long)]
+        #[arg(long, value_name = "HOST:PORT")]
         tcp: Option<String>,
         /// Run every connection inside the AES-256-GCM pipe with this key (64 hex digits).
         #[arg(long)]

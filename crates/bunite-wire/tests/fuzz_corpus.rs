@@ -61,9 +61,20 @@ fn serde_nested_corpus_replays() {
 }
 
 fn vector_frames(file: &str, dir: Option<&str>) -> Vec<Vec<u8>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/").to_owned() + file;
+    // Where conformance.rs finds them: `BUNITE_VECTORS`, else `shared/vectors` beside the
+    // repository.
+    let vectors = std::env::var_os("BUNITE_VECTORS").map_or_else(
+        || {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/vectors"
+            ))
+        },
+        std::path::PathBuf::from,
+    );
+    let path = vectors.join(file);
     std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| dir.is_none_or(|d| v["dir"] == d))

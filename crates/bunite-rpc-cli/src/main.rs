@@ -111,9 +111,11 @@ enum Command {
         #[arg(long = "name", value_name = "HOST", default_values = ["localhost", "127.0.0.1"])]
         names: Vec<String>,
     },
-    /// Run every INTEROP.md check against a server (ws://… or tcp://…).
+    /// Run every INTEROP.md check against a server, one PASS/FAIL line each; exit 0 if all
+    /// pass, 1 otherwise.
     InteropClient {
-        /// The server's URL.
+        /// The server's URL: ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, tcp://HOST:PORT or
+        /// tls://HOST:PORT (wss:// and tls:// trust the platform's roots).
         url: String,
         /// The AES-256-GCM pipe key (64 hex digits), if the server uses one.
         #[arg(long)]

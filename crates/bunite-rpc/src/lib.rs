@@ -159,6 +159,7 @@
 //! | `tls` | no | `transport::tls`: `wss://` and `tls://` with rustls (no OpenSSL); TLS for both listeners. Turns on `ws` and `byte-stream` |
 //! | `axum` | no | `transport::axum`: bunite on a route of an existing axum `Router`. Turns on `ws` |
 //! | `typescript` | no | `typescript::Bindings`: TypeScript definitions of `#[cap]` traits (types through ts-rs) for the web client in `js/` |
+//! | `stream` | no | the former name of `byte-stream`, kept so code written for it still builds |
 //!
 //! Items behind a feature carry a badge saying so on docs.rs.
 //!

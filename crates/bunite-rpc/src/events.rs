@@ -113,7 +113,9 @@ pub struct CallEvent {
     pub method: String,
     /// The call id.
     pub call_id: CallId,
-    /// How long the handler ran (absent for calls refused before running).
+    /// How long the handler ran, from the call being read to its outcome (absent for
+    /// calls refused before running). The clock is read for it only while the connection
+    /// has subscribers.
     pub duration: Option<Duration>,
     /// The result.
     pub result: CallResult,

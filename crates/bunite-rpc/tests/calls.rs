@@ -444,6 +444,43 @@ fn call_events_report_results_and_a_panicking_subscriber_is_harmless() {
     });
 }
 
+/// A handler that completes at once (polled inline by the connection's task) reports the
+/// time it ran: its start and end were both the time of the driver's pass, so every such
+/// call reported a duration of 0.
+#[test]
+fn a_call_event_times_a_handler_that_completes_at_once() {
+    run(async {
+        let (server, client) = pair();
+        let def = CapDef::builder("test.busy")
+            .method(MethodDef::call("spin"))
+            .build();
+        let imp = DynCap::new()
+            .call("spin", |_, _| {
+                // Busy on the connection's task, then ready at the first poll.
+                std::thread::sleep(Duration::from_millis(20));
+                async { Ok(Value::Null) }
+            })
+            .build();
+        server.serve(def.clone(), imp).await.unwrap().detach();
+        let durations = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sub = server.subscribe({
+            let durations = durations.clone();
+            move |e| {
+                if let Event::Call(c) = e {
+                    durations.lock().unwrap().push(c.duration);
+                }
+            }
+        });
+        let busy = client.bootstrap(&def).await.unwrap();
+        busy.call_value("spin", Value::Undefined).await.unwrap();
+        server.unsubscribe(sub);
+        let durations = durations.lock().unwrap().clone();
+        assert_eq!(durations.len(), 1, "{durations:?}");
+        let took = durations[0].expect("a call that ran has a duration");
+        assert!(took >= Duration::from_millis(20), "{took:?}");
+    });
+}
+
 #[test]
 fn context_metadata_reaches_the_handler() {
     run(async {

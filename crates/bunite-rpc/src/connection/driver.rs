@@ -243,6 +243,18 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         *self.now.get_or_insert_with(|| Instant::now().into_std())
     }
 
+    /// The time of a call's start or end, which an observer's `CallEvent::duration` is
+    /// made of: read afresh while events are observed, so that a handler that completes
+    /// inline reports the time it ran (with the pass's time at both ends it read 0); the
+    /// pass's time otherwise, at no cost.
+    fn call_now(&mut self) -> std::time::Instant {
+        if self.session.is_observed() {
+            Instant::now().into_std()
+        } else {
+            self.now()
+        }
+    }
+
     /// Takes queued commands, at most a pass's budget; whether the budget ran out first.
     /// The queue is polled only if something was sent since it was last found empty.
     fn take_commands(&mut self) -> bool {
@@ -312,6 +324,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             } => {
                 self.runs.task_done(run);
                 let outcome = super::runs::outcome(*result);
+                let now = self.call_now();
                 self.handler_done(run, call_id, outcome, now);
             }
             Command::PolicyDone { call_id, allowed } => {
@@ -355,7 +368,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             };
             match msg {
                 Ok(Some(bytes)) => {
-                    let now = self.now();
+                    let now = self.call_now();
                     self.session.handle_message(&bytes, now);
                     // Run what it asked for now: a handler that completes at once adds
                     // its answer to what waits to be sent before the next message is
@@ -444,7 +457,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                     if let Some((run, call_id, result)) = self.runs.invoke(inv, &mut self.session) {
                         // Completed inline: let its after_reply registrations land first.
                         self.take_queued_commands();
-                        let now = self.now();
+                        let now = self.call_now();
                         self.handler_done(run, call_id, result, now);
                     }
                 }

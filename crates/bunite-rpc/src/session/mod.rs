@@ -295,6 +295,11 @@ impl<T: Types> Session<T> {
         self.observed = observed;
     }
 
+    /// Whether events are built ([`set_observed`](Self::set_observed)).
+    pub fn is_observed(&self) -> bool {
+        self.observed
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.is_some()
     }

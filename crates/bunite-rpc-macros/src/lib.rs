@@ -32,8 +32,8 @@ mod types;
 /// dispatch of any implementation of the trait.
 ///
 /// This crate cannot depend on the runtime it generates code for, so the sketch below is not
-/// compiled here; the same declarations compile and run in the `bunite_rpc` crate docs,
-/// which re-export this macro as `bunite_rpc::cap`.
+/// compiled here; `bunite_rpc::cap`, this macro as the runtime re-exports it, starts with an
+/// example that compiles and runs, and the `bunite_rpc` crate docs have a longer one.
 ///
 /// ```text
 /// use bunite_rpc::typed::{Emitter, Stream};

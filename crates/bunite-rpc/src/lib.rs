@@ -260,6 +260,49 @@ pub mod fuzzing {
 pub mod testing;
 
 pub use attestation::{Attestation, TrustLevel};
+/// A typed cap from a trait: an example that compiles and runs (a cap served on one end
+/// of a connection and called from the other), then the attribute's reference.
+///
+/// ```
+/// use bunite_rpc::{cap, transport::memory, Connection, Status};
+///
+/// /// A counter.
+/// #[cap(name = "demo.Counter", version = "1")]
+/// pub trait Counter {
+///     /// The count.
+///     #[cap(idempotent)]
+///     async fn get(&self) -> Result<u64, Status>;
+///     /// Adds `by`; the new count.
+///     async fn add(&self, by: u64) -> Result<u64, Status>;
+/// }
+///
+/// struct MyCounter(std::sync::atomic::AtomicU64);
+///
+/// impl Counter for MyCounter {
+///     async fn get(&self) -> Result<u64, Status> {
+///         Ok(self.0.load(std::sync::atomic::Ordering::SeqCst))
+///     }
+///     async fn add(&self, by: u64) -> Result<u64, Status> {
+///         Ok(self.0.fetch_add(by, std::sync::atomic::Ordering::SeqCst) + by)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = memory::pair();
+/// let (server, client) = (Connection::new(a), Connection::new(b));
+/// // `#[cap]` made `CounterCap` (the definition and its server) and `CounterClient`.
+/// CounterCap::serve(&server, MyCounter(0.into())).await?.detach();
+/// let counter: CounterClient = CounterCap::bootstrap(&client).await?;
+/// assert_eq!(counter.add(2).await?, 2);
+/// assert_eq!(counter.get().await?, 2);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// ---
+///
+#[doc(inline)]
 pub use bunite_rpc_macros::cap;
 pub use bunite_wire::{
     self as wire, from_value, to_value, AsOutgoing, Blob, CallId, CapId, CapRef, Outgoing, Payload,

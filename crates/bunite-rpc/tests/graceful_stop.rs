@@ -286,11 +286,7 @@ fn a_stop_closes_what_still_runs_when_its_grace_runs_out() {
         });
         eventually(|| server.stats().active_calls == 1).await;
         let grace = Duration::from_secs(5);
-        let started = tokio::time::Instant::now();
-        let open = set
-            .serve_with_shutdown(std::future::pending(), async {}, grace)
-            .await;
-        let took = started.elapsed();
+        let (open, took) = stop_at_once(&set, grace).await;
         assert_eq!(open, 1);
         assert!(
             took >= grace && took < grace + Duration::from_secs(1),
@@ -406,15 +402,21 @@ fn a_peer_that_reads_nothing_holds_the_stop_no_longer_than_the_grace_and_close_g
         eventually(|| server.stats().unsent_bytes > 0).await;
         assert_eq!(server.stats().active_calls, 1);
         let grace = Duration::from_secs(3);
-        let started = tokio::time::Instant::now();
-        let open = set
-            .serve_with_shutdown(std::future::pending(), async {}, grace)
-            .await;
-        let took = started.elapsed();
+        let (open, took) = stop_at_once(&set, grace).await;
         assert_eq!(open, 1);
         assert!(took >= grace && took <= grace + CLOSE_GRACE, "{took:?}");
         assert!(set.is_empty() && server.is_closed());
         assert!(server.stats().is_idle(), "{:?}", server.stats());
         drop(raw);
     });
+}
+
+/// Stops `set` at once (no accept loop, the signal already given) with `grace`: how many
+/// connections were open, and how long the stop took.
+async fn stop_at_once(set: &ConnectionSet, grace: Duration) -> (usize, Duration) {
+    let started = tokio::time::Instant::now();
+    let open = set
+        .serve_with_shutdown(std::future::pending(), async {}, grace)
+        .await;
+    (open, started.elapsed())
 }

@@ -36,6 +36,12 @@ interface Target {
 }
 
 const MAX_INITIAL_CREDIT = 1024;
+/**
+ * The most credit a served stream's window holds, as the Rust peer's `MAX_WINDOW`. A larger
+ * window let one credit frame make a source that never ends send in one chain of microtasks,
+ * never yielding to the event loop (the memory transport's and a WebSocket's sends never wait).
+ */
+const MAX_WINDOW = MAX_INITIAL_CREDIT;
 const MIN_INITIAL_CREDIT = 8;
 const DEFAULT_INITIAL_CREDIT = 32;
 
@@ -139,7 +145,7 @@ export class Inbound {
     const s = this.active.get(id)?.stream;
     const k = (credit as { messages?: unknown } | null)?.messages;
     if (s === undefined || typeof k !== "number" || !(k > 0)) return; // 0 or missing: ignored (§13.2)
-    s.credit = Math.min(s.credit + Math.floor(k), 1 << 30);
+    s.credit = Math.min(s.credit + Math.floor(k), MAX_WINDOW);
     const w = s.wake;
     s.wake = undefined;
     w?.();

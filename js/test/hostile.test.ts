@@ -842,6 +842,36 @@ test("a hello past its bounds (as the Rust peer: 64 features, 4 KiB of UTF-8 a s
   assert.equal(v2?.["error"]?.["message"], "unsupported protocol version a non-number");
 });
 
+test("a peer's huge credit opens a served stream's window only to 1024, as the Rust peer's MAX_WINDOW: one credit frame cannot make an endless source send without end", async () => {
+  // Found by the random frames (seed 835): credit 2^53+2 on a stream whose source never ends
+  // sent values in one chain of microtasks, never yielding to the event loop, the page's
+  // send buffer growing without bound. 5,000 values stand for "without end" here.
+  let made = 0;
+  const [a, b] = memoryPair();
+  const conn = new Connection(a, { origin: "test" });
+  conn.serve({ name: "t.endless", methods: { ticks: { kind: "stream", initialCredit: 8 } } }, {
+    ticks: async function* () {
+      while (made < 5000) yield made++;
+    },
+  });
+  const peer = rawPeer(b);
+  peer.hello();
+  peer.send({ op: "call", id: 1, target: { kind: "cap", id: 0 }, method: "bootstrap", args: { name: "t.endless" }, meta: undefined });
+  peer.send({ op: "call", id: 2, target: { kind: "cap", id: 2 }, method: "ticks", args: undefined, meta: undefined });
+  await tick();
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: { messages: 2 ** 53 + 2 } });
+  await tick();
+  const nexts = () => peer.got.filter((f) => f["op"] === "stream" && f["ev"] === "next").length;
+  // The initial 8, then a window of 1024.
+  assert.equal(nexts(), 8 + 1024);
+  peer.send({ op: "stream", id: 2, ev: "credit", credit: { messages: 10 } });
+  await tick();
+  assert.equal(nexts(), 8 + 1024 + 10);
+  conn.close();
+  await tick();
+  assertClean(conn);
+});
+
 test("nothing above threw or rejected unhandled", async () => {
   await tick();
   assert.deepEqual(unhandled, []);

@@ -201,7 +201,7 @@ export async function runSeed(seed: number): Promise<string[]> {
   if (r.chance(0.9)) peer.hello();
   const steps = 10 + r.int(70);
   let step = 0;
-  void conn.closed.then((reason) => closes.push({ step, steps, reason }));
+  void conn.closed.then((reason) => closes.push({ step, steps, reason: reason.slice(0, 80) }));
   for (; step < steps; step++) {
     learn();
     if (r.chance(0.3)) clientAction();

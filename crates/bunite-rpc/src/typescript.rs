@@ -43,10 +43,22 @@
 //!
 //! - Integers are JavaScript numbers: `i64`/`u64` are written `number`, not ts-rs's default
 //!   `bigint` (PROTOCOL §3.1: the TypeScript peer reads every integer up to 2^53 as a number).
+//!   Beyond ±2^53 it reads a `bigint`, and a `number` the client sent above 2^53 comes back
+//!   as one: for a field that may get there write `#[ts(type = "number | bigint")]` (or send
+//!   it as a string).
 //! - `()` results are `void` (undefined on the wire).
 //! - `None` goes out as undefined, which ts-rs cannot say: it writes `Option<T>` as
-//!   `T | null`. Give optional fields `#[serde(skip_serializing_if = "Option::is_none")]`
-//!   and `#[ts(optional)]` (`field?: T`), as the interop caps do.
+//!   `T | null`. A whole result or stream item of `Option<T>` is written `T | undefined`
+//!   here (optional params `args?: T | null`: Rust reads null and undefined as `None`).
+//!   Inside a type, give optional fields `#[serde(skip_serializing_if = "Option::is_none")]`
+//!   and `#[ts(optional)]` (`field?: T`), as the interop caps do. Elsewhere inside a type
+//!   (`Vec<Option<T>>`, a field of type `()`, a unit struct, the unit variant of an untagged
+//!   enum) ts-rs writes `null` where undefined arrives: write the type
+//!   (`#[ts(type = "Array<number | undefined>")]`), or test with `== null`, never `=== null`.
+//! - A map whose keys are not strings (`BTreeMap<u32, T>`) is a msgpack map, which arrives
+//!   as a JavaScript `Map`; ts-rs writes an object (`{ [key in number]: T }`). Write
+//!   `#[ts(type = "Map<number, T>")]` on the field; Rust accepts a `Map` or an object with
+//!   numeric keys from the client. String-keyed maps are objects, as written.
 //! - Binary arrives as a `Uint8Array`: [`Blob`](crate::Blob) is one already; for
 //!   `serde_bytes::ByteBuf` write `#[ts(type = "Uint8Array")]` on the field, or a newtype
 //!   around it.
@@ -64,6 +76,11 @@ use std::path::Path;
 use ts_rs::{Config, TypeVisitor, TS};
 
 use crate::describe::{CapInfo, DescribeCap, DescribeType, Describer, MethodInfo, Params, Yields};
+
+/// How ts-rs ends the name of an `Option`.
+const OPTION_NULL: &str = " | null";
+/// How the bindings end the name of an `Option` result.
+const OPTION_UNDEFINED: &str = " | undefined";
 
 /// The module the generated file imports the client's types from, by default.
 pub const DEFAULT_IMPORT: &str = "bunite-rpc";
@@ -308,7 +325,14 @@ impl<T: TS + 'static + ?Sized> DescribeType<T> for Bindings {
             return "void".to_owned();
         }
         self.collect::<T>();
-        T::name(&self.cfg)
+        let name = T::name(&self.cfg);
+        // ts-rs writes `Option<X>` as `X | null`, but `None` goes out as undefined: a whole
+        // result (or stream item) of `None` arrives as undefined. Params spelled `Option`
+        // take null as well (`render_cap`).
+        match name.strip_suffix(OPTION_NULL) {
+            Some(inner) if T::IS_OPTION => format!("{inner}{OPTION_UNDEFINED}"),
+            _ => name,
+        }
     }
 }
 
@@ -351,7 +375,11 @@ fn render_cap(out: &mut String, c: &CapOut, ifaces: &BTreeMap<&str, &str>) {
         let args = match params {
             Params::None => String::new(),
             Params::Required(t) => format!("args: {t}, "),
-            Params::Optional(t) => format!("args?: {t}, "),
+            // The Rust side reads null as `None` too.
+            Params::Optional(t) => {
+                let inner = t.strip_suffix(OPTION_UNDEFINED).unwrap_or(t);
+                format!("args?: {inner}{OPTION_NULL}, ")
+            }
         };
         let ret = match yields {
             Yields::Value(t) => format!("Promise<{t}>"),

@@ -72,6 +72,40 @@ mod files {
     }
 }
 
+mod lookup {
+    use bunite_rpc::{cap, Status};
+
+    /// `Option` as a method's result, stream item and params.
+    #[cap(name = "demo.Lookup")]
+    pub trait Lookup {
+        /// `None` when there is no such id.
+        async fn find(&self, id: u32) -> Result<Option<String>, Status>;
+        /// Items that may be missing.
+        #[cap(stream)]
+        fn scan(
+            &self,
+            n: u32,
+        ) -> impl futures::Stream<Item = Result<Option<u32>, Status>> + Send + 'static;
+        /// Params that may be left out.
+        async fn count(&self, from: Option<u32>) -> Result<u32, Status>;
+    }
+}
+
+/// `None` as a whole result arrives as undefined (PROTOCOL §3.1), not null as ts-rs writes
+/// `Option`: the result type says so, or `=== null` would miss it. A client may send either
+/// for optional params (Rust reads both as `None`).
+#[test]
+fn an_option_result_is_undefined_and_optional_params_take_null() {
+    let ts = Bindings::new().cap::<lookup::LookupCap>().render().unwrap();
+    for line in [
+        "find(args: number, options?: CallOptions): Promise<string | undefined>;",
+        "scan(args: number, options?: StreamOptions): ValueStream<number | undefined>;",
+        "count(args?: number | null, options?: CallOptions): Promise<number>;",
+    ] {
+        assert!(ts.contains(line), "{line:?} missing from:\n{ts}");
+    }
+}
+
 #[test]
 fn a_blob_is_a_uint8_array_alone_and_inside_a_type() {
     let ts = Bindings::new().cap::<files::FilesCap>().render().unwrap();

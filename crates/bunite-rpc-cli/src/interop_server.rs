@@ -22,6 +22,7 @@ use bunite_rpc::{
 use crate::connect::finish;
 use crate::interop_caps::*;
 use crate::server_stats::Registry;
+use crate::wire_shapes::{Shapes, WireShapesCap};
 
 /// Largest `bytes {n}` the server will produce (the protocol's default `maxBytes`).
 const MAX_BYTES_REPLY: usize = 64 * 1024 * 1024 - 64;
@@ -209,6 +210,7 @@ fn builder_for(
         .serve_cap::<InteropVersionedCap>(Versioned)
         .serve_cap::<InteropEphemeralCap>(Ephemeral)
         .serve_cap::<InteropSecretCap>(Secret)
+        .serve_cap::<WireShapesCap>(Shapes)
 }
 
 /// Per-connection state of `interop.counter`.

@@ -20,6 +20,7 @@ mod stop;
 mod suggest;
 mod typegen;
 mod web;
+mod wire_shapes;
 
 /// jemalloc with background purging (feature `jemalloc`, on by default): a server gives
 /// back the memory of a burst of connections or a large message about 10 s after it, where
@@ -136,6 +137,9 @@ enum Command {
         /// The module the file imports the client's types from.
         #[arg(long, default_value = bunite_rpc::typescript::DEFAULT_IMPORT)]
         import: String,
+        /// Write the test cap `test.wireShapes` instead (for js/test/wire_shapes.gen.ts).
+        #[arg(long, hide = true)]
+        shapes: bool,
     },
     /// Show the protocol version and the library's defaults.
     Info,
@@ -161,7 +165,11 @@ fn main() {
     }
     let code = match cli.command {
         Some(Command::ServeStdio) => report(serve_stdio::run()),
-        Some(Command::Typegen { out, import }) => report(typegen::run(out.as_deref(), &import)),
+        Some(Command::Typegen {
+            out,
+            import,
+            shapes,
+        }) => report(typegen::run(out.as_deref(), &import, shapes)),
         Some(Command::SelfSigned { dir, names }) => report(self_signed(&dir, names)),
         Some(Command::Info) => report(info()),
         None => {

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use bunite_rpc::typescript::Bindings;
 
 use crate::interop_caps::*;
+use crate::wire_shapes::WireShapesCap;
 
 /// The command that regenerates the checked-in file, from the repository root.
 pub const REGENERATE: &str =
@@ -30,9 +31,27 @@ pub fn interop_bindings(import: &str) -> Bindings {
         .cap::<InteropPeerCap>()
 }
 
-/// Writes the bindings to `out` (or stdout).
-pub fn run(out: Option<&Path>, import: &str) -> Result<()> {
-    let text = interop_bindings(import).render()?;
+/// The command that regenerates the test cap's bindings, from the repository root.
+pub const REGENERATE_SHAPES: &str =
+    "cargo run -p bunite-rpc-cli -- typegen --shapes --import ../src/index.js --out js/test/wire_shapes.gen.ts";
+
+/// The bindings of the test cap `test.wireShapes` (one echo per serde shape).
+pub fn shapes_bindings(import: &str) -> Bindings {
+    Bindings::new()
+        .import_from(import)
+        .header(format!("Regenerate with `{REGENERATE_SHAPES}`."))
+        .cap::<WireShapesCap>()
+}
+
+/// Writes the bindings (the interop caps', or with `shapes` the test cap's) to `out` (or
+/// stdout).
+pub fn run(out: Option<&Path>, import: &str, shapes: bool) -> Result<()> {
+    let bindings = if shapes {
+        shapes_bindings(import)
+    } else {
+        interop_bindings(import)
+    };
+    let text = bindings.render()?;
     match out {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
@@ -58,6 +77,18 @@ mod tests {
         assert!(
             checked_in == fresh,
             "{} is not what the #[cap] traits generate now: run `{REGENERATE}`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn the_checked_in_shapes_bindings_are_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../js/test/wire_shapes.gen.ts");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        let fresh = shapes_bindings("../src/index.js").render().unwrap();
+        assert!(
+            checked_in == fresh,
+            "{} is not what the test cap generates now: run `{REGENERATE_SHAPES}`",
             path.display()
         );
     }

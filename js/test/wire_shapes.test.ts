@@ -1,6 +1,6 @@
 // The TypeScript that `typegen` writes against what the wire carries, both ways: each call
 // sends a value its generated type allows to `test.wireShapes` on `bunite-rpc
-// interop-server`, which decodes it as the Rust type and sends it back encoded from it. Each
+// interop-server --wire-shapes`, which decodes it as the Rust type and sends it back encoded from it. Each
 // expected result is a literal of the generated type (tsc checks it fits) that the received
 // value must equal; where the type cannot say what arrives, the module docs of bunite-rpc's
 // `typescript.rs` give the rule and the test pins the runtime value it is about.
@@ -19,7 +19,7 @@ describe("generated types against test.wireShapes", () => {
   let s: Client<gen.WireShapes>;
 
   before(async () => {
-    server = await start(["interop-server"]);
+    server = await start(["interop-server", "--wire-shapes"]);
     conn = new Connection(await openWebSocket(server.urls[0]!), { origin: "wire shapes test" });
     s = await conn.bootstrap(gen.WireShapes);
   });

@@ -39,6 +39,9 @@ pub struct Access {
     pub listener: ListenerConfig,
     /// Each connection's limits (`max_bytes` is set from `listener`).
     pub limits: Limits,
+    /// Also serve the test cap `test.wireShapes` ([`crate::wire_shapes`]), for the web
+    /// client's tests of the TypeScript bindings; not an INTEROP.md cap.
+    pub wire_shapes: bool,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM, then stops gracefully ([`crate::stop`]): no
@@ -129,6 +132,7 @@ pub async fn start_with(
         config = config.tls(tls);
     }
     let allowed: Arc<Vec<String>> = Arc::new(access.allow_origins);
+    let wire_shapes = access.wire_shapes;
     let ws = WsListener::bind_with(listen, path, config.clone()).await?;
     let scheme = if secure { "wss" } else { "ws" };
     let ws_url = format!("{scheme}://{}{}", ws.local_addr()?, path);
@@ -152,7 +156,8 @@ pub async fn start_with(
                     origin: accepted.origin.unwrap_or_default(),
                     ..Attestation::default()
                 };
-                let builder = builder_for(attestation, &allowed).limits(limits.clone());
+                let builder =
+                    serving(builder_for(attestation, &allowed), wire_shapes).limits(limits.clone());
                 let conn = finish(accepted.transport, ws_key.clone(), builder);
                 ws_set.insert(&conn);
                 if let Some(r) = &ws_registry {
@@ -165,8 +170,11 @@ pub async fn start_with(
             loop {
                 match listener.accept().await {
                     Ok((t, _)) => {
-                        let builder = builder_for(Attestation::default(), &tcp_allowed)
-                            .limits(tcp_limits.clone());
+                        let builder = serving(
+                            builder_for(Attestation::default(), &tcp_allowed),
+                            wire_shapes,
+                        )
+                        .limits(tcp_limits.clone());
                         let conn = finish(t, key.clone(), builder);
                         tcp_set.insert(&conn);
                         if let Some(r) = &registry {
@@ -210,7 +218,18 @@ fn builder_for(
         .serve_cap::<InteropVersionedCap>(Versioned)
         .serve_cap::<InteropEphemeralCap>(Ephemeral)
         .serve_cap::<InteropSecretCap>(Secret)
-        .serve_cap::<WireShapesCap>(Shapes)
+}
+
+/// `builder`, serving `test.wireShapes` as well when asked ([`Access::wire_shapes`]).
+fn serving(
+    builder: bunite_rpc::ConnectionBuilder,
+    wire_shapes: bool,
+) -> bunite_rpc::ConnectionBuilder {
+    if wire_shapes {
+        builder.serve_cap::<WireShapesCap>(Shapes)
+    } else {
+        builder
+    }
 }
 
 /// Per-connection state of `interop.counter`.

@@ -99,6 +99,10 @@ enum Command {
         /// chaos harness (`benches/chaos.rs`).
         #[arg(long, hide = true)]
         stats: bool,
+        /// Also serve the test cap `test.wireShapes` (one method per serde shape), for the
+        /// web client's tests of the TypeScript bindings (js/test/wire_shapes.test.ts).
+        #[arg(long, hide = true)]
+        wire_shapes: bool,
         #[command(flatten)]
         listener: listener_args::ListenerArgs,
     },
@@ -205,6 +209,7 @@ async fn run(cmd: Command) -> i32 {
             tls_key,
             allow_origin,
             stats,
+            wire_shapes,
             listener,
         } => {
             let tls = match (tls_cert, tls_key) {
@@ -221,6 +226,7 @@ async fn run(cmd: Command) -> i32 {
                 allow_origins: allow_origin,
                 listener: listener.config(),
                 limits: listener.limits(),
+                wire_shapes,
             };
             report(interop_server::run(&listen, &path, tcp.as_deref(), key, access, stats).await)
         }

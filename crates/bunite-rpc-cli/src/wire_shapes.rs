@@ -2,8 +2,8 @@
 //! its Rust type (decoded, then encoded again), so the web client's tests can check that the
 //! TypeScript `typegen` writes for each shape is what the wire carries, both ways
 //! (`js/test/wire_shapes.test.ts` against the generated `js/test/wire_shapes.gen.ts`;
-//! docs/RELIABILITY.md, "TypeScript bindings against the wire"). `interop-server` serves it
-//! beside the interop caps; it is not part of INTEROP.md.
+//! docs/RELIABILITY.md, "TypeScript bindings against the wire"). `interop-server
+//! --wire-shapes` serves it beside the interop caps; it is not part of INTEROP.md.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -359,4 +359,27 @@ mod tests {
         assert_eq!(js_string(&Value::Int(-3)), "-3");
         assert_eq!(js_string(&Value::UInt(u64::MAX)), "18446744073709551615");
     }
+
+    proptest::proptest! {
+        /// Any finite float is spelled as a number that reads back as itself (the shortest
+        /// digits, as JS's), in JS's form: digits and at most one point, or one digit, an
+        /// optional fraction and a signed exponent; never a panic.
+        #[test]
+        fn every_float_is_spelled_as_a_number_that_reads_back(bits: u64) {
+            let f = f64::from_bits(bits);
+            let text = js_number(f);
+            if f.is_finite() {
+                let back: f64 = text.parse().expect("a number");
+                proptest::prop_assert!(back == f, "{f:?} spelled {text}");
+                let body = text.strip_prefix('-').unwrap_or(&text);
+                let (mantissa, exp) = body.split_once('e').unwrap_or((body, ""));
+                proptest::prop_assert!(mantissa.chars().all(|c| c.is_ascii_digit() || c == '.'));
+                proptest::prop_assert!(mantissa.matches('.').count() <= 1, "{text}");
+                if !exp.is_empty() {
+                    proptest::prop_assert!(exp.starts_with('+') || exp.starts_with('-'), "{text}");
+                    proptest::prop_assert!(mantissa.split('.').next().map(str::len) == Some(1), "{text}");
+                }
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use support::vectors_dir;
 
 use bunite_wire::{
     CapId, DecodeLimits, Decoder, Encoder, Frame, Payload, Record, ResultFrame, StreamEvent,
@@ -26,22 +26,6 @@ const HANDLED: &[&str] = &[
     "capref.jsonl",
     "encrypted-pipe.json",
 ];
-
-fn vectors_dir() -> PathBuf {
-    let dir = match std::env::var_os("BUNITE_VECTORS") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors"
-        )),
-    };
-    assert!(
-        dir.is_dir(),
-        "wire vectors not found at {}: set BUNITE_VECTORS to the shared/vectors directory",
-        dir.display()
-    );
-    dir
-}
 
 fn read(name: &str) -> String {
     let path = vectors_dir().join(name);

@@ -61,18 +61,7 @@ fn serde_nested_corpus_replays() {
 }
 
 fn vector_frames(file: &str, dir: Option<&str>) -> Vec<Vec<u8>> {
-    // Where conformance.rs finds them: `BUNITE_VECTORS`, else `shared/vectors` beside the
-    // repository.
-    let vectors = std::env::var_os("BUNITE_VECTORS").map_or_else(
-        || {
-            std::path::PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/vectors"
-            ))
-        },
-        std::path::PathBuf::from,
-    );
-    let path = vectors.join(file);
+    let path = support::vectors_dir().join(file);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
         .lines()

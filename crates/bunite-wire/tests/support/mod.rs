@@ -5,7 +5,27 @@
 pub mod codec_checks;
 pub mod strategies;
 
+use std::path::PathBuf;
+
 use bunite_wire::Value;
+
+/// The directory of the reference codec's vectors: `BUNITE_VECTORS`, else `shared/vectors`
+/// beside the repository.
+pub fn vectors_dir() -> PathBuf {
+    let dir = match std::env::var_os("BUNITE_VECTORS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/vectors"
+        )),
+    };
+    assert!(
+        dir.is_dir(),
+        "wire vectors not found at {}: set BUNITE_VECTORS to the shared/vectors directory",
+        dir.display()
+    );
+    dir
+}
 
 /// How NaNs compare in [`same`].
 #[derive(Clone, Copy)]

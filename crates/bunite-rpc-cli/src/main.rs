@@ -176,17 +176,18 @@ fn main() {
         }) => report(typegen::run(out.as_deref(), &import, shapes)),
         Some(Command::SelfSigned { dir, names }) => report(self_signed(&dir, names)),
         Some(Command::Info) => report(info()),
+        // No command is a usage error (as a bad flag is): the help on stderr, exit 2.
         None => {
-            let _ = Cli::command().print_help();
-            0
+            let _ = writeln!(std::io::stderr(), "{}", Cli::command().render_help());
+            exit::USAGE
         }
-        Some(cmd) => {
-            let rt = match allocator::runtime() {
-                Ok(rt) => rt,
-                Err(e) => return eprintln!("bunite-rpc: {e}"),
-            };
-            rt.block_on(run(cmd))
-        }
+        Some(cmd) => match allocator::runtime() {
+            Ok(rt) => rt.block_on(run(cmd)),
+            Err(e) => {
+                eprintln!("bunite-rpc: cannot start the runtime: {e}");
+                1
+            }
+        },
     };
     std::process::exit(code);
 }

@@ -159,6 +159,19 @@ fn then_calls_into_a_returned_sub_cap_and_json_keeps_the_key_order() {
     assert_eq!(stdout(&out), "{\"z\":1,\"a\":{\"y\":2,\"b\":3}}\n");
 }
 
+/// No command is a usage error, as a bad flag is: the help goes to stderr (not into a
+/// pipe that expected output) and the exit code is 2 (it was 0).
+#[test]
+fn no_command_prints_the_help_on_stderr_and_exits_2() {
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Usage: bunite-rpc"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0), "asked for, the help is output");
+    assert!(stdout(&out).contains("Usage: bunite-rpc"));
+}
+
 #[test]
 fn exit_codes_tell_the_peers_answer_from_usage_connection_and_deadline() {
     let s = server(&[], None);

@@ -194,18 +194,20 @@ async fn run(args: &Args, kind: Kind, deadline: Option<Duration>) -> i32 {
             }
         }
     }
-    if let Err(e) = crate::connect::check_url(&args.url) {
-        eprintln!("error: {e:#}");
-        return exit::USAGE;
-    }
+    let target = match crate::connect::Target::parse(&args.url) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::USAGE;
+        }
+    };
     let options = Options {
         key: args.key.clone(),
         ca: args.ca.clone(),
         origin: args.origin.clone(),
         headers: args.headers.clone(),
     };
-    let conn = match crate::connect::connect_with(&args.url, &options, Connection::builder()).await
-    {
+    let conn = match crate::connect::connect_with(&target, &options, Connection::builder()).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -38,35 +38,51 @@ pub async fn connect(
         key,
         ..Options::default()
     };
-    connect_with(url, &options, builder).await
+    connect_with(&Target::parse(url)?, &options, builder).await
 }
 
-/// Checks that `url` is one [`connect_with`] takes (its scheme, and the shape of what
-/// follows it) without connecting, so that a command can tell a mistyped URL (a usage
-/// error) from a server it cannot reach.
-pub fn check_url(url: &str) -> Result<()> {
-    if let Some(addr) = url.strip_prefix("tls://") {
-        host_port(addr.trim_end_matches('/'))?;
-    } else if url.starts_with("ws://") || url.starts_with("wss://") {
-        url.parse::<Uri>()
-            .with_context(|| format!("bad URL {url:?}"))?;
-    } else if !url.starts_with("tcp://") {
-        return Err(unsupported(url));
+/// Where a URL points: what [`connect_with`] needs of it, parsed once, so that a command
+/// can tell a mistyped URL (a usage error) from a server it cannot reach before it
+/// connects.
+#[derive(Debug)]
+pub struct Target<'a> {
+    url: &'a str,
+    kind: Kind<'a>,
+}
+
+#[derive(Debug)]
+enum Kind<'a> {
+    Tcp(&'a str),
+    Tls { host: &'a str, port: u16 },
+    Ws { uri: Uri, secure: bool },
+}
+
+impl<'a> Target<'a> {
+    /// Reads `url`: its scheme, and the shape of what follows it.
+    pub fn parse(url: &'a str) -> Result<Self> {
+        let kind = if let Some(addr) = url.strip_prefix("tcp://") {
+            Kind::Tcp(addr.trim_end_matches('/'))
+        } else if let Some(addr) = url.strip_prefix("tls://") {
+            let (host, port) = host_port(addr.trim_end_matches('/'))?;
+            Kind::Tls { host, port }
+        } else if url.starts_with("ws://") || url.starts_with("wss://") {
+            Kind::Ws {
+                uri: url.parse().with_context(|| format!("bad URL {url:?}"))?,
+                secure: url.starts_with("wss://"),
+            }
+        } else {
+            anyhow::bail!(
+                "unsupported URL {url:?}: use ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, \
+                 tcp://HOST:PORT or tls://HOST:PORT"
+            );
+        };
+        Ok(Target { url, kind })
     }
-    Ok(())
 }
 
-/// The error of a URL whose scheme we do not take.
-fn unsupported(url: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "unsupported URL {url:?}: use ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, \
-         tcp://HOST:PORT or tls://HOST:PORT"
-    )
-}
-
-/// Connects `builder` to `url` with `options`.
+/// Connects `builder` to `target` with `options`.
 pub async fn connect_with(
-    url: &str,
+    target: &Target<'_>,
     options: &Options,
     builder: ConnectionBuilder,
 ) -> Result<Connection> {
@@ -77,44 +93,41 @@ pub async fn connect_with(
             None => ClientTls::platform()?,
         })
     };
-    check_url(url)?;
-    let failed = || format!("connecting to {url}");
-    let conn = if let Some(addr) = url.strip_prefix("tcp://") {
-        let addr = addr.trim_end_matches('/');
-        let t = bunite_rpc::transport::byte_stream::tcp_connect(addr)
-            .await
-            .with_context(failed)?;
-        start(t.with_max_bytes(max), options, builder)
-    } else if let Some(addr) = url.strip_prefix("tls://") {
-        let (host, port) = host_port(addr.trim_end_matches('/'))?;
-        let t = tls::tcp_connect(host, port, &roots()?)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.report()))
-            .with_context(failed)?;
-        start(t.with_max_bytes(max), options, builder)
-    } else if url.starts_with("ws://") || url.starts_with("wss://") {
-        let mut connector = WsConnector::new().max_bytes(max);
-        if url.starts_with("wss://") {
-            connector = connector.tls(roots()?);
+    let failed = || format!("connecting to {}", target.url);
+    Ok(match &target.kind {
+        Kind::Tcp(addr) => {
+            let t = bunite_rpc::transport::byte_stream::tcp_connect(*addr)
+                .await
+                .with_context(failed)?;
+            finish(t.with_max_bytes(max), options.key.clone(), builder)
         }
-        let uri: Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
-        let mut request = ClientRequestBuilder::new(uri);
-        if let Some(origin) = &options.origin {
-            request = request.with_header("Origin", origin);
+        Kind::Tls { host, port } => {
+            let t = tls::tcp_connect(host, *port, &roots()?)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.report()))
+                .with_context(failed)?;
+            finish(t.with_max_bytes(max), options.key.clone(), builder)
         }
-        for (name, value) in &options.headers {
-            request = request.with_header(name, value);
+        Kind::Ws { uri, secure } => {
+            let mut connector = WsConnector::new().max_bytes(max);
+            if *secure {
+                connector = connector.tls(roots()?);
+            }
+            let mut request = ClientRequestBuilder::new(uri.clone());
+            if let Some(origin) = &options.origin {
+                request = request.with_header("Origin", origin);
+            }
+            for (name, value) in &options.headers {
+                request = request.with_header(name, value);
+            }
+            let t = connector
+                .connect(request)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.report()))
+                .with_context(failed)?;
+            finish(t, options.key.clone(), builder)
         }
-        let t = connector
-            .connect(request)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.report()))
-            .with_context(failed)?;
-        start(t, options, builder)
-    } else {
-        return Err(unsupported(url));
-    };
-    Ok(conn)
+    })
 }
 
 /// `HOST:PORT` (a bracketed IPv6 host too).
@@ -126,18 +139,6 @@ fn host_port(addr: &str) -> Result<(&str, u16)> {
         .parse()
         .with_context(|| format!("{port:?} is not a port"))?;
     Ok((host, port))
-}
-
-/// Starts the connection over `t` (sealed when there is a key).
-fn start<T: Transport + MaxBytes>(
-    t: T,
-    options: &Options,
-    builder: ConnectionBuilder,
-) -> Connection {
-    match &options.key {
-        Some(key) => builder.connect(Sealed::new(t, key.clone())),
-        None => builder.connect(t),
-    }
 }
 
 /// Starts the connection over `t`, sealed when there is a key.

@@ -165,7 +165,11 @@ fn then_calls_into_a_returned_sub_cap_and_json_keeps_the_key_order() {
 fn no_command_prints_the_help_on_stderr_and_exits_2() {
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Usage: bunite-rpc"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Usage: bunite-rpc"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
     let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0), "asked for, the help is output");

@@ -535,6 +535,9 @@ impl<T: Types> Session<T> {
             return;
         }
         let Some(p) = self.outbound.pending.get_mut(&id) else {
+            if !self.outbound.parked.is_empty() {
+                self.cancel_parked(id);
+            }
             return;
         };
         if p.reply.take().is_none() {
@@ -547,6 +550,23 @@ impl<T: Types> Session<T> {
             id,
             reason: Some("client_cancel".into()),
         }));
+    }
+
+    /// A bootstrap its caller gave up on before the peer's hello: let go of at once (it
+    /// was never sent, so the peer needs no `cancel`), rather than sent once the hello
+    /// comes for an answer nobody wants.
+    #[cold]
+    fn cancel_parked(&mut self, id: CallId) {
+        let Some(at) = self.outbound.parked.iter().position(|p| p.req.id == id) else {
+            return;
+        };
+        let Parked { reply, .. } = self.outbound.parked.remove(at);
+        let status = Status::new(Code::Cancelled, "client_cancel");
+        self.reply(
+            reply,
+            Err(Error::local(LocalError::Cancelled, status)),
+            Expect::Caps,
+        );
     }
 
     /// A call's deadline (plus grace) passed: fail it and tell the server (PROTOCOL §11).

@@ -48,6 +48,54 @@ fn a_bootstrap_waits_for_the_peers_hello() {
     assert_eq!(client.reply(7), Some(Ok(Value::CapRef(CapId(2)))));
 }
 
+/// A bootstrap its caller gave up on while it waited for the peer's hello (a timeout, a
+/// dropped future) is let go at once: it fails `cancelled`, no longer counts in flight, and
+/// is never sent once the hello comes. It stayed parked until then, and was sent then, so a
+/// caller retrying against a slow peer queued one bootstrap per try.
+#[test]
+fn a_bootstrap_given_up_before_the_hello_is_never_sent() {
+    let (mut server, mut client) = (peer(), peer());
+    server
+        .s
+        .serve(vec![(parent(), imp("parent"))], IfExists::Throw)
+        .unwrap();
+    let now = client.now;
+    client.s.bootstrap(CallId(1), "t.parent", None, 7, now);
+    client.s.bootstrap(CallId(2), "t.parent", None, 8, now);
+    client.collect();
+    assert_eq!(client.s.outbound_in_flight(), 2, "both parked");
+    client.s.cancel_call(CallId(1));
+    client.collect();
+    let e = client
+        .replies
+        .remove(&7)
+        .expect("failed at once")
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Cancelled);
+    assert_eq!(client.s.outbound_in_flight(), 1);
+    client.s.check_invariants();
+    pump(&mut client, &mut server); // the client's hello
+    let frames = pump(&mut server, &mut client); // the server's hello
+    assert!(matches!(&frames[..], [Frame::Hello(_)]), "{frames:?}");
+    let frames = pump(&mut client, &mut server);
+    let calls: Vec<CallId> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Call(c) => Some(c.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls, vec![CallId(2)], "only the bootstrap still wanted");
+    pump(&mut server, &mut client);
+    assert_eq!(client.reply(8), Some(Ok(Value::CapRef(CapId(2)))));
+    assert_eq!(
+        server.s.stats().live_caps,
+        3,
+        "ids 0 and 1, and one instance, not two"
+    );
+    client.s.check_invariants();
+}
+
 /// A peer's call may arrive before its hello (PROTOCOL §6); a bootstrap its handler makes
 /// back waits for the hello, parked. The peer cancelling the call cancels that bootstrap
 /// too (§11): it fails `cancelled` at once, and is never sent, even once the hello comes;

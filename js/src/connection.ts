@@ -147,7 +147,7 @@ export class Connection {
 
   /** Bootstraps the peer's cap `def` by name (and version, if it has one). */
   async bootstrap<M>(def: CapDef<M>, options: CallOptions = {}): Promise<Client<M>> {
-    await this.peerHello();
+    await this.peerHello(options.signal);
     const args = def.version !== undefined ? { name: def.name, version: def.version } : { name: def.name };
     const ref = await this.call(0, "bootstrap", args, options, (v) => {
       if (!(v instanceof CapRef)) {
@@ -287,10 +287,38 @@ export class Connection {
     this.outbound.cancelChildren(parent, reason);
   }
 
-  private peerHello(): Promise<void> {
+  /**
+   * Resolves once the peer's hello has come (PROTOCOL §6). Aborting `signal` meanwhile
+   * rejects it `cancelled` at once and lets go of the wait (nothing was sent yet); it
+   * waited for the hello before.
+   */
+  private peerHello(signal?: AbortSignal): Promise<void> {
     if (this.peer !== undefined) return Promise.resolve();
     if (this.closedReason !== undefined) return Promise.reject(this.closeError());
-    return new Promise((resolve, reject) => this.helloWaiters.push({ resolve, reject }));
+    if (signal?.aborted) return Promise.reject(rpcError("cancelled", "cancelled before it was sent"));
+    return new Promise((resolve, reject) => {
+      if (signal === undefined) {
+        this.helloWaiters.push({ resolve, reject });
+        return;
+      }
+      const waiter = {
+        resolve: () => {
+          signal.removeEventListener("abort", abort);
+          resolve();
+        },
+        reject: (e: RpcError) => {
+          signal.removeEventListener("abort", abort);
+          reject(e);
+        },
+      };
+      const abort = () => {
+        const at = this.helloWaiters.indexOf(waiter);
+        if (at >= 0) this.helloWaiters.splice(at, 1);
+        reject(rpcError("cancelled", "cancelled before it was sent"));
+      };
+      signal.addEventListener("abort", abort, { once: true });
+      this.helloWaiters.push(waiter);
+    });
   }
 
   private closeError(): RpcError {

@@ -513,6 +513,26 @@ test("goaway fails a bootstrap still waiting for hello with the goaway's error",
   assertClean(conn);
 });
 
+test("a bootstrap aborted while it waits for the hello fails at once and is never sent", async () => {
+  const { conn, peer } = setup();
+  const abort = new AbortController();
+  const boot = conn.bootstrap(InteropCounter, { signal: abort.signal });
+  const kept = conn.bootstrap(InteropCounter);
+  await tick();
+  abort.abort();
+  await failsWith(boot, "cancelled");
+  peer.hello();
+  await tick();
+  const calls = peer.got.filter((f) => f["op"] === "call");
+  assert.equal(calls.length, 1, "only the bootstrap still wanted is sent");
+  peer.send({ op: "result", id: calls[0]!["id"], ok: true, value: new CapRef(2) });
+  const client = await kept;
+  release(client);
+  await tick();
+  conn.close();
+  assertClean(conn);
+});
+
 test("cap_revoked fails pending calls on the cap, and later calls locally", async () => {
   const { conn, peer } = setup();
   peer.hello();

@@ -145,7 +145,12 @@ export class Connection {
     return { ...open, ...this.serving.stats(), bufferedStreamBytes };
   }
 
-  /** Bootstraps the peer's cap `def` by name (and version, if it has one). */
+  /**
+   * Bootstraps the peer's cap `def` by name (and version, if it has one). It is sent once
+   * the peer's hello has come (PROTOCOL §6); `options.signal` also ends the wait for the
+   * hello (`AbortSignal.timeout(ms)` bounds the whole bootstrap), while `deadlineMs` runs
+   * from the send.
+   */
   async bootstrap<M>(def: CapDef<M>, options: CallOptions = {}): Promise<Client<M>> {
     await this.peerHello(options.signal);
     const args = def.version !== undefined ? { name: def.name, version: def.version } : { name: def.name };

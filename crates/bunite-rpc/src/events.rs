@@ -2,6 +2,13 @@
 //! subscribers ([`Connection::subscribe`](crate::Connection::subscribe)). A subscriber that
 //! panics is caught and never affects the connection.
 //!
+//! Each outcome is reported once: every bootstrap answered, every call of the peer's
+//! (refused ones included: unknown cap or method, the in-flight limit, a drain), and every
+//! server stream's `start` and its one end. A connection that closes (either side, or its
+//! transport failing) reports each call and server stream still in progress as the close
+//! ends it: a call `cancelled` without a duration, a stream [`StreamPhase::Cancel`]. A
+//! bootstrap still waiting for the policy then is not reported (no result fits it).
+//!
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use bunite_rpc::dynamic::DynCap;
@@ -114,8 +121,8 @@ pub struct CallEvent {
     /// The call id.
     pub call_id: CallId,
     /// How long the handler ran, from the call being read to its outcome (absent for
-    /// calls refused before running). The clock is read for it only while the connection
-    /// has subscribers.
+    /// calls refused before running, and for calls the connection's close ended). The
+    /// clock is read for it only while the connection has subscribers.
     pub duration: Option<Duration>,
     /// The result.
     pub result: CallResult,
@@ -128,7 +135,7 @@ pub enum StreamPhase {
     Start,
     /// The source ended.
     End,
-    /// The client cancelled.
+    /// The client cancelled, the stream's cap was unserved, or the connection closed.
     Cancel,
     /// The source failed.
     Error,

@@ -20,7 +20,7 @@ use super::output::{Invocation, Output, RunId};
 use super::streams::ServerStream;
 use super::timers::{after, Timer};
 use super::{Dispatch, Pay, Session, Types};
-use crate::events::{CallEvent, Event};
+use crate::events::{CallEvent, Event, StreamPhase};
 use crate::schema::{CapDef, MethodKind, Returns};
 use crate::status::{reason, Code, Status};
 
@@ -631,16 +631,47 @@ impl<T: Types> Session<T> {
         }
     }
 
-    /// At shutdown: abort every run, forget calls, streams and policy checks.
+    /// At shutdown: abort every run, forget calls, streams and policy checks. Each call and
+    /// server stream still in progress is reported (PROTOCOL §15) as the close ends it,
+    /// cancelled; a bootstrap waiting for its policy is not (no result of §15 fits it).
     pub(super) fn abort_inbound(&mut self) {
         let mut runs: Vec<RunId> = self.inbound.runs.drain().map(|(r, _)| r).collect();
         runs.sort();
         for run in runs {
             self.outputs.push_back(Output::Abort(run));
         }
+        if self.observed {
+            self.report_aborted();
+        }
         self.inbound.active.clear();
         self.inbound.streams.clear();
         self.inbound.policy.clear();
+    }
+}
+
+impl<T: Types> Session<T> {
+    /// One event for each call and server stream the shutdown ends, in call-id order: a
+    /// call `cancelled` (no duration: the session has no clock at shutdown), a stream
+    /// `cancel` with the values it sent. Without them an observer never learnt how these
+    /// ended, and one pairing each stream's `start` with its end kept it open forever.
+    #[cold]
+    fn report_aborted(&mut self) {
+        let calls = self.inbound.active.iter().map(|(id, a)| {
+            let event = Event::Call(CallEvent {
+                cap_id: a.cap_id,
+                cap_name: Some(a.def.name().to_owned()),
+                method: a.method.to_string(),
+                call_id: *id,
+                duration: None,
+                result: Err(Code::Cancelled),
+            });
+            (*id, event)
+        });
+        let streams =
+            (self.inbound.streams.iter()).map(|(id, s)| (*id, s.event(*id, StreamPhase::Cancel)));
+        let mut ended: Vec<(CallId, Event)> = calls.chain(streams).collect();
+        ended.sort_by_key(|(id, _)| *id);
+        (self.outputs).extend(ended.into_iter().map(|(_, e)| Output::Event(e)));
     }
 }
 

@@ -63,6 +63,18 @@ impl ServerStream {
             count: 0,
         }
     }
+
+    /// The `stream` event of its `phase` (PROTOCOL §15), with the values sent so far.
+    pub(super) fn event(&self, call_id: CallId, phase: StreamPhase) -> Event {
+        Event::Stream(ServerStreamEvent {
+            cap_id: self.cap_id,
+            cap_name: Some(self.def.name().to_owned()),
+            method: self.method.to_string(),
+            call_id,
+            phase,
+            count: self.count,
+        })
+    }
 }
 
 pub(crate) struct ClientStreamState<T: Types> {
@@ -178,16 +190,7 @@ impl<T: Types> Session<T> {
             StreamEvent::Error(error) => self.send_error(id, error, true),
             event => self.send(&Frame::Stream(StreamFrame { id, event })),
         }
-        self.emit(|| {
-            Event::Stream(ServerStreamEvent {
-                cap_id: s.cap_id,
-                cap_name: Some(s.def.name().to_owned()),
-                method: s.method.to_string(),
-                call_id: id,
-                phase,
-                count: s.count,
-            })
-        });
+        self.emit(|| s.event(id, phase));
     }
 
     /// A cancel for a server stream: stop the source (even while it waits for credit) and

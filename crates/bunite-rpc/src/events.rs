@@ -9,6 +9,10 @@
 //! ends it: a call `cancelled` without a duration, a stream [`StreamPhase::Cancel`]. A
 //! bootstrap still waiting for the policy then is not reported (no result fits it).
 //!
+//! The text the peer chose (a method it called, a bootstrap's name and version) is cut to
+//! 1,024 bytes and marked `…`, as everywhere the connection keeps the peer's text; it is
+//! not escaped (the `Debug` form of an event escapes control characters).
+//!
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use bunite_rpc::dynamic::DynCap;
@@ -94,9 +98,9 @@ pub enum BootstrapResult {
 /// `bootstrap`: name, client version, attestation, result, cap-id on ok.
 #[derive(Debug, Clone)]
 pub struct BootstrapEvent {
-    /// The requested name.
+    /// The requested name (cut to 1,024 bytes when it is not served).
     pub name: String,
-    /// The client's version, if it sent one.
+    /// The client's version, if it sent one (cut to 1,024 bytes).
     pub version: Option<String>,
     /// The connection's attestation.
     pub attestation: Attestation,
@@ -116,7 +120,7 @@ pub struct CallEvent {
     pub cap_id: CapId,
     /// The cap's name, when known.
     pub cap_name: Option<String>,
-    /// The method.
+    /// The method (cut to 1,024 bytes when the peer called one its cap does not have).
     pub method: String,
     /// The call id.
     pub call_id: CallId,

@@ -502,3 +502,62 @@ fn a_subscriber_that_panics_even_while_the_connection_closes_is_harmless() {
         assert_clean(&[&client]).await;
     });
 }
+
+/// The longest text of the peer's an event may carry: 1,024 bytes (the session's `PEER_TEXT`) and the `…`
+/// that marks the cut (the session's bound on the peer's text it keeps).
+const BOUND: usize = 1024 + '…'.len_utf8();
+
+/// The text a peer chooses (a method name, a bootstrap name or version) lands in events
+/// cut as the rest of the peer's text the connection keeps: a 1 MiB name makes no 1 MiB
+/// event.
+#[test]
+fn the_peer_text_in_events_is_bounded() {
+    run_paused(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        let log = Log::of(&conn);
+        serve_counter(&conn).await;
+        let versioned = CapDef::builder("test.versioned").version("1").build();
+        conn.serve(versioned, counter_impl())
+            .await
+            .unwrap()
+            .detach();
+        let counter = raw.bootstrap(1, "test.counter").await;
+        let long = "m\u{7}".repeat(512 << 10);
+        for (id, target) in [(10, counter.0), (11, 77), (12, 0)] {
+            assert!(raw
+                .call(id, target, &long, Value::Undefined)
+                .await
+                .outcome
+                .is_err());
+        }
+        let name = bootstrap_args(Value::from(long.as_str()), None);
+        assert!(raw.call(13, 0, "bootstrap", name).await.outcome.is_err());
+        let version = bootstrap_args(Value::from("test.versioned"), Some(&long));
+        assert!(raw.call(14, 0, "bootstrap", version).await.outcome.is_err());
+        let events = log.all();
+        // The first is the raw peer's bootstrap of the counter.
+        assert_eq!(events.len(), 6, "{}", events.len());
+        for e in &events {
+            let texts: Vec<&str> = match e {
+                Event::Call(c) => vec![&c.method],
+                Event::Bootstrap(b) => [Some(b.name.as_str()), b.version.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                other => panic!("unexpected {other:?}"),
+            };
+            for t in texts {
+                assert!(t.len() <= BOUND, "an event carries {} bytes", t.len());
+            }
+        }
+        match &events[4] {
+            Event::Bootstrap(b) => {
+                assert_eq!(b.result, BootstrapResult::NotFound);
+                assert!(b.name.starts_with("m\u{7}m") && b.name.ends_with('…'));
+            }
+            other => panic!("{other:?}"),
+        }
+        release(&mut raw, counter).await;
+        assert_clean(&[&conn]).await;
+    });
+}

@@ -108,10 +108,11 @@ impl<T: Types> Session<T> {
             .map(js_string);
         let checked = self.check_bootstrap(&name, version.as_deref());
         // Compared whole; kept (for the policy's answer and the events) cut, as any text
-        // the peer chose.
+        // the peer chose. A name that passed is one we serve; one that did not, the event
+        // has cut.
         let version = version.map(super::clip_peer_text);
         if let Err((result, status)) = checked {
-            self.emit_bootstrap(name, version, result, None);
+            self.emit_bootstrap(super::clip_peer_text(name), version, result, None);
             return self.reply_err(call.id, &status);
         }
         if !self.cfg.has_policy {

@@ -236,13 +236,16 @@ impl<T: Types> Session<T> {
     }
 
     /// Answers `call` with `status` without running it, and reports it as a `call` event
-    /// ending with that code (`def`: its cap's definition, when known).
+    /// ending with that code (`def`: its cap's definition, when known). The method may be
+    /// any name the peer chose (one not served): the event has it cut to [`PEER_TEXT`].
+    ///
+    /// [`PEER_TEXT`]: super::PEER_TEXT
     fn refuse(&mut self, call: &Call<Payload>, def: Option<&CapDef>, status: &Status) {
         self.emit(|| {
             Event::Call(CallEvent {
                 cap_id: call.target,
                 cap_name: def.map(|d| d.name().to_owned()),
-                method: call.method.to_string(),
+                method: super::clipped(&call.method).into_owned(),
                 call_id: call.id,
                 duration: None,
                 result: Err(status.code),

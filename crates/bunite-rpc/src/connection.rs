@@ -417,6 +417,22 @@ impl Shared {
         }
     }
 
+    /// Drops every observer, once the driver has finished and the last task of the
+    /// connection has ended: nothing reports an event from then on, and an observer that
+    /// holds its own connection (to call back into it) would otherwise keep it, and
+    /// itself, alive forever through the cycle. Dropped outside the lock, as a closure's
+    /// drop may do anything.
+    fn forget_observers(&self) {
+        let gone = match self.observers.write() {
+            Ok(mut o) => {
+                self.observed.store(false, Ordering::Release);
+                std::mem::take(&mut *o)
+            }
+            Err(_) => return,
+        };
+        drop(gone);
+    }
+
     /// Counts a task of this connection until the guard drops.
     pub(crate) fn task(self: &Arc<Self>) -> TaskGuard {
         self.tasks.fetch_add(1, Ordering::AcqRel);
@@ -434,6 +450,9 @@ pub(crate) struct TaskGuard(Arc<Shared>);
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if self.0.finished.is_cancelled() {
+                self.0.forget_observers();
+            }
             self.0.tasks_idle.notify_waiters();
         }
     }

@@ -503,8 +503,8 @@ fn a_subscriber_that_panics_even_while_the_connection_closes_is_harmless() {
     });
 }
 
-/// The longest text of the peer's an event may carry: 1,024 bytes (the session's `PEER_TEXT`) and the `…`
-/// that marks the cut (the session's bound on the peer's text it keeps).
+/// The longest text of the peer's an event may carry: 1,024 bytes (the session's
+/// `PEER_TEXT`, its bound on the peer's text it keeps) and the `…` that marks the cut.
 const BOUND: usize = 1024 + '…'.len_utf8();
 
 /// The text a peer chooses (a method name, a bootstrap name or version) lands in events
@@ -559,5 +559,61 @@ fn the_peer_text_in_events_is_bounded() {
         }
         release(&mut raw, counter).await;
         assert_clean(&[&conn]).await;
+    });
+}
+
+/// Sets a flag when dropped: whether a subscriber's closure was freed.
+struct Freed(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Freed {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A subscriber may call back into its connection from the callback: read its stats,
+/// subscribe and unsubscribe, start a call, close it. None of it deadlocks or panics; the
+/// call it started runs; and a subscriber that holds its own connection is freed once the
+/// connection is done (it would otherwise keep the connection alive through the cycle).
+#[test]
+fn a_subscriber_that_calls_back_into_its_connection_neither_deadlocks_nor_leaks() {
+    run(async {
+        let (server, client) = pair();
+        serve_counter(&server).await;
+        serve_counter(&client).await;
+        // The server's client of the client's counter, for a call made from the callback.
+        let back = server.bootstrap(&counter_def()).await.unwrap();
+        let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = server.clone();
+        let guard = Freed(freed.clone());
+        server.subscribe(move |e| {
+            let _ = &guard;
+            let Event::Call(c) = e else { return };
+            let _ = conn.stats();
+            let inner = conn.subscribe(|_| {});
+            conn.unsubscribe(inner);
+            match c.method.as_str() {
+                "get" => {
+                    let back = back.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let r = back.call_value("increment", Value::Undefined).await;
+                        let _ = tx.send(r.is_ok());
+                    });
+                }
+                "echo" => conn.close(),
+                _ => {}
+            }
+        });
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        counter.call_value("get", Value::Undefined).await.unwrap();
+        assert_eq!(rx.recv().await, Some(true));
+        let _ = counter.call_value("echo", Value::Undefined).await;
+        server.closed().await;
+        client.closed().await;
+        assert!(!server.driver_panicked());
+        drop((server, counter));
+        eventually(|| freed.load(std::sync::atomic::Ordering::SeqCst)).await;
     });
 }

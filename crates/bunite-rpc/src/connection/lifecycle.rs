@@ -19,6 +19,11 @@ impl Connection {
     /// Registers an observer of this connection's events (PROTOCOL §15). A panicking
     /// observer is caught and never affects the connection. Events are only built while
     /// someone observes. The [`events`](crate::events) module has an example.
+    ///
+    /// The observer runs on the connection's task: it may call back into the connection
+    /// (close it, subscribe, start a call on a task of its own) but should not block on
+    /// it. Observers are dropped once the connection has closed and its last task ended
+    /// (no event comes after), so one may hold a clone of its connection.
     pub fn subscribe(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> SubscriptionId {
         let shared = &self.shared;
         let id = shared.next_observer.fetch_add(1, Ordering::Relaxed);

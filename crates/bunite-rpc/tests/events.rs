@@ -617,3 +617,100 @@ fn a_subscriber_that_calls_back_into_its_connection_neither_deadlocks_nor_leaks(
         eventually(|| freed.load(std::sync::atomic::Ordering::SeqCst)).await;
     });
 }
+
+/// Captures what a `tracing-subscriber` fmt layer writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// The call spans carry their documented fields on both sides (the client's: method,
+/// cap-id, call id, code; the server's: service, method, call id, whether a stream,
+/// code), and the method a server's span records is the one its cap declares: a call
+/// of a 1 MiB name the peer made up is refused before any span is built, so no span or
+/// event line carries it. (A subscriber for this thread only, so the test runs on one
+/// thread; the other tests of this binary are unaffected.)
+#[test]
+fn call_spans_carry_their_fields_and_no_peer_text_unbounded() {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(FmtSpan::CLOSE)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        run_on_one_thread(async {
+            let (server, client, counter) = counter_pair().await;
+            counter.call_value("get", Value::Undefined).await.unwrap();
+            let long = "x".repeat(1 << 20);
+            let e = counter
+                .call_value(&long, Value::Undefined)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::NotFound);
+            assert!(
+                e.status().message.len() < 2 * BOUND,
+                "{}",
+                e.status().message.len()
+            );
+            drop(counter);
+            assert_clean(&[&server, &client]).await;
+        })
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let closed = |kind: &str, method: &str| {
+        (text.lines())
+            .find(|l| {
+                l.contains(&format!("otel.kind=\"{kind}\""))
+                    && l.contains(&format!("rpc.method={method}"))
+                    && l.contains("close")
+            })
+            .unwrap_or_else(|| panic!("no {kind} span for {method} in:\n{text}"))
+            .to_owned()
+    };
+    let client_span = closed("client", "get");
+    for field in ["rpc.cap_id=2", "rpc.call_id=", "rpc.code=\"ok\""] {
+        assert!(client_span.contains(field), "{field}: {client_span}");
+    }
+    let server_span = closed("server", "get");
+    for field in [
+        "rpc.service=test.counter",
+        "rpc.call_id=",
+        "rpc.stream=false",
+        "rpc.code=\"ok\"",
+    ] {
+        assert!(server_span.contains(field), "{field}: {server_span}");
+    }
+    // The client's own span names the method it chose; the server built none for it.
+    let long_lines: Vec<&str> = text.lines().filter(|l| l.len() > 4 * BOUND).collect();
+    assert_eq!(
+        long_lines.len(),
+        1,
+        "lines of the long name: {}",
+        long_lines.len()
+    );
+    assert!(
+        long_lines[0].contains("otel.kind=\"client\""),
+        "{:.200}",
+        long_lines[0]
+    );
+}

@@ -16,6 +16,9 @@ use bunite_rpc::{CapDef, Code, Connection, Limits, MethodDef, Policy, Record, St
 use common::*;
 use futures::StreamExt;
 
+/// A `call` event: call id, cap name, method, result, whether it has a duration.
+type Seen = (u64, Option<String>, String, Result<(), Code>, bool);
+
 /// Every event a connection reported, in order.
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<Event>>>);
@@ -33,8 +36,8 @@ impl Log {
         self.0.lock().unwrap().clone()
     }
 
-    /// The `call` events: (call id, cap name, method, result, whether it has a duration).
-    fn calls(&self) -> Vec<(u64, Option<String>, String, Result<(), Code>, bool)> {
+    /// The `call` events.
+    fn calls(&self) -> Vec<Seen> {
         (self.all().into_iter())
             .filter_map(|e| match e {
                 Event::Call(c) => Some((

@@ -2,70 +2,13 @@
 //! its kind, `wss://` with `--ca`, `--origin` against an Origin-gated server, `--then` into
 //! a sub-cap, JSON key order, a deadline, and the exit codes `--help` lists.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bunite-rpc");
-
-/// A running `interop-server`, killed on drop, with its WebSocket URL.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: Option<TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn server(extra: &[&str], dir: Option<TempDir>) -> Server {
-    let mut child = Command::new(BIN)
-        .arg("interop-server")
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn interop-server");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = lines.next().expect("a listening line").expect("utf-8");
-    let url = line
-        .strip_prefix("listening ")
-        .expect("`listening URL`")
-        .to_owned();
-    Server {
-        child,
-        url,
-        _dir: dir,
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run bunite-rpc")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::*;
 
 #[test]
 fn call_on_a_stream_method_fails_within_a_second_naming_its_kind() {

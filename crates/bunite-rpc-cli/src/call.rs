@@ -11,8 +11,8 @@ use bunite_rpc::transport::sealed::Key;
 use bunite_rpc::{CallOptions, Client, Code, Connection, Disconnect, Error, LocalError, Value};
 use futures::StreamExt;
 
-use crate::connect::Options;
-use crate::{exit, json, peer_text, suggest};
+use crate::connect::{Options, Target};
+use crate::{exit, json, params, peer_text, suggest};
 
 /// How long `call` waits by default (connecting, bootstrapping and every call together).
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
@@ -27,21 +27,25 @@ pub struct Args {
     cap: String,
     /// The method's wire name.
     method: String,
-    /// The params as JSON (omit for none).
+    /// The params as JSON (omit for none). @FILE reads them from FILE, - or @- from stdin
+    /// (for at most one call of the command). Only an unquoted leading @ names a file: a
+    /// JSON string starting with @ is quoted, e.g. '"@x"'. A file named - is @./-.
     json: Option<String>,
     /// The cap version to ask for.
     #[arg(long = "version")]
     version: Option<String>,
-    /// Then call METHOD (with JSON params) on the cap the previous call returned;
-    /// repeatable. The last call is the command's kind (a unary call for `call`, a stream
-    /// for `stream`); the ones before must each return one cap.
+    /// Then call METHOD (with JSON params, or @FILE, - or @- as for the first call) on the
+    /// cap the previous call returned; repeatable. The last call is the command's kind (a
+    /// unary call for `call`, a stream for `stream`); the ones before must each return one
+    /// cap.
     #[arg(long = "then", num_args = 1..=2, value_names = ["METHOD", "JSON"], action = clap::ArgAction::Append)]
     then: Vec<String>,
     /// `--then`, one group per occurrence (filled from the matches by [`Args::group_then`]).
     #[arg(skip)]
     then_groups: Vec<Vec<String>>,
     /// Give up after this long, connecting included (e.g. 500ms, 10s, 2m); sent to the
-    /// server as each call's deadline. Default: 30s for call, none for stream.
+    /// server as each call's deadline. Default: 30s for call, none for stream. Reading
+    /// the params (@FILE, stdin) comes before it starts.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     deadline: Option<Duration>,
     /// The AES-256-GCM pipe key (64 hex digits), if the server uses one.
@@ -167,47 +171,73 @@ async fn within(deadline: Option<Duration>, body: impl std::future::Future<Outpu
 
 /// `call URL CAP METHOD [JSON] [--then METHOD [JSON]]…`.
 pub async fn call(args: Args) -> i32 {
+    let steps = match steps(&args).await {
+        Ok(steps) => steps,
+        Err(code) => return code,
+    };
     let deadline = Some(args.deadline.unwrap_or(CALL_DEADLINE));
-    within(deadline, run(&args, Kind::Unary, deadline)).await
+    within(deadline, run(&args, &steps, Kind::Unary, deadline)).await
 }
 
 /// `stream URL CAP METHOD [JSON] [--then …]`: one JSON line per value until the end,
 /// the deadline or Ctrl-C.
 pub async fn stream(args: Args) -> i32 {
-    within(args.deadline, run(&args, Kind::Stream, args.deadline)).await
+    let steps = match steps(&args).await {
+        Ok(steps) => steps,
+        Err(code) => return code,
+    };
+    within(
+        args.deadline,
+        run(&args, &steps, Kind::Stream, args.deadline),
+    )
+    .await
 }
 
-/// Parses the params, connects, bootstraps, runs the chain; an exit code.
-async fn run(args: &Args, kind: Kind, deadline: Option<Duration>) -> i32 {
-    let mut steps = Vec::new();
-    let first = std::iter::once((args.method.clone(), args.json.clone()));
-    let then = args
-        .then_groups
-        .iter()
-        .filter_map(|t| Some((t.first()?.clone(), t.get(1).cloned())));
-    for (method, params) in first.chain(then) {
-        match json::parse_args(params.as_deref()) {
-            Ok(params) => steps.push(Step { method, params }),
-            Err(e) => {
-                eprintln!("error: the params of {method:?} are not JSON: {e}");
-                return exit::USAGE;
-            }
-        }
-    }
-    let target = match crate::connect::Target::parse(&args.url) {
+/// Reads the URL, then reads and parses every call's params (before the deadline starts:
+/// stdin may be a pipe that is slow to fill); `Err(exit::USAGE)` when either is wrong.
+async fn steps(args: &Args) -> Result<(Target<'_>, Vec<Step>), i32> {
+    let target = match Target::parse(&args.url) {
         Ok(target) => target,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return exit::USAGE;
+            return Err(exit::USAGE);
         }
     };
+    let first = std::iter::once((args.method.as_str(), args.json.as_deref()));
+    let then = args
+        .then_groups
+        .iter()
+        .filter_map(|t| Some((t.first()?.as_str(), t.get(1).map(String::as_str))));
+    let calls: Vec<_> = first.chain(then).collect();
+    match params::read(&calls).await {
+        Ok(params) => {
+            let steps = calls.iter().zip(params).map(|((method, _), params)| Step {
+                method: (*method).to_owned(),
+                params,
+            });
+            Ok((target, steps.collect()))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(exit::USAGE)
+        }
+    }
+}
+
+/// Connects, bootstraps, runs the chain; an exit code.
+async fn run(
+    args: &Args,
+    (target, steps): &(Target<'_>, Vec<Step>),
+    kind: Kind,
+    deadline: Option<Duration>,
+) -> i32 {
     let options = Options {
         key: args.key.clone(),
         ca: args.ca.clone(),
         origin: args.origin.clone(),
         headers: args.headers.clone(),
     };
-    let conn = match crate::connect::connect_with(&target, &options, Connection::builder()).await {
+    let conn = match crate::connect::connect_with(target, &options, Connection::builder()).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -220,7 +250,7 @@ async fn run(args: &Args, kind: Kind, deadline: Option<Duration>) -> i32 {
     {
         Err(e) => fail(&e, args, &args.method),
         Ok(client) => {
-            let chain = chain(args, client, &steps, kind, deadline);
+            let chain = chain(args, client, steps, kind, deadline);
             tokio::select! {
                 code = chain => code,
                 _ = tokio::signal::ctrl_c() => exit::INTERRUPTED,

@@ -6,15 +6,9 @@ use base64::Engine;
 use bunite_rpc::wire::{TypedArrayKind, Value};
 use serde_json::{json, Map, Number};
 
-/// Parses a JSON argument into a value (`None` → undefined).
-pub fn parse_args(arg: Option<&str>) -> anyhow::Result<Value> {
-    match arg {
-        None => Ok(Value::Undefined),
-        Some(text) => {
-            let json: serde_json::Value = serde_json::from_str(text)?;
-            Ok(from_json(json))
-        }
-    }
+/// Parses JSON params (from the command line, a file or stdin) into a value.
+pub fn parse(text: &[u8]) -> serde_json::Result<Value> {
+    serde_json::from_slice(text).map(from_json)
 }
 
 /// JSON to a wire value: objects are records, integers ints, other numbers floats.
@@ -89,7 +83,7 @@ mod tests {
 
     #[test]
     fn objects_become_records_and_binary_prints_as_base64() {
-        let v = parse_args(Some(r#"{"a": 1, "b": [true, null, 2.5], "c": "x"}"#)).unwrap();
+        let v = parse(br#"{"a": 1, "b": [true, null, 2.5], "c": "x"}"#).unwrap();
         let expect = Record::new()
             .with("a", 1)
             .with(
@@ -105,6 +99,5 @@ mod tests {
         ));
         assert_eq!(out, Some(json!({"bin": "AAH/"})));
         assert_eq!(to_json(&Value::Undefined), None);
-        assert_eq!(parse_args(None).unwrap(), Value::Undefined);
     }
 }

@@ -13,6 +13,7 @@ mod interop_client;
 mod interop_server;
 mod json;
 mod listener_args;
+mod params;
 mod peer_text;
 mod serve_stdio;
 mod server_stats;

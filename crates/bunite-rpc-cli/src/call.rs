@@ -1,7 +1,8 @@
 //! `call` and `stream`: call any cap from a shell, JSON in and out, as grpcurl and websocat
 //! are used: handshake options, a deadline, calls into returned sub-caps (`--then`), exit
 //! codes by kind of failure (see `exit`), and the wrong kind of method named
-//! ([`LocalError::WrongKind`]).
+//! ([`LocalError::WrongKind`]). Params may come from a file or stdin (`params`), and
+//! `--context` sends a `meta.context` map with every call (PROTOCOL §4, §9).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,6 +62,12 @@ pub struct Args {
     /// A header of the WebSocket handshake; repeatable.
     #[arg(short = 'H', long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// An entry of the call's meta.context map (string to string), sent with every call of
+    /// the command (the first and each --then); repeatable. VALUE may hold '='; a NAME
+    /// given twice keeps its last VALUE. The server bounds the map's size (a bunite-rpc
+    /// server: 64 KiB of names and values) and refuses a call over it.
+    #[arg(long = "context", value_name = "NAME=VALUE", value_parser = parse_context)]
+    context: Vec<(String, String)>,
 }
 
 impl Args {
@@ -95,6 +102,28 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
         .split_once(':')
         .ok_or_else(|| format!("{text:?} is not NAME:VALUE"))?;
     Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// `name=value` (the value may hold `=`; the name may not be empty).
+fn parse_context(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        Some(_) => Err(format!("{text:?} has an empty NAME: use NAME=VALUE")),
+        None => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
+/// The `--context` entries as the map sent: one entry per name, its last value, in the
+/// order the names first appear.
+fn context_map(entries: &[(String, String)]) -> Vec<(String, String)> {
+    let mut map: Vec<(String, String)> = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
+        match map.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1.clone_from(value),
+            None => map.push((name.clone(), value.clone())),
+        }
+    }
+    map
 }
 
 /// One call of the chain: a method and its params.
@@ -136,6 +165,16 @@ fn fail(error: &Error, args: &Args, method: &str) -> i32 {
     }) = error.disconnect()
     {
         print_status("the server sent goaway:", why);
+    }
+    if error.is_remote()
+        && status.code == Code::InvalidArgument
+        && status.message.contains("(max_context_bytes)")
+    {
+        // The library's wording for a meta.context over the server's bound, which its
+        // hello does not announce, so it cannot be checked before sending.
+        eprintln!(
+            "hint: the server refused the --context map as too large (names and values count)"
+        );
     }
     if error.is_remote() && status.code == Code::NotFound {
         // `method "x" on cap "y"`: the wire's wording, from bunite-core 0.10.
@@ -285,8 +324,10 @@ async fn chain(
     deadline: Option<Duration>,
 ) -> i32 {
     let started = tokio::time::Instant::now();
+    let context = context_map(&args.context);
     let opts = || CallOptions {
         deadline: deadline.map(|d| d.saturating_sub(started.elapsed())),
+        context: context.clone(),
         ..CallOptions::default()
     };
     for (i, step) in steps.iter().enumerate() {

@@ -7,8 +7,9 @@ use bunite_rpc::Error;
 pub const OK: i32 = 0;
 /// The peer answered with an error `Status` (the call, or the bootstrap, was refused).
 pub const REMOTE: i32 = 1;
-/// A usage error: bad arguments, URL or JSON, or the method is of the other kind (`call` on a
-/// stream method, `stream` on a unary one). clap's own usage errors exit 2 as well.
+/// A usage error: bad arguments, URL or JSON (a params file or stdin that cannot be read
+/// included), or the method is of the other kind (`call` on a stream method, `stream` on a
+/// unary one). clap's own usage errors exit 2 as well.
 pub const USAGE: i32 = 2;
 /// The server could not be reached (connect, TLS or handshake failed or timed out), or the
 /// connection ended before the answer.
@@ -24,8 +25,9 @@ pub const HELP: &str = "\
 Exit codes (call, stream):
   0    success
   1    the peer answered with an error status (code, message and reason on stderr)
-  2    usage error: bad arguments, URL or JSON, or the method is of the other kind
-       (call on a stream method, stream on a unary method)
+  2    usage error: bad arguments, URL or JSON (or a params @FILE or stdin that
+       cannot be read), or the method is of the other kind (call on a stream
+       method, stream on a unary method)
   3    connection failure: connect, TLS or WebSocket handshake failed or timed out,
        or the connection ended before the answer
   4    local failure: --deadline passed, or the answer did not fit (e.g. --then on a

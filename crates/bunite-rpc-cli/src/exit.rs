@@ -14,8 +14,9 @@ pub const USAGE: i32 = 2;
 /// The server could not be reached (connect, TLS or handshake failed or timed out), or the
 /// connection ended before the answer.
 pub const CONNECTION: i32 = 3;
-/// This process gave up: `--deadline` passed, or the answer was not what was expected
-/// (e.g. `--then` on a result that is not a cap).
+/// This process gave up: `--deadline` passed, the call was refused before it was sent (e.g.
+/// larger than the server's `maxBytes`), or the answer was not what was expected (e.g.
+/// `--then` on a result that is not a cap).
 pub const LOCAL: i32 = 4;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: i32 = 130;
@@ -30,8 +31,9 @@ Exit codes (call, stream):
        method, stream on a unary method)
   3    connection failure: connect, TLS or WebSocket handshake failed or timed out,
        or the connection ended before the answer
-  4    local failure: --deadline passed, or the answer did not fit (e.g. --then on a
-       result that is not a cap)
+  4    local failure: --deadline passed, the call was refused before it was sent
+       (e.g. larger than the server's maxBytes), or the answer did not fit (e.g.
+       --then on a result that is not a cap)
   130  interrupted (Ctrl-C)";
 
 /// The exit code of a library error.

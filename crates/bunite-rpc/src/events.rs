@@ -78,6 +78,7 @@ pub enum Event {
 
 /// The outcome of a bootstrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BootstrapResult {
     /// A CapRef was returned.
     Ok,
@@ -134,6 +135,7 @@ pub struct CallEvent {
 
 /// What happened to a server stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StreamPhase {
     /// The stream started.
     Start,
@@ -164,6 +166,7 @@ pub struct ServerStreamEvent {
 
 /// Why caps were revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RevokeReason {
     /// `unserve`: the instances are gone.
     Unserve,

@@ -7,7 +7,8 @@ import { CapRef } from "./codec.js";
 import * as F from "./frames.js";
 import type { Frame } from "./frames.js";
 import { capSlots, isPlainRecord, passThrough, releaseRefs } from "./outbound.js";
-import { rpcError } from "./status.js";
+import { RpcError, rpcError } from "./status.js";
+import { failedStream } from "./stream.js";
 import { CLIENT, type CallOptions, type CapDef, type Client, type ClientMeta, type MethodDef, type StreamOptions, type ValueStream } from "./types.js";
 
 /** What a proxy needs of the connection that made it. */
@@ -37,15 +38,28 @@ export function newClient<M>(host: ProxyHost, def: CapDef<M>, capId: number, own
   for (const [name, m] of Object.entries(def.methods as Record<string, MethodDef>)) {
     const split = (a: unknown, b: unknown): [unknown, CallOptions] =>
       m.args === "none" ? [undefined, (a ?? {}) as CallOptions] : [a, (b ?? {}) as CallOptions];
+    // A released (or disposed) proxy refuses at once, sending nothing, as the Rust client's.
     proxy[name] =
       m.kind === "stream"
-        ? (a?: unknown, b?: unknown) => host.stream(capId, name, ...split(a, b))
-        : (a?: unknown, b?: unknown) => host.call(capId, name, ...split(a, b), returnDecoder(host, m));
+        ? (a?: unknown, b?: unknown) => (meta.released ? failedStream(releasedError()) : host.stream(capId, name, ...split(a, b)))
+        : (a?: unknown, b?: unknown) => (meta.released ? Promise.reject(releasedError()) : host.call(capId, name, ...split(a, b), returnDecoder(host, m)));
   }
   Object.defineProperty(proxy, CLIENT, { value: meta });
   Object.defineProperty(proxy, Symbol.asyncDispose, { value: () => disposeClient(host, meta) });
   if (owned && capId > 1) finalizers.register(proxy, { host, meta }, meta);
   return proxy as Client<M>;
+}
+
+/**
+ * Why a call through the proxy of `meta` fails locally: its reference was released (or
+ * disposed), as the Rust client's `LocalError::Released`, `failed_precondition` `cap released`.
+ */
+export function refusedAsReleased(meta: ClientMeta): RpcError | undefined {
+  return (meta as OwnedMeta).released ? releasedError() : undefined;
+}
+
+function releasedError(): RpcError {
+  return rpcError("failed_precondition", "cap released");
 }
 
 /** Releases the reference of `meta` once (PROTOCOL §7). */

@@ -2,8 +2,10 @@
 // and Bun. `connect` a WebSocket (optionally inside the sealed pipe), `bootstrap` caps with
 // the definitions `bunite-rpc typegen` writes, call them; see README.md.
 
+import { refusedAsReleased } from "./client_proxy.js";
 import { Connection, clientConnections, type ConnectionOptions } from "./connection.js";
 import { sealed } from "./sealed.js";
+import { failedStream } from "./stream.js";
 import { openWebSocket, type WebSocketClass } from "./transport.js";
 import { CLIENT, type CallOptions, type Client, type StreamOptions, type ValueStream } from "./types.js";
 
@@ -45,7 +47,10 @@ export function connectionOf(client: Client): Connection {
   return c;
 }
 
-/** Releases the reference `client` holds (a `drop`); its calls then fail. Once only. */
+/**
+ * Releases the reference `client` holds (a `drop`); its calls and streams then fail locally,
+ * `failed_precondition` `cap released`, sending nothing. Once only.
+ */
 export function release(client: Client): void {
   connectionOf(client).releaseMeta(meta(client));
 }
@@ -62,10 +67,14 @@ export function capId(client: Client): number {
 
 /** Calls any method by name, untyped (for tools and tests). */
 export function callMethod(client: Client, method: string, args?: unknown, options?: CallOptions): Promise<unknown> {
+  const released = refusedAsReleased(meta(client));
+  if (released !== undefined) return Promise.reject(released);
   return connectionOf(client).call(capId(client), method, args, options);
 }
 
 /** Opens any stream by name, untyped. */
 export function streamMethod<T = unknown>(client: Client, method: string, args?: unknown, options?: StreamOptions): ValueStream<T> {
+  const released = refusedAsReleased(meta(client));
+  if (released !== undefined) return failedStream<T>(released);
   return connectionOf(client).stream<T>(capId(client), method, args, options);
 }

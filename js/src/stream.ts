@@ -81,6 +81,13 @@ export class StreamHandle<T> implements ValueStream<T> {
   }
 }
 
+/** A stream that failed before anything was sent: it reads `error`, then ends. */
+export function failedStream<T>(error: RpcError): ValueStream<T> {
+  const s = new ClientStream<T>(0, 0, { credit() {}, cancel() {}, done() {} }, new StreamBytes(0));
+  s.fail(error);
+  return new StreamHandle(s);
+}
+
 export interface StreamHooks {
   credit(messages: number): void;
   cancel(): void;

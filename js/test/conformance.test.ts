@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CapRef, Connection, FrameEncoder, RpcError, dispose, memoryPair, release, type CallContext, type CapDef, type Impl } from "../src/index.js";
+import { CapRef, Connection, FrameEncoder, RpcError, callMethod, dispose, memoryPair, release, streamMethod, type CallContext, type CapDef, type Impl } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
 
@@ -431,6 +431,49 @@ test("a reference is released once: release twice sends one drop, dispose twice 
   await dispose(z!);
   await tick();
   assert.equal(peer.got.length, sent);
+  assertClean(conn);
+});
+
+test("a released or disposed proxy fails its calls and streams locally, failed_precondition cap released, sending nothing (as the Rust client's LocalError::Released); another proxy of the same cap keeps working", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  // The same bootstrap instance twice (the server counts two references), and a child.
+  const boots = [conn.bootstrap(InteropCounter), conn.bootstrap(InteropCounter)];
+  await tick();
+  for (const c of peer.got.filter((f) => f["op"] === "call")) peer.send({ op: "result", id: c["id"], ok: true, value: new CapRef(2) });
+  const [first, second] = await Promise.all(boots);
+  const making = first!.makeChild({ name: "k" });
+  await tick();
+  peer.send({ op: "result", id: peer.got.at(-1)!["id"], ok: true, value: new CapRef(7) });
+  const child = await making;
+  release(second!);
+  const disposing = dispose(child);
+  await tick();
+  const close = peer.got.filter((f) => f["op"] === "call" && f["method"] === "close");
+  peer.send({ op: "result", id: close[0]!["id"], ok: true, value: undefined });
+  await disposing;
+  const sent = peer.got.length;
+  // Each fails at once, without waiting for an answer.
+  const failsLocally = async (p: Promise<unknown>, what: string) => {
+    const r = await Promise.race([p.then(() => "resolved", (e: unknown) => e), tick().then(() => "still pending")]);
+    assert.ok(r instanceof RpcError && r.code === "failed_precondition" && r.message === "cap released", `${what}: ${String(r)}`);
+  };
+  await failsLocally(second!.get(), "get on a released bootstrap");
+  await failsLocally(second!.increment({ delta: 1 }), "increment on a released bootstrap");
+  await failsLocally(second!.ticks({ n: 3 }).next(), "a stream of a released bootstrap");
+  await failsLocally(callMethod(second!, "get"), "callMethod on a released bootstrap");
+  await failsLocally(streamMethod(second!, "ticks", { n: 3 }).next(), "streamMethod on a released bootstrap");
+  await failsLocally(child.ping({ x: 1 }), "ping on a disposed child");
+  await tick();
+  assert.deepEqual(peer.got.slice(sent), [], "nothing sent for a released proxy");
+  // The first proxy holds its own reference: its calls still go out.
+  const still = first!.get();
+  await tick();
+  assert.equal(peer.got.slice(sent).filter((f) => f["op"] === "call" && f["target"]?.["id"] === 2).length, 1);
+  peer.send({ op: "result", id: peer.got.at(-1)!["id"], ok: true, value: { count: 1 } });
+  assert.deepEqual(await still, { count: 1 });
+  release(first!);
+  conn.close();
   assertClean(conn);
 });
 

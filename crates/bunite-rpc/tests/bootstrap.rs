@@ -296,6 +296,28 @@ fn a_serve_handle_unserves_on_drop() {
     });
 }
 
+/// A `serve` its caller stopped waiting for (a dropped future, a timeout around it) once
+/// the connection had taken it serves nothing: its caller never got the handle that would
+/// unserve it, so the name stayed served for the connection's life, and a second `serve`
+/// of it failed `already_exists`.
+#[test]
+fn a_serve_given_up_on_serves_nothing() {
+    run(async {
+        let (server, client) = pair();
+        for _ in 0..3 {
+            let mut serving = Box::pin(server.serve(counter_def(), counter_impl()));
+            // The command is queued at the first poll; the answer comes from the driver.
+            assert!(futures::poll!(serving.as_mut()).is_pending());
+            drop(serving);
+        }
+        let e = client.bootstrap(&counter_def()).await.unwrap_err();
+        assert_eq!((e.code(), e.is_remote()), (Code::NotFound, true));
+        let handle = server.serve(counter_def(), counter_impl()).await;
+        assert!(handle.is_ok(), "the name is free: {handle:?}");
+        drop(handle);
+    });
+}
+
 #[test]
 fn replace_needs_a_served_name_and_the_same_version() {
     run(async {

@@ -7,7 +7,7 @@ use bunite_wire::{CallId, CapId};
 use tokio::sync::oneshot;
 
 use super::runs::Deferred;
-use super::CloseHandler;
+use super::{CloseHandler, ServeHandle};
 use crate::client_stream::StreamQueue;
 use crate::handler::{CapImpl, Returned};
 use crate::schema::{CapDef, IfExists};
@@ -48,7 +48,7 @@ pub(crate) enum Command {
     /// Serve caps, as `IfExists` says; answers the names now owned.
     Serve {
         caps: Box<(Vec<ServedCap>, IfExists)>,
-        reply: oneshot::Sender<Result<Vec<String>, Status>>,
+        reply: oneshot::Sender<Result<ServeHandle, Status>>,
     },
     /// Switch a served name to a new implementation.
     Replace {

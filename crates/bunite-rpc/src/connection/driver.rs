@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 use super::command::{Command, Reply};
 use super::room::Room;
 use super::runs::{Rt, Runs, SendGate};
-use super::{CloseHandler, Shared, TaskGuard};
+use super::{CloseHandler, ServeHandle, Shared, TaskGuard};
 use crate::client_stream::StreamQueue;
 use crate::error::{Disconnect, Error};
 use crate::handler::CapImpl;
@@ -301,7 +301,11 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             Command::CancelStream(id) => s.cancel_client_stream(id),
             Command::Serve { caps, reply } => {
                 let (caps, if_exists) = *caps;
-                let _ = reply.send(s.serve(caps, if_exists));
+                // The handle is made here, so that a caller that stopped waiting drops it
+                // (with the reply, here or in its receiver), which unserves the names: it
+                // would otherwise never get the handle that owns them.
+                let served = s.serve(caps, if_exists);
+                let _ = reply.send(served.map(|names| ServeHandle::new(names, &self.shared)));
             }
             Command::Replace { cap, reply } => {
                 let (def, imp) = *cap;

@@ -19,6 +19,14 @@ pub struct ServeHandle {
 }
 
 impl ServeHandle {
+    /// The handle of `names`, just served on the connection of `shared`.
+    pub(super) fn new(names: Vec<String>, shared: &Arc<Shared>) -> Self {
+        ServeHandle {
+            names,
+            shared: Arc::downgrade(shared),
+        }
+    }
+
     /// The names this handle owns (empty when `IfExists::Skip` skipped them).
     pub fn names(&self) -> &[String] {
         &self.names
@@ -89,6 +97,10 @@ impl Connection {
     }
 
     /// Serves several caps atomically: every check passes before anything is registered.
+    ///
+    /// Cancel-safe, as [`serve`](Self::serve) and [`serve_with`](Self::serve_with) are: a
+    /// future dropped before it returns its handle leaves nothing served (what the
+    /// connection had served for it meanwhile is unserved, as the handle's drop would).
     pub async fn serve_all(
         &self,
         caps: Vec<(Arc<CapDef>, Arc<dyn CapImpl>)>,
@@ -99,11 +111,7 @@ impl Connection {
             caps: Box::new((caps, if_exists)),
             reply,
         };
-        let names = self.request(command, rx).await??;
-        Ok(ServeHandle {
-            names,
-            shared: Arc::downgrade(&self.shared),
-        })
+        self.request(command, rx).await?
     }
 
     /// Unserves a name: disposes and revokes its live instance. A name not served is a

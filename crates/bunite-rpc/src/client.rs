@@ -186,6 +186,11 @@ impl Client {
     ///
     /// The returned future is lazy like an `async fn`'s: nothing is checked or sent until it
     /// is first polled.
+    ///
+    /// Cancel-safe, as every call of `Client` is: dropped before its first poll, it sent
+    /// nothing; dropped after, it queues the call's `cancel` and gives its in-flight slot
+    /// back at once. The cap-returning calls ([`call_cap`](Self::call_cap) and the others)
+    /// also release the caps of an answer that arrived meanwhile or arrives later.
     pub fn call_payload<'a>(
         &'a self,
         method: &'a str,
@@ -407,6 +412,13 @@ impl Client {
     /// right behind the call, as 0.10.0 sends it (PROTOCOL §7), so a server slow to answer
     /// the disposal method, or one that never does, still gets it. The returned future
     /// waits for the answer all the same.
+    ///
+    /// Dropped before its first poll, the disposal method is not called: the client it
+    /// owns is dropped (which releases the reference if no clone is left). Dropped after,
+    /// the disposal method was called and the release has gone out; the drop cancels the
+    /// disposal call, as dropping any call does (its server sees `cancel`), and a later
+    /// `dispose` from a clone does not call it again. Await it, or spawn it, for a disposal
+    /// method that must run to its end.
     pub async fn dispose(self) {
         let method = self
             .def
@@ -786,6 +798,10 @@ pub(crate) fn poll_local_failure(cx: &mut Context<'_>) -> Poll<()> {
 impl Connection {
     /// Bootstraps the peer's cap named `def.name()` (sending `def.version()` if any).
     /// Waits for the peer's hello first.
+    ///
+    /// Cancel-safe, as every bootstrap is: dropped before the peer's hello, nothing was
+    /// sent; after, the bootstrap is cancelled and the cap of its answer, whenever it
+    /// comes, is released.
     pub async fn bootstrap(&self, def: &Arc<CapDef>) -> Result<Client, Error> {
         let id = self.bootstrap_id(def.name(), def.version()).await?;
         Ok(self.adopt(id, Some(Arc::clone(def))))
@@ -799,6 +815,9 @@ impl Connection {
 
     /// Bootstraps several caps concurrently; if any fails, releases the ones that succeeded
     /// and fails with the first failure in the given order (PROTOCOL §8).
+    ///
+    /// Cancel-safe: dropped part way, the caps already answered are released and the
+    /// bootstraps still waiting are cancelled (their caps released when they come).
     pub async fn bootstrap_all(&self, defs: &[Arc<CapDef>]) -> Result<Vec<Client>, Error> {
         let results = join_all(defs.iter().map(|d| self.bootstrap(d))).await;
         // Dropping the successful clients releases them.

@@ -40,6 +40,13 @@ impl ValueEmitter {
 
     /// Sends one value to be serialized straight into its frame ([`Outgoing`]); waits
     /// until the stream takes it.
+    ///
+    /// Not cancel-safe for a retry: the value is handed to the stream at the first poll
+    /// that finds the previous one taken, and the rest of the wait is for the stream to
+    /// take it. Dropped after that, the value still goes out, so sending it again (after a
+    /// `timeout`, or in a `select!` loop) sends it twice. The same holds for
+    /// [`send`](Self::send), [`emit`](Self::emit) and
+    /// [`typed::Emitter::send`](crate::typed::Emitter::send).
     pub async fn send_outgoing(&mut self, value: Outgoing) -> Result<(), Status> {
         self.tx
             .send(value)

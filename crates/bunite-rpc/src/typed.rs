@@ -437,6 +437,9 @@ impl<T: Serialize + Send + 'static> Emitter<T> {
 
     /// Sends one value; waits until the stream takes it. The value is serialized straight
     /// into its frame when it is sent.
+    ///
+    /// Dropped after its first poll, the value may have been handed over already and
+    /// still goes out (see [`ValueEmitter::send_outgoing`](crate::emitter::ValueEmitter::send_outgoing)).
     pub async fn send(&mut self, value: T) -> Result<(), Status> {
         self.inner
             .send_outgoing(bunite_wire::Outgoing::typed(value))

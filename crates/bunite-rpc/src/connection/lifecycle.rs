@@ -110,6 +110,8 @@ impl Connection {
     /// a transport that does not drain), and every task it started has ended (handlers,
     /// policy checks, disposals). A connection whose runtime shut down while it was open
     /// counts as shut down, without its last frames: its calls and streams fail `closed`.
+    ///
+    /// Cancel-safe: it only waits.
     pub async fn closed(&self) {
         self.shared.finished.cancelled().await;
         loop {
@@ -132,6 +134,8 @@ impl Connection {
     }
 
     /// Exact live counts, asked of the driver (the last published ones once it is gone).
+    ///
+    /// Cancel-safe: dropped while it waits, the driver's answer finds nobody and is dropped.
     pub async fn current_stats(&self) -> Stats {
         let (reply, rx) = oneshot::channel();
         if self.shared.send(Command::Stats(reply)) {

@@ -34,6 +34,9 @@ impl ServeHandle {
 
     /// Unserves the names now; completes once they are unserved (and their live instances
     /// revoked).
+    ///
+    /// Dropped at any point, the names are unserved all the same (by the handle's drop
+    /// before the first poll, by the command queued at it after); only the wait is given up.
     pub async fn unserve(mut self) {
         let names = std::mem::take(&mut self.names);
         if let Some(shared) = self.shared.upgrade() {
@@ -116,12 +119,18 @@ impl Connection {
 
     /// Unserves a name: disposes and revokes its live instance. A name not served is a
     /// silent no-op.
+    ///
+    /// Dropped before its first poll, it does nothing; dropped after, the unserve was queued
+    /// and still happens: only the wait for it is given up.
     pub async fn unserve(&self, name: &str) {
         unserve(&self.shared, vec![name.to_owned()]).await;
     }
 
     /// Switches a served name to a new implementation (same version), live instances
     /// included, without revoking them.
+    ///
+    /// Dropped before its first poll, it does nothing; dropped after, the replace was
+    /// queued and still applies if its checks pass: only its answer is given up.
     pub async fn replace(&self, def: Arc<CapDef>, imp: Arc<dyn CapImpl>) -> Result<(), Status> {
         let (reply, rx) = oneshot::channel();
         let cap = Box::new((def, imp));

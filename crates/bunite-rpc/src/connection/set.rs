@@ -131,6 +131,8 @@ impl ConnectionSet {
 
     /// Waits until every connection of the set has closed ([`Connection::closed`]),
     /// those added meanwhile included.
+    ///
+    /// Cancel-safe: it only waits.
     pub async fn closed(&self) {
         loop {
             let next = self.lock().live.values().next().cloned();
@@ -165,6 +167,11 @@ impl ConnectionSet {
     /// If `accepting` ends first (its listener failed), the stop begins then. The goaway
     /// comes last, not first: a peer shuts down as it receives one, failing its pending
     /// calls, so a goaway sent first would throw away the answers a graceful stop waits for.
+    ///
+    /// Dropped before `signal` completes, it drops `accepting` (and its listener) and stops
+    /// nothing. Dropped once the stop began, the connections drain on and close when
+    /// `grace` runs out by their own timers, as they would with the future; only the wait
+    /// is given up.
     ///
     /// ```
     /// use std::sync::Arc;

@@ -94,6 +94,9 @@ impl TcpMessageListener {
     /// socket's `accept` (e.g. out of file descriptors); the listener stays usable. With
     /// TLS, failed handshakes are dropped and the listener goes on; an error means it
     /// stopped.
+    ///
+    /// Cancel-safe: dropped while it waits, it gives back the connection slot it took and
+    /// loses no connection (one not yet accepted waits for the next `accept`).
     pub async fn accept(&self) -> io::Result<(TcpTransport, SocketAddr)> {
         match &self.mode {
             Mode::Plain { listener, slots } => {

@@ -98,6 +98,8 @@ impl WsListener {
     /// The next socket whose handshake succeeded. Handshakes that fail (wrong path, not a
     /// WebSocket, slower than the handshake timeout) are dropped and the listener goes on.
     /// An error means the listener stopped.
+    ///
+    /// Cancel-safe: a socket already handshaken waits for the next `accept`.
     pub async fn accept(&self) -> io::Result<Accepted> {
         self.accepted
             .next()

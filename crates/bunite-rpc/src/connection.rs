@@ -422,7 +422,7 @@ impl Shared {
     /// holds its own connection (to call back into it) would otherwise keep it, and
     /// itself, alive forever through the cycle. Dropped outside the lock, as a closure's
     /// drop may do anything.
-    fn forget_observers(&self) {
+    pub(crate) fn forget_observers(&self) {
         let gone = match self.observers.write() {
             Ok(mut o) => {
                 self.observed.store(false, Ordering::Release);
@@ -431,6 +431,12 @@ impl Shared {
             Err(_) => return,
         };
         drop(gone);
+    }
+
+    /// Whether the driver has finished and no task of the connection is left: no event can
+    /// be reported any more.
+    pub(crate) fn is_done(&self) -> bool {
+        self.finished.is_cancelled() && self.tasks.load(Ordering::Acquire) == 0
     }
 
     /// Counts a task of this connection until the guard drops.

@@ -621,6 +621,25 @@ fn a_subscriber_that_calls_back_into_its_connection_neither_deadlocks_nor_leaks(
     });
 }
 
+/// An observer subscribed once the connection is done is dropped at once: no event can come,
+/// and nothing else would ever drop it (one holding its connection kept both).
+#[test]
+fn a_subscriber_added_after_the_connection_is_done_is_dropped_at_once() {
+    run(async {
+        let (server, client) = pair();
+        client.close();
+        server.closed().await;
+        eventually(|| server.stats().tasks == 0).await;
+        let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let guard = Freed(freed.clone());
+        let conn = server.clone();
+        server.subscribe(move |_| {
+            let _ = (&guard, &conn);
+        });
+        assert!(freed.load(std::sync::atomic::Ordering::SeqCst));
+    });
+}
+
 /// Captures what a `tracing-subscriber` fmt layer writes.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -31,16 +31,30 @@ impl Connection {
             o.push((id, Arc::new(f)));
             shared.observed.store(true, Ordering::Release);
         }
+        // On a connection already done, no event will come and nothing else would drop it
+        // (checked after the push: the last task may end in between, and forgetting twice
+        // is harmless).
+        if shared.is_done() {
+            shared.forget_observers();
+        }
         SubscriptionId(id)
     }
 
-    /// Removes an observer.
+    /// Removes an observer (dropped outside the lock, as a closure's drop may do anything).
     pub fn unsubscribe(&self, id: SubscriptionId) {
         let shared = &self.shared;
-        if let Ok(mut o) = shared.observers.write() {
-            o.retain(|(i, _)| *i != id.0);
-            shared.observed.store(!o.is_empty(), Ordering::Release);
-        }
+        let removed = match shared.observers.write() {
+            Ok(mut o) => {
+                let gone = o
+                    .iter()
+                    .position(|(i, _)| *i == id.0)
+                    .map(|at| o.remove(at));
+                shared.observed.store(!o.is_empty(), Ordering::Release);
+                gone
+            }
+            Err(_) => return,
+        };
+        drop(removed);
     }
 
     /// Runs `f` once when the connection closes (at once if it already has).

@@ -29,13 +29,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bunite_rpc::dynamic::DynCap;
-use bunite_rpc::{
-    CallOptions, CapDef, CapDefRef, Client, Code, Connection, Error, Event, LocalError, MethodDef,
-    Record, Returns, Status, SubscriptionId, Value,
+use bunite_rpc::transport::{
+    memory, MessageSink, MessageSource, Transport, TransportError, TransportInfo,
 };
-use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
+use bunite_rpc::{
+    CallOptions, CapDef, CapDefRef, Client, Code, Connection, Error, Event, Limits, LocalError,
+    MethodDef, Record, Returns, Status, SubscriptionId, Value,
+};
+use bytes::Bytes;
+use futures::{Future, StreamExt};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use common::*;
 
@@ -211,7 +218,7 @@ fn flip_impl(
     violations: Violations,
 ) -> Arc<dyn bunite_rpc::CapImpl> {
     DynCap::new()
-        .call("gen", move |_, _| {
+        .call("gen", move |args: Value, _| {
             // Checked as the handler starts: the driver starts it as it dispatches the call,
             // and a retirement took effect in the same driver before it was marked here.
             if retired.load(Ordering::SeqCst) {
@@ -219,7 +226,14 @@ fn flip_impl(
                     "ops.flip generation {generation} ran after it was retired"
                 ));
             }
-            async move { Ok(Value::from(generation)) }
+            // Some calls stay in flight a while, across an unserve or a replace.
+            let ms = int_arg(&args, "ms") as u64;
+            async move {
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Ok(Value::from(generation))
+            }
         })
         .build()
 }
@@ -235,6 +249,8 @@ struct Case {
     violations: Violations,
     /// Operations run, skipped ones (nothing to run them on) not counted.
     ran: AtomicU64,
+    /// Items disposed of by the actors: each owes one call of `close` (PROTOCOL §7, §13.8).
+    disposals_owed: AtomicU64,
 }
 
 /// One side of the case, as its actors see it.
@@ -276,14 +292,56 @@ impl Held {
     }
 }
 
+/// The transport of a case.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Memory,
+    Tcp,
+}
+
+/// Two connected peers over `kind`, both tracked, whose link dies (both ends fail
+/// `ConnectionReset`) when `cut` fires. With `max_in_flight`, both allow that many calls in
+/// flight each way.
+fn connected(
+    kind: Link,
+    cut: &CancellationToken,
+    max_in_flight: Option<usize>,
+) -> (Connection, Connection) {
+    fn over<T: Transport>(
+        (ta, tb): (T, T),
+        cut: &CancellationToken,
+        limits: Limits,
+    ) -> (Connection, Connection) {
+        let builder = || Connection::builder().limits(limits.clone());
+        let a = tracked_with(builder(), Cuttable(ta, cut.clone()));
+        let b = tracked_with(builder(), Cuttable(tb, cut.clone()));
+        (a, b)
+    }
+    let mut limits = Limits::default();
+    if let Some(max) = max_in_flight {
+        limits.max_in_flight = max;
+    }
+    match kind {
+        Link::Memory => over(memory::pair(), cut, limits),
+        Link::Tcp => over(tcp_pair(), cut, limits),
+    }
+}
+
 async fn case(seed: u64) {
     let mut rng = Rng(seed);
     let kind = if rng.chance(50) {
-        TransportKind::Memory
+        Link::Memory
     } else {
-        TransportKind::Tcp
+        Link::Tcp
     };
-    let (a, b) = pair_over(kind, Connection::builder(), Connection::builder());
+    let actors = 2 + rng.below(3) as usize;
+    // Each actor has one call of its own in flight at a time, and starts through the peer
+    // at most one more (`back`): a limit of twice the actors per side is never reached by
+    // the calls actors wait for (a call dropped or cancelled gives its slot back as it
+    // goes).
+    let limited = rng.chance(30).then_some(2 * actors);
+    let cut = CancellationToken::new();
+    let (a, b) = connected(kind, &cut, limited);
     let disposals = Arc::new(AtomicU64::new(0));
     for conn in [&a, &b] {
         conn.serve(svc_def(), svc_impl(disposals.clone()))
@@ -296,6 +354,7 @@ async fn case(seed: u64) {
         closing: AtomicBool::new(false),
         violations: Violations::default(),
         ran: AtomicU64::new(0),
+        disposals_owed: AtomicU64::new(0),
     });
     let sides = [
         Side {
@@ -309,11 +368,13 @@ async fn case(seed: u64) {
             flip: Default::default(),
         },
     ];
-    // Which actor, if any, closes or drains a side after its operations.
-    let actors = 2 + rng.below(3) as usize;
-    let closer = rng
-        .chance(40)
-        .then(|| rng.below(actors as u64 * 2) as usize);
+    // Which actor, if any, closes, drains or cuts a side, and after how many operations.
+    let closer = rng.chance(40).then(|| {
+        (
+            rng.below(actors as u64 * 2) as usize,
+            rng.below(40) as usize,
+        )
+    });
     let mut tasks = Vec::new();
     for i in 0..actors * 2 {
         let side = sides[i % 2].clone();
@@ -324,12 +385,15 @@ async fn case(seed: u64) {
             side,
             peer,
             case: shared.clone(),
+            cut: cut.clone(),
             held: Vec::new(),
             subscriptions: Vec::new(),
             skipped: 0,
         };
         let ops = 10 + actor_ops(seed, i);
-        let closes = closer == Some(i);
+        let closes = closer
+            .filter(|&(who, _)| who == i)
+            .map(|(_, at)| at.min(ops));
         tasks.push(tokio::spawn(actor.run(ops, closes)));
     }
     for (i, task) in tasks.into_iter().enumerate() {
@@ -338,16 +402,26 @@ async fn case(seed: u64) {
         }
     }
     eprintln!(
-        "seed {seed} ({kind:?}): {} actors ran {} operations{}",
+        "seed {seed} ({kind:?}{}): {} actors ran {} operations{}",
+        if limited.is_some() { ", limited" } else { "" },
         actors * 2,
         shared.ran.load(Ordering::Relaxed),
         if closer.is_some() {
-            ", then one closed a side"
+            ", one side closed"
         } else {
             ""
         }
     );
     let violations = shared.violations.lock().unwrap().clone();
+    // Without a close, every disposal went through, once each (a close runs the disposals
+    // of the live items too, §11).
+    if !shared.closing.load(Ordering::SeqCst) {
+        assert_eq!(
+            disposals.load(Ordering::SeqCst),
+            shared.disposals_owed.load(Ordering::SeqCst),
+            "seed {seed} ({kind:?}): disposal calls"
+        );
+    }
     assert!(
         violations.is_empty(),
         "seed {seed} ({kind:?}): {violations:?}"
@@ -373,6 +447,8 @@ struct Actor {
     /// The other side (whose `ops.flip` it bootstraps).
     peer: Side,
     case: Arc<Case>,
+    /// Kills the link between the two sides.
+    cut: CancellationToken,
     held: Vec<Held>,
     subscriptions: Vec<SubscriptionId>,
     /// Operations that found nothing to run on.
@@ -390,6 +466,8 @@ enum Op {
     Clone,
     Drop,
     Dispose,
+    DisposeTwice,
+    AbortSpawned,
     CallAfterRelease,
     Deadline,
     DropAfterPolls,
@@ -405,7 +483,7 @@ enum Op {
     Back,
 }
 
-const OPS: [Op; 21] = [
+const OPS: [Op; 23] = [
     Op::Bootstrap,
     Op::BootstrapUnknown,
     Op::Inc,
@@ -414,6 +492,8 @@ const OPS: [Op; 21] = [
     Op::Clone,
     Op::Drop,
     Op::Dispose,
+    Op::DisposeTwice,
+    Op::AbortSpawned,
     Op::CallAfterRelease,
     Op::Deadline,
     Op::DropAfterPolls,
@@ -430,8 +510,21 @@ const OPS: [Op; 21] = [
 ];
 
 impl Actor {
-    async fn run(mut self, ops: usize, closes: bool) {
-        for n in 0..ops {
+    /// Runs `ops` operations; closes, drains or cuts a side after `closes` of them.
+    async fn run(mut self, ops: usize, closes: Option<usize>) {
+        for n in 0..=ops {
+            if closes == Some(n) {
+                let what = format!("seed {} actor {} close", self.case.seed, self.id);
+                if tokio::time::timeout(OP_BOUND, self.close(&what))
+                    .await
+                    .is_err()
+                {
+                    panic!("{what}: did not end within {OP_BOUND:?}");
+                }
+            }
+            if n == ops {
+                break;
+            }
             // Most cases start by bootstrapping, so that most operations have a target.
             let op = match n {
                 0 if self.rng.chance(90) => Op::Bootstrap,
@@ -442,15 +535,6 @@ impl Actor {
                 self.case.seed, self.id, self.side.name
             );
             if tokio::time::timeout(OP_BOUND, self.op(op, &what))
-                .await
-                .is_err()
-            {
-                panic!("{what}: did not end within {OP_BOUND:?}");
-            }
-        }
-        if closes {
-            let what = format!("seed {} actor {} close", self.case.seed, self.id);
-            if tokio::time::timeout(OP_BOUND, self.close(&what))
                 .await
                 .is_err()
             {
@@ -506,6 +590,14 @@ impl Actor {
             return None;
         }
         Some(found[self.rng.below(found.len() as u64) as usize])
+    }
+
+    /// Marks `held`'s reference released as it is disposed, counting the disposal call an
+    /// item (the one kind with a disposal method) is owed if it was not released before.
+    fn disposing(&self, held: &Held) {
+        if !held.released.swap(true, Ordering::SeqCst) && held.kind == Kind::Item {
+            self.case.disposals_owed.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn svc(&mut self) -> Option<Held> {
@@ -593,8 +685,58 @@ impl Actor {
             Op::Dispose => {
                 if let Some(i) = self.pick(|_| true) {
                     let h = self.held.swap_remove(i);
-                    h.released.store(true, Ordering::SeqCst);
+                    self.disposing(&h);
                     h.client.dispose().await;
+                }
+            }
+            Op::DisposeTwice => {
+                // Two clones of one reference disposed at once: one disposal call.
+                if let Some(i) = self.pick(|_| true) {
+                    let h = self.held.swap_remove(i);
+                    self.disposing(&h);
+                    let other = h.client.clone();
+                    tokio::join!(h.client.dispose(), other.dispose());
+                }
+            }
+            Op::AbortSpawned => {
+                // A call or a stream in a task of its own, aborted after a few yields: it is
+                // dropped wherever that task is, on either worker.
+                let Some(h) = self.svc() else { return };
+                let stream = self.rng.chance(50);
+                let ms = self.rng.below(20);
+                let yields = self.rng.below(4);
+                let client = h.client.clone();
+                let task = tokio::spawn(async move {
+                    if stream {
+                        let mut s = client.stream("nums", args("n", ms));
+                        let mut values = Vec::new();
+                        while let Some(v) = s.next().await {
+                            values.push(v);
+                        }
+                        Err(values)
+                    } else {
+                        Ok(client.call_value("slow", args("ms", ms)).await)
+                    }
+                });
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+                task.abort();
+                match task.await {
+                    Err(e) => assert!(e.is_cancelled(), "{what}: {e}"),
+                    Ok(Ok(r)) => self.answer(what, &h, r, |v| {
+                        assert_eq!(v, Value::from("slept"), "{what}");
+                    }),
+                    Ok(Err(values)) => {
+                        for (i, v) in values.into_iter().enumerate() {
+                            match v {
+                                Ok(v) if !h.released() => {
+                                    assert_eq!(v.as_integer(), Some(i as i128), "{what}")
+                                }
+                                r => self.answer(what, &h, r, |v| panic!("{what}: {v:?}")),
+                            }
+                        }
+                    }
                 }
             }
             Op::CallAfterRelease => {
@@ -691,7 +833,8 @@ impl Actor {
                     return;
                 };
                 let h = self.held[i].clone();
-                let r = h.client.call_value("gen", Value::Undefined).await;
+                let ms = self.rng.below(3) * self.rng.below(10);
+                let r = h.client.call_value("gen", args("ms", ms)).await;
                 match r {
                     // Revoked by an unserve (`failed_precondition` once the client knows,
                     // `not_found` from the peer before it does).
@@ -797,8 +940,8 @@ impl Actor {
         }
     }
 
-    /// Closes or drains this side or the other while the other actors still work; then a
-    /// call from the closed side fails `unavailable`.
+    /// Closes or drains this side or the other, or cuts the link, while the other actors
+    /// still work; then a call from a closed side fails `unavailable`.
     async fn close(&mut self, what: &str) {
         self.case.closing.store(true, Ordering::SeqCst);
         let side = if self.rng.chance(50) {
@@ -806,10 +949,10 @@ impl Actor {
         } else {
             self.peer.clone()
         };
-        if self.rng.chance(50) {
-            side.conn.close();
-        } else {
-            side.conn.drain(Duration::from_millis(self.rng.below(200)));
+        match self.rng.below(3) {
+            0 => side.conn.close(),
+            1 => side.conn.drain(Duration::from_millis(self.rng.below(200))),
+            _ => self.cut.cancel(),
         }
         if side.name == self.side.name && side.conn.is_closed() {
             if let Some(h) = self.svc() {
@@ -828,4 +971,86 @@ fn the_generator_is_splitmix64() {
     let mut rng = Rng(1234567);
     assert_eq!(rng.next(), 6457827717110365317);
     assert_eq!(rng.next(), 3203168211198807973);
+}
+
+/// A transport whose link dies when its token fires: both ends' sources and sinks fail
+/// `ConnectionReset` from then on, as when a network drops (the transports are dropped by
+/// their drivers as they end).
+struct Cuttable<T>(T, CancellationToken);
+
+struct CutSink<S> {
+    inner: S,
+    cut: CancellationToken,
+}
+
+struct CutSource<S> {
+    inner: S,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+fn reset() -> TransportError {
+    std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()
+}
+
+impl<T: Transport> Transport for Cuttable<T> {
+    type Sink = CutSink<T::Sink>;
+    type Source = CutSource<T::Source>;
+
+    fn split(self) -> (Self::Sink, Self::Source) {
+        let (sink, source) = self.0.split();
+        let cut = Box::pin(self.1.clone().cancelled_owned());
+        let sink = CutSink {
+            inner: sink,
+            cut: self.1,
+        };
+        (sink, CutSource { inner: source, cut })
+    }
+
+    fn info(&self) -> TransportInfo {
+        self.0.info()
+    }
+}
+
+impl<S: MessageSource> MessageSource for CutSource<S> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>> {
+        if self.cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(reset()));
+        }
+        self.inner.poll_recv(cx)
+    }
+}
+
+impl<S: MessageSink> MessageSink for CutSink<S> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        if self.cut.is_cancelled() {
+            return Poll::Ready(Err(reset()));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn start_send(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        if self.cut.is_cancelled() {
+            return Err(reset());
+        }
+        self.inner.start_send(msg)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        if self.cut.is_cancelled() {
+            return Poll::Ready(Err(reset()));
+        }
+        self.inner.poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.inner.poll_close(cx)
+    }
+
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
+
+    fn queued(&self) -> usize {
+        self.inner.queued()
+    }
 }

@@ -311,18 +311,8 @@ pub fn pair() -> (Connection, Connection) {
 /// waits, and with bytes in flight in the kernel every task waits, so timers would fire
 /// early.
 pub fn pair_with(a: ConnectionBuilder, b: ConnectionBuilder) -> (Connection, Connection) {
-    pair_over(transport_kind(), a, b)
-}
-
-/// [`pair_with`] over the transport `kind` whatever the environment says: for a test that
-/// picks its transport itself (`tests/random_ops.rs` draws one per case). Both are tracked.
-pub fn pair_over(
-    kind: TransportKind,
-    a: ConnectionBuilder,
-    b: ConnectionBuilder,
-) -> (Connection, Connection) {
     in_run();
-    let (a, b) = match kind {
+    let (a, b) = match transport_kind() {
         TransportKind::Memory => {
             let (ta, tb) = memory::pair();
             (a.connect(ta), b.connect(tb))
@@ -443,7 +433,7 @@ fn sealed_pair() -> (
 
 /// Two ends of a loopback TCP connection, each a length-prefixed byte stream.
 #[cfg(feature = "byte-stream")]
-fn tcp_pair() -> (
+pub fn tcp_pair() -> (
     bunite_rpc::transport::byte_stream::TcpTransport,
     bunite_rpc::transport::byte_stream::TcpTransport,
 ) {

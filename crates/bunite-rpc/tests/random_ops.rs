@@ -25,7 +25,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,9 @@ const OP_BOUND: Duration = Duration::from_secs(5);
 /// How long one case may take, closing included.
 const CASE_BOUND: Duration = Duration::from_secs(20);
 
+/// The most calls one actor starts at once.
+const BURST: usize = 4;
+
 /// The value of `ops.item`'s `get`.
 const ITEM_VALUE: i128 = 7;
 
@@ -71,11 +74,24 @@ fn random_operations_on_live_connections() {
     };
     for seed in seeds {
         let _report = SeedReport(seed);
+        let observers = Arc::new(AtomicI64::new(0));
+        let live = observers.clone();
         run_on_two_workers(async move {
-            if tokio::time::timeout(CASE_BOUND, case(seed)).await.is_err() {
+            if tokio::time::timeout(CASE_BOUND, case(seed, live))
+                .await
+                .is_err()
+            {
                 panic!("seed {seed}: the case did not end within {CASE_BOUND:?}");
             }
         });
+        // The runtime is gone: an observer still alive is kept by a cycle through its
+        // connection (the observers of a closed connection are dropped once its last task
+        // ends).
+        assert_eq!(
+            observers.load(Ordering::SeqCst),
+            0,
+            "seed {seed}: observers outlived their connections"
+        );
     }
 }
 
@@ -251,6 +267,24 @@ struct Case {
     ran: AtomicU64,
     /// Items disposed of by the actors: each owes one call of `close` (PROTOCOL §7, §13.8).
     disposals_owed: AtomicU64,
+    /// Observers alive (each holds a [`Counted`]).
+    observers: Arc<AtomicI64>,
+}
+
+/// Counts itself in a counter while it lives.
+struct Counted(Arc<AtomicI64>);
+
+impl Counted {
+    fn new(count: &Arc<AtomicI64>) -> Counted {
+        count.fetch_add(1, Ordering::SeqCst);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One side of the case, as its actors see it.
@@ -327,7 +361,7 @@ fn connected(
     }
 }
 
-async fn case(seed: u64) {
+async fn case(seed: u64, observers: Arc<AtomicI64>) {
     let mut rng = Rng(seed);
     let kind = if rng.chance(50) {
         Link::Memory
@@ -335,11 +369,11 @@ async fn case(seed: u64) {
         Link::Tcp
     };
     let actors = 2 + rng.below(3) as usize;
-    // Each actor has one call of its own in flight at a time, and starts through the peer
-    // at most one more (`back`): a limit of twice the actors per side is never reached by
-    // the calls actors wait for (a call dropped or cancelled gives its slot back as it
-    // goes).
-    let limited = rng.chance(30).then_some(2 * actors);
+    // Each actor has at most `BURST` calls of its own in flight at a time, and starts
+    // through the peer at most one more (`back`): a limit of `BURST + 1` calls per actor is
+    // never reached by the calls actors wait for (a call dropped or cancelled gives its slot
+    // back as it goes).
+    let limited = rng.chance(30).then_some((BURST + 1) * actors);
     let cut = CancellationToken::new();
     let (a, b) = connected(kind, &cut, limited);
     let disposals = Arc::new(AtomicU64::new(0));
@@ -355,6 +389,7 @@ async fn case(seed: u64) {
         violations: Violations::default(),
         ran: AtomicU64::new(0),
         disposals_owed: AtomicU64::new(0),
+        observers,
     });
     let sides = [
         Side {
@@ -467,6 +502,9 @@ enum Op {
     Drop,
     Dispose,
     DisposeTwice,
+    DropCapCall,
+    Burst,
+    RaceRelease,
     AbortSpawned,
     CallAfterRelease,
     Deadline,
@@ -483,7 +521,7 @@ enum Op {
     Back,
 }
 
-const OPS: [Op; 23] = [
+const OPS: [Op; 26] = [
     Op::Bootstrap,
     Op::BootstrapUnknown,
     Op::Inc,
@@ -493,6 +531,9 @@ const OPS: [Op; 23] = [
     Op::Drop,
     Op::Dispose,
     Op::DisposeTwice,
+    Op::DropCapCall,
+    Op::Burst,
+    Op::RaceRelease,
     Op::AbortSpawned,
     Op::CallAfterRelease,
     Op::Deadline,
@@ -849,13 +890,113 @@ impl Actor {
             }
             Op::ServeFlip | Op::UnserveFlip | Op::ReplaceFlip => self.flip(op, what).await,
             Op::Subscribe => {
-                let seen = Arc::new(AtomicU64::new(0));
-                let id = self.side.conn.subscribe(move |e: &Event| {
-                    // Formats the event as a logging observer would.
-                    let _ = format!("{e:?}");
-                    seen.fetch_add(1, Ordering::Relaxed);
-                });
+                let counted = Counted::new(&self.case.observers);
+                let id = if self.rng.chance(50) {
+                    self.side.conn.subscribe(move |e: &Event| {
+                        // Formats the event as a logging observer would.
+                        let _ = (format!("{e:?}"), &counted);
+                    })
+                } else {
+                    // Holds its connection and calls back into it from its events: reads
+                    // its counts, and subscribes and unsubscribes another observer.
+                    let conn = self.side.conn.clone();
+                    let count = self.case.observers.clone();
+                    self.side.conn.subscribe(move |_: &Event| {
+                        let _ = (conn.stats(), &counted);
+                        let inner = Counted::new(&count);
+                        let id = conn.subscribe(move |_: &Event| {
+                            let _ = &inner;
+                        });
+                        conn.unsubscribe(id);
+                    })
+                };
                 self.subscriptions.push(id);
+            }
+            Op::DropCapCall => {
+                // A bootstrap or a sub-cap call dropped after a few polls: its answer brings
+                // a cap, which must be released whenever the answer comes.
+                let Some(h) = self.svc() else { return };
+                let polls = self.rng.below(6);
+                let conn = self.side.conn.clone();
+                let svc = svc_def();
+                let boot = self.rng.chance(50);
+                let mut call: Pin<Box<dyn Future<Output = Result<Client, Error>> + Send>> = if boot
+                {
+                    Box::pin(conn.bootstrap(&svc))
+                } else {
+                    Box::pin(h.client.call_cap("sub", Value::Undefined))
+                };
+                for _ in 0..polls {
+                    if let Poll::Ready(r) = futures::poll!(call.as_mut()) {
+                        if boot {
+                            self.ok_or_closing(what, r);
+                        } else {
+                            self.answer(what, &h, r, drop);
+                        }
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            Op::Burst => {
+                // Several calls at once from one actor, some dropped unanswered.
+                let Some(h) = self.svc() else { return };
+                let n = 1 + self.rng.below(BURST as u64) as usize;
+                let give_up = self.rng.chance(30);
+                let calls = (0..n).map(|i| {
+                    let c = h.client.clone();
+                    async move {
+                        if i % 2 == 0 {
+                            c.call_value("inc", Value::Undefined).await
+                        } else {
+                            c.call_cap("sub", Value::Undefined).await.map(|item| {
+                                drop(item);
+                                Value::from(1)
+                            })
+                        }
+                    }
+                });
+                let all = futures::future::join_all(calls);
+                let results = if give_up {
+                    match tokio::time::timeout(Duration::from_millis(1), all).await {
+                        Ok(results) => results,
+                        Err(_) => return,
+                    }
+                } else {
+                    all.await
+                };
+                for r in results {
+                    self.answer(what, &h, r, |v| {
+                        assert!(v.as_integer().is_some_and(|n| n > 0), "{what}: {v:?}");
+                    });
+                }
+            }
+            Op::RaceRelease => {
+                // One clone released while another calls, on another task: the call either
+                // went out first or fails `Released`.
+                let Some(i) = self.pick(|_| true) else { return };
+                let h = self.held.swap_remove(i);
+                let other = h.clone();
+                let method = if h.kind == Kind::Item { "get" } else { "inc" };
+                let task = tokio::spawn(async move {
+                    let r = other.client.call_value(method, Value::Undefined).await;
+                    (other, r)
+                });
+                tokio::task::yield_now().await;
+                let was_released = h.released.swap(true, Ordering::SeqCst);
+                h.client.release();
+                let (other, r) = task.await.expect("the calling task");
+                match r {
+                    Ok(v) if !was_released && h.kind != Kind::Flip => {
+                        assert!(v.as_integer().is_some_and(|n| n > 0), "{what}: {v:?}")
+                    }
+                    Ok(v) if !was_released => assert!(v.as_integer().is_some(), "{what}: {v:?}"),
+                    Err(e)
+                        if h.kind == Kind::Flip
+                            && (e.code() == Code::FailedPrecondition
+                                || e.code() == Code::NotFound) => {}
+                    r => self.answer(what, &other, r, |v| panic!("{what}: {v:?}")),
+                }
             }
             Op::Unsubscribe => {
                 if !self.subscriptions.is_empty() {

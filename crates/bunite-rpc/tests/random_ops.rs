@@ -46,8 +46,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use common::*;
 
-/// Seeds of a plain test run (about half a second each in debug on two cores).
-const CI_SEEDS: u64 = 24;
+/// Seeds of a plain test run (about 35 ms each in debug on two cores: 7 s in all).
+const CI_SEEDS: u64 = 200;
 
 /// How long one operation may take (the slowest, a deadline on a slow handler, takes about
 /// half a second).
@@ -461,6 +461,22 @@ async fn case(seed: u64, observers: Arc<AtomicI64>) {
         violations.is_empty(),
         "seed {seed} ({kind:?}): {violations:?}"
     );
+    // Every slot of the in-flight limit is free again: once nothing runs, `max_in_flight`
+    // calls at once from each side all go through (a slot a dropped or abandoned call kept
+    // would refuse the last of them).
+    if let (Some(max), false) = (limited, shared.closing.load(Ordering::SeqCst)) {
+        assert_clean(&[&a, &b]).await;
+        for (name, conn) in [("a", &a), ("b", &b)] {
+            let svc = conn.bootstrap(&svc_def()).await.unwrap();
+            let calls = (0..max).map(|_| svc.call_value("inc", Value::Undefined));
+            for r in futures::future::join_all(calls).await {
+                assert!(
+                    r.is_ok(),
+                    "seed {seed} ({kind:?}): {max} calls from {name} at the end: {r:?}"
+                );
+            }
+        }
+    }
     // Both sides close here; the harness then checks them clean, closed and idle.
     if shared.closing.load(Ordering::SeqCst) {
         for conn in [&a, &b] {
@@ -633,6 +649,16 @@ impl Actor {
         Some(found[self.rng.below(found.len() as u64) as usize])
     }
 
+    /// A yield to the runtime, or a sleep of up to two milliseconds (about a round trip):
+    /// what a call future is dropped after.
+    async fn pause(&mut self) {
+        if self.rng.chance(50) {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_micros(self.rng.below(2000))).await;
+        }
+    }
+
     /// Marks `held`'s reference released as it is disposed, counting the disposal call an
     /// item (the one kind with a disposal method) is owed if it was not released before.
     fn disposing(&self, held: &Held) {
@@ -760,7 +786,7 @@ impl Actor {
                     }
                 });
                 for _ in 0..yields {
-                    tokio::task::yield_now().await;
+                    self.pause().await;
                 }
                 task.abort();
                 match task.await {
@@ -829,7 +855,7 @@ impl Actor {
                         });
                         return;
                     }
-                    tokio::task::yield_now().await;
+                    self.pause().await;
                 }
                 // Dropped unanswered: a cancel goes to the peer.
             }
@@ -935,7 +961,7 @@ impl Actor {
                         }
                         return;
                     }
-                    tokio::task::yield_now().await;
+                    self.pause().await;
                 }
             }
             Op::Burst => {
@@ -982,7 +1008,7 @@ impl Actor {
                     let r = other.client.call_value(method, Value::Undefined).await;
                     (other, r)
                 });
-                tokio::task::yield_now().await;
+                self.pause().await;
                 let was_released = h.released.swap(true, Ordering::SeqCst);
                 h.client.release();
                 let (other, r) = task.await.expect("the calling task");

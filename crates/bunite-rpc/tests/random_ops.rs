@@ -303,6 +303,10 @@ struct Held {
     kind: Kind,
     client: Client,
     released: Arc<AtomicBool>,
+    /// For `ops.flip`: the reference was seen revoked (no call on it may succeed after),
+    /// and the latest generation it answered (a replace only ever moves it forward).
+    revoked: Arc<AtomicBool>,
+    generation: Arc<AtomicI64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +322,8 @@ impl Held {
             kind,
             client,
             released: Arc::default(),
+            revoked: Arc::default(),
+            generation: Arc::default(),
         }
     }
 
@@ -901,6 +907,7 @@ impl Actor {
                 };
                 let h = self.held[i].clone();
                 let ms = self.rng.below(3) * self.rng.below(10);
+                let before = h.generation.load(Ordering::SeqCst);
                 let r = h.client.call_value("gen", args("ms", ms)).await;
                 match r {
                     // Revoked by an unserve (`failed_precondition` once the client knows,
@@ -908,9 +915,25 @@ impl Actor {
                     Err(e)
                         if !h.released()
                             && (e.code() == Code::FailedPrecondition
-                                || e.code() == Code::NotFound) => {}
+                                || e.code() == Code::NotFound) =>
+                    {
+                        if e.reason() == Some("revoked") {
+                            h.revoked.store(true, Ordering::SeqCst);
+                        }
+                    }
                     r => self.answer(what, &h, r, |v| {
-                        assert!(v.as_integer().is_some(), "{what}: {v:?}");
+                        let generation = v.as_integer().expect("a generation") as i64;
+                        assert!(
+                            !h.revoked.load(Ordering::SeqCst),
+                            "{what}: generation {generation} answered after a revocation"
+                        );
+                        // Calls of one actor on one reference follow each other: each
+                        // starts after the one before answered.
+                        assert!(
+                            generation >= before,
+                            "{what}: generation {generation} after {before}"
+                        );
+                        h.generation.fetch_max(generation, Ordering::SeqCst);
                     }),
                 }
             }

@@ -1,27 +1,31 @@
 //! Seeded random operations on live connections: the layer above the session (the driver,
 //! the handles and their `Drop`s, handler tasks) on a multi-thread runtime of two workers,
-//! over the in-memory transport and over loopback TCP.
+//! over the in-memory transport and over loopback TCP (`docs/RELIABILITY.md`, "Seeded
+//! random operations on live connections").
 //!
 //! Each case is one seed. Two peers each serve `ops.svc` to the other (unary calls, a slow
 //! and a waiting handler, a sub-cap with a disposal method, a stream, a call back over the
 //! same connection) and serve, unserve and replace `ops.flip` while the other calls it.
 //! Several actors (spawned tasks) per side draw operations from their own generator
 //! (splitmix64, seeded from the case's seed): bootstraps, calls, sub-caps, clones, drops,
-//! releases, disposals, deadlines, call futures dropped after a few polls, cancellations,
-//! streams read partly or to the end, observers, and near the end of some cases a close or
-//! a drain of either side while work is in flight.
+//! releases, disposals, deadlines, call futures (bootstraps and cap-returning calls too)
+//! dropped after a few polls or aborted on another task, cancellations, bursts, streams
+//! read partly or to the end, observers that call back into their connection, and in some
+//! cases a close or a drain of either side, or a cut of the link, while work is in flight.
 //!
 //! What must hold: every operation ends within [`OP_BOUND`] and the case within
 //! [`CASE_BOUND`]; no actor panics; every outcome fits its operation (a successful call
 //! returns what the handler returns, a call on a released reference fails
 //! `LocalError::Released`, errors other than the operation's own appear only once a side is
 //! closing and are then `unavailable`); no handler of `ops.flip` starts once its instance
-//! was unserved or replaced; and after the case the harness (`common::run_on_two_workers`)
-//! checks both connections clean, closes them, checks them idle (tables, pending calls,
-//! streams, unsent bytes, tasks) and that no driver panicked and no task is left.
+//! was unserved or replaced, no call on a reference succeeds after one failed `revoked`;
+//! disposals are called once each; a limited case ends with every in-flight slot free;
+//! after the case the harness (`common::run_on_two_workers`) checks both connections clean,
+//! closes them, checks them idle (tables, pending calls, streams, unsent bytes, tasks) and
+//! that no driver panicked and no task is left; and no observer outlives the runtime.
 //!
-//! `BUNITE_OPS_SEEDS=N` runs N seeds instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs seed S
-//! alone (a failing case prints its seed).
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs
+//! seed S alone (a failing case prints its seed).
 
 mod common;
 

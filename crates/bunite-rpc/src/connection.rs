@@ -422,8 +422,12 @@ impl Shared {
     /// holds its own connection (to call back into it) would otherwise keep it, and
     /// itself, alive forever through the cycle. Dropped outside the lock, as a closure's
     /// drop may do anything.
+    ///
+    /// Never waits (it is called from [`TaskGuard`]'s `Drop`): when the lock is taken, it
+    /// is by `subscribe` or `unsubscribe` (no event is reported any more, so nothing reads
+    /// it), each of which calls this again once it has let go of the lock.
     pub(crate) fn forget_observers(&self) {
-        let gone = match self.observers.write() {
+        let gone = match self.observers.try_write() {
             Ok(mut o) => {
                 self.observed.store(false, Ordering::Release);
                 std::mem::take(&mut *o)

@@ -32,8 +32,8 @@ impl Connection {
             shared.observed.store(true, Ordering::Release);
         }
         // On a connection already done, no event will come and nothing else would drop it
-        // (checked after the push: the last task may end in between, and forgetting twice
-        // is harmless).
+        // (checked after the push: the last task may end in between, finding the lock
+        // taken by us, and forgetting twice is harmless).
         if shared.is_done() {
             shared.forget_observers();
         }
@@ -55,6 +55,9 @@ impl Connection {
             Err(_) => return,
         };
         drop(removed);
+        if shared.is_done() {
+            shared.forget_observers(); // It may have found the lock taken by us.
+        }
     }
 
     /// Runs `f` once when the connection closes (at once if it already has).

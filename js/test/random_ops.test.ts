@@ -13,9 +13,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { connect } from "../src/index.js";
+import { connect, keyFromHex } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
-import { outcomes, runSeed } from "./random_ops.js";
+import { KEY } from "./interop_checks.js";
+import { outcomes, runSeed, type Target } from "./random_ops.js";
 import { start, type Server } from "./server.js";
 
 /** Seeds that found something (docs/RELIABILITY.md), replayed first. */
@@ -23,22 +24,53 @@ const FIXED: number[] = [];
 /** Seeds run by `npm test` besides the fixed ones. */
 const DEFAULT_SEEDS = 30;
 
+/** The servers of the whole run: plain WebSocket, and inside the sealed pipe (`--key`). */
 let server: Server;
+let sealedServer: Server;
+const key = keyFromHex(KEY);
 before(async () => {
   server = await start(["interop-server"]);
+  sealedServer = await start(["interop-server", "--key", KEY]);
 });
 after(async () => {
   await server.stop();
+  await sealedServer.stop();
 });
 
+/**
+ * Where seed `seed` runs: a quarter of the seeds inside the sealed pipe; a sixth against a
+ * server of their own stopped gracefully (SIGTERM) at a random operation, a sixth against
+ * one killed (SIGKILL); the others against the servers of the run.
+ */
+async function target(seed: number): Promise<{ target: Target; mode: string }> {
+  const isSealed = seed % 4 === 0;
+  const how = seed % 6 === 1 ? "term" : seed % 6 === 4 ? "kill" : undefined;
+  const mode = `${isSealed ? "sealed" : "plain"}${how !== undefined ? `, server ${how === "term" ? "stopped" : "killed"}` : ""}`;
+  if (how === undefined) return { target: isSealed ? { url: sealedServer.urls[0]!, key } : { url: server.urls[0]! }, mode };
+  const own = await start(["interop-server", ...(isSealed ? ["--key", KEY] : [])]);
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+    if (own.child.exitCode !== null || own.child.signalCode !== null) resolve({ code: own.child.exitCode, signal: own.child.signalCode });
+    else own.child.once("exit", (code, signal) => resolve({ code, signal }));
+  });
+  const signal = () => void own.child.kill(how === "term" ? "SIGTERM" : "SIGKILL");
+  return { target: { url: own.urls[0]!, ...(isSealed ? { key } : {}), end: { how, signal, exited } }, mode };
+}
+
 test("random operations against the Rust server: every answer as the caps say, everything settles, tables empty", async () => {
-  const url = server.urls[0]!;
   const seconds = Number(process.env["BUNITE_FUZZ_SECONDS"] ?? 0);
   const failures: string[] = [];
+  const modes = new Map<string, number>();
   const run = async (seed: number) => {
-    const problems = await runSeed(url, seed);
+    const { target: t, mode } = await target(seed);
+    const problems = await runSeed(t, seed);
+    if (t.end !== undefined) {
+      // Whatever happened, the seed's own server is gone before the next seed.
+      t.end.signal();
+      await t.end.exited;
+    }
+    modes.set(mode, (modes.get(mode) ?? 0) + 1);
     if (problems.length > 0) {
-      const line = `seed ${seed}: ${problems.slice(0, 5).join("; ")}`;
+      const line = `seed ${seed} (${mode}): ${problems.slice(0, 5).join("; ")}`;
       console.log(`FAILED ${line}`);
       failures.push(line);
     }
@@ -53,22 +85,27 @@ test("random operations against the Rust server: every answer as the caps say, e
       n++;
     } while (Date.now() < until);
     console.log(`random ops: ${n} sequences, seeds up to ${seed - 1}, ${failures.length} failed`);
+    console.log(`modes: ${JSON.stringify(Object.fromEntries([...modes].sort()))}`);
     console.log(`outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`);
   } else {
     for (let seed = 1; seed <= DEFAULT_SEEDS; seed++) await run(seed);
     // The sequences reach what they aim at.
-    for (const key of ["burst ok", "makeChild ok", "call after release", "call after dispose", "abort ok", "deadline ok", "ticks read to the end", "watch ok", "ephemeral ok"]) {
+    for (const key of ["burst ok", "makeChild ok", "call after release", "call after dispose", "abort ok", "deadline ok", "ticks read to the end", "watch ok", "ephemeral ok", "askPeer answered", "askPeer not_found", "peer-unserve ok", "connection ended by term", "connection ended by kill", "probe call after SIGTERM refused"]) {
       assert.ok((outcomes.get(key) ?? 0) > 0, `no ${key}: ${JSON.stringify([...outcomes])}`);
     }
     assert.ok([...outcomes.keys()].some((k) => k.endsWith(" unavailable")), "no operation met a close with work in flight");
+    assert.ok([...outcomes.keys()].some((k) => k.endsWith("(term: peer_closing)")), "no operation met a graceful stop with work in flight");
+    assert.ok([...outcomes.keys()].some((k) => k.endsWith("(kill: transport closed)")), "no operation met a killed server with work in flight");
   }
   assert.deepEqual(failures.slice(0, 20), []);
-  // The server is still up, and a fresh connection works.
-  assert.equal(server.child.exitCode, null, "the server exited");
-  assert.equal(server.child.signalCode, null, "the server was killed");
-  const conn = await connect(url, { origin: "after the random ops" });
-  const counter = await conn.bootstrap(InteropCounter);
-  assert.deepEqual(await counter.increment({ delta: 3 }), { count: 3 });
-  conn.close();
-  await conn.closed;
+  // The servers of the run are still up, and a fresh connection works.
+  for (const [s, options] of [[server, {}], [sealedServer, { key }]] as const) {
+    assert.equal(s.child.exitCode, null, "the server exited");
+    assert.equal(s.child.signalCode, null, "the server was killed");
+    const conn = await connect(s.urls[0]!, { origin: "after the random ops", ...options });
+    const counter = await conn.bootstrap(InteropCounter);
+    assert.deepEqual(await counter.increment({ delta: 3 }), { count: 3 });
+    conn.close();
+    await conn.closed;
+  }
 });

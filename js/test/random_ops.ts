@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 
 import { inspect } from "node:util";
 
-import { Connection, FrameDecoder, RpcError, capId, dispose, openWebSocket, release, type CapDef, type Client, type Transport, type ValueStream } from "../src/index.js";
+import { Connection, FrameDecoder, RpcError, capId, dispose, openWebSocket, release, sealed, type CapDef, type Client, type IfExists, type ServeHandle, type Transport, type ValueStream } from "../src/index.js";
 import { InteropChild, InteropCounter, InteropEphemeral, InteropSecret, InteropVersioned } from "../src/interop.gen.js";
 import { Rng } from "./random_frames.js";
 
@@ -62,8 +62,44 @@ interface ConnState {
   /** `unserveMe` was sent (`unserving`) or answered (`gone`). */
   ephemeralUnserving: boolean;
   ephemeralGone: boolean;
+  /**
+   * What the client's `interop.peer` answered over time (`undefined`: not served), oldest
+   * first: an `askPeer` may see any state from the one it began in to the one it ended in.
+   */
+  peerStates: Array<string | undefined>;
+  /** The handle of the `serve` that made the current registration, if one did (and it still owns it). */
+  peerHandle: ServeHandle | undefined;
+  /** The seed's server end, shared by its connections. */
+  seed: SeedState;
   actors: Promise<void>[];
   problems: string[];
+}
+
+/** Where one seed's connections go, and how the server side goes away (if it does). */
+export interface Target {
+  url: string;
+  /** The sealed pipe's key, when the server runs with `--key`. */
+  key?: Uint8Array;
+  /**
+   * The server process of this seed alone, stopped at a random operation with work in flight:
+   * `term` (SIGTERM: it drains the calls in progress, then every connection gets a goaway
+   * `peer_closing`) or `kill` (SIGKILL: the sockets just drop).
+   */
+  end?: { how: "term" | "kill"; signal(): void; exited: Promise<{ code: number | null; signal: string | null }> };
+}
+
+/** What a seed's connections share: when the server goes away. */
+interface SeedState {
+  /** How the server goes away, if it does. */
+  how: "term" | "kill" | undefined;
+  begun: number;
+  /** The number of operations begun (over every connection) at which the server is ended. */
+  endAt: number;
+  /** The server was signalled: from then on `unavailable` is the documented error everywhere. */
+  ending: boolean;
+  /** The stop, once begun (`fire`). */
+  firing: Promise<void> | undefined;
+  fire(): void;
 }
 
 function isCode(e: unknown, code: string, reason?: string): e is RpcError {
@@ -84,6 +120,13 @@ async function rejects(p: Promise<unknown>, code: string, what: string, reason?:
     if (isCode(e, code, reason)) return e;
     throw e;
   }
+}
+
+/** How an `unavailable` came, by its message: the server's stop (`peer_closing`), the socket dropped, or a local failure after either. */
+function how(e: RpcError): string {
+  if (e.message === "peer_closing" || e.reason === "peer_closing") return "peer_closing";
+  if (e.message.startsWith("transport closed")) return "transport closed";
+  return e.message;
 }
 
 function check(cond: unknown, message: string): asserts cond {
@@ -139,12 +182,18 @@ function randomValue(r: Rng, depth = 0): unknown {
   }
 }
 
+/** An `interop.peer` answering `reply`, at once or after a few milliseconds. */
+function peerImpl(r: Rng, reply: string) {
+  const ms = r.chance(0.5) ? 0 : 1 + r.int(5);
+  return { ping: async () => (ms === 0 ? reply : sleep(ms).then(() => reply)) };
+}
+
 /** One actor: a sequence of operations on one connection, from its own seed. */
 async function actor(st: ConnState, seed: number, label: string): Promise<void> {
   const r = new Rng(seed);
   const { conn } = st;
   const counter = (await bounded(`${label} bootstrap`, conn.bootstrap(InteropCounter)).catch((e) => {
-    if (st.closed && isCode(e, "unavailable")) return undefined;
+    if ((st.closed || st.seed.ending) && isCode(e, "unavailable")) return undefined;
     throw e;
   })) as Counter | undefined;
   if (counter === undefined) return;
@@ -154,6 +203,7 @@ async function actor(st: ConnState, seed: number, label: string): Promise<void> 
   const inflight: Promise<void>[] = [];
   let nextName = 0;
   const fresh = () => `${label}-${nextName++}`;
+  let step = 0;
 
   /** An increment of `delta`, with `opts`: counted as sure, or maybe if it may not have run. */
   const increment = async (delta: number, opts: { signal?: AbortSignal } = {}): Promise<number | undefined> => {
@@ -387,8 +437,63 @@ async function actor(st: ConnState, seed: number, label: string): Promise<void> 
       st.watchesCancelled += 1;
       check((await s.next()).done === true, "watch after cancel");
     }],
-    [1, "askPeer", async () => {
-      check((await counter.askPeer()) === "pong from client", "askPeer");
+    [2, "askPeer", async () => {
+      // The server bootstraps `interop.peer` from this client and pings it while other actors
+      // serve, replace and unserve it: the answer is that of a state between the call's start
+      // and its end; `not_found` only if it was unserved meanwhile, and `revoked` (the
+      // server's reference revoked between its bootstrap and its ping) only if it was
+      // unserved after the call began.
+      const from = st.peerStates.length - 1;
+      let got: string;
+      try {
+        got = await counter.askPeer();
+      } catch (e) {
+        const seen = st.peerStates.slice(from);
+        if (isCode(e, "not_found") && seen.includes(undefined)) return void count("askPeer not_found");
+        if (isCode(e, "failed_precondition", "revoked") && seen.slice(1).includes(undefined)) return void count("askPeer revoked");
+        throw e;
+      }
+      check(st.peerStates.slice(from).includes(got), `askPeer gave ${JSON.stringify(got)}, states ${JSON.stringify(st.peerStates.slice(from))}`);
+      count("askPeer answered");
+    }],
+    [2, "peer-serve", async () => {
+      // Serves `interop.peer` anew (or replaces it) with an answer of its own, as `ifExists` says.
+      const reply = `pong ${label} ${step}`;
+      const impl = peerImpl(r, reply);
+      const served = st.peerStates.at(-1) !== undefined;
+      const mode = r.pick(["throw", "skip", "replace", "replace()"] as const);
+      if (mode === "replace()") {
+        try {
+          conn.replace(Peer, impl);
+        } catch (e) {
+          if (!(!served && isCode(e, "not_found"))) throw e;
+          return void count("peer replace not served");
+        }
+        check(served, "replace of an unserved interop.peer worked");
+        st.peerStates.push(reply);
+        return;
+      }
+      let handle: ServeHandle;
+      try {
+        handle = conn.serve(Peer, impl, { ifExists: mode as IfExists });
+      } catch (e) {
+        if (!(served && mode === "throw" && isCode(e, "already_exists", "name_collision"))) throw e;
+        return void count("peer serve collision");
+      }
+      check(!(served && mode === "throw"), "a second serve of interop.peer worked");
+      if (served && mode === "skip") {
+        check(handle.names.length === 0, "serve skip of a served name owns it");
+        return;
+      }
+      if (!served) st.peerHandle = handle;
+      st.peerStates.push(reply);
+    }],
+    [1, "peer-unserve", async () => {
+      const h = st.peerHandle;
+      if (h !== undefined && r.chance(0.5)) h.unserve();
+      else conn.unserve(r.chance(0.5) ? "interop.peer" : Peer);
+      st.peerHandle = undefined;
+      if (st.peerStates.at(-1) !== undefined) st.peerStates.push(undefined);
     }],
     [1, "ephemeral", async () => {
       const gone = st.ephemeralGone;
@@ -442,17 +547,29 @@ async function actor(st: ConnState, seed: number, label: string): Promise<void> 
   };
 
   const steps = 5 + r.int(25);
-  for (let step = 0; step < steps; step++) {
+  for (step = 0; step < steps; step++) {
     const [, name, run] = pick();
     const what = `${label} step ${step} ${name}`;
     if (trace) console.error(what);
     st.begun += 1;
+    st.seed.begun += 1;
+    if (st.seed.begun >= st.seed.endAt) st.seed.fire();
     const p = bounded(what, run()).then(
       () => void count(`${name} ok`),
       (e) => {
         // After the test closed the connection, `unavailable` is the documented error of
         // everything pending and everything after.
         if (st.closed && isCode(e, "unavailable")) return void count(`${name} unavailable`);
+        // After the server was signalled, too (the drain's refusals, its goaway, the socket
+        // dropped, and every local failure after them).
+        if (st.seed.ending && isCode(e, "unavailable")) {
+          // SIGTERM: refused by the draining server, or failed by its goaway; SIGKILL: failed
+          // as the socket dropped; either: failed locally once the connection had shut down.
+          const came = how(e);
+          const want = st.seed.how === "term" ? "peer_closing" : "transport closed";
+          if (came !== want && came !== "connection closed") st.problems.push(`${what}: ${describe(e)}, expected ${want} after the server's ${st.seed.how}`);
+          return void count(`${name} unavailable (${st.seed.how}: ${came})`);
+        }
         st.problems.push(`${what}: ${describe(e)}`);
       },
     );
@@ -496,8 +613,9 @@ async function endCleanly(st: ConnState): Promise<void> {
   conn.close();
 }
 
-async function open(url: string, name: string, closeAt: number): Promise<ConnState> {
-  const ws = await openWebSocket(url);
+async function open(target: Target, name: string, closeAt: number, seed: SeedState): Promise<ConnState> {
+  const socket = await openWebSocket(target.url);
+  const ws: Transport = target.key !== undefined ? sealed(socket, target.key) : socket;
   const transport: Transport = !traceFrames
     ? ws
     : (() => {
@@ -513,6 +631,9 @@ async function open(url: string, name: string, closeAt: number): Promise<ConnSta
       })();
   const conn = new Connection(transport, { origin: "bunite-rpc random ops", serve: [{ def: Peer, impl: { ping: () => "pong from client" } }] });
   return {
+    peerStates: ["pong from client"],
+    peerHandle: undefined,
+    seed,
     name,
     conn,
     closed: false,
@@ -531,8 +652,18 @@ async function open(url: string, name: string, closeAt: number): Promise<ConnSta
   };
 }
 
-/** Runs the sequence of `seed` against the server at `url`; returns what went wrong (empty if nothing). */
-export async function runSeed(url: string, seed: number): Promise<string[]> {
+/** The connection a graceful stop is watched on: a call surely running when the signal goes must be answered. */
+async function stopProbe(target: Target): Promise<{ conn: Connection; counter: Counter }> {
+  const socket = await openWebSocket(target.url);
+  const conn = new Connection(target.key !== undefined ? sealed(socket, target.key) : socket, { origin: "bunite-rpc random ops probe" });
+  return { conn, counter: await conn.bootstrap(InteropCounter) };
+}
+
+/**
+ * Runs the sequence of `seed` against `target` (its server ended at a random operation if
+ * `target.end` says so); returns what went wrong (empty if nothing).
+ */
+export async function runSeed(target: Target, seed: number): Promise<string[]> {
   if (!installed) {
     installed = true;
     process.on("unhandledRejection", (e) => unexpected.push(e));
@@ -542,18 +673,61 @@ export async function runSeed(url: string, seed: number): Promise<string[]> {
   const r = new Rng(seed);
   const timersBefore = timers();
   const states: ConnState[] = [];
+  const end = target.end;
+  // Its own generator, so that a seed runs the same operations whatever the target.
+  const endAt = end === undefined ? Infinity : 1 + new Rng((seed * 31 + 7) >>> 0).int(40);
+  const probe = end?.how === "term" ? await stopProbe(target) : undefined;
+  /** The probe's calls: one running when the signal goes, one sent after it. */
+  let probed: Promise<void> | undefined;
+  const seedState: SeedState = {
+    how: end?.how,
+    begun: 0,
+    endAt,
+    ending: false,
+    firing: undefined,
+    fire() {
+      if (end === undefined || this.firing !== undefined) return;
+      this.firing = (async () => {
+        if (probe !== undefined) {
+          // Calls on one connection are dispatched in order: once `get` is answered, `slow` runs.
+          const running = probe.counter.slow({ ms: 300 });
+          running.catch(() => {}); // awaited below
+          await probe.counter.get();
+          seedState.ending = true;
+          if (trace) console.error(`the server is stopped (${end.how}) with work in flight`);
+          end.signal();
+          await sleep(5);
+          const after = probe.counter.get().then(
+            () => "answered",
+            (e) => (isCode(e, "unavailable", "peer_closing") ? "refused" : describe(e)),
+          );
+          probed = (async () => {
+            const got = await running.catch((e) => describe(e));
+            if (got !== "done") problems.push(`a call running when the server was stopped gracefully gave ${got}, not "done"`);
+            const a = await after;
+            if (a !== "answered" && a !== "refused") problems.push(`a call sent after SIGTERM gave ${a}`);
+            count(`probe call after SIGTERM ${a}`);
+          })();
+        } else {
+          seedState.ending = true;
+          if (trace) console.error(`the server is stopped (${end.how}) with work in flight`);
+          end.signal();
+        }
+      })().catch((e) => void problems.push(`stopping the server: ${describe(e)}`));
+    },
+  };
   const nConns = 1 + r.int(3);
   for (let c = 0; c < nConns; c++) {
     const actors = 1 + r.int(3);
     // Some connections are closed by the client at a random operation, with work in flight.
     const closeAt = r.chance(0.35) ? 1 + r.int(actors * 20) : Infinity;
-    const st = await open(url, `conn ${c}`, closeAt);
+    const st = await open(target, `conn ${c}`, closeAt, seedState);
     states.push(st);
     for (let a = 0; a < actors; a++) {
       const label = `c${c}a${a}`;
       st.actors.push(
         actor(st, (seed * 7919 + c * 101 + a * 13) >>> 0, label).catch((e) => {
-          if (st.closed && isCode(e, "unavailable")) return;
+          if ((st.closed || st.seed.ending) && isCode(e, "unavailable")) return;
           st.problems.push(`${label}: ${describe(e)}`);
         }),
       );
@@ -562,14 +736,41 @@ export async function runSeed(url: string, seed: number): Promise<string[]> {
   await Promise.all(
     states.map(async (st) => {
       await Promise.all(st.actors);
+      // A connection whose server goes away is not ended by the client (unless it closed it).
+      if (end !== undefined) return;
       try {
         if (!st.closed) await bounded(`${st.name} end checks`, endCleanly(st));
       } catch (e) {
         st.problems.push(`${st.name} end: ${describe(e)}`);
         st.conn.close();
       }
-      const reason = await bounded(`${st.name} closed`, st.conn.closed).catch((e) => `not closed: ${describe(e)}`);
+    }),
+  );
+  if (end !== undefined) {
+    // The actors finished before the operation the stop was due at: stop it now, idle.
+    seedState.fire();
+    await seedState.firing;
+    const exited = await bounded("the server's exit", end.exited, 15_000).catch((e) => ({ code: null, signal: describe(e) }));
+    const expected = end.how === "term" ? { code: 0, signal: null } : { code: null, signal: "SIGKILL" };
+    if (exited.code !== expected.code || exited.signal !== expected.signal) problems.push(`the server exited ${JSON.stringify(exited)}, expected ${JSON.stringify(expected)}`);
+    if (probe !== undefined) {
+      await probed;
+      // The graceful stop ends with a goaway `peer_closing` on every connection.
+      const why = await bounded("the probe's close", probe.conn.closed).catch((e) => describe(e));
+      if (why !== "peer_closing") problems.push(`the probe connection closed with ${why}, not the goaway peer_closing`);
+    }
+  }
+  await Promise.all(
+    states.map(async (st) => {
+      // The server's graceful stop may wait for the calls in progress (up to its grace, 10 s).
+      const reason = await bounded(`${st.name} closed`, st.conn.closed, end === undefined ? OP_MS : 12_000).catch((e) => `not closed: ${describe(e)}`);
       if (reason.startsWith("not closed")) st.problems.push(`${st.name}: ${reason}`);
+      else if (end !== undefined && !st.closed) {
+        // Ended by the server: by its goaway (SIGTERM), or the socket dropping (SIGKILL).
+        const want = end.how === "term" ? "peer_closing" : "transport closed";
+        if (!reason.startsWith(want)) st.problems.push(`${st.name} closed with ${JSON.stringify(reason)}, expected ${want}`);
+        count(`connection ended by ${end.how}`);
+      }
       try {
         const s = st.conn.stats();
         assert.deepEqual(s, { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0, bufferedStreamBytes: 0 });
@@ -579,6 +780,13 @@ export async function runSeed(url: string, seed: number): Promise<string[]> {
       problems.push(...st.problems.map((p) => `${st.name}${Number.isFinite(st.closeAt) ? " (closed with work in flight)" : ""}: ${p}`));
     }),
   );
+  if (probe !== undefined) {
+    try {
+      assert.deepEqual(probe.conn.stats(), { pendingCalls: 0, clientStreams: 0, abandonedCalls: 0, servedCaps: 0, activeHandlers: 0, bufferedStreamBytes: 0 });
+    } catch {
+      problems.push(`probe tables not empty after close: ${JSON.stringify(probe.conn.stats())}`);
+    }
+  }
   // The sockets' close handshakes finish on their own; give them a moment before counting timers.
   const left = await until(async () => timers() - timersBefore, (n) => n <= 0, 1000);
   if (left > 0) problems.push(`${left} timer(s) left`);

@@ -3,11 +3,16 @@
 // `bunite-rpc interop-server` over real WebSockets. Each seed opens 1-3 connections with 1-3
 // "actors" each; every actor runs its own seeded sequence of operations on the interop caps
 // (INTEROP.md) concurrently with the others, checking every answer against what the server's
-// caps do. Some connections are closed by the client while work is in flight; the others end
-// with checks of the server's side (the counter adds up, no child left in its cap table, every
-// disposal ran). Then: nothing threw out of the client or rejected unhandled, every operation
-// settled within `OP_MS`, every connection's tables are empty (`assertClean`) and no timer is
-// left.
+// caps do, `askPeer` included while the actors serve, replace and unserve the client's
+// `interop.peer`. Some connections are closed by the client while work is in flight; the others
+// end with checks of the server's side (the counter adds up, no child left in its cap table,
+// every disposal ran), or, when the seed's `Target` has its own server, by that server going
+// away at a random operation: stopped gracefully (SIGTERM: a call running then is answered, the
+// others fail `unavailable` `peer_closing`, every connection closes with the goaway) or killed
+// (SIGKILL: everything fails `unavailable`, transport closed). The target may run inside the
+// sealed pipe. Then: nothing threw out of the client or rejected unhandled, every operation
+// settled within `OP_MS`, every connection's tables are empty (`conn.stats()` all zero) and no
+// timer is left.
 
 import assert from "node:assert/strict";
 
@@ -717,22 +722,31 @@ export async function runSeed(target: Target, seed: number): Promise<string[]> {
     },
   };
   const nConns = 1 + r.int(3);
+  const starts: Array<() => void> = [];
   for (let c = 0; c < nConns; c++) {
     const actors = 1 + r.int(3);
     // Some connections are closed by the client at a random operation, with work in flight.
     const closeAt = r.chance(0.35) ? 1 + r.int(actors * 20) : Infinity;
     const st = await open(target, `conn ${c}`, closeAt, seedState);
     states.push(st);
-    for (let a = 0; a < actors; a++) {
-      const label = `c${c}a${a}`;
-      st.actors.push(
-        actor(st, (seed * 7919 + c * 101 + a * 13) >>> 0, label).catch((e) => {
-          if ((st.closed || st.seed.ending) && isCode(e, "unavailable")) return;
-          st.problems.push(`${label}: ${describe(e)}`);
-        }),
-      );
-    }
+    const start = () => {
+      for (let a = 0; a < actors; a++) {
+        const label = `c${c}a${a}`;
+        st.actors.push(
+          actor(st, (seed * 7919 + c * 101 + a * 13) >>> 0, label).catch((e) => {
+            if ((st.closed || st.seed.ending) && isCode(e, "unavailable")) return;
+            st.problems.push(`${label}: ${describe(e)}`);
+          }),
+        );
+      }
+    };
+    // A server that goes away stops accepting as it begins to: every connection is opened
+    // before the operations that may stop it begin. Otherwise a connection opens while the
+    // others work.
+    if (end === undefined) start();
+    else starts.push(start);
   }
+  for (const start of starts) start();
   await Promise.all(
     states.map(async (st) => {
       await Promise.all(st.actors);

@@ -1,0 +1,568 @@
+//! The operations, the checks and the case of the seeded random operations on live
+//! connections: the layer above the session (the driver, the handles and their `Drop`s,
+//! handler tasks) on a multi-thread runtime of two workers (`docs/RELIABILITY.md`, "Seeded
+//! random operations on live connections"). `random_ops.rs` runs the cases over the
+//! in-memory transport and loopback TCP; `random_ops_wire.rs` over WebSocket, the sealed
+//! pipe and through bounded listeners with a send budget. A test file gives [`run_seeds`]
+//! the way it connects a case's two peers ([`Connect`]); everything else is here.
+//!
+//! Each case is one seed. Two peers each serve `ops.svc` to the other (unary calls, a slow
+//! and a waiting handler, a sub-cap with a disposal method, a stream, a call back over the
+//! same connection, an answer of a chosen size), the typed `ops.Typed` (`#[cap]`: a call, a
+//! sub-cap `ops.Part` with a disposal method, a stream, a slow call; `typed.rs`) and
+//! `ops.secret`, which their policy refuses to bootstrap, and serve, unserve and replace
+//! `ops.flip` while the other calls it. Several actors (spawned tasks) per side draw
+//! operations from their own generator (splitmix64, seeded from the case's seed):
+//! bootstraps (a refused one too), calls, sub-caps, clones, drops, releases, disposals,
+//! deadlines, call futures (bootstraps and cap-returning calls too) dropped after a few
+//! polls or aborted on another task, cancellations, bursts, streams read partly or to the
+//! end, typed calls, sub-caps and streams, answers larger than a listener's send budget can
+//! pay for, observers that call back into their connection, and in some cases a close or a
+//! drain of either side, or a cut of the link, while work is in flight.
+//!
+//! What must hold: every operation ends within [`OP_BOUND`] and the case within
+//! [`CASE_BOUND`]; no actor panics; every outcome fits its operation (a successful call
+//! returns what the handler returns, a call on a released reference fails
+//! `LocalError::Released`, a bootstrap the policy refuses fails `failed_precondition`
+//! `policy denied` `unauthorized`, an answer the send budget cannot pay for
+//! `resource_exhausted` `max_frame_bytes`, errors other than the operation's own appear
+//! only once a side is closing and are then `unavailable`); no handler of `ops.flip` starts
+//! once its instance was unserved or replaced, no call on a reference succeeds after one
+//! failed `revoked`; disposals are called once each; a limited case ends with every
+//! in-flight slot free; a bounded listener accepts no second connection while the case's
+//! lives, and does once it is gone; after the case the harness
+//! (`common::run_on_two_workers`) checks both connections clean, closes them, checks them
+//! idle (tables, pending calls, streams, unsent bytes, tasks) and that no driver panicked
+//! and no task is left; and no observer outlives the runtime.
+//!
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of a test's own count; `BUNITE_OPS_SEED=S`
+//! runs seed S alone (a failing case prints its seed).
+// Each test file uses the parts its transports need.
+#![allow(dead_code)]
+
+mod actor;
+mod cut;
+pub mod typed;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::{
+    CapDef, CapDefRef, Client, Connection, ConnectionBuilder, Limits, MethodDef, Policy, Record,
+    Returns, Status, Value,
+};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+use actor::Actor;
+pub use cut::Cuttable;
+
+/// How long one operation may take (the slowest, a deadline on a slow handler, takes about
+/// half a second).
+pub const OP_BOUND: Duration = Duration::from_secs(5);
+
+/// How long one case may take, closing included.
+pub const CASE_BOUND: Duration = Duration::from_secs(20);
+
+/// The most calls one actor starts at once.
+const BURST: usize = 4;
+
+/// The value of `ops.item`'s `get` (and of `ops.Part`'s `value`).
+const ITEM_VALUE: i128 = 7;
+
+/// The two peers of a case, both tracked, and what the case checks of the listener the
+/// second (`b`) was accepted by, if any.
+pub struct Pair {
+    pub a: Connection,
+    pub b: Connection,
+    /// The transport's name, for the case's line.
+    pub label: &'static str,
+    /// `b`'s listener pays what waits to be sent to `a` from a send budget: what it can
+    /// pay at most for one answer (the budget, the free allowance and the overdraft).
+    pub send_limit: Option<usize>,
+    /// Run once both peers are closed and their transports gone: checks that the
+    /// listener accepted no other connection while the case's lived (its `max_connections`
+    /// is one), and that it does now.
+    pub after: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+/// Connects the two peers of a case: with the connection builder `builder` makes (limits
+/// and policy), each transport wrapped in [`Cuttable`] on `cut` where the wrapper can
+/// apply. Draws what it needs (which transport) from the generator.
+pub type Connect = fn(
+    &mut Rng,
+    CancellationToken,
+    Arc<dyn Fn() -> ConnectionBuilder + Send + Sync>,
+) -> Pin<Box<dyn Future<Output = Pair> + Send>>;
+
+/// Two peers over the two ends `ta` and `tb`, each wrapped in [`Cuttable`] on `cut` and
+/// tracked, without a listener.
+pub fn pair_over<T: bunite_rpc::transport::Transport>(
+    (ta, tb): (T, T),
+    cut: &CancellationToken,
+    builder: &(dyn Fn() -> ConnectionBuilder + Send + Sync),
+    label: &'static str,
+) -> Pair {
+    Pair {
+        a: tracked_with(builder(), Cuttable(ta, cut.clone())),
+        b: tracked_with(builder(), Cuttable(tb, cut.clone())),
+        label,
+        send_limit: None,
+        after: None,
+    }
+}
+
+/// Runs the seeds of a test: `BUNITE_OPS_SEED`, `0..BUNITE_OPS_SEEDS`, or `0..ci_seeds`.
+pub fn run_seeds(ci_seeds: u64, connect: Connect) {
+    let seeds: Vec<u64> = match (
+        std::env::var("BUNITE_OPS_SEED"),
+        std::env::var("BUNITE_OPS_SEEDS"),
+    ) {
+        (Ok(seed), _) => vec![seed.parse().expect("BUNITE_OPS_SEED: a number")],
+        (_, Ok(n)) => (0..n.parse().expect("BUNITE_OPS_SEEDS: a number")).collect(),
+        _ => (0..ci_seeds).collect(),
+    };
+    for seed in seeds {
+        let _report = SeedReport(seed);
+        let observers = Arc::new(AtomicI64::new(0));
+        let live = observers.clone();
+        run_on_two_workers(async move {
+            if tokio::time::timeout(CASE_BOUND, case(seed, live, connect))
+                .await
+                .is_err()
+            {
+                panic!("seed {seed}: the case did not end within {CASE_BOUND:?}");
+            }
+        });
+        // The runtime is gone: an observer still alive is kept by a cycle through its
+        // connection (the observers of a closed connection are dropped once its last task
+        // ends).
+        assert_eq!(
+            observers.load(Ordering::SeqCst),
+            0,
+            "seed {seed}: observers outlived their connections"
+        );
+    }
+}
+
+/// Names the seed of a case that fails, for `BUNITE_OPS_SEED`.
+struct SeedReport(u64);
+
+impl Drop for SeedReport {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "random_ops: seed {} failed; replay it with BUNITE_OPS_SEED={}",
+                self.0, self.0
+            );
+        }
+    }
+}
+
+/// splitmix64: small, and the same sequence on every platform.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn svc_def() -> Arc<CapDef> {
+    CapDef::builder("ops.svc")
+        .method(MethodDef::call("inc"))
+        .method(MethodDef::call("slow"))
+        .method(MethodDef::call("wait"))
+        .method(MethodDef::call("sub").returns(Returns::Cap(CapDefRef::Lazy(item_def))))
+        .method(MethodDef::call("back"))
+        .method(MethodDef::stream("nums").initial_credit(4))
+        .method(MethodDef::call("big"))
+        .build()
+}
+
+/// The name the policy refuses.
+const SECRET: &str = "ops.secret";
+
+fn secret_def() -> Arc<CapDef> {
+    CapDef::builder(SECRET)
+        .method(MethodDef::call("get"))
+        .build()
+}
+
+fn item_def() -> Arc<CapDef> {
+    CapDef::builder("ops.item")
+        .method(MethodDef::call("get"))
+        .method(MethodDef::call("close"))
+        .disposal("close")
+        .build()
+}
+
+fn flip_def() -> Arc<CapDef> {
+    CapDef::builder("ops.flip")
+        .method(MethodDef::call("gen"))
+        .build()
+}
+
+fn int_arg(args: &Value, key: &str) -> i128 {
+    args.as_record()
+        .and_then(|r| r.get(key))
+        .and_then(Value::as_integer)
+        .unwrap_or(0)
+}
+
+fn args(key: &'static str, n: u64) -> Value {
+    Value::Record(Record::new().with(key, n as i64))
+}
+
+/// `ops.svc`: `inc` counts, `slow {ms}` answers after `ms` or at its cancellation, `wait`
+/// waits for its cancellation, `sub` exports an `ops.item`, `back` calls the caller's own
+/// `ops.svc` back over the same connection, `nums {n}` streams `0..n`, `big {n}` answers
+/// a string of `n` bytes.
+fn svc_impl(disposals: Arc<AtomicU64>) -> Arc<dyn bunite_rpc::CapImpl> {
+    let count = Arc::new(AtomicU64::new(0));
+    DynCap::new()
+        .call("inc", move |_, _| {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(Value::from(n as i64)) }
+        })
+        .call(
+            "slow",
+            |args: Value, ctx: bunite_rpc::CallContext| async move {
+                let ms = int_arg(&args, "ms") as u64;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(Value::from("slept")),
+                    _ = ctx.cancelled() => Ok(Value::from("cancelled")),
+                }
+            },
+        )
+        .call("wait", |_, ctx: bunite_rpc::CallContext| async move {
+            ctx.cancelled().await;
+            Ok(Value::from("cancelled"))
+        })
+        .call("sub", move |_, ctx: bunite_rpc::CallContext| {
+            let disposals = disposals.clone();
+            let imp = DynCap::new()
+                .call("get", |_, _| async { Ok(Value::from(ITEM_VALUE as i64)) })
+                .call("close", move |_, _| {
+                    disposals.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(Value::Undefined) }
+                })
+                .build();
+            let cap = ctx.export(item_def(), imp);
+            async move { Ok(cap) }
+        })
+        .call("back", |_, ctx: bunite_rpc::CallContext| async move {
+            let peer = ctx.connection().bootstrap(&svc_def()).await?;
+            let n = peer.call_value("inc", Value::Undefined).await?;
+            Ok::<_, Status>(n)
+        })
+        .call("big", |args: Value, _| {
+            let n = int_arg(&args, "n") as usize;
+            async move { Ok(Value::from("x".repeat(n))) }
+        })
+        .stream("nums", |args: Value, _| {
+            let n = int_arg(&args, "n") as i64;
+            Ok(futures::stream::iter((0..n).map(|i| Ok(Value::from(i)))).boxed())
+        })
+        .build()
+}
+
+/// One side's `ops.flip`: its serve state, changed under the lock by one operation at a time,
+/// so what each change must answer is known.
+#[derive(Default)]
+struct Flip {
+    /// The `retired` flag of the implementation now served, if any.
+    current: Option<Arc<AtomicBool>>,
+    /// Generations handed out.
+    generation: i64,
+}
+
+/// An `ops.flip` implementation of generation `generation`: `gen` answers it, and records a
+/// violation if it starts after its implementation was retired (unserved or replaced).
+fn flip_impl(
+    generation: i64,
+    retired: Arc<AtomicBool>,
+    violations: Violations,
+) -> Arc<dyn bunite_rpc::CapImpl> {
+    DynCap::new()
+        .call("gen", move |args: Value, _| {
+            // Checked as the handler starts: the driver starts it as it dispatches the call,
+            // and a retirement took effect in the same driver before it was marked here.
+            if retired.load(Ordering::SeqCst) {
+                violations.lock().unwrap().push(format!(
+                    "ops.flip generation {generation} ran after it was retired"
+                ));
+            }
+            // Some calls stay in flight a while, across an unserve or a replace.
+            let ms = int_arg(&args, "ms") as u64;
+            async move {
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Ok(Value::from(generation))
+            }
+        })
+        .build()
+}
+
+type Violations = Arc<Mutex<Vec<String>>>;
+
+/// What the actors of a case share.
+struct Case {
+    seed: u64,
+    /// Set before either side is closed or drained: from then on, `unavailable` is an
+    /// acceptable outcome of any operation.
+    closing: AtomicBool,
+    violations: Violations,
+    /// Operations run, skipped ones (nothing to run them on) not counted.
+    ran: AtomicU64,
+    /// Items disposed of by the actors: each owes one call of `close` (PROTOCOL §7, §13.8).
+    disposals_owed: AtomicU64,
+    /// Observers alive (each holds a [`Counted`]).
+    observers: Arc<AtomicI64>,
+}
+
+/// Counts itself in a counter while it lives.
+struct Counted(Arc<AtomicI64>);
+
+impl Counted {
+    fn new(count: &Arc<AtomicI64>) -> Counted {
+        count.fetch_add(1, Ordering::SeqCst);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One side of the case, as its actors see it.
+#[derive(Clone)]
+struct Side {
+    name: &'static str,
+    conn: Connection,
+    flip: Arc<tokio::sync::Mutex<Flip>>,
+}
+
+/// A client an actor holds: what it is a client of, and whether its reference (shared by
+/// its clones) was released or disposed, after which every clone fails
+/// `LocalError::Released`.
+#[derive(Clone)]
+struct Held {
+    kind: Kind,
+    client: Client,
+    released: Arc<AtomicBool>,
+    /// For `ops.flip`: the reference was seen revoked (no call on it may succeed after),
+    /// and the latest generation it answered (a replace only ever moves it forward).
+    revoked: Arc<AtomicBool>,
+    generation: Arc<AtomicI64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Svc,
+    Item,
+    Flip,
+    /// `ops.Typed` and its sub-cap `ops.Part`, called through their typed clients.
+    Typed,
+    Part,
+}
+
+impl Kind {
+    /// Whether the cap has a disposal method (which a disposal then owes a call of).
+    fn disposes(self) -> bool {
+        matches!(self, Kind::Item | Kind::Part)
+    }
+}
+
+impl Held {
+    fn new(kind: Kind, client: Client) -> Held {
+        Held {
+            kind,
+            client,
+            released: Arc::default(),
+            revoked: Arc::default(),
+            generation: Arc::default(),
+        }
+    }
+
+    fn released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
+    }
+}
+
+async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect) {
+    let mut rng = Rng(seed);
+    let actors = 2 + rng.below(3) as usize;
+    // Each actor has at most `BURST` calls of its own in flight at a time, and starts
+    // through the peer at most one more (`back`): a limit of `BURST + 1` calls per actor is
+    // never reached by the calls actors wait for (a call dropped or cancelled gives its slot
+    // back as it goes).
+    let limited = rng.chance(30).then_some((BURST + 1) * actors);
+    let cut = CancellationToken::new();
+    let mut limits = Limits::default();
+    if let Some(max) = limited {
+        limits.max_in_flight = max;
+    }
+    // Every bootstrap of `ops.secret` is refused by the policy (it is served, so that the
+    // refusal is the policy's, not a `not_found`).
+    let policy = Policy::new(|name, _| name != SECRET);
+    let builder = Arc::new(move || {
+        Connection::builder()
+            .limits(limits.clone())
+            .policy(policy.clone())
+    });
+    let mut pair = connect(&mut rng, cut.clone(), builder).await;
+    let kind = pair.label;
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    let disposals = Arc::new(AtomicU64::new(0));
+    for conn in [&a, &b] {
+        conn.serve(svc_def(), svc_impl(disposals.clone()))
+            .await
+            .unwrap()
+            .detach();
+        conn.serve(secret_def(), DynCap::new().build())
+            .await
+            .unwrap()
+            .detach();
+        typed::serve(conn, disposals.clone()).await;
+    }
+    let shared = Arc::new(Case {
+        seed,
+        closing: AtomicBool::new(false),
+        violations: Violations::default(),
+        ran: AtomicU64::new(0),
+        disposals_owed: AtomicU64::new(0),
+        observers,
+    });
+    let sides = [
+        Side {
+            name: "a",
+            conn: a.clone(),
+            flip: Default::default(),
+        },
+        Side {
+            name: "b",
+            conn: b.clone(),
+            flip: Default::default(),
+        },
+    ];
+    // Which actor, if any, closes, drains or cuts a side, and after how many operations.
+    let closer = rng.chance(40).then(|| {
+        (
+            rng.below(actors as u64 * 2) as usize,
+            rng.below(40) as usize,
+        )
+    });
+    let mut tasks = Vec::new();
+    for i in 0..actors * 2 {
+        let side = sides[i % 2].clone();
+        let peer = sides[1 - i % 2].clone();
+        let actor = Actor {
+            id: i,
+            rng: Rng(rng.next()),
+            side,
+            peer,
+            send_limit: pair.send_limit,
+            case: shared.clone(),
+            cut: cut.clone(),
+            held: Vec::new(),
+            subscriptions: Vec::new(),
+            skipped: 0,
+        };
+        let ops = 10 + actor_ops(seed, i);
+        let closes = closer
+            .filter(|&(who, _)| who == i)
+            .map(|(_, at)| at.min(ops));
+        tasks.push(tokio::spawn(actor.run(ops, closes)));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        if let Err(e) = task.await {
+            panic!("seed {seed} ({kind}): actor {i} failed: {e}");
+        }
+    }
+    eprintln!(
+        "seed {seed} ({kind}{}): {} actors ran {} operations{}",
+        if limited.is_some() { ", limited" } else { "" },
+        actors * 2,
+        shared.ran.load(Ordering::Relaxed),
+        if closer.is_some() {
+            ", one side closed"
+        } else {
+            ""
+        }
+    );
+    let violations = shared.violations.lock().unwrap().clone();
+    // Without a close, every disposal went through, once each (a close runs the disposals
+    // of the live items too, §11).
+    if !shared.closing.load(Ordering::SeqCst) {
+        assert_eq!(
+            disposals.load(Ordering::SeqCst),
+            shared.disposals_owed.load(Ordering::SeqCst),
+            "seed {seed} ({kind}): disposal calls"
+        );
+    }
+    assert!(
+        violations.is_empty(),
+        "seed {seed} ({kind}): {violations:?}"
+    );
+    // Every slot of the in-flight limit is free again: once nothing runs, `max_in_flight`
+    // calls at once from each side all go through (a slot a dropped or abandoned call kept
+    // would refuse the last of them).
+    if let (Some(max), false) = (limited, shared.closing.load(Ordering::SeqCst)) {
+        assert_clean(&[&a, &b]).await;
+        for (name, conn) in [("a", &a), ("b", &b)] {
+            let svc = conn.bootstrap(&svc_def()).await.unwrap();
+            let calls = (0..max).map(|_| svc.call_value("inc", Value::Undefined));
+            for r in futures::future::join_all(calls).await {
+                assert!(
+                    r.is_ok(),
+                    "seed {seed} ({kind}): {max} calls from {name} at the end: {r:?}"
+                );
+            }
+        }
+    }
+    // Both sides close here; the harness then checks them clean, closed and idle. A case
+    // through a listener closes them in any case, to see the listener's slot come back.
+    if shared.closing.load(Ordering::SeqCst) || pair.after.is_some() {
+        for conn in [&a, &b] {
+            conn.close();
+        }
+    }
+    if let Some(after) = pair.after.take() {
+        for conn in [&a, &b] {
+            if tokio::time::timeout(OP_BOUND, conn.closed()).await.is_err() {
+                panic!("seed {seed} ({kind}): a closed peer did not finish");
+            }
+        }
+        drop(pair);
+        after.await;
+    }
+}
+
+/// How many operations (beyond ten) actor `i` of case `seed` runs.
+/// How many operations (beyond ten) actor `i` of case `seed` runs.
+fn actor_ops(seed: u64, i: usize) -> usize {
+    Rng(seed ^ (i as u64 + 1).wrapping_mul(0x1234_5678_9abc_def1)).below(30) as usize
+}

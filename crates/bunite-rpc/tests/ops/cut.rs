@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bunite_rpc::transport::{
-    ByteBudget, MessageSink, MessageSource, Transport, TransportError, TransportInfo,
+    ByteBudget, MaxBytes, MessageSink, MessageSource, Transport, TransportError, TransportInfo,
 };
 use bytes::Bytes;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -45,6 +45,17 @@ impl<T: Transport> Transport for Cuttable<T> {
 
     fn info(&self) -> TransportInfo {
         self.0.info()
+    }
+}
+
+/// So that the sealed pipe, which sets the frame limit of what it wraps, can wrap it.
+impl<T: MaxBytes> MaxBytes for Cuttable<T> {
+    fn max_bytes(&self) -> usize {
+        self.0.max_bytes()
+    }
+
+    fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.0.set_max_bytes(max_bytes)
     }
 }
 

@@ -75,8 +75,8 @@ const BURST: usize = 4;
 /// The value of `ops.item`'s `get` (and of `ops.Part`'s `value`).
 const ITEM_VALUE: i128 = 7;
 
-/// The two peers of a case, both tracked, and what the case checks of the listener the
-/// second (`b`) was accepted by, if any.
+/// The two peers of a case, both tracked, and the listener the second (`b`) was accepted
+/// by, if any.
 pub struct Pair {
     pub a: Connection,
     pub b: Connection,
@@ -85,10 +85,20 @@ pub struct Pair {
     /// `b`'s listener pays what waits to be sent to `a` from a send budget: what it can
     /// pay at most for one answer (the budget, the free allowance and the overdraft).
     pub send_limit: Option<usize>,
-    /// Run once both peers are closed and their transports gone: checks that the
-    /// listener accepted no other connection while the case's lived (its `max_connections`
-    /// is one), and that it does now.
-    pub after: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// `b`'s listener, whose `max_connections` is one, and a second client of it.
+    pub listener: Option<Box<dyn Listener>>,
+}
+
+/// A listener that takes one connection at a time, and a second client started with the
+/// case.
+pub trait Listener: Send {
+    /// Whether the second client was accepted (it must not be while the case's
+    /// connection lives).
+    fn accepted_another(&self) -> bool;
+
+    /// Run once both peers are closed and their transports gone: the second client is
+    /// accepted.
+    fn after(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// Connects the two peers of a case: with the connection builder `builder` makes (limits
@@ -108,12 +118,23 @@ pub fn pair_over<T: bunite_rpc::transport::Transport>(
     builder: &(dyn Fn() -> ConnectionBuilder + Send + Sync),
     label: &'static str,
 ) -> Pair {
+    let ends = (Cuttable(ta, cut.clone()), Cuttable(tb, cut.clone()));
+    pair_of(ends, builder, label)
+}
+
+/// Two peers over the two ends `ta` and `tb` as they are (wrapped by the caller where the
+/// link is cut), tracked, without a listener.
+pub fn pair_of<T: bunite_rpc::transport::Transport>(
+    (ta, tb): (T, T),
+    builder: &(dyn Fn() -> ConnectionBuilder + Send + Sync),
+    label: &'static str,
+) -> Pair {
     Pair {
-        a: tracked_with(builder(), Cuttable(ta, cut.clone())),
-        b: tracked_with(builder(), Cuttable(tb, cut.clone())),
+        a: tracked_with(builder(), ta),
+        b: tracked_with(builder(), tb),
         label,
         send_limit: None,
-        after: None,
+        listener: None,
     }
 }
 
@@ -543,21 +564,29 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect) {
             }
         }
     }
+    // Through a listener that takes one connection at a time, a second client was not
+    // accepted while the case's connection lived (unless a side closed or the link was cut
+    // during the case: then it may have been let go already).
+    if let (Some(l), false) = (&pair.listener, shared.closing.load(Ordering::SeqCst)) {
+        assert!(
+            !l.accepted_another(),
+            "seed {seed} ({kind}): the listener accepted a second connection"
+        );
+    }
     // Both sides close here; the harness then checks them clean, closed and idle. A case
     // through a listener closes them in any case, to see the listener's slot come back.
-    if shared.closing.load(Ordering::SeqCst) || pair.after.is_some() {
+    if shared.closing.load(Ordering::SeqCst) || pair.listener.is_some() {
         for conn in [&a, &b] {
             conn.close();
         }
     }
-    if let Some(after) = pair.after.take() {
+    if let Some(l) = pair.listener.take() {
         for conn in [&a, &b] {
             if tokio::time::timeout(OP_BOUND, conn.closed()).await.is_err() {
                 panic!("seed {seed} ({kind}): a closed peer did not finish");
             }
         }
-        drop(pair);
-        after.await;
+        l.after().await;
     }
 }
 

@@ -141,7 +141,15 @@ impl Actor {
                 .await
                 .is_err()
             {
-                panic!("{what}: did not end within {OP_BOUND:?}");
+                let (side, peer) = (&self.side.conn, &self.peer.conn);
+                panic!(
+                    "{what}: did not end within {OP_BOUND:?}; this side (closed: {}) {:?}, the \
+                     other (closed: {}) {:?}",
+                    side.is_closed(),
+                    side.stats(),
+                    peer.is_closed(),
+                    peer.stats()
+                );
             }
         }
         let ran = ops as u64 - self.skipped;
@@ -690,7 +698,13 @@ impl Actor {
     /// Serves, unserves or replaces `ops.flip` on this actor's side, one change at a time,
     /// each with the answer the known state calls for.
     async fn flip(&mut self, op: Op, what: &str) {
-        let mut flip = self.side.flip.clone().lock_owned().await;
+        // Another actor's change of this side's `ops.flip` is bounded too: one that waits
+        // for the lock beyond it names the change that holds it up, not this one.
+        let lock = self.side.flip.clone().lock_owned();
+        let Ok(mut flip) = tokio::time::timeout(OP_BOUND - Duration::from_secs(1), lock).await
+        else {
+            panic!("{what}: waited for another change of ops.flip");
+        };
         let retired = Arc::new(AtomicBool::new(false));
         flip.generation += 1;
         let imp = flip_impl(

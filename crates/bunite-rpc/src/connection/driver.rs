@@ -281,6 +281,24 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         }
     }
 
+    /// Takes every command left in the closed queue, a send that was under way as it
+    /// closed included. tokio counts a send before it puts the command in the queue, and
+    /// `try_recv` of a closed queue reports `Empty` (not `Disconnected`) while such a send
+    /// has not put it in yet: stopping there let the command arrive after the queue was
+    /// dropped, kept by `Shared`'s sender, so that what waited on it (an `unserve`, a
+    /// `serve`, a call) waited as long as a handle lived (`tests/lifecycle.rs`,
+    /// `a_command_sent_as_the_driver_finishes_is_answered`). That send is a few
+    /// instructions from its end, on another thread.
+    fn take_last_commands(&mut self) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.command(command),
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
+    }
+
     fn command(&mut self, command: Command) {
         let now = self.now();
         let s = &mut self.session;
@@ -768,7 +786,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// discarded, final counts published.
     fn finish(&mut self) {
         self.commands.close();
-        self.take_queued_commands();
+        self.take_last_commands();
         self.apply_outputs();
         self.runs.clear();
         self.held = None;

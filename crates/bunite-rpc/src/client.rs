@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -52,13 +52,29 @@ impl CallOptions {
 
 /// One reference to a peer's cap. Released (a `drop` frame) when the last [`Client`] clone
 /// holding it is dropped, unless released or disposed earlier.
+///
+/// **A release and the calls racing it.** A call checks that the reference is live, then
+/// queues its command; a release from another thread in between would be queued first, and
+/// the call would reach a cap the peer has let go of (`not_found`) instead of failing
+/// `Released` here. So `state` counts the calls between their check and their queueing
+/// ([`enter`](Self::enter)), and a release that finds some leaves its command to the last
+/// of them: every call that passed the check is queued before the release. One atomic, no
+/// lock, no wait.
 pub(crate) struct ClientRef {
     shared: Arc<Shared>,
     id: CapId,
     owned: bool,
-    released: AtomicBool,
+    /// [`RELEASED`], [`RELEASE_SENT`], and [`ENTERED`] times the calls being queued.
+    state: AtomicUsize,
     disposed: AtomicBool,
 }
+
+/// The reference is released: calls fail `Released` from now on.
+const RELEASED: usize = 1;
+/// Its release command has been queued (once, by whoever saw no call left being queued).
+const RELEASE_SENT: usize = 2;
+/// One call between its check and its queueing.
+const ENTERED: usize = 4;
 
 impl ClientRef {
     /// A reference we received and must release.
@@ -76,14 +92,67 @@ impl ClientRef {
             shared,
             id,
             owned,
-            released: AtomicBool::new(false),
+            state: AtomicUsize::new(0),
             disposed: AtomicBool::new(false),
         })
     }
 
+    fn is_released(&self) -> bool {
+        self.state.load(Ordering::Acquire) & RELEASED != 0
+    }
+
     fn release(&self) {
-        if self.owned && !self.released.swap(true, Ordering::AcqRel) {
+        if !self.owned {
+            return;
+        }
+        let before = self.state.fetch_or(RELEASED, Ordering::AcqRel);
+        if before & RELEASED == 0 {
+            self.send_release();
+        }
+    }
+
+    /// Queues the release if it is due and no call is being queued: once, by whichever of
+    /// the releaser and the last call leaving sees it so.
+    fn send_release(&self) {
+        if self
+            .state
+            .compare_exchange(
+                RELEASED,
+                RELEASED | RELEASE_SENT,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
             self.shared.send(Command::Release(self.id));
+        }
+    }
+
+    /// A call about to be queued: fails `Released` if the reference is; else the release
+    /// waits until the returned guard is dropped (after the call's command is queued).
+    fn enter(&self) -> Result<Queuing<'_>, Error> {
+        let before = self.state.fetch_add(ENTERED, Ordering::AcqRel);
+        let queuing = Queuing(self);
+        if before & RELEASED != 0 {
+            return Err(Error::local(
+                LocalError::Released,
+                Status::new(Code::FailedPrecondition, "cap released"),
+            ));
+        }
+        Ok(queuing)
+    }
+}
+
+/// A call of a [`ClientRef`] being queued (see [`ClientRef::enter`]).
+struct Queuing<'a>(&'a ClientRef);
+
+impl Drop for Queuing<'_> {
+    /// The call is queued (or failed): a release that waited for it goes out now. Atomics
+    /// and a command, never a wait.
+    fn drop(&mut self) {
+        let r = self.0;
+        if r.state.fetch_sub(ENTERED, Ordering::AcqRel) == RELEASED | ENTERED && r.owned {
+            r.send_release();
         }
     }
 }
@@ -381,7 +450,7 @@ impl Client {
         let shared = Arc::clone(&self.inner.shared);
         let started = self
             .prepare(self.request(method, args, Expect::Value), opts)
-            .map(|req| {
+            .map(|(req, _queuing)| {
                 let id = req.id;
                 let queue = StreamQueue::new(true);
                 let command = Command::Stream {
@@ -425,8 +494,7 @@ impl Client {
             .as_ref()
             .and_then(|d| d.disposal().map(str::to_owned));
         let disposes = method.as_deref().filter(|_| {
-            !self.inner.disposed.swap(true, Ordering::AcqRel)
-                && !self.inner.released.load(Ordering::Acquire)
+            !self.inner.disposed.swap(true, Ordering::AcqRel) && !self.inner.is_released()
         });
         let Some(method) = disposes else {
             return self.inner.release();
@@ -464,27 +532,20 @@ impl Client {
 
     /// What every call and stream open does before it is queued: checks this reference is
     /// live, reserves an in-flight slot, takes a call id and sets the request's meta.
+    /// Checks the reference is live, reserves an in-flight slot and fills in the request;
+    /// the reference's release waits until the returned guard is dropped, which the caller
+    /// does once the call's command is queued.
     fn prepare(
         &self,
         mut req: Box<CallRequest>,
         opts: CallOptions,
-    ) -> Result<Box<CallRequest>, Error> {
-        self.check_live()?;
+    ) -> Result<(Box<CallRequest>, Queuing<'_>), Error> {
+        let queuing = self.inner.enter()?;
         let shared = &self.inner.shared;
         shared.reserve_call()?;
         req.id = shared.next_call_id();
         set_meta(shared, &mut req, opts);
-        Ok(req)
-    }
-
-    fn check_live(&self) -> Result<(), Error> {
-        if self.inner.released.load(Ordering::Acquire) {
-            return Err(Error::local(
-                LocalError::Released,
-                Status::new(Code::FailedPrecondition, "cap released"),
-            ));
-        }
-        Ok(())
+        Ok((req, queuing))
     }
 
     fn returned_def(&self, method: &str) -> Option<Arc<CapDef>> {
@@ -692,7 +753,7 @@ impl<'a> Start<'a> {
     fn queue(mut self) -> Result<Waiting<'a>, Error> {
         // Taken, not cloned: the request has no use for it, and a token's clone locks it.
         let cancel = self.opts.cancel.take();
-        let req = self.client.prepare(self.req, self.opts)?;
+        let (req, queuing) = self.client.prepare(self.req, self.opts)?;
         let (id, caps) = (req.id, req.expect == Expect::Caps);
         let shared = &self.client.inner.shared;
         // Only built if a subscriber may want it; then kept only if one does (entering and
@@ -712,8 +773,10 @@ impl<'a> Start<'a> {
             .filter(|span| !span.is_disabled());
         let (tx, rx) = reply::channel();
         let command = Command::Call { req, reply: tx };
+        let reply = ReplyGuard::send(shared, id, command, rx, caps)?;
+        drop(queuing); // Queued: a release that waited for it may go.
         Ok(Waiting {
-            reply: ReplyGuard::send(shared, id, command, rx, caps)?,
+            reply,
             cancel: cancel.map(|t| Box::pin(t.cancelled_owned())),
             span,
         })

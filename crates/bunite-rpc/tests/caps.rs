@@ -683,3 +683,45 @@ fn cap_answers_abandoned_at_every_point_on_two_threads_are_all_released() {
         eventually(|| counters.live.load(Ordering::SeqCst) == 0).await;
     });
 }
+
+/// A call racing a release of its reference on another thread either goes out before the
+/// release (and is answered) or fails `Released` here; it never reaches a cap the peer
+/// has already let go of. The call checked the reference, then queued its command, and a
+/// release between the two was queued first: the peer answered `not_found` (found by
+/// `tests/random_ops.rs`, seed 14,136, once in about 14,000 seeds). A race of a few
+/// instructions, so the test runs it over and over for about two seconds, a fresh
+/// reference each time, released by a thread of its own as the call starts.
+#[test]
+fn a_call_racing_a_release_is_answered_or_fails_released_never_not_found() {
+    run_on_two_workers(async {
+        let (server, client) = pair();
+        serve_counter(&server).await;
+        let start = std::time::Instant::now();
+        let (mut answered, mut released) = (0u32, 0u32);
+        while start.elapsed() < Duration::from_secs(2) {
+            let counter = client.bootstrap(&counter_def()).await.unwrap();
+            let other = counter.clone();
+            let go = Arc::new(std::sync::Barrier::new(2));
+            let go2 = Arc::clone(&go);
+            // The release sweeps across the call's start, a few nanoseconds later each time.
+            let delay = (answered + released) % 2000;
+            let releaser = std::thread::spawn(move || {
+                go2.wait();
+                for i in 0..delay {
+                    std::hint::black_box(i);
+                }
+                other.release();
+            });
+            go.wait();
+            let outcome = counter.call_value("get", Value::Undefined).await;
+            releaser.join().unwrap();
+            match outcome {
+                Ok(_) => answered += 1,
+                Err(e) if e.local_kind() == Some(LocalError::Released) => released += 1,
+                Err(e) => panic!("after {answered} answered and {released} released: {e:?}"),
+            }
+        }
+        eprintln!("{answered} answered, {released} released");
+        assert!(answered + released > 0);
+    });
+}

@@ -531,9 +531,8 @@ impl Client {
     }
 
     /// What every call and stream open does before it is queued: checks this reference is
-    /// live, reserves an in-flight slot, takes a call id and sets the request's meta.
-    /// Checks the reference is live, reserves an in-flight slot and fills in the request;
-    /// the reference's release waits until the returned guard is dropped, which the caller
+    /// live, reserves an in-flight slot, takes a call id and sets the request's meta. A
+    /// release of the reference waits until the returned guard is dropped, which the caller
     /// does once the call's command is queued.
     fn prepare(
         &self,

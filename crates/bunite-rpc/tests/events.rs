@@ -640,29 +640,6 @@ fn a_subscriber_added_after_the_connection_is_done_is_dropped_at_once() {
     });
 }
 
-/// Captures what a `tracing-subscriber` fmt layer writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 /// The call spans carry their documented fields on both sides (the client's: method,
 /// cap-id, call id, code; the server's: service, method, call id, whether a stream,
 /// code), and the method a server's span records is the one its cap declares: a call

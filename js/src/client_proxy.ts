@@ -41,8 +41,14 @@ export function newClient<M>(host: ProxyHost, def: CapDef<M>, capId: number, own
     // A released (or disposed) proxy refuses at once, sending nothing, as the Rust client's.
     proxy[name] =
       m.kind === "stream"
-        ? (a?: unknown, b?: unknown) => (meta.released ? failedStream(releasedError()) : host.stream(capId, name, ...split(a, b)))
-        : (a?: unknown, b?: unknown) => (meta.released ? Promise.reject(releasedError()) : host.call(capId, name, ...split(a, b), returnDecoder(host, m)));
+        ? (a?: unknown, b?: unknown) => {
+            const refused = refusedAsReleased(meta);
+            return refused !== undefined ? failedStream(refused) : host.stream(capId, name, ...split(a, b));
+          }
+        : (a?: unknown, b?: unknown) => {
+            const refused = refusedAsReleased(meta);
+            return refused !== undefined ? Promise.reject(refused) : host.call(capId, name, ...split(a, b), returnDecoder(host, m));
+          };
   }
   Object.defineProperty(proxy, CLIENT, { value: meta });
   Object.defineProperty(proxy, Symbol.asyncDispose, { value: () => disposeClient(host, meta) });
@@ -55,11 +61,7 @@ export function newClient<M>(host: ProxyHost, def: CapDef<M>, capId: number, own
  * disposed), as the Rust client's `LocalError::Released`, `failed_precondition` `cap released`.
  */
 export function refusedAsReleased(meta: ClientMeta): RpcError | undefined {
-  return (meta as OwnedMeta).released ? releasedError() : undefined;
-}
-
-function releasedError(): RpcError {
-  return rpcError("failed_precondition", "cap released");
+  return (meta as OwnedMeta).released ? rpcError("failed_precondition", "cap released") : undefined;
 }
 
 /** Releases the reference of `meta` once (PROTOCOL §7). */

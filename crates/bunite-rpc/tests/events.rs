@@ -376,6 +376,21 @@ fn stream_events_report_start_and_one_end_with_the_count() {
     });
 }
 
+/// A connection observed by a log, serving `test.slow` to a raw peer that has call 10
+/// (`wait`) running and stream 11 (`forever`) open with 8 values read.
+async fn waiting_and_streaming() -> (Connection, RawPeer, Log, CapId) {
+    let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+    let log = Log::of(&conn);
+    conn.serve(slow_def(), slow_impl()).await.unwrap().detach();
+    let slow = raw.bootstrap(1, "test.slow").await;
+    raw.send(call_frame(slow, 10, "wait", Value::Undefined))
+        .await;
+    raw.send(call_frame(slow, 11, "forever", Value::Undefined))
+        .await;
+    values(&mut raw, 11, 8).await;
+    (conn, raw, log, slow)
+}
+
 /// A connection that closes with a call and a stream in flight reports each once, as
 /// cancelled (the close cancels them): a subscriber that pairs each stream's `start` with
 /// its end, or counts calls, is not left with one that never ends. A call the peer
@@ -383,15 +398,7 @@ fn stream_events_report_start_and_one_end_with_the_count() {
 #[test]
 fn a_close_with_calls_and_streams_in_flight_reports_each_once_cancelled() {
     run_paused(async {
-        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-        let log = Log::of(&conn);
-        conn.serve(slow_def(), slow_impl()).await.unwrap().detach();
-        let slow = raw.bootstrap(1, "test.slow").await;
-        raw.send(call_frame(slow, 10, "wait", Value::Undefined))
-            .await;
-        raw.send(call_frame(slow, 11, "forever", Value::Undefined))
-            .await;
-        values(&mut raw, 11, 8).await;
+        let (conn, _raw, log, _) = waiting_and_streaming().await;
         eventually(|| conn.stats().active_calls == 1).await;
         conn.close();
         conn.closed().await;
@@ -411,15 +418,7 @@ fn a_close_with_calls_and_streams_in_flight_reports_each_once_cancelled() {
 #[test]
 fn a_peer_that_leaves_with_calls_in_flight_gets_each_reported_once() {
     run_paused(async {
-        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
-        let log = Log::of(&conn);
-        conn.serve(slow_def(), slow_impl()).await.unwrap().detach();
-        let slow = raw.bootstrap(1, "test.slow").await;
-        raw.send(call_frame(slow, 10, "wait", Value::Undefined))
-            .await;
-        raw.send(call_frame(slow, 11, "forever", Value::Undefined))
-            .await;
-        values(&mut raw, 11, 8).await;
+        let (conn, mut raw, log, slow) = waiting_and_streaming().await;
         raw.send(Frame::Cancel(Cancel {
             id: CallId(10),
             reason: None,

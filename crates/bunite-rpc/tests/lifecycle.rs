@@ -560,3 +560,80 @@ fn a_command_sent_as_the_driver_finishes_is_answered() {
         }
     });
 }
+
+/// The same race on the driver's other way out: a driver dropped before it finished (its
+/// runtime shut down with the connection open) let go only of the commands it found in
+/// its closed queue, so one that tokio had counted but not yet put in stayed there, kept by
+/// the connection's own sender, and its caller (here an `unserve`) waited for as long as a
+/// handle lived. Each round opens a pair on a runtime of its own, has a thread send
+/// unserves back to back, and shuts that runtime down under it, for about two seconds;
+/// every unserve must then end, and neither end hold anything.
+#[test]
+fn a_command_sent_as_the_driver_is_dropped_is_let_go() {
+    use futures::FutureExt;
+    use std::sync::atomic::AtomicBool;
+    let one_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let check = one_thread();
+    let start = std::time::Instant::now();
+    let mut drops = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        let doomed = one_thread();
+        let (a, b) = doomed.block_on(async {
+            let (ta, tb) = memory::pair();
+            (Connection::new(ta), Connection::new(tb))
+        });
+        let sending = Arc::new(AtomicBool::new(false));
+        let (handle, started) = (a.clone(), Arc::clone(&sending));
+        let sender = std::thread::spawn(move || {
+            let mut waiting = Vec::new();
+            loop {
+                let finished = handle.closed().now_or_never().is_some();
+                let conn = handle.clone();
+                let mut unserve = Box::pin(async move { conn.unserve("x").await });
+                if unserve.as_mut().now_or_never().is_none() {
+                    waiting.push(unserve);
+                }
+                started.store(true, Ordering::Release);
+                if finished {
+                    return waiting;
+                }
+            }
+        });
+        while !sending.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        drop(doomed);
+        let waiting = sender.join().unwrap();
+        check.block_on(async {
+            let all = futures::future::join_all(waiting);
+            if tokio::time::timeout(Duration::from_secs(2), all)
+                .await
+                .is_err()
+            {
+                panic!("round {drops}: an unserve sent as the driver was dropped never ended");
+            }
+            for conn in [&a, &b] {
+                // `is_idle` counts the built-in caps a driver that ran would have
+                // published; one dropped before its first poll published nothing.
+                let stats = conn.stats();
+                assert!(conn.is_closed(), "{stats:?}");
+                let held = [
+                    stats.pending_calls,
+                    stats.active_calls,
+                    stats.server_streams,
+                    stats.client_streams,
+                    stats.unsent_bytes,
+                    stats.tasks,
+                ];
+                assert_eq!(held, [0; 6], "{stats:?}");
+            }
+        });
+        drops += 1;
+    }
+    assert!(drops > 0);
+}

@@ -281,21 +281,10 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         }
     }
 
-    /// Takes every command left in the closed queue, a send that was under way as it
-    /// closed included. tokio counts a send before it puts the command in the queue, and
-    /// `try_recv` of a closed queue reports `Empty` (not `Disconnected`) while such a send
-    /// has not put it in yet: stopping there let the command arrive after the queue was
-    /// dropped, kept by `Shared`'s sender, so that what waited on it (an `unserve`, a
-    /// `serve`, a call) waited as long as a handle lived (`tests/lifecycle.rs`,
-    /// `a_command_sent_as_the_driver_finishes_is_answered`). That send is a few
-    /// instructions from its end, on another thread.
+    /// Takes every command left in the closed queue ([`last_command`]).
     fn take_last_commands(&mut self) {
-        loop {
-            match self.commands.try_recv() {
-                Ok(command) => self.command(command),
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
-                Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
-            }
+        while let Some(command) = last_command(&mut self.commands) {
+            self.command(command);
         }
     }
 
@@ -835,7 +824,7 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
         // one registered from now on runs at once (the connection is closed, or its
         // command comes back unsent).
         self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
+        while let Some(command) = last_command(&mut self.commands) {
             match command {
                 Command::OnClose(f) => self.close_handlers.push(f),
                 Command::Stream { queue, .. } => self.stream_end(&queue, Some(Error::closed())),
@@ -846,6 +835,25 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
             run_close_handler(f);
         }
         self.shared.finished.cancel();
+    }
+}
+
+/// The next command left in a closed queue, a send that was under way as it closed
+/// included; `None` once there is none and none can come. tokio counts a send before it
+/// puts the command in the queue, and `try_recv` of a closed queue reports `Empty` (not
+/// `Disconnected`) while such a send has not put it in yet: stopping there let the command
+/// arrive after the queue was dropped, kept by `Shared`'s sender, so that what waited on it
+/// (an `unserve`, a `serve`, a call) waited as long as a handle lived (`tests/lifecycle.rs`,
+/// `a_command_sent_as_the_driver_finishes_is_answered` and
+/// `a_command_sent_as_the_driver_is_dropped_is_let_go`). That send is a few instructions
+/// from its end, on another thread.
+fn last_command(commands: &mut mpsc::UnboundedReceiver<Command>) -> Option<Command> {
+    loop {
+        match commands.try_recv() {
+            Ok(command) => return Some(command),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+        }
     }
 }
 

@@ -42,12 +42,11 @@
 //! # Features
 //!
 //! [`RawPeer`] speaks through `MemoryTransport::send_raw`, a test hook behind the crate's
-//! hidden feature `test-util` (as is `Connection::client_for`). Every test target that uses
-//! the harness declares `required-features = ["test-util"]` in `Cargo.toml`: `cargo test
-//! --workspace --all-features` runs them all, a build without the feature skips them, and
-//! naming one with `--test` without the feature says which feature it needs. While only the
-//! in-memory transport is ported: `cargo test -p bunite-rpc --no-default-features
-//! --features test-util --test <file>`.
+//! hidden feature `test-util` (as is `Connection::client_for`). The crate's dev-dependency
+//! on itself turns that feature on for every test target, so no target declares it; the
+//! transports' features are another matter: a test over WebSocket, TCP, TLS or axum says
+//! which it needs with `#![cfg(feature = ...)]` at its top (it then compiles to nothing
+//! without them), and `cargo test --workspace --all-features` runs them all.
 #![allow(dead_code)]
 
 use std::cell::RefCell;

@@ -240,3 +240,259 @@ fn an_upgrade_never_handed_over_gives_its_slot_back_after_the_handshake_timeout(
         drop(stuck);
     });
 }
+
+// Hostile peers at an axum endpoint (docs/RELIABILITY.md, "The deployment paths under
+// hostile input").
+
+/// An axum server of [`serve_endpoint`]: [`Server::stop`] shuts it down gracefully and
+/// waits for it; dropped, it signals the shutdown and aborts what is left of it, so that no
+/// task outlives the test.
+struct Server {
+    signal: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// axum's graceful shutdown: returns once axum has stopped.
+    async fn stop(mut self) {
+        let _ = self.signal.take().unwrap().send(());
+        timeout(WAIT, &mut self.task)
+            .await
+            .expect("axum did not stop")
+            .unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal.take();
+        self.task.abort();
+    }
+}
+
+/// Serves `endpoint` at `/rpc` on loopback TCP, each connection built by `builder` (the
+/// counter served), tracked and sent on the channel.
+async fn serve_endpoint(
+    endpoint: RpcEndpoint,
+    builder: impl Fn() -> bunite_rpc::ConnectionBuilder + Clone + Send + Sync + 'static,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Connection>, Server) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rpc = endpoint.route(move |up| {
+        let (tx, builder) = (tx.clone(), builder.clone());
+        async move {
+            let conn = builder()
+                .serve(counter_def(), counter_impl())
+                .connect(up.transport);
+            track(&conn);
+            let _ = tx.send(conn);
+        }
+    });
+    let app = Router::new().route("/rpc", rpc);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let (signal, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    let server = Server {
+        signal: Some(signal),
+        task,
+    };
+    (addr, rx, server)
+}
+
+/// An upgrade request whose head never completes holds no connection slot (the route has
+/// not run: the head is hyper's to time out), and an upgrade completed by a client that
+/// never says hello holds its slot only until the connection's hello timeout.
+#[test]
+fn an_upgrade_that_never_completes_or_never_says_hello_holds_no_slot_for_long() {
+    run(async {
+        let endpoint = RpcEndpoint::new(ListenerConfig::default().max_connections(1));
+        let hello_timeout = Duration::from_millis(300);
+        let limits = bunite_rpc::Limits {
+            hello_timeout: Some(hello_timeout),
+            ..Default::default()
+        };
+        let builder = move || Connection::builder().limits(limits.clone());
+        let (addr, mut conns, server) = serve_endpoint(endpoint.clone(), builder).await;
+
+        // Half an upgrade request's head, and no more.
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n")
+            .await
+            .unwrap();
+
+        // A client that upgrades and then says nothing: its slot is the endpoint's only one.
+        let (mut mute, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rpc"))
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let server_conn = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
+        assert_eq!(endpoint.connections(), 1);
+        // It is sent the server's hello, a goaway at the hello timeout, and the close.
+        let mut goaway = None;
+        let mut dec = bunite_rpc::wire::Decoder::new(bunite_rpc::wire::DecodeLimits::default());
+        while let Some(Ok(msg)) = timeout(WAIT, futures::StreamExt::next(&mut mute))
+            .await
+            .expect("the server hung")
+        {
+            if let tokio_tungstenite::tungstenite::Message::Binary(b) = msg {
+                if let bunite_rpc::wire::Frame::Goaway(g) = dec.decode_frame(&b).unwrap() {
+                    goaway = Some(g);
+                }
+            }
+        }
+        assert!(
+            started.elapsed() >= hello_timeout,
+            "{:?}",
+            started.elapsed()
+        );
+        let e = goaway.expect("a goaway").error.expect("its error");
+        assert_eq!(e.code, "deadline_exceeded");
+        timeout(WAIT, server_conn.closed()).await.unwrap();
+        drop(server_conn);
+        eventually(|| endpoint.connections() == 0).await;
+
+        // The slot is free for a client that says hello, the half head still held.
+        let client = tracked(
+            ws::connect(format!("ws://{addr}/rpc").as_str())
+                .await
+                .unwrap(),
+        );
+        let server_conn = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        counter.call_value("get", Value::Undefined).await.unwrap();
+        drop(counter);
+        assert_clean(&[&server_conn, &client]).await;
+        client.close();
+        timeout(WAIT, server_conn.closed()).await.unwrap();
+        drop((half, mute));
+        server.stop().await;
+    });
+}
+
+/// Many upgrades at once beyond `max_connections`: exactly the bound's worth are served,
+/// the rest answered 503, and every slot comes back once those connections end.
+#[test]
+fn many_concurrent_upgrades_beyond_the_bound_get_exactly_the_bound() {
+    run(async {
+        const BOUND: usize = 3;
+        let endpoint = RpcEndpoint::new(ListenerConfig::default().max_connections(BOUND));
+        let (addr, mut conns, _server) =
+            serve_endpoint(endpoint.clone(), Connection::builder).await;
+        let url = format!("ws://{addr}/rpc");
+        for round in 0..2 {
+            let attempts = (0..12).map(|_| ws::connect(url.as_str()));
+            let mut clients = Vec::new();
+            for attempt in futures::future::join_all(attempts).await {
+                match attempt {
+                    Ok(t) => clients.push(tracked(t)),
+                    Err(e) => assert!(e.report().contains("HTTP 503"), "{}", e.report()),
+                }
+            }
+            assert_eq!(clients.len(), BOUND, "round {round}");
+            assert_eq!(endpoint.connections(), BOUND, "round {round}");
+            let mut servers = Vec::new();
+            for _ in 0..BOUND {
+                servers.push(timeout(WAIT, conns.recv()).await.unwrap().unwrap());
+            }
+            for client in &clients {
+                client.close();
+            }
+            for server in &servers {
+                timeout(WAIT, server.closed()).await.unwrap();
+            }
+            drop(servers);
+            eventually(|| endpoint.connections() == 0).await;
+        }
+    });
+}
+
+/// PROTOCOL §11 through an axum endpoint as through a `WsListener`: a message above the
+/// endpoint's `max_bytes` gets goaway `resource_exhausted` `max_frame_bytes`, then a close
+/// frame, every time, with the 4 MiB message still arriving as the server closes.
+#[test]
+fn an_oversize_message_through_axum_gets_goaway_then_a_close_frame_in_every_run() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    run(async {
+        let endpoint = RpcEndpoint::new(ListenerConfig::default().max_bytes(1024));
+        let (addr, mut conns, _server) =
+            serve_endpoint(endpoint.clone(), Connection::builder).await;
+        for run in 0..10 {
+            let (mut raw, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rpc"))
+                .await
+                .unwrap();
+            let server = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
+            let sent = raw.send(Message::binary(vec![0xc0u8; 4 << 20])).await;
+            assert!(
+                sent.is_ok(),
+                "run {run}: the server reset the socket: {sent:?}"
+            );
+            let mut dec = bunite_rpc::wire::Decoder::new(bunite_rpc::wire::DecodeLimits::default());
+            let mut goaway = None;
+            let close = loop {
+                match timeout(WAIT, raw.next()).await.expect("timed out") {
+                    Some(Ok(Message::Binary(b))) => {
+                        if let bunite_rpc::wire::Frame::Goaway(g) = dec.decode_frame(&b).unwrap() {
+                            goaway = Some(g);
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => break Ok(frame),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break Err(e.to_string()),
+                    None => break Err("ended without a close frame".to_owned()),
+                }
+            };
+            let g = goaway.unwrap_or_else(|| panic!("run {run}: no goaway before {close:?}"));
+            let e = g.error.expect("goaway error");
+            assert_eq!(e.reason(), Some("max_frame_bytes"), "run {run}");
+            assert!(close.is_ok(), "run {run}: {close:?}");
+            drop(raw);
+            timeout(WAIT, server.closed()).await.unwrap();
+        }
+        drop(conns);
+        eventually(|| endpoint.connections() == 0).await;
+    });
+}
+
+/// Stopping the axum server (its graceful shutdown) and then the connections it handed
+/// over (a `ConnectionSet`, as the module docs say) leaves nothing: no connection, no slot,
+/// no task (the harness checks that last), with a call in flight and a client that never
+/// said hello among them.
+#[test]
+fn stopping_the_axum_server_and_its_connections_leaves_no_task() {
+    run(async {
+        let endpoint = RpcEndpoint::new(ListenerConfig::default());
+        let set = bunite_rpc::ConnectionSet::new();
+        let (addr, mut conns, server) = serve_endpoint(endpoint.clone(), Connection::builder).await;
+        let url = format!("ws://{addr}/rpc");
+        let client = tracked(ws::connect(url.as_str()).await.unwrap());
+        let (mute, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            set.insert(&timeout(WAIT, conns.recv()).await.unwrap().unwrap());
+        }
+        let counter = client.bootstrap(&counter_def()).await.unwrap();
+        let waiting =
+            tokio::spawn(async move { counter.call_value("wait", Value::Undefined).await });
+        eventually(|| set.len() == 2).await;
+
+        server.stop().await;
+        set.drain(Duration::from_millis(200));
+        timeout(WAIT, set.closed()).await.unwrap();
+        assert!(set.is_empty());
+        let refused = timeout(WAIT, waiting).await.unwrap().unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+        timeout(WAIT, client.closed()).await.unwrap();
+        drop(mute);
+        eventually(|| endpoint.connections() == 0).await;
+    });
+}

@@ -164,3 +164,284 @@ impl Listener for Second {
         })
     }
 }
+
+/// Seeds of a plain run of the deployment paths (TLS and axum; a TLS handshake and an
+/// axum server per case: about 3 s in all in debug on two cores).
+#[cfg(all(feature = "tls", feature = "axum"))]
+const DEPLOYMENT_SEEDS: u64 = 60;
+
+/// The same operations through the deployment paths: a `tls://` byte-stream client of a
+/// TLS `TcpMessageListener`, a `wss://` client of a TLS `WsListener`, and a WebSocket
+/// client of an axum `RpcEndpoint`, each with the bounds above (one connection, a small
+/// send budget) and a receive budget just above the longest message. Through axum, a second upgrade during the case is answered 503, and once
+/// the case's connection is gone the next one is handed over.
+#[cfg(all(feature = "tls", feature = "axum"))]
+#[test]
+fn random_operations_through_tls_and_axum() {
+    ops::run_seeds(DEPLOYMENT_SEEDS, |rng, cut, builder| {
+        let link = rng.below(3);
+        Box::pin(async move {
+            match link {
+                0 => deployment::through_tls_listener(cut, builder).await,
+                1 => deployment::through_wss_listener(cut, builder).await,
+                _ => deployment::through_axum(cut, builder).await,
+            }
+        })
+    });
+}
+
+#[cfg(all(feature = "tls", feature = "axum"))]
+mod deployment {
+    use std::net::SocketAddr;
+    use std::sync::OnceLock;
+
+    use bunite_rpc::transport::axum::RpcEndpoint;
+    use bunite_rpc::transport::tls::{self, rustls, ClientTls, ServerTls};
+    use rustls::pki_types::pem::PemObject;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// One self-signed certificate for `localhost` per test run: (certificate, key) PEM.
+    fn certificate() -> &'static (String, String) {
+        static CERT: OnceLock<(String, String)> = OnceLock::new();
+        CERT.get_or_init(|| {
+            let names = vec!["localhost".to_owned()];
+            let certified = rcgen::generate_simple_self_signed(names).unwrap();
+            (certified.cert.pem(), certified.key_pair.serialize_pem())
+        })
+    }
+
+    /// The listeners' bounds (above), with a receive budget of its own just above the
+    /// longest message a case sends (`big`'s 300,000 bytes): each long message is paid
+    /// from it, and all of it must be back once the case's connections are gone.
+    fn deployment_config() -> ListenerConfig {
+        config().receive_budget(ByteBudget::new(RECEIVE_BUDGET))
+    }
+
+    const RECEIVE_BUDGET: usize = 320 * 1024;
+
+    fn tls_config() -> ListenerConfig {
+        let (cert, key) = certificate();
+        deployment_config().tls(ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap())
+    }
+
+    /// A listener's checks, then its receive budget whole again.
+    struct Budgeted {
+        inner: Box<dyn Listener>,
+        budget: ByteBudget,
+    }
+
+    impl Listener for Budgeted {
+        fn accepted_another(&self) -> bool {
+            self.inner.accepted_another()
+        }
+
+        fn after(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+            Box::pin(async move {
+                let Budgeted { inner, budget } = *self;
+                inner.after().await;
+                common::eventually(|| budget.available() == budget.limit()).await;
+            })
+        }
+    }
+
+    /// `pair` with its listener's receive budget checked after the case.
+    fn budgeted(mut pair: Pair, config: &ListenerConfig) -> Pair {
+        let inner = pair.listener.take().expect("a listener");
+        pair.listener = Some(Box::new(Budgeted {
+            inner,
+            budget: config.receive_budget.clone(),
+        }));
+        pair
+    }
+
+    fn roots() -> ClientTls {
+        ClientTls::from_ca_pem(certificate().0.as_bytes()).unwrap()
+    }
+
+    /// A TLS handshake with the listener at `addr`, with no time limit (the listener
+    /// takes it up only once the case's connection is gone).
+    async fn tls_handshake(addr: SocketAddr) -> Result<(), String> {
+        let mut store = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(certificate().0.as_bytes()) {
+            store.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `a` a `tls://` client of a TLS `TcpMessageListener`, `b` the connection it accepted.
+    pub async fn through_tls_listener(cut: CancellationToken, builder: Builder) -> Pair {
+        let config = tls_config();
+        let l = TcpMessageListener::bind("127.0.0.1:0", config.clone())
+            .await
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tls::tcp_connect("localhost", addr.port(), &roots())
+            .await
+            .unwrap();
+        let (accepted, _) = timeout(OP_BOUND, l.accept()).await.unwrap().unwrap();
+        let a = tracked_with(builder(), Cuttable(client, cut.clone()));
+        let b = tracked_with(builder(), Cuttable(accepted, cut));
+        // The second client's handshake, which the listener takes up only once the case's
+        // connection is gone, and the listener's next accept.
+        let second = tokio::spawn(tls_handshake(addr));
+        let next =
+            tokio::spawn(async move { l.accept().await.map(drop).map_err(|e| e.to_string()) });
+        let pair = Pair {
+            a,
+            b,
+            label: "tls listener",
+            send_limit: Some(SEND_LIMIT),
+            listener: Some(Box::new(Second {
+                tasks: vec![second, next],
+            })),
+        };
+        budgeted(pair, &config)
+    }
+
+    /// `a` a `wss://` client of a TLS `WsListener`, `b` the connection it accepted.
+    pub async fn through_wss_listener(cut: CancellationToken, builder: Builder) -> Pair {
+        let config = tls_config();
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config.clone())
+            .await
+            .unwrap();
+        let url = format!("wss://localhost:{}/rpc", l.local_addr().unwrap().port());
+        let connector = || {
+            WsConnector::new()
+                .tls(roots())
+                .connect_timeout(Duration::from_secs(600))
+        };
+        let client = connector().connect(url.as_str()).await.unwrap();
+        let accepted = timeout(OP_BOUND, l.accept()).await.unwrap().unwrap();
+        let a = tracked_with(builder(), Cuttable(client, cut.clone()));
+        let b = tracked_with(builder(), Cuttable(accepted.transport, cut));
+        let second = tokio::spawn(async move {
+            connector()
+                .connect(url.as_str())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        let next =
+            tokio::spawn(async move { l.accept().await.map(drop).map_err(|e| e.to_string()) });
+        let pair = Pair {
+            a,
+            b,
+            label: "wss listener",
+            send_limit: Some(SEND_LIMIT),
+            listener: Some(Box::new(Second {
+                tasks: vec![second, next],
+            })),
+        };
+        budgeted(pair, &config)
+    }
+
+    /// `a` a WebSocket client of an axum `RpcEndpoint` (one connection, the small send
+    /// budget) served by `axum::serve`, `b` the connection it handed over.
+    pub async fn through_axum(cut: CancellationToken, builder: Builder) -> Pair {
+        let config = deployment_config();
+        let endpoint = RpcEndpoint::new(config.clone());
+        let (tx, mut handed) = mpsc::unbounded_channel();
+        let rpc = endpoint.clone().route(move |up| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(up.transport);
+            }
+        });
+        let app = axum::Router::new().route("/rpc", rpc);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let client = ws::connect(url.as_str()).await.unwrap();
+        let transport = timeout(OP_BOUND, handed.recv()).await.unwrap().unwrap();
+        let a = tracked_with(builder(), Cuttable(client, cut.clone()));
+        let b = tracked_with(builder(), Cuttable(transport, cut));
+        // Past its one slot, the endpoint answers an upgrade 503 at once.
+        let refused = ws::connect(url.as_str()).await.map(drop);
+        let refused = refused.map_err(|e| e.report());
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("HTTP 503")),
+            "a second upgrade: {refused:?}"
+        );
+        let pair = Pair {
+            a,
+            b,
+            label: "axum",
+            send_limit: Some(SEND_LIMIT),
+            listener: Some(Box::new(Axum {
+                endpoint,
+                url,
+                handed,
+                stop,
+                server,
+            })),
+        };
+        budgeted(pair, &config)
+    }
+
+    /// An axum server and its endpoint of one slot.
+    struct Axum {
+        endpoint: RpcEndpoint,
+        url: String,
+        handed: mpsc::UnboundedReceiver<
+            bunite_rpc::transport::ws::WsTransport<bunite_rpc::transport::Socket>,
+        >,
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: JoinHandle<Result<(), String>>,
+    }
+
+    impl Listener for Axum {
+        /// The endpoint hands over no second connection while the case's lives.
+        fn accepted_another(&self) -> bool {
+            !self.handed.is_empty() || self.endpoint.connections() > 1
+        }
+
+        /// Once the case's connection is gone its slot comes back: the next upgrade is
+        /// handed over. Then axum stops, gracefully, and its task ends.
+        fn after(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+            Box::pin(async move {
+                let Axum {
+                    endpoint,
+                    url,
+                    mut handed,
+                    stop,
+                    server,
+                } = *self;
+                common::eventually(|| endpoint.connections() == 0).await;
+                let next = ws::connect(url.as_str())
+                    .await
+                    .expect("the endpoint's slot did not come back");
+                let transport = timeout(OP_BOUND, handed.recv()).await.unwrap().unwrap();
+                drop((next, transport));
+                let _ = stop.send(());
+                match timeout(OP_BOUND, server).await {
+                    Ok(Ok(Ok(()))) => {}
+                    other => panic!("axum did not stop: {other:?}"),
+                }
+            })
+        }
+    }
+}

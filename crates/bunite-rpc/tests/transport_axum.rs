@@ -329,10 +329,12 @@ fn an_upgrade_that_never_completes_or_never_says_hello_holds_no_slot_for_long() 
             .unwrap();
 
         // A client that upgrades and then says nothing: its slot is the endpoint's only one.
+        // The clock starts before it connects: the server's connection, and its hello
+        // timer, may start well before the client's handshake returns on a loaded machine.
+        let started = tokio::time::Instant::now();
         let (mut mute, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rpc"))
             .await
             .unwrap();
-        let started = tokio::time::Instant::now();
         let server_conn = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
         assert_eq!(endpoint.connections(), 1);
         // It is sent the server's hello, a goaway at the hello timeout, and the close.

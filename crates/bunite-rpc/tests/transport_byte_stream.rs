@@ -970,9 +970,11 @@ fn a_stalled_message_on_a_listener_gets_goaway_deadline_exceeded() {
             Some(Frame::Hello(_))
         ));
         let len = 200_000u32;
+        // Before the bytes go: on two workers the server may take them, and start the
+        // message's clock, before the writes return here.
+        let started = tokio::time::Instant::now();
         raw.write_all(&len.to_be_bytes()).await.unwrap();
         raw.write_all(&[0u8; 30_000]).await.unwrap();
-        let started = tokio::time::Instant::now();
         eventually(|| budget.available() < 1 << 20).await;
         let goaway = loop {
             match read_frame(&mut raw, &mut dec).await {

@@ -409,8 +409,13 @@ fn a_plain_peer_meeting_a_sealed_one_gets_a_hint() {
     run(async {
         let (a, b) = memory::pair();
         let plain = tracked(a);
+        // Queued before the sealed peer says anything: on two workers the plain peer could
+        // otherwise read the sealed hello, and close, before the bootstrap was queued (it
+        // then failed `closed`, with no word of why).
+        let mut bootstrap = Box::pin(plain.bootstrap_name("x", None));
+        let _ = futures::poll!(bootstrap.as_mut());
         let sealed = tracked(Sealed::new(b, test_key()));
-        let e = timeout(Duration::from_secs(5), plain.bootstrap_name("x", None))
+        let e = timeout(Duration::from_secs(5), bootstrap)
             .await
             .unwrap()
             .unwrap_err();

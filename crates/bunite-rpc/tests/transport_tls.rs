@@ -389,10 +389,12 @@ fn a_stalled_message_over_tls_holds_the_shared_budget_until_its_deadline() {
         staller.read_exact(&mut prefix).await.unwrap();
         let mut hello = vec![0u8; u32::from_be_bytes(prefix) as usize];
         staller.read_exact(&mut hello).await.unwrap();
+        // Before the bytes go: on two workers the server may take them, and start the
+        // message's clock, before the writes return here.
+        let stalled_at = tokio::time::Instant::now();
         staller.write_all(&90_000u32.to_be_bytes()).await.unwrap();
         staller.write_all(&[0u8; 30_000]).await.unwrap();
         staller.flush().await.unwrap();
-        let stalled_at = tokio::time::Instant::now();
         eventually(|| budget.available() <= 10_000).await;
 
         // A well-behaved client's 50 KB call waits for the budget behind it.

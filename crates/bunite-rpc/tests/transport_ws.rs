@@ -484,12 +484,14 @@ fn a_peer_that_misses_a_pong_is_noticed() {
             .await
             .unwrap();
         let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        // Before the connection exists: its ping timer starts as the listener takes it,
+        // which may be well before `accept` returns here on a loaded machine.
+        let started = tokio::time::Instant::now();
         let (_silent, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .unwrap();
         let accepted = timeout(WAIT, l.accept()).await.unwrap().unwrap();
         let (_sink, mut source) = accepted.transport.split();
-        let started = tokio::time::Instant::now();
         let error = timeout(WAIT, source.recv()).await.unwrap().unwrap_err();
         assert_eq!(
             error.io_kind(),
@@ -501,7 +503,7 @@ fn a_peer_that_misses_a_pong_is_noticed() {
             "{}",
             error.report()
         );
-        assert!(started.elapsed() >= interval * 2);
+        assert!(started.elapsed() >= interval * 2, "{:?}", started.elapsed());
     });
 }
 
@@ -757,12 +759,14 @@ fn a_stalled_frame_gets_goaway_deadline_exceeded() {
         let (l, url) = timed_listener(grace, &budget).await;
         let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
         let len = 150 * 1024;
+        // Before the bytes go: on two workers the server may take them, and start the
+        // message's clock, before the writes return here.
+        let started = tokio::time::Instant::now();
         raw.get_mut()
             .write_all(&client_header(0x82, len))
             .await
             .unwrap();
         raw.get_mut().write_all(&[0u8; 20 * 1024]).await.unwrap();
-        let started = tokio::time::Instant::now();
         eventually(|| budget.available() < 1 << 20).await;
         let goaway = expect_goaway(&mut raw, &mut dec).await;
         assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
@@ -834,6 +838,8 @@ fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
         let grace = Duration::from_millis(300);
         for deadline in [Some(ReceiveDeadline::new(grace, 1 << 30)), None] {
             let (url, _stalled, server) = stalling_server().await;
+            // Before the connection exists: the stalled frame's clock cannot start sooner.
+            let started = tokio::time::Instant::now();
             let transport = ws::WsConnector::new()
                 .ping_interval(None)
                 .receive_deadline(deadline)
@@ -841,7 +847,6 @@ fn a_client_with_a_receive_deadline_gives_up_on_a_stalled_server() {
                 .await
                 .unwrap();
             let (sink, mut source) = transport.split();
-            let started = tokio::time::Instant::now();
             match deadline {
                 Some(_) => {
                     let got = timeout(WAIT, source.recv())
@@ -950,8 +955,10 @@ fn pings_inside_a_fragmented_message_do_not_extend_its_deadline() {
         // A first fragment (no FIN), whole.
         let mut first = client_header(0x02, 1000);
         first.extend_from_slice(&[0u8; 1000]);
-        raw.get_mut().write_all(&first).await.unwrap();
+        // Before the bytes go: on two workers the server may take them, and start the
+        // message's clock, before the write returns here.
         let started = tokio::time::Instant::now();
+        raw.get_mut().write_all(&first).await.unwrap();
         let mut pings = 0;
         let goaway = loop {
             raw.get_mut()

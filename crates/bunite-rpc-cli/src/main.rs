@@ -183,7 +183,14 @@ fn main() {
             exit::USAGE
         }
         Some(cmd) => match allocator::runtime() {
-            Ok(rt) => rt.block_on(run(cmd)),
+            Ok(rt) => {
+                let code = rt.block_on(run(cmd));
+                // Not waiting for blocking tasks: `interop-server --stats` reads stdin on one,
+                // and dropping the runtime would wait for that read, so a stopped server
+                // stayed up until its stdin closed.
+                rt.shutdown_background();
+                code
+            }
             Err(e) => {
                 eprintln!("bunite-rpc: cannot start the runtime: {e}");
                 1

@@ -301,3 +301,48 @@ fn sigterm_stops_the_interop_server_gracefully_and_it_exits_0() {
     let status = s.child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// SIGTERM stops `interop-server --stats` too while its stdin stays open: the stdin reader
+/// that answers with the stats no longer holds the process. Before, the server said it had
+/// stopped and then waited for its stdin to close (the runtime's drop waited for the
+/// blocking read).
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_interop_server_with_stats_while_its_stdin_is_open() {
+    use std::io::Write;
+
+    let mut child = Command::new(BIN)
+        .args(["interop-server", "--stats"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn interop-server");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = lines.next().expect("a listening line").expect("utf-8");
+    assert!(line.starts_with("listening "), "{line}");
+    // The stats reader is running: a line is answered.
+    stdin.write_all(b"\n").unwrap();
+    let stats = lines.next().expect("a stats line").expect("utf-8");
+    assert!(stats.starts_with("stats connections=0 "), "{stats}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdin);
+    let status = status.expect("the server exited within 10 s of SIGTERM, its stdin open");
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -107,12 +107,18 @@ export class Outbound {
   stream<T>(capId: number, method: string, args: unknown, options: StreamOptions): ValueStream<T> {
     const refused = this.refuse(capId) ?? (options.signal?.aborted ? rpcError("cancelled", "cancelled before it was sent") : undefined);
     const id = refused ? 0 : this.nextId++;
-    const s = new ClientStream<T>(id, capId, {
+    const { signal } = options;
+    // The signal's listener goes once the consumer is through with the stream (`settled`), as
+    // a call's goes with its answer: a signal shared by many streams kept one listener, and
+    // its stream, for each of them.
+    const abort = () => s.cancel(rpcError("cancelled", "cancelled by the client"));
+    const s: ClientStream<T> = new ClientStream<T>(id, capId, {
       credit: (n) => this.wire.send(F.credit(id, n)),
       cancel: () => {
         if (this.streams.delete(id)) this.wire.send(F.cancel(id, "client_cancel"));
       },
       done: () => this.streams.delete(id),
+      settled: () => signal?.removeEventListener("abort", abort),
     }, this.streamBytes, options.parentCallId);
     const handle = new StreamHandle(s);
     if (refused) {
@@ -124,7 +130,7 @@ export class Outbound {
       return handle;
     }
     this.streams.set(id, s as ClientStream<unknown>);
-    options.signal?.addEventListener("abort", () => s.cancel(rpcError("cancelled", "cancelled by the client")), { once: true });
+    signal?.addEventListener("abort", abort, { once: true });
     return handle;
   }
 

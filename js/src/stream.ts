@@ -92,6 +92,12 @@ export interface StreamHooks {
   credit(messages: number): void;
   cancel(): void;
   done(): void;
+  /**
+   * The consumer is through with the stream: it read its end or its error, or cancelled it
+   * (called at least once, maybe more). What watched the stream for the consumer, an abort
+   * signal's listener, can go.
+   */
+  settled?(): void;
 }
 
 /** The reason of the `cancel` sent to a server whose value overflowed a stream (`push`). */
@@ -177,7 +183,9 @@ export class ClientStream<T> {
     this.hooks.done();
     const w = this.waiter;
     this.waiter = undefined;
-    w?.resolve({ value: undefined, done: true });
+    if (w === undefined) return;
+    this.hooks.settled?.();
+    w.resolve({ value: undefined, done: true });
   }
 
   /**
@@ -192,7 +200,10 @@ export class ClientStream<T> {
     this.hooks.done();
     const w = this.waiter;
     this.waiter = undefined;
-    if (w !== undefined) return w.reject(error);
+    if (w !== undefined) {
+      this.hooks.settled?.();
+      return w.reject(error);
+    }
     const { bytes } = this.account;
     if (size > 0 && bytes.used + size <= bytes.max) {
       this.errorSize = size;
@@ -216,9 +227,13 @@ export class ClientStream<T> {
       this.error = undefined;
       this.charge(-this.errorSize);
       this.errorSize = 0;
+      this.hooks.settled?.();
       return Promise.reject(e);
     }
-    if (this.finished) return Promise.resolve({ value: undefined, done: true });
+    if (this.finished) {
+      this.hooks.settled?.();
+      return Promise.resolve({ value: undefined, done: true });
+    }
     if (this.waiter !== undefined) return Promise.reject(rpcError("failed_precondition", "next() while another next() waits"));
     // Waiting on an empty buffer: return what was consumed so far (§13.1).
     this.returnCredit();
@@ -236,6 +251,7 @@ export class ClientStream<T> {
    */
   cancel(error?: RpcError): void {
     this.letGo();
+    this.hooks.settled?.();
     if (this.finished) return;
     this.finished = true;
     this.hooks.cancel();

@@ -3,6 +3,7 @@
 // back (docs/RELIABILITY.md, "Web client conformance audit").
 
 import assert from "node:assert/strict";
+import { getEventListeners } from "node:events";
 import { test } from "node:test";
 
 import { CapRef, Connection, FrameEncoder, RpcError, callMethod, dispose, memoryPair, release, streamMethod, type CallContext, type CapDef, type Impl } from "../src/index.js";
@@ -364,6 +365,43 @@ test("cap_revoked fails a pending stream failed_precondition revoked, and a late
   await tick();
   assert.equal(peer.got.length, sent, "nothing sent: no cancel for the revoked stream, no call for the later one");
   conn.close();
+  assertClean(conn);
+});
+
+test("a stream's abort listener goes once its end or error is read, or it is cancelled (as a call's with its answer); an abort after that changes nothing", async () => {
+  const { conn, peer } = setup();
+  peer.hello();
+  const c = conn.clientFor(2, InteropCounter);
+  const ac = new AbortController();
+  const listeners = () => getEventListeners(ac.signal, "abort").length;
+  const idOf = () => peer.got.at(-1)!["id"] as number;
+  // Ended: the listener goes when the end is read.
+  const ended = c.ticks({ n: 1 }, { signal: ac.signal });
+  await tick();
+  peer.send({ op: "stream", id: idOf(), ev: "next", value: { i: 0 } });
+  peer.send({ op: "stream", id: idOf(), ev: "end" });
+  await tick();
+  assert.equal(listeners(), 1, "held while the value and the end wait to be read");
+  assert.deepEqual(await ended.next(), { value: { i: 0 }, done: false });
+  assert.deepEqual(await ended.next(), { value: undefined, done: true });
+  assert.equal(listeners(), 0, "gone once the end was read");
+  // Failed while a next() waits: the error is read at once.
+  const failed = c.ticks({ n: 1 }, { signal: ac.signal });
+  await tick();
+  const waiting = failed.next();
+  peer.send({ op: "stream", id: idOf(), ev: "error", error: { code: "internal", message: "x" } });
+  await failsWith(waiting, "internal");
+  assert.equal(listeners(), 0, "gone once the error was read");
+  // Cancelled, and ended by the connection's shutdown (a goaway) while a next() waits.
+  c.ticks({ n: 1 }, { signal: ac.signal }).cancel();
+  assert.equal(listeners(), 0, "gone on cancel");
+  const open = c.ticks({ n: 1 }, { signal: ac.signal });
+  await tick();
+  const pending = open.next();
+  peer.send({ op: "goaway", reason: "invalid_argument" });
+  await failsWith(pending, "unavailable");
+  assert.equal(listeners(), 0, "gone once the shutdown's error was read");
+  ac.abort();
   assertClean(conn);
 });
 

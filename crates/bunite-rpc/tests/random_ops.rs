@@ -2,7 +2,8 @@
 //! TCP, each link wrapped so that a case can cut it. The operations, checks and case are in
 //! `ops/` (its module docs; `docs/RELIABILITY.md`, "Seeded random operations on live
 //! connections"); `random_ops_wire.rs` runs them over the other transports and through
-//! listeners.
+//! listeners. The same cases run again under an asynchronous policy
+//! (`random_operations_with_an_asynchronous_policy`).
 //!
 //! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs
 //! seed S alone (a failing case prints its seed).
@@ -10,26 +11,51 @@
 mod common;
 mod ops;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use bunite_rpc::transport::memory;
+use bunite_rpc::ConnectionBuilder;
 use common::tcp_pair;
 use ops::{pair_over, Rng};
+use tokio_util::sync::CancellationToken;
 
 /// Seeds of a plain test run (about 30 ms each in debug on two cores: 6.5 s in all).
 const CI_SEEDS: u64 = 200;
 
 #[test]
 fn random_operations_on_live_connections() {
-    ops::run_seeds(CI_SEEDS, |rng, cut, builder| {
-        // Drawn first, as before the other transports were added.
-        let tcp = !rng.chance(50);
-        Box::pin(async move {
-            if tcp {
-                pair_over(tcp_pair(), &cut, &*builder, "tcp")
-            } else {
-                pair_over(memory::pair(), &cut, &*builder, "memory")
-            }
-        })
-    });
+    ops::run_seeds(CI_SEEDS, connect);
+}
+
+/// Over loopback TCP or in memory, drawn per case.
+fn connect(
+    rng: &mut Rng,
+    cut: CancellationToken,
+    builder: Arc<dyn Fn() -> ConnectionBuilder + Send + Sync>,
+) -> Pin<Box<dyn Future<Output = ops::Pair> + Send>> {
+    // Drawn first, as before the other transports were added.
+    let tcp = !rng.chance(50);
+    Box::pin(async move {
+        if tcp {
+            pair_over(tcp_pair(), &cut, &*builder, "tcp")
+        } else {
+            pair_over(memory::pair(), &cut, &*builder, "memory")
+        }
+    })
+}
+
+/// Seeds of a plain run of the cases under an asynchronous policy (about 55 ms each in
+/// debug on two cores: 4.5 s in all).
+const POLICY_SEEDS: u64 = 80;
+
+/// The same cases under an asynchronous policy (`ops::PolicyKind::Async`): bootstraps wait
+/// in the peer's table of policy checks, and are cancelled, refused for its limit, unserved,
+/// cut and closed on while they wait.
+#[test]
+fn random_operations_with_an_asynchronous_policy() {
+    ops::run_seeds_with(POLICY_SEEDS, connect, ops::PolicyKind::Async);
 }
 
 /// The generator is the same everywhere (replayed seeds replay the same operations).

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    args, flip_def, flip_impl, svc_def, Case, Counted, Held, Kind, Rng, Side, BURST, ITEM_VALUE,
-    OP_BOUND, SECRET,
+    args, flip_def, flip_impl, gate_def, svc_def, Case, Counted, Held, Kind, PolicyKind, Rng, Side,
+    BURST, GATE, ITEM_VALUE, OP_BOUND, SECRET,
 };
 
 pub(super) struct Actor {
@@ -73,6 +73,9 @@ pub(super) enum Op {
     PartValue,
     TypedSlow,
     TypedStream,
+    BootstrapGate,
+    BootstrapBurst,
+    BootstrapAborted,
 }
 
 const OPS: [Op; 34] = [
@@ -112,6 +115,13 @@ const OPS: [Op; 34] = [
     Op::TypedStream,
 ];
 
+/// The operations drawn too under an asynchronous policy (after [`OPS`], so that the
+/// synchronous cases draw what they always did).
+const POLICY_OPS: [Op; 3] = [Op::BootstrapGate, Op::BootstrapBurst, Op::BootstrapAborted];
+
+/// The names a burst of bootstraps draws from.
+const NAMES: [&str; 5] = ["ops.svc", GATE, "ops.flip", SECRET, "ops.Typed"];
+
 impl Actor {
     /// Runs `ops` operations; closes, drains or cuts a side after `closes` of them.
     pub(super) async fn run(mut self, ops: usize, closes: Option<usize>) {
@@ -131,6 +141,10 @@ impl Actor {
             // Most cases start by bootstrapping, so that most operations have a target.
             let op = match n {
                 0 if self.rng.chance(90) => Op::Bootstrap,
+                _ if self.case.policy == PolicyKind::Async => {
+                    let i = self.rng.below((OPS.len() + POLICY_OPS.len()) as u64) as usize;
+                    OPS.iter().chain(&POLICY_OPS).copied().nth(i).unwrap()
+                }
                 _ => OPS[self.rng.below(OPS.len() as u64) as usize],
             };
             let what = format!(
@@ -200,6 +214,45 @@ impl Actor {
         }
     }
 
+    /// The outcome of a bootstrap of `name`, the client if it succeeded. Besides the
+    /// outcomes of [`Self::refused`], `ops.secret` fails `failed_precondition` `policy
+    /// denied` `unauthorized` and never succeeds, and `ops.flip` fails `not_found` while its
+    /// side does not serve it (unserved before the bootstrap came, or while the policy
+    /// checked it: the registry is checked again when the policy answers).
+    #[track_caller]
+    pub(super) fn bootstrapped(
+        &self,
+        what: &str,
+        name: &str,
+        result: Result<Client, Error>,
+    ) -> Option<Client> {
+        match result {
+            Ok(c) if name != SECRET => return Some(c),
+            Err(e) if name == SECRET && denied(&e) => {}
+            Err(e) if name == "ops.flip" && e.code() == Code::NotFound => {}
+            Err(e) if self.refused(name, &e) => {}
+            other => panic!("{what}: a bootstrap of {name} gave {other:?}"),
+        }
+        None
+    }
+
+    /// Whether `e` is a failure any bootstrap of `name` may have: `unavailable` once a side
+    /// is closing; under a low `max_pending_policy_checks`, `resource_exhausted` `pending
+    /// bootstrap limit N` `max_concurrent_calls`; and for `ops.gate` under an asynchronous
+    /// policy, its denial (`failed_precondition` `policy denied` `unauthorized`) or its
+    /// failure or panic (`internal` `policy threw`).
+    pub(super) fn refused(&self, name: &str, e: &Error) -> bool {
+        let limit = self.case.pending_limit.is_some_and(|max| {
+            e.code() == Code::ResourceExhausted
+                && e.reason() == Some("max_concurrent_calls")
+                && e.message() == format!("pending bootstrap limit {max}")
+        });
+        let gate = name == GATE
+            && self.case.policy == PolicyKind::Async
+            && (denied(e) || (e.code() == Code::Internal && e.message() == "policy threw"));
+        limit || gate || (self.closing() && e.code() == Code::Unavailable)
+    }
+
     /// A held client of the kind `pick` selects, by index.
     pub(super) fn pick(&mut self, pick: impl Fn(&Held) -> bool) -> Option<usize> {
         let found: Vec<usize> = (0..self.held.len())
@@ -261,7 +314,7 @@ impl Actor {
         match op {
             Op::Bootstrap => {
                 let r = self.side.conn.bootstrap(&svc_def()).await;
-                if let Some(c) = self.ok_or_closing(what, r) {
+                if let Some(c) = self.bootstrapped(what, "ops.svc", r) {
                     self.held.push(Held::new(Kind::Svc, c));
                 }
             }
@@ -279,6 +332,12 @@ impl Actor {
             Op::Back => {
                 let Some(h) = self.svc() else { return };
                 let r = h.client.call_value("back", Value::Undefined).await;
+                // `back`'s own bootstrap may be refused; the handler answers its error.
+                if let Err(e) = &r {
+                    if !h.released() && self.refused("ops.svc", e) {
+                        return;
+                    }
+                }
                 self.answer(what, &h, r, |v| {
                     assert!(v.as_integer().is_some_and(|n| n > 0), "{what}: {v:?}");
                 });
@@ -449,14 +508,8 @@ impl Actor {
             Op::Stream => self.stream(what).await,
             Op::BootstrapFlip => {
                 let r = self.side.conn.bootstrap(&flip_def()).await;
-                match r {
-                    Ok(c) => self.held.push(Held::new(Kind::Flip, c)),
-                    // Not served by the peer at the moment.
-                    Err(e) if e.code() == Code::NotFound => {}
-                    Err(e) => assert!(
-                        self.closing() && e.code() == Code::Unavailable,
-                        "{what}: {e:?}"
-                    ),
+                if let Some(c) = self.bootstrapped(what, "ops.flip", r) {
+                    self.held.push(Held::new(Kind::Flip, c));
                 }
             }
             Op::CallFlip => {
@@ -536,7 +589,7 @@ impl Actor {
                 for _ in 0..polls {
                     if let Poll::Ready(r) = futures::poll!(call.as_mut()) {
                         if boot {
-                            self.ok_or_closing(what, r);
+                            self.bootstrapped(what, "ops.svc", r);
                         } else {
                             self.answer(what, &h, r, drop);
                         }
@@ -614,15 +667,10 @@ impl Actor {
                 // Served, but refused by the policy (`Policy`: "`Ok(false)` fails the
                 // bootstrap `failed_precondition` `policy denied` `{reason:"unauthorized"}`").
                 let r = self.side.conn.bootstrap_name(SECRET, None).await;
-                match r {
-                    Err(e)
-                        if e.code() == Code::FailedPrecondition
-                            && e.reason() == Some("unauthorized") =>
-                    {
-                        assert_eq!(e.message(), "policy denied", "{what}");
-                    }
-                    r => self.fails_with(what, r, Code::FailedPrecondition),
-                }
+                self.bootstrapped(what, SECRET, r);
+            }
+            Op::BootstrapGate | Op::BootstrapBurst | Op::BootstrapAborted => {
+                self.policy_op(op, what).await
             }
             Op::Big => self.big(what).await,
             Op::BootstrapTyped
@@ -636,6 +684,64 @@ impl Actor {
                     let i = self.rng.below(self.subscriptions.len() as u64) as usize;
                     let id = self.subscriptions.swap_remove(i);
                     self.side.conn.unsubscribe(id);
+                }
+            }
+        }
+    }
+
+    /// The operations drawn only under an asynchronous policy: bootstraps of `ops.gate`,
+    /// whose check may allow, deny, fail or panic; bursts of bootstraps of any name, some
+    /// given up (their futures dropped, most while the policy checks them), which reach a
+    /// low `max_pending_policy_checks`; and a bootstrap on a task of its own aborted after a
+    /// few pauses, on either worker.
+    async fn policy_op(&mut self, op: Op, what: &str) {
+        match op {
+            Op::BootstrapGate => {
+                let r = self.side.conn.bootstrap(&gate_def()).await;
+                if let Some(c) = self.bootstrapped(what, GATE, r) {
+                    let r = c.call_value("get", Value::Undefined).await;
+                    if let Some(v) = self.ok_or_closing(what, r) {
+                        assert_eq!(v.as_integer(), Some(ITEM_VALUE), "{what}");
+                    }
+                }
+            }
+            Op::BootstrapBurst => {
+                let n = 1 + self.rng.below(6) as usize;
+                let names: Vec<&str> = (0..n)
+                    .map(|_| NAMES[self.rng.below(NAMES.len() as u64) as usize])
+                    .collect();
+                let give_up = self
+                    .rng
+                    .chance(40)
+                    .then(|| Duration::from_micros(self.rng.below(4000)));
+                let conn = self.side.conn.clone();
+                let boots = names.iter().map(|name| conn.bootstrap_name(name, None));
+                let all = futures::future::join_all(boots);
+                let results = match give_up {
+                    Some(after) => match tokio::time::timeout(after, all).await {
+                        Ok(results) => results,
+                        Err(_) => return,
+                    },
+                    None => all.await,
+                };
+                for (name, r) in names.into_iter().zip(results) {
+                    self.bootstrapped(what, name, r);
+                }
+            }
+            _ => {
+                let name = NAMES[self.rng.below(NAMES.len() as u64) as usize];
+                let pauses = self.rng.below(4);
+                let conn = self.side.conn.clone();
+                let task = tokio::spawn(async move { conn.bootstrap_name(name, None).await });
+                for _ in 0..pauses {
+                    self.pause().await;
+                }
+                task.abort();
+                match task.await {
+                    Err(e) => assert!(e.is_cancelled(), "{what}: {e}"),
+                    Ok(r) => {
+                        self.bootstrapped(what, name, r);
+                    }
                 }
             }
         }
@@ -757,13 +863,42 @@ impl Actor {
         } else {
             self.peer.clone()
         };
+        // Under an asynchronous policy, bootstraps from both sides are sent just before
+        // and checked by the policy while the side closes or the link is cut.
+        let boots = (self.case.policy == PolicyKind::Async).then(|| {
+            let n = 1 + self.rng.below(4) as usize;
+            let boots: Vec<_> = (0..n)
+                .map(|i| {
+                    let name = NAMES[self.rng.below(NAMES.len() as u64) as usize];
+                    let conn = [&self.side, &self.peer][i % 2].conn.clone();
+                    (name, async move { conn.bootstrap_name(name, None).await })
+                })
+                .collect();
+            let names: Vec<&str> = boots.iter().map(|(name, _)| *name).collect();
+            let all = futures::future::join_all(boots.into_iter().map(|(_, b)| b));
+            (names, tokio::spawn(all))
+        });
+        if boots.is_some() {
+            self.pause().await;
+        }
         match self.rng.below(3) {
             0 => side.conn.close(),
             1 => side.conn.drain(Duration::from_millis(self.rng.below(200))),
             _ => self.cut.cancel(),
         }
+        if let Some((names, task)) = boots {
+            let results = task.await.expect("the bootstrapping task");
+            for (name, r) in names.into_iter().zip(results) {
+                self.bootstrapped(what, name, r);
+            }
+        }
         if side.name == self.side.name && side.conn.is_closed() {
-            if let Some(h) = self.svc() {
+            // Not an operation of its own: finding nothing to call is no skipped one (an
+            // actor that skipped all its operations would count more skips than operations).
+            let skipped = self.skipped;
+            let svc = self.svc();
+            self.skipped = skipped;
+            if let Some(h) = svc {
                 let r = h.client.call_value("inc", Value::Undefined).await;
                 self.answer(what, &h, r, |v| {
                     panic!("{what}: a call after close gave {v:?}")
@@ -771,4 +906,11 @@ impl Actor {
             }
         }
     }
+}
+
+/// A bootstrap the policy denied: `failed_precondition` `policy denied` `unauthorized`.
+fn denied(e: &Error) -> bool {
+    e.code() == Code::FailedPrecondition
+        && e.reason() == Some("unauthorized")
+        && e.message() == "policy denied"
 }

@@ -35,6 +35,18 @@
 //! idle (tables, pending calls, streams, unsent bytes, tasks) and that no driver panicked
 //! and no task is left; and no observer outlives the runtime.
 //!
+//! Under an asynchronous policy ([`PolicyKind::Async`], `random_ops.rs` only) every
+//! bootstrap waits in the peer's table of policy checks (0-3 ms, or is answered on the
+//! driver's first poll), both peers serve `ops.gate`, which the policy allows, denies, fails
+//! or panics on by a draw, half the cases allow one to three pending checks, and actors also
+//! bootstrap `ops.gate`, send bursts of bootstraps of any name (some given up while the policy
+//! checks them), abort bootstraps on tasks of their own, and send bootstraps from both sides
+//! just before a close, drain or cut. What must hold besides: a bootstrap of `ops.gate` succeeds
+//! or fails `failed_precondition` `policy denied` `unauthorized` or `internal` `policy
+//! threw`; any bootstrap may fail `resource_exhausted` `pending bootstrap limit N` only under
+//! a low limit; and after a case without a close, the limit's worth of bootstraps at once, each
+//! held in the policy, all go through from both sides (no check left in a table).
+//!
 //! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of a test's own count; `BUNITE_OPS_SEED=S`
 //! runs seed S alone (a failing case prints its seed).
 // Each test file uses the parts its transports need.
@@ -138,8 +150,27 @@ pub fn pair_of<T: bunite_rpc::transport::Transport>(
     }
 }
 
+/// The policy both peers of a case check bootstraps with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// `Policy::new`: refuses `ops.secret` at once.
+    Sync,
+    /// `Policy::from_async` ([`async_policy`]): each check waits 0-3 ms (or answers at
+    /// once), refuses `ops.secret`, allows, denies, fails or panics for `ops.gate` by a draw,
+    /// and allows the rest; half the cases have a `max_pending_policy_checks` of 1 to 3.
+    Async,
+}
+
 /// Runs the seeds of a test: `BUNITE_OPS_SEED`, `0..BUNITE_OPS_SEEDS`, or `0..ci_seeds`.
 pub fn run_seeds(ci_seeds: u64, connect: Connect) {
+    run_seeds_with(ci_seeds, connect, PolicyKind::Sync);
+}
+
+/// [`run_seeds`] with the policy `policy`.
+pub fn run_seeds_with(ci_seeds: u64, connect: Connect, policy: PolicyKind) {
+    if policy == PolicyKind::Async {
+        quiet_policy_panics();
+    }
     let seeds: Vec<u64> = match (
         std::env::var("BUNITE_OPS_SEED"),
         std::env::var("BUNITE_OPS_SEEDS"),
@@ -153,7 +184,7 @@ pub fn run_seeds(ci_seeds: u64, connect: Connect) {
         let observers = Arc::new(AtomicI64::new(0));
         let live = observers.clone();
         run_on_two_workers(async move {
-            if tokio::time::timeout(CASE_BOUND, case(seed, live, connect))
+            if tokio::time::timeout(CASE_BOUND, case(seed, live, connect, policy))
                 .await
                 .is_err()
             {
@@ -170,6 +201,24 @@ pub fn run_seeds(ci_seeds: u64, connect: Connect) {
         );
     }
 }
+
+/// Leaves out of the output the panics [`async_policy`] makes on purpose (a few hundred
+/// a run, each with its backtrace); every other panic is reported as before.
+fn quiet_policy_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info.payload().downcast_ref::<&str>().copied();
+            if !message.is_some_and(|m| m.starts_with(POLICY_PANIC)) {
+                report(info);
+            }
+        }));
+    });
+}
+
+/// How the panics [`async_policy`] makes on purpose begin.
+const POLICY_PANIC: &str = "ops.gate's policy panicked";
 
 /// Names the seed of a case that fails, for `BUNITE_OPS_SEED`.
 struct SeedReport(u64);
@@ -227,6 +276,61 @@ fn secret_def() -> Arc<CapDef> {
     CapDef::builder(SECRET)
         .method(MethodDef::call("get"))
         .build()
+}
+
+/// The name whose bootstraps an asynchronous policy allows, denies, fails or panics on by a
+/// draw (its `get` answers [`ITEM_VALUE`]).
+const GATE: &str = "ops.gate";
+
+fn gate_def() -> Arc<CapDef> {
+    CapDef::builder(GATE).method(MethodDef::call("get")).build()
+}
+
+/// What an asynchronous policy decides by: its own generator (checks run on either worker,
+/// so the order of their draws is not the seed's alone), and the end of a case, from which
+/// every check waits [`SETTLE`] and allows (`ops.secret` still refused).
+pub(crate) struct PolicyState {
+    rng: Mutex<Rng>,
+    settle: AtomicBool,
+}
+
+/// How long every check of an asynchronous policy waits once the case settles: long enough
+/// that the bootstraps sent at once at the end of a case all wait for it together.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// The asynchronous policy of [`PolicyKind::Async`]: a check waits 0-3 ms (not at all, so
+/// answered on the driver's first poll, when 0), refuses `ops.secret`, and allows every
+/// other name but `ops.gate`, which it allows (40 %), denies (25 %), fails with an error
+/// (25 %) or panics on (10 %: half as it is asked, half while it waits). `Policy`: "`Ok(false)`
+/// fails the bootstrap `failed_precondition` `policy denied` `{reason:"unauthorized"}`;
+/// `Err(_)` fails it `internal` `policy threw`", and a panicking policy is a failing one.
+fn async_policy(state: Arc<PolicyState>) -> Policy {
+    Policy::from_async(move |name: String, _| {
+        let settle = state.settle.load(Ordering::SeqCst);
+        let (ms, verdict) = {
+            let mut rng = state.rng.lock().unwrap();
+            (rng.below(4), rng.below(100))
+        };
+        let gate = name == GATE && !settle;
+        if gate && verdict >= 95 {
+            std::panic::panic_any(POLICY_PANIC);
+        }
+        async move {
+            if settle {
+                tokio::time::sleep(SETTLE).await;
+            } else if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            match verdict {
+                _ if name == SECRET => Ok(false),
+                _ if !gate => Ok(true),
+                0..40 => Ok(true),
+                40..65 => Ok(false),
+                65..90 => Err("ops.gate's policy failed".to_owned()),
+                _ => std::panic::panic_any(POLICY_PANIC),
+            }
+        }
+    })
 }
 
 fn item_def() -> Arc<CapDef> {
@@ -360,6 +464,12 @@ struct Case {
     disposals_owed: AtomicU64,
     /// Observers alive (each holds a [`Counted`]).
     observers: Arc<AtomicI64>,
+    /// The peers' policy.
+    policy: PolicyKind,
+    /// Under an asynchronous policy, the peers' `max_pending_policy_checks` if it is low
+    /// enough for the actors to reach: a bootstrap may then fail `resource_exhausted`
+    /// `pending bootstrap limit N` `max_concurrent_calls`.
+    pending_limit: Option<usize>,
 }
 
 /// Counts itself in a counter while it lives.
@@ -433,22 +543,44 @@ impl Held {
     }
 }
 
-async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect) {
+async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kind: PolicyKind) {
     let mut rng = Rng(seed);
+    // What an asynchronous policy draws comes from a generator of its own, so that the
+    // synchronous cases draw what they always did.
+    let mut policy_rng = Rng(seed ^ 0x0a5f_c0de_9011_c1e5);
+    let pending_limit = (policy_kind == PolicyKind::Async && policy_rng.chance(50))
+        .then(|| 1 + policy_rng.below(3) as usize);
+    let policy_state = Arc::new(PolicyState {
+        rng: Mutex::new(Rng(policy_rng.next())),
+        settle: AtomicBool::new(false),
+    });
     let actors = 2 + rng.below(3) as usize;
     // Each actor has at most `BURST` calls of its own in flight at a time, and starts
     // through the peer at most one more (`back`): a limit of `BURST + 1` calls per actor is
     // never reached by the calls actors wait for (a call dropped or cancelled gives its slot
-    // back as it goes).
-    let limited = rng.chance(30).then_some((BURST + 1) * actors);
+    // back as it goes). Not under an asynchronous policy: a bootstrap given up while the
+    // policy checks it keeps its slot until its answer comes (`Limits::max_in_flight`, "a
+    // call whose answer would bring caps counts until that answer comes"), up to the
+    // policy's delay later, and an actor's bursts of bootstraps given up one after another
+    // have no such bound (the draw is kept, so that the synchronous cases draw the same).
+    let limited = rng
+        .chance(30)
+        .then_some((BURST + 1) * actors)
+        .filter(|_| policy_kind == PolicyKind::Sync);
     let cut = CancellationToken::new();
     let mut limits = Limits::default();
     if let Some(max) = limited {
         limits.max_in_flight = max;
     }
+    if let Some(max) = pending_limit {
+        limits.max_pending_policy_checks = max;
+    }
     // Every bootstrap of `ops.secret` is refused by the policy (it is served, so that the
     // refusal is the policy's, not a `not_found`).
-    let policy = Policy::new(|name, _| name != SECRET);
+    let policy = match policy_kind {
+        PolicyKind::Sync => Policy::new(|name, _| name != SECRET),
+        PolicyKind::Async => async_policy(policy_state.clone()),
+    };
     let builder = Arc::new(move || {
         Connection::builder()
             .limits(limits.clone())
@@ -467,6 +599,12 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect) {
             .await
             .unwrap()
             .detach();
+        if policy_kind == PolicyKind::Async {
+            let gate = DynCap::new()
+                .call("get", |_, _| async { Ok(Value::from(ITEM_VALUE as i64)) })
+                .build();
+            conn.serve(gate_def(), gate).await.unwrap().detach();
+        }
         typed::serve(conn, disposals.clone()).await;
     }
     let shared = Arc::new(Case {
@@ -476,6 +614,8 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect) {
         ran: AtomicU64::new(0),
         disposals_owed: AtomicU64::new(0),
         observers,
+        policy: policy_kind,
+        pending_limit,
     });
     let sides = [
         Side {
@@ -524,8 +664,12 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect) {
         }
     }
     eprintln!(
-        "seed {seed} ({kind}{}): {} actors ran {} operations{}",
+        "seed {seed} ({kind}{}{}): {} actors ran {} operations{}",
         if limited.is_some() { ", limited" } else { "" },
+        match pending_limit {
+            Some(max) => format!(", {max} pending policy checks"),
+            None => String::new(),
+        },
         actors * 2,
         shared.ran.load(Ordering::Relaxed),
         if closer.is_some() {
@@ -560,6 +704,24 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect) {
                 assert!(
                     r.is_ok(),
                     "seed {seed} ({kind}): {max} calls from {name} at the end: {r:?}"
+                );
+            }
+        }
+    }
+    // No policy check is left in either side's table: once nothing runs,
+    // `max_pending_policy_checks` bootstraps at once, each waiting `SETTLE` in the policy,
+    // all go through (an entry a cancelled, unserved or cut check left behind would refuse
+    // the last of them).
+    if let (Some(max), false) = (pending_limit, shared.closing.load(Ordering::SeqCst)) {
+        assert_clean(&[&a, &b]).await;
+        policy_state.settle.store(true, Ordering::SeqCst);
+        for (name, conn) in [("a", &a), ("b", &b)] {
+            let svc = svc_def();
+            let boots = (0..max).map(|_| conn.bootstrap(&svc));
+            for r in futures::future::join_all(boots).await {
+                assert!(
+                    r.is_ok(),
+                    "seed {seed} ({kind}): {max} bootstraps from {name} at the end: {r:?}"
                 );
             }
         }

@@ -98,8 +98,9 @@ impl Actor {
         match op {
             Op::BootstrapTyped => {
                 let r = OpsTypedCap::bootstrap(&self.side.conn).await;
-                if let Some(c) = self.ok_or_closing(what, r) {
-                    self.held.push(Held::new(Kind::Typed, c.into_client()));
+                let r = r.map(|c| c.into_client());
+                if let Some(c) = self.bootstrapped(what, "ops.Typed", r) {
+                    self.held.push(Held::new(Kind::Typed, c));
                 }
             }
             Op::TypedInc => {

@@ -846,7 +846,9 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
 /// (an `unserve`, a `serve`, a call) waited as long as a handle lived (`tests/lifecycle.rs`,
 /// `a_command_sent_as_the_driver_finishes_is_answered` and
 /// `a_command_sent_as_the_driver_is_dropped_is_let_go`). That send is a few instructions
-/// from its end, on another thread.
+/// from its end, on another thread, and lock-free: waiting for it in the driver's `Drop`
+/// waits on nothing this thread holds, so it cannot deadlock (the sender cannot be this
+/// thread, which is here).
 fn last_command(commands: &mut mpsc::UnboundedReceiver<Command>) -> Option<Command> {
     loop {
         match commands.try_recv() {

@@ -45,7 +45,13 @@ export class Connection {
   private readonly closeHandlers: Array<(reason: string) => void> = [];
   private closedReason: string | undefined;
   private goawayStatus: Status | undefined;
-  /** Resolves with the reason once the connection has shut down. */
+  /** What pending calls and streams failed with at shutdown. */
+  private shutdownError: RpcError | undefined;
+  /**
+   * Resolves with the reason once the connection has shut down: the message every call and
+   * stream pending then failed with (`unavailable`, `details.reason` `"goaway"` or
+   * `"peer_closing"`, see `shutdown`).
+   */
   readonly closed: Promise<string>;
   private resolveClosed!: (reason: string) => void;
 
@@ -67,7 +73,7 @@ export class Connection {
     transport.start({
       message: (data) => this.receive(data),
       protocolError: (message) => this.protocolError(message),
-      closed: (reason) => this.shutdown(`transport closed: ${reason}`),
+      closed: (reason) => this.shutdown(`transport closed: ${reason}`, "peer_closing"),
     });
     this.send(F.hello(options.mode ?? "web", this.limits.maxBytes, origin));
   }
@@ -85,13 +91,15 @@ export class Connection {
 
   /**
    * Closes the connection: tells the peer with `goaway {reason: "peer_closing"}` (PROTOCOL
-   * §11, the goaway the Rust client sends on close), then shuts down: pending calls fail
-   * `unavailable` with `reason`, the transport closes after the goaway went out.
+   * §11, the goaway the Rust client sends on close), then shuts down: pending calls and
+   * streams fail `unavailable` with `reason` as the message and `details.reason`
+   * `"peer_closing"` (as the Rust client's on its own close), the transport closes after the
+   * goaway went out.
    */
   close(reason = "closed locally"): void {
     if (this.closedReason !== undefined) return;
     this.send(F.goaway("peer_closing", undefined));
-    this.shutdown(reason);
+    this.shutdown(reason, "peer_closing");
   }
 
   /**
@@ -239,7 +247,7 @@ export class Connection {
     if (data.length > this.limits.maxBytes) {
       const message = `message of ${data.length} bytes exceeds maxBytes ${this.limits.maxBytes}`;
       this.send(F.goaway("resource_exhausted", { code: "resource_exhausted", message, details: { reason: "max_frame_bytes" } }));
-      return this.shutdown(message);
+      return this.shutdown(message, "peer_closing");
     }
     let frame: Frame;
     try {
@@ -265,7 +273,7 @@ export class Connection {
         // Kept for the connection's life and handed to every pending call, hello waiter and
         // close handler: cut first, as the Rust peer's `on_goaway` does.
         this.goawayStatus = f.error !== undefined ? clipPeerStatus(statusFrom(f.error)) : undefined;
-        return this.shutdown(f.reason !== undefined ? clipPeerText(f.reason) : "goaway");
+        return this.shutdown(f.reason !== undefined ? clipPeerText(f.reason) : "goaway", "goaway");
       }
       case "result":
         return this.outbound.onResult(f.id, f.ok, f.ok ? f.value : f.error, this.messageLen);
@@ -326,9 +334,10 @@ export class Connection {
     });
   }
 
+  /** What a bootstrap waiting for the hello fails with at shutdown: the goaway's error if it had one (as the Rust client). */
   private closeError(): RpcError {
     if (this.goawayStatus !== undefined) return new RpcError(this.goawayStatus);
-    return rpcError("unavailable", this.closedReason ?? "connection closed");
+    return this.shutdownError ?? rpcError("unavailable", "connection closed");
   }
 
   // ---- errors and shutdown ----
@@ -337,14 +346,21 @@ export class Connection {
   private protocolError(message: string): void {
     if (this.closedReason !== undefined) return;
     this.send(F.goaway("invalid_argument", { code: "invalid_argument", message }));
-    this.shutdown(`protocol error: ${message}`);
+    this.shutdown(`protocol error: ${message}`, "peer_closing");
   }
 
-  /** Shuts down once: fails everything pending, stops what we serve, closes the transport. */
-  private shutdown(reason: string): void {
+  /**
+   * Shuts down once: fails everything pending, stops what we serve, closes the transport.
+   * Pending calls and streams fail `unavailable` with `reason` as the message and `why` as
+   * `details.reason`, as the Rust client's `Disconnect::status`: `"goaway"` when the peer sent
+   * goaway (a graceful stop's `peer_closing` included), `"peer_closing"` when we closed, the
+   * transport ended or the peer broke the protocol (PROTOCOL §12).
+   */
+  private shutdown(reason: string, why: "goaway" | "peer_closing"): void {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
-    const err = rpcError("unavailable", reason);
+    const err = rpcError("unavailable", reason, why);
+    this.shutdownError = err;
     for (const w of this.helloWaiters.splice(0)) w.reject(this.closeError());
     this.outbound.shutdown(err);
     this.serving.shutdown();

@@ -54,7 +54,10 @@ export class RpcError extends Error {
     this.retry = status.retry;
   }
 
-  /** `details.reason`, if any (`"revoked"`, `"unauthorized"`, `"version_mismatch"`, …). */
+  /**
+   * `details.reason`, if any (`"revoked"`, `"unauthorized"`, `"version_mismatch"`, …; a call
+   * failed by the connection's shutdown has `"goaway"` or `"peer_closing"`, PROTOCOL §12).
+   */
   get reason(): string | undefined {
     const r = this.details?.reason;
     return typeof r === "string" ? r : undefined;

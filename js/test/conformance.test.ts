@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { getEventListeners } from "node:events";
 import { test } from "node:test";
 
-import { CapRef, Connection, FrameEncoder, RpcError, callMethod, dispose, memoryPair, release, streamMethod, type CallContext, type CapDef, type Impl } from "../src/index.js";
+import { CapRef, Connection, FrameEncoder, RpcError, callMethod, dispose, memoryPair, release, streamMethod, type CallContext, type CapDef, type Impl, type Transport } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
 
@@ -399,7 +399,7 @@ test("a stream's abort listener goes once its end or error is read, or it is can
   await tick();
   const pending = open.next();
   peer.send({ op: "goaway", reason: "invalid_argument" });
-  await failsWith(pending, "unavailable");
+  await failsWith(pending, "unavailable", "goaway");
   assert.equal(listeners(), 0, "gone once the shutdown's error was read");
   ac.abort();
   assertClean(conn);
@@ -435,7 +435,7 @@ test("revoked ids are remembered in a bounded set, the newest 4096", async () =>
   await tick();
   assert.equal(peer.got.filter((f) => f["op"] === "call" && f["target"]?.["id"] === 10).length, 1);
   conn.close();
-  await failsWith(forgotten, "unavailable");
+  await failsWith(forgotten, "unavailable", "peer_closing");
   assertClean(conn);
 });
 
@@ -515,7 +515,7 @@ test("a released or disposed proxy fails its calls and streams locally, failed_p
   assertClean(conn);
 });
 
-test("close sends goaway peer_closing (as the Rust client) before the transport closes; pending calls fail unavailable", async () => {
+test("close sends goaway peer_closing (as the Rust client) before the transport closes; pending calls fail unavailable peer_closing", async () => {
   const [a, b] = memoryPair();
   const conn = new Connection(a, { origin: "test" });
   const peer = rawPeer(b);
@@ -523,7 +523,7 @@ test("close sends goaway peer_closing (as the Rust client) before the transport 
   const pending = conn.clientFor(2, InteropCounter).get();
   await tick();
   conn.close();
-  await failsWith(pending, "unavailable");
+  await failsWith(pending, "unavailable", "peer_closing");
   await tick();
   assert.equal(peer.isClosed(), true);
   const last = peer.got.at(-1);
@@ -534,6 +534,72 @@ test("close sends goaway peer_closing (as the Rust client) before the transport 
   await tick();
   assert.equal(peer.got.filter((f) => f["op"] === "goaway").length, 1);
   assertClean(conn);
+});
+
+test("shutdown errors say why, as the Rust client's Disconnect::status: goaway for the peer's goaway, peer_closing for our close, the transport's end and protocol errors", async () => {
+  type Ends = { conn: Connection; peer: ReturnType<typeof rawPeer>; transport: Transport };
+  const cases: Array<{ name: string; end: (e: Ends) => void; message: string; reason: string; hello?: { code: string; message: string; reason: string | undefined } }> = [
+    { name: "the peer's goaway", end: (e) => e.peer.send({ op: "goaway", reason: "bye" }), message: "bye", reason: "goaway" },
+    { name: "a reasonless goaway", end: (e) => e.peer.send({ op: "goaway" }), message: "goaway", reason: "goaway" },
+    // A Rust server's graceful stop (drain, then close) ends with this goaway.
+    { name: "the peer's graceful stop", end: (e) => e.peer.send({ op: "goaway", reason: "peer_closing" }), message: "peer_closing", reason: "goaway" },
+    {
+      name: "a goaway with an error",
+      end: (e) => e.peer.send({ op: "goaway", reason: "resource_exhausted", error: { code: "resource_exhausted", message: "too long", details: { reason: "max_frame_bytes" } } }),
+      message: "resource_exhausted",
+      reason: "goaway",
+      // A bootstrap waiting for the hello gets the goaway's error, as in the Rust client.
+      hello: { code: "resource_exhausted", message: "too long", reason: "max_frame_bytes" },
+    },
+    {
+      name: "a goaway whose error has no reason",
+      end: (e) => e.peer.send({ op: "goaway", reason: "invalid_argument", error: { code: "invalid_argument", message: "bad frame" } }),
+      message: "invalid_argument",
+      reason: "goaway",
+      hello: { code: "invalid_argument", message: "bad frame", reason: undefined },
+    },
+    { name: "our close", end: (e) => e.conn.close(), message: "closed locally", reason: "peer_closing" },
+    { name: "our close with a reason", end: (e) => e.conn.close("page hidden"), message: "page hidden", reason: "peer_closing" },
+    { name: "the transport's end", end: (e) => e.transport.close(), message: "transport closed: memory transport closed", reason: "peer_closing" },
+    { name: "a protocol error", end: (e) => e.peer.sendBytes(Uint8Array.from([0xc1])), message: "protocol error: undecodable message: reserved byte 0xc1", reason: "peer_closing" },
+    { name: "an oversize message", end: (e) => e.peer.sendBytes(new Uint8Array(2000)), message: "message of 2000 bytes exceeds maxBytes 1000", reason: "peer_closing" },
+  ];
+  for (const c of cases) {
+    for (const withHello of [true, false]) {
+      const [a, b] = memoryPair();
+      const conn = new Connection(a, { origin: "test", limits: { maxBytes: 1000 } });
+      const peer = rawPeer(b);
+      if (withHello) peer.hello();
+      await tick();
+      const counter = conn.clientFor(2, InteropCounter);
+      const call = counter.get();
+      const stream = counter.ticks({ n: 1 }).next();
+      const boot = conn.bootstrap(InteropCounter);
+      let handled: string | undefined;
+      conn.onClose((r) => (handled = r));
+      await tick();
+      assert.equal(peer.got.filter((f) => f["op"] === "call").length, withHello ? 3 : 2, `${c.name}: what was sent`);
+      c.end({ conn, peer, transport: b });
+      const what = `${c.name}${withHello ? "" : ", before the hello"}`;
+      const expect = async (p: Promise<unknown>, code: string, message: string, reason: string | undefined, which: string) => {
+        await assert.rejects(p, (e: unknown) => {
+          assert.ok(e instanceof RpcError, `${what}, ${which}: ${String(e)}`);
+          assert.deepEqual({ code: e.code, message: e.message, reason: e.reason }, { code, message, reason }, `${what}, ${which}`);
+          return true;
+        });
+      };
+      await expect(call, "unavailable", c.message, c.reason, "call");
+      await expect(stream, "unavailable", c.message, c.reason, "stream");
+      const h = !withHello && c.hello !== undefined ? c.hello : { code: "unavailable", message: c.message, reason: c.reason };
+      await expect(boot, h.code, h.message, h.reason, "bootstrap");
+      assert.equal(await conn.closed, c.message, what);
+      assert.equal(handled, c.message, what);
+      // Work begun after the shutdown fails locally, with no reason (the Rust `Error::closed`).
+      await expect(counter.get(), "unavailable", "connection closed", undefined, "a call after");
+      await expect(counter.ticks({ n: 1 }).next(), "unavailable", "connection closed", undefined, "a stream after");
+      assertClean(conn);
+    }
+  }
 });
 
 test("a cancel's reason is cut at 1 KiB of UTF-8 at a character boundary (as the Rust peer) before it is echoed or passed to the children", async () => {

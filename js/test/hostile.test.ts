@@ -10,7 +10,7 @@ import { runInNewContext } from "node:vm";
 import { CapRef, Connection, DecodeError, FrameDecoder, FrameEncoder, RpcError, dispose, memoryPair, release } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { VALUE_KEPT } from "../src/stream.js";
-import { assertClean, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
+import { assertClean, failsExactly, failsWith, rawPeer, setup, tick } from "./raw_peer.js";
 
 // `gc()` for the test of a stream collected unread.
 setFlagsFromString("--expose-gc");
@@ -19,17 +19,17 @@ let unhandled: unknown[] = [];
 process.on("unhandledRejection", (e) => unhandled.push(e));
 process.on("uncaughtException", (e) => unhandled.push(e));
 
-test("garbage bytes: goaway invalid_argument, then every pending call fails unavailable", async () => {
+test("garbage bytes: goaway invalid_argument, then every pending call fails unavailable peer_closing", async () => {
   const { conn, peer } = setup();
   peer.hello();
   const pending = conn.call(2, "x", undefined);
   await tick();
   peer.sendBytes(Uint8Array.from([0xc1]));
-  await failsWith(pending, "unavailable");
+  await failsWith(pending, "unavailable", "peer_closing");
   assert.equal(conn.isClosed, true);
   const goaway = peer.got.find((f) => f["op"] === "goaway");
   assert.equal(goaway?.["reason"], "invalid_argument");
-  await failsWith(conn.call(2, "x", undefined), "unavailable");
+  await failsExactly(conn.call(2, "x", undefined), "unavailable", "connection closed", undefined);
   assertClean(conn);
 });
 
@@ -594,7 +594,7 @@ test("record definitions past maxRecordTableBytes: goaway invalid_argument, and 
   await tick();
   assert.equal(conn.isClosed, false, "one definition is within the bound");
   peer.send({ op: "result", id: 78, ok: true, value: wide("b", 400) });
-  await failsWith(pending, "unavailable");
+  await failsWith(pending, "unavailable", "peer_closing");
   const goaway = peer.got.find((f) => f["op"] === "goaway");
   assert.equal(goaway?.["error"]?.["code"], "invalid_argument");
   assert.match(goaway?.["error"]?.["message"], /record definitions keep \d+ bytes, past the table's bound of 65536/);
@@ -672,7 +672,7 @@ test("a result of 8 MiB of empty-record references (about 500 MB once decoded): 
   assertClean(conn2);
 
   peer.sendBytes(emptyRecordsResult(id, 8 * 1024 * 1024));
-  await failsWith(pending, "unavailable");
+  await failsWith(pending, "unavailable", "peer_closing");
   await conn.closed;
   await tick();
   const goaway = peer.got.find((f) => f["op"] === "goaway");
@@ -698,7 +698,7 @@ test("the decode budget is the connection's limits: decodeBudgetBase and decodeB
   assert.deepEqual(await fits, ints);
   // 40,000 of them: about 320 KB, past 64 KiB + 2 × 40 KB; within the defaults.
   peer.send({ op: "result", id: id2, ok: true, value: Array.from({ length: 40_000 }, () => 1) });
-  await failsWith(over, "unavailable");
+  await failsWith(over, "unavailable", "peer_closing");
   assert.match(peer.got.find((f) => f["op"] === "goaway")?.["error"]?.["message"], /over the decode budget/);
   assertClean(conn);
   const { conn: conn2, peer: peer2 } = setup();
@@ -745,7 +745,7 @@ test("values nested past maxDepth: goaway from the walk (too deep), not from msg
     await tick();
     const bytes = Uint8Array.from([0xd4, 0x72, 0x5e, 0x94, 0xa2, 0x6f, 0x70, 0xa2, 0x69, 0x64, 0xa2, 0x6f, 0x6b, 0xa5, 0x76, 0x61, 0x6c, 0x75, 0x65, 0xa6, 0x72, 0x65, 0x73, 0x75, 0x6c, 0x74, 0x01, 0xc3, ...new Array<number>(levels).fill(0x91), 0x01]);
     peer.sendBytes(bytes);
-    await failsWith(pending, "unavailable");
+    await failsWith(pending, "unavailable", "peer_closing");
     await tick();
     assert.equal(peer.got.find((f) => f["op"] === "goaway")?.["error"]?.["message"], "undecodable message: value nested deeper than 256");
     assertClean(conn);
@@ -806,7 +806,7 @@ test("a long goaway is cut (as the Rust peer) before pending calls, hello waiter
     assert.deepEqual(e.retry, { kind: "after-cooldown", minMs: 5 });
     return true;
   });
-  await assert.rejects(pending, (e: unknown) => e instanceof RpcError && e.code === "unavailable" && e.message === reason);
+  await assert.rejects(pending, (e: unknown) => e instanceof RpcError && e.code === "unavailable" && e.message === reason && e.reason === "goaway");
   assert.equal(closedWith, reason);
   assert.equal(await conn.closed, reason);
   assertClean(conn);

@@ -16,7 +16,8 @@
 //    (through `echo`, the public API), bytes no decoder reads, a call reusing the id of a call
 //    in flight, a message over the server's `--max-bytes` (the last three sent by a hook in the
 //    transport). Then every pending call and stream fails `unavailable` with the goaway's
-//    reason, whatever is begun after fails locally, `closed` resolves with the reason, the
+//    reason as its message and `details.reason` `goaway`, whatever is begun after fails
+//    locally (`connection closed`, no reason), `closed` resolves with the reason, the
 //    tables are empty, no timer and no abort listener is left, and the server's own counts
 //    (`--stats`) show the connection finished with no handler or stream left.
 //
@@ -335,8 +336,8 @@ async function runSeed(seed: number): Promise<string[]> {
   /** An error of work pending when the goaway came (`goaway`), or begun once the connection was shut (`local`). */
   const ended = (what: string, e: unknown, mayBeLocal: boolean): string => {
     if (!triggered) throw new Mismatch(`${what} failed before the goaway: ${describe(e)}`);
-    if (isCode(e, "unavailable") && e.message === reason) return "goaway";
-    if (mayBeLocal && isCode(e, "unavailable") && e.message === "connection closed") return "local";
+    if (isCode(e, "unavailable", "goaway") && e.message === reason) return "goaway";
+    if (mayBeLocal && isCode(e, "unavailable") && e.message === "connection closed" && e.reason === undefined) return "local";
     throw new Mismatch(`${what}: ${describe(e)}, expected unavailable ${reason}${mayBeLocal ? " or connection closed" : ""}`);
   };
 
@@ -499,7 +500,7 @@ async function runSeed(seed: number): Promise<string[]> {
     for (const ac of controllers) if (r.chance(0.5)) ac.abort();
 
     // Everything begun now fails locally: calls, streams, bootstraps, serving, the held children.
-    const local = (what: string, e: unknown) => check(isCode(e, "unavailable") && e.message === "connection closed", `${what} after the goaway: ${describe(e)}`);
+    const local = (what: string, e: unknown) => check(isCode(e, "unavailable") && e.message === "connection closed" && e.reason === undefined, `${what} after the goaway: ${describe(e)}`);
     await counter.get().then(() => problems.push("a call after the goaway was answered"), (e) => local("call", e));
     await counter.ticks({ n: 2 }).next().then(() => problems.push("a stream after the goaway gave a value"), (e) => local("stream", e));
     await conn.bootstrap(InteropCounter).then(() => problems.push("a bootstrap after the goaway worked"), (e) => local("bootstrap", e));

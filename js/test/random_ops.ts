@@ -8,11 +8,12 @@
 // end with checks of the server's side (the counter adds up, no child left in its cap table,
 // every disposal ran), or, when the seed's `Target` has its own server, by that server going
 // away at a random operation: stopped gracefully (SIGTERM: a call running then is answered, the
-// others fail `unavailable` `peer_closing`, every connection closes with the goaway) or killed
-// (SIGKILL: everything fails `unavailable`, transport closed). The target may run inside the
-// sealed pipe. Then: nothing threw out of the client or rejected unhandled, every operation
-// settled within `OP_MS`, every connection's tables are empty (`conn.stats()` all zero) and no
-// timer is left.
+// others fail `unavailable` `peer_closing`: refused by the drain, `{reason:"peer_closing"}`, or
+// failed by the goaway, `{reason:"goaway"}`; every connection closes with the goaway) or killed
+// (SIGKILL: everything fails `unavailable` `transport closed: …` `{reason:"peer_closing"}`).
+// The target may run inside the sealed pipe. Then: nothing threw out of the client or
+// rejected unhandled, every operation settled within `OP_MS`, every connection's tables are
+// empty (`conn.stats()` all zero) and no timer is left.
 
 import assert from "node:assert/strict";
 
@@ -127,11 +128,22 @@ async function rejects(p: Promise<unknown>, code: string, what: string, reason?:
   }
 }
 
-/** How an `unavailable` came, by its message: the server's stop (`peer_closing`), the socket dropped, or a local failure after either. */
+/**
+ * How an `unavailable` came, by its message and `details.reason`: the server's stop
+ * (`peer_closing`: its drain's refusal, sent by the server, or its goaway, which fails pending
+ * work `peer_closing` `{reason:"goaway"}`), the socket dropped (`transport closed: …`
+ * `{reason:"peer_closing"}`), or a local failure after either (`connection closed`, no reason).
+ */
 function how(e: RpcError): string {
-  if (e.message === "peer_closing" || e.reason === "peer_closing") return "peer_closing";
-  if (e.message.startsWith("transport closed")) return "transport closed";
-  return e.message;
+  if (isDrainRefusal(e) || (e.message === "peer_closing" && e.reason === "goaway")) return "peer_closing";
+  if (e.message.startsWith("transport closed") && e.reason === "peer_closing") return "transport closed";
+  if (e.message === "connection closed" && e.reason === undefined) return "connection closed";
+  return describe(e);
+}
+
+/** A draining Rust server's refusal of a new call or bootstrap. */
+function isDrainRefusal(e: unknown): boolean {
+  return isCode(e, "unavailable", "peer_closing") && e.message === "draining: no new calls";
 }
 
 function check(cond: unknown, message: string): asserts cond {
@@ -704,7 +716,7 @@ export async function runSeed(target: Target, seed: number): Promise<string[]> {
           await sleep(5);
           const after = probe.counter.get().then(
             () => "answered",
-            (e) => (isCode(e, "unavailable", "peer_closing") ? "refused" : describe(e)),
+            (e) => (isDrainRefusal(e) ? "refused" : describe(e)),
           );
           probed = (async () => {
             const got = await running.catch((e) => describe(e));

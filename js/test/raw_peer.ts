@@ -44,6 +44,15 @@ export async function failsWith(p: Promise<unknown>, code: string, reason?: stri
   await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === code && (reason === undefined || e.reason === reason));
 }
 
+/** `p` rejects with exactly this code, message and `details.reason` (`undefined`: none). */
+export async function failsExactly(p: Promise<unknown>, code: string, message: string, reason: string | undefined): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof RpcError, `not an RpcError: ${String(e)}`);
+    assert.deepEqual({ code: e.code, message: e.message, reason: e.reason }, { code, message, reason });
+    return true;
+  });
+}
+
 /**
  * Every table of the connection is empty: no call, stream, given-up call, served cap or handler
  * left, and no stream value counted as buffered.

@@ -512,6 +512,40 @@ fn assert_failed_by_the_peers_close(e: &bunite_rpc::Error) {
     );
 }
 
+/// Unserves that had not ended when they were first polled.
+type Waiting = Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+/// A thread that sends unserves on `conn` back to back until it has closed, and returns
+/// those still waiting then; the flag is set once it has sent one.
+fn unserves_until_closed(
+    conn: Connection,
+) -> (
+    std::thread::JoinHandle<Waiting>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    use futures::FutureExt;
+    let sending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Arc::clone(&sending);
+    let sender = std::thread::spawn(move || {
+        let mut waiting: Waiting = Vec::new();
+        loop {
+            let finished = conn.closed().now_or_never().is_some();
+            let handle = conn.clone();
+            let mut unserve = Box::pin(async move {
+                let _ = handle.unserve("x").await;
+            });
+            if unserve.as_mut().now_or_never().is_none() {
+                waiting.push(unserve);
+            }
+            started.store(true, Ordering::Release);
+            if finished {
+                return waiting;
+            }
+        }
+    });
+    (sender, sending)
+}
+
 /// A command sent as the driver finishes is still answered: an `unserve` (or a `serve`, a
 /// call) whose command tokio had counted but not yet put in the queue when the driver took
 /// its last commands arrived after the queue was dropped, kept by the connection's own
@@ -522,28 +556,13 @@ fn assert_failed_by_the_peers_close(e: &bunite_rpc::Error) {
 /// left one waiting about once in 5,000 closes, some 4,000 a second here).
 #[test]
 fn a_command_sent_as_the_driver_finishes_is_answered() {
-    use futures::FutureExt;
     run_on_two_workers(async {
         let start = std::time::Instant::now();
         let mut closes = 0;
         while start.elapsed() < Duration::from_secs(2) {
             let (ta, tb) = memory::pair();
             let (a, b) = (tracked(ta), tracked(tb));
-            let handle = a.clone();
-            let sender = std::thread::spawn(move || {
-                let mut waiting = Vec::new();
-                loop {
-                    let finished = handle.closed().now_or_never().is_some();
-                    let conn = handle.clone();
-                    let mut unserve = Box::pin(async move { conn.unserve("x").await });
-                    if unserve.as_mut().now_or_never().is_none() {
-                        waiting.push(unserve);
-                    }
-                    if finished {
-                        return waiting;
-                    }
-                }
-            });
+            let (sender, _) = unserves_until_closed(a.clone());
             b.close();
             a.close();
             let waiting = tokio::task::spawn_blocking(move || sender.join().unwrap())
@@ -570,8 +589,6 @@ fn a_command_sent_as_the_driver_finishes_is_answered() {
 /// every unserve must then end, and neither end hold anything.
 #[test]
 fn a_command_sent_as_the_driver_is_dropped_is_let_go() {
-    use futures::FutureExt;
-    use std::sync::atomic::AtomicBool;
     let one_thread = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -587,23 +604,7 @@ fn a_command_sent_as_the_driver_is_dropped_is_let_go() {
             let (ta, tb) = memory::pair();
             (Connection::new(ta), Connection::new(tb))
         });
-        let sending = Arc::new(AtomicBool::new(false));
-        let (handle, started) = (a.clone(), Arc::clone(&sending));
-        let sender = std::thread::spawn(move || {
-            let mut waiting = Vec::new();
-            loop {
-                let finished = handle.closed().now_or_never().is_some();
-                let conn = handle.clone();
-                let mut unserve = Box::pin(async move { conn.unserve("x").await });
-                if unserve.as_mut().now_or_never().is_none() {
-                    waiting.push(unserve);
-                }
-                started.store(true, Ordering::Release);
-                if finished {
-                    return waiting;
-                }
-            }
-        });
+        let (sender, sending) = unserves_until_closed(a.clone());
         while !sending.load(Ordering::Acquire) {
             std::thread::yield_now();
         }

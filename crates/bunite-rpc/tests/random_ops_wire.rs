@@ -29,7 +29,7 @@ use bunite_rpc::transport::byte_stream::{ByteStream, TcpMessageListener};
 use bunite_rpc::transport::sealed::{Key, Sealed};
 use bunite_rpc::transport::ws::{self, WsConnector, WsListener};
 use bunite_rpc::transport::{memory, ByteBudget, ListenerConfig};
-use bunite_rpc::ConnectionBuilder;
+use bunite_rpc::{Connection, ConnectionBuilder};
 use common::{tcp_pair, tracked_with};
 use ops::{pair_of, Cuttable, Listener, Pair, OP_BOUND};
 use tokio::task::JoinHandle;
@@ -105,15 +105,7 @@ async fn through_ws_listener(cut: CancellationToken, builder: Builder) -> Pair {
             .map_err(|e| e.to_string())
     });
     let next = tokio::spawn(async move { l.accept().await.map(drop).map_err(|e| e.to_string()) });
-    Pair {
-        a,
-        b,
-        label: "ws listener",
-        send_limit: Some(SEND_LIMIT),
-        listener: Some(Box::new(Second {
-            tasks: vec![second, next],
-        })),
-    }
+    listened(a, b, "ws listener", vec![second, next])
 }
 
 /// `a` a byte-stream client of a `TcpMessageListener`, `b` the connection it accepted.
@@ -134,16 +126,26 @@ async fn through_tcp_listener(cut: CancellationToken, builder: Builder) -> Pair 
         drop(second);
         r
     });
-    Pair {
-        a,
-        b,
-        label: "tcp listener",
-        send_limit: Some(SEND_LIMIT),
-        listener: Some(Box::new(Second { tasks: vec![next] })),
-    }
+    listened(a, b, "tcp listener", vec![next])
 }
 
 /// The tasks of a second client of a listener and of its acceptance.
+/// The pair `a`, `b` through a listener of one slot, whose [`Second`] checks are `tasks`.
+fn listened(
+    a: Connection,
+    b: Connection,
+    label: &'static str,
+    tasks: Vec<JoinHandle<Result<(), String>>>,
+) -> Pair {
+    Pair {
+        a,
+        b,
+        label,
+        send_limit: Some(SEND_LIMIT),
+        listener: Some(Box::new(Second { tasks })),
+    }
+}
+
 struct Second {
     tasks: Vec<JoinHandle<Result<(), String>>>,
 }
@@ -302,15 +304,7 @@ mod deployment {
         let second = tokio::spawn(tls_handshake(addr));
         let next =
             tokio::spawn(async move { l.accept().await.map(drop).map_err(|e| e.to_string()) });
-        let pair = Pair {
-            a,
-            b,
-            label: "tls listener",
-            send_limit: Some(SEND_LIMIT),
-            listener: Some(Box::new(Second {
-                tasks: vec![second, next],
-            })),
-        };
+        let pair = listened(a, b, "tls listener", vec![second, next]);
         budgeted(pair, &config)
     }
 
@@ -339,15 +333,7 @@ mod deployment {
         });
         let next =
             tokio::spawn(async move { l.accept().await.map(drop).map_err(|e| e.to_string()) });
-        let pair = Pair {
-            a,
-            b,
-            label: "wss listener",
-            send_limit: Some(SEND_LIMIT),
-            listener: Some(Box::new(Second {
-                tasks: vec![second, next],
-            })),
-        };
+        let pair = listened(a, b, "wss listener", vec![second, next]);
         budgeted(pair, &config)
     }
 

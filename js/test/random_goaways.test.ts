@@ -33,6 +33,7 @@ import { Connection, RpcError, capId, dispose, keyFromHex, openWebSocket, releas
 import { InteropChild, InteropCounter, InteropEphemeral, InteropVersioned } from "../src/interop.gen.js";
 import { KEY } from "./interop_checks.js";
 import { Rng } from "./random_frames.js";
+import { Mismatch, bounded, check, sleep, timers, until } from "./settling.js";
 import { BIN } from "./server.js";
 
 /** Seeds that found something (docs/RELIABILITY.md), replayed first. */
@@ -41,19 +42,12 @@ const FIXED: number[] = [];
 const DEFAULT_SEEDS = 100;
 /** The servers' `--max-bytes`: small, so that a message over it is cheap to send. */
 const MAX_BYTES = 256 * 1024;
-/** How long anything may take to settle. */
-const OP_MS = 5000;
 const trace = process.env["BUNITE_FUZZ_TRACE"] !== undefined;
 
 type Counter = Client<InteropCounter>;
 type Child = Client<InteropChild>;
 
-/** A mismatch between what happened and what should have. */
-class Mismatch extends Error {}
 
-function check(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Mismatch(message);
-}
 
 function isCode(e: unknown, code: string, reason?: string): e is RpcError {
   return e instanceof RpcError && e.code === code && (reason === undefined || e.reason === reason);
@@ -63,25 +57,6 @@ function describe(e: unknown): string {
   return e instanceof RpcError ? `RpcError ${e.code}${e.reason !== undefined ? `/${e.reason}` : ""}: ${e.message}` : String((e as Error)?.stack ?? e);
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const timers = () => process.getActiveResourcesInfo().filter((x) => x === "Timeout").length;
-
-/** Rejects with "did not settle" if `p` takes longer than `ms`; clears its timer either way. */
-function bounded<T>(what: string, p: Promise<T>, ms = OP_MS): Promise<T> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  const limit = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Mismatch(`${what} did not settle within ${ms} ms`)), ms)));
-  return Promise.race([p, limit]).finally(() => clearTimeout(t));
-}
-
-/** Polls `f` until it holds (at most `ms`); the last value it saw. */
-async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms = 2000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (ok(v) || Date.now() > end) return v;
-    await sleep(10);
-  }
-}
 
 /** What each kind of step ended in, over all sequences (to check the sequences reach what they aim at). */
 const outcomes = new Map<string, number>();

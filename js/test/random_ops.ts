@@ -22,9 +22,9 @@ import { inspect } from "node:util";
 import { Connection, FrameDecoder, RpcError, capId, dispose, openWebSocket, release, sealed, type CapDef, type Client, type IfExists, type ServeHandle, type Transport, type ValueStream } from "../src/index.js";
 import { InteropChild, InteropCounter, InteropEphemeral, InteropSecret, InteropVersioned } from "../src/interop.gen.js";
 import { Rng } from "./random_frames.js";
+import { Mismatch, OP_MS, bounded, check, sleep, timers, until } from "./settling.js";
 
 /** How long one operation (or one end-of-connection check) may take to settle. */
-const OP_MS = 5000;
 /** `BUNITE_FUZZ_TRACE=1` prints each operation as it starts. */
 const trace = process.env["BUNITE_FUZZ_TRACE"] !== undefined;
 const traceFrames = process.env["BUNITE_FUZZ_TRACE"] === "frames";
@@ -43,8 +43,6 @@ const Peer: CapDef = { name: "interop.peer", methods: { ping: { kind: "call", ar
 type Child = Client<InteropChild>;
 type Counter = Client<InteropCounter>;
 
-/** A mismatch between what a call gave and what the server's cap does. */
-class Mismatch extends Error {}
 
 /** What one connection's actors share, and what its end checks. */
 interface ConnState {
@@ -146,29 +144,7 @@ function isDrainRefusal(e: unknown): boolean {
   return isCode(e, "unavailable", "peer_closing") && e.message === "draining: no new calls";
 }
 
-function check(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Mismatch(message);
-}
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const timers = () => process.getActiveResourcesInfo().filter((x) => x === "Timeout").length;
-
-/** Rejects with "did not settle" if `p` takes longer than `ms`; clears its timer either way. */
-function bounded<T>(what: string, p: Promise<T>, ms = OP_MS): Promise<T> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  const limit = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Mismatch(`${what} did not settle within ${ms} ms`)), ms)));
-  return Promise.race([p, limit]).finally(() => clearTimeout(t));
-}
-
-/** Polls `f` until it holds (at most `ms`); the last value it saw. */
-async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms = 2000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (ok(v) || Date.now() > end) return v;
-    await sleep(10);
-  }
-}
 
 /** A value `echo` must give back deep-equal. */
 function randomValue(r: Rng, depth = 0): unknown {

@@ -87,11 +87,25 @@ const SEND_LIMIT: usize = SEND_BUDGET + FREE_PER_CONNECTION + OVERDRAFT;
 
 /// `a` a WebSocket client of a `WsListener`, `b` the connection it accepted.
 async fn through_ws_listener(cut: CancellationToken, builder: Builder) -> Pair {
-    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config())
+    let connector = || WsConnector::new().connect_timeout(Duration::from_secs(600));
+    let url = |addr: std::net::SocketAddr| format!("ws://{addr}/rpc");
+    ws_listened(config(), url, connector, cut, builder, "ws listener").await
+}
+
+/// `a` a client of a `WsListener` under `config` (at the address `url` makes of the
+/// listener's, each client made by `connector`), `b` the connection it accepted.
+async fn ws_listened(
+    config: ListenerConfig,
+    url: impl FnOnce(std::net::SocketAddr) -> String,
+    connector: fn() -> WsConnector,
+    cut: CancellationToken,
+    builder: Builder,
+    label: &'static str,
+) -> Pair {
+    let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
         .await
         .unwrap();
-    let url = format!("ws://{}/rpc", l.local_addr().unwrap());
-    let connector = || WsConnector::new().connect_timeout(Duration::from_secs(600));
+    let url = url(l.local_addr().unwrap());
     let client = connector().connect(url.as_str()).await.unwrap();
     let accepted = timeout(OP_BOUND, l.accept()).await.unwrap().unwrap();
     let a = tracked_with(builder(), Cuttable(client, cut.clone()));
@@ -105,7 +119,7 @@ async fn through_ws_listener(cut: CancellationToken, builder: Builder) -> Pair {
             .map_err(|e| e.to_string())
     });
     let next = tokio::spawn(async move { l.accept().await.map(drop).map_err(|e| e.to_string()) });
-    listened(a, b, "ws listener", vec![second, next])
+    listened(a, b, label, vec![second, next])
 }
 
 /// `a` a byte-stream client of a `TcpMessageListener`, `b` the connection it accepted.
@@ -311,29 +325,14 @@ mod deployment {
     /// `a` a `wss://` client of a TLS `WsListener`, `b` the connection it accepted.
     pub async fn through_wss_listener(cut: CancellationToken, builder: Builder) -> Pair {
         let config = tls_config();
-        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config.clone())
-            .await
-            .unwrap();
-        let url = format!("wss://localhost:{}/rpc", l.local_addr().unwrap().port());
         let connector = || {
             WsConnector::new()
                 .tls(roots())
                 .connect_timeout(Duration::from_secs(600))
         };
-        let client = connector().connect(url.as_str()).await.unwrap();
-        let accepted = timeout(OP_BOUND, l.accept()).await.unwrap().unwrap();
-        let a = tracked_with(builder(), Cuttable(client, cut.clone()));
-        let b = tracked_with(builder(), Cuttable(accepted.transport, cut));
-        let second = tokio::spawn(async move {
-            connector()
-                .connect(url.as_str())
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        let next =
-            tokio::spawn(async move { l.accept().await.map(drop).map_err(|e| e.to_string()) });
-        let pair = listened(a, b, "wss listener", vec![second, next]);
+        let url = |addr: std::net::SocketAddr| format!("wss://localhost:{}/rpc", addr.port());
+        let label = "wss listener";
+        let pair = super::ws_listened(config.clone(), url, connector, cut, builder, label).await;
         budgeted(pair, &config)
     }
 

@@ -33,7 +33,7 @@ import { Connection, RpcError, capId, dispose, keyFromHex, openWebSocket, releas
 import { InteropChild, InteropCounter, InteropEphemeral, InteropVersioned } from "../src/interop.gen.js";
 import { KEY } from "./interop_checks.js";
 import { Rng } from "./random_frames.js";
-import { Mismatch, bounded, check, sleep, timers, until } from "./settling.js";
+import { Mismatch, bounded, check, runSeeds, sleep, timers, until } from "./settling.js";
 import { BIN } from "./server.js";
 
 /** Seeds that found something (docs/RELIABILITY.md), replayed first. */
@@ -525,20 +525,8 @@ test("goaways and revocations from the Rust server: everything pending fails as 
     }
   };
   try {
-    for (const seed of FIXED) await run(seed);
-    const seconds = Number(process.env["BUNITE_FUZZ_SECONDS"] ?? 0);
-    if (seconds > 0) {
-      let seed = Number(process.env["BUNITE_FUZZ_SEED"] ?? Date.now() % 2 ** 31);
-      const until = Date.now() + seconds * 1000;
-      let n = 0;
-      do {
-        await run(seed++);
-        n++;
-      } while (Date.now() < until);
-      console.log(`random goaways: ${n} sequences, seeds up to ${seed - 1}, ${failures.length} failed`);
-      console.log(`outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`);
-    } else {
-      for (let seed = 1; seed <= DEFAULT_SEEDS; seed++) await run(seed);
+    const summary = () => [`${failures.length} failed`, `outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`];
+    if (await runSeeds("random goaways", FIXED, DEFAULT_SEEDS, run, summary)) {
       // The sequences reach what they aim at.
       for (const key of ["cap-returning aborted", "ephemeral ping revoked", "revocation raced", "slow goaway", "stream goaway", "depth goaway", "reused goaway", "ended by garbage", "ended by oversize", "ended by depth (sealed)"]) {
         assert.ok((outcomes.get(key) ?? 0) > 0, `no ${key}: ${JSON.stringify([...outcomes])}`);

@@ -19,6 +19,7 @@ import { connect, keyFromHex } from "../src/index.js";
 import { InteropCounter } from "../src/interop.gen.js";
 import { KEY } from "./interop_checks.js";
 import { outcomes, runSeed, type Target } from "./random_ops.js";
+import { runSeeds } from "./settling.js";
 import { start, type Server } from "./server.js";
 
 /** Seeds that found something (docs/RELIABILITY.md), replayed first. */
@@ -60,7 +61,6 @@ async function target(seed: number): Promise<{ target: Target; mode: string }> {
 }
 
 test("random operations against the Rust server: every answer as the caps say, everything settles, tables empty", async () => {
-  const seconds = Number(process.env["BUNITE_FUZZ_SECONDS"] ?? 0);
   const failures: string[] = [];
   const modes = new Map<string, number>();
   const run = async (seed: number) => {
@@ -79,20 +79,12 @@ test("random operations against the Rust server: every answer as the caps say, e
       failures.push(line);
     }
   };
-  for (const seed of FIXED) await run(seed);
-  if (seconds > 0) {
-    let seed = Number(process.env["BUNITE_FUZZ_SEED"] ?? Date.now() % 2 ** 31);
-    const until = Date.now() + seconds * 1000;
-    let n = 0;
-    do {
-      await run(seed++);
-      n++;
-    } while (Date.now() < until);
-    console.log(`random ops: ${n} sequences, seeds up to ${seed - 1}, ${failures.length} failed`);
-    console.log(`modes: ${JSON.stringify(Object.fromEntries([...modes].sort()))}`);
-    console.log(`outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`);
-  } else {
-    for (let seed = 1; seed <= DEFAULT_SEEDS; seed++) await run(seed);
+  const summary = () => [
+    `${failures.length} failed`,
+    `modes: ${JSON.stringify(Object.fromEntries([...modes].sort()))}`,
+    `outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`,
+  ];
+  if (await runSeeds("random ops", FIXED, DEFAULT_SEEDS, run, summary)) {
     // The sequences reach what they aim at.
     for (const key of ["burst ok", "makeChild ok", "call after release", "call after dispose", "abort ok", "deadline ok", "ticks read to the end", "watch ok", "ephemeral ok", "askPeer answered", "askPeer not_found", "peer-unserve ok", "connection ended by term", "connection ended by kill", "probe call after SIGTERM refused"]) {
       assert.ok((outcomes.get(key) ?? 0) > 0, `no ${key}: ${JSON.stringify([...outcomes])}`);

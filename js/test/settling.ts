@@ -33,3 +33,34 @@ export async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms = 
     await sleep(10);
   }
 }
+
+/**
+ * Runs `run` on the `fixed` seeds, then either for `BUNITE_FUZZ_SECONDS` seconds on seeds
+ * from `BUNITE_FUZZ_SEED` (a random one by default), printing `name`'s count and each line of
+ * `summary()`, or else on seeds 1 to `defaults`. True in the second case, in which the caller
+ * then checks that the seeds reached what they aim at.
+ */
+export async function runSeeds(
+  name: string,
+  fixed: readonly number[],
+  defaults: number,
+  run: (seed: number) => Promise<void>,
+  summary: () => string[],
+): Promise<boolean> {
+  for (const seed of fixed) await run(seed);
+  const seconds = Number(process.env["BUNITE_FUZZ_SECONDS"] ?? 0);
+  if (seconds <= 0) {
+    for (let seed = 1; seed <= defaults; seed++) await run(seed);
+    return true;
+  }
+  let seed = Number(process.env["BUNITE_FUZZ_SEED"] ?? Date.now() % 2 ** 31);
+  const end = Date.now() + seconds * 1000;
+  let n = 0;
+  do {
+    await run(seed++);
+    n++;
+  } while (Date.now() < end);
+  console.log(`${name}: ${n} sequences, seeds up to ${seed - 1}`);
+  for (const line of summary()) console.log(line);
+  return false;
+}

@@ -517,11 +517,14 @@ fn an_implementation_whose_drop_calls_the_connection_is_dropped_without_deadlock
 /// (PROTOCOL §7).
 #[test]
 fn a_cap_answer_whose_caller_stopped_waiting_as_it_arrived_is_released() {
-    /// Answers the next call `raw` receives with a CapRef to `cap`.
-    async fn answer_with_cap(raw: &mut RawPeer, cap: u32) {
+    /// Answers the next call `raw` receives with a CapRef to `cap`, once `conn` counts it
+    /// (its counts are published after its frames go out: a count of none pending, read
+    /// before, would be taken for the answer's).
+    async fn answer_with_cap(conn: &Connection, raw: &mut RawPeer, cap: u32) {
         let Frame::Call(call) = raw.recv().await else {
             panic!("expected a call")
         };
+        eventually(|| conn.stats().pending_calls == 1).await;
         raw.send(Frame::Result(ResultFrame {
             id: call.id,
             outcome: Ok(Value::CapRef(bunite_rpc::CapId(cap))),
@@ -548,7 +551,7 @@ fn a_cap_answer_whose_caller_stopped_waiting_as_it_arrived_is_released() {
         // connection takes its answer and hands it to the caller's channel.
         let mut booting = Box::pin(conn.bootstrap_name("test.parent", None));
         assert!(futures::poll!(booting.as_mut()).is_pending());
-        answer_with_cap(&mut raw, 5).await;
+        answer_with_cap(&conn, &mut raw, 5).await;
         eventually(|| conn.stats().pending_calls == 0).await;
         drop(booting);
         assert_eq!(dropped(&mut raw).await, vec![(5, 1)]);
@@ -558,11 +561,11 @@ fn a_cap_answer_whose_caller_stopped_waiting_as_it_arrived_is_released() {
             let conn = conn.clone();
             async move { conn.bootstrap_name("test.parent", None).await }
         });
-        answer_with_cap(&mut raw, 5).await;
+        answer_with_cap(&conn, &mut raw, 5).await;
         let parent = booting.await.unwrap().unwrap();
         let mut making = Box::pin(parent.call_cap("make", Value::Undefined));
         assert!(futures::poll!(making.as_mut()).is_pending());
-        answer_with_cap(&mut raw, 6).await;
+        answer_with_cap(&conn, &mut raw, 6).await;
         eventually(|| conn.stats().pending_calls == 0).await;
         drop(making);
         assert_eq!(dropped(&mut raw).await, vec![(6, 1)]);

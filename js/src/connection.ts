@@ -43,9 +43,8 @@ export class Connection {
   private readonly serving: Serving;
   private readonly helloWaiters: Array<{ resolve(): void; reject(e: RpcError): void }> = [];
   private readonly closeHandlers: Array<(reason: string) => void> = [];
-  private closedReason: string | undefined;
   private goawayStatus: Status | undefined;
-  /** What pending calls and streams failed with at shutdown. */
+  /** What pending calls and streams failed with at shutdown (its message the reason); set once shut down. */
   private shutdownError: RpcError | undefined;
   /**
    * Resolves with the reason once the connection has shut down: the message every call and
@@ -80,12 +79,12 @@ export class Connection {
 
   /** Whether the connection has shut down. */
   get isClosed(): boolean {
-    return this.closedReason !== undefined;
+    return this.shutdownError !== undefined;
   }
 
   /** Runs `f` once when the connection shuts down (at once if it has). */
   onClose(f: (reason: string) => void): void {
-    if (this.closedReason !== undefined) f(this.closedReason);
+    if (this.shutdownError !== undefined) f(this.shutdownError.message);
     else this.closeHandlers.push(f);
   }
 
@@ -97,7 +96,7 @@ export class Connection {
    * goaway went out.
    */
   close(reason = "closed locally"): void {
-    if (this.closedReason !== undefined) return;
+    if (this.shutdownError !== undefined) return;
     this.send(F.goaway("peer_closing", undefined));
     this.shutdown(reason, "peer_closing");
   }
@@ -117,7 +116,7 @@ export class Connection {
    * passes for all of them before any is registered; the handle owns every name it served.
    */
   serveAll(caps: ReadonlyArray<{ def: CapDef; impl: Impl }>, options: ServeOptions = {}): ServeHandle {
-    if (this.closedReason !== undefined) throw rpcError("unavailable", "connection closed");
+    if (this.shutdownError !== undefined) throw rpcError("unavailable", "connection closed");
     return this.serving.serveAll(caps, options.ifExists);
   }
 
@@ -127,7 +126,7 @@ export class Connection {
    * bootstrap instance keeps its cap-id and switches at once; nothing is revoked.
    */
   replace(def: CapDef, impl: Impl): void {
-    if (this.closedReason !== undefined) throw rpcError("unavailable", "connection closed");
+    if (this.shutdownError !== undefined) throw rpcError("unavailable", "connection closed");
     this.serving.replace(def, impl);
   }
 
@@ -222,7 +221,7 @@ export class Connection {
 
   /** Sends a frame (nothing after shutdown). */
   send(frame: Frame): void {
-    if (this.closedReason !== undefined && frame.op !== "goaway") return;
+    if (this.shutdownError !== undefined && frame.op !== "goaway") return;
     this.transport.send(this.encoder.encode(frame));
   }
 
@@ -243,7 +242,7 @@ export class Connection {
   // ---- receiving ----
 
   private receive(data: Uint8Array): void {
-    if (this.closedReason !== undefined) return;
+    if (this.shutdownError !== undefined) return;
     if (data.length > this.limits.maxBytes) {
       const message = `message of ${data.length} bytes exceeds maxBytes ${this.limits.maxBytes}`;
       this.send(F.goaway("resource_exhausted", { code: "resource_exhausted", message, details: { reason: "max_frame_bytes" } }));
@@ -307,7 +306,7 @@ export class Connection {
    */
   private peerHello(signal?: AbortSignal): Promise<void> {
     if (this.peer !== undefined) return Promise.resolve();
-    if (this.closedReason !== undefined) return Promise.reject(this.closeError());
+    if (this.shutdownError !== undefined) return Promise.reject(this.closeError());
     if (signal?.aborted) return Promise.reject(rpcError("cancelled", "cancelled before it was sent"));
     return new Promise((resolve, reject) => {
       if (signal === undefined) {
@@ -344,7 +343,7 @@ export class Connection {
 
   /** A protocol error: goaway `invalid_argument`, then shutdown (PROTOCOL §11). */
   private protocolError(message: string): void {
-    if (this.closedReason !== undefined) return;
+    if (this.shutdownError !== undefined) return;
     this.send(F.goaway("invalid_argument", { code: "invalid_argument", message }));
     this.shutdown(`protocol error: ${message}`, "peer_closing");
   }
@@ -357,8 +356,7 @@ export class Connection {
    * transport ended or the peer broke the protocol (PROTOCOL §12).
    */
   private shutdown(reason: string, why: "goaway" | "peer_closing"): void {
-    if (this.closedReason !== undefined) return;
-    this.closedReason = reason;
+    if (this.shutdownError !== undefined) return;
     const err = rpcError("unavailable", reason, why);
     this.shutdownError = err;
     for (const w of this.helloWaiters.splice(0)) w.reject(this.closeError());

@@ -135,6 +135,24 @@ fn call_and_stream_speak_json_and_report_errors() {
     );
 }
 
+/// How `child` exited, if it did within `within` (polled: the standard library has no
+/// wait with a timeout).
+fn exited_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_demo_tours_every_feature_and_exits_with_once() {
     let mut child = Command::new(BIN)
@@ -142,17 +160,8 @@ fn the_demo_tours_every_feature_and_exits_with_once() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn demo");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "demo --once did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status =
+        exited_within(&mut child, Duration::from_secs(60)).expect("demo --once did not exit");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
         .expect("read");
@@ -330,16 +339,7 @@ fn sigterm_stops_the_interop_server_with_stats_while_its_stdin_is_open() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exited_within(&mut child, Duration::from_secs(10));
     let _ = child.kill();
     let _ = child.wait();
     drop(stdin);

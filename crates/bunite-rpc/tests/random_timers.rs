@@ -50,6 +50,7 @@ use bunite_rpc::{
     CapDef, Client, Code, Connection, Error, Limits, LocalError, MethodDef, Record, Value,
 };
 use bytes::Bytes;
+use common::seeded::{seeds, Rng, SeedReport};
 use common::*;
 use futures::StreamExt;
 use tokio::time::{Instant, Sleep};
@@ -75,17 +76,13 @@ const FOREVER: u64 = 10 * 24 * 3600 * 1000;
 
 #[test]
 fn random_operations_on_a_paused_clock() {
-    let seeds: Vec<u64> = match (
-        std::env::var("BUNITE_OPS_SEED"),
-        std::env::var("BUNITE_OPS_SEEDS"),
-    ) {
-        (Ok(seed), _) => vec![seed.parse().expect("BUNITE_OPS_SEED: a number")],
-        (_, Ok(n)) => (0..n.parse().expect("BUNITE_OPS_SEEDS: a number")).collect(),
-        _ => (0..SEEDS).collect(),
-    };
+    let seeds = seeds(SEEDS);
     let n = seeds.len();
     for seed in seeds {
-        let _report = SeedReport(seed);
+        let _report = SeedReport {
+            test: "random_timers",
+            seed,
+        };
         run_paused(async move {
             // On the paused clock: a case that hangs fails here instead of forever.
             if tokio::time::timeout(CASE_BOUND, case(seed)).await.is_err() {
@@ -121,50 +118,22 @@ static TALLY: Mutex<Tally> = Mutex::new(Tally {
     calls: [0; 5],
 });
 
-/// Names the seed of a case that fails.
-struct SeedReport(u64);
+/// The generator's draws of times, for this test alone.
+trait Times {
+    /// Milliseconds from 1 to `max`, spread over the orders of magnitude (as many of a few
+    /// milliseconds as of minutes).
+    fn ms(&mut self, max: u64) -> u64;
 
-impl Drop for SeedReport {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "random_timers: seed {} failed; replay it with BUNITE_OPS_SEED={}",
-                self.0, self.0
-            );
-        }
+    fn millis(&mut self, max: u64) -> Duration {
+        Duration::from_millis(self.ms(max))
     }
 }
 
-/// splitmix64, as `tests/ops`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// Milliseconds from 1 to `max`, spread over the orders of magnitude (as many of a few
-    /// milliseconds as of minutes).
+impl Times for Rng {
     fn ms(&mut self, max: u64) -> u64 {
         let digits = self.below(u64::from(max.ilog10()) + 1) as u32;
         let top = 10u64.pow(digits + 1).min(max);
         1 + self.below(top)
-    }
-
-    fn millis(&mut self, max: u64) -> Duration {
-        Duration::from_millis(self.ms(max))
     }
 }
 

@@ -221,6 +221,15 @@ async fn goaway_then_end(
     goaway
 }
 
+/// A fresh client of the listener at `port` is accepted and called: the listener's slot is
+/// free again.
+async fn served_once_more(listener: &TcpMessageListener, port: u16, roots: ClientTls) {
+    let client = tokio::spawn(async move { tls::tcp_connect("127.0.0.1", port, &roots).await });
+    let (transport, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let client = timeout(WAIT, client).await.unwrap().unwrap().unwrap();
+    call_counter(tracked(transport), tracked(client)).await;
+}
+
 /// A TCP peer that connects to a TLS listener and sends nothing, and one that sends half a
 /// ClientHello, are closed at the listener's handshake timeout, and the connection slots
 /// their handshakes held come back: with `max_connections(2)`, a real client waits behind
@@ -285,10 +294,7 @@ fn garbage_instead_of_a_client_hello_is_closed_at_once_and_frees_its_slot() {
             peer.write_all(bytes).await.unwrap();
             assert!(closed_within(&mut peer, WAIT).await, "{bytes:?}");
         }
-        let client = tokio::spawn(async move { tls::tcp_connect("127.0.0.1", port, &roots).await });
-        let (transport, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
-        let client = timeout(WAIT, client).await.unwrap().unwrap().unwrap();
-        call_counter(tracked(transport), tracked(client)).await;
+        served_once_more(&listener, port, roots).await;
     });
 }
 
@@ -320,10 +326,7 @@ fn a_tls_peer_that_never_says_hello_is_closed_at_the_hello_timeout() {
         timeout(WAIT, server.closed()).await.unwrap();
         drop((_sink, source));
         // The slot is back.
-        let client = tokio::spawn(async move { tls::tcp_connect("127.0.0.1", port, &roots).await });
-        let (transport, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
-        let client = timeout(WAIT, client).await.unwrap().unwrap().unwrap();
-        call_counter(tracked(transport), tracked(client)).await;
+        served_once_more(&listener, port, roots).await;
     });
 }
 

@@ -49,6 +49,8 @@
 //! without them), and `cargo test --workspace --all-features` runs them all.
 #![allow(dead_code)]
 
+pub mod seeded;
+
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};

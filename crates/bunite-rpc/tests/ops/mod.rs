@@ -70,6 +70,8 @@ use bunite_rpc::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::common::seeded::Rng;
+use crate::common::seeded::{seeds, SeedReport};
 use crate::common::*;
 use actor::Actor;
 pub use cut::Cuttable;
@@ -171,16 +173,11 @@ pub fn run_seeds_with(ci_seeds: u64, connect: Connect, policy: PolicyKind) {
     if policy == PolicyKind::Async {
         quiet_policy_panics();
     }
-    let seeds: Vec<u64> = match (
-        std::env::var("BUNITE_OPS_SEED"),
-        std::env::var("BUNITE_OPS_SEEDS"),
-    ) {
-        (Ok(seed), _) => vec![seed.parse().expect("BUNITE_OPS_SEED: a number")],
-        (_, Ok(n)) => (0..n.parse().expect("BUNITE_OPS_SEEDS: a number")).collect(),
-        _ => (0..ci_seeds).collect(),
-    };
-    for seed in seeds {
-        let _report = SeedReport(seed);
+    for seed in seeds(ci_seeds) {
+        let _report = SeedReport {
+            test: "random_ops",
+            seed,
+        };
         let observers = Arc::new(AtomicI64::new(0));
         let live = observers.clone();
         run_on_two_workers(async move {
@@ -219,43 +216,6 @@ fn quiet_policy_panics() {
 
 /// How the panics [`async_policy`] makes on purpose begin.
 const POLICY_PANIC: &str = "ops.gate's policy panicked";
-
-/// Names the seed of a case that fails, for `BUNITE_OPS_SEED`.
-struct SeedReport(u64);
-
-impl Drop for SeedReport {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "random_ops: seed {} failed; replay it with BUNITE_OPS_SEED={}",
-                self.0, self.0
-            );
-        }
-    }
-}
-
-/// splitmix64: small, and the same sequence on every platform.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// True `percent` times in a hundred.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn svc_def() -> Arc<CapDef> {
     CapDef::builder("ops.svc")

@@ -1,0 +1,55 @@
+//! What the seeded random tests (`random_ops*.rs` through `tests/ops`, `random_timers.rs`)
+//! share: their generator, the seeds a run takes, and the line that names a failing seed.
+
+/// splitmix64: small, and the same sequence on every platform.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The seeds of a run: `BUNITE_OPS_SEED` alone, `0..BUNITE_OPS_SEEDS`, or else `0..ci_seeds`.
+pub fn seeds(ci_seeds: u64) -> Vec<u64> {
+    match (
+        std::env::var("BUNITE_OPS_SEED"),
+        std::env::var("BUNITE_OPS_SEEDS"),
+    ) {
+        (Ok(seed), _) => vec![seed.parse().expect("BUNITE_OPS_SEED: a number")],
+        (_, Ok(n)) => (0..n.parse().expect("BUNITE_OPS_SEEDS: a number")).collect(),
+        _ => (0..ci_seeds).collect(),
+    }
+}
+
+/// Names the seed of a case that fails (while it lives), for `BUNITE_OPS_SEED`.
+pub struct SeedReport {
+    /// The test's name, first on the line.
+    pub test: &'static str,
+    pub seed: u64,
+}
+
+impl Drop for SeedReport {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "{}: seed {} failed; replay it with BUNITE_OPS_SEED={}",
+                self.test, self.seed, self.seed
+            );
+        }
+    }
+}

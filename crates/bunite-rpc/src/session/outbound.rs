@@ -167,7 +167,8 @@ impl<T: Types> Outbound<T> {
         crate::hashing::shed_put_off(&mut self.pending, &mut self.pending_spacing);
     }
 
-    /// Whether the put-off shrink's timer is armed (invariants).
+    /// Whether the put-off shrink's timer is armed (invariants, which only tests build).
+    #[cfg(any(test, feature = "test-util"))]
     pub(super) fn shed_timer_armed(&self) -> bool {
         self.pending_spacing.armed
     }

@@ -11,7 +11,8 @@
 //!
 //! # Features
 //!
-//! Each adapter beyond the in-memory pair is behind a cargo feature; all are on by default.
+//! Each adapter beyond the in-memory pair is behind a cargo feature: `byte-stream`, `ws` and
+//! `sealed` are on by default, `tls` and `axum` are not.
 //!
 //! - [`memory`]: an in-process pair. Always available.
 //! - [`byte_stream`] (feature `byte-stream`): length-prefixed messages over a byte stream:

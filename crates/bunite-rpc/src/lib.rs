@@ -183,7 +183,22 @@
 //! INFO bunite.connection{connection.id=1 transport="wss" peer="127.0.0.1:42053"}: bunite_rpc::connection: close time.busy=3.67ms time.idle=1.76ms
 //! ```
 //!
-//! (`README.md` shows both ends of the demo.)
+//! (`README.md` shows both ends of the demo.) To print them from a program of your own, install
+//! such a subscriber at its start, as `bunite-rpc --log` does (with `tracing-subscriber` 0.3,
+//! features `fmt` and `env-filter`, among its dependencies):
+//!
+//! ```
+//! use tracing_subscriber::fmt::format::FmtSpan;
+//! use tracing_subscriber::EnvFilter;
+//!
+//! // `RUST_LOG` if set (e.g. `RUST_LOG=bunite_rpc=info`), else every `info` span and event.
+//! let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+//! tracing_subscriber::fmt()
+//!     .with_env_filter(filter)
+//!     .with_span_events(FmtSpan::CLOSE)
+//!     .with_writer(std::io::stderr)
+//!     .init();
+//! ```
 //!
 //! # Layout
 //!

@@ -35,10 +35,10 @@
 //! `ts_rs::TS` beside `Serialize`/`Deserialize` (ts-rs reads serde's `rename`,
 //! `rename_all`, `tag`, `flatten`, …). The crate that derives it depends on `ts-rs = "12"`,
 //! the major version this crate uses (another one's `TS` is another trait, which `Bindings`
-//! does not accept), and on `bunite-rpc` with `features = ["typescript"]`. ts-rs rather than specta because it is a stable,
-//! semver-versioned release line with a small API (a type's name, declaration and
-//! dependencies), while specta 2 is still a release candidate whose API changes between
-//! candidates. A cap whose types do not implement `TS` still compiles; asking `Bindings`
+//! does not accept), and on `bunite-rpc` with `features = ["typescript"]`. ts-rs rather
+//! than specta because it is a stable, semver-versioned release line with a small API (a
+//! type's name, declaration and dependencies), while specta 2 is still a release candidate
+//! whose API changes between candidates. A cap whose types do not implement `TS` still compiles; asking `Bindings`
 //! for it fails to compile, naming the type.
 //!
 //! What the wire does to types, and so what to write:

@@ -411,6 +411,47 @@ fn a_peer_that_reads_nothing_holds_the_stop_no_longer_than_the_grace_and_close_g
     });
 }
 
+/// A connection that shut down but still gives its peer the [`CLOSE_GRACE`] to take its
+/// goaway is waited for: its peer reads nothing, so once the drain has closed it (by the
+/// grace) it finishes only when the close grace runs out. The stop returned at the grace:
+/// the connection's close handler took it out of the set as it shut down, so
+/// `ConnectionSet::closed` found the set empty while the connection was still closing.
+#[test]
+fn a_stop_waits_for_a_connection_still_giving_its_goaway_the_close_grace() {
+    run_paused(async {
+        let (def, imp) = sized_cap();
+        let (server, mut raw) = RawPeer::connect(Connection::builder().serve(def, imp)).await;
+        let set = ConnectionSet::new();
+        set.insert(&server);
+        let sized = raw.bootstrap(1, "test.sized").await;
+        // More answers than the transport holds, none of them read.
+        let calls = bunite_rpc::transport::memory::CHANNEL_CAPACITY as u64 + 100;
+        for id in 2..2 + calls {
+            let args = Value::Record(Record::new().with("n", 10i64));
+            raw.send(call_frame(sized, id, "sized", args)).await;
+        }
+        eventually(|| server.stats().unsent_bytes > 0).await;
+        let grace = Duration::from_secs(3);
+        let (open, took) = stop_at_once(&set, grace).await;
+        assert_eq!(open, 1);
+        let finished = futures::FutureExt::now_or_never(server.closed()).is_some();
+        assert!(
+            finished,
+            "the stop returned after {took:?}, the connection still closing"
+        );
+        assert!(
+            took >= CLOSE_GRACE && took <= grace + CLOSE_GRACE,
+            "{took:?}"
+        );
+        assert!(
+            set.is_empty() && server.stats().is_idle(),
+            "{:?}",
+            server.stats()
+        );
+        drop(raw);
+    });
+}
+
 /// Stops `set` at once (no accept loop, the signal already given) with `grace`: how many
 /// connections were open, and how long the stop took.
 async fn stop_at_once(set: &ConnectionSet, grace: Duration) -> (usize, Duration) {

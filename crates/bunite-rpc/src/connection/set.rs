@@ -52,6 +52,11 @@ struct Members {
     /// Given back its room as connections leave ([`hashing::take`]): a flood of thousands
     /// of connections is not kept for the server's life.
     live: Map<u64, Connection>,
+    /// Connections that left `live` as they shut down and may not have finished yet: they
+    /// still give their peers the [`CLOSE_GRACE`](super::CLOSE_GRACE) to take their last
+    /// frames, and their tasks may still run, so [`closed`](ConnectionSet::closed) waits
+    /// for them too. Finished ones are let go as others shut down or join.
+    closing: Vec<Connection>,
     /// What a connection added from now on gets at once.
     stopping: Option<Stop>,
 }
@@ -82,6 +87,7 @@ impl ConnectionSet {
     pub fn insert(&self, conn: &Connection) {
         let stop = {
             let mut members = self.lock();
+            members.closing.retain(|c| !c.shared.is_done());
             members.live.insert(conn.shared.id, conn.clone());
             members.stopping
         };
@@ -91,7 +97,10 @@ impl ConnectionSet {
         conn.on_close(move || {
             if let Some(set) = set.upgrade() {
                 let mut members = set.lock().unwrap_or_else(PoisonError::into_inner);
-                hashing::take(&mut members.live, &id);
+                members.closing.retain(|c| !c.shared.is_done());
+                if let Some(conn) = hashing::take(&mut members.live, &id) {
+                    members.closing.push(conn);
+                }
             }
         });
         match stop {
@@ -130,18 +139,26 @@ impl ConnectionSet {
     }
 
     /// Waits until every connection of the set has closed ([`Connection::closed`]),
-    /// those added meanwhile included.
+    /// those added meanwhile included, and those that shut down before but are still
+    /// delivering their last frames (within [`CLOSE_GRACE`](super::CLOSE_GRACE)) or
+    /// waiting for their tasks.
     ///
     /// Cancel-safe: it only waits.
     pub async fn closed(&self) {
         loop {
-            let next = self.lock().live.values().next().cloned();
+            let next = {
+                let members = self.lock();
+                let live = members.live.values().next();
+                live.or_else(|| members.closing.first()).cloned()
+            };
             let Some(conn) = next else {
                 return;
             };
             conn.closed().await;
-            // Its close handler took it out already, unless it runs later than `closed`.
-            hashing::take(&mut self.lock().live, &conn.shared.id);
+            // Its close handler moved it to `closing` already, unless it runs later.
+            let mut members = self.lock();
+            hashing::take(&mut members.live, &conn.shared.id);
+            members.closing.retain(|c| c.shared.id != conn.shared.id);
         }
     }
 

@@ -1,0 +1,1118 @@
+//! Seeded random cases on a paused clock for the timers `random_timers.rs` does not reach:
+//! the receive deadline of a message stalled part way, the send deadline and the
+//! write-stall limit of a peer that stops reading, and [`CLOSE_GRACE`], the time a closed
+//! or drained connection gives a peer that reads nothing (`docs/RELIABILITY.md`, "Receive
+//! and send deadlines and the close grace").
+//!
+//! Each case is one seed, on [`run_paused`]: a connection over the byte stream on an
+//! in-process duplex pipe, its peer raw bytes written and read by the case, which draws
+//! one of three kinds:
+//!
+//! - **receive**: a receive deadline (grace of 1 ms to a minute, a minimum rate of 1 B/s
+//!   to 256 KiB/s), sometimes a receive budget; one to three `echo` calls of up to 300 KB
+//!   cut into pieces sent at random times, the last cut short inside its message in most
+//!   cases. What must hold: the connection is cut off exactly when the deadline's rule
+//!   (grace from the message's first stall, a second per `min_rate` bytes that arrived
+//!   since) says, never otherwise, with a goaway `deadline_exceeded` after the answers
+//!   to the messages that arrived whole; its pending bootstrap fails `unavailable` with
+//!   the same words; the budget comes back whole.
+//! - **send**: short calls for long answers (a few hundred KB, over a 4 KiB pipe) that the
+//!   peer reads part of, at a pace, and then stops reading; a write-stall limit, a send
+//!   deadline, or both, with or without a send budget. What must hold: the connection
+//!   ends no earlier than the first limit can pass given the bytes the peer took and when,
+//!   nor later than the first sure to pass, as `WriteStalled` or `SlowReader` (whose
+//!   `taken` and `after` are checked against the rule), without a goaway; nothing is left
+//!   waiting to be sent and the budget is whole.
+//! - **close grace**: one or two connections whose peers read nothing, holding answers
+//!   longer than the pipe and the sink take and calls still running; then a close, a
+//!   drain with a grace, or a `ConnectionSet` stop; each peer starts reading again at a
+//!   random time or never. What must hold: each connection shuts down when the close,
+//!   the drain's end or its write-stall limit says, and finishes (`closed`) once its peer
+//!   has read everything, or [`CLOSE_GRACE`] after its shutdown, whichever comes first;
+//!   a stop returns when the last one finishes; a peer that read again gets every answer
+//!   and the goaway.
+//!
+//! Times within a few milliseconds of each other (timer rounding) may happen in either
+//! order: every order is tried ([`every_way`]). The harness then checks each connection
+//! clean and idle, and no task left.
+//!
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N`, `BUNITE_OPS_SEED=S` seed S alone.
+#![cfg(feature = "byte-stream")]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bunite_rpc::connection::CLOSE_GRACE;
+use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
+use bunite_rpc::transport::byte_stream::{ByteStream, HIGH_WATER};
+use bunite_rpc::transport::{ByteBudget, ReceiveDeadline, TransportError};
+use bunite_rpc::wire::{CallId, CapId, Decoder, Encoder, Frame, ResultFrame, WireStatus};
+use bunite_rpc::{
+    CapDef, Client, Code, Connection, ConnectionBuilder, ConnectionSet, Disconnect, Error, Limits,
+    MethodDef, Record, Value,
+};
+use common::seeded::{seeds, Rng, SeedReport};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Seeds of a plain run.
+const SEEDS: u64 = 2000;
+
+/// What tokio's timer wheel may add to a timer (it rounds up to the millisecond), over the
+/// few timers an outcome goes through; times closer than this may come in either order.
+const EPS: Duration = Duration::from_millis(4);
+
+/// How long a case may take on the paused clock: far beyond its longest timer (a receive
+/// deadline at 1 B/s is days).
+const CASE_BOUND: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The pipe of the send and close-grace cases: far below the answers.
+const PIPE: usize = 4096;
+
+#[test]
+fn random_deadlines_on_a_paused_clock() {
+    let seeds = seeds(SEEDS);
+    let n = seeds.len();
+    for seed in seeds {
+        let _report = SeedReport {
+            test: "random_deadlines",
+            seed,
+        };
+        run_paused(async move {
+            if tokio::time::timeout(CASE_BOUND, case(seed)).await.is_err() {
+                panic!("seed {seed}: the case did not end within {CASE_BOUND:?} of the clock");
+            }
+        });
+    }
+    let tally = TALLY.lock().unwrap();
+    eprintln!("random_deadlines: {n} cases: {tally:?}");
+}
+
+/// What the cases drove, for the run's line.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Receive cases cut off by the deadline, and ones whose messages all arrived.
+    receive_cut: u64,
+    receive_whole: u64,
+    /// Send cases ended by the write-stall limit, and by the send deadline.
+    write_stalled: u64,
+    slow_reader: u64,
+    /// Connections of the close-grace cases that finished as their peer read everything,
+    /// at the close grace, or by the write-stall limit.
+    delivered: u64,
+    gave_up: u64,
+    stalled_first: u64,
+}
+
+static TALLY: Mutex<Tally> = Mutex::new(Tally {
+    receive_cut: 0,
+    receive_whole: 0,
+    write_stalled: 0,
+    slow_reader: 0,
+    delivered: 0,
+    gave_up: 0,
+    stalled_first: 0,
+});
+
+async fn case(seed: u64) {
+    let mut rng = Rng(seed);
+    match rng.below(3) {
+        0 => receive(&mut rng).await,
+        1 => send(&mut rng).await,
+        _ => close_grace(&mut rng).await,
+    }
+}
+
+/// Milliseconds from 1 to `max`, spread over the orders of magnitude.
+fn ms(rng: &mut Rng, max: u64) -> u64 {
+    let digits = rng.below(u64::from(max.ilog10()) + 1) as u32;
+    let top = 10u64.pow(digits + 1).min(max);
+    1 + rng.below(top)
+}
+
+fn millis(rng: &mut Rng, max: u64) -> Duration {
+    Duration::from_millis(ms(rng, max))
+}
+
+// ---------------------------------------------------------------------------------------
+// Orders of near times.
+
+/// The choices of one run of a model: each comparison of two times within [`EPS`] of each
+/// other takes the next bit of `pattern`.
+struct Ties {
+    pattern: u32,
+    used: u32,
+}
+
+impl Ties {
+    /// Whether `a` comes before `b` (either way when they are within [`EPS`]).
+    fn before(&mut self, a: Instant, b: Instant) -> bool {
+        if a + EPS < b {
+            true
+        } else if b + EPS < a {
+            false
+        } else {
+            let bit = (self.pattern >> self.used.min(31)) & 1;
+            self.used += 1;
+            bit == 1
+        }
+    }
+}
+
+/// Every outcome the model `f` gives, each near tie taken both ways.
+fn every_way<T>(mut f: impl FnMut(&mut Ties) -> T) -> Vec<T> {
+    let mut out = Vec::new();
+    let (mut pattern, mut most) = (0u32, 0u32);
+    loop {
+        let mut ties = Ties { pattern, used: 0 };
+        out.push(f(&mut ties));
+        most = most.max(ties.used).min(12);
+        pattern += 1;
+        if pattern >= 1 << most {
+            return out;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The raw peer.
+
+/// The peer's writing half, with its encoder (stateful: record shapes).
+struct Wr {
+    w: WriteHalf<DuplexStream>,
+    enc: Encoder,
+}
+
+impl Wr {
+    async fn frame(&mut self, frame: &Frame) {
+        let bytes = length_prefixed(&mut self.enc, frame);
+        self.w.write_all(&bytes).await.unwrap();
+    }
+}
+
+/// The peer's reading half, with its decoder and what it read of a frame.
+struct Rd {
+    r: ReadHalf<DuplexStream>,
+    dec: Decoder,
+    buf: Vec<u8>,
+}
+
+impl Rd {
+    /// The next frame; `None` at the end of the stream.
+    async fn frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) = take_frame(&mut self.buf, &mut self.dec) {
+                return Some(frame);
+            }
+            if self.read(4096).await == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Reads at most `most` bytes; how many (0 at the end).
+    async fn read(&mut self, most: usize) -> usize {
+        let mut chunk = vec![0u8; most];
+        let n = self.r.read(&mut chunk).await.unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Every whole frame read so far.
+    fn frames(&mut self) -> Vec<Frame> {
+        std::iter::from_fn(|| take_frame(&mut self.buf, &mut self.dec)).collect()
+    }
+}
+
+/// A connection built from `builder`, serving `test.sized`, over `transport`, with the raw
+/// peer on `end`: hellos exchanged, `test.sized` bootstrapped (its cap-id). The connection
+/// also bootstraps a name from the peer, which never answers: the caller that waits as
+/// long as the connection lives (its outcome, and when).
+async fn open(
+    builder: ConnectionBuilder,
+    transport: ByteStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>,
+    end: DuplexStream,
+) -> (Connection, Wr, Rd, CapId, Pending, CallId) {
+    let (def, imp) = sized_cap();
+    let conn = builder.serve(def, imp).connect(transport);
+    track(&conn);
+    let (r, w) = tokio::io::split(end);
+    let mut wr = Wr {
+        w,
+        enc: Encoder::new(),
+    };
+    let mut rd = Rd {
+        r,
+        dec: Decoder::new(Default::default()),
+        buf: Vec::new(),
+    };
+    wr.frame(&Frame::Hello(raw_hello())).await;
+    assert!(matches!(rd.frame().await, Some(Frame::Hello(_))));
+    let boot = Record::new().with("name", "test.sized").into();
+    wr.frame(&call_frame(CapId(0), 1, "bootstrap", boot)).await;
+    let cap = loop {
+        match rd.frame().await.expect("the bootstrap's answer") {
+            Frame::Result(r) if r.id == CallId(1) => match r.outcome {
+                Ok(Value::CapRef(cap)) => break cap,
+                other => panic!("bootstrap: {other:?}"),
+            },
+            _ => continue,
+        }
+    };
+    let pending = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let def = CapDef::builder("raw.never").build();
+            let r = conn.bootstrap(&def).await;
+            (r, Instant::now())
+        })
+    };
+    // Its frame is out before the case goes on.
+    let boot_id = loop {
+        match rd.frame().await.expect("the connection's bootstrap") {
+            Frame::Call(c) if c.method == "bootstrap" => break c.id,
+            _ => continue,
+        }
+    };
+    (conn, wr, rd, cap, pending, boot_id)
+}
+
+type Pending = JoinHandle<(Result<Client, Error>, Instant)>;
+
+/// When `conn` shut down (its close handlers ran), and a task that answers when
+/// [`Connection::closed`] returned.
+fn watch(conn: &Connection) -> (Arc<Mutex<Option<Instant>>>, JoinHandle<Instant>) {
+    let at = Arc::new(Mutex::new(None));
+    let slot = at.clone();
+    conn.on_close(move || {
+        slot.lock().unwrap().get_or_insert(Instant::now());
+    });
+    let conn = conn.clone();
+    let finished = tokio::spawn(async move {
+        conn.closed().await;
+        Instant::now()
+    });
+    (at, finished)
+}
+
+/// The error of the connection's pending bootstrap, checked to have ended at `at` (within
+/// [`EPS`]).
+async fn pending_error(pending: Pending, at: Instant) -> Error {
+    let (r, ended) = pending.await.unwrap();
+    let e = match r {
+        Ok(_) => panic!("the peer never answers the bootstrap"),
+        Err(e) => e,
+    };
+    assert!(
+        ended >= at && ended <= at + EPS,
+        "the pending bootstrap ended {:?} after the shutdown: {e:?}",
+        ended - at
+    );
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert_eq!(e.reason(), Some("peer_closing"), "{e:?}");
+    e
+}
+
+fn within(t: Instant, from: Instant, to: Instant) -> bool {
+    t >= from && t <= to + EPS
+}
+
+// ---------------------------------------------------------------------------------------
+// The receive deadline.
+
+/// How the bytes of a receive case ended, by the deadline's rule.
+#[derive(Debug, Clone, PartialEq)]
+enum Received {
+    /// Cut off at `at`: the message under way had `after` (its deadline) and the connection
+    /// says why in `message`; the messages before it arrived whole.
+    Cut {
+        at: Instant,
+        message: String,
+        whole: usize,
+    },
+    /// Every message arrived.
+    Whole,
+}
+
+/// The message under way and its clock: its index and start in the stream, when it first
+/// stalled and how many of its bytes had arrived then.
+#[derive(Clone, Copy)]
+struct Under {
+    m: usize,
+    start: Instant,
+    at: usize,
+}
+
+/// What the rule does to `pieces` (each: when it arrived, and the bytes of the stream
+/// that had arrived with it) of a stream whose messages are `bounds`.
+fn received(
+    rule: ReceiveDeadline,
+    bounds: &[(usize, usize)],
+    pieces: &[(Instant, usize)],
+    ties: &mut Ties,
+) -> Received {
+    let mut under: Option<Under> = None;
+    let mut arrived = 0;
+    for j in 0..=pieces.len() {
+        if let Some(u) = under {
+            let (s, e) = bounds[u.m];
+            let allowed = rule.for_len((arrived - s - u.at) as u64);
+            let at = u.start + allowed;
+            let fires = match pieces.get(j) {
+                Some(&(next, _)) => ties.before(at, next),
+                None => true,
+            };
+            if fires {
+                // The length is known once its prefix has arrived.
+                let len = (arrived - s >= 4).then_some((e - s) as u64);
+                let e = TransportError::TooSlow {
+                    after: allowed,
+                    len,
+                };
+                return Received::Cut {
+                    at,
+                    message: e.to_string(),
+                    whole: u.m,
+                };
+            }
+        }
+        let Some(&(t, after)) = pieces.get(j) else {
+            break;
+        };
+        arrived = after;
+        under = match bounds.iter().position(|&(s, e)| s < arrived && arrived < e) {
+            Some(m) if under.is_some_and(|u| u.m == m) => under,
+            Some(m) => Some(Under {
+                m,
+                start: t,
+                at: arrived - bounds[m].0,
+            }),
+            None => None,
+        };
+    }
+    Received::Whole
+}
+
+async fn receive(rng: &mut Rng) {
+    let grace = millis(rng, 60_000);
+    let rate = [1u64, 1000, 64 * 1024, 256 * 1024][rng.below(4) as usize];
+    let rule = ReceiveDeadline::new(grace, rate);
+    let budget = rng.chance(40).then(|| ByteBudget::new(1 << 20));
+    // A pipe that holds the whole stream: each piece arrives in one go (a piece cut in two
+    // by a full pipe starts a message's clock with the part that fitted).
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (ar, aw) = tokio::io::split(a);
+    let mut transport = ByteStream::new(ar, aw).with_receive_deadline(Some(rule));
+    if let Some(budget) = &budget {
+        transport = transport.with_budget(budget.clone());
+    }
+    let limits = Limits {
+        bootstrap_timeout: None,
+        ..Limits::default()
+    };
+    let builder = Connection::builder().limits(limits);
+    let (conn, mut wr, mut rd, cap, pending, _) = open(builder, transport, b).await;
+    let (closed_at, finished) = watch(&conn);
+
+    // The messages, and their bounds in the stream.
+    let mut stream = Vec::new();
+    let mut bounds = Vec::new();
+    let mut sizes = Vec::new();
+    for i in 0..1 + rng.below(3) {
+        let n = match rng.below(3) {
+            0 => rng.below(100),
+            1 => rng.below(20_000),
+            _ => rng.below(300_000),
+        } as usize;
+        let call = call_frame(cap, 2 + i, "echo", Value::Bin(vec![7; n]));
+        let s = stream.len();
+        stream.extend(length_prefixed(&mut wr.enc, &call));
+        bounds.push((s, stream.len()));
+        sizes.push(n);
+    }
+    // Most cases stop inside the last message.
+    let (s, e) = *bounds.last().unwrap();
+    if rng.chance(70) {
+        stream.truncate(s + 1 + rng.below((e - s - 1) as u64) as usize);
+    }
+    let mut cuts: Vec<usize> = (0..rng.below(6))
+        .map(|_| 1 + rng.below(stream.len() as u64) as usize)
+        .collect();
+    cuts.push(stream.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+    let max_gap = grace.as_millis() as u64 * 2 + 10;
+    let mut offsets = Vec::new();
+    let mut offset = if rng.chance(50) { 0 } else { ms(rng, max_gap) };
+    for _ in &cuts {
+        offsets.push(Duration::from_millis(offset));
+        offset += ms(rng, max_gap);
+    }
+
+    // The writer: each piece at its time, while the connection reads.
+    let start = Instant::now();
+    let len = stream.len();
+    let writer = tokio::spawn(async move {
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for (&cut, &offset) in cuts.iter().zip(&offsets) {
+            tokio::time::sleep_until(start + offset).await;
+            let at = Instant::now();
+            if wr.w.write_all(&stream[from..cut]).await.is_err() {
+                break;
+            }
+            pieces.push((at, Instant::now(), cut));
+            from = cut;
+        }
+        (pieces, wr)
+    });
+    // The reader: every frame, and when the stream ended.
+    let reader = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        while let Some(frame) = rd.frame().await {
+            frames.push(frame);
+        }
+        (frames, Instant::now())
+    });
+    let (pieces, wr) = writer.await.unwrap();
+    // Past any deadline the last piece can leave.
+    let last = pieces.last().map_or(start, |p| p.0);
+    tokio::time::sleep_until(last + rule.for_len(len as u64) + Duration::from_secs(1)).await;
+    let closed = *closed_at.lock().unwrap();
+    for &(at, done, _) in &pieces {
+        // A piece arrives at once while the connection reads (the model counts on it).
+        assert!(
+            closed.is_some_and(|c| c <= at) || done == at,
+            "a piece took {:?} to write",
+            done - at
+        );
+    }
+    let arrivals: Vec<(Instant, usize)> = pieces
+        .iter()
+        .map(|&(at, _, cut)| (at, cut))
+        .filter(|&(at, _)| closed.is_none_or(|c| at <= c))
+        .collect();
+    let outcomes = every_way(|ties| received(rule, &bounds, &arrivals, ties));
+    let fail = |why: String| -> ! {
+        panic!(
+            "{why}: rule {rule:?}, bounds {bounds:?}, pieces {pieces:?} (from {start:?}), \
+             outcomes {outcomes:?}"
+        )
+    };
+    if closed.is_none() {
+        // Every message arrived: each was answered.
+        if !outcomes.contains(&Received::Whole) {
+            fail("not cut off".into());
+        }
+        TALLY.lock().unwrap().receive_whole += 1;
+        conn.close();
+    }
+    let (frames, eof) = reader.await.unwrap();
+    let done = finished.await.unwrap();
+    drop(wr);
+    let answers: Vec<(u64, Result<Value, String>)> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Result(r) => Some((r.id.0, r.outcome.clone().map_err(|e| e.code))),
+            _ => None,
+        })
+        .collect();
+    let goaway = frames.iter().find_map(|f| match f {
+        Frame::Goaway(g) => Some(g.clone()),
+        _ => None,
+    });
+    let whole = match closed {
+        None => bounds.len(),
+        Some(at) => {
+            let Some(Received::Cut { message, whole, .. }) = outcomes
+                .iter()
+                .find(|o| matches!(o, Received::Cut { at: t, .. } if within(at, *t, *t)))
+            else {
+                fail(format!("cut off at {:?}", at - start));
+            };
+            TALLY.lock().unwrap().receive_cut += 1;
+            // The pending caller and the peer are told why.
+            let e = pending_error(pending, at).await;
+            let cause = Disconnect::ProtocolError {
+                message: message.clone(),
+            };
+            assert_eq!(e.disconnect(), Some(&cause), "{e:?}");
+            assert_eq!(e.message(), format!("protocol error: {message}"));
+            let g = goaway.unwrap_or_else(|| fail("no goaway".into()));
+            assert_eq!(g.reason.as_deref(), Some("deadline_exceeded"));
+            let error = g.error.expect("the goaway's error");
+            assert_eq!(error.code, "deadline_exceeded");
+            assert_eq!(error.message.as_deref(), Some(message.as_str()));
+            assert!(
+                matches!(frames.last(), Some(Frame::Goaway(_))),
+                "{frames:?}"
+            );
+            // Delivered at once: the peer reads.
+            assert!(
+                within(eof, at, at) && within(done, at, at),
+                "{eof:?} {done:?}"
+            );
+            *whole
+        }
+    };
+    let expected: Vec<(u64, Result<Value, String>)> = (0..whole)
+        .map(|i| (2 + i as u64, Ok(Value::Bin(vec![7; sizes[i]]))))
+        .collect();
+    assert_eq!(
+        answers, expected,
+        "the answers to the messages that arrived"
+    );
+    let stats = conn.stats();
+    assert!(stats.is_idle(), "{stats:?}");
+    if let Some(budget) = budget {
+        assert_eq!(budget.available(), budget.limit(), "the receive budget");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The send deadline and the write-stall limit.
+
+/// The earliest (`early`) or latest time the write-stall limit `limit` ends a connection
+/// whose transport took bytes at `progress` (in order; bytes wait throughout).
+fn stall_end(limit: Duration, progress: &[Instant], early: bool) -> Instant {
+    for (i, &p) in progress.iter().enumerate() {
+        let end = p + limit;
+        match progress.get(i + 1) {
+            None => return end,
+            Some(&next) if early && end <= next + EPS => return end,
+            Some(&next) if !early && end + EPS < next => return end,
+            Some(_) => {}
+        }
+    }
+    unreachable!("the last progress ends the loop")
+}
+
+/// The earliest (`early`) or latest time the send deadline `rule` ends a connection that
+/// started paying at `since`, whose peer read `reads` (when, and the bytes read by then),
+/// taking `extra` bytes more than it read (what the pipe holds, counted as taken).
+fn pace_end(
+    rule: ReceiveDeadline,
+    since: Instant,
+    reads: &[(Instant, usize)],
+    extra: usize,
+    early: bool,
+) -> Instant {
+    let mut taken = 0;
+    let mut from = since;
+    for i in 0..=reads.len() {
+        let end = since + rule.for_len((taken + extra) as u64);
+        match reads.get(i) {
+            None => return end.max(from),
+            Some(&(next, _)) if early && end <= next + EPS => return end.max(from),
+            Some(&(next, _)) if !early && end + EPS < next => return end.max(from),
+            Some(&(next, read)) => {
+                taken = read;
+                from = next;
+            }
+        }
+    }
+    unreachable!("the last read ends the loop")
+}
+
+async fn send(rng: &mut Rng) {
+    let budgeted = rng.chance(75);
+    let stall = (!budgeted || rng.chance(75)).then(|| millis(rng, 60_000));
+    let pace = (stall.is_none() || rng.chance(75)).then(|| {
+        let rate = [4096u64, 64 * 1024, 256 * 1024][rng.below(3) as usize];
+        ReceiveDeadline::new(millis(rng, 60_000), rate)
+    });
+    let calls = 1 + rng.below(6) as usize;
+    let n = 32 * 1024 + rng.below(200_000) as usize;
+    let total = calls * n;
+    // Enough for every answer: paying never stops for the budget.
+    let budget = ByteBudget::new(2 * total + (1 << 20));
+    let limits = Limits {
+        write_stall_timeout: stall,
+        send_deadline: pace,
+        bootstrap_timeout: None,
+        ..Limits::default()
+    };
+    let (a, b) = tokio::io::duplex(PIPE);
+    let (ar, aw) = tokio::io::split(a);
+    let mut transport = ByteStream::new(ar, aw);
+    if budgeted {
+        transport = transport.with_send_budget(budget.clone());
+    }
+    let builder = Connection::builder().limits(limits);
+    let (conn, mut wr, mut rd, cap, pending, _) = open(builder, transport, b).await;
+    let (closed_at, finished) = watch(&conn);
+
+    // Short calls for long answers, all at once; the answers are ready at once.
+    let sent = Instant::now();
+    for i in 0..calls {
+        let args = Record::new().with("n", n as i64).into();
+        wr.frame(&call_frame(cap, 2 + i as u64, "sized", args))
+            .await;
+    }
+    assert_eq!(Instant::now(), sent);
+    // The peer reads part of them at a pace, never so much that less than the free
+    // allowance waits (the connection pays throughout), then stops and keeps its end open.
+    let chunk = [512usize, 1024, 4096, 16 * 1024][rng.below(4) as usize];
+    let most = total.saturating_sub(FREE_PER_CONNECTION + 2 * PIPE + HIGH_WATER) / chunk;
+    let reads = rng.below(most as u64 + 1);
+    let first = if rng.chance(30) { 0 } else { ms(rng, 20_000) };
+    let every = ms(rng, 5_000);
+    let reader = tokio::spawn(async move {
+        let mut log = Vec::new();
+        let mut read = 0;
+        tokio::time::sleep(Duration::from_millis(first)).await;
+        for i in 0..reads {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(every)).await;
+            }
+            let n = rd.read(chunk).await;
+            if n == 0 {
+                break;
+            }
+            read += n;
+            log.push((Instant::now(), read));
+        }
+        (log, rd)
+    });
+    let done = finished.await.unwrap();
+    let at = closed_at.lock().unwrap().expect("the connection shut down");
+    let (log, mut rd) = reader.await.unwrap();
+    // What the peer had taken when the connection ended (what it read after is what was
+    // left in the pipe).
+    let before: Vec<(Instant, usize)> = log.iter().copied().filter(|r| r.0 <= at).collect();
+    let mut progress = vec![sent];
+    progress.extend(before.iter().map(|r| r.0));
+    let fail = |why: String| -> ! {
+        panic!(
+            "{why} after {:?}: stall {stall:?}, pace {pace:?}, budgeted {budgeted}, {calls} \
+             calls of {n}, reads {before:?} (from {sent:?})",
+            at - sent
+        )
+    };
+    let paced = pace.filter(|_| budgeted);
+    let stall_ends = stall.map(|l| {
+        (
+            stall_end(l, &progress, true),
+            stall_end(l, &progress, false),
+        )
+    });
+    let pace_ends = paced.map(|r| {
+        let early = pace_end(r, sent, &before, 0, true);
+        (early, pace_end(r, sent, &before, PIPE, false))
+    });
+    let earliest = stall_ends
+        .iter()
+        .chain(&pace_ends)
+        .map(|e| e.0)
+        .min()
+        .unwrap();
+    let latest = stall_ends
+        .iter()
+        .chain(&pace_ends)
+        .map(|e| e.1)
+        .min()
+        .unwrap();
+    if !within(at, earliest, latest) {
+        fail(format!("ended between {earliest:?} and {latest:?}?"));
+    }
+    // Nothing more can be written: it finishes at once.
+    assert!(within(done, at, at), "finished {:?} after", done - at);
+    let e = pending_error(pending, at).await;
+    match e.disconnect() {
+        Some(Disconnect::WriteStalled { after }) => {
+            let Some((from, to)) = stall_ends.filter(|_| Some(*after) == stall) else {
+                fail(format!("{e:?}"));
+            };
+            if !within(at, from, to) {
+                fail(format!("{e:?} not at the limit"));
+            }
+            TALLY.lock().unwrap().write_stalled += 1;
+        }
+        Some(Disconnect::SlowReader { taken, after }) => {
+            let (Some(rule), Some((from, to))) = (paced, pace_ends) else {
+                fail(format!("{e:?}"));
+            };
+            // Ended as its pace passed, given what it took since paying began (at once).
+            // (A read in the instant it ended may have come after.)
+            let read = before.last().map_or(0, |r| r.1) as u64;
+            let surely = before.iter().rev().find(|r| r.0 + EPS < at);
+            let surely = surely.map_or(0, |r| r.1) as u64;
+            let allowed = rule.for_len(*taken);
+            let fits = *after == at - sent
+                && *after >= allowed
+                && *after <= allowed + EPS
+                && (surely..=read + PIPE as u64).contains(taken)
+                && within(at, from, to);
+            if !fits {
+                fail(format!("{e:?}: took {read} bytes, allowed {allowed:?}"));
+            }
+            TALLY.lock().unwrap().slow_reader += 1;
+        }
+        _ => fail(format!("{e:?}")),
+    }
+    // Nothing waits, nothing is paid; the peer reads what was in the pipe, whole answers
+    // in order and no goaway (the transport takes nothing more).
+    let stats = conn.stats();
+    assert!(stats.is_idle() && stats.unsent_bytes == 0, "{stats:?}");
+    assert_eq!(budget.available(), budget.limit(), "the send budget");
+    while rd.read(64 * 1024).await > 0 {}
+    let mut next = 2;
+    for frame in rd.frames() {
+        match frame {
+            Frame::Result(r) => {
+                assert_eq!(r.id, CallId(next));
+                assert_eq!(r.outcome, Ok(Value::Bin(vec![5; n])));
+                next += 1;
+            }
+            other => fail(format!("{other:?} sent")),
+        }
+    }
+    assert!(next < 2 + calls as u64, "every answer was taken");
+    drop(wr);
+}
+
+// ---------------------------------------------------------------------------------------
+// The close grace.
+
+/// `test.slow`: `sleep {ms}` answers `"slept"` after `ms`.
+fn slow_cap() -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
+    let def = CapDef::builder("test.slow")
+        .method(MethodDef::call("sleep"))
+        .build();
+    let imp = DynCap::new()
+        .call("sleep", |args: Value, _| async move {
+            let ms = args
+                .as_record()
+                .and_then(|r| r.get("ms"))
+                .and_then(Value::as_integer)
+                .unwrap_or(0) as u64;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Value::from("slept"))
+        })
+        .build();
+    (def, imp)
+}
+
+/// How a close-grace case ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Close,
+    Drain,
+    /// A `ConnectionSet`'s stop, which drains.
+    Set,
+}
+
+/// One connection of a close-grace case, as drawn.
+struct Held {
+    stall: Option<Duration>,
+    /// When its `sleep` handlers answer.
+    sleeps: Vec<Instant>,
+    /// Whether it waits on the peer's answer to a bootstrap (which never comes).
+    pending: bool,
+    /// When its peer reads again, if it does.
+    resume: Option<Instant>,
+}
+
+/// How one connection of a close-grace case ends, by the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ends {
+    /// It shut down.
+    shut: Instant,
+    /// By the write-stall limit (else the close or the drain).
+    stalled: bool,
+    /// It finished (`closed` returned).
+    done: Instant,
+    /// Its peer read everything, the goaway included.
+    delivered: bool,
+}
+
+/// What the model says of `h`, the stop beginning at `t0` with `grace` (for a drain)
+/// after its calls at `sent`.
+fn ends(
+    h: &Held,
+    stop: Stop,
+    t0: Instant,
+    grace: Duration,
+    sent: Instant,
+    ties: &mut Ties,
+) -> Ends {
+    // The shutdown the stop asks for: at once, or when nothing is in progress (the
+    // handlers that answer in time), at the grace at the latest.
+    let shut = match stop {
+        Stop::Close => t0,
+        Stop::Drain | Stop::Set => {
+            let end = t0 + grace;
+            let mut last = t0;
+            let mut by_grace = !h.pending;
+            for &s in &h.sleeps {
+                if ties.before(s, end) {
+                    last = last.max(s);
+                } else {
+                    by_grace = false;
+                }
+            }
+            if by_grace {
+                last
+            } else {
+                end
+            }
+        }
+    };
+    // Before it, the write-stall limit: bytes wait from `sent`, and nothing is taken
+    // until the peer reads again (which takes everything at once).
+    if let Some(limit) = h.stall {
+        let stalls = sent + limit;
+        let read_first = h.resume.is_some_and(|r| ties.before(r, stalls));
+        if !read_first && ties.before(stalls, shut) {
+            return Ends {
+                shut: stalls,
+                stalled: true,
+                done: stalls,
+                delivered: false,
+            };
+        }
+    }
+    let gives_up = shut + CLOSE_GRACE;
+    match h.resume {
+        Some(r) if ties.before(r, gives_up) => Ends {
+            shut,
+            stalled: false,
+            done: r.max(shut),
+            delivered: true,
+        },
+        _ => Ends {
+            shut,
+            stalled: false,
+            done: gives_up,
+            delivered: false,
+        },
+    }
+}
+
+async fn close_grace(rng: &mut Rng) {
+    let stop = [Stop::Close, Stop::Drain, Stop::Set][rng.below(3) as usize];
+    let grace = millis(rng, 30_000);
+    let count = 1 + rng.below(2) as usize;
+    let mut conns = Vec::new();
+    let set = ConnectionSet::new();
+    let sent = Instant::now();
+    for _ in 0..count {
+        let stall = (!rng.chance(40)).then(|| millis(rng, 60_000));
+        let limits = Limits {
+            write_stall_timeout: stall,
+            bootstrap_timeout: None,
+            ..Limits::default()
+        };
+        let (a, b) = tokio::io::duplex(PIPE);
+        let (ar, aw) = tokio::io::split(a);
+        let (def, imp) = slow_cap();
+        let builder = Connection::builder().limits(limits).serve(def, imp);
+        let (conn, mut wr, rd, cap, pending, boot_id) =
+            open(builder, ByteStream::new(ar, aw), b).await;
+        assert_eq!(Instant::now(), sent);
+        set.insert(&conn);
+        let watched = watch(&conn);
+        let boot = Record::new().with("name", "test.slow").into();
+        wr.frame(&call_frame(CapId(0), 2, "bootstrap", boot)).await;
+        // The peer reads nothing more: `test.slow` is the next cap-id.
+        let slow = CapId(cap.0 + 1);
+        // Answers longer than the pipe and what the sink takes before it waits.
+        let sized = 3 + rng.below(3);
+        let n = 40 * 1024 + rng.below(60_000) as usize;
+        for i in 0..sized {
+            let args = Record::new().with("n", n as i64).into();
+            wr.frame(&call_frame(cap, 10 + i, "sized", args)).await;
+        }
+        let mut sleeps = Vec::new();
+        for i in 0..rng.below(3) {
+            let ms = ms(rng, 40_000);
+            let args = Record::new().with("ms", ms as i64).into();
+            wr.frame(&call_frame(slow, 100 + i, "sleep", args)).await;
+            sleeps.push(sent + Duration::from_millis(ms));
+        }
+        // Read and answered (the sized calls) or running before the stop can begin (one
+        // that began first would refuse them); no time passes meanwhile.
+        let running = sleeps.len();
+        for _ in 0..10_000 {
+            let stats = conn.stats();
+            if stats.active_calls == running && stats.unsent_bytes > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let stats = conn.stats();
+        assert!(
+            stats.active_calls == running && stats.unsent_bytes > 0,
+            "{stats:?}"
+        );
+        assert_eq!(Instant::now(), sent);
+        // Without the connection's own bootstrap pending (the peer refuses it), a drain
+        // may end early.
+        let pending = if rng.chance(50) {
+            Some(pending)
+        } else {
+            let refused = WireStatus {
+                code: "not_found".into(),
+                message: Some("no".into()),
+                details: None,
+                retry: None,
+                full: false,
+            };
+            let answer = ResultFrame {
+                id: boot_id,
+                outcome: Err(refused),
+            };
+            wr.frame(&Frame::Result(answer)).await;
+            let (r, _) = pending.await.unwrap();
+            assert_eq!(r.err().map(|e| e.code()), Some(Code::NotFound));
+            None
+        };
+        let held = Held {
+            stall,
+            sleeps,
+            pending: pending.is_some(),
+            resume: None,
+        };
+        conns.push((conn, wr, Some(rd), pending, watched, held, sized, n));
+    }
+    // The stop begins after a while (or at once); each peer reads again later, or never.
+    let t0 = sent + Duration::from_millis(if rng.chance(50) { 0 } else { ms(rng, 20_000) });
+    for c in &mut conns {
+        c.5.resume = rng
+            .chance(60)
+            .then(|| t0 + Duration::from_millis(ms(rng, 2 * CLOSE_GRACE.as_millis() as u64)));
+    }
+    let mut readers = Vec::new();
+    for c in &mut conns {
+        let resume = c.5.resume;
+        let mut rd = c.2.take().unwrap();
+        readers.push(tokio::spawn(async move {
+            let Some(resume) = resume else {
+                // Never reads again; keeps its end open until the connection finished.
+                return (rd, None);
+            };
+            tokio::time::sleep_until(resume).await;
+            let mut frames = Vec::new();
+            while let Some(frame) = rd.frame().await {
+                frames.push(frame);
+            }
+            (rd, Some((frames, Instant::now())))
+        }));
+    }
+    tokio::time::sleep_until(t0).await;
+    let stopped = match stop {
+        Stop::Close => {
+            for c in &conns {
+                c.0.close();
+            }
+            None
+        }
+        Stop::Drain => {
+            for c in &conns {
+                c.0.drain(grace);
+            }
+            None
+        }
+        Stop::Set => {
+            let open = set
+                .serve_with_shutdown(std::future::pending(), async {}, grace)
+                .await;
+            Some((open, Instant::now()))
+        }
+    };
+    let mut last_done = t0;
+    // Connections that shut down before the stop began (by their write-stall limit), and
+    // in its instant.
+    let (mut before, mut with) = (0, 0);
+    for (c, reader) in conns.into_iter().zip(readers) {
+        let (conn, wr, _, pending, (closed_at, finished), held, sized, n) = c;
+        let outcomes = every_way(|ties| ends(&held, stop, t0, grace, sent, ties));
+        let done = finished.await.unwrap();
+        let shut = closed_at.lock().unwrap().expect("shut down");
+        let (rd, read) = reader.await.unwrap();
+        let fail = |why: String| -> ! {
+            panic!(
+                "{why}: shut down {:?} and finished {:?} after the stop began; {stop:?} with \
+                 grace {grace:?} after {:?}, stall {:?}, sleeps {:?}, pending {}, resume \
+                 {:?}; outcomes {outcomes:?}",
+                shut - t0,
+                done - t0,
+                t0 - sent,
+                held.stall,
+                held.sleeps.iter().map(|s| *s - sent).collect::<Vec<_>>(),
+                held.pending,
+                held.resume.map(|r| r - t0),
+            )
+        };
+        let delivered = read.as_ref().is_some_and(|(frames, eof)| {
+            *eof <= done + EPS && matches!(frames.last(), Some(Frame::Goaway(_)))
+        });
+        let Some(o) = outcomes.iter().find(|o| {
+            within(shut, o.shut, o.shut) && within(done, o.done, o.done) && o.delivered == delivered
+        }) else {
+            fail(format!("explained by no outcome (delivered {delivered})"));
+        };
+        {
+            let mut tally = TALLY.lock().unwrap();
+            match (o.stalled, o.delivered) {
+                (true, _) => tally.stalled_first += 1,
+                (false, true) => tally.delivered += 1,
+                (false, false) => tally.gave_up += 1,
+            }
+        }
+        last_done = last_done.max(done);
+        before += usize::from(shut < t0);
+        with += usize::from(shut == t0);
+        if let Some(pending) = pending {
+            let e = pending_error(pending, shut).await;
+            let cause = match o.stalled {
+                true => Disconnect::WriteStalled {
+                    after: held.stall.unwrap(),
+                },
+                false => Disconnect::LocalClose,
+            };
+            assert_eq!(e.disconnect(), Some(&cause), "{e:?}");
+        }
+        if let Some((frames, _)) = read.filter(|_| delivered) {
+            // Every answer that was ready, then the goaway.
+            let mut answered = 0;
+            for frame in &frames {
+                match frame {
+                    Frame::Result(r) if (10..100).contains(&r.id.0) => {
+                        assert_eq!(r.outcome, Ok(Value::Bin(vec![5; n])));
+                        answered += 1;
+                    }
+                    Frame::Result(r) if r.id.0 >= 100 => {
+                        assert_eq!(r.outcome, Ok(Value::from("slept")));
+                    }
+                    Frame::Result(r) => assert_eq!(r.id, CallId(2), "{r:?}"),
+                    Frame::Goaway(g) => assert_eq!(g.reason.as_deref(), Some("peer_closing")),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(answered, sized, "every sized answer");
+        }
+        let stats = conn.stats();
+        assert!(stats.is_idle() && stats.unsent_bytes == 0, "{stats:?}");
+        drop((rd, wr));
+    }
+    if let Some((open, at)) = stopped {
+        // The stop returns as the last connection finishes.
+        assert!(
+            (count - before - with..=count - before).contains(&open),
+            "{open} open of {count}"
+        );
+        assert!(
+            within(at, last_done, last_done),
+            "the stop returned {:?} after the stop began, the last connection finished {:?} \
+             after",
+            at - t0,
+            last_done - t0
+        );
+    }
+}

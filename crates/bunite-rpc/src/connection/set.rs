@@ -2,10 +2,10 @@
 //! and [`ConnectionSet::serve_with_shutdown`], the accept loop and the graceful stop in one.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use super::Connection;
+use super::{Connection, Shared};
 use crate::hashing::{self, Map};
 
 /// The live connections of a server (or any set of connections that stop together), so
@@ -55,8 +55,10 @@ struct Members {
     /// Connections that left `live` as they shut down and may not have finished yet: they
     /// still give their peers the [`CLOSE_GRACE`](super::CLOSE_GRACE) to take their last
     /// frames, and their tasks may still run, so [`closed`](ConnectionSet::closed) waits
-    /// for them too. Finished ones are let go as others shut down or join.
-    closing: Vec<Connection>,
+    /// for them too. Held weakly: a connection whose driver and tasks have ended, and whose
+    /// handles are all dropped, is freed at once; finished ones are let go as others shut
+    /// down or join.
+    closing: Vec<Weak<Shared>>,
     /// What a connection added from now on gets at once.
     stopping: Option<Stop>,
 }
@@ -75,6 +77,20 @@ impl std::fmt::Debug for ConnectionSet {
     }
 }
 
+impl Members {
+    /// Lets go of the closing connections that have finished (and of `also`, which the
+    /// caller saw finish), and of the room a burst of them took.
+    fn forget_finished(&mut self, also: Option<u64>) {
+        self.closing.retain(|c| {
+            c.upgrade()
+                .is_some_and(|s| !s.is_done() && Some(s.id) != also)
+        });
+        if self.closing.capacity() > 2 * self.closing.len() + 8 {
+            self.closing.shrink_to_fit();
+        }
+    }
+}
+
 impl ConnectionSet {
     /// An empty set.
     pub fn new() -> ConnectionSet {
@@ -87,7 +103,7 @@ impl ConnectionSet {
     pub fn insert(&self, conn: &Connection) {
         let stop = {
             let mut members = self.lock();
-            members.closing.retain(|c| !c.shared.is_done());
+            members.forget_finished(None);
             members.live.insert(conn.shared.id, conn.clone());
             members.stopping
         };
@@ -97,9 +113,9 @@ impl ConnectionSet {
         conn.on_close(move || {
             if let Some(set) = set.upgrade() {
                 let mut members = set.lock().unwrap_or_else(PoisonError::into_inner);
-                members.closing.retain(|c| !c.shared.is_done());
+                members.forget_finished(None);
                 if let Some(conn) = hashing::take(&mut members.live, &id) {
-                    members.closing.push(conn);
+                    members.closing.push(Arc::downgrade(&conn.shared));
                 }
             }
         });
@@ -148,8 +164,9 @@ impl ConnectionSet {
         loop {
             let next = {
                 let members = self.lock();
-                let live = members.live.values().next();
-                live.or_else(|| members.closing.first()).cloned()
+                let live = members.live.values().next().cloned();
+                let closing = || members.closing.iter().find_map(Weak::upgrade);
+                live.or_else(|| closing().map(|shared| Connection { shared }))
             };
             let Some(conn) = next else {
                 return;
@@ -158,7 +175,7 @@ impl ConnectionSet {
             // Its close handler moved it to `closing` already, unless it runs later.
             let mut members = self.lock();
             hashing::take(&mut members.live, &conn.shared.id);
-            members.closing.retain(|c| c.shared.id != conn.shared.id);
+            members.forget_finished(Some(conn.shared.id));
         }
     }
 

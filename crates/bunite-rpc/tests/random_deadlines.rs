@@ -574,6 +574,230 @@ async fn receive(rng: &mut Rng) {
     }
 }
 
+/// A message under way is not timed while the connection itself does not read it (too much
+/// of its answers waits to be sent): the peer can send no faster than we read, so that time
+/// is ours. Here the message stalls, then the connection stops reading for 9.5 s while the
+/// peer takes none of two long answers; the message's rule (1 s, then a second per 1,000
+/// bytes) would have cut it off at the first read after, had that time been the peer's.
+/// Over the byte stream, and over WebSocket below.
+#[test]
+fn a_message_is_not_timed_while_the_connection_does_not_read() {
+    run_paused(async {
+        let (a, b) = tokio::io::duplex(PIPE);
+        let (ar, aw) = tokio::io::split(a);
+        let transport = ByteStream::new(ar, aw).with_receive_deadline(Some(not_read_rule()));
+        let (def, imp) = later_cap();
+        let conn = Connection::builder()
+            .limits(not_read_limits())
+            .serve(def, imp)
+            .connect(transport);
+        not_read_case(conn, b, Framing::Bytes).await;
+    });
+}
+
+/// [`a_message_is_not_timed_while_the_connection_does_not_read`] over a listener's
+/// WebSocket connection: the peer writes a client's frames by hand (masked with a zero
+/// key, so the payload is as it is) and reads the server's.
+#[cfg(feature = "ws")]
+#[test]
+fn a_websocket_message_is_not_timed_while_the_connection_does_not_read() {
+    use bunite_rpc::testing::ws_listener_side;
+    use bunite_rpc::transport::ListenerConfig;
+    run_paused(async {
+        let (a, b) = tokio::io::duplex(PIPE);
+        let config = ListenerConfig::default()
+            .max_bytes(1 << 20)
+            .receive_deadline(Some(not_read_rule()))
+            .ping_interval(None);
+        let (def, imp) = later_cap();
+        let conn = Connection::builder()
+            .limits(not_read_limits())
+            .serve(def, imp)
+            .connect(ws_listener_side(a, &config).await);
+        not_read_case(conn, b, Framing::Ws).await;
+    });
+}
+
+/// The rule of the two tests above: 1 s, then a second per 1,000 bytes.
+fn not_read_rule() -> ReceiveDeadline {
+    ReceiveDeadline::new(Duration::from_secs(1), 1000)
+}
+
+/// The limits of the two tests above: reading stops above 64 KiB unsent, and nothing else
+/// ends the connection.
+fn not_read_limits() -> Limits {
+    Limits {
+        max_unsent_bytes: 64 * 1024,
+        write_stall_timeout: None,
+        send_deadline: None,
+        bootstrap_timeout: None,
+        ..Limits::default()
+    }
+}
+
+/// `test.later`: `later` answers 200 KB after 500 ms, `echo` its arguments.
+fn later_cap() -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
+    let def = CapDef::builder("test.later")
+        .method(MethodDef::call("later"))
+        .method(MethodDef::call("echo"))
+        .build();
+    let imp = DynCap::new()
+        .call("later", |_, _| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Value::Bin(vec![5; 200_000]))
+        })
+        .call("echo", |args, _| async move { Ok(args) })
+        .build();
+    (def, imp)
+}
+
+/// How the raw peer of the two tests above frames its messages.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// A 4-byte length before each (the byte stream).
+    Bytes,
+    /// One WebSocket binary frame each, a client's: masked, with a zero key.
+    Ws,
+}
+
+impl Framing {
+    /// The bytes of one message.
+    fn message(self, enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
+        let prefixed = length_prefixed(enc, frame);
+        match self {
+            Framing::Bytes => prefixed,
+            Framing::Ws => {
+                let payload = &prefixed[4..];
+                let mut out = vec![0x82];
+                match payload.len() {
+                    n @ 0..=125 => out.push(0x80 | n as u8),
+                    n @ 126..=0xffff => {
+                        out.push(0x80 | 126);
+                        out.extend_from_slice(&(n as u16).to_be_bytes());
+                    }
+                    n => {
+                        out.push(0x80 | 127);
+                        out.extend_from_slice(&(n as u64).to_be_bytes());
+                    }
+                }
+                out.extend_from_slice(&[0; 4]);
+                out.extend_from_slice(payload);
+                out
+            }
+        }
+    }
+
+    /// The next whole message in `buf` (taken out of it): a frame, `Err` for the server's
+    /// close, `None` if more must be read first.
+    fn take(
+        self,
+        buf: &mut Vec<u8>,
+        dec: &mut Decoder,
+        partial: &mut Vec<u8>,
+    ) -> Option<Result<Frame, ()>> {
+        match self {
+            Framing::Bytes => take_frame(buf, dec).map(Ok),
+            Framing::Ws => loop {
+                // A server's frames are not masked.
+                let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+                let (len, at) = match b1 & 0x7f {
+                    126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+                    127 => {
+                        let bytes: [u8; 8] = buf.get(2..10)?.try_into().unwrap();
+                        (u64::from_be_bytes(bytes) as usize, 10)
+                    }
+                    n => (n as usize, 2),
+                };
+                if buf.len() < at + len {
+                    return None;
+                }
+                let payload: Vec<u8> = buf.drain(..at + len).skip(at).collect();
+                match b0 & 0x0f {
+                    0x8 => return Some(Err(())),
+                    0x0 | 0x2 => partial.extend_from_slice(&payload),
+                    _ => continue, // a ping or pong
+                }
+                if b0 & 0x80 != 0 {
+                    let mut message = (partial.len() as u32).to_be_bytes().to_vec();
+                    message.append(partial);
+                    return take_frame(&mut message, dec).map(Ok);
+                }
+            },
+        }
+    }
+}
+
+/// The case of the two tests above, `conn` serving [`later_cap`], its peer on `end`.
+async fn not_read_case(conn: Connection, end: DuplexStream, framing: Framing) {
+    track(&conn);
+    let (mut r, mut w) = tokio::io::split(end);
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(Default::default());
+    let (mut buf, mut partial) = (Vec::new(), Vec::new());
+    let mut next = async |r: &mut ReadHalf<DuplexStream>| loop {
+        if let Some(frame) = framing.take(&mut buf, &mut dec, &mut partial) {
+            return frame.ok();
+        }
+        let mut chunk = [0u8; 4096];
+        match r.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    };
+    let hello = framing.message(&mut enc, &Frame::Hello(raw_hello()));
+    w.write_all(&hello).await.unwrap();
+    assert!(matches!(next(&mut r).await, Some(Frame::Hello(_))));
+    let boot = Record::new().with("name", "test.later").into();
+    let boot = framing.message(&mut enc, &call_frame(CapId(0), 1, "bootstrap", boot));
+    w.write_all(&boot).await.unwrap();
+    let cap = loop {
+        match next(&mut r).await.expect("the bootstrap's answer") {
+            Frame::Result(r) if r.id == CallId(1) => match r.outcome {
+                Ok(Value::CapRef(cap)) => break cap,
+                other => panic!("bootstrap: {other:?}"),
+            },
+            _ => continue,
+        }
+    };
+    let start = Instant::now();
+    // Answered at 500 ms: the transport takes the first answer, the second waits with more
+    // than the connection may hold unsent, so it stops reading until the peer takes them.
+    for id in [2, 4] {
+        let later = framing.message(&mut enc, &call_frame(cap, id, "later", Value::Undefined));
+        w.write_all(&later).await.unwrap();
+    }
+    // An echo of 20 KB: 1,000 bytes now (its clock starts as they run out), the rest at
+    // 600 ms, as far as the pipe takes it while the connection does not read.
+    let echo = call_frame(cap, 3, "echo", Value::Bin(vec![7; 20_000]));
+    let echo = framing.message(&mut enc, &echo);
+    w.write_all(&echo[..1000]).await.unwrap();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep_until(start + Duration::from_millis(600)).await;
+        w.write_all(&echo[1000..]).await.unwrap();
+        w
+    });
+    tokio::time::sleep_until(start + Duration::from_secs(10)).await;
+    assert!(!conn.is_closed());
+    let unsent = conn.current_stats().await.unsent_bytes;
+    assert!(unsent > 64 * 1024, "not reading for {unsent} unsent bytes");
+    // The peer reads again: the long answers, then the echo's.
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        match next(&mut r).await {
+            Some(Frame::Result(r)) => answers.push((r.id, r.outcome.map_err(|e| e.code))),
+            Some(Frame::Goaway(g)) => panic!("goaway at {:?}: {g:?}", start.elapsed()),
+            Some(_) => {}
+            None => panic!("the connection ended"),
+        }
+    }
+    let long = Ok(Value::Bin(vec![5; 200_000]));
+    assert_eq!(answers[0], (CallId(2), long.clone()));
+    assert_eq!(answers[1], (CallId(4), long));
+    assert_eq!(answers[2], (CallId(3), Ok(Value::Bin(vec![7; 20_000]))));
+    let _w = writer.await.unwrap();
+    assert!(!conn.is_closed());
+}
+
 // ---------------------------------------------------------------------------------------
 // The send deadline and the write-stall limit.
 

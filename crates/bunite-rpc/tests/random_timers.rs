@@ -204,6 +204,10 @@ impl<S: MessageSource> MessageSource for KnobSource<S> {
         }
         self.inner.poll_recv(cx)
     }
+
+    fn pause(&mut self) {
+        self.inner.pause();
+    }
 }
 
 impl<S: MessageSink> MessageSink for KnobSink<S> {

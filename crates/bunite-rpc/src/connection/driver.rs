@@ -370,6 +370,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
         for _ in 0..budget {
             if !self.room.check(self.unsent(), queued) {
                 self.source_woke.again();
+                self.source.pause();
                 return Read::Backpressure;
             }
             let polled = self.source.poll_recv(&mut self.source_woke.context());

@@ -21,7 +21,10 @@
 //! What counts as time: from the first moment the source finds the socket empty with a
 //! message under way (a message that arrives in one read is never timed, and costs
 //! nothing) to the message's last byte. Time spent waiting for the budget is ours, not the
-//! peer's: it restarts the clock. A message that falls behind fails the source with
+//! peer's: it restarts the clock. So is the time the connection does not read at all, because
+//! too much of what it sends waits for the peer or the listener's send budget cannot pay for
+//! more ([`MessageSource::pause`](super::MessageSource::pause)): the peer could send no
+//! faster than we read, so the clock stands still until the connection reads again. A message that falls behind fails the source with
 //! [`TransportError::TooSlow`](super::TransportError::TooSlow); the connection answers
 //! with a goaway `deadline_exceeded` and closes, as it does for an oversize message.
 //!
@@ -71,9 +74,11 @@ mod clock {
     #[derive(Debug)]
     pub(crate) struct MessageClock {
         rule: Option<ReceiveDeadline>,
-        /// The message under way, once it has stalled: when, and how many of its bytes had
-        /// arrived then.
+        /// The message under way, once it has stalled: when (moved later by the time the
+        /// connection did not read), and how many of its bytes had arrived then.
         started: Option<(Instant, u64)>,
+        /// Since when the connection has not read, while a message's clock runs.
+        paused: Option<Instant>,
         pub(super) timer: Option<Pin<Box<Sleep>>>,
     }
 
@@ -82,6 +87,7 @@ mod clock {
             MessageClock {
                 rule,
                 started: None,
+                paused: None,
                 timer: None,
             }
         }
@@ -100,6 +106,7 @@ mod clock {
             let Some(rule) = self.rule else {
                 return Ok(());
             };
+            self.resume();
             let (started, at) = *self
                 .started
                 .get_or_insert_with(|| (Instant::now(), arrived));
@@ -131,6 +138,23 @@ mod clock {
         /// peer's time): the next stall starts the clock afresh.
         pub(crate) fn stop(&mut self) {
             self.started = None;
+            self.paused = None;
+        }
+
+        /// The connection stops reading for a reason of its own: until it reads again, the
+        /// time is not the peer's ([`MessageSource::pause`](crate::transport::MessageSource::pause)).
+        pub(crate) fn pause(&mut self) {
+            if self.started.is_some() && self.paused.is_none() {
+                self.paused = Some(Instant::now());
+            }
+        }
+
+        /// The connection reads again: the message's start moves later by the time it did
+        /// not.
+        fn resume(&mut self) {
+            if let (Some(paused), Some((started, _))) = (self.paused.take(), &mut self.started) {
+                *started += paused.elapsed();
+            }
         }
     }
 }
@@ -217,6 +241,26 @@ mod tests {
         check(&mut clock, 10, 1).await.expect("9 s into its 10");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(check(&mut clock, 10, 1).await.is_err());
+    }
+
+    /// Time the connection does not read is not the peer's: the deadline moves by it.
+    #[tokio::test(start_paused = true)]
+    async fn time_the_connection_does_not_read_does_not_count() {
+        let rule = ReceiveDeadline::new(Duration::from_secs(10), 1000);
+        let mut clock = MessageClock::new(Some(rule));
+        check(&mut clock, 5000, 100).await.unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        clock.pause();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        clock.pause(); // Again while paused: it still counts from the first.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        check(&mut clock, 5000, 100)
+            .await
+            .expect("4 s of the peer's time, then 65 s of ours");
+        tokio::time::advance(Duration::from_millis(5999)).await;
+        check(&mut clock, 5000, 100).await.expect("10 s allowed");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(check(&mut clock, 5000, 100).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

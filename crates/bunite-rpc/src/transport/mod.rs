@@ -214,6 +214,14 @@ pub trait MessageSource: Send + Unpin + 'static {
     /// After an error or the end, the source is done: polling it again returns an error or
     /// the end again, never a message.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, TransportError>>;
+
+    /// The connection stops polling this source for a reason of its own (too much of what
+    /// it sends waits for the peer, or a listener's send budget cannot pay for more) until
+    /// it has room again: a source that times the message under way (a
+    /// [`ReceiveDeadline`]) does not count that time against the
+    /// peer, which could send no faster than we read. The default does nothing; a source
+    /// that wraps another passes it on.
+    fn pause(&mut self) {}
 }
 
 /// The sending half of a message transport, with `futures::Sink<Bytes>` semantics.

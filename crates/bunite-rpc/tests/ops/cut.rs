@@ -66,6 +66,10 @@ impl<S: MessageSource> MessageSource for CutSource<S> {
         }
         self.inner.poll_recv(cx)
     }
+
+    fn pause(&mut self) {
+        self.inner.pause();
+    }
 }
 
 impl<S: MessageSink> MessageSink for CutSink<S> {

@@ -455,6 +455,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageSource for ByteStreamSource<R
         }
         Poll::Ready(result)
     }
+
+    fn pause(&mut self) {
+        self.clock.pause();
+    }
 }
 
 /// Dropped before the peer's end (after an oversize message, or on our close): keep reading

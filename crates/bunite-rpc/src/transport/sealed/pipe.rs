@@ -238,4 +238,8 @@ impl<S: MessageSource> MessageSource for SealedSource<S> {
         self.failed = opened.is_err();
         Poll::Ready(Ok(Some(opened?)))
     }
+
+    fn pause(&mut self) {
+        self.inner.pause();
+    }
 }

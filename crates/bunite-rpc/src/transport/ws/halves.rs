@@ -263,6 +263,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MessageSource for WsSou
         shared.ws.get_mut().message_done();
         Poll::Ready(result)
     }
+
+    fn pause(&mut self) {
+        lock(&self.shared).ws.get_mut().pause();
+    }
 }
 
 /// Sends a ping when one is due (best effort: a socket that cannot take it now is busy

@@ -243,6 +243,12 @@ impl<S> Metered<S> {
         }
     }
 
+    /// The connection stops reading (see `MessageSource::pause`): the clock of the message
+    /// under way stands still until it reads again.
+    pub(super) fn pause(&mut self) {
+        self.clock.pause();
+    }
+
     fn release(&mut self) {
         self.clock.stop();
         let size = self.since_message.saturating_sub(self.ahead.len());

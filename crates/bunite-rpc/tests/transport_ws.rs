@@ -1226,3 +1226,95 @@ fn a_ping_while_a_long_message_is_on_its_way_does_not_stop_reading() {
         ));
     });
 }
+
+/// A message in fragments is paid for at the frame limit; one that goes on beyond it (its
+/// fragments' headers count) while the budget is held by another message waiting for its
+/// whole is refused (goaway `resource_exhausted`, `max_frame_bytes`) instead of waiting
+/// for a top-up holding what it drew, and the waiting message goes through. It used to
+/// wait behind the other, which waited for what it held: neither connection read again
+/// (`tests/random_receive_budget.rs`, seed 31).
+#[test]
+fn a_message_in_fragments_past_its_charge_never_waits_on_a_message_waiting_for_it() {
+    run(async {
+        use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
+        use bunite_rpc::transport::ByteBudget;
+        use tokio::io::AsyncWriteExt;
+
+        let max = 64 * 1024;
+        let budget = ByteBudget::new(80_000);
+        let config = ListenerConfig::default()
+            .max_bytes(max)
+            .ping_interval(None)
+            .receive_budget(budget.clone());
+        let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let serving = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok(a) = l.accept().await {
+                let conn = tracked(a.transport);
+                serve_counter(&conn).await;
+                conns.push(conn);
+            }
+        });
+        let limits = bunite_rpc::Limits {
+            max_bytes: max,
+            ..Default::default()
+        };
+        let transport = ws::connect(url.as_str()).await.unwrap();
+        let client = tracked_with(Connection::builder().limits(limits), transport);
+        let counter = timeout(WAIT, client.bootstrap(&counter_def()))
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A message in fragments of 16 KiB, 80 KiB in all: its first fragment and a little
+        // of the second are paid for at the frame limit.
+        let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let mut dec = Decoder::new(WireLimits::default());
+        assert!(matches!(
+            next_frame(&mut raw, &mut dec).await,
+            Some(Frame::Hello(_))
+        ));
+        raw.send(Message::binary(raw_hello())).await.unwrap();
+        let piece = 16 * 1024;
+        let mut fragments = Vec::new();
+        for (i, first) in [0x02, 0x00, 0x00, 0x00, 0x80].into_iter().enumerate() {
+            fragments.extend(client_header(first, piece));
+            fragments.extend(vec![i as u8; piece]);
+        }
+        let start = piece + 2 * 8 + 1000;
+        raw.get_mut().write_all(&fragments[..start]).await.unwrap();
+        eventually(|| budget.limit() - budget.available() > max - FREE_PER_CONNECTION).await;
+
+        // A 48 KiB echo waits for its whole, more than is left.
+        let value = Value::Bin(vec![3u8; 48 * 1024]);
+        let echo = {
+            let (counter, value) = (counter.clone(), value.clone());
+            tokio::spawn(async move { counter.call_value("echo", value).await })
+        };
+        eventually(|| budget.available() == 0).await;
+
+        // The rest of the fragments: refused, and the echo goes through.
+        raw.get_mut().write_all(&fragments[start..]).await.unwrap();
+        let goaway = expect_goaway(&mut raw, &mut dec).await;
+        assert_eq!(goaway.reason.as_deref(), Some("resource_exhausted"));
+        assert_eq!(
+            goaway
+                .error
+                .and_then(|e| e.reason().map(str::to_owned))
+                .as_deref(),
+            Some("max_frame_bytes")
+        );
+        let echoed = timeout(WAIT, echo).await.expect("the echo went through");
+        assert_eq!(echoed.unwrap().unwrap(), value);
+        drop((raw, counter));
+        client.close();
+        timeout(WAIT, client.closed()).await.unwrap();
+        eventually(|| budget.available() == budget.limit()).await;
+        serving.abort();
+    });
+}

@@ -64,7 +64,11 @@
 //! of at least [`max_bytes`](ListenerConfig::max_bytes). (The WebSocket source used to take
 //! the whole budget for such a message and wait for a top-up that nothing could give,
 //! holding the budget for as long as its peer kept the socket open: waiting for the budget
-//! is not the peer's time, so the receive deadline never ended it.)
+//! is not the peer's time, so the receive deadline never ended it.) A message in fragments
+//! that goes on past what it was paid for (the frame limit: its fragments' headers and the
+//! pings between them count) reads more only if the budget has it at once, and is refused
+//! as too large otherwise: waiting for it, holding what it drew, it waited behind a message
+//! waiting for its whole, which waited for what it held.
 //!
 //! # What waits to be sent
 //!

@@ -20,7 +20,9 @@
 //! messages never wait on each other. (Drawing the bytes read by read, as before, let five
 //! 64 MiB messages arriving at once each take a share of a 256 MiB budget and wait for
 //! more, until the peers were dropped for missing pongs.) Beyond what was reserved (a
-//! message over its size), each further read draws its bytes first. The source tells the
+//! message over its size), each further read draws its bytes first: at once, while the
+//! message holds what it drew (else it is refused as too large: waiting, it could wait on
+//! a message that waits for what it holds). The source tells the
 //! meter when a message is complete ([`Metered::message_done`]), which gives the bytes back;
 //! a control frame between two messages does the same ([`Metered::control_done`]), one
 //! inside a fragmented message does not.
@@ -343,8 +345,17 @@ impl Meter {
             // hold the budget for good (a wait for the budget is not the peer's time).
             return too_large(self.held as u64 + 1);
         }
-        let more = match self.waiter.try_acquire(SOCKET_READ) {
+        let now = self.waiter.try_acquire(SOCKET_READ);
+        let more = match now.or_else(|| self.waiter.try_acquire(SMALL_READ)) {
             Some(permit) => permit,
+            // A message in fragments that has read all it was paid for (the frame limit:
+            // its fragments' headers and the pings between them count) and goes on: it may
+            // take more only if the budget has it now. Waiting for it, holding what the
+            // message drew, queued the top-up behind a message waiting for its whole,
+            // which waited for what this one held: neither was ever read again, and the
+            // listener's other long messages waited behind them
+            // (`tests/random_receive_budget.rs`).
+            None if self.permit.bytes() > 0 => return too_large(self.held as u64 + 1),
             None => ready!(self.waiter.poll_acquire(cx, SMALL_READ)).map_err(io::Error::other)?,
         };
         self.permit.merge(more);

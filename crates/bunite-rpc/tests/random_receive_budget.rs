@@ -1,21 +1,23 @@
 //! Seeded random contention on a listener's receive budget: many connections of one
-//! listener (the byte-stream `TcpMessageListener` in one test, the `WsListener` in the
-//! other) draw the bytes of the messages they receive from one small budget
+//! listener (the byte-stream `TcpMessageListener` in one test, the `WsListener` in
+//! another; with feature `tls` both again inside TLS, and with feature `axum` an axum
+//! `RpcEndpoint`) draw the bytes of the messages they receive from one small budget
 //! (`transport::budget`, "The budget"), with few connection slots and a short receive
 //! deadline (`docs/RELIABILITY.md`, "Contention on a listener's receive budget").
 //!
 //! Each case is one seed: a listener whose budget is one to four times its `max_bytes`
 //! (64 KiB), two to five connection slots, a receive deadline of 150 or 300 ms; raw peers
 //! speaking the framing by hand (a length prefix, or a WebSocket handshake and masked
-//! frames), each sending its hello and then a script: bursts of small calls, long calls
-//! whole, long calls in two parts with a short pause between, trickled, or (WebSocket) in
-//! fragments with pings between them; some read what they are sent as it comes, some
-//! never do. A script ends by closing the socket, by closing it in the middle of a
-//! message, by stalling in the middle of a long message for good, by announcing a message
-//! longer than allowed (or, over WebSocket, sending fragments that add up to one), or by
-//! ending its direction and reading to the end. Beside them,
-//! one or two well-behaved clients (`Connection`s) bootstrap the counter and echo values
-//! of up to nearly `max_bytes`, some at once.
+//! frames; through a rustls client at a TLS listener; at the axum endpoint, trying again
+//! when an upgrade is answered 503 for want of a slot), each sending its hello and then a
+//! script: bursts of small calls, long calls whole, long calls in two parts with a short
+//! pause between, trickled, or (WebSocket) in fragments with pings between them; some read
+//! what they are sent as it comes, some never do. A script ends by closing the socket, by
+//! closing it in the middle of a message, by stalling in the middle of a long message for
+//! good, by announcing a message longer than allowed (or, over WebSocket, sending
+//! fragments that add up to one), or by ending its direction and reading to the end.
+//! Beside them, one or two well-behaved clients (`Connection`s) bootstrap the counter and
+//! echo values of up to nearly `max_bytes`, some at once.
 //!
 //! What must hold: the budget in use stays within its bound and never goes below nothing
 //! (sampled every few milliseconds: bytes given back twice would show as more available
@@ -25,8 +27,9 @@
 //! gets a goaway `resource_exhausted` (`max_frame_bytes`) before its socket closes
 //! (PROTOCOL §11); no peer gets a goaway its script cannot explain; once every peer is
 //! gone, every server connection closes, the budget is whole again, and every connection
-//! slot is free (the listener accepts `max_connections` new sockets at once); and the
-//! harness's checks (connections clean and idle, no task left).
+//! slot is free (the listener accepts `max_connections` new sockets at once; the axum
+//! endpoint counts no connection, then answers that many upgrades `101` at once, and axum
+//! stops); and the harness's checks (connections clean and idle, no task left).
 //!
 //! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S`
 //! runs seed S alone (a failing case prints its seed).
@@ -47,8 +50,7 @@ use bunite_rpc::wire::{CapId, DecodeLimits as WireLimits, Decoder, Encoder, Fram
 use bunite_rpc::{Connection, Limits, Value};
 use common::seeded::{seeds, Rng, SeedReport};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
@@ -70,6 +72,37 @@ const CASE_BOUND: Duration = Duration::from_secs(120);
 enum Kind {
     Tcp,
     Ws,
+    /// The byte stream inside TLS: a `TcpMessageListener` with a certificate.
+    #[cfg(feature = "tls")]
+    Tls,
+    /// WebSocket inside TLS: a `WsListener` with a certificate.
+    #[cfg(feature = "tls")]
+    Wss,
+    /// WebSocket through an axum `RpcEndpoint` (past its slots, an upgrade is answered 503).
+    #[cfg(feature = "axum")]
+    Axum,
+}
+
+impl Kind {
+    /// Whether its messages are WebSocket messages (else length-prefixed).
+    fn ws(self) -> bool {
+        match self {
+            Kind::Tcp => false,
+            Kind::Ws => true,
+            #[cfg(feature = "tls")]
+            Kind::Tls => false,
+            #[cfg(feature = "tls")]
+            Kind::Wss => true,
+            #[cfg(feature = "axum")]
+            Kind::Axum => true,
+        }
+    }
+
+    /// Whether its sockets speak TLS.
+    #[cfg(feature = "tls")]
+    fn tls(self) -> bool {
+        matches!(self, Kind::Tls | Kind::Wss)
+    }
 }
 
 #[test]
@@ -85,6 +118,33 @@ fn random_contention_on_a_ws_listeners_receive_budget() {
     run_seeds(
         Kind::Ws,
         "random_contention_on_a_ws_listeners_receive_budget",
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn random_contention_on_a_tls_byte_stream_listeners_receive_budget() {
+    run_seeds(
+        Kind::Tls,
+        "random_contention_on_a_tls_byte_stream_listeners_receive_budget",
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn random_contention_on_a_wss_listeners_receive_budget() {
+    run_seeds(
+        Kind::Wss,
+        "random_contention_on_a_wss_listeners_receive_budget",
+    );
+}
+
+#[cfg(feature = "axum")]
+#[test]
+fn random_contention_on_an_axum_endpoints_receive_budget() {
+    run_seeds(
+        Kind::Axum,
+        "random_contention_on_an_axum_endpoints_receive_budget",
     );
 }
 
@@ -211,7 +271,7 @@ fn draw(kind: Kind, rng: &mut Rng) -> Setup {
     let peers = (0..2 + rng.below(6))
         .map(|_| {
             let steps = (0..rng.below(5))
-                .map(|_| match rng.below(if kind == Kind::Ws { 7 } else { 6 }) {
+                .map(|_| match rng.below(if kind.ws() { 7 } else { 6 }) {
                     0 => Step::Small {
                         count: 1 + rng.below(20) as usize,
                         size: rng.below(4096) as usize,
@@ -267,7 +327,7 @@ fn draw(kind: Kind, rng: &mut Rng) -> Setup {
                     End::Oversize {
                         len,
                         sent: rng.below(8192) as usize,
-                        fragments: kind == Kind::Ws && rng.chance(50),
+                        fragments: kind.ws() && rng.chance(50),
                     }
                 }
                 _ => End::HalfClose,
@@ -406,19 +466,7 @@ async fn case(kind: Kind, seed: u64) -> bool {
     let peak = sampling.await.unwrap();
 
     // Every slot is free: max_connections new sockets are accepted at once.
-    let mut held = Vec::new();
-    for i in 0..setup.max_connections {
-        let socket = listener.connect_raw(addr).await;
-        match timeout(LIVENESS, listener.accept()).await {
-            Ok(Some(transport)) => held.push((socket, transport)),
-            other => panic!(
-                "slot {i} of {} did not come back: {}",
-                setup.max_connections,
-                other.is_ok()
-            ),
-        }
-    }
-    drop(held);
+    listener.every_slot_free(kind, setup.max_connections).await;
     peak > setup.budget / 2
 }
 
@@ -433,11 +481,15 @@ fn server_builder() -> bunite_rpc::ConnectionBuilder {
         .serve(counter_def(), counter_impl())
 }
 
-/// A listener of either kind, shared by the case's tasks.
+/// A listener of any kind, shared by the case's tasks.
 #[derive(Clone)]
 enum Listener {
+    /// The byte stream, plain or inside TLS.
     Tcp(Arc<TcpMessageListener>),
+    /// WebSocket, plain or inside TLS.
     Ws(Arc<WsListener>),
+    #[cfg(feature = "axum")]
+    Axum(Arc<axum_server::Server>),
 }
 
 enum Accepted {
@@ -447,13 +499,22 @@ enum Accepted {
 
 impl Listener {
     async fn bind(kind: Kind, config: ListenerConfig) -> Listener {
-        match kind {
-            Kind::Tcp => Listener::Tcp(Arc::new(
+        #[cfg(feature = "tls")]
+        let config = match kind.tls() {
+            true => config.tls(tls_peer::server()),
+            false => config,
+        };
+        match kind.ws() {
+            #[cfg(feature = "axum")]
+            true if kind == Kind::Axum => {
+                Listener::Axum(Arc::new(axum_server::Server::start(config).await))
+            }
+            false => Listener::Tcp(Arc::new(
                 TcpMessageListener::bind("127.0.0.1:0", config)
                     .await
                     .unwrap(),
             )),
-            Kind::Ws => Listener::Ws(Arc::new(
+            true => Listener::Ws(Arc::new(
                 WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
                     .await
                     .unwrap(),
@@ -465,6 +526,8 @@ impl Listener {
         match self {
             Listener::Tcp(l) => l.local_addr().unwrap(),
             Listener::Ws(l) => l.local_addr().unwrap(),
+            #[cfg(feature = "axum")]
+            Listener::Axum(s) => s.addr,
         }
     }
 
@@ -473,45 +536,238 @@ impl Listener {
         match self {
             Listener::Tcp(l) => l.accept().await.ok().map(|(t, _)| Accepted::Tcp(t)),
             Listener::Ws(l) => l.accept().await.ok().map(|a| Accepted::Ws(a.transport)),
+            #[cfg(feature = "axum")]
+            Listener::Axum(s) => s.handed.lock().await.recv().await.map(Accepted::Ws),
         }
     }
 
-    /// A socket connected to the listener (through its handshake, for a WebSocket one).
-    async fn connect_raw(&self, addr: SocketAddr) -> TcpStream {
-        let mut socket = TcpStream::connect(addr).await.unwrap();
-        if let Listener::Ws(_) = self {
-            timeout(LIVENESS, handshake(&mut socket, addr))
-                .await
-                .expect("the handshake of a free slot");
+    /// Every slot free, then `max_connections` new sockets taken at once (through their
+    /// TLS and WebSocket handshakes; an axum endpoint must answer each `101` at once).
+    async fn every_slot_free(&self, kind: Kind, max_connections: usize) {
+        #[cfg(feature = "axum")]
+        if let Listener::Axum(s) = self {
+            // The endpoint counts its live connections: all of them gone.
+            let free = async {
+                while s.endpoint.connections() != 0 {
+                    sleep(Duration::from_millis(5)).await;
+                }
+            };
+            if timeout(LIVENESS, free).await.is_err() {
+                panic!(
+                    "{} slots of the axum endpoint still held",
+                    s.endpoint.connections()
+                );
+            }
         }
-        socket
+        let addr = self.addr();
+        let mut held = Vec::new();
+        for i in 0..max_connections {
+            let socket = timeout(LIVENESS, connect_raw(kind, addr, false))
+                .await
+                .unwrap_or_else(|_| panic!("slot {i} of {max_connections}: no handshake"));
+            match timeout(LIVENESS, self.accept()).await {
+                Ok(Some(transport)) => held.push((socket, transport)),
+                other => panic!(
+                    "slot {i} of {max_connections} did not come back: {}",
+                    other.is_ok()
+                ),
+            }
+        }
+        drop(held);
+        #[cfg(feature = "axum")]
+        if let Listener::Axum(s) = self {
+            s.stop().await;
+        }
     }
 }
 
-/// The WebSocket handshake, by hand: the request, and the response's head (`101`).
-async fn handshake(socket: &mut TcpStream, addr: SocketAddr) {
+/// A raw peer's halves: of a TCP socket, or of a TLS client's stream.
+type RawRead = Box<dyn AsyncRead + Send + Unpin>;
+type RawWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A raw socket connected to the listener at `addr` (through TLS and the WebSocket
+/// handshake as `kind` speaks). An axum endpoint without a free slot answers the upgrade
+/// 503: tried again shortly if `retry`, else the case fails.
+async fn connect_raw(kind: Kind, addr: SocketAddr, retry: bool) -> (RawRead, RawWrite) {
+    loop {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        #[cfg(feature = "tls")]
+        let (mut r, mut w): (RawRead, RawWrite) = match kind.tls() {
+            true => {
+                let (r, w) = tokio::io::split(tls_peer::connect(tcp).await);
+                (Box::new(r), Box::new(w))
+            }
+            false => {
+                let (r, w) = tcp.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        };
+        #[cfg(not(feature = "tls"))]
+        let (mut r, mut w): (RawRead, RawWrite) = {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        };
+        if !kind.ws() {
+            return (r, w);
+        }
+        match handshake(&mut r, &mut w, addr).await {
+            101 => return (r, w),
+            503 if retry => sleep(Duration::from_millis(10)).await,
+            status => panic!("the upgrade was answered {status}"),
+        }
+    }
+}
+
+/// The WebSocket handshake, by hand: the request, and the response's head; its status.
+async fn handshake(r: &mut RawRead, w: &mut RawWrite, addr: SocketAddr) -> u16 {
     let request = format!(
         "GET /rpc HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    socket.write_all(request.as_bytes()).await.unwrap();
+    w.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8];
-        let n = socket.read(&mut byte).await.unwrap();
+        let n = r.read(&mut byte).await.unwrap();
         assert_eq!(n, 1, "the handshake's response ended early: {head:?}");
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let status = head.strip_prefix("HTTP/1.1 ").and_then(|h| h.get(..3));
+    match status.and_then(|s| s.parse().ok()) {
+        Some(status) => status,
+        None => panic!("{head}"),
+    }
+}
+
+/// The certificate of the TLS listeners, and raw TLS clients that trust it.
+#[cfg(feature = "tls")]
+mod tls_peer {
+    use std::sync::{Arc, OnceLock};
+
+    use bunite_rpc::transport::tls::{rustls, ClientTls, ServerTls};
+    use rustls::pki_types::pem::PemObject;
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+
+    /// One self-signed certificate for `localhost` per test run: (certificate, key) PEM.
+    fn certificate() -> &'static (String, String) {
+        static CERT: OnceLock<(String, String)> = OnceLock::new();
+        CERT.get_or_init(|| {
+            let names = vec!["localhost".to_owned()];
+            let certified = rcgen::generate_simple_self_signed(names).unwrap();
+            (certified.cert.pem(), certified.key_pair.serialize_pem())
+        })
+    }
+
+    pub fn server() -> ServerTls {
+        let (cert, key) = certificate();
+        ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap()
+    }
+
+    /// What a well-behaved client trusts.
+    pub fn roots() -> ClientTls {
+        ClientTls::from_ca_pem(certificate().0.as_bytes()).unwrap()
+    }
+
+    /// The client handshake of a raw peer on `tcp`.
+    pub async fn connect(tcp: TcpStream) -> TlsStream<TcpStream> {
+        static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+        let config = CONFIG.get_or_init(|| {
+            let mut store = rustls::RootCertStore::empty();
+            for cert in
+                rustls::pki_types::CertificateDer::pem_slice_iter(certificate().0.as_bytes())
+            {
+                store.add(cert.unwrap()).unwrap();
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(store)
+                .with_no_client_auth();
+            Arc::new(config)
+        });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, tcp)
+            .await
+            .expect("a raw peer's TLS handshake")
+    }
+}
+
+/// An axum server with an `RpcEndpoint` at `/rpc`, whose connections are handed over on a
+/// channel.
+#[cfg(feature = "axum")]
+mod axum_server {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use bunite_rpc::transport::axum::RpcEndpoint;
+    use bunite_rpc::transport::ws::WsTransport;
+    use bunite_rpc::transport::ListenerConfig;
+    use tokio::sync::{mpsc, oneshot};
+    use tokio::task::JoinHandle;
+
+    use super::LIVENESS;
+
+    pub struct Server {
+        pub endpoint: RpcEndpoint,
+        pub addr: SocketAddr,
+        pub handed: tokio::sync::Mutex<mpsc::UnboundedReceiver<WsTransport>>,
+        stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    }
+
+    impl Server {
+        pub async fn start(config: ListenerConfig) -> Server {
+            let endpoint = RpcEndpoint::new(config);
+            let (tx, handed) = mpsc::unbounded_channel();
+            let rpc = endpoint.clone().route(move |up| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(up.transport);
+                }
+            });
+            let app = axum::Router::new().route("/rpc", rpc);
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                axum::serve(tcp, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+            Server {
+                endpoint,
+                addr,
+                handed: tokio::sync::Mutex::new(handed),
+                stop: Mutex::new(Some((stop, server))),
+            }
+        }
+
+        /// Stops serving, gracefully: axum's task ends.
+        pub async fn stop(&self) {
+            let Some((stop, server)) = self.stop.lock().unwrap().take() else {
+                return;
+            };
+            let _ = stop.send(());
+            match tokio::time::timeout(LIVENESS, server).await {
+                Ok(ended) => ended.unwrap(),
+                Err(_) => panic!("axum did not stop"),
+            }
+        }
+    }
 }
 
 /// A message's bytes on the wire: its length prefix, or a client frame's header (FIN,
 /// binary, masked with a zero key so that the payload goes as it is).
 fn framed(kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut out = match kind {
-        Kind::Tcp => (body.len() as u32).to_be_bytes().to_vec(),
-        Kind::Ws => ws_header(0x82, body.len()),
+    let mut out = match kind.ws() {
+        false => (body.len() as u32).to_be_bytes().to_vec(),
+        true => ws_header(0x82, body.len()),
     };
     out.extend_from_slice(body);
     out
@@ -552,7 +808,7 @@ struct Seen {
 
 /// Reads the server's messages until the socket ends (or fails: a reset after the
 /// server's close).
-async fn read_all(kind: Kind, mut socket: OwnedReadHalf) -> Seen {
+async fn read_all(kind: Kind, mut socket: RawRead) -> Seen {
     let mut seen = Seen::default();
     let mut dec = Decoder::new(WireLimits::default());
     while let Some(body) = next_message(kind, &mut socket).await {
@@ -569,16 +825,16 @@ async fn read_all(kind: Kind, mut socket: OwnedReadHalf) -> Seen {
 
 /// The next message from the server; `None` at the end (a close frame, the socket's end,
 /// an error).
-async fn next_message(kind: Kind, socket: &mut OwnedReadHalf) -> Option<Vec<u8>> {
-    match kind {
-        Kind::Tcp => {
+async fn next_message(kind: Kind, socket: &mut RawRead) -> Option<Vec<u8>> {
+    match kind.ws() {
+        false => {
             let mut prefix = [0u8; 4];
             socket.read_exact(&mut prefix).await.ok()?;
             let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
             socket.read_exact(&mut body).await.ok()?;
             Some(body)
         }
-        Kind::Ws => {
+        true => {
             let mut message = Vec::new();
             loop {
                 let mut head = [0u8; 2];
@@ -618,11 +874,7 @@ async fn next_message(kind: Kind, socket: &mut OwnedReadHalf) -> Option<Vec<u8>>
 /// A raw peer: connects, exchanges hellos, plays its script, and checks the goaways it
 /// read against it.
 async fn raw_peer(kind: Kind, addr: SocketAddr, i: usize, script: Script) {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    if kind == Kind::Ws {
-        handshake(&mut socket, addr).await;
-    }
-    let (mut r, mut w) = socket.into_split();
+    let (mut r, mut w) = connect_raw(kind, addr, true).await;
     // The server's hello, once the listener has taken the socket.
     let mut dec = Decoder::new(WireLimits::default());
     let hello = timeout(LIVENESS, next_message(kind, &mut r))
@@ -671,8 +923,8 @@ async fn raw_peer(kind: Kind, addr: SocketAddr, i: usize, script: Script) {
             },
             true,
         ) => {
-            let bytes = match (kind, fragments) {
-                (Kind::Ws, true) => {
+            let bytes = match kind.ws() && *fragments {
+                true => {
                     let piece = 16 * 1024;
                     let mut bytes = Vec::new();
                     for n in 0..len.div_ceil(piece) {
@@ -684,10 +936,10 @@ async fn raw_peer(kind: Kind, addr: SocketAddr, i: usize, script: Script) {
                     }
                     bytes
                 }
-                _ => {
-                    let mut bytes = match kind {
-                        Kind::Tcp => (*len as u32).to_be_bytes().to_vec(),
-                        Kind::Ws => ws_header(0x82, *len),
+                false => {
+                    let mut bytes = match kind.ws() {
+                        false => (*len as u32).to_be_bytes().to_vec(),
+                        true => ws_header(0x82, *len),
                     };
                     bytes.extend(vec![0u8; *sent]);
                     bytes
@@ -759,13 +1011,7 @@ async fn raw_peer(kind: Kind, addr: SocketAddr, i: usize, script: Script) {
 }
 
 /// Plays one step; false once a write failed (the server closed).
-async fn play(
-    kind: Kind,
-    w: &mut OwnedWriteHalf,
-    enc: &mut Encoder,
-    id: &mut u64,
-    step: &Step,
-) -> bool {
+async fn play(kind: Kind, w: &mut RawWrite, enc: &mut Encoder, id: &mut u64, step: &Step) -> bool {
     let mut next = || {
         *id += 1;
         *id
@@ -863,6 +1109,43 @@ async fn client(kind: Kind, addr: SocketAddr, echoes: Echoes) {
                 .connect(url.as_str())
                 .await
                 .unwrap();
+            tracked_with(builder, transport)
+        }
+        #[cfg(feature = "tls")]
+        Kind::Tls => {
+            let roots = tls_peer::roots();
+            let transport =
+                bunite_rpc::transport::tls::tcp_connect("localhost", addr.port(), &roots);
+            tracked_with(builder, transport.await.unwrap())
+        }
+        #[cfg(feature = "tls")]
+        Kind::Wss => {
+            let url = format!("wss://localhost:{}/rpc", addr.port());
+            let transport = WsConnector::new()
+                .tls(tls_peer::roots())
+                .connect_timeout(LIVENESS)
+                .ping_interval(None)
+                .connect(url.as_str())
+                .await
+                .unwrap();
+            tracked_with(builder, transport)
+        }
+        #[cfg(feature = "axum")]
+        Kind::Axum => {
+            // Past the endpoint's slots, an upgrade is answered 503: tried again shortly.
+            let url = format!("ws://{addr}/rpc");
+            let transport = loop {
+                let connector = WsConnector::new()
+                    .connect_timeout(LIVENESS)
+                    .ping_interval(None);
+                match connector.connect(url.as_str()).await {
+                    Ok(transport) => break transport,
+                    Err(e) if e.report().contains("HTTP 503") => {
+                        sleep(Duration::from_millis(10)).await
+                    }
+                    Err(e) => panic!("{}", e.report()),
+                }
+            };
             tracked_with(builder, transport)
         }
     };

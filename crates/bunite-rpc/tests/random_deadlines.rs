@@ -32,6 +32,13 @@
 //!   a stop returns when the last one finishes; a peer that read again gets every answer
 //!   and the goaway.
 //!
+//! [`random_websocket_receive_deadlines_on_a_paused_clock`] draws receive cases over a
+//! listener's WebSocket connection instead (`testing::ws_listener_side` on the pipe): each
+//! message one frame or two to five fragments, sometimes with pings between them, the
+//! stream cut at random points (often inside a frame's header). There what arrives is a
+//! message's data, not its frames' headers nor the pings, and a message in fragments is
+//! told as long as the frame bound until its last.
+//!
 //! Times within a few milliseconds of each other (timer rounding) may happen in either
 //! order: every order is tried ([`every_way`]). The harness then checks each connection
 //! clean and idle, and no task left.
@@ -48,7 +55,7 @@ use bunite_rpc::connection::CLOSE_GRACE;
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::{ByteStream, HIGH_WATER};
-use bunite_rpc::transport::{ByteBudget, ReceiveDeadline, TransportError};
+use bunite_rpc::transport::{ByteBudget, ReceiveDeadline, Transport, TransportError};
 use bunite_rpc::wire::{CallId, CapId, Decoder, Encoder, Frame, ResultFrame, WireStatus};
 use bunite_rpc::{
     CapDef, Client, Code, Connection, ConnectionBuilder, ConnectionSet, Disconnect, Error, Limits,
@@ -93,12 +100,47 @@ fn random_deadlines_on_a_paused_clock() {
     eprintln!("random_deadlines: {n} cases: {tally:?}");
 }
 
+/// Seeds of a plain run of the WebSocket receive cases.
+#[cfg(feature = "ws")]
+const WS_SEEDS: u64 = 1000;
+
+/// The receive cases over a listener's WebSocket connection (on an in-memory pipe): the
+/// peer sends each message as one frame or in fragments, sometimes with pings between
+/// them, cut at random points (often inside a frame's header) and sent at random times.
+/// What arrives, by the rule, is a message's data: not its headers, nor the pings.
+#[cfg(feature = "ws")]
+#[test]
+fn random_websocket_receive_deadlines_on_a_paused_clock() {
+    let seeds = seeds(WS_SEEDS);
+    let n = seeds.len();
+    for seed in seeds {
+        let _report = SeedReport {
+            test: "random_websocket_receive_deadlines",
+            seed,
+        };
+        run_paused(async move {
+            let mut rng = Rng(seed);
+            let case = receive(&mut rng, Framing::Ws);
+            if tokio::time::timeout(CASE_BOUND, case).await.is_err() {
+                panic!("seed {seed}: the case did not end within {CASE_BOUND:?} of the clock");
+            }
+        });
+    }
+    let tally = TALLY.lock().unwrap();
+    eprintln!("random_websocket_receive_deadlines: {n} cases: {tally:?}");
+}
+
 /// What the cases drove, for the run's line.
 #[derive(Debug, Default)]
 struct Tally {
-    /// Receive cases cut off by the deadline, and ones whose messages all arrived.
-    receive_cut: u64,
-    receive_whole: u64,
+    /// Receive cases cut off by the deadline, and ones whose messages all arrived, over
+    /// the byte stream and over WebSocket.
+    receive_cut: [u64; 2],
+    receive_whole: [u64; 2],
+    /// WebSocket cut-offs while the stream stood inside a frame's header, or inside a
+    /// ping.
+    ws_cut_in_a_header: u64,
+    ws_cut_in_a_ping: u64,
     /// Send cases ended by the write-stall limit, and by the send deadline.
     write_stalled: u64,
     slow_reader: u64,
@@ -110,8 +152,10 @@ struct Tally {
 }
 
 static TALLY: Mutex<Tally> = Mutex::new(Tally {
-    receive_cut: 0,
-    receive_whole: 0,
+    receive_cut: [0; 2],
+    receive_whole: [0; 2],
+    ws_cut_in_a_header: 0,
+    ws_cut_in_a_ping: 0,
     write_stalled: 0,
     slow_reader: 0,
     delivered: 0,
@@ -122,7 +166,7 @@ static TALLY: Mutex<Tally> = Mutex::new(Tally {
 async fn case(seed: u64) {
     let mut rng = Rng(seed);
     match rng.below(3) {
-        0 => receive(&mut rng).await,
+        0 => receive(&mut rng, Framing::Bytes).await,
         1 => send(&mut rng).await,
         _ => close_grace(&mut rng).await,
     }
@@ -186,28 +230,35 @@ fn every_way<T>(mut f: impl FnMut(&mut Ties) -> T) -> Vec<T> {
 struct Wr {
     w: WriteHalf<DuplexStream>,
     enc: Encoder,
+    framing: Framing,
 }
 
 impl Wr {
     async fn frame(&mut self, frame: &Frame) {
-        let bytes = length_prefixed(&mut self.enc, frame);
+        let bytes = self.framing.message(&mut self.enc, frame);
         self.w.write_all(&bytes).await.unwrap();
     }
 }
 
-/// The peer's reading half, with its decoder and what it read of a frame.
+/// The peer's reading half, with its decoder and what it read of a frame (over WebSocket,
+/// of a message).
 struct Rd {
     r: ReadHalf<DuplexStream>,
     dec: Decoder,
     buf: Vec<u8>,
+    framing: Framing,
+    partial: Vec<u8>,
 }
 
 impl Rd {
-    /// The next frame; `None` at the end of the stream.
+    /// The next frame; `None` at the end of the stream (or a WebSocket close).
     async fn frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some(frame) = take_frame(&mut self.buf, &mut self.dec) {
-                return Some(frame);
+            let taken = self
+                .framing
+                .take(&mut self.buf, &mut self.dec, &mut self.partial);
+            if let Some(frame) = taken {
+                return frame.ok();
             }
             if self.read(4096).await == 0 {
                 return None;
@@ -230,13 +281,15 @@ impl Rd {
 }
 
 /// A connection built from `builder`, serving `test.sized`, over `transport`, with the raw
-/// peer on `end`: hellos exchanged, `test.sized` bootstrapped (its cap-id). The connection
-/// also bootstraps a name from the peer, which never answers: the caller that waits as
-/// long as the connection lives (its outcome, and when).
+/// peer on `end` framing its messages as `framing`: hellos exchanged, `test.sized`
+/// bootstrapped (its cap-id). The connection also bootstraps a name from the peer, which
+/// never answers: the caller that waits as long as the connection lives (its outcome, and
+/// when).
 async fn open(
     builder: ConnectionBuilder,
-    transport: ByteStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>,
+    transport: impl Transport,
     end: DuplexStream,
+    framing: Framing,
 ) -> (Connection, Wr, Rd, CapId, Pending, CallId) {
     let (def, imp) = sized_cap();
     let conn = builder.serve(def, imp).connect(transport);
@@ -245,11 +298,14 @@ async fn open(
     let mut wr = Wr {
         w,
         enc: Encoder::new(),
+        framing,
     };
     let mut rd = Rd {
         r,
         dec: Decoder::new(Default::default()),
         buf: Vec::new(),
+        framing,
+        partial: Vec::new(),
     };
     wr.frame(&Frame::Hello(raw_hello())).await;
     assert!(matches!(rd.frame().await, Some(Frame::Hello(_))));
@@ -339,45 +395,90 @@ enum Received {
     Whole,
 }
 
-/// The message under way and its clock: its index and start in the stream, when it first
-/// stalled and how many of its bytes had arrived then.
+/// The message under way and its clock: its index, when it first stalled and how many of
+/// the stream's bytes that count ([`Layout::arrived`]) had arrived then.
 #[derive(Clone, Copy)]
 struct Under {
     m: usize,
     start: Instant,
+    at: u64,
+}
+
+/// The stream of a receive case as the receive deadline sees it.
+#[derive(Debug)]
+struct Layout {
+    /// The bounds in the stream of each part the clock times on its own: the messages,
+    /// and over WebSocket the pings between two of them.
+    bounds: Vec<(usize, usize)>,
+    /// Each part: from which point of the stream its length is known, and that length as
+    /// the connection tells it (never, for a ping).
+    known: Vec<(usize, u64)>,
+    /// Each part: how many messages come before it.
+    before: Vec<usize>,
+    /// Over WebSocket, the frames of the stream (else `None`).
+    frames: Option<Vec<WireFrame>>,
+}
+
+/// A WebSocket frame of a receive case's stream.
+#[derive(Debug, Clone, Copy)]
+struct WireFrame {
+    /// Where it starts in the stream, and the lengths of its header and payload.
     at: usize,
+    header: usize,
+    payload: usize,
+    /// A data frame (else a ping).
+    data: bool,
+}
+
+impl Layout {
+    /// The bytes of the stream's first `p` that count as arrived: every one over the byte
+    /// stream; over WebSocket, the payload of data frames (not headers, not pings).
+    fn arrived(&self, p: usize) -> u64 {
+        let Some(frames) = &self.frames else {
+            return p as u64;
+        };
+        frames
+            .iter()
+            .filter(|f| f.data)
+            .map(|f| p.saturating_sub(f.at + f.header).min(f.payload) as u64)
+            .sum()
+    }
+
+    /// The length of message `m` as the connection tells it once `p` bytes have arrived.
+    fn len(&self, m: usize, p: usize) -> Option<u64> {
+        let (from, len) = self.known[m];
+        (p >= from).then_some(len)
+    }
 }
 
 /// What the rule does to `pieces` (each: when it arrived, and the bytes of the stream
-/// that had arrived with it) of a stream whose messages are `bounds`.
+/// that had arrived with it) of a stream laid out as `layout`.
 fn received(
     rule: ReceiveDeadline,
-    bounds: &[(usize, usize)],
+    layout: &Layout,
     pieces: &[(Instant, usize)],
     ties: &mut Ties,
 ) -> Received {
+    let bounds = &layout.bounds;
     let mut under: Option<Under> = None;
     let mut arrived = 0;
     for j in 0..=pieces.len() {
         if let Some(u) = under {
-            let (s, e) = bounds[u.m];
-            let allowed = rule.for_len((arrived - s - u.at) as u64);
+            let allowed = rule.for_len(layout.arrived(arrived) - u.at);
             let at = u.start + allowed;
             let fires = match pieces.get(j) {
                 Some(&(next, _)) => ties.before(at, next),
                 None => true,
             };
             if fires {
-                // The length is known once its prefix has arrived.
-                let len = (arrived - s >= 4).then_some((e - s) as u64);
                 let e = TransportError::TooSlow {
                     after: allowed,
-                    len,
+                    len: layout.len(u.m, arrived),
                 };
                 return Received::Cut {
                     at,
                     message: e.to_string(),
-                    whole: u.m,
+                    whole: layout.before[u.m],
                 };
             }
         }
@@ -390,7 +491,7 @@ fn received(
             Some(m) => Some(Under {
                 m,
                 start: t,
-                at: arrived - bounds[m].0,
+                at: layout.arrived(arrived),
             }),
             None => None,
         };
@@ -398,7 +499,90 @@ fn received(
     Received::Whole
 }
 
-async fn receive(rng: &mut Rng) {
+/// The largest message of the WebSocket receive cases' listener.
+const WS_MAX_BYTES: usize = 1 << 20;
+
+/// The size a WebSocket connection tells for a message in fragments (its size is not
+/// known until its last): its frame bound, `max_bytes` and the 64 bytes of room tungstenite
+/// is given for a wrapper (`transport/ws.rs`, `frame_bound`).
+const WS_FRAME_BOUND: u64 = WS_MAX_BYTES as u64 + 64;
+
+/// The frames of one message (`payload`) from a WebSocket client, drawn: one frame, or two
+/// to five fragments cut at random points, sometimes with pings between them. Appended to
+/// `stream`, with each frame in `frames`; from where its length is known, and that length.
+fn ws_message(
+    rng: &mut Rng,
+    payload: &[u8],
+    stream: &mut Vec<u8>,
+    frames: &mut Vec<WireFrame>,
+) -> (usize, u64) {
+    let s = stream.len();
+    let mut cuts: Vec<usize> = match rng.chance(50) {
+        true => vec![],
+        false => (0..1 + rng.below(4))
+            .map(|_| 1 + rng.below(payload.len() as u64 - 1) as usize)
+            .collect(),
+    };
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.push(payload.len());
+    let pings = rng.chance(50);
+    let mut from = 0;
+    for (k, &cut) in cuts.iter().enumerate() {
+        let fin = k + 1 == cuts.len();
+        let opcode = if k == 0 { 0x2 } else { 0x0 };
+        let header = ws_client_header(u8::from(fin) << 7 | opcode, cut - from);
+        frames.push(WireFrame {
+            at: stream.len(),
+            header: header.len(),
+            payload: cut - from,
+            data: true,
+        });
+        stream.extend(header);
+        stream.extend_from_slice(&payload[from..cut]);
+        from = cut;
+        if !fin && pings && rng.chance(60) {
+            ws_ping(rng, stream, frames);
+        }
+    }
+    // Known once the first header has arrived: the one frame's size, or the frame bound
+    // standing in for a message in fragments.
+    let first = frames.iter().find(|f| f.at == s).expect("its first frame");
+    let len = match cuts.len() {
+        1 => (stream.len() - s) as u64,
+        _ => WS_FRAME_BOUND,
+    };
+    (s + first.header, len)
+}
+
+/// A client's ping of up to 125 bytes, appended to `stream` and `frames`.
+fn ws_ping(rng: &mut Rng, stream: &mut Vec<u8>, frames: &mut Vec<WireFrame>) {
+    let n = rng.below(126) as usize;
+    let header = ws_client_header(0x89, n);
+    frames.push(WireFrame {
+        at: stream.len(),
+        header: header.len(),
+        payload: n,
+        data: false,
+    });
+    stream.extend(header);
+    stream.extend(std::iter::repeat_n(0x70, n));
+}
+
+/// A point inside (or just after) the header of one of `frames` that starts in
+/// `from..to`.
+fn in_a_header(rng: &mut Rng, frames: &[WireFrame], from: usize, to: usize) -> usize {
+    let some: Vec<&WireFrame> = frames
+        .iter()
+        .filter(|f| (from..to).contains(&f.at))
+        .collect();
+    let f = some[rng.below(some.len() as u64) as usize];
+    (f.at + 1 + rng.below(f.header as u64) as usize).min(to)
+}
+
+/// A receive case: the byte stream's (the first kind of [`case`]), or one over a
+/// listener's WebSocket connection ([`random_websocket_receive_deadlines_on_a_paused_clock`]).
+async fn receive(rng: &mut Rng, framing: Framing) {
     let grace = millis(rng, 60_000);
     let rate = [1u64, 1000, 64 * 1024, 256 * 1024][rng.below(4) as usize];
     let rule = ReceiveDeadline::new(grace, rate);
@@ -406,22 +590,50 @@ async fn receive(rng: &mut Rng) {
     // A pipe that holds the whole stream: each piece arrives in one go (a piece cut in two
     // by a full pipe starts a message's clock with the part that fitted).
     let (a, b) = tokio::io::duplex(1 << 20);
-    let (ar, aw) = tokio::io::split(a);
-    let mut transport = ByteStream::new(ar, aw).with_receive_deadline(Some(rule));
-    if let Some(budget) = &budget {
-        transport = transport.with_budget(budget.clone());
-    }
     let limits = Limits {
         bootstrap_timeout: None,
         ..Limits::default()
     };
     let builder = Connection::builder().limits(limits);
-    let (conn, mut wr, mut rd, cap, pending, _) = open(builder, transport, b).await;
+    let (budget, (conn, mut wr, mut rd, cap, pending, _)) = match framing {
+        Framing::Bytes => {
+            let (ar, aw) = tokio::io::split(a);
+            let mut transport = ByteStream::new(ar, aw).with_receive_deadline(Some(rule));
+            if let Some(budget) = &budget {
+                transport = transport.with_budget(budget.clone());
+            }
+            (budget, open(builder, transport, b, framing).await)
+        }
+        #[cfg(feature = "ws")]
+        Framing::Ws => {
+            // A listener's connection always has a receive budget: the default's size, or
+            // 2 MiB. Not less: a message in fragments draws the frame bound (1 MiB) once 16
+            // KiB of it have arrived, and a wait for the budget restarts its clock (the
+            // buffers the connection keeps from earlier messages, paid from the budget,
+            // make one wait for themselves to go), which the rule here does not model.
+            let budget = ByteBudget::new(match budget {
+                Some(_) => 2 << 20,
+                None => 256 << 20,
+            });
+            let config = bunite_rpc::transport::ListenerConfig::default()
+                .max_bytes(WS_MAX_BYTES)
+                .receive_budget(budget.clone())
+                .receive_deadline(Some(rule))
+                .ping_interval(None);
+            let transport = bunite_rpc::testing::ws_listener_side(a, &config).await;
+            (Some(budget), open(builder, transport, b, framing).await)
+        }
+        #[cfg(not(feature = "ws"))]
+        Framing::Ws => unreachable!("the WebSocket cases need feature ws"),
+    };
     let (closed_at, finished) = watch(&conn);
 
     // The messages, and their bounds in the stream.
     let mut stream = Vec::new();
     let mut bounds = Vec::new();
+    let mut known = Vec::new();
+    let mut before = Vec::new();
+    let mut frames = Vec::new();
     let mut sizes = Vec::new();
     for i in 0..1 + rng.below(3) {
         let n = match rng.below(3) {
@@ -431,17 +643,34 @@ async fn receive(rng: &mut Rng) {
         } as usize;
         let call = call_frame(cap, 2 + i, "echo", Value::Bin(vec![7; n]));
         let s = stream.len();
-        stream.extend(length_prefixed(&mut wr.enc, &call));
+        let prefixed = length_prefixed(&mut wr.enc, &call);
+        match framing {
+            Framing::Bytes => {
+                stream.extend(prefixed);
+                // Known once its prefix has arrived.
+                known.push((s + 4, (stream.len() - s) as u64));
+            }
+            Framing::Ws => known.push(ws_message(rng, &prefixed[4..], &mut stream, &mut frames)),
+        }
         bounds.push((s, stream.len()));
+        before.push(sizes.len());
         sizes.push(n);
     }
-    // Most cases stop inside the last message.
+    // Most cases stop inside the last message (over WebSocket, often inside a header).
     let (s, e) = *bounds.last().unwrap();
     if rng.chance(70) {
-        stream.truncate(s + 1 + rng.below((e - s - 1) as u64) as usize);
+        let at = match framing {
+            Framing::Ws if rng.chance(30) => in_a_header(rng, &frames, s, e),
+            _ => s + 1 + rng.below((e - s - 1) as u64) as usize,
+        };
+        stream.truncate(at);
     }
+    let len = stream.len();
     let mut cuts: Vec<usize> = (0..rng.below(6))
-        .map(|_| 1 + rng.below(stream.len() as u64) as usize)
+        .map(|_| match framing {
+            Framing::Ws if rng.chance(30) => in_a_header(rng, &frames, 0, len),
+            _ => 1 + rng.below(len as u64) as usize,
+        })
         .collect();
     cuts.push(stream.len());
     cuts.sort_unstable();
@@ -453,15 +682,30 @@ async fn receive(rng: &mut Rng) {
         offsets.push(Duration::from_millis(offset));
         offset += ms(rng, max_gap);
     }
+    let layout = Layout {
+        bounds,
+        known,
+        before,
+        frames: (framing == Framing::Ws).then_some(frames),
+    };
 
-    // The writer: each piece at its time, while the connection reads.
+    // The writer: each piece at its time, while the connection reads. Over WebSocket the
+    // peer stops writing as it reads the connection's close, and ends its side then (so
+    // that the connection's close, which waits for the peer's end, finishes).
     let start = Instant::now();
-    let len = stream.len();
+    let (read_ended, mut ended) = tokio::sync::watch::channel(false);
+    let (written, pieces_written) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn(async move {
         let mut pieces = Vec::new();
         let mut from = 0;
         for (&cut, &offset) in cuts.iter().zip(&offsets) {
-            tokio::time::sleep_until(start + offset).await;
+            match framing {
+                Framing::Bytes => tokio::time::sleep_until(start + offset).await,
+                Framing::Ws => tokio::select! {
+                    _ = tokio::time::sleep_until(start + offset) => {}
+                    _ = ended.wait_for(|e| *e) => break,
+                },
+            }
             let at = Instant::now();
             if wr.w.write_all(&stream[from..cut]).await.is_err() {
                 break;
@@ -469,17 +713,23 @@ async fn receive(rng: &mut Rng) {
             pieces.push((at, Instant::now(), cut));
             from = cut;
         }
-        (pieces, wr)
+        let _ = written.send(pieces);
+        if framing == Framing::Ws {
+            let _ = ended.wait_for(|e| *e).await;
+            let _ = wr.w.shutdown().await;
+        }
+        wr
     });
-    // The reader: every frame, and when the stream ended.
+    // The reader: every frame, and when the stream ended (over WebSocket, with the close).
     let reader = tokio::spawn(async move {
         let mut frames = Vec::new();
         while let Some(frame) = rd.frame().await {
             frames.push(frame);
         }
+        let _ = read_ended.send(true);
         (frames, Instant::now())
     });
-    let (pieces, wr) = writer.await.unwrap();
+    let pieces = pieces_written.await.unwrap();
     // Past any deadline the last piece can leave.
     let last = pieces.last().map_or(start, |p| p.0);
     tokio::time::sleep_until(last + rule.for_len(len as u64) + Duration::from_secs(1)).await;
@@ -497,10 +747,10 @@ async fn receive(rng: &mut Rng) {
         .map(|&(at, _, cut)| (at, cut))
         .filter(|&(at, _)| closed.is_none_or(|c| at <= c))
         .collect();
-    let outcomes = every_way(|ties| received(rule, &bounds, &arrivals, ties));
+    let outcomes = every_way(|ties| received(rule, &layout, &arrivals, ties));
     let fail = |why: String| -> ! {
         panic!(
-            "{why}: rule {rule:?}, bounds {bounds:?}, pieces {pieces:?} (from {start:?}), \
+            "{why}: rule {rule:?}, {layout:?}, pieces {pieces:?} (from {start:?}), \
              outcomes {outcomes:?}"
         )
     };
@@ -509,12 +759,12 @@ async fn receive(rng: &mut Rng) {
         if !outcomes.contains(&Received::Whole) {
             fail("not cut off".into());
         }
-        TALLY.lock().unwrap().receive_whole += 1;
+        TALLY.lock().unwrap().receive_whole[framing as usize] += 1;
         conn.close();
     }
     let (frames, eof) = reader.await.unwrap();
     let done = finished.await.unwrap();
-    drop(wr);
+    drop(writer.await.unwrap());
     let answers: Vec<(u64, Result<Value, String>)> = frames
         .iter()
         .filter_map(|f| match f {
@@ -527,21 +777,36 @@ async fn receive(rng: &mut Rng) {
         _ => None,
     });
     let whole = match closed {
-        None => bounds.len(),
+        None => sizes.len(),
         Some(at) => {
-            let Some(Received::Cut { message, whole, .. }) = outcomes
-                .iter()
-                .find(|o| matches!(o, Received::Cut { at: t, .. } if within(at, *t, *t)))
-            else {
-                fail(format!("cut off at {:?}", at - start));
-            };
-            TALLY.lock().unwrap().receive_cut += 1;
-            // The pending caller and the peer are told why.
+            // The pending caller is told why. Of the outcomes (near ties taken both ways:
+            // a deadline and the piece that would have moved it, or told the message's
+            // length), the one cut off then, so, after the answers that came.
             let e = pending_error(pending, at).await;
-            let cause = Disconnect::ProtocolError {
-                message: message.clone(),
+            let told = match e.disconnect() {
+                Some(Disconnect::ProtocolError { message }) => message.clone(),
+                _ => fail(format!("cut off at {:?}: {e:?}", at - start)),
             };
-            assert_eq!(e.disconnect(), Some(&cause), "{e:?}");
+            let Some(Received::Cut { message, whole, .. }) = outcomes.iter().find(|o| {
+                matches!(o, Received::Cut { at: t, message, whole }
+                    if within(at, *t, *t) && *message == told && *whole == answers.len())
+            }) else {
+                fail(format!("cut off at {:?}: {e:?}", at - start));
+            };
+            {
+                let mut tally = TALLY.lock().unwrap();
+                tally.receive_cut[framing as usize] += 1;
+                // Where the stream stood: inside a frame's header, or a ping's.
+                let stood = arrivals.iter().rev().find(|a| a.0 <= at).map_or(0, |a| a.1);
+                for f in layout.frames.iter().flatten() {
+                    if f.at < stood && stood < f.at + f.header {
+                        tally.ws_cut_in_a_header += 1;
+                    } else if !f.data && f.at < stood && stood < f.at + f.header + f.payload {
+                        tally.ws_cut_in_a_ping += 1;
+                    }
+                }
+            }
+            // The peer is told why too.
             assert_eq!(e.message(), format!("protocol error: {message}"));
             let g = goaway.unwrap_or_else(|| fail("no goaway".into()));
             assert_eq!(g.reason.as_deref(), Some("deadline_exceeded"));
@@ -651,13 +916,32 @@ fn later_cap() -> (Arc<CapDef>, Arc<dyn bunite_rpc::CapImpl>) {
     (def, imp)
 }
 
-/// How the raw peer of the two tests above frames its messages.
-#[derive(Clone, Copy)]
+/// How a raw peer frames its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     /// A 4-byte length before each (the byte stream).
     Bytes,
     /// One WebSocket binary frame each, a client's: masked, with a zero key.
     Ws,
+}
+
+/// The header of a client's frame (`first`: FIN and opcode) of `len` payload bytes, masked
+/// with a zero key (so that the payload goes as it is).
+fn ws_client_header(first: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![first];
+    match len {
+        0..=125 => out.push(0x80 | len as u8),
+        126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0; 4]);
+    out
 }
 
 impl Framing {
@@ -668,19 +952,7 @@ impl Framing {
             Framing::Bytes => prefixed,
             Framing::Ws => {
                 let payload = &prefixed[4..];
-                let mut out = vec![0x82];
-                match payload.len() {
-                    n @ 0..=125 => out.push(0x80 | n as u8),
-                    n @ 126..=0xffff => {
-                        out.push(0x80 | 126);
-                        out.extend_from_slice(&(n as u16).to_be_bytes());
-                    }
-                    n => {
-                        out.push(0x80 | 127);
-                        out.extend_from_slice(&(n as u64).to_be_bytes());
-                    }
-                }
-                out.extend_from_slice(&[0; 4]);
+                let mut out = ws_client_header(0x82, payload.len());
                 out.extend_from_slice(payload);
                 out
             }
@@ -868,7 +1140,7 @@ async fn send(rng: &mut Rng) {
         transport = transport.with_send_budget(budget.clone());
     }
     let builder = Connection::builder().limits(limits);
-    let (conn, mut wr, mut rd, cap, pending, _) = open(builder, transport, b).await;
+    let (conn, mut wr, mut rd, cap, pending, _) = open(builder, transport, b, Framing::Bytes).await;
     let (closed_at, finished) = watch(&conn);
 
     // Short calls for long answers, all at once; the answers are ready at once.
@@ -1137,7 +1409,7 @@ async fn close_grace(rng: &mut Rng) {
         let (def, imp) = slow_cap();
         let builder = Connection::builder().limits(limits).serve(def, imp);
         let (conn, mut wr, rd, cap, pending, boot_id) =
-            open(builder, ByteStream::new(ar, aw), b).await;
+            open(builder, ByteStream::new(ar, aw), b, Framing::Bytes).await;
         assert_eq!(Instant::now(), sent);
         set.insert(&conn);
         let watched = watch(&conn);

@@ -642,6 +642,15 @@ async fn receive(rng: &mut Rng, framing: Framing) {
             _ => rng.below(300_000),
         } as usize;
         let call = call_frame(cap, 2 + i, "echo", Value::Bin(vec![7; n]));
+        if framing == Framing::Ws && rng.chance(25) {
+            // A ping before the message: timed on its own while it arrives, by the grace
+            // alone (nothing of it counts as arrived), and never told a length.
+            let s = stream.len();
+            ws_ping(rng, &mut stream, &mut frames);
+            bounds.push((s, stream.len()));
+            known.push((usize::MAX, 0));
+            before.push(sizes.len());
+        }
         let s = stream.len();
         let prefixed = length_prefixed(&mut wr.enc, &call);
         match framing {
@@ -880,6 +889,82 @@ fn a_websocket_message_is_not_timed_while_the_connection_does_not_read() {
             .serve(def, imp)
             .connect(ws_listener_side(a, &config).await);
         not_read_case(conn, b, Framing::Ws).await;
+    });
+}
+
+/// A ping between two messages that stalls part way is timed on its own; the message whose
+/// first header comes with the ping's end starts its own clock at its own first stall (it
+/// went on with the ping's: started at the ping's stall and counting its own bytes since,
+/// it was cut off at 1.1 s here instead of 1.9 s). Found by
+/// [`random_websocket_receive_deadlines_on_a_paused_clock`].
+#[cfg(feature = "ws")]
+#[test]
+fn a_websocket_message_after_a_stalled_ping_has_a_clock_of_its_own() {
+    use bunite_rpc::testing::ws_listener_side;
+    use bunite_rpc::transport::ListenerConfig;
+    run_paused(async {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        // 1 s, then a second per 1,000 bytes.
+        let rule = ReceiveDeadline::new(Duration::from_secs(1), 1000);
+        let config = ListenerConfig::default()
+            .max_bytes(1 << 20)
+            .receive_deadline(Some(rule))
+            .ping_interval(None);
+        let limits = Limits {
+            bootstrap_timeout: None,
+            ..Limits::default()
+        };
+        let builder = Connection::builder().limits(limits);
+        let transport = ws_listener_side(a, &config).await;
+        let (conn, mut wr, mut rd, cap, pending, _) =
+            open(builder, transport, b, Framing::Ws).await;
+        let (closed_at, finished) = watch(&conn);
+        let start = Instant::now();
+        // A ping of 10 bytes: 3 bytes of its header, then nothing for 900 ms.
+        let mut ping = ws_client_header(0x89, 10);
+        ping.extend_from_slice(&[0x70; 10]);
+        wr.w.write_all(&ping[..3]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        // The rest of the ping, and a message of 20 KB as one frame: its header and 100
+        // bytes of its payload. Its clock starts now, with nothing of it after.
+        let call = call_frame(cap, 2, "echo", Value::Bin(vec![7; 20_000]));
+        let payload = &length_prefixed(&mut wr.enc, &call)[4..];
+        let mut message = ws_client_header(0x82, payload.len());
+        let header = message.len();
+        message.extend_from_slice(payload);
+        let mut piece = ping[3..].to_vec();
+        piece.extend_from_slice(&message[..header + 100]);
+        wr.w.write_all(&piece).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut frames = Vec::new();
+            while let Some(frame) = rd.frame().await {
+                frames.push(frame);
+            }
+            frames
+        });
+        tokio::time::sleep_until(start + Duration::from_secs(10)).await;
+        let at = closed_at.lock().unwrap().expect("cut off");
+        assert_eq!(
+            at - start,
+            Duration::from_millis(1900),
+            "the message's grace from its own first stall"
+        );
+        let e = pending_error(pending, at).await;
+        let too_slow = TransportError::TooSlow {
+            after: Duration::from_secs(1),
+            len: Some(message.len() as u64),
+        };
+        let cause = Disconnect::ProtocolError {
+            message: too_slow.to_string(),
+        };
+        assert_eq!(e.disconnect(), Some(&cause), "{e:?}");
+        wr.w.shutdown().await.unwrap();
+        let frames = reader.await.unwrap();
+        assert!(
+            matches!(frames.last(), Some(Frame::Goaway(g)) if g.reason.as_deref() == Some("deadline_exceeded")),
+            "{frames:?}"
+        );
+        finished.await.unwrap();
     });
 }
 

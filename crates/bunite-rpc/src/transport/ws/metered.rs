@@ -115,6 +115,8 @@ pub(super) struct Metered<S> {
     /// The receive deadline of the message (or frame) under way; its error reaches the
     /// source inside an `io::Error` (see `halves::io_error`).
     clock: MessageClock,
+    /// The control frames between messages read whole when the clock was last checked.
+    controls_timed: u64,
     /// Pings that reached the source since tungstenite last wrote out all it held: their
     /// pongs are owed (see the module docs).
     pongs_owed: usize,
@@ -221,6 +223,7 @@ impl<S> Metered<S> {
             pongs_owed: 0,
             write_blocked: false,
             clock: MessageClock::new(deadline),
+            controls_timed: 0,
         }
     }
 
@@ -498,6 +501,15 @@ impl<S> Metered<S> {
     /// Stalled inside a frame: within its deadline, or failed (the handshake has its own
     /// timeout).
     fn check_clock(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        // A control frame between two messages read whole since: the clock its stall
+        // started is done with it. A message whose first header came with its end starts
+        // its own at its own first stall (it went on with the ping's, and was cut off up
+        // to the grace early).
+        let controls = self.reframe.controls_between();
+        if controls != self.controls_timed {
+            self.controls_timed = controls;
+            self.clock.stop();
+        }
         if let (None, Some(size)) = (self.head, self.reframe.under_way()) {
             let arrived = self.reframe.data_read();
             let timed_out = self.clock.check(cx, size, arrived);

@@ -81,6 +81,9 @@ pub(super) struct Reframe {
     /// Payload bytes of data frames read so far (the receive deadline's measure of
     /// progress: pings between a message's fragments are not).
     data_read: u64,
+    /// Control frames read whole between two messages (not inside a fragmented one): the
+    /// receive deadline times each on its own.
+    controls_between: u64,
     /// Whether long frames are taken whole, and whether they must be masked to be (a
     /// server's peer masks its frames, a client's does not).
     whole_if_masked: Option<bool>,
@@ -199,6 +202,7 @@ impl Reframe {
             data_frame: false,
             size: 0,
             data_read: 0,
+            controls_between: 0,
             whole_if_masked: None,
             whole: None,
             message: None,
@@ -295,6 +299,11 @@ impl Reframe {
         self.data_read
     }
 
+    /// How many control frames have been read whole between two messages.
+    pub(super) fn controls_between(&self) -> u64 {
+        self.controls_between
+    }
+
     /// How many data messages have started (their first frame's header read).
     pub(super) fn started(&self) -> u64 {
         self.messages
@@ -346,6 +355,8 @@ impl Reframe {
                 self.piece -= n as u64;
                 if self.data_frame {
                     self.data_read += n as u64;
+                } else if self.piece == 0 && !self.in_message {
+                    self.controls_between += 1;
                 }
                 continue;
             }
@@ -434,6 +445,9 @@ impl Reframe {
             self.out[..self.have].copy_from_slice(h);
             (self.out_len, self.out_pos) = (self.have, 0);
             self.piece = len;
+            if !data && !self.in_message && len == 0 {
+                self.controls_between += 1;
+            }
         }
         self.have = 0;
     }

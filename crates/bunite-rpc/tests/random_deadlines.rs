@@ -1010,25 +1010,6 @@ enum Framing {
     Ws,
 }
 
-/// The header of a client's frame (`first`: FIN and opcode) of `len` payload bytes, masked
-/// with a zero key (so that the payload goes as it is).
-fn ws_client_header(first: u8, len: usize) -> Vec<u8> {
-    let mut out = vec![first];
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&[0; 4]);
-    out
-}
-
 impl Framing {
     /// The bytes of one message.
     fn message(self, enc: &mut Encoder, frame: &Frame) -> Vec<u8> {

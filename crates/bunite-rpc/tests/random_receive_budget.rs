@@ -767,29 +767,10 @@ mod axum_server {
 fn framed(kind: Kind, body: &[u8]) -> Vec<u8> {
     let mut out = match kind.ws() {
         false => (body.len() as u32).to_be_bytes().to_vec(),
-        true => ws_header(0x82, body.len()),
+        true => ws_client_header(0x82, body.len()),
     };
     out.extend_from_slice(body);
     out
-}
-
-/// The header of a client frame (`first` is FIN and opcode) of `len` bytes, masked with a
-/// zero key.
-fn ws_header(first: u8, len: usize) -> Vec<u8> {
-    let mut header = vec![first];
-    match len {
-        0..=125 => header.push(0x80 | len as u8),
-        126..=0xffff => {
-            header.push(0x80 | 126);
-            header.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            header.push(0x80 | 127);
-            header.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    header.extend_from_slice(&[0, 0, 0, 0]);
-    header
 }
 
 /// A call (to cap 0, which answers it with an error) whose encoding is `size` bytes and
@@ -931,7 +912,7 @@ async fn raw_peer(kind: Kind, addr: SocketAddr, i: usize, script: Script) {
                         let opcode = if n == 0 { 0x02 } else { 0x00 };
                         let fin = if (n + 1) * piece >= *len { 0x80 } else { 0 };
                         let part = piece.min(len - n * piece);
-                        bytes.extend(ws_header(fin | opcode, part));
+                        bytes.extend(ws_client_header(fin | opcode, part));
                         bytes.extend(vec![0u8; part]);
                     }
                     bytes
@@ -939,7 +920,7 @@ async fn raw_peer(kind: Kind, addr: SocketAddr, i: usize, script: Script) {
                 false => {
                     let mut bytes = match kind.ws() {
                         false => (*len as u32).to_be_bytes().to_vec(),
-                        true => ws_header(0x82, *len),
+                        true => ws_client_header(0x82, *len),
                     };
                     bytes.extend(vec![0u8; *sent]);
                     bytes
@@ -1074,10 +1055,10 @@ async fn play(kind: Kind, w: &mut RawWrite, enc: &mut Encoder, id: &mut u64, ste
             for (n, part) in parts.iter().enumerate() {
                 let opcode = if n == 0 { 0x02 } else { 0x00 };
                 let fin = if n + 1 == parts.len() { 0x80 } else { 0 };
-                bytes.extend(ws_header(fin | opcode, part.len()));
+                bytes.extend(ws_client_header(fin | opcode, part.len()));
                 bytes.extend_from_slice(part);
                 if *pings && fin == 0 {
-                    bytes.extend(ws_header(0x89, 0));
+                    bytes.extend(ws_client_header(0x89, 0));
                 }
             }
             w.write_all(&bytes).await.is_ok()

@@ -678,12 +678,12 @@ fn a_message_longer_than_the_listeners_budget_gets_goaway_and_the_budget_comes_b
             .max_bytes(1 << 20)
             .receive_budget(budget.clone());
         let len = 512 * 1024;
-        let one_frame = [client_header(0x82, len), vec![0; len]].concat();
+        let one_frame = [ws_client_header(0x82, len), vec![0; len]].concat();
         let mut fragments = Vec::new();
         for (i, first) in [0x02, 0x00, 0x00, 0x80].into_iter().enumerate() {
-            fragments.extend(client_header(first, len / 4));
+            fragments.extend(ws_client_header(first, len / 4));
             fragments.extend(vec![i as u8; len / 4]);
-            fragments.extend(client_header(0x89, 0));
+            fragments.extend(ws_client_header(0x89, 0));
         }
         for (what, bytes) in [("one frame", one_frame), ("fragments", fragments)] {
             let l = WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config.clone())
@@ -707,25 +707,6 @@ fn a_message_longer_than_the_listeners_budget_gets_goaway_and_the_budget_comes_b
             eventually(|| budget.available() == budget.limit()).await;
         }
     });
-}
-
-/// The header of a client frame (`first` is FIN, opcode) of `len` bytes, masked with a
-/// zero key so that the payload goes as it is.
-fn client_header(first: u8, len: usize) -> Vec<u8> {
-    let mut header = vec![first];
-    match len {
-        0..=125 => header.push(0x80 | len as u8),
-        126..=0xffff => {
-            header.push(0x80 | 126);
-            header.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            header.push(0x80 | 127);
-            header.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    header.extend_from_slice(&[0, 0, 0, 0]);
-    header
 }
 
 /// A listener whose messages must arrive within `grace` (the rate allowance is
@@ -763,7 +744,7 @@ fn a_stalled_frame_gets_goaway_deadline_exceeded() {
         // message's clock, before the writes return here.
         let started = tokio::time::Instant::now();
         raw.get_mut()
-            .write_all(&client_header(0x82, len))
+            .write_all(&ws_client_header(0x82, len))
             .await
             .unwrap();
         raw.get_mut().write_all(&[0u8; 20 * 1024]).await.unwrap();
@@ -953,7 +934,7 @@ fn pings_inside_a_fragmented_message_do_not_extend_its_deadline() {
         let (l, url) = timed_listener(grace, &budget).await;
         let (server, mut raw, mut dec) = raw_client_of(l, &url).await;
         // A first fragment (no FIN), whole.
-        let mut first = client_header(0x02, 1000);
+        let mut first = ws_client_header(0x02, 1000);
         first.extend_from_slice(&[0u8; 1000]);
         // Before the bytes go: on two workers the server may take them, and start the
         // message's clock, before the write returns here.
@@ -962,7 +943,7 @@ fn pings_inside_a_fragmented_message_do_not_extend_its_deadline() {
         let mut pings = 0;
         let goaway = loop {
             raw.get_mut()
-                .write_all(&client_header(0x89, 0))
+                .write_all(&ws_client_header(0x89, 0))
                 .await
                 .unwrap();
             pings += 1;
@@ -1006,7 +987,7 @@ fn a_slow_message_within_its_deadline_arrives() {
             .transport
             .split();
         let body = vec![9u8; 3000];
-        let mut frame = client_header(0x82, body.len());
+        let mut frame = ws_client_header(0x82, body.len());
         frame.extend_from_slice(&body);
         for round in 0..2 {
             let reading = tokio::spawn(async move {
@@ -1140,7 +1121,7 @@ fn a_peer_that_floods_pings_and_reads_no_pong_is_not_read_without_bound() {
             .unwrap();
         let server = tracked(timeout(WAIT, accepted).await.unwrap().unwrap().transport);
         // Pings of the largest size (125 bytes), about a MiB of them per write.
-        let mut ping = client_header(0x89, 125);
+        let mut ping = ws_client_header(0x89, 125);
         ping.extend_from_slice(&[7u8; 125]);
         let chunk: Vec<u8> = ping
             .iter()
@@ -1283,7 +1264,7 @@ fn a_message_in_fragments_past_its_charge_never_waits_on_a_message_waiting_for_i
         let piece = 16 * 1024;
         let mut fragments = Vec::new();
         for (i, first) in [0x02, 0x00, 0x00, 0x00, 0x80].into_iter().enumerate() {
-            fragments.extend(client_header(first, piece));
+            fragments.extend(ws_client_header(first, piece));
             fragments.extend(vec![i as u8; piece]);
         }
         let start = piece + 2 * 8 + 1000;

@@ -753,6 +753,26 @@ pub fn call_frame(target: CapId, id: u64, method: &str, args: Value) -> Frame {
     })
 }
 
+/// The header of a WebSocket client's frame (`first`: FIN and opcode) of `len` payload
+/// bytes, masked with a zero key, so that the payload goes as it is: for raw peers that
+/// write frames by hand.
+pub fn ws_client_header(first: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![first];
+    match len {
+        0..=125 => out.push(0x80 | len as u8),
+        126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0; 4]);
+    out
+}
+
 /// `frame` encoded with its 4-byte length prefix, as a byte stream carries it.
 pub fn length_prefixed(enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
     let body = enc.encode_to_vec(&frame.to_value());

@@ -1,0 +1,1236 @@
+//! Seeded random graceful stops under connection churn: a listener (the byte-stream
+//! `TcpMessageListener` in one test, the `WsListener` in the other) whose accept loop
+//! inserts into a `ConnectionSet`, run through `serve_with_shutdown(accepting, signal,
+//! grace)`; the signal fires at a random time, with a random grace, while clients join and
+//! leave (`docs/RELIABILITY.md`, "Graceful stops under churn").
+//!
+//! Each case is one seed. Well-behaved clients (`Connection`s) join at random times, before
+//! and after the signal, bootstrap the server's cap and make short calls, slow calls (some
+//! never end on their own), server streams paced on the server and consumed at a pace (their
+//! credit returned as they go), relays (the server's handler bootstraps a cap the client
+//! serves and calls it; that handler calls back into the server, on behalf of the server's
+//! call, by a fresh bootstrap or a client it holds) and more bootstraps, some awaited in
+//! turn, some at once; then they leave, or stay until the server closes them. Some close
+//! mid-call. Raw sockets beside them connect and say nothing, stall in the middle of a
+//! message, flood the server with calls whose answers they never read, or make calls that
+//! never end and drop the socket.
+//!
+//! What must hold, for every call of a client that did not close itself: a call whose
+//! handler ran is answered, or fails with the goaway `peer_closing` the server closes with,
+//! and then no earlier than the grace after the signal; one whose handler entered with time
+//! to spare before the grace runs out is answered; one that never ends on its own fails with
+//! the goaway. A call whose handler never ran was refused `unavailable` `peer_closing` (after
+//! the signal), failed with the goaway (after the signal) or locally on the closed
+//! connection, or (a client the server never took) with its transport; once a client has
+//! seen a refusal, nothing it starts runs. A relay that is answered was served its callbacks.
+//! Bootstraps reach the policy only when they run. `serve_with_shutdown` returns the number
+//! of connections open at the signal, once every connection has finished (closed, tasks
+//! ended), no earlier than the grace when a call that never ends was running, no earlier
+//! than `CLOSE_GRACE` when a peer that reads nothing held answers the transport would not
+//! take, and no later than grace + `CLOSE_GRACE` + a slack; then the listener accepts nothing,
+//! the set is empty, every server connection is idle with no task, and the listener's
+//! receive and send budgets are whole. Then the harness's checks (no task left).
+//!
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S`
+//! runs seed S alone (a failing case prints its seed).
+#![cfg(all(feature = "ws", feature = "byte-stream"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bunite_rpc::connection::CLOSE_GRACE;
+use bunite_rpc::dynamic::DynCap;
+use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
+use bunite_rpc::transport::ws::{self, WsListener};
+use bunite_rpc::transport::{ByteBudget, ListenerConfig};
+use bunite_rpc::wire::{CapId, Encoder, Frame, Hello};
+use bunite_rpc::{
+    CallContext, CapDef, CapImpl, Client, Code, Connection, ConnectionBuilder, ConnectionSet,
+    Disconnect, Error, LocalError, MethodDef, Policy, Record, Status, Value,
+};
+use common::seeded::{seeds, Rng, SeedReport};
+use common::*;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+
+/// Seeds of a plain run, per test (a case takes one to two seconds, six or so with a flood).
+const CI_SEEDS: u64 = 6;
+
+/// Time a handler that entered before the grace ran out is given beyond what it sleeps to
+/// get its answer out: a call that would end this long before the grace must be answered.
+const MARGIN: Duration = Duration::from_millis(400);
+
+/// What the stop may take beyond the grace and `CLOSE_GRACE`, however loaded the machine.
+const SLACK: Duration = Duration::from_secs(4);
+
+/// How long anything that must happen may take.
+const LIVENESS: Duration = Duration::from_secs(60);
+
+/// How long a whole case may take.
+const CASE_BOUND: Duration = Duration::from_secs(120);
+
+/// `slow`'s time for a call that waits until it is cancelled.
+const FOREVER: i64 = -1;
+/// Added to a relay's tag for its callback's (tags stay within 32 bits, which the codec
+/// keeps as integers).
+const CALLBACK: i64 = 1 << 24;
+/// Added to the tags of the raw peers' calls.
+const RAW: i64 = 1 << 25;
+
+/// A flood: calls whose answers (as long) the peer never reads, 8 MiB in all, twice what
+/// a socket and its peer's take (about 4 MiB on loopback, `tcp_wmem`'s bound the most of
+/// it), then a `quick` tagged [`FLOOD_LAST`].
+const FLOOD_CALLS: usize = 128;
+const FLOOD_SIZE: usize = 64 * 1024;
+const FLOOD_LAST: i64 = RAW | 0xffff;
+/// Bytes of a flood's answers that wait to be sent at the signal, once all were answered,
+/// past which its goaway cannot be delivered before `CLOSE_GRACE`: its peer reads nothing.
+const FLOOD_HELD: usize = 512 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Ws,
+}
+
+#[test]
+fn random_graceful_stops_of_a_tcp_listener_under_churn() {
+    run_seeds(
+        Kind::Tcp,
+        "random_graceful_stops_of_a_tcp_listener_under_churn",
+    );
+}
+
+#[test]
+fn random_graceful_stops_of_a_ws_listener_under_churn() {
+    run_seeds(
+        Kind::Ws,
+        "random_graceful_stops_of_a_ws_listener_under_churn",
+    );
+}
+
+/// What the cases of a run reached, summed: the reach checks.
+#[derive(Debug, Default)]
+struct Reach {
+    /// Calls refused `peer_closing`.
+    refused: AtomicUsize,
+    /// Calls whose handler ran that the grace cut off.
+    cut: AtomicUsize,
+    /// Calls answered whose handler entered before the signal and ended after it.
+    answered_across: AtomicUsize,
+    /// Callbacks served after the signal for a relay that was answered.
+    callbacks_after: AtomicUsize,
+    /// Stops held by a flood the peer never read.
+    floods_held: AtomicUsize,
+    /// Connections open at the signal, over all cases.
+    open: AtomicUsize,
+}
+
+fn run_seeds(kind: Kind, test: &'static str) {
+    let seeds = seeds(CI_SEEDS);
+    let reach = Arc::new(Reach::default());
+    for &seed in &seeds {
+        let _report = SeedReport { test, seed };
+        let reach = Arc::clone(&reach);
+        run(async move {
+            if timeout(CASE_BOUND, case(kind, seed, &reach)).await.is_err() {
+                panic!("seed {seed}: the case did not end within {CASE_BOUND:?}");
+            }
+        });
+    }
+    eprintln!("{test}: {} seeds, {reach:?}", seeds.len());
+    let n = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+    if seeds.len() >= CI_SEEDS as usize {
+        assert!(n(&reach.refused) > 0, "no call was refused: {reach:?}");
+        assert!(n(&reach.cut) > 0, "no call was cut off: {reach:?}");
+        assert!(n(&reach.open) > 0, "no connection was open: {reach:?}");
+    }
+    if seeds.len() >= 40 {
+        assert!(n(&reach.callbacks_after) > 0, "{reach:?}");
+        assert!(n(&reach.answered_across) > 0, "{reach:?}");
+        assert!(n(&reach.floods_held) > 0, "{reach:?}");
+    }
+}
+
+// ---- What a case draws ----
+
+#[derive(Debug)]
+struct Setup {
+    signal_at: Duration,
+    grace: Duration,
+    clients: Vec<Plan>,
+    raws: Vec<RawPlan>,
+}
+
+/// A well-behaved client's plan.
+#[derive(Debug, Clone)]
+struct Plan {
+    join: Duration,
+    ops: Vec<Op>,
+    /// Closes once its operations are done (else waits for the server to close it).
+    leave: bool,
+    /// Closes itself at this time, whatever is in progress.
+    abrupt: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    pause: Duration,
+    /// Awaited before the next (else it runs beside them).
+    wait: bool,
+    what: What,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum What {
+    Quick,
+    /// A handler that sleeps `ms` ([`FOREVER`]: until cancelled).
+    Slow {
+        ms: i64,
+    },
+    /// The server sleeps `pre`, calls the client back (through a fresh bootstrap of the
+    /// client's cap, whose handler calls the server back through a fresh bootstrap or the
+    /// client it holds), sleeps `post`.
+    Relay {
+        pre: i64,
+        post: i64,
+        fresh: bool,
+    },
+    /// `n` values, `pace` ms apart on the server, consumed `consume` ms apart.
+    Stream {
+        n: i64,
+        pace: i64,
+        consume: u64,
+    },
+    Bootstrap,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RawPlan {
+    /// Connects (and handshakes), sends its hello or not, then nothing; never reads.
+    Silent { at: Duration, hello: bool },
+    /// Sends its hello and part of a call, then nothing; never reads.
+    Stall { at: Duration, cut: usize },
+    /// Sends its hello, [`FLOOD_CALLS`] echoes of [`FLOOD_SIZE`] and a `quick` tagged
+    /// [`FLOOD_LAST`]; never reads.
+    Flood { at: Duration },
+    /// Sends its hello and calls that never end, then drops its socket after `after`.
+    Abrupt {
+        at: Duration,
+        calls: i64,
+        after: Duration,
+    },
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn draw(rng: &mut Rng) -> Setup {
+    let grace = ms([300, 600, 1000][rng.below(3) as usize]);
+    let signal_at = ms(100 + rng.below(700));
+    let g = grace.as_millis() as u64;
+    let what = |rng: &mut Rng| match rng.below(8) {
+        0 | 1 => What::Quick,
+        2 | 3 => What::Slow {
+            ms: match rng.below(4) {
+                0 | 1 => rng.below(g / 2) as i64,
+                2 => rng.below(g * 3 / 2) as i64,
+                _ => FOREVER,
+            },
+        },
+        4 | 5 => What::Relay {
+            pre: rng.below(g / 2) as i64,
+            post: rng.below(g / 4) as i64,
+            fresh: rng.chance(50),
+        },
+        6 => What::Stream {
+            n: 1 + rng.below(24) as i64,
+            pace: rng.below(20) as i64,
+            consume: rng.below(15),
+        },
+        _ => What::Bootstrap,
+    };
+    let clients = (0..2 + rng.below(4))
+        .map(|_| Plan {
+            join: ms(rng.below(signal_at.as_millis() as u64 + 400)),
+            ops: (0..1 + rng.below(6))
+                .map(|_| Op {
+                    pause: ms(rng.below(150)),
+                    wait: rng.chance(40),
+                    what: what(rng),
+                })
+                .collect(),
+            leave: rng.chance(50),
+            abrupt: rng
+                .chance(15)
+                .then(|| ms(rng.below(signal_at.as_millis() as u64 + g))),
+        })
+        .collect();
+    let mut raws: Vec<RawPlan> = (0..rng.below(4))
+        .map(|_| {
+            let at = ms(rng.below(signal_at.as_millis() as u64 + 200));
+            match rng.below(3) {
+                0 => RawPlan::Silent {
+                    at,
+                    hello: rng.chance(50),
+                },
+                1 => RawPlan::Stall {
+                    at,
+                    cut: 1 + rng.below(40) as usize,
+                },
+                _ => RawPlan::Abrupt {
+                    at,
+                    calls: 1 + rng.below(3) as i64,
+                    after: ms(rng.below(g * 2)),
+                },
+            }
+        })
+        .collect();
+    if rng.chance(20) {
+        raws.push(RawPlan::Flood {
+            at: ms(rng.below(signal_at.as_millis() as u64)),
+        });
+    }
+    Setup {
+        signal_at,
+        grace,
+        clients,
+        raws,
+    }
+}
+
+// ---- The server ----
+
+/// What the server's handlers and policy saw.
+#[derive(Default)]
+struct Seen {
+    /// When each tagged handler entered (its closure ran, as the driver dispatched it).
+    entries: Mutex<HashMap<i64, Instant>>,
+    /// Bootstraps of `test.stop` that reached the policy.
+    policy: AtomicUsize,
+}
+
+impl Seen {
+    fn enter(&self, tag: i64) {
+        let now = Instant::now();
+        let first = self.entries.lock().unwrap().insert(tag, now).is_none();
+        assert!(first, "the handler of tag {tag:#x} ran twice");
+    }
+
+    fn entered(&self, tag: i64) -> Option<Instant> {
+        self.entries.lock().unwrap().get(&tag).copied()
+    }
+}
+
+fn int(args: &Value, key: &str) -> i64 {
+    args.as_record()
+        .and_then(|r| r.get(key))
+        .and_then(Value::as_integer)
+        .map_or(0, |n| n as i64)
+}
+
+fn stop_def(name: &str) -> Arc<CapDef> {
+    CapDef::builder(name)
+        .method(MethodDef::call("quick"))
+        .method(MethodDef::call("slow"))
+        .method(MethodDef::call("relay"))
+        .method(MethodDef::call("echo"))
+        .method(MethodDef::stream("ticks").initial_credit(8))
+        .build()
+}
+
+fn back_def() -> Arc<CapDef> {
+    CapDef::builder("test.back")
+        .method(MethodDef::call("ping"))
+        .build()
+}
+
+fn status_of(e: Error) -> Status {
+    e.into_status()
+}
+
+/// The server's cap (served as `test.stop` to clients, `test.raw` to raw peers).
+fn stop_impl(seen: &Arc<Seen>) -> Arc<dyn CapImpl> {
+    let (s1, s2, s3, s4) = (seen.clone(), seen.clone(), seen.clone(), seen.clone());
+    DynCap::new()
+        .call("quick", move |args, _| {
+            let tag = int(&args, "tag");
+            s1.enter(tag);
+            async move { Ok(Value::from(tag)) }
+        })
+        .call("slow", move |args, ctx: CallContext| {
+            let (tag, ms) = (int(&args, "tag"), int(&args, "ms"));
+            s2.enter(tag);
+            async move {
+                match ms {
+                    FOREVER => ctx.cancelled().await,
+                    ms => sleep(Duration::from_millis(ms as u64)).await,
+                }
+                Ok(Value::from(tag))
+            }
+        })
+        .call("relay", move |args, ctx: CallContext| {
+            let tag = int(&args, "tag");
+            let (pre, post, fresh) = (int(&args, "pre"), int(&args, "post"), int(&args, "fresh"));
+            s3.enter(tag);
+            async move {
+                sleep(Duration::from_millis(pre as u64)).await;
+                let back = ctx
+                    .connection()
+                    .bootstrap(&back_def())
+                    .await
+                    .map_err(status_of)?;
+                let args = Record::new()
+                    .with("tag", tag + CALLBACK)
+                    .with("fresh", fresh);
+                let called = back
+                    .call_value("ping", Value::Record(args))
+                    .await
+                    .map_err(status_of)?;
+                sleep(Duration::from_millis(post as u64)).await;
+                Ok(Value::Record(
+                    Record::new().with("tag", tag).with("called", called),
+                ))
+            }
+        })
+        .call("echo", |args, _| async move { Ok(args) })
+        .stream("ticks", move |args, _| {
+            let (tag, n, pace) = (int(&args, "tag"), int(&args, "n"), int(&args, "pace"));
+            s4.enter(tag);
+            let pace = Duration::from_millis(pace as u64);
+            Ok(futures::stream::unfold(0i64, move |i| async move {
+                if i == n {
+                    return None;
+                }
+                sleep(pace).await;
+                Some((Ok(Value::from(i)), i + 1))
+            })
+            .boxed())
+        })
+        .build()
+}
+
+fn server_builder(seen: &Arc<Seen>, imp: &Arc<dyn CapImpl>) -> ConnectionBuilder {
+    let counted = seen.clone();
+    Connection::builder()
+        .policy(Policy::new(move |name, _| {
+            if name == "test.stop" {
+                counted.policy.fetch_add(1, Ordering::SeqCst);
+            }
+            true
+        }))
+        .serve(stop_def("test.stop"), imp.clone())
+        .serve(stop_def("test.raw"), imp.clone())
+}
+
+/// A listener of either kind, owned by the accept loop (dropped with it).
+enum Listener {
+    Tcp(TcpMessageListener),
+    Ws(WsListener),
+}
+
+impl Listener {
+    async fn bind(kind: Kind, config: ListenerConfig) -> Listener {
+        match kind {
+            Kind::Tcp => Listener::Tcp(
+                TcpMessageListener::bind("127.0.0.1:0", config)
+                    .await
+                    .unwrap(),
+            ),
+            Kind::Ws => Listener::Ws(
+                WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Listener::Tcp(l) => l.local_addr().unwrap(),
+            Listener::Ws(l) => l.local_addr().unwrap(),
+        }
+    }
+
+    /// The next connection, served; `None` once the listener failed.
+    async fn accept(&self, builder: ConnectionBuilder) -> Option<Connection> {
+        match self {
+            Listener::Tcp(l) => {
+                let (t, _) = l.accept().await.ok()?;
+                Some(tracked_with(builder, t))
+            }
+            Listener::Ws(l) => {
+                let accepted = l.accept().await.ok()?;
+                Some(tracked_with(builder, accepted.transport))
+            }
+        }
+    }
+}
+
+/// What the signal saw as it completed.
+#[derive(Debug, Default, Clone, Copy)]
+struct AtSignal {
+    /// Server connections whose close handler had not run.
+    open: usize,
+    /// A flood's connection held at least [`FLOOD_HELD`] unsent bytes.
+    flood_held: bool,
+}
+
+// ---- A case ----
+
+async fn case(kind: Kind, seed: u64, reach: &Reach) {
+    let mut rng = Rng(seed);
+    let setup = draw(&mut rng);
+    let grace = setup.grace;
+    let seen = Arc::new(Seen::default());
+    let imp = stop_impl(&seen);
+    let receive_budget = ByteBudget::new(64 << 20);
+    let send_budget = ByteBudget::new(64 << 20);
+    let config = ListenerConfig::default()
+        .receive_budget(receive_budget.clone())
+        .send_budget(send_budget.clone());
+    let listener = Listener::bind(kind, config).await;
+    let addr = listener.addr();
+
+    // The server: every accepted connection goes into the set, and into `conns`.
+    let set = ConnectionSet::new();
+    let conns: Arc<Mutex<Vec<Connection>>> = Arc::default();
+    let open_now = Arc::new(AtomicUsize::new(0));
+    let accepting = {
+        let (set, conns, open_now) = (set.clone(), conns.clone(), open_now.clone());
+        let (seen, imp) = (seen.clone(), imp.clone());
+        async move {
+            while let Some(conn) = listener.accept(server_builder(&seen, &imp)).await {
+                open_now.fetch_add(1, Ordering::SeqCst);
+                set.insert(&conn);
+                let open_now = open_now.clone();
+                conn.on_close(move || {
+                    open_now.fetch_sub(1, Ordering::SeqCst);
+                });
+                conns.lock().unwrap().push(conn);
+            }
+        }
+    };
+    let (fire, fired) = oneshot::channel::<()>();
+    let at_signal: Arc<Mutex<Option<AtSignal>>> = Arc::default();
+    let signal = {
+        let (conns, open_now, at_signal) = (conns.clone(), open_now.clone(), at_signal.clone());
+        let seen = seen.clone();
+        async move {
+            let _ = fired.await;
+            let listed = conns.lock().unwrap().clone();
+            let mut flood_held = false;
+            for conn in &listed {
+                let flood = conn.peer_hello().is_some_and(|h| h.origin == "raw-flood");
+                // Every call of the flood answered (its last one ran, after the others,
+                // before the drain can come): more than its transport can take.
+                let answered = seen.entered(FLOOD_LAST).is_some();
+                if flood && answered && conn.current_stats().await.unsent_bytes >= FLOOD_HELD {
+                    flood_held = true;
+                }
+            }
+            // Last, with nothing awaited after it: serve_with_shutdown counts at once.
+            let open = open_now.load(Ordering::SeqCst);
+            *at_signal.lock().unwrap() = Some(AtSignal { open, flood_held });
+        }
+    };
+    let stopping = {
+        let set = set.clone();
+        tokio::spawn(async move {
+            let open = set.serve_with_shutdown(accepting, signal, grace).await;
+            (open, Instant::now())
+        })
+    };
+
+    let start = Instant::now();
+    let (release, released) = watch::channel(false);
+    let raws: Vec<JoinHandle<()>> = setup
+        .raws
+        .iter()
+        .enumerate()
+        .map(|(i, &plan)| tokio::spawn(raw_peer(kind, addr, start, i, plan, released.clone())))
+        .collect();
+    let clients: Vec<JoinHandle<Report>> = setup
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, plan)| tokio::spawn(client(kind, addr, start, i, plan.clone())))
+        .collect();
+
+    sleep_until(start + setup.signal_at).await;
+    let t_sig = Instant::now();
+    fire.send(()).unwrap();
+    let (open, returned) = match timeout(LIVENESS, stopping).await {
+        Ok(joined) => joined.unwrap(),
+        Err(_) => panic!("seed {seed}: the stop did not return: {setup:?}"),
+    };
+    let took = returned - t_sig;
+
+    // At its return: every connection finished, the set empty, the listener gone, the
+    // budgets whole.
+    let server_conns = conns.lock().unwrap().clone();
+    for (i, conn) in server_conns.iter().enumerate() {
+        assert!(
+            futures::FutureExt::now_or_never(conn.closed()).is_some(),
+            "seed {seed}: the stop returned after {took:?}, server connection {i} not finished: \
+             {:?}",
+            conn.stats()
+        );
+        let stats = conn.stats();
+        assert!(
+            stats.is_idle(),
+            "seed {seed}: server connection {i}: {stats:?}"
+        );
+    }
+    assert!(set.is_empty(), "seed {seed}: {} left in the set", set.len());
+    assert_eq!(
+        receive_budget.available(),
+        receive_budget.limit(),
+        "seed {seed}: the receive budget is not whole"
+    );
+    assert_eq!(
+        send_budget.available(),
+        send_budget.limit(),
+        "seed {seed}: the send budget is not whole"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "seed {seed}: the listener still accepts"
+    );
+    let at_signal = at_signal.lock().unwrap().expect("the signal completed");
+    assert!(
+        took <= grace + CLOSE_GRACE + SLACK,
+        "seed {seed}: the stop took {took:?} with a grace of {grace:?}"
+    );
+    match std::env::var("BUNITE_TEST_RUNTIME").as_deref() {
+        // One thread: nothing ran between the signal's count and the stop's.
+        Ok("current") | Err(_) => assert_eq!(open, at_signal.open, "seed {seed}"),
+        // Connections may close on their own between the two, none may join.
+        _ => assert!(
+            open <= at_signal.open,
+            "seed {seed}: {open} > {at_signal:?}"
+        ),
+    }
+    if at_signal.flood_held {
+        assert!(
+            took >= CLOSE_GRACE,
+            "seed {seed}: the stop took {took:?}, a flood's goaway still unsent"
+        );
+        reach.floods_held.fetch_add(1, Ordering::Relaxed);
+    }
+    reach.open.fetch_add(open, Ordering::Relaxed);
+
+    // The peers go; every client ends, its connection closed.
+    release.send(true).unwrap();
+    for (i, raw) in raws.into_iter().enumerate() {
+        match timeout(LIVENESS, raw).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!("seed {seed}: raw peer {i} did not end"),
+        }
+    }
+    let mut reports = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        match timeout(LIVENESS, client).await {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!(
+                "seed {seed}: client {i} did not end: {:?}",
+                setup.clients[i]
+            ),
+        }
+    }
+
+    let check = Check {
+        seed,
+        t_sig,
+        grace,
+        seen: &seen,
+        reach,
+    };
+    // Connections that had a call running at the signal that never ends on its own: open
+    // until the grace, so counted.
+    let mut held_open = 0;
+    let mut known_bootstraps = 0;
+    let mut unknown_bootstraps = 0;
+    for (i, report) in reports.iter().enumerate() {
+        let plan = &setup.clients[i];
+        let c = check.client(i, plan, report);
+        held_open += c.held_open as usize;
+        known_bootstraps += c.bootstraps_ran;
+        unknown_bootstraps += c.bootstraps_unknown;
+    }
+    assert!(
+        open >= held_open,
+        "seed {seed}: {open} open at the signal, {held_open} held by calls"
+    );
+    if held_open > 0 {
+        assert!(
+            took >= grace,
+            "seed {seed}: the stop took {took:?}, calls running at the signal never end"
+        );
+    }
+    let policy = seen.policy.load(Ordering::SeqCst);
+    assert!(
+        policy >= known_bootstraps && policy <= known_bootstraps + unknown_bootstraps,
+        "seed {seed}: {policy} bootstraps reached the policy, {known_bootstraps} ran \
+         (and {unknown_bootstraps} unknown)"
+    );
+}
+
+// ---- The checks of a client's calls ----
+
+struct Check<'a> {
+    seed: u64,
+    t_sig: Instant,
+    grace: Duration,
+    seen: &'a Seen,
+    reach: &'a Reach,
+}
+
+/// What a client's checks found.
+struct ClientCheck {
+    /// A call that never ends on its own ran before the signal.
+    held_open: bool,
+    /// Bootstraps of `test.stop` that ran (answered), callbacks' included.
+    bootstraps_ran: usize,
+    /// Bootstraps whose outcome is unknown (the client closed, or a callback's caller
+    /// was cut off).
+    bootstraps_unknown: usize,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Answered,
+    /// `unavailable` `peer_closing`, from the server's drain: never ran.
+    Refused,
+    /// The server's goaway `peer_closing` came first.
+    Goaway,
+    /// Failed locally on a closed connection: nothing sent.
+    Closed,
+    /// The client closed itself.
+    OwnClose,
+    /// Its transport ended (a client the server never took).
+    Transport,
+}
+
+fn class(e: &Error) -> Option<Class> {
+    let s = e.status();
+    if e.is_remote() {
+        let refused = s.code == Code::Unavailable
+            && s.message == "draining: no new calls"
+            && s.reason() == Some("peer_closing");
+        return refused.then_some(Class::Refused);
+    }
+    if e.local_kind() == Some(LocalError::Closed) {
+        let closed = s.code == Code::Unavailable && s.message == "connection closed";
+        return (closed && s.reason().is_none()).then_some(Class::Closed);
+    }
+    match e.disconnect()? {
+        Disconnect::Goaway { reason, error } => {
+            let goaway = reason.as_deref() == Some("peer_closing")
+                && error.is_none()
+                && s.code == Code::Unavailable
+                && s.message == "peer_closing"
+                && s.reason() == Some("goaway");
+            goaway.then_some(Class::Goaway)
+        }
+        Disconnect::LocalClose => Some(Class::OwnClose),
+        Disconnect::Eof | Disconnect::Transport { .. } => {
+            (s.code == Code::Unavailable).then_some(Class::Transport)
+        }
+        _ => None,
+    }
+}
+
+impl Check<'_> {
+    fn client(&self, i: usize, plan: &Plan, report: &Report) -> ClientCheck {
+        let seed = self.seed;
+        let ctx = |what: &dyn std::fmt::Debug| {
+            format!(
+                "seed {seed}: client {i} ({plan:?}, server hello {}): {what:?}",
+                report.hello
+            )
+        };
+        if let Some(failed) = report.connect_failed {
+            // The listener was open until the signal: only the stop refuses a connection.
+            assert!(failed >= self.t_sig, "{}", ctx(&"connect failed early"));
+        }
+        let mut out = ClientCheck {
+            held_open: false,
+            bootstraps_ran: report.callback_bootstraps_ok.load(Ordering::SeqCst),
+            bootstraps_unknown: report.callback_bootstraps_started.load(Ordering::SeqCst)
+                - report.callback_bootstraps_ok.load(Ordering::SeqCst),
+        };
+        let first_refusal = report
+            .done
+            .iter()
+            .filter(|d| matches!(d.outcome, Err(ref e) if class(e) == Some(Class::Refused)))
+            .map(|d| d.received)
+            .min();
+        for done in &report.done {
+            let class = match &done.outcome {
+                Ok(_) => Class::Answered,
+                Err(e) => class(e).unwrap_or_else(|| panic!("{}", ctx(&(done, "unexpected")))),
+            };
+            let entered = done.tag.and_then(|t| self.seen.entered(t));
+            match class {
+                Class::OwnClose => assert!(plan.abrupt.is_some(), "{}", ctx(done)),
+                Class::Transport => assert!(!report.hello, "{}", ctx(done)),
+                Class::Refused | Class::Goaway => {
+                    assert!(done.received >= self.t_sig, "{}", ctx(&(done, "before")))
+                }
+                Class::Answered | Class::Closed => {}
+            }
+            if class == Class::Refused {
+                self.reach.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            // Nothing started after a refusal runs.
+            if first_refusal.is_some_and(|r| done.issued > r) {
+                assert!(
+                    entered.is_none()
+                        && matches!(
+                            class,
+                            Class::Refused | Class::Goaway | Class::Closed | Class::OwnClose
+                        ),
+                    "{}",
+                    ctx(&(done, "after a refusal"))
+                );
+            }
+            if let What::Bootstrap = done.what {
+                match class {
+                    Class::Answered => out.bootstraps_ran += 1,
+                    Class::OwnClose => out.bootstraps_unknown += 1,
+                    _ => {}
+                }
+                continue;
+            }
+            let Some(entered) = entered else {
+                // Never ran: never answered.
+                assert!(
+                    class != Class::Answered,
+                    "{}",
+                    ctx(&(done, "answered unrun"))
+                );
+                continue;
+            };
+            assert!(
+                matches!(class, Class::Answered | Class::Goaway | Class::OwnClose),
+                "{}",
+                ctx(&(done, "ran, then"))
+            );
+            if class == Class::Goaway {
+                // Only the grace closes a connection with a handler running.
+                assert!(
+                    done.received >= self.t_sig + self.grace,
+                    "{}",
+                    ctx(&(done, "cut off before the grace"))
+                );
+                self.reach.cut.fetch_add(1, Ordering::Relaxed);
+            }
+            if class == Class::Answered {
+                self.answered(done, entered, &ctx);
+            }
+            if plan.abrupt.is_some() {
+                continue;
+            }
+            // The grace runs from the drain, after the signal and after the handler entered.
+            let grace_ends = entered.max(self.t_sig) + self.grace;
+            match planned(done.what) {
+                None => {
+                    assert_eq!(class, Class::Goaway, "{}", ctx(done));
+                    out.held_open |= entered < self.t_sig;
+                }
+                Some(planned) if entered + planned + MARGIN <= grace_ends => {
+                    assert_eq!(class, Class::Answered, "{}", ctx(&(done, entered)))
+                }
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
+    /// The answer of a call that ran: what its method returns.
+    fn answered(
+        &self,
+        done: &Done,
+        entered: Instant,
+        ctx: &dyn Fn(&dyn std::fmt::Debug) -> String,
+    ) {
+        let tag = done.tag.unwrap();
+        let value = done.outcome.as_ref().unwrap();
+        match done.what {
+            What::Quick | What::Slow { .. } => {
+                assert_eq!(value, &Value::from(tag), "{}", ctx(done))
+            }
+            What::Relay { .. } => {
+                // Its callback was served, as the client's handler's answer shows.
+                let called = Record::new()
+                    .with("tag", tag)
+                    .with("called", Value::from(tag + CALLBACK));
+                assert_eq!(value, &Value::Record(called), "{}", ctx(done));
+                let back = self.seen.entered(tag + CALLBACK).expect("the callback ran");
+                if back > self.t_sig {
+                    self.reach.callbacks_after.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            What::Stream { n, .. } => {
+                let all: Vec<Value> = (0..n).map(Value::from).collect();
+                assert_eq!(value, &Value::Array(all), "{}", ctx(done));
+            }
+            What::Bootstrap => unreachable!(),
+        }
+        if entered < self.t_sig && done.received > self.t_sig {
+            self.reach.answered_across.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How long a call's handler takes, at least, once entered; `None`: until cancelled.
+fn planned(what: What) -> Option<Duration> {
+    let ms = |n: i64| Duration::from_millis(n as u64);
+    match what {
+        What::Quick | What::Bootstrap => Some(Duration::ZERO),
+        What::Slow { ms: FOREVER } => None,
+        What::Slow { ms: n } => Some(ms(n)),
+        What::Relay { pre, post, .. } => Some(ms(pre + post)),
+        What::Stream { n, pace, consume } => Some(ms(n * (pace + consume as i64))),
+    }
+}
+
+// ---- A well-behaved client ----
+
+/// One call, stream or bootstrap of a client, and how it ended.
+#[derive(Debug)]
+struct Done {
+    tag: Option<i64>,
+    what: What,
+    issued: Instant,
+    received: Instant,
+    /// A stream's values as an array.
+    outcome: Result<Value, Error>,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    connect_failed: Option<Instant>,
+    /// The server's hello came: the server took the connection.
+    hello: bool,
+    done: Vec<Done>,
+    callback_bootstraps_started: Arc<AtomicUsize>,
+    callback_bootstraps_ok: Arc<AtomicUsize>,
+}
+
+/// Connects to the listener: how to start a connection over it; `None` if it is gone.
+async fn dial(
+    kind: Kind,
+    addr: SocketAddr,
+) -> Option<Box<dyn FnOnce(ConnectionBuilder) -> Connection + Send>> {
+    match kind {
+        Kind::Tcp => {
+            let t = byte_stream::tcp_connect(addr).await.ok()?;
+            Some(Box::new(move |b| tracked_with(b, t)))
+        }
+        Kind::Ws => {
+            let url = format!("ws://{addr}{}", ws::DEFAULT_PATH);
+            let t = ws::connect(url.as_str()).await.ok()?;
+            Some(Box::new(move |b| tracked_with(b, t)))
+        }
+    }
+}
+
+async fn client(kind: Kind, addr: SocketAddr, start: Instant, i: usize, plan: Plan) -> Report {
+    let mut report = Report::default();
+    sleep_until(start + plan.join).await;
+    let Some(connect) = dial(kind, addr).await else {
+        report.connect_failed = Some(Instant::now());
+        return report;
+    };
+    // The cap the server's relays call back: its `ping` calls the server's `quick`, on
+    // behalf of the server's call, through a fresh bootstrap or the client held.
+    let held: Arc<OnceLock<Client>> = Arc::default();
+    let back = {
+        let held = held.clone();
+        let (started, ok) = (
+            report.callback_bootstraps_started.clone(),
+            report.callback_bootstraps_ok.clone(),
+        );
+        DynCap::new()
+            .call("ping", move |args, ctx: CallContext| {
+                let (held, started, ok) = (held.clone(), started.clone(), ok.clone());
+                async move {
+                    let stop = match int(&args, "fresh") {
+                        0 => held.get().cloned().expect("bootstrapped before any relay"),
+                        _ => {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            let stop = ctx
+                                .connection()
+                                .bootstrap(&stop_def("test.stop"))
+                                .await
+                                .map_err(status_of)?;
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            stop
+                        }
+                    };
+                    let tag = Record::new().with("tag", int(&args, "tag"));
+                    stop.call_value("quick", Value::Record(tag))
+                        .await
+                        .map_err(status_of)
+                }
+            })
+            .build()
+    };
+    let conn = connect(
+        Connection::builder()
+            .origin(format!("client-{i}"))
+            .serve(back_def(), back),
+    );
+    let closer = plan.abrupt.map(|at| {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            sleep_until(start + at).await;
+            conn.close();
+        })
+    });
+    let issued = Instant::now();
+    let booted = conn.bootstrap(&stop_def("test.stop")).await;
+    report.done.push(Done {
+        tag: None,
+        what: What::Bootstrap,
+        issued,
+        received: Instant::now(),
+        outcome: booted.as_ref().map(|_| Value::Null).map_err(Clone::clone),
+    });
+    if let Ok(stop) = booted {
+        let _ = held.set(stop.clone());
+        let mut beside = Vec::new();
+        for (n, op) in plan.ops.iter().enumerate() {
+            sleep(op.pause).await;
+            let tag = ((i as i64) << 8) | n as i64;
+            let running = tokio::spawn(op_run(stop.clone(), op.what, tag));
+            if op.wait {
+                report.done.push(running.await.unwrap());
+            } else {
+                beside.push(running);
+            }
+        }
+        for running in beside {
+            report.done.push(running.await.unwrap());
+        }
+    }
+    report.hello = conn.peer_hello().is_some();
+    if plan.leave {
+        conn.close();
+    }
+    // Else the server closes it (at the stop, if not before).
+    if timeout(LIVENESS, conn.closed()).await.is_err() {
+        panic!("client {i} never closed: {:?}", conn.stats());
+    }
+    if let Some(closer) = closer {
+        closer.abort();
+        let _ = closer.await;
+    }
+    // Held until here: a callback may still use it.
+    drop(held);
+    report
+}
+
+async fn op_run(stop: Client, what: What, tag: i64) -> Done {
+    let issued = Instant::now();
+    let with = |r: Record| Value::Record(r.with("tag", tag));
+    let outcome = match what {
+        What::Quick => stop.call_value("quick", with(Record::new())).await,
+        What::Slow { ms } => {
+            stop.call_value("slow", with(Record::new().with("ms", ms)))
+                .await
+        }
+        What::Relay { pre, post, fresh } => {
+            let args = Record::new()
+                .with("pre", pre)
+                .with("post", post)
+                .with("fresh", fresh as i64);
+            stop.call_value("relay", with(args)).await
+        }
+        What::Stream { n, pace, consume } => {
+            let args = Record::new().with("n", n).with("pace", pace);
+            let mut stream = stop.stream("ticks", with(args));
+            let mut values = Vec::new();
+            loop {
+                match stream.next().await {
+                    None => break Ok(Value::Array(values)),
+                    Some(Ok(v)) => values.push(v),
+                    Some(Err(e)) => break Err(e),
+                }
+                sleep(Duration::from_millis(consume)).await;
+            }
+        }
+        What::Bootstrap => {
+            let conn = stop.connection();
+            conn.bootstrap(&stop_def("test.stop"))
+                .await
+                .map(|_| Value::Null)
+        }
+    };
+    Done {
+        tag: (!matches!(what, What::Bootstrap)).then_some(tag),
+        what,
+        issued,
+        received: Instant::now(),
+        outcome,
+    }
+}
+
+// ---- Raw peers ----
+
+/// The WebSocket handshake, by hand: the request, and the response's head (`101`); false
+/// if the listener is gone.
+async fn handshake(socket: &mut TcpStream, addr: SocketAddr) -> bool {
+    let request = format!(
+        "GET /rpc HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    if socket.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        match socket.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101")
+}
+
+/// A message's bytes on the wire: its length prefix, or a client frame's header (FIN,
+/// binary, masked with a zero key so that the payload goes as it is).
+fn framed(kind: Kind, enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
+    let body = enc.encode_to_vec(&frame.to_value());
+    let mut out = match kind {
+        Kind::Tcp => (body.len() as u32).to_be_bytes().to_vec(),
+        Kind::Ws => {
+            let mut header = vec![0x82];
+            match body.len() {
+                n @ 0..=125 => header.push(0x80 | n as u8),
+                n @ 126..=0xffff => {
+                    header.push(0x80 | 126);
+                    header.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+                n => {
+                    header.push(0x80 | 127);
+                    header.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
+            header.extend_from_slice(&[0, 0, 0, 0]);
+            header
+        }
+    };
+    out.extend_from_slice(&body);
+    out
+}
+
+fn hello(origin: &str) -> Frame {
+    Frame::Hello(Hello {
+        origin: origin.into(),
+        ..raw_hello()
+    })
+}
+
+fn tagged(tag: i64, more: Record) -> Value {
+    Value::Record(more.with("tag", tag))
+}
+
+/// A raw peer: plays its plan, then holds its socket (reading nothing) until released.
+async fn raw_peer(
+    kind: Kind,
+    addr: SocketAddr,
+    start: Instant,
+    i: usize,
+    plan: RawPlan,
+    mut released: watch::Receiver<bool>,
+) {
+    let (RawPlan::Silent { at, .. }
+    | RawPlan::Stall { at, .. }
+    | RawPlan::Flood { at }
+    | RawPlan::Abrupt { at, .. }) = plan;
+    sleep_until(start + at).await;
+    let Ok(mut socket) = TcpStream::connect(addr).await else {
+        return;
+    };
+    if kind == Kind::Ws && !handshake(&mut socket, addr).await {
+        return;
+    }
+    let mut enc = Encoder::new();
+    let mut bytes = Vec::new();
+    let origin = match plan {
+        RawPlan::Flood { .. } => "raw-flood",
+        _ => "raw",
+    };
+    if !matches!(plan, RawPlan::Silent { hello: false, .. }) {
+        bytes.extend(framed(kind, &mut enc, &hello(origin)));
+    }
+    let boot = Record::new().with("name", "test.raw");
+    let bootstrap = call_frame(CapId(0), 1, "bootstrap", Value::Record(boot));
+    // The first cap a connection exports is 2 (PROTOCOL §7).
+    let raw = CapId(2);
+    match plan {
+        RawPlan::Silent { .. } => {}
+        RawPlan::Stall { cut, .. } => {
+            let call = call_frame(
+                raw,
+                2,
+                "quick",
+                tagged(RAW | (i as i64) << 8, Record::new()),
+            );
+            let call = framed(kind, &mut enc, &call);
+            bytes.extend_from_slice(&call[..cut.min(call.len() - 1)]);
+        }
+        RawPlan::Flood { .. } => {
+            bytes.extend(framed(kind, &mut enc, &bootstrap));
+            for id in 0..FLOOD_CALLS as u64 {
+                let args = Value::Bin(vec![0x5a; FLOOD_SIZE]);
+                bytes.extend(framed(
+                    kind,
+                    &mut enc,
+                    &call_frame(raw, 2 + id, "echo", args),
+                ));
+            }
+            let last = call_frame(raw, 1_000, "quick", tagged(FLOOD_LAST, Record::new()));
+            bytes.extend(framed(kind, &mut enc, &last));
+        }
+        RawPlan::Abrupt { calls, .. } => {
+            bytes.extend(framed(kind, &mut enc, &bootstrap));
+            for n in 0..calls {
+                let args = tagged(RAW | (i as i64) << 8 | n, Record::new().with("ms", FOREVER));
+                let call = call_frame(raw, 2 + n as u64, "slow", args);
+                bytes.extend(framed(kind, &mut enc, &call));
+            }
+        }
+    }
+    // Fails once the server has closed and stopped lingering.
+    let _ = socket.write_all(&bytes).await;
+    match plan {
+        RawPlan::Abrupt { after, .. } => {
+            tokio::select! {
+                _ = sleep(after) => {}
+                _ = released.wait_for(|r| *r) => {}
+            }
+        }
+        _ => {
+            let _ = released.wait_for(|r| *r).await;
+        }
+    }
+    drop(socket);
+}

@@ -38,8 +38,8 @@
 //! does not accept), and on `bunite-rpc` with `features = ["typescript"]`. ts-rs rather
 //! than specta because it is a stable, semver-versioned release line with a small API (a
 //! type's name, declaration and dependencies), while specta 2 is still a release candidate
-//! whose API changes between candidates. A cap whose types do not implement `TS` still compiles; asking `Bindings`
-//! for it fails to compile, naming the type.
+//! whose API changes between candidates. A cap whose types do not implement `TS` still
+//! compiles; asking `Bindings` for it fails to compile, naming the type.
 //!
 //! What the wire does to types, and so what to write:
 //!

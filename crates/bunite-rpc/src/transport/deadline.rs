@@ -21,10 +21,11 @@
 //! What counts as time: from the first moment the source finds the socket empty with a
 //! message under way (a message that arrives in one read is never timed, and costs
 //! nothing) to the message's last byte. Time spent waiting for the budget is ours, not the
-//! peer's: it restarts the clock. So is the time the connection does not read at all, because
-//! too much of what it sends waits for the peer or the listener's send budget cannot pay for
-//! more ([`MessageSource::pause`](super::MessageSource::pause)): the peer could send no
-//! faster than we read, so the clock stands still until the connection reads again. A message that falls behind fails the source with
+//! peer's: it restarts the clock. So is the time the connection does not read at all,
+//! because too much of what it sends waits for the peer or the listener's send budget cannot
+//! pay for more ([`MessageSource::pause`](super::MessageSource::pause)): the peer could send
+//! no faster than we read, so the clock stands still until the connection reads again. A
+//! message that falls behind fails the source with
 //! [`TransportError::TooSlow`](super::TransportError::TooSlow); the connection answers
 //! with a goaway `deadline_exceeded` and closes, as it does for an oversize message.
 //!
@@ -142,7 +143,8 @@ mod clock {
         }
 
         /// The connection stops reading for a reason of its own: until it reads again, the
-        /// time is not the peer's ([`MessageSource::pause`](crate::transport::MessageSource::pause)).
+        /// time is not the peer's
+        /// ([`MessageSource::pause`](crate::transport::MessageSource::pause)).
         pub(crate) fn pause(&mut self) {
             if self.started.is_some() && self.paused.is_none() {
                 self.paused = Some(Instant::now());

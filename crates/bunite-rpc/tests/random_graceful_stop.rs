@@ -56,7 +56,7 @@ use bunite_rpc::{
 use common::seeded::{seeds, Rng, SeedReport};
 use common::*;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -1093,49 +1093,13 @@ async fn op_run(stop: Client, what: What, tag: i64) -> Done {
 
 // ---- Raw peers ----
 
-/// The WebSocket handshake, by hand: the request, and the response's head (`101`); false
-/// if the listener is gone.
-async fn handshake(socket: &mut TcpStream, addr: SocketAddr) -> bool {
-    let request = format!(
-        "GET /rpc HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    if socket.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        match socket.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return false,
-        }
-    }
-    String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101")
-}
-
 /// A message's bytes on the wire: its length prefix, or a client frame's header (FIN,
 /// binary, masked with a zero key so that the payload goes as it is).
 fn framed(kind: Kind, enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
     let body = enc.encode_to_vec(&frame.to_value());
     let mut out = match kind {
         Kind::Tcp => (body.len() as u32).to_be_bytes().to_vec(),
-        Kind::Ws => {
-            let mut header = vec![0x82];
-            match body.len() {
-                n @ 0..=125 => header.push(0x80 | n as u8),
-                n @ 126..=0xffff => {
-                    header.push(0x80 | 126);
-                    header.extend_from_slice(&(n as u16).to_be_bytes());
-                }
-                n => {
-                    header.push(0x80 | 127);
-                    header.extend_from_slice(&(n as u64).to_be_bytes());
-                }
-            }
-            header.extend_from_slice(&[0, 0, 0, 0]);
-            header
-        }
+        Kind::Ws => ws_client_header(0x82, body.len()),
     };
     out.extend_from_slice(&body);
     out
@@ -1169,7 +1133,10 @@ async fn raw_peer(
     let Ok(mut socket) = TcpStream::connect(addr).await else {
         return;
     };
-    if kind == Kind::Ws && !handshake(&mut socket, addr).await {
+    if kind == Kind::Ws && {
+        let (mut r, mut w) = socket.split();
+        ws_upgrade_by_hand(&mut r, &mut w, addr).await != Some(101)
+    } {
         return;
     }
     let mut enc = Encoder::new();

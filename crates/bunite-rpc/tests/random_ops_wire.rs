@@ -209,24 +209,13 @@ fn random_operations_through_tls_and_axum() {
 #[cfg(all(feature = "tls", feature = "axum"))]
 mod deployment {
     use std::net::SocketAddr;
-    use std::sync::OnceLock;
 
     use bunite_rpc::transport::axum::RpcEndpoint;
-    use bunite_rpc::transport::tls::{self, rustls, ClientTls, ServerTls};
-    use rustls::pki_types::pem::PemObject;
+    use bunite_rpc::transport::tls;
+    use common::tls::roots;
     use tokio::sync::mpsc;
 
     use super::*;
-
-    /// One self-signed certificate for `localhost` per test run: (certificate, key) PEM.
-    fn certificate() -> &'static (String, String) {
-        static CERT: OnceLock<(String, String)> = OnceLock::new();
-        CERT.get_or_init(|| {
-            let names = vec!["localhost".to_owned()];
-            let certified = rcgen::generate_simple_self_signed(names).unwrap();
-            (certified.cert.pem(), certified.key_pair.serialize_pem())
-        })
-    }
 
     /// The listeners' bounds (above), with a receive budget of its own just above the
     /// longest message a case sends (`big`'s 300,000 bytes): each long message is paid
@@ -238,8 +227,7 @@ mod deployment {
     const RECEIVE_BUDGET: usize = 320 * 1024;
 
     fn tls_config() -> ListenerConfig {
-        let (cert, key) = certificate();
-        deployment_config().tls(ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap())
+        deployment_config().tls(common::tls::server())
     }
 
     /// A listener's checks, then its receive budget whole again.
@@ -272,29 +260,13 @@ mod deployment {
         pair
     }
 
-    fn roots() -> ClientTls {
-        ClientTls::from_ca_pem(certificate().0.as_bytes()).unwrap()
-    }
-
     /// A TLS handshake with the listener at `addr`, with no time limit (the listener
     /// takes it up only once the case's connection is gone).
     async fn tls_handshake(addr: SocketAddr) -> Result<(), String> {
-        let mut store = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(certificate().0.as_bytes()) {
-            store.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(store)
-            .with_no_client_auth();
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
+        common::tls::connect(tcp)
             .await
             .map(drop)
             .map_err(|e| e.to_string())

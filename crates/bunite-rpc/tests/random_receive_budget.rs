@@ -501,7 +501,7 @@ impl Listener {
     async fn bind(kind: Kind, config: ListenerConfig) -> Listener {
         #[cfg(feature = "tls")]
         let config = match kind.tls() {
-            true => config.tls(tls_peer::server()),
+            true => config.tls(common::tls::server()),
             false => config,
         };
         match kind.ws() {
@@ -594,7 +594,11 @@ async fn connect_raw(kind: Kind, addr: SocketAddr, retry: bool) -> (RawRead, Raw
         #[cfg(feature = "tls")]
         let (mut r, mut w): (RawRead, RawWrite) = match kind.tls() {
             true => {
-                let (r, w) = tokio::io::split(tls_peer::connect(tcp).await);
+                let (r, w) = tokio::io::split(
+                    common::tls::connect(tcp)
+                        .await
+                        .expect("a raw peer's TLS handshake"),
+                );
                 (Box::new(r), Box::new(w))
             }
             false => {
@@ -610,89 +614,12 @@ async fn connect_raw(kind: Kind, addr: SocketAddr, retry: bool) -> (RawRead, Raw
         if !kind.ws() {
             return (r, w);
         }
-        match handshake(&mut r, &mut w, addr).await {
+        let status = ws_upgrade_by_hand(&mut r, &mut w, addr).await;
+        match status.expect("the upgrade's response ended early") {
             101 => return (r, w),
             503 if retry => sleep(Duration::from_millis(10)).await,
             status => panic!("the upgrade was answered {status}"),
         }
-    }
-}
-
-/// The WebSocket handshake, by hand: the request, and the response's head; its status.
-async fn handshake(r: &mut RawRead, w: &mut RawWrite, addr: SocketAddr) -> u16 {
-    let request = format!(
-        "GET /rpc HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    w.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        let n = r.read(&mut byte).await.unwrap();
-        assert_eq!(n, 1, "the handshake's response ended early: {head:?}");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let status = head.strip_prefix("HTTP/1.1 ").and_then(|h| h.get(..3));
-    match status.and_then(|s| s.parse().ok()) {
-        Some(status) => status,
-        None => panic!("{head}"),
-    }
-}
-
-/// The certificate of the TLS listeners, and raw TLS clients that trust it.
-#[cfg(feature = "tls")]
-mod tls_peer {
-    use std::sync::{Arc, OnceLock};
-
-    use bunite_rpc::transport::tls::{rustls, ClientTls, ServerTls};
-    use rustls::pki_types::pem::PemObject;
-    use tokio::net::TcpStream;
-    use tokio_rustls::client::TlsStream;
-
-    /// One self-signed certificate for `localhost` per test run: (certificate, key) PEM.
-    fn certificate() -> &'static (String, String) {
-        static CERT: OnceLock<(String, String)> = OnceLock::new();
-        CERT.get_or_init(|| {
-            let names = vec!["localhost".to_owned()];
-            let certified = rcgen::generate_simple_self_signed(names).unwrap();
-            (certified.cert.pem(), certified.key_pair.serialize_pem())
-        })
-    }
-
-    pub fn server() -> ServerTls {
-        let (cert, key) = certificate();
-        ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap()
-    }
-
-    /// What a well-behaved client trusts.
-    pub fn roots() -> ClientTls {
-        ClientTls::from_ca_pem(certificate().0.as_bytes()).unwrap()
-    }
-
-    /// The client handshake of a raw peer on `tcp`.
-    pub async fn connect(tcp: TcpStream) -> TlsStream<TcpStream> {
-        static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-        let config = CONFIG.get_or_init(|| {
-            let mut store = rustls::RootCertStore::empty();
-            for cert in
-                rustls::pki_types::CertificateDer::pem_slice_iter(certificate().0.as_bytes())
-            {
-                store.add(cert.unwrap()).unwrap();
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(store)
-                .with_no_client_auth();
-            Arc::new(config)
-        });
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        tokio_rustls::TlsConnector::from(Arc::clone(config))
-            .connect(name, tcp)
-            .await
-            .expect("a raw peer's TLS handshake")
     }
 }
 
@@ -1094,7 +1021,7 @@ async fn client(kind: Kind, addr: SocketAddr, echoes: Echoes) {
         }
         #[cfg(feature = "tls")]
         Kind::Tls => {
-            let roots = tls_peer::roots();
+            let roots = common::tls::roots();
             let transport =
                 bunite_rpc::transport::tls::tcp_connect("localhost", addr.port(), &roots);
             tracked_with(builder, transport.await.unwrap())
@@ -1103,7 +1030,7 @@ async fn client(kind: Kind, addr: SocketAddr, echoes: Echoes) {
         Kind::Wss => {
             let url = format!("wss://localhost:{}/rpc", addr.port());
             let transport = WsConnector::new()
-                .tls(tls_peer::roots())
+                .tls(common::tls::roots())
                 .connect_timeout(LIVENESS)
                 .ping_interval(None)
                 .connect(url.as_str())

@@ -50,6 +50,8 @@
 #![allow(dead_code)]
 
 pub mod seeded;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -751,6 +753,32 @@ pub fn call_frame(target: CapId, id: u64, method: &str, args: Value) -> Frame {
         args,
         meta: None,
     })
+}
+
+/// A WebSocket upgrade of `/rpc` at `addr` by hand, for raw peers: the request, then the
+/// response's head; its status, `None` if the socket failed or ended before it.
+pub async fn ws_upgrade_by_hand(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    addr: std::net::SocketAddr,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "GET /rpc HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    w.write_all(request.as_bytes()).await.ok()?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        match r.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head.strip_prefix("HTTP/1.1 ").and_then(|h| h.get(..3));
+    Some(status.and_then(|s| s.parse().ok()).unwrap_or(0))
 }
 
 /// The header of a WebSocket client's frame (`first`: FIN and opcode) of `len` payload

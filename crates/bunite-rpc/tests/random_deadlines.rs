@@ -28,7 +28,8 @@
 //!   drain with a grace, or a `ConnectionSet` stop; each peer starts reading again at a
 //!   random time or never. What must hold: each connection shuts down when the close,
 //!   the drain's end or its write-stall limit says, and finishes (`closed`) once its peer
-//!   has read everything, or [`CLOSE_GRACE`] after its shutdown, whichever comes first;
+//!   has read everything and its source has lingered (for [`LINGER_QUIET`], the peer
+//!   sending nothing more), or [`CLOSE_GRACE`] after its shutdown, whichever comes first;
 //!   a stop returns when the last one finishes; a peer that read again gets every answer
 //!   and the goaway.
 //!
@@ -55,7 +56,9 @@ use bunite_rpc::connection::CLOSE_GRACE;
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::budget::FREE_PER_CONNECTION;
 use bunite_rpc::transport::byte_stream::{ByteStream, HIGH_WATER};
-use bunite_rpc::transport::{ByteBudget, ReceiveDeadline, Transport, TransportError};
+use bunite_rpc::transport::{
+    ByteBudget, ReceiveDeadline, Transport, TransportError, LINGER, LINGER_QUIET,
+};
 use bunite_rpc::wire::{CallId, CapId, Decoder, Encoder, Frame, ResultFrame, WireStatus};
 use bunite_rpc::{
     CapDef, Client, Code, Connection, ConnectionBuilder, ConnectionSet, Disconnect, Error, Limits,
@@ -826,10 +829,20 @@ async fn receive(rng: &mut Rng, framing: Framing) {
                 matches!(frames.last(), Some(Frame::Goaway(_))),
                 "{frames:?}"
             );
-            // Delivered at once: the peer reads.
+            // Delivered at once: the peer reads. The connection finishes once its source
+            // has lingered (`MessageSource::poll_linger`): over the byte stream, until the
+            // peer has sent nothing for `LINGER_QUIET` (the writer goes on with its pieces),
+            // for `LINGER` at most; over WebSocket the sink's close lingered already.
+            let lingered = match framing {
+                Framing::Bytes => {
+                    let last = pieces.iter().map(|p| p.1).filter(|&t| t >= at).max();
+                    (last.unwrap_or(at) + LINGER_QUIET).min(at + LINGER)
+                }
+                Framing::Ws => at,
+            };
             assert!(
-                within(eof, at, at) && within(done, at, at),
-                "{eof:?} {done:?}"
+                within(eof, at, at) && within(done, lingered, lingered),
+                "{eof:?} {done:?}, lingered until {lingered:?}"
             );
             *whole
         }
@@ -1441,10 +1454,13 @@ fn ends(
     }
     let gives_up = shut + CLOSE_GRACE;
     match h.resume {
+        // Then its source lingers (`MessageSource::poll_linger`) until the peer, which
+        // sends nothing more and keeps its end open, has been quiet for `LINGER_QUIET`,
+        // within the grace.
         Some(r) if ties.before(r, gives_up) => Ends {
             shut,
             stalled: false,
-            done: r.max(shut),
+            done: (r.max(shut) + LINGER_QUIET).min(gives_up),
             delivered: true,
         },
         _ => Ends {

@@ -208,6 +208,10 @@ impl<S: MessageSource> MessageSource for KnobSource<S> {
     fn pause(&mut self) {
         self.inner.pause();
     }
+
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.poll_linger(cx)
+    }
 }
 
 impl<S: MessageSink> MessageSink for KnobSink<S> {

@@ -765,6 +765,94 @@ fn a_lingering_socket_keeps_its_connection_slot_until_it_closes() {
     });
 }
 
+/// [`Connection::closed`] waits for the linger (within `CLOSE_GRACE`): a server that
+/// drops its runtime as soon as `closed` returns, as a process that exits then does (the
+/// CLI's servers on SIGTERM), still lets a peer that went on sending read its goaway and a
+/// clean end, and the listener's slot is free by then. (The linger ran on a task of its
+/// own that `closed` did not wait for: `closed` returned at once, the runtime's end cut the
+/// linger off, the socket closed over unread input, and the kernel reset it: the peer's
+/// next write failed and its read after the goaway ended in a reset.)
+#[test]
+fn closed_waits_for_the_linger_so_a_server_that_then_exits_resets_nothing() {
+    use std::io::{Read, Write};
+    const TRICKLE: Duration = Duration::from_millis(800);
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (closed_after, second_after) = rt.block_on(async {
+            let (listener, addr) = one_slot_listener().await;
+            addr_tx.send(addr).unwrap();
+            let (transport, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+            let conn = Connection::new(transport);
+            tokio::task::spawn_blocking(move || close_rx.recv().unwrap())
+                .await
+                .unwrap();
+            let start = std::time::Instant::now();
+            conn.close();
+            timeout(WAIT, conn.closed()).await.expect("closed");
+            let closed_after = start.elapsed();
+            // The slot is free: the second peer, waiting in the backlog, is accepted now.
+            timeout(Duration::from_millis(500), listener.accept())
+                .await
+                .expect("the slot is free once closed returns")
+                .unwrap();
+            (closed_after, start.elapsed())
+        });
+        // The process exits: whatever it still ran is gone.
+        drop(rt);
+        (closed_after, second_after)
+    });
+    let addr = addr_rx.recv().unwrap();
+    let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    let _second_peer = std::net::TcpStream::connect(addr).unwrap();
+    let mut enc = Encoder::new();
+    peer.write_all(&framed(&mut enc, &Frame::Hello(raw_hello())))
+        .unwrap();
+    // A long message under way, its body trickling in while the server closes.
+    peer.write_all(&100_000u32.to_be_bytes()).unwrap();
+    close_tx.send(()).unwrap();
+    let trickle_start = std::time::Instant::now();
+    while trickle_start.elapsed() < TRICKLE {
+        let sent = peer.write_all(&[0u8; 16]);
+        assert!(sent.is_ok(), "the server reset the socket: {sent:?}");
+        // Well within `LINGER_QUIET`, after which the linger would end.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    let trickled = trickle_start.elapsed();
+    let mut got = Vec::new();
+    let read = peer.read_to_end(&mut got);
+    assert!(read.is_ok(), "the server reset the socket: {read:?}");
+    let mut dec = Decoder::new(WireLimits::default());
+    let mut frames = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        frames.push(dec.decode_frame(&rest[4..4 + len]).expect("valid frame"));
+        rest = &rest[4 + len..];
+    }
+    assert!(rest.is_empty(), "a frame cut short");
+    assert!(
+        matches!(frames.first(), Some(Frame::Hello(_))),
+        "{frames:?}"
+    );
+    assert!(
+        matches!(frames.last(), Some(Frame::Goaway(_))),
+        "{frames:?}"
+    );
+    let (closed_after, second_after) = server.join().unwrap();
+    // `closed` returned once the linger read the peer's end, not before it.
+    assert!(
+        closed_after + Duration::from_millis(100) >= trickled,
+        "closed returned after {closed_after:?}, the peer sent for {trickled:?}"
+    );
+    assert!(second_after < closed_after + Duration::from_millis(500));
+}
+
 /// PROTOCOL §11 over TCP: an oversize prefix followed by a long body still gets its goaway
 /// before the close, every time (the unread body must not make the kernel reset the socket
 /// before the client reads the goaway).

@@ -312,6 +312,14 @@ impl<S: MessageSource> MessageSource for StallSource<S> {
         }
         self.inner.poll_recv(cx)
     }
+
+    fn pause(&mut self) {
+        self.inner.pause();
+    }
+
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.poll_linger(cx)
+    }
 }
 
 /// Latencies seen by the side client.

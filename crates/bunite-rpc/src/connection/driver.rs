@@ -91,6 +91,10 @@ enum State {
     Open,
     /// Shut down: deliver what is queued, then close the sink.
     Closing,
+    /// The sink is closed: read and discard what the peer still sends, until the source
+    /// has lingered enough ([`MessageSource::poll_linger`]), so that closing the socket
+    /// does not reset it before the peer has read our last frames.
+    Lingering,
     /// The sink is closed (or broken): finish.
     Done,
 }
@@ -542,7 +546,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
 
     /// Hands every ready message to the sink, as far as it takes them.
     fn hand_to_sink(&mut self, cx: &mut Context<'_>) {
-        if self.state == State::Done {
+        if matches!(self.state, State::Done | State::Lingering) {
             return;
         }
         loop {
@@ -570,7 +574,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     }
 
     /// Flushes what the sink holds, watches for a stalled write, and once closing (and
-    /// everything is out) closes the sink.
+    /// everything is out) closes the sink and lets the source linger.
     fn flush(&mut self, cx: &mut Context<'_>) {
         if self.state == State::Done {
             return;
@@ -596,6 +600,9 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             && self.session.transmit_bytes() == 0
             && self.sink.poll_close(cx).is_ready()
         {
+            self.state = State::Lingering;
+        }
+        if self.state == State::Lingering && self.source.poll_linger(cx).is_ready() {
             self.state = State::Done;
         }
     }

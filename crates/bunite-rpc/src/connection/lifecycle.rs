@@ -123,9 +123,11 @@ impl Connection {
     }
 
     /// Waits until the connection has shut down, its last frames (such as a goaway) were
-    /// delivered and the transport closed (or [`CLOSE_GRACE`](super::CLOSE_GRACE) passed on
-    /// a transport that does not drain), and every task it started has ended (handlers,
-    /// policy checks, disposals). A connection whose runtime shut down while it was open
+    /// delivered and the transport closed (a socket after reading what the peer still sent,
+    /// so that closing it resets nothing: see
+    /// [`MessageSource::poll_linger`](crate::transport::MessageSource::poll_linger); or
+    /// [`CLOSE_GRACE`](super::CLOSE_GRACE) passed on a transport that does not drain), and
+    /// every task it started has ended (handlers, policy checks, disposals). A connection whose runtime shut down while it was open
     /// counts as shut down, without its last frames: its calls and streams fail `closed`.
     ///
     /// Cancel-safe: it only waits.

@@ -50,12 +50,18 @@
 //!
 //! # Closing
 //!
-//! Closing the sink flushes and ends our direction (TCP FIN, pipe close). A source dropped
-//! before the peer's end keeps reading and discarding on a task for a while (see
+//! Closing the sink flushes and ends our direction (TCP FIN, pipe close). Then the source
+//! keeps reading and discarding what the peer still sends for a while (see
 //! [`LINGER`](super::LINGER)): closing a socket with unread input makes the kernel reset it,
 //! which can destroy the goaway we just sent (e.g. after an oversize prefix with its body
-//! still arriving) before the peer reads it. A listener's connection keeps its slot
-//! (`max_connections`) until the lingering socket is closed.
+//! still arriving) before the peer reads it. A connection lingers in its own task
+//! ([`MessageSource::poll_linger`](super::MessageSource::poll_linger)), within
+//! [`CLOSE_GRACE`](crate::connection::CLOSE_GRACE), so that once
+//! [`Connection::closed`](crate::Connection::closed) returns the socket is closed and a
+//! process may exit without resetting it. A source dropped before the peer's end without
+//! having lingered (used on its own, or its connection's sink failed) lingers on a task of
+//! its own instead. A listener's connection keeps its slot (`max_connections`) until the
+//! lingering socket is closed.
 //!
 //! # Limits
 //!

@@ -222,6 +222,21 @@ pub trait MessageSource: Send + Unpin + 'static {
     /// peer, which could send no faster than we read. The default does nothing; a source
     /// that wraps another passes it on.
     fn pause(&mut self) {}
+
+    /// The connection has closed its sink (our last frames, a goaway among them, are
+    /// written and our direction ended) and is about to drop this source: read and discard
+    /// what the peer still sends until it ends its direction, goes quiet, or the source has
+    /// waited long enough (a socket source: [`LINGER_QUIET`], [`LINGER`], [`LINGER_BYTES`]),
+    /// then return `Ready`. Closing a socket with unread input makes the kernel reset it,
+    /// which can destroy those last frames before the peer reads them. The connection waits
+    /// for this within [`CLOSE_GRACE`](crate::connection::CLOSE_GRACE), so that
+    /// [`Connection::closed`](crate::Connection::closed) means the socket is closed. The
+    /// default returns `Ready` at once (nothing to reset); a source that wraps another passes
+    /// it on.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
 }
 
 /// The sending half of a message transport, with `futures::Sink<Bytes>` semantics.

@@ -70,6 +70,10 @@ impl<S: MessageSource> MessageSource for CutSource<S> {
     fn pause(&mut self) {
         self.inner.pause();
     }
+
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.poll_linger(cx)
+    }
 }
 
 impl<S: MessageSink> MessageSink for CutSink<S> {

@@ -1,6 +1,7 @@
 //! The receiving half: one reused `BytesMut`, messages split off without copying (see the
 //! parent module's `# Buffers`).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,6 +75,9 @@ pub struct ByteStreamSource<R> {
     reader: Option<R>,
     /// Spawns the lingering reader, with the slot (made where `R`'s bounds are known).
     linger: fn(R, Option<Arc<OwnedSemaphorePermit>>),
+    /// The linger its connection waits for ([`MessageSource::poll_linger`]), once begun:
+    /// then dropping the source lingers no more.
+    lingering: Option<Box<Lingering>>,
     buf: BytesMut,
     /// The size of the allocation `buf` is in (0 for none), as far as it is known.
     alloc: usize,
@@ -117,6 +121,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         ByteStreamSource {
             reader: Some(reader),
             linger: linger::<R>,
+            lingering: None,
             buf: BytesMut::new(),
             alloc: 0,
             recycled: Recycled::within(budget.clone()),
@@ -459,14 +464,90 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageSource for ByteStreamSource<R
     fn pause(&mut self) {
         self.clock.pause();
     }
+
+    /// Reads and discards until the peer ends its direction or fails, goes quiet for
+    /// [`LINGER_QUIET`], or [`LINGER`] or [`LINGER_BYTES`] is reached, as the task that
+    /// dropping the source spawns would; the buffers and the budget drawn for a message
+    /// under way are let go first.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state == State::Ended {
+            return Poll::Ready(());
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Poll::Ready(());
+        };
+        let lingering = match &mut self.lingering {
+            Some(lingering) => lingering,
+            None => {
+                self.buf = BytesMut::new();
+                self.alloc = 0;
+                self.recycled.clear();
+                self.idle.stop();
+                self.permit = BudgetPermit::default();
+                self.lingering.insert(Box::new(Lingering::new()))
+            }
+        };
+        if lingering.poll(reader, cx).is_ready() {
+            self.reader = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
-/// Dropped before the peer's end (after an oversize message, or on our close): keep reading
-/// and discarding for a while, so that the kernel does not reset the socket over unread
-/// input and destroy the goaway we just sent before the peer reads it.
+/// A linger under way in the source ([`MessageSource::poll_linger`]).
+#[derive(Debug)]
+struct Lingering {
+    /// When it ends whatever the peer sends.
+    deadline: Instant,
+    /// At the sooner of `deadline` and [`LINGER_QUIET`] after the last read.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Bytes read and discarded so far.
+    read: usize,
+}
+
+impl Lingering {
+    fn new() -> Self {
+        let now = Instant::now();
+        Lingering {
+            deadline: now + LINGER,
+            timer: Box::pin(tokio::time::sleep_until(
+                (now + LINGER_QUIET).min(now + LINGER),
+            )),
+            read: 0,
+        }
+    }
+
+    fn poll<R: AsyncRead + Unpin>(&mut self, reader: &mut R, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 2048];
+        let before = self.read;
+        while self.read < LINGER_BYTES {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => self.read += buf.filled().len(),
+                // The peer ended its direction, or failed.
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+        }
+        if self.read >= LINGER_BYTES {
+            return Poll::Ready(());
+        }
+        if self.read > before {
+            let quiet = (Instant::now() + LINGER_QUIET).min(self.deadline);
+            self.timer.as_mut().reset(quiet);
+        }
+        self.timer.as_mut().poll(cx)
+    }
+}
+
+/// Dropped before the peer's end (after an oversize message, or on our close) and not
+/// lingered by its connection: keep reading and discarding for a while, so that the kernel
+/// does not reset the socket over unread input and destroy the goaway we just sent before
+/// the peer reads it.
 impl<R> Drop for ByteStreamSource<R> {
     fn drop(&mut self) {
-        if self.state != State::Ended {
+        if self.state != State::Ended && self.lingering.is_none() {
             if let Some(reader) = self.reader.take() {
                 (self.linger)(reader, self.slot.take());
             }

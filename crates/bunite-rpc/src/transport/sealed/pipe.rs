@@ -242,4 +242,8 @@ impl<S: MessageSource> MessageSource for SealedSource<S> {
     fn pause(&mut self) {
         self.inner.pause();
     }
+
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.poll_linger(cx)
+    }
 }

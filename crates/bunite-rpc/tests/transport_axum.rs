@@ -498,3 +498,59 @@ fn stopping_the_axum_server_and_its_connections_leaves_no_task() {
         eventually(|| endpoint.connections() == 0).await;
     });
 }
+
+/// Stopping axum (its graceful shutdown, or `axum::serve`'s future dropped) ends the wait
+/// for an upgrade hyper has not handed over at once, not at the handshake timeout: hyper
+/// shuts down the connection still writing its `101`, and the slot, the task and the
+/// socket go with it. (hyper hands the socket over as it shuts down, the `101` cut short,
+/// so the route's callback runs once more: here it drops the transport. RELIABILITY, "Two
+/// loose ends".)
+#[test]
+fn stopping_axum_ends_an_upgrade_never_handed_over_at_once() {
+    for graceful in [true, false] {
+        run(async {
+            let config = ListenerConfig::default().handshake_timeout(Duration::from_secs(60));
+            let endpoint = RpcEndpoint::new(config);
+            let rpc = endpoint.clone().route(|up| async move { drop(up) });
+            let (pipes, accept) = mpsc::unbounded_channel();
+            let app = Router::new().route("/rpc", rpc);
+            let (signal, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                if graceful {
+                    let stopped = async {
+                        let _ = stopped.await;
+                    };
+                    axum::serve(Pipes(accept), app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                        .unwrap()
+                } else {
+                    axum::serve(Pipes(accept), app).await.unwrap()
+                }
+            });
+            // A pipe of 64 bytes: the upgrade request goes through, the 101 does not.
+            let (mut stuck, server_end) = tokio::io::duplex(64);
+            pipes.send(server_end).unwrap();
+            stuck.write_all(UPGRADE).await.unwrap();
+            eventually(|| endpoint.connections() == 1).await;
+
+            if graceful {
+                signal.send(()).unwrap();
+                timeout(WAIT, server).await.unwrap().unwrap();
+            } else {
+                server.abort();
+                drop(signal);
+            }
+            let metrics = tokio::runtime::Handle::current().metrics();
+            eventually(|| endpoint.connections() == 0 && metrics.num_alive_tasks() == 0).await;
+            // The 64 bytes of the 101 that fit, then the end.
+            let mut answer = Vec::new();
+            timeout(WAIT, stuck.read_to_end(&mut answer))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 101"), "{answer:?}");
+            assert_eq!(answer.len(), 64);
+        });
+    }
+}

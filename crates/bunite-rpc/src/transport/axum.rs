@@ -16,7 +16,12 @@
 //! connections, the `receive_deadline`, and
 //! `ping_interval`. An upgrade holds its connection slot from the `101` on; hyper hands the
 //! connection over once the `101` is written, and one it has not handed over within
-//! `handshake_timeout` (a client that reads nothing) gives the slot back. The HTTP side
+//! `handshake_timeout` (a client that reads nothing) gives the slot back. When axum stops
+//! (its graceful shutdown, or `axum::serve`'s future dropped), hyper ends such a wait at
+//! once, by handing the connection over with its `101` cut short: the route's callback
+//! runs once more, maybe after axum has returned, with a connection whose client never read
+//! its `101`. It ends at the client's close or the hello timeout, or is drained as it
+//! joins a [`ConnectionSet`](crate::ConnectionSet) that is stopping. The HTTP side
 //! (header sizes, timeouts, TLS, how many requests are parsed at once) is axum's and
 //! hyper's; `max_handshakes`, `tcp_keepalive` and `tls` are not used here. A connection
 //! that never says hello is closed after the connection's

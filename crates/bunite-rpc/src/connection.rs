@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::attestation::Attestation;
-use crate::error::Error;
+use crate::error::{Disconnect, Error};
 use crate::events::Event;
 use crate::handler::CapImpl;
 use crate::limits::Limits;
@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     /// including those still in the command queue.
     outbound: AtomicUsize,
     closed: AtomicBool,
+    /// How the session shut down, once it has (set with `closed`).
+    closed_by: Mutex<Option<Disconnect>>,
     /// Set if the driver's task panicked (a bug of ours; logged, and the connection closed).
     driver_panicked: AtomicBool,
     /// Fired when the driver has finished: last frames delivered, transport closed.
@@ -318,6 +320,7 @@ impl ConnectionBuilder {
             next_call_id: AtomicU64::new(1),
             outbound: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            closed_by: Mutex::new(None),
             driver_panicked: AtomicBool::new(false),
             finished: CancellationToken::new(),
             stats: Mutex::new(Stats::default()),
@@ -362,9 +365,17 @@ impl Shared {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// New calls fail locally from now on (the driver, as the session shuts down).
-    pub(crate) fn mark_closed(&self) {
+    /// New calls fail locally from now on (the driver, as the session shuts down `how`;
+    /// the first cause known is kept).
+    pub(crate) fn mark_closed(&self, how: Option<&Disconnect>) {
+        if let (Some(how), Ok(mut by)) = (how, self.closed_by.lock()) {
+            by.get_or_insert_with(|| how.clone());
+        }
         self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn closed_by(&self) -> Option<Disconnect> {
+        self.closed_by.lock().ok()?.clone()
     }
 
     #[cfg(any(test, feature = "test-util"))]

@@ -447,7 +447,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             if self.session.is_closed() && !self.shared.is_closed() {
                 // Before any outcome of the shutdown is handed over: a caller whose call
                 // failed with it finds the connection closed, on whatever worker it runs.
-                self.shared.mark_closed();
+                self.shared.mark_closed(self.session.closed_by());
             }
             self.apply_session_outputs();
             // A drain that is done closes: its outputs are applied in turn.
@@ -524,7 +524,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     /// The session shut down: no more reads; deliver what is queued within the grace.
     fn closed(&mut self, how: Disconnect) {
         tracing::debug!(connection = self.shared.id, ?how, "connection closed");
-        self.shared.mark_closed();
+        self.shared.mark_closed(Some(&how));
         for f in std::mem::take(&mut self.close_handlers) {
             run_close_handler(f);
         }
@@ -814,7 +814,7 @@ impl<K: MessageSink, R: MessageSource> Drop for Driver<K, R> {
         if self.shared.finished.is_cancelled() {
             return; // It finished: nothing waits.
         }
-        self.shared.mark_closed();
+        self.shared.mark_closed(self.session.closed_by());
         // Outcomes already decided are handed over as decided; nothing else runs.
         while let Some(output) = self.session.poll_output() {
             match output {

@@ -8,6 +8,7 @@ use bunite_wire::Hello;
 use tokio::sync::oneshot;
 
 use super::{Command, Connection};
+use crate::error::Disconnect;
 use crate::events::Event;
 use crate::stats::Stats;
 
@@ -120,6 +121,15 @@ impl Connection {
     /// Whether the connection has shut down.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
+    }
+
+    /// How the connection shut down, once it has: the cause the calls pending then were
+    /// given ([`Error::Disconnected`](crate::Error::Disconnected)). A call made after it
+    /// fails locally ([`LocalError::Closed`](crate::LocalError::Closed), "connection
+    /// closed") without it; this tells why, e.g. when the connection ended before the
+    /// first call was made (a server that closed at once).
+    pub fn closed_by(&self) -> Option<Disconnect> {
+        self.shared.closed_by()
     }
 
     /// Waits until the connection has shut down, its last frames (such as a goaway) were

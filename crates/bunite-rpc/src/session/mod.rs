@@ -304,6 +304,11 @@ impl<T: Types> Session<T> {
         self.closed.is_some()
     }
 
+    /// How it shut down, once it has.
+    pub fn closed_by(&self) -> Option<&Disconnect> {
+        self.closed.as_ref()
+    }
+
     /// The live counts (the runtime adds its own: bytes in the transport, tasks).
     pub fn stats(&self) -> Stats {
         Stats {

@@ -554,3 +554,32 @@ fn stopping_axum_ends_an_upgrade_never_handed_over_at_once() {
         });
     }
 }
+
+/// A `tcp://` client at an axum endpoint: hyper answers our hello, which is not HTTP, with
+/// `400 Bad Request`, and the client's error says the peer answered with HTTP and that a
+/// WebSocket endpoint wants `ws://` (it blamed "a plugin printing to stdout").
+#[cfg(feature = "byte-stream")]
+#[test]
+fn a_tcp_client_at_an_axum_endpoint_is_told_it_answered_with_http() {
+    use bunite_rpc::transport::byte_stream;
+    run(async {
+        let endpoint = RpcEndpoint::new(ListenerConfig::default());
+        let (addr, _conns, server) = serve_endpoint(endpoint.clone(), Connection::builder).await;
+        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
+        let e = client.bootstrap(&counter_def()).await.unwrap_err();
+        timeout(WAIT, client.closed()).await.unwrap();
+        let hint = [
+            "the peer answered with HTTP (\"HTTP\"",
+            "use ws://HOST:PORT/PATH",
+        ];
+        // The bootstrap waits for the server's hello and gets the cause, unless (on two
+        // workers) the connection had closed before it was made: `closed_by` tells then.
+        if e.local_kind() != Some(bunite_rpc::LocalError::Closed) {
+            assert!(hint.iter().all(|h| e.to_string().contains(h)), "{e}");
+        }
+        let why = client.closed_by().expect("the cause").status().message;
+        assert!(hint.iter().all(|h| why.contains(h)), "{why}");
+        assert_eq!(endpoint.connections(), 0);
+        server.stop().await;
+    });
+}

@@ -314,6 +314,47 @@ fn printable_text_instead_of_a_prefix_says_so() {
     });
 }
 
+/// An HTTP server's answer or an HTTP client's request where a length prefix belongs:
+/// the error says which, and which scheme the other side wants.
+#[test]
+fn http_instead_of_a_prefix_says_which_scheme_to_use() {
+    run(async {
+        let cases: [(&[u8], &[&str]); 2] = [
+            (
+                b"HTTP/1.1 400 Bad Request\r\n",
+                &["\"HTTP\"", "answered with HTTP", "use ws://HOST:PORT/PATH"],
+            ),
+            (
+                b"GET /rpc HTTP/1.1\r\n",
+                &["\"GET \"", "an HTTP request", "tcp://HOST:PORT"],
+            ),
+        ];
+        for (input, says) in cases {
+            let (_, mut source) = ByteStream::new(input, tokio::io::sink()).split();
+            match source.recv().await {
+                Err(e @ TransportError::TextForLength { .. }) => {
+                    for s in says {
+                        assert!(e.to_string().contains(s), "{e}");
+                    }
+                    assert!(!e.to_string().contains("printing to stdout"), "{e}");
+                }
+                other => panic!("expected TextForLength, got {other:?}"),
+            }
+        }
+    });
+}
+
+/// A stream that ends before its first byte is a clean end for a byte stream made from
+/// halves (a listener's connection, a child's stdio): only a `tcp_connect` client reads
+/// it as a server that is not a bunite one.
+#[test]
+fn a_stream_that_ends_before_a_byte_is_a_clean_end() {
+    run(async {
+        let (_, mut source) = ByteStream::new(&b""[..], tokio::io::sink()).split();
+        assert!(matches!(source.recv().await, Ok(None)));
+    });
+}
+
 /// A reader that serves `data`, then ends (`eof`) or waits forever, counting its reads and
 /// recording the largest one offered (the spare capacity the source allocated ahead of the
 /// data).

@@ -1299,3 +1299,63 @@ fn a_message_in_fragments_past_its_charge_never_waits_on_a_message_waiting_for_i
         serving.abort();
     });
 }
+
+// The wrong scheme: a byte-stream client at a WebSocket port and the reverse (RELIABILITY,
+// "Two loose ends").
+
+/// A `tcp://` client at a WebSocket listener: the listener reads our hello as a request
+/// that is not HTTP and closes without a byte, and the client's error says that a
+/// WebSocket endpoint wants `ws://` (it said only "transport closed").
+#[cfg(feature = "byte-stream")]
+#[test]
+fn a_tcp_client_at_a_websocket_listener_is_told_to_use_ws() {
+    use bunite_rpc::transport::byte_stream;
+    run(async {
+        let (l, _url) = listener(None).await;
+        let client = tracked(
+            byte_stream::tcp_connect(l.local_addr().unwrap())
+                .await
+                .unwrap(),
+        );
+        let e = client.bootstrap(&counter_def()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e}");
+        timeout(WAIT, client.closed()).await.unwrap();
+        let hint = ["without sending a byte", "use ws://HOST:PORT/PATH"];
+        // The bootstrap waits for the server's hello and gets the cause, unless (on two
+        // workers) the connection had closed before it was made: `closed_by` tells then.
+        if e.local_kind() != Some(bunite_rpc::LocalError::Closed) {
+            assert!(hint.iter().all(|h| e.to_string().contains(h)), "{e}");
+        }
+        let why = client.closed_by().expect("the cause").status().message;
+        assert!(hint.iter().all(|h| why.contains(h)), "{why}");
+    });
+}
+
+/// A `ws://` client at a byte-stream listener: the server's answer is its hello, length
+/// first, and the client's error says the answer is not HTTP and names `tcp://` (it said
+/// only "httparse error: invalid HTTP version"). The server reads the upgrade request's
+/// `"GET "` as a length and says it is an HTTP request.
+#[cfg(feature = "byte-stream")]
+#[test]
+fn a_websocket_client_at_a_byte_stream_listener_is_told_to_use_tcp() {
+    use bunite_rpc::transport::byte_stream::TcpMessageListener;
+    run(async {
+        let l = TcpMessageListener::bind("127.0.0.1:0", ListenerConfig::default())
+            .await
+            .unwrap();
+        let url = format!("ws://{}/rpc", l.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (transport, _) = l.accept().await.unwrap();
+            let server = tracked(transport);
+            timeout(WAIT, server.closed()).await.unwrap();
+        });
+        let e = ws::connect(url.as_str()).await.unwrap_err();
+        assert!(
+            e.report().contains("the server's answer is not HTTP"),
+            "{}",
+            e.report()
+        );
+        assert!(e.report().contains("use tcp://HOST:PORT"), "{}", e.report());
+        timeout(WAIT, server).await.unwrap().unwrap();
+    });
+}

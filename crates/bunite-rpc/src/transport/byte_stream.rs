@@ -69,8 +69,14 @@
 //! [`DEFAULT_MAX_BYTES`](bunite_wire::DecodeLimits::DEFAULT_MAX_BYTES)) is refused with
 //! [`TransportError::TooLarge`](super::TransportError::TooLarge) (or
 //! [`TransportError::TextForLength`](super::TransportError::TextForLength) when the four bytes are
-//! printable text, e.g. a plugin that printed to its stdout): the connection answers with
-//! goaway `resource_exhausted`. Keep the limit at the connection's
+//! printable text, e.g. a plugin that printed to its stdout; `"HTTP"`, an HTTP server's
+//! answer, says that the peer looks like a WebSocket endpoint and names `ws://`, and an
+//! HTTP method, a client's request, names `tcp://`): the connection answers with goaway
+//! `resource_exhausted`. A [`tcp_connect`] client whose server closes without sending a
+//! byte (a bunite server says hello first; a WebSocket server closes so a client whose
+//! request is not HTTP) fails with an `UnexpectedEof` that says so
+//! ([`SILENT_SERVER`], naming `ws://`) rather than a clean end; from every other
+//! constructor such a stream is a clean end. Keep the limit at the connection's
 //! [`Limits::max_bytes`](crate::Limits::max_bytes); [`sealed::Sealed`](crate::transport::sealed)
 //! adds its own overhead. With a [`ByteBudget`] ([`ByteStream::with_budget`]), a message
 //! longer than [`FREE_PER_CONNECTION`](crate::transport::budget::FREE_PER_CONNECTION) draws
@@ -165,7 +171,17 @@ pub struct ByteStream<R, W> {
     slot: Option<Arc<OwnedSemaphorePermit>>,
     /// What it is, for traces and logs.
     info: TransportInfo,
+    /// Why a peer may end the stream before its first byte, given as the error when it
+    /// does (see [`SILENT_SERVER`]); `None` reads that as a clean end.
+    silent: Option<&'static str>,
 }
+
+/// The error of a [`tcp_connect`] client whose server ends the connection before sending
+/// a byte: a bunite server sends its hello first, and a WebSocket server
+/// closes a client whose request is not HTTP (ours is its hello) without a word.
+pub const SILENT_SERVER: &str = "the server closed the connection without sending a byte \
+    (a bunite server says hello first): if it is a WebSocket endpoint, which closes a \
+    byte-stream client so, use ws://HOST:PORT/PATH";
 
 /// A [`ByteStream`] over a TCP socket, plain or inside TLS (feature `tls`).
 pub type TcpTransport = ByteStream<TcpReader, TcpWriter>;
@@ -198,6 +214,7 @@ where
             deadline: Some(ReceiveDeadline::default()),
             slot: None,
             info: TransportInfo::new("byte-stream", None),
+            silent: None,
         }
     }
 
@@ -324,7 +341,9 @@ pub async fn tcp_connect_within(
     timeout: std::time::Duration,
 ) -> io::Result<TcpTransport> {
     let stream = socket::within(timeout, "the TCP address", TcpStream::connect(addr)).await?;
-    Ok(ByteStream::tcp(stream))
+    let mut transport = ByteStream::tcp(stream);
+    transport.silent = Some(SILENT_SERVER);
+    Ok(transport)
 }
 
 /// Connects to a Unix socket.
@@ -379,7 +398,8 @@ where
             self.budget,
             self.deadline,
             self.slot,
-        );
+        )
+        .silent_means(self.silent);
         (sink, source)
     }
 }

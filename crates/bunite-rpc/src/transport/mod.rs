@@ -140,13 +140,13 @@ pub enum TransportError {
         max: usize,
     },
     /// A byte-stream peer sent printable text where a length prefix belongs: something else
-    /// writes to the stream (a plugin printing to its stdout, an HTTP client). Treated like
-    /// [`TooLarge`](TransportError::TooLarge): the connection answers `resource_exhausted`.
-    #[error(
-        "the peer sent text {text:?} where a 4-byte length prefix belongs (read as a message \
-         of {len} bytes, above maxBytes {max}); is something else writing to this stream, \
-         e.g. a plugin printing to stdout?"
-    )]
+    /// writes to the stream (a plugin printing to its stdout), or the peer speaks HTTP. Its
+    /// message says which when the text tells: `"HTTP"` is an HTTP server's answer (a
+    /// `tcp://` client at a WebSocket endpoint, which should use `ws://`), an HTTP method
+    /// (`"GET "`) a client's request (a WebSocket client at a byte-stream port). Treated
+    /// like [`TooLarge`](TransportError::TooLarge): the connection answers
+    /// `resource_exhausted`.
+    #[error("{}", text_for_length(text, *len, *max))]
     TextForLength {
         /// The four bytes, as text.
         text: String,
@@ -177,6 +177,31 @@ pub enum TransportError {
     /// The transport is closed.
     #[error("transport closed")]
     Closed,
+}
+
+/// The message of [`TransportError::TextForLength`]: what the text suggests the peer is.
+fn text_for_length(text: &str, len: u64, max: usize) -> String {
+    const METHODS: [&str; 9] = [
+        "GET ", "HEAD", "POST", "PUT ", "DELE", "OPTI", "PATC", "CONN", "TRAC",
+    ];
+    let what = format!("{text:?} where a 4-byte length prefix belongs");
+    if text.starts_with("HTTP") {
+        format!(
+            "the peer answered with HTTP ({what}): this looks like a WebSocket endpoint, \
+             not a byte stream (use ws://HOST:PORT/PATH)"
+        )
+    } else if METHODS.contains(&text) {
+        format!(
+            "the peer sent an HTTP request ({what}): a WebSocket or HTTP client at a \
+             byte-stream port (bunite clients reach it with tcp://HOST:PORT)"
+        )
+    } else {
+        format!(
+            "the peer sent text {what} (read as a message of {len} bytes, above maxBytes \
+             {max}); is something else writing to this stream, e.g. a plugin printing to \
+             stdout?"
+        )
+    }
 }
 
 impl From<io::Error> for TransportError {

@@ -53,6 +53,12 @@
 //! # }
 //! ```
 //!
+//! A handshake the server refuses fails with [`TransportError::Io`](super::TransportError::Io)
+//! (`ConnectionRefused`, "WebSocket handshake refused: HTTP 503"). One whose answer is not
+//! HTTP at all fails with `InvalidData` and says so, naming `tcp://`: a bunite byte-stream
+//! server answers a WebSocket client with its hello, length first (and a TLS server with
+//! an alert: `wss://`).
+//!
 //! # Closing
 //!
 //! Closing the sink sends a close frame, ends our direction (TCP FIN), then reads and

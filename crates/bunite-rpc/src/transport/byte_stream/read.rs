@@ -101,6 +101,11 @@ pub struct ByteStreamSource<R> {
     /// A listener's connection slot (shared with the sink): the socket is the listener's
     /// until it is closed, so a lingering reader takes it along.
     slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// Whether the peer has sent a byte yet.
+    heard: bool,
+    /// The error when the peer ends the stream before its first byte (see
+    /// [`SILENT_SERVER`](super::SILENT_SERVER)); `None`: a clean end.
+    silent: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +138,24 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             idle: IdleRelease::default(),
             clock: MessageClock::new(deadline),
             state: State::Open,
+            heard: false,
+            silent: None,
             slot,
         }
+    }
+
+    /// Ends with `why` (an `UnexpectedEof`) instead of a clean end if the peer ends the
+    /// stream before its first byte.
+    pub(super) fn silent_means(mut self, why: Option<&'static str>) -> Self {
+        self.silent = why;
+        self
+    }
+
+    /// What the end of the stream between messages means: `None` for a clean end, or the
+    /// error [`silent_means`](Self::silent_means) gave if the peer has not said a word.
+    fn end(&self) -> Option<io::Error> {
+        let why = self.silent.filter(|_| !self.heard)?;
+        Some(io::Error::new(io::ErrorKind::UnexpectedEof, why))
     }
 
     /// The length the buffered prefix announces, checked against `max_bytes`.
@@ -416,6 +437,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 }
             };
             read += n;
+            self.heard |= n > 0;
             self.idle.busy();
             self.slack = match n {
                 // Filled: more is probably waiting; ask for more next time.
@@ -426,7 +448,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
             if n == 0 {
                 // End of stream: clean between messages, truncation inside one.
                 return match self.buf.is_empty() {
-                    true => Poll::Ready(Ok(None)),
+                    true => match self.end() {
+                        None => Poll::Ready(Ok(None)),
+                        Some(e) => Poll::Ready(Err(e.into())),
+                    },
                     false => Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "byte stream ended inside a message",

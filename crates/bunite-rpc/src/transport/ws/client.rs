@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
@@ -133,7 +134,7 @@ impl WsConnector {
                             .with_info(TransportInfo::new(kind, peer)),
                     )
                 }
-                Err(e) => Err(handshake_error(e)),
+                Err(e) => Err(answer_error(e)),
             }
         })
         .await?;
@@ -191,6 +192,23 @@ pub async fn connect_with_max_bytes(
         .max_bytes(max_bytes)
         .connect(request)
         .await
+}
+
+/// A client's handshake error: as [`handshake_error`], saying so when the server's answer
+/// is not HTTP (a bunite byte-stream server answers with its hello, length first).
+fn answer_error(e: WsError) -> TransportError {
+    match e {
+        WsError::Protocol(ProtocolError::HttparseError(e)) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "WebSocket handshake failed: the server's answer is not HTTP ({e}): a bunite \
+                 byte-stream server answers so (use tcp://HOST:PORT), and a TLS one (use \
+                 wss://)"
+            ),
+        )
+        .into(),
+        e => handshake_error(e),
+    }
 }
 
 pub(super) fn handshake_error(e: WsError) -> TransportError {

@@ -191,6 +191,18 @@ fn fail(error: &Error, args: &Args, method: &str) -> i32 {
     exit::of(error)
 }
 
+/// Why the connection had closed, for a call the library refused as made after it closed
+/// ("connection closed", all it says): the cause the calls that were waiting got, e.g. a
+/// server that closed before our first call (a WebSocket server at a `tcp://` URL).
+fn print_why_closed(error: &Error, conn: &Connection) {
+    if error.local_kind() != Some(LocalError::Closed) {
+        return;
+    }
+    if let Some(cause) = conn.closed_by() {
+        print_status("the connection had closed:", &cause.status());
+    }
+}
+
 /// Runs `body` within the deadline; an exit code.
 async fn within(deadline: Option<Duration>, body: impl std::future::Future<Output = i32>) -> i32 {
     let Some(limit) = deadline else {
@@ -287,7 +299,11 @@ async fn run(
         .bootstrap_name(&args.cap, args.version.as_deref())
         .await
     {
-        Err(e) => fail(&e, args, &args.method),
+        Err(e) => {
+            let code = fail(&e, args, &args.method);
+            print_why_closed(&e, &conn);
+            code
+        }
         Ok(client) => {
             let chain = chain(args, client, steps, kind, deadline);
             tokio::select! {

@@ -346,3 +346,40 @@ fn sigterm_stops_the_interop_server_with_stats_while_its_stdin_is_open() {
     let status = status.expect("the server exited within 10 s of SIGTERM, its stdin open");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// The wrong scheme: `call tcp://` at the WebSocket port says the server closed without a
+/// byte and names `ws://` (it said only "transport closed", or "connection closed" when
+/// the server had closed before the bootstrap was made); `call ws://` at the byte-stream
+/// port says the answer is not HTTP and names `tcp://`.
+#[test]
+fn call_with_the_wrong_scheme_says_which_to_use() {
+    let s = server(None);
+    let ws_port = s.urls[0]
+        .trim_start_matches("ws://")
+        .trim_end_matches("/rpc");
+    let tcp_port = s.urls[1].trim_start_matches("tcp://");
+    let cases = [
+        (
+            format!("tcp://{ws_port}"),
+            ["without sending a byte", "use ws://HOST:PORT/PATH"],
+        ),
+        (
+            format!("ws://{tcp_port}/rpc"),
+            ["the server's answer is not HTTP", "use tcp://HOST:PORT"],
+        ),
+    ];
+    for (url, says) in cases {
+        // Several times: whether the bootstrap is made before the server closes is a race.
+        for _ in 0..5 {
+            let out = Command::new(BIN)
+                .args(["call", &url, "interop.echo", "echo", "1"])
+                .output()
+                .expect("run call");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{url}: {stderr}");
+            for s in says {
+                assert!(stderr.contains(s), "{url}: {stderr}");
+            }
+        }
+    }
+}

@@ -33,7 +33,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bunite_wire::{CallId, Hello, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, Notify};
@@ -98,8 +98,9 @@ pub(crate) struct Shared {
     /// including those still in the command queue.
     outbound: AtomicUsize,
     closed: AtomicBool,
-    /// How the session shut down, once it has (set with `closed`).
-    closed_by: Mutex<Option<Disconnect>>,
+    /// How the session shut down, once it has (set with `closed`; set once, read without
+    /// a lock: the driver's `Drop` sets it).
+    closed_by: OnceLock<Disconnect>,
     /// Set if the driver's task panicked (a bug of ours; logged, and the connection closed).
     driver_panicked: AtomicBool,
     /// Fired when the driver has finished: last frames delivered, transport closed.
@@ -320,7 +321,7 @@ impl ConnectionBuilder {
             next_call_id: AtomicU64::new(1),
             outbound: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            closed_by: Mutex::new(None),
+            closed_by: OnceLock::new(),
             driver_panicked: AtomicBool::new(false),
             finished: CancellationToken::new(),
             stats: Mutex::new(Stats::default()),
@@ -368,14 +369,17 @@ impl Shared {
     /// New calls fail locally from now on (the driver, as the session shuts down `how`;
     /// the first cause known is kept).
     pub(crate) fn mark_closed(&self, how: Option<&Disconnect>) {
-        if let (Some(how), Ok(mut by)) = (how, self.closed_by.lock()) {
-            by.get_or_insert_with(|| how.clone());
+        if let Some(how) = how {
+            if self.closed_by.get().is_none() {
+                // Only the driver sets it; a second cause is dropped.
+                let _ = self.closed_by.set(how.clone());
+            }
         }
         self.closed.store(true, Ordering::Release);
     }
 
     pub(crate) fn closed_by(&self) -> Option<Disconnect> {
-        self.closed_by.lock().ok()?.clone()
+        self.closed_by.get().cloned()
     }
 
     #[cfg(any(test, feature = "test-util"))]

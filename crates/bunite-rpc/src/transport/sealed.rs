@@ -20,22 +20,38 @@
 //! pipe closes. The [`SealedSource`] remembers the last [`REPLAY_WINDOW`] (1,024) IVs it
 //! accepted, 8 bytes each (8 KiB per busy connection, nothing up front; a lookup scans the
 //! window, ~0.1 µs, next to AES-GCM's cost). 1,024 is the default in-flight limit: every
-//! frame a peer could still expect an answer to is inside it. A replay of an older message
-//! is not caught by the window; the stateful codec (PROTOCOL §3) usually refuses it (record
-//! ids have moved on), and frames that are valid again (a `cancel`, a `drop`) may slip
-//! through.
+//! frame a peer could still expect an answer to is inside it.
+//!
+//! A peer that draws its IVs as ours do sends its counters one after another under one salt,
+//! so the source also refuses a message whose IV has the salt of the last one it accepted
+//! but not the next counter ([`OpenError::OutOfSequence`]): a message of ours dropped,
+//! reordered, or replayed from beyond the window is refused at the first message out of
+//! turn, and the pipe closes. A peer that draws every IV at random (bunite-core's TypeScript
+//! pipe; the wire allows it) never repeats a salt, and has only the window: a replay of one
+//! of its messages from beyond the window opens, and the codec (PROTOCOL §3) refuses it only
+//! if it no longer decodes; a replayed `call` whose id is no longer live runs again. Nor is
+//! the first message under a salt checked (a hello taken away before anything else was
+//! accepted is not noticed here), nor a message that follows one of another salt (see the
+//! next section).
 //!
 //! What the pipe does **not** protect against:
 //!
 //! - **Replay across connections that share a key.** A message recorded on one connection
 //!   opens on any other connection with the same key (as in bunite-core 0.10: no counter on
-//!   the wire, no per-connection state the peer could check). Give each connection its own
-//!   key: derive it from a per-connection secret, e.g. the host spawns each plugin with a
-//!   fresh random key in its environment, or both sides derive `HKDF(master, connection id)`
-//!   with a connection id the host chooses and passes along out of band.
-//! - Dropping, reordering or truncating messages is not hidden either: the codec is stateful,
-//!   so it shows up as a decode error that closes the connection, never as silently missing
-//!   frames. Traffic analysis (message sizes and timing) is not hidden at all.
+//!   the wire, no per-connection state the peer could check); what the codec makes of it is
+//!   not defined (a frame the receiver takes as its own, or a decode error). Give each
+//!   connection its own key: derive it from a per-connection secret, e.g. the host spawns
+//!   each plugin with a fresh random key in its environment, or both sides derive
+//!   `HKDF(master, connection id)` with a connection id the host chooses and passes along
+//!   out of band.
+//! - **Dropping, reordering or replaying messages of a peer with random IVs.** The codec is
+//!   stateful only in its record definitions: a message taken away, swapped or replayed
+//!   shows up as a decode error only if it defines a record another one uses. Otherwise it
+//!   goes unnoticed: a call or an answer silently missing (the caller waits, until its
+//!   deadline if it has one), a stream value skipped, frames taken out of order. Between two
+//!   of our peers these are refused, as above. Dropping the last messages of a connection is
+//!   not detectable by anyone, and looks like a stall. Traffic analysis (message sizes and
+//!   timing) is not hidden at all.
 //!
 //! ```
 //! use bunite_rpc::transport::{memory, sealed::{Key, Sealed}};
@@ -140,6 +156,19 @@ pub enum OpenError {
     /// Our own message sent back to us (its IV carries our salt).
     #[error("sealed message reflected (it is one of ours, sent back to us)")]
     Reflected,
+    /// A message whose IV has the salt of the last one accepted but not the next counter:
+    /// a message of a peer that draws its IVs as we do was dropped, reordered or replayed
+    /// from beyond the replay window.
+    #[error(
+        "sealed message out of sequence (counter {got} after {after}: a message was dropped, \
+         reordered or replayed)"
+    )]
+    OutOfSequence {
+        /// The counter of the last message accepted under that salt.
+        after: u32,
+        /// This message's counter.
+        got: u32,
+    },
 }
 
 impl From<OpenError> for TransportError {

@@ -1,10 +1,11 @@
 //! The fuzz harness of the opening side (`fuzz/fuzz_targets/sealed_open.rs`; its corpus is
 //! replayed by `tests/fuzz_corpus.rs` on stable Rust). Hidden, behind `test-util`.
 //!
-//! The input is a sequence of operations against one [`SealedSource`](super::SealedSource): raw messages, fresh
-//! sealed messages with chosen IVs and plaintexts, replays and bit flips of earlier ones,
-//! and our own messages reflected back. A model of the documented rules (replay window,
-//! reflection, failure is final) says what each must give; any difference panics.
+//! The input is a sequence of operations against one
+//! [`SealedSource`](super::SealedSource): raw messages, fresh sealed messages with chosen IVs
+//! and plaintexts, replays and bit flips of earlier ones, and our own messages reflected
+//! back. A model of the documented rules (replay window, reflection, the next counter under
+//! the last salt, failure is final) says what each must give; any difference panics.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -35,6 +36,7 @@ pub fn sealed_open(data: &[u8]) -> Outcome {
     let mut input = Input(data);
     let mut sent: Vec<Bytes> = Vec::new();
     let mut window: VecDeque<u64> = VecDeque::new();
+    let mut last: Option<([u8; 8], u32)> = None;
     let mut steps = 0;
     while let Some(op) = input.byte() {
         steps += 1;
@@ -54,12 +56,20 @@ pub fn sealed_open(data: &[u8]) -> Outcome {
                     return outcome;
                 };
                 let key = u64::from_be_bytes(iv.last_chunk::<8>().copied().unwrap_or_default());
-                let fresh = !window.contains(&key);
+                let salt = iv.first_chunk::<8>().copied().unwrap_or_default();
+                let counter = u32::from_be_bytes(iv.last_chunk::<4>().copied().unwrap_or_default());
+                // Under the last accepted salt, only the next counter.
+                let in_turn = match last {
+                    Some((s, c)) => s != salt || counter == u32::wrapping_add(c, 1),
+                    None => true,
+                };
+                let fresh = !window.contains(&key) && in_turn;
                 if fresh {
                     window.push_back(key);
                     if window.len() > REPLAY_WINDOW {
                         window.pop_front();
                     }
+                    last = Some((salt, counter));
                 }
                 let msg = Bytes::from(msg);
                 sent.push(msg.clone());

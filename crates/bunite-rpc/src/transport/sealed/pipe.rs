@@ -87,6 +87,9 @@ pub struct SealedSource<S> {
     ours: Arc<OurSalts>,
     /// Our salts as of `generation`.
     known: (u64, Vec<[u8; 8]>),
+    /// The salt and counter of the last IV accepted: a message with the same salt must
+    /// carry the next counter (a peer that draws its IVs as ours do).
+    last: Option<([u8; 8], u32)>,
     failed: bool,
 }
 
@@ -121,6 +124,7 @@ impl<T: Transport> Transport for Sealed<T> {
             next: 0,
             ours: Arc::clone(&ours),
             known: (0, Vec::new()),
+            last: None,
             failed: false,
         };
         let sink = SealedSink {
@@ -188,7 +192,8 @@ impl<S: MessageSink> MessageSink for SealedSink<S> {
 }
 
 impl<S> SealedSource<S> {
-    /// Refuses our own IVs and IVs already accepted; remembers `iv`.
+    /// Refuses our own IVs, IVs already accepted, and an IV with the salt of the last one
+    /// accepted but not its next counter; remembers `iv`.
     fn admit(&mut self, iv: &[u8; IV_LEN]) -> Result<(), OpenError> {
         let generation = self.ours.generation.load(Ordering::Acquire);
         if generation != self.known.0 {
@@ -204,6 +209,19 @@ impl<S> SealedSource<S> {
         if self.seen.contains(&key) {
             return Err(OpenError::Replay);
         }
+        // A peer that sends `salt ‖ counter` sends its counters one after another under one
+        // salt: a gap or a step back is a message dropped, reordered or replayed from beyond
+        // the window. (Random IVs never repeat a salt: nothing to check.)
+        let counter = u32::from_be_bytes(iv.last_chunk::<4>().copied().unwrap_or_default());
+        if let Some((last_salt, last)) = self.last {
+            if last_salt == salt && counter != last.wrapping_add(1) {
+                return Err(OpenError::OutOfSequence {
+                    after: last,
+                    got: counter,
+                });
+            }
+        }
+        self.last = Some((salt, counter));
         if self.seen.len() < REPLAY_WINDOW {
             self.seen.push(key);
         } else if let Some(slot) = self.seen.get_mut(self.next) {

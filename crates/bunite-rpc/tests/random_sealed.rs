@@ -40,7 +40,8 @@
 //! out the operation's bound.
 //!
 //! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S`
-//! runs seed S alone (a failing case prints its seed).
+//! runs seed S alone (a failing case prints its seed); `BUNITE_MITM_TRACE=1` prints each
+//! case's draw and what the relay delivered other than the messages as sent.
 #![cfg(all(feature = "sealed", feature = "byte-stream"))]
 
 mod common;
@@ -54,7 +55,7 @@ use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::memory;
 use bunite_rpc::transport::sealed::{self, Key, OpenError, Sealed, REPLAY_WINDOW};
 use bunite_rpc::transport::{
-    MessageSink, MessageSinkExt, MessageSource, MessageSourceExt, Transport,
+    MaxBytes, MessageSink, MessageSinkExt, MessageSource, MessageSourceExt, Transport,
 };
 use bunite_rpc::wire::{DecodeLimits, Decoder, Frame};
 use bunite_rpc::{
@@ -441,32 +442,20 @@ struct End {
     source: Source,
 }
 
+/// A sealed connection over one end of a fresh pair of `kind`, and the relay's end.
 fn link(kind: Kind, key: &Key) -> (Connection, End) {
+    fn over<T: Transport + MaxBytes>((a, b): (T, T), key: &Key) -> (Connection, End) {
+        let conn = tracked(Sealed::new(a, key.clone()));
+        let (sink, source) = b.split();
+        let end = End {
+            sink: Box::new(sink),
+            source: Box::new(source),
+        };
+        (conn, end)
+    }
     match kind {
-        Kind::Memory => {
-            let (a, b) = memory::pair();
-            let conn = tracked(Sealed::new(a, key.clone()));
-            let (sink, source) = b.split();
-            (
-                conn,
-                End {
-                    sink: Box::new(sink),
-                    source: Box::new(source),
-                },
-            )
-        }
-        Kind::Tcp => {
-            let (a, b) = tcp_pair();
-            let conn = tracked(Sealed::new(a, key.clone()));
-            let (sink, source) = b.split();
-            (
-                conn,
-                End {
-                    sink: Box::new(sink),
-                    source: Box::new(source),
-                },
-            )
-        }
+        Kind::Memory => over(memory::pair(), key),
+        Kind::Tcp => over(tcp_pair(), key),
     }
 }
 

@@ -64,14 +64,14 @@ addExtension({
 });
 
 /** The options of both sides, exactly PROTOCOL §3's. */
-const OPTIONS = { useRecords: true, sequential: true, moreTypes: true } as const;
+export const CODEC_OPTIONS = { useRecords: true, sequential: true, moreTypes: true } as const;
 
 /** The default depth limit of decoded values (PROTOCOL §4). */
 export const MAX_DEPTH = 256;
 
 /** Encodes values in order on one connection direction. */
 export class FrameEncoder {
-  private readonly packr = new Packr({ ...OPTIONS });
+  private readonly packr = new Packr({ ...CODEC_OPTIONS });
 
   /** The bytes of `value`, a copy the caller owns. */
   encode(value: unknown): Uint8Array {
@@ -130,7 +130,7 @@ export class FrameDecoder {
       restoreStructures: null,
     });
     this.slots = Object.seal(slots);
-    this.unpackr = new Unpackr({ ...OPTIONS, structures: slots as never });
+    this.unpackr = new Unpackr({ ...CODEC_OPTIONS, structures: slots as never });
     this.model = new RecordModel(maxDepth, budget);
   }
 

@@ -1,0 +1,109 @@
+//! The msgpackr peer: `js/test/msgpackr_echo.ts` (built to `js/dist/test/`) under node,
+//! one process for the whole run, a fresh connection per seed.
+
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// The length that starts a new connection (the script's `NEW_CONNECTION`).
+const NEW_CONNECTION: u32 = u32::MAX;
+
+pub struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../js")
+}
+
+/// The test cannot run without node and the web client built; it fails rather than pass
+/// having checked nothing.
+fn need(ok: bool, what: &str) {
+    assert!(
+        ok,
+        "{what}: this test runs msgpackr under node. Install node 20+ (or set BUNITE_NODE to \
+         it), then in js/: `npm ci && npm run build`"
+    );
+}
+
+impl Peer {
+    pub fn start() -> Peer {
+        let js = js_dir();
+        let script = js.join("dist/test/msgpackr_echo.js");
+        need(
+            js.join("node_modules/msgpackr/package.json").is_file(),
+            "js/node_modules/msgpackr is missing",
+        );
+        need(script.is_file(), "js/dist/test/msgpackr_echo.js is missing");
+        let built = std::fs::metadata(&script).and_then(|m| m.modified()).ok();
+        for source in ["test/msgpackr_echo.ts", "src/codec.ts"] {
+            let changed = std::fs::metadata(js.join(source))
+                .and_then(|m| m.modified())
+                .ok();
+            need(
+                changed <= built,
+                &format!("js/{source} is newer than js/dist (run `npm run build` in js/)"),
+            );
+        }
+        let node = std::env::var_os("BUNITE_NODE").unwrap_or_else(|| "node".into());
+        let mut child = Command::new(&node)
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                need(false, &format!("cannot run {node:?} ({e})"));
+                unreachable!()
+            });
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Peer {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("open until drop");
+        stdin.write_all(bytes).expect("node's msgpackr peer exited");
+    }
+
+    /// Forgets the connection: a fresh decoder and encoder, as a new connection has.
+    pub fn new_connection(&mut self) {
+        self.send(&NEW_CONNECTION.to_be_bytes());
+    }
+
+    /// msgpackr decodes `message`: the canonical text of what it decoded and its encoding
+    /// of that again. A text starting `!` is msgpackr's error.
+    pub fn echo(&mut self, message: &[u8]) -> (String, Vec<u8>) {
+        let len = u32::try_from(message.len()).expect("a test message fits u32");
+        assert_ne!(len, NEW_CONNECTION);
+        self.send(&len.to_be_bytes());
+        self.send(message);
+        self.stdin.as_mut().expect("open").flush().expect("flush");
+        let text = String::from_utf8(self.read_part()).expect("the script writes UTF-8");
+        (text, self.read_part())
+    }
+
+    fn read_part(&mut self) -> Vec<u8> {
+        let mut len = [0; 4];
+        self.stdout
+            .read_exact(&mut len)
+            .expect("node's msgpackr peer exited (its stderr above)");
+        let mut part = vec![0; u32::from_be_bytes(len) as usize];
+        self.stdout.read_exact(&mut part).expect("a whole answer");
+        part
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // The script ends when its stdin does.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}

@@ -12,10 +12,14 @@
 // model of what msgpackr makes of a value), then the bytes of the re-encoding, each as a
 // length and its bytes. A decode or encode that throws answers `!` and the error's text,
 // then no bytes.
+//
+// The web client's own `FrameDecoder` (msgpackr behind the decode budget's walk, with a
+// sealed record table) decodes every message too, and must hold the same value as msgpackr
+// alone: when it does not, the answer is `!` and both texts.
 
 import { Unpackr } from "msgpackr";
 
-import { CODEC_OPTIONS, CapRef, FrameEncoder } from "../src/codec.js";
+import { CODEC_OPTIONS, CapRef, FrameDecoder, FrameEncoder } from "../src/codec.js";
 
 const NEW_CONNECTION = 0xffff_ffff;
 
@@ -79,6 +83,7 @@ function canonical(v: unknown): string {
 }
 
 let unpackr = new Unpackr({ ...CODEC_OPTIONS });
+let web = new FrameDecoder();
 let encoder = new FrameEncoder();
 
 function answer(text: string, bytes: Uint8Array): void {
@@ -99,6 +104,16 @@ function handle(message: Buffer): void {
     return;
   }
   let text = canonical(decoded);
+  let webText: string;
+  try {
+    webText = canonical(web.decode(message));
+  } catch (e) {
+    webText = `!${String(e)}`;
+  }
+  if (webText !== text) {
+    answer(`!the web client's FrameDecoder read ${webText} where msgpackr read ${text}`, new Uint8Array());
+    return;
+  }
   let bytes: Uint8Array;
   try {
     bytes = encoder.encode(decoded);
@@ -117,6 +132,7 @@ process.stdin.on("data", (chunk: Buffer) => {
     const len = pending.readUInt32BE(0);
     if (len === NEW_CONNECTION) {
       unpackr = new Unpackr({ ...CODEC_OPTIONS });
+      web = new FrameDecoder();
       encoder = new FrameEncoder();
       pending = pending.subarray(4);
       continue;

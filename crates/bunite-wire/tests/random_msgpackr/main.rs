@@ -74,6 +74,9 @@ struct Ours {
     values: Decoder,
     /// Decodes msgpackr's bytes as frames where we sent a frame.
     frames: Decoder,
+    /// In a connection of frames only, decodes msgpackr's bytes as a connection receives
+    /// them ([`Decoder::decode_frame_lazy`]).
+    lazy: Option<Decoder>,
 }
 
 #[test]
@@ -104,10 +107,15 @@ fn connection(seed: u64, peer: &mut node::Peer) -> (usize, usize) {
         forgot: 0,
         values: Decoder::new(DecodeLimits::default()),
         frames: Decoder::new(DecodeLimits::default()),
+        lazy: None,
     };
     let n = gen.messages();
+    let frames_only = gen.rng.chance(25);
+    if frames_only {
+        ours.lazy = Some(Decoder::new(DecodeLimits::default()));
+    }
     for i in 0..n {
-        if gen.rng.chance(25) {
+        if frames_only || gen.rng.chance(25) {
             let frame = gen.frame();
             let mut bytes = Vec::new();
             ours.encoder.encode_frame(&frame, &mut bytes);
@@ -182,19 +190,35 @@ fn message(
             let back = ours.frames.decode_frame(&theirs).unwrap_or_else(|e| {
                 panic!("our decoder refused msgpackr's frame: {e} ({})", context())
             });
-            let (got, want) = (format!("{back:?}"), format!("{frame:?}"));
-            assert!(
-                &back == frame,
-                "our decoder read msgpackr's frame as another ({}):\n  read: {}\n  sent: {}",
-                context(),
-                clip_from(&got, &want),
-                clip_from(&want, &got),
-            );
+            same_frame(&back, frame, &context);
+            if let Some(lazy) = &mut ours.lazy {
+                let back = lazy
+                    .decode_frame_lazy(&bytes::Bytes::from(theirs.clone()))
+                    .and_then(|f| Ok(f.try_map_payload(|p| p.into_value())?))
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "decode_frame_lazy refused msgpackr's frame: {e} ({})",
+                            context()
+                        )
+                    });
+                same_frame(&back, frame, &context);
+            }
         }
         None => {
             ours.frames.decode(&theirs).expect("decoded once above");
         }
     }
+}
+
+fn same_frame(back: &Frame, sent: &Frame, context: &dyn Fn() -> String) {
+    let (got, want) = (format!("{back:?}"), format!("{sent:?}"));
+    assert!(
+        back == sent,
+        "our decoder read msgpackr's frame as another ({}):\n  read: {}\n  sent: {}",
+        context(),
+        clip_from(&got, &want),
+        clip_from(&want, &got),
+    );
 }
 
 /// Makes `encoder` forget every shape it remembers but keep its next id, as msgpackr does

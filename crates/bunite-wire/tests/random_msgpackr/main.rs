@@ -24,6 +24,7 @@
 //! does before the tests); without them it fails. `BUNITE_OPS_SEED=n` runs seed `n` alone,
 //! `BUNITE_OPS_SEEDS=n` seeds `0..n`.
 
+mod frames;
 mod gen;
 mod model;
 mod node;

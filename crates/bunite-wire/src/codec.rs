@@ -74,7 +74,9 @@ pub enum DecodeError {
     /// A CapRef whose varint is malformed, longer than 5 bytes, or not below 2^32.
     #[error("malformed capability reference")]
     BadCapRef,
-    /// A timestamp of an unknown length or with nanoseconds out of range.
+    /// A timestamp of 8 or 12 bytes whose nanoseconds are a second or more. (An ext -1 of
+    /// another length than 4, 8 or 12 bytes is msgpackr's invalid Date,
+    /// [`Timestamp::INVALID`](crate::Timestamp::INVALID).)
     #[error("malformed timestamp")]
     BadTimestamp,
     /// A record definition would take the record table, which keeps definitions for the

@@ -314,11 +314,34 @@ pub struct TypedArray {
     pub bytes: Vec<u8>,
 }
 
-/// A msgpack timestamp (ext -1).
+/// A msgpack timestamp (ext -1), a JS `Date`.
+///
+/// A JS Date may be invalid (`new Date(undefined)`); msgpackr, the reference's codec, writes
+/// one as `d4 ff ff` (an ext -1 of one byte) and reads every ext -1 whose data is not 4, 8
+/// or 12 bytes as one. Here it is a timestamp whose `nanos` are out of range
+/// ([`Timestamp::is_valid`] is false): every such timestamp is encoded as `d4 ff ff`, and
+/// the decoder reads an ext -1 of any other length as [`Timestamp::INVALID`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp {
     /// Seconds since the Unix epoch.
     pub seconds: i64,
-    /// Nanoseconds within the second (0..1_000_000_000).
+    /// Nanoseconds within the second (0..1_000_000_000); anything more makes the timestamp
+    /// an invalid Date.
     pub nanos: u32,
+}
+
+impl Timestamp {
+    /// The invalid Date, as the decoder reads msgpackr's `d4 ff ff` (and every ext -1 of a
+    /// length other than 4, 8 or 12 bytes). Every timestamp that is not
+    /// [valid](Timestamp::is_valid) is encoded as this one is, as `d4 ff ff`.
+    pub const INVALID: Timestamp = Timestamp {
+        seconds: 0,
+        nanos: u32::MAX,
+    };
+
+    /// Whether this is a point in time: its nanoseconds are within a second. One that is
+    /// not is a JS Invalid Date on the wire ([`Timestamp::INVALID`]).
+    pub const fn is_valid(self) -> bool {
+        self.nanos < 1_000_000_000
+    }
 }

@@ -14,7 +14,7 @@ use std::fmt::Debug;
 
 use bunite_wire::{
     from_value, to_value, CallId, CapId, CapRef, DecodeLimits, Decoder, Encoder, Frame, Payload,
-    Record, ResultFrame, Value,
+    Record, ResultFrame, Timestamp, Value,
 };
 use bytes::Bytes;
 use proptest::collection::vec;
@@ -369,6 +369,32 @@ fn a_payload_outlives_later_redefinitions_of_its_slots() {
     }
     assert_eq!(p.to_value().unwrap(), first);
     assert_eq!(p.deserialize::<BTreeMap<String, i64>>().unwrap()["a"], 1);
+}
+
+#[test]
+fn msgpackrs_invalid_date_reads_the_same_on_every_route() {
+    #[derive(Debug, Deserialize)]
+    struct Args {
+        when: Value,
+        n: u8,
+    }
+    let mut wire = Wire::new();
+    // `d4 ff ff`, as msgpackr writes `new Date(undefined)`, inside a result's record.
+    let v = Value::Record(
+        Record::new()
+            .with("when", Value::Timestamp(Timestamp::INVALID))
+            .with("n", 3),
+    );
+    let p = wire.carry(&v);
+    assert_eq!(p.to_value().unwrap(), v);
+    assert_eq!(p.deserialize::<Value>().unwrap(), v);
+    let args = p.deserialize::<Args>().unwrap();
+    assert_eq!(
+        (args.when, args.n),
+        (Value::Timestamp(Timestamp::INVALID), 3)
+    );
+    agree::<Value>(&p).unwrap();
+    agree::<BTreeMap<String, Value>>(&p).unwrap();
 }
 
 #[test]

@@ -349,7 +349,16 @@ fn typed_array(data: &[u8]) -> Res<Head<'_>> {
 }
 
 /// The three msgpack timestamp forms: 32-bit seconds; 30-bit nanos + 34-bit seconds;
-/// 32-bit nanos + signed 64-bit seconds.
+/// 32-bit nanos + signed 64-bit seconds. Data of any other length is msgpackr's invalid
+/// Date (it writes one as `d4 ff ff`, and `unpack.js` reads every other length as
+/// `new Date('invalid')`): [`Timestamp::INVALID`].
+///
+/// Nanos of a second or more in the 8- or 12-byte form stay an error, as the msgpack spec
+/// has it: msgpackr never writes them (its nanos are a Date's milliseconds times 10^6), so no
+/// reference peer sends them, and a `Timestamp` holding them would now be the invalid Date,
+/// which is not what msgpackr makes of them (it adds them to the seconds, and in the 12-byte
+/// form reads nanos of 2^31 or more as negative). Refusing them is the one reading that does
+/// not invent a meaning.
 fn timestamp(data: &[u8]) -> Res<Timestamp> {
     let (seconds, nanos) = match data.len() {
         4 => {
@@ -367,12 +376,13 @@ fn timestamp(data: &[u8]) -> Res<Timestamp> {
             let secs = i64::from_be_bytes(s.try_into().map_err(|_| BadTimestamp)?);
             (secs, nanos)
         }
-        _ => return Err(BadTimestamp),
+        _ => return Ok(Timestamp::INVALID),
     };
-    if nanos >= 1_000_000_000 {
+    let t = Timestamp { seconds, nanos };
+    if !t.is_valid() {
         return Err(BadTimestamp);
     }
-    Ok(Timestamp { seconds, nanos })
+    Ok(t)
 }
 
 /// What every reader of one message shares: the cursor, the record slot table (the

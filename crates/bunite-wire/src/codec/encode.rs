@@ -444,22 +444,25 @@ impl<'a> Writer<'a> {
     }
 
     /// Ext -1 in msgpackr's choice of forms: 32-bit for whole seconds in 0..2^32, 64-bit
-    /// for other times in that range, 96-bit otherwise.
+    /// for other times in that range, 96-bit otherwise; an invalid timestamp (nanos of a
+    /// second or more) as msgpackr writes an invalid Date, `d4 ff ff`.
     fn timestamp(&mut self, t: Timestamp) {
         let out = &mut *self.out;
-        // Nanos of a second or more cannot be packed into 30 bits; the 96-bit form keeps
-        // them as they are, which is the best a malformed local value can get.
+        if !t.is_valid() {
+            out.extend_from_slice(&[0xd4, 0xff, 0xff]);
+            return;
+        }
         match u32::try_from(t.seconds) {
             Ok(secs) if t.nanos == 0 => {
                 out.extend_from_slice(&[0xd6, 0xff]);
                 out.extend_from_slice(&secs.to_be_bytes());
             }
-            Ok(secs) if t.nanos < 1_000_000_000 => {
+            Ok(secs) => {
                 out.extend_from_slice(&[0xd7, 0xff]);
                 let packed = (u64::from(t.nanos) << 34) | u64::from(secs);
                 out.extend_from_slice(&packed.to_be_bytes());
             }
-            _ => {
+            Err(_) => {
                 out.extend_from_slice(&[0xc7, 0x0c, 0xff]);
                 out.extend_from_slice(&t.nanos.to_be_bytes());
                 out.extend_from_slice(&t.seconds.to_be_bytes());

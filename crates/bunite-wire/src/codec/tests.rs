@@ -275,12 +275,98 @@ fn hostile_input_is_an_error_never_a_panic() {
         ("d5500101", BadCapRef),
         ("c70550ffffffff1f", BadCapRef),
         ("c70650ffffffff8f01", BadCapRef),
-        ("d4ffff", BadTimestamp),
+        // Nanos of a second or more, in the 8- and 12-byte forms (`cursor::timestamp`).
         ("d7ffffffffff00000000", BadTimestamp),
+        ("d7ffee6b280000000000", BadTimestamp),
+        ("c70cff3b9aca00ffffffffffffffff", BadTimestamp),
+        ("c70cffffffffff0000000000000000", BadTimestamp),
     ];
     for (input, expected) in cases {
         assert_eq!(dec(input), Err(*expected), "input {input:?}");
     }
+}
+
+#[test]
+fn msgpackrs_invalid_date_decodes_as_the_invalid_timestamp() {
+    // `pack.js` writes an invalid Date as `d4 ff ff`; `unpack.js` reads an ext -1 of any
+    // length but 4, 8 and 12 as an invalid Date: fixext 1, 2, 16, ext 8/16/32 of 0, 3, 13...
+    let invalid = Ok(Value::Timestamp(Timestamp::INVALID));
+    for input in [
+        "d4ffff",
+        "d4ff00",
+        "d5ff0000",
+        "d8ff00000000000000000000000000000000",
+        "c700ff",
+        "c703ff010203",
+        "c70dff00000000000000000000000000",
+        "c80000ff",
+        "c90000000bff0102030405060708090a0b",
+    ] {
+        assert_eq!(dec(input), invalid, "input {input}");
+    }
+    // In a record, an array and a map key: the decoder goes on after it.
+    let v = rec(&[
+        ("a", Value::Timestamp(Timestamp::INVALID)),
+        ("b", Value::Int(1)),
+    ]);
+    assert_eq!(dec("d4724092a161a162d4ffff01"), Ok(v));
+    assert_eq!(
+        dec("92d4ffffc0"),
+        Ok(Value::Array(vec![
+            Value::Timestamp(Timestamp::INVALID),
+            Value::Null
+        ]))
+    );
+    // The three valid forms still read as times.
+    assert_eq!(
+        dec("d6ff00000001"),
+        Ok(Value::Timestamp(Timestamp {
+            seconds: 1,
+            nanos: 0
+        }))
+    );
+}
+
+#[test]
+fn invalid_timestamps_encode_as_msgpackrs_invalid_date() {
+    assert!(!Timestamp::INVALID.is_valid());
+    let edge = Timestamp {
+        seconds: 1,
+        nanos: 999_999_999,
+    };
+    assert!(edge.is_valid());
+    assert_eq!(enc(&Value::Timestamp(edge)), "d7ffee6b27fc00000001");
+    // Every timestamp whose nanos are a second or more: before, the first of these went
+    // out in the 96-bit form, which our own decoder refused.
+    for t in [
+        Timestamp::INVALID,
+        Timestamp {
+            seconds: 1,
+            nanos: 1_000_000_000,
+        },
+        Timestamp {
+            seconds: -5,
+            nanos: 3_000_000_000,
+        },
+        Timestamp {
+            seconds: 0,
+            nanos: u32::MAX,
+        },
+    ] {
+        assert!(!t.is_valid(), "{t:?}");
+        let bytes = Encoder::new().encode_to_vec(&Value::Timestamp(t));
+        assert_eq!(hex(&bytes), "d4ffff", "{t:?}");
+        assert_eq!(
+            Decoder::new(DecodeLimits::default()).decode(&bytes),
+            Ok(Value::Timestamp(Timestamp::INVALID)),
+            "{t:?}"
+        );
+    }
+    // Round trip inside a record, as a call's arguments hold one.
+    let v = rec(&[("when", Value::Timestamp(Timestamp::INVALID))]);
+    let bytes = Encoder::new().encode_to_vec(&v);
+    assert_eq!(hex(&bytes), "d4724091a47768656ed4ffff");
+    assert_eq!(Decoder::new(DecodeLimits::default()).decode(&bytes), Ok(v));
 }
 
 #[test]

@@ -220,6 +220,7 @@ fn every_variant() -> Value {
             seconds: -5,
             nanos: 7,
         }),
+        Value::Timestamp(Timestamp::INVALID),
     ])
 }
 

@@ -49,6 +49,7 @@ pub fn leaf() -> impl Strategy<Value = Value> {
         typed_array(),
         (any::<i64>(), 0u32..1_000_000_000)
             .prop_map(|(seconds, nanos)| Value::Timestamp(Timestamp { seconds, nanos })),
+        Just(Value::Timestamp(Timestamp::INVALID)),
     ]
 }
 

@@ -17,13 +17,15 @@
 // a reference to a slot never defined (msgpackr returns the byte as an integer; PROTOCOL §3.3 says it is an
 // error), definitions whose keys are not strings or repeat a key (a JS object keeps the last
 // of two, the Rust peer's records the first), msgpackr's two-byte definitions `d5 72 id high`
-// (the Rust decoder reads definitions only as `d4 72 id`), the byte 0xc1, a timestamp that is not 4,
-// 8 or 12 bytes, a Set, Error or RegExp marker not followed by an array of the right length,
+// (the Rust decoder reads definitions only as `d4 72 id`), the byte 0xc1, a Set, Error or RegExp
+// marker not followed by an array of the right length,
 // and extension types PROTOCOL §3.2 does not list (msgpackr also knows BigInt 0x42, bundled
 // strings 0x62 and the structured-clone pointers 0x69/0x70, which the reference peer never
 // sends). It checks CapRef varints and typed-array lengths as msgpackr's builders would, so
 // that msgpackr never fails on what the walk admits (but for a RegExp's pattern and flags,
-// which only the RegExp constructor knows).
+// which only the RegExp constructor knows). A timestamp (ext -1) it admits as msgpackr does,
+// of any length: one that is not 4, 8 or 12 bytes is msgpackr's invalid Date, `d4 ff ff` as
+// msgpackr writes it, which the Rust decoder reads too (`Timestamp::INVALID`).
 //
 // The costs are in heap_costs.ts, the reading of msgpack headers in msgpack_read.ts, the
 // errors in decode_error.ts.

@@ -116,8 +116,10 @@ export function extension(typ: number, b: Uint8Array, at: number, len: number): 
       if (size === 0 || (len - 1) % size !== 0) throw malformed("bad typed array");
       return TYPED + (len - 1);
     }
-    case 0xff: // timestamp
-      if (len !== 4 && len !== 8 && len !== 12) throw malformed(`timestamp of ${len} bytes`);
+    case 0xff:
+      // A timestamp: 4, 8 or 12 bytes; any other length is msgpackr's invalid Date (it
+      // writes one as `d4 ff ff` and reads every other length as `new Date('invalid')`),
+      // as the Rust decoder's Timestamp::INVALID. Either way one Date; its data is not kept.
       return DATE;
     case 0x73: // Set
     case 0x65: // Error

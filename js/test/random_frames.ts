@@ -307,7 +307,7 @@ function crafted(r: Rng): Uint8Array {
     // Deep nesting, by arrays and by maps.
     () => [...new Array(r.pick([255, 256, 257, 5000])).fill(0x91), 0x01],
     () => [...new Array(r.pick([255, 300])).fill([0x81, 0xa1, 0x61]).flat(), 0x01],
-    // Extensions: a CapRef of a bad varint, typed arrays of odd lengths, bad timestamps, Set/Error/RegExp markers.
+    // Extensions: a CapRef of a bad varint, typed arrays of odd lengths, a timestamp of 3 bytes (msgpackr's invalid Date), Set/Error/RegExp markers.
     () => [0xc7, 0x06, 0x50, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
     () => [0xd5, 0x50, 0x80, 0x00],
     () => [0xc7, 0x04, 0x74, r.int(20), 1, 2, 3],

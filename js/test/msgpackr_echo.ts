@@ -57,7 +57,8 @@ function canonical(v: unknown): string {
   if (typeof v === "bigint") return `B${v.toString()}`;
   if (typeof v === "string") return `s${hex(Buffer.from(v, "utf8"))}`;
   if (v instanceof CapRef) return `C${v.id}`;
-  if (v instanceof Date) return `D${v.getTime()}`;
+  // An invalid Date (msgpackr's `d4 ff ff`, or a time beyond ±8.64e15 ms) is `DNaN`.
+  if (v instanceof Date) return Number.isNaN(v.getTime()) ? "DNaN" : `D${v.getTime()}`;
   if (Buffer.isBuffer(v)) return `b${hex(v)}`;
   if (v instanceof ArrayBuffer) return `T16:${hex(new Uint8Array(v))}`;
   if (v instanceof DataView) return `T17:${hex(new Uint8Array(v.buffer, v.byteOffset, v.byteLength))}`;

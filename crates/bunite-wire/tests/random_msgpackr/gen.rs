@@ -135,7 +135,8 @@ const KINDS: &[TypedArrayKind] = &[
     TypedArrayKind::DataView,
 ];
 
-/// The greatest |seconds| of a timestamp drawn: a JS Date holds ±8.64e15 ms.
+/// The greatest |seconds| of a timestamp drawn within a Date's range: a JS Date holds
+/// ±8.64e15 ms.
 const DATE_SECONDS: i64 = 8_640_000_000_000 - 1;
 
 /// One connection's generator: its record shapes outlive a message.
@@ -342,15 +343,50 @@ impl Gen {
         Value::TypedArray(TypedArray { kind, bytes })
     }
 
-    /// Seconds within what a JS Date holds, at the edges of the three msgpack forms too.
+    /// Seconds within what a JS Date holds, at the edges of the three msgpack forms too; one
+    /// in ten an invalid Date (msgpackr's `d4 ff ff`, which we write for every timestamp
+    /// whose nanos are out of range), one in ten seconds beyond a Date's range (which
+    /// msgpackr reads as an invalid Date, or past 2^47 seconds as its 48 bits say:
+    /// `model::date_ms`).
     fn timestamp(&mut self) -> Value {
         const EDGES: &[i128] = &[0, (1 << 32) - 1, 1 << 32, (1 << 34) - 1, 1 << 34, -1];
-        let seconds = match self.rng.below(3) {
+        const FAR: &[i128] = &[
+            DATE_SECONDS as i128 + 1,
+            -(DATE_SECONDS as i128) - 1,
+            1 << 47,
+            -(1 << 47),
+            1 << 48,
+            -(1 << 48),
+            i64::MAX as i128,
+            i64::MIN as i128,
+        ];
+        let seconds = match self.rng.below(10) {
             0 => {
+                let nanos = match self.rng.below(3) {
+                    0 => Timestamp::INVALID.nanos,
+                    1 => 1_000_000_000,
+                    _ => 1_000_000_000 + self.rng.below(u64::from(u32::MAX) - 999_999_999) as u32,
+                };
+                let invalid = Timestamp {
+                    seconds: self.rng.next() as i64,
+                    nanos,
+                };
+                return Value::Timestamp(invalid);
+            }
+            1 => match self.rng.below(2) {
+                0 => self.rng.next() as i64,
+                _ => {
+                    let edge = self.rng.pick(FAR);
+                    self.rng
+                        .near(edge)
+                        .clamp(i64::MIN as i128, i64::MAX as i128) as i64
+                }
+            },
+            2..=4 => {
                 let edge = self.rng.pick(EDGES);
                 self.rng.near(edge) as i64
             }
-            1 => self.rng.below(1 << 33) as i64,
+            5..=7 => self.rng.below(1 << 33) as i64,
             _ => self.rng.next() as i64 % DATE_SECONDS,
         };
         let nanos = match self.rng.below(4) {

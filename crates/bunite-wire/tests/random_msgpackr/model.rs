@@ -6,7 +6,8 @@
 //! - [`normalize`]: that JavaScript value encoded again by msgpackr, as our decoder must
 //!   read it. Where it differs from the value we sent, JavaScript cannot hold the
 //!   difference: a number is a double (`Float(3.0)` comes back `Int(3)`, `-0.0` comes back
-//!   `0`, an `Int` beyond 2^32 comes back a `Float`), a Date holds milliseconds, and an
+//!   `0`, an `Int` beyond 2^32 comes back a `Float`), a Date holds milliseconds (or is
+//!   invalid: `d4 ff ff` both ways, [`Timestamp::INVALID`] to us), and an
 //!   object lists its array-index keys first and has no own `__proto__`, a Map's key -0 is
 //!   +0.
 
@@ -127,9 +128,21 @@ fn array_index(k: &str) -> Option<u64> {
 
 /// The milliseconds of the Date msgpackr reads from our encoding of `t`: `unpack.js`
 /// computes `nanos / 1e6 + seconds * 1000` in doubles for every form, and the Date
-/// truncates it toward zero; `None` is an invalid Date.
+/// truncates it toward zero; `None` is an invalid Date. That is what we write for an
+/// invalid timestamp (`d4 ff ff`, which `unpack.js` reads as `new Date('invalid')`), and
+/// what a Date makes of more than ±8.64e15 ms. In the 12-byte form (every time before 1970
+/// or from 2^32 seconds on) `unpack.js` reads the seconds' sign bit and their low 48 bits
+/// only, so seconds beyond ±2^47 come out as those 48 bits say.
 pub fn date_ms(t: Timestamp) -> Option<i64> {
-    let ms = f64::from(t.nanos) / 1e6 + t.seconds as f64 * 1000.0;
+    if !t.is_valid() {
+        return None;
+    }
+    const LOW48: i64 = (1 << 48) - 1;
+    let seconds = match t.seconds {
+        s if s < 0 => -(1 << 48) + (s & LOW48),
+        s => s & LOW48,
+    };
+    let ms = f64::from(t.nanos) / 1e6 + seconds as f64 * 1000.0;
     (ms.abs() <= DATE_MS).then(|| ms.trunc() as i64)
 }
 
@@ -151,13 +164,14 @@ pub fn normalize(v: &Value) -> Value {
                 .map(|(k, item)| (normalize(k), normalize(item)))
                 .collect(),
         ),
-        Value::Timestamp(t) => {
-            let ms = date_ms(*t).expect("the generator draws only dates a JS Date holds");
-            Value::Timestamp(Timestamp {
+        Value::Timestamp(t) => Value::Timestamp(match date_ms(*t) {
+            Some(ms) => Timestamp {
                 seconds: ms.div_euclid(1000),
                 nanos: (ms.rem_euclid(1000) * 1_000_000) as u32,
-            })
-        }
+            },
+            // msgpackr writes an invalid Date as `d4 ff ff`.
+            None => Timestamp::INVALID,
+        }),
         other => other.clone(),
     }
 }

@@ -1,4 +1,4 @@
-// The msgpackr side of `crates/bunite-wire/tests/random_msgpackr.rs`, the seeded differential
+// The msgpackr side of `crates/bunite-wire/tests/random_msgpackr/`, the seeded differential
 // of the Rust codec against msgpackr. Run by that test (`node dist/test/msgpackr_echo.js`),
 // not by `npm test`.
 //

@@ -25,7 +25,9 @@
 // that msgpackr never fails on what the walk admits (but for a RegExp's pattern and flags,
 // which only the RegExp constructor knows). A timestamp (ext -1) it admits as msgpackr does,
 // of any length: one that is not 4, 8 or 12 bytes is msgpackr's invalid Date, `d4 ff ff` as
-// msgpackr writes it, which the Rust decoder reads too (`Timestamp::INVALID`).
+// msgpackr writes it, which the Rust decoder reads too (`Timestamp::INVALID`). It admits as
+// well nanos of a second or more in the 8- and 12-byte forms, which msgpackr reads (adding
+// them to the time) and never writes, and the Rust decoder refuses (BadTimestamp).
 //
 // The costs are in heap_costs.ts, the reading of msgpack headers in msgpack_read.ts, the
 // errors in decode_error.ts.

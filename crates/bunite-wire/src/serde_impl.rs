@@ -26,9 +26,12 @@
 //! [`from_value`] every variant round-trips exactly. Through another format it degrades:
 //! `Undefined` and `Null` become unit (`null`), `Bin` and typed arrays bytes, `Record` and
 //! `Map` maps, `CapRef(n)` the map `{"$capref": n}` and `Timestamp` the map
-//! `{"$timestamp": [seconds, nanos]}`. Deserializing a `Value` from another format gives
-//! `Record` for string-keyed maps (`CapRef` / `Timestamp` for the two single-key maps just
-//! named), `Map` for others, `Int` for integers and `Float` for other numbers.
+//! `{"$timestamp": [seconds, nanos]}` (msgpackr's invalid Date,
+//! [`Timestamp::INVALID`](crate::Timestamp::INVALID), is `[0, 4294967295]`; nanos of a
+//! second or more are an invalid Date on the wire). Deserializing a `Value` from another
+//! format gives `Record` for string-keyed maps (`CapRef` / `Timestamp` for the two
+//! single-key maps just named), `Map` for others, `Int` for integers and `Float` for other
+//! numbers.
 //!
 //! The special cases travel through serde as newtype structs with private names that only
 //! this module's serializer and deserializers recognise; any other format sees an ordinary

@@ -37,7 +37,8 @@ pub enum Value {
     CapRef(CapId),
     /// A JS typed array, `ArrayBuffer` or `DataView` (ext 0x74).
     TypedArray(TypedArray),
-    /// A msgpack timestamp (ext -1, a JS `Date`).
+    /// A msgpack timestamp (ext -1, a JS `Date`), or an invalid Date
+    /// ([`Timestamp::INVALID`], msgpackr's `d4 ff ff`).
     Timestamp(Timestamp),
 }
 

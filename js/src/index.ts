@@ -13,7 +13,7 @@ export { CapRef, FrameDecoder, FrameEncoder, MAX_DEPTH, decodeVarint, encodeVari
 export { DEFAULT_DECODE_BUDGET, DecodeError, type DecodeBudget, type DecodeErrorKind } from "./decode_budget.js";
 export { Connection, DEFAULT_LIMITS, type ConnectionOptions, type Limits } from "./connection.js";
 export { PROTOCOL_VERSION, type Frame } from "./frames.js";
-export { SEALED_OVERHEAD, importKey, keyFromHex, open, seal, sealed } from "./sealed.js";
+export { REPLAY_WINDOW, SEALED_OVERHEAD, SealedOpenError, importKey, keyFromHex, open, seal, sealed, type OpenErrorKind } from "./sealed.js";
 export type { CallContext, IfExists, Impl, Policy, ServeHandle, ServeOptions } from "./serving.js";
 export { RpcError, type Code, type Retry, type Status } from "./status.js";
 export { memoryPair, openWebSocket, webSocketTransport, type Transport, type TransportEvents, type WebSocketClass } from "./transport.js";

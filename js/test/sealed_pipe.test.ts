@@ -83,6 +83,9 @@ async function refusedWith(refuser: Connection, from: Direction, text: string, o
   );
   assert.deepEqual(from.goaway(), { op: "goaway", reason: "invalid_argument", error: { code: "invalid_argument", message: text } });
   if (other !== undefined) assert.equal(await within(other.closed, "the other side's close"), "invalid_argument");
+  // Shut down with nothing left behind.
+  assertClean(refuser);
+  if (other !== undefined) assertClean(other);
 }
 
 describe("the sealed pipe between two web clients, a man in the middle", () => {
@@ -111,8 +114,6 @@ describe("the sealed pipe between two web clients, a man in the middle", () => {
     await notAnswered(x2, "x2");
     await x1;
     assert.deepEqual(ran, ["first", "x1"]);
-    assertClean(A);
-    assertClean(B);
   });
 
   test("an earlier message delivered again later is refused (replayed)", async () => {
@@ -228,7 +229,9 @@ describe("the sealed pipe between two web clients, a man in the middle", () => {
     );
     assert.equal(ran.length, 301);
     A.close();
-    await B.closed;
+    await within(B.closed, "B's close");
+    assertClean(A);
+    assertClean(B);
   });
 });
 
@@ -258,6 +261,7 @@ describe("the sealed pipe between a web client and bunite-rpc interop-server --k
     assert.equal(await within(A.closed, "the web client's close"), "invalid_argument");
     await within(toA.settled(), "relay");
     assert.deepEqual(toA.goaway(), { op: "goaway", reason: "invalid_argument", error: { code: "invalid_argument", message: text } });
+    assertClean(A);
   }
 
   test("the web client's message dropped: the Rust pipe refuses the next (out of sequence); neither call answered", async () => {
@@ -303,6 +307,7 @@ describe("the sealed pipe between a web client and bunite-rpc interop-server --k
     assert.equal(toA.goaway(), undefined);
     A.close();
     await within(A.closed, "close");
+    assertClean(A);
   });
 
   test("the server's message delivered twice: the web client refuses it (replayed), the answer after it is not delivered, and its goaway reaches the server", async () => {

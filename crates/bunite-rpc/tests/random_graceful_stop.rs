@@ -38,6 +38,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -46,7 +47,7 @@ use std::time::Duration;
 use bunite_rpc::connection::CLOSE_GRACE;
 use bunite_rpc::dynamic::DynCap;
 use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
-use bunite_rpc::transport::ws::{self, WsListener};
+use bunite_rpc::transport::ws::{self, WsConnector, WsListener};
 use bunite_rpc::transport::{ByteBudget, ListenerConfig};
 use bunite_rpc::wire::{CapId, Encoder, Frame, Hello};
 use bunite_rpc::{
@@ -55,8 +56,8 @@ use bunite_rpc::{
 };
 use common::seeded::{seeds, Rng, SeedReport};
 use common::*;
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -98,8 +99,45 @@ const FLOOD_HELD: usize = 512 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// The byte stream: a `TcpMessageListener`.
     Tcp,
+    /// WebSocket: a `WsListener`.
     Ws,
+    /// The byte stream inside TLS: a `TcpMessageListener` with a certificate.
+    #[cfg(feature = "tls")]
+    Tls,
+    /// WebSocket inside TLS: a `WsListener` with a certificate.
+    #[cfg(feature = "tls")]
+    Wss,
+    /// WebSocket through an axum `RpcEndpoint` under `axum::serve`, stopped by axum's
+    /// graceful shutdown beside the set ([`start_axum`]).
+    #[cfg(feature = "axum")]
+    Axum,
+}
+
+impl Kind {
+    /// Whether its messages are WebSocket messages (else length-prefixed).
+    fn ws(self) -> bool {
+        match self {
+            Kind::Tcp => false,
+            Kind::Ws => true,
+            #[cfg(feature = "tls")]
+            Kind::Tls => false,
+            #[cfg(feature = "tls")]
+            Kind::Wss => true,
+            #[cfg(feature = "axum")]
+            Kind::Axum => true,
+        }
+    }
+
+    /// Whether its sockets speak TLS.
+    fn tls(self) -> bool {
+        match self {
+            #[cfg(feature = "tls")]
+            Kind::Tls | Kind::Wss => true,
+            _ => false,
+        }
+    }
 }
 
 #[test]
@@ -115,6 +153,33 @@ fn random_graceful_stops_of_a_ws_listener_under_churn() {
     run_seeds(
         Kind::Ws,
         "random_graceful_stops_of_a_ws_listener_under_churn",
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn random_graceful_stops_of_a_tls_byte_stream_listener_under_churn() {
+    run_seeds(
+        Kind::Tls,
+        "random_graceful_stops_of_a_tls_byte_stream_listener_under_churn",
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn random_graceful_stops_of_a_wss_listener_under_churn() {
+    run_seeds(
+        Kind::Wss,
+        "random_graceful_stops_of_a_wss_listener_under_churn",
+    );
+}
+
+#[cfg(feature = "axum")]
+#[test]
+fn random_graceful_stops_of_an_axum_endpoint_under_churn() {
+    run_seeds(
+        Kind::Axum,
+        "random_graceful_stops_of_an_axum_endpoint_under_churn",
     );
 }
 
@@ -433,7 +498,8 @@ fn server_builder(seen: &Arc<Seen>, imp: &Arc<dyn CapImpl>) -> ConnectionBuilder
         .serve(stop_def("test.raw"), imp.clone())
 }
 
-/// A listener of either kind, owned by the accept loop (dropped with it).
+/// A listener of the byte stream or WebSocket (plain or inside TLS), owned by the accept
+/// loop (dropped with it).
 enum Listener {
     Tcp(TcpMessageListener),
     Ws(WsListener),
@@ -441,13 +507,18 @@ enum Listener {
 
 impl Listener {
     async fn bind(kind: Kind, config: ListenerConfig) -> Listener {
-        match kind {
-            Kind::Tcp => Listener::Tcp(
+        #[cfg(feature = "tls")]
+        let config = match kind.tls() {
+            true => config.tls(common::tls::server()),
+            false => config,
+        };
+        match kind.ws() {
+            false => Listener::Tcp(
                 TcpMessageListener::bind("127.0.0.1:0", config)
                     .await
                     .unwrap(),
             ),
-            Kind::Ws => Listener::Ws(
+            true => Listener::Ws(
                 WsListener::bind_with("127.0.0.1:0", ws::DEFAULT_PATH, config)
                     .await
                     .unwrap(),
@@ -462,19 +533,102 @@ impl Listener {
         }
     }
 
-    /// The next connection, served; `None` once the listener failed.
-    async fn accept(&self, builder: ConnectionBuilder) -> Option<Connection> {
+    /// The next connection's transport; `None` once the listener failed.
+    async fn accept(&self) -> Option<Box<dyn FnOnce(ConnectionBuilder) -> Connection + Send>> {
         match self {
             Listener::Tcp(l) => {
                 let (t, _) = l.accept().await.ok()?;
-                Some(tracked_with(builder, t))
+                Some(Box::new(move |b| tracked_with(b, t)))
             }
             Listener::Ws(l) => {
-                let accepted = l.accept().await.ok()?;
-                Some(tracked_with(builder, accepted.transport))
+                let t = l.accept().await.ok()?.transport;
+                Some(Box::new(move |b| tracked_with(b, t)))
             }
         }
     }
+}
+
+/// What the server does with each connection it takes: the set, the case's list, the count
+/// of those open.
+type Take = Arc<dyn Fn(Connection) + Send + Sync>;
+
+/// The stop's task: the count `serve_with_shutdown` returned, and when the stop was over.
+type Stopping = JoinHandle<(usize, Instant)>;
+
+/// Serves a listener of `kind` (not axum) through `serve_with_shutdown`: its accept loop
+/// hands every connection, served by `builder`, to `take`.
+async fn start_listener(
+    kind: Kind,
+    config: ListenerConfig,
+    builder: impl Fn() -> ConnectionBuilder + Send + 'static,
+    take: Take,
+    set: ConnectionSet,
+    signal: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> (SocketAddr, Stopping) {
+    let listener = Listener::bind(kind, config).await;
+    let addr = listener.addr();
+    let accepting = async move {
+        while let Some(connect) = listener.accept().await {
+            take(connect(builder()));
+        }
+    };
+    let stopping = tokio::spawn(async move {
+        let open = set.serve_with_shutdown(accepting, signal, grace).await;
+        (open, Instant::now())
+    });
+    (addr, stopping)
+}
+
+/// Serves an axum `RpcEndpoint` at `/rpc` under `axum::serve`, whose route hands every
+/// connection, served by `builder`, to `take`; stopped as an application would stop it
+/// (`docs/RELIABILITY.md`, "Stopping a server"): at the signal, axum's graceful shutdown
+/// (no connection accepted, HTTP connections finished, upgrades handed over) and
+/// `serve_with_shutdown` of the set (the connections handed over drain), whose accept loop
+/// is axum's serving; then axum's end awaited, and the set's `closed` again for what axum
+/// handed over as it stopped (drained at once as it joined).
+#[cfg(feature = "axum")]
+async fn start_axum(
+    config: ListenerConfig,
+    builder: impl Fn() -> ConnectionBuilder + Clone + Send + Sync + 'static,
+    take: Take,
+    set: ConnectionSet,
+    signal: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> (SocketAddr, Stopping) {
+    use bunite_rpc::transport::axum::RpcEndpoint;
+    let rpc = RpcEndpoint::new(config).route(move |up| {
+        let (builder, take) = (builder.clone(), take.clone());
+        async move { take(tracked_with(builder(), up.transport)) }
+    });
+    let app = axum::Router::new().route(ws::DEFAULT_PATH, rpc);
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (stop_http, http_stopping) = oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let stopping = async move {
+            let _ = http_stopping.await;
+        };
+        axum::serve(tcp, app)
+            .with_graceful_shutdown(stopping)
+            .await
+            .unwrap();
+    });
+    // axum's task ends only after its graceful shutdown began (or if it failed).
+    let http = async move { http.await.unwrap() }.boxed().shared();
+    let stopping = tokio::spawn(async move {
+        let signal = async move {
+            signal.await;
+            let _ = stop_http.send(());
+        };
+        let open = set.serve_with_shutdown(http.clone(), signal, grace).await;
+        if timeout(LIVENESS, http).await.is_err() {
+            panic!("axum did not stop");
+        }
+        set.closed().await;
+        (open, Instant::now())
+    });
+    (addr, stopping)
 }
 
 /// What the signal saw as it completed.
@@ -499,27 +653,26 @@ async fn case(kind: Kind, seed: u64, reach: &Reach) {
     let config = ListenerConfig::default()
         .receive_budget(receive_budget.clone())
         .send_budget(send_budget.clone());
-    let listener = Listener::bind(kind, config).await;
-    let addr = listener.addr();
 
-    // The server: every accepted connection goes into the set, and into `conns`.
+    // The server: every connection it takes goes into the set, and into `conns`.
     let set = ConnectionSet::new();
     let conns: Arc<Mutex<Vec<Connection>>> = Arc::default();
     let open_now = Arc::new(AtomicUsize::new(0));
-    let accepting = {
+    let take: Take = {
         let (set, conns, open_now) = (set.clone(), conns.clone(), open_now.clone());
+        Arc::new(move |conn: Connection| {
+            open_now.fetch_add(1, Ordering::SeqCst);
+            set.insert(&conn);
+            let open_now = open_now.clone();
+            conn.on_close(move || {
+                open_now.fetch_sub(1, Ordering::SeqCst);
+            });
+            conns.lock().unwrap().push(conn);
+        })
+    };
+    let builder = {
         let (seen, imp) = (seen.clone(), imp.clone());
-        async move {
-            while let Some(conn) = listener.accept(server_builder(&seen, &imp)).await {
-                open_now.fetch_add(1, Ordering::SeqCst);
-                set.insert(&conn);
-                let open_now = open_now.clone();
-                conn.on_close(move || {
-                    open_now.fetch_sub(1, Ordering::SeqCst);
-                });
-                conns.lock().unwrap().push(conn);
-            }
-        }
+        move || server_builder(&seen, &imp)
     };
     let (fire, fired) = oneshot::channel::<()>();
     let at_signal: Arc<Mutex<Option<AtSignal>>> = Arc::default();
@@ -544,12 +697,10 @@ async fn case(kind: Kind, seed: u64, reach: &Reach) {
             *at_signal.lock().unwrap() = Some(AtSignal { open, flood_held });
         }
     };
-    let stopping = {
-        let set = set.clone();
-        tokio::spawn(async move {
-            let open = set.serve_with_shutdown(accepting, signal, grace).await;
-            (open, Instant::now())
-        })
+    let (addr, stopping) = match kind {
+        #[cfg(feature = "axum")]
+        Kind::Axum => start_axum(config, builder, take, set.clone(), signal, grace).await,
+        _ => start_listener(kind, config, builder, take, set.clone(), signal, grace).await,
     };
 
     let start = Instant::now();
@@ -932,7 +1083,7 @@ struct Report {
     callback_bootstraps_ok: Arc<AtomicUsize>,
 }
 
-/// Connects to the listener: how to start a connection over it; `None` if it is gone.
+/// Connects to the server: how to start a connection over it; `None` if it is gone.
 async fn dial(
     kind: Kind,
     addr: SocketAddr,
@@ -942,9 +1093,26 @@ async fn dial(
             let t = byte_stream::tcp_connect(addr).await.ok()?;
             Some(Box::new(move |b| tracked_with(b, t)))
         }
-        Kind::Ws => {
-            let url = format!("ws://{addr}{}", ws::DEFAULT_PATH);
-            let t = ws::connect(url.as_str()).await.ok()?;
+        #[cfg(feature = "tls")]
+        Kind::Tls => {
+            let roots = common::tls::roots();
+            let port = addr.port();
+            let t = bunite_rpc::transport::tls::tcp_connect("localhost", port, &roots);
+            let t = t.await.ok()?;
+            Some(Box::new(move |b| tracked_with(b, t)))
+        }
+        _ => {
+            let url = match kind.tls() {
+                false => format!("ws://{addr}{}", ws::DEFAULT_PATH),
+                true => format!("wss://localhost:{}{}", addr.port(), ws::DEFAULT_PATH),
+            };
+            let connector = WsConnector::new();
+            #[cfg(feature = "tls")]
+            let connector = match kind.tls() {
+                true => connector.tls(common::tls::roots()),
+                false => connector,
+            };
+            let t = connector.connect(url.as_str()).await.ok()?;
             Some(Box::new(move |b| tracked_with(b, t)))
         }
     }
@@ -1097,9 +1265,9 @@ async fn op_run(stop: Client, what: What, tag: i64) -> Done {
 /// binary, masked with a zero key so that the payload goes as it is).
 fn framed(kind: Kind, enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
     let body = enc.encode_to_vec(&frame.to_value());
-    let mut out = match kind {
-        Kind::Tcp => (body.len() as u32).to_be_bytes().to_vec(),
-        Kind::Ws => ws_client_header(0x82, body.len()),
+    let mut out = match kind.ws() {
+        false => (body.len() as u32).to_be_bytes().to_vec(),
+        true => ws_client_header(0x82, body.len()),
     };
     out.extend_from_slice(&body);
     out
@@ -1130,15 +1298,9 @@ async fn raw_peer(
     | RawPlan::Flood { at }
     | RawPlan::Abrupt { at, .. }) = plan;
     sleep_until(start + at).await;
-    let Ok(mut socket) = TcpStream::connect(addr).await else {
+    let Some((socket_read, mut socket)) = connect_raw(kind, addr).await else {
         return;
     };
-    if kind == Kind::Ws && {
-        let (mut r, mut w) = socket.split();
-        ws_upgrade_by_hand(&mut r, &mut w, addr).await != Some(101)
-    } {
-        return;
-    }
     let mut enc = Encoder::new();
     let mut bytes = Vec::new();
     let origin = match plan {
@@ -1188,6 +1350,7 @@ async fn raw_peer(
     }
     // Fails once the server has closed and stopped lingering.
     let _ = socket.write_all(&bytes).await;
+    let _ = socket.flush().await;
     match plan {
         RawPlan::Abrupt { after, .. } => {
             tokio::select! {
@@ -1199,5 +1362,30 @@ async fn raw_peer(
             let _ = released.wait_for(|r| *r).await;
         }
     }
-    drop(socket);
+    drop((socket_read, socket));
+}
+
+/// A raw peer's halves: of a TCP socket, or of a TLS client's stream.
+type RawRead = Box<dyn AsyncRead + Send + Unpin>;
+type RawWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A raw socket connected to the server at `addr`, through TLS and the WebSocket upgrade
+/// as `kind` speaks; `None` if the server refused it or is gone.
+async fn connect_raw(kind: Kind, addr: SocketAddr) -> Option<(RawRead, RawWrite)> {
+    let tcp = TcpStream::connect(addr).await.ok()?;
+    let (mut r, mut w): (RawRead, RawWrite) = match kind.tls() {
+        #[cfg(feature = "tls")]
+        true => {
+            let (r, w) = tokio::io::split(common::tls::connect(tcp).await.ok()?);
+            (Box::new(r), Box::new(w))
+        }
+        _ => {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        }
+    };
+    if kind.ws() && ws_upgrade_by_hand(&mut r, &mut w, addr).await != Some(101) {
+        return None;
+    }
+    Some((r, w))
 }

@@ -1,8 +1,12 @@
 //! Seeded random graceful stops under connection churn: a listener (the byte-stream
-//! `TcpMessageListener` in one test, the `WsListener` in the other) whose accept loop
-//! inserts into a `ConnectionSet`, run through `serve_with_shutdown(accepting, signal,
-//! grace)`; the signal fires at a random time, with a random grace, while clients join and
-//! leave (`docs/RELIABILITY.md`, "Graceful stops under churn").
+//! `TcpMessageListener` in one test, the `WsListener` in another; with feature `tls` both
+//! again inside TLS) whose accept loop inserts into a `ConnectionSet`, run through
+//! `serve_with_shutdown(accepting, signal, grace)`; the signal fires at a random time, with
+//! a random grace, while clients join and leave (`docs/RELIABILITY.md`, "Graceful stops
+//! under churn" and "Graceful stops over TLS and axum"). With feature `axum`, an
+//! `RpcEndpoint` under `axum::serve` whose route inserts into the set, stopped at the
+//! signal by axum's graceful shutdown beside the set's `serve_with_shutdown` (see
+//! [`start_axum`]), under the same checks.
 //!
 //! Each case is one seed. Well-behaved clients (`Connection`s) join at random times, before
 //! and after the signal, bootstrap the server's cap and make short calls, slow calls (some
@@ -11,9 +15,10 @@
 //! serves and calls it; that handler calls back into the server, on behalf of the server's
 //! call, by a fresh bootstrap or a client it holds) and more bootstraps, some awaited in
 //! turn, some at once; then they leave, or stay until the server closes them. Some close
-//! mid-call. Raw sockets beside them connect and say nothing, stall in the middle of a
-//! message, flood the server with calls whose answers they never read, or make calls that
-//! never end and drop the socket.
+//! mid-call. Raw sockets beside them connect (through TLS and the WebSocket upgrade, as
+//! the server speaks) and say nothing, stall in the middle of a message, flood the server
+//! with calls whose answers they never read, or make calls that never end and drop the
+//! socket.
 //!
 //! What must hold, for every call of a client that did not close itself: a call whose
 //! handler ran is answered, or fails with the goaway `peer_closing` the server closes with,
@@ -29,7 +34,8 @@
 //! than `CLOSE_GRACE` when a peer that reads nothing held answers the transport would not
 //! take, and no later than grace + `CLOSE_GRACE` + a slack; then the listener accepts nothing,
 //! the set is empty, every server connection is idle with no task, and the listener's
-//! receive and send budgets are whole. Then the harness's checks (no task left).
+//! receive and send budgets are whole; and no connection joins the server after it (once
+//! every peer has gone). Then the harness's checks (no task left).
 //!
 //! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S`
 //! runs seed S alone (a failing case prints its seed).
@@ -801,6 +807,13 @@ async fn case(kind: Kind, seed: u64, reach: &Reach) {
             ),
         }
     }
+    // Nothing joined once the stop was over (an axum upgrade handed over late would).
+    let joined = conns.lock().unwrap().len();
+    assert_eq!(
+        joined,
+        server_conns.len(),
+        "seed {seed}: a connection joined the server after the stop returned"
+    );
 
     let check = Check {
         seed,

@@ -62,7 +62,7 @@ use bunite_rpc::{
 };
 use common::seeded::{seeds, Rng, SeedReport};
 use common::*;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -603,6 +603,7 @@ async fn start_axum(
     grace: Duration,
 ) -> (SocketAddr, Stopping) {
     use bunite_rpc::transport::axum::RpcEndpoint;
+    use futures::FutureExt;
     let rpc = RpcEndpoint::new(config).route(move |up| {
         let (builder, take) = (builder.clone(), take.clone());
         async move { take(tracked_with(builder(), up.transport)) }

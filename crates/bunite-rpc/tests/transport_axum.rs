@@ -5,13 +5,15 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{response::Html, routing::get, Router};
 use bunite_rpc::transport::axum::RpcEndpoint;
 use bunite_rpc::transport::ws::{self, http::Uri, ClientRequestBuilder};
 use bunite_rpc::transport::{ListenerConfig, Transport};
-use bunite_rpc::{Attestation, Code, Connection, Policy, Record, Value};
+use bunite_rpc::{Attestation, Code, Connection, ConnectionSet, Policy, Record, Value};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -218,8 +220,11 @@ fn an_upgrade_never_handed_over_gives_its_slot_back_after_the_handshake_timeout(
             .unwrap()
             .unwrap();
         eventually(|| endpoint.connections() == 1).await;
-        // The slot comes back once the handshake timeout has passed...
+        assert_eq!(endpoint.handovers(), 1);
+        // The slot comes back once the handshake timeout has passed, and the hand-over
+        // is no longer in flight...
         eventually(|| endpoint.connections() == 0).await;
+        eventually(|| endpoint.handovers() == 0).await;
         assert!(
             conns.try_recv().is_err(),
             "the stuck upgrade was handed over"
@@ -233,6 +238,9 @@ fn an_upgrade_never_handed_over_gives_its_slot_back_after_the_handshake_timeout(
             .unwrap();
         let server = timeout(WAIT, conns.recv()).await.unwrap().unwrap();
         assert_eq!(endpoint.connections(), 1);
+        // The callback returned: the hand-over is done while the connection lives.
+        timeout(WAIT, endpoint.handed_over()).await.unwrap();
+        assert_eq!(endpoint.handovers(), 0);
         drop(client);
         timeout(WAIT, server.closed()).await.unwrap();
         drop(server);
@@ -464,15 +472,15 @@ fn an_oversize_message_through_axum_gets_goaway_then_a_close_frame_in_every_run(
     });
 }
 
-/// Stopping the axum server (its graceful shutdown) and then the connections it handed
-/// over (a `ConnectionSet`, as the module docs say) leaves nothing: no connection, no slot,
-/// no task (the harness checks that last), with a call in flight and a client that never
-/// said hello among them.
+/// Stopping the axum server (its graceful shutdown), waiting for the endpoint's
+/// hand-overs, and then the connections it handed over (a `ConnectionSet`), as the module
+/// docs' `# Stopping` says, leaves nothing: no connection, no slot, no task (the harness
+/// checks that last), with a call in flight and a client that never said hello among them.
 #[test]
 fn stopping_the_axum_server_and_its_connections_leaves_no_task() {
     run(async {
         let endpoint = RpcEndpoint::new(ListenerConfig::default());
-        let set = bunite_rpc::ConnectionSet::new();
+        let set = ConnectionSet::new();
         let (addr, mut conns, server) = serve_endpoint(endpoint.clone(), Connection::builder).await;
         let url = format!("ws://{addr}/rpc");
         let client = tracked(ws::connect(url.as_str()).await.unwrap());
@@ -489,12 +497,90 @@ fn stopping_the_axum_server_and_its_connections_leaves_no_task() {
 
         server.stop().await;
         set.drain(Duration::from_millis(200));
+        timeout(WAIT, endpoint.handed_over()).await.unwrap();
+        assert_eq!(endpoint.handovers(), 0);
         timeout(WAIT, set.closed()).await.unwrap();
         assert!(set.is_empty());
         let refused = timeout(WAIT, waiting).await.unwrap().unwrap();
         assert!(refused.is_err(), "{refused:?}");
         timeout(WAIT, client.closed()).await.unwrap();
         drop(mute);
+        eventually(|| endpoint.connections() == 0).await;
+    });
+}
+
+/// The window between hyper's hand-over and the route's callback, held open by the test
+/// hook: axum has stopped, and the connection it handed over has not joined the set yet.
+/// The stop of the module docs' `# Stopping` (axum's end, then the endpoint's
+/// `handed_over`, then the set's `closed`) does not return until it has joined, drained
+/// and closed. Without `handed_over` the stop returned at once with the set empty, and the
+/// connection joined after it (`docs/RELIABILITY.md`, "Two loose ends").
+#[test]
+fn a_stop_waits_for_a_connection_handed_over_to_join_the_set() {
+    run(async {
+        let endpoint = RpcEndpoint::new(ListenerConfig::default());
+        let set = ConnectionSet::new();
+        let joined = Arc::new(AtomicUsize::new(0));
+        let rpc = endpoint.clone().route({
+            let (set, joined) = (set.clone(), joined.clone());
+            move |up| {
+                let (set, joined) = (set.clone(), joined.clone());
+                async move {
+                    let conn = Connection::builder()
+                        .serve(counter_def(), counter_impl())
+                        .connect(up.transport);
+                    track(&conn);
+                    set.insert(&conn);
+                    joined.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let app = Router::new().route("/rpc", rpc);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (signal, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap()
+        });
+
+        endpoint.hold_handovers(true);
+        // The client has read its 101: hyper has handed the connection over.
+        let client = tracked(ws::connect(format!("ws://{addr}/rpc")).await.unwrap());
+        eventually(|| endpoint.handovers_held() == 1).await;
+        assert_eq!(endpoint.handovers(), 1);
+
+        // At the signal: axum's graceful shutdown and the set's drain; axum ends, the
+        // upgraded connection being no longer its.
+        signal.send(()).unwrap();
+        set.drain(Duration::from_millis(200));
+        timeout(WAIT, http).await.unwrap().unwrap();
+        assert_eq!(joined.load(Ordering::SeqCst), 0);
+        let mut stop = tokio::spawn({
+            let (endpoint, set, joined) = (endpoint.clone(), set.clone(), joined.clone());
+            async move {
+                endpoint.handed_over().await;
+                set.closed().await;
+                joined.load(Ordering::SeqCst)
+            }
+        });
+        let early = timeout(Duration::from_millis(100), &mut stop).await;
+        assert!(
+            early.is_err(),
+            "the stop returned while a connection handed over had not joined: {early:?}"
+        );
+
+        endpoint.hold_handovers(false);
+        let joined_at_return = timeout(WAIT, stop).await.unwrap().unwrap();
+        assert_eq!(joined_at_return, 1, "the stop returned before the join");
+        assert!(set.is_empty());
+        assert_eq!(endpoint.handovers(), 0);
+        // It joined a draining set with nothing running: drained, closed with a goaway.
+        timeout(WAIT, client.closed()).await.unwrap();
         eventually(|| endpoint.connections() == 0).await;
     });
 }

@@ -21,7 +21,8 @@
 //! once, by handing the connection over with its `101` cut short: the route's callback
 //! runs once more, maybe after axum has returned, with a connection whose client never read
 //! its `101`. It ends at the client's close or the hello timeout, or is drained as it
-//! joins a [`ConnectionSet`](crate::ConnectionSet) that is stopping. The HTTP side
+//! joins a [`ConnectionSet`](crate::ConnectionSet) that is stopping, which the stop
+//! below waits for (`# Stopping`). The HTTP side
 //! (header sizes, timeouts, TLS, how many requests are parsed at once) is axum's and
 //! hyper's; `max_handshakes`, `tcp_keepalive` and `tls` are not used here. A connection
 //! that never says hello is closed after the connection's
@@ -52,9 +53,90 @@
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 //! # }
 //! ```
+//!
+//! # Stopping
+//!
+//! axum stops its HTTP server (`with_graceful_shutdown`); the connections an endpoint
+//! hands over are the app's to stop, most simply by having the route's callback insert
+//! each into a [`ConnectionSet`](crate::ConnectionSet) and return. A graceful stop then
+//! takes four steps, in this order:
+//!
+//! 1. signal axum's graceful shutdown (it accepts nothing more, finishes its HTTP requests
+//!    and hands over the upgrades it answered) and [`drain`](crate::ConnectionSet::drain)
+//!    the set (new calls refused, running ones answered, each connection closed once
+//!    idle, the rest when the grace runs out, and a connection joining from now on drained
+//!    at once);
+//! 2. wait for axum's `serve` to return: from then on no upgrade is answered;
+//! 3. wait for [`RpcEndpoint::handed_over`]: every upgrade axum answered, until it
+//!    stopped, has reached the callback and the callback has returned, so has joined the
+//!    set. Without this step the stop can return in the window between hyper handing a
+//!    connection over and the callback inserting it (the endpoint's task still receives
+//!    the socket and builds the transport), and that connection then drains on its own,
+//!    after the stop returned;
+//! 4. wait for the set's [`closed`](crate::ConnectionSet::closed): every connection has
+//!    closed and its tasks have ended (within the grace and
+//!    [`CLOSE_GRACE`](crate::connection::CLOSE_GRACE)).
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//!
+//! use axum::Router;
+//! use bunite_rpc::transport::{axum::RpcEndpoint, ws, ListenerConfig};
+//! use bunite_rpc::{Connection, ConnectionSet};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let connections = ConnectionSet::new();
+//! let endpoint = RpcEndpoint::new(ListenerConfig::default());
+//! let rpc = endpoint.clone().route({
+//!     let connections = connections.clone();
+//!     move |up| {
+//!         let connections = connections.clone();
+//!         // The connection joins the set, and the hand-over is done as this returns.
+//!         async move { connections.insert(&Connection::new(up.transport)) }
+//!     }
+//! });
+//! let app = Router::new().route("/rpc", rpc);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let (stop_http, http_stopping) = tokio::sync::oneshot::channel::<()>();
+//! let http = tokio::spawn(async move {
+//!     let service = app.into_make_service_with_connect_info::<SocketAddr>();
+//!     axum::serve(listener, service)
+//!         .with_graceful_shutdown(async { let _ = http_stopping.await; })
+//!         .await
+//! });
+//! let client = Connection::new(ws::connect(format!("ws://{addr}/rpc")).await?);
+//!
+//! // … until the server is asked to stop (say, `tokio::signal::ctrl_c().await?`):
+//! let grace = Duration::from_secs(10);
+//! let _ = stop_http.send(()); // 1.
+//! connections.drain(grace);
+//! http.await??; // 2.
+//! endpoint.handed_over().await; // 3.
+//! connections.closed().await; // 4.
+//! assert!(connections.is_empty() && endpoint.handovers() == 0);
+//! client.closed().await; // closed by the server, with a goaway
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Why the endpoint counts its hand-overs and offers a wait, rather than taking a set to
+//! insert into: it does not make the connections (the callback builds each, with its own
+//! policy, attestation and caps) and does not know where the app keeps them (a
+//! `ConnectionSet`, a registry of its own, or nowhere), so it counts the work it has
+//! started and lets the app wait for it, as tokio-util's `TaskTracker` does for tasks and
+//! hyper-util's graceful-shutdown watcher for connections. The count begins as the
+//! upgrade is answered, before hyper writes the `101`, so none can slip past a stop that
+//! waits for axum first; it ends as the callback's future returns, or its task ends
+//! otherwise. A callback that runs on (awaiting its connection's close, as the first
+//! example does) holds `handed_over` until it returns; one that inserts its connection
+//! into the set before awaiting returns within the grace of step 1.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ::axum::extract::{ConnectInfo, FromRequestParts};
@@ -62,17 +144,86 @@ use ::axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, Statu
 use ::axum::response::{IntoResponse, Response};
 use ::axum::routing::{get, MethodRouter};
 use hyper::upgrade::OnUpgrade;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::ws::WsTransport;
 use super::{ListenerConfig, Socket};
 
-/// One bunite endpoint of an axum app: the bounds its connections share. Cheap to clone.
+/// One bunite endpoint of an axum app: the bounds its connections share, and its
+/// hand-overs in flight (see `# Stopping` in the [module docs](self)). Cheap to clone
+/// (clones share both).
 #[derive(Debug, Clone)]
 pub struct RpcEndpoint {
     config: ListenerConfig,
     slots: Arc<Semaphore>,
+    handovers: Arc<Handovers>,
+}
+
+/// The upgrades an endpoint answered whose callback has not returned: counted from the
+/// `101` on (before hyper writes it), so that once axum has stopped, a count of zero means
+/// every connection it answered has been through the callback.
+#[derive(Debug, Default)]
+struct Handovers {
+    in_flight: AtomicUsize,
+    /// Woken as `in_flight` drops to zero.
+    done: Notify,
+    /// Test hook: while held, hand-overs wait between hyper's hand-over and the callback.
+    #[cfg(feature = "test-util")]
+    hold: HoldHandovers,
+}
+
+/// One hand-over in flight, counted until dropped: as its task ends, the callback
+/// returned, panicked, or the runtime dropped the task.
+struct HandoverGuard(Arc<Handovers>);
+
+impl Handovers {
+    fn begin(self: &Arc<Self>) -> HandoverGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        HandoverGuard(Arc::clone(self))
+    }
+}
+
+impl Drop for HandoverGuard {
+    fn drop(&mut self) {
+        // Takes no lock of ours and never blocks (Notify's waiter list is held only
+        // inside its own calls), as STYLE's habit 11 asks.
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+#[cfg(feature = "test-util")]
+#[derive(Debug)]
+struct HoldHandovers {
+    held: tokio::sync::watch::Sender<bool>,
+    waiting: AtomicUsize,
+}
+
+#[cfg(feature = "test-util")]
+impl Default for HoldHandovers {
+    fn default() -> Self {
+        HoldHandovers {
+            held: tokio::sync::watch::Sender::new(false),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl HoldHandovers {
+    /// Waits while the hand-overs are held.
+    async fn pass(&self) {
+        let mut held = self.held.subscribe();
+        if !*held.borrow_and_update() {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        // The sender lives in the endpoint this task holds: this ends at the release.
+        let _ = held.wait_for(|held| !held).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A connection upgraded by an [`RpcEndpoint`], with what the request said about the peer.
@@ -95,6 +246,7 @@ impl RpcEndpoint {
         RpcEndpoint {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
+            handovers: Arc::default(),
         }
     }
 
@@ -106,6 +258,53 @@ impl RpcEndpoint {
     /// Live connections of this endpoint.
     pub fn connections(&self) -> usize {
         self.config.max_connections - self.slots.available_permits()
+    }
+
+    /// Hand-overs in flight: upgrades this endpoint answered (`101`) whose callback has
+    /// not returned yet, whether hyper has not handed the connection over, the transport
+    /// is being built, or the callback runs.
+    pub fn handovers(&self) -> usize {
+        self.handovers.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no hand-over is in flight ([`handovers`](Self::handovers) is zero),
+    /// those begun meanwhile included. Awaited once axum has stopped (its `serve` returned
+    /// after its graceful shutdown), when no upgrade is answered any more: then every
+    /// connection the endpoint answered has been given to its callback and the callback
+    /// has returned, so a callback that inserts each connection into a
+    /// [`ConnectionSet`](crate::ConnectionSet) has inserted them all, and the set's
+    /// [`closed`](crate::ConnectionSet::closed) waits for every one (see `# Stopping` in
+    /// the [module docs](self)). A callback that runs on (awaiting its connection's close,
+    /// say) holds this until it returns.
+    ///
+    /// Cancel-safe: it only waits.
+    pub async fn handed_over(&self) {
+        let handovers = &self.handovers;
+        loop {
+            let done = handovers.done.notified();
+            let mut done = std::pin::pin!(done);
+            // Registered before the count is read: a hand-over ending in between wakes it.
+            done.as_mut().enable();
+            if handovers.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Test hook: while `hold` is true, each hand-over waits after hyper hands its
+    /// connection over, before the transport is built and the callback runs.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub fn hold_handovers(&self, hold: bool) {
+        self.handovers.hold.held.send_replace(hold);
+    }
+
+    /// Test hook: hand-overs waiting at the hold of [`hold_handovers`](Self::hold_handovers).
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub fn handovers_held(&self) -> usize {
+        self.handovers.hold.waiting.load(Ordering::SeqCst)
     }
 
     /// A route that upgrades `GET` requests and runs `on_connect` for each connection (on
@@ -226,7 +425,8 @@ impl WsUpgrade {
     }
 
     /// Answers the upgrade (`101`, or `503` when `endpoint` has no free connection slot)
-    /// and, once the connection is upgraded, runs `f` with it on a task of its own.
+    /// and, once the connection is upgraded, runs `f` with it on a task of its own; the
+    /// hand-over is in flight ([`RpcEndpoint::handovers`]) until `f`'s future returns.
     pub fn on_upgrade<F, Fut>(self, endpoint: &RpcEndpoint, f: F) -> Response
     where
         F: FnOnce(Upgraded) -> Fut + Send + 'static,
@@ -238,6 +438,8 @@ impl WsUpgrade {
         };
         let accept = derive_accept_key(self.key.as_bytes());
         let config = endpoint.config.clone();
+        // Counted before the 101 goes out, so before axum can stop with it answered.
+        let handover = endpoint.handovers.begin();
         let WsUpgrade {
             on_upgrade,
             headers,
@@ -252,6 +454,8 @@ impl WsUpgrade {
                 Ok(Err(e)) => return tracing::debug!("WebSocket upgrade failed: {e}"),
                 Err(_) => return tracing::debug!("WebSocket upgrade timed out"),
             };
+            #[cfg(feature = "test-util")]
+            handover.0.hold.pass().await;
             let peer = peer_addr.map(|a| a.to_string());
             let transport = WsTransport::upgraded(Socket::upgraded(io), &config, Some(slot))
                 .await
@@ -267,6 +471,8 @@ impl WsUpgrade {
                 peer_addr,
             })
             .await;
+            // Done as the callback returns (and on every return above, the guard dropped).
+            drop(handover);
         });
         let mut response = Response::new(::axum::body::Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

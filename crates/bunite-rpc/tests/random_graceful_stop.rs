@@ -5,8 +5,10 @@
 //! a random grace, while clients join and leave (`docs/RELIABILITY.md`, "Graceful stops
 //! under churn" and "Graceful stops over TLS and axum"). With feature `axum`, an
 //! `RpcEndpoint` under `axum::serve` whose route inserts into the set, stopped at the
-//! signal by axum's graceful shutdown beside the set's `serve_with_shutdown` (see
-//! [`start_axum`]), under the same checks.
+//! signal by axum's graceful shutdown beside the set's `serve_with_shutdown`, then axum's
+//! end, the endpoint's hand-overs and the set awaited (the module docs' `# Stopping`; see
+//! [`start_axum`]), under the same checks; in about one case of three every hand-over is
+//! slowed (a test hook) so that some are still in flight when axum has stopped.
 //!
 //! Each case is one seed. Well-behaved clients (`Connection`s) join at random times, before
 //! and after the signal, bootstrap the server's cap and make short calls, slow calls (some
@@ -204,6 +206,8 @@ struct Reach {
     floods_held: AtomicUsize,
     /// Connections open at the signal, over all cases.
     open: AtomicUsize,
+    /// axum's hand-overs still in flight (slowed by the test hook) when axum had stopped.
+    handovers_after_axum: AtomicUsize,
 }
 
 fn run_seeds(kind: Kind, test: &'static str) {
@@ -229,6 +233,11 @@ fn run_seeds(kind: Kind, test: &'static str) {
         assert!(n(&reach.callbacks_after) > 0, "{reach:?}");
         assert!(n(&reach.answered_across) > 0, "{reach:?}");
         assert!(n(&reach.floods_held) > 0, "{reach:?}");
+        #[cfg(feature = "axum")]
+        if kind == Kind::Axum {
+            let late = n(&reach.handovers_after_axum);
+            assert!(late > 0, "no hand-over in flight after axum: {reach:?}");
+        }
     }
 }
 
@@ -587,12 +596,17 @@ async fn start_listener(
 }
 
 /// Serves an axum `RpcEndpoint` at `/rpc` under `axum::serve`, whose route hands every
-/// connection, served by `builder`, to `take`; stopped as an application would stop it
-/// (`docs/RELIABILITY.md`, "Stopping a server"): at the signal, axum's graceful shutdown
-/// (no connection accepted, HTTP connections finished, upgrades handed over) and
-/// `serve_with_shutdown` of the set (the connections handed over drain), whose accept loop
-/// is axum's serving; then axum's end awaited, and the set's `closed` again for what axum
-/// handed over as it stopped (drained at once as it joined).
+/// connection, served by `builder`, to `take`; stopped as the endpoint's module docs say
+/// (`# Stopping`): at the signal, axum's graceful shutdown (no connection accepted, HTTP
+/// connections finished, upgrades handed over) and `serve_with_shutdown` of the set (the
+/// connections handed over drain), whose accept loop is axum's serving; then axum's end
+/// awaited, then the endpoint's `handed_over` (every upgrade axum answered has reached the
+/// route, so the set), and the set's `closed` again for what axum handed over as it stopped
+/// (drained at once as it joined).
+///
+/// Every hand-over sleeps `axum.hold` (the endpoint's test hook) between hyper's hand-over
+/// and the route, so that those axum answered just before or as it stopped are still in
+/// flight when it has: the window `handed_over` closes, made wide.
 #[cfg(feature = "axum")]
 async fn start_axum(
     config: ListenerConfig,
@@ -601,10 +615,14 @@ async fn start_axum(
     set: ConnectionSet,
     signal: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    axum: Axum,
 ) -> (SocketAddr, Stopping) {
     use bunite_rpc::transport::axum::RpcEndpoint;
     use futures::FutureExt;
-    let rpc = RpcEndpoint::new(config).route(move |up| {
+    let Axum { hold, late } = axum;
+    let endpoint = RpcEndpoint::new(config);
+    endpoint.delay_handovers(hold);
+    let rpc = endpoint.clone().route(move |up| {
         let (builder, take) = (builder.clone(), take.clone());
         async move { take(tracked_with(builder(), up.transport)) }
     });
@@ -632,11 +650,34 @@ async fn start_axum(
         if timeout(LIVENESS, http).await.is_err() {
             panic!("axum did not stop");
         }
+        late.fetch_add(endpoint.handovers(), Ordering::SeqCst);
+        if timeout(LIVENESS, endpoint.handed_over()).await.is_err() {
+            panic!("a hand-over of the endpoint never ended");
+        }
         set.closed().await;
+        assert_eq!(
+            endpoint.handovers(),
+            0,
+            "a hand-over began after axum stopped"
+        );
         (open, Instant::now())
     });
     (addr, stopping)
 }
+
+/// How an axum case stops ([`start_axum`]).
+#[cfg(feature = "axum")]
+struct Axum {
+    /// How long each hand-over sleeps between hyper and the route: zero in about two
+    /// cases of three, else 50-200 ms.
+    hold: Duration,
+    /// Counts the hand-overs in flight once axum had stopped.
+    late: Arc<AtomicUsize>,
+}
+
+/// Seeds the axum cases' own draws (the hold), apart from the case's.
+#[cfg(feature = "axum")]
+const HOLD_DRAWS: u64 = 0x686f_6c64;
 
 /// What the signal saw as it completed.
 #[derive(Debug, Default, Clone, Copy)]
@@ -704,9 +745,22 @@ async fn case(kind: Kind, seed: u64, reach: &Reach) {
             *at_signal.lock().unwrap() = Some(AtSignal { open, flood_held });
         }
     };
+    // axum's hand-overs in flight once axum had stopped.
+    let late = Arc::new(AtomicUsize::new(0));
     let (addr, stopping) = match kind {
         #[cfg(feature = "axum")]
-        Kind::Axum => start_axum(config, builder, take, set.clone(), signal, grace).await,
+        Kind::Axum => {
+            // From its own stream of draws, so that the case's draws are those of the
+            // other transports.
+            let mut draws = Rng(seed ^ HOLD_DRAWS);
+            let held = draws.below(3) == 0;
+            let hold = Duration::from_millis(if held { 50 + draws.below(151) } else { 0 });
+            let axum = Axum {
+                hold,
+                late: late.clone(),
+            };
+            start_axum(config, builder, take, set.clone(), signal, grace, axum).await
+        }
         _ => start_listener(kind, config, builder, take, set.clone(), signal, grace).await,
     };
 
@@ -787,6 +841,10 @@ async fn case(kind: Kind, seed: u64, reach: &Reach) {
         reach.floods_held.fetch_add(1, Ordering::Relaxed);
     }
     reach.open.fetch_add(open, Ordering::Relaxed);
+    let late = late.load(Ordering::SeqCst);
+    reach
+        .handovers_after_axum
+        .fetch_add(late, Ordering::Relaxed);
 
     // The peers go; every client ends, its connection closed.
     release.send(true).unwrap();

@@ -199,6 +199,8 @@ impl Drop for HandoverGuard {
 struct HoldHandovers {
     held: tokio::sync::watch::Sender<bool>,
     waiting: AtomicUsize,
+    /// Microseconds each hand-over sleeps before the hold.
+    delay_micros: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(feature = "test-util")]
@@ -207,14 +209,19 @@ impl Default for HoldHandovers {
         HoldHandovers {
             held: tokio::sync::watch::Sender::new(false),
             waiting: AtomicUsize::new(0),
+            delay_micros: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
 
 #[cfg(feature = "test-util")]
 impl HoldHandovers {
-    /// Waits while the hand-overs are held.
+    /// Sleeps the delay, then waits while the hand-overs are held.
     async fn pass(&self) {
+        let delay = self.delay_micros.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+        }
         let mut held = self.held.subscribe();
         if !*held.borrow_and_update() {
             return;
@@ -298,6 +305,18 @@ impl RpcEndpoint {
     #[doc(hidden)]
     pub fn hold_handovers(&self, hold: bool) {
         self.handovers.hold.held.send_replace(hold);
+    }
+
+    /// Test hook: each hand-over begun from now on sleeps `delay` after hyper hands its
+    /// connection over, before the hold, the transport and the callback.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub fn delay_handovers(&self, delay: std::time::Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.handovers
+            .hold
+            .delay_micros
+            .store(micros, Ordering::SeqCst);
     }
 
     /// Test hook: hand-overs waiting at the hold of [`hold_handovers`](Self::hold_handovers).

@@ -77,6 +77,10 @@
 //!    closed and its tasks have ended (within the grace and
 //!    [`CLOSE_GRACE`](crate::connection::CLOSE_GRACE)).
 //!
+//! Step 2 needs axum's graceful shutdown, whose `serve` returns once its connections have
+//! ended; a `serve` future dropped instead leaves its connections to wind down on their
+//! own tasks, and one may still answer an upgrade after `handed_over` returned.
+//!
 //! ```
 //! use std::net::SocketAddr;
 //! use std::time::Duration;

@@ -331,7 +331,8 @@ impl RpcEndpoint {
     }
 
     /// A route that upgrades `GET` requests and runs `on_connect` for each connection (on
-    /// a task of its own).
+    /// a task of its own): a hand-over in flight ([`handovers`](Self::handovers)) until
+    /// `on_connect`'s future returns.
     pub fn route<S, F, Fut>(self, on_connect: F) -> MethodRouter<S>
     where
         S: Clone + Send + Sync + 'static,

@@ -140,7 +140,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ::axum::extract::{ConnectInfo, FromRequestParts};
@@ -148,11 +147,14 @@ use ::axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, Statu
 use ::axum::response::{IntoResponse, Response};
 use ::axum::routing::{get, MethodRouter};
 use hyper::upgrade::OnUpgrade;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::ws::WsTransport;
 use super::{ListenerConfig, Socket};
+use handovers::Handovers;
+
+mod handovers;
 
 /// One bunite endpoint of an axum app: the bounds its connections share, and its
 /// hand-overs in flight (see `# Stopping` in the [module docs](self)). Cheap to clone
@@ -162,79 +164,6 @@ pub struct RpcEndpoint {
     config: ListenerConfig,
     slots: Arc<Semaphore>,
     handovers: Arc<Handovers>,
-}
-
-/// The upgrades an endpoint answered whose callback has not returned: counted from the
-/// `101` on (before hyper writes it), so that once axum has stopped, a count of zero means
-/// every connection it answered has been through the callback.
-#[derive(Debug, Default)]
-struct Handovers {
-    in_flight: AtomicUsize,
-    /// Woken as `in_flight` drops to zero.
-    done: Notify,
-    /// Test hook: while held, hand-overs wait between hyper's hand-over and the callback.
-    #[cfg(feature = "test-util")]
-    hold: HoldHandovers,
-}
-
-/// One hand-over in flight, counted until dropped: as its task ends, the callback
-/// returned, panicked, or the runtime dropped the task.
-struct HandoverGuard(Arc<Handovers>);
-
-impl Handovers {
-    fn begin(self: &Arc<Self>) -> HandoverGuard {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        HandoverGuard(Arc::clone(self))
-    }
-}
-
-impl Drop for HandoverGuard {
-    fn drop(&mut self) {
-        // Takes no lock of ours and never blocks (Notify's waiter list is held only
-        // inside its own calls), as STYLE's habit 11 asks.
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.done.notify_waiters();
-        }
-    }
-}
-
-#[cfg(feature = "test-util")]
-#[derive(Debug)]
-struct HoldHandovers {
-    held: tokio::sync::watch::Sender<bool>,
-    waiting: AtomicUsize,
-    /// Microseconds each hand-over sleeps before the hold.
-    delay_micros: std::sync::atomic::AtomicU64,
-}
-
-#[cfg(feature = "test-util")]
-impl Default for HoldHandovers {
-    fn default() -> Self {
-        HoldHandovers {
-            held: tokio::sync::watch::Sender::new(false),
-            waiting: AtomicUsize::new(0),
-            delay_micros: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-}
-
-#[cfg(feature = "test-util")]
-impl HoldHandovers {
-    /// Sleeps the delay, then waits while the hand-overs are held.
-    async fn pass(&self) {
-        let delay = self.delay_micros.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
-        }
-        let mut held = self.held.subscribe();
-        if !*held.borrow_and_update() {
-            return;
-        }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        // The sender lives in the endpoint this task holds: this ends at the release.
-        let _ = held.wait_for(|held| !held).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// A connection upgraded by an [`RpcEndpoint`], with what the request said about the peer.
@@ -275,7 +204,7 @@ impl RpcEndpoint {
     /// not returned yet, whether hyper has not handed the connection over, the transport
     /// is being built, or the callback runs.
     pub fn handovers(&self) -> usize {
-        self.handovers.in_flight.load(Ordering::SeqCst)
+        self.handovers.in_flight()
     }
 
     /// Waits until no hand-over is in flight ([`handovers`](Self::handovers) is zero),
@@ -290,17 +219,7 @@ impl RpcEndpoint {
     ///
     /// Cancel-safe: it only waits.
     pub async fn handed_over(&self) {
-        let handovers = &self.handovers;
-        loop {
-            let done = handovers.done.notified();
-            let mut done = std::pin::pin!(done);
-            // Registered before the count is read: a hand-over ending in between wakes it.
-            done.as_mut().enable();
-            if handovers.in_flight.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            done.await;
-        }
+        self.handovers.none_in_flight().await;
     }
 
     /// Test hook: while `hold` is true, each hand-over waits after hyper hands its
@@ -308,7 +227,7 @@ impl RpcEndpoint {
     #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn hold_handovers(&self, hold: bool) {
-        self.handovers.hold.held.send_replace(hold);
+        self.handovers.hold.hold(hold);
     }
 
     /// Test hook: each hand-over begun from now on sleeps `delay` after hyper hands its
@@ -316,18 +235,14 @@ impl RpcEndpoint {
     #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn delay_handovers(&self, delay: std::time::Duration) {
-        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
-        self.handovers
-            .hold
-            .delay_micros
-            .store(micros, Ordering::SeqCst);
+        self.handovers.hold.delay(delay);
     }
 
     /// Test hook: hand-overs waiting at the hold of [`hold_handovers`](Self::hold_handovers).
     #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn handovers_held(&self) -> usize {
-        self.handovers.hold.waiting.load(Ordering::SeqCst)
+        self.handovers.hold.waiting()
     }
 
     /// A route that upgrades `GET` requests and runs `on_connect` for each connection (on
@@ -479,7 +394,7 @@ impl WsUpgrade {
                 Err(_) => return tracing::debug!("WebSocket upgrade timed out"),
             };
             #[cfg(feature = "test-util")]
-            handover.0.hold.pass().await;
+            handover.pass_test_hooks().await;
             let peer = peer_addr.map(|a| a.to_string());
             let transport = WsTransport::upgraded(Socket::upgraded(io), &config, Some(slot))
                 .await

@@ -64,7 +64,7 @@ use bunite_rpc::{
     CapDef, Client, Code, Connection, ConnectionBuilder, ConnectionSet, Disconnect, Error, Limits,
     MethodDef, Record, Value,
 };
-use common::seeded::{seeds, Rng, SeedReport};
+use common::seeded::{each_seed, Rng};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
@@ -86,19 +86,7 @@ const PIPE: usize = 4096;
 
 #[test]
 fn random_deadlines_on_a_paused_clock() {
-    let seeds = seeds(SEEDS);
-    let n = seeds.len();
-    for seed in seeds {
-        let _report = SeedReport {
-            test: "random_deadlines",
-            seed,
-        };
-        run_paused(async move {
-            if tokio::time::timeout(CASE_BOUND, case(seed)).await.is_err() {
-                panic!("seed {seed}: the case did not end within {CASE_BOUND:?} of the clock");
-            }
-        });
-    }
+    let n = each_seed("random_deadlines", SEEDS, CASE_BOUND, run_paused, case);
     let tally = TALLY.lock().unwrap();
     eprintln!("random_deadlines: {n} cases: {tally:?}");
 }
@@ -114,21 +102,10 @@ const WS_SEEDS: u64 = 1000;
 #[cfg(feature = "ws")]
 #[test]
 fn random_websocket_receive_deadlines_on_a_paused_clock() {
-    let seeds = seeds(WS_SEEDS);
-    let n = seeds.len();
-    for seed in seeds {
-        let _report = SeedReport {
-            test: "random_websocket_receive_deadlines",
-            seed,
-        };
-        run_paused(async move {
-            let mut rng = Rng(seed);
-            let case = receive(&mut rng, Framing::Ws);
-            if tokio::time::timeout(CASE_BOUND, case).await.is_err() {
-                panic!("seed {seed}: the case did not end within {CASE_BOUND:?} of the clock");
-            }
-        });
-    }
+    let test = "random_websocket_receive_deadlines";
+    let n = each_seed(test, WS_SEEDS, CASE_BOUND, run_paused, |seed| async move {
+        receive(&mut Rng(seed), Framing::Ws).await;
+    });
     let tally = TALLY.lock().unwrap();
     eprintln!("random_websocket_receive_deadlines: {n} cases: {tally:?}");
 }

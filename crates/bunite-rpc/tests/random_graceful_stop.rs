@@ -62,7 +62,7 @@ use bunite_rpc::{
     CallContext, CapDef, CapImpl, Client, Code, Connection, ConnectionBuilder, ConnectionSet,
     Disconnect, Error, LocalError, MethodDef, Policy, Record, Status, Value,
 };
-use common::seeded::{seeds, Rng, SeedReport};
+use common::seeded::{each_seed, Rng};
 use common::*;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -211,25 +211,19 @@ struct Reach {
 }
 
 fn run_seeds(kind: Kind, test: &'static str) {
-    let seeds = seeds(CI_SEEDS);
     let reach = Arc::new(Reach::default());
-    for &seed in &seeds {
-        let _report = SeedReport { test, seed };
+    let seeds = each_seed(test, CI_SEEDS, CASE_BOUND, run, |seed| {
         let reach = Arc::clone(&reach);
-        run(async move {
-            if timeout(CASE_BOUND, case(kind, seed, &reach)).await.is_err() {
-                panic!("seed {seed}: the case did not end within {CASE_BOUND:?}");
-            }
-        });
-    }
-    eprintln!("{test}: {} seeds, {reach:?}", seeds.len());
+        async move { case(kind, seed, &reach).await }
+    });
+    eprintln!("{test}: {seeds} seeds, {reach:?}");
     let n = |a: &AtomicUsize| a.load(Ordering::Relaxed);
-    if seeds.len() >= CI_SEEDS as usize {
+    if seeds >= CI_SEEDS as usize {
         assert!(n(&reach.refused) > 0, "no call was refused: {reach:?}");
         assert!(n(&reach.cut) > 0, "no call was cut off: {reach:?}");
         assert!(n(&reach.open) > 0, "no connection was open: {reach:?}");
     }
-    if seeds.len() >= 40 {
+    if seeds >= 40 {
         assert!(n(&reach.callbacks_after) > 0, "{reach:?}");
         assert!(n(&reach.answered_across) > 0, "{reach:?}");
         assert!(n(&reach.floods_held) > 0, "{reach:?}");

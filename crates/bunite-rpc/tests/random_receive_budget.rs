@@ -48,7 +48,7 @@ use bunite_rpc::transport::ws::{self, WsConnector, WsListener};
 use bunite_rpc::transport::{ByteBudget, ListenerConfig, ReceiveDeadline};
 use bunite_rpc::wire::{CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Goaway};
 use bunite_rpc::{Connection, Limits, Value};
-use common::seeded::{seeds, Rng, SeedReport};
+use common::seeded::{each_seed, Rng};
 use common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -149,29 +149,21 @@ fn random_contention_on_an_axum_endpoints_receive_budget() {
 }
 
 fn run_seeds(kind: Kind, test: &'static str) {
-    let seeds = seeds(CI_SEEDS);
     // Cases whose budget was more than half in use at some point: the reach check.
     let contended = Arc::new(AtomicUsize::new(0));
-    for &seed in &seeds {
-        let _report = SeedReport { test, seed };
+    let seeds = each_seed(test, CI_SEEDS, CASE_BOUND, run, |seed| {
         let contended = Arc::clone(&contended);
-        run(async move {
-            let case = case(kind, seed);
-            let peak = match timeout(CASE_BOUND, case).await {
-                Ok(peak) => peak,
-                Err(_) => panic!("seed {seed}: the case did not end within {CASE_BOUND:?}"),
-            };
-            if peak {
+        async move {
+            if case(kind, seed).await {
                 contended.fetch_add(1, Ordering::Relaxed);
             }
-        });
-    }
+        }
+    });
     let contended = contended.load(Ordering::Relaxed);
-    if seeds.len() >= 10 {
+    if seeds >= 10 {
         assert!(
-            contended * 4 >= seeds.len(),
-            "only {contended} of {} cases had more than half the budget in use",
-            seeds.len()
+            contended * 4 >= seeds,
+            "only {contended} of {seeds} cases had more than half the budget in use"
         );
     }
 }

@@ -63,7 +63,7 @@ use bunite_rpc::{
     Returns, Value,
 };
 use bytes::Bytes;
-use common::seeded::{seeds, Rng, SeedReport};
+use common::seeded::{each_seed, Rng};
 use common::*;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -137,20 +137,14 @@ struct Reach {
 }
 
 fn run_seeds(kind: Kind, test: &'static str) {
-    let seeds = seeds(CI_SEEDS);
     let reach = Arc::new(Reach::default());
-    for &seed in &seeds {
-        let _report = SeedReport { test, seed };
+    let seeds = each_seed(test, CI_SEEDS, CASE_BOUND, run, |seed| {
         let reach = Arc::clone(&reach);
-        run(async move {
-            if timeout(CASE_BOUND, case(kind, seed, &reach)).await.is_err() {
-                panic!("seed {seed}: the case did not end within {CASE_BOUND:?}");
-            }
-        });
-    }
-    eprintln!("{test}: {} seeds, {reach:?}", seeds.len());
+        async move { case(kind, seed, &reach).await }
+    });
+    eprintln!("{test}: {seeds} seeds, {reach:?}");
     let n = |a: &AtomicUsize| a.load(Ordering::Relaxed);
-    if seeds.len() >= CI_SEEDS as usize {
+    if seeds >= CI_SEEDS as usize {
         assert!(n(&reach.closed_by_pipe) > 0, "{reach:?}");
         assert!(n(&reach.replays) > 0, "{reach:?}");
         assert!(n(&reach.reflections) > 0, "{reach:?}");

@@ -1,5 +1,9 @@
-//! What the seeded random tests (`random_ops*.rs` through `tests/ops`, `random_timers.rs`)
-//! share: their generator, the seeds a run takes, and the line that names a failing seed.
+//! What the seeded random tests (`random_*.rs`, `tests/ops`) share: their generator, the
+//! seeds a run takes, the line that names a failing seed, and the loop that runs each case.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 /// splitmix64: small, and the same sequence on every platform.
 pub struct Rng(pub u64);
@@ -52,4 +56,31 @@ impl Drop for SeedReport {
             );
         }
     }
+}
+
+/// One case's body, for [`each_seed`]'s runner.
+pub type Case = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Runs `case` on each seed of the run ([`seeds`] of `ci_seeds`), each on a runtime of its
+/// own made by `on` ([`run`](super::run), [`run_paused`](super::run_paused)) and within
+/// `bound` (of the paused clock under `run_paused`), naming a failing seed for
+/// `BUNITE_OPS_SEED`; how many seeds ran.
+pub fn each_seed<Fut: Future<Output = ()> + 'static>(
+    test: &'static str,
+    ci_seeds: u64,
+    bound: Duration,
+    on: fn(Case),
+    case: impl Fn(u64) -> Fut,
+) -> usize {
+    let seeds = seeds(ci_seeds);
+    for &seed in &seeds {
+        let _report = SeedReport { test, seed };
+        let case = case(seed);
+        on(Box::pin(async move {
+            if tokio::time::timeout(bound, case).await.is_err() {
+                panic!("seed {seed}: the case did not end within {bound:?}");
+            }
+        }));
+    }
+    seeds.len()
 }

@@ -25,7 +25,7 @@
 // or after it; every handler runs at most once; every answer is right; a call fails only
 // `unavailable`, once its connection has closed; with no fault delivered, every call is
 // answered and both sides are clean before they close. Every wait is bounded; at the end both
-// sides are closed, their tables empty (`assertClean`), and no timer is left.
+// sides are closed, their tables empty (`assertClean`'s fields), and no timer is left.
 //
 // What the docs do not promise is counted, not asserted (`reach`): a foreign message opens,
 // and what the codec makes of it is not defined (the close reasons and answers after it are not
@@ -417,7 +417,7 @@ async function judge(key: CryptoKey, relayed: Relay, dirs: Record<Dir, Direction
 
 type Outcome = { k: "answered" } | { k: "failed"; error: unknown } | { k: "wrong"; what: string } | { k: "lost" };
 
-async function runOp(cap: Client, op: Op, streamIds: Map<string, number>): Promise<Outcome> {
+async function runOp(cap: Client, op: Op): Promise<Outcome> {
   const work = async (): Promise<string | undefined> => {
     if (op.kind === "echo") {
       const args = { tag: op.tag, pad: "p".repeat(op.pad) };
@@ -426,7 +426,6 @@ async function runOp(cap: Client, op: Op, streamIds: Map<string, number>): Promi
       return undefined;
     }
     const s = streamMethod<{ i?: unknown }>(cap, "ticks", { tag: op.tag, n: op.n });
-    streamIds.set(op.tag, s.id);
     let next = 0;
     for await (const v of s) {
       if (v?.i !== next) return `ticks ${op.tag}: value ${next} is ${JSON.stringify(v)}`;
@@ -451,7 +450,7 @@ interface SideResult {
 }
 
 /** One side's calls: bootstrap, the waiting call, then the plan. */
-async function side(conn: Connection, def: CapDef, plan: Step[], sentinel: string, rust: boolean, streamIds: Map<string, number>): Promise<SideResult> {
+async function side(conn: Connection, def: CapDef, plan: Step[], sentinel: string, rust: boolean): Promise<SideResult> {
   const abort = new AbortController();
   let cap: Client;
   try {
@@ -469,7 +468,7 @@ async function side(conn: Connection, def: CapDef, plan: Step[], sentinel: strin
   const running: Promise<void>[] = [];
   for (const step of plan) {
     await sleep(step.pause);
-    const p = runOp(cap, step.op, streamIds).then((outcome) => void ops.push({ op: step.op, outcome }));
+    const p = runOp(cap, step.op).then((outcome) => void ops.push({ op: step.op, outcome }));
     if (step.awaited) await p;
     else running.push(p);
   }
@@ -548,10 +547,9 @@ export async function runSeed(seed: number, server: string | undefined, keyHex: 
   const settled = () => bounded("the relay", Promise.all([toA.settled(), toB.settled()]), LIVE_MS);
 
   // Each side's calls, every operation bounded.
-  const streamIds = new Map<string, number>();
   const sides = await bounded(
     "the plans",
-    Promise.all([side(A, rust ? InteropCounter : Mitm, setup.a, "aW", rust, streamIds), B === undefined ? undefined : side(B, Mitm, setup.b, "bW", false, streamIds)]),
+    Promise.all([side(A, rust ? InteropCounter : Mitm, setup.a, "aW", rust), B === undefined ? undefined : side(B, Mitm, setup.b, "bW", false)]),
     4 * LIVE_MS,
   );
   const results = { A: sides[0], B: sides[1] };

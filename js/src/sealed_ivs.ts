@@ -71,7 +71,9 @@ export class SourceIvs {
   private readonly seen = new Set<bigint>();
   private readonly ring: bigint[] = [];
   private nextSlot = 0;
-  private last: { salt: bigint; counter: number } | undefined;
+  /** The salt and counter of the last IV accepted (none yet: `lastSalt` undefined). */
+  private lastSalt: bigint | undefined;
+  private lastCounter = 0;
 
   constructor(private readonly ours: OurSalts) {}
 
@@ -83,14 +85,14 @@ export class SourceIvs {
     const key = v.getBigUint64(4);
     if (this.seen.has(key)) throw new SealedOpenError("replay", "sealed message replayed (its IV was already accepted on this connection)");
     const counter = v.getUint32(8);
-    const last = this.last;
-    if (last !== undefined && last.salt === salt && counter !== ((last.counter + 1) >>> 0)) {
+    if (this.lastSalt === salt && counter !== ((this.lastCounter + 1) >>> 0)) {
       throw new SealedOpenError(
         "out_of_sequence",
-        `sealed message out of sequence (counter ${counter} after ${last.counter}: a message was dropped, reordered or replayed)`,
+        `sealed message out of sequence (counter ${counter} after ${this.lastCounter}: a message was dropped, reordered or replayed)`,
       );
     }
-    this.last = { salt, counter };
+    this.lastSalt = salt;
+    this.lastCounter = counter;
     if (this.ring.length < REPLAY_WINDOW) {
       this.ring.push(key);
     } else {

@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use bunite_rpc::connection::CLOSE_GRACE;
 use bunite_rpc::dynamic::DynCap;
-use bunite_rpc::transport::byte_stream::{self, TcpMessageListener};
+use bunite_rpc::transport::byte_stream::TcpMessageListener;
 use bunite_rpc::transport::ws::{self, WsConnector, WsListener};
 use bunite_rpc::transport::{ByteBudget, ListenerConfig};
 use bunite_rpc::wire::{CapId, Encoder, Frame, Hello};
@@ -62,10 +62,11 @@ use bunite_rpc::{
     CallContext, CapDef, CapImpl, Client, Code, Connection, ConnectionBuilder, ConnectionSet,
     Disconnect, Error, LocalError, MethodDef, Policy, Record, Status, Value,
 };
+use common::deployment::{connect_raw, dial, framed, Kind};
 use common::seeded::{each_seed, Rng};
 use common::*;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -104,49 +105,6 @@ const FLOOD_LAST: i64 = RAW | 0xffff;
 /// Bytes of a flood's answers that wait to be sent at the signal, once all were answered,
 /// past which its goaway cannot be delivered before `CLOSE_GRACE`: its peer reads nothing.
 const FLOOD_HELD: usize = 512 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// The byte stream: a `TcpMessageListener`.
-    Tcp,
-    /// WebSocket: a `WsListener`.
-    Ws,
-    /// The byte stream inside TLS: a `TcpMessageListener` with a certificate.
-    #[cfg(feature = "tls")]
-    Tls,
-    /// WebSocket inside TLS: a `WsListener` with a certificate.
-    #[cfg(feature = "tls")]
-    Wss,
-    /// WebSocket through an axum `RpcEndpoint` under `axum::serve`, stopped by axum's
-    /// graceful shutdown beside the set ([`start_axum`]).
-    #[cfg(feature = "axum")]
-    Axum,
-}
-
-impl Kind {
-    /// Whether its messages are WebSocket messages (else length-prefixed).
-    fn ws(self) -> bool {
-        match self {
-            Kind::Tcp => false,
-            Kind::Ws => true,
-            #[cfg(feature = "tls")]
-            Kind::Tls => false,
-            #[cfg(feature = "tls")]
-            Kind::Wss => true,
-            #[cfg(feature = "axum")]
-            Kind::Axum => true,
-        }
-    }
-
-    /// Whether its sockets speak TLS.
-    fn tls(self) -> bool {
-        match self {
-            #[cfg(feature = "tls")]
-            Kind::Tls | Kind::Wss => true,
-            _ => false,
-        }
-    }
-}
 
 #[test]
 fn random_graceful_stops_of_a_tcp_listener_under_churn() {
@@ -621,20 +579,9 @@ async fn start_axum(
         async move { take(tracked_with(builder(), up.transport)) }
     });
     let app = axum::Router::new().route(ws::DEFAULT_PATH, rpc);
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let (stop_http, http_stopping) = oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        let stopping = async move {
-            let _ = http_stopping.await;
-        };
-        axum::serve(tcp, app)
-            .with_graceful_shutdown(stopping)
-            .await
-            .unwrap();
-    });
+    let (addr, stop_http, http) = serve_axum(app).await;
     // axum's task ends only after its graceful shutdown began (or if it failed).
-    let http = async move { http.await.unwrap() }.boxed().shared();
+    let http = async move { http.await.unwrap().unwrap() }.boxed().shared();
     let stopping = tokio::spawn(async move {
         let signal = async move {
             signal.await;
@@ -1149,45 +1096,10 @@ struct Report {
     callback_bootstraps_ok: Arc<AtomicUsize>,
 }
 
-/// Connects to the server: how to start a connection over it; `None` if it is gone.
-async fn dial(
-    kind: Kind,
-    addr: SocketAddr,
-) -> Option<Box<dyn FnOnce(ConnectionBuilder) -> Connection + Send>> {
-    match kind {
-        Kind::Tcp => {
-            let t = byte_stream::tcp_connect(addr).await.ok()?;
-            Some(Box::new(move |b| tracked_with(b, t)))
-        }
-        #[cfg(feature = "tls")]
-        Kind::Tls => {
-            let roots = common::tls::roots();
-            let port = addr.port();
-            let t = bunite_rpc::transport::tls::tcp_connect("localhost", port, &roots);
-            let t = t.await.ok()?;
-            Some(Box::new(move |b| tracked_with(b, t)))
-        }
-        _ => {
-            let url = match kind.tls() {
-                false => format!("ws://{addr}{}", ws::DEFAULT_PATH),
-                true => format!("wss://localhost:{}{}", addr.port(), ws::DEFAULT_PATH),
-            };
-            let connector = WsConnector::new();
-            #[cfg(feature = "tls")]
-            let connector = match kind.tls() {
-                true => connector.tls(common::tls::roots()),
-                false => connector,
-            };
-            let t = connector.connect(url.as_str()).await.ok()?;
-            Some(Box::new(move |b| tracked_with(b, t)))
-        }
-    }
-}
-
 async fn client(kind: Kind, addr: SocketAddr, start: Instant, i: usize, plan: Plan) -> Report {
     let mut report = Report::default();
     sleep_until(start + plan.join).await;
-    let Some(connect) = dial(kind, addr).await else {
+    let Ok(connect) = dial(kind, addr, WsConnector::new()).await else {
         report.connect_failed = Some(Instant::now());
         return report;
     };
@@ -1327,16 +1239,9 @@ async fn op_run(stop: Client, what: What, tag: i64) -> Done {
 
 // ---- Raw peers ----
 
-/// A message's bytes on the wire: its length prefix, or a client frame's header (FIN,
-/// binary, masked with a zero key so that the payload goes as it is).
-fn framed(kind: Kind, enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
-    let body = enc.encode_to_vec(&frame.to_value());
-    let mut out = match kind.ws() {
-        false => (body.len() as u32).to_be_bytes().to_vec(),
-        true => ws_client_header(0x82, body.len()),
-    };
-    out.extend_from_slice(&body);
-    out
+/// A frame's bytes on the wire ([`framed`]).
+fn frame_bytes(kind: Kind, enc: &mut Encoder, frame: &Frame) -> Vec<u8> {
+    framed(kind, &enc.encode_to_vec(&frame.to_value()))
 }
 
 fn hello(origin: &str) -> Frame {
@@ -1364,7 +1269,7 @@ async fn raw_peer(
     | RawPlan::Flood { at }
     | RawPlan::Abrupt { at, .. }) = plan;
     sleep_until(start + at).await;
-    let Some((socket_read, mut socket)) = connect_raw(kind, addr).await else {
+    let Some(Ok((socket_read, mut socket))) = connect_raw(kind, addr).await else {
         return;
     };
     let mut enc = Encoder::new();
@@ -1374,7 +1279,7 @@ async fn raw_peer(
         _ => "raw",
     };
     if !matches!(plan, RawPlan::Silent { hello: false, .. }) {
-        bytes.extend(framed(kind, &mut enc, &hello(origin)));
+        bytes.extend(frame_bytes(kind, &mut enc, &hello(origin)));
     }
     let boot = Record::new().with("name", "test.raw");
     let bootstrap = call_frame(CapId(0), 1, "bootstrap", Value::Record(boot));
@@ -1389,28 +1294,28 @@ async fn raw_peer(
                 "quick",
                 tagged(RAW | (i as i64) << 8, Record::new()),
             );
-            let call = framed(kind, &mut enc, &call);
+            let call = frame_bytes(kind, &mut enc, &call);
             bytes.extend_from_slice(&call[..cut.min(call.len() - 1)]);
         }
         RawPlan::Flood { .. } => {
-            bytes.extend(framed(kind, &mut enc, &bootstrap));
+            bytes.extend(frame_bytes(kind, &mut enc, &bootstrap));
             for id in 0..FLOOD_CALLS as u64 {
                 let args = Value::Bin(vec![0x5a; FLOOD_SIZE]);
-                bytes.extend(framed(
+                bytes.extend(frame_bytes(
                     kind,
                     &mut enc,
                     &call_frame(raw, 2 + id, "echo", args),
                 ));
             }
             let last = call_frame(raw, 1_000, "quick", tagged(FLOOD_LAST, Record::new()));
-            bytes.extend(framed(kind, &mut enc, &last));
+            bytes.extend(frame_bytes(kind, &mut enc, &last));
         }
         RawPlan::Abrupt { calls, .. } => {
-            bytes.extend(framed(kind, &mut enc, &bootstrap));
+            bytes.extend(frame_bytes(kind, &mut enc, &bootstrap));
             for n in 0..calls {
                 let args = tagged(RAW | (i as i64) << 8 | n, Record::new().with("ms", FOREVER));
                 let call = call_frame(raw, 2 + n as u64, "slow", args);
-                bytes.extend(framed(kind, &mut enc, &call));
+                bytes.extend(frame_bytes(kind, &mut enc, &call));
             }
         }
     }
@@ -1429,29 +1334,4 @@ async fn raw_peer(
         }
     }
     drop((socket_read, socket));
-}
-
-/// A raw peer's halves: of a TCP socket, or of a TLS client's stream.
-type RawRead = Box<dyn AsyncRead + Send + Unpin>;
-type RawWrite = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// A raw socket connected to the server at `addr`, through TLS and the WebSocket upgrade
-/// as `kind` speaks; `None` if the server refused it or is gone.
-async fn connect_raw(kind: Kind, addr: SocketAddr) -> Option<(RawRead, RawWrite)> {
-    let tcp = TcpStream::connect(addr).await.ok()?;
-    let (mut r, mut w): (RawRead, RawWrite) = match kind.tls() {
-        #[cfg(feature = "tls")]
-        true => {
-            let (r, w) = tokio::io::split(common::tls::connect(tcp).await.ok()?);
-            (Box::new(r), Box::new(w))
-        }
-        _ => {
-            let (r, w) = tcp.into_split();
-            (Box::new(r), Box::new(w))
-        }
-    };
-    if kind.ws() && ws_upgrade_by_hand(&mut r, &mut w, addr).await != Some(101) {
-        return None;
-    }
-    Some((r, w))
 }

@@ -321,17 +321,8 @@ mod deployment {
             }
         });
         let app = axum::Router::new().route("/rpc", rpc);
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/rpc", tcp.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .map_err(|e| e.to_string())
-        });
+        let (addr, stop, server) = common::serve_axum(app).await;
+        let url = format!("ws://{addr}/rpc");
         let client = ws::connect(url.as_str()).await.unwrap();
         let transport = timeout(OP_BOUND, handed.recv()).await.unwrap().unwrap();
         let a = tracked_with(builder(), Cuttable(client, cut.clone()));
@@ -367,7 +358,7 @@ mod deployment {
             bunite_rpc::transport::ws::WsTransport<bunite_rpc::transport::Socket>,
         >,
         stop: tokio::sync::oneshot::Sender<()>,
-        server: JoinHandle<Result<(), String>>,
+        server: common::AxumTask,
     }
 
     impl Listener for Axum {

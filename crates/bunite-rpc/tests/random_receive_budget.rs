@@ -48,10 +48,10 @@ use bunite_rpc::transport::ws::{self, WsConnector, WsListener};
 use bunite_rpc::transport::{ByteBudget, ListenerConfig, ReceiveDeadline};
 use bunite_rpc::wire::{CapId, DecodeLimits as WireLimits, Decoder, Encoder, Frame, Goaway};
 use bunite_rpc::{Connection, Limits, Value};
+use common::deployment::{connect_raw, dial, framed, Kind, RawRead, RawWrite};
 use common::seeded::{each_seed, Rng};
 use common::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
@@ -67,43 +67,6 @@ const LIVENESS: Duration = Duration::from_secs(60);
 
 /// How long a whole case may take.
 const CASE_BOUND: Duration = Duration::from_secs(120);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Tcp,
-    Ws,
-    /// The byte stream inside TLS: a `TcpMessageListener` with a certificate.
-    #[cfg(feature = "tls")]
-    Tls,
-    /// WebSocket inside TLS: a `WsListener` with a certificate.
-    #[cfg(feature = "tls")]
-    Wss,
-    /// WebSocket through an axum `RpcEndpoint` (past its slots, an upgrade is answered 503).
-    #[cfg(feature = "axum")]
-    Axum,
-}
-
-impl Kind {
-    /// Whether its messages are WebSocket messages (else length-prefixed).
-    fn ws(self) -> bool {
-        match self {
-            Kind::Tcp => false,
-            Kind::Ws => true,
-            #[cfg(feature = "tls")]
-            Kind::Tls => false,
-            #[cfg(feature = "tls")]
-            Kind::Wss => true,
-            #[cfg(feature = "axum")]
-            Kind::Axum => true,
-        }
-    }
-
-    /// Whether its sockets speak TLS.
-    #[cfg(feature = "tls")]
-    fn tls(self) -> bool {
-        matches!(self, Kind::Tls | Kind::Wss)
-    }
-}
 
 #[test]
 fn random_contention_on_a_tcp_listeners_receive_budget() {
@@ -554,7 +517,7 @@ impl Listener {
         let addr = self.addr();
         let mut held = Vec::new();
         for i in 0..max_connections {
-            let socket = timeout(LIVENESS, connect_raw(kind, addr, false))
+            let socket = timeout(LIVENESS, connect_raw_to(kind, addr, false))
                 .await
                 .unwrap_or_else(|_| panic!("slot {i} of {max_connections}: no handshake"));
             match timeout(LIVENESS, self.accept()).await {
@@ -573,44 +536,16 @@ impl Listener {
     }
 }
 
-/// A raw peer's halves: of a TCP socket, or of a TLS client's stream.
-type RawRead = Box<dyn AsyncRead + Send + Unpin>;
-type RawWrite = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// A raw socket connected to the listener at `addr` (through TLS and the WebSocket
-/// handshake as `kind` speaks). An axum endpoint without a free slot answers the upgrade
-/// 503: tried again shortly if `retry`, else the case fails.
-async fn connect_raw(kind: Kind, addr: SocketAddr, retry: bool) -> (RawRead, RawWrite) {
+/// A raw socket connected to the listener at `addr` ([`connect_raw`]). An axum endpoint
+/// without a free slot answers the upgrade 503: tried again shortly if `retry`, else the
+/// case fails.
+async fn connect_raw_to(kind: Kind, addr: SocketAddr, retry: bool) -> (RawRead, RawWrite) {
     loop {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        #[cfg(feature = "tls")]
-        let (mut r, mut w): (RawRead, RawWrite) = match kind.tls() {
-            true => {
-                let (r, w) = tokio::io::split(
-                    common::tls::connect(tcp)
-                        .await
-                        .expect("a raw peer's TLS handshake"),
-                );
-                (Box::new(r), Box::new(w))
-            }
-            false => {
-                let (r, w) = tcp.into_split();
-                (Box::new(r), Box::new(w))
-            }
-        };
-        #[cfg(not(feature = "tls"))]
-        let (mut r, mut w): (RawRead, RawWrite) = {
-            let (r, w) = tcp.into_split();
-            (Box::new(r), Box::new(w))
-        };
-        if !kind.ws() {
-            return (r, w);
-        }
-        let status = ws_upgrade_by_hand(&mut r, &mut w, addr).await;
-        match status.expect("the upgrade's response ended early") {
-            101 => return (r, w),
-            503 if retry => sleep(Duration::from_millis(10)).await,
-            status => panic!("the upgrade was answered {status}"),
+        let socket = connect_raw(kind, addr).await;
+        match socket.expect("a raw peer's socket, TLS handshake or upgrade's response") {
+            Ok(halves) => return halves,
+            Err(503) if retry => sleep(Duration::from_millis(10)).await,
+            Err(status) => panic!("the upgrade was answered {status}"),
         }
     }
 }
@@ -626,7 +561,6 @@ mod axum_server {
     use bunite_rpc::transport::ws::WsTransport;
     use bunite_rpc::transport::ListenerConfig;
     use tokio::sync::{mpsc, oneshot};
-    use tokio::task::JoinHandle;
 
     use super::LIVENESS;
 
@@ -634,7 +568,7 @@ mod axum_server {
         pub endpoint: RpcEndpoint,
         pub addr: SocketAddr,
         pub handed: tokio::sync::Mutex<mpsc::UnboundedReceiver<WsTransport>>,
-        stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+        stop: Mutex<Option<(oneshot::Sender<()>, super::AxumTask)>>,
     }
 
     impl Server {
@@ -648,17 +582,7 @@ mod axum_server {
                 }
             });
             let app = axum::Router::new().route("/rpc", rpc);
-            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = tcp.local_addr().unwrap();
-            let (stop, stopped) = oneshot::channel::<()>();
-            let server = tokio::spawn(async move {
-                axum::serve(tcp, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .unwrap();
-            });
+            let (addr, stop, server) = super::serve_axum(app).await;
             Server {
                 endpoint,
                 addr,
@@ -674,22 +598,11 @@ mod axum_server {
             };
             let _ = stop.send(());
             match tokio::time::timeout(LIVENESS, server).await {
-                Ok(ended) => ended.unwrap(),
+                Ok(ended) => ended.unwrap().unwrap(),
                 Err(_) => panic!("axum did not stop"),
             }
         }
     }
-}
-
-/// A message's bytes on the wire: its length prefix, or a client frame's header (FIN,
-/// binary, masked with a zero key so that the payload goes as it is).
-fn framed(kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut out = match kind.ws() {
-        false => (body.len() as u32).to_be_bytes().to_vec(),
-        true => ws_client_header(0x82, body.len()),
-    };
-    out.extend_from_slice(body);
-    out
 }
 
 /// A call (to cap 0, which answers it with an error) whose encoding is `size` bytes and
@@ -774,7 +687,7 @@ async fn next_message(kind: Kind, socket: &mut RawRead) -> Option<Vec<u8>> {
 /// A raw peer: connects, exchanges hellos, plays its script, and checks the goaways it
 /// read against it.
 async fn raw_peer(kind: Kind, addr: SocketAddr, i: usize, script: Script) {
-    let (mut r, mut w) = connect_raw(kind, addr, true).await;
+    let (mut r, mut w) = connect_raw_to(kind, addr, true).await;
     // The server's hello, once the listener has taken the socket.
     let mut dec = Decoder::new(WireLimits::default());
     let hello = timeout(LIVENESS, next_message(kind, &mut r))
@@ -999,56 +912,18 @@ async fn client(kind: Kind, addr: SocketAddr, echoes: Echoes) {
         ..Limits::default()
     };
     let builder = Connection::builder().limits(limits);
-    let conn = match kind {
-        Kind::Tcp => tracked_with(builder, byte_stream::tcp_connect(addr).await.unwrap()),
-        Kind::Ws => {
-            let url = format!("ws://{addr}/rpc");
-            let transport = WsConnector::new()
-                .connect_timeout(LIVENESS)
-                .ping_interval(None)
-                .connect(url.as_str())
-                .await
-                .unwrap();
-            tracked_with(builder, transport)
-        }
-        #[cfg(feature = "tls")]
-        Kind::Tls => {
-            let roots = common::tls::roots();
-            let transport =
-                bunite_rpc::transport::tls::tcp_connect("localhost", addr.port(), &roots);
-            tracked_with(builder, transport.await.unwrap())
-        }
-        #[cfg(feature = "tls")]
-        Kind::Wss => {
-            let url = format!("wss://localhost:{}/rpc", addr.port());
-            let transport = WsConnector::new()
-                .tls(common::tls::roots())
-                .connect_timeout(LIVENESS)
-                .ping_interval(None)
-                .connect(url.as_str())
-                .await
-                .unwrap();
-            tracked_with(builder, transport)
-        }
-        #[cfg(feature = "axum")]
-        Kind::Axum => {
-            // Past the endpoint's slots, an upgrade is answered 503: tried again shortly.
-            let url = format!("ws://{addr}/rpc");
-            let transport = loop {
-                let connector = WsConnector::new()
-                    .connect_timeout(LIVENESS)
-                    .ping_interval(None);
-                match connector.connect(url.as_str()).await {
-                    Ok(transport) => break transport,
-                    Err(e) if e.report().contains("HTTP 503") => {
-                        sleep(Duration::from_millis(10)).await
-                    }
-                    Err(e) => panic!("{}", e.report()),
-                }
-            };
-            tracked_with(builder, transport)
+    // Past an axum endpoint's slots, an upgrade is answered 503: tried again shortly.
+    let connect = loop {
+        let connector = WsConnector::new()
+            .connect_timeout(LIVENESS)
+            .ping_interval(None);
+        match dial(kind, addr, connector).await {
+            Ok(connect) => break connect,
+            Err(e) if kind.ws() && e.contains("HTTP 503") => sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("{e}"),
         }
     };
+    let conn = connect(builder);
     let counter = conn
         .bootstrap(&counter_def())
         .await

@@ -536,17 +536,7 @@ fn a_stop_waits_for_a_connection_handed_over_to_join_the_set() {
             }
         });
         let app = Router::new().route("/rpc", rpc);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (signal, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap()
-        });
+        let (addr, signal, http) = serve_axum(app).await;
 
         endpoint.hold_handovers(true);
         // The client has read its 101: hyper has handed the connection over.
@@ -558,7 +548,7 @@ fn a_stop_waits_for_a_connection_handed_over_to_join_the_set() {
         // upgraded connection being no longer its.
         signal.send(()).unwrap();
         set.drain(Duration::from_millis(200));
-        timeout(WAIT, http).await.unwrap().unwrap();
+        timeout(WAIT, http).await.unwrap().unwrap().unwrap();
         assert_eq!(joined.load(Ordering::SeqCst), 0);
         let mut stop = tokio::spawn({
             let (endpoint, set, joined) = (endpoint.clone(), set.clone(), joined.clone());

@@ -256,6 +256,23 @@ pub enum TypedArrayKind {
 }
 
 impl TypedArrayKind {
+    /// Every kind, in the order of their subtype bytes.
+    pub const ALL: [TypedArrayKind; 13] = [
+        TypedArrayKind::Int8,
+        TypedArrayKind::Uint8,
+        TypedArrayKind::Uint8Clamped,
+        TypedArrayKind::Int16,
+        TypedArrayKind::Uint16,
+        TypedArrayKind::Int32,
+        TypedArrayKind::Uint32,
+        TypedArrayKind::Float32,
+        TypedArrayKind::Float64,
+        TypedArrayKind::BigInt64,
+        TypedArrayKind::BigUint64,
+        TypedArrayKind::ArrayBuffer,
+        TypedArrayKind::DataView,
+    ];
+
     /// The subtype byte.
     pub fn code(self) -> u8 {
         match self {
@@ -344,5 +361,18 @@ impl Timestamp {
     /// not is a JS Invalid Date on the wire ([`Timestamp::INVALID`]).
     pub const fn is_valid(self) -> bool {
         self.nanos < 1_000_000_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TypedArrayKind;
+
+    #[test]
+    fn all_holds_every_typed_array_kind_once_in_code_order() {
+        let known: Vec<TypedArrayKind> = (0..=u8::MAX)
+            .filter_map(TypedArrayKind::from_code)
+            .collect();
+        assert_eq!(known, TypedArrayKind::ALL);
     }
 }

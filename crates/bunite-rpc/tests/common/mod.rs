@@ -49,6 +49,8 @@
 //! without them), and `cargo test --workspace --all-features` runs them all.
 #![allow(dead_code)]
 
+#[cfg(all(feature = "byte-stream", feature = "ws"))]
+pub mod deployment;
 pub mod seeded;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -753,6 +755,33 @@ pub fn call_frame(target: CapId, id: u64, method: &str, args: Value) -> Frame {
         args,
         meta: None,
     })
+}
+
+/// The task of [`serve_axum`]: it ends with axum's result.
+#[cfg(feature = "axum")]
+pub type AxumTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// An axum app served on a loopback port, on a task of its own, until `stop` fires (axum's
+/// graceful shutdown): the port's address, `stop`, and the task.
+#[cfg(feature = "axum")]
+pub async fn serve_axum(
+    app: axum::Router,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    AxumTask,
+) {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(tcp, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (addr, stop, task)
 }
 
 /// A WebSocket upgrade of `/rpc` at `addr` by hand, for raw peers: the request, then the

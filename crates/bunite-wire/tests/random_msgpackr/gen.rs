@@ -119,22 +119,6 @@ const CHARS: &[char] = &[
     '\u{10ffff}',
 ];
 
-const KINDS: &[TypedArrayKind] = &[
-    TypedArrayKind::Int8,
-    TypedArrayKind::Uint8,
-    TypedArrayKind::Uint8Clamped,
-    TypedArrayKind::Int16,
-    TypedArrayKind::Uint16,
-    TypedArrayKind::Int32,
-    TypedArrayKind::Uint32,
-    TypedArrayKind::Float32,
-    TypedArrayKind::Float64,
-    TypedArrayKind::BigInt64,
-    TypedArrayKind::BigUint64,
-    TypedArrayKind::ArrayBuffer,
-    TypedArrayKind::DataView,
-];
-
 /// The greatest |seconds| of a timestamp drawn within a Date's range: a JS Date holds
 /// ±8.64e15 ms.
 const DATE_SECONDS: i64 = 8_640_000_000_000 - 1;
@@ -331,7 +315,7 @@ impl Gen {
     }
 
     fn typed_array(&mut self) -> Value {
-        let kind = self.rng.pick(KINDS);
+        let kind = self.rng.pick(&TypedArrayKind::ALL);
         let size = kind.element_size();
         // 254 and 255 data bytes straddle the ext 8 / ext 16 header.
         let mut n = match self.rng.below(4) {

@@ -9,23 +9,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 pub fn typed_array() -> impl Strategy<Value = Value> {
-    let kinds = [
-        TypedArrayKind::Int8,
-        TypedArrayKind::Uint8,
-        TypedArrayKind::Uint8Clamped,
-        TypedArrayKind::Int16,
-        TypedArrayKind::Uint16,
-        TypedArrayKind::Int32,
-        TypedArrayKind::Uint32,
-        TypedArrayKind::Float32,
-        TypedArrayKind::Float64,
-        TypedArrayKind::BigInt64,
-        TypedArrayKind::BigUint64,
-        TypedArrayKind::ArrayBuffer,
-        TypedArrayKind::DataView,
-    ];
     (
-        proptest::sample::select(kinds.to_vec()),
+        proptest::sample::select(TypedArrayKind::ALL.to_vec()),
         vec(any::<u8>(), 0..24),
     )
         .prop_map(|(kind, mut bytes)| {

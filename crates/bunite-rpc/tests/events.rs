@@ -620,6 +620,39 @@ fn a_subscriber_that_calls_back_into_its_connection_neither_deadlocks_nor_leaks(
     });
 }
 
+/// An observer sees the events of everything that follows its `subscribe`, however soon:
+/// here the peer's bootstrap and call arrive with nothing else for the connection to do in
+/// between (the driver learned of observers only once it had applied a pass's outputs, so
+/// a message it read first was handled as unobserved, its events never built: two workers
+/// lost the first bootstrap's event of the test above in CI).
+#[test]
+fn a_subscriber_sees_the_events_of_what_follows_at_once() {
+    run(async {
+        let (conn, mut raw) = RawPeer::connect(Connection::builder()).await;
+        serve_counter(&conn).await;
+        let log = Log::of(&conn);
+        let counter = raw.bootstrap(1, "test.counter").await;
+        let got = raw.call(2, counter.0, "get", Value::Undefined).await;
+        assert!(got.outcome.is_ok());
+        let bootstraps: Vec<_> = (log.all().into_iter())
+            .filter_map(|e| match e {
+                Event::Bootstrap(b) => Some((b.name, b.result, b.cap_id)),
+                _ => None,
+            })
+            .collect();
+        let name = "test.counter".to_owned();
+        assert_eq!(
+            bootstraps,
+            vec![(name.clone(), BootstrapResult::Ok, Some(counter))]
+        );
+        let calls = log.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!((calls[0].0, &calls[0].1), (2, &Some(name)));
+        release(&mut raw, counter).await;
+        assert_clean(&[&conn]).await;
+    });
+}
+
 /// An observer subscribed once the connection is done is dropped at once: no event can come,
 /// and nothing else would ever drop it (one holding its connection kept both).
 #[test]

@@ -293,6 +293,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
     }
 
     fn command(&mut self, command: Command) {
+        self.refresh_observed();
         let now = self.now();
         let s = &mut self.session;
         match command {
@@ -384,6 +385,7 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
             };
             match msg {
                 Ok(Some(bytes)) => {
+                    self.refresh_observed();
                     let now = self.call_now();
                     self.session.handle_message(&bytes, now);
                     // Run what it asked for now: a handler that completes at once adds
@@ -455,11 +457,20 @@ impl<K: MessageSink, R: MessageSource> Driver<K, R> {
                 break;
             }
         }
-        self.session.set_observed(
-            self.shared
-                .observed
-                .load(std::sync::atomic::Ordering::Acquire),
-        );
+        self.refresh_observed();
+    }
+
+    /// Tells the session whether anyone observes events now. Done before every input a
+    /// handle or the peer may have sent after a `subscribe` returned (a command, an inbound
+    /// message), as well as after every application of outputs: a message read before the
+    /// pass's first application was otherwise handled as unobserved, and its events were
+    /// never built for the subscriber that was already there.
+    fn refresh_observed(&mut self) {
+        let observed = self
+            .shared
+            .observed
+            .load(std::sync::atomic::Ordering::Acquire);
+        self.session.set_observed(observed);
     }
 
     /// Applies the outputs the session has queued.

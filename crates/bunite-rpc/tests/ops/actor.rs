@@ -34,10 +34,12 @@ pub(super) struct Actor {
     pub(super) subscriptions: Vec<SubscriptionId>,
     /// Operations that found nothing to run on.
     pub(super) skipped: u64,
+    /// The operation running (what a small limit may give it depends on it: `small.rs`).
+    pub(super) op: Op,
 }
 
 /// The operations an actor draws from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Op {
     Bootstrap,
     BootstrapUnknown,
@@ -119,6 +121,9 @@ const OPS: [Op; 34] = [
 /// synchronous cases draw what they always did).
 const POLICY_OPS: [Op; 3] = [Op::BootstrapGate, Op::BootstrapBurst, Op::BootstrapAborted];
 
+/// More than a result frame takes around its value (`op`, `id`, `ok`, the keys).
+const FRAME_OVERHEAD: usize = 64;
+
 /// The names a burst of bootstraps draws from.
 const NAMES: [&str; 5] = ["ops.svc", GATE, "ops.flip", SECRET, "ops.Typed"];
 
@@ -189,7 +194,7 @@ impl Actor {
             Ok(v) => Some(v),
             Err(e) => {
                 assert!(
-                    self.closing() && e.code() == Code::Unavailable,
+                    (self.closing() && e.code() == Code::Unavailable) || self.call_limit(&e),
                     "{what}: unexpected {e:?}"
                 );
                 None
@@ -208,7 +213,9 @@ impl Actor {
         match result {
             Ok(v) => panic!("{what}: expected {code:?}, got {v:?}"),
             Err(e) => assert!(
-                e.code() == code || (self.closing() && e.code() == Code::Unavailable),
+                e.code() == code
+                    || (self.closing() && e.code() == Code::Unavailable)
+                    || self.bootstrap_limit("ops.nope", &e),
                 "{what}: expected {code:?}, got {e:?}"
             ),
         }
@@ -237,7 +244,8 @@ impl Actor {
     }
 
     /// Whether `e` is a failure any bootstrap of `name` may have: `unavailable` once a side
-    /// is closing; under a low `max_pending_policy_checks`, `resource_exhausted` `pending
+    /// is closing; under small limits, what they give it (`small.rs`); under a low
+    /// `max_pending_policy_checks`, `resource_exhausted` `pending
     /// bootstrap limit N` `max_concurrent_calls`; and for `ops.gate` under an asynchronous
     /// policy, its denial (`failed_precondition` `policy denied` `unauthorized`) or its
     /// failure or panic (`internal` `policy threw`).
@@ -250,7 +258,8 @@ impl Actor {
         let gate = name == GATE
             && self.case.policy == PolicyKind::Async
             && (denied(e) || (e.code() == Code::Internal && e.message() == "policy threw"));
-        limit || gate || (self.closing() && e.code() == Code::Unavailable)
+        let small = self.bootstrap_limit(name, e);
+        limit || small || gate || (self.closing() && e.code() == Code::Unavailable)
     }
 
     /// A held client of the kind `pick` selects, by index.
@@ -290,7 +299,8 @@ impl Actor {
     }
 
     /// The outcome of a call on `held`: `Ok` (checked by `check`), `LocalError::Released`
-    /// if its reference was released, or `unavailable` once a side is closing.
+    /// if its reference was released, `unavailable` once a side is closing, or under small
+    /// limits what a limit reached gives the operation (`small.rs`).
     #[track_caller]
     pub(super) fn answer<T: std::fmt::Debug>(
         &self,
@@ -303,6 +313,7 @@ impl Actor {
             Ok(v) if !held.released() => check(v),
             Err(e) if held.released() && e.local_kind() == Some(LocalError::Released) => {}
             Err(e) if self.closing() && e.code() == Code::Unavailable => {}
+            Err(e) if self.call_limit(&e) => {}
             other => panic!(
                 "{what}: unexpected {other:?} (released: {})",
                 held.released()
@@ -311,6 +322,7 @@ impl Actor {
     }
 
     async fn op(&mut self, op: Op, what: &str) {
+        self.op = op;
         match op {
             Op::Bootstrap => {
                 let r = self.side.conn.bootstrap(&svc_def()).await;
@@ -758,6 +770,9 @@ impl Actor {
         let n = [100, 10_000, 40_000, 100_000, 300_000][self.rng.below(5) as usize];
         let limit = self.send_limit.filter(|_| self.side.name == "a");
         let r = h.client.call_value("big", super::args("n", n as u64)).await;
+        if let Some(max) = self.limits().map(|(mine, _)| mine.max_bytes) {
+            return self.big_under(what, &h, n, max, r);
+        }
         match (r, limit) {
             (Err(e), Some(limit))
                 if e.code() == Code::ResourceExhausted && e.reason() == Some("max_frame_bytes") =>
@@ -770,6 +785,29 @@ impl Actor {
                 if let Some(limit) = limit {
                     assert!(n <= limit, "{what}: {n} bytes, beyond {limit}, arrived");
                 }
+                assert_eq!(v.as_str().map(str::len), Some(n), "{what}");
+            }),
+        }
+    }
+
+    /// The outcome of `big {n}` under small limits, where this side's `max_bytes` is `max`:
+    /// an answer whose frame is over it is replaced by `resource_exhausted`
+    /// `max_frame_bytes` (PROTOCOL §13.6), one well within it (by [`FRAME_OVERHEAD`]) arrives
+    /// whole; either between the two.
+    fn big_under(&self, what: &str, h: &Held, n: usize, max: usize, r: Result<Value, Error>) {
+        match r {
+            Err(e) if super::small::frame_too_large(&e) => {
+                assert!(
+                    n + FRAME_OVERHEAD > max,
+                    "{what}: {n} bytes within our maxBytes {max} refused: {e:?}"
+                );
+                self.case.reached.frame();
+            }
+            r => self.answer(what, h, r, |v| {
+                assert!(
+                    n <= max,
+                    "{what}: {n} bytes, beyond our maxBytes {max}, arrived"
+                );
                 assert_eq!(v.as_str().map(str::len), Some(n), "{what}");
             }),
         }
@@ -857,6 +895,8 @@ impl Actor {
     /// Closes or drains this side or the other, or cuts the link, while the other actors
     /// still work; then a call from a closed side fails `unavailable`.
     async fn close(&mut self, what: &str) {
+        // What follows is bootstraps and an `inc`.
+        self.op = Op::Inc;
         self.case.closing.store(true, Ordering::SeqCst);
         let side = if self.rng.chance(50) {
             self.side.clone()

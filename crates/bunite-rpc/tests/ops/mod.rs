@@ -47,6 +47,16 @@
 //! a low limit; and after a case without a close, the limit's worth of bootstraps at once, each
 //! held in the policy, all go through from both sides (no check left in a table).
 //!
+//! Under small limits ([`run_seeds_under_small_limits`], `random_limits.rs` only) each side
+//! draws its own small `Limits` (`small.rs`), on the runtime `BUNITE_TEST_RUNTIME` names.
+//! What must hold besides: a limit reached gives an operation exactly the outcome its docs
+//! give (`small.rs` lists them; a call fails the outcome's code, reason and message, naming
+//! the limit of the side that refused it) and nothing else; no cap table and no count of
+//! calls or streams either way is seen over its side's limit while the actors run; the
+//! end-of-case calls at once use the smaller of the two in-flight limits; and a disposal
+//! may go without its call (refused by an in-flight limit, an error `Client::dispose`
+//! ignores), but never with two.
+//!
 //! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of a test's own count; `BUNITE_OPS_SEED=S`
 //! runs seed S alone (a failing case prints its seed).
 // Each test file uses the parts its transports need.
@@ -54,6 +64,7 @@
 
 mod actor;
 mod cut;
+mod small;
 pub mod typed;
 
 use std::future::Future;
@@ -170,24 +181,36 @@ pub fn run_seeds(ci_seeds: u64, connect: Connect) {
 
 /// [`run_seeds`] with the policy `policy`.
 pub fn run_seeds_with(ci_seeds: u64, connect: Connect, policy: PolicyKind) {
+    run_cases("random_ops", ci_seeds, connect, policy, false);
+}
+
+/// [`run_seeds`] with each side's limits drawn small (`small.rs`), on the runtime
+/// `BUNITE_TEST_RUNTIME` names (`common::run`: one thread unless it says `multi`).
+pub fn run_seeds_under_small_limits(ci_seeds: u64, connect: Connect) {
+    run_cases("random_limits", ci_seeds, connect, PolicyKind::Sync, true);
+}
+
+fn run_cases(test: &'static str, ci_seeds: u64, connect: Connect, policy: PolicyKind, small: bool) {
     if policy == PolicyKind::Async {
         quiet_policy_panics();
     }
+    let on: fn(_) = if small {
+        run_dyn
+    } else {
+        run_on_two_workers_dyn
+    };
     for seed in seeds(ci_seeds) {
-        let _report = SeedReport {
-            test: "random_ops",
-            seed,
-        };
+        let _report = SeedReport { test, seed };
         let observers = Arc::new(AtomicI64::new(0));
         let live = observers.clone();
-        run_on_two_workers(async move {
-            if tokio::time::timeout(CASE_BOUND, case(seed, live, connect, policy))
+        on(Box::pin(async move {
+            if tokio::time::timeout(CASE_BOUND, case(seed, live, connect, policy, small))
                 .await
                 .is_err()
             {
                 panic!("seed {seed}: the case did not end within {CASE_BOUND:?}");
             }
-        });
+        }));
         // The runtime is gone: an observer still alive is kept by a cycle through its
         // connection (the observers of a closed connection are dropped once its last task
         // ends).
@@ -197,6 +220,14 @@ pub fn run_seeds_with(ci_seeds: u64, connect: Connect, policy: PolicyKind) {
             "seed {seed}: observers outlived their connections"
         );
     }
+}
+
+fn run_dyn(body: Pin<Box<dyn Future<Output = ()>>>) {
+    run(body);
+}
+
+fn run_on_two_workers_dyn(body: Pin<Box<dyn Future<Output = ()>>>) {
+    run_on_two_workers(body);
 }
 
 /// Leaves out of the output the panics [`async_policy`] makes on purpose (a few hundred
@@ -430,6 +461,11 @@ struct Case {
     /// enough for the actors to reach: a bootstrap may then fail `resource_exhausted`
     /// `pending bootstrap limit N` `max_concurrent_calls`.
     pending_limit: Option<usize>,
+    /// Under small limits, sides `a`'s and `b`'s (`small.rs`): a limit reached gives an
+    /// operation the outcome `small.rs` says.
+    limits: Option<[Limits; 2]>,
+    /// Under small limits, how many outcomes each limit gave (`small::Reached`).
+    reached: small::Reached,
 }
 
 /// Counts itself in a counter while it lives.
@@ -503,7 +539,13 @@ impl Held {
     }
 }
 
-async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kind: PolicyKind) {
+async fn case(
+    seed: u64,
+    observers: Arc<AtomicI64>,
+    connect: Connect,
+    policy_kind: PolicyKind,
+    small: bool,
+) {
     let mut rng = Rng(seed);
     // What an asynchronous policy draws comes from a generator of its own, so that the
     // synchronous cases draw what they always did.
@@ -541,9 +583,27 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kin
         PolicyKind::Sync => Policy::new(|name, _| name != SECRET),
         PolicyKind::Async => async_policy(policy_state.clone()),
     };
+    // Under small limits each side draws its own, from a generator of their own (so that
+    // the rest of the case draws what it would without them); `a` is built first.
+    let small = small.then(|| {
+        let mut rng = Rng(seed ^ 0x5a11_0000_11b1_7500);
+        [small::draw(&mut rng), small::draw(&mut rng)]
+    });
+    if let Some([la, lb]) = &small {
+        eprintln!("seed {seed}: limits {} / {}", brief(la), brief(lb));
+    }
+    let limited = match &small {
+        Some(sides) => Some(small::calls_at_once(sides)),
+        None => limited,
+    };
+    let side_limits = small
+        .clone()
+        .unwrap_or_else(|| [limits.clone(), limits.clone()]);
+    let built = std::sync::atomic::AtomicUsize::new(0);
     let builder = Arc::new(move || {
+        let side = built.fetch_add(1, Ordering::SeqCst) % 2;
         Connection::builder()
-            .limits(limits.clone())
+            .limits(side_limits[side].clone())
             .policy(policy.clone())
     });
     let mut pair = connect(&mut rng, cut.clone(), builder).await;
@@ -576,6 +636,8 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kin
         observers,
         policy: policy_kind,
         pending_limit,
+        limits: small.clone(),
+        reached: Default::default(),
     });
     let sides = [
         Side {
@@ -611,6 +673,7 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kin
             held: Vec::new(),
             subscriptions: Vec::new(),
             skipped: 0,
+            op: actor::Op::Bootstrap,
         };
         let ops = 10 + actor_ops(seed, i);
         let closes = closer
@@ -618,14 +681,29 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kin
             .map(|(_, at)| at.min(ops));
         tasks.push(tokio::spawn(actor.run(ops, closes)));
     }
+    // Under small limits, both sides' counts are watched while the actors run.
+    let stop_watch = CancellationToken::new();
+    let watch = small.clone().map(|[la, lb]| {
+        let sides = [(a.clone(), la), (b.clone(), lb)];
+        let (stop, violations) = (stop_watch.clone(), shared.violations.clone());
+        tokio::spawn(small::watch(seed, sides, stop, violations))
+    });
     for (i, task) in tasks.into_iter().enumerate() {
         if let Err(e) = task.await {
             panic!("seed {seed} ({kind}): actor {i} failed: {e}");
         }
     }
+    stop_watch.cancel();
+    if let Some(watch) = watch {
+        watch.await.expect("the watch of the counts");
+    }
     eprintln!(
         "seed {seed} ({kind}{}{}): {} actors ran {} operations{}",
-        if limited.is_some() { ", limited" } else { "" },
+        match &small {
+            Some(_) => format!(", small limits, reached {}", shared.reached),
+            None if limited.is_some() => ", limited".into(),
+            None => String::new(),
+        },
         match pending_limit {
             Some(max) => format!(", {max} pending policy checks"),
             None => String::new(),
@@ -641,12 +719,23 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kin
     let violations = shared.violations.lock().unwrap().clone();
     // Without a close, every disposal went through, once each (a close runs the disposals
     // of the live items too, §11).
+    // A close runs the disposals of the live items too (§11), so it is not checked then.
+    // Under small limits the disposal method's call may be refused by either side's
+    // in-flight limit, an error `Client::dispose` ignores (and so cannot show): then no
+    // more calls than disposals, never two for one.
+    let (made, owed) = (
+        disposals.load(Ordering::SeqCst),
+        shared.disposals_owed.load(Ordering::SeqCst),
+    );
     if !shared.closing.load(Ordering::SeqCst) {
-        assert_eq!(
-            disposals.load(Ordering::SeqCst),
-            shared.disposals_owed.load(Ordering::SeqCst),
-            "seed {seed} ({kind}): disposal calls"
-        );
+        if small.is_some() {
+            assert!(
+                made <= owed,
+                "seed {seed} ({kind}): {made} disposal calls, {owed} owed"
+            );
+        } else {
+            assert_eq!(made, owed, "seed {seed} ({kind}): disposal calls");
+        }
     }
     assert!(
         violations.is_empty(),
@@ -712,7 +801,24 @@ async fn case(seed: u64, observers: Arc<AtomicI64>, connect: Connect, policy_kin
     }
 }
 
-/// How many operations (beyond ten) actor `i` of case `seed` runs.
+/// The small limits of a side, for the case's line.
+fn brief(l: &Limits) -> String {
+    format!(
+        "caps {} in-flight {} revoked {} unsent {} buffered {} bytes {} depth {} records {} \
+         budget {}+{}x",
+        l.max_caps,
+        l.max_in_flight,
+        l.max_revoked_ids,
+        l.max_unsent_bytes,
+        l.max_buffered_stream_bytes,
+        l.max_bytes,
+        l.max_depth,
+        l.max_record_table_bytes,
+        l.decode_budget_base,
+        l.decode_budget_factor
+    )
+}
+
 /// How many operations (beyond ten) actor `i` of case `seed` runs.
 fn actor_ops(seed: u64, i: usize) -> usize {
     Rng(seed ^ (i as u64 + 1).wrapping_mul(0x1234_5678_9abc_def1)).below(30) as usize

@@ -475,6 +475,9 @@ impl Client {
     }
 
     /// Calls the cap's disposal method once (errors ignored), then releases the reference.
+    /// The disposal method is called as an ordinary call (PROTOCOL §7), so an in-flight
+    /// limit, ours or the peer's, that refuses it means it does not run; the release goes
+    /// out all the same.
     /// Disposing twice, from any clone, calls the disposal method once (PROTOCOL §13.8).
     ///
     /// The release does not wait for the disposal method's answer: the `drop` goes out

@@ -25,6 +25,10 @@ impl Connection {
     /// (close it, subscribe, start a call on a task of its own) but should not block on
     /// it. Observers are dropped once the connection has closed and its last task ended
     /// (no event comes after), so one may hold a clone of its connection.
+    ///
+    /// An observer sees the events of everything that happens after `subscribe` returns:
+    /// a call, stream or bootstrap started after it, by this end or by the peer, is
+    /// reported to it.
     pub fn subscribe(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> SubscriptionId {
         let shared = &self.shared;
         let id = shared.next_observer.fetch_add(1, Ordering::Relaxed);
@@ -42,6 +46,10 @@ impl Connection {
     }
 
     /// Removes an observer (dropped outside the lock, as a closure's drop may do anything).
+    ///
+    /// On a runtime of several workers, an event the connection's task is reporting as
+    /// this runs may still reach the observer after `unsubscribe` returns (the task calls
+    /// the observers it found when the event came); none that happens later does.
     pub fn unsubscribe(&self, id: SubscriptionId) {
         let shared = &self.shared;
         let removed = match shared.observers.write() {

@@ -165,6 +165,29 @@ async fn tls_byte_listener(config: ListenerConfig) -> (TcpMessageListener, u16, 
     )
 }
 
+/// A dropped `tls://` listener refuses connections from then on (as a plain one does and
+/// `transport_ws`'s `a_dropped_listener_refuses_connections_at_once` asks of WebSocket's),
+/// not once its background accept loop next runs.
+#[test]
+fn a_dropped_tls_byte_listener_refuses_connections_at_once() {
+    run(async {
+        let (listener, port, _) = tls_byte_listener(ListenerConfig::default()).await;
+        drop(listener);
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+        assert!(refused.is_err(), "the dropped listener still accepts");
+        let (plain, port) = {
+            let l = TcpMessageListener::bind("127.0.0.1:0", ListenerConfig::default())
+                .await
+                .unwrap();
+            let port = l.local_addr().unwrap().port();
+            (l, port)
+        };
+        drop(plain);
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+        assert!(refused.is_err(), "the dropped plain listener still accepts");
+    });
+}
+
 /// A TLS client socket to the listener at `port`, for writing bytes by hand inside TLS.
 async fn raw_tls(
     port: u16,

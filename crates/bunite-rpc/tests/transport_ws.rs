@@ -356,6 +356,26 @@ fn dropping_the_listener_ends_the_handshakes_in_progress() {
     });
 }
 
+/// A dropped listener (a server stopping) refuses connections from then on, not once
+/// its background accept loop next runs: the loop owned the socket and was only aborted,
+/// so until the runtime dropped it the kernel went on accepting into its backlog (a
+/// graceful stop under load returned with the port still taking connections, and a
+/// server restarted on it could not bind). The connect below is made without yielding to
+/// the runtime.
+#[test]
+fn a_dropped_listener_refuses_connections_at_once() {
+    run(async {
+        let (l, url) = listener(None).await;
+        let addr = l.local_addr().unwrap();
+        let client = ws::connect(url.as_str());
+        let (accepted, client) = tokio::join!(l.accept(), client);
+        let (_accepted, _client) = (accepted.unwrap(), client.unwrap());
+        drop(l);
+        let refused = std::net::TcpStream::connect(addr);
+        assert!(refused.is_err(), "the dropped listener still accepts");
+    });
+}
+
 /// A socket accepted elsewhere and handed to `accept_upgrade` has the config's
 /// `handshake_timeout`, as the listener's sockets have: a peer that sends half an HTTP head
 /// and stops is dropped then (it held the socket, and the caller's task, for as long as it

@@ -21,15 +21,27 @@ const ACCEPT_QUEUE: usize = 64;
 
 /// Sockets whose handshakes succeeded, from a background accept loop that stops when this
 /// is dropped, with the handshakes it started (their sockets are closed).
+///
+/// The loop owns the listening socket only as far as it accepts on it: this handle shares
+/// it, so that a drop stops it listening at once. Aborting the loop alone left the socket
+/// open until the runtime next ran the task, and the kernel went on accepting into its
+/// backlog meanwhile (a server whose stop had returned still took connections, and one
+/// restarted on its port could not bind).
 #[derive(Debug)]
 pub(crate) struct Handshaken<T> {
     accepted: tokio::sync::Mutex<mpsc::Receiver<T>>,
+    listener: Arc<TcpListener>,
     task: JoinHandle<()>,
 }
 
 impl<T> Drop for Handshaken<T> {
     fn drop(&mut self) {
         self.task.abort();
+        // A shutdown of a listening socket stops it listening (Linux: pending connections
+        // are reset, new ones refused, `accept` fails); the descriptor itself is closed
+        // with the task. Where a platform does not support it, the socket is closed with
+        // the task as before. A syscall, never a wait.
+        let _ = socket2::SockRef::from(&*self.listener).shutdown(std::net::Shutdown::Read);
     }
 }
 
@@ -43,9 +55,16 @@ impl<T: Send + 'static> Handshaken<T> {
         Fut: Future<Output = Result<T, String>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let task = tokio::spawn(accept_loop(listener, config, Arc::new(handshake), tx));
+        let listener = Arc::new(listener);
+        let task = tokio::spawn(accept_loop(
+            Arc::clone(&listener),
+            config,
+            Arc::new(handshake),
+            tx,
+        ));
         Handshaken {
             accepted: tokio::sync::Mutex::new(rx),
+            listener,
             task,
         }
     }
@@ -64,7 +83,7 @@ impl<T: Send + 'static> Handshaken<T> {
 /// Accepts TCP connections (one per free connection slot) and hands each to its own
 /// handshake task (one per free handshake permit).
 async fn accept_loop<T, F, Fut>(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     config: ListenerConfig,
     handshake: Arc<F>,
     tx: mpsc::Sender<T>,

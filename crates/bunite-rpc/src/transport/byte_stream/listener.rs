@@ -22,6 +22,9 @@ use crate::transport::ListenerConfig;
 /// With [`ListenerConfig::tls`] (feature `tls`) it terminates TLS: the handshakes run on
 /// their own tasks, at most `max_handshakes` at once and each within `handshake_timeout`,
 /// and [`accept`](Self::accept) returns the connections whose handshake succeeded.
+///
+/// Dropping the listener stops it: from then on its port refuses connections (with TLS,
+/// the handshakes under way end too).
 #[derive(Debug)]
 pub struct TcpMessageListener {
     local_addr: SocketAddr,

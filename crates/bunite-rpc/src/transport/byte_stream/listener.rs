@@ -24,7 +24,8 @@ use crate::transport::ListenerConfig;
 /// and [`accept`](Self::accept) returns the connections whose handshake succeeded.
 ///
 /// Dropping the listener stops it: from then on its port refuses connections (with TLS,
-/// the handshakes under way end too).
+/// whose accept loop runs on a task of its own: on Linux at once, elsewhere as that task
+/// ends; the handshakes under way end too).
 #[derive(Debug)]
 pub struct TcpMessageListener {
     local_addr: SocketAddr,

@@ -38,7 +38,8 @@ pub struct Accepted {
 /// in progress and their duration, each connection's inbound messages, and the bytes of
 /// messages being received across all connections; it sets the ping interval, TCP
 /// keepalive and, with feature `tls`, the certificate (`wss://`). Dropping the listener
-/// stops it: from then on its port refuses connections, and the handshakes under way end.
+/// stops it: from then on its port refuses connections (on Linux at once, elsewhere as its
+/// accept task ends), and the handshakes under way end.
 #[derive(Debug)]
 pub struct WsListener {
     local_addr: SocketAddr,

@@ -474,6 +474,19 @@ fn check(case: &Case, one_thread: bool) -> u64 {
             op.start > sub.ts && evidence.is_some_and(|e| e < until)
         };
         let never = |op: &Op| gone.is_some_and(|g| op.start > g);
+        // 1 if the outcome of `op` is certain by `evidence`, having checked it was `seen`
+        // (`what` names the part of it, for the message).
+        let certain = |op: &Op, evidence: Option<u64>, seen: bool, what: &str| -> u64 {
+            if !must(op, evidence) {
+                return 0;
+            }
+            assert!(
+                seen,
+                "{}",
+                ctx(&format!("missed {what}{op:?}; saw {:?}", of(op.id)))
+            );
+            1
+        };
         // The evidence that the connection ended an operation that ran and got no answer.
         let closed = |op: &Op| {
             (op.answer.is_none() && started.contains(&op.id))
@@ -644,14 +657,7 @@ fn check(case: &Case, one_thread: bool) -> u64 {
                     expect,
                 } => {
                     if op.answer.as_ref().is_some_and(|(_, a)| drained(a)) {
-                        if must(op, evidence) {
-                            must_total += 1;
-                            assert!(
-                                calls.contains_key(&op.id),
-                                "{}",
-                                ctx(&format!("missed {op:?}; saw {:?}", of(op.id)))
-                            );
-                        }
+                        must_total += certain(op, evidence, calls.contains_key(&op.id), "");
                         continue;
                     }
                     if never(op) {
@@ -669,14 +675,7 @@ fn check(case: &Case, one_thread: bool) -> u64 {
                     }
                 }
                 What::Call { .. } => {
-                    if must(op, evidence) {
-                        must_total += 1;
-                        assert!(
-                            calls.contains_key(&op.id),
-                            "{}",
-                            ctx(&format!("missed {op:?}; saw {:?}", of(op.id)))
-                        );
-                    }
+                    must_total += certain(op, evidence, calls.contains_key(&op.id), "");
                 }
                 What::Stream { .. } => {
                     // A `result` error: refused before it ran (a `call` event, no stream).
@@ -695,33 +694,12 @@ fn check(case: &Case, one_thread: bool) -> u64 {
                     // refused: the `call` event stands for its end.
                     let unanswered_refusal = op.answer.is_none() && calls.contains_key(&op.id);
                     if refused || unanswered_refusal {
-                        if must(op, evidence) {
-                            must_total += 1;
-                            assert!(
-                                calls.contains_key(&op.id),
-                                "{}",
-                                ctx(&format!("missed {op:?}; saw {:?}", of(op.id)))
-                            );
-                        }
+                        must_total += certain(op, evidence, calls.contains_key(&op.id), "");
                         continue;
                     }
                     let began = op.first_frame.or(closed(op));
-                    if must(op, began) {
-                        must_total += 1;
-                        assert!(
-                            starts.contains_key(&op.id),
-                            "{}",
-                            ctx(&format!("missed the start of {op:?}; saw {:?}", of(op.id)))
-                        );
-                    }
-                    if must(op, evidence) {
-                        must_total += 1;
-                        assert!(
-                            ends.contains_key(&op.id),
-                            "{}",
-                            ctx(&format!("missed the end of {op:?}; saw {:?}", of(op.id)))
-                        );
-                    }
+                    must_total += certain(op, began, starts.contains_key(&op.id), "the start of ");
+                    must_total += certain(op, evidence, ends.contains_key(&op.id), "the end of ");
                 }
             }
         }

@@ -14,36 +14,12 @@
 mod common;
 mod ops;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use bunite_rpc::transport::memory;
-use bunite_rpc::ConnectionBuilder;
-use common::tcp_pair;
-use ops::{pair_over, Rng};
-use tokio_util::sync::CancellationToken;
+use ops::memory_or_tcp;
 
 /// Seeds of a plain test run (about 30 ms each in debug on two cores: 6 s in all).
 const CI_SEEDS: u64 = 200;
 
 #[test]
 fn random_operations_under_small_limits() {
-    ops::run_seeds_under_small_limits(CI_SEEDS, connect);
-}
-
-/// Over loopback TCP or in memory, drawn per case.
-fn connect(
-    rng: &mut Rng,
-    cut: CancellationToken,
-    builder: Arc<dyn Fn() -> ConnectionBuilder + Send + Sync>,
-) -> Pin<Box<dyn Future<Output = ops::Pair> + Send>> {
-    let tcp = !rng.chance(50);
-    Box::pin(async move {
-        if tcp {
-            pair_over(tcp_pair(), &cut, &*builder, "tcp")
-        } else {
-            pair_over(memory::pair(), &cut, &*builder, "memory")
-        }
-    })
+    ops::run_seeds_under_small_limits(CI_SEEDS, memory_or_tcp);
 }

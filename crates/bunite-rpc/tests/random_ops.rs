@@ -11,39 +11,14 @@
 mod common;
 mod ops;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use bunite_rpc::transport::memory;
-use bunite_rpc::ConnectionBuilder;
-use common::tcp_pair;
-use ops::{pair_over, Rng};
-use tokio_util::sync::CancellationToken;
+use ops::{memory_or_tcp, Rng};
 
 /// Seeds of a plain test run (about 30 ms each in debug on two cores: 6.5 s in all).
 const CI_SEEDS: u64 = 200;
 
 #[test]
 fn random_operations_on_live_connections() {
-    ops::run_seeds(CI_SEEDS, connect);
-}
-
-/// Over loopback TCP or in memory, drawn per case.
-fn connect(
-    rng: &mut Rng,
-    cut: CancellationToken,
-    builder: Arc<dyn Fn() -> ConnectionBuilder + Send + Sync>,
-) -> Pin<Box<dyn Future<Output = ops::Pair> + Send>> {
-    // Drawn first, as before the other transports were added.
-    let tcp = !rng.chance(50);
-    Box::pin(async move {
-        if tcp {
-            pair_over(tcp_pair(), &cut, &*builder, "tcp")
-        } else {
-            pair_over(memory::pair(), &cut, &*builder, "memory")
-        }
-    })
+    ops::run_seeds(CI_SEEDS, memory_or_tcp);
 }
 
 /// Seeds of a plain run of the cases under an asynchronous policy (about 55 ms each in
@@ -55,7 +30,7 @@ const POLICY_SEEDS: u64 = 80;
 /// cut and closed on while they wait.
 #[test]
 fn random_operations_with_an_asynchronous_policy() {
-    ops::run_seeds_with(POLICY_SEEDS, connect, ops::PolicyKind::Async);
+    ops::run_seeds_with(POLICY_SEEDS, memory_or_tcp, ops::PolicyKind::Async);
 }
 
 /// The generator is the same everywhere (replayed seeds replay the same operations).

@@ -135,6 +135,28 @@ pub type Connect = fn(
     Arc<dyn Fn() -> ConnectionBuilder + Send + Sync>,
 ) -> Pin<Box<dyn Future<Output = Pair> + Send>>;
 
+/// A [`Connect`] over loopback TCP or in memory, drawn per case (`random_ops.rs`,
+/// `random_limits.rs`; the draw comes first, as before the other transports were added).
+pub fn memory_or_tcp(
+    rng: &mut Rng,
+    cut: CancellationToken,
+    builder: Arc<dyn Fn() -> ConnectionBuilder + Send + Sync>,
+) -> Pin<Box<dyn Future<Output = Pair> + Send>> {
+    let tcp = !rng.chance(50);
+    Box::pin(async move {
+        if tcp {
+            pair_over(tcp_pair(), &cut, &*builder, "tcp")
+        } else {
+            pair_over(
+                bunite_rpc::transport::memory::pair(),
+                &cut,
+                &*builder,
+                "memory",
+            )
+        }
+    })
+}
+
 /// Two peers over the two ends `ta` and `tb`, each wrapped in [`Cuttable`] on `cut` and
 /// tracked, without a listener.
 pub fn pair_over<T: bunite_rpc::transport::Transport>(
@@ -194,23 +216,24 @@ fn run_cases(test: &'static str, ci_seeds: u64, connect: Connect, policy: Policy
     if policy == PolicyKind::Async {
         quiet_policy_panics();
     }
-    let on: fn(_) = if small {
-        run_dyn
-    } else {
-        run_on_two_workers_dyn
-    };
     for seed in seeds(ci_seeds) {
         let _report = SeedReport { test, seed };
         let observers = Arc::new(AtomicI64::new(0));
         let live = observers.clone();
-        on(Box::pin(async move {
+        let body = async move {
             if tokio::time::timeout(CASE_BOUND, case(seed, live, connect, policy, small))
                 .await
                 .is_err()
             {
                 panic!("seed {seed}: the case did not end within {CASE_BOUND:?}");
             }
-        }));
+        };
+        // Under small limits, on the runtime `BUNITE_TEST_RUNTIME` names; else two workers.
+        if small {
+            run(body);
+        } else {
+            run_on_two_workers(body);
+        }
         // The runtime is gone: an observer still alive is kept by a cycle through its
         // connection (the observers of a closed connection are dropped once its last task
         // ends).
@@ -220,14 +243,6 @@ fn run_cases(test: &'static str, ci_seeds: u64, connect: Connect, policy: Policy
             "seed {seed}: observers outlived their connections"
         );
     }
-}
-
-fn run_dyn(body: Pin<Box<dyn Future<Output = ()>>>) {
-    run(body);
-}
-
-fn run_on_two_workers_dyn(body: Pin<Box<dyn Future<Output = ()>>>) {
-    run_on_two_workers(body);
 }
 
 /// Leaves out of the output the panics [`async_policy`] makes on purpose (a few hundred

@@ -59,7 +59,6 @@ pub(super) fn draw(rng: &mut Rng) -> Limits {
     // A peer's `drop` of every cap we hold decodes to about 200 bytes an entry (a record of
     // two fields, PROTOCOL §4), whatever its few bytes on the wire.
     let base = MIN_BUDGET_BASE + 256 * limits.max_caps as u64;
-    let mut pick = |lo: u64, hi: u64| (lo + rng.below(hi - lo + 1)) as usize;
     limits.decode_budget_base = pick(base, base + 8 * 1024);
     limits.bootstrap_timeout = Some(Duration::from_secs(pick(2, 4) as u64));
     limits
@@ -103,9 +102,16 @@ pub(super) fn frame_too_large(e: &Error) -> bool {
 /// How many outcomes each limit gave in a case, for its line (which limits a case reached).
 #[derive(Default)]
 pub(super) struct Reached {
-    /// In-flight (ours, the peer's), cap table, frame bytes, buffered stream bytes.
+    /// Indexed by [`OUR_IN_FLIGHT`], [`THEIR_IN_FLIGHT`], [`CAP_TABLE`], [`FRAME`],
+    /// [`STREAM_BYTES`].
     counts: [AtomicU64; 5],
 }
+
+const OUR_IN_FLIGHT: usize = 0;
+const THEIR_IN_FLIGHT: usize = 1;
+const CAP_TABLE: usize = 2;
+const FRAME: usize = 3;
+const STREAM_BYTES: usize = 4;
 
 impl Reached {
     fn count(&self, i: usize, reached: bool) -> bool {
@@ -116,7 +122,7 @@ impl Reached {
     }
 
     pub(super) fn frame(&self) {
-        self.counts[3].fetch_add(1, Ordering::Relaxed);
+        self.counts[FRAME].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -151,9 +157,9 @@ impl Actor {
         let local = e.local_kind() == Some(LocalError::InFlightLimit);
         let allocates = name != SECRET && name != "ops.nope" && self.op != Op::Back;
         let r = &self.case.reached;
-        r.count(0, local && in_flight(e, mine.max_in_flight))
+        r.count(OUR_IN_FLIGHT, local && in_flight(e, mine.max_in_flight))
             || r.count(
-                2,
+                CAP_TABLE,
                 allocates && e.local_kind().is_none() && cap_table(e, peer.max_caps),
             )
     }
@@ -167,7 +173,9 @@ impl Actor {
         let op = self.op;
         let r = &self.case.reached;
         match e.local_kind() {
-            Some(LocalError::InFlightLimit) => r.count(0, in_flight(e, mine.max_in_flight)),
+            Some(LocalError::InFlightLimit) => {
+                r.count(OUR_IN_FLIGHT, in_flight(e, mine.max_in_flight))
+            }
             Some(LocalError::StreamOverflow) => {
                 let streams = matches!(op, Op::Stream | Op::TypedStream | Op::AbortSpawned);
                 let limit = format!(
@@ -175,17 +183,17 @@ impl Actor {
                     mine.max_buffered_stream_bytes
                 );
                 let over = e.code() == Code::ResourceExhausted && e.message().ends_with(&limit);
-                r.count(4, streams && over)
+                r.count(STREAM_BYTES, streams && over)
             }
             Some(_) => false,
             None => {
                 let returns_caps =
                     matches!(op, Op::Sub | Op::TypedPart | Op::Burst | Op::DropCapCall);
                 let back = op == Op::Back;
-                r.count(1, in_flight(e, peer.max_in_flight))
-                    || r.count(2, returns_caps && cap_table(e, peer.max_caps))
-                    || r.count(0, back && in_flight(e, mine.max_in_flight))
-                    || r.count(2, back && cap_table(e, mine.max_caps))
+                r.count(THEIR_IN_FLIGHT, in_flight(e, peer.max_in_flight))
+                    || r.count(CAP_TABLE, returns_caps && cap_table(e, peer.max_caps))
+                    || r.count(OUR_IN_FLIGHT, back && in_flight(e, mine.max_in_flight))
+                    || r.count(CAP_TABLE, back && cap_table(e, mine.max_caps))
             }
         }
     }

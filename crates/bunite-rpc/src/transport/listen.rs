@@ -37,6 +37,10 @@ pub(crate) struct Handshaken<T> {
 impl<T> Drop for Handshaken<T> {
     fn drop(&mut self) {
         self.task.abort();
+        // Closed first, so that a loop still running (on another worker, before the abort
+        // lands) sees that nobody takes sockets when the shutdown fails its `accept`, and
+        // ends without a warning.
+        self.accepted.get_mut().close();
         // A shutdown of a listening socket stops it listening (Linux: pending connections
         // are reset, new ones refused, `accept` fails); the descriptor itself is closed
         // with the task. Where a platform does not support it, the socket is closed with
@@ -103,6 +107,8 @@ async fn accept_loop<T, F, Fut>(
         };
         let (stream, peer_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
+            // The handle was dropped: its shutdown of the socket is what failed `accept`.
+            Err(_) if tx.is_closed() => return,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("listener accept failed: {e}");
@@ -135,5 +141,64 @@ async fn accept_loop<T, F, Fut>(
                 Err(_) => tracing::debug!(%peer_addr, "handshake timed out"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::Layer;
+
+    use super::*;
+
+    /// Counts the events at `WARN` or above.
+    struct Warnings(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Warnings {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if *event.metadata().level() <= tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// A loop whose handle is gone (its receiver closed, as `Handshaken::drop` does before
+    /// shutting the socket) ends when the shutdown fails its `accept`, without a warning:
+    /// it logged "listener accept failed" and went on retrying every 100 ms.
+    #[test]
+    fn a_loop_whose_handle_is_gone_ends_quietly_when_accept_fails() {
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Warnings(Arc::clone(&warnings)));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+            let (tx, mut rx) = mpsc::channel::<()>(1);
+            rx.close();
+            let handshake = |_: TcpStream, _: SocketAddr, _: OwnedSemaphorePermit| async {
+                Err::<(), _>("never reached".to_owned())
+            };
+            let task = tokio::spawn(accept_loop(
+                Arc::clone(&listener),
+                ListenerConfig::default(),
+                Arc::new(handshake),
+                tx,
+            ));
+            // Let the loop reach its `accept`, then stop the socket listening.
+            tokio::task::yield_now().await;
+            socket2::SockRef::from(&*listener)
+                .shutdown(std::net::Shutdown::Read)
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("the loop ended")
+                .unwrap();
+        });
+        assert_eq!(warnings.load(Ordering::SeqCst), 0, "no warning logged");
     }
 }

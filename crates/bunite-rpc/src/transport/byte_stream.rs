@@ -75,7 +75,8 @@
 //! `resource_exhausted`. A [`tcp_connect`] client whose server closes without sending a
 //! byte (a bunite server says hello first; a WebSocket server closes so a client whose
 //! request is not HTTP) fails with an `UnexpectedEof` that says so
-//! ([`SILENT_SERVER`], naming `ws://`) rather than a clean end; from every other
+//! ([`SILENT_SERVER`], naming `ws://`) rather than a clean end, and a reset before the
+//! first byte carries the same text after its own; from every other
 //! constructor such a stream is a clean end. Keep the limit at the connection's
 //! [`Limits::max_bytes`](crate::Limits::max_bytes); [`sealed::Sealed`](crate::transport::sealed)
 //! adds its own overhead. With a [`ByteBudget`] ([`ByteStream::with_budget`]), a message
@@ -178,7 +179,9 @@ pub struct ByteStream<R, W> {
 
 /// The error of a [`tcp_connect`] client whose server ends the connection before sending
 /// a byte: a bunite server sends its hello first, and a WebSocket server
-/// closes a client whose request is not HTTP (ours is its hello) without a word.
+/// closes a client whose request is not HTTP (ours is its hello) without a word. A reset
+/// before the first byte (such a server closing with our hello unread) carries it too,
+/// after the reset's own text.
 pub const SILENT_SERVER: &str = "the server closed the connection without sending a byte \
     (a bunite server says hello first): if it is a WebSocket endpoint, which closes a \
     byte-stream client so, use ws://HOST:PORT/PATH";

@@ -158,6 +158,20 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
         Some(io::Error::new(io::ErrorKind::UnexpectedEof, why))
     }
 
+    /// A read's error: a reset before the peer's first byte carries the hint
+    /// [`silent_means`](Self::silent_means) gave, as a silent end does. A WebSocket server
+    /// that closes a client whose request is not HTTP resets the connection instead when
+    /// our hello is still unread in its socket.
+    fn failed(&self, e: io::Error) -> io::Error {
+        use io::ErrorKind::{ConnectionAborted, ConnectionReset};
+        match self.silent {
+            Some(why) if !self.heard && matches!(e.kind(), ConnectionReset | ConnectionAborted) => {
+                io::Error::new(e.kind(), format!("{e}: {why}"))
+            }
+            _ => e,
+        }
+    }
+
     /// The length the buffered prefix announces, checked against `max_bytes`.
     fn announced(&self) -> Result<Option<usize>, TransportError> {
         let Some(prefix) = self.buf.first_chunk::<PREFIX>() else {
@@ -424,7 +438,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
                 return Poll::Ready(Err(TransportError::Closed));
             };
             let n = match poll_read_buf(Pin::new(reader), cx, &mut (&mut self.buf).limit(room)) {
-                Poll::Ready(n) => n?,
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.failed(e).into())),
                 Poll::Pending if !self.buf.is_empty() => {
                     // Stalled inside a message: within its deadline, or failed.
                     let len = len.map_or(0, |len| (PREFIX + len) as u64);

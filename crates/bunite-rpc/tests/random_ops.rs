@@ -5,7 +5,7 @@
 //! listeners. The same cases run again under an asynchronous policy
 //! (`random_operations_with_an_asynchronous_policy`).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs
 //! seed S alone (a failing case prints its seed).
 
 mod common;

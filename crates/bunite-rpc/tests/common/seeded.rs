@@ -29,14 +29,28 @@ impl Rng {
 }
 
 /// The seeds of a run: `BUNITE_OPS_SEED` alone, `0..BUNITE_OPS_SEEDS`, or else `0..ci_seeds`.
+/// `BUNITE_OPS_SEEDS` may also be a range `A..B`, for seeds no run has tried yet.
 pub fn seeds(ci_seeds: u64) -> Vec<u64> {
     match (
         std::env::var("BUNITE_OPS_SEED"),
         std::env::var("BUNITE_OPS_SEEDS"),
     ) {
         (Ok(seed), _) => vec![seed.parse().expect("BUNITE_OPS_SEED: a number")],
-        (_, Ok(n)) => (0..n.parse().expect("BUNITE_OPS_SEEDS: a number")).collect(),
+        (_, Ok(n)) => seed_range(&n).collect(),
         _ => (0..ci_seeds).collect(),
+    }
+}
+
+/// `N` as `0..N`, or `A..B`.
+fn seed_range(text: &str) -> std::ops::Range<u64> {
+    let number = |s: &str| -> u64 {
+        s.trim()
+            .parse()
+            .expect("BUNITE_OPS_SEEDS: a number N or a range A..B")
+    };
+    match text.split_once("..") {
+        Some((from, to)) => number(from)..number(to),
+        None => 0..number(text),
     }
 }
 

@@ -1555,6 +1555,33 @@ fn a_child_that_stalls_inside_a_message_is_let_go_at_the_default_deadline() {
     });
 }
 
+/// How a `tcp_connect` client's connection ended when its server reset it after reading a
+/// byte of our hello, having sent `first` (nothing, or bytes short of a message): the
+/// disconnect's kind and message.
+async fn reset_by_the_server(first: &'static [u8]) -> (std::io::ErrorKind, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // Our hello arrives; read a byte of it and leave the rest unread.
+        let mut byte = [0u8; 1];
+        socket.read_exact(&mut byte).await.unwrap();
+        if !first.is_empty() {
+            socket.write_all(first).await.unwrap();
+            socket.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        socket.set_zero_linger().unwrap();
+    });
+    let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
+    timeout(WAIT, server).await.unwrap().unwrap();
+    timeout(WAIT, client.closed()).await.unwrap();
+    match client.closed_by() {
+        Some(bunite_rpc::Disconnect::Transport { kind, message }) => (kind, message),
+        other => panic!("a transport failure: {other:?}"),
+    }
+}
+
 /// A `tcp://` client whose server resets the connection before sending a byte (a WebSocket
 /// server closing with our hello unread in its socket, rather than closing cleanly): the
 /// client's error keeps the reset's kind and text and adds the hint a silent end gives,
@@ -1562,21 +1589,7 @@ fn a_child_that_stalls_inside_a_message_is_let_go_at_the_default_deadline() {
 #[test]
 fn a_reset_before_the_first_byte_names_ws() {
     run(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            // Our hello arrives; read a byte of it, leave the rest unread, and reset.
-            let mut first = [0u8; 1];
-            socket.read_exact(&mut first).await.unwrap();
-            socket.set_zero_linger().unwrap();
-        });
-        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
-        timeout(WAIT, server).await.unwrap().unwrap();
-        timeout(WAIT, client.closed()).await.unwrap();
-        let Some(bunite_rpc::Disconnect::Transport { kind, message }) = client.closed_by() else {
-            panic!("a transport failure: {:?}", client.closed_by());
-        };
+        let (kind, message) = reset_by_the_server(b"").await;
         assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "{message}");
         assert!(message.contains("without sending a byte"), "{message}");
         assert!(message.contains("use ws://HOST:PORT/PATH"), "{message}");
@@ -1588,24 +1601,8 @@ fn a_reset_before_the_first_byte_names_ws() {
 #[test]
 fn a_reset_after_the_first_byte_carries_no_hint() {
     run(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut first = [0u8; 1];
-            socket.read_exact(&mut first).await.unwrap();
-            // Half a length prefix: a byte heard, no message.
-            socket.write_all(&[0, 0]).await.unwrap();
-            socket.flush().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            socket.set_zero_linger().unwrap();
-        });
-        let client = tracked(byte_stream::tcp_connect(addr).await.unwrap());
-        timeout(WAIT, server).await.unwrap().unwrap();
-        timeout(WAIT, client.closed()).await.unwrap();
-        let Some(bunite_rpc::Disconnect::Transport { kind, message }) = client.closed_by() else {
-            panic!("a transport failure: {:?}", client.closed_by());
-        };
+        // Half a length prefix: a byte heard, no message.
+        let (kind, message) = reset_by_the_server(&[0, 0]).await;
         assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "{message}");
         assert!(!message.contains("ws://"), "{message}");
     });

@@ -1583,7 +1583,7 @@ async fn reset_by_the_server(first: &'static [u8]) -> (std::io::ErrorKind, Strin
 }
 
 /// A `tcp://` client whose server resets the connection before sending a byte (a WebSocket
-/// server closing with our hello unread in its socket, rather than closing cleanly): the
+/// server closing with bytes of ours unread in its socket, rather than closing cleanly): the
 /// client's error keeps the reset's kind and text and adds the hint a silent end gives,
 /// naming `ws://` (it said only "connection reset by peer").
 #[test]

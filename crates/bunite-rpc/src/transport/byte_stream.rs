@@ -180,7 +180,7 @@ pub struct ByteStream<R, W> {
 /// The error of a [`tcp_connect`] client whose server ends the connection before sending
 /// a byte: a bunite server sends its hello first, and a WebSocket server
 /// closes a client whose request is not HTTP (ours is its hello) without a word. A reset
-/// before the first byte (such a server closing with our hello unread) carries it too,
+/// before the first byte (such a server closing with bytes of ours unread) carries it too,
 /// after the reset's own text.
 pub const SILENT_SERVER: &str = "the server closed the connection without sending a byte \
     (a bunite server says hello first): if it is a WebSocket endpoint, which closes a \

@@ -161,7 +161,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> ByteStreamSource<R> {
     /// A read's error: a reset before the peer's first byte carries the hint
     /// [`silent_means`](Self::silent_means) gave, as a silent end does. A WebSocket server
     /// that closes a client whose request is not HTTP resets the connection instead when
-    /// our hello is still unread in its socket.
+    /// bytes of ours are still unread in its socket (the rest of our hello, or a frame sent
+    /// after it).
     fn failed(&self, e: io::Error) -> io::Error {
         use io::ErrorKind::{ConnectionAborted, ConnectionReset};
         match self.silent {

@@ -44,7 +44,7 @@
 //! order: every order is tried ([`every_way`]). The harness then checks each connection
 //! clean and idle, and no task left.
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`), `BUNITE_OPS_SEED=S` seed S alone.
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`), `BUNITE_OPS_SEED=S` seed S alone.
 #![cfg(feature = "byte-stream")]
 
 mod common;

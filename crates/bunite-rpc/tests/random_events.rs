@@ -35,7 +35,7 @@
 //! nothing once `closed` returned. The harness's checks end each case (clean, idle, no
 //! task left).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`), `BUNITE_OPS_SEED=S` seed S alone.
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`), `BUNITE_OPS_SEED=S` seed S alone.
 
 mod common;
 

@@ -39,8 +39,8 @@
 //! receive and send budgets are whole; and no connection joins the server after it (once
 //! every peer has gone). Then the harness's checks (no task left).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S`
-//! runs seed S alone (a failing case prints its seed).
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`) instead of [`CI_SEEDS`];
+//! `BUNITE_OPS_SEED=S` runs seed S alone (a failing case prints its seed).
 #![cfg(all(feature = "ws", feature = "byte-stream"))]
 
 mod common;

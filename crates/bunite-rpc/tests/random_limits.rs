@@ -8,8 +8,8 @@
 //! loopback TCP, drawn per case, on the runtime `BUNITE_TEST_RUNTIME` names (one thread, or
 //! two workers with `multi`).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs
-//! seed S alone (a failing case prints its seed).
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`) instead of [`CI_SEEDS`];
+//! `BUNITE_OPS_SEED=S` runs seed S alone (a failing case prints its seed).
 
 mod common;
 mod ops;

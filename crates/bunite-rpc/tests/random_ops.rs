@@ -5,8 +5,8 @@
 //! listeners. The same cases run again under an asynchronous policy
 //! (`random_operations_with_an_asynchronous_policy`).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs
-//! seed S alone (a failing case prints its seed).
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`) instead of [`CI_SEEDS`];
+//! `BUNITE_OPS_SEED=S` runs seed S alone (a failing case prints its seed).
 
 mod common;
 mod ops;

@@ -12,8 +12,8 @@
 //! stops accepting (clients wait in the kernel's backlog) until a connection ends"); and
 //! answers the budget cannot pay for are refused `resource_exhausted` (`ops::actor`, `big`).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S` runs
-//! seed S alone (a failing case prints its seed).
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`) instead of [`CI_SEEDS`];
+//! `BUNITE_OPS_SEED=S` runs seed S alone (a failing case prints its seed).
 #![cfg(all(feature = "ws", feature = "sealed", feature = "byte-stream"))]
 
 mod common;

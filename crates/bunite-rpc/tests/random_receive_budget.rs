@@ -31,8 +31,8 @@
 //! endpoint counts no connection, then answers that many upgrades `101` at once, and axum
 //! stops); and the harness's checks (connections clean and idle, no task left).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S`
-//! runs seed S alone (a failing case prints its seed).
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`) instead of [`CI_SEEDS`];
+//! `BUNITE_OPS_SEED=S` runs seed S alone (a failing case prints its seed).
 #![cfg(all(feature = "ws", feature = "byte-stream"))]
 
 mod common;

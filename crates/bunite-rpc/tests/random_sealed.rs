@@ -39,9 +39,10 @@
 //! swap) with nothing after it in its direction is not noticed by anyone: its call waits
 //! out the operation's bound.
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of [`CI_SEEDS`]; `BUNITE_OPS_SEED=S`
-//! runs seed S alone (a failing case prints its seed); `BUNITE_MITM_TRACE=1` prints each
-//! case's draw and what the relay delivered other than the messages as sent.
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`) instead of [`CI_SEEDS`];
+//! `BUNITE_OPS_SEED=S` runs seed S alone (a failing case prints its seed);
+//! `BUNITE_MITM_TRACE=1` prints each case's draw and what the relay delivered other than
+//! the messages as sent.
 #![cfg(all(feature = "sealed", feature = "byte-stream"))]
 
 mod common;

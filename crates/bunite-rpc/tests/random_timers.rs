@@ -30,7 +30,7 @@
 //! comes first; streams deliver `0..k` in order, and end whole unless the ending cut them;
 //! and the harness's checks after each case (both ends clean and idle, no task left).
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`), `BUNITE_OPS_SEED=S` seed S alone.
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`), `BUNITE_OPS_SEED=S` seed S alone.
 
 mod common;
 

@@ -57,8 +57,8 @@
 //! may go without its call (refused by an in-flight limit, an error `Client::dispose`
 //! ignores), but never with two.
 //!
-//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (`=A..B` seeds `A..B`) instead of a test's own count; `BUNITE_OPS_SEED=S`
-//! runs seed S alone (a failing case prints its seed).
+//! `BUNITE_OPS_SEEDS=N` runs seeds `0..N` (or `A..B`) instead of a test's own count;
+//! `BUNITE_OPS_SEED=S` runs seed S alone (a failing case prints its seed).
 // Each test file uses the parts its transports need.
 #![allow(dead_code)]
 
@@ -196,7 +196,8 @@ pub enum PolicyKind {
     Async,
 }
 
-/// Runs the seeds of a test: `BUNITE_OPS_SEED`, `BUNITE_OPS_SEEDS` (`N` or `A..B`), or `0..ci_seeds`.
+/// Runs the seeds of a test: `BUNITE_OPS_SEED`, `BUNITE_OPS_SEEDS` (`N` or `A..B`), or
+/// `0..ci_seeds`.
 pub fn run_seeds(ci_seeds: u64, connect: Connect) {
     run_seeds_with(ci_seeds, connect, PolicyKind::Sync);
 }
